@@ -1,0 +1,239 @@
+"""Hugging Face directory <-> rlvjax model: config mapping, one tensor-name table, tokenizer.
+
+Only safetensors are read or written (no pickle); the tokenizer is loaded with ``local_files_only`` and never with
+remote code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from rlvjax.model.transformer import ModelConfig, Transformer
+
+ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
+
+# (HF tensor-name regex, our param path template, transpose). Linear weights are [out, in] in torch, [in, out] here.
+WEIGHT_TABLE: tuple[tuple[str, str, bool], ...] = (
+    (r"model\.embed_tokens\.weight", "embed_tokens/embedding", False),
+    (r"model\.layers\.(\d+)\.self_attn\.([qkvo])_proj\.weight", "layers/{0}/self_attn/{1}_proj/kernel", True),
+    (r"model\.layers\.(\d+)\.self_attn\.([qkvo])_proj\.bias", "layers/{0}/self_attn/{1}_proj/bias", False),
+    (r"model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.weight", "layers/{0}/mlp/{1}_proj/kernel", True),
+    (r"model\.layers\.(\d+)\.(input_layernorm|post_attention_layernorm)\.weight", "layers/{0}/{1}/weight", False),
+    (r"model\.norm\.weight", "norm/weight", False),
+    (r"lm_head\.weight", "lm_head/kernel", True),
+)
+# Buffers some exporters write that carry no learned state.
+_IGNORED = re.compile(r".*rotary_emb\.inv_freq$")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def config_from_hf(hf: dict, dtype=jnp.float32) -> ModelConfig:
+    """Map an HF ``config.json`` dict (transformers v4 or v5 layout) to ``ModelConfig``."""
+    model_type = hf.get("model_type")
+    if model_type not in ARCHITECTURES:
+        raise ValueError(
+            f"unsupported architecture model_type={model_type!r} (architectures={hf.get('architectures')}); "
+            f"rlvjax loads {sorted(ARCHITECTURES.values())}"
+        )
+    if hf.get("use_sliding_window"):
+        raise ValueError("sliding-window attention is not supported; set use_sliding_window=false in config.json")
+    if hf.get("mlp_bias"):
+        raise ValueError("mlp_bias=true is not supported by rlvjax's SwiGLU MLP")
+    rope = dict(hf.get("rope_parameters") or {})  # transformers v5 moved rope_theta in here
+    rope.update(hf.get("rope_scaling") or {})
+    theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
+    scaling = {k: v for k, v in rope.items() if v is not None}
+    if scaling.get("rope_type", scaling.get("type")) in (None, "default"):
+        scaling = {}
+    bias = bool(hf.get("attention_bias", False))
+    return ModelConfig(
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        intermediate_size=hf["intermediate_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_heads=hf["num_attention_heads"],
+        num_kv_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
+        head_dim=hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"],
+        rope_theta=float(theta),
+        rope_scaling=tuple(sorted(scaling.items())),
+        rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        qkv_bias=True if model_type == "qwen2" else bias,
+        o_bias=False if model_type == "qwen2" else bias,
+        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        max_position_embeddings=int(hf.get("max_position_embeddings", 32768)),
+        architecture=model_type,
+        dtype=jnp.dtype(dtype).name,
+    )
+
+
+def config_to_hf(cfg: ModelConfig, tokenizer=None) -> dict:
+    if cfg.architecture == "qwen2" and not (cfg.qkv_bias and not cfg.o_bias):
+        raise ValueError("a qwen2 export needs qkv_bias=True and o_bias=False (the Qwen2 layout)")
+    if cfg.architecture == "llama" and cfg.qkv_bias != cfg.o_bias:
+        raise ValueError("a llama export needs qkv_bias == o_bias (HF's single attention_bias flag)")
+    rope = {"rope_theta": cfg.rope_theta, "rope_type": "default", **dict(cfg.rope_scaling)}
+    hf = {
+        "architectures": [ARCHITECTURES[cfg.architecture]],
+        "model_type": cfg.architecture,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": cfg.kv_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": cfg.rope_theta,  # transformers v4 reads this ...
+        "rope_parameters": rope,  # ... and v5 this
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "torch_dtype": cfg.dtype,
+    }
+    if dict(cfg.rope_scaling):
+        hf["rope_scaling"] = rope
+    if cfg.architecture == "llama":
+        hf["attention_bias"] = cfg.qkv_bias
+        hf["mlp_bias"] = False
+    if tokenizer is not None:
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            if getattr(tokenizer, name, None) is not None:
+                hf[name] = getattr(tokenizer, name)
+    return hf
+
+
+def _hf_to_path(name: str) -> tuple[str, bool] | None:
+    for pattern, template, transpose in WEIGHT_TABLE:
+        m = re.fullmatch(pattern, name)
+        if m:
+            return template.format(*m.groups()), transpose
+    return None
+
+
+def _safetensors_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [s for s in shards if not (path / s).exists()]
+        if missing:
+            raise FileNotFoundError(f"{index} names shards that are not in {path}: {missing}")
+        return [path / s for s in shards]
+    files = sorted(path.glob("*.safetensors"))
+    if files:
+        return files
+    pickled = [p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES]
+    if pickled:
+        raise ValueError(
+            f"{path} holds only pickle checkpoints {pickled}; rlvjax never unpickles weights — convert them to "
+            "safetensors (e.g. transformers: model.save_pretrained(dir, safe_serialization=True))"
+        )
+    raise FileNotFoundError(f"no *.safetensors weights in {path}")
+
+
+def _flat_state(model_state) -> dict[str, nnx.Variable]:
+    return {"/".join(map(str, k)): v for k, v in nnx.to_flat_state(model_state)}
+
+
+def load_hf(path, dtype=jnp.float32, *, tokenizer: bool = True):
+    """Load an HF Qwen2/Llama directory into ``(Transformer, tokenizer)``.
+
+    Every tensor is checked against the table: an unknown name, a missing parameter or a wrong shape raises an
+    error naming the tensor. ``tokenizer=False`` skips the tokenizer (returns None in its place).
+    """
+    path = Path(path)
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{config_file} not found: point load_hf at a Hugging Face model directory")
+    cfg = config_from_hf(json.loads(config_file.read_text()), dtype)
+    abstract = nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
+    targets = _flat_state(state)
+    loaded: dict[str, np.ndarray] = {}
+    for file in _safetensors_files(path):
+        with safe_open(str(file), framework="np") as f:
+            for name in f.keys():
+                if _IGNORED.fullmatch(name):
+                    continue
+                mapped = _hf_to_path(name)
+                if mapped is None:
+                    raise ValueError(f"unknown tensor {name!r} in {file.name}: not in rlvjax's weight table")
+                param, transpose = mapped
+                if param == "lm_head/kernel" and cfg.tie_word_embeddings:
+                    continue  # tied: the head is the embedding
+                if param not in targets:
+                    raise ValueError(f"tensor {name!r} in {file.name} has no parameter {param!r} in this config")
+                array = f.get_tensor(name)
+                array = array.T if transpose else array
+                expected = targets[param].get_value().shape
+                if array.shape != tuple(expected):
+                    raise ValueError(
+                        f"tensor {name!r} has shape {array.shape} after mapping, expected {tuple(expected)} "
+                        "from config.json"
+                    )
+                loaded[param] = array.astype(jnp.dtype(dtype))
+    missing = sorted(set(targets) - set(loaded))
+    if missing:
+        raise ValueError(f"{path} is missing tensors for parameters {missing[:5]}{'...' if len(missing) > 5 else ''}")
+    for name, variable in targets.items():
+        variable.set_value(jnp.asarray(loaded[name]))
+    model = nnx.merge(graphdef, state)
+    return model, (load_tokenizer(path) if tokenizer else None)
+
+
+def load_tokenizer(path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"no usable tokenizer in {path} ({e}); save one there with tokenizer.save_pretrained") from e
+
+
+def save_hf(model: Transformer, tokenizer, path) -> None:
+    """Write ``config.json``, ``model.safetensors`` and the tokenizer; the directory appears whole or not at all."""
+    path = Path(path)
+    cfg = model.config
+    params = _flat_state(nnx.state(model, nnx.Param))
+    tensors: dict[str, np.ndarray] = {}
+    for hf_name in hf_tensor_names(cfg):
+        param, transpose = _hf_to_path(hf_name)
+        array = np.asarray(jax.device_get(params[param].get_value()))
+        tensors[hf_name] = np.ascontiguousarray(array.T if transpose else array)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg, tokenizer), indent=2))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def hf_tensor_names(cfg: ModelConfig) -> list[str]:
+    """The tensors an HF checkpoint of this config holds, in the HF naming."""
+    names = ["model.embed_tokens.weight", "model.norm.weight"]
+    for i in range(cfg.num_layers):
+        layer = f"model.layers.{i}."
+        names += [f"{layer}self_attn.{x}_proj.weight" for x in "qkvo"]
+        names += [f"{layer}self_attn.{x}_proj.bias" for x in "qkv" if cfg.qkv_bias]
+        names += [f"{layer}self_attn.o_proj.bias"] if cfg.o_bias else []
+        names += [f"{layer}mlp.{x}_proj.weight" for x in ("gate", "up", "down")]
+        names += [f"{layer}input_layernorm.weight", f"{layer}post_attention_layernorm.weight"]
+    return names if cfg.tie_word_embeddings else names + ["lm_head.weight"]

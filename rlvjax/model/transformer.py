@@ -1,0 +1,246 @@
+"""Decoder of the Qwen2 / Qwen2.5 / Llama family in Flax NNX, with an explicit KV-cache pytree.
+
+Parameter paths mirror the Hugging Face tensor names (``layers/3/self_attn/q_proj/kernel`` for
+``model.layers.3.self_attn.q_proj.weight``) so that the weight table in ``hf.py`` stays a plain regex map.
+
+Positions are derived from the attention mask (``cumsum(mask) - 1``), so a left-padded row gets the same RoPE
+phases as the unpadded sequence; the cache keeps a per-slot validity mask, so rows of one batch may hold holes
+(padding, finished sequences) and still attend only to their own tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+_MASKED = float(np.finfo(np.float32).min)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture hyper-parameters; ``architecture`` is the HF family it round-trips to."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int | None = None
+    rope_theta: float = 10000.0
+    rope_scaling: tuple[tuple[str, object], ...] = ()  # HF rope_parameters minus rope_theta, as sorted items
+    rms_norm_eps: float = 1e-6
+    qkv_bias: bool = False
+    o_bias: bool = False
+    tie_word_embeddings: bool = False
+    max_position_embeddings: int = 32768
+    architecture: str = "qwen2"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}; "
+                "grouped-query attention needs whole groups"
+            )
+
+    @property
+    def kv_dim(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_heads
+
+    @property
+    def jnp_dtype(self):
+        return jnp.dtype(self.dtype)
+
+
+class KVCache(NamedTuple):
+    """Per-layer keys/values ``[B, S, kv_heads, head_dim]``, the slot validity mask ``[B, S]``, and the next slot.
+
+    All rows write at the same slot ``index``; a row's own length is the number of valid slots.
+    """
+
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
+    mask: jax.Array
+    index: jax.Array
+
+    @classmethod
+    def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> "KVCache":
+        dtype = dtype or cfg.jnp_dtype
+        shape = (batch, max_len, cfg.num_kv_heads, cfg.kv_dim)
+        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+        return cls(zeros, zeros, jnp.zeros((batch, max_len), bool), jnp.zeros((), jnp.int32))
+
+    def repeat(self, n: int) -> "KVCache":
+        """Each row ``n`` times in a row (row ``i`` -> rows ``i*n .. i*n+n-1``): one prompt prefill, n samples."""
+        rep = lambda x: jnp.repeat(x, n, axis=0)
+        return KVCache(tuple(map(rep, self.k)), tuple(map(rep, self.v)), rep(self.mask), self.index)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
+    """Inverse frequencies, including the ``linear`` and ``llama3`` scalings of HF ``rope_parameters``."""
+    d = cfg.kv_dim
+    inv = 1.0 / (cfg.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
+    scaling = dict(cfg.rope_scaling)
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind == "default":
+        pass
+    elif kind == "linear":
+        inv = inv / float(scaling["factor"])
+    elif kind == "llama3":
+        factor, old_len = float(scaling["factor"]), float(scaling["original_max_position_embeddings"])
+        low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+        wavelen = 2 * math.pi / inv
+        scaled = np.where(wavelen > old_len / low, inv / factor, inv)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+        inv = np.where(medium, smoothed, scaled)
+    else:
+        raise ValueError(f"unsupported rope_type {kind!r}; rlvjax implements default, linear and llama3")
+    return inv.astype(np.float32)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+    """HF's rotate-half RoPE; x ``[B, T, H, D]``, positions ``[B, T]``."""
+    freqs = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, D/2]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
+    cos, sin = jnp.cos(emb).astype(x.dtype), jnp.sin(emb).astype(x.dtype)
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float, dtype):
+        self.weight = nnx.Param(jnp.ones((dim,), dtype))
+        self.eps = eps
+
+    def __call__(self, x):
+        xf = x.astype(jnp.float32)
+        xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        return self.weight[...] * xf.astype(x.dtype)
+
+
+def _linear(din, dout, bias, dtype, rngs):
+    return nnx.Linear(din, dout, use_bias=bias, dtype=dtype, param_dtype=dtype, rngs=rngs,
+                      kernel_init=nnx.initializers.normal(0.02))
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        d, h, kh, hd, dt = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.kv_dim, cfg.jnp_dtype
+        self.q_proj = _linear(d, h * hd, cfg.qkv_bias, dt, rngs)
+        self.k_proj = _linear(d, kh * hd, cfg.qkv_bias, dt, rngs)
+        self.v_proj = _linear(d, kh * hd, cfg.qkv_bias, dt, rngs)
+        self.o_proj = _linear(h * hd, d, cfg.o_bias, dt, rngs)
+        self.num_heads, self.num_kv_heads, self.head_dim = h, kh, hd
+
+    def __call__(self, x, positions, inv_freq, allowed, kv_cache=None, slot=None):
+        """``allowed [B, T, S]`` says which key slots each query may see; returns (out, (k_all, v_all))."""
+        b, t, _ = x.shape
+        q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
+        k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+        if kv_cache is not None:
+            k = jax.lax.dynamic_update_slice(kv_cache[0], k.astype(kv_cache[0].dtype), (0, slot, 0, 0))
+            v = jax.lax.dynamic_update_slice(kv_cache[1], v.astype(kv_cache[1].dtype), (0, slot, 0, 0))
+        groups = self.num_heads // self.num_kv_heads
+        q = q.reshape(b, t, self.num_kv_heads, groups, self.head_dim)
+        scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
+        scores = scores / math.sqrt(self.head_dim)
+        scores = jnp.where(allowed[:, None, None], scores, _MASKED)
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, -1)
+        return self.o_proj(out.astype(x.dtype)), (k, v)
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        d, f, dt = cfg.hidden_size, cfg.intermediate_size, cfg.jnp_dtype
+        self.gate_proj = _linear(d, f, False, dt, rngs)
+        self.up_proj = _linear(d, f, False, dt, rngs)
+        self.down_proj = _linear(f, d, False, dt, rngs)
+
+    def __call__(self, x):
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.jnp_dtype)
+        self.self_attn = Attention(cfg, rngs)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.jnp_dtype)
+        self.mlp = MLP(cfg, rngs)
+
+    def __call__(self, x, positions, inv_freq, allowed, kv_cache=None, slot=None):
+        attn, kv = self.self_attn(self.input_layernorm(x), positions, inv_freq, allowed, kv_cache, slot)
+        x = x + attn
+        return x + self.mlp(self.post_attention_layernorm(x)), kv
+
+
+class Transformer(nnx.Module):
+    """``model(input_ids, attention_mask)`` -> logits ``[B, T, V]``; ``model.forward`` adds positions and a cache."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.config = cfg
+        dt = cfg.jnp_dtype
+        self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=dt, param_dtype=dt, rngs=rngs,
+                                      embedding_init=nnx.initializers.normal(0.02))
+        self.layers = nnx.List([DecoderLayer(cfg, rngs) for _ in range(cfg.num_layers)])
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dt)
+        self.lm_head = None if cfg.tie_word_embeddings else _linear(cfg.hidden_size, cfg.vocab_size, False, dt, rngs)
+
+    def __call__(self, input_ids, attention_mask=None):
+        return self.forward(input_ids, attention_mask)[0]
+
+    def forward(self, input_ids, attention_mask=None, cache: KVCache | None = None):
+        """Returns ``(logits, cache)``; see ``hidden``."""
+        h, cache = self.hidden(input_ids, attention_mask, cache)
+        return self.logits(h), cache
+
+    def hidden(self, input_ids, attention_mask=None, cache: KVCache | None = None):
+        """Final-norm hidden states ``[B, T, D]`` and the updated cache (None without one).
+
+        Without a cache the chunk attends causally to itself. With one, the chunk is written at ``cache.index`` and
+        attends to every earlier valid slot; ``attention_mask`` marks which chunk tokens are real (a 0 leaves a hole).
+        """
+        b, t = input_ids.shape
+        mask = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
+        inv_freq = jnp.asarray(rope_inv_freq(self.config))
+        if cache is None:
+            positions = jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0)
+            slot, key_mask, key_slots = None, mask, jnp.arange(t)
+            query_slots = jnp.arange(t)
+        else:
+            slot = cache.index
+            positions = jnp.sum(cache.mask, axis=-1, keepdims=True) + jnp.cumsum(mask, axis=-1) - 1
+            positions = jnp.maximum(positions, 0)
+            key_mask = jax.lax.dynamic_update_slice(cache.mask, mask, (0, slot))
+            key_slots = jnp.arange(cache.mask.shape[1])
+            query_slots = slot + jnp.arange(t)
+        allowed = key_mask[:, None, :] & (key_slots[None, None, :] <= query_slots[None, :, None])
+
+        x = self.embed_tokens(input_ids)
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.layers):
+            kv = None if cache is None else (cache.k[i], cache.v[i])
+            x, (k, v) = layer(x, positions, inv_freq, allowed, kv, slot)
+            new_k.append(k)
+            new_v.append(v)
+        x = self.norm(x)
+        if cache is not None:
+            cache = KVCache(tuple(new_k), tuple(new_v), key_mask, cache.index + t)
+        return x, cache
+
+    def logits(self, h):
+        if self.lm_head is None:
+            return self.embed_tokens.attend(h)
+        return self.lm_head(h)

@@ -1,0 +1,77 @@
+"""Shared test setup: offline hubs, float32 on CPU, and tiny random HF checkpoints built with transformers."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def word_tokenizer(vocab_size: int):
+    """A word-level tokenizer over ``vocab_size`` ids (specials first) that transformers can save and reload."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    words = specials + ["Yes", "No"] + [f"w{i}" for i in range(vocab_size - len(specials) - 2)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+HF_CONFIGS = {
+    # GQA (4 heads over 2 kv heads), qkv bias, untied head.
+    "qwen2": dict(model_type="qwen2", tie_word_embeddings=False, num_key_value_heads=2),
+    # Tied embeddings, Qwen2.5-1.5B style.
+    "qwen2_tied": dict(model_type="qwen2", tie_word_embeddings=True, num_key_value_heads=2),
+    # Llama with llama3 rope scaling, o/qkv bias and a head_dim that is not hidden/heads.
+    "llama": dict(model_type="llama", tie_word_embeddings=False, num_key_value_heads=1, attention_bias=True,
+                  head_dim=24, rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                             "high_freq_factor": 4.0, "original_max_position_embeddings": 16}),
+    "llama_tied": dict(model_type="llama", tie_word_embeddings=True, num_key_value_heads=4),
+}
+
+
+def make_hf_model(kind: str, seed: int = 0):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    spec = dict(HF_CONFIGS[kind])
+    model_type = spec.pop("model_type")
+    common = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4,
+                  max_position_embeddings=256, rope_theta=1000.0, rms_norm_eps=1e-5,
+                  bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    common.update(spec)
+    config_cls, model_cls = (Qwen2Config, Qwen2ForCausalLM) if model_type == "qwen2" else (LlamaConfig, LlamaForCausalLM)
+    torch.manual_seed(seed)
+    model = model_cls(config_cls(**common)).eval()
+    with torch.no_grad():  # random init has zero biases and unit norms; perturb them so the mapping is exercised
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+@pytest.fixture(scope="session")
+def hf_checkpoint(tmp_path_factory):
+    """``hf_checkpoint(kind)`` -> (directory, torch model); built once per kind per session."""
+    built = {}
+
+    def build(kind: str):
+        if kind not in built:
+            model = make_hf_model(kind)
+            path = tmp_path_factory.mktemp(kind)
+            model.save_pretrained(path)
+            word_tokenizer(model.config.vocab_size).save_pretrained(path)
+            built[kind] = (path, model)
+        return built[kind]
+
+    return build

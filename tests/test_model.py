@@ -1,0 +1,141 @@
+"""The Flax model against transformers (PyTorch, float32) on random tiny Qwen2 and Llama checkpoints."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import rlvjax
+from rlvjax.model.transformer import KVCache
+
+KINDS = ["qwen2", "qwen2_tied", "llama", "llama_tied"]
+
+
+def torch_logits(model, ids, mask):
+    # Positions from the mask, as generate() does, so left padding does not shift the rotary phases.
+    pos = np.maximum(np.cumsum(mask, -1) - 1, 0)
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=torch.tensor(pos))
+    return out.logits.numpy()
+
+
+def left_padded_batch(vocab, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = [12, 7, 1]
+    ids = np.zeros((3, 12), np.int64)
+    mask = np.zeros((3, 12), np.int64)
+    for row, n in enumerate(lengths):
+        ids[row, 12 - n:] = rng.integers(3, vocab, n)
+        mask[row, 12 - n:] = 1
+    return ids, mask
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_logits_match_transformers(hf_checkpoint, kind):
+    path, ref = hf_checkpoint(kind)
+    model, tok = rlvjax.load_hf(path)
+    assert tok.convert_tokens_to_ids("Yes") == 4
+    ids, mask = left_padded_batch(ref.config.vocab_size)
+    ours = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))
+    theirs = torch_logits(ref, ids, mask)
+    valid = mask.astype(bool)
+    np.testing.assert_allclose(ours[valid], theirs[valid], atol=1e-4, rtol=0)
+    # Unpadded forward without a mask agrees too.
+    full = np.asarray(model(jnp.asarray(ids[:1])))
+    np.testing.assert_allclose(full[0], theirs[0], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "llama"])
+def test_save_hf_round_trip(hf_checkpoint, tmp_path, kind):
+    from transformers import AutoModelForCausalLM
+
+    path, ref = hf_checkpoint(kind)
+    model, tok = rlvjax.load_hf(path)
+    rlvjax.save_hf(model, tok, tmp_path / "export")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+    ids, mask = left_padded_batch(ref.config.vocab_size, seed=1)
+    valid = mask.astype(bool)
+    np.testing.assert_allclose(torch_logits(reloaded, ids, mask)[valid], torch_logits(ref, ids, mask)[valid],
+                               atol=1e-5, rtol=0)
+    again, _ = rlvjax.load_hf(tmp_path / "export")
+    assert again.config == model.config
+
+
+def test_incremental_decoding_equals_full_forward(hf_checkpoint):
+    path, _ = hf_checkpoint("qwen2")
+    model, _ = rlvjax.load_hf(path, tokenizer=False)
+    ids, mask = left_padded_batch(model.config.vocab_size, seed=2)
+    full = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))
+    # Prefill 5 slots, then one token at a time, then a 3-token chunk: every position must match the full pass.
+    cache = KVCache.init(model.config, batch=3, max_len=12)
+    pieces = []
+    for start, stop in [(0, 5)] + [(t, t + 1) for t in range(5, 9)] + [(9, 12)]:
+        logits, cache = model.forward(jnp.asarray(ids[:, start:stop]), jnp.asarray(mask[:, start:stop]), cache)
+        pieces.append(np.asarray(logits))
+    incremental = np.concatenate(pieces, axis=1)
+    valid = mask.astype(bool)
+    np.testing.assert_allclose(incremental[valid], full[valid], atol=1e-5, rtol=0)
+    assert int(cache.index) == 12
+
+
+def test_cache_holes_are_invisible(hf_checkpoint):
+    """A hole (mask 0) in the cache behaves as if the token was never there: the basis of the fused verifier."""
+    path, _ = hf_checkpoint("llama")
+    model, _ = rlvjax.load_hf(path, tokenizer=False)
+    seq = jnp.asarray([[5, 6, 7, 8, 9, 10]])
+    ref = np.asarray(model(seq))[0, -1]
+    cache = KVCache.init(model.config, batch=1, max_len=8)
+    _, cache = model.forward(seq[:, :3], cache=cache)
+    _, cache = model.forward(jnp.asarray([[50, 51]]), jnp.zeros((1, 2), bool), cache)  # hole of two slots
+    logits, _ = model.forward(seq[:, 3:], cache=cache)
+    np.testing.assert_allclose(np.asarray(logits)[0, -1], ref, atol=1e-5, rtol=0)
+
+
+def test_bf16_runs_and_stays_close(hf_checkpoint):
+    path, ref = hf_checkpoint("qwen2")
+    model, _ = rlvjax.load_hf(path, dtype=jnp.bfloat16, tokenizer=False)
+    assert model.layers[0].self_attn.q_proj.kernel.dtype == jnp.bfloat16
+    ids, mask = left_padded_batch(ref.config.vocab_size)
+    ours = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)).astype(jnp.float32))
+    valid = mask.astype(bool)
+    np.testing.assert_allclose(ours[valid], torch_logits(ref, ids, mask)[valid], atol=0.1, rtol=0)
+
+
+def test_load_errors_name_the_tensor(hf_checkpoint, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    path, _ = hf_checkpoint("qwen2")
+    tensors = load_file(path / "model.safetensors")
+    config = (path / "config.json").read_text()
+
+    def variant(name, mutate):
+        d = tmp_path / name
+        d.mkdir()
+        t = dict(tensors)
+        cfg = json.loads(config)
+        mutate(t, cfg)
+        save_file(t, d / "model.safetensors")
+        (d / "config.json").write_text(json.dumps(cfg))
+        return d
+
+    missing = variant("missing", lambda t, c: t.pop("model.layers.1.mlp.up_proj.weight"))
+    with pytest.raises(ValueError, match="layers/1/mlp/up_proj/kernel"):
+        rlvjax.load_hf(missing, tokenizer=False)
+    shape = variant("shape", lambda t, c: t.update({"model.norm.weight": np.ones(3, np.float32)}))
+    with pytest.raises(ValueError, match=r"model\.norm\.weight.*shape"):
+        rlvjax.load_hf(shape, tokenizer=False)
+    unknown = variant("unknown", lambda t, c: t.update({"model.extra.weight": np.ones(3, np.float32)}))
+    with pytest.raises(ValueError, match=r"unknown tensor 'model\.extra\.weight'"):
+        rlvjax.load_hf(unknown, tokenizer=False)
+    arch = variant("arch", lambda t, c: c.update({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+    with pytest.raises(ValueError, match="unsupported architecture"):
+        rlvjax.load_hf(arch, tokenizer=False)
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text(config)
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(ValueError, match="safetensors"):
+        rlvjax.load_hf(pickled, tokenizer=False)
