@@ -1,0 +1,203 @@
+"""Batched sampler: one prefill per prompt, then a jitted ``lax.while_loop`` decode over a state pytree.
+
+Prompts are left-padded to a bucketed length so every row writes the same cache slot each step. A finished row
+feeds nothing (its slot becomes a hole in the cache), so after the loop each row's cache holds exactly
+``prompt + completion`` without the stop token — which is what the fused verifier score appends its prompt to.
+
+Returned log-probs are those of the sampling distribution before truncation, ``log_softmax(logits / temperature)``
+(raw logits when greedy), the quantity the trainer recomputes for the PPO ratio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rlvjax.model.transformer import KVCache, Transformer
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop_ids: tuple[int, ...] = ()
+    pad_id: int = 0
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature={self.temperature} must be >= 0 (0 means greedy)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k} must be >= 0 (0 disables it)")
+
+
+class SampleOutput(NamedTuple):
+    tokens: jax.Array  # [B, G, N] int32, pad_id after a row ends
+    lengths: jax.Array  # [B, G] generated tokens, the stop token included
+    logprobs: jax.Array  # [B, G, N] float32 log-prob of each sampled token, 0 after a row ends
+    finished: jax.Array  # [B, G] ended on a stop id (False: truncated at max_new_tokens)
+    score_logprobs: jax.Array | None = None  # [B, G, len(score_ids)] next-token log-probs after score_suffix
+
+
+def left_pad(prompts, prompt_mask=None, *, pad_id: int = 0, bucket: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged lists, or a left- or right-padded ``[B, T]`` array with its mask -> left-padded ``(ids, mask)``.
+
+    The width is rounded up to a multiple of ``bucket`` so that prompts of similar length share one compilation.
+    """
+    if isinstance(prompts, (np.ndarray, jax.Array)):
+        arr = np.asarray(prompts)
+        if arr.ndim != 2:
+            raise ValueError(f"prompt ids must be [batch, length], got shape {arr.shape}")
+        keep = np.ones(arr.shape, bool) if prompt_mask is None else np.asarray(prompt_mask).astype(bool)
+        rows = [row[k] for row, k in zip(arr, keep)]
+    else:
+        if prompt_mask is not None:
+            raise ValueError("prompt_mask goes with a [batch, length] array, not with ragged lists of ids")
+        rows = [np.asarray(r, np.int64) for r in prompts]
+    if not rows:
+        raise ValueError("no prompts given")
+    if min(len(r) for r in rows) == 0:
+        raise ValueError("an empty prompt cannot be sampled from: give every prompt at least one token")
+    width = -(-max(len(r) for r in rows) // bucket) * bucket
+    ids = np.full((len(rows), width), pad_id, np.int32)
+    mask = np.zeros((len(rows), width), bool)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = r
+        mask[i, width - len(r):] = True
+    return ids, mask
+
+
+def _choose(logits: jax.Array, keys: jax.Array, params: SamplingParams) -> tuple[jax.Array, jax.Array]:
+    """Pick one token per row (``keys``: one PRNG key per row); returns (token, its log-prob)."""
+    logits = logits.astype(jnp.float32)
+    if params.temperature == 0:
+        token = jnp.argmax(logits, axis=-1)
+        logp = jax.nn.log_softmax(logits)
+    else:
+        scaled = logits / params.temperature
+        logp = jax.nn.log_softmax(scaled)
+        if params.top_k:
+            values, index = jax.lax.top_k(scaled, min(params.top_k, scaled.shape[-1]))  # sorted descending
+        else:
+            index = jnp.argsort(-scaled, axis=-1) if params.top_p < 1 else None
+            values = scaled if index is None else jnp.take_along_axis(scaled, index, axis=-1)
+        if params.top_p < 1:
+            probs = jax.nn.softmax(values, axis=-1)
+            before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each candidate
+            values = jnp.where(before < params.top_p, values, -jnp.inf)  # the top candidate always survives
+        choice = jax.vmap(jax.random.categorical)(keys, values)
+        token = choice if index is None else jnp.take_along_axis(index, choice[:, None], axis=-1)[:, 0]
+    return token.astype(jnp.int32), jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
+
+
+class _LoopState(NamedTuple):
+    step: jax.Array
+    token: jax.Array  # [R] last sampled token, not yet in the cache
+    done: jax.Array  # [R]
+    tokens: jax.Array  # [R, N]
+    logprobs: jax.Array  # [R, N]
+    lengths: jax.Array  # [R]
+    cache: KVCache
+
+
+def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_tokens: int,
+             params: SamplingParams, score_suffix: Sequence[int] = (), score_ids: Sequence[int] = ()) -> SampleOutput:
+    """Pure sampler over left-padded ``ids/mask [B, P]``; call it under ``jit`` (``sample`` does)."""
+    b, p = ids.shape
+    g, n = num_samples, max_new_tokens
+    rows = jnp.arange(b * g)
+    stop = jnp.asarray(params.stop_ids or (-1,), jnp.int32)
+
+    def pick(logits, step):
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.fold_in(rng, step), rows)
+        return _choose(logits, keys, params)
+
+    cache = KVCache.init(model.config, b, p + n + len(score_suffix))
+    h, cache = model.hidden(ids, mask, cache)
+    cache = cache.repeat(g)
+    token, logp = pick(jnp.repeat(model.logits(h[:, -1]), g, axis=0), 0)
+    done = jnp.isin(token, stop)
+    state = _LoopState(
+        step=jnp.ones((), jnp.int32), token=token, done=done,
+        tokens=jnp.full((b * g, n), params.pad_id, jnp.int32).at[:, 0].set(token),
+        logprobs=jnp.zeros((b * g, n), jnp.float32).at[:, 0].set(logp),
+        lengths=jnp.ones((b * g,), jnp.int32), cache=cache,
+    )
+
+    def cond(s: _LoopState):
+        return (s.step < n) & ~jnp.all(s.done)
+
+    def body(s: _LoopState):
+        h, cache = model.hidden(s.token[:, None], ~s.done[:, None], s.cache)
+        token, logp = pick(model.logits(h[:, 0]), s.step)
+        token = jnp.where(s.done, params.pad_id, token)
+        logp = jnp.where(s.done, 0.0, logp)
+        return _LoopState(
+            step=s.step + 1, token=token, done=s.done | jnp.isin(token, stop),
+            tokens=jax.lax.dynamic_update_slice(s.tokens, token[:, None], (0, s.step)),
+            logprobs=jax.lax.dynamic_update_slice(s.logprobs, logp[:, None], (0, s.step)),
+            lengths=s.lengths + (~s.done).astype(jnp.int32), cache=cache,
+        )
+
+    s = jax.lax.while_loop(cond, body, state)
+    scores = None
+    if len(score_suffix):
+        scores = score_continuation(model, s.cache, s.token, ~s.done, jnp.asarray(score_suffix, jnp.int32),
+                                    jnp.asarray(score_ids, jnp.int32))
+        scores = scores.reshape(b, g, -1)
+    finished = jnp.isin(jnp.take_along_axis(s.tokens, s.lengths[:, None] - 1, axis=1)[:, 0], stop)
+    return SampleOutput(s.tokens.reshape(b, g, n), s.lengths.reshape(b, g), s.logprobs.reshape(b, g, n),
+                        finished.reshape(b, g), scores)
+
+
+def score_continuation(model: Transformer, cache: KVCache, pending, pending_mask, suffix, target_ids) -> jax.Array:
+    """Append ``[pending?] + suffix`` to each row's cached sequence; next-token log-probs of ``target_ids``.
+
+    ``pending [R]`` is a token sampled but not yet in the cache (kept where ``pending_mask``); ``suffix [V]`` is
+    shared by all rows (e.g. the verification prompt). Costs one prefill of ``1 + V`` tokens, not a second pass.
+    Returns ``[R, len(target_ids)]`` from the model's raw (temperature 1) distribution.
+    """
+    r = pending.shape[0]
+    chunk = jnp.concatenate([pending[:, None], jnp.broadcast_to(suffix, (r, suffix.shape[0]))], axis=1)
+    chunk_mask = jnp.concatenate([pending_mask[:, None], jnp.ones((r, suffix.shape[0]), bool)], axis=1)
+    h, _ = model.hidden(chunk, chunk_mask, cache)
+    logp = jax.nn.log_softmax(model.logits(h[:, -1]).astype(jnp.float32))
+    return logp[:, target_ids]
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "num_samples", "max_new_tokens", "params",
+                                             "score_suffix", "score_ids"))
+def _generate_jit(graphdef, state, ids, mask, rng, *, num_samples, max_new_tokens, params, score_suffix, score_ids):
+    return generate(nnx.merge(graphdef, state), ids, mask, rng, num_samples=num_samples,
+                    max_new_tokens=max_new_tokens, params=params, score_suffix=score_suffix, score_ids=score_ids)
+
+
+def sample(model: Transformer, prompts_ids, *, num_samples: int = 1, max_new_tokens: int, temperature: float = 1.0,
+           top_p: float = 1.0, top_k: int = 0, seed: int = 0, stop_ids: Sequence[int] = (), prompt_mask=None,
+           pad_id: int = 0, score_suffix: Sequence[int] = (), score_ids: Sequence[int] = (),
+           bucket: int = 16) -> SampleOutput:
+    """Sample ``num_samples`` completions per prompt; ``temperature=0`` is greedy.
+
+    ``prompts_ids``: ragged lists of ids, or a ``[B, T]`` array (left- or right-padded, with ``prompt_mask``).
+    With ``score_suffix`` and ``score_ids`` (e.g. the verify prompt and the Yes/No ids), each finished sequence
+    is scored on the live cache and ``score_logprobs`` is filled. Deterministic for a fixed seed: each row draws
+    from its own key, so a row's sample does not depend on the batch's padding width.
+    """
+    if max_new_tokens < 1 or num_samples < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} and num_samples={num_samples} must both be >= 1")
+    if bool(len(score_suffix)) != bool(len(score_ids)):
+        raise ValueError("score_suffix and score_ids go together: give both (verify prompt and Yes/No ids) or none")
+    params = SamplingParams(float(temperature), float(top_p), int(top_k), tuple(int(i) for i in stop_ids), pad_id)
+    ids, mask = left_pad(prompts_ids, prompt_mask, pad_id=pad_id, bucket=bucket)
+    graphdef, state = nnx.split(model)
+    return _generate_jit(graphdef, state, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(seed),
+                         num_samples=num_samples, max_new_tokens=max_new_tokens, params=params,
+                         score_suffix=tuple(int(i) for i in score_suffix), score_ids=tuple(int(i) for i in score_ids))

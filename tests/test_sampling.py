@@ -1,0 +1,140 @@
+"""The jitted sampler against transformers.generate and against teacher-forced log-probs of our own model."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import rlvjax
+from rlvjax import sampling
+
+PROMPTS = [[5, 9, 17, 3, 44, 12, 8], [30, 31], [7, 7, 60, 61, 62, 63, 64, 65, 66, 67, 68]]
+
+
+@pytest.fixture(scope="module")
+def qwen(hf_checkpoint):
+    path, ref = hf_checkpoint("qwen2")
+    model, _ = rlvjax.load_hf(path, tokenizer=False)
+    return model, ref
+
+
+def teacher_forced(model, prompt, completion, temperature):
+    """log p(completion_t | prefix) from one full forward pass at the sampling temperature."""
+    seq = jnp.asarray([list(prompt) + list(completion)])
+    logits = np.asarray(model(seq))[0].astype(np.float64)
+    if temperature:
+        logits = logits / temperature
+    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+    idx = np.arange(len(prompt) - 1, len(prompt) + len(completion) - 1)
+    return logp[idx, completion]
+
+
+def test_greedy_matches_transformers_generate(qwen):
+    model, ref = qwen
+    out = sampling.sample(model, PROMPTS, max_new_tokens=32, temperature=0.0)
+    width = max(map(len, PROMPTS))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in PROMPTS])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in PROMPTS])
+    with torch.no_grad():
+        hf = ref.generate(input_ids=ids, attention_mask=mask, max_new_tokens=32, do_sample=False,
+                          eos_token_id=None, pad_token_id=0)
+    np.testing.assert_array_equal(np.asarray(out.tokens[:, 0]), hf[:, width:].numpy())
+    assert np.all(np.asarray(out.lengths) == 32) and not np.any(np.asarray(out.finished))
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 20, 1.0), (1.3, 0, 0.9), (0.0, 0, 1.0)])
+def test_logprobs_equal_teacher_forced(qwen, temperature, top_k, top_p):
+    model, _ = qwen
+    out = sampling.sample(model, PROMPTS, num_samples=3, max_new_tokens=24, temperature=temperature, top_k=top_k,
+                          top_p=top_p, seed=3, stop_ids=[2, 11])
+    tokens, lengths, logprobs = map(np.asarray, (out.tokens, out.lengths, out.logprobs))
+    for b, prompt in enumerate(PROMPTS):
+        for g in range(3):
+            n = lengths[b, g]
+            expected = teacher_forced(model, prompt, tokens[b, g, :n], temperature)
+            np.testing.assert_allclose(logprobs[b, g, :n], expected, atol=1e-4)
+            assert np.all(logprobs[b, g, n:] == 0)
+
+
+def test_stop_ids_end_rows_and_pad_after(qwen):
+    model, _ = qwen
+    # A stop set of many frequent ids guarantees early stops under sampling.
+    stops = list(range(3, 60))
+    out = sampling.sample(model, PROMPTS, num_samples=4, max_new_tokens=16, seed=1, stop_ids=stops, pad_id=0)
+    tokens, lengths, finished = map(np.asarray, (out.tokens, out.lengths, out.finished))
+    assert finished.any()
+    for b in range(len(PROMPTS)):
+        for g in range(4):
+            n = lengths[b, g]
+            row = tokens[b, g]
+            assert not np.isin(row[: n - 1], stops).any()
+            assert finished[b, g] == (row[n - 1] in stops)
+            assert finished[b, g] or n == 16
+            assert np.all(row[n:] == 0)
+
+
+def test_deterministic_and_independent_of_padding(qwen):
+    model, _ = qwen
+    kw = dict(num_samples=2, max_new_tokens=12, temperature=1.0, seed=7)
+    a = sampling.sample(model, PROMPTS, **kw)
+    b = sampling.sample(model, PROMPTS, bucket=64, **kw)
+    c = sampling.sample(model, PROMPTS, **{**kw, "seed": 8})
+    np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+    np.testing.assert_allclose(np.asarray(a.logprobs), np.asarray(b.logprobs), atol=1e-5)
+    assert not np.array_equal(np.asarray(a.tokens), np.asarray(c.tokens))
+    assert not np.array_equal(np.asarray(a.tokens[:, 0]), np.asarray(a.tokens[:, 1]))  # the G samples differ
+
+
+def test_right_padded_array_equals_ragged_lists(qwen):
+    model, _ = qwen
+    width = max(map(len, PROMPTS))
+    ids = np.array([p + [0] * (width - len(p)) for p in PROMPTS])
+    mask = np.array([[1] * len(p) + [0] * (width - len(p)) for p in PROMPTS])
+    a = sampling.sample(model, PROMPTS, max_new_tokens=8, seed=2)
+    b = sampling.sample(model, ids, prompt_mask=mask, max_new_tokens=8, seed=2)
+    np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy(qwen):
+    model, _ = qwen
+    greedy = np.asarray(sampling.sample(model, PROMPTS, max_new_tokens=10, temperature=0).tokens)
+    for kw in (dict(top_k=1), dict(top_p=1e-6)):
+        out = sampling.sample(model, PROMPTS, max_new_tokens=10, temperature=1.0, seed=5, **kw)
+        np.testing.assert_array_equal(np.asarray(out.tokens), greedy)
+
+
+def test_fused_score_equals_full_forward(qwen):
+    model, _ = qwen
+    suffix, targets = [2, 70, 71, 72], [4, 5]
+    stops = list(range(3, 15))
+    out = sampling.sample(model, PROMPTS, num_samples=3, max_new_tokens=10, seed=4, stop_ids=stops,
+                          score_suffix=suffix, score_ids=targets)
+    tokens, lengths, finished = map(np.asarray, (out.tokens, out.lengths, out.finished))
+    scores = np.asarray(out.score_logprobs)
+    assert scores.shape == (3, 3, 2) and finished.any() and not finished.all()
+    for b, prompt in enumerate(PROMPTS):
+        for g in range(3):
+            completion = list(tokens[b, g, : lengths[b, g] - int(finished[b, g])])  # the stop token is not scored
+            logits = model(jnp.asarray([prompt + completion + suffix]))[0, -1]
+            expected = np.asarray(jax.nn.log_softmax(logits))[targets]
+            np.testing.assert_allclose(scores[b, g], expected, atol=1e-4)
+
+
+def test_one_compilation_per_bucket(qwen):
+    model, _ = qwen
+    kw = dict(max_new_tokens=6, temperature=0.5, top_k=3)
+    sampling.sample(model, [[1, 2, 3]], **kw)
+    before = sampling._generate_jit._cache_size()
+    sampling.sample(model, [[9, 8, 7, 6, 5]], seed=1, **kw)  # same bucket, new seed: no retrace
+    assert sampling._generate_jit._cache_size() == before
+
+
+def test_bad_arguments_raise_clear_errors(qwen):
+    model, _ = qwen
+    with pytest.raises(ValueError, match="empty prompt"):
+        sampling.sample(model, [[1], []], max_new_tokens=4)
+    with pytest.raises(ValueError, match="top_p"):
+        sampling.sample(model, [[1]], max_new_tokens=4, top_p=0.0)
+    with pytest.raises(ValueError, match="score_suffix and score_ids"):
+        sampling.sample(model, [[1]], max_new_tokens=4, score_suffix=[3])
