@@ -1,0 +1,5 @@
+"""RL^V algorithm pieces as pure functions: advantage estimators, losses, verifier prompt/labels/scores."""
+
+from rlvjax.rl import advantages, losses, verifier
+
+__all__ = ["advantages", "losses", "verifier"]

@@ -1,0 +1,125 @@
+"""The verifier half of RL^V (DESIGN.md step 5): verify-prompt tokens, Yes/No ids, labels and scores.
+
+A rollout becomes a verification example by appending `verify_prompt_ids(...)` to prompt + completion; the
+model's next token there is trained to be Yes (reward 1) or No (reward 0), and at test time p(Yes) is the score.
+
+Chat tokenizers (those with a `chat_template`) get a new user turn asking VERIFY_QUESTION followed by the assistant
+header, rendered by the tokenizer's own template, so the question looks like any other turn to the model. Base
+tokenizers get the plain-text BASE_VERIFY_PROMPT, after which the answer follows a space (" Yes").
+"""
+
+import jax
+import jax.numpy as jnp
+
+VERIFY_QUESTION = "Is this solution correct (Yes/No)?"
+BASE_VERIFY_PROMPT = f"\n\n{VERIFY_QUESTION} Answer:"
+# Any text the template passes through verbatim, used to find where the solution's turn ends in a rendering.
+_SENTINEL = "RLVJAX_SOLUTION_SENTINEL_7f3a"
+
+
+def _is_chat(tokenizer, chat):
+    return getattr(tokenizer, "chat_template", None) is not None if chat is None else chat
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def _encode_continuation(tokenizer, context: str, text: str) -> list[int]:
+    """Tokens of `text` as they appear after `context`. Encoding `text` alone can differ (SentencePiece's
+    leading-space marker, BPE merges at the seam), so take the tail of the joint encoding when the context's
+    tokens are a prefix of it, and fall back to encoding `text` alone when they are not."""
+    ctx, full = _encode(tokenizer, context), _encode(tokenizer, context + text)
+    return full[len(ctx):] if full[: len(ctx)] == ctx else _encode(tokenizer, text)
+
+
+def _chat_renderings(tokenizer) -> tuple[str, str]:
+    """(conversation ending right after the solution, same conversation + verify turn + assistant header)."""
+    solved = [{"role": "user", "content": "Solve 1 + 1."}, {"role": "assistant", "content": _SENTINEL}]
+    asked = solved + [{"role": "user", "content": VERIFY_QUESTION}]
+    full = tokenizer.apply_chat_template(asked, tokenize=False, add_generation_prompt=True)
+    if full.count(_SENTINEL) != 1:
+        raise ValueError("the chat template did not render the assistant message verbatim; cannot locate the "
+                         "end of the solution turn (fix: pass chat=False to use the plain-text verify prompt)")
+    return full[: full.index(_SENTINEL) + len(_SENTINEL)], full
+
+
+def _end_of_turn(tokenizer, suffix: list[int]) -> int | None:
+    """The suffix's first token when it is a special token (<|im_end|>, <|eot_id|>, <end_of_turn>, ...)."""
+    special = set(getattr(tokenizer, "all_special_ids", [])) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    return suffix[0] if suffix and suffix[0] in special else None
+
+
+def verify_prompt_ids(tokenizer, *, chat=None, after_end_of_turn=False) -> list[int]:
+    """Token ids to append after prompt + completion so that the next token is the Yes/No verdict.
+
+    chat=None picks the chat form when the tokenizer has a chat template. Chat form: the template renders
+    [user, assistant=SENTINEL, user=VERIFY_QUESTION] with the generation prompt, and the ids are the tokens
+    after the sentinel: the solution turn's end-of-turn (plus whatever the template puts between turns), the
+    verify user turn, and the assistant header. A completion sampled until its stop token already ends with the
+    end-of-turn token: pass after_end_of_turn=True to drop it (see `end_of_turn_id`); a truncated one does not.
+    Base form: the tokens of BASE_VERIFY_PROMPT (after_end_of_turn is ignored).
+    """
+    if not _is_chat(tokenizer, chat):
+        return _encode_continuation(tokenizer, "The answer is $\\boxed{2}$.", BASE_VERIFY_PROMPT)
+    before, full = _chat_renderings(tokenizer)
+    suffix = _encode_continuation(tokenizer, before, full[len(before):])
+    if after_end_of_turn and _end_of_turn(tokenizer, suffix) is not None:
+        return suffix[1:]
+    return suffix
+
+
+def end_of_turn_id(tokenizer, *, chat=None) -> int | None:
+    """The token closing an assistant turn in the chat template (None for base models): a completion ending
+    with it takes `verify_prompt_ids(..., after_end_of_turn=True)`."""
+    if not _is_chat(tokenizer, chat):
+        return None
+    return _end_of_turn(tokenizer, verify_prompt_ids(tokenizer, chat=True))
+
+
+def _single_token(tokenizer, context: str, word: str) -> int | None:
+    ids = _encode_continuation(tokenizer, context, word)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    return ids[0] if len(ids) == 1 and ids[0] != unk else None
+
+
+def yes_no_token_ids(tokenizer, *, chat=None) -> tuple[int, int]:
+    """(yes_id, no_id): the single tokens the model emits for "Yes" / "No" right after the verify prompt.
+
+    Both words take the same spelling, the first of two for which each is one known token when encoded in the
+    context of the rendered verify prompt: chat form "Yes" then " Yes" (the answer opens the assistant turn),
+    base form " Yes" then "Yes" (it follows "Answer:").
+    """
+    is_chat = _is_chat(tokenizer, chat)
+    context = _chat_renderings(tokenizer)[1] if is_chat else BASE_VERIFY_PROMPT
+    prefixes = ("", " ") if is_chat else (" ", "")
+    for prefix in prefixes:
+        yes_id, no_id = (_single_token(tokenizer, context, prefix + word) for word in ("Yes", "No"))
+        if yes_id is not None and no_id is not None:
+            if yes_id == no_id:
+                raise ValueError(f"tokenizer maps {prefix + 'Yes'!r} and {prefix + 'No'!r} to the same token id "
+                                 f"{yes_id}; fix: use a tokenizer whose vocabulary distinguishes them")
+            return yes_id, no_id
+    pieces = {p + w: _encode_continuation(tokenizer, context, p + w) for p in prefixes for w in ("Yes", "No")}
+    raise ValueError(
+        f"tokenizer lacks a single-token Yes/No: after the verify prompt it encodes {pieces} (several tokens or "
+        "unknown, for both spellings); fix: use a tokenizer with single-token Yes and No, or add them "
+        "(tokenizer.add_tokens + resize the model's embeddings)")
+
+
+def verify_labels(rewards, yes_id: int, no_id: int) -> jnp.ndarray:
+    """Target token per rollout: Yes when the solution was graded correct (reward > 0.5), else No."""
+    return jnp.where(jnp.asarray(rewards) > 0.5, yes_id, no_id).astype(jnp.int32)
+
+
+def verify_scores(logits, yes_id: int, no_id: int, normalize: bool = False) -> jnp.ndarray:
+    """Verifier score p(Yes) from [B, V] logits or log-probs at the verdict position.
+
+    normalize=True gives p(Yes) / (p(Yes) + p(No)) = sigmoid(l_yes - l_no), in which the softmax normaliser
+    cancels; it ignores mass the model puts outside the two label tokens.
+    """
+    logits = jnp.asarray(logits)
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    if normalize:
+        return jax.nn.sigmoid(logits[:, yes_id] - logits[:, no_id])
+    return jnp.exp(jax.nn.log_softmax(logits, axis=-1)[:, yes_id])

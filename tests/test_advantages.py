@@ -1,0 +1,212 @@
+"""Advantage estimators against values computed by hand."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlvjax.rl import advantages as adv
+
+
+def close(a, b, atol=1e-6):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b, np.float32), rtol=1e-5, atol=atol)
+
+
+# ---------------------------------------------------------------------------------------------------- registry
+
+
+def test_registry_names_and_lookup():
+    assert adv.names() == ["dr_grpo", "grpo", "rloo", "vineppo"]
+    assert adv.get("grpo") is adv.grpo and adv.get("rloo") is adv.rloo and adv.get("dr_grpo") is adv.dr_grpo
+    assert adv.get("vineppo") is adv.step_advantages
+    assert adv.uses_step_values("vineppo") and not adv.uses_step_values("grpo")
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match=r"unknown advantage estimator 'ppo'.*dr_grpo.*grpo.*rloo.*vineppo"):
+        adv.get("ppo")
+
+
+def test_register_rejects_duplicates():
+    with pytest.raises(ValueError, match="already registered"):
+        adv.register("grpo")(lambda r: r)
+
+
+# ---------------------------------------------------------------------------------------------------- grpo
+
+
+def test_grpo_by_hand():
+    # [1, 0, 0, 1]: mean 0.5, deviations +-0.5, var_ddof1 = 4 * 0.25 / 3 = 1/3, std = 0.5773503
+    # -> A = +-0.5 / 0.5773503 = +-0.8660254.
+    # [1, 0, 0, 0]: mean 0.25, var_ddof1 = (0.5625 + 3 * 0.0625) / 3 = 0.25, std = 0.5
+    # -> A = 0.75 / 0.5 = 1.5 and -0.25 / 0.5 = -0.5.
+    out = adv.grpo(jnp.array([[1.0, 0, 0, 1], [1, 0, 0, 0]]), eps=0.0)
+    close(out, [[0.8660254, -0.8660254, -0.8660254, 0.8660254], [1.5, -0.5, -0.5, -0.5]])
+
+
+def test_grpo_eps_enters_denominator():
+    # [1, 0, 0, 0] with eps = 0.5: std + eps = 1.0, so A = r - mean.
+    close(adv.grpo(jnp.array([[1.0, 0, 0, 0]]), eps=0.5), [[0.75, -0.25, -0.25, -0.25]])
+    # Default eps=1e-6 barely moves the value: 1.5 * 0.5 / (0.5 + 1e-6).
+    close(adv.grpo(jnp.array([[1.0, 0, 0, 0]]))[0, 0], 1.5 * 0.5 / 0.500001)
+
+
+def test_grpo_g2():
+    # [1, 0]: mean 0.5, var_ddof1 = 2 * 0.25 / 1 = 0.5, std = 0.7071068 -> A = +-0.7071068.
+    close(adv.grpo(jnp.array([[1.0, 0.0], [0.0, 1.0]]), eps=0.0), [[0.7071068, -0.7071068], [-0.7071068, 0.7071068]])
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-6])
+def test_zero_variance_groups_give_exact_zero(eps):
+    rewards = jnp.array([[0.0, 0, 0, 0], [1, 1, 1, 1], [0.7, 0.7, 0.7, 0.7], [0.1, 0.1, 0.1, 0.1]])
+    for fn in (lambda r: adv.grpo(r, eps=eps), adv.dr_grpo, adv.rloo):
+        out = np.asarray(fn(rewards))
+        assert np.all(out == 0.0), out
+
+
+def test_grpo_finite_under_jit():
+    out = jax.jit(adv.grpo)(jnp.array([[1.0, 1.0], [0.0, 1.0]]))
+    assert np.all(np.isfinite(np.asarray(out)))
+
+
+def test_group_estimators_check_shapes():
+    with pytest.raises(ValueError, match=r"\[B, G\]"):
+        adv.grpo(jnp.array([1.0, 0.0]))
+    with pytest.raises(ValueError, match="G >= 2"):
+        adv.grpo(jnp.array([[1.0]]))
+
+
+def test_integer_rewards_accepted():
+    close(adv.dr_grpo(jnp.array([[1, 0]])), [[0.5, -0.5]])
+
+
+# ---------------------------------------------------------------------------------------------------- dr_grpo / rloo
+
+
+def test_dr_grpo_by_hand():
+    # [1, 0, 0]: mean 1/3 -> [2/3, -1/3, -1/3]; [1, 1, 0, 0]: mean 0.5 -> +-0.5 (no std division).
+    close(adv.dr_grpo(jnp.array([[1.0, 0, 0]])), [[0.6666667, -0.3333333, -0.3333333]])
+    close(adv.dr_grpo(jnp.array([[1.0, 1, 0, 0]])), [[0.5, 0.5, -0.5, -0.5]])
+
+
+def test_rloo_by_hand():
+    # [1, 0, 0, 1]: A_0 = 1 - mean(0, 0, 1) = 2/3; A_1 = 0 - mean(1, 0, 1) = -2/3.
+    close(adv.rloo(jnp.array([[1.0, 0, 0, 1]])), [[0.6666667, -0.6666667, -0.6666667, 0.6666667]])
+    # [1, 0, 0]: A_0 = 1 - 0 = 1; A_1 = 0 - mean(1, 0) = -0.5.
+    close(adv.rloo(jnp.array([[1.0, 0, 0]])), [[1.0, -0.5, -0.5]])
+    # G = 2: each sample's baseline is the other one: [1, 0] -> [1, -1].
+    close(adv.rloo(jnp.array([[1.0, 0.0]])), [[1.0, -1.0]])
+
+
+def test_rloo_needs_two_samples():
+    with pytest.raises(ValueError, match="G >= 2"):
+        adv.rloo(jnp.array([[1.0], [0.0]]))
+
+
+# ---------------------------------------------------------------------------------------------------- split_steps
+
+
+def assert_split(text, expected):
+    steps = adv.split_steps(text)
+    assert steps == expected
+    assert "".join(steps) == text
+
+
+def test_split_on_newlines_and_sentences():
+    assert_split(
+        "We add the two numbers. Then we divide by three.\nSo the mean is four.",
+        ["We add the two numbers. ", "Then we divide by three.\n", "So the mean is four."],
+    )
+
+
+def test_no_split_inside_inline_math():
+    # The period + capital and the newline inside $...$ are not step ends.
+    assert_split(
+        "First note $x = 1.5. Then y\n= 2$ holds here.\nNext we finish it.",
+        ["First note $x = 1.5. Then y\n= 2$ holds here.\n", "Next we finish it."],
+    )
+
+
+def test_no_split_inside_display_math():
+    text = "The equation is\n\\[\nx = 1. Y = 2.\n\\]\nwhich we solve.\n$$a.\nB$$ is also true."
+    steps = adv.split_steps(text)
+    assert "".join(steps) == text
+    assert not any(s.startswith("Y = 2") or s.startswith("B$$") for s in steps)
+    assert "\\[\nx = 1. Y = 2.\n\\]\n" in steps
+    assert any("$$a.\nB$$" in s for s in steps)
+
+
+def test_no_split_inside_inline_paren_math_and_environments():
+    text = "Note \\(a. B\\) is positive here.\n\\begin{align}\nx &= 1. Z\\\\\ny &= 2\n\\end{align}\nDone with it now."
+    steps = adv.split_steps(text)
+    assert "".join(steps) == text
+    # Neither the period inside \\(..\\) nor the newlines / period inside the environment end a step.
+    assert steps == [
+        "Note \\(a. B\\) is positive here.\n",
+        "\\begin{align}\nx &= 1. Z\\\\\ny &= 2\n\\end{align}\n",
+        "Done with it now.",
+    ]
+
+
+def test_escaped_dollar_is_not_math():
+    # "\$5" is a literal dollar: the sentence after it is still a step.
+    assert_split("It costs \\$5. Then we pay it all.", ["It costs \\$5. ", "Then we pay it all."])
+
+
+def test_tiny_fragments_merge_forward_and_tail_merges_back():
+    # "Step 1:" has 6 non-space chars (< 8): joins the step it announces. "Ok." at the end joins the last step.
+    assert_split(
+        "Step 1:\nCompute the sum first.\nStep 2:\nDivide it by two.\nOk.",
+        ["Step 1:\nCompute the sum first.\n", "Step 2:\nDivide it by two.\nOk."],
+    )
+
+
+def test_split_degenerate_inputs():
+    assert adv.split_steps("") == [] and adv.step_boundaries("") == []
+    assert_split("short", ["short"])
+    assert_split("\n\n  \n", ["\n\n  \n"])
+    assert_split("A single sentence without an end", ["A single sentence without an end"])
+
+
+def test_step_boundaries_are_char_offsets():
+    text = "We add the two numbers. Then we divide by three.\nSo the mean is four."
+    starts = adv.step_boundaries(text)
+    assert starts == [0, 24, 49]
+    assert [text[s:e] for s, e in zip(starts, starts[1:] + [len(text)])] == adv.split_steps(text)
+
+
+def test_token_step_ids():
+    # Steps start at chars 0, 24, 49; tokens starting at 0, 10, 24, 30, 49, 60.
+    ids = adv.token_step_ids([0, 10, 24, 30, 49, 60], [0, 24, 49])
+    np.testing.assert_array_equal(ids, [0, 0, 1, 1, 2, 2])
+
+
+# ---------------------------------------------------------------------------------------------------- step advantages
+
+
+def test_step_advantages_by_hand():
+    # Row 0: V = [0.5, 0.25, 1.0], reward 1 -> A = [0.25-0.5, 1.0-0.25, 1-1.0] = [-0.25, 0.75, 0].
+    # Row 1: V = [0.5, 0.0], reward 0 (2 valid steps) -> A = [0-0.5, 0-0] = [-0.5, 0]; padding -> 0.
+    # Row 2: V = [0.2] (one step), reward 1 -> A = [0.8].
+    values = jnp.array([[0.5, 0.25, 1.0], [0.5, 0.0, 0.9], [0.2, 0.7, 0.7]])
+    mask = jnp.array([[1, 1, 1], [1, 1, 0], [1, 0, 0]])
+    out = adv.step_advantages(values, jnp.array([1.0, 0.0, 1.0]), mask)
+    close(out, [[-0.25, 0.75, 0.0], [-0.5, 0.0, 0.0], [0.8, 0.0, 0.0]])
+    # The registered name is the same function.
+    close(adv.get("vineppo")(values, jnp.array([1.0, 0.0, 1.0]), mask), out)
+
+
+def test_step_advantages_sum_to_reward_minus_prompt_value():
+    # Telescoping: sum_k A_k = reward - V(s_0).
+    values = jnp.array([0.3, 0.6, 0.1, 0.4])
+    out = adv.step_advantages(values, 1.0)
+    close(out, [0.3, -0.5, 0.3, 0.6])
+    close(out.sum(), 1.0 - 0.3)
+
+
+def test_broadcast_step_advantages():
+    step_adv = jnp.array([[-0.25, 0.75, 0.0], [-0.5, 0.0, 0.0]])
+    token_steps = jnp.array([[0, 0, 1, 2, 2], [0, 1, 1, 0, 0]])
+    mask = jnp.array([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])
+    out = adv.broadcast_step_advantages(step_adv, token_steps, mask)
+    close(out, [[-0.25, -0.25, 0.75, 0.0, 0.0], [-0.5, 0.0, 0.0, 0.0, 0.0]])

@@ -1,0 +1,180 @@
+"""Verify-prompt tokens, Yes/No ids, labels and scores, on small tokenizers built offline."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers  # noqa: E402
+from transformers import PreTrainedTokenizerFast  # noqa: E402
+
+from rlvjax.rl import verifier  # noqa: E402
+
+QWEN_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIALS = ["[UNK]", "<|im_start|>", "<|im_end|>"]
+WORDS = ("Is this solution correct ( Yes / No )? Answer : Solve 1 + . The answer is $ \\boxed { 2 } }$. user "
+         "assistant RLVJAX_SOLUTION_SENTINEL_7f3a").split()
+
+
+def wrap(tok, chat_template=None):
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="<|im_end|>",
+                                   additional_special_tokens=["<|im_start|>"], chat_template=chat_template)
+
+
+def word_level(chat_template=None, words=WORDS):
+    vocab = {w: i for i, w in enumerate(SPECIALS + list(words))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return wrap(tok, chat_template)
+
+
+def byte_level_bpe(chat_template=None, merges=True):
+    """GPT-2 style byte-level BPE; merges=False leaves single bytes, so "Yes" is three tokens."""
+    if merges:
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        corpus = ["Is this solution correct (Yes/No)? Answer: Yes", "Answer: No", "Yes", "No",
+                  "user\nSolve 1 + 1.", "assistant\nThe answer is $\\boxed{2}$."] * 50
+        tok.train_from_iterator(corpus, trainers.BpeTrainer(
+            vocab_size=400, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False))
+    else:
+        alphabet = SPECIALS + sorted(pre_tokenizers.ByteLevel.alphabet())
+        tok = Tokenizer(models.BPE({c: i for i, c in enumerate(alphabet)}, [], unk_token="[UNK]"))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return wrap(tok, chat_template)
+
+
+def tokens(tok, ids):
+    return tok.convert_ids_to_tokens(list(ids))
+
+
+# ---------------------------------------------------------------------------------------------------- prompts
+
+
+def test_chat_verify_prompt_is_end_of_turn_user_turn_and_assistant_header():
+    tok = word_level(QWEN_TEMPLATE)
+    ids = verifier.verify_prompt_ids(tok)  # chat auto-detected from the template
+    assert tokens(tok, ids) == ["<|im_end|>", "<|im_start|>", "user", "Is", "this", "solution", "correct", "(",
+                                "Yes", "/", "No", ")?", "<|im_end|>", "<|im_start|>", "assistant"]
+    eot = verifier.end_of_turn_id(tok)
+    assert eot == tok.convert_tokens_to_ids("<|im_end|>")
+    assert verifier.verify_prompt_ids(tok, after_end_of_turn=True) == ids[1:]
+
+
+def test_base_verify_prompt_is_plain_text():
+    tok = word_level()
+    ids = verifier.verify_prompt_ids(tok)
+    assert tokens(tok, ids) == ["Is", "this", "solution", "correct", "(", "Yes", "/", "No", ")?", "Answer", ":"]
+    assert verifier.verify_prompt_ids(tok, after_end_of_turn=True) == ids
+    assert verifier.end_of_turn_id(tok) is None
+    # A chat tokenizer can still be asked for the plain-text form.
+    assert verifier.verify_prompt_ids(word_level(QWEN_TEMPLATE), chat=False) == ids
+
+
+def test_byte_level_prompts_decode_to_the_template_text():
+    tok = byte_level_bpe(QWEN_TEMPLATE)
+    chat_ids = verifier.verify_prompt_ids(tok)
+    assert tok.decode(chat_ids) == (
+        "<|im_end|>\n<|im_start|>user\nIs this solution correct (Yes/No)?<|im_end|>\n<|im_start|>assistant\n")
+    assert tok.decode(verifier.verify_prompt_ids(tok, chat=False)) == verifier.BASE_VERIFY_PROMPT
+
+
+def test_appending_to_a_stopped_completion_equals_the_rendered_conversation():
+    # Sampler view: prompt (with generation header) + solution tokens + the stop token <|im_end|>.
+    tok = byte_level_bpe(QWEN_TEMPLATE)
+    question, solution = "Solve 1 + 1.", "The answer is $\\boxed{2}$."
+    user = [{"role": "user", "content": question}]
+    prompt = tok.encode(tok.apply_chat_template(user, tokenize=False, add_generation_prompt=True),
+                        add_special_tokens=False)
+    completion = tok.encode(solution, add_special_tokens=False) + [verifier.end_of_turn_id(tok)]
+    sequence = prompt + completion + verifier.verify_prompt_ids(tok, after_end_of_turn=True)
+    rendered = tok.apply_chat_template(
+        user + [{"role": "assistant", "content": solution}, {"role": "user", "content": verifier.VERIFY_QUESTION}],
+        tokenize=False, add_generation_prompt=True)
+    assert sequence == tok.encode(rendered, add_special_tokens=False)
+    # A truncated completion (no stop token) takes the full suffix, which starts with the end-of-turn token.
+    truncated = tok.encode(solution, add_special_tokens=False)
+    assert truncated + verifier.verify_prompt_ids(tok) == completion + verifier.verify_prompt_ids(
+        tok, after_end_of_turn=True)
+
+
+def test_template_that_rewrites_content_is_rejected():
+    tok = word_level(QWEN_TEMPLATE.replace("{{ m.content }}", "{{ m.content | upper }}"))
+    with pytest.raises(ValueError, match="did not render the assistant message verbatim"):
+        verifier.verify_prompt_ids(tok)
+
+
+# ---------------------------------------------------------------------------------------------------- Yes / No ids
+
+
+def test_yes_no_ids_word_level():
+    tok = word_level(QWEN_TEMPLATE)
+    expected = (tok.convert_tokens_to_ids("Yes"), tok.convert_tokens_to_ids("No"))
+    assert verifier.yes_no_token_ids(tok) == expected
+    assert verifier.yes_no_token_ids(word_level()) == expected
+
+
+def test_yes_no_ids_follow_the_prompt_spacing():
+    tok = byte_level_bpe(QWEN_TEMPLATE)
+    # The assistant turn opens with "Yes"; after "Answer:" the answer is " Yes" (byte-level "ĠYes").
+    assert tokens(tok, verifier.yes_no_token_ids(tok, chat=True)) == ["Yes", "No"]
+    assert tokens(tok, verifier.yes_no_token_ids(tok, chat=False)) == ["\u0120Yes", "\u0120No"]
+
+
+def test_multi_token_yes_is_an_error():
+    tok = byte_level_bpe(QWEN_TEMPLATE, merges=False)
+    assert len(tok.encode("Yes", add_special_tokens=False)) == 3
+    for chat in (True, False):
+        with pytest.raises(ValueError, match="tokenizer lacks a single-token Yes/No.*fix:"):
+            verifier.yes_no_token_ids(tok, chat=chat)
+
+
+def test_unknown_no_is_an_error():
+    # "No" is out of vocabulary: it encodes to the single [UNK] token, which must not count as a label.
+    tok = word_level(words=[w for w in WORDS if w != "No"])
+    assert tok.encode("No", add_special_tokens=False) == [tok.unk_token_id]
+    with pytest.raises(ValueError, match="lacks a single-token Yes/No"):
+        verifier.yes_no_token_ids(tok)
+
+
+def test_colliding_yes_no_is_an_error():
+    # A normaliser that rewrites "No" to "Yes" makes both words one and the same token.
+    tok = word_level()
+    tok.backend_tokenizer.normalizer = normalizers.Replace("No", "Yes")
+    with pytest.raises(ValueError, match="same token id"):
+        verifier.yes_no_token_ids(tok)
+
+
+# ---------------------------------------------------------------------------------------------------- labels, scores
+
+
+def test_verify_labels():
+    labels = verifier.verify_labels(jnp.array([1.0, 0.0, 1.0, 0.0]), yes_id=7, no_id=3)
+    np.testing.assert_array_equal(labels, [7, 3, 7, 3])
+    assert labels.dtype == jnp.int32
+    np.testing.assert_array_equal(verifier.verify_labels(np.array([True, False]), 7, 3), [7, 3])
+
+
+def test_verify_scores_by_hand():
+    # yes = 0, no = 1. Row 0: p(Yes) = e^2 / (e^2 + e + 1) = 0.6652410; normalised: e^2 / (e^2 + e) = sigmoid(1)
+    # = 0.7310586. Row 1: uniform -> 1/3, normalised 1/2.
+    logits = jnp.array([[2.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(verifier.verify_scores(logits, 0, 1), [0.6652410, 1 / 3], rtol=1e-6)
+    np.testing.assert_allclose(verifier.verify_scores(logits, 0, 1, normalize=True), [0.7310586, 0.5], rtol=1e-6)
+    # Log-probs in give the same scores as logits.
+    logprobs = logits - jnp.log(jnp.sum(jnp.exp(logits), axis=-1, keepdims=True))
+    np.testing.assert_allclose(verifier.verify_scores(logprobs, 0, 1), [0.6652410, 1 / 3], rtol=1e-6)
+    np.testing.assert_allclose(verifier.verify_scores(logprobs, 0, 1, normalize=True), [0.7310586, 0.5], rtol=1e-6)
+
+
+def test_verify_scores_are_stable_for_huge_logits():
+    logits = jnp.array([[1000.0, 999.0, -1000.0], [-1000.0, -1000.0, 1000.0]])
+    np.testing.assert_allclose(verifier.verify_scores(logits, 0, 1), [0.7310586, 0.0], rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(verifier.verify_scores(logits, 0, 1, normalize=True), [0.7310586, 0.5], rtol=1e-6)
