@@ -1,0 +1,117 @@
+"""Device mesh from config, partition rules as data, and multi-host initialisation.
+
+Sharding is a table of ``(param-path regex, PartitionSpec)``: the first rule whose regex is found in a leaf's path
+wins. Optimizer-state leaves carry their parameter's path inside theirs (``0/mu/layers/3/mlp/up_proj/kernel``), so
+the same table shards them too. A dimension that the mesh axis does not divide is replicated instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Sequence
+
+import gin
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+AXES = ("data", "fsdp", "tensor")
+BATCH = ("data", "fsdp")  # the batch dimension is split over both data-parallel axes
+
+# Megatron-style tensor parallelism (column-parallel in, row-parallel out) with FSDP over the other dimension.
+PARTITION_RULES: tuple[tuple[str, P], ...] = (
+    (r"embed_tokens/embedding$", P("tensor", "fsdp")),
+    (r"(q_proj|k_proj|v_proj|gate_proj|up_proj)/kernel$", P("fsdp", "tensor")),
+    (r"(q_proj|k_proj|v_proj)/bias$", P("tensor")),
+    (r"(o_proj|down_proj)/kernel$", P("tensor", "fsdp")),
+    (r"lm_head/kernel$", P("fsdp", "tensor")),
+    (r".*", P()),
+)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Mesh axis sizes; one of them may be -1 (all remaining devices)."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+    coordinator_address: str | None = None  # set (with the two below) to call jax.distributed.initialize
+    num_processes: int | None = None
+    process_id: int | None = None
+    initialization_timeout_s: int = 300
+
+
+def initialize_distributed(cfg: MeshConfig) -> None:
+    """Join the multi-host job when configured; a single process needs nothing."""
+    if cfg.coordinator_address is None:
+        return
+    jax.distributed.initialize(cfg.coordinator_address, cfg.num_processes, cfg.process_id,
+                               initialization_timeout=cfg.initialization_timeout_s)
+
+
+def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = [cfg.data, cfg.fsdp, cfg.tensor]
+    if sizes.count(-1) > 1:
+        raise ValueError(f"mesh {dict(zip(AXES, sizes))}: at most one axis may be -1 (fill the remaining devices)")
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if -1 in sizes:
+        if len(devices) % known:
+            raise ValueError(f"{len(devices)} devices do not split into fsdp*tensor={known}; change the mesh sizes")
+        sizes[sizes.index(-1)] = len(devices) // known
+    if int(np.prod(sizes)) != len(devices):
+        raise ValueError(
+            f"mesh {dict(zip(AXES, sizes))} needs {int(np.prod(sizes))} devices but {len(devices)} are present; "
+            "set MeshConfig sizes whose product is the device count"
+        )
+    return Mesh(np.asarray(devices).reshape(sizes), AXES, axis_types=(AxisType.Auto,) * len(AXES))
+
+
+def path_str(path) -> str:
+    """``/``-joined keys of a pytree path (dict keys, sequence indices, attribute names)."""
+    parts = []
+    for key in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+    return "/".join(parts)
+
+
+def spec_for(path: str, shape: tuple[int, ...], mesh: Mesh, rules=PARTITION_RULES) -> P:
+    for pattern, spec in rules:
+        if re.search(pattern, path):
+            break
+    else:
+        raise ValueError(f"no partition rule matches {path!r}; end the rules with ('.*', P())")
+    if len(spec) > len(shape):
+        return P()  # e.g. an optimizer scalar that happens to share a path suffix
+    fitted = []
+    for dim, axis in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+        names = axis if isinstance(axis, tuple) else (axis,) if axis else ()
+        size = int(np.prod([mesh.shape[n] for n in names])) if names else 1
+        fitted.append(axis if size > 1 and dim % size == 0 else None)
+    return P(*fitted)
+
+
+def shardings(tree, mesh: Mesh, rules=PARTITION_RULES):
+    """A ``NamedSharding`` per leaf of ``tree`` (arrays or ShapeDtypeStructs), from the rules table."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: NamedSharding(mesh, spec_for(path_str(path), tuple(x.shape), mesh, rules)), tree)
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    """Rows split over the data-parallel axes, everything else replicated."""
+    return NamedSharding(mesh, P(BATCH, *([None] * (ndim - 1))))
+
+
+def check_batch(rows: int, mesh: Mesh, what: str = "batch") -> None:
+    parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+    if rows % parallel:
+        raise ValueError(
+            f"{what} of {rows} rows does not divide over data*fsdp={parallel} devices; "
+            f"pick a size that is a multiple of {parallel}"
+        )

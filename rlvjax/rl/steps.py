@@ -1,0 +1,283 @@
+"""TrainState and the pure RL^V steps: ``rollout_step`` (sample + fused verifier score) and ``update_step``
+(``L_RL + lambda * L_V`` with exact micro-batch accumulation, PPO epochs and minibatches).
+
+One training sequence serves both losses. Row layout: ``[prompt (left-padded) | completion without its stop token,
+then holes | verify prompt]``. Holes are masked out of attention and positions, so the verify prompt sits right after
+the completion, and the logits at the last completion position still predict the stop token for the policy loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import flax.struct
+import gin
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from rlvjax import parallel, sampling
+from rlvjax.rl import advantages as advantages_lib
+from rlvjax.rl import losses
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class RLConfig:
+    algorithm: str = "grpo"
+    group_size: int = 8
+    lambda_verify: float = 1.0
+    beta: float = 0.0  # KL(pi || pi_ref) weight; > 0 keeps a frozen copy of the initial policy
+    kl_estimator: str = "k3"
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    aggregation: str = "token_mean"
+    advantage_eps: float = 1e-6
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 64
+    num_ppo_epochs: int = 1
+    num_minibatches: int = 1
+    micro_batch_size: int = 0  # rows per gradient-accumulation step; 0: the whole minibatch at once
+
+    def __post_init__(self):
+        advantages_lib.get(self.algorithm)  # unknown names fail here, listing the valid ones
+        losses.aggregate(jnp.zeros((1, 1)), jnp.ones((1, 1)), self.aggregation, max_len=1)
+        losses.kl_penalty(jnp.zeros(()), jnp.zeros(()), self.kl_estimator)
+        checks = [
+            (self.lambda_verify >= 0, f"lambda_verify={self.lambda_verify} must be >= 0 (0 disables verification)"),
+            (self.beta >= 0, f"beta={self.beta} must be >= 0"),
+            (self.eps_low > 0 and self.eps_high > 0, f"eps_low={self.eps_low}, eps_high={self.eps_high} must be > 0"),
+            (self.advantage_eps > 0, f"advantage_eps={self.advantage_eps} must be > 0"),
+            (self.temperature > 0, f"temperature={self.temperature} must be > 0 for RL (greedy has no ratio)"),
+            (self.group_size >= 2 or self.algorithm == "vineppo",
+             f"group_size={self.group_size}: {self.algorithm} compares samples of one problem, use >= 2"),
+            (self.max_new_tokens >= 1, f"max_new_tokens={self.max_new_tokens} must be >= 1"),
+            (self.num_ppo_epochs >= 1 and self.num_minibatches >= 1, "num_ppo_epochs and num_minibatches must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def sampling_params(self) -> sampling.SamplingParams:
+        return sampling.SamplingParams(self.temperature, self.top_p, self.top_k)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    learning_rate: float = 1e-6
+    warmup_steps: int = 0
+    schedule: str = "constant"  # or "cosine" (decays to 10% over the run)
+    weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    max_grad_norm: float = 1.0
+    max_consecutive_nonfinite: int = 5  # updates with NaN/inf gradients are skipped, this many in a row stop the run
+
+    def make(self, total_steps: int) -> optax.GradientTransformation:
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
+        if self.schedule == "constant":  # linear warm-up, then flat
+            lr = optax.linear_schedule(0.0, self.learning_rate, self.warmup_steps) if self.warmup_steps \
+                else self.learning_rate
+        elif self.schedule == "cosine":
+            lr = optax.warmup_cosine_decay_schedule(0.0, self.learning_rate, max(self.warmup_steps, 1),
+                                                    max(total_steps, self.warmup_steps + 1), self.learning_rate * 0.1)
+        else:
+            raise ValueError(f"unknown schedule {self.schedule!r}; use 'constant' or 'cosine'")
+        tx = optax.chain(optax.clip_by_global_norm(self.max_grad_norm),
+                         optax.adamw(lr, self.b1, self.b2, weight_decay=self.weight_decay))
+        return optax.apply_if_finite(tx, self.max_consecutive_nonfinite)
+
+
+@flax.struct.dataclass
+class TrainState:
+    params: Any  # pure dict of arrays, paths as in model/hf.py's table
+    opt_state: Any
+    ref_params: Any  # frozen initial policy when beta > 0, else None
+    step: jax.Array
+    rng: jax.Array  # raw uint32 key data, so Orbax can store it
+
+
+def init_state(params, tx: optax.GradientTransformation, *, seed: int, keep_reference: bool) -> TrainState:
+    return TrainState(params=params, opt_state=tx.init(params), ref_params=params if keep_reference else None,
+                      step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(seed)))
+
+
+class Rollouts(NamedTuple):
+    prompt_ids: jax.Array  # [B, P] left-padded
+    prompt_mask: jax.Array  # [B, P]
+    tokens: jax.Array  # [B, G, N]
+    lengths: jax.Array  # [B, G]
+    logprobs: jax.Array  # [B, G, N] sampler log-probs at the sampling temperature
+    finished: jax.Array  # [B, G]
+    verify_logprobs: jax.Array  # [B, G, 2] log p(Yes), log p(No) from the fused score, before the update
+
+
+class UpdateBatch(NamedTuple):
+    input_ids: jax.Array  # [R, P + N + V]
+    input_mask: jax.Array
+    targets: jax.Array  # [R, N] completion tokens, the stop token included
+    target_mask: jax.Array  # [R, N]
+    old_logp: jax.Array  # [R, N]
+    advantages: jax.Array  # [R, N]
+    verify_target: jax.Array  # [R] yes / no token id
+    verify_mask: jax.Array  # [R]
+
+
+@dataclasses.dataclass(frozen=True)
+class Statics:
+    """What the jitted steps close over: model structure, optimizer, config, verifier tokens."""
+
+    graphdef: Any
+    tx: Any
+    rl: RLConfig
+    verify_suffix: tuple[int, ...]
+    yes_id: int
+    no_id: int
+    stop_ids: tuple[int, ...]
+    pad_id: int
+
+
+def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng) -> Rollouts:
+    """G samples per prompt, their log-probs, and p(Yes)/p(No) scored on the live cache (fused verifier)."""
+    rl = statics.rl
+    params_s = dataclasses.replace(rl.sampling_params, stop_ids=statics.stop_ids, pad_id=statics.pad_id)
+    out = sampling.generate(nnx.merge(statics.graphdef, params), prompt_ids, prompt_mask, rng,
+                            num_samples=rl.group_size, max_new_tokens=rl.max_new_tokens, params=params_s,
+                            score_suffix=statics.verify_suffix, score_ids=(statics.yes_id, statics.no_id))
+    return Rollouts(prompt_ids, prompt_mask, out.tokens, out.lengths, out.logprobs, out.finished,
+                    out.score_logprobs)
+
+
+def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, rewards) -> UpdateBatch:
+    """Flatten ``[B, G]`` rollouts into training rows (see the module docstring for the layout)."""
+    b, g, n = rollouts.tokens.shape
+    rows = b * g
+    tokens = rollouts.tokens.reshape(rows, n)
+    lengths = rollouts.lengths.reshape(rows)
+    body_len = lengths - rollouts.finished.reshape(rows).astype(jnp.int32)  # completion without its stop token
+    body_mask = jnp.arange(n)[None, :] < body_len[:, None]
+    suffix = jnp.broadcast_to(jnp.asarray(statics.verify_suffix, jnp.int32), (rows, len(statics.verify_suffix)))
+    prompt_ids = jnp.repeat(rollouts.prompt_ids, g, axis=0)
+    prompt_mask = jnp.repeat(rollouts.prompt_mask, g, axis=0)
+    target_mask = jnp.arange(n)[None, :] < lengths[:, None]
+    correct = rewards.reshape(rows) > 0.5
+    return UpdateBatch(
+        input_ids=jnp.concatenate([prompt_ids, jnp.where(body_mask, tokens, statics.pad_id), suffix], axis=1),
+        input_mask=jnp.concatenate([prompt_mask, body_mask, jnp.ones_like(suffix, bool)], axis=1),
+        targets=tokens, target_mask=target_mask, old_logp=rollouts.logprobs.reshape(rows, n),
+        advantages=token_advantages.reshape(rows, n) * target_mask,
+        verify_target=jnp.where(correct, statics.yes_id, statics.no_id).astype(jnp.int32),
+        verify_mask=jnp.ones((rows,), jnp.float32),
+    )
+
+
+def policy_and_verify_logits(statics: Statics, params, batch: UpdateBatch):
+    """Trainer-side ``log pi(target)`` at the sampling temperature ``[R, N]`` and the verify logits ``[R, V]``."""
+    model = nnx.merge(statics.graphdef, params)
+    n = batch.targets.shape[1]
+    p = batch.input_ids.shape[1] - n - len(statics.verify_suffix)
+    h, _ = model.hidden(batch.input_ids, batch.input_mask)
+    logits = model.logits(h[:, p - 1: p + n - 1]).astype(jnp.float32) / statics.rl.temperature
+    logp = jnp.take_along_axis(jax.nn.log_softmax(logits), batch.targets[..., None], axis=-1)[..., 0]
+    return logp, model.logits(h[:, -1]).astype(jnp.float32)
+
+
+def _loss(params, ref_params, statics: Statics, batch: UpdateBatch, policy_count, verify_count):
+    rl = statics.rl
+    logp, verify_logits = policy_and_verify_logits(statics, params, batch)
+    ref_logp = None
+    if ref_params is not None:
+        ref_logp = jax.lax.stop_gradient(policy_and_verify_logits(statics, ref_params, batch)[0])
+    pl_sum, _, pdiag = losses.policy_loss(
+        logp, batch.old_logp, batch.advantages, batch.target_mask, eps_low=rl.eps_low, eps_high=rl.eps_high,
+        aggregation=rl.aggregation, max_len=rl.max_new_tokens, ref_logp=ref_logp, beta=rl.beta,
+        kl_estimator=rl.kl_estimator)
+    vl_sum, _, vdiag = losses.verify_loss(verify_logits, batch.verify_target, batch.verify_mask,
+                                          yes_id=statics.yes_id, no_id=statics.no_id)
+    loss = pl_sum / jnp.maximum(policy_count, 1.0) + rl.lambda_verify * vl_sum / jnp.maximum(verify_count, 1.0)
+    return loss, (pl_sum, vl_sum, pdiag, vdiag)
+
+
+def _minibatch_grads(statics: Statics, params, ref_params, batch: UpdateBatch):
+    """Gradients of the minibatch objective, accumulated over micro-batches: exact, since the normalising counts
+    depend only on masks and are computed for the whole minibatch first."""
+    rl = statics.rl
+    rows = batch.targets.shape[0]
+    policy_count = losses.aggregate(jnp.zeros(batch.target_mask.shape), batch.target_mask, rl.aggregation,
+                                    rl.max_new_tokens)[1]
+    verify_count = jnp.sum(batch.verify_mask)
+    micro = rl.micro_batch_size or rows
+    if rows % micro:
+        raise ValueError(f"minibatch of {rows} rows is not a multiple of micro_batch_size={micro}")
+    # Micro-batch m takes rows m, m + M, m + 2M, ...: a reshape that keeps the (sharded) row axis in place.
+    split = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(micro, rows // micro, *x.shape[1:]), 0, 1), batch)
+    grad_fn = jax.grad(_loss, has_aux=True)
+
+    def accumulate(carry, mb):
+        grads, pl, vl, pdiag, vdiag = carry
+        g, (pl_sum, vl_sum, pd, vd) = grad_fn(params, ref_params, statics, UpdateBatch(*mb), policy_count,
+                                              verify_count)
+        return (jax.tree.map(jnp.add, grads, g), pl + pl_sum, vl + vl_sum, losses.merge_diagnostics(pdiag, pd),
+                losses.merge_diagnostics(vdiag, vd)), None
+
+    first = jax.tree.map(lambda x: x[0], split)
+    g0, (pl0, vl0, pd0, vd0) = grad_fn(params, ref_params, statics, UpdateBatch(*first), policy_count,
+                                        verify_count)
+    rest = jax.tree.map(lambda x: x[1:], split)
+    (grads, pl, vl, pdiag, vdiag), _ = jax.lax.scan(accumulate, (g0, pl0, vl0, pd0, vd0), rest)
+    stats = {"policy_loss": pl / jnp.maximum(policy_count, 1.0), "verify_loss": vl / jnp.maximum(verify_count, 1.0)}
+    return grads, stats, pdiag, vdiag
+
+
+def update_step(statics: Statics, state: TrainState, batch: UpdateBatch) -> tuple[TrainState, dict]:
+    """``num_ppo_epochs`` x ``num_minibatches`` optimizer steps on one batch of rollouts."""
+    rl = statics.rl
+    rows = batch.targets.shape[0]
+    if rows % rl.num_minibatches:
+        raise ValueError(f"{rows} rollouts do not split into num_minibatches={rl.num_minibatches}")
+    rng, perm_key = jax.random.split(jax.random.wrap_key_data(state.rng))
+    params, opt_state = state.params, state.opt_state
+    size, shuffled = rows // rl.num_minibatches, rl.num_ppo_epochs * rl.num_minibatches > 1
+    history = []
+    for epoch in range(rl.num_ppo_epochs):
+        order = jax.random.permutation(jax.random.fold_in(perm_key, epoch), rows) if shuffled else None
+        for m in range(rl.num_minibatches):
+            mb = jax.tree.map(lambda x: jnp.take(x, order[m * size:(m + 1) * size], axis=0), batch) \
+                if shuffled else batch
+            grads, stats, pdiag, vdiag = _minibatch_grads(statics, params, state.ref_params, mb)
+            updates, opt_state = statics.tx.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            stats["grad_norm"] = optax.tree.norm(grads)
+            history.append((stats, pdiag, vdiag))
+    first_stats, first_pdiag, first_vdiag = history[0]  # epoch one is on-policy: its diagnostics describe the data
+    metrics = {**first_stats, **{f"policy/{k}": v for k, v in losses.mean_diagnostics(first_pdiag).items()},
+               **{f"verify/{k}": v for k, v in losses.mean_diagnostics(first_vdiag).items()},
+               "nonfinite_updates": opt_state.total_notfinite}
+    if len(history) > 1:
+        metrics["last_policy_loss"] = history[-1][0]["policy_loss"]
+    new_state = state.replace(params=params, opt_state=opt_state, step=state.step + 1,
+                              rng=jax.random.key_data(rng))
+    return new_state, metrics
+
+
+def jit_steps(statics: Statics, mesh, state: TrainState):
+    """``(rollout, update)`` jitted with explicit shardings from the partition rules; update donates the state."""
+    state_sharding = parallel.shardings(state, mesh)
+    params_sharding = state_sharding.params
+    rows = parallel.batch_sharding(mesh, 1)
+    rows2, rows3 = parallel.batch_sharding(mesh, 2), parallel.batch_sharding(mesh, 3)
+    rollout_sharding = Rollouts(rows2, rows2, rows3, rows2, rows3, rows2, rows3)
+    batch_sharding = UpdateBatch(rows2, rows2, rows2, rows2, rows2, rows2, rows, rows)
+    rollout = jax.jit(functools.partial(rollout_step, statics),
+                      in_shardings=(params_sharding, rows2, rows2, None), out_shardings=rollout_sharding)
+    update = jax.jit(functools.partial(update_step, statics), in_shardings=(state_sharding, batch_sharding),
+                     out_shardings=(state_sharding, None), donate_argnums=(0,))
+    return rollout, update

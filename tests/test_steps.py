@@ -1,0 +1,143 @@
+"""update_step against direct computations of the RL and verification objectives on a tiny random model."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from rlvjax.model.transformer import ModelConfig, Transformer
+from rlvjax.rl import steps
+
+SUFFIX = (3, 20, 21)
+YES, NO, STOP = 4, 5, 2
+
+
+@pytest.fixture(scope="module")
+def setup():
+    cfg = ModelConfig(vocab_size=48, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                      qkv_bias=True)
+    model = Transformer(cfg, nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    params = nnx.to_pure_dict(state)
+    return graphdef, params
+
+
+def make_statics(graphdef, **rl):
+    rl = steps.RLConfig(**{"group_size": 2, "max_new_tokens": 6, "temperature": 0.9, **rl})
+    tx = steps.OptimConfig(learning_rate=1e-3).make(10)
+    return steps.Statics(graphdef, tx, rl, SUFFIX, YES, NO, (STOP,), 0)
+
+
+def rollouts_and_rewards(statics, params):
+    prompts = jnp.asarray([[0, 0, 7, 8, 9], [10, 11, 12, 13, 14]])
+    mask = prompts > 0
+    roll = steps.rollout_step(statics, params, prompts, mask, jax.random.key(0))
+    # Force a mix of finished / truncated rows so both layouts are exercised.
+    tokens = np.asarray(roll.tokens).copy()
+    tokens[0, 0, 2], tokens[0, 0, 3:] = STOP, 0
+    lengths = np.asarray(roll.lengths).copy()
+    lengths[0, 0] = 3
+    finished = np.asarray(roll.finished).copy()
+    finished[0, 0] = True
+    roll = roll._replace(tokens=jnp.asarray(tokens), lengths=jnp.asarray(lengths), finished=jnp.asarray(finished))
+    rewards = jnp.asarray([[1.0, 0.0], [0.0, 1.0]])
+    return roll, rewards
+
+
+def direct_sequences(roll):
+    """(prompt + completion incl. stop, prompt + completion without stop + suffix) as ragged lists per row."""
+    out = []
+    for b in range(2):
+        prompt = [t for t in np.asarray(roll.prompt_ids[b]) if t > 0]
+        for g in range(2):
+            n = int(roll.lengths[b, g])
+            comp = list(np.asarray(roll.tokens[b, g, :n]))
+            body = comp[:-1] if bool(roll.finished[b, g]) else comp
+            out.append((prompt, comp, prompt + body + list(SUFFIX)))
+    return out
+
+
+def test_lambda_zero_is_plain_rl_and_masked_policy_is_verification_sft(setup):
+    graphdef, params = setup
+    statics = make_statics(graphdef, lambda_verify=0.0)
+    roll, rewards = rollouts_and_rewards(statics, params)
+    adv = jnp.asarray([[1.0, -1.0], [-0.5, 0.5]])
+    batch = steps.build_update_batch(statics, roll, jnp.broadcast_to(adv[..., None], roll.tokens.shape), rewards)
+    grads = steps._minibatch_grads(statics, params, None, batch)[0]
+    seqs = direct_sequences(roll)
+    old = np.asarray(roll.logprobs).reshape(4, -1)
+
+    def direct_rl(p):
+        model = nnx.merge(graphdef, p)
+        total, count = 0.0, 0
+        for i, (prompt, comp, _) in enumerate(seqs):
+            logits = model(jnp.asarray([prompt + comp]))[0] / 0.9
+            logp = jax.nn.log_softmax(logits)[len(prompt) - 1:-1][jnp.arange(len(comp)), jnp.asarray(comp)]
+            ratio = jnp.exp(logp - old[i, :len(comp)])
+            a = adv.reshape(-1)[i]
+            total += jnp.sum(-jnp.minimum(ratio * a, jnp.clip(ratio, 0.8, 1.2) * a))
+            count += len(comp)
+        return total / count
+
+    expected = jax.grad(direct_rl)(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6), grads, expected)
+
+    sft = make_statics(graphdef, lambda_verify=1.0)
+    batch = batch._replace(target_mask=jnp.zeros_like(batch.target_mask))
+    grads = steps._minibatch_grads(sft, params, None, batch)[0]
+
+    def direct_sft(p):
+        model = nnx.merge(graphdef, p)
+        labels = [YES, NO, NO, YES]
+        nll = [-jax.nn.log_softmax(model(jnp.asarray([v]))[0, -1])[y] for (_, _, v), y in zip(seqs, labels)]
+        return sum(nll) / 4
+
+    expected = jax.grad(direct_sft)(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6), grads, expected)
+
+
+def test_micro_batches_give_the_full_batch_gradient(setup):
+    graphdef, params = setup
+    roll, rewards = rollouts_and_rewards(make_statics(graphdef), params)
+    for aggregation in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"):
+        full = make_statics(graphdef, aggregation=aggregation)
+        micro = make_statics(graphdef, aggregation=aggregation, micro_batch_size=1)
+        adv = jnp.broadcast_to(jnp.asarray([[1.0, -1.0], [-0.5, 0.5]])[..., None], roll.tokens.shape)
+        batch = steps.build_update_batch(full, roll, adv, rewards)
+        g_full, s_full, _, _ = steps._minibatch_grads(full, params, None, batch)
+        g_micro, s_micro, _, _ = steps._minibatch_grads(micro, params, None, batch)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g_full, g_micro)
+        np.testing.assert_allclose(s_full["policy_loss"], s_micro["policy_loss"], rtol=1e-5)
+
+
+def test_update_step_first_epoch_is_on_policy(setup):
+    graphdef, params = setup
+    statics = make_statics(graphdef, num_ppo_epochs=2, num_minibatches=2, beta=0.1)
+    roll, rewards = rollouts_and_rewards(statics, params)
+    state = steps.init_state(params, statics.tx, seed=0, keep_reference=True)
+    adv = jnp.broadcast_to(jnp.asarray([[1.0, -1.0], [-0.5, 0.5]])[..., None], roll.tokens.shape)
+    batch = steps.build_update_batch(statics, roll, adv, rewards)
+    new, metrics = jax.jit(lambda s, b: steps.update_step(statics, s, b))(state, batch)
+    # The sampler's log-probs are the trainer's: ratio 1, no gap, no clipping, zero KL before any update.
+    np.testing.assert_allclose(metrics["policy/ratio"], 1.0, atol=1e-5)
+    assert float(metrics["policy/logp_gap"]) < 1e-5 and float(metrics["policy/clipped"]) == 0.0
+    np.testing.assert_allclose(metrics["policy/kl"], 0.0, atol=1e-6)
+    assert int(new.step) == 1 and int(metrics["nonfinite_updates"]) == 0
+    moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new.params, params)
+    assert max(jax.tree.leaves(moved)) > 0
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="unknown advantage estimator 'ppo'"):
+        steps.RLConfig(algorithm="ppo")
+    with pytest.raises(ValueError, match="lambda_verify=-1"):
+        steps.RLConfig(lambda_verify=-1)
+    with pytest.raises(ValueError, match="group_size=1"):
+        steps.RLConfig(group_size=1)
+    with pytest.raises(ValueError, match="eps_low=0"):
+        steps.RLConfig(eps_low=0)
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        steps.RLConfig(aggregation="mean")
