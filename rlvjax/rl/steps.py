@@ -179,6 +179,23 @@ def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, r
     )
 
 
+def group_advantages(rl: RLConfig, rewards) -> jax.Array:
+    """``[B, G]`` advantages of the configured group estimator."""
+    if advantages_lib.uses_step_values(rl.algorithm):
+        raise NotImplementedError(f"{rl.algorithm} needs Monte-Carlo step values, which the training loop does "
+                                  "not compute yet; use grpo, dr_grpo or rloo")
+    if rl.algorithm == "grpo":
+        return advantages_lib.grpo(rewards, eps=rl.advantage_eps)
+    return advantages_lib.get(rl.algorithm)(rewards)
+
+
+def prepare_update(statics: Statics, rollouts: Rollouts, rewards) -> tuple[UpdateBatch, jax.Array]:
+    """Advantages of the graded rollouts and the training rows built from them; returns ``(batch, advantages)``."""
+    adv = group_advantages(statics.rl, rewards)
+    token_adv = jnp.broadcast_to(adv[..., None], rollouts.tokens.shape)
+    return build_update_batch(statics, rollouts, token_adv, rewards), adv
+
+
 def policy_and_verify_logits(statics: Statics, params, batch: UpdateBatch):
     """Trainer-side ``log pi(target)`` at the sampling temperature ``[R, N]`` and the verify logits ``[R, V]``."""
     model = nnx.merge(statics.graphdef, params)

@@ -1,0 +1,63 @@
+"""Run logs: ``metrics.jsonl`` + TensorBoard event files + a tqdm bar, and ``samples.jsonl`` of completions.
+
+Only process 0 writes; every other process gets a writer that does nothing, so the loop needs no branches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+BAR_KEYS = {"reward_mean": "reward", "verifier_accuracy": "ver_acc", "policy_loss": "pl", "verify_loss": "vl"}
+
+
+def _plain(value):
+    value = float(np.asarray(value))
+    return value if math.isfinite(value) else str(value)
+
+
+class MetricsWriter:
+    def __init__(self, workdir, *, total_steps: int, initial_step: int = 0, enabled: bool = True,
+                 progress: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from tensorboardX import SummaryWriter
+
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._metrics = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")
+        self._samples = open(self.dir / "samples.jsonl", "a", encoding="utf-8")
+        self._tb = SummaryWriter(str(self.dir / "tensorboard"))
+        self._bar = tqdm(total=total_steps, initial=initial_step, disable=not progress, dynamic_ncols=True)
+
+    def write(self, step: int, metrics: dict) -> dict:
+        """Log one step; returns the metrics as plain floats (what was written)."""
+        plain = {k: _plain(v) for k, v in metrics.items()}
+        if self.enabled:
+            self._metrics.write(json.dumps({"step": step, **plain}) + "\n")
+            self._metrics.flush()
+            for key, value in plain.items():
+                if isinstance(value, float):
+                    self._tb.add_scalar(key, value, step)
+            self._bar.set_postfix({short: f"{plain[k]:.3f}" for k, short in BAR_KEYS.items()
+                                   if isinstance(plain.get(k), float)}, refresh=False)
+            self._bar.update(step - self._bar.n)
+        return plain
+
+    def samples(self, step: int, rows: list[dict]) -> None:
+        if self.enabled:
+            for row in rows:
+                self._samples.write(json.dumps({"step": step, **row}) + "\n")
+            self._samples.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._bar.close()
+            self._tb.close()
+            self._metrics.close()
+            self._samples.close()

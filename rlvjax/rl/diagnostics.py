@@ -1,0 +1,35 @@
+"""Host-side statistics of one batch of rollouts: reward, advantages, lengths, and the verifier's judgement of the
+rollouts as sampled (before the update) against the grader's."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def verifier_stats(yes_logp: np.ndarray, no_logp: np.ndarray, correct: np.ndarray) -> dict[str, float]:
+    """Accuracy, balanced accuracy (mean of the per-class recalls; a class absent from the batch is left out) and
+    the mean normalised p(Yes)."""
+    said_yes = yes_logp > no_logp
+    correct = correct.astype(bool)
+    recalls = [np.mean(said_yes[correct]) if correct.any() else None,
+               np.mean(~said_yes[~correct]) if (~correct).any() else None]
+    recalls = [r for r in recalls if r is not None]
+    p_yes = 1.0 / (1.0 + np.exp(no_logp - yes_logp))
+    return {"verifier_accuracy": float(np.mean(said_yes == correct)),
+            "verifier_balanced_accuracy": float(np.mean(recalls)), "verifier_p_yes": float(np.mean(p_yes))}
+
+
+def rollout_stats(rewards: np.ndarray, advantages: np.ndarray, lengths: np.ndarray, finished: np.ndarray,
+                  verify_logprobs: np.ndarray) -> dict[str, float]:
+    """``rewards``, ``advantages``, ``lengths``, ``finished``: ``[B, G]``; ``verify_logprobs``: ``[B, G, 2]``."""
+    return {
+        "reward_mean": float(rewards.mean()),
+        "pass_rate": float(np.mean(rewards.max(axis=1) > 0.5)),  # problems with at least one correct sample
+        "zero_variance_groups": float(np.mean(rewards.min(axis=1) == rewards.max(axis=1))),
+        "advantage_mean": float(advantages.mean()),
+        "advantage_std": float(advantages.std()),
+        "advantage_abs_max": float(np.abs(advantages).max()),
+        "completion_length": float(lengths.mean()),
+        "truncation_rate": float(1.0 - finished.mean()),
+        **verifier_stats(verify_logprobs[..., 0].ravel(), verify_logprobs[..., 1].ravel(), rewards.ravel() > 0.5),
+    }

@@ -1,0 +1,124 @@
+"""``python -m rlvjax.train [--gin_file F ...] [--gin_param 'k=v' ...] [--workdir D] [--resume]``
+
+The RL^V iteration, top to bottom: sample -> grade -> advantages -> update (L_RL + lambda * L_V) -> log ->
+checkpoint -> periodic eval. Everything configurable is a gin-bound dataclass (see ``experiment.py``,
+``rl/steps.py``, ``parallel.py``); with no flags this runs ``configs/default.gin`` on the CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import gin
+import jax
+import numpy as np
+from absl import app, flags
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from rlvjax import evaluate, experiment, parallel, sampling
+from rlvjax.checkpoint import Checkpointer
+from rlvjax.data import pipeline
+from rlvjax.metrics import MetricsWriter
+from rlvjax.rewards.math import grade_batch
+from rlvjax.rl import diagnostics, steps
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the repository's configs/ (editable install)
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("gin_file", None, "gin config files (default: configs/default.gin)")
+flags.DEFINE_multi_string("gin_param", [], "gin bindings, e.g. 'RLConfig.lambda_verify = 0.5'")
+flags.DEFINE_string("workdir", "runs/default", "where checkpoints, metrics.jsonl, TensorBoard logs and reports go")
+flags.DEFINE_bool("resume", False, "continue from the latest checkpoint in --workdir")
+
+
+def to_global(x: np.ndarray, sharding) -> jax.Array:
+    """A host array that every process holds whole -> one global array laid out by ``sharding``."""
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def train(workdir: str, *, resume: bool = False) -> list[dict]:
+    """Run the configured RL^V training; returns the logged metrics of the steps it ran."""
+    run, rl, optim, mesh_cfg = experiment.RunConfig(), steps.RLConfig(), steps.OptimConfig(), parallel.MeshConfig()
+    parallel.initialize_distributed(mesh_cfg)
+    mesh = parallel.make_mesh(mesh_cfg)
+    parallel.check_batch(run.batch_size, mesh, "batch_size (prompts per step)")
+    model, tokenizer = experiment.build_policy(experiment.ModelSpec())
+    train_records, eval_records = experiment.build_records(experiment.TaskSpec(), tokenizer)
+    vt = experiment.verifier_tokens(tokenizer)
+    graphdef, params = nnx.split(model)
+    tx = optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
+    statics = steps.Statics(graphdef, tx, rl, vt.suffix, vt.yes_id, vt.no_id, vt.stop_ids, vt.pad_id)
+    state = steps.init_state(nnx.to_pure_dict(params), tx, seed=run.seed, keep_reference=rl.beta > 0)
+    state = jax.device_put(state, parallel.shardings(state, mesh))
+    indexed = [{**r, "index": i} for i, r in enumerate(train_records)]
+    data = pipeline.make_iterator(indexed, batch_size=run.batch_size // jax.process_count(), seed=run.seed,
+                                  shard_index=jax.process_index(), shard_count=jax.process_count())
+    checkpoints = Checkpointer(Path(workdir).absolute() / "checkpoints", max_to_keep=run.max_to_keep)
+    config = experiment.config_dict()
+    if resume and checkpoints.latest_step() is not None:
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+        state, data_state, _ = checkpoints.restore(abstract, config=config)
+        data.set_state(data_state)
+    rollout, update = steps.jit_steps(statics, mesh, state)
+    prepare = jax.jit(functools.partial(steps.prepare_update, statics))
+    start = int(state.step)
+    writer = MetricsWriter(workdir, total_steps=run.num_steps, initial_step=start, enabled=jax.process_index() == 0)
+    rows2 = parallel.batch_sharding(mesh, 2)
+    history = []
+    for step in range(start, run.num_steps):
+        t0 = time.perf_counter()
+        # Each process reads its own shard; the indices are gathered so that every host sees the global batch
+        # (prompts to pad alike, golds to grade all rows; grading is cheap next to sampling).
+        batch = [train_records[i] for i in to_host(np.asarray([r["index"] for r in next(data)]))]
+        prompts = experiment.encode_prompts(tokenizer, [r["prompt"] for r in batch])
+        ids, mask = sampling.left_pad(prompts, pad_id=vt.pad_id)
+        roll = rollout(state.params, to_global(ids, rows2), to_global(mask, rows2),
+                       jax.random.fold_in(jax.random.key(run.seed), step))
+        tokens, lengths, finished, verify_lp = map(to_host, (roll.tokens, roll.lengths, roll.finished,
+                                                             roll.verify_logprobs))
+        t1 = time.perf_counter()
+        b, g, n = tokens.shape
+        texts = experiment.decode_completions(tokenizer, tokens.reshape(b * g, n), lengths.ravel(), finished.ravel())
+        golds = [r["gold"] for r in batch for _ in range(g)]
+        rewards = grade_batch(texts, golds).astype(np.float32).reshape(b, g)
+        t2 = time.perf_counter()
+        update_batch, adv = prepare(roll, to_global(rewards, rows2))
+        adv = to_host(adv)
+        state, update_metrics = update(state, update_batch)
+        update_metrics = jax.device_get(update_metrics)
+        t3 = time.perf_counter()
+        metrics = {**diagnostics.rollout_stats(rewards, adv, lengths, finished, verify_lp), **update_metrics,
+                   "time/rollout_s": t1 - t0, "time/grade_s": t2 - t1, "time/update_s": t3 - t2,
+                   "rollout_tokens_per_s": float(lengths.sum()) / (t1 - t0),
+                   "update_tokens_per_s": float(update_batch.input_ids.size) * rl.num_ppo_epochs / (t3 - t2)}
+        if run.eval_every and (step + 1) % run.eval_every == 0 and step + 1 < run.num_steps:
+            metrics.update(evaluate.quick_eval(statics, state.params, tokenizer, eval_records, mesh,
+                                               num_samples=run.eval_samples, seed=run.seed))
+        history.append(writer.write(step + 1, metrics))
+        if (step + 1) % run.log_every == 0:
+            p_yes = 1.0 / (1.0 + np.exp(verify_lp[..., 1] - verify_lp[..., 0]))
+            writer.samples(step + 1, [{"prompt": batch[i // g]["prompt"], "completion": texts[i],
+                                       "gold": batch[i // g]["gold"], "reward": float(rewards.flat[i]),
+                                       "p_yes": float(p_yes.flat[i])} for i in range(min(4, b * g))])
+        if (step + 1) % run.checkpoint_every == 0 or step + 1 == run.num_steps:
+            checkpoints.save(step + 1, state, data_state=data.get_state(), config=config)
+    checkpoints.wait()
+    checkpoints.close()
+    writer.close()
+    return history
+
+
+def main(argv):
+    del argv
+    gin.parse_config_files_and_bindings(FLAGS.gin_file or [str(CONFIGS / "default.gin")], FLAGS.gin_param)
+    train(FLAGS.workdir, resume=FLAGS.resume)
+
+
+if __name__ == "__main__":
+    app.run(main)
