@@ -1,0 +1,150 @@
+"""Checkpoints: the TrainState pytree, the data iterator's position and the run config, in one Orbax step directory.
+
+Orbax does the hard parts and we rely on them rather than re-implement them: every host writes its own shards of
+each array cooperatively; writes go to ``<step>.orbax-checkpoint-tmp*`` and are renamed into place only when
+complete, so a run killed mid-save leaves no step that ``latest_step`` would pick; restores land directly in the
+shardings of the abstract state they are given (also a different mesh than the one that saved). Typed PRNG keys
+(``jax.random.key``) round-trip as they are; callers need not unwrap them.
+
+What this module adds: the three items saved together under fixed names, the config check that refuses to resume
+a model with another architecture, and one-line errors for the two ways users get this wrong (an unwritable
+workdir, resuming where nothing was saved).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+# Where the architecture lives in the run config: a key naming a sub-dict compares all of it.
+ARCHITECTURE_KEYS = ("model",)
+
+
+class Checkpointer:
+    """Saves and restores ``(state, data_state, config)`` at integer steps under ``directory``."""
+
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 3, save_interval_steps: int = 1,
+                 async_: bool = True):
+        self.directory = epath.Path(directory)
+        ensure_writable(self.directory)
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
+                                               enable_async_checkpointing=async_, create=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def save(self, step: int, state: Any, *, data_state: dict, config: dict, force: bool = False) -> bool:
+        """Starts saving (asynchronously by default); False when the interval skips ``step`` or it is already saved.
+
+        Orbax's save policy applies: the first save into an empty directory always happens, later ones every
+        ``save_interval_steps`` (or when ``force``, or when a preemption notice has reached every host); a resumed
+        run reaching its restore step again does not rewrite it.
+
+        ``data_state`` and ``config`` must be JSON-serialisable; that is checked here, before any async work starts,
+        so a bad value fails at the call and not minutes later in a background thread.
+        """
+        data_state, config = _as_json("data_state", data_state), _as_json("config", config)
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), data_state=ocp.args.JsonSave(data_state),
+                                  config=ocp.args.JsonSave(config))
+        return self._manager.save(step, args=args, force=force)
+
+    def restore(self, abstract_state: Any, step: int | None = None, *, config: dict | None = None,
+                keys: Sequence[str] = ARCHITECTURE_KEYS) -> tuple[Any, dict, dict]:
+        """Returns ``(state, data_state, stored_config)`` of ``step`` (default: the latest complete one).
+
+        ``abstract_state`` is a pytree of ``jax.ShapeDtypeStruct`` with shardings (e.g. ``jax.eval_shape`` of the
+        init plus the partition rules); arrays are read straight into those shardings. When ``config`` is given,
+        the stored config must agree with it at ``keys`` (dotted paths) or nothing is loaded.
+        """
+        step = self._resolve(step)
+        if config is not None:
+            check_config(self.read_config(step), config, keys)
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                  data_state=ocp.args.JsonRestore(), config=ocp.args.JsonRestore())
+        restored = self._manager.restore(step, args=args)
+        return restored.state, restored.data_state, restored.config
+
+    def read_config(self, step: int | None = None) -> dict:
+        """The config stored with ``step`` (default latest), without touching the arrays: evaluation builds its
+        model from it before it can describe the abstract state."""
+        step = self._resolve(step)
+        return self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+
+    def latest_step(self) -> int | None:
+        """The newest complete step, None when there is none; half-written (tmp) steps never count."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def wait(self) -> None:
+        """Blocks until pending async saves are on disk (before exiting, or before reading them back)."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _resolve(self, step: int | None) -> int:
+        steps = self._manager.all_steps()
+        if step is None:
+            step = self._manager.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"no checkpoint in {self.directory}; train first or drop --resume")
+        elif step not in steps:
+            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; saved steps: {sorted(steps)}")
+        return step
+
+
+def check_config(stored: dict, current: dict, keys: Sequence[str]) -> None:
+    """Raises a one-line ValueError listing every key (dotted path) where ``stored`` and ``current`` differ.
+
+    ``current`` is compared after a JSON round trip, as ``stored`` was, so tuples equal lists and dataclass-free
+    configs compare by value. A key absent on both sides agrees.
+    """
+    current = _as_json("config", current)
+    differing = [f"{key} (checkpoint {_lookup(stored, key)!r}, now {_lookup(current, key)!r})" for key in keys
+                 if _lookup(stored, key) != _lookup(current, key)]
+    if differing:
+        raise ValueError(f"checkpoint config differs in {', '.join(differing)}; restore with the config it was "
+                         "trained with, or use a fresh workdir")
+
+
+def ensure_writable(directory: epath.Path) -> None:
+    """Creates ``directory`` and proves a file can be written there, so a bad workdir fails before training."""
+    probe = directory / f".write-probe-{os.getpid()}-{jax.process_index()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"checkpoint directory {directory} is not writable ({e.strerror or e}); "
+                              "choose a workdir you can write to") from None
+
+
+_ABSENT = "<absent>"
+
+
+def _lookup(config: dict, dotted_key: str) -> Any:
+    value = config
+    for part in dotted_key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _ABSENT
+        value = value[part]
+    return value
+
+
+def _as_json(name: str, value: dict) -> dict:
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be JSON-serialisable ({e}); convert dataclasses with dataclasses.asdict") \
+            from None

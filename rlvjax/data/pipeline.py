@@ -1,0 +1,102 @@
+"""The training input pipeline: seeded per-epoch shuffle, per-process shard, batch, repeat — resumable exactly.
+
+Built on grain's ``MapDataset`` because its elements are addressed by index: the whole iterator state is one
+integer (the next batch index), so saving it with the checkpoint and setting it after a restart reproduces the data
+order to the batch, on every host, without replaying the stream.
+
+Order of operations, and why:
+  shuffle (global, reseeded every epoch) -> trim to a multiple of ``shard_count`` -> take every ``shard_count``-th
+  element from ``shard_index`` -> batch within the epoch (drop the remainder) -> repeat.
+Shuffling before sharding gives every process a fresh random slice each epoch while the slices stay disjoint and
+(when sizes divide) cover the epoch. Trimming keeps all shards the same length, so every process takes the same
+number of steps and no host waits at a collective for a batch that never comes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import grain
+
+STATE_KEYS = ("seed", "batch_size", "shard_count", "num_records")
+
+
+class DataIterator:
+    """Yields batches (a ``list`` of ``batch_size`` fresh record dicts) and saves/restores its position as a dict
+    of plain ints (JSON-serialisable, stored with the checkpoint).
+
+    The state is the same on every process (it holds no ``shard_index``), so one copy written by the primary host is
+    a valid resume point for all of them.
+    """
+
+    def __init__(self, records: Sequence[dict], *, batch_size: int, seed: int, shard_index: int, shard_count: int,
+                 num_epochs: int | None):
+        _check_arguments(len(records), batch_size, seed, shard_index, shard_count, num_epochs)
+        self.batches_per_epoch = len(records) // shard_count // batch_size
+        self._pipeline = {"seed": seed, "batch_size": batch_size, "shard_count": shard_count,
+                          "num_records": len(records)}
+        dataset = sharded_batches(records, batch_size=batch_size, seed=seed, shard_index=shard_index,
+                                  shard_count=shard_count).repeat(num_epochs)
+        # Records are small dicts and batching is list-building: reader threads would only cost their start-up.
+        self._iterator = iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
+
+    def __iter__(self) -> DataIterator:
+        return self
+
+    def __next__(self) -> list[dict]:
+        return next(self._iterator)
+
+    def get_state(self) -> dict[str, Any]:
+        """Position plus the pipeline settings it is only meaningful for; plain ints, JSON-serialisable."""
+        return {"next_index": int(self._iterator.get_state()["next_index"]), **self._pipeline}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continues from a saved position; refuses one saved for another data set or batch layout."""
+        saved = {k: state.get(k) for k in STATE_KEYS}
+        if saved != self._pipeline:
+            differing = ", ".join(f"{k} (saved {saved[k]}, now {self._pipeline[k]})" for k in STATE_KEYS
+                                  if saved[k] != self._pipeline[k])
+            raise ValueError(f"data state was saved for a different pipeline: {differing}; resume with the same "
+                             "data, seed, batch size and process count, or start a fresh workdir")
+        self._iterator.set_state({"next_index": int(state["next_index"])})
+
+
+def make_iterator(records: Sequence[dict], *, batch_size: int, seed: int, shard_index: int = 0,
+                  shard_count: int = 1, num_epochs: int | None = None) -> DataIterator:
+    """The per-process batch iterator over ``records``; infinite unless ``num_epochs`` is set.
+
+    ``batch_size`` is per process (the global batch is ``batch_size * shard_count``); pass
+    ``shard_index=jax.process_index(), shard_count=jax.process_count()`` on multi-host runs.
+    """
+    return DataIterator(records, batch_size=batch_size, seed=seed, shard_index=shard_index,
+                        shard_count=shard_count, num_epochs=num_epochs)
+
+
+def sharded_batches(records: Sequence[dict], *, batch_size: int, seed: int, shard_index: int,
+                    shard_count: int) -> grain.MapDataset:
+    """One epoch of this process's batches; indexing past the end continues into reshuffled later epochs."""
+    dataset = grain.MapDataset.source(records).shuffle(seed=seed)  # grain reseeds with seed + epoch
+    dataset = dataset[: len(records) - len(records) % shard_count][shard_index::shard_count]
+    return dataset.batch(batch_size, drop_remainder=True, batch_fn=copy_records)
+
+
+def copy_records(records: Sequence[dict]) -> list[dict]:
+    """A batch owns its dicts: a caller adding fields to a batch must not edit the source records of later epochs."""
+    return [dict(record) for record in records]
+
+
+def _check_arguments(num_records: int, batch_size: int, seed: int, shard_index: int, shard_count: int,
+                     num_epochs: int | None) -> None:
+    if shard_count < 1 or not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index={shard_index}, shard_count={shard_count}; need 0 <= shard_index < shard_count")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}; need at least 1 record per batch")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed={seed}; need 0 <= seed < 2**32 (grain's shuffle is 32-bit)")
+    if num_epochs is not None and num_epochs < 1:
+        raise ValueError(f"num_epochs={num_epochs}; need a positive count or None to repeat forever")
+    if num_records // shard_count < batch_size:
+        raise ValueError(
+            f"{num_records} records over {shard_count} processes cannot fill one batch of {batch_size} per process; "
+            "lower batch_size or add data"
+        )

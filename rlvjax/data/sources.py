@@ -1,0 +1,279 @@
+"""Math problem records from local files or `datasets`: ``{"prompt", "gold", "level", "id"}`` plain dicts.
+
+Every source (Hendrycks MATH, MATH-500, AIME, a generic prompt/gold file) is mapped to the same four fields so the
+pipeline, the grader and the evaluator never need to know where a problem came from. ``prompt`` is the raw problem
+text; chat formatting is applied later by :func:`format_prompt`, once the tokenizer is known.
+
+Errors are one line naming the file, the row and the fix, because a bad data file is the most common way a long
+training run dies in its first minute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+QWEN_MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+# schema -> (problem fields, gold fields, level field); the first field present in a row wins. MATH's gold is not a
+# field but the last \boxed{} of its solution, marked by the "solution" gold field (see `_gold`).
+SCHEMAS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]] = {
+    "math": (("problem",), ("solution",), "level"),
+    "math500": (("problem",), ("answer",), "level"),
+    "aime": (("problem",), ("answer",), None),
+    "generic": (("prompt", "question"), ("gold", "answer"), "level"),
+}
+
+ID_FIELDS = ("id", "unique_id")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadStats:
+    """What a load kept and dropped, so a caller can log it instead of silently training on less data."""
+
+    source: str
+    schema: str
+    rows: int
+    kept: int
+    skipped_bad_gold: int
+    bad_gold_rows: tuple[str, ...] = ()  # where the skipped rows were ("line 7", "row 12"), for the log
+
+
+def load_records(
+    path_or_id: str | os.PathLike,
+    *,
+    fmt: str | None = None,
+    split: str = "train",
+    name: str | None = None,
+    on_bad_gold: str = "skip",
+) -> tuple[list[dict], LoadStats]:
+    """Loads problems as ``[{"prompt", "gold", "level", "id"}]`` from a .jsonl/.json/.parquet file or `datasets`.
+
+    ``path_or_id`` is a local file, a local dataset directory, or a `datasets` hub id (read from the local cache when
+    HF_DATASETS_OFFLINE=1). ``fmt`` names the schema (one of ``SCHEMAS``: "math" takes the gold from the solution's
+    last ``\\boxed{}``, "math500"/"aime"/"generic" from an answer field); None detects it from the first row's fields.
+    ``split`` and ``name`` (the dataset config, e.g. a MATH subject) only apply to `datasets` sources. Rows whose
+    gold cannot be determined are skipped and counted (``on_bad_gold="skip"``) or raise (``"error"``).
+    """
+    if on_bad_gold not in ("skip", "error"):
+        raise ValueError(f"on_bad_gold={on_bad_gold!r}; use 'skip' or 'error'")
+    if fmt is not None and fmt not in SCHEMAS:
+        raise ValueError(f"fmt={fmt!r} is not a known schema; use one of {sorted(SCHEMAS)} or None to auto-detect")
+    source = os.fspath(path_or_id)
+    rows, places = _read_rows(source, split, name)
+    if not rows:
+        raise ValueError(f"{source} has no rows; point at a file or split with at least one problem")
+    schema = fmt or detect_schema(rows[0], source, places[0])
+    stem = Path(source).stem if Path(source).suffix in FILE_SUFFIXES else Path(source).name
+    records, bad = [], []
+    for index, (row, place) in enumerate(zip(rows, places)):
+        record = to_record(row, schema, source=source, place=place, default_id=f"{stem}-{index}")
+        if record is None:
+            if on_bad_gold == "error":
+                raise ValueError(
+                    f"{source}: {place} has no usable gold answer for schema {schema!r}; "
+                    "fix the row or pass on_bad_gold='skip'"
+                )
+            bad.append(place)
+        else:
+            records.append(record)
+    if not records:
+        raise ValueError(f"{source}: none of its {len(rows)} rows has a usable gold answer for schema {schema!r}")
+    stats = LoadStats(source, schema, len(rows), len(records), len(bad), tuple(bad))
+    return records, stats
+
+
+def detect_schema(row: dict, source: str = "<rows>", place: str = "row 1") -> str:
+    """Names the schema of a row from its fields: answer beats solution because MATH-500 carries both."""
+    keys = set(row)
+    if "problem" in keys and "answer" in keys:
+        return "math500" if "level" in keys else "aime"
+    if "problem" in keys and "solution" in keys:
+        return "math"
+    if keys & {"prompt", "question"} and keys & {"gold", "answer"}:
+        return "generic"
+    raise ValueError(
+        f"{source}: cannot tell the schema from the fields of {place} {sorted(keys)}; expected problem+solution "
+        "(MATH), problem+answer (MATH-500/AIME) or prompt|question + gold|answer; or pass fmt="
+    )
+
+
+def to_record(row: dict, schema: str, *, source: str, place: str, default_id: str) -> dict | None:
+    """Maps one raw row to a record; None when its gold cannot be determined (empty answer, no \\boxed{})."""
+    problem_fields, gold_fields, level_field = SCHEMAS[schema]
+    prompt = row[_first_field(row, problem_fields, source, place)]
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(f"{source}: {place} has an empty or non-text problem ({prompt!r}); fix or drop the row")
+    gold = _gold(row[_first_field(row, gold_fields, source, place)], from_solution=schema == "math")
+    if gold is None:
+        return None
+    level = _level(row.get(level_field)) if level_field else None
+    row_id = next((row[f] for f in ID_FIELDS if row.get(f) is not None), default_id)
+    return {"prompt": prompt, "gold": gold, "level": level, "id": str(row_id)}
+
+
+def format_prompt(problem: str, tokenizer: Any = None, *, instruction: str = QWEN_MATH_INSTRUCTION) -> str:
+    """The text the policy sees for a problem, following Qwen2.5-Math's evaluation prompt.
+
+    With a chat template: the instruction as the system turn and the problem as the user turn, then the assistant
+    header (exactly Qwen2.5-Math-Instruct's CoT setup). Templates that reject a system turn get the instruction
+    appended to the user turn instead. Without a chat template (base models, tests): plain text.
+    """
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        return f"{problem}\n{instruction}\n"
+    import jinja2
+
+    def render(messages):
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    try:
+        return render([{"role": "system", "content": instruction}, {"role": "user", "content": problem}])
+    except jinja2.TemplateError:  # e.g. Gemma/Mistral templates raise "System role not supported"
+        return render([{"role": "user", "content": f"{problem}\n{instruction}"}])
+
+
+def _first_field(row: dict, fields: tuple[str, ...], source: str, place: str) -> str:
+    """The first of ``fields`` with a value, else the first present (a null gold is a bad gold, not a bad row)."""
+    present = [field for field in fields if field in row]
+    if present:
+        return next((field for field in present if row[field] is not None), present[0])
+    raise ValueError(f"{source}: {place} lacks field {' or '.join(map(repr, fields))}; add it or fix fmt=")
+
+
+def _gold(value: Any, *, from_solution: bool) -> str | None:
+    """Gold answer text; for MATH the content of the solution's last \\boxed{}, via the grader's own extractor."""
+    if from_solution:
+        from rlvjax.rewards.math import extract_answer  # lazy: the grader pulls in math-verify
+
+        value = extract_answer(value) if isinstance(value, str) else None
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # AIME answers stored as floats by some parquet exports
+    text = str(value).strip() if isinstance(value, (str, int, float)) else ""
+    return text or None
+
+
+def _level(value: Any) -> int | None:
+    """Difficulty 1-5 from MATH-500's int or Hendrycks MATH's "Level 3"; "Level ?" and junk give None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*(?:level\s*)?(\d+)\s*", value, re.IGNORECASE) if isinstance(value, str) else None
+    return int(match.group(1)) if match else None
+
+
+def _read_rows(source: str, split: str, name: str | None) -> tuple[list[dict], list[str]]:
+    """Raw rows plus where each came from ("line 3" for JSON lines, "row 3" otherwise), for error messages."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        if path.suffix == ".jsonl":
+            return _read_jsonl(path)
+        if path.suffix == ".json":
+            rows = _read_json(path)
+        elif path.suffix == ".parquet":
+            rows = _read_parquet(path)
+        else:
+            raise ValueError(
+                f"{source}: unsupported file type {path.suffix!r}; use .jsonl, .json or .parquet "
+                "(or a datasets id / directory)"
+            )
+        return rows, [f"row {i + 1}" for i in range(len(rows))]
+    if path.suffix in FILE_SUFFIXES or source.startswith((".", "/", "~")) and not path.is_dir():
+        raise FileNotFoundError(f"no such data file: {source}; check the path (relative paths start at {os.getcwd()})")
+    rows = _read_datasets(source, split, name)
+    return rows, [f"row {i + 1}" for i in range(len(rows))]
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
+    data = path.read_bytes()
+    if not data.strip():
+        raise ValueError(f"{path} is empty; expected one JSON object per line")
+    rows, places = [], []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{path}: line {number} is not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                "re-encode the file as UTF-8"
+            ) from None
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"{path}: line {number} is not valid JSON ({e.msg} at column {e.colno}); each line must be one object"
+            ) from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: line {number} is a JSON {type(row).__name__}, expected an object")
+        rows.append(row)
+        places.append(f"line {number}")
+    return rows, places
+
+
+def _read_json(path: Path) -> list[dict]:
+    data = path.read_bytes()
+    if not data.strip():
+        raise ValueError(f"{path} is empty; expected a JSON list of objects")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}: line {line} is not UTF-8 (byte 0x{data[e.start]:02x}); re-encode the file as UTF-8"
+                         ) from None
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: line {e.lineno} is not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"{path}: expected a JSON list of objects at the top level (or use .jsonl)")
+    return rows
+
+
+def _read_parquet(path: Path) -> list[dict]:
+    import pyarrow
+    import pyarrow.parquet
+
+    try:
+        return pyarrow.parquet.read_table(path).to_pylist()
+    except pyarrow.ArrowException as e:
+        raise ValueError(f"{path} is not a readable parquet file ({_first_line(e)})") from None
+
+
+def _read_datasets(source: str, split: str, name: str | None) -> list[dict]:
+    """A local dataset directory (save_to_disk or data files) or a hub id, through `datasets`."""
+    import datasets
+
+    path = Path(source).expanduser()
+    try:
+        if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+            loaded = datasets.load_from_disk(str(path))
+            loaded = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+        else:
+            loaded = datasets.load_dataset(str(path) if path.is_dir() else source, name, split=split)
+    except KeyError:
+        raise ValueError(f"{source} has no split {split!r}; pass split= one of its splits") from None
+    except ValueError as e:
+        if "split" in str(e).lower():
+            raise ValueError(f"{source} has no split {split!r} ({_first_line(e)}); pass split=") from None
+        raise ValueError(f"{source}: datasets could not read it ({_first_line(e)})") from None
+    except (FileNotFoundError, ConnectionError) as e:
+        raise FileNotFoundError(
+            f"{source} is neither a local file nor a loadable dataset ({_first_line(e)}); "
+            "give a .jsonl/.json/.parquet path, or download the dataset and unset HF_DATASETS_OFFLINE"
+        ) from None
+    return [dict(row) for row in loaded]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,171 @@
+"""Checkpointer: round trips (typed PRNG keys, optax state, data state, config), retention, config refusal, bad
+workdirs, and — on a fake 8-device mesh in a subprocess — a sharded save restored onto another mesh, then a save
+killed halfway that the next process must not pick."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from rlvjax.checkpoint import Checkpointer, check_config
+
+CONFIG = {"model": {"num_layers": 2, "hidden_size": 64, "rope_scaling": (("factor", 8.0),)}, "lr": 1e-5}
+
+
+def train_state(seed: int = 0, sharding=None):
+    """A TrainState-shaped pytree: params, adam state (with its int count), a step and a typed PRNG key."""
+    w = jnp.arange(16 * 8, dtype=jnp.float32).reshape(16, 8) / (seed + 1)
+    if sharding is not None:
+        w = jax.device_put(w, sharding)
+    params = {"layer": {"w": w, "b": jnp.full((8,), 0.5 + seed, jnp.float32)}}
+    opt_state = optax.adam(1e-3).init(params)
+    opt_state = (opt_state[0]._replace(count=jnp.int32(seed + 3),
+                                       mu=jax.tree.map(lambda p: p * 0.1, opt_state[0].mu)),) + opt_state[1:]
+    return {"params": params, "opt_state": opt_state, "step": jnp.int32(seed + 3),
+            "rng": jax.random.split(jax.random.key(seed))[1]}
+
+
+def abstract(state, sharding_of=lambda x: x.sharding):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding_of(x)), state)
+
+
+def assert_same_state(restored, expected):
+    assert jax.tree.structure(restored) == jax.tree.structure(expected)
+    assert jnp.issubdtype(restored["rng"].dtype, jax.dtypes.prng_key)
+    unwrap = lambda x: jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x  # noqa: E731
+    got_leaves, want_leaves = (jax.tree.leaves(jax.tree.map(unwrap, t)) for t in (restored, expected))
+    for got, want in zip(got_leaves, want_leaves):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_round_trip_of_state_data_state_and_config(tmp_path):
+    state = train_state(seed=1)
+    data_state = {"next_index": 7, "seed": 0, "batch_size": 4, "shard_count": 1, "num_records": 500}
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        assert ckpt.latest_step() is None
+        assert ckpt.save(5, state, data_state=data_state, config=CONFIG)
+        ckpt.wait()
+        assert ckpt.latest_step() == 5
+        restored, restored_data, restored_config = ckpt.restore(abstract(state), config=CONFIG)
+    assert_same_state(restored, state)
+    assert restored_data == data_state
+    assert restored_config == json.loads(json.dumps(CONFIG)) and ckpt.read_config(5)["lr"] == 1e-5
+
+
+def test_retention_interval_and_latest_step_ignore_half_written_steps(tmp_path):
+    state = train_state()
+    ckpt = Checkpointer(tmp_path, max_to_keep=2, save_interval_steps=2)
+    saved = [ckpt.save(step, state, data_state={"next_index": step}, config=CONFIG) for step in range(1, 6)]
+    assert saved == [True, True, False, True, False]  # Orbax always makes the first save of an empty directory
+    assert ckpt.save(5, state, data_state={"next_index": 5}, config=CONFIG, force=True)
+    ckpt.wait()
+    assert ckpt.all_steps() == [4, 5] and ckpt.latest_step() == 5
+    # What an interrupted save leaves behind (see the subprocess test for a real one): never a candidate step.
+    (tmp_path / "9.orbax-checkpoint-tmp" / "state").mkdir(parents=True)
+    ckpt.close()
+    reopened = Checkpointer(tmp_path, max_to_keep=2)
+    assert reopened.latest_step() == 5
+    assert reopened.restore(abstract(state))[1] == {"next_index": 5}
+    assert reopened.restore(abstract(state), step=4)[1] == {"next_index": 4}
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint for step 3 in .*; saved steps: \[4, 5\]"):
+        reopened.restore(abstract(state), step=3)
+    reopened.close()
+
+
+def test_config_mismatch_is_refused_with_every_differing_key(tmp_path):
+    stored = {"model": {"num_layers": 2, "hidden_size": 64, "vocab_size": 96}, "lr": 1e-5}
+    current = {"model": {"num_layers": 4, "hidden_size": 64, "vocab_size": 128}, "lr": 3e-6}
+    check_config(stored, current, ["model.hidden_size", "lr.nope", "missing"])  # agreeing / absent-on-both pass
+    check_config({"scaling": [["factor", 8.0]]}, {"scaling": (("factor", 8.0),)}, ["scaling"])  # JSON-equal
+    with pytest.raises(ValueError, match=r"^checkpoint config differs in model.num_layers \(checkpoint 2, now 4\), "
+                                         r"model.vocab_size \(checkpoint 96, now 128\), model.head_dim \(checkpoint "
+                                         r"'<absent>', now 8\); restore with the config it was trained with, or use "
+                                         r"a fresh workdir$"):
+        check_config(stored, {**current, "model": {**current["model"], "head_dim": 8}},
+                     ["model.num_layers", "model.hidden_size", "model.vocab_size", "model.head_dim"])
+
+    state = train_state()
+    ckpt = Checkpointer(tmp_path, async_=False)
+    ckpt.save(1, state, data_state={}, config=stored)
+    with pytest.raises(ValueError, match=r"checkpoint config differs in model \(checkpoint \{'num_layers': 2"):
+        ckpt.restore(abstract(state), config=current)  # default keys: the whole "model" section
+    assert ckpt.restore(abstract(state), config=current, keys=["model.hidden_size"])[2] == stored  # lr may change
+    ckpt.close()
+
+
+def test_bad_workdir_and_bad_values_fail_at_the_call(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(PermissionError, match=r"^checkpoint directory .*file/ckpt is not writable \(Not a directory\); "
+                                              r"choose a workdir you can write to$"):
+        Checkpointer(tmp_path / "file" / "ckpt")
+    ckpt = Checkpointer(tmp_path / "ok")
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint in .*ok; train first or drop --resume"):
+        ckpt.restore(abstract(train_state()))
+    with pytest.raises(TypeError, match=r"config must be JSON-serialisable \(.*\); convert dataclasses"):
+        ckpt.save(1, train_state(), data_state={}, config={"dtype": jnp.float32})
+    assert ckpt.all_steps() == []
+    ckpt.close()
+
+
+def test_sharded_round_trip_on_8_devices_and_killed_save(tmp_path):
+    """Runs this file as a script with 8 fake CPU devices (the test process may have 1), then checks what it left."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, __file__, str(tmp_path)], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["devices"] == 8
+    assert report["restored_sharding"] == [["fsdp", "tensor"], ["fsdp", "tensor"]]  # mesh axes, partition spec
+    assert report["restored_shard_shape"] == [4, 4] and report["same_values"]
+    assert report["data_state"] == {"next_index": 3}
+
+    assert "2.orbax-checkpoint-tmp" in os.listdir(tmp_path)  # the kill did land mid-save
+    ckpt = Checkpointer(tmp_path)  # a fresh process after the kill: step 2 never completed, so step 1 is the latest
+    assert ckpt.latest_step() == 1 and ckpt.all_steps() == [1], sorted(os.listdir(tmp_path))
+    state = train_state(seed=2)
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    restored, data_state, _ = ckpt.restore(abstract(state, lambda x: one_device))
+    assert_same_state(restored, state)
+    assert data_state == {"next_index": 3}
+    assert ckpt.save(2, restored, data_state={"next_index": 4}, config=CONFIG)  # the resumed run redoes step 2
+    ckpt.wait()
+    assert ckpt.all_steps() == [1, 2] and ckpt.restore(abstract(state))[1] == {"next_index": 4}
+    ckpt.close()
+
+
+def _sharded_script(directory: str) -> None:
+    """Saves on a data=8 mesh, restores onto an fsdp=4 x tensor=2 mesh, then dies in the middle of saving step 2."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    devices = np.array(jax.devices())
+    data_mesh, model_mesh = Mesh(devices, ("data",)), Mesh(devices.reshape(4, 2), ("fsdp", "tensor"))
+    state = train_state(seed=2, sharding=NamedSharding(data_mesh, P("data", None)))
+    ckpt = Checkpointer(directory)
+    ckpt.save(1, state, data_state={"next_index": 3}, config=CONFIG)
+    ckpt.wait()
+
+    target = NamedSharding(model_mesh, P("fsdp", "tensor"))
+    replicated = NamedSharding(model_mesh, P())
+    restored, data_state, _ = ckpt.restore(abstract(state, lambda x: target if x.ndim == 2 else replicated))
+    w = restored["params"]["layer"]["w"]
+    assert_same_state(restored, state)
+    report = {"devices": len(devices), "restored_sharding": [list(w.sharding.mesh.axis_names), list(w.sharding.spec)],
+              "restored_shard_shape": list(w.addressable_shards[0].data.shape),
+              "same_values": bool(np.array_equal(np.asarray(w), np.asarray(state["params"]["layer"]["w"]))),
+              "data_state": data_state}
+    print(json.dumps(report), flush=True)
+
+    big = {"blob": jax.device_put(jnp.ones((8, 1 << 20), jnp.float32), NamedSharding(data_mesh, P("data")))}
+    ckpt.save(2, big, data_state={"next_index": 4}, config=CONFIG)  # async: returns before the write is done
+    os._exit(0)  # a preempted host: no wait, no cleanup
+
+
+if __name__ == "__main__":
+    _sharded_script(sys.argv[1])

@@ -1,0 +1,281 @@
+"""Record loaders (MATH / MATH-500 / AIME / generic; every bad-input message) and the resumable grain pipeline."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rlvjax.data import QWEN_MATH_INSTRUCTION, format_prompt, load_records, make_iterator
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+MATH500 = SHARED_DATA / "math500.jsonl"
+AIME = SHARED_DATA / "aime2024.jsonl"
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+# --- loaders on the shared reference files -------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not MATH500.exists(), reason="../shared/data/math500.jsonl absent")
+def test_math500_records_take_answer_and_level():
+    records, stats = load_records(MATH500)
+    raw = [json.loads(line) for line in MATH500.read_text(encoding="utf-8").splitlines()]
+    assert (stats.schema, stats.rows, stats.kept, stats.skipped_bad_gold) == ("math500", 500, 500, 0)
+    assert [r["prompt"] for r in records] == [r["problem"] for r in raw]
+    assert [r["gold"] for r in records] == [r["answer"].strip() for r in raw]
+    assert {r["level"] for r in records} == {1, 2, 3, 4, 5}
+    assert len({r["id"] for r in records}) == 500 and records[0]["id"] == "math500-0"
+    assert set(records[0]) == {"prompt", "gold", "level", "id"}
+
+
+@pytest.mark.skipif(not AIME.exists(), reason="../shared/data/aime2024.jsonl absent")
+def test_aime_records_keep_integer_answers_and_ids():
+    records, stats = load_records(AIME)
+    raw = [json.loads(line) for line in AIME.read_text(encoding="utf-8").splitlines()]
+    assert (stats.schema, stats.kept) == ("aime", 30)
+    assert [r["id"] for r in records] == [str(r["id"]) for r in raw]
+    assert all(r["level"] is None and r["gold"].isdigit() for r in records)
+    assert [int(r["gold"]) for r in records] == [int(r["answer"]) for r in raw]
+
+
+@pytest.mark.skipif(not MATH500.exists(), reason="../shared/data/math500.jsonl absent")
+def test_math_schema_takes_gold_from_last_box_of_solution():
+    pytest.importorskip("rlvjax.rewards.math")
+    records, stats = load_records(MATH500, fmt="math")
+    by_id = {r["id"]: r["gold"] for r in records}
+    answers = {f"math500-{i}": json.loads(line)["answer"]
+               for i, line in enumerate(MATH500.read_text(encoding="utf-8").splitlines())}
+    agree = sum(by_id[i] == answers[i] for i in by_id)
+    assert stats.schema == "math" and stats.kept + stats.skipped_bad_gold == 500
+    assert agree >= 0.99 * 500, agree  # MATH-500's answer field is that box's content (all 500 today)
+
+
+# --- schemas and formats on small files ----------------------------------------------------------------------------
+
+
+def test_math_rows_without_a_box_are_skipped_or_refused(tmp_path):
+    pytest.importorskip("rlvjax.rewards.math")
+    path = write_jsonl(tmp_path / "math.jsonl", [
+        {"problem": "1+1?", "solution": "So it is $\\boxed{1}$, no: $\\boxed{2}$.", "level": "Level 3"},
+        {"problem": "2+2?", "solution": "Surely four.", "level": "Level ?"},
+        {"problem": "3+3?", "solution": "$\\boxed{\\frac{12}{2}}$", "level": "Level 1", "unique_id": "x/3.json"},
+    ])
+    records, stats = load_records(path)
+    assert stats.schema == "math" and stats.skipped_bad_gold == 1 and stats.bad_gold_rows == ("line 2",)
+    assert [(r["gold"], r["level"], r["id"]) for r in records] == [("2", 3, "math-0"), ("\\frac{12}{2}", 1, "x/3.json")]
+    with pytest.raises(ValueError, match=r"math.jsonl: line 2 has no usable gold answer for schema 'math'; fix the row "
+                                         r"or pass on_bad_gold='skip'"):
+        load_records(path, on_bad_gold="error")
+
+
+def test_generic_rows_json_and_parquet(tmp_path):
+    rows = [{"question": "What is 6*7?", "answer": 42}, {"question": "Half of 1?", "answer": "1/2 "},
+            {"question": "Nothing?", "answer": ""}]
+    (tmp_path / "g.json").write_text(json.dumps(rows), encoding="utf-8")
+    records, stats = load_records(tmp_path / "g.json")
+    assert stats.schema == "generic" and stats.skipped_bad_gold == 1 and stats.bad_gold_rows == ("row 3",)
+    assert [(r["prompt"], r["gold"], r["level"], r["id"]) for r in records] == [
+        ("What is 6*7?", "42", None, "g-0"), ("Half of 1?", "1/2", None, "g-1")]
+
+    import pyarrow
+    import pyarrow.parquet
+
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(
+        [{"prompt": "p", "gold": "7", "level": 2}, {"prompt": "q", "gold": "8", "level": 5}]), tmp_path / "g.parquet")
+    records, stats = load_records(str(tmp_path / "g.parquet"))
+    assert stats.schema == "generic" and [(r["gold"], r["level"]) for r in records] == [("7", 2), ("8", 5)]
+
+
+def test_datasets_directory_and_split(tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")  # keep ~/.cache clean
+    source = tmp_path / "dataset"
+    source.mkdir()
+    write_jsonl(source / "train.jsonl", [{"problem": "p", "answer": "3"}, {"problem": "q", "answer": 4}])
+    records, stats = load_records(source)
+    assert stats.schema == "aime" and [r["gold"] for r in records] == ["3", "4"]
+    assert [r["id"] for r in records] == ["dataset-0", "dataset-1"]
+    with pytest.raises(ValueError, match=r"has no split 'test' \(Unknown split .*\); pass split="):
+        load_records(source, split="test")
+    datasets.Dataset.from_list([{"prompt": "x", "gold": "1"}]).save_to_disk(tmp_path / "saved")
+    records, stats = load_records(tmp_path / "saved")
+    assert stats.schema == "generic" and records == [{"prompt": "x", "gold": "1", "level": None, "id": "saved-0"}]
+
+
+def test_unknown_dataset_id_offline_names_the_fix():
+    with pytest.raises(FileNotFoundError, match=r"nobody/no-such-dataset is neither a local file nor a loadable "
+                                                r"dataset \(.*\); give a .jsonl/.json/.parquet path"):
+        load_records("nobody/no-such-dataset")
+
+
+def test_format_prompt_plain_and_qwen_math_chat():
+    assert QWEN_MATH_INSTRUCTION == "Please reason step by step, and put your final answer within \\boxed{}."
+    assert format_prompt("What is 2+3?") == "What is 2+3?\n" + QWEN_MATH_INSTRUCTION + "\n"
+
+    from conftest import word_tokenizer
+
+    tokenizer = word_tokenizer(16)
+    assert format_prompt("x", tokenizer, instruction="Box it.") == "x\nBox it.\n"  # no chat template: plain text
+    tokenizer.chat_template = (  # Qwen2's ChatML template, stripped of its tool-use branches
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    assert format_prompt("What is 2+3?", tokenizer) == (  # Qwen2.5-Math's own CoT evaluation prompt, exactly
+        "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
+        "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n")
+    tokenizer.chat_template = (  # Gemma-style template that refuses a system turn
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}[assistant]{% endif %}")
+    assert format_prompt("What is 2+3?", tokenizer) == f"[user]What is 2+3?\n{QWEN_MATH_INSTRUCTION}[assistant]"
+
+
+# --- every bad input names the problem and the fix -----------------------------------------------------------------
+
+
+def test_missing_and_empty_and_unsupported_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no such data file: .*nope.jsonl; check the path"):
+        load_records(tmp_path / "nope.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n  \n")
+    with pytest.raises(ValueError, match=r"empty.jsonl is empty; expected one JSON object per line"):
+        load_records(tmp_path / "empty.jsonl")
+    (tmp_path / "empty.json").write_text("")
+    with pytest.raises(ValueError, match=r"empty.json is empty; expected a JSON list of objects"):
+        load_records(tmp_path / "empty.json")
+    (tmp_path / "data.csv").write_text("problem,answer\n1+1,2\n")
+    with pytest.raises(ValueError, match=r"data.csv: unsupported file type '.csv'; use .jsonl, .json or .parquet"):
+        load_records(tmp_path / "data.csv")
+    (tmp_path / "none.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"none.json has no rows; point at a file or split with at least one"):
+        load_records(tmp_path / "none.json")
+
+
+def test_bad_bytes_and_bad_json_name_the_line(tmp_path):
+    good = json.dumps({"problem": "p", "answer": "1"}).encode()
+    (tmp_path / "latin1.jsonl").write_bytes(good + b"\n" + b'{"problem": "caf\xe9", "answer": "2"}\n')
+    with pytest.raises(ValueError, match=r"latin1.jsonl: line 2 is not UTF-8 \(byte 0xe9 at column 17\); re-encode"):
+        load_records(tmp_path / "latin1.jsonl")
+    (tmp_path / "latin1.json").write_bytes(b'[\n{"problem": "p", "answer": "1"},\n{"problem": "caf\xe9"}]')
+    with pytest.raises(ValueError, match=r"latin1.json: line 3 is not UTF-8 \(byte 0xe9\); re-encode the file"):
+        load_records(tmp_path / "latin1.json")
+    (tmp_path / "broken.jsonl").write_bytes(good + b"\n\n" + b'{"problem": "p", "answer": }\n')
+    with pytest.raises(ValueError, match=r"broken.jsonl: line 3 is not valid JSON \(Expecting value at column 28\); "
+                                         r"each line must be one object"):
+        load_records(tmp_path / "broken.jsonl")
+    (tmp_path / "list.jsonl").write_bytes(good + b"\n[1, 2]\n")
+    with pytest.raises(ValueError, match=r"list.jsonl: line 2 is a JSON list, expected an object"):
+        load_records(tmp_path / "list.jsonl")
+    (tmp_path / "broken.json").write_text('[\n{"problem": "p",\n "answer" "1"}]')
+    with pytest.raises(ValueError, match=r"broken.json: line 3 is not valid JSON \(Expecting ':' delimiter"):
+        load_records(tmp_path / "broken.json")
+    (tmp_path / "object.json").write_text('{"problem": "p", "answer": "1"}')
+    with pytest.raises(ValueError, match=r"object.json: expected a JSON list of objects at the top level"):
+        load_records(tmp_path / "object.json")
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(ValueError, match=r"bad.parquet is not a readable parquet file \("):
+        load_records(tmp_path / "bad.parquet")
+
+
+def test_rows_missing_fields_name_row_and_field(tmp_path):
+    path = write_jsonl(tmp_path / "rows.jsonl", [{"problem": "p", "answer": "1"}, {"problem": "q"}])
+    with pytest.raises(ValueError, match=r"rows.jsonl: line 2 lacks field 'answer'; add it or fix fmt="):
+        load_records(path)
+    path = write_jsonl(tmp_path / "generic.jsonl", [{"prompt": "p", "gold": "1"}, {"gold": "2"}])
+    with pytest.raises(ValueError, match=r"generic.jsonl: line 2 lacks field 'prompt' or 'question'"):
+        load_records(path)
+    path = write_jsonl(tmp_path / "blank.jsonl", [{"problem": "  ", "answer": "1"}])
+    with pytest.raises(ValueError, match=r"blank.jsonl: line 1 has an empty or non-text problem \('  '\)"):
+        load_records(path)
+    path = write_jsonl(tmp_path / "odd.jsonl", [{"text": "p", "label": "1"}])
+    with pytest.raises(ValueError, match=r"odd.jsonl: cannot tell the schema from the fields of line 1 "
+                                         r"\['label', 'text'\]; expected problem\+solution"):
+        load_records(path)
+    with pytest.raises(ValueError, match=r"odd.jsonl: line 1 lacks field 'prompt' or 'question'"):
+        load_records(path, fmt="generic")
+    path = write_jsonl(tmp_path / "nogold.jsonl", [{"problem": "p", "answer": " "}, {"problem": "q", "answer": None}])
+    with pytest.raises(ValueError, match=r"nogold.jsonl: none of its 2 rows has a usable gold answer"):
+        load_records(path)
+    with pytest.raises(ValueError, match=r"fmt='gsm8k' is not a known schema"):
+        load_records(path, fmt="gsm8k")
+    with pytest.raises(ValueError, match=r"on_bad_gold='drop'; use 'skip' or 'error'"):
+        load_records(path, on_bad_gold="drop")
+
+
+# --- pipeline ------------------------------------------------------------------------------------------------------
+
+
+def toy_records(n):
+    return [{"prompt": f"p{i}", "gold": str(i), "level": None, "id": f"r{i}"} for i in range(n)]
+
+
+def ids(batches):
+    return [[r["id"] for r in batch] for batch in batches]
+
+
+def take(iterator, n):
+    return ids(next(iterator) for _ in range(n))
+
+
+def test_same_seed_same_order_other_seed_other_order():
+    records = toy_records(40)
+    first = take(make_iterator(records, batch_size=4, seed=7), 10)
+    assert first == take(make_iterator(records, batch_size=4, seed=7), 10)
+    assert first != take(make_iterator(records, batch_size=4, seed=8), 10)
+    batch = next(make_iterator(records, batch_size=4, seed=7))
+    assert isinstance(batch, list) and len(batch) == 4 and batch[0] in records
+    batch[0]["tokens"] = [1, 2]  # callers may annotate a batch without touching the source records
+    assert all("tokens" not in r for r in records)
+
+
+def test_each_epoch_is_a_fresh_permutation_of_all_records():
+    records = toy_records(12)
+    iterator = make_iterator(records, batch_size=3, seed=0)
+    assert iterator.batches_per_epoch == 4
+    epochs = [sum(take(iterator, 4), []) for _ in range(3)]
+    assert all(sorted(epoch) == sorted(r["id"] for r in records) for epoch in epochs)
+    assert epochs[0] != epochs[1] and epochs[1] != epochs[2]
+
+
+def test_shards_are_disjoint_and_cover_every_epoch():
+    records = toy_records(24)
+    shards = [make_iterator(records, batch_size=4, seed=3, shard_index=i, shard_count=3) for i in range(3)]
+    assert {s.batches_per_epoch for s in shards} == {2}
+    for _ in range(2):  # two epochs: reshuffled globally, so each shard sees other records each epoch
+        parts = [sum(take(s, 2), []) for s in shards]
+        assert sorted(sum(parts, [])) == sorted(r["id"] for r in records)
+    uneven = [make_iterator(toy_records(25), batch_size=4, seed=3, shard_index=i, shard_count=3) for i in range(3)]
+    parts = [set(sum(take(s, 2), [])) for s in uneven]  # 25 -> 24 kept, 8 per shard: equal steps on every host
+    assert sum(map(len, parts)) == 24 and len(set.union(*parts)) == 24
+
+
+def test_state_resumes_the_exact_order_across_epochs():
+    records = toy_records(10)
+    original = make_iterator(records, batch_size=3, seed=5, shard_index=1, shard_count=2)
+    take(original, 4)  # 1 batch per epoch for this shard: already 4 epochs in
+    state = json.loads(json.dumps(original.get_state()))
+    assert state == {"next_index": 4, "seed": 5, "batch_size": 3, "shard_count": 2, "num_records": 10}
+    resumed = make_iterator(records, batch_size=3, seed=5, shard_index=1, shard_count=2)
+    resumed.set_state(state)
+    assert take(resumed, 7) == take(original, 7)
+    with pytest.raises(ValueError, match=r"data state was saved for a different pipeline: batch_size \(saved 3, "
+                                         r"now 2\); resume with the same data"):
+        make_iterator(records, batch_size=2, seed=5, shard_index=1, shard_count=2).set_state(state)
+
+
+def test_num_epochs_bounds_the_stream_and_bad_arguments_are_named():
+    assert len(list(make_iterator(toy_records(10), batch_size=3, seed=0, num_epochs=2))) == 6
+    with pytest.raises(ValueError, match=r"5 records over 2 processes cannot fill one batch of 3 per process"):
+        make_iterator(toy_records(5), batch_size=3, seed=0, shard_count=2)
+    with pytest.raises(ValueError, match=r"shard_index=2, shard_count=2; need 0 <= shard_index < shard_count"):
+        make_iterator(toy_records(5), batch_size=1, seed=0, shard_index=2, shard_count=2)
+    with pytest.raises(ValueError, match=r"num_epochs=0; need a positive count or None"):
+        make_iterator(toy_records(5), batch_size=1, seed=0, num_epochs=0)
