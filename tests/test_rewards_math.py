@@ -1,0 +1,219 @@
+"""Grading: extraction, equivalence via math-verify, and the wall-clock-limited worker pool."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rlvjax.rewards import math as rm
+
+REPO = Path(__file__).resolve().parents[1]
+MATH500_CANDIDATES = [REPO.parent / "shared" / "data" / "math500.jsonl", REPO / "shared" / "data" / "math500.jsonl"]
+
+# (gold, prediction) pairs that must grade as equivalent / not equivalent.
+EQUIVALENT = [
+    ("\\frac{1}{2}", "0.5"), ("1/2", "0.5"), ("\\dfrac{3}{4}", "\\frac{3}{4}"), ("\\tfrac34", "0.75"),
+    ("50\\%", "50"), ("50\\%", "0.5"), ("25", "25\\%"), ("30^\\circ", "30"), ("90", "90^{\\circ}"),
+    ("10\\text{ cm}", "10"), ("5", "5\\text{ inches}"), ("\\$32", "32"), ("x=5", "5"), ("5", "x = 5"),
+    ("(1,2]", "(1, 2]"), ("[-3, \\infty)", "[-3,\\infty)"), ("(3, \\frac{\\pi}{2})", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+    ("(1,2,3)", "(1, 2, 3)"), ("\\{1,2\\}", "\\{2,1\\}"), ("2\\sqrt{3}", "\\sqrt{12}"), ("x^2+1", "1+x^2"),
+    ("\\text{Evelyn}", "Evelyn"), ("\\text{(C)}", "C"), ("1,000", "1000"), ("-\\frac{1}{2}", "-0.5"),
+    ("\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt{3}"), ("3\\pi", "\\pi \\cdot 3"), ("2^{10}", "1024"), ("6.0", "6"),
+    ("y = 2x + 3", "2x+3"),
+]
+NOT_EQUIVALENT = [
+    ("3", "4"), ("\\frac{1}{2}", "\\frac{1}{3}"), ("[1,2)", "(1,2)"), ("(1,2)", "(2,1)"), ("50\\%", "5"),
+    ("30^\\circ", "60"), ("\\text{east}", "\\text{west}"), ("\\pi", "3.14"), ("x=5", "6"), ("(1,2,3)", "(1,2)"),
+    ("\\{1,2\\}", "\\{1,3\\}"), ("\\sqrt{2}", "2"), ("x^2+1", "x^2-1"), ("-1", "1"), ("10\\text{ cm}", "11"),
+    ("0.5", "0.55"), ("1000", "100"),
+]
+# Strings that make sympy hang (each needs a timeout) and strings that merely fail to parse.
+HANGING = ["(10^{100})!", "9^{9^{9^{9}}}", "2^{2^{2^{2^{2^{2}}}}}", "\\sum_{n=1}^{10^{10}} n^n"]
+MALFORMED = ["{" * 500, "}" * 500 + "{" * 500, "9^9^9^9", "\\frac{1}{0}", "\\begin{matrix}", "\\left(",
+             "\\notacommand{x}", "(" * 60 + "1", "\\sqrt{" * 200 + "2" + "}" * 200, "1e999999999", "$$$", "\\\\\\"]
+
+
+def _grader_children() -> set[int]:
+    """PIDs of live grading workers that are children of this process (Linux /proc)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+        if ppid == os.getpid() and b"--grader-worker" in cmdline:
+            pids.add(int(entry.name))
+    return pids
+
+
+# ------------------------------------------------------------------------------------------------ extraction
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("so $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
+    ("\\boxed{\\frac{a}{\\sqrt{b^{2}}}}", "\\frac{a}{\\sqrt{b^{2}}}"),  # nested braces
+    ("first \\boxed{1}, finally \\boxed{2}", "2"),  # last box wins
+    ("\\fbox{7}", "7"),
+    ("hence \\boxed 5.", "5"),
+    ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),  # escaped braces are content
+    ("\\boxed{\\boxed{4}}", "4"),
+    ("The answer is 42.", "42"),
+    ("the final answer is $3.5$.", "3.5"),
+    ("Final Answer: The final answer is $\\frac{3}{4}$. I hope it is correct.", "\\frac{3}{4}"),
+    ("The answer is \\boxed{8}. The answer is 9.", "8"),  # fallback only when there is no box
+    ("no final answer here", None),
+    ("\\boxed{}", None),
+    ("\\boxed{1} then the last box is cut \\boxed{12", None),  # truncated last box: no final answer
+    ("\\boxedx{3}", None),
+    (None, None),
+])
+def test_extract_answer(text, expected):
+    assert rm.extract_answer(text) == expected
+
+
+def test_normalize_answer_ignores_layout_only():
+    assert rm.normalize_answer("$\\left( 3, \\dfrac{\\pi}{2} \\right)$") == "(3,\\frac{\\pi}{2})"
+    assert rm.normalize_answer("1\\,000.") == "1000"
+    assert rm.normalize_answer("12") != rm.normalize_answer("1 3")
+
+
+# ------------------------------------------------------------------------------------------------ equivalence
+
+
+@pytest.fixture(scope="module")
+def slow_grader():
+    """Sends every pair through math-verify (no string fast path)."""
+    with rm.Grader(num_workers=2, fast_path=False) as g:
+        yield g
+
+
+def test_equivalent_pairs(slow_grader):
+    ok, stats = slow_grader.grade([p for _, p in EQUIVALENT], [g for g, _ in EQUIVALENT])
+    assert [pair for pair, o in zip(EQUIVALENT, ok) if not o] == []
+    assert stats.fast_path == 0 and stats.timeouts == 0 and stats.errors == 0
+
+
+def test_not_equivalent_pairs(slow_grader):
+    ok, _ = slow_grader.grade([p for _, p in NOT_EQUIVALENT], [g for g, _ in NOT_EQUIVALENT])
+    assert [pair for pair, o in zip(NOT_EQUIVALENT, ok) if o] == []
+
+
+def test_equivalence_is_symmetric():
+    forward = rm.equivalent_batch([g for g, _ in EQUIVALENT], [p for _, p in EQUIVALENT])
+    backward = rm.equivalent_batch([p for _, p in EQUIVALENT], [g for g, _ in EQUIVALENT])
+    assert forward.all() and backward.all()
+    assert rm.answers_equivalent("1/2", "0.5") and not rm.answers_equivalent("1/2", "0.4")
+
+
+def test_is_correct_on_completions_and_bare_answers():
+    assert rm.is_correct("Thus the area is $\\boxed{\\dfrac{1}{2}}$.", "0.5")
+    assert rm.is_correct("The answer is 50\\%.", "\\frac{1}{2}")
+    assert rm.is_correct("0.5", "\\frac12")
+    assert not rm.is_correct("I first got \\boxed{0.5} but it is \\boxed{0.25}", "\\frac12")
+    assert not rm.is_correct("\\boxed{0.5", "0.5")  # truncated box
+    assert not rm.is_correct("", "0.5") and not rm.is_correct(None, "0.5")
+
+
+def test_grade_batch_stats_account_for_every_item():
+    texts = ["\\boxed{1/2}", "\\boxed{0.5}", "\\boxed{}", "\\boxed{3}", "x" * (rm.MAX_ANSWER_CHARS + 1), "{{x}"]
+    golds = ["1/2", "\\frac{1}{2}", "1", "4", "x", "x"]
+    ok, stats = rm.grade_batch_with_stats(texts, golds)
+    np.testing.assert_array_equal(ok, [True, True, False, False, False, False])
+    assert ok.dtype == bool
+    assert (stats.total, stats.fast_path, stats.no_answer, stats.unparsed) == (6, 1, 2, 1)
+    with pytest.raises(ValueError):
+        rm.grade_batch(["1"], [])
+
+
+# ------------------------------------------------------------------------------------------------ MATH-500
+
+
+def _math500_rows():
+    path = next((p for p in MATH500_CANDIDATES if p.exists()), None)
+    if path is None:
+        pytest.skip("math500.jsonl not found")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast_path", "math_verify_only"])
+def test_math500_reference_solutions_grade_correct(fast_path, capsys):
+    rows = _math500_rows()
+    with rm.Grader(num_workers=2, fast_path=fast_path) as g:
+        ok, stats = g.grade([r["solution"] for r in rows], [r["answer"] for r in rows])
+    misses = [(rm.extract_answer(r["solution"]), r["answer"]) for r, o in zip(rows, ok) if not o]
+    with capsys.disabled():
+        print(f"\nMATH-500 agreement ({'fast path' if fast_path else 'math-verify only'}): "
+              f"{ok.mean():.3f} of {len(rows)}; {stats}; misses: {misses}")
+    assert ok.mean() >= 0.99
+
+
+# ------------------------------------------------------------------------------------------------ robustness
+
+
+def test_hanging_item_times_out_and_worker_is_replaced():
+    with rm.Grader(num_workers=1) as g:
+        start = time.monotonic()
+        ok, stats = g.grade(["\\boxed{(10^{100})!}", "\\boxed{0.5}"], ["5", "\\frac{1}{2}"], timeout_s=1.0)
+        elapsed = time.monotonic() - start
+        np.testing.assert_array_equal(ok, [False, True])  # the replacement worker grades the next item
+        assert stats.timeouts == 1
+        assert elapsed < 1.0 + 20.0  # the limit, plus start-up of two workers on a slow machine
+        assert len(_grader_children() & set(g.worker_pids())) == 1
+
+
+def test_adversarial_batch_finishes_within_limits():
+    num_items, num_workers, timeout_s = 2000, 2, 1.0
+    normal = [(f"so \\boxed{{{p}}}", gold) for gold, p in EQUIVALENT]
+    adversarial = [(f"\\boxed{{{s}}}", "5") for s in MALFORMED] + [(f"The answer is {s}", "5") for s in MALFORMED]
+    items = []
+    for i in range(num_items):
+        if i % 200 == 100:  # 10 hanging items, spread over the batch
+            items.append((f"\\boxed{{{HANGING[(i // 200) % len(HANGING)]}}}", "5"))
+        elif i % 7 == 0:
+            items.append(adversarial[(i // 7) % len(adversarial)])
+        else:
+            items.append(normal[i % len(normal)])
+    is_normal = np.array([it in normal for it in items])
+    before = _grader_children()
+    start = time.monotonic()
+    with rm.Grader(num_workers=num_workers) as g:
+        ok, stats = g.grade([t for t, _ in items], [gold for _, gold in items], timeout_s=timeout_s)
+        elapsed = time.monotonic() - start
+        alive = _grader_children() - before
+        assert alive <= set(g.worker_pids()) and len(alive) <= num_workers  # killed workers were reaped
+    assert _grader_children() - before == set()
+    print(f"\nadversarial batch: {elapsed:.1f} s, {stats}")
+    assert ok[is_normal].all() and not ok[~is_normal].any()
+    assert stats.total == num_items and stats.timeouts <= (~is_normal).sum()
+    assert elapsed < num_items * timeout_s / num_workers + 30  # the worst case allowed by the limits
+    assert elapsed < 10 * (timeout_s + 3.0) / num_workers + 45  # what 10 hanging items should really cost
+
+
+def test_grading_from_non_main_threads():
+    results, errors = {}, []
+
+    def work(name, text, gold):
+        try:
+            results[name] = rm.is_correct(text, gold)
+        except Exception as e:  # noqa: BLE001 -- surfaced through the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(f"t{i}", f"\\boxed{{{p}}}", gold))
+               for i, (gold, p) in enumerate(EQUIVALENT[:6])]
+    threads.append(threading.Thread(target=work, args=("wrong", "\\boxed{3}", "4")))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert all(results[f"t{i}"] for i in range(6)) and results["wrong"] is False

@@ -1,0 +1,229 @@
+"""Voting strategies and accuracy-vs-N curves, against hand-computed values and brute-force references."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import itertools
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from rlvjax import testtime as tt
+
+
+def float_equal(a, b):
+    return float(a) == float(b)
+
+
+# ------------------------------------------------------------------------------------------------ single problem
+
+
+def test_majority_vote_golden():
+    assert tt.majority_vote(["1", "2", "2", None, "3"], float_equal) == "2"
+    assert tt.majority_vote(["3", "2", "2", "3"], float_equal) == "3"  # tie -> earliest first occurrence
+    assert tt.majority_vote([None, None, None, "5"], float_equal) == "5"  # unparseable never wins
+    assert tt.majority_vote([None, None]) is None
+    assert tt.majority_vote([]) is None
+
+
+def test_weighted_vote_golden():
+    assert tt.weighted_vote(["a", "b", "b"], [0.9, 0.5, 0.5], str.__eq__) == "b"  # 1.0 > 0.9
+    assert tt.weighted_vote(["a", "b", "b"], [0.9, 0.4, 0.4], str.__eq__) == "a"  # 0.8 < 0.9
+    assert tt.weighted_vote(["a", "b"], [0.5, 0.5], str.__eq__) == "a"  # tie -> earliest
+    assert tt.weighted_vote([None, "x"], [100.0, 0.1], str.__eq__) == "x"
+    assert tt.weighted_vote(["a", "b"], [-1.0, -2.0], str.__eq__) == "a"  # present classes only, even if < 0
+    assert tt.weighted_vote([None], [1.0]) is None
+
+
+def test_best_of_n_golden():
+    assert tt.best_of_n(["a", None, "c"], [0.2, 0.9, 0.5]) == "c"  # unparseable top score is skipped
+    assert tt.best_of_n(["a", "b", "c"], [0.7, 0.9, 0.9]) == "b"  # tie -> earliest index
+    assert tt.best_of_n([None, None], [0.1, 0.2]) is None
+    assert tt.best_of_n(np.array([-1, 4, 2]), [0.9, 0.1, 0.5]) == 2
+
+
+def test_votes_accept_precomputed_class_ids():
+    assert tt.majority_vote(np.array([2, 2, 0, -1, 0, 0])) == 0
+    assert tt.majority_vote(np.array([2, 0, 0, 2])) == 0  # tie -> lowest class id
+    assert tt.weighted_vote(np.array([1, 0, -1]), [0.6, 0.5, 9.0]) == 1
+    assert tt.majority_vote(np.array([-1, -1])) is None
+
+
+def test_answer_classes_custom_equivalence():
+    ids = tt.answer_classes(["3", None, "0.5", "$3$", "1/2", "4"], lambda a, b: a == "0.5" and b == "1/2")
+    np.testing.assert_array_equal(ids, [0, -1, 1, 0, 1, 2])
+
+
+def test_votes_group_by_mathematical_equivalence():
+    """The default equivalence is the math-verify grader: 1/2, 0.5 and \\frac{1}{2} are one answer."""
+    answers = ["0.25", "1/2", "\\frac14", "0.5", "\\dfrac{1}{2}", None, "3"]
+    np.testing.assert_array_equal(tt.answer_classes(answers), [0, 1, 0, 1, 1, -1, 2])
+    assert tt.majority_vote(answers) == "1/2"
+    assert tt.weighted_vote(answers, [0.9, 0.2, 0.5, 0.2, 0.2, 5.0, 0.3]) == "0.25"  # 1.4 vs 0.6
+
+
+# ------------------------------------------------------------------------------------------------ pass@k
+
+
+def test_pass_at_k_matches_brute_force():
+    for n, c, k in [(5, 0, 1), (5, 2, 1), (5, 2, 3), (5, 2, 4), (5, 5, 2), (8, 3, 8), (7, 1, 3)]:
+        subsets = list(itertools.combinations(range(n), k))
+        brute = sum(any(i < c for i in s) for s in subsets) / len(subsets)
+        assert tt.pass_at_k(n, c, k) == pytest.approx(brute, abs=1e-12)
+    np.testing.assert_allclose(tt.pass_at_k(np.array([4, 4]), np.array([1, 2]), 2), [0.5, 5 / 6])
+    with pytest.raises(ValueError):
+        tt.pass_at_k(3, 1, 4)
+
+
+# ------------------------------------------------------------------------------------------------ curves
+
+
+def _pool(seed, num_problems=4, k=7, num_answers=3, score_levels=4):
+    """Random pools with unparseable samples and plenty of score ties (scores on a coarse grid)."""
+    rng = np.random.default_rng(seed)
+    classes = rng.integers(-1, num_answers, size=(num_problems, k))
+    scores = rng.integers(0, score_levels, size=(num_problems, k)) / score_levels
+    correct = (classes == 0) & (rng.random((num_problems, k)) < 0.95)  # class 0 is right (mostly consistent)
+    correct[:, 0] = classes[:, 0] == 0
+    return classes, scores, correct
+
+
+def _class_correct(classes, correct):
+    members = Counter(int(c) for c in classes if c >= 0)
+    hits = Counter(int(c) for c, ok in zip(classes, correct) if c >= 0 and ok)
+    return {c: hits[c] / members[c] for c in members}
+
+
+def _reference_vote_accuracy(classes, weights, class_correct):
+    """Expected grade of one subset's vote under a uniformly random tie-break (0 when nothing parses)."""
+    totals = {}
+    for c, w in zip(classes, weights):
+        if c >= 0:
+            totals[int(c)] = totals.get(int(c), 0.0) + w
+    if not totals:
+        return 0.0
+    best = max(totals.values())
+    tied = [c for c, t in totals.items() if t == best]
+    return sum(class_correct[c] for c in tied) / len(tied)
+
+
+def _reference_bon(scores, correct, parseable):
+    """BoN accuracy of one subset: the mean correctness over the tied top-scored parseable samples."""
+    if not parseable.any():
+        return 0.0
+    top = scores[parseable].max()
+    tied = parseable & (scores == top)
+    return correct[tied].mean()
+
+
+@pytest.mark.parametrize("seed, k", [(0, 5), (1, 7), (2, 8)])
+def test_best_of_n_curve_matches_enumeration(seed, k):
+    classes, scores, correct = _pool(seed, k=k)
+    ns = list(range(1, k + 1))
+    curve = tt.scaling_curve(classes, scores, correct, ns, "best_of_n")
+    for j, n in enumerate(ns):
+        per_problem = []
+        for p in range(len(classes)):
+            subsets = [list(s) for s in itertools.combinations(range(k), n)]
+            per_problem.append(np.mean([_reference_bon(scores[p, s], correct[p, s].astype(float), classes[p, s] >= 0)
+                                        for s in subsets]))
+        assert curve[j] == pytest.approx(np.mean(per_problem), abs=1e-12)
+
+
+def test_best_of_n_closed_form_hand_case():
+    # sorted scores 0.9 (wrong), 0.5 (right), 0.1 (right); n=2: subsets {0,1},{0,2},{1,2} -> 0, 0, 1
+    value = tt.best_of_n_expected(np.array([0.5, 0.9, 0.1]), np.array([1, 0, 1]), np.ones(3, bool), 2)
+    assert value == pytest.approx(1 / 3)
+    # a tie at the top between a right and a wrong sample counts one half
+    assert tt.best_of_n_expected(np.array([0.9, 0.9]), np.array([1, 0]), np.ones(2, bool), 1) == pytest.approx(0.5)
+    assert tt.best_of_n_expected(np.array([0.9, 0.9]), np.array([1, 0]), np.ones(2, bool), 2) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("strategy", ["majority", "weighted"])
+def test_vote_curve_matches_slow_reference_on_same_subsets(strategy):
+    classes, scores, correct = _pool(3, num_problems=3, k=8)
+    ns, num_subsets, seed = [1, 2, 3, 5, 8], 64, 11
+    curve = tt.scaling_curve(classes, scores, correct, ns, strategy, num_subsets=num_subsets, seed=seed)
+    rng = np.random.default_rng(seed)  # same draws as scaling_curve: one random_subsets call per problem
+    expected = np.zeros(len(ns))
+    for p in range(len(classes)):
+        perms = tt.random_subsets(classes.shape[1], num_subsets, rng)
+        class_correct = _class_correct(classes[p], correct[p])
+        for j, n in enumerate(ns):
+            total = 0.0
+            for row in perms:
+                picked = row[:n]
+                weights = np.ones(n) if strategy == "majority" else scores[p, picked]
+                total += _reference_vote_accuracy(classes[p, picked], weights, class_correct)
+            expected[j] += total / num_subsets / len(classes)
+    np.testing.assert_allclose(curve, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("strategy", ["majority", "weighted"])
+def test_vote_curve_converges_to_exact_enumeration(strategy):
+    classes, scores, correct = _pool(4, num_problems=2, k=6)
+    ns = [1, 2, 4, 6]
+    curve = tt.scaling_curve(classes, scores, correct, ns, strategy, num_subsets=20000, seed=0)
+    exact = []
+    for n in ns:
+        per_problem = []
+        for p in range(len(classes)):
+            cc = _class_correct(classes[p], correct[p])
+            values = []
+            for s in itertools.combinations(range(6), n):
+                s = list(s)
+                w = np.ones(n) if strategy == "majority" else scores[p, s]
+                values.append(_reference_vote_accuracy(classes[p, s], w, cc))
+            per_problem.append(np.mean(values))
+        exact.append(np.mean(per_problem))
+    np.testing.assert_allclose(curve, exact, atol=0.015)
+    assert curve[-1] == pytest.approx(exact[-1], abs=1e-12)  # n = K: every subset is the whole pool
+
+
+def test_vote_curve_ties_count_the_mean_of_tied_classes():
+    classes, correct = np.array([[0, 1, -1]]), np.array([[True, False, False]])
+    assert tt.scaling_curve(classes, None, correct, [3], "majority")[0] == 0.5  # 1 vs 1 vote: a coin flip
+    assert tt.scaling_curve(classes, [[0.2, 0.7, 0.9]], correct, [3], "weighted")[0] == 0.0  # 0.7 beats 0.2
+    assert tt.scaling_curve(classes, [[0.7, 0.2, 0.9]], correct, [3], "weighted")[0] == 1.0
+    assert tt.scaling_curve(np.array([[-1, -1]]), None, np.zeros((1, 2), bool), [2], "majority")[0] == 0.0
+
+
+def test_pass_at_k_curve_and_validation():
+    correct = np.array([[1, 0, 0, 0], [1, 1, 0, 0]], dtype=bool)
+    curve = tt.scaling_curve(None, None, correct, [1, 2, 4], "pass_at_k")
+    np.testing.assert_allclose(curve, [(0.25 + 0.5) / 2, (0.5 + 5 / 6) / 2, 1.0])
+    with pytest.raises(ValueError):
+        tt.scaling_curve(None, None, correct, [5], "pass_at_k")
+    with pytest.raises(ValueError):
+        tt.scaling_curve(None, None, correct, [1], "nope")
+
+
+def test_curves_from_string_answers_group_by_equivalence():
+    answers = [["1/2", "0.5", "3", None], ["7", "7.0", "\\frac{14}{2}", "8"]]
+    correct = np.array([[1, 1, 0, 0], [1, 1, 1, 0]], dtype=bool)
+    scores = np.array([[0.1, 0.1, 0.9, 0.5], [0.2, 0.2, 0.2, 0.3]])
+    ids = np.stack([tt.answer_classes(row) for row in answers])
+    np.testing.assert_array_equal(ids, [[0, 0, 1, -1], [0, 0, 0, 1]])
+    for strategy in ["majority", "weighted", "best_of_n"]:
+        from_strings = tt.scaling_curve(answers, scores, correct, [1, 4], strategy, num_subsets=50, seed=1)
+        from_ids = tt.scaling_curve(ids, scores, correct, [1, 4], strategy, num_subsets=50, seed=1)
+        np.testing.assert_allclose(from_strings, from_ids)
+    assert tt.scaling_curve(ids, scores, correct, [4], "majority")[0] == 1.0  # 2 vs 1 and 3 vs 1 votes
+    assert tt.scaling_curve(ids, scores, correct, [4], "best_of_n")[0] == 0.0  # 0.9 on "3", 0.3 on "8"
+
+
+# ------------------------------------------------------------------------------------------------ efficiency
+
+
+def test_compute_efficiency_hand_cases():
+    ns = [1, 2, 4, 8, 16]
+    b = [0.3, 0.4, 0.5, 0.55, 0.6]  # best 0.6 first at N = 16
+    assert tt.compute_efficiency(ns, [0.35, 0.5, 0.6, 0.65, 0.7], b) == pytest.approx(4.0)  # reached at N = 4
+    # 0.6 is halfway from 0.55 (N=4) to 0.65 (N=8) -> log2 N = 2.5
+    assert tt.compute_efficiency(ns, [0.35, 0.5, 0.55, 0.65, 0.7], b) == pytest.approx(16 / 2**2.5)
+    assert tt.compute_efficiency(ns, [0.7] * 5, b) == pytest.approx(16.0)  # already there at ns[0]: lower bound
+    assert math.isnan(tt.compute_efficiency(ns, [0.1, 0.2, 0.3, 0.4, 0.5], b))  # never reaches B's best
+    assert tt.compute_efficiency(ns, b, b) == pytest.approx(1.0)
