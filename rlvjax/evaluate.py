@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 from rlvjax import experiment, parallel, sampling
-from rlvjax.rewards.math import extract_answer, grade_batch
+from rlvjax.rewards.math import grade_completions
 from rlvjax.rl import diagnostics, steps
 
 _SAMPLERS: dict = {}
@@ -24,7 +24,7 @@ def sample_pool(statics: steps.Statics, params, tokenizer, records: list[dict], 
     sample = _SAMPLERS[key]
     parallel_rows = mesh.shape["data"] * mesh.shape["fsdp"]
     batch_size = max(parallel_rows, batch_size // parallel_rows * parallel_rows)
-    texts, correct, yes, no = [], [], [], []
+    texts, answers, correct, yes, no = [], [], [], [], []
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
         padded = chunk + [chunk[-1]] * (-len(chunk) % parallel_rows)  # fill the mesh; extra rows are dropped
@@ -36,13 +36,14 @@ def sample_pool(statics: steps.Statics, params, tokenizer, records: list[dict], 
         k, n = num_samples, tokens.shape[-1]
         chunk_texts = experiment.decode_completions(tokenizer, tokens.reshape(-1, n), lengths.ravel(),
                                                     finished.ravel())
-        chunk_correct = grade_batch(chunk_texts, [r["gold"] for r in chunk for _ in range(k)])
+        chunk_correct, chunk_answers = grade_completions(chunk_texts, [r["gold"] for r in chunk for _ in range(k)])
         texts += chunk_texts
+        answers += chunk_answers
         correct.append(chunk_correct.reshape(-1, k))
         yes.append(vlp[..., 0])
         no.append(vlp[..., 1])
     texts = np.asarray(texts, dtype=object).reshape(len(records), num_samples)
-    answers = np.vectorize(extract_answer, otypes=[object])(texts)
+    answers = np.asarray(answers, dtype=object).reshape(len(records), num_samples)
     return {"texts": texts, "answers": answers, "correct": np.concatenate(correct),
             "yes_logp": np.concatenate(yes), "no_logp": np.concatenate(no)}
 

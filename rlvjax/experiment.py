@@ -10,6 +10,7 @@ from typing import Any
 
 import gin
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from rlvjax.model.hf import load_hf, load_tokenizer
@@ -100,6 +101,25 @@ def build_records(task: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:
     raise ValueError(f"unknown task {task.name!r}; use 'arithmetic', 'digit' or 'file'")
 
 
+def warm_start_pairs(task: TaskSpec, num: int, mistake_rate: float, seed: int) -> list[tuple[str, str]]:
+    """(prompt, completion) pairs whose completions are right with a controlled probability."""
+    from rlvjax.data import arithmetic
+
+    if task.name == "arithmetic":
+        return arithmetic.sft_examples(seed, num, mistake_rate, task.levels)
+    if task.name == "digit":  # the boxed digit is the prompt's with probability 1 - mistake_rate, else another
+        rng = np.random.default_rng(seed)
+        pairs = []
+        for r in arithmetic.digit_records(seed, num):
+            digit = int(r["gold"])
+            if rng.random() < mistake_rate:
+                digit = (digit + int(rng.integers(1, 10))) % 10
+            pairs.append((r["prompt"], arithmetic.format_solution([], digit)))
+        return pairs
+    raise ValueError(f"task {task.name!r} has no generated solutions for a warm start; set WarmStartConfig.num_steps"
+                     " = 0 and start from an instruction-tuned checkpoint")
+
+
 @dataclasses.dataclass(frozen=True)
 class VerifierTokens:
     suffix: tuple[int, ...]  # appended after prompt + completion (without its stop token)
@@ -134,5 +154,7 @@ def config_dict() -> dict:
     from rlvjax.parallel import MeshConfig
     from rlvjax.rl.steps import OptimConfig, RLConfig
 
-    return {"model": asdict(ModelSpec()), "task": asdict(TaskSpec()), "run": asdict(RunConfig()),
+    from rlvjax.sft import WarmStartConfig
+
+    return {"model": asdict(ModelSpec()), "warm_start": asdict(WarmStartConfig()), "task": asdict(TaskSpec()), "run": asdict(RunConfig()),
             "rl": asdict(RLConfig()), "optim": asdict(OptimConfig()), "mesh": asdict(MeshConfig())}

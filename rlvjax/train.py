@@ -18,11 +18,12 @@ from absl import app, flags
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from rlvjax import evaluate, experiment, parallel, sampling
+from rlvjax import evaluate, experiment, parallel, sampling, sft
 from rlvjax.checkpoint import Checkpointer
 from rlvjax.data import pipeline
 from rlvjax.metrics import MetricsWriter
-from rlvjax.rewards.math import grade_batch
+from rlvjax.model.hf import save_hf
+from rlvjax.rewards.math import grade_completions
 from rlvjax.rl import diagnostics, steps
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the repository's configs/ (editable install)
@@ -51,17 +52,26 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
     model, tokenizer = experiment.build_policy(experiment.ModelSpec())
     train_records, eval_records = experiment.build_records(experiment.TaskSpec(), tokenizer)
     vt = experiment.verifier_tokens(tokenizer)
+    checkpoints = Checkpointer(Path(workdir).absolute() / "checkpoints", max_to_keep=run.max_to_keep)
     graphdef, params = nnx.split(model)
+    params = nnx.to_pure_dict(params)
+    warm = sft.WarmStartConfig()
+    resuming = resume and checkpoints.latest_step() is not None
+    if warm.num_steps and not resuming:
+        pairs = experiment.warm_start_pairs(experiment.TaskSpec(), warm.num_examples, warm.mistake_rate, warm.seed)
+        params = sft.warm_start(graphdef, params, tokenizer, pairs, warm, eos_id=tokenizer.eos_token_id,
+                                pad_id=vt.pad_id, verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id))
+        if jax.process_index() == 0:
+            save_hf(nnx.merge(graphdef, params), tokenizer, Path(workdir) / "warm_start")
     tx = optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
     statics = steps.Statics(graphdef, tx, rl, vt.suffix, vt.yes_id, vt.no_id, vt.stop_ids, vt.pad_id)
-    state = steps.init_state(nnx.to_pure_dict(params), tx, seed=run.seed, keep_reference=rl.beta > 0)
+    state = steps.init_state(params, tx, seed=run.seed, keep_reference=rl.beta > 0)
     state = jax.device_put(state, parallel.shardings(state, mesh))
     indexed = [{**r, "index": i} for i, r in enumerate(train_records)]
     data = pipeline.make_iterator(indexed, batch_size=run.batch_size // jax.process_count(), seed=run.seed,
                                   shard_index=jax.process_index(), shard_count=jax.process_count())
-    checkpoints = Checkpointer(Path(workdir).absolute() / "checkpoints", max_to_keep=run.max_to_keep)
     config = experiment.config_dict()
-    if resume and checkpoints.latest_step() is not None:
+    if resuming:
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
         state, data_state, _ = checkpoints.restore(abstract, config=config)
         data.set_state(data_state)
@@ -86,7 +96,7 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
         b, g, n = tokens.shape
         texts = experiment.decode_completions(tokenizer, tokens.reshape(b * g, n), lengths.ravel(), finished.ravel())
         golds = [r["gold"] for r in batch for _ in range(g)]
-        rewards = grade_batch(texts, golds).astype(np.float32).reshape(b, g)
+        rewards = grade_completions(texts, golds)[0].astype(np.float32).reshape(b, g)
         t2 = time.perf_counter()
         update_batch, adv = prepare(roll, to_global(rewards, rows2))
         adv = to_host(adv)

@@ -6,6 +6,21 @@ from __future__ import annotations
 import numpy as np
 
 
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Probability that a random correct rollout outscores a random wrong one (ties count half); NaN when a class
+    is missing. The Mann-Whitney U statistic with average ranks."""
+    labels = labels.astype(bool)
+    pos, neg = int(labels.sum()), int((~labels).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)  # 1-based average rank of each tie block
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
 def verifier_stats(yes_logp: np.ndarray, no_logp: np.ndarray, correct: np.ndarray) -> dict[str, float]:
     """Accuracy, balanced accuracy (mean of the per-class recalls; a class absent from the batch is left out) and
     the mean normalised p(Yes)."""
@@ -16,7 +31,8 @@ def verifier_stats(yes_logp: np.ndarray, no_logp: np.ndarray, correct: np.ndarra
     recalls = [r for r in recalls if r is not None]
     p_yes = 1.0 / (1.0 + np.exp(no_logp - yes_logp))
     return {"verifier_accuracy": float(np.mean(said_yes == correct)),
-            "verifier_balanced_accuracy": float(np.mean(recalls)), "verifier_p_yes": float(np.mean(p_yes))}
+            "verifier_balanced_accuracy": float(np.mean(recalls)), "verifier_p_yes": float(np.mean(p_yes)),
+            "verifier_auroc": auroc(yes_logp - no_logp, correct)}
 
 
 def rollout_stats(rewards: np.ndarray, advantages: np.ndarray, lengths: np.ndarray, finished: np.ndarray,

@@ -1,0 +1,102 @@
+"""Supervised warm start: next-token cross-entropy on (prompt, completion) pairs, completion tokens only.
+
+RL needs a policy that already hits the answer format sometimes; the embedded default starts from solutions with
+a controlled share of plausible mistakes, so the starting policy is right often but not always.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class WarmStartConfig:
+    num_steps: int = 0  # 0: no warm start (e.g. an already instruction-tuned checkpoint)
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    num_examples: int = 20000
+    mistake_rate: float = 0.3  # share of steps with a plausible mistake in the arithmetic warm-start data
+    verify_format_rate: float = 0.25  # share of rows teaching the verify answer format (random verdicts)
+    seed: int = 0
+
+
+def encode_example(tokenizer, prompt: str, completion: str, *, eos_id: int, verify_suffix=None,
+                   verdict_id: int | None = None) -> tuple[list[int], int]:
+    """``(ids, first supervised index)``: ``prompt + completion + eos`` (completion supervised), or with a verdict
+    ``prompt + completion + verify_suffix + verdict`` (only the verdict supervised, as in the verification loss)."""
+    p = tokenizer.encode(prompt, add_special_tokens=False)
+    c = tokenizer.encode(completion, add_special_tokens=False)
+    if verdict_id is None:
+        return p + c + [eos_id], len(p)
+    ids = p + c + list(verify_suffix) + [verdict_id]
+    return ids, len(ids) - 1
+
+
+def sft_batch(examples: Sequence[tuple[list[int], int]], *, pad_id: int, width: int):
+    """Right-padded ``(ids, mask, loss_mask)`` ``[R, width]``; ``loss_mask[t]`` marks positions whose *next* token
+    is supervised."""
+    ids = np.full((len(examples), width), pad_id, np.int32)
+    mask = np.zeros((len(examples), width), bool)
+    loss_mask = np.zeros((len(examples), width), np.float32)
+    for i, (seq, first) in enumerate(examples):
+        seq = seq[:width]
+        ids[i, :len(seq)] = seq
+        mask[i, :len(seq)] = True
+        loss_mask[i, first - 1:len(seq) - 1] = 1.0
+    return ids, mask, loss_mask
+
+
+def sft_loss(graphdef, params, ids, mask, loss_mask):
+    """(sum of completion-token NLL, token count)."""
+    logits = nnx.merge(graphdef, params)(ids, mask).astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits[:, :-1])
+    nll = -jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
+    return jnp.sum(nll * loss_mask[:, :-1]), jnp.sum(loss_mask[:, :-1])
+
+
+def warm_start(graphdef, params, tokenizer, pairs: Sequence[tuple[str, str]], cfg: WarmStartConfig,
+               *, eos_id: int, pad_id: int, verify_suffix=(), verdict_ids=(), log=None):
+    """``cfg.num_steps`` AdamW steps on shuffled minibatches of ``pairs``; returns the new params.
+
+    A ``verify_format_rate`` share of rows are verification rows with a *random* verdict from ``verdict_ids``:
+    they teach the answer format of the verify prompt (so L_V starts near log 2, not at a large value whose
+    gradient would swamp the policy's) and nothing about which solutions are right.
+    """
+    tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, max(cfg.num_steps // 20, 1),
+                                                        max(cfg.num_steps, 2), cfg.learning_rate * 0.05))
+    opt_state = tx.init(params)
+    width = max(len(tokenizer.encode(p + c, add_special_tokens=False)) for p, c in pairs) + len(verify_suffix) + 1
+
+    def mean_loss(params, ids, mask, loss_mask):
+        total, count = sft_loss(graphdef, params, ids, mask, loss_mask)
+        return total / count
+
+    @jax.jit
+    def step(params, opt_state, ids, mask, loss_mask):
+        loss, grads = jax.value_and_grad(mean_loss)(params, ids, mask, loss_mask)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    rng = np.random.default_rng(cfg.seed)
+    for i in range(cfg.num_steps):
+        examples = []
+        for j in rng.choice(len(pairs), cfg.batch_size, replace=False):
+            verdict = None
+            if verdict_ids and rng.random() < cfg.verify_format_rate:
+                verdict = int(verdict_ids[rng.integers(len(verdict_ids))])
+            examples.append(encode_example(tokenizer, *pairs[j], eos_id=eos_id, verify_suffix=verify_suffix,
+                                           verdict_id=verdict))
+        batch = sft_batch(examples, pad_id=pad_id, width=width)
+        params, opt_state, loss = step(params, opt_state, *map(jnp.asarray, batch))
+        if log is not None and (i + 1) % max(cfg.num_steps // 10, 1) == 0:
+            log(i + 1, float(loss))
+    return params

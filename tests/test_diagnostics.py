@@ -1,0 +1,30 @@
+"""Rollout diagnostics against hand-computed values."""
+
+import numpy as np
+
+from rlvjax.rl import diagnostics
+
+
+def test_auroc_by_hand():
+    # correct: 0.9, 0.4; wrong: 0.5, 0.1 -> pairs (0.9>0.5, 0.9>0.1, 0.4<0.5, 0.4>0.1) = 3/4
+    assert diagnostics.auroc(np.array([0.9, 0.5, 0.4, 0.1]), np.array([1, 0, 1, 0])) == 0.75
+    # a tie between classes counts half: correct 0.5, wrong 0.5 and 0.1 -> (0.5 + 1) / 2
+    assert diagnostics.auroc(np.array([0.5, 0.5, 0.1]), np.array([1, 0, 0])) == 0.75
+    assert np.isnan(diagnostics.auroc(np.array([0.3, 0.2]), np.array([1, 1])))
+
+
+def test_verifier_and_rollout_stats_by_hand():
+    yes = np.log(np.array([0.8, 0.3, 0.6, 0.1]))
+    no = np.log(np.array([0.2, 0.7, 0.4, 0.9]))
+    correct = np.array([True, True, False, False])
+    s = diagnostics.verifier_stats(yes, no, correct)
+    # said yes: T, F, T, F -> right on rows 0 and 3: accuracy 0.5; recalls 1/2 and 1/2
+    assert s["verifier_accuracy"] == 0.5 and s["verifier_balanced_accuracy"] == 0.5
+    np.testing.assert_allclose(s["verifier_p_yes"], 0.45)
+    # log-odds 1.39, -0.85 (correct) vs 0.41, -2.20 (wrong): 3 of the 4 pairs are ordered right
+    assert s["verifier_auroc"] == 0.75
+    rewards = np.array([[1.0, 0.0], [0.0, 0.0]])
+    r = diagnostics.rollout_stats(rewards, np.array([[0.7, -0.7], [0.0, 0.0]]), np.array([[3, 5], [5, 5]]),
+                                  np.array([[True, False], [False, False]]), np.stack([yes, no], -1).reshape(2, 2, 2))
+    assert r["reward_mean"] == 0.25 and r["pass_rate"] == 0.5 and r["zero_variance_groups"] == 0.5
+    assert r["truncation_rate"] == 0.75 and r["completion_length"] == 4.5 and r["advantage_abs_max"] == 0.7
