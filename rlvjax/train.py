@@ -7,7 +7,6 @@ checkpoint -> periodic eval. Everything configurable is a gin-bound dataclass (s
 
 from __future__ import annotations
 
-import functools
 import time
 from pathlib import Path
 
@@ -24,7 +23,8 @@ from rlvjax.data import pipeline
 from rlvjax.metrics import MetricsWriter
 from rlvjax.model.hf import save_hf
 from rlvjax.rewards.math import grade_completions
-from rlvjax.rl import diagnostics, steps
+from rlvjax.rl import advantages as advantages_lib
+from rlvjax.rl import diagnostics, steps, vineppo
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the repository's configs/ (editable install)
 FLAGS = flags.FLAGS
@@ -75,8 +75,8 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
         state, data_state, _ = checkpoints.restore(abstract, config=config)
         data.set_state(data_state)
-    rollout, update = steps.jit_steps(statics, mesh, state)
-    prepare = jax.jit(functools.partial(steps.prepare_update, statics))
+    jitted = steps.jit_steps(statics, mesh, state)
+    step_values = advantages_lib.uses_step_values(rl.algorithm)
     start = int(state.step)
     writer = MetricsWriter(workdir, total_steps=run.num_steps, initial_step=start, enabled=jax.process_index() == 0)
     rows2 = parallel.batch_sharding(mesh, 2)
@@ -88,7 +88,7 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
         batch = [train_records[i] for i in to_host(np.asarray([r["index"] for r in next(data)]))]
         prompts = experiment.encode_prompts(tokenizer, [r["prompt"] for r in batch])
         ids, mask = sampling.left_pad(prompts, pad_id=vt.pad_id)
-        roll = rollout(state.params, to_global(ids, rows2), to_global(mask, rows2),
+        roll = jitted.rollout(state.params, to_global(ids, rows2), to_global(mask, rows2),
                        jax.random.fold_in(jax.random.key(run.seed), step))
         tokens, lengths, finished, verify_lp = map(to_host, (roll.tokens, roll.lengths, roll.finished,
                                                              roll.verify_logprobs))
@@ -98,16 +98,27 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
         golds = [r["gold"] for r in batch for _ in range(g)]
         rewards = grade_completions(texts, golds)[0].astype(np.float32).reshape(b, g)
         t2 = time.perf_counter()
-        update_batch, adv = prepare(roll, to_global(rewards, rows2))
-        adv = to_host(adv)
-        state, update_metrics = update(state, update_batch)
+        if step_values:  # VinePPO: Monte-Carlo values of every step prefix, then per-token advantages
+            value_fn = vineppo.value_sampler(nnx.merge(graphdef, state.params), tokenizer, rl, vt,
+                                             seed=run.seed + 7919 * step)
+            token_adv, _ = vineppo.token_advantages(
+                value_fn, tokenizer, [prompts[i // g] for i in range(b * g)], golds, tokens.reshape(b * g, n),
+                lengths.ravel(), texts, rewards.ravel(), max_steps=rl.vineppo_max_steps)
+            token_adv = token_adv.reshape(b, g, n).astype(np.float32)
+            update_batch = jitted.build(roll, to_global(token_adv, parallel.batch_sharding(mesh, 3)),
+                                 to_global(rewards, rows2))
+            adv = token_adv.sum(-1) / np.maximum(lengths, 1)
+        else:
+            update_batch, adv = jitted.prepare(roll, to_global(rewards, rows2))
+            adv = to_host(adv)
+        state, update_metrics = jitted.update(state, update_batch)
         update_metrics = jax.device_get(update_metrics)
         t3 = time.perf_counter()
         metrics = {**diagnostics.rollout_stats(rewards, adv, lengths, finished, verify_lp), **update_metrics,
                    "time/rollout_s": t1 - t0, "time/grade_s": t2 - t1, "time/update_s": t3 - t2,
                    "rollout_tokens_per_s": float(lengths.sum()) / (t1 - t0),
                    "update_tokens_per_s": float(update_batch.input_ids.size) * rl.num_ppo_epochs / (t3 - t2)}
-        if run.eval_every and (step + 1) % run.eval_every == 0 and step + 1 < run.num_steps:
+        if eval_records and ((run.eval_every and (step + 1) % run.eval_every == 0) or step + 1 == run.num_steps):
             metrics.update(evaluate.quick_eval(statics, state.params, tokenizer, eval_records, mesh,
                                                num_samples=run.eval_samples, seed=run.seed))
         history.append(writer.write(step + 1, metrics))

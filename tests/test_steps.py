@@ -82,7 +82,7 @@ def test_lambda_zero_is_plain_rl_and_masked_policy_is_verification_sft(setup):
             count += len(comp)
         return total / count
 
-    expected = jax.grad(direct_rl)(params)
+    expected = jax.jit(jax.grad(direct_rl))(params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6), grads, expected)
 
     sft = make_statics(graphdef, lambda_verify=1.0)
@@ -95,7 +95,7 @@ def test_lambda_zero_is_plain_rl_and_masked_policy_is_verification_sft(setup):
         nll = [-jax.nn.log_softmax(model(jnp.asarray([v]))[0, -1])[y] for (_, _, v), y in zip(seqs, labels)]
         return sum(nll) / 4
 
-    expected = jax.grad(direct_sft)(params)
+    expected = jax.jit(jax.grad(direct_sft))(params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6), grads, expected)
 
 

@@ -43,6 +43,8 @@ class RLConfig:
     num_ppo_epochs: int = 1
     num_minibatches: int = 1
     micro_batch_size: int = 0  # rows per gradient-accumulation step; 0: the whole minibatch at once
+    vineppo_samples: int = 9  # K continuations per step prefix (VinePPO's value estimate)
+    vineppo_max_steps: int = 8  # steps per rollout; later steps are merged into the last
 
     def __post_init__(self):
         advantages_lib.get(self.algorithm)  # unknown names fail here, listing the valid ones
@@ -58,6 +60,8 @@ class RLConfig:
              f"group_size={self.group_size}: {self.algorithm} compares samples of one problem, use >= 2"),
             (self.max_new_tokens >= 1, f"max_new_tokens={self.max_new_tokens} must be >= 1"),
             (self.num_ppo_epochs >= 1 and self.num_minibatches >= 1, "num_ppo_epochs and num_minibatches must be >= 1"),
+            (self.vineppo_samples >= 1 and self.vineppo_max_steps >= 1,
+             "vineppo_samples and vineppo_max_steps must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -106,7 +110,9 @@ class TrainState:
 
 
 def init_state(params, tx: optax.GradientTransformation, *, seed: int, keep_reference: bool) -> TrainState:
-    return TrainState(params=params, opt_state=tx.init(params), ref_params=params if keep_reference else None,
+    # The reference gets buffers of its own: the update donates the state, and one buffer cannot be donated twice.
+    reference = jax.tree.map(jnp.copy, params) if keep_reference else None
+    return TrainState(params=params, opt_state=tx.init(params), ref_params=reference,
                       step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(seed)))
 
 
@@ -182,8 +188,7 @@ def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, r
 def group_advantages(rl: RLConfig, rewards) -> jax.Array:
     """``[B, G]`` advantages of the configured group estimator."""
     if advantages_lib.uses_step_values(rl.algorithm):
-        raise NotImplementedError(f"{rl.algorithm} needs Monte-Carlo step values, which the training loop does "
-                                  "not compute yet; use grpo, dr_grpo or rloo")
+        raise ValueError(f"{rl.algorithm} advantages come from rl/vineppo.py's value pass, not from group rewards")
     if rl.algorithm == "grpo":
         return advantages_lib.grpo(rewards, eps=rl.advantage_eps)
     return advantages_lib.get(rl.algorithm)(rewards)
@@ -285,16 +290,24 @@ def update_step(statics: Statics, state: TrainState, batch: UpdateBatch) -> tupl
     return new_state, metrics
 
 
-def jit_steps(statics: Statics, mesh, state: TrainState):
-    """``(rollout, update)`` jitted with explicit shardings from the partition rules; update donates the state."""
+class JittedSteps(NamedTuple):
+    rollout: Any  # (params, prompt_ids, prompt_mask, rng) -> Rollouts
+    prepare: Any  # (rollouts, rewards) -> (UpdateBatch, advantages): group estimators
+    build: Any  # (rollouts, token_advantages, rewards) -> UpdateBatch: precomputed (VinePPO) advantages
+    update: Any  # (state, batch) -> (state, metrics); donates the state
+
+
+def jit_steps(statics: Statics, mesh, state: TrainState) -> JittedSteps:
+    """The steps jitted with explicit shardings: params by the partition rules, rows over the data axes."""
     state_sharding = parallel.shardings(state, mesh)
-    params_sharding = state_sharding.params
-    rows = parallel.batch_sharding(mesh, 1)
-    rows2, rows3 = parallel.batch_sharding(mesh, 2), parallel.batch_sharding(mesh, 3)
+    rows1, rows2, rows3 = (parallel.batch_sharding(mesh, d) for d in (1, 2, 3))
     rollout_sharding = Rollouts(rows2, rows2, rows3, rows2, rows3, rows2, rows3)
-    batch_sharding = UpdateBatch(rows2, rows2, rows2, rows2, rows2, rows2, rows, rows)
-    rollout = jax.jit(functools.partial(rollout_step, statics),
-                      in_shardings=(params_sharding, rows2, rows2, None), out_shardings=rollout_sharding)
-    update = jax.jit(functools.partial(update_step, statics), in_shardings=(state_sharding, batch_sharding),
-                     out_shardings=(state_sharding, None), donate_argnums=(0,))
-    return rollout, update
+    batch_sharding = UpdateBatch(rows2, rows2, rows2, rows2, rows2, rows2, rows1, rows1)
+    return JittedSteps(
+        rollout=jax.jit(functools.partial(rollout_step, statics), out_shardings=rollout_sharding,
+                        in_shardings=(state_sharding.params, rows2, rows2, None)),
+        prepare=jax.jit(functools.partial(prepare_update, statics), out_shardings=(batch_sharding, rows2)),
+        build=jax.jit(functools.partial(build_update_batch, statics), out_shardings=batch_sharding),
+        update=jax.jit(functools.partial(update_step, statics), in_shardings=(state_sharding, batch_sharding),
+                       out_shardings=(state_sharding, None), donate_argnums=(0,)),
+    )

@@ -1,0 +1,88 @@
+"""VinePPO's Monte-Carlo value pass: per-step values from K fresh continuations of every step prefix.
+
+For rollout ``y`` split into steps ``s_1..s_n`` (``advantages.split_steps``), ``V(prefix_k)`` is the mean reward of
+``K`` continuations sampled from ``prompt + s_1..s_k`` (``V`` of the empty prefix likewise from the prompt alone),
+and step ``k`` gets ``A_k = V(prefix_k) - V(prefix_{k-1})`` with the terminal value being the rollout's reward.
+Every token of a step carries its step's advantage.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from rlvjax.rl import advantages
+
+
+def token_starts(tokenizer, tokens: Sequence[int]) -> np.ndarray:
+    """Character offset of each token in the decoded completion (cumulative lengths of single-token decodes)."""
+    lengths = [len(tokenizer.decode([t], skip_special_tokens=False)) for t in tokens]
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int) if lengths else np.zeros(0, int)
+
+
+def step_token_bounds(tokenizer, text: str, tokens: Sequence[int], max_steps: int) -> np.ndarray:
+    """First token index of each step (at most ``max_steps``; later steps are merged into the last)."""
+    starts = token_starts(tokenizer, tokens)
+    step_ids = advantages.token_step_ids(starts, advantages.step_boundaries(text) or [0])
+    firsts = np.unique(np.minimum(step_ids, max_steps - 1), return_index=True)[1]
+    return firsts.astype(int)
+
+
+def token_advantages(sample_rewards: Callable[[list[list[int]], list[str]], np.ndarray], tokenizer,
+                     prompts: list[list[int]], golds: list[str], tokens: np.ndarray, lengths: np.ndarray,
+                     texts: list[str], rewards: np.ndarray, *, max_steps: int) -> tuple[np.ndarray, dict]:
+    """``[R, N]`` per-token advantages for ``R`` rollouts (``tokens [R, N]``, ``lengths [R]``, ``rewards [R]``).
+
+    ``sample_rewards(prefix_ids, golds)`` samples K continuations of each prefix and returns their mean reward
+    ``[len(prefix_ids)]``: one batched call covers every step prefix of every rollout.
+    """
+    r, n = tokens.shape
+    bounds = [step_token_bounds(tokenizer, texts[i], tokens[i, : lengths[i]].tolist(), max_steps)
+              if lengths[i] else np.zeros(1, int) for i in range(r)]
+    prefixes, owners = [], []
+    for i, b in enumerate(bounds):
+        for start in b:
+            prefixes.append(list(prompts[i]) + tokens[i, :start].tolist())
+            owners.append(golds[i])
+    values = sample_rewards(prefixes, owners)
+    step_values = np.zeros((r, max_steps), np.float32)
+    step_mask = np.zeros((r, max_steps), np.float32)
+    offset = 0
+    for i, b in enumerate(bounds):
+        step_values[i, : len(b)] = values[offset: offset + len(b)]
+        step_mask[i, : len(b)] = 1.0
+        offset += len(b)
+    step_adv = np.asarray(advantages.step_advantages(step_values, rewards, step_mask))
+    token_step = np.zeros((r, n), int)
+    for i, b in enumerate(bounds):
+        token_step[i] = np.searchsorted(b, np.arange(n), side="right") - 1
+    valid = np.arange(n)[None, :] < lengths[:, None]
+    adv = np.asarray(advantages.broadcast_step_advantages(step_adv, token_step, valid))
+    stats = {"vineppo/steps_per_rollout": float(step_mask.sum(1).mean()),
+             "vineppo/value_prefix": float(step_values[:, 0].mean())}
+    return adv, stats
+
+
+def value_sampler(model, tokenizer, rl, verifier_tokens, *, seed: int, chunk: int = 64):
+    """``sample_rewards`` for ``token_advantages``: K continuations per prefix with the policy's sampling settings,
+    graded like rollouts, in chunks of ``chunk`` prefixes."""
+    from rlvjax import sampling
+    from rlvjax.rewards.math import grade_completions
+
+    def sample_rewards(prefixes: list[list[int]], golds: list[str]) -> np.ndarray:
+        k = rl.vineppo_samples
+        means = []
+        for start in range(0, len(prefixes), chunk):
+            out = sampling.sample(model, prefixes[start:start + chunk], num_samples=k,
+                                  max_new_tokens=rl.max_new_tokens, temperature=rl.temperature, top_p=rl.top_p,
+                                  top_k=rl.top_k, seed=seed + start, stop_ids=verifier_tokens.stop_ids,
+                                  pad_id=verifier_tokens.pad_id)
+            tokens, lengths, finished = (np.asarray(x).reshape(-1, *np.asarray(x).shape[2:])
+                                         for x in (out.tokens, out.lengths, out.finished))
+            texts = [tokenizer.decode(t[: n - int(f)]) for t, n, f in zip(tokens.tolist(), lengths, finished)]
+            correct = grade_completions(texts, [g for g in golds[start:start + chunk] for _ in range(k)])[0]
+            means.append(correct.reshape(-1, k).mean(axis=1))
+        return np.concatenate(means).astype(np.float32)
+
+    return sample_rewards
