@@ -59,6 +59,7 @@ class RunConfig:
     max_to_keep: int = 3
     eval_every: int = 0  # 0: only at the end
     eval_samples: int = 4  # samples per eval problem for the periodic eval
+    export_final: bool = True  # write the trained policy as an HF directory (workdir/final) at the end
 
 
 def build_policy(spec: ModelSpec) -> tuple[Transformer, Any]:

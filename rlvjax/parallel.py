@@ -94,6 +94,8 @@ def spec_for(path: str, shape: tuple[int, ...], mesh: Mesh, rules=PARTITION_RULE
         names = axis if isinstance(axis, tuple) else (axis,) if axis else ()
         size = int(np.prod([mesh.shape[n] for n in names])) if names else 1
         fitted.append(axis if size > 1 and dim % size == 0 else None)
+    while fitted and fitted[-1] is None:  # canonical form: P() for replicated, no trailing Nones
+        fitted.pop()
     return P(*fitted)
 
 

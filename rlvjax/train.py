@@ -27,6 +27,7 @@ from rlvjax.rl import advantages as advantages_lib
 from rlvjax.rl import diagnostics, steps, vineppo
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the repository's configs/ (editable install)
+gin.add_config_file_search_path(str(CONFIGS))  # so configs can `include 'base.gin'`
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", None, "gin config files (default: configs/default.gin)")
 flags.DEFINE_multi_string("gin_param", [], "gin bindings, e.g. 'RLConfig.lambda_verify = 0.5'")
@@ -89,7 +90,7 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
         prompts = experiment.encode_prompts(tokenizer, [r["prompt"] for r in batch])
         ids, mask = sampling.left_pad(prompts, pad_id=vt.pad_id)
         roll = jitted.rollout(state.params, to_global(ids, rows2), to_global(mask, rows2),
-                       jax.random.fold_in(jax.random.key(run.seed), step))
+                              jax.random.fold_in(jax.random.key(run.seed), step))
         tokens, lengths, finished, verify_lp = map(to_host, (roll.tokens, roll.lengths, roll.finished,
                                                              roll.verify_logprobs))
         t1 = time.perf_counter()
@@ -106,7 +107,7 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
                 lengths.ravel(), texts, rewards.ravel(), max_steps=rl.vineppo_max_steps)
             token_adv = token_adv.reshape(b, g, n).astype(np.float32)
             update_batch = jitted.build(roll, to_global(token_adv, parallel.batch_sharding(mesh, 3)),
-                                 to_global(rewards, rows2))
+                                        to_global(rewards, rows2))
             adv = token_adv.sum(-1) / np.maximum(lengths, 1)
         else:
             update_batch, adv = jitted.prepare(roll, to_global(rewards, rows2))
@@ -129,6 +130,8 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
                                        "p_yes": float(p_yes.flat[i])} for i in range(min(4, b * g))])
         if (step + 1) % run.checkpoint_every == 0 or step + 1 == run.num_steps:
             checkpoints.save(step + 1, state, data_state=data.get_state(), config=config)
+    if run.export_final and jax.process_index() == 0:
+        save_hf(nnx.merge(graphdef, jax.device_get(state.params)), tokenizer, Path(workdir) / "final")
     checkpoints.wait()
     checkpoints.close()
     writer.close()

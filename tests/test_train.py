@@ -14,7 +14,7 @@ from rlvjax import train
 
 REPO = Path(__file__).resolve().parents[1]
 DIGIT = str(REPO / "configs" / "digit_smoke.gin")
-FAST = ["WarmStartConfig.num_steps = 150", "RunConfig.eval_every = 0"]
+FAST = ["WarmStartConfig.num_steps = 150", "RunConfig.eval_every = 0", "RunConfig.export_final = False"]
 TIMING = ("time/", "_per_s")
 
 
@@ -31,14 +31,18 @@ def deterministic(metrics):
     return [{k: v for k, v in m.items() if not any(t in k for t in TIMING)} for m in metrics]
 
 
-def test_digit_task_reward_rises_and_logs_are_written(tmp_path):
-    history = run(tmp_path, ["RunConfig.num_steps = 40", "RunConfig.eval_every = 0"])
+def test_digit_task_reward_and_verifier_improve_and_logs_are_written(tmp_path):
+    history = run(tmp_path, ["RunConfig.eval_every = 0"])  # 120 steps, held-out eval at the end
     rewards = [m["reward_mean"] for m in history]
-    start, end = np.mean(rewards[:3]), np.mean(rewards[-8:])
-    assert end > start + 0.25, rewards
+    start, end = np.mean(rewards[:5]), np.mean(rewards[-20:])
+    assert end > start + 0.15, rewards
     assert history[0]["policy/ratio"] == pytest.approx(1.0, abs=1e-5)  # sampler and trainer agree
+    # The warm start's verifier only knows the answer format (random verdicts): chance on its first rollouts.
+    # After RL^V it judges held-out rollouts well above chance.
+    assert history[0]["verifier_balanced_accuracy"] <= 0.55
+    assert history[-1]["eval/verifier_balanced_accuracy"] > 0.65, history[-1]
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in logged] == list(range(1, 41))
+    assert [m["step"] for m in logged] == list(range(1, 121))
     for key in ("reward_mean", "verify_loss", "verifier_accuracy", "policy/clipped", "policy/logp_gap",
                 "zero_variance_groups", "truncation_rate", "completion_length", "rollout_tokens_per_s",
                 "time/update_s", "eval/pass@1"):
@@ -47,6 +51,7 @@ def test_digit_task_reward_rises_and_logs_are_written(tmp_path):
     sample = json.loads((tmp_path / "samples.jsonl").read_text().splitlines()[0])
     assert {"prompt", "completion", "reward", "p_yes"} <= set(sample)
     assert (tmp_path / "warm_start" / "model.safetensors").exists()
+    assert (tmp_path / "final" / "model.safetensors").exists()
 
 
 def test_resume_continues_exactly(tmp_path):
