@@ -1,16 +1,24 @@
-"""Evaluation: sample a K-pool per problem with the fused verifier score, grade, vote."""
+"""``python -m rlvjax.evaluate --workdir W [--policy final|warm_start] [--checkpoint N] [--data F] --num_samples K``
+
+Samples a K-pool per problem with the fused verifier score, grades it, and writes ``eval.json`` (pass@k, majority /
+best-of-N / weighted accuracy at N = 1, 2, 4, ..., K, verifier accuracy / AUROC / calibration, compute-efficiency of
+weighted over majority voting, accuracy by level) and ``scaling.png``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import jax
 import numpy as np
 
-from rlvjax import experiment, parallel, sampling
+from rlvjax import experiment, sampling, testtime
 from rlvjax.rewards.math import grade_completions
 from rlvjax.rl import diagnostics, steps
 
+STRATEGIES = ("majority", "best_of_n", "weighted")
 _SAMPLERS: dict = {}
 
 
@@ -42,9 +50,9 @@ def sample_pool(statics: steps.Statics, params, tokenizer, records: list[dict], 
         correct.append(chunk_correct.reshape(-1, k))
         yes.append(vlp[..., 0])
         no.append(vlp[..., 1])
-    texts = np.asarray(texts, dtype=object).reshape(len(records), num_samples)
-    answers = np.asarray(answers, dtype=object).reshape(len(records), num_samples)
-    return {"texts": texts, "answers": answers, "correct": np.concatenate(correct),
+    shape = (len(records), num_samples)
+    return {"texts": np.asarray(texts, dtype=object).reshape(shape),
+            "answers": np.asarray(answers, dtype=object).reshape(shape), "correct": np.concatenate(correct),
             "yes_logp": np.concatenate(yes), "no_logp": np.concatenate(no)}
 
 
@@ -56,3 +64,178 @@ def quick_eval(statics, params, tokenizer, records, mesh, *, num_samples: int, s
     ver = diagnostics.verifier_stats(pool["yes_logp"].ravel(), pool["no_logp"].ravel(), correct.ravel())
     return {"eval/pass@1": float(correct.mean()), "eval/best_of_k": float(best.mean()),
             **{f"eval/{k}": v for k, v in ver.items()}}
+
+
+def calibration_error(p_yes: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of p(Yes) as a probability of correctness, over equal-width bins."""
+    index = np.minimum((p_yes * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = index == b
+        if inside.any():
+            total += inside.mean() * abs(p_yes[inside].mean() - correct[inside].mean())
+    return float(total)
+
+
+def report(pool: dict[str, np.ndarray], levels: list | None = None, *, num_subsets: int = 1000,
+           seed: int = 0) -> dict:
+    """Everything ``eval.json`` holds, from a graded pool. Scores are p(Yes) normalised over {Yes, No}."""
+    correct = pool["correct"].astype(bool)
+    p, k = correct.shape
+    ns = [2 ** i for i in range(int(np.log2(k)) + 1)]
+    p_yes = 1.0 / (1.0 + np.exp(pool["no_logp"] - pool["yes_logp"]))
+    classes = np.stack([testtime.answer_classes(list(row)) for row in pool["answers"]])
+    curves = {s: testtime.scaling_curve(classes, p_yes, correct, ns, s, num_subsets, seed) for s in STRATEGIES}
+    pass_at = testtime.pass_at_k(np.full(p, k), correct.sum(1), np.asarray(ns)[:, None]).mean(axis=1)
+    ver = diagnostics.verifier_stats(pool["yes_logp"].ravel(), pool["no_logp"].ravel(), correct.ravel())
+    out = {
+        "num_problems": p, "num_samples": k, "ns": ns,
+        "pass@1": float(correct.mean()), "pass@k": dict(zip(map(str, ns), map(float, pass_at))),
+        "accuracy": {s: dict(zip(map(str, ns), map(float, c))) for s, c in curves.items()},
+        "verifier": {**ver, "calibration_error": calibration_error(p_yes.ravel(), correct.ravel())},
+        "compute_efficiency_weighted_vs_majority": float(testtime.compute_efficiency(
+            ns, curves["weighted"], curves["majority"])),
+    }
+    if levels is not None and any(level is not None for level in levels):
+        by_level = {}
+        for level in sorted({lv for lv in levels if lv is not None}):
+            rows = np.asarray([lv == level for lv in levels])
+            weighted = testtime.scaling_curve(classes[rows], p_yes[rows], correct[rows], [k], "weighted",
+                                              num_subsets, seed)
+            by_level[str(level)] = {"problems": int(rows.sum()), "pass@1": float(correct[rows].mean()),
+                                    f"weighted@{k}": float(weighted[0])}
+        out["by_level"] = by_level
+    return out
+
+
+def plot_scaling(reports: dict[str, dict], path) -> None:
+    """Accuracy vs N (log2 axis), one line per strategy, pass@k dashed; one panel per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(reports), figsize=(5 * len(reports), 4), squeeze=False, sharey=True)
+    for ax, (name, rep) in zip(axes[0], reports.items()):
+        ns = rep["ns"]
+        for strategy, values in rep["accuracy"].items():
+            ax.plot(ns, [values[str(n)] for n in ns], marker="o", label=strategy.replace("_", "-"))
+        ax.plot(ns, [rep["pass@k"][str(n)] for n in ns], "k--", label="pass@k")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("N (samples per problem)")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def summary_table(reports: dict[str, dict]) -> str:
+    """One small text table comparing policies at N = K."""
+    k = max(r["num_samples"] for r in reports.values())
+    head = f"{'policy':14s}{'pass@1':>8s}{'maj@' + str(k):>8s}{'BoN@' + str(k):>8s}{'wt@' + str(k):>8s}" \
+           f"{'ver.bal.acc':>12s}{'AUROC':>7s}{'eff.':>6s}"
+    lines = [head]
+    for name, r in reports.items():
+        acc, v = r["accuracy"], r["verifier"]
+        lines.append(f"{name:14s}{r['pass@1']:8.3f}{acc['majority'][str(k)]:8.3f}{acc['best_of_n'][str(k)]:8.3f}"
+                     f"{acc['weighted'][str(k)]:8.3f}{v['verifier_balanced_accuracy']:12.3f}"
+                     f"{v['verifier_auroc']:7.3f}{r['compute_efficiency_weighted_vs_majority']:6.2f}")
+    return "\n".join(lines)
+
+
+def evaluate_policy(model, tokenizer, records: list[dict], rl: steps.RLConfig, mesh, *, num_samples: int,
+                    seed: int = 0) -> tuple[dict, dict]:
+    """``(report, pool)`` of one policy on ``records``, sampled with the run's sampling settings."""
+    from flax import nnx
+
+    vt = experiment.verifier_tokens(tokenizer)
+    graphdef, params = nnx.split(model)
+    statics = steps.Statics(graphdef, None, rl, vt.suffix, vt.yes_id, vt.no_id, vt.stop_ids, vt.pad_id)
+    pool = sample_pool(statics, nnx.to_pure_dict(params), tokenizer, records, mesh, num_samples=num_samples,
+                       seed=seed)
+    return report(pool, [r.get("level") for r in records], seed=seed), pool
+
+
+def write_report(reports: dict[str, dict], out_dir) -> tuple[Path, Path]:
+    """``eval.json`` and ``scaling.png`` in ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out_dir / "eval.json", out_dir / "scaling.png"
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(reports, indent=2))
+    plot_scaling(reports, png_path)
+    tmp.replace(json_path)
+    return json_path, png_path
+
+
+def _from_stored(cls, values: dict):
+    """A config dataclass from its JSON form (lists back to tuples), ignoring keys it no longer has."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names})
+
+
+def _load_checkpoint_policy(workdir: Path, step: int | None, stored: dict):
+    from flax import nnx
+
+    from rlvjax.checkpoint import Checkpointer
+
+    model, tokenizer = experiment.build_policy(_from_stored(experiment.ModelSpec, stored["model"]))
+    rl, run = _from_stored(steps.RLConfig, stored["rl"]), _from_stored(experiment.RunConfig, stored["run"])
+    tx = _from_stored(steps.OptimConfig, stored["optim"]).make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
+    graphdef, params = nnx.split(model)
+    state = jax.eval_shape(lambda: steps.init_state(nnx.to_pure_dict(params), tx, seed=run.seed,
+                                                    keep_reference=rl.beta > 0))
+    with Checkpointer(workdir / "checkpoints") as checkpoints:
+        restored, _, _ = checkpoints.restore(state, step)
+    return nnx.merge(graphdef, restored.params), tokenizer
+
+
+def main(argv):
+    del argv
+    from absl import flags, logging
+
+    from rlvjax import parallel
+    from rlvjax.checkpoint import Checkpointer
+    from rlvjax.data import sources
+    from rlvjax.model.hf import load_hf
+
+    logging.set_verbosity(logging.WARNING)
+    f = flags.FLAGS
+    workdir = Path(f.workdir)
+    stored = Checkpointer(workdir / "checkpoints").read_config(f.checkpoint)
+    rl = _from_stored(steps.RLConfig, stored["rl"])
+    if f.checkpoint is not None:
+        model, tokenizer = _load_checkpoint_policy(workdir, f.checkpoint, stored)
+        name = f"step_{f.checkpoint}"
+    else:
+        model, tokenizer = load_hf(workdir / f.policy)
+        name = f.policy
+    if f.data:
+        records = [{**r, "prompt": sources.format_prompt(r["prompt"], tokenizer)}
+                   for r in sources.load_records(f.data)[0]]
+    else:
+        records = experiment.build_records(_from_stored(experiment.TaskSpec, stored["task"]), tokenizer)[1]
+    max_n = 2 ** int(np.log2(f.num_samples))
+    if max_n != f.num_samples:
+        raise ValueError(f"--num_samples={f.num_samples}: use a power of two so the curve's largest N is the pool")
+    mesh = parallel.make_mesh(parallel.MeshConfig())
+    rep, _ = evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=f.num_samples, seed=f.seed)
+    json_path, png_path = write_report({name: rep}, Path(f.out or workdir / "eval" / name))
+    print(summary_table({name: rep}))
+    print(f"report: {json_path}\nplot:   {png_path}")
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("workdir", None, "a training run's workdir", required=True)
+    flags.DEFINE_string("policy", "final", "an HF directory inside the workdir: final or warm_start")
+    flags.DEFINE_integer("checkpoint", None, "evaluate this Orbax checkpoint step instead of an HF directory")
+    flags.DEFINE_string("data", None, "problems to evaluate on (jsonl/parquet/datasets id); default: the run's task")
+    flags.DEFINE_integer("num_samples", 16, "K: samples per problem (a power of two)")
+    flags.DEFINE_integer("seed", 0, "sampling seed")
+    flags.DEFINE_string("out", None, "output directory (default: WORKDIR/eval/POLICY)")
+    app.run(main)

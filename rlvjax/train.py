@@ -13,7 +13,7 @@ from pathlib import Path
 import gin
 import jax
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
@@ -21,7 +21,7 @@ from rlvjax import evaluate, experiment, parallel, sampling, sft
 from rlvjax.checkpoint import Checkpointer
 from rlvjax.data import pipeline
 from rlvjax.metrics import MetricsWriter
-from rlvjax.model.hf import save_hf
+from rlvjax.model.hf import load_hf, save_hf
 from rlvjax.rewards.math import grade_completions
 from rlvjax.rl import advantages as advantages_lib
 from rlvjax.rl import diagnostics, steps, vineppo
@@ -135,11 +135,29 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
     checkpoints.wait()
     checkpoints.close()
     writer.close()
+    if run.final_eval_samples and eval_records:
+        final_report(workdir, nnx.merge(graphdef, jax.device_get(state.params)), tokenizer, eval_records, rl, mesh,
+                     num_samples=run.final_eval_samples, seed=run.seed)
     return history
+
+
+def final_report(workdir, model, tokenizer, records, rl, mesh, *, num_samples: int, seed: int) -> dict:
+    """Evaluate the warm start (when the run made one) and the trained policy; print the table and the paths."""
+    policies = {"trained": model}
+    if (Path(workdir) / "warm_start").exists():
+        policies = {"warm_start": load_hf(Path(workdir) / "warm_start")[0], **policies}
+    reports = {name: evaluate.evaluate_policy(m, tokenizer, records, rl, mesh, num_samples=num_samples,
+                                              seed=seed)[0] for name, m in policies.items()}
+    if jax.process_index() == 0:
+        json_path, png_path = evaluate.write_report(reports, workdir)
+        print(evaluate.summary_table(reports))
+        print(f"report: {json_path}\nplot:   {png_path}")
+    return reports
 
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress bar says enough
     gin.parse_config_files_and_bindings(FLAGS.gin_file or [str(CONFIGS / "default.gin")], FLAGS.gin_param)
     train(FLAGS.workdir, resume=FLAGS.resume)
 
