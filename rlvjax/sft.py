@@ -29,15 +29,13 @@ class WarmStartConfig:
     seed: int = 0
 
 
-def encode_example(tokenizer, prompt: str, completion: str, *, eos_id: int, verify_suffix=None,
+def encode_example(prompt_ids: list[int], completion_ids: list[int], *, eos_id: int, verify_suffix=(),
                    verdict_id: int | None = None) -> tuple[list[int], int]:
     """``(ids, first supervised index)``: ``prompt + completion + eos`` (completion supervised), or with a verdict
     ``prompt + completion + verify_suffix + verdict`` (only the verdict supervised, as in the verification loss)."""
-    p = tokenizer.encode(prompt, add_special_tokens=False)
-    c = tokenizer.encode(completion, add_special_tokens=False)
     if verdict_id is None:
-        return p + c + [eos_id], len(p)
-    ids = p + c + list(verify_suffix) + [verdict_id]
+        return prompt_ids + completion_ids + [eos_id], len(prompt_ids)
+    ids = prompt_ids + completion_ids + list(verify_suffix) + [verdict_id]
     return ids, len(ids) - 1
 
 
@@ -74,7 +72,9 @@ def warm_start(graphdef, params, tokenizer, pairs: Sequence[tuple[str, str]], cf
     tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, max(cfg.num_steps // 20, 1),
                                                         max(cfg.num_steps, 2), cfg.learning_rate * 0.05))
     opt_state = tx.init(params)
-    width = max(len(tokenizer.encode(p + c, add_special_tokens=False)) for p, c in pairs) + len(verify_suffix) + 1
+    encoded = [(tokenizer.encode(p, add_special_tokens=False), tokenizer.encode(c, add_special_tokens=False))
+               for p, c in pairs]  # once: tokenizing per step would cost more than the step
+    width = max(len(p) + len(c) for p, c in encoded) + len(verify_suffix) + 1
 
     def mean_loss(params, ids, mask, loss_mask):
         total, count = sft_loss(graphdef, params, ids, mask, loss_mask)
@@ -93,7 +93,7 @@ def warm_start(graphdef, params, tokenizer, pairs: Sequence[tuple[str, str]], cf
             verdict = None
             if verdict_ids and rng.random() < cfg.verify_format_rate:
                 verdict = int(verdict_ids[rng.integers(len(verdict_ids))])
-            examples.append(encode_example(tokenizer, *pairs[j], eos_id=eos_id, verify_suffix=verify_suffix,
+            examples.append(encode_example(*encoded[j], eos_id=eos_id, verify_suffix=verify_suffix,
                                            verdict_id=verdict))
         batch = sft_batch(examples, pad_id=pad_id, width=width)
         params, opt_state, loss = step(params, opt_state, *map(jnp.asarray, batch))

@@ -1,0 +1,30 @@
+"""Warm-start rows and loss by hand."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rlvjax import sft
+from rlvjax.model.transformer import ModelConfig, Transformer
+
+
+def test_rows_and_loss_mask_by_hand():
+    policy = sft.encode_example([7, 8], [9, 10], eos_id=2)
+    verdict = sft.encode_example([7, 8], [9, 10], eos_id=2, verify_suffix=(30, 31), verdict_id=4)
+    assert policy == ([7, 8, 9, 10, 2], 2) and verdict == ([7, 8, 9, 10, 30, 31, 4], 6)
+    ids, mask, loss_mask = sft.sft_batch([policy, verdict], pad_id=0, width=8)
+    np.testing.assert_array_equal(ids[0], [7, 8, 9, 10, 2, 0, 0, 0])
+    # position t is supervised when token t + 1 is: the completion and eos (row 0), the verdict only (row 1)
+    np.testing.assert_array_equal(loss_mask[0], [0, 1, 1, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(loss_mask[1], [0, 0, 0, 0, 0, 1, 0, 0])
+    assert mask.sum() == 12
+
+    cfg = ModelConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2, num_kv_heads=1)
+    graphdef, state = nnx.split(Transformer(cfg, nnx.Rngs(0)))
+    params = nnx.to_pure_dict(state)
+    total, count = sft.sft_loss(graphdef, params, *map(jnp.asarray, (ids, mask, loss_mask)))
+    logp = jax.nn.log_softmax(nnx.merge(graphdef, params)(jnp.asarray(ids), jnp.asarray(mask)))
+    expected = -(logp[0, 1, 9] + logp[0, 2, 10] + logp[0, 3, 2] + logp[1, 5, 4])
+    assert int(count) == 4
+    np.testing.assert_allclose(total, expected, rtol=1e-6)
