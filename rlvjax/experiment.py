@@ -13,9 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from rlvjax.data import arithmetic, sources
+from rlvjax.data.tokenizer import build_tokenizer
 from rlvjax.model.hf import load_hf, load_tokenizer
 from rlvjax.model.transformer import ModelConfig, Transformer
+from rlvjax.parallel import MeshConfig
 from rlvjax.rl import verifier
+from rlvjax.rl.steps import OptimConfig, RLConfig
+from rlvjax.sft import WarmStartConfig
 
 
 @gin.configurable
@@ -69,8 +74,6 @@ def build_policy(spec: ModelSpec) -> tuple[Transformer, Any]:
     if spec.tokenizer_dir is not None:
         tokenizer = load_tokenizer(spec.tokenizer_dir)
     else:
-        from rlvjax.data.tokenizer import build_tokenizer
-
         tokenizer = build_tokenizer()
     cfg = ModelConfig(vocab_size=len(tokenizer), hidden_size=spec.hidden_size,
                       intermediate_size=spec.intermediate_size, num_layers=spec.num_layers,
@@ -82,18 +85,12 @@ def build_policy(spec: ModelSpec) -> tuple[Transformer, Any]:
 def build_records(task: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:
     """(train, eval) records ``{prompt, gold, level, id}`` with prompts already in the policy's format."""
     if task.name == "arithmetic":
-        from rlvjax.data import arithmetic
-
         train = arithmetic.records(arithmetic.generate(task.seed, task.num_train, task.levels))
         return train, arithmetic.records(arithmetic.eval_set(task.num_eval, levels=task.levels))
     if task.name == "digit":
-        from rlvjax.data import arithmetic
-
         return (arithmetic.digit_records(task.seed, task.num_train),
                 arithmetic.digit_records(task.seed + 1, task.num_eval))
     if task.name == "file":
-        from rlvjax.data import sources
-
         if task.train_file is None:
             raise ValueError("TaskSpec.name='file' needs TaskSpec.train_file (a jsonl/parquet path or datasets id)")
         train = sources.load_records(task.train_file)[0]
@@ -105,8 +102,6 @@ def build_records(task: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:
 
 def warm_start_pairs(task: TaskSpec, num: int, mistake_rate: float, seed: int) -> list[tuple[str, str]]:
     """(prompt, completion) pairs whose completions are right with a controlled probability."""
-    from rlvjax.data import arithmetic
-
     if task.name == "arithmetic":
         return arithmetic.sft_examples(seed, num, mistake_rate, task.levels)
     if task.name == "digit":  # the boxed digit is the prompt's with probability 1 - mistake_rate, else another
@@ -153,10 +148,6 @@ def decode_completions(tokenizer, tokens, lengths, finished) -> list[str]:
 def config_dict() -> dict:
     """The run's resolved settings, stored with each checkpoint; ``model`` is compared on resume."""
     asdict = lambda c: json.loads(json.dumps(dataclasses.asdict(c)))  # tuples -> lists, as JSON restores them
-    from rlvjax.parallel import MeshConfig
-    from rlvjax.rl.steps import OptimConfig, RLConfig
-
-    from rlvjax.sft import WarmStartConfig
-
-    return {"model": asdict(ModelSpec()), "warm_start": asdict(WarmStartConfig()), "task": asdict(TaskSpec()), "run": asdict(RunConfig()),
-            "rl": asdict(RLConfig()), "optim": asdict(OptimConfig()), "mesh": asdict(MeshConfig())}
+    return {"model": asdict(ModelSpec()), "warm_start": asdict(WarmStartConfig()), "task": asdict(TaskSpec()),
+            "run": asdict(RunConfig()), "rl": asdict(RLConfig()), "optim": asdict(OptimConfig()),
+            "mesh": asdict(MeshConfig())}
