@@ -65,7 +65,7 @@ class RunConfig:
     eval_every: int = 0  # 0: only at the end
     eval_samples: int = 4  # samples per eval problem for the periodic eval
     export_final: bool = True  # write the trained policy as an HF directory (workdir/final) at the end
-    final_eval_samples: int = 0  # K > 0: evaluate warm start and trained policy at the end (eval.json, scaling.png)
+    final_eval_samples: int = 0  # K > 0: the CLI evaluates warm start and trained policy at the end (eval.json, PNG)
 
 
 def build_policy(spec: ModelSpec) -> tuple[Transformer, Any]:

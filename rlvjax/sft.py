@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from tqdm import tqdm
 
 
 @gin.configurable
@@ -62,7 +63,7 @@ def sft_loss(graphdef, params, ids, mask, loss_mask):
 
 
 def warm_start(graphdef, params, tokenizer, pairs: Sequence[tuple[str, str]], cfg: WarmStartConfig,
-               *, eos_id: int, pad_id: int, verify_suffix=(), verdict_ids=(), log=None):
+               *, eos_id: int, pad_id: int, verify_suffix=(), verdict_ids=(), progress: bool = True):
     """``cfg.num_steps`` AdamW steps on shuffled minibatches of ``pairs``; returns the new params.
 
     A ``verify_format_rate`` share of rows are verification rows with a *random* verdict from ``verdict_ids``:
@@ -87,7 +88,8 @@ def warm_start(graphdef, params, tokenizer, pairs: Sequence[tuple[str, str]], cf
         return optax.apply_updates(params, updates), opt_state, loss
 
     rng = np.random.default_rng(cfg.seed)
-    for i in range(cfg.num_steps):
+    bar = tqdm(range(cfg.num_steps), desc="warm start", disable=not progress, dynamic_ncols=True)
+    for i in bar:
         examples = []
         for j in rng.choice(len(pairs), cfg.batch_size, replace=False):
             verdict = None
@@ -97,6 +99,7 @@ def warm_start(graphdef, params, tokenizer, pairs: Sequence[tuple[str, str]], cf
                                            verdict_id=verdict))
         batch = sft_batch(examples, pad_id=pad_id, width=width)
         params, opt_state, loss = step(params, opt_state, *map(jnp.asarray, batch))
-        if log is not None and (i + 1) % max(cfg.num_steps // 10, 1) == 0:
-            log(i + 1, float(loss))
+        if (i + 1) % 50 == 0 or i + 1 == cfg.num_steps:
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+    bar.close()
     return params

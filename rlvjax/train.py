@@ -27,12 +27,13 @@ from rlvjax.rl import advantages as advantages_lib
 from rlvjax.rl import diagnostics, steps, vineppo
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the repository's configs/ (editable install)
-gin.add_config_file_search_path(str(CONFIGS))  # so configs can `include 'base.gin'`
+gin.add_config_file_search_path(str(CONFIGS.parent))  # `include 'configs/base.gin'` from any working directory
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", None, "gin config files (default: configs/default.gin)")
 flags.DEFINE_multi_string("gin_param", [], "gin bindings, e.g. 'RLConfig.lambda_verify = 0.5'")
 flags.DEFINE_string("workdir", "runs/default", "where checkpoints, metrics.jsonl, TensorBoard logs and reports go")
 flags.DEFINE_bool("resume", False, "continue from the latest checkpoint in --workdir")
+flags.DEFINE_bool("compare_baseline", False, "also train lambda_verify = 0 from the same warm start and report it")
 
 
 def to_global(x: np.ndarray, sharding) -> jax.Array:
@@ -61,7 +62,8 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
     if warm.num_steps and not resuming:
         pairs = experiment.warm_start_pairs(experiment.TaskSpec(), warm.num_examples, warm.mistake_rate, warm.seed)
         params = sft.warm_start(graphdef, params, tokenizer, pairs, warm, eos_id=tokenizer.eos_token_id,
-                                pad_id=vt.pad_id, verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id))
+                                pad_id=vt.pad_id, verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id),
+                                progress=jax.process_index() == 0)
         if jax.process_index() == 0:
             save_hf(nnx.merge(graphdef, params), tokenizer, Path(workdir) / "warm_start")
     tx = optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
@@ -135,19 +137,18 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
     checkpoints.wait()
     checkpoints.close()
     writer.close()
-    if run.final_eval_samples and eval_records:
-        final_report(workdir, nnx.merge(graphdef, jax.device_get(state.params)), tokenizer, eval_records, rl, mesh,
-                     num_samples=run.final_eval_samples, seed=run.seed)
     return history
 
 
-def final_report(workdir, model, tokenizer, records, rl, mesh, *, num_samples: int, seed: int) -> dict:
-    """Evaluate the warm start (when the run made one) and the trained policy; print the table and the paths."""
-    policies = {"trained": model}
-    if (Path(workdir) / "warm_start").exists():
-        policies = {"warm_start": load_hf(Path(workdir) / "warm_start")[0], **policies}
-    reports = {name: evaluate.evaluate_policy(m, tokenizer, records, rl, mesh, num_samples=num_samples,
-                                              seed=seed)[0] for name, m in policies.items()}
+def final_report(workdir, policies: dict[str, Path], *, num_samples: int, seed: int) -> dict:
+    """Evaluate HF policy directories on the configured task's eval set; write eval.json + scaling.png, print."""
+    rl, mesh = steps.RLConfig(), parallel.make_mesh(parallel.MeshConfig())
+    reports = {}
+    for name, path in policies.items():
+        model, tokenizer = load_hf(path)
+        records = experiment.build_records(experiment.TaskSpec(), tokenizer)[1]
+        reports[name] = evaluate.evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=num_samples,
+                                                 seed=seed)[0]
     if jax.process_index() == 0:
         json_path, png_path = evaluate.write_report(reports, workdir)
         print(evaluate.summary_table(reports))
@@ -155,11 +156,31 @@ def final_report(workdir, model, tokenizer, records, rl, mesh, *, num_samples: i
     return reports
 
 
+def run_and_report(workdir, *, resume: bool = False, compare_baseline: bool = False) -> dict | None:
+    """Train; optionally train the lambda = 0 baseline from the same warm start; then the end-of-run report."""
+    workdir = Path(workdir)
+    train(str(workdir), resume=resume)
+    run = experiment.RunConfig()
+    policies = {name: workdir / name for name in ("warm_start", "final") if (workdir / name).exists()}
+    if compare_baseline:
+        baseline = workdir / "baseline_lambda0"
+        with gin.unlock_config():
+            gin.bind_parameter("RLConfig.lambda_verify", 0.0)
+            if "warm_start" in policies:  # the same starting point, not a second warm start
+                gin.bind_parameter("ModelSpec.hf_dir", str(policies["warm_start"]))
+                gin.bind_parameter("WarmStartConfig.num_steps", 0)
+        train(str(baseline), resume=resume)
+        policies["lambda0"] = baseline / "final"
+    if not (run.final_eval_samples and run.export_final):
+        return None
+    return final_report(workdir, policies, num_samples=run.final_eval_samples, seed=run.seed)
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress bar says enough
     gin.parse_config_files_and_bindings(FLAGS.gin_file or [str(CONFIGS / "default.gin")], FLAGS.gin_param)
-    train(FLAGS.workdir, resume=FLAGS.resume)
+    run_and_report(FLAGS.workdir, resume=FLAGS.resume, compare_baseline=FLAGS.compare_baseline)
 
 
 if __name__ == "__main__":

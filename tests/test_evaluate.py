@@ -44,11 +44,12 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         "WarmStartConfig.num_steps = 150", "RunConfig.num_steps = 4", "RunConfig.eval_every = 0",
         "RunConfig.checkpoint_every = 2", "RunConfig.final_eval_samples = 4"])
     try:
-        train.train(str(tmp_path))
+        train.run_and_report(tmp_path, compare_baseline=True)
     finally:
         gin.clear_config()
     end_report = json.loads((tmp_path / "eval.json").read_text())
-    assert set(end_report) == {"warm_start", "trained"} and (tmp_path / "scaling.png").stat().st_size > 10_000
+    assert set(end_report) == {"warm_start", "final", "lambda0"}
+    assert (tmp_path / "scaling.png").stat().st_size > 10_000
     for extra, name in [([], "final"), (["--checkpoint", "2"], "step_2")]:
         out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples",
                               "4", *extra], capture_output=True, text=True, timeout=300, cwd=REPO)
