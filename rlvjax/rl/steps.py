@@ -245,16 +245,15 @@ def _minibatch_grads(statics: Statics, params, ref_params, batch: UpdateBatch):
 
     def accumulate(carry, mb):
         grads, pl, vl, pdiag, vdiag = carry
-        g, (pl_sum, vl_sum, pd, vd) = grad_fn(params, ref_params, statics, UpdateBatch(*mb), policy_count,
-                                              verify_count)
+        g, (pl_sum, vl_sum, pd, vd) = grad_fn(params, ref_params, statics, mb, policy_count, verify_count)
         return (jax.tree.map(jnp.add, grads, g), pl + pl_sum, vl + vl_sum, losses.merge_diagnostics(pdiag, pd),
                 losses.merge_diagnostics(vdiag, vd)), None
 
-    first = jax.tree.map(lambda x: x[0], split)
-    g0, (pl0, vl0, pd0, vd0) = grad_fn(params, ref_params, statics, UpdateBatch(*first), policy_count,
-                                        verify_count)
-    rest = jax.tree.map(lambda x: x[1:], split)
-    (grads, pl, vl, pdiag, vdiag), _ = jax.lax.scan(accumulate, (g0, pl0, vl0, pd0, vd0), rest)
+    # Zeros of the accumulator's structure (maxima start at 0: ratios are positive), then one scan over all.
+    shapes = jax.eval_shape(lambda mb: grad_fn(params, ref_params, statics, mb, policy_count, verify_count),
+                            jax.tree.map(lambda x: x[0], split))
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (shapes[0], *shapes[1]))
+    (grads, pl, vl, pdiag, vdiag), _ = jax.lax.scan(accumulate, zeros, split)
     stats = {"policy_loss": pl / jnp.maximum(policy_count, 1.0), "verify_loss": vl / jnp.maximum(verify_count, 1.0)}
     return grads, stats, pdiag, vdiag
 
