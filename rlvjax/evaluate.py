@@ -238,4 +238,6 @@ if __name__ == "__main__":
     flags.DEFINE_integer("num_samples", 16, "K: samples per problem (a power of two)")
     flags.DEFINE_integer("seed", 0, "sampling seed")
     flags.DEFINE_string("out", None, "output directory (default: WORKDIR/eval/POLICY)")
-    app.run(main)
+    from rlvjax import cli
+
+    app.run(cli.run_main("rlvjax.evaluate", main))

@@ -17,7 +17,7 @@ from absl import app, flags, logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from rlvjax import evaluate, experiment, parallel, sampling, sft
+from rlvjax import cli, evaluate, experiment, parallel, sampling, sft
 from rlvjax.checkpoint import Checkpointer
 from rlvjax.data import pipeline
 from rlvjax.metrics import MetricsWriter
@@ -184,4 +184,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.run_main("rlvjax.train", main))
