@@ -7,6 +7,7 @@ from rlvjax.rewards.math import (
     extract_answer,
     grade_batch,
     grade_batch_with_stats,
+    grade_completions,
     is_correct,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "extract_answer",
     "grade_batch",
     "grade_batch_with_stats",
+    "grade_completions",
     "is_correct",
 ]
