@@ -1,8 +1,9 @@
 """``python -m rlvjax.train [--gin_file F ...] [--gin_param 'k=v' ...] [--workdir D] [--resume] [--compare_baseline]``
 
 The RL^V iteration, top to bottom: sample -> grade -> advantages -> update (L_RL + lambda * L_V) -> log ->
-checkpoint -> periodic eval; then the warm-start-vs-trained report. Everything configurable is a gin-bound dataclass (see ``experiment.py``,
-``rl/steps.py``, ``parallel.py``); with no flags this runs ``configs/default.gin`` on the CPU.
+checkpoint -> periodic eval; then the warm-start-vs-trained report. Everything configurable is a gin-bound
+dataclass (see ``experiment.py``, ``rl/steps.py``, ``parallel.py``); with no flags this runs
+``configs/default.gin`` on the CPU.
 """
 
 from __future__ import annotations
