@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from rlvjax import experiment, sampling
+from rlvjax.rewards.math import grade_completions
 from rlvjax.rl import advantages
 
 
@@ -67,9 +69,6 @@ def token_advantages(sample_rewards: Callable[[list[list[int]], list[str]], np.n
 def value_sampler(model, tokenizer, rl, verifier_tokens, *, seed: int, chunk: int = 64):
     """``sample_rewards`` for ``token_advantages``: K continuations per prefix with the policy's sampling settings,
     graded like rollouts, in chunks of ``chunk`` prefixes."""
-    from rlvjax import sampling
-    from rlvjax.rewards.math import grade_completions
-
     def sample_rewards(prefixes: list[list[int]], golds: list[str]) -> np.ndarray:
         k = rl.vineppo_samples
         means = []
@@ -78,9 +77,9 @@ def value_sampler(model, tokenizer, rl, verifier_tokens, *, seed: int, chunk: in
                                   max_new_tokens=rl.max_new_tokens, temperature=rl.temperature, top_p=rl.top_p,
                                   top_k=rl.top_k, seed=seed + start, stop_ids=verifier_tokens.stop_ids,
                                   pad_id=verifier_tokens.pad_id)
-            tokens, lengths, finished = (np.asarray(x).reshape(-1, *np.asarray(x).shape[2:])
-                                         for x in (out.tokens, out.lengths, out.finished))
-            texts = [tokenizer.decode(t[: n - int(f)]) for t, n, f in zip(tokens.tolist(), lengths, finished)]
+            n = out.tokens.shape[-1]
+            texts = experiment.decode_completions(tokenizer, np.asarray(out.tokens).reshape(-1, n),
+                                                  np.asarray(out.lengths).ravel(), np.asarray(out.finished).ravel())
             correct = grade_completions(texts, [g for g in golds[start:start + chunk] for _ in range(k)])[0]
             means.append(correct.reshape(-1, k).mean(axis=1))
         return np.concatenate(means).astype(np.float32)
