@@ -151,9 +151,8 @@ def evaluate_policy(model, tokenizer, records: list[dict], rl: steps.RLConfig, m
     """``(report, pool)`` of one policy on ``records``, sampled with the run's sampling settings."""
     from flax import nnx
 
-    vt = experiment.verifier_tokens(tokenizer)
     graphdef, params = nnx.split(model)
-    statics = steps.Statics(graphdef, None, rl, vt.suffix, vt.yes_id, vt.no_id, vt.stop_ids, vt.pad_id)
+    statics = experiment.statics(graphdef, None, rl, tokenizer)
     pool = sample_pool(statics, nnx.to_pure_dict(params), tokenizer, records, mesh, num_samples=num_samples,
                        seed=seed)
     return report(pool, [r.get("level") for r in records], seed=seed), pool

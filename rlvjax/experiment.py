@@ -19,7 +19,7 @@ from rlvjax.model.hf import load_hf, load_tokenizer
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.parallel import MeshConfig
 from rlvjax.rl import verifier
-from rlvjax.rl.steps import OptimConfig, RLConfig
+from rlvjax.rl.steps import OptimConfig, RLConfig, Statics
 from rlvjax.sft import WarmStartConfig
 
 
@@ -124,15 +124,31 @@ class VerifierTokens:
     no_id: int
     stop_ids: tuple[int, ...]
     pad_id: int
+    suppress_ids: tuple[int, ...]  # never sampled: special tokens other than the stops, verifier-only tokens
 
 
 def verifier_tokens(tokenizer) -> VerifierTokens:
-    """Verify prompt, Yes/No ids and stop ids. The suffix starts with the end-of-turn token for chat models: the
-    sampler drops the stop token from the cache, so one suffix serves finished and truncated completions alike."""
+    """Verify prompt, Yes/No ids, stop ids and the ids the policy must never sample.
+
+    The suffix starts with the end-of-turn token for chat models: the sampler drops the stop token from the cache,
+    so one suffix serves finished and truncated completions alike. Suppressed: special tokens that are not stops
+    (padding, <bos>, <|im_start|>), and verifier tokens that exist only as added tokens (the arithmetic
+    tokenizer's one-token verify prompt and verdicts) — text the policy never writes, whose only effect when
+    sampled would be out-of-distribution solutions for the verifier to score.
+    """
     stop = {tokenizer.eos_token_id, verifier.end_of_turn_id(tokenizer)} - {None}
     yes_id, no_id = verifier.yes_no_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return VerifierTokens(tuple(verifier.verify_prompt_ids(tokenizer)), yes_id, no_id, tuple(sorted(stop)), pad)
+    suffix = tuple(verifier.verify_prompt_ids(tokenizer))
+    added = set(tokenizer.get_added_vocab().values())
+    suppress = (set(tokenizer.all_special_ids) | (added & {*suffix, yes_id, no_id})) - stop
+    return VerifierTokens(suffix, yes_id, no_id, tuple(sorted(stop)), pad, tuple(sorted(suppress)))
+
+
+def statics(graphdef, tx, rl: RLConfig, tokenizer) -> Statics:
+    """What the jitted RL steps close over, for this policy's tokenizer."""
+    vt = verifier_tokens(tokenizer)
+    return Statics(graphdef, tx, rl, vt.suffix, vt.yes_id, vt.no_id, vt.stop_ids, vt.pad_id, vt.suppress_ids)
 
 
 def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:

@@ -29,6 +29,7 @@ class SamplingParams:
     top_k: int = 0
     stop_ids: tuple[int, ...] = ()
     pad_id: int = 0
+    suppress_ids: tuple[int, ...] = ()  # never sampled (padding, control tokens); see ``suppress``
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -75,9 +76,17 @@ def left_pad(prompts, prompt_mask=None, *, pad_id: int = 0, bucket: int = 16) ->
     return ids, mask
 
 
+def suppress(logits: jax.Array, suppress_ids: Sequence[int]) -> jax.Array:
+    """``logits`` with ``suppress_ids`` set to -inf: the distribution the sampler draws from, renormalised over
+    the other tokens. The trainer applies the same mask, so sampler and trainer log-probs agree."""
+    if not len(suppress_ids):
+        return logits
+    return logits.at[..., jnp.asarray(suppress_ids, jnp.int32)].set(-jnp.inf)
+
+
 def _choose(logits: jax.Array, keys: jax.Array, params: SamplingParams) -> tuple[jax.Array, jax.Array]:
     """Pick one token per row (``keys``: one PRNG key per row); returns (token, its log-prob)."""
-    logits = logits.astype(jnp.float32)
+    logits = suppress(logits.astype(jnp.float32), params.suppress_ids)
     if params.temperature == 0:
         token = jnp.argmax(logits, axis=-1)
         logp = jax.nn.log_softmax(logits)
@@ -182,20 +191,22 @@ def _generate_jit(graphdef, state, ids, mask, rng, *, num_samples, max_new_token
 
 def sample(model: Transformer, prompts_ids, *, num_samples: int = 1, max_new_tokens: int, temperature: float = 1.0,
            top_p: float = 1.0, top_k: int = 0, seed: int = 0, stop_ids: Sequence[int] = (), prompt_mask=None,
-           pad_id: int = 0, score_suffix: Sequence[int] = (), score_ids: Sequence[int] = (),
-           bucket: int = 16) -> SampleOutput:
+           pad_id: int = 0, suppress_ids: Sequence[int] = (), score_suffix: Sequence[int] = (),
+           score_ids: Sequence[int] = (), bucket: int = 16) -> SampleOutput:
     """Sample ``num_samples`` completions per prompt; ``temperature=0`` is greedy.
 
     ``prompts_ids``: ragged lists of ids, or a ``[B, T]`` array (left- or right-padded, with ``prompt_mask``).
     With ``score_suffix`` and ``score_ids`` (e.g. the verify prompt and the Yes/No ids), each finished sequence
-    is scored on the live cache and ``score_logprobs`` is filled. Deterministic for a fixed seed: each row draws
-    from its own key, so a row's sample does not depend on the batch's padding width.
+    is scored on the live cache and ``score_logprobs`` is filled. ``suppress_ids`` are never sampled.
+    Deterministic for a fixed seed: each row draws from its own key, so a row's sample does not depend on the
+    batch's padding width.
     """
     if max_new_tokens < 1 or num_samples < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} and num_samples={num_samples} must both be >= 1")
     if bool(len(score_suffix)) != bool(len(score_ids)):
         raise ValueError("score_suffix and score_ids go together: give both (verify prompt and Yes/No ids) or none")
-    params = SamplingParams(float(temperature), float(top_p), int(top_k), tuple(int(i) for i in stop_ids), pad_id)
+    params = SamplingParams(float(temperature), float(top_p), int(top_k), tuple(int(i) for i in stop_ids), pad_id,
+                            tuple(int(i) for i in suppress_ids))
     ids, mask = left_pad(prompts_ids, prompt_mask, pad_id=pad_id, bucket=bucket)
     graphdef, state = nnx.split(model)
     return _generate_jit(graphdef, state, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(seed),

@@ -68,7 +68,7 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
         if jax.process_index() == 0:
             save_hf(nnx.merge(graphdef, params), tokenizer, Path(workdir) / "warm_start")
     tx = optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
-    statics = steps.Statics(graphdef, tx, rl, vt.suffix, vt.yes_id, vt.no_id, vt.stop_ids, vt.pad_id)
+    statics = experiment.statics(graphdef, tx, rl, tokenizer)
     state = steps.init_state(params, tx, seed=run.seed, keep_reference=rl.beta > 0)
     state = jax.device_put(state, parallel.shardings(state, mesh))
     indexed = [{**r, "index": i} for i, r in enumerate(train_records)]

@@ -57,6 +57,28 @@ def test_logprobs_equal_teacher_forced(qwen, temperature, top_k, top_p):
             assert np.all(logprobs[b, g, n:] == 0)
 
 
+def test_suppressed_ids_are_never_sampled_and_logprobs_renormalise(qwen):
+    model, _ = qwen
+    # The ids greedy decoding picks first, so suppressing them changes what is sampled.
+    greedy = np.asarray(sampling.sample(model, PROMPTS, max_new_tokens=8, temperature=0.0).tokens)
+    banned = sorted({int(t) for t in greedy.ravel()})[:6]
+    out = sampling.sample(model, PROMPTS, num_samples=8, max_new_tokens=16, temperature=2.0, seed=1,
+                          suppress_ids=banned)
+    tokens, lengths, logprobs = map(np.asarray, (out.tokens, out.lengths, out.logprobs))
+    assert not np.isin(tokens, banned).any()
+    assert not np.isin(np.asarray(sampling.sample(model, PROMPTS, max_new_tokens=8, temperature=0.0,
+                                                  suppress_ids=banned).tokens), banned).any()
+    for b, prompt in enumerate(PROMPTS):
+        seq = jnp.asarray([list(prompt) + list(tokens[b, 0])])
+        logits = np.asarray(model(seq))[0].astype(np.float64) / 2.0
+        logits[:, banned] = -np.inf  # the distribution renormalised over the allowed ids
+        logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+            - logits.max(-1, keepdims=True)
+        idx = np.arange(len(prompt) - 1, len(prompt) + lengths[b, 0] - 1)
+        np.testing.assert_allclose(logprobs[b, 0, :lengths[b, 0]], logp[idx, tokens[b, 0, :lengths[b, 0]]],
+                                   atol=1e-4)
+
+
 def test_stop_ids_end_rows_and_pad_after(qwen):
     model, _ = qwen
     # A stop set of many frequent ids guarantees early stops under sampling.

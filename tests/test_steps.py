@@ -25,10 +25,10 @@ def setup():
     return graphdef, params
 
 
-def make_statics(graphdef, **rl):
+def make_statics(graphdef, suppress_ids=(), **rl):
     rl = steps.RLConfig(**{"group_size": 2, "max_new_tokens": 6, "temperature": 0.9, **rl})
     tx = steps.OptimConfig(learning_rate=1e-3).make(10)
-    return steps.Statics(graphdef, tx, rl, SUFFIX, YES, NO, (STOP,), 0)
+    return steps.Statics(graphdef, tx, rl, SUFFIX, YES, NO, (STOP,), 0, suppress_ids)
 
 
 def rollouts_and_rewards(statics, params):
@@ -113,15 +113,19 @@ def test_micro_batches_give_the_full_batch_gradient(setup):
         np.testing.assert_allclose(s_full["policy_loss"], s_micro["policy_loss"], rtol=1e-5)
 
 
-def test_update_step_first_epoch_is_on_policy(setup):
+@pytest.mark.parametrize("suppress_ids", [(), (0, 1, 6, 30, 31)])
+def test_update_step_first_epoch_is_on_policy(setup, suppress_ids):
     graphdef, params = setup
-    statics = make_statics(graphdef, num_ppo_epochs=2, num_minibatches=2, beta=0.1)
+    statics = make_statics(graphdef, suppress_ids, num_ppo_epochs=2, num_minibatches=2, beta=0.1)
     roll, rewards = rollouts_and_rewards(statics, params)
     state = steps.init_state(params, statics.tx, seed=0, keep_reference=True)
     adv = jnp.broadcast_to(jnp.asarray([[1.0, -1.0], [-0.5, 0.5]])[..., None], roll.tokens.shape)
     batch = steps.build_update_batch(statics, roll, adv, rewards)
     new, metrics = jax.jit(lambda s, b: steps.update_step(statics, s, b))(state, batch)
-    # The sampler's log-probs are the trainer's: ratio 1, no gap, no clipping, zero KL before any update.
+    assert not np.isin(np.asarray(roll.tokens)[np.asarray(batch.target_mask).reshape(roll.tokens.shape)],
+                       suppress_ids).any()
+    # The sampler's log-probs are the trainer's (suppressed ids masked in both): ratio 1, no gap, no clipping,
+    # zero KL before any update.
     np.testing.assert_allclose(metrics["policy/ratio"], 1.0, atol=1e-5)
     assert float(metrics["policy/logp_gap"]) < 1e-5 and float(metrics["policy/clipped"]) == 0.0
     np.testing.assert_allclose(metrics["policy/kl"], 0.0, atol=1e-6)

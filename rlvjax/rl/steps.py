@@ -149,12 +149,14 @@ class Statics:
     no_id: int
     stop_ids: tuple[int, ...]
     pad_id: int
+    suppress_ids: tuple[int, ...] = ()  # never sampled; masked alike in the trainer's log-probs
 
 
 def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng) -> Rollouts:
     """G samples per prompt, their log-probs, and p(Yes)/p(No) scored on the live cache (fused verifier)."""
     rl = statics.rl
-    params_s = dataclasses.replace(rl.sampling_params, stop_ids=statics.stop_ids, pad_id=statics.pad_id)
+    params_s = dataclasses.replace(rl.sampling_params, stop_ids=statics.stop_ids, pad_id=statics.pad_id,
+                                   suppress_ids=statics.suppress_ids)
     out = sampling.generate(nnx.merge(statics.graphdef, params), prompt_ids, prompt_mask, rng,
                             num_samples=rl.group_size, max_new_tokens=rl.max_new_tokens, params=params_s,
                             score_suffix=statics.verify_suffix, score_ids=(statics.yes_id, statics.no_id))
@@ -207,8 +209,10 @@ def policy_and_verify_logits(statics: Statics, params, batch: UpdateBatch):
     n = batch.targets.shape[1]
     p = batch.input_ids.shape[1] - n - len(statics.verify_suffix)
     h, _ = model.hidden(batch.input_ids, batch.input_mask)
-    logits = model.logits(h[:, p - 1: p + n - 1]).astype(jnp.float32) / statics.rl.temperature
+    logits = sampling.suppress(model.logits(h[:, p - 1: p + n - 1]).astype(jnp.float32), statics.suppress_ids)
+    logits = logits / statics.rl.temperature
     logp = jnp.take_along_axis(jax.nn.log_softmax(logits), batch.targets[..., None], axis=-1)[..., 0]
+    logp = jnp.where(batch.target_mask, logp, 0.0)  # padding may be a suppressed id: -inf outside the targets
     return logp, model.logits(h[:, -1]).astype(jnp.float32)
 
 

@@ -76,7 +76,7 @@ def value_sampler(model, tokenizer, rl, verifier_tokens, *, seed: int, chunk: in
             out = sampling.sample(model, prefixes[start:start + chunk], num_samples=k,
                                   max_new_tokens=rl.max_new_tokens, temperature=rl.temperature, top_p=rl.top_p,
                                   top_k=rl.top_k, seed=seed + start, stop_ids=verifier_tokens.stop_ids,
-                                  pad_id=verifier_tokens.pad_id)
+                                  pad_id=verifier_tokens.pad_id, suppress_ids=verifier_tokens.suppress_ids)
             n = out.tokens.shape[-1]
             texts = experiment.decode_completions(tokenizer, np.asarray(out.tokens).reshape(-1, n),
                                                   np.asarray(out.lengths).ravel(), np.asarray(out.finished).ravel())

@@ -1,0 +1,70 @@
+"""``python -m rlvjax.export --workdir W --out DIR [--checkpoint N] [--overwrite]``
+
+Writes the policy of a training run's Orbax checkpoint (the latest, or step N) as a Hugging Face directory —
+``model.safetensors``, ``config.json`` and the tokenizer — that ``transformers.AutoModelForCausalLM`` and
+``rlvjax.load_hf`` load. The policy is rebuilt the way ``rlvjax.evaluate --checkpoint`` rebuilds it (from the
+config stored with the step), and ``save_hf`` writes into a temporary sibling that is renamed into place, so
+``DIR`` appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rlvjax import evaluate
+from rlvjax.checkpoint import Checkpointer
+from rlvjax.model.hf import save_hf
+
+
+def export(workdir, out, *, step: int | None = None, overwrite: bool = False) -> int:
+    """Export checkpoint ``step`` (default: the latest) of the run in ``workdir`` to ``out``; returns the step."""
+    workdir, out = Path(workdir), Path(out)
+    checkpoint_dir = workdir / "checkpoints"
+    if not workdir.is_dir():
+        raise FileNotFoundError(f"workdir {workdir} does not exist; pass the --workdir of a training run")
+    if not checkpoint_dir.is_dir():
+        raise FileNotFoundError(f"no checkpoints in {workdir} ({checkpoint_dir} does not exist); train there first")
+    _check_out(out, workdir, overwrite)
+    with Checkpointer(checkpoint_dir) as checkpoints:
+        if checkpoints.latest_step() is None:
+            raise FileNotFoundError(f"no complete checkpoint in {checkpoint_dir}; train there first")
+        step = checkpoints.latest_step() if step is None else step
+        stored = checkpoints.read_config(step)  # a step that was not saved fails here, listing the saved ones
+    model, tokenizer = evaluate._load_checkpoint_policy(workdir, step, stored)
+    save_hf(model, tokenizer, out)
+    return step
+
+
+def _check_out(out: Path, workdir: Path, overwrite: bool) -> None:
+    """Refuse to replace files the user may want, and never the run itself (``--overwrite`` deletes ``out``)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; pass a directory path")
+    run, target = workdir.resolve(), out.resolve()
+    if run == target or run.is_relative_to(target):
+        raise ValueError(f"--out {out} would replace the training run {workdir}; export next to it, e.g. "
+                         f"{workdir / 'export'}")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"--out {out} exists and is not empty; pass --overwrite to replace it or choose another")
+
+
+def main(argv):
+    del argv
+    from absl import flags, logging
+
+    logging.set_verbosity(logging.WARNING)
+    f = flags.FLAGS
+    step = export(f.workdir, f.out, step=f.checkpoint, overwrite=f.overwrite)
+    print(f"exported step {step} of {f.workdir} to {f.out}")
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    # Defined here, not at import: rlvjax.train defines --workdir too, and both modules may share a process.
+    flags.DEFINE_string("workdir", None, "a training run's workdir", required=True)
+    flags.DEFINE_string("out", None, "the Hugging Face directory to write", required=True)
+    flags.DEFINE_integer("checkpoint", None, "export this Orbax checkpoint step (default: the latest)")
+    flags.DEFINE_bool("overwrite", False, "replace --out when it exists and is not empty")
+    from rlvjax import cli
+
+    app.run(cli.run_main("rlvjax.export", main))

@@ -1,0 +1,106 @@
+"""The export CLI on a tiny trained run: transformers loads the directory and agrees with our model; user errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import gin
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from rlvjax import evaluate, export, train
+from rlvjax.checkpoint import Checkpointer
+from rlvjax.data import arithmetic
+from rlvjax.data.tokenizer import build_tokenizer
+from rlvjax.rl.verifier import BASE_VERIFY_PROMPT
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """Two RL^V steps of the tiny sweep config, a checkpoint after each, train's own HF export of the last."""
+    workdir = tmp_path_factory.mktemp("run")
+    gin.clear_config()
+    gin.parse_config_files_and_bindings([str(REPO / "configs" / "tiny_sweep.gin")],
+                                        ["RunConfig.final_eval_samples = 0"])
+    try:
+        train.train(str(workdir))
+    finally:
+        gin.clear_config()
+    return workdir
+
+
+def export_cli(*args):
+    return subprocess.run([sys.executable, "-m", "rlvjax.export", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+
+
+def test_export_loads_in_transformers_with_the_same_logits(run_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "hf"
+    done = export_cli("--workdir", run_dir, "--out", out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"exported step 2 of {run_dir}" in done.stdout
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left beside it
+
+    # The latest step is the state train exported itself at the end.
+    exported, final = load_file(out / "model.safetensors"), load_file(run_dir / "final" / "model.safetensors")
+    assert exported.keys() == final.keys()
+    for name in final:
+        np.testing.assert_array_equal(exported[name], final[name], err_msg=name)
+
+    tokenizer = AutoTokenizer.from_pretrained(out, local_files_only=True)
+    record = arithmetic.digit_records(0, 1)[0]
+    text = record["prompt"] + arithmetic.format_solution([], 7) + BASE_VERIFY_PROMPT + " Yes"
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert ids == build_tokenizer().encode(text, add_special_tokens=False)
+    assert tokenizer.decode(ids) == text
+
+    torch_model = AutoModelForCausalLM.from_pretrained(out, local_files_only=True, dtype=torch.float32).eval()
+    with torch.no_grad():
+        theirs = torch_model(torch.tensor([ids])).logits.numpy()
+    with Checkpointer(run_dir / "checkpoints") as checkpoints:
+        stored = checkpoints.read_config(2)
+    ours_model, _ = evaluate._load_checkpoint_policy(run_dir, 2, stored)
+    ours = np.asarray(ours_model(jnp.asarray([ids])))
+    assert ours.shape == theirs.shape == (1, len(ids), len(tokenizer))
+    np.testing.assert_allclose(theirs, ours, atol=1e-4, rtol=0)
+
+
+def test_export_of_an_earlier_step_and_overwrite(run_dir, tmp_path):
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="exists and is not empty; pass --overwrite"):
+        export.export(run_dir, out)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]  # refused before anything was written
+    assert export.export(run_dir, out, step=1, overwrite=True) == 1
+    assert not (out / "keep.txt").exists()
+    step1, step2 = (load_file(p) for p in (out / "model.safetensors", run_dir / "final" / "model.safetensors"))
+    assert any(not np.array_equal(step1[name], step2[name]) for name in step2)  # the update changed the weights
+
+
+def test_export_user_errors(run_dir, tmp_path):
+    out = tmp_path / "hf"
+    missing = export_cli("--workdir", tmp_path / "nope", "--out", out)
+    assert missing.returncode == 2
+    lines = [line for line in missing.stderr.splitlines() if line.startswith("rlvjax.export: error:")]
+    assert len(lines) == 1 and "does not exist" in lines[0], missing.stderr[-2000:]
+
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(FileNotFoundError, match="no checkpoints in"):
+        export.export(tmp_path / "empty_run", out)
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint for step 5 .* saved steps: \[1, 2\]"):
+        export.export(run_dir, out, step=5)
+    with pytest.raises(ValueError, match="would replace the training run"):
+        export.export(run_dir, run_dir.parent, overwrite=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        export.export(run_dir, tmp_path / "file")
+    assert not out.exists() and (run_dir / "checkpoints").is_dir()
