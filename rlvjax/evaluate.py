@@ -176,7 +176,8 @@ def _from_stored(cls, values: dict):
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names})
 
 
-def _load_checkpoint_policy(workdir: Path, step: int | None, stored: dict):
+def load_checkpoint_policy(workdir: Path, step: int | None, stored: dict):
+    """``(model, tokenizer)`` of checkpoint ``step`` of the run in ``workdir``, rebuilt from its ``stored`` config."""
     from flax import nnx
 
     from rlvjax.checkpoint import Checkpointer
@@ -207,7 +208,7 @@ def main(argv):
     stored = Checkpointer(workdir / "checkpoints").read_config(f.checkpoint)
     rl = _from_stored(steps.RLConfig, stored["rl"])
     if f.checkpoint is not None:
-        model, tokenizer = _load_checkpoint_policy(workdir, f.checkpoint, stored)
+        model, tokenizer = load_checkpoint_policy(workdir, f.checkpoint, stored)
         name = f"step_{f.checkpoint}"
     else:
         model, tokenizer = load_hf(workdir / f.policy)

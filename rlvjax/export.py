@@ -30,7 +30,7 @@ def export(workdir, out, *, step: int | None = None, overwrite: bool = False) ->
             raise FileNotFoundError(f"no complete checkpoint in {checkpoint_dir}; train there first")
         step = checkpoints.latest_step() if step is None else step
         stored = checkpoints.read_config(step)  # a step that was not saved fails here, listing the saved ones
-    model, tokenizer = evaluate._load_checkpoint_policy(workdir, step, stored)
+    model, tokenizer = evaluate.load_checkpoint_policy(workdir, step, stored)
     save_hf(model, tokenizer, out)
     return step
 

@@ -21,11 +21,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """Two RL^V steps of the tiny sweep config, a checkpoint after each, train's own HF export of the last."""
+    """Two RL^V steps of the tiny sweep config, a checkpoint after each, train's own HF export of the last; no warm
+    start and no evaluation (fewer programs to compile): export needs trained weights, not good ones."""
     workdir = tmp_path_factory.mktemp("run")
     gin.clear_config()
-    gin.parse_config_files_and_bindings([str(REPO / "configs" / "tiny_sweep.gin")],
-                                        ["RunConfig.final_eval_samples = 0"])
+    gin.parse_config_files_and_bindings([str(REPO / "configs" / "tiny_sweep.gin")], [
+        "WarmStartConfig.num_steps = 0", "TaskSpec.num_eval = 0", "RunConfig.final_eval_samples = 0"])
     try:
         train.train(str(workdir))
     finally:
@@ -67,7 +68,7 @@ def test_export_loads_in_transformers_with_the_same_logits(run_dir, tmp_path):
         theirs = torch_model(torch.tensor([ids])).logits.numpy()
     with Checkpointer(run_dir / "checkpoints") as checkpoints:
         stored = checkpoints.read_config(2)
-    ours_model, _ = evaluate._load_checkpoint_policy(run_dir, 2, stored)
+    ours_model, _ = evaluate.load_checkpoint_policy(run_dir, 2, stored)
     ours = np.asarray(ours_model(jnp.asarray([ids])))
     assert ours.shape == theirs.shape == (1, len(ids), len(tokenizer))
     np.testing.assert_allclose(theirs, ours, atol=1e-4, rtol=0)

@@ -10,8 +10,10 @@ code runs.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from pathlib import Path
+from typing import Any
 
 import gguf
 import jax.numpy as jnp
@@ -42,7 +44,7 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
-def _metadata(reader: gguf.GGUFReader, key: str, default=_REQUIRED):
+def _metadata(reader: gguf.GGUFReader, key: str, default: object = _REQUIRED) -> Any:
     field = reader.get_field(key)
     if field is None:
         if default is _REQUIRED:
@@ -62,7 +64,7 @@ def config_from_gguf(reader: gguf.GGUFReader, dtype=jnp.float32) -> ModelConfig:
     if "rope_freqs.weight" in tensors:
         raise ValueError("GGUF rope_freqs.weight (per-frequency RoPE factors, e.g. llama3 scaling) is not supported")
 
-    def meta(key, default=_REQUIRED):
+    def meta(key: str, default: object = _REQUIRED) -> Any:
         return _metadata(reader, f"{arch}.{key}", default)
 
     heads = meta("attention.head_count")
@@ -119,7 +121,7 @@ def _param_path(hf_name: str) -> tuple[str, bool]:
     raise ValueError(f"HF tensor {hf_name!r} is not in rlvjax's weight table")
 
 
-def _dequantize(tensor) -> np.ndarray:
+def _dequantize(tensor: gguf.ReaderTensor) -> np.ndarray:
     try:
         array = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
     except NotImplementedError as e:
@@ -128,7 +130,7 @@ def _dequantize(tensor) -> np.ndarray:
     return array.reshape(tuple(int(d) for d in reversed(tensor.shape)))  # GGUF lists dims innermost first
 
 
-def load_gguf(path, dtype=jnp.float32, *, tokenizer: bool = True):
+def load_gguf(path: str | os.PathLike, dtype=jnp.float32, *, tokenizer: bool = True) -> tuple[Transformer, Any]:
     """Load a Llama/Qwen2 GGUF file into ``(Transformer, tokenizer)``, like ``load_hf``.
 
     Every tensor is checked: an unknown name, a missing parameter or a wrong shape raises an error naming the
@@ -169,7 +171,7 @@ def load_gguf(path, dtype=jnp.float32, *, tokenizer: bool = True):
     return model, (load_gguf_tokenizer(path) if tokenizer else None)
 
 
-def load_gguf_tokenizer(path):
+def load_gguf_tokenizer(path: str | os.PathLike) -> Any:
     """A fast tokenizer (vocabulary, merges, special tokens, chat template) rebuilt from the GGUF metadata."""
     # The concrete class, not AutoTokenizer: that one also parses the whole file again to build a model config.
     from transformers import PreTrainedTokenizerFast

@@ -1,0 +1,177 @@
+"""Collects a λ sweep: one row per run of ``launch/sweep.py``, sorted by λ (the paper's ablation of the
+verification weight).
+
+    python launch/collect.py --workdir_root ROOT [--out DIR]
+
+Each sub-directory of ROOT that holds an evaluation of its trained policy is a run: ``eval.json`` (the end-of-run
+report ``python -m rlvjax.train`` writes when RunConfig.final_eval_samples > 0), else ``eval/final/eval.json``
+(``python -m rlvjax.evaluate --workdir RUN``); its entry ``final`` is used. λ is the ``rl.lambda_verify`` of the config
+stored with the run's latest checkpoint, or, without checkpoints, read from a directory name ``lambda_<λ>``.
+
+Prints a markdown table (λ, K, pass@1, majority@K, weighted@K, best-of-N@K, verifier balanced accuracy, AUROC) and
+writes ``sweep.json`` (the rows) and ``sweep.png`` (verifier and weighted-vote accuracy vs λ) to DIR (default ROOT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+
+EVAL_FILES = ("eval.json", "eval/final/eval.json")  # the end-of-run report first, then rlvjax.evaluate's default
+POLICY = "final"
+RUN_NAME = re.compile(r"lambda_(.+)")
+COLUMNS = (("pass@1", "pass@1"), ("majority", "maj@K"), ("weighted", "wt@K"), ("best_of_n", "BoN@K"),
+           ("verifier_balanced_accuracy", "ver. bal. acc"), ("verifier_auroc", "AUROC"))
+
+
+def lambda_from_name(run: Path) -> float | None:
+    match = RUN_NAME.fullmatch(run.name)
+    try:
+        return float(match.group(1)) if match else None
+    except ValueError:
+        return None
+
+
+def run_lambda(run: Path) -> float:
+    """``rl.lambda_verify`` of the config saved with the latest checkpoint; the directory name when none was saved."""
+    from rlvjax.checkpoint import Checkpointer
+
+    named = lambda_from_name(run)
+    if (run / "checkpoints").is_dir():
+        with Checkpointer(run / "checkpoints") as checkpoints:
+            if checkpoints.latest_step() is not None:
+                stored = float(checkpoints.read_config()["rl"]["lambda_verify"])
+                if named is not None and named != stored:
+                    print(f"collect: warning: {run.name} was trained with lambda_verify={stored:g} (its checkpoint "
+                          f"config), not {named:g} as its name says; using {stored:g}", file=sys.stderr)
+                return stored
+    if named is None:
+        raise ValueError(f"{run} has no checkpoint config to read lambda_verify from and its name is not "
+                         "lambda_<value>")
+    return named
+
+
+def summarize(run: Path, eval_path: Path) -> dict:
+    """One row: the trained policy's numbers at the pool size K, and where they came from."""
+    reports = json.loads(eval_path.read_text())
+    if POLICY not in reports:
+        raise ValueError(f"{eval_path} has no '{POLICY}' policy (it has {sorted(reports)}); evaluate the trained "
+                         f"policy with python -m rlvjax.evaluate --workdir {run}")
+    rep = reports[POLICY]
+    k, acc, ver = rep["num_samples"], rep["accuracy"], rep["verifier"]
+    return {"lambda": run_lambda(run), "run": run.name, "num_samples": k, "num_problems": rep["num_problems"],
+            "pass@1": rep["pass@1"], **{s: acc[s][str(k)] for s in ("majority", "weighted", "best_of_n")},
+            "verifier_accuracy": ver["verifier_accuracy"],
+            "verifier_balanced_accuracy": ver["verifier_balanced_accuracy"], "verifier_auroc": ver["verifier_auroc"],
+            "calibration_error": ver.get("calibration_error"),
+            "compute_efficiency_weighted_vs_majority": rep.get("compute_efficiency_weighted_vs_majority"),
+            "eval_json": str(eval_path)}
+
+
+def collect(root) -> list[dict]:
+    """The sweep's rows, sorted by λ (then run name)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--workdir_root {root} is not a directory")
+    rows, missing = [], []
+    for run in sorted(p for p in root.iterdir() if p.is_dir()):
+        eval_path = next((run / f for f in EVAL_FILES if (run / f).is_file()), None)
+        if eval_path is not None:
+            rows.append(summarize(run, eval_path))
+        elif (run / "checkpoints").is_dir() or lambda_from_name(run) is not None:
+            missing.append(run.name)
+    if not rows:
+        raise FileNotFoundError(
+            f"no eval.json in any run under {root} (looked for <run>/{' and <run>/'.join(EVAL_FILES)}); train with "
+            "RunConfig.final_eval_samples > 0, or run python -m rlvjax.evaluate --workdir <run>")
+    if missing:
+        print(f"collect: warning: no eval.json in {', '.join(missing)} (failed or unfinished?); left out",
+              file=sys.stderr)
+    return sorted(rows, key=lambda r: (r["lambda"], r["run"]))
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| λ | K | " + " | ".join(title for _, title in COLUMNS) + " |",
+             "|---:" * (len(COLUMNS) + 2) + "|"]
+    for r in rows:
+        lines.append(f"| {r['lambda']:g} | {r['num_samples']} | " + " | ".join(_cell(r[key]) for key, _ in COLUMNS)
+                     + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Verifier balanced accuracy and weighted-vote accuracy vs λ, pass@1 for reference; λs evenly spaced."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = list(range(len(rows)))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(x, [_float(r["verifier_balanced_accuracy"]) for r in rows], marker="o", label="verifier balanced accuracy")
+    ax.plot(x, [_float(r["weighted"]) for r in rows], marker="s", label="weighted vote @K")
+    ax.plot(x, [_float(r["pass@1"]) for r in rows], "k--", marker=".", label="pass@1")
+    ax.set_xticks(x, [f"{r['lambda']:g}" for r in rows])
+    ax.set_xlabel("λ (verification loss weight)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ks = sorted({r["num_samples"] for r in rows})
+    ax.set_title(f"RL$^V$ λ sweep (K = {', '.join(map(str, ks))})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write(rows: list[dict], out) -> tuple[Path, Path]:
+    """``sweep.json`` and ``sweep.png`` in ``out``; each appears whole or not at all."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out / "sweep.json", out / "sweep.png"
+    tmp = json_path.with_name(".sweep.json.tmp")
+    # NaN (e.g. AUROC when the pool holds one class only) is not JSON; null says "undefined" to any reader.
+    tmp.write_text(json.dumps({"runs": [{k: _json(v) for k, v in r.items()} for r in rows]}, indent=2,
+                              allow_nan=False))
+    os.replace(tmp, json_path)
+    plot(rows, png_path)
+    return json_path, png_path
+
+
+def _float(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _json(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _cell(value) -> str:
+    value = _float(value)
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
+
+
+def main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--workdir_root", required=True, help="the sweep's root: one sub-directory per run")
+    p.add_argument("--out", default=None, help="where sweep.json and sweep.png go (default: --workdir_root)")
+    args = p.parse_args(argv)
+    rows = collect(args.workdir_root)
+    json_path, png_path = write(rows, args.out or args.workdir_root)
+    print(markdown_table(rows))
+    print(f"\njson: {json_path}\nplot: {png_path}")
+
+
+if __name__ == "__main__":
+    from rlvjax import cli
+
+    cli.run_main("collect", main)(sys.argv[1:])

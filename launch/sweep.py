@@ -1,0 +1,298 @@
+"""A λ sweep of RL^V: one ``python -m rlvjax.train`` run per ``RLConfig.lambda_verify``, in ``ROOT/lambda_<λ>``.
+
+    python launch/sweep.py --lambdas 0,0.1,0.5,1 --gin_file configs/default.gin --workdir_root runs/sweep \\
+        --target local|gpu|tpu_vm [--gin_param 'k=v' ...] [--parallel N] [--resume] [--dry_run]
+
+Targets:
+  local   the runs as subprocesses of this machine, N at a time (default 1); each writes ``ROOT/lambda_<λ>/train.log``.
+          They share JAX's persistent compilation cache (ROOT/jax_cache): a run compiles little that an earlier
+          one has not.
+  gpu     as local, with JAX's GPU settings in each run's environment: JAX_PLATFORMS=cuda (no silent CPU fallback),
+          a memory fraction sized to the runs sharing a GPU, and, with --parallel N, each run pinned to its share of
+          --gpus (CUDA_VISIBLE_DEVICES) so that N runs use disjoint devices.
+  tpu_vm  one ``gcloud compute tpus tpu-vm ssh NAME --worker=all --command ...`` per λ, in sequence: every host of
+          the slice runs the same program (more than one host needs a --workdir_root that all of them share, e.g.
+          a mounted bucket, and the MeshConfig.coordinator_* bindings). The repository must already be at
+          --remote_dir on every worker.
+          Logs are gcloud's output, saved under --log_dir on this machine.
+
+--dry_run prints every command (with its environment) and runs nothing. A failed run stops the sweep from starting
+more; the runs already going finish; the exit status is 1 and each failure is named with its log. Afterwards,
+``python launch/collect.py --workdir_root ROOT`` tabulates and plots the runs' eval.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import posixpath
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LAMBDA_PARAM = "RLConfig.lambda_verify"
+GPU_MEMORY_FRACTION = 0.9  # of a device, split between the runs that share it
+# Flags that mean something for some targets only, and those targets.
+TARGET_FLAGS = {"gpus": ("gpu",), "compilation_cache": ("local", "gpu"),
+                **{n: ("tpu_vm",) for n in ("tpu_name", "zone", "project", "remote_dir", "remote_python", "log_dir")}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    name: str  # "lambda=0.5"
+    argv: list[str]
+    env: dict[str, str]  # added to this process's environment
+    log: Path
+    workdir: str
+
+
+def parse_lambdas(text: str) -> list[str]:
+    """``"0,0.1,0.5,1"`` -> ``["0", "0.1", "0.5", "1"]``: each value written the short way (it names a directory)."""
+    labels = []
+    for item in text.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            raise ValueError(f"--lambdas: {item.strip()!r} is not a number; pass e.g. 0,0.1,0.5,1") from None
+        if not value >= 0:  # also NaN
+            raise ValueError(f"--lambdas: lambda_verify={item.strip()} must be >= 0")
+        labels.append(format(value, "g"))
+    duplicates = sorted({x for x in labels if labels.count(x) > 1}, key=float)
+    if duplicates:
+        raise ValueError(f"--lambdas: {', '.join(duplicates)} given more than once")
+    return labels
+
+
+def run_dir(root: str, label: str) -> str:
+    # posixpath, not pathlib: a root like gs://bucket/sweep must keep its double slash.
+    return posixpath.join(root, f"lambda_{label}")
+
+
+def train_argv(python: str, gin_files: list[str], gin_params: list[str], label: str, workdir: str,
+               resume: bool) -> list[str]:
+    argv = [python, "-m", "rlvjax.train"]
+    for f in gin_files:
+        argv += ["--gin_file", f]
+    for p in gin_params + [f"{LAMBDA_PARAM}={label}"]:  # the sweep's binding last, so it wins
+        argv += ["--gin_param", p]
+    return argv + ["--workdir", workdir] + (["--resume"] if resume else [])
+
+
+def gpu_env(slot: int, parallel: int, gpus: list[str]) -> dict[str, str]:
+    """JAX settings for run slot ``slot`` of ``parallel``: its share of ``gpus`` (all of them when unknown)."""
+    env = {"JAX_PLATFORMS": "cuda"}
+    if gpus and parallel > 1:
+        if len(gpus) % parallel and parallel % len(gpus):
+            raise ValueError(f"--parallel {parallel} does not split --gpus {','.join(gpus)} evenly; use a divisor "
+                             f"or a multiple of {len(gpus)}")
+        if parallel <= len(gpus):  # disjoint groups of devices
+            share = len(gpus) // parallel
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[slot * share:(slot + 1) * share])
+            sharing = 1
+        else:  # several runs per device: split its memory
+            env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+            sharing = parallel // len(gpus)
+    else:
+        sharing = parallel  # unknown devices: every run sees all of them
+    env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{GPU_MEMORY_FRACTION / sharing:.2f}"
+    return env
+
+
+def visible_gpus() -> list[str]:
+    """The GPU ids this machine shows (CUDA_VISIBLE_DEVICES if set, else nvidia-smi); [] when unknown."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+
+
+def tpu_argv(args, command: list[str]) -> list[str]:
+    remote = f"cd {shlex.quote(args.remote_dir or 'rlvjax')} && {shlex.join(command)}"
+    return ["gcloud", "compute", "tpus", "tpu-vm", "ssh", args.tpu_name, f"--zone={args.zone}",
+            f"--project={args.project}", "--worker=all", "--command", remote]
+
+
+def plan(args) -> list[Job]:
+    """The sweep's commands, one per λ, in the order given."""
+    labels = parse_lambdas(args.lambdas)
+    if any(p.replace(" ", "").startswith(LAMBDA_PARAM + "=") for p in args.gin_param):
+        raise ValueError(f"--gin_param binds {LAMBDA_PARAM}; the sweep sets it from --lambdas")
+    if args.parallel < 1:
+        raise ValueError(f"--parallel {args.parallel} must be >= 1")
+    for name, targets in TARGET_FLAGS.items():  # a flag that would do nothing is a mistake worth naming
+        if getattr(args, name) is not None and args.target not in targets:
+            raise ValueError(f"--{name} does nothing for --target {args.target} (only for {' and '.join(targets)})")
+    jobs = []
+    if args.target == "tpu_vm":
+        missing = [f"--{n}" for n in ("tpu_name", "zone", "project") if not getattr(args, n)]
+        if missing:
+            raise ValueError(f"--target tpu_vm needs {', '.join(missing)}")
+        if args.parallel != 1:
+            raise ValueError("--target tpu_vm runs one λ at a time over the whole slice; drop --parallel")
+        for label in labels:
+            workdir = run_dir(args.workdir_root, label)
+            command = train_argv(args.remote_python or "python3", args.gin_file, args.gin_param, label, workdir,
+                                 args.resume)
+            jobs.append(Job(f"lambda={label}", tpu_argv(args, command), {},
+                            Path(args.log_dir or "sweep_logs") / f"lambda_{label}.log", workdir))
+        return jobs
+    gpus = (args.gpus.split(",") if args.gpus else visible_gpus()) if args.target == "gpu" else []
+    root = Path(args.workdir_root).absolute()  # the runs may start in another working directory than ours
+    cache = str(root / "jax_cache") if args.compilation_cache is None else args.compilation_cache
+    # The runs differ in λ only, so most of what one compiles (sampler, warm start, eval) the next one reuses.
+    shared = {"JAX_COMPILATION_CACHE_DIR": cache} if cache and "JAX_COMPILATION_CACHE_DIR" not in os.environ else {}
+    for i, label in enumerate(labels):
+        workdir = str(root / f"lambda_{label}")
+        env = {**shared, **(gpu_env(i % args.parallel, args.parallel, gpus) if args.target == "gpu" else {})}
+        argv = train_argv(sys.executable, args.gin_file, args.gin_param, label, workdir, args.resume)
+        jobs.append(Job(f"lambda={label}", argv, env, Path(workdir) / "train.log", workdir))
+    return jobs
+
+
+def check_config(gin_files: list[str], gin_params: list[str]) -> None:
+    """Parse the config once here, so that a misspelt file or binding fails now and not once per run; warn when the
+    runs would write no report. Values are checked by the runs themselves: building every config here would start
+    JAX's backend in this process, which on a GPU would take the memory the runs need."""
+    import gin
+
+    from rlvjax import experiment
+
+    gin.add_config_file_search_path(str(REPO))  # `include 'configs/base.gin'`, as rlvjax.train resolves it
+    gin.clear_config()
+    try:
+        gin.parse_config_files_and_bindings(gin_files or [str(REPO / "configs" / "default.gin")], gin_params)
+        run = experiment.RunConfig()
+    finally:
+        gin.clear_config()
+    if not (run.final_eval_samples and run.export_final):
+        print("sweep: warning: RunConfig.final_eval_samples = 0 or export_final = False: the runs write no "
+              "eval.json, so launch/collect.py will have nothing to compare", file=sys.stderr)
+
+
+def check_workdirs(jobs: list[Job]) -> None:
+    """A run directory with checkpoints would be trained over; ask for --resume or a fresh root."""
+    taken = [j.workdir for j in jobs if (Path(j.workdir) / "checkpoints").is_dir()]
+    if taken:
+        raise ValueError(f"{', '.join(taken)} already hold checkpoints; pass --resume to continue them or choose "
+                         "another --workdir_root")
+
+
+def describe(job: Job) -> str:
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in job.env.items())
+    return f"{env + ' ' if env else ''}{shlex.join(job.argv)}"
+
+
+def execute(jobs: list[Job], parallel: int) -> list[int | None]:
+    """Run the jobs, ``parallel`` at a time (job i in slot i % parallel); returns each one's exit status, None for
+    those not started.
+
+    After a failure no further job starts; jobs already running finish (their checkpoints stay resumable).
+    """
+    statuses: list[int | None] = [None] * len(jobs)
+    failures: list[Job] = []
+    lock = threading.Lock()
+
+    def run_slot(slot: int) -> None:
+        for i in range(slot, len(jobs), parallel):
+            job = jobs[i]
+            with lock:
+                if failures:
+                    return
+                print(f"[{job.name}] start, log: {job.log}", flush=True)
+            job.log.parent.mkdir(parents=True, exist_ok=True)
+            start = time.perf_counter()
+            with open(job.log, "w", encoding="utf-8") as log:
+                log.write(f"# {describe(job)}\n")
+                log.flush()
+                status = subprocess.run(job.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env={**os.environ, **job.env}).returncode
+            with lock:
+                took = time.perf_counter() - start
+                statuses[i] = status
+                if status == 0:
+                    print(f"[{job.name}] done in {took:.0f} s", flush=True)
+                else:
+                    failures.append(job)
+                    print(f"[{job.name}] FAILED (exit {status}) after {took:.0f} s, log: {job.log}", flush=True)
+
+    threads = [threading.Thread(target=run_slot, args=(slot,)) for slot in range(min(parallel, len(jobs)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 1)[1])
+    p.add_argument("--lambdas", required=True, help="comma-separated RLConfig.lambda_verify values, e.g. 0,0.1,0.5,1")
+    p.add_argument("--gin_file", action="append", default=[], help="gin config (repeatable; default: the built-in)")
+    p.add_argument("--gin_param", action="append", default=[], help="gin binding for every run (repeatable)")
+    p.add_argument("--workdir_root", required=True, help="one sub-directory lambda_<λ> per run")
+    p.add_argument("--target", choices=("local", "gpu", "tpu_vm"), default="local")
+    p.add_argument("--parallel", type=int, default=1, help="local/gpu: runs at a time")
+    p.add_argument("--gpus", default=None, help="gpu: device ids to share out, e.g. 0,1,2,3 (default: all visible)")
+    p.add_argument("--compilation_cache", default=None,
+                   help="local/gpu: JAX's persistent compilation cache shared by the runs (default: ROOT/jax_cache; "
+                        "'' disables; an inherited JAX_COMPILATION_CACHE_DIR wins)")
+    p.add_argument("--resume", action="store_true", help="continue each run from its latest checkpoint")
+    p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--tpu_name", help="tpu_vm: the TPU VM (slice) name")
+    p.add_argument("--zone", help="tpu_vm: its zone, e.g. us-central2-b")
+    p.add_argument("--project", help="tpu_vm: its Google Cloud project")
+    p.add_argument("--remote_dir", help="tpu_vm: the repository on every worker (default: rlvjax, from $HOME)")
+    p.add_argument("--remote_python", help="tpu_vm: the interpreter on the workers (default: python3)")
+    p.add_argument("--log_dir", help="tpu_vm: where gcloud's output is saved here (default: sweep_logs)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    jobs = plan(args)
+    if args.target != "tpu_vm":  # the config lives here; for a TPU VM it lives on the workers
+        check_config(args.gin_file, args.gin_param)
+        if not args.resume and not args.dry_run:
+            check_workdirs(jobs)
+    if args.dry_run:
+        for job in jobs:
+            print(describe(job))
+        return 0
+    statuses = execute(jobs, args.parallel)
+    failures = [(job, status) for job, status in zip(jobs, statuses) if status]
+    if failures:
+        for job, status in failures:
+            print(f"sweep: error: run {job.name} failed with exit status {status}; log: {job.log}\n"
+                  f"--- last lines of {job.log} ---\n{tail(job.log)}", file=sys.stderr)
+        not_run = [job.name for job, status in zip(jobs, statuses) if status is None]
+        if not_run:
+            print(f"sweep: not started after the failure: {', '.join(not_run)}", file=sys.stderr)
+        return 1
+    print(f"sweep done: {len(jobs)} runs in {args.workdir_root}; next: python launch/collect.py "
+          f"--workdir_root {shlex.quote(args.workdir_root)}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (ValueError, OSError) as e:  # gin: a bad binding is a ValueError, a missing file an OSError
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"sweep: error: {message}", file=sys.stderr)
+        sys.exit(2)

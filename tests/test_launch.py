@@ -1,0 +1,204 @@
+"""launch/: the sweep's commands for every target (dry runs), a real two-λ sweep on the CPU, and its collection."""
+
+import importlib.util
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = "configs/tiny_sweep.gin"
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"launch_{name}", REPO / "launch" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+sweep, collect = load_script("sweep"), load_script("collect")
+
+
+def dry_run(capsys, *args):
+    assert sweep.main(["--lambdas", "0,0.10,1", "--gin_file", TINY, "--dry_run", *map(str, args)]) == 0
+    return [shlex.split(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def train_args(label, workdir, extra=()):
+    return ["-m", "rlvjax.train", "--gin_file", TINY, *extra, "--gin_param", f"RLConfig.lambda_verify={label}",
+            "--workdir", str(workdir)]
+
+
+def test_dry_run_local(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    commands = dry_run(capsys, "--workdir_root", tmp_path / "sweep", "--gin_param", "RunConfig.seed = 3")
+    cache = f"JAX_COMPILATION_CACHE_DIR={tmp_path / 'sweep' / 'jax_cache'}"
+    assert commands == [[cache, sys.executable, *train_args(label, tmp_path / "sweep" / f"lambda_{label}",
+                                                            ["--gin_param", "RunConfig.seed = 3"])]
+                        for label in ("0", "0.1", "1")]
+    assert not (tmp_path / "sweep").exists()  # a dry run writes nothing
+
+
+def test_dry_run_gpu_shares_out_devices(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    commands = dry_run(capsys, "--workdir_root", tmp_path, "--target", "gpu", "--parallel", "2", "--gpus", "0,1,2,3",
+                       "--compilation_cache", "")
+    assert [c[:3] for c in commands] == [
+        ["JAX_PLATFORMS=cuda", f"CUDA_VISIBLE_DEVICES={devices}", "XLA_PYTHON_CLIENT_MEM_FRACTION=0.90"]
+        for devices in ("0,1", "2,3", "0,1")]  # run i in slot i % 2
+    assert commands[1][3:] == [sys.executable, *train_args("0.1", tmp_path / "lambda_0.1")]
+    # More runs than devices: two per device, each with half of its memory.
+    commands = dry_run(capsys, "--workdir_root", tmp_path, "--target", "gpu", "--parallel", "4", "--gpus", "0,1",
+                       "--compilation_cache", "")
+    assert [c[1:3] for c in commands] == [[f"CUDA_VISIBLE_DEVICES={d}", "XLA_PYTHON_CLIENT_MEM_FRACTION=0.45"]
+                                          for d in "010"]
+    with pytest.raises(ValueError, match="does not split --gpus 0,1,2 evenly"):
+        dry_run(capsys, "--workdir_root", tmp_path, "--target", "gpu", "--parallel", "2", "--gpus", "0,1,2")
+
+
+def test_dry_run_tpu_vm(capsys):
+    commands = dry_run(capsys, "--workdir_root", "gs://bucket/sweep", "--target", "tpu_vm", "--tpu_name", "v4-32",
+                       "--zone", "us-central2-b", "--project", "my-proj")
+    for label, command in zip(("0", "0.1", "1"), commands):
+        assert command[:-1] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "v4-32", "--zone=us-central2-b",
+                                "--project=my-proj", "--worker=all", "--command"]
+        cd, python = command[-1].split(" && ")
+        assert cd == "cd rlvjax"
+        assert shlex.split(python) == ["python3", *train_args(label, f"gs://bucket/sweep/lambda_{label}")]
+    with pytest.raises(ValueError, match="needs --zone, --project"):
+        dry_run(capsys, "--workdir_root", "r", "--target", "tpu_vm", "--tpu_name", "v4-32")
+    with pytest.raises(ValueError, match="one λ at a time"):
+        dry_run(capsys, "--workdir_root", "r", "--target", "tpu_vm", "--tpu_name", "t", "--zone", "z",
+                "--project", "p", "--parallel", "2")
+
+
+def test_tpu_vm_runs_gcloud_and_keeps_its_output(tmp_path, capsys, monkeypatch):
+    fake = tmp_path / "bin" / "gcloud"  # stands in for the Cloud SDK: prints the --command it was given
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nfor last; do :; done\necho "worker 0: $last"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    assert sweep.main(["--lambdas", "0,1", "--workdir_root", "/mnt/sweep", "--target", "tpu_vm", "--tpu_name", "t",
+                       "--zone", "z", "--project", "p", "--log_dir", str(tmp_path / "logs")]) == 0
+    log = (tmp_path / "logs" / "lambda_1.log").read_text()
+    assert "worker 0: cd rlvjax && python3 -m rlvjax.train --gin_param RLConfig.lambda_verify=1 --workdir " \
+           "/mnt/sweep/lambda_1" in log
+    assert "[lambda=1] done" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("lambdas,extra,message", [
+    ("0,x", [], "'x' is not a number"),
+    ("0,-0.5", [], "lambda_verify=-0.5 must be >= 0"),
+    ("0,0.0,1", [], "0 given more than once"),
+    ("0,1", ["--gin_param", "RLConfig.lambda_verify = 2"], "the sweep sets it from --lambdas"),
+    ("0,1", ["--gin_param", "RLConfig.nope = 2"], "doesn't have a parameter named 'nope'"),
+    ("0,1", ["--zone", "us-central2-b"], "--zone does nothing for --target local"),
+    ("0,1", ["--target", "tpu_vm", "--gpus", "0"], "--gpus does nothing for --target tpu_vm"),
+])
+def test_sweep_rejects_bad_input(tmp_path, lambdas, extra, message):
+    with pytest.raises(ValueError, match=message):
+        sweep.main(["--lambdas", lambdas, "--gin_file", str(REPO / TINY), "--workdir_root", str(tmp_path), *extra])
+    assert not list(tmp_path.iterdir())
+
+
+def test_sweep_stops_after_a_failed_run(tmp_path, capsys):
+    # group_size = 1 passes the sweep's config parse but every run refuses it: both slots fail, the third never starts.
+    status = sweep.main(["--lambdas", "0,1,2", "--gin_file", str(REPO / TINY), "--gin_param", "RLConfig.group_size=1",
+                         "--workdir_root", str(tmp_path), "--parallel", "2", "--compilation_cache", ""])
+    err = capsys.readouterr().err
+    assert status == 1
+    for label in ("0", "1"):
+        log = tmp_path / f"lambda_{label}" / "train.log"
+        assert f"run lambda={label} failed with exit status 2; log: {log}" in err
+        assert "group_size=1" in log.read_text()
+    assert "not started after the failure: lambda=2" in err and not (tmp_path / "lambda_2").exists()
+    # What was written cannot be trained over by accident once it holds checkpoints.
+    (tmp_path / "lambda_0" / "checkpoints").mkdir()
+    with pytest.raises(ValueError, match="already hold checkpoints; pass --resume"):
+        sweep.main(["--lambdas", "0", "--gin_file", str(REPO / TINY), "--workdir_root", str(tmp_path)])
+
+
+def test_local_sweep_then_collect(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    # Cache every compilation, however quick, so the second run reuses the first's (tiny CPU programs compile in
+    # under JAX's default 1 s threshold); skip LLVM's optimisations, which cost more than these programs run.
+    env = {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    done = subprocess.run([sys.executable, "launch/sweep.py", "--lambdas", "0.5,0", "--gin_file", TINY,
+                           "--workdir_root", str(root)], capture_output=True, text=True, timeout=600, cwd=REPO,
+                          env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[lambda=0.5] done" in done.stdout and "[lambda=0] done" in done.stdout
+    assert (root / "jax_cache").is_dir()
+    for label in ("0", "0.5"):
+        assert set(json.loads((root / f"lambda_{label}" / "eval.json").read_text())) == {"warm_start", "final"}
+
+    # λ comes from the checkpoint's config, whatever the directory is called.
+    (root / "lambda_0").rename(root / "baseline")
+    collect.main(["--workdir_root", str(root), "--out", str(tmp_path / "report")])
+    out = capsys.readouterr().out
+    rows = json.loads((tmp_path / "report" / "sweep.json").read_text())["runs"]
+    assert [(r["lambda"], r["run"]) for r in rows] == [(0.0, "baseline"), (0.5, "lambda_0.5")]
+    for row in rows:
+        final = json.loads((root / row["run"] / "eval.json").read_text())["final"]
+        assert row["num_samples"] == 2 and row["num_problems"] == 8
+        assert row["weighted"] == final["accuracy"]["weighted"]["2"]
+        assert row["verifier_balanced_accuracy"] == final["verifier"]["verifier_balanced_accuracy"]
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    assert table[0].startswith("| λ | K | pass@1 | maj@K | wt@K | BoN@K | ver. bal. acc | AUROC |")
+    assert [line.split("|")[1].strip() for line in table[2:]] == ["0", "0.5"]
+    assert (tmp_path / "report" / "sweep.png").stat().st_size > 10_000
+
+
+def write_eval(path, *, pass1, majority, weighted, best, bal_acc, auroc, k=4):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ns = [1, 2, 4]
+    curve = lambda top: {str(n): top if n == k else 0.0 for n in ns}  # noqa: E731
+    report = {"num_problems": 10, "num_samples": k, "ns": ns, "pass@1": pass1, "pass@k": curve(0.9),
+              "accuracy": {"majority": curve(majority), "weighted": curve(weighted), "best_of_n": curve(best)},
+              "verifier": {"verifier_accuracy": 0.5, "verifier_balanced_accuracy": bal_acc, "verifier_auroc": auroc,
+                           "calibration_error": 0.1},
+              "compute_efficiency_weighted_vs_majority": 1.5}
+    path.write_text(json.dumps({"warm_start": {}, "final": report}))
+
+
+def test_collect_by_hand(tmp_path, capsys):
+    write_eval(tmp_path / "lambda_1" / "eval.json", pass1=0.4, majority=0.5, weighted=0.6, best=0.55, bal_acc=0.8,
+               auroc=0.85)
+    write_eval(tmp_path / "lambda_0.1" / "eval" / "final" / "eval.json", pass1=0.3, majority=0.45, weighted=0.5,
+               best=0.35, bal_acc=0.7, auroc=math.nan)  # rlvjax.evaluate's output; AUROC undefined
+    (tmp_path / "lambda_2").mkdir()  # a run that never finished
+    (tmp_path / "jax_cache").mkdir()  # not a run
+    collect.main(["--workdir_root", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[2:4] == [
+        "| 0.1 | 4 | 0.300 | 0.450 | 0.500 | 0.350 | 0.700 | n/a |",
+        "| 1 | 4 | 0.400 | 0.500 | 0.600 | 0.550 | 0.800 | 0.850 |"]
+    assert "no eval.json in lambda_2" in captured.err and "jax_cache" not in captured.err
+    rows = json.loads((tmp_path / "sweep.json").read_text())["runs"]  # strict JSON: NaN is null
+    assert rows[0]["verifier_auroc"] is None and rows[1]["best_of_n"] == 0.55
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_collect_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        collect.collect(tmp_path / "nope")
+    (tmp_path / "lambda_0").mkdir()
+    done = subprocess.run([sys.executable, "launch/collect.py", "--workdir_root", str(tmp_path)], capture_output=True,
+                          text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("collect: error: no eval.json in any run under")
+    assert "RunConfig.final_eval_samples > 0" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    write_eval(tmp_path / "run_x" / "eval.json", pass1=0, majority=0, weighted=0, best=0, bal_acc=0.5, auroc=0.5)
+    with pytest.raises(ValueError, match="its name is not lambda_<value>"):
+        collect.collect(tmp_path)
