@@ -69,12 +69,28 @@ def _braces_balanced(text: str) -> bool:
 
 
 def _unwrap_box(content: str) -> str:
-    """`\\boxed{\\boxed{4}}` -> `4`."""
-    while (m := _BOX_START.match(content)) and content.startswith("{", m.end()):
-        if _balanced_end(content, m.end()) != len(content) - 1:
+    """`\\boxed{\\boxed{4}}` -> `4`. Brace pairs are matched in one pass and the layers peeled by index: rescanning
+    and slicing per layer was quadratic, and nested boxes held the parent 3 s at 20 kB of model output, over a
+    minute at 100 kB."""
+    closing, opened = {}, []
+    for m in re.finditer(r"\\.|[{}]", content):
+        if m.group() == "{":
+            opened.append(m.start())
+        elif m.group() == "}" and opened:
+            closing[opened.pop()] = m.start()
+    start, end = 0, len(content)
+    while (m := _BOX_START.match(content, start, end)) and content.startswith("{", m.end(), end):
+        if closing.get(m.end()) != end - 1:
             break
-        content = content[m.end() + 1 : -1].strip()
-    return content
+        start, end = m.end() + 1, end - 1
+        while start < end and content[start].isspace():
+            start += 1
+        while end > start and content[end - 1].isspace():
+            end -= 1
+    return content[start:end]
+
+
+_BARE_TOKEN = re.compile(r"\s*([^\s${}]+)")
 
 
 def _boxed_contents(text: str) -> list[str | None]:
@@ -88,7 +104,7 @@ def _boxed_contents(text: str) -> list[str | None]:
             found.append(None if end is None else _unwrap_box(text[i + 1 : end].strip()) or None)
             pos = len(text) if end is None else end + 1
         else:
-            token = re.match(r"\s*([^\s${}]+)", text[i:])
+            token = _BARE_TOKEN.match(text, i)  # in place: slicing text[i:] per box was quadratic
             found.append(token.group(1).rstrip(".") or None if token else None)
             pos = i
     return found
