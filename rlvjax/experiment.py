@@ -100,8 +100,8 @@ def build_records(task: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:
     raise ValueError(f"unknown task {task.name!r}; use 'arithmetic', 'digit' or 'file'")
 
 
-def warm_start_pairs(task: TaskSpec, num: int, mistake_rate: float, seed: int) -> list[tuple[str, str]]:
-    """(prompt, completion) pairs whose completions are right with a controlled probability."""
+def warm_start_pairs(task: TaskSpec, num: int, mistake_rate: float, seed: int) -> list[tuple[str, str, bool]]:
+    """(prompt, completion, correct) examples whose completions are right with a controlled probability."""
     if task.name == "arithmetic":
         return arithmetic.sft_examples(seed, num, mistake_rate, task.levels)
     if task.name == "digit":  # the boxed digit is the prompt's with probability 1 - mistake_rate, else another
@@ -111,7 +111,7 @@ def warm_start_pairs(task: TaskSpec, num: int, mistake_rate: float, seed: int) -
             digit = int(r["gold"])
             if rng.random() < mistake_rate:
                 digit = (digit + int(rng.integers(1, 10))) % 10
-            pairs.append((r["prompt"], arithmetic.format_solution([], digit)))
+            pairs.append((r["prompt"], arithmetic.format_solution([], digit), str(digit) == r["gold"]))
         return pairs
     raise ValueError(f"task {task.name!r} has no generated solutions for a warm start; set WarmStartConfig.num_steps"
                      " = 0 and start from an instruction-tuned checkpoint")

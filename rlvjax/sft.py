@@ -26,8 +26,15 @@ class WarmStartConfig:
     learning_rate: float = 1e-3
     num_examples: int = 20000
     mistake_rate: float = 0.3  # share of steps with a plausible mistake in the arithmetic warm-start data
-    verify_format_rate: float = 0.25  # share of rows teaching the verify answer format (random verdicts)
+    verify_format_rate: float = 0.25  # share of rows that are verification rows (prompt, solution, verify prompt)
+    # Their verdict: "random" teaches only the answer format; "graded" says whether the solution's answer is right
+    # (a verification prior, as a pretrained LLM brings one; RL^V then adapts it to the policy's own rollouts).
+    verify_labels: str = "random"
     seed: int = 0
+
+    def __post_init__(self):
+        if self.verify_labels not in ("random", "graded"):
+            raise ValueError(f"verify_labels={self.verify_labels!r}; use 'random' or 'graded'")
 
 
 def encode_example(prompt_ids: list[int], completion_ids: list[int], *, eos_id: int, verify_suffix=(),
@@ -62,19 +69,30 @@ def sft_loss(graphdef, params, ids, mask, loss_mask):
     return jnp.sum(nll * loss_mask[:, :-1]), jnp.sum(loss_mask[:, :-1])
 
 
-def warm_start(graphdef, params, tokenizer, pairs: Sequence[tuple[str, str]], cfg: WarmStartConfig,
-               *, eos_id: int, pad_id: int, verify_suffix=(), verdict_ids=(), progress: bool = True):
-    """``cfg.num_steps`` AdamW steps on shuffled minibatches of ``pairs``; returns the new params.
+def row_verdict(rng: np.random.Generator, cfg: WarmStartConfig, correct: bool, verdict_ids) -> int | None:
+    """The verdict id a warm-start row is trained to answer (``verdict_ids = (yes, no)``), or None for a policy
+    row. The random guess is drawn in both modes, so "graded" and "random" runs see the same rows."""
+    if not verdict_ids or rng.random() >= cfg.verify_format_rate:
+        return None
+    guess = int(rng.integers(len(verdict_ids)))
+    return int(verdict_ids[0 if correct else 1] if cfg.verify_labels == "graded" else verdict_ids[guess])
 
-    A ``verify_format_rate`` share of rows are verification rows with a *random* verdict from ``verdict_ids``:
-    they teach the answer format of the verify prompt (so L_V starts near log 2, not at a large value whose
-    gradient would swamp the policy's) and nothing about which solutions are right.
+
+def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, bool]], cfg: WarmStartConfig,
+               *, eos_id: int, pad_id: int, verify_suffix=(), verdict_ids=(), progress: bool = True):
+    """``cfg.num_steps`` AdamW steps on shuffled minibatches of ``(prompt, completion, correct)`` examples;
+    returns the new params.
+
+    A ``verify_format_rate`` share of rows are verification rows, verdict ids ``(yes, no)``. With
+    ``verify_labels="random"`` the verdict is random: those rows teach the answer format of the verify prompt
+    (so L_V starts near log 2, not at a large value whose gradient would swamp the policy's) and nothing about
+    which solutions are right. With ``"graded"`` the verdict is ``correct``.
     """
     tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, max(cfg.num_steps // 20, 1),
                                                         max(cfg.num_steps, 2), cfg.learning_rate * 0.05))
     opt_state = tx.init(params)
     encoded = [(tokenizer.encode(p, add_special_tokens=False), tokenizer.encode(c, add_special_tokens=False))
-               for p, c in pairs]  # once: tokenizing per step would cost more than the step
+               for p, c, _ in examples]  # once: tokenizing per step would cost more than the step
     width = max(len(p) + len(c) for p, c in encoded) + len(verify_suffix) + 1
 
     def mean_loss(params, ids, mask, loss_mask):
@@ -90,14 +108,11 @@ def warm_start(graphdef, params, tokenizer, pairs: Sequence[tuple[str, str]], cf
     rng = np.random.default_rng(cfg.seed)
     bar = tqdm(range(cfg.num_steps), desc="warm start", disable=not progress, dynamic_ncols=True)
     for i in bar:
-        examples = []
-        for j in rng.choice(len(pairs), cfg.batch_size, replace=False):
-            verdict = None
-            if verdict_ids and rng.random() < cfg.verify_format_rate:
-                verdict = int(verdict_ids[rng.integers(len(verdict_ids))])
-            examples.append(encode_example(*encoded[j], eos_id=eos_id, verify_suffix=verify_suffix,
-                                           verdict_id=verdict))
-        batch = sft_batch(examples, pad_id=pad_id, width=width)
+        rows = []
+        for j in rng.choice(len(examples), cfg.batch_size, replace=False):
+            verdict = row_verdict(rng, cfg, examples[j][2], verdict_ids)
+            rows.append(encode_example(*encoded[j], eos_id=eos_id, verify_suffix=verify_suffix, verdict_id=verdict))
+        batch = sft_batch(rows, pad_id=pad_id, width=width)
         params, opt_state, loss = step(params, opt_state, *map(jnp.asarray, batch))
         if (i + 1) % 50 == 0 or i + 1 == cfg.num_steps:
             bar.set_postfix(loss=f"{float(loss):.3f}")

@@ -196,9 +196,10 @@ def test_carry_mistakes():
 def test_sft_examples():
     examples = sft_examples(0, 400, 0.3, levels=(2, 3))
     problems = generate(0, 400, levels=(2, 3))
-    assert [prompt for prompt, _ in examples] == [p.prompt for p in problems]
-    correct = [completion == p.solution for (_, completion), p in zip(examples, problems)]
+    assert [prompt for prompt, _, _ in examples] == [p.prompt for p in problems]
+    correct = [completion == p.solution for (_, completion, _), p in zip(examples, problems)]
     assert 0.25 < np.mean(correct) < 0.55  # (0.7**2 + 0.7**3) / 2 = 0.42
+    assert correct == [ok for _, _, ok in examples]  # the flag is the answer's correctness
 
 
 # --- tokenizer ------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from rlvjax import sft
@@ -28,3 +29,24 @@ def test_rows_and_loss_mask_by_hand():
     expected = -(logp[0, 1, 9] + logp[0, 2, 10] + logp[0, 3, 2] + logp[1, 5, 4])
     assert int(count) == 4
     np.testing.assert_allclose(total, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("labels", ["random", "graded"])
+def test_row_verdicts(labels):
+    cfg = sft.WarmStartConfig(verify_format_rate=0.4, verify_labels=labels)
+    rng = np.random.default_rng(0)
+    correct = rng.random(4000) < 0.3
+    verdicts = [sft.row_verdict(rng, cfg, bool(c), (4, 5)) for c in correct]
+    chosen = np.asarray([v is not None for v in verdicts])
+    assert 0.37 < chosen.mean() < 0.43  # the verification share
+    yes = np.asarray([v == 4 for v in verdicts])
+    if labels == "graded":  # the verdict is the solution's correctness
+        assert np.array_equal(yes[chosen], correct[chosen])
+    else:  # format only: Yes half the time, whatever the solution
+        assert abs(yes[chosen & correct].mean() - 0.5) < 0.08 and abs(yes[chosen & ~correct].mean() - 0.5) < 0.05
+    assert sft.row_verdict(rng, cfg, True, ()) is None  # no verdict ids: policy rows only
+
+
+def test_unknown_verify_labels_is_an_error():
+    with pytest.raises(ValueError, match="verify_labels='gold'; use 'random' or 'graded'"):
+        sft.WarmStartConfig(verify_labels="gold")

@@ -259,10 +259,12 @@ def noisy_solution(problem: Problem, rng: np.random.Generator, mistake_rate: flo
     return format_solution(steps, acc), str(acc) == problem.gold
 
 
-def sft_examples(seed: int, n: int, mistake_rate: float, levels: Sequence[int] = LEVELS) -> list[tuple[str, str]]:
-    """`n` (prompt, completion) pairs of train-side problems with noisy solutions, deterministic in `seed`."""
+def sft_examples(seed: int, n: int, mistake_rate: float,
+                 levels: Sequence[int] = LEVELS) -> list[tuple[str, str, bool]]:
+    """`n` (prompt, completion, answer correct) triples of train-side problems with noisy solutions,
+    deterministic in `seed`."""
     rng = np.random.default_rng(seed)
-    return [(p.prompt, noisy_solution(p, rng, mistake_rate)[0]) for p in generate(seed, n, levels)]
+    return [(p.prompt, *noisy_solution(p, rng, mistake_rate)) for p in generate(seed, n, levels)]
 
 
 # --- the trivial task of the training-loop tests (issue 4) --------------------------------------------------------
