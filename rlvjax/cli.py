@@ -1,22 +1,100 @@
-"""What the command-line entry points share: user errors end as one line on stderr and a non-zero exit."""
+"""What the command-line entry points share: how a run ends.
+
+- bad input (a config, a path, a value): one line ``name: error: ...`` on stderr naming the problem and the fix,
+  exit 2, and nothing written (the entry points validate before they create anything);
+- a run that stops itself (:class:`RunFailed`, e.g. non-finite updates): one line, exit 1;
+- a preemption notice that was honoured (:class:`Preempted`): one line, exit 0, since the state is saved and the
+  scheduler's restart with ``--resume`` continues exactly.
+
+docs/errors.md lists every bad input with its message and where it is checked.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Callable
+import tokenize
+from typing import Callable, Sequence
 
-USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, UnicodeDecodeError)
+
+class UserError(Exception):
+    """Bad input that no builtin exception type names (e.g. a disk too small for one checkpoint)."""
+
+
+class RunFailed(RuntimeError):
+    """The run stopped itself for a reason it states in one line; its last good checkpoint is intact."""
+
+
+class Preempted(Exception):
+    """SIGTERM was honoured: the state is saved (or nothing was lost yet); rerun with --resume to continue."""
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+               NotADirectoryError, UnicodeDecodeError, UserError)
+
+
+def one_line(error: BaseException) -> str:
+    """The message on one line; gin's "In call to configurable ..." trailer is dropped (our messages name the
+    configurable already)."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    return " ".join(line for line in lines if line and not line.startswith("In call to configurable"))
 
 
 def run_main(name: str, main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
-    """Wrap an absl ``main``: bad input (a config, a path, a value) prints ``name: error: ...`` and exits 2."""
+    """Wrap an absl ``main`` with the endings in the module docstring."""
 
     def wrapped(argv):
         try:
             main(argv)
+        except Preempted as e:
+            print(f"{name}: {one_line(e)}", file=sys.stderr)
+            sys.exit(0)
+        except RunFailed as e:
+            print(f"{name}: error: {one_line(e)}", file=sys.stderr)
+            sys.exit(1)
         except USER_ERRORS as e:
-            message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-            print(f"{name}: error: {message}", file=sys.stderr)
+            print(f"{name}: error: {one_line(e)}", file=sys.stderr)
             sys.exit(2)
 
     return wrapped
+
+
+def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
+    """``gin.parse_config_files_and_bindings`` with one-line errors: a missing file, a syntax error (with file and
+    line), an unknown configurable or parameter (with the binding)."""
+    import gin
+
+    resolved = []
+    for file in files:  # found here (also under gin's search paths) so gin need not log each miss
+        found = [p for p in (os.path.join(root, file) for root in gin.config._LOCATION_PREFIXES) if os.path.isfile(p)]
+        if not found:
+            raise FileNotFoundError(f"no such gin file: {file}; check the --gin_file path")
+        resolved.append(os.path.abspath(found[0]))
+    for source in [*resolved, None]:  # one at a time, so that a syntax error can name its file
+        try:
+            gin.parse_config_file(source) if source is not None else gin.parse_config(list(bindings))
+        except (SyntaxError, tokenize.TokenError) as e:
+            where = _where(e, source)
+            raise ValueError(f"malformed gin config{where}: {_first_line(e)}; each binding is "
+                             "'Configurable.parameter = python_literal'") from None
+        except ValueError as e:
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            lines[0], where = lines[0].rstrip("."), " ".join(lines[1:3])
+            hint = ("see the configurables' dataclass fields (rlvjax/experiment.py, rl/steps.py, sft.py, parallel.py)"
+                    if "No configurable matching" in lines[0] or "doesn't have a parameter" in lines[0] else
+                    "fix the binding")
+            raise ValueError(f"{lines[0]} ({where}); {hint}" if where else f"{lines[0]}; {hint}") from None
+    gin.finalize()
+
+
+def _where(error: BaseException, source: str | None) -> str:
+    filename, lineno = getattr(error, "filename", None) or source, getattr(error, "lineno", None)
+    if isinstance(error, tokenize.TokenError) and len(error.args) > 1:
+        lineno = error.args[1][0]
+    place = f" in {filename}" if filename else " in the --gin_param bindings"
+    return f"{place} line {lineno}" if lineno else place
+
+
+def _first_line(error: BaseException) -> str:
+    message = error.msg if isinstance(error, SyntaxError) and error.msg else str(error.args[0] if error.args else error)
+    return message.strip().splitlines()[0].rstrip(".") if message.strip() else type(error).__name__

@@ -8,6 +8,7 @@ the same table shards them too. A dimension that the mesh axis does not divide i
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from typing import Sequence
 
@@ -33,23 +34,86 @@ PARTITION_RULES: tuple[tuple[str, P], ...] = (
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-    """Mesh axis sizes; one of them may be -1 (all remaining devices)."""
+    """Mesh axis sizes (one of them may be -1: all remaining devices) and how to join a multi-host job.
+
+    Multi-host: run the same program on every host with ``coordinator_address`` ("host:port" of process 0, plus
+    ``num_processes`` and ``process_id``), or ``"auto"`` to let ``jax.distributed`` detect the cluster (TPU pods,
+    SLURM, Open MPI, Kubernetes). A field left None is read from the environment (``ENV``); nothing set anywhere
+    means one process. The mesh then spans every process's devices.
+    """
 
     data: int = -1
     fsdp: int = 1
     tensor: int = 1
-    coordinator_address: str | None = None  # set (with the two below) to call jax.distributed.initialize
+    coordinator_address: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
-    initialization_timeout_s: int = 300
+    initialization_timeout_s: int = 300  # how long to wait for every process to connect
+    # A process silent this long is declared dead and every other process exits with an error naming it, instead
+    # of waiting at its next collective forever. Heartbeats come from a background thread (a long compile does
+    # not delay them), so only a host's network or scheduler hiccups need headroom.
+    heartbeat_timeout_s: int = 100
+    shutdown_timeout_s: int = 300  # how long a finished process waits at exit for the others to finish too
+
+
+# Environment fallbacks for fields left None, first set wins (JAX_COORDINATOR_ADDRESS is jax.distributed's own).
+ENV = {"coordinator_address": ("RLVJAX_COORDINATOR", "JAX_COORDINATOR_ADDRESS"),
+       "num_processes": ("RLVJAX_NUM_PROCESSES",), "process_id": ("RLVJAX_PROCESS_ID",)}
+AUTO = "auto"
+
+
+def distributed_args(cfg: MeshConfig, environ=os.environ) -> dict | None:
+    """The keyword arguments of ``jax.distributed.initialize`` for ``cfg`` and ``environ``; None: one process."""
+    def setting(name):
+        value = getattr(cfg, name)
+        if value is None:
+            value = next((environ[var] for var in ENV[name] if environ.get(var)), None)
+        return value
+
+    address = setting("coordinator_address")
+    if address is None:
+        return None
+    for name in ("initialization_timeout_s", "heartbeat_timeout_s", "shutdown_timeout_s"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"MeshConfig.{name}={value!r} must be a whole number of seconds >= 1")
+    timeouts = dict(initialization_timeout=cfg.initialization_timeout_s,
+                    heartbeat_timeout_seconds=cfg.heartbeat_timeout_s,
+                    shutdown_timeout_seconds=cfg.shutdown_timeout_s)
+    if address == AUTO:  # the cluster environment knows the coordinator, the process count and this process's id
+        return timeouts
+    num_processes, process_id = setting("num_processes"), setting("process_id")
+    if num_processes is None or process_id is None:
+        raise ValueError(f"coordinator {address} needs num_processes and process_id too: set MeshConfig."
+                         "num_processes / process_id or RLVJAX_NUM_PROCESSES / RLVJAX_PROCESS_ID, or use "
+                         f"coordinator_address='{AUTO}' where the cluster provides them")
+    try:
+        num_processes, process_id = int(num_processes), int(process_id)
+    except ValueError:
+        raise ValueError(f"num_processes={num_processes!r}, process_id={process_id!r}: need integers") from None
+    if not 0 <= process_id < num_processes:
+        raise ValueError(f"process_id={process_id}, num_processes={num_processes}; need 0 <= process_id < "
+                         "num_processes")
+    return dict(coordinator_address=address, num_processes=num_processes, process_id=process_id, **timeouts)
 
 
 def initialize_distributed(cfg: MeshConfig) -> None:
-    """Join the multi-host job when configured; a single process needs nothing."""
-    if cfg.coordinator_address is None:
+    """Join the multi-host job when configured (gin or environment); a single process needs nothing.
+
+    Must run before anything touches a device (JAX raises otherwise). A second call (e.g. the baseline run after
+    the main one in the same process) is a no-op.
+    """
+    args = distributed_args(cfg)
+    if args is None or jax.distributed.is_initialized():
         return
-    jax.distributed.initialize(cfg.coordinator_address, cfg.num_processes, cfg.process_id,
-                               initialization_timeout=cfg.initialization_timeout_s)
+    try:
+        jax.distributed.initialize(**args)
+    except ValueError as e:
+        if "coordinator_address" in args:
+            raise
+        raise ValueError(f"coordinator_address='{AUTO}' found no cluster to join ({e}); JAX detects TPU pods, SLURM, "
+                         "Open MPI and Kubernetes jobs. Elsewhere set RLVJAX_COORDINATOR=host:port, "
+                         "RLVJAX_NUM_PROCESSES and RLVJAX_PROCESS_ID on every process") from None
 
 
 def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -84,6 +84,36 @@ def suppress(logits: jax.Array, suppress_ids: Sequence[int]) -> jax.Array:
     return logits.at[..., jnp.asarray(suppress_ids, jnp.int32)].set(-jnp.inf)
 
 
+def categorical(keys: jax.Array, logits: jax.Array, block: int = 128) -> jax.Array:
+    """One draw per row from ``softmax(logits [R, V])`` (``keys``: one PRNG key per row); -inf entries never win.
+
+    Inverts the CDF with a single uniform per row instead of ``jax.random.categorical``'s Gumbel per vocabulary
+    entry: V threefry draws per row and step cost several times the lm-head matmul on CPU (docs/benchmarks.md).
+    The CDF is summed in two levels (block totals, then within the chosen block), so f32 rounding is relative to a
+    block's mass rather than to the whole distribution's.
+    """
+    r, v = logits.shape
+    block = min(block, v)
+    probs = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+    nb = -(-v // block)
+    probs = jnp.pad(probs, ((0, 0), (0, nb * block - v))).reshape(r, nb, block)
+    target = jax.vmap(jax.random.uniform)(keys)  # in [0, 1), scaled to the total mass below
+
+    def first_above(cum, mass, level):  # first index whose cumulative mass exceeds level; past rounding, the last
+        hit = cum > level[:, None]  # index with mass (a zero-mass index is never past a rise in ``cum``)
+        last = cum.shape[-1] - 1 - jnp.argmax((mass > 0)[:, ::-1], axis=-1)
+        return jnp.where(jnp.any(hit, axis=-1), jnp.argmax(hit, axis=-1), last)
+
+    block_mass = jnp.sum(probs, axis=-1)
+    block_cum = jnp.cumsum(block_mass, axis=-1)
+    target = target * block_cum[:, -1]
+    b = first_above(block_cum, block_mass, target)
+    before = jnp.take_along_axis(block_cum - block_mass, b[:, None], axis=-1)[:, 0]
+    inside = jnp.take_along_axis(probs, b[:, None, None], axis=1)[:, 0]
+    j = first_above(jnp.cumsum(inside, axis=-1), inside, jnp.maximum(target - before, 0.0))
+    return b * block + j
+
+
 def _choose(logits: jax.Array, keys: jax.Array, params: SamplingParams) -> tuple[jax.Array, jax.Array]:
     """Pick one token per row (``keys``: one PRNG key per row); returns (token, its log-prob)."""
     logits = suppress(logits.astype(jnp.float32), params.suppress_ids)
@@ -102,7 +132,7 @@ def _choose(logits: jax.Array, keys: jax.Array, params: SamplingParams) -> tuple
             probs = jax.nn.softmax(values, axis=-1)
             before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each candidate
             values = jnp.where(before < params.top_p, values, -jnp.inf)  # the top candidate always survives
-        choice = jax.vmap(jax.random.categorical)(keys, values)
+        choice = categorical(keys, values)
         token = choice if index is None else jnp.take_along_axis(index, choice[:, None], axis=-1)[:, 0]
     return token.astype(jnp.int32), jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
 

@@ -8,6 +8,11 @@ dataclass (see ``experiment.py``, ``rl/steps.py``, ``parallel.py``); with no fla
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +24,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from rlvjax import cli, evaluate, experiment, parallel, sampling, sft
-from rlvjax.checkpoint import Checkpointer
+from rlvjax.checkpoint import ARCHITECTURE_KEYS, Checkpointer, check_config, check_free_space
 from rlvjax.data import pipeline
 from rlvjax.metrics import MetricsWriter
 from rlvjax.model.hf import load_hf, save_hf
@@ -47,98 +52,246 @@ def to_host(x: jax.Array) -> np.ndarray:
 
 
 def train(workdir: str, *, resume: bool = False) -> list[dict]:
-    """Run the configured RL^V training; returns the logged metrics of the steps it ran."""
+    """Run the configured RL^V training; returns the logged metrics of the steps it ran.
+
+    Everything that can be wrong with the config, the model or the data fails before anything is written. A run
+    killed at any point and restarted with ``resume=True`` continues from its latest complete checkpoint and logs
+    exactly what the uninterrupted run would have (``metrics.jsonl`` is rewound to that step first). SIGTERM saves
+    at the next step boundary and raises :class:`cli.Preempted`; ``OptimConfig.max_consecutive_nonfinite``
+    non-finite updates in a row raise :class:`cli.RunFailed` without saving the step that tripped it.
+    """
     run, rl, optim, mesh_cfg = experiment.RunConfig(), steps.RLConfig(), steps.OptimConfig(), parallel.MeshConfig()
+    check_run_config(run, rl)
     parallel.initialize_distributed(mesh_cfg)
     mesh = parallel.make_mesh(mesh_cfg)
     parallel.check_batch(run.batch_size, mesh, "batch_size (prompts per step)")
     model, tokenizer = experiment.build_policy(experiment.ModelSpec())
     train_records, eval_records = experiment.build_records(experiment.TaskSpec(), tokenizer)
     vt = experiment.verifier_tokens(tokenizer)
-    checkpoints = Checkpointer(Path(workdir).absolute() / "checkpoints", max_to_keep=run.max_to_keep)
-    graphdef, params = nnx.split(model)
-    params = nnx.to_pure_dict(params)
     warm = sft.WarmStartConfig()
-    resuming = resume and checkpoints.latest_step() is not None
-    if warm.num_steps and not resuming:
-        pairs = experiment.warm_start_pairs(experiment.TaskSpec(), warm.num_examples, warm.mistake_rate, warm.seed)
-        params = sft.warm_start(graphdef, params, tokenizer, pairs, warm, eos_id=tokenizer.eos_token_id,
-                                pad_id=vt.pad_id, verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id),
-                                progress=jax.process_index() == 0)
-        if jax.process_index() == 0:
-            save_hf(nnx.merge(graphdef, params), tokenizer, Path(workdir) / "warm_start")
-    tx = optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
-    statics = experiment.statics(graphdef, tx, rl, tokenizer)
-    state = steps.init_state(params, tx, seed=run.seed, keep_reference=rl.beta > 0)
-    state = jax.device_put(state, parallel.shardings(state, mesh))
+    if warm.num_steps:  # a task without generated solutions fails now, not after the workdir exists
+        experiment.warm_start_pairs(experiment.TaskSpec(), 0, warm.mistake_rate, warm.seed)
     indexed = [{**r, "index": i} for i, r in enumerate(train_records)]
     data = pipeline.make_iterator(indexed, batch_size=run.batch_size // jax.process_count(), seed=run.seed,
                                   shard_index=jax.process_index(), shard_count=jax.process_count())
+    graphdef, params = nnx.split(model)
+    params = nnx.to_pure_dict(params)
+    workdir = Path(workdir).absolute()
+    check_free_space(workdir, checkpoint_bytes(params, keep_reference=rl.beta > 0))
+    checkpoints = Checkpointer(workdir / "checkpoints", max_to_keep=run.max_to_keep)  # creates the workdir
     config = experiment.config_dict()
-    if resuming:
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-        state, data_state, _ = checkpoints.restore(abstract, config=config)
-        data.set_state(data_state)
-    jitted = steps.jit_steps(statics, mesh, state)
-    step_values = advantages_lib.uses_step_values(rl.algorithm)
-    start = int(state.step)
-    writer = MetricsWriter(workdir, total_steps=run.num_steps, initial_step=start, enabled=jax.process_index() == 0)
-    rows2 = parallel.batch_sharding(mesh, 2)
-    history = []
-    for step in range(start, run.num_steps):
-        t0 = time.perf_counter()
-        # Each process reads its own shard; the indices are gathered so that every host sees the global batch
-        # (prompts to pad alike, golds to grade all rows; grading is cheap next to sampling).
-        batch = [train_records[i] for i in to_host(np.asarray([r["index"] for r in next(data)]))]
-        prompts = experiment.encode_prompts(tokenizer, [r["prompt"] for r in batch])
-        ids, mask = sampling.left_pad(prompts, pad_id=vt.pad_id)
-        roll = jitted.rollout(state.params, to_global(ids, rows2), to_global(mask, rows2),
-                              jax.random.fold_in(jax.random.key(run.seed), step))
-        tokens, lengths, finished, verify_lp = map(to_host, (roll.tokens, roll.lengths, roll.finished,
-                                                             roll.verify_logprobs))
-        t1 = time.perf_counter()
-        b, g, n = tokens.shape
-        texts = experiment.decode_completions(tokenizer, tokens.reshape(b * g, n), lengths.ravel(), finished.ravel())
-        golds = [r["gold"] for r in batch for _ in range(g)]
-        rewards = grade_completions(texts, golds)[0].astype(np.float32).reshape(b, g)
-        t2 = time.perf_counter()
-        if step_values:  # VinePPO: Monte-Carlo values of every step prefix, then per-token advantages
-            value_fn = vineppo.value_sampler(nnx.merge(graphdef, state.params), tokenizer, rl, vt,
-                                             seed=run.seed + 7919 * step)
-            token_adv, _ = vineppo.token_advantages(
-                value_fn, tokenizer, [prompts[i // g] for i in range(b * g)], golds, tokens.reshape(b * g, n),
-                lengths.ravel(), texts, rewards.ravel(), max_steps=rl.vineppo_max_steps)
-            token_adv = token_adv.reshape(b, g, n).astype(np.float32)
-            update_batch = jitted.build(roll, to_global(token_adv, parallel.batch_sharding(mesh, 3)),
-                                        to_global(rewards, rows2))
-            adv = token_adv.sum(-1) / np.maximum(lengths, 1)
-        else:
-            update_batch, adv = jitted.prepare(roll, to_global(rewards, rows2))
-            adv = to_host(adv)
-        state, update_metrics = jitted.update(state, update_batch)
-        update_metrics = jax.device_get(update_metrics)
-        t3 = time.perf_counter()
-        metrics = {**diagnostics.rollout_stats(rewards, adv, lengths, finished, verify_lp), **update_metrics,
-                   "time/rollout_s": t1 - t0, "time/grade_s": t2 - t1, "time/update_s": t3 - t2,
-                   "rollout_tokens_per_s": float(lengths.sum()) / (t1 - t0),
-                   "update_tokens_per_s": float(update_batch.input_ids.size) * rl.num_ppo_epochs / (t3 - t2)}
-        if eval_records and ((run.eval_every and (step + 1) % run.eval_every == 0) or step + 1 == run.num_steps):
-            metrics.update(evaluate.quick_eval(statics, state.params, tokenizer, eval_records, mesh,
-                                               num_samples=run.eval_samples, seed=run.seed))
-        history.append(writer.write(step + 1, metrics))
-        if (step + 1) % run.log_every == 0:
-            p_yes = 1.0 / (1.0 + np.exp(verify_lp[..., 1] - verify_lp[..., 0]))
-            writer.samples(step + 1, [{"prompt": batch[i // g]["prompt"], "completion": texts[i],
-                                       "gold": batch[i // g]["gold"], "reward": float(rewards.flat[i]),
-                                       "p_yes": float(p_yes.flat[i])} for i in range(min(4, b * g))])
-        if (step + 1) % run.checkpoint_every == 0 or step + 1 == run.num_steps:
-            checkpoints.save(step + 1, state, data_state=data.get_state(), config=config)
-    if run.export_final and jax.process_index() == 0:
-        save_hf(nnx.merge(graphdef, jax.device_get(state.params)), tokenizer, Path(workdir) / "final")
-    checkpoints.wait()
-    checkpoints.close()
-    writer.close()
+    latest = checkpoints.latest_step()
+    if latest is not None and not resume:
+        raise FileExistsError(f"{workdir} already holds checkpoints (latest step {latest}); pass --resume to "
+                              "continue that run, or choose a fresh --workdir")
+    if latest is not None:  # refuse another architecture before any work
+        check_config(checkpoints.read_config(latest), config, ARCHITECTURE_KEYS)
+    with preemption_notice() as notice:
+        if warm.num_steps and latest is None:
+            pairs = experiment.warm_start_pairs(experiment.TaskSpec(), warm.num_examples, warm.mistake_rate,
+                                                warm.seed)
+            params = sft.warm_start(graphdef, params, tokenizer, pairs, warm, eos_id=tokenizer.eos_token_id,
+                                    pad_id=vt.pad_id, verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id),
+                                    progress=jax.process_index() == 0)
+            if jax.process_index() == 0:
+                save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "warm_start")
+        tx = optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
+        statics = experiment.statics(graphdef, tx, rl, tokenizer)
+        state = steps.init_state(params, tx, seed=run.seed, keep_reference=rl.beta > 0)
+        state = jax.device_put(state, parallel.shardings(state, mesh))
+        if latest is not None:
+            abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+            state, data_state, _ = checkpoints.restore(abstract, latest, config=config)
+            data.set_state(data_state)
+        jitted = steps.jit_steps(statics, mesh, state)
+        step_values = advantages_lib.uses_step_values(rl.algorithm)
+        start = int(state.step)
+        if jax.process_index() == 0:
+            rewind_logs(workdir, start)
+        writer = MetricsWriter(workdir, total_steps=run.num_steps, initial_step=start,
+                               enabled=jax.process_index() == 0)
+        notice.defer()  # from here a SIGTERM is honoured at the next step boundary, with a checkpoint
+        rows2 = parallel.batch_sharding(mesh, 2)
+        history = []
+        try:
+            for step in range(start, run.num_steps):
+                t0 = time.perf_counter()
+                # Each process reads its own shard; the indices are gathered so that every host sees the global
+                # batch (prompts to pad alike, golds to grade all rows; grading is cheap next to sampling).
+                batch = [train_records[i] for i in to_host(np.asarray([r["index"] for r in next(data)]))]
+                prompts = experiment.encode_prompts(tokenizer, [r["prompt"] for r in batch])
+                ids, mask = sampling.left_pad(prompts, pad_id=vt.pad_id)
+                roll = jitted.rollout(state.params, to_global(ids, rows2), to_global(mask, rows2),
+                                      jax.random.fold_in(jax.random.key(run.seed), step))
+                tokens, lengths, finished, verify_lp = map(to_host, (roll.tokens, roll.lengths, roll.finished,
+                                                                     roll.verify_logprobs))
+                t1 = time.perf_counter()
+                b, g, n = tokens.shape
+                texts = experiment.decode_completions(tokenizer, tokens.reshape(b * g, n), lengths.ravel(),
+                                                      finished.ravel())
+                golds = [r["gold"] for r in batch for _ in range(g)]
+                rewards = grade_completions(texts, golds)[0].astype(np.float32).reshape(b, g)
+                t2 = time.perf_counter()
+                if step_values:  # VinePPO: Monte-Carlo values of every step prefix, then per-token advantages
+                    value_fn = vineppo.value_sampler(nnx.merge(graphdef, state.params), tokenizer, rl, vt,
+                                                     seed=run.seed + 7919 * step)
+                    token_adv, _ = vineppo.token_advantages(
+                        value_fn, tokenizer, [prompts[i // g] for i in range(b * g)], golds,
+                        tokens.reshape(b * g, n), lengths.ravel(), texts, rewards.ravel(),
+                        max_steps=rl.vineppo_max_steps)
+                    token_adv = token_adv.reshape(b, g, n).astype(np.float32)
+                    update_batch = jitted.build(roll, to_global(token_adv, parallel.batch_sharding(mesh, 3)),
+                                                to_global(rewards, rows2))
+                    adv = token_adv.sum(-1) / np.maximum(lengths, 1)
+                else:
+                    update_batch, adv = jitted.prepare(roll, to_global(rewards, rows2))
+                    adv = to_host(adv)
+                state, update_metrics = jitted.update(state, update_batch)
+                update_metrics = jax.device_get(update_metrics)
+                t3 = time.perf_counter()
+                # Skipped (non-finite) updates in a row; optax applies the next one whatever it holds.
+                nonfinite_run = int(jax.device_get(state.opt_state.notfinite_count))
+                metrics = {**diagnostics.rollout_stats(rewards, adv, lengths, finished, verify_lp), **update_metrics,
+                           "consecutive_nonfinite": nonfinite_run,
+                           "time/rollout_s": t1 - t0, "time/grade_s": t2 - t1, "time/update_s": t3 - t2,
+                           "rollout_tokens_per_s": float(lengths.sum()) / (t1 - t0),
+                           "update_tokens_per_s": float(update_batch.input_ids.size) * rl.num_ppo_epochs / (t3 - t2)}
+                if eval_records and ((run.eval_every and (step + 1) % run.eval_every == 0)
+                                     or step + 1 == run.num_steps):
+                    metrics.update(evaluate.quick_eval(statics, state.params, tokenizer, eval_records, mesh,
+                                                       num_samples=run.eval_samples, seed=run.seed))
+                history.append(writer.write(step + 1, metrics))
+                if (step + 1) % run.log_every == 0:
+                    p_yes = 1.0 / (1.0 + np.exp(verify_lp[..., 1] - verify_lp[..., 0]))
+                    writer.samples(step + 1, [{"prompt": batch[i // g]["prompt"], "completion": texts[i],
+                                               "gold": batch[i // g]["gold"], "reward": float(rewards.flat[i]),
+                                               "p_yes": float(p_yes.flat[i])} for i in range(min(4, b * g))])
+                if nonfinite_run >= optim.max_consecutive_nonfinite:
+                    checkpoints.wait()
+                    raise cli.RunFailed(
+                        f"{nonfinite_run} optimizer updates in a row had a non-finite loss or gradient (the last at "
+                        f"step {step + 1}; OptimConfig.max_consecutive_nonfinite="
+                        f"{optim.max_consecutive_nonfinite}); stopped before saving step {step + 1}, the latest "
+                        f"checkpoint (step {checkpoints.latest_step()}) holds finite parameters. Find the cause in "
+                        f"{workdir / 'metrics.jsonl'} (rewards? lower OptimConfig.learning_rate?), then rerun with "
+                        "--resume")
+                preempted = agree(notice.received())
+                if (step + 1) % run.checkpoint_every == 0 or step + 1 == run.num_steps or preempted:
+                    checkpoints.save(step + 1, state, data_state=data.get_state(), config=config, force=preempted)
+                if preempted:
+                    checkpoints.wait()
+                    raise cli.Preempted(f"SIGTERM: saved the checkpoint of step {step + 1} in {checkpoints.directory} "
+                                        "and stopped; rerun with --resume to continue")
+            if run.export_final and jax.process_index() == 0:
+                save_hf(nnx.merge(graphdef, jax.device_get(state.params)), tokenizer, workdir / "final")
+        finally:  # on every exit: pending saves complete (a kill -9 is the only way to leave a half-written one)
+            checkpoints.wait()
+            checkpoints.close()
+            writer.close()
     return history
+
+
+def check_run_config(run: experiment.RunConfig, rl: steps.RLConfig) -> None:
+    """One-line errors for RunConfig values that would otherwise fail minutes in (a modulo by zero at the first
+    checkpoint, a minibatch that does not split at the first update)."""
+    rows = run.batch_size * rl.group_size
+    minibatch = rows // rl.num_minibatches if rows % rl.num_minibatches == 0 else None
+    checks = [
+        (run.num_steps >= 1, f"RunConfig.num_steps={run.num_steps} must be >= 1"),
+        (run.batch_size >= 1, f"RunConfig.batch_size={run.batch_size} must be >= 1"),
+        (run.checkpoint_every >= 1, f"RunConfig.checkpoint_every={run.checkpoint_every} must be >= 1 (steps between "
+                                    "checkpoints)"),
+        (run.log_every >= 1, f"RunConfig.log_every={run.log_every} must be >= 1"),
+        (run.eval_every >= 0, f"RunConfig.eval_every={run.eval_every} must be >= 0 (0: only at the end)"),
+        (run.eval_samples >= 1, f"RunConfig.eval_samples={run.eval_samples} must be >= 1"),
+        (run.final_eval_samples >= 0, f"RunConfig.final_eval_samples={run.final_eval_samples} must be >= 0"),
+        (run.max_to_keep is None or run.max_to_keep >= 1,
+         f"RunConfig.max_to_keep={run.max_to_keep} must be >= 1 (or None to keep all)"),
+        (minibatch is not None, f"{rows} rollouts per step (batch_size {run.batch_size} x group_size "
+                                f"{rl.group_size}) do not split into RLConfig.num_minibatches={rl.num_minibatches}; "
+                                "pick a divisor"),
+        (minibatch is None or not rl.micro_batch_size or minibatch % rl.micro_batch_size == 0,
+         f"minibatch of {minibatch} rollouts is not a multiple of RLConfig.micro_batch_size={rl.micro_batch_size}; "
+         "pick a divisor (0: no accumulation)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
+def checkpoint_bytes(params, *, keep_reference: bool) -> int:
+    """About what one checkpoint of these params takes on disk: params, AdamW's two moments, the reference."""
+    size = sum(np.asarray(x).nbytes for x in jax.tree.leaves(params))
+    return size * (3 + int(keep_reference))
+
+
+def rewind_logs(workdir: Path, step: int) -> None:
+    """Drops the ``metrics.jsonl`` / ``samples.jsonl`` rows of steps after ``step``, and a torn last line.
+
+    A restarted run starts at its latest checkpoint (0 when there is none) and repeats the steps after it; without
+    this their rows would appear twice. After it, the log of an interrupted-and-resumed run is the log of the
+    uninterrupted run. (TensorBoard's event files are appended to; TensorBoard shows the latest value per step.)
+    """
+    for name in ("metrics.jsonl", "samples.jsonl"):
+        path = workdir / name
+        if not path.exists():
+            continue
+        kept = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+            try:
+                row = json.loads(line) if line.endswith("\n") else None
+            except json.JSONDecodeError:
+                row = None
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+                kept.append(line)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+
+
+class _Notice:
+    """SIGTERM handling in two phases: before the loop a notice stops at once (nothing is lost: the warm start is
+    redone, a restored state is still on disk); in the loop it is a flag read at the next step boundary."""
+
+    def __init__(self):
+        self._received = threading.Event()
+        self._deferred = False
+
+    def handle(self, signum, frame) -> None:
+        del signum, frame
+        self._received.set()
+        if not self._deferred:
+            raise cli.Preempted("SIGTERM before the first RL step; nothing to save, rerun with --resume")
+
+    def defer(self) -> None:
+        self._deferred = True
+        if self._received.is_set():
+            raise cli.Preempted("SIGTERM before the first RL step; nothing to save, rerun with --resume")
+
+    def received(self) -> bool:
+        return self._received.is_set()
+
+
+@contextlib.contextmanager
+def preemption_notice():
+    """Installs the SIGTERM handler of :class:`_Notice` for the block (main thread only; elsewhere a no-op)."""
+    notice = _Notice()
+    if threading.current_thread() is not threading.main_thread():
+        yield notice
+        return
+    previous = signal.signal(signal.SIGTERM, notice.handle)
+    try:
+        yield notice
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def agree(flag: bool) -> bool:
+    """True on every process when it is True on any: hosts receive a preemption notice at slightly different
+    times, but must save the same step together."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.asarray(multihost_utils.process_allgather(np.asarray([flag]))).any())
 
 
 def final_report(workdir, policies: dict[str, Path], *, num_samples: int, seed: int) -> dict:
@@ -177,11 +330,16 @@ def run_and_report(workdir, *, resume: bool = False, compare_baseline: bool = Fa
     return final_report(workdir, policies, num_samples=run.final_eval_samples, seed=run.seed)
 
 
+def launch(gin_files, gin_params, workdir, *, resume: bool = False, compare_baseline: bool = False) -> dict | None:
+    """What the CLI does once its flags are parsed (tests call it in-process, wrapped in ``cli.run_main``)."""
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress bar says enough
+    cli.parse_gin(gin_files or [str(CONFIGS / "default.gin")], gin_params)
+    return run_and_report(workdir, resume=resume, compare_baseline=compare_baseline)
+
+
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress bar says enough
-    gin.parse_config_files_and_bindings(FLAGS.gin_file or [str(CONFIGS / "default.gin")], FLAGS.gin_param)
-    run_and_report(FLAGS.workdir, resume=FLAGS.resume, compare_baseline=FLAGS.compare_baseline)
+    launch(FLAGS.gin_file, FLAGS.gin_param, FLAGS.workdir, resume=FLAGS.resume, compare_baseline=FLAGS.compare_baseline)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """Checkpointer: round trips (typed PRNG keys, optax state, data state, config), retention, config refusal, bad
-workdirs, and — on a fake 8-device mesh in a subprocess — a sharded save restored onto another mesh, then a save
-killed halfway that the next process must not pick."""
+or full workdirs, read-only use, the mid-save pause hook, and — on a fake 8-device mesh in a subprocess — a sharded
+save restored onto another mesh, then a save killed halfway that the next process must not pick."""
 
+import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +16,8 @@ import numpy as np
 import optax
 import pytest
 
-from rlvjax.checkpoint import Checkpointer, check_config
+from rlvjax import checkpoint
+from rlvjax.checkpoint import Checkpointer, check_config, check_free_space
 
 CONFIG = {"model": {"num_layers": 2, "hidden_size": 64, "rope_scaling": (("factor", 8.0),)}, "lr": 1e-5}
 
@@ -94,8 +98,9 @@ def test_config_mismatch_is_refused_with_every_differing_key(tmp_path):
     state = train_state()
     ckpt = Checkpointer(tmp_path, async_=False)
     ckpt.save(1, state, data_state={}, config=stored)
-    with pytest.raises(ValueError, match=r"checkpoint config differs in model \(checkpoint \{'num_layers': 2"):
-        ckpt.restore(abstract(state), config=current)  # default keys: the whole "model" section
+    with pytest.raises(ValueError, match=r"^checkpoint config differs in model.num_layers \(checkpoint 2, now 4\), "
+                                         r"model.vocab_size \(checkpoint 96, now 128\); restore with"):
+        ckpt.restore(abstract(state), config=current)  # default keys: the whole "model" section, field by field
     assert ckpt.restore(abstract(state), config=current, keys=["model.hidden_size"])[2] == stored  # lr may change
     ckpt.close()
 
@@ -112,6 +117,57 @@ def test_bad_workdir_and_bad_values_fail_at_the_call(tmp_path):
         ckpt.save(1, train_state(), data_state={}, config={"dtype": jnp.float32})
     assert ckpt.all_steps() == []
     ckpt.close()
+
+
+def test_read_only_checkpointer_creates_nothing_and_reads(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"^no checkpoint directory .*absent/ckpt; point --workdir at a "
+                                                 r"training run's workdir$"):
+        Checkpointer(tmp_path / "absent" / "ckpt", read_only=True)
+    assert not (tmp_path / "absent").exists()
+    state = train_state(seed=4)
+    with Checkpointer(tmp_path / "ckpt", async_=False) as ckpt:
+        ckpt.save(2, state, data_state={"next_index": 2}, config=CONFIG)
+    with Checkpointer(tmp_path / "ckpt", read_only=True) as reader:
+        assert reader.latest_step() == 2 and reader.read_config()["lr"] == 1e-5
+        restored, data_state, _ = reader.restore(abstract(state))
+    assert_same_state(restored, state)
+    assert data_state == {"next_index": 2} and sorted(os.listdir(tmp_path / "ckpt")) == ["2"]
+
+
+def test_free_space_is_checked_on_the_nearest_existing_parent(tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage",
+                        lambda path: asked.append(path) or shutil._ntuple_diskusage(10**12, 10**12, 5 * 2**20))
+    check_free_space(tmp_path / "a" / "b", 5 * 2**20)  # exactly enough
+    with pytest.raises(checkpoint.DiskFullError, match=r"^only 5.0 MiB free under .*, a checkpoint needs about "
+                                                       r"5.0 MiB; free some space or choose a workdir on a larger"):
+        check_free_space(tmp_path / "a" / "b", 5 * 2**20 + 1)
+    assert asked == [str(tmp_path)] * 2 and not (tmp_path / "a").exists()
+    assert isinstance(checkpoint.DiskFullError("x"), OSError)
+
+
+def test_failed_write_probe_removes_the_directories_it_made(tmp_path, monkeypatch):
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.epath.Path, "write_text", full)
+    with pytest.raises(PermissionError, match=r"a/b/ckpt is not writable \(No space left on device\)"):
+        Checkpointer(tmp_path / "a" / "b" / "ckpt")
+    assert os.listdir(tmp_path) == []
+
+
+def test_pause_hook_holds_a_written_step_uncommitted(tmp_path, monkeypatch):
+    """The test hook that lets test_reliability.py kill a run mid-save: during the pause the step is complete on
+    disk but only as a tmp directory, which latest_step ignores."""
+    monkeypatch.setenv(checkpoint.PAUSE_ENV, "1.5")
+    with Checkpointer(tmp_path) as ckpt:
+        ckpt.save(1, train_state(), data_state={}, config=CONFIG)
+        time.sleep(0.5)
+        assert [p for p in os.listdir(tmp_path) if p.startswith("1.orbax-checkpoint-tmp")]
+        with Checkpointer(tmp_path, read_only=True) as reader:  # what a restarted process would see
+            assert reader.latest_step() is None
+        ckpt.wait()
+        assert ckpt.latest_step() == 1 and "1" in os.listdir(tmp_path)
 
 
 def test_sharded_round_trip_on_8_devices_and_killed_save(tmp_path):

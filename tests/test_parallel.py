@@ -1,4 +1,5 @@
-"""Partition rules as data: which spec each parameter path gets, and the mesh/batch errors."""
+"""Partition rules as data: which spec each parameter path gets, the mesh/batch errors, and how a process finds
+its multi-host job (config, environment or the cluster itself)."""
 
 import types
 
@@ -38,3 +39,45 @@ def test_mesh_and_batch_errors():
         parallel.make_mesh(parallel.MeshConfig(data=-1, fsdp=-1))
     with pytest.raises(ValueError, match="multiple of 8"):
         parallel.check_batch(12, MESH, "batch_size")
+
+
+TIMEOUTS = {"initialization_timeout": 300, "heartbeat_timeout_seconds": 100, "shutdown_timeout_seconds": 300}
+
+
+def test_distributed_args_from_config_environment_or_cluster():
+    one_process = parallel.MeshConfig()
+    assert parallel.distributed_args(one_process, {}) is None
+    explicit = parallel.MeshConfig(coordinator_address="10.0.0.1:1234", num_processes=4, process_id=3,
+                                   heartbeat_timeout_s=20)
+    assert parallel.distributed_args(explicit, {"RLVJAX_PROCESS_ID": "0"}) == {
+        "coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 3,
+        **TIMEOUTS, "heartbeat_timeout_seconds": 20}  # the config wins over the environment
+    env = {"RLVJAX_COORDINATOR": "host:99", "JAX_COORDINATOR_ADDRESS": "other:1", "RLVJAX_NUM_PROCESSES": "2",
+           "RLVJAX_PROCESS_ID": "1"}
+    assert parallel.distributed_args(one_process, env) == {
+        "coordinator_address": "host:99", "num_processes": 2, "process_id": 1, **TIMEOUTS}
+    jax_env = {"JAX_COORDINATOR_ADDRESS": "other:1", "RLVJAX_NUM_PROCESSES": "2", "RLVJAX_PROCESS_ID": "0"}
+    assert parallel.distributed_args(one_process, jax_env)["coordinator_address"] == "other:1"
+    # "auto": jax.distributed finds the coordinator, process count and id itself (TPU pods, SLURM, ...)
+    assert parallel.distributed_args(one_process, {"RLVJAX_COORDINATOR": "auto"}) == TIMEOUTS
+    assert parallel.distributed_args(parallel.MeshConfig(coordinator_address="auto"), {}) == TIMEOUTS
+
+
+def test_distributed_args_errors():
+    with pytest.raises(ValueError, match="needs num_processes and process_id too.*RLVJAX_NUM_PROCESSES"):
+        parallel.distributed_args(parallel.MeshConfig(coordinator_address="h:1", num_processes=2), {})
+    with pytest.raises(ValueError, match="process_id=2, num_processes=2; need 0 <= process_id < num_processes"):
+        parallel.distributed_args(parallel.MeshConfig(), {"RLVJAX_COORDINATOR": "h:1", "RLVJAX_NUM_PROCESSES": "2",
+                                                          "RLVJAX_PROCESS_ID": "2"})
+    with pytest.raises(ValueError, match=r"MeshConfig.heartbeat_timeout_s=0 must be a whole number of seconds"):
+        parallel.distributed_args(parallel.MeshConfig(coordinator_address="auto", heartbeat_timeout_s=0), {})
+    with pytest.raises(ValueError, match="need integers"):
+        parallel.distributed_args(parallel.MeshConfig(), {"RLVJAX_COORDINATOR": "h:1", "RLVJAX_NUM_PROCESSES": "two",
+                                                          "RLVJAX_PROCESS_ID": "0"})
+
+
+def test_initialize_distributed_is_a_no_op_for_one_process(monkeypatch):
+    for var in ("RLVJAX_COORDINATOR", "JAX_COORDINATOR_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+    parallel.initialize_distributed(parallel.MeshConfig())  # after the backend started: must not touch it
+    assert not jax.distributed.is_initialized() and jax.process_count() == 1

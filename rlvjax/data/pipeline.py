@@ -5,11 +5,14 @@ integer (the next batch index), so saving it with the checkpoint and setting it 
 order to the batch, on every host, without replaying the stream.
 
 Order of operations, and why:
-  shuffle (global, reseeded every epoch) -> trim to a multiple of ``shard_count`` -> take every ``shard_count``-th
-  element from ``shard_index`` -> batch within the epoch (drop the remainder) -> repeat.
+  shuffle (global, reseeded every epoch) -> trim to a multiple of the global batch (``batch_size * shard_count``)
+  -> cut into ``batch_size`` slices -> take every ``shard_count``-th slice from ``shard_index`` -> repeat.
+So global batch ``k`` is the same records in the same order however many processes share it: process ``p`` holds
+its rows ``[p * batch_size, (p + 1) * batch_size)``, and gathering the processes' batches in process order
+rebuilds it. A run on 2 hosts therefore samples, grades and updates exactly what the same run on 1 host does.
 Shuffling before sharding gives every process a fresh random slice each epoch while the slices stay disjoint and
-(when sizes divide) cover the epoch. Trimming keeps all shards the same length, so every process takes the same
-number of steps and no host waits at a collective for a batch that never comes.
+cover the epoch (less the trimmed remainder). Trimming keeps all shards the same length, so every process takes
+the same number of steps and no host waits at a collective for a batch that never comes.
 """
 
 from __future__ import annotations
@@ -26,13 +29,13 @@ class DataIterator:
     of plain ints (JSON-serialisable, stored with the checkpoint).
 
     The state is the same on every process (it holds no ``shard_index``), so one copy written by the primary host is
-    a valid resume point for all of them.
+    a valid resume point for all of them, and for a job with another process count but the same global batch.
     """
 
     def __init__(self, records: Sequence[dict], *, batch_size: int, seed: int, shard_index: int, shard_count: int,
                  num_epochs: int | None):
         _check_arguments(len(records), batch_size, seed, shard_index, shard_count, num_epochs)
-        self.batches_per_epoch = len(records) // shard_count // batch_size
+        self.batches_per_epoch = len(records) // (shard_count * batch_size)
         self._pipeline = {"seed": seed, "batch_size": batch_size, "shard_count": shard_count,
                           "num_records": len(records)}
         dataset = sharded_batches(records, batch_size=batch_size, seed=seed, shard_index=shard_index,
@@ -51,13 +54,18 @@ class DataIterator:
         return {"next_index": int(self._iterator.get_state()["next_index"]), **self._pipeline}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Continues from a saved position; refuses one saved for another data set or batch layout."""
+        """Continues from a saved position; refuses one saved for another data set, seed or global batch size.
+
+        The process count may change (e.g. a 2-host job resumed on 1 host): global batch ``k`` holds the same records
+        however many processes split it, and ``next_index`` counts global batches.
+        """
         saved = {k: state.get(k) for k in STATE_KEYS}
-        if saved != self._pipeline:
+        if not _same_global_order(saved, self._pipeline):
             differing = ", ".join(f"{k} (saved {saved[k]}, now {self._pipeline[k]})" for k in STATE_KEYS
                                   if saved[k] != self._pipeline[k])
             raise ValueError(f"data state was saved for a different pipeline: {differing}; resume with the same "
-                             "data, seed, batch size and process count, or start a fresh workdir")
+                             "data, seed and global batch size (batch size x process count), or start a fresh "
+                             "workdir")
         self._iterator.set_state({"next_index": int(state["next_index"])})
 
 
@@ -76,8 +84,15 @@ def sharded_batches(records: Sequence[dict], *, batch_size: int, seed: int, shar
                     shard_count: int) -> grain.MapDataset:
     """One epoch of this process's batches; indexing past the end continues into reshuffled later epochs."""
     dataset = grain.MapDataset.source(records).shuffle(seed=seed)  # grain reseeds with seed + epoch
-    dataset = dataset[: len(records) - len(records) % shard_count][shard_index::shard_count]
-    return dataset.batch(batch_size, drop_remainder=True, batch_fn=copy_records)
+    dataset = dataset[: len(records) - len(records) % (batch_size * shard_count)]
+    return dataset.batch(batch_size, batch_fn=copy_records)[shard_index::shard_count]
+
+
+def _same_global_order(saved: dict, current: dict) -> bool:
+    if None in saved.values():
+        return False
+    return (saved["seed"] == current["seed"] and saved["num_records"] == current["num_records"]
+            and saved["batch_size"] * saved["shard_count"] == current["batch_size"] * current["shard_count"])
 
 
 def copy_records(records: Sequence[dict]) -> list[dict]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -86,6 +87,10 @@ def load_records(
     if not records:
         raise ValueError(f"{source}: none of its {len(rows)} rows has a usable gold answer for schema {schema!r}")
     stats = LoadStats(source, schema, len(rows), len(records), len(bad), tuple(bad))
+    if bad:  # said where every caller's log shows it, not only in the stats a caller may drop
+        logging.getLogger(__name__).warning(
+            "%s: skipped %d of %d rows with no usable gold answer for schema %r (%s%s); pass on_bad_gold='error' "
+            "to fail instead", source, len(bad), len(rows), schema, ", ".join(bad[:5]), ", ..." if len(bad) > 5 else "")
     return records, stats
 
 

@@ -45,7 +45,7 @@ def config_from_hf(hf: dict, dtype=jnp.float32) -> ModelConfig:
     if model_type not in ARCHITECTURES:
         raise ValueError(
             f"unsupported architecture model_type={model_type!r} (architectures={hf.get('architectures')}); "
-            f"rlvjax loads {sorted(ARCHITECTURES.values())}"
+            f"rlvjax loads {sorted(ARCHITECTURES.values())}; pick a checkpoint of one of those families"
         )
     if hf.get("use_sliding_window"):
         raise ValueError("sliding-window attention is not supported; set use_sliding_window=false in config.json")
@@ -139,7 +139,8 @@ def _safetensors_files(path: Path) -> list[Path]:
             f"{path} holds only pickle checkpoints {pickled}; rlvjax never unpickles weights — convert them to "
             "safetensors (e.g. transformers: model.save_pretrained(dir, safe_serialization=True))"
         )
-    raise FileNotFoundError(f"no *.safetensors weights in {path}")
+    raise FileNotFoundError(f"no *.safetensors weights in {path}; point at a directory saved with "
+                            "save_pretrained(safe_serialization=True)")
 
 
 def _flat_state(model_state) -> dict[str, nnx.Variable]:
@@ -168,24 +169,28 @@ def load_hf(path, dtype=jnp.float32, *, tokenizer: bool = True):
                     continue
                 mapped = _hf_to_path(name)
                 if mapped is None:
-                    raise ValueError(f"unknown tensor {name!r} in {file.name}: not in rlvjax's weight table")
+                    raise ValueError(f"unknown tensor {name!r} in {file.name}: not in rlvjax's weight table; is "
+                                     "config.json's model_type the one these weights were saved with?")
                 param, transpose = mapped
                 if param == "lm_head/kernel" and cfg.tie_word_embeddings:
                     continue  # tied: the head is the embedding
                 if param not in targets:
-                    raise ValueError(f"tensor {name!r} in {file.name} has no parameter {param!r} in this config")
+                    raise ValueError(f"tensor {name!r} in {file.name} has no parameter {param!r} in this config; "
+                                     "use the config.json saved with these weights")
                 array = f.get_tensor(name)
                 array = array.T if transpose else array
                 expected = targets[param].get_value().shape
                 if array.shape != tuple(expected):
                     raise ValueError(
                         f"tensor {name!r} has shape {array.shape} after mapping, expected {tuple(expected)} "
-                        "from config.json"
+                        "from config.json; use the config.json saved with these weights"
                     )
                 loaded[param] = array.astype(jnp.dtype(dtype))
     missing = sorted(set(targets) - set(loaded))
     if missing:
-        raise ValueError(f"{path} is missing tensors for parameters {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        raise ValueError(f"{path} is missing tensors for parameters {missing[:5]}{'...' if len(missing) > 5 else ''}"
+                         f" ({len(missing)} of {len(targets)}); an incomplete download or export? Save the model "
+                         "again with all its weights")
     for name, variable in targets.items():
         variable.set_value(jnp.asarray(loaded[name]))
     model = nnx.merge(graphdef, state)

@@ -60,9 +60,11 @@ class ModelConfig:
 
 
 class KVCache(NamedTuple):
-    """Per-layer keys/values ``[B, S, kv_heads, head_dim]``, the slot validity mask ``[B, S]``, and the next slot.
+    """Per-layer keys/values ``[B, kv_heads, S, head_dim]``, the slot validity mask ``[B, S]``, and the next slot.
 
-    All rows write at the same slot ``index``; a row's own length is the number of valid slots.
+    All rows write at the same slot ``index``; a row's own length is the number of valid slots. Heads come before
+    slots so that attention is a batched matmul over ``(B, kv_heads)`` reading the cache as stored: with slots first,
+    XLA transposed every layer's whole cache on every decode step (docs/benchmarks.md).
     """
 
     k: tuple[jax.Array, ...]
@@ -73,7 +75,7 @@ class KVCache(NamedTuple):
     @classmethod
     def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> "KVCache":
         dtype = dtype or cfg.jnp_dtype
-        shape = (batch, max_len, cfg.num_kv_heads, cfg.kv_dim)
+        shape = (batch, cfg.num_kv_heads, max_len, cfg.kv_dim)
         zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
         return cls(zeros, zeros, jnp.zeros((batch, max_len), bool), jnp.zeros((), jnp.int32))
 
@@ -149,16 +151,17 @@ class Attention(nnx.Module):
         k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+        k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, kv_heads, T, D], the cache layout
         if kv_cache is not None:
-            k = jax.lax.dynamic_update_slice(kv_cache[0], k.astype(kv_cache[0].dtype), (0, slot, 0, 0))
-            v = jax.lax.dynamic_update_slice(kv_cache[1], v.astype(kv_cache[1].dtype), (0, slot, 0, 0))
+            k = jax.lax.dynamic_update_slice(kv_cache[0], k.astype(kv_cache[0].dtype), (0, 0, slot, 0))
+            v = jax.lax.dynamic_update_slice(kv_cache[1], v.astype(kv_cache[1].dtype), (0, 0, slot, 0))
         groups = self.num_heads // self.num_kv_heads
         q = q.reshape(b, t, self.num_kv_heads, groups, self.head_dim)
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
+        scores = jnp.einsum("btkgd,bksd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
         scores = scores / math.sqrt(self.head_dim)
         scores = jnp.where(allowed[:, None, None], scores, _MASKED)
         probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, -1)
+        out = jnp.einsum("bkgts,bksd->btkgd", probs, v).reshape(b, t, -1)
         return self.o_proj(out.astype(x.dtype)), (k, v)
 
 

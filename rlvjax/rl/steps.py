@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import typing
 from typing import Any, NamedTuple
 
 import flax.struct
@@ -47,6 +48,7 @@ class RLConfig:
     vineppo_max_steps: int = 8  # steps per rollout; later steps are merged into the last
 
     def __post_init__(self):
+        check_field_types(self)
         advantages_lib.get(self.algorithm)  # unknown names fail here, listing the valid ones
         losses.aggregate(jnp.zeros((1, 1)), jnp.ones((1, 1)), self.aggregation, max_len=1)
         losses.kl_penalty(jnp.zeros(()), jnp.zeros(()), self.kl_estimator)
@@ -56,16 +58,19 @@ class RLConfig:
             (self.eps_low > 0 and self.eps_high > 0, f"eps_low={self.eps_low}, eps_high={self.eps_high} must be > 0"),
             (self.advantage_eps > 0, f"advantage_eps={self.advantage_eps} must be > 0"),
             (self.temperature > 0, f"temperature={self.temperature} must be > 0 for RL (greedy has no ratio)"),
-            (self.group_size >= 2 or self.algorithm == "vineppo",
-             f"group_size={self.group_size}: {self.algorithm} compares samples of one problem, use >= 2"),
+            (0 < self.top_p <= 1, f"top_p={self.top_p} must be in (0, 1] (1 disables nucleus sampling)"),
+            (self.top_k >= 0, f"top_k={self.top_k} must be >= 0 (0 disables top-k)"),
+            (self.group_size >= 2 or (self.algorithm == "vineppo" and self.group_size >= 1),
+             f"group_size={self.group_size}: {self.algorithm} compares samples of one problem, use >= 2"
+             if self.algorithm != "vineppo" else f"group_size={self.group_size} must be >= 1"),
             (self.max_new_tokens >= 1, f"max_new_tokens={self.max_new_tokens} must be >= 1"),
-            (self.num_ppo_epochs >= 1 and self.num_minibatches >= 1, "num_ppo_epochs and num_minibatches must be >= 1"),
+            (self.num_ppo_epochs >= 1 and self.num_minibatches >= 1,
+             f"num_ppo_epochs={self.num_ppo_epochs}, num_minibatches={self.num_minibatches} must be >= 1"),
+            (self.micro_batch_size >= 0, f"micro_batch_size={self.micro_batch_size} must be >= 0 (0: no accumulation)"),
             (self.vineppo_samples >= 1 and self.vineppo_max_steps >= 1,
-             "vineppo_samples and vineppo_max_steps must be >= 1"),
+             f"vineppo_samples={self.vineppo_samples}, vineppo_max_steps={self.vineppo_max_steps} must be >= 1"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        _raise_first(checks, "RLConfig")
 
     @property
     def sampling_params(self) -> sampling.SamplingParams:
@@ -84,20 +89,53 @@ class OptimConfig:
     max_grad_norm: float = 1.0
     max_consecutive_nonfinite: int = 5  # updates with NaN/inf gradients are skipped, this many in a row stop the run
 
+    def __post_init__(self):
+        check_field_types(self)
+        _raise_first([
+            (self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0"),
+            (self.warmup_steps >= 0, f"warmup_steps={self.warmup_steps} must be >= 0"),
+            (self.schedule in ("constant", "cosine"), f"schedule={self.schedule!r} is unknown; use 'constant' or 'cosine'"),
+            (self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0"),
+            (0 <= self.b1 < 1 and 0 <= self.b2 < 1, f"b1={self.b1}, b2={self.b2} must be in [0, 1)"),
+            (self.max_grad_norm > 0, f"max_grad_norm={self.max_grad_norm} must be > 0"),
+            (self.max_consecutive_nonfinite >= 1,
+             f"max_consecutive_nonfinite={self.max_consecutive_nonfinite} must be >= 1 (non-finite updates in a row "
+             "that stop the run)"),
+        ], "OptimConfig")
+
     def make(self, total_steps: int) -> optax.GradientTransformation:
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
         if self.schedule == "constant":  # linear warm-up, then flat
             lr = optax.linear_schedule(0.0, self.learning_rate, self.warmup_steps) if self.warmup_steps \
                 else self.learning_rate
         elif self.schedule == "cosine":
             lr = optax.warmup_cosine_decay_schedule(0.0, self.learning_rate, max(self.warmup_steps, 1),
                                                     max(total_steps, self.warmup_steps + 1), self.learning_rate * 0.1)
-        else:
+        else:  # unreachable: __post_init__ checked the name
             raise ValueError(f"unknown schedule {self.schedule!r}; use 'constant' or 'cosine'")
         tx = optax.chain(optax.clip_by_global_norm(self.max_grad_norm),
                          optax.adamw(lr, self.b1, self.b2, weight_decay=self.weight_decay))
         return optax.apply_if_finite(tx, self.max_consecutive_nonfinite)
+
+
+def check_field_types(config) -> None:
+    """Raises a one-line ValueError for a field whose value has the wrong type (a gin binding ``x = '8'``, a float
+    where a count belongs): the range checks after it would otherwise fail with a TypeError, or not at all."""
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        value, kind = getattr(config, field.name), hints[field.name]
+        ok = {int: isinstance(value, int) and not isinstance(value, bool),
+              float: isinstance(value, (int, float)) and not isinstance(value, bool),
+              str: isinstance(value, str), bool: isinstance(value, bool)}.get(kind, True)
+        if not ok:
+            article = "an" if kind is int else "a"
+            raise ValueError(f"{type(config).__name__}.{field.name}={value!r} must be {article} {kind.__name__}, not "
+                             f"a {type(value).__name__}; fix the binding's value")
+
+
+def _raise_first(checks: list[tuple[bool, str]], owner: str) -> None:
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(f"{owner}.{message}")
 
 
 @flax.struct.dataclass

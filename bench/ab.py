@@ -1,0 +1,92 @@
+"""Before/after of the sampler: the working tree against ``rlvjax/{model/transformer,sampling}.py`` of a git revision,
+on the same weights, interleaved in one process (so the ratio is robust to the machine's load).
+
+    python bench/ab.py --rev a71c857                 # the revision before the sampler optimisations
+    python bench/ab.py --rev a71c857 --batch 64 --new_tokens 512 --verify_len 16
+
+``--rev`` modules are read with ``git show`` (read-only), or from a folder holding both files and imported under another name; the weights are copied
+from the current model. Prints the median seconds of each side and the median of the per-round ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import common  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rlvjax import sampling
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def modules_at(rev: str):
+    """(transformer, sampling) modules of ``rev``, the sampler importing that revision's transformer."""
+    if Path(rev).is_dir():  # a folder holding transformer.py and sampling.py (a snapshot between two changes)
+        show = lambda path: (Path(rev) / Path(path).name).read_text()
+    else:
+        show = lambda path: subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], check=True,
+                                           capture_output=True, text=True).stdout
+    mods = []
+    for name, path in (("transformer", "rlvjax/model/transformer.py"), ("sampling", "rlvjax/sampling.py")):
+        mod = types.ModuleType(f"rlvjax_at_{name}")
+        source = show(path).replace("from rlvjax.model.transformer import", "from rlvjax_at_transformer import")
+        sys.modules[mod.__name__] = mod
+        exec(compile(source, f"{rev}:{path}", "exec"), mod.__dict__)
+        mods.append(mod)
+    return mods
+
+
+def model_at(transformer_mod, model):
+    """The same weights in ``transformer_mod``'s Transformer."""
+    cfg = transformer_mod.ModelConfig(**dataclasses.asdict(model.config))
+    old = nnx.eval_shape(lambda: transformer_mod.Transformer(cfg, nnx.Rngs(0)))
+    graphdef, _ = nnx.split(old)
+    return nnx.merge(graphdef, nnx.state(model))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rev", required=True)
+    ap.add_argument("--model", default="tiny", choices=["tiny", "smollm2"])
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--prompt_len", type=int, default=32)
+    ap.add_argument("--new_tokens", type=int, default=128)
+    ap.add_argument("--verify_len", type=int, default=0, help="> 0: include the fused verify score")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    args = ap.parse_args()
+    dtype = jnp.dtype(args.dtype)
+    model = common.tiny_qwen2(args.vocab, dtype=dtype)[0] if args.model == "tiny" else common.smollm2(dtype, False)[0]
+    old_transformer, old_sampling = modules_at(args.rev)
+    old_model = model_at(old_transformer, model)
+    rng = np.random.default_rng(0)
+    prompts = rng.integers(10, model.config.vocab_size, (args.batch, args.prompt_len)).tolist()
+    kw = dict(max_new_tokens=args.new_tokens, temperature=1.0, seed=0)
+    if args.verify_len:
+        kw.update(score_suffix=tuple(range(10, 10 + args.verify_len)), score_ids=(3, 4))
+    fns = {"before": lambda: old_sampling.sample(old_model, prompts, **kw),
+           "after": lambda: sampling.sample(model, prompts, **kw)}
+    compile_s = {k: common.clock(f) for k, f in fns.items()}
+    times = common.interleaved(fns, args.runs, warmup=False)
+    print(common.machine_line())
+    print(f"{args.model} vocab={model.config.vocab_size} {args.dtype}, batch={args.batch} prompt={args.prompt_len} "
+          f"new={args.new_tokens} verify={args.verify_len}; before = {args.rev}, after = working tree; "
+          f"medians of {args.runs} interleaved rounds")
+    tok = args.batch * args.new_tokens
+    rows = [[k, f"{common.med(v):.3f}", f"{tok / common.med(v):.0f}", f"{compile_s[k]:.1f}"] for k, v in times.items()]
+    print(common.table(["", "seconds", "new tok/s", "compile s"], rows, [10, 10, 12, 12]))
+    print(f"speed-up after/before: {common.paired_ratio(times['before'], times['after']):.2f}x")
+
+
+if __name__ == "__main__":
+    main()

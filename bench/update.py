@@ -1,0 +1,151 @@
+"""Update-step FLOP use: achieved FLOP/s of ``update_step`` (L_RL + lambda * L_V, AdamW) over a measured GEMM peak.
+
+    python bench/update.py                               # ~21M-param model, 8 rows x 256 tokens, f32 on CPU
+    python bench/update.py --dtype bfloat16 --rows 256 --hidden 1024 --layers 12   # e.g. on a GPU/TPU
+
+FLOPs are counted two ways: XLA's ``cost_analysis()['flops']`` of the compiled step (everything it executes,
+elementwise ops and the masked half of causal attention included) and the model formula
+``3 x forward``, forward = 2 x (non-embedding matmul params) per token + 4 x S x d per token and layer (attention,
+full S as executed) + 2 x d x V per scored position (the lm head runs only on completion positions and the verify
+position). The peak is a jitted f32 (or --dtype) matmul of the step's largest GEMM shape, measured interleaved with
+the step, so both see the same load. Also: step time vs micro-batch size (gradient accumulation by ``lax.scan``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import common  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rlvjax import parallel
+from rlvjax.model.transformer import ModelConfig, Transformer
+from rlvjax.rl import steps
+
+
+def model_flops(cfg: ModelConfig, rows: int, seq: int, scored: int) -> float:
+    """Training FLOPs (forward + backward = 3 x forward) of one pass over ``rows x seq`` tokens."""
+    d, hd = cfg.hidden_size, cfg.kv_dim
+    attn_params = d * cfg.num_heads * hd * 2 + d * cfg.num_kv_heads * hd * 2  # q, o, k, v
+    mlp_params = 3 * d * cfg.intermediate_size
+    per_token = 2 * cfg.num_layers * (attn_params + mlp_params) + cfg.num_layers * 4 * seq * cfg.num_heads * hd
+    forward = rows * seq * per_token + rows * scored * 2 * d * cfg.vocab_size
+    return 3.0 * forward
+
+
+def make_setup(args, lambda_verify: float, micro: int):
+    dtype = args.dtype
+    cfg = ModelConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 3,
+                      num_layers=args.layers, num_heads=args.hidden // 64, num_kv_heads=max(args.hidden // 128, 1),
+                      qkv_bias=True, tie_word_embeddings=True, dtype=dtype)
+    graphdef, state = nnx.split(Transformer(cfg, nnx.Rngs(0)))
+    params = nnx.to_pure_dict(state)
+    verify = tuple(range(10, 10 + args.verify_len))
+    rl = steps.RLConfig(group_size=8, lambda_verify=lambda_verify, max_new_tokens=args.new_tokens,
+                        micro_batch_size=micro)
+    tx = steps.OptimConfig(learning_rate=1e-5).make(100)
+    statics = steps.Statics(graphdef, tx, rl, verify, 4, 5, (2,), 0)
+    mesh = parallel.make_mesh(parallel.MeshConfig())
+    return cfg, statics, mesh, params
+
+
+def make_batch(args, cfg, seed=0) -> steps.UpdateBatch:
+    rng = np.random.default_rng(seed)
+    r, p, n, v = args.rows, args.prompt_len, args.new_tokens, args.verify_len
+    lengths = rng.integers(n // 2, n + 1, r)
+    target_mask = np.arange(n)[None] < lengths[:, None]
+    tokens = np.where(target_mask, rng.integers(10, cfg.vocab_size, (r, n)), 0)
+    ids = np.concatenate([rng.integers(10, cfg.vocab_size, (r, p)), tokens, np.tile(np.arange(10, 10 + v), (r, 1))], 1)
+    mask = np.concatenate([np.ones((r, p), bool), target_mask, np.ones((r, v), bool)], 1)
+    return steps.UpdateBatch(
+        input_ids=jnp.asarray(ids, jnp.int32), input_mask=jnp.asarray(mask), targets=jnp.asarray(tokens, jnp.int32),
+        target_mask=jnp.asarray(target_mask), old_logp=jnp.asarray(-rng.random((r, n)) * target_mask, jnp.float32),
+        advantages=jnp.asarray(rng.standard_normal((r, 1)) * target_mask, jnp.float32),
+        verify_target=jnp.asarray(rng.choice([4, 5], r), jnp.int32), verify_mask=jnp.ones((r,), jnp.float32))
+
+
+class UpdateRunner:
+    """A jitted, donating update step and a fresh state per call; ``flops`` from XLA's cost analysis."""
+
+    def __init__(self, args, lambda_verify: float, micro: int):
+        self.cfg, statics, mesh, params = make_setup(args, lambda_verify, micro)
+        self.state = steps.init_state(params, statics.tx, seed=0, keep_reference=False)
+        self.batch = make_batch(args, self.cfg)
+        self.update = steps.jit_steps(statics, mesh, self.state).update
+        t0 = common.time.perf_counter()
+        compiled = self.update.lower(self.state, self.batch).compile()
+        self.compile_s = common.time.perf_counter() - t0
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        self.flops = float(cost.get("flops", float("nan")))
+        mem = compiled.memory_analysis()
+        self.temp_bytes = getattr(mem, "temp_size_in_bytes", float("nan"))
+        self.params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+
+    def __call__(self):
+        self.state, metrics = self.update(self.state, self.batch)
+        return metrics["policy_loss"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--vocab", type=int, default=16384)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--rows", type=int, default=8, help="rollouts per update (B x G)")
+    ap.add_argument("--prompt_len", type=int, default=64)
+    ap.add_argument("--new_tokens", type=int, default=176)
+    ap.add_argument("--verify_len", type=int, default=16)
+    ap.add_argument("--micro", default="0,4,2", help="micro-batch sizes to sweep (0: whole batch at once)")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    args = ap.parse_args()
+    seq = args.prompt_len + args.new_tokens + args.verify_len
+
+    micros = [int(m) for m in args.micro.split(",")]
+    runners = {m: UpdateRunner(args, 1.0, m) for m in micros}
+    cfg = runners[micros[0]].cfg
+    # The peak: the step's largest GEMM (tokens x d @ d x 3d, the MLP up/gate projections) as a jitted matmul.
+    tokens = (args.rows if micros[0] == 0 else micros[0]) * seq
+    a = jnp.ones((tokens, cfg.hidden_size), args.dtype)
+    b = jnp.ones((cfg.hidden_size, cfg.intermediate_size), args.dtype)
+    gemm = jax.jit(lambda a, b: a @ b)
+    gemm_flops = 2.0 * tokens * cfg.hidden_size * cfg.intermediate_size
+    fns = {f"update micro={m or args.rows}": runners[m] for m in micros}
+    fns["gemm"] = lambda: gemm(a, b)
+    load_before = common.load_now()
+    times = common.interleaved(fns, args.runs)
+
+    print(common.machine_line())
+    print(f"load avg 1 min before/after the timed rounds: {load_before:.1f}/{common.load_now():.1f}")
+    r0 = runners[micros[0]]
+    print(f"model: {r0.params / 1e6:.1f}M params (hidden {cfg.hidden_size}, {cfg.num_layers} layers, vocab "
+          f"{cfg.vocab_size}, tied), {args.dtype}; update batch {args.rows} rows x {seq} tokens "
+          f"({args.prompt_len} prompt + {args.new_tokens} completion + {args.verify_len} verify); AdamW; "
+          f"lambda_verify=1; medians of {args.runs} interleaved rounds\n")
+    gemm_s = common.med(times["gemm"])
+    peak = gemm_flops / gemm_s
+    formula = model_flops(cfg, args.rows, seq, args.new_tokens + 1)
+    rows = []
+    for m in micros:
+        name = f"update micro={m or args.rows}"
+        t = common.med(times[name])
+        run = runners[m]
+        # Per-round ratio of achieved FLOP/s to the GEMM's: (flops / t_step) / (gemm_flops / t_gemm).
+        use_xla = common.paired_ratio([run.flops * g for g in times["gemm"]], [gemm_flops * s for s in times[name]])
+        use_formula = common.paired_ratio([formula * g for g in times["gemm"]], [gemm_flops * s for s in times[name]])
+        rows.append([name, f"{t:.3f}", f"{run.flops / 1e9:.1f}", f"{formula / 1e9:.1f}", f"{run.flops / t / 1e9:.1f}",
+                     f"{use_xla:.0%}", f"{use_formula:.0%}", f"{run.compile_s:.1f}", f"{run.temp_bytes / 2**20:.0f}"])
+    rows.append([f"gemm {tokens}x{cfg.hidden_size}@{cfg.hidden_size}x{cfg.intermediate_size}", f"{gemm_s:.4f}",
+                 f"{gemm_flops / 1e9:.2f}", "", f"{peak / 1e9:.1f}", "100%", "100%", "", ""])
+    print(common.table(["step", "seconds", "XLA GFLOP", "model GFLOP", "GFLOP/s (XLA)", "use (XLA)",
+                        "use (model)", "compile s", "temp MiB"], rows, [34, 9, 11, 13, 15, 11, 13, 11, 10]))
+    print(f"\nuse = achieved FLOP/s / GEMM FLOP/s, median of per-round ratios; max RSS {common.max_rss_gib():.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()

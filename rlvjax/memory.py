@@ -1,0 +1,333 @@
+"""How much device memory a run needs, per device, worked out before anything is allocated or compiled.
+
+``plan`` adds up what one device holds in each phase of a run:
+
+- always (``persistent``): the parameters, the AdamW state and (``beta > 0``) the frozen reference policy. Their
+  shapes come from ``jax.eval_shape`` of the model and of ``init_state``, and each leaf's per-device size from the
+  sharding ``parallel.shardings`` gives it on the mesh: exact, not estimated.
+- ``rollout`` (``rollout_step``): the KV cache of the rollout batch (``batch_size * group_size`` rows of
+  ``prompt + max_new_tokens + verify prompt`` slots, rows split over the data axes, kv heads over ``tensor``), and
+  the larger of the prompt prefill's and a decode step's temporaries.
+- ``update`` (``update_step``): two gradient trees (the micro-batch accumulator and one micro-batch's gradient), the
+  weights FSDP gathers, the training rows, and what the backward pass keeps for one micro-batch. The model does no
+  rematerialisation, so every layer's residuals are kept: per row and layer ~``T * (4D + 4F + 3q + 3kv)`` values,
+  the attention scores and probabilities ``H * T * T`` (twice in f32, once in the model dtype), and the ``[N, V]``
+  completion logits in f32 with their log-softmax and gradient.
+- ``optimizer``: the gradients, the updates and the new moments.
+- ``eval``: the periodic in-training eval samples ``eval_samples`` per problem for a batch of problems
+  (``evaluate.sample_pool``), with the training state live. Its sampler is jitted without shardings: the plan
+  counts its rows on every device.
+- ``final eval``: the end-of-run report (``final_eval_samples`` > 0) loads each policy unsharded and samples on
+  one device, after the training state is gone.
+
+The activation and temporary figures are estimates of what XLA keeps alive: for f32 models they came within
+-15%..+25% of XLA's own buffer assignment on CPU for the update and the rollout (``tests/test_memory.py`` checks
+this; on accelerators XLA schedules differently, so leave some headroom). The persistent figures are exact.
+``check`` turns a plan into a one-line ``ValueError`` before anything is compiled; ``enforce`` prints the table and
+checks against the device's ``bytes_limit`` or ``MemoryConfig.device_memory_gib``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from typing import Mapping
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import AbstractMesh, Mesh
+
+from rlvjax import evaluate, parallel
+from rlvjax.model.transformer import ModelConfig, Transformer
+from rlvjax.rl import steps
+
+GiB = 1024 ** 3
+PHASES = ("rollout", "update", "optimizer", "eval", "final eval")
+EVAL_PROMPTS = inspect.signature(evaluate.sample_pool).parameters["batch_size"].default
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class MemoryConfig:
+    """``device_memory_gib``: the per-device budget; None reads the device's ``bytes_limit`` and checks nothing
+    where there is none (CPU). ``refuse = False`` prints a warning instead of raising, for when the estimate is
+    known to be pessimistic (e.g. an XLA flag that changes what it keeps alive)."""
+
+    device_memory_gib: float | None = None
+    refuse: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    name: str
+    phase: str  # "persistent" or one of PHASES
+    bytes_per_device: int
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryPlan:
+    items: tuple[Item, ...]
+    mesh_shape: tuple[tuple[str, int], ...]
+    num_params: int
+    knobs: dict  # the config values the refusal names, e.g. {"micro_batch_size": 4, "update_rows": 1}
+
+    def phase_bytes(self, phase: str) -> int:
+        """Peak bytes per device during ``phase``: its own buffers, plus the training state except in the final
+        eval (which runs after training)."""
+        own = sum(i.bytes_per_device for i in self.items if i.phase == phase)
+        if phase == "final eval":
+            return own
+        return own + sum(i.bytes_per_device for i in self.items if i.phase == "persistent")
+
+    @property
+    def phases(self) -> dict[str, int]:
+        """Peak bytes per device of each phase this run goes through."""
+        present = {i.phase for i in self.items}
+        return {p: self.phase_bytes(p) for p in PHASES if p in present}
+
+    @property
+    def peak_phase(self) -> str:
+        return max(self.phases, key=self.phases.get)
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.phases[self.peak_phase]
+
+    def table(self, limit_bytes: int | None = None) -> str:
+        mesh = " x ".join(f"{k}={v}" for k, v in self.mesh_shape)
+        k = self.knobs
+        lines = [f"memory plan per device: mesh {mesh}, {self.num_params:,} params, {k['rollout_rows']} rollout rows "
+                 f"and {k['update_rows']} update row(s) per micro-batch per device",
+                 f"  {'phase':<11}{'component':<30}{'size':>10}  note"]
+        lines += [f"  {i.phase:<11}{i.name:<30}{_size(i.bytes_per_device):>10}  {i.note}" for i in self.items]
+        for phase, total in self.phases.items():
+            mark = "  <- peak" if phase == self.peak_phase else ""
+            lines.append(f"  {'total':<11}{phase:<30}{_size(total):>10}{mark}")
+        if limit_bytes is not None:
+            verdict = "fits" if self.peak_bytes <= limit_bytes else "does NOT fit"
+            lines.append(f"  device limit {_size(limit_bytes)}: {verdict}")
+        return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", GiB), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
+
+
+def mesh_shape(cfg: parallel.MeshConfig, num_devices: int) -> dict[str, int]:
+    """Axis sizes of ``cfg`` on ``num_devices`` devices (the -1 axis filled), without making a mesh."""
+    sizes = [cfg.data, cfg.fsdp, cfg.tensor]
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if -1 in sizes:
+        if sizes.count(-1) > 1 or num_devices % known:
+            raise ValueError(f"mesh {dict(zip(parallel.AXES, sizes))} does not fit {num_devices} devices")
+        sizes[sizes.index(-1)] = num_devices // known
+    if int(np.prod(sizes)) != num_devices:
+        raise ValueError(f"mesh {dict(zip(parallel.AXES, sizes))} needs {int(np.prod(sizes))} devices, "
+                         f"not {num_devices}")
+    return dict(zip(parallel.AXES, sizes))
+
+
+def _as_mesh(mesh) -> Mesh | AbstractMesh:
+    if isinstance(mesh, (Mesh, AbstractMesh)):
+        return mesh
+    if isinstance(mesh, Mapping):
+        return AbstractMesh(tuple(int(mesh.get(a, 1)) for a in parallel.AXES), parallel.AXES)
+    raise TypeError(f"mesh must be a jax Mesh, an AbstractMesh or an {{axis: size}} dict, not {type(mesh).__name__}")
+
+
+def abstract_params(cfg: ModelConfig):
+    """The policy's parameters as ``ShapeDtypeStruct``s, in ``train.py``'s pure-dict layout; nothing allocated."""
+    _, state = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))
+    return nnx.to_pure_dict(state)
+
+
+def count_params(tree) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def _nbytes(shape, dtype) -> int:
+    return int(np.prod(shape)) * jnp.dtype(dtype).itemsize
+
+
+def sharded_bytes(tree, mesh) -> int:
+    """Bytes one device holds of ``tree`` (arrays or ShapeDtypeStructs) laid out by the partition rules."""
+    shards = parallel.shardings(tree, _as_mesh(mesh))
+    return sum(jax.tree.leaves(jax.tree.map(lambda x, s: _nbytes(s.shard_shape(x.shape), x.dtype), tree, shards)))
+
+
+def _gathered_bytes(params, mesh) -> int:
+    """What sharding all-gathers at once in the forward pass: the (tied) embedding or head, and one decoder layer."""
+    shards = parallel.shardings(params, _as_mesh(mesh))
+    extra = jax.tree.map(lambda x, s: _nbytes(x.shape, x.dtype) - _nbytes(s.shard_shape(x.shape), x.dtype),
+                         params, shards)
+    total = sum(jax.tree.leaves({k: v for k, v in extra.items() if k in ("embed_tokens", "lm_head")}))
+    layers = extra.get("layers", {})
+    return total + max((sum(jax.tree.leaves(layer)) for layer in layers.values()), default=0)
+
+
+def activation_bytes_per_row(cfg: ModelConfig, seq_len: int, completion_len: int, tensor: int = 1) -> int:
+    """Bytes the backward pass keeps for one training row of ``seq_len`` tokens (no rematerialisation).
+
+    Per layer and token, in the model dtype: the residual stream and the two norm outputs (4D), the q/k/v
+    projections, their rotated copies and the attention output (3q + 3kv), the MLP's gate, up, silu(gate) and
+    product (4F); in f32: the two norms' upcast inputs (2D); and the attention scores and probabilities (H x T per
+    token) twice in f32 (masked scores, softmax) and once in the model dtype. Then the ``[N, V]`` completion
+    logits: the model-dtype output, its f32 copy, the log-softmax and the gradient. Heads, MLP and vocabulary
+    split over the tensor axis.
+    """
+    it = cfg.jnp_dtype.itemsize
+    d, h, hd = cfg.hidden_size, cfg.num_heads, cfg.kv_dim
+    split = lambda n: -(-n // tensor)
+    per_token = it * (4 * d + split(3 * h * hd + 3 * cfg.num_kv_heads * hd + 4 * cfg.intermediate_size)) + 4 * 2 * d
+    attention = split(h) * seq_len * (8 + it)  # per query token
+    logits = completion_len * split(cfg.vocab_size) * (it + 3 * 4)
+    return cfg.num_layers * seq_len * (per_token + attention) + logits + seq_len * seq_len  # + the [T, T] mask
+
+
+def _sampling_items(cfg: ModelConfig, phase: str, what: str, prompts: int, samples: int, prompt_tokens: int,
+                    new_tokens: int, verify_tokens: int, tensor: int) -> list[Item]:
+    """KV cache and temporaries of ``sampling.generate`` for ``prompts`` prompts x ``samples`` on one device.
+
+    The prompts are prefilled into a cache of their own, which is then repeated ``samples`` times: the peak is the
+    largest of the prefill (prompt cache + its attention scores and MLP activations), the repeat (both caches) and
+    a decode step (the rollout cache + the step's ``[rows, V]`` f32 logits and their sort). XLA also keeps one
+    layer's cache twice while the verify prompt is scored on it (measured on CPU). The prefill term is the roughest
+    (within a factor ~1.7 of XLA's on CPU); with ``samples >= 4`` the rollout cache dominates.
+    """
+    it = cfg.jnp_dtype.itemsize
+    ceil = lambda a, b: -(-a // b)
+    seq, rows = prompt_tokens + new_tokens + verify_tokens, prompts * samples
+    kv_split = tensor if cfg.num_kv_heads % tensor == 0 else 1
+    per_row = cfg.num_layers * 2 * seq * cfg.num_kv_heads * cfg.kv_dim * it // kv_split
+    kv_prompts, kv_rows = per_row * prompts, per_row * rows
+    prefill = prompts * (ceil(cfg.num_heads, tensor) * prompt_tokens * seq * (8 + it)
+                         + prompt_tokens * (4 * ceil(cfg.intermediate_size, tensor) + 4 * cfg.hidden_size) * it)
+    decode = rows * ceil(cfg.vocab_size, tensor) * 4 * 4  # logits, scaled, log-softmax, top-p sort (f32)
+    return [
+        Item(f"{what}KV cache", phase, kv_rows + kv_rows // cfg.num_layers,
+             f"{rows} rows x {seq} slots x {cfg.num_layers} layers (+ one layer's copy)"),
+        Item(f"{what}prefill / decode temps", phase, max(kv_prompts + prefill - kv_rows, kv_prompts, decode),
+             f"{prompts} prompts x {prompt_tokens} tokens prefilled, then {rows} rows decoding"),
+        Item(f"{what}sampled tokens", phase, 2 * rows * new_tokens * 8, "token and log-prob buffers"),
+    ]
+
+
+def plan(model_config: ModelConfig, rl_config: steps.RLConfig, run_config, mesh, *, prompt_tokens: int,
+         verify_tokens: int = 32, optim: steps.OptimConfig | None = None,
+         eval_problems: int | None = None) -> MemoryPlan:
+    """The per-device memory of this run on ``mesh`` (a Mesh, an AbstractMesh or an ``{axis: size}`` dict).
+
+    ``prompt_tokens``: the widest left-padded prompt batch (``max_prompt_tokens`` of the train and eval prompts);
+    ``verify_tokens``: the verify prompt's length (``len(VerifierTokens.suffix)``); ``eval_problems``: how many
+    eval records the task has (0: no eval phases; None: at least one full eval batch).
+    """
+    cfg, rl, run = model_config, rl_config, run_config
+    mesh = _as_mesh(mesh)
+    shape = {a: int(mesh.shape[a]) for a in parallel.AXES}
+    dp, tensor = shape["data"] * shape["fsdp"], shape["tensor"]
+    ceil = lambda a, b: -(-a // b)
+    tx = (optim or steps.OptimConfig()).make(max(run.num_steps, 1) * rl.num_ppo_epochs * rl.num_minibatches)
+    params = abstract_params(cfg)
+    state = jax.eval_shape(lambda p: steps.init_state(p, tx, seed=0, keep_reference=rl.beta > 0), params)
+    param_bytes, opt_bytes = sharded_bytes(state.params, mesh), sharded_bytes(state.opt_state, mesh)
+    n, seq = rl.max_new_tokens, prompt_tokens + rl.max_new_tokens + verify_tokens
+    prompts = ceil(run.batch_size, dp)
+    minibatch_rows = ceil(run.batch_size * rl.group_size // rl.num_minibatches, dp)
+    micro = rl.micro_batch_size or run.batch_size * rl.group_size // rl.num_minibatches
+    micro_rows = ceil(micro, dp)
+
+    items = [Item("params", "persistent", param_bytes, f"{cfg.dtype}, sharded by the partition rules"),
+             Item("optimizer state", "persistent", opt_bytes, "AdamW moments (params' dtype) + counters")]
+    if state.ref_params is not None:
+        items.append(Item("reference params", "persistent", param_bytes, f"beta={rl.beta} > 0: a frozen copy"))
+    items += _sampling_items(cfg, "rollout", "", prompts, rl.group_size, prompt_tokens, n, verify_tokens, tensor)
+    items += [
+        Item("gradients", "update", 2 * param_bytes, "micro-batch accumulator + one micro-batch's gradient"),
+        Item("gathered weights", "update", _gathered_bytes(state.params, mesh), "embedding + one layer, unsharded"),
+        Item("training rows", "update", 2 * minibatch_rows * (seq * 5 + n * 13 + 8),
+             f"{minibatch_rows} rows x {seq} tokens, and their micro-batch split"),
+        Item("activations", "update", micro_rows * activation_bytes_per_row(cfg, seq, n, tensor),
+             f"{micro_rows} row(s) x {seq} tokens, no remat, f32 [N, V] logits"),
+        Item("grads + updates + moments", "optimizer", 2 * param_bytes + opt_bytes, "the optax step"),
+    ]
+    # evaluate.sample_pool samples batches of problems (fewer when the task has fewer), padded to a multiple of
+    # the data axes; its rows are not sharded.
+    eval_batch = max(dp, EVAL_PROMPTS // dp * dp)
+    eval_prompts = ceil(min(eval_batch if eval_problems is None else eval_problems, eval_batch), dp) * dp
+    if run.eval_samples and eval_prompts:
+        items += _sampling_items(cfg, "eval", "eval ", eval_prompts, run.eval_samples, prompt_tokens, n,
+                                 verify_tokens, tensor)
+    if run.final_eval_samples and run.export_final and eval_prompts:
+        items.append(Item("policy (unsharded)", "final eval", _nbytes((count_params(params),), cfg.dtype),
+                          "each policy loaded on one device"))
+        items += _sampling_items(cfg, "final eval", "final ", eval_prompts, run.final_eval_samples, prompt_tokens,
+                                 n, verify_tokens, 1)
+    knobs = {"micro_batch_size": micro, "update_rows": micro_rows, "rollout_rows": prompts * rl.group_size,
+             "fsdp": shape["fsdp"], "tensor": tensor, "batch_size": run.batch_size, "group_size": rl.group_size,
+             "max_new_tokens": n, "eval_samples": run.eval_samples, "final_eval_samples": run.final_eval_samples}
+    return MemoryPlan(tuple(items), tuple(shape.items()), count_params(params), knobs)
+
+
+def _advice(p: MemoryPlan) -> str:
+    """What to change for the phase that does not fit, biggest lever first, naming each knob and its value."""
+    k, own = p.knobs, {i.name: i.bytes_per_device for i in p.items}
+    state = own["params"] + own["optimizer state"] + own.get("reference params", 0)
+    more_fsdp = (state, f"use more fsdp (MeshConfig.fsdp, now {k['fsdp']}) or more devices")
+    options = {
+        "rollout": [(own["KV cache"], f"reduce RunConfig.batch_size (now {k['batch_size']}) or RLConfig.group_size "
+                                      f"(now {k['group_size']})"), more_fsdp],
+        "update": [(own["activations"], f"reduce RLConfig.micro_batch_size (now {k['micro_batch_size']}, "
+                                        f"{k['update_rows']} row(s) per device)") if k["update_rows"] > 1 else
+                   (own["activations"], f"shorten RLConfig.max_new_tokens (now {k['max_new_tokens']}) or the "
+                                        f"prompts, or add tensor parallelism (MeshConfig.tensor, now {k['tensor']})"),
+                   more_fsdp],
+        "optimizer": [more_fsdp],
+        "eval": [(own.get("eval KV cache", 0), f"reduce RunConfig.eval_samples (now {k['eval_samples']})"),
+                 more_fsdp],
+        "final eval": [(own.get("final KV cache", 0), f"reduce RunConfig.final_eval_samples (now "
+                                                      f"{k['final_eval_samples']}; it samples on one device)")],
+    }[p.peak_phase]
+    return " / ".join(text for _, text in sorted(options, key=lambda o: -o[0]))
+
+
+def check(p: MemoryPlan, limit_bytes: int | None) -> None:
+    """Raise a one-line ``ValueError`` when the plan's peak exceeds ``limit_bytes`` (None: nothing to check)."""
+    if limit_bytes is None or p.peak_bytes <= limit_bytes:
+        return
+    raise ValueError(f"needs {_size(p.peak_bytes)} per device ({p.peak_phase} phase), has {_size(limit_bytes)}: "
+                     f"{_advice(p)}")
+
+
+def device_limit(cfg: MemoryConfig | None = None) -> int | None:
+    """The per-device budget: ``MemoryConfig.device_memory_gib``, else the device's ``bytes_limit``, else None."""
+    cfg = cfg or MemoryConfig()
+    if cfg.device_memory_gib is not None:
+        return int(cfg.device_memory_gib * GiB)
+    return (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+
+
+def enforce(p: MemoryPlan, cfg: MemoryConfig | None = None, *, echo: bool = True) -> None:
+    """Print the plan (``echo``) and refuse a run that cannot fit, before anything is compiled."""
+    cfg = cfg or MemoryConfig()
+    limit = device_limit(cfg)
+    if echo:
+        print(p.table(limit), flush=True)
+    if cfg.refuse:
+        check(p, limit)
+    elif limit is not None and p.peak_bytes > limit and echo:
+        print(f"warning: the plan needs {_size(p.peak_bytes)} per device, more than {_size(limit)} "
+              "(MemoryConfig.refuse = False: going on)", flush=True)
+
+
+def max_prompt_tokens(tokenizer, prompts, bucket: int = 16) -> int:
+    """The widest prompt batch the sampler can see: the longest encoded prompt, rounded up as ``left_pad`` does."""
+    longest = max(len(tokenizer.encode(p, add_special_tokens=False)) for p in prompts)
+    return math.ceil(longest / bucket) * bucket

@@ -1,0 +1,241 @@
+"""The memory plan and the scale-out configs: every gin parses, Qwen2.5-Math-1.5B's shapes and per-device bytes
+without allocating its weights, refusals name the numbers, and the estimates track XLA's buffer assignment."""
+
+import functools
+from pathlib import Path
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import AbstractMesh
+from flax import nnx
+
+from rlvjax import experiment, memory, parallel, sft, train  # train: gin's search path for `include 'configs/...'`
+from rlvjax.model.hf import config_from_hf
+from rlvjax.model.transformer import ModelConfig, Transformer
+from rlvjax.rl import steps
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+EXPERIMENT = CONFIGS / "experiments" / "rlv_grpo_math.gin"
+HARDWARE = sorted((CONFIGS / "hardware").glob("*.gin"))
+GiB = memory.GiB
+
+# Qwen/Qwen2.5-Math-1.5B config.json (the fields the mapping reads).
+QWEN_MATH_1_5B = {
+    "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960,
+    "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151936,
+    "max_position_embeddings": 4096, "rope_theta": 10000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": True,
+    "use_sliding_window": False, "sliding_window": 4096, "torch_dtype": "bfloat16",
+}
+QWEN_PROMPT_TOKENS, QWEN_VERIFY_TOKENS = 1024, 20
+
+
+def configs_of(*files, bindings=()):
+    """The run's dataclasses as gin builds them from ``files``."""
+    gin.clear_config()
+    gin.parse_config_files_and_bindings([str(f) for f in files], list(bindings))
+    try:
+        return {"model": experiment.ModelSpec(), "task": experiment.TaskSpec(), "run": experiment.RunConfig(),
+                "rl": steps.RLConfig(), "optim": steps.OptimConfig(), "mesh": parallel.MeshConfig(),
+                "warm": sft.WarmStartConfig(), "memory": memory.MemoryConfig()}
+    finally:
+        gin.clear_config()
+
+
+def qwen_plan(hardware: str, num_devices: int, bindings=(), prompt_tokens=QWEN_PROMPT_TOKENS):
+    c = configs_of(EXPERIMENT, CONFIGS / "hardware" / f"{hardware}.gin", bindings=bindings)
+    cfg = config_from_hf(QWEN_MATH_1_5B, jnp.dtype(c["model"].dtype))
+    return memory.plan(cfg, c["rl"], c["run"], memory.mesh_shape(c["mesh"], num_devices),
+                       prompt_tokens=prompt_tokens, verify_tokens=QWEN_VERIFY_TOKENS, optim=c["optim"])
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.gin")), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_gin_file_parses_and_builds_the_dataclasses(path):
+    c = configs_of(path)
+    assert c["rl"].group_size >= 1 and c["run"].batch_size >= 1
+
+
+@pytest.mark.parametrize("hardware", HARDWARE, ids=lambda p: p.stem)
+def test_experiment_with_each_hardware_config(hardware):
+    c = configs_of(EXPERIMENT, hardware)
+    assert c["model"].hf_dir and c["task"].name == "file" and c["task"].train_file and c["task"].eval_file
+    assert c["rl"].algorithm == "grpo" and c["rl"].max_new_tokens == 1024 and c["model"].dtype == "float32"
+    if hardware.stem != "cpu":  # an accelerator mesh, one row per FSDP replica per micro-batch
+        mesh = c["mesh"]
+        assert -1 not in (mesh.data, mesh.fsdp, mesh.tensor)
+        assert c["rl"].micro_batch_size == mesh.data * mesh.fsdp
+        parallel.check_batch(c["run"].batch_size, AbstractMesh(
+            (mesh.data, mesh.fsdp, mesh.tensor), parallel.AXES), "batch_size")
+
+
+def test_qwen_math_1_5b_shapes_without_allocating():
+    cfg = config_from_hf(QWEN_MATH_1_5B)
+    assert (cfg.kv_dim, cfg.qkv_bias, cfg.tie_word_embeddings, cfg.rope_theta) == (128, True, True, 10000.0)
+    params = memory.abstract_params(cfg)
+    leaves = jax.tree.leaves(params)
+    assert all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)  # shapes only: no 6 GB of weights
+    d, f, v, layers, q, kv = 1536, 8960, 151936, 28, 12 * 128, 2 * 128
+    per_layer = (d * q + q) + 2 * (d * kv + kv) + q * d + 3 * d * f + 2 * d  # attention + biases, MLP, 2 norms
+    assert v * d + layers * per_layer + d == 1_543_714_304  # embedding (tied head) + layers + final norm
+    assert memory.count_params(params) == 1_543_714_304
+    layer0 = params["layers"][0]
+    assert layer0["self_attn"]["k_proj"]["kernel"].shape == (1536, 256)
+    assert layer0["mlp"]["down_proj"]["kernel"].shape == (8960, 1536)
+    assert "lm_head" not in params  # tied
+
+
+@pytest.mark.parametrize("gib", [40, 80])
+def test_qwen_plan_fits_4xa100(gib):
+    plan = qwen_plan("4xa100", 4)
+    memory.check(plan, gib * GiB)  # does not raise
+    assert plan.num_params == 1_543_714_304
+    # Fits even JAX's default GPU preallocation (75% of an A100-40GB, ~29.6 GiB).
+    assert plan.peak_bytes < 0.75 * 39.5 * GiB
+    by_name = {i.name: i.bytes_per_device for i in plan.items}
+    # fsdp=2 x tensor=2: f32 params split 4 ways except norms and q/k/v biases (replicated over fsdp)
+    assert by_name["params"] == pytest.approx(1_543_714_304 * 4 / 4, rel=0.01)
+    assert by_name["optimizer state"] == pytest.approx(2 * by_name["params"], rel=1e-4)  # mu + nu in f32
+    # 64 x 8 rollouts over 2 row replicas, kv heads split by tensor: 256 rows x 2068 slots x 28 layers x (k, v)
+    rows, slots = 256, QWEN_PROMPT_TOKENS + 1024 + QWEN_VERIFY_TOKENS
+    assert by_name["KV cache"] == rows * slots * 28 * 2 * 1 * 128 * 4 * 29 // 28
+
+
+def test_qwen_plan_on_tpu_v4_8_fits_and_v5e_8_needs_short_prompts():
+    memory.check(qwen_plan("tpu_v4_8", 4), 31 * GiB)
+    with pytest.raises(ValueError, match=r"^needs 2\d\.\d\d GiB per device \(update phase\), has 15\.75 GiB: shorten"):
+        memory.check(qwen_plan("tpu_v5e_8", 8), int(15.75 * GiB))
+    memory.check(qwen_plan("tpu_v5e_8", 8, prompt_tokens=512), int(15.75 * GiB))  # as its config says
+
+
+def test_absurd_setup_is_refused_with_one_line():
+    plan = qwen_plan("cpu", 1, ["RLConfig.micro_batch_size = 64"])
+    with pytest.raises(ValueError) as err:
+        memory.check(plan, 16 * GiB)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("needs ") and "GiB per device (update phase), has 16.00 GiB" in message
+    assert "reduce RLConfig.micro_batch_size (now 64, 64 row(s) per device)" in message
+    assert "use more fsdp (MeshConfig.fsdp, now 1)" in message
+
+
+def test_refusals_name_the_phase_that_does_not_fit():
+    with pytest.raises(ValueError, match=r"\(final eval phase\).*reduce RunConfig.final_eval_samples \(now 32"):
+        memory.check(qwen_plan("4xa100", 4, ["RunConfig.final_eval_samples = 32"]), 40 * GiB)
+    with pytest.raises(ValueError, match=r"\(rollout phase\).*reduce RunConfig.batch_size \(now 512\)"):
+        memory.check(qwen_plan("4xa100", 4, ["RunConfig.batch_size = 512"]), 80 * GiB)
+
+
+TINY = ModelConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                   qkv_bias=True, tie_word_embeddings=True)
+
+
+def test_tiny_config_bytes_by_hand():
+    """fsdp=2: kernels and the embedding are split in two, biases and norms replicated (tensor=1)."""
+    mesh = {"data": 1, "fsdp": 2, "tensor": 1}
+    embedding = 64 * 16 // 2 * 4  # [64, 16] split on its hidden dimension
+    attention = (16 * 16 // 2 + 16) * 4 + 2 * (16 * 8 // 2 + 8) * 4 + 16 * 16 // 2 * 4  # q, k, v (+ biases), o
+    mlp = 3 * 16 * 32 // 2 * 4
+    norms = 3 * 16 * 4
+    per_device = embedding + attention + mlp + norms
+    assert per_device == 6976
+    rl = steps.RLConfig(group_size=2, max_new_tokens=4)
+    run = experiment.RunConfig(batch_size=2, eval_samples=0)
+    plan = memory.plan(TINY, rl, run, mesh, prompt_tokens=8, verify_tokens=4)
+    by_name = {i.name: i.bytes_per_device for i in plan.items}
+    assert plan.num_params == 3408
+    assert by_name["params"] == per_device
+    assert 0 < by_name["optimizer state"] - 2 * per_device < 64  # mu, nu + a few scalar counters
+    assert "reference params" not in by_name
+    assert by_name["gradients"] == 2 * per_device
+    # 2 prompts x 2 samples over 2 devices = 2 rows per device of 8 + 4 + 4 slots; 1 layer of k and v, 1 kv head
+    # of 8, f32; doubled by the copy of one layer (here: the only one) while the verify prompt is scored.
+    assert by_name["KV cache"] == 2 * 2 * (2 * 16 * 1 * 8 * 4)
+    assert by_name["gathered weights"] == 64 * 16 * 4 // 2 + (16 * 16 + 2 * 16 * 8 + 16 * 16 + 3 * 16 * 32) * 4 // 2
+    with_reference = memory.plan(TINY, steps.RLConfig(group_size=2, max_new_tokens=4, beta=0.1), run, mesh,
+                                 prompt_tokens=8, verify_tokens=4)
+    assert {i.name: i.bytes_per_device for i in with_reference.items}["reference params"] == per_device
+    assert set(plan.phases) == {"rollout", "update", "optimizer"}  # no eval samples, no final report
+    # The evaluator samples batches of up to 32 problems, padded to the data axes, its rows on every device.
+    with_eval = memory.plan(TINY, rl, experiment.RunConfig(batch_size=2, eval_samples=3, final_eval_samples=2), mesh,
+                            prompt_tokens=8, verify_tokens=4, eval_problems=5)
+    kv = {i.name: i.bytes_per_device for i in with_eval.items}
+    assert kv["eval KV cache"] == 2 * 6 * 3 * (2 * 16 * 1 * 8 * 4)  # 6 problems (5 padded to 2 devices) x 3
+    assert kv["final KV cache"] == 2 * 6 * 2 * (2 * 16 * 1 * 8 * 4)
+    assert set(with_eval.phases) == {"rollout", "update", "optimizer", "eval", "final eval"}
+    no_eval = memory.plan(TINY, rl, experiment.RunConfig(batch_size=2, final_eval_samples=2), mesh,
+                          prompt_tokens=8, verify_tokens=4, eval_problems=0)
+    assert set(no_eval.phases) == {"rollout", "update", "optimizer"}
+    table = plan.table(limit_bytes=GiB)
+    assert "3,408 params" in table and "fits" in table and "<- peak" in table
+
+
+def test_sharded_bytes_match_arrays_placed_on_a_mesh():
+    devices = jax.devices()
+    mesh = parallel.make_mesh(parallel.MeshConfig(data=1, fsdp=len(devices), tensor=1), devices)
+    params = nnx.to_pure_dict(nnx.split(Transformer(TINY, nnx.Rngs(0)))[1])
+    placed = jax.device_put(params, parallel.shardings(params, mesh))
+    on_first = sum(s.data.nbytes for x in jax.tree.leaves(placed) for s in x.addressable_shards
+                   if s.device == devices[0])
+    assert memory.sharded_bytes(params, mesh) == on_first
+
+
+def _xla_temp_bytes(cfg, rl, run, prompt_tokens, verify_tokens):
+    """XLA's own temporary buffers for the update and the rollout step, compiled for one CPU device."""
+    tx = steps.OptimConfig().make(10)
+    graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))[0]
+    params = memory.abstract_params(cfg)
+    state = jax.eval_shape(lambda p: steps.init_state(p, tx, seed=0, keep_reference=False), params)
+    statics = steps.Statics(graphdef, tx, rl, tuple(range(5, 5 + verify_tokens)), 1, 2, (3,), 0)
+    rows, n, t = run.batch_size * rl.group_size, rl.max_new_tokens, prompt_tokens + rl.max_new_tokens + verify_tokens
+    s = jax.ShapeDtypeStruct
+    batch = steps.UpdateBatch(s((rows, t), jnp.int32), s((rows, t), bool), s((rows, n), jnp.int32),
+                              s((rows, n), bool), s((rows, n), jnp.float32), s((rows, n), jnp.float32),
+                              s((rows,), jnp.int32), s((rows,), jnp.float32))
+    update = jax.jit(functools.partial(steps.update_step, statics), donate_argnums=(0,)).lower(state, batch)
+    rollout = jax.jit(functools.partial(steps.rollout_step, statics)).lower(
+        params, s((run.batch_size, prompt_tokens), jnp.int32), s((run.batch_size, prompt_tokens), bool),
+        jax.random.key(0))
+    return {"update": update.compile().memory_analysis().temp_size_in_bytes,
+            "rollout": rollout.compile().memory_analysis().temp_size_in_bytes}
+
+
+def test_estimates_track_xla_buffer_assignment():
+    """The update's and the rollout's own buffers within -15%..+25% of what XLA allocates (f32 on CPU: the CPU backend
+    upcasts bf16, so only f32 is comparable here)."""
+    cfg = ModelConfig(vocab_size=4096, hidden_size=128, intermediate_size=384, num_layers=2, num_heads=4,
+                      num_kv_heads=2, qkv_bias=True, tie_word_embeddings=True)
+    rl = steps.RLConfig(group_size=8, max_new_tokens=192, micro_batch_size=4)
+    run = experiment.RunConfig(batch_size=1, num_steps=10)
+    xla = _xla_temp_bytes(cfg, rl, run, prompt_tokens=48, verify_tokens=8)
+    plan = memory.plan(cfg, rl, run, {"data": 1}, prompt_tokens=48, verify_tokens=8)
+    for phase in ("update", "rollout"):
+        own = sum(i.bytes_per_device for i in plan.items if i.phase == phase)
+        assert 0.85 < own / xla[phase] < 1.25, (phase, own, xla[phase])
+
+
+def test_enforce_uses_the_configured_limit(capsys):
+    plan = memory.plan(TINY, steps.RLConfig(group_size=2, max_new_tokens=4), experiment.RunConfig(batch_size=2),
+                       {"data": 1}, prompt_tokens=8, verify_tokens=4)
+    if jax.devices()[0].platform == "cpu":
+        assert memory.device_limit() is None  # the host has no device limit: print, never refuse
+        memory.enforce(plan)
+        assert "memory plan per device" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="has 1.05 KiB"):
+        memory.enforce(plan, memory.MemoryConfig(device_memory_gib=1e-6), echo=False)
+    memory.enforce(plan, memory.MemoryConfig(device_memory_gib=1e-6, refuse=False))
+    assert "warning: the plan needs" in capsys.readouterr().out
+
+
+def test_max_prompt_tokens_rounds_up_like_the_sampler():
+    class Chars:
+        def encode(self, text, add_special_tokens=False):
+            return list(text)
+
+    assert memory.max_prompt_tokens(Chars(), ["ab", "x" * 17]) == 32
+    assert memory.max_prompt_tokens(Chars(), ["x" * 16]) == 16
+    assert memory.mesh_shape(parallel.MeshConfig(data=-1, fsdp=2), 8) == {"data": 4, "fsdp": 2, "tensor": 1}
+    with pytest.raises(ValueError, match="needs 4 devices"):
+        memory.mesh_shape(parallel.MeshConfig(data=1, fsdp=4), 8)

@@ -1,0 +1,219 @@
+"""Multi-host training on one machine: 2 processes x 2 CPU devices (gloo collectives) against 1 process x 4 devices.
+
+Every process runs the same ``python -m rlvjax.train``; they find each other through the RLVJAX_* environment. The
+story the slow test tells: a 2-host run trains exactly like a 1-host run, only host 0 logs, the two write each
+checkpoint together, a host that dies takes the other down within the heartbeat timeout (no hang), and the job
+restarted with ``--resume`` continues from the shared checkpoint exactly.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rlvjax.data.pipeline import make_iterator
+
+REPO = Path(__file__).resolve().parents[1]
+HEARTBEAT_S = 10  # a host silent this long is declared dead
+EXIT_WITHIN_S = 40  # the survivor must be gone this long after its peer was killed (heartbeat + exit, on a busy CPU)
+BINDINGS = (
+    "WarmStartConfig.num_steps = 20", "RunConfig.eval_every = 0", "RunConfig.export_final = False",
+    "TaskSpec.num_eval = 0",  # no eval: the losses are the comparison
+    "OptimConfig.schedule = 'constant'",  # runs of different lengths share one learning rate
+    "RunConfig.checkpoint_every = 2",
+    # FSDP across the hosts, tensor parallel within one: each host owns different shards of every matrix
+    "MeshConfig.data = 1", "MeshConfig.fsdp = 2", "MeshConfig.tensor = 2",
+    f"MeshConfig.heartbeat_timeout_s = {HEARTBEAT_S}", "MeshConfig.initialization_timeout_s = 120",
+)
+CONFIG = ["--gin_file", str(REPO / "configs" / "digit_smoke.gin"), *[a for b in BINDINGS for a in ("--gin_param", b)]]
+COMPARED = ("policy_loss", "verify_loss", "reward_mean")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@pytest.fixture
+def launch(tmp_path):
+    """``launch(name, workdir, *args, devices=, process_id=, port=)`` starts ``python -m rlvjax.train`` in the
+    background with its output in ``tmp_path/<name>.log``; whatever is still running at the end is killed."""
+    started = []
+
+    def start(name, workdir, *args, devices: int, process_id: int | None = None, port: int | None = None):
+        env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
+               "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "HF_HUB_OFFLINE": "1",
+               "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+               # a run compiles only what an earlier one has not (the resumed pair: nothing)
+               "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
+               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+        for var in ("RLVJAX_COORDINATOR", "RLVJAX_NUM_PROCESSES", "RLVJAX_PROCESS_ID", "JAX_COORDINATOR_ADDRESS"):
+            env.pop(var, None)
+        if process_id is not None:
+            env.update(RLVJAX_COORDINATOR=f"127.0.0.1:{port}", RLVJAX_NUM_PROCESSES="2",
+                       RLVJAX_PROCESS_ID=str(process_id))
+        log = tmp_path / f"{name}.log"
+        with open(log, "w") as out:  # a file, not a pipe: a full pipe would block a chatty process mid-run
+            proc = subprocess.Popen([sys.executable, "-m", "rlvjax.train", "--workdir", str(workdir), *CONFIG, *args],
+                                    cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc.log = log
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def start_pair(launch, name, workdir, *args) -> list[subprocess.Popen]:
+    port = free_port()
+    return [launch(f"{name}.host{i}", workdir, *args, devices=2, process_id=i, port=port) for i in range(2)]
+
+
+def output(proc: subprocess.Popen) -> str:
+    return proc.log.read_text(errors="replace")
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
+    proc.wait(timeout=timeout)
+    assert proc.returncode == 0, output(proc)[-4000:]
+    return output(proc)
+
+
+def logged(workdir) -> list[dict]:
+    return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def checkpoint_steps(workdir) -> list[int]:
+    return sorted(int(p.name) for p in (Path(workdir) / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def test_global_batch_does_not_depend_on_the_process_count():
+    records = [{"id": i} for i in range(27)]
+    take = lambda it: [[r["id"] for r in next(it)] for _ in range(10)]  # 4 batches an epoch: crosses epochs
+    one = take(make_iterator(records, batch_size=6, seed=3))
+    for count in (2, 3):
+        shards = [take(make_iterator(records, batch_size=6 // count, seed=3, shard_index=i, shard_count=count))
+                  for i in range(count)]
+        assert [sum((shard[k] for shard in shards), []) for k in range(10)] == one
+
+
+def test_a_data_position_resumes_on_another_process_count():
+    records = [{"id": i} for i in range(27)]
+    two_hosts = [make_iterator(records, batch_size=3, seed=3, shard_index=i, shard_count=2) for i in range(2)]
+    for _ in range(5):  # into the second epoch
+        [next(it) for it in two_hosts]
+    state = json.loads(json.dumps(two_hosts[0].get_state()))
+    assert state == two_hosts[1].get_state()
+    one_host = make_iterator(records, batch_size=6, seed=3)
+    one_host.set_state(state)
+    for _ in range(4):
+        assert [r["id"] for r in next(one_host)] == [r["id"] for it in two_hosts for r in next(it)]
+    with pytest.raises(ValueError, match=r"batch_size \(saved 3, now 4\), shard_count \(saved 2, now 1\); resume "
+                                         r"with the same data, seed and global batch size"):
+        make_iterator(records, batch_size=4, seed=3).set_state(state)
+
+
+AUTO_SCRIPT = """
+import jax, numpy as np
+from jax.experimental import multihost_utils
+from rlvjax import parallel
+parallel.initialize_distributed(parallel.MeshConfig(coordinator_address="auto", initialization_timeout_s=60))
+parallel.initialize_distributed(parallel.MeshConfig(coordinator_address="auto"))  # a second call does nothing
+gathered = multihost_utils.process_allgather(np.asarray([jax.process_index()]), tiled=True)
+print("JOINED", jax.process_count(), jax.device_count(), gathered.tolist())
+"""
+
+
+def test_auto_finds_the_job_the_cluster_describes():
+    """``coordinator_address='auto'``: jax.distributed reads the cluster's environment (here a faked 2-task SLURM
+    step on this machine; on a TPU pod, the TPU metadata) for the coordinator, process count and process id."""
+    # SLURM's coordinator port is 61440 + job id % 4096: pick a job id whose port is free.
+    job = next(job for job in range(4096) if port_is_free(61440 + job))
+    no_cluster = {k: v for k, v in os.environ.items()  # whatever cluster this test itself may run in
+                  if not k.startswith(("SLURM_", "OMPI_", "PMI_", "KUBERNETES_", "TPU_", "MEGASCALE_"))
+                  and k not in ("RLVJAX_COORDINATOR", "JAX_COORDINATOR_ADDRESS")}
+    no_cluster.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = {**no_cluster, "SLURM_JOB_ID": str(job), "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "2"}
+    procs = [subprocess.Popen([sys.executable, "-c", AUTO_SCRIPT], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=process_env)
+             for process_env in ({**env, "SLURM_PROCID": "0", "SLURM_LOCALID": "0"},
+                                 {**env, "SLURM_PROCID": "1", "SLURM_LOCALID": "1"}, no_cluster)]
+    try:
+        outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    for proc, out in zip(procs[:2], outputs):
+        assert proc.returncode == 0, out[-3000:]
+        assert "JOINED 2 4 [0, 1]" in out, out[-3000:]
+    assert procs[2].returncode != 0 and "coordinator_address='auto' found no cluster to join" in outputs[2]
+
+
+def test_two_hosts_train_like_one_survive_a_lost_peer_and_resume(tmp_path, launch):
+    reference = launch("one", tmp_path / "one", "--gin_param", "RunConfig.num_steps = 4", devices=4)
+    two = tmp_path / "two"
+    # A long run: host 1 is killed once both hosts have saved step 2.
+    hosts = start_pair(launch, "killed", two, "--gin_param", "RunConfig.num_steps = 100")
+    deadline = time.monotonic() + 300
+    while not (two / "checkpoints").exists() or 2 not in checkpoint_steps(two):
+        assert hosts[0].poll() is None and hosts[1].poll() is None, output(hosts[0])[-4000:]
+        assert time.monotonic() < deadline, "no checkpoint at step 2 after 300 s"
+        time.sleep(0.1)
+    hosts[1].send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    try:
+        hosts[0].wait(timeout=EXIT_WITHIN_S)
+    except subprocess.TimeoutExpired:
+        hosts[0].kill()
+        raise AssertionError(f"host 0 still running {EXIT_WITHIN_S} s after host 1 died") from None
+    exit_s = time.monotonic() - killed
+    hosts[1].wait()
+    assert hosts[0].returncode != 0
+    # XLA's coordination service names the lost task ("Task 1 heartbeat timeout" or "... stopped sending heartbeats):
+    # 1", depending on whether host 0 was waiting in a collective or computing on its own when it noticed).
+    assert re.search(r"Task 1 heartbeat timeout|stopped sending heartbeats\):\s*1\b", output(hosts[0])), \
+        output(hosts[0])[-4000:]
+    print(f"host 0 exited {exit_s:.1f} s after host 1 was killed (rc {hosts[0].returncode})")
+
+    resumed = start_pair(launch, "resumed", two, "--resume", "--gin_param", "RunConfig.num_steps = 4")
+    outputs = [finish(p) for p in resumed]
+    finish(reference)
+
+    # Host 0 logged every step once (the resumed run first rewound the log to its checkpoint); host 1 nothing.
+    steps = [m["step"] for m in logged(two)]
+    assert steps == [1, 2, 3, 4], steps
+    samples = [json.loads(line)["step"] for line in (two / "samples.jsonl").read_text().splitlines()]
+    assert samples == [step for step in steps for _ in range(4)]  # 4 sample rows per logged step, from host 0 only
+    assert len(list((two / "tensorboard").iterdir())) == 2  # one event file per run
+    assert "warm start" in output(hosts[0]) and "reward=" in outputs[0]  # progress bars on host 0,
+    assert "warm start" not in output(hosts[1]) and "reward=" not in outputs[1]  # none on host 1
+    # The same losses as on one host: steps 1-2 from the killed run, 3-4 from the resumed one.
+    for key in COMPARED:
+        np.testing.assert_allclose([m[key] for m in logged(two)], [m[key] for m in logged(tmp_path / "one")],
+                                   rtol=1e-4, atol=1e-6, err_msg=key)
+    # One checkpoint per saved step, each written by both hosts together (each its own shards of the arrays).
+    assert checkpoint_steps(two) == [2, 4]
+    for step in (2, 4):
+        state = two / "checkpoints" / str(step) / "state"
+        assert {p.name for p in state.glob("ocdbt.process_*")} == {"ocdbt.process_0", "ocdbt.process_1"}

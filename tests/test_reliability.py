@@ -1,0 +1,217 @@
+"""Reliability of `python -m rlvjax.train`: kill -9 anywhere (also mid-checkpoint) then --resume gives the
+uninterrupted run's metrics bit for bit; SIGTERM saves at the next step boundary and exits 0; non-finite updates are
+skipped, counted, and stop the run with its last checkpoint intact.
+
+The subprocess runs share one persistent JAX compilation cache, so a restart costs its imports, not its compiles.
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gin
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from rlvjax import cli, train
+from rlvjax.checkpoint import PAUSE_ENV
+
+REPO = Path(__file__).resolve().parents[1]
+DIGIT = str(REPO / "configs" / "digit_smoke.gin")
+NUM_STEPS = 8
+# Two minibatches per step: the update shuffles rows with the state's RNG, so a resume must restore it exactly.
+TINY = ["WarmStartConfig.num_steps = 30", "RunConfig.eval_every = 0", "RunConfig.export_final = False",
+        "TaskSpec.num_eval = 0", f"RunConfig.num_steps = {NUM_STEPS}", "RunConfig.checkpoint_every = 2",
+        "RunConfig.max_to_keep = 2", "RLConfig.num_minibatches = 2"]
+TIMING = ("time/", "_per_s")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("jax_cache")
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(cache),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def command(workdir, bindings=(), *, resume=False):
+    params = [arg for binding in [*TINY, *bindings] for arg in ("--gin_param", binding)]
+    return [sys.executable, "-m", "rlvjax.train", "--gin_file", DIGIT, *params, "--workdir", str(workdir),
+            *(["--resume"] if resume else [])]
+
+
+def start(workdir, env, bindings=(), *, resume=False, extra_env=None):
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = open(workdir.parent / f"{workdir.name}.stderr", "ab")
+    return subprocess.Popen(command(workdir, bindings, resume=resume), cwd=REPO, env={**env, **(extra_env or {})},
+                            stdout=subprocess.DEVNULL, stderr=log)
+
+
+def finish(workdir, env, bindings=(), *, resume=False) -> subprocess.CompletedProcess:
+    out = subprocess.run(command(workdir, bindings, resume=resume), cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def metrics(workdir) -> list[dict]:
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if not any(t in k for t in TIMING)} for row in rows]
+
+
+def assert_same(rows: list[dict], reference: list[dict], what: str) -> None:
+    """Equal row by row and key by key; the message names the first step and the keys that differ."""
+    assert [r["step"] for r in rows] == [r["step"] for r in reference], what
+    for row, want in zip(rows, reference):
+        differing = {k: (row.get(k), want.get(k)) for k in {*row, *want} if row.get(k) != want.get(k)}
+        assert not differing, f"{what}: step {row['step']} differs (got, uninterrupted): {differing}"
+
+
+def lines(workdir) -> int:
+    path = workdir / "metrics.jsonl"
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def saved_steps(workdir) -> list[int]:
+    directory = workdir / "checkpoints"
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.exists() else []
+
+
+def wait_for(condition, proc, timeout=240.0, poll=0.01):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before the kill point"
+        assert time.monotonic() < deadline, "kill point never reached"
+        time.sleep(poll)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, env):
+    """The uninterrupted run, shared by every interrupted one."""
+    workdir = tmp_path_factory.mktemp("reference") / "run"
+    finish(workdir, env)
+    rows = metrics(workdir)
+    assert [r["step"] for r in rows] == list(range(1, NUM_STEPS + 1))
+    assert any(r["reward_mean"] > 0 for r in rows), "no rewards: the policy loss would never be exercised"
+    return rows
+
+
+def test_kill_9_anywhere_then_resume_matches_the_uninterrupted_run(tmp_path, env, reference):
+    """Seed 0 kills at a random moment around the end of the warm start (before any checkpoint), seeds 1-3 after a
+    random number of logged steps, seed 4 in the middle of a checkpoint write (the finalize pause hook holds the
+    written step uncommitted). Each then resumes to the end with --resume."""
+    report = []
+    for seed in range(5):
+        rng = random.Random(seed)
+        workdir = tmp_path / f"seed{seed}"
+        pause = {PAUSE_ENV: "2"} if seed == 4 else {}
+        proc = start(workdir, env, extra_env=pause)
+        if seed == 0:
+            wait_for(lambda: (workdir / "warm_start").exists() or lines(workdir) > 0, proc)
+            time.sleep(rng.uniform(0.0, 0.5))
+        elif seed < 4:  # strata 1-2, 3-4, 5-6 logged steps, so that early, middle and late kills all occur
+            target = 2 * seed - 1 + rng.randint(0, 1)
+            wait_for(lambda: lines(workdir) >= target, proc)
+            time.sleep(rng.uniform(0.0, 0.2))
+        else:
+            step = rng.choice([4, 6])  # not the first save: an older complete checkpoint exists to fall back to
+            wait_for(lambda: any((workdir / "checkpoints").glob(f"{step}.orbax-checkpoint-tmp*")), proc)
+            time.sleep(rng.uniform(0.0, 1.0))
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+        before = saved_steps(workdir)
+        if seed == 4:  # the kill did land mid-write: the step exists only as a tmp directory
+            assert any((workdir / "checkpoints").glob(f"{step}.orbax-checkpoint-tmp*")) and step not in before
+            assert before and max(before) == step - 2
+        finish(workdir, env, resume=True)
+        report.append((seed, before))
+        assert_same(metrics(workdir), reference, f"seed {seed}, resumed from the checkpoints {before}")
+    print("seed, complete checkpoints at the kill:", report)
+    assert len({max(before, default=0) for _, before in report}) >= 2, report  # resumed from several points
+
+
+def test_sigterm_saves_at_the_next_step_and_exits_0(tmp_path, env, reference):
+    workdir = tmp_path / "run"
+    bindings = ["RunConfig.checkpoint_every = 1000"]  # the only checkpoint before the end is the preemption's
+    proc = start(workdir, env, bindings)
+    wait_for(lambda: lines(workdir) >= 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    assert proc.wait(timeout=60) == 0
+    assert time.monotonic() - sent < 30  # one step and one save, not the rest of the run
+    stopped = lines(workdir)
+    assert 3 <= stopped < NUM_STEPS and saved_steps(workdir) == [stopped]
+    stderr = (workdir.parent / "run.stderr").read_text()
+    assert f"rlvjax.train: SIGTERM: saved the checkpoint of step {stopped}" in stderr
+    finish(workdir, env, bindings, resume=True)
+    assert_same(metrics(workdir), reference, f"SIGTERM at step {stopped}")
+    assert saved_steps(workdir) == [stopped, NUM_STEPS]
+
+
+def in_process(workdir, bindings, *, resume=False):
+    """``python -m rlvjax.train`` in this process: (exit code, stderr lines of the CLI)."""
+    gin.clear_config()
+    try:
+        cli.run_main("rlvjax.train", lambda argv: train.launch([DIGIT], [*TINY, *bindings], str(workdir),
+                                                                 resume=resume))([])
+        return 0
+    except SystemExit as e:
+        return e.code
+    finally:
+        gin.clear_config()
+
+
+def test_sigterm_before_the_first_step_exits_0_at_once(tmp_path, monkeypatch, capsys):
+    def preempted_warm_start(graphdef, params, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives during the warm start
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM did not stop the warm start")
+
+    monkeypatch.setattr(train.sft, "warm_start", preempted_warm_start)
+    assert in_process(tmp_path / "run", []) == 0
+    assert "rlvjax.train: SIGTERM before the first RL step; nothing to save, rerun with --resume" in \
+        capsys.readouterr().err
+    assert saved_steps(tmp_path / "run") == [] and not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
+
+
+@pytest.mark.parametrize("minibatches,stop,counts", [(1, 5, [0, 0, 1, 2, 3]), (2, 4, [0, 0, 2, 4])])
+def test_nonfinite_updates_are_skipped_counted_and_stop_the_run(tmp_path, monkeypatch, capsys, minibatches, stop,
+                                                                counts):
+    """NaN rewards from step 3 on make every gradient NaN. One update per step: steps 3, 4 are skipped (and
+    checkpointed: their params are step 2's), step 5 is the third in a row and stops the run before its checkpoint.
+    Two updates per step: step 4 holds the 3rd and 4th; optax *applies* the 4th (NaN params), and the run stops
+    before saving them."""
+    calls, real_grade = [], train.grade_completions
+
+    def grade(texts, golds):
+        calls.append(len(texts))
+        correct, answers = real_grade(texts, golds)
+        return (correct if len(calls) < 3 else np.full(len(texts), np.nan, np.float32)), answers
+
+    monkeypatch.setattr(train, "grade_completions", grade)
+    workdir = tmp_path / "run"
+    code = in_process(workdir, ["OptimConfig.max_consecutive_nonfinite = 3", "RunConfig.checkpoint_every = 1",
+                                "RunConfig.max_to_keep = 5", f"RLConfig.num_minibatches = {minibatches}"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rlvjax.train: error:")]
+    assert code == 1 and len(err) == 1, err
+    assert (f"{counts[-1]} optimizer updates in a row had a non-finite loss or gradient (the last at step {stop}; "
+            f"OptimConfig.max_consecutive_nonfinite=3); stopped before saving step {stop}, the latest checkpoint "
+            f"(step {stop - 1}) holds finite parameters") in err[0]
+    rows = metrics(workdir)
+    assert [r["nonfinite_updates"] for r in rows] == counts
+    assert [r["consecutive_nonfinite"] for r in rows] == counts
+    assert saved_steps(workdir) == list(range(1, stop))
+    stored = {step: ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "state")
+              for step in (2, stop - 1)}
+    for got, want in zip(jax.tree.leaves(stored[stop - 1]["params"]), jax.tree.leaves(stored[2]["params"])):
+        assert np.all(np.isfinite(got))
+        np.testing.assert_array_equal(got, want)  # skipped updates leave the parameters alone
+    assert int(stored[stop - 1]["opt_state"]["notfinite_count"]) == counts[-2]
