@@ -60,9 +60,10 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
     at the next step boundary and raises :class:`cli.Preempted`; ``OptimConfig.max_consecutive_nonfinite``
     non-finite updates in a row raise :class:`cli.RunFailed` without saving the step that tripped it.
     """
-    run, rl, optim, mesh_cfg = experiment.RunConfig(), steps.RLConfig(), steps.OptimConfig(), parallel.MeshConfig()
+    mesh_cfg = parallel.MeshConfig()
+    parallel.initialize_distributed(mesh_cfg)  # first: building RLConfig already runs JAX (its checks)
+    run, rl, optim = experiment.RunConfig(), steps.RLConfig(), steps.OptimConfig()
     check_run_config(run, rl)
-    parallel.initialize_distributed(mesh_cfg)
     mesh = parallel.make_mesh(mesh_cfg)
     parallel.check_batch(run.batch_size, mesh, "batch_size (prompts per step)")
     model, tokenizer = experiment.build_policy(experiment.ModelSpec())
