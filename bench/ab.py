@@ -28,7 +28,7 @@ from rlvjax import sampling
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def modules_at(rev: str):
+def modules_at(rev: str, tag: str = "before"):
     """(transformer, sampling) modules of ``rev``, the sampler importing that revision's transformer."""
     if Path(rev).is_dir():  # a folder holding transformer.py and sampling.py (a snapshot between two changes)
         show = lambda path: (Path(rev) / Path(path).name).read_text()
@@ -37,8 +37,8 @@ def modules_at(rev: str):
                                            capture_output=True, text=True).stdout
     mods = []
     for name, path in (("transformer", "rlvjax/model/transformer.py"), ("sampling", "rlvjax/sampling.py")):
-        mod = types.ModuleType(f"rlvjax_at_{name}")
-        source = show(path).replace("from rlvjax.model.transformer import", "from rlvjax_at_transformer import")
+        mod = types.ModuleType(f"rlvjax_{tag}_{name}")
+        source = show(path).replace("from rlvjax.model.transformer import", f"from rlvjax_{tag}_transformer import")
         sys.modules[mod.__name__] = mod
         exec(compile(source, f"{rev}:{path}", "exec"), mod.__dict__)
         mods.append(mod)
@@ -55,7 +55,8 @@ def model_at(transformer_mod, model):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rev", required=True)
+    ap.add_argument("--rev", required=True, help="before: a git revision or a folder")
+    ap.add_argument("--after", default="", help="after: a git revision or a folder (default: the working tree)")
     ap.add_argument("--model", default="tiny", choices=["tiny", "smollm2"])
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--batch", type=int, default=64)
@@ -69,18 +70,22 @@ def main():
     model = common.tiny_qwen2(args.vocab, dtype=dtype)[0] if args.model == "tiny" else common.smollm2(dtype, False)[0]
     old_transformer, old_sampling = modules_at(args.rev)
     old_model = model_at(old_transformer, model)
+    new_sampling = sampling
+    if args.after:
+        new_transformer, new_sampling = modules_at(args.after, "after")
+        model = model_at(new_transformer, model)
     rng = np.random.default_rng(0)
     prompts = rng.integers(10, model.config.vocab_size, (args.batch, args.prompt_len)).tolist()
     kw = dict(max_new_tokens=args.new_tokens, temperature=1.0, seed=0)
     if args.verify_len:
         kw.update(score_suffix=tuple(range(10, 10 + args.verify_len)), score_ids=(3, 4))
     fns = {"before": lambda: old_sampling.sample(old_model, prompts, **kw),
-           "after": lambda: sampling.sample(model, prompts, **kw)}
+           "after": lambda: new_sampling.sample(model, prompts, **kw)}
     compile_s = {k: common.clock(f) for k, f in fns.items()}
     times = common.interleaved(fns, args.runs, warmup=False)
     print(common.machine_line())
     print(f"{args.model} vocab={model.config.vocab_size} {args.dtype}, batch={args.batch} prompt={args.prompt_len} "
-          f"new={args.new_tokens} verify={args.verify_len}; before = {args.rev}, after = working tree; "
+          f"new={args.new_tokens} verify={args.verify_len}; before = {args.rev}, after = {args.after or 'working tree'}; "
           f"medians of {args.runs} interleaved rounds")
     tok = args.batch * args.new_tokens
     rows = [[k, f"{common.med(v):.3f}", f"{tok / common.med(v):.0f}", f"{compile_s[k]:.1f}"] for k, v in times.items()]

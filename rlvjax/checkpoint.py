@@ -166,7 +166,10 @@ def check_free_space(directory: str | os.PathLike, needed_bytes: int) -> None:
     existing = epath.Path(directory)
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    free = shutil.disk_usage(os.fspath(existing)).free
+    try:
+        free = shutil.disk_usage(os.fspath(existing)).free
+    except (OSError, TypeError):  # not a local file system (e.g. a bucket): the write probe is the only check
+        return
     if free < needed_bytes:
         raise DiskFullError(f"only {_size(free)} free under {existing}, a checkpoint needs about "
                             f"{_size(needed_bytes)}; free some space or choose a workdir on a larger disk")

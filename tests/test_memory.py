@@ -100,7 +100,7 @@ def test_qwen_plan_fits_4xa100(gib):
     assert by_name["optimizer state"] == pytest.approx(2 * by_name["params"], rel=1e-4)  # mu + nu in f32
     # 64 x 8 rollouts over 2 row replicas, kv heads split by tensor: 256 rows x 2068 slots x 28 layers x (k, v)
     rows, slots = 256, QWEN_PROMPT_TOKENS + 1024 + QWEN_VERIFY_TOKENS
-    assert by_name["KV cache"] == rows * slots * 28 * 2 * 1 * 128 * 4 * 29 // 28
+    assert by_name["KV cache"] == rows * slots * 28 * 2 * 1 * 128 * 4
 
 
 def test_qwen_plan_on_tpu_v4_8_fits_and_v5e_8_needs_short_prompts():
@@ -151,8 +151,8 @@ def test_tiny_config_bytes_by_hand():
     assert "reference params" not in by_name
     assert by_name["gradients"] == 2 * per_device
     # 2 prompts x 2 samples over 2 devices = 2 rows per device of 8 + 4 + 4 slots; 1 layer of k and v, 1 kv head
-    # of 8, f32; doubled by the copy of one layer (here: the only one) while the verify prompt is scored.
-    assert by_name["KV cache"] == 2 * 2 * (2 * 16 * 1 * 8 * 4)
+    # of 8, f32.
+    assert by_name["KV cache"] == 2 * (2 * 16 * 1 * 8 * 4)
     assert by_name["gathered weights"] == 64 * 16 * 4 // 2 + (16 * 16 + 2 * 16 * 8 + 16 * 16 + 3 * 16 * 32) * 4 // 2
     with_reference = memory.plan(TINY, steps.RLConfig(group_size=2, max_new_tokens=4, beta=0.1), run, mesh,
                                  prompt_tokens=8, verify_tokens=4)
@@ -162,8 +162,8 @@ def test_tiny_config_bytes_by_hand():
     with_eval = memory.plan(TINY, rl, experiment.RunConfig(batch_size=2, eval_samples=3, final_eval_samples=2), mesh,
                             prompt_tokens=8, verify_tokens=4, eval_problems=5)
     kv = {i.name: i.bytes_per_device for i in with_eval.items}
-    assert kv["eval KV cache"] == 2 * 6 * 3 * (2 * 16 * 1 * 8 * 4)  # 6 problems (5 padded to 2 devices) x 3
-    assert kv["final KV cache"] == 2 * 6 * 2 * (2 * 16 * 1 * 8 * 4)
+    assert kv["eval KV cache"] == 6 * 3 * (2 * 16 * 1 * 8 * 4)  # 6 problems (5 padded to 2 devices) x 3
+    assert kv["final KV cache"] == 6 * 2 * (2 * 16 * 1 * 8 * 4)
     assert set(with_eval.phases) == {"rollout", "update", "optimizer", "eval", "final eval"}
     no_eval = memory.plan(TINY, rl, experiment.RunConfig(batch_size=2, final_eval_samples=2), mesh,
                           prompt_tokens=8, verify_tokens=4, eval_problems=0)
@@ -203,7 +203,7 @@ def _xla_temp_bytes(cfg, rl, run, prompt_tokens, verify_tokens):
 
 
 def test_estimates_track_xla_buffer_assignment():
-    """The update's and the rollout's own buffers within -15%..+25% of what XLA allocates (f32 on CPU: the CPU backend
+    """The update's and the rollout's own buffers within -15%..+20% of what XLA allocates (f32 on CPU: the CPU backend
     upcasts bf16, so only f32 is comparable here)."""
     cfg = ModelConfig(vocab_size=4096, hidden_size=128, intermediate_size=384, num_layers=2, num_heads=4,
                       num_kv_heads=2, qkv_bias=True, tie_word_embeddings=True)
@@ -213,7 +213,7 @@ def test_estimates_track_xla_buffer_assignment():
     plan = memory.plan(cfg, rl, run, {"data": 1}, prompt_tokens=48, verify_tokens=8)
     for phase in ("update", "rollout"):
         own = sum(i.bytes_per_device for i in plan.items if i.phase == phase)
-        assert 0.85 < own / xla[phase] < 1.25, (phase, own, xla[phase])
+        assert 0.85 < own / xla[phase] < 1.2, (phase, own, xla[phase])
 
 
 def test_enforce_uses_the_configured_limit(capsys):

@@ -161,7 +161,7 @@ class Attention(nnx.Module):
         scores = scores / math.sqrt(self.head_dim)
         scores = jnp.where(allowed[:, None, None], scores, _MASKED)
         probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bkgts,bksd->btkgd", probs, v).reshape(b, t, -1)
+        out = jnp.einsum("bkgts,bksd->bkgtd", probs, v).transpose(0, 3, 1, 2, 4).reshape(b, t, -1)
         return self.o_proj(out.astype(x.dtype)), (k, v)
 
 
