@@ -21,8 +21,9 @@
   one device, after the training state is gone.
 
 The activation and temporary figures are estimates of what XLA keeps alive: for f32 models they came within
--15%..+25% of XLA's own buffer assignment on CPU for the update and the rollout (``tests/test_memory.py`` checks
-this; on accelerators XLA schedules differently, so leave some headroom). The persistent figures are exact.
+-3%..+12% of XLA's own buffer assignment on CPU for the update and the rollout over prompt-, completion- and
+sample-heavy shapes (``tests/test_memory.py`` checks one; accelerators schedule differently, so leave headroom).
+The persistent figures are exact.
 ``check`` turns a plan into a one-line ``ValueError`` before anything is compiled; ``enforce`` prints the table and
 checks against the device's ``bytes_limit`` or ``MemoryConfig.device_memory_gib``.
 """

@@ -23,7 +23,7 @@ from absl import app, flags, logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from rlvjax import cli, evaluate, experiment, parallel, sampling, sft
+from rlvjax import cli, evaluate, experiment, memory, parallel, sampling, sft
 from rlvjax.checkpoint import ARCHITECTURE_KEYS, Checkpointer, check_config, check_free_space
 from rlvjax.data import pipeline
 from rlvjax.metrics import MetricsWriter
@@ -69,6 +69,10 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
     model, tokenizer = experiment.build_policy(experiment.ModelSpec())
     train_records, eval_records = experiment.build_records(experiment.TaskSpec(), tokenizer)
     vt = experiment.verifier_tokens(tokenizer)
+    # What each device will hold, printed; a run that cannot fit is refused here, before anything is compiled.
+    prompt_tokens = memory.max_prompt_tokens(tokenizer, [r["prompt"] for r in train_records + eval_records])
+    memory.enforce(memory.plan(model.config, rl, run, mesh, prompt_tokens=prompt_tokens, verify_tokens=len(vt.suffix),
+                               optim=optim, eval_problems=len(eval_records)), echo=jax.process_index() == 0)
     warm = sft.WarmStartConfig()
     if warm.num_steps:  # a task without generated solutions fails now, not after the workdir exists
         experiment.warm_start_pairs(experiment.TaskSpec(), 0, warm.mistake_rate, warm.seed)

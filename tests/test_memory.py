@@ -92,8 +92,10 @@ def test_qwen_plan_fits_4xa100(gib):
     plan = qwen_plan("4xa100", 4)
     memory.check(plan, gib * GiB)  # does not raise
     assert plan.num_params == 1_543_714_304
-    # Fits even JAX's default GPU preallocation (75% of an A100-40GB, ~29.6 GiB).
-    assert plan.peak_bytes < 0.75 * 39.5 * GiB
+    # Training fits JAX's default GPU preallocation (75% of an A100-40GB, ~29.6 GiB), the end-of-run report (one
+    # GPU) the 90% that the config recommends.
+    assert max(plan.phases[p] for p in ("rollout", "update", "optimizer", "eval")) < 0.75 * 39.5 * GiB
+    assert plan.phases["final eval"] < 0.9 * 39.5 * GiB
     by_name = {i.name: i.bytes_per_device for i in plan.items}
     # fsdp=2 x tensor=2: f32 params split 4 ways except norms and q/k/v biases (replicated over fsdp)
     assert by_name["params"] == pytest.approx(1_543_714_304 * 4 / 4, rel=0.01)
