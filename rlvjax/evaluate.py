@@ -188,7 +188,7 @@ def load_checkpoint_policy(workdir: Path, step: int | None, stored: dict):
     graphdef, params = nnx.split(model)
     state = jax.eval_shape(lambda: steps.init_state(nnx.to_pure_dict(params), tx, seed=run.seed,
                                                     keep_reference=rl.beta > 0))
-    with Checkpointer(workdir / "checkpoints") as checkpoints:
+    with Checkpointer(workdir / "checkpoints", read_only=True) as checkpoints:
         restored, _, _ = checkpoints.restore(state, step)
     return nnx.merge(graphdef, restored.params), tokenizer
 
@@ -204,8 +204,10 @@ def main(argv):
 
     logging.set_verbosity(logging.WARNING)
     f = flags.FLAGS
+    if f.num_samples < 1 or f.num_samples & (f.num_samples - 1):  # checked before anything is loaded
+        raise ValueError(f"--num_samples={f.num_samples}: use a power of two so the curve's largest N is the pool")
     workdir = Path(f.workdir)
-    stored = Checkpointer(workdir / "checkpoints").read_config(f.checkpoint)
+    stored = Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint)
     rl = _from_stored(steps.RLConfig, stored["rl"])
     if f.checkpoint is not None:
         model, tokenizer = load_checkpoint_policy(workdir, f.checkpoint, stored)
@@ -218,9 +220,6 @@ def main(argv):
                    for r in sources.load_records(f.data)[0]]
     else:
         records = experiment.build_records(_from_stored(experiment.TaskSpec, stored["task"]), tokenizer)[1]
-    max_n = 2 ** int(np.log2(f.num_samples))
-    if max_n != f.num_samples:
-        raise ValueError(f"--num_samples={f.num_samples}: use a power of two so the curve's largest N is the pool")
     mesh = parallel.make_mesh(parallel.MeshConfig())
     rep, _ = evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=f.num_samples, seed=f.seed)
     json_path, png_path = write_report({name: rep}, Path(f.out or workdir / "eval" / name))

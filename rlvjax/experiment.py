@@ -51,6 +51,7 @@ class TaskSpec:
     num_train: int = 20000
     num_eval: int = 200
     seed: int = 0
+    on_bad_gold: str = "skip"  # file rows whose gold answer cannot be determined: "skip" (counted, logged) or "error"
 
 
 @gin.configurable
@@ -93,8 +94,9 @@ def build_records(task: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:
     if task.name == "file":
         if task.train_file is None:
             raise ValueError("TaskSpec.name='file' needs TaskSpec.train_file (a jsonl/parquet path or datasets id)")
-        train = sources.load_records(task.train_file)[0]
-        evals = sources.load_records(task.eval_file)[0][: task.num_eval] if task.eval_file else []
+        train = sources.load_records(task.train_file, on_bad_gold=task.on_bad_gold)[0]
+        evals = (sources.load_records(task.eval_file, on_bad_gold=task.on_bad_gold)[0][: task.num_eval]
+                 if task.eval_file else [])
         fmt = lambda rs: [{**r, "prompt": sources.format_prompt(r["prompt"], tokenizer)} for r in rs]
         return fmt(train), fmt(evals)
     raise ValueError(f"unknown task {task.name!r}; use 'arithmetic', 'digit' or 'file'")

@@ -25,7 +25,7 @@ def export(workdir, out, *, step: int | None = None, overwrite: bool = False) ->
     if not checkpoint_dir.is_dir():
         raise FileNotFoundError(f"no checkpoints in {workdir} ({checkpoint_dir} does not exist); train there first")
     _check_out(out, workdir, overwrite)
-    with Checkpointer(checkpoint_dir) as checkpoints:
+    with Checkpointer(checkpoint_dir, read_only=True) as checkpoints:
         if checkpoints.latest_step() is None:
             raise FileNotFoundError(f"no complete checkpoint in {checkpoint_dir}; train there first")
         step = checkpoints.latest_step() if step is None else step

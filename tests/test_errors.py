@@ -304,13 +304,11 @@ def test_curve_n_larger_than_the_pool():
         testtime.scaling_curve(answers, None, correct, [1, 8], "majority", 10, 0)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the evaluate.py diff in docs/errors.md (K >= 1 checked first)")
 def test_evaluate_pool_size_zero(tmp_path):
     code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(tmp_path / "absent"), "--num_samples", "0"])
     assert code == 2 and len(lines) == 1 and "--num_samples=0" in lines[0], lines
 
 
-@pytest.mark.xfail(strict=True, reason="needs the evaluate.py diff in docs/errors.md (a read-only Checkpointer)")
 def test_evaluate_workdir_that_does_not_exist(tmp_path):
     workdir = tmp_path / "absent"
     code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(workdir)])
