@@ -39,6 +39,8 @@ def main():
     ap.add_argument("--hf_runs", type=int, default=0, help="rounds HF takes part in (0: all; it is slow)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--skip_hf", action="store_true")
+    ap.add_argument("--peak_gbps", type=float, default=0.0,
+                    help="memory bandwidth of the device (e.g. 3350 for an H100 SXM) to print decode's share of it")
     args = ap.parse_args()
     torch.set_num_threads(2)
     dtype = jnp.dtype(args.dtype)
@@ -121,7 +123,16 @@ def main():
              f"{common.paired_ratio(times['separate pass'], times['ours']):.2%}"]]
     print()
     print(common.table(["verifier scoring", "seconds", "of sampling"], rows, [40, 10, 12]))
-    print(f"\ncompile (first call, excluded above): sample {compile_s:.1f} s, sample + fused score "
+    # Decode roofline: each step reads every weight once and the whole KV cache (as executed: all slots).
+    cfg = model.config
+    weight_bytes = common.n_params(model) * dtype.itemsize
+    slots = args.prompt_len + args.new_tokens + args.verify_len
+    cache_bytes = 2 * cfg.num_layers * args.batch * cfg.num_kv_heads * slots * cfg.kv_dim * dtype.itemsize
+    gbps = (weight_bytes + cache_bytes) / (ours / args.new_tokens) / 1e9
+    share = f", {gbps / args.peak_gbps:.0%} of {args.peak_gbps:.0f} GB/s" if args.peak_gbps else ""
+    print(f"\ndecode step: {ours / args.new_tokens * 1e3:.2f} ms, reads {weight_bytes / 2**20:.0f} MiB weights + "
+          f"{cache_bytes / 2**20:.0f} MiB KV cache -> {gbps:.1f} GB/s{share}")
+    print(f"compile (first call, excluded above): sample {compile_s:.1f} s, sample + fused score "
           f"{compile_fused_s:.1f} s; max RSS {common.max_rss_gib():.2f} GiB")
 
 

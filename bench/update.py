@@ -114,6 +114,8 @@ def main():
     ap.add_argument("--micro", default="0,4,2", help="micro-batch sizes to sweep (0: whole batch at once)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--peak_tflops", type=float, default=0.0,
+                    help="datasheet peak of the device at --dtype (e.g. 989 for H100 SXM bf16 dense) to print MFU")
     args = ap.parse_args()
     seq = args.prompt_len + args.new_tokens + args.verify_len
 
@@ -162,6 +164,11 @@ def main():
                      f"{common.paired_ratio([2 * m * k * n / x for x in times[g]], peak_per_round):.0%}", "", "", ""])
     print(common.table(["step", "seconds", "XLA GFLOP", "model GFLOP", "GFLOP/s (XLA)", "use (XLA)",
                         "use (model)", "compile s", "temp MiB"], rows, [34, 9, 11, 13, 15, 11, 13, 11, 10]))
+    if args.peak_tflops:
+        for m in micros:
+            t = common.med(times[f"update micro={m or args.rows}"])
+            print(f"MFU micro={m or args.rows}: {formula / t / 1e12 / args.peak_tflops:.1%} of {args.peak_tflops:.0f} "
+                  "TFLOP/s (model FLOPs)")
     print(f"\nuse = achieved FLOP/s / peak, the peak being each round's fastest GEMM above; median of per-round "
           f"ratios; max RSS {common.max_rss_gib():.2f} GiB")
 

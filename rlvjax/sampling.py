@@ -92,9 +92,13 @@ def categorical(keys: jax.Array, logits: jax.Array, block: int = 128) -> jax.Arr
     The CDF is summed in two levels (block totals, then within the chosen block), so f32 rounding is relative to a
     block's mass rather than to the whole distribution's.
     """
-    r, v = logits.shape
+    return _categorical_weights(keys, jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True)), block)
+
+
+def _categorical_weights(keys: jax.Array, probs: jax.Array, block: int = 128) -> jax.Array:
+    """``categorical`` from non-negative, unnormalised weights ``[R, V]``."""
+    r, v = probs.shape
     block = min(block, v)
-    probs = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
     nb = -(-v // block)
     probs = jnp.pad(probs, ((0, 0), (0, nb * block - v))).reshape(r, nb, block)
     target = jax.vmap(jax.random.uniform)(keys)  # in [0, 1), scaled to the total mass below
@@ -117,12 +121,17 @@ def categorical(keys: jax.Array, logits: jax.Array, block: int = 128) -> jax.Arr
 def _choose(logits: jax.Array, keys: jax.Array, params: SamplingParams) -> tuple[jax.Array, jax.Array]:
     """Pick one token per row (``keys``: one PRNG key per row); returns (token, its log-prob)."""
     logits = suppress(logits.astype(jnp.float32), params.suppress_ids)
+    scaled = logits / params.temperature if params.temperature else logits
+    # Only the chosen token's log-prob is kept, so no [R, V] log_softmax: one max, one exp and one sum over the
+    # vocabulary serve both the log-normaliser and (untruncated sampling) the draw itself.
+    top = jnp.max(scaled, axis=-1, keepdims=True)
+    weights = jnp.exp(scaled - top)
+    log_norm = top[:, 0] + jnp.log(jnp.sum(weights, axis=-1))
     if params.temperature == 0:
         token = jnp.argmax(logits, axis=-1)
-        logp = jax.nn.log_softmax(logits)
+    elif not params.top_k and params.top_p == 1:
+        token = _categorical_weights(keys, weights)
     else:
-        scaled = logits / params.temperature
-        logp = jax.nn.log_softmax(scaled)
         if params.top_k:
             values, index = jax.lax.top_k(scaled, min(params.top_k, scaled.shape[-1]))  # sorted descending
         else:
@@ -134,7 +143,8 @@ def _choose(logits: jax.Array, keys: jax.Array, params: SamplingParams) -> tuple
             values = jnp.where(before < params.top_p, values, -jnp.inf)  # the top candidate always survives
         choice = categorical(keys, values)
         token = choice if index is None else jnp.take_along_axis(index, choice[:, None], axis=-1)[:, 0]
-    return token.astype(jnp.int32), jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
+    token = token.astype(jnp.int32)
+    return token, jnp.take_along_axis(scaled, token[:, None], axis=-1)[:, 0] - log_norm
 
 
 class _LoopState(NamedTuple):
