@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rlvjax.model.hf import WEIGHT_TABLE, config_from_hf, hf_tensor_names
+from rlvjax.model.hf import config_from_hf, hf_tensor_names, hf_to_path
 from rlvjax.model.transformer import ModelConfig, Transformer
 
 # GGUF architecture -> whether llama.cpp's converter permuted q/k rows for its interleaved-pair RoPE (the llama
@@ -113,14 +112,6 @@ def unpermute_rotary(weight: np.ndarray, num_heads: int) -> np.ndarray:
     return weight.reshape(num_heads, half, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
-def _param_path(hf_name: str) -> tuple[str, bool]:
-    for pattern, template, transpose in WEIGHT_TABLE:
-        m = re.fullmatch(pattern, hf_name)
-        if m:
-            return template.format(*m.groups()), transpose
-    raise ValueError(f"HF tensor {hf_name!r} is not in rlvjax's weight table")
-
-
 def _dequantize(tensor: gguf.ReaderTensor) -> np.ndarray:
     try:
         array = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
@@ -150,7 +141,7 @@ def load_gguf(path: str | os.PathLike, dtype=jnp.float32, *, tokenizer: bool = T
         hf_name = hf_names.get(tensor.name)
         if hf_name is None:
             raise ValueError(f"unknown GGUF tensor {tensor.name!r}: not a {cfg.architecture} tensor rlvjax maps")
-        param, transpose = _param_path(hf_name)
+        param, transpose = hf_to_path(hf_name)  # every name of hf_tensor_names(cfg) is in the table
         array = _dequantize(tensor)
         module = hf_name.split(".")[-2]
         if ROTARY_PERMUTED[cfg.architecture] and module in rotary_heads:

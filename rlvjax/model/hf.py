@@ -114,7 +114,8 @@ def config_to_hf(cfg: ModelConfig, tokenizer=None) -> dict:
     return hf
 
 
-def _hf_to_path(name: str) -> tuple[str, bool] | None:
+def hf_to_path(name: str) -> tuple[str, bool] | None:
+    """``(param path, transpose)`` of an HF tensor name from ``WEIGHT_TABLE``; None for a name it does not map."""
     for pattern, template, transpose in WEIGHT_TABLE:
         m = re.fullmatch(pattern, name)
         if m:
@@ -167,7 +168,7 @@ def load_hf(path, dtype=jnp.float32, *, tokenizer: bool = True):
             for name in f.keys():
                 if _IGNORED.fullmatch(name):
                     continue
-                mapped = _hf_to_path(name)
+                mapped = hf_to_path(name)
                 if mapped is None:
                     raise ValueError(f"unknown tensor {name!r} in {file.name}: not in rlvjax's weight table; is "
                                      "config.json's model_type the one these weights were saved with?")
@@ -213,7 +214,7 @@ def save_hf(model: Transformer, tokenizer, path) -> None:
     params = _flat_state(nnx.state(model, nnx.Param))
     tensors: dict[str, np.ndarray] = {}
     for hf_name in hf_tensor_names(cfg):
-        param, transpose = _hf_to_path(hf_name)
+        param, transpose = hf_to_path(hf_name)
         array = np.asarray(jax.device_get(params[param].get_value()))
         tensors[hf_name] = np.ascontiguousarray(array.T if transpose else array)
     path.parent.mkdir(parents=True, exist_ok=True)
