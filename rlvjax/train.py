@@ -187,8 +187,11 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
                     checkpoints.wait()
                     raise cli.Preempted(f"SIGTERM: saved the checkpoint of step {step + 1} in {checkpoints.directory} "
                                         "and stopped; rerun with --resume to continue")
-            if run.export_final and jax.process_index() == 0:
-                save_hf(nnx.merge(graphdef, jax.device_get(state.params)), tokenizer, workdir / "final")
+            if run.export_final:  # every process sends its shards; process 0 writes; none goes on before it has
+                params = multihost_utils.process_allgather(state.params, tiled=True)
+                if jax.process_index() == 0:
+                    save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "final")
+                multihost_utils.sync_global_devices("final policy exported")
         finally:  # on every exit: pending saves complete (a kill -9 is the only way to leave a half-written one)
             checkpoints.wait()
             checkpoints.close()
