@@ -48,6 +48,7 @@ class TaskSpec:
     train_file: str | None = None
     eval_file: str | None = None
     levels: tuple[int, ...] = (1, 2, 3, 4)
+    max_value: int = 99  # arithmetic: operands and every intermediate value in 0..max_value (2..99)
     num_train: int = 20000
     num_eval: int = 200
     seed: int = 0
@@ -86,8 +87,9 @@ def build_policy(spec: ModelSpec) -> tuple[Transformer, Any]:
 def build_records(task: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:
     """(train, eval) records ``{prompt, gold, level, id}`` with prompts already in the policy's format."""
     if task.name == "arithmetic":
-        train = arithmetic.records(arithmetic.generate(task.seed, task.num_train, task.levels))
-        return train, arithmetic.records(arithmetic.eval_set(task.num_eval, levels=task.levels))
+        train = arithmetic.generate(task.seed, task.num_train, task.levels, max_value=task.max_value)
+        evals = arithmetic.eval_set(task.num_eval, levels=task.levels, max_value=task.max_value)
+        return arithmetic.records(train), arithmetic.records(evals)
     if task.name == "digit":
         return (arithmetic.digit_records(task.seed, task.num_train),
                 arithmetic.digit_records(task.seed + 1, task.num_eval))
@@ -105,7 +107,7 @@ def build_records(task: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:
 def warm_start_pairs(task: TaskSpec, num: int, mistake_rate: float, seed: int) -> list[tuple[str, str, bool]]:
     """(prompt, completion, correct) examples whose completions are right with a controlled probability."""
     if task.name == "arithmetic":
-        return arithmetic.sft_examples(seed, num, mistake_rate, task.levels)
+        return arithmetic.sft_examples(seed, num, mistake_rate, task.levels, task.max_value)
     if task.name == "digit":  # the boxed digit is the prompt's with probability 1 - mistake_rate, else another
         rng = np.random.default_rng(seed)
         pairs = []

@@ -75,6 +75,23 @@ def test_generated_problems_are_consistent_and_in_range():
         assert all(b >= 1 for _, op, b, _ in steps) and all(2 <= b <= 9 for _, op, b, _ in steps if op == "*")
 
 
+def test_max_value_bounds_every_number_and_mistake():
+    problems = generate(0, 400, levels=(1, 2, 3), max_value=20)
+    values = [v for p in problems for a, _, b, c in parse_solution(p.solution)[0] for v in (a, b, c)]
+    assert max(values) == 20 and min(values) >= 0  # the bound is reached, never passed
+    assert all(split_of(p.prompt) == "eval" for p in eval_set(40, levels=(1,), max_value=20))
+    examples = sft_examples(1, 2000, 0.5, levels=(2,), max_value=20)
+    out_of_range = 0
+    for prompt, completion, ok in examples:
+        steps, boxed = parse_solution(completion)
+        out_of_range += any(c > 20 for *_, c in steps)
+        assert ok == (boxed == str(left_to_right(prompt)))
+    # Mistakes are drawn in range where any candidate keeps the later steps in range: 6 of 2000 have none.
+    assert 0 < out_of_range <= 10
+    with pytest.raises(ValueError, match="max_value=1 must be in 2..99"):
+        generate(0, 1, max_value=1)
+
+
 def test_determinism():
     assert generate(3, 60) == generate(3, 60)
     assert generate(3, 60) != generate(4, 60)

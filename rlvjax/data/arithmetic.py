@@ -6,8 +6,9 @@ task allows, and every step is checkable in the text, so that a verifier can see
 Semantics: the operations are applied **left to right** (no precedence): "12+7-5*2" means ((12+7)-5)*2 = 28.
 Precedence would make the model plan which operation comes first; left-to-right chaining makes each step a
 function of the previous result and the next operand only. Level = number of operations (1..4). Operands and
-every intermediate value stay in 0..MAX_VALUE (two digits): ``+`` and ``-`` take operands 1..99, ``*`` a
-multiplier 2..9, each drawn only where the result stays in range.
+every intermediate value stay in 0..max_value (MAX_VALUE = 99 by default: two digits): ``+`` and ``-`` take operands
+1..max_value, ``*`` a multiplier 2..9, each drawn only where the result stays in range. A smaller ``max_value``
+makes the arithmetic table a tiny model has to learn smaller (the shrunken pipeline test uses it).
 
 Format (no spaces, one token per character for the tokenizer in ``rlvjax.data.tokenizer``)::
 
@@ -98,24 +99,26 @@ def make_problem(numbers: Sequence[int], ops: Sequence[str]) -> Problem:
                    solution=format_solution(steps, acc))
 
 
-def _operand_ranges(acc: int) -> dict[str, tuple[int, int]]:
-    """Inclusive operand range per operation that keeps ``acc op b`` in 0..MAX_VALUE and the step non-trivial
+def _operand_ranges(acc: int, max_value: int) -> dict[str, tuple[int, int]]:
+    """Inclusive operand range per operation that keeps ``acc op b`` in 0..max_value and the step non-trivial
     (no +0, -0, *0, *1: they teach nothing and *0 would erase an earlier mistake)."""
-    ranges = {"+": (1, MAX_VALUE - acc), "-": (1, acc)}
+    ranges = {"+": (1, max_value - acc), "-": (1, acc)}
     if acc > 0:
-        ranges["*"] = (2, min(9, MAX_VALUE // acc))
+        ranges["*"] = (2, min(9, max_value // acc))
     return {op: (lo, hi) for op, (lo, hi) in ranges.items() if lo <= hi}
 
 
-def sample_problem(rng: np.random.Generator, level: int) -> Problem:
-    """A random problem with `level` operations: start in 1..MAX_VALUE, then per step an operation drawn
+def sample_problem(rng: np.random.Generator, level: int, max_value: int = MAX_VALUE) -> Problem:
+    """A random problem with `level` operations: start in 1..max_value, then per step an operation drawn
     uniformly among those that can stay in range, and an operand uniformly from its range."""
     if level < 1:
         raise ValueError(f"level={level} must be >= 1 (it is the number of operations)")
-    numbers, ops = [int(rng.integers(1, MAX_VALUE + 1))], []
+    if not 2 <= max_value <= MAX_VALUE:
+        raise ValueError(f"max_value={max_value} must be in 2..{MAX_VALUE}")
+    numbers, ops = [int(rng.integers(1, max_value + 1))], []
     acc = numbers[0]
     for _ in range(level):
-        ranges = _operand_ranges(acc)
+        ranges = _operand_ranges(acc, max_value)
         op = sorted(ranges)[int(rng.integers(len(ranges)))]
         lo, hi = ranges[op]
         b = int(rng.integers(lo, hi + 1))
@@ -131,42 +134,45 @@ def split_of(prompt: str) -> str:
     return "eval" if h < EVAL_FRACTION * 2**64 else "train"
 
 
-def _draw(rng: np.random.Generator, level: int, split: str | None) -> Problem:
+def _draw(rng: np.random.Generator, level: int, split: str | None, max_value: int) -> Problem:
     while True:
-        problem = sample_problem(rng, level)
+        problem = sample_problem(rng, level, max_value)
         if split is None or split_of(problem.prompt) == split:
             return problem
 
 
-def generate(seed: int, n: int, levels: Sequence[int] = LEVELS, *, split: str | None = "train") -> list[Problem]:
+def generate(seed: int, n: int, levels: Sequence[int] = LEVELS, *, split: str | None = "train",
+             max_value: int = MAX_VALUE) -> list[Problem]:
     """`n` problems, deterministic in `seed`; problem i has level ``levels[i % len(levels)]`` so levels are
     balanced. By default only train-side problems (see `split_of`); split=None takes any."""
     if split not in ("train", "eval", None):
         raise ValueError(f"split={split!r} must be 'train', 'eval' or None")
     rng = np.random.default_rng(seed)
-    return [_draw(rng, levels[i % len(levels)], split) for i in range(n)]
+    return [_draw(rng, levels[i % len(levels)], split, max_value) for i in range(n)]
 
 
-def train_stream(seed: int, levels: Sequence[int] = LEVELS) -> Iterator[Problem]:
+def train_stream(seed: int, levels: Sequence[int] = LEVELS, max_value: int = MAX_VALUE) -> Iterator[Problem]:
     """Unlimited train-side problems, levels round-robin; the first n equal ``generate(seed, n, levels)``."""
     rng = np.random.default_rng(seed)
     i = 0
     while True:
-        yield _draw(rng, levels[i % len(levels)], "train")
+        yield _draw(rng, levels[i % len(levels)], "train", max_value)
         i += 1
 
 
-def eval_set(n: int = 400, seed: int = EVAL_SEED, levels: Sequence[int] = LEVELS) -> list[Problem]:
+def eval_set(n: int = 400, seed: int = EVAL_SEED, levels: Sequence[int] = LEVELS,
+             max_value: int = MAX_VALUE) -> list[Problem]:
     """The fixed held-out set: `n` distinct eval-side problems, levels round-robin (n / len(levels) each)."""
     rng = np.random.default_rng(seed)
     seen, problems = set(), []
     for i in range(n):
         for _ in range(100_000):
-            problem = _draw(rng, levels[i % len(levels)], "eval")
+            problem = _draw(rng, levels[i % len(levels)], "eval", max_value)
             if problem.prompt not in seen:
                 break
         else:
-            raise ValueError(f"could not find {n} distinct eval problems at levels {levels}; ask for fewer")
+            raise ValueError(f"could not find {n} distinct eval problems at levels {levels} with values up to "
+                             f"{max_value}; ask for fewer")
         seen.add(problem.prompt)
         problems.append(problem)
     return problems
@@ -218,26 +224,29 @@ def _mistake_candidates(a: int, op: str, b: int) -> dict[str, list[int]]:
     return {k: sorted({v for v in vs if v >= 0 and v != result}) for k, vs in kinds.items()}
 
 
-def _stays_in_range(value: int, ops: Sequence[str], operands: Sequence[int]) -> bool:
+def _stays_in_range(value: int, ops: Sequence[str], operands: Sequence[int], max_value: int) -> bool:
     for op, b in zip(ops, operands):
-        if not 0 <= value <= MAX_VALUE:
+        if not 0 <= value <= max_value:
             return False
         value = apply_op(value, op, b)
-    return 0 <= value <= MAX_VALUE
+    return 0 <= value <= max_value
 
 
-def _pick_mistake(rng: np.random.Generator, a: int, op: str, b: int, later_ops, later_operands) -> int:
+def _pick_mistake(rng: np.random.Generator, a: int, op: str, b: int, later_ops, later_operands,
+                  max_value: int) -> int:
     """A wrong result for ``a op b``: a kind uniformly among those with a candidate, then a candidate uniformly.
-    Candidates whose propagation keeps every later value in 0..MAX_VALUE are preferred, so that a wrong solution
-    looks like a right one (no negative or three-digit numbers) except for the arithmetic of the wrong step."""
+    Candidates whose propagation keeps every later value in 0..max_value are preferred, so that a wrong solution
+    looks like a right one (no negative or out-of-range numbers) except for the arithmetic of the wrong step."""
     candidates = _mistake_candidates(a, op, b)
-    in_range = {k: [v for v in vs if _stays_in_range(v, later_ops, later_operands)] for k, vs in candidates.items()}
+    in_range = {k: [v for v in vs if _stays_in_range(v, later_ops, later_operands, max_value)]
+                for k, vs in candidates.items()}
     pool = {k: vs for k, vs in in_range.items() if vs} or {k: vs for k, vs in candidates.items() if vs}
     kind = sorted(pool)[int(rng.integers(len(pool)))]
     return pool[kind][int(rng.integers(len(pool[kind])))]
 
 
-def noisy_solution(problem: Problem, rng: np.random.Generator, mistake_rate: float) -> tuple[str, bool]:
+def noisy_solution(problem: Problem, rng: np.random.Generator, mistake_rate: float,
+                   max_value: int = MAX_VALUE) -> tuple[str, bool]:
     """(solution text, final answer correct) with controlled mistakes, for the warm start's non-sharp policy.
 
     Each step, until the first mistake, is wrong with probability `mistake_rate`; later steps compute exactly
@@ -252,19 +261,20 @@ def noisy_solution(problem: Problem, rng: np.random.Generator, mistake_rate: flo
     for k, (op, b) in enumerate(zip(ops, numbers[1:])):
         result = apply_op(acc, op, b)
         if not mistaken and rng.random() < mistake_rate:
-            result = _pick_mistake(rng, acc, op, b, ops[k + 1:], numbers[k + 2:])
+            result = _pick_mistake(rng, acc, op, b, ops[k + 1:], numbers[k + 2:], max_value)
             mistaken = True
         steps.append(format_step(acc, op, b, result))
         acc = result
     return format_solution(steps, acc), str(acc) == problem.gold
 
 
-def sft_examples(seed: int, n: int, mistake_rate: float,
-                 levels: Sequence[int] = LEVELS) -> list[tuple[str, str, bool]]:
+def sft_examples(seed: int, n: int, mistake_rate: float, levels: Sequence[int] = LEVELS,
+                 max_value: int = MAX_VALUE) -> list[tuple[str, str, bool]]:
     """`n` (prompt, completion, answer correct) triples of train-side problems with noisy solutions,
     deterministic in `seed`."""
     rng = np.random.default_rng(seed)
-    return [(p.prompt, *noisy_solution(p, rng, mistake_rate)) for p in generate(seed, n, levels)]
+    return [(p.prompt, *noisy_solution(p, rng, mistake_rate, max_value))
+            for p in generate(seed, n, levels, max_value=max_value)]
 
 
 # --- the trivial task of the training-loop tests (issue 4) --------------------------------------------------------
