@@ -220,8 +220,10 @@ def test_two_hosts_train_like_one_survive_a_lost_peer_and_resume(tmp_path, launc
         state = two / "checkpoints" / str(step) / "state"
         assert {p.name for p in state.glob("ocdbt.process_*")} == {"ocdbt.process_0", "ocdbt.process_1"}
     # The final policy, gathered from both hosts' shards and written once by host 0, is the one-host run's. Adam
-    # magnifies the ~1e-7 loss differences to a few 1e-6 in a handful of weights; a misplaced shard is off by 1e-2.
+    # turns the ~1e-7 loss differences into ~1e-5 in a few weights whose gradient is near zero (its step is ~lr
+    # whatever the gradient's size), so compare per tensor: a misplaced shard would differ by ~100% of the norm.
     ours, reference_final = (load_file(str(d / "final" / "model.safetensors")) for d in (two, tmp_path / "one"))
     assert ours.keys() == reference_final.keys()
     for name, value in ours.items():
-        np.testing.assert_allclose(value, reference_final[name], rtol=1e-4, atol=1e-5, err_msg=name)
+        assert value.shape == reference_final[name].shape, name
+        assert np.linalg.norm(value - reference_final[name]) <= 1e-4 * np.linalg.norm(reference_final[name]), name
