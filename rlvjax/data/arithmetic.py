@@ -8,7 +8,7 @@ Precedence would make the model plan which operation comes first; left-to-right 
 function of the previous result and the next operand only. Level = number of operations (1..4). Operands and
 every intermediate value stay in 0..max_value (MAX_VALUE = 99 by default: two digits): ``+`` and ``-`` take operands
 1..max_value, ``*`` a multiplier 2..9, each drawn only where the result stays in range. A smaller ``max_value``
-makes the arithmetic table a tiny model has to learn smaller (the shrunken pipeline test uses it).
+(``TaskSpec.max_value``) shrinks the arithmetic table a tiny model has to learn.
 
 Format (no spaces, one token per character for the tokenizer in ``rlvjax.data.tokenizer``)::
 
