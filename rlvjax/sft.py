@@ -30,9 +30,6 @@ class WarmStartConfig:
     # Their verdict: "random" teaches only the answer format; "graded" says whether the solution's answer is right
     # (a verification prior, as a pretrained LLM brings one; RL^V then adapts it to the policy's own rollouts).
     verify_labels: str = "random"
-    # The objective is (mean NLL per policy token) + verify_weight * (mean NLL per verdict row), like the RL^V loss:
-    # a token mean over all rows would give a verdict (one token) about 1/15 of a solution's weight.
-    verify_weight: float = 1.0
     seed: int = 0
 
     def __post_init__(self):
@@ -65,20 +62,11 @@ def sft_batch(examples: Sequence[tuple[list[int], int]], *, pad_id: int, width: 
 
 
 def sft_loss(graphdef, params, ids, mask, loss_mask):
-    """Per row ``(sum of supervised-token NLL, supervised-token count)``, each ``[R]``."""
+    """(sum of completion-token NLL, token count)."""
     logits = nnx.merge(graphdef, params)(ids, mask).astype(jnp.float32)
     logp = jax.nn.log_softmax(logits[:, :-1])
     nll = -jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
-    return jnp.sum(nll * loss_mask[:, :-1], axis=1), jnp.sum(loss_mask[:, :-1], axis=1)
-
-
-def warm_start_objective(row_nll, row_tokens, is_verdict, verify_weight: float):
-    """(mean NLL per policy token) + verify_weight * (mean NLL per verdict row); a group absent from the batch
-    adds 0."""
-    policy = jnp.sum(jnp.where(is_verdict, 0.0, row_nll)) / jnp.maximum(jnp.sum(jnp.where(is_verdict, 0.0,
-                                                                                         row_tokens)), 1.0)
-    verdict = jnp.sum(jnp.where(is_verdict, row_nll, 0.0)) / jnp.maximum(jnp.sum(is_verdict), 1)
-    return policy + verify_weight * verdict
+    return jnp.sum(nll * loss_mask[:, :-1]), jnp.sum(loss_mask[:, :-1])
 
 
 def row_verdict(rng: np.random.Generator, cfg: WarmStartConfig, correct: bool, verdict_ids) -> int | None:
@@ -107,25 +95,25 @@ def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, b
                for p, c, _ in examples]  # once: tokenizing per step would cost more than the step
     width = max(len(p) + len(c) for p, c in encoded) + len(verify_suffix) + 1
 
-    def objective(params, ids, mask, loss_mask, is_verdict):
-        return warm_start_objective(*sft_loss(graphdef, params, ids, mask, loss_mask), is_verdict, cfg.verify_weight)
+    def mean_loss(params, ids, mask, loss_mask):
+        total, count = sft_loss(graphdef, params, ids, mask, loss_mask)
+        return total / count
 
     @jax.jit
-    def step(params, opt_state, ids, mask, loss_mask, is_verdict):
-        loss, grads = jax.value_and_grad(objective)(params, ids, mask, loss_mask, is_verdict)
+    def step(params, opt_state, ids, mask, loss_mask):
+        loss, grads = jax.value_and_grad(mean_loss)(params, ids, mask, loss_mask)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
     rng = np.random.default_rng(cfg.seed)
     bar = tqdm(range(cfg.num_steps), desc="warm start", disable=not progress, dynamic_ncols=True)
     for i in bar:
-        rows, is_verdict = [], []
+        rows = []
         for j in rng.choice(len(examples), cfg.batch_size, replace=False):
             verdict = row_verdict(rng, cfg, examples[j][2], verdict_ids)
             rows.append(encode_example(*encoded[j], eos_id=eos_id, verify_suffix=verify_suffix, verdict_id=verdict))
-            is_verdict.append(verdict is not None)
         batch = sft_batch(rows, pad_id=pad_id, width=width)
-        params, opt_state, loss = step(params, opt_state, *map(jnp.asarray, batch), jnp.asarray(is_verdict))
+        params, opt_state, loss = step(params, opt_state, *map(jnp.asarray, batch))
         if (i + 1) % 50 == 0 or i + 1 == cfg.num_steps:
             bar.set_postfix(loss=f"{float(loss):.3f}")
     bar.close()
