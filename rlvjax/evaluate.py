@@ -92,7 +92,8 @@ def report(pool: dict[str, np.ndarray], levels: list | None = None, *, num_subse
         "num_problems": p, "num_samples": k, "ns": ns,
         "pass@1": float(correct.mean()), "pass@k": dict(zip(map(str, ns), map(float, pass_at))),
         "accuracy": {s: dict(zip(map(str, ns), map(float, c))) for s, c in curves.items()},
-        "verifier": {**ver, "calibration_error": calibration_error(p_yes.ravel(), correct.ravel())},
+        "verifier": {**ver, "within_problem_auroc": diagnostics.within_problem_auroc(p_yes, correct),
+                     "calibration_error": calibration_error(p_yes.ravel(), correct.ravel())},
         "compute_efficiency_weighted_vs_majority": float(testtime.compute_efficiency(
             ns, curves["weighted"], curves["majority"])),
     }
@@ -133,16 +134,17 @@ def plot_scaling(reports: dict[str, dict], path) -> None:
 
 
 def summary_table(reports: dict[str, dict]) -> str:
-    """One small text table comparing policies at N = K."""
+    """One small text table comparing policies at N = K (``within``: the verifier's within-problem AUROC)."""
     k = max(r["num_samples"] for r in reports.values())
     head = f"{'policy':14s}{'pass@1':>8s}{'maj@' + str(k):>8s}{'BoN@' + str(k):>8s}{'wt@' + str(k):>8s}" \
-           f"{'ver.bal.acc':>12s}{'AUROC':>7s}{'eff.':>6s}"
+           f"{'ver.bal.acc':>12s}{'AUROC':>7s}{'within':>7s}{'eff.':>6s}"
     lines = [head]
     for name, r in reports.items():
         acc, v = r["accuracy"], r["verifier"]
         lines.append(f"{name:14s}{r['pass@1']:8.3f}{acc['majority'][str(k)]:8.3f}{acc['best_of_n'][str(k)]:8.3f}"
                      f"{acc['weighted'][str(k)]:8.3f}{v['verifier_balanced_accuracy']:12.3f}"
-                     f"{v['verifier_auroc']:7.3f}{r['compute_efficiency_weighted_vs_majority']:6.2f}")
+                     f"{v['verifier_auroc']:7.3f}{v['within_problem_auroc']:7.3f}"
+                     f"{r['compute_efficiency_weighted_vs_majority']:6.2f}")
     return "\n".join(lines)
 
 

@@ -28,3 +28,12 @@ def test_verifier_and_rollout_stats_by_hand():
                                   np.array([[True, False], [False, False]]), np.stack([yes, no], -1).reshape(2, 2, 2))
     assert r["reward_mean"] == 0.25 and r["pass_rate"] == 0.5 and r["zero_variance_groups"] == 0.5
     assert r["truncation_rate"] == 0.75 and r["completion_length"] == 4.5 and r["advantage_abs_max"] == 0.7
+
+
+def test_within_problem_auroc_by_hand():
+    # Row 0: the right sample (0.2) loses to both wrong ones: 0. Row 1: right 0.9, 0.3 vs wrong 0.5: 1/2.
+    # Row 2 has no wrong sample and is left out.
+    scores = np.array([[0.2, 0.3, 0.4], [0.9, 0.3, 0.5], [0.1, 0.1, 0.1]])
+    correct = np.array([[1, 0, 0], [1, 1, 0], [1, 1, 1]])
+    assert diagnostics.within_problem_auroc(scores, correct) == 0.25
+    assert np.isnan(diagnostics.within_problem_auroc(scores[2:], correct[2:]))

@@ -36,6 +36,8 @@ def test_report_by_hand():
     assert rep["accuracy"]["weighted"]["4"] == 0.0 and rep["accuracy"]["best_of_n"]["4"] == 0.0
     assert rep["by_level"]["1"] == {"problems": 1, "pass@1": 0.5, "weighted@4": 0.0}
     assert set(rep["verifier"]) >= {"verifier_accuracy", "verifier_auroc", "calibration_error"}
+    # Within problem 0 both right answers score 0.6 < 0.9: AUROC 0; problem 1 has no right sample and is left out.
+    assert rep["verifier"]["within_problem_auroc"] == 0.0
 
 
 def test_evaluate_cli_on_a_trained_run(tmp_path):

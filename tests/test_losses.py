@@ -208,3 +208,16 @@ def test_verify_loss_gradient_is_softmax_minus_onehot():
     logits = V_LOGITS[:1]
     grad = jax.grad(lambda x: losses.verify_loss(x, V_TARGETS[:1])[0])(logits)
     close(grad, jax.nn.softmax(logits) - jnp.array([[1.0, 0.0, 0.0]]))
+
+
+def test_class_balanced_weights_by_hand():
+    # 1 Yes among 4 rows: the Yes row weighs 4 / (2 * 1) = 2, each No row 4 / (2 * 3) = 2/3; each class sums to 2.
+    close(losses.class_balanced_weights(jnp.array([True, False, False, False])), [2.0, 2 / 3, 2 / 3, 2 / 3])
+    close(losses.class_balanced_weights(jnp.array([True, True, False, False])), [1.0, 1.0, 1.0, 1.0])
+    close(losses.class_balanced_weights(jnp.array([False, False, False])), [1.0, 1.0, 1.0])  # one class: plain CE
+    # As the verification mask: the mean loss is the average of the two classes' mean losses, (nll_0 + nll_1) / 2
+    # for rows 0 (Yes, nll 0.4076060) and 1..3 (No; nll_1 = log(1 + e + e^5) - 1 = 4.0247449 each, 2 as logits).
+    logits = jnp.array([[2.0, 1.0, 0.0], [0.0, 1.0, 5.0], [0.0, 1.0, 5.0], [0.0, 1.0, 5.0]])
+    weights = losses.class_balanced_weights(jnp.array([True, False, False, False]))
+    s, c, _ = losses.verify_loss(logits, jnp.array([0, 1, 1, 1]), weights, yes_id=0, no_id=1)
+    close(s / c, (0.4076060 + 4.0247449) / 2)

@@ -134,6 +134,18 @@ def test_update_step_first_epoch_is_on_policy(setup, suppress_ids):
     assert max(jax.tree.leaves(moved)) > 0
 
 
+def test_verify_balance_weights_the_two_classes_equally(setup):
+    graphdef, params = setup
+    statics = make_statics(graphdef, verify_balance=True)
+    roll, _ = rollouts_and_rewards(statics, params)
+    rewards = jnp.asarray([[1.0, 0.0], [0.0, 0.0]])  # one right rollout of four: it weighs 2, each wrong one 2/3
+    batch = steps.build_update_batch(statics, roll, jnp.zeros(roll.tokens.shape), rewards)
+    np.testing.assert_allclose(batch.verify_mask, [2.0, 2 / 3, 2 / 3, 2 / 3], rtol=1e-6)
+    np.testing.assert_array_equal(batch.verify_target, [YES, NO, NO, NO])
+    plain = steps.build_update_batch(make_statics(graphdef), roll, jnp.zeros(roll.tokens.shape), rewards)
+    np.testing.assert_array_equal(plain.verify_mask, 1.0)
+
+
 def test_config_errors():
     with pytest.raises(ValueError, match="unknown advantage estimator 'ppo'"):
         steps.RLConfig(algorithm="ppo")

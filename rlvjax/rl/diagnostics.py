@@ -21,6 +21,14 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
 
 
+def within_problem_auroc(scores: np.ndarray, correct: np.ndarray) -> float:
+    """Mean per-problem AUROC over the problems (rows of ``[P, K]``) with both right and wrong samples; NaN when
+    there are none. Best-of-N and the weighted vote rank samples of one problem against each other, so this, not
+    the pooled AUROC (which a verifier also earns by telling easy problems from hard ones), is what they use."""
+    per_problem = [auroc(s, c) for s, c in zip(scores, correct.astype(bool)) if 0 < c.sum() < c.size]
+    return float(np.mean(per_problem)) if per_problem else float("nan")
+
+
 def verifier_stats(yes_logp: np.ndarray, no_logp: np.ndarray, correct: np.ndarray) -> dict[str, float]:
     """Accuracy, balanced accuracy (mean of the per-class recalls; a class absent from the batch is left out) and
     the mean normalised p(Yes)."""

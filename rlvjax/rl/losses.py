@@ -126,14 +126,26 @@ def policy_loss(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.2, 
     return loss_sum, count, diagnostics
 
 
+def class_balanced_weights(positive):
+    """``[B]`` weights that give the positive and the negative rows half the total weight each (``B / 2``); all 1
+    when the batch holds one class only. As ``verify_loss``'s mask they make its mean a class-balanced CE."""
+    positive = jnp.asarray(positive, bool)
+    rows = positive.size
+    num_pos = jnp.sum(positive)
+    weights = jnp.where(positive, rows / (2.0 * jnp.maximum(num_pos, 1)),
+                        rows / (2.0 * jnp.maximum(rows - num_pos, 1)))
+    return jnp.where((num_pos > 0) & (num_pos < rows), weights, 1.0).astype(jnp.float32)
+
+
 def verify_loss(logits, targets, mask=None, *, yes_id=None, no_id=None):
     """Verification cross-entropy at one position per sequence: -log softmax(logits)[target].
 
     logits: [B, V], already gathered at the last verify-prompt position; targets: [B] token ids (Yes / No);
-    mask: [B] (0 drops a sequence, e.g. batch padding). Diagnostics (sums over supervised sequences):
-    `accuracy_sum` counts predictions equal to the target, where the prediction is the argmax over {yes_id, no_id}
-    when both are given (the verifier's decision; ties go to No) and over the whole vocabulary otherwise;
-    with the ids, `label_mass_sum` sums p(Yes) + p(No), showing whether the model answers in the label tokens.
+    mask: [B] row weights (0 drops a sequence, e.g. batch padding; see `class_balanced_weights`). Diagnostics are
+    weighted sums over the rows: `accuracy_sum` counts predictions equal to the target, where the prediction is the
+    argmax over {yes_id, no_id} when both are given (the verifier's decision; ties go to No) and over the whole
+    vocabulary otherwise; with the ids, `label_mass_sum` sums p(Yes) + p(No), showing whether the model answers in
+    the label tokens.
     """
     logits = jnp.asarray(logits)
     logp = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1)

@@ -31,6 +31,9 @@ class RLConfig:
     algorithm: str = "grpo"
     group_size: int = 8
     lambda_verify: float = 1.0
+    # Class-balanced L_V: Yes and No rows of a batch weigh half each, so that p(Yes) = 0.5 is the balanced-accuracy
+    # decision even when most rollouts are wrong (a plain L_V learns the base rate and then rarely says Yes).
+    verify_balance: bool = False
     beta: float = 0.0  # KL(pi || pi_ref) weight; > 0 keeps a frozen copy of the initial policy
     kl_estimator: str = "k3"
     eps_low: float = 0.2
@@ -221,7 +224,8 @@ def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, r
         targets=tokens, target_mask=target_mask, old_logp=rollouts.logprobs.reshape(rows, n),
         advantages=token_advantages.reshape(rows, n) * target_mask,
         verify_target=jnp.where(correct, statics.yes_id, statics.no_id).astype(jnp.int32),
-        verify_mask=jnp.ones((rows,), jnp.float32),
+        verify_mask=losses.class_balanced_weights(correct) if statics.rl.verify_balance
+        else jnp.ones((rows,), jnp.float32),
     )
 
 
