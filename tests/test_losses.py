@@ -216,7 +216,7 @@ def test_class_balanced_weights_by_hand():
     close(losses.class_balanced_weights(jnp.array([True, True, False, False])), [1.0, 1.0, 1.0, 1.0])
     close(losses.class_balanced_weights(jnp.array([False, False, False])), [1.0, 1.0, 1.0])  # one class: plain CE
     # As the verification mask: the mean loss is the average of the two classes' mean losses, (nll_0 + nll_1) / 2
-    # for rows 0 (Yes, nll 0.4076060) and 1..3 (No; nll_1 = log(1 + e + e^5) - 1 = 4.0247449 each, 2 as logits).
+    # for rows 0 (Yes, nll 0.4076060) and 1..3 (No, logits [0, 1, 5]: nll log(1 + e + e^5) - 1 = 4.0247449 each).
     logits = jnp.array([[2.0, 1.0, 0.0], [0.0, 1.0, 5.0], [0.0, 1.0, 5.0], [0.0, 1.0, 5.0]])
     weights = losses.class_balanced_weights(jnp.array([True, False, False, False]))
     s, c, _ = losses.verify_loss(logits, jnp.array([0, 1, 1, 1]), weights, yes_id=0, no_id=1)

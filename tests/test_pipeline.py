@@ -1,9 +1,9 @@
 """The README's main command, shrunken: `python -m rlvjax.train` (warm start, RL^V, end-of-run report) as a
 subprocess, on the default config with a smaller model, fewer steps and a smaller eval, and on the digit task.
 
-Why two: shrunk to fit the time, the arithmetic run's RL does not move reward (2 layers, 1,000 warm-start steps, 40
-RL steps, values up to 20: held-out pass@1 0.51 -> 0.48, training reward 0.55 -> 0.56), so it checks the report
-only. RL improving reward is checked on the digit task, where 120 steps take ~30 s."""
+Why two: shrunk to fit the time (2 layers, 700 warm-start steps, 40 RL steps), the arithmetic run's RL does not
+reliably move reward, so it checks the report only. RL improving reward is checked on the digit task, where 120
+steps take ~30 s."""
 
 import json
 import subprocess
@@ -14,10 +14,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHRINK = [
-    "ModelSpec.num_layers = 2", "TaskSpec.levels = (1,)", "TaskSpec.num_eval = 32",
+    "ModelSpec.num_layers = 2", "TaskSpec.levels = (2,)", "TaskSpec.num_eval = 32",
     "WarmStartConfig.num_steps = 700", "WarmStartConfig.batch_size = 32",
     "RunConfig.num_steps = 40", "RunConfig.batch_size = 16", "RunConfig.final_eval_samples = 8",
-    "RLConfig.max_new_tokens = 16", "OptimConfig.learning_rate = 5e-4",
+    "RLConfig.max_new_tokens = 24", "OptimConfig.learning_rate = 5e-4",
 ]
 STRATEGIES = {"majority", "best_of_n", "weighted"}
 
@@ -56,9 +56,9 @@ def test_shrunken_default_pipeline_writes_the_report(tmp_path):
         assert set(rep["pass@k"]) == {"1", "2", "4", "8"}
         assert set(rep["accuracy"]) == STRATEGIES
         assert all(set(curve) == {"1", "2", "4", "8"} for curve in rep["accuracy"].values())
-        assert {"verifier_accuracy", "verifier_balanced_accuracy", "verifier_auroc",
+        assert {"verifier_accuracy", "verifier_balanced_accuracy", "verifier_auroc", "within_problem_auroc",
                 "calibration_error"} <= set(rep["verifier"])
-        assert set(rep["by_level"]) == {"1"}
+        assert set(rep["by_level"]) == {"2"}
         assert "compute_efficiency_weighted_vs_majority" in rep
         for value in [rep["pass@1"], *rep["pass@k"].values(), *rep["verifier"].values()]:
             assert value is None or np.isnan(value) or 0.0 <= value <= 1.0

@@ -32,7 +32,8 @@ class RLConfig:
     group_size: int = 8
     lambda_verify: float = 1.0
     # Class-balanced L_V: Yes and No rows of a batch weigh half each, so that p(Yes) = 0.5 is the balanced-accuracy
-    # decision even when most rollouts are wrong (a plain L_V learns the base rate and then rarely says Yes).
+    # decision even when most rollouts are wrong (a plain L_V learns the base rate and then rarely says Yes). The
+    # logged verify accuracy is then the balanced one.
     verify_balance: bool = False
     beta: float = 0.0  # KL(pi || pi_ref) weight; > 0 keeps a frozen copy of the initial policy
     kl_estimator: str = "k3"
