@@ -225,8 +225,8 @@ def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, r
         targets=tokens, target_mask=target_mask, old_logp=rollouts.logprobs.reshape(rows, n),
         advantages=token_advantages.reshape(rows, n) * target_mask,
         verify_target=jnp.where(correct, statics.yes_id, statics.no_id).astype(jnp.int32),
-        verify_mask=losses.class_balanced_weights(correct) if statics.rl.verify_balance
-        else jnp.ones((rows,), jnp.float32),
+        verify_mask=(losses.class_balanced_weights(correct) if statics.rl.verify_balance
+                     else jnp.ones((rows,), jnp.float32)),
     )
 
 
