@@ -1,8 +1,10 @@
-"""``python -m rlvjax.evaluate --workdir W [--policy final|warm_start] [--checkpoint N] [--data F] --num_samples K``
+"""``python -m rlvjax.evaluate --workdir W [--policy final|warm_start] [--checkpoint N] [--data F] [--temperature T]
+--num_samples K``
 
-Samples a K-pool per problem with the fused verifier score, grades it, and writes ``eval.json`` (pass@k, majority /
-best-of-N / weighted accuracy at N = 1, 2, 4, ..., K, verifier accuracy / AUROC / calibration, compute-efficiency of
-weighted over majority voting, accuracy by level) and ``scaling.png``.
+Samples a K-pool per problem with the fused verifier score (at the run's ``RunConfig.eval_temperature`` unless
+``--temperature`` is given), grades it, and writes ``eval.json`` (pass@k, majority / best-of-N / weighted accuracy at
+N = 1, 2, 4, ..., K, verifier accuracy / AUROC / calibration, compute-efficiency of weighted over majority voting,
+accuracy by level, the temperature) and ``scaling.png``.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ _SAMPLERS: dict = {}
 
 
 def sample_pool(statics: steps.Statics, params, tokenizer, records: list[dict], mesh, *, num_samples: int,
-                seed: int, batch_size: int = 32) -> dict[str, np.ndarray]:
-    """K samples per problem: ``texts``/``answers`` (object ``[P, K]``), ``correct``, ``yes_logp``, ``no_logp``."""
-    rl = dataclasses.replace(statics.rl, group_size=num_samples)
-    key = (statics, num_samples)
+                seed: int, batch_size: int = 32, temperature: float | None = None) -> dict[str, np.ndarray]:
+    """K samples per problem at ``temperature`` (None: the RL one): ``texts``/``answers`` (object ``[P, K]``),
+    ``correct``, ``yes_logp``, ``no_logp``."""
+    rl = dataclasses.replace(statics.rl, group_size=num_samples,
+                             temperature=statics.rl.temperature if temperature is None else temperature)
+    key = (statics, rl)
     if key not in _SAMPLERS:
         _SAMPLERS[key] = jax.jit(lambda p, i, m, r: steps.rollout_step(dataclasses.replace(statics, rl=rl), p, i, m, r))
     sample = _SAMPLERS[key]
@@ -56,9 +60,11 @@ def sample_pool(statics: steps.Statics, params, tokenizer, records: list[dict], 
             "yes_logp": np.concatenate(yes), "no_logp": np.concatenate(no)}
 
 
-def quick_eval(statics, params, tokenizer, records, mesh, *, num_samples: int, seed: int) -> dict[str, float]:
+def quick_eval(statics, params, tokenizer, records, mesh, *, num_samples: int, seed: int,
+               temperature: float | None = None) -> dict[str, float]:
     """The periodic in-training eval: pass@1, best-of-K by verifier score, verifier accuracy on held-out rollouts."""
-    pool = sample_pool(statics, params, tokenizer, records, mesh, num_samples=num_samples, seed=seed)
+    pool = sample_pool(statics, params, tokenizer, records, mesh, num_samples=num_samples, seed=seed,
+                       temperature=temperature)
     correct, score = pool["correct"], pool["yes_logp"] - pool["no_logp"]
     best = np.take_along_axis(correct, np.argmax(score, axis=1)[:, None], axis=1)
     ver = diagnostics.verifier_stats(pool["yes_logp"].ravel(), pool["no_logp"].ravel(), correct.ravel())
@@ -149,15 +155,17 @@ def summary_table(reports: dict[str, dict]) -> str:
 
 
 def evaluate_policy(model, tokenizer, records: list[dict], rl: steps.RLConfig, mesh, *, num_samples: int,
-                    seed: int = 0) -> tuple[dict, dict]:
-    """``(report, pool)`` of one policy on ``records``, sampled with the run's sampling settings."""
+                    seed: int = 0, temperature: float | None = None) -> tuple[dict, dict]:
+    """``(report, pool)`` of one policy on ``records``, sampled with the run's sampling settings at ``temperature``
+    (None: ``rl.temperature``); the report records the temperature."""
     from flax import nnx
 
     graphdef, params = nnx.split(model)
     statics = experiment.statics(graphdef, None, rl, tokenizer)
+    temperature = rl.temperature if temperature is None else temperature
     pool = sample_pool(statics, nnx.to_pure_dict(params), tokenizer, records, mesh, num_samples=num_samples,
-                       seed=seed)
-    return report(pool, [r.get("level") for r in records], seed=seed), pool
+                       seed=seed, temperature=temperature)
+    return {"temperature": temperature, **report(pool, [r.get("level") for r in records], seed=seed)}, pool
 
 
 def write_report(reports: dict[str, dict], out_dir) -> tuple[Path, Path]:
@@ -208,6 +216,9 @@ def main(argv):
     f = flags.FLAGS
     if f.num_samples < 1 or f.num_samples & (f.num_samples - 1):  # checked before anything is loaded
         raise ValueError(f"--num_samples={f.num_samples}: use a power of two so the curve's largest N is the pool")
+    if f.temperature is not None and f.temperature <= 0:
+        raise ValueError(f"--temperature={f.temperature} must be > 0: votes need distinct samples; pass a positive "
+                         "--temperature or leave it out (the run's eval temperature)")
     workdir = Path(f.workdir)
     stored = Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint)
     rl = _from_stored(steps.RLConfig, stored["rl"])
@@ -223,7 +234,9 @@ def main(argv):
     else:
         records = experiment.build_records(_from_stored(experiment.TaskSpec, stored["task"]), tokenizer)[1]
     mesh = parallel.make_mesh(parallel.MeshConfig())
-    rep, _ = evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=f.num_samples, seed=f.seed)
+    temperature = f.temperature if f.temperature is not None else stored["run"].get("eval_temperature")
+    rep, _ = evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=f.num_samples, seed=f.seed,
+                             temperature=temperature)
     json_path, png_path = write_report({name: rep}, Path(f.out or workdir / "eval" / name))
     print(summary_table({name: rep}))
     print(f"report: {json_path}\nplot:   {png_path}")
@@ -238,6 +251,8 @@ if __name__ == "__main__":
     flags.DEFINE_string("data", None, "problems to evaluate on (jsonl/parquet/datasets id); default: the run's task")
     flags.DEFINE_integer("num_samples", 16, "K: samples per problem (a power of two)")
     flags.DEFINE_integer("seed", 0, "sampling seed")
+    flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's RunConfig.eval_temperature, "
+                       "else its RL temperature)")
     flags.DEFINE_string("out", None, "output directory (default: WORKDIR/eval/POLICY)")
     from rlvjax import cli
 

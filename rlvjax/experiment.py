@@ -68,6 +68,7 @@ class RunConfig:
     eval_samples: int = 4  # samples per eval problem for the periodic eval
     export_final: bool = True  # write the trained policy as an HF directory (workdir/final) at the end
     final_eval_samples: int = 0  # K > 0: the CLI evaluates warm start and trained policy at the end (eval.json, PNG)
+    eval_temperature: float | None = None  # test-time sampling temperature of every eval (None: RLConfig.temperature)
 
 
 def build_policy(spec: ModelSpec) -> tuple[Transformer, Any]:

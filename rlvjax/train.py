@@ -164,7 +164,8 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
                 if eval_records and ((run.eval_every and (step + 1) % run.eval_every == 0)
                                      or step + 1 == run.num_steps):
                     metrics.update(evaluate.quick_eval(statics, state.params, tokenizer, eval_records, mesh,
-                                                       num_samples=run.eval_samples, seed=run.seed))
+                                                       num_samples=run.eval_samples, seed=run.seed,
+                                                       temperature=run.eval_temperature))
                 history.append(writer.write(step + 1, metrics))
                 if (step + 1) % run.log_every == 0:
                     p_yes = 1.0 / (1.0 + np.exp(verify_lp[..., 1] - verify_lp[..., 0]))
@@ -213,6 +214,9 @@ def check_run_config(run: experiment.RunConfig, rl: steps.RLConfig) -> None:
         (run.eval_every >= 0, f"RunConfig.eval_every={run.eval_every} must be >= 0 (0: only at the end)"),
         (run.eval_samples >= 1, f"RunConfig.eval_samples={run.eval_samples} must be >= 1"),
         (run.final_eval_samples >= 0, f"RunConfig.final_eval_samples={run.final_eval_samples} must be >= 0"),
+        (run.eval_temperature is None or run.eval_temperature > 0,
+         f"RunConfig.eval_temperature={run.eval_temperature} must be > 0 (votes need distinct samples) or None (the "
+         "RL sampling temperature)"),
         (run.max_to_keep is None or run.max_to_keep >= 1,
          f"RunConfig.max_to_keep={run.max_to_keep} must be >= 1 (or None to keep all)"),
         (minibatch is not None, f"{rows} rollouts per step (batch_size {run.batch_size} x group_size "
@@ -302,7 +306,8 @@ def agree(flag: bool) -> bool:
     return bool(np.asarray(multihost_utils.process_allgather(np.asarray([flag]))).any())
 
 
-def final_report(workdir, policies: dict[str, Path], *, num_samples: int, seed: int) -> dict:
+def final_report(workdir, policies: dict[str, Path], *, num_samples: int, seed: int,
+                 temperature: float | None = None) -> dict:
     """Evaluate HF policy directories on the configured task's eval set; write eval.json + scaling.png, print."""
     rl, mesh = steps.RLConfig(), parallel.make_mesh(parallel.MeshConfig())
     reports = {}
@@ -310,7 +315,7 @@ def final_report(workdir, policies: dict[str, Path], *, num_samples: int, seed: 
         model, tokenizer = load_hf(path)
         records = experiment.build_records(experiment.TaskSpec(), tokenizer)[1]
         reports[name] = evaluate.evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=num_samples,
-                                                 seed=seed)[0]
+                                                 seed=seed, temperature=temperature)[0]
     if jax.process_index() == 0:
         json_path, png_path = evaluate.write_report(reports, workdir)
         print(evaluate.summary_table(reports))
@@ -335,7 +340,8 @@ def run_and_report(workdir, *, resume: bool = False, compare_baseline: bool = Fa
         policies["lambda0"] = baseline / "final"
     if not (run.final_eval_samples and run.export_final):
         return None
-    return final_report(workdir, policies, num_samples=run.final_eval_samples, seed=run.seed)
+    return final_report(workdir, policies, num_samples=run.final_eval_samples, seed=run.seed,
+                        temperature=run.eval_temperature)
 
 
 def launch(gin_files, gin_params, workdir, *, resume: bool = False, compare_baseline: bool = False) -> dict | None:

@@ -67,6 +67,9 @@ CONFIG_CASES = {
                          "RLConfig.group_size='8' must be an int, not a str; fix the binding's value"),
     "learning_rate_not_positive": (["OptimConfig.learning_rate = 0.0"], "OptimConfig.learning_rate=0.0 must be > 0"),
     "checkpoint_every_zero": (["RunConfig.checkpoint_every = 0"], "RunConfig.checkpoint_every=0 must be >= 1"),
+    "eval_temperature_zero": (["RunConfig.eval_temperature = 0.0"],
+                              "RunConfig.eval_temperature=0.0 must be > 0 (votes need distinct samples) or None (the RL "
+                              "sampling temperature)"),
     "minibatches_do_not_split": (["RLConfig.num_minibatches = 3"],
                                  "64 rollouts per step (batch_size 8 x group_size 8) do not split into "
                                  "RLConfig.num_minibatches=3; pick a divisor"),
@@ -307,6 +310,14 @@ def test_curve_n_larger_than_the_pool():
 def test_evaluate_pool_size_zero(tmp_path):
     code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(tmp_path / "absent"), "--num_samples", "0"])
     assert code == 2 and len(lines) == 1 and "--num_samples=0" in lines[0], lines
+
+
+def test_evaluate_temperature_not_positive(tmp_path):
+    # Checked before the workdir is read, like --num_samples.
+    code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(tmp_path / "absent"), "--temperature", "0"])
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].endswith("--temperature=0.0 must be > 0: votes need distinct samples; pass a positive "
+                             "--temperature or leave it out (the run's eval temperature)"), lines
 
 
 def test_evaluate_workdir_that_does_not_exist(tmp_path):

@@ -60,6 +60,15 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         assert rep["num_problems"] == 64 and rep["ns"] == [1, 2, 4]
         assert set(rep["accuracy"]) == {"majority", "best_of_n", "weighted"}
         assert "report:" in out.stdout
+        # The run's temperature (digit_smoke: 2.0) scatters the samples of a problem.
+        assert rep["temperature"] == 2.0 and rep["pass@k"]["4"] > rep["pass@1"] + 0.05
+    # --temperature overrides it: near-greedy, the 4 samples of a problem are one answer, so pass@4 = pass@1.
+    cold = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples", "4",
+                           "--temperature", "0.01", "--out", str(tmp_path / "cold")],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert cold.returncode == 0, cold.stderr[-2000:]
+    rep = json.loads((tmp_path / "cold" / "eval.json").read_text())["final"]
+    assert rep["temperature"] == 0.01 and rep["pass@k"]["4"] == pytest.approx(rep["pass@1"], abs=0.02)
     bad = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples", "6"],
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert bad.returncode != 0 and "power of two" in bad.stderr

@@ -53,6 +53,7 @@ def test_shrunken_default_pipeline_writes_the_report(tmp_path):
     assert set(reports) == {"warm_start", "final"}
     for rep in reports.values():
         assert rep["num_problems"] == 32 and rep["num_samples"] == 8 and rep["ns"] == [1, 2, 4, 8]
+        assert rep["temperature"] == 2.0  # the default's RunConfig.eval_temperature, not the RL temperature (1.5)
         assert set(rep["pass@k"]) == {"1", "2", "4", "8"}
         assert set(rep["accuracy"]) == STRATEGIES
         assert all(set(curve) == {"1", "2", "4", "8"} for curve in rep["accuracy"].values())
