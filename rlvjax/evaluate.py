@@ -130,7 +130,7 @@ def plot_scaling(reports: dict[str, dict], path) -> None:
         ax.plot(ns, [rep["pass@k"][str(n)] for n in ns], "k--", label="pass@k")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("N (samples per problem)")
-        ax.set_title(name)
+        ax.set_title(f"{name} (T = {rep['temperature']:g})" if "temperature" in rep else name)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy")
     axes[0][0].legend()
@@ -140,17 +140,18 @@ def plot_scaling(reports: dict[str, dict], path) -> None:
 
 
 def summary_table(reports: dict[str, dict]) -> str:
-    """One small text table comparing policies at N = K (``within``: the verifier's within-problem AUROC)."""
+    """One small text table comparing policies at N = K (``within``: the verifier's within-problem AUROC; ``T``: the
+    sampling temperature)."""
     k = max(r["num_samples"] for r in reports.values())
     head = f"{'policy':14s}{'pass@1':>8s}{'maj@' + str(k):>8s}{'BoN@' + str(k):>8s}{'wt@' + str(k):>8s}" \
-           f"{'ver.bal.acc':>12s}{'AUROC':>7s}{'within':>7s}{'eff.':>6s}"
+           f"{'ver.bal.acc':>12s}{'AUROC':>7s}{'within':>7s}{'eff.':>6s}{'T':>5s}"
     lines = [head]
     for name, r in reports.items():
         acc, v = r["accuracy"], r["verifier"]
         lines.append(f"{name:14s}{r['pass@1']:8.3f}{acc['majority'][str(k)]:8.3f}{acc['best_of_n'][str(k)]:8.3f}"
                      f"{acc['weighted'][str(k)]:8.3f}{v['verifier_balanced_accuracy']:12.3f}"
                      f"{v['verifier_auroc']:7.3f}{v['within_problem_auroc']:7.3f}"
-                     f"{r['compute_efficiency_weighted_vs_majority']:6.2f}")
+                     f"{r['compute_efficiency_weighted_vs_majority']:6.2f}{r.get('temperature', float('nan')):5.2g}")
     return "\n".join(lines)
 
 
