@@ -15,8 +15,9 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
-from rlvjax import experiment, sampling, testtime
+from rlvjax import experiment, parallel, sampling, testtime
 from rlvjax.rewards.math import grade_completions
 from rlvjax.rl import diagnostics, steps
 
@@ -30,9 +31,9 @@ def sample_pool(statics: steps.Statics, params, tokenizer, records: list[dict], 
     ``correct``, ``yes_logp``, ``no_logp``."""
     rl = dataclasses.replace(statics.rl, group_size=num_samples,
                              temperature=statics.rl.temperature if temperature is None else temperature)
-    key = (statics, rl)
+    key = (statics, rl, mesh)
     if key not in _SAMPLERS:
-        _SAMPLERS[key] = jax.jit(lambda p, i, m, r: steps.rollout_step(dataclasses.replace(statics, rl=rl), p, i, m, r))
+        _SAMPLERS[key] = steps.jit_rollout(dataclasses.replace(statics, rl=rl), mesh, parallel.shardings(params, mesh))
     sample = _SAMPLERS[key]
     parallel_rows = mesh.shape["data"] * mesh.shape["fsdp"]
     batch_size = max(parallel_rows, batch_size // parallel_rows * parallel_rows)
@@ -42,9 +43,11 @@ def sample_pool(statics: steps.Statics, params, tokenizer, records: list[dict], 
         padded = chunk + [chunk[-1]] * (-len(chunk) % parallel_rows)  # fill the mesh; extra rows are dropped
         ids, mask = sampling.left_pad(experiment.encode_prompts(tokenizer, [r["prompt"] for r in padded]),
                                       pad_id=statics.pad_id)
+        rows = parallel.batch_sharding(mesh, 2)
+        ids, mask = (jax.make_array_from_callback(x.shape, rows, lambda index, x=x: x[index]) for x in (ids, mask))
         roll = sample(params, ids, mask, jax.random.fold_in(jax.random.key(seed), start))
-        tokens, lengths, finished, vlp = (np.asarray(x)[: len(chunk)] for x in
-                                          (roll.tokens, roll.lengths, roll.finished, roll.verify_logprobs))
+        tokens, lengths, finished, vlp = (np.asarray(multihost_utils.process_allgather(x, tiled=True))[: len(chunk)]
+                                          for x in (roll.tokens, roll.lengths, roll.finished, roll.verify_logprobs))
         k, n = num_samples, tokens.shape[-1]
         chunk_texts = experiment.decode_completions(tokenizer, tokens.reshape(-1, n), lengths.ravel(),
                                                     finished.ravel())
@@ -208,7 +211,6 @@ def main(argv):
     del argv
     from absl import flags, logging
 
-    from rlvjax import parallel
     from rlvjax.checkpoint import Checkpointer
     from rlvjax.data import sources
     from rlvjax.model.hf import load_hf

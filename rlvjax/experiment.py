@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 import gin
 import jax.numpy as jnp
+from absl import logging
 import numpy as np
 from flax import nnx
 
 from rlvjax.data import arithmetic, sources
 from rlvjax.data.tokenizer import build_tokenizer
-from rlvjax.model.hf import load_hf, load_tokenizer
+from rlvjax.model.hf import config_from_hf, load_hf, load_tokenizer
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.parallel import MeshConfig
 from rlvjax.rl import verifier
@@ -23,13 +25,25 @@ from rlvjax.rl.steps import OptimConfig, RLConfig, Statics
 from rlvjax.sft import WarmStartConfig
 
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the repository's configs/ (editable install)
+DTYPES = ("float32", "bfloat16", "float16")
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """An HF directory (Qwen2 / Llama, safetensors), or a random Qwen2-architecture model of the sizes below."""
+    """An HF directory (Qwen2 / Llama, safetensors), or a random Qwen2-architecture model of the sizes below.
+
+    ``dtype`` is the weights' (and AdamW's moments'); ``compute_dtype`` the matmuls', activations' and KV cache's
+    (None: ``dtype``). Accelerator configs use float32 weights with bfloat16 compute: log-softmax, losses, the
+    sampler's probabilities and the optimizer update stay float32 either way. ``config_json`` is the architecture
+    where ``hf_dir`` is not on this machine (``--dry_run`` plans and compiles without weights).
+    """
 
     hf_dir: str | None = None
     dtype: str = "float32"
+    compute_dtype: str | None = None
+    config_json: str | None = None
     tokenizer_dir: str | None = None  # random models: None means the built-in arithmetic tokenizer
     hidden_size: int = 128
     intermediate_size: int = 384
@@ -37,6 +51,12 @@ class ModelSpec:
     num_heads: int = 4
     num_kv_heads: int = 2
     init_seed: int = 0
+
+    def __post_init__(self):
+        for name in ("dtype", "compute_dtype"):
+            value = getattr(self, name)
+            if not (value in DTYPES or value is None and name == "compute_dtype"):
+                raise ValueError(f"ModelSpec.{name}={value!r} is not a dtype rlvjax trains in; use one of {DTYPES}")
 
 
 @gin.configurable
@@ -53,6 +73,15 @@ class TaskSpec:
     num_eval: int = 200
     seed: int = 0
     on_bad_gold: str = "skip"  # file rows whose gold answer cannot be determined: "skip" (counted, logged) or "error"
+    # Longest prompt in tokens: longer ones are dropped (counted, logged), as verl's filter_overlong_prompts does.
+    # It bounds the compiled prompt widths and is the prompt width of the memory plan and of --dry_run without data.
+    max_prompt_tokens: int | None = None
+
+    def __post_init__(self):
+        if self.max_prompt_tokens is not None and not (isinstance(self.max_prompt_tokens, int)
+                                                       and self.max_prompt_tokens >= 1):
+            raise ValueError(f"TaskSpec.max_prompt_tokens={self.max_prompt_tokens!r} must be a whole number >= 1 "
+                             "(or None: no limit)")
 
 
 @gin.configurable
@@ -73,20 +102,76 @@ class RunConfig:
 
 def build_policy(spec: ModelSpec) -> tuple[Transformer, Any]:
     if spec.hf_dir is not None:
-        return load_hf(spec.hf_dir, dtype=jnp.dtype(spec.dtype))
-    if spec.tokenizer_dir is not None:
-        tokenizer = load_tokenizer(spec.tokenizer_dir)
-    else:
-        tokenizer = build_tokenizer()
-    cfg = ModelConfig(vocab_size=len(tokenizer), hidden_size=spec.hidden_size,
-                      intermediate_size=spec.intermediate_size, num_layers=spec.num_layers,
-                      num_heads=spec.num_heads, num_kv_heads=spec.num_kv_heads, qkv_bias=True,
-                      tie_word_embeddings=True, max_position_embeddings=4096, dtype=spec.dtype)
-    return Transformer(cfg, nnx.Rngs(spec.init_seed)), tokenizer
+        return load_hf(spec.hf_dir, dtype=jnp.dtype(spec.dtype), compute_dtype=spec.compute_dtype)
+    tokenizer = build_tokenizer() if spec.tokenizer_dir is None else load_tokenizer(spec.tokenizer_dir)
+    return Transformer(_random_model_config(spec, len(tokenizer)), nnx.Rngs(spec.init_seed)), tokenizer
+
+
+def _random_model_config(spec: ModelSpec, vocab_size: int) -> ModelConfig:
+    return ModelConfig(vocab_size=vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+                       num_layers=spec.num_layers, num_heads=spec.num_heads, num_kv_heads=spec.num_kv_heads,
+                       qkv_bias=True, tie_word_embeddings=True, max_position_embeddings=4096, dtype=spec.dtype,
+                       compute_dtype=spec.compute_dtype)
+
+
+def config_path(path: str) -> Path:
+    """A file named in a config: as given (absolute or from the working directory), else under the repository, as
+    gin's ``include`` resolves ``configs/...``."""
+    given = Path(path)
+    return given if given.is_absolute() or given.exists() else CONFIGS.parent / given
+
+
+def abstract_policy(spec: ModelSpec) -> tuple[ModelConfig, Any]:
+    """``(architecture, tokenizer or None)`` without loading weights: ``hf_dir``'s config.json where it exists,
+    else ``config_json``, else the random model's sizes. The tokenizer is None when none is on this machine."""
+    if spec.hf_dir is not None and (Path(spec.hf_dir) / "config.json").exists():
+        hf, tokenizer = json.loads((Path(spec.hf_dir) / "config.json").read_text()), None
+        try:
+            tokenizer = load_tokenizer(spec.hf_dir)
+        except ValueError:
+            pass
+        return config_from_hf(hf, spec.dtype, spec.compute_dtype), tokenizer
+    if spec.config_json is not None:
+        path = config_path(spec.config_json)
+        if not path.is_file():
+            raise FileNotFoundError(f"ModelSpec.config_json: no such file {spec.config_json}; point it at an HF "
+                                    "config.json (configs/models/ ships Qwen2.5-Math-1.5B and R1-Distill-Qwen-1.5B)")
+        try:
+            hf = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not a JSON config.json ({e}); point ModelSpec.config_json at an HF "
+                             "config.json") from None
+        tokenizer = load_tokenizer(path.parent) if (path.parent / "tokenizer.json").exists() else None
+        return config_from_hf(hf, spec.dtype, spec.compute_dtype), tokenizer
+    if spec.hf_dir is not None:
+        raise FileNotFoundError(f"ModelSpec.hf_dir={spec.hf_dir} has no config.json and ModelSpec.config_json is not "
+                                "set; give the architecture (e.g. configs/models/qwen2_5_math_1_5b/config.json) to "
+                                "plan without the weights")
+    tokenizer = build_tokenizer() if spec.tokenizer_dir is None else load_tokenizer(spec.tokenizer_dir)
+    return _random_model_config(spec, len(tokenizer)), tokenizer
 
 
 def build_records(task: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:
-    """(train, eval) records ``{prompt, gold, level, id}`` with prompts already in the policy's format."""
+    """(train, eval) records ``{prompt, gold, level, id}`` with prompts already in the policy's format, without
+    those longer than ``task.max_prompt_tokens``."""
+    train, evals = _task_records(task, tokenizer)
+    if task.max_prompt_tokens is None:
+        return train, evals
+    kept = []
+    for name, records in (("train", train), ("eval", evals)):
+        fits = [r for r in records if len(tokenizer.encode(r["prompt"], add_special_tokens=False))
+                <= task.max_prompt_tokens]
+        if len(fits) < len(records):
+            logging.warning("dropped %d of %d %s prompts longer than TaskSpec.max_prompt_tokens=%d", len(records) -
+                            len(fits), len(records), name, task.max_prompt_tokens)
+        kept.append(fits)
+    if train and not kept[0]:
+        raise ValueError(f"every train prompt is longer than TaskSpec.max_prompt_tokens={task.max_prompt_tokens}; "
+                         "raise it")
+    return kept[0], kept[1]
+
+
+def _task_records(task: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:
     if task.name == "arithmetic":
         train = arithmetic.generate(task.seed, task.num_train, task.levels, max_value=task.max_value)
         evals = arithmetic.eval_set(task.num_eval, levels=task.levels, max_value=task.max_value)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 from typing import Mapping
 
 import gin
@@ -42,7 +41,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AbstractMesh, Mesh
 
-from rlvjax import evaluate, parallel
+from rlvjax import evaluate, parallel, sampling
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import steps
 
@@ -105,17 +104,17 @@ class MemoryPlan:
         lines = [f"memory plan per device: mesh {mesh}, {self.num_params:,} params, {k['rollout_rows']} rollout rows "
                  f"and {k['update_rows']} update row(s) per micro-batch per device",
                  f"  {'phase':<11}{'component':<30}{'size':>10}  note"]
-        lines += [f"  {i.phase:<11}{i.name:<30}{_size(i.bytes_per_device):>10}  {i.note}" for i in self.items]
+        lines += [f"  {i.phase:<11}{i.name:<30}{size(i.bytes_per_device):>10}  {i.note}" for i in self.items]
         for phase, total in self.phases.items():
             mark = "  <- peak" if phase == self.peak_phase else ""
-            lines.append(f"  {'total':<11}{phase:<30}{_size(total):>10}{mark}")
+            lines.append(f"  {'total':<11}{phase:<30}{size(total):>10}{mark}")
         if limit_bytes is not None:
             verdict = "fits" if self.peak_bytes <= limit_bytes else "does NOT fit"
-            lines.append(f"  device limit {_size(limit_bytes)}: {verdict}")
+            lines.append(f"  device limit {size(limit_bytes)}: {verdict}")
         return "\n".join(lines)
 
 
-def _size(n: int) -> str:
+def size(n: int) -> str:
     for unit, scale in (("GiB", GiB), ("MiB", 1024 ** 2), ("KiB", 1024)):
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
@@ -217,6 +216,15 @@ def _sampling_items(cfg: ModelConfig, phase: str, what: str, prompts: int, sampl
     ]
 
 
+def eval_prompts(mesh, eval_problems: int | None) -> int:
+    """Prompts per batch of ``evaluate.sample_pool``: up to its batch size (fewer when the task has fewer, None: a
+    full batch), padded to a multiple of the data axes."""
+    mesh = _as_mesh(mesh)
+    dp = int(mesh.shape["data"] * mesh.shape["fsdp"])
+    batch = max(dp, EVAL_PROMPTS // dp * dp)
+    return -(-min(batch if eval_problems is None else eval_problems, batch) // dp) * dp
+
+
 def plan(model_config: ModelConfig, rl_config: steps.RLConfig, run_config, mesh, *, prompt_tokens: int,
          verify_tokens: int = 32, optim: steps.OptimConfig | None = None,
          eval_problems: int | None = None) -> MemoryPlan:
@@ -255,14 +263,11 @@ def plan(model_config: ModelConfig, rl_config: steps.RLConfig, run_config, mesh,
              f"{micro_rows} row(s) x {seq} tokens, no remat, f32 [N, V] logits"),
         Item("grads + updates + moments", "optimizer", 2 * param_bytes + opt_bytes, "the optax step"),
     ]
-    # evaluate.sample_pool samples batches of problems (fewer when the task has fewer), padded to a multiple of
-    # the data axes; its rows are not sharded.
-    eval_batch = max(dp, EVAL_PROMPTS // dp * dp)
-    eval_prompts = ceil(min(eval_batch if eval_problems is None else eval_problems, eval_batch), dp) * dp
-    if run.eval_samples and eval_prompts:
+    num_eval_prompts = eval_prompts(mesh, eval_problems)
+    if run.eval_samples and num_eval_prompts:
         items += _sampling_items(cfg, "eval", "eval ", eval_prompts, run.eval_samples, prompt_tokens, n,
                                  verify_tokens, tensor)
-    if run.final_eval_samples and run.export_final and eval_prompts:
+    if run.final_eval_samples and run.export_final and num_eval_prompts:
         items.append(Item("policy (unsharded)", "final eval", _nbytes((count_params(params),), cfg.dtype),
                           "each policy loaded on one device"))
         items += _sampling_items(cfg, "final eval", "final ", eval_prompts, run.final_eval_samples, prompt_tokens,
@@ -299,7 +304,7 @@ def check(p: MemoryPlan, limit_bytes: int | None) -> None:
     """Raise a one-line ``ValueError`` when the plan's peak exceeds ``limit_bytes`` (None: nothing to check)."""
     if limit_bytes is None or p.peak_bytes <= limit_bytes:
         return
-    raise ValueError(f"needs {_size(p.peak_bytes)} per device ({p.peak_phase} phase), has {_size(limit_bytes)}: "
+    raise ValueError(f"needs {size(p.peak_bytes)} per device ({p.peak_phase} phase), has {size(limit_bytes)}: "
                      f"{_advice(p)}")
 
 
@@ -320,11 +325,10 @@ def enforce(p: MemoryPlan, cfg: MemoryConfig | None = None, *, echo: bool = True
     if cfg.refuse:
         check(p, limit)
     elif limit is not None and p.peak_bytes > limit and echo:
-        print(f"warning: the plan needs {_size(p.peak_bytes)} per device, more than {_size(limit)} "
+        print(f"warning: the plan needs {size(p.peak_bytes)} per device, more than {size(limit)} "
               "(MemoryConfig.refuse = False: going on)", flush=True)
 
 
-def max_prompt_tokens(tokenizer, prompts, bucket: int = 16) -> int:
+def max_prompt_tokens(tokenizer, prompts) -> int:
     """The widest prompt batch the sampler can see: the longest encoded prompt, rounded up as ``left_pad`` does."""
-    longest = max(len(tokenizer.encode(p, add_special_tokens=False)) for p in prompts)
-    return math.ceil(longest / bucket) * bucket
+    return sampling.bucket_width(max(len(tokenizer.encode(p, add_special_tokens=False)) for p in prompts))

@@ -174,6 +174,56 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
     return NamedSharding(mesh, P(BATCH, *([None] * (ndim - 1))))
 
 
+def cache_sharding(mesh: Mesh, rows: int, num_kv_heads: int) -> NamedSharding:
+    """Layout of the sampler's ``[rows, kv_heads, slots, head_dim]`` KV cache arrays.
+
+    Heads split over ``tensor`` when they divide, rows over the data axes. When they do not (Qwen2.5-Math-1.5B has
+    2 kv heads; a v5e-8 mesh has tensor = 2 but a 4xA100 mesh with tensor = 4 would not divide them, and GQA
+    shards with one head per device made XLA copy every layer's cache each decode step), the rows are split over
+    every axis instead and each device keeps whole heads: the cache is then never resharded inside the loop.
+    """
+    tensor = mesh.shape["tensor"]
+    if tensor == 1 or num_kv_heads % tensor == 0 and num_kv_heads // tensor > 1:
+        return NamedSharding(mesh, P(BATCH, "tensor" if tensor > 1 else None))
+    if rows % (mesh.shape["data"] * mesh.shape["fsdp"] * tensor) == 0:
+        return NamedSharding(mesh, P(AXES))
+    return NamedSharding(mesh, P(BATCH))
+
+
+def sampling_shardings(tree, mesh: Mesh, cache: NamedSharding):
+    """Layout of the weights while sampling: the partition rules without ``fsdp`` (decoding would gather each weight
+    every step), and without ``tensor`` too where the cache splits rows over it (each device then decodes whole
+    rows and needs every head)."""
+    drop = {"data", "fsdp"} | ({"tensor"} if "tensor" in _names(cache.spec[0]) else set())
+
+    def keep(spec):
+        axes = [tuple(a for a in _names(axis) if a not in drop) for axis in spec]
+        return P(*[a[0] if len(a) == 1 else (a or None) for a in axes])
+
+    return jax.tree.map(lambda s: NamedSharding(mesh, keep(s.spec)), shardings(tree, mesh))
+
+
+def _names(axis) -> tuple[str, ...]:
+    return axis if isinstance(axis, tuple) else (axis,) if axis else ()
+
+
+@dataclasses.dataclass(frozen=True)
+class RowsConstraint:
+    """``x -> x`` laid out with rows over the data axes (a hashable callable, so jitted steps can close over it).
+
+    FSDP shards each weight over ``fsdp``; without this XLA may all-gather the activations of every row instead of
+    the (smaller) weights of one layer, keeping twice the activations alive in the update."""
+
+    mesh: Mesh
+
+    def __call__(self, x):
+        return jax.lax.with_sharding_constraint(x, batch_sharding(self.mesh, x.ndim))
+
+
+def rows_constraint(mesh: Mesh) -> RowsConstraint | None:
+    return RowsConstraint(mesh) if mesh.shape["fsdp"] > 1 or mesh.shape["data"] > 1 else None
+
+
 def check_batch(rows: int, mesh: Mesh, what: str = "batch") -> None:
     parallel = mesh.shape["data"] * mesh.shape["fsdp"]
     if rows % parallel:

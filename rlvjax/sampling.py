@@ -48,10 +48,20 @@ class SampleOutput(NamedTuple):
     score_logprobs: jax.Array | None = None  # [B, G, len(score_ids)] next-token log-probs after score_suffix
 
 
-def left_pad(prompts, prompt_mask=None, *, pad_id: int = 0, bucket: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def bucket_width(longest: int) -> int:
+    """The padded width of a prompt batch whose longest prompt has ``longest`` tokens: the next power of two from 16
+    up to 256, then the next multiple of 256. Every width is one compilation of the sampler and the update, so a
+    run whose prompts reach L tokens compiles at most 5 + ceil((L - 256) / 256) of them (8 for MATH's 1024)."""
+    if longest <= 256:
+        return max(16, 1 << max(0, longest - 1).bit_length())
+    return -(-longest // 256) * 256
+
+
+def left_pad(prompts, prompt_mask=None, *, pad_id: int = 0, bucket: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Ragged lists, or a left- or right-padded ``[B, T]`` array with its mask -> left-padded ``(ids, mask)``.
 
-    The width is rounded up to a multiple of ``bucket`` so that prompts of similar length share one compilation.
+    The width is ``bucket_width`` of the longest prompt (or a multiple of ``bucket``), so that prompts of similar
+    length share one compilation.
     """
     if isinstance(prompts, (np.ndarray, jax.Array)):
         arr = np.asarray(prompts)
@@ -67,7 +77,8 @@ def left_pad(prompts, prompt_mask=None, *, pad_id: int = 0, bucket: int = 16) ->
         raise ValueError("no prompts given")
     if min(len(r) for r in rows) == 0:
         raise ValueError("an empty prompt cannot be sampled from: give every prompt at least one token")
-    width = -(-max(len(r) for r in rows) // bucket) * bucket
+    longest = max(len(r) for r in rows)
+    width = bucket_width(longest) if bucket is None else -(-longest // bucket) * bucket
     ids = np.full((len(rows), width), pad_id, np.int32)
     mask = np.zeros((len(rows), width), bool)
     for i, r in enumerate(rows):
@@ -155,11 +166,18 @@ class _LoopState(NamedTuple):
     logprobs: jax.Array  # [R, N]
     lengths: jax.Array  # [R]
     cache: KVCache
+    weights: object  # the model's state, carried so that XLA keeps per-step work (e.g. casts) inside the loop
 
 
 def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_tokens: int,
-             params: SamplingParams, score_suffix: Sequence[int] = (), score_ids: Sequence[int] = ()) -> SampleOutput:
-    """Pure sampler over left-padded ``ids/mask [B, P]``; call it under ``jit`` (``sample`` does)."""
+             params: SamplingParams, score_suffix: Sequence[int] = (), score_ids: Sequence[int] = (),
+             cache_sharding=None, prefill_rows: int | None = None) -> SampleOutput:
+    """Pure sampler over left-padded ``ids/mask [B, P]``; call it under ``jit`` (``sample`` does).
+
+    ``prefill_rows`` prompts are prefilled at a time (None: all; see ``prefill``).
+    ``cache_sharding`` (a ``NamedSharding`` of the ``[rows, kv_heads, slots, head_dim]`` cache arrays, from
+    ``parallel.cache_sharding``) pins the cache's layout for the whole loop, so that XLA keeps updating it in place.
+    """
     b, p = ids.shape
     g, n = num_samples, max_new_tokens
     rows = jnp.arange(b * g)
@@ -169,31 +187,45 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
         keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.fold_in(rng, step), rows)
         return _choose(logits, keys, params)
 
-    cache = KVCache.init(model.config, b, p + n + len(score_suffix))
-    h, cache = model.hidden(ids, mask, cache)
-    cache = cache.repeat(g)
-    token, logp = pick(jnp.repeat(model.logits(h[:, -1]), g, axis=0), 0)
+    def pin(c: KVCache) -> KVCache:
+        if cache_sharding is None:
+            return c
+        rows = jax.sharding.NamedSharding(cache_sharding.mesh, jax.sharding.PartitionSpec(cache_sharding.spec[0]))
+        fix = lambda x: jax.lax.with_sharding_constraint(x, cache_sharding)
+        return c._replace(k=tuple(map(fix, c.k)), v=tuple(map(fix, c.v)),
+                          mask=jax.lax.with_sharding_constraint(c.mask, rows))
+
+    last, cache = prefill(model, ids, mask, p + n + len(score_suffix), prefill_rows)
+    cache = pin(cache.repeat(g))
+    token, logp = pick(jnp.repeat(model.logits(last), g, axis=0), 0)
     done = jnp.isin(token, stop)
     state = _LoopState(
         step=jnp.ones((), jnp.int32), token=token, done=done,
         tokens=jnp.full((b * g, n), params.pad_id, jnp.int32).at[:, 0].set(token),
         logprobs=jnp.zeros((b * g, n), jnp.float32).at[:, 0].set(logp),
-        lengths=jnp.ones((b * g,), jnp.int32), cache=cache,
+        lengths=jnp.ones((b * g,), jnp.int32), cache=cache, weights=nnx.state(model),
     )
+    graphdef = nnx.graphdef(model)
+    mixed = model.config.jnp_compute_dtype != model.config.jnp_dtype
 
     def cond(s: _LoopState):
         return (s.step < n) & ~jnp.all(s.done)
 
     def body(s: _LoopState):
-        h, cache = model.hidden(s.token[:, None], ~s.done[:, None], s.cache)
-        token, logp = pick(model.logits(h[:, 0]), s.step)
+        # Under mixed precision XLA would hoist what it derives from the loop-invariant weights out of the loop and
+        # keep it for the whole generation (the CPU backend's f32 copies of bf16 weights for its matmuls, one per
+        # layer); the barrier makes the weights opaque per iteration. Single-dtype models keep XLA's hoisting.
+        weights = jax.lax.optimization_barrier(s.weights) if mixed else s.weights
+        step_model = nnx.merge(graphdef, weights)
+        h, cache = step_model.hidden(s.token[:, None], ~s.done[:, None], s.cache)
+        token, logp = pick(step_model.logits(h[:, 0]), s.step)
         token = jnp.where(s.done, params.pad_id, token)
         logp = jnp.where(s.done, 0.0, logp)
         return _LoopState(
             step=s.step + 1, token=token, done=s.done | jnp.isin(token, stop),
             tokens=jax.lax.dynamic_update_slice(s.tokens, token[:, None], (0, s.step)),
             logprobs=jax.lax.dynamic_update_slice(s.logprobs, logp[:, None], (0, s.step)),
-            lengths=s.lengths + (~s.done).astype(jnp.int32), cache=cache,
+            lengths=s.lengths + (~s.done).astype(jnp.int32), cache=pin(cache), weights=s.weights,
         )
 
     s = jax.lax.while_loop(cond, body, state)
@@ -205,6 +237,32 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
     finished = jnp.isin(jnp.take_along_axis(s.tokens, s.lengths[:, None] - 1, axis=1)[:, 0], stop)
     return SampleOutput(s.tokens.reshape(b, g, n), s.lengths.reshape(b, g), s.logprobs.reshape(b, g, n),
                         finished.reshape(b, g), scores)
+
+
+def prefill(model: Transformer, ids, mask, slots: int, rows: int | None = None) -> tuple[jax.Array, KVCache]:
+    """Each prompt's last hidden state ``[B, D]`` and a cache of ``slots`` slots holding the prompts.
+
+    Attention reads the ``P`` prompt slots only (not all ``slots``), and ``rows`` prompts go at a time under
+    ``lax.map`` (rows ``j, j + B/rows, ...`` together, so a row-sharded batch stays evenly split): the ``[rows, H, P,
+    P]`` scores of one step, not of the whole batch, are alive. ``rows`` must divide ``B``; None prefills all.
+    """
+    b, p = ids.shape
+
+    def one(ids_c, mask_c):
+        h, c = model.hidden(ids_c, mask_c, KVCache.init(model.config, ids_c.shape[0], p))
+        return h[:, -1], c.k, c.v
+
+    if rows is None or rows >= b:
+        last, k, v = one(ids, mask)
+    else:
+        if b % rows:
+            raise ValueError(f"prefill_rows={rows} does not divide the {b} prompts")
+        split = lambda x: x.reshape(rows, b // rows, *x.shape[1:]).swapaxes(0, 1)
+        merge = lambda x: x.swapaxes(0, 1).reshape(b, *x.shape[2:])
+        last, k, v = jax.tree.map(merge, jax.lax.map(lambda a: one(*a), (split(ids), split(mask))))
+    grow = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, slots - p), (0, 0)))
+    return last, KVCache(tuple(map(grow, k)), tuple(map(grow, v)), jnp.pad(mask.astype(bool), ((0, 0), (0, slots - p))),
+                         jnp.asarray(p, jnp.int32))
 
 
 def score_continuation(model: Transformer, cache: KVCache, pending, pending_mask, suffix, target_ids) -> jax.Array:
@@ -232,7 +290,7 @@ def _generate_jit(graphdef, state, ids, mask, rng, *, num_samples, max_new_token
 def sample(model: Transformer, prompts_ids, *, num_samples: int = 1, max_new_tokens: int, temperature: float = 1.0,
            top_p: float = 1.0, top_k: int = 0, seed: int = 0, stop_ids: Sequence[int] = (), prompt_mask=None,
            pad_id: int = 0, suppress_ids: Sequence[int] = (), score_suffix: Sequence[int] = (),
-           score_ids: Sequence[int] = (), bucket: int = 16) -> SampleOutput:
+           score_ids: Sequence[int] = (), bucket: int | None = None) -> SampleOutput:
     """Sample ``num_samples`` completions per prompt; ``temperature=0`` is greedy.
 
     ``prompts_ids``: ragged lists of ids, or a ``[B, T]`` array (left- or right-padded, with ``prompt_mask``).

@@ -32,7 +32,7 @@ from rlvjax.rewards.math import grade_completions
 from rlvjax.rl import advantages as advantages_lib
 from rlvjax.rl import diagnostics, steps, vineppo
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the repository's configs/ (editable install)
+CONFIGS = experiment.CONFIGS
 gin.add_config_file_search_path(str(CONFIGS.parent))  # `include 'configs/base.gin'` from any working directory
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", None, "gin config files (default: configs/default.gin)")

@@ -12,7 +12,7 @@ import pytest
 from jax.sharding import AbstractMesh
 from flax import nnx
 
-from rlvjax import experiment, memory, parallel, sft, train  # train: gin's search path for `include 'configs/...'`
+from rlvjax import experiment, memory, parallel, sampling, sft, train  # train: gin's search path for `include 'configs/...'`
 from rlvjax.model.hf import config_from_hf
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import steps
@@ -238,6 +238,11 @@ def test_max_prompt_tokens_rounds_up_like_the_sampler():
 
     assert memory.max_prompt_tokens(Chars(), ["ab", "x" * 17]) == 32
     assert memory.max_prompt_tokens(Chars(), ["x" * 16]) == 16
+    assert memory.max_prompt_tokens(Chars(), ["x" * 33]) == 64
+    assert memory.max_prompt_tokens(Chars(), ["x" * 257]) == 512
+    assert memory.max_prompt_tokens(Chars(), ["x" * 1000]) == 1024
+    widths = {sampling.bucket_width(n) for n in range(1, 1025)}  # MATH's prompts: 8 compilations at most
+    assert widths == {16, 32, 64, 128, 256, 512, 768, 1024}
     assert memory.mesh_shape(parallel.MeshConfig(data=-1, fsdp=2), 8) == {"data": 4, "fsdp": 2, "tensor": 1}
     with pytest.raises(ValueError, match="needs 4 devices"):
         memory.mesh_shape(parallel.MeshConfig(data=1, fsdp=4), 8)

@@ -39,8 +39,9 @@ _IGNORED = re.compile(r".*rotary_emb\.inv_freq$")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
-def config_from_hf(hf: dict, dtype=jnp.float32) -> ModelConfig:
-    """Map an HF ``config.json`` dict (transformers v4 or v5 layout) to ``ModelConfig``."""
+def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConfig:
+    """Map an HF ``config.json`` dict (transformers v4 or v5 layout) to ``ModelConfig``; ``dtype`` is the weights',
+    ``compute_dtype`` (None: ``dtype``) the matmuls', activations' and KV cache's."""
     model_type = hf.get("model_type")
     if model_type not in ARCHITECTURES:
         raise ValueError(
@@ -75,6 +76,7 @@ def config_from_hf(hf: dict, dtype=jnp.float32) -> ModelConfig:
         max_position_embeddings=int(hf.get("max_position_embeddings", 32768)),
         architecture=model_type,
         dtype=jnp.dtype(dtype).name,
+        compute_dtype=None if compute_dtype is None else jnp.dtype(compute_dtype).name,
     )
 
 
@@ -148,8 +150,9 @@ def _flat_state(model_state) -> dict[str, nnx.Variable]:
     return {"/".join(map(str, k)): v for k, v in nnx.to_flat_state(model_state)}
 
 
-def load_hf(path, dtype=jnp.float32, *, tokenizer: bool = True):
-    """Load an HF Qwen2/Llama directory into ``(Transformer, tokenizer)``.
+def load_hf(path, dtype=jnp.float32, *, compute_dtype=None, tokenizer: bool = True):
+    """Load an HF Qwen2/Llama directory into ``(Transformer, tokenizer)``, weights in ``dtype``, computing in
+    ``compute_dtype`` (None: ``dtype``; e.g. f32 weights with bfloat16 compute).
 
     Every tensor is checked against the table: an unknown name, a missing parameter or a wrong shape raises an
     error naming the tensor. ``tokenizer=False`` skips the tokenizer (returns None in its place).
@@ -158,7 +161,7 @@ def load_hf(path, dtype=jnp.float32, *, tokenizer: bool = True):
     config_file = path / "config.json"
     if not config_file.exists():
         raise FileNotFoundError(f"{config_file} not found: point load_hf at a Hugging Face model directory")
-    cfg = config_from_hf(json.loads(config_file.read_text()), dtype)
+    cfg = config_from_hf(json.loads(config_file.read_text()), dtype, compute_dtype)
     abstract = nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
     targets = _flat_state(state)

@@ -41,7 +41,8 @@ class ModelConfig:
     tie_word_embeddings: bool = False
     max_position_embeddings: int = 32768
     architecture: str = "qwen2"
-    dtype: str = "float32"
+    dtype: str = "float32"  # the stored weights (and so AdamW's moments)
+    compute_dtype: str | None = None  # matmuls, activations and the KV cache; None: ``dtype``
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
@@ -57,6 +58,10 @@ class ModelConfig:
     @property
     def jnp_dtype(self):
         return jnp.dtype(self.dtype)
+
+    @property
+    def jnp_compute_dtype(self):
+        return jnp.dtype(self.compute_dtype or self.dtype)
 
 
 class KVCache(NamedTuple):
@@ -74,7 +79,7 @@ class KVCache(NamedTuple):
 
     @classmethod
     def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> "KVCache":
-        dtype = dtype or cfg.jnp_dtype
+        dtype = dtype or cfg.jnp_compute_dtype
         shape = (batch, cfg.num_kv_heads, max_len, cfg.kv_dim)
         zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
         return cls(zeros, zeros, jnp.zeros((batch, max_len), bool), jnp.zeros((), jnp.int32))
@@ -120,28 +125,31 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
 
 
 class RMSNorm(nnx.Module):
-    def __init__(self, dim: int, eps: float, dtype):
-        self.weight = nnx.Param(jnp.ones((dim,), dtype))
-        self.eps = eps
+    """HF's RMSNorm: normalised in f32, then ``weight * x`` in the compute dtype."""
+
+    def __init__(self, dim: int, eps: float, cfg: ModelConfig):
+        self.weight = nnx.Param(jnp.ones((dim,), cfg.jnp_dtype))
+        self.eps, self.compute_dtype = eps, cfg.jnp_compute_dtype
 
     def __call__(self, x):
         xf = x.astype(jnp.float32)
         xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
-        return self.weight[...] * xf.astype(x.dtype)
+        return self.weight[...].astype(self.compute_dtype) * xf.astype(self.compute_dtype)
 
 
-def _linear(din, dout, bias, dtype, rngs):
-    return nnx.Linear(din, dout, use_bias=bias, dtype=dtype, param_dtype=dtype, rngs=rngs,
+def _linear(din, dout, bias, cfg: ModelConfig, rngs):
+    """Weights stored in ``cfg.dtype``, used in ``cfg.compute_dtype`` (nnx casts kernel and input per call)."""
+    return nnx.Linear(din, dout, use_bias=bias, dtype=cfg.jnp_compute_dtype, param_dtype=cfg.jnp_dtype, rngs=rngs,
                       kernel_init=nnx.initializers.normal(0.02))
 
 
 class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-        d, h, kh, hd, dt = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.kv_dim, cfg.jnp_dtype
-        self.q_proj = _linear(d, h * hd, cfg.qkv_bias, dt, rngs)
-        self.k_proj = _linear(d, kh * hd, cfg.qkv_bias, dt, rngs)
-        self.v_proj = _linear(d, kh * hd, cfg.qkv_bias, dt, rngs)
-        self.o_proj = _linear(h * hd, d, cfg.o_bias, dt, rngs)
+        d, h, kh, hd = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.kv_dim
+        self.q_proj = _linear(d, h * hd, cfg.qkv_bias, cfg, rngs)
+        self.k_proj = _linear(d, kh * hd, cfg.qkv_bias, cfg, rngs)
+        self.v_proj = _linear(d, kh * hd, cfg.qkv_bias, cfg, rngs)
+        self.o_proj = _linear(h * hd, d, cfg.o_bias, cfg, rngs)
         self.num_heads, self.num_kv_heads, self.head_dim = h, kh, hd
 
     def __call__(self, x, positions, inv_freq, allowed, kv_cache=None, slot=None):
@@ -167,20 +175,34 @@ class Attention(nnx.Module):
 
 class MLP(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-        d, f, dt = cfg.hidden_size, cfg.intermediate_size, cfg.jnp_dtype
-        self.gate_proj = _linear(d, f, False, dt, rngs)
-        self.up_proj = _linear(d, f, False, dt, rngs)
-        self.down_proj = _linear(f, d, False, dt, rngs)
+        d, f = cfg.hidden_size, cfg.intermediate_size
+        self.gate_proj = _linear(d, f, False, cfg, rngs)
+        self.up_proj = _linear(d, f, False, cfg, rngs)
+        self.down_proj = _linear(f, d, False, cfg, rngs)
 
     def __call__(self, x):
         return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
+REMAT_POLICIES = ("none", "full") + tuple(sorted(
+    name for name in ("nothing_saveable", "everything_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
+    if hasattr(jax.checkpoint_policies, name)))
+
+
+def remat_policy(name: str):
+    """``jax.checkpoint``'s policy for a name of ``REMAT_POLICIES`` ("full": keep only each layer's input)."""
+    if name not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat policy {name!r}; valid names: {list(REMAT_POLICIES)}")
+    return None if name in ("none", "full") else getattr(jax.checkpoint_policies, name)
+
+
+
+
 class DecoderLayer(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.jnp_dtype)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
         self.self_attn = Attention(cfg, rngs)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.jnp_dtype)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
         self.mlp = MLP(cfg, rngs)
 
     def __call__(self, x, positions, inv_freq, allowed, kv_cache=None, slot=None):
@@ -194,12 +216,12 @@ class Transformer(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.config = cfg
-        dt = cfg.jnp_dtype
-        self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=dt, param_dtype=dt, rngs=rngs,
+        self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.jnp_compute_dtype,
+                                      param_dtype=cfg.jnp_dtype, rngs=rngs,
                                       embedding_init=nnx.initializers.normal(0.02))
         self.layers = nnx.List([DecoderLayer(cfg, rngs) for _ in range(cfg.num_layers)])
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dt)
-        self.lm_head = None if cfg.tie_word_embeddings else _linear(cfg.hidden_size, cfg.vocab_size, False, dt, rngs)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
+        self.lm_head = None if cfg.tie_word_embeddings else _linear(cfg.hidden_size, cfg.vocab_size, False, cfg, rngs)
 
     def __call__(self, input_ids, attention_mask=None):
         return self.forward(input_ids, attention_mask)[0]
@@ -209,11 +231,18 @@ class Transformer(nnx.Module):
         h, cache = self.hidden(input_ids, attention_mask, cache)
         return self.logits(h), cache
 
-    def hidden(self, input_ids, attention_mask=None, cache: KVCache | None = None):
+    def hidden(self, input_ids, attention_mask=None, cache: KVCache | None = None, *, remat: str = "none",
+               constrain=None):
         """Final-norm hidden states ``[B, T, D]`` and the updated cache (None without one).
 
         Without a cache the chunk attends causally to itself. With one, the chunk is written at ``cache.index`` and
         attends to every earlier valid slot; ``attention_mask`` marks which chunk tokens are real (a 0 leaves a hole).
+        ``remat`` (a name of ``REMAT_POLICIES``; no cache) recomputes each decoder layer in the backward pass,
+        keeping what the policy saves: activation memory per layer instead of per model, for about one more
+        forward pass. The layers then run under ``lax.scan`` over their weights stacked in the compute dtype (one
+        copy): unrolled, XLA schedules every layer's recomputation up front and keeps them all alive.
+        ``constrain`` (e.g. a sharding constraint from the caller, who knows the mesh) is applied to the residual
+        stream ``[B, T, D]`` before each layer: it keeps rows where the data is, so weights move instead.
         """
         b, t = input_ids.shape
         mask = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
@@ -232,10 +261,16 @@ class Transformer(nnx.Module):
         allowed = key_mask[:, None, :] & (key_slots[None, None, :] <= query_slots[None, :, None])
 
         x = self.embed_tokens(input_ids)
+        constrain = constrain or (lambda a: a)
+        if remat != "none":
+            if cache is not None:
+                raise ValueError("remat is for the training forward pass; sampling with a KV cache keeps nothing to "
+                                 "recompute")
+            return self.norm(self._scan_layers(x, positions, inv_freq, allowed, remat_policy(remat), constrain)), None
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             kv = None if cache is None else (cache.k[i], cache.v[i])
-            x, (k, v) = layer(x, positions, inv_freq, allowed, kv, slot)
+            x, (k, v) = layer(constrain(x), positions, inv_freq, allowed, kv, slot)
             new_k.append(k)
             new_v.append(v)
         x = self.norm(x)
@@ -243,7 +278,23 @@ class Transformer(nnx.Module):
             cache = KVCache(tuple(new_k), tuple(new_v), key_mask, cache.index + t)
         return x, cache
 
+    def _scan_layers(self, x, positions, inv_freq, allowed, policy, constrain):
+        graphdef = nnx.graphdef(self.layers[0])
+        cd = self.config.jnp_compute_dtype
+        stacked = jax.tree.map(lambda *ws: jnp.stack([w.astype(cd) for w in ws]),
+                               *[nnx.state(layer) for layer in self.layers])
+
+        def one_layer(x, state):
+            return nnx.merge(graphdef, state)(constrain(x), positions, inv_freq, allowed)[0], None
+
+        return jax.lax.scan(jax.checkpoint(one_layer, policy=policy, prevent_cse=False), x, stacked)[0]
+
     def logits(self, h):
+        """``[..., V]`` logits in f32 (accumulated in f32 from compute-dtype operands): a bf16 logit near 20 is off
+        by up to 0.06, which would show up in every log-prob and in p(Yes)."""
+        cd = self.config.jnp_compute_dtype
         if self.lm_head is None:
-            return self.embed_tokens.attend(h)
-        return self.lm_head(h)
+            return jnp.einsum("...d,vd->...v", h.astype(cd), self.embed_tokens.embedding[...].astype(cd),
+                              preferred_element_type=jnp.float32)
+        return jnp.einsum("...d,dv->...v", h.astype(cd), self.lm_head.kernel[...].astype(cd),
+                          preferred_element_type=jnp.float32)

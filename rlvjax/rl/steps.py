@@ -21,6 +21,7 @@ import optax
 from flax import nnx
 
 from rlvjax import parallel, sampling
+from rlvjax.model.transformer import remat_policy
 from rlvjax.rl import advantages as advantages_lib
 from rlvjax.rl import losses
 
@@ -48,12 +49,21 @@ class RLConfig:
     num_ppo_epochs: int = 1
     num_minibatches: int = 1
     micro_batch_size: int = 0  # rows per gradient-accumulation step; 0: the whole minibatch at once
+    # Update-step memory: "none", "full" (recompute each decoder layer in the backward pass, keeping its input) or
+    # a jax.checkpoint policy name (model/transformer.py REMAT_POLICIES); and the completion positions whose [V]
+    # log-softmax is built at once (0: all N; e.g. 128 keeps no [rows, N, V] f32 buffer alive).
+    remat: str = "none"
+    logprob_chunk_size: int = 0
     vineppo_samples: int = 9  # K continuations per step prefix (VinePPO's value estimate)
     vineppo_max_steps: int = 8  # steps per rollout; later steps are merged into the last
 
     def __post_init__(self):
         check_field_types(self)
         advantages_lib.get(self.algorithm)  # unknown names fail here, listing the valid ones
+        try:
+            remat_policy(self.remat)
+        except ValueError as e:
+            raise ValueError(f"RLConfig.remat: {e}") from None
         losses.aggregate(jnp.zeros((1, 1)), jnp.ones((1, 1)), self.aggregation, max_len=1)
         losses.kl_penalty(jnp.zeros(()), jnp.zeros(()), self.kl_estimator)
         checks = [
@@ -71,6 +81,8 @@ class RLConfig:
             (self.num_ppo_epochs >= 1 and self.num_minibatches >= 1,
              f"num_ppo_epochs={self.num_ppo_epochs}, num_minibatches={self.num_minibatches} must be >= 1"),
             (self.micro_batch_size >= 0, f"micro_batch_size={self.micro_batch_size} must be >= 0 (0: no accumulation)"),
+            (self.logprob_chunk_size >= 0,
+             f"logprob_chunk_size={self.logprob_chunk_size} must be >= 0 (0: every completion position at once)"),
             (self.vineppo_samples >= 1 and self.vineppo_max_steps >= 1,
              f"vineppo_samples={self.vineppo_samples}, vineppo_max_steps={self.vineppo_max_steps} must be >= 1"),
         ]
@@ -192,16 +204,37 @@ class Statics:
     stop_ids: tuple[int, ...]
     pad_id: int
     suppress_ids: tuple[int, ...] = ()  # never sampled; masked alike in the trainer's log-probs
+    constrain_rows: Any = None  # keeps the update's activations split by rows (``parallel.rows_constraint``)
 
 
-def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng) -> Rollouts:
-    """G samples per prompt, their log-probs, and p(Yes)/p(No) scored on the live cache (fused verifier)."""
+def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, *, mesh=None,
+                 params_sharding=None) -> Rollouts:
+    """G samples per prompt, their log-probs, and p(Yes)/p(No) scored on the live cache (fused verifier).
+    With ``mesh``, the KV cache keeps ``parallel.cache_sharding``'s layout throughout the decode loop; with
+    ``params_sharding`` (the params' layout), weights are cast to the compute dtype where they lie, before XLA
+    gathers them for the loop."""
     rl = statics.rl
+    model = nnx.merge(statics.graphdef, params)
+    compute = model.config.jnp_compute_dtype
+    prompts, width = prompt_ids.shape
+    cache_sharding = None if mesh is None else parallel.cache_sharding(mesh, prompts * rl.group_size,
+                                                                       model.config.num_kv_heads)
+    if compute != model.config.jnp_dtype or mesh is not None:
+        # Sampling weights: cast once where they lie, then laid out for decoding (no FSDP split: a decode step
+        # would gather every weight again), as Tunix and verl sample from a separate copy of the weights.
+        params = jax.tree.map(lambda w: w.astype(compute), params)
+        if params_sharding is not None:
+            params = jax.lax.with_sharding_constraint(params, params_sharding)
+        if mesh is not None:
+            params = jax.lax.with_sharding_constraint(params, parallel.sampling_shardings(params, mesh,
+                                                                                           cache_sharding))
+        model = nnx.merge(statics.graphdef, params)
     params_s = dataclasses.replace(rl.sampling_params, stop_ids=statics.stop_ids, pad_id=statics.pad_id,
                                    suppress_ids=statics.suppress_ids)
-    out = sampling.generate(nnx.merge(statics.graphdef, params), prompt_ids, prompt_mask, rng,
+    out = sampling.generate(model, prompt_ids, prompt_mask, rng,
                             num_samples=rl.group_size, max_new_tokens=rl.max_new_tokens, params=params_s,
-                            score_suffix=statics.verify_suffix, score_ids=(statics.yes_id, statics.no_id))
+                            score_suffix=statics.verify_suffix, score_ids=(statics.yes_id, statics.no_id),
+                            cache_sharding=cache_sharding, prefill_rows=prefill_rows(prompts, width, mesh))
     return Rollouts(prompt_ids, prompt_mask, out.tokens, out.lengths, out.logprobs, out.finished,
                     out.score_logprobs)
 
@@ -246,17 +279,39 @@ def prepare_update(statics: Statics, rollouts: Rollouts, rewards) -> tuple[Updat
     return build_update_batch(statics, rollouts, token_adv, rewards), adv
 
 
+def target_logprobs(model, h, targets, *, temperature: float, suppress_ids=(), chunk_size: int = 0):
+    """``log softmax(logits / temperature)[target]`` ``[R, N]`` in f32 from the hidden states ``h [R, N, D]``.
+
+    ``chunk_size`` > 0 builds the ``[R, chunk, V]`` logits of one chunk of positions at a time, under ``lax.scan``
+    and ``jax.checkpoint``: the backward pass recomputes each chunk's logits instead of keeping all ``[R, N, V]``
+    (0.6 GB per 1024-token row at Qwen's 151,936-token vocabulary). Same values and gradients either way.
+    """
+    def logprobs(h_c, t_c):
+        logits = sampling.suppress(model.logits(h_c), suppress_ids) / temperature
+        return jnp.take_along_axis(logits, t_c[..., None], axis=-1)[..., 0] - jax.nn.logsumexp(logits, axis=-1)
+
+    r, n = targets.shape
+    if not chunk_size or chunk_size >= n:
+        return logprobs(h, targets)
+    chunks = -(-n // chunk_size)
+    pad = chunks * chunk_size - n
+    h = jnp.pad(h, ((0, 0), (0, pad), (0, 0))).reshape(r, chunks, chunk_size, -1).swapaxes(0, 1)
+    t = jnp.pad(targets, ((0, 0), (0, pad))).reshape(r, chunks, chunk_size).swapaxes(0, 1)
+    _, out = jax.lax.scan(lambda c, x: (c, jax.checkpoint(logprobs)(*x)), None, (h, t))
+    return out.swapaxes(0, 1).reshape(r, chunks * chunk_size)[:, :n]
+
+
 def policy_and_verify_logits(statics: Statics, params, batch: UpdateBatch):
     """Trainer-side ``log pi(target)`` at the sampling temperature ``[R, N]`` and the verify logits ``[R, V]``."""
+    rl = statics.rl
     model = nnx.merge(statics.graphdef, params)
     n = batch.targets.shape[1]
     p = batch.input_ids.shape[1] - n - len(statics.verify_suffix)
-    h, _ = model.hidden(batch.input_ids, batch.input_mask)
-    logits = sampling.suppress(model.logits(h[:, p - 1: p + n - 1]).astype(jnp.float32), statics.suppress_ids)
-    logits = logits / statics.rl.temperature
-    logp = jnp.take_along_axis(jax.nn.log_softmax(logits), batch.targets[..., None], axis=-1)[..., 0]
+    h, _ = model.hidden(batch.input_ids, batch.input_mask, remat=rl.remat, constrain=statics.constrain_rows)
+    logp = target_logprobs(model, h[:, p - 1: p + n - 1], batch.targets, temperature=rl.temperature,
+                           suppress_ids=statics.suppress_ids, chunk_size=rl.logprob_chunk_size)
     logp = jnp.where(batch.target_mask, logp, 0.0)  # padding may be a suppressed id: -inf outside the targets
-    return logp, model.logits(h[:, -1]).astype(jnp.float32)
+    return logp, model.logits(h[:, -1])
 
 
 def _loss(params, ref_params, statics: Statics, batch: UpdateBatch, policy_count, verify_count):
@@ -343,15 +398,37 @@ class JittedSteps(NamedTuple):
     update: Any  # (state, batch) -> (state, metrics); donates the state
 
 
+PREFILL_TOKENS = 4096  # prompt tokens a device prefills at once
+
+
+def prefill_rows(prompts: int, width: int, mesh=None) -> int | None:
+    """Prompts prefilled together: about ``PREFILL_TOKENS`` per device, a divisor of ``prompts`` and a multiple of
+    the devices the rows are split over (None: all at once)."""
+    devices = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+    target = devices * max(1, PREFILL_TOKENS // width)
+    if target >= prompts:
+        return None
+    fits = [r for r in range(devices, target + 1, devices) if prompts % r == 0]
+    return fits[-1] if fits else None
+
+
+def jit_rollout(statics: Statics, mesh, params_sharding):
+    """``rollout_step`` jitted for ``mesh``: params laid out by ``params_sharding``, prompts and rollouts by rows over
+    the data axes (training rollouts and evaluation pools alike)."""
+    rows2, rows3 = (parallel.batch_sharding(mesh, d) for d in (2, 3))
+    return jax.jit(functools.partial(rollout_step, statics, mesh=mesh, params_sharding=params_sharding),
+                   in_shardings=(params_sharding, rows2, rows2, None),
+                   out_shardings=Rollouts(rows2, rows2, rows3, rows2, rows3, rows2, rows3))
+
+
 def jit_steps(statics: Statics, mesh, state: TrainState) -> JittedSteps:
     """The steps jitted with explicit shardings: params by the partition rules, rows over the data axes."""
     state_sharding = parallel.shardings(state, mesh)
-    rows1, rows2, rows3 = (parallel.batch_sharding(mesh, d) for d in (1, 2, 3))
-    rollout_sharding = Rollouts(rows2, rows2, rows3, rows2, rows3, rows2, rows3)
+    rows1, rows2 = (parallel.batch_sharding(mesh, d) for d in (1, 2))
+    statics = dataclasses.replace(statics, constrain_rows=parallel.rows_constraint(mesh))
     batch_sharding = UpdateBatch(rows2, rows2, rows2, rows2, rows2, rows2, rows1, rows1)
     return JittedSteps(
-        rollout=jax.jit(functools.partial(rollout_step, statics), out_shardings=rollout_sharding,
-                        in_shardings=(state_sharding.params, rows2, rows2, None)),
+        rollout=jit_rollout(statics, mesh, state_sharding.params),
         prepare=jax.jit(functools.partial(prepare_update, statics), out_shardings=(batch_sharding, rows2)),
         build=jax.jit(functools.partial(build_update_batch, statics), out_shardings=batch_sharding),
         update=jax.jit(functools.partial(update_step, statics), in_shardings=(state_sharding, batch_sharding),

@@ -1,0 +1,98 @@
+"""``python -m rlvjax.train ... --dry_run``: the run's steps compiled for its mesh, without weights or data, and
+XLA's per-device memory printed beside the plan (``memory.plan``); exits non-zero when either exceeds the budget.
+
+Works on any machine: the architecture comes from ``ModelSpec.config_json`` when the weights are elsewhere, the
+prompt width from ``TaskSpec.max_prompt_tokens`` when the data is, and on a CPU host the mesh's devices are faked
+(``jax_num_cpu_devices``), so a 4-GPU or TPU-slice config can be checked from a laptop. Each phase's compiled
+figure is what one device holds while it runs: XLA's arguments, outputs and temporaries (less what donation
+aliases), plus the training state that stays resident without being an argument (the AdamW moments while
+sampling). The decode loop is also searched for cache-sized copies (``hlo.loop_copies``), which would mean XLA
+moves the whole KV cache every token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rlvjax import experiment, hlo, memory, parallel
+from rlvjax.model.transformer import ModelConfig, Transformer
+from rlvjax.rl import steps
+
+DEFAULT_VERIFY_TOKENS = 32  # an upper bound on the verify prompt's length where no tokenizer is at hand
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledPhase:
+    name: str
+    bytes_per_device: int  # peak while the phase runs: XLA's own buffers + resident state
+    temp_bytes: int
+    loop_copies: tuple[str, ...]  # cache-sized copies per decode step (sampling phases)
+
+
+def _abstract(tree, shardings):
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def _measure(name, compiled, resident: int, min_copy_elements: int | None) -> CompiledPhase:
+    m = compiled.memory_analysis()
+    own = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+    copies = () if min_copy_elements is None else tuple(hlo.loop_copies(compiled.as_text(), min_copy_elements))
+    return CompiledPhase(name, own + resident, m.temp_size_in_bytes, copies)
+
+
+def compile_phases(cfg: ModelConfig, rl: steps.RLConfig, run: experiment.RunConfig, optim: steps.OptimConfig, mesh,
+                   *, prompt_tokens: int, verify_tokens: int, eval_problems: int | None = None) -> list[CompiledPhase]:
+    """Compile the rollout, the update (with its optimizer step) and the sampling of the periodic and final evals
+    for ``mesh``, from shapes only; their per-device memory as XLA assigns it."""
+    tx = optim.make(max(run.num_steps, 1) * rl.num_ppo_epochs * rl.num_minibatches)
+    graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))[0]
+    params = memory.abstract_params(cfg)
+    state = jax.eval_shape(lambda p: steps.init_state(p, tx, seed=0, keep_reference=rl.beta > 0), params)
+    state = _abstract(state, parallel.shardings(state, mesh))
+    suffix = tuple(range(3, 3 + verify_tokens))
+    statics = steps.Statics(graphdef, tx, rl, suffix, 1, 2, (0,), 0)
+    resident = memory.sharded_bytes(state.opt_state, mesh) + (
+        memory.sharded_bytes(state.ref_params, mesh) if state.ref_params is not None else 0)
+    s = jax.ShapeDtypeStruct
+    rows2 = parallel.batch_sharding(mesh, 2)
+    kv_slot_elements = (prompt_tokens + rl.max_new_tokens + verify_tokens) * cfg.kv_dim
+
+    def sampling_phase(name, group, prompts, extra):
+        st = dataclasses.replace(statics, rl=dataclasses.replace(rl, group_size=group))
+        jitted = steps.jit_rollout(st, mesh, parallel.shardings(state.params, mesh))
+        ids = s((prompts, prompt_tokens), jnp.int32, sharding=rows2)
+        compiled = jitted.lower(state.params, ids, s(ids.shape, bool, sharding=rows2), jax.random.key(0)).compile()
+        rows = prompts * group // int(np.prod(list(mesh.shape.values())))  # the fewest rows a device can hold
+        return _measure(name, compiled, extra, max(1, rows) * kv_slot_elements)
+
+    phases = [sampling_phase("rollout", rl.group_size, run.batch_size, resident)]
+    rows, n, t = run.batch_size * rl.group_size, rl.max_new_tokens, prompt_tokens + rl.max_new_tokens + verify_tokens
+    batch = steps.UpdateBatch(s((rows, t), jnp.int32), s((rows, t), bool), s((rows, n), jnp.int32),
+                              s((rows, n), bool), s((rows, n), jnp.float32), s((rows, n), jnp.float32),
+                              s((rows,), jnp.int32), s((rows,), jnp.float32))
+    jitted = steps.jit_steps(statics, mesh, state)
+    phases.append(_measure("update", jitted.update.lower(state, batch).compile(), 0, None))
+    eval_prompts = memory.eval_prompts(mesh, eval_problems)
+    if run.eval_samples and eval_prompts:
+        phases.append(sampling_phase("eval", run.eval_samples, eval_prompts, resident))
+    if run.final_eval_samples and run.export_final and eval_prompts:
+        phases.append(sampling_phase("final eval", run.final_eval_samples, eval_prompts, 0))  # after training
+    return phases
+
+
+def table(plan: memory.MemoryPlan, compiled: list[CompiledPhase], limit: int | None) -> str:
+    lines = [f"compiled per device (XLA memory_analysis) beside the plan{'' if limit is None else f'; budget {memory.size(limit)}'}:",
+             f"  {'phase':<12}{'plan':>11}{'compiled':>11}{'ratio':>7}  cache copies per decode step"]
+    for c in compiled:
+        planned = plan.phase_bytes(c.name) if c.name != "update" else max(
+            plan.phase_bytes("update"), plan.phase_bytes("optimizer"))
+        copies = "" if c.name == "update" else str(len(c.loop_copies))
+        lines.append(f"  {c.name:<12}{memory.size(planned):>11}{memory.size(c.bytes_per_device):>11}"
+                     f"{c.bytes_per_device / planned:>7.2f}  {copies}")
+    return "\n".join(lines)
