@@ -88,11 +88,76 @@ def compile_phases(cfg: ModelConfig, rl: steps.RLConfig, run: experiment.RunConf
 
 def table(plan: memory.MemoryPlan, compiled: list[CompiledPhase], limit: int | None) -> str:
     lines = [f"compiled per device (XLA memory_analysis) beside the plan{'' if limit is None else f'; budget {memory.size(limit)}'}:",
-             f"  {'phase':<12}{'plan':>11}{'compiled':>11}{'ratio':>7}  cache copies per decode step"]
+             f"  {'phase':<12}{'plan':>13}{'compiled':>13}{'ratio':>7}  cache copies per decode step"]
     for c in compiled:
         planned = plan.phase_bytes(c.name) if c.name != "update" else max(
             plan.phase_bytes("update"), plan.phase_bytes("optimizer"))
         copies = "" if c.name == "update" else str(len(c.loop_copies))
-        lines.append(f"  {c.name:<12}{memory.size(planned):>11}{memory.size(c.bytes_per_device):>11}"
+        lines.append(f"  {c.name:<12}{memory.size(planned):>13}{memory.size(c.bytes_per_device):>13}"
                      f"{c.bytes_per_device / planned:>7.2f}  {copies}")
     return "\n".join(lines)
+
+
+def run(*, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledPhase]]:
+    """The gin-configured run's plan and compiled phases, printed; raises a one-line ``ValueError`` when either
+    exceeds the per-device budget (``MemoryConfig.device_memory_gib``, else the device's own limit)."""
+    mesh_cfg, spec, task = parallel.MeshConfig(), experiment.ModelSpec(), experiment.TaskSpec()
+    sizes = [mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor]
+    if -1 not in sizes:  # a CPU host fakes the mesh's devices (must precede the first use of a device)
+        jax.config.update("jax_num_cpu_devices", int(np.prod(sizes)))
+    run_cfg, rl, optim = experiment.RunConfig(), steps.RLConfig(), steps.OptimConfig()
+    experiment.check_run_config(run_cfg, rl)
+    cfg, tokenizer = experiment.abstract_policy(spec)
+    devices = jax.devices()
+    if -1 not in sizes and len(devices) < np.prod(sizes):
+        raise ValueError(f"the mesh needs {int(np.prod(sizes))} devices, this host has {len(devices)} "
+                         f"{devices[0].platform} devices; run the dry run on a CPU host (it fakes the devices) or "
+                         "on the target machine")
+    mesh = parallel.make_mesh(mesh_cfg, devices[: int(np.prod(sizes))] if -1 not in sizes else devices)
+    parallel.check_batch(run_cfg.batch_size, mesh, "batch_size (prompts per step)")
+    prompt_tokens, eval_problems = _prompt_width(task, tokenizer)
+    verify_tokens = DEFAULT_VERIFY_TOKENS if tokenizer is None else len(experiment.verifier_tokens(tokenizer).suffix)
+    plan = memory.plan(cfg, rl, run_cfg, mesh, prompt_tokens=prompt_tokens, verify_tokens=verify_tokens,
+                       optim=optim, eval_problems=eval_problems)
+    limit = memory.device_limit(memory.MemoryConfig())
+    if echo:
+        print(f"dry run: {cfg.architecture} {cfg.num_layers} layers, weights {cfg.dtype}, compute "
+              f"{cfg.jnp_compute_dtype.name}; prompts padded to {prompt_tokens} tokens, verify prompt "
+              f"{verify_tokens}{'' if tokenizer is not None else ' (an upper bound: no tokenizer here)'}", flush=True)
+        print(plan.table(limit), flush=True)
+    memory.check(plan, limit)  # before minutes of compiling
+    compiled = compile_phases(cfg, rl, run_cfg, optim, mesh, prompt_tokens=prompt_tokens,
+                              verify_tokens=verify_tokens, eval_problems=eval_problems)
+    if echo:
+        print(table(plan, compiled, limit), flush=True)
+        if devices[0].platform == "cpu" and cfg.jnp_compute_dtype != jnp.float32:
+            print("note: the CPU backend runs bfloat16 matmuls in float32 and keeps float32 copies of their "
+                  "operands (weights, KV cache); an accelerator compiles the same program without them, so the "
+                  "compiled figures here are upper bounds", flush=True)
+    check_compiled(plan, compiled, limit)
+    return plan, compiled
+
+
+def _prompt_width(task, tokenizer) -> tuple[int, int | None]:
+    """(padded prompt width, eval problems): from ``TaskSpec.max_prompt_tokens`` when set, else from the data."""
+    from rlvjax import sampling
+
+    if task.max_prompt_tokens is not None:
+        evals = task.num_eval if task.name != "file" or task.eval_file else 0
+        return sampling.bucket_width(task.max_prompt_tokens), evals
+    if tokenizer is None:
+        raise ValueError("no tokenizer for this architecture on this machine to measure the prompts: set "
+                         "TaskSpec.max_prompt_tokens (the longest prompt a run accepts)")
+    train_records, eval_records = experiment.build_records(task, tokenizer)
+    prompts = [r["prompt"] for r in train_records + eval_records]
+    return memory.max_prompt_tokens(tokenizer, prompts), len(eval_records)
+
+
+def check_compiled(plan: memory.MemoryPlan, compiled: list[CompiledPhase], limit: int | None) -> None:
+    """One line naming the largest compiled phase over ``limit``, with what to change."""
+    over = [c for c in compiled if limit is not None and c.bytes_per_device > limit]
+    if over:
+        worst = max(over, key=lambda c: c.bytes_per_device)
+        raise ValueError(f"the compiled {worst.name} step needs {memory.size(worst.bytes_per_device)} per device, "
+                         f"has {memory.size(limit)} (the plan said {memory.size(plan.phase_bytes(worst.name))}); "
+                         f"{memory.advice(plan, worst.name)}")

@@ -98,6 +98,38 @@ class RunConfig:
     export_final: bool = True  # write the trained policy as an HF directory (workdir/final) at the end
     final_eval_samples: int = 0  # K > 0: the CLI evaluates warm start and trained policy at the end (eval.json, PNG)
     eval_temperature: float | None = None  # test-time sampling temperature of every eval (None: RLConfig.temperature)
+    compilation_cache_dir: str | None = "~/.cache/rlvjax/jax"  # XLA's persistent compilation cache (None: off)
+
+
+def check_run_config(run: RunConfig, rl: RLConfig) -> None:
+    """One-line errors for RunConfig values that would otherwise fail minutes in (a modulo by zero at the first
+    checkpoint, a minibatch that does not split at the first update)."""
+    rows = run.batch_size * rl.group_size
+    minibatch = rows // rl.num_minibatches if rows % rl.num_minibatches == 0 else None
+    checks = [
+        (run.num_steps >= 1, f"RunConfig.num_steps={run.num_steps} must be >= 1"),
+        (run.batch_size >= 1, f"RunConfig.batch_size={run.batch_size} must be >= 1"),
+        (run.checkpoint_every >= 1, f"RunConfig.checkpoint_every={run.checkpoint_every} must be >= 1 (steps between "
+                                    "checkpoints)"),
+        (run.log_every >= 1, f"RunConfig.log_every={run.log_every} must be >= 1"),
+        (run.eval_every >= 0, f"RunConfig.eval_every={run.eval_every} must be >= 0 (0: only at the end)"),
+        (run.eval_samples >= 1, f"RunConfig.eval_samples={run.eval_samples} must be >= 1"),
+        (run.final_eval_samples >= 0, f"RunConfig.final_eval_samples={run.final_eval_samples} must be >= 0"),
+        (run.eval_temperature is None or run.eval_temperature > 0,
+         f"RunConfig.eval_temperature={run.eval_temperature} must be > 0 (votes need distinct samples) or None (the "
+         "RL sampling temperature)"),
+        (run.max_to_keep is None or run.max_to_keep >= 1,
+         f"RunConfig.max_to_keep={run.max_to_keep} must be >= 1 (or None to keep all)"),
+        (minibatch is not None, f"{rows} rollouts per step (batch_size {run.batch_size} x group_size "
+                                f"{rl.group_size}) do not split into RLConfig.num_minibatches={rl.num_minibatches}; "
+                                "pick a divisor"),
+        (minibatch is None or not rl.micro_batch_size or minibatch % rl.micro_batch_size == 0,
+         f"minibatch of {minibatch} rollouts is not a multiple of RLConfig.micro_batch_size={rl.micro_batch_size}; "
+         "pick a divisor (0: no accumulation)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
 
 
 def build_policy(spec: ModelSpec) -> tuple[Transformer, Any]:

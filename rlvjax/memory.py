@@ -173,47 +173,83 @@ def _gathered_bytes(params, mesh) -> int:
     return total + max((sum(jax.tree.leaves(layer)) for layer in layers.values()), default=0)
 
 
-def activation_bytes_per_row(cfg: ModelConfig, seq_len: int, completion_len: int, tensor: int = 1) -> int:
-    """Bytes the backward pass keeps for one training row of ``seq_len`` tokens (no rematerialisation).
-
-    Per layer and token, in the model dtype: the residual stream and the two norm outputs (4D), the q/k/v
-    projections, their rotated copies and the attention output (3q + 3kv), the MLP's gate, up, silu(gate) and
-    product (4F); in f32: the two norms' upcast inputs (2D); and the attention scores and probabilities (H x T per
-    token) twice in f32 (masked scores, softmax) and once in the model dtype. Then the ``[N, V]`` completion
-    logits: the model-dtype output, its f32 copy, the log-softmax and the gradient. Heads, MLP and vocabulary
-    split over the tensor axis.
-    """
-    it = cfg.jnp_dtype.itemsize
+def _layer_activations_per_token(cfg: ModelConfig, seq_len: int, tensor: int) -> int:
+    """Bytes one decoder layer keeps per token for its backward pass: in the compute dtype the residual stream and
+    the two norm outputs (4D), the q/k/v projections, their rotated copies and the attention output (3q + 3kv), the
+    MLP's gate, up, silu(gate) and product (4F); in f32 the two norms' upcast inputs (2D) and, per query token, the
+    attention scores, probabilities and their masked copy (3 x H x T). Heads and MLP split over ``tensor``."""
+    it = cfg.jnp_compute_dtype.itemsize
     d, h, hd = cfg.hidden_size, cfg.num_heads, cfg.kv_dim
     split = lambda n: -(-n // tensor)
     per_token = it * (4 * d + split(3 * h * hd + 3 * cfg.num_kv_heads * hd + 4 * cfg.intermediate_size)) + 4 * 2 * d
-    attention = split(h) * seq_len * (8 + it)  # per query token
-    logits = completion_len * split(cfg.vocab_size) * (it + 3 * 4)
-    return cfg.num_layers * seq_len * (per_token + attention) + logits + seq_len * seq_len  # + the [T, T] mask
+    return per_token + split(h) * seq_len * 3 * 4
 
 
-def _sampling_items(cfg: ModelConfig, phase: str, what: str, prompts: int, samples: int, prompt_tokens: int,
-                    new_tokens: int, verify_tokens: int, tensor: int) -> list[Item]:
-    """KV cache and temporaries of ``sampling.generate`` for ``prompts`` prompts x ``samples`` on one device.
+def activation_bytes_per_row(cfg: ModelConfig, seq_len: int, completion_len: int, tensor: int = 1, *,
+                             remat: str = "none", logprob_chunk: int = 0) -> int:
+    """Bytes the backward pass keeps for one training row of ``seq_len`` tokens.
 
-    The rollout cache is allocated for the whole loop. Besides it, the peak is the larger of the prompt prefill
-    (the prompts' own cache, and one layer's attention scores in f32 and probabilities in the model dtype, over all
-    cache slots) and a decode step (the ``[rows, V]`` f32 logits, their scaled and log-softmax copies and the top-p
-    sort). This matched XLA's buffer assignment on CPU within -3%..+12% over prompt-heavy and sample-heavy shapes.
+    Without remat every layer's activations (``_layer_activations_per_token``); with it each layer's input in the
+    compute dtype and one layer's activations at a time. Then the completion logits ``[N or chunk, V]`` in f32 with
+    their softmax and gradient, and the ``[T, T]`` attention mask.
     """
-    it = cfg.jnp_dtype.itemsize
+    it = cfg.jnp_compute_dtype.itemsize
+    layer = seq_len * _layer_activations_per_token(cfg, seq_len, tensor)
+    layers = cfg.num_layers * layer if remat == "none" else cfg.num_layers * seq_len * cfg.hidden_size * it + layer
+    positions = min(logprob_chunk or completion_len, completion_len)
+    # f32 logits and their gradient, and in a chunk recomputed under jax.checkpoint also their exponentials.
+    copies = 3 if positions < completion_len else 2
+    logits = positions * -(-cfg.vocab_size // tensor) * copies * 4
+    return layers + logits + seq_len * seq_len
+
+
+def _cast_bytes(tree, mesh, spec_of, dtype) -> int:
+    """Bytes one device holds of ``tree`` cast to ``dtype`` and laid out by ``spec_of(partition-rule spec)``."""
+    mesh = _as_mesh(mesh)
+
+    def one(path, x):
+        spec = spec_of(parallel.spec_for(parallel.path_str(path), tuple(x.shape), mesh))
+        shard = [dim // int(np.prod([mesh.shape[a] for a in parallel._names(axis)])) if axis else dim
+                 for dim, axis in zip(x.shape, tuple(spec) + (None,) * (len(x.shape) - len(spec)))]
+        return _nbytes(shard, dtype)
+
+    return sum(jax.tree.leaves(jax.tree_util.tree_map_with_path(one, tree)))
+
+
+def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, prompts: int, samples: int,
+                    prompt_tokens: int, new_tokens: int, verify_tokens: int) -> list[Item]:
+    """What ``steps.rollout_step`` holds on one device for ``prompts`` prompts x ``samples``, beside the params.
+
+    The weights cast to the compute dtype in their sampling layout (``parallel.sampling_spec``; no copy when
+    neither dtype nor layout changes), the KV cache in ``parallel.cache_spec``'s layout for the whole loop, and the
+    largest of the temporaries: a prefill step (``steps.prefill_rows`` prompts' f32 scores and probabilities over
+    their own slots), a decode step (``[rows, V]`` f32 logits and their exponentials) and the fused verifier score
+    (the verify prompt's f32 scores over every slot).
+    """
+    mesh = _as_mesh(mesh)
+    it = cfg.jnp_compute_dtype.itemsize
     ceil = lambda a, b: -(-a // b)
     seq, rows = prompt_tokens + new_tokens + verify_tokens, prompts * samples
-    kv_split = tensor if cfg.num_kv_heads % tensor == 0 else 1
-    per_row = cfg.num_layers * 2 * seq * cfg.num_kv_heads * cfg.kv_dim * it // kv_split
-    prefill = prompts * (per_row + ceil(cfg.num_heads, tensor) * prompt_tokens * seq * (4 + it))
-    decode = rows * ceil(cfg.vocab_size, tensor) * 4 * 4
-    return [
-        Item(f"{what}KV cache", phase, per_row * rows, f"{rows} rows x {seq} slots x {cfg.num_layers} layers"),
-        Item(f"{what}prefill / decode temps", phase, max(prefill, decode),
-             f"{prompts} prompts x {prompt_tokens} tokens prefilled, then {rows} rows decoding"),
-        Item(f"{what}sampled tokens", phase, 2 * rows * new_tokens * 8, "token and log-prob buffers"),
-    ]
+    cache = parallel.cache_spec(mesh, rows, cfg.num_kv_heads)
+    row_shards = int(np.prod([mesh.shape[a] for a in parallel._names(cache[0])]))
+    heads_split = mesh.shape["tensor"] if len(cache) > 1 else 1
+    rows_local, kv_local, q_local = ceil(rows, row_shards), cfg.num_kv_heads // heads_split, ceil(cfg.num_heads,
+                                                                                                  heads_split)
+    per_row = cfg.num_layers * 2 * seq * kv_local * cfg.kv_dim * it
+    items = [Item(f"{what}KV cache", phase, per_row * rows_local,
+                  f"{rows_local} rows x {seq} slots x {cfg.num_layers} layers, {cfg.jnp_compute_dtype.name}")]
+    weights = _cast_bytes(params, mesh, lambda spec: parallel.sampling_spec(spec, cache), cfg.jnp_compute_dtype)
+    if cfg.jnp_compute_dtype != cfg.jnp_dtype or weights != sharded_bytes(params, mesh):
+        items.append(Item(f"{what}sampling weights", phase, weights,
+                          f"{cfg.jnp_compute_dtype.name}, without the fsdp split"))
+    step_prompts = steps.prefill_rows(prompts, prompt_tokens, mesh) or prompts
+    prefill = ceil(step_prompts, row_shards) * q_local * prompt_tokens * prompt_tokens * 2 * 4
+    decode = rows_local * cfg.vocab_size * 2 * 4
+    score = rows_local * q_local * (verify_tokens + 1) * seq * 2 * 4
+    items.append(Item(f"{what}sampling temps", phase, max(prefill, decode, score),
+                      f"the largest of prefill ({step_prompts} prompts at a time), decode step and verifier score"))
+    items.append(Item(f"{what}sampled tokens", phase, 2 * rows_local * new_tokens * 4, "token and log-prob buffers"))
+    return items
 
 
 def eval_prompts(mesh, eval_problems: int | None) -> int:
@@ -253,33 +289,40 @@ def plan(model_config: ModelConfig, rl_config: steps.RLConfig, run_config, mesh,
              Item("optimizer state", "persistent", opt_bytes, "AdamW moments (params' dtype) + counters")]
     if state.ref_params is not None:
         items.append(Item("reference params", "persistent", param_bytes, f"beta={rl.beta} > 0: a frozen copy"))
-    items += _sampling_items(cfg, "rollout", "", prompts, rl.group_size, prompt_tokens, n, verify_tokens, tensor)
+    items += _sampling_items(cfg, params, mesh, "rollout", "", run.batch_size, rl.group_size, prompt_tokens, n,
+                             verify_tokens)
     items += [
         Item("gradients", "update", 2 * param_bytes, "micro-batch accumulator + one micro-batch's gradient"),
         Item("gathered weights", "update", _gathered_bytes(state.params, mesh), "embedding + one layer, unsharded"),
         Item("training rows", "update", 2 * minibatch_rows * (seq * 5 + n * 13 + 8),
              f"{minibatch_rows} rows x {seq} tokens, and their micro-batch split"),
-        Item("activations", "update", micro_rows * activation_bytes_per_row(cfg, seq, n, tensor),
-             f"{micro_rows} row(s) x {seq} tokens, no remat, f32 [N, V] logits"),
+        Item("activations", "update", micro_rows * activation_bytes_per_row(
+            cfg, seq, n, tensor, remat=rl.remat, logprob_chunk=rl.logprob_chunk_size),
+             f"{micro_rows} row(s) x {seq} tokens, remat {rl.remat}, f32 logits of "
+             f"{rl.logprob_chunk_size or n} positions at a time"),
         Item("grads + updates + moments", "optimizer", 2 * param_bytes + opt_bytes, "the optax step"),
     ]
+    if rl.remat != "none":  # the layers' weights stacked in the compute dtype for the scan, and their gradient
+        layers = _cast_bytes(params["layers"], mesh, lambda spec: spec, cfg.jnp_compute_dtype)
+        items.append(Item("stacked layer weights", "update", 2 * layers, f"{cfg.jnp_compute_dtype.name}, + gradient"))
     num_eval_prompts = eval_prompts(mesh, eval_problems)
     if run.eval_samples and num_eval_prompts:
-        items += _sampling_items(cfg, "eval", "eval ", eval_prompts, run.eval_samples, prompt_tokens, n,
-                                 verify_tokens, tensor)
+        items += _sampling_items(cfg, params, mesh, "eval", "eval ", num_eval_prompts, run.eval_samples,
+                                 prompt_tokens, n, verify_tokens)
     if run.final_eval_samples and run.export_final and num_eval_prompts:
-        items.append(Item("policy (unsharded)", "final eval", _nbytes((count_params(params),), cfg.dtype),
-                          "each policy loaded on one device"))
-        items += _sampling_items(cfg, "final eval", "final ", eval_prompts, run.final_eval_samples, prompt_tokens,
-                                 n, verify_tokens, 1)
+        items.append(Item("policy", "final eval", param_bytes, "each policy in turn, sharded by the partition rules"))
+        items += _sampling_items(cfg, params, mesh, "final eval", "final ", num_eval_prompts,
+                                 run.final_eval_samples, prompt_tokens, n, verify_tokens)
     knobs = {"micro_batch_size": micro, "update_rows": micro_rows, "rollout_rows": prompts * rl.group_size,
              "fsdp": shape["fsdp"], "tensor": tensor, "batch_size": run.batch_size, "group_size": rl.group_size,
-             "max_new_tokens": n, "eval_samples": run.eval_samples, "final_eval_samples": run.final_eval_samples}
+             "max_new_tokens": n, "eval_samples": run.eval_samples, "final_eval_samples": run.final_eval_samples,
+             "remat": rl.remat, "logprob_chunk_size": rl.logprob_chunk_size}
     return MemoryPlan(tuple(items), tuple(shape.items()), count_params(params), knobs)
 
 
-def _advice(p: MemoryPlan) -> str:
-    """What to change for the phase that does not fit, biggest lever first, naming each knob and its value."""
+def advice(p: MemoryPlan, phase: str | None = None) -> str:
+    """What to change for ``phase`` (default: the plan's peak), biggest lever first, naming each knob and its
+    value."""
     k, own = p.knobs, {i.name: i.bytes_per_device for i in p.items}
     state = own["params"] + own["optimizer state"] + own.get("reference params", 0)
     more_fsdp = (state, f"use more fsdp (MeshConfig.fsdp, now {k['fsdp']}) or more devices")
@@ -290,13 +333,17 @@ def _advice(p: MemoryPlan) -> str:
                                         f"{k['update_rows']} row(s) per device)") if k["update_rows"] > 1 else
                    (own["activations"], f"shorten RLConfig.max_new_tokens (now {k['max_new_tokens']}) or the "
                                         f"prompts, or add tensor parallelism (MeshConfig.tensor, now {k['tensor']})"),
-                   more_fsdp],
+                   more_fsdp]
+                  + ([(own["activations"] + 1, "set RLConfig.remat = 'full' (now 'none')")] if k["remat"] == "none"
+                     else [])
+                  + ([(own["activations"], "set RLConfig.logprob_chunk_size = 128 (now 0)")]
+                     if not k["logprob_chunk_size"] else []),
         "optimizer": [more_fsdp],
         "eval": [(own.get("eval KV cache", 0), f"reduce RunConfig.eval_samples (now {k['eval_samples']})"),
                  more_fsdp],
         "final eval": [(own.get("final KV cache", 0), f"reduce RunConfig.final_eval_samples (now "
-                                                      f"{k['final_eval_samples']}; it samples on one device)")],
-    }[p.peak_phase]
+                                                      f"{k['final_eval_samples']})")],
+    }[phase or p.peak_phase]
     return " / ".join(text for _, text in sorted(options, key=lambda o: -o[0]))
 
 
@@ -305,7 +352,7 @@ def check(p: MemoryPlan, limit_bytes: int | None) -> None:
     if limit_bytes is None or p.peak_bytes <= limit_bytes:
         return
     raise ValueError(f"needs {size(p.peak_bytes)} per device ({p.peak_phase} phase), has {size(limit_bytes)}: "
-                     f"{_advice(p)}")
+                     f"{advice(p)}")
 
 
 def device_limit(cfg: MemoryConfig | None = None) -> int | None:

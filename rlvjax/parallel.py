@@ -174,33 +174,40 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
     return NamedSharding(mesh, P(BATCH, *([None] * (ndim - 1))))
 
 
-def cache_sharding(mesh: Mesh, rows: int, num_kv_heads: int) -> NamedSharding:
-    """Layout of the sampler's ``[rows, kv_heads, slots, head_dim]`` KV cache arrays.
+def cache_spec(mesh, rows: int, num_kv_heads: int) -> P:
+    """Layout of the sampler's ``[rows, kv_heads, slots, head_dim]`` KV cache arrays on ``mesh`` (a Mesh or an
+    AbstractMesh).
 
-    Heads split over ``tensor`` when they divide, rows over the data axes. When they do not (Qwen2.5-Math-1.5B has
-    2 kv heads; a v5e-8 mesh has tensor = 2 but a 4xA100 mesh with tensor = 4 would not divide them, and GQA
-    shards with one head per device made XLA copy every layer's cache each decode step), the rows are split over
-    every axis instead and each device keeps whole heads: the cache is then never resharded inside the loop.
+    Heads split over ``tensor`` when each device keeps at least two, rows over the data axes. Otherwise
+    (Qwen2.5-Math-1.5B has 2 kv heads: tensor = 2 leaves one per device, and XLA then copied every layer's cache in
+    each decode step, 224 cache-sized copies a token) rows are split over every axis and each device keeps whole
+    heads, so the cache is never resharded inside the loop.
     """
     tensor = mesh.shape["tensor"]
-    if tensor == 1 or num_kv_heads % tensor == 0 and num_kv_heads // tensor > 1:
-        return NamedSharding(mesh, P(BATCH, "tensor" if tensor > 1 else None))
+    if tensor == 1:
+        return P(BATCH)
+    if num_kv_heads % tensor == 0 and num_kv_heads // tensor > 1:
+        return P(BATCH, "tensor")
     if rows % (mesh.shape["data"] * mesh.shape["fsdp"] * tensor) == 0:
-        return NamedSharding(mesh, P(AXES))
-    return NamedSharding(mesh, P(BATCH))
+        return P(AXES)
+    return P(BATCH)
+
+
+def cache_sharding(mesh: Mesh, rows: int, num_kv_heads: int) -> NamedSharding:
+    return NamedSharding(mesh, cache_spec(mesh, rows, num_kv_heads))
+
+
+def sampling_spec(spec: P, cache: P) -> P:
+    """A weight's layout while sampling: its partition rule without ``fsdp`` (decoding would gather every weight
+    again each step), and without ``tensor`` too where the cache splits rows over it (each device then decodes
+    whole rows with every head), as Tunix and verl sample from a separately laid-out copy of the weights."""
+    drop = {"data", "fsdp"} | ({"tensor"} if "tensor" in _names(cache[0] if len(cache) else None) else set())
+    axes = [tuple(a for a in _names(axis) if a not in drop) for axis in spec]
+    return P(*[a[0] if len(a) == 1 else (a or None) for a in axes])
 
 
 def sampling_shardings(tree, mesh: Mesh, cache: NamedSharding):
-    """Layout of the weights while sampling: the partition rules without ``fsdp`` (decoding would gather each weight
-    every step), and without ``tensor`` too where the cache splits rows over it (each device then decodes whole
-    rows and needs every head)."""
-    drop = {"data", "fsdp"} | ({"tensor"} if "tensor" in _names(cache.spec[0]) else set())
-
-    def keep(spec):
-        axes = [tuple(a for a in _names(axis) if a not in drop) for axis in spec]
-        return P(*[a[0] if len(a) == 1 else (a or None) for a in axes])
-
-    return jax.tree.map(lambda s: NamedSharding(mesh, keep(s.spec)), shardings(tree, mesh))
+    return jax.tree.map(lambda s: NamedSharding(mesh, sampling_spec(s.spec, cache.spec)), shardings(tree, mesh))
 
 
 def _names(axis) -> tuple[str, ...]:

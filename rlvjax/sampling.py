@@ -195,8 +195,8 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
         return c._replace(k=tuple(map(fix, c.k)), v=tuple(map(fix, c.v)),
                           mask=jax.lax.with_sharding_constraint(c.mask, rows))
 
-    last, cache = prefill(model, ids, mask, p + n + len(score_suffix), prefill_rows)
-    cache = pin(cache.repeat(g))
+    last, cache = prefill(model, ids, mask, p + n + len(score_suffix), prefill_rows, repeat=g)
+    cache = pin(cache)
     token, logp = pick(jnp.repeat(model.logits(last), g, axis=0), 0)
     done = jnp.isin(token, stop)
     state = _LoopState(
@@ -239,8 +239,10 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
                         finished.reshape(b, g), scores)
 
 
-def prefill(model: Transformer, ids, mask, slots: int, rows: int | None = None) -> tuple[jax.Array, KVCache]:
-    """Each prompt's last hidden state ``[B, D]`` and a cache of ``slots`` slots holding the prompts.
+def prefill(model: Transformer, ids, mask, slots: int, rows: int | None = None, *,
+            repeat: int = 1) -> tuple[jax.Array, KVCache]:
+    """Each prompt's last hidden state ``[B, D]`` and a cache of ``slots`` slots holding the prompts, each row
+    ``repeat`` times in a row (one prefill, ``repeat`` samples; no full-size copy of the unrepeated cache).
 
     Attention reads the ``P`` prompt slots only (not all ``slots``), and ``rows`` prompts go at a time under
     ``lax.map`` (rows ``j, j + B/rows, ...`` together, so a row-sharded batch stays evenly split): the ``[rows, H, P,
@@ -260,8 +262,12 @@ def prefill(model: Transformer, ids, mask, slots: int, rows: int | None = None) 
         split = lambda x: x.reshape(rows, b // rows, *x.shape[1:]).swapaxes(0, 1)
         merge = lambda x: x.swapaxes(0, 1).reshape(b, *x.shape[2:])
         last, k, v = jax.tree.map(merge, jax.lax.map(lambda a: one(*a), (split(ids), split(mask))))
-    grow = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, slots - p), (0, 0)))
-    return last, KVCache(tuple(map(grow, k)), tuple(map(grow, v)), jnp.pad(mask.astype(bool), ((0, 0), (0, slots - p))),
+    def grow(x, slot_axis):
+        widths = [(0, 0)] * x.ndim
+        widths[slot_axis] = (0, slots - p)
+        return jnp.pad(jnp.repeat(x, repeat, axis=0), widths)
+
+    return last, KVCache(tuple(grow(x, 2) for x in k), tuple(grow(x, 2) for x in v), grow(mask.astype(bool), 1),
                          jnp.asarray(p, jnp.int32))
 
 

@@ -40,6 +40,9 @@ flags.DEFINE_multi_string("gin_param", [], "gin bindings, e.g. 'RLConfig.lambda_
 flags.DEFINE_string("workdir", "runs/default", "where checkpoints, metrics.jsonl, TensorBoard logs and reports go")
 flags.DEFINE_bool("resume", False, "continue from the latest checkpoint in --workdir")
 flags.DEFINE_bool("compare_baseline", False, "also train lambda_verify = 0 from the same warm start and report it")
+flags.DEFINE_bool("dry_run", False, "plan and compile the run's steps for its mesh without weights or data (fakes the "
+                  "devices on a CPU host), print the memory plan beside XLA's compiled memory, and exit non-zero if "
+                  "either exceeds the device budget; writes nothing")
 
 
 def to_global(x: np.ndarray, sharding) -> jax.Array:
@@ -63,7 +66,8 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
     mesh_cfg = parallel.MeshConfig()
     parallel.initialize_distributed(mesh_cfg)  # first: building RLConfig already runs JAX (its checks)
     run, rl, optim = experiment.RunConfig(), steps.RLConfig(), steps.OptimConfig()
-    check_run_config(run, rl)
+    experiment.check_run_config(run, rl)
+    use_compilation_cache(run.compilation_cache_dir)
     mesh = parallel.make_mesh(mesh_cfg)
     parallel.check_batch(run.batch_size, mesh, "batch_size (prompts per step)")
     model, tokenizer = experiment.build_policy(experiment.ModelSpec())
@@ -125,7 +129,7 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
                 # batch (prompts to pad alike, golds to grade all rows; grading is cheap next to sampling).
                 batch = [train_records[i] for i in to_host(np.asarray([r["index"] for r in next(data)]))]
                 prompts = experiment.encode_prompts(tokenizer, [r["prompt"] for r in batch])
-                ids, mask = sampling.left_pad(prompts, pad_id=vt.pad_id)
+                ids, mask = sampling.left_pad(prompts, pad_id=vt.pad_id)  # bucket_width: a bounded set of shapes
                 roll = jitted.rollout(state.params, to_global(ids, rows2), to_global(mask, rows2),
                                       jax.random.fold_in(jax.random.key(run.seed), step))
                 tokens, lengths, finished, verify_lp = map(to_host, (roll.tokens, roll.lengths, roll.finished,
@@ -200,35 +204,12 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
     return history
 
 
-def check_run_config(run: experiment.RunConfig, rl: steps.RLConfig) -> None:
-    """One-line errors for RunConfig values that would otherwise fail minutes in (a modulo by zero at the first
-    checkpoint, a minibatch that does not split at the first update)."""
-    rows = run.batch_size * rl.group_size
-    minibatch = rows // rl.num_minibatches if rows % rl.num_minibatches == 0 else None
-    checks = [
-        (run.num_steps >= 1, f"RunConfig.num_steps={run.num_steps} must be >= 1"),
-        (run.batch_size >= 1, f"RunConfig.batch_size={run.batch_size} must be >= 1"),
-        (run.checkpoint_every >= 1, f"RunConfig.checkpoint_every={run.checkpoint_every} must be >= 1 (steps between "
-                                    "checkpoints)"),
-        (run.log_every >= 1, f"RunConfig.log_every={run.log_every} must be >= 1"),
-        (run.eval_every >= 0, f"RunConfig.eval_every={run.eval_every} must be >= 0 (0: only at the end)"),
-        (run.eval_samples >= 1, f"RunConfig.eval_samples={run.eval_samples} must be >= 1"),
-        (run.final_eval_samples >= 0, f"RunConfig.final_eval_samples={run.final_eval_samples} must be >= 0"),
-        (run.eval_temperature is None or run.eval_temperature > 0,
-         f"RunConfig.eval_temperature={run.eval_temperature} must be > 0 (votes need distinct samples) or None (the "
-         "RL sampling temperature)"),
-        (run.max_to_keep is None or run.max_to_keep >= 1,
-         f"RunConfig.max_to_keep={run.max_to_keep} must be >= 1 (or None to keep all)"),
-        (minibatch is not None, f"{rows} rollouts per step (batch_size {run.batch_size} x group_size "
-                                f"{rl.group_size}) do not split into RLConfig.num_minibatches={rl.num_minibatches}; "
-                                "pick a divisor"),
-        (minibatch is None or not rl.micro_batch_size or minibatch % rl.micro_batch_size == 0,
-         f"minibatch of {minibatch} rollouts is not a multiple of RLConfig.micro_batch_size={rl.micro_batch_size}; "
-         "pick a divisor (0: no accumulation)"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
+def use_compilation_cache(directory: str | None) -> None:
+    """XLA's compiled programs persist in ``directory`` (``RunConfig.compilation_cache_dir``; None: off), so a
+    resumed or repeated run skips the minutes a 28-layer model takes to compile. ``JAX_COMPILATION_CACHE_DIR`` in
+    the environment wins, as JAX's own setting."""
+    if directory and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
 
 
 def checkpoint_bytes(params, *, keep_reference: bool) -> int:
@@ -344,16 +325,23 @@ def run_and_report(workdir, *, resume: bool = False, compare_baseline: bool = Fa
                         temperature=run.eval_temperature)
 
 
-def launch(gin_files, gin_params, workdir, *, resume: bool = False, compare_baseline: bool = False) -> dict | None:
+def launch(gin_files, gin_params, workdir, *, resume: bool = False, compare_baseline: bool = False,
+           dry_run: bool = False):
     """What the CLI does once its flags are parsed (tests call it in-process, wrapped in ``cli.run_main``)."""
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress bar says enough
     cli.parse_gin(gin_files or [str(CONFIGS / "default.gin")], gin_params)
+    if dry_run:
+        from rlvjax import dry_run as dry_run_lib
+
+        return dry_run_lib.run(echo=True)
     return run_and_report(workdir, resume=resume, compare_baseline=compare_baseline)
 
 
 def main(argv):
-    del argv
-    launch(FLAGS.gin_file, FLAGS.gin_param, FLAGS.workdir, resume=FLAGS.resume, compare_baseline=FLAGS.compare_baseline)
+    if len(argv) > 1:
+        raise ValueError(f"unexpected argument {argv[1]!r}; gin files go after --gin_file")
+    launch(FLAGS.gin_file, FLAGS.gin_param, FLAGS.workdir, resume=FLAGS.resume, compare_baseline=FLAGS.compare_baseline,
+           dry_run=FLAGS.dry_run)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,97 @@
+"""``python -m rlvjax.train ... --dry_run``: every hardware config compiles at Qwen2.5-Math-1.5B's real widths on
+faked devices (2 of its 28 layers), XLA's per-device memory agrees with the plan, and the decode loop holds no
+cache-sized copy; bad architectures and budgets give one line and exit 2."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlvjax import hlo
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+EXPERIMENT = CONFIGS / "experiments" / "rlv_grpo_math.gin"
+QWEN = json.loads((CONFIGS / "models" / "qwen2_5_math_1_5b" / "config.json").read_text())
+ROW = re.compile(r"^\s+(rollout|update|eval|final eval)\s+([\d.]+) (GiB|MiB)\s+([\d.]+) (GiB|MiB)\s+([\d.]+)\s*(\d*)$")
+
+
+def dry_run(*args, cwd=REPO):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    return subprocess.run([sys.executable, "-m", "rlvjax.train", "--dry_run", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def two_layer_qwen(tmp_path) -> Path:
+    path = tmp_path / "qwen2_layers" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({**QWEN, "num_hidden_layers": 2}))
+    return path
+
+
+@pytest.mark.parametrize("hardware", sorted((CONFIGS / "hardware").glob("*.gin")), ids=lambda p: p.stem)
+def test_each_hardware_config_compiles_to_its_plan_without_cache_copies(hardware, tmp_path):
+    # f32 compute: the CPU backend runs bf16 matmuls in f32 (with f32 operand copies an accelerator does not make),
+    # so f32 is where its compiled memory is the accelerator's. The KV cache layout does not depend on the dtype.
+    out = dry_run("--gin_file", str(EXPERIMENT), "--gin_file", str(hardware),
+                  "--gin_param", f"ModelSpec.config_json = '{two_layer_qwen(tmp_path)}'",
+                  "--gin_param", "ModelSpec.compute_dtype = None", "--gin_param", "MemoryConfig.device_memory_gib = None",
+                  cwd=tmp_path)  # no checkpoints/ nor data/ here
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [ROW.match(line) for line in out.stdout.splitlines()]
+    rows = {m.group(1): m for m in rows if m}
+    assert {"rollout", "update", "eval", "final eval"} <= set(rows), out.stdout
+    for phase, m in rows.items():
+        assert 0.9 <= float(m.group(6)) <= 1.1, (hardware.stem, phase, m.group(0))
+        if phase != "update":
+            assert m.group(7) == "0", (hardware.stem, phase, "cache-sized copies in the decode loop")
+    assert "qwen2 2 layers, weights float32, compute float32; prompts padded to 1024 tokens" in out.stdout
+
+
+def test_over_budget_and_unknown_architectures_are_one_line_errors(tmp_path):
+    hardware = CONFIGS / "hardware" / "4xa100.gin"
+    small = dry_run("--gin_file", str(EXPERIMENT), "--gin_file", str(hardware),
+                    "--gin_param", f"ModelSpec.config_json = '{two_layer_qwen(tmp_path)}'",
+                    "--gin_param", "MemoryConfig.device_memory_gib = 1.0")
+    assert small.returncode == 2 and small.stderr.count("\n") == 1, small.stderr[-2000:]
+    assert re.match(r"rlvjax.train: error: needs [\d.]+ GiB per device \(\w+ phase\), has 1.00 GiB: \w+", small.stderr)
+    assert "compiled per device" not in small.stdout  # refused before compiling
+    gpt2 = tmp_path / "gpt2.json"
+    gpt2.write_text(json.dumps({**QWEN, "model_type": "gpt2"}))
+    for path, message in ((gpt2, "unsupported architecture model_type='gpt2'"),
+                          (tmp_path / "missing.json", "ModelSpec.config_json: no such file")):
+        out = dry_run("--gin_file", str(EXPERIMENT), "--gin_param", f"ModelSpec.config_json = '{path}'")
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr[-2000:]
+
+
+def test_loop_copies_finds_copies_in_loop_bodies_only():
+    text = """HloModule m
+
+%body (p: (s32[], f32[64,2,100,8])) -> (s32[], f32[64,2,100,8]) {
+  %p = (s32[], f32[64,2,100,8]) parameter(0)
+  %c = f32[64,2,100,8]{3,2,1,0} copy(%g)
+  %small = f32[4]{0} copy(%h)
+  %call = f32[4] call(%x), to_apply=%inner
+}
+
+%inner (x: f32[64,1,100,8]) -> f32[64,1,100,8] {
+  %d = f32[64,1,100,8]{3,2,1,0} copy(%x)
+}
+
+%cond (p: (s32[], f32[64,2,100,8])) -> pred[] {
+  %lt = pred[] compare(%a, %b), direction=LT
+}
+
+ENTRY %main (a: f32[64,2,100,8]) -> f32[64,2,100,8] {
+  %outside = f32[64,2,100,8]{3,2,1,0} copy(%a)
+  %w = (s32[], f32[64,2,100,8]) while(%t), condition=%cond, body=%body
+}
+"""
+    assert hlo.loop_copies(text, 64 * 100 * 8) == ["f32[64,2,100,8]", "f32[64,1,100,8]"]
+    assert hlo.loop_copies(text, 64 * 2 * 100 * 8) == ["f32[64,2,100,8]"]
+    assert hlo.loop_copies(text.replace("body=%body", ""), 1) == []
