@@ -160,3 +160,19 @@ def test_bad_arguments_raise_clear_errors(qwen):
         sampling.sample(model, [[1]], max_new_tokens=4, top_p=0.0)
     with pytest.raises(ValueError, match="score_suffix and score_ids"):
         sampling.sample(model, [[1]], max_new_tokens=4, score_suffix=[3])
+
+
+def test_prefill_in_chunks_equals_one_prefill(qwen):
+    """Prompts prefilled a few at a time (rows j, j + B/rows, ...) give the samples of one whole-batch prefill."""
+    model, _ = qwen
+    ids, mask = sampling.left_pad(PROMPTS * 2)
+    params = sampling.SamplingParams(temperature=1.0, stop_ids=(2,))
+    run = lambda rows: jax.jit(lambda i, m: sampling.generate(
+        model, i, m, jax.random.key(3), num_samples=2, max_new_tokens=8, params=params, score_suffix=(70, 71),
+        score_ids=(4, 5), prefill_rows=rows))(ids, mask)
+    whole, chunked = run(None), run(2)
+    np.testing.assert_array_equal(np.asarray(whole.tokens), np.asarray(chunked.tokens))
+    for field in ("logprobs", "score_logprobs"):
+        np.testing.assert_allclose(np.asarray(getattr(whole, field)), np.asarray(getattr(chunked, field)), atol=1e-5)
+    with pytest.raises(ValueError, match="prefill_rows=4 does not divide the 6 prompts"):
+        run(4)

@@ -157,3 +157,20 @@ def test_config_errors():
         steps.RLConfig(eps_low=0)
     with pytest.raises(ValueError, match="unknown aggregation"):
         steps.RLConfig(aggregation="mean")
+
+
+@pytest.mark.parametrize("memory", [dict(remat="full"), dict(remat="dots_with_no_batch_dims_saveable"),
+                                    dict(logprob_chunk_size=4), dict(remat="full", logprob_chunk_size=4)],
+                         ids=lambda m: ",".join(f"{k}={v}" for k, v in m.items()))
+def test_remat_and_chunked_logprobs_keep_loss_and_gradients(setup, memory):
+    graphdef, params = setup
+    plain = make_statics(graphdef, beta=0.1)
+    roll, rewards = rollouts_and_rewards(plain, params)
+    adv = jnp.broadcast_to(jnp.asarray([[1.0, -1.0], [-0.5, 0.5]])[..., None], roll.tokens.shape)
+    batch = steps.build_update_batch(plain, roll, adv, rewards)  # 6 completion positions: chunks of 4 and 2
+    reference = jax.tree.map(lambda x: x * 1.01, params)  # a KL term with a nonzero gradient
+    g0, s0, _, _ = steps._minibatch_grads(plain, params, reference, batch)
+    g1, s1, _, _ = steps._minibatch_grads(make_statics(graphdef, beta=0.1, **memory), params, reference, batch)
+    for key in ("policy_loss", "verify_loss"):
+        np.testing.assert_allclose(s1[key], s0[key], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(jnp.abs(b).max())), g1, g0)

@@ -105,3 +105,15 @@ def test_sharded_meshes_match_one_device(tmp_path):
     data = run_on_devices(tmp_path, "data", 8, ["MeshConfig.data = 8"])
     np.testing.assert_allclose(fsdp_tp, single, rtol=1e-4)
     np.testing.assert_allclose(data, single, rtol=1e-4)
+
+
+def test_bfloat16_compute_with_remat_and_chunked_logprobs_trains(tmp_path):
+    """The accelerator settings on the CPU: two RL steps with bf16 compute, remat and chunked log-probs give finite
+    losses and log the sampler-vs-trainer log-prob gap (bf16 sampler, bf16 trainer: small, not zero)."""
+    metrics = run(tmp_path / "bf16", FAST + ["WarmStartConfig.num_steps = 0", "RunConfig.num_steps = 2",
+                                             "ModelSpec.compute_dtype = 'bfloat16'", "RLConfig.remat = 'full'",
+                                             "RLConfig.logprob_chunk_size = 3"])
+    assert len(metrics) == 2
+    for m in metrics:
+        assert np.isfinite([m["policy_loss"], m["verify_loss"], m["grad_norm"]]).all()
+        assert m["nonfinite_updates"] == 0 and 0 <= m["policy/logp_gap"] < 0.1
