@@ -2,6 +2,7 @@
 
     python bench/update.py                               # ~21M-param model, 8 rows x 256 tokens, f32 on CPU
     python bench/update.py --dtype bfloat16 --rows 256 --hidden 1024 --layers 12   # e.g. on a GPU/TPU
+    python bench/update.py --memory_sweep                # remat on/off x chunked/full log-probs: time, temp memory
 
 FLOPs are counted two ways: XLA's ``cost_analysis()['flops']`` of the compiled step (everything it executes,
 elementwise ops and the masked half of causal attention included) and the model formula
@@ -10,7 +11,9 @@ full S as executed) + 2 x d x V per scored position (the lm head runs only on co
 position). XLA counts a loop body once, so its count is multiplied by the micro-batch scan's trip count. The peak is
 the fastest of three jitted f32 (or --dtype) matmuls — the step's MLP and lm-head GEMM shapes and a 2048^3 one —
 measured interleaved with the step, so both see the same load. Also: step time and XLA's temporary memory vs
-micro-batch size (gradient accumulation by ``lax.scan``).
+micro-batch size (gradient accumulation by ``lax.scan``). ``--dtype bfloat16`` keeps f32 weights and computes in
+bf16. ``--memory_sweep`` times the step with ``RLConfig.remat`` none / full and ``logprob_chunk_size`` 0 / 64,
+interleaved, as ratios to remat none with full log-probs, beside XLA's temporary memory of each.
 """
 
 from __future__ import annotations
@@ -39,16 +42,15 @@ def model_flops(cfg: ModelConfig, rows: int, seq: int, scored: int) -> float:
     return 3.0 * forward
 
 
-def make_setup(args, lambda_verify: float, micro: int):
-    dtype = args.dtype
+def make_setup(args, lambda_verify: float, micro: int, remat: str = "none", chunk: int = 0):
     cfg = ModelConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 3,
                       num_layers=args.layers, num_heads=args.hidden // 64, num_kv_heads=max(args.hidden // 128, 1),
-                      qkv_bias=True, tie_word_embeddings=True, dtype=dtype)
+                      qkv_bias=True, tie_word_embeddings=True, dtype="float32", compute_dtype=args.dtype)
     graphdef, state = nnx.split(Transformer(cfg, nnx.Rngs(0)))
     params = nnx.to_pure_dict(state)
     verify = tuple(range(10, 10 + args.verify_len))
     rl = steps.RLConfig(group_size=8, lambda_verify=lambda_verify, max_new_tokens=args.new_tokens,
-                        micro_batch_size=micro)
+                        micro_batch_size=micro, remat=remat, logprob_chunk_size=chunk)
     tx = steps.OptimConfig(learning_rate=1e-5).make(100)
     statics = steps.Statics(graphdef, tx, rl, verify, 4, 5, (2,), 0)
     mesh = parallel.make_mesh(parallel.MeshConfig())
@@ -73,8 +75,8 @@ def make_batch(args, cfg, seed=0) -> steps.UpdateBatch:
 class UpdateRunner:
     """A jitted, donating update step and a fresh state per call; ``flops`` from XLA's cost analysis."""
 
-    def __init__(self, args, lambda_verify: float, micro: int):
-        self.cfg, statics, mesh, params = make_setup(args, lambda_verify, micro)
+    def __init__(self, args, lambda_verify: float, micro: int, remat: str = "none", chunk: int = 0):
+        self.cfg, statics, mesh, params = make_setup(args, lambda_verify, micro, remat, chunk)
         state = steps.init_state(params, statics.tx, seed=0, keep_reference=False)
         self.state = jax.device_put(state, parallel.shardings(state, mesh))  # as train.py does: no recompile at step 2
         self.batch = make_batch(args, self.cfg)
@@ -116,8 +118,11 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--peak_tflops", type=float, default=0.0,
                     help="datasheet peak of the device at --dtype (e.g. 989 for H100 SXM bf16 dense) to print MFU")
+    ap.add_argument("--memory_sweep", action="store_true", help="remat none/full x logprob chunk 0/64 instead")
     args = ap.parse_args()
     seq = args.prompt_len + args.new_tokens + args.verify_len
+    if args.memory_sweep:
+        return memory_sweep(args, seq)
 
     micros = [int(m) for m in args.micro.split(",")]
     runners = {m: UpdateRunner(args, 1.0, m) for m in micros}
@@ -171,6 +176,30 @@ def main():
                   "TFLOP/s (model FLOPs)")
     print(f"\nuse = achieved FLOP/s / peak, the peak being each round's fastest GEMM above; median of per-round "
           f"ratios; max RSS {common.max_rss_gib():.2f} GiB")
+
+
+def memory_sweep(args, seq: int) -> None:
+    """Step time (interleaved, ratio to the plain step) and XLA's temporary memory per remat / chunk setting."""
+    micro = int(args.micro.split(",")[0])
+    variants = {(remat, chunk): UpdateRunner(args, 1.0, micro, remat, chunk)
+                for remat in ("none", "full") for chunk in (0, 64)}
+    for run in variants.values():
+        run.warm()
+    load_before = common.load_now()
+    times = common.interleaved({k: v for k, v in variants.items()}, args.runs, warmup=False)
+    print(common.machine_line())
+    print(f"load avg 1 min before/after the timed rounds: {load_before:.1f}/{common.load_now():.1f}")
+    cfg = variants["none", 0].cfg
+    print(f"model: hidden {cfg.hidden_size}, {cfg.num_layers} layers, vocab {cfg.vocab_size}, compute "
+          f"{args.dtype}; update batch {args.rows} rows x {seq} tokens ({args.new_tokens} completion), micro-batch "
+          f"{micro or args.rows}; medians of {args.runs} interleaved rounds\n")
+    base = times["none", 0]
+    rows = [[f"remat={remat} chunk={chunk or 'all'}", f"{common.med(t):.3f}", f"{common.paired_ratio(t, base):.2f}",
+             f"{variants[remat, chunk].temp_bytes / 2**20:.0f}",
+             f"{variants[remat, chunk].temp_bytes / variants['none', 0].temp_bytes:.2f}"]
+            for (remat, chunk), t in times.items()]
+    print(common.table(["update step", "seconds", "time ratio", "temp MiB", "temp ratio"], rows,
+                       [26, 9, 12, 10, 12]))
 
 
 if __name__ == "__main__":

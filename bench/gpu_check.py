@@ -1,0 +1,195 @@
+"""One-command GPU check of Scale I: the paper's per-device shapes with the real Qwen2.5-Math-1.5B architecture
+(random weights), f32 weights with bf16 compute, on one accelerator. Prints:
+
+- rollout: decode ms per step at 128 rows x 2,068 cache slots (512 rollouts over 4 devices) and its fraction of the
+  HBM roofline (bf16 weights + every allocated KV slot read once a step);
+- update: MFU of one micro-batch step (8 rows x 2,068 tokens, remat, 128-position log-prob chunks) in bf16 and f32;
+- the sampler-vs-trainer log-prob gap under bf16 (and bf16 trainer vs f32 trainer) on the rollout's tokens;
+- XLA's compiled memory vs the device's measured peak for the rollout and the update.
+
+    python bench/gpu_check.py                   # the paper's shapes, ~5-7 minutes on an H200 (compiles included)
+    python bench/gpu_check.py --smoke           # tiny shapes: checks the script itself on a CPU in ~1 minute
+
+Needs on the device machine what its image lacks: gin-config (the only import beyond jax/flax/optax/safetensors),
+carried as a wheel: `python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl
+gin-config==0.5.0`, then `pip install --no-index --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site:. python3
+bench/gpu_check.py` (see the device tool's README). Writes $OUT/gpu_check.json when OUT is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rlvjax import parallel
+from rlvjax.model.hf import config_from_hf
+from rlvjax.model.transformer import Transformer
+from rlvjax.rl import steps
+
+REPO = Path(__file__).resolve().parents[1]
+GiB = 2 ** 30
+
+
+def model_flops(cfg, rows: int, seq: int, scored: int) -> float:
+    """Training FLOPs (3 x forward; remat's recomputation not counted, as MFU is defined)."""
+    d, hd = cfg.hidden_size, cfg.kv_dim
+    params = cfg.num_layers * (2 * d * cfg.num_heads * hd + 2 * d * cfg.num_kv_heads * hd + 3 * d * cfg.intermediate_size)
+    forward = rows * seq * (2 * params + cfg.num_layers * 4 * seq * cfg.num_heads * hd) + rows * scored * 2 * d * cfg.vocab_size
+    return 3.0 * forward
+
+
+def timed(fn, repeats: int) -> float:
+    jax.block_until_ready(fn())  # compile + warm
+    start = time.perf_counter()
+    for _ in range(repeats):
+        jax.block_until_ready(fn())
+    return (time.perf_counter() - start) / repeats
+
+
+def peak_bytes() -> int | None:
+    return (jax.local_devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
+
+
+def compiled_bytes(compiled) -> int:
+    m = compiled.memory_analysis()
+    return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes, to check the script on a CPU")
+    ap.add_argument("--hbm_tb_s", type=float, default=4.8, help="HBM bandwidth (H200: 4.8 TB/s)")
+    ap.add_argument("--bf16_tflops", type=float, default=989.0, help="dense bf16 peak (H200: 989)")
+    ap.add_argument("--f32_tflops", type=float, default=494.0, help="f32 matmul peak at JAX's default precision "
+                    "(TF32 on H100/H200: 494)")
+    args = ap.parse_args()
+    hf = json.loads((REPO / "configs" / "models" / "qwen2_5_math_1_5b" / "config.json").read_text())
+    rows, prompt, new, verify, prompts = 128, 1024, 1024, 20, 16
+    update_rows, chunk = 8, 128
+    if args.smoke:
+        hf = {**hf, "num_hidden_layers": 2, "hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "vocab_size": 4096}
+        rows, prompt, new, verify, prompts, update_rows, chunk = 16, 32, 32, 4, 2, 8, 8
+    group = rows // prompts
+    dev = jax.devices()[0]
+    out = {"device": f"{dev.platform} {dev.device_kind}", "jax": jax.__version__, "layers": hf["num_hidden_layers"],
+           "rows": rows, "slots": prompt + new + verify, "update_rows": update_rows}
+    print(f"device: {out['device']}, jax {jax.__version__}", flush=True)
+    mesh = parallel.make_mesh(parallel.MeshConfig(), [dev])
+
+    def policy(compute):
+        cfg = config_from_hf(hf, jnp.float32, compute)
+        graphdef, state = nnx.split(Transformer(cfg, nnx.Rngs(0)))
+        return cfg, graphdef, nnx.to_pure_dict(state)
+
+    cfg, graphdef, params = policy("bfloat16")
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    suffix = tuple(range(10, 10 + verify))
+    tx = steps.OptimConfig(learning_rate=1e-6).make(10)
+
+    def statics_for(graphdef, **rl):
+        rl = steps.RLConfig(group_size=group, max_new_tokens=new, micro_batch_size=update_rows, remat="full",
+                            logprob_chunk_size=chunk, **rl)
+        return steps.Statics(graphdef, tx, rl, suffix, 4, 5, (), 0)
+
+    # --- rollout: the whole decode (no stop ids: every row runs all `new` steps), minus the prefill alone.
+    statics = statics_for(graphdef)
+    rng = np.random.default_rng(0)
+    ids = jnp.asarray(rng.integers(10, cfg.vocab_size, (prompts, prompt)), jnp.int32)
+    mask = jnp.ones(ids.shape, bool)
+    state = steps.init_state(params, tx, seed=0, keep_reference=False)
+    rollout = steps.jit_steps(statics, mesh, state).rollout
+    t0 = time.perf_counter()
+    compiled = rollout.lower(state.params, ids, mask, jax.random.key(0)).compile()
+    out["rollout_compile_s"] = time.perf_counter() - t0
+    out["rollout_compiled_gib"] = compiled_bytes(compiled) / GiB
+    roll_s = timed(lambda: rollout(state.params, ids, mask, jax.random.key(1)), 2)
+    out["rollout_peak_gib"] = (peak_bytes() or 0) / GiB
+
+    from rlvjax import sampling
+
+    bf16_params = jax.tree.map(lambda w: w.astype(jnp.bfloat16), state.params)
+    prefill = jax.jit(lambda p, i, m: sampling.prefill(nnx.merge(graphdef, p), i, m, prompt + new + verify,
+                                                       steps.prefill_rows(prompts, prompt), repeat=group)[0])
+    prefill_s = timed(lambda: prefill(bf16_params, ids, mask), 2)
+    decode_ms = (roll_s - prefill_s) / new * 1e3
+    kv_bytes = cfg.num_layers * 2 * rows * (prompt + new + verify) * cfg.num_kv_heads * cfg.kv_dim * 2
+    roofline_ms = (n_params * 2 + kv_bytes) / (args.hbm_tb_s * 1e12) * 1e3
+    out.update(rollout_s=roll_s, prefill_s=prefill_s, decode_ms_per_step=decode_ms, roofline_ms_per_step=roofline_ms,
+               roofline_fraction=roofline_ms / decode_ms)
+    print(f"rollout {rows} rows x {prompt}+{new}+{verify} slots: {roll_s:.2f} s (prefill {prefill_s:.2f} s); decode "
+          f"{decode_ms:.2f} ms/step, HBM roofline {roofline_ms:.2f} ms/step -> {roofline_ms / decode_ms:.0%}; "
+          f"compiled {out['rollout_compiled_gib']:.2f} GiB, measured peak {out['rollout_peak_gib']:.2f} GiB", flush=True)
+
+    # --- the sampler-vs-trainer log-prob gap on those rollouts (first 2 prompts' rows), bf16 and f32 trainers.
+    roll = rollout(state.params, ids, mask, jax.random.key(1))
+    sub = jax.tree.map(lambda x: x[:2], roll)
+    rewards = jnp.zeros(sub.lengths.shape, jnp.float32)
+    batch, _ = steps.prepare_update(statics, sub, rewards)
+    valid = np.asarray(batch.target_mask)
+    gaps = {}
+    for compute in ("bfloat16", None):
+        _, gd, _ = policy(compute)
+        logp, _ = jax.jit(lambda p, b: steps.policy_and_verify_logits(statics_for(gd), p, b))(state.params, batch)
+        gaps[compute or "float32"] = np.asarray(logp)[valid]
+    sampler = np.asarray(batch.old_logp)[valid]
+    out["logp_gap_sampler_vs_bf16_trainer"] = {"mean": float(np.abs(sampler - gaps["bfloat16"]).mean()),
+                                               "max": float(np.abs(sampler - gaps["bfloat16"]).max())}
+    out["logp_gap_bf16_vs_f32_trainer"] = {"mean": float(np.abs(gaps["bfloat16"] - gaps["float32"]).mean()),
+                                           "max": float(np.abs(gaps["bfloat16"] - gaps["float32"]).max())}
+    print(f"log-prob gap over {valid.sum()} tokens: sampler (bf16) vs trainer (bf16) mean "
+          f"{out['logp_gap_sampler_vs_bf16_trainer']['mean']:.2e} max {out['logp_gap_sampler_vs_bf16_trainer']['max']:.2e}; "
+          f"trainer bf16 vs f32 mean {out['logp_gap_bf16_vs_f32_trainer']['mean']:.2e} max "
+          f"{out['logp_gap_bf16_vs_f32_trainer']['max']:.2e}", flush=True)
+    del roll, sub, batch
+
+    # --- update: one micro-batch (update_rows rows), bf16 and f32 compute.
+    seq = prompt + new + verify
+    b = update_rows // group
+    tokens = jnp.asarray(rng.integers(10, cfg.vocab_size, (b, group, new)), jnp.int32)
+    roll = steps.Rollouts(ids[:b], mask[:b], tokens, jnp.full((b, group), new, jnp.int32), jnp.full(tokens.shape, -3.0),
+                          jnp.zeros((b, group), bool), jnp.zeros((b, group, 2)))
+    rewards = jnp.asarray(rng.random((b, group)) > 0.5, jnp.float32)
+    for compute, peak in (("bfloat16", args.bf16_tflops), (None, args.f32_tflops)):
+        _, gd, _ = policy(compute)
+        st = statics_for(gd)
+        batch, _ = steps.prepare_update(st, roll, rewards)
+        fresh = steps.init_state(jax.tree.map(jnp.copy, params), tx, seed=0, keep_reference=False)  # donated
+        fresh = jax.device_put(fresh, parallel.shardings(fresh, mesh))  # as train.py: no recompile at step 2
+        update = steps.jit_steps(st, mesh, fresh).update
+        compiled = update.lower(fresh, batch).compile()
+        holder = {"state": fresh}
+
+        def step():
+            holder["state"], metrics = update(holder["state"], batch)
+            return metrics["policy_loss"]
+
+        seconds = timed(step, 3)
+        name = compute or "float32"
+        out[f"update_{name}_s"] = seconds
+        out[f"update_{name}_mfu"] = model_flops(cfg, update_rows, seq, new + 1) / seconds / (peak * 1e12)
+        out[f"update_{name}_compiled_gib"] = compiled_bytes(compiled) / GiB
+        out[f"update_{name}_peak_gib"] = (peak_bytes() or 0) / GiB
+        print(f"update {update_rows} rows x {seq} tokens, {name} compute: {seconds:.3f} s, MFU "
+              f"{out[f'update_{name}_mfu']:.1%} of {peak:.0f} TFLOP/s; compiled {out[f'update_{name}_compiled_gib']:.2f} "
+              f"GiB, measured peak so far {out[f'update_{name}_peak_gib']:.2f} GiB", flush=True)
+        del holder, fresh, update, compiled
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], "gpu_check.json").write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
