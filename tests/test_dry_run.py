@@ -95,3 +95,9 @@ ENTRY %main (a: f32[64,2,100,8]) -> f32[64,2,100,8] {
     assert hlo.loop_copies(text, 64 * 100 * 8) == ["f32[64,2,100,8]", "f32[64,1,100,8]"]
     assert hlo.loop_copies(text, 64 * 2 * 100 * 8) == ["f32[64,2,100,8]"]
     assert hlo.loop_copies(text.replace("body=%body", ""), 1) == []
+
+
+def test_a_positional_argument_is_refused():
+    out = dry_run("configs/default.gin")  # a forgotten --gin_file: once silently ran the 6-minute default
+    assert out.returncode == 2 and out.stderr == ("rlvjax.train: error: unexpected argument 'configs/default.gin'; "
+                                                  "gin files go after --gin_file\n")

@@ -75,6 +75,15 @@ CONFIG_CASES = {
                                  "RLConfig.num_minibatches=3; pick a divisor"),
     "mesh_larger_than_devices": (["MeshConfig.data = 2"], "needs 2 devices but 1 are present; set MeshConfig sizes"),
     "unknown_task": (["TaskSpec.name = 'chess'"], "unknown task 'chess'; use 'arithmetic', 'digit' or 'file'"),
+    "unknown_remat": (["RLConfig.remat = 'some'"], "RLConfig.remat: unknown remat policy 'some'; valid names: ['none', "
+                                                   "'full', "),
+    "bad_compute_dtype": (["ModelSpec.compute_dtype = 'fp8'"],
+                          "ModelSpec.compute_dtype='fp8' is not a dtype rlvjax trains in; use one of ('float32', "
+                          "'bfloat16', 'float16')"),
+    "bad_max_prompt_tokens": (["TaskSpec.max_prompt_tokens = 0"],
+                              "TaskSpec.max_prompt_tokens=0 must be a whole number >= 1 (or None: no limit)"),
+    "all_prompts_too_long": (["TaskSpec.max_prompt_tokens = 1"],
+                             "every train prompt is longer than TaskSpec.max_prompt_tokens=1; raise it"),
 }
 
 
