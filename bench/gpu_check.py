@@ -19,7 +19,6 @@ bench/gpu_check.py` (see the device tool's README). Writes $OUT/gpu_check.json w
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -185,7 +184,6 @@ def main():
         print(f"update {update_rows} rows x {seq} tokens, {name} compute: {seconds:.3f} s, MFU "
               f"{out[f'update_{name}_mfu']:.1%} of {peak:.0f} TFLOP/s; compiled {out[f'update_{name}_compiled_gib']:.2f} "
               f"GiB, measured peak so far {out[f'update_{name}_peak_gib']:.2f} GiB", flush=True)
-        del holder, fresh, update, compiled
     if os.environ.get("OUT"):
         Path(os.environ["OUT"], "gpu_check.json").write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))

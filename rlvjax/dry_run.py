@@ -13,7 +13,6 @@ moves the whole KV cache every token.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp

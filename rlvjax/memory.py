@@ -5,25 +5,21 @@
 - always (``persistent``): the parameters, the AdamW state and (``beta > 0``) the frozen reference policy. Their
   shapes come from ``jax.eval_shape`` of the model and of ``init_state``, and each leaf's per-device size from the
   sharding ``parallel.shardings`` gives it on the mesh: exact, not estimated.
-- ``rollout`` (``rollout_step``): the KV cache of the rollout batch (``batch_size * group_size`` rows of
-  ``prompt + max_new_tokens + verify prompt`` slots, rows split over the data axes, kv heads over ``tensor``), and
-  the larger of the prompt prefill's and a decode step's temporaries.
+- ``rollout`` (``rollout_step``): the KV cache in the compute dtype and ``parallel.cache_spec``'s layout, the
+  weights cast to the compute dtype in their sampling layout (``parallel.sampling_spec``), and the largest of the
+  prefill, decode-step and verifier-score temporaries.
 - ``update`` (``update_step``): two gradient trees (the micro-batch accumulator and one micro-batch's gradient), the
-  weights FSDP gathers, the training rows, and what the backward pass keeps for one micro-batch. The model does no
-  rematerialisation, so every layer's residuals are kept: per row and layer ~``T * (4D + 4F + 3q + 3kv)`` values,
-  the attention scores and probabilities ``H * T * T`` (twice in f32, once in the model dtype), and the ``[N, V]``
-  completion logits in f32 with their log-softmax and gradient.
+  weights FSDP gathers, the training rows, what the backward pass keeps for one micro-batch (every layer's
+  activations, or with ``RLConfig.remat`` each layer's input and one layer's activations, plus the layers' weights
+  stacked for the scan), and the f32 logits of ``RLConfig.logprob_chunk_size`` completion positions.
 - ``optimizer``: the gradients, the updates and the new moments.
-- ``eval``: the periodic in-training eval samples ``eval_samples`` per problem for a batch of problems
-  (``evaluate.sample_pool``), with the training state live. Its sampler is jitted without shardings: the plan
-  counts its rows on every device.
-- ``final eval``: the end-of-run report (``final_eval_samples`` > 0) loads each policy unsharded and samples on
-  one device, after the training state is gone.
+- ``eval`` / ``final eval``: the periodic eval and the end-of-run report sample batches of problems with
+  ``steps.jit_rollout`` on the same mesh; the final report runs after the training state is gone.
 
-The activation and temporary figures are estimates of what XLA keeps alive: for f32 models they came within
--3%..+12% of XLA's own buffer assignment on CPU for the update and the rollout over prompt-, completion- and
-sample-heavy shapes (``tests/test_memory.py`` checks one; accelerators schedule differently, so leave headroom).
-The persistent figures are exact.
+The activation and temporary figures are estimates of what XLA keeps alive. ``python -m rlvjax.train ...
+--dry_run`` (``dry_run.py``) prints them beside XLA's compiled memory for the configured mesh;
+``tests/test_dry_run.py`` holds every hardware config within 10% at the real widths in f32 (the CPU backend
+computes bf16 matmuls in f32, with copies an accelerator does not make, so only f32 compares on a CPU).
 ``check`` turns a plan into a one-line ``ValueError`` before anything is compiled; ``enforce`` prints the table and
 checks against the device's ``bytes_limit`` or ``MemoryConfig.device_memory_gib``.
 """

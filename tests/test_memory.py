@@ -3,15 +3,11 @@ without allocating its weights, refusals name the numbers, and the estimates tra
 
 import functools
 import json
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import gin
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 from jax.sharding import AbstractMesh
 from flax import nnx

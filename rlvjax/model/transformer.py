@@ -84,11 +84,6 @@ class KVCache(NamedTuple):
         zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
         return cls(zeros, zeros, jnp.zeros((batch, max_len), bool), jnp.zeros((), jnp.int32))
 
-    def repeat(self, n: int) -> "KVCache":
-        """Each row ``n`` times in a row (row ``i`` -> rows ``i*n .. i*n+n-1``): one prompt prefill, n samples."""
-        rep = lambda x: jnp.repeat(x, n, axis=0)
-        return KVCache(tuple(map(rep, self.k)), tuple(map(rep, self.v)), rep(self.mask), self.index)
-
 
 def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
     """Inverse frequencies, including the ``linear`` and ``llama3`` scalings of HF ``rope_parameters``."""
