@@ -156,19 +156,20 @@ def test_auto_finds_the_job_the_cluster_describes():
                   and k not in ("RLVJAX_COORDINATOR", "JAX_COORDINATOR_ADDRESS")}
     no_cluster.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
     env = {**no_cluster, "SLURM_JOB_ID": str(job), "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "2"}
+    # stdout and stderr apart: Gloo's C++ log lines land mid-way through a merged "JOINED ..." line.
     procs = [subprocess.Popen([sys.executable, "-c", AUTO_SCRIPT], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env=process_env)
+                              stderr=subprocess.PIPE, text=True, env=process_env)
              for process_env in ({**env, "SLURM_PROCID": "0", "SLURM_LOCALID": "0"},
                                  {**env, "SLURM_PROCID": "1", "SLURM_LOCALID": "1"}, no_cluster)]
     try:
-        outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+        outputs = [proc.communicate(timeout=120) for proc in procs]
     finally:
         for proc in procs:
             proc.kill()
-    for proc, out in zip(procs[:2], outputs):
-        assert proc.returncode == 0, out[-3000:]
-        assert "JOINED 2 4 [0, 1]" in out, out[-3000:]
-    assert procs[2].returncode != 0 and "coordinator_address='auto' found no cluster to join" in outputs[2]
+    for proc, (out, err) in zip(procs[:2], outputs):
+        assert proc.returncode == 0, err[-3000:]
+        assert "JOINED 2 4 [0, 1]" in out, (out + err)[-3000:]
+    assert procs[2].returncode != 0 and "coordinator_address='auto' found no cluster to join" in "".join(outputs[2])
 
 
 def test_two_hosts_train_like_one_survive_a_lost_peer_and_resume(tmp_path, launch):

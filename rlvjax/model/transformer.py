@@ -191,8 +191,6 @@ def remat_policy(name: str):
     return None if name in ("none", "full") else getattr(jax.checkpoint_policies, name)
 
 
-
-
 class DecoderLayer(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)

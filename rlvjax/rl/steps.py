@@ -207,12 +207,10 @@ class Statics:
     constrain_rows: Any = None  # keeps the update's activations split by rows (``parallel.rows_constraint``)
 
 
-def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, *, mesh=None,
-                 params_sharding=None) -> Rollouts:
+def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, *, mesh=None) -> Rollouts:
     """G samples per prompt, their log-probs, and p(Yes)/p(No) scored on the live cache (fused verifier).
-    With ``mesh``, the KV cache keeps ``parallel.cache_sharding``'s layout throughout the decode loop; with
-    ``params_sharding`` (the params' layout), weights are cast to the compute dtype where they lie, before XLA
-    gathers them for the loop."""
+    With ``mesh``, the KV cache keeps ``parallel.cache_sharding``'s layout throughout the decode loop and the
+    weights ``parallel.sampling_shardings``'."""
     rl = statics.rl
     model = nnx.merge(statics.graphdef, params)
     compute = model.config.jnp_compute_dtype
@@ -220,11 +218,9 @@ def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, *, mesh
     cache_sharding = None if mesh is None else parallel.cache_sharding(mesh, prompts * rl.group_size,
                                                                        model.config.num_kv_heads)
     if compute != model.config.jnp_dtype or mesh is not None:
-        # Sampling weights: cast once where they lie, then laid out for decoding (no FSDP split: a decode step
-        # would gather every weight again), as Tunix and verl sample from a separate copy of the weights.
+        # Sampling weights: cast once, then laid out for decoding (no FSDP split: a decode step would gather every
+        # weight again), as Tunix and verl sample from a separate copy of the weights.
         params = jax.tree.map(lambda w: w.astype(compute), params)
-        if params_sharding is not None:
-            params = jax.lax.with_sharding_constraint(params, params_sharding)
         if mesh is not None:
             params = jax.lax.with_sharding_constraint(params, parallel.sampling_shardings(params, mesh,
                                                                                            cache_sharding))
@@ -416,7 +412,7 @@ def jit_rollout(statics: Statics, mesh, params_sharding):
     """``rollout_step`` jitted for ``mesh``: params laid out by ``params_sharding``, prompts and rollouts by rows over
     the data axes (training rollouts and evaluation pools alike)."""
     rows2, rows3 = (parallel.batch_sharding(mesh, d) for d in (2, 3))
-    return jax.jit(functools.partial(rollout_step, statics, mesh=mesh, params_sharding=params_sharding),
+    return jax.jit(functools.partial(rollout_step, statics, mesh=mesh),
                    in_shardings=(params_sharding, rows2, rows2, None),
                    out_shardings=Rollouts(rows2, rows2, rows3, rows2, rows3, rows2, rows3))
 
