@@ -147,7 +147,7 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
                     token_adv, _ = vineppo.token_advantages(
                         value_fn, tokenizer, [prompts[i // g] for i in range(b * g)], golds,
                         tokens.reshape(b * g, n), lengths.ravel(), texts, rewards.ravel(),
-                        max_steps=rl.vineppo_max_steps)
+                        max_steps=rl.vineppo_max_steps, whiten=rl.whiten_advantages)
                     token_adv = token_adv.reshape(b, g, n).astype(np.float32)
                     update_batch = jitted.build(roll, to_global(token_adv, parallel.batch_sharding(mesh, 3)),
                                                 to_global(rewards, rows2))

@@ -33,6 +33,14 @@ def test_token_advantages_by_hand():
     expected1 = np.r_[np.full(first, 0.25 - 0.5), np.full(len(ids) - first, 0.0 - 0.25), np.zeros(3)]
     np.testing.assert_allclose(adv, np.stack([expected0, expected1]), atol=1e-6)
     assert stats["vineppo/steps_per_rollout"] == 2.0
+    # Whitened over the batch's 2 x 20 completion tokens: 16 + 16 tokens at -0.25, 4 at 0.75 and 4 at -0.25 ->
+    # mean -0.15; unbiased variance (36 x 0.1^2 + 4 x 0.9^2) / 39.
+    whitened, _ = vineppo.token_advantages(sample_rewards, tok, [prompt, prompt], ["14", "14"], tokens, lengths,
+                                           [text, text], np.array([1.0, 0.0]), max_steps=8, whiten=True)
+    assert first == 16 and len(ids) == 20
+    std = np.sqrt((36 * 0.1 ** 2 + 4 * 0.9 ** 2) / 39)
+    valid = np.arange(n)[None, :] < lengths[:, None]
+    np.testing.assert_allclose(whitened, np.where(valid, (adv + 0.15) / std, 0.0), atol=1e-5)
 
 
 def test_max_steps_merges_later_steps():

@@ -13,6 +13,7 @@ Two kinds live in the registry, told apart by `uses_step_values(name)`:
 import re
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -166,6 +167,16 @@ def step_advantages(step_values, rewards, step_mask=None) -> jnp.ndarray:
     next_values = jnp.concatenate([values[:, 1:], rewards], axis=1)
     advantages = (jnp.where(has_next, next_values, rewards) - values) * mask
     return advantages[0] if single else advantages
+
+
+def whiten(advantages, mask, eps: float = 1e-8) -> jnp.ndarray:
+    """``(A - mean) / sqrt(var + eps)`` over the valid (``mask``) entries of a batch, 0 elsewhere; the variance is
+    the unbiased one, as VinePPO's ``whiten_advantages`` (TRL's ``masked_whiten``) computes it."""
+    a, m = jnp.asarray(advantages, jnp.float32), jnp.asarray(mask, jnp.float32)
+    n = jnp.sum(m)
+    mean = jnp.sum(a * m) / jnp.maximum(n, 1.0)
+    var = jnp.sum((a - mean) ** 2 * m) / jnp.maximum(n - 1.0, 1.0)
+    return (a - mean) * jax.lax.rsqrt(var + eps) * m
 
 
 def broadcast_step_advantages(step_adv, token_step_ids, mask) -> jnp.ndarray:

@@ -56,6 +56,9 @@ class RLConfig:
     logprob_chunk_size: int = 0
     vineppo_samples: int = 9  # K continuations per step prefix (VinePPO's value estimate)
     vineppo_max_steps: int = 8  # steps per rollout; later steps are merged into the last
+    # vineppo: per-token advantages whitened over the batch's completion tokens, as VinePPO's MATH config does
+    # (whiten_advantages: true). The group estimators normalise within each group instead and ignore it.
+    whiten_advantages: bool = True
 
     def __post_init__(self):
         check_field_types(self)

@@ -33,8 +33,10 @@ def step_token_bounds(tokenizer, text: str, tokens: Sequence[int], max_steps: in
 
 def token_advantages(sample_rewards: Callable[[list[list[int]], list[str]], np.ndarray], tokenizer,
                      prompts: list[list[int]], golds: list[str], tokens: np.ndarray, lengths: np.ndarray,
-                     texts: list[str], rewards: np.ndarray, *, max_steps: int) -> tuple[np.ndarray, dict]:
-    """``[R, N]`` per-token advantages for ``R`` rollouts (``tokens [R, N]``, ``lengths [R]``, ``rewards [R]``).
+                     texts: list[str], rewards: np.ndarray, *, max_steps: int,
+                     whiten: bool = False) -> tuple[np.ndarray, dict]:
+    """``[R, N]`` per-token advantages for ``R`` rollouts (``tokens [R, N]``, ``lengths [R]``, ``rewards [R]``),
+    whitened over the batch's completion tokens with ``whiten`` (``advantages.whiten``, as VinePPO does).
 
     ``sample_rewards(prefix_ids, golds)`` samples K continuations of each prefix and returns their mean reward
     ``[len(prefix_ids)]``: one batched call covers every step prefix of every rollout.
@@ -60,7 +62,8 @@ def token_advantages(sample_rewards: Callable[[list[list[int]], list[str]], np.n
     for i, b in enumerate(bounds):
         token_step[i] = np.searchsorted(b, np.arange(n), side="right") - 1
     valid = np.arange(n)[None, :] < lengths[:, None]
-    adv = np.asarray(advantages.broadcast_step_advantages(step_adv, token_step, valid))
+    adv = advantages.broadcast_step_advantages(step_adv, token_step, valid)
+    adv = np.asarray(advantages.whiten(adv, valid) if whiten else adv)
     stats = {"vineppo/steps_per_rollout": float(step_mask.sum(1).mean()),
              "vineppo/value_prefix": float(step_values[:, 0].mean())}
     return adv, stats
