@@ -1,6 +1,5 @@
 """update_step against direct computations of the RL and verification objectives on a tiny random model."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
