@@ -15,7 +15,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 
 from rlvjax import experiment, parallel, sampling, testtime
 from rlvjax.rewards.math import grade_completions
@@ -44,9 +43,9 @@ def sample_pool(statics: steps.Statics, params, tokenizer, records: list[dict], 
         ids, mask = sampling.left_pad(experiment.encode_prompts(tokenizer, [r["prompt"] for r in padded]),
                                       pad_id=statics.pad_id)
         rows = parallel.batch_sharding(mesh, 2)
-        ids, mask = (jax.make_array_from_callback(x.shape, rows, lambda index, x=x: x[index]) for x in (ids, mask))
-        roll = sample(params, ids, mask, jax.random.fold_in(jax.random.key(seed), start))
-        tokens, lengths, finished, vlp = (np.asarray(multihost_utils.process_allgather(x, tiled=True))[: len(chunk)]
+        roll = sample(params, parallel.to_global(ids, rows), parallel.to_global(mask, rows),
+                      jax.random.fold_in(jax.random.key(seed), start))
+        tokens, lengths, finished, vlp = (parallel.to_host(x)[: len(chunk)]
                                           for x in (roll.tokens, roll.lengths, roll.finished, roll.verify_logprobs))
         k, n = num_samples, tokens.shape[-1]
         chunk_texts = experiment.decode_completions(tokenizer, tokens.reshape(-1, n), lengths.ravel(),

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import AbstractMesh, Mesh
+from jax.sharding import AbstractMesh, Mesh, NamedSharding
 
 from rlvjax import evaluate, parallel, sampling
 from rlvjax.model.transformer import ModelConfig, Transformer
@@ -153,10 +153,16 @@ def _nbytes(shape, dtype) -> int:
     return int(np.prod(shape)) * jnp.dtype(dtype).itemsize
 
 
-def sharded_bytes(tree, mesh) -> int:
-    """Bytes one device holds of ``tree`` (arrays or ShapeDtypeStructs) laid out by the partition rules."""
-    shards = parallel.shardings(tree, _as_mesh(mesh))
-    return sum(jax.tree.leaves(jax.tree.map(lambda x, s: _nbytes(s.shard_shape(x.shape), x.dtype), tree, shards)))
+def sharded_bytes(tree, mesh, *, dtype=None, spec_of=lambda spec: spec) -> int:
+    """Bytes one device holds of ``tree`` (arrays or ShapeDtypeStructs) laid out by the partition rules (mapped by
+    ``spec_of``, e.g. ``parallel.sampling_spec``), each leaf in ``dtype`` (None: its own)."""
+    mesh = _as_mesh(mesh)
+
+    def one(path, x):
+        spec = spec_of(parallel.spec_for(parallel.path_str(path), tuple(x.shape), mesh))
+        return _nbytes(NamedSharding(mesh, spec).shard_shape(x.shape), dtype or x.dtype)
+
+    return sum(jax.tree.leaves(jax.tree_util.tree_map_with_path(one, tree)))
 
 
 def _gathered_bytes(params, mesh) -> int:
@@ -199,19 +205,6 @@ def activation_bytes_per_row(cfg: ModelConfig, seq_len: int, completion_len: int
     return layers + logits + seq_len * seq_len
 
 
-def _cast_bytes(tree, mesh, spec_of, dtype) -> int:
-    """Bytes one device holds of ``tree`` cast to ``dtype`` and laid out by ``spec_of(partition-rule spec)``."""
-    mesh = _as_mesh(mesh)
-
-    def one(path, x):
-        spec = spec_of(parallel.spec_for(parallel.path_str(path), tuple(x.shape), mesh))
-        shard = [dim // int(np.prod([mesh.shape[a] for a in parallel._names(axis)])) if axis else dim
-                 for dim, axis in zip(x.shape, tuple(spec) + (None,) * (len(x.shape) - len(spec)))]
-        return _nbytes(shard, dtype)
-
-    return sum(jax.tree.leaves(jax.tree_util.tree_map_with_path(one, tree)))
-
-
 def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, prompts: int, samples: int,
                     prompt_tokens: int, new_tokens: int, verify_tokens: int) -> list[Item]:
     """What ``steps.rollout_step`` holds on one device for ``prompts`` prompts x ``samples``, beside the params.
@@ -227,14 +220,13 @@ def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, promp
     ceil = lambda a, b: -(-a // b)
     seq, rows = prompt_tokens + new_tokens + verify_tokens, prompts * samples
     cache = parallel.cache_spec(mesh, rows, cfg.num_kv_heads)
-    row_shards = int(np.prod([mesh.shape[a] for a in parallel._names(cache[0])]))
-    heads_split = mesh.shape["tensor"] if len(cache) > 1 else 1
-    rows_local, kv_local, q_local = ceil(rows, row_shards), cfg.num_kv_heads // heads_split, ceil(cfg.num_heads,
-                                                                                                  heads_split)
+    rows_local, kv_local = NamedSharding(mesh, cache).shard_shape((rows, cfg.num_kv_heads))
+    row_shards, q_local = rows // rows_local, ceil(cfg.num_heads, cfg.num_kv_heads // kv_local)
     per_row = cfg.num_layers * 2 * seq * kv_local * cfg.kv_dim * it
     items = [Item(f"{what}KV cache", phase, per_row * rows_local,
                   f"{rows_local} rows x {seq} slots x {cfg.num_layers} layers, {cfg.jnp_compute_dtype.name}")]
-    weights = _cast_bytes(params, mesh, lambda spec: parallel.sampling_spec(spec, cache), cfg.jnp_compute_dtype)
+    weights = sharded_bytes(params, mesh, dtype=cfg.jnp_compute_dtype,
+                            spec_of=lambda spec: parallel.sampling_spec(spec, cache))
     if cfg.jnp_compute_dtype != cfg.jnp_dtype or weights != sharded_bytes(params, mesh):
         items.append(Item(f"{what}sampling weights", phase, weights,
                           f"{cfg.jnp_compute_dtype.name}, without the fsdp split"))
@@ -299,7 +291,7 @@ def plan(model_config: ModelConfig, rl_config: steps.RLConfig, run_config, mesh,
         Item("grads + updates + moments", "optimizer", 2 * param_bytes + opt_bytes, "the optax step"),
     ]
     if rl.remat != "none":  # the layers' weights stacked in the compute dtype for the scan, and their gradient
-        layers = _cast_bytes(params["layers"], mesh, lambda spec: spec, cfg.jnp_compute_dtype)
+        layers = sharded_bytes(params["layers"], mesh, dtype=cfg.jnp_compute_dtype)
         items.append(Item("stacked layer weights", "update", 2 * layers, f"{cfg.jnp_compute_dtype.name}, + gradient"))
     num_eval_prompts = eval_prompts(mesh, eval_problems)
     if run.eval_samples and num_eval_prompts:

@@ -231,6 +231,18 @@ def rows_constraint(mesh: Mesh) -> RowsConstraint | None:
     return RowsConstraint(mesh) if mesh.shape["fsdp"] > 1 or mesh.shape["data"] > 1 else None
 
 
+def to_global(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A host array that every process holds whole -> one global array laid out by ``sharding``."""
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+    """A global array, whole, on every process's host."""
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 def check_batch(rows: int, mesh: Mesh, what: str = "batch") -> None:
     parallel = mesh.shape["data"] * mesh.shape["fsdp"]
     if rows % parallel:

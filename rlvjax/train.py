@@ -45,15 +45,6 @@ flags.DEFINE_bool("dry_run", False, "plan and compile the run's steps for its me
                   "either exceeds the device budget; writes nothing")
 
 
-def to_global(x: np.ndarray, sharding) -> jax.Array:
-    """A host array that every process holds whole -> one global array laid out by ``sharding``."""
-    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-
-
-def to_host(x: jax.Array) -> np.ndarray:
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
 def train(workdir: str, *, resume: bool = False) -> list[dict]:
     """Run the configured RL^V training; returns the logged metrics of the steps it ran.
 
@@ -127,13 +118,13 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
                 t0 = time.perf_counter()
                 # Each process reads its own shard; the indices are gathered so that every host sees the global
                 # batch (prompts to pad alike, golds to grade all rows; grading is cheap next to sampling).
-                batch = [train_records[i] for i in to_host(np.asarray([r["index"] for r in next(data)]))]
+                batch = [train_records[i] for i in parallel.to_host(np.asarray([r["index"] for r in next(data)]))]
                 prompts = experiment.encode_prompts(tokenizer, [r["prompt"] for r in batch])
                 ids, mask = sampling.left_pad(prompts, pad_id=vt.pad_id)  # bucket_width: a bounded set of shapes
-                roll = jitted.rollout(state.params, to_global(ids, rows2), to_global(mask, rows2),
+                roll = jitted.rollout(state.params, parallel.to_global(ids, rows2), parallel.to_global(mask, rows2),
                                       jax.random.fold_in(jax.random.key(run.seed), step))
-                tokens, lengths, finished, verify_lp = map(to_host, (roll.tokens, roll.lengths, roll.finished,
-                                                                     roll.verify_logprobs))
+                tokens, lengths, finished, verify_lp = map(parallel.to_host, (roll.tokens, roll.lengths,
+                                                                              roll.finished, roll.verify_logprobs))
                 t1 = time.perf_counter()
                 b, g, n = tokens.shape
                 texts = experiment.decode_completions(tokenizer, tokens.reshape(b * g, n), lengths.ravel(),
@@ -149,12 +140,12 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
                         tokens.reshape(b * g, n), lengths.ravel(), texts, rewards.ravel(),
                         max_steps=rl.vineppo_max_steps, whiten=rl.whiten_advantages)
                     token_adv = token_adv.reshape(b, g, n).astype(np.float32)
-                    update_batch = jitted.build(roll, to_global(token_adv, parallel.batch_sharding(mesh, 3)),
-                                                to_global(rewards, rows2))
+                    update_batch = jitted.build(roll, parallel.to_global(token_adv, parallel.batch_sharding(mesh, 3)),
+                                                parallel.to_global(rewards, rows2))
                     adv = token_adv.sum(-1) / np.maximum(lengths, 1)
                 else:
-                    update_batch, adv = jitted.prepare(roll, to_global(rewards, rows2))
-                    adv = to_host(adv)
+                    update_batch, adv = jitted.prepare(roll, parallel.to_global(rewards, rows2))
+                    adv = parallel.to_host(adv)
                 state, update_metrics = jitted.update(state, update_batch)
                 update_metrics = jax.device_get(update_metrics)
                 t3 = time.perf_counter()
