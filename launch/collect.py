@@ -8,8 +8,9 @@ report ``python -m rlvjax.train`` writes when RunConfig.final_eval_samples > 0),
 (``python -m rlvjax.evaluate --workdir RUN``); its entry ``final`` is used. λ is the ``rl.lambda_verify`` of the config
 stored with the run's latest checkpoint, or, without checkpoints, read from a directory name ``lambda_<λ>``.
 
-Prints a markdown table (λ, K, pass@1, majority@K, weighted@K, best-of-N@K, verifier balanced accuracy, AUROC) and
-writes ``sweep.json`` (the rows) and ``sweep.png`` (verifier and weighted-vote accuracy vs λ) to DIR (default ROOT).
+Prints a markdown table (λ, K, pass@1, majority@K, weighted@K, best-of-N@K, verifier balanced accuracy, AUROC, and,
+when the sweep holds a λ = 0 run, every run against it as the paper compares: pass@1 difference, weighted vote minus
+λ0's majority vote at K and averaged over N, samples needed to match λ0's majority) and writes ``sweep.json`` (the rows) and ``sweep.png`` (verifier and weighted-vote accuracy vs λ) to DIR (default ROOT).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ EVAL_FILES = ("eval.json", "eval/final/eval.json")  # the end-of-run report firs
 POLICY = "final"
 RUN_NAME = re.compile(r"lambda_(.+)")
 COLUMNS = (("pass@1", "pass@1"), ("majority", "maj@K"), ("weighted", "wt@K"), ("best_of_n", "BoN@K"),
-           ("verifier_balanced_accuracy", "ver. bal. acc"), ("verifier_auroc", "AUROC"))
+           ("verifier_balanced_accuracy", "ver. bal. acc"), ("verifier_auroc", "AUROC"),
+           ("pass@1_minus_lambda0", "pass@1 − λ0"), ("weighted_minus_lambda0_majority", "wt@K − λ0 maj@K"),
+           ("mean_lead_over_n", "mean over N of wt − λ0 maj"), ("efficiency_vs_lambda0", "eff. vs λ0 maj"))
 
 
 def lambda_from_name(run: Path) -> float | None:
@@ -56,9 +59,14 @@ def run_lambda(run: Path) -> float:
     return named
 
 
+def headline_reports(evaluation: dict) -> dict:
+    """The policies' reports at the headline temperature of an ``eval.json``."""
+    return evaluation["reports"][format(evaluation["headline_temperature"], "g")]
+
+
 def summarize(run: Path, eval_path: Path) -> dict:
-    """One row: the trained policy's numbers at the pool size K, and where they came from."""
-    reports = json.loads(eval_path.read_text())
+    """One row: the trained policy's numbers at the pool size K (headline temperature), and where they came from."""
+    reports = headline_reports(json.loads(eval_path.read_text()))
     if POLICY not in reports:
         raise ValueError(f"{eval_path} has no '{POLICY}' policy (it has {sorted(reports)}); evaluate the trained "
                          f"policy with python -m rlvjax.evaluate --workdir {run}")
@@ -69,7 +77,9 @@ def summarize(run: Path, eval_path: Path) -> dict:
             "verifier_accuracy": ver["verifier_accuracy"],
             "verifier_balanced_accuracy": ver["verifier_balanced_accuracy"], "verifier_auroc": ver["verifier_auroc"],
             "calibration_error": ver.get("calibration_error"),
-            "compute_efficiency_weighted_vs_majority": rep.get("compute_efficiency_weighted_vs_majority"),
+            "compute_efficiency_weighted_vs_majority": rep["compute_efficiency_weighted_vs_majority"]["ratio"],
+            "temperature": rep["temperature"], "ns": rep["ns"],
+            "curves": {s: [acc[s][str(n)] for n in rep["ns"]] for s in ("majority", "weighted")},
             "eval_json": str(eval_path)}
 
 
@@ -92,7 +102,25 @@ def collect(root) -> list[dict]:
     if missing:
         print(f"collect: warning: no eval.json in {', '.join(missing)} (failed or unfinished?); left out",
               file=sys.stderr)
-    return sorted(rows, key=lambda r: (r["lambda"], r["run"]))
+    return against_baseline(sorted(rows, key=lambda r: (r["lambda"], r["run"])))
+
+
+def against_baseline(rows: list[dict]) -> list[dict]:
+    """Adds the paper's comparison with the λ = 0 run (the first one, when the sweep has one) to every row: pass@1
+    minus λ0's, the weighted vote's lead over λ0's majority vote at K and on average over N = 1..K (log-spaced), and
+    the samples the weighted vote needs to reach λ0's best majority vote (``efficiency vs λ0``; None: never)."""
+    from rlvjax import testtime
+
+    base = next((r for r in rows if r["lambda"] == 0), None)
+    for r in rows:
+        same = base is not None and r["ns"] == base["ns"] and r["temperature"] == base["temperature"]
+        lead = [w - m for w, m in zip(r["curves"]["weighted"], base["curves"]["majority"])] if same else None
+        r.update({"pass@1_minus_lambda0": r["pass@1"] - base["pass@1"] if same else None,
+                  "weighted_minus_lambda0_majority": lead[-1] if same else None,
+                  "mean_lead_over_n": sum(lead) / len(lead) if same else None,
+                  "efficiency_vs_lambda0": (testtime.compute_efficiency(
+                      r["ns"], r["curves"]["weighted"], base["curves"]["majority"]).ratio or "never") if same else None})
+    return rows
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -154,6 +182,8 @@ def _json(value):
 
 
 def _cell(value) -> str:
+    if isinstance(value, str):
+        return value
     value = _float(value)
     return "n/a" if math.isnan(value) else f"{value:.3f}"
 

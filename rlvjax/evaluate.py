@@ -1,10 +1,11 @@
 """``python -m rlvjax.evaluate --workdir W [--policy final|warm_start] [--checkpoint N] [--data F] [--temperature T]
 --num_samples K``
 
-Samples a K-pool per problem with the fused verifier score (at the run's ``RunConfig.eval_temperature`` unless
+Samples a K-pool per problem with the fused verifier score (at the run's training temperature unless
 ``--temperature`` is given), grades it, and writes ``eval.json`` (pass@k, majority / best-of-N / weighted accuracy at
 N = 1, 2, 4, ..., K, verifier accuracy / AUROC / calibration, compute-efficiency of weighted over majority voting,
-accuracy by level, the temperature) and ``scaling.png``.
+accuracy by level, the temperature and the scoring conventions: ``--score``, ``--grouping``, ``--bon_unparseable``,
+``--bon_ties``, see ``testtime.Conventions``) and ``scaling.png``.
 """
 
 from __future__ import annotations
@@ -85,80 +86,149 @@ def calibration_error(p_yes: np.ndarray, correct: np.ndarray, bins: int = 10) ->
     return float(total)
 
 
-def report(pool: dict[str, np.ndarray], levels: list | None = None, *, num_subsets: int = 1000,
-           seed: int = 0) -> dict:
-    """Everything ``eval.json`` holds, from a graded pool. Scores are p(Yes) normalised over {Yes, No}."""
+def report(pool: dict[str, np.ndarray], levels: list | None = None, *, num_subsets: int = 1000, seed: int = 0,
+           conventions: testtime.Conventions = testtime.Conventions()) -> dict:
+    """Everything ``eval.json`` holds for one policy, from a graded pool, under ``conventions`` (recorded)."""
     correct = pool["correct"].astype(bool)
     p, k = correct.shape
     ns = [2 ** i for i in range(int(np.log2(k)) + 1)]
-    p_yes = 1.0 / (1.0 + np.exp(pool["no_logp"] - pool["yes_logp"]))
-    classes = np.stack([testtime.answer_classes(list(row)) for row in pool["answers"]])
-    curves = {s: testtime.scaling_curve(classes, p_yes, correct, ns, s, num_subsets, seed) for s in STRATEGIES}
+    score = conventions.scores(pool["yes_logp"], pool["no_logp"])
+    classes = np.stack([testtime.answer_classes(list(row), grouping=conventions.grouping) for row in pool["answers"]])
+    curves = {s: testtime.scaling_curve(classes, score, correct, ns, s, num_subsets, seed, conventions=conventions)
+              for s in STRATEGIES}
     pass_at = testtime.pass_at_k(np.full(p, k), correct.sum(1), np.asarray(ns)[:, None]).mean(axis=1)
     ver = diagnostics.verifier_stats(pool["yes_logp"].ravel(), pool["no_logp"].ravel(), correct.ravel())
     out = {
-        "num_problems": p, "num_samples": k, "ns": ns,
-        "pass@1": float(correct.mean()), "pass@k": dict(zip(map(str, ns), map(float, pass_at))),
+        "num_problems": p, "num_samples": k, "ns": ns, "conventions": dataclasses.asdict(conventions),
+        "pass@1": float(correct.mean()), "pass@1_ci95": testtime.bootstrap_ci(correct.mean(axis=1), seed=seed),
+        "pass@k": dict(zip(map(str, ns), map(float, pass_at))),
         "accuracy": {s: dict(zip(map(str, ns), map(float, c))) for s, c in curves.items()},
-        "verifier": {**ver, "within_problem_auroc": diagnostics.within_problem_auroc(p_yes, correct),
-                     "calibration_error": calibration_error(p_yes.ravel(), correct.ravel())},
-        "compute_efficiency_weighted_vs_majority": float(testtime.compute_efficiency(
-            ns, curves["weighted"], curves["majority"])),
+        "verifier": {**ver, "within_problem_auroc": diagnostics.within_problem_auroc(score, correct),
+                     "calibration_error": calibration_error(score.ravel(), correct.ravel())},
+        "compute_efficiency_weighted_vs_majority": testtime.compute_efficiency(
+            ns, curves["weighted"], curves["majority"]).as_dict(),
     }
     if levels is not None and any(level is not None for level in levels):
         by_level = {}
         for level in sorted({lv for lv in levels if lv is not None}):
             rows = np.asarray([lv == level for lv in levels])
-            weighted = testtime.scaling_curve(classes[rows], p_yes[rows], correct[rows], [k], "weighted",
-                                              num_subsets, seed)
+            weighted = testtime.scaling_curve(classes[rows], score[rows], correct[rows], [k], "weighted",
+                                              num_subsets, seed, conventions=conventions)
             by_level[str(level)] = {"problems": int(rows.sum()), "pass@1": float(correct[rows].mean()),
                                     f"weighted@{k}": float(weighted[0])}
         out["by_level"] = by_level
     return out
 
 
-def plot_scaling(reports: dict[str, dict], path) -> None:
-    """Accuracy vs N (log2 axis), one line per strategy, pass@k dashed; one panel per policy."""
+def compare(rlv: dict, baseline: dict, rlv_correct: np.ndarray, baseline_correct: np.ndarray, *,
+            seed: int = 0) -> dict:
+    """The paper's headline comparison of an RL^V policy with its lambda = 0 baseline on the same problems:
+    pass@1 of each and their paired difference with 95% bootstrap intervals over problems; how many samples RL^V's
+    weighted vote needs to reach the baseline's best majority vote (``efficiency``: the paper's 8-32x), and how
+    many it needs to reach RL^V's own (the same-policy ratio); the weighted-minus-majority lead at each N."""
+    ns = rlv["ns"][: len(baseline["ns"])]
+    curve = lambda rep, strategy: [rep["accuracy"][strategy][str(n)] for n in ns]
+    difference = rlv_correct.mean(axis=1) - baseline_correct.mean(axis=1)
+    return {
+        "pass@1": {"rlv": rlv["pass@1"], "lambda0": baseline["pass@1"], "difference": float(difference.mean()),
+                   "difference_ci95": testtime.bootstrap_ci(difference, seed=seed)},
+        "efficiency_vs_lambda0_majority": testtime.compute_efficiency(
+            ns, curve(rlv, "weighted"), curve(baseline, "majority")).as_dict(),
+        "efficiency_same_policy": rlv["compute_efficiency_weighted_vs_majority"],
+        "weighted_minus_lambda0_majority": {str(n): a - b for n, a, b in
+                                            zip(ns, curve(rlv, "weighted"), curve(baseline, "majority"))},
+    }
+
+
+def assemble(reports: dict[str, dict[str, dict]], correct: dict[str, dict[str, np.ndarray]], *,
+             train_temperature: float, headline_temperature: float, seed: int = 0) -> dict:
+    """What ``eval.json`` holds: ``reports[T][policy]`` per sampling temperature ``T`` (a key made by
+    :func:`temperature_key`), and, where both an RL^V policy ("final") and its baseline ("lambda0") were evaluated at
+    ``T``, ``comparison[T]`` (:func:`compare`; ``correct[T][policy]`` are their graded pools). The training and the
+    headline temperature are stated beside them, so no curve is read at a temperature it does not name."""
+    comparison = {t: compare(reps["final"], reps["lambda0"], correct[t]["final"], correct[t]["lambda0"], seed=seed)
+                  for t, reps in reports.items() if {"final", "lambda0"} <= set(reps)}
+    return {"train_temperature": train_temperature, "headline_temperature": headline_temperature,
+            "reports": reports, **({"comparison": comparison} if comparison else {})}
+
+
+def temperature_key(temperature: float) -> str:
+    return format(temperature, "g")
+
+
+COLORS = {"final": "tab:blue", "lambda0": "tab:orange", "warm_start": "tab:gray"}
+STYLES = {"weighted": "-", "majority": "--", "best_of_n": ":"}
+
+
+def plot_scaling(evaluation: dict, path) -> None:
+    """Accuracy vs N (log2 axis): one panel per temperature, every policy's majority / weighted / best-of-N curves
+    (colour: policy; line style: strategy)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(reports), figsize=(5 * len(reports), 4), squeeze=False, sharey=True)
-    for ax, (name, rep) in zip(axes[0], reports.items()):
-        ns = rep["ns"]
-        for strategy, values in rep["accuracy"].items():
-            ax.plot(ns, [values[str(n)] for n in ns], marker="o", label=strategy.replace("_", "-"))
-        ax.plot(ns, [rep["pass@k"][str(n)] for n in ns], "k--", label="pass@k")
+    reports = evaluation["reports"]
+    fig, axes = plt.subplots(1, len(reports), figsize=(6 * len(reports), 4.5), squeeze=False, sharey=True)
+    for ax, (t, policies) in zip(axes[0], reports.items()):
+        for name, rep in policies.items():
+            ns = rep["ns"]
+            for strategy, values in rep["accuracy"].items():
+                ax.plot(ns, [values[str(n)] for n in ns], STYLES.get(strategy, "-"), marker="o", markersize=3,
+                        color=COLORS.get(name), label=f"{name} {strategy.replace('_', '-')}")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("N (samples per problem)")
-        ax.set_title(f"{name} (T = {rep['temperature']:g})" if "temperature" in rep else name)
+        role = ["training" if float(t) == evaluation["train_temperature"] else "eval",
+                *(["headline"] if float(t) == evaluation["headline_temperature"] else [])]
+        ax.set_title(f"T = {t} ({', '.join(role)})")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy")
-    axes[0][0].legend()
+    axes[0][-1].legend(fontsize=7, ncol=len(next(iter(reports.values()))))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def summary_table(reports: dict[str, dict]) -> str:
-    """One small text table comparing policies at N = K (``within``: the verifier's within-problem AUROC; ``T``: the
-    sampling temperature)."""
+    """One small text table comparing policies at N = K (``within``: the verifier's within-problem AUROC;
+    ``eff.``: the weighted vote's efficiency over the same policy's majority vote)."""
     k = max(r["num_samples"] for r in reports.values())
-    head = f"{'policy':14s}{'pass@1':>8s}{'maj@' + str(k):>8s}{'BoN@' + str(k):>8s}{'wt@' + str(k):>8s}" \
-           f"{'ver.bal.acc':>12s}{'AUROC':>7s}{'within':>7s}{'eff.':>6s}{'T':>5s}"
+    head = f"{'policy':12s}{'pass@1':>8s}{'95% CI':>14s}{'maj@' + str(k):>8s}{'BoN@' + str(k):>8s}" \
+           f"{'wt@' + str(k):>8s}{'ver.bal.acc':>12s}{'AUROC':>7s}{'within':>7s}{'eff.':>7s}"
     lines = [head]
     for name, r in reports.items():
         acc, v = r["accuracy"], r["verifier"]
-        lines.append(f"{name:14s}{r['pass@1']:8.3f}{acc['majority'][str(k)]:8.3f}{acc['best_of_n'][str(k)]:8.3f}"
-                     f"{acc['weighted'][str(k)]:8.3f}{v['verifier_balanced_accuracy']:12.3f}"
-                     f"{v['verifier_auroc']:7.3f}{v['within_problem_auroc']:7.3f}"
-                     f"{r['compute_efficiency_weighted_vs_majority']:6.2f}{r.get('temperature', float('nan')):5.2g}")
+        ratio = r["compute_efficiency_weighted_vs_majority"]["ratio"]
+        low, high = r["pass@1_ci95"]
+        lines.append(f"{name:12s}{r['pass@1']:8.3f}{f'{low:.3f}-{high:.3f}':>14s}{acc['majority'][str(k)]:8.3f}"
+                     f"{acc['best_of_n'][str(k)]:8.3f}{acc['weighted'][str(k)]:8.3f}"
+                     f"{v['verifier_balanced_accuracy']:12.3f}{v['verifier_auroc']:7.3f}{v['within_problem_auroc']:7.3f}"
+                     f"{'never' if ratio is None else f'{ratio:.2f}':>7s}")
     return "\n".join(lines)
 
 
+def summary(evaluation: dict) -> str:
+    """The printed end-of-run report: a table per temperature (headline first) and the RL^V-vs-lambda0 lines."""
+    parts = []
+    for t, reports in sorted(evaluation["reports"].items(),
+                             key=lambda item: float(item[0]) != evaluation["headline_temperature"]):
+        role = ["training" if float(t) == evaluation["train_temperature"] else "eval",
+                *(["headline"] if float(t) == evaluation["headline_temperature"] else [])]
+        parts.append(f"T = {t} ({', '.join(role)} temperature)\n{summary_table(reports)}")
+        cmp = evaluation.get("comparison", {}).get(t)
+        if cmp:
+            p1 = cmp["pass@1"]
+            low, high = p1["difference_ci95"]
+            eff = testtime.Efficiency(**{k: v for k, v in cmp["efficiency_vs_lambda0_majority"].items()
+                                         if k != "ratio"})
+            parts.append(f"RL^V - lambda0 pass@1: {p1['difference']:+.3f} (95% CI {low:+.3f} to {high:+.3f})\n"
+                         f"RL^V weighted vote vs lambda0 majority vote: {eff.describe()}")
+    return "\n\n".join(parts)
+
+
 def evaluate_policy(model, tokenizer, records: list[dict], rl: steps.RLConfig, mesh, *, num_samples: int,
-                    seed: int = 0, temperature: float | None = None) -> tuple[dict, dict]:
+                    seed: int = 0, temperature: float | None = None,
+                    conventions: testtime.Conventions = testtime.Conventions()) -> tuple[dict, dict]:
     """``(report, pool)`` of one policy on ``records``, sampled with the run's sampling settings at ``temperature``
     (None: ``rl.temperature``); the report records the temperature."""
     from flax import nnx
@@ -168,17 +238,18 @@ def evaluate_policy(model, tokenizer, records: list[dict], rl: steps.RLConfig, m
     temperature = rl.temperature if temperature is None else temperature
     pool = sample_pool(statics, nnx.to_pure_dict(params), tokenizer, records, mesh, num_samples=num_samples,
                        seed=seed, temperature=temperature)
-    return {"temperature": temperature, **report(pool, [r.get("level") for r in records], seed=seed)}, pool
+    rep = report(pool, [r.get("level") for r in records], seed=seed, conventions=conventions)
+    return {"temperature": temperature, **rep}, pool
 
 
-def write_report(reports: dict[str, dict], out_dir) -> tuple[Path, Path]:
+def write_report(evaluation: dict, out_dir) -> tuple[Path, Path]:
     """``eval.json`` and ``scaling.png`` in ``out_dir``; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out_dir / "eval.json", out_dir / "scaling.png"
     tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(reports, indent=2))
-    plot_scaling(reports, png_path)
+    tmp.write_text(json.dumps(evaluation, indent=2))
+    plot_scaling(evaluation, png_path)
     tmp.replace(json_path)
     return json_path, png_path
 
@@ -236,11 +307,15 @@ def main(argv):
     else:
         records = experiment.build_records(_from_stored(experiment.TaskSpec, stored["task"]), tokenizer)[1]
     mesh = parallel.make_mesh(parallel.MeshConfig())
-    temperature = f.temperature if f.temperature is not None else stored["run"].get("eval_temperature")
+    temperature = f.temperature or rl.temperature  # the headline temperature unless asked otherwise
+    conventions = testtime.Conventions(score=f.score, grouping=f.grouping, unparseable=f.bon_unparseable,
+                                       ties=f.bon_ties)
     rep, _ = evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=f.num_samples, seed=f.seed,
-                             temperature=temperature)
-    json_path, png_path = write_report({name: rep}, Path(f.out or workdir / "eval" / name))
-    print(summary_table({name: rep}))
+                             temperature=temperature, conventions=conventions)
+    evaluation = assemble({temperature_key(temperature): {name: rep}}, {}, train_temperature=rl.temperature,
+                          headline_temperature=temperature)
+    json_path, png_path = write_report(evaluation, Path(f.out or workdir / "eval" / name))
+    print(summary(evaluation))
     print(f"report: {json_path}\nplot:   {png_path}")
 
 
@@ -253,9 +328,18 @@ if __name__ == "__main__":
     flags.DEFINE_string("data", None, "problems to evaluate on (jsonl/parquet/datasets id); default: the run's task")
     flags.DEFINE_integer("num_samples", 16, "K: samples per problem (a power of two)")
     flags.DEFINE_integer("seed", 0, "sampling seed")
-    flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's RunConfig.eval_temperature, "
-                       "else its RL temperature)")
+    flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's training temperature, the "
+                       "headline)")
     flags.DEFINE_string("out", None, "output directory (default: WORKDIR/eval/POLICY)")
+    conventions = testtime.Conventions  # each flag's default is the class's (see its docstring)
+    flags.DEFINE_enum("score", conventions.score, ["normalized", "raw"], "verifier score: p(Yes) normalised over "
+                      "{Yes, No}, or raw p(Yes)")
+    flags.DEFINE_enum("grouping", conventions.grouping, ["math", "string"], "answers grouped by math equivalence or "
+                      "by identical strings")
+    flags.DEFINE_enum("bon_unparseable", conventions.unparseable, ["last", "rank"], "best-of-N: unparseable answers "
+                      "rank last, or by their score like any other")
+    flags.DEFINE_enum("bon_ties", conventions.ties, ["random", "first"], "best-of-N: score ties broken at random "
+                      "(expected accuracy) or by pool order")
     from rlvjax import cli
 
     app.run(cli.run_main("rlvjax.evaluate", main))

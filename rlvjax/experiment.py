@@ -76,8 +76,16 @@ class TaskSpec:
     # Longest prompt in tokens: longer ones are dropped (counted, logged), as verl's filter_overlong_prompts does.
     # It bounds the compiled prompt widths and is the prompt width of the memory plan and of --dry_run without data.
     max_prompt_tokens: int | None = None
+    # Which held-out problems the evals use: "test" (the report's) or "validation" (arithmetic only: the next
+    # num_eval held-out problems after the test ones, disjoint from them; choose settings here, report on "test").
+    eval_split: str = "test"
 
     def __post_init__(self):
+        if self.eval_split not in ("test", "validation"):
+            raise ValueError(f"TaskSpec.eval_split={self.eval_split!r}: use 'test' or 'validation'")
+        if self.eval_split == "validation" and self.name != "arithmetic":
+            raise ValueError(f"TaskSpec.eval_split='validation' is built for the arithmetic task only; for "
+                             f"{self.name!r} point TaskSpec.eval_file at a validation file")
         if self.max_prompt_tokens is not None and not (isinstance(self.max_prompt_tokens, int)
                                                        and self.max_prompt_tokens >= 1):
             raise ValueError(f"TaskSpec.max_prompt_tokens={self.max_prompt_tokens!r} must be a whole number >= 1 "
@@ -97,7 +105,14 @@ class RunConfig:
     eval_samples: int = 4  # samples per eval problem for the periodic eval
     export_final: bool = True  # write the trained policy as an HF directory (workdir/final) at the end
     final_eval_samples: int = 0  # K > 0: the CLI evaluates warm start and trained policy at the end (eval.json, PNG)
-    eval_temperature: float | None = None  # test-time sampling temperature of every eval (None: RLConfig.temperature)
+    # The end-of-run report samples at the training temperature (the headline: the distribution RL and the verifier
+    # were trained on, fixed before any result is seen) and, if set and different, at this one too, side by side.
+    # The periodic eval uses this one (None: RLConfig.temperature).
+    eval_temperature: float | None = None
+    # Also train lambda_verify = 0 from the same warm start, seed and number of steps (WORKDIR/baseline_lambda0), and
+    # report RL^V against it as the paper does: pass@1 of both, and the samples RL^V's weighted vote needs to match
+    # the baseline's majority vote.
+    baseline: bool = False
     compilation_cache_dir: str | None = "~/.cache/rlvjax/jax"  # XLA's persistent compilation cache (None: off)
 
 
@@ -206,7 +221,8 @@ def build_records(task: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:
 def _task_records(task: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:
     if task.name == "arithmetic":
         train = arithmetic.generate(task.seed, task.num_train, task.levels, max_value=task.max_value)
-        evals = arithmetic.eval_set(task.num_eval, levels=task.levels, max_value=task.max_value)
+        held_out = task.num_eval * (2 if task.eval_split == "validation" else 1)
+        evals = arithmetic.eval_set(held_out, levels=task.levels, max_value=task.max_value)[-task.num_eval:]
         return arithmetic.records(train), arithmetic.records(evals)
     if task.name == "digit":
         return (arithmetic.digit_records(task.seed, task.num_train),

@@ -7,17 +7,57 @@ subsets never regrade. `answer_classes` numbers classes by first occurrence, so 
 go to the lowest class id = the answer that appears earliest in the list**. Curves instead average over tie-breaks
 (see scaling_curve): a fixed pool order must not bias a mean over random subsets.
 
+The choices that papers make differently are named options of :class:`Conventions` (defaults first; the RL^V
+authors' evaluation uses the second of each), and ``eval.json`` records which were used.
+
 Pure numpy; the grader (`rlvjax.rewards.math`) is only touched when grouping strings.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
+import gin
 import numpy as np
 
 STRATEGIES = ("majority", "best_of_n", "weighted", "pass_at_k")
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class Conventions:
+    """How a sampled pool becomes scores, answer classes and best-of-N picks.
+
+    score: "normalized" -- p(Yes) / (p(Yes) + p(No)), the verifier's decision between its two answers; "raw" --
+      p(Yes) over the whole vocabulary, as the RL^V authors' evaluation reads it.
+    grouping: "math" -- answers are one class when math-verify finds them equivalent ("1/2" and "0.5"); "string" --
+      identical answer strings (surrounding whitespace aside) only, as the authors group them.
+    unparseable: best-of-N with a sample whose answer cannot be parsed: "last" -- it ranks below every parseable one
+      (chosen only when nothing else is); "rank" -- it ranks by its score like any other and, when picked, is wrong.
+    ties: best-of-N with equal top scores: "random" -- the expected accuracy over uniformly random tie-breaks;
+      "first" -- the earliest sample of the pool (an argmax over the pool order). Votes always count a tie of
+      classes as a uniformly random pick among them.
+    """
+
+    score: str = "normalized"
+    grouping: str = "math"
+    unparseable: str = "last"
+    ties: str = "random"
+
+    def __post_init__(self):
+        for name, allowed in (("score", ("normalized", "raw")), ("grouping", ("math", "string")),
+                              ("unparseable", ("last", "rank")), ("ties", ("random", "first"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"Conventions.{name}={getattr(self, name)!r}: use one of {allowed}")
+
+    def scores(self, yes_logp, no_logp) -> np.ndarray:
+        """Verifier scores in [0, 1] from the log-probabilities of the Yes and No tokens."""
+        yes_logp, no_logp = np.asarray(yes_logp, np.float64), np.asarray(no_logp, np.float64)
+        if self.score == "raw":
+            return np.exp(yes_logp)
+        return 1.0 / (1.0 + np.exp(no_logp - yes_logp))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -32,13 +72,19 @@ def _find(parent: list[int], i: int) -> int:
     return i
 
 
-def answer_classes(answers: Sequence[str | None], equivalent: Callable[[str, str], bool] | None = None) -> np.ndarray:
+def answer_classes(answers: Sequence[str | None], equivalent: Callable[[str, str], bool] | None = None,
+                   grouping: str = "math") -> np.ndarray:
     """int[len(answers)] class ids numbered by first occurrence (0, 1, ...), -1 for None (unparseable).
 
-    Equal normalised strings share a class for free; distinct keys are then merged (transitively) when
-    `equivalent(a, b)` holds. The default asks the math-verify grader for all key pairs in one batch.
+    grouping "math": equal normalised strings share a class for free; distinct keys are then merged (transitively)
+    when `equivalent(a, b)` holds. The default asks the math-verify grader for all key pairs in one batch.
+    grouping "string": identical strings (surrounding whitespace aside) share a class, nothing else does.
     """
     from rlvjax.rewards.math import equivalent_batch, normalize_answer
+
+    if grouping == "string":
+        seen: dict[str, int] = {}
+        return np.array([-1 if a is None else seen.setdefault(a.strip(), len(seen)) for a in answers], dtype=np.int64)
 
     keys: dict[str, int] = {}
     reps: list[str] = []
@@ -76,13 +122,13 @@ def _renumber(ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def _as_classes(answers, equivalent) -> np.ndarray:
+def _as_classes(answers, equivalent, grouping: str = "math") -> np.ndarray:
     """Integer class ids are used as given; anything else is grouped with answer_classes."""
     if isinstance(answers, np.ndarray) and np.issubdtype(answers.dtype, np.integer):
         return answers.astype(np.int64)
     if len(answers) and all(isinstance(a, (int, np.integer)) for a in answers):
         return np.asarray(answers, dtype=np.int64)
-    return answer_classes(list(answers), equivalent)
+    return answer_classes(list(answers), equivalent, grouping)
 
 
 def _representative(answers, classes: np.ndarray, winner: int):
@@ -120,15 +166,16 @@ def weighted_vote(answers, scores, equivalent=None):
     return _representative(answers, classes, _vote(classes, np.asarray(scores, dtype=np.float64)))
 
 
-def best_of_n(answers, scores):
-    """The answer with the highest verifier score among parseable answers; ties -> earliest index.
-
-    Only parseability matters here, so no grouping (and no grading) is done."""
+def best_of_n(answers, scores, unparseable: str = "last"):
+    """The answer with the highest verifier score; ties -> earliest index. With ``unparseable="last"`` unparseable
+    answers are skipped unless nothing else is there; with ``"rank"`` they compete on their score (and a picked
+    one is returned as None). Only parseability matters here, so no grouping (and no grading) is done."""
     parseable = np.array([a is not None and not (isinstance(a, (int, np.integer)) and a < 0) for a in answers])
     if not parseable.any():
         return None
-    masked = np.where(parseable, np.asarray(scores, dtype=np.float64), -np.inf)
-    return answers[int(np.argmax(masked))]
+    scores = np.asarray(scores, dtype=np.float64)
+    best = int(np.argmax(scores if unparseable == "rank" else np.where(parseable, scores, -np.inf)))
+    return answers[best] if parseable[best] else None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -145,18 +192,22 @@ def pass_at_k(num_samples, num_correct, k) -> np.ndarray:
     return one(n.astype(object), c.astype(object), kk.astype(object))
 
 
-def best_of_n_expected(scores: np.ndarray, correct: np.ndarray, parseable: np.ndarray, n: int) -> float:
+def best_of_n_expected(scores: np.ndarray, correct: np.ndarray, parseable: np.ndarray, n: int, *,
+                       unparseable: str = "last", ties: str = "random") -> float:
     """Exact mean BoN accuracy over all size-n subsets of one pool: sort by score descending, then
-    sum_i c_(i) C(K-i-1, n-1) / C(K, n). Score ties are broken uniformly at random, i.e. each tied block's
-    correctness is replaced by its mean (exactly the expectation over random tie orders). Unparseable samples rank
-    last and count as incorrect, so they are chosen only when a subset has nothing else (answer None)."""
+    sum_i c_(i) C(K-i-1, n-1) / C(K, n). ``ties="random"``: each tied block's correctness is replaced by its mean
+    (exactly the expectation over random tie orders); ``"first"``: ties keep the pool order. Unparseable samples
+    count as incorrect; with ``unparseable="last"`` they rank below all others, with ``"rank"`` by their score."""
     k = len(scores)
-    s = np.where(parseable, np.asarray(scores, dtype=np.float64), -np.inf)
+    s = np.asarray(scores, dtype=np.float64)
+    if unparseable == "last":
+        s = np.where(parseable, s, -np.inf)
     c = np.where(parseable, np.asarray(correct, dtype=np.float64), 0.0)
     order = np.argsort(-s, kind="stable")
     s, c = s[order], c[order]
-    _, block, counts = np.unique(s, return_inverse=True, return_counts=True)
-    c = np.bincount(block, weights=c)[block] / counts[block]
+    if ties == "random":
+        _, block, counts = np.unique(s, return_inverse=True, return_counts=True)
+        c = np.bincount(block, weights=c)[block] / counts[block]
     weights = np.array([math.comb(k - i - 1, n - 1) for i in range(k)], dtype=object) / math.comb(k, n)
     return float(np.dot(c, weights.astype(np.float64)))
 
@@ -194,7 +245,8 @@ def _vote_curve(classes, weights, correct, ns, num_subsets, rng) -> np.ndarray:
                      for n in ns])
 
 
-def scaling_curve(answers, scores, correct, ns, strategy: str, num_subsets: int = 1000, seed: int = 0) -> np.ndarray:
+def scaling_curve(answers, scores, correct, ns, strategy: str, num_subsets: int = 1000, seed: int = 0, *,
+                  conventions: Conventions = Conventions()) -> np.ndarray:
     """Accuracy at each N in ns: mean over P problems of the mean over size-N subsets of the K-sample pool.
 
     answers: [P, K] answers (str or None) or, better, precomputed int class ids (-1 = unparseable; see
@@ -202,7 +254,8 @@ def scaling_curve(answers, scores, correct, ns, strategy: str, num_subsets: int 
       correct: [P, K] bool grades.
     strategy: "majority" / "weighted" average over `num_subsets` random subsets (rng = default_rng(seed), one
       random_subsets draw per problem in order, shared across N); "best_of_n" uses the exact closed form over all
-      subsets (best_of_n_expected); "pass_at_k" the unbiased estimator. Both exact forms ignore num_subsets/seed.
+      subsets (best_of_n_expected, with ``conventions.unparseable`` / ``.ties``); "pass_at_k" the unbiased
+      estimator. Both exact forms ignore num_subsets/seed. String answers are grouped by ``conventions.grouping``.
     Like BoN, a vote tie inside a subset counts the expected grade under a uniformly random tie-break (the mean
     over the tied classes; for majority this equals taking the tied answer seen first in the random subset order).
     A winning class scores the mean grade of its members; a subset with no parseable answer scores 0. Grouping string answers
@@ -218,10 +271,12 @@ def scaling_curve(answers, scores, correct, ns, strategy: str, num_subsets: int 
     if strategy == "pass_at_k":
         num_correct = correct.sum(axis=1).astype(np.int64)
         return np.array([pass_at_k(k, num_correct, n).mean() for n in ns])
-    classes = np.stack([_as_classes(row, None) for row in answers]) if len(answers) else np.zeros((0, k), int)
+    classes = (np.stack([_as_classes(row, None, conventions.grouping) for row in answers]) if len(answers)
+               else np.zeros((0, k), int))
     scores = np.ones_like(correct) if scores is None else np.asarray(scores, dtype=np.float64)
     if strategy == "best_of_n":
-        per_problem = [[best_of_n_expected(scores[p], correct[p], classes[p] >= 0, n) for n in ns]
+        per_problem = [[best_of_n_expected(scores[p], correct[p], classes[p] >= 0, n,
+                                           unparseable=conventions.unparseable, ties=conventions.ties) for n in ns]
                        for p in range(num_problems)]
         return np.mean(np.array(per_problem), axis=0)
     rng = np.random.default_rng(seed)
@@ -230,25 +285,61 @@ def scaling_curve(answers, scores, correct, ns, strategy: str, num_subsets: int 
     return np.mean(np.array(per_problem), axis=0)
 
 
-def compute_efficiency(ns, curve_a, curve_b) -> float:
-    """How many times fewer samples strategy A needs to reach B's best accuracy: N_B / N_A.
+@dataclasses.dataclass(frozen=True)
+class Efficiency:
+    """How many samples strategy A needs to reach strategy B's best accuracy (the paper's "N x fewer samples").
 
-    N_B is the smallest N in ns where B attains its maximum; N_A is where A first reaches that accuracy,
-    interpolated linearly in log2 N between the two bracketing points of ns. If A already reaches it at ns[0], N_A
-    = ns[0] (no extrapolation: the ratio is then a lower bound). If A never reaches it within ns, returns nan.
+    target: B's best accuracy over the ns; n_target: the smallest N where B attains it; n_needed: where A first
+    reaches it, interpolated linearly in log2 N between the bracketing ns, or None when A never does within the ns;
+    lower_bound: A is there already at ns[0] (no extrapolation below it), so the true ratio is at least ``ratio``.
     """
+
+    target: float
+    n_target: int
+    n_needed: float | None
+    lower_bound: bool
+
+    @property
+    def ratio(self) -> float | None:
+        """n_target / n_needed; None when never matched."""
+        return None if self.n_needed is None else self.n_target / self.n_needed
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "ratio": self.ratio}
+
+    def describe(self) -> str:
+        if self.ratio is None:
+            return f"never matched within N <= the pool (target {self.target:.3f} at N = {self.n_target})"
+        bound = ">= " if self.lower_bound else ""
+        return (f"{bound}{self.ratio:.2f}x fewer samples (N = {self.n_needed:.3g} vs {self.n_target} for "
+                f"{self.target:.3f})")
+
+
+def compute_efficiency(ns, curve_a, curve_b) -> Efficiency:
+    """The :class:`Efficiency` of curve A against curve B (accuracies at the strictly increasing ``ns``)."""
     ns = np.asarray(ns, dtype=np.float64)
     a, b = np.asarray(curve_a, dtype=np.float64), np.asarray(curve_b, dtype=np.float64)
     if not np.all(np.diff(ns) > 0):
         raise ValueError("ns must be strictly increasing")
-    target = b.max()
-    n_b = ns[int(np.argmax(b))]
+    target, n_target = float(b.max()), int(ns[int(np.argmax(b))])
     reached = np.nonzero(a >= target)[0]
     if reached.size == 0:
-        return float("nan")
+        return Efficiency(target, n_target, None, False)
     j = int(reached[0])
     if j == 0:
-        return float(n_b / ns[0])
+        return Efficiency(target, n_target, float(ns[0]), True)
     x0, x1 = np.log2(ns[j - 1]), np.log2(ns[j])
     frac = (target - a[j - 1]) / (a[j] - a[j - 1])
-    return float(n_b / 2.0 ** (x0 + frac * (x1 - x0)))
+    return Efficiency(target, n_target, float(2.0 ** (x0 + frac * (x1 - x0))), False)
+
+
+def bootstrap_ci(values, *, level: float = 0.95, num_resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (one per problem: problems are resampled with
+    replacement). For a paired comparison of two policies on the same problems, pass the per-problem differences."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError("bootstrap_ci needs a non-empty 1-D array of per-problem values")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, (num_resamples, values.size))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)

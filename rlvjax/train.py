@@ -1,7 +1,8 @@
-"""``python -m rlvjax.train [--gin_file F ...] [--gin_param 'k=v' ...] [--workdir D] [--resume] [--compare_baseline]``
+"""``python -m rlvjax.train [--gin_file F ...] [--gin_param 'k=v' ...] [--workdir D] [--resume] [--dry_run]``
 
 The RL^V iteration, top to bottom: sample -> grade -> advantages -> update (L_RL + lambda * L_V) -> log ->
-checkpoint -> periodic eval; then the warm-start-vs-trained report. Everything configurable is a gin-bound
+checkpoint -> periodic eval; then (``RunConfig.baseline``) the same for lambda = 0 from the same warm start; then the
+report: warm start, RL^V and its baseline at the training temperature (and ``RunConfig.eval_temperature``). Everything configurable is a gin-bound
 dataclass (see ``experiment.py``, ``rl/steps.py``, ``parallel.py``); with no flags this runs
 ``configs/default.gin`` on the CPU.
 """
@@ -23,7 +24,7 @@ from absl import app, flags, logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from rlvjax import cli, evaluate, experiment, memory, parallel, sampling, sft
+from rlvjax import cli, evaluate, experiment, memory, parallel, sampling, sft, testtime
 from rlvjax.checkpoint import ARCHITECTURE_KEYS, Checkpointer, check_config, check_free_space
 from rlvjax.data import pipeline
 from rlvjax.metrics import MetricsWriter
@@ -39,7 +40,6 @@ flags.DEFINE_multi_string("gin_file", None, "gin config files (default: configs/
 flags.DEFINE_multi_string("gin_param", [], "gin bindings, e.g. 'RLConfig.lambda_verify = 0.5'")
 flags.DEFINE_string("workdir", "runs/default", "where checkpoints, metrics.jsonl, TensorBoard logs and reports go")
 flags.DEFINE_bool("resume", False, "continue from the latest checkpoint in --workdir")
-flags.DEFINE_bool("compare_baseline", False, "also train lambda_verify = 0 from the same warm start and report it")
 flags.DEFINE_bool("dry_run", False, "plan and compile the run's steps for its mesh without weights or data (fakes the "
                   "devices on a CPU host), print the memory plan beside XLA's compiled memory, and exit non-zero if "
                   "either exceeds the device budget; writes nothing")
@@ -279,29 +279,38 @@ def agree(flag: bool) -> bool:
 
 
 def final_report(workdir, policies: dict[str, Path], *, num_samples: int, seed: int,
-                 temperature: float | None = None) -> dict:
-    """Evaluate HF policy directories on the configured task's eval set; write eval.json + scaling.png, print."""
+                 temperatures: tuple[float, ...]) -> dict:
+    """Evaluate HF policy directories on the configured task's eval set at each temperature (the first is the
+    training temperature, the headline); write eval.json + scaling.png, print the summary."""
     rl, mesh = steps.RLConfig(), parallel.make_mesh(parallel.MeshConfig())
-    reports = {}
+    conventions = testtime.Conventions()
+    reports, correct = {}, {}
     for name, path in policies.items():
         model, tokenizer = load_hf(path)
         records = experiment.build_records(experiment.TaskSpec(), tokenizer)[1]
-        reports[name] = evaluate.evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=num_samples,
-                                                 seed=seed, temperature=temperature)[0]
+        for t in temperatures:
+            key = evaluate.temperature_key(t)
+            rep, pool = evaluate.evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=num_samples,
+                                                 seed=seed, temperature=t, conventions=conventions)
+            reports.setdefault(key, {})[name] = rep
+            correct.setdefault(key, {})[name] = pool["correct"]
+    evaluation = evaluate.assemble(reports, correct, train_temperature=rl.temperature,
+                                   headline_temperature=temperatures[0], seed=seed)
     if jax.process_index() == 0:
-        json_path, png_path = evaluate.write_report(reports, workdir)
-        print(evaluate.summary_table(reports))
+        json_path, png_path = evaluate.write_report(evaluation, workdir)
+        print(evaluate.summary(evaluation))
         print(f"report: {json_path}\nplot:   {png_path}")
-    return reports
+    return evaluation
 
 
-def run_and_report(workdir, *, resume: bool = False, compare_baseline: bool = False) -> dict | None:
-    """Train; optionally train the lambda = 0 baseline from the same warm start; then the end-of-run report."""
+def run_and_report(workdir, *, resume: bool = False) -> dict | None:
+    """Train; with ``RunConfig.baseline`` also train the lambda = 0 baseline from the same warm start; then the
+    end-of-run report."""
     workdir = Path(workdir)
     train(str(workdir), resume=resume)
-    run = experiment.RunConfig()
+    run, rl = experiment.RunConfig(), steps.RLConfig()
     policies = {name: workdir / name for name in ("warm_start", "final") if (workdir / name).exists()}
-    if compare_baseline:
+    if run.baseline:
         baseline = workdir / "baseline_lambda0"
         with gin.unlock_config():
             gin.bind_parameter("RLConfig.lambda_verify", 0.0)
@@ -312,12 +321,12 @@ def run_and_report(workdir, *, resume: bool = False, compare_baseline: bool = Fa
         policies["lambda0"] = baseline / "final"
     if not (run.final_eval_samples and run.export_final):
         return None
+    temperatures = tuple(dict.fromkeys([rl.temperature, run.eval_temperature or rl.temperature]))
     return final_report(workdir, policies, num_samples=run.final_eval_samples, seed=run.seed,
-                        temperature=run.eval_temperature)
+                        temperatures=temperatures)
 
 
-def launch(gin_files, gin_params, workdir, *, resume: bool = False, compare_baseline: bool = False,
-           dry_run: bool = False):
+def launch(gin_files, gin_params, workdir, *, resume: bool = False, dry_run: bool = False):
     """What the CLI does once its flags are parsed (tests call it in-process, wrapped in ``cli.run_main``)."""
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress bar says enough
     cli.parse_gin(gin_files or [str(CONFIGS / "default.gin")], gin_params)
@@ -325,14 +334,13 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, compare_base
         from rlvjax import dry_run as dry_run_lib
 
         return dry_run_lib.run(echo=True)
-    return run_and_report(workdir, resume=resume, compare_baseline=compare_baseline)
+    return run_and_report(workdir, resume=resume)
 
 
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected argument {argv[1]!r}; gin files go after --gin_file")
-    launch(FLAGS.gin_file, FLAGS.gin_param, FLAGS.workdir, resume=FLAGS.resume, compare_baseline=FLAGS.compare_baseline,
-           dry_run=FLAGS.dry_run)
+    launch(FLAGS.gin_file, FLAGS.gin_param, FLAGS.workdir, resume=FLAGS.resume, dry_run=FLAGS.dry_run)
 
 
 if __name__ == "__main__":

@@ -126,6 +126,22 @@ def test_train_and_eval_are_disjoint():
     assert 0.2 < share < 0.3  # EVAL_FRACTION = 0.25
 
 
+def test_validation_split_is_disjoint_from_test_and_train(tok):
+    from rlvjax import experiment
+
+    task = dict(levels=(2, 3, 4), max_value=9, num_train=2000, num_eval=96)
+    train, test = experiment.build_records(experiment.TaskSpec(**task), tok)
+    _, validation = experiment.build_records(experiment.TaskSpec(**task, eval_split="validation"), tok)
+    prompts = lambda records: {r["prompt"] for r in records}  # noqa: E731
+    assert len(validation) == len(test) == 96 and len(prompts(validation)) == 96
+    assert not prompts(validation) & prompts(test) and not prompts(validation) & prompts(train)
+    assert test == arithmetic.records(eval_set(96, levels=(2, 3, 4), max_value=9))  # the test set did not move
+    with pytest.raises(ValueError, match="eval_split='validation' is built for the arithmetic task only"):
+        experiment.TaskSpec(name="digit", eval_split="validation")
+    with pytest.raises(ValueError, match="TaskSpec.eval_split='dev': use 'test' or 'validation'"):
+        experiment.TaskSpec(eval_split="dev")
+
+
 def test_records_format():
     recs = records(eval_set(8))
     assert all(set(r) == {"prompt", "gold", "level", "id"} for r in recs)

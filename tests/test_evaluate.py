@@ -9,7 +9,7 @@ import gin
 import numpy as np
 import pytest
 
-from rlvjax import evaluate, train
+from rlvjax import evaluate, testtime, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,34 +40,75 @@ def test_report_by_hand():
     assert rep["verifier"]["within_problem_auroc"] == 0.0
 
 
+def test_compare_and_assemble_by_hand():
+    # Two problems, K = 4. RL^V: problem 0 answers 5,5,7,7 (5 right) with the verifier on the 5s; problem 1 all 3s,
+    # right. Baseline: problem 0 all 7s (wrong); problem 1 answers 3,3,3,4 (3 right).
+    def pool(answers, correct, p_yes):
+        yes = np.log(np.asarray(p_yes, float))
+        return {"answers": np.array(answers, dtype=object), "correct": np.array(correct, bool), "yes_logp": yes,
+                "no_logp": np.log(1 - np.exp(yes))}
+
+    rlv = pool([["5", "5", "7", "7"], ["3"] * 4], [[1, 1, 0, 0], [1] * 4], [[0.9, 0.9, 0.2, 0.2], [0.8] * 4])
+    base = pool([["7"] * 4, ["3", "3", "3", "4"]], [[0] * 4, [1, 1, 1, 0]], [[0.5] * 4] * 2)
+    reports = {"final": evaluate.report(rlv, num_subsets=4000), "lambda0": evaluate.report(base, num_subsets=4000)}
+    evaluation = evaluate.assemble({"1.5": reports}, {"1.5": {"final": rlv["correct"], "lambda0": base["correct"]}},
+                                   train_temperature=1.5, headline_temperature=1.5)
+    assert evaluation["train_temperature"] == evaluation["headline_temperature"] == 1.5
+    cmp = evaluation["comparison"]["1.5"]
+    # pass@1: RL^V (2/4 + 4/4) / 2 = 0.75, baseline (0 + 3/4) / 2 = 0.375; per-problem differences 0.5 and 0.25.
+    assert cmp["pass@1"]["rlv"] == 0.75 and cmp["pass@1"]["lambda0"] == 0.375
+    assert cmp["pass@1"]["difference"] == pytest.approx(0.375) and cmp["pass@1"]["difference_ci95"] == (0.25, 0.5)
+    # Baseline majority: N = 1 and 2 -> (0 + 3/4) / 2 = 0.375; N = 4 -> (0 + 1) / 2 = 0.5, its best. RL^V's weighted
+    # vote at N = 1 is its pass@1, 0.75 >= 0.5: matched at once, 4 samples vs 1 (a lower bound).
+    eff = cmp["efficiency_vs_lambda0_majority"]
+    assert eff["target"] == 0.5 and eff["n_target"] == 4
+    assert eff["n_needed"] == 1 and eff["lower_bound"] and eff["ratio"] == 4
+    # RL^V's weighted vote at N = 4: problem 0 picks 5 (1.8 vs 0.4), problem 1 is right: 1.0; baseline majority 0.5.
+    assert cmp["weighted_minus_lambda0_majority"]["4"] == 0.5
+    assert cmp["efficiency_same_policy"] == reports["final"]["compute_efficiency_weighted_vs_majority"]
+    text = evaluate.summary(evaluation)
+    assert "T = 1.5 (training, headline temperature)" in text
+    assert "RL^V - lambda0 pass@1: +0.375 (95% CI +0.250 to +0.500)" in text
+    assert "RL^V weighted vote vs lambda0 majority vote: >= 4.00x fewer samples (N = 1 vs 4 for 0.500)" in text
+    # Swapped, the baseline's weighted vote (at most 0.5) never reaches RL^V's majority (0.75): reported as such.
+    swapped = evaluate.compare(reports["lambda0"], reports["final"], base["correct"], rlv["correct"])
+    assert swapped["efficiency_vs_lambda0_majority"]["ratio"] is None
+    # Raw p(Yes) is recorded when asked for.
+    assert evaluate.report(rlv, conventions=testtime.Conventions(score="raw"))["conventions"]["score"] == "raw"
+
+
 def test_evaluate_cli_on_a_trained_run(tmp_path):
     gin.clear_config()
     gin.parse_config_files_and_bindings([str(REPO / "configs" / "digit_smoke.gin")], [
         "WarmStartConfig.num_steps = 150", "RunConfig.num_steps = 4", "RunConfig.eval_every = 0",
-        "RunConfig.checkpoint_every = 2", "RunConfig.final_eval_samples = 4"])
+        "RunConfig.checkpoint_every = 2", "RunConfig.final_eval_samples = 4", "RunConfig.baseline = True",
+        "RunConfig.eval_temperature = 1.0"])
     try:
-        train.run_and_report(tmp_path, compare_baseline=True)
+        train.run_and_report(tmp_path)
     finally:
         gin.clear_config()
     end_report = json.loads((tmp_path / "eval.json").read_text())
-    assert set(end_report) == {"warm_start", "final", "lambda0"}
+    # digit_smoke trains at T = 2; evaluated at 1 too, the training temperature stays the headline.
+    assert end_report["headline_temperature"] == end_report["train_temperature"] == 2.0
+    assert set(end_report["reports"]) == {"1", "2"} and set(end_report["comparison"]) == {"1", "2"}
+    assert all(set(reports) == {"warm_start", "final", "lambda0"} for reports in end_report["reports"].values())
     assert (tmp_path / "scaling.png").stat().st_size > 10_000
     for extra, name in [([], "final"), (["--checkpoint", "2"], "step_2")]:
         out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples",
                               "4", *extra], capture_output=True, text=True, timeout=300, cwd=REPO)
         assert out.returncode == 0, out.stderr[-2000:]
-        rep = json.loads((tmp_path / "eval" / name / "eval.json").read_text())[name]
+        rep = json.loads((tmp_path / "eval" / name / "eval.json").read_text())["reports"]["2"][name]
         assert rep["num_problems"] == 64 and rep["ns"] == [1, 2, 4]
         assert set(rep["accuracy"]) == {"majority", "best_of_n", "weighted"}
         assert "report:" in out.stdout
-        # The run's temperature (digit_smoke: 2.0) scatters the samples of a problem.
+        # The run's training temperature (digit_smoke: 2.0; not its eval_temperature) scatters the samples.
         assert rep["temperature"] == 2.0 and rep["pass@k"]["4"] > rep["pass@1"] + 0.05
     # --temperature overrides it: near-greedy, the 4 samples of a problem are one answer, so pass@4 = pass@1.
     cold = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples", "4",
                            "--temperature", "0.01", "--out", str(tmp_path / "cold")],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert cold.returncode == 0, cold.stderr[-2000:]
-    rep = json.loads((tmp_path / "cold" / "eval.json").read_text())["final"]
+    rep = json.loads((tmp_path / "cold" / "eval.json").read_text())["reports"]["0.01"]["final"]
     assert rep["temperature"] == 0.01 and rep["pass@k"]["4"] == pytest.approx(rep["pass@1"], abs=0.02)
     bad = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples", "6"],
                          capture_output=True, text=True, timeout=300, cwd=REPO)

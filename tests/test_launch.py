@@ -140,7 +140,8 @@ def test_local_sweep_then_collect(tmp_path, capsys):
     assert "[lambda=0.5] done" in done.stdout and "[lambda=0] done" in done.stdout
     assert (root / "jax_cache").is_dir()
     for label in ("0", "0.5"):
-        assert set(json.loads((root / f"lambda_{label}" / "eval.json").read_text())) == {"warm_start", "final"}
+        evaluation = json.loads((root / f"lambda_{label}" / "eval.json").read_text())
+        assert set(evaluation["reports"]["1"]) == {"warm_start", "final"}  # tiny_sweep trains at T = 1
 
     # λ comes from the checkpoint's config, whatever the directory is called.
     (root / "lambda_0").rename(root / "baseline")
@@ -149,26 +150,27 @@ def test_local_sweep_then_collect(tmp_path, capsys):
     rows = json.loads((tmp_path / "report" / "sweep.json").read_text())["runs"]
     assert [(r["lambda"], r["run"]) for r in rows] == [(0.0, "baseline"), (0.5, "lambda_0.5")]
     for row in rows:
-        final = json.loads((root / row["run"] / "eval.json").read_text())["final"]
+        final = json.loads((root / row["run"] / "eval.json").read_text())["reports"]["1"]["final"]
         assert row["num_samples"] == 2 and row["num_problems"] == 8
         assert row["weighted"] == final["accuracy"]["weighted"]["2"]
         assert row["verifier_balanced_accuracy"] == final["verifier"]["verifier_balanced_accuracy"]
     table = [line for line in out.splitlines() if line.startswith("|")]
-    assert table[0].startswith("| λ | K | pass@1 | maj@K | wt@K | BoN@K | ver. bal. acc | AUROC |")
+    assert table[0].startswith("| λ | K | pass@1 | maj@K | wt@K | BoN@K | ver. bal. acc | AUROC | pass@1 − λ0 |")
     assert [line.split("|")[1].strip() for line in table[2:]] == ["0", "0.5"]
     assert (tmp_path / "report" / "sweep.png").stat().st_size > 10_000
 
 
-def write_eval(path, *, pass1, majority, weighted, best, bal_acc, auroc, k=4):
+def write_eval(path, *, pass1, majority, weighted, best, bal_acc, auroc, k=4, t=1.0):
     path.parent.mkdir(parents=True, exist_ok=True)
     ns = [1, 2, 4]
     curve = lambda top: {str(n): top if n == k else 0.0 for n in ns}  # noqa: E731
-    report = {"num_problems": 10, "num_samples": k, "ns": ns, "pass@1": pass1, "pass@k": curve(0.9),
+    report = {"num_problems": 10, "num_samples": k, "ns": ns, "pass@1": pass1, "pass@k": curve(0.9), "temperature": t,
               "accuracy": {"majority": curve(majority), "weighted": curve(weighted), "best_of_n": curve(best)},
               "verifier": {"verifier_accuracy": 0.5, "verifier_balanced_accuracy": bal_acc, "verifier_auroc": auroc,
                            "calibration_error": 0.1},
-              "compute_efficiency_weighted_vs_majority": 1.5}
-    path.write_text(json.dumps({"warm_start": {}, "final": report}))
+              "compute_efficiency_weighted_vs_majority": {"ratio": 1.5}}
+    path.write_text(json.dumps({"train_temperature": t, "headline_temperature": t,
+                                "reports": {format(t, "g"): {"warm_start": {}, "final": report}}}))
 
 
 def test_collect_by_hand(tmp_path, capsys):
@@ -180,14 +182,36 @@ def test_collect_by_hand(tmp_path, capsys):
     (tmp_path / "jax_cache").mkdir()  # not a run
     collect.main(["--workdir_root", str(tmp_path)])
     captured = capsys.readouterr()
-    assert captured.out.splitlines()[2:4] == [
-        "| 0.1 | 4 | 0.300 | 0.450 | 0.500 | 0.350 | 0.700 | n/a |",
-        "| 1 | 4 | 0.400 | 0.500 | 0.600 | 0.550 | 0.800 | 0.850 |"]
+    assert captured.out.splitlines()[2:4] == [  # no λ = 0 run: nothing to compare with
+        "| 0.1 | 4 | 0.300 | 0.450 | 0.500 | 0.350 | 0.700 | n/a | n/a | n/a | n/a | n/a |",
+        "| 1 | 4 | 0.400 | 0.500 | 0.600 | 0.550 | 0.800 | 0.850 | n/a | n/a | n/a | n/a |"]
     assert "no eval.json in lambda_2" in captured.err and "jax_cache" not in captured.err
     rows = json.loads((tmp_path / "sweep.json").read_text())["runs"]  # strict JSON: NaN is null
     assert rows[0]["verifier_auroc"] is None and rows[1]["best_of_n"] == 0.55
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_collect_against_the_lambda0_run(tmp_path, capsys):
+    # λ0's majority curve is 0, 0, 0.5 at N = 1, 2, 4; λ = 1's weighted 0, 0, 0.6 and λ = 2's 0, 0, 0.4.
+    write_eval(tmp_path / "lambda_0" / "eval.json", pass1=0.5, majority=0.5, weighted=0.5, best=0.5, bal_acc=0.5,
+               auroc=0.5)
+    write_eval(tmp_path / "lambda_1" / "eval.json", pass1=0.45, majority=0.5, weighted=0.6, best=0.5, bal_acc=0.8,
+               auroc=0.9)
+    write_eval(tmp_path / "lambda_2" / "eval.json", pass1=0.3, majority=0.3, weighted=0.4, best=0.5, bal_acc=0.8,
+               auroc=0.9)
+    write_eval(tmp_path / "lambda_3" / "eval.json", pass1=0.3, majority=0.3, weighted=0.4, best=0.5, bal_acc=0.8,
+               auroc=0.9, t=2.0)  # another temperature: not comparable
+    rows = collect.collect(tmp_path)
+    by_lambda = {r["lambda"]: r for r in rows}
+    assert by_lambda[1.0]["pass@1_minus_lambda0"] == pytest.approx(-0.05)
+    assert by_lambda[1.0]["weighted_minus_lambda0_majority"] == pytest.approx(0.1)
+    assert by_lambda[1.0]["mean_lead_over_n"] == pytest.approx(0.1 / 3)
+    # 0.5 is 5/6 of the way from 0 (N = 2) to 0.6 (N = 4): N = 2 ** (1 + 5/6) against λ0's 4.
+    assert by_lambda[1.0]["efficiency_vs_lambda0"] == pytest.approx(4 / 2 ** (1 + 5 / 6))
+    assert by_lambda[2.0]["efficiency_vs_lambda0"] == "never"
+    assert by_lambda[3.0]["pass@1_minus_lambda0"] is None
+    assert collect.markdown_table(rows).splitlines()[4].endswith("| -0.200 | -0.100 | -0.033 | never |")
 
 
 def test_collect_errors(tmp_path):

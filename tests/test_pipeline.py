@@ -40,7 +40,7 @@ def test_rl_improves_reward_in_the_whole_pipeline(tmp_path):
               [REPO / "configs" / "digit_smoke.gin"])
     rewards = [json.loads(line)["reward_mean"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rewards) == 120 and np.mean(rewards[-20:]) > np.mean(rewards[:5]) + 0.15, rewards
-    reports = json.loads((tmp_path / "run" / "eval.json").read_text())
+    reports = json.loads((tmp_path / "run" / "eval.json").read_text())["reports"]["2.5"]
     assert reports["final"]["pass@1"] > reports["warm_start"]["pass@1"] + 0.1, reports
 
 

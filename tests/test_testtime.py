@@ -221,9 +221,72 @@ def test_curves_from_string_answers_group_by_equivalence():
 def test_compute_efficiency_hand_cases():
     ns = [1, 2, 4, 8, 16]
     b = [0.3, 0.4, 0.5, 0.55, 0.6]  # best 0.6 first at N = 16
-    assert tt.compute_efficiency(ns, [0.35, 0.5, 0.6, 0.65, 0.7], b) == pytest.approx(4.0)  # reached at N = 4
+    reached = tt.compute_efficiency(ns, [0.35, 0.5, 0.6, 0.65, 0.7], b)  # reached at N = 4
+    assert (reached.target, reached.n_target, reached.n_needed, reached.ratio) == (0.6, 16, 4.0, 4.0)
     # 0.6 is halfway from 0.55 (N=4) to 0.65 (N=8) -> log2 N = 2.5
-    assert tt.compute_efficiency(ns, [0.35, 0.5, 0.55, 0.65, 0.7], b) == pytest.approx(16 / 2**2.5)
-    assert tt.compute_efficiency(ns, [0.7] * 5, b) == pytest.approx(16.0)  # already there at ns[0]: lower bound
-    assert math.isnan(tt.compute_efficiency(ns, [0.1, 0.2, 0.3, 0.4, 0.5], b))  # never reaches B's best
-    assert tt.compute_efficiency(ns, b, b) == pytest.approx(1.0)
+    assert tt.compute_efficiency(ns, [0.35, 0.5, 0.55, 0.65, 0.7], b).ratio == pytest.approx(16 / 2**2.5)
+    first = tt.compute_efficiency(ns, [0.7] * 5, b)  # already there at ns[0]: a lower bound
+    assert first.ratio == 16.0 and first.lower_bound and first.describe().startswith(">= 16.00x fewer")
+    never = tt.compute_efficiency(ns, [0.1, 0.2, 0.3, 0.4, 0.5], b)  # never reaches B's best: no number
+    assert never.n_needed is None and never.ratio is None and not never.lower_bound
+    assert never.describe() == "never matched within N <= the pool (target 0.600 at N = 16)"
+    assert never.as_dict() == {"target": 0.6, "n_target": 16, "n_needed": None, "lower_bound": False, "ratio": None}
+    assert tt.compute_efficiency(ns, b, b).ratio == pytest.approx(1.0)
+    # B saturating early: its best is first reached at N = 4, so that is the N to beat, not the largest N.
+    assert tt.compute_efficiency(ns, [0.5, 0.9, 0.95, 1.0, 1.0], [0.4, 0.7, 0.9, 0.9, 0.9]).ratio == pytest.approx(2.0)
+
+
+def test_bootstrap_ci_by_hand():
+    # Two problems with values 0 and 1: a resample's mean is 0, 1/2 or 1 with probabilities 1/4, 1/2, 1/4, so the
+    # 2.5% and 97.5% quantiles are 0 and 1; the 50% interval's ends (25% and 75% quantiles) are 1/2 and 1/2.
+    assert tt.bootstrap_ci([0.0, 1.0]) == (0.0, 1.0)
+    assert tt.bootstrap_ci([0.0, 1.0], level=0.5, num_resamples=100_000) == (0.5, 0.5)
+    assert tt.bootstrap_ci([0.3] * 7) == pytest.approx((0.3, 0.3))  # no spread, no interval
+    # 100 problems, 60 right: the normal approximation's 95% interval is 0.6 +- 1.96 * sqrt(0.24 / 100).
+    low, high = tt.bootstrap_ci(np.r_[np.ones(60), np.zeros(40)])
+    assert low == pytest.approx(0.6 - 1.96 * 0.049, abs=0.01) and high == pytest.approx(0.6 + 1.96 * 0.049, abs=0.01)
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        tt.bootstrap_ci([])
+
+
+# ------------------------------------------------------------------------------------------------ conventions
+
+
+def test_conventions_by_hand():
+    normalized, raw = tt.Conventions(), tt.Conventions(score="raw")
+    yes, no = np.log([0.2, 0.6]), np.log([0.2, 0.3])
+    np.testing.assert_allclose(normalized.scores(yes, no), [0.5, 2 / 3])
+    np.testing.assert_allclose(raw.scores(yes, no), [0.2, 0.6])
+    with pytest.raises(ValueError, match=r"Conventions.grouping='exact': use one of \('math', 'string'\)"):
+        tt.Conventions(grouping="exact")
+
+
+def test_grouping_conventions_on_a_pool():
+    answers = ["1/2", "0.5", " 0.5", "3", None, "1/2"]
+    np.testing.assert_array_equal(tt.answer_classes(answers), [0, 0, 0, 1, -1, 0])  # math: 1/2 = 0.5
+    np.testing.assert_array_equal(tt.answer_classes(answers, grouping="string"), [0, 1, 1, 2, -1, 0])
+    # One problem, scores 0.1 each: majority by math equivalence picks the right 1/2 (4 votes vs 1), by string the
+    # three classes {1/2: 2, 0.5: 2, 3: 1} tie two ways, one of them right.
+    correct = np.array([[1, 1, 1, 0, 0, 1]], bool)
+    string = tt.Conventions(grouping="string")
+    assert tt.scaling_curve([answers], None, correct, [6], "majority")[0] == 1.0
+    assert tt.scaling_curve([answers], None, correct, [6], "majority", conventions=string)[0] == 1.0
+    wrong_split = np.array([[0, 1, 1, 0, 0, 0]], bool)  # grader says only the 0.5s are right
+    assert tt.scaling_curve([answers], None, wrong_split, [6], "majority", conventions=string)[0] == 0.5
+
+
+def test_best_of_n_conventions_on_a_pool():
+    # Pool of 3: an unparseable sample holds the top score; two parseable ones tie at 0.5, the first right.
+    classes = np.array([[-1, 0, 1]])
+    scores = np.array([[0.9, 0.5, 0.5]])
+    correct = np.array([[0, 1, 0]], bool)
+    curve = lambda **kw: tt.scaling_curve(classes, scores, correct, [1, 2, 3], "best_of_n",  # noqa: E731
+                                          conventions=tt.Conventions(**kw))
+    # last + random (default). N=1: 1/3. N=2: subsets {u,a}->a (1), {u,b}->b (0), {a,b}->tie (1/2): 1/2. N=3: 1/2.
+    np.testing.assert_allclose(curve(), [1 / 3, 1 / 2, 1 / 2])
+    # rank: the unparseable top pick is wrong whenever it is in the subset. N=2: only {a,b} -> 1/2, so 1/6; N=3: 0.
+    np.testing.assert_allclose(curve(unparseable="rank"), [1 / 3, 1 / 6, 0.0])
+    # first: the tie goes to the earlier sample (right). N=2: {u,a} 1, {u,b} 0, {a,b} 1 -> 2/3; N=3: 1.
+    np.testing.assert_allclose(curve(ties="first"), [1 / 3, 2 / 3, 1.0])
+    assert tt.best_of_n(["7", None, "5"], [0.1, 0.9, 0.2], unparseable="rank") is None
+    assert tt.best_of_n(["7", None, "5"], [0.1, 0.9, 0.2]) == "5"

@@ -1,51 +1,114 @@
 """VinePPO's value pass with a stub sampler: step boundaries, prefixes asked for, and advantages by hand."""
 
 import numpy as np
+import pytest
 
 from rlvjax.data.tokenizer import build_tokenizer
 from rlvjax.rl import vineppo
+from rlvjax.rl.steps import RLConfig
+
+# One token per character, "\boxed{" is one. As VinePPO cuts them, TWO_STEPS is "1000+2000+3000+3000=9000" (24
+# tokens) + "\n9000-4000-1=4999\n\boxed{4999}" (24: the 17-character line is short, so it joins the answer line).
+TWO_STEPS = "1000+2000+3000+3000=9000\n9000-4000-1=4999\n\\boxed{4999}"
+# Steps of 24, 22, 26 and 25 tokens.
+FOUR_STEPS = ("1000+2000+3000+3000=9000\n9000-4000-1000-1=3999\n3999+1001+2000+3000=10000\n10000-5000-1=4999\n"
+              "\\boxed{4999}")
+
+
+def batch(tok, texts):
+    """(prompts, golds, tokens [R, N] with 3 padding columns, lengths) for completions `texts`."""
+    prompt = tok.encode("1000+2000+3000+3000-4000-1\n", add_special_tokens=False)
+    ids = [tok.encode(t, add_special_tokens=False) for t in texts]
+    tokens = np.zeros((len(ids), max(map(len, ids)) + 3), int)
+    for i, row in enumerate(ids):
+        tokens[i, : len(row)] = row
+    return [prompt] * len(ids), ["4999"] * len(ids), tokens, np.array(list(map(len, ids)))
+
+
+def stub_sampler(prompts, values_by_prefix, asked):
+    """`sample_rewards` answering V(prefix) from a table keyed by the prefix's completion length; records the asks."""
+    def sample_rewards(prefixes, golds):
+        lengths = [len(p) - len(prompts[0]) for p in prefixes]
+        asked.extend(lengths)
+        return np.array([values_by_prefix[n] for n in lengths])
+
+    return sample_rewards
+
+
+def test_step_token_bounds():
+    tok = build_tokenizer()
+    for text, bounds in ((TWO_STEPS, [0, 24]), (FOUR_STEPS, [0, 24, 46, 72])):
+        ids = tok.encode(text, add_special_tokens=False)
+        np.testing.assert_array_equal(vineppo.step_token_bounds(tok, text, ids), bounds)
 
 
 def test_token_advantages_by_hand():
     tok = build_tokenizer()
-    prompt = tok.encode("12+7-5\n", add_special_tokens=False)
-    text = "12+7=19\n19-5=14\n\\boxed{14}"
-    ids = tok.encode(text, add_special_tokens=False)
-    n = len(ids) + 3
-    tokens = np.zeros((2, n), int)
-    tokens[0, : len(ids)] = ids
-    tokens[1, : len(ids)] = ids
-    lengths = np.array([len(ids), len(ids)])
+    prompts, golds, tokens, lengths = batch(tok, [TWO_STEPS, TWO_STEPS])
     asked = []
-
-    def sample_rewards(prefixes, golds):
-        asked.extend(len(p) - len(prompt) for p in prefixes)
-        # V(prompt alone) = 0.5, V(after step 1) = 0.25
-        return np.array([0.5 if len(p) == len(prompt) else 0.25 for p in prefixes])
-
-    adv, stats = vineppo.token_advantages(sample_rewards, tok, [prompt, prompt], ["14", "14"], tokens, lengths,
-                                          [text, text], np.array([1.0, 0.0]), max_steps=8)
-    # Steps: "12+7=19\n" has 7 characters, under the 8-character minimum, so it merges with the next line:
-    # step 0 = "12+7=19\n19-5=14\n" (16 tokens), step 1 = "\boxed{14}" (4 tokens).
-    first = len(tok.encode("12+7=19\n19-5=14\n", add_special_tokens=False))
-    assert asked == [0, first, 0, first]
-    expected0 = np.r_[np.full(first, 0.25 - 0.5), np.full(len(ids) - first, 1.0 - 0.25), np.zeros(3)]
-    expected1 = np.r_[np.full(first, 0.25 - 0.5), np.full(len(ids) - first, 0.0 - 0.25), np.zeros(3)]
+    # V(prompt alone) = 0.5, V(after step 1) = 0.25
+    sample_rewards = stub_sampler(prompts, {0: 0.5, 24: 0.25}, asked)
+    adv, stats = vineppo.token_advantages(sample_rewards, tok, prompts, golds, tokens, lengths,
+                                          [TWO_STEPS, TWO_STEPS], np.array([1.0, 0.0]), max_steps=None)
+    assert list(lengths) == [48, 48] and asked == [0, 24, 0, 24]
+    expected0 = np.r_[np.full(24, 0.25 - 0.5), np.full(24, 1.0 - 0.25), np.zeros(3)]
+    expected1 = np.r_[np.full(24, 0.25 - 0.5), np.full(24, 0.0 - 0.25), np.zeros(3)]
     np.testing.assert_allclose(adv, np.stack([expected0, expected1]), atol=1e-6)
     assert stats["vineppo/steps_per_rollout"] == 2.0
-    # Whitened over the batch's 2 x 20 completion tokens: 16 + 16 tokens at -0.25, 4 at 0.75 and 4 at -0.25 ->
-    # mean -0.15; unbiased variance (36 x 0.1^2 + 4 x 0.9^2) / 39.
-    whitened, _ = vineppo.token_advantages(sample_rewards, tok, [prompt, prompt], ["14", "14"], tokens, lengths,
-                                           [text, text], np.array([1.0, 0.0]), max_steps=8, whiten=True)
-    assert first == 16 and len(ids) == 20
-    std = np.sqrt((36 * 0.1 ** 2 + 4 * 0.9 ** 2) / 39)
-    valid = np.arange(n)[None, :] < lengths[:, None]
-    np.testing.assert_allclose(whitened, np.where(valid, (adv + 0.15) / std, 0.0), atol=1e-5)
+    # Whitened over the batch's 2 x 48 completion tokens: 72 tokens at -0.25 and 24 at 0.75 -> mean 0; unbiased
+    # variance (72 x 0.25^2 + 24 x 0.75^2) / 95 = 18 / 95.
+    whitened, _ = vineppo.token_advantages(sample_rewards, tok, prompts, golds, tokens, lengths,
+                                           [TWO_STEPS, TWO_STEPS], np.array([1.0, 0.0]), max_steps=None, whiten=True)
+    valid = np.arange(tokens.shape[1])[None, :] < lengths[:, None]
+    np.testing.assert_allclose(whitened, np.where(valid, adv / np.sqrt(18 / 95), 0.0), atol=1e-5)
 
 
-def test_max_steps_merges_later_steps():
+# V of the prompt and of the prefixes after steps 1, 2 and 3 of FOUR_STEPS (and TWO_STEPS's first step).
+VALUES = {0: 0.5, 24: 0.25, 46: 0.75, 72: 0.5}
+
+
+def four_and_two_step_advantages(max_steps):
+    """(token advantages, completion lengths asked for) of FOUR_STEPS (reward 1) and TWO_STEPS (reward 0)."""
     tok = build_tokenizer()
-    text = "12+7=19\n19-5=14\n14*2=28\n28+1=29\n\\boxed{29}"
-    ids = tok.encode(text, add_special_tokens=False)
-    bounds = vineppo.step_token_bounds(tok, text, ids, max_steps=2)
-    assert len(bounds) == 2 and bounds[0] == 0
+    prompts, golds, tokens, lengths = batch(tok, [FOUR_STEPS, TWO_STEPS])
+    asked = []
+    adv, stats = vineppo.token_advantages(stub_sampler(prompts, VALUES, asked), tok, prompts, golds, tokens,
+                                          lengths, [FOUR_STEPS, TWO_STEPS], np.array([1.0, 0.0]),
+                                          max_steps=max_steps)
+    assert stats["vineppo/steps_per_rollout"] == 3.0  # a cap keeps every step: (4 + 2) / 2
+    return adv, asked
+
+
+def by_step(step_adv, sizes, width):
+    return np.r_[np.concatenate([np.full(n, a) for a, n in zip(step_adv, sizes)]), np.zeros(width - sum(sizes))]
+
+
+def test_no_step_cap_values_every_step_prefix():
+    adv, asked = four_and_two_step_advantages(None)
+    # The step arrays are as wide as the longest rollout (4 steps); the 2-step rollout is padded.
+    assert asked == [0, 24, 46, 72, 0, 24]
+    np.testing.assert_allclose(adv[0], by_step([0.25 - 0.5, 0.75 - 0.25, 0.5 - 0.75, 1.0 - 0.5], [24, 22, 26, 25],
+                                               adv.shape[1]), atol=1e-6)
+    np.testing.assert_allclose(adv[1], by_step([0.25 - 0.5, 0.0 - 0.25], [24, 24], adv.shape[1]), atol=1e-6)
+
+
+@pytest.mark.parametrize("cap, asked_first, step_adv", [
+    # Prompt + 2 step prefixes sampled; V(after step 3) := reward 1, so step 3 gets 1 - 0.75 and step 4 gets 0.
+    (2, [0, 24, 46], [0.25 - 0.5, 0.75 - 0.25, 1.0 - 0.75, 0.0]),
+    (1, [0, 24], [0.25 - 0.5, 1.0 - 0.25, 0.0, 0.0]),
+    (3, [0, 24, 46, 72], [0.25 - 0.5, 0.75 - 0.25, 0.5 - 0.75, 1.0 - 0.5]),  # 4 steps need only 3 prefixes: no cut
+])
+def test_step_cap_is_vineppos_max_step_for_value_estimation(cap, asked_first, step_adv):
+    adv, asked = four_and_two_step_advantages(cap)
+    # The 2-step rollout needs V of the prompt and its first step only: under any cap >= 1 it is unchanged.
+    assert asked == asked_first + [0, 24]
+    np.testing.assert_allclose(adv[0], by_step(step_adv, [24, 22, 26, 25], adv.shape[1]), atol=1e-6)
+    np.testing.assert_allclose(adv[1], by_step([0.25 - 0.5, 0.0 - 0.25], [24, 24], adv.shape[1]), atol=1e-6)
+
+
+def test_step_cap_config():
+    assert RLConfig().vineppo_max_steps is None
+    assert RLConfig(vineppo_max_steps=25).vineppo_max_steps == 25
+    for bad in (0, -1, "8", 2.0):
+        with pytest.raises(ValueError, match="vineppo_max_steps"):
+            RLConfig(vineppo_max_steps=bad)

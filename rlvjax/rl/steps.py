@@ -55,7 +55,11 @@ class RLConfig:
     remat: str = "none"
     logprob_chunk_size: int = 0
     vineppo_samples: int = 9  # K continuations per step prefix (VinePPO's value estimate)
-    vineppo_max_steps: int = 8  # steps per rollout; later steps are merged into the last
+    # VinePPO's max_step_for_value_estimation. None, as in VinePPO's MATH setup: no cap, every step prefix gets K
+    # continuations (the step arrays are as wide as the batch's longest rollout). M: only the prompt and the first M
+    # step prefixes do; later prefixes take the rollout's reward as their value, so step M + 1 gets reward - V(s_M)
+    # and later steps advantage 0 (VinePPO's GSM8K configs: M = 25).
+    vineppo_max_steps: int | None = None
     # vineppo: per-token advantages whitened over the batch's completion tokens, as VinePPO's MATH config does
     # (whiten_advantages: true). The group estimators normalise within each group instead and ignore it.
     whiten_advantages: bool = True
@@ -86,8 +90,9 @@ class RLConfig:
             (self.micro_batch_size >= 0, f"micro_batch_size={self.micro_batch_size} must be >= 0 (0: no accumulation)"),
             (self.logprob_chunk_size >= 0,
              f"logprob_chunk_size={self.logprob_chunk_size} must be >= 0 (0: every completion position at once)"),
-            (self.vineppo_samples >= 1 and self.vineppo_max_steps >= 1,
-             f"vineppo_samples={self.vineppo_samples}, vineppo_max_steps={self.vineppo_max_steps} must be >= 1"),
+            (self.vineppo_samples >= 1, f"vineppo_samples={self.vineppo_samples} must be >= 1"),
+            (self.vineppo_max_steps is None or (type(self.vineppo_max_steps) is int and self.vineppo_max_steps >= 1),
+             f"vineppo_max_steps={self.vineppo_max_steps!r} must be None (no cap) or an int >= 1"),
         ]
         _raise_first(checks, "RLConfig")
 

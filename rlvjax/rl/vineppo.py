@@ -23,40 +23,47 @@ def token_starts(tokenizer, tokens: Sequence[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int) if lengths else np.zeros(0, int)
 
 
-def step_token_bounds(tokenizer, text: str, tokens: Sequence[int], max_steps: int) -> np.ndarray:
-    """First token index of each step (at most ``max_steps``; later steps are merged into the last)."""
+def step_token_bounds(tokenizer, text: str, tokens: Sequence[int]) -> np.ndarray:
+    """First token index of each step of ``text`` (a token belongs to the step holding its first character, so a
+    step that starts and ends inside one token has no token of its own and is left out)."""
     starts = token_starts(tokenizer, tokens)
     step_ids = advantages.token_step_ids(starts, advantages.step_boundaries(text) or [0])
-    firsts = np.unique(np.minimum(step_ids, max_steps - 1), return_index=True)[1]
-    return firsts.astype(int)
+    return np.unique(step_ids, return_index=True)[1].astype(int)
 
 
 def token_advantages(sample_rewards: Callable[[list[list[int]], list[str]], np.ndarray], tokenizer,
                      prompts: list[list[int]], golds: list[str], tokens: np.ndarray, lengths: np.ndarray,
-                     texts: list[str], rewards: np.ndarray, *, max_steps: int,
+                     texts: list[str], rewards: np.ndarray, *, max_steps: int | None,
                      whiten: bool = False) -> tuple[np.ndarray, dict]:
     """``[R, N]`` per-token advantages for ``R`` rollouts (``tokens [R, N]``, ``lengths [R]``, ``rewards [R]``),
     whitened over the batch's completion tokens with ``whiten`` (``advantages.whiten``, as VinePPO does).
+
+    ``max_steps`` is VinePPO's ``max_step_for_value_estimation`` (``RLConfig.vineppo_max_steps``): ``None`` samples
+    a value for every step prefix; ``M`` only for the prompt and the first ``M`` step prefixes, and later prefixes
+    take the rollout's reward as their value, so step ``M + 1`` gets ``reward - V(s_M)`` and later steps 0.
 
     ``sample_rewards(prefix_ids, golds)`` samples K continuations of each prefix and returns their mean reward
     ``[len(prefix_ids)]``: one batched call covers every step prefix of every rollout.
     """
     r, n = tokens.shape
-    bounds = [step_token_bounds(tokenizer, texts[i], tokens[i, : lengths[i]].tolist(), max_steps)
+    bounds = [step_token_bounds(tokenizer, texts[i], tokens[i, : lengths[i]].tolist())
               if lengths[i] else np.zeros(1, int) for i in range(r)]
+    valued = [b if max_steps is None else b[: max_steps + 1] for b in bounds]
     prefixes, owners = [], []
-    for i, b in enumerate(bounds):
+    for i, b in enumerate(valued):
         for start in b:
             prefixes.append(list(prompts[i]) + tokens[i, :start].tolist())
             owners.append(golds[i])
     values = sample_rewards(prefixes, owners)
-    step_values = np.zeros((r, max_steps), np.float32)
-    step_mask = np.zeros((r, max_steps), np.float32)
+    # One column per step of the batch's longest rollout.
+    step_values = np.zeros((r, max(len(b) for b in bounds)), np.float32)
+    step_mask = np.zeros_like(step_values)
     offset = 0
-    for i, b in enumerate(bounds):
-        step_values[i, : len(b)] = values[offset: offset + len(b)]
+    for i, (b, v) in enumerate(zip(bounds, valued)):
+        step_values[i, : len(b)] = rewards[i]
+        step_values[i, : len(v)] = values[offset: offset + len(v)]
         step_mask[i, : len(b)] = 1.0
-        offset += len(b)
+        offset += len(v)
     step_adv = np.asarray(advantages.step_advantages(step_values, rewards, step_mask))
     token_step = np.zeros((r, n), int)
     for i, b in enumerate(bounds):

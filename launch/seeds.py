@@ -1,0 +1,184 @@
+"""The default run over seeds, and the paper's claims as mean ± spread: RL^V against its λ = 0 baseline.
+
+    python launch/seeds.py --seeds 0,1,2 --workdir_root runs/seeds [--gin_file F ...] [--gin_param 'k=v' ...] \\
+        [--parallel N] [--resume] [--dry_run] [--collect_only]
+
+Runs ``python -m rlvjax.train`` once per seed in ``ROOT/seed_<s>`` with ``RunConfig.baseline = True`` (the λ = 0
+policy from the same warm start, seed and steps) and every seed of the run set to ``s``: the model's initialisation,
+the warm-start data, the training problems and the sampling (the held-out problems are fixed, so every seed is
+scored on the same ones). Then reads each run's ``eval.json`` at its headline (training) temperature and writes
+``claims.md`` (the table, printed too) and ``claims.json`` to ROOT. ``--collect_only`` tabulates runs already made.
+
+The claims, per seed (K = the pool size, RunConfig.final_eval_samples):
+  pass@1 not worse   the 95% bootstrap interval of RL^V's pass@1 minus λ0's reaches 0 or above
+  wt@K >= λ0 maj@K   RL^V's verifier-weighted vote at least as accurate as λ0's majority vote at K samples
+  efficiency >= 8    RL^V's weighted vote reaches λ0's best majority accuracy with >= 8x fewer samples (the paper:
+                     8-32x)
+  verifier better    RL^V's verifier balanced accuracy above λ0's (whose verify head is never trained by RL)
+  wt@K > maj@K       RL^V's weighted vote above its own majority vote at K (the same-policy figure)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sweep  # noqa: E402  (launch/ is not a package)
+
+SEED_PARAMS = ("RunConfig.seed", "WarmStartConfig.seed", "ModelSpec.init_seed", "TaskSpec.seed")
+CLAIMS = ("pass@1 not worse", "wt@K >= λ0 maj@K", "efficiency >= 8", "verifier better", "wt@K > maj@K")
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(item) for item in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: pass whole numbers, e.g. 0,1,2") from None
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"--seeds {text!r}: each seed once, all >= 0")
+    return seeds
+
+
+def plan(args) -> list[sweep.Job]:
+    bound = [p.split("=")[0].strip() for p in args.gin_param]
+    clash = sorted(set(bound) & {*SEED_PARAMS, "RunConfig.baseline"})
+    if clash:
+        raise ValueError(f"--gin_param binds {', '.join(clash)}; the script sets it from --seeds")
+    root = Path(args.workdir_root).absolute()
+    jobs = []
+    for seed in parse_seeds(args.seeds):
+        workdir = root / f"seed_{seed}"
+        argv = [sys.executable, "-m", "rlvjax.train", *[a for f in args.gin_file for a in ("--gin_file", f)]]
+        for binding in [*args.gin_param, "RunConfig.baseline = True", *(f"{p} = {seed}" for p in SEED_PARAMS)]:
+            argv += ["--gin_param", binding]
+        argv += ["--workdir", str(workdir), *(["--resume"] if args.resume else [])]
+        env = {"JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache")}
+        jobs.append(sweep.Job(f"seed={seed}", argv, env, workdir / "train.log", str(workdir)))
+    return jobs
+
+
+def seed_row(run: Path) -> dict:
+    """One seed's figures at its headline temperature, and which claims hold."""
+    evaluation = json.loads((run / "eval.json").read_text())
+    t = format(evaluation["headline_temperature"], "g")
+    if "comparison" not in evaluation:
+        raise ValueError(f"{run / 'eval.json'} has no RL^V-vs-lambda0 comparison; was it trained with "
+                         "RunConfig.baseline = True?")
+    reports, cmp = evaluation["reports"][t], evaluation["comparison"][t]
+    rlv, base = reports["final"], reports["lambda0"]
+    k = str(rlv["num_samples"])
+    ratio = cmp["efficiency_vs_lambda0_majority"]["ratio"]
+    row = {"seed": run.name.removeprefix("seed_"), "temperature": evaluation["headline_temperature"], "K": int(k),
+           "pass@1 RL^V": rlv["pass@1"], "pass@1 λ0": base["pass@1"],
+           "pass@1 diff": cmp["pass@1"]["difference"], "diff CI": cmp["pass@1"]["difference_ci95"],
+           "maj@K λ0": base["accuracy"]["majority"][k], "maj@K RL^V": rlv["accuracy"]["majority"][k],
+           "wt@K RL^V": rlv["accuracy"]["weighted"][k],
+           "verifier RL^V": rlv["verifier"]["verifier_balanced_accuracy"],
+           "verifier λ0": base["verifier"]["verifier_balanced_accuracy"], "efficiency vs λ0": ratio}
+    row["claims"] = {
+        CLAIMS[0]: row["diff CI"][1] >= 0,
+        CLAIMS[1]: row["wt@K RL^V"] >= row["maj@K λ0"],
+        CLAIMS[2]: ratio is not None and ratio >= 8,
+        CLAIMS[3]: row["verifier RL^V"] > row["verifier λ0"],
+        CLAIMS[4]: row["wt@K RL^V"] > row["maj@K RL^V"],
+    }
+    return row
+
+
+NUMBERS = ("pass@1 RL^V", "pass@1 λ0", "pass@1 diff", "maj@K λ0", "wt@K RL^V", "maj@K RL^V", "verifier RL^V",
+           "verifier λ0", "efficiency vs λ0")
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: one line per seed, then mean ± standard deviation (efficiency: its range; "never" counts apart),
+    then how many seeds meet each claim."""
+    cell = lambda v: "never" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["| seed | " + " | ".join(NUMBERS) + " |", "|---" * (len(NUMBERS) + 1) + "|"]
+    for r in rows:
+        lines.append(f"| {r['seed']} | " + " | ".join(cell(r[c]) for c in NUMBERS) + " |")
+    summary = []
+    for c in NUMBERS:
+        values = [r[c] for r in rows if r[c] is not None]
+        if c == "efficiency vs λ0":
+            never = len(rows) - len(values)
+            summary.append((f"{min(values):.2f}–{max(values):.2f}" if values else "–")
+                           + (f" ({never} never)" if never else ""))
+        else:
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            summary.append(f"{statistics.mean(values):.3f} ± {spread:.3f}")
+    lines.append("| mean ± sd | " + " | ".join(summary) + " |")
+    ts = sorted({r["temperature"] for r in rows})
+    lines += ["", f"{len(rows)} seeds, K = {', '.join(sorted({str(r['K']) for r in rows}))}, headline temperature "
+              f"{', '.join(format(t, 'g') for t in ts)}. Seeds meeting each claim:"]
+    lines += [f"- {claim}: {sum(r['claims'][claim] for r in rows)} of {len(rows)}" for claim in CLAIMS]
+    return "\n".join(lines)
+
+
+def collect(root: Path) -> list[dict]:
+    runs = sorted((p for p in root.glob("seed_*") if p.is_dir()), key=lambda p: p.name)
+    done = [p for p in runs if (p / "eval.json").is_file()]
+    if not done:
+        raise FileNotFoundError(f"no seed_*/eval.json under {root}; run this script without --collect_only first")
+    missing = sorted(set(runs) - set(done))
+    if missing:
+        print(f"seeds: warning: no eval.json in {', '.join(p.name for p in missing)}; left out", file=sys.stderr)
+    return [seed_row(p) for p in done]
+
+
+def write(rows: list[dict], root: Path) -> str:
+    text = table(rows)
+    for name, content in (("claims.md", text + "\n"),
+                          ("claims.json", json.dumps({"runs": rows}, indent=2))):
+        tmp = root / f".{name}.tmp"
+        tmp.write_text(content, encoding="utf-8")
+        os.replace(tmp, root / name)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--workdir_root", required=True, help="one sub-directory seed_<s> per run")
+    p.add_argument("--gin_file", action="append", default=[], help="gin config (repeatable; default: the built-in)")
+    p.add_argument("--gin_param", action="append", default=[], help="gin binding for every run (repeatable)")
+    p.add_argument("--parallel", type=int, default=1, help="runs at a time (each uses every core it is given)")
+    p.add_argument("--resume", action="store_true", help="continue each run from its latest checkpoint")
+    p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--collect_only", action="store_true", help="only tabulate the runs under --workdir_root")
+    args = p.parse_args(argv)
+    root = Path(args.workdir_root)
+    if not args.collect_only:
+        jobs = plan(args)
+        if args.parallel < 1:
+            raise ValueError(f"--parallel {args.parallel} must be >= 1")
+        if args.dry_run:
+            print("\n".join(sweep.describe(job) for job in jobs))
+            return 0
+        sweep.check_config(args.gin_file, args.gin_param)
+        if not args.resume:
+            sweep.check_workdirs(jobs)
+        statuses = sweep.execute(jobs, args.parallel)
+        failed = [(job, status) for job, status in zip(jobs, statuses) if status]
+        for job, status in failed:
+            print(f"seeds: error: {job.name} failed with exit status {status}; log: {job.log}\n"
+                  f"{sweep.tail(job.log)}", file=sys.stderr)
+        if failed:
+            return 1
+    print(write(collect(root), root))
+    print(f"\ntable: {root / 'claims.md'}\njson:  {root / 'claims.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (ValueError, OSError) as e:
+        print(f"seeds: error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(2)
