@@ -10,7 +10,8 @@ stored with the run's latest checkpoint, or, without checkpoints, read from a di
 
 Prints a markdown table (λ, K, pass@1, majority@K, weighted@K, best-of-N@K, verifier balanced accuracy, AUROC, and,
 when the sweep holds a λ = 0 run, every run against it as the paper compares: pass@1 difference, weighted vote minus
-λ0's majority vote at K and averaged over N, samples needed to match λ0's majority) and writes ``sweep.json`` (the rows) and ``sweep.png`` (verifier and weighted-vote accuracy vs λ) to DIR (default ROOT).
+λ0's majority vote at K and averaged over N, samples needed to match λ0's majority) and writes ``sweep.json`` (the
+rows) and ``sweep.png`` (verifier and weighted-vote accuracy vs λ) to DIR (default ROOT).
 """
 
 from __future__ import annotations
@@ -114,12 +115,14 @@ def against_baseline(rows: list[dict]) -> list[dict]:
     base = next((r for r in rows if r["lambda"] == 0), None)
     for r in rows:
         same = base is not None and r["ns"] == base["ns"] and r["temperature"] == base["temperature"]
-        lead = [w - m for w, m in zip(r["curves"]["weighted"], base["curves"]["majority"])] if same else None
-        r.update({"pass@1_minus_lambda0": r["pass@1"] - base["pass@1"] if same else None,
-                  "weighted_minus_lambda0_majority": lead[-1] if same else None,
-                  "mean_lead_over_n": sum(lead) / len(lead) if same else None,
-                  "efficiency_vs_lambda0": (testtime.compute_efficiency(
-                      r["ns"], r["curves"]["weighted"], base["curves"]["majority"]).ratio or "never") if same else None})
+        lead = [w - m for w, m in zip(r["curves"]["weighted"], base["curves"]["majority"])] if same else []
+        if not same:
+            r.update(dict.fromkeys(("pass@1_minus_lambda0", "weighted_minus_lambda0_majority", "mean_lead_over_n",
+                                    "efficiency_vs_lambda0")))
+            continue
+        ratio = testtime.compute_efficiency(r["ns"], r["curves"]["weighted"], base["curves"]["majority"]).ratio
+        r.update({"pass@1_minus_lambda0": r["pass@1"] - base["pass@1"], "weighted_minus_lambda0_majority": lead[-1],
+                  "mean_lead_over_n": sum(lead) / len(lead), "efficiency_vs_lambda0": ratio or "never"})
     return rows
 
 

@@ -7,8 +7,11 @@ shardings of the abstract state they are given (also a different mesh than the o
 (``jax.random.key``) round-trip as they are; callers need not unwrap them.
 
 What this module adds: the three items saved together under fixed names, the config check that refuses to resume
-a model with another architecture, and one-line errors for the ways users get this wrong (an unwritable or full
-workdir, resuming or evaluating where nothing was saved).
+a model with another architecture, one-line errors for the ways users get this wrong (an unwritable or full
+workdir, resuming or evaluating where nothing was saved), and damaged steps: a step that cannot be read back (no
+``state/``, truncated arrays, a corrupt config, an empty folder left by an interrupted copy) is
+:class:`DamagedCheckpoint`, naming the step; a resume falls back to the newest intact step and sets the newer ones
+aside (moved to ``WORKDIR/checkpoints_set_aside/``, never deleted).
 
 Test hook: with ``RLVJAX_TEST_FINALIZE_PAUSE_S`` set, every save pauses that long after its data is written and
 before the rename that commits it, so a test can kill a run in the middle of a checkpoint write on purpose.
@@ -86,14 +89,66 @@ class Checkpointer:
             check_config(self.read_config(step), config, keys)
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                   data_state=ocp.args.JsonRestore(), config=ocp.args.JsonRestore())
-        restored = self._manager.restore(step, args=args)
+        restored = self._read(step, args, "its arrays")
         return restored.state, restored.data_state, restored.config
+
+    def restore_intact(self, abstract_state: Any, step: int | None = None, *, config: dict | None = None,
+                       keys: Sequence[str] = ARCHITECTURE_KEYS) -> tuple[Any, dict, dict, int, list[str]]:
+        """:meth:`restore` of ``step``, or (None) of the newest step that reads back whole, trying older ones past
+        damaged ones: ``(state, data_state, stored_config, step, skipped)`` with a one-line reason per skipped step.
+        A config that differs at ``keys`` is not damage: it raises at once."""
+        skipped = []
+        for candidate in [step] if step is not None else sorted(self.all_steps(), reverse=True):
+            try:
+                return (*self.restore(abstract_state, candidate, config=config, keys=keys), candidate, skipped)
+            except DamagedCheckpoint as e:
+                if step is not None:
+                    raise
+                skipped.append(str(e))
+        raise DamagedCheckpoint(f"no intact checkpoint in {self.directory}: {'; '.join(skipped)}; start again in a "
+                                "fresh --workdir")
+
+    def set_aside(self, steps: Sequence[int]) -> epath.Path:
+        """Moves ``steps`` out of the managed directory to ``WORKDIR/checkpoints_set_aside/<step>`` (a later
+        save would collide with them; nothing is deleted); returns that directory."""
+        aside = self.directory.parent / "checkpoints_set_aside"
+        if jax.process_index() == 0:
+            aside.mkdir(parents=True, exist_ok=True)
+            for step in steps:
+                target = aside / str(step)
+                suffix = 1
+                while target.exists():
+                    target, suffix = aside / f"{step}.{suffix}", suffix + 1
+                (self.directory / str(step)).rename(target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("checkpoints set aside")
+        self._manager.reload()
+        return aside
 
     def read_config(self, step: int | None = None) -> dict:
         """The config stored with ``step`` (default latest), without touching the arrays: evaluation builds its
         model from it before it can describe the abstract state."""
         step = self._resolve(step)
-        return self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+        config = self._read(step, ocp.args.Composite(config=ocp.args.JsonRestore()), "its stored config").config
+        if not isinstance(config, dict):
+            raise DamagedCheckpoint(f"checkpoint step {step} in {self.directory} is damaged (its stored config is "
+                                    f"not a JSON object); {self._choose_another(step)}")
+        return config
+
+    def _read(self, step: int, args, what: str):
+        try:
+            return self._manager.restore(step, args=args)
+        except Exception as e:  # Orbax and tensorstore name damage in many ways; all mean "cannot read it back"
+            reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            raise DamagedCheckpoint(f"checkpoint step {step} in {self.directory} is damaged ({what} cannot be read: "
+                                    f"{type(e).__name__}: {reason[:200]}); {self._choose_another(step)}") from None
+
+    def _choose_another(self, step: int) -> str:
+        others = sorted(s for s in self.all_steps() if s != step)
+        return (f"pass --checkpoint with another saved step ({', '.join(map(str, others))})" if others else
+                "no other step is saved: start again in a fresh --workdir")
 
     def latest_step(self) -> int | None:
         """The newest complete step, None when there is none; half-written (tmp) steps never count."""
@@ -173,6 +228,10 @@ def check_free_space(directory: str | os.PathLike, needed_bytes: int) -> None:
     if free < needed_bytes:
         raise DiskFullError(f"only {_size(free)} free under {existing}, a checkpoint needs about "
                             f"{_size(needed_bytes)}; free some space or choose a workdir on a larger disk")
+
+
+class DamagedCheckpoint(UserError):
+    """A saved step that cannot be read back."""
 
 
 class DiskFullError(UserError, OSError):

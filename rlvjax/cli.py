@@ -3,8 +3,9 @@
 - bad input (a config, a path, a value): one line ``name: error: ...`` on stderr naming the problem and the fix,
   exit 2, and nothing written (the entry points validate before they create anything);
 - a run that stops itself (:class:`RunFailed`, e.g. non-finite updates): one line, exit 1;
-- a preemption notice that was honoured (:class:`Preempted`): one line, exit 0, since the state is saved and the
-  scheduler's restart with ``--resume`` continues exactly.
+- a preemption notice or Ctrl-C that was honoured (:class:`Preempted`): one line, exit 0, since the state is saved
+  and the scheduler's restart with ``--resume`` continues exactly;
+- Ctrl-C anywhere else (``KeyboardInterrupt``): one line, exit 130.
 
 docs/errors.md lists every bad input with its message and where it is checked.
 """
@@ -26,7 +27,7 @@ class RunFailed(RuntimeError):
 
 
 class Preempted(Exception):
-    """SIGTERM was honoured: the state is saved (or nothing was lost yet); rerun with --resume to continue."""
+    """SIGTERM or Ctrl-C was honoured: the state is saved (or nothing was lost yet); rerun with --resume."""
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
@@ -55,6 +56,9 @@ def run_main(name: str, main: Callable[[list[str]], None]) -> Callable[[list[str
         except USER_ERRORS as e:
             print(f"{name}: error: {one_line(e)}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:
+            print(f"{name}: interrupted", file=sys.stderr)
+            sys.exit(130)
 
     return wrapped
 

@@ -127,7 +127,10 @@ def compare(rlv: dict, baseline: dict, rlv_correct: np.ndarray, baseline_correct
     weighted vote needs to reach the baseline's best majority vote (``efficiency``: the paper's 8-32x), and how
     many it needs to reach RL^V's own (the same-policy ratio); the weighted-minus-majority lead at each N."""
     ns = rlv["ns"][: len(baseline["ns"])]
-    curve = lambda rep, strategy: [rep["accuracy"][strategy][str(n)] for n in ns]
+
+    def curve(rep, strategy):
+        return [rep["accuracy"][strategy][str(n)] for n in ns]
+
     difference = rlv_correct.mean(axis=1) - baseline_correct.mean(axis=1)
     return {
         "pass@1": {"rlv": rlv["pass@1"], "lambda0": baseline["pass@1"], "difference": float(difference.mean()),

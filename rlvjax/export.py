@@ -35,14 +35,24 @@ def export(workdir, out, *, step: int | None = None, overwrite: bool = False) ->
     return step
 
 
+# What a run writes and reads back in its workdir: an export never goes into (or replaces) one of them.
+MANAGED = ("checkpoints", "checkpoints_set_aside", "tensorboard", "warm_start", "final", "baseline_lambda0")
+
+
 def _check_out(out: Path, workdir: Path, overwrite: bool) -> None:
-    """Refuse to replace files the user may want, and never the run itself (``--overwrite`` deletes ``out``)."""
+    """Refuse to replace files the user may want, and never the run itself or what it manages, in this run or in
+    any run above ``out`` (``--overwrite`` deletes ``out``)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; pass a directory path")
     run, target = workdir.resolve(), out.resolve()
     if run == target or run.is_relative_to(target):
         raise ValueError(f"--out {out} would replace the training run {workdir}; export next to it, e.g. "
                          f"{workdir / 'export'}")
+    for root in [run, *(p for p in target.parents if (p / "checkpoints").is_dir())]:
+        inside = target.relative_to(root).parts[0] if target.is_relative_to(root) else None
+        if inside in MANAGED:
+            raise ValueError(f"--out {out} is inside {root / inside}, which the run in {root} manages; export next "
+                             f"to it, e.g. {root / 'export'}")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"--out {out} exists and is not empty; pass --overwrite to replace it or choose another")
 

@@ -258,8 +258,8 @@ def scaling_curve(answers, scores, correct, ns, strategy: str, num_subsets: int 
       estimator. Both exact forms ignore num_subsets/seed. String answers are grouped by ``conventions.grouping``.
     Like BoN, a vote tie inside a subset counts the expected grade under a uniformly random tie-break (the mean
     over the tied classes; for majority this equals taking the tied answer seen first in the random subset order).
-    A winning class scores the mean grade of its members; a subset with no parseable answer scores 0. Grouping string answers
-    costs one batched grader call per problem over all pairs of distinct answers: precompute ids to do it once.
+    A winning class scores the mean grade of its members; a subset with no parseable answer scores 0. Grouping string
+    answers costs one batched grader call per problem over all pairs of distinct answers: precompute ids to do it once.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")

@@ -1,10 +1,11 @@
-"""``python -m rlvjax.train [--gin_file F ...] [--gin_param 'k=v' ...] [--workdir D] [--resume] [--dry_run]``
+"""``python -m rlvjax.train [--gin_file F ...] [--gin_param 'k=v' ...] [--workdir D] [--resume [--checkpoint N]]
+[--dry_run]``
 
 The RL^V iteration, top to bottom: sample -> grade -> advantages -> update (L_RL + lambda * L_V) -> log ->
 checkpoint -> periodic eval; then (``RunConfig.baseline``) the same for lambda = 0 from the same warm start; then the
-report: warm start, RL^V and its baseline at the training temperature (and ``RunConfig.eval_temperature``). Everything configurable is a gin-bound
-dataclass (see ``experiment.py``, ``rl/steps.py``, ``parallel.py``); with no flags this runs
-``configs/default.gin`` on the CPU.
+report: warm start, RL^V and its baseline at the training temperature (and ``RunConfig.eval_temperature``).
+Everything configurable is a gin-bound dataclass (see ``experiment.py``, ``rl/steps.py``, ``parallel.py``); with no
+flags this runs ``configs/default.gin`` on the CPU.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,11 +23,13 @@ import gin
 import jax
 import numpy as np
 from absl import app, flags, logging
+from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
 from rlvjax import cli, evaluate, experiment, memory, parallel, sampling, sft, testtime
-from rlvjax.checkpoint import ARCHITECTURE_KEYS, Checkpointer, check_config, check_free_space
+from rlvjax.checkpoint import Checkpointer, check_free_space, ensure_writable
+from rlvjax.lock import workdir_lock
 from rlvjax.data import pipeline
 from rlvjax.metrics import MetricsWriter
 from rlvjax.model.hf import load_hf, save_hf
@@ -39,21 +43,24 @@ FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", None, "gin config files (default: configs/default.gin)")
 flags.DEFINE_multi_string("gin_param", [], "gin bindings, e.g. 'RLConfig.lambda_verify = 0.5'")
 flags.DEFINE_string("workdir", "runs/default", "where checkpoints, metrics.jsonl, TensorBoard logs and reports go")
-flags.DEFINE_bool("resume", False, "continue from the latest checkpoint in --workdir")
+flags.DEFINE_bool("resume", False, "continue from the newest intact checkpoint in --workdir")
+flags.DEFINE_integer("checkpoint", None, "with --resume: continue from this step (later steps are set aside)")
 flags.DEFINE_bool("dry_run", False, "plan and compile the run's steps for its mesh without weights or data (fakes the "
                   "devices on a CPU host), print the memory plan beside XLA's compiled memory, and exit non-zero if "
                   "either exceeds the device budget; writes nothing")
 
 
-def train(workdir: str, *, resume: bool = False) -> list[dict]:
+def train(workdir: str, *, resume: bool = False, resume_step: int | None = None) -> list[dict]:
     """Run the configured RL^V training; returns the logged metrics of the steps it ran.
 
     Everything that can be wrong with the config, the model or the data fails before anything is written. A run
     killed at any point and restarted with ``resume=True`` continues from its latest complete checkpoint and logs
-    exactly what the uninterrupted run would have (``metrics.jsonl`` is rewound to that step first). SIGTERM saves
-    at the next step boundary and raises :class:`cli.Preempted`; ``OptimConfig.max_consecutive_nonfinite``
+    exactly what the uninterrupted run would have (``metrics.jsonl`` is rewound to that step first). SIGTERM and
+    Ctrl-C save at the next step boundary and raise :class:`cli.Preempted`; ``OptimConfig.max_consecutive_nonfinite``
     non-finite updates in a row raise :class:`cli.RunFailed` without saving the step that tripped it.
     """
+    if resume_step is not None and not resume:
+        raise ValueError(f"--checkpoint {resume_step} chooses the step to resume from; pass it with --resume")
     mesh_cfg = parallel.MeshConfig()
     parallel.initialize_distributed(mesh_cfg)  # first: building RLConfig already runs JAX (its checks)
     run, rl, optim = experiment.RunConfig(), steps.RLConfig(), steps.OptimConfig()
@@ -78,15 +85,17 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
     params = nnx.to_pure_dict(params)
     workdir = Path(workdir).absolute()
     check_free_space(workdir, checkpoint_bytes(params, keep_reference=rl.beta > 0))
-    checkpoints = Checkpointer(workdir / "checkpoints", max_to_keep=run.max_to_keep)  # creates the workdir
-    config = experiment.config_dict()
-    latest = checkpoints.latest_step()
-    if latest is not None and not resume:
-        raise FileExistsError(f"{workdir} already holds checkpoints (latest step {latest}); pass --resume to "
-                              "continue that run, or choose a fresh --workdir")
-    if latest is not None:  # refuse another architecture before any work
-        check_config(checkpoints.read_config(latest), config, ARCHITECTURE_KEYS)
-    with preemption_notice() as notice:
+    ensure_writable(epath.Path(workdir))
+    with workdir_lock(workdir, jax.process_index()), preemption_notice() as notice:
+        checkpoints = Checkpointer(workdir / "checkpoints", max_to_keep=run.max_to_keep)
+        config = experiment.config_dict()
+        latest = checkpoints.latest_step()
+        if latest is not None and not resume:
+            raise FileExistsError(f"{workdir} already holds checkpoints (latest step {latest}); pass --resume to "
+                                  "continue that run, or choose a fresh --workdir")
+        if resume_step is not None and resume_step not in checkpoints.all_steps():
+            raise FileNotFoundError(f"no checkpoint for step {resume_step} in {checkpoints.directory} to resume from; "
+                                    f"saved steps: {checkpoints.all_steps()}")
         if warm.num_steps and latest is None:
             pairs = experiment.warm_start_pairs(experiment.TaskSpec(), warm.num_examples, warm.mistake_rate,
                                                 warm.seed)
@@ -101,7 +110,14 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
         state = jax.device_put(state, parallel.shardings(state, mesh))
         if latest is not None:
             abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-            state, data_state, _ = checkpoints.restore(abstract, latest, config=config)
+            state, data_state, _, restored, skipped = checkpoints.restore_intact(abstract, resume_step,
+                                                                                 config=config)
+            newer = [s for s in checkpoints.all_steps() if s > restored]
+            if newer:
+                aside = checkpoints.set_aside(newer)
+                if jax.process_index() == 0:
+                    print(f"rlvjax.train: resuming from step {restored}; moved the later steps {newer} to {aside}"
+                          + (f" ({'; '.join(skipped)})" if skipped else ""), file=sys.stderr)
             data.set_state(data_state)
         jitted = steps.jit_steps(statics, mesh, state)
         step_values = advantages_lib.uses_step_values(rl.algorithm)
@@ -181,8 +197,8 @@ def train(workdir: str, *, resume: bool = False) -> list[dict]:
                     checkpoints.save(step + 1, state, data_state=data.get_state(), config=config, force=preempted)
                 if preempted:
                     checkpoints.wait()
-                    raise cli.Preempted(f"SIGTERM: saved the checkpoint of step {step + 1} in {checkpoints.directory} "
-                                        "and stopped; rerun with --resume to continue")
+                    raise cli.Preempted(f"{notice.name}: saved the checkpoint of step {step + 1} in "
+                                        f"{checkpoints.directory} and stopped; rerun with --resume to continue")
             if run.export_final:  # every process sends its shards; process 0 writes; none goes on before it has
                 params = multihost_utils.process_allgather(state.params, tiled=True)
                 if jax.process_index() == 0:
@@ -234,23 +250,34 @@ def rewind_logs(workdir: Path, step: int) -> None:
 
 
 class _Notice:
-    """SIGTERM handling in two phases: before the loop a notice stops at once (nothing is lost: the warm start is
-    redone, a restored state is still on disk); in the loop it is a flag read at the next step boundary."""
+    """SIGTERM / SIGINT (Ctrl-C) handling in two phases: before the loop a notice stops at once (nothing is lost: the
+    warm start is redone, a restored state is still on disk); in the loop it is a flag read at the next step
+    boundary, where the step is saved. A second Ctrl-C exits at once, as a kill would (a save in flight is left as
+    Orbax's temporary directory, which no resume reads)."""
 
     def __init__(self):
         self._received = threading.Event()
         self._deferred = False
+        self.name = "SIGTERM"
 
     def handle(self, signum, frame) -> None:
-        del signum, frame
+        del frame
+        if signum == signal.SIGINT and self._received.is_set():  # like kill -9, which a resume is proof against
+            print("rlvjax.train: interrupted again: stopped at once, without saving this step; --resume continues "
+                  "from the latest complete checkpoint", file=sys.stderr, flush=True)
+            os._exit(130)
+        self.name = signal.Signals(signum).name
         self._received.set()
         if not self._deferred:
-            raise cli.Preempted("SIGTERM before the first RL step; nothing to save, rerun with --resume")
+            raise cli.Preempted(f"{self.name} before the first RL step; nothing to save, rerun with --resume")
+        if signum == signal.SIGINT:
+            print("\nCtrl-C: saving a checkpoint at the end of this step, then stopping (Ctrl-C again: stop now, "
+                  "without it)", file=sys.stderr, flush=True)
 
     def defer(self) -> None:
         self._deferred = True
         if self._received.is_set():
-            raise cli.Preempted("SIGTERM before the first RL step; nothing to save, rerun with --resume")
+            raise cli.Preempted(f"{self.name} before the first RL step; nothing to save, rerun with --resume")
 
     def received(self) -> bool:
         return self._received.is_set()
@@ -258,16 +285,18 @@ class _Notice:
 
 @contextlib.contextmanager
 def preemption_notice():
-    """Installs the SIGTERM handler of :class:`_Notice` for the block (main thread only; elsewhere a no-op)."""
+    """Installs the SIGTERM and SIGINT handlers of :class:`_Notice` for the block (main thread only; elsewhere a
+    no-op)."""
     notice = _Notice()
     if threading.current_thread() is not threading.main_thread():
         yield notice
         return
-    previous = signal.signal(signal.SIGTERM, notice.handle)
+    previous = {sig: signal.signal(sig, notice.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield notice
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def agree(flag: bool) -> bool:
@@ -303,11 +332,11 @@ def final_report(workdir, policies: dict[str, Path], *, num_samples: int, seed: 
     return evaluation
 
 
-def run_and_report(workdir, *, resume: bool = False) -> dict | None:
+def run_and_report(workdir, *, resume: bool = False, resume_step: int | None = None) -> dict | None:
     """Train; with ``RunConfig.baseline`` also train the lambda = 0 baseline from the same warm start; then the
     end-of-run report."""
     workdir = Path(workdir)
-    train(str(workdir), resume=resume)
+    train(str(workdir), resume=resume, resume_step=resume_step)
     run, rl = experiment.RunConfig(), steps.RLConfig()
     policies = {name: workdir / name for name in ("warm_start", "final") if (workdir / name).exists()}
     if run.baseline:
@@ -326,7 +355,8 @@ def run_and_report(workdir, *, resume: bool = False) -> dict | None:
                         temperatures=temperatures)
 
 
-def launch(gin_files, gin_params, workdir, *, resume: bool = False, dry_run: bool = False):
+def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step: int | None = None,
+           dry_run: bool = False):
     """What the CLI does once its flags are parsed (tests call it in-process, wrapped in ``cli.run_main``)."""
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress bar says enough
     cli.parse_gin(gin_files or [str(CONFIGS / "default.gin")], gin_params)
@@ -334,13 +364,14 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, dry_run: boo
         from rlvjax import dry_run as dry_run_lib
 
         return dry_run_lib.run(echo=True)
-    return run_and_report(workdir, resume=resume)
+    return run_and_report(workdir, resume=resume, resume_step=resume_step)
 
 
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected argument {argv[1]!r}; gin files go after --gin_file")
-    launch(FLAGS.gin_file, FLAGS.gin_param, FLAGS.workdir, resume=FLAGS.resume, dry_run=FLAGS.dry_run)
+    launch(FLAGS.gin_file, FLAGS.gin_param, FLAGS.workdir, resume=FLAGS.resume, resume_step=FLAGS.checkpoint,
+           dry_run=FLAGS.dry_run)
 
 
 if __name__ == "__main__":

@@ -226,3 +226,56 @@ def test_collect_errors(tmp_path):
     write_eval(tmp_path / "run_x" / "eval.json", pass1=0, majority=0, weighted=0, best=0, bal_acc=0.5, auroc=0.5)
     with pytest.raises(ValueError, match="its name is not lambda_<value>"):
         collect.collect(tmp_path)
+
+
+seeds = load_script("seeds")
+
+
+def write_seed_eval(path, *, rlv, base, rlv_majority, weighted, base_majority, ratio, ci_high, rlv_ver, base_ver):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rep = lambda p1, maj, wt, ver: {"num_samples": 64, "pass@1": p1,  # noqa: E731
+                                    "accuracy": {"majority": {"64": maj}, "weighted": {"64": wt}},
+                                    "verifier": {"verifier_balanced_accuracy": ver}}
+    cmp = {"pass@1": {"difference": rlv - base, "difference_ci95": [rlv - base - 0.1, ci_high]},
+           "efficiency_vs_lambda0_majority": {"ratio": ratio}}
+    path.write_text(json.dumps({"train_temperature": 1.5, "headline_temperature": 1.5,
+                                "reports": {"1.5": {"final": rep(rlv, rlv_majority, weighted, rlv_ver),
+                                                    "lambda0": rep(base, base_majority, 0.0, base_ver)}},
+                                "comparison": {"1.5": cmp}}))
+
+
+def test_seeds_claims_by_hand(tmp_path, capsys):
+    write_seed_eval(tmp_path / "seed_0" / "eval.json", rlv=0.6, base=0.7, rlv_majority=0.8, weighted=0.9,
+                    base_majority=0.85, ratio=8.0, ci_high=0.01, rlv_ver=0.8, base_ver=0.5)  # every claim holds
+    write_seed_eval(tmp_path / "seed_1" / "eval.json", rlv=0.4, base=0.7, rlv_majority=0.8, weighted=0.8,
+                    base_majority=0.9, ratio=None, ci_high=-0.2, rlv_ver=0.8, base_ver=0.5)  # only the verifier
+    (tmp_path / "seed_2").mkdir()  # unfinished
+    assert seeds.main(["--workdir_root", str(tmp_path), "--collect_only"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[2] == "| 0 | 0.600 | 0.700 | -0.100 | 0.850 | 0.900 | 0.800 | 0.800 | 0.500 | 8.000 |"
+    assert lines[3] == "| 1 | 0.400 | 0.700 | -0.300 | 0.900 | 0.800 | 0.800 | 0.800 | 0.500 | never |"
+    # means, sample standard deviations (pass@1 0.6 and 0.4: 0.5 +- 0.141), the efficiency's range and its nevers
+    assert lines[4] == ("| mean ± sd | 0.500 ± 0.141 | 0.700 ± 0.000 | -0.200 ± 0.141 | 0.875 ± 0.035 | "
+                        "0.850 ± 0.071 | 0.800 ± 0.000 | 0.800 ± 0.000 | 0.500 ± 0.000 | 8.00–8.00 (1 never) |")
+    assert "- pass@1 not worse: 1 of 2" in out and "- efficiency >= 8: 1 of 2" in out
+    assert "- wt@K >= λ0 maj@K: 1 of 2" in out and "- verifier better: 2 of 2" in out
+    assert "- wt@K > maj@K: 1 of 2" in out
+    assert "no eval.json in seed_2" in err
+    assert (tmp_path / "claims.md").read_text().startswith("| seed |")
+    assert len(json.loads((tmp_path / "claims.json").read_text())["runs"]) == 2
+
+
+def test_seeds_dry_run_and_bad_input(tmp_path, capsys):
+    assert seeds.main(["--seeds", "3,4", "--workdir_root", str(tmp_path), "--dry_run"]) == 0
+    commands = capsys.readouterr().out.splitlines()
+    assert len(commands) == 2 and f"--workdir {tmp_path / 'seed_4'}" in commands[1]
+    for binding in ("RunConfig.baseline = True", "RunConfig.seed = 4", "WarmStartConfig.seed = 4",
+                    "ModelSpec.init_seed = 4", "TaskSpec.seed = 4"):
+        assert shlex.quote(binding) in commands[1]
+    with pytest.raises(ValueError, match="binds RunConfig.seed; the script sets it from --seeds"):
+        seeds.main(["--workdir_root", str(tmp_path), "--gin_param", "RunConfig.seed=1", "--dry_run"])
+    with pytest.raises(ValueError, match="each seed once"):
+        seeds.main(["--seeds", "1,1", "--workdir_root", str(tmp_path), "--dry_run"])
+    with pytest.raises(FileNotFoundError, match="no seed_\\*/eval.json"):
+        seeds.main(["--workdir_root", str(tmp_path), "--collect_only"])

@@ -12,7 +12,7 @@ import pytest
 from jax.sharding import AbstractMesh
 from flax import nnx
 
-from rlvjax import experiment, memory, parallel, sampling, sft, train  # train: gin's search path for `include 'configs/...'`
+from rlvjax import experiment, memory, parallel, sampling, sft  # train: gin's search path for `include 'configs/...'`
 from rlvjax.model.hf import config_from_hf
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import steps

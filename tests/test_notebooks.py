@@ -2,7 +2,6 @@
 notebook is valid nbformat whose code compiles."""
 
 import ast
-import os
 import time
 from pathlib import Path
 

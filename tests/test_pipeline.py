@@ -49,17 +49,24 @@ def test_shrunken_default_pipeline_writes_the_report(tmp_path):
     assert "pass@1" in out.stdout and f"report: {tmp_path / 'eval.json'}" in out.stdout, out.stdout
     assert (tmp_path / "scaling.png").stat().st_size > 10_000
 
-    reports = json.loads((tmp_path / "eval.json").read_text())
-    assert set(reports) == {"warm_start", "final"}
-    for rep in reports.values():
+    evaluation = json.loads((tmp_path / "eval.json").read_text())
+    # The default trains the lambda = 0 baseline too, and reports at the training temperature (the headline) and at
+    # RunConfig.eval_temperature side by side, each with RL^V against the baseline.
+    assert evaluation["headline_temperature"] == evaluation["train_temperature"] == 1.5
+    assert set(evaluation["reports"]) == set(evaluation["comparison"]) == {"1.5", "2"}
+    assert "RL^V weighted vote vs lambda0 majority vote:" in out.stdout and "T = 2 (eval temperature)" in out.stdout
+    assert all(set(reports) == {"warm_start", "final", "lambda0"} for reports in evaluation["reports"].values())
+    for t, rep in [(t, rep) for t, reports in evaluation["reports"].items() for rep in reports.values()]:
         assert rep["num_problems"] == 32 and rep["num_samples"] == 8 and rep["ns"] == [1, 2, 4, 8]
-        assert rep["temperature"] == 2.0  # the default's RunConfig.eval_temperature, not the RL temperature (1.5)
+        assert rep["temperature"] == float(t)
+        assert rep["conventions"] == {"score": "normalized", "grouping": "math", "unparseable": "last",
+                                      "ties": "random"}
         assert set(rep["pass@k"]) == {"1", "2", "4", "8"}
         assert set(rep["accuracy"]) == STRATEGIES
         assert all(set(curve) == {"1", "2", "4", "8"} for curve in rep["accuracy"].values())
         assert {"verifier_accuracy", "verifier_balanced_accuracy", "verifier_auroc", "within_problem_auroc",
                 "calibration_error"} <= set(rep["verifier"])
         assert set(rep["by_level"]) == {"2"}
-        assert "compute_efficiency_weighted_vs_majority" in rep
+        assert rep["pass@1_ci95"][0] <= rep["pass@1"] <= rep["pass@1_ci95"][1]
         for value in [rep["pass@1"], *rep["pass@k"].values(), *rep["verifier"].values()]:
             assert value is None or np.isnan(value) or 0.0 <= value <= 1.0

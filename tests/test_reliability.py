@@ -1,6 +1,8 @@
 """Reliability of `python -m rlvjax.train`: kill -9 anywhere (also mid-checkpoint) then --resume gives the
-uninterrupted run's metrics bit for bit; SIGTERM saves at the next step boundary and exits 0; non-finite updates are
-skipped, counted, and stop the run with its last checkpoint intact.
+uninterrupted run's metrics bit for bit; SIGTERM and Ctrl-C save at the next step boundary and exit 0 (a second
+Ctrl-C stops at once); a second process on a busy workdir is refused, a dead one's lock blocks nothing; a damaged
+latest checkpoint falls back to the newest intact one; non-finite updates are skipped, counted, and stop the run
+with its last checkpoint intact.
 
 The subprocess runs share one persistent JAX compilation cache, so a restart costs its imports, not its compiles.
 """
@@ -8,7 +10,9 @@ The subprocess runs share one persistent JAX compilation cache, so a restart cos
 import json
 import os
 import random
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,8 +24,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from rlvjax import cli, train
-from rlvjax.checkpoint import PAUSE_ENV
+from rlvjax import cli, export, train
+from rlvjax.checkpoint import PAUSE_ENV, DamagedCheckpoint
 
 REPO = Path(__file__).resolve().parents[1]
 DIGIT = str(REPO / "configs" / "digit_smoke.gin")
@@ -54,9 +58,9 @@ def start(workdir, env, bindings=(), *, resume=False, extra_env=None):
                             stdout=subprocess.DEVNULL, stderr=log)
 
 
-def finish(workdir, env, bindings=(), *, resume=False) -> subprocess.CompletedProcess:
-    out = subprocess.run(command(workdir, bindings, resume=resume), cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=300)
+def finish(workdir, env, bindings=(), *, resume=False, extra=()) -> subprocess.CompletedProcess:
+    out = subprocess.run(command(workdir, bindings, resume=resume) + list(extra), cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
@@ -93,11 +97,16 @@ def wait_for(condition, proc, timeout=240.0, poll=0.01):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, env):
-    """The uninterrupted run, shared by every interrupted one."""
+def reference_run(tmp_path_factory, env) -> Path:
+    """The uninterrupted run's workdir, shared by every interrupted one (copy it before changing it)."""
     workdir = tmp_path_factory.mktemp("reference") / "run"
     finish(workdir, env)
-    rows = metrics(workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def reference(reference_run):
+    rows = metrics(reference_run)
     assert [r["step"] for r in rows] == list(range(1, NUM_STEPS + 1))
     assert any(r["reward_mean"] > 0 for r in rows), "no rewards: the policy loss would never be exercised"
     return rows
@@ -137,22 +146,112 @@ def test_kill_9_anywhere_then_resume_matches_the_uninterrupted_run(tmp_path, env
     assert len({max(before, default=0) for _, before in report}) >= 2, report  # resumed from several points
 
 
-def test_sigterm_saves_at_the_next_step_and_exits_0(tmp_path, env, reference):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_save_at_the_next_step_and_exit_0(tmp_path, env, reference, sig):
     workdir = tmp_path / "run"
     bindings = ["RunConfig.checkpoint_every = 1000"]  # the only checkpoint before the end is the preemption's
     proc = start(workdir, env, bindings)
     wait_for(lambda: lines(workdir) >= 3, proc)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     sent = time.monotonic()
     assert proc.wait(timeout=60) == 0
     assert time.monotonic() - sent < 30  # one step and one save, not the rest of the run
     stopped = lines(workdir)
     assert 3 <= stopped < NUM_STEPS and saved_steps(workdir) == [stopped]
     stderr = (workdir.parent / "run.stderr").read_text()
-    assert f"rlvjax.train: SIGTERM: saved the checkpoint of step {stopped}" in stderr
+    assert f"rlvjax.train: {sig.name}: saved the checkpoint of step {stopped}" in stderr and "Traceback" not in stderr
     finish(workdir, env, bindings, resume=True)
-    assert_same(metrics(workdir), reference, f"SIGTERM at step {stopped}")
+    assert_same(metrics(workdir), reference, f"{sig.name} at step {stopped}")
     assert saved_steps(workdir) == [stopped, NUM_STEPS]
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path, env, reference):
+    workdir = tmp_path / "run"
+    stderr = workdir.parent / "run.stderr"
+    proc = start(workdir, env, ["RunConfig.checkpoint_every = 1000"])
+    wait_for(lambda: lines(workdir) >= 2, proc)
+    proc.send_signal(signal.SIGINT)
+    wait_for(lambda: b"Ctrl-C: saving a checkpoint at the end of this step" in stderr.read_bytes(), proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    text = stderr.read_text()
+    assert "rlvjax.train: interrupted again: stopped at once, without saving this step" in text
+    assert "Traceback" not in text and saved_steps(workdir) == []
+    finish(workdir, env, resume=True)  # nothing was saved: the resume starts over and ends where the reference did
+    assert_same(metrics(workdir), reference, "resumed after a second Ctrl-C")
+
+
+def test_a_busy_workdir_is_refused_and_a_dead_holder_does_not_block_it(tmp_path, env, reference):
+    workdir = tmp_path / "run"
+    proc = start(workdir, env, extra_env={PAUSE_ENV: "10"})  # each save takes 10 s: the run outlasts the second's start
+    wait_for(lambda: lines(workdir) >= 1, proc)
+    second = subprocess.run(command(workdir, resume=True), cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert f"rlvjax.train: error: {workdir} is in use by pid {proc.pid} on {socket.gethostname()} since " \
+        in second.stderr
+    assert "wait for that run to end (or stop it), or choose another --workdir" in second.stderr
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert (workdir / ".lock.0").exists()  # the dead holder's file stays; its lock went with it
+    finish(workdir, env, resume=True)
+    assert_same(metrics(workdir), reference, "resumed after a kill -9 that left its lock file")
+
+
+def _remove_state(step_dir):
+    shutil.rmtree(step_dir / "state")
+
+
+def _truncate_arrays(step_dir):
+    for path in (step_dir / "state").rglob("*"):
+        if path.is_file() and path.stat().st_size > 64 and "ocdbt.process" in str(path):
+            with open(path, "r+b") as f:
+                f.truncate(path.stat().st_size // 2)
+
+
+def _corrupt_config(step_dir):
+    (step_dir / "config" / "metadata").write_text("{not json")
+
+
+def _empty_folder(step_dir):
+    shutil.rmtree(step_dir)
+    step_dir.mkdir()
+
+
+@pytest.mark.parametrize("damage", [_remove_state, _truncate_arrays, _corrupt_config, _empty_folder],
+                         ids=["no state", "truncated arrays", "corrupt config", "empty folder"])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, env, reference, reference_run,
+                                                                         damage):
+    workdir = tmp_path / "run"
+    shutil.copytree(reference_run, workdir)
+    assert saved_steps(workdir) == [6, 8]
+    damage(workdir / "checkpoints" / "8")
+    # export and evaluate name the damaged step and the others to choose from
+    with pytest.raises(DamagedCheckpoint, match=f"checkpoint step 8 in {workdir / 'checkpoints'} is damaged .*; "
+                                                "pass --checkpoint with another saved step \\(6\\)"):
+        export.export(workdir, tmp_path / "exported")
+    assert not (tmp_path / "exported").exists()
+    out = finish(workdir, env, resume=True)
+    assert f"resuming from step 6; moved the later steps [8] to {workdir / 'checkpoints_set_aside'}" in out.stderr
+    assert "checkpoint step 8" in out.stderr and "is damaged" in out.stderr
+    assert_same(metrics(workdir), reference, f"resumed past a damaged step 8 ({damage.__name__})")
+    assert saved_steps(workdir) == [6, 8] and (workdir / "checkpoints_set_aside" / "8").is_dir()
+
+
+def test_resume_from_a_chosen_step(tmp_path, env, reference, reference_run):
+    workdir = tmp_path / "run"
+    shutil.copytree(reference_run, workdir)
+    missing = subprocess.run(command(workdir, resume=True) + ["--checkpoint", "7"], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "no checkpoint for step 7" in missing.stderr and "saved steps: [6, 8]" in \
+        missing.stderr
+    out = finish(workdir, env, resume=True, extra=["--checkpoint", "6"])
+    assert "resuming from step 6; moved the later steps [8]" in out.stderr
+    assert_same(metrics(workdir), reference, "resumed from the chosen step 6")
+    without = subprocess.run(command(tmp_path / "fresh") + ["--checkpoint", "6"], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert without.returncode == 2 and "--checkpoint 6 chooses the step to resume from; pass it with --resume" in \
+        without.stderr and not (tmp_path / "fresh").exists()
 
 
 def in_process(workdir, bindings, *, resume=False):

@@ -5,7 +5,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import itertools
-import math
 from collections import Counter
 
 import numpy as np

@@ -221,12 +221,16 @@ def save_hf(model: Transformer, tokenizer, path) -> None:
         array = np.asarray(jax.device_get(params[param].get_value()))
         tensors[hf_name] = np.ascontiguousarray(array.T if transpose else array)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))  # 0700, as mkdtemp makes it
     try:
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg, tokenizer), indent=2))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        for item in [tmp, *tmp.rglob("*")]:  # the modes any other tool would give them
+            item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
