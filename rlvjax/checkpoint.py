@@ -195,7 +195,7 @@ def check_config(stored: dict, current: dict, keys: Sequence[str]) -> None:
                          "trained with, or use a fresh workdir")
 
 
-def ensure_writable(directory: epath.Path) -> None:
+def ensure_writable(directory: epath.Path, what: str = "checkpoint directory") -> None:
     """Creates ``directory`` and proves a file can be written there, so a bad workdir fails before training."""
     probe = directory / f".write-probe-{os.getpid()}-{jax.process_index()}"
     created = [p for p in [directory, *directory.parents] if not p.exists()]  # removed again if the probe fails
@@ -210,8 +210,8 @@ def ensure_writable(directory: epath.Path) -> None:
                     path.rmdir()
                 except OSError:
                     break
-        raise PermissionError(f"checkpoint directory {directory} is not writable ({e.strerror or e}); "
-                              "choose a workdir you can write to") from None
+        raise PermissionError(f"{what} {directory} is not writable ({e.strerror or e}); choose a workdir you can "
+                              "write to") from None
 
 
 def check_free_space(directory: str | os.PathLike, needed_bytes: int) -> None:

@@ -12,6 +12,7 @@ docs/errors.md lists every bad input with its message and where it is checked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tokenize
@@ -76,7 +77,8 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
         resolved.append(os.path.abspath(found[0]))
     for source in [*resolved, None]:  # one at a time, so that a syntax error can name its file
         try:
-            gin.parse_config_file(source) if source is not None else gin.parse_config(list(bindings))
+            with _quiet_absl():  # gin logs an error for every search path an `include` is not found under
+                gin.parse_config_file(source) if source is not None else gin.parse_config(list(bindings))
         except (SyntaxError, tokenize.TokenError) as e:
             where = _where(e, source)
             raise ValueError(f"malformed gin config{where}: {_first_line(e)}; each binding is "
@@ -89,6 +91,18 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
                     "fix the binding")
             raise ValueError(f"{lines[0]} ({where}); {hint}" if where else f"{lines[0]}; {hint}") from None
     gin.finalize()
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    from absl import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.FATAL)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def _where(error: BaseException, source: str | None) -> str:

@@ -23,9 +23,10 @@ from rlvjax.parallel import MeshConfig
 from rlvjax.rl import verifier
 from rlvjax.rl.steps import OptimConfig, RLConfig, Statics
 from rlvjax.sft import WarmStartConfig
+from rlvjax.testtime import Conventions
 
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the repository's configs/ (editable install)
+CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped in the package (the repository links configs/ here)
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -304,4 +305,19 @@ def config_dict() -> dict:
     asdict = lambda c: json.loads(json.dumps(dataclasses.asdict(c)))  # tuples -> lists, as JSON restores them
     return {"model": asdict(ModelSpec()), "warm_start": asdict(WarmStartConfig()), "task": asdict(TaskSpec()),
             "run": asdict(RunConfig()), "rl": asdict(RLConfig()), "optim": asdict(OptimConfig()),
-            "mesh": asdict(MeshConfig())}
+            "mesh": asdict(MeshConfig()), "conventions": asdict(Conventions())}
+
+
+def resolved_gin() -> str:
+    """Every gin binding of this run, included files resolved: ``--gin_file`` of this text reproduces it."""
+    return "# The resolved configuration of this run: python -m rlvjax.train --gin_file config.gin reproduces it.\n" \
+        + gin.config_str()
+
+
+def write_resolved_config(workdir: Path) -> None:
+    """``config.json`` (:func:`config_dict`) and ``config.gin`` (:func:`resolved_gin`) in ``workdir``, each
+    replaced whole."""
+    for name, text in (("config.json", json.dumps(config_dict(), indent=2) + "\n"), ("config.gin", resolved_gin())):
+        tmp = workdir / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(workdir / name)

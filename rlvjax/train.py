@@ -45,6 +45,8 @@ flags.DEFINE_multi_string("gin_param", [], "gin bindings, e.g. 'RLConfig.lambda_
 flags.DEFINE_string("workdir", "runs/default", "where checkpoints, metrics.jsonl, TensorBoard logs and reports go")
 flags.DEFINE_bool("resume", False, "continue from the newest intact checkpoint in --workdir")
 flags.DEFINE_integer("checkpoint", None, "with --resume: continue from this step (later steps are set aside)")
+flags.DEFINE_bool("print_config", False, "print the resolved configuration (a gin file that reproduces the run; "
+                  "every run also writes it to WORKDIR/config.gin, with config.json) and exit; writes nothing")
 flags.DEFINE_bool("dry_run", False, "plan and compile the run's steps for its mesh without weights or data (fakes the "
                   "devices on a CPU host), print the memory plan beside XLA's compiled memory, and exit non-zero if "
                   "either exceeds the device budget; writes nothing")
@@ -85,8 +87,8 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
     params = nnx.to_pure_dict(params)
     workdir = Path(workdir).absolute()
     check_free_space(workdir, checkpoint_bytes(params, keep_reference=rl.beta > 0))
-    ensure_writable(epath.Path(workdir))
-    with workdir_lock(workdir, jax.process_index()), preemption_notice() as notice:
+    ensure_writable(epath.Path(workdir), "workdir")
+    with workdir_lock(workdir, enabled=jax.process_index() == 0), preemption_notice() as notice:
         checkpoints = Checkpointer(workdir / "checkpoints", max_to_keep=run.max_to_keep)
         config = experiment.config_dict()
         latest = checkpoints.latest_step()
@@ -126,6 +128,8 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
             rewind_logs(workdir, start)
         writer = MetricsWriter(workdir, total_steps=run.num_steps, initial_step=start,
                                enabled=jax.process_index() == 0)
+        if jax.process_index() == 0:  # what this invocation runs, now that every check has passed
+            experiment.write_resolved_config(workdir)
         notice.defer()  # from here a SIGTERM is honoured at the next step boundary, with a checkpoint
         rows2 = parallel.batch_sharding(mesh, 2)
         history = []
@@ -308,10 +312,11 @@ def agree(flag: bool) -> bool:
 
 
 def final_report(workdir, policies: dict[str, Path], *, num_samples: int, seed: int,
-                 temperatures: tuple[float, ...]) -> dict:
+                 temperatures: tuple[float, ...] | None = None) -> dict:
     """Evaluate HF policy directories on the configured task's eval set at each temperature (the first is the
-    training temperature, the headline); write eval.json + scaling.png, print the summary."""
+    headline; default: the training temperature alone); write eval.json + scaling.png, print the summary."""
     rl, mesh = steps.RLConfig(), parallel.make_mesh(parallel.MeshConfig())
+    temperatures = temperatures or (rl.temperature,)
     conventions = testtime.Conventions()
     reports, correct = {}, {}
     for name, path in policies.items():
@@ -356,10 +361,13 @@ def run_and_report(workdir, *, resume: bool = False, resume_step: int | None = N
 
 
 def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step: int | None = None,
-           dry_run: bool = False):
+           dry_run: bool = False, print_config: bool = False):
     """What the CLI does once its flags are parsed (tests call it in-process, wrapped in ``cli.run_main``)."""
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress bar says enough
     cli.parse_gin(gin_files or [str(CONFIGS / "default.gin")], gin_params)
+    if print_config:
+        print(experiment.resolved_gin(), end="")
+        return None
     if dry_run:
         from rlvjax import dry_run as dry_run_lib
 
@@ -371,7 +379,7 @@ def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected argument {argv[1]!r}; gin files go after --gin_file")
     launch(FLAGS.gin_file, FLAGS.gin_param, FLAGS.workdir, resume=FLAGS.resume, resume_step=FLAGS.checkpoint,
-           dry_run=FLAGS.dry_run)
+           dry_run=FLAGS.dry_run, print_config=FLAGS.print_config)
 
 
 if __name__ == "__main__":

@@ -260,8 +260,7 @@ def test_unwritable_workdir(tmp_path, capsys):
     workdir = tmp_path / "file" / "run"
     code, line = train_error(workdir, capsys=capsys)
     assert code == 2
-    assert line.endswith(f"checkpoint directory {workdir}/checkpoints is not writable (Not a directory); choose a "
-                         "workdir you can write to")
+    assert line.endswith(f"workdir {workdir} is not writable (Not a directory); choose a workdir you can write to")
 
 
 def test_full_disk_fails_before_anything_is_written(tmp_path, capsys, monkeypatch):

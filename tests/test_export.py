@@ -105,3 +105,33 @@ def test_export_user_errors(run_dir, tmp_path):
     with pytest.raises(ValueError, match="is a file"):
         export.export(run_dir, tmp_path / "file")
     assert not out.exists() and (run_dir / "checkpoints").is_dir()
+
+
+def test_export_never_writes_into_what_a_run_manages(run_dir, tmp_path):
+    other = tmp_path / "other_run"
+    (other / "checkpoints").mkdir(parents=True)
+    steps = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    for out, managed in [(run_dir / "checkpoints", run_dir / "checkpoints"),
+                         (run_dir / "checkpoints" / "7", run_dir / "checkpoints"),  # a fake latest step
+                         (run_dir / "final", run_dir / "final"),
+                         (run_dir / "tensorboard" / "x", run_dir / "tensorboard"),
+                         (other / "checkpoints" / "3", other / "checkpoints")]:  # another run's checkpoints
+        done = export_cli("--workdir", run_dir, "--out", out, "--overwrite")
+        assert done.returncode == 2, done.stderr
+        assert f"rlvjax.export: error: --out {out} is inside {managed}, which the run in {managed.parent} manages" \
+            in done.stderr
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == steps
+    assert export.export(run_dir, run_dir / "export") == 2  # next to them is fine
+
+
+def test_export_follows_the_umask(run_dir, tmp_path):
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        export.export(run_dir, tmp_path / "hf")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "hf").stat().st_mode & 0o777 == 0o755
+    assert {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "hf").iterdir()}["model.safetensors"] == 0o644
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in (tmp_path / "hf").iterdir())

@@ -193,7 +193,7 @@ def test_a_busy_workdir_is_refused_and_a_dead_holder_does_not_block_it(tmp_path,
     assert "wait for that run to end (or stop it), or choose another --workdir" in second.stderr
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
-    assert (workdir / ".lock.0").exists()  # the dead holder's file stays; its lock went with it
+    assert (workdir / ".lock").exists()  # the dead holder's name stays; its lock went with it
     finish(workdir, env, resume=True)
     assert_same(metrics(workdir), reference, "resumed after a kill -9 that left its lock file")
 
