@@ -81,6 +81,11 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
                 gin.parse_config_file(source) if source is not None else gin.parse_config(list(bindings))
         except (SyntaxError, tokenize.TokenError) as e:
             where = _where(e, source)
+            text = getattr(e, "text", None) or ""
+            if isinstance(e, SyntaxError) and "malformed node or string" in str(e.msg) and "=" in text:
+                name, value = (part.strip() for part in text.split("=", 1))
+                raise ValueError(f"malformed gin config{where}: {value} is not a Python literal; text needs quotes, "
+                                 f"e.g. {name} = {value!r}") from None
             raise ValueError(f"malformed gin config{where}: {_first_line(e)}; each binding is "
                              "'Configurable.parameter = python_literal'") from None
         except ValueError as e:

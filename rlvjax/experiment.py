@@ -17,6 +17,7 @@ from flax import nnx
 
 from rlvjax.data import arithmetic, sources
 from rlvjax.data.tokenizer import build_tokenizer
+from rlvjax.fieldtypes import check_field_types
 from rlvjax.model.hf import config_from_hf, load_hf, load_tokenizer
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.parallel import MeshConfig
@@ -54,6 +55,7 @@ class ModelSpec:
     init_seed: int = 0
 
     def __post_init__(self):
+        check_field_types(self)
         for name in ("dtype", "compute_dtype"):
             value = getattr(self, name)
             if not (value in DTYPES or value is None and name == "compute_dtype"):
@@ -82,6 +84,7 @@ class TaskSpec:
     eval_split: str = "test"
 
     def __post_init__(self):
+        check_field_types(self)
         if self.eval_split not in ("test", "validation"):
             raise ValueError(f"TaskSpec.eval_split={self.eval_split!r}: use 'test' or 'validation'")
         if self.eval_split == "validation" and self.name != "arithmetic":
@@ -114,6 +117,9 @@ class RunConfig:
     # report RL^V against it as the paper does: pass@1 of both, and the samples RL^V's weighted vote needs to match
     # the baseline's majority vote.
     baseline: bool = False
+
+    def __post_init__(self):
+        check_field_types(self)
     compilation_cache_dir: str | None = "~/.cache/rlvjax/jax"  # XLA's persistent compilation cache (None: off)
 
 

@@ -38,6 +38,7 @@ from flax import nnx
 from jax.sharding import AbstractMesh, Mesh, NamedSharding
 
 from rlvjax import evaluate, parallel, sampling
+from rlvjax.fieldtypes import check_field_types
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import steps
 
@@ -55,6 +56,9 @@ class MemoryConfig:
 
     device_memory_gib: float | None = None
     refuse: bool = True
+
+    def __post_init__(self):
+        check_field_types(self)
 
 
 @dataclasses.dataclass(frozen=True)

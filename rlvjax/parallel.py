@@ -17,6 +17,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from rlvjax.fieldtypes import check_field_types
+
 AXES = ("data", "fsdp", "tensor")
 BATCH = ("data", "fsdp")  # the batch dimension is split over both data-parallel axes
 
@@ -54,6 +56,9 @@ class MeshConfig:
     # not delay them), so only a host's network or scheduler hiccups need headroom.
     heartbeat_timeout_s: int = 100
     shutdown_timeout_s: int = 300  # how long a finished process waits at exit for the others to finish too
+
+    def __post_init__(self):
+        check_field_types(self)
 
 
 # Environment fallbacks for fields left None, first set wins (JAX_COORDINATOR_ADDRESS is jax.distributed's own).

@@ -17,6 +17,8 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
+from rlvjax.fieldtypes import check_field_types
+
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +35,7 @@ class WarmStartConfig:
     seed: int = 0
 
     def __post_init__(self):
+        check_field_types(self)
         if self.verify_labels not in ("random", "graded"):
             raise ValueError(f"verify_labels={self.verify_labels!r}; use 'random' or 'graded'")
 

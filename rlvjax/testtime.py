@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 import gin
 import numpy as np
 
+from rlvjax.fieldtypes import check_field_types
+
 STRATEGIES = ("majority", "best_of_n", "weighted", "pass_at_k")
 
 
@@ -47,6 +49,7 @@ class Conventions:
     ties: str = "random"
 
     def __post_init__(self):
+        check_field_types(self)
         for name, allowed in (("score", ("normalized", "raw")), ("grouping", ("math", "string")),
                               ("unparseable", ("last", "rank")), ("ties", ("random", "first"))):
             if getattr(self, name) not in allowed:

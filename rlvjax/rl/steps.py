@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import typing
 from typing import Any, NamedTuple
 
 import flax.struct
@@ -21,6 +20,7 @@ import optax
 from flax import nnx
 
 from rlvjax import parallel, sampling
+from rlvjax.fieldtypes import check_field_types
 from rlvjax.model.transformer import remat_policy
 from rlvjax.rl import advantages as advantages_lib
 from rlvjax.rl import losses
@@ -91,7 +91,7 @@ class RLConfig:
             (self.logprob_chunk_size >= 0,
              f"logprob_chunk_size={self.logprob_chunk_size} must be >= 0 (0: every completion position at once)"),
             (self.vineppo_samples >= 1, f"vineppo_samples={self.vineppo_samples} must be >= 1"),
-            (self.vineppo_max_steps is None or (type(self.vineppo_max_steps) is int and self.vineppo_max_steps >= 1),
+            (self.vineppo_max_steps is None or self.vineppo_max_steps >= 1,
              f"vineppo_max_steps={self.vineppo_max_steps!r} must be None (no cap) or an int >= 1"),
         ]
         _raise_first(checks, "RLConfig")
@@ -139,21 +139,6 @@ class OptimConfig:
         tx = optax.chain(optax.clip_by_global_norm(self.max_grad_norm),
                          optax.adamw(lr, self.b1, self.b2, weight_decay=self.weight_decay))
         return optax.apply_if_finite(tx, self.max_consecutive_nonfinite)
-
-
-def check_field_types(config) -> None:
-    """Raises a one-line ValueError for a field whose value has the wrong type (a gin binding ``x = '8'``, a float
-    where a count belongs): the range checks after it would otherwise fail with a TypeError, or not at all."""
-    hints = typing.get_type_hints(type(config))
-    for field in dataclasses.fields(config):
-        value, kind = getattr(config, field.name), hints[field.name]
-        ok = {int: isinstance(value, int) and not isinstance(value, bool),
-              float: isinstance(value, (int, float)) and not isinstance(value, bool),
-              str: isinstance(value, str), bool: isinstance(value, bool)}.get(kind, True)
-        if not ok:
-            article = "an" if kind is int else "a"
-            raise ValueError(f"{type(config).__name__}.{field.name}={value!r} must be {article} {kind.__name__}, not "
-                             f"a {type(value).__name__}; fix the binding's value")
 
 
 def _raise_first(checks: list[tuple[bool, str]], owner: str) -> None:

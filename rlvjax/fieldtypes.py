@@ -1,0 +1,59 @@
+"""Type checks of a config dataclass's field values against its annotations, shared by every gin-bound section.
+
+A gin binding is a Python literal, so ``RunConfig.num_steps = 2.0`` binds a float, ``MeshConfig.data = "1"`` a string
+and ``TaskSpec.name = arithmetic`` (no quotes) an unparsed name; each is refused here, in one line, when the section
+is built — before a run writes anything — rather than as a TypeError (or not at all) minutes later.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import types
+import typing
+
+_SCALARS = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+            float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+            str: lambda v: isinstance(v, str), bool: lambda v: isinstance(v, bool), type(None): lambda v: v is None}
+
+
+def matches(value, kind) -> bool:
+    """Whether ``value`` is of the annotated ``kind``: int, float (an int too), str, bool, None, unions of them and
+    ``tuple[X, ...]``; any other annotation accepts anything."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(matches(value, k) for k in args)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(matches(v, args[0]) for v in value)
+        return len(args) == len(value) and all(matches(v, k) for v, k in zip(value, args))
+    return _SCALARS.get(kind, lambda v: True)(value)
+
+
+def describe(kind) -> str:
+    """``int | None`` -> "an int or None"; ``tuple[int, ...]`` -> "a tuple of int"."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe(k) for k in args)
+    if origin is tuple:
+        return f"a tuple of {args[0].__name__}" if len(args) == 2 and args[1] is Ellipsis else "a tuple"
+    if kind is type(None):
+        return "None"
+    return f"{'an' if kind is int else 'a'} {kind.__name__}"
+
+
+def check_field_types(config) -> None:
+    """Raises a one-line ValueError naming the first field whose value does not match its annotation."""
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        value, kind = getattr(config, field.name), hints[field.name]
+        if matches(value, kind):
+            continue
+        name = f"{type(config).__name__}.{field.name}"
+        if isinstance(value, ast.AST):  # gin keeps a bare word it cannot resolve as its syntax tree
+            text = ast.unparse(value)
+            raise ValueError(f"{name} = {text} is not a value: text needs quotes, e.g. {name} = {text!r}")
+        raise ValueError(f"{name}={value!r} must be {describe(kind)}, not a {type(value).__name__}; fix the "
+                         "binding's value")
