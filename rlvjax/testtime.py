@@ -68,19 +68,13 @@ class Conventions:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _find(parent: list[int], i: int) -> int:
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
-
-
 def answer_classes(answers: Sequence[str | None], equivalent: Callable[[str, str], bool] | None = None,
                    grouping: str = "math") -> np.ndarray:
     """int[len(answers)] class ids numbered by first occurrence (0, 1, ...), -1 for None (unparseable).
 
-    grouping "math": equal normalised strings share a class for free; distinct keys are then merged (transitively)
-    when `equivalent(a, b)` holds. The default asks the math-verify grader for all key pairs in one batch.
+    grouping "math": equal normalised strings share a class for free; each further distinct key joins the first
+    class whose first key it is `equivalent` to (called as ``equivalent(earlier, later)``), else opens a class. The
+    default asks the math-verify grader, one batch per key (whole numbers are compared without it).
     grouping "string": identical strings (surrounding whitespace aside) share a class, nothing else does.
     """
     from rlvjax.rewards.math import equivalent_batch, normalize_answer
@@ -101,28 +95,21 @@ def answer_classes(answers: Sequence[str | None], equivalent: Callable[[str, str
             keys[k] = len(reps)
             reps.append(a)
         key_ids.append(keys[k])
-    pairs = [(i, j) for i in range(len(reps)) for j in range(i + 1, len(reps))]
-    if equivalent is None:
-        same = equivalent_batch([reps[i] for i, _ in pairs], [reps[j] for _, j in pairs]) if pairs else []
-    else:
-        same = [equivalent(reps[i], reps[j]) for i, j in pairs]
-    parent = list(range(len(reps)))
-    for (i, j), s in zip(pairs, same):
-        if s:
-            ri, rj = _find(parent, i), _find(parent, j)
-            parent[max(ri, rj)] = min(ri, rj)  # root = earliest key, so roots stay in first-occurrence order
-    roots = np.array([_find(parent, k) if k >= 0 else -1 for k in key_ids], dtype=np.int64)
-    return _renumber(roots)
-
-
-def _renumber(ids: np.ndarray) -> np.ndarray:
-    """Relabel non-negative ids 0, 1, ... in order of first occurrence; -1 stays -1."""
-    out = np.full(ids.shape, -1, dtype=np.int64)
-    seen: dict[int, int] = {}
-    for pos, c in enumerate(ids.tolist()):
-        if c >= 0:
-            out[pos] = seen.setdefault(c, len(seen))
-    return out
+    # Each distinct key joins the first earlier class whose representative it is equivalent to (one batched check
+    # per key against the classes so far): O(keys x classes) checks, not all key pairs.
+    heads: list[int] = []  # the first key of each class
+    class_of_key = []
+    for k, answer in enumerate(reps):
+        if equivalent is None:
+            same = equivalent_batch([reps[h] for h in heads], [answer] * len(heads)) if heads else []
+        else:
+            same = [equivalent(reps[h], answer) for h in heads]
+        match = next((c for c, s in enumerate(same) if s), None)
+        if match is None:
+            match = len(heads)
+            heads.append(k)
+        class_of_key.append(match)
+    return np.array([class_of_key[k] if k >= 0 else -1 for k in key_ids], dtype=np.int64)
 
 
 def _as_classes(answers, equivalent, grouping: str = "math") -> np.ndarray:

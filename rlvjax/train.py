@@ -29,8 +29,8 @@ from jax.experimental import multihost_utils
 
 from rlvjax import cli, evaluate, experiment, memory, parallel, sampling, sft, testtime
 from rlvjax.checkpoint import Checkpointer, check_free_space, ensure_writable
-from rlvjax.lock import workdir_lock
 from rlvjax.data import pipeline
+from rlvjax.lock import workdir_lock
 from rlvjax.metrics import MetricsWriter
 from rlvjax.model.hf import load_hf, save_hf
 from rlvjax.rewards.math import grade_completions

@@ -130,9 +130,17 @@ def test_grade_batch_stats_account_for_every_item():
     ok, stats = rm.grade_batch_with_stats(texts, golds)
     np.testing.assert_array_equal(ok, [True, True, False, False, False, False])
     assert ok.dtype == bool
-    assert (stats.total, stats.fast_path, stats.no_answer, stats.unparsed) == (6, 1, 2, 1)
+    # fast path: "1/2" = "1/2" by key, 3 vs 4 as whole numbers; "0.5" vs "\frac{1}{2}" goes to math-verify
+    assert (stats.total, stats.fast_path, stats.no_answer, stats.unparsed) == (6, 2, 2, 1)
     with pytest.raises(ValueError):
         rm.grade_batch(["1"], [])
+
+
+def test_whole_numbers_are_compared_without_math_verify():
+    with rm.Grader(num_workers=1) as g:
+        same, stats = g.equivalent(["07", "-3", "+5", "12", "1,000", "2"], ["7", "3", "5", "$12$", "1000", "2.0"])
+    np.testing.assert_array_equal(same, [True, False, True, True, True, True])
+    assert stats.fast_path == 4  # 07/7, -3/3, +5/5 and 12/$12$; "1,000" and "2.0" are math-verify's to decide
 
 
 # ------------------------------------------------------------------------------------------------ MATH-500

@@ -156,6 +156,20 @@ def _as_answer(text_or_answer: str | None) -> str | None:
     return extracted
 
 
+_WHOLE_NUMBER = re.compile(r"[+-]?\d+")
+
+
+def _same_by_key(a: str, b: str) -> bool | None:
+    """Decided without math-verify: True for equal normalised keys, the numeric comparison when both keys are
+    whole numbers ("7" vs "07" vs "5"); None when math-verify must decide."""
+    ka, kb = normalize_answer(a), normalize_answer(b)
+    if ka == kb:
+        return True
+    if _WHOLE_NUMBER.fullmatch(ka) and _WHOLE_NUMBER.fullmatch(kb):
+        return int(ka) == int(kb)
+    return None
+
+
 def normalize_answer(answer: str) -> str:
     """Cheap canonical key: spacing, `\\left`/`\\right`, `\\dfrac`, `$` removed. Equal keys are equivalent answers
     (no sympy needed); unequal keys may still be equivalent. Also the first grouping key for voting."""
@@ -220,7 +234,7 @@ class GradeStats:
     `unparsed`, `timeouts` or `errors` are graded incorrect; log these next to the rewards."""
 
     total: int = 0
-    fast_path: int = 0  # normalised strings equal: correct without sympy
+    fast_path: int = 0  # normalised strings equal, or both whole numbers: decided without sympy
     no_answer: int = 0  # no final answer extractable (or longer than MAX_ANSWER_CHARS)
     unparsed: int = 0  # unbalanced braces, or math-verify found no expression in the prediction or the gold
     timeouts: int = 0  # worker exceeded the wall-clock limit and was killed
@@ -308,8 +322,8 @@ class Grader:
             p, g = _as_answer(p), _as_answer(g)
             if p is None or g is None:
                 stats.no_answer += 1
-            elif self.fast_path and normalize_answer(p) == normalize_answer(g):
-                out[i] = True
+            elif self.fast_path and (same := _same_by_key(p, g)) is not None:
+                out[i] = same
                 stats.fast_path += 1
             elif not (_braces_balanced(p) and _braces_balanced(g)):
                 stats.unparsed += 1
