@@ -263,11 +263,10 @@ def _from_stored(cls, values: dict):
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names})
 
 
-def load_checkpoint_policy(workdir: Path, step: int | None, stored: dict):
-    """``(model, tokenizer)`` of checkpoint ``step`` of the run in ``workdir``, rebuilt from its ``stored`` config."""
+def abstract_checkpoint(stored: dict):
+    """``(graphdef, abstract TrainState, tokenizer)`` of a run from its ``stored`` config: what a checkpoint of it
+    holds, shapes and dtypes only."""
     from flax import nnx
-
-    from rlvjax.checkpoint import Checkpointer
 
     model, tokenizer = experiment.build_policy(_from_stored(experiment.ModelSpec, stored["model"]))
     rl, run = _from_stored(steps.RLConfig, stored["rl"]), _from_stored(experiment.RunConfig, stored["run"])
@@ -275,6 +274,16 @@ def load_checkpoint_policy(workdir: Path, step: int | None, stored: dict):
     graphdef, params = nnx.split(model)
     state = jax.eval_shape(lambda: steps.init_state(nnx.to_pure_dict(params), tx, seed=run.seed,
                                                     keep_reference=rl.beta > 0))
+    return graphdef, state, tokenizer
+
+
+def load_checkpoint_policy(workdir: Path, step: int | None, stored: dict):
+    """``(model, tokenizer)`` of checkpoint ``step`` of the run in ``workdir``, rebuilt from its ``stored`` config."""
+    from flax import nnx
+
+    from rlvjax.checkpoint import Checkpointer
+
+    graphdef, state, tokenizer = abstract_checkpoint(stored)
     with Checkpointer(workdir / "checkpoints", read_only=True) as checkpoints:
         restored, _, _ = checkpoints.restore(state, step)
     return nnx.merge(graphdef, restored.params), tokenizer

@@ -24,8 +24,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from rlvjax import cli, export, train
-from rlvjax.checkpoint import PAUSE_ENV, DamagedCheckpoint
+from rlvjax import cli, evaluate, export, train
+from rlvjax.checkpoint import PAUSE_ENV, Checkpointer, DamagedCheckpoint
 
 REPO = Path(__file__).resolve().parents[1]
 DIGIT = str(REPO / "configs" / "digit_smoke.gin")
@@ -165,7 +165,7 @@ def test_sigterm_and_ctrl_c_save_at_the_next_step_and_exit_0(tmp_path, env, refe
     assert saved_steps(workdir) == [stopped, NUM_STEPS]
 
 
-def test_a_second_ctrl_c_stops_at_once(tmp_path, env, reference):
+def test_a_second_ctrl_c_stops_at_once(tmp_path, env):
     workdir = tmp_path / "run"
     stderr = workdir.parent / "run.stderr"
     proc = start(workdir, env, ["RunConfig.checkpoint_every = 1000"])
@@ -177,8 +177,6 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path, env, reference):
     text = stderr.read_text()
     assert "rlvjax.train: interrupted again: stopped at once, without saving this step" in text
     assert "Traceback" not in text and saved_steps(workdir) == []
-    finish(workdir, env, resume=True)  # nothing was saved: the resume starts over and ends where the reference did
-    assert_same(metrics(workdir), reference, "resumed after a second Ctrl-C")
 
 
 def test_a_busy_workdir_is_refused_and_a_dead_holder_does_not_block_it(tmp_path, env, reference):
@@ -218,23 +216,38 @@ def _empty_folder(step_dir):
     step_dir.mkdir()
 
 
-@pytest.mark.parametrize("damage", [_remove_state, _truncate_arrays, _corrupt_config, _empty_folder],
-                         ids=["no state", "truncated arrays", "corrupt config", "empty folder"])
-def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, env, reference, reference_run,
-                                                                         damage):
+DAMAGE = {"no state": _remove_state, "truncated arrays": _truncate_arrays, "corrupt config": _corrupt_config,
+          "empty folder": _empty_folder}
+
+
+@pytest.mark.parametrize("kind", list(DAMAGE))
+def test_every_kind_of_damage_is_named_and_skipped(tmp_path, reference_run, kind):
+    """In-process, per kind of damage: reading the step names it; restore_intact falls back past it."""
     workdir = tmp_path / "run"
     shutil.copytree(reference_run, workdir)
-    assert saved_steps(workdir) == [6, 8]
-    damage(workdir / "checkpoints" / "8")
-    # export and evaluate name the damaged step and the others to choose from
+    DAMAGE[kind](workdir / "checkpoints" / "8")
     with pytest.raises(DamagedCheckpoint, match=f"checkpoint step 8 in {workdir / 'checkpoints'} is damaged .*; "
                                                 "pass --checkpoint with another saved step \\(6\\)"):
         export.export(workdir, tmp_path / "exported")
     assert not (tmp_path / "exported").exists()
+    with Checkpointer(workdir / "checkpoints") as checkpoints:
+        stored = checkpoints.read_config(6)
+        abstract = evaluate.abstract_checkpoint(stored)[1]
+        _, data_state, _, step, skipped = checkpoints.restore_intact(abstract)
+        assert step == 6 and len(skipped) == 1 and skipped[0].startswith("checkpoint step 8 ")
+        assert data_state and checkpoints.set_aside([8]) == workdir / "checkpoints_set_aside"
+        assert checkpoints.all_steps() == [6]
+    assert (workdir / "checkpoints_set_aside" / "8").is_dir()
+
+
+def test_the_cli_resumes_past_a_damaged_latest_checkpoint(tmp_path, env, reference, reference_run):
+    workdir = tmp_path / "run"
+    shutil.copytree(reference_run, workdir)
+    _truncate_arrays(workdir / "checkpoints" / "8")
     out = finish(workdir, env, resume=True)
     assert f"resuming from step 6; moved the later steps [8] to {workdir / 'checkpoints_set_aside'}" in out.stderr
     assert "checkpoint step 8" in out.stderr and "is damaged" in out.stderr
-    assert_same(metrics(workdir), reference, f"resumed past a damaged step 8 ({damage.__name__})")
+    assert_same(metrics(workdir), reference, "resumed past a damaged step 8")
     assert saved_steps(workdir) == [6, 8] and (workdir / "checkpoints_set_aside" / "8").is_dir()
 
 
