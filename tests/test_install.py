@@ -19,7 +19,7 @@ def installed(tmp_path_factory) -> dict:
     """The wheel installed (without dependencies: they are this environment's) into a directory of its own, which
     is first on the path of every command; returns that environment."""
     root = tmp_path_factory.mktemp("install")
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
                             "-w", str(root / "dist"), str(REPO)], capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-3000:]
     wheel = next((root / "dist").glob("rlvjax-*.whl"))
