@@ -28,7 +28,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from rlvjax import cli, evaluate, experiment, memory, parallel, sampling, sft, testtime
-from rlvjax.checkpoint import Checkpointer, check_free_space, ensure_writable
+from rlvjax.checkpoint import ARCHITECTURE_KEYS, Checkpointer, check_free_space, ensure_writable
 from rlvjax.data import pipeline
 from rlvjax.lock import workdir_lock
 from rlvjax.metrics import MetricsWriter
@@ -40,6 +40,9 @@ from rlvjax.rl import diagnostics, steps, vineppo
 CONFIGS = experiment.CONFIGS
 gin.add_config_file_search_path(str(CONFIGS.parent))  # `include 'configs/base.gin'` from any working directory
 FLAGS = flags.FLAGS
+# What a resume must keep: the architecture, and the settings that shape the saved state (beta > 0 keeps a reference
+# copy of the parameters; the schedule and its warm-up shape the optimizer state). A change is refused by name.
+RESUME_KEYS = (*ARCHITECTURE_KEYS, "rl.beta", "optim.schedule", "optim.warmup_steps")
 flags.DEFINE_multi_string("gin_file", None, "gin config files (default: configs/default.gin)")
 flags.DEFINE_multi_string("gin_param", [], "gin bindings, e.g. 'RLConfig.lambda_verify = 0.5'")
 flags.DEFINE_string("workdir", "runs/default", "where checkpoints, metrics.jsonl, TensorBoard logs and reports go")
@@ -113,7 +116,7 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
         if latest is not None:
             abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
             state, data_state, _, restored, skipped = checkpoints.restore_intact(abstract, resume_step,
-                                                                                 config=config)
+                                                                                 config=config, keys=RESUME_KEYS)
             newer = [s for s in checkpoints.all_steps() if s > restored]
             if newer:
                 aside = checkpoints.set_aside(newer)

@@ -254,6 +254,20 @@ def test_resume_with_another_model_config(tmp_path, capsys):
     assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before  # nothing added
 
 
+@pytest.mark.parametrize("binding,named", [("RLConfig.beta = 0.1", "rl.beta (checkpoint 0.0, now 0.1)"),
+                                           ("OptimConfig.warmup_steps = 5", "optim.warmup_steps (checkpoint 0, now 5)")])
+def test_resume_with_a_setting_that_shapes_the_saved_state(tmp_path, capsys, binding, named):
+    # beta > 0 keeps a reference copy of the parameters, a warm-up another optimizer state: Orbax would fail on the
+    # tree structure; the resume names the setting instead, and nothing is set aside as damaged.
+    workdir = tmp_path / "run"
+    fake_run(workdir)
+    before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+    code, line = train_error(workdir, [binding], resume=True, capsys=capsys)
+    assert code == 2 and line.endswith(f"checkpoint config differs in {named}; restore with the config it was "
+                                       "trained with, or use a fresh workdir")
+    assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
+
+
 def test_fresh_run_into_a_workdir_with_checkpoints(tmp_path, capsys):
     workdir = tmp_path / "run"
     fake_run(workdir)
