@@ -114,12 +114,11 @@ def against_baseline(rows: list[dict]) -> list[dict]:
 
     base = next((r for r in rows if r["lambda"] == 0), None)
     for r in rows:
-        same = base is not None and r["ns"] == base["ns"] and r["temperature"] == base["temperature"]
-        lead = [w - m for w, m in zip(r["curves"]["weighted"], base["curves"]["majority"])] if same else []
-        if not same:
+        if base is None or r["ns"] != base["ns"] or r["temperature"] != base["temperature"]:
             r.update(dict.fromkeys(("pass@1_minus_lambda0", "weighted_minus_lambda0_majority", "mean_lead_over_n",
                                     "efficiency_vs_lambda0")))
             continue
+        lead = [w - m for w, m in zip(r["curves"]["weighted"], base["curves"]["majority"])]
         ratio = testtime.compute_efficiency(r["ns"], r["curves"]["weighted"], base["curves"]["majority"]).ratio
         r.update({"pass@1_minus_lambda0": r["pass@1"] - base["pass@1"], "weighted_minus_lambda0_majority": lead[-1],
                   "mean_lead_over_n": sum(lead) / len(lead), "efficiency_vs_lambda0": ratio or "never"})

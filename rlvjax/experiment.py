@@ -90,8 +90,7 @@ class TaskSpec:
         if self.eval_split == "validation" and self.name != "arithmetic":
             raise ValueError(f"TaskSpec.eval_split='validation' is built for the arithmetic task only; for "
                              f"{self.name!r} point TaskSpec.eval_file at a validation file")
-        if self.max_prompt_tokens is not None and not (isinstance(self.max_prompt_tokens, int)
-                                                       and self.max_prompt_tokens >= 1):
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise ValueError(f"TaskSpec.max_prompt_tokens={self.max_prompt_tokens!r} must be a whole number >= 1 "
                              "(or None: no limit)")
 
@@ -104,7 +103,7 @@ class RunConfig:
     seed: int = 0
     log_every: int = 1
     checkpoint_every: int = 10
-    max_to_keep: int = 3
+    max_to_keep: int | None = 3  # None: keep every checkpoint
     eval_every: int = 0  # 0: only at the end
     eval_samples: int = 4  # samples per eval problem for the periodic eval
     export_final: bool = True  # write the trained policy as an HF directory (workdir/final) at the end
@@ -117,10 +116,10 @@ class RunConfig:
     # report RL^V against it as the paper does: pass@1 of both, and the samples RL^V's weighted vote needs to match
     # the baseline's majority vote.
     baseline: bool = False
+    compilation_cache_dir: str | None = "~/.cache/rlvjax/jax"  # XLA's persistent compilation cache (None: off)
 
     def __post_init__(self):
         check_field_types(self)
-    compilation_cache_dir: str | None = "~/.cache/rlvjax/jax"  # XLA's persistent compilation cache (None: off)
 
 
 def check_run_config(run: RunConfig, rl: RLConfig) -> None:

@@ -10,7 +10,7 @@ go to the lowest class id = the answer that appears earliest in the list**. Curv
 The choices that papers make differently are named options of :class:`Conventions` (defaults first; the RL^V
 authors' evaluation uses the second of each), and ``eval.json`` records which were used.
 
-Pure numpy; the grader (`rlvjax.rewards.math`) is only touched when grouping strings.
+Numpy only (gin binds Conventions); the grader (`rlvjax.rewards.math`) is only touched when grouping strings.
 """
 
 from __future__ import annotations
