@@ -141,7 +141,7 @@ def test_local_sweep_then_collect(tmp_path, capsys):
     assert (root / "jax_cache").is_dir()
     for label in ("0", "0.5"):
         evaluation = json.loads((root / f"lambda_{label}" / "eval.json").read_text())
-        assert set(evaluation["reports"]["1"]) == {"warm_start", "final"}  # tiny_sweep trains at T = 1
+        assert set(evaluation["reports"]["2"]) == {"warm_start", "final"}  # tiny_sweep trains at T = 2
 
     # λ comes from the checkpoint's config, whatever the directory is called.
     (root / "lambda_0").rename(root / "baseline")
@@ -150,7 +150,7 @@ def test_local_sweep_then_collect(tmp_path, capsys):
     rows = json.loads((tmp_path / "report" / "sweep.json").read_text())["runs"]
     assert [(r["lambda"], r["run"]) for r in rows] == [(0.0, "baseline"), (0.5, "lambda_0.5")]
     for row in rows:
-        final = json.loads((root / row["run"] / "eval.json").read_text())["reports"]["1"]["final"]
+        final = json.loads((root / row["run"] / "eval.json").read_text())["reports"]["2"]["final"]
         assert row["num_samples"] == 2 and row["num_problems"] == 8
         assert row["weighted"] == final["accuracy"]["weighted"]["2"]
         assert row["verifier_balanced_accuracy"] == final["verifier"]["verifier_balanced_accuracy"]
