@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tokenize
 from typing import Callable, Sequence
@@ -88,6 +89,18 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
                                  f"e.g. {name} = {value!r}") from None
             raise ValueError(f"malformed gin config{where}: {_first_line(e)}; each binding is "
                              "'Configurable.parameter = python_literal'") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{source or 'the --gin_param bindings'} (or a file it includes) is not UTF-8 text "
+                             f"({e.reason} at byte {e.start}); save it as UTF-8") from None
+        except ImportError as e:
+            module = e.name or next(iter(re.findall(r"No module named '([^']+)'", str(e))), "?")
+            raise ValueError(f"gin `import {module}`{_gin_location(e, source)}: no such module; install it or drop "
+                             "the import") from None
+        except OSError as e:  # an `include` that no search path holds
+            first = str(e).splitlines()[0].rstrip(".")
+            raise FileNotFoundError(f"gin include{_gin_location(e, source)}: {first}; fix the include path (relative "
+                                    "to the working directory or to rlvjax's package, e.g. 'configs/base.gin')") \
+                from None
         except ValueError as e:
             lines = [line.strip() for line in str(e).splitlines() if line.strip()]
             lines[0], where = lines[0].rstrip("."), " ".join(lines[1:3])
@@ -96,6 +109,14 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
                     "fix the binding")
             raise ValueError(f"{lines[0]} ({where}); {hint}" if where else f"{lines[0]}; {hint}") from None
     gin.finalize()
+
+
+def _gin_location(error: BaseException, source: str | None) -> str:
+    """" in FILE line N" from the "In file ..., line N" gin appends to an error raised while parsing a file."""
+    found = re.search(r'In file "(.*)", line (\d+)', str(error))
+    if found:
+        return f" in {found.group(1)} line {found.group(2)}"
+    return f" in {source}" if source else " in the --gin_param bindings"
 
 
 @contextlib.contextmanager

@@ -381,6 +381,8 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step:
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected argument {argv[1]!r}; gin files go after --gin_file")
+    if not FLAGS.workdir.strip():
+        raise ValueError("--workdir is empty; pass the run's directory, e.g. --workdir runs/default")
     launch(FLAGS.gin_file, FLAGS.gin_param, FLAGS.workdir, resume=FLAGS.resume, resume_step=FLAGS.checkpoint,
            dry_run=FLAGS.dry_run, print_config=FLAGS.print_config)
 

@@ -28,3 +28,26 @@ def test_train_rejects_bad_config(tmp_path, args, message):
     assert len(lines) == 1 and message in lines[0], out.stderr[-2000:]
     assert "Traceback" not in out.stderr and "In call to configurable" not in out.stderr
     assert not workdir.exists()
+
+
+def test_broken_gin_files_and_an_empty_workdir_are_one_line_errors(tmp_path):
+    (tmp_path / "include.gin").write_text("include 'nope/missing.gin'\n")
+    (tmp_path / "import.gin").write_text("import nonexistent_module_xyz\n")
+    (tmp_path / "latin1.gin").write_bytes("RunConfig.num_steps = 2  # caf\xe9\n".encode("latin-1"))
+    cases = [
+        (["--gin_file", str(tmp_path / "include.gin")],
+         f"gin include in {tmp_path / 'include.gin'} line 1: Unable to open file: nope/missing.gin"),
+        (["--gin_file", str(tmp_path / "import.gin")],
+         f"gin `import nonexistent_module_xyz` in {tmp_path / 'import.gin'} line 1: no such module"),
+        (["--gin_file", str(tmp_path / "latin1.gin")],
+         f"{tmp_path / 'latin1.gin'} (or a file it includes) is not UTF-8 text (invalid continuation byte"),
+        (["--workdir", ""], "--workdir is empty; pass the run's directory, e.g. --workdir runs/default"),
+    ]
+    for args, message in cases:
+        workdir = [] if "--workdir" in args else ["--workdir", str(tmp_path / "run")]
+        out = subprocess.run([sys.executable, "-m", "rlvjax.train", *args, *workdir], capture_output=True, text=True,
+                             timeout=300, cwd=tmp_path)
+        lines = [line for line in out.stderr.splitlines() if line.startswith("rlvjax.train: error:")]
+        assert out.returncode == 2 and len(lines) == 1 and message in lines[0], (args, out.stderr[-2000:])
+        assert "Traceback" not in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["import.gin", "include.gin", "latin1.gin"]
