@@ -78,6 +78,12 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
     vt = experiment.verifier_tokens(tokenizer)
     # What each device will hold, printed; a run that cannot fit is refused here, before anything is compiled.
     prompt_tokens = memory.max_prompt_tokens(tokenizer, [r["prompt"] for r in train_records + eval_records])
+    longest = prompt_tokens + rl.max_new_tokens + len(vt.suffix)  # prompt, completion, the verify prompt
+    if longest > model.config.max_position_embeddings:
+        raise ValueError(f"prompts of up to {prompt_tokens} tokens + RLConfig.max_new_tokens={rl.max_new_tokens} + "
+                         f"the verify prompt ({len(vt.suffix)}) = {longest} positions, more than the model's "
+                         f"max_position_embeddings={model.config.max_position_embeddings}; lower "
+                         "RLConfig.max_new_tokens or TaskSpec.max_prompt_tokens")
     memory.enforce(memory.plan(model.config, rl, run, mesh, prompt_tokens=prompt_tokens, verify_tokens=len(vt.suffix),
                                optim=optim, eval_problems=len(eval_records)), echo=jax.process_index() == 0)
     warm = sft.WarmStartConfig()

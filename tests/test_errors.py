@@ -209,6 +209,39 @@ def test_hf_dir_unsupported_architecture(tmp_path, capsys, hf_copy):
                                 "rlvjax loads ['LlamaForCausalLM', 'Qwen2ForCausalLM']; pick a checkpoint")
 
 
+@pytest.mark.parametrize("damage,expect", [
+    ("not_json", "/hf/config.json is not JSON (Expecting property name enclosed in double quotes: line 1 column 2"),
+    ("no_hidden_size", "config.json: hidden_size=None; each of vocab_size, hidden_size, intermediate_size, "
+                       "num_hidden_layers, num_attention_heads must be a whole number >= 1"),
+    ("zero_heads", "config.json: num_attention_heads=0; each of"),
+    ("truncated", "/hf/model.safetensors is not a readable safetensors file (Error while deserializing header"),
+])
+def test_hf_dir_damaged_or_too_short(tmp_path, capsys, hf_copy, damage, expect):
+    if damage == "not_json":
+        (hf_copy / "config.json").write_text("{oops")
+    elif damage == "no_hidden_size":
+        config = json.loads((hf_copy / "config.json").read_text())
+        del config["hidden_size"]
+        (hf_copy / "config.json").write_text(json.dumps(config))
+    elif damage == "zero_heads":
+        edit_config(hf_copy, num_attention_heads=0)
+    else:
+        with open(hf_copy / "model.safetensors", "r+b") as f:
+            f.truncate((hf_copy / "model.safetensors").stat().st_size // 2)
+    assert_fails_cleanly(tmp_path, capsys, [f"ModelSpec.hf_dir = '{hf_copy}'"], expect=expect)
+
+
+def test_sequences_longer_than_the_model_allows(tmp_path, capsys):
+    model, tokenizer = experiment.build_policy(experiment.ModelSpec(hidden_size=32, intermediate_size=64,
+                                                                    num_layers=1, num_heads=2, num_kv_heads=1))
+    save_hf(model, tokenizer, tmp_path / "short")
+    edit_config(tmp_path / "short", max_position_embeddings=16)
+    line = assert_fails_cleanly(tmp_path, capsys, [f"ModelSpec.hf_dir = '{tmp_path / 'short'}'"],
+                                expect="positions, more than the model's max_position_embeddings=16; lower "
+                                       "RLConfig.max_new_tokens or TaskSpec.max_prompt_tokens")
+    assert "prompts of up to " in line
+
+
 def test_hf_dir_that_does_not_exist(tmp_path, capsys):
     assert_fails_cleanly(tmp_path, capsys, [f"ModelSpec.hf_dir = '{tmp_path / 'nope'}'"],
                          expect="config.json not found: point load_hf at a Hugging Face model directory")

@@ -6,6 +6,7 @@ remote code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -58,6 +59,14 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
     scaling = {k: v for k, v in rope.items() if v is not None}
     if scaling.get("rope_type", scaling.get("type")) in (None, "default"):
         scaling = {}
+    needed = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+    bad = [f"{k}={hf.get(k)!r}" for k in needed if not (isinstance(hf.get(k), int) and hf[k] >= 1)]
+    if bad:
+        raise ValueError(f"config.json: {', '.join(bad)}; each of {', '.join(needed)} must be a whole number >= 1 "
+                         "(use the config.json saved with these weights)")
+    if not hf.get("head_dim") and hf["hidden_size"] % hf["num_attention_heads"]:
+        raise ValueError(f"config.json: hidden_size={hf['hidden_size']} does not split into "
+                         f"num_attention_heads={hf['num_attention_heads']} heads and there is no head_dim")
     bias = bool(hf.get("attention_bias", False))
     return ModelConfig(
         vocab_size=hf["vocab_size"],
@@ -146,6 +155,18 @@ def _safetensors_files(path: Path) -> list[Path]:
                             "save_pretrained(safe_serialization=True)")
 
 
+@contextlib.contextmanager
+def _open_safetensors(file: Path):
+    """``safe_open`` of ``file``, a truncated or corrupt one (an interrupted download or copy) in one line."""
+    try:
+        handle = safe_open(str(file), framework="np")
+    except Exception as e:  # safetensors raises its own SafetensorError for a bad header
+        raise ValueError(f"{file} is not a readable safetensors file ({str(e).splitlines()[0][:160]}); an "
+                         "interrupted download or copy? Fetch it again") from None
+    with handle as f:
+        yield f
+
+
 def _flat_state(model_state) -> dict[str, nnx.Variable]:
     return {"/".join(map(str, k)): v for k, v in nnx.to_flat_state(model_state)}
 
@@ -161,13 +182,19 @@ def load_hf(path, dtype=jnp.float32, *, compute_dtype=None, tokenizer: bool = Tr
     config_file = path / "config.json"
     if not config_file.exists():
         raise FileNotFoundError(f"{config_file} not found: point load_hf at a Hugging Face model directory")
-    cfg = config_from_hf(json.loads(config_file.read_text()), dtype, compute_dtype)
+    try:
+        hf = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{config_file} is not JSON ({e}); download or export the model again") from None
+    if not isinstance(hf, dict):
+        raise ValueError(f"{config_file} is not a JSON object; download or export the model again")
+    cfg = config_from_hf(hf, dtype, compute_dtype)
     abstract = nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
     targets = _flat_state(state)
     loaded: dict[str, np.ndarray] = {}
     for file in _safetensors_files(path):
-        with safe_open(str(file), framework="np") as f:
+        with _open_safetensors(file) as f:
             for name in f.keys():
                 if _IGNORED.fullmatch(name):
                     continue
