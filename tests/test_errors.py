@@ -287,8 +287,10 @@ def test_resume_with_another_model_config(tmp_path, capsys):
     assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before  # nothing added
 
 
-@pytest.mark.parametrize("binding,named", [("RLConfig.beta = 0.1", "rl.beta (checkpoint 0.0, now 0.1)"),
-                                           ("OptimConfig.warmup_steps = 5", "optim.warmup_steps (checkpoint 0, now 5)")])
+@pytest.mark.parametrize("binding,named", [
+    ("RLConfig.beta = 0.1", "rl.beta (checkpoint 0.0, now 0.1)"),
+    ("OptimConfig.warmup_steps = 5", "optim.warmup_steps (checkpoint 0, now 5)"),
+])
 def test_resume_with_a_setting_that_shapes_the_saved_state(tmp_path, capsys, binding, named):
     # beta > 0 keeps a reference copy of the parameters, a warm-up another optimizer state: Orbax would fail on the
     # tree structure; the resume names the setting instead, and nothing is set aside as damaged.
