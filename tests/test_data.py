@@ -279,3 +279,12 @@ def test_num_epochs_bounds_the_stream_and_bad_arguments_are_named():
         make_iterator(toy_records(5), batch_size=1, seed=0, shard_index=2, shard_count=2)
     with pytest.raises(ValueError, match=r"num_epochs=0; need a positive count or None"):
         make_iterator(toy_records(5), batch_size=1, seed=0, num_epochs=0)
+
+
+def test_a_nan_gold_is_no_answer(tmp_path):
+    path = tmp_path / "golds.jsonl"
+    path.write_text('{"problem": "1+1?", "answer": NaN}\n{"problem": "2+2?", "answer": "4"}\n')
+    records, stats = load_records(path)
+    assert [r["gold"] for r in records] == ["4"] and stats.skipped_bad_gold == 1
+    with pytest.raises(ValueError, match="line 1 has no usable gold answer"):
+        load_records(path, on_bad_gold="error")

@@ -136,6 +136,14 @@ def test_grade_batch_stats_account_for_every_item():
         rm.grade_batch(["1"], [])
 
 
+@pytest.mark.parametrize("completion,gold", [("\\boxed{\\frac{1}{2}}", "½"), ("\\boxed{0.75}", "¾"),
+                                             ("\\boxed{2\\sqrt{3}}", "2√3"), ("\\boxed{\\infty}", "∞"),
+                                             ("\\boxed{-5}", "−5"), ("\\boxed{2\\pi}", "2π")])
+def test_unicode_golds_grade_like_their_latex(completion, gold):
+    assert rm.is_correct(completion, gold) and rm.is_correct(gold, completion)
+    assert not rm.is_correct("\\boxed{3}", gold)
+
+
 def test_whole_numbers_are_compared_without_math_verify():
     with rm.Grader(num_workers=1) as g:
         same, stats = g.equivalent(["07", "-3", "+5", "12", "1,000", "2"], ["7", "3", "5", "$12$", "1000", "2.0"])

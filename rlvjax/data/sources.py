@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -157,8 +158,8 @@ def _gold(value: Any, *, from_solution: bool) -> str | None:
         from rlvjax.rewards.math import extract_answer  # lazy: the grader pulls in math-verify
 
         value = extract_answer(value) if isinstance(value, str) else None
-    if isinstance(value, bool) or value is None:
-        return None
+    if isinstance(value, bool) or value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None  # a NaN or infinite number (pandas' missing value) is no answer
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # AIME answers stored as floats by some parquet exports
     text = str(value).strip() if isinstance(value, (str, int, float)) else ""

@@ -153,7 +153,24 @@ def _as_answer(text_or_answer: str | None) -> str | None:
         extracted = _strip_math_delimiters(text_or_answer) or None
     if extracted is None or len(extracted) > MAX_ANSWER_CHARS:
         return None
-    return extracted
+    return unicode_to_latex(extracted)
+
+
+# Unicode math as LaTeX, so that a gold "½" or "2√3" grades like "\frac{1}{2}" or "2\sqrt{3}" (math-verify parses
+# LaTeX, not these code points).
+_UNICODE_LATEX = {"½": r"\frac{1}{2}", "⅓": r"\frac{1}{3}", "⅔": r"\frac{2}{3}", "¼": r"\frac{1}{4}",
+                  "¾": r"\frac{3}{4}", "⅕": r"\frac{1}{5}", "⅛": r"\frac{1}{8}", "∞": r"\infty", "π": r"\pi",
+                  "−": "-", "×": r"\times", "÷": r"\div", "·": r"\cdot", "≤": r"\le", "≥": r"\ge", "≠": r"\ne",
+                  "°": r"^\circ"}
+_SQRT = re.compile(r"√\s*(\d+(?:\.\d+)?|[A-Za-z]|\{[^{}]*\}|\([^()]*\))")
+
+
+def unicode_to_latex(answer: str) -> str:
+    """``answer`` with Unicode fractions, roots, infinity, pi, minus and relation signs written as LaTeX."""
+    if answer.isascii():
+        return answer
+    answer = _SQRT.sub(lambda m: r"\sqrt{" + m.group(1).strip("{}()") + "}", answer)
+    return "".join(_UNICODE_LATEX.get(c, c) for c in answer)
 
 
 _WHOLE_NUMBER = re.compile(r"[+-]?\d+")
