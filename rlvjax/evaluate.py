@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import jax
@@ -289,6 +290,18 @@ def load_checkpoint_policy(workdir: Path, step: int | None, stored: dict):
     return nnx.merge(graphdef, restored.params), tokenizer
 
 
+def check_writable(out: Path) -> None:
+    """Raises a one-line error when ``out`` could not be created or written (its nearest existing ancestor is a file
+    or not writable); creates nothing."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"--out {out}: {existing} is a file, not a directory; choose another --out")
+    if not os.access(existing, os.W_OK):
+        raise PermissionError(f"--out {out}: {existing} is not writable; choose another --out")
+
+
 def main(argv):
     del argv
     from absl import flags, logging
@@ -305,14 +318,15 @@ def main(argv):
         raise ValueError(f"--temperature={f.temperature} must be > 0: votes need distinct samples; pass a positive "
                          "--temperature or leave it out (the run's eval temperature)")
     workdir = Path(f.workdir)
+    name = f"step_{f.checkpoint}" if f.checkpoint is not None else f.policy
+    out = Path(f.out or workdir / "eval" / name)
+    check_writable(out)  # before minutes of sampling, not after
     stored = Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint)
     rl = _from_stored(steps.RLConfig, stored["rl"])
     if f.checkpoint is not None:
         model, tokenizer = load_checkpoint_policy(workdir, f.checkpoint, stored)
-        name = f"step_{f.checkpoint}"
     else:
         model, tokenizer = load_hf(workdir / f.policy)
-        name = f.policy
     if f.data:
         records = [{**r, "prompt": sources.format_prompt(r["prompt"], tokenizer)}
                    for r in sources.load_records(f.data)[0]]
@@ -326,7 +340,7 @@ def main(argv):
                              temperature=temperature, conventions=conventions)
     evaluation = assemble({temperature_key(temperature): {name: rep}}, {}, train_temperature=rl.temperature,
                           headline_temperature=temperature)
-    json_path, png_path = write_report(evaluation, Path(f.out or workdir / "eval" / name))
+    json_path, png_path = write_report(evaluation, out)
     print(summary(evaluation))
     print(f"report: {json_path}\nplot:   {png_path}")
 

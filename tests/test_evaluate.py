@@ -113,3 +113,10 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples", "6"],
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert bad.returncode != 0 and "power of two" in bad.stderr
+    # An --out that cannot be written is refused before any sampling (and nothing is created).
+    (tmp_path / "a_file").write_text("x")
+    unwritable = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples",
+                                 "4", "--out", str(tmp_path / "a_file" / "eval")], capture_output=True, text=True,
+                                timeout=300, cwd=REPO)
+    assert unwritable.returncode == 2 and f"{tmp_path / 'a_file'} is a file, not a directory; choose another --out" \
+        in unwritable.stderr
