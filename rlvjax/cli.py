@@ -65,14 +65,15 @@ def run_main(name: str, main: Callable[[list[str]], None]) -> Callable[[list[str
     return wrapped
 
 
-def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
+def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> None:
     """``gin.parse_config_files_and_bindings`` with one-line errors: a missing file, a syntax error (with file and
-    line), an unknown configurable or parameter (with the binding)."""
+    line), an unknown configurable or parameter (with the binding). A relative file is looked up in the working
+    directory, then under each of ``search_paths`` (those gin's ``include`` also searches)."""
     import gin
 
     resolved = []
-    for file in files:  # found here (also under gin's search paths) so gin need not log each miss
-        found = [p for p in (os.path.join(root, file) for root in gin.config._LOCATION_PREFIXES) if os.path.isfile(p)]
+    for file in files:  # found here so gin need not log each miss
+        found = [p for p in (os.path.join(root, file) for root in ("", *search_paths)) if os.path.isfile(p)]
         if not found:
             raise FileNotFoundError(f"no such gin file: {file}; check the --gin_file path")
         resolved.append(os.path.abspath(found[0]))

@@ -38,7 +38,8 @@ from rlvjax.rl import advantages as advantages_lib
 from rlvjax.rl import diagnostics, steps, vineppo
 
 CONFIGS = experiment.CONFIGS
-gin.add_config_file_search_path(str(CONFIGS.parent))  # `include 'configs/base.gin'` from any working directory
+GIN_SEARCH_PATH = str(CONFIGS.parent)
+gin.add_config_file_search_path(GIN_SEARCH_PATH)  # `include 'configs/base.gin'` from any working directory
 FLAGS = flags.FLAGS
 # What a resume must keep: the architecture, and the settings that shape the saved state (beta > 0 keeps a reference
 # copy of the parameters; the schedule and its warm-up shape the optimizer state). A change is refused by name.
@@ -373,7 +374,7 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step:
            dry_run: bool = False, print_config: bool = False):
     """What the CLI does once its flags are parsed (tests call it in-process, wrapped in ``cli.run_main``)."""
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress bar says enough
-    cli.parse_gin(gin_files or [str(CONFIGS / "default.gin")], gin_params)
+    cli.parse_gin(gin_files or [str(CONFIGS / "default.gin")], gin_params, search_paths=(GIN_SEARCH_PATH,))
     if print_config:
         print(experiment.resolved_gin(), end="")
         return None

@@ -5,7 +5,7 @@ Equivalence is decided by math-verify (sympy), which can hang or blow up memory 
 worker *subprocess* under our own wall-clock limit: a worker past its deadline is killed and replaced, and the
 item counts as incorrect (and as a timeout in `GradeStats`). Nothing here raises on bad input or hangs.
 
-Workers are plain subprocesses running this very file as a script, talking JSON lines over stdin/stdout, rather
+Workers are plain subprocesses running ``grader_worker.py`` as a script, talking JSON lines over stdin/stdout, rather
 than multiprocessing children: a spawned multiprocessing child re-imports the `rlvjax` package (hence JAX) and the
 parent's `__main__`, which would make replacing a killed worker cost seconds instead of ~1 s.
 """
@@ -30,6 +30,7 @@ DEFAULT_TIMEOUT_S = 5.0
 MAX_ANSWER_CHARS = 1000  # longer "answers" are not answers; grading them only invites pathological parses
 WORKER_MEMORY_MB = 4096  # address-space cap per worker: 10^{10^{10}} raises MemoryError instead of eating the host
 WORKER_START_TIMEOUT_S = 120.0
+WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "grader_worker.py")
 
 # ---------------------------------------------------------------------------------------------------------------
 # Extraction
@@ -198,49 +199,6 @@ def normalize_answer(answer: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Worker side (this file run as a script)
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _worker_equivalent(pred: str, gold: str, symmetric: bool) -> tuple[bool, str | None]:
-    """math-verify with its signal timeouts off (our parent enforces the wall clock). Returns (ok, note)."""
-    from math_verify import parse, verify
-
-    parsed = [parse(f"\\boxed{{{s}}}", parsing_timeout=None) for s in (gold, pred)]
-    if not parsed[0] or not parsed[1]:
-        return False, "unparsed"
-    ok = verify(parsed[0], parsed[1], timeout_seconds=None)
-    if symmetric and not ok:  # verify is asymmetric (e.g. equation vs value); voting needs a symmetric relation
-        ok = verify(parsed[1], parsed[0], timeout_seconds=None)
-    return bool(ok), None
-
-
-def _worker_main(memory_mb: int) -> None:
-    import resource
-    import signal
-
-    # Protocol lines get a private copy of stdout; fd 1 itself now goes to stderr, so a stray print inside sympy
-    # can never corrupt a reply.
-    replies = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = memory_mb * 2**20 if hard == resource.RLIM_INFINITY else min(memory_mb * 2**20, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    _worker_equivalent("1", "1", False)  # warm-up (grammar load) so the first real item is not charged for it
-    print(json.dumps({"ready": True}), file=replies, flush=True)
-    for line in sys.stdin:
-        job = json.loads(line)
-        # Backstop: if the parent died, SIGALRM's default action ends us instead of spinning forever.
-        signal.alarm(job["backstop_s"])
-        try:
-            ok, note = _worker_equivalent(job["pred"], job["gold"], job["symmetric"])
-        except Exception as e:  # noqa: BLE001 -- any failure is a counted, incorrect grade (never str(e): can hang)
-            ok, note = False, "error:" + type(e).__name__
-        signal.alarm(0)
-        print(json.dumps({"id": job["id"], "ok": ok, "note": note}), file=replies, flush=True)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Parent side
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -265,9 +223,9 @@ class GradeStats:
 class _Worker:
     def __init__(self, memory_mb: int):
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        # -P: do not put rlvjax/rewards/ on sys.path, or this file would shadow the stdlib `math` module.
+        # -P: do not put rlvjax/rewards/ on sys.path, or math.py there would shadow the stdlib `math` module.
         self.proc = subprocess.Popen(
-            [sys.executable, "-P", os.path.abspath(__file__), "--grader-worker", str(memory_mb)],
+            [sys.executable, "-P", WORKER_SCRIPT, "--grader-worker", str(memory_mb)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
             start_new_session=True,  # a terminal Ctrl-C interrupts the parent, not half-finished grades
         )
@@ -468,7 +426,3 @@ def equivalent_batch(lefts, rights, *, timeout_s=DEFAULT_TIMEOUT_S, num_workers=
 def answers_equivalent(a: str, b: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
     """Whether two answers are the same mathematical object (symmetric); used to group votes."""
     return bool(equivalent_batch([a], [b], timeout_s=timeout_s)[0])
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["--grader-worker"]:
-    _worker_main(int(sys.argv[2]))

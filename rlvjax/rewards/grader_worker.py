@@ -1,0 +1,53 @@
+"""The grading worker: math-verify in a subprocess of its own, run as a script by ``rewards.math.Grader``.
+
+It imports math-verify and nothing of rlvjax (no JAX), so a killed worker is replaced in about a second. It reads
+JSON-line jobs on stdin and writes one JSON-line reply each; see ``rewards/math.py`` for why it is a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def _worker_equivalent(pred: str, gold: str, symmetric: bool) -> tuple[bool, str | None]:
+    """math-verify with its signal timeouts off (our parent enforces the wall clock). Returns (ok, note)."""
+    from math_verify import parse, verify
+
+    parsed = [parse(f"\\boxed{{{s}}}", parsing_timeout=None) for s in (gold, pred)]
+    if not parsed[0] or not parsed[1]:
+        return False, "unparsed"
+    ok = verify(parsed[0], parsed[1], timeout_seconds=None)
+    if symmetric and not ok:  # verify is asymmetric (e.g. equation vs value); voting needs a symmetric relation
+        ok = verify(parsed[1], parsed[0], timeout_seconds=None)
+    return bool(ok), None
+
+
+def _worker_main(memory_mb: int) -> None:
+    import resource
+    import signal
+
+    # Protocol lines get a private copy of stdout; fd 1 itself now goes to stderr, so a stray print inside sympy
+    # can never corrupt a reply.
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = memory_mb * 2**20 if hard == resource.RLIM_INFINITY else min(memory_mb * 2**20, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    _worker_equivalent("1", "1", False)  # warm-up (grammar load) so the first real item is not charged for it
+    print(json.dumps({"ready": True}), file=replies, flush=True)
+    for line in sys.stdin:
+        job = json.loads(line)
+        # Backstop: if the parent died, SIGALRM's default action ends us instead of spinning forever.
+        signal.alarm(job["backstop_s"])
+        try:
+            ok, note = _worker_equivalent(job["pred"], job["gold"], job["symmetric"])
+        except Exception as e:  # noqa: BLE001 -- any failure is a counted, incorrect grade (never str(e): can hang)
+            ok, note = False, "error:" + type(e).__name__
+        signal.alarm(0)
+        print(json.dumps({"id": job["id"], "ok": ok, "note": note}), file=replies, flush=True)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--grader-worker"]:
+    _worker_main(int(sys.argv[2]))
