@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from rlvjax import sampling
+from rlvjax import engine, sampling
 from rlvjax.model.transformer import KVCache
 
 
@@ -58,8 +58,8 @@ def main():
     kw = dict(max_new_tokens=args.new_tokens, temperature=1.0, seed=0)
     new_tokens = args.batch * args.new_tokens
 
-    plain = lambda: sampling.sample(model, prompts, **kw)
-    fused = lambda: sampling.sample(model, prompts, **kw, score_suffix=suffix, score_ids=targets)
+    plain = lambda: engine.sample(model, prompts, **kw)
+    fused = lambda: engine.sample(model, prompts, **kw, score_suffix=suffix, score_ids=targets)
     compile_s = common.clock(plain)
     compile_fused_s = common.clock(fused)
 

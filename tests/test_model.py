@@ -10,6 +10,7 @@ import torch
 
 import rlvjax
 from flax import nnx
+from rlvjax.model import transformer
 from rlvjax.model.transformer import KVCache
 
 KINDS = ["qwen2", "qwen2_tied", "llama", "llama_tied"]
@@ -65,34 +66,33 @@ def test_save_hf_round_trip(hf_checkpoint, tmp_path, kind):
     assert again.config == model.config
 
 
-def test_incremental_decoding_equals_full_forward(hf_checkpoint):
+@pytest.mark.parametrize("chunk", [None, 4])
+def test_incremental_decoding_equals_full_forward(hf_checkpoint, monkeypatch, chunk):
+    """Rows of different lengths in one cache (each row's slot is its position): a prefill, single tokens and a
+    3-token chunk, each row growing by its own count, give the full pass's logits at every real position. With
+    ``chunk`` = 4 the cached attention reads the 16-slot cache in chunks under its online softmax."""
+    if chunk:
+        monkeypatch.setattr(transformer, "ATTENTION_CHUNK", chunk)
     path, _ = hf_checkpoint("qwen2")
     model, _ = rlvjax.load_hf(path, tokenizer=False)
-    ids, mask = left_padded_batch(model.config.vocab_size, seed=2)
-    full = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))
-    # Prefill 5 slots, then one token at a time, then a 3-token chunk: every position must match the full pass.
-    cache = KVCache.init(model.config, batch=3, max_len=12)
-    pieces = []
-    for start, stop in [(0, 5)] + [(t, t + 1) for t in range(5, 9)] + [(9, 12)]:
-        logits, cache = model.forward(jnp.asarray(ids[:, start:stop]), jnp.asarray(mask[:, start:stop]), cache)
-        pieces.append(np.asarray(logits))
-    incremental = np.concatenate(pieces, axis=1)
-    valid = mask.astype(bool)
-    np.testing.assert_allclose(incremental[valid], full[valid], atol=1e-5, rtol=0)
-    assert int(cache.index) == 12
-
-
-def test_cache_holes_are_invisible(hf_checkpoint):
-    """A hole (mask 0) in the cache behaves as if the token was never there: the basis of the fused verifier."""
-    path, _ = hf_checkpoint("llama")
-    model, _ = rlvjax.load_hf(path, tokenizer=False)
-    seq = jnp.asarray([[5, 6, 7, 8, 9, 10]])
-    ref = np.asarray(model(seq))[0, -1]
-    cache = KVCache.init(model.config, batch=1, max_len=8)
-    _, cache = model.forward(seq[:, :3], cache=cache)
-    _, cache = model.forward(jnp.asarray([[50, 51]]), jnp.zeros((1, 2), bool), cache)  # hole of two slots
-    logits, _ = model.forward(seq[:, 3:], cache=cache)
-    np.testing.assert_allclose(np.asarray(logits)[0, -1], ref, atol=1e-5, rtol=0)
+    rng = np.random.default_rng(2)
+    seqs = [rng.integers(3, model.config.vocab_size, n).tolist() for n in (12, 7, 3)]
+    cache = KVCache.init(model.config, batch=3, max_len=16)
+    got = [[] for _ in seqs]
+    # Each round feeds every row its next `take` tokens (right-padded; a finished row feeds nothing).
+    for take in (5, 1, 1, 1, 1, 3, 3):
+        chunk_ids = np.zeros((3, take), np.int64)
+        real = np.zeros((3, take), bool)
+        for row, seq in enumerate(seqs):
+            part = seq[int(cache.length[row]):int(cache.length[row]) + take]
+            chunk_ids[row, :len(part)], real[row, :len(part)] = part, True
+        logits, cache = model.forward(jnp.asarray(chunk_ids), jnp.asarray(real), cache)
+        for row in range(3):
+            got[row] += list(np.asarray(logits)[row, real[row]])
+    assert np.asarray(cache.length).tolist() == [12, 7, 3]
+    for row, seq in enumerate(seqs):
+        full = np.asarray(model(jnp.asarray([seq])))[0]
+        np.testing.assert_allclose(np.stack(got[row]), full, atol=1e-5, rtol=0)
 
 
 def test_bf16_runs_and_stays_close(hf_checkpoint):

@@ -4,8 +4,8 @@ Parameter paths mirror the Hugging Face tensor names (``layers/3/self_attn/q_pro
 ``model.layers.3.self_attn.q_proj.weight``) so that the weight table in ``hf.py`` stays a plain regex map.
 
 Positions are derived from the attention mask (``cumsum(mask) - 1``), so a left-padded row gets the same RoPE
-phases as the unpadded sequence; the cache keeps a per-slot validity mask, so rows of one batch may hold holes
-(padding, finished sequences) and still attend only to their own tokens.
+phases as the unpadded sequence. In the KV cache a row's slot is its position and each row has its own length, so
+rows of one batch grow, stop and restart independently.
 """
 
 from __future__ import annotations
@@ -65,24 +65,65 @@ class ModelConfig:
 
 
 class KVCache(NamedTuple):
-    """Per-layer keys/values ``[B, kv_heads, S, head_dim]``, the slot validity mask ``[B, S]``, and the next slot.
+    """Per-layer keys/values ``[B, kv_heads, S, head_dim]`` and each row's filled length ``[B]``.
 
-    All rows write at the same slot ``index``; a row's own length is the number of valid slots. Heads come before
-    slots so that attention is a batched matmul over ``(B, kv_heads)`` reading the cache as stored (slots first made
-    the sampler 1.2x slower on CPU, docs/benchmarks.md).
+    Slot ``s`` of a row holds its token at position ``s``: rows fill independently (the sampling engine refills a
+    finished row with a new request while its neighbours go on), and a row sees only its own first ``length`` slots.
+    Heads come before slots so that attention is a batched matmul over ``(B, kv_heads)`` reading the cache as stored
+    (slots first made the sampler 1.2x slower on CPU, docs/benchmarks.md).
     """
 
     k: tuple[jax.Array, ...]
     v: tuple[jax.Array, ...]
-    mask: jax.Array
-    index: jax.Array
+    length: jax.Array
 
     @classmethod
     def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> "KVCache":
         dtype = dtype or cfg.jnp_compute_dtype
         shape = (batch, cfg.num_kv_heads, max_len, cfg.kv_dim)
         zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
-        return cls(zeros, zeros, jnp.zeros((batch, max_len), bool), jnp.zeros((), jnp.int32))
+        return cls(zeros, zeros, jnp.zeros((batch,), jnp.int32))
+
+
+ATTENTION_CHUNK = 256  # cache slots read per step of the cached attention's online softmax
+
+
+def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, query_slots: jax.Array,
+                     chunk: int | None = None) -> jax.Array:
+    """``softmax(q k^T) v`` of queries ``q [B, T, kv_heads, groups, D]`` over the cache slots
+    ``k, v [B, kv_heads, S, D]`` at or before each query's slot ``query_slots [B, T]``.
+
+    Only the filled part of the cache is read: slots go ``chunk`` at a time under an online softmax up to the largest
+    query slot, so a step's cost follows the longest live row, not the allocation, and no length recompiles.
+    Returns ``[B, kv_heads, groups, T, D]`` in f32; ``chunk`` None: ``ATTENTION_CHUNK``.
+    """
+    b, t, kh, g, d = q.shape
+    slots = k.shape[2]
+    chunk = min(chunk or ATTENTION_CHUNK, slots)
+
+    def step(c, carry):
+        m, l, acc = carry
+        kc = jax.lax.dynamic_slice_in_dim(k, c * chunk, chunk, axis=2)
+        vc = jax.lax.dynamic_slice_in_dim(v, c * chunk, chunk, axis=2)
+        s = jnp.einsum("btkgd,bksd->bkgts", q, kc.astype(q.dtype), preferred_element_type=jnp.float32) / math.sqrt(d)
+        seen = (c * chunk + jnp.arange(chunk))[None, None, :] <= query_slots[:, :, None]  # [B, T, C]
+        s = jnp.where(seen[:, None, None], s, -jnp.inf)  # slot 0 is always seen, so every row's max is finite
+        m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+        p = jnp.exp(s - m_new[..., None])
+        scale = jnp.exp(m - m_new)
+        acc = acc * scale[..., None] + jnp.einsum("bkgts,bksd->bkgtd", p.astype(vc.dtype), vc,
+                                                  preferred_element_type=jnp.float32)
+        return m_new, l * scale + jnp.sum(p, axis=-1), acc
+
+    carry = (jnp.full((b, kh, g, t), -jnp.inf, jnp.float32), jnp.zeros((b, kh, g, t), jnp.float32),
+             jnp.zeros((b, kh, g, t, d), jnp.float32))
+    if chunk == slots:
+        m, l, acc = step(0, carry)
+    else:
+        if slots % chunk:
+            raise ValueError(f"a cache of {slots} slots is not a whole number of {chunk}-slot chunks")
+        m, l, acc = jax.lax.fori_loop(0, jnp.max(query_slots) // chunk + 1, step, carry)
+    return acc / l[..., None]
 
 
 def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
@@ -147,24 +188,29 @@ class Attention(nnx.Module):
         self.o_proj = _linear(h * hd, d, cfg.o_bias, cfg, rngs)
         self.num_heads, self.num_kv_heads, self.head_dim = h, kh, hd
 
-    def __call__(self, x, positions, inv_freq, allowed, kv_cache=None, slot=None):
-        """``allowed [B, T, S]`` says which key slots each query may see; returns (out, (k_all, v_all))."""
+    def __call__(self, x, positions, inv_freq, allowed=None, kv_cache=None):
+        """Without a cache, ``allowed [B, T, T]`` says which chunk tokens each query may see. With ``kv_cache = (k,
+        v, length)`` the chunk is written at each row's slots ``length ..`` (its positions) and attends to every
+        slot up to its own. Returns (out, (k, v)): the chunk's keys/values, or the updated cache arrays."""
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
         k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
         k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, kv_heads, T, D], the cache layout
-        if kv_cache is not None:
-            k = jax.lax.dynamic_update_slice(kv_cache[0], k.astype(kv_cache[0].dtype), (0, 0, slot, 0))
-            v = jax.lax.dynamic_update_slice(kv_cache[1], v.astype(kv_cache[1].dtype), (0, 0, slot, 0))
         groups = self.num_heads // self.num_kv_heads
         q = q.reshape(b, t, self.num_kv_heads, groups, self.head_dim)
-        scores = jnp.einsum("btkgd,bksd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
-        scores = scores / math.sqrt(self.head_dim)
-        scores = jnp.where(allowed[:, None, None], scores, _MASKED)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bkgts,bksd->bkgtd", probs, v).transpose(0, 3, 1, 2, 4).reshape(b, t, -1)
+        if kv_cache is not None:
+            write = jax.vmap(lambda c, new, at: jax.lax.dynamic_update_slice(c, new.astype(c.dtype), (0, at, 0)))
+            k, v = write(kv_cache[0], k, kv_cache[2]), write(kv_cache[1], v, kv_cache[2])
+            out = cached_attention(q, k, v, positions).astype(v.dtype)
+        else:
+            scores = jnp.einsum("btkgd,bksd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
+            scores = scores / math.sqrt(self.head_dim)
+            scores = jnp.where(allowed[:, None, None], scores, _MASKED)
+            probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+            out = jnp.einsum("bkgts,bksd->bkgtd", probs, v)
+        out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, -1)
         return self.o_proj(out.astype(x.dtype)), (k, v)
 
 
@@ -198,8 +244,8 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
         self.mlp = MLP(cfg, rngs)
 
-    def __call__(self, x, positions, inv_freq, allowed, kv_cache=None, slot=None):
-        attn, kv = self.self_attn(self.input_layernorm(x), positions, inv_freq, allowed, kv_cache, slot)
+    def __call__(self, x, positions, inv_freq, allowed=None, kv_cache=None):
+        attn, kv = self.self_attn(self.input_layernorm(x), positions, inv_freq, allowed, kv_cache)
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), kv
 
@@ -228,8 +274,10 @@ class Transformer(nnx.Module):
                constrain=None):
         """Final-norm hidden states ``[B, T, D]`` and the updated cache (None without one).
 
-        Without a cache the chunk attends causally to itself. With one, the chunk is written at ``cache.index`` and
-        attends to every earlier valid slot; ``attention_mask`` marks which chunk tokens are real (a 0 leaves a hole).
+        Without a cache the chunk attends causally to itself (``attention_mask`` marks real tokens; left or right
+        padding). With one, each row's chunk is written at its slots ``cache.length ..`` and attends to all of its
+        earlier slots; ``attention_mask`` then marks how many leading chunk tokens are real (each row's length grows
+        by that many; what is written past them is beyond the row's length and never seen).
         ``remat`` (a name of ``REMAT_POLICIES``; no cache) recomputes each decoder layer in the backward pass,
         keeping what the policy saves: activation memory per layer instead of per model, for about one more
         forward pass. The layers then run under ``lax.scan`` over their weights stacked in the compute dtype (one
@@ -240,18 +288,12 @@ class Transformer(nnx.Module):
         b, t = input_ids.shape
         mask = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
         inv_freq = jnp.asarray(rope_inv_freq(self.config))
+        allowed = None
         if cache is None:
             positions = jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0)
-            slot, key_mask, key_slots = None, mask, jnp.arange(t)
-            query_slots = jnp.arange(t)
+            allowed = mask[:, None, :] & jnp.tril(jnp.ones((t, t), bool))[None]
         else:
-            slot = cache.index
-            positions = jnp.sum(cache.mask, axis=-1, keepdims=True) + jnp.cumsum(mask, axis=-1) - 1
-            positions = jnp.maximum(positions, 0)
-            key_mask = jax.lax.dynamic_update_slice(cache.mask, mask, (0, slot))
-            key_slots = jnp.arange(cache.mask.shape[1])
-            query_slots = slot + jnp.arange(t)
-        allowed = key_mask[:, None, :] & (key_slots[None, None, :] <= query_slots[None, :, None])
+            positions = cache.length[:, None] + jnp.arange(t)[None, :]
 
         x = self.embed_tokens(input_ids)
         constrain = constrain or (lambda a: a)
@@ -262,13 +304,13 @@ class Transformer(nnx.Module):
             return self.norm(self._scan_layers(x, positions, inv_freq, allowed, remat_policy(remat), constrain)), None
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
-            kv = None if cache is None else (cache.k[i], cache.v[i])
-            x, (k, v) = layer(constrain(x), positions, inv_freq, allowed, kv, slot)
+            kv = None if cache is None else (cache.k[i], cache.v[i], cache.length)
+            x, (k, v) = layer(constrain(x), positions, inv_freq, allowed, kv)
             new_k.append(k)
             new_v.append(v)
         x = self.norm(x)
         if cache is not None:
-            cache = KVCache(tuple(new_k), tuple(new_v), key_mask, cache.index + t)
+            cache = KVCache(tuple(new_k), tuple(new_v), cache.length + jnp.sum(mask, axis=-1, dtype=jnp.int32))
         return x, cache
 
     def _scan_layers(self, x, positions, inv_freq, allowed, policy, constrain):

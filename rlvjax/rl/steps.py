@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from rlvjax import parallel, sampling
+from rlvjax import engine, parallel, sampling
 from rlvjax.fieldtypes import check_field_types
 from rlvjax.model.transformer import remat_policy
 from rlvjax.rl import advantages as advantages_lib
@@ -220,7 +220,7 @@ def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, *, mesh
         model = nnx.merge(statics.graphdef, params)
     params_s = dataclasses.replace(rl.sampling_params, stop_ids=statics.stop_ids, pad_id=statics.pad_id,
                                    suppress_ids=statics.suppress_ids)
-    out = sampling.generate(model, prompt_ids, prompt_mask, rng,
+    out = engine.generate(model, prompt_ids, prompt_mask, rng,
                             num_samples=rl.group_size, max_new_tokens=rl.max_new_tokens, params=params_s,
                             score_suffix=statics.verify_suffix, score_ids=(statics.yes_id, statics.no_id),
                             cache_sharding=cache_sharding, prefill_rows=prefill_rows(prompts, width, mesh))
