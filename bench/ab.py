@@ -18,12 +18,11 @@ import types
 from pathlib import Path
 
 import common  # noqa: E402
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rlvjax import engine, sampling
+from rlvjax import sampling
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,8 +78,8 @@ def main():
     kw = dict(max_new_tokens=args.new_tokens, temperature=1.0, seed=0)
     if args.verify_len:
         kw.update(score_suffix=tuple(range(10, 10 + args.verify_len)), score_ids=(3, 4))
-    fns = {"before": lambda: old_engine.sample(old_model, prompts, **kw),
-           "after": lambda: new_engine.sample(model, prompts, **kw)}
+    fns = {"before": lambda: old_sampling.sample(old_model, prompts, **kw),
+           "after": lambda: new_sampling.sample(model, prompts, **kw)}
     compile_s = {k: common.clock(f) for k, f in fns.items()}
     times = common.interleaved(fns, args.runs, warmup=False)
     print(common.machine_line())

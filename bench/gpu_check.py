@@ -120,8 +120,8 @@ def main():
     from rlvjax import sampling
 
     bf16_params = jax.tree.map(lambda w: w.astype(jnp.bfloat16), state.params)
-    prefill = jax.jit(lambda p, i, m: sampling.prefill(nnx.merge(graphdef, p), i, m, prompt + new + verify,
-                                                       steps.prefill_rows(prompts, prompt), repeat=group)[0])
+    prefill = jax.jit(lambda p, i, m: sampling.prefill(nnx.merge(graphdef, p), i, jnp.sum(m, axis=1),
+                                                       steps.prefill_rows(prompts, prompt))[0])
     prefill_s = timed(lambda: prefill(bf16_params, ids, mask), 2)
     decode_ms = (roll_s - prefill_s) / new * 1e3
     kv_bytes = cfg.num_layers * 2 * rows * (prompt + new + verify) * cfg.num_kv_heads * cfg.kv_dim * 2

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rlvjax import engine, sampling
+from rlvjax import sampling
 
 
 def op_names(hlo_text: str) -> dict[str, str]:
@@ -76,9 +76,9 @@ def main():
         graphdef, state = nnx.split(model)
         kw = dict(num_samples=1, max_new_tokens=args.new_tokens, params=sampling.SamplingParams(), score_suffix=(),
                   score_ids=())
-        hlo = engine._generate_jit.lower(graphdef, state, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(0),
+        hlo = sampling.engine._generate_jit.lower(graphdef, state, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(0),
                                            **kw).compile().as_text()
-        trace(lambda: engine.sample(model, prompts, max_new_tokens=args.new_tokens, seed=0), args.top, hlo)
+        trace(lambda: sampling.sample(model, prompts, max_new_tokens=args.new_tokens, seed=0), args.top, hlo)
     else:
         import update
 

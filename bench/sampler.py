@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from rlvjax import engine, sampling
+from rlvjax import sampling
 from rlvjax.model.transformer import KVCache
 
 
@@ -58,19 +58,20 @@ def main():
     kw = dict(max_new_tokens=args.new_tokens, temperature=1.0, seed=0)
     new_tokens = args.batch * args.new_tokens
 
-    plain = lambda: engine.sample(model, prompts, **kw)
-    fused = lambda: engine.sample(model, prompts, **kw, score_suffix=suffix, score_ids=targets)
+    plain = lambda: sampling.sample(model, prompts, **kw)
+    fused = lambda: sampling.sample(model, prompts, **kw, score_suffix=suffix, score_ids=targets)
     compile_s = common.clock(plain)
     compile_fused_s = common.clock(fused)
 
     # The fused score on its own: append the verify prompt to a filled cache (what `generate` does after the loop).
     out = plain()
     full = np.concatenate([np.asarray(prompts), np.asarray(out.tokens[:, 0])], axis=1)
-    cache = KVCache.init(model.config, args.batch, full.shape[1] + 1 + len(suffix), dtype)
+    cache = KVCache.init(model.config, args.batch, sampling.cache_slots(full.shape[1], 1, len(suffix)), dtype)
     _, cache = jax.jit(lambda ids, c: model.hidden(ids, None, c))(jnp.asarray(full[:, :-1]), cache)
     pending = jnp.asarray(full[:, -1])
-    score_only = jax.jit(lambda c, t: sampling.score_continuation(model, c, t, jnp.ones_like(t, bool),
-                                                                  jnp.asarray(suffix), jnp.asarray(targets)))
+    chunk = lambda t: jnp.concatenate([t[:, None], jnp.broadcast_to(jnp.asarray(suffix), (len(t), len(suffix)))], 1)
+    score_only = jax.jit(lambda c, t: jax.nn.log_softmax(
+        model.logits(model.hidden(chunk(t), None, c)[0][:, -1]))[:, jnp.asarray(targets)])
     # The alternative: a separate forward pass over prompt + completion + verify prompt, logits at the last position.
     seqs = jnp.asarray(np.concatenate([full, np.tile(suffix, (args.batch, 1))], axis=1))
     separate = jax.jit(lambda ids: jax.nn.log_softmax(model.logits(model.hidden(ids)[0][:, -1]))[:, targets])

@@ -18,13 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rlvjax import engine, sampling
+from rlvjax import sampling
 
 
 def compiled_bytes(model, prompts, new_tokens) -> float:
     ids, mask = sampling.left_pad(prompts)
     graphdef, state = nnx.split(model)
-    compiled = engine._generate_jit.lower(
+    compiled = sampling.engine._generate_jit.lower(
         graphdef, state, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(0), num_samples=1,
         max_new_tokens=new_tokens, params=sampling.SamplingParams(), score_suffix=(), score_ids=()).compile()
     mem = compiled.memory_analysis()
@@ -33,7 +33,7 @@ def compiled_bytes(model, prompts, new_tokens) -> float:
 
 def measure(model, batch, prompt_len, new_tokens, runs):
     prompts = np.random.default_rng(batch).integers(10, model.config.vocab_size, (batch, prompt_len)).tolist()
-    fn = lambda: engine.sample(model, prompts, max_new_tokens=new_tokens, temperature=1.0, seed=0)
+    fn = lambda: sampling.sample(model, prompts, max_new_tokens=new_tokens, temperature=1.0, seed=0)
     compile_s = common.clock(fn)
     secs = common.med(common.interleaved({"s": fn}, runs, warmup=False)["s"])
     mib = compiled_bytes(model, prompts, new_tokens) / 2 ** 20

@@ -1,11 +1,15 @@
-"""``python -m rlvjax.evaluate --workdir W [--policy final|warm_start] [--checkpoint N] [--data F] [--temperature T]
---num_samples K``
+"""``python -m rlvjax.evaluate (--workdir W [--policy final|warm_start] [--checkpoint N] | --model_dir D --data F)
+[--num_samples K] [--max_new_tokens N] [--batch_size R] [--temperature T] [--dtype bfloat16]``
 
 Samples a K-pool per problem with the fused verifier score (at the run's training temperature unless
 ``--temperature`` is given), grades it, and writes ``eval.json`` (pass@k, majority / best-of-N / weighted accuracy at
 N = 1, 2, 4, ..., K, verifier accuracy / AUROC / calibration, compute-efficiency of weighted over majority voting,
 accuracy by level, the temperature and the scoring conventions: ``--score``, ``--grouping``, ``--bon_unparseable``,
-``--bon_ties``, see ``testtime.Conventions``) and ``scaling.png``.
+``--bon_ties``, see ``testtime.Conventions``), ``scaling.png`` and ``eval_samples.jsonl`` (every completion with its
+answer, correctness and p(Yes)). ``--model_dir`` evaluates any HF directory (its own verify question: the built-in
+one, asked of whatever model it is). R rows decode at once, the K samples of each prompt queued behind them (one
+prefill per prompt, continuous refill); the memory plan is printed and a pool that cannot fit is refused before
+anything is compiled.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rlvjax import experiment, parallel, sampling, testtime
@@ -23,22 +28,26 @@ from rlvjax.rewards.math import grade_completions
 from rlvjax.rl import diagnostics, steps
 
 STRATEGIES = ("majority", "best_of_n", "weighted")
+EVAL_PROMPTS = 32  # problems per call of the engine
 _SAMPLERS: dict = {}
 
 
 def sample_pool(statics: steps.Statics, params, tokenizer, records: list[dict], mesh, *, num_samples: int,
-                seed: int, batch_size: int = 32, temperature: float | None = None) -> dict[str, np.ndarray]:
-    """K samples per problem at ``temperature`` (None: the RL one): ``texts``/``answers`` (object ``[P, K]``),
-    ``correct``, ``yes_logp``, ``no_logp``."""
+                seed: int, batch_size: int = EVAL_PROMPTS, temperature: float | None = None,
+                rows: int | None = None) -> dict[str, np.ndarray]:
+    """K samples per problem at ``temperature`` (None: the RL one), ``batch_size`` problems per call of the engine
+    with ``rows`` decoding at once (None: all their samples): ``texts``/``answers`` (object ``[P, K]``),
+    ``correct``, ``yes_logp``, ``no_logp``, ``lengths``, ``finished``."""
     rl = dataclasses.replace(statics.rl, group_size=num_samples,
                              temperature=statics.rl.temperature if temperature is None else temperature)
-    key = (statics, rl, mesh)
-    if key not in _SAMPLERS:
-        _SAMPLERS[key] = steps.jit_rollout(dataclasses.replace(statics, rl=rl), mesh, parallel.shardings(params, mesh))
+    key = (statics, rl, mesh, rows)
+    if key not in _SAMPLERS:  # the run's later evaluations reuse the compiled engine
+        _SAMPLERS[key] = steps.jit_rollout(dataclasses.replace(statics, rl=rl), mesh,
+                                           parallel.shardings(params, mesh), rows)
     sample = _SAMPLERS[key]
     parallel_rows = mesh.shape["data"] * mesh.shape["fsdp"]
     batch_size = max(parallel_rows, batch_size // parallel_rows * parallel_rows)
-    texts, answers, correct, yes, no = [], [], [], [], []
+    texts, answers, correct, yes, no, lengths, finished = [], [], [], [], [], [], []
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
         padded = chunk + [chunk[-1]] * (-len(chunk) % parallel_rows)  # fill the mesh; extra rows are dropped
@@ -47,11 +56,13 @@ def sample_pool(statics: steps.Statics, params, tokenizer, records: list[dict], 
         rows = parallel.batch_sharding(mesh, 2)
         roll = sample(params, parallel.to_global(ids, rows), parallel.to_global(mask, rows),
                       jax.random.fold_in(jax.random.key(seed), start))
-        tokens, lengths, finished, vlp = (parallel.to_host(x)[: len(chunk)]
-                                          for x in (roll.tokens, roll.lengths, roll.finished, roll.verify_logprobs))
+        tokens, chunk_lengths, chunk_finished, vlp = (
+            parallel.to_host(x)[: len(chunk)] for x in (roll.tokens, roll.lengths, roll.finished, roll.verify_logprobs))
         k, n = num_samples, tokens.shape[-1]
-        chunk_texts = experiment.decode_completions(tokenizer, tokens.reshape(-1, n), lengths.ravel(),
-                                                    finished.ravel())
+        chunk_texts = experiment.decode_completions(tokenizer, tokens.reshape(-1, n), chunk_lengths.ravel(),
+                                                    chunk_finished.ravel())
+        lengths.append(chunk_lengths)
+        finished.append(chunk_finished)
         chunk_correct, chunk_answers = grade_completions(chunk_texts, [r["gold"] for r in chunk for _ in range(k)])
         texts += chunk_texts
         answers += chunk_answers
@@ -61,7 +72,9 @@ def sample_pool(statics: steps.Statics, params, tokenizer, records: list[dict], 
     shape = (len(records), num_samples)
     return {"texts": np.asarray(texts, dtype=object).reshape(shape),
             "answers": np.asarray(answers, dtype=object).reshape(shape), "correct": np.concatenate(correct),
-            "yes_logp": np.concatenate(yes), "no_logp": np.concatenate(no)}
+            "yes_logp": np.concatenate(yes), "no_logp": np.concatenate(no), "lengths": np.concatenate(lengths),
+            "finished": np.concatenate(finished)}
+
 
 
 def quick_eval(statics, params, tokenizer, records, mesh, *, num_samples: int, seed: int,
@@ -231,17 +244,17 @@ def summary(evaluation: dict) -> str:
 
 
 def evaluate_policy(model, tokenizer, records: list[dict], rl: steps.RLConfig, mesh, *, num_samples: int,
-                    seed: int = 0, temperature: float | None = None,
+                    seed: int = 0, temperature: float | None = None, rows: int | None = None,
                     conventions: testtime.Conventions = testtime.Conventions()) -> tuple[dict, dict]:
     """``(report, pool)`` of one policy on ``records``, sampled with the run's sampling settings at ``temperature``
-    (None: ``rl.temperature``); the report records the temperature."""
+    (None: ``rl.temperature``), ``rows`` at a time (``sample_pool``'s); the report records the temperature."""
     from flax import nnx
 
     graphdef, params = nnx.split(model)
     statics = experiment.statics(graphdef, None, rl, tokenizer)
     temperature = rl.temperature if temperature is None else temperature
     pool = sample_pool(statics, nnx.to_pure_dict(params), tokenizer, records, mesh, num_samples=num_samples,
-                       seed=seed, temperature=temperature)
+                       seed=seed, temperature=temperature, rows=rows)
     rep = report(pool, [r.get("level") for r in records], seed=seed, conventions=conventions)
     return {"temperature": temperature, **rep}, pool
 
@@ -256,6 +269,26 @@ def write_report(evaluation: dict, out_dir) -> tuple[Path, Path]:
     plot_scaling(evaluation, png_path)
     tmp.replace(json_path)
     return json_path, png_path
+
+
+def write_samples(pool: dict, records: list[dict], path, conventions: testtime.Conventions) -> Path:
+    """``eval_samples.jsonl``: one line per completion (problem index and id, sample index, prompt, text, answer,
+    correctness, p(Yes), the convention's score, tokens, whether it stopped), written whole or not at all."""
+    path = Path(path)
+    score = conventions.scores(pool["yes_logp"], pool["no_logp"])
+    tmp = path.with_suffix(".jsonl.tmp")
+    with open(tmp, "w") as out:
+        for i, record in enumerate(records):
+            for j in range(pool["correct"].shape[1]):
+                out.write(json.dumps({
+                    "problem": i, "id": record.get("id"), "sample": j, "prompt": record["prompt"],
+                    "completion": pool["texts"][i, j],
+                    "answer": pool["answers"][i, j], "gold": record.get("gold"),
+                    "correct": bool(pool["correct"][i, j]), "p_yes": float(np.exp(pool["yes_logp"][i, j])),
+                    "score": float(score[i, j]), "tokens": int(pool["lengths"][i, j]),
+                    "finished": bool(pool["finished"][i, j])}) + "\n")
+    tmp.replace(path)
+    return path
 
 
 def _from_stored(cls, values: dict):
@@ -306,57 +339,96 @@ def main(argv):
     del argv
     from absl import flags, logging
 
+    from rlvjax import memory
     from rlvjax.checkpoint import Checkpointer
     from rlvjax.data import sources
     from rlvjax.model.hf import load_hf
 
     logging.set_verbosity(logging.WARNING)
     f = flags.FLAGS
-    if f.num_samples < 1 or f.num_samples & (f.num_samples - 1):  # checked before anything is loaded
+    if bool(f.workdir) == bool(f.model_dir):  # everything here is checked before anything is loaded
+        raise ValueError("give either --workdir (a training run) or --model_dir (an HF directory) to evaluate")
+    if f.model_dir and not f.data:
+        raise ValueError(f"--model_dir {f.model_dir} needs --data: a .jsonl/.json/.parquet file (or datasets id) of "
+                         "problems with their answers")
+    if f.num_samples < 1 or f.num_samples & (f.num_samples - 1):
         raise ValueError(f"--num_samples={f.num_samples}: use a power of two so the curve's largest N is the pool")
     if f.temperature is not None and f.temperature <= 0:
         raise ValueError(f"--temperature={f.temperature} must be > 0: votes need distinct samples; pass a positive "
                          "--temperature or leave it out (the run's eval temperature)")
-    workdir = Path(f.workdir)
-    name = f"step_{f.checkpoint}" if f.checkpoint is not None else f.policy
-    out = Path(f.out or workdir / "eval" / name)
-    check_writable(out)  # before minutes of sampling, not after
-    stored = Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint)
-    rl = _from_stored(steps.RLConfig, stored["rl"])
-    if f.checkpoint is not None:
-        model, tokenizer = load_checkpoint_policy(workdir, f.checkpoint, stored)
+    for name in ("max_new_tokens", "batch_size"):
+        if getattr(f, name) is not None and getattr(f, name) < 1:
+            raise ValueError(f"--{name}={getattr(f, name)} must be >= 1")
+    if f.workdir:
+        workdir = Path(f.workdir)
+        name = f"step_{f.checkpoint}" if f.checkpoint is not None else f.policy
+        out = Path(f.out or workdir / "eval" / name)
     else:
-        model, tokenizer = load_hf(workdir / f.policy)
+        if not (Path(f.model_dir) / "config.json").is_file():
+            raise FileNotFoundError(f"--model_dir {f.model_dir} is not an HF model directory (no config.json); point "
+                                    "at a folder with config.json and *.safetensors")
+        name = Path(f.model_dir).resolve().name
+        out = Path(f.out or Path("eval") / name)
+    check_writable(out)  # before minutes of sampling, not after
+    if f.workdir:
+        stored = Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint)
+        rl = _from_stored(steps.RLConfig, stored["rl"])
+        if f.checkpoint is not None:
+            model, tokenizer = load_checkpoint_policy(workdir, f.checkpoint, stored)
+        else:
+            model, tokenizer = load_hf(workdir / f.policy, dtype=jnp.dtype(f.dtype))
+    else:
+        model, tokenizer = load_hf(f.model_dir, dtype=jnp.dtype(f.dtype))
+        rl = steps.RLConfig(temperature=f.temperature or 1.0, max_new_tokens=f.max_new_tokens or 1024)
+    if f.max_new_tokens is not None:
+        rl = dataclasses.replace(rl, max_new_tokens=f.max_new_tokens)
     if f.data:
         records = [{**r, "prompt": sources.format_prompt(r["prompt"], tokenizer)}
                    for r in sources.load_records(f.data)[0]]
     else:
         records = experiment.build_records(_from_stored(experiment.TaskSpec, stored["task"]), tokenizer)[1]
     mesh = parallel.make_mesh(parallel.MeshConfig())
+    prompt_tokens = sampling.bucket_width(max(map(len, experiment.encode_prompts(tokenizer, [r["prompt"]
+                                                                                           for r in records]))))
+    prompts = min(memory.eval_prompts(mesh, len(records)), EVAL_PROMPTS)
+    plan = memory.eval_plan(model.config, mesh, prompts=prompts, samples=f.num_samples,
+                            rows=min(f.batch_size, prompts * f.num_samples), prompt_tokens=prompt_tokens,
+                            new_tokens=rl.max_new_tokens,
+                            verify_tokens=len(experiment.verifier_tokens(tokenizer).suffix))
+    limit = memory.device_limit()
+    if limit is None and jax.default_backend() == "cpu":
+        limit = memory.host_memory_bytes()
+    print(plan.table(limit), flush=True)
+    memory.check(plan, limit)  # before anything is compiled
     temperature = f.temperature or rl.temperature  # the headline temperature unless asked otherwise
     conventions = testtime.Conventions(score=f.score, grouping=f.grouping, unparseable=f.bon_unparseable,
                                        ties=f.bon_ties)
-    rep, _ = evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=f.num_samples, seed=f.seed,
-                             temperature=temperature, conventions=conventions)
+    rep, pool = evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=f.num_samples, seed=f.seed,
+                                temperature=temperature, rows=f.batch_size, conventions=conventions)
     evaluation = assemble({temperature_key(temperature): {name: rep}}, {}, train_temperature=rl.temperature,
                           headline_temperature=temperature)
     json_path, png_path = write_report(evaluation, out)
+    samples_path = write_samples(pool, records, out / "eval_samples.jsonl", conventions)
     print(summary(evaluation))
-    print(f"report: {json_path}\nplot:   {png_path}")
+    print(f"report:  {json_path}\nplot:    {png_path}\nsamples: {samples_path}")
 
 
 if __name__ == "__main__":
     from absl import app, flags
 
-    flags.DEFINE_string("workdir", None, "a training run's workdir", required=True)
+    flags.DEFINE_string("workdir", None, "a training run's workdir (or give --model_dir)")
+    flags.DEFINE_string("model_dir", None, "an HF model directory to evaluate (with --data)")
     flags.DEFINE_string("policy", "final", "an HF directory inside the workdir: final or warm_start")
     flags.DEFINE_integer("checkpoint", None, "evaluate this Orbax checkpoint step instead of an HF directory")
     flags.DEFINE_string("data", None, "problems to evaluate on (jsonl/parquet/datasets id); default: the run's task")
     flags.DEFINE_integer("num_samples", 16, "K: samples per problem (a power of two)")
+    flags.DEFINE_integer("max_new_tokens", None, "tokens per completion (default: the run's; 1024 for --model_dir)")
+    flags.DEFINE_integer("batch_size", 256, "R: completions decoded at once; the rest queue behind them")
+    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "weights and compute of an HF directory")
     flags.DEFINE_integer("seed", 0, "sampling seed")
     flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's training temperature, the "
-                       "headline)")
-    flags.DEFINE_string("out", None, "output directory (default: WORKDIR/eval/POLICY)")
+                       "headline; 1.0 for --model_dir)")
+    flags.DEFINE_string("out", None, "output directory (default: WORKDIR/eval/POLICY, or ./eval/MODEL_DIR_NAME)")
     conventions = testtime.Conventions  # each flag's default is the class's (see its docstring)
     flags.DEFINE_enum("score", conventions.score, ["normalized", "raw"], "verifier score: p(Yes) normalised over "
                       "{Yes, No}, or raw p(Yes)")

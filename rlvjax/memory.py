@@ -27,7 +27,7 @@ checks against the device's ``bytes_limit`` or ``MemoryConfig.device_memory_gib`
 from __future__ import annotations
 
 import dataclasses
-import inspect
+import os
 from typing import Mapping
 
 import gin
@@ -39,12 +39,12 @@ from jax.sharding import AbstractMesh, Mesh, NamedSharding
 
 from rlvjax import evaluate, parallel, sampling
 from rlvjax.fieldtypes import check_field_types
-from rlvjax.model.transformer import ModelConfig, Transformer
+from rlvjax.model.transformer import ATTENTION_CHUNK, ModelConfig, Transformer
 from rlvjax.rl import steps
 
 GiB = 1024 ** 3
 PHASES = ("rollout", "update", "optimizer", "eval", "final eval")
-EVAL_PROMPTS = inspect.signature(evaluate.sample_pool).parameters["batch_size"].default
+EVAL_PROMPTS = evaluate.EVAL_PROMPTS
 
 
 @gin.configurable
@@ -101,8 +101,9 @@ class MemoryPlan:
     def table(self, limit_bytes: int | None = None) -> str:
         mesh = " x ".join(f"{k}={v}" for k, v in self.mesh_shape)
         k = self.knobs
-        lines = [f"memory plan per device: mesh {mesh}, {self.num_params:,} params, {k['rollout_rows']} rollout rows "
-                 f"and {k['update_rows']} update row(s) per micro-batch per device",
+        rows = (f"{k['rollout_rows']} rollout rows and {k['update_rows']} update row(s) per micro-batch per device"
+                if "update_rows" in k else f"{k['batch_size']} sampling rows")
+        lines = [f"memory plan per device: mesh {mesh}, {self.num_params:,} params, {rows}",
                  f"  {'phase':<11}{'component':<30}{'size':>10}  note"]
         lines += [f"  {i.phase:<11}{i.name:<30}{size(i.bytes_per_device):>10}  {i.note}" for i in self.items]
         for phase, total in self.phases.items():
@@ -210,37 +211,48 @@ def activation_bytes_per_row(cfg: ModelConfig, seq_len: int, completion_len: int
 
 
 def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, prompts: int, samples: int,
-                    prompt_tokens: int, new_tokens: int, verify_tokens: int) -> list[Item]:
-    """What ``steps.rollout_step`` holds on one device for ``prompts`` prompts x ``samples``, beside the params.
+                    prompt_tokens: int, new_tokens: int, verify_tokens: int, rows: int | None = None) -> list[Item]:
+    """What ``steps.rollout_step`` holds on one device for ``prompts`` prompts x ``samples``, ``rows`` of them
+    decoding at once (None: all), beside the params.
 
     The weights cast to the compute dtype in their sampling layout (``parallel.sampling_spec``; no copy when
-    neither dtype nor layout changes), the KV cache in ``parallel.cache_spec``'s layout for the whole loop, and the
-    largest of the temporaries: a prefill step (``steps.prefill_rows`` prompts' f32 scores and probabilities over
-    their own slots), a decode step (``[rows, V]`` f32 logits and their exponentials) and the fused verifier score
-    (the verify prompt's f32 scores over every slot).
+    neither dtype nor layout changes), the engine's KV cache in ``parallel.cache_spec``'s layout for the whole loop,
+    the prompts' own cache (each prompt is prefilled once; its samples' rows copy it), and the largest of the
+    temporaries: a prefill step (``steps.prefill_rows`` prompts' f32 scores and probabilities over one attention
+    chunk), a decode step (``[rows, V]`` f32 logits and their exponentials), a verifier score (the copied cache of
+    the rows scored together and their scores) and the half-size batch the engine shrinks into.
     """
     mesh = _as_mesh(mesh)
     it = cfg.jnp_compute_dtype.itemsize
     ceil = lambda a, b: -(-a // b)
-    seq, rows = prompt_tokens + new_tokens + verify_tokens, prompts * samples
+    requests = prompts * samples
+    seq, rows = sampling.cache_slots(prompt_tokens, new_tokens, verify_tokens), min(rows or requests, requests)
     cache = parallel.cache_spec(mesh, rows, cfg.num_kv_heads)
     rows_local, kv_local = NamedSharding(mesh, cache).shard_shape((rows, cfg.num_kv_heads))
     row_shards, q_local = rows // rows_local, ceil(cfg.num_heads, cfg.num_kv_heads // kv_local)
-    per_row = cfg.num_layers * 2 * seq * kv_local * cfg.kv_dim * it
-    items = [Item(f"{what}KV cache", phase, per_row * rows_local,
-                  f"{rows_local} rows x {seq} slots x {cfg.num_layers} layers, {cfg.jnp_compute_dtype.name}")]
+    per_slot = cfg.num_layers * 2 * kv_local * cfg.kv_dim * it
+    prompts_local = ceil(prompts, row_shards)
+    items = [Item(f"{what}KV cache", phase, per_slot * seq * rows_local,
+                  f"{rows_local} rows x {seq} slots x {cfg.num_layers} layers, {cfg.jnp_compute_dtype.name}"),
+             Item(f"{what}prompt KV cache", phase, per_slot * prompt_tokens * prompts_local,
+                  f"{prompts_local} prompts x {prompt_tokens} slots, prefilled once for their {samples} samples")]
     weights = sharded_bytes(params, mesh, dtype=cfg.jnp_compute_dtype,
                             spec_of=lambda spec: parallel.sampling_spec(spec, cache))
     if cfg.jnp_compute_dtype != cfg.jnp_dtype or weights != sharded_bytes(params, mesh):
         items.append(Item(f"{what}sampling weights", phase, weights,
                           f"{cfg.jnp_compute_dtype.name}, without the fsdp split"))
     step_prompts = steps.prefill_rows(prompts, prompt_tokens, mesh) or prompts
-    prefill = ceil(step_prompts, row_shards) * q_local * prompt_tokens * prompt_tokens * 2 * 4
+    chunk = min(seq, ATTENTION_CHUNK)
+    prefill = ceil(step_prompts, row_shards) * q_local * prompt_tokens * min(prompt_tokens, chunk) * 2 * 4
     decode = rows_local * cfg.vocab_size * 2 * 4
-    score = rows_local * q_local * (verify_tokens + 1) * seq * 2 * 4
-    items.append(Item(f"{what}sampling temps", phase, max(prefill, decode, score),
-                      f"the largest of prefill ({step_prompts} prompts at a time), decode step and verifier score"))
-    items.append(Item(f"{what}sampled tokens", phase, 2 * rows_local * new_tokens * 4, "token and log-prob buffers"))
+    scored = ceil(max(1, rows // 8), row_shards)
+    score = scored * (seq * per_slot + q_local * (verify_tokens + 1) * chunk * 2 * 4)
+    shrink = rows_local // 2 * seq * per_slot
+    items.append(Item(f"{what}sampling temps", phase, max(prefill, decode, score, shrink),
+                      f"the largest of prefill ({step_prompts} prompts at a time), decode step, verifier score and "
+                      "the shrunk batch"))
+    items.append(Item(f"{what}sampled tokens", phase, 2 * ceil(requests, row_shards) * new_tokens * 4,
+                      "token and log-prob buffers"))
     return items
 
 
@@ -312,10 +324,35 @@ def plan(model_config: ModelConfig, rl_config: steps.RLConfig, run_config, mesh,
     return MemoryPlan(tuple(items), tuple(shape.items()), count_params(params), knobs)
 
 
+def eval_plan(cfg: ModelConfig, mesh, *, prompts: int, samples: int, rows: int, prompt_tokens: int,
+              new_tokens: int, verify_tokens: int) -> MemoryPlan:
+    """The per-device memory of ``python -m rlvjax.evaluate``: the policy, and ``prompts`` prompts x ``samples``
+    sampled ``rows`` at a time."""
+    mesh = _as_mesh(mesh)
+    params = abstract_params(cfg)
+    items = [Item("policy", "eval", sharded_bytes(params, mesh), f"{cfg.dtype}, sharded by the partition rules")]
+    items += _sampling_items(cfg, params, mesh, "eval", "", prompts, samples, prompt_tokens, new_tokens,
+                             verify_tokens, rows)
+    knobs = {"batch_size": rows, "num_samples": samples, "max_new_tokens": new_tokens}
+    return MemoryPlan(tuple(items), tuple((a, int(mesh.shape[a])) for a in parallel.AXES), count_params(params),
+                      knobs)
+
+
+def host_memory_bytes() -> int:
+    """This machine's physical memory: the budget of a CPU device, which reports none."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def advice(p: MemoryPlan, phase: str | None = None) -> str:
     """What to change for ``phase`` (default: the plan's peak), biggest lever first, naming each knob and its
     value."""
     k, own = p.knobs, {i.name: i.bytes_per_device for i in p.items}
+    if "num_samples" in k:  # an evaluate plan
+        return " / ".join(text for _, text in sorted([
+            (own["KV cache"], f"reduce --batch_size (now {k['batch_size']}) or --max_new_tokens (now "
+                              f"{k['max_new_tokens']})"),
+            (own["sampled tokens"], f"reduce --num_samples (now {k['num_samples']}) or --max_new_tokens"),
+            (own["policy"], "use more devices")], key=lambda o: -o[0]))
     state = own["params"] + own["optimizer state"] + own.get("reference params", 0)
     more_fsdp = (state, f"use more fsdp (MeshConfig.fsdp, now {k['fsdp']}) or more devices")
     options = {

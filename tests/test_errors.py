@@ -391,3 +391,25 @@ def test_evaluate_workdir_that_does_not_exist(tmp_path):
     code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(workdir)])
     assert code == 2 and len(lines) == 1 and f"no checkpoint directory {workdir}/checkpoints" in lines[0], lines
     assert not workdir.exists()
+
+
+def test_evaluate_model_dir_mistakes(tmp_path):
+    """--model_dir that is not an HF directory, without --data, or together with --workdir: one line each, nothing
+    written."""
+    data = tmp_path / "problems.jsonl"
+    data.write_text(json.dumps({"prompt": "1+1", "answer": "2"}) + "\n")
+    (tmp_path / "not_a_model").mkdir()
+    cases = [
+        (["--model_dir", str(tmp_path / "not_a_model"), "--data", str(data)],
+         f"--model_dir {tmp_path / 'not_a_model'} is not an HF model directory (no config.json); point at a folder "
+         "with config.json and *.safetensors"),
+        (["--model_dir", str(tmp_path / "not_a_model")], "needs --data: a .jsonl/.json/.parquet file"),
+        (["--model_dir", str(tmp_path), "--workdir", str(tmp_path), "--data", str(data)],
+         "give either --workdir (a training run) or --model_dir (an HF directory) to evaluate"),
+        (["--model_dir", str(tmp_path / "not_a_model"), "--data", str(data), "--max_new_tokens", "0"],
+         "--max_new_tokens=0 must be >= 1"),
+    ]
+    for args, message in cases:
+        code, lines = run_cli("rlvjax.evaluate", [*args, "--out", str(tmp_path / "out")])
+        assert code == 2 and len(lines) == 1 and message in lines[0], (args, lines)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "eval").exists()

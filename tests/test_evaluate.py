@@ -103,6 +103,29 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         assert "report:" in out.stdout
         # The run's training temperature (digit_smoke: 2.0; not its eval_temperature) scatters the samples.
         assert rep["temperature"] == 2.0 and rep["pass@k"]["4"] > rep["pass@1"] + 0.05
+        samples = [json.loads(line) for line in (tmp_path / "eval" / name / "eval_samples.jsonl").open()]
+        assert len(samples) == 64 * 4 and {s["sample"] for s in samples} == {0, 1, 2, 3}
+        assert np.mean([s["correct"] for s in samples]) == pytest.approx(rep["pass@1"])
+        assert all(0 <= s["p_yes"] <= 1 and 1 <= s["tokens"] <= 6 for s in samples)
+    # Any HF directory: --model_dir with a data file of problems and answers, decoded 8 rows at a time.
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps({"prompt": s["prompt"], "answer": s["gold"]}) + "\n"
+                            for s in samples if s["sample"] == 0))
+    hf = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(tmp_path / "final"), "--data",
+                         str(data), "--num_samples", "4", "--max_new_tokens", "6", "--temperature", "2",
+                         "--batch_size", "8", "--out", str(tmp_path / "hf")], capture_output=True, text=True,
+                        timeout=300, cwd=REPO)
+    assert hf.returncode == 0, hf.stderr[-2000:]
+    assert "memory plan per device" in hf.stdout and "8 sampling rows" in hf.stdout
+    rep = json.loads((tmp_path / "hf" / "eval.json").read_text())["reports"]["2"]["final"]
+    hf_samples = [json.loads(line) for line in (tmp_path / "hf" / "eval_samples.jsonl").open()]
+    assert rep["num_problems"] == 64 and len(hf_samples) == 256
+    assert np.mean([s["correct"] for s in hf_samples]) == pytest.approx(rep["pass@1"]) and rep["pass@1"] > 0.1
+    # A pool that cannot fit is refused by the plan, naming the knob, before anything is compiled or written.
+    huge = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(tmp_path / "final"), "--data",
+                           str(data), "--num_samples", str(2 ** 30), "--out", str(tmp_path / "huge")],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert huge.returncode == 2 and "reduce --num_samples" in huge.stderr and not (tmp_path / "huge").exists()
     # --temperature overrides it: near-greedy, the 4 samples of a problem are one answer, so pass@4 = pass@1.
     cold = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples", "4",
                            "--temperature", "0.01", "--out", str(tmp_path / "cold")],

@@ -66,11 +66,12 @@ def test_save_hf_round_trip(hf_checkpoint, tmp_path, kind):
     assert again.config == model.config
 
 
-@pytest.mark.parametrize("chunk", [None, 4])
+@pytest.mark.parametrize("chunk", [None, 5])
 def test_incremental_decoding_equals_full_forward(hf_checkpoint, monkeypatch, chunk):
     """Rows of different lengths in one cache (each row's slot is its position): a prefill, single tokens and a
     3-token chunk, each row growing by its own count, give the full pass's logits at every real position. With
-    ``chunk`` = 4 the cached attention reads the 16-slot cache in chunks under its online softmax."""
+    ``chunk`` = 5 the cached attention reads the 16-slot cache in chunks under its online softmax (the last chunk
+    overlaps the one before it)."""
     if chunk:
         monkeypatch.setattr(transformer, "ATTENTION_CHUNK", chunk)
     path, _ = hf_checkpoint("qwen2")

@@ -103,10 +103,12 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, query_slots: jax.
 
     def step(c, carry):
         m, l, acc = carry
-        kc = jax.lax.dynamic_slice_in_dim(k, c * chunk, chunk, axis=2)
-        vc = jax.lax.dynamic_slice_in_dim(v, c * chunk, chunk, axis=2)
+        start = jnp.minimum(c * chunk, slots - chunk)  # the last chunk ends at the last slot, re-reading some
+        kc = jax.lax.dynamic_slice_in_dim(k, start, chunk, axis=2)
+        vc = jax.lax.dynamic_slice_in_dim(v, start, chunk, axis=2)
         s = jnp.einsum("btkgd,bksd->bkgts", q, kc.astype(q.dtype), preferred_element_type=jnp.float32) / math.sqrt(d)
-        seen = (c * chunk + jnp.arange(chunk))[None, None, :] <= query_slots[:, :, None]  # [B, T, C]
+        slot = start + jnp.arange(chunk)
+        seen = (slot >= c * chunk)[None, None, :] & (slot[None, None, :] <= query_slots[:, :, None])  # [B, T, C]
         s = jnp.where(seen[:, None, None], s, -jnp.inf)  # slot 0 is always seen, so every row's max is finite
         m_new = jnp.maximum(m, jnp.max(s, axis=-1))
         p = jnp.exp(s - m_new[..., None])
@@ -120,8 +122,6 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, query_slots: jax.
     if chunk == slots:
         m, l, acc = step(0, carry)
     else:
-        if slots % chunk:
-            raise ValueError(f"a cache of {slots} slots is not a whole number of {chunk}-slot chunks")
         m, l, acc = jax.lax.fori_loop(0, jnp.max(query_slots) // chunk + 1, step, carry)
     return acc / l[..., None]
 

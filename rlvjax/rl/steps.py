@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from rlvjax import engine, parallel, sampling
+from rlvjax import parallel, sampling
 from rlvjax.fieldtypes import check_field_types
 from rlvjax.model.transformer import remat_policy
 from rlvjax.rl import advantages as advantages_lib
@@ -200,16 +200,18 @@ class Statics:
     constrain_rows: Any = None  # keeps the update's activations split by rows (``parallel.rows_constraint``)
 
 
-def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, *, mesh=None) -> Rollouts:
+def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, *, mesh=None,
+                 rows: int | None = None) -> Rollouts:
     """G samples per prompt, their log-probs, and p(Yes)/p(No) scored on the live cache (fused verifier).
+    ``rows`` samples decode at once, the others queued for continuous refill (None: all of them).
     With ``mesh``, the KV cache keeps ``parallel.cache_sharding``'s layout throughout the decode loop and the
     weights ``parallel.sampling_shardings``'."""
     rl = statics.rl
     model = nnx.merge(statics.graphdef, params)
     compute = model.config.jnp_compute_dtype
     prompts, width = prompt_ids.shape
-    cache_sharding = None if mesh is None else parallel.cache_sharding(mesh, prompts * rl.group_size,
-                                                                       model.config.num_kv_heads)
+    rows = min(rows or prompts * rl.group_size, prompts * rl.group_size)
+    cache_sharding = None if mesh is None else parallel.cache_sharding(mesh, rows, model.config.num_kv_heads)
     if compute != model.config.jnp_dtype or mesh is not None:
         # Sampling weights: cast once, then laid out for decoding (no FSDP split: a decode step would gather every
         # weight again), as Tunix and verl sample from a separate copy of the weights.
@@ -220,10 +222,11 @@ def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, *, mesh
         model = nnx.merge(statics.graphdef, params)
     params_s = dataclasses.replace(rl.sampling_params, stop_ids=statics.stop_ids, pad_id=statics.pad_id,
                                    suppress_ids=statics.suppress_ids)
-    out = engine.generate(model, prompt_ids, prompt_mask, rng,
+    out = sampling.generate(model, prompt_ids, prompt_mask, rng,
                             num_samples=rl.group_size, max_new_tokens=rl.max_new_tokens, params=params_s,
                             score_suffix=statics.verify_suffix, score_ids=(statics.yes_id, statics.no_id),
-                            cache_sharding=cache_sharding, prefill_rows=prefill_rows(prompts, width, mesh))
+                            rows=rows, cache_sharding=cache_sharding,
+                            prefill_rows=prefill_rows(prompts, width, mesh))
     return Rollouts(prompt_ids, prompt_mask, out.tokens, out.lengths, out.logprobs, out.finished,
                     out.score_logprobs)
 
@@ -401,11 +404,11 @@ def prefill_rows(prompts: int, width: int, mesh=None) -> int | None:
     return fits[-1] if fits else None
 
 
-def jit_rollout(statics: Statics, mesh, params_sharding):
+def jit_rollout(statics: Statics, mesh, params_sharding, rows: int | None = None):
     """``rollout_step`` jitted for ``mesh``: params laid out by ``params_sharding``, prompts and rollouts by rows over
-    the data axes (training rollouts and evaluation pools alike)."""
+    the data axes (training rollouts and evaluation pools alike); ``rows``: ``rollout_step``'s."""
     rows2, rows3 = (parallel.batch_sharding(mesh, d) for d in (2, 3))
-    return jax.jit(functools.partial(rollout_step, statics, mesh=mesh),
+    return jax.jit(functools.partial(rollout_step, statics, mesh=mesh, rows=rows),
                    in_shardings=(params_sharding, rows2, rows2, None),
                    out_shardings=Rollouts(rows2, rows2, rows3, rows2, rows3, rows2, rows3))
 

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from rlvjax import engine, experiment
+from rlvjax import experiment, sampling
 from rlvjax.rewards.math import grade_completions
 from rlvjax.rl import advantages
 
@@ -83,7 +83,7 @@ def value_sampler(model, tokenizer, rl, verifier_tokens, *, seed: int, chunk: in
         k = rl.vineppo_samples
         means = []
         for start in range(0, len(prefixes), chunk):
-            out = engine.sample(model, prefixes[start:start + chunk], num_samples=k,
+            out = sampling.sample(model, prefixes[start:start + chunk], num_samples=k,
                                   max_new_tokens=rl.max_new_tokens, temperature=rl.temperature, top_p=rl.top_p,
                                   top_k=rl.top_k, seed=seed + start, stop_ids=verifier_tokens.stop_ids,
                                   pad_id=verifier_tokens.pad_id, suppress_ids=verifier_tokens.suppress_ids)

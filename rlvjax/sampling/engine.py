@@ -33,9 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rlvjax.model import transformer
 from rlvjax.model.transformer import KVCache, Transformer
-from rlvjax.sampling import SamplingParams, choose, left_pad
+from rlvjax.sampling.choice import SamplingParams, choose, left_pad
 
 MIN_ROWS = 8  # the batch stops halving below this many rows
 
@@ -70,10 +69,9 @@ class _State(NamedTuple):
 
 
 def cache_slots(prompt_width: int, max_new_tokens: int, score_tokens: int) -> int:
-    """Slots of a row: the prompt, the completion and the scored suffix, in whole attention chunks past one."""
-    chunk = transformer.ATTENTION_CHUNK
-    slots = prompt_width + max_new_tokens + score_tokens
-    return slots if slots <= chunk else -(-slots // chunk) * chunk
+    """Slots of a row: the prompt, the completion (its last token enters only with the score) and the scored
+    suffix."""
+    return prompt_width + max_new_tokens + score_tokens
 
 
 def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_tokens: int,
@@ -97,7 +95,7 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
     stop = jnp.asarray(params.stop_ids or (-1,), jnp.int32)
     suffix = jnp.asarray(score_suffix, jnp.int32)
     limits = jnp.full((q_total,), n_max, jnp.int32) if limits is None else jnp.minimum(limits, n_max)
-    slots = cache_slots(p, n_max, v + 1)
+    slots = cache_slots(p, n_max, v)
     row_shards = 1
     if cache_sharding is not None:
         spec = cache_sharding.spec[0]
@@ -130,9 +128,6 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
     order = jnp.argsort(~mask.astype(bool), axis=1, stable=True)
     ids = jnp.take_along_axis(ids, order, axis=1)
     prompt_len = jnp.sum(mask.astype(jnp.int32), axis=1)
-    width = cache_slots(p, 0, 0)
-    if width > p:
-        ids = jnp.pad(ids, ((0, 0), (0, width - p)))
     last, prompt_k, prompt_v = prefill(model, ids, prompt_len, prefill_rows)
 
     def model_of(s: _State) -> Transformer:
@@ -150,7 +145,7 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
         ok = free[idx] & (req < q_total)
         prompt = jnp.minimum(req, q_total - 1) // g
         at = jnp.where(ok, idx, r.req.shape[0])
-        put = lambda c, x: c.at[at, :, :width].set(x[prompt].astype(c.dtype), mode="drop")
+        put = lambda c, x: c.at[at, :, :p].set(x[prompt].astype(c.dtype), mode="drop")
         cache = KVCache(tuple(map(put, r.cache.k, prompt_k)), tuple(map(put, r.cache.v, prompt_v)),
                         r.cache.length.at[at].set(prompt_len[prompt], mode="drop"))
         token, logp = pick(model_of(s), last[prompt], req, jnp.zeros_like(req))

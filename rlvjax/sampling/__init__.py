@@ -1,0 +1,8 @@
+"""The sampling engine (``engine.py``: refill, shrinking, filled-length attention, fused verifier score) and the
+token choice it draws with (``choice.py``). Rollouts, evaluation, VinePPO and the bench all sample through here."""
+
+from rlvjax.sampling.choice import SamplingParams, bucket_width, categorical, choose, left_pad, suppress
+from rlvjax.sampling.engine import SampleOutput, cache_slots, generate, prefill, sample
+
+__all__ = ["SampleOutput", "SamplingParams", "bucket_width", "cache_slots", "categorical", "choose", "generate",
+           "left_pad", "prefill", "sample", "suppress"]
