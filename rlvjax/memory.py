@@ -220,7 +220,7 @@ def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, promp
     the prompts' own cache (each prompt is prefilled once; its samples' rows copy it), and the largest of the
     temporaries: a prefill step (``steps.prefill_rows`` prompts' f32 scores and probabilities over one attention
     chunk), a decode step (``[rows, V]`` f32 logits and their exponentials), a verifier score (the copied cache of
-    the rows scored together and their scores) and the half-size batch the engine shrinks into.
+    the rows scored together and their scores) and one layer of the half-size batch the engine shrinks into.
     """
     mesh = _as_mesh(mesh)
     it = cfg.jnp_compute_dtype.itemsize
@@ -247,7 +247,7 @@ def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, promp
     decode = rows_local * cfg.vocab_size * 2 * 4
     scored = ceil(max(1, rows // 8), row_shards)
     score = scored * (seq * per_slot + q_local * (verify_tokens + 1) * chunk * 2 * 4)
-    shrink = rows_local // 2 * seq * per_slot
+    shrink = rows_local // 2 * seq * per_slot // cfg.num_layers  # gathered layer by layer
     items.append(Item(f"{what}sampling temps", phase, max(prefill, decode, score, shrink),
                       f"the largest of prefill ({step_prompts} prompts at a time), decode step, verifier score and "
                       "the shrunk batch"))

@@ -84,23 +84,27 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
     request's new tokens (at most ``max_new_tokens``; None: all ``max_new_tokens``). ``prefill_rows`` prompts are
     prefilled at a time (None: all; see ``prefill``). ``cache_sharding`` (a ``NamedSharding`` of the ``[rows,
     kv_heads, slots, head_dim]`` cache arrays, from ``parallel.cache_sharding``) pins the cache's layout for the
-    whole loop, so that XLA keeps updating it in place; the batch then halves only while it splits evenly.
+    whole loop, so that XLA keeps updating it in place; rows split over devices are not refilled (``rows`` is
+    ignored) nor shrunk, and are scored together once all have finished.
     """
     b, p = ids.shape
     g, n_max = num_samples, max_new_tokens
     q_total = b * g
-    r_top = q_total if rows is None else min(rows, q_total)
+    row_shards = 1
+    if cache_sharding is not None:
+        spec = cache_sharding.spec[0]
+        for axis in (spec,) if isinstance(spec, str) else (spec or ()):
+            row_shards *= cache_sharding.mesh.shape[axis]
+    # Split rows stay on their devices: no refill or shrinking (their gathers would move rows between devices), and
+    # the finished rows are scored together in place once all are done.
+    local = row_shards == 1
+    r_top = q_total if rows is None or not local else min(rows, q_total)
     v = len(score_suffix)
     scoring = v > 0
     stop = jnp.asarray(params.stop_ids or (-1,), jnp.int32)
     suffix = jnp.asarray(score_suffix, jnp.int32)
     limits = jnp.full((q_total,), n_max, jnp.int32) if limits is None else jnp.minimum(limits, n_max)
     slots = cache_slots(p, n_max, v)
-    row_shards = 1
-    if cache_sharding is not None:
-        spec = cache_sharding.spec[0]
-        for axis in (spec,) if isinstance(spec, str) else (spec or ()):
-            row_shards *= cache_sharding.mesh.shape[axis]
     graphdef = nnx.graphdef(model)
     mixed = model.config.jnp_compute_dtype != model.config.jnp_dtype
 
@@ -156,13 +160,15 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
                       r.parked.at[at].set(done & scoring, mode="drop"), pin(cache))
         return s._replace(rows=rows_, next=s.next + jnp.sum(ok, dtype=jnp.int32))
 
-    def score(s: _State, m: int) -> _State:
+    def score(s: _State, m: int, in_place: bool = False) -> _State:
         """Up to ``m`` parked rows append ``[pending token if truncated] + score_suffix`` to a copy of their cache
-        and record the next-token log-probs of ``score_ids``; the rows become free."""
+        and record the next-token log-probs of ``score_ids``; the rows become free. ``in_place``: every row, on the
+        cache itself (what is appended lies past each row's length)."""
         r = s.rows
-        idx = jnp.argsort(~r.parked, stable=True)[:m]
+        idx = jnp.arange(m) if in_place else jnp.argsort(~r.parked, stable=True)[:m]
         ok = r.parked[idx]
-        cache = KVCache(tuple(k[idx] for k in r.cache.k), tuple(x[idx] for x in r.cache.v), r.cache.length[idx])
+        cache = r.cache if in_place else KVCache(tuple(k[idx] for k in r.cache.k), tuple(x[idx] for x in r.cache.v),
+                                                 r.cache.length[idx])
         pending = r.token[idx]
         keep = ~jnp.isin(pending, stop)  # a truncated row's last token is not in its cache yet
         lead = jnp.concatenate([pending[:, None], jnp.broadcast_to(suffix, (m, v))], axis=1)
@@ -193,7 +199,7 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
         m = max(1, size // 8)
         refills = size == r_top and q_total > r_top
         half = size // 2
-        shrinks = half >= MIN_ROWS and half % row_shards == 0
+        shrinks = local and half >= MIN_ROWS
 
         def counts(s):
             r = s.rows
@@ -202,7 +208,7 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
 
         def cond(s):
             live, parked, _, queued = counts(s)
-            work = (live > 0) | (parked > 0) | (queued > 0)
+            work = (live > 0) | (parked > 0) | (queued > 0) if local else live > 0
             return work & ~((queued == 0) & (live <= half)) if shrinks else work
 
         def service(s):
@@ -217,12 +223,13 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
             due = (parked >= m) | ((live == 0) & (parked > 0))
             if refills:
                 due |= (queued > 0) & ((jnp.minimum(free, queued) >= jnp.minimum(m, queued)) | (live == 0))
-            s = jax.lax.cond(due, service, lambda s: s, s)
+            if local:
+                s = jax.lax.cond(due, service, lambda s: s, s)
             return jax.lax.cond(jnp.any(s.rows.live), decode, lambda s: s, s)
 
         s = jax.lax.while_loop(cond, body, s)
         if not shrinks:
-            return s
+            return s if local or not scoring else score(s, size, in_place=True)
         if scoring:
             s = jax.lax.while_loop(lambda s: jnp.any(s.rows.parked), lambda s: score(s, m), s)
         keep = jnp.argsort(~s.rows.live, stable=True)[:half]
@@ -232,14 +239,25 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
         return level(s, half)
 
     empty = jnp.zeros((r_top,), bool)
-    cache = pin(KVCache.init(model.config, r_top, slots))
+    cache = pin(KVCache.init(model.config, r_top, slots)) if r_top < q_total else None
     state = _State(
         rows=_Rows(jnp.zeros((r_top,), jnp.int32), jnp.zeros((r_top,), jnp.int32), jnp.zeros((r_top,), jnp.int32),
                    empty, empty, cache),
         next=jnp.zeros((), jnp.int32), tokens=jnp.full((q_total, n_max), params.pad_id, jnp.int32),
         logprobs=jnp.zeros((q_total, n_max), jnp.float32), lengths=jnp.zeros((q_total,), jnp.int32),
         scores=jnp.zeros((q_total, len(score_ids)), jnp.float32), weights=nnx.state(model))
-    state = level(refill(state, r_top), r_top)
+    if r_top == q_total:  # every request has its row: the prompts' caches repeated in order, no gather
+        grow = lambda x: jnp.pad(jnp.repeat(x, g, axis=0), ((0, 0), (0, 0), (0, slots - p), (0, 0)))
+        req = jnp.arange(q_total, dtype=jnp.int32)
+        cache = pin(KVCache(tuple(map(grow, prompt_k)), tuple(map(grow, prompt_v)), jnp.repeat(prompt_len, g)))
+        token, logp = pick(model, jnp.repeat(last, g, axis=0), req, jnp.zeros_like(req))
+        state = record(state, req, jnp.zeros_like(req), token, logp, jnp.ones_like(req, bool))
+        done = ended(token, req, jnp.ones_like(req))
+        state = state._replace(rows=_Rows(req, jnp.ones_like(req), token, ~done, done & scoring, cache),
+                               next=jnp.asarray(q_total, jnp.int32))
+    else:
+        state = refill(state, r_top)
+    state = level(state, r_top)
     tokens, lengths = state.tokens, state.lengths
     finished = jnp.isin(jnp.take_along_axis(tokens, lengths[:, None] - 1, axis=1)[:, 0], stop)
     return SampleOutput(tokens.reshape(b, g, n_max), lengths.reshape(b, g), state.logprobs.reshape(b, g, n_max),
