@@ -76,8 +76,8 @@ def main():
         graphdef, state = nnx.split(model)
         kw = dict(num_samples=1, max_new_tokens=args.new_tokens, params=sampling.SamplingParams(), score_suffix=(),
                   score_ids=())
-        hlo = sampling.engine._generate_jit.lower(graphdef, state, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(0),
-                                           **kw).compile().as_text()
+        hlo = sampling.engine._generate_jit.lower(graphdef, state, jnp.asarray(ids), jnp.asarray(mask),
+                                                  jax.random.key(0), None, rows=None, **kw).compile().as_text()
         trace(lambda: sampling.sample(model, prompts, max_new_tokens=args.new_tokens, seed=0), args.top, hlo)
     else:
         import update

@@ -25,8 +25,8 @@ def compiled_bytes(model, prompts, new_tokens) -> float:
     ids, mask = sampling.left_pad(prompts)
     graphdef, state = nnx.split(model)
     compiled = sampling.engine._generate_jit.lower(
-        graphdef, state, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(0), num_samples=1,
-        max_new_tokens=new_tokens, params=sampling.SamplingParams(), score_suffix=(), score_ids=()).compile()
+        graphdef, state, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(0), None, num_samples=1,
+        max_new_tokens=new_tokens, params=sampling.SamplingParams(), score_suffix=(), score_ids=(), rows=None).compile()
     mem = compiled.memory_analysis()
     return float(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes)
 
