@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
-from orbax.checkpoint._src.path import atomicity
+from orbax.checkpoint.path import atomicity
 
 from rlvjax.cli import UserError
 
