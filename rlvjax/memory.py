@@ -226,10 +226,12 @@ def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, promp
     it = cfg.jnp_compute_dtype.itemsize
     ceil = lambda a, b: -(-a // b)
     requests = prompts * samples
-    seq, rows = sampling.cache_slots(prompt_tokens, new_tokens, verify_tokens), min(rows or requests, requests)
-    cache = parallel.cache_spec(mesh, rows, cfg.num_kv_heads)
-    rows_local, kv_local = NamedSharding(mesh, cache).shard_shape((rows, cfg.num_kv_heads))
-    row_shards, q_local = rows // rows_local, ceil(cfg.num_heads, cfg.num_kv_heads // kv_local)
+    seq = sampling.cache_slots(prompt_tokens, new_tokens, verify_tokens)
+    cache = parallel.cache_spec(mesh, requests, cfg.num_kv_heads)
+    requests_local, kv_local = NamedSharding(mesh, cache).shard_shape((requests, cfg.num_kv_heads))
+    row_shards, q_local = requests // requests_local, ceil(cfg.num_heads, cfg.num_kv_heads // kv_local)
+    rows = requests if row_shards > 1 else min(rows or requests, requests)  # split rows all decode at once
+    rows_local = ceil(rows, row_shards)
     per_slot = cfg.num_layers * 2 * kv_local * cfg.kv_dim * it
     prompts_local = ceil(prompts, row_shards)
     items = [Item(f"{what}KV cache", phase, per_slot * seq * rows_local,
@@ -251,7 +253,7 @@ def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, promp
     items.append(Item(f"{what}sampling temps", phase, max(prefill, decode, score, shrink),
                       f"the largest of prefill ({step_prompts} prompts at a time), decode step, verifier score and "
                       "the shrunk batch"))
-    items.append(Item(f"{what}sampled tokens", phase, 2 * ceil(requests, row_shards) * new_tokens * 4,
+    items.append(Item(f"{what}sampled tokens", phase, 2 * requests_local * new_tokens * 4,
                       "token and log-prob buffers"))
     return items
 

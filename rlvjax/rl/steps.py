@@ -210,8 +210,9 @@ def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, *, mesh
     model = nnx.merge(statics.graphdef, params)
     compute = model.config.jnp_compute_dtype
     prompts, width = prompt_ids.shape
-    rows = min(rows or prompts * rl.group_size, prompts * rl.group_size)
-    cache_sharding = None if mesh is None else parallel.cache_sharding(mesh, rows, model.config.num_kv_heads)
+    # Laid out for every sample: where that splits rows over devices, the engine decodes them all at once anyway.
+    cache_sharding = (None if mesh is None else
+                      parallel.cache_sharding(mesh, prompts * rl.group_size, model.config.num_kv_heads))
     if compute != model.config.jnp_dtype or mesh is not None:
         # Sampling weights: cast once, then laid out for decoding (no FSDP split: a decode step would gather every
         # weight again), as Tunix and verl sample from a separate copy of the weights.

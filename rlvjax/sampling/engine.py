@@ -115,9 +115,9 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
         fix = lambda x: jax.lax.with_sharding_constraint(x, cache_sharding)
         return KVCache(tuple(map(fix, c.k)), tuple(map(fix, c.v)), jax.lax.with_sharding_constraint(c.length, by_row))
 
-    def pick(m: Transformer, h, req, n):
+    def pick(logits, req, n):
         keys = jax.vmap(lambda t, q: jax.random.fold_in(jax.random.fold_in(rng, t), q))(n, req)
-        return choose(m.logits(h), keys, params)
+        return choose(logits, keys, params)
 
     def record(s: _State, req, n, token, logp, ok) -> _State:
         at = jnp.where(ok, req, q_total)  # out of range: dropped
@@ -152,7 +152,7 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
         put = lambda c, x: c.at[at, :, :p].set(x[prompt].astype(c.dtype), mode="drop")
         cache = KVCache(tuple(map(put, r.cache.k, prompt_k)), tuple(map(put, r.cache.v, prompt_v)),
                         r.cache.length.at[at].set(prompt_len[prompt], mode="drop"))
-        token, logp = pick(model_of(s), last[prompt], req, jnp.zeros_like(req))
+        token, logp = pick(model_of(s).logits(last[prompt]), req, jnp.zeros_like(req))
         s = record(s, req, jnp.zeros_like(req), token, logp, ok)
         done = ended(token, req, jnp.ones_like(req))
         rows_ = _Rows(r.req.at[at].set(req, mode="drop"), r.n.at[at].set(1, mode="drop"),
@@ -187,7 +187,7 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
         r = s.rows
         step_model = model_of(s)
         h, cache = step_model.hidden(r.token[:, None], r.live[:, None], r.cache)
-        token, logp = pick(step_model, h[:, 0], r.req, r.n)
+        token, logp = pick(step_model.logits(h[:, 0]), r.req, r.n)
         s = record(s, r.req, r.n, token, logp, r.live)
         n = r.n + r.live.astype(jnp.int32)
         done = r.live & ended(token, r.req, n)
@@ -250,7 +250,7 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
         grow = lambda x: jnp.pad(jnp.repeat(x, g, axis=0), ((0, 0), (0, 0), (0, slots - p), (0, 0)))
         req = jnp.arange(q_total, dtype=jnp.int32)
         cache = pin(KVCache(tuple(map(grow, prompt_k)), tuple(map(grow, prompt_v)), jnp.repeat(prompt_len, g)))
-        token, logp = pick(model, jnp.repeat(last, g, axis=0), req, jnp.zeros_like(req))
+        token, logp = pick(jnp.repeat(model.logits(last), g, axis=0), req, jnp.zeros_like(req))
         state = record(state, req, jnp.zeros_like(req), token, logp, jnp.ones_like(req, bool))
         done = ended(token, req, jnp.ones_like(req))
         state = state._replace(rows=_Rows(req, jnp.ones_like(req), token, ~done, done & scoring, cache),
