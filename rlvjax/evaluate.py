@@ -29,22 +29,34 @@ from rlvjax.rl import diagnostics, steps
 
 STRATEGIES = ("majority", "best_of_n", "weighted")
 EVAL_PROMPTS = 32  # problems per call of the engine
-_SAMPLERS: dict = {}
 
 
-def sample_pool(statics: steps.Statics, params, tokenizer, records: list[dict], mesh, *, num_samples: int,
-                seed: int, batch_size: int = EVAL_PROMPTS, temperature: float | None = None,
-                rows: int | None = None) -> dict[str, np.ndarray]:
-    """K samples per problem at ``temperature`` (None: the RL one), ``batch_size`` problems per call of the engine
-    with ``rows`` decoding at once (None: all their samples): ``texts``/``answers`` (object ``[P, K]``),
-    ``correct``, ``yes_logp``, ``no_logp``, ``lengths``, ``finished``."""
-    rl = dataclasses.replace(statics.rl, group_size=num_samples,
-                             temperature=statics.rl.temperature if temperature is None else temperature)
-    key = (statics, rl, mesh, rows)
-    if key not in _SAMPLERS:  # the run's later evaluations reuse the compiled engine
-        _SAMPLERS[key] = steps.jit_rollout(dataclasses.replace(statics, rl=rl), mesh,
-                                           parallel.shardings(params, mesh), rows)
-    sample = _SAMPLERS[key]
+@dataclasses.dataclass(frozen=True)
+class PoolSampler:
+    """The engine jitted once for pools of ``num_samples`` per problem at ``temperature`` (None: the RL one), with
+    ``rows`` decoding at once (None: all the samples of a batch); the caller keeps it, so that a run's periodic
+    evaluations reuse one compilation."""
+
+    statics: steps.Statics
+    mesh: jax.sharding.Mesh
+    num_samples: int
+    fn: object
+
+    @classmethod
+    def build(cls, statics: steps.Statics, mesh, params, *, num_samples: int, temperature: float | None = None,
+              rows: int | None = None) -> "PoolSampler":
+        rl = dataclasses.replace(statics.rl, group_size=num_samples,
+                                 temperature=statics.rl.temperature if temperature is None else temperature)
+        statics = dataclasses.replace(statics, rl=rl)
+        return cls(statics, mesh, num_samples,
+                   steps.jit_rollout(statics, mesh, parallel.shardings(params, mesh), rows))
+
+
+def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], *, seed: int,
+                batch_size: int = EVAL_PROMPTS) -> dict[str, np.ndarray]:
+    """``sampler.num_samples`` samples per problem, ``batch_size`` problems per call of the engine: ``texts`` /
+    ``answers`` (object ``[P, K]``), ``correct``, ``yes_logp``, ``no_logp``, ``lengths``, ``finished``."""
+    statics, mesh, num_samples, sample = sampler.statics, sampler.mesh, sampler.num_samples, sampler.fn
     parallel_rows = mesh.shape["data"] * mesh.shape["fsdp"]
     batch_size = max(parallel_rows, batch_size // parallel_rows * parallel_rows)
     texts, answers, correct, yes, no, lengths, finished = [], [], [], [], [], [], []
@@ -77,11 +89,9 @@ def sample_pool(statics: steps.Statics, params, tokenizer, records: list[dict], 
 
 
 
-def quick_eval(statics, params, tokenizer, records, mesh, *, num_samples: int, seed: int,
-               temperature: float | None = None) -> dict[str, float]:
+def quick_eval(sampler: PoolSampler, params, tokenizer, records, *, seed: int) -> dict[str, float]:
     """The periodic in-training eval: pass@1, best-of-K by verifier score, verifier accuracy on held-out rollouts."""
-    pool = sample_pool(statics, params, tokenizer, records, mesh, num_samples=num_samples, seed=seed,
-                       temperature=temperature)
+    pool = sample_pool(sampler, params, tokenizer, records, seed=seed)
     correct, score = pool["correct"], pool["yes_logp"] - pool["no_logp"]
     best = np.take_along_axis(correct, np.argmax(score, axis=1)[:, None], axis=1)
     ver = diagnostics.verifier_stats(pool["yes_logp"].ravel(), pool["no_logp"].ravel(), correct.ravel())
@@ -247,14 +257,15 @@ def evaluate_policy(model, tokenizer, records: list[dict], rl: steps.RLConfig, m
                     seed: int = 0, temperature: float | None = None, rows: int | None = None,
                     conventions: testtime.Conventions = testtime.Conventions()) -> tuple[dict, dict]:
     """``(report, pool)`` of one policy on ``records``, sampled with the run's sampling settings at ``temperature``
-    (None: ``rl.temperature``), ``rows`` at a time (``sample_pool``'s); the report records the temperature."""
+    (None: ``rl.temperature``), ``rows`` at a time (``PoolSampler``'s); the report records the temperature."""
     from flax import nnx
 
     graphdef, params = nnx.split(model)
     statics = experiment.statics(graphdef, None, rl, tokenizer)
     temperature = rl.temperature if temperature is None else temperature
-    pool = sample_pool(statics, nnx.to_pure_dict(params), tokenizer, records, mesh, num_samples=num_samples,
-                       seed=seed, temperature=temperature, rows=rows)
+    params = nnx.to_pure_dict(params)
+    sampler = PoolSampler.build(statics, mesh, params, num_samples=num_samples, temperature=temperature, rows=rows)
+    pool = sample_pool(sampler, params, tokenizer, records, seed=seed)
     rep = report(pool, [r.get("level") for r in records], seed=seed, conventions=conventions)
     return {"temperature": temperature, **rep}, pool
 

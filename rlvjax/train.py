@@ -132,6 +132,8 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
                           + (f" ({'; '.join(skipped)})" if skipped else ""), file=sys.stderr)
             data.set_state(data_state)
         jitted = steps.jit_steps(statics, mesh, state)
+        eval_sampler = evaluate.PoolSampler.build(statics, mesh, state.params, num_samples=run.eval_samples,
+                                                  temperature=run.eval_temperature) if eval_records else None
         step_values = advantages_lib.uses_step_values(rl.algorithm)
         start = int(state.step)
         if jax.process_index() == 0:
@@ -188,9 +190,8 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
                            "update_tokens_per_s": float(update_batch.input_ids.size) * rl.num_ppo_epochs / (t3 - t2)}
                 if eval_records and ((run.eval_every and (step + 1) % run.eval_every == 0)
                                      or step + 1 == run.num_steps):
-                    metrics.update(evaluate.quick_eval(statics, state.params, tokenizer, eval_records, mesh,
-                                                       num_samples=run.eval_samples, seed=run.seed,
-                                                       temperature=run.eval_temperature))
+                    metrics.update(evaluate.quick_eval(eval_sampler, state.params, tokenizer, eval_records,
+                                                       seed=run.seed))
                 history.append(writer.write(step + 1, metrics))
                 if (step + 1) % run.log_every == 0:
                     p_yes = 1.0 / (1.0 + np.exp(verify_lp[..., 1] - verify_lp[..., 0]))

@@ -1,6 +1,7 @@
 """The evaluation report against hand-computed values, and the evaluate CLI on a tiny trained run."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -121,6 +122,16 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     hf_samples = [json.loads(line) for line in (tmp_path / "hf" / "eval_samples.jsonl").open()]
     assert rep["num_problems"] == 64 and len(hf_samples) == 256
     assert np.mean([s["correct"] for s in hf_samples]) == pytest.approx(rep["pass@1"])
+    # Two devices (rows split over the data axis, decoded in place instead of refilled) sample the same pool.
+    two = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(tmp_path / "final"), "--data",
+                          str(data), "--num_samples", "4", "--max_new_tokens", "6", "--temperature", "2",
+                          "--out", str(tmp_path / "hf2")], capture_output=True, text=True, timeout=300, cwd=REPO,
+                         env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "mesh data=2" in two.stdout
+    two_samples = [json.loads(line) for line in (tmp_path / "hf2" / "eval_samples.jsonl").open()]
+    assert [(s["prompt"], s["completion"]) for s in two_samples] == [(s["prompt"], s["completion"]) for s in hf_samples]
+    np.testing.assert_allclose([s["p_yes"] for s in two_samples], [s["p_yes"] for s in hf_samples], atol=1e-4)
     # A pool that cannot fit is refused by the plan, naming the knob, before anything is compiled or written.
     huge = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(tmp_path / "final"), "--data",
                            str(data), "--num_samples", str(2 ** 30), "--out", str(tmp_path / "huge")],

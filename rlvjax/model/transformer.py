@@ -117,12 +117,14 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, query_slots: jax.
                                                   preferred_element_type=jnp.float32)
         return m_new, l * scale + jnp.sum(p, axis=-1), acc
 
+    if chunk == slots:  # one chunk: a plain softmax
+        s = jnp.einsum("btkgd,bksd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32) / math.sqrt(d)
+        s = jnp.where((jnp.arange(slots)[None, None, :] <= query_slots[:, :, None])[:, None, None], s, -jnp.inf)
+        return jnp.einsum("bkgts,bksd->bkgtd", jax.nn.softmax(s, axis=-1).astype(v.dtype), v,
+                          preferred_element_type=jnp.float32)
     carry = (jnp.full((b, kh, g, t), -jnp.inf, jnp.float32), jnp.zeros((b, kh, g, t), jnp.float32),
              jnp.zeros((b, kh, g, t, d), jnp.float32))
-    if chunk == slots:
-        m, l, acc = step(0, carry)
-    else:
-        m, l, acc = jax.lax.fori_loop(0, jnp.max(query_slots) // chunk + 1, step, carry)
+    m, l, acc = jax.lax.fori_loop(0, jnp.max(query_slots) // chunk + 1, step, carry)
     return acc / l[..., None]
 
 
