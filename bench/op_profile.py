@@ -1,6 +1,6 @@
 """Where the time goes: one traced call of the sampler or of the update step, XLA ops ranked by total time.
 
-    python bench/op_profile.py sampler [--batch 64 --new_tokens 128 --vocab 32000]
+    python bench/op_profile.py sampler [--batch 64 --new_tokens 128 --vocab 32000] [--model smollm2] [--ragged]
     python bench/op_profile.py update  [--rows 8]
 
 Uses ``jax.profiler.trace`` (on CPU every XLA thunk is an event) and names each op's source from the compiled HLO's
@@ -25,6 +25,8 @@ import numpy as np
 from flax import nnx
 
 from rlvjax import sampling
+
+engine_bench = __import__("engine")  # bench/engine.py: the ragged workload
 
 
 def op_names(hlo_text: str) -> dict[str, str]:
@@ -67,18 +69,27 @@ def main():
     ap.add_argument("--new_tokens", type=int, default=128)
     ap.add_argument("--rows", type=int, default=8)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--model", default="tiny", choices=["tiny", "smollm2"], help="sampler only")
+    ap.add_argument("--ragged", action="store_true", help="sampler: bench/engine.py's ragged token caps")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = ap.parse_args()
     if args.what == "sampler":
-        model = common.tiny_qwen2(args.vocab, dtype=jnp.dtype(args.dtype))[0]
-        prompts = np.random.default_rng(0).integers(10, args.vocab, (args.batch, args.prompt_len)).tolist()
+        if args.model == "tiny":
+            model = common.tiny_qwen2(args.vocab, dtype=jnp.dtype(args.dtype))[0]
+        else:
+            model = common.smollm2(jnp.dtype(args.dtype), with_hf=False)[0]
+        vocab = model.config.vocab_size
+        prompts = np.random.default_rng(0).integers(10, vocab, (args.batch, args.prompt_len)).tolist()
+        limits = engine_bench.ragged_lengths(args.batch, args.new_tokens) if args.ragged else None
         ids, mask = sampling.left_pad(prompts)
         graphdef, state = nnx.split(model)
         kw = dict(num_samples=1, max_new_tokens=args.new_tokens, params=sampling.SamplingParams(), score_suffix=(),
                   score_ids=())
         hlo = sampling.engine._generate_jit.lower(graphdef, state, jnp.asarray(ids), jnp.asarray(mask),
-                                                  jax.random.key(0), None, rows=None, **kw).compile().as_text()
-        trace(lambda: sampling.sample(model, prompts, max_new_tokens=args.new_tokens, seed=0), args.top, hlo)
+                                                  jax.random.key(0), None if limits is None else jnp.asarray(limits),
+                                                  rows=None, **kw).compile().as_text()
+        trace(lambda: sampling.sample(model, prompts, max_new_tokens=args.new_tokens, seed=0, limits=limits),
+              args.top, hlo)
     else:
         import update
 

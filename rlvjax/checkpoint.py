@@ -8,7 +8,8 @@ shardings of the abstract state they are given (also a different mesh than the o
 
 What this module adds: the three items saved together under fixed names, the config check that refuses to resume
 a model with another architecture, one-line errors for the ways users get this wrong (an unwritable or full
-workdir, resuming or evaluating where nothing was saved), and damaged steps: a step that cannot be read back (no
+workdir, a disk that fills up mid-save: the partial step is removed and the error is one line, resuming or
+evaluating where nothing was saved), and damaged steps: a step that cannot be read back (no
 ``state/``, truncated arrays, a corrupt config, an empty folder left by an interrupted copy) is
 :class:`DamagedCheckpoint`, naming the step; a resume falls back to the newest intact step and sets the newer ones
 aside (moved to ``WORKDIR/checkpoints_set_aside/``, never deleted).
@@ -20,9 +21,13 @@ before the rename that commits it, so a test can kill a run in the middle of a c
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import json
+import logging
 import os
 import shutil
+import time
 from typing import Any, Sequence
 
 import jax
@@ -32,8 +37,9 @@ from orbax.checkpoint.path import atomicity
 
 from rlvjax.cli import UserError
 
-# Where the architecture lives in the run config: a key naming a sub-dict compares all of it.
-ARCHITECTURE_KEYS = ("model",)
+# Where the architecture lives in the run config (``experiment.config_dict``): a key naming a sub-dict compares all
+# of it.
+ARCHITECTURE_KEYS = ("architecture",)
 PAUSE_ENV = "RLVJAX_TEST_FINALIZE_PAUSE_S"
 
 
@@ -59,7 +65,8 @@ class Checkpointer:
                                                    enable_async_checkpointing=async_, create=True,
                                                    temporary_path_class=_paused_rename() if os.environ.get(PAUSE_ENV)
                                                    else None)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        with _quiet_read_only():
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, step: int, state: Any, *, data_state: dict, config: dict, force: bool = False) -> bool:
         """Starts saving (asynchronously by default); False when the interval skips ``step`` or it is already saved.
@@ -74,7 +81,8 @@ class Checkpointer:
         data_state, config = _as_json("data_state", data_state), _as_json("config", config)
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), data_state=ocp.args.JsonSave(data_state),
                                   config=ocp.args.JsonSave(config))
-        return self._manager.save(step, args=args, force=force)
+        with self._disk_full():  # a failed earlier async save surfaces here too
+            return self._manager.save(step, args=args, force=force)
 
     def restore(self, abstract_state: Any, step: int | None = None, *, config: dict | None = None,
                 keys: Sequence[str] = ARCHITECTURE_KEYS) -> tuple[Any, dict, dict]:
@@ -159,10 +167,44 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Blocks until pending async saves are on disk (before exiting, or before reading them back)."""
-        self._manager.wait_until_finished()
+        with self._disk_full():
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.close()
+        with self._disk_full():
+            self._manager.close()
+
+    @contextlib.contextmanager
+    def _disk_full(self):
+        """A save that ran out of disk (in Orbax's background thread or not) becomes one :class:`DiskFullError`,
+        after its partial ``*.orbax-checkpoint-tmp*`` step is removed; the committed steps stay as they were."""
+        try:
+            yield
+        except Exception as e:
+            if not _out_of_space(e):
+                raise
+            if jax.process_index() == 0:
+                self._remove_partial_saves()
+            self._manager.reload()
+            latest = self._manager.latest_step()
+            raise DiskFullError(f"the disk under {self.directory} filled up while saving a checkpoint; the partial "
+                                f"save was removed and the latest complete checkpoint is "
+                                f"{'step ' + str(latest) if latest is not None else 'none'}; free some space (or "
+                                "lower RunConfig.max_to_keep), then rerun with --resume") from None
+
+    def _remove_partial_saves(self, settle_s: float = 0.5, timeout_s: float = 30.0) -> None:
+        """Deletes ``*.orbax-checkpoint-tmp*`` steps. A failed save's other writes (tensorstore's threads) may still
+        be landing and recreate folders, so this repeats until nothing has reappeared for ``settle_s``."""
+        deadline, quiet_since = time.monotonic() + timeout_s, time.monotonic()
+        while time.monotonic() < deadline:
+            partial = list(self.directory.glob(f"*{atomicity.TMP_DIR_SUFFIX}*"))
+            for path in partial:
+                shutil.rmtree(os.fspath(path), ignore_errors=True)
+            if partial:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= settle_s:
+                return
+            time.sleep(0.05)
 
     def __enter__(self) -> Checkpointer:
         return self
@@ -179,6 +221,20 @@ class Checkpointer:
         elif step not in steps:
             raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; saved steps: {sorted(steps)}")
         return step
+
+
+@contextlib.contextmanager
+def _quiet_read_only():
+    """Orbax logs a warning for each read-only setting it applies; reading a run is what the user asked for."""
+    def drop(record: logging.LogRecord) -> bool:
+        return "read only" not in record.getMessage() and "read_only=True" not in record.getMessage()
+
+    logger = logging.getLogger("absl")
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def check_config(stored: dict, current: dict, keys: Sequence[str]) -> None:
@@ -214,10 +270,10 @@ def ensure_writable(directory: epath.Path, what: str = "checkpoint directory") -
                               "write to") from None
 
 
-def check_free_space(directory: str | os.PathLike, needed_bytes: int) -> None:
+def check_free_space(directory: str | os.PathLike, needed_bytes: int, what: str = "a checkpoint") -> None:
     """Raises a one-line OSError when the file system of ``directory`` (or of its nearest existing parent, so that
-    nothing is created) has less than ``needed_bytes`` free: a full disk should stop a run before it trains, not
-    at its first checkpoint."""
+    nothing is created) has less than ``needed_bytes`` free (for ``what``, named in the message): a full disk should
+    stop a run before it trains, not at a checkpoint."""
     existing = epath.Path(directory)
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -226,8 +282,23 @@ def check_free_space(directory: str | os.PathLike, needed_bytes: int) -> None:
     except (OSError, TypeError):  # not a local file system (e.g. a bucket): the write probe is the only check
         return
     if free < needed_bytes:
-        raise DiskFullError(f"only {_size(free)} free under {existing}, a checkpoint needs about "
-                            f"{_size(needed_bytes)}; free some space or choose a workdir on a larger disk")
+        raise DiskFullError(f"only {_size(free)} free under {existing}, {what} needs about {_size(needed_bytes)}; "
+                            "free some space or choose a workdir on a larger disk")
+
+
+_OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _out_of_space(e: BaseException | None) -> bool:
+    """Whether ``e`` or an exception it was raised from says the disk (or a quota) is full; tensorstore reports it
+    only in its message."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in _OUT_OF_SPACE:
+            return True
+        if any(os.strerror(code) in str(e) for code in _OUT_OF_SPACE):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 class DamagedCheckpoint(UserError):
@@ -235,7 +306,8 @@ class DamagedCheckpoint(UserError):
 
 
 class DiskFullError(UserError, OSError):
-    """Too little free space for one checkpoint (a user error: the CLI prints it as one line)."""
+    """Too little free space for a run, or a disk that filled up during a save (a user error: the CLI prints it as
+    one line)."""
 
 
 def _size(num_bytes: float) -> str:

@@ -118,7 +118,7 @@ def run(*, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledPhase]]:
     verify_tokens = DEFAULT_VERIFY_TOKENS if tokenizer is None else len(experiment.verifier_tokens(tokenizer).suffix)
     plan = memory.plan(cfg, rl, run_cfg, mesh, prompt_tokens=prompt_tokens, verify_tokens=verify_tokens,
                        optim=optim, eval_problems=eval_problems)
-    limit = memory.device_limit(memory.MemoryConfig())
+    limit = memory.device_limit(memory.MemoryConfig(), host=False)
     if echo:
         print(f"dry run: {cfg.architecture} {cfg.num_layers} layers, weights {cfg.dtype}, compute "
               f"{cfg.jnp_compute_dtype.name}; prompts padded to {prompt_tokens} tokens, verify prompt "

@@ -396,6 +396,7 @@ def main(argv):
     if f.data:
         records = [{**r, "prompt": sources.format_prompt(r["prompt"], tokenizer)}
                    for r in sources.load_records(f.data)[0]]
+        experiment.check_encodable(tokenizer, records, "--data")
     else:
         records = experiment.build_records(_from_stored(experiment.TaskSpec, stored["task"]), tokenizer)[1]
     mesh = parallel.make_mesh(parallel.MeshConfig())
@@ -407,8 +408,6 @@ def main(argv):
                             new_tokens=rl.max_new_tokens,
                             verify_tokens=len(experiment.verifier_tokens(tokenizer).suffix))
     limit = memory.device_limit()
-    if limit is None and jax.default_backend() == "cpu":
-        limit = memory.host_memory_bytes()
     print(plan.table(limit), flush=True)
     memory.check(plan, limit)  # before anything is compiled
     temperature = f.temperature or rl.temperature  # the headline temperature unless asked otherwise

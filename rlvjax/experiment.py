@@ -224,6 +224,29 @@ def build_records(task: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:
     return kept[0], kept[1]
 
 
+def check_encodable(tokenizer, records: list[dict], name: str = "") -> None:
+    """Raises a one-line ValueError when a prompt holds characters that ``tokenizer`` drops (a BPE without byte
+    fallback, like the built-in arithmetic tokenizer) or encodes as its unknown token: the model would silently see
+    another problem."""
+    if not records:
+        return
+    encoded = tokenizer([r["prompt"] for r in records], add_special_tokens=False, return_offsets_mapping=True)
+    bad = []
+    for record, ids, offsets in zip(records, encoded["input_ids"], encoded["offset_mapping"]):
+        covered = np.zeros(len(record["prompt"]) + 1, bool)
+        for i, (start, end) in zip(ids, offsets):
+            covered[start:end] |= i != tokenizer.unk_token_id
+        lost = "".join(dict.fromkeys(c for c, ok in zip(record["prompt"], covered) if not ok and not c.isspace()))
+        if lost:
+            bad.append((record.get("id", "?"), lost))
+    if bad:
+        (first, lost), more = bad[0], len(bad) - 1
+        raise ValueError(f"{len(bad)} {name + ' ' if name else ''}prompt(s) hold characters the tokenizer cannot "
+                         f"encode (record {first}: {', '.join(map(repr, lost[:5]))}{', ...' if len(lost) > 5 else ''}"
+                         f"{f'; and {more} more record(s)' if more else ''}); use a model whose tokenizer covers them "
+                         "(ModelSpec.hf_dir / ModelSpec.tokenizer_dir) or remove those records")
+
+
 def _task_records(task: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:
     if task.name == "arithmetic":
         train = arithmetic.generate(task.seed, task.num_train, task.levels, max_value=task.max_value)
@@ -305,12 +328,15 @@ def decode_completions(tokenizer, tokens, lengths, finished) -> list[str]:
             for row, n, f in zip(tokens.tolist(), lengths.tolist(), finished.tolist())]
 
 
-def config_dict() -> dict:
-    """The run's resolved settings, stored with each checkpoint; ``model`` is compared on resume."""
+def config_dict(architecture: ModelConfig | None = None) -> dict:
+    """The run's resolved settings, stored with each checkpoint. With the policy's ``architecture`` (what a
+    checkpoint's arrays are shaped by), which is compared on resume instead of ``model``'s paths: a base model
+    copied elsewhere (e.g. to a job's scratch disk) resumes."""
     asdict = lambda c: json.loads(json.dumps(dataclasses.asdict(c)))  # tuples -> lists, as JSON restores them
-    return {"model": asdict(ModelSpec()), "warm_start": asdict(WarmStartConfig()), "task": asdict(TaskSpec()),
-            "run": asdict(RunConfig()), "rl": asdict(RLConfig()), "optim": asdict(OptimConfig()),
-            "mesh": asdict(MeshConfig()), "conventions": asdict(Conventions())}
+    config = {"model": asdict(ModelSpec()), "warm_start": asdict(WarmStartConfig()), "task": asdict(TaskSpec()),
+              "run": asdict(RunConfig()), "rl": asdict(RLConfig()), "optim": asdict(OptimConfig()),
+              "mesh": asdict(MeshConfig()), "conventions": asdict(Conventions())}
+    return config if architecture is None else {**config, "architecture": asdict(architecture)}
 
 
 def resolved_gin() -> str:

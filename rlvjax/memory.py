@@ -386,12 +386,17 @@ def check(p: MemoryPlan, limit_bytes: int | None) -> None:
                      f"{advice(p)}")
 
 
-def device_limit(cfg: MemoryConfig | None = None) -> int | None:
-    """The per-device budget: ``MemoryConfig.device_memory_gib``, else the device's ``bytes_limit``, else None."""
+def device_limit(cfg: MemoryConfig | None = None, *, host: bool = True) -> int | None:
+    """The per-device budget: ``MemoryConfig.device_memory_gib``, else the device's ``bytes_limit``, else (``host``,
+    CPU devices, which report none) this machine's memory shared by its local devices, else None. A dry run,
+    planning for other hardware on fake CPU devices, passes ``host=False``."""
     cfg = cfg or MemoryConfig()
     if cfg.device_memory_gib is not None:
         return int(cfg.device_memory_gib * GiB)
-    return (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+    limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+    if limit is None and host and jax.default_backend() == "cpu":
+        return host_memory_bytes() // jax.local_device_count()
+    return limit
 
 
 def enforce(p: MemoryPlan, cfg: MemoryConfig | None = None, *, echo: bool = True) -> None:

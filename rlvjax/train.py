@@ -93,14 +93,16 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
     indexed = [{**r, "index": i} for i, r in enumerate(train_records)]
     data = pipeline.make_iterator(indexed, batch_size=run.batch_size // jax.process_count(), seed=run.seed,
                                   shard_index=jax.process_index(), shard_count=jax.process_count())
+    for name, records in (("train", train_records), ("eval", eval_records)):
+        experiment.check_encodable(tokenizer, records, name)  # else the model would see another problem
     graphdef, params = nnx.split(model)
     params = nnx.to_pure_dict(params)
     workdir = Path(workdir).absolute()
-    check_free_space(workdir, checkpoint_bytes(params, keep_reference=rl.beta > 0))
+    check_free_space(workdir, *disk_need(params, rl, run, warm, workdir))
     ensure_writable(epath.Path(workdir), "workdir")
     with workdir_lock(workdir, enabled=jax.process_index() == 0), preemption_notice() as notice:
         checkpoints = Checkpointer(workdir / "checkpoints", max_to_keep=run.max_to_keep)
-        config = experiment.config_dict()
+        config = experiment.config_dict(model.config)
         latest = checkpoints.latest_step()
         if latest is not None and not resume:
             raise FileExistsError(f"{workdir} already holds checkpoints (latest step {latest}); pass --resume to "
@@ -234,10 +236,22 @@ def use_compilation_cache(directory: str | None) -> None:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
 
 
-def checkpoint_bytes(params, *, keep_reference: bool) -> int:
-    """About what one checkpoint of these params takes on disk: params, AdamW's two moments, the reference."""
-    size = sum(np.asarray(x).nbytes for x in jax.tree.leaves(params))
-    return size * (3 + int(keep_reference))
+def disk_need(params, rl: steps.RLConfig, run: experiment.RunConfig, warm: experiment.WarmStartConfig,
+              workdir: Path) -> tuple[int, str]:
+    """``(bytes, what)``: the disk a run still needs at its peak: ``max_to_keep`` checkpoints plus the one being
+    saved (Orbax deletes the oldest only after it), less those already saved, and the models it exports. A
+    checkpoint holds the params, AdamW's two moments and, with a KL term, the reference."""
+    model = sum(np.asarray(x).nbytes for x in jax.tree.leaves(params))
+    checkpoint = model * (3 + int(rl.beta > 0))
+    saved_dir = workdir / "checkpoints"
+    saved = sum(p.name.isdigit() for p in saved_dir.iterdir()) if saved_dir.is_dir() else 0
+    keep = run.max_to_keep or -(-run.num_steps // run.checkpoint_every)
+    checkpoints = max(keep + 1 - saved, 0)
+    exports = int(run.export_final) + int(bool(warm.num_steps) and not (workdir / "warm_start").exists())
+    what = (f"the run ({checkpoints} more checkpoint(s) of {memory.size(checkpoint)}: RunConfig.max_to_keep="
+            f"{run.max_to_keep} and the one being saved" + (f"; {exports} exported model(s) of {memory.size(model)})"
+                                                             if exports else ")"))
+    return checkpoints * checkpoint + exports * model, what
 
 
 def rewind_logs(workdir: Path, step: int) -> None:

@@ -84,24 +84,29 @@ def test_retention_interval_and_latest_step_ignore_half_written_steps(tmp_path):
 
 
 def test_config_mismatch_is_refused_with_every_differing_key(tmp_path):
-    stored = {"model": {"num_layers": 2, "hidden_size": 64, "vocab_size": 96}, "lr": 1e-5}
-    current = {"model": {"num_layers": 4, "hidden_size": 64, "vocab_size": 128}, "lr": 3e-6}
-    check_config(stored, current, ["model.hidden_size", "lr.nope", "missing"])  # agreeing / absent-on-both pass
+    stored = {"architecture": {"num_layers": 2, "hidden_size": 64, "vocab_size": 96}, "lr": 1e-5,
+              "model": {"hf_dir": "/data/base"}}
+    current = {"architecture": {"num_layers": 4, "hidden_size": 64, "vocab_size": 128}, "lr": 3e-6,
+               "model": {"hf_dir": "/scratch/base"}}
+    check_config(stored, current, ["architecture.hidden_size", "lr.nope", "missing"])  # agreeing / absent-on-both
     check_config({"scaling": [["factor", 8.0]]}, {"scaling": (("factor", 8.0),)}, ["scaling"])  # JSON-equal
-    with pytest.raises(ValueError, match=r"^checkpoint config differs in model.num_layers \(checkpoint 2, now 4\), "
-                                         r"model.vocab_size \(checkpoint 96, now 128\), model.head_dim \(checkpoint "
-                                         r"'<absent>', now 8\); restore with the config it was trained with, or use "
-                                         r"a fresh workdir$"):
-        check_config(stored, {**current, "model": {**current["model"], "head_dim": 8}},
-                     ["model.num_layers", "model.hidden_size", "model.vocab_size", "model.head_dim"])
+    with pytest.raises(ValueError, match=r"^checkpoint config differs in architecture.num_layers \(checkpoint 2, now "
+                                         r"4\), architecture.vocab_size \(checkpoint 96, now 128\), "
+                                         r"architecture.head_dim \(checkpoint '<absent>', now 8\); restore with the "
+                                         r"config it was trained with, or use a fresh workdir$"):
+        check_config(stored, {**current, "architecture": {**current["architecture"], "head_dim": 8}},
+                     ["architecture.num_layers", "architecture.hidden_size", "architecture.vocab_size",
+                      "architecture.head_dim"])
 
     state = train_state()
     ckpt = Checkpointer(tmp_path, async_=False)
     ckpt.save(1, state, data_state={}, config=stored)
-    with pytest.raises(ValueError, match=r"^checkpoint config differs in model.num_layers \(checkpoint 2, now 4\), "
-                                         r"model.vocab_size \(checkpoint 96, now 128\); restore with"):
-        ckpt.restore(abstract(state), config=current)  # default keys: the whole "model" section, field by field
-    assert ckpt.restore(abstract(state), config=current, keys=["model.hidden_size"])[2] == stored  # lr may change
+    with pytest.raises(ValueError, match=r"^checkpoint config differs in architecture.num_layers \(checkpoint 2, now "
+                                         r"4\), architecture.vocab_size \(checkpoint 96, now 128\); restore with"):
+        ckpt.restore(abstract(state), config=current)  # default keys: the whole architecture, field by field
+    # The model's path may change (a base model copied to scratch), and so may the learning rate.
+    moved = {**current, "architecture": stored["architecture"]}
+    assert ckpt.restore(abstract(state), config=moved)[2] == stored
     ckpt.close()
 
 
@@ -144,6 +149,38 @@ def test_free_space_is_checked_on_the_nearest_existing_parent(tmp_path, monkeypa
         check_free_space(tmp_path / "a" / "b", 5 * 2**20 + 1)
     assert asked == [str(tmp_path)] * 2 and not (tmp_path / "a").exists()
     assert isinstance(checkpoint.DiskFullError("x"), OSError)
+
+
+def test_a_disk_that_fills_up_mid_save_leaves_the_previous_step_and_no_partial_one(tmp_path, monkeypatch):
+    """Step 2's arrays are written, then its stored config hits ENOSPC in Orbax's background thread: one-line
+    DiskFullError, no ``*.orbax-checkpoint-tmp*`` left, step 1 intact and still the latest."""
+    state = train_state()
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    ckpt.save(1, state, data_state={"next_index": 1}, config=CONFIG)
+    ckpt.wait()
+    path_type = type(checkpoint.epath.Path(tmp_path))
+    write_text = path_type.write_text
+
+    def full(self, *args, **kwargs):
+        if self.name == "metadata" and self.parent.name.startswith("config.orbax-checkpoint-tmp"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(path_type, "write_text", full)
+    with pytest.raises(checkpoint.DiskFullError) as failed:
+        ckpt.save(2, train_state(seed=1), data_state={"next_index": 2}, config=CONFIG)
+        ckpt.wait()
+    assert str(failed.value) == (f"the disk under {tmp_path / 'ckpt'} filled up while saving a checkpoint; the partial "
+                                 "save was removed and the latest complete checkpoint is step 1; free some space (or "
+                                 "lower RunConfig.max_to_keep), then rerun with --resume")
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["1"]
+    ckpt.close()
+    with Checkpointer(tmp_path / "ckpt", read_only=True) as reopened:
+        assert reopened.latest_step() == 1
+        restored, data_state, _ = reopened.restore(abstract(state))
+        assert_same_state(restored, state)
+        assert data_state == {"next_index": 1}
 
 
 def test_failed_write_probe_removes_the_directories_it_made(tmp_path, monkeypatch):

@@ -288,3 +288,23 @@ def test_a_nan_gold_is_no_answer(tmp_path):
     assert [r["gold"] for r in records] == ["4"] and stats.skipped_bad_gold == 1
     with pytest.raises(ValueError, match="line 1 has no usable gold answer"):
         load_records(path, on_bad_gold="error")
+
+
+def test_prompts_the_tokenizer_cannot_encode_are_refused():
+    from conftest import word_tokenizer
+
+    from rlvjax import experiment
+    from rlvjax.data.tokenizer import build_tokenizer
+
+    word_tokenizer_96 = word_tokenizer(96)
+    built_in = build_tokenizer()  # digits, operators, newline and space: drops anything else
+    experiment.check_encodable(built_in, [{"id": "a", "prompt": "12 + 3 =\n"}], "train")
+    with pytest.raises(ValueError, match=r"^1 eval prompt\(s\) hold characters the tokenizer cannot encode \(record "
+                                         r"b: '计', '算'\); use a model"):
+        experiment.check_encodable(built_in, [{"id": "a", "prompt": "1 + 1 ="}, {"id": "b", "prompt": "计算 1 + 1"}],
+                                   "eval")
+    # A word-level tokenizer encodes unknown words as <unk>: refused too, naming the first such record.
+    experiment.check_encodable(word_tokenizer_96, [{"id": "c", "prompt": "w1 w2 Yes"}])
+    with pytest.raises(ValueError, match=r"^2 prompt\(s\) hold .* \(record d: 'z', 'e', 'b', 'r', 'a'; and 1 more "
+                                         r"record\(s\)\)"):
+        experiment.check_encodable(word_tokenizer_96, [{"id": "d", "prompt": "w1 zebra"}, {"prompt": "q"}])

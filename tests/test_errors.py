@@ -127,7 +127,7 @@ def rows(*records) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in records).encode()
 
 
-GOOD = {"prompt": "What is 1 + 1?", "gold": "2"}
+GOOD = {"prompt": "1 + 1 =", "gold": "2"}  # what the built-in arithmetic tokenizer can encode
 DATA_CASES = {
     "missing": (None, "no such data file: {path}; check the path"),
     "empty": (b"\n\n", "{path} is empty; expected one JSON object per line"),
@@ -137,6 +137,12 @@ DATA_CASES = {
                           "{path}: line 2 lacks field 'prompt' or 'question'; add it or fix fmt="),
     "no_usable_gold": (rows({"prompt": "a", "gold": ""}, {"prompt": "b", "gold": None}),
                        "{path}: none of its 2 rows has a usable gold answer for schema 'generic'"),
+    # The built-in arithmetic tokenizer has only digits and operators: it would drop the instruction's letters
+    # (and any CJK) silently, and the model would see another problem.
+    "unencodable_prompt": (rows(*[GOOD] * 4, {"prompt": "计算 1 + 1", "gold": "2"}, *[GOOD] * 3),
+                           "8 train prompt(s) hold characters the tokenizer cannot encode (record "
+                           "unencodable_prompt-0: 'P', 'l', 'e', 'a', 's', ...; and 7 more record(s)); use a model "
+                           "whose tokenizer covers them"),
     "too_few_rows_for_a_batch": (rows(*[GOOD] * 3),
                                  "3 records over 1 processes cannot fill one batch of 8 per process; lower "
                                  "batch_size or add data"),
@@ -270,7 +276,7 @@ def fake_run(workdir: Path, bindings=()) -> None:
     stand-in (every check below happens before any array is read)."""
     gin.clear_config()
     gin.parse_config_files_and_bindings([DIGIT], [*TINY, *bindings])
-    config = experiment.config_dict()
+    config = experiment.config_dict(experiment.abstract_policy(experiment.ModelSpec())[0])
     gin.clear_config()
     with Checkpointer(workdir / "checkpoints", async_=False) as checkpoints:
         checkpoints.save(1, {"x": jnp.zeros(2)}, data_state={}, config=config)
@@ -282,9 +288,33 @@ def test_resume_with_another_model_config(tmp_path, capsys):
     before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
     code, line = train_error(workdir, resume=True, capsys=capsys)
     assert code == 2
-    assert line.endswith("checkpoint config differs in model.hidden_size (checkpoint 64, now 128); restore with the "
+    assert line.endswith("checkpoint config differs in architecture.hidden_size (checkpoint 64, now 128); restore with the "
                          "config it was trained with, or use a fresh workdir")
     assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before  # nothing added
+
+
+def test_resume_with_the_base_model_moved(tmp_path):
+    """A job copies its base model to scratch and deletes the old copy: the resume compares the architecture, not
+    the path, and continues."""
+    def train_run(workdir, bindings, resume=False):
+        gin.clear_config()
+        gin.parse_config_files_and_bindings([DIGIT], [*TINY, *bindings])
+        try:
+            return train.train(str(workdir), resume=resume)
+        finally:
+            gin.clear_config()
+
+    train_run(tmp_path / "base", ["RunConfig.num_steps = 1", "RunConfig.export_final = True"])
+    first, second = tmp_path / "data" / "base", tmp_path / "scratch" / "base"
+    shutil.copytree(tmp_path / "base" / "final", first)
+    train_run(tmp_path / "run", [f"ModelSpec.hf_dir = '{first}'", "RunConfig.num_steps = 1"])
+    shutil.move(first, second)
+    resumed = train_run(tmp_path / "run", [f"ModelSpec.hf_dir = '{second}'"], resume=True)
+    assert len(resumed) == 1
+    logged = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2]
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["model"]["hf_dir"] == str(second)
 
 
 @pytest.mark.parametrize("binding,named", [
@@ -324,7 +354,9 @@ def test_unwritable_workdir(tmp_path, capsys):
 def test_full_disk_fails_before_anything_is_written(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
     line = assert_fails_cleanly(tmp_path, capsys, expect="only 1000 B free under ")
-    assert line.endswith("a checkpoint needs about 3.4 MiB; free some space or choose a workdir on a larger disk")
+    # max_to_keep checkpoints plus the one being saved (Orbax deletes the oldest after it).
+    assert line.endswith("the run (4 more checkpoint(s) of 3.42 MiB: RunConfig.max_to_keep=3 and the one being saved) "
+                         "needs about 13.7 MiB; free some space or choose a workdir on a larger disk")
 
 
 # --- subprocesses: the real exit code and the single stderr line --------------------------------------------------

@@ -98,6 +98,7 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples",
                               "4", *extra], capture_output=True, text=True, timeout=300, cwd=REPO)
         assert out.returncode == 0, out.stderr[-2000:]
+        assert "read only" not in out.stderr and "PyTorch was not found" not in out.stderr  # no advice noise
         rep = json.loads((tmp_path / "eval" / name / "eval.json").read_text())["reports"]["2"][name]
         assert rep["num_problems"] == 64 and rep["ns"] == [1, 2, 4]
         assert set(rep["accuracy"]) == {"majority", "best_of_n", "weighted"}

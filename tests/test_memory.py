@@ -3,6 +3,7 @@ without allocating its weights, refusals name the numbers, and the estimates tra
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import gin
@@ -228,8 +229,10 @@ def test_estimates_track_xla_buffer_assignment():
 def test_enforce_uses_the_configured_limit(capsys):
     plan = memory.plan(TINY, steps.RLConfig(group_size=2, max_new_tokens=4), experiment.RunConfig(batch_size=2),
                        {"data": 1}, prompt_tokens=8, verify_tokens=4)
-    if jax.devices()[0].platform == "cpu":
-        assert memory.device_limit() is None  # the host has no device limit: print, never refuse
+    if jax.devices()[0].platform == "cpu":  # CPU devices report no limit: they share this machine's memory
+        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        assert memory.device_limit() == host // jax.local_device_count()
+        assert memory.device_limit(host=False) is None  # a dry run plans for other hardware
         memory.enforce(plan)
         assert "memory plan per device" in capsys.readouterr().out
     with pytest.raises(ValueError, match="has 1.05 KiB"):
