@@ -288,8 +288,8 @@ def test_resume_with_another_model_config(tmp_path, capsys):
     before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
     code, line = train_error(workdir, resume=True, capsys=capsys)
     assert code == 2
-    assert line.endswith("checkpoint config differs in architecture.hidden_size (checkpoint 64, now 128); restore with the "
-                         "config it was trained with, or use a fresh workdir")
+    assert line.endswith("checkpoint config differs in architecture.hidden_size (checkpoint 64, now 128); restore with "
+                         "the config it was trained with, or use a fresh workdir")
     assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before  # nothing added
 
 
