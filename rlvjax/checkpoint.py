@@ -67,6 +67,8 @@ class Checkpointer:
                                                    else None)
         with _quiet_read_only():
             self._manager = ocp.CheckpointManager(self.directory, options=options)
+        if _drop_out_of_space_logs not in logging.getLogger("absl").filters:
+            logging.getLogger("absl").addFilter(_drop_out_of_space_logs)
 
     def save(self, step: int, state: Any, *, data_state: dict, config: dict, force: bool = False) -> bool:
         """Starts saving (asynchronously by default); False when the interval skips ``step`` or it is already saved.
@@ -287,6 +289,13 @@ def check_free_space(directory: str | os.PathLike, needed_bytes: int, what: str 
 
 
 _OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _drop_out_of_space_logs(record: logging.LogRecord) -> bool:
+    """Orbax logs a failed save's traceback from its threads; a full disk is reported once, by
+    :class:`DiskFullError`, so those records are dropped (every other record passes)."""
+    failed = record.exc_info[1] if record.exc_info else None
+    return not (_out_of_space(failed) or any(os.strerror(code) in record.getMessage() for code in _OUT_OF_SPACE))
 
 
 def _out_of_space(e: BaseException | None) -> bool:

@@ -394,7 +394,7 @@ def main(argv):
     if f.max_new_tokens is not None:
         rl = dataclasses.replace(rl, max_new_tokens=f.max_new_tokens)
     if f.data:
-        records = [{**r, "prompt": sources.format_prompt(r["prompt"], tokenizer)}
+        records = [r if f.raw_prompts else {**r, "prompt": sources.format_prompt(r["prompt"], tokenizer)}
                    for r in sources.load_records(f.data)[0]]
         experiment.check_encodable(tokenizer, records, "--data")
     else:
@@ -431,6 +431,8 @@ if __name__ == "__main__":
     flags.DEFINE_string("policy", "final", "an HF directory inside the workdir: final or warm_start")
     flags.DEFINE_integer("checkpoint", None, "evaluate this Orbax checkpoint step instead of an HF directory")
     flags.DEFINE_string("data", None, "problems to evaluate on (jsonl/parquet/datasets id); default: the run's task")
+    flags.DEFINE_bool("raw_prompts", False, "use --data prompts as given (already in the model's format) instead of "
+                      "rendering each with the model's chat template and the Qwen2.5-Math instruction")
     flags.DEFINE_integer("num_samples", 16, "K: samples per problem (a power of two)")
     flags.DEFINE_integer("max_new_tokens", None, "tokens per completion (default: the run's; 1024 for --model_dir)")
     flags.DEFINE_integer("batch_size", 256, "R: completions decoded at once; the rest queue behind them")

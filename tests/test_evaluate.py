@@ -109,14 +109,20 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         assert len(samples) == 64 * 4 and {s["sample"] for s in samples} == {0, 1, 2, 3}
         assert np.mean([s["correct"] for s in samples]) == pytest.approx(rep["pass@1"])
         assert all(0 <= s["p_yes"] <= 1 and 1 <= s["tokens"] <= 6 for s in samples)
-    # Any HF directory: --model_dir with a data file of problems and answers, decoded 8 rows at a time.
+    # Any HF directory: --model_dir with a data file of problems and answers, decoded 8 rows at a time. Rendered
+    # with the Qwen2.5-Math instruction, the prompts hold letters the arithmetic tokenizer would drop: refused.
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps({"prompt": s["prompt"], "answer": s["gold"]}) + "\n"
                             for s in samples if s["sample"] == 0))
-    hf = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(tmp_path / "final"), "--data",
-                         str(data), "--num_samples", "4", "--max_new_tokens", "6", "--temperature", "2",
-                         "--batch_size", "8", "--out", str(tmp_path / "hf")], capture_output=True, text=True,
-                        timeout=300, cwd=REPO)
+    model_dir = ["--model_dir", str(tmp_path / "final"), "--data", str(data)]
+    wrapped = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--out", str(tmp_path / "wrapped")],
+                             capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert wrapped.returncode == 2 and "64 --data prompt(s) hold characters the tokenizer cannot encode" in \
+        wrapped.stderr and not (tmp_path / "wrapped").exists()
+    model_dir.append("--raw_prompts")  # the digit task's prompts, already in the policy's format
+    hf = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", "4",
+                         "--max_new_tokens", "6", "--temperature", "2", "--batch_size", "8", "--out",
+                         str(tmp_path / "hf")], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert hf.returncode == 0, hf.stderr[-2000:]
     assert "memory plan per device" in hf.stdout and "8 sampling rows" in hf.stdout
     rep = json.loads((tmp_path / "hf" / "eval.json").read_text())["reports"]["2"]["final"]
@@ -124,9 +130,9 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     assert rep["num_problems"] == 64 and len(hf_samples) == 256
     assert np.mean([s["correct"] for s in hf_samples]) == pytest.approx(rep["pass@1"])
     # Two devices (rows split over the data axis, decoded in place instead of refilled) sample the same pool.
-    two = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(tmp_path / "final"), "--data",
-                          str(data), "--num_samples", "4", "--max_new_tokens", "6", "--temperature", "2",
-                          "--out", str(tmp_path / "hf2")], capture_output=True, text=True, timeout=300, cwd=REPO,
+    two = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", "4",
+                          "--max_new_tokens", "6", "--temperature", "2", "--out", str(tmp_path / "hf2")],
+                         capture_output=True, text=True, timeout=300, cwd=REPO,
                          env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert two.returncode == 0, two.stderr[-2000:]
     assert "mesh data=2" in two.stdout
@@ -134,8 +140,8 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     assert [(s["prompt"], s["completion"]) for s in two_samples] == [(s["prompt"], s["completion"]) for s in hf_samples]
     np.testing.assert_allclose([s["p_yes"] for s in two_samples], [s["p_yes"] for s in hf_samples], atol=1e-4)
     # A pool that cannot fit is refused by the plan, naming the knob, before anything is compiled or written.
-    huge = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(tmp_path / "final"), "--data",
-                           str(data), "--num_samples", str(2 ** 30), "--out", str(tmp_path / "huge")],
+    huge = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", str(2 ** 30),
+                           "--out", str(tmp_path / "huge")],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert huge.returncode == 2 and "reduce --num_samples" in huge.stderr and not (tmp_path / "huge").exists()
     # --temperature overrides it: near-greedy, the 4 samples of a problem are one answer, so pass@4 = pass@1.

@@ -251,6 +251,37 @@ def test_the_cli_resumes_past_a_damaged_latest_checkpoint(tmp_path, env, referen
     assert saved_steps(workdir) == [6, 8] and (workdir / "checkpoints_set_aside" / "8").is_dir()
 
 
+# ``python -m rlvjax.train`` with a disk that fills up while step 4's config is written (Orbax's background thread).
+DISK_FULL = """
+import errno, os, runpy, sys
+from etils import epath
+path_type = type(epath.Path("/"))
+write_text = path_type.write_text
+def full(self, *args, **kwargs):
+    if self.name == "metadata" and self.parent.name.startswith("config.") and self.parent.parent.name.startswith("4."):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+    return write_text(self, *args, **kwargs)
+path_type.write_text = full
+sys.argv = ["rlvjax.train", *sys.argv[1:]]
+runpy.run_module("rlvjax.train", run_name="__main__")
+"""
+
+
+def test_a_disk_that_fills_up_mid_save_ends_in_one_line_and_the_run_resumes(tmp_path, env, reference):
+    workdir = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-c", DISK_FULL, *command(workdir)[3:]], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("rlvjax.train: error:")]
+    assert out.returncode == 2 and errors == [
+        f"rlvjax.train: error: the disk under {workdir / 'checkpoints'} filled up while saving a checkpoint; the "
+        "partial save was removed and the latest complete checkpoint is step 2; free some space (or lower "
+        "RunConfig.max_to_keep), then rerun with --resume"], out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2"]  # no *.orbax-checkpoint-tmp*
+    finish(workdir, env, resume=True)  # space freed: the run continues from step 2 to the uninterrupted end
+    assert_same(metrics(workdir), reference, "resumed after a full disk")
+
+
 def test_resume_from_a_chosen_step(tmp_path, env, reference, reference_run):
     workdir = tmp_path / "run"
     shutil.copytree(reference_run, workdir)

@@ -241,15 +241,13 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
         if scoring:
             s = jax.lax.while_loop(lambda s: jnp.any(s.rows.parked), lambda s: score(s, m), s)
 
-        def shrink(s):
-            keep = jnp.argsort(~s.rows.live, stable=True)[:half]
-            r = s.rows
-            cache = KVCache(tuple(k[keep] for k in r.cache.k), tuple(x[keep] for x in r.cache.v),
-                            r.cache.length[keep])
-            return level(s._replace(rows=_Rows(r.req[keep], r.n[keep], r.token[keep], r.live[keep], r.parked[keep],
-                                               pin(cache))), half)
-
-        return jax.lax.cond(jnp.any(s.rows.live), shrink, outputs, s)  # all done: no copies down the levels
+        # The live rows move into a half-size batch, gathered here (not inside the ``cond`` below, whose operand
+        # would keep the full cache alive next to the whole copy), and decode on only if any is still live.
+        keep = jnp.argsort(~s.rows.live, stable=True)[:half]
+        r = s.rows
+        cache = KVCache(tuple(k[keep] for k in r.cache.k), tuple(x[keep] for x in r.cache.v), r.cache.length[keep])
+        s = s._replace(rows=_Rows(r.req[keep], r.n[keep], r.token[keep], r.live[keep], r.parked[keep], pin(cache)))
+        return jax.lax.cond(jnp.any(s.rows.live), lambda s: level(s, half), outputs, s)
 
     empty = jnp.zeros((r_top,), bool)
     cache = pin(KVCache.init(model.config, r_top, slots)) if r_top < q_total else None
