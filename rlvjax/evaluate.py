@@ -396,7 +396,8 @@ def main(argv):
     if f.data:
         records = [r if f.raw_prompts else {**r, "prompt": sources.format_prompt(r["prompt"], tokenizer)}
                    for r in sources.load_records(f.data)[0]]
-        experiment.check_encodable(tokenizer, records, "--data")
+        experiment.check_encodable(tokenizer, records, "--data", fix="evaluate a model whose tokenizer covers them, "
+                                   "pass --raw_prompts if they are already in the model's format, or remove them")
     else:
         records = experiment.build_records(_from_stored(experiment.TaskSpec, stored["task"]), tokenizer)[1]
     mesh = parallel.make_mesh(parallel.MeshConfig())

@@ -224,10 +224,12 @@ def build_records(task: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:
     return kept[0], kept[1]
 
 
-def check_encodable(tokenizer, records: list[dict], name: str = "") -> None:
-    """Raises a one-line ValueError when a prompt holds characters that ``tokenizer`` drops (a BPE without byte
-    fallback, like the built-in arithmetic tokenizer) or encodes as its unknown token: the model would silently see
-    another problem."""
+def check_encodable(tokenizer, records: list[dict], name: str = "",
+                    fix: str = "use a model whose tokenizer covers them (ModelSpec.hf_dir / ModelSpec.tokenizer_dir) "
+                               "or remove those records") -> None:
+    """Raises a one-line ValueError (ending in ``fix``) when a prompt holds characters that ``tokenizer`` drops (a
+    BPE without byte fallback, like the built-in arithmetic tokenizer) or encodes as its unknown token: the model
+    would silently see another problem."""
     if not records:
         return
     encoded = tokenizer([r["prompt"] for r in records], add_special_tokens=False, return_offsets_mapping=True)
@@ -243,8 +245,7 @@ def check_encodable(tokenizer, records: list[dict], name: str = "") -> None:
         (first, lost), more = bad[0], len(bad) - 1
         raise ValueError(f"{len(bad)} {name + ' ' if name else ''}prompt(s) hold characters the tokenizer cannot "
                          f"encode (record {first}: {', '.join(map(repr, lost[:5]))}{', ...' if len(lost) > 5 else ''}"
-                         f"{f'; and {more} more record(s)' if more else ''}); use a model whose tokenizer covers them "
-                         "(ModelSpec.hf_dir / ModelSpec.tokenizer_dir) or remove those records")
+                         f"{f'; and {more} more record(s)' if more else ''}); {fix}")
 
 
 def _task_records(task: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:

@@ -236,7 +236,7 @@ def use_compilation_cache(directory: str | None) -> None:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
 
 
-def disk_need(params, rl: steps.RLConfig, run: experiment.RunConfig, warm: experiment.WarmStartConfig,
+def disk_need(params, rl: steps.RLConfig, run: experiment.RunConfig, warm: sft.WarmStartConfig,
               workdir: Path) -> tuple[int, str]:
     """``(bytes, what)``: the disk a run still needs at its peak: ``max_to_keep`` checkpoints plus the one being
     saved (Orbax deletes the oldest only after it), less those already saved, and the models it exports. A
