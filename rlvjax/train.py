@@ -248,9 +248,8 @@ def disk_need(params, rl: steps.RLConfig, run: experiment.RunConfig, warm: sft.W
     keep = run.max_to_keep or -(-run.num_steps // run.checkpoint_every)
     checkpoints = max(keep + 1 - saved, 0)
     exports = int(run.export_final) + int(bool(warm.num_steps) and not (workdir / "warm_start").exists())
-    what = (f"the run ({checkpoints} more checkpoint(s) of {memory.size(checkpoint)}: RunConfig.max_to_keep="
-            f"{run.max_to_keep} and the one being saved" + (f"; {exports} exported model(s) of {memory.size(model)})"
-                                                             if exports else ")"))
+    what = (f"the run ({checkpoints} more checkpoint(s): RunConfig.max_to_keep={run.max_to_keep} and the one being "
+            f"saved" + (f"; {exports} exported model(s))" if exports else ")"))
     return checkpoints * checkpoint + exports * model, what
 
 

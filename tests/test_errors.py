@@ -355,8 +355,8 @@ def test_full_disk_fails_before_anything_is_written(tmp_path, capsys, monkeypatc
     monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
     line = assert_fails_cleanly(tmp_path, capsys, expect="only 1000 B free under ")
     # max_to_keep checkpoints plus the one being saved (Orbax deletes the oldest after it).
-    assert line.endswith("the run (4 more checkpoint(s) of 3.42 MiB: RunConfig.max_to_keep=3 and the one being saved) "
-                         "needs about 13.7 MiB; free some space or choose a workdir on a larger disk")
+    assert line.endswith("the run (4 more checkpoint(s): RunConfig.max_to_keep=3 and the one being saved) needs about "
+                         "13.7 MiB; free some space or choose a workdir on a larger disk")
 
 
 # --- subprocesses: the real exit code and the single stderr line --------------------------------------------------
