@@ -37,14 +37,14 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AbstractMesh, Mesh, NamedSharding
 
-from rlvjax import evaluate, parallel, sampling
+from rlvjax import parallel, sampling
 from rlvjax.fieldtypes import check_field_types
 from rlvjax.model.transformer import ATTENTION_CHUNK, ModelConfig, Transformer
+from rlvjax.pool import EVAL_PROMPTS
 from rlvjax.rl import steps
 
 GiB = 1024 ** 3
 PHASES = ("rollout", "update", "optimizer", "eval", "final eval")
-EVAL_PROMPTS = evaluate.EVAL_PROMPTS
 
 
 @gin.configurable
@@ -259,7 +259,7 @@ def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, promp
 
 
 def eval_prompts(mesh, eval_problems: int | None) -> int:
-    """Prompts per batch of ``evaluate.sample_pool``: up to its batch size (fewer when the task has fewer, None: a
+    """Prompts per batch of ``pool.sample_pool``: up to its batch size (fewer when the task has fewer, None: a
     full batch), padded to a multiple of the data axes."""
     mesh = _as_mesh(mesh)
     dp = int(mesh.shape["data"] * mesh.shape["fsdp"])

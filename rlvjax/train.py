@@ -33,6 +33,7 @@ from rlvjax.data import pipeline
 from rlvjax.lock import workdir_lock
 from rlvjax.metrics import MetricsWriter
 from rlvjax.model.hf import load_hf, save_hf
+from rlvjax.pool import PoolSampler, quick_eval
 from rlvjax.rewards.math import grade_completions
 from rlvjax.rl import advantages as advantages_lib
 from rlvjax.rl import diagnostics, steps, vineppo
@@ -134,7 +135,7 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
                           + (f" ({'; '.join(skipped)})" if skipped else ""), file=sys.stderr)
             data.set_state(data_state)
         jitted = steps.jit_steps(statics, mesh, state)
-        eval_sampler = evaluate.PoolSampler.build(statics, mesh, state.params, num_samples=run.eval_samples,
+        eval_sampler = PoolSampler.build(statics, mesh, state.params, num_samples=run.eval_samples,
                                                   temperature=run.eval_temperature) if eval_records else None
         step_values = advantages_lib.uses_step_values(rl.algorithm)
         start = int(state.step)
@@ -192,7 +193,7 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
                            "update_tokens_per_s": float(update_batch.input_ids.size) * rl.num_ppo_epochs / (t3 - t2)}
                 if eval_records and ((run.eval_every and (step + 1) % run.eval_every == 0)
                                      or step + 1 == run.num_steps):
-                    metrics.update(evaluate.quick_eval(eval_sampler, state.params, tokenizer, eval_records,
+                    metrics.update(quick_eval(eval_sampler, state.params, tokenizer, eval_records,
                                                        seed=run.seed))
                 history.append(writer.write(step + 1, metrics))
                 if (step + 1) % run.log_every == 0:

@@ -1,0 +1,87 @@
+"""K-pools: every problem sampled K times by the engine with the fused verifier score, then graded.
+
+``PoolSampler`` jits the engine once for a pool size and temperature (a run's periodic evaluations reuse it);
+``sample_pool`` runs it over problems a batch at a time; ``quick_eval`` is the in-training summary of a pool.
+``rlvjax.evaluate`` turns pools into reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from rlvjax import experiment, parallel, sampling
+from rlvjax.rewards.math import grade_completions
+from rlvjax.rl import diagnostics, steps
+
+EVAL_PROMPTS = 32  # problems per call of the engine
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolSampler:
+    """The engine jitted once for pools of ``num_samples`` per problem at ``temperature`` (None: the RL one), with
+    ``rows`` decoding at once (None: all the samples of a batch); the caller keeps it, so that a run's periodic
+    evaluations reuse one compilation."""
+
+    statics: steps.Statics
+    mesh: jax.sharding.Mesh
+    num_samples: int
+    fn: object
+
+    @classmethod
+    def build(cls, statics: steps.Statics, mesh, params, *, num_samples: int, temperature: float | None = None,
+              rows: int | None = None) -> "PoolSampler":
+        rl = dataclasses.replace(statics.rl, group_size=num_samples,
+                                 temperature=statics.rl.temperature if temperature is None else temperature)
+        statics = dataclasses.replace(statics, rl=rl)
+        return cls(statics, mesh, num_samples,
+                   steps.jit_rollout(statics, mesh, parallel.shardings(params, mesh), rows))
+
+
+def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], *, seed: int,
+                batch_size: int = EVAL_PROMPTS) -> dict[str, np.ndarray]:
+    """``sampler.num_samples`` samples per problem, ``batch_size`` problems per call of the engine: ``texts`` /
+    ``answers`` (object ``[P, K]``), ``correct``, ``yes_logp``, ``no_logp``, ``lengths``, ``finished``."""
+    statics, mesh, num_samples, sample = sampler.statics, sampler.mesh, sampler.num_samples, sampler.fn
+    parallel_rows = mesh.shape["data"] * mesh.shape["fsdp"]
+    batch_size = max(parallel_rows, batch_size // parallel_rows * parallel_rows)
+    texts, answers, correct, yes, no, lengths, finished = [], [], [], [], [], [], []
+    for start in range(0, len(records), batch_size):
+        chunk = records[start:start + batch_size]
+        padded = chunk + [chunk[-1]] * (-len(chunk) % parallel_rows)  # fill the mesh; extra rows are dropped
+        ids, mask = sampling.left_pad(experiment.encode_prompts(tokenizer, [r["prompt"] for r in padded]),
+                                      pad_id=statics.pad_id)
+        rows = parallel.batch_sharding(mesh, 2)
+        roll = sample(params, parallel.to_global(ids, rows), parallel.to_global(mask, rows),
+                      jax.random.fold_in(jax.random.key(seed), start))
+        tokens, chunk_lengths, chunk_finished, vlp = (
+            parallel.to_host(x)[: len(chunk)] for x in (roll.tokens, roll.lengths, roll.finished, roll.verify_logprobs))
+        k, n = num_samples, tokens.shape[-1]
+        chunk_texts = experiment.decode_completions(tokenizer, tokens.reshape(-1, n), chunk_lengths.ravel(),
+                                                    chunk_finished.ravel())
+        lengths.append(chunk_lengths)
+        finished.append(chunk_finished)
+        chunk_correct, chunk_answers = grade_completions(chunk_texts, [r["gold"] for r in chunk for _ in range(k)])
+        texts += chunk_texts
+        answers += chunk_answers
+        correct.append(chunk_correct.reshape(-1, k))
+        yes.append(vlp[..., 0])
+        no.append(vlp[..., 1])
+    shape = (len(records), num_samples)
+    return {"texts": np.asarray(texts, dtype=object).reshape(shape),
+            "answers": np.asarray(answers, dtype=object).reshape(shape), "correct": np.concatenate(correct),
+            "yes_logp": np.concatenate(yes), "no_logp": np.concatenate(no), "lengths": np.concatenate(lengths),
+            "finished": np.concatenate(finished)}
+
+
+
+def quick_eval(sampler: PoolSampler, params, tokenizer, records, *, seed: int) -> dict[str, float]:
+    """The periodic in-training eval: pass@1, best-of-K by verifier score, verifier accuracy on held-out rollouts."""
+    pool = sample_pool(sampler, params, tokenizer, records, seed=seed)
+    correct, score = pool["correct"], pool["yes_logp"] - pool["no_logp"]
+    best = np.take_along_axis(correct, np.argmax(score, axis=1)[:, None], axis=1)
+    ver = diagnostics.verifier_stats(pool["yes_logp"].ravel(), pool["no_logp"].ravel(), correct.ravel())
+    return {"eval/pass@1": float(correct.mean()), "eval/best_of_k": float(best.mean()),
+            **{f"eval/{k}": v for k, v in ver.items()}}
