@@ -97,16 +97,16 @@ def table(plan: memory.MemoryPlan, compiled: list[CompiledPhase], limit: int | N
     return "\n".join(lines)
 
 
-def run(*, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledPhase]]:
-    """The gin-configured run's plan and compiled phases, printed; raises a one-line ``ValueError`` when either
-    exceeds the per-device budget (``MemoryConfig.device_memory_gib``, else the device's own limit)."""
-    mesh_cfg, spec, task = parallel.MeshConfig(), experiment.ModelSpec(), experiment.TaskSpec()
+def run(config, *, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledPhase]]:
+    """``config``'s (an :class:`rlvjax.config.Config`) plan and compiled phases, printed; raises a one-line
+    ``ValueError`` when either exceeds the per-device budget (``MemoryConfig.device_memory_gib``, else the device's
+    own limit)."""
+    mesh_cfg, spec, task = config.mesh, config.model, config.task
     sizes = [mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor]
     if -1 not in sizes:  # a CPU host fakes the mesh's devices (must precede the first use of a device)
         jax.config.update("jax_num_cpu_devices", int(np.prod(sizes)))
-    run_cfg, rl, optim = experiment.RunConfig(), steps.RLConfig(), steps.OptimConfig()
-    experiment.check_run_config(run_cfg, rl)
-    cfg, tokenizer = experiment.abstract_policy(spec)
+    run_cfg, rl, optim = config.run, config.rl, config.optim
+    cfg, tokenizer = experiment.abstract_policy(spec, config.verifier.question)
     devices = jax.devices()
     if -1 not in sizes and len(devices) < np.prod(sizes):
         raise ValueError(f"the mesh needs {int(np.prod(sizes))} devices, this host has {len(devices)} "
@@ -115,10 +115,11 @@ def run(*, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledPhase]]:
     mesh = parallel.make_mesh(mesh_cfg, devices[: int(np.prod(sizes))] if -1 not in sizes else devices)
     parallel.check_batch(run_cfg.batch_size, mesh, "batch_size (prompts per step)")
     prompt_tokens, eval_problems = _prompt_width(task, tokenizer)
-    verify_tokens = DEFAULT_VERIFY_TOKENS if tokenizer is None else len(experiment.verifier_tokens(tokenizer).suffix)
+    verify_tokens = (DEFAULT_VERIFY_TOKENS if tokenizer is None
+                     else len(experiment.verifier_tokens(tokenizer, config.verifier.question).suffix))
     plan = memory.plan(cfg, rl, run_cfg, mesh, prompt_tokens=prompt_tokens, verify_tokens=verify_tokens,
                        optim=optim, eval_problems=eval_problems)
-    limit = memory.device_limit(memory.MemoryConfig(), host=False)
+    limit = memory.device_limit(config.memory, host=False)
     if echo:
         print(f"dry run: {cfg.architecture} {cfg.num_layers} layers, weights {cfg.dtype}, compute "
               f"{cfg.jnp_compute_dtype.name}; prompts padded to {prompt_tokens} tokens, verify prompt "

@@ -24,7 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlvjax import experiment, parallel, sampling, testtime
+from rlvjax.config import Config
 from rlvjax.pool import EVAL_PROMPTS, PoolSampler, sample_pool
+from rlvjax.rewards.registry import Rewards
+from rlvjax.rl.verifier import VerifierConfig
+from rlvjax.rl.verifier import load_config as load_verifier_config
 from rlvjax.rl import diagnostics, steps
 
 STRATEGIES = ("majority", "best_of_n", "weighted")
@@ -184,17 +188,19 @@ def summary(evaluation: dict) -> str:
 
 def evaluate_policy(model, tokenizer, records: list[dict], rl: steps.RLConfig, mesh, *, num_samples: int,
                     seed: int = 0, temperature: float | None = None, rows: int | None = None,
-                    conventions: testtime.Conventions = testtime.Conventions()) -> tuple[dict, dict]:
+                    conventions: testtime.Conventions = testtime.Conventions(),
+                    verify: VerifierConfig = VerifierConfig(), reward: Rewards | None = None) -> tuple[dict, dict]:
     """``(report, pool)`` of one policy on ``records``, sampled with the run's sampling settings at ``temperature``
-    (None: ``rl.temperature``), ``rows`` at a time (``PoolSampler``'s); the report records the temperature."""
+    (None: ``rl.temperature``), ``rows`` at a time (``PoolSampler``'s), asked the run's verify question and graded
+    by ``reward`` (None: the math reward); the report records the temperature."""
     from flax import nnx
 
     graphdef, params = nnx.split(model)
-    statics = experiment.statics(graphdef, None, rl, tokenizer)
+    statics = experiment.statics(graphdef, None, rl, tokenizer, verify)
     temperature = rl.temperature if temperature is None else temperature
     params = nnx.to_pure_dict(params)
     sampler = PoolSampler.build(statics, mesh, params, num_samples=num_samples, temperature=temperature, rows=rows)
-    pool = sample_pool(sampler, params, tokenizer, records, seed=seed)
+    pool = sample_pool(sampler, params, tokenizer, records, reward or Rewards(("math",)), seed=seed)
     rep = report(pool, [r.get("level") for r in records], seed=seed, conventions=conventions)
     return {"temperature": temperature, **rep}, pool
 
@@ -231,33 +237,27 @@ def write_samples(pool: dict, records: list[dict], path, conventions: testtime.C
     return path
 
 
-def _from_stored(cls, values: dict):
-    """A config dataclass from its JSON form (lists back to tuples), ignoring keys it no longer has."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names})
-
-
-def abstract_checkpoint(stored: dict):
-    """``(graphdef, abstract TrainState, tokenizer)`` of a run from its ``stored`` config: what a checkpoint of it
-    holds, shapes and dtypes only."""
+def abstract_checkpoint(config: Config):
+    """``(graphdef, abstract TrainState, tokenizer)`` of a run from its ``config``: what a checkpoint of it holds,
+    shapes and dtypes only."""
     from flax import nnx
 
-    model, tokenizer = experiment.build_policy(_from_stored(experiment.ModelSpec, stored["model"]))
-    rl, run = _from_stored(steps.RLConfig, stored["rl"]), _from_stored(experiment.RunConfig, stored["run"])
-    tx = _from_stored(steps.OptimConfig, stored["optim"]).make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
+    model, tokenizer = experiment.build_policy(config.model, config.verifier.question)
+    rl, run = config.rl, config.run
+    tx = config.optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
     graphdef, params = nnx.split(model)
     state = jax.eval_shape(lambda: steps.init_state(nnx.to_pure_dict(params), tx, seed=run.seed,
                                                     keep_reference=rl.beta > 0))
     return graphdef, state, tokenizer
 
 
-def load_checkpoint_policy(workdir: Path, step: int | None, stored: dict):
-    """``(model, tokenizer)`` of checkpoint ``step`` of the run in ``workdir``, rebuilt from its ``stored`` config."""
+def load_checkpoint_policy(workdir: Path, step: int | None, config: Config):
+    """``(model, tokenizer)`` of checkpoint ``step`` of the run in ``workdir``, rebuilt from its ``config``."""
     from flax import nnx
 
     from rlvjax.checkpoint import Checkpointer
 
-    graphdef, state, tokenizer = abstract_checkpoint(stored)
+    graphdef, state, tokenizer = abstract_checkpoint(config)
     with Checkpointer(workdir / "checkpoints", read_only=True) as checkpoints:
         restored, _, _ = checkpoints.restore(state, step)
     return nnx.merge(graphdef, restored.params), tokenizer
@@ -311,24 +311,26 @@ def main(argv):
         out = Path(f.out or Path("eval") / name)
     check_writable(out)  # before minutes of sampling, not after
     if f.workdir:
-        stored = Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint)
-        rl = _from_stored(steps.RLConfig, stored["rl"])
+        run_config = Config.from_dict(Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint))
+        rl, verify = run_config.rl, run_config.verifier
+        reward = Rewards(run_config.task.rewards, run_config.task.reward_weights)
         if f.checkpoint is not None:
-            model, tokenizer = load_checkpoint_policy(workdir, f.checkpoint, stored)
+            model, tokenizer = load_checkpoint_policy(workdir, f.checkpoint, run_config)
         else:
             model, tokenizer = load_hf(workdir / f.policy, dtype=jnp.dtype(f.dtype))
     else:
         model, tokenizer = load_hf(f.model_dir, dtype=jnp.dtype(f.dtype))
         rl = steps.RLConfig(temperature=f.temperature or 1.0, max_new_tokens=f.max_new_tokens or 1024)
+        verify, reward = load_verifier_config(f.model_dir), Rewards(("math",))
     if f.max_new_tokens is not None:
         rl = dataclasses.replace(rl, max_new_tokens=f.max_new_tokens)
     if f.data:
         records = [r if f.raw_prompts else {**r, "prompt": sources.format_prompt(r["prompt"], tokenizer)}
-                   for r in sources.load_records(f.data)[0]]
+                   for r in sources.load_records(f.data, require_gold=reward.is_math)[0]]
         experiment.check_encodable(tokenizer, records, "--data", fix="evaluate a model whose tokenizer covers them, "
                                    "pass --raw_prompts if they are already in the model's format, or remove them")
     else:
-        records = experiment.build_records(_from_stored(experiment.TaskSpec, stored["task"]), tokenizer)[1]
+        records = experiment.build_records(run_config.task, tokenizer)[1]
     mesh = parallel.make_mesh(parallel.MeshConfig())
     prompt_tokens = sampling.bucket_width(max(map(len, experiment.encode_prompts(tokenizer, [r["prompt"]
                                                                                            for r in records]))))
@@ -336,7 +338,7 @@ def main(argv):
     plan = memory.eval_plan(model.config, mesh, prompts=prompts, samples=f.num_samples,
                             rows=min(f.batch_size, prompts * f.num_samples), prompt_tokens=prompt_tokens,
                             new_tokens=rl.max_new_tokens,
-                            verify_tokens=len(experiment.verifier_tokens(tokenizer).suffix))
+                            verify_tokens=len(experiment.verifier_tokens(tokenizer, verify.question).suffix))
     limit = memory.device_limit()
     print(plan.table(limit), flush=True)
     memory.check(plan, limit)  # before anything is compiled
@@ -344,7 +346,8 @@ def main(argv):
     conventions = testtime.Conventions(score=f.score, grouping=f.grouping, unparseable=f.bon_unparseable,
                                        ties=f.bon_ties)
     rep, pool = evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=f.num_samples, seed=f.seed,
-                                temperature=temperature, rows=f.batch_size, conventions=conventions)
+                                temperature=temperature, rows=f.batch_size, conventions=conventions, verify=verify,
+                                reward=reward)
     evaluation = assemble({temperature_key(temperature): {name: rep}}, {}, train_temperature=rl.temperature,
                           headline_temperature=temperature)
     json_path, png_path = write_report(evaluation, out)

@@ -18,17 +18,15 @@ from flax import nnx
 from rlvjax.data import arithmetic, sources
 from rlvjax.data.tokenizer import build_tokenizer
 from rlvjax.fieldtypes import check_field_types
-from rlvjax.model.hf import config_from_hf, load_hf, load_tokenizer
+from rlvjax.model.hf import config_from_hf, load_hf, load_tokenizer, resolve_model_dir
 from rlvjax.model.transformer import ModelConfig, Transformer
-from rlvjax.parallel import MeshConfig
 from rlvjax.rl import verifier
-from rlvjax.rl.steps import OptimConfig, RLConfig, Statics
-from rlvjax.sft import WarmStartConfig
-from rlvjax.testtime import Conventions
+from rlvjax.rl.steps import RLConfig, Statics
 
 
 CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped in the package (the repository links configs/ here)
 DTYPES = ("float32", "bfloat16", "float16")
+PROMPT_FORMATS = ("math", "as_is")
 
 
 @gin.configurable
@@ -65,7 +63,8 @@ class ModelSpec:
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
-    """``arithmetic`` (procedural, built in), ``digit`` (trivial, for tests) or ``file`` (MATH-style records)."""
+    """``arithmetic`` (procedural, built in), ``digit`` (trivial, for tests) or ``file`` (records from a file or a
+    datasets id: MATH-style, or any rows with a prompt for a reward of your own), and the reward that grades them."""
 
     name: str = "arithmetic"
     train_file: str | None = None
@@ -82,9 +81,19 @@ class TaskSpec:
     # Which held-out problems the evals use: "test" (the report's) or "validation" (arithmetic only: the next
     # num_eval held-out problems after the test ones, disjoint from them; choose settings here, report on "test").
     eval_split: str = "test"
+    # How a record's prompt becomes the policy's input: "math" — the problem plus the Qwen2.5-Math instruction, in
+    # the chat template when the tokenizer has one; "as_is" — a string is used verbatim and a list of chat
+    # messages is rendered with the tokenizer's template (TRL's convention; what RLVTrainer uses).
+    prompt_format: str = "math"
+    # Reward functions (rewards/registry.py): registered names or "module:function", summed with reward_weights
+    # (None: 1 each). "math" grades the last \boxed{} against the gold answer; others read any data column.
+    rewards: tuple[str, ...] = ("math",)
+    reward_weights: tuple[float, ...] | None = None
 
     def __post_init__(self):
         check_field_types(self)
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"TaskSpec.prompt_format={self.prompt_format!r}: use one of {PROMPT_FORMATS}")
         if self.eval_split not in ("test", "validation"):
             raise ValueError(f"TaskSpec.eval_split={self.eval_split!r}: use 'test' or 'validation'")
         if self.eval_split == "validation" and self.name != "arithmetic":
@@ -120,44 +129,38 @@ class RunConfig:
 
     def __post_init__(self):
         check_field_types(self)
+        checks = [
+            (self.num_steps >= 1, f"RunConfig.num_steps={self.num_steps} must be >= 1"),
+            (self.batch_size >= 1, f"RunConfig.batch_size={self.batch_size} must be >= 1"),
+            (self.checkpoint_every >= 1, f"RunConfig.checkpoint_every={self.checkpoint_every} must be >= 1 (steps "
+                                         "between checkpoints)"),
+            (self.log_every >= 1, f"RunConfig.log_every={self.log_every} must be >= 1"),
+            (self.eval_every >= 0, f"RunConfig.eval_every={self.eval_every} must be >= 0 (0: only at the end)"),
+            (self.eval_samples >= 1, f"RunConfig.eval_samples={self.eval_samples} must be >= 1"),
+            (self.final_eval_samples >= 0, f"RunConfig.final_eval_samples={self.final_eval_samples} must be >= 0"),
+            (self.eval_temperature is None or self.eval_temperature > 0,
+             f"RunConfig.eval_temperature={self.eval_temperature} must be > 0 (votes need distinct samples) or None "
+             "(the RL sampling temperature)"),
+            (self.max_to_keep is None or self.max_to_keep >= 1,
+             f"RunConfig.max_to_keep={self.max_to_keep} must be >= 1 (or None to keep all)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
 
 
-def check_run_config(run: RunConfig, rl: RLConfig) -> None:
-    """One-line errors for RunConfig values that would otherwise fail minutes in (a modulo by zero at the first
-    checkpoint, a minibatch that does not split at the first update)."""
-    rows = run.batch_size * rl.group_size
-    minibatch = rows // rl.num_minibatches if rows % rl.num_minibatches == 0 else None
-    checks = [
-        (run.num_steps >= 1, f"RunConfig.num_steps={run.num_steps} must be >= 1"),
-        (run.batch_size >= 1, f"RunConfig.batch_size={run.batch_size} must be >= 1"),
-        (run.checkpoint_every >= 1, f"RunConfig.checkpoint_every={run.checkpoint_every} must be >= 1 (steps between "
-                                    "checkpoints)"),
-        (run.log_every >= 1, f"RunConfig.log_every={run.log_every} must be >= 1"),
-        (run.eval_every >= 0, f"RunConfig.eval_every={run.eval_every} must be >= 0 (0: only at the end)"),
-        (run.eval_samples >= 1, f"RunConfig.eval_samples={run.eval_samples} must be >= 1"),
-        (run.final_eval_samples >= 0, f"RunConfig.final_eval_samples={run.final_eval_samples} must be >= 0"),
-        (run.eval_temperature is None or run.eval_temperature > 0,
-         f"RunConfig.eval_temperature={run.eval_temperature} must be > 0 (votes need distinct samples) or None (the "
-         "RL sampling temperature)"),
-        (run.max_to_keep is None or run.max_to_keep >= 1,
-         f"RunConfig.max_to_keep={run.max_to_keep} must be >= 1 (or None to keep all)"),
-        (minibatch is not None, f"{rows} rollouts per step (batch_size {run.batch_size} x group_size "
-                                f"{rl.group_size}) do not split into RLConfig.num_minibatches={rl.num_minibatches}; "
-                                "pick a divisor"),
-        (minibatch is None or not rl.micro_batch_size or minibatch % rl.micro_batch_size == 0,
-         f"minibatch of {minibatch} rollouts is not a multiple of RLConfig.micro_batch_size={rl.micro_batch_size}; "
-         "pick a divisor (0: no accumulation)"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
-
-
-def build_policy(spec: ModelSpec) -> tuple[Transformer, Any]:
+def build_policy(spec: ModelSpec, question: str = verifier.VERIFY_QUESTION) -> tuple[Transformer, Any]:
+    """The policy and its tokenizer; the built-in tokenizer's one-token verify prompt asks ``question``."""
     if spec.hf_dir is not None:
         return load_hf(spec.hf_dir, dtype=jnp.dtype(spec.dtype), compute_dtype=spec.compute_dtype)
-    tokenizer = build_tokenizer() if spec.tokenizer_dir is None else load_tokenizer(spec.tokenizer_dir)
+    tokenizer = _random_model_tokenizer(spec, question)
     return Transformer(_random_model_config(spec, len(tokenizer)), nnx.Rngs(spec.init_seed)), tokenizer
+
+
+def _random_model_tokenizer(spec: ModelSpec, question: str):
+    if spec.tokenizer_dir is None:
+        return build_tokenizer(verifier.base_verify_prompt(question))
+    return load_tokenizer(spec.tokenizer_dir)
 
 
 def _random_model_config(spec: ModelSpec, vocab_size: int) -> ModelConfig:
@@ -174,10 +177,11 @@ def config_path(path: str) -> Path:
     return given if given.is_absolute() or given.exists() else CONFIGS.parent / given
 
 
-def abstract_policy(spec: ModelSpec) -> tuple[ModelConfig, Any]:
+def abstract_policy(spec: ModelSpec, question: str = verifier.VERIFY_QUESTION) -> tuple[ModelConfig, Any]:
     """``(architecture, tokenizer or None)`` without loading weights: ``hf_dir``'s config.json where it exists,
     else ``config_json``, else the random model's sizes. The tokenizer is None when none is on this machine."""
-    if spec.hf_dir is not None and (Path(spec.hf_dir) / "config.json").exists():
+    if spec.hf_dir is not None and (resolve_model_dir(spec.hf_dir) / "config.json").exists():
+        spec = dataclasses.replace(spec, hf_dir=str(resolve_model_dir(spec.hf_dir)))
         hf, tokenizer = json.loads((Path(spec.hf_dir) / "config.json").read_text()), None
         try:
             tokenizer = load_tokenizer(spec.hf_dir)
@@ -200,14 +204,18 @@ def abstract_policy(spec: ModelSpec) -> tuple[ModelConfig, Any]:
         raise FileNotFoundError(f"ModelSpec.hf_dir={spec.hf_dir} has no config.json and ModelSpec.config_json is not "
                                 "set; give the architecture (e.g. configs/models/qwen2_5_math_1_5b/config.json) to "
                                 "plan without the weights")
-    tokenizer = build_tokenizer() if spec.tokenizer_dir is None else load_tokenizer(spec.tokenizer_dir)
+    tokenizer = _random_model_tokenizer(spec, question)
     return _random_model_config(spec, len(tokenizer)), tokenizer
 
 
-def build_records(task: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:
-    """(train, eval) records ``{prompt, gold, level, id}`` with prompts already in the policy's format, without
-    those longer than ``task.max_prompt_tokens``."""
-    train, evals = _task_records(task, tokenizer)
+def build_records(task: TaskSpec, tokenizer, given: tuple[list[dict], list[dict]] | None = None
+                  ) -> tuple[list[dict], list[dict]]:
+    """(train, eval) records ``{prompt, gold, level, id, ...}`` with prompts in the policy's format, without those
+    longer than ``task.max_prompt_tokens``: the task's, or the ``given`` raw records (the Python API's datasets)."""
+    if given is None:
+        train, evals = _task_records(task, tokenizer)
+    else:
+        train, evals = (format_records(records, tokenizer, task.prompt_format) for records in given)
     if task.max_prompt_tokens is None:
         return train, evals
     kept = []
@@ -260,12 +268,20 @@ def _task_records(task: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:
     if task.name == "file":
         if task.train_file is None:
             raise ValueError("TaskSpec.name='file' needs TaskSpec.train_file (a jsonl/parquet path or datasets id)")
-        train = sources.load_records(task.train_file, on_bad_gold=task.on_bad_gold)[0]
-        evals = (sources.load_records(task.eval_file, on_bad_gold=task.on_bad_gold)[0][: task.num_eval]
-                 if task.eval_file else [])
-        fmt = lambda rs: [{**r, "prompt": sources.format_prompt(r["prompt"], tokenizer)} for r in rs]
-        return fmt(train), fmt(evals)
+        need_gold = "math" in task.rewards
+        train = sources.load_records(task.train_file, on_bad_gold=task.on_bad_gold, require_gold=need_gold)[0]
+        evals = (sources.load_records(task.eval_file, on_bad_gold=task.on_bad_gold, require_gold=need_gold)[0]
+                 [: task.num_eval] if task.eval_file else [])
+        return format_records(train, tokenizer, task.prompt_format), format_records(evals, tokenizer,
+                                                                                      task.prompt_format)
     raise ValueError(f"unknown task {task.name!r}; use 'arithmetic', 'digit' or 'file'")
+
+
+def format_records(records: list[dict], tokenizer, prompt_format: str) -> list[dict]:
+    """Records with their prompt rendered for the policy (``TaskSpec.prompt_format``)."""
+    if prompt_format == "math":
+        return [{**r, "prompt": sources.format_prompt(r["prompt"], tokenizer)} for r in records]
+    return [{**r, "prompt": sources.render_messages(r["prompt"], tokenizer)} for r in records]
 
 
 def warm_start_pairs(task: TaskSpec, num: int, mistake_rate: float, seed: int) -> list[tuple[str, str, bool]]:
@@ -295,7 +311,7 @@ class VerifierTokens:
     suppress_ids: tuple[int, ...]  # never sampled: special tokens other than the stops, verifier-only tokens
 
 
-def verifier_tokens(tokenizer) -> VerifierTokens:
+def verifier_tokens(tokenizer, question: str = verifier.VERIFY_QUESTION) -> VerifierTokens:
     """Verify prompt, Yes/No ids, stop ids and the ids the policy must never sample.
 
     The suffix starts with the end-of-turn token for chat models: the sampler drops the stop token from the cache,
@@ -305,18 +321,24 @@ def verifier_tokens(tokenizer) -> VerifierTokens:
     sampled would be out-of-distribution solutions for the verifier to score.
     """
     stop = {tokenizer.eos_token_id, verifier.end_of_turn_id(tokenizer)} - {None}
-    yes_id, no_id = verifier.yes_no_token_ids(tokenizer)
+    yes_id, no_id = verifier.yes_no_token_ids(tokenizer, question=question)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    suffix = tuple(verifier.verify_prompt_ids(tokenizer))
+    suffix = tuple(verifier.verify_prompt_ids(tokenizer, question=question))
+    if question not in tokenizer.decode(suffix):  # a tokenizer that drops characters would ask something else
+        raise ValueError(f"the tokenizer cannot encode the verify question {question!r} (it reads back as "
+                         f"{tokenizer.decode(suffix)!r}); ask it in characters the tokenizer covers "
+                         "(VerifierConfig.question)")
     added = set(tokenizer.get_added_vocab().values())
     suppress = (set(tokenizer.all_special_ids) | (added & {*suffix, yes_id, no_id})) - stop
     return VerifierTokens(suffix, yes_id, no_id, tuple(sorted(stop)), pad, tuple(sorted(suppress)))
 
 
-def statics(graphdef, tx, rl: RLConfig, tokenizer) -> Statics:
-    """What the jitted RL steps close over, for this policy's tokenizer."""
-    vt = verifier_tokens(tokenizer)
-    return Statics(graphdef, tx, rl, vt.suffix, vt.yes_id, vt.no_id, vt.stop_ids, vt.pad_id, vt.suppress_ids)
+def statics(graphdef, tx, rl: RLConfig, tokenizer, verify: verifier.VerifierConfig = verifier.VerifierConfig()
+            ) -> Statics:
+    """What the jitted RL steps close over, for this policy's tokenizer and verify question."""
+    vt = verifier_tokens(tokenizer, verify.question)
+    return Statics(graphdef, tx, rl, vt.suffix, vt.yes_id, vt.no_id, vt.stop_ids, vt.pad_id, vt.suppress_ids,
+                   verify_threshold=verify.threshold)
 
 
 def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
@@ -327,29 +349,3 @@ def decode_completions(tokenizer, tokens, lengths, finished) -> list[str]:
     """Completion texts without the stop token, from ``[R, N]`` host arrays."""
     return [tokenizer.decode(row[: n - int(f)], skip_special_tokens=False)
             for row, n, f in zip(tokens.tolist(), lengths.tolist(), finished.tolist())]
-
-
-def config_dict(architecture: ModelConfig | None = None) -> dict:
-    """The run's resolved settings, stored with each checkpoint. With the policy's ``architecture`` (what a
-    checkpoint's arrays are shaped by), which is compared on resume instead of ``model``'s paths: a base model
-    copied elsewhere (e.g. to a job's scratch disk) resumes."""
-    asdict = lambda c: json.loads(json.dumps(dataclasses.asdict(c)))  # tuples -> lists, as JSON restores them
-    config = {"model": asdict(ModelSpec()), "warm_start": asdict(WarmStartConfig()), "task": asdict(TaskSpec()),
-              "run": asdict(RunConfig()), "rl": asdict(RLConfig()), "optim": asdict(OptimConfig()),
-              "mesh": asdict(MeshConfig()), "conventions": asdict(Conventions())}
-    return config if architecture is None else {**config, "architecture": asdict(architecture)}
-
-
-def resolved_gin() -> str:
-    """Every gin binding of this run, included files resolved: ``--gin_file`` of this text reproduces it."""
-    return "# The resolved configuration of this run: python -m rlvjax.train --gin_file config.gin reproduces it.\n" \
-        + gin.config_str()
-
-
-def write_resolved_config(workdir: Path) -> None:
-    """``config.json`` (:func:`config_dict`) and ``config.gin`` (:func:`resolved_gin`) in ``workdir``, each
-    replaced whole."""
-    for name, text in (("config.json", json.dumps(config_dict(), indent=2) + "\n"), ("config.gin", resolved_gin())):
-        tmp = workdir / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(workdir / name)

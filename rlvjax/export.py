@@ -13,7 +13,9 @@ from pathlib import Path
 
 from rlvjax import evaluate
 from rlvjax.checkpoint import Checkpointer
+from rlvjax.config import Config
 from rlvjax.model.hf import save_hf
+from rlvjax.rl import verifier
 
 
 def export(workdir, out, *, step: int | None = None, overwrite: bool = False) -> int:
@@ -30,8 +32,10 @@ def export(workdir, out, *, step: int | None = None, overwrite: bool = False) ->
             raise FileNotFoundError(f"no complete checkpoint in {checkpoint_dir}; train there first")
         step = checkpoints.latest_step() if step is None else step
         stored = checkpoints.read_config(step)  # a step that was not saved fails here, listing the saved ones
-    model, tokenizer = evaluate.load_checkpoint_policy(workdir, step, stored)
+    config = Config.from_dict(stored)
+    model, tokenizer = evaluate.load_checkpoint_policy(workdir, step, config)
     save_hf(model, tokenizer, out)
+    verifier.save_config(config.verifier, out)
     return step
 
 

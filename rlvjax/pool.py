@@ -13,7 +13,8 @@ import jax
 import numpy as np
 
 from rlvjax import experiment, parallel, sampling
-from rlvjax.rewards.math import grade_completions
+from rlvjax.rewards.math import extract_answer
+from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import diagnostics, steps
 
 EVAL_PROMPTS = 32  # problems per call of the engine
@@ -40,14 +41,15 @@ class PoolSampler:
                    steps.jit_rollout(statics, mesh, parallel.shardings(params, mesh), rows))
 
 
-def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], *, seed: int,
+def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], reward: Rewards, *, seed: int,
                 batch_size: int = EVAL_PROMPTS) -> dict[str, np.ndarray]:
     """``sampler.num_samples`` samples per problem, ``batch_size`` problems per call of the engine: ``texts`` /
-    ``answers`` (object ``[P, K]``), ``correct``, ``yes_logp``, ``no_logp``, ``lengths``, ``finished``."""
+    ``answers`` (object ``[P, K]``: the stated final answers the votes group), ``rewards``, ``correct`` (reward >=
+    the verifier's threshold), ``yes_logp``, ``no_logp``, ``lengths``, ``finished``."""
     statics, mesh, num_samples, sample = sampler.statics, sampler.mesh, sampler.num_samples, sampler.fn
     parallel_rows = mesh.shape["data"] * mesh.shape["fsdp"]
     batch_size = max(parallel_rows, batch_size // parallel_rows * parallel_rows)
-    texts, answers, correct, yes, no, lengths, finished = [], [], [], [], [], [], []
+    texts, rewards, yes, no, lengths, finished = [], [], [], [], [], []
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
         padded = chunk + [chunk[-1]] * (-len(chunk) % parallel_rows)  # fill the mesh; extra rows are dropped
@@ -63,23 +65,23 @@ def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], *,
                                                     chunk_finished.ravel())
         lengths.append(chunk_lengths)
         finished.append(chunk_finished)
-        chunk_correct, chunk_answers = grade_completions(chunk_texts, [r["gold"] for r in chunk for _ in range(k)])
+        rows = [r for r in chunk for _ in range(k)]
+        rewards.append(reward([r["prompt"] for r in rows], chunk_texts, rows).reshape(-1, k))
         texts += chunk_texts
-        answers += chunk_answers
-        correct.append(chunk_correct.reshape(-1, k))
         yes.append(vlp[..., 0])
         no.append(vlp[..., 1])
-    shape = (len(records), num_samples)
+    shape, rewards = (len(records), num_samples), np.concatenate(rewards)
     return {"texts": np.asarray(texts, dtype=object).reshape(shape),
-            "answers": np.asarray(answers, dtype=object).reshape(shape), "correct": np.concatenate(correct),
+            "answers": np.asarray([extract_answer(t) for t in texts], dtype=object).reshape(shape),
+            "rewards": rewards, "correct": rewards >= statics.verify_threshold,
             "yes_logp": np.concatenate(yes), "no_logp": np.concatenate(no), "lengths": np.concatenate(lengths),
             "finished": np.concatenate(finished)}
 
 
 
-def quick_eval(sampler: PoolSampler, params, tokenizer, records, *, seed: int) -> dict[str, float]:
+def quick_eval(sampler: PoolSampler, params, tokenizer, records, reward: Rewards, *, seed: int) -> dict[str, float]:
     """The periodic in-training eval: pass@1, best-of-K by verifier score, verifier accuracy on held-out rollouts."""
-    pool = sample_pool(sampler, params, tokenizer, records, seed=seed)
+    pool = sample_pool(sampler, params, tokenizer, records, reward, seed=seed)
     correct, score = pool["correct"], pool["yes_logp"] - pool["no_logp"]
     best = np.take_along_axis(correct, np.argmax(score, axis=1)[:, None], axis=1)
     ver = diagnostics.verifier_stats(pool["yes_logp"].ravel(), pool["no_logp"].ravel(), correct.ravel())

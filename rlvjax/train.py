@@ -4,13 +4,14 @@
 The RL^V iteration, top to bottom: sample -> grade -> advantages -> update (L_RL + lambda * L_V) -> log ->
 checkpoint -> periodic eval; then (``RunConfig.baseline``) the same for lambda = 0 from the same warm start; then the
 report: warm start, RL^V and its baseline at the training temperature (and ``RunConfig.eval_temperature``).
-Everything configurable is a gin-bound dataclass (see ``experiment.py``, ``rl/steps.py``, ``parallel.py``); with no
-flags this runs ``configs/default.gin`` on the CPU.
+Everything configurable is one :class:`rlvjax.config.Config` value, built here from gin (docs/config.md lists every
+field); with no flags this runs ``configs/default.gin`` on the CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -27,16 +28,17 @@ from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from rlvjax import cli, evaluate, experiment, memory, parallel, sampling, sft, testtime
+from rlvjax import cli, evaluate, experiment, memory, parallel, sampling, sft
+from rlvjax.config import Config
 from rlvjax.checkpoint import ARCHITECTURE_KEYS, Checkpointer, check_free_space, ensure_writable
 from rlvjax.data import pipeline
 from rlvjax.lock import workdir_lock
 from rlvjax.metrics import MetricsWriter
 from rlvjax.model.hf import load_hf, save_hf
 from rlvjax.pool import PoolSampler, quick_eval
-from rlvjax.rewards.math import grade_completions
+from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import advantages as advantages_lib
-from rlvjax.rl import diagnostics, steps, vineppo
+from rlvjax.rl import diagnostics, steps, verifier, vineppo
 
 CONFIGS = experiment.CONFIGS
 GIN_SEARCH_PATH = str(CONFIGS.parent)
@@ -57,8 +59,13 @@ flags.DEFINE_bool("dry_run", False, "plan and compile the run's steps for its me
                   "either exceeds the device budget; writes nothing")
 
 
-def train(workdir: str, *, resume: bool = False, resume_step: int | None = None) -> list[dict]:
-    """Run the configured RL^V training; returns the logged metrics of the steps it ran.
+def train(config: Config, workdir: str, *, resume: bool = False, resume_step: int | None = None,
+          reward: Rewards | None = None, records: tuple[list[dict], list[dict]] | None = None) -> list[dict]:
+    """Run RL^V training as ``config`` says; returns the logged metrics of the steps it ran.
+
+    ``reward``: reward functions given as objects (the Python API), else ``config.task.rewards`` by name. ``records``:
+    ``(train, eval)`` records given in memory instead of ``config.task``'s; they are written to ``WORKDIR/data/`` and
+    the run's config.gin names them there, so the CLI reproduces the run.
 
     Everything that can be wrong with the config, the model or the data fails before anything is written. A run
     killed at any point and restarted with ``resume=True`` continues from its latest complete checkpoint and logs
@@ -68,16 +75,19 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
     """
     if resume_step is not None and not resume:
         raise ValueError(f"--checkpoint {resume_step} chooses the step to resume from; pass it with --resume")
-    mesh_cfg = parallel.MeshConfig()
-    parallel.initialize_distributed(mesh_cfg)  # first: building RLConfig already runs JAX (its checks)
-    run, rl, optim = experiment.RunConfig(), steps.RLConfig(), steps.OptimConfig()
-    experiment.check_run_config(run, rl)
+    parallel.initialize_distributed(config.mesh)  # before anything touches a device
+    run, rl, optim, warm, task = config.run, config.rl, config.optim, config.warm_start, config.task
     use_compilation_cache(run.compilation_cache_dir)
-    mesh = parallel.make_mesh(mesh_cfg)
+    mesh = parallel.make_mesh(config.mesh)
     parallel.check_batch(run.batch_size, mesh, "batch_size (prompts per step)")
-    model, tokenizer = experiment.build_policy(experiment.ModelSpec())
-    train_records, eval_records = experiment.build_records(experiment.TaskSpec(), tokenizer)
-    vt = experiment.verifier_tokens(tokenizer)
+    reward = reward or Rewards(task.rewards, task.reward_weights)
+    model, tokenizer = experiment.build_policy(config.model, config.verifier.question)
+    given = records is not None
+    train_records, eval_records = records if given else experiment.build_records(task, tokenizer)
+    for name, split in (("train", train_records), ("eval", eval_records)):
+        if split:
+            reward.check_columns(split, name)
+    vt = experiment.verifier_tokens(tokenizer, config.verifier.question)
     # What each device will hold, printed; a run that cannot fit is refused here, before anything is compiled.
     prompt_tokens = memory.max_prompt_tokens(tokenizer, [r["prompt"] for r in train_records + eval_records])
     longest = prompt_tokens + rl.max_new_tokens + len(vt.suffix)  # prompt, completion, the verify prompt
@@ -87,15 +97,15 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
                          f"max_position_embeddings={model.config.max_position_embeddings}; lower "
                          "RLConfig.max_new_tokens or TaskSpec.max_prompt_tokens")
     memory.enforce(memory.plan(model.config, rl, run, mesh, prompt_tokens=prompt_tokens, verify_tokens=len(vt.suffix),
-                               optim=optim, eval_problems=len(eval_records)), echo=jax.process_index() == 0)
-    warm = sft.WarmStartConfig()
+                               optim=optim, eval_problems=len(eval_records)), config.memory,
+                   echo=jax.process_index() == 0)
     if warm.num_steps:  # a task without generated solutions fails now, not after the workdir exists
-        experiment.warm_start_pairs(experiment.TaskSpec(), 0, warm.mistake_rate, warm.seed)
+        experiment.warm_start_pairs(task, 0, warm.mistake_rate, warm.seed)
     indexed = [{**r, "index": i} for i, r in enumerate(train_records)]
     data = pipeline.make_iterator(indexed, batch_size=run.batch_size // jax.process_count(), seed=run.seed,
                                   shard_index=jax.process_index(), shard_count=jax.process_count())
-    for name, records in (("train", train_records), ("eval", eval_records)):
-        experiment.check_encodable(tokenizer, records, name)  # else the model would see another problem
+    for name, split in (("train", train_records), ("eval", eval_records)):
+        experiment.check_encodable(tokenizer, split, name)  # else the model would see another problem
     graphdef, params = nnx.split(model)
     params = nnx.to_pure_dict(params)
     workdir = Path(workdir).absolute()
@@ -103,7 +113,11 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
     ensure_writable(epath.Path(workdir), "workdir")
     with workdir_lock(workdir, enabled=jax.process_index() == 0), preemption_notice() as notice:
         checkpoints = Checkpointer(workdir / "checkpoints", max_to_keep=run.max_to_keep)
-        config = experiment.config_dict(model.config)
+        if given:  # the written config names the data where this run keeps it
+            config = dataclasses.replace(config, task=dataclasses.replace(
+                task, name="file", train_file=str(workdir / "data" / "train.jsonl"),
+                eval_file=str(workdir / "data" / "eval.jsonl") if eval_records else None))
+        stored = {**config.to_dict(), "architecture": json.loads(json.dumps(dataclasses.asdict(model.config)))}
         latest = checkpoints.latest_step()
         if latest is not None and not resume:
             raise FileExistsError(f"{workdir} already holds checkpoints (latest step {latest}); pass --resume to "
@@ -112,21 +126,21 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
             raise FileNotFoundError(f"no checkpoint for step {resume_step} in {checkpoints.directory} to resume from; "
                                     f"saved steps: {checkpoints.all_steps()}")
         if warm.num_steps and latest is None:
-            pairs = experiment.warm_start_pairs(experiment.TaskSpec(), warm.num_examples, warm.mistake_rate,
-                                                warm.seed)
+            pairs = experiment.warm_start_pairs(task, warm.num_examples, warm.mistake_rate, warm.seed)
             params = sft.warm_start(graphdef, params, tokenizer, pairs, warm, eos_id=tokenizer.eos_token_id,
                                     pad_id=vt.pad_id, verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id),
                                     progress=jax.process_index() == 0)
             if jax.process_index() == 0:
                 save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "warm_start")
+                verifier.save_config(config.verifier, workdir / "warm_start")
         tx = optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
-        statics = experiment.statics(graphdef, tx, rl, tokenizer)
+        statics = experiment.statics(graphdef, tx, rl, tokenizer, config.verifier)
         state = steps.init_state(params, tx, seed=run.seed, keep_reference=rl.beta > 0)
         state = jax.device_put(state, parallel.shardings(state, mesh))
         if latest is not None:
             abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
             state, data_state, _, restored, skipped = checkpoints.restore_intact(abstract, resume_step,
-                                                                                 config=config, keys=RESUME_KEYS)
+                                                                                 config=stored, keys=RESUME_KEYS)
             newer = [s for s in checkpoints.all_steps() if s > restored]
             if newer:
                 aside = checkpoints.set_aside(newer)
@@ -136,7 +150,7 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
             data.set_state(data_state)
         jitted = steps.jit_steps(statics, mesh, state)
         eval_sampler = PoolSampler.build(statics, mesh, state.params, num_samples=run.eval_samples,
-                                                  temperature=run.eval_temperature) if eval_records else None
+                                         temperature=run.eval_temperature) if eval_records else None
         step_values = advantages_lib.uses_step_values(rl.algorithm)
         start = int(state.step)
         if jax.process_index() == 0:
@@ -144,7 +158,9 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
         writer = MetricsWriter(workdir, total_steps=run.num_steps, initial_step=start,
                                enabled=jax.process_index() == 0)
         if jax.process_index() == 0:  # what this invocation runs, now that every check has passed
-            experiment.write_resolved_config(workdir)
+            if given:
+                write_records(workdir / "data", {"train": train_records, "eval": eval_records})
+            write_config(config, workdir)
         notice.defer()  # from here a SIGTERM is honoured at the next step boundary, with a checkpoint
         rows2 = parallel.batch_sharding(mesh, 2)
         history = []
@@ -164,14 +180,14 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
                 b, g, n = tokens.shape
                 texts = experiment.decode_completions(tokenizer, tokens.reshape(b * g, n), lengths.ravel(),
                                                       finished.ravel())
-                golds = [r["gold"] for r in batch for _ in range(g)]
-                rewards = grade_completions(texts, golds)[0].astype(np.float32).reshape(b, g)
+                rows = [batch[i // g] for i in range(b * g)]
+                rewards = reward([r["prompt"] for r in rows], texts, rows).reshape(b, g)
                 t2 = time.perf_counter()
                 if step_values:  # VinePPO: Monte-Carlo values of every step prefix, then per-token advantages
                     value_fn = vineppo.value_sampler(nnx.merge(graphdef, state.params), tokenizer, rl, vt,
                                                      seed=run.seed + 7919 * step)
                     token_adv, _ = vineppo.token_advantages(
-                        value_fn, tokenizer, [prompts[i // g] for i in range(b * g)], golds,
+                        value_fn, tokenizer, [prompts[i // g] for i in range(b * g)], [r["gold"] for r in rows],
                         tokens.reshape(b * g, n), lengths.ravel(), texts, rewards.ravel(),
                         max_steps=rl.vineppo_max_steps, whiten=rl.whiten_advantages)
                     token_adv = token_adv.reshape(b, g, n).astype(np.float32)
@@ -186,20 +202,21 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
                 t3 = time.perf_counter()
                 # Skipped (non-finite) updates in a row; optax applies the next one whatever it holds.
                 nonfinite_run = int(jax.device_get(state.opt_state.notfinite_count))
-                metrics = {**diagnostics.rollout_stats(rewards, adv, lengths, finished, verify_lp), **update_metrics,
+                metrics = {**diagnostics.rollout_stats(rewards, adv, lengths, finished, verify_lp,
+                                                       config.verifier.threshold), **update_metrics,
                            "consecutive_nonfinite": nonfinite_run,
                            "time/rollout_s": t1 - t0, "time/grade_s": t2 - t1, "time/update_s": t3 - t2,
                            "rollout_tokens_per_s": float(lengths.sum()) / (t1 - t0),
                            "update_tokens_per_s": float(update_batch.input_ids.size) * rl.num_ppo_epochs / (t3 - t2)}
                 if eval_records and ((run.eval_every and (step + 1) % run.eval_every == 0)
                                      or step + 1 == run.num_steps):
-                    metrics.update(quick_eval(eval_sampler, state.params, tokenizer, eval_records,
-                                                       seed=run.seed))
+                    metrics.update(quick_eval(eval_sampler, state.params, tokenizer, eval_records, reward,
+                                              seed=run.seed))
                 history.append(writer.write(step + 1, metrics))
                 if (step + 1) % run.log_every == 0:
                     p_yes = 1.0 / (1.0 + np.exp(verify_lp[..., 1] - verify_lp[..., 0]))
                     writer.samples(step + 1, [{"prompt": batch[i // g]["prompt"], "completion": texts[i],
-                                               "gold": batch[i // g]["gold"], "reward": float(rewards.flat[i]),
+                                               "gold": batch[i // g].get("gold"), "reward": float(rewards.flat[i]),
                                                "p_yes": float(p_yes.flat[i])} for i in range(min(4, b * g))])
                 if nonfinite_run >= optim.max_consecutive_nonfinite:
                     checkpoints.wait()
@@ -212,7 +229,7 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
                         "--resume")
                 preempted = agree(notice.received())
                 if (step + 1) % run.checkpoint_every == 0 or step + 1 == run.num_steps or preempted:
-                    checkpoints.save(step + 1, state, data_state=data.get_state(), config=config, force=preempted)
+                    checkpoints.save(step + 1, state, data_state=data.get_state(), config=stored, force=preempted)
                 if preempted:
                     checkpoints.wait()
                     raise cli.Preempted(f"{notice.name}: saved the checkpoint of step {step + 1} in "
@@ -221,6 +238,7 @@ def train(workdir: str, *, resume: bool = False, resume_step: int | None = None)
                 params = multihost_utils.process_allgather(state.params, tiled=True)
                 if jax.process_index() == 0:
                     save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "final")
+                    verifier.save_config(config.verifier, workdir / "final")
                 multihost_utils.sync_global_devices("final policy exported")
         finally:  # on every exit: pending saves complete (a kill -9 is the only way to leave a half-written one)
             checkpoints.wait()
@@ -336,25 +354,49 @@ def agree(flag: bool) -> bool:
     return bool(np.asarray(multihost_utils.process_allgather(np.asarray([flag]))).any())
 
 
-def final_report(workdir, policies: dict[str, Path], *, num_samples: int, seed: int,
-                 temperatures: tuple[float, ...] | None = None) -> dict:
-    """Evaluate HF policy directories on the configured task's eval set at each temperature (the first is the
-    headline; default: the training temperature alone); write eval.json + scaling.png, print the summary."""
-    rl, mesh = steps.RLConfig(), parallel.make_mesh(parallel.MeshConfig())
-    temperatures = temperatures or (rl.temperature,)
-    conventions = testtime.Conventions()
+def write_config(config: Config, workdir: Path) -> None:
+    """``config.json`` (:meth:`Config.to_dict`) and ``config.gin`` (:meth:`Config.to_gin`) in ``workdir``, each
+    replaced whole."""
+    for name, text in (("config.json", json.dumps(config.to_dict(), indent=2) + "\n"), ("config.gin", config.to_gin())):
+        tmp = workdir / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(workdir / name)
+
+
+def write_records(directory: Path, splits: dict[str, list[dict]]) -> None:
+    """Records given in memory, as ``DIR/<split>.jsonl`` (the raw problem as ``prompt``, every other column)."""
+    directory.mkdir(exist_ok=True)
+    for name, split in splits.items():
+        if split:
+            tmp = directory / f".{name}.jsonl.tmp"
+            tmp.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "index"}) + "\n" for r in split),
+                           encoding="utf-8")
+            tmp.replace(directory / f"{name}.jsonl")
+
+
+def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: Rewards | None = None,
+                 records: list[dict] | None = None) -> dict:
+    """Evaluate HF policy directories on the eval set (``records``, else the task's) at the training temperature
+    (the headline) and at ``RunConfig.eval_temperature`` when it differs; write eval.json + scaling.png, print the
+    summary."""
+    rl, run = config.rl, config.run
+    mesh = parallel.make_mesh(config.mesh)
+    temperatures = tuple(dict.fromkeys([rl.temperature, run.eval_temperature or rl.temperature]))
+    reward = reward or Rewards(config.task.rewards, config.task.reward_weights)
     reports, correct = {}, {}
     for name, path in policies.items():
         model, tokenizer = load_hf(path)
-        records = experiment.build_records(experiment.TaskSpec(), tokenizer)[1]
+        eval_records = records if records is not None else experiment.build_records(config.task, tokenizer)[1]
         for t in temperatures:
             key = evaluate.temperature_key(t)
-            rep, pool = evaluate.evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=num_samples,
-                                                 seed=seed, temperature=t, conventions=conventions)
+            rep, pool = evaluate.evaluate_policy(model, tokenizer, eval_records, rl, mesh,
+                                                 num_samples=run.final_eval_samples, seed=run.seed, temperature=t,
+                                                 conventions=config.conventions, verify=config.verifier,
+                                                 reward=reward)
             reports.setdefault(key, {})[name] = rep
             correct.setdefault(key, {})[name] = pool["correct"]
     evaluation = evaluate.assemble(reports, correct, train_temperature=rl.temperature,
-                                   headline_temperature=temperatures[0], seed=seed)
+                                   headline_temperature=temperatures[0], seed=run.seed)
     if jax.process_index() == 0:
         json_path, png_path = evaluate.write_report(evaluation, workdir)
         print(evaluate.summary(evaluation))
@@ -362,27 +404,28 @@ def final_report(workdir, policies: dict[str, Path], *, num_samples: int, seed: 
     return evaluation
 
 
-def run_and_report(workdir, *, resume: bool = False, resume_step: int | None = None) -> dict | None:
-    """Train; with ``RunConfig.baseline`` also train the lambda = 0 baseline from the same warm start; then the
-    end-of-run report."""
+def train_with_baseline(config: Config, workdir, *, resume: bool = False, resume_step: int | None = None,
+                        reward: Rewards | None = None, records: tuple[list[dict], list[dict]] | None = None
+                        ) -> tuple[list[dict], dict[str, Path]]:
+    """Train; with ``RunConfig.baseline`` also train the lambda = 0 baseline from the same warm start, in
+    ``WORKDIR/baseline_lambda0``. Returns the run's logged metrics and the exported policies by name."""
     workdir = Path(workdir)
-    train(str(workdir), resume=resume, resume_step=resume_step)
-    run, rl = experiment.RunConfig(), steps.RLConfig()
+    history = train(config, str(workdir), resume=resume, resume_step=resume_step, reward=reward, records=records)
     policies = {name: workdir / name for name in ("warm_start", "final") if (workdir / name).exists()}
-    if run.baseline:
+    if config.run.baseline:
         baseline = workdir / "baseline_lambda0"
-        with gin.unlock_config():
-            gin.bind_parameter("RLConfig.lambda_verify", 0.0)
-            if "warm_start" in policies:  # the same starting point, not a second warm start
-                gin.bind_parameter("ModelSpec.hf_dir", str(policies["warm_start"]))
-                gin.bind_parameter("WarmStartConfig.num_steps", 0)
-        train(str(baseline), resume=resume)
+        warm = str(policies["warm_start"]) if "warm_start" in policies else None
+        train(config.lambda0_baseline(warm), str(baseline), resume=resume, reward=reward, records=records)
         policies["lambda0"] = baseline / "final"
-    if not (run.final_eval_samples and run.export_final):
+    return history, policies
+
+
+def run_and_report(config: Config, workdir, *, resume: bool = False, resume_step: int | None = None) -> dict | None:
+    """:func:`train_with_baseline`, then the end-of-run report (``RunConfig.final_eval_samples``)."""
+    _, policies = train_with_baseline(config, workdir, resume=resume, resume_step=resume_step)
+    if not (config.run.final_eval_samples and config.run.export_final):
         return None
-    temperatures = tuple(dict.fromkeys([rl.temperature, run.eval_temperature or rl.temperature]))
-    return final_report(workdir, policies, num_samples=run.final_eval_samples, seed=run.seed,
-                        temperatures=temperatures)
+    return final_report(config, workdir, policies)
 
 
 def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step: int | None = None,
@@ -390,14 +433,15 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step:
     """What the CLI does once its flags are parsed (tests call it in-process, wrapped in ``cli.run_main``)."""
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress bar says enough
     cli.parse_gin(gin_files or [str(CONFIGS / "default.gin")], gin_params, search_paths=(GIN_SEARCH_PATH,))
+    config = Config.from_gin()
     if print_config:
-        print(experiment.resolved_gin(), end="")
+        print(config.to_gin(), end="")
         return None
     if dry_run:
         from rlvjax import dry_run as dry_run_lib
 
-        return dry_run_lib.run(echo=True)
-    return run_and_report(workdir, resume=resume, resume_step=resume_step)
+        return dry_run_lib.run(config, echo=True)
+    return run_and_report(config, workdir, resume=resume, resume_step=resume_step)
 
 
 def main(argv):

@@ -1,8 +1,10 @@
-"""Math problem records from local files or `datasets`: ``{"prompt", "gold", "level", "id"}`` plain dicts.
+"""Problem records from local files or `datasets`: ``{"prompt", "gold", "level", "id", ...}`` plain dicts.
 
 Every source (Hendrycks MATH, MATH-500, AIME, a generic prompt/gold file) is mapped to the same four fields so the
-pipeline, the grader and the evaluator never need to know where a problem came from. ``prompt`` is the raw problem
-text; chat formatting is applied later by :func:`format_prompt`, once the tokenizer is known.
+pipeline, the grader and the evaluator never need to know where a problem came from; the row's other columns are kept
+as they are, for reward functions that read them. Data for a reward other than the math grader may have no gold
+answer (``require_gold=False``). ``prompt`` is the raw problem text; chat formatting is applied later by
+:func:`format_prompt`, once the tokenizer is known.
 
 Errors are one line naming the file, the row and the fix, because a bad data file is the most common way a long
 training run dies in its first minute.
@@ -30,6 +32,7 @@ SCHEMAS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]] = {
     "math500": (("problem",), ("answer",), "level"),
     "aime": (("problem",), ("answer",), None),
     "generic": (("prompt", "question"), ("gold", "answer"), "level"),
+    "prompt": (("prompt", "question", "problem"), (), "level"),  # no gold (require_gold=False)
 }
 
 ID_FIELDS = ("id", "unique_id")
@@ -54,6 +57,7 @@ def load_records(
     split: str = "train",
     name: str | None = None,
     on_bad_gold: str = "skip",
+    require_gold: bool = True,
 ) -> tuple[list[dict], LoadStats]:
     """Loads problems as ``[{"prompt", "gold", "level", "id"}]`` from a .jsonl/.json/.parquet file or `datasets`.
 
@@ -62,6 +66,8 @@ def load_records(
     last ``\\boxed{}``, "math500"/"aime"/"generic" from an answer field); None detects it from the first row's fields.
     ``split`` and ``name`` (the dataset config, e.g. a MATH subject) only apply to `datasets` sources. Rows whose
     gold cannot be determined are skipped and counted (``on_bad_gold="skip"``) or raise (``"error"``).
+    ``require_gold=False`` (a reward that reads other columns): a row needs only a problem; a gold answer is kept
+    when the schema has one.
     """
     if on_bad_gold not in ("skip", "error"):
         raise ValueError(f"on_bad_gold={on_bad_gold!r}; use 'skip' or 'error'")
@@ -69,9 +75,20 @@ def load_records(
         raise ValueError(f"fmt={fmt!r} is not a known schema; use one of {sorted(SCHEMAS)} or None to auto-detect")
     source = os.fspath(path_or_id)
     rows, places = _read_rows(source, split, name)
+    return from_rows(rows, places, source=source, fmt=fmt, on_bad_gold=on_bad_gold, require_gold=require_gold)
+
+
+def from_rows(rows: list[dict], places: list[str] | None = None, *, source: str = "the dataset", fmt=None,
+              on_bad_gold: str = "skip", require_gold: bool = True) -> tuple[list[dict], LoadStats]:
+    """:func:`load_records` for rows already in memory (a list of dicts, a ``datasets.Dataset``); ``places`` name
+    them in errors (default "row N")."""
+    rows = list(rows)
+    if any(not isinstance(row, dict) for row in rows):
+        raise ValueError(f"{source}: rows must be dicts (column -> value)")
+    places = places or [f"row {i + 1}" for i in range(len(rows))]
     if not rows:
         raise ValueError(f"{source} has no rows; point at a file or split with at least one problem")
-    schema = fmt or detect_schema(rows[0], source, places[0])
+    schema = fmt or detect_schema(rows[0], source, places[0], require_gold)
     stem = Path(source).stem if Path(source).suffix in FILE_SUFFIXES else Path(source).name
     records, bad = [], []
     for index, (row, place) in enumerate(zip(rows, places)):
@@ -95,9 +112,11 @@ def load_records(
     return records, stats
 
 
-def detect_schema(row: dict, source: str = "<rows>", place: str = "row 1") -> str:
+def detect_schema(row: dict, source: str = "<rows>", place: str = "row 1", require_gold: bool = True) -> str:
     """Names the schema of a row from its fields: answer beats solution because MATH-500 carries both."""
     keys = set(row)
+    if not require_gold and not keys & {"gold", "answer", "solution"} and keys & {"prompt", "question", "problem"}:
+        return "prompt"
     if "problem" in keys and "answer" in keys:
         return "math500" if "level" in keys else "aime"
     if "problem" in keys and "solution" in keys:
@@ -113,15 +132,22 @@ def detect_schema(row: dict, source: str = "<rows>", place: str = "row 1") -> st
 def to_record(row: dict, schema: str, *, source: str, place: str, default_id: str) -> dict | None:
     """Maps one raw row to a record; None when its gold cannot be determined (empty answer, no \\boxed{})."""
     problem_fields, gold_fields, level_field = SCHEMAS[schema]
-    prompt = row[_first_field(row, problem_fields, source, place)]
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError(f"{source}: {place} has an empty or non-text problem ({prompt!r}); fix or drop the row")
-    gold = _gold(row[_first_field(row, gold_fields, source, place)], from_solution=schema == "math")
-    if gold is None:
+    problem_field = _first_field(row, problem_fields, source, place)
+    prompt = row[problem_field]
+    messages = isinstance(prompt, list) and prompt and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt)
+    if not messages and (not isinstance(prompt, str) or not prompt.strip()):
+        raise ValueError(f"{source}: {place} has an empty problem or one that is neither text nor chat messages "
+                         f"([{{'role': ..., 'content': ...}}]): {prompt!r}; fix or drop the row")
+    gold = _gold(row[_first_field(row, gold_fields, source, place)], from_solution=schema == "math") \
+        if gold_fields else None
+    if gold is None and gold_fields:
         return None
     level = _level(row.get(level_field)) if level_field else None
     row_id = next((row[f] for f in ID_FIELDS if row.get(f) is not None), default_id)
-    return {"prompt": prompt, "gold": gold, "level": level, "id": str(row_id)}
+    columns = {k: v for k, v in row.items() if k != problem_field}  # for reward functions that read them
+    return {**columns, "prompt": prompt, **({"gold": gold} if gold_fields else {}), "level": level,
+            "id": str(row_id)}
 
 
 def format_prompt(problem: str, tokenizer: Any = None, *, instruction: str = QWEN_MATH_INSTRUCTION) -> str:
@@ -142,6 +168,17 @@ def format_prompt(problem: str, tokenizer: Any = None, *, instruction: str = QWE
         return render([{"role": "system", "content": instruction}, {"role": "user", "content": problem}])
     except jinja2.TemplateError:  # e.g. Gemma/Mistral templates raise "System role not supported"
         return render([{"role": "user", "content": f"{problem}\n{instruction}"}])
+
+
+def render_messages(prompt: str | list[dict], tokenizer: Any) -> str:
+    """A prompt as the policy reads it under ``prompt_format="as_is"``: a string verbatim; chat messages
+    (``[{"role", "content"}, ...]``) rendered with the tokenizer's chat template and the assistant header."""
+    if isinstance(prompt, str):
+        return prompt
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("a prompt is a list of chat messages but the tokenizer has no chat template; give prompts "
+                         "as strings or use a chat model")
+    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
 
 
 def _first_field(row: dict, fields: tuple[str, ...], source: str, place: str) -> str:

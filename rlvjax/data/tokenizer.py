@@ -41,8 +41,9 @@ def _byte_level(char: str) -> str:
     return "".join(piece for piece, _ in _BYTE_LEVEL.pre_tokenize_str(char))
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """The task tokenizer, built in memory (no download)."""
+def build_tokenizer(verify_prompt: str = BASE_VERIFY_PROMPT) -> PreTrainedTokenizerFast:
+    """The task tokenizer, built in memory (no download); ``verify_prompt`` (``base_verify_prompt`` of the run's
+    verify question) is its one-token verify prompt."""
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + tuple(_byte_level(c) for c in CHARACTERS))}
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None, continuing_subword_prefix="",
                                    end_of_word_suffix="", fuse_unk=False, byte_fallback=False))
@@ -52,7 +53,8 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     # Added tokens are matched in the raw text before the model sees it, longest match first.
-    backend.add_tokens([AddedToken(t, normalized=False) for t in WORD_TOKENS])
+    words = (WORD_TOKENS[0], verify_prompt, *WORD_TOKENS[2:])
+    backend.add_tokens([AddedToken(t, normalized=False) for t in words])
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>",
                                    eos_token="<eos>", unk_token="<unk>", clean_up_tokenization_spaces=False)
 

@@ -171,6 +171,30 @@ def _flat_state(model_state) -> dict[str, nnx.Variable]:
     return {"/".join(map(str, k)): v for k, v in nnx.to_flat_state(model_state)}
 
 
+HUB_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "*.jinja")  # weights, config, tokenizer; no pickles
+
+
+def resolve_model_dir(name: str) -> Path:
+    """A local model directory as given; else ``name`` as a Hugging Face hub id (``org/model``), downloaded through
+    ``huggingface_hub`` (safetensors, configs and tokenizer only) or read from its cache when offline. A hub id
+    that is neither cached nor reachable is one line saying so."""
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
+        return path
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(huggingface_hub.snapshot_download(name, allow_patterns=list(HUB_FILES)))
+    except LocalEntryNotFoundError:
+        raise FileNotFoundError(f"model {name!r} is not a local directory and not in the Hugging Face cache, and "
+                                "the hub cannot be reached (HF_HUB_OFFLINE set, or no network); download it once "
+                                "online or pass a local directory") from None
+    except (HfHubHTTPError, ValueError) as e:
+        raise FileNotFoundError(f"model {name!r} is not a local directory and the hub refused it "
+                                f"({str(e).splitlines()[0]}); check the id, or pass a local directory") from None
+
+
 def load_hf(path, dtype=jnp.float32, *, compute_dtype=None, tokenizer: bool = True):
     """Load an HF Qwen2/Llama directory into ``(Transformer, tokenizer)``, weights in ``dtype``, computing in
     ``compute_dtype`` (None: ``dtype``; e.g. f32 weights with bfloat16 compute).
@@ -178,7 +202,7 @@ def load_hf(path, dtype=jnp.float32, *, compute_dtype=None, tokenizer: bool = Tr
     Every tensor is checked against the table: an unknown name, a missing parameter or a wrong shape raises an
     error naming the tensor. ``tokenizer=False`` skips the tokenizer (returns None in its place).
     """
-    path = Path(path)
+    path = resolve_model_dir(str(path))
     config_file = path / "config.json"
     if not config_file.exists():
         raise FileNotFoundError(f"{config_file} not found: point load_hf at a Hugging Face model directory")

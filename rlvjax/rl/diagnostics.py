@@ -44,16 +44,18 @@ def verifier_stats(yes_logp: np.ndarray, no_logp: np.ndarray, correct: np.ndarra
 
 
 def rollout_stats(rewards: np.ndarray, advantages: np.ndarray, lengths: np.ndarray, finished: np.ndarray,
-                  verify_logprobs: np.ndarray) -> dict[str, float]:
-    """``rewards``, ``advantages``, ``lengths``, ``finished``: ``[B, G]``; ``verify_logprobs``: ``[B, G, 2]``."""
+                  verify_logprobs: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """``rewards``, ``advantages``, ``lengths``, ``finished``: ``[B, G]``; ``verify_logprobs``: ``[B, G, 2]``. A
+    sample counts as correct when its reward is >= ``threshold`` (the verifier's label)."""
+    correct = rewards >= threshold
     return {
         "reward_mean": float(rewards.mean()),
-        "pass_rate": float(np.mean(rewards.max(axis=1) > 0.5)),  # problems with at least one correct sample
+        "pass_rate": float(np.mean(correct.any(axis=1))),  # problems with at least one correct sample
         "zero_variance_groups": float(np.mean(rewards.min(axis=1) == rewards.max(axis=1))),
         "advantage_mean": float(advantages.mean()),
         "advantage_std": float(advantages.std()),
         "advantage_abs_max": float(np.abs(advantages).max()),
         "completion_length": float(lengths.mean()),
         "truncation_rate": float(1.0 - finished.mean()),
-        **verifier_stats(verify_logprobs[..., 0].ravel(), verify_logprobs[..., 1].ravel(), rewards.ravel() > 0.5),
+        **verifier_stats(verify_logprobs[..., 0].ravel(), verify_logprobs[..., 1].ravel(), correct.ravel()),
     }

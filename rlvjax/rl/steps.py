@@ -26,6 +26,9 @@ from rlvjax.rl import advantages as advantages_lib
 from rlvjax.rl import losses
 
 
+ALGORITHM_AGGREGATION = {"dr_grpo": "seq_mean_token_sum_norm"}  # RLConfig.aggregation = None: token_mean otherwise
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
@@ -40,7 +43,9 @@ class RLConfig:
     kl_estimator: str = "k3"
     eps_low: float = 0.2
     eps_high: float = 0.2
-    aggregation: str = "token_mean"
+    # How per-token losses become one number (rl/losses.py AGGREGATIONS). None: the algorithm's own, as its paper
+    # defines it — dr_grpo "seq_mean_token_sum_norm" (a constant length normaliser), the others "token_mean".
+    aggregation: str | None = None
     advantage_eps: float = 1e-6
     temperature: float = 1.0
     top_p: float = 1.0
@@ -71,8 +76,12 @@ class RLConfig:
             remat_policy(self.remat)
         except ValueError as e:
             raise ValueError(f"RLConfig.remat: {e}") from None
-        losses.aggregate(jnp.zeros((1, 1)), jnp.ones((1, 1)), self.aggregation, max_len=1)
-        losses.kl_penalty(jnp.zeros(()), jnp.zeros(()), self.kl_estimator)
+        if self.aggregation is None:  # frozen: resolved once, so the written config names the aggregation used
+            object.__setattr__(self, "aggregation", ALGORITHM_AGGREGATION.get(self.algorithm, "token_mean"))
+        for name, value, valid in (("aggregation", self.aggregation, losses.AGGREGATIONS),
+                                   ("kl_estimator", self.kl_estimator, losses.KL_ESTIMATORS)):
+            if value not in valid:
+                raise ValueError(f"RLConfig.{name}={value!r} is unknown; valid names: {sorted(valid)}")
         checks = [
             (self.lambda_verify >= 0, f"lambda_verify={self.lambda_verify} must be >= 0 (0 disables verification)"),
             (self.beta >= 0, f"beta={self.beta} must be >= 0"),
@@ -198,6 +207,7 @@ class Statics:
     pad_id: int
     suppress_ids: tuple[int, ...] = ()  # never sampled; masked alike in the trainer's log-probs
     constrain_rows: Any = None  # keeps the update's activations split by rows (``parallel.rows_constraint``)
+    verify_threshold: float = 0.5  # a rollout is labelled Yes when its reward is >= this (VerifierConfig.threshold)
 
 
 def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, *, mesh=None,
@@ -244,7 +254,7 @@ def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, r
     prompt_ids = jnp.repeat(rollouts.prompt_ids, g, axis=0)
     prompt_mask = jnp.repeat(rollouts.prompt_mask, g, axis=0)
     target_mask = jnp.arange(n)[None, :] < lengths[:, None]
-    correct = rewards.reshape(rows) > 0.5
+    correct = rewards.reshape(rows) >= statics.verify_threshold
     return UpdateBatch(
         input_ids=jnp.concatenate([prompt_ids, jnp.where(body_mask, tokens, statics.pad_id), suffix], axis=1),
         input_mask=jnp.concatenate([prompt_mask, body_mask, jnp.ones_like(suffix, bool)], axis=1),

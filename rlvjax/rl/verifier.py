@@ -3,16 +3,74 @@
 A rollout becomes a verification example by appending `verify_prompt_ids(...)` to prompt + completion; the
 model's next token there is trained to be Yes (reward 1) or No (reward 0), and at test time p(Yes) is the score.
 
-Chat tokenizers (those with a `chat_template`) get a new user turn asking VERIFY_QUESTION followed by the assistant
-header, rendered by the tokenizer's own template, so the question looks like any other turn to the model. Base
-tokenizers get the plain-text BASE_VERIFY_PROMPT, after which the answer follows a space (" Yes").
+Chat tokenizers (those with a `chat_template`) get a new user turn asking the verify question (VERIFY_QUESTION unless
+``VerifierConfig.question`` says otherwise) followed by the assistant header, rendered by the tokenizer's own
+template, so the question looks like any other turn to the model. Base tokenizers get the plain-text
+``base_verify_prompt(question)`` (BASE_VERIFY_PROMPT for the default), after which the answer follows a space (" Yes").
 """
 
+import dataclasses
+import json
+import os
+
+import gin
 import jax
 import jax.numpy as jnp
 
+from rlvjax.fieldtypes import check_field_types
+
 VERIFY_QUESTION = "Is this solution correct (Yes/No)?"
-BASE_VERIFY_PROMPT = f"\n\n{VERIFY_QUESTION} Answer:"
+
+
+def base_verify_prompt(question: str = VERIFY_QUESTION) -> str:
+    """The plain-text verify prompt of base (non-chat) tokenizers."""
+    return f"\n\n{question} Answer:"
+
+
+BASE_VERIFY_PROMPT = base_verify_prompt()
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class VerifierConfig:
+    """What the model is asked after a solution, and which rollouts it learns to call correct.
+
+    ``question``: the verify question, identical at training and test time (stored with every checkpoint and in
+    the exported model's directory). ``threshold``: a rollout is labelled Yes when its reward is >= this (binary
+    rewards: 0.5 labels reward 1 Yes).
+    """
+
+    question: str = VERIFY_QUESTION
+    threshold: float = 0.5
+
+    def __post_init__(self):
+        check_field_types(self)
+        if not self.question.strip():
+            raise ValueError("VerifierConfig.question is empty; ask the model something, e.g. "
+                             f"{VERIFY_QUESTION!r}")
+
+
+CONFIG_FILE = "rlvjax_verifier.json"  # beside an exported model: the question it was trained to answer
+
+
+def save_config(cfg: VerifierConfig, directory) -> None:
+    """Writes ``cfg`` into an exported model's directory, so that evaluating the directory asks the same question."""
+    path = os.path.join(directory, CONFIG_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(dataclasses.asdict(cfg), f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def load_config(directory) -> VerifierConfig:
+    """The :class:`VerifierConfig` saved with a model directory; the default for a directory without one (any HF
+    model)."""
+    path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.exists(path):
+        return VerifierConfig()
+    with open(path, encoding="utf-8") as f:
+        return VerifierConfig(**json.load(f))
+
+
 # Any text the template passes through verbatim, used to find where the solution's turn ends in a rendering.
 _SENTINEL = "RLVJAX_SOLUTION_SENTINEL_7f3a"
 
@@ -33,10 +91,10 @@ def _encode_continuation(tokenizer, context: str, text: str) -> list[int]:
     return full[len(ctx):] if full[: len(ctx)] == ctx else _encode(tokenizer, text)
 
 
-def _chat_renderings(tokenizer) -> tuple[str, str]:
+def _chat_renderings(tokenizer, question: str = VERIFY_QUESTION) -> tuple[str, str]:
     """(conversation ending right after the solution, same conversation + verify turn + assistant header)."""
     solved = [{"role": "user", "content": "Solve 1 + 1."}, {"role": "assistant", "content": _SENTINEL}]
-    asked = solved + [{"role": "user", "content": VERIFY_QUESTION}]
+    asked = solved + [{"role": "user", "content": question}]
     full = tokenizer.apply_chat_template(asked, tokenize=False, add_generation_prompt=True)
     if full.count(_SENTINEL) != 1:
         raise ValueError("the chat template did not render the assistant message verbatim; cannot locate the "
@@ -50,19 +108,19 @@ def _end_of_turn(tokenizer, suffix: list[int]) -> int | None:
     return suffix[0] if suffix and suffix[0] in special else None
 
 
-def verify_prompt_ids(tokenizer, *, chat=None, after_end_of_turn=False) -> list[int]:
+def verify_prompt_ids(tokenizer, *, chat=None, after_end_of_turn=False, question: str = VERIFY_QUESTION) -> list[int]:
     """Token ids to append after prompt + completion so that the next token is the Yes/No verdict.
 
     chat=None picks the chat form when the tokenizer has a chat template. Chat form: the template renders
-    [user, assistant=SENTINEL, user=VERIFY_QUESTION] with the generation prompt, and the ids are the tokens
+    [user, assistant=SENTINEL, user=question] with the generation prompt, and the ids are the tokens
     after the sentinel: the solution turn's end-of-turn (plus whatever the template puts between turns), the
     verify user turn, and the assistant header. A completion sampled until its stop token already ends with the
     end-of-turn token: pass after_end_of_turn=True to drop it (see `end_of_turn_id`); a truncated one does not.
-    Base form: the tokens of BASE_VERIFY_PROMPT (after_end_of_turn is ignored).
+    Base form: the tokens of ``base_verify_prompt(question)`` (after_end_of_turn is ignored).
     """
     if not _is_chat(tokenizer, chat):
-        return _encode_continuation(tokenizer, "The answer is $\\boxed{2}$.", BASE_VERIFY_PROMPT)
-    before, full = _chat_renderings(tokenizer)
+        return _encode_continuation(tokenizer, "The answer is $\\boxed{2}$.", base_verify_prompt(question))
+    before, full = _chat_renderings(tokenizer, question)
     suffix = _encode_continuation(tokenizer, before, full[len(before):])
     if after_end_of_turn and _end_of_turn(tokenizer, suffix) is not None:
         return suffix[1:]
@@ -83,7 +141,7 @@ def _single_token(tokenizer, context: str, word: str) -> int | None:
     return ids[0] if len(ids) == 1 and ids[0] != unk else None
 
 
-def yes_no_token_ids(tokenizer, *, chat=None) -> tuple[int, int]:
+def yes_no_token_ids(tokenizer, *, chat=None, question: str = VERIFY_QUESTION) -> tuple[int, int]:
     """(yes_id, no_id): the single tokens the model emits for "Yes" / "No" right after the verify prompt.
 
     Both words take the same spelling, the first of two for which each is one known token when encoded in the
@@ -91,7 +149,7 @@ def yes_no_token_ids(tokenizer, *, chat=None) -> tuple[int, int]:
     base form " Yes" then "Yes" (it follows "Answer:").
     """
     is_chat = _is_chat(tokenizer, chat)
-    context = _chat_renderings(tokenizer)[1] if is_chat else BASE_VERIFY_PROMPT
+    context = _chat_renderings(tokenizer, question)[1] if is_chat else base_verify_prompt(question)
     prefixes = ("", " ") if is_chat else (" ", "")
     for prefix in prefixes:
         yes_id, no_id = (_single_token(tokenizer, context, prefix + word) for word in ("Yes", "No"))
@@ -107,9 +165,9 @@ def yes_no_token_ids(tokenizer, *, chat=None) -> tuple[int, int]:
         "(tokenizer.add_tokens + resize the model's embeddings)")
 
 
-def verify_labels(rewards, yes_id: int, no_id: int) -> jnp.ndarray:
-    """Target token per rollout: Yes when the solution was graded correct (reward > 0.5), else No."""
-    return jnp.where(jnp.asarray(rewards) > 0.5, yes_id, no_id).astype(jnp.int32)
+def verify_labels(rewards, yes_id: int, no_id: int, threshold: float = 0.5) -> jnp.ndarray:
+    """Target token per rollout: Yes when its reward is >= ``threshold`` (``VerifierConfig.threshold``), else No."""
+    return jnp.where(jnp.asarray(rewards) >= threshold, yes_id, no_id).astype(jnp.int32)
 
 
 def verify_scores(logits, yes_id: int, no_id: int, normalize: bool = False) -> jnp.ndarray:

@@ -1,0 +1,110 @@
+"""A run's configuration as one frozen value: :class:`Config`, one section per concern.
+
+Each section is a frozen dataclass that lives beside the code it configures and checks its own fields' types and
+ranges when built; :class:`Config` adds the rules that span sections. Nothing here runs JAX, so a config can be built
+and checked before ``jax.distributed.initialize``. gin builds it at the command line only (:meth:`Config.from_gin`);
+the Python API builds it directly; ``train(config, workdir)`` takes it. A variant is ``dataclasses.replace``.
+
+Every run writes its config as ``config.json`` (:meth:`Config.to_dict`) and ``config.gin`` (:meth:`Config.to_gin`,
+which ``python -m rlvjax.train --gin_file config.gin`` reads back to the same value).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+
+from rlvjax.experiment import ModelSpec, RunConfig, TaskSpec
+from rlvjax.memory import MemoryConfig
+from rlvjax.parallel import MeshConfig
+from rlvjax.rl.steps import OptimConfig, RLConfig
+from rlvjax.rl.verifier import VerifierConfig
+from rlvjax.sft import WarmStartConfig
+from rlvjax.testtime import Conventions
+
+# Section name in Config -> its dataclass (also its gin name), in the order config files list them.
+SECTIONS: dict[str, type] = {"model": ModelSpec, "task": TaskSpec, "warm_start": WarmStartConfig, "rl": RLConfig,
+                             "verifier": VerifierConfig, "optim": OptimConfig, "run": RunConfig, "mesh": MeshConfig,
+                             "memory": MemoryConfig, "conventions": Conventions}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a run is made of (docs/config.md lists every field)."""
+
+    model: ModelSpec = dataclasses.field(default_factory=ModelSpec)
+    task: TaskSpec = dataclasses.field(default_factory=TaskSpec)
+    warm_start: WarmStartConfig = dataclasses.field(default_factory=WarmStartConfig)
+    rl: RLConfig = dataclasses.field(default_factory=RLConfig)
+    verifier: VerifierConfig = dataclasses.field(default_factory=VerifierConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    memory: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
+    conventions: Conventions = dataclasses.field(default_factory=Conventions)
+
+    def __post_init__(self):
+        for name, section in SECTIONS.items():
+            if not isinstance(getattr(self, name), section):
+                raise ValueError(f"Config.{name} must be a {section.__name__}, not a "
+                                 f"{type(getattr(self, name)).__name__}")
+        run, rl = self.run, self.rl
+        rows = run.batch_size * rl.group_size
+        minibatch = rows // rl.num_minibatches if rows % rl.num_minibatches == 0 else None
+        if minibatch is None:
+            raise ValueError(f"{rows} rollouts per step (batch_size {run.batch_size} x group_size {rl.group_size}) "
+                             f"do not split into RLConfig.num_minibatches={rl.num_minibatches}; pick a divisor")
+        if rl.micro_batch_size and minibatch % rl.micro_batch_size:
+            raise ValueError(f"minibatch of {minibatch} rollouts is not a multiple of RLConfig.micro_batch_size="
+                             f"{rl.micro_batch_size}; pick a divisor (0: no accumulation)")
+        if rl.algorithm == "vineppo" and self.task.rewards != ("math",):
+            raise ValueError(f"RLConfig.algorithm='vineppo' grades its Monte-Carlo continuations with the built-in "
+                             f"math reward; TaskSpec.rewards={self.task.rewards} is not supported with it yet; use "
+                             "grpo, dr_grpo or rloo")
+
+    @classmethod
+    def from_gin(cls) -> Config:
+        """Each section built from the parsed gin bindings (the CLI's only use of gin)."""
+        return cls(**{name: section() for name, section in SECTIONS.items()})
+
+    def to_dict(self) -> dict:
+        """JSON-ready: ``{section: {field: value}}`` (tuples as lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Config:
+        """The inverse of :meth:`to_dict`; a section or field missing from ``values`` takes its default (configs
+        written before it existed)."""
+        return cls(**{name: section_from_dict(section, values.get(name, {})) for name, section in SECTIONS.items()})
+
+    def to_gin(self) -> str:
+        """gin bindings of every field: ``--gin_file`` of this text builds this same value."""
+        lines = ["# The resolved configuration of a run: python -m rlvjax.train --gin_file config.gin reproduces it."]
+        for name, section in SECTIONS.items():
+            lines.append("")
+            lines += [f"{section.__name__}.{f.name} = {getattr(getattr(self, name), f.name)!r}"
+                      for f in dataclasses.fields(section)]
+        return "\n".join(lines) + "\n"
+
+    def lambda0_baseline(self, warm_start_dir: str | None) -> Config:
+        """The paper's baseline: the same run with lambda_verify = 0, from the same warm start (its exported
+        directory, not a second warm start) when there is one."""
+        config = dataclasses.replace(self, rl=dataclasses.replace(self.rl, lambda_verify=0.0))
+        if warm_start_dir is None:
+            return config
+        return dataclasses.replace(config, model=dataclasses.replace(self.model, hf_dir=warm_start_dir),
+                                   warm_start=dataclasses.replace(self.warm_start, num_steps=0))
+
+
+def section_from_dict(section: type, values: dict):
+    """A section from its JSON form: lists back to tuples where the field is a tuple; keys it no longer has are
+    ignored."""
+    hints = typing.get_type_hints(section)
+    fields = {f.name for f in dataclasses.fields(section)}
+    return section(**{k: tuple(v) if isinstance(v, list) and _is_tuple(hints[k]) else v
+                      for k, v in values.items() if k in fields})
+
+
+def _is_tuple(kind) -> bool:
+    return typing.get_origin(kind) is tuple or any(typing.get_origin(k) is tuple for k in typing.get_args(kind))

@@ -1,0 +1,132 @@
+"""Reward functions by name, with TRL's contract: ``f(prompts, completions, **columns) -> list[float]``.
+
+``prompts`` and ``completions`` are texts (one entry per sampled completion; a prompt repeats for each of its
+samples); every other column of the dataset arrives as a keyword list aligned with them (``gold``, ``level``, ``id``
+and whatever the user's data holds). A config names rewards (``TaskSpec.rewards``): a registered name (``"math"``)
+or ``"module:function"``, imported on use, so the config a run writes reproduces it from the command line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Callable, Sequence
+
+import numpy as np
+
+from rlvjax.cli import UserError
+
+RewardFn = Callable[..., Sequence[float]]
+_REGISTRY: dict[str, RewardFn] = {}
+
+
+def register(name: str):
+    """Decorator: ``@register("name")`` makes ``f`` available as ``TaskSpec.rewards = ("name",)``."""
+
+    def wrap(fn: RewardFn) -> RewardFn:
+        _REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+@register("math")
+def math_reward(prompts, completions, gold, **columns) -> list[float]:
+    """1.0 when the completion's final answer (its last ``\\boxed{}``) is mathematically equivalent to ``gold``."""
+    from rlvjax.rewards.math import grade_completions
+
+    del prompts, columns
+    return grade_completions(list(completions), list(gold))[0].astype(float).tolist()
+
+
+def name_of(fn: RewardFn) -> str | None:
+    """The name a config can hold for ``fn``: its registered name, else ``module:qualname`` when importable from
+    another process; None for a lambda, a nested function or one defined in ``__main__`` (register it first)."""
+    for name, registered in _REGISTRY.items():
+        if registered is fn:
+            return name
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if not module or module == "__main__" or "<" in qualname:
+        return None
+    return f"{module}:{qualname}"
+
+
+def resolve(name: str) -> RewardFn:
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    module, _, attr = name.partition(":")
+    if not attr:
+        raise ValueError(f"TaskSpec.rewards: unknown reward {name!r}; use one of {sorted(_REGISTRY)} or "
+                         "'module:function' (importable from the working directory or PYTHONPATH)")
+    try:
+        fn = importlib.import_module(module)
+        for part in attr.split("."):
+            fn = getattr(fn, part)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"TaskSpec.rewards: cannot import {name!r} ({e}); put its module on PYTHONPATH or fix "
+                         "the name") from None
+    if not callable(fn):
+        raise ValueError(f"TaskSpec.rewards: {name!r} is not a function")
+    return fn
+
+
+def required_columns(fn: RewardFn) -> set[str]:
+    """The dataset columns ``fn`` cannot run without: its parameters after prompts and completions that have no
+    default (a ``**columns`` catch-all requires nothing)."""
+    params = list(inspect.signature(fn).parameters.values())[2:]
+    return {p.name for p in params if p.default is p.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+class Rewards:
+    """The weighted sum of reward functions, checked: one finite number per completion from each, or a one-line
+    :class:`rlvjax.cli.UserError` naming the function."""
+
+    def __init__(self, names: Sequence[str], weights: Sequence[float] | None = None,
+                 functions: Sequence[RewardFn] | None = None):
+        self.names = tuple(names)
+        self.functions = tuple(functions) if functions is not None else tuple(resolve(n) for n in self.names)
+        self.weights = np.ones(len(self.names)) if weights is None else np.asarray(weights, np.float64)
+        if not self.names:
+            raise ValueError("TaskSpec.rewards is empty; name at least one reward function, e.g. ('math',)")
+        if len(self.weights) != len(self.names):
+            raise ValueError(f"TaskSpec.reward_weights has {len(self.weights)} weights for {len(self.names)} rewards "
+                             f"{self.names}; give one weight per reward")
+
+    @property
+    def is_math(self) -> bool:
+        return self.names == ("math",) and self.functions[0] is math_reward
+
+    def check_columns(self, records: list[dict], what: str) -> None:
+        """One line naming a reward's required column that ``records`` lack."""
+        present = set(records[0]) if records else set()
+        for name, fn in zip(self.names, self.functions):
+            missing = sorted(required_columns(fn) - present)
+            if missing:
+                raise ValueError(f"reward {name!r} needs column(s) {missing} that the {what} data lacks (it has "
+                                 f"{sorted(present - {'index'})}); add them to the data or change the reward")
+
+    def __call__(self, prompts: list[str], completions: list[str], records: list[dict]) -> np.ndarray:
+        """float32[len(completions)]: ``records[i]`` is completion i's dataset row (its columns go to each
+        function as keyword lists)."""
+        columns = {k: [r.get(k) for r in records] for k in records[0] if k not in ("prompt", "index")}
+        total = np.zeros(len(completions))
+        for name, fn, weight in zip(self.names, self.functions, self.weights):
+            try:
+                values = fn(prompts, completions, **columns)
+            except Exception as e:  # a user's function: its failure is bad input, said in one line
+                raise UserError(f"reward function {name!r} raised {type(e).__name__}: {e}; fix the function") \
+                    from None
+            try:
+                values = np.asarray(values, np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                raise UserError(f"reward function {name!r} returned {type(values).__name__}, not a list of numbers")\
+                    from None
+            if len(values) != len(completions):
+                raise UserError(f"reward function {name!r} returned {len(values)} values for {len(completions)} "
+                                "completions; return one number per completion")
+            if not np.isfinite(values).all():
+                raise UserError(f"reward function {name!r} returned a non-finite value "
+                                f"({values[~np.isfinite(values)][0]}); return finite numbers")
+            total += weight * values
+        return total.astype(np.float32)

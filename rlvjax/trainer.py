@@ -1,0 +1,175 @@
+"""The Python API, modelled on TRL's ``GRPOTrainer``: bring your own model, data, reward and verify question.
+
+    trainer = rlvjax.RLVTrainer(model="Qwen/Qwen2.5-Math-1.5B", reward_funcs=my_reward,
+                                train_dataset="train.jsonl", args=rlvjax.RLVConfig(output_dir="runs/mine"))
+    trainer.train()
+    report = trainer.evaluate(num_samples=16)
+    trainer.save_model("runs/mine/export")
+
+It builds one :class:`rlvjax.config.Config` and runs the same ``train`` as ``python -m rlvjax.train``; the run's
+``config.gin`` reproduces it from the command line (reward functions are named by ``module:function``, in-memory
+datasets are written to ``OUTPUT_DIR/data/``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from rlvjax.config import Config
+from rlvjax.data import sources
+from rlvjax.fieldtypes import check_field_types
+from rlvjax.rewards import registry
+
+# RLVConfig field -> (Config section, field); None on an RLVConfig field keeps the base config's value.
+FIELDS = {"algorithm": ("rl", "algorithm"), "lambda_verify": ("rl", "lambda_verify"),
+          "group_size": ("rl", "group_size"), "max_new_tokens": ("rl", "max_new_tokens"),
+          "temperature": ("rl", "temperature"), "num_steps": ("run", "num_steps"), "batch_size": ("run", "batch_size"),
+          "seed": ("run", "seed"), "learning_rate": ("optim", "learning_rate"),
+          "verify_question": ("verifier", "question"), "verify_threshold": ("verifier", "threshold"),
+          "reward_weights": ("task", "reward_weights"), "prompt_format": ("task", "prompt_format")}
+
+
+@dataclasses.dataclass(frozen=True)
+class RLVConfig:
+    """Training arguments. Each field left None keeps ``config``'s value (``Config()``'s defaults unless given);
+    ``config`` holds every other knob (docs/config.md)."""
+
+    output_dir: str
+    algorithm: str | None = None  # "grpo", "dr_grpo", "rloo", "vineppo"
+    lambda_verify: float | None = None  # weight of the verification loss; 0 is plain RL
+    group_size: int | None = None  # samples per prompt
+    num_steps: int | None = None
+    batch_size: int | None = None  # prompts per step
+    learning_rate: float | None = None
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    verify_question: str | None = None  # asked after each solution; the model answers Yes or No
+    verify_threshold: float | None = None  # a rollout is labelled Yes when its reward is >= this
+    reward_weights: tuple[float, ...] | None = None  # one per reward function (None: 1 each)
+    prompt_format: str = "as_is"  # TRL's: a string prompt verbatim, chat messages through the chat template
+    config: Config = dataclasses.field(default_factory=Config)
+
+    def __post_init__(self):
+        check_field_types(self)
+        if not isinstance(self.config, Config):
+            raise ValueError(f"RLVConfig.config must be an rlvjax.config.Config, not a {type(self.config).__name__}")
+
+    def to_config(self, model: str | None, reward_names: Sequence[str]) -> Config:
+        """The run's :class:`Config`: ``config`` with this object's fields, the model and the rewards."""
+        sections = {name: getattr(self.config, name) for name in ("model", "task", "rl", "run", "optim",
+                                                                  "verifier")}
+        for field, (section, key) in FIELDS.items():
+            if getattr(self, field) is not None:
+                sections[section] = dataclasses.replace(sections[section], **{key: getattr(self, field)})
+        if model is not None:
+            sections["model"] = dataclasses.replace(sections["model"], hf_dir=model)
+        sections["task"] = dataclasses.replace(sections["task"], rewards=tuple(reward_names))
+        return dataclasses.replace(self.config, **sections)
+
+
+class RLVTrainer:
+    """RL^V training of one model as policy and verifier.
+
+    ``model``: an HF directory or hub id (Qwen2 / Llama, safetensors), or None for the built-in tiny
+    Qwen2-architecture model with the arithmetic tokenizer (the CPU quickstart). ``reward_funcs``: one function or a
+    list, TRL's contract ``f(prompts, completions, **columns) -> list[float]`` (each gets every dataset column), or
+    registered names ("math", the default: the last ``\\boxed{}`` against a ``gold`` / ``answer`` / ``solution``
+    column). ``train_dataset`` / ``eval_dataset``: a file path or datasets id, a ``datasets.Dataset``, or a list of
+    dicts, each row with a ``prompt`` (text, or chat messages) and whatever columns the rewards read.
+    """
+
+    def __init__(self, model: str | None = None, reward_funcs: Callable | str | Sequence[Callable | str] = "math",
+                 train_dataset: Any = None, eval_dataset: Any = None, *, args: RLVConfig):
+        if not isinstance(args, RLVConfig):
+            raise ValueError(f"args must be an rlvjax.RLVConfig, not a {type(args).__name__}")
+        funcs = [reward_funcs] if callable(reward_funcs) or isinstance(reward_funcs, str) else list(reward_funcs)
+        functions = [registry.resolve(f) if isinstance(f, str) else f for f in funcs]
+        names = [f if isinstance(f, str) else registry.name_of(f) for f in funcs]
+        for i, (name, fn) in enumerate(zip(names, functions)):
+            if name is None:  # runs here; the written config cannot name it for the command line
+                names[i] = f"{fn.__module__}:{getattr(fn, '__qualname__', 'reward')}"
+                logging.getLogger(__name__).warning(
+                    "reward function %s is not importable from another process (a lambda, a nested function or one "
+                    "defined in __main__): this run uses it, but its config.gin cannot reproduce the run from the "
+                    "command line; define it in a module, or rlvjax.rewards.registry.register it", names[i])
+        self.config = args.to_config(model, names)
+        in_memory = [d for d in (train_dataset, eval_dataset) if d is not None and not isinstance(d, (str, Path))]
+        if train_dataset is not None and not in_memory:  # files: the config names them, as the CLI would
+            self.config = dataclasses.replace(self.config, task=dataclasses.replace(
+                self.config.task, name="file", train_file=_source(train_dataset),
+                eval_file=None if eval_dataset is None else _source(eval_dataset)))
+            train_dataset = eval_dataset = None
+        self.reward = registry.Rewards(names, self.config.task.reward_weights, functions)
+        self.output_dir = Path(args.output_dir)
+        need_gold = "math" in names
+        if train_dataset is None:
+            if self.config.task.name == "file" and self.config.task.train_file is None:
+                raise ValueError("no train_dataset, and the config's task is 'file' without TaskSpec.train_file; "
+                                 "pass train_dataset=")
+            self.records = None
+        else:
+            self.records = (_records(train_dataset, "train_dataset", need_gold),
+                            _records(eval_dataset, "eval_dataset", need_gold) if eval_dataset is not None else [])
+
+    def train(self, resume: bool = False) -> list[dict]:
+        """Train (the lambda = 0 baseline too when ``RunConfig.baseline``); returns the logged metrics per step.
+        ``resume=True`` continues the run in ``output_dir`` from its latest checkpoint."""
+        from rlvjax import train
+
+        return train.train_with_baseline(self.config, self.output_dir, resume=resume, reward=self.reward,
+                                         records=self.records)[0]
+
+    def evaluate(self, num_samples: int = 16, *, temperature: float | None = None) -> dict:
+        """Sample ``num_samples`` completions per eval problem from the trained policy (``output_dir/final``),
+        score each with the verifier, grade them with the reward; writes ``output_dir/eval.json`` and returns the
+        report (pass@k, majority, best-of-N and verifier-weighted votes)."""
+        from rlvjax import evaluate, experiment, parallel
+        from rlvjax.model.hf import load_hf
+
+        final = self.output_dir / "final"
+        if not final.is_dir():
+            raise FileNotFoundError(f"{final} does not exist: train() first (with RunConfig.export_final = True)")
+        model, tokenizer = load_hf(final)
+        given = (self.records[1], []) if self.records is not None else None
+        records = experiment.build_records(self.config.task, tokenizer, given)[1 if given is None else 0]
+        if not records:
+            raise ValueError("no eval problems: pass eval_dataset= (or a task with TaskSpec.eval_file / num_eval)")
+        rep, _ = evaluate.evaluate_policy(model, tokenizer, records, self.config.rl, parallel.make_mesh(self.config.mesh),
+                                          num_samples=num_samples, seed=self.config.run.seed, temperature=temperature,
+                                          conventions=self.config.conventions, verify=self.config.verifier,
+                                          reward=self.reward)
+        t = rep["temperature"]
+        evaluation = evaluate.assemble({evaluate.temperature_key(t): {"final": rep}}, {},
+                                       train_temperature=self.config.rl.temperature, headline_temperature=t)
+        evaluate.write_report(evaluation, self.output_dir)
+        return evaluation
+
+    def save_model(self, output_dir) -> None:
+        """The trained policy as an HF directory (safetensors, config, tokenizer, its verify question)."""
+        import shutil
+
+        final = self.output_dir / "final"
+        if not final.is_dir():
+            raise FileNotFoundError(f"{final} does not exist: train() first (with RunConfig.export_final = True)")
+        out = Path(output_dir)
+        if out.resolve() != final.resolve():
+            shutil.copytree(final, out, dirs_exist_ok=True)
+
+
+def _source(path_or_id) -> str:
+    """A data file as an absolute path (the config is read from other directories); a datasets id as given."""
+    return str(Path(path_or_id).absolute()) if Path(path_or_id).exists() else str(path_or_id)
+
+
+def _records(dataset, name: str, need_gold: bool) -> list[dict]:
+    """Raw records of a path / datasets id, a ``datasets.Dataset`` or a list of dicts."""
+    if isinstance(dataset, (str, Path)):
+        return sources.load_records(dataset, require_gold=need_gold)[0]
+    if isinstance(dataset, (list, tuple)) or type(dataset).__name__ == "Dataset":
+        return sources.from_rows(list(dataset), source=name, require_gold=need_gold)[0]
+    raise ValueError(f"{name} must be a file path or datasets id, a datasets.Dataset or a list of dicts, not a "
+                     f"{type(dataset).__name__}")
