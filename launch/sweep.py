@@ -158,18 +158,17 @@ def plan(args) -> list[Job]:
 
 
 def check_config(gin_files: list[str], gin_params: list[str]) -> None:
-    """Parse the config once here, so that a misspelt file or binding fails now and not once per run; warn when the
-    runs would write no report. Values are checked by the runs themselves: building every config here would start
-    JAX's backend in this process, which on a GPU would take the memory the runs need."""
+    """Parse and check the config once here (building it starts no JAX backend), so that a misspelt file, binding
+    or value fails now and not once per run; warn when the runs would write no report."""
     import gin
 
-    from rlvjax import experiment
+    from rlvjax.config import Config
 
     gin.add_config_file_search_path(str(REPO))  # `include 'configs/base.gin'`, as rlvjax.train resolves it
     gin.clear_config()
     try:
         gin.parse_config_files_and_bindings(gin_files or [str(REPO / "configs" / "default.gin")], gin_params)
-        run = experiment.RunConfig()
+        run = Config.from_gin().run
     finally:
         gin.clear_config()
     if not (run.final_eval_samples and run.export_final):

@@ -1,9 +1,10 @@
 """A run's configuration as one frozen value: :class:`Config`, one section per concern.
 
-Each section is a frozen dataclass that lives beside the code it configures and checks its own fields' types and
-ranges when built; :class:`Config` adds the rules that span sections. Nothing here runs JAX, so a config can be built
-and checked before ``jax.distributed.initialize``. gin builds it at the command line only (:meth:`Config.from_gin`);
-the Python API builds it directly; ``train(config, workdir)`` takes it. A variant is ``dataclasses.replace``.
+Each section is a plain frozen dataclass that lives beside the code it configures and checks its own fields' types
+and ranges when built; :class:`Config` adds the rules that span sections. Nothing here runs JAX, so a config can be
+built and checked before ``jax.distributed.initialize``. gin builds it at the command line only
+(:meth:`Config.from_gin`; the sections are registered with gin here, under their class names); the Python API builds
+it directly; ``train(config, workdir)`` takes it. A variant is ``dataclasses.replace``.
 
 Every run writes its config as ``config.json`` (:meth:`Config.to_dict`) and ``config.gin`` (:meth:`Config.to_gin`,
 which ``python -m rlvjax.train --gin_file config.gin`` reads back to the same value).
@@ -14,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+
+import gin
 
 from rlvjax.experiment import ModelSpec, RunConfig, TaskSpec
 from rlvjax.memory import MemoryConfig
@@ -27,6 +30,8 @@ from rlvjax.testtime import Conventions
 SECTIONS: dict[str, type] = {"model": ModelSpec, "task": TaskSpec, "warm_start": WarmStartConfig, "rl": RLConfig,
                              "verifier": VerifierConfig, "optim": OptimConfig, "run": RunConfig, "mesh": MeshConfig,
                              "memory": MemoryConfig, "conventions": Conventions}
+for _section in SECTIONS.values():  # gin knows each section by its class name; the classes themselves stay plain
+    gin.external_configurable(_section, name=_section.__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +70,9 @@ class Config:
 
     @classmethod
     def from_gin(cls) -> Config:
-        """Each section built from the parsed gin bindings (the CLI's only use of gin)."""
-        return cls(**{name: section() for name, section in SECTIONS.items()})
+        """Each section built from the parsed gin bindings (``Section.field = value``); the CLI's only use of
+        gin."""
+        return cls(**{name: section(**gin.get_bindings(section.__name__)) for name, section in SECTIONS.items()})
 
     def to_dict(self) -> dict:
         """JSON-ready: ``{section: {field: value}}`` (tuples as lists)."""

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import gin
 import jax.numpy as jnp
 from absl import logging
 import numpy as np
@@ -29,7 +28,6 @@ DTYPES = ("float32", "bfloat16", "float16")
 PROMPT_FORMATS = ("math", "as_is")
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """An HF directory (Qwen2 / Llama, safetensors), or a random Qwen2-architecture model of the sizes below.
@@ -40,17 +38,19 @@ class ModelSpec:
     where ``hf_dir`` is not on this machine (``--dry_run`` plans and compiles without weights).
     """
 
+    # HF directory or hub id of the policy (Qwen2 / Llama, safetensors); None: a random model of the sizes below
     hf_dir: str | None = None
-    dtype: str = "float32"
-    compute_dtype: str | None = None
+    dtype: str = "float32"  # the weights' and AdamW moments' dtype
+    compute_dtype: str | None = None  # matmuls', activations' and KV cache's dtype (None: dtype)
+    # an HF config.json giving the architecture where hf_dir is not on this machine (--dry_run)
     config_json: str | None = None
     tokenizer_dir: str | None = None  # random models: None means the built-in arithmetic tokenizer
-    hidden_size: int = 128
-    intermediate_size: int = 384
-    num_layers: int = 2
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    init_seed: int = 0
+    hidden_size: int = 128  # random model: width
+    intermediate_size: int = 384  # random model: MLP width
+    num_layers: int = 2  # random model: decoder layers
+    num_heads: int = 4  # random model: attention heads
+    num_kv_heads: int = 2  # random model: key/value heads (grouped-query attention)
+    init_seed: int = 0  # random model: initialisation seed
 
     def __post_init__(self):
         check_field_types(self)
@@ -60,20 +60,19 @@ class ModelSpec:
                 raise ValueError(f"ModelSpec.{name}={value!r} is not a dtype rlvjax trains in; use one of {DTYPES}")
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
     """``arithmetic`` (procedural, built in), ``digit`` (trivial, for tests) or ``file`` (records from a file or a
     datasets id: MATH-style, or any rows with a prompt for a reward of your own), and the reward that grades them."""
 
-    name: str = "arithmetic"
-    train_file: str | None = None
-    eval_file: str | None = None
-    levels: tuple[int, ...] = (1, 2, 3, 4)
+    name: str = "arithmetic"  # "arithmetic", "digit" or "file"
+    train_file: str | None = None  # file task: .jsonl/.json/.parquet path or datasets id of the training problems
+    eval_file: str | None = None  # file task: the held-out problems (None: no evals)
+    levels: tuple[int, ...] = (1, 2, 3, 4)  # arithmetic: difficulty levels (steps per problem) to sample from
     max_value: int = 99  # arithmetic: operands and every intermediate value in 0..max_value (2..99)
-    num_train: int = 20000
-    num_eval: int = 200
-    seed: int = 0
+    num_train: int = 20000  # arithmetic / digit: training problems generated
+    num_eval: int = 200  # held-out problems evaluated (file task: the first num_eval)
+    seed: int = 0  # arithmetic / digit: generation seed
     on_bad_gold: str = "skip"  # file rows whose gold answer cannot be determined: "skip" (counted, logged) or "error"
     # Longest prompt in tokens: longer ones are dropped (counted, logged), as verl's filter_overlong_prompts does.
     # It bounds the compiled prompt widths and is the prompt width of the memory plan and of --dry_run without data.
@@ -88,7 +87,7 @@ class TaskSpec:
     # Reward functions (rewards/registry.py): registered names or "module:function", summed with reward_weights
     # (None: 1 each). "math" grades the last \boxed{} against the gold answer; others read any data column.
     rewards: tuple[str, ...] = ("math",)
-    reward_weights: tuple[float, ...] | None = None
+    reward_weights: tuple[float, ...] | None = None  # one weight per reward (None: 1 each)
 
     def __post_init__(self):
         check_field_types(self)
@@ -104,14 +103,13 @@ class TaskSpec:
                              "(or None: no limit)")
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    num_steps: int = 100
+    num_steps: int = 100  # RL iterations (each: sample, grade, update)
     batch_size: int = 8  # prompts per step, all processes together; each gets group_size samples
-    seed: int = 0
-    log_every: int = 1
-    checkpoint_every: int = 10
+    seed: int = 0  # sampling and data-order seed
+    log_every: int = 1  # steps between sample logs (samples.jsonl); metrics are logged every step
+    checkpoint_every: int = 10  # steps between checkpoints (the last step is always saved)
     max_to_keep: int | None = 3  # None: keep every checkpoint
     eval_every: int = 0  # 0: only at the end
     eval_samples: int = 4  # samples per eval problem for the periodic eval

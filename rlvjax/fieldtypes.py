@@ -55,5 +55,6 @@ def check_field_types(config) -> None:
         if isinstance(value, ast.AST):  # gin keeps a bare word it cannot resolve as its syntax tree
             text = ast.unparse(value)
             raise ValueError(f"{name} = {text} is not a value: text needs quotes, e.g. {name} = {text!r}")
-        raise ValueError(f"{name}={value!r} must be {describe(kind)}, not a {type(value).__name__}; fix the "
-                         "binding's value")
+        kind_name = type(value).__name__
+        raise ValueError(f"{name}={value!r} must be {describe(kind)}, not {'an' if kind_name[0] in 'aeiou' else 'a'} "
+                         f"{kind_name}; fix the binding's value")

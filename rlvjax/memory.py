@@ -30,7 +30,6 @@ import dataclasses
 import os
 from typing import Mapping
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,15 +46,14 @@ GiB = 1024 ** 3
 PHASES = ("rollout", "update", "optimizer", "eval", "final eval")
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class MemoryConfig:
     """``device_memory_gib``: the per-device budget; None reads the device's ``bytes_limit`` and checks nothing
     where there is none (CPU). ``refuse = False`` prints a warning instead of raising, for when the estimate is
     known to be pessimistic (e.g. an XLA flag that changes what it keeps alive)."""
 
-    device_memory_gib: float | None = None
-    refuse: bool = True
+    device_memory_gib: float | None = None  # per-device budget; None: the device's own limit (CPU: host memory)
+    refuse: bool = True  # False: warn instead of refusing a run whose plan exceeds the budget
 
     def __post_init__(self):
         check_field_types(self)

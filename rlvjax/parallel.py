@@ -12,7 +12,6 @@ import os
 import re
 from typing import Sequence
 
-import gin
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
@@ -33,7 +32,6 @@ PARTITION_RULES: tuple[tuple[str, P], ...] = (
 )
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
     """Mesh axis sizes (one of them may be -1: all remaining devices) and how to join a multi-host job.
@@ -44,12 +42,12 @@ class MeshConfig:
     means one process. The mesh then spans every process's devices.
     """
 
-    data: int = -1
-    fsdp: int = 1
-    tensor: int = 1
-    coordinator_address: str | None = None
-    num_processes: int | None = None
-    process_id: int | None = None
+    data: int = -1  # data-parallel axis size (-1: all remaining devices)
+    fsdp: int = 1  # fully sharded data-parallel axis size (weights and optimizer state sharded)
+    tensor: int = 1  # tensor-parallel axis size
+    coordinator_address: str | None = None  # multi-host: "host:port" of process 0, or "auto" (None: RLVJAX_COORDINATOR)
+    num_processes: int | None = None  # multi-host: processes in the job (None: RLVJAX_NUM_PROCESSES)
+    process_id: int | None = None  # multi-host: this process's index (None: RLVJAX_PROCESS_ID)
     initialization_timeout_s: int = 300  # how long to wait for every process to connect
     # A process silent this long is declared dead and every other process exits with an error naming it, instead
     # of waiting at its next collective forever. Heartbeats come from a background thread (a long compile does

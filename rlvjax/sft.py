@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,19 +19,18 @@ from tqdm import tqdm
 from rlvjax.fieldtypes import check_field_types
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class WarmStartConfig:
     num_steps: int = 0  # 0: no warm start (e.g. an already instruction-tuned checkpoint)
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    num_examples: int = 20000
+    batch_size: int = 32  # examples per warm-start step
+    learning_rate: float = 1e-3  # AdamW learning rate of the warm start
+    num_examples: int = 20000  # generated (prompt, solution) examples to draw batches from
     mistake_rate: float = 0.3  # share of steps with a plausible mistake in the arithmetic warm-start data
     verify_format_rate: float = 0.25  # share of rows that are verification rows (prompt, solution, verify prompt)
     # Their verdict: "random" teaches only the answer format; "graded" says whether the solution's answer is right
     # (a verification prior, as a pretrained LLM brings one; RL^V then adapts it to the policy's own rollouts).
     verify_labels: str = "random"
-    seed: int = 0
+    seed: int = 0  # seed of the examples and their order
 
     def __post_init__(self):
         check_field_types(self)

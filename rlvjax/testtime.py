@@ -19,7 +19,6 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
-import gin
 import numpy as np
 
 from rlvjax.fieldtypes import check_field_types
@@ -27,25 +26,22 @@ from rlvjax.fieldtypes import check_field_types
 STRATEGIES = ("majority", "best_of_n", "weighted", "pass_at_k")
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class Conventions:
-    """How a sampled pool becomes scores, answer classes and best-of-N picks.
+    """How a sampled pool becomes scores, answer classes and best-of-N picks."""
 
-    score: "normalized" -- p(Yes) / (p(Yes) + p(No)), the verifier's decision between its two answers; "raw" --
-      p(Yes) over the whole vocabulary, as the RL^V authors' evaluation reads it.
-    grouping: "math" -- answers are one class when math-verify finds them equivalent ("1/2" and "0.5"); "string" --
-      identical answer strings (surrounding whitespace aside) only, as the authors group them.
-    unparseable: best-of-N with a sample whose answer cannot be parsed: "last" -- it ranks below every parseable one
-      (chosen only when nothing else is); "rank" -- it ranks by its score like any other and, when picked, is wrong.
-    ties: best-of-N with equal top scores: "random" -- the expected accuracy over uniformly random tie-breaks;
-      "first" -- the earliest sample of the pool (an argmax over the pool order). Votes always count a tie of
-      classes as a uniformly random pick among them.
-    """
-
+    # "normalized": p(Yes) / (p(Yes) + p(No)), the verifier's decision between its two answers; "raw": p(Yes) over
+    # the whole vocabulary, as the RL^V authors' evaluation reads it.
     score: str = "normalized"
+    # "math": answers are one class when math-verify finds them equivalent ("1/2" and "0.5"); "string": identical
+    # answer strings (surrounding whitespace aside) only, as the authors group them.
     grouping: str = "math"
+    # Best-of-N with a sample whose answer cannot be parsed: "last": it ranks below every parseable one (chosen only
+    # when nothing else is); "rank": it ranks by its score like any other and, when picked, is wrong.
     unparseable: str = "last"
+    # Best-of-N with equal top scores: "random": the expected accuracy over uniformly random tie-breaks; "first": the
+    # earliest sample of the pool (an argmax over the pool order). Votes always count a tie of classes as a
+    # uniformly random pick among them.
     ties: str = "random"
 
     def __post_init__(self):

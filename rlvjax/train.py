@@ -87,6 +87,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     for name, split in (("train", train_records), ("eval", eval_records)):
         if split:
             reward.check_columns(split, name)
+    reward.probe(train_records)
     vt = experiment.verifier_tokens(tokenizer, config.verifier.question)
     # What each device will hold, printed; a run that cannot fit is refused here, before anything is compiled.
     prompt_tokens = memory.max_prompt_tokens(tokenizer, [r["prompt"] for r in train_records + eval_records])

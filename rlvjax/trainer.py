@@ -85,7 +85,7 @@ class RLVTrainer:
     def __init__(self, model: str | None = None, reward_funcs: Callable | str | Sequence[Callable | str] = "math",
                  train_dataset: Any = None, eval_dataset: Any = None, *, args: RLVConfig):
         if not isinstance(args, RLVConfig):
-            raise ValueError(f"args must be an rlvjax.RLVConfig, not a {type(args).__name__}")
+            raise ValueError(f"args must be an rlvjax.RLVConfig, got {type(args).__name__}")
         funcs = [reward_funcs] if callable(reward_funcs) or isinstance(reward_funcs, str) else list(reward_funcs)
         functions = [registry.resolve(f) if isinstance(f, str) else f for f in funcs]
         names = [f if isinstance(f, str) else registry.name_of(f) for f in funcs]
@@ -171,5 +171,5 @@ def _records(dataset, name: str, need_gold: bool) -> list[dict]:
         return sources.load_records(dataset, require_gold=need_gold)[0]
     if isinstance(dataset, (list, tuple)) or type(dataset).__name__ == "Dataset":
         return sources.from_rows(list(dataset), source=name, require_gold=need_gold)[0]
-    raise ValueError(f"{name} must be a file path or datasets id, a datasets.Dataset or a list of dicts, not a "
+    raise ValueError(f"{name} must be a file path or datasets id, a datasets.Dataset or a list of dicts, got "
                      f"{type(dataset).__name__}")

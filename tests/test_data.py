@@ -34,7 +34,9 @@ def test_math500_records_take_answer_and_level():
     assert [r["gold"] for r in records] == [r["answer"].strip() for r in raw]
     assert {r["level"] for r in records} == {1, 2, 3, 4, 5}
     assert len({r["id"] for r in records}) == 500 and records[0]["id"] == "math500-0"
-    assert set(records[0]) == {"prompt", "gold", "level", "id"}
+    # The row's other columns stay, for reward functions that read them; the problem is the prompt.
+    assert set(records[0]) == {"prompt", "gold", "level", "id", "answer", "solution", "subject", "unique_id"}
+    assert records[0]["answer"] == raw[0]["answer"] and "problem" not in records[0]
 
 
 @pytest.mark.skipif(not AIME.exists(), reason="../shared/data/aime2024.jsonl absent")

@@ -6,6 +6,7 @@ Most cases call the train CLI in this process (``cli.run_main`` around ``train.l
 the single stderr line end to end (more in test_cli.py).
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from safetensors.numpy import load_file, save_file
 
 from rlvjax import checkpoint, cli, experiment, testtime, train
 from rlvjax.checkpoint import Checkpointer
+from rlvjax.config import Config
 from rlvjax.data import sources
 from rlvjax.model.hf import save_hf
 
@@ -93,7 +95,64 @@ CONFIG_CASES = {
                               "TaskSpec.max_prompt_tokens=0 must be a whole number >= 1 (or None: no limit)"),
     "all_prompts_too_long": (["TaskSpec.max_prompt_tokens = 1"],
                              "every train prompt is longer than TaskSpec.max_prompt_tokens=1; raise it"),
+    # A wrong type in every other section too.
+    "verify_question_type": (["VerifierConfig.question = 1"],
+                             "VerifierConfig.question=1 must be a str, not an int; fix the binding's value"),
+    "verify_threshold_type": (["VerifierConfig.threshold = '0.5'"], "VerifierConfig.threshold='0.5' must be a float"),
+    "optimizer_type": (["OptimConfig.b1 = '0.9'"], "OptimConfig.b1='0.9' must be a float, not a str"),
+    "memory_type": (["MemoryConfig.refuse = 'yes'"], "MemoryConfig.refuse='yes' must be a bool, not a str"),
+    "conventions_type": (["Conventions.score = 1"], "Conventions.score=1 must be a str, not an int"),
+    "reward_weights_type": (["TaskSpec.reward_weights = 1.0"], "TaskSpec.reward_weights=1.0 must be a tuple of float or "
+                                                               "None, not a float"),
+    "reward_weights_count": (["TaskSpec.reward_weights = (1.0, 2.0)"], "TaskSpec.reward_weights has 2 weights for 1 "
+                                                                        "rewards ('math',); give one weight per reward"),
+    "unknown_reward": (["TaskSpec.rewards = ('exact',)"], "TaskSpec.rewards: unknown reward 'exact'; use one of "
+                                                          "['math'] or 'module:function'"),
+    "unimportable_reward": (["TaskSpec.rewards = ('no_such_module:f',)"],
+                            "TaskSpec.rewards: cannot import 'no_such_module:f' (No module named 'no_such_module'); "
+                            "put its module on PYTHONPATH or fix the name"),
+    "hub_id_offline": (["ModelSpec.hf_dir = 'nobody/no-such-model'"],
+                       "model 'nobody/no-such-model' is not a local directory and not in the Hugging Face cache, and "
+                       "the hub cannot be reached (HF_HUB_OFFLINE set, or no network); download it once online or "
+                       "pass a local directory"),
+    "empty_verify_question": (["VerifierConfig.question = ' '"], "VerifierConfig.question is empty; ask the model "
+                                                                 "something"),
 }
+
+
+# A user's reward module, imported by name as the CLI would ("module:function").
+REWARDS = """
+import math
+
+def raises(prompts, completions, **columns):
+    raise KeyError("gold_answer")
+
+def too_few(prompts, completions, **columns):
+    return [0.0]
+
+def not_finite(prompts, completions, **columns):
+    return [math.nan] * len(completions)
+
+def needs_target(prompts, completions, target, **columns):
+    return [float(c == t) for c, t in zip(completions, target)]
+"""
+REWARD_CASES = {
+    "raises": "reward function 'user_rewards:raises' raised KeyError: 'gold_answer'; fix the function",
+    "too_few": "reward function 'user_rewards:too_few' returned 1 values for 2 completions; return one number per "
+               "completion",
+    "not_finite": "reward function 'user_rewards:not_finite' returned a non-finite value (nan); return finite numbers",
+    "needs_target": "reward 'user_rewards:needs_target' needs column(s) ['target'] that the train data lacks (it has "
+                    "['gold', 'id', 'level', 'prompt']); add them to the data or change the reward",
+}
+
+
+@pytest.mark.parametrize("case", sorted(REWARD_CASES))
+def test_bad_reward_functions(tmp_path, capsys, monkeypatch, case):
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "user_rewards.py").write_text(REWARDS)
+    monkeypatch.syspath_prepend(str(tmp_path / "mod"))
+    assert_fails_cleanly(tmp_path, capsys, [f"TaskSpec.rewards = ('user_rewards:{case}',)"],
+                         expect=REWARD_CASES[case])
 
 
 @pytest.mark.parametrize("case", sorted(CONFIG_CASES))
@@ -276,8 +335,10 @@ def fake_run(workdir: Path, bindings=()) -> None:
     stand-in (every check below happens before any array is read)."""
     gin.clear_config()
     gin.parse_config_files_and_bindings([DIGIT], [*TINY, *bindings])
-    config = experiment.config_dict(experiment.abstract_policy(experiment.ModelSpec())[0])
+    config = Config.from_gin()
     gin.clear_config()
+    architecture = experiment.abstract_policy(config.model)[0]
+    config = {**config.to_dict(), "architecture": json.loads(json.dumps(dataclasses.asdict(architecture)))}
     with Checkpointer(workdir / "checkpoints", async_=False) as checkpoints:
         checkpoints.save(1, {"x": jnp.zeros(2)}, data_state={}, config=config)
 
@@ -300,7 +361,7 @@ def test_resume_with_the_base_model_moved(tmp_path):
         gin.clear_config()
         gin.parse_config_files_and_bindings([DIGIT], [*TINY, *bindings])
         try:
-            return train.train(str(workdir), resume=resume)
+            return train.train(Config.from_gin(), str(workdir), resume=resume)
         finally:
             gin.clear_config()
 
@@ -386,7 +447,7 @@ def eval_workdir(tmp_path):
     fake_run(workdir, ["TaskSpec.num_eval = 4"])
     gin.clear_config()
     gin.parse_config_files_and_bindings([DIGIT], TINY)
-    model, tokenizer = experiment.build_policy(experiment.ModelSpec())
+    model, tokenizer = experiment.build_policy(Config.from_gin().model)
     gin.clear_config()
     save_hf(model, tokenizer, workdir / "final")
     return workdir

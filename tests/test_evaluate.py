@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from rlvjax import evaluate, testtime, train
+from rlvjax.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,7 +86,7 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         "RunConfig.checkpoint_every = 2", "RunConfig.final_eval_samples = 4", "RunConfig.baseline = True",
         "RunConfig.eval_temperature = 1.0"])
     try:
-        train.run_and_report(tmp_path)
+        train.run_and_report(Config.from_gin(), tmp_path)
     finally:
         gin.clear_config()
     end_report = json.loads((tmp_path / "eval.json").read_text())

@@ -12,6 +12,7 @@ from safetensors.numpy import load_file
 
 from rlvjax import evaluate, export, train
 from rlvjax.checkpoint import Checkpointer
+from rlvjax.config import Config
 from rlvjax.data import arithmetic
 from rlvjax.data.tokenizer import build_tokenizer
 from rlvjax.rl.verifier import BASE_VERIFY_PROMPT
@@ -28,7 +29,7 @@ def run_dir(tmp_path_factory):
     gin.parse_config_files_and_bindings([str(REPO / "configs" / "tiny_sweep.gin")], [
         "WarmStartConfig.num_steps = 0", "TaskSpec.num_eval = 0", "RunConfig.final_eval_samples = 0"])
     try:
-        train.train(str(workdir))
+        train.train(Config.from_gin(), str(workdir))
     finally:
         gin.clear_config()
     return workdir
@@ -68,7 +69,7 @@ def test_export_loads_in_transformers_with_the_same_logits(run_dir, tmp_path):
         theirs = torch_model(torch.tensor([ids])).logits.numpy()
     with Checkpointer(run_dir / "checkpoints") as checkpoints:
         stored = checkpoints.read_config(2)
-    ours_model, _ = evaluate.load_checkpoint_policy(run_dir, 2, stored)
+    ours_model, _ = evaluate.load_checkpoint_policy(run_dir, 2, Config.from_dict(stored))
     ours = np.asarray(ours_model(jnp.asarray([ids])))
     assert ours.shape == theirs.shape == (1, len(ids), len(tokenizer))
     np.testing.assert_allclose(theirs, ours, atol=1e-4, rtol=0)

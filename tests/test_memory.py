@@ -13,7 +13,8 @@ import pytest
 from jax.sharding import AbstractMesh
 from flax import nnx
 
-from rlvjax import experiment, memory, parallel, sampling, sft  # train: gin's search path for `include 'configs/...'`
+from rlvjax import experiment, memory, parallel, sampling
+from rlvjax.config import Config
 from rlvjax.model.hf import config_from_hf
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import steps
@@ -35,9 +36,9 @@ def configs_of(*files, bindings=()):
     gin.clear_config()
     gin.parse_config_files_and_bindings([str(f) for f in files], list(bindings))
     try:
-        return {"model": experiment.ModelSpec(), "task": experiment.TaskSpec(), "run": experiment.RunConfig(),
-                "rl": steps.RLConfig(), "optim": steps.OptimConfig(), "mesh": parallel.MeshConfig(),
-                "warm": sft.WarmStartConfig(), "memory": memory.MemoryConfig()}
+        c = Config.from_gin()
+        return {"model": c.model, "task": c.task, "run": c.run, "rl": c.rl, "optim": c.optim, "mesh": c.mesh,
+                "warm": c.warm_start, "memory": c.memory}
     finally:
         gin.clear_config()
 

@@ -26,6 +26,7 @@ import pytest
 
 from rlvjax import cli, evaluate, export, train
 from rlvjax.checkpoint import PAUSE_ENV, Checkpointer, DamagedCheckpoint
+from rlvjax.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 DIGIT = str(REPO / "configs" / "digit_smoke.gin")
@@ -232,7 +233,7 @@ def test_every_kind_of_damage_is_named_and_skipped(tmp_path, reference_run, kind
     assert not (tmp_path / "exported").exists()
     with Checkpointer(workdir / "checkpoints") as checkpoints:
         stored = checkpoints.read_config(6)
-        abstract = evaluate.abstract_checkpoint(stored)[1]
+        abstract = evaluate.abstract_checkpoint(Config.from_dict(stored))[1]
         _, data_state, _, step, skipped = checkpoints.restore_intact(abstract)
         assert step == 6 and len(skipped) == 1 and skipped[0].startswith("checkpoint step 8 ")
         assert data_state and checkpoints.set_aside([8]) == workdir / "checkpoints_set_aside"

@@ -153,7 +153,7 @@ def test_config_errors():
         steps.RLConfig(group_size=1)
     with pytest.raises(ValueError, match="eps_low=0"):
         steps.RLConfig(eps_low=0)
-    with pytest.raises(ValueError, match="unknown aggregation"):
+    with pytest.raises(ValueError, match="RLConfig.aggregation='mean' is unknown"):
         steps.RLConfig(aggregation="mean")
 
 

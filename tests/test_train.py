@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from rlvjax import train
+from rlvjax.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 DIGIT = str(REPO / "configs" / "digit_smoke.gin")
@@ -22,7 +23,7 @@ def run(workdir, bindings=(), *, resume=False):
     gin.clear_config()
     gin.parse_config_files_and_bindings([DIGIT], list(bindings))
     try:
-        return train.train(str(workdir), resume=resume)
+        return train.train(Config.from_gin(), str(workdir), resume=resume)
     finally:
         gin.clear_config()
 
@@ -74,7 +75,7 @@ def test_every_algorithm_config_runs(tmp_path, algorithm):
         FAST + ["RunConfig.num_steps = 3", "RLConfig.beta = 0.05", "RLConfig.num_minibatches = 2",
                 "RLConfig.micro_batch_size = 16", "RLConfig.vineppo_samples = 2"])
     try:
-        history = train.train(str(tmp_path))
+        history = train.train(Config.from_gin(), str(tmp_path))
     finally:
         gin.clear_config()
     assert len(history) == 3 and all(np.isfinite(m["policy_loss"]) for m in history)
@@ -84,8 +85,10 @@ def test_every_algorithm_config_runs(tmp_path, algorithm):
 MESH_SCRIPT = """
 import json, sys, gin
 from rlvjax import train
+from rlvjax.config import Config
 gin.parse_config_files_and_bindings([sys.argv[1]], sys.argv[3:])
-print("RESULT" + json.dumps([m["policy_loss"] + m["verify_loss"] for m in train.train(sys.argv[2])]))
+history = train.train(Config.from_gin(), sys.argv[2])
+print("RESULT" + json.dumps([m["policy_loss"] + m["verify_loss"] for m in history]))
 """
 
 

@@ -106,6 +106,12 @@ class Rewards:
                 raise ValueError(f"reward {name!r} needs column(s) {missing} that the {what} data lacks (it has "
                                  f"{sorted(present - {'index'})}); add them to the data or change the reward")
 
+    def probe(self, records: list[dict]) -> None:
+        """Calls every function once on ``records`` with empty completions, so that a function that fails on
+        every call (raises, wrong length, non-finite) is refused before a run writes anything."""
+        records = records[:2]
+        self([r["prompt"] for r in records], [""] * len(records), records)
+
     def __call__(self, prompts: list[str], completions: list[str], records: list[dict]) -> np.ndarray:
         """float32[len(completions)]: ``records[i]`` is completion i's dataset row (its columns go to each
         function as keyword lists)."""

@@ -13,7 +13,6 @@ import functools
 from typing import Any, NamedTuple
 
 import flax.struct
-import gin
 import jax
 import jax.numpy as jnp
 import optax
@@ -29,36 +28,35 @@ from rlvjax.rl import losses
 ALGORITHM_AGGREGATION = {"dr_grpo": "seq_mean_token_sum_norm"}  # RLConfig.aggregation = None: token_mean otherwise
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
-    algorithm: str = "grpo"
-    group_size: int = 8
-    lambda_verify: float = 1.0
+    algorithm: str = "grpo"  # advantage estimator (rl/advantages.py): "grpo", "dr_grpo", "rloo" or "vineppo"
+    group_size: int = 8  # G: samples per prompt
+    lambda_verify: float = 1.0  # weight of the verification loss L_V (0: plain RL, the paper's baseline)
     # Class-balanced L_V: Yes and No rows of a batch weigh half each, so that p(Yes) = 0.5 is the balanced-accuracy
     # decision even when most rollouts are wrong (a plain L_V learns the base rate and then rarely says Yes). The
     # logged verify accuracy is then the balanced one.
     verify_balance: bool = False
     beta: float = 0.0  # KL(pi || pi_ref) weight; > 0 keeps a frozen copy of the initial policy
-    kl_estimator: str = "k3"
-    eps_low: float = 0.2
-    eps_high: float = 0.2
+    kl_estimator: str = "k3"  # estimator of KL(pi || pi_ref) per token: "k1" or "k3"
+    eps_low: float = 0.2  # PPO clip: ratio >= 1 - eps_low
+    eps_high: float = 0.2  # PPO clip: ratio <= 1 + eps_high (DAPO's clip-higher when > eps_low)
     # How per-token losses become one number (rl/losses.py AGGREGATIONS). None: the algorithm's own, as its paper
     # defines it — dr_grpo "seq_mean_token_sum_norm" (a constant length normaliser), the others "token_mean".
     aggregation: str | None = None
-    advantage_eps: float = 1e-6
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 64
-    num_ppo_epochs: int = 1
-    num_minibatches: int = 1
+    advantage_eps: float = 1e-6  # grpo: added to the group's reward std
+    temperature: float = 1.0  # sampling temperature of the rollouts
+    top_p: float = 1.0  # nucleus sampling (1: off)
+    top_k: int = 0  # top-k sampling (0: off)
+    max_new_tokens: int = 64  # longest completion; longer ones are truncated (and labelled by their reward alike)
+    num_ppo_epochs: int = 1  # passes over each batch of rollouts
+    num_minibatches: int = 1  # optimizer steps per epoch (the rollouts split evenly)
     micro_batch_size: int = 0  # rows per gradient-accumulation step; 0: the whole minibatch at once
     # Update-step memory: "none", "full" (recompute each decoder layer in the backward pass, keeping its input) or
     # a jax.checkpoint policy name (model/transformer.py REMAT_POLICIES); and the completion positions whose [V]
     # log-softmax is built at once (0: all N; e.g. 128 keeps no [rows, N, V] f32 buffer alive).
     remat: str = "none"
-    logprob_chunk_size: int = 0
+    logprob_chunk_size: int = 0  # completion positions whose [V] log-softmax is built at once (0: all)
     vineppo_samples: int = 9  # K continuations per step prefix (VinePPO's value estimate)
     # VinePPO's max_step_for_value_estimation. None, as in VinePPO's MATH setup: no cap, every step prefix gets K
     # continuations (the step arrays are as wide as the batch's longest rollout). M: only the prompt and the first M
@@ -76,9 +74,7 @@ class RLConfig:
             remat_policy(self.remat)
         except ValueError as e:
             raise ValueError(f"RLConfig.remat: {e}") from None
-        if self.aggregation is None:  # frozen: resolved once, so the written config names the aggregation used
-            object.__setattr__(self, "aggregation", ALGORITHM_AGGREGATION.get(self.algorithm, "token_mean"))
-        for name, value, valid in (("aggregation", self.aggregation, losses.AGGREGATIONS),
+        for name, value, valid in (("aggregation", self.loss_aggregation, losses.AGGREGATIONS),
                                    ("kl_estimator", self.kl_estimator, losses.KL_ESTIMATORS)):
             if value not in valid:
                 raise ValueError(f"RLConfig.{name}={value!r} is unknown; valid names: {sorted(valid)}")
@@ -106,20 +102,25 @@ class RLConfig:
         _raise_first(checks, "RLConfig")
 
     @property
+    def loss_aggregation(self) -> str:
+        """``aggregation``, or the algorithm's own when None (resolved on use, so that replacing the algorithm
+        alone changes it too)."""
+        return self.aggregation or ALGORITHM_AGGREGATION.get(self.algorithm, "token_mean")
+
+    @property
     def sampling_params(self) -> sampling.SamplingParams:
         return sampling.SamplingParams(self.temperature, self.top_p, self.top_k)
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    learning_rate: float = 1e-6
-    warmup_steps: int = 0
+    learning_rate: float = 1e-6  # AdamW peak learning rate
+    warmup_steps: int = 0  # linear warm-up from 0 over this many optimizer steps
     schedule: str = "constant"  # or "cosine" (decays to 10% over the run)
-    weight_decay: float = 0.0
-    b1: float = 0.9
-    b2: float = 0.999
-    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    b1: float = 0.9  # AdamW first-moment decay
+    b2: float = 0.999  # AdamW second-moment decay
+    max_grad_norm: float = 1.0  # gradients clipped to this global norm
     max_consecutive_nonfinite: int = 5  # updates with NaN/inf gradients are skipped, this many in a row stop the run
 
     def __post_init__(self):
@@ -325,7 +326,7 @@ def _loss(params, ref_params, statics: Statics, batch: UpdateBatch, policy_count
         ref_logp = jax.lax.stop_gradient(policy_and_verify_logits(statics, ref_params, batch)[0])
     pl_sum, _, pdiag = losses.policy_loss(
         logp, batch.old_logp, batch.advantages, batch.target_mask, eps_low=rl.eps_low, eps_high=rl.eps_high,
-        aggregation=rl.aggregation, max_len=rl.max_new_tokens, ref_logp=ref_logp, beta=rl.beta,
+        aggregation=rl.loss_aggregation, max_len=rl.max_new_tokens, ref_logp=ref_logp, beta=rl.beta,
         kl_estimator=rl.kl_estimator)
     vl_sum, _, vdiag = losses.verify_loss(verify_logits, batch.verify_target, batch.verify_mask,
                                           yes_id=statics.yes_id, no_id=statics.no_id)
@@ -338,7 +339,7 @@ def _minibatch_grads(statics: Statics, params, ref_params, batch: UpdateBatch):
     depend only on masks and are computed for the whole minibatch first."""
     rl = statics.rl
     rows = batch.targets.shape[0]
-    policy_count = losses.aggregate(jnp.zeros(batch.target_mask.shape), batch.target_mask, rl.aggregation,
+    policy_count = losses.aggregate(jnp.zeros(batch.target_mask.shape), batch.target_mask, rl.loss_aggregation,
                                     rl.max_new_tokens)[1]
     verify_count = jnp.sum(batch.verify_mask)
     micro = rl.micro_batch_size or rows

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 
-import gin
 import jax
 import jax.numpy as jnp
 
@@ -30,7 +29,6 @@ def base_verify_prompt(question: str = VERIFY_QUESTION) -> str:
 BASE_VERIFY_PROMPT = base_verify_prompt()
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class VerifierConfig:
     """What the model is asked after a solution, and which rollouts it learns to call correct.
@@ -40,8 +38,8 @@ class VerifierConfig:
     rewards: 0.5 labels reward 1 Yes).
     """
 
-    question: str = VERIFY_QUESTION
-    threshold: float = 0.5
+    question: str = VERIFY_QUESTION  # asked after each solution; the model answers Yes or No
+    threshold: float = 0.5  # a rollout is labelled Yes when its reward is >= this
 
     def __post_init__(self):
         check_field_types(self)

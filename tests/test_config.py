@@ -1,0 +1,116 @@
+"""rlvjax.config.Config: one frozen value, checked without JAX; round trips through config.gin and config.json; the
+cross-field rules; docs/config.md generated from it."""
+
+import dataclasses
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import gin
+import pytest
+
+from rlvjax import cli, config_docs
+from rlvjax.config import SECTIONS, Config
+from rlvjax.rl.steps import RLConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def unusual() -> Config:
+    """A config away from every default: tuples, None, text with quotes and newlines, floats in exponent form."""
+    c = Config()
+    return dataclasses.replace(
+        c, task=dataclasses.replace(c.task, levels=(2, 3), rewards=("math", "mymod:f"), reward_weights=(1.0, 0.5)),
+        rl=dataclasses.replace(c.rl, algorithm="dr_grpo", group_size=4, vineppo_max_steps=3),
+        verifier=dataclasses.replace(c.verifier, question="Is it \"right\"?\nSay 'Yes' or No.", threshold=0.75),
+        optim=dataclasses.replace(c.optim, learning_rate=3e-7), run=dataclasses.replace(c.run, max_to_keep=None),
+        mesh=dataclasses.replace(c.mesh, fsdp=2, data=-1))
+
+
+def test_config_gin_reads_back_to_the_same_value(tmp_path):
+    config = unusual()
+    path = tmp_path / "config.gin"
+    path.write_text(config.to_gin())
+    gin.clear_config()
+    try:
+        cli.parse_gin([str(path)], [])
+        assert Config.from_gin() == config
+    finally:
+        gin.clear_config()
+
+
+def test_config_json_reads_back_to_the_same_value_and_fills_new_fields():
+    config = unusual()
+    assert Config.from_dict(config.to_dict()) == config
+    old = config.to_dict()
+    del old["verifier"], old["task"]["reward_weights"]  # a config written before these existed
+    restored = Config.from_dict(old)
+    assert restored.verifier == Config().verifier and restored.task.reward_weights is None
+    assert restored.rl == config.rl
+
+
+def test_the_aggregation_follows_the_algorithm_unless_set():
+    assert RLConfig(algorithm="dr_grpo").loss_aggregation == "seq_mean_token_sum_norm"
+    assert RLConfig(algorithm="grpo").loss_aggregation == "token_mean"
+    assert RLConfig(algorithm="rloo").loss_aggregation == "token_mean"
+    # Replacing the algorithm alone changes the aggregation with it; an explicit one is kept.
+    assert dataclasses.replace(RLConfig(), algorithm="dr_grpo").loss_aggregation == "seq_mean_token_sum_norm"
+    explicit = RLConfig(algorithm="dr_grpo", aggregation="token_mean")
+    assert explicit.loss_aggregation == "token_mean"
+    assert dataclasses.replace(explicit, algorithm="grpo").loss_aggregation == "token_mean"
+
+
+def test_cross_section_rules():
+    c = Config()
+    with pytest.raises(ValueError, match=r"64 rollouts per step \(batch_size 8 x group_size 8\) do not split into "
+                                         r"RLConfig.num_minibatches=3; pick a divisor"):
+        dataclasses.replace(c, rl=dataclasses.replace(c.rl, num_minibatches=3))
+    with pytest.raises(ValueError, match="minibatch of 64 rollouts is not a multiple of RLConfig.micro_batch_size=6"):
+        dataclasses.replace(c, rl=dataclasses.replace(c.rl, micro_batch_size=6))
+    with pytest.raises(ValueError, match="RLConfig.algorithm='vineppo' grades its Monte-Carlo continuations with the "
+                                         "built-in math reward"):
+        dataclasses.replace(c, rl=dataclasses.replace(c.rl, algorithm="vineppo"),
+                            task=dataclasses.replace(c.task, rewards=("mymod:f",)))
+    with pytest.raises(ValueError, match="Config.rl must be a RLConfig, not a dict"):
+        Config(rl={})
+
+
+def test_the_lambda0_baseline_is_a_replace():
+    config = unusual()
+    base = config.lambda0_baseline("/runs/x/warm_start")
+    assert base.rl == dataclasses.replace(config.rl, lambda_verify=0.0)
+    assert base.model.hf_dir == "/runs/x/warm_start" and base.warm_start.num_steps == 0
+    assert dataclasses.replace(base, rl=config.rl, model=config.model, warm_start=config.warm_start) == config
+    assert config.lambda0_baseline(None) == dataclasses.replace(config, rl=base.rl)
+
+
+@pytest.mark.parametrize("name", sorted(SECTIONS))
+def test_every_field_refuses_a_wrong_type_in_one_line(name):
+    section = SECTIONS[name]
+    for field in dataclasses.fields(section):
+        with pytest.raises(ValueError, match=rf"^{section.__name__}\.{field.name}=b'x' must be .*, not a bytes; fix "
+                                             "the binding's value$"):
+            section(**{field.name: b"x"})
+    assert typing.get_type_hints(section)  # every field is annotated
+
+
+def test_building_and_checking_a_config_starts_no_jax_backend():
+    """Safe before jax.distributed.initialize, which must precede the first backend use."""
+    code = ("import dataclasses; from rlvjax.config import Config; c = Config(); "
+            "Config.from_dict(c.to_dict()); c.to_gin()\n"
+            "try:\n    dataclasses.replace(c.rl, algorithm='nope')\nexcept ValueError: pass\n"
+            "from jax._src import xla_bridge; print(xla_bridge.backends_are_initialized())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def test_docs_config_md_is_generated_from_the_dataclasses():
+    assert config_docs.undocumented() == []  # every field has a comment to document it
+    assert (REPO / "docs" / "config.md").read_text(encoding="utf-8") == config_docs.render(), \
+        "docs/config.md is stale: run python -m rlvjax.config_docs"
+    text = config_docs.render()
+    for section in SECTIONS.values():
+        for field in dataclasses.fields(section):
+            assert f"| `{field.name}` |" in text
+    assert "| `question` | a str | `'Is this solution correct (Yes/No)?'` | asked after each solution" in text

@@ -1,0 +1,165 @@
+"""The Python API (rlvjax.RLVTrainer / RLVConfig): a user's own JSONL, reward function and verify question, in
+15 lines; evaluated and saved; the run's config.gin reproduces it through the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rlvjax
+from rlvjax.rewards import registry
+
+QUESTION = "1+1=2"  # what the built-in arithmetic tokenizer can spell: digits and operators
+
+USER_CODE = '''
+import rlvjax
+from my_rewards import exact_match
+
+args = rlvjax.RLVConfig(output_dir="run", num_steps=2, batch_size=4, group_size=4, max_new_tokens=4,
+                        learning_rate=1e-3, verify_question="1+1=2")
+trainer = rlvjax.RLVTrainer(reward_funcs=exact_match, train_dataset="data.jsonl", eval_dataset="data.jsonl",
+                            args=args)
+trainer.train()
+report = trainer.evaluate(num_samples=4)
+trainer.save_model("exported")
+'''
+
+REWARD_MODULE = '''
+CALLS = []
+
+def exact_match(prompts, completions, target, **columns):
+    CALLS.append({"prompts": list(prompts), "completions": list(completions), "target": list(target),
+                  "columns": sorted(columns)})
+    return [float(c.strip() == t) for c, t in zip(completions, target)]
+'''
+
+
+@pytest.fixture(scope="module")
+def user_run(tmp_path_factory):
+    """The user's directory after running USER_CODE in it (in this process: the API, not the CLI)."""
+    root = tmp_path_factory.mktemp("user")
+    (root / "my_rewards.py").write_text(REWARD_MODULE)
+    rng = np.random.default_rng(0)
+    rows = [{"prompt": f"{a}+{b}=", "target": str(a + b), "source": "mine"}
+            for a, b in rng.integers(0, 5, size=(32, 2)).tolist()]
+    (root / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert len([line for line in USER_CODE.strip().splitlines() if line.strip()]) <= 15
+    cwd, path = os.getcwd(), list(sys.path)
+    os.chdir(root)
+    sys.path.insert(0, str(root))
+    try:
+        namespace = {}
+        exec(compile(USER_CODE, "user_code", "exec"), namespace)
+        import my_rewards
+    finally:
+        os.chdir(cwd)
+        sys.path[:] = path
+    return root, namespace, my_rewards.CALLS, rows
+
+
+def test_the_reward_function_gets_every_column_and_grades_what_was_sampled(user_run):
+    root, _, calls, rows = user_run
+    by_prompt = {r["prompt"]: r["target"] for r in rows}
+    training = [c for c in calls if len(c["completions"]) == 16]  # 4 prompts x 4 samples per step
+    assert len(training) == 2
+    for call in training:
+        assert call["target"] == [by_prompt[p] for p in call["prompts"]]  # aligned row by row
+        assert call["columns"] == ["id", "level", "source"]  # every other column of the user's data
+    # The logged rewards are the function's values for the logged completions.
+    samples = [json.loads(line) for line in (root / "run" / "samples.jsonl").read_text().splitlines()]
+    assert samples
+    for s in samples:
+        assert s["reward"] == float(s["completion"].strip() == by_prompt[s["prompt"]])
+
+
+def test_the_verify_question_is_asked_at_training_and_test_time_and_saved(user_run):
+    root, namespace, _, _ = user_run
+    trainer = namespace["trainer"]
+    assert trainer.config.verifier.question == QUESTION
+    stored = json.loads((root / "run" / "config.json").read_text())
+    assert stored["verifier"]["question"] == QUESTION and stored["task"]["rewards"] == ["my_rewards:exact_match"]
+    saved = json.loads((root / "exported" / "rlvjax_verifier.json").read_text())
+    assert saved["question"] == QUESTION
+    model, tokenizer = rlvjax.load_hf(root / "exported")
+    from rlvjax import experiment
+    from rlvjax.rl.verifier import base_verify_prompt
+
+    suffix = experiment.verifier_tokens(tokenizer, QUESTION).suffix
+    assert tokenizer.decode(suffix) == base_verify_prompt(QUESTION)  # one token of the built-in tokenizer
+    assert len(suffix) == 1
+
+
+def test_evaluate_returns_and_writes_the_report(user_run):
+    root, namespace, calls, _ = user_run
+    report = namespace["report"]
+    assert json.loads((root / "run" / "eval.json").read_text()) == json.loads(json.dumps(report))
+    from rlvjax.evaluate import temperature_key
+
+    final = report["reports"][temperature_key(report["headline_temperature"])]["final"]
+    assert final["num_problems"] == 32 and final["num_samples"] == 4
+    assert any(len(c["completions"]) == 32 * 4 for c in calls)  # evaluate graded with the user's reward
+
+
+def test_the_written_config_reproduces_the_run_through_the_cli(user_run, tmp_path):
+    root, _, _, _ = user_run
+    env = {**os.environ, "PYTHONPATH": str(root), "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-m", "rlvjax.train", "--gin_file", str(root / "run" / "config.gin"),
+                          "--workdir", str(tmp_path / "again")], capture_output=True, text=True, timeout=600,
+                         cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    timing = ("time/", "_per_s")
+    logs = [[{k: v for k, v in json.loads(line).items() if not any(t in k for t in timing)}
+             for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (root / "run", tmp_path / "again")]
+    assert logs[0] == logs[1] and len(logs[0]) == 2
+
+
+def test_in_memory_datasets_are_written_with_the_run_and_reproduce_it(tmp_path):
+    rows = [{"prompt": f"{i}+1=", "target": str(i + 1)} for i in range(8)]
+    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), num_steps=1, batch_size=4, group_size=2,
+                            max_new_tokens=2)
+    trainer = rlvjax.RLVTrainer(reward_funcs=length_penalty, train_dataset=rows,
+                                args=args)
+    trainer.train()
+    written = [json.loads(line) for line in (tmp_path / "run" / "data" / "train.jsonl").read_text().splitlines()]
+    assert [(r["prompt"], r["target"]) for r in written] == [(r["prompt"], r["target"]) for r in rows]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["task"]["name"] == "file"
+    assert config["task"]["train_file"] == str(tmp_path / "run" / "data" / "train.jsonl")
+    assert config["task"]["rewards"] == [f"{__name__}:length_penalty"]
+
+
+def length_penalty(prompts, completions, **columns):
+    return [-len(c) / 10 for c in completions]
+
+
+def test_several_rewards_are_summed_with_their_weights():
+    rows = [{"prompt": "p", "gold": "2", "target": "x"}] * 3
+    rewards = registry.Rewards(["a", "b"], [1.0, 0.5], [lambda p, c, **k: [1.0] * len(c),
+                                                      lambda p, c, target, **k: [float(x == t) for x, t in
+                                                                                 zip(c, target)]])
+    np.testing.assert_allclose(rewards(["p"] * 3, ["x", "y", "x"], rows), [1.5, 1.0, 1.5])
+    assert registry.required_columns(lambda prompts, completions, target, level=None, **rest: []) == {"target"}
+
+
+def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
+    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="train_dataset must be a file path or datasets id, a datasets.Dataset or a "
+                                         "list of dicts, got int"):
+        rlvjax.RLVTrainer(train_dataset=3, args=args)
+    with pytest.raises(ValueError, match=r"RLVConfig.group_size='4' must be an int or None, not a str"):
+        rlvjax.RLVConfig(output_dir="x", group_size="4")
+    with pytest.raises(ValueError, match="args must be an rlvjax.RLVConfig, got dict"):
+        rlvjax.RLVTrainer(args={})
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_lambda_reward_trains_but_warns_that_the_config_cannot_name_it(tmp_path, caplog):
+    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"))
+    trainer = rlvjax.RLVTrainer(reward_funcs=lambda prompts, completions, **kw: [0.0] * len(completions),
+                                train_dataset=[{"prompt": "1+1="}] * 8, args=args)
+    assert "cannot reproduce the run from the command line" in caplog.text
+    assert trainer.reward.functions[0]([""], [""]) == [0.0]
