@@ -32,7 +32,7 @@ def test_notebook_is_valid_compiles_and_stores_no_outputs(name):
 def test_tpu_notebook_uses_the_paper_configs():
     source = "\n".join(code_cells(NOTEBOOKS / "tpu_qwen_math.ipynb"))
     for needed in ("experiments/rlv_grpo_math.gin", "hardware/tpu_v4_8.gin", "memory.enforce",
-                   "train.train(", "train.final_report("):
+                   "train.train(config, ", "train.final_report(config, "):
         assert needed in source, needed
     assert "YOUR_ORG" not in source and "CONFIGS /" in source  # installs from a real source, reads the shipped configs
     names = {node.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Name)}
@@ -44,6 +44,7 @@ def test_quickstart_runs_end_to_end(tmp_path, monkeypatch):
 
     monkeypatch.setenv("RLVJAX_QUICKSTART_GIN", "quickstart_tiny.gin")
     monkeypatch.setenv("RLVJAX_QUICKSTART_WORKDIR", str(tmp_path / "run"))
+    monkeypatch.setenv("RLVJAX_API_STEPS", "2")
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     notebook = nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4)
@@ -58,5 +59,8 @@ def test_quickstart_runs_end_to_end(tmp_path, monkeypatch):
     images = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs
               if "image/png" in o.get("data", {})]
     assert len(images) == 1  # scaling.png displayed
+    # The Python API section: its own run, report and saved model.
+    assert (tmp_path / "run" / "api" / "eval.json").exists()
+    assert (tmp_path / "run" / "api_model" / "config.json").exists()
     assert (tmp_path / "run" / "eval.json").exists() and (tmp_path / "run" / "final" / "config.json").exists()
     print(f"quickstart notebook: {elapsed:.0f} s")
