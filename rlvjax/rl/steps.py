@@ -365,31 +365,38 @@ def _minibatch_grads(statics: Statics, params, ref_params, batch: UpdateBatch):
 
 
 def update_step(statics: Statics, state: TrainState, batch: UpdateBatch) -> tuple[TrainState, dict]:
-    """``num_ppo_epochs`` x ``num_minibatches`` optimizer steps on one batch of rollouts."""
+    """``num_ppo_epochs`` x ``num_minibatches`` optimizer steps on one batch of rollouts, under one ``lax.scan``
+    (each epoch visits the rows in a fresh random order, ``num_minibatches`` slices of it)."""
     rl = statics.rl
     rows = batch.targets.shape[0]
     if rows % rl.num_minibatches:
         raise ValueError(f"{rows} rollouts do not split into num_minibatches={rl.num_minibatches}")
     rng, perm_key = jax.random.split(jax.random.wrap_key_data(state.rng))
-    params, opt_state = state.params, state.opt_state
-    size, shuffled = rows // rl.num_minibatches, rl.num_ppo_epochs * rl.num_minibatches > 1
-    history = []
-    for epoch in range(rl.num_ppo_epochs):
-        order = jax.random.permutation(jax.random.fold_in(perm_key, epoch), rows) if shuffled else None
-        for m in range(rl.num_minibatches):
-            mb = jax.tree.map(lambda x: jnp.take(x, order[m * size:(m + 1) * size], axis=0), batch) \
-                if shuffled else batch
-            grads, stats, pdiag, vdiag = _minibatch_grads(statics, params, state.ref_params, mb)
-            updates, opt_state = statics.tx.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            stats["grad_norm"] = optax.tree.norm(grads)
-            history.append((stats, pdiag, vdiag))
-    first_stats, first_pdiag, first_vdiag = history[0]  # epoch one is on-policy: its diagnostics describe the data
+    size, updates_per_batch = rows // rl.num_minibatches, rl.num_ppo_epochs * rl.num_minibatches
+
+    def optimizer_step(carry, mb):
+        params, opt_state = carry
+        grads, stats, pdiag, vdiag = _minibatch_grads(statics, params, state.ref_params, mb)
+        updates, opt_state = statics.tx.update(grads, opt_state, params)
+        stats["grad_norm"] = optax.tree.norm(grads)
+        return (optax.apply_updates(params, updates), opt_state), (stats, pdiag, vdiag)
+
+    if updates_per_batch == 1:  # the whole batch, in its order: no gather
+        (params, opt_state), history = optimizer_step((state.params, state.opt_state), batch)
+        history = jax.tree.map(lambda x: x[None], history)
+    else:
+        orders = jnp.stack([jax.random.permutation(jax.random.fold_in(perm_key, epoch), rows)
+                            for epoch in range(rl.num_ppo_epochs)]).reshape(updates_per_batch, size)
+        (params, opt_state), history = jax.lax.scan(
+            lambda carry, order: optimizer_step(carry, jax.tree.map(lambda x: jnp.take(x, order, axis=0), batch)),
+            (state.params, state.opt_state), orders)
+    # Epoch one's first minibatch is on-policy: its diagnostics describe the data.
+    first_stats, first_pdiag, first_vdiag = jax.tree.map(lambda x: x[0], history)
     metrics = {**first_stats, **{f"policy/{k}": v for k, v in losses.mean_diagnostics(first_pdiag).items()},
                **{f"verify/{k}": v for k, v in losses.mean_diagnostics(first_vdiag).items()},
                "nonfinite_updates": opt_state.total_notfinite}
-    if len(history) > 1:
-        metrics["last_policy_loss"] = history[-1][0]["policy_loss"]
+    if updates_per_batch > 1:
+        metrics["last_policy_loss"] = history[0]["policy_loss"][-1]
     new_state = state.replace(params=params, opt_state=opt_state, step=state.step + 1,
                               rng=jax.random.key_data(rng))
     return new_state, metrics
