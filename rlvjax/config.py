@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from pathlib import Path
 
 import gin
 
@@ -92,6 +93,14 @@ class Config:
             lines += [f"{section.__name__}.{f.name} = {getattr(getattr(self, name), f.name)!r}"
                       for f in dataclasses.fields(section)]
         return "\n".join(lines) + "\n"
+
+    def write(self, workdir) -> None:
+        """``config.json`` (:meth:`to_dict`) and ``config.gin`` (:meth:`to_gin`) in ``workdir``, each replaced
+        whole."""
+        for name, text in (("config.json", json.dumps(self.to_dict(), indent=2) + "\n"), ("config.gin", self.to_gin())):
+            tmp = Path(workdir) / f".{name}.tmp"
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(Path(workdir) / name)
 
     def lambda0_baseline(self, warm_start_dir: str | None) -> Config:
         """The paper's baseline: the same run with lambda_verify = 0, from the same warm start (its exported

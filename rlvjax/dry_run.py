@@ -21,7 +21,7 @@ from flax import nnx
 
 from rlvjax import experiment, hlo, memory, parallel
 from rlvjax.model.transformer import ModelConfig, Transformer
-from rlvjax.rl import steps
+from rlvjax.rl import steps, verifier
 
 DEFAULT_VERIFY_TOKENS = 32  # an upper bound on the verify prompt's length where no tokenizer is at hand
 
@@ -116,7 +116,7 @@ def run(config, *, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledP
     parallel.check_batch(run_cfg.batch_size, mesh, "batch_size (prompts per step)")
     prompt_tokens, eval_problems = _prompt_width(task, tokenizer)
     verify_tokens = (DEFAULT_VERIFY_TOKENS if tokenizer is None
-                     else len(experiment.verifier_tokens(tokenizer, config.verifier.question).suffix))
+                     else len(verifier.tokens(tokenizer, config.verifier.question).suffix))
     plan = memory.plan(cfg, rl, run_cfg, mesh, prompt_tokens=prompt_tokens, verify_tokens=verify_tokens,
                        optim=optim, eval_problems=eval_problems)
     limit = memory.device_limit(config.memory, host=False)

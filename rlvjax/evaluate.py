@@ -25,11 +25,11 @@ import numpy as np
 
 from rlvjax import experiment, parallel, sampling, testtime
 from rlvjax.config import Config
+from rlvjax.model.hf import load_hf
 from rlvjax.pool import EVAL_PROMPTS, PoolSampler, sample_pool
 from rlvjax.rewards.registry import Rewards
+from rlvjax.rl import diagnostics, steps, verifier
 from rlvjax.rl.verifier import VerifierConfig
-from rlvjax.rl.verifier import load_config as load_verifier_config
-from rlvjax.rl import diagnostics, steps
 
 STRATEGIES = ("majority", "best_of_n", "weighted")
 def calibration_error(p_yes: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
@@ -263,6 +263,36 @@ def load_checkpoint_policy(workdir: Path, step: int | None, config: Config):
     return nnx.merge(graphdef, restored.params), tokenizer
 
 
+def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: Rewards | None = None,
+                 records: list[dict] | None = None) -> dict:
+    """Evaluate HF policy directories on the eval set (``records``, else the task's) at the training temperature
+    (the headline) and at ``RunConfig.eval_temperature`` when it differs; write eval.json + scaling.png, print the
+    summary."""
+    rl, run = config.rl, config.run
+    mesh = parallel.make_mesh(config.mesh)
+    temperatures = tuple(dict.fromkeys([rl.temperature, run.eval_temperature or rl.temperature]))
+    reward = reward or Rewards(config.task.rewards, config.task.reward_weights)
+    reports, correct = {}, {}
+    for name, path in policies.items():
+        model, tokenizer = load_hf(path)
+        eval_records = records if records is not None else experiment.build_records(config.task, tokenizer)[1]
+        for t in temperatures:
+            key = temperature_key(t)
+            rep, pool = evaluate_policy(model, tokenizer, eval_records, rl, mesh,
+                                                 num_samples=run.final_eval_samples, seed=run.seed, temperature=t,
+                                                 conventions=config.conventions, verify=config.verifier,
+                                                 reward=reward)
+            reports.setdefault(key, {})[name] = rep
+            correct.setdefault(key, {})[name] = pool["correct"]
+    evaluation = assemble(reports, correct, train_temperature=rl.temperature,
+                                   headline_temperature=temperatures[0], seed=run.seed)
+    if jax.process_index() == 0:
+        json_path, png_path = write_report(evaluation, workdir)
+        print(summary(evaluation))
+        print(f"report: {json_path}\nplot:   {png_path}")
+    return evaluation
+
+
 def check_writable(out: Path) -> None:
     """Raises a one-line error when ``out`` could not be created or written (its nearest existing ancestor is a file
     or not writable); creates nothing."""
@@ -282,7 +312,6 @@ def main(argv):
     from rlvjax import memory
     from rlvjax.checkpoint import Checkpointer
     from rlvjax.data import sources
-    from rlvjax.model.hf import load_hf
 
     logging.set_verbosity(logging.WARNING)
     f = flags.FLAGS
@@ -321,7 +350,7 @@ def main(argv):
     else:
         model, tokenizer = load_hf(f.model_dir, dtype=jnp.dtype(f.dtype))
         rl = steps.RLConfig(temperature=f.temperature or 1.0, max_new_tokens=f.max_new_tokens or 1024)
-        verify, reward = load_verifier_config(f.model_dir), Rewards(("math",))
+        verify, reward = verifier.load_config(f.model_dir), Rewards(("math",))
     if f.max_new_tokens is not None:
         rl = dataclasses.replace(rl, max_new_tokens=f.max_new_tokens)
     if f.data:
@@ -338,7 +367,7 @@ def main(argv):
     plan = memory.eval_plan(model.config, mesh, prompts=prompts, samples=f.num_samples,
                             rows=min(f.batch_size, prompts * f.num_samples), prompt_tokens=prompt_tokens,
                             new_tokens=rl.max_new_tokens,
-                            verify_tokens=len(experiment.verifier_tokens(tokenizer, verify.question).suffix))
+                            verify_tokens=len(verifier.tokens(tokenizer, verify.question).suffix))
     limit = memory.device_limit()
     print(plan.table(limit), flush=True)
     memory.check(plan, limit)  # before anything is compiled

@@ -300,42 +300,34 @@ def warm_start_pairs(task: TaskSpec, num: int, mistake_rate: float, seed: int) -
 
 
 @dataclasses.dataclass(frozen=True)
-class VerifierTokens:
-    suffix: tuple[int, ...]  # appended after prompt + completion (without its stop token)
-    yes_id: int
-    no_id: int
+class SamplingTokens:
+    """The sampler's token ids for a policy: where a completion stops, the padding, and what it never samples."""
+
     stop_ids: tuple[int, ...]
     pad_id: int
     suppress_ids: tuple[int, ...]  # never sampled: special tokens other than the stops, verifier-only tokens
 
 
-def verifier_tokens(tokenizer, question: str = verifier.VERIFY_QUESTION) -> VerifierTokens:
-    """Verify prompt, Yes/No ids, stop ids and the ids the policy must never sample.
+def sampling_tokens(tokenizer, verify: verifier.VerifierTokens) -> SamplingTokens:
+    """Stop ids, padding and the ids the policy must never sample.
 
-    The suffix starts with the end-of-turn token for chat models: the sampler drops the stop token from the cache,
-    so one suffix serves finished and truncated completions alike. Suppressed: special tokens that are not stops
-    (padding, <bos>, <|im_start|>), and verifier tokens that exist only as added tokens (the arithmetic
-    tokenizer's one-token verify prompt and verdicts) — text the policy never writes, whose only effect when
-    sampled would be out-of-distribution solutions for the verifier to score.
+    Suppressed: special tokens that are not stops (padding, <bos>, <|im_start|>), and verifier tokens that exist only
+    as added tokens (the arithmetic tokenizer's one-token verify prompt and verdicts) — text the policy never writes,
+    whose only effect when sampled would be out-of-distribution solutions for the verifier to score.
     """
     stop = {tokenizer.eos_token_id, verifier.end_of_turn_id(tokenizer)} - {None}
-    yes_id, no_id = verifier.yes_no_token_ids(tokenizer, question=question)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    suffix = tuple(verifier.verify_prompt_ids(tokenizer, question=question))
-    if question not in tokenizer.decode(suffix):  # a tokenizer that drops characters would ask something else
-        raise ValueError(f"the tokenizer cannot encode the verify question {question!r} (it reads back as "
-                         f"{tokenizer.decode(suffix)!r}); ask it in characters the tokenizer covers "
-                         "(VerifierConfig.question)")
     added = set(tokenizer.get_added_vocab().values())
-    suppress = (set(tokenizer.all_special_ids) | (added & {*suffix, yes_id, no_id})) - stop
-    return VerifierTokens(suffix, yes_id, no_id, tuple(sorted(stop)), pad, tuple(sorted(suppress)))
+    suppress = (set(tokenizer.all_special_ids) | (added & {*verify.suffix, verify.yes_id, verify.no_id})) - stop
+    return SamplingTokens(tuple(sorted(stop)), pad, tuple(sorted(suppress)))
 
 
 def statics(graphdef, tx, rl: RLConfig, tokenizer, verify: verifier.VerifierConfig = verifier.VerifierConfig()
             ) -> Statics:
     """What the jitted RL steps close over, for this policy's tokenizer and verify question."""
-    vt = verifier_tokens(tokenizer, verify.question)
-    return Statics(graphdef, tx, rl, vt.suffix, vt.yes_id, vt.no_id, vt.stop_ids, vt.pad_id, vt.suppress_ids,
+    vt = verifier.tokens(tokenizer, verify.question)
+    st = sampling_tokens(tokenizer, vt)
+    return Statics(graphdef, tx, rl, vt.suffix, vt.yes_id, vt.no_id, st.stop_ids, st.pad_id, st.suppress_ids,
                    verify_threshold=verify.threshold)
 
 

@@ -271,7 +271,7 @@ def plan(model_config: ModelConfig, rl_config: steps.RLConfig, run_config, mesh,
     """The per-device memory of this run on ``mesh`` (a Mesh, an AbstractMesh or an ``{axis: size}`` dict).
 
     ``prompt_tokens``: the widest left-padded prompt batch (``max_prompt_tokens`` of the train and eval prompts);
-    ``verify_tokens``: the verify prompt's length (``len(VerifierTokens.suffix)``); ``eval_problems``: how many
+    ``verify_tokens``: the verify prompt's length (``len(verifier.VerifierTokens.suffix)``); ``eval_problems``: how many
     eval records the task has (0: no eval phases; None: at least one full eval batch).
     """
     cfg, rl, run = model_config, rl_config, run_config

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +62,27 @@ class MetricsWriter:
             self._tb.close()
             self._metrics.close()
             self._samples.close()
+
+
+def rewind_logs(workdir: Path, step: int) -> None:
+    """Drops the ``metrics.jsonl`` / ``samples.jsonl`` rows of steps after ``step``, and a torn last line.
+
+    A restarted run starts at its latest checkpoint (0 when there is none) and repeats the steps after it; without
+    this their rows would appear twice. After it, the log of an interrupted-and-resumed run is the log of the
+    uninterrupted run. (TensorBoard's event files are appended to; TensorBoard shows the latest value per step.)
+    """
+    for name in ("metrics.jsonl", "samples.jsonl"):
+        path = workdir / name
+        if not path.exists():
+            continue
+        kept = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+            try:
+                row = json.loads(line) if line.endswith("\n") else None
+            except json.JSONDecodeError:
+                row = None
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+                kept.append(line)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)

@@ -10,13 +10,10 @@ field); with no flags this runs ``configs/default.gin`` on the CPU.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -28,13 +25,13 @@ from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from rlvjax import cli, evaluate, experiment, memory, parallel, sampling, sft
+from rlvjax import cli, evaluate, experiment, memory, parallel, preemption, sampling, sft
 from rlvjax.config import Config
 from rlvjax.checkpoint import ARCHITECTURE_KEYS, Checkpointer, check_free_space, ensure_writable
-from rlvjax.data import pipeline
+from rlvjax.data import pipeline, sources
 from rlvjax.lock import workdir_lock
-from rlvjax.metrics import MetricsWriter
-from rlvjax.model.hf import load_hf, save_hf
+from rlvjax.metrics import MetricsWriter, rewind_logs
+from rlvjax.model.hf import save_hf
 from rlvjax.pool import PoolSampler, quick_eval
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import advantages as advantages_lib
@@ -88,7 +85,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
         if split:
             reward.check_columns(split, name)
     reward.probe(train_records)
-    vt = experiment.verifier_tokens(tokenizer, config.verifier.question)
+    vt = verifier.tokens(tokenizer, config.verifier.question)
+    st = experiment.sampling_tokens(tokenizer, vt)
     # What each device will hold, printed; a run that cannot fit is refused here, before anything is compiled.
     prompt_tokens = memory.max_prompt_tokens(tokenizer, [r["prompt"] for r in train_records + eval_records])
     longest = prompt_tokens + rl.max_new_tokens + len(vt.suffix)  # prompt, completion, the verify prompt
@@ -112,7 +110,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     workdir = Path(workdir).absolute()
     check_free_space(workdir, *disk_need(params, rl, run, warm, workdir))
     ensure_writable(epath.Path(workdir), "workdir")
-    with workdir_lock(workdir, enabled=jax.process_index() == 0), preemption_notice() as notice:
+    with workdir_lock(workdir, enabled=jax.process_index() == 0), preemption.notice() as notice:
         checkpoints = Checkpointer(workdir / "checkpoints", max_to_keep=run.max_to_keep)
         if given:  # the written config names the data where this run keeps it
             config = dataclasses.replace(config, task=dataclasses.replace(
@@ -129,7 +127,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
         if warm.num_steps and latest is None:
             pairs = experiment.warm_start_pairs(task, warm.num_examples, warm.mistake_rate, warm.seed)
             params = sft.warm_start(graphdef, params, tokenizer, pairs, warm, eos_id=tokenizer.eos_token_id,
-                                    pad_id=vt.pad_id, verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id),
+                                    pad_id=st.pad_id, verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id),
                                     progress=jax.process_index() == 0)
             if jax.process_index() == 0:
                 save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "warm_start")
@@ -159,9 +157,12 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
         writer = MetricsWriter(workdir, total_steps=run.num_steps, initial_step=start,
                                enabled=jax.process_index() == 0)
         if jax.process_index() == 0:  # what this invocation runs, now that every check has passed
-            if given:
-                write_records(workdir / "data", {"train": train_records, "eval": eval_records})
-            write_config(config, workdir)
+            if given:  # as given, before their prompts were rendered: the config's task reads them back
+                (workdir / "data").mkdir(exist_ok=True)
+                for name, split in (("train", records[0]), ("eval", records[1])):
+                    if split:
+                        sources.write_jsonl(workdir / "data" / f"{name}.jsonl", split)
+            config.write(workdir)
         notice.defer()  # from here a SIGTERM is honoured at the next step boundary, with a checkpoint
         rows2 = parallel.batch_sharding(mesh, 2)
         history = []
@@ -172,7 +173,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                 # batch (prompts to pad alike, golds to grade all rows; grading is cheap next to sampling).
                 batch = [train_records[i] for i in parallel.to_host(np.asarray([r["index"] for r in next(data)]))]
                 prompts = experiment.encode_prompts(tokenizer, [r["prompt"] for r in batch])
-                ids, mask = sampling.left_pad(prompts, pad_id=vt.pad_id)  # bucket_width: a bounded set of shapes
+                ids, mask = sampling.left_pad(prompts, pad_id=st.pad_id)  # bucket_width: a bounded set of shapes
                 roll = jitted.rollout(state.params, parallel.to_global(ids, rows2), parallel.to_global(mask, rows2),
                                       jax.random.fold_in(jax.random.key(run.seed), step))
                 tokens, lengths, finished, verify_lp = map(parallel.to_host, (roll.tokens, roll.lengths,
@@ -185,7 +186,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                 rewards = reward([r["prompt"] for r in rows], texts, rows).reshape(b, g)
                 t2 = time.perf_counter()
                 if step_values:  # VinePPO: Monte-Carlo values of every step prefix, then per-token advantages
-                    value_fn = vineppo.value_sampler(nnx.merge(graphdef, state.params), tokenizer, rl, vt,
+                    value_fn = vineppo.value_sampler(nnx.merge(graphdef, state.params), tokenizer, rl, st,
                                                      seed=run.seed + 7919 * step)
                     token_adv, _ = vineppo.token_advantages(
                         value_fn, tokenizer, [prompts[i // g] for i in range(b * g)], [r["gold"] for r in rows],
@@ -228,7 +229,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                         f"checkpoint (step {checkpoints.latest_step()}) holds finite parameters. Find the cause in "
                         f"{workdir / 'metrics.jsonl'} (rewards? lower OptimConfig.learning_rate?), then rerun with "
                         "--resume")
-                preempted = agree(notice.received())
+                preempted = preemption.agree(notice.received())
                 if (step + 1) % run.checkpoint_every == 0 or step + 1 == run.num_steps or preempted:
                     checkpoints.save(step + 1, state, data_state=data.get_state(), config=stored, force=preempted)
                 if preempted:
@@ -273,138 +274,6 @@ def disk_need(params, rl: steps.RLConfig, run: experiment.RunConfig, warm: sft.W
     return checkpoints * checkpoint + exports * model, what
 
 
-def rewind_logs(workdir: Path, step: int) -> None:
-    """Drops the ``metrics.jsonl`` / ``samples.jsonl`` rows of steps after ``step``, and a torn last line.
-
-    A restarted run starts at its latest checkpoint (0 when there is none) and repeats the steps after it; without
-    this their rows would appear twice. After it, the log of an interrupted-and-resumed run is the log of the
-    uninterrupted run. (TensorBoard's event files are appended to; TensorBoard shows the latest value per step.)
-    """
-    for name in ("metrics.jsonl", "samples.jsonl"):
-        path = workdir / name
-        if not path.exists():
-            continue
-        kept = []
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
-            try:
-                row = json.loads(line) if line.endswith("\n") else None
-            except json.JSONDecodeError:
-                row = None
-            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
-                kept.append(line)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, path)
-
-
-class _Notice:
-    """SIGTERM / SIGINT (Ctrl-C) handling in two phases: before the loop a notice stops at once (nothing is lost: the
-    warm start is redone, a restored state is still on disk); in the loop it is a flag read at the next step
-    boundary, where the step is saved. A second Ctrl-C exits at once, as a kill would (a save in flight is left as
-    Orbax's temporary directory, which no resume reads)."""
-
-    def __init__(self):
-        self._received = threading.Event()
-        self._deferred = False
-        self.name = "SIGTERM"
-
-    def handle(self, signum, frame) -> None:
-        del frame
-        if signum == signal.SIGINT and self._received.is_set():  # like kill -9, which a resume is proof against
-            print("rlvjax.train: interrupted again: stopped at once, without saving this step; --resume continues "
-                  "from the latest complete checkpoint", file=sys.stderr, flush=True)
-            os._exit(130)
-        self.name = signal.Signals(signum).name
-        self._received.set()
-        if not self._deferred:
-            raise cli.Preempted(f"{self.name} before the first RL step; nothing to save, rerun with --resume")
-        if signum == signal.SIGINT:
-            print("\nCtrl-C: saving a checkpoint at the end of this step, then stopping (Ctrl-C again: stop now, "
-                  "without it)", file=sys.stderr, flush=True)
-
-    def defer(self) -> None:
-        self._deferred = True
-        if self._received.is_set():
-            raise cli.Preempted(f"{self.name} before the first RL step; nothing to save, rerun with --resume")
-
-    def received(self) -> bool:
-        return self._received.is_set()
-
-
-@contextlib.contextmanager
-def preemption_notice():
-    """Installs the SIGTERM and SIGINT handlers of :class:`_Notice` for the block (main thread only; elsewhere a
-    no-op)."""
-    notice = _Notice()
-    if threading.current_thread() is not threading.main_thread():
-        yield notice
-        return
-    previous = {sig: signal.signal(sig, notice.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield notice
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def agree(flag: bool) -> bool:
-    """True on every process when it is True on any: hosts receive a preemption notice at slightly different
-    times, but must save the same step together."""
-    if jax.process_count() == 1:
-        return flag
-    return bool(np.asarray(multihost_utils.process_allgather(np.asarray([flag]))).any())
-
-
-def write_config(config: Config, workdir: Path) -> None:
-    """``config.json`` (:meth:`Config.to_dict`) and ``config.gin`` (:meth:`Config.to_gin`) in ``workdir``, each
-    replaced whole."""
-    for name, text in (("config.json", json.dumps(config.to_dict(), indent=2) + "\n"), ("config.gin", config.to_gin())):
-        tmp = workdir / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(workdir / name)
-
-
-def write_records(directory: Path, splits: dict[str, list[dict]]) -> None:
-    """Records given in memory, as ``DIR/<split>.jsonl`` (the raw problem as ``prompt``, every other column)."""
-    directory.mkdir(exist_ok=True)
-    for name, split in splits.items():
-        if split:
-            tmp = directory / f".{name}.jsonl.tmp"
-            tmp.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "index"}) + "\n" for r in split),
-                           encoding="utf-8")
-            tmp.replace(directory / f"{name}.jsonl")
-
-
-def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: Rewards | None = None,
-                 records: list[dict] | None = None) -> dict:
-    """Evaluate HF policy directories on the eval set (``records``, else the task's) at the training temperature
-    (the headline) and at ``RunConfig.eval_temperature`` when it differs; write eval.json + scaling.png, print the
-    summary."""
-    rl, run = config.rl, config.run
-    mesh = parallel.make_mesh(config.mesh)
-    temperatures = tuple(dict.fromkeys([rl.temperature, run.eval_temperature or rl.temperature]))
-    reward = reward or Rewards(config.task.rewards, config.task.reward_weights)
-    reports, correct = {}, {}
-    for name, path in policies.items():
-        model, tokenizer = load_hf(path)
-        eval_records = records if records is not None else experiment.build_records(config.task, tokenizer)[1]
-        for t in temperatures:
-            key = evaluate.temperature_key(t)
-            rep, pool = evaluate.evaluate_policy(model, tokenizer, eval_records, rl, mesh,
-                                                 num_samples=run.final_eval_samples, seed=run.seed, temperature=t,
-                                                 conventions=config.conventions, verify=config.verifier,
-                                                 reward=reward)
-            reports.setdefault(key, {})[name] = rep
-            correct.setdefault(key, {})[name] = pool["correct"]
-    evaluation = evaluate.assemble(reports, correct, train_temperature=rl.temperature,
-                                   headline_temperature=temperatures[0], seed=run.seed)
-    if jax.process_index() == 0:
-        json_path, png_path = evaluate.write_report(evaluation, workdir)
-        print(evaluate.summary(evaluation))
-        print(f"report: {json_path}\nplot:   {png_path}")
-    return evaluation
-
-
 def train_with_baseline(config: Config, workdir, *, resume: bool = False, resume_step: int | None = None,
                         reward: Rewards | None = None, records: tuple[list[dict], list[dict]] | None = None
                         ) -> tuple[list[dict], dict[str, Path]]:
@@ -426,7 +295,7 @@ def run_and_report(config: Config, workdir, *, resume: bool = False, resume_step
     _, policies = train_with_baseline(config, workdir, resume=resume, resume_step=resume_step)
     if not (config.run.final_eval_samples and config.run.export_final):
         return None
-    return final_report(config, workdir, policies)
+    return evaluate.final_report(config, workdir, policies)
 
 
 def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step: int | None = None,

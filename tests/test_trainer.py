@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,10 +84,10 @@ def test_the_verify_question_is_asked_at_training_and_test_time_and_saved(user_r
     saved = json.loads((root / "exported" / "rlvjax_verifier.json").read_text())
     assert saved["question"] == QUESTION
     model, tokenizer = rlvjax.load_hf(root / "exported")
-    from rlvjax import experiment
+    from rlvjax.rl import verifier
     from rlvjax.rl.verifier import base_verify_prompt
 
-    suffix = experiment.verifier_tokens(tokenizer, QUESTION).suffix
+    suffix = verifier.tokens(tokenizer, QUESTION).suffix
     assert tokenizer.decode(suffix) == base_verify_prompt(QUESTION)  # one token of the built-in tokenizer
     assert len(suffix) == 1
 

@@ -105,6 +105,22 @@ def test_appending_to_a_stopped_completion_equals_the_rendered_conversation():
         tok, after_end_of_turn=True)
 
 
+def test_a_custom_verify_question_is_the_rendered_turn_and_one_the_tokenizer_cannot_spell_is_refused():
+    tok = byte_level_bpe(QWEN_TEMPLATE)
+    question = "Does the final answer follow (Yes/No)?"
+    solved = [{"role": "user", "content": "Solve 1 + 1."}, {"role": "assistant", "content": "2"}]
+    before = tok.apply_chat_template(solved, tokenize=False)
+    asked = tok.apply_chat_template(solved + [{"role": "user", "content": question}], tokenize=False,
+                                    add_generation_prompt=True)
+    vt = verifier.tokens(tok, question)
+    assert tok.decode(vt.suffix) == asked[len(before) - len("<|im_end|>\n"):]  # end of turn, the question, header
+    assert (vt.yes_id, vt.no_id) == verifier.yes_no_token_ids(tok)
+    base = verifier.tokens(byte_level_bpe(), question)
+    assert byte_level_bpe().decode(base.suffix) == verifier.base_verify_prompt(question)
+    with pytest.raises(ValueError, match=r"the tokenizer cannot encode the verify question 'Est-ce juste \?'"):
+        verifier.tokens(word_level(), "Est-ce juste ?")  # a word-level vocabulary without these words
+
+
 def test_template_that_rewrites_content_is_rejected():
     tok = word_level(QWEN_TEMPLATE.replace("{{ m.content }}", "{{ m.content | upper }}"))
     with pytest.raises(ValueError, match="did not render the assistant message verbatim"):

@@ -112,6 +112,14 @@ def from_rows(rows: list[dict], places: list[str] | None = None, *, source: str 
     return records, stats
 
 
+def write_jsonl(path, records: list[dict]) -> None:
+    """Records as a .jsonl file :func:`load_records` reads back (written whole or not at all)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    tmp.replace(path)
+
+
 def detect_schema(row: dict, source: str = "<rows>", place: str = "row 1", require_gold: bool = True) -> str:
     """Names the schema of a row from its fields: answer beats solution because MATH-500 carries both."""
     keys = set(row)

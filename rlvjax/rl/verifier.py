@@ -163,6 +163,30 @@ def yes_no_token_ids(tokenizer, *, chat=None, question: str = VERIFY_QUESTION) -
         "(tokenizer.add_tokens + resize the model's embeddings)")
 
 
+@dataclasses.dataclass(frozen=True)
+class VerifierTokens:
+    """What the verifier adds to a sequence: the verify prompt and the two verdict tokens."""
+
+    suffix: tuple[int, ...]  # appended after prompt + completion (without its stop token)
+    yes_id: int
+    no_id: int
+
+
+def tokens(tokenizer, question: str = VERIFY_QUESTION) -> VerifierTokens:
+    """The verify prompt asking ``question`` and the Yes/No ids, for this tokenizer.
+
+    The suffix starts with the end-of-turn token for chat models: the sampler drops the stop token from the cache,
+    so one suffix serves finished and truncated completions alike.
+    """
+    yes_id, no_id = yes_no_token_ids(tokenizer, question=question)
+    suffix = tuple(verify_prompt_ids(tokenizer, question=question))
+    if question not in tokenizer.decode(suffix):  # a tokenizer that drops characters would ask something else
+        raise ValueError(f"the tokenizer cannot encode the verify question {question!r} (it reads back as "
+                         f"{tokenizer.decode(suffix)!r}); ask it in characters the tokenizer covers "
+                         "(VerifierConfig.question)")
+    return VerifierTokens(suffix, yes_id, no_id)
+
+
 def verify_labels(rewards, yes_id: int, no_id: int, threshold: float = 0.5) -> jnp.ndarray:
     """Target token per rollout: Yes when its reward is >= ``threshold`` (``VerifierConfig.threshold``), else No."""
     return jnp.where(jnp.asarray(rewards) >= threshold, yes_id, no_id).astype(jnp.int32)

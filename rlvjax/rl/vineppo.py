@@ -76,7 +76,7 @@ def token_advantages(sample_rewards: Callable[[list[list[int]], list[str]], np.n
     return adv, stats
 
 
-def value_sampler(model, tokenizer, rl, verifier_tokens, *, seed: int, chunk: int = 64):
+def value_sampler(model, tokenizer, rl, sampling_tokens, *, seed: int, chunk: int = 64):
     """``sample_rewards`` for ``token_advantages``: K continuations per prefix with the policy's sampling settings,
     graded like rollouts, in chunks of ``chunk`` prefixes."""
     def sample_rewards(prefixes: list[list[int]], golds: list[str]) -> np.ndarray:
@@ -85,8 +85,8 @@ def value_sampler(model, tokenizer, rl, verifier_tokens, *, seed: int, chunk: in
         for start in range(0, len(prefixes), chunk):
             out = sampling.sample(model, prefixes[start:start + chunk], num_samples=k,
                                   max_new_tokens=rl.max_new_tokens, temperature=rl.temperature, top_p=rl.top_p,
-                                  top_k=rl.top_k, seed=seed + start, stop_ids=verifier_tokens.stop_ids,
-                                  pad_id=verifier_tokens.pad_id, suppress_ids=verifier_tokens.suppress_ids)
+                                  top_k=rl.top_k, seed=seed + start, stop_ids=sampling_tokens.stop_ids,
+                                  pad_id=sampling_tokens.pad_id, suppress_ids=sampling_tokens.suppress_ids)
             n = out.tokens.shape[-1]
             texts = experiment.decode_completions(tokenizer, np.asarray(out.tokens).reshape(-1, n),
                                                   np.asarray(out.lengths).ravel(), np.asarray(out.finished).ravel())

@@ -1,0 +1,74 @@
+"""Preemption: SIGTERM (a scheduler's notice) and Ctrl-C honoured at a step boundary, with a checkpoint, on every
+host together."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from rlvjax import cli
+
+
+class Notice:
+    """SIGTERM / SIGINT (Ctrl-C) handling in two phases: before the loop a notice stops at once (nothing is lost: the
+    warm start is redone, a restored state is still on disk); in the loop it is a flag read at the next step
+    boundary, where the step is saved. A second Ctrl-C exits at once, as a kill would (a save in flight is left as
+    Orbax's temporary directory, which no resume reads)."""
+
+    def __init__(self):
+        self._received = threading.Event()
+        self._deferred = False
+        self.name = "SIGTERM"
+
+    def handle(self, signum, frame) -> None:
+        del frame
+        if signum == signal.SIGINT and self._received.is_set():  # like kill -9, which a resume is proof against
+            print("rlvjax.train: interrupted again: stopped at once, without saving this step; --resume continues "
+                  "from the latest complete checkpoint", file=sys.stderr, flush=True)
+            os._exit(130)
+        self.name = signal.Signals(signum).name
+        self._received.set()
+        if not self._deferred:
+            raise cli.Preempted(f"{self.name} before the first RL step; nothing to save, rerun with --resume")
+        if signum == signal.SIGINT:
+            print("\nCtrl-C: saving a checkpoint at the end of this step, then stopping (Ctrl-C again: stop now, "
+                  "without it)", file=sys.stderr, flush=True)
+
+    def defer(self) -> None:
+        self._deferred = True
+        if self._received.is_set():
+            raise cli.Preempted(f"{self.name} before the first RL step; nothing to save, rerun with --resume")
+
+    def received(self) -> bool:
+        return self._received.is_set()
+
+
+@contextlib.contextmanager
+def preemption_notice():
+    """Installs the SIGTERM and SIGINT handlers of :class:`Notice` for the block (main thread only; elsewhere a
+    no-op)."""
+    notice = Notice()
+    if threading.current_thread() is not threading.main_thread():
+        yield notice
+        return
+    previous = {sig: signal.signal(sig, notice.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield notice
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def agree(flag: bool) -> bool:
+    """True on every process when it is True on any: hosts receive a preemption notice at slightly different
+    times, but must save the same step together."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.asarray(multihost_utils.process_allgather(np.asarray([flag]))).any())
