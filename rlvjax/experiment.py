@@ -14,7 +14,7 @@ from absl import logging
 import numpy as np
 from flax import nnx
 
-from rlvjax.data import arithmetic, sources
+from rlvjax.data import sources, tasks
 from rlvjax.data.tokenizer import build_tokenizer
 from rlvjax.fieldtypes import check_field_types
 from rlvjax.model.hf import config_from_hf, load_hf, load_tokenizer, resolve_model_dir
@@ -65,7 +65,7 @@ class TaskSpec:
     """``arithmetic`` (procedural, built in), ``digit`` (trivial, for tests) or ``file`` (records from a file or a
     datasets id: MATH-style, or any rows with a prompt for a reward of your own), and the reward that grades them."""
 
-    name: str = "arithmetic"  # "arithmetic", "digit" or "file"
+    name: str = "arithmetic"  # a task of rlvjax/data/tasks.py: "arithmetic", "digit" or "file"
     train_file: str | None = None  # file task: .jsonl/.json/.parquet path or datasets id of the training problems
     eval_file: str | None = None  # file task: the held-out problems (None: no evals)
     levels: tuple[int, ...] = (1, 2, 3, 4)  # arithmetic: difficulty levels (steps per problem) to sample from
@@ -91,6 +91,7 @@ class TaskSpec:
 
     def __post_init__(self):
         check_field_types(self)
+        tasks.get(self.name)  # an unknown name fails here, listing the known ones
         if self.prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"TaskSpec.prompt_format={self.prompt_format!r}: use one of {PROMPT_FORMATS}")
         if self.eval_split not in ("test", "validation"):
@@ -211,9 +212,9 @@ def build_records(task: TaskSpec, tokenizer, given: tuple[list[dict], list[dict]
     """(train, eval) records ``{prompt, gold, level, id, ...}`` with prompts in the policy's format, without those
     longer than ``task.max_prompt_tokens``: the task's, or the ``given`` raw records (the Python API's datasets)."""
     if given is None:
-        train, evals = _task_records(task, tokenizer)
+        train, evals = tasks.get(task.name).records(task, tokenizer)
     else:
-        train, evals = (format_records(records, tokenizer, task.prompt_format) for records in given)
+        train, evals = (sources.format_records(records, tokenizer, task.prompt_format) for records in given)
     if task.max_prompt_tokens is None:
         return train, evals
     kept = []
@@ -252,51 +253,6 @@ def check_encodable(tokenizer, records: list[dict], name: str = "",
         raise ValueError(f"{len(bad)} {name + ' ' if name else ''}prompt(s) hold characters the tokenizer cannot "
                          f"encode (record {first}: {', '.join(map(repr, lost[:5]))}{', ...' if len(lost) > 5 else ''}"
                          f"{f'; and {more} more record(s)' if more else ''}); {fix}")
-
-
-def _task_records(task: TaskSpec, tokenizer) -> tuple[list[dict], list[dict]]:
-    if task.name == "arithmetic":
-        train = arithmetic.generate(task.seed, task.num_train, task.levels, max_value=task.max_value)
-        held_out = task.num_eval * (2 if task.eval_split == "validation" else 1)
-        evals = arithmetic.eval_set(held_out, levels=task.levels, max_value=task.max_value)[-task.num_eval:]
-        return arithmetic.records(train), arithmetic.records(evals)
-    if task.name == "digit":
-        return (arithmetic.digit_records(task.seed, task.num_train),
-                arithmetic.digit_records(task.seed + 1, task.num_eval))
-    if task.name == "file":
-        if task.train_file is None:
-            raise ValueError("TaskSpec.name='file' needs TaskSpec.train_file (a jsonl/parquet path or datasets id)")
-        need_gold = "math" in task.rewards
-        train = sources.load_records(task.train_file, on_bad_gold=task.on_bad_gold, require_gold=need_gold)[0]
-        evals = (sources.load_records(task.eval_file, on_bad_gold=task.on_bad_gold, require_gold=need_gold)[0]
-                 [: task.num_eval] if task.eval_file else [])
-        return format_records(train, tokenizer, task.prompt_format), format_records(evals, tokenizer,
-                                                                                      task.prompt_format)
-    raise ValueError(f"unknown task {task.name!r}; use 'arithmetic', 'digit' or 'file'")
-
-
-def format_records(records: list[dict], tokenizer, prompt_format: str) -> list[dict]:
-    """Records with their prompt rendered for the policy (``TaskSpec.prompt_format``)."""
-    if prompt_format == "math":
-        return [{**r, "prompt": sources.format_prompt(r["prompt"], tokenizer)} for r in records]
-    return [{**r, "prompt": sources.render_messages(r["prompt"], tokenizer)} for r in records]
-
-
-def warm_start_pairs(task: TaskSpec, num: int, mistake_rate: float, seed: int) -> list[tuple[str, str, bool]]:
-    """(prompt, completion, correct) examples whose completions are right with a controlled probability."""
-    if task.name == "arithmetic":
-        return arithmetic.sft_examples(seed, num, mistake_rate, task.levels, task.max_value)
-    if task.name == "digit":  # the boxed digit is the prompt's with probability 1 - mistake_rate, else another
-        rng = np.random.default_rng(seed)
-        pairs = []
-        for r in arithmetic.digit_records(seed, num):
-            digit = int(r["gold"])
-            if rng.random() < mistake_rate:
-                digit = (digit + int(rng.integers(1, 10))) % 10
-            pairs.append((r["prompt"], arithmetic.format_solution([], digit), str(digit) == r["gold"]))
-        return pairs
-    raise ValueError(f"task {task.name!r} has no generated solutions for a warm start; set WarmStartConfig.num_steps"
-                     " = 0 and start from an instruction-tuned checkpoint")
 
 
 @dataclasses.dataclass(frozen=True)

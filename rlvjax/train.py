@@ -28,7 +28,7 @@ from jax.experimental import multihost_utils
 from rlvjax import cli, evaluate, experiment, memory, parallel, preemption, sampling, sft
 from rlvjax.config import Config
 from rlvjax.checkpoint import ARCHITECTURE_KEYS, Checkpointer, check_free_space, ensure_writable
-from rlvjax.data import pipeline, sources
+from rlvjax.data import pipeline, sources, tasks
 from rlvjax.lock import workdir_lock
 from rlvjax.metrics import MetricsWriter, rewind_logs
 from rlvjax.model.hf import save_hf
@@ -99,7 +99,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                                optim=optim, eval_problems=len(eval_records)), config.memory,
                    echo=jax.process_index() == 0)
     if warm.num_steps:  # a task without generated solutions fails now, not after the workdir exists
-        experiment.warm_start_pairs(task, 0, warm.mistake_rate, warm.seed)
+        tasks.warm_start_pairs(task, 0, warm.mistake_rate, warm.seed)
     indexed = [{**r, "index": i} for i, r in enumerate(train_records)]
     data = pipeline.make_iterator(indexed, batch_size=run.batch_size // jax.process_count(), seed=run.seed,
                                   shard_index=jax.process_index(), shard_count=jax.process_count())
@@ -125,7 +125,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
             raise FileNotFoundError(f"no checkpoint for step {resume_step} in {checkpoints.directory} to resume from; "
                                     f"saved steps: {checkpoints.all_steps()}")
         if warm.num_steps and latest is None:
-            pairs = experiment.warm_start_pairs(task, warm.num_examples, warm.mistake_rate, warm.seed)
+            pairs = tasks.warm_start_pairs(task, warm.num_examples, warm.mistake_rate, warm.seed)
             params = sft.warm_start(graphdef, params, tokenizer, pairs, warm, eos_id=tokenizer.eos_token_id,
                                     pad_id=st.pad_id, verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id),
                                     progress=jax.process_index() == 0)

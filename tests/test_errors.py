@@ -85,7 +85,7 @@ CONFIG_CASES = {
                                  "64 rollouts per step (batch_size 8 x group_size 8) do not split into "
                                  "RLConfig.num_minibatches=3; pick a divisor"),
     "mesh_larger_than_devices": (["MeshConfig.data = 2"], "needs 2 devices but 1 are present; set MeshConfig sizes"),
-    "unknown_task": (["TaskSpec.name = 'chess'"], "unknown task 'chess'; use 'arithmetic', 'digit' or 'file'"),
+    "unknown_task": (["TaskSpec.name = 'chess'"], "unknown task 'chess'; use one of ['arithmetic', 'digit', 'file']"),
     "unknown_remat": (["RLConfig.remat = 'some'"], "RLConfig.remat: unknown remat policy 'some'; valid names: ['none', "
                                                    "'full', "),
     "bad_compute_dtype": (["ModelSpec.compute_dtype = 'fp8'"],

@@ -178,6 +178,13 @@ def format_prompt(problem: str, tokenizer: Any = None, *, instruction: str = QWE
         return render([{"role": "user", "content": f"{problem}\n{instruction}"}])
 
 
+def format_records(records: list[dict], tokenizer: Any, prompt_format: str) -> list[dict]:
+    """Records with their prompt rendered for the policy (``TaskSpec.prompt_format``): "math" through
+    :func:`format_prompt`, "as_is" through :func:`render_messages`."""
+    render = format_prompt if prompt_format == "math" else render_messages
+    return [{**r, "prompt": render(r["prompt"], tokenizer)} for r in records]
+
+
 def render_messages(prompt: str | list[dict], tokenizer: Any) -> str:
     """A prompt as the policy reads it under ``prompt_format="as_is"``: a string verbatim; chat messages
     (``[{"role", "content"}, ...]``) rendered with the tokenizer's chat template and the assistant header."""

@@ -1,0 +1,94 @@
+"""Tasks by name (``TaskSpec.name``): each builds its (train, eval) records and, where it can generate solutions,
+the warm start's examples. ``register`` adds one; nothing else branches on a task's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+
+from rlvjax.data import arithmetic, sources
+
+Records = tuple[list[dict], list[dict]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    # (TaskSpec, tokenizer) -> (train, eval) records, prompts rendered for the policy
+    records: Callable[[Any, Any], Records]
+    # (TaskSpec, num, mistake_rate, seed) -> [(prompt, completion, correct)]; None: no warm start from this task
+    warm_start_pairs: Callable[[Any, int, float, int], list[tuple[str, str, bool]]] | None = None
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register(name: str, task: Task) -> None:
+    _TASKS[name] = task
+
+
+def names() -> list[str]:
+    return sorted(_TASKS)
+
+
+def get(name: str) -> Task:
+    if name not in _TASKS:
+        raise ValueError(f"unknown task {name!r}; use one of {names()} (or rlvjax.data.tasks.register your own)")
+    return _TASKS[name]
+
+
+def warm_start_pairs(spec, num: int, mistake_rate: float, seed: int) -> list[tuple[str, str, bool]]:
+    """(prompt, completion, correct) examples whose completions are right with a controlled probability."""
+    task = get(spec.name)
+    if task.warm_start_pairs is None:
+        raise ValueError(f"task {spec.name!r} has no generated solutions for a warm start; set "
+                         "WarmStartConfig.num_steps = 0 and start from an instruction-tuned checkpoint")
+    return task.warm_start_pairs(spec, num, mistake_rate, seed)
+
+
+def _arithmetic_records(spec, tokenizer) -> Records:
+    del tokenizer
+    train = arithmetic.generate(spec.seed, spec.num_train, spec.levels, max_value=spec.max_value)
+    held_out = spec.num_eval * (2 if spec.eval_split == "validation" else 1)
+    evals = arithmetic.eval_set(held_out, levels=spec.levels, max_value=spec.max_value)[-spec.num_eval:]
+    return arithmetic.records(train), arithmetic.records(evals)
+
+
+def _arithmetic_pairs(spec, num, mistake_rate, seed):
+    return arithmetic.sft_examples(seed, num, mistake_rate, spec.levels, spec.max_value)
+
+
+def _digit_records(spec, tokenizer) -> Records:
+    del tokenizer
+    return arithmetic.digit_records(spec.seed, spec.num_train), arithmetic.digit_records(spec.seed + 1, spec.num_eval)
+
+
+def _digit_pairs(spec, num, mistake_rate, seed):
+    """The boxed digit is the prompt's with probability 1 - mistake_rate, else another."""
+    del spec
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for r in arithmetic.digit_records(seed, num):
+        digit = int(r["gold"])
+        if rng.random() < mistake_rate:
+            digit = (digit + int(rng.integers(1, 10))) % 10
+        pairs.append((r["prompt"], arithmetic.format_solution([], digit), str(digit) == r["gold"]))
+    return pairs
+
+
+def _file_records(spec, tokenizer) -> Records:
+    if spec.train_file is None:
+        raise ValueError("TaskSpec.name='file' needs TaskSpec.train_file (a jsonl/parquet path or datasets id)")
+    need_gold = "math" in spec.rewards
+    train = sources.load_records(spec.train_file, on_bad_gold=spec.on_bad_gold, require_gold=need_gold)[0]
+    evals = (sources.load_records(spec.eval_file, on_bad_gold=spec.on_bad_gold, require_gold=need_gold)[0]
+             [: spec.num_eval] if spec.eval_file else [])
+    return (sources.format_records(train, tokenizer, spec.prompt_format),
+            sources.format_records(evals, tokenizer, spec.prompt_format))
+
+
+register("arithmetic", Task(_arithmetic_records, _arithmetic_pairs))  # procedural, built in
+register("digit", Task(_digit_records, _digit_pairs))  # trivial, for tests
+register("file", Task(_file_records))  # records from a file or a datasets id
