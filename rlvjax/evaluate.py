@@ -263,29 +263,26 @@ def load_checkpoint_policy(workdir: Path, step: int | None, config: Config):
     return nnx.merge(graphdef, restored.params), tokenizer
 
 
-def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: Rewards | None = None,
-                 records: list[dict] | None = None) -> dict:
-    """Evaluate HF policy directories on the eval set (``records``, else the task's) at the training temperature
-    (the headline) and at ``RunConfig.eval_temperature`` when it differs; write eval.json + scaling.png, print the
-    summary."""
+def final_report(config: Config, workdir, policies: dict[str, Path]) -> dict:
+    """Evaluate HF policy directories on ``config``'s eval set with ``RunConfig.final_eval_samples`` samples per
+    problem, at the training temperature (the headline) and at ``RunConfig.eval_temperature`` when it differs; write
+    eval.json + scaling.png, print the summary."""
     rl, run = config.rl, config.run
     mesh = parallel.make_mesh(config.mesh)
     temperatures = tuple(dict.fromkeys([rl.temperature, run.eval_temperature or rl.temperature]))
-    reward = reward or Rewards(config.task.rewards, config.task.reward_weights)
+    reward = Rewards(config.task.rewards, config.task.reward_weights)
     reports, correct = {}, {}
     for name, path in policies.items():
         model, tokenizer = load_hf(path)
-        eval_records = records if records is not None else experiment.build_records(config.task, tokenizer)[1]
+        records = experiment.build_records(config.task, tokenizer)[1]
         for t in temperatures:
-            key = temperature_key(t)
-            rep, pool = evaluate_policy(model, tokenizer, eval_records, rl, mesh,
-                                                 num_samples=run.final_eval_samples, seed=run.seed, temperature=t,
-                                                 conventions=config.conventions, verify=config.verifier,
-                                                 reward=reward)
-            reports.setdefault(key, {})[name] = rep
-            correct.setdefault(key, {})[name] = pool["correct"]
-    evaluation = assemble(reports, correct, train_temperature=rl.temperature,
-                                   headline_temperature=temperatures[0], seed=run.seed)
+            rep, pool = evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=run.final_eval_samples,
+                                        seed=run.seed, temperature=t, conventions=config.conventions,
+                                        verify=config.verifier, reward=reward)
+            reports.setdefault(temperature_key(t), {})[name] = rep
+            correct.setdefault(temperature_key(t), {})[name] = pool["correct"]
+    evaluation = assemble(reports, correct, train_temperature=rl.temperature, headline_temperature=temperatures[0],
+                          seed=run.seed)
     if jax.process_index() == 0:
         json_path, png_path = write_report(evaluation, workdir)
         print(summary(evaluation))

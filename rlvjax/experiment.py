@@ -179,8 +179,9 @@ def config_path(path: str) -> Path:
 def abstract_policy(spec: ModelSpec, question: str = verifier.VERIFY_QUESTION) -> tuple[ModelConfig, Any]:
     """``(architecture, tokenizer or None)`` without loading weights: ``hf_dir``'s config.json where it exists,
     else ``config_json``, else the random model's sizes. The tokenizer is None when none is on this machine."""
-    if spec.hf_dir is not None and (resolve_model_dir(spec.hf_dir) / "config.json").exists():
-        spec = dataclasses.replace(spec, hf_dir=str(resolve_model_dir(spec.hf_dir)))
+    if spec.hf_dir is not None and (spec.config_json is None or Path(spec.hf_dir).exists()):
+        spec = dataclasses.replace(spec, hf_dir=str(resolve_model_dir(spec.hf_dir)))  # a hub id: its cached files
+    if spec.hf_dir is not None and (Path(spec.hf_dir) / "config.json").exists():
         hf, tokenizer = json.loads((Path(spec.hf_dir) / "config.json").read_text()), None
         try:
             tokenizer = load_tokenizer(spec.hf_dir)

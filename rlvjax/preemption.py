@@ -51,16 +51,16 @@ class Notice:
 
 
 @contextlib.contextmanager
-def preemption_notice():
+def notice():
     """Installs the SIGTERM and SIGINT handlers of :class:`Notice` for the block (main thread only; elsewhere a
     no-op)."""
-    notice = Notice()
+    received = Notice()
     if threading.current_thread() is not threading.main_thread():
-        yield notice
+        yield received
         return
-    previous = {sig: signal.signal(sig, notice.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, received.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield notice
+        yield received
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

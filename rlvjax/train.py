@@ -45,7 +45,9 @@ FLAGS = flags.FLAGS
 # copy of the parameters; the schedule and its warm-up shape the optimizer state). A change is refused by name.
 RESUME_KEYS = (*ARCHITECTURE_KEYS, "rl.beta", "optim.schedule", "optim.warmup_steps")
 flags.DEFINE_multi_string("gin_file", None, "gin config files (default: configs/default.gin)")
-flags.DEFINE_multi_string("gin_param", [], "gin bindings, e.g. 'RLConfig.lambda_verify = 0.5'")
+flags.DEFINE_multi_string("gin_param", [], "gin bindings 'Section.field = value', e.g. 'RLConfig.lambda_verify = "
+                          "0.5'; docs/config.md lists every field with its default and meaning, --print_config the "
+                          "resolved values")
 flags.DEFINE_string("workdir", "runs/default", "where checkpoints, metrics.jsonl, TensorBoard logs and reports go")
 flags.DEFINE_bool("resume", False, "continue from the newest intact checkpoint in --workdir")
 flags.DEFINE_integer("checkpoint", None, "with --resume: continue from this step (later steps are set aside)")
@@ -80,7 +82,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     reward = reward or Rewards(task.rewards, task.reward_weights)
     model, tokenizer = experiment.build_policy(config.model, config.verifier.question)
     given = records is not None
-    train_records, eval_records = records if given else experiment.build_records(task, tokenizer)
+    train_records, eval_records = experiment.build_records(task, tokenizer, records)
     for name, split in (("train", train_records), ("eval", eval_records)):
         if split:
             reward.check_columns(split, name)

@@ -138,8 +138,9 @@ class RLVTrainer:
         records = experiment.build_records(self.config.task, tokenizer, given)[1 if given is None else 0]
         if not records:
             raise ValueError("no eval problems: pass eval_dataset= (or a task with TaskSpec.eval_file / num_eval)")
-        rep, _ = evaluate.evaluate_policy(model, tokenizer, records, self.config.rl, parallel.make_mesh(self.config.mesh),
-                                          num_samples=num_samples, seed=self.config.run.seed, temperature=temperature,
+        mesh = parallel.make_mesh(self.config.mesh)
+        rep, _ = evaluate.evaluate_policy(model, tokenizer, records, self.config.rl, mesh, num_samples=num_samples,
+                                          seed=self.config.run.seed, temperature=temperature,
                                           conventions=self.config.conventions, verify=self.config.verifier,
                                           reward=self.reward)
         t = rep["temperature"]

@@ -35,7 +35,7 @@ def test_math500_records_take_answer_and_level():
     assert {r["level"] for r in records} == {1, 2, 3, 4, 5}
     assert len({r["id"] for r in records}) == 500 and records[0]["id"] == "math500-0"
     # The row's other columns stay, for reward functions that read them; the problem is the prompt.
-    assert set(records[0]) == {"prompt", "gold", "level", "id", "answer", "solution", "subject", "unique_id"}
+    assert set(records[0]) == {"prompt", "gold", "level", "id", "answer", "solution", "subject"}
     assert records[0]["answer"] == raw[0]["answer"] and "problem" not in records[0]
 
 
@@ -195,7 +195,8 @@ def test_rows_missing_fields_name_row_and_field(tmp_path):
     with pytest.raises(ValueError, match=r"generic.jsonl: line 2 lacks field 'prompt' or 'question'"):
         load_records(path)
     path = write_jsonl(tmp_path / "blank.jsonl", [{"problem": "  ", "answer": "1"}])
-    with pytest.raises(ValueError, match=r"blank.jsonl: line 1 has an empty or non-text problem \('  '\)"):
+    with pytest.raises(ValueError, match=r"blank.jsonl: line 1 has an empty problem or one that is neither text nor "
+                                         r"chat messages .*: '  '; fix or drop the row"):
         load_records(path)
     path = write_jsonl(tmp_path / "odd.jsonl", [{"text": "p", "label": "1"}])
     with pytest.raises(ValueError, match=r"odd.jsonl: cannot tell the schema from the fields of line 1 "

@@ -110,15 +110,21 @@ def test_sweep_rejects_bad_input(tmp_path, lambdas, extra, message):
 
 
 def test_sweep_stops_after_a_failed_run(tmp_path, capsys):
-    # group_size = 1 passes the sweep's config parse but every run refuses it: both slots fail, the third never starts.
-    status = sweep.main(["--lambdas", "0,1,2", "--gin_file", str(REPO / TINY), "--gin_param", "RLConfig.group_size=1",
+    # A bad value is refused by the sweep itself, before any run (building the config starts no JAX backend).
+    with pytest.raises(ValueError, match="RLConfig.group_size=1: grpo compares samples of one problem"):
+        sweep.main(["--lambdas", "0,1", "--gin_file", str(REPO / TINY), "--gin_param", "RLConfig.group_size=1",
+                    "--workdir_root", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
+    # A missing data file passes the config check but every run refuses it: both slots fail, the third never starts.
+    missing = ["--gin_param", "TaskSpec.name='file'", "--gin_param", f"TaskSpec.train_file='{tmp_path / 'no.jsonl'}'"]
+    status = sweep.main(["--lambdas", "0,1,2", "--gin_file", str(REPO / TINY), *missing,
                          "--workdir_root", str(tmp_path), "--parallel", "2", "--compilation_cache", ""])
     err = capsys.readouterr().err
     assert status == 1
     for label in ("0", "1"):
         log = tmp_path / f"lambda_{label}" / "train.log"
         assert f"run lambda={label} failed with exit status 2; log: {log}" in err
-        assert "group_size=1" in log.read_text()
+        assert "no such data file" in log.read_text()
     assert "not started after the failure: lambda=2" in err and not (tmp_path / "lambda_2").exists()
     # What was written cannot be trained over by accident once it holds checkpoints.
     (tmp_path / "lambda_0" / "checkpoints").mkdir()

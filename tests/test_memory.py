@@ -151,8 +151,8 @@ def test_tiny_config_bytes_by_hand():
     per_device = embedding + attention + mlp + norms
     assert per_device == 6976
     rl = steps.RLConfig(group_size=2, max_new_tokens=4)
-    run = experiment.RunConfig(batch_size=2, eval_samples=0)
-    plan = memory.plan(TINY, rl, run, mesh, prompt_tokens=8, verify_tokens=4)
+    run = experiment.RunConfig(batch_size=2)
+    plan = memory.plan(TINY, rl, run, mesh, prompt_tokens=8, verify_tokens=4, eval_problems=0)
     by_name = {i.name: i.bytes_per_device for i in plan.items}
     assert plan.num_params == 3408
     assert by_name["params"] == per_device
@@ -164,9 +164,9 @@ def test_tiny_config_bytes_by_hand():
     assert by_name["KV cache"] == 2 * (2 * 16 * 1 * 8 * 4)
     assert by_name["gathered weights"] == 64 * 16 * 4 // 2 + (16 * 16 + 2 * 16 * 8 + 16 * 16 + 3 * 16 * 32) * 4 // 2
     with_reference = memory.plan(TINY, steps.RLConfig(group_size=2, max_new_tokens=4, beta=0.1), run, mesh,
-                                 prompt_tokens=8, verify_tokens=4)
+                                 prompt_tokens=8, verify_tokens=4, eval_problems=0)
     assert {i.name: i.bytes_per_device for i in with_reference.items}["reference params"] == per_device
-    assert set(plan.phases) == {"rollout", "update", "optimizer"}  # no eval samples, no final report
+    assert set(plan.phases) == {"rollout", "update", "optimizer"}  # no eval problems, no final report
     # The evaluator samples batches of up to 32 problems, padded to the data axes, its rows split over them.
     with_eval = memory.plan(TINY, rl, experiment.RunConfig(batch_size=2, eval_samples=3, final_eval_samples=2), mesh,
                             prompt_tokens=8, verify_tokens=4, eval_problems=5)

@@ -27,6 +27,7 @@ import pytest
 from rlvjax import cli, evaluate, export, train
 from rlvjax.checkpoint import PAUSE_ENV, Checkpointer, DamagedCheckpoint
 from rlvjax.config import Config
+from rlvjax.rewards.registry import Rewards
 
 REPO = Path(__file__).resolve().parents[1]
 DIGIT = str(REPO / "configs" / "digit_smoke.gin")
@@ -333,14 +334,16 @@ def test_nonfinite_updates_are_skipped_counted_and_stop_the_run(tmp_path, monkey
     checkpointed: their params are step 2's), step 5 is the third in a row and stops the run before its checkpoint.
     Two updates per step: step 4 holds the 3rd and 4th; optax *applies* the 4th (NaN params), and the run stops
     before saving them."""
-    calls, real_grade = [], train.grade_completions
+    calls, real_rewards = [], Rewards.__call__
 
-    def grade(texts, golds):
-        calls.append(len(texts))
-        correct, answers = real_grade(texts, golds)
-        return (correct if len(calls) < 3 else np.full(len(texts), np.nan, np.float32)), answers
+    def rewards(self, prompts, completions, records):  # past the checks a user's reward function gets
+        values = real_rewards(self, prompts, completions, records)
+        if len(completions) != 64:  # not a training step's 8 prompts x 8 samples (the probe, an eval pool)
+            return values
+        calls.append(len(completions))
+        return values if len(calls) < 3 else np.full(len(completions), np.nan, np.float32)
 
-    monkeypatch.setattr(train, "grade_completions", grade)
+    monkeypatch.setattr(Rewards, "__call__", rewards)
     workdir = tmp_path / "run"
     code = in_process(workdir, ["OptimConfig.max_consecutive_nonfinite = 3", "RunConfig.checkpoint_every = 1",
                                 "RunConfig.max_to_keep = 5", f"RLConfig.num_minibatches = {minibatches}"])
