@@ -12,6 +12,17 @@ import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# Two tiers: `pytest -m "not slow"` (~3 min on 2 cores, for the inner loop) and the full suite that CI runs. Slow:
+# these modules whole (subprocesses, notebooks, multi-host, end-to-end training) and tests marked one by one.
+SLOW_MODULES = {"test_cli", "test_dry_run", "test_export", "test_grader_fuzz", "test_install", "test_launch",
+                "test_multihost", "test_notebooks", "test_pipeline", "test_reliability", "test_train"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__.rpartition(".")[2] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
 
 def word_tokenizer(vocab_size: int):
     """A word-level tokenizer over ``vocab_size`` ids (specials first) that transformers can save and reload."""

@@ -354,6 +354,7 @@ def test_resume_with_another_model_config(tmp_path, capsys):
     assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before  # nothing added
 
 
+@pytest.mark.slow
 def test_resume_with_the_base_model_moved(tmp_path):
     """A job copies its base model to scratch and deletes the old copy: the resume compares the architecture, not
     the path, and continues."""
@@ -486,6 +487,7 @@ def test_evaluate_workdir_that_does_not_exist(tmp_path):
     assert not workdir.exists()
 
 
+@pytest.mark.slow
 def test_evaluate_model_dir_mistakes(tmp_path):
     """--model_dir that is not an HF directory, without --data, or together with --workdir: one line each, nothing
     written."""

@@ -79,6 +79,7 @@ def test_compare_and_assemble_by_hand():
     assert evaluate.report(rlv, conventions=testtime.Conventions(score="raw"))["conventions"]["score"] == "raw"
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_a_trained_run(tmp_path):
     gin.clear_config()
     gin.parse_config_files_and_bindings([str(REPO / "configs" / "digit_smoke.gin")], [

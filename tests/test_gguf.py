@@ -140,6 +140,7 @@ def smollm2():
     return path, model, tokenizer
 
 
+@pytest.mark.slow
 def test_smollm2_greedy_says_paris(smollm2):
     _, model, tok = smollm2
     raw = tok("The capital of France is").input_ids
@@ -153,6 +154,7 @@ def test_smollm2_greedy_says_paris(smollm2):
     assert "Paris" in texts[1], texts
 
 
+@pytest.mark.slow
 def test_smollm2_matches_transformers_gguf_loader(smollm2):
     """transformers dequantizes the same Q4_1/Q8_0 blocks with its own code: weights equal, logits to fp32 noise."""
     from transformers import AutoModelForCausalLM

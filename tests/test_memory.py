@@ -213,6 +213,7 @@ def _xla_temp_bytes(cfg, rl, run, prompt_tokens, verify_tokens):
             "rollout": rollout.compile().memory_analysis().temp_size_in_bytes}
 
 
+@pytest.mark.slow
 def test_estimates_track_xla_buffer_assignment():
     """The update's and the rollout's own buffers within -15%..+20% of what XLA allocates (f32 on CPU: the CPU backend
     upcasts bf16, so only f32 is comparable here)."""

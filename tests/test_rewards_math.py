@@ -187,6 +187,7 @@ def test_hanging_item_times_out_and_worker_is_replaced():
         assert len(_grader_children() & set(g.worker_pids())) == 1
 
 
+@pytest.mark.slow
 def test_adversarial_batch_finishes_within_limits():
     num_items, num_workers, timeout_s = 2000, 2, 1.0
     normal = [(f"so \\boxed{{{p}}}", gold) for gold, p in EQUIVALENT]

@@ -128,6 +128,7 @@ def test_top_k_one_and_tiny_top_p_are_greedy(qwen):
         np.testing.assert_array_equal(np.asarray(out.tokens), greedy)
 
 
+@pytest.mark.slow
 def test_fused_score_equals_full_forward(qwen):
     model, _ = qwen
     suffix, targets = [2, 70, 71, 72], [4, 5]

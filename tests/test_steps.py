@@ -59,6 +59,7 @@ def direct_sequences(roll):
     return out
 
 
+@pytest.mark.slow
 def test_lambda_zero_is_plain_rl_and_masked_policy_is_verification_sft(setup):
     graphdef, params = setup
     statics = make_statics(graphdef, lambda_verify=0.0)
@@ -133,6 +134,7 @@ def test_update_step_first_epoch_is_on_policy(setup, suppress_ids):
     assert max(jax.tree.leaves(moved)) > 0
 
 
+@pytest.mark.slow
 def test_scanned_epochs_and_minibatches_equal_the_unrolled_loop(setup):
     """update_step's lax.scan over epochs x minibatches against the plain Python loop it replaced."""
     graphdef, params = setup

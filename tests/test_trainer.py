@@ -103,6 +103,7 @@ def test_evaluate_returns_and_writes_the_report(user_run):
     assert any(len(c["completions"]) == 32 * 4 for c in calls)  # evaluate graded with the user's reward
 
 
+@pytest.mark.slow
 def test_the_written_config_reproduces_the_run_through_the_cli(user_run, tmp_path):
     root, _, _, _ = user_run
     env = {**os.environ, "PYTHONPATH": str(root), "JAX_PLATFORMS": "cpu"}
