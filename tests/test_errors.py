@@ -102,10 +102,10 @@ CONFIG_CASES = {
     "optimizer_type": (["OptimConfig.b1 = '0.9'"], "OptimConfig.b1='0.9' must be a float, not a str"),
     "memory_type": (["MemoryConfig.refuse = 'yes'"], "MemoryConfig.refuse='yes' must be a bool, not a str"),
     "conventions_type": (["Conventions.score = 1"], "Conventions.score=1 must be a str, not an int"),
-    "reward_weights_type": (["TaskSpec.reward_weights = 1.0"], "TaskSpec.reward_weights=1.0 must be a tuple of float or "
-                                                               "None, not a float"),
-    "reward_weights_count": (["TaskSpec.reward_weights = (1.0, 2.0)"], "TaskSpec.reward_weights has 2 weights for 1 "
-                                                                        "rewards ('math',); give one weight per reward"),
+    "reward_weights_type": (["TaskSpec.reward_weights = 1.0"],
+                            "TaskSpec.reward_weights=1.0 must be a tuple of float or None, not a float"),
+    "reward_weights_count": (["TaskSpec.reward_weights = (1.0, 2.0)"],
+                             "TaskSpec.reward_weights has 2 weights for 1 rewards ('math',); give one weight per reward"),
     "unknown_reward": (["TaskSpec.rewards = ('exact',)"], "TaskSpec.rewards: unknown reward 'exact'; use one of "
                                                           "['math'] or 'module:function'"),
     "unimportable_reward": (["TaskSpec.rewards = ('no_such_module:f',)"],
