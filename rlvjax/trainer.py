@@ -91,7 +91,7 @@ class RLVTrainer:
         names = [f if isinstance(f, str) else registry.name_of(f) for f in funcs]
         for i, (name, fn) in enumerate(zip(names, functions)):
             if name is None:  # runs here; the written config cannot name it for the command line
-                names[i] = f"{fn.__module__}:{getattr(fn, '__qualname__', 'reward')}"
+                names[i] = f"{getattr(fn, '__module__', None)}:{getattr(fn, '__qualname__', type(fn).__name__)}"
                 logging.getLogger(__name__).warning(
                     "reward function %s is not importable from another process (a lambda, a nested function or one "
                     "defined in __main__): this run uses it, but its config.gin cannot reproduce the run from the "

@@ -46,7 +46,7 @@ def name_of(fn: RewardFn) -> str | None:
         if registered is fn:
             return name
     module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
-    if not module or module == "__main__" or "<" in qualname:
+    if not module or not qualname or module == "__main__" or "<" in qualname:  # partials, lambdas, notebooks
         return None
     return f"{module}:{qualname}"
 
