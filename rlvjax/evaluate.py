@@ -219,7 +219,7 @@ def write_report(evaluation: dict, out_dir) -> tuple[Path, Path]:
 
 def write_samples(pool: dict, records: list[dict], path, conventions: testtime.Conventions) -> Path:
     """``eval_samples.jsonl``: one line per completion (problem index and id, sample index, prompt, text, answer,
-    correctness, p(Yes), the convention's score, tokens, whether it stopped), written whole or not at all."""
+    reward, correctness, p(Yes), the convention's score, tokens, whether it stopped), written whole or not at all."""
     path = Path(path)
     score = conventions.scores(pool["yes_logp"], pool["no_logp"])
     tmp = path.with_suffix(".jsonl.tmp")
@@ -230,7 +230,8 @@ def write_samples(pool: dict, records: list[dict], path, conventions: testtime.C
                     "problem": i, "id": record.get("id"), "sample": j, "prompt": record["prompt"],
                     "completion": pool["texts"][i, j],
                     "answer": pool["answers"][i, j], "gold": record.get("gold"),
-                    "correct": bool(pool["correct"][i, j]), "p_yes": float(np.exp(pool["yes_logp"][i, j])),
+                    "reward": float(pool["rewards"][i, j]), "correct": bool(pool["correct"][i, j]),
+                    "p_yes": float(np.exp(pool["yes_logp"][i, j])),
                     "score": float(score[i, j]), "tokens": int(pool["lengths"][i, j]),
                     "finished": bool(pool["finished"][i, j])}) + "\n")
     tmp.replace(path)

@@ -1,5 +1,6 @@
-"""What a run is made of, as gin-bound frozen dataclasses, and the builders that turn them into objects:
-the policy (HF checkpoint or a fresh random model), its tokenizer, the task's records and the verifier tokens.
+"""The model, task and run sections of a config (frozen dataclasses; ``rlvjax.config.Config`` holds them all), and
+the builders that turn them into objects: the policy (HF checkpoint, hub id or a fresh random model), its tokenizer,
+the task's records and the sampler's token ids.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Type checks of a config dataclass's field values against its annotations, shared by every gin-bound section.
+"""Type checks of a config dataclass's field values against its annotations, shared by every config section.
 
 A gin binding is a Python literal, so ``RunConfig.num_steps = 2.0`` binds a float, ``MeshConfig.data = "1"`` a string
 and ``TaskSpec.name = arithmetic`` (no quotes) an unparsed name; each is refused here, in one line, when the section

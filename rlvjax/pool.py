@@ -78,7 +78,6 @@ def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], re
             "finished": np.concatenate(finished)}
 
 
-
 def quick_eval(sampler: PoolSampler, params, tokenizer, records, reward: Rewards, *, seed: int) -> dict[str, float]:
     """The periodic in-training eval: pass@1, best-of-K by verifier score, verifier accuracy on held-out rollouts."""
     pool = sample_pool(sampler, params, tokenizer, records, reward, seed=seed)

@@ -111,6 +111,7 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         assert len(samples) == 64 * 4 and {s["sample"] for s in samples} == {0, 1, 2, 3}
         assert np.mean([s["correct"] for s in samples]) == pytest.approx(rep["pass@1"])
         assert all(0 <= s["p_yes"] <= 1 and 1 <= s["tokens"] <= 6 for s in samples)
+        assert all(s["reward"] == float(s["correct"]) for s in samples)  # the math reward: 1 right, 0 wrong
     # Any HF directory: --model_dir with a data file of problems and answers, decoded 8 rows at a time. Rendered
     # with the Qwen2.5-Math instruction, the prompts hold letters the arithmetic tokenizer would drop: refused.
     data = tmp_path / "problems.jsonl"
