@@ -22,7 +22,7 @@ from rlvjax import parallel, sampling
 from rlvjax.fieldtypes import check_field_types
 from rlvjax.model.transformer import remat_policy
 from rlvjax.rl import advantages as advantages_lib
-from rlvjax.rl import losses
+from rlvjax.rl import losses, verifier
 
 
 ALGORITHM_AGGREGATION = {"dr_grpo": "seq_mean_token_sum_norm"}  # RLConfig.aggregation = None: token_mean otherwise
@@ -255,13 +255,15 @@ def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, r
     prompt_ids = jnp.repeat(rollouts.prompt_ids, g, axis=0)
     prompt_mask = jnp.repeat(rollouts.prompt_mask, g, axis=0)
     target_mask = jnp.arange(n)[None, :] < lengths[:, None]
-    correct = rewards.reshape(rows) >= statics.verify_threshold
+    verify_target = verifier.verify_labels(rewards.reshape(rows), statics.yes_id, statics.no_id,
+                                           statics.verify_threshold)
+    correct = verify_target == statics.yes_id
     return UpdateBatch(
         input_ids=jnp.concatenate([prompt_ids, jnp.where(body_mask, tokens, statics.pad_id), suffix], axis=1),
         input_mask=jnp.concatenate([prompt_mask, body_mask, jnp.ones_like(suffix, bool)], axis=1),
         targets=tokens, target_mask=target_mask, old_logp=rollouts.logprobs.reshape(rows, n),
         advantages=token_advantages.reshape(rows, n) * target_mask,
-        verify_target=jnp.where(correct, statics.yes_id, statics.no_id).astype(jnp.int32),
+        verify_target=verify_target,
         verify_mask=(losses.class_balanced_weights(correct) if statics.rl.verify_balance
                      else jnp.ones((rows,), jnp.float32)),
     )
