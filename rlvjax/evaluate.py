@@ -193,13 +193,9 @@ def evaluate_policy(model, tokenizer, records: list[dict], rl: steps.RLConfig, m
     """``(report, pool)`` of one policy on ``records``, sampled with the run's sampling settings at ``temperature``
     (None: ``rl.temperature``), ``rows`` at a time (``PoolSampler``'s), asked the run's verify question and graded
     by ``reward`` (None: the math reward); the report records the temperature."""
-    from flax import nnx
-
-    graphdef, params = nnx.split(model)
-    statics = experiment.statics(graphdef, None, rl, tokenizer, verify)
     temperature = rl.temperature if temperature is None else temperature
-    params = nnx.to_pure_dict(params)
-    sampler = PoolSampler.build(statics, mesh, params, num_samples=num_samples, temperature=temperature, rows=rows)
+    sampler, params = PoolSampler.for_model(model, tokenizer, rl, mesh, num_samples=num_samples, verify=verify,
+                                            temperature=temperature, rows=rows)
     pool = sample_pool(sampler, params, tokenizer, records, reward or Rewards(("math",)), seed=seed)
     rep = report(pool, [r.get("level") for r in records], seed=seed, conventions=conventions)
     return {"temperature": temperature, **rep}, pool

@@ -16,6 +16,7 @@ from rlvjax import experiment, parallel, sampling
 from rlvjax.rewards.math import extract_answer
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import diagnostics, steps
+from rlvjax.rl.verifier import VerifierConfig
 
 EVAL_PROMPTS = 32  # problems per call of the engine
 
@@ -39,6 +40,18 @@ class PoolSampler:
         statics = dataclasses.replace(statics, rl=rl)
         return cls(statics, mesh, num_samples,
                    steps.jit_rollout(statics, mesh, parallel.shardings(params, mesh), rows))
+
+    @classmethod
+    def for_model(cls, model, tokenizer, rl: steps.RLConfig, mesh, *, num_samples: int,
+                  verify: VerifierConfig = VerifierConfig(), temperature: float | None = None,
+                  rows: int | None = None) -> tuple["PoolSampler", dict]:
+        """``(sampler, params)`` of a loaded policy, with the run's sampling settings and verify question."""
+        from flax import nnx
+
+        graphdef, params = nnx.split(model)
+        params = nnx.to_pure_dict(params)
+        statics = experiment.statics(graphdef, None, rl, tokenizer, verify)
+        return cls.build(statics, mesh, params, num_samples=num_samples, temperature=temperature, rows=rows), params
 
 
 def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], reward: Rewards, *, seed: int,

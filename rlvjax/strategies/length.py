@@ -1,0 +1,98 @@
+"""Verifier-chosen length (sequential scaling): a problem's samples are generated under growing token budgets, and the
+problem stops being extended once the verifier is confident in its vote.
+
+At each budget of ``LengthRule.budgets`` the samples that have finished vote (weighted by their verifier scores);
+samples still truncated do not. The problem stops when the vote's *confidence*, the winning class's summed score over
+all ``samples`` of the problem (finished or not), reaches ``threshold``, or at the last budget. Truncated samples of
+a problem that goes on are extended from their live caches, not regenerated (the step-wise decoder pauses a row at its
+budget and resumes it with the same keys), so a sample under budget ``b`` is the first ``b`` tokens of the sample
+under any larger budget: ``replay`` on a pool sampled with the last budget gives what ``run`` gives, exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from rlvjax.fieldtypes import check_field_types
+from rlvjax.strategies.outcome import Outcome, leader_grade, weighted_leader
+
+
+@dataclasses.dataclass(frozen=True)
+class LengthRule:
+    budgets: tuple[int, ...] = (256, 512, 1024)  # increasing tokens per sample; the last is the cap
+    threshold: float = 0.5  # stop extending once the leader's summed score / samples reaches this
+    samples: int = 4  # parallel samples per problem
+
+    def __post_init__(self):
+        check_field_types(self)
+        budgets = self.budgets
+        checks = [(len(budgets) > 0 and min(budgets) >= 1,
+                   f"budgets={budgets} must be token budgets >= 1 (a budget of 0 generates nothing)"),
+                  (list(budgets) == sorted(set(budgets)), f"budgets={budgets} must increase"),
+                  (0 <= self.threshold <= 1, f"threshold={self.threshold} must be in [0, 1]"),
+                  (self.samples >= 1, f"samples={self.samples} must be >= 1")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"LengthRule.{message}")
+
+
+def confidence(classes: np.ndarray, scores: np.ndarray, voting: np.ndarray) -> float:
+    """The weighted vote's confidence among the ``voting`` samples: the leader's summed score over all samples."""
+    leader = weighted_leader(np.where(voting, classes, -1), scores)
+    return 0.0 if leader < 0 else float(np.sum(scores[voting & (classes == leader)]) / len(classes))
+
+
+def _stop(rule: LengthRule, classes, scores, finished, lengths) -> int:
+    """The index of the budget at which a problem stops."""
+    for j, budget in enumerate(rule.budgets):
+        if confidence(classes, scores, finished & (lengths <= budget)) >= rule.threshold:
+            return j
+    return len(rule.budgets) - 1
+
+
+def replay(classes, scores, correct, lengths, finished, rule: LengthRule) -> Outcome:
+    """The rule on ``[P, K]`` pools sampled with ``max_new_tokens = budgets[-1]`` (class ids, scores, grades,
+    completion tokens, whether each ended on a stop id); each problem's first ``rule.samples`` samples."""
+    k = rule.samples
+    if classes.shape[1] < k:
+        raise ValueError(f"the pool has {classes.shape[1]} samples per problem; LengthRule.samples={k} needs more")
+    correct_, tokens = [], []
+    for c, s, g, n, f in zip(classes[:, :k], scores[:, :k], correct[:, :k], lengths[:, :k], finished[:, :k]):
+        budget = rule.budgets[_stop(rule, c, s, f, n)]
+        voting = f & (n <= budget)
+        correct_.append(leader_grade(np.where(voting, c, -1), s, g))
+        tokens.append(int(np.sum(np.minimum(n, budget))))
+    return Outcome(correct=np.asarray(correct_), samples=np.full(len(classes), k), tokens=np.asarray(tokens))
+
+
+def run(policy, records: list[dict], rule: LengthRule, *, seed: int = 0) -> Outcome:
+    """The rule live on ``policy`` (a ``strategies.policy.Policy`` whose ``max_new_tokens`` is at least the last
+    budget): each batch of problems advances budget by budget, the settled problems' rows frozen."""
+    if policy.decoder.max_new_tokens < rule.budgets[-1]:
+        raise ValueError(f"LengthRule.budgets end at {rule.budgets[-1]} tokens, past the policy's max_new_tokens="
+                         f"{policy.decoder.max_new_tokens}; lower the last budget or raise max_new_tokens")
+    k, correct, tokens, answers = rule.samples, [], [], []
+    for chunk, ids, mask, rng in policy.batches(records, seed):
+        rows = policy.decoder.start(policy.state, ids, mask, rng, k)
+        settled = np.zeros(len(chunk), bool)
+        for j, budget in enumerate(rule.budgets):
+            limits = np.where(np.repeat(settled, k), np.asarray(rows.n), budget)
+            rows = policy.decoder.advance(policy.state, rows, rng, limits)
+            read = policy.read(rows, chunk, policy.decoder.score(policy.state, rows))
+            classes = policy.classes(read["answers"])
+            for i in np.flatnonzero(~settled):
+                voting = read["finished"][i]
+                last = j == len(rule.budgets) - 1
+                if last or confidence(classes[i], read["scores"][i], voting) >= rule.threshold:
+                    settled[i] = True
+        for i in range(len(chunk)):
+            voting = read["finished"][i]
+            c = np.where(voting, classes[i], -1)
+            correct.append(leader_grade(c, read["scores"][i], read["correct"][i]))
+            leader = weighted_leader(c, read["scores"][i])
+            answers.append(None if leader < 0 else read["answers"][i][int(np.argmax(c == leader))])
+            tokens.append(int(read["lengths"][i].sum()))
+    return Outcome(correct=np.asarray(correct), samples=np.full(len(records), k), tokens=np.asarray(tokens),
+                   answers=tuple(answers))

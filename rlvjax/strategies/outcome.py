@@ -1,0 +1,34 @@
+"""What a test-time strategy returns: per problem the vote's answer and grade, and what it cost."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+def weighted_leader(classes: np.ndarray, scores: np.ndarray) -> int:
+    """The class with the largest summed score (lowest id on ties); -1 when no answer parses."""
+    valid = classes >= 0
+    if not valid.any():
+        return -1
+    return int(np.argmax(np.bincount(classes[valid], weights=scores[valid])))
+
+
+def leader_grade(classes: np.ndarray, scores: np.ndarray, correct: np.ndarray) -> float:
+    """The weighted vote's grade: the mean grade of the winning class's samples (as the curves score a class), 0
+    when nothing parses."""
+    leader = weighted_leader(classes, scores)
+    return float(np.mean(correct[classes == leader])) if leader >= 0 else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    correct: np.ndarray  # [P] the vote's grade per problem
+    samples: np.ndarray  # [P] samples (particles) drawn per problem
+    tokens: np.ndarray  # [P] tokens generated per problem, discarded ones included
+    answers: tuple | None = None  # [P] the voted answers (live runs; None where nothing parsed)
+
+    def summary(self) -> dict:
+        return {"accuracy": float(np.mean(self.correct)), "tokens_per_problem": float(np.mean(self.tokens)),
+                "samples_per_problem": float(np.mean(self.samples)), "max_samples": int(np.max(self.samples))}

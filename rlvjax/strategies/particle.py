@@ -1,0 +1,111 @@
+"""Verifier-guided search on partial solutions: particle filtering (Puri et al. 2025) with the model's own verifier
+as the potential, and early rejection of the weakest partial solutions.
+
+Each problem has ``ParticleRule.particles`` rows. Every round, each row decodes one more step (up to the next token
+that ends with ``step_delimiter``), is scored by the verifier on its live cache (the verify prompt appended after the
+partial solution and rolled back: a few prefill tokens per row, no copy), and the rows are resampled within their
+problem with weights ``p(Yes) ** (1 / weight_temperature)``, normalised: ``"multinomial"`` draws every row from the
+weights, ``"reject"`` replaces the ``reject_fraction`` lowest-weight rows by copies of the highest ones and keeps the
+rest. Finished rows keep their final score and are resampled like the others. After ``max_steps`` rounds (or once
+every row has finished) the remaining rows run to the end, and the problem's answer is the verifier-weighted vote of
+its rows. Resampling draws from a numpy generator seeded by ``seed`` and the batch, so a run is deterministic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from rlvjax.fieldtypes import check_field_types
+from rlvjax.strategies.outcome import Outcome, leader_grade, weighted_leader
+
+RESAMPLERS = ("multinomial", "reject")
+
+
+@dataclasses.dataclass(frozen=True)
+class ParticleRule:
+    particles: int = 8  # rows per problem
+    step_delimiter: str = "\n\n"  # a step ends on any token whose text ends with this
+    max_steps: int = 32  # resampling rounds; then the rows run to the end
+    weight_temperature: float = 1.0  # weights are p(Yes) ** (1 / weight_temperature)
+    resample: str = "multinomial"  # or "reject": only the weakest reject_fraction of rows are replaced
+    reject_fraction: float = 0.25
+
+    def __post_init__(self):
+        check_field_types(self)
+        checks = [(self.particles >= 1, f"particles={self.particles} must be >= 1 (a budget of 0 samples answers "
+                   "nothing)"),
+                  (len(self.step_delimiter) > 0, "step_delimiter must not be empty"),
+                  (self.max_steps >= 0, f"max_steps={self.max_steps} must be >= 0"),
+                  (self.weight_temperature > 0, f"weight_temperature={self.weight_temperature} must be > 0"),
+                  (self.resample in RESAMPLERS, f"resample={self.resample!r}: use one of {RESAMPLERS}"),
+                  (0 <= self.reject_fraction <= 1, f"reject_fraction={self.reject_fraction} must be in [0, 1]")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"ParticleRule.{message}")
+
+
+def weights(scores: np.ndarray, temperature: float) -> np.ndarray:
+    """``[P, N]`` resampling weights from verifier scores in [0, 1]: ``score ** (1 / temperature)`` normalised per
+    problem (uniform where every score is 0)."""
+    w = np.power(np.clip(np.asarray(scores, np.float64), 0.0, 1.0), 1.0 / temperature)
+    total = w.sum(axis=1, keepdims=True)
+    return np.where(total > 0, w / np.where(total > 0, total, 1.0), 1.0 / w.shape[1])
+
+
+def resample(w: np.ndarray, rule: ParticleRule, rng: np.random.Generator) -> np.ndarray:
+    """``[P, N]`` row indices within each problem (the row that moves into each position)."""
+    p, n = w.shape
+    if rule.resample == "multinomial":
+        return np.stack([rng.choice(n, size=n, p=row) for row in w])
+    index = np.tile(np.arange(n), (p, 1))
+    drop = int(rule.reject_fraction * n)
+    if drop:
+        order = np.argsort(w, axis=1, kind="stable")  # ascending: the weakest first
+        np.put_along_axis(index, order[:, :drop], order[:, ::-1][:, :drop], axis=1)
+    return index
+
+
+def delimiter_ids(tokenizer, delimiter: str) -> tuple[int, ...]:
+    """Every token id whose text ends with ``delimiter`` (e.g. "\\n\\n" alone or after punctuation)."""
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=False)
+    return tuple(i for i, t in enumerate(texts) if t.endswith(delimiter))
+
+
+def run(policy, records: list[dict], rule: ParticleRule, *, seed: int = 0) -> Outcome:
+    """Particle filtering live on ``policy`` (a ``strategies.policy.Policy``) over ``records``."""
+    delimiters = delimiter_ids(policy.tokenizer, rule.step_delimiter)
+    if not delimiters:
+        raise ValueError(f"ParticleRule.step_delimiter={rule.step_delimiter!r} ends no token of this tokenizer; "
+                         "choose the text that ends a solution step (e.g. '\\n\\n', or '\\n' for line-per-step)")
+    decoder, state, n = policy.decoder, policy.state, rule.particles
+    cap = decoder.max_new_tokens
+    correct, tokens, answers = [], [], []
+    for b, (chunk, ids, mask, rng) in enumerate(policy.batches(records, seed)):
+        generator = np.random.default_rng([seed, b])
+        rows = decoder.start(state, ids, mask, rng, n)
+        spent = np.ones(len(chunk) * n, np.int64)  # the first token of every row
+        for _ in range(rule.max_steps):
+            if not np.any(np.asarray(rows.live)):
+                break
+            before = np.asarray(rows.n)
+            rows = decoder.advance(state, rows, rng, np.full(len(before), cap), delimiters)
+            spent += np.asarray(rows.n) - before
+            verdicts = np.asarray(decoder.score(state, rows))
+            w = weights(policy.conventions.scores(verdicts[:, 0], verdicts[:, 1]).reshape(-1, n),
+                        rule.weight_temperature)
+            index = resample(w, rule, generator) + np.arange(len(chunk))[:, None] * n
+            rows = decoder.take(rows, index.reshape(-1))
+        before = np.asarray(rows.n)
+        rows = decoder.advance(state, rows, rng, np.full(len(before), cap))
+        spent += np.asarray(rows.n) - before
+        read = policy.read(rows, chunk, decoder.score(state, rows))
+        classes = policy.classes(read["answers"])
+        for i in range(len(chunk)):
+            correct.append(leader_grade(classes[i], read["scores"][i], read["correct"][i]))
+            leader = weighted_leader(classes[i], read["scores"][i])
+            answers.append(None if leader < 0 else read["answers"][i][int(np.argmax(classes[i] == leader))])
+        tokens += list(spent.reshape(-1, n).sum(axis=1))
+    return Outcome(correct=np.asarray(correct), samples=np.full(len(records), n), tokens=np.asarray(tokens),
+                   answers=tuple(answers))

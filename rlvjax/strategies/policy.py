@@ -1,0 +1,79 @@
+"""A loaded policy ready for the step-wise strategies (length, particle): its step-wise decoder with the run's
+sampling settings and verify prompt, batches of problems with their keys, and graded reads of the rows."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlvjax import experiment, sampling, testtime
+from rlvjax.pool import EVAL_PROMPTS
+from rlvjax.rewards.math import extract_answer
+from rlvjax.rewards.registry import Rewards
+from rlvjax.rl.verifier import VerifierConfig
+from rlvjax.sampling.stepwise import Decoder, Rows
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    decoder: Decoder
+    state: Any  # the model's parameters
+    tokenizer: Any
+    reward: Rewards
+    threshold: float  # a sample is correct when its reward is >= this (the verifier's label threshold)
+    conventions: testtime.Conventions
+
+    @classmethod
+    def build(cls, model, tokenizer, rl, *, max_new_tokens: int | None = None, verify: VerifierConfig | None = None,
+              reward: Rewards | None = None, conventions: testtime.Conventions | None = None,
+              temperature: float | None = None) -> "Policy":
+        """``rl``'s sampling settings (``temperature`` and ``max_new_tokens`` None: its own), the verify question
+        of ``verify`` and the grade of ``reward`` (None: math)."""
+        from flax import nnx
+
+        verify = verify or VerifierConfig()
+        graphdef, state = nnx.split(model)
+        st = experiment.statics(graphdef, None, rl, tokenizer, verify)
+        params = dataclasses.replace(rl.sampling_params, stop_ids=st.stop_ids, pad_id=st.pad_id,
+                                     suppress_ids=st.suppress_ids,
+                                     temperature=rl.temperature if temperature is None else float(temperature))
+        decoder = Decoder(graphdef, params, max_new_tokens or rl.max_new_tokens, st.verify_suffix,
+                          (st.yes_id, st.no_id))
+        return cls(decoder, state, tokenizer, reward or Rewards(("math",)), verify.threshold,
+                   conventions or testtime.Conventions())
+
+    def batches(self, records: list[dict], seed: int) -> Iterator[tuple[list[dict], jax.Array, jax.Array, jax.Array]]:
+        """``(records, ids, mask, rng)`` per batch of ``EVAL_PROMPTS`` problems, with the keys ``sample_pool`` gives
+        the same batch (so a row advanced without resampling is the engine's sample)."""
+        for start in range(0, len(records), EVAL_PROMPTS):
+            chunk = records[start:start + EVAL_PROMPTS]
+            ids, mask = sampling.left_pad(experiment.encode_prompts(self.tokenizer, [r["prompt"] for r in chunk]),
+                                          pad_id=self.decoder.params.pad_id)
+            yield chunk, jnp.asarray(ids), jnp.asarray(mask), jax.random.fold_in(jax.random.key(seed), start)
+
+    def read(self, rows: Rows, records: list[dict], verdicts) -> dict[str, np.ndarray]:
+        """The rows of ``records`` (``[P * K]`` in problem order) graded, as ``[P, K]`` arrays: ``texts``,
+        ``answers``, ``correct``, ``scores`` (the conventions' score of ``verdicts``, the Yes/No log-probs),
+        ``lengths``, ``finished``."""
+        tokens, lengths = np.asarray(rows.tokens), np.asarray(rows.n)
+        finished = np.asarray(self.decoder.finished(rows))
+        verdicts = np.asarray(verdicts)
+        texts = experiment.decode_completions(self.tokenizer, tokens, lengths, finished)
+        k = len(texts) // len(records)
+        repeated = [r for r in records for _ in range(k)]
+        rewards = self.reward([r["prompt"] for r in repeated], texts, repeated)
+        shape = (len(records), k)
+        return {"texts": np.asarray(texts, dtype=object).reshape(shape),
+                "answers": np.asarray([extract_answer(t) if f else None for t, f in zip(texts, finished)],
+                                      dtype=object).reshape(shape),
+                "correct": (np.asarray(rewards) >= self.threshold).reshape(shape),
+                "scores": self.conventions.scores(verdicts[:, 0], verdicts[:, 1]).reshape(shape),
+                "lengths": lengths.reshape(shape), "finished": finished.reshape(shape)}
+
+    def classes(self, answers) -> np.ndarray:
+        """``[P, K]`` class ids of ``[P, K]`` answers, grouped by the conventions."""
+        return np.stack([testtime.answer_classes(list(row), grouping=self.conventions.grouping) for row in answers])
