@@ -1,12 +1,22 @@
 """Adaptive sampling's stopping rule on hand-made pools: a settled problem stops, an unsettled one continues, caps
-hold, and the replay on a pool prices what it drew."""
+(per problem and overall) hold, and the replay on a pool prices what it drew; the live run draws through the engine."""
+
+import dataclasses
 
 import numpy as np
 import pytest
 
-from rlvjax.adaptive import AdaptiveRule, overturn_probability, samples_needed, simulate, weighted_leader
+from rlvjax.strategies.adaptive import AdaptiveRule, overturn_probability, simulate
+from rlvjax.strategies.outcome import weighted_leader
 
 RULE = AdaptiveRule(min_samples=4, round_size=4, max_samples=16, delta=0.1, bootstraps=200)
+
+
+def samples_needed(classes, scores, rule, rng):
+    """Samples the rule draws for one problem whose pool is ``classes``/``scores``, taken in order."""
+    seed = int(rng.integers(1 << 30))
+    return int(simulate(classes[None], scores[None], np.ones((1, len(classes))), np.ones((1, len(classes))), rule,
+                        seed=seed).samples[0])
 
 
 def test_the_leader_is_the_heaviest_class_and_unparseable_answers_never_lead():
@@ -46,10 +56,24 @@ def test_the_replay_counts_samples_tokens_and_the_vote_at_the_stop():
     # Problem 0 agrees: 4 samples. Problem 1 is split 2:2 in answers, but one class-1 sample (0.8) outweighs three
     # class-0 ones (0.6): only the resamples without class 1, (1/2)^4 = 6%, elect another class, so it stops at 4
     # too, on the wrong answer (the verifier, not the gold, decides when to stop).
-    np.testing.assert_array_equal(out["samples"], [4, 4])
-    assert out["tokens"] == 4 * 10 + 4 * 5
-    assert out["accuracy"] == pytest.approx((1.0 + 0.0) / 2)
-    assert simulate(classes, scores, correct, lengths, rule, seed=3)["samples"].tolist() == [4, 4]  # deterministic
+    np.testing.assert_array_equal(out.samples, [4, 4])
+    np.testing.assert_array_equal(out.tokens, [4 * 10, 4 * 5])
+    assert out.summary()["accuracy"] == pytest.approx((1.0 + 0.0) / 2)
+    assert simulate(classes, scores, correct, lengths, rule, seed=3).samples.tolist() == [4, 4]  # deterministic
+
+
+def test_the_overall_cap_holds_and_goes_to_the_least_settled_problems_first():
+    # Problem 0 agrees (settled at once); problem 1 is split 3:1 (sometimes overturned); problem 2 is split 1:1 with
+    # equal scores (overturned about half the time): the least settled.
+    classes = np.array([[0] * 16, [0, 0, 0, 1] * 4, [0, 1] * 8])
+    scores, ones = np.full((3, 16), 0.5), np.ones((3, 16))
+    rule = AdaptiveRule(min_samples=4, round_size=4, max_samples=16, delta=0.01)
+    uncapped = simulate(classes, scores, ones, ones, rule, seed=0).samples
+    assert uncapped[0] == 4 and uncapped[2] == 16
+    capped = simulate(classes, scores, ones, ones, dataclasses.replace(rule, mean_samples=6.0), seed=0).samples
+    # 18 samples in all: 12 in the first round, then one round of 4 to problem 2, and 2 left: no room for a round.
+    np.testing.assert_array_equal(capped, [4, 4, 8])
+    assert capped.sum() <= 18
 
 
 def test_bad_rules_are_one_line_errors():
@@ -59,3 +83,7 @@ def test_bad_rules_are_one_line_errors():
         AdaptiveRule(delta=1.5)
     with pytest.raises(ValueError, match="AdaptiveRule.round_size='4' must be an int, not a str"):
         AdaptiveRule(round_size="4")
+    with pytest.raises(ValueError, match=r"AdaptiveRule.min_samples=0 must be >= 1 \(a budget of 0"):
+        AdaptiveRule(min_samples=0)
+    with pytest.raises(ValueError, match="AdaptiveRule.mean_samples=2.0 must be >= min_samples=4"):
+        AdaptiveRule(mean_samples=2.0)

@@ -114,6 +114,11 @@ def simulate(classes: np.ndarray, scores: np.ndarray, correct: np.ndarray, lengt
                    samples=used, tokens=np.array([int(np.sum(t[:n])) for t, n in zip(lengths, used)]))
 
 
+def round_seed(seed: int, round_index: int) -> int:
+    """The engine seed of a live run's ``round_index``-th round (each round's samples have their own keys)."""
+    return int(np.random.SeedSequence([seed, round_index]).generate_state(1)[0] >> 1)
+
+
 def run(model, tokenizer, records: list[dict], rule: AdaptiveRule, *, rl, mesh=None, verify=None, reward=None,
         conventions=None, seed: int = 0, rows: int | None = None) -> Outcome:
     """Adaptive sampling of a loaded policy on ``records``, live through the engine (with the fused verifier
@@ -135,9 +140,9 @@ def run(model, tokenizer, records: list[dict], rule: AdaptiveRule, *, rl, mesh=N
             samplers[n] = PoolSampler.for_model(model, tokenizer, rl, mesh, num_samples=n, rows=rows,
                                                 verify=verify or VerifierConfig())
         sampler, params = samplers[n]
-        round_seed = int(np.random.SeedSequence([seed, rounds[0]]).generate_state(1)[0] >> 1)
+        pool = sample_pool(sampler, params, tokenizer, [records[i] for i in problems], reward,
+                           seed=round_seed(seed, rounds[0]))
         rounds[0] += 1
-        pool = sample_pool(sampler, params, tokenizer, [records[i] for i in problems], reward, seed=round_seed)
         pool["scores"] = conventions.scores(pool["yes_logp"], pool["no_logp"])
         for row, i in enumerate(problems):
             for key in keys:

@@ -75,8 +75,8 @@ def delimiter_ids(tokenizer, delimiter: str) -> tuple[int, ...]:
 
 def run(policy, records: list[dict], rule: ParticleRule, *, seed: int = 0) -> Outcome:
     """Particle filtering live on ``policy`` (a ``strategies.policy.Policy``) over ``records``."""
-    delimiters = delimiter_ids(policy.tokenizer, rule.step_delimiter)
-    if not delimiters:
+    delimiters = delimiter_ids(policy.tokenizer, rule.step_delimiter) if rule.max_steps else ()
+    if rule.max_steps and not delimiters:
         raise ValueError(f"ParticleRule.step_delimiter={rule.step_delimiter!r} ends no token of this tokenizer; "
                          "choose the text that ends a solution step (e.g. '\\n\\n', or '\\n' for line-per-step)")
     decoder, state, n = policy.decoder, policy.state, rule.particles

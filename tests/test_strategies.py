@@ -1,0 +1,152 @@
+"""The length and particle strategies on hand-made pools and by hand, and every live strategy against the engine's
+own pool on a briefly warm-started built-in model (the live runs equal what the replays or the votes give)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from rlvjax import parallel, testtime
+from rlvjax.strategies import adaptive, length, particle
+from rlvjax.strategies.outcome import leader_grade
+
+
+def test_length_stops_once_the_vote_is_confident_and_prices_the_budget_it_stopped_at():
+    # Problem 0: two samples finish within 10 tokens agreeing (scores 0.9 + 0.8 = 1.7 of 4 samples: 0.425), a third
+    # by 20 (0.9 more: 2.6 / 4 = 0.65). Problem 1: nothing finishes until 30, where the vote is 2 against 1.
+    classes = np.array([[0, 0, 0, -1], [1, 0, 1, -1]])
+    scores = np.array([[0.9, 0.8, 0.9, 0.1], [0.5, 0.9, 0.2, 0.3]])
+    correct = np.array([[1, 1, 1, 0], [0, 1, 0, 0]], float)
+    lengths = np.array([[8, 10, 18, 30], [25, 30, 30, 30]])
+    finished = np.array([[True, True, True, False], [True, True, True, False]])
+    rule = length.LengthRule(budgets=(10, 20, 30), threshold=0.6, samples=4)
+    out = length.replay(classes, scores, correct, lengths, finished, rule)
+    # Problem 0 stops at 20 (0.65 >= 0.6): 8 + 10 + 18 + 20 tokens. Problem 1 runs to 30: class 1 has 0.7 against
+    # class 0's 0.9, so the weighted vote picks class 0 (right), confidence 0.9 / 4 below the threshold.
+    np.testing.assert_array_equal(out.tokens, [56, 115])
+    np.testing.assert_array_equal(out.correct, [1.0, 1.0])
+    lower = length.replay(classes, scores, correct, lengths, finished, dataclasses.replace(rule, threshold=0.4))
+    np.testing.assert_array_equal(lower.tokens, [8 + 10 + 10 + 10, 115])  # 0.425 >= 0.4 at the first budget
+    assert length.confidence(classes[1], scores[1], lengths[1] <= 25) == pytest.approx(0.5 / 4)
+
+
+def test_particle_weights_are_normalised_and_resampling_is_deterministic():
+    scores = np.array([[0.9, 0.1, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    w = particle.weights(scores, 1.0)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+    np.testing.assert_allclose(w[0], [0.9, 0.1, 0, 0])
+    np.testing.assert_allclose(w[1], 0.25)  # no signal: uniform
+    np.testing.assert_allclose(particle.weights(scores, 0.5)[0], np.array([0.81, 0.01, 0, 0]) / 0.82)
+    rule = particle.ParticleRule(particles=4)
+    draws = [particle.resample(w, rule, np.random.default_rng(7)) for _ in range(2)]
+    np.testing.assert_array_equal(draws[0], draws[1])
+    assert set(draws[0][0]) <= {0, 1}  # rows of weight 0 are never drawn
+    reject = particle.resample(w, dataclasses.replace(rule, resample="reject", reject_fraction=0.5),
+                               np.random.default_rng(0))
+    np.testing.assert_array_equal(reject[0], [0, 1, 0, 1])  # the two weakest (2, 3) become copies of 0 and 1
+    np.testing.assert_array_equal(reject[2], [3, 2, 2, 3])  # equal weights: the first two are the weakest
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: length.LengthRule(budgets=(0, 8)), r"LengthRule.budgets=\(0, 8\) must be token budgets >= 1 \(a budget"),
+    (lambda: length.LengthRule(budgets=(16, 8)), r"LengthRule.budgets=\(16, 8\) must increase"),
+    (lambda: length.LengthRule(threshold=1.5), r"LengthRule.threshold=1.5 must be in \[0, 1\]"),
+    (lambda: particle.ParticleRule(particles=0), r"ParticleRule.particles=0 must be >= 1 \(a budget of 0"),
+    (lambda: particle.ParticleRule(resample="best"), r"ParticleRule.resample='best': use one of"),
+    (lambda: particle.ParticleRule(reject_fraction=-0.1), r"ParticleRule.reject_fraction=-0.1 must be in \[0, 1\]"),
+])
+def test_bad_rules_are_one_line_errors(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.fixture(scope="module")
+def warm_policy():
+    """The built-in tiny model after 100 warm-start steps: it writes boxed answers (mostly wrong) and stops."""
+    from flax import nnx
+
+    from rlvjax import experiment, sft
+    from rlvjax.config import Config
+    from rlvjax.data import tasks
+    from rlvjax.rl import verifier
+
+    config = Config()
+    model, tokenizer = experiment.build_policy(config.model)
+    graphdef, params = nnx.split(model)
+    vt = verifier.tokens(tokenizer, config.verifier.question)
+    warm = dataclasses.replace(config.warm_start, num_steps=100, batch_size=32, verify_labels="graded")
+    params = sft.warm_start(graphdef, params, tokenizer, tasks.warm_start_pairs(config.task, 2000, 0.3, 0), warm,
+                            eos_id=tokenizer.eos_token_id, pad_id=experiment.sampling_tokens(tokenizer, vt).pad_id,
+                            verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id), progress=False)
+    records = experiment.build_records(config.task, tokenizer)[1][:12]
+    rl = dataclasses.replace(config.rl, temperature=1.0, max_new_tokens=24)
+    return nnx.merge(graphdef, params), tokenizer, records, rl, parallel.make_mesh(parallel.MeshConfig())
+
+
+def engine_pool(warm_policy, k, seed):
+    from rlvjax.evaluate import evaluate_policy
+
+    model, tokenizer, records, rl, mesh = warm_policy
+    pool = evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=k, seed=seed)[1]
+    scores = testtime.Conventions().scores(pool["yes_logp"], pool["no_logp"])
+    classes = np.stack([testtime.answer_classes(list(row)) for row in pool["answers"]])
+    return pool, scores, classes
+
+
+@pytest.mark.slow
+def test_live_length_equals_its_replay_on_the_engines_pool(warm_policy):
+    from rlvjax.strategies.policy import Policy
+
+    model, tokenizer, records, rl, _ = warm_policy
+    pool, scores, classes = engine_pool(warm_policy, 4, seed=1)
+    assert pool["finished"].any() and (classes >= 0).any()
+    rule = length.LengthRule(budgets=(10, 16, 24), threshold=0.1, samples=4)
+    replayed = length.replay(classes, scores, pool["correct"], pool["lengths"], pool["finished"], rule)
+    live = length.run(Policy.build(model, tokenizer, rl), records, rule, seed=1)
+    np.testing.assert_array_equal(live.tokens, replayed.tokens)
+    np.testing.assert_array_equal(live.correct, replayed.correct)
+    full = np.minimum(pool["lengths"], 24).sum(axis=1)
+    assert (live.tokens < full).any() and (live.tokens == full).any()  # some problems stopped early, some not
+
+
+@pytest.mark.slow
+def test_particles_without_resampling_are_the_engines_samples_and_runs_are_deterministic(warm_policy):
+    from rlvjax.strategies.policy import Policy
+
+    model, tokenizer, records, rl, _ = warm_policy
+    policy = Policy.build(model, tokenizer, rl)
+    pool, scores, classes = engine_pool(warm_policy, 4, seed=2)
+    plain = particle.run(policy, records, particle.ParticleRule(particles=4, max_steps=0), seed=2)
+    np.testing.assert_array_equal(plain.tokens, pool["lengths"].sum(axis=1))
+    voting = np.where(pool["finished"], classes, -1)  # truncated particles do not vote
+    np.testing.assert_array_equal(plain.correct, [leader_grade(c, s, g) for c, s, g in
+                                                  zip(voting, scores, pool["correct"])])
+    rule = particle.ParticleRule(particles=4, step_delimiter="\n", max_steps=8)
+    first, again = (particle.run(policy, records, rule, seed=3) for _ in range(2))
+    assert first.answers == again.answers
+    np.testing.assert_array_equal(first.tokens, again.tokens)
+    with pytest.raises(ValueError, match="step_delimiter='@@' ends no token of this tokenizer"):
+        particle.run(policy, records, dataclasses.replace(rule, step_delimiter="@@"))
+
+
+@pytest.mark.slow
+def test_live_adaptive_draws_the_engines_rounds(warm_policy):
+    from rlvjax.pool import PoolSampler, sample_pool
+    from rlvjax.rewards.registry import Rewards
+
+    model, tokenizer, records, rl, mesh = warm_policy
+    # delta = 1 stops every problem after its first round: exactly the engine's pool at that round's seed.
+    first = adaptive.run(model, tokenizer, records, adaptive.AdaptiveRule(min_samples=2, max_samples=8, delta=1.0),
+                         rl=rl, mesh=mesh, seed=5)
+    sampler, params = PoolSampler.for_model(model, tokenizer, rl, mesh, num_samples=2)
+    pool = sample_pool(sampler, params, tokenizer, records, Rewards(("math",)), seed=adaptive.round_seed(5, 0))
+    np.testing.assert_array_equal(first.samples, 2)
+    np.testing.assert_array_equal(first.tokens, pool["lengths"].sum(axis=1))
+    # delta = 0: a problem stops only once every resample agrees (here: all its samples in one class); rounds of 2
+    # up to 6. The overall cap of 3 per problem on average then bounds the total below what the rule wanted.
+    rule = adaptive.AdaptiveRule(min_samples=2, round_size=2, max_samples=6, delta=0.0)
+    wanted = adaptive.run(model, tokenizer, records, rule, rl=rl, mesh=mesh, seed=5).samples
+    assert set(wanted) <= {2, 4, 6} and wanted.sum() > 3 * len(records)
+    capped = adaptive.run(model, tokenizer, records, dataclasses.replace(rule, mean_samples=3.0), rl=rl, mesh=mesh,
+                          seed=5)
+    assert capped.samples.sum() <= 3 * len(records) and capped.samples.min() == 2
