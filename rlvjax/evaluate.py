@@ -1,5 +1,6 @@
 """``python -m rlvjax.evaluate (--workdir W [--policy final|warm_start] [--checkpoint N] | --model_dir D --data F)
-[--num_samples K] [--max_new_tokens N] [--batch_size R] [--temperature T] [--dtype bfloat16]``
+[--num_samples K] [--max_new_tokens N] [--batch_size R] [--temperature T] [--dtype bfloat16]
+[--strategy fixed|adaptive|length|particle ...]``
 
 Samples a K-pool per problem with the fused verifier score (at the run's training temperature unless
 ``--temperature`` is given), grades it, and writes ``eval.json`` (pass@k, majority / best-of-N / weighted accuracy at
@@ -10,6 +11,15 @@ answer, correctness and p(Yes)). ``--model_dir`` evaluates any HF directory (its
 one, asked of whatever model it is). R rows decode at once, the K samples of each prompt queued behind them (one
 prefill per prompt, continuous refill); the memory plan is printed and a pool that cannot fit is refused before
 anything is compiled.
+
+``--strategy`` prices a test-time strategy (``rlvjax.strategies``) against fixed-N voting on the same pool:
+eval.json's report gains ``strategy`` (one point per rule of the sweep: accuracy, tokens and samples per problem, and
+fixed-N weighted and majority voting at equal tokens; the tokens needed to reach fixed-N weighted voting at N = K)
+and ``compute.png`` plots accuracy against tokens and samples. ``adaptive`` (``--delta``, ``--min_samples``,
+``--round_size``, ``--mean_samples``) and ``length`` (``--budgets``, ``--threshold``, over N = 1, 2, ..., K samples)
+are replayed on the pool, which gives their live runs' results for these samples exactly; ``particle``
+(``--particles``, ``--step_delimiter``, ``--max_steps``, ``--resample``, ``--reject_fraction``,
+``--weight_temperature``) runs live.
 """
 
 from __future__ import annotations
@@ -299,6 +309,47 @@ def check_writable(out: Path) -> None:
         raise PermissionError(f"--out {out}: {existing} is not writable; choose another --out")
 
 
+def numbers(flag: str, value: str | None, kind=float) -> list | None:
+    """A comma-separated flag as numbers (None when not given); one-line error when it does not parse."""
+    if value is None:
+        return None
+    try:
+        return [kind(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--{flag}={value!r}: give comma-separated {'integers' if kind is int else 'numbers'}, "
+                         f"e.g. {'256,512,1024' if kind is int else '0.2,0.1,0.05'}") from None
+
+
+def strategy_rules(f, num_samples: int, max_new_tokens: int) -> list:
+    """The rules ``--strategy`` is evaluated with: ``strategies.report.default_rules`` with the given flags in place
+    of their defaults (each rule checks its own values)."""
+    import codecs
+
+    from rlvjax.strategies import report as strategy_report
+
+    if f.strategy == "fixed":
+        return []
+    base = strategy_report.default_rules(f.strategy, num_samples=num_samples, max_new_tokens=max_new_tokens)
+    given = lambda **kw: {k: v for k, v in kw.items() if v is not None}
+    if f.strategy == "adaptive":
+        fields = given(min_samples=f.min_samples, round_size=f.round_size, mean_samples=f.mean_samples)
+        deltas = numbers("delta", f.delta) or [r.delta for r in base]
+        rules = [dataclasses.replace(base[0], delta=d, **fields) for d in deltas]
+    elif f.strategy == "length":
+        budgets = numbers("budgets", f.budgets, int)
+        thresholds = numbers("threshold", f.threshold) or list(dict.fromkeys(r.threshold for r in base))
+        rules = [dataclasses.replace(r, threshold=t, **given(budgets=None if budgets is None else tuple(budgets)))
+                 for r in base if r.threshold == base[0].threshold for t in thresholds]
+    else:
+        delimiter = None if f.step_delimiter is None else codecs.decode(f.step_delimiter, "unicode_escape")
+        fields = given(step_delimiter=delimiter, max_steps=f.max_steps, resample=f.resample,
+                       reject_fraction=f.reject_fraction, weight_temperature=f.weight_temperature)
+        rules = [dataclasses.replace(base[0], particles=n, **fields)
+                 for n in numbers("particles", f.particles, int) or [r.particles for r in base]]
+    strategy_report.check_rules(f.strategy, rules, num_samples=num_samples, max_new_tokens=max_new_tokens)
+    return rules
+
+
 def main(argv):
     del argv
     from absl import flags, logging
@@ -322,6 +373,8 @@ def main(argv):
     for name in ("max_new_tokens", "batch_size"):
         if getattr(f, name) is not None and getattr(f, name) < 1:
             raise ValueError(f"--{name}={getattr(f, name)} must be >= 1")
+    # The strategy's flags are checked here (the length budgets against max_new_tokens again once it is known).
+    strategy_rules(f, f.num_samples, f.max_new_tokens or 1 << 30)
     if f.workdir:
         workdir = Path(f.workdir)
         name = f"step_{f.checkpoint}" if f.checkpoint is not None else f.policy
@@ -368,15 +421,26 @@ def main(argv):
     temperature = f.temperature or rl.temperature  # the headline temperature unless asked otherwise
     conventions = testtime.Conventions(score=f.score, grouping=f.grouping, unparseable=f.bon_unparseable,
                                        ties=f.bon_ties)
+    rules = strategy_rules(f, f.num_samples, rl.max_new_tokens)
     rep, pool = evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=f.num_samples, seed=f.seed,
                                 temperature=temperature, rows=f.batch_size, conventions=conventions, verify=verify,
                                 reward=reward)
+    if rules:
+        from rlvjax.strategies import report as strategy_report
+
+        rep["strategy"] = strategy_report.evaluate(f.strategy, rules, rep, pool, model=model, tokenizer=tokenizer,
+                                                   records=records, rl=rl, verify=verify, reward=reward,
+                                                   conventions=conventions, temperature=temperature, seed=f.seed)
     evaluation = assemble({temperature_key(temperature): {name: rep}}, {}, train_temperature=rl.temperature,
                           headline_temperature=temperature)
     json_path, png_path = write_report(evaluation, out)
     samples_path = write_samples(pool, records, out / "eval_samples.jsonl", conventions)
     print(summary(evaluation))
     print(f"report:  {json_path}\nplot:    {png_path}\nsamples: {samples_path}")
+    if rules:
+        strategy_report.plot(rep["strategy"], out / "compute.png")
+        print(strategy_report.describe(rep["strategy"]))
+        print(f"compute: {out / 'compute.png'}")
 
 
 if __name__ == "__main__":
@@ -406,6 +470,23 @@ if __name__ == "__main__":
                       "rank last, or by their score like any other")
     flags.DEFINE_enum("bon_ties", conventions.ties, ["random", "first"], "best-of-N: score ties broken at random "
                       "(expected accuracy) or by pool order")
+    flags.DEFINE_enum("strategy", "fixed", ["fixed", "adaptive", "length", "particle"], "test-time strategy priced "
+                      "against fixed-N voting in eval.json's `strategy` and compute.png: adaptive and length are "
+                      "replayed on the K-pool, particle runs live (rlvjax.strategies)")
+    flags.DEFINE_string("delta", None, "adaptive: stopping deltas to sweep, comma-separated (default "
+                        "0.3,0.2,0.1,0.05,0.02)")
+    flags.DEFINE_integer("min_samples", None, "adaptive: samples before the first check (default 2)")
+    flags.DEFINE_integer("round_size", None, "adaptive: samples per round (default 2)")
+    flags.DEFINE_float("mean_samples", None, "adaptive: overall cap, samples per problem on average (default none)")
+    flags.DEFINE_string("budgets", None, "length: increasing token budgets, comma-separated (default 1/4, 1/2 and "
+                        "all of max_new_tokens)")
+    flags.DEFINE_string("threshold", None, "length: confidence thresholds to sweep (default 0.1,0.3,0.5,0.7)")
+    flags.DEFINE_string("particles", None, "particle: particle counts to run, comma-separated (default 4)")
+    flags.DEFINE_string("step_delimiter", None, "particle: text that ends a step, escapes allowed (default \\n\\n)")
+    flags.DEFINE_integer("max_steps", None, "particle: resampling rounds before the rows run to the end (default 32)")
+    flags.DEFINE_enum("resample", None, ["multinomial", "reject"], "particle: resampling (default multinomial)")
+    flags.DEFINE_float("reject_fraction", None, "particle, reject: share of rows replaced per step (default 0.25)")
+    flags.DEFINE_float("weight_temperature", None, "particle: weights are p(Yes) ** (1 / this) (default 1)")
     from rlvjax import cli
 
     app.run(cli.run_main("rlvjax.evaluate", main))

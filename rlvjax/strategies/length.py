@@ -54,17 +54,21 @@ def _stop(rule: LengthRule, classes, scores, finished, lengths) -> int:
 
 def replay(classes, scores, correct, lengths, finished, rule: LengthRule) -> Outcome:
     """The rule on ``[P, K]`` pools sampled with ``max_new_tokens = budgets[-1]`` (class ids, scores, grades,
-    completion tokens, whether each ended on a stop id); each problem's first ``rule.samples`` samples."""
+    completion tokens, whether each ended on a stop id). Each of the ``K // rule.samples`` disjoint groups of
+    ``rule.samples`` samples is one run; grades and tokens are their means (the first group alone is what ``run``
+    gives with the pool's keys when ``K == rule.samples``)."""
     k = rule.samples
     if classes.shape[1] < k:
         raise ValueError(f"the pool has {classes.shape[1]} samples per problem; LengthRule.samples={k} needs more")
-    correct_, tokens = [], []
-    for c, s, g, n, f in zip(classes[:, :k], scores[:, :k], correct[:, :k], lengths[:, :k], finished[:, :k]):
-        budget = rule.budgets[_stop(rule, c, s, f, n)]
-        voting = f & (n <= budget)
-        correct_.append(leader_grade(np.where(voting, c, -1), s, g))
-        tokens.append(int(np.sum(np.minimum(n, budget))))
-    return Outcome(correct=np.asarray(correct_), samples=np.full(len(classes), k), tokens=np.asarray(tokens))
+    groups = classes.shape[1] // k
+    correct_, tokens = np.zeros(len(classes)), np.zeros(len(classes))
+    for i, row in enumerate(zip(classes, scores, correct, lengths, finished)):
+        for c, s, g, n, f in zip(*(x[: groups * k].reshape(groups, k) for x in row)):
+            budget = rule.budgets[_stop(rule, c, s, f, n)]
+            voting = f & (n <= budget)
+            correct_[i] += leader_grade(np.where(voting, c, -1), s, g) / groups
+            tokens[i] += np.sum(np.minimum(n, budget)) / groups
+    return Outcome(correct=correct_, samples=np.full(len(classes), k), tokens=tokens)
 
 
 def run(policy, records: list[dict], rule: LengthRule, *, seed: int = 0) -> Outcome:

@@ -1,0 +1,149 @@
+"""Test-time strategies priced against fixed-N voting on the same pool: eval.json's ``strategy`` block and
+``compute.png`` (accuracy against generated tokens per problem, and against samples per problem).
+
+Adaptive and length are replayed on the evaluated K-pool (exact for those samples, and paired with the fixed-N curves
+drawn from the same samples); particle filtering runs live on the policy. Each rule of a sweep is one point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from rlvjax import testtime
+from rlvjax.strategies import NAMES, adaptive, length, particle
+
+
+def default_rules(name: str, *, num_samples: int, max_new_tokens: int) -> list:
+    """The sweep a strategy is evaluated with unless rules are given: adaptive over delta with the pool as its cap;
+    length over samples (1, 2, 4, ..., K) x thresholds with budgets of 1/4, 1/2 and all of ``max_new_tokens``;
+    particle filtering with 4 particles."""
+    if name == "adaptive":
+        return [adaptive.AdaptiveRule(min_samples=min(2, num_samples), round_size=2, max_samples=num_samples,
+                                      delta=d) for d in (0.3, 0.2, 0.1, 0.05, 0.02)]
+    if name == "length":
+        budgets = tuple(sorted({max(1, max_new_tokens // 4), max(1, max_new_tokens // 2), max_new_tokens}))
+        ns = [2 ** i for i in range(int(np.log2(num_samples)) + 1)]
+        return [length.LengthRule(budgets=budgets, threshold=t, samples=n) for n in ns for t in (0.1, 0.3, 0.5, 0.7)]
+    if name == "particle":
+        return [particle.ParticleRule(particles=4)]
+    raise ValueError(f"unknown strategy {name!r}; use one of {NAMES}")
+
+
+def check_rules(name: str, rules: list, *, num_samples: int, max_new_tokens: int) -> None:
+    """One-line errors for rules that do not fit the pool: a length budget past ``max_new_tokens``, more length
+    samples than the pool has."""
+    kinds = {"adaptive": adaptive.AdaptiveRule, "length": length.LengthRule, "particle": particle.ParticleRule}
+    if name not in kinds:
+        raise ValueError(f"unknown strategy {name!r}; use one of {NAMES[1:]} (fixed needs no rules)")
+    for rule in rules:
+        if not isinstance(rule, kinds[name]):
+            raise ValueError(f"strategy {name!r} takes {kinds[name].__name__} rules, got {type(rule).__name__}")
+        if name == "length" and rule.budgets[-1] > max_new_tokens:
+            raise ValueError(f"LengthRule.budgets end at {rule.budgets[-1]} tokens, past max_new_tokens="
+                             f"{max_new_tokens}; lower the budgets or raise --max_new_tokens")
+        if name == "length" and rule.samples > num_samples:
+            raise ValueError(f"LengthRule.samples={rule.samples} is more than the pool's {num_samples} samples per "
+                             "problem; raise --num_samples")
+
+
+def evaluate(name: str, rules: list, rep: dict, pool: dict, *, model, tokenizer, records: list[dict], rl,
+             verify, reward, conventions: testtime.Conventions, temperature: float, seed: int) -> dict:
+    """eval.json's ``strategy`` block of one policy whose K-pool ``pool`` (and its report ``rep``) was evaluated."""
+    policy = None
+    if name == "particle":
+        from rlvjax.strategies.policy import Policy
+
+        policy = Policy.build(model, tokenizer, rl, verify=verify, reward=reward, conventions=conventions,
+                              temperature=temperature)
+    sweep = points(name, rules, pool, conventions=conventions, records=records, policy=policy, seed=seed)
+    return block(name, sweep, fixed_curves(rep, pool))
+
+
+def fixed_curves(rep: dict, pool: dict) -> dict:
+    """Fixed-N weighted and majority votes (eval.json's curves) with their expected tokens per problem: N x the
+    pool's mean completion length."""
+    mean_tokens = float(np.mean(pool["lengths"]))
+    ns = rep["ns"]
+    return {"ns": ns, "tokens_per_problem": [n * mean_tokens for n in ns],
+            **{s: [rep["accuracy"][s][str(n)] for n in ns] for s in ("weighted", "majority")}}
+
+
+def points(name: str, rules: list, pool: dict, *, conventions: testtime.Conventions, records=None, policy=None,
+           seed: int = 0) -> list[dict]:
+    """One point per rule: ``{"rule": its fields, "accuracy", "tokens_per_problem", "samples_per_problem",
+    "max_samples"}``. ``records`` and ``policy`` (a ``strategies.policy.Policy``) are for the live particle runs."""
+    scores = conventions.scores(pool["yes_logp"], pool["no_logp"])
+    classes = (None if name == "particle" else
+               np.stack([testtime.answer_classes(list(row), grouping=conventions.grouping) for row in pool["answers"]]))
+    correct = pool["correct"].astype(float)
+    out = []
+    for rule in rules:
+        if name == "adaptive":
+            outcome = adaptive.simulate(classes, scores, correct, pool["lengths"], rule, seed=seed)
+        elif name == "length":
+            outcome = length.replay(classes, scores, correct, pool["lengths"], pool["finished"], rule)
+        else:
+            outcome = particle.run(policy, records, rule, seed=seed)
+        out.append({"rule": dataclasses.asdict(rule), **outcome.summary()})
+    return out
+
+
+def block(name: str, sweep: list[dict], fixed: dict) -> dict:
+    """eval.json's ``strategy``: the points, each beside fixed-N weighted and majority voting at its token spend
+    (interpolated on the fixed curves), and the fewest tokens a point spends to reach fixed-N weighted voting's
+    accuracy at the pool's largest N (``match``; ``ratio``: how many times fewer; None where no point reaches it)."""
+    at = lambda tokens, s: float(np.interp(tokens, fixed["tokens_per_problem"], fixed[s]))
+    for point in sweep:
+        point["fixed_weighted_at_equal_tokens"] = at(point["tokens_per_problem"], "weighted")
+        point["fixed_majority_at_equal_tokens"] = at(point["tokens_per_problem"], "majority")
+    target, spent = fixed["weighted"][-1], fixed["tokens_per_problem"][-1]
+    reached = [p["tokens_per_problem"] for p in sweep if p["accuracy"] >= target - 1e-12]
+    best = min(reached) if reached else None
+    return {"name": name, "points": sweep, "fixed": fixed,
+            "match": {"fixed_weighted_accuracy": target, "fixed_tokens_per_problem": spent,
+                      "tokens_per_problem": best, "ratio": None if best is None else spent / max(best, 1e-12)}}
+
+
+def describe(strategy: dict) -> str:
+    """The printed lines: each point beside fixed-N weighted voting at equal tokens, then the match."""
+    lines = [f"{strategy['name']}: {'accuracy':>9s}{'tokens/problem':>16s}{'samples':>9s}{'fixed wt @ tokens':>19s}"]
+    for p in strategy["points"]:
+        setting = ", ".join(f"{k}={v}" for k, v in p["rule"].items() if k in SWEPT[strategy["name"]])
+        lines.append(f"  {setting:30s}{p['accuracy']:9.3f}{p['tokens_per_problem']:16.1f}"
+                     f"{p['samples_per_problem']:9.2f}{p['fixed_weighted_at_equal_tokens']:19.3f}")
+    m = strategy["match"]
+    lines.append(f"fixed-N weighted at N = {strategy['fixed']['ns'][-1]}: {m['fixed_weighted_accuracy']:.3f} with "
+                 f"{m['fixed_tokens_per_problem']:.0f} tokens/problem; " +
+                 ("no point reaches it" if m["ratio"] is None else
+                  f"{strategy['name']} reaches it with {m['tokens_per_problem']:.0f} ({m['ratio']:.1f}x fewer)"))
+    return "\n".join(lines)
+
+
+SWEPT = {"adaptive": ("delta", "mean_samples"), "length": ("samples", "threshold"), "particle": ("particles",)}
+
+
+def plot(strategy: dict, path) -> None:
+    """Accuracy against tokens per problem (left) and samples per problem (right): fixed-N weighted and majority
+    curves and the strategy's points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fixed, pts = strategy["fixed"], strategy["points"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for ax, key, xs in ((axes[0], "tokens_per_problem", fixed["tokens_per_problem"]),
+                        (axes[1], "samples_per_problem", fixed["ns"])):
+        ax.plot(xs, fixed["weighted"], "-", marker="o", markersize=3, label="fixed-N weighted")
+        ax.plot(xs, fixed["majority"], "--", marker="o", markersize=3, label="fixed-N majority")
+        ax.plot([p[key] for p in pts], [p["accuracy"] for p in pts], "*", markersize=9, label=strategy["name"])
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(key.replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
