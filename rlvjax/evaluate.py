@@ -320,13 +320,27 @@ def numbers(flag: str, value: str | None, kind=float) -> list | None:
                          f"e.g. {'256,512,1024' if kind is int else '0.2,0.1,0.05'}") from None
 
 
+STRATEGY_FLAGS = {"adaptive": ("delta", "min_samples", "round_size", "mean_samples"),
+                  "length": ("budgets", "threshold"),
+                  "particle": ("particles", "step_delimiter", "max_steps", "resample", "reject_fraction",
+                               "weight_temperature")}
+
+
 def strategy_rules(f, num_samples: int, max_new_tokens: int) -> list:
     """The rules ``--strategy`` is evaluated with: ``strategies.report.default_rules`` with the given flags in place
     of their defaults (each rule checks its own values)."""
     import codecs
 
+    from rlvjax.strategies import NAMES
     from rlvjax.strategies import report as strategy_report
 
+    if f.strategy not in NAMES:
+        raise ValueError(f"--strategy={f.strategy}: use one of {', '.join(NAMES)}")
+    for name, flags in STRATEGY_FLAGS.items():
+        stray = [flag for flag in flags if getattr(f, flag) is not None and name != f.strategy]
+        if stray:
+            raise ValueError(f"--{stray[0]} is a flag of --strategy {name}, not of --strategy {f.strategy}; pass "
+                             f"--strategy {name} or drop it")
     if f.strategy == "fixed":
         return []
     base = strategy_report.default_rules(f.strategy, num_samples=num_samples, max_new_tokens=max_new_tokens)
@@ -470,7 +484,7 @@ if __name__ == "__main__":
                       "rank last, or by their score like any other")
     flags.DEFINE_enum("bon_ties", conventions.ties, ["random", "first"], "best-of-N: score ties broken at random "
                       "(expected accuracy) or by pool order")
-    flags.DEFINE_enum("strategy", "fixed", ["fixed", "adaptive", "length", "particle"], "test-time strategy priced "
+    flags.DEFINE_string("strategy", "fixed", "fixed, adaptive, length or particle: the test-time strategy priced "
                       "against fixed-N voting in eval.json's `strategy` and compute.png: adaptive and length are "
                       "replayed on the K-pool, particle runs live (rlvjax.strategies)")
     flags.DEFINE_string("delta", None, "adaptive: stopping deltas to sweep, comma-separated (default "
@@ -484,7 +498,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("particles", None, "particle: particle counts to run, comma-separated (default 4)")
     flags.DEFINE_string("step_delimiter", None, "particle: text that ends a step, escapes allowed (default \\n\\n)")
     flags.DEFINE_integer("max_steps", None, "particle: resampling rounds before the rows run to the end (default 32)")
-    flags.DEFINE_enum("resample", None, ["multinomial", "reject"], "particle: resampling (default multinomial)")
+    flags.DEFINE_string("resample", None, "particle: multinomial or reject (default multinomial)")
     flags.DEFINE_float("reject_fraction", None, "particle, reject: share of rows replaced per step (default 0.25)")
     flags.DEFINE_float("weight_temperature", None, "particle: weights are p(Yes) ** (1 / this) (default 1)")
     from rlvjax import cli

@@ -123,12 +123,16 @@ class RLVTrainer:
         return train.train_with_baseline(self.config, self.output_dir, resume=resume, reward=self.reward,
                                          records=self.records)[0]
 
-    def evaluate(self, num_samples: int = 16, *, temperature: float | None = None) -> dict:
+    def evaluate(self, num_samples: int = 16, *, temperature: float | None = None, strategy: str = "fixed",
+                 rules: list | None = None) -> dict:
         """Sample ``num_samples`` completions per eval problem from the trained policy (``output_dir/final``),
         score each with the verifier, grade them with the reward; writes ``output_dir/eval.json`` and returns the
-        report (pass@k, majority, best-of-N and verifier-weighted votes)."""
+        report (pass@k, majority, best-of-N and verifier-weighted votes). ``strategy`` ("adaptive", "length" or
+        "particle", with ``rules`` from ``rlvjax.strategies``; None: ``strategies.report.default_rules``) adds the
+        report's ``strategy`` block and ``output_dir/compute.png``, as ``evaluate --strategy`` does."""
         from rlvjax import evaluate, experiment, parallel
         from rlvjax.model.hf import load_hf
+        from rlvjax.strategies import report as strategy_report
 
         final = self.output_dir / "final"
         if not final.is_dir():
@@ -138,14 +142,25 @@ class RLVTrainer:
         records = experiment.build_records(self.config.task, tokenizer, given)[1 if given is None else 0]
         if not records:
             raise ValueError("no eval problems: pass eval_dataset= (or a task with TaskSpec.eval_file / num_eval)")
-        mesh = parallel.make_mesh(self.config.mesh)
-        rep, _ = evaluate.evaluate_policy(model, tokenizer, records, self.config.rl, mesh, num_samples=num_samples,
-                                          seed=self.config.run.seed, temperature=temperature,
-                                          conventions=self.config.conventions, verify=self.config.verifier,
-                                          reward=self.reward)
+        rl, config = self.config.rl, self.config
+        if strategy != "fixed":
+            rules = rules or strategy_report.default_rules(strategy, num_samples=num_samples,
+                                                           max_new_tokens=rl.max_new_tokens)
+            strategy_report.check_rules(strategy, rules, num_samples=num_samples, max_new_tokens=rl.max_new_tokens)
+        mesh = parallel.make_mesh(config.mesh)
+        rep, pool = evaluate.evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=num_samples,
+                                             seed=config.run.seed, temperature=temperature,
+                                             conventions=config.conventions, verify=config.verifier,
+                                             reward=self.reward)
         t = rep["temperature"]
+        if strategy != "fixed":
+            rep["strategy"] = strategy_report.evaluate(strategy, rules, rep, pool, model=model, tokenizer=tokenizer,
+                                                       records=records, rl=rl, verify=config.verifier,
+                                                       reward=self.reward, conventions=config.conventions,
+                                                       temperature=t, seed=config.run.seed)
+            strategy_report.plot(rep["strategy"], self.output_dir / "compute.png")
         evaluation = evaluate.assemble({evaluate.temperature_key(t): {"final": rep}}, {},
-                                       train_temperature=self.config.rl.temperature, headline_temperature=t)
+                                       train_temperature=rl.temperature, headline_temperature=t)
         evaluate.write_report(evaluation, self.output_dir)
         return evaluation
 

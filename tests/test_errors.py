@@ -480,6 +480,28 @@ def test_evaluate_temperature_not_positive(tmp_path):
                              "--temperature or leave it out (the run's eval temperature)"), lines
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--strategy", "beam"], "--strategy=beam: use one of fixed, adaptive, length, particle"),
+    (["--strategy", "length", "--budgets", "0,8"],
+     "LengthRule.budgets=(0, 8) must be token budgets >= 1 (a budget of 0 generates nothing)"),
+    (["--strategy", "length", "--threshold", "1.5"], "LengthRule.threshold=1.5 must be in [0, 1]"),
+    (["--strategy", "length", "--budgets", "8,64", "--max_new_tokens", "32"],
+     "LengthRule.budgets end at 64 tokens, past max_new_tokens=32; lower the budgets or raise --max_new_tokens"),
+    (["--strategy", "adaptive", "--delta", "0.1,x"], "--delta='0.1,x': give comma-separated numbers, e.g. 0.2,0.1,0.05"),
+    (["--strategy", "adaptive", "--min_samples", "0"],
+     "AdaptiveRule.min_samples=0 must be >= 1 (a budget of 0 samples answers nothing)"),
+    (["--strategy", "particle", "--particles", "0"],
+     "ParticleRule.particles=0 must be >= 1 (a budget of 0 samples answers nothing)"),
+    (["--strategy", "adaptive", "--budgets", "8"],
+     "--budgets is a flag of --strategy length, not of --strategy adaptive; pass --strategy length or drop it"),
+], ids=["unknown", "budget_0", "threshold", "budget_past_cap", "delta_list", "min_samples_0", "particles_0", "stray"])
+def test_evaluate_strategy_mistakes(tmp_path, args, message):
+    # Checked before the workdir is read: nothing is loaded or written.
+    code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(tmp_path / "absent"), *args])
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].endswith(message), lines
+
+
 def test_evaluate_workdir_that_does_not_exist(tmp_path):
     workdir = tmp_path / "absent"
     code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(workdir)])

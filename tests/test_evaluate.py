@@ -154,6 +154,33 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     assert cold.returncode == 0, cold.stderr[-2000:]
     rep = json.loads((tmp_path / "cold" / "eval.json").read_text())["reports"]["0.01"]["final"]
     assert rep["temperature"] == 0.01 and rep["pass@k"]["4"] == pytest.approx(rep["pass@1"], abs=0.02)
+    # --strategy adaptive / length price the strategy on the same pool: eval.json's points are the replays of
+    # rlvjax.strategies on what eval_samples.jsonl holds, beside the fixed-N curves, and compute.png is drawn.
+    from rlvjax.strategies import adaptive, length
+
+    for strategy, extra in (("adaptive", ["--delta", "0.3,0.0", "--min_samples", "1", "--round_size", "1"]),
+                            ("length", ["--budgets", "2,4,6", "--threshold", "0.2"])):
+        out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples",
+                              "4", "--strategy", strategy, *extra, "--out", str(tmp_path / strategy)],
+                             capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert (tmp_path / strategy / "compute.png").stat().st_size > 10_000 and "fixed-N weighted at N = 4" in out.stdout
+        rep = json.loads((tmp_path / strategy / "eval.json").read_text())["reports"]["2"]["final"]
+        block = rep["strategy"]
+        assert block["fixed"]["weighted"] == [rep["accuracy"]["weighted"][str(n)] for n in (1, 2, 4)]
+        rows = [json.loads(line) for line in (tmp_path / strategy / "eval_samples.jsonl").open()]
+        grid = lambda key: np.array([[r[key] for r in rows if r["problem"] == i] for i in range(64)])  # noqa: E731
+        classes = np.stack([testtime.answer_classes(list(a)) for a in grid("answer")])
+        args = classes, grid("score"), grid("correct").astype(float), grid("tokens")
+        for point in block["points"]:
+            if strategy == "adaptive":
+                expected = adaptive.simulate(*args, adaptive.AdaptiveRule(**point["rule"]), seed=0)
+            else:
+                rule = length.LengthRule(**{**point["rule"], "budgets": tuple(point["rule"]["budgets"])})
+                expected = length.replay(*args, grid("finished"), rule)
+            assert point["accuracy"] == pytest.approx(expected.summary()["accuracy"])
+            assert point["tokens_per_problem"] == pytest.approx(expected.summary()["tokens_per_problem"])
+        assert len(block["points"]) == (2 if strategy == "adaptive" else 3)  # length: N = 1, 2, 4
     bad = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples", "6"],
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert bad.returncode != 0 and "power of two" in bad.stderr

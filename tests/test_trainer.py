@@ -163,3 +163,22 @@ def test_a_lambda_reward_trains_but_warns_that_the_config_cannot_name_it(tmp_pat
                                 train_dataset=[{"prompt": "1+1="}] * 8, args=args)
     assert "cannot reproduce the run from the command line" in caplog.text
     assert trainer.reward.functions[0]([""], [""]) == [0.0]
+
+
+def test_evaluate_prices_a_test_time_strategy_through_the_api(user_run, monkeypatch):
+    from rlvjax.strategies.adaptive import AdaptiveRule
+    from rlvjax.strategies.length import LengthRule
+
+    root, namespace, _, _ = user_run
+    monkeypatch.chdir(root)  # the user's output_dir is relative
+    trainer = namespace["trainer"]
+    rules = [AdaptiveRule(min_samples=1, round_size=1, max_samples=4, delta=d) for d in (0.5, 0.0)]
+    rep = trainer.evaluate(num_samples=4, strategy="adaptive", rules=rules)["reports"]["1"]["final"]
+    points = rep["strategy"]["points"]
+    assert [p["rule"]["delta"] for p in points] == [0.5, 0.0]
+    assert all(1 <= p["samples_per_problem"] <= 4 for p in points)
+    assert rep["strategy"]["fixed"]["ns"] == [1, 2, 4] and (root / "run" / "compute.png").is_file()
+    with pytest.raises(ValueError, match="unknown strategy 'beam'"):
+        trainer.evaluate(num_samples=4, strategy="beam")
+    with pytest.raises(ValueError, match=r"LengthRule.samples=8 is more than the pool's 4 samples"):
+        trainer.evaluate(num_samples=4, strategy="length", rules=[LengthRule(budgets=(2, 4), samples=8)])
