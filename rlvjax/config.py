@@ -61,8 +61,9 @@ class Config:
         if minibatch is None:
             raise ValueError(f"{rows} rollouts per step (batch_size {run.batch_size} x group_size {rl.group_size}) "
                              f"do not split into RLConfig.num_minibatches={rl.num_minibatches}; pick a divisor")
+        minibatch *= rl.update_rows_per_rollout  # each rollout's partial-solution verify rows come along
         if rl.micro_batch_size and minibatch % rl.micro_batch_size:
-            raise ValueError(f"minibatch of {minibatch} rollouts is not a multiple of RLConfig.micro_batch_size="
+            raise ValueError(f"minibatch of {minibatch} training rows is not a multiple of RLConfig.micro_batch_size="
                              f"{rl.micro_batch_size}; pick a divisor (0: no accumulation)")
         if rl.algorithm == "vineppo" and self.task.rewards != ("math",):
             raise ValueError(f"RLConfig.algorithm='vineppo' grades its Monte-Carlo continuations with the built-in "

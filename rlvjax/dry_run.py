@@ -71,7 +71,8 @@ def compile_phases(cfg: ModelConfig, rl: steps.RLConfig, run: experiment.RunConf
         return _measure(name, compiled, extra, max(1, rows) * kv_slot_elements)
 
     phases = [sampling_phase("rollout", rl.group_size, run.batch_size, resident)]
-    rows, n, t = run.batch_size * rl.group_size, rl.max_new_tokens, prompt_tokens + rl.max_new_tokens + verify_tokens
+    rows = run.batch_size * rl.group_size * rl.update_rows_per_rollout
+    n, t = rl.max_new_tokens, prompt_tokens + rl.max_new_tokens + verify_tokens
     batch = steps.UpdateBatch(s((rows, t), jnp.int32), s((rows, t), bool), s((rows, n), jnp.int32),
                               s((rows, n), bool), s((rows, n), jnp.float32), s((rows, n), jnp.float32),
                               s((rows,), jnp.int32), s((rows,), jnp.float32))

@@ -285,8 +285,9 @@ def plan(model_config: ModelConfig, rl_config: steps.RLConfig, run_config, mesh,
     param_bytes, opt_bytes = sharded_bytes(state.params, mesh), sharded_bytes(state.opt_state, mesh)
     n, seq = rl.max_new_tokens, prompt_tokens + rl.max_new_tokens + verify_tokens
     prompts = ceil(run.batch_size, dp)
-    minibatch_rows = ceil(run.batch_size * rl.group_size // rl.num_minibatches, dp)
-    micro = rl.micro_batch_size or run.batch_size * rl.group_size // rl.num_minibatches
+    update_rows = run.batch_size * rl.group_size * rl.update_rows_per_rollout
+    minibatch_rows = ceil(update_rows // rl.num_minibatches, dp)
+    micro = rl.micro_batch_size or update_rows // rl.num_minibatches
     micro_rows = ceil(micro, dp)
 
     items = [Item("params", "persistent", param_bytes, f"{cfg.dtype}, sharded by the partition rules"),

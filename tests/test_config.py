@@ -66,7 +66,7 @@ def test_cross_section_rules():
     with pytest.raises(ValueError, match=r"64 rollouts per step \(batch_size 8 x group_size 8\) do not split into "
                                          r"RLConfig.num_minibatches=3; pick a divisor"):
         dataclasses.replace(c, rl=dataclasses.replace(c.rl, num_minibatches=3))
-    with pytest.raises(ValueError, match="minibatch of 64 rollouts is not a multiple of RLConfig.micro_batch_size=6"):
+    with pytest.raises(ValueError, match="minibatch of 64 training rows is not a multiple of RLConfig.micro_batch_size=6"):
         dataclasses.replace(c, rl=dataclasses.replace(c.rl, micro_batch_size=6))
     with pytest.raises(ValueError, match="RLConfig.algorithm='vineppo' grades its Monte-Carlo continuations with the "
                                          "built-in math reward"):

@@ -173,6 +173,34 @@ def test_verify_balance_weights_the_two_classes_equally(setup):
     np.testing.assert_array_equal(plain.verify_mask, 1.0)
 
 
+@pytest.mark.parametrize("m", [1, 2])
+def test_verify_prefixes_add_verify_only_rows_of_partial_solutions(setup, m):
+    graphdef, params = setup
+    statics = make_statics(graphdef, verify_prefixes=m)
+    roll, rewards = rollouts_and_rewards(statics, params)
+    adv = jnp.broadcast_to(jnp.asarray([[1.0, -1.0], [-0.5, 0.5]])[..., None], roll.tokens.shape)
+    batch = steps.build_update_batch(statics, roll, adv, rewards)
+    plain = steps.build_update_batch(make_statics(graphdef), roll, adv, rewards)
+    assert batch.input_ids.shape[0] == 4 * (1 + m)
+    np.testing.assert_array_equal(batch.verify_target, np.tile([YES, NO, NO, YES], 1 + m))  # the rollout's label
+    assert not np.asarray(batch.target_mask[4:]).any() and not np.asarray(batch.advantages[4:]).any()
+    _, stats, _, _ = steps._minibatch_grads(statics, params, None, batch)
+    _, plain_stats, _, _ = steps._minibatch_grads(make_statics(graphdef), params, None, plain)
+    np.testing.assert_allclose(stats["policy_loss"], plain_stats["policy_loss"], rtol=1e-6)  # no policy term added
+    # The verify loss: mean cross-entropy over every rollout and its partial solutions cut after
+    # max(body * j // (m + 1), 1) tokens, each followed by the verify prompt.
+    model = nnx.merge(graphdef, params)
+    losses_ = []
+    for i, (prompt, comp, _) in enumerate(direct_sequences(roll)):
+        body = comp[:-1] if i == 0 else comp  # row 0 ends on the stop token (rollouts_and_rewards)
+        for j in range(m + 1):
+            cut = len(body) if j == 0 else max(len(body) * j // (m + 1), min(len(body), 1))
+            logits = model(jnp.asarray([prompt + body[:cut] + list(SUFFIX)]))[0, -1]
+            target = YES if i in (0, 3) else NO
+            losses_.append(-float(jax.nn.log_softmax(logits)[target]))
+    np.testing.assert_allclose(stats["verify_loss"], np.mean(losses_), rtol=1e-5)
+
+
 def test_config_errors():
     with pytest.raises(ValueError, match="unknown advantage estimator 'ppo'"):
         steps.RLConfig(algorithm="ppo")

@@ -66,6 +66,12 @@ class RLConfig:
     # vineppo: per-token advantages whitened over the batch's completion tokens, as VinePPO's MATH config does
     # (whiten_advantages: true). The group estimators normalise within each group instead and ignore it.
     whiten_advantages: bool = True
+    # Opt-in: each rollout also trains the verifier on this many of its partial solutions, ``prompt + the first
+    # c_j tokens + verify prompt`` with c_j = body * j / (m + 1) (j = 1..m), labelled with the whole rollout's label:
+    # p(Yes) after a partial solution then estimates its chance of ending right, which verifier-guided search scores
+    # (rlvjax.strategies.particle). These rows carry no policy loss; the update holds (1 + m) x the rows. 0: complete
+    # solutions only, as in the paper.
+    verify_prefixes: int = 0
 
     def __post_init__(self):
         check_field_types(self)
@@ -96,6 +102,8 @@ class RLConfig:
             (self.logprob_chunk_size >= 0,
              f"logprob_chunk_size={self.logprob_chunk_size} must be >= 0 (0: every completion position at once)"),
             (self.vineppo_samples >= 1, f"vineppo_samples={self.vineppo_samples} must be >= 1"),
+            (self.verify_prefixes >= 0, f"verify_prefixes={self.verify_prefixes} must be >= 0 (0: complete "
+             "solutions only)"),
             (self.vineppo_max_steps is None or self.vineppo_max_steps >= 1,
              f"vineppo_max_steps={self.vineppo_max_steps!r} must be None (no cap) or an int >= 1"),
         ]
@@ -106,6 +114,11 @@ class RLConfig:
         """``aggregation``, or the algorithm's own when None (resolved on use, so that replacing the algorithm
         alone changes it too)."""
         return self.aggregation or ALGORITHM_AGGREGATION.get(self.algorithm, "token_mean")
+
+    @property
+    def update_rows_per_rollout(self) -> int:
+        """Training rows one rollout becomes: itself and its ``verify_prefixes`` partial solutions."""
+        return 1 + self.verify_prefixes
 
     @property
     def sampling_params(self) -> sampling.SamplingParams:
@@ -244,7 +257,8 @@ def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, *, mesh
 
 
 def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, rewards) -> UpdateBatch:
-    """Flatten ``[B, G]`` rollouts into training rows (see the module docstring for the layout)."""
+    """Flatten ``[B, G]`` rollouts into training rows (see the module docstring for the layout); with
+    ``RLConfig.verify_prefixes = m``, m more blocks of ``B * G`` verify-only rows follow, one per cut."""
     b, g, n = rollouts.tokens.shape
     rows = b * g
     tokens = rollouts.tokens.reshape(rows, n)
@@ -257,15 +271,24 @@ def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, r
     target_mask = jnp.arange(n)[None, :] < lengths[:, None]
     verify_target = verifier.verify_labels(rewards.reshape(rows), statics.yes_id, statics.no_id,
                                            statics.verify_threshold)
+    m = statics.rl.verify_prefixes
+    # Partial solutions (RLConfig.verify_prefixes): the first c_j tokens of each body, verify rows only.
+    cuts = [jnp.maximum(body_len * j // (m + 1), jnp.minimum(body_len, 1)) for j in range(1, m + 1)]
+    bodies = [body_mask] + [jnp.arange(n)[None, :] < c[:, None] for c in cuts]
+    none = jnp.zeros_like(target_mask)
+    verify_target = jnp.tile(verify_target, 1 + m)
     correct = verify_target == statics.yes_id
     return UpdateBatch(
-        input_ids=jnp.concatenate([prompt_ids, jnp.where(body_mask, tokens, statics.pad_id), suffix], axis=1),
-        input_mask=jnp.concatenate([prompt_mask, body_mask, jnp.ones_like(suffix, bool)], axis=1),
-        targets=tokens, target_mask=target_mask, old_logp=rollouts.logprobs.reshape(rows, n),
-        advantages=token_advantages.reshape(rows, n) * target_mask,
+        input_ids=jnp.concatenate([jnp.concatenate([prompt_ids, jnp.where(b, tokens, statics.pad_id), suffix], axis=1)
+                                   for b in bodies]),
+        input_mask=jnp.concatenate([jnp.concatenate([prompt_mask, b, jnp.ones_like(suffix, bool)], axis=1)
+                                    for b in bodies]),
+        targets=jnp.tile(tokens, (1 + m, 1)), target_mask=jnp.concatenate([target_mask] + [none] * m),
+        old_logp=jnp.tile(rollouts.logprobs.reshape(rows, n), (1 + m, 1)),
+        advantages=jnp.concatenate([token_advantages.reshape(rows, n) * target_mask] + [none.astype(jnp.float32)] * m),
         verify_target=verify_target,
         verify_mask=(losses.class_balanced_weights(correct) if statics.rl.verify_balance
-                     else jnp.ones((rows,), jnp.float32)),
+                     else jnp.ones(((1 + m) * rows,), jnp.float32)),
     )
 
 
