@@ -15,7 +15,6 @@ and spread over seeds) for docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -67,7 +66,8 @@ def main(argv=None):
     p.add_argument("--policy", default="final")
     p.add_argument("--num_samples", type=int, default=64)
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--deltas", default="0.3,0.2,0.1,0.05,0.02")
+    p.add_argument("--deltas", default="0.3,0.2,0.1,0.05,0.02,0.01,0")
+    p.add_argument("--min_samples", type=int, default=2)
     p.add_argument("--budgets", default=None, help="length budgets (default: 1/4, 1/2, all of max_new_tokens)")
     p.add_argument("--thresholds", default="0.1,0.3,0.5,0.7")
     p.add_argument("--particles", default="4,8")
@@ -84,7 +84,8 @@ def main(argv=None):
     budgets = (tuple(int(b) for b in args.budgets.split(",")) if args.budgets else
                strategy_report.default_rules("length", num_samples=1, max_new_tokens=rl.max_new_tokens)[0].budgets)
     rules = {
-        "adaptive": [adaptive.AdaptiveRule(min_samples=2, round_size=2, max_samples=k, delta=float(d))
+        "adaptive": [adaptive.AdaptiveRule(min_samples=args.min_samples, round_size=2, max_samples=k,
+                                               delta=float(d))
                      for d in args.deltas.split(",")],
         "length": [length.LengthRule(budgets=budgets, threshold=float(t), samples=n)
                    for n in (4, 16, k) if n <= k for t in args.thresholds.split(",")],
@@ -113,15 +114,27 @@ def spread(values) -> str:
     return f"{values.mean():.3f} ± {values.std():.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
 
+def reach(points) -> str:
+    """Mean tokens fixed-N weighted voting needs for each seed's accuracy, and the mean ratio; how many seeds it
+    never reaches within the pool."""
+    need = [q["fixed_weighted_tokens_at_equal_accuracy"] for q in points]
+    got = [(n, q["token_ratio_at_equal_accuracy"]) for n, q in zip(need, points) if n is not None]
+    if not got:
+        return "never"
+    text = f"{np.mean([n for n, _ in got]):.0f} ({np.mean([r for _, r in got]):.1f}x)"
+    return text + (f"; {len(need) - len(got)} seed(s) never" if len(got) < len(need) else "")
+
+
 def print_tables(results: list[dict], k: int) -> None:
     fixed = [r["adaptive"]["fixed"] for r in results]
-    print(f"\n| fixed N | tokens/problem | weighted | majority |\n|---|---|---|---|")
+    print("\n| fixed N | tokens/problem | weighted | majority |\n|---|---|---|---|")
     for j, n in enumerate(fixed[0]["ns"]):
         print(f"| {n} | {np.mean([f['tokens_per_problem'][j] for f in fixed]):.0f} | "
               f"{spread([f['weighted'][j] for f in fixed])} | {spread([f['majority'][j] for f in fixed])} |")
     for name in ("adaptive", "length", "particle"):
         print(f"\n| {name} | tokens/problem | samples/problem | accuracy | fixed weighted at equal tokens | "
-              f"fixed majority at equal tokens |\n|---|---|---|---|---|---|")
+              f"fixed majority at equal tokens | fixed weighted's tokens for equal accuracy (x fewer) |"
+              f"\n|---|---|---|---|---|---|---|")
         swept = strategy_report.SWEPT[name]
         for j, point in enumerate(results[0][name]["points"]):
             pts = [r[name]["points"][j] for r in results]
@@ -129,7 +142,7 @@ def print_tables(results: list[dict], k: int) -> None:
             print(f"| {setting} | {np.mean([q['tokens_per_problem'] for q in pts]):.0f} | "
                   f"{np.mean([q['samples_per_problem'] for q in pts]):.1f} | {spread([q['accuracy'] for q in pts])} | "
                   f"{spread([q['fixed_weighted_at_equal_tokens'] for q in pts])} | "
-                  f"{spread([q['fixed_majority_at_equal_tokens'] for q in pts])} |")
+                  f"{spread([q['fixed_majority_at_equal_tokens'] for q in pts])} | {reach(pts)} |")
         for r in results:
             m = r[name]["match"]
             ratio = "not reached" if m["ratio"] is None else f"{m['tokens_per_problem']:.0f} tokens ({m['ratio']:.1f}x)"

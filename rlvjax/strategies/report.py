@@ -92,12 +92,20 @@ def points(name: str, rules: list, pool: dict, *, conventions: testtime.Conventi
 
 def block(name: str, sweep: list[dict], fixed: dict) -> dict:
     """eval.json's ``strategy``: the points, each beside fixed-N weighted and majority voting at its token spend
-    (interpolated on the fixed curves), and the fewest tokens a point spends to reach fixed-N weighted voting's
-    accuracy at the pool's largest N (``match``; ``ratio``: how many times fewer; None where no point reaches it)."""
-    at = lambda tokens, s: float(np.interp(tokens, fixed["tokens_per_problem"], fixed[s]))
+    (interpolated on the fixed curves) and with the tokens fixed-N weighted voting needs for its accuracy (and their
+    ratio); and the fewest tokens a point spends to reach fixed-N weighted voting's accuracy at the pool's largest N
+    (``match``; ``ratio``: how many times fewer; None where no point reaches it)."""
+    tokens = fixed["tokens_per_problem"]
+    at = lambda spent, s: float(np.interp(spent, tokens, fixed[s]))
     for point in sweep:
         point["fixed_weighted_at_equal_tokens"] = at(point["tokens_per_problem"], "weighted")
         point["fixed_majority_at_equal_tokens"] = at(point["tokens_per_problem"], "majority")
+        # What fixed-N weighted voting spends to reach this point's accuracy (log-interpolated between its Ns, as
+        # testtime.compute_efficiency does; None when it never does within the pool).
+        need = testtime.compute_efficiency(tokens, fixed["weighted"], [point["accuracy"]] * len(tokens)).n_needed
+        point["fixed_weighted_tokens_at_equal_accuracy"] = need
+        point["token_ratio_at_equal_accuracy"] = None if need is None else need / max(point["tokens_per_problem"],
+                                                                                        1e-12)
     target, spent = fixed["weighted"][-1], fixed["tokens_per_problem"][-1]
     reached = [p["tokens_per_problem"] for p in sweep if p["accuracy"] >= target - 1e-12]
     best = min(reached) if reached else None
@@ -108,11 +116,14 @@ def block(name: str, sweep: list[dict], fixed: dict) -> dict:
 
 def describe(strategy: dict) -> str:
     """The printed lines: each point beside fixed-N weighted voting at equal tokens, then the match."""
-    lines = [f"{strategy['name']}: {'accuracy':>9s}{'tokens/problem':>16s}{'samples':>9s}{'fixed wt @ tokens':>19s}"]
+    lines = [f"{strategy['name']}: {'accuracy':>9s}{'tokens/problem':>16s}{'samples':>9s}{'fixed wt @ tokens':>19s}"
+             f"{'fewer tokens @ accuracy':>25s}"]
     for p in strategy["points"]:
         setting = ", ".join(f"{k}={v}" for k, v in p["rule"].items() if k in SWEPT[strategy["name"]])
+        ratio = p["token_ratio_at_equal_accuracy"]
         lines.append(f"  {setting:30s}{p['accuracy']:9.3f}{p['tokens_per_problem']:16.1f}"
-                     f"{p['samples_per_problem']:9.2f}{p['fixed_weighted_at_equal_tokens']:19.3f}")
+                     f"{p['samples_per_problem']:9.2f}{p['fixed_weighted_at_equal_tokens']:19.3f}"
+                     f"{'never' if ratio is None else f'{ratio:.2f}x':>25s}")
     m = strategy["match"]
     lines.append(f"fixed-N weighted at N = {strategy['fixed']['ns'][-1]}: {m['fixed_weighted_accuracy']:.3f} with "
                  f"{m['fixed_tokens_per_problem']:.0f} tokens/problem; " +
