@@ -97,10 +97,8 @@ def main(argv=None):
         start = time.time()
         rep, pool = evaluate.evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=k, seed=seed,
                                              verify=config.verifier, conventions=config.conventions)
-        blocks = {name: strategy_report.evaluate(name, rs, rep, pool, model=model, tokenizer=tokenizer,
-                                                 records=records, rl=rl, verify=config.verifier, reward=None,
-                                                 conventions=config.conventions, temperature=rl.temperature,
-                                                 seed=seed) for name, rs in rules.items()}
+        blocks = {name: strategy_report.evaluate(name, rs, rep, pool, policy=policy, records=records, seed=seed)
+                  for name, rs in rules.items()}
         blocks["partial"] = partial_auroc(policy, records, 8, delimiter, seed)
         results.append(blocks)
         print(f"seed {seed}: {time.time() - start:.0f} s", flush=True)

@@ -212,13 +212,20 @@ def evaluate_policy(model, tokenizer, records: list[dict], rl: steps.RLConfig, m
 
 
 def write_report(evaluation: dict, out_dir) -> tuple[Path, Path]:
-    """``eval.json`` and ``scaling.png`` in ``out_dir``; returns their paths."""
+    """``eval.json`` and ``scaling.png`` in ``out_dir`` (and ``compute.png`` when a report prices a test-time
+    strategy), eval.json last; returns the paths of the first two."""
+    from rlvjax.strategies import report as strategy_report
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out_dir / "eval.json", out_dir / "scaling.png"
     tmp = json_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(evaluation, indent=2))
     plot_scaling(evaluation, png_path)
+    for policies in evaluation["reports"].values():
+        for rep in policies.values():
+            if "strategy" in rep:
+                strategy_report.plot(rep["strategy"], out_dir / "compute.png")
     tmp.replace(json_path)
     return json_path, png_path
 
@@ -441,10 +448,12 @@ def main(argv):
                                 reward=reward)
     if rules:
         from rlvjax.strategies import report as strategy_report
+        from rlvjax.strategies.policy import Policy
 
-        rep["strategy"] = strategy_report.evaluate(f.strategy, rules, rep, pool, model=model, tokenizer=tokenizer,
-                                                   records=records, rl=rl, verify=verify, reward=reward,
-                                                   conventions=conventions, temperature=temperature, seed=f.seed)
+        policy = Policy.build(model, tokenizer, rl, verify=verify, reward=reward, conventions=conventions,
+                              temperature=temperature)
+        rep["strategy"] = strategy_report.evaluate(f.strategy, rules, rep, pool, policy=policy, records=records,
+                                                   seed=f.seed)
     evaluation = assemble({temperature_key(temperature): {name: rep}}, {}, train_temperature=rl.temperature,
                           headline_temperature=temperature)
     json_path, png_path = write_report(evaluation, out)
@@ -452,7 +461,6 @@ def main(argv):
     print(summary(evaluation))
     print(f"report:  {json_path}\nplot:    {png_path}\nsamples: {samples_path}")
     if rules:
-        strategy_report.plot(rep["strategy"], out / "compute.png")
         print(strategy_report.describe(rep["strategy"]))
         print(f"compute: {out / 'compute.png'}")
 

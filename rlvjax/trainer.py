@@ -133,6 +133,7 @@ class RLVTrainer:
         from rlvjax import evaluate, experiment, parallel
         from rlvjax.model.hf import load_hf
         from rlvjax.strategies import report as strategy_report
+        from rlvjax.strategies.policy import Policy
 
         final = self.output_dir / "final"
         if not final.is_dir():
@@ -154,11 +155,10 @@ class RLVTrainer:
                                              reward=self.reward)
         t = rep["temperature"]
         if strategy != "fixed":
-            rep["strategy"] = strategy_report.evaluate(strategy, rules, rep, pool, model=model, tokenizer=tokenizer,
-                                                       records=records, rl=rl, verify=config.verifier,
-                                                       reward=self.reward, conventions=config.conventions,
-                                                       temperature=t, seed=config.run.seed)
-            strategy_report.plot(rep["strategy"], self.output_dir / "compute.png")
+            policy = Policy.build(model, tokenizer, rl, verify=config.verifier, reward=self.reward,
+                                  conventions=config.conventions, temperature=t)
+            rep["strategy"] = strategy_report.evaluate(strategy, rules, rep, pool, policy=policy, records=records,
+                                                       seed=config.run.seed)
         evaluation = evaluate.assemble({evaluate.temperature_key(t): {"final": rep}}, {},
                                        train_temperature=rl.temperature, headline_temperature=t)
         evaluate.write_report(evaluation, self.output_dir)

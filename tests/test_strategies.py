@@ -138,10 +138,13 @@ def test_live_adaptive_draws_the_engines_rounds(warm_policy):
     from rlvjax.pool import PoolSampler, sample_pool
     from rlvjax.rewards.registry import Rewards
 
+    from rlvjax.strategies.policy import Policy
+
     model, tokenizer, records, rl, mesh = warm_policy
+    policy = Policy.build(model, tokenizer, rl)
     # delta = 1 stops every problem after its first round: exactly the engine's pool at that round's seed.
-    first = adaptive.run(model, tokenizer, records, adaptive.AdaptiveRule(min_samples=2, max_samples=8, delta=1.0),
-                         rl=rl, mesh=mesh, seed=5)
+    first = adaptive.run(policy, records, adaptive.AdaptiveRule(min_samples=2, max_samples=8, delta=1.0), seed=5,
+                         mesh=mesh)
     sampler, params = PoolSampler.for_model(model, tokenizer, rl, mesh, num_samples=2)
     pool = sample_pool(sampler, params, tokenizer, records, Rewards(("math",)), seed=adaptive.round_seed(5, 0))
     np.testing.assert_array_equal(first.samples, 2)
@@ -149,8 +152,7 @@ def test_live_adaptive_draws_the_engines_rounds(warm_policy):
     # delta = 0: a problem stops only once every resample agrees (here: all its samples in one class); rounds of 2
     # up to 6. The overall cap of 3 per problem on average then bounds the total below what the rule wanted.
     rule = adaptive.AdaptiveRule(min_samples=2, round_size=2, max_samples=6, delta=0.0)
-    wanted = adaptive.run(model, tokenizer, records, rule, rl=rl, mesh=mesh, seed=5).samples
+    wanted = adaptive.run(policy, records, rule, seed=5, mesh=mesh).samples
     assert set(wanted) <= {2, 4, 6} and wanted.sum() > 3 * len(records)
-    capped = adaptive.run(model, tokenizer, records, dataclasses.replace(rule, mean_samples=3.0), rl=rl, mesh=mesh,
-                          seed=5)
+    capped = adaptive.run(policy, records, dataclasses.replace(rule, mean_samples=3.0), seed=5, mesh=mesh)
     assert capped.samples.sum() <= 3 * len(records) and capped.samples.min() == 2

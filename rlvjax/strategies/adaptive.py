@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from rlvjax.fieldtypes import check_field_types
-from rlvjax.strategies.outcome import Outcome, leader_grade, weighted_leader
+from rlvjax.strategies.outcome import Outcome, leader_grade, voted, weighted_leader
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,28 +119,25 @@ def round_seed(seed: int, round_index: int) -> int:
     return int(np.random.SeedSequence([seed, round_index]).generate_state(1)[0] >> 1)
 
 
-def run(model, tokenizer, records: list[dict], rule: AdaptiveRule, *, rl, mesh=None, verify=None, reward=None,
-        conventions=None, seed: int = 0, rows: int | None = None) -> Outcome:
-    """Adaptive sampling of a loaded policy on ``records``, live through the engine (with the fused verifier
-    score); ``rl`` gives the sampling settings, ``verify`` the verify question, ``reward`` the grade (None: math)."""
+def run(policy, records: list[dict], rule: AdaptiveRule, *, seed: int = 0, mesh=None,
+        rows: int | None = None) -> Outcome:
+    """Adaptive sampling of ``policy`` (a ``strategies.policy.Policy``) on ``records``, live through the engine
+    (with the fused verifier score), ``rows`` decoding at once (None: a round's samples of a batch all together)."""
     from rlvjax import parallel, testtime
     from rlvjax.pool import PoolSampler, sample_pool
-    from rlvjax.rewards.registry import Rewards
-    from rlvjax.rl.verifier import VerifierConfig
 
     mesh = mesh or parallel.make_mesh(parallel.MeshConfig())
-    conventions = conventions or testtime.Conventions()
-    reward = reward or Rewards(("math",))
+    conventions = policy.conventions
     keys = ("answers", "scores", "correct", "lengths")
     got = [{key: [] for key in keys} for _ in records]
     samplers, classes, rounds = {}, {}, [0]
 
     def draw(problems, n):
         if n not in samplers:
-            samplers[n] = PoolSampler.for_model(model, tokenizer, rl, mesh, num_samples=n, rows=rows,
-                                                verify=verify or VerifierConfig())
+            samplers[n] = PoolSampler.for_model(policy.model, policy.tokenizer, policy.rl, mesh, num_samples=n,
+                                                rows=rows, verify=policy.verify)
         sampler, params = samplers[n]
-        pool = sample_pool(sampler, params, tokenizer, [records[i] for i in problems], reward,
+        pool = sample_pool(sampler, params, policy.tokenizer, [records[i] for i in problems], policy.reward,
                            seed=round_seed(seed, rounds[0]))
         rounds[0] += 1
         pool["scores"] = conventions.scores(pool["yes_logp"], pool["no_logp"])
@@ -155,9 +152,6 @@ def run(model, tokenizer, records: list[dict], rule: AdaptiveRule, *, rl, mesh=N
         return classes[i], np.asarray(got[i]["scores"])
 
     used = allocate(rule, len(records), draw, view, seed)
-    leaders = [weighted_leader(*view(i)) for i in range(len(records))]
-    return Outcome(
-        correct=np.array([leader_grade(*view(i), np.asarray(got[i]["correct"], float)) for i in range(len(records))]),
-        samples=used, tokens=np.array([sum(g["lengths"]) for g in got]),
-        answers=tuple(None if leader < 0 else g["answers"][int(np.argmax(view(i)[0] == leader))]
-                      for i, (g, leader) in enumerate(zip(got, leaders))))
+    votes = [voted(*view(i), np.asarray(g["correct"], float), g["answers"]) for i, g in enumerate(got)]
+    return Outcome(correct=np.array([grade for grade, _ in votes]), samples=used,
+                   tokens=np.array([sum(g["lengths"]) for g in got]), answers=tuple(answer for _, answer in votes))

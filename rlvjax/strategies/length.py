@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 
 from rlvjax.fieldtypes import check_field_types
-from rlvjax.strategies.outcome import Outcome, leader_grade, weighted_leader
+from rlvjax.strategies.outcome import Outcome, leader_grade, voted, weighted_leader
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,11 +92,10 @@ def run(policy, records: list[dict], rule: LengthRule, *, seed: int = 0) -> Outc
                 if last or confidence(classes[i], read["scores"][i], voting) >= rule.threshold:
                     settled[i] = True
         for i in range(len(chunk)):
-            voting = read["finished"][i]
-            c = np.where(voting, classes[i], -1)
-            correct.append(leader_grade(c, read["scores"][i], read["correct"][i]))
-            leader = weighted_leader(c, read["scores"][i])
-            answers.append(None if leader < 0 else read["answers"][i][int(np.argmax(c == leader))])
+            grade, answer = voted(np.where(read["finished"][i], classes[i], -1), read["scores"][i],
+                                  read["correct"][i], read["answers"][i])
+            correct.append(grade)
+            answers.append(answer)
             tokens.append(int(read["lengths"][i].sum()))
     return Outcome(correct=np.asarray(correct), samples=np.full(len(records), k), tokens=np.asarray(tokens),
                    answers=tuple(answers))

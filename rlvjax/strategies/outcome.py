@@ -22,6 +22,13 @@ def leader_grade(classes: np.ndarray, scores: np.ndarray, correct: np.ndarray) -
     return float(np.mean(correct[classes == leader])) if leader >= 0 else 0.0
 
 
+def voted(classes: np.ndarray, scores: np.ndarray, correct: np.ndarray, answers) -> tuple[float, str | None]:
+    """The weighted vote's grade (``leader_grade``) and answer (the first of its class; None when nothing parses)."""
+    leader = weighted_leader(classes, scores)
+    answer = None if leader < 0 else answers[int(np.argmax(classes == leader))]
+    return leader_grade(classes, scores, correct), answer
+
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     correct: np.ndarray  # [P] the vote's grade per problem

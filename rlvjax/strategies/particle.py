@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 
 from rlvjax.fieldtypes import check_field_types
-from rlvjax.strategies.outcome import Outcome, leader_grade, weighted_leader
+from rlvjax.strategies.outcome import Outcome, voted
 
 RESAMPLERS = ("multinomial", "reject")
 
@@ -103,9 +103,9 @@ def run(policy, records: list[dict], rule: ParticleRule, *, seed: int = 0) -> Ou
         read = policy.read(rows, chunk, decoder.score(state, rows))
         classes = policy.classes(read["answers"])
         for i in range(len(chunk)):
-            correct.append(leader_grade(classes[i], read["scores"][i], read["correct"][i]))
-            leader = weighted_leader(classes[i], read["scores"][i])
-            answers.append(None if leader < 0 else read["answers"][i][int(np.argmax(classes[i] == leader))])
+            grade, answer = voted(classes[i], read["scores"][i], read["correct"][i], read["answers"][i])
+            correct.append(grade)
+            answers.append(answer)
         tokens += list(spent.reshape(-1, n).sum(axis=1))
     return Outcome(correct=np.asarray(correct), samples=np.full(len(records), n), tokens=np.asarray(tokens),
                    answers=tuple(answers))

@@ -1,5 +1,6 @@
-"""A loaded policy ready for the step-wise strategies (length, particle): its step-wise decoder with the run's
-sampling settings and verify prompt, batches of problems with their keys, and graded reads of the rows."""
+"""A loaded policy ready for the live test-time strategies: the model with the run's sampling settings, verify
+question, reward and voting conventions; for the step-wise strategies (length, particle) its step-wise decoder,
+batches of problems with their keys, and graded reads of the rows."""
 
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ from rlvjax.sampling.stepwise import Decoder, Rows
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-    decoder: Decoder
-    state: Any  # the model's parameters
+    model: Any
     tokenizer: Any
+    rl: Any  # steps.RLConfig: the sampling settings (temperature, max_new_tokens already applied)
+    verify: VerifierConfig
     reward: Rewards
-    threshold: float  # a sample is correct when its reward is >= this (the verifier's label threshold)
     conventions: testtime.Conventions
+    decoder: Decoder
+    state: Any  # the model's parameters, as the decoder takes them
 
     @classmethod
     def build(cls, model, tokenizer, rl, *, max_new_tokens: int | None = None, verify: VerifierConfig | None = None,
@@ -36,15 +39,15 @@ class Policy:
         from flax import nnx
 
         verify = verify or VerifierConfig()
+        rl = dataclasses.replace(rl, temperature=rl.temperature if temperature is None else float(temperature),
+                                 max_new_tokens=max_new_tokens or rl.max_new_tokens)
         graphdef, state = nnx.split(model)
         st = experiment.statics(graphdef, None, rl, tokenizer, verify)
         params = dataclasses.replace(rl.sampling_params, stop_ids=st.stop_ids, pad_id=st.pad_id,
-                                     suppress_ids=st.suppress_ids,
-                                     temperature=rl.temperature if temperature is None else float(temperature))
-        decoder = Decoder(graphdef, params, max_new_tokens or rl.max_new_tokens, st.verify_suffix,
-                          (st.yes_id, st.no_id))
-        return cls(decoder, state, tokenizer, reward or Rewards(("math",)), verify.threshold,
-                   conventions or testtime.Conventions())
+                                     suppress_ids=st.suppress_ids)
+        decoder = Decoder(graphdef, params, rl.max_new_tokens, st.verify_suffix, (st.yes_id, st.no_id))
+        return cls(model, tokenizer, rl, verify, reward or Rewards(("math",)), conventions or testtime.Conventions(),
+                   decoder, state)
 
     def batches(self, records: list[dict], seed: int) -> Iterator[tuple[list[dict], jax.Array, jax.Array, jax.Array]]:
         """``(records, ids, mask, rng)`` per batch of ``EVAL_PROMPTS`` problems, with the keys ``sample_pool`` gives
@@ -70,7 +73,7 @@ class Policy:
         return {"texts": np.asarray(texts, dtype=object).reshape(shape),
                 "answers": np.asarray([extract_answer(t) if f else None for t, f in zip(texts, finished)],
                                       dtype=object).reshape(shape),
-                "correct": (np.asarray(rewards) >= self.threshold).reshape(shape),
+                "correct": (np.asarray(rewards) >= self.verify.threshold).reshape(shape),
                 "scores": self.conventions.scores(verdicts[:, 0], verdicts[:, 1]).reshape(shape),
                 "lengths": lengths.reshape(shape), "finished": finished.reshape(shape)}
 

@@ -48,16 +48,10 @@ def check_rules(name: str, rules: list, *, num_samples: int, max_new_tokens: int
                              "problem; raise --num_samples")
 
 
-def evaluate(name: str, rules: list, rep: dict, pool: dict, *, model, tokenizer, records: list[dict], rl,
-             verify, reward, conventions: testtime.Conventions, temperature: float, seed: int) -> dict:
-    """eval.json's ``strategy`` block of one policy whose K-pool ``pool`` (and its report ``rep``) was evaluated."""
-    policy = None
-    if name == "particle":
-        from rlvjax.strategies.policy import Policy
-
-        policy = Policy.build(model, tokenizer, rl, verify=verify, reward=reward, conventions=conventions,
-                              temperature=temperature)
-    sweep = points(name, rules, pool, conventions=conventions, records=records, policy=policy, seed=seed)
+def evaluate(name: str, rules: list, rep: dict, pool: dict, *, policy, records: list[dict], seed: int) -> dict:
+    """eval.json's ``strategy`` block of ``policy`` (a ``strategies.policy.Policy``, whose conventions score the
+    pool) on ``records``, whose K-pool ``pool`` and its report ``rep`` were evaluated."""
+    sweep = points(name, rules, pool, conventions=policy.conventions, records=records, policy=policy, seed=seed)
     return block(name, sweep, fixed_curves(rep, pool))
 
 
