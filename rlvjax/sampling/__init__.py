@@ -1,5 +1,6 @@
 """The sampling engine (``engine.py``: refill, shrinking, filled-length attention, fused verifier score) and the
-token choice it draws with (``choice.py``). Rollouts, evaluation, VinePPO and the bench all sample through here."""
+token choice it draws with (``choice.py``). Rollouts, evaluation, VinePPO and the bench all sample through here;
+test-time search decodes step by step with ``stepwise.py``'s decoder (same keys, resumable, resampled rows)."""
 
 from rlvjax.sampling.choice import SamplingParams, bucket_width, categorical, choose, left_pad, suppress
 from rlvjax.sampling.engine import SampleOutput, cache_slots, generate, prefill, sample

@@ -15,6 +15,7 @@ between three jitted calls:
 Token ``t`` of row ``q`` is drawn with ``fold_in(fold_in(rng, t), ident[q])``, the engine's keys: rows started with
 ``ident = arange`` and advanced without resampling produce the engine's samples for the same ``rng``, whatever the
 budgets they were advanced in (a truncated row goes on from its cache exactly as if it had never paused).
+The decoder runs on one device (its rows are not laid out over a mesh, unlike the engine's).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class Decoder(NamedTuple):
         return _score(self, state, rows)
 
     def finished(self, rows: Rows) -> jax.Array:
-        """``[R]`` ended on a stop id (not at a cap; the stop token is the pending one, outside the cache)."""
+        """``[R]`` ended on a stop id (the stop token is the pending one, outside the cache)."""
         return ~rows.live & _stopped(self, rows.token)
 
     def take(self, rows: Rows, index) -> Rows:
