@@ -480,21 +480,27 @@ def test_evaluate_temperature_not_positive(tmp_path):
                              "--temperature or leave it out (the run's eval temperature)"), lines
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--strategy", "beam"], "--strategy=beam: use one of fixed, adaptive, length, particle"),
-    (["--strategy", "length", "--budgets", "0,8"],
+STRATEGY_MISTAKES = [  # (id, args, message); the first three run in the fast tier
+    ("unknown", ["--strategy", "beam"], "--strategy=beam: use one of fixed, adaptive, length, particle"),
+    ("budget_0", ["--strategy", "length", "--budgets", "0,8"],
      "LengthRule.budgets=(0, 8) must be token budgets >= 1 (a budget of 0 generates nothing)"),
-    (["--strategy", "length", "--threshold", "1.5"], "LengthRule.threshold=1.5 must be in [0, 1]"),
-    (["--strategy", "length", "--budgets", "8,64", "--max_new_tokens", "32"],
+    ("threshold", ["--strategy", "length", "--threshold", "1.5"], "LengthRule.threshold=1.5 must be in [0, 1]"),
+    ("budget_past_cap", ["--strategy", "length", "--budgets", "8,64", "--max_new_tokens", "32"],
      "LengthRule.budgets end at 64 tokens, past max_new_tokens=32; lower the budgets or raise --max_new_tokens"),
-    (["--strategy", "adaptive", "--delta", "0.1,x"], "--delta='0.1,x': give comma-separated numbers, e.g. 0.2,0.1,0.05"),
-    (["--strategy", "adaptive", "--min_samples", "0"],
+    ("delta_list", ["--strategy", "adaptive", "--delta", "0.1,x"],
+     "--delta='0.1,x': give comma-separated numbers, e.g. 0.2,0.1,0.05"),
+    ("min_samples_0", ["--strategy", "adaptive", "--min_samples", "0"],
      "AdaptiveRule.min_samples=0 must be >= 1 (a budget of 0 samples answers nothing)"),
-    (["--strategy", "particle", "--particles", "0"],
+    ("particles_0", ["--strategy", "particle", "--particles", "0"],
      "ParticleRule.particles=0 must be >= 1 (a budget of 0 samples answers nothing)"),
-    (["--strategy", "adaptive", "--budgets", "8"],
+    ("stray", ["--strategy", "adaptive", "--budgets", "8"],
      "--budgets is a flag of --strategy length, not of --strategy adaptive; pass --strategy length or drop it"),
-], ids=["unknown", "budget_0", "threshold", "budget_past_cap", "delta_list", "min_samples_0", "particles_0", "stray"])
+]
+
+
+@pytest.mark.parametrize("args,message", [
+    pytest.param(args, message, id=name, marks=[pytest.mark.slow] if i >= 3 else [])
+    for i, (name, args, message) in enumerate(STRATEGY_MISTAKES)])
 def test_evaluate_strategy_mistakes(tmp_path, args, message):
     # Checked before the workdir is read: nothing is loaded or written.
     code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(tmp_path / "absent"), *args])

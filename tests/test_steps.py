@@ -173,7 +173,7 @@ def test_verify_balance_weights_the_two_classes_equally(setup):
     np.testing.assert_array_equal(plain.verify_mask, 1.0)
 
 
-@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("m", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_verify_prefixes_add_verify_only_rows_of_partial_solutions(setup, m):
     graphdef, params = setup
     statics = make_statics(graphdef, verify_prefixes=m)
