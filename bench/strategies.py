@@ -67,7 +67,7 @@ def main(argv=None):
     p.add_argument("--num_samples", type=int, default=64)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--deltas", default="0.3,0.2,0.1,0.05,0.02,0.01,0")
-    p.add_argument("--min_samples", type=int, default=2)
+    p.add_argument("--min_samples", type=int, default=4)
     p.add_argument("--budgets", default=None, help="length budgets (default: 1/4, 1/2, all of max_new_tokens)")
     p.add_argument("--thresholds", default="0.1,0.3,0.5,0.7")
     p.add_argument("--particles", default="4,8")

@@ -496,8 +496,8 @@ if __name__ == "__main__":
                       "against fixed-N voting in eval.json's `strategy` and compute.png: adaptive and length are "
                       "replayed on the K-pool, particle runs live (rlvjax.strategies)")
     flags.DEFINE_string("delta", None, "adaptive: stopping deltas to sweep, comma-separated (default "
-                        "0.3,0.2,0.1,0.05,0.02)")
-    flags.DEFINE_integer("min_samples", None, "adaptive: samples before the first check (default 2)")
+                        "0.2,0.1,0.05,0.02)")
+    flags.DEFINE_integer("min_samples", None, "adaptive: samples before the first check (default 4)")
     flags.DEFINE_integer("round_size", None, "adaptive: samples per round (default 2)")
     flags.DEFINE_float("mean_samples", None, "adaptive: overall cap, samples per problem on average (default none)")
     flags.DEFINE_string("budgets", None, "length: increasing token budgets, comma-separated (default 1/4, 1/2 and "

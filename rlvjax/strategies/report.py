@@ -16,12 +16,13 @@ from rlvjax.strategies import NAMES, adaptive, length, particle
 
 
 def default_rules(name: str, *, num_samples: int, max_new_tokens: int) -> list:
-    """The sweep a strategy is evaluated with unless rules are given: adaptive over delta with the pool as its cap;
+    """The sweep a strategy is evaluated with unless rules are given: adaptive over delta (4 samples first, rounds
+    of 2: with 2 first, an agreeing wrong start stops too often, docs/benchmarks.md) with the pool as its cap;
     length over samples (1, 2, 4, ..., K) x thresholds with budgets of 1/4, 1/2 and all of ``max_new_tokens``;
     particle filtering with 4 particles."""
     if name == "adaptive":
-        return [adaptive.AdaptiveRule(min_samples=min(2, num_samples), round_size=2, max_samples=num_samples,
-                                      delta=d) for d in (0.3, 0.2, 0.1, 0.05, 0.02)]
+        return [adaptive.AdaptiveRule(min_samples=min(4, num_samples), round_size=2, max_samples=num_samples,
+                                      delta=d) for d in (0.2, 0.1, 0.05, 0.02)]
     if name == "length":
         budgets = tuple(sorted({max(1, max_new_tokens // 4), max(1, max_new_tokens // 2), max_new_tokens}))
         ns = [2 ** i for i in range(int(np.log2(num_samples)) + 1)]
@@ -113,7 +114,8 @@ def describe(strategy: dict) -> str:
     lines = [f"{strategy['name']}: {'accuracy':>9s}{'tokens/problem':>16s}{'samples':>9s}{'fixed wt @ tokens':>19s}"
              f"{'fewer tokens @ accuracy':>25s}"]
     for p in strategy["points"]:
-        setting = ", ".join(f"{k}={v}" for k, v in p["rule"].items() if k in SWEPT[strategy["name"]])
+        setting = ", ".join(f"{k}={v}" for k, v in p["rule"].items()
+                            if k in SWEPT[strategy["name"]] and v is not None)
         ratio = p["token_ratio_at_equal_accuracy"]
         lines.append(f"  {setting:30s}{p['accuracy']:9.3f}{p['tokens_per_problem']:16.1f}"
                      f"{p['samples_per_problem']:9.2f}{p['fixed_weighted_at_equal_tokens']:19.3f}"
