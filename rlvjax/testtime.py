@@ -108,6 +108,15 @@ def answer_classes(answers: Sequence[str | None], equivalent: Callable[[str, str
     return np.array([class_of_key[k] if k >= 0 else -1 for k in key_ids], dtype=np.int64)
 
 
+def pool_classes(pool: dict, grouping: str = "math") -> np.ndarray:
+    """``[P, K]`` class ids of a graded pool's ``[P, K]`` answers, grouped problem by problem; ``pool["classes"]``
+    when the pool already holds them (``rlvjax.evaluate.evaluate_policy`` groups each pool once, under the
+    conventions it reports with)."""
+    if "classes" in pool:
+        return pool["classes"]
+    return np.stack([answer_classes(list(row), grouping=grouping) for row in pool["answers"]])
+
+
 def _as_classes(answers, equivalent, grouping: str = "math") -> np.ndarray:
     """Integer class ids are used as given; anything else is grouped with answer_classes."""
     if isinstance(answers, np.ndarray) and np.issubdtype(answers.dtype, np.integer):

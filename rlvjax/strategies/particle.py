@@ -14,6 +14,7 @@ its rows. Resampling draws from a numpy generator seeded by ``seed`` and the bat
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -67,6 +68,7 @@ def resample(w: np.ndarray, rule: ParticleRule, rng: np.random.Generator) -> np.
     return index
 
 
+@functools.lru_cache(maxsize=4)  # a sweep of rules decodes the vocabulary once, not once per rule
 def delimiter_ids(tokenizer, delimiter: str) -> tuple[int, ...]:
     """Every token id whose text ends with ``delimiter`` (e.g. "\\n\\n" alone or after punctuation)."""
     texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=False)

@@ -79,4 +79,4 @@ class Policy:
 
     def classes(self, answers) -> np.ndarray:
         """``[P, K]`` class ids of ``[P, K]`` answers, grouped by the conventions."""
-        return np.stack([testtime.answer_classes(list(row), grouping=self.conventions.grouping) for row in answers])
+        return testtime.pool_classes({"answers": answers}, self.conventions.grouping)

@@ -70,8 +70,7 @@ def points(name: str, rules: list, pool: dict, *, conventions: testtime.Conventi
     """One point per rule: ``{"rule": its fields, "accuracy", "tokens_per_problem", "samples_per_problem",
     "max_samples"}``. ``records`` and ``policy`` (a ``strategies.policy.Policy``) are for the live particle runs."""
     scores = conventions.scores(pool["yes_logp"], pool["no_logp"])
-    classes = (None if name == "particle" else
-               np.stack([testtime.answer_classes(list(row), grouping=conventions.grouping) for row in pool["answers"]]))
+    classes = None if name == "particle" else testtime.pool_classes(pool, conventions.grouping)
     correct = pool["correct"].astype(float)
     out = []
     for rule in rules:
