@@ -130,7 +130,7 @@ class RLVTrainer:
         report (pass@k, majority, best-of-N and verifier-weighted votes). ``strategy`` ("adaptive", "length" or
         "particle", with ``rules`` from ``rlvjax.strategies``; None: ``strategies.report.default_rules``) adds the
         report's ``strategy`` block and ``output_dir/compute.png``, as ``evaluate --strategy`` does."""
-        from rlvjax import evaluate, experiment, parallel
+        from rlvjax import evaluate, experiment, parallel, reports
         from rlvjax.model.hf import load_hf
         from rlvjax.strategies import report as strategy_report
         from rlvjax.strategies.policy import Policy
@@ -159,9 +159,9 @@ class RLVTrainer:
                                   conventions=config.conventions, temperature=t)
             rep["strategy"] = strategy_report.evaluate(strategy, rules, rep, pool, policy=policy, records=records,
                                                        seed=config.run.seed)
-        evaluation = evaluate.assemble({evaluate.temperature_key(t): {"final": rep}}, {},
+        evaluation = reports.assemble({reports.temperature_key(t): {"final": rep}}, {},
                                        train_temperature=rl.temperature, headline_temperature=t)
-        evaluate.write_report(evaluation, self.output_dir)
+        reports.write_report(evaluation, self.output_dir)
         return evaluation
 
     def save_model(self, output_dir) -> None:

@@ -10,7 +10,8 @@ import gin
 import numpy as np
 import pytest
 
-from rlvjax import evaluate, testtime, train
+from rlvjax import testtime, train
+from rlvjax.reports import assemble, calibration_error, compare, report, summary
 from rlvjax.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_calibration_error_by_hand():
     # bin [0.8, 0.9): p 0.8, 0.8 with correctness 1, 0 -> |0.8 - 0.5| = 0.3, weight 1/2
     # bin [0.2, 0.3): p 0.2, 0.2 with correctness 0, 0 -> |0.2 - 0| = 0.2, weight 1/2
-    assert evaluate.calibration_error(np.array([0.8, 0.8, 0.2, 0.2]), np.array([1, 0, 0, 0])) == pytest.approx(0.25)
+    assert calibration_error(np.array([0.8, 0.8, 0.2, 0.2]), np.array([1, 0, 0, 0])) == pytest.approx(0.25)
 
 
 def test_report_by_hand():
@@ -28,7 +29,7 @@ def test_report_by_hand():
     no = np.log(1 - np.exp(yes))
     pool = {"answers": np.array([["5", "5", "7", "7"], ["3", None, None, "4"]], dtype=object),
             "correct": np.array([[1, 1, 0, 0], [0, 0, 0, 0]], bool), "yes_logp": yes, "no_logp": no}
-    rep = evaluate.report(pool, levels=[1, 2], num_subsets=2000)
+    rep = report(pool, levels=[1, 2], num_subsets=2000)
     assert rep["ns"] == [1, 2, 4] and rep["pass@1"] == 0.25
     # pass@2 of problem 0 = 1 - C(2,2)/C(4,2) = 5/6; problem 1 = 0
     assert rep["pass@k"]["2"] == pytest.approx(5 / 12)
@@ -52,8 +53,8 @@ def test_compare_and_assemble_by_hand():
 
     rlv = pool([["5", "5", "7", "7"], ["3"] * 4], [[1, 1, 0, 0], [1] * 4], [[0.9, 0.9, 0.2, 0.2], [0.8] * 4])
     base = pool([["7"] * 4, ["3", "3", "3", "4"]], [[0] * 4, [1, 1, 1, 0]], [[0.5] * 4] * 2)
-    reports = {"final": evaluate.report(rlv, num_subsets=4000), "lambda0": evaluate.report(base, num_subsets=4000)}
-    evaluation = evaluate.assemble({"1.5": reports}, {"1.5": {"final": rlv["correct"], "lambda0": base["correct"]}},
+    reports = {"final": report(rlv, num_subsets=4000), "lambda0": report(base, num_subsets=4000)}
+    evaluation = assemble({"1.5": reports}, {"1.5": {"final": rlv["correct"], "lambda0": base["correct"]}},
                                    train_temperature=1.5, headline_temperature=1.5)
     assert evaluation["train_temperature"] == evaluation["headline_temperature"] == 1.5
     cmp = evaluation["comparison"]["1.5"]
@@ -68,15 +69,15 @@ def test_compare_and_assemble_by_hand():
     # RL^V's weighted vote at N = 4: problem 0 picks 5 (1.8 vs 0.4), problem 1 is right: 1.0; baseline majority 0.5.
     assert cmp["weighted_minus_lambda0_majority"]["4"] == 0.5
     assert cmp["efficiency_same_policy"] == reports["final"]["compute_efficiency_weighted_vs_majority"]
-    text = evaluate.summary(evaluation)
+    text = summary(evaluation)
     assert "T = 1.5 (training, headline temperature)" in text
     assert "RL^V - lambda0 pass@1: +0.375 (95% CI +0.250 to +0.500)" in text
     assert "RL^V weighted vote vs lambda0 majority vote: >= 4.00x fewer samples (N = 1 vs 4 for 0.500)" in text
     # Swapped, the baseline's weighted vote (at most 0.5) never reaches RL^V's majority (0.75): reported as such.
-    swapped = evaluate.compare(reports["lambda0"], reports["final"], base["correct"], rlv["correct"])
+    swapped = compare(reports["lambda0"], reports["final"], base["correct"], rlv["correct"])
     assert swapped["efficiency_vs_lambda0_majority"]["ratio"] is None
     # Raw p(Yes) is recorded when asked for.
-    assert evaluate.report(rlv, conventions=testtime.Conventions(score="raw"))["conventions"]["score"] == "raw"
+    assert report(rlv, conventions=testtime.Conventions(score="raw"))["conventions"]["score"] == "raw"
 
 
 @pytest.mark.slow

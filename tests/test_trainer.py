@@ -96,7 +96,7 @@ def test_evaluate_returns_and_writes_the_report(user_run):
     root, namespace, calls, _ = user_run
     report = namespace["report"]
     assert json.loads((root / "run" / "eval.json").read_text()) == json.loads(json.dumps(report))
-    from rlvjax.evaluate import temperature_key
+    from rlvjax.reports import temperature_key
 
     final = report["reports"][temperature_key(report["headline_temperature"])]["final"]
     assert final["num_problems"] == 32 and final["num_samples"] == 4

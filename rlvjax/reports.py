@@ -1,0 +1,211 @@
+"""What an evaluation reports and how it is shown: one policy's report from a graded K-pool (pass@k, the votes'
+curves, the verifier's quality), the RL^V-vs-lambda0 comparison, eval.json / scaling.png / eval_samples.jsonl, and
+the printed summary. ``rlvjax.evaluate`` samples the pools; numpy and matplotlib only here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rlvjax import testtime
+from rlvjax.rl import diagnostics
+
+STRATEGIES = ("majority", "best_of_n", "weighted")
+
+
+def calibration_error(p_yes: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of p(Yes) as a probability of correctness, over equal-width bins."""
+    index = np.minimum((p_yes * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = index == b
+        if inside.any():
+            total += inside.mean() * abs(p_yes[inside].mean() - correct[inside].mean())
+    return float(total)
+
+
+def report(pool: dict[str, np.ndarray], levels: list | None = None, *, num_subsets: int = 1000, seed: int = 0,
+           conventions: testtime.Conventions = testtime.Conventions()) -> dict:
+    """Everything ``eval.json`` holds for one policy, from a graded pool, under ``conventions`` (recorded)."""
+    correct = pool["correct"].astype(bool)
+    p, k = correct.shape
+    ns = [2 ** i for i in range(int(np.log2(k)) + 1)]
+    score = conventions.scores(pool["yes_logp"], pool["no_logp"])
+    classes = testtime.pool_classes(pool, conventions.grouping)
+    curves = {s: testtime.scaling_curve(classes, score, correct, ns, s, num_subsets, seed, conventions=conventions)
+              for s in STRATEGIES}
+    pass_at = testtime.pass_at_k(np.full(p, k), correct.sum(1), np.asarray(ns)[:, None]).mean(axis=1)
+    ver = diagnostics.verifier_stats(pool["yes_logp"].ravel(), pool["no_logp"].ravel(), correct.ravel())
+    out = {
+        "num_problems": p, "num_samples": k, "ns": ns, "conventions": dataclasses.asdict(conventions),
+        "pass@1": float(correct.mean()), "pass@1_ci95": testtime.bootstrap_ci(correct.mean(axis=1), seed=seed),
+        "pass@k": dict(zip(map(str, ns), map(float, pass_at))),
+        "accuracy": {s: dict(zip(map(str, ns), map(float, c))) for s, c in curves.items()},
+        "verifier": {**ver, "within_problem_auroc": diagnostics.within_problem_auroc(score, correct),
+                     "calibration_error": calibration_error(score.ravel(), correct.ravel())},
+        "compute_efficiency_weighted_vs_majority": testtime.compute_efficiency(
+            ns, curves["weighted"], curves["majority"]).as_dict(),
+    }
+    if levels is not None and any(level is not None for level in levels):
+        by_level = {}
+        for level in sorted({lv for lv in levels if lv is not None}):
+            rows = np.asarray([lv == level for lv in levels])
+            weighted = testtime.scaling_curve(classes[rows], score[rows], correct[rows], [k], "weighted",
+                                              num_subsets, seed, conventions=conventions)
+            by_level[str(level)] = {"problems": int(rows.sum()), "pass@1": float(correct[rows].mean()),
+                                    f"weighted@{k}": float(weighted[0])}
+        out["by_level"] = by_level
+    return out
+
+
+def compare(rlv: dict, baseline: dict, rlv_correct: np.ndarray, baseline_correct: np.ndarray, *,
+            seed: int = 0) -> dict:
+    """The paper's headline comparison of an RL^V policy with its lambda = 0 baseline on the same problems:
+    pass@1 of each and their paired difference with 95% bootstrap intervals over problems; how many samples RL^V's
+    weighted vote needs to reach the baseline's best majority vote (``efficiency``: the paper's 8-32x), and how
+    many it needs to reach RL^V's own (the same-policy ratio); the weighted-minus-majority lead at each N."""
+    ns = rlv["ns"][: len(baseline["ns"])]
+
+    def curve(rep, strategy):
+        return [rep["accuracy"][strategy][str(n)] for n in ns]
+
+    difference = rlv_correct.mean(axis=1) - baseline_correct.mean(axis=1)
+    return {
+        "pass@1": {"rlv": rlv["pass@1"], "lambda0": baseline["pass@1"], "difference": float(difference.mean()),
+                   "difference_ci95": testtime.bootstrap_ci(difference, seed=seed)},
+        "efficiency_vs_lambda0_majority": testtime.compute_efficiency(
+            ns, curve(rlv, "weighted"), curve(baseline, "majority")).as_dict(),
+        "efficiency_same_policy": rlv["compute_efficiency_weighted_vs_majority"],
+        "weighted_minus_lambda0_majority": {str(n): a - b for n, a, b in
+                                            zip(ns, curve(rlv, "weighted"), curve(baseline, "majority"))},
+    }
+
+
+def assemble(reports: dict[str, dict[str, dict]], correct: dict[str, dict[str, np.ndarray]], *,
+             train_temperature: float, headline_temperature: float, seed: int = 0) -> dict:
+    """What ``eval.json`` holds: ``reports[T][policy]`` per sampling temperature ``T`` (a key made by
+    :func:`temperature_key`), and, where both an RL^V policy ("final") and its baseline ("lambda0") were evaluated at
+    ``T``, ``comparison[T]`` (:func:`compare`; ``correct[T][policy]`` are their graded pools). The training and the
+    headline temperature are stated beside them, so no curve is read at a temperature it does not name."""
+    comparison = {t: compare(reps["final"], reps["lambda0"], correct[t]["final"], correct[t]["lambda0"], seed=seed)
+                  for t, reps in reports.items() if {"final", "lambda0"} <= set(reps)}
+    return {"train_temperature": train_temperature, "headline_temperature": headline_temperature,
+            "reports": reports, **({"comparison": comparison} if comparison else {})}
+
+
+def temperature_key(temperature: float) -> str:
+    return format(temperature, "g")
+
+
+COLORS = {"final": "tab:blue", "lambda0": "tab:orange", "warm_start": "tab:gray"}
+STYLES = {"weighted": "-", "majority": "--", "best_of_n": ":"}
+
+
+def plot_scaling(evaluation: dict, path) -> None:
+    """Accuracy vs N (log2 axis): one panel per temperature, every policy's majority / weighted / best-of-N curves
+    (colour: policy; line style: strategy)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reports = evaluation["reports"]
+    fig, axes = plt.subplots(1, len(reports), figsize=(6 * len(reports), 4.5), squeeze=False, sharey=True)
+    for ax, (t, policies) in zip(axes[0], reports.items()):
+        for name, rep in policies.items():
+            ns = rep["ns"]
+            for strategy, values in rep["accuracy"].items():
+                ax.plot(ns, [values[str(n)] for n in ns], STYLES.get(strategy, "-"), marker="o", markersize=3,
+                        color=COLORS.get(name), label=f"{name} {strategy.replace('_', '-')}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("N (samples per problem)")
+        role = ["training" if float(t) == evaluation["train_temperature"] else "eval",
+                *(["headline"] if float(t) == evaluation["headline_temperature"] else [])]
+        ax.set_title(f"T = {t} ({', '.join(role)})")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][-1].legend(fontsize=7, ncol=len(next(iter(reports.values()))))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def summary_table(reports: dict[str, dict]) -> str:
+    """One small text table comparing policies at N = K (``within``: the verifier's within-problem AUROC;
+    ``eff.``: the weighted vote's efficiency over the same policy's majority vote)."""
+    k = max(r["num_samples"] for r in reports.values())
+    head = f"{'policy':12s}{'pass@1':>8s}{'95% CI':>14s}{'maj@' + str(k):>8s}{'BoN@' + str(k):>8s}" \
+           f"{'wt@' + str(k):>8s}{'ver.bal.acc':>12s}{'AUROC':>7s}{'within':>7s}{'eff.':>7s}"
+    lines = [head]
+    for name, r in reports.items():
+        acc, v = r["accuracy"], r["verifier"]
+        ratio = r["compute_efficiency_weighted_vs_majority"]["ratio"]
+        low, high = r["pass@1_ci95"]
+        lines.append(f"{name:12s}{r['pass@1']:8.3f}{f'{low:.3f}-{high:.3f}':>14s}{acc['majority'][str(k)]:8.3f}"
+                     f"{acc['best_of_n'][str(k)]:8.3f}{acc['weighted'][str(k)]:8.3f}"
+                     f"{v['verifier_balanced_accuracy']:12.3f}{v['verifier_auroc']:7.3f}{v['within_problem_auroc']:7.3f}"
+                     f"{'never' if ratio is None else f'{ratio:.2f}':>7s}")
+    return "\n".join(lines)
+
+
+def summary(evaluation: dict) -> str:
+    """The printed end-of-run report: a table per temperature (headline first) and the RL^V-vs-lambda0 lines."""
+    parts = []
+    for t, reports in sorted(evaluation["reports"].items(),
+                             key=lambda item: float(item[0]) != evaluation["headline_temperature"]):
+        role = ["training" if float(t) == evaluation["train_temperature"] else "eval",
+                *(["headline"] if float(t) == evaluation["headline_temperature"] else [])]
+        parts.append(f"T = {t} ({', '.join(role)} temperature)\n{summary_table(reports)}")
+        cmp = evaluation.get("comparison", {}).get(t)
+        if cmp:
+            p1 = cmp["pass@1"]
+            low, high = p1["difference_ci95"]
+            eff = testtime.Efficiency(**{k: v for k, v in cmp["efficiency_vs_lambda0_majority"].items()
+                                         if k != "ratio"})
+            parts.append(f"RL^V - lambda0 pass@1: {p1['difference']:+.3f} (95% CI {low:+.3f} to {high:+.3f})\n"
+                         f"RL^V weighted vote vs lambda0 majority vote: {eff.describe()}")
+    return "\n\n".join(parts)
+
+
+def write_report(evaluation: dict, out_dir) -> tuple[Path, Path]:
+    """``eval.json`` and ``scaling.png`` in ``out_dir`` (and ``compute.png`` when a report prices a test-time
+    strategy), eval.json last; returns the paths of the first two."""
+    from rlvjax.strategies import report as strategy_report
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out_dir / "eval.json", out_dir / "scaling.png"
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(evaluation, indent=2))
+    plot_scaling(evaluation, png_path)
+    for policies in evaluation["reports"].values():
+        for rep in policies.values():
+            if "strategy" in rep:
+                strategy_report.plot(rep["strategy"], out_dir / "compute.png")
+    tmp.replace(json_path)
+    return json_path, png_path
+
+
+def write_samples(pool: dict, records: list[dict], path, conventions: testtime.Conventions) -> Path:
+    """``eval_samples.jsonl``: one line per completion (problem index and id, sample index, prompt, text, answer,
+    reward, correctness, p(Yes), the convention's score, tokens, whether it stopped), written whole or not at all."""
+    path = Path(path)
+    score = conventions.scores(pool["yes_logp"], pool["no_logp"])
+    tmp = path.with_suffix(".jsonl.tmp")
+    with open(tmp, "w") as out:
+        for i, record in enumerate(records):
+            for j in range(pool["correct"].shape[1]):
+                out.write(json.dumps({
+                    "problem": i, "id": record.get("id"), "sample": j, "prompt": record["prompt"],
+                    "completion": pool["texts"][i, j],
+                    "answer": pool["answers"][i, j], "gold": record.get("gold"),
+                    "reward": float(pool["rewards"][i, j]), "correct": bool(pool["correct"][i, j]),
+                    "p_yes": float(np.exp(pool["yes_logp"][i, j])),
+                    "score": float(score[i, j]), "tokens": int(pool["lengths"][i, j]),
+                    "finished": bool(pool["finished"][i, j])}) + "\n")
+    tmp.replace(path)
+    return path
