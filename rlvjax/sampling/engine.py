@@ -15,6 +15,8 @@ of them decode at once in one jitted loop, and the work follows the useful token
 - **Fused verifier score.** A finished row appends ``score_suffix`` (the verify prompt) to its own live cache and
   reads the next-token log-probs of ``score_ids`` (Yes/No) before its row is reused: one short prefill, not a second
   pass over the sequence.
+- **Sharded by rows.** Where the cache's layout splits rows over devices, each device runs all of the above on its
+  own share of the requests (``shard_map``): the prefill of its prompts, its queue, refill, shrinking and scores.
 
 Each token of request ``q`` is drawn with ``fold_in(fold_in(rng, t), q)`` (``t`` its index in the completion), so a
 request's sample does not depend on which row it ran in, on refill, shrinking, or the batch's padding. Returned
@@ -26,6 +28,7 @@ logits when greedy), the quantity the trainer recomputes for the PPO ratio. A fi
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple, Sequence
 
 import jax
@@ -82,41 +85,101 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
 
     ``rows`` requests decode at once (None: all ``B * num_samples``). ``limits [B * num_samples]`` caps each
     request's new tokens (at most ``max_new_tokens``; None: all ``max_new_tokens``). ``prefill_rows`` prompts are
-    prefilled at a time (None: all; see ``prefill``). ``cache_sharding`` (a ``NamedSharding`` of the ``[rows,
-    kv_heads, slots, head_dim]`` cache arrays, from ``parallel.cache_sharding``) pins the cache's layout for the
-    whole loop, so that XLA keeps updating it in place; rows split over devices are not refilled (``rows`` is
-    ignored) nor shrunk, and are scored together once all have finished.
+    prefilled at a time (None: all; see ``prefill``).
+
+    ``cache_sharding`` (a ``NamedSharding`` of the ``[rows, kv_heads, slots, head_dim]`` cache arrays, from
+    ``parallel.cache_sharding``): where it splits rows over devices, the requests are split evenly over them and
+    each device runs the whole engine on its share (``shard_map``): its prompts' prefill, its own queue, refill,
+    shrinking and scoring, ``rows`` and ``prefill_rows`` divided among the devices. Each token's key depends only
+    on its request, so the samples equal one device's. Kv heads split over ``tensor`` keep that layout throughout
+    the loop (pinned, so that XLA updates the cache in place); the weights are whatever the caller laid out, and
+    must not be split over the devices the rows are.
     """
-    b, p = ids.shape
+    b = ids.shape[0]
+    q_total = b * num_samples
+    limits = (jnp.full((q_total,), max_new_tokens, jnp.int32) if limits is None
+              else jnp.minimum(limits, max_new_tokens).astype(jnp.int32))
+    run = functools.partial(_engine, num_samples=num_samples, max_new_tokens=max_new_tokens, params=params,
+                            score_suffix=tuple(score_suffix), score_ids=tuple(score_ids))
+    spec = None if cache_sharding is None else cache_sharding.spec
+    split = () if spec is None else tuple(a for a in _names(spec[0]) if cache_sharding.mesh.shape[a] > 1)
+    if not split:
+        tokens, logprobs, lengths, scores = run(model, ids, mask, rng, limits, first=0, rows=rows,
+                                                prefill_rows=prefill_rows, layout=cache_sharding)
+    else:
+        shards = math.prod(cache_sharding.mesh.shape[a] for a in split)
+        if q_total % shards:
+            raise ValueError(f"{q_total} samples do not split evenly over the {shards} devices the rows are on")
+        local = q_total // shards
+        window = _window(local, b, num_samples)
+        if prefill_rows is not None:  # a divisor of the shard's prompts, or all at once
+            prefill_rows = max(1, prefill_rows // shards)
+            prefill_rows = prefill_rows if window % prefill_rows == 0 else None
+        graphdef, weights = nnx.split(model)
+        inner = jax.sharding.PartitionSpec(None, *spec[1:]) if any(_names(a) for a in spec[1:]) else None
+
+        def shard(weights, ids, mask, rng, limits):
+            return run(nnx.merge(graphdef, weights), ids, mask, rng, limits,
+                       first=jax.lax.axis_index(split) * local,
+                       rows=None if rows is None else -(-rows // shards),
+                       prefill_rows=prefill_rows, layout=inner)
+
+        P = jax.sharding.PartitionSpec
+        tokens, logprobs, lengths, scores = jax.shard_map(
+            shard, mesh=cache_sharding.mesh, in_specs=(P(), P(), P(), P(), P(split)), out_specs=P(split),
+            axis_names=frozenset(split), check_vma=False)(weights, ids, mask, rng, limits)
+    stop = jnp.asarray(params.stop_ids or (-1,), jnp.int32)
+    finished = jnp.isin(jnp.take_along_axis(tokens, lengths[:, None] - 1, axis=1)[:, 0], stop)
     g, n_max = num_samples, max_new_tokens
-    q_total = b * g
-    row_shards = 1
-    if cache_sharding is not None:
-        spec = cache_sharding.spec[0]
-        for axis in (spec,) if isinstance(spec, str) else (spec or ()):
-            row_shards *= cache_sharding.mesh.shape[axis]
-    # Split rows stay on their devices: no refill or shrinking (their gathers would move rows between devices), and
-    # the finished rows are scored together in place once all are done.
-    local = row_shards == 1
-    r_top = q_total if rows is None or not local else min(rows, q_total)
+    return SampleOutput(tokens.reshape(b, g, n_max), lengths.reshape(b, g), logprobs.reshape(b, g, n_max),
+                        finished.reshape(b, g), scores.reshape(b, g, -1) if score_ids else None)
+
+
+def _names(axis) -> tuple[str, ...]:
+    return axis if isinstance(axis, tuple) else (axis,) if axis else ()
+
+
+def _window(requests: int, prompts: int, g: int) -> int:
+    """How many consecutive prompts ``requests`` consecutive requests (``g`` per prompt) can come from."""
+    if requests == prompts * g:
+        return prompts
+    return requests // g if requests % g == 0 else min(prompts, (requests - 1) // g + 2)
+
+
+def _engine(model: Transformer, ids, mask, rng, limits, *, first, num_samples: int, max_new_tokens: int,
+            params: SamplingParams, score_suffix: tuple, score_ids: tuple, rows: int | None,
+            prefill_rows: int | None, layout) -> tuple:
+    """``generate`` on one device for the requests ``first .. first + len(limits)`` of ``ids``' prompts (``first``
+    may be traced; ``layout``: the cache's sharding, or None, kept throughout the loop). Returns ``(tokens [Q, N],
+    logprobs [Q, N], lengths [Q], scores [Q, len(score_ids)])`` of those requests."""
+    g, n_max = num_samples, max_new_tokens
+    q_total = limits.shape[0]
+    # The prompts these requests come from: a window of ``ids`` (all of it on one device). With whole prompts per
+    # device (``first`` a multiple of ``g``) the window starts at ``first // g``.
+    window = _window(q_total, ids.shape[0], g)
+    start = jnp.minimum(first // g, ids.shape[0] - window)
+    ids, mask = (jax.lax.dynamic_slice_in_dim(x, start, window) for x in (ids, mask))
+    b, p = ids.shape
+    r_top = q_total if rows is None else min(rows, q_total)
     v = len(score_suffix)
     scoring = v > 0
     stop = jnp.asarray(params.stop_ids or (-1,), jnp.int32)
     suffix = jnp.asarray(score_suffix, jnp.int32)
-    limits = jnp.full((q_total,), n_max, jnp.int32) if limits is None else jnp.minimum(limits, n_max)
     slots = cache_slots(p, n_max, v)
     graphdef = nnx.graphdef(model)
     mixed = model.config.jnp_compute_dtype != model.config.jnp_dtype
 
+    def prompt_of(req):  # a request's prompt within the window
+        return (first + jnp.minimum(req, q_total - 1)) // g - start
+
     def pin(c: KVCache) -> KVCache:
-        if cache_sharding is None:
+        if layout is None:
             return c
-        by_row = jax.sharding.NamedSharding(cache_sharding.mesh, jax.sharding.PartitionSpec(cache_sharding.spec[0]))
-        fix = lambda x: jax.lax.with_sharding_constraint(x, cache_sharding)
-        return KVCache(tuple(map(fix, c.k)), tuple(map(fix, c.v)), jax.lax.with_sharding_constraint(c.length, by_row))
+        fix = lambda x: jax.lax.with_sharding_constraint(x, layout)
+        return KVCache(tuple(map(fix, c.k)), tuple(map(fix, c.v)), c.length)
 
     def pick(logits, req, n):
-        keys = jax.vmap(lambda t, q: jax.random.fold_in(jax.random.fold_in(rng, t), q))(n, req)
+        keys = jax.vmap(lambda t, q: jax.random.fold_in(jax.random.fold_in(rng, t), q))(n, first + req)
         return choose(logits, keys, params)
 
     def record(s: _State, req, n, token, logp, ok) -> _State:
@@ -147,7 +210,7 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
         idx = jnp.argsort(~free, stable=True)[:m]
         req = s.next + jnp.arange(m, dtype=jnp.int32)
         ok = free[idx] & (req < q_total)
-        prompt = jnp.minimum(req, q_total - 1) // g
+        prompt = prompt_of(req)
         at = jnp.where(ok, idx, r.req.shape[0])
         put = lambda c, x: c.at[at, :, :p].set(x[prompt].astype(c.dtype), mode="drop")
         cache = KVCache(tuple(map(put, r.cache.k, prompt_k)), tuple(map(put, r.cache.v, prompt_v)),
@@ -160,15 +223,13 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
                       r.parked.at[at].set(done & scoring, mode="drop"), pin(cache))
         return s._replace(rows=rows_, next=s.next + jnp.sum(ok, dtype=jnp.int32))
 
-    def score(s: _State, m: int, in_place: bool = False) -> _State:
+    def score(s: _State, m: int) -> _State:
         """Up to ``m`` parked rows append ``[pending token if truncated] + score_suffix`` to a copy of their cache
-        and record the next-token log-probs of ``score_ids``; the rows become free. ``in_place``: every row, on the
-        cache itself (what is appended lies past each row's length)."""
+        and record the next-token log-probs of ``score_ids``; the rows become free."""
         r = s.rows
-        idx = jnp.arange(m) if in_place else jnp.argsort(~r.parked, stable=True)[:m]
+        idx = jnp.argsort(~r.parked, stable=True)[:m]
         ok = r.parked[idx]
-        cache = r.cache if in_place else KVCache(tuple(k[idx] for k in r.cache.k), tuple(x[idx] for x in r.cache.v),
-                                                 r.cache.length[idx])
+        cache = KVCache(tuple(k[idx] for k in r.cache.k), tuple(x[idx] for x in r.cache.v), r.cache.length[idx])
         pending = r.token[idx]
         keep = ~jnp.isin(pending, stop)  # a truncated row's last token is not in its cache yet
         lead = jnp.concatenate([pending[:, None], jnp.broadcast_to(suffix, (m, v))], axis=1)
@@ -203,7 +264,7 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
         m = max(1, size // 8)
         refills = size == r_top and q_total > r_top
         half = size // 2
-        shrinks = local and half >= MIN_ROWS
+        shrinks = half >= MIN_ROWS
 
         def counts(s):
             r = s.rows
@@ -212,7 +273,7 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
 
         def cond(s):
             live, parked, _, queued = counts(s)
-            work = (live > 0) | (parked > 0) | (queued > 0) if local else live > 0
+            work = (live > 0) | (parked > 0) | (queued > 0)
             return work & ~((queued == 0) & (live <= half)) if shrinks else work
 
         def service(s):
@@ -231,13 +292,13 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
 
         # Decode steps run in an inner loop until rows are due for a score or refill; the outer loop services them.
         # (A ``lax.cond`` around each step would make XLA copy the loop state every step: 17% of a decode on CPU.)
-        if local and (scoring or refills):
+        if scoring or refills:
             steps = lambda s: jax.lax.while_loop(lambda s: cond(s) & ~due(s) & jnp.any(s.rows.live), decode, s)
             s = jax.lax.while_loop(cond, lambda s: service(steps(s)), s)
         else:
             s = jax.lax.while_loop(cond, decode, s)
         if not shrinks:
-            return outputs(s if local or not scoring else score(s, size, in_place=True))
+            return outputs(s)
         if scoring:
             s = jax.lax.while_loop(lambda s: jnp.any(s.rows.parked), lambda s: score(s, m), s)
 
@@ -257,21 +318,19 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
         next=jnp.zeros((), jnp.int32), tokens=jnp.full((q_total, n_max), params.pad_id, jnp.int32),
         logprobs=jnp.zeros((q_total, n_max), jnp.float32), lengths=jnp.zeros((q_total,), jnp.int32),
         scores=jnp.zeros((q_total, len(score_ids)), jnp.float32), weights=nnx.state(model))
-    if r_top == q_total:  # every request has its row: the prompts' caches repeated in order, no gather
-        grow = lambda x: jnp.pad(jnp.repeat(x, g, axis=0), ((0, 0), (0, 0), (0, slots - p), (0, 0)))
+    if r_top == q_total:  # every request has its row: its prompt's cache, in order
         req = jnp.arange(q_total, dtype=jnp.int32)
-        cache = pin(KVCache(tuple(map(grow, prompt_k)), tuple(map(grow, prompt_v)), jnp.repeat(prompt_len, g)))
-        token, logp = pick(jnp.repeat(model.logits(last), g, axis=0), req, jnp.zeros_like(req))
+        prompt = prompt_of(req)
+        grow = lambda x: jnp.pad(x[prompt], ((0, 0), (0, 0), (0, slots - p), (0, 0)))
+        cache = pin(KVCache(tuple(map(grow, prompt_k)), tuple(map(grow, prompt_v)), prompt_len[prompt]))
+        token, logp = pick(model.logits(last)[prompt], req, jnp.zeros_like(req))
         state = record(state, req, jnp.zeros_like(req), token, logp, jnp.ones_like(req, bool))
         done = ended(token, req, jnp.ones_like(req))
         state = state._replace(rows=_Rows(req, jnp.ones_like(req), token, ~done, done & scoring, cache),
                                next=jnp.asarray(q_total, jnp.int32))
     else:
         state = refill(state, r_top)
-    tokens, logprobs, lengths, scores = level(state, r_top)
-    finished = jnp.isin(jnp.take_along_axis(tokens, lengths[:, None] - 1, axis=1)[:, 0], stop)
-    return SampleOutput(tokens.reshape(b, g, n_max), lengths.reshape(b, g), logprobs.reshape(b, g, n_max),
-                        finished.reshape(b, g), scores.reshape(b, g, -1) if scoring else None)
+    return level(state, r_top)
 
 
 def prefill(model: Transformer, ids, lengths, rows: int | None = None) -> tuple[jax.Array, tuple, tuple]:
