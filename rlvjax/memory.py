@@ -12,6 +12,8 @@
   weights FSDP gathers, the training rows, what the backward pass keeps for one micro-batch (every layer's
   activations, or with ``RLConfig.remat`` each layer's input and one layer's activations, plus the layers' weights
   stacked for the scan), and the f32 logits of ``RLConfig.logprob_chunk_size`` completion positions.
+- ``value pass`` (VinePPO): the engine on ``vineppo.VALUE_CHUNK`` step prefixes x ``vineppo_samples``
+  continuations, prefixes as wide as a prompt and a completion, no verifier score.
 - ``optimizer``: the gradients, the updates and the new moments.
 - ``eval`` / ``final eval``: the periodic eval and the end-of-run report sample batches of problems with
   ``steps.jit_rollout`` on the same mesh; the final report runs after the training state is gone.
@@ -40,10 +42,10 @@ from rlvjax import parallel, sampling
 from rlvjax.fieldtypes import check_field_types
 from rlvjax.model.transformer import ATTENTION_CHUNK, ModelConfig, Transformer
 from rlvjax.pool import EVAL_PROMPTS
-from rlvjax.rl import steps
+from rlvjax.rl import advantages, steps, vineppo
 
 GiB = 1024 ** 3
-PHASES = ("rollout", "update", "optimizer", "eval", "final eval")
+PHASES = ("rollout", "value pass", "update", "optimizer", "eval", "final eval")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,6 +298,9 @@ def plan(model_config: ModelConfig, rl_config: steps.RLConfig, run_config, mesh,
         items.append(Item("reference params", "persistent", param_bytes, f"beta={rl.beta} > 0: a frozen copy"))
     items += _sampling_items(cfg, params, mesh, "rollout", "", run.batch_size, rl.group_size, prompt_tokens, n,
                              verify_tokens)
+    if advantages.uses_step_values(rl.algorithm):  # VinePPO's value pass: K continuations of a chunk of prefixes
+        items += _sampling_items(cfg, params, mesh, "value pass", "value ", vineppo.VALUE_CHUNK, rl.vineppo_samples,
+                                 sampling.bucket_width(prompt_tokens + n), n, 0)
     items += [
         Item("gradients", "update", 2 * param_bytes, "micro-batch accumulator + one micro-batch's gradient"),
         Item("gathered weights", "update", _gathered_bytes(state.params, mesh), "embedding + one layer, unsharded"),
@@ -321,7 +326,7 @@ def plan(model_config: ModelConfig, rl_config: steps.RLConfig, run_config, mesh,
     knobs = {"micro_batch_size": micro, "update_rows": micro_rows, "rollout_rows": prompts * rl.group_size,
              "fsdp": shape["fsdp"], "tensor": tensor, "batch_size": run.batch_size, "group_size": rl.group_size,
              "max_new_tokens": n, "eval_samples": run.eval_samples, "final_eval_samples": run.final_eval_samples,
-             "remat": rl.remat, "logprob_chunk_size": rl.logprob_chunk_size}
+             "vineppo_samples": rl.vineppo_samples, "remat": rl.remat, "logprob_chunk_size": rl.logprob_chunk_size}
     return MemoryPlan(tuple(items), tuple(shape.items()), count_params(params), knobs)
 
 
@@ -368,6 +373,9 @@ def advice(p: MemoryPlan, phase: str | None = None) -> str:
                      else [])
                   + ([(own["activations"], "set RLConfig.logprob_chunk_size = 128 (now 0)")]
                      if not k["logprob_chunk_size"] else []),
+        "value pass": [(own.get("value KV cache", 0), f"reduce RLConfig.vineppo_samples (now {k['vineppo_samples']}) "
+                                                      f"or RLConfig.max_new_tokens (now {k['max_new_tokens']})"),
+                       more_fsdp],
         "optimizer": [more_fsdp],
         "eval": [(own.get("eval KV cache", 0), f"reduce RunConfig.eval_samples (now {k['eval_samples']})"),
                  more_fsdp],

@@ -1,7 +1,8 @@
 """K-pools: every problem sampled K times by the engine with the fused verifier score, then graded.
 
-``PoolSampler`` jits the engine once for a pool size and temperature (a run's periodic evaluations reuse it);
-``sample_pool`` runs it over problems a batch at a time; ``quick_eval`` is the in-training summary of a pool.
+``PoolSampler`` jits the engine once for a pool size and temperature (a run's periodic evaluations and VinePPO's
+value pass reuse it) and runs it over the mesh; ``sample_pool`` runs it over problems a batch at a time;
+``quick_eval`` is the in-training summary of a pool.
 ``rlvjax.evaluate`` turns pools into reports.
 """
 
@@ -24,8 +25,8 @@ EVAL_PROMPTS = 32  # problems per call of the engine
 @dataclasses.dataclass(frozen=True)
 class PoolSampler:
     """The engine jitted once for pools of ``num_samples`` per problem at ``temperature`` (None: the RL one), with
-    ``rows`` decoding at once (None: all the samples of a batch); the caller keeps it, so that a run's periodic
-    evaluations reuse one compilation."""
+    ``rows`` decoding at once (None: all the samples of a batch) and, unless ``score=False``, the fused verifier
+    score; the caller keeps it, so that a run's periodic evaluations reuse one compilation."""
 
     statics: steps.Statics
     mesh: jax.sharding.Mesh
@@ -34,12 +35,25 @@ class PoolSampler:
 
     @classmethod
     def build(cls, statics: steps.Statics, mesh, params, *, num_samples: int, temperature: float | None = None,
-              rows: int | None = None) -> "PoolSampler":
+              rows: int | None = None, score: bool = True) -> "PoolSampler":
         rl = dataclasses.replace(statics.rl, group_size=num_samples,
                                  temperature=statics.rl.temperature if temperature is None else temperature)
-        statics = dataclasses.replace(statics, rl=rl)
+        statics = dataclasses.replace(statics, rl=rl, verify_suffix=statics.verify_suffix if score else ())
         return cls(statics, mesh, num_samples,
                    steps.jit_rollout(statics, mesh, parallel.shardings(params, mesh), rows))
+
+    def __call__(self, params, prompts: list[list[int]], rng) -> tuple[np.ndarray, ...]:
+        """``num_samples`` completions of each of ``prompts`` (ids) on the mesh: host ``(tokens [P, K, N], lengths,
+        finished, verify_logprobs [P, K, 2])`` (zero log-probs without the score). The prompts are padded to a
+        multiple of the mesh's rows with copies of the last one, whose samples are dropped; the others' samples
+        do not depend on that padding."""
+        parallel_rows = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        padded = list(prompts) + [prompts[-1]] * (-len(prompts) % parallel_rows)
+        ids, mask = sampling.left_pad(padded, pad_id=self.statics.pad_id)
+        rows = parallel.batch_sharding(self.mesh, 2)
+        roll = self.fn(params, parallel.to_global(ids, rows), parallel.to_global(mask, rows), rng)
+        return tuple(parallel.to_host(x)[: len(prompts)]
+                     for x in (roll.tokens, roll.lengths, roll.finished, roll.verify_logprobs))
 
     @classmethod
     def for_model(cls, model, tokenizer, rl: steps.RLConfig, mesh, *, num_samples: int,
@@ -59,20 +73,15 @@ def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], re
     """``sampler.num_samples`` samples per problem, ``batch_size`` problems per call of the engine: ``texts`` /
     ``answers`` (object ``[P, K]``: the stated final answers the votes group), ``rewards``, ``correct`` (reward >=
     the verifier's threshold), ``yes_logp``, ``no_logp``, ``lengths``, ``finished``."""
-    statics, mesh, num_samples, sample = sampler.statics, sampler.mesh, sampler.num_samples, sampler.fn
-    parallel_rows = mesh.shape["data"] * mesh.shape["fsdp"]
+    statics, num_samples = sampler.statics, sampler.num_samples
+    parallel_rows = sampler.mesh.shape["data"] * sampler.mesh.shape["fsdp"]
     batch_size = max(parallel_rows, batch_size // parallel_rows * parallel_rows)
     texts, rewards, yes, no, lengths, finished = [], [], [], [], [], []
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
-        padded = chunk + [chunk[-1]] * (-len(chunk) % parallel_rows)  # fill the mesh; extra rows are dropped
-        ids, mask = sampling.left_pad(experiment.encode_prompts(tokenizer, [r["prompt"] for r in padded]),
-                                      pad_id=statics.pad_id)
-        rows = parallel.batch_sharding(mesh, 2)
-        roll = sample(params, parallel.to_global(ids, rows), parallel.to_global(mask, rows),
-                      jax.random.fold_in(jax.random.key(seed), start))
-        tokens, chunk_lengths, chunk_finished, vlp = (
-            parallel.to_host(x)[: len(chunk)] for x in (roll.tokens, roll.lengths, roll.finished, roll.verify_logprobs))
+        tokens, chunk_lengths, chunk_finished, vlp = sampler(
+            params, experiment.encode_prompts(tokenizer, [r["prompt"] for r in chunk]),
+            jax.random.fold_in(jax.random.key(seed), start))
         k, n = num_samples, tokens.shape[-1]
         chunk_texts = experiment.decode_completions(tokenizer, tokens.reshape(-1, n), chunk_lengths.ravel(),
                                                     chunk_finished.ravel())

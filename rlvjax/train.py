@@ -153,6 +153,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
         eval_sampler = PoolSampler.build(statics, mesh, state.params, num_samples=run.eval_samples,
                                          temperature=run.eval_temperature) if eval_records else None
         step_values = advantages_lib.uses_step_values(rl.algorithm)
+        value_sampler = PoolSampler.build(statics, mesh, state.params, num_samples=rl.vineppo_samples,
+                                          score=False) if step_values else None
         start = int(state.step)
         if jax.process_index() == 0:
             rewind_logs(workdir, start)
@@ -188,7 +190,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                 rewards = reward([r["prompt"] for r in rows], texts, rows).reshape(b, g)
                 t2 = time.perf_counter()
                 if step_values:  # VinePPO: Monte-Carlo values of every step prefix, then per-token advantages
-                    value_fn = vineppo.value_sampler(nnx.merge(graphdef, state.params), tokenizer, rl, st,
+                    value_fn = vineppo.value_sampler(value_sampler, state.params, tokenizer,
                                                      seed=run.seed + 7919 * step)
                     token_adv, _ = vineppo.token_advantages(
                         value_fn, tokenizer, [prompts[i // g] for i in range(b * g)], [r["gold"] for r in rows],

@@ -179,6 +179,13 @@ def test_tiny_config_bytes_by_hand():
     no_eval = memory.plan(TINY, rl, experiment.RunConfig(batch_size=2, final_eval_samples=2), mesh,
                           prompt_tokens=8, verify_tokens=4, eval_problems=0)
     assert set(no_eval.phases) == {"rollout", "update", "optimizer"}
+    # VinePPO's value pass: 64 step prefixes (as wide as the 16-slot bucket of a prompt and a completion) x 3
+    # continuations, split over the 2 devices, 16 + 4 slots each, no verify suffix.
+    value = memory.plan(TINY, steps.RLConfig(algorithm="vineppo", group_size=2, max_new_tokens=4, vineppo_samples=3),
+                        run, mesh, prompt_tokens=8, verify_tokens=4, eval_problems=0)
+    assert {i.name: i.bytes_per_device for i in value.items}["value KV cache"] == 64 * 3 // 2 * (20 * 1 * 8 * 2 * 4)
+    assert set(value.phases) == {"rollout", "value pass", "update", "optimizer"}
+    assert "reduce RLConfig.vineppo_samples (now 3)" in memory.advice(value, "value pass")
     table = plan.table(limit_bytes=GiB)
     assert "3,408 params" in table and "fits" in table and "<- peak" in table
 

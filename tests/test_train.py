@@ -110,6 +110,15 @@ def test_sharded_meshes_match_one_device(tmp_path):
     np.testing.assert_allclose(data, single, rtol=1e-4)
 
 
+def test_vineppo_value_pass_on_two_devices_matches_one(tmp_path):
+    """VinePPO's value pass runs the engine on the mesh (prefixes split over the data axis, padded to it): the
+    losses of 3 steps equal one device's, so every Monte-Carlo value was the same."""
+    vine = ["RLConfig.algorithm = 'vineppo'", "RLConfig.vineppo_samples = 2", "RLConfig.whiten_advantages = True"]
+    single = run_on_devices(tmp_path, "one", 1, vine)
+    data = run_on_devices(tmp_path, "data", 2, vine + ["MeshConfig.data = 2"])
+    np.testing.assert_allclose(data, single, rtol=1e-4)
+
+
 def test_bfloat16_compute_with_remat_and_chunked_logprobs_trains(tmp_path):
     """The accelerator settings on the CPU: two RL steps with bf16 compute, remat and chunked log-probs give finite
     losses and log the sampler-vs-trainer log-prob gap (bf16 sampler, bf16 trainer: small, not zero)."""

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import jax
 import numpy as np
 
-from rlvjax import experiment, sampling
+from rlvjax import experiment
 from rlvjax.rewards.math import grade_completions
 from rlvjax.rl import advantages
 
@@ -76,20 +77,22 @@ def token_advantages(sample_rewards: Callable[[list[list[int]], list[str]], np.n
     return adv, stats
 
 
-def value_sampler(model, tokenizer, rl, sampling_tokens, *, seed: int, chunk: int = 64):
-    """``sample_rewards`` for ``token_advantages``: K continuations per prefix with the policy's sampling settings,
-    graded like rollouts, in chunks of ``chunk`` prefixes."""
+VALUE_CHUNK = 64  # step prefixes sampled together by the value pass
+
+
+def value_sampler(sampler, params, tokenizer, *, seed: int, chunk: int = VALUE_CHUNK):
+    """``sample_rewards`` for ``token_advantages``: K continuations per prefix from ``sampler`` (a
+    ``pool.PoolSampler`` of ``rl.vineppo_samples`` at the policy's temperature, without the verifier score: the
+    engine on the run's mesh) and ``params``, graded like rollouts, in chunks of ``chunk`` prefixes."""
     def sample_rewards(prefixes: list[list[int]], golds: list[str]) -> np.ndarray:
-        k = rl.vineppo_samples
+        k = sampler.num_samples
         means = []
         for start in range(0, len(prefixes), chunk):
-            out = sampling.sample(model, prefixes[start:start + chunk], num_samples=k,
-                                  max_new_tokens=rl.max_new_tokens, temperature=rl.temperature, top_p=rl.top_p,
-                                  top_k=rl.top_k, seed=seed + start, stop_ids=sampling_tokens.stop_ids,
-                                  pad_id=sampling_tokens.pad_id, suppress_ids=sampling_tokens.suppress_ids)
-            n = out.tokens.shape[-1]
-            texts = experiment.decode_completions(tokenizer, np.asarray(out.tokens).reshape(-1, n),
-                                                  np.asarray(out.lengths).ravel(), np.asarray(out.finished).ravel())
+            tokens, lengths, finished, _ = sampler(params, prefixes[start:start + chunk],
+                                                   jax.random.key(seed + start))
+            n = tokens.shape[-1]
+            texts = experiment.decode_completions(tokenizer, tokens.reshape(-1, n), lengths.ravel(),
+                                                  finished.ravel())
             correct = grade_completions(texts, [g for g in golds[start:start + chunk] for _ in range(k)])[0]
             means.append(correct.reshape(-1, k).mean(axis=1))
         return np.concatenate(means).astype(np.float32)
