@@ -112,8 +112,9 @@ def test_sharded_meshes_match_one_device(tmp_path):
 
 def test_vineppo_value_pass_on_two_devices_matches_one(tmp_path):
     """VinePPO's value pass runs the engine on the mesh (prefixes split over the data axis, padded to it): the
-    losses of 3 steps equal one device's, so every Monte-Carlo value was the same."""
-    vine = ["RLConfig.algorithm = 'vineppo'", "RLConfig.vineppo_samples = 2", "RLConfig.whiten_advantages = True"]
+    losses of 2 steps equal one device's, so every Monte-Carlo value was the same."""
+    vine = ["RLConfig.algorithm = 'vineppo'", "RLConfig.vineppo_samples = 2", "RLConfig.whiten_advantages = True",
+            "RunConfig.num_steps = 2"]
     single = run_on_devices(tmp_path, "one", 1, vine)
     data = run_on_devices(tmp_path, "data", 2, vine + ["MeshConfig.data = 2"])
     np.testing.assert_allclose(data, single, rtol=1e-4)
