@@ -36,6 +36,7 @@ from rlvjax import parallel
 from rlvjax.model.hf import config_from_hf
 from rlvjax.model.transformer import Transformer
 from rlvjax.rl import steps
+from rlvjax.rl.config import OptimConfig, RLConfig
 
 REPO = Path(__file__).resolve().parents[1]
 GiB = 2 ** 30
@@ -96,10 +97,10 @@ def main():
     cfg, graphdef, params = policy("bfloat16")
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     suffix = tuple(range(10, 10 + verify))
-    tx = steps.OptimConfig(learning_rate=1e-6).make(10)
+    tx = OptimConfig(learning_rate=1e-6).make(10)
 
     def statics_for(graphdef, **rl):
-        rl = steps.RLConfig(group_size=group, max_new_tokens=new, micro_batch_size=update_rows, remat="full",
+        rl = RLConfig(group_size=group, max_new_tokens=new, micro_batch_size=update_rows, remat="full",
                             logprob_chunk_size=chunk, **rl)
         return steps.Statics(graphdef, tx, rl, suffix, 4, 5, (), 0)
 

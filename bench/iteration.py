@@ -21,6 +21,7 @@ from flax import nnx
 
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import steps
+from rlvjax.rl.config import OptimConfig, RLConfig
 
 
 class Iteration:
@@ -31,9 +32,9 @@ class Iteration:
                           dtype=args.dtype)
         graphdef, state = nnx.split(Transformer(cfg, nnx.Rngs(0)))
         self.params = nnx.to_pure_dict(state)
-        rl = steps.RLConfig(group_size=args.group, lambda_verify=1.0 if rlv else 0.0, max_new_tokens=args.new_tokens,
+        rl = RLConfig(group_size=args.group, lambda_verify=1.0 if rlv else 0.0, max_new_tokens=args.new_tokens,
                             micro_batch_size=args.micro)
-        tx = steps.OptimConfig(learning_rate=1e-5).make(100)
+        tx = OptimConfig(learning_rate=1e-5).make(100)
         suffix = tuple(range(10, 10 + args.verify_len)) if rlv else ()
         statics = steps.Statics(graphdef, tx, rl, suffix, 4, 5, (), 0)  # no stop ids: every row runs to the end
         self.rollout = jax.jit(functools.partial(steps.rollout_step, statics))

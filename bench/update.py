@@ -30,6 +30,7 @@ from flax import nnx
 from rlvjax import parallel
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import steps
+from rlvjax.rl.config import OptimConfig, RLConfig
 
 
 def model_flops(cfg: ModelConfig, rows: int, seq: int, scored: int) -> float:
@@ -49,9 +50,9 @@ def make_setup(args, lambda_verify: float, micro: int, remat: str = "none", chun
     graphdef, state = nnx.split(Transformer(cfg, nnx.Rngs(0)))
     params = nnx.to_pure_dict(state)
     verify = tuple(range(10, 10 + args.verify_len))
-    rl = steps.RLConfig(group_size=8, lambda_verify=lambda_verify, max_new_tokens=args.new_tokens,
+    rl = RLConfig(group_size=8, lambda_verify=lambda_verify, max_new_tokens=args.new_tokens,
                         micro_batch_size=micro, remat=remat, logprob_chunk_size=chunk)
-    tx = steps.OptimConfig(learning_rate=1e-5).make(100)
+    tx = OptimConfig(learning_rate=1e-5).make(100)
     statics = steps.Statics(graphdef, tx, rl, verify, 4, 5, (2,), 0)
     mesh = parallel.make_mesh(parallel.MeshConfig())
     return cfg, statics, mesh, params

@@ -105,7 +105,7 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
         except ValueError as e:
             lines = [line.strip() for line in str(e).splitlines() if line.strip()]
             lines[0], where = lines[0].rstrip("."), " ".join(lines[1:3])
-            hint = ("see the configurables' dataclass fields (rlvjax/experiment.py, rl/steps.py, sft.py, parallel.py)"
+            hint = ("see the configurables' dataclass fields (rlvjax/experiment.py, rl/config.py, sft.py, parallel.py)"
                     if "No configurable matching" in lines[0] or "doesn't have a parameter" in lines[0] else
                     "fix the binding")
             raise ValueError(f"{lines[0]} ({where}); {hint}" if where else f"{lines[0]}; {hint}") from None

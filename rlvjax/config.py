@@ -22,7 +22,7 @@ import gin
 from rlvjax.experiment import ModelSpec, RunConfig, TaskSpec
 from rlvjax.memory import MemoryConfig
 from rlvjax.parallel import MeshConfig
-from rlvjax.rl.steps import OptimConfig, RLConfig
+from rlvjax.rl.config import OptimConfig, RLConfig
 from rlvjax.rl.verifier import VerifierConfig
 from rlvjax.sft import WarmStartConfig
 from rlvjax.testtime import Conventions

@@ -22,6 +22,7 @@ from flax import nnx
 from rlvjax import experiment, hlo, memory, parallel
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import steps, verifier
+from rlvjax.rl.config import OptimConfig, RLConfig
 
 DEFAULT_VERIFY_TOKENS = 32  # an upper bound on the verify prompt's length where no tokenizer is at hand
 
@@ -45,7 +46,7 @@ def _measure(name, compiled, resident: int, min_copy_elements: int | None) -> Co
     return CompiledPhase(name, own + resident, m.temp_size_in_bytes, copies)
 
 
-def compile_phases(cfg: ModelConfig, rl: steps.RLConfig, run: experiment.RunConfig, optim: steps.OptimConfig, mesh,
+def compile_phases(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, optim: OptimConfig, mesh,
                    *, prompt_tokens: int, verify_tokens: int, eval_problems: int | None = None) -> list[CompiledPhase]:
     """Compile the rollout, the update (with its optimizer step) and the sampling of the periodic and final evals
     for ``mesh``, from shapes only; their per-device memory as XLA assigns it."""

@@ -38,10 +38,11 @@ from rlvjax.model.hf import load_hf
 from rlvjax.pool import EVAL_PROMPTS, PoolSampler, sample_pool
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import steps, verifier
+from rlvjax.rl.config import RLConfig
 from rlvjax.rl.verifier import VerifierConfig
 
 
-def evaluate_policy(model, tokenizer, records: list[dict], rl: steps.RLConfig, mesh, *, num_samples: int,
+def evaluate_policy(model, tokenizer, records: list[dict], rl: RLConfig, mesh, *, num_samples: int,
                     seed: int = 0, temperature: float | None = None, rows: int | None = None,
                     conventions: testtime.Conventions = testtime.Conventions(),
                     verify: VerifierConfig = VerifierConfig(), reward: Rewards | None = None) -> tuple[dict, dict]:
@@ -223,7 +224,7 @@ def main(argv):
             model, tokenizer = load_hf(workdir / f.policy, dtype=jnp.dtype(f.dtype))
     else:
         model, tokenizer = load_hf(f.model_dir, dtype=jnp.dtype(f.dtype))
-        rl = steps.RLConfig(temperature=f.temperature or 1.0, max_new_tokens=f.max_new_tokens or 1024)
+        rl = RLConfig(temperature=f.temperature or 1.0, max_new_tokens=f.max_new_tokens or 1024)
         verify, reward = verifier.load_config(f.model_dir), Rewards(("math",))
     if f.max_new_tokens is not None:
         rl = dataclasses.replace(rl, max_new_tokens=f.max_new_tokens)

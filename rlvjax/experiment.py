@@ -21,7 +21,8 @@ from rlvjax.fieldtypes import check_field_types
 from rlvjax.model.hf import config_from_hf, load_hf, load_tokenizer, resolve_model_dir
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import verifier
-from rlvjax.rl.steps import RLConfig, Statics
+from rlvjax.rl.config import RLConfig
+from rlvjax.rl.steps import Statics
 
 
 CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped in the package (the repository links configs/ here)

@@ -43,6 +43,7 @@ from rlvjax.fieldtypes import check_field_types
 from rlvjax.model.transformer import ATTENTION_CHUNK, ModelConfig, Transformer
 from rlvjax.pool import EVAL_PROMPTS
 from rlvjax.rl import advantages, steps, vineppo
+from rlvjax.rl.config import OptimConfig, RLConfig
 
 GiB = 1024 ** 3
 PHASES = ("rollout", "value pass", "update", "optimizer", "eval", "final eval")
@@ -267,8 +268,8 @@ def eval_prompts(mesh, eval_problems: int | None) -> int:
     return -(-min(batch if eval_problems is None else eval_problems, batch) // dp) * dp
 
 
-def plan(model_config: ModelConfig, rl_config: steps.RLConfig, run_config, mesh, *, prompt_tokens: int,
-         verify_tokens: int = 32, optim: steps.OptimConfig | None = None,
+def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, prompt_tokens: int,
+         verify_tokens: int = 32, optim: OptimConfig | None = None,
          eval_problems: int | None = None) -> MemoryPlan:
     """The per-device memory of this run on ``mesh`` (a Mesh, an AbstractMesh or an ``{axis: size}`` dict).
 
@@ -281,7 +282,7 @@ def plan(model_config: ModelConfig, rl_config: steps.RLConfig, run_config, mesh,
     shape = {a: int(mesh.shape[a]) for a in parallel.AXES}
     dp, tensor = shape["data"] * shape["fsdp"], shape["tensor"]
     ceil = lambda a, b: -(-a // b)
-    tx = (optim or steps.OptimConfig()).make(max(run.num_steps, 1) * rl.num_ppo_epochs * rl.num_minibatches)
+    tx = (optim or OptimConfig()).make(max(run.num_steps, 1) * rl.num_ppo_epochs * rl.num_minibatches)
     params = abstract_params(cfg)
     state = jax.eval_shape(lambda p: steps.init_state(p, tx, seed=0, keep_reference=rl.beta > 0), params)
     param_bytes, opt_bytes = sharded_bytes(state.params, mesh), sharded_bytes(state.opt_state, mesh)

@@ -17,6 +17,7 @@ from rlvjax import experiment, parallel, sampling
 from rlvjax.rewards.math import extract_answer
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import diagnostics, steps
+from rlvjax.rl.config import RLConfig
 from rlvjax.rl.verifier import VerifierConfig
 
 EVAL_PROMPTS = 32  # problems per call of the engine
@@ -56,7 +57,7 @@ class PoolSampler:
                      for x in (roll.tokens, roll.lengths, roll.finished, roll.verify_logprobs))
 
     @classmethod
-    def for_model(cls, model, tokenizer, rl: steps.RLConfig, mesh, *, num_samples: int,
+    def for_model(cls, model, tokenizer, rl: RLConfig, mesh, *, num_samples: int,
                   verify: VerifierConfig = VerifierConfig(), temperature: float | None = None,
                   rows: int | None = None) -> tuple["PoolSampler", dict]:
         """``(sampler, params)`` of a loaded policy, with the run's sampling settings and verify question."""

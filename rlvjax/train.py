@@ -36,6 +36,7 @@ from rlvjax.pool import PoolSampler, quick_eval
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import advantages as advantages_lib
 from rlvjax.rl import diagnostics, steps, verifier, vineppo
+from rlvjax.rl.config import RLConfig
 
 CONFIGS = experiment.CONFIGS
 GIN_SEARCH_PATH = str(CONFIGS.parent)
@@ -261,7 +262,7 @@ def use_compilation_cache(directory: str | None) -> None:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
 
 
-def disk_need(params, rl: steps.RLConfig, run: experiment.RunConfig, warm: sft.WarmStartConfig,
+def disk_need(params, rl: RLConfig, run: experiment.RunConfig, warm: sft.WarmStartConfig,
               workdir: Path) -> tuple[int, str]:
     """``(bytes, what)``: the disk a run still needs at its peak: ``max_to_keep`` checkpoints plus the one being
     saved (Orbax deletes the oldest only after it), less those already saved, and the models it exports. A

@@ -12,7 +12,7 @@ import pytest
 
 from rlvjax import cli, config_docs
 from rlvjax.config import SECTIONS, Config
-from rlvjax.rl.steps import RLConfig
+from rlvjax.rl.config import RLConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

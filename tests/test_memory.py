@@ -18,6 +18,7 @@ from rlvjax.config import Config
 from rlvjax.model.hf import config_from_hf
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import steps
+from rlvjax.rl.config import OptimConfig, RLConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -150,7 +151,7 @@ def test_tiny_config_bytes_by_hand():
     norms = 3 * 16 * 4
     per_device = embedding + attention + mlp + norms
     assert per_device == 6976
-    rl = steps.RLConfig(group_size=2, max_new_tokens=4)
+    rl = RLConfig(group_size=2, max_new_tokens=4)
     run = experiment.RunConfig(batch_size=2)
     plan = memory.plan(TINY, rl, run, mesh, prompt_tokens=8, verify_tokens=4, eval_problems=0)
     by_name = {i.name: i.bytes_per_device for i in plan.items}
@@ -163,7 +164,7 @@ def test_tiny_config_bytes_by_hand():
     # of 8, f32.
     assert by_name["KV cache"] == 2 * (2 * 16 * 1 * 8 * 4)
     assert by_name["gathered weights"] == 64 * 16 * 4 // 2 + (16 * 16 + 2 * 16 * 8 + 16 * 16 + 3 * 16 * 32) * 4 // 2
-    with_reference = memory.plan(TINY, steps.RLConfig(group_size=2, max_new_tokens=4, beta=0.1), run, mesh,
+    with_reference = memory.plan(TINY, RLConfig(group_size=2, max_new_tokens=4, beta=0.1), run, mesh,
                                  prompt_tokens=8, verify_tokens=4, eval_problems=0)
     assert {i.name: i.bytes_per_device for i in with_reference.items}["reference params"] == per_device
     assert set(plan.phases) == {"rollout", "update", "optimizer"}  # no eval problems, no final report
@@ -181,7 +182,7 @@ def test_tiny_config_bytes_by_hand():
     assert set(no_eval.phases) == {"rollout", "update", "optimizer"}
     # VinePPO's value pass: 64 step prefixes (as wide as the 16-slot bucket of a prompt and a completion) x 3
     # continuations, split over the 2 devices, 16 + 4 slots each, no verify suffix.
-    value = memory.plan(TINY, steps.RLConfig(algorithm="vineppo", group_size=2, max_new_tokens=4, vineppo_samples=3),
+    value = memory.plan(TINY, RLConfig(algorithm="vineppo", group_size=2, max_new_tokens=4, vineppo_samples=3),
                         run, mesh, prompt_tokens=8, verify_tokens=4, eval_problems=0)
     assert {i.name: i.bytes_per_device for i in value.items}["value KV cache"] == 64 * 3 // 2 * (20 * 1 * 8 * 2 * 4)
     assert set(value.phases) == {"rollout", "value pass", "update", "optimizer"}
@@ -202,7 +203,7 @@ def test_sharded_bytes_match_arrays_placed_on_a_mesh():
 
 def _xla_temp_bytes(cfg, rl, run, prompt_tokens, verify_tokens):
     """XLA's own temporary buffers for the update and the rollout step, compiled for one CPU device."""
-    tx = steps.OptimConfig().make(10)
+    tx = OptimConfig().make(10)
     graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))[0]
     params = memory.abstract_params(cfg)
     state = jax.eval_shape(lambda p: steps.init_state(p, tx, seed=0, keep_reference=False), params)
@@ -226,7 +227,7 @@ def test_estimates_track_xla_buffer_assignment():
     upcasts bf16, so only f32 is comparable here)."""
     cfg = ModelConfig(vocab_size=4096, hidden_size=128, intermediate_size=384, num_layers=2, num_heads=4,
                       num_kv_heads=2, qkv_bias=True, tie_word_embeddings=True)
-    rl = steps.RLConfig(group_size=8, max_new_tokens=192, micro_batch_size=4)
+    rl = RLConfig(group_size=8, max_new_tokens=192, micro_batch_size=4)
     run = experiment.RunConfig(batch_size=1, num_steps=10)
     xla = _xla_temp_bytes(cfg, rl, run, prompt_tokens=48, verify_tokens=8)
     plan = memory.plan(cfg, rl, run, {"data": 1}, prompt_tokens=48, verify_tokens=8)
@@ -236,7 +237,7 @@ def test_estimates_track_xla_buffer_assignment():
 
 
 def test_enforce_uses_the_configured_limit(capsys):
-    plan = memory.plan(TINY, steps.RLConfig(group_size=2, max_new_tokens=4), experiment.RunConfig(batch_size=2),
+    plan = memory.plan(TINY, RLConfig(group_size=2, max_new_tokens=4), experiment.RunConfig(batch_size=2),
                        {"data": 1}, prompt_tokens=8, verify_tokens=4)
     if jax.devices()[0].platform == "cpu":  # CPU devices report no limit: they share this machine's memory
         host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

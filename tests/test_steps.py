@@ -9,6 +9,7 @@ from flax import nnx
 
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import steps
+from rlvjax.rl.config import OptimConfig, RLConfig
 
 SUFFIX = (3, 20, 21)
 YES, NO, STOP = 4, 5, 2
@@ -25,8 +26,8 @@ def setup():
 
 
 def make_statics(graphdef, suppress_ids=(), **rl):
-    rl = steps.RLConfig(**{"group_size": 2, "max_new_tokens": 6, "temperature": 0.9, **rl})
-    tx = steps.OptimConfig(learning_rate=1e-3).make(10)
+    rl = RLConfig(**{"group_size": 2, "max_new_tokens": 6, "temperature": 0.9, **rl})
+    tx = OptimConfig(learning_rate=1e-3).make(10)
     return steps.Statics(graphdef, tx, rl, SUFFIX, YES, NO, (STOP,), 0, suppress_ids)
 
 
@@ -203,15 +204,15 @@ def test_verify_prefixes_add_verify_only_rows_of_partial_solutions(setup, m):
 
 def test_config_errors():
     with pytest.raises(ValueError, match="unknown advantage estimator 'ppo'"):
-        steps.RLConfig(algorithm="ppo")
+        RLConfig(algorithm="ppo")
     with pytest.raises(ValueError, match="lambda_verify=-1"):
-        steps.RLConfig(lambda_verify=-1)
+        RLConfig(lambda_verify=-1)
     with pytest.raises(ValueError, match="group_size=1"):
-        steps.RLConfig(group_size=1)
+        RLConfig(group_size=1)
     with pytest.raises(ValueError, match="eps_low=0"):
-        steps.RLConfig(eps_low=0)
+        RLConfig(eps_low=0)
     with pytest.raises(ValueError, match="RLConfig.aggregation='mean' is unknown"):
-        steps.RLConfig(aggregation="mean")
+        RLConfig(aggregation="mean")
 
 
 @pytest.mark.parametrize("memory", [dict(remat="full"), dict(remat="dots_with_no_batch_dims_saveable"),

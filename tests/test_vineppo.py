@@ -5,7 +5,7 @@ import pytest
 
 from rlvjax.data.tokenizer import build_tokenizer
 from rlvjax.rl import vineppo
-from rlvjax.rl.steps import RLConfig
+from rlvjax.rl.config import RLConfig
 
 # One token per character, "\boxed{" is one. As VinePPO cuts them, TWO_STEPS is "1000+2000+3000+3000=9000" (24
 # tokens) + "\n9000-4000-1=4999\n\boxed{4999}" (24: the 17-character line is short, so it joins the answer line).

@@ -23,7 +23,7 @@ from rlvjax.sampling.stepwise import Decoder, Rows
 class Policy:
     model: Any
     tokenizer: Any
-    rl: Any  # steps.RLConfig: the sampling settings (temperature, max_new_tokens already applied)
+    rl: Any  # rl.config.RLConfig: the sampling settings (temperature, max_new_tokens already applied)
     verify: VerifierConfig
     reward: Rewards
     conventions: testtime.Conventions
