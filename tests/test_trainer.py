@@ -48,6 +48,8 @@ def user_run(tmp_path_factory):
     (root / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert len([line for line in USER_CODE.strip().splitlines() if line.strip()]) <= 15
     cwd, path = os.getcwd(), list(sys.path)
+    # A worker may set this fixture up twice (worksteal interleaves modules): import this directory's module.
+    sys.modules.pop("my_rewards", None)
     os.chdir(root)
     sys.path.insert(0, str(root))
     try:
