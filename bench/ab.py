@@ -1,11 +1,12 @@
-"""Before/after of the sampler: the working tree against ``rlvjax/{model/transformer,sampling}.py`` of a git revision,
+"""Before/after of the sampler: the working tree against the transformer and sampler of a git revision (``modules_at``),
 on the same weights, interleaved in one process (so the ratio is robust to the machine's load).
 
     python bench/ab.py --rev a71c857                 # the revision before the sampler optimisations
     python bench/ab.py --rev a71c857 --batch 64 --new_tokens 512 --verify_len 16
 
-``--rev`` modules are read with ``git show`` (read-only), or from a folder holding both files and imported under another name; the weights are copied
-from the current model. Prints the median seconds of each side and the median of the per-round ratios.
+``--rev`` modules are read with ``git show`` (read-only), or from a folder holding the files, and imported under
+another name; the weights are copied from the current model. Prints the median seconds of each side and the median
+of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -28,20 +29,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def modules_at(rev: str, tag: str = "before"):
-    """(transformer, sampling) modules of ``rev``, the sampler importing that revision's transformer."""
-    if Path(rev).is_dir():  # a folder holding transformer.py and sampling.py (a snapshot between two changes)
+    """(transformer, sampler) modules of ``rev``: its ``rlvjax/sampling.py``, or (the package layout) its
+    ``rlvjax/sampling/engine.py`` with its ``choice.py``; each imports that revision's modules, not the tree's."""
+    if Path(rev).is_dir():  # a folder holding the files (a snapshot between two changes)
         show = lambda path: (Path(rev) / Path(path).name).read_text()
     else:
         show = lambda path: subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], check=True,
                                            capture_output=True, text=True).stdout
-    mods = []
-    for name, path in (("transformer", "rlvjax/model/transformer.py"), ("sampling", "rlvjax/sampling.py")):
+    try:
+        files = [("transformer", "rlvjax/model/transformer.py"), ("sampling", "rlvjax/sampling.py")]
+        show(files[1][1])
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        files = [("transformer", "rlvjax/model/transformer.py"), ("choice", "rlvjax/sampling/choice.py"),
+                 ("engine", "rlvjax/sampling/engine.py")]
+    mods = {}
+    for name, path in files:
         mod = types.ModuleType(f"rlvjax_{tag}_{name}")
-        source = show(path).replace("from rlvjax.model.transformer import", f"from rlvjax_{tag}_transformer import")
+        source = (show(path).replace("from rlvjax.model.transformer import", f"from rlvjax_{tag}_transformer import")
+                  .replace("from rlvjax.sampling.choice import", f"from rlvjax_{tag}_choice import"))
         sys.modules[mod.__name__] = mod
         exec(compile(source, f"{rev}:{path}", "exec"), mod.__dict__)
-        mods.append(mod)
-    return mods
+        mods[name] = mod
+    return mods["transformer"], mods.get("sampling") or mods["engine"]
 
 
 def model_at(transformer_mod, model):

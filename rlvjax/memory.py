@@ -40,7 +40,7 @@ from jax.sharding import AbstractMesh, Mesh, NamedSharding
 
 from rlvjax import parallel, sampling
 from rlvjax.fieldtypes import check_field_types
-from rlvjax.model.transformer import ATTENTION_CHUNK, ModelConfig, Transformer
+from rlvjax.model.transformer import ModelConfig, Transformer, kv_blocks
 from rlvjax.pool import EVAL_PROMPTS
 from rlvjax.rl import advantages, steps, vineppo
 from rlvjax.rl.config import OptimConfig, RLConfig
@@ -219,8 +219,8 @@ def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, promp
     The weights cast to the compute dtype in their sampling layout (``parallel.sampling_spec``; no copy when
     neither dtype nor layout changes), the engine's KV cache in ``parallel.cache_spec``'s layout for the whole loop,
     the prompts' own cache (each prompt is prefilled once; its samples' rows copy it), and the largest of the
-    temporaries: a prefill step (``steps.prefill_rows`` prompts' f32 scores and probabilities over one attention
-    chunk), a decode step (``[rows, V]`` f32 logits and their exponentials), a verifier score (the copied cache of
+    temporaries: a prefill step (``steps.prefill_rows`` prompts' f32 scores and probabilities over one cache
+    block), a decode step (``[rows, V]`` f32 logits and their exponentials), a verifier score (the copied cache of
     the rows scored together and their scores) and one layer of the half-size batch the engine shrinks into.
     """
     mesh = _as_mesh(mesh)
@@ -245,11 +245,10 @@ def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, promp
         items.append(Item(f"{what}sampling weights", phase, weights,
                           f"{cfg.jnp_compute_dtype.name}, without the fsdp split"))
     step_prompts = steps.prefill_rows(prompts, prompt_tokens, mesh) or prompts
-    chunk = min(seq, ATTENTION_CHUNK)
-    prefill = ceil(step_prompts, row_shards) * q_local * prompt_tokens * min(prompt_tokens, chunk) * 2 * 4
+    prefill = ceil(step_prompts, row_shards) * q_local * prompt_tokens * max(kv_blocks(prompt_tokens)) * 2 * 4
     decode = rows_local * cfg.vocab_size * 2 * 4
     scored = max(1, rows_local // 8)
-    score = scored * (seq * per_slot + q_local * (verify_tokens + 1) * chunk * 2 * 4)
+    score = scored * (seq * per_slot + q_local * (verify_tokens + 1) * max(kv_blocks(seq)) * 2 * 4)
     shrink = rows_local // 2 * seq * per_slot // cfg.num_layers  # gathered layer by layer
     items.append(Item(f"{what}sampling temps", phase, max(prefill, decode, score, shrink),
                       f"the largest of prefill ({step_prompts} prompts at a time), decode step, verifier score and "

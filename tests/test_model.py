@@ -66,19 +66,21 @@ def test_save_hf_round_trip(hf_checkpoint, tmp_path, kind):
     assert again.config == model.config
 
 
-@pytest.mark.parametrize("chunk", [None, 5])
-def test_incremental_decoding_equals_full_forward(hf_checkpoint, monkeypatch, chunk):
+@pytest.mark.parametrize("block", [None, 5])
+def test_incremental_decoding_equals_full_forward(hf_checkpoint, monkeypatch, block):
     """Rows of different lengths in one cache (each row's slot is its position): a prefill, single tokens and a
     3-token chunk, each row growing by its own count, give the full pass's logits at every real position. With
-    ``chunk`` = 5 the cached attention reads the 16-slot cache in chunks under its online softmax (the last chunk
-    overlaps the one before it)."""
-    if chunk:
-        monkeypatch.setattr(transformer, "ATTENTION_CHUNK", chunk)
+    ``block`` = 5 the 16-slot cache is stored in blocks of 5, 5, 5 and 1 slots: chunks straddle blocks, and early
+    steps skip the blocks no row has reached (merged under the online softmax once they are read)."""
+    if block:
+        monkeypatch.setattr(transformer, "KV_BLOCK", block)
+        monkeypatch.setattr(transformer, "KV_MAX_BLOCKS", 100)
     path, _ = hf_checkpoint("qwen2")
     model, _ = rlvjax.load_hf(path, tokenizer=False)
     rng = np.random.default_rng(2)
     seqs = [rng.integers(3, model.config.vocab_size, n).tolist() for n in (12, 7, 3)]
     cache = KVCache.init(model.config, batch=3, max_len=16)
+    assert [b.shape[2] for b in cache.k[0]] == ([5, 5, 5, 1] if block else [16])
     got = [[] for _ in seqs]
     # Each round feeds every row its next `take` tokens (right-padded; a finished row feeds nothing).
     for take in (5, 1, 1, 1, 1, 3, 3):
@@ -151,7 +153,7 @@ def test_bfloat16_compute_stays_within_tolerance_of_float32(hf_checkpoint, kind)
     f32, _ = rlvjax.load_hf(path)
     bf16, _ = rlvjax.load_hf(path, compute_dtype=jnp.bfloat16)
     assert {x.dtype for x in jax.tree.leaves(nnx.state(bf16, nnx.Param))} == {jnp.dtype(jnp.float32)}
-    assert KVCache.init(bf16.config, 1, 4).k[0].dtype == jnp.bfloat16
+    assert KVCache.init(bf16.config, 1, 4).k[0][0].dtype == jnp.bfloat16
     ids, mask = left_padded_batch(ref.config.vocab_size, seed=3)
     valid = mask.astype(bool)
     exact, mixed = (np.asarray(jax.nn.log_softmax(m(jnp.asarray(ids), jnp.asarray(mask))))[valid] for m in (f32, bf16))

@@ -208,12 +208,14 @@ def test_refill_and_shrinking_leave_every_sample_unchanged(qwen, monkeypatch):
     _same(sampling.sample(model, prompts, **{**RAGGED, "seed": 11, "bucket": 32}), whole)
 
 
-def test_chunked_attention_leaves_samples_unchanged(qwen, monkeypatch):
-    """Caches read 6 slots at a time (the 16-slot prompts in three chunks, the last re-reading two slots; rows of
-    16 + 14 + 3 = 33 slots in up to six) sample what one-chunk attention samples."""
+def test_cache_blocks_leave_samples_unchanged(qwen, monkeypatch):
+    """Caches stored in blocks of 6 slots (the 16-slot prompts in three, the last of 4; rows of 16 + 14 + 3 = 33
+    slots in six, refilled and shrunk block by block) sample what one-block caches sample."""
     model, _ = qwen
+    monkeypatch.setattr(transformer, "KV_BLOCK", 10 ** 6)
     whole = sampling.sample(model, PROMPTS, rows=4, **RAGGED)
-    monkeypatch.setattr(transformer, "ATTENTION_CHUNK", 6)
+    monkeypatch.setattr(transformer, "KV_BLOCK", 6)
+    monkeypatch.setattr(transformer, "KV_MAX_BLOCKS", 100)
     _same(sampling.sample(model, PROMPTS, rows=4, **RAGGED), whole)
 
 

@@ -11,6 +11,7 @@ rows of one batch grow, stop and restart independently.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import NamedTuple
 
@@ -64,8 +65,22 @@ class ModelConfig:
         return jnp.dtype(self.compute_dtype or self.dtype)
 
 
+KV_BLOCK = 32  # the shortest block of cache slots
+KV_MAX_BLOCKS = 8  # blocks per layer at most: a longer cache has longer blocks
+
+
+def kv_blocks(slots: int) -> tuple[int, ...]:
+    """The block lengths a cache of ``slots`` slots is stored in: ``KV_BLOCK`` slots each, or longer so that there
+    are at most ``KV_MAX_BLOCKS``; the last block takes the rest."""
+    size = max(KV_BLOCK, -(-slots // KV_MAX_BLOCKS))
+    full, rest = divmod(slots, size)
+    return (size,) * full + ((rest,) if rest else ())
+
+
 class KVCache(NamedTuple):
-    """Per-layer keys/values ``[B, kv_heads, S, head_dim]`` and each row's filled length ``[B]``.
+    """Per-layer keys/values and each row's filled length ``[B]``. A layer's slots are stored as blocks
+    ``[B, kv_heads, S_j, head_dim]`` (``kv_blocks``): attention reads only the blocks that hold a filled slot, each
+    in place (one array holding every slot would be copied chunk by chunk to read only its filled part).
 
     Slot ``s`` of a row holds its token at position ``s``: rows fill independently (the sampling engine refills a
     finished row with a new request while its neighbours go on), and a row sees only its own first ``length`` slots.
@@ -73,59 +88,111 @@ class KVCache(NamedTuple):
     (slots first made the sampler 1.2x slower on CPU, docs/benchmarks.md).
     """
 
-    k: tuple[jax.Array, ...]
-    v: tuple[jax.Array, ...]
+    k: tuple[tuple[jax.Array, ...], ...]
+    v: tuple[tuple[jax.Array, ...], ...]
     length: jax.Array
 
     @classmethod
     def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> "KVCache":
         dtype = dtype or cfg.jnp_compute_dtype
-        shape = (batch, cfg.num_kv_heads, max_len, cfg.kv_dim)
-        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+        blocks = tuple(jnp.zeros((batch, cfg.num_kv_heads, n, cfg.kv_dim), dtype) for n in kv_blocks(max_len))
+        zeros = (blocks,) * cfg.num_layers
         return cls(zeros, zeros, jnp.zeros((batch,), jnp.int32))
 
+    @classmethod
+    def from_prefix(cls, k, v, lengths, slots: int) -> "KVCache":
+        """A cache of ``slots`` slots whose first ones hold per-layer keys/values ``[B, kv_heads, P, head_dim]``."""
+        return cls(tuple(map(lambda x: _split(x, slots), k)), tuple(map(lambda x: _split(x, slots), v)), lengths)
 
-ATTENTION_CHUNK = 256  # cache slots read per step of the cached attention's online softmax
+    @property
+    def slots(self) -> int:
+        return sum(b.shape[2] for b in self.k[0])
+
+    def rows(self, index) -> "KVCache":
+        """The rows ``index`` (gathered)."""
+        return jax.tree.map(lambda x: x[index], self)
+
+    def put_prefix(self, at, k, v, lengths) -> "KVCache":
+        """Rows ``at [n]`` (out of range: left alone) start afresh from per-layer keys/values ``[n, kv_heads, P,
+        head_dim]`` in their first ``P`` slots, ``lengths [n]`` of them filled."""
+        def put(blocks, x):
+            out, start = [], 0
+            for b in blocks:
+                n = min(b.shape[2], x.shape[2] - start)
+                out.append(b if n <= 0 else b.at[at, :, :n].set(x[:, :, start:start + n].astype(b.dtype),
+                                                                 mode="drop"))
+                start += b.shape[2]
+            return tuple(out)
+
+        return KVCache(tuple(map(put, self.k, k)), tuple(map(put, self.v, v)),
+                       self.length.at[at].set(lengths, mode="drop"))
+
+    @staticmethod
+    def joined(blocks: tuple[jax.Array, ...]) -> jax.Array:
+        """A layer's blocks as one ``[B, kv_heads, S, head_dim]`` array."""
+        return blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=2)
 
 
-def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, query_slots: jax.Array,
-                     chunk: int | None = None) -> jax.Array:
-    """``softmax(q k^T) v`` of queries ``q [B, T, kv_heads, groups, D]`` over the cache slots
-    ``k, v [B, kv_heads, S, D]`` at or before each query's slot ``query_slots [B, T]``.
+def _split(x: jax.Array, slots: int) -> tuple[jax.Array, ...]:
+    """``x [B, kv_heads, P, D]`` (P <= slots) zero-padded to ``slots`` and cut into ``kv_blocks(slots)``."""
+    out, start = [], 0
+    for n in kv_blocks(slots):
+        part = x[:, :, start:start + n]
+        out.append(jnp.pad(part, ((0, 0), (0, 0), (0, n - part.shape[2]), (0, 0))))
+        start += n
+    return tuple(out)
 
-    Only the filled part of the cache is read: slots go ``chunk`` at a time under an online softmax up to the largest
-    query slot, so a step's cost follows the longest live row, not the allocation, and no length recompiles.
-    Returns ``[B, kv_heads, groups, T, D]`` in f32; ``chunk`` None: ``ATTENTION_CHUNK``.
+
+def _write(blocks: tuple[jax.Array, ...], new: jax.Array, at: jax.Array) -> tuple[jax.Array, ...]:
+    """Blocks with ``new [B, kv_heads, T, D]`` written at each row's slots ``at [B] ..`` (a chunk may straddle
+    blocks; slots past the cache are dropped)."""
+    b, _, t, _ = new.shape
+    rows, slot = jnp.arange(b)[:, None], at[:, None] + jnp.arange(t)[None, :]
+    new = new.transpose(0, 2, 1, 3)  # [B, T, kv_heads, D]: the order of a scatter at [rows, :, slot]
+    out, start = [], 0
+    for block in blocks:
+        n = block.shape[2]
+        local = jnp.where((slot >= start) & (slot < start + n), slot - start, n)  # n: dropped
+        out.append(block.at[rows, :, local].set(new.astype(block.dtype), mode="drop"))
+        start += n
+    return tuple(out)
+
+
+def cached_attention(q: jax.Array, k: tuple[jax.Array, ...], v: tuple[jax.Array, ...],
+                     query_slots: jax.Array) -> jax.Array:
+    """``softmax(q k^T) v`` of queries ``q [B, T, kv_heads, groups, D]`` over a layer's cache blocks ``k, v``
+    (``[B, kv_heads, S_j, D]`` each) at or before each query's slot ``query_slots [B, T]``.
+
+    Only blocks holding a slot at or before the largest query slot are read (the others are skipped under
+    ``lax.cond``), and their results merge by their maxima (an online softmax over blocks), so a step's cost follows
+    the longest live row, not the allocation, and no length recompiles. Returns ``[B, kv_heads, groups, T, D]`` in
+    f32.
     """
     b, t, kh, g, d = q.shape
-    slots = k.shape[2]
-    chunk = min(chunk or ATTENTION_CHUNK, slots)
+    shape = (b, kh, g, t)
 
-    def step(c, carry):
-        m, l, acc = carry
-        start = jnp.minimum(c * chunk, slots - chunk)  # the last chunk ends at the last slot, re-reading some
-        kc = jax.lax.dynamic_slice_in_dim(k, start, chunk, axis=2)
-        vc = jax.lax.dynamic_slice_in_dim(v, start, chunk, axis=2)
-        s = jnp.einsum("btkgd,bksd->bkgts", q, kc.astype(q.dtype), preferred_element_type=jnp.float32) / math.sqrt(d)
-        slot = start + jnp.arange(chunk)
-        seen = (slot >= c * chunk)[None, None, :] & (slot[None, None, :] <= query_slots[:, :, None])  # [B, T, C]
-        s = jnp.where(seen[:, None, None], s, -jnp.inf)  # slot 0 is always seen, so every row's max is finite
-        m_new = jnp.maximum(m, jnp.max(s, axis=-1))
-        p = jnp.exp(s - m_new[..., None])
-        scale = jnp.exp(m - m_new)
-        acc = acc * scale[..., None] + jnp.einsum("bkgts,bksd->bkgtd", p.astype(vc.dtype), vc,
+    def attend(q, kb, vb, start):
+        s = jnp.einsum("btkgd,bksd->bkgts", q, kb.astype(q.dtype), preferred_element_type=jnp.float32) / math.sqrt(d)
+        slot = start + jnp.arange(kb.shape[2])
+        s = jnp.where((slot[None, None, :] <= query_slots[:, :, None])[:, None, None], s, -jnp.inf)
+        m = jnp.max(s, axis=-1)
+        p = jnp.exp(s - jnp.where(jnp.isfinite(m), m, 0.0)[..., None])  # a row with no seen slot here: p = 0
+        return m, jnp.sum(p, axis=-1), jnp.einsum("bkgts,bksd->bkgtd", p.astype(vb.dtype), vb,
                                                   preferred_element_type=jnp.float32)
-        return m_new, l * scale + jnp.sum(p, axis=-1), acc
 
-    if chunk == slots:  # one chunk: a plain softmax
-        s = jnp.einsum("btkgd,bksd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32) / math.sqrt(d)
-        s = jnp.where((jnp.arange(slots)[None, None, :] <= query_slots[:, :, None])[:, None, None], s, -jnp.inf)
-        return jnp.einsum("bkgts,bksd->bkgtd", jax.nn.softmax(s, axis=-1).astype(v.dtype), v,
-                          preferred_element_type=jnp.float32)
-    carry = (jnp.full((b, kh, g, t), -jnp.inf, jnp.float32), jnp.zeros((b, kh, g, t), jnp.float32),
-             jnp.zeros((b, kh, g, t, d), jnp.float32))
-    m, l, acc = jax.lax.fori_loop(0, jnp.max(query_slots) // chunk + 1, step, carry)
-    return acc / l[..., None]
+    if len(k) == 1:  # one block: a plain softmax
+        m, l, acc = attend(q, k[0], v[0], 0)
+        return acc / l[..., None]
+    skip = lambda *_: (jnp.full(shape, -jnp.inf), jnp.zeros(shape), jnp.zeros((*shape, d)))
+    last, parts, start = jnp.max(query_slots), [], 0
+    for kb, vb in zip(k, v):
+        run = lambda q, kb, vb, start=start: attend(q, kb, vb, start)
+        parts.append(run(q, kb, vb) if start == 0 else jax.lax.cond(start <= last, run, skip, q, kb, vb))
+        start += kb.shape[2]
+    top = functools.reduce(jnp.maximum, [m for m, _, _ in parts])  # finite: slot 0 is seen by every query
+    scale = [jnp.exp(m - top) for m, _, _ in parts]
+    l = sum(c * l for c, (_, l, _) in zip(scale, parts))
+    return sum(c[..., None] * acc for c, (_, _, acc) in zip(scale, parts)) / l[..., None]
 
 
 def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
@@ -203,9 +270,8 @@ class Attention(nnx.Module):
         groups = self.num_heads // self.num_kv_heads
         q = q.reshape(b, t, self.num_kv_heads, groups, self.head_dim)
         if kv_cache is not None:
-            write = jax.vmap(lambda c, new, at: jax.lax.dynamic_update_slice(c, new.astype(c.dtype), (0, at, 0)))
-            k, v = write(kv_cache[0], k, kv_cache[2]), write(kv_cache[1], v, kv_cache[2])
-            out = cached_attention(q, k, v, positions).astype(v.dtype)
+            k, v = _write(kv_cache[0], k, kv_cache[2]), _write(kv_cache[1], v, kv_cache[2])
+            out = cached_attention(q, k, v, positions).astype(v[0].dtype)
         else:
             scores = jnp.einsum("btkgd,bksd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
             scores = scores / math.sqrt(self.head_dim)

@@ -10,8 +10,8 @@ of them decode at once in one jitted loop, and the work follows the useful token
   idles until the batch ends.
 - **Shrinking.** Once the queue is empty, each time half of the rows have finished the live ones are compacted into
   a batch of half the size (down to ``MIN_ROWS``), so a ragged batch does not keep stepping finished rows.
-- **Filled-length attention.** Each row's slot is its position (``KVCache`` keeps a length per row), and a decode
-  step reads the cache only up to the longest live row, chunk by chunk (``transformer.cached_attention``).
+- **Filled-length attention.** Each row's slot is its position (``KVCache`` keeps a length per row, its slots in
+  blocks), and a decode step reads only the blocks up to the longest live row (``transformer.cached_attention``).
 - **Fused verifier score.** A finished row appends ``score_suffix`` (the verify prompt) to its own live cache and
   reads the next-token log-probs of ``score_ids`` (Yes/No) before its row is reused: one short prefill, not a second
   pass over the sequence.
@@ -176,7 +176,7 @@ def _engine(model: Transformer, ids, mask, rng, limits, *, first, num_samples: i
         if layout is None:
             return c
         fix = lambda x: jax.lax.with_sharding_constraint(x, layout)
-        return KVCache(tuple(map(fix, c.k)), tuple(map(fix, c.v)), c.length)
+        return KVCache(jax.tree.map(fix, c.k), jax.tree.map(fix, c.v), c.length)
 
     def pick(logits, req, n):
         keys = jax.vmap(lambda t, q: jax.random.fold_in(jax.random.fold_in(rng, t), q))(n, first + req)
@@ -212,9 +212,8 @@ def _engine(model: Transformer, ids, mask, rng, limits, *, first, num_samples: i
         ok = free[idx] & (req < q_total)
         prompt = prompt_of(req)
         at = jnp.where(ok, idx, r.req.shape[0])
-        put = lambda c, x: c.at[at, :, :p].set(x[prompt].astype(c.dtype), mode="drop")
-        cache = KVCache(tuple(map(put, r.cache.k, prompt_k)), tuple(map(put, r.cache.v, prompt_v)),
-                        r.cache.length.at[at].set(prompt_len[prompt], mode="drop"))
+        of = lambda layers: tuple(x[prompt] for x in layers)
+        cache = r.cache.put_prefix(at, of(prompt_k), of(prompt_v), prompt_len[prompt])
         token, logp = pick(model_of(s).logits(last[prompt]), req, jnp.zeros_like(req))
         s = record(s, req, jnp.zeros_like(req), token, logp, ok)
         done = ended(token, req, jnp.ones_like(req))
@@ -229,7 +228,7 @@ def _engine(model: Transformer, ids, mask, rng, limits, *, first, num_samples: i
         r = s.rows
         idx = jnp.argsort(~r.parked, stable=True)[:m]
         ok = r.parked[idx]
-        cache = KVCache(tuple(k[idx] for k in r.cache.k), tuple(x[idx] for x in r.cache.v), r.cache.length[idx])
+        cache = r.cache.rows(idx)
         pending = r.token[idx]
         keep = ~jnp.isin(pending, stop)  # a truncated row's last token is not in its cache yet
         lead = jnp.concatenate([pending[:, None], jnp.broadcast_to(suffix, (m, v))], axis=1)
@@ -306,8 +305,8 @@ def _engine(model: Transformer, ids, mask, rng, limits, *, first, num_samples: i
         # would keep the full cache alive next to the whole copy), and decode on only if any is still live.
         keep = jnp.argsort(~s.rows.live, stable=True)[:half]
         r = s.rows
-        cache = KVCache(tuple(k[keep] for k in r.cache.k), tuple(x[keep] for x in r.cache.v), r.cache.length[keep])
-        s = s._replace(rows=_Rows(r.req[keep], r.n[keep], r.token[keep], r.live[keep], r.parked[keep], pin(cache)))
+        s = s._replace(rows=_Rows(r.req[keep], r.n[keep], r.token[keep], r.live[keep], r.parked[keep],
+                                  pin(r.cache.rows(keep))))
         return jax.lax.cond(jnp.any(s.rows.live), lambda s: level(s, half), outputs, s)
 
     empty = jnp.zeros((r_top,), bool)
@@ -321,8 +320,8 @@ def _engine(model: Transformer, ids, mask, rng, limits, *, first, num_samples: i
     if r_top == q_total:  # every request has its row: its prompt's cache, in order
         req = jnp.arange(q_total, dtype=jnp.int32)
         prompt = prompt_of(req)
-        grow = lambda x: jnp.pad(x[prompt], ((0, 0), (0, 0), (0, slots - p), (0, 0)))
-        cache = pin(KVCache(tuple(map(grow, prompt_k)), tuple(map(grow, prompt_v)), prompt_len[prompt]))
+        of = lambda layers: tuple(x[prompt] for x in layers)
+        cache = pin(KVCache.from_prefix(of(prompt_k), of(prompt_v), prompt_len[prompt], slots))
         token, logp = pick(model.logits(last)[prompt], req, jnp.zeros_like(req))
         state = record(state, req, jnp.zeros_like(req), token, logp, jnp.ones_like(req, bool))
         done = ended(token, req, jnp.ones_like(req))
@@ -347,7 +346,8 @@ def prefill(model: Transformer, ids, lengths, rows: int | None = None) -> tuple[
         real = jnp.arange(w)[None, :] < len_c[:, None]
         cache = KVCache.init(model.config, ids_c.shape[0], w)
         h, c = model.hidden(ids_c, real, cache)
-        return jnp.take_along_axis(h, (len_c - 1)[:, None, None], axis=1)[:, 0], c.k, c.v
+        joined = lambda layers: tuple(map(KVCache.joined, layers))
+        return jnp.take_along_axis(h, (len_c - 1)[:, None, None], axis=1)[:, 0], joined(c.k), joined(c.v)
 
     if rows is None or rows >= b:
         return one(ids, lengths)

@@ -94,8 +94,8 @@ def _start(decoder: Decoder, state, ids, mask, rng, num_samples: int) -> Rows:
     lengths = jnp.sum(mask.astype(jnp.int32), axis=1)
     last, k, v = prefill(model, jnp.take_along_axis(ids, order, axis=1), lengths)
     slots = cache_slots(p, decoder.max_new_tokens, len(decoder.score_suffix))
-    grow = lambda x: jnp.pad(jnp.repeat(x, num_samples, axis=0), ((0, 0), (0, 0), (0, slots - p), (0, 0)))
-    cache = KVCache(tuple(map(grow, k)), tuple(map(grow, v)), jnp.repeat(lengths, num_samples))
+    repeat = lambda layers: tuple(jnp.repeat(x, num_samples, axis=0) for x in layers)
+    cache = KVCache.from_prefix(repeat(k), repeat(v), jnp.repeat(lengths, num_samples), slots)
     r = b * num_samples
     ident = jnp.arange(r, dtype=jnp.int32)
     token, logp = _pick(decoder, model, jnp.repeat(last, num_samples, axis=0), rng, ident, jnp.zeros_like(ident))
