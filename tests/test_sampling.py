@@ -247,8 +247,10 @@ import jax, numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 from rlvjax import parallel, sampling
+from rlvjax.model import transformer
 from rlvjax.model.transformer import ModelConfig, Transformer
 
+transformer.KV_BLOCK = 12  # rows of 16 + 14 + 3 slots in blocks of 12, 12 and 9: refilled, shrunk, scored per block
 cfg = ModelConfig(vocab_size=96, hidden_size=64, intermediate_size=112, num_layers=2, num_heads=8,
                   num_kv_heads=int(sys.argv[1]), qkv_bias=True)
 model = Transformer(cfg, nnx.Rngs(0))
