@@ -133,12 +133,8 @@ class KVCache(NamedTuple):
 
 def _split(x: jax.Array, slots: int) -> tuple[jax.Array, ...]:
     """``x [B, kv_heads, P, D]`` (P <= slots) zero-padded to ``slots`` and cut into ``kv_blocks(slots)``."""
-    out, start = [], 0
-    for n in kv_blocks(slots):
-        part = x[:, :, start:start + n]
-        out.append(jnp.pad(part, ((0, 0), (0, 0), (0, n - part.shape[2]), (0, 0))))
-        start += n
-    return tuple(out)
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, slots - x.shape[2]), (0, 0)))
+    return tuple(jnp.split(x, np.cumsum(kv_blocks(slots))[:-1], axis=2))
 
 
 def _write(blocks: tuple[jax.Array, ...], new: jax.Array, at: jax.Array) -> tuple[jax.Array, ...]:

@@ -196,6 +196,7 @@ def _engine(model: Transformer, ids, mask, rng, limits, *, first, num_samples: i
     ids = jnp.take_along_axis(ids, order, axis=1)
     prompt_len = jnp.sum(mask.astype(jnp.int32), axis=1)
     last, prompt_k, prompt_v = prefill(model, ids, prompt_len, prefill_rows)
+    of_prompts = lambda prompt: (tuple(x[prompt] for x in prompt_k), tuple(x[prompt] for x in prompt_v))
 
     def model_of(s: _State) -> Transformer:
         # Under mixed precision XLA would hoist what it derives from the loop-invariant weights out of the loop and
@@ -212,8 +213,7 @@ def _engine(model: Transformer, ids, mask, rng, limits, *, first, num_samples: i
         ok = free[idx] & (req < q_total)
         prompt = prompt_of(req)
         at = jnp.where(ok, idx, r.req.shape[0])
-        of = lambda layers: tuple(x[prompt] for x in layers)
-        cache = r.cache.put_prefix(at, of(prompt_k), of(prompt_v), prompt_len[prompt])
+        cache = r.cache.put_prefix(at, *of_prompts(prompt), prompt_len[prompt])
         token, logp = pick(model_of(s).logits(last[prompt]), req, jnp.zeros_like(req))
         s = record(s, req, jnp.zeros_like(req), token, logp, ok)
         done = ended(token, req, jnp.ones_like(req))
@@ -320,8 +320,7 @@ def _engine(model: Transformer, ids, mask, rng, limits, *, first, num_samples: i
     if r_top == q_total:  # every request has its row: its prompt's cache, in order
         req = jnp.arange(q_total, dtype=jnp.int32)
         prompt = prompt_of(req)
-        of = lambda layers: tuple(x[prompt] for x in layers)
-        cache = pin(KVCache.from_prefix(of(prompt_k), of(prompt_v), prompt_len[prompt], slots))
+        cache = pin(KVCache.from_prefix(*of_prompts(prompt), prompt_len[prompt], slots))
         token, logp = pick(model.logits(last)[prompt], req, jnp.zeros_like(req))
         state = record(state, req, jnp.zeros_like(req), token, logp, jnp.ones_like(req, bool))
         done = ended(token, req, jnp.ones_like(req))
