@@ -23,8 +23,9 @@ def main():
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--max_model_len", type=int, default=1024)
     args = ap.parse_args()
+    # No prefix caching: every round sends the same prompts, and a cached prefix would skip part of their prefill.
     llm = LLM(model=args.model_dir, skip_tokenizer_init=True, dtype=args.dtype, max_model_len=args.max_model_len,
-              seed=0)
+              seed=0, enable_prefix_caching=False)
     print("READY", flush=True)
     for line in sys.stdin:
         request = json.loads(line)
