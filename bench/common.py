@@ -73,6 +73,14 @@ def paired_ratio(num: list[float], den: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den))
 
 
+def ragged_lengths(batch: int, cap: int = 128, median: float = 40) -> np.ndarray:
+    """The ragged workload: row ``i`` stops after exactly ``clip(round(exp(ln median + 0.7 z_i)), 2, cap)`` tokens,
+    ``z`` from ``numpy.random.default_rng(1)`` (bench/engine.py: median 40, cap 128; bench/gpu_check.py: the paper's
+    lengths, median ~300 of 1,024)."""
+    z = np.random.default_rng(1).standard_normal(batch)
+    return np.clip(np.round(np.exp(np.log(median) + 0.7 * z)), 2, cap).astype(np.int32)
+
+
 def table(header: list[str], rows: list[list], widths: list[int] | None = None) -> str:
     widths = widths or [max(len(str(x)) for x in col) + 2 for col in zip(header, *rows)]
     line = lambda cells: "".join(f"{str(c):>{w}s}" if i else f"{str(c):<{w}s}" for i, (c, w) in

@@ -37,11 +37,6 @@ from rlvjax import sampling
 HERE = Path(__file__).resolve().parent
 
 
-def ragged_lengths(batch: int, cap: int = 128) -> np.ndarray:
-    z = np.random.default_rng(1).standard_normal(batch)
-    return np.clip(np.round(np.exp(np.log(40) + 0.7 * z)), 2, cap).astype(np.int32)
-
-
 class VLLM:
     """The worker process: ``run(prompts, max_tokens)`` -> seconds of its generate call."""
 
@@ -92,7 +87,7 @@ def main():
     rng = np.random.default_rng(0)
     prompts = rng.integers(10, model.config.vocab_size, (args.batch, args.prompt_len)).tolist()
     fixed = np.full(args.batch, args.new_tokens, np.int32)
-    ragged = ragged_lengths(args.batch, args.new_tokens)
+    ragged = common.ragged_lengths(args.batch, args.new_tokens)
 
     def ours(limits):
         out = sampling.sample(model, prompts, max_new_tokens=int(limits.max()), temperature=1.0, seed=0,

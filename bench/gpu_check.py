@@ -1,13 +1,15 @@
-"""One-command GPU check of Scale I: the paper's per-device shapes with the real Qwen2.5-Math-1.5B architecture
+"""One-command GPU check of Scale I and II: the paper's per-device shapes with the real Qwen2.5-Math-1.5B architecture
 (random weights), f32 weights with bf16 compute, on one accelerator. Prints:
 
 - rollout: decode ms per step at 128 rows x 2,068 cache slots (512 rollouts over 4 devices) and its fraction of the
   HBM roofline (bf16 weights + every allocated KV slot read once a step);
+- ragged rollout: the same 128 rows stopping after lognormal lengths (median 300, max 1,024), decode tokens/s and the
+  fraction of the roofline of a paged engine (bf16 weights + the live rows' filled slots once a step; goal >= 50%);
 - update: MFU of one micro-batch step (8 rows x 2,068 tokens, remat, 128-position log-prob chunks) in bf16 and f32;
 - the sampler-vs-trainer log-prob gap under bf16 (and bf16 trainer vs f32 trainer) on the rollout's tokens;
 - XLA's compiled memory vs the device's measured peak for the rollout and the update.
 
-    python bench/gpu_check.py                   # the paper's shapes, ~5-7 minutes on an H200 (compiles included)
+    python bench/gpu_check.py                   # the paper's shapes, ~6-8 minutes on an H200 (compiles included)
     python bench/gpu_check.py --smoke           # tiny shapes: checks the script itself on a CPU in ~1 minute
 
 Needs on the device machine what its image lacks: gin-config (the only import beyond jax/flax/optax/safetensors),
@@ -32,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+import common  # noqa: E402  (bench/: the ragged lengths)
 from rlvjax import parallel
 from rlvjax.model.hf import config_from_hf
 from rlvjax.model.transformer import Transformer
@@ -132,6 +135,26 @@ def main():
     print(f"rollout {rows} rows x {prompt}+{new}+{verify} slots: {roll_s:.2f} s (prefill {prefill_s:.2f} s); decode "
           f"{decode_ms:.2f} ms/step, HBM roofline {roofline_ms:.2f} ms/step -> {roofline_ms / decode_ms:.0%}; "
           f"compiled {out['rollout_compiled_gib']:.2f} GiB, measured peak {out['rollout_peak_gib']:.2f} GiB", flush=True)
+
+    # --- ragged rollout (issue 16): row i stops after exactly L_i tokens (common.ragged_lengths at the paper's
+    # lengths: median 300 of 1,024), the same engine and weights. Decode time = the call minus the same call with every
+    # cap 1 (prefill, first token, scores). Its roofline reads the bf16 weights and only the filled KV slots of the
+    # live rows once a step (a paged engine's reads), so the fraction also counts the rows halving keeps.
+    lengths = common.ragged_lengths(rows, new, median=0.3 * new)
+    policy_bf16 = nnx.merge(graphdef, bf16_params)
+    engine_kw = dict(num_samples=group, max_new_tokens=new, temperature=1.0, score_suffix=suffix, score_ids=(4, 5))
+    ragged_s = timed(lambda: sampling.sample(policy_bf16, np.asarray(ids), limits=lengths, **engine_kw).tokens, 1)
+    first_s = timed(lambda: sampling.sample(policy_bf16, np.asarray(ids), limits=np.ones(rows, np.int32),
+                                            **engine_kw).tokens, 1)
+    slot_bytes = cfg.num_layers * 2 * cfg.num_kv_heads * cfg.kv_dim * 2
+    read = sum(n_params * 2 + slot_bytes * sum(prompt + t for length in lengths if length > t)
+               for t in range(1, int(lengths.max())))
+    decode_s, useful = ragged_s - first_s, int(np.sum(lengths - 1))
+    out.update(ragged_tokens=int(lengths.sum()), ragged_s=ragged_s, ragged_decode_tok_s=useful / decode_s,
+               ragged_roofline_fraction=read / (args.hbm_tb_s * 1e12) / decode_s)
+    print(f"ragged rollout {rows} rows, {lengths.sum()} tokens (median {int(np.median(lengths))}, max "
+          f"{lengths.max()}): {ragged_s:.2f} s, decode {useful / decode_s:.0f} tok/s; HBM roofline of live rows' "
+          f"filled slots -> {out['ragged_roofline_fraction']:.0%}", flush=True)
 
     # --- the sampler-vs-trainer log-prob gap on those rollouts (first 2 prompts' rows), bf16 and f32 trainers.
     roll = rollout(state.params, ids, mask, jax.random.key(1))

@@ -26,8 +26,6 @@ from flax import nnx
 
 from rlvjax import sampling
 
-engine_bench = __import__("engine")  # bench/engine.py: the ragged workload
-
 
 def op_names(hlo_text: str) -> dict[str, str]:
     names = {}
@@ -85,7 +83,7 @@ def main():
             model = common.smollm2(jnp.dtype(args.dtype), with_hf=False)[0]
         vocab = model.config.vocab_size
         prompts = np.random.default_rng(0).integers(10, vocab, (args.batch, args.prompt_len)).tolist()
-        limits = engine_bench.ragged_lengths(args.batch, args.new_tokens) if args.ragged else None
+        limits = common.ragged_lengths(args.batch, args.new_tokens) if args.ragged else None
         ids, mask = sampling.left_pad(prompts)
         graphdef, state = nnx.split(model)
         kw = dict(num_samples=1, max_new_tokens=args.new_tokens, params=sampling.SamplingParams(), score_suffix=(),
