@@ -25,6 +25,9 @@ from rlvjax.rl import steps, verifier
 from rlvjax.rl.config import OptimConfig, RLConfig
 
 DEFAULT_VERIFY_TOKENS = 32  # an upper bound on the verify prompt's length where no tokenizer is at hand
+# The compiled steps never run, so their machine code is built without optimisation: a third less compile time
+# (105 -> 72 s for Qwen2.5-Math's 2-layer cpu.gin check), and the same memory (buffers are assigned before codegen).
+_NEVER_RUN = {"xla_backend_optimization_level": 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +70,7 @@ def compile_phases(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, op
         st = dataclasses.replace(statics, rl=dataclasses.replace(rl, group_size=group))
         jitted = steps.jit_rollout(st, mesh, parallel.shardings(state.params, mesh))
         ids = s((prompts, prompt_tokens), jnp.int32, sharding=rows2)
-        compiled = jitted.lower(state.params, ids, s(ids.shape, bool, sharding=rows2), jax.random.key(0)).compile()
+        compiled = jitted.lower(state.params, ids, s(ids.shape, bool, sharding=rows2), jax.random.key(0)).compile(_NEVER_RUN)
         rows = prompts * group // int(np.prod(list(mesh.shape.values())))  # the fewest rows a device can hold
         return _measure(name, compiled, extra, max(1, rows) * kv_slot_elements)
 
@@ -78,7 +81,7 @@ def compile_phases(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, op
                               s((rows, n), bool), s((rows, n), jnp.float32), s((rows, n), jnp.float32),
                               s((rows,), jnp.int32), s((rows,), jnp.float32))
     jitted = steps.jit_steps(statics, mesh, state)
-    phases.append(_measure("update", jitted.update.lower(state, batch).compile(), 0, None))
+    phases.append(_measure("update", jitted.update.lower(state, batch).compile(_NEVER_RUN), 0, None))
     eval_prompts = memory.eval_prompts(mesh, eval_problems)
     if run.eval_samples and eval_prompts:
         phases.append(sampling_phase("eval", run.eval_samples, eval_prompts, resident))
