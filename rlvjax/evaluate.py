@@ -218,6 +218,12 @@ def main(argv):
         run_config = Config.from_dict(Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint))
         rl, verify = run_config.rl, run_config.verifier
         reward = Rewards(run_config.task.rewards, run_config.task.reward_weights)
+        cache = run_config.run.compilation_cache_dir
+    else:
+        cache = experiment.RunConfig.compilation_cache_dir
+    # Before the first compile: evaluating a checkpoint of a run, or the same model again, reuses its programs.
+    experiment.use_compilation_cache(cache if f.compilation_cache is None else f.compilation_cache)
+    if f.workdir:
         if f.checkpoint is not None:
             model, tokenizer = load_checkpoint_policy(workdir, f.checkpoint, run_config)
         else:
@@ -290,6 +296,8 @@ if __name__ == "__main__":
     flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's training temperature, the "
                        "headline; 1.0 for --model_dir)")
     flags.DEFINE_string("out", None, "output directory (default: WORKDIR/eval/POLICY, or ./eval/MODEL_DIR_NAME)")
+    flags.DEFINE_string("compilation_cache", None, "XLA's persistent compilation cache directory, '' for none "
+                        "(default: the run's RunConfig.compilation_cache_dir, ~/.cache/rlvjax/jax unless changed)")
     conventions = testtime.Conventions  # each flag's default is the class's (see its docstring)
     flags.DEFINE_enum("score", conventions.score, ["normalized", "raw"], "verifier score: p(Yes) normalised over "
                       "{Yes, No}, or raw p(Yes)")

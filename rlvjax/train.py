@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -77,7 +76,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
         raise ValueError(f"--checkpoint {resume_step} chooses the step to resume from; pass it with --resume")
     parallel.initialize_distributed(config.mesh)  # before anything touches a device
     run, rl, optim, warm, task = config.run, config.rl, config.optim, config.warm_start, config.task
-    use_compilation_cache(run.compilation_cache_dir)
+    experiment.use_compilation_cache(run.compilation_cache_dir)
     mesh = parallel.make_mesh(config.mesh)
     parallel.check_batch(run.batch_size, mesh, "batch_size (prompts per step)")
     reward = reward or Rewards(task.rewards, task.reward_weights)
@@ -252,14 +251,6 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
             checkpoints.close()
             writer.close()
     return history
-
-
-def use_compilation_cache(directory: str | None) -> None:
-    """XLA's compiled programs persist in ``directory`` (``RunConfig.compilation_cache_dir``; None: off), so a
-    resumed or repeated run skips the minutes a 28-layer model takes to compile. ``JAX_COMPILATION_CACHE_DIR`` in
-    the environment wins, as JAX's own setting."""
-    if directory and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
 
 
 def disk_need(params, rl: RLConfig, run: experiment.RunConfig, warm: sft.WarmStartConfig,

@@ -99,8 +99,10 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     assert (tmp_path / "scaling.png").stat().st_size > 10_000
     for extra, name in [([], "final"), (["--checkpoint", "2"], "step_2")]:
         out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples",
-                              "4", *extra], capture_output=True, text=True, timeout=300, cwd=REPO)
+                              "4", "--compilation_cache", str(tmp_path / "xla"), *extra], capture_output=True,
+                             text=True, timeout=300, cwd=REPO)
         assert out.returncode == 0, out.stderr[-2000:]
+        assert list((tmp_path / "xla").glob("jit_rollout_step-*")), "the engine's program is not in --compilation_cache"
         assert "read only" not in out.stderr and "PyTorch was not found" not in out.stderr  # no advice noise
         rep = json.loads((tmp_path / "eval" / name / "eval.json").read_text())["reports"]["2"][name]
         assert rep["num_problems"] == 64 and rep["ns"] == [1, 2, 4]
