@@ -15,7 +15,8 @@
 Needs on the device machine what its image lacks: gin-config (the only import beyond jax/flax/optax/safetensors),
 carried as a wheel: `python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl
 gin-config==0.5.0`, then `pip install --no-index --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site:. python3
-bench/gpu_check.py` (see the device tool's README). Writes $OUT/gpu_check.json when OUT is set.
+bench/gpu_check.py` (see the device tool's README). Each line shows the seconds since start; $OUT/gpu_check.json
+(when OUT is set) is rewritten after each section.
 """
 
 from __future__ import annotations
@@ -68,6 +69,17 @@ def peak_bytes() -> int | None:
 def compiled_bytes(compiled) -> int:
     m = compiled.memory_analysis()
     return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+
+
+START = time.perf_counter()
+
+
+def report(out: dict, line: str) -> None:
+    """Print a section's line with the seconds since start, and rewrite $OUT/gpu_check.json (when OUT is set) so a
+    run cut short by the device's time limit keeps every finished section."""
+    print(f"[{time.perf_counter() - START:5.0f} s] {line}", flush=True)
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], "gpu_check.json").write_text(json.dumps(out, indent=2))
 
 
 def main():
@@ -132,9 +144,9 @@ def main():
     roofline_ms = (n_params * 2 + kv_bytes) / (args.hbm_tb_s * 1e12) * 1e3
     out.update(rollout_s=roll_s, prefill_s=prefill_s, decode_ms_per_step=decode_ms, roofline_ms_per_step=roofline_ms,
                roofline_fraction=roofline_ms / decode_ms)
-    print(f"rollout {rows} rows x {prompt}+{new}+{verify} slots: {roll_s:.2f} s (prefill {prefill_s:.2f} s); decode "
-          f"{decode_ms:.2f} ms/step, HBM roofline {roofline_ms:.2f} ms/step -> {roofline_ms / decode_ms:.0%}; "
-          f"compiled {out['rollout_compiled_gib']:.2f} GiB, measured peak {out['rollout_peak_gib']:.2f} GiB", flush=True)
+    report(out, f"rollout {rows} rows x {prompt}+{new}+{verify} slots: {roll_s:.2f} s (prefill {prefill_s:.2f} s); "
+                f"decode {decode_ms:.2f} ms/step, HBM roofline {roofline_ms:.2f} ms/step -> {roofline_ms / decode_ms:.0%}; "
+                f"compiled {out['rollout_compiled_gib']:.2f} GiB, measured peak {out['rollout_peak_gib']:.2f} GiB")
 
     # --- ragged rollout (issue 16): row i stops after exactly L_i tokens (common.ragged_lengths at the paper's
     # lengths: median 300 of 1,024), the same engine and weights. Decode time = the call minus the same call with every
@@ -152,9 +164,9 @@ def main():
     decode_s, useful = ragged_s - first_s, int(np.sum(lengths - 1))
     out.update(ragged_tokens=int(lengths.sum()), ragged_s=ragged_s, ragged_decode_tok_s=useful / decode_s,
                ragged_roofline_fraction=read / (args.hbm_tb_s * 1e12) / decode_s)
-    print(f"ragged rollout {rows} rows, {lengths.sum()} tokens (median {int(np.median(lengths))}, max "
-          f"{lengths.max()}): {ragged_s:.2f} s, decode {useful / decode_s:.0f} tok/s; HBM roofline of live rows' "
-          f"filled slots -> {out['ragged_roofline_fraction']:.0%}", flush=True)
+    report(out, f"ragged rollout {rows} rows, {lengths.sum()} tokens (median {int(np.median(lengths))}, max "
+                f"{lengths.max()}): {ragged_s:.2f} s, decode {useful / decode_s:.0f} tok/s; HBM roofline of live rows' "
+                f"filled slots -> {out['ragged_roofline_fraction']:.0%}")
 
     # --- the sampler-vs-trainer log-prob gap on those rollouts (first 2 prompts' rows), bf16 and f32 trainers.
     roll = rollout(state.params, ids, mask, jax.random.key(1))
@@ -172,10 +184,10 @@ def main():
                                                "max": float(np.abs(sampler - gaps["bfloat16"]).max())}
     out["logp_gap_bf16_vs_f32_trainer"] = {"mean": float(np.abs(gaps["bfloat16"] - gaps["float32"]).mean()),
                                            "max": float(np.abs(gaps["bfloat16"] - gaps["float32"]).max())}
-    print(f"log-prob gap over {valid.sum()} tokens: sampler (bf16) vs trainer (bf16) mean "
-          f"{out['logp_gap_sampler_vs_bf16_trainer']['mean']:.2e} max {out['logp_gap_sampler_vs_bf16_trainer']['max']:.2e}; "
-          f"trainer bf16 vs f32 mean {out['logp_gap_bf16_vs_f32_trainer']['mean']:.2e} max "
-          f"{out['logp_gap_bf16_vs_f32_trainer']['max']:.2e}", flush=True)
+    sampled, trained = out["logp_gap_sampler_vs_bf16_trainer"], out["logp_gap_bf16_vs_f32_trainer"]
+    report(out, f"log-prob gap over {valid.sum()} tokens: sampler (bf16) vs trainer (bf16) mean "
+                f"{sampled['mean']:.2e} max {sampled['max']:.2e}; trainer bf16 vs f32 mean {trained['mean']:.2e} max "
+                f"{trained['max']:.2e}")
     del roll, sub, batch
 
     # --- update: one micro-batch (update_rows rows), bf16 and f32 compute.
@@ -205,11 +217,9 @@ def main():
         out[f"update_{name}_mfu"] = model_flops(cfg, update_rows, seq, new + 1) / seconds / (peak * 1e12)
         out[f"update_{name}_compiled_gib"] = compiled_bytes(compiled) / GiB
         out[f"update_{name}_peak_gib"] = (peak_bytes() or 0) / GiB
-        print(f"update {update_rows} rows x {seq} tokens, {name} compute: {seconds:.3f} s, MFU "
-              f"{out[f'update_{name}_mfu']:.1%} of {peak:.0f} TFLOP/s; compiled {out[f'update_{name}_compiled_gib']:.2f} "
-              f"GiB, measured peak so far {out[f'update_{name}_peak_gib']:.2f} GiB", flush=True)
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "gpu_check.json").write_text(json.dumps(out, indent=2))
+        report(out, f"update {update_rows} rows x {seq} tokens, {name} compute: {seconds:.3f} s, MFU "
+                    f"{out[f'update_{name}_mfu']:.1%} of {peak:.0f} TFLOP/s; compiled "
+                    f"{out[f'update_{name}_compiled_gib']:.2f} GiB, measured peak so far {out[f'update_{name}_peak_gib']:.2f} GiB")
     print(json.dumps(out, indent=2))
 
 
