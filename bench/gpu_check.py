@@ -145,7 +145,8 @@ def main():
     out.update(rollout_s=roll_s, prefill_s=prefill_s, decode_ms_per_step=decode_ms, roofline_ms_per_step=roofline_ms,
                roofline_fraction=roofline_ms / decode_ms)
     report(out, f"rollout {rows} rows x {prompt}+{new}+{verify} slots: {roll_s:.2f} s (prefill {prefill_s:.2f} s); "
-                f"decode {decode_ms:.2f} ms/step, HBM roofline {roofline_ms:.2f} ms/step -> {roofline_ms / decode_ms:.0%}; "
+                f"decode {decode_ms:.2f} ms/step, HBM roofline {roofline_ms:.2f} ms/step -> "
+                f"{roofline_ms / decode_ms:.0%}; "
                 f"compiled {out['rollout_compiled_gib']:.2f} GiB, measured peak {out['rollout_peak_gib']:.2f} GiB")
 
     # --- ragged rollout (issue 16): row i stops after exactly L_i tokens (common.ragged_lengths at the paper's
@@ -219,7 +220,8 @@ def main():
         out[f"update_{name}_peak_gib"] = (peak_bytes() or 0) / GiB
         report(out, f"update {update_rows} rows x {seq} tokens, {name} compute: {seconds:.3f} s, MFU "
                     f"{out[f'update_{name}_mfu']:.1%} of {peak:.0f} TFLOP/s; compiled "
-                    f"{out[f'update_{name}_compiled_gib']:.2f} GiB, measured peak so far {out[f'update_{name}_peak_gib']:.2f} GiB")
+                    f"{out[f'update_{name}_compiled_gib']:.2f} GiB, measured peak so far "
+                    f"{out[f'update_{name}_peak_gib']:.2f} GiB")
     print(json.dumps(out, indent=2))
 
 
