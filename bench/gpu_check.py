@@ -146,8 +146,8 @@ def main():
                roofline_fraction=roofline_ms / decode_ms)
     report(out, f"rollout {rows} rows x {prompt}+{new}+{verify} slots: {roll_s:.2f} s (prefill {prefill_s:.2f} s); "
                 f"decode {decode_ms:.2f} ms/step, HBM roofline {roofline_ms:.2f} ms/step -> "
-                f"{roofline_ms / decode_ms:.0%}; "
-                f"compiled {out['rollout_compiled_gib']:.2f} GiB, measured peak {out['rollout_peak_gib']:.2f} GiB")
+                f"{roofline_ms / decode_ms:.0%}; compiled {out['rollout_compiled_gib']:.2f} GiB, measured peak "
+                f"{out['rollout_peak_gib']:.2f} GiB")
 
     # --- ragged rollout (issue 16): row i stops after exactly L_i tokens (common.ragged_lengths at the paper's
     # lengths: median 300 of 1,024), the same engine and weights. Decode time = the call minus the same call with every
