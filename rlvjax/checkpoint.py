@@ -52,7 +52,7 @@ class Checkpointer:
 
     def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 3, save_interval_steps: int = 1,
                  async_: bool = True, read_only: bool = False):
-        self.directory = epath.Path(directory)
+        self.directory, self.read_only = epath.Path(directory), read_only
         if read_only:
             if not self.directory.is_dir():
                 raise FileNotFoundError(f"no checkpoint directory {self.directory}; point --workdir at a training "
@@ -219,7 +219,8 @@ class Checkpointer:
         if step is None:
             step = self._manager.latest_step()
             if step is None:
-                raise FileNotFoundError(f"no checkpoint in {self.directory}; train first or drop --resume")
+                fix = "the run has not saved one yet" if self.read_only else "train first or drop --resume"
+                raise FileNotFoundError(f"no checkpoint in {self.directory}; {fix}")
         elif step not in steps:
             raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; saved steps: {sorted(steps)}")
         return step

@@ -31,9 +31,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from rlvjax import experiment, parallel, sampling, testtime
+from rlvjax import experiment, parallel, testtime
 from rlvjax.config import Config
-from rlvjax.reports import assemble, report, summary, temperature_key, write_report, write_samples
+from rlvjax.reports import assemble, report, summary, temperature_key, write_report
 from rlvjax.model.hf import load_hf
 from rlvjax.pool import EVAL_PROMPTS, PoolSampler, sample_pool
 from rlvjax.rewards.registry import Rewards
@@ -193,11 +193,12 @@ def main(argv):
     if f.model_dir and not f.data:
         raise ValueError(f"--model_dir {f.model_dir} needs --data: a .jsonl/.json/.parquet file (or datasets id) of "
                          "problems with their answers")
-    if f.num_samples < 1 or f.num_samples & (f.num_samples - 1):
-        raise ValueError(f"--num_samples={f.num_samples}: use a power of two so the curve's largest N is the pool")
+    if f.num_samples < 2 or f.num_samples & (f.num_samples - 1):
+        raise ValueError(f"--num_samples={f.num_samples}: use a power of two >= 2 (votes compare a problem's "
+                         "samples, and the curve's largest N is the pool)")
     if f.temperature is not None and f.temperature <= 0:
         raise ValueError(f"--temperature={f.temperature} must be > 0: votes need distinct samples; pass a positive "
-                         "--temperature or leave it out (the run's eval temperature)")
+                         "--temperature or leave it out (the run's training temperature; 1.0 for --model_dir)")
     for name in ("max_new_tokens", "batch_size"):
         if getattr(f, name) is not None and getattr(f, name) < 1:
             raise ValueError(f"--{name}={getattr(f, name)} must be >= 1")
@@ -235,20 +236,22 @@ def main(argv):
     if f.max_new_tokens is not None:
         rl = dataclasses.replace(rl, max_new_tokens=f.max_new_tokens)
     if f.data:
-        records = [r if f.raw_prompts else {**r, "prompt": sources.format_prompt(r["prompt"], tokenizer)}
-                   for r in sources.load_records(f.data, require_gold=reward.is_math)[0]]
+        prompt_format = "as_is" if f.raw_prompts else run_config.task.prompt_format if f.workdir else "math"
+        records = sources.format_records(sources.load_records(f.data, require_gold=reward.is_math)[0], tokenizer,
+                                         prompt_format)
         experiment.check_encodable(tokenizer, records, "--data", fix="evaluate a model whose tokenizer covers them, "
                                    "pass --raw_prompts if they are already in the model's format, or remove them")
     else:
         records = experiment.build_records(run_config.task, tokenizer)[1]
     mesh = parallel.make_mesh(parallel.MeshConfig())
-    prompt_tokens = sampling.bucket_width(max(map(len, experiment.encode_prompts(tokenizer, [r["prompt"]
-                                                                                           for r in records]))))
+    prompt_tokens = memory.max_prompt_tokens(tokenizer, [r["prompt"] for r in records])
+    verify_tokens = len(verifier.tokens(tokenizer, verify.question).suffix)
+    experiment.check_positions(model.config, prompt_tokens, rl.max_new_tokens, verify_tokens, knob="--max_new_tokens",
+                               fix="lower --max_new_tokens or evaluate shorter prompts")
     prompts = min(memory.eval_prompts(mesh, len(records)), EVAL_PROMPTS)
     plan = memory.eval_plan(model.config, mesh, prompts=prompts, samples=f.num_samples,
                             rows=min(f.batch_size, prompts * f.num_samples), prompt_tokens=prompt_tokens,
-                            new_tokens=rl.max_new_tokens,
-                            verify_tokens=len(verifier.tokens(tokenizer, verify.question).suffix))
+                            new_tokens=rl.max_new_tokens, verify_tokens=verify_tokens)
     limit = memory.device_limit()
     print(plan.table(limit), flush=True)
     memory.check(plan, limit)  # before anything is compiled
@@ -269,8 +272,8 @@ def main(argv):
                                                    seed=f.seed)
     evaluation = assemble({temperature_key(temperature): {name: rep}}, {}, train_temperature=rl.temperature,
                           headline_temperature=temperature)
-    json_path, png_path = write_report(evaluation, out)
-    samples_path = write_samples(pool, records, out / "eval_samples.jsonl", conventions)
+    json_path, png_path = write_report(evaluation, out, samples=(pool, records, conventions))
+    samples_path = out / "eval_samples.jsonl"
     print(summary(evaluation))
     print(f"report:  {json_path}\nplot:    {png_path}\nsamples: {samples_path}")
     if rules:
@@ -286,8 +289,9 @@ if __name__ == "__main__":
     flags.DEFINE_string("policy", "final", "an HF directory inside the workdir: final or warm_start")
     flags.DEFINE_integer("checkpoint", None, "evaluate this Orbax checkpoint step instead of an HF directory")
     flags.DEFINE_string("data", None, "problems to evaluate on (jsonl/parquet/datasets id); default: the run's task")
-    flags.DEFINE_bool("raw_prompts", False, "use --data prompts as given (already in the model's format) instead of "
-                      "rendering each with the model's chat template and the Qwen2.5-Math instruction")
+    flags.DEFINE_bool("raw_prompts", False, "use --data prompts as given (already in the model's format; chat "
+                      "messages still go through its chat template) instead of rendering each in the run's "
+                      "TaskSpec.prompt_format (--model_dir: the chat template and the Qwen2.5-Math instruction)")
     flags.DEFINE_integer("num_samples", 16, "K: samples per problem (a power of two)")
     flags.DEFINE_integer("max_new_tokens", None, "tokens per completion (default: the run's; 1024 for --model_dir)")
     flags.DEFINE_integer("batch_size", 256, "R: completions decoded at once; the rest queue behind them")

@@ -85,8 +85,8 @@ class TaskSpec:
     # num_eval held-out problems after the test ones, disjoint from them; choose settings here, report on "test").
     eval_split: str = "test"
     # How a record's prompt becomes the policy's input: "math" — the problem plus the Qwen2.5-Math instruction, in
-    # the chat template when the tokenizer has one; "as_is" — a string is used verbatim and a list of chat
-    # messages is rendered with the tokenizer's template (TRL's convention; what RLVTrainer uses).
+    # the chat template when the tokenizer has one; "as_is" — a string is used verbatim (TRL's convention; what
+    # RLVTrainer uses). Under either, a list of chat messages is rendered with the tokenizer's template.
     prompt_format: str = "math"
     # Reward functions (rewards/registry.py): registered names or "module:function", summed with reward_weights
     # (None: 1 each). "math" grades the last \boxed{} against the gold answer; others read any data column.
@@ -117,9 +117,11 @@ class RunConfig:
     checkpoint_every: int = 10  # steps between checkpoints (the last step is always saved)
     max_to_keep: int | None = 3  # None: keep every checkpoint
     eval_every: int = 0  # 0: only at the end
-    eval_samples: int = 4  # samples per eval problem for the periodic eval
+    eval_samples: int = 4  # samples per eval problem for the periodic eval (>= 2)
     export_final: bool = True  # write the trained policy as an HF directory (workdir/final) at the end
-    final_eval_samples: int = 0  # K > 0: the CLI evaluates warm start and trained policy at the end (eval.json, PNG)
+    # K: the CLI's end-of-run report samples warm start and trained policy K times per problem (eval.json, PNG);
+    # a power of two >= 2, or 0 for no report
+    final_eval_samples: int = 0
     # The end-of-run report samples at the training temperature (the headline: the distribution RL and the verifier
     # were trained on, fixed before any result is seen) and, if set and different, at this one too, side by side.
     # The periodic eval uses this one (None: RLConfig.temperature).
@@ -139,8 +141,12 @@ class RunConfig:
                                          "between checkpoints)"),
             (self.log_every >= 1, f"RunConfig.log_every={self.log_every} must be >= 1"),
             (self.eval_every >= 0, f"RunConfig.eval_every={self.eval_every} must be >= 0 (0: only at the end)"),
-            (self.eval_samples >= 1, f"RunConfig.eval_samples={self.eval_samples} must be >= 1"),
-            (self.final_eval_samples >= 0, f"RunConfig.final_eval_samples={self.final_eval_samples} must be >= 0"),
+            (self.eval_samples >= 2, f"RunConfig.eval_samples={self.eval_samples} must be >= 2 (best-of-K compares "
+                                     "a problem's samples)"),
+            (self.final_eval_samples == 0 or (self.final_eval_samples >= 2
+                                              and not self.final_eval_samples & (self.final_eval_samples - 1)),
+             f"RunConfig.final_eval_samples={self.final_eval_samples}: use 0 (no final report) or a power of two "
+             ">= 2 (the report's curve doubles N up to the pool)"),
             (self.eval_temperature is None or self.eval_temperature > 0,
              f"RunConfig.eval_temperature={self.eval_temperature} must be > 0 (votes need distinct samples) or None "
              "(the RL sampling temperature)"),
@@ -266,6 +272,17 @@ def check_encodable(tokenizer, records: list[dict], name: str = "",
         raise ValueError(f"{len(bad)} {name + ' ' if name else ''}prompt(s) hold characters the tokenizer cannot "
                          f"encode (record {first}: {', '.join(map(repr, lost[:5]))}{', ...' if len(lost) > 5 else ''}"
                          f"{f'; and {more} more record(s)' if more else ''}); {fix}")
+
+
+def check_positions(config: ModelConfig, prompt_tokens: int, new_tokens: int, verify_tokens: int, *, knob: str,
+                    fix: str) -> None:
+    """Raises a one-line ValueError (ending in ``fix``) when a prompt of ``prompt_tokens``, ``new_tokens`` sampled
+    after it (set by ``knob``) and the verify prompt need more positions than the model has."""
+    longest = prompt_tokens + new_tokens + verify_tokens
+    if longest > config.max_position_embeddings:
+        raise ValueError(f"prompts of up to {prompt_tokens} tokens + {knob}={new_tokens} + the verify prompt "
+                         f"({verify_tokens}) = {longest} positions, more than the model's max_position_embeddings="
+                         f"{config.max_position_embeddings}; {fix}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -171,32 +172,60 @@ def summary(evaluation: dict) -> str:
     return "\n\n".join(parts)
 
 
-def write_report(evaluation: dict, out_dir) -> tuple[Path, Path]:
-    """``eval.json`` and ``scaling.png`` in ``out_dir`` (and ``compute.png`` when a report prices a test-time
-    strategy), eval.json last; returns the paths of the first two."""
+def write_report(evaluation: dict, out_dir, samples: tuple | None = None) -> tuple[Path, Path]:
+    """``eval.json`` and ``scaling.png`` in ``out_dir``, ``compute.png`` when a report prices a test-time strategy (a
+    stale one is removed otherwise) and, given ``samples = (pool, records, conventions)``, ``eval_samples.jsonl``
+    (``write_samples``). Each file is written beside its place, then all are moved in with eval.json last, so an
+    eval.json always sits with the files of its own evaluation and a failure leaves the previous set whole.
+    Non-finite numbers (an AUROC where no problem has both outcomes) are written as null. Returns the paths of
+    eval.json and scaling.png."""
     from rlvjax.strategies import report as strategy_report
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = out_dir / "eval.json", out_dir / "scaling.png"
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(evaluation, indent=2))
-    plot_scaling(evaluation, png_path)
-    for policies in evaluation["reports"].values():
-        for rep in policies.values():
-            if "strategy" in rep:
-                strategy_report.plot(rep["strategy"], out_dir / "compute.png")
-    tmp.replace(json_path)
-    return json_path, png_path
+    strategies = [rep["strategy"] for policies in evaluation["reports"].values() for rep in policies.values()
+                  if "strategy" in rep]
+    writers = {"scaling.png": lambda path: plot_scaling(evaluation, path)}
+    if strategies:
+        writers["compute.png"] = lambda path: strategy_report.plot(strategies[-1], path)
+    if samples is not None:
+        writers["eval_samples.jsonl"] = lambda path: write_samples(*samples, path)
+    writers["eval.json"] = lambda path: path.write_text(json.dumps(_finite(evaluation), indent=2, allow_nan=False))
+    staged = []
+    try:
+        for name, write in writers.items():
+            final = out_dir / name
+            staged.append((final.with_name(f"{final.stem}.tmp{final.suffix}"), final))  # the suffix names the format
+            write(staged[-1][0])
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    if not strategies:
+        (out_dir / "compute.png").unlink(missing_ok=True)
+    for tmp, final in staged:
+        tmp.replace(final)
+    return out_dir / "eval.json", out_dir / "scaling.png"
 
 
-def write_samples(pool: dict, records: list[dict], path, conventions: testtime.Conventions) -> Path:
+def _finite(value):
+    """``value`` (nested dicts and lists) with NaN and infinities as None: JSON has no such numbers."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_samples(pool: dict, records: list[dict], conventions: testtime.Conventions, path) -> Path:
     """``eval_samples.jsonl``: one line per completion (problem index and id, sample index, prompt, text, answer,
-    reward, correctness, p(Yes), the convention's score, tokens, whether it stopped), written whole or not at all."""
+    reward, correctness, p(Yes), the convention's score, tokens, whether it stopped); ``write_report`` moves it into
+    place."""
     path = Path(path)
     score = conventions.scores(pool["yes_logp"], pool["no_logp"])
-    tmp = path.with_suffix(".jsonl.tmp")
-    with open(tmp, "w") as out:
+    with open(path, "w") as out:
         for i, record in enumerate(records):
             for j in range(pool["correct"].shape[1]):
                 out.write(json.dumps({
@@ -207,5 +236,4 @@ def write_samples(pool: dict, records: list[dict], path, conventions: testtime.C
                     "p_yes": float(np.exp(pool["yes_logp"][i, j])),
                     "score": float(score[i, j]), "tokens": int(pool["lengths"][i, j]),
                     "finished": bool(pool["finished"][i, j])}) + "\n")
-    tmp.replace(path)
     return path

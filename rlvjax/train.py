@@ -91,12 +91,9 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     st = experiment.sampling_tokens(tokenizer, vt)
     # What each device will hold, printed; a run that cannot fit is refused here, before anything is compiled.
     prompt_tokens = memory.max_prompt_tokens(tokenizer, [r["prompt"] for r in train_records + eval_records])
-    longest = prompt_tokens + rl.max_new_tokens + len(vt.suffix)  # prompt, completion, the verify prompt
-    if longest > model.config.max_position_embeddings:
-        raise ValueError(f"prompts of up to {prompt_tokens} tokens + RLConfig.max_new_tokens={rl.max_new_tokens} + "
-                         f"the verify prompt ({len(vt.suffix)}) = {longest} positions, more than the model's "
-                         f"max_position_embeddings={model.config.max_position_embeddings}; lower "
-                         "RLConfig.max_new_tokens or TaskSpec.max_prompt_tokens")
+    experiment.check_positions(model.config, prompt_tokens, rl.max_new_tokens, len(vt.suffix),
+                               knob="RLConfig.max_new_tokens",
+                               fix="lower RLConfig.max_new_tokens or TaskSpec.max_prompt_tokens")
     memory.enforce(memory.plan(model.config, rl, run, mesh, prompt_tokens=prompt_tokens, verify_tokens=len(vt.suffix),
                                optim=optim, eval_problems=len(eval_records)), config.memory,
                    echo=jax.process_index() == 0)

@@ -122,6 +122,9 @@ def test_bad_workdir_and_bad_values_fail_at_the_call(tmp_path):
         ckpt.save(1, train_state(), data_state={}, config={"dtype": jnp.float32})
     assert ckpt.all_steps() == []
     ckpt.close()
+    with Checkpointer(tmp_path / "ok", read_only=True) as reader:  # evaluate, export: no --resume to drop
+        with pytest.raises(FileNotFoundError, match=r"no checkpoint in .*ok; the run has not saved one yet$"):
+            reader.restore(abstract(train_state()))
 
 
 def test_read_only_checkpointer_creates_nothing_and_reads(tmp_path):

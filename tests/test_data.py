@@ -141,6 +141,23 @@ def test_format_prompt_plain_and_qwen_math_chat():
     assert format_prompt("What is 2+3?", tokenizer) == f"[user]What is 2+3?\n{QWEN_MATH_INSTRUCTION}[assistant]"
 
 
+def test_format_records_renders_chat_messages_under_either_format():
+    from conftest import word_tokenizer
+
+    from rlvjax.data.sources import format_records
+
+    tokenizer = word_tokenizer(16)
+    tokenizer.chat_template = (
+        "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}[assistant]{% endif %}")
+    records = [{"prompt": [{"role": "user", "content": "1+2="}], "gold": "3"}, {"prompt": "2+2=", "gold": "4"}]
+    math = format_records(records, tokenizer, "math")
+    assert [r["prompt"] for r in math] == ["[user]1+2=[assistant]",
+                                           f"[system]{QWEN_MATH_INSTRUCTION}[user]2+2=[assistant]"]
+    assert [r["prompt"] for r in format_records(records, tokenizer, "as_is")] == ["[user]1+2=[assistant]", "2+2="]
+    assert math[0]["gold"] == "3"
+
+
 # --- every bad input names the problem and the fix -----------------------------------------------------------------
 
 

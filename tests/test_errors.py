@@ -78,6 +78,11 @@ CONFIG_CASES = {
                             "arithmetic is not a Python literal; text needs quotes, e.g. TaskSpec.name = 'arithmetic'"),
     "learning_rate_not_positive": (["OptimConfig.learning_rate = 0.0"], "OptimConfig.learning_rate=0.0 must be > 0"),
     "checkpoint_every_zero": (["RunConfig.checkpoint_every = 0"], "RunConfig.checkpoint_every=0 must be >= 1"),
+    "eval_samples_one": (["RunConfig.eval_samples = 1"],
+                         "RunConfig.eval_samples=1 must be >= 2 (best-of-K compares a problem's samples)"),
+    "final_eval_samples_not_a_power_of_two": (["RunConfig.final_eval_samples = 6"],
+                                              "RunConfig.final_eval_samples=6: use 0 (no final report) or a power of "
+                                              "two >= 2 (the report's curve doubles N up to the pool)"),
     "eval_temperature_zero": (["RunConfig.eval_temperature = 0.0"],
                               "RunConfig.eval_temperature=0.0 must be > 0 (votes need distinct samples) or None (the RL "
                               "sampling temperature)"),
@@ -457,7 +462,8 @@ def eval_workdir(tmp_path):
 def test_evaluate_pool_size_not_a_power_of_two(eval_workdir):
     code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(eval_workdir), "--num_samples", "12"])
     assert code == 2 and len(lines) == 1, lines
-    assert lines[0].endswith("--num_samples=12: use a power of two so the curve's largest N is the pool")
+    assert lines[0].endswith("--num_samples=12: use a power of two >= 2 (votes compare a problem's samples, and "
+                             "the curve's largest N is the pool)")
     assert not (eval_workdir / "eval").exists()
 
 
@@ -467,9 +473,10 @@ def test_curve_n_larger_than_the_pool():
         testtime.scaling_curve(answers, None, correct, [1, 8], "majority", 10, 0)
 
 
-def test_evaluate_pool_size_zero(tmp_path):
-    code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(tmp_path / "absent"), "--num_samples", "0"])
-    assert code == 2 and len(lines) == 1 and "--num_samples=0" in lines[0], lines
+@pytest.mark.parametrize("k", [0, 1])
+def test_evaluate_pool_size_below_two(tmp_path, k):
+    code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(tmp_path / "absent"), "--num_samples", str(k)])
+    assert code == 2 and len(lines) == 1 and f"--num_samples={k}: use a power of two >= 2" in lines[0], lines
 
 
 def test_evaluate_temperature_not_positive(tmp_path):
@@ -477,7 +484,8 @@ def test_evaluate_temperature_not_positive(tmp_path):
     code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(tmp_path / "absent"), "--temperature", "0"])
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].endswith("--temperature=0.0 must be > 0: votes need distinct samples; pass a positive "
-                             "--temperature or leave it out (the run's eval temperature)"), lines
+                             "--temperature or leave it out (the run's training temperature; 1.0 for "
+                             "--model_dir)"), lines
 
 
 STRATEGY_MISTAKES = [  # (id, args, message); the first three run in the fast tier
@@ -517,11 +525,15 @@ def test_evaluate_workdir_that_does_not_exist(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_model_dir_mistakes(tmp_path):
-    """--model_dir that is not an HF directory, without --data, or together with --workdir: one line each, nothing
-    written."""
+    """--model_dir that is not an HF directory, without --data, together with --workdir, or too short for
+    --max_new_tokens: one line each, nothing written."""
     data = tmp_path / "problems.jsonl"
     data.write_text(json.dumps({"prompt": "1+1", "answer": "2"}) + "\n")
     (tmp_path / "not_a_model").mkdir()
+    model, tokenizer = experiment.build_policy(experiment.ModelSpec(hidden_size=32, intermediate_size=64,
+                                                                    num_layers=1, num_heads=2, num_kv_heads=1))
+    save_hf(model, tokenizer, tmp_path / "short")
+    edit_config(tmp_path / "short", max_position_embeddings=16)  # 64 new tokens cannot fit
     cases = [
         (["--model_dir", str(tmp_path / "not_a_model"), "--data", str(data)],
          f"--model_dir {tmp_path / 'not_a_model'} is not an HF model directory (no config.json); point at a folder "
@@ -531,6 +543,9 @@ def test_evaluate_model_dir_mistakes(tmp_path):
          "give either --workdir (a training run) or --model_dir (an HF directory) to evaluate"),
         (["--model_dir", str(tmp_path / "not_a_model"), "--data", str(data), "--max_new_tokens", "0"],
          "--max_new_tokens=0 must be >= 1"),
+        (["--model_dir", str(tmp_path / "short"), "--data", str(data), "--raw_prompts", "--max_new_tokens", "64"],
+         "positions, more than the model's max_position_embeddings=16; lower --max_new_tokens or evaluate shorter "
+         "prompts"),
     ]
     for args, message in cases:
         code, lines = run_cli("rlvjax.evaluate", [*args, "--out", str(tmp_path / "out")])

@@ -80,6 +80,46 @@ def test_compare_and_assemble_by_hand():
     assert report(rlv, conventions=testtime.Conventions(score="raw"))["conventions"]["score"] == "raw"
 
 
+
+def test_write_report_commits_a_whole_set_of_strict_json(tmp_path, monkeypatch):
+    from rlvjax import reports
+
+    # Every sample right: the verifier's AUROC has no negatives and is NaN, which eval.json must write as null.
+    yes = np.log(np.array([[0.9, 0.6], [0.7, 0.8]]))
+    pool = {"answers": np.array([["5", "5"], ["3", "3"]], dtype=object), "texts": np.array([["a", "b"], ["c", "d"]],
+            dtype=object), "correct": np.ones((2, 2), bool), "rewards": np.ones((2, 2)), "yes_logp": yes,
+            "no_logp": np.log(1 - np.exp(yes)), "lengths": np.full((2, 2), 3), "finished": np.ones((2, 2), bool)}
+    records = [{"prompt": "p0", "gold": "5", "id": "a"}, {"prompt": "p1", "gold": "3", "id": "b"}]
+    evaluation = assemble({"1": {"m": report(pool, num_subsets=10)}}, {}, train_temperature=1.0,
+                          headline_temperature=1.0)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "compute.png").write_bytes(b"stale")  # from an earlier --strategy run: removed with the new set
+    reports.write_report(evaluation, out, samples=(pool, records, testtime.Conventions()))
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"eval.json holds {c}"))
+
+    written = strict((out / "eval.json").read_text())
+    assert written["reports"]["1"]["m"]["verifier"]["verifier_auroc"] is None
+    lines = [json.loads(line) for line in (out / "eval_samples.jsonl").open()]
+    assert [(r["id"], r["sample"], r["completion"]) for r in lines] == [("a", 0, "a"), ("a", 1, "b"), ("b", 0, "c"),
+                                                                       ("b", 1, "d")]
+    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "eval_samples.jsonl", "scaling.png"]
+
+    # A failure while writing the next set (here the samples file) leaves the previous set whole and no temporaries.
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(reports, "write_samples", fail)
+    pool["texts"][:] = "changed"
+    with pytest.raises(OSError, match="disk full"):
+        reports.write_report({**evaluation, "seed": 7}, out, samples=(pool, records, testtime.Conventions()))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 @pytest.mark.slow
 def test_evaluate_cli_on_a_trained_run(tmp_path):
     gin.clear_config()

@@ -235,8 +235,10 @@ def test_limits_cap_each_sample(qwen):
             n = caps[b, g]
             np.testing.assert_array_equal(np.asarray(capped.tokens)[b, g, :n], np.asarray(free.tokens)[b, g, :n])
             assert np.all(np.asarray(capped.tokens)[b, g, n:] == 0)
-    with pytest.raises(ValueError, match="one token cap >= 1 per sample"):
+    with pytest.raises(ValueError, match=r"one token cap >= 1 per sample \(6\), got 2 with minimum 3$"):
         sampling.sample(model, PROMPTS, limits=[3, 4], **kw)
+    with pytest.raises(ValueError, match=r"one token cap >= 1 per sample \(6\), got 0$"):
+        sampling.sample(model, PROMPTS, limits=[], **kw)
     with pytest.raises(ValueError, match="rows=0"):
         sampling.sample(model, PROMPTS, rows=0, **kw)
 

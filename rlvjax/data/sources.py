@@ -180,9 +180,13 @@ def format_prompt(problem: str, tokenizer: Any = None, *, instruction: str = QWE
 
 def format_records(records: list[dict], tokenizer: Any, prompt_format: str) -> list[dict]:
     """Records with their prompt rendered for the policy (``TaskSpec.prompt_format``): "math" through
-    :func:`format_prompt`, "as_is" through :func:`render_messages`."""
-    render = format_prompt if prompt_format == "math" else render_messages
-    return [{**r, "prompt": render(r["prompt"], tokenizer)} for r in records]
+    :func:`format_prompt`, "as_is" through :func:`render_messages`. Chat messages go through
+    :func:`render_messages` under either: they are already the conversation the policy continues."""
+    def render(prompt):
+        math = prompt_format == "math" and isinstance(prompt, str)
+        return format_prompt(prompt, tokenizer) if math else render_messages(prompt, tokenizer)
+
+    return [{**r, "prompt": render(r["prompt"])} for r in records]
 
 
 def render_messages(prompt: str | list[dict], tokenizer: Any) -> str:

@@ -392,7 +392,7 @@ def sample(model: Transformer, prompts_ids, *, num_samples: int = 1, max_new_tok
         limits = np.asarray(limits, np.int32).reshape(-1)
         if limits.shape[0] != ids.shape[0] * num_samples or limits.min() < 1:
             raise ValueError(f"limits must hold one token cap >= 1 per sample ({ids.shape[0] * num_samples}), got "
-                             f"{limits.shape[0]} with minimum {limits.min()}")
+                             f"{limits.shape[0]}{f' with minimum {limits.min()}' if limits.size else ''}")
         limits = jnp.asarray(limits)
     graphdef, state = nnx.split(model)
     return _generate_jit(graphdef, state, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(seed), limits,
