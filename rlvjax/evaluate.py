@@ -128,7 +128,10 @@ def numbers(flag: str, value: str | None, kind=float) -> list | None:
     if value is None:
         return None
     try:
-        return [kind(v) for v in value.split(",") if v.strip()]
+        values = [kind(v) for v in value.split(",") if v.strip()]
+        if not values:
+            raise ValueError
+        return values
     except ValueError:
         raise ValueError(f"--{flag}={value!r}: give comma-separated {'integers' if kind is int else 'numbers'}, "
                          f"e.g. {'256,512,1024' if kind is int else '0.2,0.1,0.05'}") from None
@@ -199,6 +202,9 @@ def main(argv):
     if f.temperature is not None and f.temperature <= 0:
         raise ValueError(f"--temperature={f.temperature} must be > 0: votes need distinct samples; pass a positive "
                          "--temperature or leave it out (the run's training temperature; 1.0 for --model_dir)")
+    if f.checkpoint is not None and f.dtype != "float32":
+        raise ValueError(f"--dtype={f.dtype} applies to HF directories; a checkpoint computes in its run's "
+                         "ModelSpec.compute_dtype: drop --dtype, or evaluate --policy final")
     for name in ("max_new_tokens", "batch_size"):
         if getattr(f, name) is not None and getattr(f, name) < 1:
             raise ValueError(f"--{name}={getattr(f, name)} must be >= 1")

@@ -501,6 +501,8 @@ STRATEGY_MISTAKES = [  # (id, args, message); the first three run in the fast ti
      "AdaptiveRule.min_samples=0 must be >= 1 (a budget of 0 samples answers nothing)"),
     ("particles_0", ["--strategy", "particle", "--particles", "0"],
      "ParticleRule.particles=0 must be >= 1 (a budget of 0 samples answers nothing)"),
+    ("budgets_empty", ["--strategy", "length", "--budgets", ""],
+     "--budgets='': give comma-separated integers, e.g. 256,512,1024"),
     ("stray", ["--strategy", "adaptive", "--budgets", "8"],
      "--budgets is a flag of --strategy length, not of --strategy adaptive; pass --strategy length or drop it"),
 ]
@@ -514,6 +516,14 @@ def test_evaluate_strategy_mistakes(tmp_path, args, message):
     code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(tmp_path / "absent"), *args])
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].endswith(message), lines
+
+
+def test_evaluate_dtype_with_a_checkpoint(tmp_path):
+    code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(tmp_path / "absent"), "--checkpoint", "2", "--dtype",
+                                              "bfloat16"])
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].endswith("--dtype=bfloat16 applies to HF directories; a checkpoint computes in its run's "
+                             "ModelSpec.compute_dtype: drop --dtype, or evaluate --policy final"), lines
 
 
 def test_evaluate_workdir_that_does_not_exist(tmp_path):
