@@ -10,6 +10,7 @@ field); with no flags this runs ``configs/default.gin`` on the CPU.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -41,15 +42,21 @@ CONFIGS = experiment.CONFIGS
 GIN_SEARCH_PATH = str(CONFIGS.parent)
 gin.add_config_file_search_path(GIN_SEARCH_PATH)  # `include 'configs/base.gin'` from any working directory
 FLAGS = flags.FLAGS
-# What a resume must keep: the architecture, and the settings that shape the saved state (beta > 0 keeps a reference
-# copy of the parameters; the schedule and its warm-up shape the optimizer state). A change is refused by name.
-RESUME_KEYS = (*ARCHITECTURE_KEYS, "rl.beta", "optim.schedule", "optim.warmup_steps")
+# What a resume may change: how the run is logged, saved, evaluated, reported and laid out over devices, and where
+# its base model and eval file are, not what it trains (RunConfig.num_steps too, under a constant learning rate).
+# Any other field that differs from the checkpoint's config is refused by name.
+RESUME_FREE = {"run.log_every", "run.checkpoint_every", "run.max_to_keep", "run.eval_every", "run.eval_samples",
+               "run.export_final", "run.final_eval_samples", "run.eval_temperature", "run.baseline",
+               "run.compilation_cache_dir", "rl.micro_batch_size", "rl.remat", "rl.logprob_chunk_size",
+               "model.hf_dir", "model.tokenizer_dir", "model.config_json", "task.eval_file", "mesh", "memory",
+               "conventions"}
 flags.DEFINE_multi_string("gin_file", None, "gin config files (default: configs/default.gin)")
 flags.DEFINE_multi_string("gin_param", [], "gin bindings 'Section.field = value', e.g. 'RLConfig.lambda_verify = "
                           "0.5'; docs/config.md lists every field with its default and meaning, --print_config the "
                           "resolved values")
 flags.DEFINE_string("workdir", "runs/default", "where checkpoints, metrics.jsonl, TensorBoard logs and reports go")
-flags.DEFINE_bool("resume", False, "continue from the newest intact checkpoint in --workdir")
+flags.DEFINE_bool("resume", False, "continue from the newest intact checkpoint in --workdir, with the run's own "
+                  "config unless --gin_file/--gin_param are given (then a change to what it trains is refused)")
 flags.DEFINE_integer("checkpoint", None, "with --resume: continue from this step (later steps are set aside)")
 flags.DEFINE_bool("print_config", False, "print the resolved configuration (a gin file that reproduces the run; "
                   "every run also writes it to WORKDIR/config.gin, with config.json) and exit; writes nothing")
@@ -59,7 +66,8 @@ flags.DEFINE_bool("dry_run", False, "plan and compile the run's steps for its me
 
 
 def train(config: Config, workdir: str, *, resume: bool = False, resume_step: int | None = None,
-          reward: Rewards | None = None, records: tuple[list[dict], list[dict]] | None = None) -> list[dict]:
+          reward: Rewards | None = None, records: tuple[list[dict], list[dict]] | None = None,
+          hold: contextlib.ExitStack | None = None) -> list[dict]:
     """Run RL^V training as ``config`` says; returns the logged metrics of the steps it ran.
 
     ``reward``: reward functions given as objects (the Python API), else ``config.task.rewards`` by name. ``records``:
@@ -70,7 +78,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     killed at any point and restarted with ``resume=True`` continues from its latest complete checkpoint and logs
     exactly what the uninterrupted run would have (``metrics.jsonl`` is rewound to that step first). SIGTERM and
     Ctrl-C save at the next step boundary and raise :class:`cli.Preempted`; ``OptimConfig.max_consecutive_nonfinite``
-    non-finite updates in a row raise :class:`cli.RunFailed` without saving the step that tripped it.
+    non-finite updates in a row raise :class:`cli.RunFailed` without saving the step that tripped it. The workdir's
+    lock is held until this returns, or, given ``hold``, until that stack closes (the baseline and the report).
     """
     if resume_step is not None and not resume:
         raise ValueError(f"--checkpoint {resume_step} chooses the step to resume from; pass it with --resume")
@@ -86,6 +95,10 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     for name, split in (("train", train_records), ("eval", eval_records)):
         if split:
             reward.check_columns(split, name)
+    if run.final_eval_samples and run.export_final and not eval_records:
+        raise ValueError(f"RunConfig.final_eval_samples={run.final_eval_samples} asks for an end-of-run report, but "
+                         "the task has no eval problems; give some (TaskSpec.eval_file / num_eval, or eval_dataset) "
+                         "or set RunConfig.final_eval_samples = 0")
     reward.probe(train_records)
     vt = verifier.tokens(tokenizer, config.verifier.question)
     st = experiment.sampling_tokens(tokenizer, vt)
@@ -107,9 +120,13 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     graphdef, params = nnx.split(model)
     params = nnx.to_pure_dict(params)
     workdir = Path(workdir).absolute()
+    if resume_step is not None and not (workdir / "checkpoints").is_dir():
+        raise FileNotFoundError(f"no checkpoint for step {resume_step}: {workdir} holds no checkpoints; check "
+                                "--workdir")
     check_free_space(workdir, *disk_need(params, rl, run, warm, workdir))
     ensure_writable(epath.Path(workdir), "workdir")
-    with workdir_lock(workdir, enabled=jax.process_index() == 0), preemption.notice() as notice:
+    with contextlib.ExitStack() as scope, preemption.notice() as notice:
+        (hold or scope).enter_context(workdir_lock(workdir, enabled=jax.process_index() == 0))
         checkpoints = Checkpointer(workdir / "checkpoints", max_to_keep=run.max_to_keep)
         if given:  # the written config names the data where this run keeps it
             config = dataclasses.replace(config, task=dataclasses.replace(
@@ -138,14 +155,15 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
         if latest is not None:
             abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
             state, data_state, _, restored, skipped = checkpoints.restore_intact(abstract, resume_step,
-                                                                                 config=stored, keys=RESUME_KEYS)
+                                                                                 config=stored,
+                                                                                 keys=resume_keys(config))
+            data.set_state(data_state)  # a pipeline that differs is refused before anything moves
             newer = [s for s in checkpoints.all_steps() if s > restored]
             if newer:
                 aside = checkpoints.set_aside(newer)
                 if jax.process_index() == 0:
                     print(f"rlvjax.train: resuming from step {restored}; moved the later steps {newer} to {aside}"
                           + (f" ({'; '.join(skipped)})" if skipped else ""), file=sys.stderr)
-            data.set_state(data_state)
         jitted = steps.jit_steps(statics, mesh, state)
         eval_sampler = PoolSampler.build(statics, mesh, state.params, num_samples=run.eval_samples,
                                          temperature=run.eval_temperature) if eval_records else None
@@ -243,6 +261,9 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                     save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "final")
                     verifier.save_config(config.verifier, workdir / "final")
                 multihost_utils.sync_global_devices("final policy exported")
+            if preemption.agree(notice.received()):  # a notice during the export: it finished, and the rest waits
+                raise cli.Preempted(f"{notice.name}: training is complete and saved; stopped before what follows it "
+                                    "(the baseline, the report); rerun with --resume to do it")
         finally:  # on every exit: pending saves complete (a kill -9 is the only way to leave a half-written one)
             checkpoints.wait()
             checkpoints.close()
@@ -267,36 +288,51 @@ def disk_need(params, rl: RLConfig, run: experiment.RunConfig, warm: sft.WarmSta
     return checkpoints * checkpoint + exports * model, what
 
 
+def resume_keys(config: Config) -> list[str]:
+    """The config's fields (dotted paths) a resume must keep as the checkpoint has them, and its architecture."""
+    free = RESUME_FREE | ({"run.num_steps"} if config.optim.schedule == "constant" else set())
+    return [*ARCHITECTURE_KEYS, *(f"{section}.{field}" for section, fields in config.to_dict().items()
+                                  if section not in free for field in fields if f"{section}.{field}" not in free)]
+
+
 def train_with_baseline(config: Config, workdir, *, resume: bool = False, resume_step: int | None = None,
-                        reward: Rewards | None = None, records: tuple[list[dict], list[dict]] | None = None
-                        ) -> tuple[list[dict], dict[str, Path]]:
+                        reward: Rewards | None = None, records: tuple[list[dict], list[dict]] | None = None,
+                        hold: contextlib.ExitStack | None = None) -> tuple[list[dict], dict[str, Path]]:
     """Train; with ``RunConfig.baseline`` also train the lambda = 0 baseline from the same warm start, in
-    ``WORKDIR/baseline_lambda0``. Returns the run's logged metrics and the exported policies by name."""
-    workdir = Path(workdir)
-    history = train(config, str(workdir), resume=resume, resume_step=resume_step, reward=reward, records=records)
+    ``WORKDIR/baseline_lambda0``. Returns the run's logged metrics and the exported policies by name. Given
+    ``hold``, both workdirs stay locked until that stack closes."""
+    workdir = Path(workdir).absolute()  # the baseline's config names the warm start by this path
+    history = train(config, str(workdir), resume=resume, resume_step=resume_step, reward=reward, records=records,
+                    hold=hold)
     policies = {name: workdir / name for name in ("warm_start", "final") if (workdir / name).exists()}
     if config.run.baseline:
         baseline = workdir / "baseline_lambda0"
         warm = str(policies["warm_start"]) if "warm_start" in policies else None
-        train(config.lambda0_baseline(warm), str(baseline), resume=resume, reward=reward, records=records)
+        train(config.lambda0_baseline(warm), str(baseline), resume=resume, reward=reward, records=records,
+              hold=hold)
         policies["lambda0"] = baseline / "final"
     return history, policies
 
 
 def run_and_report(config: Config, workdir, *, resume: bool = False, resume_step: int | None = None) -> dict | None:
-    """:func:`train_with_baseline`, then the end-of-run report (``RunConfig.final_eval_samples``)."""
-    _, policies = train_with_baseline(config, workdir, resume=resume, resume_step=resume_step)
-    if not (config.run.final_eval_samples and config.run.export_final):
-        return None
-    return evaluate.final_report(config, workdir, policies)
+    """:func:`train_with_baseline`, then the end-of-run report (``RunConfig.final_eval_samples``), all under the
+    workdir's lock: no second process can resume the run while its baseline starts or its report reads it."""
+    with contextlib.ExitStack() as hold:
+        _, policies = train_with_baseline(config, workdir, resume=resume, resume_step=resume_step, hold=hold)
+        if not (config.run.final_eval_samples and config.run.export_final):
+            return None
+        return evaluate.final_report(config, workdir, policies)
 
 
 def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step: int | None = None,
            dry_run: bool = False, print_config: bool = False):
     """What the CLI does once its flags are parsed (tests call it in-process, wrapped in ``cli.run_main``)."""
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress bar says enough
-    cli.parse_gin(gin_files or [str(CONFIGS / "default.gin")], gin_params, search_paths=(GIN_SEARCH_PATH,))
-    config = Config.from_gin()
+    if resume and not gin_files and not gin_params and not print_config and not dry_run:
+        config = stored_config(Path(workdir), resume_step)
+    else:
+        cli.parse_gin(gin_files or [str(CONFIGS / "default.gin")], gin_params, search_paths=(GIN_SEARCH_PATH,))
+        config = Config.from_gin()
     if print_config:
         print(config.to_gin(), end="")
         return None
@@ -305,6 +341,20 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step:
 
         return dry_run_lib.run(config, echo=True)
     return run_and_report(config, workdir, resume=resume, resume_step=resume_step)
+
+
+def stored_config(workdir: Path, step: int | None) -> Config:
+    """The config a run was trained with: the one saved with checkpoint ``step`` (None: the latest), else the
+    ``config.gin`` it wrote when it started (a run stopped before its first checkpoint)."""
+    if (workdir / "checkpoints").is_dir():
+        with Checkpointer(workdir / "checkpoints", read_only=True) as checkpoints:
+            if checkpoints.latest_step() is not None:
+                return Config.from_dict(checkpoints.read_config(step))
+    if step is None and (workdir / "config.gin").is_file():
+        cli.parse_gin([str(workdir / "config.gin")], [], search_paths=(GIN_SEARCH_PATH,))
+        return Config.from_gin()
+    raise FileNotFoundError(f"--resume continues a run with its own config, but {workdir} holds no checkpoint or "
+                            "config.gin; check --workdir, or pass the run's --gin_file/--gin_param")
 
 
 def main(argv):

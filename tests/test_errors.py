@@ -78,6 +78,11 @@ CONFIG_CASES = {
                             "arithmetic is not a Python literal; text needs quotes, e.g. TaskSpec.name = 'arithmetic'"),
     "learning_rate_not_positive": (["OptimConfig.learning_rate = 0.0"], "OptimConfig.learning_rate=0.0 must be > 0"),
     "checkpoint_every_zero": (["RunConfig.checkpoint_every = 0"], "RunConfig.checkpoint_every=0 must be >= 1"),
+    "final_report_without_eval_problems": (["RunConfig.final_eval_samples = 2", "RunConfig.export_final = True",
+                                            "TaskSpec.num_eval = 0"],
+                                           "RunConfig.final_eval_samples=2 asks for an end-of-run report, but the task "
+                                           "has no eval problems; give some (TaskSpec.eval_file / num_eval, or "
+                                           "eval_dataset) or set RunConfig.final_eval_samples = 0"),
     "eval_samples_one": (["RunConfig.eval_samples = 1"],
                          "RunConfig.eval_samples=1 must be >= 2 (best-of-K compares a problem's samples)"),
     "final_eval_samples_not_a_power_of_two": (["RunConfig.final_eval_samples = 6"],
@@ -354,8 +359,9 @@ def test_resume_with_another_model_config(tmp_path, capsys):
     before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
     code, line = train_error(workdir, resume=True, capsys=capsys)
     assert code == 2
-    assert line.endswith("checkpoint config differs in architecture.hidden_size (checkpoint 64, now 128); restore with "
-                         "the config it was trained with, or use a fresh workdir")
+    assert line.endswith("checkpoint config differs in architecture.hidden_size (checkpoint 64, now 128), "
+                         "model.hidden_size (checkpoint 64, now 128); restore with the config it was trained with, or "
+                         "use a fresh workdir")
     assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before  # nothing added
 
 
@@ -387,6 +393,11 @@ def test_resume_with_the_base_model_moved(tmp_path):
 @pytest.mark.parametrize("binding,named", [
     ("RLConfig.beta = 0.1", "rl.beta (checkpoint 0.0, now 0.1)"),
     ("OptimConfig.warmup_steps = 5", "optim.warmup_steps (checkpoint 0, now 5)"),
+    # What the run trains: a resume that changed it would continue another run under this one's name.
+    ("RLConfig.algorithm = 'rloo'", "rl.algorithm (checkpoint 'grpo', now 'rloo')"),
+    ("RunConfig.seed = 1", "run.seed (checkpoint 0, now 1)"),
+    # The cosine schedule decays over num_steps (a constant one lets a resume extend the run).
+    ("OptimConfig.schedule = 'cosine'", "optim.schedule (checkpoint 'constant', now 'cosine')"),
 ])
 def test_resume_with_a_setting_that_shapes_the_saved_state(tmp_path, capsys, binding, named):
     # beta > 0 keeps a reference copy of the parameters, a warm-up another optimizer state: Orbax would fail on the
@@ -398,6 +409,37 @@ def test_resume_with_a_setting_that_shapes_the_saved_state(tmp_path, capsys, bin
     assert code == 2 and line.endswith(f"checkpoint config differs in {named}; restore with the config it was "
                                        "trained with, or use a fresh workdir")
     assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
+
+
+def test_resume_without_gin_flags_takes_the_run_s_own_config(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    fake_run(workdir, ["RLConfig.lambda_verify = 0.25", "OptimConfig.schedule = 'cosine'"])
+    config = train.stored_config(workdir, None)
+    assert config.rl.lambda_verify == 0.25 and config.optim.schedule == "cosine"
+    gin.clear_config()
+    gin.parse_config_files_and_bindings([DIGIT], [*TINY, "RLConfig.lambda_verify = 0.25",
+                                                  "OptimConfig.schedule = 'cosine'"])
+    assert config == Config.from_gin()
+    gin.clear_config()
+    assert train.resume_keys(config).count("run.num_steps") == 1  # cosine: fixed; constant: free
+    assert "run.num_steps" not in train.resume_keys(dataclasses.replace(
+        config, optim=dataclasses.replace(config.optim, schedule="constant")))
+    # Nothing to read the config from: one line, nothing created.
+    entry = cli.run_main("rlvjax.train", lambda argv: train.launch(None, [], str(tmp_path / "typo"), resume=True))
+    with pytest.raises(SystemExit) as exit_info:
+        entry([])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(f"--resume continues a run with its own config, but "
+                                                    f"{tmp_path / 'typo'} holds no checkpoint or config.gin; check "
+                                                    "--workdir, or pass the run's --gin_file/--gin_param")
+    entry = cli.run_main("rlvjax.train", lambda argv: train.launch([DIGIT], TINY, str(tmp_path / "typo"),
+                                                                     resume=True, resume_step=5))
+    with pytest.raises(SystemExit):
+        entry([])
+    gin.clear_config()
+    assert capsys.readouterr().err.strip().endswith(f"no checkpoint for step 5: {tmp_path / 'typo'} holds no "
+                                                    "checkpoints; check --workdir")
+    assert not (tmp_path / "typo").exists()
 
 
 def test_fresh_run_into_a_workdir_with_checkpoints(tmp_path, capsys):

@@ -362,3 +362,54 @@ def test_nonfinite_updates_are_skipped_counted_and_stop_the_run(tmp_path, monkey
         assert np.all(np.isfinite(got))
         np.testing.assert_array_equal(got, want)  # skipped updates leave the parameters alone
     assert int(stored[stop - 1]["opt_state"]["notfinite_count"]) == counts[-2]
+
+
+def small_run(bindings) -> Config:
+    gin.clear_config()
+    gin.parse_config_files_and_bindings([DIGIT], ["WarmStartConfig.num_steps = 0", "RunConfig.num_steps = 1",
+                                                  "RunConfig.baseline = True", *bindings])
+    try:
+        return Config.from_gin()
+    finally:
+        gin.clear_config()
+
+
+def test_ctrl_c_during_the_final_export_stops_before_the_baseline(tmp_path, monkeypatch):
+    """The export finishes (the notice waits for it); then the run stops instead of training the baseline."""
+    exported = train.save_hf
+
+    def export_then_ctrl_c(model, tokenizer, path):
+        exported(model, tokenizer, path)
+        if Path(path).name == "final":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(train, "save_hf", export_then_ctrl_c)
+    with pytest.raises(cli.Preempted, match="SIGINT: training is complete and saved; stopped before what follows it "
+                                            r"\(the baseline, the report\); rerun with --resume to do it"):
+        train.run_and_report(small_run(["RunConfig.final_eval_samples = 0"]), tmp_path / "run")
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    assert not (tmp_path / "run" / "baseline_lambda0").exists()
+
+
+def test_the_baseline_and_the_report_run_under_the_workdir_locks(tmp_path, monkeypatch):
+    """A second process cannot resume the run (or its baseline) while the report reads the exported policies."""
+    from rlvjax.lock import WorkdirBusy, workdir_lock
+
+    held = []
+
+    def report(config, workdir, policies):
+        for directory in (workdir, workdir / "baseline_lambda0"):
+            with pytest.raises(WorkdirBusy):
+                with workdir_lock(directory):
+                    pass
+            held.append(directory.name)
+        return {"policies": sorted(policies)}
+
+    monkeypatch.setattr(evaluate, "final_report", report)
+    done = train.run_and_report(small_run(["RunConfig.final_eval_samples = 2", "RunConfig.export_final = True"]),
+                                tmp_path / "run")
+    assert done == {"policies": ["final", "lambda0"]} and held == ["run", "baseline_lambda0"]
+    config = json.loads((tmp_path / "run" / "baseline_lambda0" / "config.json").read_text())
+    assert config["rl"]["lambda_verify"] == 0.0
+    with workdir_lock(tmp_path / "run"):  # released at the end
+        pass
