@@ -111,6 +111,13 @@ def final_report(config: Config, workdir, policies: dict[str, Path]) -> dict:
     return evaluation
 
 
+def check_pool_size(k: int, name: str = "--num_samples") -> None:
+    """A pool of ``k`` samples per problem the report can vote over, or a one-line error."""
+    if k < 2 or k & (k - 1):
+        raise ValueError(f"{name}={k}: use a power of two >= 2 (votes compare a problem's samples, and the curve's "
+                         "largest N is the pool)")
+
+
 def check_writable(out: Path) -> None:
     """Raises a one-line error when ``out`` could not be created or written (its nearest existing ancestor is a file
     or not writable); creates nothing."""
@@ -196,9 +203,7 @@ def main(argv):
     if f.model_dir and not f.data:
         raise ValueError(f"--model_dir {f.model_dir} needs --data: a .jsonl/.json/.parquet file (or datasets id) of "
                          "problems with their answers")
-    if f.num_samples < 2 or f.num_samples & (f.num_samples - 1):
-        raise ValueError(f"--num_samples={f.num_samples}: use a power of two >= 2 (votes compare a problem's "
-                         "samples, and the curve's largest N is the pool)")
+    check_pool_size(f.num_samples)
     if f.temperature is not None and f.temperature <= 0:
         raise ValueError(f"--temperature={f.temperature} must be > 0: votes need distinct samples; pass a positive "
                          "--temperature or leave it out (the run's training temperature; 1.0 for --model_dir)")

@@ -26,7 +26,7 @@ def export(workdir, out, *, step: int | None = None, overwrite: bool = False) ->
         raise FileNotFoundError(f"workdir {workdir} does not exist; pass the --workdir of a training run")
     if not checkpoint_dir.is_dir():
         raise FileNotFoundError(f"no checkpoints in {workdir} ({checkpoint_dir} does not exist); train there first")
-    _check_out(out, workdir, overwrite)
+    check_out(out, workdir, overwrite)
     with Checkpointer(checkpoint_dir, read_only=True) as checkpoints:
         if checkpoints.latest_step() is None:
             raise FileNotFoundError(f"no complete checkpoint in {checkpoint_dir}; train there first")
@@ -34,8 +34,7 @@ def export(workdir, out, *, step: int | None = None, overwrite: bool = False) ->
         stored = checkpoints.read_config(step)  # a step that was not saved fails here, listing the saved ones
     config = Config.from_dict(stored)
     model, tokenizer = evaluate.load_checkpoint_policy(workdir, step, config)
-    save_hf(model, tokenizer, out)
-    verifier.save_config(config.verifier, out)
+    save_hf(model, tokenizer, out, files=verifier.config_files(config.verifier))
     return step
 
 
@@ -43,22 +42,23 @@ def export(workdir, out, *, step: int | None = None, overwrite: bool = False) ->
 MANAGED = ("checkpoints", "checkpoints_set_aside", "tensorboard", "warm_start", "final", "baseline_lambda0")
 
 
-def _check_out(out: Path, workdir: Path, overwrite: bool) -> None:
+def check_out(out: Path, workdir: Path, overwrite: bool, *, flag: str = "--out",
+              overwrite_hint: str = "pass --overwrite") -> None:
     """Refuse to replace files the user may want, and never the run itself or what it manages, in this run or in
-    any run above ``out`` (``--overwrite`` deletes ``out``)."""
+    any run above ``out`` (``overwrite`` replaces ``out``); ``flag`` names ``out`` in the message."""
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; pass a directory path")
+        raise ValueError(f"{flag} {out} is a file; pass a directory path")
     run, target = workdir.resolve(), out.resolve()
     if run == target or run.is_relative_to(target):
-        raise ValueError(f"--out {out} would replace the training run {workdir}; export next to it, e.g. "
+        raise ValueError(f"{flag} {out} would replace the training run {workdir}; export next to it, e.g. "
                          f"{workdir / 'export'}")
     for root in [run, *(p for p in target.parents if (p / "checkpoints").is_dir())]:
         inside = target.relative_to(root).parts[0] if target.is_relative_to(root) else None
         if inside in MANAGED:
-            raise ValueError(f"--out {out} is inside {root / inside}, which the run in {root} manages; export next "
+            raise ValueError(f"{flag} {out} is inside {root / inside}, which the run in {root} manages; export next "
                              f"to it, e.g. {root / 'export'}")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"--out {out} exists and is not empty; pass --overwrite to replace it or choose another")
+        raise ValueError(f"{flag} {out} exists and is not empty; {overwrite_hint} to replace it or choose another")
 
 
 def main(argv):

@@ -36,6 +36,10 @@ class WarmStartConfig:
         check_field_types(self)
         if self.verify_labels not in ("random", "graded"):
             raise ValueError(f"verify_labels={self.verify_labels!r}; use 'random' or 'graded'")
+        if self.num_steps and self.num_examples < self.batch_size:
+            raise ValueError(f"WarmStartConfig.num_examples={self.num_examples} is fewer than its batch_size="
+                             f"{self.batch_size} (a step draws distinct examples); raise num_examples or lower "
+                             "batch_size")
 
 
 def encode_example(prompt_ids: list[int], completion_ids: list[int], *, eos_id: int, verify_suffix=(),

@@ -91,6 +91,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     reward = reward or Rewards(task.rewards, task.reward_weights)
     model, tokenizer = experiment.build_policy(config.model, config.verifier.question)
     given = records is not None
+    for name, split in zip(("train_dataset", "eval_dataset"), records or ()):  # written to WORKDIR/data/ below
+        sources.check_json_rows(split, name)
     train_records, eval_records = experiment.build_records(task, tokenizer, records)
     for name, split in (("train", train_records), ("eval", eval_records)):
         if split:
@@ -146,8 +148,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                                     pad_id=st.pad_id, verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id),
                                     progress=jax.process_index() == 0)
             if jax.process_index() == 0:
-                save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "warm_start")
-                verifier.save_config(config.verifier, workdir / "warm_start")
+                save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "warm_start",
+                        files=verifier.config_files(config.verifier))
         tx = optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
         statics = experiment.statics(graphdef, tx, rl, tokenizer, config.verifier)
         state = steps.init_state(params, tx, seed=run.seed, keep_reference=rl.beta > 0)
@@ -258,8 +260,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
             if run.export_final:  # every process sends its shards; process 0 writes; none goes on before it has
                 params = multihost_utils.process_allgather(state.params, tiled=True)
                 if jax.process_index() == 0:
-                    save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "final")
-                    verifier.save_config(config.verifier, workdir / "final")
+                    save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "final",
+                            files=verifier.config_files(config.verifier))
                 multihost_utils.sync_global_devices("final policy exported")
             if preemption.agree(notice.received()):  # a notice during the export: it finished, and the rest waits
                 raise cli.Preempted(f"{notice.name}: training is complete and saved; stopped before what follows it "

@@ -35,7 +35,8 @@ FIELDS = {"algorithm": ("rl", "algorithm"), "lambda_verify": ("rl", "lambda_veri
 @dataclasses.dataclass(frozen=True)
 class RLVConfig:
     """Training arguments. Each field left None keeps ``config``'s value (``Config()``'s defaults unless given);
-    ``config`` holds every other knob (docs/config.md)."""
+    ``config`` holds every other knob (docs/config.md). ``prompt_format`` is never None: the API renders prompts
+    TRL's way ("as_is") unless it says "math", whatever ``config.task.prompt_format`` holds."""
 
     output_dir: str
     algorithm: str | None = None  # "grpo", "dr_grpo", "rloo", "vineppo"
@@ -106,6 +107,9 @@ class RLVTrainer:
         self.reward = registry.Rewards(names, self.config.task.reward_weights, functions)
         self.output_dir = Path(args.output_dir)
         need_gold = "math" in names
+        if train_dataset is None and eval_dataset is not None:
+            raise ValueError("eval_dataset without train_dataset: the run would train and evaluate on its task's own "
+                             "problems; pass train_dataset= too, or drop eval_dataset")
         if train_dataset is None:
             if self.config.task.name == "file" and self.config.task.train_file is None:
                 raise ValueError("no train_dataset, and the config's task is 'file' without TaskSpec.train_file; "
@@ -135,6 +139,7 @@ class RLVTrainer:
         from rlvjax.strategies import report as strategy_report
         from rlvjax.strategies.policy import Policy
 
+        evaluate.check_pool_size(num_samples, "num_samples")
         final = self.output_dir / "final"
         if not final.is_dir():
             raise FileNotFoundError(f"{final} does not exist: train() first (with RunConfig.export_final = True)")
@@ -164,16 +169,32 @@ class RLVTrainer:
         reports.write_report(evaluation, self.output_dir)
         return evaluation
 
-    def save_model(self, output_dir) -> None:
-        """The trained policy as an HF directory (safetensors, config, tokenizer, its verify question)."""
+    def save_model(self, output_dir, *, overwrite: bool = False) -> None:
+        """The trained policy as an HF directory (safetensors, config, tokenizer, its verify question): a copy of
+        ``output_dir/final`` that appears whole or not at all. Refuses the run's own directory and what it manages,
+        and a non-empty directory unless ``overwrite``."""
         import shutil
+        import tempfile
+
+        from rlvjax.export import check_out
+        from rlvjax.model.hf import replace_dir
 
         final = self.output_dir / "final"
         if not final.is_dir():
             raise FileNotFoundError(f"{final} does not exist: train() first (with RunConfig.export_final = True)")
         out = Path(output_dir)
-        if out.resolve() != final.resolve():
-            shutil.copytree(final, out, dirs_exist_ok=True)
+        if out.resolve() == final.resolve():
+            return
+        check_out(out, self.output_dir, overwrite, flag="save_model: output_dir",
+                  overwrite_hint="pass overwrite=True")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            shutil.copytree(final, tmp, dirs_exist_ok=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        replace_dir(tmp, out)
 
 
 def _source(path_or_id) -> str:

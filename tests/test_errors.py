@@ -83,6 +83,9 @@ CONFIG_CASES = {
                                            "RunConfig.final_eval_samples=2 asks for an end-of-run report, but the task "
                                            "has no eval problems; give some (TaskSpec.eval_file / num_eval, or "
                                            "eval_dataset) or set RunConfig.final_eval_samples = 0"),
+    "warm_start_examples_below_batch": (["WarmStartConfig.num_steps = 2", "WarmStartConfig.num_examples = 4"],
+                                        "WarmStartConfig.num_examples=4 is fewer than its batch_size=32 (a step "
+                                        "draws distinct examples); raise num_examples or lower batch_size"),
     "eval_samples_one": (["RunConfig.eval_samples = 1"],
                          "RunConfig.eval_samples=1 must be >= 2 (best-of-K compares a problem's samples)"),
     "final_eval_samples_not_a_power_of_two": (["RunConfig.final_eval_samples = 6"],

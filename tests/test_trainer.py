@@ -120,14 +120,15 @@ def test_the_written_config_reproduces_the_run_through_the_cli(user_run, tmp_pat
 
 
 def test_in_memory_datasets_are_written_with_the_run_and_reproduce_it(tmp_path):
-    rows = [{"prompt": f"{i}+1=", "target": str(i + 1)} for i in range(8)]
+    rows = [{"prompt": f"{i}+1=", "target": str(i + 1), "n": np.int64(i)} for i in range(8)]  # numpy: pandas'
     args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), num_steps=1, batch_size=4, group_size=2,
                             max_new_tokens=2)
     trainer = rlvjax.RLVTrainer(reward_funcs=length_penalty, train_dataset=rows,
                                 args=args)
     trainer.train()
     written = [json.loads(line) for line in (tmp_path / "run" / "data" / "train.jsonl").read_text().splitlines()]
-    assert [(r["prompt"], r["target"]) for r in written] == [(r["prompt"], r["target"]) for r in rows]
+    assert [(r["prompt"], r["target"], r["n"]) for r in written] == [(r["prompt"], r["target"], int(r["n"]))
+                                                                     for r in rows]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["task"]["name"] == "file"
     assert config["task"]["train_file"] == str(tmp_path / "run" / "data" / "train.jsonl")
@@ -138,6 +139,39 @@ def length_penalty(prompts, completions, **columns):
     return [-len(c) / 10 for c in completions]
 
 
+def test_in_memory_rows_json_cannot_hold_are_refused_before_anything_is_written(tmp_path):
+    import datetime
+
+    rows = [{"prompt": f"{i}+1=", "when": datetime.date(2026, 1, 1 + i)} for i in range(8)]
+    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), num_steps=1, batch_size=4, group_size=2,
+                            max_new_tokens=2)
+    trainer = rlvjax.RLVTrainer(reward_funcs=length_penalty, train_dataset=rows, args=args)
+    with pytest.raises(ValueError, match=r"^train_dataset row 0, column 'when': date cannot be written as JSON "
+                                         r"\(.*\); convert it to text, numbers, lists or dicts$"):
+        trainer.train()
+    assert not (tmp_path / "run").exists()
+
+
+def test_save_model_never_touches_the_run_and_replaces_only_when_asked(user_run, monkeypatch):
+    root, namespace, _, _ = user_run
+    trainer = namespace["trainer"]
+    monkeypatch.chdir(root)  # the user's code named its run "run"
+    run_files = sorted(p.relative_to(root / "run") for p in (root / "run").rglob("*"))
+    with pytest.raises(ValueError, match=r"save_model: output_dir .*run would replace the training run"):
+        trainer.save_model(root / "run")
+    with pytest.raises(ValueError, match=r"output_dir .*checkpoints is inside .*checkpoints, which the run in"):
+        trainer.save_model(root / "run" / "checkpoints")
+    with pytest.raises(ValueError, match=r"output_dir .*exported exists and is not empty; pass overwrite=True to "
+                                         "replace it or choose another"):
+        trainer.save_model(root / "exported")
+    assert sorted(p.relative_to(root / "run") for p in (root / "run").rglob("*")) == run_files
+    (root / "exported" / "stale.txt").write_text("from an older export")
+    trainer.save_model(root / "exported", overwrite=True)
+    assert sorted(p.name for p in (root / "exported").iterdir()) == sorted(p.name for p in
+                                                                          (root / "run" / "final").iterdir())
+    assert not [p for p in root.iterdir() if p.name.startswith(".exported")]  # no temporary left beside it
+
+
 def test_several_rewards_are_summed_with_their_weights():
     rows = [{"prompt": "p", "gold": "2", "target": "x"}] * 3
     rewards = registry.Rewards(["a", "b"], [1.0, 0.5], [lambda p, c, **k: [1.0] * len(c),
@@ -145,6 +179,11 @@ def test_several_rewards_are_summed_with_their_weights():
                                                                                  zip(c, target)]])
     np.testing.assert_allclose(rewards(["p"] * 3, ["x", "y", "x"], rows), [1.5, 1.0, 1.5])
     assert registry.required_columns(lambda prompts, completions, target, level=None, **rest: []) == {"target"}
+    # A column named like anything the trainer uses internally still reaches the user's function.
+    by_index = registry.Rewards(["c"], None, [lambda p, c, index, **k: [float(i) for i in index]])
+    by_index.check_columns([{"prompt": "p", "index": 7}], "train")
+    np.testing.assert_allclose(by_index(["p"] * 2, ["x", "y"], [{"prompt": "p", "index": 7}, {"prompt": "p",
+                                                                                            "index": 9}]), [7, 9])
 
 
 def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
@@ -156,6 +195,11 @@ def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
         rlvjax.RLVConfig(output_dir="x", group_size="4")
     with pytest.raises(ValueError, match="args must be an rlvjax.RLVConfig, got dict"):
         rlvjax.RLVTrainer(args={})
+    with pytest.raises(ValueError, match="^eval_dataset without train_dataset: the run would train and evaluate on "
+                                         "its task's own problems; pass train_dataset= too, or drop eval_dataset$"):
+        rlvjax.RLVTrainer(eval_dataset=[{"prompt": "1+1=", "gold": "2"}], args=args)
+    with pytest.raises(ValueError, match=r"^num_samples=1: use a power of two >= 2"):
+        rlvjax.RLVTrainer(args=args).evaluate(num_samples=1)
     assert not (tmp_path / "run").exists()
 
 

@@ -113,11 +113,31 @@ def from_rows(rows: list[dict], places: list[str] | None = None, *, source: str 
 
 
 def write_jsonl(path, records: list[dict]) -> None:
-    """Records as a .jsonl file :func:`load_records` reads back (written whole or not at all)."""
+    """Records as a .jsonl file :func:`load_records` reads back (written whole or not at all); numpy values as the
+    Python numbers and lists they hold."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    tmp.write_text("".join(json.dumps(r, default=_plain) + "\n" for r in records), encoding="utf-8")
     tmp.replace(path)
+
+
+def check_json_rows(records: list[dict], name: str) -> None:
+    """Raises a one-line ValueError naming the first row and column :func:`write_jsonl` cannot write."""
+    for i, row in enumerate(records):
+        for column, value in row.items():
+            try:
+                json.dumps(value, default=_plain)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{name} row {i}, column {column!r}: {type(value).__name__} cannot be written as "
+                                 f"JSON ({e}); convert it to text, numbers, lists or dicts") from None
+
+
+def _plain(value):
+    import numpy as np
+
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def detect_schema(row: dict, source: str = "<rows>", place: str = "row 1", require_gold: bool = True) -> str:

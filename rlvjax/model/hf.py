@@ -261,8 +261,9 @@ def load_tokenizer(path):
         raise ValueError(f"no usable tokenizer in {path} ({e}); save one there with tokenizer.save_pretrained") from e
 
 
-def save_hf(model: Transformer, tokenizer, path) -> None:
-    """Write ``config.json``, ``model.safetensors`` and the tokenizer; the directory appears whole or not at all."""
+def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None = None) -> None:
+    """Write ``config.json``, ``model.safetensors``, the tokenizer and ``files`` (``{name: text}``, e.g.
+    ``verifier.config_files``); the directory appears whole or not at all (``replace_dir``)."""
     path = Path(path)
     cfg = model.config
     params = _flat_state(nnx.state(model, nnx.Param))
@@ -278,16 +279,33 @@ def save_hf(model: Transformer, tokenizer, path) -> None:
         (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg, tokenizer), indent=2))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        for item in [tmp, *tmp.rglob("*")]:  # the modes any other tool would give them
-            item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_dir(tmp, path)
+
+
+def replace_dir(tmp: Path, path: Path) -> None:
+    """Moves the finished directory ``tmp`` (a sibling of ``path``) to ``path``, with the modes any other tool would
+    give its files. An existing ``path`` is renamed aside first and deleted only after, so a kill at any point
+    leaves the new directory in place or the old one whole (in place, or between the two renames in
+    ``.NAME.old-*`` beside it), never a half-deleted one."""
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        for item in [tmp, *tmp.rglob("*")]:
+            item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent)) if path.exists() else None
+        if old is not None:
+            os.replace(path, old / path.name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def hf_tensor_names(cfg: ModelConfig) -> list[str]:

@@ -104,7 +104,7 @@ class Rewards:
             missing = sorted(required_columns(fn) - present)
             if missing:
                 raise ValueError(f"reward {name!r} needs column(s) {missing} that the {what} data lacks (it has "
-                                 f"{sorted(present - {'index'})}); add them to the data or change the reward")
+                                 f"{sorted(present)}); add them to the data or change the reward")
 
     def probe(self, records: list[dict]) -> None:
         """Calls every function once on ``records`` with empty completions, so that a function that fails on
@@ -115,7 +115,7 @@ class Rewards:
     def __call__(self, prompts: list[str], completions: list[str], records: list[dict]) -> np.ndarray:
         """float32[len(completions)]: ``records[i]`` is completion i's dataset row (its columns go to each
         function as keyword lists)."""
-        columns = {k: [r.get(k) for r in records] for k in records[0] if k not in ("prompt", "index")}
+        columns = {k: [r.get(k) for r in records] for k in records[0] if k != "prompt"}
         total = np.zeros(len(completions))
         for name, fn, weight in zip(self.names, self.functions, self.weights):
             try:

@@ -51,12 +51,10 @@ class VerifierConfig:
 CONFIG_FILE = "rlvjax_verifier.json"  # beside an exported model: the question it was trained to answer
 
 
-def save_config(cfg: VerifierConfig, directory) -> None:
-    """Writes ``cfg`` into an exported model's directory, so that evaluating the directory asks the same question."""
-    path = os.path.join(directory, CONFIG_FILE)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(dataclasses.asdict(cfg), f, indent=2)
-    os.replace(path + ".tmp", path)
+def config_files(cfg: VerifierConfig) -> dict[str, str]:
+    """``{file name: text}`` of ``cfg`` for an exported model's directory (``save_hf(..., files=)``), so that
+    evaluating the directory asks the same question."""
+    return {CONFIG_FILE: json.dumps(dataclasses.asdict(cfg), indent=2)}
 
 
 def load_config(directory) -> VerifierConfig:
