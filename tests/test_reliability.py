@@ -378,8 +378,8 @@ def test_ctrl_c_during_the_final_export_stops_before_the_baseline(tmp_path, monk
     """The export finishes (the notice waits for it); then the run stops instead of training the baseline."""
     exported = train.save_hf
 
-    def export_then_ctrl_c(model, tokenizer, path):
-        exported(model, tokenizer, path)
+    def export_then_ctrl_c(model, tokenizer, path, **kw):
+        exported(model, tokenizer, path, **kw)
         if Path(path).name == "final":
             os.kill(os.getpid(), signal.SIGINT)
 
