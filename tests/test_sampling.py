@@ -163,6 +163,18 @@ def test_bad_arguments_raise_clear_errors(qwen):
         sampling.sample(model, [[1]], max_new_tokens=4, top_p=0.0)
     with pytest.raises(ValueError, match="score_suffix and score_ids"):
         sampling.sample(model, [[1]], max_new_tokens=4, score_suffix=[3])
+    vocab = model.config.vocab_size  # an id past it would embed as NaN and sample garbage without a word
+    with pytest.raises(ValueError, match=rf"^prompt holds token id {vocab}, outside the model's vocabulary "
+                                         rf"\[0, {vocab}\); use ids from the model's own tokenizer$"):
+        sampling.sample(model, [[1, vocab]], max_new_tokens=4)
+    with pytest.raises(ValueError, match=r"^score_ids holds token id -1, outside"):
+        sampling.sample(model, [[1]], max_new_tokens=4, score_suffix=[3], score_ids=[4, -1])
+    with pytest.raises(ValueError, match=r"^stop_ids holds token id"):
+        sampling.sample(model, [[1]], max_new_tokens=4, stop_ids=[vocab + 5])
+    with pytest.raises(ValueError, match=r"^prompt_mask has shape \(1, 3\), the prompt ids \(3, 3\)"):
+        sampling.sample(model, np.ones((3, 3), np.int32), prompt_mask=np.ones((1, 3)), max_new_tokens=4)
+    with pytest.raises(ValueError, match=r"^temperature=nan must be a finite number >= 0"):
+        sampling.sample(model, [[1]], max_new_tokens=4, temperature=float("nan"))
 
 
 def test_prefill_in_chunks_equals_one_prefill(qwen):

@@ -130,7 +130,11 @@ def load_gguf(path: str | os.PathLike, dtype=jnp.float32, *, tokenizer: bool = T
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: point load_gguf at a .gguf file")
-    reader = gguf.GGUFReader(path)
+    try:
+        reader = gguf.GGUFReader(path)
+    except (ValueError, IndexError, OSError) as e:  # a bad magic number, a file cut short
+        raise ValueError(f"{path} is not a readable GGUF file ({str(e).splitlines()[0][:120]}); point load_gguf at "
+                         "a .gguf file, or fetch it again if its download was interrupted") from None
     cfg = config_from_gguf(reader, dtype)
     hf_names = gguf_to_hf_names(cfg)
     graphdef, state = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))

@@ -21,7 +21,7 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from rlvjax.model.transformer import ModelConfig, Transformer
+from rlvjax.model.transformer import ModelConfig, Transformer, rope_inv_freq
 
 ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
 
@@ -49,15 +49,25 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
             f"unsupported architecture model_type={model_type!r} (architectures={hf.get('architectures')}); "
             f"rlvjax loads {sorted(ARCHITECTURES.values())}; pick a checkpoint of one of those families"
         )
-    if hf.get("use_sliding_window"):
+    layers = hf.get("num_hidden_layers")
+    window = (hf.get("max_window_layers") or 0) if hf.get("use_sliding_window") else layers  # layers from it slide
+    if "sliding_attention" in (hf.get("layer_types") or ()) or (isinstance(layers, int) and window < layers):
         raise ValueError("sliding-window attention is not supported; set use_sliding_window=false in config.json")
     if hf.get("mlp_bias"):
         raise ValueError("mlp_bias=true is not supported by rlvjax's SwiGLU MLP")
-    rope = dict(hf.get("rope_parameters") or {})  # transformers v5 moved rope_theta in here
-    rope.update(hf.get("rope_scaling") or {})
+    if hf.get("hidden_act", "silu") not in ("silu", "swish"):
+        raise ValueError(f"hidden_act={hf['hidden_act']!r} is not supported: rlvjax's MLP is SwiGLU (silu); pick a "
+                         "checkpoint whose config.json has hidden_act='silu'")
+    quantized = hf.get("quantization_config")
+    if quantized:
+        method = quantized.get("quant_method", "?") if isinstance(quantized, dict) else "?"
+        raise ValueError(f"quantized weights (quantization_config: {method}) are not supported; use a bf16, f16 or "
+                         "f32 checkpoint of the model")
+    rope = _rope(hf.get("rope_parameters"))  # transformers v5 moved rope_theta in here
+    rope.update(_rope(hf.get("rope_scaling")))
     theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
     scaling = {k: v for k, v in rope.items() if v is not None}
-    if scaling.get("rope_type", scaling.get("type")) in (None, "default"):
+    if scaling.get("rope_type") in (None, "default"):
         scaling = {}
     needed = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
     bad = [f"{k}={hf.get(k)!r}" for k in needed if not (isinstance(hf.get(k), int) and hf[k] >= 1)]
@@ -68,7 +78,7 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
         raise ValueError(f"config.json: hidden_size={hf['hidden_size']} does not split into "
                          f"num_attention_heads={hf['num_attention_heads']} heads and there is no head_dim")
     bias = bool(hf.get("attention_bias", False))
-    return ModelConfig(
+    cfg = ModelConfig(
         vocab_size=hf["vocab_size"],
         hidden_size=hf["hidden_size"],
         intermediate_size=hf["intermediate_size"],
@@ -87,6 +97,21 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
         dtype=jnp.dtype(dtype).name,
         compute_dtype=None if compute_dtype is None else jnp.dtype(compute_dtype).name,
     )
+    try:
+        rope_inv_freq(cfg)  # an unsupported or incomplete rope scaling fails here, not at the first forward pass
+    except KeyError as e:
+        raise ValueError(f"config.json's rope scaling {dict(cfg.rope_scaling)} lacks {e}; use the config.json saved "
+                         "with these weights") from None
+    return cfg
+
+
+def _rope(params: dict | None) -> dict:
+    """HF rope parameters with transformers v4's ``type`` under its v5 name, ``rope_type``."""
+    params = dict(params or {})
+    kind = params.pop("type", None)
+    if kind is not None and params.get("rope_type") is None:
+        params["rope_type"] = kind
+    return params
 
 
 def config_to_hf(cfg: ModelConfig, tokenizer=None) -> dict:
@@ -137,7 +162,11 @@ def hf_to_path(name: str) -> tuple[str, bool] | None:
 def _safetensors_files(path: Path) -> list[Path]:
     index = path / "model.safetensors.index.json"
     if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{index} is not a shard index with a weight_map ({type(e).__name__}: {e}); download "
+                             "or export the model again") from None
         missing = [s for s in shards if not (path / s).exists()]
         if missing:
             raise FileNotFoundError(f"{index} names shards that are not in {path}: {missing}")
@@ -229,6 +258,9 @@ def load_hf(path, dtype=jnp.float32, *, compute_dtype=None, tokenizer: bool = Tr
                 param, transpose = mapped
                 if param == "lm_head/kernel" and cfg.tie_word_embeddings:
                     continue  # tied: the head is the embedding
+                if param in loaded:
+                    raise ValueError(f"tensor {name!r} is in {file.name} and in another *.safetensors file of {path}; "
+                                     "keep one copy of the weights in the directory")
                 if param not in targets:
                     raise ValueError(f"tensor {name!r} in {file.name} has no parameter {param!r} in this config; "
                                      "use the config.json saved with these weights")
@@ -249,7 +281,13 @@ def load_hf(path, dtype=jnp.float32, *, compute_dtype=None, tokenizer: bool = Tr
     for name, variable in targets.items():
         variable.set_value(jnp.asarray(loaded[name]))
     model = nnx.merge(graphdef, state)
-    return model, (load_tokenizer(path) if tokenizer else None)
+    if not tokenizer:
+        return model, None
+    tok = load_tokenizer(path)
+    if len(tok) > cfg.vocab_size:  # its last ids would embed as NaN
+        raise ValueError(f"{path}'s tokenizer has {len(tok)} tokens, more than the model's vocab_size="
+                         f"{cfg.vocab_size}; use the tokenizer saved with these weights")
+    return model, tok
 
 
 def load_tokenizer(path):

@@ -26,8 +26,8 @@ class SamplingParams:
     suppress_ids: tuple[int, ...] = ()  # never sampled (padding, control tokens); see ``suppress``
 
     def __post_init__(self):
-        if self.temperature < 0:
-            raise ValueError(f"temperature={self.temperature} must be >= 0 (0 means greedy)")
+        if not self.temperature >= 0 or self.temperature == float("inf"):  # NaN too
+            raise ValueError(f"temperature={self.temperature} must be a finite number >= 0 (0 means greedy)")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
         if self.top_k < 0:
@@ -54,6 +54,9 @@ def left_pad(prompts, prompt_mask=None, *, pad_id: int = 0, bucket: int | None =
         if arr.ndim != 2:
             raise ValueError(f"prompt ids must be [batch, length], got shape {arr.shape}")
         keep = np.ones(arr.shape, bool) if prompt_mask is None else np.asarray(prompt_mask).astype(bool)
+        if keep.shape != arr.shape:
+            raise ValueError(f"prompt_mask has shape {keep.shape}, the prompt ids {arr.shape}; give one mask entry "
+                             "per id")
         rows = [row[k] for row, k in zip(arr, keep)]
     else:
         if prompt_mask is not None:

@@ -388,6 +388,13 @@ def sample(model: Transformer, prompts_ids, *, num_samples: int = 1, max_new_tok
     params = SamplingParams(float(temperature), float(top_p), int(top_k), tuple(int(i) for i in stop_ids), pad_id,
                             tuple(int(i) for i in suppress_ids))
     ids, mask = left_pad(prompts_ids, prompt_mask, pad_id=pad_id, bucket=bucket)
+    vocab = model.config.vocab_size
+    for name, given in (("prompt", ids[mask]), ("stop_ids", stop_ids), ("suppress_ids", suppress_ids),
+                        ("score_suffix", score_suffix), ("score_ids", score_ids), ("pad_id", [pad_id])):
+        outside = [int(i) for i in np.asarray(given, np.int64).ravel() if not 0 <= i < vocab]
+        if outside:
+            raise ValueError(f"{name} holds token id {outside[0]}, outside the model's vocabulary [0, {vocab}); use "
+                             "ids from the model's own tokenizer")
     if limits is not None:
         limits = np.asarray(limits, np.int32).reshape(-1)
         if limits.shape[0] != ids.shape[0] * num_samples or limits.min() < 1:
