@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from rlvjax.data import QWEN_MATH_INSTRUCTION, format_prompt, load_records, make_iterator
+from rlvjax.data import pipeline
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MATH500 = SHARED_DATA / "math500.jsonl"
@@ -282,13 +283,20 @@ def test_state_resumes_the_exact_order_across_epochs():
     original = make_iterator(records, batch_size=3, seed=5, shard_index=1, shard_count=2)
     take(original, 4)  # 1 batch per epoch for this shard: already 4 epochs in
     state = json.loads(json.dumps(original.get_state()))
+    digest = state.pop("records_sha256")
     assert state == {"next_index": 4, "seed": 5, "batch_size": 3, "shard_count": 2, "num_records": 10}
+    assert digest == pipeline.fingerprint(records) and len(digest) == 16
     resumed = make_iterator(records, batch_size=3, seed=5, shard_index=1, shard_count=2)
-    resumed.set_state(state)
+    resumed.set_state(state)  # a state saved before the content was recorded: the count is all it can check
     assert take(resumed, 7) == take(original, 7)
+    state["records_sha256"] = digest
     with pytest.raises(ValueError, match=r"data state was saved for a different pipeline: batch_size \(saved 3, "
                                          r"now 2\); resume with the same data"):
         make_iterator(records, batch_size=2, seed=5, shard_index=1, shard_count=2).set_state(state)
+    # Another record of the same count (a data file edited in place) is another data set.
+    edited = [*records[:-1], {**records[-1], "prompt": "edited"}]
+    with pytest.raises(ValueError, match=rf"records_sha256 \(saved {digest}, now {pipeline.fingerprint(edited)}\)"):
+        make_iterator(edited, batch_size=3, seed=5, shard_index=1, shard_count=2).set_state(state)
 
 
 def test_num_epochs_bounds_the_stream_and_bad_arguments_are_named():

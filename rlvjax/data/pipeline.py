@@ -17,11 +17,13 @@ the same number of steps and no host waits at a collective for a batch that neve
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Sequence
 
 import grain
 
-STATE_KEYS = ("seed", "batch_size", "shard_count", "num_records")
+STATE_KEYS = ("seed", "batch_size", "shard_count", "num_records", "records_sha256")
 
 
 class DataIterator:
@@ -37,7 +39,7 @@ class DataIterator:
         _check_arguments(len(records), batch_size, seed, shard_index, shard_count, num_epochs)
         self.batches_per_epoch = len(records) // (shard_count * batch_size)
         self._pipeline = {"seed": seed, "batch_size": batch_size, "shard_count": shard_count,
-                          "num_records": len(records)}
+                          "num_records": len(records), "records_sha256": fingerprint(records)}
         dataset = sharded_batches(records, batch_size=batch_size, seed=seed, shard_index=shard_index,
                                   shard_count=shard_count).repeat(num_epochs)
         # Records are small dicts and batching is list-building: reader threads would only cost their start-up.
@@ -50,16 +52,19 @@ class DataIterator:
         return next(self._iterator)
 
     def get_state(self) -> dict[str, Any]:
-        """Position plus the pipeline settings it is only meaningful for; plain ints, JSON-serialisable."""
+        """Position plus the pipeline settings it is only meaningful for; JSON-serialisable."""
         return {"next_index": int(self._iterator.get_state()["next_index"]), **self._pipeline}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Continues from a saved position; refuses one saved for another data set, seed or global batch size.
+        """Continues from a saved position; refuses one saved for other records (another count or content), seed
+        or global batch size.
 
         The process count may change (e.g. a 2-host job resumed on 1 host): global batch ``k`` holds the same records
         however many processes split it, and ``next_index`` counts global batches.
         """
         saved = {k: state.get(k) for k in STATE_KEYS}
+        if saved["records_sha256"] is None:  # saved before the content was recorded
+            saved["records_sha256"] = self._pipeline["records_sha256"]
         if not _same_global_order(saved, self._pipeline):
             differing = ", ".join(f"{k} (saved {saved[k]}, now {self._pipeline[k]})" for k in STATE_KEYS
                                   if saved[k] != self._pipeline[k])
@@ -92,7 +97,14 @@ def _same_global_order(saved: dict, current: dict) -> bool:
     if None in saved.values():
         return False
     return (saved["seed"] == current["seed"] and saved["num_records"] == current["num_records"]
+            and saved["records_sha256"] == current["records_sha256"]
             and saved["batch_size"] * saved["shard_count"] == current["batch_size"] * current["shard_count"])
+
+
+def fingerprint(records: Sequence[dict]) -> str:
+    """The first 16 hex digits of the SHA-256 of ``records`` as JSON: what a resume checks the data against."""
+    text = json.dumps(list(records), sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def copy_records(records: Sequence[dict]) -> list[dict]:
