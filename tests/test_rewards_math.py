@@ -124,6 +124,27 @@ def test_is_correct_on_completions_and_bare_answers():
     assert not rm.is_correct("", "0.5") and not rm.is_correct(None, "0.5")
 
 
+
+def test_box_spacing_escaped_dollars_trailing_periods_prose_and_numeric_golds():
+    # TeX reads "\boxed {5}" (also across a line break) as "\boxed{5}".
+    assert [rm.extract_answer(t) for t in ("so $\\boxed {5}$.", "\\fbox {7}", "\\boxed\n{5}")] == ["5", "7", "5"]
+    # An escaped dollar inside the answer's $...$ is a dollar sign, not the closing delimiter.
+    assert rm.extract_answer("The final answer is $\\$18.90$. I hope it is correct.") == "\\$18.90"
+    # The sentence's period inside the box is not part of the answer.
+    assert rm.is_correct("\\boxed{\\sqrt{2}.}", "\\sqrt2") and rm.is_correct("\\boxed{0.5.}", "\\frac12")
+    # A completion that states no final answer scores 0, as in grade_completions: its text is not fished for one.
+    for prose, gold in [("If we assume $x = 5$, we get a contradiction", "5"), ("Let $a = 3$.", "3"),
+                        ("I am not sure. Maybe 7?", "7")]:
+        assert not rm.is_correct(prose, gold), prose
+    # ... but a bare answer in words, or one extracted from a box, is an answer (and a gold is never prose).
+    assert rm.is_correct("all real numbers", "all real numbers")
+    assert rm.grade_completions(["So \\boxed{odd and even numbers only}"], ["odd and even numbers only"])[0][0]
+    # Two numbers are not their digits run together (the string shortcut agreed; math-verify did not).
+    np.testing.assert_array_equal(rm.grade_batch(["2 3", "1 1/2"], ["23", "11/2"]), [False, False])
+    # An int or float gold column grades as its number.
+    assert rm.is_correct("\\boxed{204}", 204) and rm.is_correct("\\boxed{\\frac12}", 0.5)
+
+
 def test_grade_batch_stats_account_for_every_item():
     texts = ["\\boxed{1/2}", "\\boxed{0.5}", "\\boxed{}", "\\boxed{3}", "x" * (rm.MAX_ANSWER_CHARS + 1), "{{x}"]
     golds = ["1/2", "\\frac{1}{2}", "1", "4", "x", "x"]

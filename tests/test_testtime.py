@@ -44,6 +44,12 @@ def test_best_of_n_golden():
     assert tt.best_of_n(np.array([-1, 4, 2]), [0.9, 0.1, 0.5]) == 2
 
 
+def test_answers_too_long_to_grade_never_win_a_vote():
+    long = "1+" * 600 + "1"  # past MAX_ANSWER_CHARS: the grader calls it no answer
+    assert tt.majority_vote([long] * 3 + ["5"] * 2) == "5"
+    assert list(tt.answer_classes([long, "5", None], grouping="string")) == [-1, 0, -1]
+
+
 def test_votes_accept_precomputed_class_ids():
     assert tt.majority_vote(np.array([2, 2, 0, -1, 0, 0])) == 0
     assert tt.majority_vote(np.array([2, 0, 0, 2])) == 0  # tie -> lowest class id

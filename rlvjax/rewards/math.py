@@ -16,6 +16,7 @@ import atexit
 import collections
 import dataclasses
 import json
+import numbers
 import os
 import re
 import subprocess
@@ -92,6 +93,7 @@ def _unwrap_box(content: str) -> str:
 
 
 _BARE_TOKEN = re.compile(r"\s*([^\s${}]+)")
+_SPACES = re.compile(r"\s*")
 
 
 def _boxed_contents(text: str) -> list[str | None]:
@@ -100,7 +102,9 @@ def _boxed_contents(text: str) -> list[str | None]:
     found, pos = [], 0
     while (m := _BOX_START.search(text, pos)) is not None:
         i = m.end()
-        if text.startswith("{", i):
+        brace = _SPACES.match(text, i).end()  # TeX reads "\boxed {5}" as "\boxed{5}"
+        if text.startswith("{", brace):
+            i = brace
             end = _balanced_end(text, i)
             found.append(None if end is None else _unwrap_box(text[i + 1 : end].strip()) or None)
             pos = len(text) if end is None else end + 1
@@ -126,7 +130,7 @@ def _answer_phrase(text: str) -> str | None:
         return None
     rest = text[matches[-1].end() :].split("\n", 1)[0].strip()
     if rest.startswith("$"):
-        inline = re.match(r"\$\$(.+?)\$\$|\$(.+?)\$", rest)
+        inline = re.match(r"\$\$(.+?)\$\$|\$((?:\\\$|[^$])+)\$", rest)  # "\$" inside: a dollar sign
         rest = next(g for g in inline.groups() if g is not None) if inline else rest
     else:
         rest = re.split(r"\.\s", rest, maxsplit=1)[0]
@@ -145,16 +149,34 @@ def extract_answer(text: str) -> str | None:
     return _answer_phrase(text)
 
 
-def _as_answer(text_or_answer: str | None) -> str | None:
-    """A completion is reduced to its final answer; a bare answer ("1/2") is used as it is."""
+def _as_answer(text_or_answer, *, completion: bool = False) -> str | None:
+    """A completion is reduced to its final answer; a bare answer ("1/2", or a number) is used as it is. Given
+    ``completion``, text that states no final answer and reads as prose ("Let $a = 3$.") is no answer, not an
+    expression to fish one from (a gold, or an answer already extracted, is never prose)."""
+    if isinstance(text_or_answer, numbers.Real) and not isinstance(text_or_answer, bool):
+        text_or_answer = str(text_or_answer)  # an int or float gold column
     if not isinstance(text_or_answer, str):
         return None
     extracted = extract_answer(text_or_answer)
     if extracted is None and not _BOX_START.search(text_or_answer):
-        extracted = _strip_math_delimiters(text_or_answer) or None
+        bare = _strip_math_delimiters(text_or_answer)
+        extracted = bare if bare and not (completion and _is_prose(bare)) else None
     if extracted is None or len(extracted) > MAX_ANSWER_CHARS:
         return None
-    return unicode_to_latex(extracted)
+    return unicode_to_latex(_TRAILING_PERIOD.sub("", extracted.strip()))
+
+
+_TRAILING_PERIOD = re.compile(r"(?<!\.)\.$")  # "\boxed{\sqrt{2}.}": the sentence's period, not an ellipsis
+_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")  # a word, not a \command's name
+_TEXT_ARGUMENT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{[^{}]*\}")
+_SENTENCE_BREAK = re.compile(r"[.?!]\s+\S")
+
+
+def _is_prose(text: str) -> bool:
+    """Inline math inside text, a sentence break, or five or more plain words outside ``\text{..}``: a sentence,
+    not an answer ("all real numbers" is an answer)."""
+    return ("$" in text.replace("\\$", "") or _SENTENCE_BREAK.search(text) is not None
+            or len(_WORD.findall(_TEXT_ARGUMENT.sub("", text))) >= 5)
 
 
 # Unicode math as LaTeX, so that a gold "½" or "2√3" grades like "\frac{1}{2}" or "2\sqrt{3}" (math-verify parses
@@ -195,6 +217,7 @@ def normalize_answer(answer: str) -> str:
     s = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", s)
     s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
     s = re.sub(r"\\[,;:! ]", "", s)
+    s = re.sub(r"(?<=\d)\s+(?=\d)", "\u2423", s)  # "2 3" is two numbers, not 23: math-verify decides
     return re.sub(r"\s+", "", s)
 
 
@@ -265,9 +288,11 @@ class Grader:
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
 
-    def grade(self, texts, golds, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[np.ndarray, GradeStats]:
-        """r_i for each (completion or bare answer, gold answer) pair, and this call's GradeStats."""
-        return self._run(texts, golds, symmetric=False, timeout_s=timeout_s)
+    def grade(self, texts, golds, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+              answers: bool = False) -> tuple[np.ndarray, GradeStats]:
+        """r_i for each (completion or bare answer, gold answer) pair, and this call's GradeStats. ``answers``:
+        ``texts`` are final answers already extracted (``extract_answer``), graded as they are."""
+        return self._run(texts, golds, symmetric=False, timeout_s=timeout_s, completions=not answers)
 
     def equivalent(self, lefts, rights, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[np.ndarray, GradeStats]:
         """Symmetric equivalence of answer pairs (for grouping votes): either direction of verify suffices."""
@@ -286,7 +311,8 @@ class Grader:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _run(self, preds, golds, *, symmetric: bool, timeout_s: float) -> tuple[np.ndarray, GradeStats]:
+    def _run(self, preds, golds, *, symmetric: bool, timeout_s: float,
+             completions: bool = False) -> tuple[np.ndarray, GradeStats]:
         preds, golds = list(preds), list(golds)
         if len(preds) != len(golds):
             raise ValueError(f"{len(preds)} predictions but {len(golds)} golds")
@@ -294,7 +320,7 @@ class Grader:
         stats = GradeStats(total=len(preds))
         jobs = []
         for i, (p, g) in enumerate(zip(preds, golds)):
-            p, g = _as_answer(p), _as_answer(g)
+            p, g = _as_answer(p, completion=completions), _as_answer(g)
             if p is None or g is None:
                 stats.no_answer += 1
             elif self.fast_path and (same := _same_by_key(p, g)) is not None:
@@ -409,8 +435,8 @@ def grade_completions(texts, golds, *, timeout_s: float = DEFAULT_TIMEOUT_S, num
     Returns ``(bool[len(texts)], answers)``."""
     answers = [extract_answer(t) for t in texts]
     stated = np.asarray([a is not None for a in answers])
-    graded = grade_batch([a if a is not None else "" for a in answers], golds, timeout_s=timeout_s,
-                         num_workers=num_workers)
+    graded = default_grader(num_workers).grade([a if a is not None else "" for a in answers], golds,
+                                               timeout_s=timeout_s, answers=True)[0]
     return graded & stated, answers
 
 
