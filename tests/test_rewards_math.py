@@ -208,6 +208,19 @@ def test_hanging_item_times_out_and_worker_is_replaced():
         assert len(_grader_children() & set(g.worker_pids())) == 1
 
 
+def test_a_worker_that_died_while_idle_does_not_cost_the_next_item():
+    import signal
+
+    with rm.Grader(num_workers=1) as g:
+        assert g.grade(["\\boxed{0.5}"], ["\\frac{1}{2}"])[0].all()  # math-verify decides: a worker starts
+        (pid,) = g.worker_pids()
+        os.kill(pid, signal.SIGKILL)  # e.g. the OOM killer, between two calls
+        os.waitpid(pid, 0)
+        ok, stats = g.grade(["\\boxed{0.25}"], ["\\frac{1}{4}"])
+        assert ok.all() and stats.errors == 0, stats
+        assert g.worker_pids() != [pid]
+
+
 @pytest.mark.slow
 def test_adversarial_batch_finishes_within_limits():
     num_items, num_workers, timeout_s = 2000, 2, 1.0

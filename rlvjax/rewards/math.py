@@ -269,8 +269,11 @@ class _Worker:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
-        self.proc.stdin.close()
-        self.proc.stdout.close()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:  # a dead worker's pipe: what was left in its buffer goes nowhere
+                pass
 
 
 class Grader:
@@ -341,7 +344,7 @@ class Grader:
         return out, stats
 
     def _dispatch(self, jobs, symmetric, timeout_s, out, stats) -> None:
-        queue = collections.deque(jobs)
+        queue, resent = collections.deque(jobs), set()
         while True:
             busy = [w for w in self._workers if w.job_id is not None]
             if not queue and not busy:
@@ -349,9 +352,16 @@ class Grader:
             while len(self._workers) < min(self.num_workers, len(queue) + len(busy)):
                 self._workers.append(_Worker(self.memory_mb))
             for w in [w for w in self._workers if w.ready and w.job_id is None]:
-                if queue and not w.send(*queue.popleft(), symmetric, timeout_s):
-                    stats.errors += 1  # the worker vanished between items
+                if not queue:
+                    break
+                job = queue.popleft()
+                if not w.send(*job, symmetric, timeout_s):  # the worker died while idle: not the item's doing
                     self._replace(w)
+                    if job[0] in resent:
+                        stats.errors += 1
+                    else:  # once more, on a fresh worker
+                        resent.add(job[0])
+                        queue.appendleft(job)
             waiting = [w for w in self._workers if not w.ready or w.job_id is not None]
             if not waiting:
                 continue
