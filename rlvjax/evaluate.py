@@ -120,7 +120,7 @@ def check_pool_size(k: int, name: str = "--num_samples") -> None:
 
 def check_writable(out: Path) -> None:
     """Raises a one-line error when ``out`` could not be created or written (its nearest existing ancestor is a file
-    or not writable); creates nothing."""
+    or not writable, or a file evaluate writes is a directory there); creates nothing."""
     existing = out
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -128,6 +128,10 @@ def check_writable(out: Path) -> None:
         raise NotADirectoryError(f"--out {out}: {existing} is a file, not a directory; choose another --out")
     if not os.access(existing, os.W_OK):
         raise PermissionError(f"--out {out}: {existing} is not writable; choose another --out")
+    for name in ("eval.json", "scaling.png", "compute.png", "eval_samples.jsonl"):
+        if (out / name).is_dir():
+            raise IsADirectoryError(f"--out {out}: {out / name} is a directory where evaluate writes a file; move it "
+                                    "or choose another --out")
 
 
 def numbers(flag: str, value: str | None, kind=float) -> list | None:

@@ -148,12 +148,22 @@ def not_finite(prompts, completions, **columns):
 
 def needs_target(prompts, completions, target, **columns):
     return [float(c == t) for c, t in zip(completions, target)]
+
+def strings(prompts, completions, **columns):
+    return ["0.5"] * len(completions)
+
+def nested(prompts, completions, **columns):
+    return [[0.0] * len(completions)]
 """
 REWARD_CASES = {
     "raises": "reward function 'user_rewards:raises' raised KeyError: 'gold_answer'; fix the function",
     "too_few": "reward function 'user_rewards:too_few' returned 1 values for 2 completions; return one number per "
                "completion",
     "not_finite": "reward function 'user_rewards:not_finite' returned a non-finite value (nan); return finite numbers",
+    "strings": "reward function 'user_rewards:strings' returned a str ('0.5') among its values, not a flat list of "
+               "numbers; return one number per completion",
+    "nested": "reward function 'user_rewards:nested' returned list of shape (1, 2), not a flat list of numbers; "
+              "return one number per completion",
     "needs_target": "reward 'user_rewards:needs_target' needs column(s) ['target'] that the train data lacks (it has "
                     "['gold', 'id', 'level', 'prompt']); add them to the data or change the reward",
 }
@@ -510,6 +520,14 @@ def test_evaluate_pool_size_not_a_power_of_two(eval_workdir):
     assert lines[0].endswith("--num_samples=12: use a power of two >= 2 (votes compare a problem's samples, and "
                              "the curve's largest N is the pool)")
     assert not (eval_workdir / "eval").exists()
+
+
+def test_evaluate_out_where_an_output_file_is_a_directory(eval_workdir, tmp_path):
+    (tmp_path / "out" / "eval.json").mkdir(parents=True)
+    code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(eval_workdir), "--out", str(tmp_path / "out")])
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].endswith(f"--out {tmp_path / 'out'}: {tmp_path / 'out' / 'eval.json'} is a directory where "
+                             "evaluate writes a file; move it or choose another --out"), lines
 
 
 def test_curve_n_larger_than_the_pool():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import numbers
 from typing import Callable, Sequence
 
 import numpy as np
@@ -124,10 +125,16 @@ class Rewards:
                 raise UserError(f"reward function {name!r} raised {type(e).__name__}: {e}; fix the function") \
                     from None
             try:
-                values = np.asarray(values, np.float64).reshape(-1)
+                items = np.asarray(values, dtype=object)
             except (TypeError, ValueError):
-                raise UserError(f"reward function {name!r} returned {type(values).__name__}, not a list of numbers")\
-                    from None
+                items = np.asarray(None, dtype=object)
+            bad = next((v for v in items.ravel() if not isinstance(v, (numbers.Real, np.bool_))), None)
+            if items.ndim != 1 or bad is not None:
+                got = f"a {type(bad).__name__} ({bad!r:.40}) among its values" if items.ndim == 1 else \
+                    f"{type(values).__name__} of shape {items.shape}"
+                raise UserError(f"reward function {name!r} returned {got}, not a flat list of numbers; return one "
+                                "number per completion")
+            values = items.astype(np.float64)
             if len(values) != len(completions):
                 raise UserError(f"reward function {name!r} returned {len(values)} values for {len(completions)} "
                                 "completions; return one number per completion")
