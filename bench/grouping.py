@@ -16,7 +16,8 @@ import numpy as np
 
 from common import interleaved, machine_line, med, paired_ratio, table
 from rlvjax import testtime
-from rlvjax.rewards.math import equivalent_batch, normalize_answer
+from rlvjax.rewards.answers import normalize_answer
+from rlvjax.rewards.math import equivalent_batch
 
 
 def pool(k: int = 512, seed: int = 0) -> list[str]:

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from rlvjax import experiment, parallel, sampling
-from rlvjax.rewards.math import extract_answer
+from rlvjax.rewards.answers import extract_answer
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import diagnostics, steps
 from rlvjax.rl.config import RLConfig

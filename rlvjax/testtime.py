@@ -73,7 +73,8 @@ def answer_classes(answers: Sequence[str | None], equivalent: Callable[[str, str
     default asks the math-verify grader, one batch per key (whole numbers are compared without it).
     grouping "string": identical strings (surrounding whitespace aside) share a class, nothing else does.
     """
-    from rlvjax.rewards.math import MAX_ANSWER_CHARS, equivalent_batch, normalize_answer
+    from rlvjax.rewards.answers import MAX_ANSWER_CHARS, normalize_answer
+    from rlvjax.rewards.math import equivalent_batch
 
     # What the grader calls no answer (none stated, or too long to be one) never forms a class, so it never wins.
     answers = [None if a is None or len(a) > MAX_ANSWER_CHARS else a for a in answers]

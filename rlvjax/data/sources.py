@@ -231,7 +231,7 @@ def _first_field(row: dict, fields: tuple[str, ...], source: str, place: str) ->
 def _gold(value: Any, *, from_solution: bool) -> str | None:
     """Gold answer text; for MATH the content of the solution's last \\boxed{}, via the grader's own extractor."""
     if from_solution:
-        from rlvjax.rewards.math import extract_answer  # lazy: the grader pulls in math-verify
+        from rlvjax.rewards.answers import extract_answer  # lazy: only MATH's schema needs it
 
         value = extract_answer(value) if isinstance(value, str) else None
     if isinstance(value, bool) or value is None or (isinstance(value, float) and not math.isfinite(value)):

@@ -1,4 +1,4 @@
-"""Final-answer extraction and equivalence grading: the reward `r_i` of RL^V.
+"""Equivalence grading of final answers (``rewards.answers`` extracts them): the reward `r_i` of RL^V.
 
 Equivalence is decided by math-verify (sympy), which can hang or blow up memory on adversarial model output
 (`9^9^9^9`, `{{{{...`) and whose own SIGALRM timeouts fail off the main thread. So every comparison runs in a
@@ -16,9 +16,7 @@ import atexit
 import collections
 import dataclasses
 import json
-import numbers
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -27,199 +25,19 @@ from multiprocessing.connection import wait as wait_readable
 
 import numpy as np
 
+from rlvjax.rewards.answers import (  # noqa: F401  (extract_answer, normalize_answer, MAX_ANSWER_CHARS: re-exported)
+    MAX_ANSWER_CHARS,
+    as_answer,
+    braces_balanced,
+    extract_answer,
+    normalize_answer,
+    same_by_key,
+)
+
 DEFAULT_TIMEOUT_S = 5.0
-MAX_ANSWER_CHARS = 1000  # longer "answers" are not answers; grading them only invites pathological parses
 WORKER_MEMORY_MB = 4096  # address-space cap per worker: 10^{10^{10}} raises MemoryError instead of eating the host
 WORKER_START_TIMEOUT_S = 120.0
 WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "grader_worker.py")
-
-# ---------------------------------------------------------------------------------------------------------------
-# Extraction
-# ---------------------------------------------------------------------------------------------------------------
-
-_BOX_START = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-_ANSWER_PHRASE = re.compile(r"(?:final\s+)?answer\s+is\s*:?\s*", re.IGNORECASE)
-
-
-def _balanced_end(text: str, open_pos: int) -> int | None:
-    """Index of the `}` closing the `{` at open_pos (escaped `\\{` `\\}` do not count), or None if unbalanced."""
-    depth = 0
-    i = open_pos
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return None
-
-
-def _braces_balanced(text: str) -> bool:
-    """Unbalanced braces are never valid LaTeX, and `{{{{...` sends the parser into seconds of backtracking."""
-    depth = 0
-    for m in re.finditer(r"\\.|[{}]", text):
-        depth += {"{": 1, "}": -1}.get(m.group(), 0)
-        if depth < 0:
-            return False
-    return depth == 0
-
-
-def _unwrap_box(content: str) -> str:
-    """`\\boxed{\\boxed{4}}` -> `4`. Brace pairs are matched in one pass and the layers peeled by index: rescanning
-    and slicing per layer was quadratic, and nested boxes held the parent 3 s at 20 kB of model output, over a
-    minute at 100 kB."""
-    closing, opened = {}, []
-    for m in re.finditer(r"\\.|[{}]", content):
-        if m.group() == "{":
-            opened.append(m.start())
-        elif m.group() == "}" and opened:
-            closing[opened.pop()] = m.start()
-    start, end = 0, len(content)
-    while (m := _BOX_START.match(content, start, end)) and content.startswith("{", m.end(), end):
-        if closing.get(m.end()) != end - 1:
-            break
-        start, end = m.end() + 1, end - 1
-        while start < end and content[start].isspace():
-            start += 1
-        while end > start and content[end - 1].isspace():
-            end -= 1
-    return content[start:end]
-
-
-_BARE_TOKEN = re.compile(r"\s*([^\s${}]+)")
-_SPACES = re.compile(r"\s*")
-
-
-def _boxed_contents(text: str) -> list[str | None]:
-    """Contents of every top-level `\\boxed{..}` / `\\fbox{..}` / `\\boxed 5`, in order; None for a box that is
-    empty or never closed (a truncated completion), so that it still counts as the last box."""
-    found, pos = [], 0
-    while (m := _BOX_START.search(text, pos)) is not None:
-        i = m.end()
-        brace = _SPACES.match(text, i).end()  # TeX reads "\boxed {5}" as "\boxed{5}"
-        if text.startswith("{", brace):
-            i = brace
-            end = _balanced_end(text, i)
-            found.append(None if end is None else _unwrap_box(text[i + 1 : end].strip()) or None)
-            pos = len(text) if end is None else end + 1
-        else:
-            token = _BARE_TOKEN.match(text, i)  # in place: slicing text[i:] per box was quadratic
-            found.append(token.group(1).rstrip(".") or None if token else None)
-            pos = i
-    return found
-
-
-def _strip_math_delimiters(s: str) -> str:
-    s = s.strip().rstrip(".").strip()
-    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
-        if s.startswith(left) and s.endswith(right) and len(s) >= len(left) + len(right):
-            return s[len(left) : len(s) - len(right)].strip()
-    return s
-
-
-def _answer_phrase(text: str) -> str | None:
-    """X from the last "The (final) answer is X" (Minerva style: "... is $X$. I hope it is correct.")."""
-    matches = list(_ANSWER_PHRASE.finditer(text))
-    if not matches:
-        return None
-    rest = text[matches[-1].end() :].split("\n", 1)[0].strip()
-    if rest.startswith("$"):
-        inline = re.match(r"\$\$(.+?)\$\$|\$((?:\\\$|[^$])+)\$", rest)  # "\$" inside: a dollar sign
-        rest = next(g for g in inline.groups() if g is not None) if inline else rest
-    else:
-        rest = re.split(r"\.\s", rest, maxsplit=1)[0]
-    rest = _strip_math_delimiters(rest)
-    return rest or None
-
-
-def extract_answer(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` (or `\\fbox`, `\\boxed 5`); only when there is no box at all, the
-    trailing "The answer is X" fallback. None when the completion states no final answer."""
-    if not isinstance(text, str):
-        return None
-    boxes = _boxed_contents(text)
-    if boxes:
-        return boxes[-1]
-    return _answer_phrase(text)
-
-
-def _as_answer(text_or_answer, *, completion: bool = False) -> str | None:
-    """A completion is reduced to its final answer; a bare answer ("1/2", or a number) is used as it is. Given
-    ``completion``, text that states no final answer and reads as prose ("Let $a = 3$.") is no answer, not an
-    expression to fish one from (a gold, or an answer already extracted, is never prose)."""
-    if isinstance(text_or_answer, numbers.Real) and not isinstance(text_or_answer, bool):
-        text_or_answer = str(text_or_answer)  # an int or float gold column
-    if not isinstance(text_or_answer, str):
-        return None
-    extracted = extract_answer(text_or_answer)
-    if extracted is None and not _BOX_START.search(text_or_answer):
-        bare = _strip_math_delimiters(text_or_answer)
-        extracted = bare if bare and not (completion and _is_prose(bare)) else None
-    if extracted is None or len(extracted) > MAX_ANSWER_CHARS:
-        return None
-    return unicode_to_latex(_TRAILING_PERIOD.sub("", extracted.strip()))
-
-
-_TRAILING_PERIOD = re.compile(r"(?<!\.)\.$")  # "\boxed{\sqrt{2}.}": the sentence's period, not an ellipsis
-_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")  # a word, not a \command's name
-_TEXT_ARGUMENT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{[^{}]*\}")
-_SENTENCE_BREAK = re.compile(r"[.?!]\s+\S")
-
-
-def _is_prose(text: str) -> bool:
-    """Inline math inside text, a sentence break, or five or more plain words outside ``\text{..}``: a sentence,
-    not an answer ("all real numbers" is an answer)."""
-    return ("$" in text.replace("\\$", "") or _SENTENCE_BREAK.search(text) is not None
-            or len(_WORD.findall(_TEXT_ARGUMENT.sub("", text))) >= 5)
-
-
-# Unicode math as LaTeX, so that a gold "½" or "2√3" grades like "\frac{1}{2}" or "2\sqrt{3}" (math-verify parses
-# LaTeX, not these code points).
-_UNICODE_LATEX = {"½": r"\frac{1}{2}", "⅓": r"\frac{1}{3}", "⅔": r"\frac{2}{3}", "¼": r"\frac{1}{4}",
-                  "¾": r"\frac{3}{4}", "⅕": r"\frac{1}{5}", "⅛": r"\frac{1}{8}", "∞": r"\infty", "π": r"\pi",
-                  "−": "-", "×": r"\times", "÷": r"\div", "·": r"\cdot", "≤": r"\le", "≥": r"\ge", "≠": r"\ne",
-                  "°": r"^\circ"}
-_SQRT = re.compile(r"√\s*(\d+(?:\.\d+)?|[A-Za-z]|\{[^{}]*\}|\([^()]*\))")
-
-
-def unicode_to_latex(answer: str) -> str:
-    """``answer`` with Unicode fractions, roots, infinity, pi, minus and relation signs written as LaTeX."""
-    if answer.isascii():
-        return answer
-    answer = _SQRT.sub(lambda m: r"\sqrt{" + m.group(1).strip("{}()") + "}", answer)
-    return "".join(_UNICODE_LATEX.get(c, c) for c in answer)
-
-
-_WHOLE_NUMBER = re.compile(r"[+-]?\d+")
-
-
-def _same_by_key(a: str, b: str) -> bool | None:
-    """Decided without math-verify: True for equal normalised keys, the numeric comparison when both keys are
-    whole numbers ("7" vs "07" vs "5"); None when math-verify must decide."""
-    ka, kb = normalize_answer(a), normalize_answer(b)
-    if ka == kb:
-        return True
-    if _WHOLE_NUMBER.fullmatch(ka) and _WHOLE_NUMBER.fullmatch(kb):
-        return int(ka) == int(kb)
-    return None
-
-
-def normalize_answer(answer: str) -> str:
-    """Cheap canonical key: spacing, `\\left`/`\\right`, `\\dfrac`, `$` removed. Equal keys are equivalent answers
-    (no sympy needed); unequal keys may still be equivalent. Also the first grouping key for voting."""
-    s = _strip_math_delimiters(answer)
-    s = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", s)
-    s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
-    s = re.sub(r"\\[,;:! ]", "", s)
-    s = re.sub(r"(?<=\d)\s+(?=\d)", "\u2423", s)  # "2 3" is two numbers, not 23: math-verify decides
-    return re.sub(r"\s+", "", s)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Parent side
@@ -323,13 +141,13 @@ class Grader:
         stats = GradeStats(total=len(preds))
         jobs = []
         for i, (p, g) in enumerate(zip(preds, golds)):
-            p, g = _as_answer(p, completion=completions), _as_answer(g)
+            p, g = as_answer(p, completion=completions), as_answer(g)
             if p is None or g is None:
                 stats.no_answer += 1
-            elif self.fast_path and (same := _same_by_key(p, g)) is not None:
+            elif self.fast_path and (same := same_by_key(p, g)) is not None:
                 out[i] = same
                 stats.fast_path += 1
-            elif not (_braces_balanced(p) and _braces_balanced(g)):
+            elif not (braces_balanced(p) and braces_balanced(g)):
                 stats.unparsed += 1
             else:
                 jobs.append((i, p, g))

@@ -13,7 +13,7 @@ import numpy as np
 
 from rlvjax import experiment, sampling, testtime
 from rlvjax.pool import EVAL_PROMPTS
-from rlvjax.rewards.math import extract_answer
+from rlvjax.rewards.answers import extract_answer
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl.verifier import VerifierConfig
 from rlvjax.sampling.stepwise import Decoder, Rows
