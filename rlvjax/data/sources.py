@@ -124,12 +124,15 @@ def write_jsonl(path, records: list[dict]) -> None:
 def check_json_rows(records: list[dict], name: str) -> None:
     """Raises a one-line ValueError naming the first row and column :func:`write_jsonl` cannot write."""
     for i, row in enumerate(records):
-        for column, value in row.items():
-            try:
-                json.dumps(value, default=_plain)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{name} row {i}, column {column!r}: {type(value).__name__} cannot be written as "
-                                 f"JSON ({e}); convert it to text, numbers, lists or dicts") from None
+        try:
+            json.dumps(row, default=_plain)
+        except (TypeError, ValueError):
+            for column, value in row.items():  # which one
+                try:
+                    json.dumps(value, default=_plain)
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"{name} row {i}, column {column!r}: {type(value).__name__} cannot be written "
+                                     f"as JSON ({e}); convert it to text, numbers, lists or dicts") from None
 
 
 def _plain(value):

@@ -391,8 +391,9 @@ def sample(model: Transformer, prompts_ids, *, num_samples: int = 1, max_new_tok
     vocab = model.config.vocab_size
     for name, given in (("prompt", ids[mask]), ("stop_ids", stop_ids), ("suppress_ids", suppress_ids),
                         ("score_suffix", score_suffix), ("score_ids", score_ids), ("pad_id", [pad_id])):
-        outside = [int(i) for i in np.asarray(given, np.int64).ravel() if not 0 <= i < vocab]
-        if outside:
+        values = np.asarray(given, np.int64).ravel()
+        outside = values[(values < 0) | (values >= vocab)]
+        if outside.size:
             raise ValueError(f"{name} holds token id {outside[0]}, outside the model's vocabulary [0, {vocab}); use "
                              "ids from the model's own tokenizer")
     if limits is not None:
