@@ -60,15 +60,21 @@ def evaluate_policy(model, tokenizer, records: list[dict], rl: RLConfig, mesh, *
 
 def abstract_checkpoint(config: Config):
     """``(graphdef, abstract TrainState, tokenizer)`` of a run from its ``config``: what a checkpoint of it holds,
-    shapes and dtypes only."""
+    shapes and dtypes only. The base model's weights are not read (its config.json and tokenizer are enough)."""
     from flax import nnx
 
-    model, tokenizer = experiment.build_policy(config.model, config.verifier.question)
+    from rlvjax.model.transformer import Transformer
+
+    cfg, tokenizer = experiment.abstract_policy(config.model, config.verifier.question)
+    if tokenizer is None:
+        where = config.model.hf_dir or config.model.config_json
+        raise FileNotFoundError(f"no usable tokenizer for this run's model at {where}; restore the model directory "
+                                "the run was trained from (its config.json and tokenizer files are enough)")
     rl, run = config.rl, config.run
     tx = config.optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
-    graphdef, params = nnx.split(model)
-    state = jax.eval_shape(lambda: steps.init_state(nnx.to_pure_dict(params), tx, seed=run.seed,
-                                                    keep_reference=rl.beta > 0))
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))
+    state = jax.eval_shape(lambda p: steps.init_state(p, tx, seed=run.seed, keep_reference=rl.beta > 0),
+                           nnx.to_pure_dict(params))
     return graphdef, state, tokenizer
 
 

@@ -20,7 +20,7 @@ from flax import nnx
 from rlvjax.data import sources, tasks
 from rlvjax.data.tokenizer import build_tokenizer
 from rlvjax.fieldtypes import check_field_types
-from rlvjax.model.hf import config_from_hf, load_hf, load_tokenizer, resolve_model_dir
+from rlvjax.model.hf import check_tokenizer, config_from_hf, load_hf, load_tokenizer, resolve_model_dir
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import verifier
 from rlvjax.rl.config import RLConfig
@@ -201,11 +201,13 @@ def abstract_policy(spec: ModelSpec, question: str = verifier.VERIFY_QUESTION) -
         spec = dataclasses.replace(spec, hf_dir=str(resolve_model_dir(spec.hf_dir)))  # a hub id: its cached files
     if spec.hf_dir is not None and (Path(spec.hf_dir) / "config.json").exists():
         hf, tokenizer = json.loads((Path(spec.hf_dir) / "config.json").read_text()), None
+        cfg = config_from_hf(hf, spec.dtype, spec.compute_dtype)
         try:
             tokenizer = load_tokenizer(spec.hf_dir)
         except ValueError:
-            pass
-        return config_from_hf(hf, spec.dtype, spec.compute_dtype), tokenizer
+            return cfg, None
+        check_tokenizer(tokenizer, cfg, spec.hf_dir)
+        return cfg, tokenizer
     if spec.config_json is not None:
         path = config_path(spec.config_json)
         if not path.is_file():

@@ -136,3 +136,42 @@ def test_export_follows_the_umask(run_dir, tmp_path):
     assert (tmp_path / "hf").stat().st_mode & 0o777 == 0o755
     assert {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "hf").iterdir()}["model.safetensors"] == 0o644
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in (tmp_path / "hf").iterdir())
+
+
+def test_a_checkpoint_restores_with_only_the_base_models_config_and_tokenizer(hf_checkpoint, tmp_path):
+    """Evaluating or exporting a checkpoint needs the base model's architecture and tokenizer, not its weights:
+    a checkpoint of an HF-initialised state restores from a base directory whose safetensors are gone, and computes
+    transformers' logits."""
+    import dataclasses
+    import shutil
+
+    import torch
+    from flax import nnx
+
+    from rlvjax.model.hf import load_hf
+    from rlvjax.rl import steps
+
+    path, torch_model = hf_checkpoint("qwen2")
+    base = tmp_path / "base"
+    shutil.copytree(path, base)
+    config = Config()
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, hf_dir=str(base)))
+    model, _ = load_hf(base)
+    tx = config.optim.make(config.run.num_steps * config.rl.num_ppo_epochs * config.rl.num_minibatches)
+    state = steps.init_state(nnx.to_pure_dict(nnx.state(model)), tx, seed=0, keep_reference=config.rl.beta > 0)
+    with Checkpointer(tmp_path / "run" / "checkpoints") as checkpoints:
+        checkpoints.save(3, state, data_state={}, config=config.to_dict(), force=True)
+    for weights in base.glob("*.safetensors"):
+        weights.unlink()
+
+    restored, tokenizer = evaluate.load_checkpoint_policy(tmp_path / "run", 3, config)
+    ids = [1, 7, 30, 4, 95, 2]
+    with torch.no_grad():
+        theirs = torch_model(torch.tensor([ids])).logits.numpy()
+    np.testing.assert_allclose(np.asarray(restored(jnp.asarray([ids]))), theirs, atol=1e-4, rtol=0)
+    assert len(tokenizer) == 96
+
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (base / name).unlink()
+    with pytest.raises(FileNotFoundError, match=f"no usable tokenizer for this run's model at {base}; restore"):
+        evaluate.abstract_checkpoint(config)

@@ -284,15 +284,27 @@ def load_hf(path, dtype=jnp.float32, *, compute_dtype=None, tokenizer: bool = Tr
     if not tokenizer:
         return model, None
     tok = load_tokenizer(path)
-    if len(tok) > cfg.vocab_size:  # its last ids would embed as NaN
-        raise ValueError(f"{path}'s tokenizer has {len(tok)} tokens, more than the model's vocab_size="
-                         f"{cfg.vocab_size}; use the tokenizer saved with these weights")
+    check_tokenizer(tok, cfg, path)
     return model, tok
+
+
+def check_tokenizer(tokenizer, cfg: ModelConfig, path) -> None:
+    """Raises a one-line error when ``tokenizer`` (loaded from ``path``) has ids the model cannot embed."""
+    if len(tokenizer) > cfg.vocab_size:  # its last ids would embed as NaN
+        raise ValueError(f"{path}'s tokenizer has {len(tokenizer)} tokens, more than the model's vocab_size="
+                         f"{cfg.vocab_size}; use the tokenizer saved with these weights")
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 def load_tokenizer(path):
     from transformers import AutoTokenizer
 
+    if Path(path).is_dir() and not any((Path(path) / name).exists() for name in TOKENIZER_FILES):
+        # AutoTokenizer would build an empty tokenizer from config.json's model_type alone
+        raise ValueError(f"no tokenizer in {path} (none of {', '.join(TOKENIZER_FILES)}); save one there with "
+                         "tokenizer.save_pretrained")
     try:
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as e:
