@@ -303,11 +303,30 @@ def sampling_tokens(tokenizer, verify: verifier.VerifierTokens) -> SamplingToken
     as added tokens (the arithmetic tokenizer's one-token verify prompt and verdicts) — text the policy never writes,
     whose only effect when sampled would be out-of-distribution solutions for the verifier to score.
     """
-    stop = {tokenizer.eos_token_id, verifier.end_of_turn_id(tokenizer)} - {None}
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stop = stop_ids(tokenizer)
     added = set(tokenizer.get_added_vocab().values())
-    suppress = (set(tokenizer.all_special_ids) | (added & {*verify.suffix, verify.yes_id, verify.no_id})) - stop
-    return SamplingTokens(tuple(sorted(stop)), pad, tuple(sorted(suppress)))
+    suppress = (set(tokenizer.all_special_ids) | (added & {*verify.suffix, verify.yes_id, verify.no_id})) - set(stop)
+    return SamplingTokens(stop, pad_id(tokenizer), tuple(sorted(suppress)))
+
+
+def stop_ids(tokenizer) -> tuple[int, ...]:
+    """Where the policy's completions end: the tokenizer's eos and, for a chat model, the token closing its turn."""
+    return tuple(sorted({tokenizer.eos_token_id, verifier.end_of_turn_id(tokenizer)} - {None}))
+
+
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def export_files(tokenizer, verify: verifier.VerifierConfig) -> dict[str, str]:
+    """``{file name: text}`` an exported policy carries beside its weights (``save_hf(..., files=)``): the verifier's
+    config, so evaluating it asks the same question, and a generation_config.json that ends completions where
+    rlvjax's sampler does, so ``generate`` in transformers or vLLM stops the policy alike."""
+    from transformers import GenerationConfig
+
+    generation = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=list(stop_ids(tokenizer)),
+                                  pad_token_id=pad_id(tokenizer))
+    return {**verifier.config_files(verify), "generation_config.json": generation.to_json_string()}
 
 
 def statics(graphdef, tx, rl: RLConfig, tokenizer, verify: verifier.VerifierConfig = verifier.VerifierConfig()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlvjax import evaluate
+from rlvjax import evaluate, experiment
 from rlvjax.checkpoint import Checkpointer
 from rlvjax.config import Config
 from rlvjax.model.hf import save_hf
@@ -34,7 +34,7 @@ def export(workdir, out, *, step: int | None = None, overwrite: bool = False) ->
         stored = checkpoints.read_config(step)  # a step that was not saved fails here, listing the saved ones
     config = Config.from_dict(stored)
     model, tokenizer = evaluate.load_checkpoint_policy(workdir, step, config)
-    save_hf(model, tokenizer, out, files=verifier.config_files(config.verifier))
+    save_hf(model, tokenizer, out, files=experiment.export_files(tokenizer, config.verifier))
     return step
 
 

@@ -149,7 +149,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                                     progress=jax.process_index() == 0)
             if jax.process_index() == 0:
                 save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "warm_start",
-                        files=verifier.config_files(config.verifier))
+                        files=experiment.export_files(tokenizer, config.verifier))
         tx = optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
         statics = experiment.statics(graphdef, tx, rl, tokenizer, config.verifier)
         state = steps.init_state(params, tx, seed=run.seed, keep_reference=rl.beta > 0)
@@ -261,7 +261,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                 params = multihost_utils.process_allgather(state.params, tiled=True)
                 if jax.process_index() == 0:
                     save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "final",
-                            files=verifier.config_files(config.verifier))
+                            files=experiment.export_files(tokenizer, config.verifier))
                 multihost_utils.sync_global_devices("final policy exported")
             if preemption.agree(notice.received()):  # a notice during the export: it finished, and the rest waits
                 raise cli.Preempted(f"{notice.name}: training is complete and saved; stopped before what follows it "

@@ -48,7 +48,7 @@ def test_export_loads_in_transformers_with_the_same_logits(run_dir, tmp_path):
     done = export_cli("--workdir", run_dir, "--out", out)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"exported step 2 of {run_dir}" in done.stdout
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"} <= {p.name for p in out.iterdir()}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left beside it
 
     # The latest step is the state train exported itself at the end.
@@ -175,3 +175,36 @@ def test_a_checkpoint_restores_with_only_the_base_models_config_and_tokenizer(hf
         (base / name).unlink()
     with pytest.raises(FileNotFoundError, match=f"no usable tokenizer for this run's model at {base}; restore"):
         evaluate.abstract_checkpoint(config)
+
+
+def test_an_exported_chat_policy_tells_generate_where_its_completions_end(hf_checkpoint, tmp_path):
+    """A chat model's completions end at its end-of-turn token as well as at eos: the export's
+    generation_config.json names both, so transformers' ``generate`` stops at <|im_end|> as rlvjax's sampler does."""
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    from conftest import word_tokenizer
+    from rlvjax import experiment
+    from rlvjax.model.hf import load_hf, save_hf
+    from rlvjax.rl.verifier import VerifierConfig
+
+    path, _ = hf_checkpoint("qwen2")
+    model, _ = load_hf(path)
+    tokenizer = word_tokenizer(94)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    eos, im_end = tokenizer.convert_tokens_to_ids(["</s>", "<|im_end|>"])
+    assert (eos, im_end, len(tokenizer)) == (2, 95, 96)
+    out = tmp_path / "chat"
+    save_hf(model, tokenizer, out, files=experiment.export_files(tokenizer, VerifierConfig()))
+    generation = GenerationConfig.from_pretrained(out, local_files_only=True)
+    assert (generation.eos_token_id, generation.pad_token_id, generation.bos_token_id) == ([eos, im_end], 0, 1)
+
+    torch_model = AutoModelForCausalLM.from_pretrained(out, local_files_only=True, dtype=torch.float32).eval()
+    torch_model.lm_head.bias = torch.nn.Parameter(torch.zeros(96))  # <|im_end|> always wins
+    torch_model.lm_head.bias.data[im_end] = 1e4
+    with torch.no_grad():
+        tokens = torch_model.generate(torch.tensor([[1, 7, 8]]), max_new_tokens=5, do_sample=False)[0].tolist()
+    assert tokens == [1, 7, 8, im_end]

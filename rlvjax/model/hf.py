@@ -313,7 +313,7 @@ def load_tokenizer(path):
 
 def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None = None) -> None:
     """Write ``config.json``, ``model.safetensors``, the tokenizer and ``files`` (``{name: text}``, e.g.
-    ``verifier.config_files``); the directory appears whole or not at all (``replace_dir``)."""
+    ``experiment.export_files``); the directory appears whole or not at all (``replace_dir``)."""
     path = Path(path)
     cfg = model.config
     params = _flat_state(nnx.state(model, nnx.Param))
