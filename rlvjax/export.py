@@ -15,7 +15,6 @@ from rlvjax import evaluate, experiment
 from rlvjax.checkpoint import Checkpointer
 from rlvjax.config import Config
 from rlvjax.model.hf import save_hf
-from rlvjax.rl import verifier
 
 
 def export(workdir, out, *, step: int | None = None, overwrite: bool = False) -> int:

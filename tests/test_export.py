@@ -48,7 +48,8 @@ def test_export_loads_in_transformers_with_the_same_logits(run_dir, tmp_path):
     done = export_cli("--workdir", run_dir, "--out", out)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"exported step 2 of {run_dir}" in done.stdout
-    assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"} <= {p.name for p in out.iterdir()}
+    written = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"} <= written
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left beside it
 
     # The latest step is the state train exported itself at the end.
