@@ -24,6 +24,8 @@ def test_the_leader_is_the_heaviest_class_and_unparseable_answers_never_lead():
     assert weighted_leader(classes, np.array([0.9, 0.3, 0.3, 1, 1, 1])) == 0  # 0.9 > 0.6; the -1s weigh nothing
     assert weighted_leader(classes, np.array([0.5, 0.3, 0.3, 1, 1, 1])) == 1
     assert weighted_leader(np.array([-1, -1]), np.array([1.0, 1.0])) == -1
+    # Scores of exactly 0 (an underflowed p(Yes)): the leader is still a class someone voted for.
+    assert weighted_leader(np.array([-1, 1, 1, -1]), np.zeros(4)) == 1
 
 
 def test_a_settled_problem_stops_at_the_first_check():
@@ -44,6 +46,32 @@ def test_an_unsettled_problem_continues_to_its_cap():
     assert samples_needed(split, np.full(32, 0.5), AdaptiveRule(max_samples=64), rng) == 32  # the pool's size
     assert samples_needed(np.full(16, -1), np.ones(16), RULE, rng) == 16  # nothing parses: no leader to keep
     assert samples_needed(split[:3], np.full(3, 0.5), RULE, rng) == 3  # a pool smaller than min_samples
+
+
+def test_resamples_where_nothing_parses_overturn_any_leader():
+    """One parsed answer among unparseable ones is not a settled vote, whichever class id it has: (3/4)^4 = 32% of
+    the resamples hold no parsed answer and elect nothing."""
+    rng = np.random.default_rng(0)
+    for leader in (0, 1):
+        classes = np.array([leader, -1, -1, -1])
+        assert overturn_probability(classes, np.full(4, 0.9), 4000, rng) == pytest.approx(0.75 ** 4, abs=0.03)
+        pool = np.array([leader, -1, -1, -1] + [leader] * 12)
+        assert samples_needed(pool, np.full(16, 0.9), RULE, rng) > 4
+
+
+def test_a_problem_that_stopped_stays_stopped_while_others_go_on():
+    """A settled problem is not re-checked in later rounds: beside a problem that never settles it draws what it
+    draws alone."""
+    settles_late = np.array([0, 0, 0, 1] * 16)  # 3:1 at first; often settled after a round or two
+    split = np.array([0, 1] * 32)  # never settles
+    rule = AdaptiveRule(min_samples=4, round_size=4, max_samples=64, delta=0.1)
+    for seed in range(40):
+        alone = simulate(settles_late[None], np.full((1, 64), 0.5), np.ones((1, 64)), np.ones((1, 64)), rule,
+                         seed=seed).samples[0]
+        beside = simulate(np.stack([settles_late, split]), np.full((2, 64), 0.5), np.ones((2, 64)),
+                          np.ones((2, 64)), rule, seed=seed).samples
+        assert beside[1] == 64
+        assert beside[0] <= max(alone, 16), seed
 
 
 def test_the_replay_counts_samples_tokens_and_the_vote_at_the_stop():

@@ -49,6 +49,13 @@ def test_particle_weights_are_normalised_and_resampling_is_deterministic():
                                np.random.default_rng(0))
     np.testing.assert_array_equal(reject[0], [0, 1, 0, 1])  # the two weakest (2, 3) become copies of 0 and 1
     np.testing.assert_array_equal(reject[2], [3, 2, 2, 3])  # equal weights: the first two are the weakest
+    ranked = particle.weights(np.array([[0.9, 0.6, 0.3, 0.1], [0.1, 0.3, 0.6, 0.9]]), 1.0)
+    for fraction, expected in ((0.25, [0, 1, 2, 0]), (0.5, [0, 1, 1, 0]), (0.75, [0, 0, 0, 0])):
+        # the weakest int(fraction x 4) rows take copies of the survivors, the strongest first
+        chosen = particle.resample(ranked, dataclasses.replace(rule, resample="reject", reject_fraction=fraction),
+                                   np.random.default_rng(0))
+        np.testing.assert_array_equal(chosen[0], expected, err_msg=str(fraction))
+        np.testing.assert_array_equal(chosen[1], 3 - np.array(expected)[::-1], err_msg=str(fraction))
 
 
 @pytest.mark.parametrize("make,message", [
@@ -57,7 +64,10 @@ def test_particle_weights_are_normalised_and_resampling_is_deterministic():
     (lambda: length.LengthRule(threshold=1.5), r"LengthRule.threshold=1.5 must be in \[0, 1\]"),
     (lambda: particle.ParticleRule(particles=0), r"ParticleRule.particles=0 must be >= 1 \(a budget of 0"),
     (lambda: particle.ParticleRule(resample="best"), r"ParticleRule.resample='best': use one of"),
-    (lambda: particle.ParticleRule(reject_fraction=-0.1), r"ParticleRule.reject_fraction=-0.1 must be in \[0, 1\]"),
+    (lambda: particle.ParticleRule(reject_fraction=-0.1), r"ParticleRule.reject_fraction=-0.1 must be in \[0, 1\)"),
+    (lambda: particle.ParticleRule(reject_fraction=1.0), r"ParticleRule.reject_fraction=1.0 must be in \[0, 1\) \(at"),
+    (lambda: particle.ParticleRule(particles=3, resample="reject"),
+     r"ParticleRule.reject_fraction=0.25 of particles=3 rejects no row; raise it to >= 1/3 or use more particles"),
 ])
 def test_bad_rules_are_one_line_errors(make, message):
     with pytest.raises(ValueError, match=message):

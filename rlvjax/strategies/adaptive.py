@@ -63,9 +63,13 @@ def overturn_probability(classes: np.ndarray, scores: np.ndarray, bootstraps: in
     picks = rng.integers(0, n, size=(bootstraps, n))
     resampled, weights = classes[picks], np.where(classes[picks] >= 0, scores[picks], 0.0)
     num = int(classes.max()) + 1
-    totals = np.zeros((bootstraps, num))
-    np.add.at(totals, (np.arange(bootstraps)[:, None], np.maximum(resampled, 0)), weights)
-    return float(np.mean(np.argmax(totals, axis=1) != leader))
+    totals, votes = np.zeros((bootstraps, num)), np.zeros((bootstraps, num))
+    at = (np.arange(bootstraps)[:, None], np.maximum(resampled, 0))
+    np.add.at(totals, at, weights)
+    np.add.at(votes, at, resampled >= 0)
+    # A resample with no parsed answer elects nothing (-1): it overturns whichever class leads.
+    elected = np.where(votes.any(axis=1), np.argmax(np.where(votes > 0, totals, -np.inf), axis=1), -1)
+    return float(np.mean(elected != leader))
 
 
 def allocate(rule: AdaptiveRule, num_problems: int, draw: Callable[[np.ndarray, int], None],
@@ -80,10 +84,12 @@ def allocate(rule: AdaptiveRule, num_problems: int, draw: Callable[[np.ndarray, 
         draw(problems, n)
         drawn[problems] += n
 
+    settled = np.zeros(num_problems, bool)  # a problem that stopped stays stopped
     grant(np.arange(num_problems), rule.min_samples)
     while True:
-        open_ = np.flatnonzero(drawn < rule.max_samples)
+        open_ = np.flatnonzero((drawn < rule.max_samples) & ~settled)
         risk = np.array([overturn_probability(*view(i), rule.bootstraps, rng) for i in open_])
+        settled[open_[risk <= rule.delta]] = True
         order = np.argsort(-risk, kind="stable")  # the least settled first, for the overall cap
         todo = open_[order][risk[order] > rule.delta]
         sizes = np.minimum(rule.round_size, rule.max_samples - drawn[todo])

@@ -8,11 +8,13 @@ import numpy as np
 
 
 def weighted_leader(classes: np.ndarray, scores: np.ndarray) -> int:
-    """The class with the largest summed score (lowest id on ties); -1 when no answer parses."""
+    """The class with the largest summed score among those voted for (lowest id on ties); -1 when no answer
+    parses."""
     valid = classes >= 0
     if not valid.any():
         return -1
-    return int(np.argmax(np.bincount(classes[valid], weights=scores[valid])))
+    totals = np.bincount(classes[valid], weights=scores[valid])
+    return int(np.argmax(np.where(np.bincount(classes[valid]) > 0, totals, -np.inf)))
 
 
 def leader_grade(classes: np.ndarray, scores: np.ndarray, correct: np.ndarray) -> float:

@@ -41,7 +41,12 @@ class ParticleRule:
                   (self.max_steps >= 0, f"max_steps={self.max_steps} must be >= 0"),
                   (self.weight_temperature > 0, f"weight_temperature={self.weight_temperature} must be > 0"),
                   (self.resample in RESAMPLERS, f"resample={self.resample!r}: use one of {RESAMPLERS}"),
-                  (0 <= self.reject_fraction <= 1, f"reject_fraction={self.reject_fraction} must be in [0, 1]")]
+                  (0 <= self.reject_fraction < 1, f"reject_fraction={self.reject_fraction} must be in [0, 1) (at "
+                   "least one row survives to be copied)")]
+        if self.resample == "reject" and self.particles > 1:
+            checks.append((int(self.reject_fraction * self.particles) >= 1,
+                           f"reject_fraction={self.reject_fraction} of particles={self.particles} rejects no row; "
+                           f"raise it to >= 1/{self.particles} or use more particles"))
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"ParticleRule.{message}")
@@ -64,7 +69,8 @@ def resample(w: np.ndarray, rule: ParticleRule, rng: np.random.Generator) -> np.
     drop = int(rule.reject_fraction * n)
     if drop:
         order = np.argsort(w, axis=1, kind="stable")  # ascending: the weakest first
-        np.put_along_axis(index, order[:, :drop], order[:, ::-1][:, :drop], axis=1)
+        strongest_first = order[:, drop:][:, ::-1]  # the survivors; the dropped rows take copies of them in turn
+        np.put_along_axis(index, order[:, :drop], strongest_first[:, np.arange(drop) % (n - drop)], axis=1)
     return index
 
 
