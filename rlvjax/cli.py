@@ -28,8 +28,10 @@ class RunFailed(RuntimeError):
     """The run stopped itself for a reason it states in one line; its last good checkpoint is intact."""
 
 
-class Preempted(Exception):
-    """SIGTERM or Ctrl-C was honoured: the state is saved (or nothing was lost yet); rerun with --resume."""
+class Preempted(BaseException):
+    """SIGTERM or Ctrl-C was honoured: the state is saved (or nothing was lost yet); rerun with --resume. Raised from
+    the signal handler, so it derives from BaseException, like KeyboardInterrupt: an ``except Exception`` that it
+    lands in (reading a checkpoint, a user's reward function) must not take it for that code's own failure."""
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,

@@ -265,3 +265,27 @@ def _sharded_script(directory: str) -> None:
 
 if __name__ == "__main__":
     _sharded_script(sys.argv[1])
+
+
+def test_a_signal_while_resume_reads_the_newest_step_does_not_make_it_look_damaged(tmp_path):
+    """SIGTERM lands inside Orbax's restore of the newest step, before the loop defers notices: the run stops as
+    preempted with both steps in place; the newest is not taken for damage and skipped (and then set aside)."""
+    import signal
+
+    from rlvjax import cli, preemption
+
+    state = train_state()
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        for step in (1, 2):
+            ckpt.save(step, state, data_state={}, config=CONFIG, force=True)
+        ckpt.wait()
+        read = ckpt._manager.restore
+
+        def signalled(step, *args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises here, in the main thread
+            return read(step, *args, **kwargs)
+
+        ckpt._manager.restore = signalled
+        with preemption.notice(), pytest.raises(cli.Preempted, match="SIGTERM before the first RL step"):
+            ckpt.restore_intact(abstract(state))
+        assert ckpt.all_steps() == [1, 2]
