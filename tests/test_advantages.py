@@ -225,12 +225,6 @@ def test_splits_math500_as_vineppo_does():
     assert not differ and steps_ours == steps_theirs, f"splits differ from VinePPO's on solutions {differ[:10]}"
 
 
-def test_token_step_ids():
-    # Steps start at chars 0, 24, 49; tokens starting at 0, 10, 24, 30, 49, 60.
-    ids = adv.token_step_ids([0, 10, 24, 30, 49, 60], [0, 24, 49])
-    np.testing.assert_array_equal(ids, [0, 0, 1, 1, 2, 2])
-
-
 # ---------------------------------------------------------------------------------------------------- step advantages
 
 

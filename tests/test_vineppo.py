@@ -42,6 +42,47 @@ def test_step_token_bounds():
         np.testing.assert_array_equal(vineppo.step_token_bounds(tok, text, ids), bounds)
 
 
+def _trained_tokenizer(kind: str):
+    """A small BPE tokenizer of a real family: byte-level (Qwen, Llama-3) or SentencePiece-style Metaspace (Llama-2,
+    Mistral, Gemma)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = ["We have x = 3. So y = 4.\nThen the sum is 7.", "The answer is 5, and so on to the end."] * 50
+    if kind == "bytelevel":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    else:
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+        trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"])
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok)
+
+
+@pytest.mark.parametrize("kind,text", [
+    ("bytelevel", "Since x ≤ 3 and y ≥ 4 we get the first part done here.\nThen the sum is 7, clearly true."),
+    ("metaspace", "We have x = 3 and so on to the end. So y = 4 and the answer is 5, and so on.\nThen the sum is 7, "
+                  "and the answer is 5."),
+])
+def test_step_token_bounds_follow_the_text_with_real_tokenizers(kind, text):
+    """Each step's first token is the first whose text starts at or after the step's first character, with
+    tokenizers whose lone-token decodes differ from their text in context (a multi-byte character's bytes, a
+    SentencePiece word's leading space)."""
+    from rlvjax.rl import advantages
+
+    tok = _trained_tokenizer(kind)
+    ids = tok.encode(text, add_special_tokens=False)
+    assert tok.decode(ids) == text
+    starts = [len(tok.decode(ids[:i])) for i in range(len(ids))]  # each token's first character, token by token
+    steps = advantages.step_boundaries(text)
+    assert len(steps) >= 2
+    expected = sorted({0} | {next(i for i, c in enumerate(starts) if c >= b) for b in steps[1:]})
+    bounds = vineppo.step_token_bounds(tok, text, ids)
+    np.testing.assert_array_equal(bounds, expected)
+
+
 def test_token_advantages_by_hand():
     tok = build_tokenizer()
     prompts, golds, tokens, lengths = batch(tok, [TWO_STEPS, TWO_STEPS])

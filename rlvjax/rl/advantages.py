@@ -6,8 +6,9 @@ Two kinds live in the registry, told apart by `uses_step_values(name)`:
   rollout, relative to the other G-1 rollouts of the same problem. The caller broadcasts it over the tokens.
 * the step estimator (`vineppo`): `fn(step_values[B, S], rewards[B], step_mask[B, S]) -> step_advantages[B, S]`.
   It needs Monte-Carlo values V(s_k) of every step prefix, which only the rollout loop can produce (K extra
-  continuations per step), so it cannot share the group signature. `split_steps` / `step_boundaries` /
-  `token_step_ids` cut a solution into steps and `broadcast_step_advantages` hands each token its step's advantage.
+  continuations per step), so it cannot share the group signature. `split_steps` / `step_boundaries` cut a
+  solution into steps (`vineppo.step_token_bounds` maps them to tokens) and `broadcast_step_advantages` hands each
+  token its step's advantage.
 """
 
 import itertools
@@ -16,7 +17,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 _REGISTRY: dict[str, Callable[..., jnp.ndarray]] = {}
 _STEP_LEVEL: set[str] = set()
@@ -249,13 +249,6 @@ def split_steps(text: str) -> list[str]:
     """Reasoning steps of a solution as VinePPO cuts them (see above); "".join(steps) == text."""
     starts = step_boundaries(text)
     return [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)])]
-
-
-def token_step_ids(token_starts, step_starts) -> np.ndarray:
-    """Step index of each token, given each token's first-character offset in the completion text and the
-    `step_boundaries` of that text: a token belongs to the step holding its first character."""
-    ids = np.searchsorted(np.asarray(step_starts), np.asarray(token_starts), side="right") - 1
-    return np.maximum(ids, 0)
 
 
 @register("vineppo", step_values=True)

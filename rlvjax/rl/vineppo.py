@@ -18,18 +18,26 @@ from rlvjax.rewards.math import grade_completions
 from rlvjax.rl import advantages
 
 
-def token_starts(tokenizer, tokens: Sequence[int]) -> np.ndarray:
-    """Character offset of each token in the decoded completion (cumulative lengths of single-token decodes)."""
-    lengths = [len(tokenizer.decode([t], skip_special_tokens=False)) for t in tokens]
-    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int) if lengths else np.zeros(0, int)
-
-
 def step_token_bounds(tokenizer, text: str, tokens: Sequence[int]) -> np.ndarray:
     """First token index of each step of ``text`` (a token belongs to the step holding its first character, so a
-    step that starts and ends inside one token has no token of its own and is left out)."""
-    starts = token_starts(tokenizer, tokens)
-    step_ids = advantages.token_step_ids(starts, advantages.step_boundaries(text) or [0])
-    return np.unique(step_ids, return_index=True)[1].astype(int)
+    step that starts and ends inside one token has no token of its own and is left out).
+
+    A token's first character is at ``len(decode(tokens[:i]))``: decoding the prefix as a whole, as ``text`` was
+    decoded. Summing single-token decodes drifts with real tokenizers (a byte of a multi-byte character decodes
+    alone to U+FFFD, SentencePiece drops a lone token's leading space, cleanup rewrites " ." only in context). One
+    binary search per step boundary: O(steps x log tokens) decodes."""
+    def first_token_at(offset: int) -> int:
+        lo, hi = 0, len(tokens)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if len(tokenizer.decode(tokens[:mid], skip_special_tokens=False)) >= offset:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    firsts = {first_token_at(c) for c in advantages.step_boundaries(text)[1:]}
+    return np.array(sorted({0} | {i for i in firsts if i < len(tokens)}), int)
 
 
 def token_advantages(sample_rewards: Callable[[list[list[int]], list[str]], np.ndarray], tokenizer,
