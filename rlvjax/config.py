@@ -69,6 +69,10 @@ class Config:
             raise ValueError(f"RLConfig.algorithm='vineppo' grades its Monte-Carlo continuations with the built-in "
                              f"math reward; TaskSpec.rewards={self.task.rewards} is not supported with it yet; use "
                              "grpo, dr_grpo or rloo")
+        if rl.algorithm == "vineppo" and self.task.reward_weights not in (None, (1.0,)):
+            raise ValueError(f"RLConfig.algorithm='vineppo' values step prefixes by the math reward's 0/1 grade, so "
+                             f"a rollout's reward must be on that scale; TaskSpec.reward_weights="
+                             f"{self.task.reward_weights} would mix scales: leave it None")
 
     @classmethod
     def from_gin(cls) -> Config:

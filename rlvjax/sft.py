@@ -36,6 +36,16 @@ class WarmStartConfig:
         check_field_types(self)
         if self.verify_labels not in ("random", "graded"):
             raise ValueError(f"verify_labels={self.verify_labels!r}; use 'random' or 'graded'")
+        checks = [(self.num_steps >= 0, f"num_steps={self.num_steps} must be >= 0 (0: no warm start)"),
+                  (self.batch_size >= 1 and self.num_examples >= 1,
+                   f"batch_size={self.batch_size} and num_examples={self.num_examples} must be >= 1"),
+                  (self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0"),
+                  (0 <= self.mistake_rate <= 1, f"mistake_rate={self.mistake_rate} must be in [0, 1]"),
+                  (0 <= self.verify_format_rate <= 1,
+                   f"verify_format_rate={self.verify_format_rate} must be in [0, 1]")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"WarmStartConfig.{message}")
         if self.num_steps and self.num_examples < self.batch_size:
             raise ValueError(f"WarmStartConfig.num_examples={self.num_examples} is fewer than its batch_size="
                              f"{self.batch_size} (a step draws distinct examples); raise num_examples or lower "
@@ -62,7 +72,7 @@ def sft_batch(examples: Sequence[tuple[list[int], int]], *, pad_id: int, width: 
         seq = seq[:width]
         ids[i, :len(seq)] = seq
         mask[i, :len(seq)] = True
-        loss_mask[i, first - 1:len(seq) - 1] = 1.0
+        loss_mask[i, max(first - 1, 0):len(seq) - 1] = 1.0  # an empty prompt: the first token has no context
     return ids, mask, loss_mask
 
 

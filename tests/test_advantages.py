@@ -61,7 +61,10 @@ def test_grpo_g2():
 
 @pytest.mark.parametrize("eps", [0.0, 1e-6])
 def test_zero_variance_groups_give_exact_zero(eps):
-    rewards = jnp.array([[0.0, 0, 0, 0], [1, 1, 1, 1], [0.7, 0.7, 0.7, 0.7], [0.1, 0.1, 0.1, 0.1]])
+    # G = 8: the float32 mean of eight 0.9s (or 0.2s) is not exactly 0.9 (0.2), so r - mean is ~6e-8 unless the
+    # estimators force constant groups to 0.
+    rewards = jnp.array([[0.0] * 8, [1.0] * 8, [0.9] * 8, [0.2] * 8])
+    assert np.any(np.asarray(rewards - rewards.mean(axis=1, keepdims=True)) != 0.0)
     for fn in (lambda r: adv.grpo(r, eps=eps), adv.dr_grpo, adv.rloo):
         out = np.asarray(fn(rewards))
         assert np.all(out == 0.0), out

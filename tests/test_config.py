@@ -72,6 +72,11 @@ def test_cross_section_rules():
                                          "built-in math reward"):
         dataclasses.replace(c, rl=dataclasses.replace(c.rl, algorithm="vineppo"),
                             task=dataclasses.replace(c.task, rewards=("mymod:f",)))
+    with pytest.raises(ValueError, match=r"TaskSpec.reward_weights=\(2.0,\) would mix scales: leave it None"):
+        dataclasses.replace(c, rl=dataclasses.replace(c.rl, algorithm="vineppo"),
+                            task=dataclasses.replace(c.task, reward_weights=(2.0,)))
+    assert dataclasses.replace(c, rl=dataclasses.replace(c.rl, algorithm="vineppo"),
+                               task=dataclasses.replace(c.task, reward_weights=(1.0,))).task.reward_weights == (1.0,)
     with pytest.raises(ValueError, match="Config.rl must be a RLConfig, not a dict"):
         Config(rl={})
 

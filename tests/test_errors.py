@@ -62,7 +62,7 @@ def assert_fails_cleanly(tmp_path, capsys, bindings=(), *, expect, gin_files=(DI
 CONFIG_CASES = {
     "unknown_configurable": (["Nope.x = 1"], "No configurable matching 'Nope' (In bindings string line 4 Nope.x = 1); see the configurables"),
     "unknown_algorithm": (["RLConfig.algorithm = 'ppo'"], "unknown advantage estimator 'ppo'; valid names"),
-    "eps_not_positive": (["RLConfig.eps_low = 0.0"], "RLConfig.eps_low=0.0, eps_high=0.2 must be > 0"),
+    "eps_not_positive": (["RLConfig.eps_low = 0.0"], "RLConfig.eps_low=0.0 must be in (0, 1) (the ratio's lower"),
     "group_size_below_2": (["RLConfig.group_size = 1"],
                            "RLConfig.group_size=1: grpo compares samples of one problem, use >= 2"),
     "wrong_value_type": (["RLConfig.group_size = '8'"],

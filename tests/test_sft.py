@@ -47,6 +47,29 @@ def test_row_verdicts(labels):
     assert sft.row_verdict(rng, cfg, True, ()) is None  # no verdict ids: policy rows only
 
 
-def test_unknown_verify_labels_is_an_error():
-    with pytest.raises(ValueError, match="verify_labels='gold'; use 'random' or 'graded'"):
-        sft.WarmStartConfig(verify_labels="gold")
+def test_an_empty_prompt_supervises_every_token_after_the_first():
+    _, _, loss_mask = sft.sft_batch([sft.encode_example([], [5, 6], eos_id=2)], pad_id=0, width=5)
+    np.testing.assert_array_equal(loss_mask[0], [1, 1, 0, 0, 0])  # 6 and eos; nothing comes before 5 to predict it
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("verify_labels", "gold", "verify_labels='gold'; use 'random' or 'graded'"),
+    ("batch_size", 0, "WarmStartConfig.batch_size=0 and num_examples=20000 must be >= 1"),
+    ("learning_rate", -1e-3, "WarmStartConfig.learning_rate=-0.001 must be > 0"),
+    ("mistake_rate", 2.0, r"WarmStartConfig.mistake_rate=2.0 must be in \[0, 1\]"),
+    ("verify_format_rate", 1.5, r"WarmStartConfig.verify_format_rate=1.5 must be in \[0, 1\]"),
+    ("num_steps", -1, "WarmStartConfig.num_steps=-1 must be >= 0"),
+])
+def test_bad_warm_start_settings_are_one_line_errors(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        sft.WarmStartConfig(**{field: value})
+
+
+def test_bad_rl_and_verifier_settings_are_one_line_errors():
+    from rlvjax.rl.config import RLConfig
+    from rlvjax.rl.verifier import VerifierConfig
+
+    with pytest.raises(ValueError, match=r"RLConfig.eps_low=1.5 must be in \(0, 1\) \(the ratio's lower clip"):
+        RLConfig(eps_low=1.5)
+    with pytest.raises(ValueError, match="VerifierConfig.threshold=nan must be a finite reward"):
+        VerifierConfig(threshold=float("nan"))
