@@ -336,3 +336,19 @@ def test_prompts_the_tokenizer_cannot_encode_are_refused():
     with pytest.raises(ValueError, match=r"^2 prompt\(s\) hold .* \(record d: 'z', 'e', 'b', 'r', 'a'; and 1 more "
                                          r"record\(s\)\)"):
         experiment.check_encodable(word_tokenizer_96, [{"id": "d", "prompt": "w1 zebra"}, {"prompt": "q"}])
+
+
+def test_a_reward_without_golds_keeps_rows_whose_gold_is_empty():
+    """require_gold=False (a reward that reads other columns): a row needs only a problem, even where the data has an
+    answer column with gaps; with golds required such rows are skipped."""
+    from rlvjax.data.sources import from_rows
+
+    rows = [{"prompt": "a", "answer": None, "target": 3}, {"prompt": "b", "answer": "1", "target": 4},
+            {"prompt": "c", "answer": "", "target": 5}]
+    kept, stats = from_rows(rows, require_gold=False)
+    assert [(r["prompt"], r["gold"], r["target"]) for r in kept] == [("a", None, 3), ("b", "1", 4), ("c", None, 5)]
+    assert stats.skipped_bad_gold == 0
+    graded, stats = from_rows(rows)
+    assert [r["prompt"] for r in graded] == ["b"] and stats.skipped_bad_gold == 2
+    solutions = [{"problem": "p", "solution": "no box here"}, {"problem": "q", "solution": "so \\boxed{2}"}]
+    assert [r["gold"] for r in from_rows(solutions, require_gold=False)[0]] == [None, "2"]

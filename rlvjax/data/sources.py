@@ -92,7 +92,8 @@ def from_rows(rows: list[dict], places: list[str] | None = None, *, source: str 
     stem = Path(source).stem if Path(source).suffix in FILE_SUFFIXES else Path(source).name
     records, bad = [], []
     for index, (row, place) in enumerate(zip(rows, places)):
-        record = to_record(row, schema, source=source, place=place, default_id=f"{stem}-{index}")
+        record = to_record(row, schema, source=source, place=place, default_id=f"{stem}-{index}",
+                           require_gold=require_gold)
         if record is None:
             if on_bad_gold == "error":
                 raise ValueError(
@@ -160,8 +161,10 @@ def detect_schema(row: dict, source: str = "<rows>", place: str = "row 1", requi
     )
 
 
-def to_record(row: dict, schema: str, *, source: str, place: str, default_id: str) -> dict | None:
-    """Maps one raw row to a record; None when its gold cannot be determined (empty answer, no \\boxed{})."""
+def to_record(row: dict, schema: str, *, source: str, place: str, default_id: str,
+              require_gold: bool = True) -> dict | None:
+    """Maps one raw row to a record; None when its gold cannot be determined (empty answer, no \\boxed{}) and
+    ``require_gold`` (else the record keeps ``gold: None``)."""
     problem_fields, gold_fields, level_field = SCHEMAS[schema]
     problem_field = _first_field(row, problem_fields, source, place)
     prompt = row[problem_field]
@@ -172,7 +175,7 @@ def to_record(row: dict, schema: str, *, source: str, place: str, default_id: st
                          f"([{{'role': ..., 'content': ...}}]): {prompt!r}; fix or drop the row")
     gold = _gold(row[_first_field(row, gold_fields, source, place)], from_solution=schema == "math") \
         if gold_fields else None
-    if gold is None and gold_fields:
+    if gold is None and gold_fields and require_gold:
         return None
     level = _level(row.get(level_field)) if level_field else None
     row_id = next((row[f] for f in ID_FIELDS if row.get(f) is not None), default_id)
