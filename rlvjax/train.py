@@ -91,8 +91,9 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     reward = reward or Rewards(task.rewards, task.reward_weights)
     model, tokenizer = experiment.build_policy(config.model, config.verifier.question)
     given = records is not None
-    for name, split in zip(("train_dataset", "eval_dataset"), records or ()):  # written to WORKDIR/data/ below
-        sources.check_json_rows(split, name)
+    if given:  # as written to WORKDIR/data/ below and read back by a resume
+        records = tuple(sources.json_rows(split, name) for split, name in zip(records, ("train_dataset",
+                                                                                         "eval_dataset")))
     train_records, eval_records = experiment.build_records(task, tokenizer, records)
     for name, split in (("train", train_records), ("eval", eval_records)):
         if split:
@@ -133,7 +134,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
         if given:  # the written config names the data where this run keeps it
             config = dataclasses.replace(config, task=dataclasses.replace(
                 task, name="file", train_file=str(workdir / "data" / "train.jsonl"),
-                eval_file=str(workdir / "data" / "eval.jsonl") if eval_records else None))
+                eval_file=str(workdir / "data" / "eval.jsonl") if eval_records else None,
+                num_eval=len(records[1]) if eval_records else task.num_eval))  # all of them, as given
         stored = {**config.to_dict(), "architecture": json.loads(json.dumps(dataclasses.asdict(model.config)))}
         latest = checkpoints.latest_step()
         if latest is not None and not resume:

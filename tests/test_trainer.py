@@ -135,6 +135,30 @@ def test_in_memory_datasets_are_written_with_the_run_and_reproduce_it(tmp_path):
     assert config["task"]["rewards"] == [f"{__name__}:length_penalty"]
 
 
+def test_a_run_on_in_memory_rows_reads_back_the_same_data_from_what_it_wrote(tmp_path):
+    """What the CLI's --resume of an API run reads (the stored config's task over WORKDIR/data/) is the data the run
+    trained on: the same fingerprint as the checkpoint's data state (numpy values included) and every eval row,
+    however few TaskSpec.num_eval keeps of a file."""
+    import dataclasses
+
+    from rlvjax import experiment
+    from rlvjax.config import Config
+    from rlvjax.data import pipeline
+
+    rows = [{"prompt": f"{i}+1=", "target": str(i + 1), "n": np.int64(i)} for i in range(8)]
+    evals = [{"prompt": f"{i}+2=", "target": str(i + 2)} for i in range(3)]
+    base = Config()
+    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), num_steps=1, batch_size=4, group_size=2,
+                            max_new_tokens=2, config=dataclasses.replace(base, task=dataclasses.replace(
+                                base.task, num_eval=2)))
+    rlvjax.RLVTrainer(reward_funcs=length_penalty, train_dataset=rows, eval_dataset=evals, args=args).train()
+    stored = Config.from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
+    train, held_out = experiment.build_records(stored.task, experiment.abstract_policy(stored.model)[1])
+    assert [r["prompt"] for r in held_out] == [r["prompt"] for r in evals]
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "1" / "data_state" / "metadata").read_text())
+    assert pipeline.fingerprint([{**r, "index": i} for i, r in enumerate(train)]) == saved["records_sha256"]
+
+
 def length_penalty(prompts, completions, **columns):
     return [-len(c) / 10 for c in completions]
 

@@ -122,11 +122,14 @@ def write_jsonl(path, records: list[dict]) -> None:
     tmp.replace(path)
 
 
-def check_json_rows(records: list[dict], name: str) -> None:
-    """Raises a one-line ValueError naming the first row and column :func:`write_jsonl` cannot write."""
+def json_rows(records: list[dict], name: str) -> list[dict]:
+    """``records`` as :func:`write_jsonl` writes them and :func:`load_records` reads them back (numpy values as the
+    Python numbers and lists they hold), so a run on in-memory rows sees what its resume will read; a one-line
+    ValueError names the first row and column that JSON cannot hold."""
+    rows = []
     for i, row in enumerate(records):
         try:
-            json.dumps(row, default=_plain)
+            rows.append(json.loads(json.dumps(row, default=_plain)))
         except (TypeError, ValueError):
             for column, value in row.items():  # which one
                 try:
@@ -134,6 +137,8 @@ def check_json_rows(records: list[dict], name: str) -> None:
                 except (TypeError, ValueError) as e:
                     raise ValueError(f"{name} row {i}, column {column!r}: {type(value).__name__} cannot be written "
                                      f"as JSON ({e}); convert it to text, numbers, lists or dicts") from None
+            raise
+    return rows
 
 
 def _plain(value):
