@@ -259,6 +259,8 @@ def _level(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
+    if isinstance(value, float):  # a pandas column with gaps holds 3.0 and NaN
+        return int(value) if value.is_integer() else None
     match = re.fullmatch(r"\s*(?:level\s*)?(\d+)\s*", value, re.IGNORECASE) if isinstance(value, str) else None
     return int(match.group(1)) if match else None
 

@@ -27,7 +27,9 @@ class RLConfig:
     # logged verify accuracy is then the balanced one.
     verify_balance: bool = False
     beta: float = 0.0  # KL(pi || pi_ref) weight; > 0 keeps a frozen copy of the initial policy
-    kl_estimator: str = "k3"  # estimator of KL(pi || pi_ref) per token: "k1" or "k3"
+    # Per-token estimate of KL(pi || pi_ref) in the loss: "k3" (Schulman's, TRL's), or "k1" (logp - ref), whose
+    # gradient on on-policy samples is grad log pi and averages to 0: a penalty that mostly does nothing.
+    kl_estimator: str = "k3"
     eps_low: float = 0.2  # PPO clip: ratio >= 1 - eps_low
     eps_high: float = 0.2  # PPO clip: ratio <= 1 + eps_high (DAPO's clip-higher when > eps_low)
     # How per-token losses become one number (rl/losses.py AGGREGATIONS). None: the algorithm's own, as its paper
