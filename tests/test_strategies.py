@@ -132,9 +132,10 @@ def test_particles_without_resampling_are_the_engines_samples_and_runs_are_deter
     pool, scores, classes = engine_pool(warm_policy, 4, seed=2)
     plain = particle.run(policy, records, particle.ParticleRule(particles=4, max_steps=0), seed=2)
     np.testing.assert_array_equal(plain.tokens, pool["lengths"].sum(axis=1))
-    voting = np.where(pool["finished"], classes, -1)  # truncated particles do not vote
+    # the fixed-N weighted vote of the same samples, truncated ones included
+    assert not pool["finished"].all()
     np.testing.assert_array_equal(plain.correct, [leader_grade(c, s, g) for c, s, g in
-                                                  zip(voting, scores, pool["correct"])])
+                                                  zip(classes, scores, pool["correct"])])
     rule = particle.ParticleRule(particles=4, step_delimiter="\n", max_steps=8)
     first, again = (particle.run(policy, records, rule, seed=3) for _ in range(2))
     assert first.answers == again.answers
@@ -166,3 +167,26 @@ def test_live_adaptive_draws_the_engines_rounds(warm_policy):
     assert set(wanted) <= {2, 4, 6} and wanted.sum() > 3 * len(records)
     capped = adaptive.run(policy, records, dataclasses.replace(rule, mean_samples=3.0), seed=5, mesh=mesh)
     assert capped.samples.sum() <= 3 * len(records) and capped.samples.min() == 2
+
+
+def test_a_truncated_row_states_its_answer_as_a_fixed_pool_does():
+    """The strategies read a truncated row's stated answer, as ``sample_pool`` does (particles without resampling
+    are the fixed-N vote); ``finished`` says which rows a strategy may hold back (length, below its last budget)."""
+    from types import SimpleNamespace
+
+    from rlvjax.data.tokenizer import build_tokenizer
+    from rlvjax.rewards.registry import Rewards
+    from rlvjax.rl.verifier import VerifierConfig
+    from rlvjax.strategies.policy import Policy
+
+    tok = build_tokenizer()
+    truncated, finished = (tok.encode(t, add_special_tokens=False) for t in ("1+4=5\n\\boxed{5}\n2+", "\\boxed{7}"))
+    finished = finished + [tok.eos_token_id]
+    tokens = np.zeros((2, max(map(len, (truncated, finished)))), np.int32)
+    tokens[0, :len(truncated)], tokens[1, :len(finished)] = truncated, finished
+    rows = SimpleNamespace(tokens=tokens, n=np.array([len(truncated), len(finished)]))
+    policy = SimpleNamespace(decoder=SimpleNamespace(finished=lambda rows: np.array([False, True])), tokenizer=tok,
+                             reward=Rewards(("math",)), verify=VerifierConfig(), conventions=testtime.Conventions())
+    read = Policy.read(policy, rows, [{"prompt": "1+4=", "gold": "5"}], np.log(np.full((2, 2), 0.5)))
+    assert read["answers"].tolist() == [["5", "7"]]
+    assert read["finished"].tolist() == [[False, True]] and read["correct"].tolist() == [[True, False]]

@@ -8,7 +8,8 @@ problem with weights ``p(Yes) ** (1 / weight_temperature)``, normalised: ``"mult
 weights, ``"reject"`` replaces the ``reject_fraction`` lowest-weight rows by copies of the highest ones and keeps the
 rest. Finished rows keep their final score and are resampled like the others. After ``max_steps`` rounds (or once
 every row has finished) the remaining rows run to the end, and the problem's answer is the verifier-weighted vote of
-its rows. Resampling draws from a numpy generator seeded by ``seed`` and the batch, so a run is deterministic.
+its rows, truncated ones included as in a fixed-N vote (particles without resampling are that vote). Resampling
+draws from a numpy generator seeded by ``seed`` and the batch, so a run is deterministic.
 """
 
 from __future__ import annotations
