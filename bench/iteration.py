@@ -50,7 +50,7 @@ class Iteration:
     def __call__(self):
         t0 = common.time.perf_counter()
         roll = jax.block_until_ready(self.rollout(self.state.params, self.prompts, jnp.ones_like(self.prompts, bool),
-                                                  jax.random.key(0)))
+                                                  jax.random.key(0), None))
         t1 = common.time.perf_counter()
         batch, _ = self.prepare(roll, self.rewards)
         self.state, metrics = self.update(self.state, batch)

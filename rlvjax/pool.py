@@ -43,16 +43,21 @@ class PoolSampler:
         return cls(statics, mesh, num_samples,
                    steps.jit_rollout(statics, mesh, parallel.shardings(params, mesh), rows))
 
-    def __call__(self, params, prompts: list[list[int]], rng) -> tuple[np.ndarray, ...]:
+    def __call__(self, params, prompts: list[list[int]], rng, limits=None) -> tuple[np.ndarray, ...]:
         """``num_samples`` completions of each of ``prompts`` (ids) on the mesh: host ``(tokens [P, K, N], lengths,
-        finished, verify_logprobs [P, K, 2])`` (zero log-probs without the score). The prompts are padded to a
-        multiple of the mesh's rows with copies of the last one, whose samples are dropped; the others' samples
-        do not depend on that padding."""
+        finished, verify_logprobs [P, K, 2])`` (zero log-probs without the score). ``limits [P]`` caps each
+        prompt's samples' new tokens (None: ``max_new_tokens``). The prompts are padded to a multiple of the mesh's
+        rows with copies of the last one, whose samples are dropped; the others' samples do not depend on that
+        padding."""
         parallel_rows = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-        padded = list(prompts) + [prompts[-1]] * (-len(prompts) % parallel_rows)
+        extra = -len(prompts) % parallel_rows
+        padded = list(prompts) + [prompts[-1]] * extra
         ids, mask = sampling.left_pad(padded, pad_id=self.statics.pad_id)
         rows = parallel.batch_sharding(self.mesh, 2)
-        roll = self.fn(params, parallel.to_global(ids, rows), parallel.to_global(mask, rows), rng)
+        if limits is not None:
+            limits = np.repeat(np.concatenate([limits, np.repeat(limits[-1:], extra)]), self.num_samples)
+            limits = parallel.to_global(limits.astype(np.int32), parallel.batch_sharding(self.mesh, 1))
+        roll = self.fn(params, parallel.to_global(ids, rows), parallel.to_global(mask, rows), rng, limits)
         return tuple(parallel.to_host(x)[: len(prompts)]
                      for x in (roll.tokens, roll.lengths, roll.finished, roll.verify_logprobs))
 

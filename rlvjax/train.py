@@ -198,7 +198,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                 prompts = experiment.encode_prompts(tokenizer, [r["prompt"] for r in batch])
                 ids, mask = sampling.left_pad(prompts, pad_id=st.pad_id)  # bucket_width: a bounded set of shapes
                 roll = jitted.rollout(state.params, parallel.to_global(ids, rows2), parallel.to_global(mask, rows2),
-                                      jax.random.fold_in(jax.random.key(run.seed), step))
+                                      jax.random.fold_in(jax.random.key(run.seed), step), None)
                 tokens, lengths, finished, verify_lp = map(parallel.to_host, (roll.tokens, roll.lengths,
                                                                               roll.finished, roll.verify_logprobs))
                 t1 = time.perf_counter()

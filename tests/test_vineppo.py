@@ -1,5 +1,6 @@
 """VinePPO's value pass with a stub sampler: step boundaries, prefixes asked for, and advantages by hand."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -25,11 +26,14 @@ def batch(tok, texts):
     return [prompt] * len(ids), ["4999"] * len(ids), tokens, np.array(list(map(len, ids)))
 
 
-def stub_sampler(prompts, values_by_prefix, asked):
-    """`sample_rewards` answering V(prefix) from a table keyed by the prefix's completion length; records the asks."""
-    def sample_rewards(prefixes, golds):
+def stub_sampler(prompts, values_by_prefix, asked, budgets=None):
+    """`sample_rewards` answering V(prefix) from a table keyed by the prefix's completion length; records the asks
+    (and the continuations' token budgets in ``budgets``)."""
+    def sample_rewards(prefixes, golds, limits):
         lengths = [len(p) - len(prompts[0]) for p in prefixes]
         asked.extend(lengths)
+        if budgets is not None:
+            budgets.extend(limits.tolist())
         return np.array([values_by_prefix[n] for n in lengths])
 
     return sample_rewards
@@ -86,12 +90,14 @@ def test_step_token_bounds_follow_the_text_with_real_tokenizers(kind, text):
 def test_token_advantages_by_hand():
     tok = build_tokenizer()
     prompts, golds, tokens, lengths = batch(tok, [TWO_STEPS, TWO_STEPS])
-    asked = []
+    asked, budgets = [], []
     # V(prompt alone) = 0.5, V(after step 1) = 0.25
-    sample_rewards = stub_sampler(prompts, {0: 0.5, 24: 0.25}, asked)
+    sample_rewards = stub_sampler(prompts, {0: 0.5, 24: 0.25}, asked, budgets)
     adv, stats = vineppo.token_advantages(sample_rewards, tok, prompts, golds, tokens, lengths,
                                           [TWO_STEPS, TWO_STEPS], np.array([1.0, 0.0]), max_steps=None)
     assert list(lengths) == [48, 48] and asked == [0, 24, 0, 24]
+    # a continuation of a prefix gets the rollouts' cap (51 tokens) less the prefix's completion tokens
+    assert tokens.shape[1] == 51 and budgets == [51, 27, 51, 27]
     expected0 = np.r_[np.full(24, 0.25 - 0.5), np.full(24, 1.0 - 0.25), np.zeros(3)]
     expected1 = np.r_[np.full(24, 0.25 - 0.5), np.full(24, 0.0 - 0.25), np.zeros(3)]
     np.testing.assert_allclose(adv, np.stack([expected0, expected1]), atol=1e-6)
@@ -153,3 +159,32 @@ def test_step_cap_config():
     for bad in (0, -1, "8", 2.0):
         with pytest.raises(ValueError, match="vineppo_max_steps"):
             RLConfig(vineppo_max_steps=bad)
+
+
+def test_the_value_pass_caps_each_prefix_continuation_at_its_budget():
+    """``PoolSampler``'s per-prompt ``limits`` (the value pass's budgets): each prompt's samples stop at their cap,
+    and up to it they are the uncapped samples (each sample's keys are its own)."""
+    from flax import nnx
+
+    from rlvjax import experiment, parallel
+    from rlvjax.pool import PoolSampler
+    from rlvjax.rl.config import RLConfig
+
+    model, tokenizer = experiment.build_policy(experiment.ModelSpec(hidden_size=32, intermediate_size=64,
+                                                                    num_layers=1, num_heads=2, num_kv_heads=1))
+    graphdef, params = nnx.split(model)
+    params = nnx.to_pure_dict(params)
+    rl = RLConfig(max_new_tokens=8, temperature=1.0)
+    statics = experiment.statics(graphdef, None, rl, tokenizer)
+    sampler = PoolSampler.build(statics, parallel.make_mesh(parallel.MeshConfig()), params, num_samples=2,
+                                score=False)
+    prompts = [tokenizer.encode(p, add_special_tokens=False) for p in ("1+2=", "30+4=", "5=")]
+    key = jax.random.key(3)
+    free_tokens, free_lengths, _, _ = sampler(params, prompts, key)
+    tokens, lengths, _, _ = sampler(params, prompts, key, np.array([2, 8, 1]))
+    assert (free_lengths[[0, 2]] > [[2], [1]]).all()  # the caps bind
+    np.testing.assert_array_equal(lengths, np.minimum(free_lengths, [[2], [8], [1]]))
+    for p in range(3):
+        for k in range(2):
+            n = lengths[p, k]
+            np.testing.assert_array_equal(tokens[p, k, :n], free_tokens[p, k, :n])

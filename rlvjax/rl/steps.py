@@ -78,10 +78,11 @@ class Statics:
     verify_threshold: float = 0.5  # a rollout is labelled Yes when its reward is >= this (VerifierConfig.threshold)
 
 
-def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, *, mesh=None,
+def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, limits=None, *, mesh=None,
                  rows: int | None = None) -> Rollouts:
     """G samples per prompt, their log-probs, and p(Yes)/p(No) scored on the live cache (fused verifier).
-    ``rows`` samples decode at once, the others queued for continuous refill (None: all of them).
+    ``rows`` samples decode at once, the others queued for continuous refill (None: all of them). ``limits``
+    ``[P * G]`` caps each sample's new tokens below ``RLConfig.max_new_tokens`` (None: none).
     With ``mesh``, the KV cache keeps ``parallel.cache_sharding``'s layout throughout the decode loop and the
     weights ``parallel.sampling_shardings``'."""
     rl = statics.rl
@@ -104,7 +105,7 @@ def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, *, mesh
     out = sampling.generate(model, prompt_ids, prompt_mask, rng,
                             num_samples=rl.group_size, max_new_tokens=rl.max_new_tokens, params=params_s,
                             score_suffix=statics.verify_suffix, score_ids=(statics.yes_id, statics.no_id),
-                            rows=rows, cache_sharding=cache_sharding,
+                            rows=rows, limits=limits, cache_sharding=cache_sharding,
                             prefill_rows=prefill_rows(prompts, width, mesh))
     return Rollouts(prompt_ids, prompt_mask, out.tokens, out.lengths, out.logprobs, out.finished,
                     out.score_logprobs)
@@ -304,10 +305,11 @@ def prefill_rows(prompts: int, width: int, mesh=None) -> int | None:
 
 def jit_rollout(statics: Statics, mesh, params_sharding, rows: int | None = None):
     """``rollout_step`` jitted for ``mesh``: params laid out by ``params_sharding``, prompts and rollouts by rows over
-    the data axes (training rollouts and evaluation pools alike); ``rows``: ``rollout_step``'s."""
+    the data axes (training rollouts and evaluation pools alike); ``rows``: ``rollout_step``'s. It takes
+    ``(params, ids, mask, rng, limits)``, ``limits`` None for none."""
     rows2, rows3 = (parallel.batch_sharding(mesh, d) for d in (2, 3))
     return jax.jit(functools.partial(rollout_step, statics, mesh=mesh, rows=rows),
-                   in_shardings=(params_sharding, rows2, rows2, None),
+                   in_shardings=(params_sharding, rows2, rows2, None, None),
                    out_shardings=Rollouts(rows2, rows2, rows3, rows2, rows3, rows2, rows3))
 
 

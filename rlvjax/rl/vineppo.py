@@ -3,7 +3,9 @@
 For rollout ``y`` split into steps ``s_1..s_n`` (``advantages.split_steps``), ``V(prefix_k)`` is the mean reward of
 ``K`` continuations sampled from ``prompt + s_1..s_k`` (``V`` of the empty prefix likewise from the prompt alone),
 and step ``k`` gets ``A_k = V(prefix_k) - V(prefix_{k-1})`` with the terminal value being the rollout's reward.
-Every token of a step carries its step's advantage.
+Every token of a step carries its step's advantage. A continuation has the rollout's own token budget, less its
+prefix (VinePPO caps prefix + continuation at the model context it gives rollouts), so a prefix is valued by what
+the rollout could still have done.
 """
 
 from __future__ import annotations
@@ -44,26 +46,29 @@ def token_advantages(sample_rewards: Callable[[list[list[int]], list[str]], np.n
                      prompts: list[list[int]], golds: list[str], tokens: np.ndarray, lengths: np.ndarray,
                      texts: list[str], rewards: np.ndarray, *, max_steps: int | None,
                      whiten: bool = False) -> tuple[np.ndarray, dict]:
-    """``[R, N]`` per-token advantages for ``R`` rollouts (``tokens [R, N]``, ``lengths [R]``, ``rewards [R]``),
-    whitened over the batch's completion tokens with ``whiten`` (``advantages.whiten``, as VinePPO does).
+    """``[R, N]`` per-token advantages for ``R`` rollouts (``tokens [R, N]``, ``N`` their token cap,
+    ``lengths [R]``, ``rewards [R]``), whitened over the batch's completion tokens with ``whiten``
+    (``advantages.whiten``, as VinePPO does).
 
     ``max_steps`` is VinePPO's ``max_step_for_value_estimation`` (``RLConfig.vineppo_max_steps``): ``None`` samples
     a value for every step prefix; ``M`` only for the prompt and the first ``M`` step prefixes, and later prefixes
     take the rollout's reward as their value, so step ``M + 1`` gets ``reward - V(s_M)`` and later steps 0.
 
-    ``sample_rewards(prefix_ids, golds)`` samples K continuations of each prefix and returns their mean reward
+    ``sample_rewards(prefix_ids, golds, budgets)`` samples K continuations of each prefix, at most ``budgets[j]``
+    (``N`` less the prefix's completion tokens) new tokens each, and returns their mean reward
     ``[len(prefix_ids)]``: one batched call covers every step prefix of every rollout.
     """
     r, n = tokens.shape
     bounds = [step_token_bounds(tokenizer, texts[i], tokens[i, : lengths[i]].tolist())
               if lengths[i] else np.zeros(1, int) for i in range(r)]
     valued = [b if max_steps is None else b[: max_steps + 1] for b in bounds]
-    prefixes, owners = [], []
+    prefixes, owners, budgets = [], [], []
     for i, b in enumerate(valued):
         for start in b:
             prefixes.append(list(prompts[i]) + tokens[i, :start].tolist())
             owners.append(golds[i])
-    values = sample_rewards(prefixes, owners)
+            budgets.append(n - int(start))
+    values = sample_rewards(prefixes, owners, np.asarray(budgets, np.int32))
     # One column per step of the batch's longest rollout.
     step_values = np.zeros((r, max(len(b) for b in bounds)), np.float32)
     step_mask = np.zeros_like(step_values)
@@ -92,12 +97,12 @@ def value_sampler(sampler, params, tokenizer, *, seed: int, chunk: int = VALUE_C
     """``sample_rewards`` for ``token_advantages``: K continuations per prefix from ``sampler`` (a
     ``pool.PoolSampler`` of ``rl.vineppo_samples`` at the policy's temperature, without the verifier score: the
     engine on the run's mesh) and ``params``, graded like rollouts, in chunks of ``chunk`` prefixes."""
-    def sample_rewards(prefixes: list[list[int]], golds: list[str]) -> np.ndarray:
+    def sample_rewards(prefixes: list[list[int]], golds: list[str], budgets: np.ndarray) -> np.ndarray:
         k = sampler.num_samples
         means = []
         for start in range(0, len(prefixes), chunk):
             tokens, lengths, finished, _ = sampler(params, prefixes[start:start + chunk],
-                                                   jax.random.key(seed + start))
+                                                   jax.random.key(seed + start), budgets[start:start + chunk])
             n = tokens.shape[-1]
             texts = experiment.decode_completions(tokenizer, tokens.reshape(-1, n), lengths.ravel(),
                                                   finished.ravel())
