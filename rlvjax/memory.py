@@ -51,8 +51,8 @@ PHASES = ("rollout", "value pass", "update", "optimizer", "eval", "final eval")
 
 @dataclasses.dataclass(frozen=True)
 class MemoryConfig:
-    """``device_memory_gib``: the per-device budget; None reads the device's ``bytes_limit`` and checks nothing
-    where there is none (CPU). ``refuse = False`` prints a warning instead of raising, for when the estimate is
+    """``device_memory_gib``: the per-device budget; None reads the device's ``bytes_limit``, or on CPU (which
+    reports none) the host's memory shared by its local devices. ``refuse = False`` prints a warning instead of raising, for when the estimate is
     known to be pessimistic (e.g. an XLA flag that changes what it keeps alive)."""
 
     device_memory_gib: float | None = None  # per-device budget; None: the device's own limit (CPU: host memory)

@@ -44,10 +44,11 @@ class RLConfig:
     num_minibatches: int = 1  # optimizer steps per epoch (the rollouts split evenly)
     micro_batch_size: int = 0  # rows per gradient-accumulation step; 0: the whole minibatch at once
     # Update-step memory: "none", "full" (recompute each decoder layer in the backward pass, keeping its input) or
-    # a jax.checkpoint policy name (model/transformer.py REMAT_POLICIES); and the completion positions whose [V]
-    # log-softmax is built at once (0: all N; e.g. 128 keeps no [rows, N, V] f32 buffer alive).
+    # a jax.checkpoint policy name (model/transformer.py REMAT_POLICIES).
     remat: str = "none"
-    logprob_chunk_size: int = 0  # completion positions whose [V] log-softmax is built at once (0: all)
+    # Completion positions whose [V] log-softmax is built at once (0: all N; e.g. 128 keeps no [rows, N, V] f32
+    # buffer alive).
+    logprob_chunk_size: int = 0
     vineppo_samples: int = 9  # K continuations per step prefix (VinePPO's value estimate)
     # VinePPO's max_step_for_value_estimation. None, as in VinePPO's MATH setup: no cap, every step prefix gets K
     # continuations (the step arrays are as wide as the batch's longest rollout). M: only the prompt and the first M
