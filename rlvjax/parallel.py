@@ -8,6 +8,7 @@ the same table shards them too. A dimension that the mesh axis does not divide i
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from typing import Sequence
@@ -57,6 +58,11 @@ class MeshConfig:
 
     def __post_init__(self):
         check_field_types(self)
+        sizes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
+        bad = {name: size for name, size in sizes.items() if size < 1 and size != -1}
+        if bad or list(sizes.values()).count(-1) > 1:
+            raise ValueError(f"MeshConfig sizes {sizes}: each must be >= 1, or -1 (all remaining devices) for at "
+                             "most one axis")
 
 
 # Environment fallbacks for fields left None, first set wins (JAX_COORDINATOR_ADDRESS is jax.distributed's own).
@@ -121,9 +127,7 @@ def initialize_distributed(cfg: MeshConfig) -> None:
 
 def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
     devices = list(jax.devices() if devices is None else devices)
-    sizes = [cfg.data, cfg.fsdp, cfg.tensor]
-    if sizes.count(-1) > 1:
-        raise ValueError(f"mesh {dict(zip(AXES, sizes))}: at most one axis may be -1 (fill the remaining devices)")
+    sizes = [cfg.data, cfg.fsdp, cfg.tensor]  # MeshConfig holds sizes >= 1 and at most one -1
     known = int(np.prod([s for s in sizes if s != -1]))
     if -1 in sizes:
         if len(devices) % known:
@@ -247,9 +251,14 @@ def to_host(x: jax.Array) -> np.ndarray:
 
 
 def check_batch(rows: int, mesh: Mesh, what: str = "batch") -> None:
+    """One line when ``rows`` do not split evenly over the data axes, or over the processes that each load their
+    share (a tensor axis across hosts makes those differ)."""
     parallel = mesh.shape["data"] * mesh.shape["fsdp"]
     if rows % parallel:
         raise ValueError(
             f"{what} of {rows} rows does not divide over data*fsdp={parallel} devices; "
             f"pick a size that is a multiple of {parallel}"
         )
+    if rows % jax.process_count():
+        raise ValueError(f"{what} of {rows} rows does not divide over the {jax.process_count()} processes, which "
+                         f"each load an equal share; pick a multiple of {math.lcm(parallel, jax.process_count())}")

@@ -35,10 +35,23 @@ def test_mesh_and_batch_errors():
     assert dict(mesh.shape) == {"data": n, "fsdp": 1, "tensor": 1}
     with pytest.raises(ValueError, match="needs 3 devices"):
         parallel.make_mesh(parallel.MeshConfig(data=3, fsdp=1, tensor=1), devices=jax.devices()[:1])
-    with pytest.raises(ValueError, match="at most one axis may be -1"):
-        parallel.make_mesh(parallel.MeshConfig(data=-1, fsdp=-1))
+    for sizes in (dict(data=-1, fsdp=-1), dict(data=-1, fsdp=0), dict(data=-2, fsdp=-4)):
+        with pytest.raises(ValueError, match=r"MeshConfig sizes \{.*\}: each must be >= 1, or -1 \(all remaining "
+                                             r"devices\) for at most one axis"):
+            parallel.MeshConfig(**sizes)
     with pytest.raises(ValueError, match="multiple of 8"):
         parallel.check_batch(12, MESH, "batch_size")
+
+
+def test_a_batch_must_split_over_the_processes_too(monkeypatch):
+    """A tensor axis across 2 hosts: 3 prompts divide over data*fsdp = 1, but not over the 2 processes that each
+    load an equal share (each would load 1, training on 2)."""
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    mesh = types.SimpleNamespace(shape={"data": 1, "fsdp": 1, "tensor": 4})
+    with pytest.raises(ValueError, match=r"batch_size of 3 rows does not divide over the 2 processes, which each load "
+                                         r"an equal share; pick a multiple of 2"):
+        parallel.check_batch(3, mesh, "batch_size")
+    parallel.check_batch(4, mesh, "batch_size")
 
 
 TIMEOUTS = {"initialization_timeout": 300, "heartbeat_timeout_seconds": 100, "shutdown_timeout_seconds": 300}
