@@ -127,7 +127,7 @@ def main():
     state = steps.init_state(params, tx, seed=0, keep_reference=False)
     rollout = steps.jit_steps(statics, mesh, state).rollout
     t0 = time.perf_counter()
-    compiled = rollout.lower(state.params, ids, mask, jax.random.key(0)).compile()
+    compiled = rollout.lower(state.params, ids, mask, jax.random.key(0), None).compile()
     out["rollout_compile_s"] = time.perf_counter() - t0
     out["rollout_compiled_gib"] = compiled_bytes(compiled) / GiB
     roll_s = timed(lambda: rollout(state.params, ids, mask, jax.random.key(1)), 2)

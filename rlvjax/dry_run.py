@@ -70,7 +70,7 @@ def compile_phases(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, op
         st = dataclasses.replace(statics, rl=dataclasses.replace(rl, group_size=group))
         jitted = steps.jit_rollout(st, mesh, parallel.shardings(state.params, mesh))
         ids = s((prompts, prompt_tokens), jnp.int32, sharding=rows2)
-        lowered = jitted.lower(state.params, ids, s(ids.shape, bool, sharding=rows2), jax.random.key(0))
+        lowered = jitted.lower(state.params, ids, s(ids.shape, bool, sharding=rows2), jax.random.key(0), None)
         compiled = lowered.compile(_NEVER_RUN)
         rows = prompts * group // int(np.prod(list(mesh.shape.values())))  # the fewest rows a device can hold
         return _measure(name, compiled, extra, max(1, rows) * kv_slot_elements)

@@ -52,8 +52,9 @@ PHASES = ("rollout", "value pass", "update", "optimizer", "eval", "final eval")
 @dataclasses.dataclass(frozen=True)
 class MemoryConfig:
     """``device_memory_gib``: the per-device budget; None reads the device's ``bytes_limit``, or on CPU (which
-    reports none) the host's memory shared by its local devices. ``refuse = False`` prints a warning instead of raising, for when the estimate is
-    known to be pessimistic (e.g. an XLA flag that changes what it keeps alive)."""
+    reports none) the host's memory shared by its local devices. ``refuse = False`` prints a warning instead of
+    raising, for when the estimate is known to be pessimistic (e.g. an XLA flag that changes what it keeps
+    alive)."""
 
     device_memory_gib: float | None = None  # per-device budget; None: the device's own limit (CPU: host memory)
     refuse: bool = True  # False: warn instead of refusing a run whose plan exceeds the budget
@@ -171,6 +172,26 @@ def sharded_bytes(tree, mesh, *, dtype=None, spec_of=lambda spec: spec) -> int:
     return sum(jax.tree.leaves(jax.tree_util.tree_map_with_path(one, tree)))
 
 
+def _regathered_bytes(params, mesh, cache: jax.sharding.PartitionSpec, dtype) -> int:
+    """Per-device bytes, in their sampling layout, of the weights whose partition rule splits only a dimension after
+    the first, over an axis the sampling layout drops (with ``tensor = 1``: the embedding, o and down projections):
+    XLA copies them (transposed) around the all-gather that lays them out for sampling, one more copy of each.
+    Weights split on their first dimension too are gathered without it (both measured with ``memory_analysis``:
+    fsdp 4 x tensor 1 and fsdp 2 x tensor 2 at Qwen2.5-Math-1.5B's widths)."""
+    mesh = _as_mesh(mesh)
+
+    def one(path, x):
+        spec = parallel.spec_for(parallel.path_str(path), tuple(x.shape), mesh)
+        sampling = parallel.sampling_spec(spec, cache)
+        split = lambda axes: {a for axis in axes for a in parallel.axis_names(axis) if mesh.shape[a] > 1}
+        first, later = split(tuple(spec)[:1]), split(tuple(spec)[1:])
+        if first or not later - split(tuple(sampling)):
+            return 0
+        return _nbytes(NamedSharding(mesh, sampling).shard_shape(x.shape), dtype)
+
+    return sum(jax.tree.leaves(jax.tree_util.tree_map_with_path(one, params)))
+
+
 def _gathered_bytes(params, mesh) -> int:
     """What sharding all-gathers at once in the forward pass: the (tied) embedding or head, and one decoder layer."""
     shards = parallel.shardings(params, _as_mesh(mesh))
@@ -244,6 +265,11 @@ def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, promp
     if cfg.jnp_compute_dtype != cfg.jnp_dtype or weights != sharded_bytes(params, mesh):
         items.append(Item(f"{what}sampling weights", phase, weights,
                           f"{cfg.jnp_compute_dtype.name}, without the fsdp split"))
+    regathered = _regathered_bytes(params, mesh, cache, cfg.jnp_compute_dtype)
+    if regathered:
+        items.append(Item(f"{what}relayout temps", phase, regathered,
+                          "weights split only on a later dimension (embedding, o/down projections at tensor 1) "
+                          "are copied around their all-gather into the sampling layout"))
     step_prompts = steps.prefill_rows(prompts, prompt_tokens, mesh) or prompts
     prefill = ceil(step_prompts, row_shards) * q_local * prompt_tokens * max(kv_blocks(prompt_tokens)) * 2 * 4
     decode = rows_local * cfg.vocab_size * 2 * 4

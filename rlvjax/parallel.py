@@ -208,8 +208,8 @@ def sampling_spec(spec: P, cache: P) -> P:
     """A weight's layout while sampling: its partition rule without ``fsdp`` (decoding would gather every weight
     again each step), and without ``tensor`` too where the cache splits rows over it (each device then decodes
     whole rows with every head), as Tunix and verl sample from a separately laid-out copy of the weights."""
-    drop = {"data", "fsdp"} | ({"tensor"} if "tensor" in _names(cache[0] if len(cache) else None) else set())
-    axes = [tuple(a for a in _names(axis) if a not in drop) for axis in spec]
+    drop = {"data", "fsdp"} | ({"tensor"} if "tensor" in axis_names(cache[0] if len(cache) else None) else set())
+    axes = [tuple(a for a in axis_names(axis) if a not in drop) for axis in spec]
     return P(*[a[0] if len(a) == 1 else (a or None) for a in axes])
 
 
@@ -217,7 +217,7 @@ def sampling_shardings(tree, mesh: Mesh, cache: NamedSharding):
     return jax.tree.map(lambda s: NamedSharding(mesh, sampling_spec(s.spec, cache.spec)), shardings(tree, mesh))
 
 
-def _names(axis) -> tuple[str, ...]:
+def axis_names(axis) -> tuple[str, ...]:
     return axis if isinstance(axis, tuple) else (axis,) if axis else ()
 
 

@@ -34,11 +34,18 @@ def two_layer_qwen(tmp_path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("hardware", sorted((CONFIGS / "hardware").glob("*.gin")), ids=lambda p: p.stem)
-def test_each_hardware_config_compiles_to_its_plan_without_cache_copies(hardware, tmp_path):
+HARDWARE = [pytest.param(path, (), id=path.stem) for path in sorted((CONFIGS / "hardware").glob("*.gin"))] + [
+    # FSDP alone: weights split only on their second dimension are relaid out for sampling through copies
+    pytest.param(CONFIGS / "hardware" / "4xa100.gin", ("MeshConfig.fsdp = 4", "MeshConfig.tensor = 1"),
+                 id="4xa100_fsdp_only")]
+
+
+@pytest.mark.parametrize("hardware,mesh", HARDWARE)
+def test_each_hardware_config_compiles_to_its_plan_without_cache_copies(hardware, mesh, tmp_path):
     # f32 compute: the CPU backend runs bf16 matmuls in f32 (with f32 operand copies an accelerator does not make),
     # so f32 is where its compiled memory is the accelerator's. The KV cache layout does not depend on the dtype.
-    out = dry_run("--gin_file", str(EXPERIMENT), "--gin_file", str(hardware),
+    out = dry_run("--gin_file", str(EXPERIMENT), "--gin_file", str(hardware), *(a for b in mesh for a in
+                                                                                   ("--gin_param", b)),
                   "--gin_param", f"ModelSpec.config_json = '{two_layer_qwen(tmp_path)}'",
                   "--gin_param", "ModelSpec.compute_dtype = None", "--gin_param", "MemoryConfig.device_memory_gib = None",
                   cwd=tmp_path)  # no checkpoints/ nor data/ here
