@@ -7,6 +7,7 @@ a controlled share of plausible mistakes, so the starting policy is right often 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import jax
@@ -16,6 +17,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
+from rlvjax import parallel
 from rlvjax.fieldtypes import check_field_types
 
 
@@ -76,9 +78,10 @@ def sft_batch(examples: Sequence[tuple[list[int], int]], *, pad_id: int, width: 
     return ids, mask, loss_mask
 
 
-def sft_loss(graphdef, params, ids, mask, loss_mask):
-    """(sum of completion-token NLL, token count)."""
-    logits = nnx.merge(graphdef, params)(ids, mask).astype(jnp.float32)
+def sft_loss(graphdef, params, ids, mask, loss_mask, constrain=None):
+    """(sum of completion-token NLL, token count); ``constrain``: ``Transformer.hidden``'s."""
+    model = nnx.merge(graphdef, params)
+    logits = model.logits(model.hidden(ids, mask, constrain=constrain)[0]).astype(jnp.float32)
     logp = jax.nn.log_softmax(logits[:, :-1])
     nll = -jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
     return jnp.sum(nll * loss_mask[:, :-1]), jnp.sum(loss_mask[:, :-1])
@@ -94,9 +97,11 @@ def row_verdict(rng: np.random.Generator, cfg: WarmStartConfig, correct: bool, v
 
 
 def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, bool]], cfg: WarmStartConfig,
-               *, eos_id: int, pad_id: int, verify_suffix=(), verdict_ids=(), progress: bool = True):
+               *, eos_id: int, pad_id: int, verify_suffix=(), verdict_ids=(), progress: bool = True, mesh=None):
     """``cfg.num_steps`` AdamW steps on shuffled minibatches of ``(prompt, completion, correct)`` examples;
-    returns the new params.
+    returns the new params. With ``mesh``, the params and optimizer state are laid out by the partition rules and
+    the rows over the data axes, as in the RL update (every process draws the same batches: the examples are
+    seeded).
 
     A ``verify_format_rate`` share of rows are verification rows, verdict ids ``(yes, no)``. With
     ``verify_labels="random"`` the verdict is random: those rows teach the answer format of the verify prompt
@@ -110,15 +115,25 @@ def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, b
                for p, c, _ in examples]  # once: tokenizing per step would cost more than the step
     width = max(len(p) + len(c) for p, c in encoded) + len(verify_suffix) + 1
 
+    constrain = None if mesh is None else parallel.rows_constraint(mesh)
+
     def mean_loss(params, ids, mask, loss_mask):
-        total, count = sft_loss(graphdef, params, ids, mask, loss_mask)
+        total, count = sft_loss(graphdef, params, ids, mask, loss_mask, constrain)
         return total / count
 
-    @jax.jit
     def step(params, opt_state, ids, mask, loss_mask):
         loss, grads = jax.value_and_grad(mean_loss)(params, ids, mask, loss_mask)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
+
+    if mesh is None:
+        step, put = jax.jit(step), jnp.asarray
+    else:
+        shardings = parallel.shardings((params, opt_state), mesh)
+        params, opt_state = jax.device_put((params, opt_state), shardings)
+        rows = parallel.batch_sharding(mesh, 2)
+        step = jax.jit(step, in_shardings=(*shardings, rows, rows, rows), out_shardings=(*shardings, None))
+        put = functools.partial(parallel.to_global, sharding=rows)
 
     rng = np.random.default_rng(cfg.seed)
     bar = tqdm(range(cfg.num_steps), desc="warm start", disable=not progress, dynamic_ncols=True)
@@ -128,7 +143,7 @@ def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, b
             verdict = row_verdict(rng, cfg, examples[j][2], verdict_ids)
             rows.append(encode_example(*encoded[j], eos_id=eos_id, verify_suffix=verify_suffix, verdict_id=verdict))
         batch = sft_batch(rows, pad_id=pad_id, width=width)
-        params, opt_state, loss = step(params, opt_state, *map(jnp.asarray, batch))
+        params, opt_state, loss = step(params, opt_state, *map(put, batch))
         if (i + 1) % 50 == 0 or i + 1 == cfg.num_steps:
             bar.set_postfix(loss=f"{float(loss):.3f}")
     bar.close()

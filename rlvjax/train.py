@@ -88,6 +88,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     experiment.use_compilation_cache(run.compilation_cache_dir)
     mesh = parallel.make_mesh(config.mesh)
     parallel.check_batch(run.batch_size, mesh, "batch_size (prompts per step)")
+    if warm.num_steps:
+        parallel.check_batch(warm.batch_size, mesh, "WarmStartConfig.batch_size")
     reward = reward or Rewards(task.rewards, task.reward_weights)
     model, tokenizer = experiment.build_policy(config.model, config.verifier.question)
     given = records is not None
@@ -148,9 +150,10 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
             pairs = tasks.warm_start_pairs(task, warm.num_examples, warm.mistake_rate, warm.seed)
             params = sft.warm_start(graphdef, params, tokenizer, pairs, warm, eos_id=tokenizer.eos_token_id,
                                     pad_id=st.pad_id, verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id),
-                                    progress=jax.process_index() == 0)
+                                    progress=jax.process_index() == 0, mesh=mesh)
+            gathered = multihost_utils.process_allgather(params, tiled=True)  # every process sends its shards
             if jax.process_index() == 0:
-                save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "warm_start",
+                save_hf(nnx.merge(graphdef, gathered), tokenizer, workdir / "warm_start",
                         files=experiment.export_files(tokenizer, config.verifier))
         tx = optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
         statics = experiment.statics(graphdef, tx, rl, tokenizer, config.verifier)

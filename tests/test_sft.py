@@ -73,3 +73,44 @@ def test_bad_rl_and_verifier_settings_are_one_line_errors():
         RLConfig(eps_low=1.5)
     with pytest.raises(ValueError, match="VerifierConfig.threshold=nan must be a finite reward"):
         VerifierConfig(threshold=float("nan"))
+
+
+WARM_ON_A_MESH = """
+import json, numpy as np, jax
+from flax import nnx
+from rlvjax import experiment, parallel, sft
+from rlvjax.data import tasks
+model, tok = experiment.build_policy(experiment.ModelSpec(hidden_size=32, intermediate_size=64, num_layers=1,
+                                                          num_heads=2, num_kv_heads=1))
+graphdef, params = nnx.split(model)
+params = nnx.to_pure_dict(params)
+spec = experiment.TaskSpec(name="digit")
+pairs = tasks.warm_start_pairs(spec, 64, 0.3, 0)
+cfg = sft.WarmStartConfig(num_steps=3, batch_size=8, num_examples=64)
+kw = dict(eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, progress=False)
+mesh = parallel.make_mesh(parallel.MeshConfig(data=2, fsdp=2))
+sharded = sft.warm_start(graphdef, params, tok, pairs, cfg, mesh=mesh, **kw)
+alone = sft.warm_start(graphdef, params, tok, pairs, cfg, **kw)
+embedding = sharded["embed_tokens"]["embedding"]
+gap = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(jax.tree.leaves(sharded),
+                                                                             jax.tree.leaves(alone)))
+print("RESULT" + json.dumps({"devices": len(embedding.sharding.device_set),
+                             "shard_rows": embedding.addressable_shards[0].data.shape[1], "gap": gap}))
+"""
+
+
+def test_the_warm_start_runs_on_the_mesh_and_matches_one_device():
+    """With a mesh, the warm start's params and optimizer state are sharded by the partition rules (fsdp splits the
+    embedding) and its rows over the data axes, and it computes what one device does."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", WARM_ON_A_MESH], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.split("RESULT")[-1])
+    assert result["devices"] == 4 and result["shard_rows"] == 16  # hidden 32 split over fsdp = 2
+    assert result["gap"] < 1e-5
