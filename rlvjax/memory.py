@@ -255,7 +255,7 @@ def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, promp
     rows = min(rows or requests, requests)
     rows_local = ceil(rows, row_shards)  # each device decodes and refills its share (``sampling.generate``)
     per_slot = cfg.num_layers * 2 * kv_local * cfg.kv_dim * it
-    prompts_local = ceil(prompts, row_shards)
+    prompts_local = sampling.prompt_window(requests_local, prompts, samples)  # a device's share may straddle two
     items = [Item(f"{what}KV cache", phase, per_slot * seq * rows_local,
                   f"{rows_local} rows x {seq} slots x {cfg.num_layers} layers, {cfg.jnp_compute_dtype.name}"),
              Item(f"{what}prompt KV cache", phase, per_slot * prompt_tokens * prompts_local,

@@ -164,6 +164,14 @@ def test_tiny_config_bytes_by_hand():
     # of 8, f32.
     assert by_name["KV cache"] == 2 * (2 * 16 * 1 * 8 * 4)
     assert by_name["gathered weights"] == 64 * 16 * 4 // 2 + (16 * 16 + 2 * 16 * 8 + 16 * 16 + 3 * 16 * 32) * 4 // 2
+    # fsdp alone splits the embedding, o and down only on their second dimension: relaid out for sampling through
+    # one more (whole) copy of each
+    assert by_name["relayout temps"] == (64 * 16 + 16 * 16 + 32 * 16) * 4
+    # Rows over fsdp x tensor = 4 devices: 6 eval problems (5 padded to fsdp) x 4 samples give each device 6
+    # requests, which come from 3 consecutive prompts (it prefills all three), not 6 / 4 rounded up.
+    straddled = memory.plan(TINY, rl, experiment.RunConfig(batch_size=4, eval_samples=4),
+                            {"data": 1, "fsdp": 2, "tensor": 2}, prompt_tokens=8, verify_tokens=4, eval_problems=5)
+    assert {i.name: i.bytes_per_device for i in straddled.items}["eval prompt KV cache"] == 3 * 8 * (2 * 8 * 4)
     with_reference = memory.plan(TINY, RLConfig(group_size=2, max_new_tokens=4, beta=0.1), run, mesh,
                                  prompt_tokens=8, verify_tokens=4, eval_problems=0)
     assert {i.name: i.bytes_per_device for i in with_reference.items}["reference params"] == per_device

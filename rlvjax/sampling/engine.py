@@ -111,7 +111,7 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
         if q_total % shards:
             raise ValueError(f"{q_total} samples do not split evenly over the {shards} devices the rows are on")
         local = q_total // shards
-        window = _window(local, b, num_samples)
+        window = prompt_window(local, b, num_samples)
         if prefill_rows is not None:  # a divisor of the shard's prompts, or all at once
             prefill_rows = max(1, prefill_rows // shards)
             prefill_rows = prefill_rows if window % prefill_rows == 0 else None
@@ -139,8 +139,9 @@ def _names(axis) -> tuple[str, ...]:
     return axis if isinstance(axis, tuple) else (axis,) if axis else ()
 
 
-def _window(requests: int, prompts: int, g: int) -> int:
-    """How many consecutive prompts ``requests`` consecutive requests (``g`` per prompt) can come from."""
+def prompt_window(requests: int, prompts: int, g: int) -> int:
+    """How many consecutive prompts ``requests`` consecutive requests (``g`` per prompt) can come from: the prompts
+    a device prefills when the requests are split over devices."""
     if requests == prompts * g:
         return prompts
     return requests // g if requests % g == 0 else min(prompts, (requests - 1) // g + 2)
@@ -156,7 +157,7 @@ def _engine(model: Transformer, ids, mask, rng, limits, *, first, num_samples: i
     q_total = limits.shape[0]
     # The prompts these requests come from: a window of ``ids`` (all of it on one device). With whole prompts per
     # device (``first`` a multiple of ``g``) the window starts at ``first // g``.
-    window = _window(q_total, ids.shape[0], g)
+    window = prompt_window(q_total, ids.shape[0], g)
     start = jnp.minimum(first // g, ids.shape[0] - window)
     ids, mask = (jax.lax.dynamic_slice_in_dim(x, start, window) for x in (ids, mask))
     b, p = ids.shape
