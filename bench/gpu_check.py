@@ -130,7 +130,7 @@ def main():
     compiled = rollout.lower(state.params, ids, mask, jax.random.key(0), None).compile()
     out["rollout_compile_s"] = time.perf_counter() - t0
     out["rollout_compiled_gib"] = compiled_bytes(compiled) / GiB
-    roll_s = timed(lambda: rollout(state.params, ids, mask, jax.random.key(1)), 2)
+    roll_s = timed(lambda: rollout(state.params, ids, mask, jax.random.key(1), None), 2)
     out["rollout_peak_gib"] = (peak_bytes() or 0) / GiB
 
     from rlvjax import sampling
@@ -170,7 +170,7 @@ def main():
                 f"filled slots -> {out['ragged_roofline_fraction']:.0%}")
 
     # --- the sampler-vs-trainer log-prob gap on those rollouts (first 2 prompts' rows), bf16 and f32 trainers.
-    roll = rollout(state.params, ids, mask, jax.random.key(1))
+    roll = rollout(state.params, ids, mask, jax.random.key(1), None)
     sub = jax.tree.map(lambda x: x[:2], roll)
     rewards = jnp.zeros(sub.lengths.shape, jnp.float32)
     batch, _ = steps.prepare_update(statics, sub, rewards)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rlvjax import experiment, hlo, memory, parallel
+from rlvjax import experiment, hlo, memory, parallel, sampling
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import steps, verifier
 from rlvjax.rl.config import OptimConfig, RLConfig
@@ -72,7 +72,9 @@ def compile_phases(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, op
         ids = s((prompts, prompt_tokens), jnp.int32, sharding=rows2)
         lowered = jitted.lower(state.params, ids, s(ids.shape, bool, sharding=rows2), jax.random.key(0), None)
         compiled = lowered.compile(_NEVER_RUN)
-        rows = prompts * group // int(np.prod(list(mesh.shape.values())))  # the fewest rows a device can hold
+        # the fewest rows a device's cache can hold: its share of the top level, or the smallest level the batch
+        # shrinks to (a copy there is as much a per-step copy of the cache)
+        rows = min(prompts * group // int(np.prod(list(mesh.shape.values()))), sampling.engine.MIN_ROWS)
         return _measure(name, compiled, extra, max(1, rows) * kv_slot_elements)
 
     phases = [sampling_phase("rollout", rl.group_size, run.batch_size, resident)]
