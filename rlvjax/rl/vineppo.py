@@ -27,9 +27,9 @@ def step_token_bounds(tokenizer, text: str, tokens: Sequence[int]) -> np.ndarray
     A token's first character is at ``len(decode(tokens[:i]))``: decoding the prefix as a whole, as ``text`` was
     decoded. Summing single-token decodes drifts with real tokenizers (a byte of a multi-byte character decodes
     alone to U+FFFD, SentencePiece drops a lone token's leading space, cleanup rewrites " ." only in context). One
-    binary search per step boundary: O(steps x log tokens) decodes."""
-    def first_token_at(offset: int) -> int:
-        lo, hi = 0, len(tokens)
+    binary search per step boundary, from the previous boundary's token: O(steps x log tokens) decodes."""
+    def first_token_at(offset: int, lo: int) -> int:
+        hi = len(tokens)
         while lo < hi:
             mid = (lo + hi) // 2
             if len(tokenizer.decode(tokens[:mid], skip_special_tokens=False)) >= offset:
@@ -38,8 +38,10 @@ def step_token_bounds(tokenizer, text: str, tokens: Sequence[int]) -> np.ndarray
                 lo = mid + 1
         return lo
 
-    firsts = {first_token_at(c) for c in advantages.step_boundaries(text)[1:]}
-    return np.array(sorted({0} | {i for i in firsts if i < len(tokens)}), int)
+    firsts = [0]
+    for c in advantages.step_boundaries(text)[1:]:
+        firsts.append(first_token_at(c, firsts[-1]))
+    return np.array(sorted({i for i in firsts if i < len(tokens)}), int)
 
 
 def token_advantages(sample_rewards: Callable[[list[list[int]], list[str]], np.ndarray], tokenizer,

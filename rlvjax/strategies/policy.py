@@ -71,8 +71,8 @@ class Policy:
         rewards = self.reward([r["prompt"] for r in repeated], texts, repeated)
         shape = (len(records), k)
         return {"texts": np.asarray(texts, dtype=object).reshape(shape),
-                # stated answers of truncated rows too, as a fixed-N pool has them; a strategy that must not count
-                # them yet (length, below its last budget) masks them with ``finished``
+                # stated answers of truncated rows too, as a fixed-N pool has them; a strategy whose rule leaves
+                # truncated rows out of the vote (length) masks them with ``finished``
                 "answers": np.asarray([extract_answer(t) for t in texts], dtype=object).reshape(shape),
                 "correct": (np.asarray(rewards) >= self.verify.threshold).reshape(shape),
                 "scores": self.conventions.scores(verdicts[:, 0], verdicts[:, 1]).reshape(shape),
