@@ -129,7 +129,7 @@ def mesh_shape(cfg: parallel.MeshConfig, num_devices: int) -> dict[str, int]:
     sizes = [cfg.data, cfg.fsdp, cfg.tensor]
     known = int(np.prod([s for s in sizes if s != -1]))
     if -1 in sizes:
-        if sizes.count(-1) > 1 or num_devices % known:
+        if num_devices % known:
             raise ValueError(f"mesh {dict(zip(parallel.AXES, sizes))} does not fit {num_devices} devices")
         sizes[sizes.index(-1)] = num_devices // known
     if int(np.prod(sizes)) != num_devices:

@@ -250,15 +250,15 @@ def to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def check_batch(rows: int, mesh: Mesh, what: str = "batch") -> None:
-    """One line when ``rows`` do not split evenly over the data axes, or over the processes that each load their
-    share (a tensor axis across hosts makes those differ)."""
+def check_batch(rows: int, mesh: Mesh, what: str = "batch", *, per_process: bool = True) -> None:
+    """One line when ``rows`` do not split evenly over the data axes, or (``per_process``: each process loads its
+    share) over the processes; a tensor axis across hosts makes those differ."""
     parallel = mesh.shape["data"] * mesh.shape["fsdp"]
     if rows % parallel:
         raise ValueError(
             f"{what} of {rows} rows does not divide over data*fsdp={parallel} devices; "
             f"pick a size that is a multiple of {parallel}"
         )
-    if rows % jax.process_count():
+    if per_process and rows % jax.process_count():
         raise ValueError(f"{what} of {rows} rows does not divide over the {jax.process_count()} processes, which "
                          f"each load an equal share; pick a multiple of {math.lcm(parallel, jax.process_count())}")

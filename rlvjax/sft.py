@@ -110,7 +110,11 @@ def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, b
     """
     tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, max(cfg.num_steps // 20, 1),
                                                         max(cfg.num_steps, 2), cfg.learning_rate * 0.05))
-    opt_state = tx.init(params)
+    if mesh is not None:  # the AdamW moments made where the params are, never whole on one device
+        params = jax.device_put(params, parallel.shardings(params, mesh))
+        opt_state = jax.jit(tx.init, out_shardings=parallel.shardings(jax.eval_shape(tx.init, params), mesh))(params)
+    else:
+        opt_state = tx.init(params)
     encoded = [(tokenizer.encode(p, add_special_tokens=False), tokenizer.encode(c, add_special_tokens=False))
                for p, c, _ in examples]  # once: tokenizing per step would cost more than the step
     width = max(len(p) + len(c) for p, c in encoded) + len(verify_suffix) + 1
@@ -130,7 +134,6 @@ def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, b
         step, put = jax.jit(step), jnp.asarray
     else:
         shardings = parallel.shardings((params, opt_state), mesh)
-        params, opt_state = jax.device_put((params, opt_state), shardings)
         rows = parallel.batch_sharding(mesh, 2)
         step = jax.jit(step, in_shardings=(*shardings, rows, rows, rows), out_shardings=(*shardings, None))
         put = functools.partial(parallel.to_global, sharding=rows)

@@ -89,7 +89,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     mesh = parallel.make_mesh(config.mesh)
     parallel.check_batch(run.batch_size, mesh, "batch_size (prompts per step)")
     if warm.num_steps:
-        parallel.check_batch(warm.batch_size, mesh, "WarmStartConfig.batch_size")
+        parallel.check_batch(warm.batch_size, mesh, "WarmStartConfig.batch_size", per_process=False)  # each builds all
     reward = reward or Rewards(task.rewards, task.reward_weights)
     model, tokenizer = experiment.build_policy(config.model, config.verifier.question)
     given = records is not None

@@ -351,7 +351,10 @@ def test_a_reward_without_golds_keeps_rows_whose_gold_is_empty():
     graded, stats = from_rows(rows)
     assert [r["prompt"] for r in graded] == ["b"] and stats.skipped_bad_gold == 2
     # A pandas level column with gaps holds floats and NaN: 3.0 is level 3, NaN none.
-    levels = [{"problem": "p", "answer": "1", "level": 3.0}, {"problem": "q", "answer": "2", "level": float("nan")}]
-    assert [r["level"] for r in from_rows(levels)[0]] == [3, None]
+    import numpy as np
+
+    levels = [{"problem": "p", "answer": "1", "level": 3.0}, {"problem": "q", "answer": "2", "level": float("nan")},
+              {"problem": "r", "answer": "3", "level": np.int64(4)}]
+    assert [r["level"] for r in from_rows(levels)[0]] == [3, None, 4]
     solutions = [{"problem": "p", "solution": "no box here"}, {"problem": "q", "solution": "so \\boxed{2}"}]
     assert [r["gold"] for r in from_rows(solutions, require_gold=False)[0]] == [None, "2"]

@@ -176,6 +176,12 @@ def test_a_checkpoint_restores_with_only_the_base_models_config_and_tokenizer(hf
         (base / name).unlink()
     with pytest.raises(FileNotFoundError, match=f"no usable tokenizer for this run's model at {base}; restore"):
         evaluate.abstract_checkpoint(config)
+    from rlvjax.model.hf import load_tokenizer
+
+    with pytest.raises(ValueError, match=r"no tokenizer in .*base \(none of tokenizer.json, tokenizer_config.json, "
+                                         r"tokenizer.model, vocab.json\); save one there with "
+                                         r"tokenizer.save_pretrained"):
+        load_tokenizer(base)  # AutoTokenizer would build an empty one from config.json
 
 
 def test_an_exported_chat_policy_tells_generate_where_its_completions_end(hf_checkpoint, tmp_path):

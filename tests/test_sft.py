@@ -99,6 +99,7 @@ print("RESULT" + json.dumps({"devices": len(embedding.sharding.device_set),
 """
 
 
+@pytest.mark.slow
 def test_the_warm_start_runs_on_the_mesh_and_matches_one_device():
     """With a mesh, the warm start's params and optimizer state are sharded by the partition rules (fsdp splits the
     embedding) and its rows over the data axes, and it computes what one device does."""

@@ -135,6 +135,7 @@ def test_in_memory_datasets_are_written_with_the_run_and_reproduce_it(tmp_path):
     assert config["task"]["rewards"] == [f"{__name__}:length_penalty"]
 
 
+@pytest.mark.slow
 def test_a_run_on_in_memory_rows_reads_back_the_same_data_from_what_it_wrote(tmp_path):
     """What the CLI's --resume of an API run reads (the stored config's task over WORKDIR/data/) is the data the run
     trained on: the same fingerprint as the checkpoint's data state (numpy values included) and every eval row,

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import math
+import numbers
 import os
 import re
 from pathlib import Path
@@ -257,10 +258,10 @@ def _level(value: Any) -> int | None:
     """Difficulty 1-5 from MATH-500's int or Hendrycks MATH's "Level 3"; "Level ?" and junk give None."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):  # a pandas column with gaps holds 3.0 and NaN
-        return int(value) if value.is_integer() else None
+    if isinstance(value, numbers.Integral):  # numpy's too
+        return int(value)
+    if isinstance(value, numbers.Real):  # a pandas column with gaps holds 3.0 and NaN
+        return int(value) if float(value).is_integer() else None
     match = re.fullmatch(r"\s*(?:level\s*)?(\d+)\s*", value, re.IGNORECASE) if isinstance(value, str) else None
     return int(match.group(1)) if match else None
 
