@@ -110,11 +110,6 @@ def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, b
     """
     tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, max(cfg.num_steps // 20, 1),
                                                         max(cfg.num_steps, 2), cfg.learning_rate * 0.05))
-    if mesh is not None:  # the AdamW moments made where the params are, never whole on one device
-        params = jax.device_put(params, parallel.shardings(params, mesh))
-        opt_state = jax.jit(tx.init, out_shardings=parallel.shardings(jax.eval_shape(tx.init, params), mesh))(params)
-    else:
-        opt_state = tx.init(params)
     encoded = [(tokenizer.encode(p, add_special_tokens=False), tokenizer.encode(c, add_special_tokens=False))
                for p, c, _ in examples]  # once: tokenizing per step would cost more than the step
     width = max(len(p) + len(c) for p, c in encoded) + len(verify_suffix) + 1
@@ -131,12 +126,15 @@ def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, b
         return optax.apply_updates(params, updates), opt_state, loss
 
     if mesh is None:
+        opt_state = tx.init(params)
         step, put = jax.jit(step), jnp.asarray
-    else:
-        shardings = parallel.shardings((params, opt_state), mesh)
-        rows = parallel.batch_sharding(mesh, 2)
-        step = jax.jit(step, in_shardings=(*shardings, rows, rows, rows), out_shardings=(*shardings, None))
-        put = functools.partial(parallel.to_global, sharding=rows)
+    else:  # params and AdamW moments where the partition rules put them (never whole on one device)
+        shardings = parallel.shardings((params, jax.eval_shape(tx.init, params)), mesh)
+        params = jax.device_put(params, shardings[0])
+        opt_state = jax.jit(tx.init, out_shardings=shardings[1])(params)
+        by_rows = parallel.batch_sharding(mesh, 2)
+        step = jax.jit(step, in_shardings=(*shardings, by_rows, by_rows, by_rows), out_shardings=(*shardings, None))
+        put = functools.partial(parallel.to_global, sharding=by_rows)
 
     rng = np.random.default_rng(cfg.seed)
     bar = tqdm(range(cfg.num_steps), desc="warm start", disable=not progress, dynamic_ncols=True)

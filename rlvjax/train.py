@@ -94,8 +94,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     model, tokenizer = experiment.build_policy(config.model, config.verifier.question)
     given = records is not None
     if given:  # as written to WORKDIR/data/ below and read back by a resume
-        records = tuple(sources.json_rows(split, name) for split, name in zip(records, ("train_dataset",
-                                                                                         "eval_dataset")))
+        records = (sources.json_rows(records[0], "train_dataset"), sources.json_rows(records[1], "eval_dataset"))
     train_records, eval_records = experiment.build_records(task, tokenizer, records)
     for name, split in (("train", train_records), ("eval", eval_records)):
         if split:
