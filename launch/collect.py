@@ -47,7 +47,7 @@ def run_lambda(run: Path) -> float:
 
     named = lambda_from_name(run)
     if (run / "checkpoints").is_dir():
-        with Checkpointer(run / "checkpoints") as checkpoints:
+        with Checkpointer(run / "checkpoints", read_only=True) as checkpoints:  # a live or read-only run too
             if checkpoints.latest_step() is not None:
                 stored = float(checkpoints.read_config()["rl"]["lambda_verify"])
                 if named is not None and named != stored:

@@ -5,9 +5,10 @@
 
 Runs ``python -m rlvjax.train`` once per seed in ``ROOT/seed_<s>`` with ``RunConfig.baseline = True`` (the λ = 0
 policy from the same warm start, seed and steps) and every seed of the run set to ``s``: the model's initialisation,
-the warm-start data, the training problems and the sampling (the held-out problems are fixed, so every seed is
-scored on the same ones). Then reads each run's ``eval.json`` at its headline (training) temperature and writes
-``claims.md`` (the table, printed too) and ``claims.json`` to ROOT. ``--collect_only`` tabulates runs already made.
+the warm-start data, the training problems and the sampling (the arithmetic and file tasks' held-out problems do not
+depend on the seed, so every seed is scored on the same ones; the digit task draws them from ``TaskSpec.seed``).
+Then reads each run's ``eval.json`` at its headline (training) temperature and writes ``claims.md`` (the table,
+printed too) and ``claims.json`` to ROOT. ``--collect_only`` tabulates runs already made.
 
 The claims, per seed (K = the pool size, RunConfig.final_eval_samples):
   pass@1 not worse   the 95% bootstrap interval of RL^V's pass@1 minus λ0's reaches 0 or above
@@ -120,7 +121,7 @@ def table(rows: list[dict]) -> str:
 
 
 def collect(root: Path) -> list[dict]:
-    runs = sorted((p for p in root.glob("seed_*") if p.is_dir()), key=lambda p: p.name)
+    runs = sorted((p for p in root.glob("seed_*") if p.is_dir()), key=lambda p: (len(p.name), p.name))
     done = [p for p in runs if (p / "eval.json").is_file()]
     if not done:
         raise FileNotFoundError(f"no seed_*/eval.json under {root}; run this script without --collect_only first")
@@ -158,15 +159,18 @@ def main(argv: list[str] | None = None) -> int:
         jobs = plan(args)
         if args.parallel < 1:
             raise ValueError(f"--parallel {args.parallel} must be >= 1")
+        sweep.check_config(args.gin_file, args.gin_param)
         if args.dry_run:
             print("\n".join(sweep.describe(job) for job in jobs))
             return 0
-        sweep.check_config(args.gin_file, args.gin_param)
         if not args.resume:
             sweep.check_workdirs(jobs)
         statuses = sweep.execute(jobs, args.parallel)
         failed = [(job, status) for job, status in zip(jobs, statuses) if status]
         for job, status in failed:
+            if status == sweep.STOPPED:
+                print(f"seeds: {job.name} was stopped with its state saved; rerun with --resume", file=sys.stderr)
+                continue
             print(f"seeds: error: {job.name} failed with exit status {status}; log: {job.log}\n"
                   f"{sweep.tail(job.log)}", file=sys.stderr)
         if failed:
@@ -182,3 +186,6 @@ if __name__ == "__main__":
     except (ValueError, OSError) as e:
         print(f"seeds: error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # the runs got the Ctrl-C too and save their state
+        print("seeds: interrupted; rerun with --resume to continue the runs", file=sys.stderr)
+        sys.exit(130)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import posixpath
 import shlex
@@ -59,9 +60,11 @@ def parse_lambdas(text: str) -> list[str]:
             value = float(item)
         except ValueError:
             raise ValueError(f"--lambdas: {item.strip()!r} is not a number; pass e.g. 0,0.1,0.5,1") from None
-        if not value >= 0:  # also NaN
-            raise ValueError(f"--lambdas: lambda_verify={item.strip()} must be >= 0")
-        labels.append(format(value, "g"))
+        if not 0 <= value < math.inf:  # also NaN
+            raise ValueError(f"--lambdas: lambda_verify={item.strip()} must be a finite number >= 0")
+        value += 0.0  # -0 is 0
+        short = format(value, "g")
+        labels.append(short if float(short) == value else repr(value))  # the exact value: it is the binding too
     duplicates = sorted({x for x in labels if labels.count(x) > 1}, key=float)
     if duplicates:
         raise ValueError(f"--lambdas: {', '.join(duplicates)} given more than once")
@@ -162,12 +165,12 @@ def check_config(gin_files: list[str], gin_params: list[str]) -> None:
     or value fails now and not once per run; warn when the runs would write no report."""
     import gin
 
+    from rlvjax import cli
     from rlvjax.config import Config
 
-    gin.add_config_file_search_path(str(REPO))  # `include 'configs/base.gin'`, as rlvjax.train resolves it
     gin.clear_config()
-    try:
-        gin.parse_config_files_and_bindings(gin_files or [str(REPO / "configs" / "default.gin")], gin_params)
+    try:  # files and `include 'configs/base.gin'` resolved as rlvjax.train resolves them; errors in one line
+        cli.parse_gin(gin_files or [str(REPO / "configs" / "default.gin")], gin_params, search_paths=(str(REPO),))
         run = Config.from_gin().run
     finally:
         gin.clear_config()
@@ -189,9 +192,13 @@ def describe(job: Job) -> str:
     return f"{env + ' ' if env else ''}{shlex.join(job.argv)}"
 
 
-def execute(jobs: list[Job], parallel: int) -> list[int | None]:
-    """Run the jobs, ``parallel`` at a time (job i in slot i % parallel); returns each one's exit status, None for
-    those not started.
+STOPPED = "stopped"  # execute's status of a run that a SIGTERM or Ctrl-C stopped with its state saved
+STOPPED_LINE = "rerun with --resume"  # how rlvjax.train's last line says so (exit 0)
+
+
+def execute(jobs: list[Job], parallel: int) -> list[int | str | None]:
+    """Run the jobs, ``parallel`` at a time (job i in slot i % parallel), each appending to its log; returns each
+    one's exit status (``STOPPED`` for a run stopped by a signal with its state saved), None for those not started.
 
     After a failure no further job starts; jobs already running finish (their checkpoints stay resumable).
     """
@@ -208,16 +215,21 @@ def execute(jobs: list[Job], parallel: int) -> list[int | None]:
                 print(f"[{job.name}] start, log: {job.log}", flush=True)
             job.log.parent.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
-            with open(job.log, "w", encoding="utf-8") as log:
-                log.write(f"# {describe(job)}\n")
+            with open(job.log, "a", encoding="utf-8") as log:  # a resumed run's earlier output stays above
+                log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {describe(job)}\n")
                 log.flush()
                 status = subprocess.run(job.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         env={**os.environ, **job.env}).returncode
+            if status == 0 and STOPPED_LINE in tail(job.log, 2):
+                status = STOPPED  # rlvjax.train exits 0 when a SIGTERM or Ctrl-C stopped it with its state saved
             with lock:
                 took = time.perf_counter() - start
                 statuses[i] = status
                 if status == 0:
                     print(f"[{job.name}] done in {took:.0f} s", flush=True)
+                elif status == STOPPED:
+                    failures.append(job)
+                    print(f"[{job.name}] stopped (SIGTERM or Ctrl-C) after {took:.0f} s, its state saved", flush=True)
                 else:
                     failures.append(job)
                     print(f"[{job.name}] FAILED (exit {status}) after {took:.0f} s, log: {job.log}", flush=True)
@@ -277,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     failures = [(job, status) for job, status in zip(jobs, statuses) if status]
     if failures:
         for job, status in failures:
+            if status == STOPPED:
+                print(f"sweep: run {job.name} was stopped with its state saved; rerun the sweep with --resume",
+                      file=sys.stderr)
+                continue
             print(f"sweep: error: run {job.name} failed with exit status {status}; log: {job.log}\n"
                   f"--- last lines of {job.log} ---\n{tail(job.log)}", file=sys.stderr)
         not_run = [job.name for job, status in zip(jobs, statuses) if status is None]
@@ -295,3 +311,6 @@ if __name__ == "__main__":
         message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
         print(f"sweep: error: {message}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # the runs got the Ctrl-C too and save their state
+        print("sweep: interrupted; rerun with --resume to continue the runs", file=sys.stderr)
+        sys.exit(130)

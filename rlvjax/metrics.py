@@ -64,8 +64,10 @@ class MetricsWriter:
             self._samples.close()
 
 
-def rewind_logs(workdir: Path, step: int) -> None:
-    """Drops the ``metrics.jsonl`` / ``samples.jsonl`` rows of steps after ``step``, and a torn last line.
+def rewind_logs(workdir: Path, step: int, aside: Path | None = None) -> None:
+    """Drops the ``metrics.jsonl`` / ``samples.jsonl`` rows of steps after ``step``, and a torn last line; with
+    ``aside`` (where ``--resume --checkpoint`` moved the later checkpoints) their rows are appended to the files of
+    the same names there, so that nothing of those steps is lost.
 
     A restarted run starts at its latest checkpoint (0 when there is none) and repeats the steps after it; without
     this their rows would appear twice. After it, the log of an interrupted-and-resumed run is the log of the
@@ -75,14 +77,19 @@ def rewind_logs(workdir: Path, step: int) -> None:
         path = workdir / name
         if not path.exists():
             continue
-        kept = []
+        kept, dropped = [], []
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
             try:
                 row = json.loads(line) if line.endswith("\n") else None
             except json.JSONDecodeError:
                 row = None
-            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
-                kept.append(line)
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                (kept if row["step"] <= step else dropped).append(line)
+        if aside is not None and dropped:  # appended and flushed before the rows leave the run's own file
+            with open(aside / name, "a", encoding="utf-8") as f:
+                f.write("".join(dropped))
+                f.flush()
+                os.fsync(f.fileno())
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text("".join(kept), encoding="utf-8")
         os.replace(tmp, path)

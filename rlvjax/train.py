@@ -158,6 +158,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
         statics = experiment.statics(graphdef, tx, rl, tokenizer, config.verifier)
         state = steps.init_state(params, tx, seed=run.seed, keep_reference=rl.beta > 0)
         state = jax.device_put(state, parallel.shardings(state, mesh))
+        aside = None  # where later checkpoints were moved, and with them their log rows
         if latest is not None:
             abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
             state, data_state, _, restored, skipped = checkpoints.restore_intact(abstract, resume_step,
@@ -166,7 +167,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
             data.set_state(data_state)  # a pipeline that differs is refused before anything moves
             newer = [s for s in checkpoints.all_steps() if s > restored]
             if newer:
-                aside = checkpoints.set_aside(newer)
+                aside = Path(checkpoints.set_aside(newer))
                 if jax.process_index() == 0:
                     print(f"rlvjax.train: resuming from step {restored}; moved the later steps {newer} to {aside}"
                           + (f" ({'; '.join(skipped)})" if skipped else ""), file=sys.stderr)
@@ -178,7 +179,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                                           score=False) if step_values else None
         start = int(state.step)
         if jax.process_index() == 0:
-            rewind_logs(workdir, start)
+            rewind_logs(workdir, start, aside)
         writer = MetricsWriter(workdir, total_steps=run.num_steps, initial_step=start,
                                enabled=jax.process_index() == 0)
         if jax.process_index() == 0:  # what this invocation runs, now that every check has passed

@@ -1,5 +1,6 @@
 """launch/: the sweep's commands for every target (dry runs), a real two-λ sweep on the CPU, and its collection."""
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -96,8 +97,11 @@ def test_tpu_vm_runs_gcloud_and_keeps_its_output(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("lambdas,extra,message", [
     ("0,x", [], "'x' is not a number"),
-    ("0,-0.5", [], "lambda_verify=-0.5 must be >= 0"),
+    ("0,-0.5", [], "lambda_verify=-0.5 must be a finite number >= 0"),
+    ("0,inf", [], "lambda_verify=inf must be a finite number >= 0"),
     ("0,0.0,1", [], "0 given more than once"),
+    ("0,-0", [], "0 given more than once"),
+    ("0,1", ["--gin_param", "RunConfig.seed=abc"], "malformed gin config in the --gin_param bindings"),
     ("0,1", ["--gin_param", "RLConfig.lambda_verify = 2"], "the sweep sets it from --lambdas"),
     ("0,1", ["--gin_param", "RLConfig.nope = 2"], "doesn't have a parameter named 'nope'"),
     ("0,1", ["--zone", "us-central2-b"], "--zone does nothing for --target local"),
@@ -107,6 +111,11 @@ def test_sweep_rejects_bad_input(tmp_path, lambdas, extra, message):
     with pytest.raises(ValueError, match=message):
         sweep.main(["--lambdas", lambdas, "--gin_file", str(REPO / TINY), "--workdir_root", str(tmp_path), *extra])
     assert not list(tmp_path.iterdir())
+
+
+def test_a_lambda_is_bound_exactly_and_names_its_run():
+    assert sweep.parse_lambdas("0,0.5,1e-7,0.1234567") == ["0", "0.5", "1e-07", "0.1234567"]
+    assert float(sweep.parse_lambdas("0.12345678901")[0]) == 0.12345678901  # not rounded to 6 digits
 
 
 def test_sweep_stops_after_a_failed_run(tmp_path, capsys):
@@ -285,3 +294,20 @@ def test_seeds_dry_run_and_bad_input(tmp_path, capsys):
         seeds.main(["--seeds", "1,1", "--workdir_root", str(tmp_path), "--dry_run"])
     with pytest.raises(FileNotFoundError, match="no seed_\\*/eval.json"):
         seeds.main(["--workdir_root", str(tmp_path), "--collect_only"])
+
+
+def test_a_run_stopped_with_its_state_saved_is_not_counted_done_and_logs_are_kept(tmp_path, capsys):
+    """rlvjax.train exits 0 when a SIGTERM or Ctrl-C stopped it with a checkpoint: the sweep reports it stopped and
+    starts nothing after it; a rerun appends to the run's log instead of replacing it."""
+    log = tmp_path / "lambda_0" / "train.log"
+    stopped = sweep.Job("lambda=0", [sys.executable, "-c", "print('rlvjax.train: SIGTERM: saved the checkpoint of "
+                                     "step 4 in x and stopped; rerun with --resume to continue')"], {}, log,
+                        str(tmp_path / "lambda_0"))
+    later = sweep.Job("lambda=1", [sys.executable, "-c", "pass"], {}, tmp_path / "lambda_1" / "train.log",
+                      str(tmp_path / "lambda_1"))
+    assert sweep.execute([stopped, later], 1) == [sweep.STOPPED, None]
+    assert "[lambda=0] stopped (SIGTERM or Ctrl-C)" in capsys.readouterr().out
+    done = dataclasses.replace(stopped, argv=[sys.executable, "-c", "print('finished')"])
+    assert sweep.execute([done], 1) == [0]
+    text = log.read_text()
+    assert "rerun with --resume" in text and text.rstrip().endswith("finished") and text.count("\n# ") == 1

@@ -32,8 +32,18 @@ def test_notebook_is_valid_compiles_and_stores_no_outputs(name):
 def test_tpu_notebook_uses_the_paper_configs():
     source = "\n".join(code_cells(NOTEBOOKS / "tpu_qwen_math.ipynb"))
     for needed in ("experiments/rlv_grpo_math.gin", "hardware/tpu_v4_8.gin", "memory.enforce",
-                   "train.train(config, ", "train.final_report(config, "):
+                   "train.train(config, ", "evaluate.final_report(config, "):
         assert needed in source, needed
+    # Every rlvjax function it calls exists (the cells run only on a TPU VM; a renamed one would fail after training).
+    import importlib
+
+    tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("!", "%"))))
+    modules = {alias.asname or alias.name: importlib.import_module(f"{node.module}.{alias.name}")
+               for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == "rlvjax"
+               for alias in node.names if alias.name != "*"}
+    called = {(node.value.id, node.attr) for node in ast.walk(tree)
+              if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules}
+    assert called and not [f"{m}.{a}" for m, a in called if not hasattr(modules[m], a)]
     assert "YOUR_ORG" not in source and "CONFIGS /" in source  # installs from a real source, reads the shipped configs
     names = {node.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Name)}
     assert {"MODEL_DIR", "TRAIN_FILE", "EVAL_FILE", "mesh"} <= names

@@ -291,9 +291,13 @@ def test_resume_from_a_chosen_step(tmp_path, env, reference, reference_run):
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "no checkpoint for step 7" in missing.stderr and "saved steps: [6, 8]" in \
         missing.stderr
+    later = [line for line in (workdir / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] > 6]
+    assert later
     out = finish(workdir, env, resume=True, extra=["--checkpoint", "6"])
     assert "resuming from step 6; moved the later steps [8]" in out.stderr
     assert_same(metrics(workdir), reference, "resumed from the chosen step 6")
+    # the set-aside steps' log rows went with their checkpoints, not away
+    assert (workdir / "checkpoints_set_aside" / "metrics.jsonl").read_text().splitlines() == later
     without = subprocess.run(command(tmp_path / "fresh") + ["--checkpoint", "6"], cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=300)
     assert without.returncode == 2 and "--checkpoint 6 chooses the step to resume from; pass it with --resume" in \
