@@ -72,6 +72,20 @@ def test_a_problem_that_stopped_stays_stopped_while_others_go_on(monkeypatch):
     np.testing.assert_array_equal(drawn, [4, 16])
 
 
+def test_the_overall_cap_still_grants_a_short_round_that_fits(monkeypatch):
+    """Under the cap, a round too large for what is left does not stop a later, shorter one that fits. Cap 15;
+    after the first rounds (8) problem 1 is the less settled and gets 4 (12); then problem 0 leads the order with a
+    round of 4, which does not fit in the 3 left, and problem 1's last 2 (to its max_samples 10) do."""
+    from rlvjax.strategies import adaptive
+
+    risks = {0: iter([0.5, 1.0, 1.0, 1.0]), 1: iter([1.0, 0.5, 0.5])}
+    monkeypatch.setattr(adaptive, "overturn_probability", lambda problem, scores, bootstraps, rng:
+                        next(risks[int(problem)]))
+    rule = AdaptiveRule(min_samples=4, round_size=4, max_samples=10, delta=0.1, mean_samples=7.5)
+    drawn = adaptive.allocate(rule, 2, lambda problems, n: None, lambda i: (i, None))
+    np.testing.assert_array_equal(drawn, [4, 10])
+
+
 def test_the_replay_counts_samples_tokens_and_the_vote_at_the_stop():
     classes = np.array([[0] * 8, [0, 1] * 4])
     scores = np.array([[0.9] * 8, [0.2, 0.8] * 4])

@@ -93,7 +93,9 @@ def allocate(rule: AdaptiveRule, num_problems: int, draw: Callable[[np.ndarray, 
         order = np.argsort(-risk, kind="stable")  # the least settled first, for the overall cap
         todo = open_[order][risk[order] > rule.delta]
         sizes = np.minimum(rule.round_size, rule.max_samples - drawn[todo])
-        within = np.cumsum(sizes) <= total - drawn.sum()
+        within, left = np.zeros(len(todo), bool), total - drawn.sum()
+        for j, size in enumerate(sizes):  # in that order, every round that still fits (a short last one may)
+            within[j], left = (True, left - size) if size <= left else (False, left)
         todo, sizes = todo[within], sizes[within]
         if not len(todo):
             return drawn
