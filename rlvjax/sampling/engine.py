@@ -37,6 +37,7 @@ import numpy as np
 from flax import nnx
 
 from rlvjax.model.transformer import KVCache, Transformer
+from rlvjax.parallel import axis_names
 from rlvjax.sampling.choice import SamplingParams, choose, left_pad
 
 MIN_ROWS = 8  # the batch stops halving below this many rows
@@ -102,7 +103,7 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
     run = functools.partial(_engine, num_samples=num_samples, max_new_tokens=max_new_tokens, params=params,
                             score_suffix=tuple(score_suffix), score_ids=tuple(score_ids))
     spec = None if cache_sharding is None else cache_sharding.spec
-    split = () if spec is None else tuple(a for a in _names(spec[0]) if cache_sharding.mesh.shape[a] > 1)
+    split = () if spec is None else tuple(a for a in axis_names(spec[0]) if cache_sharding.mesh.shape[a] > 1)
     if not split:
         tokens, logprobs, lengths, scores = run(model, ids, mask, rng, limits, first=0, rows=rows,
                                                 prefill_rows=prefill_rows, layout=cache_sharding)
@@ -116,7 +117,7 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
             prefill_rows = max(1, prefill_rows // shards)
             prefill_rows = prefill_rows if window % prefill_rows == 0 else None
         graphdef, weights = nnx.split(model)
-        inner = jax.sharding.PartitionSpec(None, *spec[1:]) if any(_names(a) for a in spec[1:]) else None
+        inner = jax.sharding.PartitionSpec(None, *spec[1:]) if any(axis_names(a) for a in spec[1:]) else None
 
         def shard(weights, ids, mask, rng, limits):
             return run(nnx.merge(graphdef, weights), ids, mask, rng, limits,
@@ -133,10 +134,6 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
     g, n_max = num_samples, max_new_tokens
     return SampleOutput(tokens.reshape(b, g, n_max), lengths.reshape(b, g), logprobs.reshape(b, g, n_max),
                         finished.reshape(b, g), scores.reshape(b, g, -1) if score_ids else None)
-
-
-def _names(axis) -> tuple[str, ...]:
-    return axis if isinstance(axis, tuple) else (axis,) if axis else ()
 
 
 def prompt_window(requests: int, prompts: int, g: int) -> int:
