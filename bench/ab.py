@@ -55,7 +55,8 @@ def modules_at(rev: str, tag: str = "before"):
 
 def model_at(transformer_mod, model):
     """The same weights in ``transformer_mod``'s Transformer."""
-    cfg = transformer_mod.ModelConfig(**dataclasses.asdict(model.config))
+    known = {f.name for f in dataclasses.fields(transformer_mod.ModelConfig)}  # older revisions have fewer fields
+    cfg = transformer_mod.ModelConfig(**{k: v for k, v in dataclasses.asdict(model.config).items() if k in known})
     old = nnx.eval_shape(lambda: transformer_mod.Transformer(cfg, nnx.Rngs(0)))
     graphdef, _ = nnx.split(old)
     return nnx.merge(graphdef, nnx.state(model))

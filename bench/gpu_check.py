@@ -2,7 +2,7 @@
 (random weights), f32 weights with bf16 compute, on one accelerator. Prints:
 
 - rollout: decode ms per step at 128 rows x 2,068 cache slots (512 rollouts over 4 devices) and its fraction of the
-  HBM roofline (bf16 weights + every allocated KV slot read once a step);
+  HBM roofline (bf16 weights + each row's filled KV slots read once a step);
 - ragged rollout: the same 128 rows stopping after lognormal lengths (median 300, max 1,024), decode tokens/s and the
   fraction of the roofline of a paged engine (bf16 weights + the live rows' filled slots once a step; goal >= 50%);
 - update: MFU of one micro-batch step (8 rows x 2,068 tokens, remat, 128-position log-prob chunks) in bf16 and f32;
@@ -12,10 +12,10 @@
     python bench/gpu_check.py                   # the paper's shapes, ~6-8 minutes on an H200 (compiles included)
     python bench/gpu_check.py --smoke           # tiny shapes: checks the script itself on a CPU in ~1 minute
 
-Needs on the device machine what its image lacks: gin-config (the only import beyond jax/flax/optax/safetensors),
-carried as a wheel: `python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl
-gin-config==0.5.0`, then `pip install --no-index --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site:. python3
-bench/gpu_check.py` (see the device tool's README). Each line shows the seconds since start; $OUT/gpu_check.json
+Needs on the device machine what its image lacks (rlvjax also imports transformers, orbax and absl, which the H200
+image has): gin-config, carried as a wheel: `python3 -m pip download --no-deps --only-binary=:all: --python-version
+3.12 -d .whl gin-config==0.5.0`, then `pip install --no-index --target /tmp/site .whl/*.whl &&
+PYTHONPATH=/tmp/site:. python3 bench/gpu_check.py` (see the device tool's README). Each line shows the seconds since start; $OUT/gpu_check.json
 (when OUT is set) is rewritten after each section.
 """
 
@@ -140,8 +140,10 @@ def main():
                                                        steps.prefill_rows(prompts, prompt))[0])
     prefill_s = timed(lambda: prefill(bf16_params, ids, mask), 2)
     decode_ms = (roll_s - prefill_s) / new * 1e3
-    kv_bytes = cfg.num_layers * 2 * rows * (prompt + new + verify) * cfg.num_kv_heads * cfg.kv_dim * 2
-    roofline_ms = (n_params * 2 + kv_bytes) / (args.hbm_tb_s * 1e12) * 1e3
+    slot_bytes = cfg.num_layers * 2 * cfg.num_kv_heads * cfg.kv_dim * 2  # one slot's bf16 keys and values
+    # a step reads the weights and each row's filled slots (the engine skips cache blocks no row has reached)
+    read = sum(n_params * 2 + slot_bytes * rows * (prompt + t) for t in range(1, new + 1))
+    roofline_ms = read / new / (args.hbm_tb_s * 1e12) * 1e3
     out.update(rollout_s=roll_s, prefill_s=prefill_s, decode_ms_per_step=decode_ms, roofline_ms_per_step=roofline_ms,
                roofline_fraction=roofline_ms / decode_ms)
     report(out, f"rollout {rows} rows x {prompt}+{new}+{verify} slots: {roll_s:.2f} s (prefill {prefill_s:.2f} s); "
@@ -159,7 +161,6 @@ def main():
     ragged_s = timed(lambda: sampling.sample(policy_bf16, np.asarray(ids), limits=lengths, **engine_kw).tokens, 1)
     first_s = timed(lambda: sampling.sample(policy_bf16, np.asarray(ids), limits=np.ones(rows, np.int32),
                                             **engine_kw).tokens, 1)
-    slot_bytes = cfg.num_layers * 2 * cfg.num_kv_heads * cfg.kv_dim * 2
     read = sum(n_params * 2 + slot_bytes * sum(prompt + t for length in lengths if length > t)
                for t in range(1, int(lengths.max())))
     decode_s, useful = ragged_s - first_s, int(np.sum(lengths - 1))

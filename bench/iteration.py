@@ -29,7 +29,7 @@ class Iteration:
         cfg = ModelConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 3,
                           num_layers=args.layers, num_heads=max(args.hidden // 64, 2),
                           num_kv_heads=max(args.hidden // 128, 1), qkv_bias=True, tie_word_embeddings=True,
-                          dtype=args.dtype)
+                          compute_dtype=args.dtype)  # f32 weights (and AdamW moments), as the shipped configs
         graphdef, state = nnx.split(Transformer(cfg, nnx.Rngs(0)))
         self.params = nnx.to_pure_dict(state)
         rl = RLConfig(group_size=args.group, lambda_verify=1.0 if rlv else 0.0, max_new_tokens=args.new_tokens,
@@ -73,7 +73,7 @@ def main():
     ap.add_argument("--verify_len", type=int, default=16, help="verify prompt tokens (chat template ~15-20)")
     ap.add_argument("--micro", type=int, default=16, help="micro-batch rows of the update (0: all at once)")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
     args = ap.parse_args()
 
     sides = {"RL^V (lambda=1)": Iteration(args, True), "lambda=0": Iteration(args, False)}
@@ -84,9 +84,9 @@ def main():
     times = common.interleaved(sides, args.runs, warmup=False)
     print(common.machine_line())
     print(f"load avg 1 min before/after the timed rounds: {load_before:.1f}/{common.load_now():.1f}")
-    print(f"model: hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}, {args.dtype}; {args.prompts} prompts "
-          f"x {args.group} samples, prompt {args.prompt_len}, {args.new_tokens} new tokens, verify prompt "
-          f"{args.verify_len}; update micro-batch {args.micro or 'all'}; medians of {args.runs} interleaved rounds\n")
+    print(f"model: hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}, compute {args.dtype}; "
+          f"{args.prompts} prompts x {args.group} samples, prompt {args.prompt_len}, {args.new_tokens} new tokens, "
+          f"verify prompt {args.verify_len}; update micro-batch {args.micro or 'all'}; medians of {args.runs} interleaved rounds\n")
     rows = []
     for name, it in sides.items():
         rows.append([name, f"{common.med(it.times['rollout']):.3f}", f"{common.med(it.times['update']):.3f}",

@@ -124,10 +124,11 @@ def main():
              f"{common.paired_ratio(times['separate pass'], times['ours']):.2%}"]]
     print()
     print(common.table(["verifier scoring", "seconds", "of sampling"], rows, [40, 10, 12]))
-    # Decode roofline: each step reads every weight once and the whole KV cache (as executed: all slots).
+    # Decode roofline: each step reads every weight once and the whole KV cache of the timed (unscored) sampler: a
+    # cache of one block (up to 256 slots) is read whole, as executed.
     cfg = model.config
     weight_bytes = common.n_params(model) * dtype.itemsize
-    slots = args.prompt_len + args.new_tokens + args.verify_len
+    slots = args.prompt_len + args.new_tokens
     cache_bytes = 2 * cfg.num_layers * args.batch * cfg.num_kv_heads * slots * cfg.kv_dim * dtype.itemsize
     gbps = (weight_bytes + cache_bytes) / (ours / args.new_tokens) / 1e9
     share = f", {gbps / args.peak_gbps:.0%} of {args.peak_gbps:.0f} GB/s" if args.peak_gbps else ""

@@ -62,7 +62,9 @@ def run_lambda(run: Path) -> float:
 
 def headline_reports(evaluation: dict) -> dict:
     """The policies' reports at the headline temperature of an ``eval.json``."""
-    return evaluation["reports"][format(evaluation["headline_temperature"], "g")]
+    from rlvjax.reports import temperature_key
+
+    return evaluation["reports"][temperature_key(evaluation["headline_temperature"])]
 
 
 def summarize(run: Path, eval_path: Path) -> dict:

@@ -291,8 +291,8 @@ def main(argv):
                               temperature=temperature)
         rep["strategy"] = strategy_report.evaluate(f.strategy, rules, rep, pool, policy=policy, records=records,
                                                    seed=f.seed)
-    evaluation = assemble({temperature_key(temperature): {name: rep}}, {}, train_temperature=rl.temperature,
-                          headline_temperature=temperature)
+    evaluation = assemble({temperature_key(temperature): {name: rep}}, {},
+                          train_temperature=None if f.model_dir else rl.temperature, headline_temperature=temperature)
     json_path, png_path = write_report(evaluation, out, samples=(pool, records, conventions))
     samples_path = out / "eval_samples.jsonl"
     print(summary(evaluation))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,12 @@ class MetricsWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")
         self._samples = open(self.dir / "samples.jsonl", "a", encoding="utf-8")
-        self._tb = SummaryWriter(str(self.dir / "tensorboard"))
+        # A resumed run repeats the steps after ``initial_step``: TensorBoard hides what earlier event files hold
+        # from the first repeated step on (a START event with ``purge_step``), as ``rewind_logs`` does for the jsonl.
+        # tensorboardX names its file by the second and opens it "wb": the suffix keeps a run resumed within the same
+        # second from emptying the earlier file, and sorts after it (TensorBoard reads files in name order).
+        self._tb = SummaryWriter(str(self.dir / "tensorboard"), purge_step=initial_step + 1,
+                                 filename_suffix=f".{time.time_ns()}")
         self._bar = tqdm(total=total_steps, initial=initial_step, disable=not progress, dynamic_ncols=True)
 
     def write(self, step: int, metrics: dict) -> dict:
@@ -71,7 +77,8 @@ def rewind_logs(workdir: Path, step: int, aside: Path | None = None) -> None:
 
     A restarted run starts at its latest checkpoint (0 when there is none) and repeats the steps after it; without
     this their rows would appear twice. After it, the log of an interrupted-and-resumed run is the log of the
-    uninterrupted run. (TensorBoard's event files are appended to; TensorBoard shows the latest value per step.)
+    uninterrupted run. (TensorBoard's event files are kept; ``MetricsWriter`` marks where the repeated steps begin,
+    and TensorBoard hides the earlier files' values from there.)
     """
     for name in ("metrics.jsonl", "samples.jsonl"):
         path = workdir / name

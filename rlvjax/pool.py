@@ -2,7 +2,7 @@
 
 ``PoolSampler`` jits the engine once for a pool size and temperature (a run's periodic evaluations and VinePPO's
 value pass reuse it) and runs it over the mesh; ``sample_pool`` runs it over problems a batch at a time;
-``quick_eval`` is the in-training summary of a pool.
+``quick_eval`` is the in-training summary of a pool (``summarize``).
 ``rlvjax.evaluate`` turns pools into reports.
 """
 
@@ -13,7 +13,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from rlvjax import experiment, parallel, sampling
+from rlvjax import experiment, parallel, sampling, testtime
 from rlvjax.rewards.answers import extract_answer
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import diagnostics, steps
@@ -106,11 +106,20 @@ def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], re
             "finished": np.concatenate(finished)}
 
 
-def quick_eval(sampler: PoolSampler, params, tokenizer, records, reward: Rewards, *, seed: int) -> dict[str, float]:
-    """The periodic in-training eval: pass@1, best-of-K by verifier score, verifier accuracy on held-out rollouts."""
-    pool = sample_pool(sampler, params, tokenizer, records, reward, seed=seed)
-    correct, score = pool["correct"], pool["yes_logp"] - pool["no_logp"]
-    best = np.take_along_axis(correct, np.argmax(score, axis=1)[:, None], axis=1)
+def quick_eval(sampler: PoolSampler, params, tokenizer, records, reward: Rewards, *, seed: int,
+               conventions: testtime.Conventions = testtime.Conventions()) -> dict[str, float]:
+    """The periodic in-training eval of a pool of held-out problems (``summarize``)."""
+    return summarize(sample_pool(sampler, params, tokenizer, records, reward, seed=seed), conventions)
+
+
+def summarize(pool: dict, conventions: testtime.Conventions = testtime.Conventions()) -> dict[str, float]:
+    """pass@1, best-of-K by verifier score (as eval.json's best-of-N at N = K, under the same ``conventions``) and
+    the verifier's accuracy, as ``eval/...`` metrics."""
+    correct, score = pool["correct"], conventions.scores(pool["yes_logp"], pool["no_logp"])
+    # parseable as the report's grouping counts it (string grouping: the same -1s, without math-verify)
+    parseable = [testtime.answer_classes(list(row), grouping="string") >= 0 for row in pool["answers"]]
+    best = [testtime.best_of_n_expected(s, c, p, len(s), unparseable=conventions.unparseable, ties=conventions.ties)
+            for s, c, p in zip(score, correct, parseable)]
     ver = diagnostics.verifier_stats(pool["yes_logp"].ravel(), pool["no_logp"].ravel(), correct.ravel())
-    return {"eval/pass@1": float(correct.mean()), "eval/best_of_k": float(best.mean()),
+    return {"eval/pass@1": float(correct.mean()), "eval/best_of_k": float(np.mean(best)),
             **{f"eval/{k}": v for k, v in ver.items()}}

@@ -46,7 +46,9 @@ def report(pool: dict[str, np.ndarray], levels: list | None = None, *, num_subse
         "pass@1": float(correct.mean()), "pass@1_ci95": testtime.bootstrap_ci(correct.mean(axis=1), seed=seed),
         "pass@k": dict(zip(map(str, ns), map(float, pass_at))),
         "accuracy": {s: dict(zip(map(str, ns), map(float, c))) for s, c in curves.items()},
-        "verifier": {**ver, "within_problem_auroc": diagnostics.within_problem_auroc(score, correct),
+        # both AUROCs rank by the conventions' score (the Yes/No accuracies read the verifier's Yes-or-No answer)
+        "verifier": {**ver, "verifier_auroc": diagnostics.auroc(score.ravel(), correct.ravel()),
+                     "within_problem_auroc": diagnostics.within_problem_auroc(score, correct),
                      "calibration_error": calibration_error(score.ravel(), correct.ravel())},
         "compute_efficiency_weighted_vs_majority": testtime.compute_efficiency(
             ns, curves["weighted"], curves["majority"]).as_dict(),
@@ -87,11 +89,12 @@ def compare(rlv: dict, baseline: dict, rlv_correct: np.ndarray, baseline_correct
 
 
 def assemble(reports: dict[str, dict[str, dict]], correct: dict[str, dict[str, np.ndarray]], *,
-             train_temperature: float, headline_temperature: float, seed: int = 0) -> dict:
+             train_temperature: float | None, headline_temperature: float, seed: int = 0) -> dict:
     """What ``eval.json`` holds: ``reports[T][policy]`` per sampling temperature ``T`` (a key made by
     :func:`temperature_key`), and, where both an RL^V policy ("final") and its baseline ("lambda0") were evaluated at
     ``T``, ``comparison[T]`` (:func:`compare`; ``correct[T][policy]`` are their graded pools). The training and the
-    headline temperature are stated beside them, so no curve is read at a temperature it does not name."""
+    headline temperature are stated beside them, so no curve is read at a temperature it does not name
+    (``train_temperature`` None: a model this run did not train, e.g. ``evaluate --model_dir``)."""
     comparison = {t: compare(reps["final"], reps["lambda0"], correct[t]["final"], correct[t]["lambda0"], seed=seed)
                   for t, reps in reports.items() if {"final", "lambda0"} <= set(reps)}
     return {"train_temperature": train_temperature, "headline_temperature": headline_temperature,
@@ -99,7 +102,17 @@ def assemble(reports: dict[str, dict[str, dict]], correct: dict[str, dict[str, n
 
 
 def temperature_key(temperature: float) -> str:
-    return format(temperature, "g")
+    """``eval.json``'s key for a sampling temperature: the shortest text that reads back as the same float ("0.7",
+    "1" for 1.0), so that two temperatures never share a key and a key names its temperature exactly."""
+    text = repr(float(temperature))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def roles(evaluation: dict, key: str) -> list[str]:
+    """What the temperature of ``key`` is to the run: "training" or "eval", and "headline"."""
+    train = evaluation["train_temperature"]
+    return ["training" if train is not None and key == temperature_key(train) else "eval",
+            *(["headline"] if key == temperature_key(evaluation["headline_temperature"]) else [])]
 
 
 COLORS = {"final": "tab:blue", "lambda0": "tab:orange", "warm_start": "tab:gray"}
@@ -124,9 +137,7 @@ def plot_scaling(evaluation: dict, path) -> None:
                         color=COLORS.get(name), label=f"{name} {strategy.replace('_', '-')}")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("N (samples per problem)")
-        role = ["training" if float(t) == evaluation["train_temperature"] else "eval",
-                *(["headline"] if float(t) == evaluation["headline_temperature"] else [])]
-        ax.set_title(f"T = {t} ({', '.join(role)})")
+        ax.set_title(f"T = {t} ({', '.join(roles(evaluation, t))})")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy")
     axes[0][-1].legend(fontsize=7, ncol=len(next(iter(reports.values()))))
@@ -157,10 +168,8 @@ def summary(evaluation: dict) -> str:
     """The printed end-of-run report: a table per temperature (headline first) and the RL^V-vs-lambda0 lines."""
     parts = []
     for t, reports in sorted(evaluation["reports"].items(),
-                             key=lambda item: float(item[0]) != evaluation["headline_temperature"]):
-        role = ["training" if float(t) == evaluation["train_temperature"] else "eval",
-                *(["headline"] if float(t) == evaluation["headline_temperature"] else [])]
-        parts.append(f"T = {t} ({', '.join(role)} temperature)\n{summary_table(reports)}")
+                             key=lambda item: item[0] != temperature_key(evaluation["headline_temperature"])):
+        parts.append(f"T = {t} ({', '.join(roles(evaluation, t))} temperature)\n{summary_table(reports)}")
         cmp = evaluation.get("comparison", {}).get(t)
         if cmp:
             p1 = cmp["pass@1"]
@@ -173,10 +182,10 @@ def summary(evaluation: dict) -> str:
 
 
 def write_report(evaluation: dict, out_dir, samples: tuple | None = None) -> tuple[Path, Path]:
-    """``eval.json`` and ``scaling.png`` in ``out_dir``, ``compute.png`` when a report prices a test-time strategy (a
-    stale one is removed otherwise) and, given ``samples = (pool, records, conventions)``, ``eval_samples.jsonl``
-    (``write_samples``). Each file is written beside its place, then all are moved in with eval.json last, so an
-    eval.json always sits with the files of its own evaluation and a failure leaves the previous set whole.
+    """``eval.json`` and ``scaling.png`` in ``out_dir``, ``compute.png`` when a report prices a test-time strategy and,
+    given ``samples = (pool, records, conventions)``, ``eval_samples.jsonl`` (``write_samples``); a stale one of
+    those two is removed otherwise. Each file is written beside its place, then all are moved in with eval.json last,
+    so an eval.json always sits with the files of its own evaluation and a failure leaves the previous set whole.
     Non-finite numbers (an AUROC where no problem has both outcomes) are written as null. Returns the paths of
     eval.json and scaling.png."""
     from rlvjax.strategies import report as strategy_report
@@ -201,8 +210,9 @@ def write_report(evaluation: dict, out_dir, samples: tuple | None = None) -> tup
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
         raise
-    if not strategies:
-        (out_dir / "compute.png").unlink(missing_ok=True)
+    for name in ("compute.png", "eval_samples.jsonl"):  # an earlier evaluation's, that this one does not replace
+        if name not in writers:
+            (out_dir / name).unlink(missing_ok=True)
     for tmp, final in staged:
         tmp.replace(final)
     return out_dir / "eval.json", out_dir / "scaling.png"

@@ -239,7 +239,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                 if eval_records and ((run.eval_every and (step + 1) % run.eval_every == 0)
                                      or step + 1 == run.num_steps):
                     metrics.update(quick_eval(eval_sampler, state.params, tokenizer, eval_records, reward,
-                                              seed=run.seed))
+                                              seed=run.seed, conventions=config.conventions))
                 history.append(writer.write(step + 1, metrics))
                 if (step + 1) % run.log_every == 0:
                     p_yes = 1.0 / (1.0 + np.exp(verify_lp[..., 1] - verify_lp[..., 0]))

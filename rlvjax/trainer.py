@@ -130,10 +130,15 @@ class RLVTrainer:
     def evaluate(self, num_samples: int = 16, *, temperature: float | None = None, strategy: str = "fixed",
                  rules: list | None = None) -> dict:
         """Sample ``num_samples`` completions per eval problem from the trained policy (``output_dir/final``),
-        score each with the verifier, grade them with the reward; writes ``output_dir/eval.json`` and returns the
-        report (pass@k, majority, best-of-N and verifier-weighted votes). ``strategy`` ("adaptive", "length" or
-        "particle", with ``rules`` from ``rlvjax.strategies``; None: ``strategies.report.default_rules``) adds the
-        report's ``strategy`` block and ``output_dir/compute.png``, as ``evaluate --strategy`` does."""
+        score each with the verifier, grade them with the reward; writes eval.json, scaling.png and
+        eval_samples.jsonl to ``output_dir/eval/final`` (where ``python -m rlvjax.evaluate --workdir`` writes them;
+        the end-of-run report in ``output_dir`` stays) and returns what eval.json holds: the report (pass@k,
+        majority, best-of-N and verifier-weighted votes) is ``["reports"][temperature_key(T)]["final"]``.
+        ``strategy`` ("adaptive", "length" or "particle", with ``rules`` from ``rlvjax.strategies``; None:
+        ``strategies.report.default_rules``) adds the report's ``strategy`` block and ``compute.png``, as
+        ``evaluate --strategy`` does."""
+        import jax
+
         from rlvjax import evaluate, experiment, parallel, reports
         from rlvjax.model.hf import load_hf
         from rlvjax.strategies import report as strategy_report
@@ -166,7 +171,9 @@ class RLVTrainer:
                                                        seed=config.run.seed)
         evaluation = reports.assemble({reports.temperature_key(t): {"final": rep}}, {},
                                        train_temperature=rl.temperature, headline_temperature=t)
-        reports.write_report(evaluation, self.output_dir)
+        if jax.process_index() == 0:  # every process evaluated its share; one writes
+            reports.write_report(evaluation, self.output_dir / "eval" / "final",
+                                 samples=(pool, records, config.conventions))
         return evaluation
 
     def save_model(self, output_dir, *, overwrite: bool = False) -> None:

@@ -23,6 +23,32 @@ def test_calibration_error_by_hand():
     assert calibration_error(np.array([0.8, 0.8, 0.2, 0.2]), np.array([1, 0, 0, 0])) == pytest.approx(0.25)
 
 
+def test_both_aurocs_rank_by_the_chosen_score():
+    # Sample 0 (right): p(Yes) 0.4, p(No) 0.1 -> normalised 0.8. Sample 1 (wrong): 0.5 / 0.5 -> normalised 0.5.
+    pool = {"answers": np.array([["5", "7"]], dtype=object), "correct": np.array([[1, 0]], bool),
+            "yes_logp": np.log([[0.4, 0.5]]), "no_logp": np.log([[0.1, 0.5]])}
+    for score, auroc in (("normalized", 1.0), ("raw", 0.0)):
+        verifier = report(pool, num_subsets=4, conventions=testtime.Conventions(score=score))["verifier"]
+        assert verifier["verifier_auroc"] == verifier["within_problem_auroc"] == auroc, score
+        assert verifier["verifier_accuracy"] == 1.0  # it said Yes to the right one and not to the wrong one
+
+
+def test_the_in_training_best_of_k_is_the_reports_best_of_n_at_k():
+    from rlvjax.pool import summarize
+
+    # Problem 0: the top score is an unparseable sample; problem 1: a tie between a right and a wrong answer.
+    yes = np.log(np.array([[0.9, 0.6, 0.3, 0.2], [0.7, 0.7, 0.1, 0.1]]))
+    pool = {"answers": np.array([[None, "5", "7", "7"], ["3", "4", "4", "4"]], dtype=object),
+            "correct": np.array([[0, 1, 0, 0], [1, 0, 0, 0]], bool), "yes_logp": yes, "no_logp": np.log(1 - np.exp(yes))}
+    for conventions, expected in ((testtime.Conventions(), 0.75), (testtime.Conventions(unparseable="rank"), 0.25),
+                                  (testtime.Conventions(ties="first"), 1.0)):
+        summary_ = summarize(pool, conventions)
+        assert summary_["eval/best_of_k"] == expected
+        assert summary_["eval/best_of_k"] == report(pool, num_subsets=4, conventions=conventions)[
+            "accuracy"]["best_of_n"]["4"]
+    assert summary_["eval/pass@1"] == 0.25
+
+
 def test_report_by_hand():
     # Problem 0: answers 5, 5, 7, 7 (5 is right); verifier likes the 7s. Problem 1: all wrong or unparseable.
     yes = np.log(np.array([[0.6, 0.6, 0.9, 0.9], [0.5, 0.5, 0.5, 0.5]]))
@@ -80,6 +106,20 @@ def test_compare_and_assemble_by_hand():
     assert report(rlv, conventions=testtime.Conventions(score="raw"))["conventions"]["score"] == "raw"
 
 
+def test_temperature_keys_are_exact_and_a_model_not_trained_here_has_no_training_temperature():
+    from rlvjax.reports import temperature_key
+
+    assert [temperature_key(t) for t in (1.0, 0.7, 2, 0.1234567, 1.0000001)] == ["1", "0.7", "2", "0.1234567",
+                                                                                 "1.0000001"]
+    rep = report({"answers": np.array([["5", "5"]], dtype=object), "correct": np.ones((1, 2), bool),
+                  "yes_logp": np.log(np.full((1, 2), 0.6)), "no_logp": np.log(np.full((1, 2), 0.4))}, num_subsets=4)
+    t = 0.1234567  # keyed by 6 digits, it lost its roles (and 1.0000001 shared 1.0's key)
+    text = summary(assemble({temperature_key(t): {"m": rep}}, {}, train_temperature=t, headline_temperature=t))
+    assert text.startswith("T = 0.1234567 (training, headline temperature)")
+    text = summary(assemble({"1": {"m": rep}}, {}, train_temperature=None, headline_temperature=1.0))
+    assert text.startswith("T = 1 (eval, headline temperature)")  # evaluate --model_dir
+
+
 
 def test_write_report_commits_a_whole_set_of_strict_json(tmp_path, monkeypatch):
     from rlvjax import reports
@@ -95,6 +135,11 @@ def test_write_report_commits_a_whole_set_of_strict_json(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     (out / "compute.png").write_bytes(b"stale")  # from an earlier --strategy run: removed with the new set
+    reports.write_report(evaluation, out)
+    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "scaling.png"]
+    (out / "eval_samples.jsonl").write_text("stale\n")  # from an earlier evaluation: not this eval.json's
+    reports.write_report(evaluation, out)
+    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "scaling.png"]
     reports.write_report(evaluation, out, samples=(pool, records, testtime.Conventions()))
 
     def strict(text):
@@ -171,7 +216,9 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
                          str(tmp_path / "hf")], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert hf.returncode == 0, hf.stderr[-2000:]
     assert "memory plan per device" in hf.stdout and "8 sampling rows" in hf.stdout
-    rep = json.loads((tmp_path / "hf" / "eval.json").read_text())["reports"]["2"]["final"]
+    evaluation = json.loads((tmp_path / "hf" / "eval.json").read_text())
+    assert evaluation["train_temperature"] is None and "T = 2 (eval, headline temperature)" in hf.stdout
+    rep = evaluation["reports"]["2"]["final"]
     hf_samples = [json.loads(line) for line in (tmp_path / "hf" / "eval_samples.jsonl").open()]
     assert rep["num_problems"] == 64 and len(hf_samples) == 256
     assert np.mean([s["correct"] for s in hf_samples]) == pytest.approx(rep["pass@1"])

@@ -70,7 +70,7 @@ def test_quickstart_runs_end_to_end(tmp_path, monkeypatch):
               if "image/png" in o.get("data", {})]
     assert len(images) == 1  # scaling.png displayed
     # The Python API section: its own run, report and saved model.
-    assert (tmp_path / "run" / "api" / "eval.json").exists()
+    assert (tmp_path / "run" / "api" / "eval" / "final" / "eval.json").exists()
     assert (tmp_path / "run" / "api_model" / "config.json").exists()
     assert (tmp_path / "run" / "eval.json").exists() and (tmp_path / "run" / "final" / "config.json").exists()
     print(f"quickstart notebook: {elapsed:.0f} s")

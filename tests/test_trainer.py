@@ -23,7 +23,7 @@ args = rlvjax.RLVConfig(output_dir="run", num_steps=2, batch_size=4, group_size=
 trainer = rlvjax.RLVTrainer(reward_funcs=exact_match, train_dataset="data.jsonl", eval_dataset="data.jsonl",
                             args=args)
 trainer.train()
-report = trainer.evaluate(num_samples=4)
+evaluation = trainer.evaluate(num_samples=4)
 trainer.save_model("exported")
 '''
 
@@ -96,12 +96,15 @@ def test_the_verify_question_is_asked_at_training_and_test_time_and_saved(user_r
 
 def test_evaluate_returns_and_writes_the_report(user_run):
     root, namespace, calls, _ = user_run
-    report = namespace["report"]
-    assert json.loads((root / "run" / "eval.json").read_text()) == json.loads(json.dumps(report))
+    evaluation = namespace["evaluation"]
+    out = root / "run" / "eval" / "final"  # where `python -m rlvjax.evaluate --workdir run` writes
+    assert json.loads((out / "eval.json").read_text()) == json.loads(json.dumps(evaluation))
     from rlvjax.reports import temperature_key
 
-    final = report["reports"][temperature_key(report["headline_temperature"])]["final"]
+    final = evaluation["reports"][temperature_key(evaluation["headline_temperature"])]["final"]
     assert final["num_problems"] == 32 and final["num_samples"] == 4
+    samples = [json.loads(line) for line in (out / "eval_samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 32 * 4 and [s["problem"] for s in samples[:5]] == [0, 0, 0, 0, 1]
     assert any(len(c["completions"]) == 32 * 4 for c in calls)  # evaluate graded with the user's reward
 
 
@@ -248,7 +251,7 @@ def test_evaluate_prices_a_test_time_strategy_through_the_api(user_run, monkeypa
     points = rep["strategy"]["points"]
     assert [p["rule"]["delta"] for p in points] == [0.5, 0.0]
     assert all(1 <= p["samples_per_problem"] <= 4 for p in points)
-    assert rep["strategy"]["fixed"]["ns"] == [1, 2, 4] and (root / "run" / "compute.png").is_file()
+    assert rep["strategy"]["fixed"]["ns"] == [1, 2, 4] and (root / "run" / "eval" / "final" / "compute.png").is_file()
     with pytest.raises(ValueError, match="unknown strategy 'beam'"):
         trainer.evaluate(num_samples=4, strategy="beam")
     with pytest.raises(ValueError, match=r"LengthRule.samples=8 is more than the pool's 4 samples"):
