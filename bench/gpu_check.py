@@ -15,8 +15,8 @@
 Needs on the device machine what its image lacks (rlvjax also imports transformers, orbax and absl, which the H200
 image has): gin-config, carried as a wheel: `python3 -m pip download --no-deps --only-binary=:all: --python-version
 3.12 -d .whl gin-config==0.5.0`, then `pip install --no-index --target /tmp/site .whl/*.whl &&
-PYTHONPATH=/tmp/site:. python3 bench/gpu_check.py` (see the device tool's README). Each line shows the seconds since start; $OUT/gpu_check.json
-(when OUT is set) is rewritten after each section.
+PYTHONPATH=/tmp/site:. python3 bench/gpu_check.py` (see the device tool's README). Each line shows the seconds
+since start; $OUT/gpu_check.json (when OUT is set) is rewritten after each section.
 """
 
 from __future__ import annotations

@@ -86,7 +86,8 @@ def main():
     print(f"load avg 1 min before/after the timed rounds: {load_before:.1f}/{common.load_now():.1f}")
     print(f"model: hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}, compute {args.dtype}; "
           f"{args.prompts} prompts x {args.group} samples, prompt {args.prompt_len}, {args.new_tokens} new tokens, "
-          f"verify prompt {args.verify_len}; update micro-batch {args.micro or 'all'}; medians of {args.runs} interleaved rounds\n")
+          f"verify prompt {args.verify_len}; update micro-batch {args.micro or 'all'}; medians of {args.runs} "
+          "interleaved rounds\n")
     rows = []
     for name, it in sides.items():
         rows.append([name, f"{common.med(it.times['rollout']):.3f}", f"{common.med(it.times['update']):.3f}",

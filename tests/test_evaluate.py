@@ -39,7 +39,8 @@ def test_the_in_training_best_of_k_is_the_reports_best_of_n_at_k():
     # Problem 0: the top score is an unparseable sample; problem 1: a tie between a right and a wrong answer.
     yes = np.log(np.array([[0.9, 0.6, 0.3, 0.2], [0.7, 0.7, 0.1, 0.1]]))
     pool = {"answers": np.array([[None, "5", "7", "7"], ["3", "4", "4", "4"]], dtype=object),
-            "correct": np.array([[0, 1, 0, 0], [1, 0, 0, 0]], bool), "yes_logp": yes, "no_logp": np.log(1 - np.exp(yes))}
+            "correct": np.array([[0, 1, 0, 0], [1, 0, 0, 0]], bool), "yes_logp": yes,
+            "no_logp": np.log(1 - np.exp(yes))}
     for conventions, expected in ((testtime.Conventions(), 0.75), (testtime.Conventions(unparseable="rank"), 0.25),
                                   (testtime.Conventions(ties="first"), 1.0)):
         summary_ = summarize(pool, conventions)
