@@ -183,7 +183,7 @@ class Checkpointer:
         try:
             yield
         except Exception as e:
-            if not _out_of_space(e):
+            if not out_of_space(e):
                 raise
             if jax.process_index() == 0:
                 self._remove_partial_saves()
@@ -296,10 +296,10 @@ def _drop_out_of_space_logs(record: logging.LogRecord) -> bool:
     """Orbax logs a failed save's traceback from its threads; a full disk is reported once, by
     :class:`DiskFullError`, so those records are dropped (every other record passes)."""
     failed = record.exc_info[1] if record.exc_info else None
-    return not (_out_of_space(failed) or any(os.strerror(code) in record.getMessage() for code in _OUT_OF_SPACE))
+    return not (out_of_space(failed) or any(os.strerror(code) in record.getMessage() for code in _OUT_OF_SPACE))
 
 
-def _out_of_space(e: BaseException | None) -> bool:
+def out_of_space(e: BaseException | None) -> bool:
     """Whether ``e`` or an exception it was raised from says the disk (or a quota) is full; tensorstore reports it
     only in its message."""
     while e is not None:

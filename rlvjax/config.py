@@ -107,6 +107,23 @@ class Config:
             tmp.write_text(text, encoding="utf-8")
             tmp.replace(Path(workdir) / name)
 
+    @staticmethod
+    def check_workdir(workdir) -> None:
+        """Refuses, before anything is written, a workdir whose ``config.json`` / ``config.gin`` a run would replace
+        but did not write: an HF model's config, a project's own files (``--workdir .``)."""
+        json_path, gin_path = Path(workdir) / "config.json", Path(workdir) / "config.gin"
+        if json_path.exists():
+            try:
+                values = json.loads(json_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                values = None
+            if not (isinstance(values, dict) and {"model", "rl", "run"} <= set(values)):  # as every version wrote
+                raise FileExistsError(f"{json_path} is not a training run's config, and a run would replace it; "
+                                      "choose a new or empty --workdir")
+        elif gin_path.exists():  # a run writes config.json first, then config.gin
+            raise FileExistsError(f"{gin_path} is not a training run's (no config.json beside it), and a run would "
+                                  "replace it; keep gin files outside the workdir, or choose a new or empty --workdir")
+
     def lambda0_baseline(self, warm_start_dir: str | None) -> Config:
         """The paper's baseline: the same run with lambda_verify = 0, from the same warm start (its exported
         directory, not a second warm start) when there is one."""

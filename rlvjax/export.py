@@ -33,24 +33,35 @@ def export(workdir, out, *, step: int | None = None, overwrite: bool = False) ->
         stored = checkpoints.read_config(step)  # a step that was not saved fails here, listing the saved ones
     config = Config.from_dict(stored)
     model, tokenizer = evaluate.load_checkpoint_policy(workdir, step, config)
-    save_hf(model, tokenizer, out, files=experiment.export_files(tokenizer, config.verifier))
+    save_hf(model, tokenizer, out, files=experiment.export_files(tokenizer, config.verifier), overwrite=overwrite)
     return step
 
 
 # What a run writes and reads back in its workdir: an export never goes into (or replaces) one of them.
-MANAGED = ("checkpoints", "checkpoints_set_aside", "tensorboard", "warm_start", "final", "baseline_lambda0")
+MANAGED = ("checkpoints", "checkpoints_set_aside", "tensorboard", "warm_start", "final", "baseline_lambda0", "data")
+RUN_MARKS = ("checkpoints", "config.gin", ".lock")  # a directory holding one of these is a training run
+
+
+def is_run(path: Path) -> bool:
+    return any((path / mark).exists() for mark in RUN_MARKS)
 
 
 def check_out(out: Path, workdir: Path, overwrite: bool, *, flag: str = "--out",
               overwrite_hint: str = "pass --overwrite") -> None:
     """Refuse to replace files the user may want, and never the run itself or what it manages, in this run or in
-    any run above ``out`` (``overwrite`` replaces ``out``); ``flag`` names ``out`` in the message."""
+    any run above ``out``, nor another run at ``out`` or just inside it (``overwrite`` replaces ``out``); ``flag``
+    names ``out`` in the message."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"{flag} {out} is a file; pass a directory path")
     run, target = workdir.resolve(), out.resolve()
     if run == target or run.is_relative_to(target):
         raise ValueError(f"{flag} {out} would replace the training run {workdir}; export next to it, e.g. "
                          f"{workdir / 'export'}")
+    if out.is_dir():  # --overwrite would delete it: never another training run, nor a folder holding one
+        runs = [target] if is_run(target) else [p for p in target.iterdir() if p.is_dir() and is_run(p)]
+        if runs:
+            raise ValueError(f"{flag} {out} {'is' if runs[0] == target else 'holds'} the training run {runs[0]}; "
+                             f"export to a new directory, e.g. {workdir / 'export'}")
     for root in [run, *(p for p in target.parents if (p / "checkpoints").is_dir())]:
         inside = target.relative_to(root).parts[0] if target.is_relative_to(root) else None
         if inside in MANAGED:

@@ -59,9 +59,19 @@ def notice():
         yield received
         return
     previous = {sig: signal.signal(sig, received.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    unraisable = sys.unraisablehook
+
+    def quiet(args):
+        # A notice raised inside a callback (a finalizer, JAX's gc callback) cannot stop the start-up there: Python
+        # would print it as a traceback. The notice stays received, and ``defer`` raises it as one line.
+        if not isinstance(args.exc_value, cli.Preempted):
+            unraisable(args)
+
+    sys.unraisablehook = quiet
     try:
         yield received
     finally:
+        sys.unraisablehook = unraisable
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

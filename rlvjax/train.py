@@ -127,6 +127,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     if resume_step is not None and not (workdir / "checkpoints").is_dir():
         raise FileNotFoundError(f"no checkpoint for step {resume_step}: {workdir} holds no checkpoints; check "
                                 "--workdir")
+    Config.check_workdir(workdir)
     check_free_space(workdir, *disk_need(params, rl, run, warm, workdir))
     ensure_writable(epath.Path(workdir), "workdir")
     with contextlib.ExitStack() as scope, preemption.notice() as notice:
@@ -171,15 +172,15 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                 if jax.process_index() == 0:
                     print(f"rlvjax.train: resuming from step {restored}; moved the later steps {newer} to {aside}"
                           + (f" ({'; '.join(skipped)})" if skipped else ""), file=sys.stderr)
+        start = int(state.step)
+        if jax.process_index() == 0:  # right after the set-aside, so that a kill can hardly come between the two
+            rewind_logs(workdir, start, aside)
         jitted = steps.jit_steps(statics, mesh, state)
         eval_sampler = PoolSampler.build(statics, mesh, state.params, num_samples=run.eval_samples,
                                          temperature=run.eval_temperature) if eval_records else None
         step_values = advantages_lib.uses_step_values(rl.algorithm)
         value_sampler = PoolSampler.build(statics, mesh, state.params, num_samples=rl.vineppo_samples,
                                           score=False) if step_values else None
-        start = int(state.step)
-        if jax.process_index() == 0:
-            rewind_logs(workdir, start, aside)
         writer = MetricsWriter(workdir, total_steps=run.num_steps, initial_step=start,
                                enabled=jax.process_index() == 0)
         if jax.process_index() == 0:  # what this invocation runs, now that every check has passed

@@ -201,7 +201,7 @@ class RLVTrainer:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        replace_dir(tmp, out)
+        replace_dir(tmp, out, overwrite=overwrite)
 
 
 def _source(path_or_id) -> str:

@@ -465,6 +465,22 @@ def test_fresh_run_into_a_workdir_with_checkpoints(tmp_path, capsys):
     assert sorted(p.name for p in workdir.iterdir()) == ["checkpoints"]
 
 
+def test_a_workdir_holding_another_tools_config_is_refused(tmp_path, capsys):
+    hf = tmp_path / "hf_model"  # e.g. a model directory passed as --workdir: its config.json would be replaced
+    hf.mkdir()
+    (hf / "config.json").write_text('{"model_type": "qwen2"}')
+    code, line = train_error(hf, capsys=capsys)
+    assert code == 2 and line.endswith(f"{hf / 'config.json'} is not a training run's config, and a run would "
+                                       "replace it; choose a new or empty --workdir")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.gin").write_text("RLConfig.lambda_verify = 1.0  # the user's own gin file\n")
+    code, line = train_error(project, capsys=capsys)
+    assert code == 2 and "config.gin is not a training run's (no config.json beside it)" in line
+    for workdir in (hf, project):
+        assert sorted(p.name for p in workdir.iterdir()) in (["config.json"], ["config.gin"])  # nothing written
+
+
 def test_unwritable_workdir(tmp_path, capsys):
     (tmp_path / "file").write_text("a file, not a directory")
     workdir = tmp_path / "file" / "run"

@@ -126,6 +126,85 @@ def test_export_never_writes_into_what_a_run_manages(run_dir, tmp_path):
     assert export.export(run_dir, run_dir / "export") == 2  # next to them is fine
 
 
+def test_overwrite_never_deletes_another_run(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for other, mark in (("b", "checkpoints"), ("c", "config.gin"), ("d", ".lock")):  # a run, however young
+        (tmp_path / other).mkdir()
+        (tmp_path / other / mark).mkdir() if mark == "checkpoints" else (tmp_path / other / mark).write_text("")
+        with pytest.raises(ValueError, match=f"--out {tmp_path / other} is the training run {tmp_path / other}; "):
+            export.check_out(tmp_path / other, run, overwrite=True)
+    (tmp_path / "runs" / "b").mkdir(parents=True)
+    (tmp_path / "runs" / "b" / "config.gin").write_text("")
+    with pytest.raises(ValueError, match=f"holds the training run {tmp_path / 'runs' / 'b'}; "):
+        export.check_out(tmp_path / "runs", run, overwrite=True)
+    with pytest.raises(ValueError, match="is inside .*data, which the run in .* manages"):  # its in-memory rows
+        export.check_out(run / "data", run, overwrite=True)
+    (tmp_path / "old_export" / "sub").mkdir(parents=True)
+    export.check_out(tmp_path / "old_export", run, overwrite=True)  # no run there: replaced as asked
+
+
+def test_a_disk_that_fills_up_during_an_hf_export_is_one_error_and_leaves_nothing(tmp_path):
+    import resource
+    import signal
+
+    from flax import nnx
+
+    from rlvjax.checkpoint import DiskFullError
+    from rlvjax.model.hf import save_hf
+    from rlvjax.model.transformer import ModelConfig, Transformer
+
+    model = Transformer(ModelConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
+                                    num_kv_heads=2), nnx.Rngs(0))
+    limits, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, limits[1]))  # files past 16 KiB fail with EFBIG
+    try:
+        with pytest.raises(DiskFullError, match=r"the disk under .* filled up while writing export; nothing was"):
+            save_hf(model, None, tmp_path / "export")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert list(tmp_path.iterdir()) == []  # no partial export, no temporary
+
+
+def test_replace_dir_never_loses_what_was_there(tmp_path, monkeypatch):
+    import os
+
+    from rlvjax.model import hf
+
+    def new_dir():
+        tmp = tmp_path / ".out.tmp"
+        tmp.mkdir()
+        (tmp / "model.safetensors").write_text("new")
+        return tmp
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.safetensors").write_text("another export's")  # written since check_out saw no --out
+    with pytest.raises(FileExistsError, match="was written by another process meanwhile and was left as it is"):
+        hf.replace_dir(new_dir(), out, overwrite=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (out / "model.safetensors").read_text() == "another export's"
+
+    renames = []
+
+    def interrupted(src, dst):  # Ctrl-C between moving the old directory aside and moving the new one in
+        renames.append(dst)
+        if len(renames) == 2:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    real_replace = os.replace
+    monkeypatch.setattr(hf.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        hf.replace_dir(new_dir(), out)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the old one back, no temporaries
+    assert (out / "model.safetensors").read_text() == "another export's"
+    hf.replace_dir(new_dir(), out)
+    assert (out / "model.safetensors").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_export_follows_the_umask(run_dir, tmp_path):
     import os
 

@@ -169,7 +169,29 @@ def test_whole_numbers_are_compared_without_math_verify():
     with rm.Grader(num_workers=1) as g:
         same, stats = g.equivalent(["07", "-3", "+5", "12", "1,000", "2"], ["7", "3", "5", "$12$", "1000", "2.0"])
     np.testing.assert_array_equal(same, [True, False, True, True, True, True])
-    assert stats.fast_path == 4  # 07/7, -3/3, +5/5 and 12/$12$; "1,000" and "2.0" are math-verify's to decide
+    assert stats.fast_path == 5  # 07/7, -3/3, +5/5, 12/$12$ and 1,000/1000; "2.0" is math-verify's to decide
+
+
+def test_the_reward_grades_the_answer_it_extracted_as_is_correct_does():
+    completions = ["So $\\boxed{\\boxed{1}, \\boxed{2}}$.", "$\\boxed{\\frac{1}{2}}$", "no answer stated: 5"]
+    golds = ["1,2", "0.5", "5"]
+    rewards, answers = rm.grade_completions(completions, golds)
+    assert answers[0] == "\\boxed{1}, \\boxed{2}"  # both boxes: extracted once, not again down to the last box
+    assert rewards.tolist() == [True, True, False]
+    assert rm.grade_batch(completions[:2], golds[:2]).tolist() == [True, True]
+
+
+def test_digit_groups_written_any_way_grade_like_the_number():
+    # MATH-500's golds write thousands as "10,\!080"; a model may write "10\,080" (thin spaces), which math-verify
+    # alone parses as 90, or "10{,}080". "12, 345" (a space after the comma) is a list, as math-verify reads it.
+    golds = {r["answer"] for r in _math500_rows()}
+    cases = [("10,\\!080", "10\\,080"), ("11,\\! 111,\\! 111,\\! 100", "11\\,111\\,111\\,100"),
+             ("\\$32,\\!348", "\\$32\\,348"), ("10,\\!080", "10{,}080"), ("10,\\!080", "10080")]
+    assert {gold for gold, _ in cases} <= golds
+    with rm.Grader(num_workers=1) as g:
+        same, _ = g.equivalent([p for _, p in cases] + ["12, 345", "1,2"],
+                               [gold for gold, _ in cases] + ["12345", "12"])
+    np.testing.assert_array_equal(same, [True] * len(cases) + [False, False])
 
 
 # ------------------------------------------------------------------------------------------------ MATH-500

@@ -7,6 +7,7 @@ remote code.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -311,9 +312,11 @@ def load_tokenizer(path):
         raise ValueError(f"no usable tokenizer in {path} ({e}); save one there with tokenizer.save_pretrained") from e
 
 
-def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None = None) -> None:
+def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None = None,
+            overwrite: bool = True) -> None:
     """Write ``config.json``, ``model.safetensors``, the tokenizer and ``files`` (``{name: text}``, e.g.
-    ``experiment.export_files``); the directory appears whole or not at all (``replace_dir``)."""
+    ``experiment.export_files``); the directory appears whole or not at all (``replace_dir``, which replaces a
+    non-empty ``path`` only with ``overwrite``)."""
     path = Path(path)
     cfg = model.config
     params = _flat_state(nnx.state(model, nnx.Param))
@@ -331,29 +334,46 @@ def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None
             tokenizer.save_pretrained(str(tmp))
         for name, text in (files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        from rlvjax.checkpoint import DiskFullError, out_of_space
+
+        if out_of_space(e):
+            raise DiskFullError(f"the disk under {path.parent} filled up while writing {path.name}; nothing was "
+                                f"written there: free some space and run again") from e
         raise
-    replace_dir(tmp, path)
+    replace_dir(tmp, path, overwrite=overwrite)
 
 
-def replace_dir(tmp: Path, path: Path) -> None:
+def replace_dir(tmp: Path, path: Path, *, overwrite: bool = True) -> None:
     """Moves the finished directory ``tmp`` (a sibling of ``path``) to ``path``, with the modes any other tool would
-    give its files. An existing ``path`` is renamed aside first and deleted only after, so a kill at any point
-    leaves the new directory in place or the old one whole (in place, or between the two renames in
-    ``.NAME.old-*`` beside it), never a half-deleted one."""
+    give its files. An existing ``path`` is renamed aside first and deleted only after; an exception or signal
+    between the renames puts it back, so ``path`` holds the new directory or the old one whole (after a kill -9
+    between the two renames, the old one is in ``.NAME.old-*`` beside it), never a half-deleted one. Without
+    ``overwrite`` a non-empty ``path`` (one another process wrote since the caller looked) is never replaced: a
+    :class:`FileExistsError`, and ``tmp`` is removed."""
+    old = None
     try:
         umask = os.umask(0)
         os.umask(umask)
         for item in [tmp, *tmp.rglob("*")]:
             item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent)) if path.exists() else None
-        if old is not None:
+        if overwrite and path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.replace(path, old / path.name)
+        try:
+            os.replace(tmp, path)  # onto a non-empty directory the kernel refuses: nothing replaced
+        except OSError as e:
+            if overwrite or e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            raise FileExistsError(f"{path} was written by another process meanwhile and was left as it is; choose "
+                                  "another directory, or overwrite it") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not path.exists():
+            os.replace(old / path.name, path)
+            shutil.rmtree(old, ignore_errors=True)
         raise
-    os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -123,16 +123,18 @@ def extract_answer(text: str) -> str | None:
     return _answer_phrase(text)
 
 
-def as_answer(text_or_answer, *, completion: bool = False) -> str | None:
+def as_answer(text_or_answer, *, completion: bool = False, stated: bool = False) -> str | None:
     """A completion is reduced to its final answer; a bare answer ("1/2", or a number) is used as it is. Given
     ``completion``, text that states no final answer and reads as prose ("Let $a = 3$.") is no answer, not an
-    expression to fish one from (a gold, or an answer already extracted, is never prose)."""
+    expression to fish one from (a gold, or an answer already extracted, is never prose). ``stated``: the text is
+    a final answer ``extract_answer`` already took from its completion (not extracted again: the answer of
+    ``\\boxed{\\boxed{1}, \\boxed{2}}`` is both boxes, not the last)."""
     if isinstance(text_or_answer, numbers.Real) and not isinstance(text_or_answer, bool):
         text_or_answer = str(text_or_answer)  # an int or float gold column
     if not isinstance(text_or_answer, str):
         return None
-    extracted = extract_answer(text_or_answer)
-    if extracted is None and not _BOX_START.search(text_or_answer):
+    extracted = (_strip_math_delimiters(text_or_answer) or None) if stated else extract_answer(text_or_answer)
+    if extracted is None and not stated and not _BOX_START.search(text_or_answer):
         bare = _strip_math_delimiters(text_or_answer)
         extracted = bare if bare and not (completion and _is_prose(bare)) else None
     if extracted is None or len(extracted) > MAX_ANSWER_CHARS:
@@ -184,10 +186,19 @@ def same_by_key(a: str, b: str) -> bool | None:
     return None
 
 
+# A number in groups of three digits, written "10,080", "1{,}000", "10,\\!080", "11,\\! 111" or with thin spaces
+# "10\\,080" (which math-verify alone reads as 90); "12, 345" is a list of two numbers, as math-verify reads it.
+_GROUP_SEPARATOR = r"(?:,\\!\s*|\{,\}|,|\\,)"
+_GROUPED_NUMBER = re.compile(rf"\s*(?:\\\$)?[+-]?\d{{1,3}}(?:{_GROUP_SEPARATOR}\d{{3}})+\s*")
+
+
 def normalize_answer(answer: str) -> str:
-    """Cheap canonical key: spacing, `\\left`/`\\right`, `\\dfrac`, `$` removed. Equal keys are equivalent answers
-    (no sympy needed); unequal keys may still be equivalent. Also the first grouping key for voting."""
+    """Cheap canonical key: spacing, `\\left`/`\\right`, `\\dfrac`, `$` and digit-group separators removed. Equal
+    keys are equivalent answers (no sympy needed); unequal keys may still be equivalent. Also the first grouping key
+    for voting."""
     s = _strip_math_delimiters(answer)
+    if _GROUPED_NUMBER.fullmatch(s):
+        s = re.sub(_GROUP_SEPARATOR, "", s)
     s = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", s)
     s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
     s = re.sub(r"\\[,;:! ]", "", s)

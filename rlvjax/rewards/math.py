@@ -141,7 +141,7 @@ class Grader:
         stats = GradeStats(total=len(preds))
         jobs = []
         for i, (p, g) in enumerate(zip(preds, golds)):
-            p, g = as_answer(p, completion=completions), as_answer(g)
+            p, g = as_answer(p, completion=completions, stated=not completions), as_answer(g)
             if p is None or g is None:
                 stats.no_answer += 1
             elif self.fast_path and (same := same_by_key(p, g)) is not None:
