@@ -20,7 +20,9 @@ NUM_ITEMS = 10_000
 NUM_WORKERS = 2
 TIMEOUT_S = 1.0
 KILL_MARGIN_S = 0.5  # deadline -> kill: one turn of the pool's select loop on a busy machine
-EXTRACT_LIMIT_S = 0.25  # parent-side extraction has no wall clock of its own, so it must stay linear
+# Parent-side extraction has no wall clock of its own, so it must stay linear: on the 100,000-character texts a
+# quadratic pattern takes minutes; the slowest fuzz text took 0.38 s with both cores busy (0.25 s failed there).
+EXTRACT_LIMIT_S = 2.0
 CHUNK = 1000  # several grade calls on one pool: a batch after the kills must reuse it cleanly
 # Whole-run bound beyond the timeouts themselves: 53-72 s measured on 2 cores shared with other jobs (load 3-5),
 # and 91 s in a full suite run on a day the host ran ~25% slow (2026-12-02), so 150 s flags a stall (the quadratic

