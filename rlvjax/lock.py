@@ -2,17 +2,22 @@
 
 The kernel drops the lock when its process ends, however it ends, so a dead process (kill -9, a lost node) never
 blocks a resume. While it holds the lock, the holder names itself (pid, host, start time) in ``WORKDIR/.lock``, so
-the process refused can say who holds the workdir; the file is removed on release (one a kill leaves behind is only
+the process refused can say who holds the workdir; the file is emptied on release (one a kill leaves behind is only
 a name, rewritten by the next holder). Locking the directory, not a file in it, adds nothing to a workdir whose run
-is refused. Advisory locks on NFS are as good as the server's lock manager; local disks and Lustre/GPFS honour them.
+is refused. Where a directory cannot be flock'ed (NFS emulates ``flock`` with a byte-range write lock, which needs a
+file open for writing; Lustre mounted without ``flock``), the lock is a record lock on ``WORKDIR/.lock`` itself
+(open-file-description, as flock's, on Linux), which the server's lock manager arbitrates across hosts. A filesystem
+with no locks at all is refused in one line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
+import struct
 import time
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +31,10 @@ class WorkdirBusy(UserError):
     """Another live process trains in this workdir."""
 
 
+class WorkdirUnlockable(UserError):
+    """The workdir's filesystem has no locks."""
+
+
 @contextlib.contextmanager
 def workdir_lock(workdir: Path, *, enabled: bool = True) -> Iterator[None]:
     """Holds ``workdir``'s lock for the block (nothing when not ``enabled``: JAX processes other than 0); raises
@@ -34,22 +43,56 @@ def workdir_lock(workdir: Path, *, enabled: bool = True) -> Iterator[None]:
         yield
         return
     holder = Path(workdir) / HOLDER_FILE
-    fd = os.open(workdir, os.O_RDONLY)
+    fd, on_holder = _lock(Path(workdir), holder)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                name = holder.read_text(encoding="utf-8").strip() or "another process"
-            except OSError:
-                name = "another process"
-            raise WorkdirBusy(f"{workdir} is in use by {name}; wait for that run to end (or stop it), or choose "
-                              "another --workdir") from None
-        holder.write_text(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
-                          "\n", encoding="utf-8")
+        name = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n"
+        if on_holder:  # written through the locking descriptor (see ``_lock``: another one may release the lock)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, name.encode(), 0)
+        else:
+            holder.write_text(name, encoding="utf-8")
         try:
             yield
         finally:
-            holder.unlink(missing_ok=True)
+            if on_holder:  # emptied, not removed: the lock lives on this file; a new one would be a second lock
+                os.ftruncate(fd, 0)
+            else:
+                holder.unlink(missing_ok=True)
     finally:
         os.close(fd)  # releases the lock
+
+
+def _lock(workdir: Path, holder: Path) -> tuple[int, bool]:
+    """The descriptor that holds ``workdir``'s lock, and whether it is the holder file's (a record lock)."""
+    fd = os.open(workdir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd, False
+    except BlockingIOError:
+        os.close(fd)
+        raise _busy(workdir, holder) from None
+    except OSError:  # no flock on this directory (NFS, Lustre without flock): a record lock on the holder file
+        os.close(fd)
+    fd = os.open(holder, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if hasattr(fcntl, "F_OFD_SETLK"):  # Linux: the lock is this descriptor's, as flock's is
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+        else:  # the process's: closing any other descriptor of the file releases it
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd, True
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EACCES, errno.EAGAIN):
+            raise _busy(workdir, holder) from None
+        raise WorkdirUnlockable(f"{workdir} cannot be locked on this filesystem ({e.strerror}), so a second run "
+                                "there could not be kept out; choose a --workdir on a filesystem with locks (a local "
+                                "disk, NFS with its lock manager, Lustre mounted with flock)") from None
+
+
+def _busy(workdir: Path, holder: Path) -> WorkdirBusy:
+    try:
+        name = holder.read_text(encoding="utf-8").strip() or "another process"
+    except OSError:
+        name = "another process"
+    return WorkdirBusy(f"{workdir} is in use by {name}; wait for that run to end (or stop it), or choose another "
+                       "--workdir")

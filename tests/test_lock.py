@@ -1,0 +1,63 @@
+"""The workdir lock where a directory cannot be flock'ed (NFS, Lustre without flock): a record lock on
+WORKDIR/.lock keeps a second process out, names the holder, and is released with its process."""
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlvjax import lock
+
+REPO = Path(__file__).resolve().parents[1]
+# Another process trying the same workdir, with flock failing as it does on NFS.
+SECOND = """
+import errno, fcntl, sys
+from rlvjax import lock
+def no_flock(fd, op):
+    raise OSError(errno.EBADF, "Bad file descriptor")
+lock.fcntl.flock = no_flock
+try:
+    with lock.workdir_lock(sys.argv[1]):
+        print("locked")
+except lock.WorkdirBusy as e:
+    print(e)
+"""
+
+
+def second_process(workdir) -> str:
+    out = subprocess.run([sys.executable, "-c", SECOND, str(workdir)], capture_output=True, text=True, timeout=120,
+                         cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+
+def no_flock(fd, operation):
+    raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+
+def test_without_flock_a_record_lock_on_the_holder_file_keeps_a_second_process_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(lock.fcntl, "flock", no_flock)
+    with lock.workdir_lock(tmp_path):
+        assert (tmp_path / ".lock").read_text().startswith(f"pid {os.getpid()} on ")  # an open and close of its own
+        refused = second_process(tmp_path)
+        assert refused.startswith(f"{tmp_path} is in use by pid {os.getpid()} on "), refused
+        with pytest.raises(lock.WorkdirBusy):  # this process too, as with flock
+            with lock.workdir_lock(tmp_path):
+                pass
+    assert (tmp_path / ".lock").read_text() == ""  # emptied, kept: the lock lives on this file
+    assert second_process(tmp_path) == "locked"
+
+
+def test_a_filesystem_without_locks_is_one_line(tmp_path, monkeypatch):
+    def no_locks(fd, *args):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(lock.fcntl, "flock", no_flock)
+    monkeypatch.setattr(lock.fcntl, "fcntl", no_locks)
+    monkeypatch.setattr(lock.fcntl, "lockf", no_locks)
+    with pytest.raises(lock.WorkdirUnlockable, match=r"cannot be locked on this filesystem \(No locks available\)"):
+        with lock.workdir_lock(tmp_path):
+            pass
