@@ -113,7 +113,7 @@ class Grader:
               answers: bool = False) -> tuple[np.ndarray, GradeStats]:
         """r_i for each (completion or bare answer, gold answer) pair, and this call's GradeStats. ``answers``:
         ``texts`` are final answers already extracted (``extract_answer``), graded as they are."""
-        return self._run(texts, golds, symmetric=False, timeout_s=timeout_s, completions=not answers)
+        return self._run(texts, golds, symmetric=False, timeout_s=timeout_s, completions=not answers, stated=answers)
 
     def equivalent(self, lefts, rights, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[np.ndarray, GradeStats]:
         """Symmetric equivalence of answer pairs (for grouping votes): either direction of verify suffices."""
@@ -132,8 +132,8 @@ class Grader:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _run(self, preds, golds, *, symmetric: bool, timeout_s: float,
-             completions: bool = False) -> tuple[np.ndarray, GradeStats]:
+    def _run(self, preds, golds, *, symmetric: bool, timeout_s: float, completions: bool = False,
+             stated: bool = False) -> tuple[np.ndarray, GradeStats]:
         preds, golds = list(preds), list(golds)
         if len(preds) != len(golds):
             raise ValueError(f"{len(preds)} predictions but {len(golds)} golds")
@@ -141,7 +141,7 @@ class Grader:
         stats = GradeStats(total=len(preds))
         jobs = []
         for i, (p, g) in enumerate(zip(preds, golds)):
-            p, g = as_answer(p, completion=completions, stated=not completions), as_answer(g)
+            p, g = as_answer(p, completion=completions, stated=stated), as_answer(g)
             if p is None or g is None:
                 stats.no_answer += 1
             elif self.fast_path and (same := same_by_key(p, g)) is not None:
