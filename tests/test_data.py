@@ -157,6 +157,15 @@ def test_format_records_renders_chat_messages_under_either_format():
                                            f"[system]{QWEN_MATH_INSTRUCTION}[user]2+2=[assistant]"]
     assert [r["prompt"] for r in format_records(records, tokenizer, "as_is")] == ["[user]1+2=[assistant]", "2+2="]
     assert math[0]["gold"] == "3"
+    # A prefilled assistant turn is continued, not closed and followed by a second assistant header.
+    from rlvjax.data.sources import render_messages
+
+    tokenizer.chat_template = (  # ChatML
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    prefilled = render_messages([{"role": "user", "content": "1+1"}, {"role": "assistant", "content": "Let"}],
+                                tokenizer)
+    assert prefilled.endswith("<|im_start|>user\n1+1<|im_end|>\n<|im_start|>assistant\nLet"), prefilled
 
 
 # --- every bad input names the problem and the fix -----------------------------------------------------------------
@@ -358,3 +367,19 @@ def test_a_reward_without_golds_keeps_rows_whose_gold_is_empty():
     assert [r["level"] for r in from_rows(levels)[0]] == [3, None, 4]
     solutions = [{"problem": "p", "solution": "no box here"}, {"problem": "q", "solution": "so \\boxed{2}"}]
     assert [r["gold"] for r in from_rows(solutions, require_gold=False)[0]] == [None, "2"]
+    # A prompt with a reference solution for a reward to read: it used to be refused as an unknown schema.
+    graded_by_reward = from_rows([{"prompt": "p", "solution": "s"}], require_gold=False)[0]
+    assert [(r["prompt"], r["solution"]) for r in graded_by_reward] == [("p", "s")]
+
+
+def test_numbers_of_any_library_are_gold_answers():
+    import decimal
+
+    import numpy as np
+
+    from rlvjax.data.sources import from_rows
+
+    rows = [{"problem": str(i), "answer": a} for i, a in enumerate(
+        [np.int64(204), np.float64(3.0), decimal.Decimal("0.10"), np.float32(2.5), decimal.Decimal("NaN"), True])]
+    kept, stats = from_rows(rows)  # numpy-built rows, a with_format("numpy") dataset, a parquet decimal column
+    assert [r["gold"] for r in kept] == ["204", "3", "0.10", "2.5"] and stats.skipped_bad_gold == 2

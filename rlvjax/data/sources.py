@@ -13,6 +13,7 @@ training run dies in its first minute.
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import json
 import logging
 import math
@@ -153,8 +154,9 @@ def _plain(value):
 def detect_schema(row: dict, source: str = "<rows>", place: str = "row 1", require_gold: bool = True) -> str:
     """Names the schema of a row from its fields: answer beats solution because MATH-500 carries both."""
     keys = set(row)
-    if not require_gold and not keys & {"gold", "answer", "solution"} and keys & {"prompt", "question", "problem"}:
-        return "prompt"
+    if not require_gold and not keys & {"gold", "answer"}:  # a reward that reads other columns
+        if keys & {"prompt", "question"} or ("problem" in keys and "solution" not in keys):  # problem+solution: MATH
+            return "prompt"
     if "problem" in keys and "answer" in keys:
         return "math500" if "level" in keys else "aime"
     if "problem" in keys and "solution" in keys:
@@ -223,12 +225,15 @@ def format_records(records: list[dict], tokenizer: Any, prompt_format: str) -> l
 
 def render_messages(prompt: str | list[dict], tokenizer: Any) -> str:
     """A prompt as the policy reads it under ``prompt_format="as_is"``: a string verbatim; chat messages
-    (``[{"role", "content"}, ...]``) rendered with the tokenizer's chat template and the assistant header."""
+    (``[{"role", "content"}, ...]``) rendered with the tokenizer's chat template and the assistant header, or, when
+    the last message is the assistant's, with that message left open for the completion to continue."""
     if isinstance(prompt, str):
         return prompt
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("a prompt is a list of chat messages but the tokenizer has no chat template; give prompts "
                          "as strings or use a chat model")
+    if prompt and prompt[-1].get("role") == "assistant":  # a prefilled reply (TRL's convention): continued
+        return tokenizer.apply_chat_template(prompt, continue_final_message=True, tokenize=False)
     return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
 
 
@@ -246,11 +251,17 @@ def _gold(value: Any, *, from_solution: bool) -> str | None:
         from rlvjax.rewards.answers import extract_answer  # lazy: only MATH's schema needs it
 
         value = extract_answer(value) if isinstance(value, str) else None
-    if isinstance(value, bool) or value is None or (isinstance(value, float) and not math.isfinite(value)):
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):  # numpy's too (numpy-built rows, a with_format("numpy") dataset)
+        value = int(value)
+    elif isinstance(value, numbers.Real):
+        value = float(value)
+    if isinstance(value, (float, decimal.Decimal)) and not math.isfinite(value):
         return None  # a NaN or infinite number (pandas' missing value) is no answer
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # AIME answers stored as floats by some parquet exports
-    text = str(value).strip() if isinstance(value, (str, int, float)) else ""
+    text = str(value).strip() if isinstance(value, (str, int, float, decimal.Decimal)) else ""
     return text or None
 
 
