@@ -284,6 +284,21 @@ def test_hf_dir_missing_tensors(tmp_path, capsys, hf_copy):
                          expect="is missing tensors for parameters ['layers/1/mlp/up_proj/kernel'] (1 of ")
 
 
+def test_hf_dir_tied_in_config_with_its_own_head_in_the_weights(tmp_path, capsys, hf_copy):
+    # A fine-tune that untied the head but kept the config: transformers keeps the stored head; tying it away would
+    # compute other logits. The same head as the embedding (a tied model saved with both) loads as before.
+    tensors = load_file(hf_copy / "model.safetensors")
+    embedding = tensors["model.embed_tokens.weight"]
+    save_file({**tensors, "lm_head.weight": embedding.copy()}, hf_copy / "model.safetensors", metadata={"format": "pt"})
+    from rlvjax.model.hf import load_hf
+
+    load_hf(hf_copy, tokenizer=False)
+    save_file({**tensors, "lm_head.weight": embedding + 0.5}, hf_copy / "model.safetensors", metadata={"format": "pt"})
+    assert_fails_cleanly(tmp_path, capsys, [f"ModelSpec.hf_dir = '{hf_copy}'"],
+                         expect="config.json says tie_word_embeddings=true, but the weights hold an lm_head.weight "
+                                "that differs from the embedding; set \"tie_word_embeddings\": false in config.json")
+
+
 def test_hf_dir_wrong_shapes(tmp_path, capsys, hf_copy):
     edit_config(hf_copy, intermediate_size=96)
     assert_fails_cleanly(tmp_path, capsys, [f"ModelSpec.hf_dir = '{hf_copy}'"],

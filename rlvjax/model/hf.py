@@ -247,6 +247,7 @@ def load_hf(path, dtype=jnp.float32, *, compute_dtype=None, tokenizer: bool = Tr
     graphdef, state = nnx.split(abstract)
     targets = _flat_state(state)
     loaded: dict[str, np.ndarray] = {}
+    head = None  # a stored lm_head of a tied config
     for file in _safetensors_files(path):
         with _open_safetensors(file) as f:
             for name in f.keys():
@@ -258,7 +259,8 @@ def load_hf(path, dtype=jnp.float32, *, compute_dtype=None, tokenizer: bool = Tr
                                      "config.json's model_type the one these weights were saved with?")
                 param, transpose = mapped
                 if param == "lm_head/kernel" and cfg.tie_word_embeddings:
-                    continue  # tied: the head is the embedding
+                    head = f.get_tensor(name)  # tied: the head is the embedding, if this copy agrees
+                    continue
                 if param in loaded:
                     raise ValueError(f"tensor {name!r} is in {file.name} and in another *.safetensors file of {path}; "
                                      "keep one copy of the weights in the directory")
@@ -274,6 +276,12 @@ def load_hf(path, dtype=jnp.float32, *, compute_dtype=None, tokenizer: bool = Tr
                         "from config.json; use the config.json saved with these weights"
                     )
                 loaded[param] = array.astype(jnp.dtype(dtype))
+    embedding = loaded.get("embed_tokens/embedding")
+    if head is not None and embedding is not None and not np.array_equal(head.astype(embedding.dtype), embedding):
+        # transformers would keep this head (it unties what differs); rlvjax would tie it away: say so
+        raise ValueError(f"{config_file} says tie_word_embeddings=true, but the weights hold an lm_head.weight that "
+                         "differs from the embedding; set \"tie_word_embeddings\": false in config.json to load that "
+                         "head (transformers loads it either way)")
     missing = sorted(set(targets) - set(loaded))
     if missing:
         raise ValueError(f"{path} is missing tensors for parameters {missing[:5]}{'...' if len(missing) > 5 else ''}"
