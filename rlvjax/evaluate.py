@@ -258,8 +258,9 @@ def main(argv):
         rl = dataclasses.replace(rl, max_new_tokens=f.max_new_tokens)
     if f.data:
         prompt_format = "as_is" if f.raw_prompts else run_config.task.prompt_format if f.workdir else "math"
-        records = sources.format_records(sources.load_records(f.data, require_gold=reward.is_math)[0], tokenizer,
-                                         prompt_format)
+        loaded = sources.load_records(f.data, split=f.data_split, require_gold=reward.is_math,
+                                      split_knob="--data_split")[0]
+        records = sources.format_records(loaded, tokenizer, prompt_format)
         experiment.check_encodable(tokenizer, records, "--data", fix="evaluate a model whose tokenizer covers them, "
                                    "pass --raw_prompts if they are already in the model's format, or remove them")
     else:
@@ -310,6 +311,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("policy", "final", "an HF directory inside the workdir: final or warm_start")
     flags.DEFINE_integer("checkpoint", None, "evaluate this Orbax checkpoint step instead of an HF directory")
     flags.DEFINE_string("data", None, "problems to evaluate on (jsonl/parquet/datasets id); default: the run's task")
+    flags.DEFINE_string("data_split", "test", "the split of a --data datasets id or directory (a file has none)")
     flags.DEFINE_bool("raw_prompts", False, "use --data prompts as given (already in the model's format; chat "
                       "messages still go through its chat template) instead of rendering each in the run's "
                       "TaskSpec.prompt_format (--model_dir: the chat template and the Qwen2.5-Math instruction)")

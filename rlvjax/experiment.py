@@ -81,8 +81,9 @@ class TaskSpec:
     # Longest prompt in tokens: longer ones are dropped (counted, logged), as verl's filter_overlong_prompts does.
     # It bounds the compiled prompt widths and is the prompt width of the memory plan and of --dry_run without data.
     max_prompt_tokens: int | None = None
-    # Which held-out problems the evals use: "test" (the report's) or "validation" (arithmetic only: the next
-    # num_eval held-out problems after the test ones, disjoint from them; choose settings here, report on "test").
+    # Which held-out problems the evals use: "test" (the report's) or "validation" (arithmetic: the next num_eval
+    # held-out problems after the test ones, disjoint from them; choose settings here, report on "test"). File task:
+    # the split of a datasets eval_file (a hub id or dataset directory; any split name), train_file's is "train".
     eval_split: str = "test"
     # How a record's prompt becomes the policy's input: "math" — the problem plus the Qwen2.5-Math instruction, in
     # the chat template when the tokenizer has one; "as_is" — a string is used verbatim (TRL's convention; what
@@ -98,11 +99,14 @@ class TaskSpec:
         tasks.get(self.name)  # an unknown name fails here, listing the known ones
         if self.prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"TaskSpec.prompt_format={self.prompt_format!r}: use one of {PROMPT_FORMATS}")
-        if self.eval_split not in ("test", "validation"):
+        if self.name == "file":
+            if not self.eval_split:
+                raise ValueError("TaskSpec.eval_split is empty; name the eval_file dataset's split, e.g. 'test'")
+        elif self.eval_split not in ("test", "validation"):
             raise ValueError(f"TaskSpec.eval_split={self.eval_split!r}: use 'test' or 'validation'")
-        if self.eval_split == "validation" and self.name != "arithmetic":
-            raise ValueError(f"TaskSpec.eval_split='validation' is built for the arithmetic task only; for "
-                             f"{self.name!r} point TaskSpec.eval_file at a validation file")
+        elif self.eval_split == "validation" and self.name != "arithmetic":
+            raise ValueError(f"TaskSpec.eval_split='validation' is built for the arithmetic and file tasks; for "
+                             f"{self.name!r} use 'test'")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise ValueError(f"TaskSpec.max_prompt_tokens={self.max_prompt_tokens!r} must be a whole number >= 1 "
                              "(or None: no limit)")

@@ -136,7 +136,7 @@ def test_validation_split_is_disjoint_from_test_and_train(tok):
     assert len(validation) == len(test) == 96 and len(prompts(validation)) == 96
     assert not prompts(validation) & prompts(test) and not prompts(validation) & prompts(train)
     assert test == arithmetic.records(eval_set(96, levels=(2, 3, 4), max_value=9))  # the test set did not move
-    with pytest.raises(ValueError, match="eval_split='validation' is built for the arithmetic task only"):
+    with pytest.raises(ValueError, match="eval_split='validation' is built for the arithmetic and file tasks"):
         experiment.TaskSpec(name="digit", eval_split="validation")
     with pytest.raises(ValueError, match="TaskSpec.eval_split='dev': use 'test' or 'validation'"):
         experiment.TaskSpec(eval_split="dev")

@@ -108,11 +108,32 @@ def test_datasets_directory_and_split(tmp_path, monkeypatch):
     records, stats = load_records(source)
     assert stats.schema == "aime" and [r["gold"] for r in records] == ["3", "4"]
     assert [r["id"] for r in records] == ["dataset-0", "dataset-1"]
-    with pytest.raises(ValueError, match=r"has no split 'test' \(Unknown split .*\); pass split="):
+    with pytest.raises(ValueError, match=r"has no split 'test' \(Unknown split .*\); set split= to one of its"):
         load_records(source, split="test")
     datasets.Dataset.from_list([{"prompt": "x", "gold": "1"}]).save_to_disk(tmp_path / "saved")
     records, stats = load_records(tmp_path / "saved")
     assert stats.schema == "generic" and records == [{"prompt": "x", "gold": "1", "level": None, "id": "saved-0"}]
+
+
+def test_a_datasets_eval_file_reads_its_eval_split_not_the_training_one(tmp_path, monkeypatch):
+    import datasets
+
+    from rlvjax import experiment
+    from rlvjax.data import tasks
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    rows = lambda tag, n: [{"problem": f"{tag}{i}", "answer": str(i)} for i in range(n)]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows("tr", 6)),
+                          "test": datasets.Dataset.from_list(rows("te", 3)),
+                          "dev": datasets.Dataset.from_list(rows("dv", 2))}).save_to_disk(tmp_path / "math")
+    spec = dict(name="file", train_file=str(tmp_path / "math"), eval_file=str(tmp_path / "math"), prompt_format="as_is")
+    train, evals = tasks.get("file").records(experiment.TaskSpec(**spec), None)
+    assert [r["prompt"] for r in train] == [f"tr{i}" for i in range(6)]
+    assert [r["prompt"] for r in evals] == ["te0", "te1", "te2"]  # it used to be tr0, tr1, tr2: training problems
+    evals = tasks.get("file").records(experiment.TaskSpec(**spec, eval_split="dev"), None)[1]
+    assert [r["prompt"] for r in evals] == ["dv0", "dv1"]
+    with pytest.raises(ValueError, match="has no split 'validation'; set TaskSpec.eval_split to one of its splits"):
+        tasks.get("file").records(experiment.TaskSpec(**spec, eval_split="validation"), None)
 
 
 def test_unknown_dataset_id_offline_names_the_fix():

@@ -82,9 +82,11 @@ def _file_records(spec, tokenizer) -> Records:
     if spec.train_file is None:
         raise ValueError("TaskSpec.name='file' needs TaskSpec.train_file (a jsonl/parquet path or datasets id)")
     need_gold = "math" in spec.rewards
-    train = sources.load_records(spec.train_file, on_bad_gold=spec.on_bad_gold, require_gold=need_gold)[0]
-    evals = (sources.load_records(spec.eval_file, on_bad_gold=spec.on_bad_gold, require_gold=need_gold)[0]
-             [: spec.num_eval] if spec.eval_file else [])
+    train = sources.load_records(spec.train_file, on_bad_gold=spec.on_bad_gold, require_gold=need_gold)[0]  # "train"
+    # A datasets source's "train" split is the training data: evals read their own split (a file has none)
+    evals = (sources.load_records(spec.eval_file, split=spec.eval_split, on_bad_gold=spec.on_bad_gold,
+                                  require_gold=need_gold, split_knob="TaskSpec.eval_split")[0][: spec.num_eval]
+             if spec.eval_file else [])
     return (sources.format_records(train, tokenizer, spec.prompt_format),
             sources.format_records(evals, tokenizer, spec.prompt_format))
 
