@@ -171,15 +171,29 @@ def test_load_errors_name_the_tensor(hf_checkpoint, tmp_path):
         "yarn": ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "unsupported rope_type 'yarn'"),
         "linear_no_factor": ({"rope_scaling": {"type": "linear"}},
                              r"config.json's rope scaling \{'rope_type': 'linear'\} lacks 'factor'"),
-        "sliding": ({"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1},
+        "sliding": ({"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1, "layer_types": None},
                     "sliding-window attention is not supported"),
+        "sliding_layer": ({"layer_types": ["full_attention", "sliding_attention"], "use_sliding_window": True,
+                           "sliding_window": 4}, "sliding-window attention is not supported"),
     }
     for name, (fields, message) in refused.items():
         with pytest.raises(ValueError, match=message):
             rlvjax.load_hf(variant(name, lambda t, c, f=fields: c.update(f)), tokenizer=False)
-    # Sliding from layer max_window_layers on: none of the 2 layers slides, as in transformers.
-    rlvjax.load_hf(variant("no_layer_slides", lambda t, c: c.update(use_sliding_window=True, sliding_window=4,
-                                                                      max_window_layers=2)), tokenizer=False)
+    # Sliding from layer max_window_layers on: none of the 2 layers slides, as in transformers; nor without a window
+    # (max_window_layers defaults to 28), nor where config.json's layer_types (transformers v5) say full attention.
+    def sliding_config(fields, drop=()):
+        def mutate(t, c):
+            c.update(use_sliding_window=True, **fields)
+            for key in drop:
+                c.pop(key)
+        return mutate
+
+    for name, mutate in (("no_layer_slides", sliding_config(dict(max_window_layers=2, sliding_window=4),
+                                                            ["layer_types"])),
+                         ("no_window", sliding_config(dict(sliding_window=None), ["layer_types", "max_window_layers"])),
+                         ("default_28", sliding_config(dict(sliding_window=4), ["layer_types", "max_window_layers"])),
+                         ("layer_types_full", sliding_config(dict(sliding_window=4, max_window_layers=1)))):
+        rlvjax.load_hf(variant(name, mutate), tokenizer=False)
     twice = variant("twice", lambda t, c: None)
     save_file({"model.norm.weight": np.zeros(64, np.float32)}, twice / "zz-extra.safetensors")
     with pytest.raises(ValueError, match=r"tensor 'model\.norm\.weight' is in zz-extra\.safetensors and in another"):

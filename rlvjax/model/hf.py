@@ -51,8 +51,13 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
             f"rlvjax loads {sorted(ARCHITECTURES.values())}; pick a checkpoint of one of those families"
         )
     layers = hf.get("num_hidden_layers")
-    window = (hf.get("max_window_layers") or 0) if hf.get("use_sliding_window") else layers  # layers from it slide
-    if "sliding_attention" in (hf.get("layer_types") or ()) or (isinstance(layers, int) and window < layers):
+    if hf.get("layer_types"):  # transformers v5 writes which layers slide
+        sliding = "sliding_attention" in hf["layer_types"]
+    else:  # as transformers derives it: layers from max_window_layers (default 28) on slide, if a window is set
+        first = hf.get("max_window_layers", 28)
+        sliding = bool(hf.get("use_sliding_window")) and hf.get("sliding_window") is not None and (
+            isinstance(layers, int) and (first or 0) < layers)
+    if sliding:
         raise ValueError("sliding-window attention is not supported; set use_sliding_window=false in config.json")
     if hf.get("mlp_bias"):
         raise ValueError("mlp_bias=true is not supported by rlvjax's SwiGLU MLP")
