@@ -404,3 +404,6 @@ def test_numbers_of_any_library_are_gold_answers():
         [np.int64(204), np.float64(3.0), decimal.Decimal("0.10"), np.float32(2.5), decimal.Decimal("NaN"), True])]
     kept, stats = from_rows(rows)  # numpy-built rows, a with_format("numpy") dataset, a parquet decimal column
     assert [r["gold"] for r in kept] == ["204", "3", "0.10", "2.5"] and stats.skipped_bad_gold == 2
+    gsm8k = {"question": "Natalia sold 48 clips in April and half as many in May. How many in all?",
+             "answer": "She sold 48/2 = <<48/2=24>>24 clips in May.\nShe sold 48+24 = <<48+24=72>>72 in all.\n#### 72"}
+    assert from_rows([gsm8k])[0][0]["gold"] == "72"  # it was the whole rationale, which no answer equals

@@ -248,11 +248,14 @@ def _first_field(row: dict, fields: tuple[str, ...], source: str, place: str) ->
 
 
 def _gold(value: Any, *, from_solution: bool) -> str | None:
-    """Gold answer text; for MATH the content of the solution's last \\boxed{}, via the grader's own extractor."""
+    """Gold answer text; for MATH the content of the solution's last \\boxed{}, via the grader's own extractor; for
+    GSM8K what follows its rationale's final "#### "."""
     if from_solution:
         from rlvjax.rewards.answers import extract_answer  # lazy: only MATH's schema needs it
 
         value = extract_answer(value) if isinstance(value, str) else None
+    elif isinstance(value, str) and "\n#### " in value:  # GSM8K's answer: the rationale, then "#### 72"
+        value = value.rsplit("\n#### ", 1)[1]
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, numbers.Integral):  # numpy's too (numpy-built rows, a with_format("numpy") dataset)
