@@ -66,6 +66,19 @@ def test_save_hf_round_trip(hf_checkpoint, tmp_path, kind):
     assert again.config == model.config
 
 
+def test_fields_a_config_leaves_out_take_transformers_defaults():
+    from transformers import LlamaConfig, Qwen2Config
+
+    from rlvjax.model.hf import config_from_hf
+
+    sizes = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4)
+    for model_type, reference in (("llama", LlamaConfig()), ("qwen2", Qwen2Config())):
+        cfg = config_from_hf({"model_type": model_type, **sizes})
+        assert (cfg.max_position_embeddings, cfg.rope_theta, cfg.rms_norm_eps, cfg.tie_word_embeddings) == (
+            reference.max_position_embeddings, reference.rope_parameters["rope_theta"], reference.rms_norm_eps,
+            reference.tie_word_embeddings), model_type
+
+
 def test_old_style_rope_scaling_loads_and_exports_as_transformers_reads_it(hf_checkpoint, tmp_path):
     """A transformers-v4 config names the scaling ``type``; the export must keep it (as ``rope_type``)."""
     import shutil

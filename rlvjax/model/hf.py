@@ -25,6 +25,7 @@ from safetensors.numpy import save_file
 from rlvjax.model.transformer import ModelConfig, Transformer, rope_inv_freq
 
 ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
+DEFAULT_POSITIONS = {"qwen2": 32768, "llama": 2048}  # transformers' defaults where config.json names none
 
 # (HF tensor-name regex, our param path template, transpose). Linear weights are [out, in] in torch, [in, out] here.
 WEIGHT_TABLE: tuple[tuple[str, str, bool], ...] = (
@@ -98,7 +99,7 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
         qkv_bias=True if model_type == "qwen2" else bias,
         o_bias=False if model_type == "qwen2" else bias,
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        max_position_embeddings=int(hf.get("max_position_embeddings", 32768)),
+        max_position_embeddings=int(hf.get("max_position_embeddings", DEFAULT_POSITIONS[model_type])),
         architecture=model_type,
         dtype=jnp.dtype(dtype).name,
         compute_dtype=None if compute_dtype is None else jnp.dtype(compute_dtype).name,
