@@ -240,6 +240,11 @@ def build_records(task: TaskSpec, tokenizer, given: tuple[list[dict], list[dict]
         train, evals = tasks.get(task.name).records(task, tokenizer)
     else:
         train, evals = (sources.format_records(records, tokenizer, task.prompt_format) for records in given)
+    if given is not None or task.name == "file":  # generated tasks hold their splits apart themselves
+        shared = len({r["prompt"] for r in evals} & {r["prompt"] for r in train})
+        if shared:
+            logging.warning("%d of %d eval prompts are train prompts too: the evals partly measure memorised problems; "
+                            "give disjoint train and eval data", shared, len(evals))
     if task.max_prompt_tokens is None:
         return train, evals
     kept = []

@@ -115,7 +115,7 @@ def test_datasets_directory_and_split(tmp_path, monkeypatch):
     assert stats.schema == "generic" and records == [{"prompt": "x", "gold": "1", "level": None, "id": "saved-0"}]
 
 
-def test_a_datasets_eval_file_reads_its_eval_split_not_the_training_one(tmp_path, monkeypatch):
+def test_a_datasets_eval_file_reads_its_eval_split_not_the_training_one(tmp_path, monkeypatch, caplog):
     import datasets
 
     from rlvjax import experiment
@@ -132,6 +132,13 @@ def test_a_datasets_eval_file_reads_its_eval_split_not_the_training_one(tmp_path
     assert [r["prompt"] for r in evals] == ["te0", "te1", "te2"]  # it used to be tr0, tr1, tr2: training problems
     evals = tasks.get("file").records(experiment.TaskSpec(**spec, eval_split="dev"), None)[1]
     assert [r["prompt"] for r in evals] == ["dv0", "dv1"]
+    # Train and eval data that share problems are named (before, nothing told that the evals were training data).
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        experiment.build_records(experiment.TaskSpec(**{**spec, "eval_file": spec["train_file"]}, eval_split="train"),
+                                 None)
+    assert "6 of 6 eval prompts are train prompts too" in caplog.text
     with pytest.raises(ValueError, match="has no split 'validation'; set TaskSpec.eval_split to one of its splits"):
         tasks.get("file").records(experiment.TaskSpec(**spec, eval_split="validation"), None)
 
