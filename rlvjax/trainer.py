@@ -149,8 +149,8 @@ class RLVTrainer:
         if not final.is_dir():
             raise FileNotFoundError(f"{final} does not exist: train() first (with RunConfig.export_final = True)")
         model, tokenizer = load_hf(final)
-        given = (self.records[1], []) if self.records is not None else None
-        records = experiment.build_records(self.config.task, tokenizer, given)[1 if given is None else 0]
+        given = ([], self.records[1]) if self.records is not None else None  # the eval slot: logged and checked as such
+        records = experiment.build_records(self.config.task, tokenizer, given)[1]
         if not records:
             raise ValueError("no eval problems: pass eval_dataset= (or a task with TaskSpec.eval_file / num_eval)")
         rl, config = self.config.rl, self.config
