@@ -68,8 +68,8 @@ def load_records(
     HF_DATASETS_OFFLINE=1). ``fmt`` names the schema (one of ``SCHEMAS``: "math" takes the gold from the solution's
     last ``\\boxed{}``, "math500"/"aime"/"generic" from an answer field); None detects it from the first row's fields.
     ``split`` and ``name`` (the dataset config, e.g. a MATH subject) only apply to `datasets` sources (a missing split
-    is refused naming ``split_knob``, the caller's way to choose one). Rows whose
-    gold cannot be determined are skipped and counted (``on_bad_gold="skip"``) or raise (``"error"``).
+    is refused naming ``split_knob``, the caller's way to choose one). Rows whose gold cannot be determined are
+    skipped and counted (``on_bad_gold="skip"``) or raise (``"error"``).
     ``require_gold=False`` (a reward that reads other columns): a row needs only a problem; a gold answer is kept
     when the schema has one.
     """
