@@ -116,8 +116,7 @@ def summarize(pool: dict, conventions: testtime.Conventions = testtime.Conventio
     """pass@1, best-of-K by verifier score (as eval.json's best-of-N at N = K, under the same ``conventions``) and
     the verifier's accuracy, as ``eval/...`` metrics."""
     correct, score = pool["correct"], conventions.scores(pool["yes_logp"], pool["no_logp"])
-    # parseable as the report's grouping counts it (string grouping: the same -1s, without math-verify)
-    parseable = [testtime.answer_classes(list(row), grouping="string") >= 0 for row in pool["answers"]]
+    parseable = testtime.pool_classes(pool, "string") >= 0  # the report's -1s, without math-verify's grouping
     best = [testtime.best_of_n_expected(s, c, p, len(s), unparseable=conventions.unparseable, ties=conventions.ties)
             for s, c, p in zip(score, correct, parseable)]
     ver = diagnostics.verifier_stats(pool["yes_logp"].ravel(), pool["no_logp"].ravel(), correct.ravel())
