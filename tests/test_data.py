@@ -8,6 +8,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import json
 from pathlib import Path
 
+import grain
 import pytest
 
 from rlvjax.data import QWEN_MATH_INSTRUCTION, format_prompt, load_records, make_iterator
@@ -294,6 +295,21 @@ def test_same_seed_same_order_other_seed_other_order():
     assert all("tokens" not in r for r in records)
 
 
+def test_adjacent_seeds_do_not_share_epochs_and_older_states_keep_their_order():
+    records = toy_records(12)
+    epochs = {seed: [tuple(sum(take(it, 4), [])) for _ in range(3)]
+              for seed in (0, 1) for it in [make_iterator(records, batch_size=3, seed=seed)]}
+    # grain shuffles epoch e with shuffle_seed + e: with the run seed as is, seed 1's first epoch was seed 0's second.
+    assert not set(epochs[0]) & set(epochs[1])
+    # A state saved before "shuffle" was recorded resumes in the order its run started with: grain's on the seed.
+    legacy = grain.MapDataset.source(records).shuffle(seed=1)
+    expected = [legacy[i]["id"] for i in range(12)] + [legacy[12 + i]["id"] for i in range(12)]
+    resumed = make_iterator(records, batch_size=3, seed=1)
+    resumed.set_state({k: v for k, v in resumed.get_state().items() if k != "shuffle"} | {"next_index": 0})
+    assert sum(take(resumed, 8), []) == expected
+    assert resumed.get_state()["shuffle"] == "plain"  # and goes on saving that order
+
+
 def test_each_epoch_is_a_fresh_permutation_of_all_records():
     records = toy_records(12)
     iterator = make_iterator(records, batch_size=3, seed=0)
@@ -321,11 +337,14 @@ def test_state_resumes_the_exact_order_across_epochs():
     take(original, 4)  # 1 batch per epoch for this shard: already 4 epochs in
     state = json.loads(json.dumps(original.get_state()))
     digest = state.pop("records_sha256")
-    assert state == {"next_index": 4, "seed": 5, "batch_size": 3, "shard_count": 2, "num_records": 10}
+    assert state == {"next_index": 4, "seed": 5, "batch_size": 3, "shard_count": 2, "num_records": 10,
+                     "shuffle": "sha256"}
     assert digest == pipeline.fingerprint(records) and len(digest) == 16
     resumed = make_iterator(records, batch_size=3, seed=5, shard_index=1, shard_count=2)
     resumed.set_state(state)  # a state saved before the content was recorded: the count is all it can check
     assert take(resumed, 7) == take(original, 7)
+    with pytest.raises(ValueError, match=r"shuffle='xor', which this rlvjax does not know"):
+        make_iterator(records, batch_size=6, seed=5).set_state({**state, "shuffle": "xor"})
     state["records_sha256"] = digest
     with pytest.raises(ValueError, match=r"data state was saved for a different pipeline: batch_size \(saved 3, "
                                          r"now 2\); resume with the same data"):

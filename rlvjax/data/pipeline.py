@@ -10,6 +10,8 @@ Order of operations, and why:
 So global batch ``k`` is the same records in the same order however many processes share it: process ``p`` holds
 its rows ``[p * batch_size, (p + 1) * batch_size)``, and gathering the processes' batches in process order
 rebuilds it. A run on 2 hosts therefore samples, grades and updates exactly what the same run on 1 host does.
+grain shuffles epoch ``e`` with ``shuffle_seed + e``; the shuffle seed is a hash of the run seed, so runs with
+seeds 0, 1, 2 see unrelated orders rather than one order shifted by an epoch.
 Shuffling before sharding gives every process a fresh random slice each epoch while the slices stay disjoint and
 cover the epoch (less the trimmed remainder). Trimming keeps all shards the same length, so every process takes
 the same number of steps and no host waits at a collective for a batch that never comes.
@@ -17,6 +19,7 @@ the same number of steps and no host waits at a collective for a batch that neve
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any, Sequence
@@ -24,6 +27,9 @@ from typing import Any, Sequence
 import grain
 
 STATE_KEYS = ("seed", "batch_size", "shard_count", "num_records", "records_sha256")
+# How the run seed becomes grain's shuffle seed. States saved before this key existed used the seed itself
+# ("plain"), so a run resumed from one keeps the order it started with.
+SHUFFLE_SCHEMES = ("sha256", "plain")
 
 
 class DataIterator:
@@ -40,10 +46,16 @@ class DataIterator:
         self.batches_per_epoch = len(records) // (shard_count * batch_size)
         self._pipeline = {"seed": seed, "batch_size": batch_size, "shard_count": shard_count,
                           "num_records": len(records), "records_sha256": fingerprint(records)}
-        dataset = sharded_batches(records, batch_size=batch_size, seed=seed, shard_index=shard_index,
-                                  shard_count=shard_count).repeat(num_epochs)
+        self._batches = functools.partial(sharded_batches, records, batch_size=batch_size, seed=seed,
+                                          shard_index=shard_index, shard_count=shard_count)
+        self._num_epochs = num_epochs
+        self._start(SHUFFLE_SCHEMES[0])
+
+    def _start(self, scheme: str) -> None:
+        self._shuffle = scheme
         # Records are small dicts and batching is list-building: reader threads would only cost their start-up.
-        self._iterator = iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
+        options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+        self._iterator = iter(self._batches(shuffle=scheme).repeat(self._num_epochs).to_iter_dataset(options))
 
     def __iter__(self) -> DataIterator:
         return self
@@ -53,7 +65,8 @@ class DataIterator:
 
     def get_state(self) -> dict[str, Any]:
         """Position plus the pipeline settings it is only meaningful for; JSON-serialisable."""
-        return {"next_index": int(self._iterator.get_state()["next_index"]), **self._pipeline}
+        return {"next_index": int(self._iterator.get_state()["next_index"]), **self._pipeline,
+                "shuffle": self._shuffle}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Continues from a saved position; refuses one saved for other records (another count or content), seed
@@ -71,6 +84,12 @@ class DataIterator:
             raise ValueError(f"data state was saved for a different pipeline: {differing}; resume with the same "
                              "data, seed and global batch size (batch size x process count), or start a fresh "
                              "workdir")
+        scheme = state.get("shuffle", "plain")
+        if scheme not in SHUFFLE_SCHEMES:
+            raise ValueError(f"data state has shuffle={scheme!r}, which this rlvjax does not know (it knows "
+                             f"{', '.join(SHUFFLE_SCHEMES)}); resume with the rlvjax that saved it")
+        if scheme != self._shuffle:
+            self._start(scheme)
         self._iterator.set_state({"next_index": int(state["next_index"])})
 
 
@@ -86,11 +105,22 @@ def make_iterator(records: Sequence[dict], *, batch_size: int, seed: int, shard_
 
 
 def sharded_batches(records: Sequence[dict], *, batch_size: int, seed: int, shard_index: int,
-                    shard_count: int) -> grain.MapDataset:
+                    shard_count: int, shuffle: str = SHUFFLE_SCHEMES[0]) -> grain.MapDataset:
     """One epoch of this process's batches; indexing past the end continues into reshuffled later epochs."""
-    dataset = grain.MapDataset.source(records).shuffle(seed=seed)  # grain reseeds with seed + epoch
+    dataset = grain.MapDataset.source(records).shuffle(seed=shuffle_seed(seed, shuffle))
     dataset = dataset[: len(records) - len(records) % (batch_size * shard_count)]
     return dataset.batch(batch_size, batch_fn=copy_records)[shard_index::shard_count]
+
+
+def shuffle_seed(seed: int, scheme: str) -> int:
+    """grain's shuffle seed for a run seed: 32 bits of a SHA-256 of it, or (``"plain"``, older states) the seed.
+
+    grain reshuffles epoch ``e`` with ``shuffle_seed + e``; with the seed itself, seed 1's epochs would be seed 0's
+    from its second epoch on.
+    """
+    if scheme == "plain":
+        return seed
+    return int.from_bytes(hashlib.sha256(f"rlvjax data order {seed}".encode()).digest()[:4], "big")
 
 
 def _same_global_order(saved: dict, current: dict) -> bool:
