@@ -160,11 +160,9 @@ STRATEGY_FLAGS = {"adaptive": ("delta", "min_samples", "round_size", "mean_sampl
                                "weight_temperature")}
 
 
-def strategy_rules(f, num_samples: int, max_new_tokens: int) -> list:
+def strategy_rules(f, num_samples: int, max_new_tokens: int, tokenizer=None) -> list:
     """The rules ``--strategy`` is evaluated with: ``strategies.report.default_rules`` with the given flags in place
-    of their defaults (each rule checks its own values)."""
-    import codecs
-
+    of their defaults (each rule checks its own values; with ``tokenizer``, the particle step delimiter too)."""
     from rlvjax.strategies import NAMES
     from rlvjax.strategies import report as strategy_report
 
@@ -189,13 +187,23 @@ def strategy_rules(f, num_samples: int, max_new_tokens: int) -> list:
         rules = [dataclasses.replace(r, threshold=t, **given(budgets=None if budgets is None else tuple(budgets)))
                  for r in base if r.threshold == base[0].threshold for t in thresholds]
     else:
-        delimiter = None if f.step_delimiter is None else codecs.decode(f.step_delimiter, "unicode_escape")
+        delimiter = None if f.step_delimiter is None else unescape("step_delimiter", f.step_delimiter)
         fields = given(step_delimiter=delimiter, max_steps=f.max_steps, resample=f.resample,
                        reject_fraction=f.reject_fraction, weight_temperature=f.weight_temperature)
         rules = [dataclasses.replace(base[0], particles=n, **fields)
                  for n in numbers("particles", f.particles, int) or [r.particles for r in base]]
-    strategy_report.check_rules(f.strategy, rules, num_samples=num_samples, max_new_tokens=max_new_tokens)
+    strategy_report.check_rules(f.strategy, rules, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                                tokenizer=tokenizer)
     return rules
+
+
+def unescape(flag: str, text: str) -> str:
+    """``text`` with Python's backslash escapes (``\\n``, ``\\t``, ``\\u3002``) expanded; other characters,
+    non-ASCII ones included, kept as they are."""
+    try:
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--{flag}={text!r}: {e.reason} at character {e.start}; escape a backslash as \\\\")
 
 
 def main(argv):
@@ -280,7 +288,7 @@ def main(argv):
     temperature = f.temperature or rl.temperature  # the headline temperature unless asked otherwise
     conventions = testtime.Conventions(score=f.score, grouping=f.grouping, unparseable=f.bon_unparseable,
                                        ties=f.bon_ties)
-    rules = strategy_rules(f, f.num_samples, rl.max_new_tokens)
+    rules = strategy_rules(f, f.num_samples, rl.max_new_tokens, tokenizer)
     rep, pool = evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=f.num_samples, seed=f.seed,
                                 temperature=temperature, rows=f.batch_size, conventions=conventions, verify=verify,
                                 reward=reward)

@@ -148,19 +148,21 @@ def plot_scaling(evaluation: dict, path) -> None:
 
 def summary_table(reports: dict[str, dict]) -> str:
     """One small text table comparing policies at N = K (``within``: the verifier's within-problem AUROC;
-    ``eff.``: the weighted vote's efficiency over the same policy's majority vote)."""
+    ``eff.``: the weighted vote's efficiency over the same policy's majority vote, ">=" when weighted voting is
+    there already at the smallest N)."""
     k = max(r["num_samples"] for r in reports.values())
     head = f"{'policy':12s}{'pass@1':>8s}{'95% CI':>14s}{'maj@' + str(k):>8s}{'BoN@' + str(k):>8s}" \
            f"{'wt@' + str(k):>8s}{'ver.bal.acc':>12s}{'AUROC':>7s}{'within':>7s}{'eff.':>7s}"
     lines = [head]
     for name, r in reports.items():
         acc, v = r["accuracy"], r["verifier"]
-        ratio = r["compute_efficiency_weighted_vs_majority"]["ratio"]
+        eff = r["compute_efficiency_weighted_vs_majority"]
+        ratio = "never" if eff["ratio"] is None else (">=" if eff["lower_bound"] else "") + f"{eff['ratio']:.2f}"
         low, high = r["pass@1_ci95"]
         lines.append(f"{name:12s}{r['pass@1']:8.3f}{f'{low:.3f}-{high:.3f}':>14s}{acc['majority'][str(k)]:8.3f}"
                      f"{acc['best_of_n'][str(k)]:8.3f}{acc['weighted'][str(k)]:8.3f}"
                      f"{v['verifier_balanced_accuracy']:12.3f}{v['verifier_auroc']:7.3f}{v['within_problem_auroc']:7.3f}"
-                     f"{'never' if ratio is None else f'{ratio:.2f}':>7s}")
+                     f"{ratio:>7s}")
     return "\n".join(lines)
 
 

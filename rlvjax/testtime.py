@@ -168,7 +168,11 @@ def best_of_n(answers, scores, unparseable: str = "last"):
     """The answer with the highest verifier score; ties -> earliest index. With ``unparseable="last"`` unparseable
     answers are skipped unless nothing else is there; with ``"rank"`` they compete on their score (and a picked
     one is returned as None). Only parseability matters here, so no grouping (and no grading) is done."""
-    parseable = np.array([a is not None and not (isinstance(a, (int, np.integer)) and a < 0) for a in answers])
+    from rlvjax.rewards.answers import MAX_ANSWER_CHARS
+
+    # What answer_classes (and so the votes and curves) calls no answer: None, a class id of -1, or too long.
+    parseable = np.array([a is not None and not (isinstance(a, (int, np.integer)) and a < 0)
+                          and not (isinstance(a, str) and len(a) > MAX_ANSWER_CHARS) for a in answers])
     if not parseable.any():
         return None
     scores = np.asarray(scores, dtype=np.float64)
@@ -257,7 +261,8 @@ def scaling_curve(answers, scores, correct, ns, strategy: str, num_subsets: int 
     Like BoN, a vote tie inside a subset counts the expected grade under a uniformly random tie-break (the mean
     over the tied classes; for majority this equals taking the tied answer seen first in the random subset order).
     A winning class scores the mean grade of its members; a subset with no parseable answer scores 0. Grouping string
-    answers costs one batched grader call per problem over all pairs of distinct answers: precompute ids to do it once.
+    answers costs one batched grader call per distinct answer against the classes so far (``answer_classes``):
+    precompute ids to do it once.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")

@@ -157,7 +157,8 @@ class RLVTrainer:
         if strategy != "fixed":
             rules = rules or strategy_report.default_rules(strategy, num_samples=num_samples,
                                                            max_new_tokens=rl.max_new_tokens)
-            strategy_report.check_rules(strategy, rules, num_samples=num_samples, max_new_tokens=rl.max_new_tokens)
+            strategy_report.check_rules(strategy, rules, num_samples=num_samples, max_new_tokens=rl.max_new_tokens,
+                                        tokenizer=tokenizer)
         mesh = parallel.make_mesh(config.mesh)
         rep, pool = evaluate.evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=num_samples,
                                              seed=config.run.seed, temperature=temperature,

@@ -599,6 +599,8 @@ STRATEGY_MISTAKES = [  # (id, args, message); the first three run in the fast ti
      "--budgets='': give comma-separated integers, e.g. 256,512,1024"),
     ("stray", ["--strategy", "adaptive", "--budgets", "8"],
      "--budgets is a flag of --strategy length, not of --strategy adaptive; pass --strategy length or drop it"),
+    ("delimiter_escape", ["--strategy", "particle", "--step_delimiter", "a\\"],
+     "--step_delimiter='a\\\\': \\ at end of string at character 1; escape a backslash as \\\\"),
 ]
 
 
@@ -637,6 +639,7 @@ def test_evaluate_model_dir_mistakes(tmp_path):
     model, tokenizer = experiment.build_policy(experiment.ModelSpec(hidden_size=32, intermediate_size=64,
                                                                     num_layers=1, num_heads=2, num_kv_heads=1))
     save_hf(model, tokenizer, tmp_path / "short")
+    save_hf(model, tokenizer, tmp_path / "model")
     edit_config(tmp_path / "short", max_position_embeddings=16)  # 64 new tokens cannot fit
     cases = [
         (["--model_dir", str(tmp_path / "not_a_model"), "--data", str(data)],
@@ -650,6 +653,10 @@ def test_evaluate_model_dir_mistakes(tmp_path):
         (["--model_dir", str(tmp_path / "short"), "--data", str(data), "--raw_prompts", "--max_new_tokens", "64"],
          "positions, more than the model's max_position_embeddings=16; lower --max_new_tokens or evaluate shorter "
          "prompts"),
+        # Refused once the tokenizer is loaded, before the pool is sampled (minutes to hours on a real model).
+        (["--model_dir", str(tmp_path / "model"), "--data", str(data), "--raw_prompts", "--max_new_tokens", "4",
+          "--strategy", "particle", "--step_delimiter", "@@"],
+         "ParticleRule.step_delimiter='@@' ends no token of this tokenizer; choose the text that ends a solution step"),
     ]
     for args, message in cases:
         code, lines = run_cli("rlvjax.evaluate", [*args, "--out", str(tmp_path / "out")])

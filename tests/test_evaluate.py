@@ -100,6 +100,9 @@ def test_compare_and_assemble_by_hand():
     assert "T = 1.5 (training, headline temperature)" in text
     assert "RL^V - lambda0 pass@1: +0.375 (95% CI +0.250 to +0.500)" in text
     assert "RL^V weighted vote vs lambda0 majority vote: >= 4.00x fewer samples (N = 1 vs 4 for 0.500)" in text
+    # The table's eff. column: RL^V's weighted vote matches its own best majority (0.75, at N = 1) at once.
+    assert reports["final"]["compute_efficiency_weighted_vs_majority"]["lower_bound"]
+    assert next(line for line in text.splitlines() if line.startswith("final")).endswith(" >=1.00")
     # Swapped, the baseline's weighted vote (at most 0.5) never reaches RL^V's majority (0.75): reported as such.
     swapped = compare(reports["lambda0"], reports["final"], base["correct"], rlv["correct"])
     assert swapped["efficiency_vs_lambda0_majority"]["ratio"] is None

@@ -34,6 +34,20 @@ def test_length_stops_once_the_vote_is_confident_and_prices_the_budget_it_stoppe
     assert pairs.tokens[0] == pytest.approx((18 + 48) / 2) and pairs.correct[0] == 1.0
 
 
+def test_a_tied_vote_goes_to_the_class_voted_for_first_however_the_unfinished_rows_are_numbered():
+    # Three samples; row 0 has not finished at the first budget. Rows 1 ("5", right) and 2 ("7", wrong) tie at
+    # score 1.0 (a saturated verifier). The live run numbers row 0 by its partial text (no answer yet), the replay
+    # by its full completion's "7": both must elect row 1's "5", the tied class voted for first.
+    scores, correct = np.array([[1.0, 1.0, 1.0]]), np.array([[0.0, 1.0, 0.0]])
+    lengths, finished = np.array([[18, 6, 7]]), np.array([[True, True, True]])
+    rule = length.LengthRule(budgets=(10, 20), threshold=0.3, samples=3)
+    for numbering in ([[0, 1, 0]], [[-1, 0, 1]]):  # replay (classes of "7", "5", "7"); live (None, "5", "7")
+        out = length.replay(np.array(numbering), scores, correct, lengths, finished, rule)
+        np.testing.assert_array_equal(out.correct, [1.0])
+        np.testing.assert_array_equal(out.tokens, [10 + 6 + 7])
+    assert leader_grade(np.array([2, 0, 2, 0]), np.array([0.5, 0.5, 0.5, 0.5]), np.array([1.0, 0, 1, 0])) == 1.0
+
+
 def test_particle_weights_are_normalised_and_resampling_is_deterministic():
     scores = np.array([[0.9, 0.1, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
     w = particle.weights(scores, 1.0)

@@ -47,6 +47,7 @@ def test_best_of_n_golden():
 def test_answers_too_long_to_grade_never_win_a_vote():
     long = "1+" * 600 + "1"  # past MAX_ANSWER_CHARS: the grader calls it no answer
     assert tt.majority_vote([long] * 3 + ["5"] * 2) == "5"
+    assert tt.best_of_n([long, "5"], [0.9, 0.1]) == "5"  # as the best-of-N curve picks
     assert list(tt.answer_classes([long, "5", None], grouping="string")) == [-1, 0, -1]
 
 

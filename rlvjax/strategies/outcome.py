@@ -8,13 +8,18 @@ import numpy as np
 
 
 def weighted_leader(classes: np.ndarray, scores: np.ndarray) -> int:
-    """The class with the largest summed score among those voted for (lowest id on ties); -1 when no answer
-    parses."""
+    """The class with the largest summed score among those voted for; -1 when no answer parses.
+
+    Ties go to the tied class voted for first. That is the lowest id when every row votes; when some rows do not
+    (-1 here, e.g. still unfinished), it does not depend on how their answers were numbered: a live run and a
+    replay that numbers classes over other texts pick the same class."""
     valid = classes >= 0
     if not valid.any():
         return -1
-    totals = np.bincount(classes[valid], weights=scores[valid])
-    return int(np.argmax(np.where(np.bincount(classes[valid]) > 0, totals, -np.inf)))
+    votes = classes[valid]
+    totals = np.bincount(votes, weights=scores[valid])
+    best = np.max(totals[np.bincount(votes) > 0])
+    return int(votes[np.argmax(totals[votes] == best)])
 
 
 def leader_grade(classes: np.ndarray, scores: np.ndarray, correct: np.ndarray) -> float:

@@ -82,12 +82,19 @@ def delimiter_ids(tokenizer, delimiter: str) -> tuple[int, ...]:
     return tuple(i for i, t in enumerate(texts) if t.endswith(delimiter))
 
 
-def run(policy, records: list[dict], rule: ParticleRule, *, seed: int = 0) -> Outcome:
-    """Particle filtering live on ``policy`` (a ``strategies.policy.Policy``) over ``records``."""
-    delimiters = delimiter_ids(policy.tokenizer, rule.step_delimiter) if rule.max_steps else ()
+def check_delimiter(tokenizer, rule: ParticleRule) -> tuple[int, ...]:
+    """The ids that end a step under ``rule`` (none when it takes no steps); one line when its delimiter ends no
+    token of ``tokenizer``."""
+    delimiters = delimiter_ids(tokenizer, rule.step_delimiter) if rule.max_steps else ()
     if rule.max_steps and not delimiters:
         raise ValueError(f"ParticleRule.step_delimiter={rule.step_delimiter!r} ends no token of this tokenizer; "
                          "choose the text that ends a solution step (e.g. '\\n\\n', or '\\n' for line-per-step)")
+    return delimiters
+
+
+def run(policy, records: list[dict], rule: ParticleRule, *, seed: int = 0) -> Outcome:
+    """Particle filtering live on ``policy`` (a ``strategies.policy.Policy``) over ``records``."""
+    delimiters = check_delimiter(policy.tokenizer, rule)
     decoder, state, n = policy.decoder, policy.state, rule.particles
     cap = decoder.max_new_tokens
     correct, tokens, answers = [], [], []

@@ -32,9 +32,10 @@ def default_rules(name: str, *, num_samples: int, max_new_tokens: int) -> list:
     raise ValueError(f"unknown strategy {name!r}; use one of {NAMES}")
 
 
-def check_rules(name: str, rules: list, *, num_samples: int, max_new_tokens: int) -> None:
+def check_rules(name: str, rules: list, *, num_samples: int, max_new_tokens: int, tokenizer=None) -> None:
     """One-line errors for rules that do not fit the pool: a length budget past ``max_new_tokens``, more length
-    samples than the pool has."""
+    samples than the pool has; with the policy's ``tokenizer``, a particle step delimiter that ends none of its
+    tokens (checked before the pool is sampled, not after)."""
     kinds = {"adaptive": adaptive.AdaptiveRule, "length": length.LengthRule, "particle": particle.ParticleRule}
     if name not in kinds:
         raise ValueError(f"unknown strategy {name!r}; use one of {NAMES[1:]} (fixed needs no rules)")
@@ -47,6 +48,8 @@ def check_rules(name: str, rules: list, *, num_samples: int, max_new_tokens: int
         if name == "length" and rule.samples > num_samples:
             raise ValueError(f"LengthRule.samples={rule.samples} is more than the pool's {num_samples} samples per "
                              "problem; raise --num_samples")
+        if name == "particle" and tokenizer is not None:
+            particle.check_delimiter(tokenizer, rule)
 
 
 def evaluate(name: str, rules: list, rep: dict, pool: dict, *, policy, records: list[dict], seed: int) -> dict:
@@ -95,11 +98,14 @@ def block(name: str, sweep: list[dict], fixed: dict) -> dict:
         point["fixed_weighted_at_equal_tokens"] = at(point["tokens_per_problem"], "weighted")
         point["fixed_majority_at_equal_tokens"] = at(point["tokens_per_problem"], "majority")
         # What fixed-N weighted voting spends to reach this point's accuracy (log-interpolated between its Ns, as
-        # testtime.compute_efficiency does; None when it never does within the pool).
-        need = testtime.compute_efficiency(tokens, fixed["weighted"], [point["accuracy"]] * len(tokens)).n_needed
+        # testtime.compute_efficiency does; None when it never does within the pool). When its smallest N already
+        # does, it might need fewer still: the ratio is then an upper bound.
+        eff = testtime.compute_efficiency(tokens, fixed["weighted"], [point["accuracy"]] * len(tokens))
+        need = eff.n_needed
         point["fixed_weighted_tokens_at_equal_accuracy"] = need
         point["token_ratio_at_equal_accuracy"] = None if need is None else need / max(point["tokens_per_problem"],
                                                                                         1e-12)
+        point["token_ratio_is_upper_bound"] = eff.lower_bound
     target, spent = fixed["weighted"][-1], fixed["tokens_per_problem"][-1]
     reached = [p["tokens_per_problem"] for p in sweep if p["accuracy"] >= target - 1e-12]
     best = min(reached) if reached else None
@@ -116,9 +122,9 @@ def describe(strategy: dict) -> str:
         setting = ", ".join(f"{k}={v}" for k, v in p["rule"].items()
                             if k in SWEPT[strategy["name"]] and v is not None)
         ratio = p["token_ratio_at_equal_accuracy"]
+        fewer = "never" if ratio is None else ("<= " if p["token_ratio_is_upper_bound"] else "") + f"{ratio:.2f}x"
         lines.append(f"  {setting:30s}{p['accuracy']:9.3f}{p['tokens_per_problem']:16.1f}"
-                     f"{p['samples_per_problem']:9.2f}{p['fixed_weighted_at_equal_tokens']:19.3f}"
-                     f"{'never' if ratio is None else f'{ratio:.2f}x':>25s}")
+                     f"{p['samples_per_problem']:9.2f}{p['fixed_weighted_at_equal_tokens']:19.3f}{fewer:>25s}")
     m = strategy["match"]
     lines.append(f"fixed-N weighted at N = {strategy['fixed']['ns'][-1]}: {m['fixed_weighted_accuracy']:.3f} with "
                  f"{m['fixed_tokens_per_problem']:.0f} tokens/problem; " +
