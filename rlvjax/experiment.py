@@ -351,7 +351,9 @@ def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
     return [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
 
 
-def decode_completions(tokenizer, tokens, lengths, finished) -> list[str]:
-    """Completion texts without the stop token, from ``[R, N]`` host arrays."""
-    return [tokenizer.decode(row[: n - int(f)], skip_special_tokens=False)
-            for row, n, f in zip(tokens.tolist(), lengths.tolist(), finished.tolist())]
+def decode_completions(tokenizer, tokens, lengths, finished, heads=None) -> list[str]:
+    """Completion texts without the stop token, from ``[R, N]`` host arrays; ``heads[i]`` (token ids) go before
+    row ``i``'s tokens, decoded with them (a continuation of a partial completion, whole)."""
+    heads = heads if heads is not None else [[]] * len(tokens)
+    return [tokenizer.decode(list(head) + row[: n - int(f)], skip_special_tokens=False)
+            for head, row, n, f in zip(heads, tokens.tolist(), lengths.tolist(), finished.tolist())]

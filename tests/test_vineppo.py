@@ -29,8 +29,9 @@ def batch(tok, texts):
 def stub_sampler(prompts, values_by_prefix, asked, budgets=None):
     """`sample_rewards` answering V(prefix) from a table keyed by the prefix's completion length; records the asks
     (and the continuations' token budgets in ``budgets``)."""
-    def sample_rewards(prefixes, golds, limits):
-        lengths = [len(p) - len(prompts[0]) for p in prefixes]
+    def sample_rewards(asked_prompts, heads, golds, limits):
+        assert all(list(p) == list(prompts[0]) for p in asked_prompts)
+        lengths = [len(h) for h in heads]
         asked.extend(lengths)
         if budgets is not None:
             budgets.extend(limits.tolist())
@@ -151,6 +152,34 @@ def test_step_cap_is_vineppos_max_step_for_value_estimation(cap, asked_first, st
     assert asked == asked_first + [0, 24]
     np.testing.assert_allclose(adv[0], by_step(step_adv, [24, 22, 26, 25], adv.shape[1]), atol=1e-6)
     np.testing.assert_allclose(adv[1], by_step([0.25 - 0.5, 0.0 - 0.25], [24, 24], adv.shape[1]), atol=1e-6)
+
+
+def test_a_continuation_is_graded_with_the_steps_before_it():
+    """A policy that always writes the same right solution, which states its answer and then one more step: every
+    prefix's continuations complete it, so each prefix is worth the rollout's reward and every advantage is 0.
+    Grading the continuation alone would value the prefix that already holds the box at 0."""
+    tok = build_tokenizer()
+    solution = "1000+2000+3000+3000=9000\n9000-4000-1=4999\n\\boxed{4999}\n\nThat is the sum, as asked."
+    prompts, golds, tokens, lengths = batch(tok, [solution])
+    ids = tokens[0, : lengths[0]].tolist()
+    stop = tok.eos_token_id
+
+    class Deterministic:  # K continuations of a prefix: the rest of the solution, then the stop token
+        num_samples = 2
+
+        def __call__(self, params, prefixes, rng, budgets):
+            rest = [ids[len(p) - len(prompts[0]):] + [stop] for p in prefixes]
+            out = np.zeros((len(prefixes), 2, max(map(len, rest))), int)
+            for j, r in enumerate(rest):
+                out[j, :, : len(r)] = r
+            lens = np.array([[len(r)] * 2 for r in rest])
+            return out, lens, np.ones_like(lens, bool), None
+
+    value_fn = vineppo.value_sampler(Deterministic(), None, tok, seed=0)
+    adv, stats = vineppo.token_advantages(value_fn, tok, prompts, golds, tokens, lengths, [solution],
+                                          np.array([1.0]), max_steps=None)
+    assert stats["vineppo/steps_per_rollout"] == 3.0 and stats["vineppo/value_prefix"] == 1.0
+    np.testing.assert_array_equal(adv, np.zeros_like(adv))
 
 
 def test_step_cap_config():

@@ -2,6 +2,7 @@
 
 For rollout ``y`` split into steps ``s_1..s_n`` (``advantages.split_steps``), ``V(prefix_k)`` is the mean reward of
 ``K`` continuations sampled from ``prompt + s_1..s_k`` (``V`` of the empty prefix likewise from the prompt alone),
+each graded as the whole solution it completes, ``s_1..s_k`` + continuation, as the rollout itself is graded,
 and step ``k`` gets ``A_k = V(prefix_k) - V(prefix_{k-1})`` with the terminal value being the rollout's reward.
 Every token of a step carries its step's advantage. A continuation has the rollout's own token budget, less its
 prefix (VinePPO caps prefix + continuation at the model context it gives rollouts), so a prefix is valued by what
@@ -44,7 +45,7 @@ def step_token_bounds(tokenizer, text: str, tokens: Sequence[int]) -> np.ndarray
     return np.array(sorted({i for i in firsts if i < len(tokens)}), int)
 
 
-def token_advantages(sample_rewards: Callable[[list[list[int]], list[str]], np.ndarray], tokenizer,
+def token_advantages(sample_rewards: Callable[..., np.ndarray], tokenizer,
                      prompts: list[list[int]], golds: list[str], tokens: np.ndarray, lengths: np.ndarray,
                      texts: list[str], rewards: np.ndarray, *, max_steps: int | None,
                      whiten: bool = False) -> tuple[np.ndarray, dict]:
@@ -56,21 +57,18 @@ def token_advantages(sample_rewards: Callable[[list[list[int]], list[str]], np.n
     a value for every step prefix; ``M`` only for the prompt and the first ``M`` step prefixes, and later prefixes
     take the rollout's reward as their value, so step ``M + 1`` gets ``reward - V(s_M)`` and later steps 0.
 
-    ``sample_rewards(prefix_ids, golds, budgets)`` samples K continuations of each prefix, at most ``budgets[j]``
-    (``N`` less the prefix's completion tokens) new tokens each, and returns their mean reward
-    ``[len(prefix_ids)]``: one batched call covers every step prefix of every rollout.
+    ``sample_rewards(prompts, heads, golds, budgets)`` samples K continuations of each prefix ``prompts[j] +
+    heads[j]`` (``heads[j]``: the rollout's completion tokens before the step), at most ``budgets[j]`` (``N`` less
+    ``len(heads[j])``) new tokens each, and returns the mean reward of ``heads[j]`` + continuation
+    ``[len(prompts)]``: one batched call covers every step prefix of every rollout.
     """
     r, n = tokens.shape
     bounds = [step_token_bounds(tokenizer, texts[i], tokens[i, : lengths[i]].tolist())
               if lengths[i] else np.zeros(1, int) for i in range(r)]
     valued = [b if max_steps is None else b[: max_steps + 1] for b in bounds]
-    prefixes, owners, budgets = [], [], []
-    for i, b in enumerate(valued):
-        for start in b:
-            prefixes.append(list(prompts[i]) + tokens[i, :start].tolist())
-            owners.append(golds[i])
-            budgets.append(n - int(start))
-    values = sample_rewards(prefixes, owners, np.asarray(budgets, np.int32))
+    starts = [(i, int(start)) for i, b in enumerate(valued) for start in b]
+    values = sample_rewards([list(prompts[i]) for i, _ in starts], [tokens[i, :start].tolist() for i, start in starts],
+                            [golds[i] for i, _ in starts], np.asarray([n - start for _, start in starts], np.int32))
     # One column per step of the batch's longest rollout.
     step_values = np.zeros((r, max(len(b) for b in bounds)), np.float32)
     step_mask = np.zeros_like(step_values)
@@ -98,17 +96,20 @@ VALUE_CHUNK = 64  # step prefixes sampled together by the value pass
 def value_sampler(sampler, params, tokenizer, *, seed: int, chunk: int = VALUE_CHUNK):
     """``sample_rewards`` for ``token_advantages``: K continuations per prefix from ``sampler`` (a
     ``pool.PoolSampler`` of ``rl.vineppo_samples`` at the policy's temperature, without the verifier score: the
-    engine on the run's mesh) and ``params``, graded like rollouts, in chunks of ``chunk`` prefixes."""
-    def sample_rewards(prefixes: list[list[int]], golds: list[str], budgets: np.ndarray) -> np.ndarray:
+    engine on the run's mesh) and ``params``, each prefix's completion tokens + continuation graded like a rollout,
+    in chunks of ``chunk`` prefixes."""
+    def sample_rewards(prompts: list[list[int]], heads: list[list[int]], golds: list[str],
+                       budgets: np.ndarray) -> np.ndarray:
         k = sampler.num_samples
         means = []
-        for start in range(0, len(prefixes), chunk):
-            tokens, lengths, finished, _ = sampler(params, prefixes[start:start + chunk],
-                                                   jax.random.key(seed + start), budgets[start:start + chunk])
+        for start in range(0, len(prompts), chunk):
+            part = slice(start, start + chunk)
+            tokens, lengths, finished, _ = sampler(params, [p + h for p, h in zip(prompts[part], heads[part])],
+                                                   jax.random.key(seed + start), budgets[part])
             n = tokens.shape[-1]
             texts = experiment.decode_completions(tokenizer, tokens.reshape(-1, n), lengths.ravel(),
-                                                  finished.ravel())
-            correct = grade_completions(texts, [g for g in golds[start:start + chunk] for _ in range(k)])[0]
+                                                  finished.ravel(), heads=[h for h in heads[part] for _ in range(k)])
+            correct = grade_completions(texts, [g for g in golds[part] for _ in range(k)])[0]
             means.append(correct.reshape(-1, k).mean(axis=1))
         return np.concatenate(means).astype(np.float32)
 
