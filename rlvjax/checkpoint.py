@@ -87,30 +87,33 @@ class Checkpointer:
             return self._manager.save(step, args=args, force=force)
 
     def restore(self, abstract_state: Any, step: int | None = None, *, config: dict | None = None,
-                keys: Sequence[str] = ARCHITECTURE_KEYS) -> tuple[Any, dict, dict]:
+                keys: Sequence[str] = ARCHITECTURE_KEYS, defaults: dict | None = None) -> tuple[Any, dict, dict]:
         """Returns ``(state, data_state, stored_config)`` of ``step`` (default: the latest complete one).
 
         ``abstract_state`` is a pytree of ``jax.ShapeDtypeStruct`` with shardings (e.g. ``jax.eval_shape`` of the
         init plus the partition rules); arrays are read straight into those shardings. When ``config`` is given,
-        the stored config must agree with it at ``keys`` (dotted paths) or nothing is loaded.
+        the stored config must agree with it at ``keys`` (dotted paths) or nothing is loaded (``defaults``: see
+        :func:`check_config`).
         """
         step = self._resolve(step)
         if config is not None:
-            check_config(self.read_config(step), config, keys)
+            check_config(self.read_config(step), config, keys, defaults)
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                   data_state=ocp.args.JsonRestore(), config=ocp.args.JsonRestore())
         restored = self._read(step, args, "its arrays")
         return restored.state, restored.data_state, restored.config
 
     def restore_intact(self, abstract_state: Any, step: int | None = None, *, config: dict | None = None,
-                       keys: Sequence[str] = ARCHITECTURE_KEYS) -> tuple[Any, dict, dict, int, list[str]]:
+                       keys: Sequence[str] = ARCHITECTURE_KEYS,
+                       defaults: dict | None = None) -> tuple[Any, dict, dict, int, list[str]]:
         """:meth:`restore` of ``step``, or (None) of the newest step that reads back whole, trying older ones past
         damaged ones: ``(state, data_state, stored_config, step, skipped)`` with a one-line reason per skipped step.
         A config that differs at ``keys`` is not damage: it raises at once."""
         skipped = []
         for candidate in [step] if step is not None else sorted(self.all_steps(), reverse=True):
             try:
-                return (*self.restore(abstract_state, candidate, config=config, keys=keys), candidate, skipped)
+                return (*self.restore(abstract_state, candidate, config=config, keys=keys, defaults=defaults),
+                        candidate, skipped)
             except DamagedCheckpoint as e:
                 if step is not None:
                     raise
@@ -240,15 +243,17 @@ def _quiet_read_only():
         logger.removeFilter(drop)
 
 
-def check_config(stored: dict, current: dict, keys: Sequence[str]) -> None:
+def check_config(stored: dict, current: dict, keys: Sequence[str], defaults: dict | None = None) -> None:
     """Raises a one-line ValueError listing every key (dotted path) where ``stored`` and ``current`` differ.
 
     ``current`` is compared after a JSON round trip, as ``stored`` was, so tuples equal lists and dataclass-free
-    configs compare by value. A key absent on both sides agrees.
+    configs compare by value. A key absent on both sides agrees, and so does one absent from ``stored`` (saved
+    before the field existed) where ``current`` holds its value in ``defaults``.
     """
-    current = _as_json("config", current)
+    current, defaults = _as_json("config", current), _as_json("defaults", defaults or {})
     differing = [f"{path} (checkpoint {old!r}, now {new!r})" for key in keys
-                 for path, old, new in _differences(_lookup(stored, key), _lookup(current, key), key)]
+                 for path, old, new in _differences(_lookup(stored, key), _lookup(current, key), key)
+                 if not (old == _ABSENT and new == _lookup(defaults, path))]
     if differing:
         raise ValueError(f"checkpoint config differs in {', '.join(differing)}; restore with the config it was "
                          "trained with, or use a fresh workdir")

@@ -67,12 +67,16 @@ def run_main(name: str, main: Callable[[list[str]], None]) -> Callable[[list[str
     return wrapped
 
 
-def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> None:
+def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = (),
+              base: str = "") -> None:
     """``gin.parse_config_files_and_bindings`` with one-line errors: a missing file, a syntax error (with file and
     line), an unknown configurable or parameter (with the binding). A relative file is looked up in the working
-    directory, then under each of ``search_paths`` (those gin's ``include`` also searches)."""
+    directory, then under each of ``search_paths`` (those gin's ``include`` also searches). ``base``: gin text
+    (a run's own ``Config.to_gin()``) parsed first, under the files and bindings."""
     import gin
 
+    if base:
+        gin.parse_config(base)
     resolved = []
     for file in files:  # found here so gin need not log each miss
         found = [p for p in (os.path.join(root, file) for root in ("", *search_paths)) if os.path.isfile(p)]

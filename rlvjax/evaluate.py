@@ -25,6 +25,7 @@ are replayed on the pool, which gives their live runs' results for these samples
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 
@@ -222,9 +223,10 @@ def main(argv):
         raise ValueError(f"--model_dir {f.model_dir} needs --data: a .jsonl/.json/.parquet file (or datasets id) of "
                          "problems with their answers")
     check_pool_size(f.num_samples)
-    if f.temperature is not None and f.temperature <= 0:
-        raise ValueError(f"--temperature={f.temperature} must be > 0: votes need distinct samples; pass a positive "
-                         "--temperature or leave it out (the run's training temperature; 1.0 for --model_dir)")
+    if f.temperature is not None and not 0 < f.temperature < math.inf:
+        raise ValueError(f"--temperature={f.temperature} must be > 0 and finite: votes need distinct samples; pass "
+                         "a positive --temperature or leave it out (the run's training temperature; 1.0 for "
+                         "--model_dir)")
     if f.checkpoint is not None and f.dtype != "float32":
         raise ValueError(f"--dtype={f.dtype} applies to HF directories; a checkpoint computes in its run's "
                          "ModelSpec.compute_dtype: drop --dtype, or evaluate --policy final")

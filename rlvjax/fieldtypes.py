@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
 import types
 import typing
 
@@ -45,13 +46,16 @@ def describe(kind) -> str:
 
 
 def check_field_types(config) -> None:
-    """Raises a one-line ValueError naming the first field whose value does not match its annotation."""
+    """Raises a one-line ValueError naming the first field whose value does not match its annotation, or is a
+    float that is not finite (nan compares false with every bound, and inf cannot be written back to gin)."""
     hints = typing.get_type_hints(type(config))
     for field in dataclasses.fields(config):
         value, kind = getattr(config, field.name), hints[field.name]
+        name = f"{type(config).__name__}.{field.name}"
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{name}={value} must be a finite number; for no bound, give a large one (e.g. 1e9)")
         if matches(value, kind):
             continue
-        name = f"{type(config).__name__}.{field.name}"
         if isinstance(value, ast.AST):  # gin keeps a bare word it cannot resolve as its syntax tree
             text = ast.unparse(value)
             raise ValueError(f"{name} = {text} is not a value: text needs quotes, e.g. {name} = {text!r}")

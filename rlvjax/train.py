@@ -27,11 +27,12 @@ from jax.experimental import multihost_utils
 
 from rlvjax import cli, evaluate, experiment, memory, parallel, preemption, sampling, sft
 from rlvjax.config import Config
-from rlvjax.checkpoint import ARCHITECTURE_KEYS, Checkpointer, check_free_space, ensure_writable
+from rlvjax.checkpoint import ARCHITECTURE_KEYS, Checkpointer, DamagedCheckpoint, check_free_space, ensure_writable
 from rlvjax.data import pipeline, sources, tasks
 from rlvjax.lock import workdir_lock
 from rlvjax.metrics import MetricsWriter, rewind_logs
 from rlvjax.model.hf import save_hf
+from rlvjax.model.transformer import ModelConfig
 from rlvjax.pool import PoolSampler, quick_eval
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import advantages as advantages_lib
@@ -56,7 +57,8 @@ flags.DEFINE_multi_string("gin_param", [], "gin bindings 'Section.field = value'
                           "resolved values")
 flags.DEFINE_string("workdir", "runs/default", "where checkpoints, metrics.jsonl, TensorBoard logs and reports go")
 flags.DEFINE_bool("resume", False, "continue from the newest intact checkpoint in --workdir, with the run's own "
-                  "config unless --gin_file/--gin_param are given (then a change to what it trains is refused)")
+                  "config and any --gin_param on top (or --gin_file's instead); a change to what it trains is "
+                  "refused")
 flags.DEFINE_integer("checkpoint", None, "with --resume: continue from this step (later steps are set aside)")
 flags.DEFINE_bool("print_config", False, "print the resolved configuration (a gin file that reproduces the run; "
                   "every run also writes it to WORKDIR/config.gin, with config.json) and exit; writes nothing")
@@ -164,7 +166,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
             abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
             state, data_state, _, restored, skipped = checkpoints.restore_intact(abstract, resume_step,
                                                                                  config=stored,
-                                                                                 keys=resume_keys(config))
+                                                                                 keys=resume_keys(config),
+                                                                                 defaults=config_defaults())
             data.set_state(data_state)  # a pipeline that differs is refused before anything moves
             newer = [s for s in checkpoints.all_steps() if s > restored]
             if newer:
@@ -303,6 +306,13 @@ def resume_keys(config: Config) -> list[str]:
                                   if section not in free for field in fields if f"{section}.{field}" not in free)]
 
 
+def config_defaults() -> dict:
+    """Every config field's default, as stored with a checkpoint: what a field that an older rlvjax did not store
+    meant (a new field's default keeps the old behaviour), so that upgrading rlvjax does not strand a run."""
+    architecture = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.default is not dataclasses.MISSING}
+    return {**Config.from_dict({}).to_dict(), "architecture": architecture}
+
+
 def train_with_baseline(config: Config, workdir, *, resume: bool = False, resume_step: int | None = None,
                         reward: Rewards | None = None, records: tuple[list[dict], list[dict]] | None = None,
                         hold: contextlib.ExitStack | None = None) -> tuple[list[dict], dict[str, Path]]:
@@ -336,11 +346,12 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step:
            dry_run: bool = False, print_config: bool = False):
     """What the CLI does once its flags are parsed (tests call it in-process, wrapped in ``cli.run_main``)."""
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress bar says enough
-    if resume and not gin_files and not gin_params and not print_config and not dry_run:
-        config = stored_config(Path(workdir), resume_step)
+    if resume and not gin_files:  # the run's own config, with any --gin_param on top (checked at restore)
+        base = stored_config(Path(workdir), resume_step)
+        cli.parse_gin([], gin_params, search_paths=(GIN_SEARCH_PATH,), base=base.to_gin())
     else:
         cli.parse_gin(gin_files or [str(CONFIGS / "default.gin")], gin_params, search_paths=(GIN_SEARCH_PATH,))
-        config = Config.from_gin()
+    config = Config.from_gin()
     if print_config:
         print(config.to_gin(), end="")
         return None
@@ -352,12 +363,18 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step:
 
 
 def stored_config(workdir: Path, step: int | None) -> Config:
-    """The config a run was trained with: the one saved with checkpoint ``step`` (None: the latest), else the
-    ``config.gin`` it wrote when it started (a run stopped before its first checkpoint)."""
+    """The config a run was trained with: the one saved with checkpoint ``step`` (None: the newest whose config
+    reads back, as the resume itself skips damaged steps), else the ``config.gin`` it wrote when it started (a run
+    stopped before its first checkpoint)."""
     if (workdir / "checkpoints").is_dir():
         with Checkpointer(workdir / "checkpoints", read_only=True) as checkpoints:
-            if checkpoints.latest_step() is not None:
-                return Config.from_dict(checkpoints.read_config(step))
+            saved = checkpoints.all_steps()
+            for candidate in [step] if step is not None else sorted(saved, reverse=True):
+                try:
+                    return Config.from_dict(checkpoints.read_config(candidate))
+                except DamagedCheckpoint:
+                    if step is not None or candidate == min(saved):
+                        raise
     if step is None and (workdir / "config.gin").is_file():
         cli.parse_gin([str(workdir / "config.gin")], [], search_paths=(GIN_SEARCH_PATH,))
         return Config.from_gin()

@@ -98,6 +98,21 @@ def test_config_mismatch_is_refused_with_every_differing_key(tmp_path):
                      ["architecture.num_layers", "architecture.hidden_size", "architecture.vocab_size",
                       "architecture.head_dim"])
 
+    # A field the checkpoint did not store (saved by an rlvjax before the field existed) agrees with its default,
+    # and only with it: an upgrade does not strand a run, and a new setting is not changed behind it.
+    defaults = {"architecture": {"head_dim": None}, "rl": {"verify_prefixes": 0}}
+    old = {"architecture": {"hidden_size": 64}, "rl": {}}
+    new = {"architecture": {"hidden_size": 64, "head_dim": None}, "rl": {"verify_prefixes": 0}}
+    check_config(old, new, ["architecture", "rl"], defaults)
+    with pytest.raises(ValueError, match=r"differs in rl.verify_prefixes \(checkpoint '<absent>', now 2\);"):
+        check_config(old, {**new, "rl": {"verify_prefixes": 2}}, ["architecture", "rl"], defaults)
+    with pytest.raises(ValueError, match=r"rl.verify_prefixes \(checkpoint .<absent>., now 0\)"):
+        check_config(old, new, ["architecture", "rl"])  # without defaults, absent is a difference
+    from rlvjax import train  # what a resume compares against: every stored section, each field's default
+    from rlvjax.config import Config
+    assert set(train.config_defaults()) == {*Config.from_dict({}).to_dict(), "architecture"}
+    assert train.config_defaults()["architecture"]["compute_dtype"] is None
+
     state = train_state()
     ckpt = Checkpointer(tmp_path, async_=False)
     ckpt.save(1, state, data_state={}, config=stored)

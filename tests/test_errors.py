@@ -22,7 +22,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from rlvjax import checkpoint, cli, experiment, testtime, train
-from rlvjax.checkpoint import Checkpointer
+from rlvjax.checkpoint import Checkpointer, DamagedCheckpoint
 from rlvjax.config import Config
 from rlvjax.data import sources
 from rlvjax.model.hf import save_hf
@@ -94,6 +94,10 @@ CONFIG_CASES = {
     "eval_temperature_zero": (["RunConfig.eval_temperature = 0.0"],
                               "RunConfig.eval_temperature=0.0 must be > 0 (votes need distinct samples) or None (the RL "
                               "sampling temperature)"),
+    # 1e999 parses as inf, which passed ">= 0" and wrote a config.gin ("= inf") that gin cannot read back.
+    "lambda_verify_inf": (["RLConfig.lambda_verify = 1e999"],
+                          "RLConfig.lambda_verify=inf must be a finite number; for no bound, give a large one (e.g. "
+                          "1e9)"),
     "minibatches_do_not_split": (["RLConfig.num_minibatches = 3"],
                                  "64 rollouts per step (batch_size 8 x group_size 8) do not split into "
                                  "RLConfig.num_minibatches=3; pick a divisor"),
@@ -452,6 +456,21 @@ def test_resume_without_gin_flags_takes_the_run_s_own_config(tmp_path, capsys):
     assert train.resume_keys(config).count("run.num_steps") == 1  # cosine: fixed; constant: free
     assert "run.num_steps" not in train.resume_keys(dataclasses.replace(
         config, optim=dataclasses.replace(config.optim, schedule="constant")))
+    # --gin_param without --gin_file goes on top of the run's own config, not configs/default.gin (which differed
+    # in ~20 fields, so `--resume --gin_param 'RunConfig.log_every = 3'` was refused); --print_config shows it.
+    train.launch(None, ["RunConfig.log_every = 3"], str(workdir), resume=True, print_config=True)
+    gin.clear_config()
+    printed = capsys.readouterr().out
+    assert "RLConfig.lambda_verify = 0.25" in printed and "RunConfig.log_every = 3" in printed
+    assert "OptimConfig.schedule = 'cosine'" in printed
+    # A newer step whose stored config cannot be read: the config comes from the newest that can, as the resume
+    # itself skips damaged steps (it used to stop on the damaged one).
+    with Checkpointer(workdir / "checkpoints", async_=False) as checkpoints:
+        checkpoints.save(2, {"x": jnp.zeros(2)}, data_state={}, config={**config.to_dict(), "architecture": {}})
+    (workdir / "checkpoints" / "2" / "config" / "metadata").write_text("{not json")
+    assert train.stored_config(workdir, None) == config
+    with pytest.raises(DamagedCheckpoint, match="checkpoint step 2"):
+        train.stored_config(workdir, 2)
     # Nothing to read the config from: one line, nothing created.
     entry = cli.run_main("rlvjax.train", lambda argv: train.launch(None, [], str(tmp_path / "typo"), resume=True))
     with pytest.raises(SystemExit) as exit_info:
@@ -573,12 +592,13 @@ def test_evaluate_pool_size_below_two(tmp_path, k):
     assert code == 2 and len(lines) == 1 and f"--num_samples={k}: use a power of two >= 2" in lines[0], lines
 
 
-def test_evaluate_temperature_not_positive(tmp_path):
-    # Checked before the workdir is read, like --num_samples.
-    code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(tmp_path / "absent"), "--temperature", "0"])
+@pytest.mark.parametrize("value, shown", [("0", "0.0"), ("nan", "nan"), ("inf", "inf")])
+def test_evaluate_temperature_not_positive(tmp_path, value, shown):
+    # Checked before the workdir is read, like --num_samples (nan would pass a plain "<= 0" check).
+    code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(tmp_path / "absent"), "--temperature", value])
     assert code == 2 and len(lines) == 1, lines
-    assert lines[0].endswith("--temperature=0.0 must be > 0: votes need distinct samples; pass a positive "
-                             "--temperature or leave it out (the run's training temperature; 1.0 for "
+    assert lines[0].endswith(f"--temperature={shown} must be > 0 and finite: votes need distinct samples; pass a "
+                             "positive --temperature or leave it out (the run's training temperature; 1.0 for "
                              "--model_dir)"), lines
 
 
