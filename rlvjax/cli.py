@@ -67,6 +67,28 @@ def run_main(name: str, main: Callable[[list[str]], None]) -> Callable[[list[str
     return wrapped
 
 
+def run(name: str, main: Callable[[list[str]], None]) -> None:
+    """``absl.app.run`` of :func:`run_main`, where a flag that does not parse (unknown, mistyped, required and
+    missing) is bad input too: one line and exit 2, not absl's two lines and exit 1 (a run that stopped itself);
+    so is a stray positional argument, which no entry point takes."""
+    from absl import app, flags
+
+    def parse(argv):
+        try:
+            argv = flags.FLAGS(argv)
+        except flags.Error as e:
+            print(f"{name}: error: {one_line(e).rstrip('.')}; see python -m {name} --help", file=sys.stderr)
+            sys.exit(2)
+        if len(argv) > 1:  # a word without its flag (`--gin_file`, `--policy` forgotten): it would be ignored
+            hint = ("gin files go after --gin_file" if argv[1].endswith(".gin") else
+                    f"every input is a --flag (see python -m {name} --help)")
+            print(f"{name}: error: unexpected argument {argv[1]!r}; {hint}", file=sys.stderr)
+            sys.exit(2)
+        return argv
+
+    app.run(run_main(name, main), flags_parser=parse)
+
+
 def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = (),
               base: str = "") -> None:
     """``gin.parse_config_files_and_bindings`` with one-line errors: a missing file, a syntax error (with file and

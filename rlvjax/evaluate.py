@@ -198,6 +198,16 @@ def strategy_rules(f, num_samples: int, max_new_tokens: int, tokenizer=None) -> 
     return rules
 
 
+def check_policy(workdir: Path, policy: str) -> None:
+    """One line when ``--policy`` names no exported model of the run (a typo, or warm_start in a run without one)."""
+    exported = lambda d: (d / "config.json").is_file() and any(d.glob("*.safetensors"))
+    if not exported(workdir / policy):
+        saved = sorted(d.name for d in workdir.iterdir() if d.is_dir() and exported(d))
+        raise FileNotFoundError(f"--policy {policy}: {workdir} holds no exported policy {policy}/ (it has "
+                                f"{', '.join(saved) or 'none'}); pass one of those, or --checkpoint N for a saved "
+                                "step")
+
+
 def unescape(flag: str, text: str) -> str:
     """``text`` with Python's backslash escapes (``\\n``, ``\\t``, ``\\u3002``) expanded; other characters,
     non-ASCII ones included, kept as they are."""
@@ -227,6 +237,9 @@ def main(argv):
         raise ValueError(f"--temperature={f.temperature} must be > 0 and finite: votes need distinct samples; pass "
                          "a positive --temperature or leave it out (the run's training temperature; 1.0 for "
                          "--model_dir)")
+    if f.model_dir and f.checkpoint is not None:
+        raise ValueError(f"--checkpoint {f.checkpoint} picks a step of a training run; drop it, or pass the run's "
+                         "--workdir instead of --model_dir")
     if f.checkpoint is not None and f.dtype != "float32":
         raise ValueError(f"--dtype={f.dtype} applies to HF directories; a checkpoint computes in its run's "
                          "ModelSpec.compute_dtype: drop --dtype, or evaluate --policy final")
@@ -259,6 +272,7 @@ def main(argv):
         if f.checkpoint is not None:
             model, tokenizer = load_checkpoint_policy(workdir, f.checkpoint, run_config)
         else:
+            check_policy(workdir, f.policy)
             model, tokenizer = load_hf(workdir / f.policy, dtype=jnp.dtype(f.dtype))
     else:
         model, tokenizer = load_hf(f.model_dir, dtype=jnp.dtype(f.dtype))
@@ -314,7 +328,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
 
     flags.DEFINE_string("workdir", None, "a training run's workdir (or give --model_dir)")
     flags.DEFINE_string("model_dir", None, "an HF model directory to evaluate (with --data)")
@@ -363,4 +377,4 @@ if __name__ == "__main__":
     flags.DEFINE_float("weight_temperature", None, "particle: weights are p(Yes) ** (1 / this) (default 1)")
     from rlvjax import cli
 
-    app.run(cli.run_main("rlvjax.evaluate", main))
+    cli.run("rlvjax.evaluate", main)

@@ -54,6 +54,9 @@ def check_out(out: Path, workdir: Path, overwrite: bool, *, flag: str = "--out",
     if out.exists() and not out.is_dir():
         raise ValueError(f"{flag} {out} is a file; pass a directory path")
     run, target = workdir.resolve(), out.resolve()
+    if Path.cwd().resolve().is_relative_to(target):  # '' or '.' (an unset shell variable): it cannot be renamed
+        raise ValueError(f"{flag} {str(out)!r} is the working directory or holds it; pass a new directory, e.g. "
+                         f"{workdir / 'export'}")
     if run == target or run.is_relative_to(target):
         raise ValueError(f"{flag} {out} would replace the training run {workdir}; export next to it, e.g. "
                          f"{workdir / 'export'}")
@@ -82,7 +85,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
 
     # Defined here, not at import: rlvjax.train defines --workdir too, and both modules may share a process.
     flags.DEFINE_string("workdir", None, "a training run's workdir", required=True)
@@ -91,4 +94,4 @@ if __name__ == "__main__":
     flags.DEFINE_bool("overwrite", False, "replace --out when it exists and is not empty")
     from rlvjax import cli
 
-    app.run(cli.run_main("rlvjax.export", main))
+    cli.run("rlvjax.export", main)

@@ -20,7 +20,7 @@ from pathlib import Path
 import gin
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -383,8 +383,7 @@ def stored_config(workdir: Path, step: int | None) -> Config:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise ValueError(f"unexpected argument {argv[1]!r}; gin files go after --gin_file")
+    del argv  # cli.run refuses positional arguments
     if not FLAGS.workdir.strip():
         raise ValueError("--workdir is empty; pass the run's directory, e.g. --workdir runs/default")
     launch(FLAGS.gin_file, FLAGS.gin_param, FLAGS.workdir, resume=FLAGS.resume, resume_step=FLAGS.checkpoint,
@@ -392,4 +391,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(cli.run_main("rlvjax.train", main))
+    cli.run("rlvjax.train", main)

@@ -540,6 +540,30 @@ def run_cli(module: str, args, *, env=None) -> tuple[int, list[str]]:
     return out.returncode, [line for line in out.stderr.splitlines() if line.startswith(f"{module}: error:")]
 
 
+FLAG_MISTAKES = [  # (module, args, the one line after "module: error: "); the first two run in the fast tier
+    ("rlvjax.train", ["--nope", "1"], "Unknown command line flag 'nope'; see python -m rlvjax.train --help"),
+    ("rlvjax.evaluate", ["--workdir", "absent", "warm_start"],  # --policy forgotten: warm_start was ignored
+     "unexpected argument 'warm_start'; every input is a --flag (see python -m rlvjax.evaluate --help)"),
+    ("rlvjax.train", ["--checkpoint", "abc"],
+     "flag --checkpoint=abc: invalid literal for int() with base 10: 'abc'; see python -m rlvjax.train --help"),
+    ("rlvjax.export", ["--workdir", "absent"],
+     "flag --out=None: Flag --out must have a value other than None; see python -m rlvjax.export --help"),
+    ("rlvjax.evaluate", ["--model_dir", "absent", "--data", "x.jsonl", "--checkpoint", "2"],
+     "--checkpoint 2 picks a step of a training run; drop it, or pass the run's --workdir instead of --model_dir"),
+]
+
+
+@pytest.mark.parametrize("module,args,message", [
+    pytest.param(*case, id=f"{case[0]}-{case[1][0]}", marks=[pytest.mark.slow] if i >= 2 else [])
+    for i, case in enumerate(FLAG_MISTAKES)])
+def test_flags_that_do_not_parse_or_would_be_ignored(tmp_path, module, args, message):
+    # absl printed two lines and exited 1, the code of a run that stopped itself; a stray word was dropped.
+    out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 2 and out.stderr.splitlines() == [f"{module}: error: {message}"], out.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_batch_that_does_not_divide_over_the_mesh(tmp_path):
     workdir = tmp_path / "run"
     code, lines = run_cli("rlvjax.train", ["--gin_file", DIGIT, "--gin_param", "RunConfig.batch_size = 3",

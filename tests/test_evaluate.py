@@ -204,6 +204,11 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         assert np.mean([s["correct"] for s in samples]) == pytest.approx(rep["pass@1"])
         assert all(0 <= s["p_yes"] <= 1 and 1 <= s["tokens"] <= 6 for s in samples)
         assert all(s["reward"] == float(s["correct"]) for s in samples)  # the math reward: 1 right, 0 wrong
+    typo = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--policy", "fina"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert typo.returncode == 2 and typo.stderr.strip().endswith(
+        f"--policy fina: {tmp_path} holds no exported policy fina/ (it has final, warm_start); pass one of those, or "
+        "--checkpoint N for a saved step"), typo.stderr[-2000:]
     # Any HF directory: --model_dir with a data file of problems and answers, decoded 8 rows at a time. Rendered
     # with the Qwen2.5-Math instruction, the prompts hold letters the arithmetic tokenizer would drop: refused.
     data = tmp_path / "problems.jsonl"

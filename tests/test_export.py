@@ -126,7 +126,7 @@ def test_export_never_writes_into_what_a_run_manages(run_dir, tmp_path):
     assert export.export(run_dir, run_dir / "export") == 2  # next to them is fine
 
 
-def test_overwrite_never_deletes_another_run(tmp_path):
+def test_overwrite_never_deletes_another_run(tmp_path, monkeypatch):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     for other, mark in (("b", "checkpoints"), ("c", "config.gin"), ("d", ".lock")):  # a run, however young
@@ -142,6 +142,15 @@ def test_overwrite_never_deletes_another_run(tmp_path):
         export.check_out(run / "data", run, overwrite=True)
     (tmp_path / "old_export" / "sub").mkdir(parents=True)
     export.check_out(tmp_path / "old_export", run, overwrite=True)  # no run there: replaced as asked
+    # '' and '.' (an unset shell variable) are the working directory, which no rename can replace: it was an
+    # OSError traceback, with --overwrite after moving the user's files aside.
+    (tmp_path / "cwd" / "sub").mkdir(parents=True)
+    (tmp_path / "cwd" / "notes.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path / "cwd" / "sub")
+    for out in ("", ".", ".."):
+        with pytest.raises(ValueError, match=f"--out '{out or '.'}' is the working directory or holds it; pass a new "):
+            export.check_out(Path(out), run, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "cwd").iterdir()) == ["notes.txt", "sub"]
 
 
 def test_a_disk_that_fills_up_during_an_hf_export_is_one_error_and_leaves_nothing(tmp_path):
