@@ -126,8 +126,10 @@ class Config:
 
     def lambda0_baseline(self, warm_start_dir: str | None) -> Config:
         """The paper's baseline: the same run with lambda_verify = 0, from the same warm start (its exported
-        directory, not a second warm start) when there is one."""
-        config = dataclasses.replace(self, rl=dataclasses.replace(self.rl, lambda_verify=0.0))
+        directory, not a second warm start) when there is one. It has no baseline of its own, so that resuming its
+        workdir directly does not train one."""
+        config = dataclasses.replace(self, rl=dataclasses.replace(self.rl, lambda_verify=0.0),
+                                     run=dataclasses.replace(self.run, baseline=False))
         if warm_start_dir is None:
             return config
         return dataclasses.replace(config, model=dataclasses.replace(self.model, hf_dir=warm_start_dir),

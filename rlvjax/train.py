@@ -50,7 +50,9 @@ RESUME_FREE = {"run.log_every", "run.checkpoint_every", "run.max_to_keep", "run.
                "run.export_final", "run.final_eval_samples", "run.eval_temperature", "run.baseline",
                "run.compilation_cache_dir", "rl.micro_batch_size", "rl.remat", "rl.logprob_chunk_size",
                "model.hf_dir", "model.tokenizer_dir", "model.config_json", "task.eval_file", "mesh", "memory",
-               "conventions"}
+               "conventions",
+               # what a run that diverged is resumed with (none shapes the optimizer state)
+               "optim.learning_rate", "optim.max_grad_norm", "optim.max_consecutive_nonfinite"}
 flags.DEFINE_multi_string("gin_file", None, "gin config files (default: configs/default.gin)")
 flags.DEFINE_multi_string("gin_param", [], "gin bindings 'Section.field = value', e.g. 'RLConfig.lambda_verify = "
                           "0.5'; docs/config.md lists every field with its default and meaning, --print_config the "
@@ -257,8 +259,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                         f"step {step + 1}; OptimConfig.max_consecutive_nonfinite="
                         f"{optim.max_consecutive_nonfinite}); stopped before saving step {step + 1}, the latest "
                         f"checkpoint (step {checkpoints.latest_step()}) holds finite parameters. Find the cause in "
-                        f"{workdir / 'metrics.jsonl'} (rewards? lower OptimConfig.learning_rate?), then rerun with "
-                        "--resume")
+                        f"{workdir / 'metrics.jsonl'} (rewards? a learning rate too high?), then rerun with "
+                        f"--resume, e.g. with --gin_param 'OptimConfig.learning_rate = {optim.learning_rate / 2:g}'")
                 preempted = preemption.agree(notice.received())
                 if (step + 1) % run.checkpoint_every == 0 or step + 1 == run.num_steps or preempted:
                     checkpoints.save(step + 1, state, data_state=data.get_state(), config=stored, force=preempted)

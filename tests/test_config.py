@@ -83,11 +83,15 @@ def test_cross_section_rules():
 
 def test_the_lambda0_baseline_is_a_replace():
     config = unusual()
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, baseline=True))
     base = config.lambda0_baseline("/runs/x/warm_start")
     assert base.rl == dataclasses.replace(config.rl, lambda_verify=0.0)
     assert base.model.hf_dir == "/runs/x/warm_start" and base.warm_start.num_steps == 0
-    assert dataclasses.replace(base, rl=config.rl, model=config.model, warm_start=config.warm_start) == config
-    assert config.lambda0_baseline(None) == dataclasses.replace(config, rl=base.rl)
+    # No baseline of its own: resuming its workdir directly used to train baseline_lambda0/baseline_lambda0.
+    assert not base.run.baseline and dataclasses.replace(config.run, baseline=False) == base.run
+    assert dataclasses.replace(base, rl=config.rl, model=config.model, warm_start=config.warm_start,
+                               run=config.run) == config
+    assert config.lambda0_baseline(None) == dataclasses.replace(config, rl=base.rl, run=base.run)
 
 
 @pytest.mark.parametrize("name", sorted(SECTIONS))

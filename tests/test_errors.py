@@ -95,6 +95,9 @@ CONFIG_CASES = {
                               "RunConfig.eval_temperature=0.0 must be > 0 (votes need distinct samples) or None (the RL "
                               "sampling temperature)"),
     # 1e999 parses as inf, which passed ">= 0" and wrote a config.gin ("= inf") that gin cannot read back.
+    "scoped_binding": (["eval/RLConfig.group_size = 4"],  # used to be ignored: the run trained with group_size 8
+                       "gin binding eval/RLConfig.group_size has a scope, which rlvjax does not use (it would be "
+                       "ignored); drop the 'eval/'"),
     "lambda_verify_inf": (["RLConfig.lambda_verify = 1e999"],
                           "RLConfig.lambda_verify=inf must be a finite number; for no bound, give a large one (e.g. "
                           "1e9)"),

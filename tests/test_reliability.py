@@ -366,6 +366,17 @@ def test_nonfinite_updates_are_skipped_counted_and_stop_the_run(tmp_path, monkey
         assert np.all(np.isfinite(got))
         np.testing.assert_array_equal(got, want)  # skipped updates leave the parameters alone
     assert int(stored[stop - 1]["opt_state"]["notfinite_count"]) == counts[-2]
+    # The message's advice works: --resume with the run's own config and the lower learning rate on top of it.
+    advice = err[0].split("--resume, e.g. with --gin_param ")[1].strip("'")
+    assert advice == "OptimConfig.learning_rate = 0.0005"  # digit_smoke's 1e-3, halved
+    monkeypatch.setattr(Rewards, "__call__", real_rewards)
+    gin.clear_config()
+    try:
+        cli.run_main("rlvjax.train", lambda argv: train.launch(None, [advice], str(workdir), resume=True))([])
+    finally:
+        gin.clear_config()
+    assert [r["step"] for r in metrics(workdir)] == list(range(1, NUM_STEPS + 1))
+    assert all(r["consecutive_nonfinite"] == 0 for r in metrics(workdir)[stop - 1:])
 
 
 def small_run(bindings) -> Config:
