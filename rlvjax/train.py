@@ -44,13 +44,14 @@ GIN_SEARCH_PATH = str(CONFIGS.parent)
 gin.add_config_file_search_path(GIN_SEARCH_PATH)  # `include 'configs/base.gin'` from any working directory
 FLAGS = flags.FLAGS
 # What a resume may change: how the run is logged, saved, evaluated, reported and laid out over devices, and where
-# its base model and eval file are, not what it trains (RunConfig.num_steps too, under a constant learning rate).
-# Any other field that differs from the checkpoint's config is refused by name.
+# its base model and data files are (the training data's content is checked by its fingerprint), not what it trains
+# (RunConfig.num_steps too, under a constant learning rate). Any other field that differs from the checkpoint's config
+# is refused by name.
 RESUME_FREE = {"run.log_every", "run.checkpoint_every", "run.max_to_keep", "run.eval_every", "run.eval_samples",
                "run.export_final", "run.final_eval_samples", "run.eval_temperature", "run.baseline",
                "run.compilation_cache_dir", "rl.micro_batch_size", "rl.remat", "rl.logprob_chunk_size",
-               "model.hf_dir", "model.tokenizer_dir", "model.config_json", "task.eval_file", "mesh", "memory",
-               "conventions",
+               "model.hf_dir", "model.tokenizer_dir", "model.config_json", "task.train_file", "task.eval_file",
+               "mesh", "memory", "conventions",
                # what a run that diverged is resumed with (none shapes the optimizer state)
                "optim.learning_rate", "optim.max_grad_norm", "optim.max_consecutive_nonfinite"}
 flags.DEFINE_multi_string("gin_file", None, "gin config files (default: configs/default.gin)")
@@ -150,6 +151,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
         if resume_step is not None and resume_step not in checkpoints.all_steps():
             raise FileNotFoundError(f"no checkpoint for step {resume_step} in {checkpoints.directory} to resume from; "
                                     f"saved steps: {checkpoints.all_steps()}")
+        if latest is None and jax.process_index() == 0:  # before the warm start: stopped in it, --resume alone
+            record_run(workdir, config, records if given else None)  # continues with this config
         if warm.num_steps and latest is None:
             pairs = tasks.warm_start_pairs(task, warm.num_examples, warm.mistake_rate, warm.seed)
             params = sft.warm_start(graphdef, params, tokenizer, pairs, warm, eos_id=tokenizer.eos_token_id,
@@ -188,13 +191,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                                           score=False) if step_values else None
         writer = MetricsWriter(workdir, total_steps=run.num_steps, initial_step=start,
                                enabled=jax.process_index() == 0)
-        if jax.process_index() == 0:  # what this invocation runs, now that every check has passed
-            if given:  # as given, before their prompts were rendered: the config's task reads them back
-                (workdir / "data").mkdir(exist_ok=True)
-                for name, split in (("train", records[0]), ("eval", records[1])):
-                    if split:
-                        sources.write_jsonl(workdir / "data" / f"{name}.jsonl", split)
-            config.write(workdir)
+        if latest is not None and jax.process_index() == 0:  # now that the checkpoint has accepted the config
+            record_run(workdir, config, records if given else None)
         notice.defer()  # from here a SIGTERM is honoured at the next step boundary, with a checkpoint
         rows2 = parallel.batch_sharding(mesh, 2)
         history = []
@@ -282,6 +280,17 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
             checkpoints.close()
             writer.close()
     return history
+
+
+def record_run(workdir: Path, config: Config, records: tuple[list[dict], list[dict]] | None) -> None:
+    """What an invocation runs, once every check has passed: the records given in memory (as given, before their
+    prompts were rendered) in ``WORKDIR/data/``, where the config's task reads them back, and the config."""
+    if records is not None:
+        (workdir / "data").mkdir(exist_ok=True)
+        for name, split in (("train", records[0]), ("eval", records[1])):
+            if split:
+                sources.write_jsonl(workdir / "data" / f"{name}.jsonl", split)
+    config.write(workdir)
 
 
 def disk_need(params, rl: RLConfig, run: experiment.RunConfig, warm: sft.WarmStartConfig,

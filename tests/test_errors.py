@@ -457,6 +457,8 @@ def test_resume_without_gin_flags_takes_the_run_s_own_config(tmp_path, capsys):
     assert config == Config.from_gin()
     gin.clear_config()
     assert train.resume_keys(config).count("run.num_steps") == 1  # cosine: fixed; constant: free
+    # A data file (or an in-memory run's output_dir) may move: its content is checked by the pipeline's fingerprint.
+    assert "task.train_file" not in train.resume_keys(config) and "task.num_train" in train.resume_keys(config)
     assert "run.num_steps" not in train.resume_keys(dataclasses.replace(
         config, optim=dataclasses.replace(config.optim, schedule="constant")))
     # --gin_param without --gin_file goes on top of the run's own config, not configs/default.gin (which differed

@@ -329,6 +329,16 @@ def test_sigterm_before_the_first_step_exits_0_at_once(tmp_path, monkeypatch, ca
         capsys.readouterr().err
     assert saved_steps(tmp_path / "run") == [] and not (tmp_path / "run" / "metrics.jsonl").exists()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
+    # "rerun with --resume" works without the gin flags: the config was written before the warm start (it used to
+    # be written after it, and `--resume` alone found no config to continue with).
+    gin.clear_config()
+    try:
+        stored = train.stored_config(tmp_path / "run", None)
+        gin.clear_config()
+        gin.parse_config_files_and_bindings([DIGIT], TINY)
+        assert stored == Config.from_gin()
+    finally:
+        gin.clear_config()
 
 
 @pytest.mark.parametrize("minibatches,stop,counts", [(1, 5, [0, 0, 1, 2, 3]), (2, 4, [0, 0, 2, 4])])
