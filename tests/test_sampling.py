@@ -224,11 +224,19 @@ def test_cache_blocks_leave_samples_unchanged(qwen, monkeypatch):
     """Caches stored in blocks of 6 slots (the 16-slot prompts in three, the last of 4; rows of 16 + 14 + 3 = 33
     slots in six, refilled and shrunk block by block) sample what one-block caches sample."""
     model, _ = qwen
-    monkeypatch.setattr(transformer, "KV_BLOCK", 10 ** 6)
-    whole = sampling.sample(model, PROMPTS, rows=4, **RAGGED)
-    monkeypatch.setattr(transformer, "KV_BLOCK", 6)
-    monkeypatch.setattr(transformer, "KV_MAX_BLOCKS", 100)
-    _same(sampling.sample(model, PROMPTS, rows=4, **RAGGED), whole)
+    generate = sampling.engine._generate_jit  # KV_BLOCK is read when tracing; it is not part of the jit cache's key
+    generate.clear_cache()
+    try:
+        monkeypatch.setattr(transformer, "KV_BLOCK", 10 ** 6)
+        whole = sampling.sample(model, PROMPTS, rows=4, **RAGGED)
+        monkeypatch.setattr(transformer, "KV_BLOCK", 6)
+        monkeypatch.setattr(transformer, "KV_MAX_BLOCKS", 100)
+        generate.clear_cache()  # else the second call reran the one-block program, and this compared it with itself
+        blocked = sampling.sample(model, PROMPTS, rows=4, **RAGGED)
+        assert generate._cache_size() == 1  # traced again, with blocks
+        _same(blocked, whole)
+    finally:
+        generate.clear_cache()  # no other test may run the block program
 
 
 def test_limits_cap_each_sample(qwen):
