@@ -17,10 +17,13 @@ from rlvjax import cli
 
 
 class Notice:
-    """SIGTERM / SIGINT (Ctrl-C) handling in two phases: before the loop a notice stops at once (nothing is lost: the
-    warm start is redone, a restored state is still on disk); in the loop it is a flag read at the next step
-    boundary, where the step is saved. A second Ctrl-C exits at once, as a kill would (a save in flight is left as
-    Orbax's temporary directory, which no resume reads)."""
+    """SIGTERM / SIGINT (Ctrl-C) handling. The handler only records the notice: raised from inside whatever runs
+    (an XLA compile, an Orbax read), an exception can leave JAX's threads in a state that crashes the interpreter at
+    exit (a segfault, exit 139, where the scheduler expects 0). It is acted on at safe points: during start-up at
+    :meth:`check` (each warm-start step) and :meth:`defer`, where it stops the run (nothing is lost: the warm start
+    is redone, a restored state is still on disk); in the loop at the next step boundary, where the step is saved. A
+    second Ctrl-C exits at once, as a kill would (a save in flight is left as Orbax's temporary directory, which no
+    resume reads)."""
 
     def __init__(self):
         self._received = threading.Event()
@@ -35,16 +38,21 @@ class Notice:
             os._exit(130)
         self.name = signal.Signals(signum).name
         self._received.set()
-        if not self._deferred:
-            raise cli.Preempted(f"{self.name} before the first RL step; nothing to save, rerun with --resume")
         if signum == signal.SIGINT:
-            print("\nCtrl-C: saving a checkpoint at the end of this step, then stopping (Ctrl-C again: stop now, "
-                  "without it)", file=sys.stderr, flush=True)
+            then = ("saving a checkpoint at the end of this step, then stopping" if self._deferred else
+                    "stopping at the next safe point of the start-up")
+            print(f"\nCtrl-C: {then} (Ctrl-C again: stop now, without it)", file=sys.stderr, flush=True)
+
+    def check(self) -> None:
+        """Before the first RL step: stops the run (on every host together) once a notice has come."""
+        if not self._deferred and agree(self.received()):
+            raise cli.Preempted(f"{self.name} before the first RL step; nothing to save, rerun with --resume")
 
     def defer(self) -> None:
+        """The start-up is done: a notice that came during it stops the run now; from here one is honoured at the
+        next step boundary, with a checkpoint."""
+        self.check()
         self._deferred = True
-        if self._received.is_set():
-            raise cli.Preempted(f"{self.name} before the first RL step; nothing to save, rerun with --resume")
 
     def received(self) -> bool:
         return self._received.is_set()
@@ -59,19 +67,9 @@ def notice():
         yield received
         return
     previous = {sig: signal.signal(sig, received.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-    unraisable = sys.unraisablehook
-
-    def quiet(args):
-        # A notice raised inside a callback (a finalizer, JAX's gc callback) cannot stop the start-up there: Python
-        # would print it as a traceback. The notice stays received, and ``defer`` raises it as one line.
-        if not isinstance(args.exc_value, cli.Preempted):
-            unraisable(args)
-
-    sys.unraisablehook = quiet
     try:
         yield received
     finally:
-        sys.unraisablehook = unraisable
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

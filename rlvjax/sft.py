@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -97,7 +97,8 @@ def row_verdict(rng: np.random.Generator, cfg: WarmStartConfig, correct: bool, v
 
 
 def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, bool]], cfg: WarmStartConfig,
-               *, eos_id: int, pad_id: int, verify_suffix=(), verdict_ids=(), progress: bool = True, mesh=None):
+               *, eos_id: int, pad_id: int, verify_suffix=(), verdict_ids=(), progress: bool = True, mesh=None,
+               stop: Callable[[], None] | None = None):
     """``cfg.num_steps`` AdamW steps on shuffled minibatches of ``(prompt, completion, correct)`` examples;
     returns the new params. With ``mesh``, the params and optimizer state are laid out by the partition rules and
     the rows over the data axes, as in the RL update (every process draws the same batches: the examples are
@@ -106,7 +107,8 @@ def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, b
     A ``verify_format_rate`` share of rows are verification rows, verdict ids ``(yes, no)``. With
     ``verify_labels="random"`` the verdict is random: those rows teach the answer format of the verify prompt
     (so L_V starts near log 2, not at a large value whose gradient would swamp the policy's) and nothing about
-    which solutions are right. With ``"graded"`` the verdict is ``correct``.
+    which solutions are right. With ``"graded"`` the verdict is ``correct``. ``stop`` is called before each step
+    (a preemption check, which raises to stop).
     """
     tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, max(cfg.num_steps // 20, 1),
                                                         max(cfg.num_steps, 2), cfg.learning_rate * 0.05))
@@ -139,6 +141,8 @@ def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, b
     rng = np.random.default_rng(cfg.seed)
     bar = tqdm(range(cfg.num_steps), desc="warm start", disable=not progress, dynamic_ncols=True)
     for i in bar:
+        if stop is not None:
+            stop()
         rows = []
         for j in rng.choice(len(examples), cfg.batch_size, replace=False):
             verdict = row_verdict(rng, cfg, examples[j][2], verdict_ids)

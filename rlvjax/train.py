@@ -157,7 +157,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
             pairs = tasks.warm_start_pairs(task, warm.num_examples, warm.mistake_rate, warm.seed)
             params = sft.warm_start(graphdef, params, tokenizer, pairs, warm, eos_id=tokenizer.eos_token_id,
                                     pad_id=st.pad_id, verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id),
-                                    progress=jax.process_index() == 0, mesh=mesh)
+                                    progress=jax.process_index() == 0, mesh=mesh, stop=notice.check)
             gathered = multihost_utils.process_allgather(params, tiled=True)  # every process sends its shards
             if jax.process_index() == 0:
                 save_hf(nnx.merge(graphdef, gathered), tokenizer, workdir / "warm_start",
