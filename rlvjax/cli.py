@@ -116,6 +116,12 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
                 name, value = (part.strip() for part in text.split("=", 1))
                 raise ValueError(f"malformed gin config{where}: {value} is not a Python literal; text needs quotes, "
                                  f"e.g. {name} = {value!r}") from None
+            included = re.search(r"^\('([^']*)', \((\d+), \d+\)\)\s+In file \"(.*)\", line (\d+)\s+(include .*)",
+                                 str(e), re.S)
+            if included:  # a tokenizer error inside an included file: gin names only the include statement
+                msg, line, file, include_line, include = included.groups()
+                raise ValueError(f"malformed gin config in the file `{include.strip()}` ({file} line {include_line}) "
+                                 f"includes, at its line {line}: {msg}; close every bracket and quote") from None
             raise ValueError(f"malformed gin config{where}: {_first_line(e)}; each binding is "
                              "'Configurable.parameter = python_literal'") from None
         except UnicodeDecodeError as e:
@@ -142,7 +148,14 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
     if scoped:  # rlvjax builds each configurable once, unscoped: the binding would be ignored
         raise ValueError(f"gin binding {scoped} has a scope, which rlvjax does not use (it would be ignored); drop "
                          f"the '{scoped.split('/')[0]}/'")
-    gin.finalize()
+    try:
+        gin.finalize()
+    except ValueError as e:  # gin's message for an unbound %macro holds the whole config text
+        unbound = re.match(r"No bindings specified for '([^']+)/gin.macro'", str(e))
+        if not unbound:
+            raise
+        raise ValueError(f"gin macro %{unbound.group(1)} is used but never bound; bind it (e.g. "
+                         f"{unbound.group(1)} = 8) or write the value in its place") from None
 
 
 def _gin_location(error: BaseException, source: str | None) -> str:

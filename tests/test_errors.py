@@ -200,6 +200,16 @@ def test_malformed_gin_file_and_missing_gin_file(tmp_path, capsys):
     assert "Traceback" not in line
     assert_fails_cleanly(tmp_path, capsys, gin_files=[str(tmp_path / "nope.gin")],
                          expect=f"no such gin file: {tmp_path / 'nope.gin'}; check the --gin_file path")
+    # The same in an included file: named by its include statement (it named the including file, as a raw tuple).
+    including = tmp_path / "including.gin"
+    including.write_text(f"RLConfig.group_size = 4\ninclude '{bad}'\n")
+    assert_fails_cleanly(tmp_path, capsys, gin_files=[DIGIT, str(including)],
+                         expect=f"malformed gin config in the file `include '{bad}'` ({including} line 2) includes, at "
+                                "its line 3: EOF in multi-line statement; close every bracket and quote")
+    # An unbound macro: gin's message held the whole config text.
+    assert_fails_cleanly(tmp_path, capsys, ["RLConfig.group_size = %G"],
+                         expect="gin macro %G is used but never bound; bind it (e.g. G = 8) or write the value in its "
+                                "place")
 
 
 # --- data files ---------------------------------------------------------------------------------------------------
