@@ -77,6 +77,15 @@ def undocumented() -> list[str]:
 
 
 if __name__ == "__main__":
+    usage = "usage: python -m rlvjax.config_docs  (rewrites docs/config.md in a source checkout; takes no arguments)"
+    if sys.argv[1:] in (["--help"], ["-h"]):
+        print(usage)
+        sys.exit(0)
+    if sys.argv[1:] or not DOC.parent.is_dir():
+        problem = (f"unexpected argument {sys.argv[1]!r}; {usage}" if sys.argv[1:] else f"{DOC.parent} does not "
+                   "exist: this rlvjax is installed, not a source checkout; run it in a clone of the repository")
+        print(f"rlvjax.config_docs: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     missing = undocumented()
     if missing:
         sys.exit(f"rlvjax.config_docs: error: fields without a comment: {', '.join(missing)}; comment them")

@@ -123,3 +123,9 @@ def test_docs_config_md_is_generated_from_the_dataclasses():
         for field in dataclasses.fields(section):
             assert f"| `{field.name}` |" in text
     assert "| `question` | a str | `'Is this solution correct (Yes/No)?'` | asked after each solution" in text
+    # An argument it does not take (a `--check` one might expect) is refused; it used to rewrite the file anyway.
+    before = (REPO / "docs" / "config.md").stat().st_mtime_ns
+    out = subprocess.run([sys.executable, "-m", "rlvjax.config_docs", "--check"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 2 and out.stderr.startswith("rlvjax.config_docs: error: unexpected argument '--check'")
+    assert (REPO / "docs" / "config.md").stat().st_mtime_ns == before
