@@ -32,8 +32,9 @@ class RLConfig:
     kl_estimator: str = "k3"
     eps_low: float = 0.2  # PPO clip: ratio >= 1 - eps_low
     eps_high: float = 0.2  # PPO clip: ratio <= 1 + eps_high (DAPO's clip-higher when > eps_low)
-    # How per-token losses become one number (rl/losses.py AGGREGATIONS). None: the algorithm's own, as its paper
-    # defines it — dr_grpo "seq_mean_token_sum_norm" (a constant length normaliser), the others "token_mean".
+    # How per-token losses become one number (rl/losses.py AGGREGATIONS). None: dr_grpo's own,
+    # "seq_mean_token_sum_norm" (its paper's constant length normaliser); for the others "token_mean" (DAPO's
+    # token-level mean; DeepSeekMath's GRPO formula averages each sequence first: "seq_mean_token_mean").
     aggregation: str | None = None
     advantage_eps: float = 1e-6  # grpo: added to the group's reward std
     temperature: float = 1.0  # sampling temperature of the rollouts
