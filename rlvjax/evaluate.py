@@ -214,7 +214,7 @@ def unescape(flag: str, text: str) -> str:
     try:
         return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
     except UnicodeDecodeError as e:
-        raise ValueError(f"--{flag}={text!r}: {e.reason} at character {e.start}; escape a backslash as \\\\")
+        raise ValueError(f"--{flag}={text!r}: {e.reason} at character {e.start}; escape a backslash as \\\\") from None
 
 
 def main(argv):

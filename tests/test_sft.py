@@ -71,7 +71,7 @@ def test_bad_rl_and_verifier_settings_are_one_line_errors():
 
     with pytest.raises(ValueError, match=r"RLConfig.eps_low=1.5 must be in \(0, 1\) \(the ratio's lower clip"):
         RLConfig(eps_low=1.5)
-    with pytest.raises(ValueError, match="VerifierConfig.threshold=nan must be a finite reward"):
+    with pytest.raises(ValueError, match="VerifierConfig.threshold=nan must be a finite number"):
         VerifierConfig(threshold=float("nan"))
 
 

@@ -11,7 +11,6 @@ template, so the question looks like any other turn to the model. Base tokenizer
 
 import dataclasses
 import json
-import math
 import os
 
 import jax
@@ -47,9 +46,6 @@ class VerifierConfig:
         if not self.question.strip():
             raise ValueError("VerifierConfig.question is empty; ask the model something, e.g. "
                              f"{VERIFY_QUESTION!r}")
-        if not math.isfinite(self.threshold):
-            raise ValueError(f"VerifierConfig.threshold={self.threshold} must be a finite reward (0.5 labels a 0/1 "
-                             "reward of 1 Yes)")
 
 
 CONFIG_FILE = "rlvjax_verifier.json"  # beside an exported model: the question it was trained to answer
