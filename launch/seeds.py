@@ -31,6 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sweep  # noqa: E402  (launch/ is not a package)
 
+from rlvjax.reports import temperature_key  # noqa: E402
+
 SEED_PARAMS = ("RunConfig.seed", "WarmStartConfig.seed", "ModelSpec.init_seed", "TaskSpec.seed")
 CLAIMS = ("pass@1 not worse", "wt@K >= λ0 maj@K", "efficiency >= 8", "verifier better", "wt@K > maj@K")
 
@@ -54,7 +56,8 @@ def plan(args) -> list[sweep.Job]:
     jobs = []
     for seed in parse_seeds(args.seeds):
         workdir = root / f"seed_{seed}"
-        argv = [sys.executable, "-m", "rlvjax.train", *[a for f in args.gin_file for a in ("--gin_file", f)]]
+        gin_files = args.gin_file or [sweep.DEFAULT_GIN]  # given, so that --resume also starts a run never started
+        argv = [sys.executable, "-m", "rlvjax.train", *[a for f in gin_files for a in ("--gin_file", f)]]
         for binding in [*args.gin_param, "RunConfig.baseline = True", *(f"{p} = {seed}" for p in SEED_PARAMS)]:
             argv += ["--gin_param", binding]
         argv += ["--workdir", str(workdir), *(["--resume"] if args.resume else [])]
@@ -66,7 +69,7 @@ def plan(args) -> list[sweep.Job]:
 def seed_row(run: Path) -> dict:
     """One seed's figures at its headline temperature, and which claims hold."""
     evaluation = json.loads((run / "eval.json").read_text())
-    t = format(evaluation["headline_temperature"], "g")
+    t = temperature_key(evaluation["headline_temperature"])
     if "comparison" not in evaluation:
         raise ValueError(f"{run / 'eval.json'} has no RL^V-vs-lambda0 comparison; was it trained with "
                          "RunConfig.baseline = True?")
@@ -120,11 +123,13 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def collect(root: Path) -> list[dict]:
-    runs = sorted((p for p in root.glob("seed_*") if p.is_dir()), key=lambda p: (len(p.name), p.name))
+def collect(root: Path, seeds: list[int]) -> list[dict]:
+    """The rows of ``seeds`` (the runs of another study under the same root are left out) that have an eval.json."""
+    runs = [root / f"seed_{s}" for s in seeds]
     done = [p for p in runs if (p / "eval.json").is_file()]
     if not done:
-        raise FileNotFoundError(f"no seed_*/eval.json under {root}; run this script without --collect_only first")
+        raise FileNotFoundError(f"no eval.json in {', '.join(p.name for p in runs)} under {root}; run this script "
+                                "without --collect_only first")
     missing = sorted(set(runs) - set(done))
     if missing:
         print(f"seeds: warning: no eval.json in {', '.join(p.name for p in missing)}; left out", file=sys.stderr)
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parallel", type=int, default=1, help="runs at a time (each uses every core it is given)")
     p.add_argument("--resume", action="store_true", help="continue each run from its latest checkpoint")
     p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
-    p.add_argument("--collect_only", action="store_true", help="only tabulate the runs under --workdir_root")
+    p.add_argument("--collect_only", action="store_true", help="only tabulate the --seeds runs under --workdir_root")
     args = p.parse_args(argv)
     root = Path(args.workdir_root)
     if not args.collect_only:
@@ -171,11 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             if status == sweep.STOPPED:
                 print(f"seeds: {job.name} was stopped with its state saved; rerun with --resume", file=sys.stderr)
                 continue
-            print(f"seeds: error: {job.name} failed with exit status {status}; log: {job.log}\n"
+            print(f"seeds: error: {job.name} {sweep.failure(status)}; log: {job.log}\n"
                   f"{sweep.tail(job.log)}", file=sys.stderr)
         if failed:
             return 1
-    print(write(collect(root), root))
+    print(write(collect(root, parse_seeds(args.seeds)), root))
     print(f"\ntable: {root / 'claims.md'}\njson:  {root / 'claims.json'}")
     return 0
 

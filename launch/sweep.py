@@ -16,6 +16,7 @@ Targets:
           --remote_dir on every worker.
           Logs are gcloud's output, saved under --log_dir on this machine.
 
+Each run trains no λ = 0 baseline of its own (RunConfig.baseline = False): the sweep's λ = 0 run is that baseline.
 --dry_run prints every command (with its environment) and runs nothing. A failed run stops the sweep from starting
 more; the runs already going finish; the exit status is 1 and each failure is named with its log. Afterwards,
 ``python launch/collect.py --workdir_root ROOT`` tabulates and plots the runs' eval.json.
@@ -76,12 +77,18 @@ def run_dir(root: str, label: str) -> str:
     return posixpath.join(root, f"lambda_{label}")
 
 
+DEFAULT_GIN = "configs/default.gin"  # rlvjax.train's default, found in its package wherever the run starts
+
+
 def train_argv(python: str, gin_files: list[str], gin_params: list[str], label: str, workdir: str,
                resume: bool) -> list[str]:
+    """The run's command. Its gin files are always given (rlvjax.train's default when none are), so that with
+    --resume a run that never started starts (``--resume`` alone wants a run's stored config) and one that did is
+    checked against its checkpoint. A sweep's runs train no lambda = 0 baseline of their own: λ = 0 is one of them."""
     argv = [python, "-m", "rlvjax.train"]
-    for f in gin_files:
+    for f in gin_files or [DEFAULT_GIN]:
         argv += ["--gin_file", f]
-    for p in gin_params + [f"{LAMBDA_PARAM}={label}"]:  # the sweep's binding last, so it wins
+    for p in ["RunConfig.baseline = False", *gin_params, f"{LAMBDA_PARAM}={label}"]:  # the sweep's λ last: it wins
         argv += ["--gin_param", p]
     return argv + ["--workdir", workdir] + (["--resume"] if resume else [])
 
@@ -89,7 +96,10 @@ def train_argv(python: str, gin_files: list[str], gin_params: list[str], label: 
 def gpu_env(slot: int, parallel: int, gpus: list[str]) -> dict[str, str]:
     """JAX settings for run slot ``slot`` of ``parallel``: its share of ``gpus`` (all of them when unknown)."""
     env = {"JAX_PLATFORMS": "cuda"}
-    if gpus and parallel > 1:
+    if gpus and parallel == 1:  # the devices asked for, and no others
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        sharing = 1
+    elif gpus:
         if len(gpus) % parallel and parallel % len(gpus):
             raise ValueError(f"--parallel {parallel} does not split --gpus {','.join(gpus)} evenly; use a divisor "
                              f"or a multiple of {len(gpus)}")
@@ -198,11 +208,12 @@ STOPPED_LINE = "rerun with --resume"  # how rlvjax.train's last line says so (ex
 
 def execute(jobs: list[Job], parallel: int) -> list[int | str | None]:
     """Run the jobs, ``parallel`` at a time (job i in slot i % parallel), each appending to its log; returns each
-    one's exit status (``STOPPED`` for a run stopped by a signal with its state saved), None for those not started.
+    one's exit status (``STOPPED`` for a run stopped by a signal with its state saved, ``"not started: ..."`` for
+    one that could not be launched), None for those not started after a failure.
 
     After a failure no further job starts; jobs already running finish (their checkpoints stay resumable).
     """
-    statuses: list[int | None] = [None] * len(jobs)
+    statuses: list[int | str | None] = [None] * len(jobs)
     failures: list[Job] = []
     lock = threading.Lock()
 
@@ -213,13 +224,16 @@ def execute(jobs: list[Job], parallel: int) -> list[int | str | None]:
                 if failures:
                     return
                 print(f"[{job.name}] start, log: {job.log}", flush=True)
-            job.log.parent.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
-            with open(job.log, "a", encoding="utf-8") as log:  # a resumed run's earlier output stays above
-                log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {describe(job)}\n")
-                log.flush()
-                status = subprocess.run(job.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env={**os.environ, **job.env}).returncode
+            try:
+                job.log.parent.mkdir(parents=True, exist_ok=True)
+                with open(job.log, "a", encoding="utf-8") as log:  # a resumed run's earlier output stays above
+                    log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {describe(job)}\n")
+                    log.flush()
+                    status = subprocess.run(job.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env={**os.environ, **job.env}).returncode
+            except OSError as e:  # no gcloud, a root that is a file: the run failed to start (the thread goes on)
+                status = f"not started: {e}"
             if status == 0 and STOPPED_LINE in tail(job.log, 2):
                 status = STOPPED  # rlvjax.train exits 0 when a SIGTERM or Ctrl-C stopped it with its state saved
             with lock:
@@ -232,7 +246,7 @@ def execute(jobs: list[Job], parallel: int) -> list[int | str | None]:
                     print(f"[{job.name}] stopped (SIGTERM or Ctrl-C) after {took:.0f} s, its state saved", flush=True)
                 else:
                     failures.append(job)
-                    print(f"[{job.name}] FAILED (exit {status}) after {took:.0f} s, log: {job.log}", flush=True)
+                    print(f"[{job.name}] FAILED ({failure(status)}) after {took:.0f} s, log: {job.log}", flush=True)
 
     threads = [threading.Thread(target=run_slot, args=(slot,)) for slot in range(min(parallel, len(jobs)))]
     for t in threads:
@@ -240,6 +254,11 @@ def execute(jobs: list[Job], parallel: int) -> list[int | str | None]:
     for t in threads:
         t.join()
     return statuses
+
+
+def failure(status: int | str) -> str:
+    """How a failed job's status reads: "failed with exit status 2", or "not started: <why>"."""
+    return status if isinstance(status, str) else f"failed with exit status {status}"
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -293,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"sweep: run {job.name} was stopped with its state saved; rerun the sweep with --resume",
                       file=sys.stderr)
                 continue
-            print(f"sweep: error: run {job.name} failed with exit status {status}; log: {job.log}\n"
+            print(f"sweep: error: run {job.name} {failure(status)}; log: {job.log}\n"
                   f"--- last lines of {job.log} ---\n{tail(job.log)}", file=sys.stderr)
         not_run = [job.name for job, status in zip(jobs, statuses) if status is None]
         if not_run:

@@ -32,9 +32,11 @@ def dry_run(capsys, *args):
     return [shlex.split(line) for line in capsys.readouterr().out.splitlines()]
 
 
-def train_args(label, workdir, extra=()):
-    return ["-m", "rlvjax.train", "--gin_file", TINY, *extra, "--gin_param", f"RLConfig.lambda_verify={label}",
-            "--workdir", str(workdir)]
+def train_args(label, workdir, extra=(), gin_file=TINY):
+    # The gin file is always given (so --resume starts a run that never started), and no run trains a baseline
+    # of its own (the λ = 0 run is the baseline).
+    return ["-m", "rlvjax.train", "--gin_file", gin_file, "--gin_param", "RunConfig.baseline = False", *extra,
+            "--gin_param", f"RLConfig.lambda_verify={label}", "--workdir", str(workdir)]
 
 
 def test_dry_run_local(tmp_path, capsys, monkeypatch):
@@ -61,6 +63,10 @@ def test_dry_run_gpu_shares_out_devices(tmp_path, capsys, monkeypatch):
                        "--compilation_cache", "")
     assert [c[1:3] for c in commands] == [[f"CUDA_VISIBLE_DEVICES={d}", "XLA_PYTHON_CLIENT_MEM_FRACTION=0.45"]
                                           for d in "010"]
+    # One run at a time still keeps to the devices asked for (it took every GPU).
+    commands = dry_run(capsys, "--workdir_root", tmp_path, "--target", "gpu", "--gpus", "2,3", "--compilation_cache",
+                       "")
+    assert {c[1] for c in commands} == {"CUDA_VISIBLE_DEVICES=2,3"}
     with pytest.raises(ValueError, match="does not split --gpus 0,1,2 evenly"):
         dry_run(capsys, "--workdir_root", tmp_path, "--target", "gpu", "--parallel", "2", "--gpus", "0,1,2")
 
@@ -90,9 +96,18 @@ def test_tpu_vm_runs_gcloud_and_keeps_its_output(tmp_path, capsys, monkeypatch):
     assert sweep.main(["--lambdas", "0,1", "--workdir_root", "/mnt/sweep", "--target", "tpu_vm", "--tpu_name", "t",
                        "--zone", "z", "--project", "p", "--log_dir", str(tmp_path / "logs")]) == 0
     log = (tmp_path / "logs" / "lambda_1.log").read_text()
-    assert "worker 0: cd rlvjax && python3 -m rlvjax.train --gin_param RLConfig.lambda_verify=1 --workdir " \
-           "/mnt/sweep/lambda_1" in log
+    assert "worker 0: cd rlvjax && python3 -m rlvjax.train --gin_file configs/default.gin --gin_param " \
+           "'RunConfig.baseline = False' --gin_param RLConfig.lambda_verify=1 --workdir /mnt/sweep/lambda_1" in log
     assert "[lambda=1] done" in capsys.readouterr().out
+    # No gcloud on this machine: each run fails to start, the sweep says so and exits 1 (a thread died with a
+    # traceback and the sweep reported "sweep done", exit 0).
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert sweep.main(["--lambdas", "0,1", "--workdir_root", "/mnt/sweep", "--target", "tpu_vm", "--tpu_name", "t",
+                       "--zone", "z", "--project", "p", "--log_dir", str(tmp_path / "logs")]) == 1
+    out, err = capsys.readouterr()
+    assert "[lambda=0] FAILED (not started: [Errno 2] No such file or directory: 'gcloud')" in out
+    assert "sweep: error: run lambda=0 not started: [Errno 2] No such file or directory: 'gcloud'" in err
+    assert "sweep: not started after the failure: lambda=1" in err
 
 
 @pytest.mark.parametrize("lambdas,extra,message", [
@@ -265,7 +280,9 @@ def test_seeds_claims_by_hand(tmp_path, capsys):
     write_seed_eval(tmp_path / "seed_1" / "eval.json", rlv=0.4, base=0.7, rlv_majority=0.8, weighted=0.8,
                     base_majority=0.9, ratio=None, ci_high=-0.2, rlv_ver=0.8, base_ver=0.5)  # only the verifier
     (tmp_path / "seed_2").mkdir()  # unfinished
-    assert seeds.main(["--workdir_root", str(tmp_path), "--collect_only"]) == 0
+    write_seed_eval(tmp_path / "seed_7" / "eval.json", rlv=0.1, base=0.9, rlv_majority=0.1, weighted=0.1,
+                    base_majority=0.9, ratio=None, ci_high=-0.5, rlv_ver=0.1, base_ver=0.9)  # another study's
+    assert seeds.main(["--workdir_root", str(tmp_path), "--collect_only"]) == 0  # --seeds 0,1,2: not seed 7
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert lines[2] == "| 0 | 0.600 | 0.700 | -0.100 | 0.850 | 0.900 | 0.800 | 0.800 | 0.500 | 8.000 |"
@@ -292,7 +309,7 @@ def test_seeds_dry_run_and_bad_input(tmp_path, capsys):
         seeds.main(["--workdir_root", str(tmp_path), "--gin_param", "RunConfig.seed=1", "--dry_run"])
     with pytest.raises(ValueError, match="each seed once"):
         seeds.main(["--seeds", "1,1", "--workdir_root", str(tmp_path), "--dry_run"])
-    with pytest.raises(FileNotFoundError, match="no seed_\\*/eval.json"):
+    with pytest.raises(FileNotFoundError, match="no eval.json in seed_0, seed_1, seed_2 under"):
         seeds.main(["--workdir_root", str(tmp_path), "--collect_only"])
 
 
