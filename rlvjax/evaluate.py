@@ -36,7 +36,7 @@ from rlvjax import experiment, parallel, testtime
 from rlvjax.config import Config
 from rlvjax.reports import assemble, report, summary, temperature_key, write_report
 from rlvjax.model.hf import load_hf
-from rlvjax.pool import EVAL_PROMPTS, PoolSampler, sample_pool
+from rlvjax.pool import PoolSampler, sample_pool
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import steps, verifier
 from rlvjax.rl.config import RLConfig
@@ -294,7 +294,7 @@ def main(argv):
     verify_tokens = len(verifier.tokens(tokenizer, verify.question).suffix)
     experiment.check_positions(model.config, prompt_tokens, rl.max_new_tokens, verify_tokens, knob="--max_new_tokens",
                                fix="lower --max_new_tokens or evaluate shorter prompts")
-    prompts = min(memory.eval_prompts(mesh, len(records)), EVAL_PROMPTS)
+    prompts = memory.eval_prompts(mesh, len(records))  # capped at EVAL_PROMPTS, padded to the data axes
     plan = memory.eval_plan(model.config, mesh, prompts=prompts, samples=f.num_samples,
                             rows=min(f.batch_size, prompts * f.num_samples), prompt_tokens=prompt_tokens,
                             new_tokens=rl.max_new_tokens, verify_tokens=verify_tokens)

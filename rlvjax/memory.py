@@ -325,7 +325,8 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
     items += _sampling_items(cfg, params, mesh, "rollout", "", run.batch_size, rl.group_size, prompt_tokens, n,
                              verify_tokens)
     if advantages.uses_step_values(rl.algorithm):  # VinePPO's value pass: K continuations of a chunk of prefixes
-        items += _sampling_items(cfg, params, mesh, "value pass", "value ", vineppo.VALUE_CHUNK, rl.vineppo_samples,
+        chunk = ceil(vineppo.VALUE_CHUNK, dp) * dp  # padded to the data axes, as PoolSampler pads it
+        items += _sampling_items(cfg, params, mesh, "value pass", "value ", chunk, rl.vineppo_samples,
                                  sampling.bucket_width(prompt_tokens + n), n, 0)
     items += [
         Item("gradients", "update", 2 * param_bytes, "micro-batch accumulator + one micro-batch's gradient"),
@@ -349,7 +350,8 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
         items.append(Item("policy", "final eval", param_bytes, "each policy in turn, sharded by the partition rules"))
         items += _sampling_items(cfg, params, mesh, "final eval", "final ", num_eval_prompts,
                                  run.final_eval_samples, prompt_tokens, n, verify_tokens)
-    knobs = {"micro_batch_size": micro, "update_rows": micro_rows, "rollout_rows": prompts * rl.group_size,
+    knobs = {"micro_batch_size": rl.micro_batch_size, "micro_rows": micro, "update_rows": micro_rows,
+             "rollout_rows": prompts * rl.group_size,
              "fsdp": shape["fsdp"], "tensor": tensor, "batch_size": run.batch_size, "group_size": rl.group_size,
              "max_new_tokens": n, "eval_samples": run.eval_samples, "final_eval_samples": run.final_eval_samples,
              "vineppo_samples": rl.vineppo_samples, "remat": rl.remat, "logprob_chunk_size": rl.logprob_chunk_size}
@@ -387,18 +389,19 @@ def advice(p: MemoryPlan, phase: str | None = None) -> str:
             (own["policy"], "use more devices")], key=lambda o: -o[0]))
     state = own["params"] + own["optimizer state"] + own.get("reference params", 0)
     more_fsdp = (state, f"use more fsdp (MeshConfig.fsdp, now {k['fsdp']}) or more devices")
+    micro = f"now {k['micro_batch_size']}" if k["micro_batch_size"] else f"now 0: minibatches of {k['micro_rows']}"
     options = {
         "rollout": [(own["KV cache"], f"reduce RunConfig.batch_size (now {k['batch_size']}) or RLConfig.group_size "
                                       f"(now {k['group_size']})"), more_fsdp],
-        "update": [(own["activations"], f"reduce RLConfig.micro_batch_size (now {k['micro_batch_size']}, "
-                                        f"{k['update_rows']} row(s) per device)") if k["update_rows"] > 1 else
+        "update": [(own["activations"], f"reduce RLConfig.micro_batch_size ({micro}, {k['update_rows']} row(s) "
+                                        "per device)") if k["update_rows"] > 1 else
                    (own["activations"], f"shorten RLConfig.max_new_tokens (now {k['max_new_tokens']}) or the "
                                         f"prompts, or add tensor parallelism (MeshConfig.tensor, now {k['tensor']})"),
                    more_fsdp]
                   + ([(own["activations"] + 1, "set RLConfig.remat = 'full' (now 'none')")] if k["remat"] == "none"
                      else [])
                   + ([(own["activations"], "set RLConfig.logprob_chunk_size = 128 (now 0)")]
-                     if not k["logprob_chunk_size"] else []),
+                     if not k["logprob_chunk_size"] and k["max_new_tokens"] > 128 else []),  # else it changes nothing
         "value pass": [(own.get("value KV cache", 0), f"reduce RLConfig.vineppo_samples (now {k['vineppo_samples']}) "
                                                       f"or RLConfig.max_new_tokens (now {k['max_new_tokens']})"),
                        more_fsdp],

@@ -4,6 +4,8 @@ without allocating its weights, refusals name the numbers, and the estimates tra
 import functools
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import gin
@@ -129,6 +131,13 @@ def test_absurd_setup_is_refused_with_one_line():
     assert "reduce RLConfig.micro_batch_size (now 64, 64 row(s) per device)" in message
     assert "use more fsdp (MeshConfig.fsdp, now 1)" in message
     assert "set RLConfig.remat = 'full' (now 'none')" in message
+    assert "set RLConfig.logprob_chunk_size = 128 (now 0)" in message
+    short = memory.advice(qwen_plan("cpu", 1, ["RLConfig.micro_batch_size = 64", "RLConfig.max_new_tokens = 64"]),
+                          "update")
+    assert "logprob_chunk_size" not in short  # 64 new tokens: chunks of 128 would change nothing
+    # micro_batch_size = 0 is whole minibatches: the advice says so, not "now 64" (the effective size).
+    unset = memory.advice(qwen_plan("cpu", 1, ["RLConfig.micro_batch_size = 0"]), "update")
+    assert "reduce RLConfig.micro_batch_size (now 0: minibatches of " in unset
 
 
 def test_refusals_name_the_phase_that_does_not_fit():
@@ -195,18 +204,41 @@ def test_tiny_config_bytes_by_hand():
     assert {i.name: i.bytes_per_device for i in value.items}["value KV cache"] == 64 * 3 // 2 * (20 * 1 * 8 * 2 * 4)
     assert set(value.phases) == {"rollout", "value pass", "update", "optimizer"}
     assert "reduce RLConfig.vineppo_samples (now 3)" in memory.advice(value, "value pass")
+    # 64 prefixes do not split over 3 data devices: padded to 66, as PoolSampler pads them (the plan raised
+    # jax's IndivisibleError, and with it every VinePPO run on such a mesh).
+    three = memory.plan(TINY, RLConfig(algorithm="vineppo", group_size=2, max_new_tokens=4, vineppo_samples=2),
+                        experiment.RunConfig(batch_size=6, final_eval_samples=0), {"data": 3}, prompt_tokens=8,
+                        verify_tokens=4, eval_problems=0)
+    assert {i.name: i.bytes_per_device for i in three.items}["value KV cache"] == 66 * 2 // 3 * (20 * 1 * 8 * 2 * 4)
     table = plan.table(limit_bytes=GiB)
     assert "3,408 params" in table and "fits" in table and "<- peak" in table
 
 
-def test_sharded_bytes_match_arrays_placed_on_a_mesh():
-    devices = jax.devices()
-    mesh = parallel.make_mesh(parallel.MeshConfig(data=1, fsdp=len(devices), tensor=1), devices)
-    params = nnx.to_pure_dict(nnx.split(Transformer(TINY, nnx.Rngs(0)))[1])
+SHARDED_BYTES = """
+import jax
+from flax import nnx
+from rlvjax import memory, parallel
+from rlvjax.model.transformer import ModelConfig, Transformer
+cfg = ModelConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2, num_kv_heads=1)
+params = nnx.to_pure_dict(nnx.split(Transformer(cfg, nnx.Rngs(0)))[1])
+for axes in ({"fsdp": 4}, {"data": 2, "fsdp": 2}, {"fsdp": 2, "tensor": 2}):
+    mesh = parallel.make_mesh(parallel.MeshConfig(**{"data": 1, "fsdp": 1, "tensor": 1, **axes}))
     placed = jax.device_put(params, parallel.shardings(params, mesh))
-    on_first = sum(s.data.nbytes for x in jax.tree.leaves(placed) for s in x.addressable_shards
-                   if s.device == devices[0])
-    assert memory.sharded_bytes(params, mesh) == on_first
+    held = [sum(s.data.nbytes for x in jax.tree.leaves(placed) for s in x.addressable_shards if s.device == d)
+            for d in jax.devices()]
+    print(memory.sharded_bytes(params, mesh), max(held), sum(x.nbytes for x in jax.tree.leaves(params)))
+"""
+
+
+def test_sharded_bytes_match_arrays_placed_on_a_mesh():
+    # On 4 fake devices (in one pytest process there is 1 device, where nothing is split and any count would do).
+    out = subprocess.run([sys.executable, "-c", SHARDED_BYTES], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu",
+                              "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    for line in out.stdout.splitlines():
+        planned, held, whole = map(int, line.split())
+        assert planned == held < whole, line
 
 
 def _xla_temp_bytes(cfg, rl, run, prompt_tokens, verify_tokens):

@@ -182,6 +182,30 @@ def test_a_continuation_is_graded_with_the_steps_before_it():
     np.testing.assert_array_equal(adv, np.zeros_like(adv))
 
 
+def test_the_value_pass_asks_the_engine_for_a_few_shapes_only():
+    """The prefix count changes every step; each chunk is padded to a power of two (at most the chunk), so the
+    engine compiles for a few batch sizes, not one per remainder. The padding's samples are dropped."""
+    tok = build_tokenizer()
+    stop = tok.eos_token_id
+    asked = []
+
+    class Recording:
+        num_samples = 1
+
+        def __call__(self, params, prefixes, rng, budgets):
+            asked.append(len(prefixes))
+            assert len(budgets) == len(prefixes)
+            rows = [tok.encode("\\boxed{5}" if i < 3 else "\\boxed{7}", add_special_tokens=False) + [stop]
+                    for i in range(len(prefixes))]
+            return (np.array(rows)[:, None], np.full((len(rows), 1), len(rows[0])), np.ones((len(rows), 1), bool),
+                    None)
+
+    value_fn = vineppo.value_sampler(Recording(), None, tok, seed=0, chunk=8)
+    values = value_fn([[1]] * 11, [[]] * 11, ["5"] * 11, np.full(11, 4))
+    assert asked == [8, 4]  # 8, then 3 padded to 4
+    np.testing.assert_array_equal(values, [1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1])
+
+
 def test_step_cap_config():
     assert RLConfig().vineppo_max_steps is None
     assert RLConfig(vineppo_max_steps=25).vineppo_max_steps == 25
