@@ -108,8 +108,9 @@ def value_sampler(sampler, params, tokenizer, *, seed: int, chunk: int = VALUE_C
             # The prefix count changes every step: a last chunk of any size would compile the engine anew. Padded
             # to a power of two (copies of its last prefix, whose samples are dropped), it takes one of a few shapes.
             extra = min(chunk, 1 << (len(asked) - 1).bit_length()) - len(asked)
+            limits = np.concatenate([budgets[part], np.repeat(budgets[part][-1:], extra)])
             tokens, lengths, finished, _ = sampler(params, asked + asked[-1:] * extra, jax.random.key(seed + start),
-                                                   np.concatenate([budgets[part], np.repeat(budgets[part][-1:], extra)]))
+                                                   limits)
             tokens, lengths, finished = (x[: len(asked)] for x in (tokens, lengths, finished))
             n = tokens.shape[-1]
             texts = experiment.decode_completions(tokenizer, tokens.reshape(-1, n), lengths.ravel(),
