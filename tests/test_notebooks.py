@@ -31,7 +31,10 @@ def test_notebook_is_valid_compiles_and_stores_no_outputs(name):
 
 def test_tpu_notebook_uses_the_paper_configs():
     source = "\n".join(code_cells(NOTEBOOKS / "tpu_qwen_math.ipynb"))
-    for needed in ("experiments/rlv_grpo_math.gin", "hardware/tpu_v4_8.gin", "memory.enforce",
+    # The plan of the run train builds: its dtypes (bf16 compute) and its MemoryConfig's chip budget (it planned an
+    # f32 KV cache against the host's memory).
+    for needed in ("experiments/rlv_grpo_math.gin", "hardware/tpu_v4_8.gin", "memory.enforce(plan, config.memory)",
+                   "experiment.abstract_policy(config.model",
                    "train.train(config, ", "evaluate.final_report(config, "):
         assert needed in source, needed
     # Every rlvjax function it calls exists (the cells run only on a TPU VM; a renamed one would fail after training).
