@@ -69,7 +69,11 @@ def headline_reports(evaluation: dict) -> dict:
 
 def summarize(run: Path, eval_path: Path) -> dict:
     """One row: the trained policy's numbers at the pool size K (headline temperature), and where they came from."""
-    reports = headline_reports(json.loads(eval_path.read_text()))
+    try:
+        reports = headline_reports(json.loads(eval_path.read_text()))
+    except (ValueError, KeyError, TypeError) as e:  # cut short, hand-edited, or not rlvjax's
+        raise ValueError(f"{eval_path} is not a whole rlvjax eval.json ({type(e).__name__}: {e}); rerun python -m "
+                         f"rlvjax.evaluate --workdir {run}, or move the run out of the root") from None
     if POLICY not in reports:
         raise ValueError(f"{eval_path} has no '{POLICY}' policy (it has {sorted(reports)}); evaluate the trained "
                          f"policy with python -m rlvjax.evaluate --workdir {run}")
@@ -116,14 +120,21 @@ def against_baseline(rows: list[dict]) -> list[dict]:
 
     base = next((r for r in rows if r["lambda"] == 0), None)
     for r in rows:
-        if base is None or r["ns"] != base["ns"] or r["temperature"] != base["temperature"]:
+        same = base is not None and all(r[k] == base[k] for k in ("ns", "temperature", "num_problems"))
+        if base is not None and not same:
+            print(f"collect: warning: {r['run']} was evaluated otherwise than {base['run']} (problems "
+                  f"{r['num_problems']} vs {base['num_problems']}, N {r['ns'][-1]} vs {base['ns'][-1]}, temperature "
+                  f"{r['temperature']:g} vs {base['temperature']:g}); no comparison with it", file=sys.stderr)
+        if not same:
             r.update(dict.fromkeys(("pass@1_minus_lambda0", "weighted_minus_lambda0_majority", "mean_lead_over_n",
                                     "efficiency_vs_lambda0")))
             continue
         lead = [w - m for w, m in zip(r["curves"]["weighted"], base["curves"]["majority"])]
-        ratio = testtime.compute_efficiency(r["ns"], r["curves"]["weighted"], base["curves"]["majority"]).ratio
+        eff = testtime.compute_efficiency(r["ns"], r["curves"]["weighted"], base["curves"]["majority"])
+        # ">=": the weighted vote is there at the smallest N already, so it may need fewer samples still.
+        efficiency = "never" if eff.ratio is None else f">={eff.ratio:.3f}" if eff.lower_bound else eff.ratio
         r.update({"pass@1_minus_lambda0": r["pass@1"] - base["pass@1"], "weighted_minus_lambda0_majority": lead[-1],
-                  "mean_lead_over_n": sum(lead) / len(lead), "efficiency_vs_lambda0": ratio or "never"})
+                  "mean_lead_over_n": sum(lead) / len(lead), "efficiency_vs_lambda0": efficiency})
     return rows
 
 

@@ -190,12 +190,14 @@ def test_local_sweep_then_collect(tmp_path, capsys):
     assert (tmp_path / "report" / "sweep.png").stat().st_size > 10_000
 
 
-def write_eval(path, *, pass1, majority, weighted, best, bal_acc, auroc, k=4, t=1.0):
+def write_eval(path, *, pass1, majority, weighted, best, bal_acc, auroc, k=4, t=1.0, problems=10, flat=False):
+    """An eval.json whose curves are 0 below N = k and the given value at k (``flat``: the weighted one at every N)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     ns = [1, 2, 4]
     curve = lambda top: {str(n): top if n == k else 0.0 for n in ns}  # noqa: E731
-    report = {"num_problems": 10, "num_samples": k, "ns": ns, "pass@1": pass1, "pass@k": curve(0.9), "temperature": t,
-              "accuracy": {"majority": curve(majority), "weighted": curve(weighted), "best_of_n": curve(best)},
+    report = {"num_problems": problems, "num_samples": k, "ns": ns, "pass@1": pass1, "pass@k": curve(0.9),
+              "temperature": t, "accuracy": {"majority": curve(majority), "best_of_n": curve(best),
+                                             "weighted": {str(n): weighted for n in ns} if flat else curve(weighted)},
               "verifier": {"verifier_accuracy": 0.5, "verifier_balanced_accuracy": bal_acc, "verifier_auroc": auroc,
                            "calibration_error": 0.1},
               "compute_efficiency_weighted_vs_majority": {"ratio": 1.5}}
@@ -232,8 +234,15 @@ def test_collect_against_the_lambda0_run(tmp_path, capsys):
                auroc=0.9)
     write_eval(tmp_path / "lambda_3" / "eval.json", pass1=0.3, majority=0.3, weighted=0.4, best=0.5, bal_acc=0.8,
                auroc=0.9, t=2.0)  # another temperature: not comparable
+    write_eval(tmp_path / "lambda_4" / "eval.json", pass1=0.3, majority=0.3, weighted=0.4, best=0.5, bal_acc=0.8,
+               auroc=0.9, problems=500)  # other problems: not comparable, and said so
+    write_eval(tmp_path / "lambda_5" / "eval.json", pass1=0.6, majority=0.6, weighted=0.6, best=0.6, bal_acc=0.8,
+               auroc=0.9, flat=True)  # λ0's best majority (0.5 at N = 4) reached at N = 1: at least 4x
     rows = collect.collect(tmp_path)
     by_lambda = {r["lambda"]: r for r in rows}
+    assert by_lambda[4.0]["pass@1_minus_lambda0"] is None
+    assert "lambda_4 was evaluated otherwise than lambda_0 (problems 500 vs 10" in capsys.readouterr().err
+    assert by_lambda[5.0]["efficiency_vs_lambda0"] == ">=4.000"
     assert by_lambda[1.0]["pass@1_minus_lambda0"] == pytest.approx(-0.05)
     assert by_lambda[1.0]["weighted_minus_lambda0_majority"] == pytest.approx(0.1)
     assert by_lambda[1.0]["mean_lead_over_n"] == pytest.approx(0.1 / 3)
@@ -255,6 +264,9 @@ def test_collect_errors(tmp_path):
     assert "RunConfig.final_eval_samples > 0" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     write_eval(tmp_path / "run_x" / "eval.json", pass1=0, majority=0, weighted=0, best=0, bal_acc=0.5, auroc=0.5)
     with pytest.raises(ValueError, match="its name is not lambda_<value>"):
+        collect.collect(tmp_path)
+    (tmp_path / "run_x" / "eval.json").write_text("{}")  # cut short or hand-edited: named, not a KeyError traceback
+    with pytest.raises(ValueError, match=r"run_x/eval.json is not a whole rlvjax eval.json \(KeyError: 'reports'\)"):
         collect.collect(tmp_path)
 
 
