@@ -41,9 +41,10 @@ def test_digit_task_reward_and_verifier_improve_and_logs_are_written(tmp_path):
     start, end = np.mean(rewards[:5]), np.mean(rewards[-20:])
     assert end > start + 0.15, rewards
     assert history[0]["policy/ratio"] == pytest.approx(1.0, abs=1e-5)  # sampler and trainer agree
-    # The warm start's verifier only knows the answer format (random verdicts): chance on its first rollouts.
+    # The warm start's verifier only knows the answer format (random verdicts): chance on its first rollouts. One
+    # step's balanced accuracy rests on ~6 right rollouts (sd ~0.1 at chance), so the first five are averaged.
     # After RL^V it judges held-out rollouts well above chance.
-    assert history[0]["verifier_balanced_accuracy"] <= 0.55
+    assert np.mean([m["verifier_balanced_accuracy"] for m in history[:5]]) <= 0.55
     assert history[-1]["eval/verifier_balanced_accuracy"] > 0.65, history[-1]
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in logged] == list(range(1, 121))
