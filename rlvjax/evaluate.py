@@ -25,6 +25,7 @@ are replayed on the pool, which gives their live runs' results for these samples
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from pathlib import Path
@@ -116,6 +117,28 @@ def final_report(config: Config, workdir, policies: dict[str, Path]) -> dict:
         print(summary(evaluation))
         print(f"report: {json_path}\nplot:   {png_path}")
     return evaluation
+
+
+def current_report(config: Config, workdir, policies: dict[str, Path]) -> dict | None:
+    """``WORKDIR/eval.json`` when :func:`final_report` would write the same report again: written after every one of
+    ``policies`` was exported, over those policies, with the pool size, temperatures and conventions of ``config``.
+    None otherwise (a finished run resumed once more re-evaluates nothing; one with a new policy or setting does)."""
+    path = Path(workdir) / "eval.json"
+    try:
+        evaluation = json.loads(path.read_text(encoding="utf-8"))
+        written = path.stat().st_mtime
+        exported = max((Path(p) / "model.safetensors").stat().st_mtime for p in policies.values())
+    except (OSError, ValueError):
+        return None
+    rl, run = config.rl, config.run
+    temperatures = {temperature_key(t) for t in (rl.temperature, run.eval_temperature or rl.temperature)}
+    reports = evaluation.get("reports") if isinstance(evaluation, dict) else None
+    same = (written > exported and isinstance(reports, dict) and set(reports) == temperatures
+            and all(isinstance(r, dict) and set(r) == set(policies) for r in reports.values())
+            and all(rep.get("num_samples") == run.final_eval_samples
+                    and rep.get("conventions") == dataclasses.asdict(config.conventions)
+                    for r in reports.values() for rep in r.values()))
+    return evaluation if same else None
 
 
 def check_pool_size(k: int, name: str = "--num_samples") -> None:

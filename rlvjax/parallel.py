@@ -250,6 +250,16 @@ def to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def primary_says(flag: bool) -> bool:
+    """Process 0's ``flag`` on every process: a decision from files that only process 0 writes (the exports, the
+    report), which the others may not see, taken alike everywhere (else some would wait at a collective)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
+
+
 def check_batch(rows: int, mesh: Mesh, what: str = "batch", *, per_process: bool = True) -> None:
     """One line when ``rows`` do not split evenly over the data axes, or (``per_process``: each process loads its
     share) over the processes; a tensor axis across hosts makes those differ."""

@@ -266,7 +266,9 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                     checkpoints.wait()
                     raise cli.Preempted(f"{notice.name}: saved the checkpoint of step {step + 1} in "
                                         f"{checkpoints.directory} and stopped; rerun with --resume to continue")
-            if run.export_final:  # every process sends its shards; process 0 writes; none goes on before it has
+            checkpoints.wait()  # the last step is on disk before its export, which is then the newer of the two
+            if run.export_final and not exported(workdir, checkpoints, start):  # every process sends its shards;
+                # process 0 writes; none goes on before it has
                 params = multihost_utils.process_allgather(state.params, tiled=True)
                 if jax.process_index() == 0:
                     save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "final",
@@ -280,6 +282,16 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
             checkpoints.close()
             writer.close()
     return history
+
+
+def exported(workdir: Path, checkpoints: Checkpointer, start: int) -> bool:
+    """Whether ``WORKDIR/final`` already holds this run's last step: nothing was trained in this invocation (it
+    started at the latest checkpoint) and the export was written after that checkpoint was saved."""
+    latest = checkpoints.latest_step()
+    final = workdir / "final" / "model.safetensors"
+    done = (latest is not None and start >= latest and final.is_file()
+            and final.stat().st_mtime > (workdir / "checkpoints" / str(latest)).stat().st_mtime)
+    return parallel.primary_says(done)
 
 
 def record_run(workdir: Path, config: Config, records: tuple[list[dict], list[dict]] | None) -> None:
@@ -350,6 +362,11 @@ def run_and_report(config: Config, workdir, *, resume: bool = False, resume_step
         _, policies = train_with_baseline(config, workdir, resume=resume, resume_step=resume_step, hold=hold)
         if not (config.run.final_eval_samples and config.run.export_final):
             return None
+        current = evaluate.current_report(config, workdir, policies)
+        if parallel.primary_says(current is not None):  # a finished run resumed again: hours of sampling, for nothing
+            print(f"rlvjax.train: {Path(workdir) / 'eval.json'} already reports these policies with these settings; "
+                  "not evaluated again (delete it to redo)", file=sys.stderr)
+            return current
         return evaluate.final_report(config, workdir, policies)
 
 

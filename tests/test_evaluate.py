@@ -1,5 +1,6 @@
 """The evaluation report against hand-computed values, and the evaluate CLI on a tiny trained run."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -125,6 +126,31 @@ def test_temperature_keys_are_exact_and_a_model_not_trained_here_has_no_training
 
 
 
+def test_the_end_of_run_report_is_current_only_for_the_same_policies_and_settings(tmp_path):
+    from rlvjax import evaluate
+
+    config = Config()  # training temperature 1.0, no other eval temperature
+    policies = {name: tmp_path / name for name in ("final", "lambda0")}
+    for path in policies.values():
+        path.mkdir()
+        (path / "model.safetensors").write_bytes(b"")
+    rep = {"num_samples": config.run.final_eval_samples, "conventions": dataclasses.asdict(config.conventions)}
+    write = lambda reports: (tmp_path / "eval.json").write_text(json.dumps({"reports": reports}))  # noqa: E731
+    write({"1": {"final": rep, "lambda0": rep}})
+    assert evaluate.current_report(config, tmp_path, policies)["reports"]["1"]["final"] == rep
+    for changed in ({"1": {"final": rep}},  # a policy it does not report
+                    {"1": {"final": {**rep, "num_samples": 2}, "lambda0": rep}},  # another pool size
+                    {"2": {"final": rep, "lambda0": rep}}):  # another temperature
+        write(changed)
+        assert evaluate.current_report(config, tmp_path, policies) is None, changed
+    write({"1": {"final": rep, "lambda0": rep}})
+    os.utime(policies["final"] / "model.safetensors")  # exported again since: the report is stale
+    os.utime(tmp_path / "eval.json", (0, 0))
+    assert evaluate.current_report(config, tmp_path, policies) is None
+    (tmp_path / "eval.json").write_text("{not json")
+    assert evaluate.current_report(config, tmp_path, policies) is None
+
+
 def test_write_report_commits_a_whole_set_of_strict_json(tmp_path, monkeypatch):
     from rlvjax import reports
 
@@ -177,9 +203,15 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         "RunConfig.checkpoint_every = 2", "RunConfig.final_eval_samples = 4", "RunConfig.baseline = True",
         "RunConfig.eval_temperature = 1.0"])
     try:
-        train.run_and_report(Config.from_gin(), tmp_path)
+        config = Config.from_gin()
+        train.run_and_report(config, tmp_path)
     finally:
         gin.clear_config()
+    # Resumed once more (a sweep's restart): nothing is trained, so nothing is exported or evaluated again.
+    written = {p: p.stat().st_mtime_ns for p in (tmp_path / "eval.json", tmp_path / "final" / "model.safetensors",
+                                                  tmp_path / "baseline_lambda0" / "final" / "model.safetensors")}
+    train.run_and_report(config, tmp_path, resume=True)
+    assert {p: p.stat().st_mtime_ns for p in written} == written
     end_report = json.loads((tmp_path / "eval.json").read_text())
     # digit_smoke trains at T = 2; evaluated at 1 too, the training temperature stays the headline.
     assert end_report["headline_temperature"] == end_report["train_temperature"] == 2.0
