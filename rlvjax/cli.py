@@ -143,11 +143,11 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
                     if "No configurable matching" in lines[0] or "doesn't have a parameter" in lines[0] else
                     "fix the binding")
             raise ValueError(f"{lines[0]} ({where}); {hint}" if where else f"{lines[0]}; {hint}") from None
-    scoped = next((f"{scope}/{selector.rsplit('.', 1)[-1]}.{name}" for (scope, selector), values
-                   in gin.config._CONFIG.items() if scope for name in values), None)
+    # gin's listing of every binding writes a scoped one as `scope/Configurable.parameter = ...`.
+    scoped = re.search(r"^([\w.]+)/([\w.]+) =", gin.config_str(), re.M)
     if scoped:  # rlvjax builds each configurable once, unscoped: the binding would be ignored
-        raise ValueError(f"gin binding {scoped} has a scope, which rlvjax does not use (it would be ignored); drop "
-                         f"the '{scoped.split('/')[0]}/'")
+        raise ValueError(f"gin binding {scoped.group(1)}/{scoped.group(2)} has a scope, which rlvjax does not use (it "
+                         f"would be ignored); drop the '{scoped.group(1)}/'")
     try:
         gin.finalize()
     except ValueError as e:  # gin's message for an unbound %macro holds the whole config text
