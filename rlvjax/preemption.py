@@ -20,10 +20,10 @@ class Notice:
     """SIGTERM / SIGINT (Ctrl-C) handling. The handler only records the notice: raised from inside whatever runs
     (an XLA compile, an Orbax read), an exception can leave JAX's threads in a state that crashes the interpreter at
     exit (a segfault, exit 139, where the scheduler expects 0). It is acted on at safe points: during start-up at
-    :meth:`check` (each warm-start step) and :meth:`defer`, where it stops the run (nothing is lost: the warm start
-    is redone, a restored state is still on disk); in the loop at the next step boundary, where the step is saved. A
-    second Ctrl-C exits at once, as a kill would (a save in flight is left as Orbax's temporary directory, which no
-    resume reads)."""
+    :meth:`check` (every few warm-start steps) and :meth:`defer`, where it stops the run (nothing is lost: the warm
+    start is redone, a restored state is still on disk); in the loop at the next step boundary, where the step is
+    saved. A second Ctrl-C exits at once, as a kill would (a save in flight is left as Orbax's temporary directory,
+    which no resume reads)."""
 
     def __init__(self):
         self._received = threading.Event()

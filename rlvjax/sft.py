@@ -96,6 +96,9 @@ def row_verdict(rng: np.random.Generator, cfg: WarmStartConfig, correct: bool, v
     return int(verdict_ids[0 if correct else 1] if cfg.verify_labels == "graded" else verdict_ids[guess])
 
 
+STOP_CHECK_EVERY = 10  # warm-start steps between preemption checks
+
+
 def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, bool]], cfg: WarmStartConfig,
                *, eos_id: int, pad_id: int, verify_suffix=(), verdict_ids=(), progress: bool = True, mesh=None,
                stop: Callable[[], None] | None = None):
@@ -107,8 +110,9 @@ def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, b
     A ``verify_format_rate`` share of rows are verification rows, verdict ids ``(yes, no)``. With
     ``verify_labels="random"`` the verdict is random: those rows teach the answer format of the verify prompt
     (so L_V starts near log 2, not at a large value whose gradient would swamp the policy's) and nothing about
-    which solutions are right. With ``"graded"`` the verdict is ``correct``. ``stop`` is called before each step
-    (a preemption check, which raises to stop).
+    which solutions are right. With ``"graded"`` the verdict is ``correct``. ``stop`` is called before every
+    ``STOP_CHECK_EVERY``-th step (a preemption check, which raises to stop; on several hosts it is a gather, so not
+    once per step, which would sync the host with every dispatched step).
     """
     tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, max(cfg.num_steps // 20, 1),
                                                         max(cfg.num_steps, 2), cfg.learning_rate * 0.05))
@@ -141,7 +145,7 @@ def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, b
     rng = np.random.default_rng(cfg.seed)
     bar = tqdm(range(cfg.num_steps), desc="warm start", disable=not progress, dynamic_ncols=True)
     for i in bar:
-        if stop is not None:
+        if stop is not None and i % STOP_CHECK_EVERY == 0:
             stop()
         rows = []
         for j in rng.choice(len(examples), cfg.batch_size, replace=False):
