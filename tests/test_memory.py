@@ -169,6 +169,11 @@ def test_tiny_config_bytes_by_hand():
     assert 0 < by_name["optimizer state"] - 2 * per_device < 64  # mu, nu + a few scalar counters
     assert "reference params" not in by_name
     assert by_name["gradients"] == 2 * per_device
+    assert by_name["tied embedding gradient"] == embedding  # the head's part of the embedding's gradient
+    assert "embedding gradient, whole" not in by_name  # only where data and fsdp both split
+    data_x_fsdp = memory.plan(TINY, rl, experiment.RunConfig(batch_size=4), {"data": 2, "fsdp": 2, "tensor": 1},
+                              prompt_tokens=8, verify_tokens=4, eval_problems=0)
+    assert {i.name: i.bytes_per_device for i in data_x_fsdp.items}["embedding gradient, whole"] == 64 * 16 * 4 // 2
     # 2 prompts x 2 samples over 2 devices = 2 rows per device of 8 + 4 + 4 slots; 1 layer of k and v, 1 kv head
     # of 8, f32.
     assert by_name["KV cache"] == 2 * (2 * 16 * 1 * 8 * 4)
