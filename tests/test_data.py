@@ -374,6 +374,17 @@ def test_a_nan_gold_is_no_answer(tmp_path):
         load_records(path, on_bad_gold="error")
 
 
+def test_golds_no_completion_could_match_are_skipped_and_a_bom_is_read(tmp_path):
+    path = tmp_path / "golds.jsonl"  # saved by a Windows editor: UTF-8 with a byte-order mark
+    rows = [{"problem": "a", "answer": "\\frac{1}{2"}, {"problem": "b", "answer": "9" * 1001},
+            {"problem": "c", "answer": "\\{1, 2\\}"}]
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in rows).encode())
+    records, stats = load_records(path)
+    assert [r["gold"] for r in records] == ["\\{1, 2\\}"] and stats.bad_gold_rows == ("line 1", "line 2")
+    (tmp_path / "golds.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(rows).encode())
+    assert [r["gold"] for r in load_records(tmp_path / "golds.json")[0]] == ["\\{1, 2\\}"]
+
+
 def test_prompts_the_tokenizer_cannot_encode_are_refused():
     from conftest import word_tokenizer
 

@@ -214,6 +214,46 @@ def test_several_rewards_are_summed_with_their_weights():
                                                                                             "index": 9}]), [7, 9])
 
 
+def test_columns_only_some_rows_have_reach_the_function_whatever_row_leads():
+    rows = [{"prompt": "p", "gold": "1"}, {"prompt": "q", "gold": "2", "bonus": 1.0}]
+    rewards = registry.Rewards(["b"], None, [lambda p, c, bonus=None, **k: [float(b or 0) for b in bonus]])
+    for order in (rows, rows[::-1]):
+        np.testing.assert_allclose(rewards(["p", "q"], ["x", "y"], order), [float("bonus" in r) for r in order])
+    # a required column missing from a later row is refused at load, naming the row, not mid-run
+    needs = registry.Rewards(["t"], None, [lambda p, c, bonus, **k: [0.0] * len(c)])
+    with pytest.raises(ValueError, match=r"^reward 't' needs column\(s\) \['bonus'\] that row 0 of the train data"):
+        needs.check_columns(rows, "train")
+
+
+def test_trl_style_rewards_are_called_by_keyword():
+    """TRL calls reward_func(prompts=..., completions=..., **columns); functions written for it work unchanged."""
+    def accuracy_reward(completions, solution, **kwargs):  # TRL's own signature
+        assert kwargs["prompts"] == ["p", "q"]
+        return [float(c == s) for c, s in zip(completions, solution)]
+
+    def think_format_reward(completions, **kwargs):
+        return [float(c.startswith("<think>")) for c in completions]
+
+    def no_prompts(completions, solution):
+        return [0.5] * len(completions)
+
+    rows = [{"prompt": "p", "solution": "x"}, {"prompt": "q", "solution": "z"}]
+    rewards = registry.Rewards(["a", "t", "n"], None, [accuracy_reward, think_format_reward, no_prompts])
+    rewards.check_columns(rows, "train")
+    np.testing.assert_allclose(rewards(["p", "q"], ["x", "<think>y"], rows), [1.5, 1.5])
+    assert registry.required_columns(accuracy_reward) == {"solution"}
+    with pytest.raises(ValueError, match=r"needs column\(s\) \['solution'\]"):
+        rewards.check_columns([{"prompt": "p", "gold": "1"}], "train")
+
+
+def test_a_reward_returning_none_or_a_huge_int_is_named_in_one_line():
+    for value, said in [(None, r"returned a NoneType \(None\) among its values"),
+                        (10 ** 400, "returned a number too large for a float")]:
+        rewards = registry.Rewards(["r"], None, [lambda p, c, **k: [value] * len(c)])
+        with pytest.raises(rlvjax.cli.UserError, match=f"^reward function 'r' {said}"):
+            rewards(["p"], ["x"], [{"prompt": "p"}])
+
+
 def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
     args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"))
     with pytest.raises(ValueError, match="train_dataset must be a file path or datasets id, a datasets.Dataset or a "

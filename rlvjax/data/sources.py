@@ -12,6 +12,7 @@ training run dies in its first minute.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import decimal
 import json
@@ -249,7 +250,8 @@ def _first_field(row: dict, fields: tuple[str, ...], source: str, place: str) ->
 
 def _gold(value: Any, *, from_solution: bool) -> str | None:
     """Gold answer text; for MATH the content of the solution's last \\boxed{}, via the grader's own extractor; for
-    GSM8K what follows its rationale's final "#### "."""
+    GSM8K what follows its rationale's final "#### ". None where no completion could be graded equal to it (longer
+    than the grader's ``MAX_ANSWER_CHARS``, or unbalanced braces)."""
     if from_solution:
         from rlvjax.rewards.answers import extract_answer  # lazy: only MATH's schema needs it
 
@@ -267,6 +269,10 @@ def _gold(value: Any, *, from_solution: bool) -> str | None:
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # AIME answers stored as floats by some parquet exports
     text = str(value).strip() if isinstance(value, (str, int, float, decimal.Decimal)) else ""
+    from rlvjax.rewards.answers import MAX_ANSWER_CHARS, braces_balanced
+
+    if len(text) > MAX_ANSWER_CHARS or not braces_balanced(text):  # no completion could ever be graded right
+        return None
     return text or None
 
 
@@ -305,7 +311,7 @@ def _read_rows(source: str, split: str, name: str | None, split_knob: str) -> tu
 
 
 def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
-    data = path.read_bytes()
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # Windows editors' UTF-8
     if not data.strip():
         raise ValueError(f"{path} is empty; expected one JSON object per line")
     rows, places = [], []
@@ -333,7 +339,7 @@ def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
 
 
 def _read_json(path: Path) -> list[dict]:
-    data = path.read_bytes()
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # Windows editors' UTF-8
     if not data.strip():
         raise ValueError(f"{path} is empty; expected a JSON list of objects")
     try:

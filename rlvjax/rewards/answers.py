@@ -145,7 +145,7 @@ def as_answer(text_or_answer, *, completion: bool = False, stated: bool = False)
 _TRAILING_PERIOD = re.compile(r"(?<!\.)\.$")  # "\boxed{\sqrt{2}.}": the sentence's period, not an ellipsis
 _WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")  # a word, not a \command's name
 _TEXT_ARGUMENT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{[^{}]*\}")
-_SENTENCE_BREAK = re.compile(r"[.?!]\s+\S")
+_SENTENCE_BREAK = re.compile(r"(?<!\\)[.?!]\s+\S")  # not LaTeX's thin space "10,\! 080"
 
 
 def _is_prose(text: str) -> bool:

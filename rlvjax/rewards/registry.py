@@ -1,6 +1,8 @@
 """Reward functions by name, with TRL's contract: ``f(prompts, completions, **columns) -> list[float]``.
 
-``prompts`` and ``completions`` are texts (one entry per sampled completion; a prompt repeats for each of its
+A function that names a ``completions`` parameter is called with keywords, as TRL calls it (TRL's own
+``accuracy_reward(completions, solution, **kwargs)`` works unchanged); any other gets ``prompts`` and
+``completions`` as its first two positional arguments. ``prompts`` and ``completions`` are texts (one entry per sampled completion; a prompt repeats for each of its
 samples); every other column of the dataset arrives as a keyword list aligned with them (``gold``, ``level``, ``id``
 and whatever the user's data holds). A config names rewards (``TaskSpec.rewards``): a registered name (``"math"``)
 or ``"module:function"``, imported on use, so the config a run writes reproduces it from the command line.
@@ -71,12 +73,26 @@ def resolve(name: str) -> RewardFn:
     return fn
 
 
+def _by_keyword(fn: RewardFn) -> bool:
+    return "completions" in inspect.signature(fn).parameters
+
+
 def required_columns(fn: RewardFn) -> set[str]:
-    """The dataset columns ``fn`` cannot run without: its parameters after prompts and completions that have no
-    default (a ``**columns`` catch-all requires nothing)."""
-    params = list(inspect.signature(fn).parameters.values())[2:]
+    """The dataset columns ``fn`` cannot run without: its parameters other than prompts and completions that have
+    no default (a ``**columns`` catch-all requires nothing)."""
+    params = list(inspect.signature(fn).parameters.values())
+    params = [p for p in params if p.name not in ("prompts", "completions")] if _by_keyword(fn) else params[2:]
     return {p.name for p in params if p.default is p.empty
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _call(fn: RewardFn, prompts: list[str], completions: list[str], columns: dict[str, list]):
+    if not _by_keyword(fn):
+        return fn(prompts, completions, **columns)
+    params = inspect.signature(fn).parameters
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    given = {"completions": completions, **({"prompts": prompts} if "prompts" in params or takes_all else {})}
+    return fn(**given, **columns)
 
 
 class Rewards:
@@ -99,13 +115,14 @@ class Rewards:
         return self.names == ("math",) and self.functions[0] is math_reward
 
     def check_columns(self, records: list[dict], what: str) -> None:
-        """One line naming a reward's required column that ``records`` lack."""
-        present = set(records[0]) if records else set()
+        """One line naming a reward's required column that a row of ``records`` lacks (the first such row)."""
         for name, fn in zip(self.names, self.functions):
-            missing = sorted(required_columns(fn) - present)
-            if missing:
-                raise ValueError(f"reward {name!r} needs column(s) {missing} that the {what} data lacks (it has "
-                                 f"{sorted(present)}); add them to the data or change the reward")
+            required = required_columns(fn)
+            for row, record in enumerate(records):
+                missing = sorted(required - set(record))
+                if missing:
+                    raise ValueError(f"reward {name!r} needs column(s) {missing} that row {row} of the {what} data "
+                                     f"lacks (it has {sorted(record)}); add them to every row or change the reward")
 
     def probe(self, records: list[dict]) -> None:
         """Calls every function once on ``records`` with empty completions, so that a function that fails on
@@ -116,11 +133,12 @@ class Rewards:
     def __call__(self, prompts: list[str], completions: list[str], records: list[dict]) -> np.ndarray:
         """float32[len(completions)]: ``records[i]`` is completion i's dataset row (its columns go to each
         function as keyword lists)."""
-        columns = {k: [r.get(k) for r in records] for k in records[0] if k != "prompt"}
+        keys = dict.fromkeys(k for r in records for k in r if k != "prompt")  # every row's, in order: rows differ
+        columns = {k: [r.get(k) for r in records] for k in keys}
         total = np.zeros(len(completions))
         for name, fn, weight in zip(self.names, self.functions, self.weights):
             try:
-                values = fn(prompts, completions, **columns)
+                values = _call(fn, prompts, completions, columns)
             except Exception as e:  # a user's function: its failure is bad input, said in one line
                 raise UserError(f"reward function {name!r} raised {type(e).__name__}: {e}; fix the function") \
                     from None
@@ -128,13 +146,17 @@ class Rewards:
                 items = np.asarray(values, dtype=object)
             except (TypeError, ValueError):
                 items = np.asarray(None, dtype=object)
-            bad = next((v for v in items.ravel() if not isinstance(v, (numbers.Real, np.bool_))), None)
-            if items.ndim != 1 or bad is not None:
-                got = f"a {type(bad).__name__} ({bad!r:.40}) among its values" if items.ndim == 1 else \
+            bad = [v for v in items.ravel() if not isinstance(v, (numbers.Real, np.bool_))][:1]
+            if items.ndim != 1 or bad:
+                got = f"a {type(bad[0]).__name__} ({bad[0]!r:.40}) among its values" if items.ndim == 1 else \
                     f"{type(values).__name__} of shape {items.shape}"
                 raise UserError(f"reward function {name!r} returned {got}, not a flat list of numbers; return one "
                                 "number per completion")
-            values = items.astype(np.float64)
+            try:
+                values = items.astype(np.float64)
+            except OverflowError:
+                raise UserError(f"reward function {name!r} returned a number too large for a float; return finite "
+                                "numbers") from None
             if len(values) != len(completions):
                 raise UserError(f"reward function {name!r} returned {len(values)} values for {len(completions)} "
                                 "completions; return one number per completion")
