@@ -38,7 +38,8 @@ def export(workdir, out, *, step: int | None = None, overwrite: bool = False) ->
 
 
 # What a run writes and reads back in its workdir: an export never goes into (or replaces) one of them.
-MANAGED = ("checkpoints", "checkpoints_set_aside", "tensorboard", "warm_start", "final", "baseline_lambda0", "data")
+MANAGED = ("checkpoints", "checkpoints_set_aside", "tensorboard", "warm_start", "final", "baseline_lambda0", "data",
+           "eval")
 RUN_MARKS = ("checkpoints", "config.gin", ".lock")  # a directory holding one of these is a training run
 
 

@@ -1,5 +1,6 @@
 """The export CLI on a tiny trained run: transformers loads the directory and agrees with our model; user errors."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,8 @@ def test_export_loads_in_transformers_with_the_same_logits(run_dir, tmp_path):
     for name in final:
         np.testing.assert_array_equal(exported[name], final[name], err_msg=name)
 
+    # transformers v5 names a plain fast tokenizer "TokenizersBackend", which v4 cannot load; both load this name
+    assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
     tokenizer = AutoTokenizer.from_pretrained(out, local_files_only=True)
     record = arithmetic.digit_records(0, 1)[0]
     text = record["prompt"] + arithmetic.format_solution([], 7) + BASE_VERIFY_PROMPT + " Yes"
@@ -117,6 +120,7 @@ def test_export_never_writes_into_what_a_run_manages(run_dir, tmp_path):
                          (run_dir / "checkpoints" / "7", run_dir / "checkpoints"),  # a fake latest step
                          (run_dir / "final", run_dir / "final"),
                          (run_dir / "tensorboard" / "x", run_dir / "tensorboard"),
+                         (run_dir / "eval" / "final", run_dir / "eval"),  # evaluate's reports
                          (other / "checkpoints" / "3", other / "checkpoints")]:  # another run's checkpoints
         done = export_cli("--workdir", run_dir, "--out", out, "--overwrite")
         assert done.returncode == 2, done.stderr

@@ -166,9 +166,37 @@ def test_smollm2_greedy_says_paris(smollm2):
     assert "Paris" in texts[1], texts
 
 
+def test_q4_1_and_q8_0_blocks_decode_as_ggml_lays_them_out():
+    """The blocks decoded by hand from ggml's layout (transformers' GGUF loader calls the same gguf-py code we do,
+    so it cannot check this): Q4_1 = f16 scale d, f16 min m, 16 bytes of 4-bit q (low nibbles are values 0-15,
+    high nibbles 16-31), x = q d + m; Q8_0 = f16 scale d, 32 int8 q, x = q d."""
+    from rlvjax.model.gguf import _dequantize
+
+    try:
+        reader = gguf.GGUFReader(smollm2_gguf_path())
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    by_type = {}
+    for tensor in reader.tensors:
+        by_type.setdefault(tensor.tensor_type.name, tensor)
+    assert {"Q4_1", "Q8_0"} <= set(by_type)
+    for kind, width in (("Q4_1", 20), ("Q8_0", 34)):
+        tensor = by_type[kind]
+        blocks = np.asarray(tensor.data).reshape(-1).view(np.uint8).reshape(-1, width)
+        d = blocks[:, :2].copy().view(np.float16).astype(np.float32)
+        if kind == "Q4_1":
+            m, q = blocks[:, 2:4].copy().view(np.float16).astype(np.float32), blocks[:, 4:]
+            values = np.concatenate([q & 0xF, q >> 4], axis=1).astype(np.float32) * d + m
+        else:
+            values = blocks[:, 2:].view(np.int8).astype(np.float32) * d
+        expected = values.reshape(tuple(int(n) for n in reversed(tensor.shape)))
+        np.testing.assert_array_equal(_dequantize(tensor), expected, err_msg=tensor.name)
+
+
 @pytest.mark.slow
 def test_smollm2_matches_transformers_gguf_loader(smollm2):
-    """transformers dequantizes the same Q4_1/Q8_0 blocks with its own code: weights equal, logits to fp32 noise."""
+    """transformers' GGUF loader (which dequantizes through the same gguf-py function, checked by hand above):
+    the un-permuted q/k rows equal, logits to fp32 noise."""
     from transformers import AutoModelForCausalLM
 
     path, model, tok = smollm2

@@ -73,10 +73,14 @@ def test_fields_a_config_leaves_out_take_transformers_defaults():
 
     sizes = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4)
     for model_type, reference in (("llama", LlamaConfig()), ("qwen2", Qwen2Config())):
-        cfg = config_from_hf({"model_type": model_type, **sizes})
-        assert (cfg.max_position_embeddings, cfg.rope_theta, cfg.rms_norm_eps, cfg.tie_word_embeddings) == (
-            reference.max_position_embeddings, reference.rope_parameters["rope_theta"], reference.rms_norm_eps,
-            reference.tie_word_embeddings), model_type
+        # a null field (some exporters write them) is an absent one
+        nulls = dict.fromkeys(("max_position_embeddings", "rope_theta", "rms_norm_eps", "tie_word_embeddings",
+                               "num_key_value_heads", "head_dim", "rope_scaling"))
+        for cfg in (config_from_hf({"model_type": model_type, **sizes}),
+                    config_from_hf({"model_type": model_type, **sizes, **nulls})):
+            assert (cfg.max_position_embeddings, cfg.rope_theta, cfg.rms_norm_eps, cfg.tie_word_embeddings) == (
+                reference.max_position_embeddings, reference.rope_parameters["rope_theta"], reference.rms_norm_eps,
+                reference.tie_word_embeddings), model_type
 
 
 def test_old_style_rope_scaling_loads_and_exports_as_transformers_reads_it(hf_checkpoint, tmp_path):
@@ -103,6 +107,9 @@ def test_old_style_rope_scaling_loads_and_exports_as_transformers_reads_it(hf_ch
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
     np.testing.assert_allclose(torch_logits(reloaded, ids, mask)[valid], torch_logits(ref, ids, mask)[valid],
                                atol=1e-5, rtol=0)
+    # v4 reads rope_scaling and warns on every load about a rope_theta inside it; the theta is at the top level
+    exported = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert exported["rope_scaling"] == {"rope_type": "linear", "factor": 4.0} and exported["rope_theta"] == 10000.0
 
 
 @pytest.mark.parametrize("block", [None, 5])

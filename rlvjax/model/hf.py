@@ -44,7 +44,9 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConfig:
     """Map an HF ``config.json`` dict (transformers v4 or v5 layout) to ``ModelConfig``; ``dtype`` is the weights',
-    ``compute_dtype`` (None: ``dtype``) the matmuls', activations' and KV cache's."""
+    ``compute_dtype`` (None: ``dtype``) the matmuls', activations' and KV cache's. A null field is an absent one
+    (it takes transformers' default)."""
+    hf = {k: v for k, v in hf.items() if v is not None}
     model_type = hf.get("model_type")
     if model_type not in ARCHITECTURES:
         raise ValueError(
@@ -145,8 +147,8 @@ def config_to_hf(cfg: ModelConfig, tokenizer=None) -> dict:
         "max_position_embeddings": cfg.max_position_embeddings,
         "torch_dtype": cfg.dtype,
     }
-    if dict(cfg.rope_scaling):
-        hf["rope_scaling"] = rope
+    if dict(cfg.rope_scaling):  # v4's rope_scaling: without rope_theta, which v4 warns about on every load
+        hf["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
     if cfg.architecture == "llama":
         hf["attention_bias"] = cfg.qkv_bias
         hf["mlp_bias"] = False
@@ -346,6 +348,7 @@ def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None
         (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg, tokenizer), indent=2))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
+            _portable_tokenizer_class(tmp / "tokenizer_config.json")
         for name, text in (files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
     except BaseException as e:
@@ -357,6 +360,16 @@ def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None
                                 f"written there: free some space and run again") from e
         raise
     replace_dir(tmp, path, overwrite=overwrite)
+
+
+def _portable_tokenizer_class(path: Path) -> None:
+    """transformers v5 names a plain fast tokenizer's class ``TokenizersBackend``, which v4 cannot resolve; both
+    resolve ``PreTrainedTokenizerFast``, the same class in v5."""
+    if path.is_file():
+        config = json.loads(path.read_text(encoding="utf-8"))
+        if config.get("tokenizer_class") == "TokenizersBackend":
+            config["tokenizer_class"] = "PreTrainedTokenizerFast"
+            path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def replace_dir(tmp: Path, path: Path, *, overwrite: bool = True) -> None:
