@@ -54,8 +54,9 @@ def evaluate_policy(model, tokenizer, records: list[dict], rl: RLConfig, mesh, *
     temperature = rl.temperature if temperature is None else temperature
     sampler, params = PoolSampler.for_model(model, tokenizer, rl, mesh, num_samples=num_samples, verify=verify,
                                             temperature=temperature, rows=rows)
-    pool = sample_pool(sampler, params, tokenizer, records, reward or Rewards(("math",)), seed=seed)
-    pool["classes"] = testtime.pool_classes(pool, conventions.grouping)  # grouped once: the report and strategies
+    reward = reward or Rewards(("math",))
+    pool = sample_pool(sampler, params, tokenizer, records, reward, seed=seed)
+    pool["classes"] = testtime.pool_classes(pool, reward.grouping(conventions.grouping))  # once: report, strategies
     rep = report(pool, [r.get("level") for r in records], seed=seed, conventions=conventions)
     return {"temperature": temperature, **rep}, pool
 

@@ -14,7 +14,6 @@ import jax
 import numpy as np
 
 from rlvjax import experiment, parallel, sampling, testtime
-from rlvjax.rewards.answers import extract_answer
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import diagnostics, steps
 from rlvjax.rl.config import RLConfig
@@ -100,7 +99,7 @@ def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], re
         no.append(vlp[..., 1])
     shape, rewards = (len(records), num_samples), np.concatenate(rewards)
     return {"texts": np.asarray(texts, dtype=object).reshape(shape),
-            "answers": np.asarray([extract_answer(t) for t in texts], dtype=object).reshape(shape),
+            "answers": np.asarray([reward.answer(t) for t in texts], dtype=object).reshape(shape),
             "rewards": rewards, "correct": rewards >= statics.verify_threshold,
             "yes_logp": np.concatenate(yes), "no_logp": np.concatenate(no), "lengths": np.concatenate(lengths),
             "finished": np.concatenate(finished)}

@@ -106,6 +106,17 @@ def test_evaluate_returns_and_writes_the_report(user_run):
     samples = [json.loads(line) for line in (out / "eval_samples.jsonl").read_text().splitlines()]
     assert len(samples) == 32 * 4 and [s["problem"] for s in samples[:5]] == [0, 0, 0, 0, 1]
     assert any(len(c["completions"]) == 32 * 4 for c in calls)  # evaluate graded with the user's reward
+    # Where a completion boxes no answer, under this reward the votes group the whole completion, and best-of-1 is
+    # pass@1 (it was 0: every unboxed sample counted as no answer, whatever its reward)
+    from rlvjax.rewards.answers import extract_answer
+
+    answers = [s["answer"] for s in samples]
+    assert answers == [extract_answer(s["completion"]) or s["completion"].strip() or None for s in samples]
+    assert any(extract_answer(s["completion"]) is None and s["answer"] for s in samples)
+    assert any(s["correct"] for s in samples)
+    assert final["pass@1"] > 0 and final["accuracy"]["best_of_n"]["1"] == pytest.approx(final["pass@1"])  # exact
+    for vote in ("majority", "weighted"):  # over 1000 random subsets
+        assert final["accuracy"][vote]["1"] == pytest.approx(final["pass@1"], abs=0.003), vote
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ or ``"module:function"``, imported on use, so the config a run writes reproduces
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 import numbers
@@ -113,6 +114,23 @@ class Rewards:
     @property
     def is_math(self) -> bool:
         return self.names == ("math",) and self.functions[0] is math_reward
+
+    def answer(self, completion: str) -> str | None:
+        """What the votes group and best-of-N needs stated: the completion's final answer (its last ``\\boxed{}``);
+        under a reward other than the math one, where no box is, the whole completion, stripped (one longer than
+        ``MAX_ANSWER_CHARS`` by its SHA-256, so that identical completions still vote together). None: no answer."""
+        from rlvjax.rewards.answers import MAX_ANSWER_CHARS, extract_answer
+
+        stated = extract_answer(completion)
+        if stated is not None or self.is_math or not completion.strip():
+            return stated
+        text = completion.strip()
+        return text if len(text) <= MAX_ANSWER_CHARS else "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+    def grouping(self, asked: str) -> str:
+        """The answer grouping to vote with: ``asked`` (``Conventions.grouping``) under the math reward; under any
+        other, "string" (whole completions are not expressions to compare with math-verify)."""
+        return asked if self.is_math else "string"
 
     def check_columns(self, records: list[dict], what: str) -> None:
         """One line naming a reward's required column that a row of ``records`` lacks (the first such row)."""

@@ -156,7 +156,8 @@ def run(policy, records: list[dict], rule: AdaptiveRule, *, seed: int = 0, mesh=
 
     def view(i):
         if i not in classes:
-            classes[i] = testtime.answer_classes(got[i]["answers"], grouping=conventions.grouping)
+            classes[i] = testtime.answer_classes(got[i]["answers"], grouping=policy.reward.grouping(
+                conventions.grouping))
         return classes[i], np.asarray(got[i]["scores"])
 
     used = allocate(rule, len(records), draw, view, seed)

@@ -13,7 +13,6 @@ import numpy as np
 
 from rlvjax import experiment, sampling, testtime
 from rlvjax.pool import EVAL_PROMPTS
-from rlvjax.rewards.answers import extract_answer
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl.verifier import VerifierConfig
 from rlvjax.sampling.stepwise import Decoder, Rows
@@ -73,11 +72,12 @@ class Policy:
         return {"texts": np.asarray(texts, dtype=object).reshape(shape),
                 # stated answers of truncated rows too, as a fixed-N pool has them; a strategy whose rule leaves
                 # truncated rows out of the vote (length) masks them with ``finished``
-                "answers": np.asarray([extract_answer(t) for t in texts], dtype=object).reshape(shape),
+                "answers": np.asarray([self.reward.answer(t) for t in texts], dtype=object).reshape(shape),
                 "correct": (np.asarray(rewards) >= self.verify.threshold).reshape(shape),
                 "scores": self.conventions.scores(verdicts[:, 0], verdicts[:, 1]).reshape(shape),
                 "lengths": lengths.reshape(shape), "finished": finished.reshape(shape)}
 
     def classes(self, answers) -> np.ndarray:
-        """``[P, K]`` class ids of ``[P, K]`` answers, grouped by the conventions."""
-        return testtime.pool_classes({"answers": answers}, self.conventions.grouping)
+        """``[P, K]`` class ids of ``[P, K]`` answers, grouped by the conventions (as strings under a reward
+        other than math: ``Rewards.grouping``)."""
+        return testtime.pool_classes({"answers": answers}, self.reward.grouping(self.conventions.grouping))
