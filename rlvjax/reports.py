@@ -121,14 +121,12 @@ STYLES = {"weighted": "-", "majority": "--", "best_of_n": ":"}
 
 def plot_scaling(evaluation: dict, path) -> None:
     """Accuracy vs N (log2 axis): one panel per temperature, every policy's majority / weighted / best-of-N curves
-    (colour: policy; line style: strategy)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    (colour: policy; line style: strategy). Drawn without pyplot, so a notebook's backend is left as it is."""
+    from matplotlib.figure import Figure
 
     reports = evaluation["reports"]
-    fig, axes = plt.subplots(1, len(reports), figsize=(6 * len(reports), 4.5), squeeze=False, sharey=True)
+    fig = Figure(figsize=(6 * len(reports), 4.5))
+    axes = fig.subplots(1, len(reports), squeeze=False, sharey=True)
     for ax, (t, policies) in zip(axes[0], reports.items()):
         for name, rep in policies.items():
             ns = rep["ns"]
@@ -143,7 +141,6 @@ def plot_scaling(evaluation: dict, path) -> None:
     axes[0][-1].legend(fontsize=7, ncol=len(next(iter(reports.values()))))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def summary_table(reports: dict[str, dict]) -> str:
@@ -154,15 +151,17 @@ def summary_table(reports: dict[str, dict]) -> str:
     head = f"{'policy':12s}{'pass@1':>8s}{'95% CI':>14s}{'maj@' + str(k):>8s}{'BoN@' + str(k):>8s}" \
            f"{'wt@' + str(k):>8s}{'ver.bal.acc':>12s}{'AUROC':>7s}{'within':>7s}{'eff.':>7s}"
     lines = [head]
+    # eval.json writes an undefined figure (an AUROC with one class only) as null, read back as None
+    num = lambda x, width: f"{'n/a':>{width}s}" if x is None or x != x else f"{x:{width}.3f}"
     for name, r in reports.items():
         acc, v = r["accuracy"], r["verifier"]
         eff = r["compute_efficiency_weighted_vs_majority"]
         ratio = "never" if eff["ratio"] is None else (">=" if eff["lower_bound"] else "") + f"{eff['ratio']:.2f}"
         low, high = r["pass@1_ci95"]
-        lines.append(f"{name:12s}{r['pass@1']:8.3f}{f'{low:.3f}-{high:.3f}':>14s}{acc['majority'][str(k)]:8.3f}"
-                     f"{acc['best_of_n'][str(k)]:8.3f}{acc['weighted'][str(k)]:8.3f}"
-                     f"{v['verifier_balanced_accuracy']:12.3f}{v['verifier_auroc']:7.3f}{v['within_problem_auroc']:7.3f}"
-                     f"{ratio:>7s}")
+        lines.append(f"{name:12s}{r['pass@1']:8.3f}{f'{low:.3f}-{high:.3f}':>14s}{num(acc['majority'][str(k)], 8)}"
+                     f"{num(acc['best_of_n'][str(k)], 8)}{num(acc['weighted'][str(k)], 8)}"
+                     f"{num(v['verifier_balanced_accuracy'], 12)}{num(v['verifier_auroc'], 7)}"
+                     f"{num(v['within_problem_auroc'], 7)}{ratio:>7s}")
     return "\n".join(lines)
 
 

@@ -119,6 +119,10 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     memory.enforce(memory.plan(model.config, rl, run, mesh, prompt_tokens=prompt_tokens, verify_tokens=len(vt.suffix),
                                optim=optim, eval_problems=len(eval_records)), config.memory,
                    echo=jax.process_index() == 0)
+    if warm.num_steps and given:  # the warm start's solutions come from a task's generator, not from given rows
+        raise ValueError("a warm start (WarmStartConfig.num_steps > 0) needs a task that generates solutions; "
+                         "in-memory datasets have none: set WarmStartConfig.num_steps = 0 and start from an "
+                         "instruction-tuned model, or warm-start first on the task and pass its warm_start/ as model")
     if warm.num_steps:  # a task without generated solutions fails now, not after the workdir exists
         tasks.warm_start_pairs(task, 0, warm.mistake_rate, warm.seed)
     indexed = [{**r, "index": i} for i, r in enumerate(train_records)]

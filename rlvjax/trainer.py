@@ -56,6 +56,8 @@ class RLVConfig:
 
     def __post_init__(self):
         check_field_types(self)
+        if not str(self.output_dir).strip():  # "" would train into the working directory
+            raise ValueError("RLVConfig.output_dir is empty; name the run's directory, e.g. output_dir='runs/mine'")
         if not isinstance(self.config, Config):
             raise ValueError(f"RLVConfig.config must be an rlvjax.config.Config, not a {type(self.config).__name__}")
 

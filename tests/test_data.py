@@ -385,6 +385,19 @@ def test_golds_no_completion_could_match_are_skipped_and_a_bom_is_read(tmp_path)
     assert [r["gold"] for r in load_records(tmp_path / "golds.json")[0]] == ["\\{1, 2\\}"]
 
 
+def test_an_eval_file_cut_to_num_eval_says_so(tmp_path, caplog):
+    from rlvjax.data import tasks
+    from rlvjax.experiment import TaskSpec
+
+    path = tmp_path / "test.jsonl"
+    path.write_text("".join(json.dumps({"problem": f"{i}+1?", "answer": str(i + 1)}) + "\n" for i in range(5)))
+    spec = TaskSpec(name="file", train_file=str(path), eval_file=str(path), num_eval=3, prompt_format="as_is")
+    evals = tasks.get("file").records(spec, None)[1]
+    assert [r["gold"] for r in evals] == ["1", "2", "3"]
+    assert f"{path}: evaluating its first 3 of 5 problems (TaskSpec.num_eval = 3); set TaskSpec.num_eval = 5" \
+        in caplog.text
+
+
 def test_prompts_the_tokenizer_cannot_encode_are_refused():
     from conftest import word_tokenizer
 

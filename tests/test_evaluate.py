@@ -152,7 +152,12 @@ def test_the_end_of_run_report_is_current_only_for_the_same_policies_and_setting
 
 
 def test_write_report_commits_a_whole_set_of_strict_json(tmp_path, monkeypatch):
+    import matplotlib
+
     from rlvjax import reports
+
+    monkeypatch.setitem(matplotlib.rcParams, "backend", "svg")  # a backend the user chose, not Agg
+    backend = matplotlib.get_backend()
 
     # Every sample right: the verifier's AUROC has no negatives and is NaN, which eval.json must write as null.
     yes = np.log(np.array([[0.9, 0.6], [0.7, 0.8]]))
@@ -177,6 +182,11 @@ def test_write_report_commits_a_whole_set_of_strict_json(tmp_path, monkeypatch):
 
     written = strict((out / "eval.json").read_text())
     assert written["reports"]["1"]["m"]["verifier"]["verifier_auroc"] is None
+    row = reports.summary(written).splitlines()[2]  # the report read back (a resumed finished run prints it)
+    assert row.startswith("m") and row.split()[-3:-1] == ["n/a", "n/a"], row  # AUROC and within-problem AUROC
+    import matplotlib  # plotting leaves the user's backend (a notebook's inline one) as it was
+
+    assert matplotlib.get_backend() == backend
     lines = [json.loads(line) for line in (out / "eval_samples.jsonl").open()]
     assert [(r["id"], r["sample"], r["completion"]) for r in lines] == [("a", 0, "a"), ("a", 1, "b"), ("b", 0, "c"),
                                                                        ("b", 1, "d")]

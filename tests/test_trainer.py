@@ -279,6 +279,17 @@ def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
         rlvjax.RLVTrainer(eval_dataset=[{"prompt": "1+1=", "gold": "2"}], args=args)
     with pytest.raises(ValueError, match=r"^num_samples=1: use a power of two >= 2"):
         rlvjax.RLVTrainer(args=args).evaluate(num_samples=1)
+    with pytest.raises(ValueError, match=r"^RLVConfig.output_dir is empty; name the run's directory"):
+        rlvjax.RLVConfig(output_dir=" ")  # "" trained into the working directory
+    # a warm start generates its task's solutions: in-memory rows have none (it trained on arithmetic instead)
+    from rlvjax.config import Config
+    from rlvjax.sft import WarmStartConfig
+
+    warm = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), config=Config(warm_start=WarmStartConfig(num_steps=2)))
+    with pytest.raises(ValueError, match=r"^a warm start \(WarmStartConfig.num_steps > 0\) needs a task that "
+                                         "generates solutions; in-memory datasets have none"):
+        rlvjax.RLVTrainer(reward_funcs=lambda p, c, **k: [0.0] * len(c), train_dataset=[{"prompt": "1+1="}] * 8,
+                          args=warm).train()
     assert not (tmp_path / "run").exists()
 
 

@@ -5,6 +5,7 @@ the warm start's examples. ``register`` adds one; nothing else branches on a tas
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Callable
 
 import numpy as np
@@ -85,8 +86,13 @@ def _file_records(spec, tokenizer) -> Records:
     train = sources.load_records(spec.train_file, on_bad_gold=spec.on_bad_gold, require_gold=need_gold)[0]  # "train"
     # A datasets source's "train" split is the training data: evals read their own split (a file has none)
     evals = (sources.load_records(spec.eval_file, split=spec.eval_split, on_bad_gold=spec.on_bad_gold,
-                                  require_gold=need_gold, split_knob="TaskSpec.eval_split")[0][: spec.num_eval]
+                                  require_gold=need_gold, split_knob="TaskSpec.eval_split")[0]
              if spec.eval_file else [])
+    if len(evals) > spec.num_eval:  # said, so that a report on the first 200 of MATH-500 is never read as all 500
+        logging.getLogger(__name__).warning(
+            "%s: evaluating its first %d of %d problems (TaskSpec.num_eval = %d); set TaskSpec.num_eval = %d to "
+            "evaluate them all", spec.eval_file, spec.num_eval, len(evals), spec.num_eval, len(evals))
+        evals = evals[: spec.num_eval]
     return (sources.format_records(train, tokenizer, spec.prompt_format),
             sources.format_records(evals, tokenizer, spec.prompt_format))
 

@@ -138,14 +138,12 @@ SWEPT = {"adaptive": ("delta", "mean_samples"), "length": ("samples", "threshold
 
 def plot(strategy: dict, path) -> None:
     """Accuracy against tokens per problem (left) and samples per problem (right): fixed-N weighted and majority
-    curves and the strategy's points."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    curves and the strategy's points (drawn without pyplot, so a notebook's backend is left as it is)."""
+    from matplotlib.figure import Figure
 
     fixed, pts = strategy["fixed"], strategy["points"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    fig = Figure(figsize=(11, 4.5))
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, key, xs in ((axes[0], "tokens_per_problem", fixed["tokens_per_problem"]),
                         (axes[1], "samples_per_problem", fixed["ns"])):
         ax.plot(xs, fixed["weighted"], "-", marker="o", markersize=3, label="fixed-N weighted")
@@ -158,4 +156,3 @@ def plot(strategy: dict, path) -> None:
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
