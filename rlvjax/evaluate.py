@@ -93,18 +93,21 @@ def load_checkpoint_policy(workdir: Path, step: int | None, config: Config):
     return nnx.merge(graphdef, restored.params), tokenizer
 
 
-def final_report(config: Config, workdir, policies: dict[str, Path]) -> dict:
+def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: Rewards | None = None,
+                 records: tuple[list[dict], list[dict]] | None = None) -> dict:
     """Evaluate HF policy directories on ``config``'s eval set with ``RunConfig.final_eval_samples`` samples per
     problem, at the training temperature (the headline) and at ``RunConfig.eval_temperature`` when it differs; write
-    eval.json + scaling.png, print the summary."""
+    eval.json + scaling.png, print the summary. ``reward`` / ``records`` (the API's reward objects and in-memory
+    ``(train, eval)`` rows): None, the config's."""
     rl, run = config.rl, config.run
     mesh = parallel.make_mesh(config.mesh)
     temperatures = tuple(dict.fromkeys([rl.temperature, run.eval_temperature or rl.temperature]))
-    reward = Rewards(config.task.rewards, config.task.reward_weights)
+    reward = reward or Rewards(config.task.rewards, config.task.reward_weights)
+    given = ([], records[1]) if records is not None else None  # the eval slot: checked as eval rows
     reports, correct = {}, {}
     for name, path in policies.items():
         model, tokenizer = load_hf(path)
-        records = experiment.build_records(config.task, tokenizer)[1]
+        records = experiment.build_records(config.task, tokenizer, given)[1]
         for t in temperatures:
             rep, pool = evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=run.final_eval_samples,
                                         seed=run.seed, temperature=t, conventions=config.conventions,

@@ -364,14 +364,22 @@ def run_and_report(config: Config, workdir, *, resume: bool = False, resume_step
     workdir's lock: no second process can resume the run while its baseline starts or its report reads it."""
     with contextlib.ExitStack() as hold:
         _, policies = train_with_baseline(config, workdir, resume=resume, resume_step=resume_step, hold=hold)
-        if not (config.run.final_eval_samples and config.run.export_final):
-            return None
-        current = evaluate.current_report(config, workdir, policies)
-        if parallel.primary_says(current is not None):  # a finished run resumed again: hours of sampling, for nothing
-            print(f"rlvjax.train: {Path(workdir) / 'eval.json'} already reports these policies with these settings; "
-                  "not evaluated again (delete it to redo)", file=sys.stderr)
-            return current
-        return evaluate.final_report(config, workdir, policies)
+        return report_run(config, workdir, policies)
+
+
+def report_run(config: Config, workdir, policies: dict[str, Path], *, reward: Rewards | None = None,
+               records: tuple[list[dict], list[dict]] | None = None) -> dict | None:
+    """The end-of-run report of a trained run (``RunConfig.final_eval_samples``; None when it asks for none),
+    unless ``eval.json`` already reports these policies with these settings. ``reward`` and ``records``: the API's
+    reward objects and in-memory rows (None: the config's)."""
+    if not (config.run.final_eval_samples and config.run.export_final):
+        return None
+    current = evaluate.current_report(config, workdir, policies)
+    if parallel.primary_says(current is not None):  # a finished run resumed again: hours of sampling, for nothing
+        print(f"rlvjax.train: {Path(workdir) / 'eval.json'} already reports these policies with these settings; "
+              "not evaluated again (delete it to redo)", file=sys.stderr)
+        return current
+    return evaluate.final_report(config, workdir, policies, reward=reward, records=records)
 
 
 def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step: int | None = None,

@@ -13,6 +13,7 @@ datasets are written to ``OUTPUT_DIR/data/``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from pathlib import Path
@@ -122,12 +123,16 @@ class RLVTrainer:
                             _records(eval_dataset, "eval_dataset", need_gold) if eval_dataset is not None else [])
 
     def train(self, resume: bool = False) -> list[dict]:
-        """Train (the lambda = 0 baseline too when ``RunConfig.baseline``); returns the logged metrics per step.
-        ``resume=True`` continues the run in ``output_dir`` from its latest checkpoint."""
+        """Train (the lambda = 0 baseline too when ``RunConfig.baseline``), then write the end-of-run report
+        (``output_dir/eval.json``) when ``RunConfig.final_eval_samples`` asks for one, as the CLI does; returns the
+        logged metrics per step. ``resume=True`` continues the run in ``output_dir`` from its latest checkpoint."""
         from rlvjax import train
 
-        return train.train_with_baseline(self.config, self.output_dir, resume=resume, reward=self.reward,
-                                         records=self.records)[0]
+        with contextlib.ExitStack() as hold:  # the run stays locked until its report is written
+            history, policies = train.train_with_baseline(self.config, self.output_dir, resume=resume,
+                                                          reward=self.reward, records=self.records, hold=hold)
+            train.report_run(self.config, self.output_dir, policies, reward=self.reward, records=self.records)
+        return history
 
     def evaluate(self, num_samples: int = 16, *, temperature: float | None = None, strategy: str = "fixed",
                  rules: list | None = None) -> dict:

@@ -165,8 +165,12 @@ def test_a_run_on_in_memory_rows_reads_back_the_same_data_from_what_it_wrote(tmp
     base = Config()
     args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), num_steps=1, batch_size=4, group_size=2,
                             max_new_tokens=2, config=dataclasses.replace(base, task=dataclasses.replace(
-                                base.task, num_eval=2)))
+                                base.task, num_eval=2), run=dataclasses.replace(base.run, final_eval_samples=2)))
     rlvjax.RLVTrainer(reward_funcs=length_penalty, train_dataset=rows, eval_dataset=evals, args=args).train()
+    # the end-of-run report the config asks for, as the CLI writes it: every given eval row, the user's reward
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())["reports"]
+    final = next(iter(report.values()))["final"]
+    assert (final["num_problems"], final["num_samples"], final["pass@1"]) == (3, 2, 0.0)
     stored = Config.from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
     train, held_out = experiment.build_records(stored.task, experiment.abstract_policy(stored.model)[1])
     assert [r["prompt"] for r in held_out] == [r["prompt"] for r in evals]
