@@ -52,6 +52,8 @@ class Checkpointer:
 
     def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 3, save_interval_steps: int = 1,
                  async_: bool = True, read_only: bool = False):
+        if "://" not in str(directory):  # Orbax refuses a relative path (and a read said "damaged")
+            directory = os.path.abspath(directory)
         self.directory, self.read_only = epath.Path(directory), read_only
         if read_only:
             if not self.directory.is_dir():

@@ -79,7 +79,9 @@ def test_export_loads_in_transformers_with_the_same_logits(run_dir, tmp_path):
     np.testing.assert_allclose(theirs, ours, atol=1e-4, rtol=0)
 
 
-def test_export_of_an_earlier_step_and_overwrite(run_dir, tmp_path):
+def test_export_of_an_earlier_step_and_overwrite(run_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(run_dir.parent)  # a relative --workdir, as README writes it (Orbax called the steps damaged)
+    assert export.export(run_dir.name, tmp_path / "relative", step=1) == 1
     out = tmp_path / "hf"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
