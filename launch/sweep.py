@@ -36,7 +36,6 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 LAMBDA_PARAM = "RLConfig.lambda_verify"
 GPU_MEMORY_FRACTION = 0.9  # of a device, split between the runs that share it
 # Flags that mean something for some targets only, and those targets.
@@ -180,7 +179,8 @@ def check_config(gin_files: list[str], gin_params: list[str]) -> None:
 
     gin.clear_config()
     try:  # files and `include 'configs/base.gin'` resolved as rlvjax.train resolves them; errors in one line
-        cli.parse_gin(gin_files or [str(REPO / "configs" / "default.gin")], gin_params, search_paths=(str(REPO),))
+        package = str(Path(cli.__file__).parent)  # where rlvjax.train finds configs/, from any directory
+        cli.parse_gin(gin_files or [DEFAULT_GIN], gin_params, search_paths=(package,))
         run = Config.from_gin().run
     finally:
         gin.clear_config()

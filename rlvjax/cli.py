@@ -89,13 +89,28 @@ def run(name: str, main: Callable[[list[str]], None]) -> None:
     app.run(run_main(name, main), flags_parser=parse)
 
 
+_GIN_SEARCH_PATHS: set[str] = set()
+
+
+def add_gin_search_path(path: str) -> None:
+    """Where gin's ``include`` looks for relative files, once each (gin keeps a list)."""
+    import gin
+
+    if path not in _GIN_SEARCH_PATHS:
+        gin.add_config_file_search_path(path)
+        _GIN_SEARCH_PATHS.add(path)
+
+
 def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = (),
               base: str = "") -> None:
     """``gin.parse_config_files_and_bindings`` with one-line errors: a missing file, a syntax error (with file and
     line), an unknown configurable or parameter (with the binding). A relative file is looked up in the working
-    directory, then under each of ``search_paths`` (those gin's ``include`` also searches). ``base``: gin text
-    (a run's own ``Config.to_gin()``) parsed first, under the files and bindings."""
+    directory, then under each of ``search_paths``, which gin's ``include`` then also searches. ``base``: gin
+    text (a run's own ``Config.to_gin()``) parsed first, under the files and bindings."""
     import gin
+
+    for path in search_paths:
+        add_gin_search_path(path)
 
     if base:
         gin.parse_config(base)
@@ -134,8 +149,14 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
         except OSError as e:  # an `include` that no search path holds
             first = str(e).splitlines()[0].rstrip(".")
             raise FileNotFoundError(f"gin include{_gin_location(e, source)}: {first}; fix the include path (relative "
-                                    "to the working directory or to rlvjax's package, e.g. 'configs/base.gin')") \
+                                    "to the working directory, or rlvjax's own, e.g. 'rlvjax/configs/base.gin')") \
                 from None
+        except TypeError as e:  # gin looked the include up as a package and found a folder that is none
+            if "include" not in str(e):
+                raise
+            raise FileNotFoundError(f"gin include{_gin_location(e, source)}: a folder of that name in the working "
+                                    "directory shadows it; include rlvjax's configs as 'rlvjax/configs/...', or run "
+                                    "from another directory") from None
         except ValueError as e:
             lines = [line.strip() for line in str(e).splitlines() if line.strip()]
             lines[0], where = lines[0].rstrip("."), " ".join(lines[1:3])

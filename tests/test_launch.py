@@ -50,6 +50,17 @@ def test_dry_run_local(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "sweep").exists()  # a dry run writes nothing
 
 
+def test_configs_are_found_from_any_directory(tmp_path, capsys, monkeypatch):
+    """The default and the packaged configs (and their `include 'configs/base.gin'`) resolve as rlvjax.train
+    resolves them, wherever the sweep starts (they were refused outside the repository's root)."""
+    monkeypatch.chdir(tmp_path)
+    for gin_file in ([], ["--gin_file", "configs/experiments/rlv_grpo_math.gin"]):
+        assert sweep.main(["--lambdas", "0,1", "--workdir_root", str(tmp_path / "sweep"), "--dry_run",
+                           *gin_file]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 2
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_dry_run_gpu_shares_out_devices(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     commands = dry_run(capsys, "--workdir_root", tmp_path, "--target", "gpu", "--parallel", "2", "--gpus", "0,1,2,3",
