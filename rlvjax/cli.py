@@ -76,6 +76,10 @@ def run(name: str, main: Callable[[list[str]], None]) -> None:
     def parse(argv):
         try:
             argv = flags.FLAGS(argv)
+        except SystemExit as e:  # absl's --help prints the usage and exits 1; asking for help is no failure
+            asked = any(a.split("=")[0].lstrip("-") in ("help", "helpshort", "helpfull", "helpxml", "h", "?")
+                        for a in argv[1:])
+            sys.exit(0 if asked and e.code == 1 else e.code)
         except flags.Error as e:
             print(f"{name}: error: {one_line(e).rstrip('.')}; see python -m {name} --help", file=sys.stderr)
             sys.exit(2)

@@ -51,3 +51,12 @@ def test_broken_gin_files_and_an_empty_workdir_are_one_line_errors(tmp_path):
         assert out.returncode == 2 and len(lines) == 1 and message in lines[0], (args, out.stderr[-2000:])
         assert "Traceback" not in out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["import.gin", "include.gin", "latin1.gin"]
+
+
+@pytest.mark.parametrize("module", ["train", "evaluate", "export"])
+def test_help_exits_zero(module, tmp_path):
+    """absl exits 1 after --help, which errors.md and scripts read as a run that stopped itself."""
+    done = subprocess.run([sys.executable, "-m", f"rlvjax.{module}", "--help"], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--workdir" in done.stdout and not list(tmp_path.iterdir())
