@@ -17,9 +17,8 @@ from tqdm import tqdm
 BAR_KEYS = {"reward_mean": "reward", "verifier_accuracy": "ver_acc", "policy_loss": "pl", "verify_loss": "vl"}
 
 
-def _plain(value):
-    value = float(np.asarray(value))
-    return value if math.isfinite(value) else str(value)
+def _json(value: float):
+    return value if math.isfinite(value) else str(value)  # strict JSON has no NaN: "nan", "inf" as text
 
 
 class MetricsWriter:
@@ -43,16 +42,17 @@ class MetricsWriter:
         self._bar = tqdm(total=total_steps, initial=initial_step, disable=not progress, dynamic_ncols=True)
 
     def write(self, step: int, metrics: dict) -> dict:
-        """Log one step; returns the metrics as plain floats (what was written)."""
-        plain = {k: _plain(v) for k, v in metrics.items()}
+        """Log one step; returns the metrics as plain floats (NaN where undefined; metrics.jsonl writes a
+        non-finite value as the string "nan" or "inf", which strict JSON can hold)."""
+        plain = {k: float(np.asarray(v)) for k, v in metrics.items()}
         if self.enabled:
-            self._metrics.write(json.dumps({"step": step, **plain}) + "\n")
+            self._metrics.write(json.dumps({"step": step, **{k: _json(v) for k, v in plain.items()}}) + "\n")
             self._metrics.flush()
             for key, value in plain.items():
-                if isinstance(value, float):
+                if math.isfinite(value):
                     self._tb.add_scalar(key, value, step)
             self._bar.set_postfix({short: f"{plain[k]:.3f}" for k, short in BAR_KEYS.items()
-                                   if isinstance(plain.get(k), float)}, refresh=False)
+                                   if math.isfinite(plain.get(k, math.nan))}, refresh=False)
             self._bar.update(step - self._bar.n)
         return plain
 

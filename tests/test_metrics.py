@@ -5,6 +5,8 @@ import json
 import struct
 import types
 
+import numpy as np
+import pytest
 from tensorboardX import event_file_writer
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 
@@ -44,3 +46,13 @@ def test_a_resumed_run_logs_each_step_once_in_jsonl_and_tensorboard(tmp_path, mo
     assert [(r["step"], r["loss"]) for r in rows] == [(1, 1.0), (2, 2.0), (3, 13.0), (4, 14.0)]
     assert len(list((tmp_path / "tensorboard").iterdir())) == 2
     assert tensorboard_view(tmp_path / "tensorboard") == {1: 1.0, 2: 2.0, 3: 13.0, 4: 14.0}
+
+
+def test_undefined_metrics_return_as_nan_floats_and_are_written_as_strict_json(tmp_path):
+    writer = MetricsWriter(tmp_path, total_steps=1, progress=False)
+    returned = writer.write(1, {"auroc": np.float32("nan"), "loss": np.float32(0.5), "grad": float("inf")})
+    writer.close()
+    assert all(type(v) is float for v in returned.values()) and np.isnan(returned["auroc"])  # np.nanmean works
+    line = (tmp_path / "metrics.jsonl").read_text()
+    assert json.loads(line, parse_constant=lambda c: pytest.fail(f"metrics.jsonl holds {c}")) == {
+        "step": 1, "auroc": "nan", "loss": 0.5, "grad": "inf"}
