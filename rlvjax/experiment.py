@@ -165,9 +165,16 @@ class RunConfig:
 def use_compilation_cache(directory: str | None) -> None:
     """XLA's compiled programs persist in ``directory`` (``RunConfig.compilation_cache_dir``; None or '': off), so
     a resumed or repeated run, or another evaluation of a model of the same shapes, skips the minutes a 28-layer
-    model takes to compile. ``JAX_COMPILATION_CACHE_DIR`` in the environment wins, as JAX's own setting."""
-    if directory and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
+    model takes to compile. ``JAX_COMPILATION_CACHE_DIR`` in the environment wins, as JAX's own setting. A later
+    run in the same process with another directory (or None) switches the cache (JAX opens it once otherwise)."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    target = os.path.expanduser(directory) if directory else None
+    if jax.config.jax_compilation_cache_dir != target:
+        jax.config.update("jax_compilation_cache_dir", target)
+        compilation_cache.reset_cache()
 
 
 def build_policy(spec: ModelSpec, question: str = verifier.VERIFY_QUESTION) -> tuple[Transformer, Any]:

@@ -322,3 +322,25 @@ def test_evaluate_prices_a_test_time_strategy_through_the_api(user_run, monkeypa
         trainer.evaluate(num_samples=4, strategy="beam")
     with pytest.raises(ValueError, match=r"LengthRule.samples=8 is more than the pool's 4 samples"):
         trainer.evaluate(num_samples=4, strategy="length", rules=[LengthRule(budgets=(2, 4), samples=8)])
+
+
+def test_each_run_in_a_process_uses_its_own_compilation_cache(tmp_path):
+    """JAX opens its persistent cache once per process: a second run with another directory (or none) kept
+    writing to the first. In a subprocess: the cache is process-wide state."""
+    script = """
+import os, sys
+import jax, jax.numpy as jnp
+from rlvjax import experiment
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+root = sys.argv[1]
+for i, target in enumerate([f"{root}/a", f"{root}/b", None]):
+    experiment.use_compilation_cache(target)
+    jax.jit(lambda x, i=i: x * (i + 2))(jnp.ones(3 + i)).block_until_ready()
+    print(*(len(os.listdir(f"{root}/{d}")) if os.path.isdir(f"{root}/{d}") else 0 for d in "ab"))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    a, b, off = ([int(n) for n in line.split()] for line in done.stdout.splitlines())
+    assert a[0] > 0 == a[1] and b[0] == a[0] and b[1] > 0 and off == b  # a, then b, then nothing written
