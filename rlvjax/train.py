@@ -150,7 +150,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
         latest = checkpoints.latest_step()
         if latest is not None and not resume:
             raise FileExistsError(f"{workdir} already holds checkpoints (latest step {latest}); pass --resume to "
-                                  "continue that run, or choose a fresh --workdir")
+                                  "continue that run (the API: train(resume=True)), or choose a fresh --workdir "
+                                  "(output_dir)")
         if resume_step is not None and resume_step not in checkpoints.all_steps():
             raise FileNotFoundError(f"no checkpoint for step {resume_step} in {checkpoints.directory} to resume from; "
                                     f"saved steps: {checkpoints.all_steps()}")

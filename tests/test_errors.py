@@ -510,7 +510,7 @@ def test_fresh_run_into_a_workdir_with_checkpoints(tmp_path, capsys):
     code, line = train_error(workdir, capsys=capsys)
     assert code == 2
     assert line.endswith(f"{workdir} already holds checkpoints (latest step 1); pass --resume to continue that "
-                         "run, or choose a fresh --workdir")
+                         "run (the API: train(resume=True)), or choose a fresh --workdir (output_dir)")
     assert sorted(p.name for p in workdir.iterdir()) == ["checkpoints"]
 
 
