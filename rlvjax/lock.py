@@ -1,7 +1,7 @@
 """One training run per workdir: an advisory ``flock`` on the workdir directory itself, held by JAX process 0.
 
 The kernel drops the lock when its process ends, however it ends, so a dead process (kill -9, a lost node) never
-blocks a resume. While it holds the lock, the holder names itself (pid, host, start time) in ``WORKDIR/.lock``, so
+blocks a resume (a child it forked closes its copy of the lock's descriptor, so it does not keep the lock alive). While it holds the lock, the holder names itself (pid, host, start time) in ``WORKDIR/.lock``, so
 the process refused can say who holds the workdir; the file is emptied on release (one a kill leaves behind is only
 a name, rewritten by the next holder). Locking the directory, not a file in it, adds nothing to a workdir whose run
 is refused. Where a directory cannot be flock'ed (NFS emulates ``flock`` with a byte-range write lock, which needs a
@@ -44,6 +44,8 @@ def workdir_lock(workdir: Path, *, enabled: bool = True) -> Iterator[None]:
         return
     holder = Path(workdir) / HOLDER_FILE
     fd, on_holder = _lock(Path(workdir), holder)
+    owner = os.getpid()
+    _HELD.add(fd)
     try:
         name = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n"
         if on_holder:  # written through the locking descriptor (see ``_lock``: another one may release the lock)
@@ -54,12 +56,30 @@ def workdir_lock(workdir: Path, *, enabled: bool = True) -> Iterator[None]:
         try:
             yield
         finally:
-            if on_holder:  # emptied, not removed: the lock lives on this file; a new one would be a second lock
-                os.ftruncate(fd, 0)
-            else:
-                holder.unlink(missing_ok=True)
+            if os.getpid() == owner:  # a forked child leaving the block holds nothing (``_forget_in_child``)
+                if on_holder:  # emptied, not removed: the lock lives on this file; a new one would be a second lock
+                    os.ftruncate(fd, 0)
+                else:
+                    holder.unlink(missing_ok=True)
     finally:
-        os.close(fd)  # releases the lock
+        if os.getpid() == owner:
+            _HELD.discard(fd)
+            os.close(fd)  # releases the lock
+
+
+_HELD: set[int] = set()  # the descriptors holding a workdir lock in this process
+
+
+def _forget_in_child() -> None:
+    """A forked child (a user's multiprocessing worker, a data loader) shares the locking descriptor, and the lock
+    lasts while any holder of it lives: the child closes its copy, so the run's lock still ends with the run."""
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _lock(workdir: Path, holder: Path) -> tuple[int, bool]:

@@ -61,3 +61,36 @@ def test_a_filesystem_without_locks_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(lock.WorkdirUnlockable, match=r"cannot be locked on this filesystem \(No locks available\)"):
         with lock.workdir_lock(tmp_path):
             pass
+
+
+HOLDER_THAT_FORKS = """
+import multiprocessing, os, signal, sys, time
+from rlvjax import lock
+with lock.workdir_lock(sys.argv[1]):
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,), daemon=True)
+    child.start()
+    print(child.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # the run dies; its worker lives on
+"""
+
+
+@pytest.mark.parametrize("flock_works", [True, False], ids=["flock", "record_lock"])
+def test_a_child_the_run_forked_does_not_keep_the_lock_after_the_run_dies(tmp_path, flock_works):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    script = HOLDER_THAT_FORKS if flock_works else SECOND.split("try:")[0] + HOLDER_THAT_FORKS
+    workdir, out = tmp_path / "run", tmp_path / "child_pid"
+    workdir.mkdir()
+    with open(out, "w") as stdout:  # a file, not a pipe: the child would hold the pipe open until it ends
+        done = subprocess.run([sys.executable, "-c", script, str(workdir)], stdout=stdout, stderr=subprocess.DEVNULL,
+                              timeout=120, cwd=REPO, env=env)
+    assert done.returncode == -9
+    child = int(out.read_text().split()[0])
+    try:
+        os.kill(child, 0)  # alive, with a copy of the locking descriptor: it kept the lock before the fix
+        if flock_works:
+            with lock.workdir_lock(workdir):
+                pass
+        else:
+            assert second_process(workdir) == "locked"
+    finally:
+        os.kill(child, 9)
