@@ -33,6 +33,7 @@ from rlvjax.metrics import MetricsWriter, rewind_logs
 from rlvjax.model.hf import save_hf
 from rlvjax.model.transformer import ModelConfig
 from rlvjax.pool import PoolSampler, quick_eval
+from rlvjax.rewards.math import grading_counts
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import advantages as advantages_lib
 from rlvjax.rl import diagnostics, steps, verifier, vineppo
@@ -217,7 +218,11 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                 texts = experiment.decode_completions(tokenizer, tokens.reshape(b * g, n), lengths.ravel(),
                                                       finished.ravel())
                 rows = [batch[i // g] for i in range(b * g)]
+                before = grading_counts() if reward.is_math else {}
                 rewards = reward([r["prompt"] for r in rows], texts, rows).reshape(b, g)
+                # rollouts graded wrong for want of an answer, an unparseable one, a grader timeout or error
+                grading = {f"grade/{k}": v - before[k] for k, v in grading_counts().items()
+                           if k in ("no_answer", "unparsed", "timeouts", "errors")} if before else {}
                 t2 = time.perf_counter()
                 if step_values:  # VinePPO: Monte-Carlo values of every step prefix, then per-token advantages
                     value_fn = vineppo.value_sampler(value_sampler, state.params, tokenizer,
@@ -240,7 +245,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                 nonfinite_run = int(jax.device_get(state.opt_state.notfinite_count))
                 metrics = {**diagnostics.rollout_stats(rewards, adv, lengths, finished, verify_lp,
                                                        config.verifier.threshold), **update_metrics,
-                           "consecutive_nonfinite": nonfinite_run,
+                           "consecutive_nonfinite": nonfinite_run, **grading,
                            "time/rollout_s": t1 - t0, "time/grade_s": t2 - t1, "time/update_s": t3 - t2,
                            "rollout_tokens_per_s": float(lengths.sum()) / (t1 - t0),
                            "update_tokens_per_s": float(update_batch.input_ids.size) * rl.num_ppo_epochs / (t3 - t2)}

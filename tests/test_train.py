@@ -50,8 +50,10 @@ def test_digit_task_reward_and_verifier_improve_and_logs_are_written(tmp_path):
     assert [m["step"] for m in logged] == list(range(1, 121))
     for key in ("reward_mean", "verify_loss", "verifier_accuracy", "policy/clipped", "policy/logp_gap",
                 "zero_variance_groups", "truncation_rate", "completion_length", "rollout_tokens_per_s",
-                "time/update_s", "eval/pass@1"):
+                "time/update_s", "eval/pass@1", "grade/no_answer", "grade/unparsed", "grade/timeouts", "grade/errors"):
         assert key in logged[-1], key
+    rollouts = 64  # each step's grading counts are its own rollouts', not the grader's running totals
+    assert all(0 <= m[f"grade/{k}"] <= rollouts for m in logged for k in ("no_answer", "unparsed", "timeouts"))
     assert list((tmp_path / "tensorboard").iterdir())
     sample = json.loads((tmp_path / "samples.jsonl").read_text().splitlines()[0])
     assert {"prompt", "completion", "reward", "p_yes"} <= set(sample)

@@ -247,6 +247,11 @@ def _close_default() -> None:
         _default.close()
 
 
+def grading_counts() -> dict[str, int]:
+    """What the shared grader has counted so far (``GradeStats``' fields): a run logs each step's difference."""
+    return dataclasses.asdict(default_grader().stats)
+
+
 def grade_batch_with_stats(texts, golds, *, timeout_s=DEFAULT_TIMEOUT_S, num_workers=None):
     """(bool[len(texts)], GradeStats): is each completion's final answer equivalent to its gold answer."""
     return default_grader(num_workers).grade(texts, golds, timeout_s=timeout_s)
