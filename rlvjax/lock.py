@@ -1,10 +1,11 @@
 """One training run per workdir: an advisory ``flock`` on the workdir directory itself, held by JAX process 0.
 
 The kernel drops the lock when its process ends, however it ends, so a dead process (kill -9, a lost node) never
-blocks a resume (a child it forked closes its copy of the lock's descriptor, so it does not keep the lock alive). While it holds the lock, the holder names itself (pid, host, start time) in ``WORKDIR/.lock``, so
-the process refused can say who holds the workdir; the file is emptied on release (one a kill leaves behind is only
-a name, rewritten by the next holder). Locking the directory, not a file in it, adds nothing to a workdir whose run
-is refused. Where a directory cannot be flock'ed (NFS emulates ``flock`` with a byte-range write lock, which needs a
+blocks a resume (a child it forked closes its copy of the lock's descriptor, so it does not keep the lock alive).
+While it holds the lock, the holder names itself (pid, host, start time) in ``WORKDIR/.lock``, so the process
+refused can say who holds the workdir; the file is emptied on release (one a kill leaves behind is only a name,
+rewritten by the next holder). Locking the directory, not a file in it, adds nothing to a workdir whose run is
+refused. Where a directory cannot be flock'ed (NFS emulates ``flock`` with a byte-range write lock, which needs a
 file open for writing; Lustre mounted without ``flock``), the lock is a record lock on ``WORKDIR/.lock`` itself
 (open-file-description, as flock's, on Linux), which the server's lock manager arbitrates across hosts. A filesystem
 with no locks at all is refused in one line.

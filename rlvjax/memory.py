@@ -333,12 +333,13 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
         Item("gathered weights", "update", _gathered_bytes(state.params, mesh), "embedding + one layer, unsharded"),
     ]
     embedding = {"embed_tokens": state.params["embed_tokens"]}
+    whole = sum(_nbytes(x.shape, x.dtype) for x in jax.tree.leaves(embedding))
     if cfg.tie_word_embeddings:  # the head's and the lookup's gradients are summed into the embedding's
         items.append(Item("tied embedding gradient", "update", sharded_bytes(embedding, mesh),
                           "the head's part, held while the lookup's is scattered"))
     if shape["data"] > 1 and shape["fsdp"] > 1:  # measured: XLA's partitioner replicates the lookup's cotangent
         items.append(Item("embedding gradient, whole", "update",  # and reduces the gradient before splitting it
-                          sum(_nbytes(x.shape, x.dtype) for x in jax.tree.leaves(embedding)) - sharded_bytes(embedding, mesh),
+                          whole - sharded_bytes(embedding, mesh),
                           "data x fsdp: the lookup's gradient is summed unsplit, then split over fsdp"))
     items += [
         Item("training rows", "update", 2 * minibatch_rows * (seq * 5 + n * 13 + 8),

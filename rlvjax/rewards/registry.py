@@ -2,10 +2,11 @@
 
 A function that names a ``completions`` parameter is called with keywords, as TRL calls it (TRL's own
 ``accuracy_reward(completions, solution, **kwargs)`` works unchanged); any other gets ``prompts`` and
-``completions`` as its first two positional arguments. ``prompts`` and ``completions`` are texts (one entry per sampled completion; a prompt repeats for each of its
-samples); every other column of the dataset arrives as a keyword list aligned with them (``gold``, ``level``, ``id``
-and whatever the user's data holds). A config names rewards (``TaskSpec.rewards``): a registered name (``"math"``)
-or ``"module:function"``, imported on use, so the config a run writes reproduces it from the command line.
+``completions`` as its first two positional arguments. Both are texts (one entry per sampled completion; a prompt
+repeats for each of its samples); every other column of the dataset arrives as a keyword list aligned with them
+(``gold``, ``level``, ``id`` and whatever the user's data holds). A config names rewards (``TaskSpec.rewards``): a
+registered name (``"math"``) or ``"module:function"``, imported on use, so the config a run writes reproduces it
+from the command line.
 """
 
 from __future__ import annotations
