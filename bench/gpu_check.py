@@ -7,16 +7,23 @@
   fraction of the roofline of a paged engine (bf16 weights + the live rows' filled slots once a step; goal >= 50%);
 - update: MFU of one micro-batch step (8 rows x 2,068 tokens, remat, 128-position log-prob chunks) in bf16 and f32;
 - the sampler-vs-trainer log-prob gap under bf16 (and bf16 trainer vs f32 trainer) on the rollout's tokens;
-- XLA's compiled memory vs the device's measured peak for the rollout and the update.
+- the memory plan (``rlvjax.memory.plan``) beside XLA's compiled memory and the device's measured peak, for the
+  rollout (with the AdamW moments that stay resident while it samples, as the dry run counts them) and the update.
+  The device's peak is the process's high-water mark: the rollout's reading is its own (it runs first), each
+  update's also covers what ran before it.
 
     python bench/gpu_check.py                   # the paper's shapes, ~6-8 minutes on an H200 (compiles included)
     python bench/gpu_check.py --smoke           # tiny shapes: checks the script itself on a CPU in ~1 minute
 
-Needs on the device machine what its image lacks (rlvjax also imports transformers, orbax and absl, which the H200
-image has): gin-config, carried as a wheel: `python3 -m pip download --no-deps --only-binary=:all: --python-version
-3.12 -d .whl gin-config==0.5.0`, then `pip install --no-index --target /tmp/site .whl/*.whl &&
-PYTHONPATH=/tmp/site:. python3 bench/gpu_check.py` (see the device tool's README). Each line shows the seconds
-since start; $OUT/gpu_check.json (when OUT is set) is rewritten after each section.
+Needs on the device machine the four packages `import rlvjax` uses that the H200 image lacks (it has jax, flax,
+optax, chex, orbax, transformers, absl, etils, cloudpickle, protobuf and psutil), carried as wheels. Here, in the
+repo's root: `echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all:
+--python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
+--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl gin-config==0.5.0 grain==0.2.18
+array-record==0.8.6 portpicker==1.6.0`; there (carry `.whl`): `python3 -m pip install -q --no-index --no-deps
+--no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit;
+python3 bench/gpu_check.py` (the device tool's README). Each line shows the seconds since start;
+$OUT/gpu_check.json (when OUT is set) is rewritten after each section.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import numpy as np
 from flax import nnx
 
 import common  # noqa: E402  (bench/: the ragged lengths)
-from rlvjax import parallel
+from rlvjax import experiment, memory, parallel
 from rlvjax.model.hf import config_from_hf
 from rlvjax.model.transformer import Transformer
 from rlvjax.rl import steps
@@ -104,12 +111,13 @@ def main():
     print(f"device: {out['device']}, jax {jax.__version__}", flush=True)
     mesh = parallel.make_mesh(parallel.MeshConfig(), [dev])
 
-    def policy(compute):
+    def graphdef_for(compute):
         cfg = config_from_hf(hf, jnp.float32, compute)
-        graphdef, state = nnx.split(Transformer(cfg, nnx.Rngs(0)))
-        return cfg, graphdef, nnx.to_pure_dict(state)
+        return cfg, nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))[0]  # shapes only
 
-    cfg, graphdef, params = policy("bfloat16")
+    cfg = config_from_hf(hf, jnp.float32, "bfloat16")
+    graphdef, state = nnx.split(Transformer(cfg, nnx.Rngs(0)))
+    params = nnx.to_pure_dict(state)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     suffix = tuple(range(10, 10 + verify))
     tx = OptimConfig(learning_rate=1e-6).make(10)
@@ -118,6 +126,18 @@ def main():
         rl = RLConfig(group_size=group, max_new_tokens=new, micro_batch_size=update_rows, remat="full",
                             logprob_chunk_size=chunk, **rl)
         return steps.Statics(graphdef, tx, rl, suffix, 4, 5, (), 0)
+
+    def planned_gib(phase: str, batch_size: int, compute) -> float:
+        """The memory plan's figure for ``phase`` at these shapes (the update: the larger of its two phases, as
+        the dry run compares it)."""
+        rl = RLConfig(group_size=group, max_new_tokens=new, micro_batch_size=update_rows, remat="full",
+                      logprob_chunk_size=chunk)
+        p = memory.plan(config_from_hf(hf, jnp.float32, compute), rl,
+                        experiment.RunConfig(batch_size=batch_size, num_steps=10), {"data": 1},
+                        prompt_tokens=prompt, verify_tokens=verify, optim=OptimConfig(learning_rate=1e-6),
+                        eval_problems=0)
+        phases = ("update", "optimizer") if phase == "update" else (phase,)
+        return max(p.phase_bytes(name) for name in phases) / GiB
 
     # --- rollout: the whole decode (no stop ids: every row runs all `new` steps), minus the prefill alone.
     statics = statics_for(graphdef)
@@ -129,7 +149,9 @@ def main():
     t0 = time.perf_counter()
     compiled = rollout.lower(state.params, ids, mask, jax.random.key(0), None).compile()
     out["rollout_compile_s"] = time.perf_counter() - t0
-    out["rollout_compiled_gib"] = compiled_bytes(compiled) / GiB
+    resident = sum(x.nbytes for x in jax.tree.leaves(state.opt_state))  # held while sampling, not an argument
+    out["rollout_compiled_gib"] = (compiled_bytes(compiled) + resident) / GiB
+    out["rollout_planned_gib"] = planned_gib("rollout", prompts, "bfloat16")
     roll_s = timed(lambda: rollout(state.params, ids, mask, jax.random.key(1), None), 2)
     out["rollout_peak_gib"] = (peak_bytes() or 0) / GiB
 
@@ -148,8 +170,8 @@ def main():
                roofline_fraction=roofline_ms / decode_ms)
     report(out, f"rollout {rows} rows x {prompt}+{new}+{verify} slots: {roll_s:.2f} s (prefill {prefill_s:.2f} s); "
                 f"decode {decode_ms:.2f} ms/step, HBM roofline {roofline_ms:.2f} ms/step -> "
-                f"{roofline_ms / decode_ms:.0%}; compiled {out['rollout_compiled_gib']:.2f} GiB, measured peak "
-                f"{out['rollout_peak_gib']:.2f} GiB")
+                f"{roofline_ms / decode_ms:.0%}; planned {out['rollout_planned_gib']:.2f} GiB, compiled "
+                f"{out['rollout_compiled_gib']:.2f} GiB, measured peak {out['rollout_peak_gib']:.2f} GiB")
 
     # --- ragged rollout (issue 16): row i stops after exactly L_i tokens (common.ragged_lengths at the paper's
     # lengths: median 300 of 1,024), the same engine and weights. Decode time = the call minus the same call with every
@@ -178,7 +200,7 @@ def main():
     valid = np.asarray(batch.target_mask)
     gaps = {}
     for compute in ("bfloat16", None):
-        _, gd, _ = policy(compute)
+        _, gd = graphdef_for(compute)
         logp, _ = jax.jit(lambda p, b: steps.policy_and_verify_logits(statics_for(gd), p, b))(state.params, batch)
         gaps[compute or "float32"] = np.asarray(logp)[valid]
     sampler = np.asarray(batch.old_logp)[valid]
@@ -200,7 +222,7 @@ def main():
                           jnp.zeros((b, group), bool), jnp.zeros((b, group, 2)))
     rewards = jnp.asarray(rng.random((b, group)) > 0.5, jnp.float32)
     for compute, peak in (("bfloat16", args.bf16_tflops), (None, args.f32_tflops)):
-        _, gd, _ = policy(compute)
+        _, gd = graphdef_for(compute)
         st = statics_for(gd)
         batch, _ = steps.prepare_update(st, roll, rewards)
         fresh = steps.init_state(jax.tree.map(jnp.copy, params), tx, seed=0, keep_reference=False)  # donated
@@ -218,9 +240,11 @@ def main():
         out[f"update_{name}_s"] = seconds
         out[f"update_{name}_mfu"] = model_flops(cfg, update_rows, seq, new + 1) / seconds / (peak * 1e12)
         out[f"update_{name}_compiled_gib"] = compiled_bytes(compiled) / GiB
+        out[f"update_{name}_planned_gib"] = planned_gib("update", b, compute)
         out[f"update_{name}_peak_gib"] = (peak_bytes() or 0) / GiB
         report(out, f"update {update_rows} rows x {seq} tokens, {name} compute: {seconds:.3f} s, MFU "
-                    f"{out[f'update_{name}_mfu']:.1%} of {peak:.0f} TFLOP/s; compiled "
+                    f"{out[f'update_{name}_mfu']:.1%} of {peak:.0f} TFLOP/s; planned "
+                    f"{out[f'update_{name}_planned_gib']:.2f} GiB, compiled "
                     f"{out[f'update_{name}_compiled_gib']:.2f} GiB, measured peak so far "
                     f"{out[f'update_{name}_peak_gib']:.2f} GiB")
     print(json.dumps(out, indent=2))

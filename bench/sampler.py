@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from rlvjax import sampling
-from rlvjax.model.transformer import KVCache
+from rlvjax.model.transformer import KVCache, kv_blocks
 
 
 def main():
@@ -124,11 +124,15 @@ def main():
              f"{common.paired_ratio(times['separate pass'], times['ours']):.2%}"]]
     print()
     print(common.table(["verifier scoring", "seconds", "of sampling"], rows, [40, 10, 12]))
-    # Decode roofline: each step reads every weight once and the whole KV cache of the timed (unscored) sampler: a
-    # cache of one block (up to 256 slots) is read whole, as executed.
+    # Decode roofline: each step reads every weight once and, of the timed (unscored) sampler's KV cache, the blocks
+    # a row has reached (``kv_blocks``; a cache of one block, up to 256 slots, is read whole, as executed), averaged
+    # over the steps.
     cfg = model.config
     weight_bytes = common.n_params(model) * dtype.itemsize
-    slots = args.prompt_len + args.new_tokens
+    blocks = kv_blocks(args.prompt_len + args.new_tokens)
+    starts = np.cumsum((0, *blocks[:-1]))
+    slots = np.mean([sum(b for start, b in zip(starts, blocks) if start < args.prompt_len + t)
+                     for t in range(1, args.new_tokens + 1)])
     cache_bytes = 2 * cfg.num_layers * args.batch * cfg.num_kv_heads * slots * cfg.kv_dim * dtype.itemsize
     gbps = (weight_bytes + cache_bytes) / (ours / args.new_tokens) / 1e9
     share = f", {gbps / args.peak_gbps:.0%} of {args.peak_gbps:.0f} GB/s" if args.peak_gbps else ""
