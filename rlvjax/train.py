@@ -19,6 +19,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import gin
 from absl import flags, logging
 from etils import epath
 from flax import nnx
@@ -422,7 +423,10 @@ def stored_config(workdir: Path, step: int | None) -> Config:
                         raise
     if step is None and (workdir / "config.gin").is_file():
         cli.parse_gin([str(workdir / "config.gin")], [], search_paths=(GIN_SEARCH_PATH,))
-        return Config.from_gin()
+        try:
+            return Config.from_gin()
+        finally:  # parsing locked gin's config: the caller parses this one again, with its own flags on top
+            gin.clear_config()
     raise FileNotFoundError(f"--resume continues a run with its own config, but {workdir} holds no checkpoint or "
                             "config.gin; check --workdir, or pass the run's --gin_file/--gin_param")
 

@@ -486,6 +486,15 @@ def test_resume_without_gin_flags_takes_the_run_s_own_config(tmp_path, capsys):
     assert train.stored_config(workdir, None) == config
     with pytest.raises(DamagedCheckpoint, match="checkpoint step 2"):
         train.stored_config(workdir, 2)
+    # A run stopped before its first checkpoint (Ctrl-C in the warm start) holds only its config.gin: --resume alone
+    # reads it, through launch (reading it locked gin's config, and launch's own parse then crashed).
+    started = tmp_path / "started"
+    started.mkdir()
+    config.write(started)
+    train.launch(None, ["RunConfig.log_every = 3"], str(started), resume=True, print_config=True)
+    gin.clear_config()
+    printed = capsys.readouterr().out
+    assert "RLConfig.lambda_verify = 0.25" in printed and "RunConfig.log_every = 3" in printed
     # Nothing to read the config from: one line, nothing created.
     entry = cli.run_main("rlvjax.train", lambda argv: train.launch(None, [], str(tmp_path / "typo"), resume=True))
     with pytest.raises(SystemExit) as exit_info:
