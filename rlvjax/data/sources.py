@@ -168,7 +168,8 @@ def detect_schema(row: dict, source: str = "<rows>", place: str = "row 1", requi
         return "generic"
     raise ValueError(
         f"{source}: cannot tell the schema from the fields of {place} {sorted(keys)}; expected problem+solution "
-        "(MATH), problem+answer (MATH-500/AIME) or prompt|question + gold|answer; or pass fmt="
+        "(MATH), problem+answer (MATH-500/AIME) or prompt|question + gold|answer; rename the fields (or, from "
+        "Python, pass fmt=)"
     )
 
 
