@@ -114,7 +114,8 @@ def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, b
     ``STOP_CHECK_EVERY``-th step (a preemption check, which raises to stop; on several hosts it is a gather, so not
     once per step, which would sync the host with every dispatched step).
     """
-    tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, max(cfg.num_steps // 20, 1),
+    warmup = max(cfg.num_steps // 20, 1)  # from lr / warmup, so the first step moves the weights (one step too)
+    tx = optax.adamw(optax.warmup_cosine_decay_schedule(cfg.learning_rate / warmup, cfg.learning_rate, warmup,
                                                         max(cfg.num_steps, 2), cfg.learning_rate * 0.05))
     encoded = [(tokenizer.encode(p, add_special_tokens=False), tokenizer.encode(c, add_special_tokens=False))
                for p, c, _ in examples]  # once: tokenizing per step would cost more than the step

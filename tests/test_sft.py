@@ -115,3 +115,21 @@ def test_the_warm_start_runs_on_the_mesh_and_matches_one_device():
     result = json.loads(out.stdout.split("RESULT")[-1])
     assert result["devices"] == 4 and result["shard_rows"] == 16  # hidden 32 split over fsdp = 2
     assert result["gap"] < 1e-5
+
+
+def test_the_first_warm_start_step_moves_the_weights():
+    """The warm-up starts at lr / warmup, not 0: a one-step warm start (warm-up of one step) was a no-op."""
+    from rlvjax import experiment
+    from rlvjax.data import tasks
+
+    model, tok = experiment.build_policy(experiment.ModelSpec(hidden_size=32, intermediate_size=64, num_layers=1,
+                                                              num_heads=2, num_kv_heads=1))
+    graphdef, params = nnx.split(model)
+    params = nnx.to_pure_dict(params)
+    pairs = tasks.warm_start_pairs(experiment.TaskSpec(name="digit"), 16, 0.3, 0)
+    cfg = sft.WarmStartConfig(num_steps=1, batch_size=8, num_examples=16, learning_rate=1e-3)
+    after = sft.warm_start(graphdef, params, tok, pairs, cfg, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
+                           progress=False)
+    moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(jax.tree.leaves(after),
+                                                                                   jax.tree.leaves(params)))
+    assert moved == pytest.approx(1e-3, rel=0.05)  # Adam's first step: lr times the gradient's sign

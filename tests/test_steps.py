@@ -230,3 +230,13 @@ def test_remat_and_chunked_logprobs_keep_loss_and_gradients(setup, memory):
     for key in ("policy_loss", "verify_loss"):
         np.testing.assert_allclose(s1[key], s0[key], rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(jnp.abs(b).max())), g1, g0)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_without_warmup_the_first_update_runs_at_the_learning_rate(schedule):
+    """warmup_steps = 0 is no warm-up (docs/config.md): optax's cosine warm-up of one step put the first update at
+    learning rate 0."""
+    tx = OptimConfig(learning_rate=1e-3, schedule=schedule, weight_decay=0.0).make(10)
+    params = {"w": jnp.zeros(3)}
+    updates, _ = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    np.testing.assert_allclose(updates["w"], -1e-3, rtol=1e-3)

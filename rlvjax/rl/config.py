@@ -148,8 +148,10 @@ class OptimConfig:
         if self.schedule == "constant":  # linear warm-up, then flat
             lr = optax.linear_schedule(0.0, self.learning_rate, self.warmup_steps) if self.warmup_steps \
                 else self.learning_rate
+        elif self.schedule == "cosine" and not self.warmup_steps:  # from the first update (optax's warm-up
+            lr = optax.cosine_decay_schedule(self.learning_rate, max(total_steps, 1), alpha=0.1)  # starts at 0)
         elif self.schedule == "cosine":
-            lr = optax.warmup_cosine_decay_schedule(0.0, self.learning_rate, max(self.warmup_steps, 1),
+            lr = optax.warmup_cosine_decay_schedule(0.0, self.learning_rate, self.warmup_steps,
                                                     max(total_steps, self.warmup_steps + 1), self.learning_rate * 0.1)
         else:  # unreachable: __post_init__ checked the name
             raise ValueError(f"unknown schedule {self.schedule!r}; use 'constant' or 'cosine'")
