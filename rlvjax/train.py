@@ -250,8 +250,9 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                            "time/rollout_s": t1 - t0, "time/grade_s": t2 - t1, "time/update_s": t3 - t2,
                            "rollout_tokens_per_s": float(lengths.sum()) / (t1 - t0),
                            "update_tokens_per_s": float(update_batch.input_ids.size) * rl.num_ppo_epochs / (t3 - t2)}
-                if eval_records and ((run.eval_every and (step + 1) % run.eval_every == 0)
-                                     or step + 1 == run.num_steps):
+                stopping = nonfinite_run >= optim.max_consecutive_nonfinite  # no eval of non-finite parameters
+                if eval_records and not stopping and ((run.eval_every and (step + 1) % run.eval_every == 0)
+                                                      or step + 1 == run.num_steps):
                     metrics.update(quick_eval(eval_sampler, state.params, tokenizer, eval_records, reward,
                                               seed=run.seed, conventions=config.conventions))
                 history.append(writer.write(step + 1, metrics))
@@ -260,7 +261,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                     writer.samples(step + 1, [{"prompt": batch[i // g]["prompt"], "completion": texts[i],
                                                "gold": batch[i // g].get("gold"), "reward": float(rewards.flat[i]),
                                                "p_yes": float(p_yes.flat[i])} for i in range(min(4, b * g))])
-                if nonfinite_run >= optim.max_consecutive_nonfinite:
+                if stopping:
                     checkpoints.wait()
                     raise cli.RunFailed(
                         f"{nonfinite_run} optimizer updates in a row had a non-finite loss or gradient (the last at "
