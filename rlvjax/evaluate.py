@@ -107,9 +107,9 @@ def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: 
     reports, correct = {}, {}
     for name, path in policies.items():
         model, tokenizer = load_hf(path)
-        records = experiment.build_records(config.task, tokenizer, given)[1]
+        eval_records = experiment.build_records(config.task, tokenizer, given)[1]
         for t in temperatures:
-            rep, pool = evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=run.final_eval_samples,
+            rep, pool = evaluate_policy(model, tokenizer, eval_records, rl, mesh, num_samples=run.final_eval_samples,
                                         seed=run.seed, temperature=t, conventions=config.conventions,
                                         verify=config.verifier, reward=reward)
             reports.setdefault(temperature_key(t), {})[name] = rep

@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+import gin
 import jax
 import numpy as np
-import gin
 from absl import flags, logging
 from etils import epath
 from flax import nnx
@@ -42,7 +42,7 @@ from rlvjax.rl.config import RLConfig
 
 CONFIGS = experiment.CONFIGS
 GIN_SEARCH_PATH = str(CONFIGS.parent)
-cli.add_gin_search_path(GIN_SEARCH_PATH)  # `include 'configs/base.gin'` from any working directory
+cli.add_gin_search_path(GIN_SEARCH_PATH)  # `--gin_file configs/...` (and users' includes) from any directory
 FLAGS = flags.FLAGS
 # What a resume may change: how the run is logged, saved, evaluated, reported and laid out over devices, and where
 # its base model and data files are (the training data's content is checked by its fingerprint), not what it trains
