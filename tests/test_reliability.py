@@ -422,7 +422,7 @@ def test_the_baseline_and_the_report_run_under_the_workdir_locks(tmp_path, monke
 
     held = []
 
-    def report(config, workdir, policies):
+    def report(config, workdir, policies, **given):
         for directory in (workdir, workdir / "baseline_lambda0"):
             with pytest.raises(WorkdirBusy):
                 with workdir_lock(directory):
