@@ -37,10 +37,7 @@ def two_layer_qwen(tmp_path) -> Path:
 HARDWARE = [pytest.param(path, (), id=path.stem) for path in sorted((CONFIGS / "hardware").glob("*.gin"))] + [
     # FSDP alone: weights split only on their second dimension are relaid out for sampling through copies
     pytest.param(CONFIGS / "hardware" / "4xa100.gin", ("MeshConfig.fsdp = 4", "MeshConfig.tensor = 1"),
-                 id="4xa100_fsdp_only"),
-    # data x fsdp: the partitioner sums the embedding's gradient unsplit before splitting it over fsdp
-    pytest.param(CONFIGS / "hardware" / "4xa100.gin", ("MeshConfig.data = 2", "MeshConfig.fsdp = 2",
-                                                       "MeshConfig.tensor = 1"), id="4xa100_data_x_fsdp")]
+                 id="4xa100_fsdp_only")]
 
 
 @pytest.mark.parametrize("hardware,mesh", HARDWARE)
