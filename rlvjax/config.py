@@ -20,7 +20,7 @@ from pathlib import Path
 import gin
 
 from rlvjax.experiment import ModelSpec, RunConfig, TaskSpec
-from rlvjax.memory import MemoryConfig
+from rlvjax.budget import MemoryConfig
 from rlvjax.parallel import MeshConfig
 from rlvjax.rl.config import OptimConfig, RLConfig
 from rlvjax.rl.verifier import VerifierConfig

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rlvjax import experiment, hlo, memory, parallel, sampling
+from rlvjax import budget, experiment, hlo, memory, parallel, sampling
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import steps, verifier
 from rlvjax.rl.config import OptimConfig, RLConfig
@@ -127,13 +127,13 @@ def run(config, *, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledP
                      else len(verifier.tokens(tokenizer, config.verifier.question).suffix))
     plan = memory.plan(cfg, rl, run_cfg, mesh, prompt_tokens=prompt_tokens, verify_tokens=verify_tokens,
                        optim=optim, eval_problems=eval_problems)
-    limit = memory.device_limit(config.memory, host=False)
+    limit = budget.device_limit(config.memory, host=False)
     if echo:
         print(f"dry run: {cfg.architecture} {cfg.num_layers} layers, weights {cfg.dtype}, compute "
               f"{cfg.jnp_compute_dtype.name}; prompts padded to {prompt_tokens} tokens, verify prompt "
               f"{verify_tokens}{'' if tokenizer is not None else ' (an upper bound: no tokenizer here)'}", flush=True)
         print(plan.table(limit), flush=True)
-    memory.check(plan, limit)  # before minutes of compiling
+    budget.check(plan, limit)  # before minutes of compiling
     compiled = compile_phases(cfg, rl, run_cfg, optim, mesh, prompt_tokens=prompt_tokens,
                               verify_tokens=verify_tokens, eval_problems=eval_problems)
     if echo:
@@ -168,4 +168,4 @@ def check_compiled(plan: memory.MemoryPlan, compiled: list[CompiledPhase], limit
         worst = max(over, key=lambda c: c.bytes_per_device)
         raise ValueError(f"the compiled {worst.name} step needs {memory.size(worst.bytes_per_device)} per device, "
                          f"has {memory.size(limit)} (the plan said {memory.size(plan.phase_bytes(worst.name))}); "
-                         f"{memory.advice(plan, worst.name)}")
+                         f"{budget.advice(plan, worst.name)}")

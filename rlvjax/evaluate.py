@@ -248,7 +248,7 @@ def main(argv):
     del argv
     from absl import flags, logging
 
-    from rlvjax import memory
+    from rlvjax import budget, memory
     from rlvjax.checkpoint import Checkpointer
     from rlvjax.data import sources
 
@@ -325,9 +325,9 @@ def main(argv):
     plan = memory.eval_plan(model.config, mesh, prompts=prompts, samples=f.num_samples,
                             rows=min(f.batch_size, prompts * f.num_samples), prompt_tokens=prompt_tokens,
                             new_tokens=rl.max_new_tokens, verify_tokens=verify_tokens)
-    limit = memory.device_limit()
+    limit = budget.device_limit()
     print(plan.table(limit), flush=True)
-    memory.check(plan, limit)  # before anything is compiled
+    budget.check(plan, limit)  # before anything is compiled
     temperature = f.temperature or rl.temperature  # the headline temperature unless asked otherwise
     conventions = testtime.Conventions(score=f.score, grouping=f.grouping, unparseable=f.bon_unparseable,
                                        ties=f.bon_ties)

@@ -22,14 +22,12 @@ The activation and temporary figures are estimates of what XLA keeps alive. ``py
 --dry_run`` (``dry_run.py``) prints them beside XLA's compiled memory for the configured mesh;
 ``tests/test_dry_run.py`` holds every hardware config within 10% at the real widths in f32 (the CPU backend
 computes bf16 matmuls in f32, with copies an accelerator does not make, so only f32 compares on a CPU).
-``check`` turns a plan into a one-line ``ValueError`` before anything is compiled; ``enforce`` prints the table and
-checks against the device's ``bytes_limit`` or ``MemoryConfig.device_memory_gib``.
+``rlvjax.budget`` holds a plan against what a device has.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Mapping
 
 import jax
@@ -39,7 +37,6 @@ from flax import nnx
 from jax.sharding import AbstractMesh, Mesh, NamedSharding
 
 from rlvjax import parallel, sampling
-from rlvjax.fieldtypes import check_field_types
 from rlvjax.model.transformer import ModelConfig, Transformer, kv_blocks
 from rlvjax.pool import EVAL_PROMPTS
 from rlvjax.rl import advantages, steps, vineppo
@@ -47,20 +44,6 @@ from rlvjax.rl.config import OptimConfig, RLConfig
 
 GiB = 1024 ** 3
 PHASES = ("rollout", "value pass", "update", "optimizer", "eval", "final eval")
-
-
-@dataclasses.dataclass(frozen=True)
-class MemoryConfig:
-    """``device_memory_gib``: the per-device budget; None reads the device's ``bytes_limit``, or on CPU (which
-    reports none) the host's memory shared by its local devices. ``refuse = False`` prints a warning instead of
-    raising, for when the estimate is known to be pessimistic (e.g. an XLA flag that changes what it keeps
-    alive)."""
-
-    device_memory_gib: float | None = None  # per-device budget; None: the device's own limit (CPU: host memory)
-    refuse: bool = True  # False: warn instead of refusing a run whose plan exceeds the budget
-
-    def __post_init__(self):
-        check_field_types(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -381,82 +364,6 @@ def eval_plan(cfg: ModelConfig, mesh, *, prompts: int, samples: int, rows: int, 
     knobs = {"batch_size": rows, "num_samples": samples, "max_new_tokens": new_tokens}
     return MemoryPlan(tuple(items), tuple((a, int(mesh.shape[a])) for a in parallel.AXES), count_params(params),
                       knobs)
-
-
-def host_memory_bytes() -> int:
-    """This machine's physical memory: the budget of a CPU device, which reports none."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def advice(p: MemoryPlan, phase: str | None = None) -> str:
-    """What to change for ``phase`` (default: the plan's peak), biggest lever first, naming each knob and its
-    value."""
-    k, own = p.knobs, {i.name: i.bytes_per_device for i in p.items}
-    if "num_samples" in k:  # an evaluate plan
-        return " / ".join(text for _, text in sorted([
-            (own["KV cache"], f"reduce --batch_size (now {k['batch_size']}) or --max_new_tokens (now "
-                              f"{k['max_new_tokens']})"),
-            (own["sampled tokens"], f"reduce --num_samples (now {k['num_samples']}) or --max_new_tokens"),
-            (own["policy"], "use more devices")], key=lambda o: -o[0]))
-    state = own["params"] + own["optimizer state"] + own.get("reference params", 0)
-    more_fsdp = (state, f"use more fsdp (MeshConfig.fsdp, now {k['fsdp']}) or more devices")
-    micro = f"now {k['micro_batch_size']}" if k["micro_batch_size"] else f"now 0: minibatches of {k['micro_rows']}"
-    options = {
-        "rollout": [(own["KV cache"], f"reduce RunConfig.batch_size (now {k['batch_size']}) or RLConfig.group_size "
-                                      f"(now {k['group_size']})"), more_fsdp],
-        "update": [(own["activations"], f"reduce RLConfig.micro_batch_size ({micro}, {k['update_rows']} row(s) "
-                                        "per device)") if k["update_rows"] > 1 else
-                   (own["activations"], f"shorten RLConfig.max_new_tokens (now {k['max_new_tokens']}) or the "
-                                        f"prompts, or add tensor parallelism (MeshConfig.tensor, now {k['tensor']})"),
-                   more_fsdp]
-                  + ([(own["activations"] + 1, "set RLConfig.remat = 'full' (now 'none')")] if k["remat"] == "none"
-                     else [])
-                  + ([(own["activations"], "set RLConfig.logprob_chunk_size = 128 (now 0)")]
-                     if not k["logprob_chunk_size"] and k["max_new_tokens"] > 128 else []),  # else it changes nothing
-        "value pass": [(own.get("value KV cache", 0), f"reduce RLConfig.vineppo_samples (now {k['vineppo_samples']}) "
-                                                      f"or RLConfig.max_new_tokens (now {k['max_new_tokens']})"),
-                       more_fsdp],
-        "optimizer": [more_fsdp],
-        "eval": [(own.get("eval KV cache", 0), f"reduce RunConfig.eval_samples (now {k['eval_samples']})"),
-                 more_fsdp],
-        "final eval": [(own.get("final KV cache", 0), f"reduce RunConfig.final_eval_samples (now "
-                                                      f"{k['final_eval_samples']})")],
-    }[phase or p.peak_phase]
-    return " / ".join(text for _, text in sorted(options, key=lambda o: -o[0]))
-
-
-def check(p: MemoryPlan, limit_bytes: int | None) -> None:
-    """Raise a one-line ``ValueError`` when the plan's peak exceeds ``limit_bytes`` (None: nothing to check)."""
-    if limit_bytes is None or p.peak_bytes <= limit_bytes:
-        return
-    raise ValueError(f"needs {size(p.peak_bytes)} per device ({p.peak_phase} phase), has {size(limit_bytes)}: "
-                     f"{advice(p)}")
-
-
-def device_limit(cfg: MemoryConfig | None = None, *, host: bool = True) -> int | None:
-    """The per-device budget: ``MemoryConfig.device_memory_gib``, else the device's ``bytes_limit``, else (``host``,
-    CPU devices, which report none) this machine's memory shared by its local devices, else None. A dry run,
-    planning for other hardware on fake CPU devices, passes ``host=False``."""
-    cfg = cfg or MemoryConfig()
-    if cfg.device_memory_gib is not None:
-        return int(cfg.device_memory_gib * GiB)
-    limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
-    if limit is None and host and jax.default_backend() == "cpu":
-        return host_memory_bytes() // jax.local_device_count()
-    return limit
-
-
-def enforce(p: MemoryPlan, cfg: MemoryConfig | None = None, *, echo: bool = True) -> None:
-    """Print the plan (``echo``) and refuse a run that cannot fit, before anything is compiled."""
-    cfg = cfg or MemoryConfig()
-    limit = device_limit(cfg)
-    if echo:
-        print(p.table(limit), flush=True)
-    if cfg.refuse:
-        check(p, limit)
-    elif limit is not None and p.peak_bytes > limit and echo:
-        print(f"warning: the plan needs {size(p.peak_bytes)} per device, more than {size(limit)} "
-              "(MemoryConfig.refuse = False: going on)", flush=True)
 
 
 def max_prompt_tokens(tokenizer, prompts) -> int:

@@ -25,7 +25,7 @@ from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from rlvjax import cli, evaluate, experiment, memory, parallel, preemption, sampling, sft
+from rlvjax import budget, cli, evaluate, experiment, memory, parallel, preemption, sampling, sft
 from rlvjax.config import Config
 from rlvjax.checkpoint import ARCHITECTURE_KEYS, Checkpointer, DamagedCheckpoint, check_free_space, ensure_writable
 from rlvjax.data import pipeline, sources, tasks
@@ -117,7 +117,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     experiment.check_positions(model.config, prompt_tokens, rl.max_new_tokens, len(vt.suffix),
                                knob="RLConfig.max_new_tokens",
                                fix="lower RLConfig.max_new_tokens or TaskSpec.max_prompt_tokens")
-    memory.enforce(memory.plan(model.config, rl, run, mesh, prompt_tokens=prompt_tokens, verify_tokens=len(vt.suffix),
+    budget.enforce(memory.plan(model.config, rl, run, mesh, prompt_tokens=prompt_tokens, verify_tokens=len(vt.suffix),
                                optim=optim, eval_problems=len(eval_records)), config.memory,
                    echo=jax.process_index() == 0)
     if warm.num_steps and given:  # the warm start's solutions come from a task's generator, not from given rows

@@ -15,7 +15,7 @@ import pytest
 from jax.sharding import AbstractMesh
 from flax import nnx
 
-from rlvjax import experiment, memory, parallel, sampling
+from rlvjax import budget, experiment, memory, parallel, sampling
 from rlvjax.config import Config
 from rlvjax.model.hf import config_from_hf
 from rlvjax.model.transformer import ModelConfig, Transformer
@@ -97,7 +97,7 @@ def test_shipped_architectures_without_allocating():
 def test_qwen_plan_fits_4xa100_and_tpu_v4_8():
     for hardware, gib in (("4xa100", 35.5), ("tpu_v4_8", 31.0)):
         plan = qwen_plan(hardware, 4)
-        memory.check(plan, int(gib * GiB))  # does not raise
+        budget.check(plan, int(gib * GiB))  # does not raise
         assert plan.num_params == 1_543_714_304
         assert plan.phases["rollout"] <= 16 * GiB and plan.phases["update"] <= 30 * GiB
         assert plan.knobs["update_rows"] >= 4  # rows of ~2k tokens per micro-batch per device
@@ -114,17 +114,17 @@ def test_qwen_plan_fits_4xa100_and_tpu_v4_8():
 
 def test_qwen_plan_on_tpu_v5e_8_fits():
     plan = qwen_plan("tpu_v5e_8", 8)
-    memory.check(plan, int(15.75 * GiB))
+    budget.check(plan, int(15.75 * GiB))
     with pytest.raises(ValueError, match=r"^needs \d+\.\d\d GiB per device \(update phase\), has 15\.75 GiB: "
                                          r"set RLConfig.remat = 'full'"):
-        memory.check(qwen_plan("tpu_v5e_8", 8, ["RLConfig.remat = 'none'", "RLConfig.logprob_chunk_size = 0"]),
+        budget.check(qwen_plan("tpu_v5e_8", 8, ["RLConfig.remat = 'none'", "RLConfig.logprob_chunk_size = 0"]),
                      int(15.75 * GiB))
 
 
 def test_absurd_setup_is_refused_with_one_line():
     plan = qwen_plan("cpu", 1, ["RLConfig.micro_batch_size = 64"])
     with pytest.raises(ValueError) as err:
-        memory.check(plan, 16 * GiB)
+        budget.check(plan, 16 * GiB)
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith("needs ") and "GiB per device (update phase), has 16.00 GiB" in message
@@ -132,19 +132,19 @@ def test_absurd_setup_is_refused_with_one_line():
     assert "use more fsdp (MeshConfig.fsdp, now 1)" in message
     assert "set RLConfig.remat = 'full' (now 'none')" in message
     assert "set RLConfig.logprob_chunk_size = 128 (now 0)" in message
-    short = memory.advice(qwen_plan("cpu", 1, ["RLConfig.micro_batch_size = 64", "RLConfig.max_new_tokens = 64"]),
+    short = budget.advice(qwen_plan("cpu", 1, ["RLConfig.micro_batch_size = 64", "RLConfig.max_new_tokens = 64"]),
                           "update")
     assert "logprob_chunk_size" not in short  # 64 new tokens: chunks of 128 would change nothing
     # micro_batch_size = 0 is whole minibatches: the advice says so, not "now 64" (the effective size).
-    unset = memory.advice(qwen_plan("cpu", 1, ["RLConfig.micro_batch_size = 0"]), "update")
+    unset = budget.advice(qwen_plan("cpu", 1, ["RLConfig.micro_batch_size = 0"]), "update")
     assert "reduce RLConfig.micro_batch_size (now 0: minibatches of " in unset
 
 
 def test_refusals_name_the_phase_that_does_not_fit():
     with pytest.raises(ValueError, match=r"\(final eval phase\).*reduce RunConfig.final_eval_samples \(now 128"):
-        memory.check(qwen_plan("4xa100", 4, ["RunConfig.final_eval_samples = 128"]), int(35.5 * GiB))
+        budget.check(qwen_plan("4xa100", 4, ["RunConfig.final_eval_samples = 128"]), int(35.5 * GiB))
     with pytest.raises(ValueError, match=r"\(rollout phase\).*reduce RunConfig.batch_size \(now 512\)"):
-        memory.check(qwen_plan("4xa100", 4, ["RunConfig.batch_size = 512"]), int(35.5 * GiB))
+        budget.check(qwen_plan("4xa100", 4, ["RunConfig.batch_size = 512"]), int(35.5 * GiB))
 
 
 TINY = ModelConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
@@ -208,7 +208,7 @@ def test_tiny_config_bytes_by_hand():
                         run, mesh, prompt_tokens=8, verify_tokens=4, eval_problems=0)
     assert {i.name: i.bytes_per_device for i in value.items}["value KV cache"] == 64 * 3 // 2 * (20 * 1 * 8 * 2 * 4)
     assert set(value.phases) == {"rollout", "value pass", "update", "optimizer"}
-    assert "reduce RLConfig.vineppo_samples (now 3)" in memory.advice(value, "value pass")
+    assert "reduce RLConfig.vineppo_samples (now 3)" in budget.advice(value, "value pass")
     # 64 prefixes do not split over 3 data devices: padded to 66, as PoolSampler pads them (the plan raised
     # jax's IndivisibleError, and with it every VinePPO run on such a mesh).
     three = memory.plan(TINY, RLConfig(algorithm="vineppo", group_size=2, max_new_tokens=4, vineppo_samples=2),
@@ -333,13 +333,13 @@ def test_enforce_uses_the_configured_limit(capsys):
                        {"data": 1}, prompt_tokens=8, verify_tokens=4)
     if jax.devices()[0].platform == "cpu":  # CPU devices report no limit: they share this machine's memory
         host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        assert memory.device_limit() == host // jax.local_device_count()
-        assert memory.device_limit(host=False) is None  # a dry run plans for other hardware
-        memory.enforce(plan)
+        assert budget.device_limit() == host // jax.local_device_count()
+        assert budget.device_limit(host=False) is None  # a dry run plans for other hardware
+        budget.enforce(plan)
         assert "memory plan per device" in capsys.readouterr().out
     with pytest.raises(ValueError, match="has 1.05 KiB"):
-        memory.enforce(plan, memory.MemoryConfig(device_memory_gib=1e-6), echo=False)
-    memory.enforce(plan, memory.MemoryConfig(device_memory_gib=1e-6, refuse=False))
+        budget.enforce(plan, budget.MemoryConfig(device_memory_gib=1e-6), echo=False)
+    budget.enforce(plan, budget.MemoryConfig(device_memory_gib=1e-6, refuse=False))
     assert "warning: the plan needs" in capsys.readouterr().out
 
 

@@ -33,7 +33,7 @@ def test_tpu_notebook_uses_the_paper_configs():
     source = "\n".join(code_cells(NOTEBOOKS / "tpu_qwen_math.ipynb"))
     # The plan of the run train builds: its dtypes (bf16 compute) and its MemoryConfig's chip budget (it planned an
     # f32 KV cache against the host's memory).
-    for needed in ("experiments/rlv_grpo_math.gin", "hardware/tpu_v4_8.gin", "memory.enforce(plan, config.memory)",
+    for needed in ("experiments/rlv_grpo_math.gin", "hardware/tpu_v4_8.gin", "budget.enforce(plan, config.memory)",
                    "experiment.abstract_policy(config.model",
                    "train.train(config, ", "evaluate.final_report(config, "):
         assert needed in source, needed

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from rlvjax.cli import UserError
+from rlvjax.rewards.answers import MAX_ANSWER_CHARS, extract_answer
 
 RewardFn = Callable[..., Sequence[float]]
 _REGISTRY: dict[str, RewardFn] = {}
@@ -120,8 +121,6 @@ class Rewards:
         """What the votes group and best-of-N needs stated: the completion's final answer (its last ``\\boxed{}``);
         under a reward other than the math one, where no box is, the whole completion, stripped (one longer than
         ``MAX_ANSWER_CHARS`` by its SHA-256, so that identical completions still vote together). None: no answer."""
-        from rlvjax.rewards.answers import MAX_ANSWER_CHARS, extract_answer
-
         stated = extract_answer(completion)
         if stated is not None or self.is_math or not completion.strip():
             return stated
