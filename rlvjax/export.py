@@ -1,7 +1,8 @@
-"""``python -m rlvjax.export --workdir W --out DIR [--checkpoint N] [--overwrite]``
+"""``python -m rlvjax.export --workdir W --out DIR [--checkpoint N] [--overwrite] [--max_shard_size 5GB]``
 
 Writes the policy of a training run's Orbax checkpoint (the latest, or step N) as a Hugging Face directory —
-``model.safetensors``, ``config.json`` and the tokenizer — that ``transformers.AutoModelForCausalLM`` and
+``model.safetensors`` (or shards of at most ``--max_shard_size`` with their index), ``config.json`` and the
+tokenizer — that ``transformers.AutoModelForCausalLM`` and
 ``rlvjax.load_hf`` load. The policy is rebuilt the way ``rlvjax.evaluate --checkpoint`` rebuilds it (from the
 config stored with the step), and ``save_hf`` writes into a temporary sibling that is renamed into place, so
 ``DIR`` appears whole or not at all.
@@ -11,15 +12,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from huggingface_hub.serialization._base import parse_size_to_int
+
 from rlvjax import evaluate, experiment
 from rlvjax.checkpoint import Checkpointer
 from rlvjax.config import Config
 from rlvjax.model.hf import save_hf
 
 
-def export(workdir, out, *, step: int | None = None, overwrite: bool = False) -> int:
-    """Export checkpoint ``step`` (default: the latest) of the run in ``workdir`` to ``out``; returns the step."""
+def export(workdir, out, *, step: int | None = None, overwrite: bool = False, max_shard_size: str = "5GB") -> int:
+    """Export checkpoint ``step`` (default: the latest) of the run in ``workdir`` to ``out``, its weights in
+    safetensors files of at most ``max_shard_size`` each (as ``save_pretrained``); returns the step."""
     workdir, out = Path(workdir), Path(out)
+    try:
+        if parse_size_to_int(max_shard_size) <= 0:
+            raise ValueError("not positive")
+    except ValueError:
+        raise ValueError(f"--max_shard_size {max_shard_size!r} is not a size; pass a number with a unit, e.g. 5GB "
+                         "or 500MB") from None
     checkpoint_dir = workdir / "checkpoints"
     if not workdir.is_dir():
         raise FileNotFoundError(f"workdir {workdir} does not exist; pass the --workdir of a training run")
@@ -33,7 +43,8 @@ def export(workdir, out, *, step: int | None = None, overwrite: bool = False) ->
         stored = checkpoints.read_config(step)  # a step that was not saved fails here, listing the saved ones
     config = Config.from_dict(stored)
     model, tokenizer = evaluate.load_checkpoint_policy(workdir, step, config)
-    save_hf(model, tokenizer, out, files=experiment.export_files(tokenizer, config.verifier), overwrite=overwrite)
+    save_hf(model, tokenizer, out, files=experiment.export_files(tokenizer, config.verifier), overwrite=overwrite,
+            max_shard_size=max_shard_size)
     return step
 
 
@@ -81,7 +92,7 @@ def main(argv):
 
     logging.set_verbosity(logging.WARNING)
     f = flags.FLAGS
-    step = export(f.workdir, f.out, step=f.checkpoint, overwrite=f.overwrite)
+    step = export(f.workdir, f.out, step=f.checkpoint, overwrite=f.overwrite, max_shard_size=f.max_shard_size)
     print(f"exported step {step} of {f.workdir} to {f.out}")
 
 
@@ -93,6 +104,8 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", None, "the Hugging Face directory to write", required=True)
     flags.DEFINE_integer("checkpoint", None, "export this Orbax checkpoint step (default: the latest)")
     flags.DEFINE_bool("overwrite", False, "replace --out when it exists and is not empty")
+    flags.DEFINE_string("max_shard_size", "5GB", "largest safetensors file; bigger weights are split into shards "
+                        "with an index, as transformers' save_pretrained does")
     from rlvjax import cli
 
     cli.run("rlvjax.export", main)

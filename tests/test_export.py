@@ -111,6 +111,9 @@ def test_export_user_errors(run_dir, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file"):
         export.export(run_dir, tmp_path / "file")
+    for size in ("5XB", "0MB", "-1GB"):
+        with pytest.raises(ValueError, match=f"--max_shard_size '{size}' is not a size; pass a number with a unit"):
+            export.export(run_dir, out, max_shard_size=size)
     assert not out.exists() and (run_dir / "checkpoints").is_dir()
 
 

@@ -66,6 +66,33 @@ def test_save_hf_round_trip(hf_checkpoint, tmp_path, kind):
     assert again.config == model.config
 
 
+
+def test_a_large_export_is_sharded_as_save_pretrained_shards(hf_checkpoint, tmp_path):
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM
+
+    path, ref = hf_checkpoint("qwen2")
+    model, tok = rlvjax.load_hf(path)
+    whole = load_file(path / "model.safetensors")
+    total = sum(t.nbytes for t in whole.values())
+    rlvjax.save_hf(model, tok, tmp_path / "export", max_shard_size=total // 3)
+    index = json.loads((tmp_path / "export" / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) >= 3 and not (tmp_path / "export" / "model.safetensors").exists()
+    assert index["metadata"]["total_size"] == total and index["weight_map"].keys() == whole.keys()
+    for shard in shards:
+        tensors = load_file(tmp_path / "export" / shard)
+        assert sum(t.nbytes for t in tensors.values()) <= total // 3 or len(tensors) == 1, shard
+        assert all(index["weight_map"][name] == shard for name in tensors)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+    ids, mask = left_padded_batch(ref.config.vocab_size, seed=2)
+    valid = mask.astype(bool)
+    np.testing.assert_allclose(torch_logits(reloaded, ids, mask)[valid], torch_logits(ref, ids, mask)[valid],
+                               atol=1e-5, rtol=0)
+    again, _ = rlvjax.load_hf(tmp_path / "export")
+    np.testing.assert_array_equal(np.asarray(again(jnp.asarray(ids), jnp.asarray(mask)))[valid],
+                                  np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))[valid])
+
 def test_fields_a_config_leaves_out_take_transformers_defaults():
     from transformers import LlamaConfig, Qwen2Config
 

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from huggingface_hub import split_state_dict_into_shards_factory
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
@@ -329,22 +330,34 @@ def load_tokenizer(path):
 
 
 def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None = None,
-            overwrite: bool = True) -> None:
-    """Write ``config.json``, ``model.safetensors``, the tokenizer and ``files`` (``{name: text}``, e.g.
+            overwrite: bool = True, max_shard_size: int | str = "5GB") -> None:
+    """Write ``config.json``, the weights, the tokenizer and ``files`` (``{name: text}``, e.g.
     ``experiment.export_files``); the directory appears whole or not at all (``replace_dir``, which replaces a
-    non-empty ``path`` only with ``overwrite``)."""
+    non-empty ``path`` only with ``overwrite``). Weights over ``max_shard_size`` (bytes or "5GB", transformers'
+    default) are split into ``model-0000i-of-0000n.safetensors`` with a ``model.safetensors.index.json``, as
+    ``save_pretrained`` writes them; only one shard's tensors are on the host at a time."""
     path = Path(path)
     cfg = model.config
     params = _flat_state(nnx.state(model, nnx.Param))
-    tensors: dict[str, np.ndarray] = {}
-    for hf_name in hf_tensor_names(cfg):
-        param, transpose = hf_to_path(hf_name)
+    weights = {hf_name: hf_to_path(hf_name) for hf_name in hf_tensor_names(cfg)}
+    split = split_state_dict_into_shards_factory(
+        {hf_name: params[param].get_value() for hf_name, (param, _) in weights.items()},
+        get_storage_size=lambda array: array.nbytes, filename_pattern="model{suffix}.safetensors",
+        max_shard_size=max_shard_size)
+
+    def host(hf_name: str) -> np.ndarray:
+        param, transpose = weights[hf_name]
         array = np.asarray(jax.device_get(params[param].get_value()))
-        tensors[hf_name] = np.ascontiguousarray(array.T if transpose else array)
+        return np.ascontiguousarray(array.T if transpose else array)
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))  # 0700, as mkdtemp makes it
     try:
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        for filename, names in split.filename_to_tensors.items():
+            save_file({name: host(name) for name in names}, str(tmp / filename), metadata={"format": "pt"})
+        if split.is_sharded:
+            index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
         (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg, tokenizer), indent=2))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
