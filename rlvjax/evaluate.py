@@ -50,13 +50,14 @@ def evaluate_policy(model, tokenizer, records: list[dict], rl: RLConfig, mesh, *
                     verify: VerifierConfig = VerifierConfig(), reward: Rewards | None = None) -> tuple[dict, dict]:
     """``(report, pool)`` of one policy on ``records``, sampled with the run's sampling settings at ``temperature``
     (None: ``rl.temperature``), ``rows`` at a time (``PoolSampler``'s), asked the run's verify question and graded
-    by ``reward`` (None: the math reward); the report records the temperature."""
+    by ``reward`` (None: the math reward); the report records the temperature and the grouping the votes used."""
     temperature = rl.temperature if temperature is None else temperature
     sampler, params = PoolSampler.for_model(model, tokenizer, rl, mesh, num_samples=num_samples, verify=verify,
                                             temperature=temperature, rows=rows)
     reward = reward or Rewards(("math",))
     pool = sample_pool(sampler, params, tokenizer, records, reward, seed=seed)
-    pool["classes"] = testtime.pool_classes(pool, reward.grouping(conventions.grouping))  # once: report, strategies
+    conventions = dataclasses.replace(conventions, grouping=reward.grouping(conventions.grouping))  # as reported
+    pool["classes"] = testtime.pool_classes(pool, conventions.grouping)  # once: report, strategies
     rep = report(pool, [r.get("level") for r in records], seed=seed, conventions=conventions)
     return {"temperature": temperature, **rep}, pool
 

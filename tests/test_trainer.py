@@ -115,6 +115,7 @@ def test_evaluate_returns_and_writes_the_report(user_run):
     assert any(extract_answer(s["completion"]) is None and s["answer"] for s in samples)
     assert any(s["correct"] for s in samples)
     assert final["pass@1"] > 0 and final["accuracy"]["best_of_n"]["1"] == pytest.approx(final["pass@1"])  # exact
+    assert final["conventions"]["grouping"] == "string"  # what the votes used, not the math default asked for
     for vote in ("majority", "weighted"):  # over 1000 random subsets
         assert final["accuracy"][vote]["1"] == pytest.approx(final["pass@1"], abs=0.003), vote
 
