@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from rlvjax.checkpoint import ARCHITECTURE_KEYS, Checkpointer, DamagedCheckpoint
 from rlvjax.data import pipeline, sources, tasks
 from rlvjax.lock import workdir_lock
 from rlvjax.metrics import MetricsWriter, rewind_logs
-from rlvjax.model.hf import save_hf
+from rlvjax.model.hf import export_stamp, save_hf
 from rlvjax.model.transformer import ModelConfig
 from rlvjax.pool import PoolSampler, quick_eval
 from rlvjax.rewards.math import grading_counts
@@ -167,7 +168,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
             gathered = multihost_utils.process_allgather(params, tiled=True)  # every process sends its shards
             if jax.process_index() == 0:
                 save_hf(nnx.merge(graphdef, gathered), tokenizer, workdir / "warm_start",
-                        files=experiment.export_files(tokenizer, config.verifier))
+                        files=experiment.export_files(tokenizer, config.verifier), step=0)
         tx = optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
         statics = experiment.statics(graphdef, tx, rl, tokenizer, config.verifier)
         state = steps.init_state(params, tx, seed=run.seed, keep_reference=rl.beta > 0)
@@ -180,6 +181,12 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                                                                                  keys=resume_keys(config),
                                                                                  defaults=config_defaults())
             data.set_state(data_state)  # a pipeline that differs is refused before anything moves
+            if restored > run.num_steps:  # the written config would not describe the run
+                earlier = [s for s in checkpoints.all_steps() if s <= run.num_steps]
+                raise ValueError(f"RunConfig.num_steps={run.num_steps} is below step {restored}, which this resume "
+                                 f"restores; keep num_steps >= {restored}" + (
+                                     f", or go back with --checkpoint {earlier[-1]} (API: resume_step)"
+                                     if earlier else ""))
             newer = [s for s in checkpoints.all_steps() if s > restored]
             if newer:
                 aside = Path(checkpoints.set_aside(newer))
@@ -189,6 +196,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
         start = int(state.step)
         if jax.process_index() == 0:  # right after the set-aside, so that a kill can hardly come between the two
             rewind_logs(workdir, start, aside)
+            if aside is not None:
+                set_aside_outputs(workdir, aside, start)
         jitted = steps.jit_steps(statics, mesh, state)
         eval_sampler = PoolSampler.build(statics, mesh, state.params, num_samples=run.eval_samples,
                                          temperature=run.eval_temperature) if eval_records else None
@@ -283,7 +292,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                 params = multihost_utils.process_allgather(state.params, tiled=True)
                 if jax.process_index() == 0:
                     save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "final",
-                            files=experiment.export_files(tokenizer, config.verifier))
+                            files=experiment.export_files(tokenizer, config.verifier), step=run.num_steps)
                 multihost_utils.sync_global_devices("final policy exported")
             if preemption.agree(notice.received()):  # a notice during the export: it finished, and the rest waits
                 raise cli.Preempted(f"{notice.name}: training is complete and saved; stopped before what follows it "
@@ -297,12 +306,31 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
 
 def exported(workdir: Path, checkpoints: Checkpointer, start: int) -> bool:
     """Whether ``WORKDIR/final`` already holds this run's last step: nothing was trained in this invocation (it
-    started at the latest checkpoint) and the export was written after that checkpoint was saved."""
+    started at the latest checkpoint) and the export is stamped with that step."""
     latest = checkpoints.latest_step()
-    final = workdir / "final" / "model.safetensors"
-    done = (latest is not None and start >= latest and final.is_file()
-            and final.stat().st_mtime > (workdir / "checkpoints" / str(latest)).stat().st_mtime)
+    done = (latest is not None and start >= latest
+            and export_stamp(workdir / "final").get("rlvjax_step") == str(latest))
     return parallel.primary_says(done)
+
+
+OUTPUTS = ("final", "eval.json", "scaling.png")  # the final policy and the end-of-run report
+
+
+def set_aside_outputs(workdir: Path, aside: Path, restored: int) -> None:
+    """After a resume went back to step ``restored`` (``--checkpoint``), the final policy and report of a later step
+    follow its checkpoints to ``aside`` (``outputs_of_step_<N>``), so that neither passes for this run's."""
+    step = export_stamp(workdir / "final").get("rlvjax_step")
+    present = [workdir / name for name in OUTPUTS if (workdir / name).exists()]
+    if step == str(restored) or not present:
+        return
+    target = aside / f"outputs_of_step_{step or 'unknown'}"
+    suffix = 1
+    while target.exists():
+        target, suffix = aside / f"outputs_of_step_{step or 'unknown'}.{suffix}", suffix + 1
+    target.mkdir(parents=True)
+    for path in present:
+        os.replace(path, target / path.name)
+    print(f"rlvjax.train: moved the final policy and report of step {step or '?'} to {target}", file=sys.stderr)
 
 
 def record_run(workdir: Path, config: Config, records: tuple[list[dict], list[dict]] | None) -> None:
@@ -360,8 +388,11 @@ def train_with_baseline(config: Config, workdir, *, resume: bool = False, resume
     if config.run.baseline:
         baseline = workdir / "baseline_lambda0"
         warm = str(policies["warm_start"]) if "warm_start" in policies else None
-        train(config.lambda0_baseline(warm), str(baseline), resume=resume, reward=reward, records=records,
-              hold=hold)
+        back = None  # --checkpoint N takes the baseline back to its step N too, where it has one
+        if resume_step is not None and (baseline / "checkpoints" / str(resume_step)).is_dir():
+            back = resume_step
+        train(config.lambda0_baseline(warm), str(baseline), resume=resume, resume_step=back, reward=reward,
+              records=records, hold=hold)
         policies["lambda0"] = baseline / "final"
     return history, policies
 

@@ -127,15 +127,32 @@ def test_temperature_keys_are_exact_and_a_model_not_trained_here_has_no_training
 
 
 def test_the_end_of_run_report_is_current_only_for_the_same_policies_and_settings(tmp_path):
+    from safetensors.numpy import save_file
+
     from rlvjax import evaluate
 
+    problems = tmp_path / "eval.jsonl"
+    problems.write_text('{"prompt": "1+1", "gold": "2"}\n')
     config = Config()  # training temperature 1.0, no other eval temperature
+    config = dataclasses.replace(config, task=dataclasses.replace(config.task, eval_file=str(problems)))
     policies = {name: tmp_path / name for name in ("final", "lambda0")}
-    for path in policies.values():
-        path.mkdir()
-        (path / "model.safetensors").write_bytes(b"")
+
+    def export(name, export_id, step=4):  # what save_hf stamps on the weights
+        policies[name].mkdir(exist_ok=True)
+        save_file({"w": np.zeros(1, np.float32)}, str(policies[name] / "model.safetensors"),
+                  metadata={"rlvjax_export_id": export_id, "rlvjax_step": str(step)})
+
+    export("final", "a")
+    export("lambda0", "b")
+    assert evaluate.exports(policies) == {"final": {"export_id": "a", "step": 4},
+                                          "lambda0": {"export_id": "b", "step": 4}}
     rep = {"num_samples": config.run.final_eval_samples, "conventions": dataclasses.asdict(config.conventions)}
-    write = lambda reports: (tmp_path / "eval.json").write_text(json.dumps({"reports": reports}))  # noqa: E731
+
+    def write(reports, **changes):
+        evaluation = {"reports": reports, "policies": evaluate.exports(policies),
+                      "eval_data": evaluate.eval_data_id(config.task), **changes}
+        (tmp_path / "eval.json").write_text(json.dumps(evaluation))
+
     write({"1": {"final": rep, "lambda0": rep}})
     assert evaluate.current_report(config, tmp_path, policies)["reports"]["1"]["final"] == rep
     for changed in ({"1": {"final": rep}},  # a policy it does not report
@@ -144,9 +161,16 @@ def test_the_end_of_run_report_is_current_only_for_the_same_policies_and_setting
         write(changed)
         assert evaluate.current_report(config, tmp_path, policies) is None, changed
     write({"1": {"final": rep, "lambda0": rep}})
-    os.utime(policies["final"] / "model.safetensors")  # exported again since: the report is stale
-    os.utime(tmp_path / "eval.json", (0, 0))
+    export("final", "c")  # exported again since (same step, another branch of the run): the report is stale
     assert evaluate.current_report(config, tmp_path, policies) is None
+    write({"1": {"final": rep, "lambda0": rep}})
+    problems.write_text('{"prompt": "2+2", "gold": "4"}\n')  # other problems behind the same path
+    assert evaluate.current_report(config, tmp_path, policies) is None
+    write({"1": {"final": rep, "lambda0": rep}})
+    assert evaluate.current_report(config, tmp_path, policies) is not None
+    save_file({"w": np.zeros(1, np.float32)}, str(policies["final"] / "model.safetensors"))  # not rlvjax's export
+    write({"1": {"final": rep, "lambda0": rep}})
+    assert evaluate.exports(policies)["final"] is None and evaluate.current_report(config, tmp_path, policies) is None
     (tmp_path / "eval.json").write_text("{not json")
     assert evaluate.current_report(config, tmp_path, policies) is None
 
@@ -332,3 +356,23 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
                                 timeout=300, cwd=REPO)
     assert unwritable.returncode == 2 and f"{tmp_path / 'a_file'} is a file, not a directory; choose another --out" \
         in unwritable.stderr
+    # Going back to step 2 (--checkpoint 2 with num_steps = 2): the final policy and report of step 4 follow its
+    # checkpoint aside (they passed for the run's: "already reports these policies", step 4's weights in final/),
+    # and the baseline goes back alike. Each export and the report name the step they hold.
+    from rlvjax.model.hf import export_stamp
+
+    assert end_report["policies"]["final"]["step"] == 4 and end_report["policies"]["warm_start"]["step"] == 0
+    step4 = export_stamp(tmp_path / "final")["rlvjax_export_id"]
+    shorter = dataclasses.replace(config, run=dataclasses.replace(config.run, num_steps=2))
+    with pytest.raises(ValueError, match=r"RunConfig.num_steps=2 is below step 4, which this resume restores; keep "
+                                         r"num_steps >= 4, or go back with --checkpoint 2"):
+        train.run_and_report(shorter, tmp_path, resume=True)
+    train.run_and_report(shorter, tmp_path, resume=True, resume_step=2)
+    aside = tmp_path / "checkpoints_set_aside" / "outputs_of_step_4"
+    assert export_stamp(aside / "final")["rlvjax_export_id"] == step4
+    assert json.loads((aside / "eval.json").read_text()) == end_report
+    back = json.loads((tmp_path / "eval.json").read_text())
+    assert back["policies"]["final"]["step"] == back["policies"]["lambda0"]["step"] == 2
+    assert back["policies"]["final"]["export_id"] == export_stamp(tmp_path / "final")["rlvjax_export_id"] != step4
+    steps = lambda run: sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())  # noqa: E731
+    assert steps(tmp_path) == steps(tmp_path / "baseline_lambda0") == [2]
