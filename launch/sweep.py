@@ -234,7 +234,7 @@ def execute(jobs: list[Job], parallel: int) -> list[int | str | None]:
                                             env={**os.environ, **job.env}).returncode
             except OSError as e:  # no gcloud, a root that is a file: the run failed to start (the thread goes on)
                 status = f"not started: {e}"
-            if status == 0 and STOPPED_LINE in tail(job.log, 2):
+            if status == 0 and stopped(job.log):
                 status = STOPPED  # rlvjax.train exits 0 when a SIGTERM or Ctrl-C stopped it with its state saved
             with lock:
                 took = time.perf_counter() - start
@@ -259,6 +259,17 @@ def execute(jobs: list[Job], parallel: int) -> list[int | str | None]:
 def failure(status: int | str) -> str:
     """How a failed job's status reads: "failed with exit status 2", or "not started: <why>"."""
     return status if isinstance(status, str) else f"failed with exit status {status}"
+
+
+def stopped(log: Path) -> bool:
+    """Whether the run's last message (progress bars aside: one left open follows the message) says rlvjax.train
+    stopped with its state saved."""
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")[-4096:]
+    except OSError:
+        return False
+    messages = [line for line in text.replace("\r", "\n").split("\n") if line.strip() and "%|" not in line]
+    return bool(messages) and STOPPED_LINE in messages[-1]
 
 
 def tail(path: Path, lines: int = 15) -> str:

@@ -174,6 +174,22 @@ def check_pool_size(k: int, name: str = "--num_samples") -> None:
                          "largest N is the pool)")
 
 
+def check_out(out: Path) -> None:
+    """One line when ``--out`` is a training run (its ``eval.json`` is the run's end-of-run report, which
+    ``launch/collect.py`` tabulates) or inside a folder a run manages other than its ``eval/``."""
+    from rlvjax import export  # which imports this module
+
+    target = out.resolve()
+    if export.is_run(target):
+        raise ValueError(f"--out {out} is a training run: its eval.json is the run's own end-of-run report; write "
+                         f"elsewhere, e.g. {out / 'eval' / 'custom'}")
+    for root in filter(export.is_run, target.parents):
+        inside = target.relative_to(root).parts[0]
+        if inside in export.MANAGED and inside != "eval":
+            raise ValueError(f"--out {out} is inside {root / inside}, which the run in {root} manages; write "
+                             f"elsewhere, e.g. {root / 'eval' / 'custom'}")
+
+
 def check_writable(out: Path) -> None:
     """Raises a one-line error when ``out`` could not be created or written (its nearest existing ancestor is a file
     or not writable, or a file evaluate writes is a directory there); creates nothing."""
@@ -307,7 +323,8 @@ def main(argv):
                                     "at a folder with config.json and *.safetensors")
         name = Path(f.model_dir).resolve().name
         out = Path(f.out or Path("eval") / name)
-    check_writable(out)  # before minutes of sampling, not after
+    check_out(out)  # before minutes of sampling, not after
+    check_writable(out)
     if f.workdir:
         run_config = Config.from_dict(Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint))
         rl, verify = run_config.rl, run_config.verifier

@@ -340,8 +340,9 @@ def test_a_run_stopped_with_its_state_saved_is_not_counted_done_and_logs_are_kep
     """rlvjax.train exits 0 when a SIGTERM or Ctrl-C stopped it with a checkpoint: the sweep reports it stopped and
     starts nothing after it; a rerun appends to the run's log instead of replacing it."""
     log = tmp_path / "lambda_0" / "train.log"
-    stopped = sweep.Job("lambda=0", [sys.executable, "-c", "print('rlvjax.train: SIGTERM: saved the checkpoint of "
-                                     "step 4 in x and stopped; rerun with --resume to continue')"], {}, log,
+    # as the log of a stop in the warm start ends: its progress bar, left open, follows the message
+    stopped = sweep.Job("lambda=0", [sys.executable, "-c", "print('rlvjax.train: SIGTERM before the first RL step; "
+                                     "nothing to save, rerun with --resume\\n\\r  0%|          | 0/4')"], {}, log,
                         str(tmp_path / "lambda_0"))
     later = sweep.Job("lambda=1", [sys.executable, "-c", "pass"], {}, tmp_path / "lambda_1" / "train.log",
                       str(tmp_path / "lambda_1"))
