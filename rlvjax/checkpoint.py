@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -35,7 +34,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint.path import atomicity
 
-from rlvjax.cli import UserError
+from rlvjax.cli import OUT_OF_SPACE, UserError, out_of_space
 
 # Where the architecture lives in the run config (``experiment.config_dict``): a key naming a sub-dict compares all
 # of it.
@@ -296,26 +295,11 @@ def check_free_space(directory: str | os.PathLike, needed_bytes: int, what: str 
                             "free some space or choose a workdir on a larger disk")
 
 
-_OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
 def _drop_out_of_space_logs(record: logging.LogRecord) -> bool:
     """Orbax logs a failed save's traceback from its threads; a full disk is reported once, by
     :class:`DiskFullError`, so those records are dropped (every other record passes)."""
     failed = record.exc_info[1] if record.exc_info else None
-    return not (out_of_space(failed) or any(os.strerror(code) in record.getMessage() for code in _OUT_OF_SPACE))
-
-
-def out_of_space(e: BaseException | None) -> bool:
-    """Whether ``e`` or an exception it was raised from says the disk (or a quota) is full; tensorstore reports it
-    only in its message."""
-    while e is not None:
-        if isinstance(e, OSError) and e.errno in _OUT_OF_SPACE:
-            return True
-        if any(os.strerror(code) in str(e) for code in _OUT_OF_SPACE):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
+    return not (out_of_space(failed) or any(os.strerror(code) in record.getMessage() for code in OUT_OF_SPACE))
 
 
 class DamagedCheckpoint(UserError):

@@ -5,7 +5,8 @@
 - a run that stops itself (:class:`RunFailed`, e.g. non-finite updates): one line, exit 1;
 - a preemption notice or Ctrl-C that was honoured (:class:`Preempted`): one line, exit 0, since the state is saved
   and the scheduler's restart with ``--resume`` continues exactly;
-- Ctrl-C anywhere else (``KeyboardInterrupt``): one line, exit 130.
+- Ctrl-C anywhere else (``KeyboardInterrupt``): one line, exit 130;
+- a disk (or quota) that fills up anywhere: one line, exit 2 (checkpoint saves and exports say more).
 
 docs/errors.md lists every bad input with its message and where it is checked.
 """
@@ -13,6 +14,7 @@ docs/errors.md lists every bad input with its message and where it is checked.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import sys
@@ -32,6 +34,21 @@ class Preempted(BaseException):
     """SIGTERM or Ctrl-C was honoured: the state is saved (or nothing was lost yet); rerun with --resume. Raised from
     the signal handler, so it derives from BaseException, like KeyboardInterrupt: an ``except Exception`` that it
     lands in (reading a checkpoint, a user's reward function) must not take it for that code's own failure."""
+
+
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def out_of_space(e: BaseException | None) -> bool:
+    """Whether ``e`` or an exception it was raised from says the disk (or a quota) is full; tensorstore reports it
+    only in its message."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in OUT_OF_SPACE:
+            return True
+        if any(os.strerror(code) in str(e) for code in OUT_OF_SPACE):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
@@ -63,6 +80,12 @@ def run_main(name: str, main: Callable[[list[str]], None]) -> Callable[[list[str
         except KeyboardInterrupt:
             print(f"{name}: interrupted", file=sys.stderr)
             sys.exit(130)
+        except Exception as e:  # a disk that fills up outside a checkpoint save (logs, the report, an export)
+            if not out_of_space(e):
+                raise
+            print(f"{name}: error: the disk filled up ({one_line(e)}); free some space, then run the command again "
+                  "(a training run: with --resume; its latest checkpoint is intact)", file=sys.stderr)
+            sys.exit(2)
 
     return wrapped
 

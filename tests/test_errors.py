@@ -730,3 +730,34 @@ def test_evaluate_model_dir_mistakes(tmp_path):
         code, lines = run_cli("rlvjax.evaluate", [*args, "--out", str(tmp_path / "out")])
         assert code == 2 and len(lines) == 1 and message in lines[0], (args, lines)
     assert not (tmp_path / "out").exists() and not (tmp_path / "eval").exists()
+
+
+def test_a_disk_that_fills_up_outside_a_checkpoint_save_is_one_line(tmp_path, capsys, monkeypatch):
+    """The logs, the report, a plot: a full disk anywhere ends in one line and exit 2, not tracebacks."""
+    import errno
+
+    from rlvjax import metrics
+
+    def full(self, step, rows):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.dir / "samples.jsonl"))
+
+    monkeypatch.setattr(metrics.MetricsWriter, "samples", full)
+    code, line = train_error(tmp_path / "run", ["RunConfig.log_every = 1"], capsys=capsys)
+    assert code == 2 and line == (
+        f"rlvjax.train: error: the disk filled up ([Errno 28] No space left on device: "
+        f"'{tmp_path / 'run' / 'samples.jsonl'}'); free some space, then run the command again (a training run: with "
+        "--resume; its latest checkpoint is intact)")
+    # raised from another error (tensorstore, a plotting library): found through the chain
+    def wrapped(argv):
+        try:
+            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+        except OSError as e:
+            raise RuntimeError("could not write scaling.png") from e
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run_main("rlvjax.evaluate", wrapped)([])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("rlvjax.evaluate: error: the disk filled up (could not write "
+                                              "scaling.png)")
+    with pytest.raises(RuntimeError, match="not a disk"):  # any other failure keeps its traceback
+        cli.run_main("rlvjax.evaluate", lambda argv: (_ for _ in ()).throw(RuntimeError("not a disk")))([])

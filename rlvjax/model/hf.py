@@ -381,7 +381,8 @@ def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None
             (tmp / name).write_text(text, encoding="utf-8")
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        from rlvjax.checkpoint import DiskFullError, out_of_space
+        from rlvjax.checkpoint import DiskFullError
+        from rlvjax.cli import out_of_space
 
         if out_of_space(e):
             raise DiskFullError(f"the disk under {path.parent} filled up while writing {path.name}; nothing was "
