@@ -6,8 +6,11 @@ the printed summary. ``rlvjax.evaluate`` samples the pools; numpy and matplotlib
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import math
+import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -186,7 +189,9 @@ def write_report(evaluation: dict, out_dir, samples: tuple | None = None) -> tup
     """``eval.json`` and ``scaling.png`` in ``out_dir``, ``compute.png`` when a report prices a test-time strategy and,
     given ``samples = (pool, records, conventions)``, ``eval_samples.jsonl`` (``write_samples``); a stale one of
     those two is removed otherwise. Each file is written beside its place, then all are moved in with eval.json last,
-    so an eval.json always sits with the files of its own evaluation and a failure leaves the previous set whole.
+    so an eval.json always sits with the files of its own evaluation and a failure leaves the previous set whole
+    (staged under names of their own and moved in under a lock on ``out_dir``: two evaluations writing one folder
+    at once leave one whole set).
     Non-finite numbers (an AUROC where no problem has both outcomes) are written as null. Returns the paths of
     eval.json and scaling.png."""
     from rlvjax.strategies import report as strategy_report
@@ -205,17 +210,23 @@ def write_report(evaluation: dict, out_dir, samples: tuple | None = None) -> tup
     try:
         for name, write in writers.items():
             final = out_dir / name
-            staged.append((final.with_name(f"{final.stem}.tmp{final.suffix}"), final))  # the suffix names the format
+            # a name of its own (two evaluations may write one folder at once); the suffix names the format
+            staged.append((out_dir / f".{final.stem}.{uuid.uuid4().hex[:12]}{final.suffix}", final))
             write(staged[-1][0])
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
         raise
-    for name in ("compute.png", "eval_samples.jsonl"):  # an earlier evaluation's, that this one does not replace
-        if name not in writers:
-            (out_dir / name).unlink(missing_ok=True)
-    for tmp, final in staged:
-        tmp.replace(final)
+    folder = os.open(out_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)  # one evaluation's set moves in at a time
+        for name in ("compute.png", "eval_samples.jsonl"):  # an earlier evaluation's, that this one does not replace
+            if name not in writers:
+                (out_dir / name).unlink(missing_ok=True)
+        for tmp, final in staged:
+            tmp.replace(final)
+    finally:
+        os.close(folder)  # and the lock with it
     return out_dir / "eval.json", out_dir / "scaling.png"
 
 

@@ -229,6 +229,28 @@ def test_write_report_commits_a_whole_set_of_strict_json(tmp_path, monkeypatch):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+
+def test_two_evaluations_writing_one_folder_each_leave_a_whole_set(tmp_path, monkeypatch):
+    from rlvjax import reports
+
+    pool = {"answers": np.array([["5", "3"]], dtype=object), "correct": np.array([[True, False]]),
+            "yes_logp": np.log(np.array([[0.9, 0.2]])), "no_logp": np.log(np.array([[0.1, 0.8]]))}
+    first, second = ({**assemble({"1": {"m": report(pool, num_subsets=4)}}, {}, train_temperature=1.0,
+                                 headline_temperature=1.0), "seed": seed} for seed in (1, 2))
+    plot = reports.plot_scaling
+    calls = []
+
+    def meanwhile(evaluation, path):  # the second evaluation writes its whole set while the first is staging
+        plot(evaluation, path)
+        calls.append(path)
+        if len(calls) == 1:
+            reports.write_report(second, tmp_path)
+
+    monkeypatch.setattr(reports, "plot_scaling", meanwhile)
+    reports.write_report(first, tmp_path)  # staged under one shared name, the two crashed or mixed their files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json", "scaling.png"]
+    assert json.loads((tmp_path / "eval.json").read_text())["seed"] == 1 and len(calls) == 2
+
 @pytest.mark.slow
 def test_evaluate_cli_on_a_trained_run(tmp_path):
     gin.clear_config()
