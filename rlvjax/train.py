@@ -402,7 +402,8 @@ def run_and_report(config: Config, workdir, *, resume: bool = False, resume_step
     workdir's lock: no second process can resume the run while its baseline starts or its report reads it."""
     with contextlib.ExitStack() as hold:
         _, policies = train_with_baseline(config, workdir, resume=resume, resume_step=resume_step, hold=hold)
-        return report_run(config, workdir, policies)
+        with preemption.stop_at_once("the end-of-run report"):
+            return report_run(config, workdir, policies)
 
 
 def report_run(config: Config, workdir, policies: dict[str, Path], *, reward: Rewards | None = None,

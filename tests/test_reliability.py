@@ -416,6 +416,38 @@ def test_ctrl_c_during_the_final_export_stops_before_the_baseline(tmp_path, monk
     assert not (tmp_path / "run" / "baseline_lambda0").exists()
 
 
+
+SIGTERM_IN_REPORT = """
+import os, signal, sys, time
+import gin
+from rlvjax import cli, evaluate, train
+from rlvjax.config import Config
+
+def report(*args, **kwargs):  # hours of sampling, when the scheduler's notice comes
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)
+
+evaluate.final_report = report
+gin.parse_config_files_and_bindings([sys.argv[1]], ["WarmStartConfig.num_steps = 0", "RunConfig.num_steps = 1",
+                                                    "RunConfig.final_eval_samples = 2"])
+cli.run_main("rlvjax.train", lambda argv: train.run_and_report(Config.from_gin(), sys.argv[2]))([])
+"""
+
+
+def test_sigterm_during_the_report_stops_at_once_with_one_line(tmp_path, env):
+    """Nothing is left to save: the process ends at once, exit 0 and one line (it died with 143 and no word)."""
+    from rlvjax.lock import workdir_lock
+
+    out = subprocess.run([sys.executable, "-c", SIGTERM_IN_REPORT, DIGIT, str(tmp_path / "run")], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines()[-1] == (
+        "rlvjax.train: SIGTERM during the end-of-run report: training is complete and saved; stopped without it; "
+        "rerun with --resume to do it")
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file() and not (tmp_path / "run" / "eval.json").exists()
+    with workdir_lock(tmp_path / "run"):  # released with the process
+        pass
+
 def test_the_baseline_and_the_report_run_under_the_workdir_locks(tmp_path, monkeypatch):
     """A second process cannot resume the run (or its baseline) while the report reads the exported policies."""
     from rlvjax.lock import WorkdirBusy, workdir_lock
