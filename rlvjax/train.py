@@ -160,7 +160,14 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                                     f"saved steps: {checkpoints.all_steps()}")
         if latest is None and jax.process_index() == 0:  # before the warm start: stopped in it, --resume alone
             record_run(workdir, config, records if given else None)  # continues with this config
-        if warm.num_steps and latest is None:
+        made_by = warm_start_id(config)
+        if warm.num_steps and latest is None and resume and parallel.primary_says(
+                export_stamp(workdir / "warm_start").get("rlvjax_warm_start") == made_by):
+            # stopped after its warm start was exported (while the RL steps compiled): not redone
+            print(f"rlvjax.train: resuming from the warm start in {workdir / 'warm_start'}", file=sys.stderr)
+            warmed, _ = experiment.build_policy(dataclasses.replace(config.model, hf_dir=str(workdir / "warm_start")))
+            params = nnx.to_pure_dict(nnx.state(warmed, nnx.Param))
+        elif warm.num_steps and latest is None:
             pairs = tasks.warm_start_pairs(task, warm.num_examples, warm.mistake_rate, warm.seed)
             params = sft.warm_start(graphdef, params, tokenizer, pairs, warm, eos_id=tokenizer.eos_token_id,
                                     pad_id=st.pad_id, verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id),
@@ -168,7 +175,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
             gathered = multihost_utils.process_allgather(params, tiled=True)  # every process sends its shards
             if jax.process_index() == 0:
                 save_hf(nnx.merge(graphdef, gathered), tokenizer, workdir / "warm_start",
-                        files=experiment.export_files(tokenizer, config.verifier), step=0)
+                        files=experiment.export_files(tokenizer, config.verifier), step=0,
+                        stamp={"rlvjax_warm_start": made_by})
         tx = optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
         statics = experiment.statics(graphdef, tx, rl, tokenizer, config.verifier)
         state = steps.init_state(params, tx, seed=run.seed, keep_reference=rl.beta > 0)
@@ -331,6 +339,14 @@ def set_aside_outputs(workdir: Path, aside: Path, restored: int) -> None:
     for path in present:
         os.replace(path, target / path.name)
     print(f"rlvjax.train: moved the final policy and report of step {step or '?'} to {target}", file=sys.stderr)
+
+
+def warm_start_id(config: Config) -> str:
+    """What a warm start's weights follow from (the model, the task, the warm start's settings, the verify
+    question), as 16 hex digits: its export is reused by a resume only when they are the same."""
+    settings = config.to_dict()
+    return pipeline.fingerprint([{section: settings[section] for section in ("model", "task", "warm_start",
+                                                                            "verifier")}])
 
 
 def record_run(workdir: Path, config: Config, records: tuple[list[dict], list[dict]] | None) -> None:

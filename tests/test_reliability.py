@@ -317,6 +317,32 @@ def in_process(workdir, bindings, *, resume=False):
         gin.clear_config()
 
 
+
+def test_a_resume_after_the_warm_start_was_exported_does_not_redo_it(tmp_path, monkeypatch, capsys, reference):
+    """SIGTERM after the warm start's export (while the RL steps compile, minutes at scale): the resume starts from
+    that export instead of redoing the warm start, and continues as the uninterrupted run."""
+    exported = train.save_hf
+
+    def export_then_sigterm(model, tokenizer, path, **kw):
+        exported(model, tokenizer, path, **kw)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(train, "save_hf", export_then_sigterm)
+    workdir = tmp_path / "run"
+    assert in_process(workdir, []) == 0
+    assert "SIGTERM before the first RL step" in capsys.readouterr().err and saved_steps(workdir) == []
+    def again(*args, **kwargs):
+        raise RuntimeError("the warm start ran again")
+
+    monkeypatch.setattr(train.sft, "warm_start", again)
+    assert in_process(workdir, [], resume=True) == 0
+    assert f"resuming from the warm start in {workdir / 'warm_start'}" in capsys.readouterr().err
+    assert_same(metrics(workdir), reference, "resumed from the exported warm start")
+    # another warm start asked for (here: more steps) is not the exported one: it is redone
+    shutil.rmtree(workdir / "checkpoints")
+    with pytest.raises(RuntimeError, match="the warm start ran again"):
+        in_process(workdir, ["WarmStartConfig.num_steps = 31"], resume=True)
+
 def test_sigterm_before_the_first_step_exits_0_at_once(tmp_path, monkeypatch, capsys):
     def preempted_warm_start(graphdef, params, *args, stop, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)  # arrives during the warm start's first step

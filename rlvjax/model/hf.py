@@ -342,13 +342,14 @@ def load_tokenizer(path):
 
 
 def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None = None,
-            overwrite: bool = True, max_shard_size: int | str = "5GB", step: int | None = None) -> None:
+            overwrite: bool = True, max_shard_size: int | str = "5GB", step: int | None = None,
+            stamp: dict[str, str] | None = None) -> None:
     """Write ``config.json``, the weights, the tokenizer and ``files`` (``{name: text}``, e.g.
     ``experiment.export_files``); the directory appears whole or not at all (``replace_dir``, which replaces a
     non-empty ``path`` only with ``overwrite``). Weights over ``max_shard_size`` (bytes or "5GB", transformers'
     default) are split into ``model-0000i-of-0000n.safetensors`` with a ``model.safetensors.index.json``, as
     ``save_pretrained`` writes them; only one shard's tensors are on the host at a time. The weights' metadata
-    (:func:`export_stamp`) carry an id new with every export and ``step``, the training step exported."""
+    (:func:`export_stamp`) carry an id new with every export, ``step``, the training step exported, and ``stamp``."""
     path = Path(path)
     cfg = model.config
     params = _flat_state(nnx.state(model, nnx.Param))
@@ -366,10 +367,10 @@ def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))  # 0700, as mkdtemp makes it
     try:
-        stamp = {"format": "pt", "rlvjax_export_id": uuid.uuid4().hex,
-                 **({"rlvjax_step": str(step)} if step is not None else {})}
+        metadata = {"format": "pt", "rlvjax_export_id": uuid.uuid4().hex,
+                    **({"rlvjax_step": str(step)} if step is not None else {}), **(stamp or {})}
         for filename, names in split.filename_to_tensors.items():
-            save_file({name: host(name) for name in names}, str(tmp / filename), metadata=stamp)
+            save_file({name: host(name) for name in names}, str(tmp / filename), metadata=metadata)
         if split.is_sharded:
             index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
             (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
