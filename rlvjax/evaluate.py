@@ -244,6 +244,9 @@ def strategy_rules(f, num_samples: int, max_new_tokens: int, tokenizer=None) -> 
     base = strategy_report.default_rules(f.strategy, num_samples=num_samples, max_new_tokens=max_new_tokens)
     given = lambda **kw: {k: v for k, v in kw.items() if v is not None}
     if f.strategy == "adaptive":
+        if f.min_samples is not None and f.min_samples > num_samples:  # the rule would blame a field without a flag
+            raise ValueError(f"--min_samples={f.min_samples} is more than the pool's --num_samples={num_samples}; "
+                             f"lower it, or raise --num_samples")
         fields = given(min_samples=f.min_samples, round_size=f.round_size, mean_samples=f.mean_samples)
         deltas = numbers("delta", f.delta) or [r.delta for r in base]
         rules = [dataclasses.replace(base[0], delta=d, **fields) for d in deltas]

@@ -667,6 +667,8 @@ STRATEGY_MISTAKES = [  # (id, args, message); the first three run in the fast ti
      "--budgets='': give comma-separated integers, e.g. 256,512,1024"),
     ("stray", ["--strategy", "adaptive", "--budgets", "8"],
      "--budgets is a flag of --strategy length, not of --strategy adaptive; pass --strategy length or drop it"),
+    ("min_samples_past_pool", ["--strategy", "adaptive", "--num_samples", "4", "--min_samples", "8"],
+     "--min_samples=8 is more than the pool's --num_samples=4; lower it, or raise --num_samples"),
     ("delimiter_escape", ["--strategy", "particle", "--step_delimiter", "a\\"],
      "--step_delimiter='a\\\\': \\ at end of string at character 1; escape a backslash as \\\\"),
 ]

@@ -294,3 +294,15 @@ def test_grading_from_non_main_threads():
         t.join(timeout=120)
     assert errors == []
     assert all(results[f"t{i}"] for i in range(6)) and results["wrong"] is False
+
+
+def test_a_box_the_grader_reads_as_no_answer_votes_for_nothing():
+    from rlvjax import testtime
+    from rlvjax.rewards.registry import Rewards
+
+    completions = ["\\boxed{$$}", "so \\boxed{$ $}", "\\boxed{5}"]
+    rewards, _ = rm.grade_completions(completions, ["5"] * 3)
+    assert rewards.tolist() == [False, False, True]  # graded as no answer
+    votes = [Rewards(("math",)).answer(c) for c in completions]
+    assert votes == [None, None, "5"]  # '$$' and '$ $' were answers, and two of them out-voted the right one
+    assert testtime.majority_vote(votes) == "5"

@@ -175,6 +175,13 @@ def test_bad_arguments_raise_clear_errors(qwen):
         sampling.sample(model, np.ones((3, 3), np.int32), prompt_mask=np.ones((1, 3)), max_new_tokens=4)
     with pytest.raises(ValueError, match=r"^temperature=nan must be a finite number >= 0"):
         sampling.sample(model, [[1]], max_new_tokens=4, temperature=float("nan"))
+    # one prompt passed flat (a TypeError), float ids (silently truncated to other tokens)
+    for prompts in ([5, 9, 17], [[5, 9.5, 17]]):
+        with pytest.raises(ValueError, match=r"^prompts must be lists of integer token ids, one list per prompt: "
+                                             r"\[\[\.\.\.\]\] for a single prompt$"):
+            sampling.sample(model, prompts, max_new_tokens=4)
+    with pytest.raises(ValueError, match=r"^prompt ids must be integers of shape \[batch, length\], got float64"):
+        sampling.sample(model, np.array([[5.0, 9.5]]), max_new_tokens=4)
 
 
 def test_prefill_in_chunks_equals_one_prefill(qwen):

@@ -55,6 +55,10 @@ def test_particle_weights_are_normalised_and_resampling_is_deterministic():
     np.testing.assert_allclose(w[0], [0.9, 0.1, 0, 0])
     np.testing.assert_allclose(w[1], 0.25)  # no signal: uniform
     np.testing.assert_allclose(particle.weights(scores, 0.5)[0], np.array([0.81, 0.01, 0, 0]) / 0.82)
+    # tiny raw scores at a low temperature (they underflowed to a uniform draw); one NaN drops out alone
+    np.testing.assert_allclose(particle.weights(np.array([[1e-30, 1e-20, 1e-25, 1e-28]]), 0.05), [[0, 1, 0, 0]],
+                               atol=1e-80)
+    np.testing.assert_allclose(particle.weights(np.array([[np.nan, 0.5, 0.5, 0.0]]), 1.0), [[0, 0.5, 0.5, 0]])
     rule = particle.ParticleRule(particles=4)
     draws = [particle.resample(w, rule, np.random.default_rng(7)) for _ in range(2)]
     np.testing.assert_array_equal(draws[0], draws[1])

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from rlvjax.cli import UserError
-from rlvjax.rewards.answers import MAX_ANSWER_CHARS, extract_answer
+from rlvjax.rewards.answers import MAX_ANSWER_CHARS, as_answer, extract_answer
 
 RewardFn = Callable[..., Sequence[float]]
 _REGISTRY: dict[str, RewardFn] = {}
@@ -120,8 +120,11 @@ class Rewards:
     def answer(self, completion: str) -> str | None:
         """What the votes group and best-of-N needs stated: the completion's final answer (its last ``\\boxed{}``);
         under a reward other than the math one, where no box is, the whole completion, stripped (one longer than
-        ``MAX_ANSWER_CHARS`` by its SHA-256, so that identical completions still vote together). None: no answer."""
+        ``MAX_ANSWER_CHARS`` by its SHA-256, so that identical completions still vote together). None: no answer,
+        as for a box the grader reads as none (``\\boxed{$$}``), which must not win a vote."""
         stated = extract_answer(completion)
+        if stated is not None and as_answer(stated, stated=True) is None:
+            stated = None
         if stated is not None or self.is_math or not completion.strip():
             return stated
         text = completion.strip()

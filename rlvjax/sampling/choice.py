@@ -51,8 +51,9 @@ def left_pad(prompts, prompt_mask=None, *, pad_id: int = 0, bucket: int | None =
     """
     if isinstance(prompts, (np.ndarray, jax.Array)):
         arr = np.asarray(prompts)
-        if arr.ndim != 2:
-            raise ValueError(f"prompt ids must be [batch, length], got shape {arr.shape}")
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"prompt ids must be integers of shape [batch, length], got {arr.dtype} of shape "
+                             f"{arr.shape}")
         keep = np.ones(arr.shape, bool) if prompt_mask is None else np.asarray(prompt_mask).astype(bool)
         if keep.shape != arr.shape:
             raise ValueError(f"prompt_mask has shape {keep.shape}, the prompt ids {arr.shape}; give one mask entry "
@@ -61,7 +62,11 @@ def left_pad(prompts, prompt_mask=None, *, pad_id: int = 0, bucket: int | None =
     else:
         if prompt_mask is not None:
             raise ValueError("prompt_mask goes with a [batch, length] array, not with ragged lists of ids")
-        rows = [np.asarray(r, np.int64) for r in prompts]
+        rows = [np.asarray(r) for r in prompts]
+        if any(r.ndim != 1 or (r.size and not np.issubdtype(r.dtype, np.integer)) for r in rows):
+            raise ValueError("prompts must be lists of integer token ids, one list per prompt: [[...]] for a single "
+                             "prompt")
+        rows = [r.astype(np.int64) for r in rows]
     if not rows:
         raise ValueError("no prompts given")
     if min(len(r) for r in rows) == 0:

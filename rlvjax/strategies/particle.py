@@ -55,8 +55,13 @@ class ParticleRule:
 
 def weights(scores: np.ndarray, temperature: float) -> np.ndarray:
     """``[P, N]`` resampling weights from verifier scores in [0, 1]: ``score ** (1 / temperature)`` normalised per
-    problem (uniform where every score is 0)."""
-    w = np.power(np.clip(np.asarray(scores, np.float64), 0.0, 1.0), 1.0 / temperature)
+    problem, computed in log space (tiny scores at a low temperature keep their order instead of all underflowing to
+    0 and a uniform draw); a NaN score weighs 0; uniform where every score is 0."""
+    scores = np.clip(np.nan_to_num(np.asarray(scores, np.float64), nan=0.0), 0.0, 1.0)
+    with np.errstate(divide="ignore"):
+        log_w = np.log(scores) / temperature
+    top = log_w.max(axis=1, keepdims=True)
+    w = np.exp(log_w - np.where(np.isfinite(top), top, 0.0))
     total = w.sum(axis=1, keepdims=True)
     return np.where(total > 0, w / np.where(total > 0, total, 1.0), 1.0 / w.shape[1])
 
