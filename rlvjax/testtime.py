@@ -2,9 +2,10 @@
 
 Answers of one problem are grouped into equivalence classes by mathematical equivalence (not string equality), and
 every strategy works on integer class ids: `-1` marks an unparseable answer, which never wins. Everywhere a
-per-problem list of answers is accepted, a precomputed integer class-id array is accepted too, so curves over many
-subsets never regrade. `answer_classes` numbers classes by first occurrence, so in the single-problem votes **ties
-go to the lowest class id = the answer that appears earliest in the list**. Curves instead average over tie-breaks
+per-problem list of answers is accepted, a precomputed integer class-id numpy array is accepted too, so curves over
+many subsets never regrade (a list of numbers is answers: ``[-3, -3, 5]`` votes for -3). `answer_classes` numbers
+classes by first occurrence, so in the single-problem votes **ties go to the lowest class id = the answer that
+appears earliest in the list**. Curves instead average over tie-breaks
 (see scaling_curve): a fixed pool order must not bias a mean over random subsets.
 
 The choices that papers make differently are named options of :class:`Conventions` (defaults first; the RL^V
@@ -121,12 +122,11 @@ def pool_classes(pool: dict, grouping: str = "math") -> np.ndarray:
 
 
 def _as_classes(answers, equivalent, grouping: str = "math") -> np.ndarray:
-    """Integer class ids are used as given; anything else is grouped with answer_classes."""
+    """An integer numpy array is class ids, used as given; anything else is answers, grouped with answer_classes
+    (numbers as their text)."""
     if isinstance(answers, np.ndarray) and np.issubdtype(answers.dtype, np.integer):
         return answers.astype(np.int64)
-    if len(answers) and all(isinstance(a, (int, np.integer)) for a in answers):
-        return np.asarray(answers, dtype=np.int64)
-    return answer_classes(list(answers), equivalent, grouping)
+    return answer_classes([a if a is None or isinstance(a, str) else str(a) for a in answers], equivalent, grouping)
 
 
 def _representative(answers, classes: np.ndarray, winner: int):
@@ -171,7 +171,8 @@ def best_of_n(answers, scores, unparseable: str = "last"):
     from rlvjax.rewards.answers import MAX_ANSWER_CHARS
 
     # What answer_classes (and so the votes and curves) calls no answer: None, a class id of -1, or too long.
-    parseable = np.array([a is not None and not (isinstance(a, (int, np.integer)) and a < 0)
+    ids = isinstance(answers, np.ndarray) and np.issubdtype(answers.dtype, np.integer)
+    parseable = np.array([a is not None and not (ids and a < 0)
                           and not (isinstance(a, str) and len(a) > MAX_ANSWER_CHARS) for a in answers])
     if not parseable.any():
         return None

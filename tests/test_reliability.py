@@ -470,7 +470,8 @@ def test_sigterm_during_the_report_stops_at_once_with_one_line(tmp_path, env):
     assert out.stderr.strip().splitlines()[-1] == (
         "rlvjax.train: SIGTERM during the end-of-run report: training is complete and saved; stopped without it; "
         "rerun with --resume to do it")
-    assert (tmp_path / "run" / "final" / "model.safetensors").is_file() and not (tmp_path / "run" / "eval.json").exists()
+    run = tmp_path / "run"
+    assert (run / "final" / "model.safetensors").is_file() and not (run / "eval.json").exists()
     with workdir_lock(tmp_path / "run"):  # released with the process
         pass
 

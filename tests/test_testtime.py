@@ -56,6 +56,9 @@ def test_votes_accept_precomputed_class_ids():
     assert tt.majority_vote(np.array([2, 0, 0, 2])) == 0  # tie -> lowest class id
     assert tt.weighted_vote(np.array([1, 0, -1]), [0.6, 0.5, 9.0]) == 1
     assert tt.majority_vote(np.array([-1, -1])) is None
+    # a list of numbers is answers, not class ids (a negative one was read as "unparseable")
+    assert tt.majority_vote([-3, -3, 5]) == -3 and tt.best_of_n([-3, 5], [0.9, 0.1]) == -3
+    assert tt.weighted_vote([2, 2.0, 7], [0.3, 0.3, 0.5]) == 2  # 2 and 2.0 are one answer
 
 
 def test_answer_classes_custom_equivalence():
