@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 from rlvjax import evaluate, experiment, parallel  # noqa: E402
 from rlvjax.config import Config  # noqa: E402
 from rlvjax.model.hf import load_hf  # noqa: E402
+from rlvjax.rewards.registry import Rewards  # noqa: E402
 from rlvjax.rl import diagnostics  # noqa: E402
 from rlvjax.strategies import adaptive, length, particle  # noqa: E402
 from rlvjax.strategies import report as strategy_report  # noqa: E402
@@ -74,13 +75,14 @@ def main(argv=None):
     p.add_argument("--step_delimiter", default="\\n\\n")
     p.add_argument("--out", type=Path, default=None, help="write every figure as JSON here")
     args = p.parse_args(argv)
-    delimiter = args.step_delimiter.encode().decode("unicode_escape")
+    delimiter = evaluate.unescape("step_delimiter", args.step_delimiter)  # "。" kept, "\\n" expanded
     config = Config.from_dict(json.loads((args.workdir / "config.json").read_text()))
     rl, k = config.rl, args.num_samples
     model, tokenizer = load_hf(args.workdir / args.policy)
     records = experiment.build_records(config.task, tokenizer)[1]
     mesh = parallel.make_mesh(parallel.MeshConfig())
-    policy = Policy.build(model, tokenizer, rl, verify=config.verifier, conventions=config.conventions)
+    reward = Rewards(config.task.rewards, config.task.reward_weights)  # the run's reward, as rlvjax.evaluate grades
+    policy = Policy.build(model, tokenizer, rl, verify=config.verifier, reward=reward, conventions=config.conventions)
     budgets = (tuple(int(b) for b in args.budgets.split(",")) if args.budgets else
                strategy_report.default_rules("length", num_samples=1, max_new_tokens=rl.max_new_tokens)[0].budgets)
     rules = {
@@ -92,11 +94,13 @@ def main(argv=None):
         "particle": [particle.ParticleRule(particles=int(n), step_delimiter=delimiter)
                      for n in args.particles.split(",")],
     }
+    for name, rs in rules.items():  # before the first pool, not after it
+        strategy_report.check_rules(name, rs, num_samples=k, max_new_tokens=rl.max_new_tokens, tokenizer=tokenizer)
     results = []
     for seed in (int(s) for s in args.seeds.split(",")):
         start = time.time()
         rep, pool = evaluate.evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=k, seed=seed,
-                                             verify=config.verifier, conventions=config.conventions)
+                                             verify=config.verifier, conventions=config.conventions, reward=reward)
         blocks = {name: strategy_report.evaluate(name, rs, rep, pool, policy=policy, records=records, seed=seed)
                   for name, rs in rules.items()}
         blocks["partial"] = partial_auroc(policy, records, 8, delimiter, seed)
