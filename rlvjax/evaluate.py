@@ -318,9 +318,17 @@ def main(argv):
     strategy_rules(f, f.num_samples, f.max_new_tokens or 1 << 30)
     if f.workdir:
         workdir = Path(f.workdir)
+        if not (workdir / "checkpoints").is_dir():
+            raise FileNotFoundError(f"--workdir {workdir} is not a training run (no checkpoints/ in it); point it at "
+                                    "the --workdir of a run, or pass an HF directory as --model_dir")
         name = f"step_{f.checkpoint}" if f.checkpoint is not None else f.policy
         out = Path(f.out or workdir / "eval" / name)
     else:
+        from rlvjax import export  # which imports this module
+
+        if export.is_run(Path(f.model_dir)):  # its config.json is the run's config, not a model's
+            raise ValueError(f"--model_dir {f.model_dir} is a training run; pass it as --workdir (its exported "
+                             f"policy: --model_dir {Path(f.model_dir) / 'final'})")
         if not (Path(f.model_dir) / "config.json").is_file():
             raise FileNotFoundError(f"--model_dir {f.model_dir} is not an HF model directory (no config.json); point "
                                     "at a folder with config.json and *.safetensors")

@@ -695,8 +695,20 @@ def test_evaluate_dtype_with_a_checkpoint(tmp_path):
 def test_evaluate_workdir_that_does_not_exist(tmp_path):
     workdir = tmp_path / "absent"
     code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(workdir)])
-    assert code == 2 and len(lines) == 1 and f"no checkpoint directory {workdir}/checkpoints" in lines[0], lines
+    assert code == 2 and len(lines) == 1 and lines[0].endswith(
+        f"--workdir {workdir} is not a training run (no checkpoints/ in it); point it at the --workdir of a run, or "
+        "pass an HF directory as --model_dir"), lines
     assert not workdir.exists()
+    (tmp_path / "a_file").write_text("x")  # it blamed an --out the user never passed
+    code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(tmp_path / "a_file")])
+    assert code == 2 and len(lines) == 1 and "is not a training run (no checkpoints/ in it)" in lines[0], lines
+    run = tmp_path / "run"  # a run's config.json is not a model's: "unsupported architecture model_type=None"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    code, lines = run_cli("rlvjax.evaluate", ["--model_dir", str(run), "--data", "x.jsonl"])
+    assert code == 2 and len(lines) == 1 and lines[0].endswith(
+        f"--model_dir {run} is a training run; pass it as --workdir (its exported policy: --model_dir "
+        f"{run / 'final'})"), lines
 
 
 @pytest.mark.slow
