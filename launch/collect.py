@@ -71,14 +71,21 @@ def summarize(run: Path, eval_path: Path) -> dict:
     """One row: the trained policy's numbers at the pool size K (headline temperature), and where they came from."""
     try:
         reports = headline_reports(json.loads(eval_path.read_text()))
-    except (ValueError, KeyError, TypeError) as e:  # cut short, hand-edited, or not rlvjax's
+        if POLICY not in reports:
+            raise ValueError(f"{eval_path} has no '{POLICY}' policy (it has {sorted(reports)}); evaluate the trained "
+                             f"policy with python -m rlvjax.evaluate --workdir {run}")
+        return _row(run, eval_path, reports[POLICY])
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:  # cut short, hand-edited, not rlvjax's
         raise ValueError(f"{eval_path} is not a whole rlvjax eval.json ({type(e).__name__}: {e}); rerun python -m "
                          f"rlvjax.evaluate --workdir {run}, or move the run out of the root") from None
-    if POLICY not in reports:
-        raise ValueError(f"{eval_path} has no '{POLICY}' policy (it has {sorted(reports)}); evaluate the trained "
-                         f"policy with python -m rlvjax.evaluate --workdir {run}")
-    rep = reports[POLICY]
+
+
+def _row(run: Path, eval_path: Path, rep: dict) -> dict:
     k, acc, ver = rep["num_samples"], rep["accuracy"], rep["verifier"]
+    for name, value in (("pass@1", rep["pass@1"]), *((f"{s} curve", v) for s in ("majority", "weighted")
+                                                        for v in acc[s].values())):
+        if not isinstance(value, (int, float)):
+            raise TypeError(f"{name} is {value!r}, not a number")
     return {"lambda": run_lambda(run), "run": run.name, "num_samples": k, "num_problems": rep["num_problems"],
             "pass@1": rep["pass@1"], **{s: acc[s][str(k)] for s in ("majority", "weighted", "best_of_n")},
             "verifier_accuracy": ver["verifier_accuracy"],
@@ -118,7 +125,11 @@ def against_baseline(rows: list[dict]) -> list[dict]:
     the samples the weighted vote needs to reach λ0's best majority vote (``efficiency vs λ0``; None: never)."""
     from rlvjax import testtime
 
+    zeros = [r["run"] for r in rows if r["lambda"] == 0]
     base = next((r for r in rows if r["lambda"] == 0), None)
+    if len(zeros) > 1:
+        print(f"collect: warning: {len(zeros)} runs have λ = 0 ({', '.join(zeros)}); every row is compared with "
+              f"{zeros[0]}", file=sys.stderr)
     for r in rows:
         same = base is not None and all(r[k] == base[k] for k in ("ns", "temperature", "num_problems"))
         if base is not None and not same:
@@ -141,9 +152,10 @@ def against_baseline(rows: list[dict]) -> list[dict]:
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| λ | K | " + " | ".join(title for _, title in COLUMNS) + " |",
              "|---:" * (len(COLUMNS) + 2) + "|"]
-    for r in rows:
-        lines.append(f"| {r['lambda']:g} | {r['num_samples']} | " + " | ".join(_cell(r[key]) for key, _ in COLUMNS)
-                     + " |")
+    lambdas = [r["lambda"] for r in rows]
+    for r in rows:  # a λ that several runs share is told apart by the run's name
+        label = f"{r['lambda']:g}" + (f" ({r['run']})" if lambdas.count(r["lambda"]) > 1 else "")
+        lines.append(f"| {label} | {r['num_samples']} | " + " | ".join(_cell(r[key]) for key, _ in COLUMNS) + " |")
     return "\n".join(lines)
 
 

@@ -6,10 +6,8 @@ the printed summary. ``rlvjax.evaluate`` samples the pools; numpy and matplotlib
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import math
-import os
 import uuid
 from pathlib import Path
 
@@ -190,8 +188,8 @@ def write_report(evaluation: dict, out_dir, samples: tuple | None = None) -> tup
     given ``samples = (pool, records, conventions)``, ``eval_samples.jsonl`` (``write_samples``); a stale one of
     those two is removed otherwise. Each file is written beside its place, then all are moved in with eval.json last,
     so an eval.json always sits with the files of its own evaluation and a failure leaves the previous set whole
-    (staged under names of their own and moved in under a lock on ``out_dir``: two evaluations writing one folder
-    at once leave one whole set).
+    (each staged under a name of its own: two evaluations writing one folder at once no longer crash on each
+    other's temporaries; the set moved in last wins, file by file).
     Non-finite numbers (an AUROC where no problem has both outcomes) are written as null. Returns the paths of
     eval.json and scaling.png."""
     from rlvjax.strategies import report as strategy_report
@@ -217,16 +215,11 @@ def write_report(evaluation: dict, out_dir, samples: tuple | None = None) -> tup
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
         raise
-    folder = os.open(out_dir, os.O_RDONLY)
-    try:
-        fcntl.flock(folder, fcntl.LOCK_EX)  # one evaluation's set moves in at a time
-        for name in ("compute.png", "eval_samples.jsonl"):  # an earlier evaluation's, that this one does not replace
-            if name not in writers:
-                (out_dir / name).unlink(missing_ok=True)
-        for tmp, final in staged:
-            tmp.replace(final)
-    finally:
-        os.close(folder)  # and the lock with it
+    for name in ("compute.png", "eval_samples.jsonl"):  # an earlier evaluation's, that this one does not replace
+        if name not in writers:
+            (out_dir / name).unlink(missing_ok=True)
+    for tmp, final in staged:
+        tmp.replace(final)
     return out_dir / "eval.json", out_dir / "scaling.png"
 
 

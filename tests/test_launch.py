@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -279,6 +280,30 @@ def test_collect_errors(tmp_path):
     (tmp_path / "run_x" / "eval.json").write_text("{}")  # cut short or hand-edited: named, not a KeyError traceback
     with pytest.raises(ValueError, match=r"run_x/eval.json is not a whole rlvjax eval.json \(KeyError: 'reports'\)"):
         collect.collect(tmp_path)
+    evaluation = tmp_path / "lambda_0" / "eval.json"  # a null in a vote curve, a key missing: also named
+    write_eval(evaluation, pass1=0, majority=0, weighted=0, best=0, bal_acc=0.5, auroc=0.5)
+    shutil.rmtree(tmp_path / "run_x")
+    text = json.loads(evaluation.read_text())
+    text["reports"]["1"]["final"]["accuracy"]["weighted"]["2"] = None
+    evaluation.write_text(json.dumps(text))
+    with pytest.raises(ValueError, match=r"lambda_0/eval.json is not a whole rlvjax eval.json \(TypeError: weighted "
+                                         r"curve is None, not a number\)"):
+        collect.collect(tmp_path)
+    del text["reports"]["1"]["final"]["compute_efficiency_weighted_vs_majority"]
+    text["reports"]["1"]["final"]["accuracy"]["weighted"]["2"] = 0.0
+    evaluation.write_text(json.dumps(text))
+    with pytest.raises(ValueError, match=r"\(KeyError: 'compute_efficiency_weighted_vs_majority'\)"):
+        collect.collect(tmp_path)
+
+
+def test_collect_tells_runs_of_one_lambda_apart(tmp_path, capsys):
+    for name, pass1 in (("lambda_0", 0.5), ("lambda_0.0", 0.3), ("lambda_1", 0.4)):
+        write_eval(tmp_path / name / "eval.json", pass1=pass1, majority=0.5, weighted=0.5, best=0.5, bal_acc=0.5,
+                   auroc=0.5)
+    rows = collect.collect(tmp_path)
+    assert "2 runs have λ = 0 (lambda_0, lambda_0.0); every row is compared with lambda_0" in capsys.readouterr().err
+    labels = [line.split("|")[1].strip() for line in collect.markdown_table(rows).splitlines()[2:]]
+    assert labels == ["0 (lambda_0)", "0 (lambda_0.0)", "1"]
 
 
 seeds = load_script("seeds")
