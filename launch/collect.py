@@ -222,6 +222,9 @@ def main(argv: list[str]) -> None:
     p.add_argument("--workdir_root", required=True, help="the sweep's root: one sub-directory per run")
     p.add_argument("--out", default=None, help="where sweep.json and sweep.png go (default: --workdir_root)")
     args = p.parse_args(argv)
+    out = Path(args.out or args.workdir_root)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; pass a directory for sweep.json and sweep.png")
     rows = collect(args.workdir_root)
     json_path, png_path = write(rows, args.out or args.workdir_root)
     print(markdown_table(rows))

@@ -306,6 +306,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if Path(args.workdir_root).exists() and not Path(args.workdir_root).is_dir():
+        raise NotADirectoryError(f"--workdir_root {args.workdir_root} is a file; pass a directory for the runs")
     jobs = plan(args)
     if args.target != "tpu_vm":  # the config lives here; for a TPU VM it lives on the workers
         check_config(args.gin_file, args.gin_param)

@@ -140,6 +140,17 @@ def test_sweep_rejects_bad_input(tmp_path, lambdas, extra, message):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_file_where_a_directory_goes_is_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="--workdir_root .*a_file is a file; pass a directory for the runs"):
+        sweep.main(["--lambdas", "0,1", "--gin_file", str(REPO / TINY), "--workdir_root", str(tmp_path / "a_file")])
+    write_eval(tmp_path / "root" / "lambda_0" / "eval.json", pass1=0, majority=0, weighted=0, best=0, bal_acc=0.5,
+               auroc=0.5)
+    with pytest.raises(NotADirectoryError, match="--out .*a_file is a file; pass a directory for sweep.json"):
+        collect.main(["--workdir_root", str(tmp_path / "root"), "--out", str(tmp_path / "a_file")])
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
 def test_a_lambda_is_bound_exactly_and_names_its_run():
     assert sweep.parse_lambdas("0,0.5,1e-7,0.1234567") == ["0", "0.5", "1e-07", "0.1234567"]
     assert float(sweep.parse_lambdas("0.12345678901")[0]) == 0.12345678901  # not rounded to 6 digits
