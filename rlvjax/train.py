@@ -139,7 +139,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
         raise FileNotFoundError(f"no checkpoint for step {resume_step}: {workdir} holds no checkpoints; check "
                                 "--workdir")
     Config.check_workdir(workdir)
-    check_free_space(workdir, *disk_need(params, rl, run, warm, workdir))
+    check_free_space(workdir, *disk_need(params, rl, run, warm, workdir, resume_step))
     ensure_writable(epath.Path(workdir), "workdir")
     with contextlib.ExitStack() as scope, preemption.notice() as notice:
         (hold or scope).enter_context(workdir_lock(workdir, enabled=jax.process_index() == 0))
@@ -361,14 +361,19 @@ def record_run(workdir: Path, config: Config, records: tuple[list[dict], list[di
 
 
 def disk_need(params, rl: RLConfig, run: experiment.RunConfig, warm: sft.WarmStartConfig,
-              workdir: Path) -> tuple[int, str]:
+              workdir: Path, resume_step: int | None = None) -> tuple[int, str]:
     """``(bytes, what)``: the disk a run still needs at its peak: ``max_to_keep`` checkpoints plus the one being
     saved (Orbax deletes the oldest only after it), less those already saved, and the models it exports. A
-    checkpoint holds the params, AdamW's two moments and, with a KL term, the reference."""
+    checkpoint holds the params, AdamW's two moments and, with a KL term, the reference. A finished run resumed
+    again (for its baseline or report) saves nothing, and exports only a final policy it lacks."""
     model = sum(np.asarray(x).nbytes for x in jax.tree.leaves(params))
     checkpoint = model * (3 + int(rl.beta > 0))
     saved_dir = workdir / "checkpoints"
-    saved = sum(p.name.isdigit() for p in saved_dir.iterdir()) if saved_dir.is_dir() else 0
+    steps = [int(p.name) for p in saved_dir.iterdir() if p.name.isdigit()] if saved_dir.is_dir() else []
+    saved = len(steps)
+    if steps and (max(steps) if resume_step is None else resume_step) >= run.num_steps:
+        exports = int(run.export_final and export_stamp(workdir / "final").get("rlvjax_step") != str(max(steps)))
+        return exports * model, f"the finished run ({exports} exported model(s))"
     keep = run.max_to_keep or -(-run.num_steps // run.checkpoint_every)
     checkpoints = max(keep + 1 - saved, 0)
     exports = int(run.export_final) + int(bool(warm.num_steps) and not (workdir / "warm_start").exists())
