@@ -25,8 +25,6 @@ are replayed on the pool, which gives their live runs' results for these samples
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 from pathlib import Path
@@ -34,10 +32,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from rlvjax import experiment, parallel, testtime
+from rlvjax import experiment, outputs, parallel, testtime
 from rlvjax.config import Config
 from rlvjax.reports import assemble, report, summary, temperature_key, write_report
-from rlvjax.model.hf import export_stamp, load_hf
+from rlvjax.model.hf import load_hf
 from rlvjax.pool import PoolSampler, sample_pool
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import steps, verifier
@@ -118,53 +116,12 @@ def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: 
             correct.setdefault(temperature_key(t), {})[name] = pool["correct"]
     evaluation = {**assemble(reports, correct, train_temperature=rl.temperature,
                              headline_temperature=temperatures[0], seed=run.seed),
-                  "policies": exports(policies), "eval_data": eval_data_id(config.task)}
+                  "policies": outputs.exports(policies), "eval_data": outputs.eval_data_id(config.task)}
     if jax.process_index() == 0:
         json_path, png_path = write_report(evaluation, workdir)
         print(summary(evaluation))
         print(f"report: {json_path}\nplot:   {png_path}")
     return evaluation
-
-
-def current_report(config: Config, workdir, policies: dict[str, Path]) -> dict | None:
-    """``WORKDIR/eval.json`` when :func:`final_report` would write the same report again: over exactly these exports
-    of ``policies`` (each export's id, :func:`exports`) and the same eval problems (:func:`eval_data_id`), with the
-    pool size, temperatures and conventions of ``config``. None otherwise (a finished run resumed once more
-    re-evaluates nothing; one with a new policy, new problems or a new setting does)."""
-    try:
-        evaluation = json.loads((Path(workdir) / "eval.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    rl, run = config.rl, config.run
-    temperatures = {temperature_key(t) for t in (rl.temperature, run.eval_temperature or rl.temperature)}
-    reports = evaluation.get("reports") if isinstance(evaluation, dict) else None
-    ids = exports(policies)
-    same = (isinstance(reports, dict) and set(reports) == temperatures and None not in ids.values()
-            and evaluation.get("policies") == ids and evaluation.get("eval_data") == eval_data_id(config.task)
-            and all(isinstance(r, dict) and set(r) == set(policies) for r in reports.values())
-            and all(rep.get("num_samples") == run.final_eval_samples
-                    and rep.get("conventions") == dataclasses.asdict(config.conventions)
-                    for r in reports.values() for rep in r.values()))
-    return evaluation if same else None
-
-
-def exports(policies: dict[str, Path]) -> dict[str, dict | None]:
-    """``{name: {"export_id", "step"}}`` of exported policy directories, from the stamp ``save_hf`` put on their
-    weights (None for one without it): which exports, of which training step, a report is about."""
-    stamps = {name: export_stamp(path) for name, path in policies.items()}
-    return {name: {"export_id": stamp["rlvjax_export_id"],
-                   "step": int(stamp["rlvjax_step"]) if "rlvjax_step" in stamp else None}
-            if "rlvjax_export_id" in stamp else None for name, stamp in stamps.items()}
-
-
-def eval_data_id(task) -> str:
-    """What a report's problems are drawn from, as 16 hex digits: the task's settings (the files' paths aside) and
-    the eval file's bytes, so a resume that points ``TaskSpec.eval_file`` at other problems is evaluated again."""
-    settings = {k: v for k, v in dataclasses.asdict(task).items() if k not in ("train_file", "eval_file")}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    source = Path(task.eval_file) if task.eval_file else None
-    digest.update(source.read_bytes() if source is not None and source.is_file() else str(task.eval_file).encode())
-    return digest.hexdigest()[:16]
 
 
 def check_pool_size(k: int, name: str = "--num_samples") -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,8 @@ from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from rlvjax import budget, cli, evaluate, experiment, memory, parallel, preemption, sampling, sft
+from rlvjax import (budget, cli, evaluate, experiment, memory, outputs, parallel, preemption, sampling,
+                    sft)
 from rlvjax.config import Config
 from rlvjax.checkpoint import ARCHITECTURE_KEYS, Checkpointer, DamagedCheckpoint, check_free_space, ensure_writable
 from rlvjax.data import pipeline, sources, tasks
@@ -160,7 +160,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                                     f"saved steps: {checkpoints.all_steps()}")
         if latest is None and jax.process_index() == 0:  # before the warm start: stopped in it, --resume alone
             record_run(workdir, config, records if given else None)  # continues with this config
-        made_by = warm_start_id(config)
+        made_by = outputs.warm_start_id(config)
         if warm.num_steps and latest is None and resume and parallel.primary_says(
                 export_stamp(workdir / "warm_start").get("rlvjax_warm_start") == made_by):
             # stopped after its warm start was exported (while the RL steps compiled): not redone
@@ -205,7 +205,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
         if jax.process_index() == 0:  # right after the set-aside, so that a kill can hardly come between the two
             rewind_logs(workdir, start, aside)
             if aside is not None:
-                set_aside_outputs(workdir, aside, start)
+                outputs.set_aside_outputs(workdir, aside, start)
         jitted = steps.jit_steps(statics, mesh, state)
         eval_sampler = PoolSampler.build(statics, mesh, state.params, num_samples=run.eval_samples,
                                          temperature=run.eval_temperature) if eval_records else None
@@ -295,8 +295,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                     raise cli.Preempted(f"{notice.name}: saved the checkpoint of step {step + 1} in "
                                         f"{checkpoints.directory} and stopped; rerun with --resume to continue")
             checkpoints.wait()  # the last step is on disk before its export, which is then the newer of the two
-            if run.export_final and not exported(workdir, checkpoints, start):  # every process sends its shards;
-                # process 0 writes; none goes on before it has
+            # every process sends its shards; process 0 writes; none goes on before it has
+            if run.export_final and not outputs.exported(workdir, checkpoints, start):
                 params = multihost_utils.process_allgather(state.params, tiled=True)
                 if jax.process_index() == 0:
                     save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "final",
@@ -310,43 +310,6 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
             checkpoints.close()
             writer.close()
     return history
-
-
-def exported(workdir: Path, checkpoints: Checkpointer, start: int) -> bool:
-    """Whether ``WORKDIR/final`` already holds this run's last step: nothing was trained in this invocation (it
-    started at the latest checkpoint) and the export is stamped with that step."""
-    latest = checkpoints.latest_step()
-    done = (latest is not None and start >= latest
-            and export_stamp(workdir / "final").get("rlvjax_step") == str(latest))
-    return parallel.primary_says(done)
-
-
-OUTPUTS = ("final", "eval.json", "scaling.png")  # the final policy and the end-of-run report
-
-
-def set_aside_outputs(workdir: Path, aside: Path, restored: int) -> None:
-    """After a resume went back to step ``restored`` (``--checkpoint``), the final policy and report of a later step
-    follow its checkpoints to ``aside`` (``outputs_of_step_<N>``), so that neither passes for this run's."""
-    step = export_stamp(workdir / "final").get("rlvjax_step")
-    present = [workdir / name for name in OUTPUTS if (workdir / name).exists()]
-    if step == str(restored) or not present:
-        return
-    target = aside / f"outputs_of_step_{step or 'unknown'}"
-    suffix = 1
-    while target.exists():
-        target, suffix = aside / f"outputs_of_step_{step or 'unknown'}.{suffix}", suffix + 1
-    target.mkdir(parents=True)
-    for path in present:
-        os.replace(path, target / path.name)
-    print(f"rlvjax.train: moved the final policy and report of step {step or '?'} to {target}", file=sys.stderr)
-
-
-def warm_start_id(config: Config) -> str:
-    """What a warm start's weights follow from (the model, the task, the warm start's settings, the verify
-    question), as 16 hex digits: its export is reused by a resume only when they are the same."""
-    settings = config.to_dict()
-    return pipeline.fingerprint([{section: settings[section] for section in ("model", "task", "warm_start",
-                                                                            "verifier")}])
 
 
 def record_run(workdir: Path, config: Config, records: tuple[list[dict], list[dict]] | None) -> None:
@@ -434,7 +397,7 @@ def report_run(config: Config, workdir, policies: dict[str, Path], *, reward: Re
     reward objects and in-memory rows (None: the config's)."""
     if not (config.run.final_eval_samples and config.run.export_final):
         return None
-    current = evaluate.current_report(config, workdir, policies)
+    current = outputs.current_report(config, workdir, policies)
     if parallel.primary_says(current is not None):  # a finished run resumed again: hours of sampling, for nothing
         print(f"rlvjax.train: {Path(workdir) / 'eval.json'} already reports these policies with these settings; "
               "not evaluated again (delete it to redo)", file=sys.stderr)

@@ -129,7 +129,7 @@ def test_temperature_keys_are_exact_and_a_model_not_trained_here_has_no_training
 def test_the_end_of_run_report_is_current_only_for_the_same_policies_and_settings(tmp_path):
     from safetensors.numpy import save_file
 
-    from rlvjax import evaluate
+    from rlvjax import outputs
 
     problems = tmp_path / "eval.jsonl"
     problems.write_text('{"prompt": "1+1", "gold": "2"}\n')
@@ -144,35 +144,35 @@ def test_the_end_of_run_report_is_current_only_for_the_same_policies_and_setting
 
     export("final", "a")
     export("lambda0", "b")
-    assert evaluate.exports(policies) == {"final": {"export_id": "a", "step": 4},
+    assert outputs.exports(policies) == {"final": {"export_id": "a", "step": 4},
                                           "lambda0": {"export_id": "b", "step": 4}}
     rep = {"num_samples": config.run.final_eval_samples, "conventions": dataclasses.asdict(config.conventions)}
 
     def write(reports, **changes):
-        evaluation = {"reports": reports, "policies": evaluate.exports(policies),
-                      "eval_data": evaluate.eval_data_id(config.task), **changes}
+        evaluation = {"reports": reports, "policies": outputs.exports(policies),
+                      "eval_data": outputs.eval_data_id(config.task), **changes}
         (tmp_path / "eval.json").write_text(json.dumps(evaluation))
 
     write({"1": {"final": rep, "lambda0": rep}})
-    assert evaluate.current_report(config, tmp_path, policies)["reports"]["1"]["final"] == rep
+    assert outputs.current_report(config, tmp_path, policies)["reports"]["1"]["final"] == rep
     for changed in ({"1": {"final": rep}},  # a policy it does not report
                     {"1": {"final": {**rep, "num_samples": 2}, "lambda0": rep}},  # another pool size
                     {"2": {"final": rep, "lambda0": rep}}):  # another temperature
         write(changed)
-        assert evaluate.current_report(config, tmp_path, policies) is None, changed
+        assert outputs.current_report(config, tmp_path, policies) is None, changed
     write({"1": {"final": rep, "lambda0": rep}})
     export("final", "c")  # exported again since (same step, another branch of the run): the report is stale
-    assert evaluate.current_report(config, tmp_path, policies) is None
+    assert outputs.current_report(config, tmp_path, policies) is None
     write({"1": {"final": rep, "lambda0": rep}})
     problems.write_text('{"prompt": "2+2", "gold": "4"}\n')  # other problems behind the same path
-    assert evaluate.current_report(config, tmp_path, policies) is None
+    assert outputs.current_report(config, tmp_path, policies) is None
     write({"1": {"final": rep, "lambda0": rep}})
-    assert evaluate.current_report(config, tmp_path, policies) is not None
+    assert outputs.current_report(config, tmp_path, policies) is not None
     save_file({"w": np.zeros(1, np.float32)}, str(policies["final"] / "model.safetensors"))  # not rlvjax's export
     write({"1": {"final": rep, "lambda0": rep}})
-    assert evaluate.exports(policies)["final"] is None and evaluate.current_report(config, tmp_path, policies) is None
+    assert outputs.exports(policies)["final"] is None and outputs.current_report(config, tmp_path, policies) is None
     (tmp_path / "eval.json").write_text("{not json")
-    assert evaluate.current_report(config, tmp_path, policies) is None
+    assert outputs.current_report(config, tmp_path, policies) is None
 
 
 def test_write_report_commits_a_whole_set_of_strict_json(tmp_path, monkeypatch):

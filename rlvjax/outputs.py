@@ -1,0 +1,100 @@
+"""A run's outputs and whether they are current: the exports (``warm_start/``, ``final/``) carry a stamp in their
+weights' metadata (``save_hf``: the step, an id new with every export, what made a warm start), and the end-of-run
+``eval.json`` names the exports and eval problems it covers. A resume reuses what is current, redoes the rest, and
+moves aside what a ``--checkpoint`` rollback left behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from rlvjax import parallel
+from rlvjax.checkpoint import Checkpointer
+from rlvjax.config import Config
+from rlvjax.data import pipeline
+from rlvjax.model.hf import export_stamp
+from rlvjax.reports import temperature_key
+
+
+def exported(workdir: Path, checkpoints: Checkpointer, start: int) -> bool:
+    """Whether ``WORKDIR/final`` already holds this run's last step: nothing was trained in this invocation (it
+    started at the latest checkpoint) and the export is stamped with that step."""
+    latest = checkpoints.latest_step()
+    done = (latest is not None and start >= latest
+            and export_stamp(workdir / "final").get("rlvjax_step") == str(latest))
+    return parallel.primary_says(done)
+
+
+OUTPUTS = ("final", "eval.json", "scaling.png")  # the final policy and the end-of-run report
+
+
+def set_aside_outputs(workdir: Path, aside: Path, restored: int) -> None:
+    """After a resume went back to step ``restored`` (``--checkpoint``), the final policy and report of a later step
+    follow its checkpoints to ``aside`` (``outputs_of_step_<N>``), so that neither passes for this run's."""
+    step = export_stamp(workdir / "final").get("rlvjax_step")
+    present = [workdir / name for name in OUTPUTS if (workdir / name).exists()]
+    if step == str(restored) or not present:
+        return
+    target = aside / f"outputs_of_step_{step or 'unknown'}"
+    suffix = 1
+    while target.exists():
+        target, suffix = aside / f"outputs_of_step_{step or 'unknown'}.{suffix}", suffix + 1
+    target.mkdir(parents=True)
+    for path in present:
+        os.replace(path, target / path.name)
+    print(f"rlvjax.train: moved the final policy and report of step {step or '?'} to {target}", file=sys.stderr)
+
+
+def warm_start_id(config: Config) -> str:
+    """What a warm start's weights follow from (the model, the task, the warm start's settings, the verify
+    question), as 16 hex digits: its export is reused by a resume only when they are the same."""
+    settings = config.to_dict()
+    return pipeline.fingerprint([{section: settings[section] for section in ("model", "task", "warm_start",
+                                                                            "verifier")}])
+
+
+def current_report(config: Config, workdir, policies: dict[str, Path]) -> dict | None:
+    """``WORKDIR/eval.json`` when ``rlvjax.evaluate.final_report`` would write the same report again: over exactly
+    these exports of ``policies`` (each export's id, :func:`exports`) and the same eval problems
+    (:func:`eval_data_id`), with the pool size, temperatures and conventions of ``config``. None otherwise (a
+    finished run resumed once more re-evaluates nothing; one with a new policy, new problems or a new setting
+    does)."""
+    try:
+        evaluation = json.loads((Path(workdir) / "eval.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    rl, run = config.rl, config.run
+    temperatures = {temperature_key(t) for t in (rl.temperature, run.eval_temperature or rl.temperature)}
+    reports = evaluation.get("reports") if isinstance(evaluation, dict) else None
+    ids = exports(policies)
+    same = (isinstance(reports, dict) and set(reports) == temperatures and None not in ids.values()
+            and evaluation.get("policies") == ids and evaluation.get("eval_data") == eval_data_id(config.task)
+            and all(isinstance(r, dict) and set(r) == set(policies) for r in reports.values())
+            and all(rep.get("num_samples") == run.final_eval_samples
+                    and rep.get("conventions") == dataclasses.asdict(config.conventions)
+                    for r in reports.values() for rep in r.values()))
+    return evaluation if same else None
+
+
+def exports(policies: dict[str, Path]) -> dict[str, dict | None]:
+    """``{name: {"export_id", "step"}}`` of exported policy directories, from the stamp ``save_hf`` put on their
+    weights (None for one without it): which exports, of which training step, a report is about."""
+    stamps = {name: export_stamp(path) for name, path in policies.items()}
+    return {name: {"export_id": stamp["rlvjax_export_id"],
+                   "step": int(stamp["rlvjax_step"]) if "rlvjax_step" in stamp else None}
+            if "rlvjax_export_id" in stamp else None for name, stamp in stamps.items()}
+
+
+def eval_data_id(task) -> str:
+    """What a report's problems are drawn from, as 16 hex digits: the task's settings (the files' paths aside) and
+    the eval file's bytes, so a resume that points ``TaskSpec.eval_file`` at other problems is evaluated again."""
+    settings = {k: v for k, v in dataclasses.asdict(task).items() if k not in ("train_file", "eval_file")}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    source = Path(task.eval_file) if task.eval_file else None
+    digest.update(source.read_bytes() if source is not None and source.is_file() else str(task.eval_file).encode())
+    return digest.hexdigest()[:16]
