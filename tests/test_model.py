@@ -52,24 +52,29 @@ def test_logits_match_transformers(hf_checkpoint, kind):
 
 @pytest.mark.parametrize("kind", ["qwen2", "llama"])
 def test_save_hf_round_trip(hf_checkpoint, tmp_path, kind):
-    from transformers import AutoModelForCausalLM
-
     path, ref = hf_checkpoint(kind)
     model, tok = rlvjax.load_hf(path)
     rlvjax.save_hf(model, tok, tmp_path / "export")
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
-    ids, mask = left_padded_batch(ref.config.vocab_size, seed=1)
-    valid = mask.astype(bool)
-    np.testing.assert_allclose(torch_logits(reloaded, ids, mask)[valid], torch_logits(ref, ids, mask)[valid],
-                               atol=1e-5, rtol=0)
+    assert_transformers_reads_it_as(tmp_path / "export", ref, seed=1)
     again, _ = rlvjax.load_hf(tmp_path / "export")
     assert again.config == model.config
 
 
+def assert_transformers_reads_it_as(export, ref, *, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """transformers loads the exported directory with the reference model's logits; returns the batch compared
+    ``(ids, mask, valid)``."""
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(export).eval()
+    ids, mask = left_padded_batch(ref.config.vocab_size, seed=seed)
+    valid = mask.astype(bool)
+    np.testing.assert_allclose(torch_logits(reloaded, ids, mask)[valid], torch_logits(ref, ids, mask)[valid],
+                               atol=1e-5, rtol=0)
+    return ids, mask, valid
+
 
 def test_a_large_export_is_sharded_as_save_pretrained_shards(hf_checkpoint, tmp_path):
     from safetensors.numpy import load_file
-    from transformers import AutoModelForCausalLM
 
     path, ref = hf_checkpoint("qwen2")
     model, tok = rlvjax.load_hf(path)
@@ -84,11 +89,7 @@ def test_a_large_export_is_sharded_as_save_pretrained_shards(hf_checkpoint, tmp_
         tensors = load_file(tmp_path / "export" / shard)
         assert sum(t.nbytes for t in tensors.values()) <= total // 3 or len(tensors) == 1, shard
         assert all(index["weight_map"][name] == shard for name in tensors)
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
-    ids, mask = left_padded_batch(ref.config.vocab_size, seed=2)
-    valid = mask.astype(bool)
-    np.testing.assert_allclose(torch_logits(reloaded, ids, mask)[valid], torch_logits(ref, ids, mask)[valid],
-                               atol=1e-5, rtol=0)
+    ids, mask, valid = assert_transformers_reads_it_as(tmp_path / "export", ref, seed=2)
     again, _ = rlvjax.load_hf(tmp_path / "export")
     np.testing.assert_array_equal(np.asarray(again(jnp.asarray(ids), jnp.asarray(mask)))[valid],
                                   np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))[valid])
