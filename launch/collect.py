@@ -122,7 +122,8 @@ def collect(root) -> list[dict]:
 def against_baseline(rows: list[dict]) -> list[dict]:
     """Adds the paper's comparison with the λ = 0 run (the first one, when the sweep has one) to every row: pass@1
     minus λ0's, the weighted vote's lead over λ0's majority vote at K and on average over N = 1..K (log-spaced), and
-    the samples the weighted vote needs to reach λ0's best majority vote (``efficiency vs λ0``; None: never)."""
+    the samples the weighted vote needs to reach λ0's best majority vote (``efficiency vs λ0``: ``Efficiency.as_dict``,
+    its ratio None when never; the whole entry None when the run is not comparable with λ0's)."""
     from rlvjax import testtime
 
     zeros = [r["run"] for r in rows if r["lambda"] == 0]
@@ -142,10 +143,8 @@ def against_baseline(rows: list[dict]) -> list[dict]:
             continue
         lead = [w - m for w, m in zip(r["curves"]["weighted"], base["curves"]["majority"])]
         eff = testtime.compute_efficiency(r["ns"], r["curves"]["weighted"], base["curves"]["majority"])
-        # ">=": the weighted vote is there at the smallest N already, so it may need fewer samples still.
-        efficiency = "never" if eff.ratio is None else f">={eff.ratio:.3f}" if eff.lower_bound else eff.ratio
         r.update({"pass@1_minus_lambda0": r["pass@1"] - base["pass@1"], "weighted_minus_lambda0_majority": lead[-1],
-                  "mean_lead_over_n": sum(lead) / len(lead), "efficiency_vs_lambda0": efficiency})
+                  "mean_lead_over_n": sum(lead) / len(lead), "efficiency_vs_lambda0": eff.as_dict()})
     return rows
 
 
@@ -209,8 +208,8 @@ def _json(value):
 
 
 def _cell(value) -> str:
-    if isinstance(value, str):
-        return value
+    if isinstance(value, dict):  # an efficiency; ">=": the vote is there at the smallest N, so it may need fewer
+        return "never" if value["ratio"] is None else f"{'>=' if value['lower_bound'] else ''}{value['ratio']:.3f}"
     value = _float(value)
     return "n/a" if math.isnan(value) else f"{value:.3f}"
 

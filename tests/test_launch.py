@@ -265,15 +265,20 @@ def test_collect_against_the_lambda0_run(tmp_path, capsys):
     by_lambda = {r["lambda"]: r for r in rows}
     assert by_lambda[4.0]["pass@1_minus_lambda0"] is None
     assert "lambda_4 was evaluated otherwise than lambda_0 (problems 500 vs 10" in capsys.readouterr().err
-    assert by_lambda[5.0]["efficiency_vs_lambda0"] == ">=4.000"
+    assert by_lambda[5.0]["efficiency_vs_lambda0"]["ratio"] == 4.0
+    assert by_lambda[5.0]["efficiency_vs_lambda0"]["lower_bound"] is True
     assert by_lambda[1.0]["pass@1_minus_lambda0"] == pytest.approx(-0.05)
     assert by_lambda[1.0]["weighted_minus_lambda0_majority"] == pytest.approx(0.1)
     assert by_lambda[1.0]["mean_lead_over_n"] == pytest.approx(0.1 / 3)
     # 0.5 is 5/6 of the way from 0 (N = 2) to 0.6 (N = 4): N = 2 ** (1 + 5/6) against λ0's 4.
-    assert by_lambda[1.0]["efficiency_vs_lambda0"] == pytest.approx(4 / 2 ** (1 + 5 / 6))
-    assert by_lambda[2.0]["efficiency_vs_lambda0"] == "never"
+    assert by_lambda[1.0]["efficiency_vs_lambda0"]["ratio"] == pytest.approx(4 / 2 ** (1 + 5 / 6))
+    assert by_lambda[1.0]["efficiency_vs_lambda0"]["lower_bound"] is False
+    assert by_lambda[2.0]["efficiency_vs_lambda0"]["ratio"] is None
+    assert by_lambda[3.0]["efficiency_vs_lambda0"] is None
     assert by_lambda[3.0]["pass@1_minus_lambda0"] is None
-    assert collect.markdown_table(rows).splitlines()[4].endswith("| -0.200 | -0.100 | -0.033 | never |")
+    table = collect.markdown_table(rows).splitlines()
+    assert table[4].endswith("| -0.200 | -0.100 | -0.033 | never |")
+    assert table[5].endswith("| n/a | n/a | n/a | n/a |") and table[7].endswith("| >=4.000 |")
 
 
 def test_collect_errors(tmp_path):
