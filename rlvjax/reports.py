@@ -5,9 +5,12 @@ the printed summary. ``rlvjax.evaluate`` samples the pools; numpy and matplotlib
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import math
+import os
 import uuid
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from rlvjax import testtime
 from rlvjax.rl import diagnostics
 
 STRATEGIES = ("majority", "best_of_n", "weighted")
+REPORT_LOCK = ".report.lock"  # held while a report's files move into their folder (``write_report``)
 
 
 def calibration_error(p_yes: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
@@ -189,7 +193,7 @@ def write_report(evaluation: dict, out_dir, samples: tuple | None = None) -> tup
     those two is removed otherwise. Each file is written beside its place, then all are moved in with eval.json last,
     so an eval.json always sits with the files of its own evaluation and a failure leaves the previous set whole
     (each staged under a name of its own: two evaluations writing one folder at once no longer crash on each
-    other's temporaries; the set moved in last wins, file by file).
+    other's temporaries, and their sets move in one after the other under ``_moving_in``'s lock).
     Non-finite numbers (an AUROC where no problem has both outcomes) are written as null. Returns the paths of
     eval.json and scaling.png."""
     from rlvjax.strategies import report as strategy_report
@@ -215,12 +219,28 @@ def write_report(evaluation: dict, out_dir, samples: tuple | None = None) -> tup
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
         raise
-    for name in ("compute.png", "eval_samples.jsonl"):  # an earlier evaluation's, that this one does not replace
-        if name not in writers:
-            (out_dir / name).unlink(missing_ok=True)
-    for tmp, final in staged:
-        tmp.replace(final)
+    with _moving_in(out_dir):
+        for name in ("compute.png", "eval_samples.jsonl"):  # an earlier evaluation's, that this one does not replace
+            if name not in writers:
+                (out_dir / name).unlink(missing_ok=True)
+        for tmp, final in staged:
+            tmp.replace(final)
     return out_dir / "eval.json", out_dir / "scaling.png"
+
+
+@contextlib.contextmanager
+def _moving_in(out_dir: Path):
+    """Holds ``out_dir/.report.lock`` while a report's files move in, so that two evaluations writing one folder at
+    once leave one whole set, not a mix. A lock file, not the folder: a run's own folder is flock'ed by its training
+    process (``lock.workdir_lock``), which may be the one writing the report. Where the filesystem has no locks the
+    files still move in one by one, each whole."""
+    fd = os.open(out_dir / REPORT_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a few renames: a waiter waits milliseconds
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _finite(value):

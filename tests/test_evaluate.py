@@ -195,10 +195,11 @@ def test_write_report_commits_a_whole_set_of_strict_json(tmp_path, monkeypatch):
     out.mkdir()
     (out / "compute.png").write_bytes(b"stale")  # from an earlier --strategy run: removed with the new set
     reports.write_report(evaluation, out)
-    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "scaling.png"]
+    listing = lambda: sorted(p.name for p in out.iterdir() if p.name != reports.REPORT_LOCK)
+    assert listing() == ["eval.json", "scaling.png"]
     (out / "eval_samples.jsonl").write_text("stale\n")  # from an earlier evaluation: not this eval.json's
     reports.write_report(evaluation, out)
-    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "scaling.png"]
+    assert listing() == ["eval.json", "scaling.png"]
     reports.write_report(evaluation, out, samples=(pool, records, testtime.Conventions()))
 
     def strict(text):
@@ -214,7 +215,7 @@ def test_write_report_commits_a_whole_set_of_strict_json(tmp_path, monkeypatch):
     lines = [json.loads(line) for line in (out / "eval_samples.jsonl").open()]
     assert [(r["id"], r["sample"], r["completion"]) for r in lines] == [("a", 0, "a"), ("a", 1, "b"), ("b", 0, "c"),
                                                                        ("b", 1, "d")]
-    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "eval_samples.jsonl", "scaling.png"]
+    assert listing() == ["eval.json", "eval_samples.jsonl", "scaling.png"]
 
     # A failure while writing the next set (here the samples file) leaves the previous set whole and no temporaries.
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -248,8 +249,46 @@ def test_two_evaluations_writing_one_folder_each_leave_a_whole_set(tmp_path, mon
 
     monkeypatch.setattr(reports, "plot_scaling", meanwhile)
     reports.write_report(first, tmp_path)  # staged under one shared name, the two crashed or mixed their files
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json", "scaling.png"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != reports.REPORT_LOCK) == ["eval.json", "scaling.png"]
     assert json.loads((tmp_path / "eval.json").read_text())["seed"] == 1 and len(calls) == 2
+
+
+def test_two_evaluations_moving_in_at_once_leave_one_whole_set(tmp_path, monkeypatch):
+    import threading
+
+    from rlvjax import reports
+
+    pool = {"answers": np.array([["5", "3"]], dtype=object), "texts": np.array([["a", "b"]], dtype=object),
+            "correct": np.array([[True, False]]), "rewards": np.array([[1.0, 0.0]]),
+            "yes_logp": np.log(np.array([[0.9, 0.2]])), "no_logp": np.log(np.array([[0.1, 0.8]])),
+            "lengths": np.array([[3, 4]]), "finished": np.ones((1, 2), bool)}
+    other = {**pool, "correct": np.array([[False, True]]), "yes_logp": np.log(np.array([[0.3, 0.6]]))}
+    first, second = ({**assemble({"1": {"m": report(p, num_subsets=4)}}, {}, train_temperature=1.0,
+                                 headline_temperature=1.0), "seed": seed} for seed, p in ((1, pool), (2, other)))
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    for evaluation in (first, second):
+        reports.plot_scaling(evaluation, plots / f"{evaluation['seed']}.png")
+    out = tmp_path / "out"
+    replace, meanwhile = Path.replace, []
+
+    def replace_then_race(self, target):  # the second evaluation moves its set in after the first's first file
+        moved = replace(self, target)
+        if not meanwhile and threading.current_thread() is threading.main_thread():
+            meanwhile.append(threading.Thread(target=reports.write_report, args=(second, out)))
+            meanwhile[0].start()
+            meanwhile[0].join(timeout=1.0)
+        return moved
+
+    monkeypatch.setattr(Path, "replace", replace_then_race)
+    reports.write_report(first, out, samples=(pool, [{"prompt": "p", "gold": "5", "id": "a"}], testtime.Conventions()))
+    meanwhile[0].join()
+    seed = json.loads((out / "eval.json").read_text())["seed"]  # the files beside eval.json are its own
+    assert (out / "scaling.png").read_bytes() == (plots / f"{seed}.png").read_bytes()
+    assert (out / "eval_samples.jsonl").exists() == (seed == 1)
+    assert sorted(p.name for p in out.iterdir() if p.name != reports.REPORT_LOCK) == (
+        ["eval.json", "eval_samples.jsonl", "scaling.png"] if seed == 1 else ["eval.json", "scaling.png"])
+
 
 @pytest.mark.slow
 def test_evaluate_cli_on_a_trained_run(tmp_path):
