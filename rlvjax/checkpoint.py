@@ -155,6 +155,12 @@ class Checkpointer:
         try:
             return self._manager.restore(step, args=args)
         except Exception as e:  # Orbax and tensorstore name damage in many ways; all mean "cannot read it back"
+            if not (self.directory / str(step)).exists():  # not damage: the training writing the run deleted it
+                self._manager.reload()
+                raise DamagedCheckpoint(
+                    f"checkpoint step {step} in {self.directory} was removed while it was being read (a running "
+                    "training keeps only its newest RunConfig.max_to_keep steps); "
+                    f"{self._choose_another(step)}") from None
             reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
             raise DamagedCheckpoint(f"checkpoint step {step} in {self.directory} is damaged ({what} cannot be read: "
                                     f"{type(e).__name__}: {reason[:200]}); {self._choose_another(step)}") from None

@@ -157,6 +157,23 @@ def test_read_only_checkpointer_creates_nothing_and_reads(tmp_path):
     assert data_state == {"next_index": 2} and sorted(os.listdir(tmp_path / "ckpt")) == ["2"]
 
 
+def test_a_step_the_training_removes_while_it_is_read_is_named_removed_not_damaged(tmp_path, monkeypatch):
+    state = train_state(seed=4)
+    with Checkpointer(tmp_path / "ckpt", async_=False) as ckpt:
+        for step in (2, 4):
+            ckpt.save(step, state, data_state={"next_index": step}, config=CONFIG)
+    with Checkpointer(tmp_path / "ckpt", read_only=True) as reader:
+        assert reader.all_steps() == [2, 4]
+        shutil.rmtree(tmp_path / "ckpt" / "2")  # the running training's retention, between listing and reading
+        with pytest.raises(checkpoint.DamagedCheckpoint, match=r"^checkpoint step 2 in .* was removed while it was "
+                           r"being read \(a running training keeps only its newest RunConfig.max_to_keep steps\); "
+                           r"pass --checkpoint with another saved step \(4\)$"):
+            reader.restore(abstract(state), 2)
+        shutil.rmtree(tmp_path / "ckpt" / "4" / "state")  # the step is still there, its arrays are not: damage
+        with pytest.raises(checkpoint.DamagedCheckpoint, match=r"^checkpoint step 4 in .* is damaged"):
+            reader.restore(abstract(state), 4)
+
+
 def test_free_space_is_checked_on_the_nearest_existing_parent(tmp_path, monkeypatch):
     asked = []
     monkeypatch.setattr(checkpoint.shutil, "disk_usage",
