@@ -39,6 +39,9 @@ def advice(p: MemoryPlan, phase: str | None = None) -> str:
     """What to change for ``phase`` (default: the plan's peak), biggest lever first, naming each knob and its
     value."""
     k, own = p.knobs, {i.name: i.bytes_per_device for i in p.items}
+    if "num_samples" in k and (phase or p.peak_phase) == "particles":
+        return (f"lower --particles (the largest now {k['particles']}: {k['particle_rows']} rows at once) or "
+                f"--max_new_tokens (now {k['max_new_tokens']})")
     if "num_samples" in k:  # an evaluate plan
         return " / ".join(text for _, text in sorted([
             (own["KV cache"], f"reduce --batch_size (now {k['batch_size']}) or --max_new_tokens (now "

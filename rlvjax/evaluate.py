@@ -36,7 +36,7 @@ from rlvjax import experiment, outputs, parallel, testtime
 from rlvjax.config import Config
 from rlvjax.reports import assemble, report, summary, temperature_key, write_report
 from rlvjax.model.hf import load_hf
-from rlvjax.pool import PoolSampler, sample_pool
+from rlvjax.pool import EVAL_PROMPTS, PoolSampler, sample_pool
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import steps, verifier
 from rlvjax.rl.config import RLConfig
@@ -328,17 +328,20 @@ def main(argv):
     verify_tokens = len(verifier.tokens(tokenizer, verify.question).suffix)
     experiment.check_positions(model.config, prompt_tokens, rl.max_new_tokens, verify_tokens, knob="--max_new_tokens",
                                fix="lower --max_new_tokens or evaluate shorter prompts")
+    rules = strategy_rules(f, f.num_samples, rl.max_new_tokens, tokenizer)
     prompts = memory.eval_prompts(mesh, len(records))  # capped at EVAL_PROMPTS, padded to the data axes
+    particles = max((r.particles for r in rules), default=0) if f.strategy == "particle" else 0
     plan = memory.eval_plan(model.config, mesh, prompts=prompts, samples=f.num_samples,
                             rows=min(f.batch_size, prompts * f.num_samples), prompt_tokens=prompt_tokens,
-                            new_tokens=rl.max_new_tokens, verify_tokens=verify_tokens)
+                            new_tokens=rl.max_new_tokens, verify_tokens=verify_tokens,
+                            particle_rows=min(len(records), EVAL_PROMPTS) * particles,  # ``Policy.batches``
+                            particles=particles)
     limit = budget.device_limit()
     print(plan.table(limit), flush=True)
     budget.check(plan, limit)  # before anything is compiled
     temperature = f.temperature or rl.temperature  # the headline temperature unless asked otherwise
     conventions = testtime.Conventions(score=f.score, grouping=f.grouping, unparseable=f.bon_unparseable,
                                        ties=f.bon_ties)
-    rules = strategy_rules(f, f.num_samples, rl.max_new_tokens, tokenizer)
     rep, pool = evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=f.num_samples, seed=f.seed,
                                 temperature=temperature, rows=f.batch_size, conventions=conventions, verify=verify,
                                 reward=reward)

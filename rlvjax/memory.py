@@ -43,7 +43,7 @@ from rlvjax.rl import advantages, steps, vineppo
 from rlvjax.rl.config import OptimConfig, RLConfig
 
 GiB = 1024 ** 3
-PHASES = ("rollout", "value pass", "update", "optimizer", "eval", "final eval")
+PHASES = ("rollout", "value pass", "update", "optimizer", "eval", "particles", "final eval")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -353,17 +353,36 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
 
 
 def eval_plan(cfg: ModelConfig, mesh, *, prompts: int, samples: int, rows: int, prompt_tokens: int,
-              new_tokens: int, verify_tokens: int) -> MemoryPlan:
+              new_tokens: int, verify_tokens: int, particle_rows: int = 0, particles: int = 0) -> MemoryPlan:
     """The per-device memory of ``python -m rlvjax.evaluate``: the policy, and ``prompts`` prompts x ``samples``
-    sampled ``rows`` at a time."""
+    sampled ``rows`` at a time; with ``particle_rows`` (problems x ``particles``), the particle strategy's search
+    after that pool (``particle_items``)."""
     mesh = _as_mesh(mesh)
     params = abstract_params(cfg)
-    items = [Item("policy", "eval", sharded_bytes(params, mesh), f"{cfg.dtype}, sharded by the partition rules")]
+    items = [Item("policy", "persistent", sharded_bytes(params, mesh), f"{cfg.dtype}, sharded by the partition rules")]
     items += _sampling_items(cfg, params, mesh, "eval", "", prompts, samples, prompt_tokens, new_tokens,
                              verify_tokens, rows)
-    knobs = {"batch_size": rows, "num_samples": samples, "max_new_tokens": new_tokens}
+    if particle_rows:
+        items += particle_items(cfg, rows=particle_rows, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
+                                verify_tokens=verify_tokens)
+    knobs = {"batch_size": rows, "num_samples": samples, "max_new_tokens": new_tokens, "particle_rows": particle_rows,
+             "particles": particles}
     return MemoryPlan(tuple(items), tuple((a, int(mesh.shape[a])) for a in parallel.AXES), count_params(params),
                       knobs)
+
+
+def particle_items(cfg: ModelConfig, *, rows: int, prompt_tokens: int, new_tokens: int,
+                   verify_tokens: int) -> list[Item]:
+    """What the particle strategy's step-wise decoder (``sampling.stepwise``) holds: all its ``rows`` on one
+    device, each a whole cache row with its token and log-prob buffers, twice (a call, advance, score or take,
+    keeps the rows it was given beside the ones it returns), and a score's temporaries: ``[rows, V]`` f32 logits
+    and their exponentials, and one layer's f32 attention scores and probabilities over the verify prompt."""
+    seq = sampling.cache_slots(prompt_tokens, new_tokens, verify_tokens)
+    row = cfg.num_layers * 2 * cfg.num_kv_heads * cfg.kv_dim * cfg.jnp_compute_dtype.itemsize * seq + 2 * new_tokens * 4
+    temps = cfg.vocab_size * 2 * 4 + cfg.num_heads * (verify_tokens + 1) * seq * 2 * 4
+    return [Item("particle rows", "particles", 2 * rows * row,
+                 f"{rows} rows x {seq} slots, twice: a step's input and output"),
+            Item("particle temps", "particles", rows * temps, "a score's logits and attention")]
 
 
 def max_prompt_tokens(tokenizer, prompts) -> int:

@@ -352,6 +352,15 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
                          str(tmp_path / "hf")], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert hf.returncode == 0, hf.stderr[-2000:]
     assert "memory plan per device" in hf.stdout and "8 sampling rows" in hf.stdout
+    # The particle strategy's search holds problems x particles whole rows at once: planned, and refused up front.
+    search = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", "4",
+                             "--max_new_tokens", "6", "--strategy", "particle", "--particles", "4,1000000",
+                             "--step_delimiter", "=", "--out", str(tmp_path / "search")],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert search.returncode == 2 and "per device (particles phase)" in search.stderr and search.stderr.strip().endswith(
+        "lower --particles (the largest now 1000000: 32000000 rows at once) or --max_new_tokens (now 6)"), \
+        search.stderr[-2000:]
+    assert "particle rows" in search.stdout and not (tmp_path / "search").exists()
     evaluation = json.loads((tmp_path / "hf" / "eval.json").read_text())
     assert evaluation["train_temperature"] is None and "T = 2 (eval, headline temperature)" in hf.stdout
     rep = evaluation["reports"]["2"]["final"]

@@ -358,3 +358,31 @@ def test_max_prompt_tokens_rounds_up_like_the_sampler():
     assert memory.mesh_shape(parallel.MeshConfig(data=-1, fsdp=2), 8) == {"data": 4, "fsdp": 2, "tensor": 1}
     with pytest.raises(ValueError, match="needs 4 devices"):
         memory.mesh_shape(parallel.MeshConfig(data=1, fsdp=4), 8)
+
+
+def test_particle_search_plan_covers_what_its_steps_compile_to():
+    """The particle strategy's rows and temporaries (``memory.particle_items``) against the largest of its three
+    compiled calls (advance, score, take), without the weights: the plan covers each, by at most 15%."""
+    from rlvjax.sampling import stepwise
+    from rlvjax.sampling.choice import SamplingParams
+
+    cfg = ModelConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2)
+    graphdef, state = nnx.split(Transformer(cfg, nnx.Rngs(0)))
+    prompts, particles, prompt_tokens, new_tokens, suffix = 4, 8, 16, 48, (5, 6, 7)
+    decoder = stepwise.Decoder(graphdef, SamplingParams(temperature=1.0, stop_ids=(1,), pad_id=0), new_tokens,
+                               suffix, (8, 9))
+    ids = jnp.ones((prompts, prompt_tokens), jnp.int32)
+    rng, r = jax.random.key(0), prompts * particles
+    rows = decoder.start(state, ids, jnp.ones_like(ids), rng, particles)
+    weights = sum(x.nbytes for x in jax.tree.leaves(state))
+    calls = {"advance": (stepwise._advance, (decoder, state, rows, rng, jnp.full((r,), new_tokens, jnp.int32), (3,))),
+             "score": (stepwise._score, (decoder, state, rows)),
+             "take": (stepwise._take, (rows, jnp.arange(r, dtype=jnp.int32)))}
+    held = {}
+    for name, (call, args) in calls.items():
+        m = call.lower(*args).compile().memory_analysis()
+        held[name] = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+                      - (weights if name != "take" else 0))
+    planned = sum(i.bytes_per_device for i in memory.particle_items(
+        cfg, rows=r, prompt_tokens=prompt_tokens, new_tokens=new_tokens, verify_tokens=len(suffix)))
+    assert max(held.values()) <= planned <= 1.15 * max(held.values()), (planned, held)
