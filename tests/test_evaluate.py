@@ -357,9 +357,9 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
                              "--max_new_tokens", "6", "--strategy", "particle", "--particles", "4,1000000",
                              "--step_delimiter", "=", "--out", str(tmp_path / "search")],
                             capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert search.returncode == 2 and "per device (particles phase)" in search.stderr and search.stderr.strip().endswith(
-        "lower --particles (the largest now 1000000: 32000000 rows at once) or --max_new_tokens (now 6)"), \
-        search.stderr[-2000:]
+    refusal = search.stderr.strip()
+    assert search.returncode == 2 and "per device (particles phase)" in refusal and refusal.endswith(
+        "lower --particles (the largest now 1000000: 32000000 rows at once) or --max_new_tokens (now 6)"), refusal
     assert "particle rows" in search.stdout and not (tmp_path / "search").exists()
     evaluation = json.loads((tmp_path / "hf" / "eval.json").read_text())
     assert evaluation["train_temperature"] is None and "T = 2 (eval, headline temperature)" in hf.stdout
