@@ -119,8 +119,10 @@ class RLVTrainer:
                                  "pass train_dataset=")
             self.records = None
         else:
-            self.records = (_records(train_dataset, "train_dataset", need_gold),
-                            _records(eval_dataset, "eval_dataset", need_gold) if eval_dataset is not None else [])
+            task = self.config.task
+            self.records = (_records(train_dataset, "train_dataset", need_gold, task),
+                            _records(eval_dataset, "eval_dataset", need_gold, task) if eval_dataset is not None
+                            else [])
 
     def train(self, resume: bool = False) -> list[dict]:
         """Train (the lambda = 0 baseline too when ``RunConfig.baseline``), then write the end-of-run report
@@ -217,11 +219,14 @@ def _source(path_or_id) -> str:
     return str(Path(path_or_id).absolute()) if Path(path_or_id).exists() else str(path_or_id)
 
 
-def _records(dataset, name: str, need_gold: bool) -> list[dict]:
-    """Raw records of a path / datasets id, a ``datasets.Dataset`` or a list of dicts."""
+def _records(dataset, name: str, need_gold: bool, task) -> list[dict]:
+    """Raw records of a path / datasets id (the eval's from ``TaskSpec.eval_split``, as the file task reads them), a
+    ``datasets.Dataset`` or a list of dicts; rows without a usable gold answer as ``TaskSpec.on_bad_gold`` says."""
     if isinstance(dataset, (str, Path)):
-        return sources.load_records(dataset, require_gold=need_gold)[0]
+        split = {"split": task.eval_split, "split_knob": "TaskSpec.eval_split"} if name == "eval_dataset" else {}
+        return sources.load_records(dataset, on_bad_gold=task.on_bad_gold, require_gold=need_gold, **split)[0]
     if isinstance(dataset, (list, tuple)) or type(dataset).__name__ == "Dataset":
-        return sources.from_rows(list(dataset), source=name, require_gold=need_gold)[0]
+        return sources.from_rows(list(dataset), source=name, on_bad_gold=task.on_bad_gold,
+                                 require_gold=need_gold)[0]
     raise ValueError(f"{name} must be a file path or datasets id, a datasets.Dataset or a list of dicts, got "
                      f"{type(dataset).__name__}")

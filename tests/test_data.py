@@ -12,7 +12,7 @@ import grain
 import pytest
 
 from rlvjax.data import QWEN_MATH_INSTRUCTION, format_prompt, load_records, make_iterator
-from rlvjax.data import pipeline
+from rlvjax.data import pipeline, sources
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MATH500 = SHARED_DATA / "math500.jsonl"
@@ -142,6 +142,20 @@ def test_a_datasets_eval_file_reads_its_eval_split_not_the_training_one(tmp_path
     assert "6 of 6 eval prompts are train prompts too" in caplog.text
     with pytest.raises(ValueError, match="has no split 'validation'; set TaskSpec.eval_split to one of its splits"):
         tasks.get("file").records(experiment.TaskSpec(**spec, eval_split="validation"), None)
+
+
+def test_a_rows_own_prompt_is_its_prompt_beside_problem_and_answer():
+    """TRL's layout: chat-message prompts added beside the dataset's problem, answer and solution columns. The
+    prompt was replaced by the bare problem text (no system turn, no template) and silently dropped."""
+    messages = [{"role": "system", "content": "Think."}, {"role": "user", "content": "What is 1+1?"}]
+    rows = [{"problem": "What is 1+1?", "answer": "2", "level": "Level 1", "prompt": messages},
+            {"problem": "What is 2+2?", "solution": "So \\boxed{4}.", "prompt": "2+2="}]
+    first = sources.from_rows(rows[:1])[0][0]
+    assert first["prompt"] == messages and first["problem"] == "What is 1+1?" and first["gold"] == "2"
+    second = sources.from_rows(rows[1:])[0][0]
+    assert second["prompt"] == "2+2=" and second["problem"] == "What is 2+2?" and second["gold"] == "4"
+    bare = sources.from_rows([{"problem": "What is 3+3?", "answer": "6"}])[0][0]  # no prompt column: the problem
+    assert bare["prompt"] == "What is 3+3?" and "problem" not in bare
 
 
 def test_unknown_dataset_id_offline_names_the_fix():

@@ -298,6 +298,31 @@ def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_datasets_are_read_as_the_task_spec_says(tmp_path, monkeypatch):
+    """An eval path beside in-memory training rows is read from TaskSpec.eval_split (it was read from "train": the
+    run evaluated on training problems), and TaskSpec.on_bad_gold applies to in-memory rows as to files."""
+    import datasets
+
+    from rlvjax.config import Config
+    from rlvjax.experiment import TaskSpec
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    rows = lambda tag, n: [{"prompt": f"{tag}{i}+1=", "gold": str(i + 1)} for i in range(n)]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows("1", 4)),
+                          "test": datasets.Dataset.from_list(rows("2", 3))}).save_to_disk(tmp_path / "data")
+    args = lambda **task: rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), config=Config(task=TaskSpec(**task)))
+    trainer = rlvjax.RLVTrainer(train_dataset=rows("3", 4), eval_dataset=str(tmp_path / "data"), args=args())
+    assert [r["prompt"] for r in trainer.records[1]] == ["20+1=", "21+1=", "22+1="]
+    with pytest.raises(ValueError, match="has no split 'validation'; set TaskSpec.eval_split to one of its splits"):
+        rlvjax.RLVTrainer(train_dataset=rows("3", 4), eval_dataset=str(tmp_path / "data"),
+                          args=args(eval_split="validation"))
+    bad = rows("3", 4) + [{"prompt": "9+1=", "gold": ""}]
+    assert len(rlvjax.RLVTrainer(train_dataset=bad, args=args()).records[0]) == 4  # "skip": counted and logged
+    with pytest.raises(ValueError, match=r"^train_dataset: row 5 has no usable gold answer for schema 'generic'"):
+        rlvjax.RLVTrainer(train_dataset=bad, args=args(on_bad_gold="error"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_lambda_reward_trains_but_warns_that_the_config_cannot_name_it(tmp_path, caplog):
     args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"))
     trainer = rlvjax.RLVTrainer(reward_funcs=lambda prompts, completions, **kw: [0.0] * len(completions),

@@ -3,8 +3,9 @@
 Every source (Hendrycks MATH, MATH-500, AIME, a generic prompt/gold file) is mapped to the same four fields so the
 pipeline, the grader and the evaluator never need to know where a problem came from; the row's other columns are kept
 as they are, for reward functions that read them. Data for a reward other than the math grader may have no gold
-answer (``require_gold=False``). ``prompt`` is the raw problem text; chat formatting is applied later by
-:func:`format_prompt`, once the tokenizer is known.
+answer (``require_gold=False``). ``prompt`` is the row's own ``prompt`` when it has one (text or chat messages, as
+TRL's datasets put it beside ``problem`` and ``answer``), else the raw problem text; chat formatting is applied later
+by :func:`format_prompt`, once the tokenizer is known.
 
 Errors are one line naming the file, the row and the fix, because a bad data file is the most common way a long
 training run dies in its first minute.
@@ -178,7 +179,8 @@ def to_record(row: dict, schema: str, *, source: str, place: str, default_id: st
     """Maps one raw row to a record; None when its gold cannot be determined (empty answer, no \\boxed{}) and
     ``require_gold`` (else the record keeps ``gold: None``)."""
     problem_fields, gold_fields, level_field = SCHEMAS[schema]
-    problem_field = _first_field(row, problem_fields, source, place)
+    # A row's own prompt is its prompt under any schema (TRL's layout: chat messages beside problem and answer).
+    problem_field = "prompt" if row.get("prompt") is not None else _first_field(row, problem_fields, source, place)
     prompt = row[problem_field]
     messages = isinstance(prompt, list) and prompt and all(
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt)
