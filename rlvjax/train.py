@@ -245,7 +245,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                 if step_values:  # VinePPO: Monte-Carlo values of every step prefix, then per-token advantages
                     value_fn = vineppo.value_sampler(value_sampler, state.params, tokenizer,
                                                      seed=run.seed + 7919 * step)
-                    token_adv, _ = vineppo.token_advantages(
+                    token_adv, value_stats = vineppo.token_advantages(
                         value_fn, tokenizer, [prompts[i // g] for i in range(b * g)], [r["gold"] for r in rows],
                         tokens.reshape(b * g, n), lengths.ravel(), texts, rewards.ravel(),
                         max_steps=rl.vineppo_max_steps, whiten=rl.whiten_advantages)
@@ -253,7 +253,10 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                     update_batch = jitted.build(roll, parallel.to_global(token_adv, parallel.batch_sharding(mesh, 3)),
                                                 parallel.to_global(rewards, rows2))
                     adv = token_adv.sum(-1) / np.maximum(lengths, 1)
+                    value_stats["time/value_s"] = time.perf_counter() - t2  # VinePPO's main cost, not the update's
+                    t_update = time.perf_counter()
                 else:
+                    t_update, value_stats = t2, {}
                     update_batch, adv = jitted.prepare(roll, parallel.to_global(rewards, rows2))
                     adv = parallel.to_host(adv)
                 state, update_metrics = jitted.update(state, update_batch)
@@ -263,10 +266,11 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                 nonfinite_run = int(jax.device_get(state.opt_state.notfinite_count))
                 metrics = {**diagnostics.rollout_stats(rewards, adv, lengths, finished, verify_lp,
                                                        config.verifier.threshold), **update_metrics,
-                           "consecutive_nonfinite": nonfinite_run, **grading,
-                           "time/rollout_s": t1 - t0, "time/grade_s": t2 - t1, "time/update_s": t3 - t2,
+                           "consecutive_nonfinite": nonfinite_run, **grading, **value_stats,
+                           "time/rollout_s": t1 - t0, "time/grade_s": t2 - t1, "time/update_s": t3 - t_update,
                            "rollout_tokens_per_s": float(lengths.sum()) / (t1 - t0),
-                           "update_tokens_per_s": float(update_batch.input_ids.size) * rl.num_ppo_epochs / (t3 - t2)}
+                           "update_tokens_per_s": float(update_batch.input_ids.size) * rl.num_ppo_epochs /
+                           (t3 - t_update)}
                 stopping = nonfinite_run >= optim.max_consecutive_nonfinite  # no eval of non-finite parameters
                 if eval_records and not stopping and ((run.eval_every and (step + 1) % run.eval_every == 0)
                                                       or step + 1 == run.num_steps):
