@@ -68,19 +68,22 @@ def _trained_tokenizer(kind: str):
 
 @pytest.mark.parametrize("kind,text", [
     ("bytelevel", "Since x ≤ 3 and y ≥ 4 we get the first part done here.\nThen the sum is 7, clearly true."),
+    # a multi-byte character just before the boundary: its later bytes' tokens went to the next step
+    ("bytelevel", "We have the first line done here, angle 90°\nThen the second line is done here too."),
     ("metaspace", "We have x = 3 and so on to the end. So y = 4 and the answer is 5, and so on.\nThen the sum is 7, "
                   "and the answer is 5."),
 ])
 def test_step_token_bounds_follow_the_text_with_real_tokenizers(kind, text):
-    """Each step's first token is the first whose text starts at or after the step's first character, with
-    tokenizers whose lone-token decodes differ from their text in context (a multi-byte character's bytes, a
-    SentencePiece word's leading space)."""
+    """Each step's first token is the first whose text starts at or after the step's first character (the
+    tokenizer's own offsets, as VinePPO reads them), with tokenizers whose lone-token decodes differ from their text
+    in context (a multi-byte character's bytes, a SentencePiece word's leading space)."""
     from rlvjax.rl import advantages
 
     tok = _trained_tokenizer(kind)
-    ids = tok.encode(text, add_special_tokens=False)
+    encoded = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = encoded["input_ids"]
     assert tok.decode(ids) == text
-    starts = [len(tok.decode(ids[:i])) for i in range(len(ids))]  # each token's first character, token by token
+    starts = [start for start, _ in encoded["offset_mapping"]]  # the character each token starts in
     steps = advantages.step_boundaries(text)
     assert len(steps) >= 2
     expected = sorted({0} | {next(i for i, c in enumerate(starts) if c >= b) for b in steps[1:]})

@@ -26,14 +26,23 @@ def step_token_bounds(tokenizer, text: str, tokens: Sequence[int]) -> np.ndarray
     step that starts and ends inside one token has no token of its own and is left out).
 
     A token's first character is at ``len(decode(tokens[:i]))``: decoding the prefix as a whole, as ``text`` was
-    decoded. Summing single-token decodes drifts with real tokenizers (a byte of a multi-byte character decodes
-    alone to U+FFFD, SentencePiece drops a lone token's leading space, cleanup rewrites " ." only in context). One
-    binary search per step boundary, from the previous boundary's token: O(steps x log tokens) decodes."""
+    decoded, less a trailing U+FFFD that ``text`` does not hold there (a prefix that ends inside a multi-byte
+    character: the tokens that complete it belong to its step). Summing single-token decodes drifts with real
+    tokenizers (a byte of a multi-byte character decodes alone to U+FFFD, SentencePiece drops a lone token's leading
+    space, cleanup rewrites " ." only in context). One binary search per step boundary, from the previous
+    boundary's token: O(steps x log tokens) decodes."""
+    def whole_chars(i: int) -> int:
+        head = tokenizer.decode(tokens[:i], skip_special_tokens=False)
+        n = len(head)
+        while n and head[n - 1] == "\ufffd" and text[n - 1:n] != "\ufffd":
+            n -= 1
+        return n
+
     def first_token_at(offset: int, lo: int) -> int:
         hi = len(tokens)
         while lo < hi:
             mid = (lo + hi) // 2
-            if len(tokenizer.decode(tokens[:mid], skip_special_tokens=False)) >= offset:
+            if whole_chars(mid) >= offset:
                 hi = mid
             else:
                 lo = mid + 1
