@@ -1,7 +1,8 @@
 """The Python API, modelled on TRL's ``GRPOTrainer``: bring your own model, data, reward and verify question.
 
     trainer = rlvjax.RLVTrainer(model="Qwen/Qwen2.5-Math-1.5B", reward_funcs=my_reward,
-                                train_dataset="train.jsonl", args=rlvjax.RLVConfig(output_dir="runs/mine"))
+                                train_dataset="train.jsonl", eval_dataset="test.jsonl",
+                                args=rlvjax.RLVConfig(output_dir="runs/mine"))
     trainer.train()
     report = trainer.evaluate(num_samples=16)
     trainer.save_model("runs/mine/export")
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -56,6 +58,8 @@ class RLVConfig:
     config: Config = dataclasses.field(default_factory=Config)
 
     def __post_init__(self):
+        if isinstance(self.output_dir, os.PathLike):  # a Path, as save_model and the datasets take
+            object.__setattr__(self, "output_dir", os.fspath(self.output_dir))
         check_field_types(self)
         if not str(self.output_dir).strip():  # "" would train into the working directory
             raise ValueError("RLVConfig.output_dir is empty; name the run's directory, e.g. output_dir='runs/mine'")
@@ -90,6 +94,10 @@ class RLVTrainer:
                  train_dataset: Any = None, eval_dataset: Any = None, *, args: RLVConfig):
         if not isinstance(args, RLVConfig):
             raise ValueError(f"args must be an rlvjax.RLVConfig, got {type(args).__name__}")
+        if not reward_funcs:
+            raise ValueError(f"reward_funcs={reward_funcs!r}: pass a reward function, a list of them, or a registered "
+                             "name such as 'math'")
+        model = os.fspath(model) if isinstance(model, os.PathLike) else model
         funcs = [reward_funcs] if callable(reward_funcs) or isinstance(reward_funcs, str) else list(reward_funcs)
         functions = [registry.resolve(f) if isinstance(f, str) else f for f in funcs]
         names = [f if isinstance(f, str) else registry.name_of(f) for f in funcs]
@@ -154,6 +162,9 @@ class RLVTrainer:
         from rlvjax.strategies.policy import Policy
 
         evaluate.check_pool_size(num_samples, "num_samples")
+        if rules and strategy == "fixed":
+            raise ValueError("rules= are a test-time strategy's; pass strategy= ('adaptive', 'length' or 'particle') "
+                             "with them, or drop rules")
         final = self.output_dir / "final"
         if not final.is_dir():
             raise FileNotFoundError(f"{final} does not exist: train() first (with RunConfig.export_final = True)")

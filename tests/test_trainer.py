@@ -286,6 +286,14 @@ def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
         rlvjax.RLVTrainer(args=args).evaluate(num_samples=1)
     with pytest.raises(ValueError, match=r"^RLVConfig.output_dir is empty; name the run's directory"):
         rlvjax.RLVConfig(output_dir=" ")  # "" trained into the working directory
+    with pytest.raises(ValueError, match=r"^reward_funcs=None: pass a reward function, a list of them, or a "):
+        rlvjax.RLVTrainer(reward_funcs=None, args=args)  # a raw TypeError
+    with pytest.raises(ValueError, match=r"^rules= are a test-time strategy's; pass strategy="):
+        rlvjax.RLVTrainer(args=args).evaluate(num_samples=4, rules=[object()])  # silently dropped
+    # Paths are taken wherever a directory is (they were refused as "not a str; fix the binding's value")
+    assert rlvjax.RLVConfig(output_dir=tmp_path / "run").output_dir == str(tmp_path / "run")
+    model_dir = tmp_path / "model"
+    assert rlvjax.RLVTrainer(model=model_dir, args=args).config.model.hf_dir == str(model_dir)
     # a warm start generates its task's solutions: in-memory rows have none (it trained on arithmetic instead)
     from rlvjax.config import Config
     from rlvjax.sft import WarmStartConfig
