@@ -262,8 +262,47 @@ def test_trl_style_rewards_are_called_by_keyword():
         rewards.check_columns([{"prompt": "p", "gold": "1"}], "train")
 
 
-def test_a_reward_returning_none_or_a_huge_int_is_named_in_one_line():
-    for value, said in [(None, r"returned a NoneType \(None\) among its values"),
+def test_conversational_rows_reach_trl_style_rewards_as_messages(caplog):
+    """TRL passes conversational prompts as their messages and completions as [{"role": "assistant", ...}]; a
+    function written for that (``completion[0]["content"]``) raised IndexError on the rendered texts. None is
+    "not applicable" (TRL's multi-task convention): it adds nothing."""
+    import logging
+
+    from conftest import word_tokenizer
+
+    from rlvjax.data import sources
+
+    tokenizer = word_tokenizer(16)
+    tokenizer.chat_template = ("{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
+                               "{% if add_generation_prompt %}[assistant]{% endif %}")
+    messages = [[{"role": "user", "content": "1+1?"}], [{"role": "user", "content": "2+2?"}]]
+    rows = sources.format_records([{"prompt": m, "solution": s} for m, s in zip(messages, "24")], tokenizer,
+                                  "as_is")
+    assert rows[0]["prompt"] == "[user]1+1?[assistant]"  # the policy still reads the rendered text
+    seen = {}
+
+    def accuracy_reward(completions, solution, **kwargs):  # TRL's access pattern
+        seen.update(prompts=kwargs["prompts"], completions=completions, columns=sorted(kwargs))
+        return [float(c[0]["content"] == s) for c, s in zip(completions, solution)]
+
+    def only_first(prompts, completions, **kwargs):
+        return [1.0, None]
+
+    rewards = registry.Rewards(["a", "math", "f"], None, [accuracy_reward, registry.math_reward, only_first])
+    with caplog.at_level(logging.WARNING):
+        got = rewards([r["prompt"] for r in rows], ["2", "\\boxed{4}"], [{**r, "gold": s} for r, s in zip(rows, "24")])
+    np.testing.assert_allclose(got, [1 + 0 + 1, 0 + 1 + 0])  # the math reward graded the texts
+    assert seen["prompts"] == messages and seen["completions"][1] == [{"role": "assistant", "content": "\\boxed{4}"}]
+    assert seen["columns"] == ["gold", "prompts"]  # the kept messages are not a column
+    assert "got None from every reward function" not in caplog.text
+    none = registry.Rewards(["n"], None, [lambda p, c, **k: [None] * len(c)])
+    with caplog.at_level(logging.WARNING):
+        np.testing.assert_allclose(none(["p"], ["x"], [{"prompt": "p"}]), [0.0])
+    assert "1 of 1 completions got None from every reward function (n); their reward is 0" in caplog.text
+
+
+def test_a_reward_returning_a_string_or_a_huge_int_is_named_in_one_line():
+    for value, said in [("1", r"returned a str \('1'\) among its values"),
                         (10 ** 400, "returned a number too large for a float")]:
         rewards = registry.Rewards(["r"], None, [lambda p, c, **k: [value] * len(c)])
         with pytest.raises(rlvjax.cli.UserError, match=f"^reward function 'r' {said}"):

@@ -221,12 +221,17 @@ def format_prompt(problem: str, tokenizer: Any = None, *, instruction: str = QWE
 def format_records(records: list[dict], tokenizer: Any, prompt_format: str) -> list[dict]:
     """Records with their prompt rendered for the policy (``TaskSpec.prompt_format``): "math" through
     :func:`format_prompt`, "as_is" through :func:`render_messages`. Chat messages go through
-    :func:`render_messages` under either: they are already the conversation the policy continues."""
+    :func:`render_messages` under either: they are already the conversation the policy continues, and are kept as
+    the record's ``prompt_messages`` for reward functions (``rewards.registry``)."""
+    from rlvjax.rewards.registry import MESSAGES
+
     def render(prompt):
         math = prompt_format == "math" and isinstance(prompt, str)
         return format_prompt(prompt, tokenizer) if math else render_messages(prompt, tokenizer)
 
-    return [{**r, "prompt": render(r["prompt"])} for r in records]
+    # the messages stay beside their text: reward functions get them, as TRL passes conversational prompts
+    return [{**r, "prompt": render(r["prompt"]), **({MESSAGES: r["prompt"]} if isinstance(r["prompt"], list) else {})}
+            for r in records]
 
 
 def render_messages(prompt: str | list[dict], tokenizer: Any) -> str:

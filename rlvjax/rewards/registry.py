@@ -2,9 +2,13 @@
 
 A function that names a ``completions`` parameter is called with keywords, as TRL calls it (TRL's own
 ``accuracy_reward(completions, solution, **kwargs)`` works unchanged); any other gets ``prompts`` and
-``completions`` as its first two positional arguments. Both are texts (one entry per sampled completion; a prompt
-repeats for each of its samples); every other column of the dataset arrives as a keyword list aligned with them
-(``gold``, ``level``, ``id`` and whatever the user's data holds). A config names rewards (``TaskSpec.rewards``): a
+``completions`` as its first two positional arguments. Both have one entry per sampled completion (a prompt repeats
+for each of its samples). They are texts, except on conversational data (every row's prompt chat messages), where
+they take TRL's conversational form: each prompt its messages and each completion
+``[{"role": "assistant", "content": text}]`` (the built-in ``math`` reward reads the texts either way). Every
+other column of the dataset arrives as a keyword list aligned with them (``gold``, ``level``, ``id`` and whatever
+the user's data holds). A function may return None for a completion it does not apply to (TRL's multi-task
+convention): it adds nothing to that completion's reward. A config names rewards (``TaskSpec.rewards``): a
 registered name (``"math"``) or ``"module:function"``, imported on use, so the config a run writes reproduces it
 from the command line.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import logging
 import numbers
 from typing import Callable, Sequence
 
@@ -21,6 +26,8 @@ import numpy as np
 
 from rlvjax.cli import UserError
 from rlvjax.rewards.answers import MAX_ANSWER_CHARS, as_answer, extract_answer
+
+MESSAGES = "prompt_messages"  # a record's chat-message prompt, kept beside its rendered text (``format_records``)
 
 RewardFn = Callable[..., Sequence[float]]
 _REGISTRY: dict[str, RewardFn] = {}
@@ -154,12 +161,16 @@ class Rewards:
     def __call__(self, prompts: list[str], completions: list[str], records: list[dict]) -> np.ndarray:
         """float32[len(completions)]: ``records[i]`` is completion i's dataset row (its columns go to each
         function as keyword lists)."""
-        keys = dict.fromkeys(k for r in records for k in r if k != "prompt")  # every row's, in order: rows differ
+        keys = dict.fromkeys(k for r in records for k in r if k not in ("prompt", MESSAGES))  # rows differ
         columns = {k: [r.get(k) for r in records] for k in keys}
-        total = np.zeros(len(completions))
+        if records and all(MESSAGES in r for r in records):  # TRL's conversational form
+            chat = ([r[MESSAGES] for r in records], [[{"role": "assistant", "content": c}] for c in completions])
+        else:
+            chat = None
+        total, rewarded = np.zeros(len(completions)), np.zeros(len(completions), bool)
         for name, fn, weight in zip(self.names, self.functions, self.weights):
             try:
-                values = _call(fn, prompts, completions, columns)
+                values = _call(fn, *(chat if chat and fn is not math_reward else (prompts, completions)), columns)
             except Exception as e:  # a user's function: its failure is bad input, said in one line
                 raise UserError(f"reward function {name!r} raised {type(e).__name__}: {e}; fix the function") \
                     from None
@@ -167,14 +178,14 @@ class Rewards:
                 items = np.asarray(values, dtype=object)
             except (TypeError, ValueError):
                 items = np.asarray(None, dtype=object)
-            bad = [v for v in items.ravel() if not isinstance(v, (numbers.Real, np.bool_))][:1]
+            bad = [v for v in items.ravel() if not isinstance(v, (numbers.Real, np.bool_)) and v is not None][:1]
             if items.ndim != 1 or bad:
                 got = f"a {type(bad[0]).__name__} ({bad[0]!r:.40}) among its values" if items.ndim == 1 else \
                     f"{type(values).__name__} of shape {items.shape}"
                 raise UserError(f"reward function {name!r} returned {got}, not a flat list of numbers; return one "
                                 "number per completion")
             try:
-                values = items.astype(np.float64)
+                values = np.asarray([0.0 if v is None else v for v in items], np.float64)
             except OverflowError:
                 raise UserError(f"reward function {name!r} returned a number too large for a float; return finite "
                                 "numbers") from None
@@ -185,4 +196,9 @@ class Rewards:
                 raise UserError(f"reward function {name!r} returned a non-finite value "
                                 f"({values[~np.isfinite(values)][0]}); return finite numbers")
             total += weight * values
+            rewarded |= np.asarray([v is not None for v in items])
+        if not rewarded.all():  # as TRL warns: such a completion's reward is 0
+            logging.getLogger(__name__).warning(
+                "%d of %d completions got None from every reward function (%s); their reward is 0",
+                int((~rewarded).sum()), len(completions), ", ".join(self.names))
         return total.astype(np.float32)
