@@ -156,6 +156,9 @@ def test_a_rows_own_prompt_is_its_prompt_beside_problem_and_answer():
     assert second["prompt"] == "2+2=" and second["problem"] == "What is 2+2?" and second["gold"] == "4"
     bare = sources.from_rows([{"problem": "What is 3+3?", "answer": "6"}])[0][0]  # no prompt column: the problem
     assert bare["prompt"] == "What is 3+3?" and "problem" not in bare
+    # TRL's prompt + solution rows (they were refused): the gold is the solution's last \boxed{}, as MATH's
+    trl = sources.from_rows([{"prompt": messages, "solution": "Add: \\boxed{2}."}])
+    assert trl[1].schema == "math" and trl[0][0]["gold"] == "2" and trl[0][0]["prompt"] == messages
 
 
 def test_unknown_dataset_id_offline_names_the_fix():
@@ -270,7 +273,7 @@ def test_rows_missing_fields_name_row_and_field(tmp_path):
         load_records(path)
     path = write_jsonl(tmp_path / "odd.jsonl", [{"text": "p", "label": "1"}])
     with pytest.raises(ValueError, match=r"odd.jsonl: cannot tell the schema from the fields of line 1 "
-                                         r"\['label', 'text'\]; expected problem\+solution"):
+                                         r"\['label', 'text'\]; expected problem\|prompt\|question \+ solution"):
         load_records(path)
     with pytest.raises(ValueError, match=r"odd.jsonl: line 1 lacks field 'prompt' or 'question'"):
         load_records(path, fmt="generic")

@@ -32,7 +32,7 @@ FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 # schema -> (problem fields, gold fields, level field); the first field present in a row wins. MATH's gold is not a
 # field but the last \boxed{} of its solution, marked by the "solution" gold field (see `_gold`).
 SCHEMAS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]] = {
-    "math": (("problem",), ("solution",), "level"),
+    "math": (("problem", "prompt", "question"), ("solution",), "level"),
     "math500": (("problem",), ("answer",), "level"),
     "aime": (("problem",), ("answer",), None),
     "generic": (("prompt", "question"), ("gold", "answer"), "level"),
@@ -163,14 +163,14 @@ def detect_schema(row: dict, source: str = "<rows>", place: str = "row 1", requi
             return "prompt"
     if "problem" in keys and "answer" in keys:
         return "math500" if "level" in keys else "aime"
-    if "problem" in keys and "solution" in keys:
-        return "math"
     if keys & {"prompt", "question"} and keys & {"gold", "answer"}:
         return "generic"
+    if keys & {"problem", "prompt", "question"} and "solution" in keys:  # TRL's prompt + solution too
+        return "math"
     raise ValueError(
-        f"{source}: cannot tell the schema from the fields of {place} {sorted(keys)}; expected problem+solution "
-        "(MATH), problem+answer (MATH-500/AIME) or prompt|question + gold|answer; rename the fields (or, from "
-        "Python, pass fmt=)"
+        f"{source}: cannot tell the schema from the fields of {place} {sorted(keys)}; expected "
+        "problem|prompt|question + solution (MATH: the gold is the solution's last \\boxed{}), problem+answer "
+        "(MATH-500/AIME) or prompt|question + gold|answer; rename the fields (or pass load_records fmt=)"
     )
 
 
