@@ -105,8 +105,8 @@ def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: 
     reward = reward or Rewards(config.task.rewards, config.task.reward_weights)
     given = ([], records[1]) if records is not None else None  # the eval slot: checked as eval rows
     reports, correct = {}, {}
-    for name, path in policies.items():
-        model, tokenizer = load_hf(path)
+    for name, path in policies.items():  # in the run's precision, as trained and as the memory plan counts it
+        model, tokenizer = load_hf(path, dtype=jnp.dtype(config.model.dtype), compute_dtype=config.model.compute_dtype)
         eval_records = experiment.build_records(config.task, tokenizer, given)[1]
         for t in temperatures:
             rep, pool = evaluate_policy(model, tokenizer, eval_records, rl, mesh, num_samples=run.final_eval_samples,

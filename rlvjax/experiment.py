@@ -181,6 +181,10 @@ def build_policy(spec: ModelSpec, question: str = verifier.VERIFY_QUESTION) -> t
     """The policy and its tokenizer; the built-in tokenizer's one-token verify prompt asks ``question``."""
     if spec.hf_dir is not None:
         return load_hf(spec.hf_dir, dtype=jnp.dtype(spec.dtype), compute_dtype=spec.compute_dtype)
+    if spec.config_json is not None:  # it trained the built-in model's sizes while --dry_run planned this one
+        raise ValueError(f"ModelSpec.config_json={spec.config_json!r} names an architecture for --dry_run only; "
+                         "training needs its weights: set ModelSpec.hf_dir to the model's directory (or clear "
+                         "config_json to train the built-in random model)")
     tokenizer = _random_model_tokenizer(spec, question)
     return Transformer(_random_model_config(spec, len(tokenizer)), nnx.Rngs(spec.init_seed)), tokenizer
 

@@ -131,7 +131,8 @@ def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> M
     known = int(np.prod([s for s in sizes if s != -1]))
     if -1 in sizes:
         if len(devices) % known:
-            raise ValueError(f"{len(devices)} devices do not split into fsdp*tensor={known}; change the mesh sizes")
+            given = "*".join(a for a, s in zip(AXES, sizes) if s != -1)
+            raise ValueError(f"{len(devices)} devices do not split into {given}={known}; change the mesh sizes")
         sizes[sizes.index(-1)] = len(devices) // known
     if int(np.prod(sizes)) != len(devices):
         raise ValueError(

@@ -76,6 +76,15 @@ def test_over_budget_and_unknown_architectures_are_one_line_errors(tmp_path):
         assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr[-2000:]
 
 
+def test_an_architecture_for_the_dry_run_only_is_refused_by_training(tmp_path):
+    """Without hf_dir the run trained the built-in model's sizes while --dry_run planned config_json's model."""
+    from rlvjax import experiment
+
+    with pytest.raises(ValueError, match=r"^ModelSpec.config_json='.*config.json' names an architecture for "
+                                         r"--dry_run only; training needs its weights: set ModelSpec.hf_dir"):
+        experiment.build_policy(experiment.ModelSpec(config_json=str(two_layer_qwen(tmp_path))))
+
+
 def test_loop_copies_finds_copies_in_loop_bodies_only():
     text = """HloModule m
 

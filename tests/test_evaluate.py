@@ -290,6 +290,29 @@ def test_two_evaluations_moving_in_at_once_leave_one_whole_set(tmp_path, monkeyp
         ["eval.json", "eval_samples.jsonl", "scaling.png"] if seed == 1 else ["eval.json", "scaling.png"])
 
 
+def test_the_end_of_run_report_samples_in_the_runs_precision(tmp_path, monkeypatch):
+    """A run computing in bfloat16 is reported in bfloat16, as it trained and as its memory plan counts the final
+    eval (the report loaded the export in float32: another precision, twice the planned memory)."""
+    from rlvjax import evaluate, experiment
+    from rlvjax.model.hf import save_hf
+
+    spec = experiment.ModelSpec(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
+                                compute_dtype="bfloat16")
+    model, tokenizer = experiment.build_policy(spec)
+    save_hf(model, tokenizer, tmp_path / "final")
+    config = Config(model=spec, task=experiment.TaskSpec(num_train=16, num_eval=4))
+    seen = []
+
+    def record(model, *args, **kwargs):
+        seen.append((model.config.dtype, model.config.compute_dtype))
+        raise KeyboardInterrupt  # what it was given is all this test needs
+
+    monkeypatch.setattr(evaluate, "evaluate_policy", record)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.final_report(config, tmp_path, {"final": tmp_path / "final"})
+    assert seen == [("float32", "bfloat16")]
+
+
 @pytest.mark.slow
 def test_evaluate_cli_on_a_trained_run(tmp_path):
     gin.clear_config()

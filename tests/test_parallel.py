@@ -35,6 +35,8 @@ def test_mesh_and_batch_errors():
     assert dict(mesh.shape) == {"data": n, "fsdp": 1, "tensor": 1}
     with pytest.raises(ValueError, match="needs 3 devices"):
         parallel.make_mesh(parallel.MeshConfig(data=3, fsdp=1, tensor=1), devices=jax.devices()[:1])
+    with pytest.raises(ValueError, match=r"^8 devices do not split into data\*tensor=3; "):  # it said fsdp*tensor
+        parallel.make_mesh(parallel.MeshConfig(data=3, fsdp=-1), devices=jax.devices()[:1] * 8)
     for sizes in (dict(data=-1, fsdp=-1), dict(data=-1, fsdp=0), dict(data=-2, fsdp=-4)):
         with pytest.raises(ValueError, match=r"MeshConfig sizes \{.*\}: each must be >= 1, or -1 \(all remaining "
                                              r"devices\) for at most one axis"):
