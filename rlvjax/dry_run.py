@@ -121,19 +121,29 @@ def run(config, *, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledP
                          f"{devices[0].platform} devices; run the dry run on a CPU host (it fakes the devices) or "
                          "on the target machine")
     mesh = parallel.make_mesh(mesh_cfg, devices[: int(np.prod(sizes))] if -1 not in sizes else devices)
+    # the real run's checks of the config (``train.train``), so that a dry run passes only what a run accepts
     parallel.check_batch(run_cfg.batch_size, mesh, "batch_size (prompts per step)")
+    if config.warm_start.num_steps:
+        parallel.check_batch(config.warm_start.batch_size, mesh, "WarmStartConfig.batch_size", per_process=False)
     prompt_tokens, eval_problems = _prompt_width(task, tokenizer)
     verify_tokens = (DEFAULT_VERIFY_TOKENS if tokenizer is None
                      else len(verifier.tokens(tokenizer, config.verifier.question).suffix))
+    experiment.check_positions(cfg, prompt_tokens, rl.max_new_tokens, verify_tokens, knob="RLConfig.max_new_tokens",
+                               fix="lower RLConfig.max_new_tokens or TaskSpec.max_prompt_tokens")
     plan = memory.plan(cfg, rl, run_cfg, mesh, prompt_tokens=prompt_tokens, verify_tokens=verify_tokens,
                        optim=optim, eval_problems=eval_problems)
-    limit = budget.device_limit(config.memory, host=False)
+    # This host's own devices (a -1 axis: nothing faked) have this host's budget; faked ones the config's alone.
+    limit = budget.device_limit(config.memory, host=-1 in sizes)
     if echo:
         print(f"dry run: {cfg.architecture} {cfg.num_layers} layers, weights {cfg.dtype}, compute "
               f"{cfg.jnp_compute_dtype.name}; prompts padded to {prompt_tokens} tokens, verify prompt "
               f"{verify_tokens}{'' if tokenizer is not None else ' (an upper bound: no tokenizer here)'}", flush=True)
         print(plan.table(limit), flush=True)
-    budget.check(plan, limit)  # before minutes of compiling
+    if config.memory.refuse:
+        budget.check(plan, limit)  # before minutes of compiling
+    elif limit is not None and plan.peak_bytes > limit and echo:  # as the run goes on: compile, and compare
+        print(f"warning: the plan needs {memory.size(plan.peak_bytes)} per device, more than {memory.size(limit)} "
+              "(MemoryConfig.refuse = False: compiling anyway)", flush=True)
     compiled = compile_phases(cfg, rl, run_cfg, optim, mesh, prompt_tokens=prompt_tokens,
                               verify_tokens=verify_tokens, eval_problems=eval_problems)
     if echo:

@@ -76,6 +76,31 @@ def test_over_budget_and_unknown_architectures_are_one_line_errors(tmp_path):
         assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr[-2000:]
 
 
+def test_the_dry_run_refuses_what_the_run_refuses_and_goes_on_where_it_goes_on(tmp_path):
+    """It passed configs the run refuses (too many positions, a warm-start batch that does not split over the
+    devices) and refused before compiling one the run accepts with a warning (MemoryConfig.refuse = False)."""
+    tiny = str(CONFIGS / "quickstart_tiny.gin")
+    for binding, message in (("RLConfig.max_new_tokens = 4096", "= 4113 positions, more than the model's "
+                              "max_position_embeddings=4096"),
+                             ("WarmStartConfig.batch_size = 3", "WarmStartConfig.batch_size of 3 rows does not "
+                              "divide over data*fsdp=2 devices")):
+        out = dry_run("--gin_file", tiny, "--gin_param", "MeshConfig.data = 2", "--gin_param", binding, cwd=tmp_path)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr[-2000:]
+    out = dry_run("--gin_file", tiny, "--gin_param", "MemoryConfig.device_memory_gib = 0.0002",
+                  "--gin_param", "MemoryConfig.refuse = False", cwd=tmp_path)
+    assert "(MemoryConfig.refuse = False: compiling anyway)" in out.stdout, out.stdout[-2000:]
+    assert out.returncode == 2 and "rlvjax.train: error: the compiled " in out.stderr, out.stderr[-2000:]
+    # On this host's own devices (a -1 mesh axis) the host's memory is the budget, as the run's (none was checked)
+    big = dry_run("--gin_file", tiny, "--gin_param", "ModelSpec.hidden_size = 1024", "--gin_param",
+                  "ModelSpec.intermediate_size = 4096", "--gin_param", "ModelSpec.num_layers = 96",
+                  "--gin_param", "RunConfig.batch_size = 64",
+                  "--gin_param", "RLConfig.micro_batch_size = 0", "--gin_param", "RLConfig.max_new_tokens = 1024",
+                  cwd=tmp_path)
+    assert big.returncode == 2 and re.search(r"error: needs [\d.]+ GiB per device \(\w+ phase\), has [\d.]+ GiB",
+                                             big.stderr), big.stderr[-2000:]
+    assert not list(tmp_path.iterdir())  # a dry run writes nothing
+
+
 def test_an_architecture_for_the_dry_run_only_is_refused_by_training(tmp_path):
     """Without hf_dir the run trained the built-in model's sizes while --dry_run planned config_json's model."""
     from rlvjax import experiment
