@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -133,7 +134,11 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     for name, split in (("train", train_records), ("eval", eval_records)):
         experiment.check_encodable(tokenizer, split, name)  # else the model would see another problem
     graphdef, params = nnx.split(model)
+    # Laid out over the mesh now, and the loaded copy dropped: whole on the first device, it stayed there all run.
     params = nnx.to_pure_dict(params)
+    params = jax.device_put(params, parallel.shardings(params, mesh))
+    architecture = model.config
+    del model
     workdir = Path(workdir).absolute()
     if resume_step is not None and not (workdir / "checkpoints").is_dir():
         raise FileNotFoundError(f"no checkpoint for step {resume_step}: {workdir} holds no checkpoints; check "
@@ -149,7 +154,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                 task, name="file", train_file=str(workdir / "data" / "train.jsonl"),
                 eval_file=str(workdir / "data" / "eval.jsonl") if eval_records else None,
                 num_eval=len(records[1]) if eval_records else task.num_eval))  # all of them, as given
-        stored = {**config.to_dict(), "architecture": json.loads(json.dumps(dataclasses.asdict(model.config)))}
+        stored = {**config.to_dict(), "architecture": json.loads(json.dumps(dataclasses.asdict(architecture)))}
         latest = checkpoints.latest_step()
         if latest is not None and not resume:
             raise FileExistsError(f"{workdir} already holds checkpoints (latest step {latest}); pass --resume to "
@@ -167,6 +172,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
             print(f"rlvjax.train: resuming from the warm start in {workdir / 'warm_start'}", file=sys.stderr)
             warmed, _ = experiment.build_policy(dataclasses.replace(config.model, hf_dir=str(workdir / "warm_start")))
             params = nnx.to_pure_dict(nnx.state(warmed, nnx.Param))
+            params = jax.device_put(params, parallel.shardings(params, mesh))
+            del warmed
         elif warm.num_steps and latest is None:
             pairs = tasks.warm_start_pairs(task, warm.num_examples, warm.mistake_rate, warm.seed)
             params = sft.warm_start(graphdef, params, tokenizer, pairs, warm, eos_id=tokenizer.eos_token_id,
@@ -179,8 +186,11 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                         stamp={"rlvjax_warm_start": made_by})
         tx = optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
         statics = experiment.statics(graphdef, tx, rl, tokenizer, config.verifier)
-        state = steps.init_state(params, tx, seed=run.seed, keep_reference=rl.beta > 0)
-        state = jax.device_put(state, parallel.shardings(state, mesh))
+        # Born in its layout: built whole on one device, the AdamW moments (and the reference) took 3-4x the
+        # weights there before being split. The params are donated into the state.
+        init = functools.partial(steps.init_state, tx=tx, seed=run.seed, keep_reference=rl.beta > 0)
+        state = jax.jit(init, out_shardings=parallel.shardings(jax.eval_shape(init, params), mesh),
+                        donate_argnums=0)(params)
         aside = None  # where later checkpoints were moved, and with them their log rows
         if latest is not None:
             abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
@@ -333,7 +343,7 @@ def disk_need(params, rl: RLConfig, run: experiment.RunConfig, warm: sft.WarmSta
     saved (Orbax deletes the oldest only after it), less those already saved, and the models it exports. A
     checkpoint holds the params, AdamW's two moments and, with a KL term, the reference. A finished run resumed
     again (for its baseline or report) saves nothing, and exports only a final policy it lacks."""
-    model = sum(np.asarray(x).nbytes for x in jax.tree.leaves(params))
+    model = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))  # sharded: not gathered to count
     checkpoint = model * (3 + int(rl.beta > 0))
     saved_dir = workdir / "checkpoints"
     steps = [int(p.name) for p in saved_dir.iterdir() if p.name.isdigit()] if saved_dir.is_dir() else []

@@ -118,6 +118,44 @@ def test_sharded_meshes_match_one_device(tmp_path):
     np.testing.assert_allclose(data, single, rtol=1e-4)
 
 
+LAYOUT_SCRIPT = """
+import collections, json, sys, gin, jax
+from rlvjax import train
+from rlvjax.config import Config
+from rlvjax.rl import steps
+
+def measure(statics, mesh, state):  # the run's first look at its state: what each device holds then
+    held = collections.Counter()
+    for a in jax.live_arrays():
+        for shard in a.addressable_shards:
+            held[shard.device.id] += shard.data.nbytes
+    whole = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.params))
+    print("RESULT" + json.dumps({"whole": whole, "held": [held[d.id] for d in jax.devices()]}))
+    raise SystemExit(0)
+
+steps.jit_steps = measure
+gin.parse_config_files_and_bindings([sys.argv[1]], sys.argv[3:])
+train.train(Config.from_gin(), sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("warm_steps", [0, 20])
+def test_the_state_is_laid_out_over_the_mesh_without_a_whole_copy_on_one_device(tmp_path, warm_steps):
+    """The loaded weights stayed whole on the first device for the whole run (and the AdamW moments were built there
+    before being split: 3x the weights at start-up): a 1.5B model's 6 GB the memory plan never counted."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", LAYOUT_SCRIPT, DIGIT, str(tmp_path / "run"), *FAST,
+                          f"WarmStartConfig.num_steps = {warm_steps}", "MeshConfig.data = 1", "MeshConfig.fsdp = 4",
+                          "ModelSpec.hidden_size = 256", "ModelSpec.intermediate_size = 1024",
+                          "ModelSpec.num_heads = 4", "ModelSpec.num_kv_heads = 4"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    measured = json.loads(out.stdout.split("RESULT")[-1])
+    held, whole = measured["held"], measured["whole"]
+    assert max(held) <= 1.1 * min(held), held  # it was 112 vs 48 MiB for 64 MiB of weights
+    assert max(held) < 3 * whole / 4 * 1.2, (held, whole)  # a quarter of params + moments, and small state
+
+
 def test_vineppo_value_pass_on_two_devices_matches_one(tmp_path):
     """VinePPO's value pass runs the engine on the mesh (prefixes split over the data axis, padded to it): the
     losses of 2 steps equal one device's, so every Monte-Carlo value was the same."""
