@@ -265,7 +265,7 @@ def main(argv):
     if f.model_dir and f.checkpoint is not None:
         raise ValueError(f"--checkpoint {f.checkpoint} picks a step of a training run; drop it, or pass the run's "
                          "--workdir instead of --model_dir")
-    if f.checkpoint is not None and f.dtype != "float32":
+    if f.checkpoint is not None and f.dtype is not None:
         raise ValueError(f"--dtype={f.dtype} applies to HF directories; a checkpoint computes in its run's "
                          "ModelSpec.compute_dtype: drop --dtype, or evaluate --policy final")
     for name in ("max_new_tokens", "batch_size"):
@@ -307,9 +307,11 @@ def main(argv):
             model, tokenizer = load_checkpoint_policy(workdir, f.checkpoint, run_config)
         else:
             check_policy(workdir, f.policy)
-            model, tokenizer = load_hf(workdir / f.policy, dtype=jnp.dtype(f.dtype))
+            spec = run_config.model  # the run's precision unless --dtype says otherwise (as its end-of-run report)
+            dtype, compute = (spec.dtype, spec.compute_dtype) if f.dtype is None else (f.dtype, None)
+            model, tokenizer = load_hf(workdir / f.policy, dtype=jnp.dtype(dtype), compute_dtype=compute)
     else:
-        model, tokenizer = load_hf(f.model_dir, dtype=jnp.dtype(f.dtype))
+        model, tokenizer = load_hf(f.model_dir, dtype=jnp.dtype(f.dtype or "float32"))
         rl = RLConfig(temperature=f.temperature or 1.0, max_new_tokens=f.max_new_tokens or 1024)
         verify, reward = verifier.load_config(f.model_dir), Rewards(("math",))
     if f.max_new_tokens is not None:
@@ -379,7 +381,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("num_samples", 16, "K: samples per problem (a power of two)")
     flags.DEFINE_integer("max_new_tokens", None, "tokens per completion (default: the run's; 1024 for --model_dir)")
     flags.DEFINE_integer("batch_size", 256, "R: completions decoded at once; the rest queue behind them")
-    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "weights and compute of an HF directory")
+    flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "weights and compute of an HF directory (default: "
+                      "--workdir: the run's ModelSpec dtype and compute_dtype; --model_dir: float32)")
     flags.DEFINE_integer("seed", 0, "sampling seed")
     flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's training temperature, the "
                        "headline; 1.0 for --model_dir)")
