@@ -28,7 +28,7 @@ def train_cli(workdir, bindings, gin_files=()):
         args += ["--gin_file", str(path)]
     for binding in bindings:
         args += ["--gin_param", binding]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=workdir.parent)
+    out = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=workdir.parent)
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
