@@ -84,10 +84,11 @@ def test_every_algorithm_config_runs(tmp_path, algorithm):
     assert len(history) == 3 and all(np.isfinite(m["policy_loss"]) for m in history)
     assert all(m["policy/kl"] >= 0 for m in history)
     # VinePPO's value pass is timed and described apart from the update (it was counted as update time)
-    value_keys = {"time/value_s", "vineppo/steps_per_rollout", "vineppo/value_prefix"}
+    value_keys = {"time/value_s", "vineppo/steps_per_rollout", "vineppo/value_prefix", "vineppo/states_sampled"}
     assert all((value_keys <= m.keys()) == (algorithm == "vineppo") for m in history)
     if algorithm == "vineppo":
         assert all(m["time/value_s"] > 0 and m["vineppo/steps_per_rollout"] >= 1 for m in history)
+        assert all(0 < m["vineppo/states_sampled"] <= 1 for m in history)
 
 
 MESH_SCRIPT = """

@@ -99,13 +99,14 @@ def test_token_advantages_by_hand():
     sample_rewards = stub_sampler(prompts, {0: 0.5, 24: 0.25}, asked, budgets)
     adv, stats = vineppo.token_advantages(sample_rewards, tok, prompts, golds, tokens, lengths,
                                           [TWO_STEPS, TWO_STEPS], np.array([1.0, 0.0]), max_steps=None)
-    assert list(lengths) == [48, 48] and asked == [0, 24, 0, 24]
+    # the two rollouts are the same states: each is sampled once
+    assert list(lengths) == [48, 48] and asked == [0, 24]
     # a continuation of a prefix gets the rollouts' cap (51 tokens) less the prefix's completion tokens
-    assert tokens.shape[1] == 51 and budgets == [51, 27, 51, 27]
+    assert tokens.shape[1] == 51 and budgets == [51, 27]
     expected0 = np.r_[np.full(24, 0.25 - 0.5), np.full(24, 1.0 - 0.25), np.zeros(3)]
     expected1 = np.r_[np.full(24, 0.25 - 0.5), np.full(24, 0.0 - 0.25), np.zeros(3)]
     np.testing.assert_allclose(adv, np.stack([expected0, expected1]), atol=1e-6)
-    assert stats["vineppo/steps_per_rollout"] == 2.0
+    assert stats["vineppo/steps_per_rollout"] == 2.0 and stats["vineppo/states_sampled"] == 0.5
     # Whitened over the batch's 2 x 48 completion tokens: 72 tokens at -0.25 and 24 at 0.75 -> mean 0; unbiased
     # variance (72 x 0.25^2 + 24 x 0.75^2) / 95 = 18 / 95.
     whitened, _ = vineppo.token_advantages(sample_rewards, tok, prompts, golds, tokens, lengths,
@@ -136,8 +137,9 @@ def by_step(step_adv, sizes, width):
 
 def test_no_step_cap_values_every_step_prefix():
     adv, asked = four_and_two_step_advantages(None)
-    # The step arrays are as wide as the longest rollout (4 steps); the 2-step rollout is padded.
-    assert asked == [0, 24, 46, 72, 0, 24]
+    # The step arrays are as wide as the longest rollout (4 steps); the 2-step rollout is padded. Its two states
+    # (the prompt, and the first step both rollouts open with) are FOUR_STEPS's first two: not sampled again.
+    assert asked == [0, 24, 46, 72]
     np.testing.assert_allclose(adv[0], by_step([0.25 - 0.5, 0.75 - 0.25, 0.5 - 0.75, 1.0 - 0.5], [24, 22, 26, 25],
                                                adv.shape[1]), atol=1e-6)
     np.testing.assert_allclose(adv[1], by_step([0.25 - 0.5, 0.0 - 0.25], [24, 24], adv.shape[1]), atol=1e-6)
@@ -151,10 +153,36 @@ def test_no_step_cap_values_every_step_prefix():
 ])
 def test_step_cap_is_vineppos_max_step_for_value_estimation(cap, asked_first, step_adv):
     adv, asked = four_and_two_step_advantages(cap)
-    # The 2-step rollout needs V of the prompt and its first step only: under any cap >= 1 it is unchanged.
-    assert asked == asked_first + [0, 24]
+    # The 2-step rollout needs V of the prompt and its first step only, both FOUR_STEPS's states too: under any cap
+    # >= 1 it is unchanged, and asks for nothing more.
+    assert asked == asked_first
     np.testing.assert_allclose(adv[0], by_step(step_adv, [24, 22, 26, 25], adv.shape[1]), atol=1e-6)
     np.testing.assert_allclose(adv[1], by_step([0.25 - 0.5, 0.0 - 0.25], [24, 24], adv.shape[1]), atol=1e-6)
+
+
+def test_a_state_several_rollouts_share_is_sampled_once_and_its_value_shared():
+    """VinePPO deduplicates its value queries: a problem's rollouts share its prompt's state, and rollouts that open
+    with the same step share that prefix. The same completion under another problem is another state."""
+    tok = build_tokenizer()
+    prompt_a, prompt_b = (tok.encode(p, add_special_tokens=False) for p in ("1000+2000+3000+3000-4000-1\n", "9-4\n"))
+    _, _, tokens, lengths = batch(tok, [FOUR_STEPS, TWO_STEPS, TWO_STEPS])
+    prompts, golds = [prompt_a, prompt_a, prompt_b], ["4999", "4999", "5"]
+    asked = []
+
+    def sample_rewards(asked_prompts, heads, asked_golds, budgets):  # a distinct value for each state asked
+        asked.extend((p == prompt_a, len(h), g) for p, h, g in zip(asked_prompts, heads, asked_golds))
+        return np.arange(len(heads)) / 10
+
+    adv, stats = vineppo.token_advantages(sample_rewards, tok, prompts, golds, tokens, lengths,
+                                          [FOUR_STEPS, TWO_STEPS, TWO_STEPS], np.array([1.0, 0.0, 1.0]),
+                                          max_steps=None)
+    assert asked == [(True, 0, "4999"), (True, 24, "4999"), (True, 46, "4999"), (True, 72, "4999"),
+                     (False, 0, "5"), (False, 24, "5")]
+    assert stats["vineppo/states_sampled"] == 6 / 8
+    # V(a) = 0, V(a + step 1) = 0.1, V(a + steps 1-2) = 0.2, V(a + steps 1-3) = 0.3; V(b) = 0.4, V(b + step 1) = 0.5
+    np.testing.assert_allclose(adv[0], by_step([0.1, 0.1, 0.1, 0.7], [24, 22, 26, 25], adv.shape[1]), atol=1e-6)
+    np.testing.assert_allclose(adv[1], by_step([0.1, -0.1], [24, 24], adv.shape[1]), atol=1e-6)
+    np.testing.assert_allclose(adv[2], by_step([0.1, 0.5], [24, 24], adv.shape[1]), atol=1e-6)
 
 
 def test_a_continuation_is_graded_with_the_steps_before_it():

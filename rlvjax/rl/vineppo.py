@@ -69,15 +69,22 @@ def token_advantages(sample_rewards: Callable[..., np.ndarray], tokenizer,
     ``sample_rewards(prompts, heads, golds, budgets)`` samples K continuations of each prefix ``prompts[j] +
     heads[j]`` (``heads[j]``: the rollout's completion tokens before the step), at most ``budgets[j]`` (``N`` less
     ``len(heads[j])``) new tokens each, and returns the mean reward of ``heads[j]`` + continuation
-    ``[len(prompts)]``: one batched call covers every step prefix of every rollout.
+    ``[len(prompts)]``: one batched call covers every distinct step prefix of the batch (a prefix that several
+    rollouts share, such as the prompt of a problem's ``G`` rollouts, is asked for once and its value shared).
     """
     r, n = tokens.shape
     bounds = [step_token_bounds(tokenizer, texts[i], tokens[i, : lengths[i]].tolist())
               if lengths[i] else np.zeros(1, int) for i in range(r)]
     valued = [b if max_steps is None else b[: max_steps + 1] for b in bounds]
+    # A state is sampled once however many rollouts reach it, as VinePPO deduplicates its value queries: the G
+    # rollouts of a problem share the prompt's state, and rollouts that open with the same steps share those prefixes.
     starts = [(i, int(start)) for i, b in enumerate(valued) for start in b]
-    values = sample_rewards([list(prompts[i]) for i, _ in starts], [tokens[i, :start].tolist() for i, start in starts],
-                            [golds[i] for i, _ in starts], np.asarray([n - start for _, start in starts], np.int32))
+    states = [(tuple(prompts[i]), tuple(tokens[i, :start].tolist()), golds[i]) for i, start in starts]
+    unique = {state: j for j, state in enumerate(dict.fromkeys(states))}
+    asked = list(unique)
+    sampled = sample_rewards([list(p) for p, _, _ in asked], [list(h) for _, h, _ in asked], [g for _, _, g in asked],
+                             np.asarray([n - len(h) for _, h, _ in asked], np.int32))
+    values = sampled[[unique[state] for state in states]]
     # One column per step of the batch's longest rollout.
     step_values = np.zeros((r, max(len(b) for b in bounds)), np.float32)
     step_mask = np.zeros_like(step_values)
@@ -95,7 +102,8 @@ def token_advantages(sample_rewards: Callable[..., np.ndarray], tokenizer,
     adv = advantages.broadcast_step_advantages(step_adv, token_step, valid)
     adv = np.asarray(advantages.whiten(adv, valid) if whiten else adv)
     stats = {"vineppo/steps_per_rollout": float(step_mask.sum(1).mean()),
-             "vineppo/value_prefix": float(step_values[:, 0].mean())}
+             "vineppo/value_prefix": float(step_values[:, 0].mean()),
+             "vineppo/states_sampled": len(asked) / len(states)}
     return adv, stats
 
 
