@@ -4,8 +4,9 @@ Answers of one problem are grouped into equivalence classes by mathematical equi
 every strategy works on integer class ids: `-1` marks an unparseable answer, which never wins. Everywhere a
 per-problem list of answers is accepted, a precomputed integer class-id numpy array is accepted too, so curves over
 many subsets never regrade (a list of numbers is answers: ``[-3, -3, 5]`` votes for -3). `answer_classes` numbers
-classes by first occurrence, so in the single-problem votes **ties go to the lowest class id = the answer that
-appears earliest in the list**. Curves instead average over tie-breaks
+classes by first occurrence, and in the single-problem votes **ties go to the tied answer that appears earliest in
+the list** (whatever ids it was given). A NaN verifier score (Yes and No both at -inf, or NaN logits) weighs 0 in
+every vote, pick and curve (``as_weights``). Curves instead average over tie-breaks
 (see scaling_curve): a fixed pool order must not bias a mean over random subsets.
 
 The choices that papers make differently are named options of :class:`Conventions` (defaults first; the RL^V
@@ -23,6 +24,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from rlvjax.fieldtypes import check_field_types
+from rlvjax.strategies.outcome import weighted_leader
 
 STRATEGIES = ("majority", "best_of_n", "weighted", "pass_at_k")
 
@@ -55,9 +57,15 @@ class Conventions:
     def scores(self, yes_logp, no_logp) -> np.ndarray:
         """Verifier scores in [0, 1] from the log-probabilities of the Yes and No tokens."""
         yes_logp, no_logp = np.asarray(yes_logp, np.float64), np.asarray(no_logp, np.float64)
-        if self.score == "raw":
-            return np.exp(yes_logp)
-        return 1.0 / (1.0 + np.exp(no_logp - yes_logp))
+        with np.errstate(invalid="ignore", over="ignore"):  # -inf - -inf: NaN, which as_weights makes 0
+            return as_weights(np.exp(yes_logp) if self.score == "raw" else 1.0 / (1.0 + np.exp(no_logp - yes_logp)))
+
+
+def as_weights(scores) -> np.ndarray:
+    """Verifier scores as float64 vote weights, a NaN score as 0 (as ``strategies.particle.weights`` does), so that
+    the votes, best-of-N picks and curves all treat a sample the verifier could not score alike."""
+    scores = np.asarray(scores, np.float64)
+    return np.where(np.isnan(scores), 0.0, scores)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -74,11 +82,12 @@ def answer_classes(answers: Sequence[str | None], equivalent: Callable[[str, str
     default asks the math-verify grader, one batch per key (whole numbers are compared without it).
     grouping "string": identical strings (surrounding whitespace aside) share a class, nothing else does.
     """
-    from rlvjax.rewards.answers import MAX_ANSWER_CHARS, normalize_answer
+    from rlvjax.rewards.answers import normalize_answer
     from rlvjax.rewards.math import equivalent_batch
 
-    # What the grader calls no answer (none stated, or too long to be one) never forms a class, so it never wins.
-    answers = [None if a is None or len(a) > MAX_ANSWER_CHARS else a for a in answers]
+    # What the grader calls no answer (none stated, empty, or too long to be one) never forms a class, so it never
+    # wins.
+    answers = [None if no_answer(a) else a for a in answers]
     if grouping == "string":
         seen: dict[str, int] = {}
         return np.array([-1 if a is None else seen.setdefault(a.strip(), len(seen)) for a in answers], dtype=np.int64)
@@ -112,6 +121,13 @@ def answer_classes(answers: Sequence[str | None], equivalent: Callable[[str, str
     return np.array([class_of_key[k] if k >= 0 else -1 for k in key_ids], dtype=np.int64)
 
 
+def no_answer(answer) -> bool:
+    """What the grader takes for no answer: None, or a stated answer it reads as none (empty, ``$$``, too long)."""
+    from rlvjax.rewards.answers import as_answer
+
+    return answer is None or (isinstance(answer, str) and as_answer(answer, stated=True) is None)
+
+
 def pool_classes(pool: dict, grouping: str = "math") -> np.ndarray:
     """``[P, K]`` class ids of a graded pool's ``[P, K]`` answers, grouped problem by problem; ``pool["classes"]``
     when the pool already holds them (``rlvjax.evaluate.evaluate_policy`` groups each pool once, under the
@@ -141,42 +157,28 @@ def _representative(answers, classes: np.ndarray, winner: int):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _vote(classes: np.ndarray, weights: np.ndarray) -> int:
-    """Class id with the largest total weight among present classes (lowest id on ties); -1 if none."""
-    valid = classes >= 0
-    if not valid.any():
-        return -1
-    num = int(classes.max()) + 1
-    totals = np.bincount(classes[valid], weights=weights[valid], minlength=num)
-    present = np.bincount(classes[valid], minlength=num) > 0
-    return int(np.argmax(np.where(present, totals, -np.inf)))
-
-
 def majority_vote(answers, equivalent=None):
     """The most frequent answer (by equivalence class); ties -> earliest first occurrence; None if none parse."""
     classes = _as_classes(answers, equivalent)
-    return _representative(answers, classes, _vote(classes, np.ones(len(classes))))
+    return _representative(answers, classes, weighted_leader(classes, np.ones(len(classes))))
 
 
 def weighted_vote(answers, scores, equivalent=None):
     """The answer whose class has the largest sum of verifier scores; ties -> earliest first occurrence."""
     classes = _as_classes(answers, equivalent)
-    return _representative(answers, classes, _vote(classes, np.asarray(scores, dtype=np.float64)))
+    return _representative(answers, classes, weighted_leader(classes, as_weights(scores)))
 
 
 def best_of_n(answers, scores, unparseable: str = "last"):
     """The answer with the highest verifier score; ties -> earliest index. With ``unparseable="last"`` unparseable
     answers are skipped unless nothing else is there; with ``"rank"`` they compete on their score (and a picked
     one is returned as None). Only parseability matters here, so no grouping (and no grading) is done."""
-    from rlvjax.rewards.answers import MAX_ANSWER_CHARS
-
-    # What answer_classes (and so the votes and curves) calls no answer: None, a class id of -1, or too long.
+    # What answer_classes (and so the votes and curves) calls no answer: no_answer, or a class id of -1.
     ids = isinstance(answers, np.ndarray) and np.issubdtype(answers.dtype, np.integer)
-    parseable = np.array([a is not None and not (ids and a < 0)
-                          and not (isinstance(a, str) and len(a) > MAX_ANSWER_CHARS) for a in answers])
+    parseable = np.array([not (a < 0 if ids else no_answer(a)) for a in answers])
     if not parseable.any():
         return None
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = as_weights(scores)
     best = int(np.argmax(scores if unparseable == "rank" else np.where(parseable, scores, -np.inf)))
     return answers[best] if parseable[best] else None
 
@@ -277,7 +279,7 @@ def scaling_curve(answers, scores, correct, ns, strategy: str, num_subsets: int 
         return np.array([pass_at_k(k, num_correct, n).mean() for n in ns])
     classes = (np.stack([_as_classes(row, None, conventions.grouping) for row in answers]) if len(answers)
                else np.zeros((0, k), int))
-    scores = np.ones_like(correct) if scores is None else np.asarray(scores, dtype=np.float64)
+    scores = np.ones_like(correct) if scores is None else as_weights(scores)
     if strategy == "best_of_n":
         per_problem = [[best_of_n_expected(scores[p], correct[p], classes[p] >= 0, n,
                                            unparseable=conventions.unparseable, ties=conventions.ties) for n in ns]

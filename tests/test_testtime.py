@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from rlvjax import testtime as tt
+from rlvjax.rewards.answers import extract_answer
+from rlvjax.strategies.outcome import weighted_leader
 
 
 def float_equal(a, b):
@@ -53,12 +55,55 @@ def test_answers_too_long_to_grade_never_win_a_vote():
 
 def test_votes_accept_precomputed_class_ids():
     assert tt.majority_vote(np.array([2, 2, 0, -1, 0, 0])) == 0
-    assert tt.majority_vote(np.array([2, 0, 0, 2])) == 0  # tie -> lowest class id
+    # tie -> the tied answer seen first, whatever its id (the lowest id won: ids need not follow first occurrence)
+    assert tt.majority_vote(np.array([2, 0, 0, 2])) == 2
+    assert tt.weighted_vote(np.array([1, 0, 1, 0]), [0.25, 0.5, 0.25, 0.0]) == 1
     assert tt.weighted_vote(np.array([1, 0, -1]), [0.6, 0.5, 9.0]) == 1
     assert tt.majority_vote(np.array([-1, -1])) is None
     # a list of numbers is answers, not class ids (a negative one was read as "unparseable")
     assert tt.majority_vote([-3, -3, 5]) == -3 and tt.best_of_n([-3, 5], [0.9, 0.1]) == -3
     assert tt.weighted_vote([2, 2.0, 7], [0.3, 0.3, 0.5]) == 2  # 2 and 2.0 are one answer
+
+
+def test_what_the_grader_reads_as_no_answer_never_votes():
+    """An empty or bare-delimiter answer is no answer to the grader: it forms no class, in either grouping, and is
+    never best-of-N's pick while a real answer is there."""
+    for grouping in ("math", "string"):
+        np.testing.assert_array_equal(tt.answer_classes(["", "$$", " ", "7"], grouping=grouping), [-1, -1, -1, 0])
+    assert tt.majority_vote(["", "$$", "7"]) == "7" and tt.best_of_n(["", "7"], [0.9, 0.1]) == "7"
+    curve = tt.scaling_curve([["", "$$", "7"]], None, [[0, 0, 1]], [3], "majority")
+    np.testing.assert_allclose(curve, [1.0])
+
+
+def test_a_nan_verifier_score_weighs_nothing_everywhere():
+    """Yes and No both at -inf (or NaN logits) give a NaN score: it weighs 0 in the votes, the best-of-N pick and
+    the curves alike. It elected its own answer in the single-problem functions (np.argmax returns a NaN) and zeroed
+    every curve subset holding it (a NaN class total is never the maximum)."""
+    conv = tt.Conventions()
+    scores = conv.scores([-0.1, -np.inf, -0.2, -0.3], [-2.0, -np.inf, -3.0, -1.0])
+    assert scores[1] == 0.0 and np.all(np.isfinite(scores))
+    assert tt.Conventions(score="raw").scores([np.nan], [0.0])[0] == 0.0
+    nan_scores = np.array([0.8, np.nan, 0.9, 0.6])
+    ids = np.array([0, 1, 0, 0])  # the NaN-scored sample alone in a wrong class
+    assert tt.weighted_vote(ids, nan_scores) == 0 and tt.best_of_n(ids, nan_scores) == 0
+    assert weighted_leader(ids, nan_scores) == 0
+    # classes [0, 0, 0, 1], grades [1, 1, 1, 0], sample 1 scored NaN: class 0 wins every subset of 4
+    curve = tt.scaling_curve(np.array([[0, 0, 0, 1]]), nan_scores[None], [[1, 1, 1, 0]], [1, 4], "weighted")
+    assert curve[1] == 1.0 and abs(curve[0] - 0.75) < 0.05
+
+
+def test_grouping_compares_answers_as_the_grader_grades_them():
+    """Grouping takes answers already extracted, as the grader does (grade(answers=True)): the answer of
+    \\boxed{\\boxed{1}, \\boxed{2}} is both boxes. Grouping extracted it again (the last box, "2"), so it joined the
+    wrong answer "2" while the grader graded it equal to "1, 2"."""
+    from rlvjax.rewards.math import default_grader
+
+    texts = ["so \\boxed{1, 2}", "so \\boxed{\\boxed{1}, \\boxed{2}}", "so \\boxed{2}"]
+    answers = [extract_answer(t) for t in texts]
+    assert answers[1] == "\\boxed{1}, \\boxed{2}"
+    graded = default_grader().grade(answers, ["1, 2"] * 3, answers=True)[0]
+    np.testing.assert_array_equal(graded, [True, True, False])
+    np.testing.assert_array_equal(tt.answer_classes(answers), [0, 0, 1])
 
 
 def test_answer_classes_custom_equivalence():

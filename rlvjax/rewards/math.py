@@ -116,8 +116,9 @@ class Grader:
         return self._run(texts, golds, symmetric=False, timeout_s=timeout_s, completions=not answers, stated=answers)
 
     def equivalent(self, lefts, rights, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[np.ndarray, GradeStats]:
-        """Symmetric equivalence of answer pairs (for grouping votes): either direction of verify suffices."""
-        return self._run(lefts, rights, symmetric=True, timeout_s=timeout_s)
+        """Symmetric equivalence of answer pairs (for grouping votes): either direction of verify suffices. Both
+        sides are final answers already extracted, compared as they are, as ``grade(answers=True)`` grades them."""
+        return self._run(lefts, rights, symmetric=True, timeout_s=timeout_s, stated=True)
 
     def worker_pids(self) -> list[int]:
         return [w.proc.pid for w in self._workers]
@@ -141,7 +142,7 @@ class Grader:
         stats = GradeStats(total=len(preds))
         jobs = []
         for i, (p, g) in enumerate(zip(preds, golds)):
-            p, g = as_answer(p, completion=completions, stated=stated), as_answer(g)
+            p, g = as_answer(p, completion=completions, stated=stated), as_answer(g, stated=stated and symmetric)
             if p is None or g is None:
                 stats.no_answer += 1
             elif self.fast_path and (same := same_by_key(p, g)) is not None:

@@ -8,7 +8,8 @@ import numpy as np
 
 
 def weighted_leader(classes: np.ndarray, scores: np.ndarray) -> int:
-    """The class with the largest summed score among those voted for; -1 when no answer parses.
+    """The class with the largest summed score (a NaN score adding 0) among those voted for; -1 when no answer
+    parses.
 
     Ties go to the tied class voted for first. That is the lowest id when every row votes; when some rows do not
     (-1 here, e.g. still unfinished), it does not depend on how their answers were numbered: a live run and a
@@ -17,7 +18,7 @@ def weighted_leader(classes: np.ndarray, scores: np.ndarray) -> int:
     if not valid.any():
         return -1
     votes = classes[valid]
-    totals = np.bincount(votes, weights=scores[valid])
+    totals = np.bincount(votes, weights=np.nan_to_num(np.asarray(scores, np.float64)[valid], nan=0.0))
     best = np.max(totals[np.bincount(votes) > 0])
     return int(votes[np.argmax(totals[votes] == best)])
 
