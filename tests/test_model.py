@@ -140,6 +140,32 @@ def test_old_style_rope_scaling_loads_and_exports_as_transformers_reads_it(hf_ch
     assert exported["rope_scaling"] == {"rope_type": "linear", "factor": 4.0} and exported["rope_theta"] == 10000.0
 
 
+@pytest.mark.parametrize("kind, edit", [
+    # a rope_scaling added to a transformers-v5 config (its rope_theta inside rope_parameters) replaces
+    # rope_parameters whole: transformers then takes rope_theta from the top level (absent: 10000), not from inside
+    ("qwen2", {"rope_scaling": {"type": "linear", "factor": 2.0}}),
+    ("qwen2", {"rope_scaling": {"rope_type": "default"}}),
+    # a top-level original_max_position_embeddings overrides llama3's own (16 here), as transformers loads it
+    ("llama", {"original_max_position_embeddings": 64}),
+])
+def test_rope_fields_in_two_places_are_read_as_transformers_reads_them(hf_checkpoint, tmp_path, kind, edit):
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    path, _ = hf_checkpoint(kind)
+    edited = tmp_path / "edited"
+    shutil.copytree(path, edited)
+    config = json.loads((edited / "config.json").read_text())
+    (edited / "config.json").write_text(json.dumps({**config, **edit}))
+    ref = AutoModelForCausalLM.from_pretrained(edited).eval()
+    ids, mask = left_padded_batch(ref.config.vocab_size)
+    valid = mask.astype(bool)
+    model, _ = rlvjax.load_hf(edited)
+    np.testing.assert_allclose(np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))[valid],
+                               torch_logits(ref, ids, mask)[valid], atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("block", [None, 5])
 def test_incremental_decoding_equals_full_forward(hf_checkpoint, monkeypatch, block):
     """Rows of different lengths in one cache (each row's slot is its position): a prefill, single tokens and a

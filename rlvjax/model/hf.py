@@ -74,9 +74,13 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
         method = quantized.get("quant_method", "?") if isinstance(quantized, dict) else "?"
         raise ValueError(f"quantized weights (quantization_config: {method}) are not supported; use a bf16, f16 or "
                          "f32 checkpoint of the model")
-    rope = _rope(hf.get("rope_parameters"))  # transformers v5 moved rope_theta in here
-    rope.update(_rope(hf.get("rope_scaling")))
+    # As transformers reads them: a rope_scaling (v4's name, or added by hand to a v5 config) replaces
+    # rope_parameters whole, rope_theta then coming from the top level (v5 moved it into rope_parameters); a top-level
+    # original_max_position_embeddings overrides the one inside.
+    rope = _rope(hf["rope_scaling"] if hf.get("rope_scaling") else hf.get("rope_parameters"))
     theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
+    if hf.get("original_max_position_embeddings") and rope.get("rope_type") == "llama3":
+        rope["original_max_position_embeddings"] = hf["original_max_position_embeddings"]
     scaling = {k: v for k, v in rope.items() if v is not None}
     if scaling.get("rope_type") in (None, "default"):
         scaling = {}
