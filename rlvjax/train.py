@@ -99,6 +99,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     if warm.num_steps:
         parallel.check_batch(warm.batch_size, mesh, "WarmStartConfig.batch_size", per_process=False)  # each builds all
     reward = reward or Rewards(task.rewards, task.reward_weights)
+    reward.warn_about_labels(config.verifier.threshold)
     model, tokenizer = experiment.build_policy(config.model, config.verifier.question)
     given = records is not None
     if given:  # as written to WORKDIR/data/ below and read back by a resume

@@ -230,6 +230,20 @@ def test_several_rewards_are_summed_with_their_weights():
                                                                                             "index": 9}]), [7, 9])
 
 
+def test_summed_or_scaled_rewards_warn_that_the_verifier_label_may_not_mean_correct(caplog):
+    """The label is Yes where the weighted sum reaches VerifierConfig.threshold: with a format bonus a wrong answer
+    reaches 0.5, and a correctness reward scaled by 0.3 never does. One correctness reward of weight 1: no warning."""
+    one = lambda p, c, **k: [1.0] * len(c)  # noqa: E731
+    with caplog.at_level("WARNING", logger=registry.__name__):
+        registry.Rewards(["math"], None, [one]).warn_about_labels(0.5)
+        assert not caplog.records
+        registry.Rewards(["math", "fmt"], [1.0, 0.5], [one, one]).warn_about_labels(0.5)
+        registry.Rewards(["math"], [0.3], [one]).warn_about_labels(0.5)
+    assert [r.getMessage().split(" >=")[0] for r in caplog.records] == [
+        "the verifier learns Yes where 1 x math + 0.5 x fmt", "the verifier learns Yes where 0.3 x math"]
+    assert all("VerifierConfig.threshold = 0.5" in r.getMessage() for r in caplog.records)
+
+
 def test_columns_only_some_rows_have_reach_the_function_whatever_row_leads():
     rows = [{"prompt": "p", "gold": "1"}, {"prompt": "q", "gold": "2", "bonus": 1.0}]
     rewards = registry.Rewards(["b"], None, [lambda p, c, bonus=None, **k: [float(b or 0) for b in bonus]])

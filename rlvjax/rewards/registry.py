@@ -120,6 +120,18 @@ class Rewards:
             raise ValueError(f"TaskSpec.reward_weights has {len(self.weights)} weights for {len(self.names)} rewards "
                              f"{self.names}; give one weight per reward")
 
+    def warn_about_labels(self, threshold: float) -> None:
+        """Warn when the verifier's label, Yes where the weighted sum of rewards is >= ``threshold``
+        (``VerifierConfig.threshold``), may not mean "correct": several rewards (a format bonus can lift a wrong
+        answer past it) or a weight other than 1 (a scaled correctness reward may never reach it)."""
+        if len(self.names) == 1 and self.weights[0] == 1:
+            return
+        terms = " + ".join(f"{w:g} x {n}" for n, w in zip(self.names, self.weights))
+        logging.getLogger(__name__).warning(
+            "the verifier learns Yes where %s >= VerifierConfig.threshold = %g: a wrong answer whose other rewards "
+            "reach it is labelled Yes, and a correct one below it No; set the threshold to the sum that means "
+            "correct", terms, threshold)
+
     @property
     def is_math(self) -> bool:
         return self.names == ("math",) and self.functions[0] is math_reward

@@ -51,6 +51,7 @@ def rollout_stats(rewards: np.ndarray, advantages: np.ndarray, lengths: np.ndarr
     return {
         "reward_mean": float(rewards.mean()),
         "pass_rate": float(np.mean(correct.any(axis=1))),  # problems with at least one correct sample
+        "verify_yes_labels": float(np.mean(correct)),  # rollouts the verifier is taught to call correct
         "zero_variance_groups": float(np.mean(rewards.min(axis=1) == rewards.max(axis=1))),
         "advantage_mean": float(advantages.mean()),
         "advantage_std": float(advantages.std()),
