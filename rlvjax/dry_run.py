@@ -114,6 +114,7 @@ def run(config, *, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledP
     if -1 not in sizes:  # a CPU host fakes the mesh's devices (must precede the first use of a device)
         jax.config.update("jax_num_cpu_devices", int(np.prod(sizes)))
     run_cfg, rl, optim = config.run, config.rl, config.optim
+    experiment.use_compilation_cache(run_cfg.compilation_cache_dir)  # a rerun recompiles only what it changed
     cfg, tokenizer = experiment.abstract_policy(spec, config.verifier.question)
     devices = jax.devices()
     if -1 not in sizes and len(devices) < np.prod(sizes):

@@ -59,8 +59,11 @@ def test_each_hardware_config_compiles_to_its_plan_without_cache_copies(hardware
                                                                                    ("--gin_param", b)),
                   "--gin_param", f"ModelSpec.config_json = '{two_layer_qwen(tmp_path)}'",
                   "--gin_param", "ModelSpec.compute_dtype = None", "--gin_param", "MemoryConfig.device_memory_gib = 1e6",
+                  "--gin_param", f"RunConfig.compilation_cache_dir = '{tmp_path / 'xla'}'",
                   cwd=tmp_path)  # no checkpoints/ nor data/ here
     assert out.returncode == 0, out.stderr[-2000:]
+    # the programs land in the run's compilation cache: a rerun after changing a knob recompiles only what changed
+    assert list((tmp_path / "xla").glob("jit_rollout_step-*")) and list((tmp_path / "xla").glob("jit_update_step-*"))
     rows = [ROW.match(line) for line in out.stdout.splitlines()]
     rows = {m.group(1): m for m in rows if m}
     assert {"rollout", "update", "eval", "final eval"} <= set(rows), out.stdout
