@@ -11,9 +11,10 @@ def weighted_leader(classes: np.ndarray, scores: np.ndarray) -> int:
     """The class with the largest summed score (a NaN score adding 0) among those voted for; -1 when no answer
     parses.
 
-    Ties go to the tied class voted for first. That is the lowest id when every row votes; when some rows do not
-    (-1 here, e.g. still unfinished), it does not depend on how their answers were numbered: a live run and a
-    replay that numbers classes over other texts pick the same class."""
+    Ties go to the tied class voted for first, whatever its id (the lowest when ids are numbered by first
+    occurrence and every row votes). So when some rows do not vote (-1 here, e.g. still unfinished), the pick does
+    not depend on how their answers were numbered: a live run and a replay that numbers classes over other texts
+    pick the same class."""
     valid = classes >= 0
     if not valid.any():
         return -1
