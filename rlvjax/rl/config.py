@@ -50,7 +50,9 @@ class RLConfig:
     # Completion positions whose [V] log-softmax is built at once (0: all N; e.g. 128 keeps no [rows, N, V] f32
     # buffer alive).
     logprob_chunk_size: int = 0
-    vineppo_samples: int = 9  # K continuations per step prefix (VinePPO's value estimate)
+    # K continuations per step prefix (VinePPO's value estimate); a prefix several rollouts share (a problem's
+    # prompt, steps they open with alike) is sampled once, as VinePPO deduplicates its value queries
+    vineppo_samples: int = 9
     # VinePPO's max_step_for_value_estimation. None, as in VinePPO's MATH setup: no cap, every step prefix gets K
     # continuations (the step arrays are as wide as the batch's longest rollout). M: only the prompt and the first M
     # step prefixes do; later prefixes take the rollout's reward as their value, so step M + 1 gets reward - V(s_M)
