@@ -196,7 +196,7 @@ def main():
     roll = rollout(state.params, ids, mask, jax.random.key(1), None)
     sub = jax.tree.map(lambda x: x[:2], roll)
     rewards = jnp.zeros(sub.lengths.shape, jnp.float32)
-    batch, _ = steps.prepare_update(statics, sub, rewards)
+    batch, _ = steps.prepare_update(statics, sub, rewards, rewards > 0.5)
     valid = np.asarray(batch.target_mask)
     gaps = {}
     for compute in ("bfloat16", None):
@@ -224,7 +224,7 @@ def main():
     for compute, peak in (("bfloat16", args.bf16_tflops), (None, args.f32_tflops)):
         _, gd = graphdef_for(compute)
         st = statics_for(gd)
-        batch, _ = steps.prepare_update(st, roll, rewards)
+        batch, _ = steps.prepare_update(st, roll, rewards, rewards > 0.5)
         fresh = steps.init_state(jax.tree.map(jnp.copy, params), tx, seed=0, keep_reference=False)  # donated
         fresh = jax.device_put(fresh, parallel.shardings(fresh, mesh))  # as train.py: no recompile at step 2
         update = steps.jit_steps(st, mesh, fresh).update

@@ -52,7 +52,7 @@ class Iteration:
         roll = jax.block_until_ready(self.rollout(self.state.params, self.prompts, jnp.ones_like(self.prompts, bool),
                                                   jax.random.key(0), None))
         t1 = common.time.perf_counter()
-        batch, _ = self.prepare(roll, self.rewards)
+        batch, _ = self.prepare(roll, self.rewards, self.rewards > 0.5)
         self.state, metrics = self.update(self.state, batch)
         jax.block_until_ready(metrics["policy_loss"])
         t2 = common.time.perf_counter()

@@ -81,7 +81,7 @@ def main(argv=None):
     model, tokenizer = load_hf(args.workdir / args.policy)
     records = experiment.build_records(config.task, tokenizer)[1]
     mesh = parallel.make_mesh(parallel.MeshConfig())
-    reward = Rewards(config.task.rewards, config.task.reward_weights)  # the run's reward, as rlvjax.evaluate grades
+    reward = Rewards.of(config)  # the run's reward, as rlvjax.evaluate grades
     policy = Policy.build(model, tokenizer, rl, verify=config.verifier, reward=reward, conventions=config.conventions)
     budgets = (tuple(int(b) for b in args.budgets.split(",")) if args.budgets else
                strategy_report.default_rules("length", num_samples=1, max_new_tokens=rl.max_new_tokens)[0].budgets)

@@ -102,7 +102,7 @@ def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: 
     rl, run = config.rl, config.run
     mesh = parallel.make_mesh(config.mesh)
     temperatures = tuple(dict.fromkeys([rl.temperature, run.eval_temperature or rl.temperature]))
-    reward = reward or Rewards(config.task.rewards, config.task.reward_weights)
+    reward = reward or Rewards.of(config)
     given = ([], records[1]) if records is not None else None  # the eval slot: checked as eval rows
     reports, correct = {}, {}
     for name, path in policies.items():  # in the run's precision, as trained and as the memory plan counts it
@@ -296,7 +296,7 @@ def main(argv):
     if f.workdir:
         run_config = Config.from_dict(Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint))
         rl, verify = run_config.rl, run_config.verifier
-        reward = Rewards(run_config.task.rewards, run_config.task.reward_weights)
+        reward = Rewards.of(run_config)
         cache = run_config.run.compilation_cache_dir
     else:
         cache = experiment.RunConfig.compilation_cache_dir

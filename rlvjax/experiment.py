@@ -354,8 +354,7 @@ def statics(graphdef, tx, rl: RLConfig, tokenizer, verify: verifier.VerifierConf
     """What the jitted RL steps close over, for this policy's tokenizer and verify question."""
     vt = verifier.tokens(tokenizer, verify.question)
     st = sampling_tokens(tokenizer, vt)
-    return Statics(graphdef, tx, rl, vt.suffix, vt.yes_id, vt.no_id, st.stop_ids, st.pad_id, st.suppress_ids,
-                   verify_threshold=verify.threshold)
+    return Statics(graphdef, tx, rl, vt.suffix, vt.yes_id, vt.no_id, st.stop_ids, st.pad_id, st.suppress_ids)
 
 
 def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:

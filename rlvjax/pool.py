@@ -76,12 +76,12 @@ class PoolSampler:
 def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], reward: Rewards, *, seed: int,
                 batch_size: int = EVAL_PROMPTS) -> dict[str, np.ndarray]:
     """``sampler.num_samples`` samples per problem, ``batch_size`` problems per call of the engine: ``texts`` /
-    ``answers`` (object ``[P, K]``: the stated final answers the votes group), ``rewards``, ``correct`` (reward >=
-    the verifier's threshold), ``yes_logp``, ``no_logp``, ``lengths``, ``finished``."""
-    statics, num_samples = sampler.statics, sampler.num_samples
+    ``answers`` (object ``[P, K]``: the stated final answers the votes group), ``rewards``, ``correct`` (the
+    verifier's label, ``Rewards``' verdict), ``yes_logp``, ``no_logp``, ``lengths``, ``finished``."""
+    num_samples = sampler.num_samples
     parallel_rows = sampler.mesh.shape["data"] * sampler.mesh.shape["fsdp"]
     batch_size = max(parallel_rows, batch_size // parallel_rows * parallel_rows)
-    texts, rewards, yes, no, lengths, finished = [], [], [], [], [], []
+    texts, rewards, correct, yes, no, lengths, finished = [], [], [], [], [], [], []
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
         tokens, chunk_lengths, chunk_finished, vlp = sampler(
@@ -93,14 +93,16 @@ def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], re
         lengths.append(chunk_lengths)
         finished.append(chunk_finished)
         rows = [r for r in chunk for _ in range(k)]
-        rewards.append(reward([r["prompt"] for r in rows], chunk_texts, rows).reshape(-1, k))
+        graded = reward([r["prompt"] for r in rows], chunk_texts, rows)
+        rewards.append(graded.rewards.reshape(-1, k))
+        correct.append(graded.correct.reshape(-1, k))
         texts += chunk_texts
         yes.append(vlp[..., 0])
         no.append(vlp[..., 1])
-    shape, rewards = (len(records), num_samples), np.concatenate(rewards)
+    shape = (len(records), num_samples)
     return {"texts": np.asarray(texts, dtype=object).reshape(shape),
             "answers": np.asarray([reward.answer(t) for t in texts], dtype=object).reshape(shape),
-            "rewards": rewards, "correct": rewards >= statics.verify_threshold,
+            "rewards": np.concatenate(rewards), "correct": np.concatenate(correct),
             "yes_logp": np.concatenate(yes), "no_logp": np.concatenate(no), "lengths": np.concatenate(lengths),
             "finished": np.concatenate(finished)}
 

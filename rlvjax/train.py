@@ -98,8 +98,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     parallel.check_batch(run.batch_size, mesh, "batch_size (prompts per step)")
     if warm.num_steps:
         parallel.check_batch(warm.batch_size, mesh, "WarmStartConfig.batch_size", per_process=False)  # each builds all
-    reward = reward or Rewards(task.rewards, task.reward_weights)
-    reward.warn_about_labels(config.verifier.threshold)
+    reward = reward or Rewards.of(config)
+    reward.warn_about_labels()
     model, tokenizer = experiment.build_policy(config.model, config.verifier.question)
     given = records is not None
     if given:  # as written to WORKDIR/data/ below and read back by a resume
@@ -248,7 +248,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                                                       finished.ravel())
                 rows = [batch[i // g] for i in range(b * g)]
                 before = grading_counts() if reward.is_math else {}
-                rewards = reward([r["prompt"] for r in rows], texts, rows).reshape(b, g)
+                rewards, correct = (x.reshape(b, g) for x in reward([r["prompt"] for r in rows], texts, rows))
                 # rollouts graded wrong for want of an answer, an unparseable one, a grader timeout or error
                 grading = {f"grade/{k}": v - before[k] for k, v in grading_counts().items()
                            if k in ("no_answer", "unparsed", "timeouts", "errors")} if before else {}
@@ -262,21 +262,22 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                         max_steps=rl.vineppo_max_steps, whiten=rl.whiten_advantages)
                     token_adv = token_adv.reshape(b, g, n).astype(np.float32)
                     update_batch = jitted.build(roll, parallel.to_global(token_adv, parallel.batch_sharding(mesh, 3)),
-                                                parallel.to_global(rewards, rows2))
+                                                parallel.to_global(correct, rows2))
                     adv = token_adv.sum(-1) / np.maximum(lengths, 1)
                     value_stats["time/value_s"] = time.perf_counter() - t2  # VinePPO's main cost, not the update's
                     t_update = time.perf_counter()
                 else:
                     t_update, value_stats = t2, {}
-                    update_batch, adv = jitted.prepare(roll, parallel.to_global(rewards, rows2))
+                    update_batch, adv = jitted.prepare(roll, parallel.to_global(rewards, rows2),
+                                                       parallel.to_global(correct, rows2))
                     adv = parallel.to_host(adv)
                 state, update_metrics = jitted.update(state, update_batch)
                 update_metrics = jax.device_get(update_metrics)
                 t3 = time.perf_counter()
                 # Skipped (non-finite) updates in a row; optax applies the next one whatever it holds.
                 nonfinite_run = int(jax.device_get(state.opt_state.notfinite_count))
-                metrics = {**diagnostics.rollout_stats(rewards, adv, lengths, finished, verify_lp,
-                                                       config.verifier.threshold), **update_metrics,
+                metrics = {**diagnostics.rollout_stats(rewards, correct, adv, lengths, finished, verify_lp),
+                           **update_metrics,
                            "consecutive_nonfinite": nonfinite_run, **grading, **value_stats,
                            "time/rollout_s": t1 - t0, "time/grade_s": t2 - t1, "time/update_s": t3 - t_update,
                            "rollout_tokens_per_s": float(lengths.sum()) / (t1 - t0),
@@ -292,7 +293,8 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                     p_yes = 1.0 / (1.0 + np.exp(verify_lp[..., 1] - verify_lp[..., 0]))
                     writer.samples(step + 1, [{"prompt": batch[i // g]["prompt"], "completion": texts[i],
                                                "gold": batch[i // g].get("gold"), "reward": float(rewards.flat[i]),
-                                               "p_yes": float(p_yes.flat[i])} for i in range(min(4, b * g))])
+                                               "correct": bool(correct.flat[i]), "p_yes": float(p_yes.flat[i])}
+                                              for i in range(min(4, b * g))])
                 if stopping:
                     checkpoints.wait()
                     raise cli.RunFailed(

@@ -32,6 +32,7 @@ FIELDS = {"algorithm": ("rl", "algorithm"), "lambda_verify": ("rl", "lambda_veri
           "temperature": ("rl", "temperature"), "num_steps": ("run", "num_steps"), "batch_size": ("run", "batch_size"),
           "seed": ("run", "seed"), "learning_rate": ("optim", "learning_rate"),
           "verify_question": ("verifier", "question"), "verify_threshold": ("verifier", "threshold"),
+          "verify_label_reward": ("verifier", "label_reward"),
           "reward_weights": ("task", "reward_weights"), "prompt_format": ("task", "prompt_format")}
 
 
@@ -53,6 +54,7 @@ class RLVConfig:
     seed: int | None = None
     verify_question: str | None = None  # asked after each solution; the model answers Yes or No
     verify_threshold: float | None = None  # a rollout is labelled Yes when its reward is >= this
+    verify_label_reward: str | None = None  # the reward that labels rollouts (VerifierConfig.label_reward)
     reward_weights: tuple[float, ...] | None = None  # one per reward function (None: 1 each)
     prompt_format: str = "as_is"  # TRL's: a string prompt verbatim, chat messages through the chat template
     config: Config = dataclasses.field(default_factory=Config)
@@ -115,7 +117,7 @@ class RLVTrainer:
                 self.config.task, name="file", train_file=_source(train_dataset),
                 eval_file=None if eval_dataset is None else _source(eval_dataset)))
             train_dataset = eval_dataset = None
-        self.reward = registry.Rewards(names, self.config.task.reward_weights, functions)
+        self.reward = registry.Rewards.of(self.config, functions)
         self.output_dir = Path(args.output_dir)
         need_gold = "math" in names
         if train_dataset is None and eval_dataset is not None:

@@ -24,13 +24,15 @@ def test_verifier_and_rollout_stats_by_hand():
     # log-odds 1.39, -0.85 (correct) vs 0.41, -2.20 (wrong): 3 of the 4 pairs are ordered right
     assert s["verifier_auroc"] == 0.75
     rewards = np.array([[1.0, 0.0], [0.0, 0.0]])
-    r = diagnostics.rollout_stats(rewards, np.array([[0.7, -0.7], [0.0, 0.0]]), np.array([[3, 5], [5, 5]]),
-                                  np.array([[True, False], [False, False]]), np.stack([yes, no], -1).reshape(2, 2, 2))
+    r = diagnostics.rollout_stats(rewards, rewards >= 0.5, np.array([[0.7, -0.7], [0.0, 0.0]]),
+                                  np.array([[3, 5], [5, 5]]), np.array([[True, False], [False, False]]),
+                                  np.stack([yes, no], -1).reshape(2, 2, 2))
     assert r["reward_mean"] == 0.25 and r["pass_rate"] == 0.5 and r["zero_variance_groups"] == 0.5
-    assert r["verify_yes_labels"] == 0.25  # one of 4 rollouts reaches the 0.5 threshold
-    summed = diagnostics.rollout_stats(rewards + 0.5, np.zeros((2, 2)), np.ones((2, 2)), np.ones((2, 2), bool),
-                                       np.stack([yes, no], -1).reshape(2, 2, 2), threshold=1.0)
-    assert summed["verify_yes_labels"] == 0.25 and summed["pass_rate"] == 0.5
+    assert r["verify_yes_labels"] == 0.25  # one of 4 rollouts is correct
+    # a format bonus in the reward: the labels and the pass rate are the given verdicts', not the sum's
+    summed = diagnostics.rollout_stats(rewards + 0.5, rewards >= 0.5, np.zeros((2, 2)), np.ones((2, 2)),
+                                       np.ones((2, 2), bool), np.stack([yes, no], -1).reshape(2, 2, 2))
+    assert summed["verify_yes_labels"] == 0.25 and summed["pass_rate"] == 0.5 and summed["reward_mean"] == 0.75
     assert r["truncation_rate"] == 0.75 and r["completion_length"] == 4.5 and r["advantage_abs_max"] == 0.7
 
 

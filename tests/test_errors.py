@@ -119,6 +119,10 @@ CONFIG_CASES = {
     "verify_question_type": (["VerifierConfig.question = 1"],
                              "VerifierConfig.question=1 must be a str, not an int; fix the binding's value"),
     "verify_threshold_type": (["VerifierConfig.threshold = '0.5'"], "VerifierConfig.threshold='0.5' must be a float"),
+    "unknown_label_reward": (["VerifierConfig.label_reward = 'format'"],
+                             "VerifierConfig.label_reward='format' names none of TaskSpec.rewards ('math',); name "
+                             "the one that says whether an answer is right, or leave it empty to label by the weighted "
+                             "sum"),
     "optimizer_type": (["OptimConfig.b1 = '0.9'"], "OptimConfig.b1='0.9' must be a float, not a str"),
     "memory_type": (["MemoryConfig.refuse = 'yes'"], "MemoryConfig.refuse='yes' must be a bool, not a str"),
     "conventions_type": (["Conventions.score = 1"], "Conventions.score=1 must be a str, not an int"),

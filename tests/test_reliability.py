@@ -381,7 +381,7 @@ def test_nonfinite_updates_are_skipped_counted_and_stop_the_run(tmp_path, monkey
         if len(completions) != 64:  # not a training step's 8 prompts x 8 samples (the probe, an eval pool)
             return values
         calls.append(len(completions))
-        return values if len(calls) < 3 else np.full(len(completions), np.nan, np.float32)
+        return values if len(calls) < 3 else values._replace(rewards=np.full(len(completions), np.nan, np.float32))
 
     monkeypatch.setattr(Rewards, "__call__", rewards)
     workdir = tmp_path / "run"

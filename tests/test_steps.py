@@ -31,7 +31,7 @@ def make_statics(graphdef, suppress_ids=(), **rl):
     return steps.Statics(graphdef, tx, rl, SUFFIX, YES, NO, (STOP,), 0, suppress_ids)
 
 
-def rollouts_and_rewards(statics, params):
+def rollouts_and_labels(statics, params):
     prompts = jnp.asarray([[0, 0, 7, 8, 9], [10, 11, 12, 13, 14]])
     mask = prompts > 0
     roll = steps.rollout_step(statics, params, prompts, mask, jax.random.key(0))
@@ -43,8 +43,8 @@ def rollouts_and_rewards(statics, params):
     finished = np.asarray(roll.finished).copy()
     finished[0, 0] = True
     roll = roll._replace(tokens=jnp.asarray(tokens), lengths=jnp.asarray(lengths), finished=jnp.asarray(finished))
-    rewards = jnp.asarray([[1.0, 0.0], [0.0, 1.0]])
-    return roll, rewards
+    correct = jnp.asarray([[True, False], [False, True]])  # the rollouts' verdicts (Rewards')
+    return roll, correct
 
 
 def direct_sequences(roll):
@@ -64,9 +64,9 @@ def direct_sequences(roll):
 def test_lambda_zero_is_plain_rl_and_masked_policy_is_verification_sft(setup):
     graphdef, params = setup
     statics = make_statics(graphdef, lambda_verify=0.0)
-    roll, rewards = rollouts_and_rewards(statics, params)
+    roll, correct = rollouts_and_labels(statics, params)
     adv = jnp.asarray([[1.0, -1.0], [-0.5, 0.5]])
-    batch = steps.build_update_batch(statics, roll, jnp.broadcast_to(adv[..., None], roll.tokens.shape), rewards)
+    batch = steps.build_update_batch(statics, roll, jnp.broadcast_to(adv[..., None], roll.tokens.shape), correct)
     grads = steps._minibatch_grads(statics, params, None, batch)[0]
     seqs = direct_sequences(roll)
     old = np.asarray(roll.logprobs).reshape(4, -1)
@@ -102,12 +102,12 @@ def test_lambda_zero_is_plain_rl_and_masked_policy_is_verification_sft(setup):
 
 def test_micro_batches_give_the_full_batch_gradient(setup):
     graphdef, params = setup
-    roll, rewards = rollouts_and_rewards(make_statics(graphdef), params)
+    roll, correct = rollouts_and_labels(make_statics(graphdef), params)
     for aggregation in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"):
         full = make_statics(graphdef, aggregation=aggregation)
         micro = make_statics(graphdef, aggregation=aggregation, micro_batch_size=1)
         adv = jnp.broadcast_to(jnp.asarray([[1.0, -1.0], [-0.5, 0.5]])[..., None], roll.tokens.shape)
-        batch = steps.build_update_batch(full, roll, adv, rewards)
+        batch = steps.build_update_batch(full, roll, adv, correct)
         g_full, s_full, _, _ = steps._minibatch_grads(full, params, None, batch)
         g_micro, s_micro, _, _ = steps._minibatch_grads(micro, params, None, batch)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g_full, g_micro)
@@ -118,10 +118,10 @@ def test_micro_batches_give_the_full_batch_gradient(setup):
 def test_update_step_first_epoch_is_on_policy(setup, suppress_ids):
     graphdef, params = setup
     statics = make_statics(graphdef, suppress_ids, num_ppo_epochs=2, num_minibatches=2, beta=0.1)
-    roll, rewards = rollouts_and_rewards(statics, params)
+    roll, correct = rollouts_and_labels(statics, params)
     state = steps.init_state(params, statics.tx, seed=0, keep_reference=True)
     adv = jnp.broadcast_to(jnp.asarray([[1.0, -1.0], [-0.5, 0.5]])[..., None], roll.tokens.shape)
-    batch = steps.build_update_batch(statics, roll, adv, rewards)
+    batch = steps.build_update_batch(statics, roll, adv, correct)
     new, metrics = jax.jit(lambda s, b: steps.update_step(statics, s, b))(state, batch)
     assert not np.isin(np.asarray(roll.tokens)[np.asarray(batch.target_mask).reshape(roll.tokens.shape)],
                        suppress_ids).any()
@@ -140,10 +140,10 @@ def test_scanned_epochs_and_minibatches_equal_the_unrolled_loop(setup):
     """update_step's lax.scan over epochs x minibatches against the plain Python loop it replaced."""
     graphdef, params = setup
     statics = make_statics(graphdef, num_ppo_epochs=2, num_minibatches=2, beta=0.1)
-    roll, rewards = rollouts_and_rewards(statics, params)
+    roll, correct = rollouts_and_labels(statics, params)
     state = steps.init_state(params, statics.tx, seed=3, keep_reference=True)
     adv = jnp.broadcast_to(jnp.asarray([[1.0, -1.0], [-0.5, 0.5]])[..., None], roll.tokens.shape)
-    batch = steps.build_update_batch(statics, roll, adv, rewards)
+    batch = steps.build_update_batch(statics, roll, adv, correct)
     new, metrics = jax.jit(lambda s, b: steps.update_step(statics, s, b))(state, batch)
 
     _, perm_key = jax.random.split(jax.random.wrap_key_data(state.rng))
@@ -165,23 +165,35 @@ def test_scanned_epochs_and_minibatches_equal_the_unrolled_loop(setup):
 def test_verify_balance_weights_the_two_classes_equally(setup):
     graphdef, params = setup
     statics = make_statics(graphdef, verify_balance=True)
-    roll, _ = rollouts_and_rewards(statics, params)
-    rewards = jnp.asarray([[1.0, 0.0], [0.0, 0.0]])  # one right rollout of four: it weighs 2, each wrong one 2/3
-    batch = steps.build_update_batch(statics, roll, jnp.zeros(roll.tokens.shape), rewards)
+    roll, _ = rollouts_and_labels(statics, params)
+    correct = jnp.asarray([[True, False], [False, False]])  # one right rollout of four: it weighs 2, each wrong 2/3
+    batch = steps.build_update_batch(statics, roll, jnp.zeros(roll.tokens.shape), correct)
     np.testing.assert_allclose(batch.verify_mask, [2.0, 2 / 3, 2 / 3, 2 / 3], rtol=1e-6)
     np.testing.assert_array_equal(batch.verify_target, [YES, NO, NO, NO])
-    plain = steps.build_update_batch(make_statics(graphdef), roll, jnp.zeros(roll.tokens.shape), rewards)
+    plain = steps.build_update_batch(make_statics(graphdef), roll, jnp.zeros(roll.tokens.shape), correct)
     np.testing.assert_array_equal(plain.verify_mask, 1.0)
+
+
+def test_the_verifier_learns_the_given_verdicts_and_the_policy_the_summed_reward(setup):
+    """A format bonus every rollout earns lifts each summed reward to >= 0.5; the labels are still the verdicts
+    given beside the rewards (``Rewards``' label reward), and the advantages still come from the sum."""
+    graphdef, params = setup
+    statics = make_statics(graphdef)
+    roll, _ = rollouts_and_labels(statics, params)
+    rewards = jnp.asarray([[1.5, 0.5], [0.5, 0.5]])  # 1 for a right answer + 0.5 for the format
+    batch, adv = steps.prepare_update(statics, roll, rewards, rewards >= 1.0)
+    np.testing.assert_array_equal(batch.verify_target, [YES, NO, NO, NO])
+    assert adv[0, 0] > 0 > adv[0, 1] and not np.asarray(adv[1]).any()
 
 
 @pytest.mark.parametrize("m", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_verify_prefixes_add_verify_only_rows_of_partial_solutions(setup, m):
     graphdef, params = setup
     statics = make_statics(graphdef, verify_prefixes=m)
-    roll, rewards = rollouts_and_rewards(statics, params)
+    roll, correct = rollouts_and_labels(statics, params)
     adv = jnp.broadcast_to(jnp.asarray([[1.0, -1.0], [-0.5, 0.5]])[..., None], roll.tokens.shape)
-    batch = steps.build_update_batch(statics, roll, adv, rewards)
-    plain = steps.build_update_batch(make_statics(graphdef), roll, adv, rewards)
+    batch = steps.build_update_batch(statics, roll, adv, correct)
+    plain = steps.build_update_batch(make_statics(graphdef), roll, adv, correct)
     assert batch.input_ids.shape[0] == 4 * (1 + m)
     np.testing.assert_array_equal(batch.verify_target, np.tile([YES, NO, NO, YES], 1 + m))  # the rollout's label
     assert not np.asarray(batch.target_mask[4:]).any() and not np.asarray(batch.advantages[4:]).any()
@@ -193,7 +205,7 @@ def test_verify_prefixes_add_verify_only_rows_of_partial_solutions(setup, m):
     model = nnx.merge(graphdef, params)
     losses_ = []
     for i, (prompt, comp, _) in enumerate(direct_sequences(roll)):
-        body = comp[:-1] if i == 0 else comp  # row 0 ends on the stop token (rollouts_and_rewards)
+        body = comp[:-1] if i == 0 else comp  # row 0 ends on the stop token (rollouts_and_labels)
         for j in range(m + 1):
             cut = len(body) if j == 0 else max(len(body) * j // (m + 1), min(len(body), 1))
             logits = model(jnp.asarray([prompt + body[:cut] + list(SUFFIX)]))[0, -1]
@@ -221,9 +233,9 @@ def test_config_errors():
 def test_remat_and_chunked_logprobs_keep_loss_and_gradients(setup, memory):
     graphdef, params = setup
     plain = make_statics(graphdef, beta=0.1)
-    roll, rewards = rollouts_and_rewards(plain, params)
+    roll, correct = rollouts_and_labels(plain, params)
     adv = jnp.broadcast_to(jnp.asarray([[1.0, -1.0], [-0.5, 0.5]])[..., None], roll.tokens.shape)
-    batch = steps.build_update_batch(plain, roll, adv, rewards)  # 6 completion positions: chunks of 4 and 2
+    batch = steps.build_update_batch(plain, roll, adv, correct)  # 6 completion positions: chunks of 4 and 2
     reference = jax.tree.map(lambda x: x * 1.01, params)  # a KL term with a nonzero gradient
     g0, s0, _, _ = steps._minibatch_grads(plain, params, reference, batch)
     g1, s1, _, _ = steps._minibatch_grads(make_statics(graphdef, beta=0.1, **memory), params, reference, batch)

@@ -183,6 +183,37 @@ def length_penalty(prompts, completions, **columns):
     return [-len(c) / 10 for c in completions]
 
 
+def even_length(completions, **columns):
+    return [float(len(c) % 2 == 0) for c in completions]
+
+
+def format_bonus(completions, **columns):
+    return [0.5] * len(completions)
+
+
+def test_a_named_label_reward_labels_training_and_evaluation(tmp_path):
+    """A 0.5 bonus summed in lifts every rollout to the 0.5 threshold; with ``verify_label_reward`` named, the
+    verifier's labels, the logged verdicts and the evaluation's correctness are that reward's alone."""
+    rows = [{"prompt": f"{i}+1="} for i in range(8)]
+    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), num_steps=1, batch_size=4, group_size=4,
+                            max_new_tokens=3, verify_label_reward="even_length")
+    trainer = rlvjax.RLVTrainer(reward_funcs=[even_length, format_bonus], train_dataset=rows, eval_dataset=rows[:4],
+                                args=args)
+    trainer.train()
+    trainer.evaluate(num_samples=4)
+    run = tmp_path / "run"
+    logged = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    graded = [json.loads(line) for line in (run / "eval" / "final" / "eval_samples.jsonl").read_text().splitlines()]
+    assert len(logged) == 4 and len(graded) == 16
+    for row in logged + graded:
+        assert row["correct"] == (len(row["completion"]) % 2 == 0), row
+        assert row["reward"] == float(row["correct"]) + 0.5, row
+    assert {r["correct"] for r in graded} == {True, False}  # both verdicts occur: the sum alone says True
+    metrics = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0 < metrics["verify_yes_labels"] < 1
+    assert metrics["eval/pass@1"] < 1
+
+
 def test_in_memory_rows_json_cannot_hold_are_refused_before_anything_is_written(tmp_path):
     import datetime
 
@@ -221,34 +252,69 @@ def test_several_rewards_are_summed_with_their_weights():
     rewards = registry.Rewards(["a", "b"], [1.0, 0.5], [lambda p, c, **k: [1.0] * len(c),
                                                       lambda p, c, target, **k: [float(x == t) for x, t in
                                                                                  zip(c, target)]])
-    np.testing.assert_allclose(rewards(["p"] * 3, ["x", "y", "x"], rows), [1.5, 1.0, 1.5])
+    np.testing.assert_allclose(rewards(["p"] * 3, ["x", "y", "x"], rows).rewards, [1.5, 1.0, 1.5])
     assert registry.required_columns(lambda prompts, completions, target, level=None, **rest: []) == {"target"}
     # A column named like anything the trainer uses internally still reaches the user's function.
     by_index = registry.Rewards(["c"], None, [lambda p, c, index, **k: [float(i) for i in index]])
     by_index.check_columns([{"prompt": "p", "index": 7}], "train")
     np.testing.assert_allclose(by_index(["p"] * 2, ["x", "y"], [{"prompt": "p", "index": 7}, {"prompt": "p",
-                                                                                            "index": 9}]), [7, 9])
+                                                                                            "index": 9}]).rewards,
+                               [7, 9])
 
 
 def test_summed_or_scaled_rewards_warn_that_the_verifier_label_may_not_mean_correct(caplog):
-    """The label is Yes where the weighted sum reaches VerifierConfig.threshold: with a format bonus a wrong answer
-    reaches 0.5, and a correctness reward scaled by 0.3 never does. One correctness reward of weight 1: no warning."""
+    """Without a label reward the label is Yes where the weighted sum reaches VerifierConfig.threshold: with a format
+    bonus a wrong answer reaches 0.5, and a correctness reward scaled by 0.3 never does. One correctness reward of
+    weight 1, or a named label reward: no warning."""
     one = lambda p, c, **k: [1.0] * len(c)  # noqa: E731
     with caplog.at_level("WARNING", logger=registry.__name__):
-        registry.Rewards(["math"], None, [one]).warn_about_labels(0.5)
+        registry.Rewards(["math"], None, [one]).warn_about_labels()
+        registry.Rewards(["math", "fmt"], [1.0, 0.5], [one, one], label="math").warn_about_labels()
         assert not caplog.records
-        registry.Rewards(["math", "fmt"], [1.0, 0.5], [one, one]).warn_about_labels(0.5)
-        registry.Rewards(["math"], [0.3], [one]).warn_about_labels(0.5)
+        registry.Rewards(["math", "fmt"], [1.0, 0.5], [one, one]).warn_about_labels()
+        registry.Rewards(["math"], [0.3], [one], threshold=0.25).warn_about_labels()
     assert [r.getMessage().split(" >=")[0] for r in caplog.records] == [
         "the verifier learns Yes where 1 x math + 0.5 x fmt", "the verifier learns Yes where 0.3 x math"]
-    assert all("VerifierConfig.threshold = 0.5" in r.getMessage() for r in caplog.records)
+    assert ["VerifierConfig.threshold = 0.5" in r.getMessage() for r in caplog.records] == [True, False]
+    assert all("VerifierConfig.label_reward" in r.getMessage() for r in caplog.records)
+
+
+def test_a_label_reward_alone_says_which_completions_are_correct():
+    """Rewards: 1 for the right answer, 0.5 for the format. Summed, a wrong well-formatted answer reaches 0.5 and
+    counts as correct; with label="accuracy" (its function's name) only the right answers do, whatever the weights,
+    and a None from the label reward is wrong."""
+    def accuracy(completions, target, **k):
+        return [None if c == "?" else float(c.strip("<>") == t) for c, t in zip(completions, target)]
+
+    def fmt(completions, **k):
+        return [0.5 * c.startswith("<") for c in completions]
+
+    rows = [{"prompt": "p", "target": "4"}] * 4
+    completions = ["<4>", "<5>", "4", "?"]
+    names = ["my_rewards:accuracy", "my_rewards:fmt"]
+    summed = registry.Rewards(names, None, [accuracy, fmt])(["p"] * 4, completions, rows)
+    np.testing.assert_allclose(summed.rewards, [1.5, 0.5, 1.0, 0.0])
+    np.testing.assert_array_equal(summed.correct, [True, True, True, False])
+    for label in ("accuracy", "my_rewards:accuracy"):
+        graded = registry.Rewards(names, [0.3, 1.0], [accuracy, fmt], label=label)(["p"] * 4, completions, rows)
+        np.testing.assert_allclose(graded.rewards, [0.8, 0.5, 0.3, 0.0], rtol=1e-6)
+        np.testing.assert_array_equal(graded.correct, [True, False, True, False])
+    strict = registry.Rewards(names, None, [accuracy, fmt], label="fmt", threshold=0.6)
+    np.testing.assert_array_equal(strict(["p"] * 4, completions, rows).correct, [False] * 4)
+    for label, said in [("format", "names none of"), ("f", "names none of")]:
+        with pytest.raises(ValueError, match=f"^VerifierConfig.label_reward={label!r} {said} TaskSpec.rewards "):
+            registry.Rewards(names, None, [accuracy, fmt], label=label)
+    with pytest.raises(ValueError, match="^VerifierConfig.label_reward='acc' names several of TaskSpec.rewards"):
+        registry.Rewards(["a:acc", "b:acc"], None, [accuracy, accuracy], label="acc")
+    assert registry.label_index(["a:acc", "acc"], "acc") == 1  # a whole name before a function's name
 
 
 def test_columns_only_some_rows_have_reach_the_function_whatever_row_leads():
     rows = [{"prompt": "p", "gold": "1"}, {"prompt": "q", "gold": "2", "bonus": 1.0}]
     rewards = registry.Rewards(["b"], None, [lambda p, c, bonus=None, **k: [float(b or 0) for b in bonus]])
     for order in (rows, rows[::-1]):
-        np.testing.assert_allclose(rewards(["p", "q"], ["x", "y"], order), [float("bonus" in r) for r in order])
+        np.testing.assert_allclose(rewards(["p", "q"], ["x", "y"], order).rewards,
+                                   [float("bonus" in r) for r in order])
     # a required column missing from a later row is refused at load, naming the row, not mid-run
     needs = registry.Rewards(["t"], None, [lambda p, c, bonus, **k: [0.0] * len(c)])
     with pytest.raises(ValueError, match=r"^reward 't' needs column\(s\) \['bonus'\] that row 0 of the train data"):
@@ -270,7 +336,7 @@ def test_trl_style_rewards_are_called_by_keyword():
     rows = [{"prompt": "p", "solution": "x"}, {"prompt": "q", "solution": "z"}]
     rewards = registry.Rewards(["a", "t", "n"], None, [accuracy_reward, think_format_reward, no_prompts])
     rewards.check_columns(rows, "train")
-    np.testing.assert_allclose(rewards(["p", "q"], ["x", "<think>y"], rows), [1.5, 1.5])
+    np.testing.assert_allclose(rewards(["p", "q"], ["x", "<think>y"], rows).rewards, [1.5, 1.5])
     assert registry.required_columns(accuracy_reward) == {"solution"}
     with pytest.raises(ValueError, match=r"needs column\(s\) \['solution'\]"):
         rewards.check_columns([{"prompt": "p", "gold": "1"}], "train")
@@ -304,14 +370,15 @@ def test_conversational_rows_reach_trl_style_rewards_as_messages(caplog):
 
     rewards = registry.Rewards(["a", "math", "f"], None, [accuracy_reward, registry.math_reward, only_first])
     with caplog.at_level(logging.WARNING):
-        got = rewards([r["prompt"] for r in rows], ["2", "\\boxed{4}"], [{**r, "gold": s} for r, s in zip(rows, "24")])
+        got = rewards([r["prompt"] for r in rows], ["2", "\\boxed{4}"],
+                      [{**r, "gold": s} for r, s in zip(rows, "24")]).rewards
     np.testing.assert_allclose(got, [1 + 0 + 1, 0 + 1 + 0])  # the math reward graded the texts
     assert seen["prompts"] == messages and seen["completions"][1] == [{"role": "assistant", "content": "\\boxed{4}"}]
     assert seen["columns"] == ["gold", "prompts"]  # the kept messages are not a column
     assert "got None from every reward function" not in caplog.text
     none = registry.Rewards(["n"], None, [lambda p, c, **k: [None] * len(c)])
     with caplog.at_level(logging.WARNING):
-        np.testing.assert_allclose(none(["p"], ["x"], [{"prompt": "p"}]), [0.0])
+        np.testing.assert_allclose(none(["p"], ["x"], [{"prompt": "p"}]).rewards, [0.0])
     assert "1 of 1 completions got None from every reward function (n); their reward is 0" in caplog.text
 
 

@@ -20,7 +20,7 @@ import importlib
 import inspect
 import logging
 import numbers
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -83,6 +83,28 @@ def resolve(name: str) -> RewardFn:
     return fn
 
 
+def label_index(names: Sequence[str], label: str) -> int | None:
+    """Which of ``names`` (``TaskSpec.rewards``) the reward ``label`` (``VerifierConfig.label_reward``) is: one
+    named so, or whose function is ("accuracy" names "my_rewards:accuracy"); None for "" (the weighted sum)."""
+    if not label:
+        return None
+    found = [i for i, n in enumerate(names) if n == label] or \
+        [i for i, n in enumerate(names) if n.rpartition(":")[2].rpartition(".")[2] == label]
+    if len(found) != 1:
+        raise ValueError(f"VerifierConfig.label_reward={label!r} names {'none' if not found else 'several'} of "
+                         f"TaskSpec.rewards {tuple(names)}; name the one that says whether an answer is right, or "
+                         "leave it empty to label by the weighted sum")
+    return found[0]
+
+
+class Graded(NamedTuple):
+    """What grading a batch of completions gives: ``rewards`` float32[n], the weighted sum the advantages are
+    computed from; ``correct`` bool[n], the verifier's label (``VerifierConfig``) and what accuracy counts."""
+
+    rewards: np.ndarray
+    correct: np.ndarray
+
+
 def _by_keyword(fn: RewardFn) -> bool:
     return "completions" in inspect.signature(fn).parameters
 
@@ -107,11 +129,13 @@ def _call(fn: RewardFn, prompts: list[str], completions: list[str], columns: dic
 
 class Rewards:
     """The weighted sum of reward functions, checked: one finite number per completion from each, or a one-line
-    :class:`rlvjax.cli.UserError` naming the function."""
+    :class:`rlvjax.cli.UserError` naming the function. A completion is correct where the reward named ``label``
+    (``VerifierConfig.label_reward``; "": the weighted sum) is >= ``threshold`` (``VerifierConfig.threshold``)."""
 
     def __init__(self, names: Sequence[str], weights: Sequence[float] | None = None,
-                 functions: Sequence[RewardFn] | None = None):
+                 functions: Sequence[RewardFn] | None = None, *, label: str = "", threshold: float = 0.5):
         self.names = tuple(names)
+        self.label, self.threshold = label_index(self.names, label), threshold
         self.functions = tuple(functions) if functions is not None else tuple(resolve(n) for n in self.names)
         self.weights = np.ones(len(self.names)) if weights is None else np.asarray(weights, np.float64)
         if not self.names:
@@ -120,17 +144,24 @@ class Rewards:
             raise ValueError(f"TaskSpec.reward_weights has {len(self.weights)} weights for {len(self.names)} rewards "
                              f"{self.names}; give one weight per reward")
 
-    def warn_about_labels(self, threshold: float) -> None:
-        """Warn when the verifier's label, Yes where the weighted sum of rewards is >= ``threshold``
-        (``VerifierConfig.threshold``), may not mean "correct": several rewards (a format bonus can lift a wrong
-        answer past it) or a weight other than 1 (a scaled correctness reward may never reach it)."""
-        if len(self.names) == 1 and self.weights[0] == 1:
+    @classmethod
+    def of(cls, config, functions: Sequence[RewardFn] | None = None) -> "Rewards":
+        """The rewards of a run's :class:`rlvjax.config.Config` (``functions``: the API's objects for its names)."""
+        return cls(config.task.rewards, config.task.reward_weights, functions, label=config.verifier.label_reward,
+                   threshold=config.verifier.threshold)
+
+    def warn_about_labels(self) -> None:
+        """Warn when the verifier's label, Yes where the weighted sum of rewards is >= the threshold, may not mean
+        "correct": several rewards (a format bonus can lift a wrong answer past it) or a weight other than 1 (a
+        scaled correctness reward may never reach it). A run that names its ``label`` reward is not warned."""
+        if self.label is not None or (len(self.names) == 1 and self.weights[0] == 1):
             return
         terms = " + ".join(f"{w:g} x {n}" for n, w in zip(self.names, self.weights))
         logging.getLogger(__name__).warning(
             "the verifier learns Yes where %s >= VerifierConfig.threshold = %g: a wrong answer whose other rewards "
-            "reach it is labelled Yes, and a correct one below it No; set the threshold to the sum that means "
-            "correct", terms, threshold)
+            "reach it is labelled Yes, and a correct one below it No; name the reward that says whether an answer "
+            "is right in VerifierConfig.label_reward, or set the threshold to the sum that means correct", terms,
+            self.threshold)
 
     @property
     def is_math(self) -> bool:
@@ -170,8 +201,8 @@ class Rewards:
         records = records[:2]
         self([r["prompt"] for r in records], [""] * len(records), records)
 
-    def __call__(self, prompts: list[str], completions: list[str], records: list[dict]) -> np.ndarray:
-        """float32[len(completions)]: ``records[i]`` is completion i's dataset row (its columns go to each
+    def __call__(self, prompts: list[str], completions: list[str], records: list[dict]) -> Graded:
+        """Each completion's reward and label: ``records[i]`` is completion i's dataset row (its columns go to each
         function as keyword lists)."""
         keys = dict.fromkeys(k for r in records for k in r if k not in ("prompt", MESSAGES))  # rows differ
         columns = {k: [r.get(k) for r in records] for k in keys}
@@ -180,7 +211,8 @@ class Rewards:
         else:
             chat = None
         total, rewarded = np.zeros(len(completions)), np.zeros(len(completions), bool)
-        for name, fn, weight in zip(self.names, self.functions, self.weights):
+        labelled = None
+        for index, (name, fn, weight) in enumerate(zip(self.names, self.functions, self.weights)):
             try:
                 values = _call(fn, *(chat if chat and fn is not math_reward else (prompts, completions)), columns)
             except Exception as e:  # a user's function: its failure is bad input, said in one line
@@ -208,9 +240,11 @@ class Rewards:
                 raise UserError(f"reward function {name!r} returned a non-finite value "
                                 f"({values[~np.isfinite(values)][0]}); return finite numbers")
             total += weight * values
+            labelled = values if index == self.label else labelled
             rewarded |= np.asarray([v is not None for v in items])
         if not rewarded.all():  # as TRL warns: such a completion's reward is 0
             logging.getLogger(__name__).warning(
                 "%d of %d completions got None from every reward function (%s); their reward is 0",
                 int((~rewarded).sum()), len(completions), ", ".join(self.names))
-        return total.astype(np.float32)
+        total = total.astype(np.float32)
+        return Graded(total, (total if labelled is None else labelled) >= self.threshold)

@@ -43,11 +43,10 @@ def verifier_stats(yes_logp: np.ndarray, no_logp: np.ndarray, correct: np.ndarra
             "verifier_auroc": auroc(yes_logp - no_logp, correct)}
 
 
-def rollout_stats(rewards: np.ndarray, advantages: np.ndarray, lengths: np.ndarray, finished: np.ndarray,
-                  verify_logprobs: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """``rewards``, ``advantages``, ``lengths``, ``finished``: ``[B, G]``; ``verify_logprobs``: ``[B, G, 2]``. A
-    sample counts as correct when its reward is >= ``threshold`` (the verifier's label)."""
-    correct = rewards >= threshold
+def rollout_stats(rewards: np.ndarray, correct: np.ndarray, advantages: np.ndarray, lengths: np.ndarray,
+                  finished: np.ndarray, verify_logprobs: np.ndarray) -> dict[str, float]:
+    """``rewards``, ``correct`` (the verifier's label), ``advantages``, ``lengths``, ``finished``: ``[B, G]``;
+    ``verify_logprobs``: ``[B, G, 2]``."""
     return {
         "reward_mean": float(rewards.mean()),
         "pass_rate": float(np.mean(correct.any(axis=1))),  # problems with at least one correct sample

@@ -75,7 +75,6 @@ class Statics:
     pad_id: int
     suppress_ids: tuple[int, ...] = ()  # never sampled; masked alike in the trainer's log-probs
     constrain_rows: Any = None  # keeps the update's activations split by rows (``parallel.rows_constraint``)
-    verify_threshold: float = 0.5  # a rollout is labelled Yes when its reward is >= this (VerifierConfig.threshold)
 
 
 def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, limits=None, *, mesh=None,
@@ -111,9 +110,10 @@ def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, limits=
                     out.score_logprobs)
 
 
-def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, rewards) -> UpdateBatch:
-    """Flatten ``[B, G]`` rollouts into training rows (see the module docstring for the layout); with
-    ``RLConfig.verify_prefixes = m``, m more blocks of ``B * G`` verify-only rows follow, one per cut."""
+def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, correct) -> UpdateBatch:
+    """Flatten ``[B, G]`` rollouts into training rows (see the module docstring for the layout), each labelled Yes
+    where ``correct`` ``[B, G]`` (``Rewards``' verdict); with ``RLConfig.verify_prefixes = m``, m more blocks of
+    ``B * G`` verify-only rows follow, one per cut."""
     b, g, n = rollouts.tokens.shape
     rows = b * g
     tokens = rollouts.tokens.reshape(rows, n)
@@ -124,8 +124,7 @@ def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, r
     prompt_ids = jnp.repeat(rollouts.prompt_ids, g, axis=0)
     prompt_mask = jnp.repeat(rollouts.prompt_mask, g, axis=0)
     target_mask = jnp.arange(n)[None, :] < lengths[:, None]
-    verify_target = verifier.verify_labels(rewards.reshape(rows), statics.yes_id, statics.no_id,
-                                           statics.verify_threshold)
+    verify_target = verifier.verify_labels(correct.reshape(rows), statics.yes_id, statics.no_id)
     m = statics.rl.verify_prefixes
     # Partial solutions (RLConfig.verify_prefixes): the first c_j tokens of each body, verify rows only.
     cuts = [jnp.maximum(body_len * j // (m + 1), jnp.minimum(body_len, 1)) for j in range(1, m + 1)]
@@ -156,11 +155,12 @@ def group_advantages(rl: RLConfig, rewards) -> jax.Array:
     return advantages_lib.get(rl.algorithm)(rewards)
 
 
-def prepare_update(statics: Statics, rollouts: Rollouts, rewards) -> tuple[UpdateBatch, jax.Array]:
-    """Advantages of the graded rollouts and the training rows built from them; returns ``(batch, advantages)``."""
+def prepare_update(statics: Statics, rollouts: Rollouts, rewards, correct) -> tuple[UpdateBatch, jax.Array]:
+    """Advantages of the graded rollouts (``rewards``, ``correct``: ``[B, G]``, as ``Rewards`` grades them) and the
+    training rows built from them; returns ``(batch, advantages)``."""
     adv = group_advantages(statics.rl, rewards)
     token_adv = jnp.broadcast_to(adv[..., None], rollouts.tokens.shape)
-    return build_update_batch(statics, rollouts, token_adv, rewards), adv
+    return build_update_batch(statics, rollouts, token_adv, correct), adv
 
 
 def target_logprobs(model, h, targets, *, temperature: float, suppress_ids=(), chunk_size: int = 0):

@@ -34,12 +34,17 @@ class VerifierConfig:
     """What the model is asked after a solution, and which rollouts it learns to call correct.
 
     ``question``: the verify question, identical at training and test time (stored with every checkpoint and in
-    the exported model's directory). ``threshold``: a rollout is labelled Yes when its reward is >= this (binary
-    rewards: 0.5 labels reward 1 Yes).
+    the exported model's directory). A rollout is labelled Yes (and counts as correct in every accuracy and vote
+    curve) when its reward is >= ``threshold``: the weighted sum of the run's rewards, or with ``label_reward`` the
+    one reward that says whether the answer is right, so that a format bonus summed with it shapes the policy but
+    not the verifier's labels.
     """
 
     question: str = VERIFY_QUESTION  # asked after each solution; the model answers Yes or No
-    threshold: float = 0.5  # a rollout is labelled Yes when its reward is >= this
+    threshold: float = 0.5  # a rollout is labelled Yes when its reward is >= this (binary rewards: 0.5 labels 1 Yes)
+    # The reward that labels rollouts, unweighted: a name in TaskSpec.rewards ("math", "my_rewards:accuracy") or its
+    # function's name ("accuracy"); None where it says nothing counts as 0. "": the weighted sum of all rewards.
+    label_reward: str = ""
 
     def __post_init__(self):
         check_field_types(self)
@@ -185,9 +190,9 @@ def tokens(tokenizer, question: str = VERIFY_QUESTION) -> VerifierTokens:
     return VerifierTokens(suffix, yes_id, no_id)
 
 
-def verify_labels(rewards, yes_id: int, no_id: int, threshold: float = 0.5) -> jnp.ndarray:
-    """Target token per rollout: Yes when its reward is >= ``threshold`` (``VerifierConfig.threshold``), else No."""
-    return jnp.where(jnp.asarray(rewards) >= threshold, yes_id, no_id).astype(jnp.int32)
+def verify_labels(correct, yes_id: int, no_id: int) -> jnp.ndarray:
+    """Target token per rollout: Yes where ``correct`` (``Rewards``' verdict: ``VerifierConfig``'s rule), else No."""
+    return jnp.where(jnp.asarray(correct), yes_id, no_id).astype(jnp.int32)
 
 
 def verify_scores(logits, yes_id: int, no_id: int, normalize: bool = False) -> jnp.ndarray:

@@ -67,13 +67,13 @@ class Policy:
         texts = experiment.decode_completions(self.tokenizer, tokens, lengths, finished)
         k = len(texts) // len(records)
         repeated = [r for r in records for _ in range(k)]
-        rewards = self.reward([r["prompt"] for r in repeated], texts, repeated)
+        graded = self.reward([r["prompt"] for r in repeated], texts, repeated)
         shape = (len(records), k)
         return {"texts": np.asarray(texts, dtype=object).reshape(shape),
                 # stated answers of truncated rows too, as a fixed-N pool has them; a strategy whose rule leaves
                 # truncated rows out of the vote (length) masks them with ``finished``
                 "answers": np.asarray([self.reward.answer(t) for t in texts], dtype=object).reshape(shape),
-                "correct": (np.asarray(rewards) >= self.verify.threshold).reshape(shape),
+                "correct": graded.correct.reshape(shape),
                 "scores": self.conventions.scores(verdicts[:, 0], verdicts[:, 1]).reshape(shape),
                 "lengths": lengths.reshape(shape), "finished": finished.reshape(shape)}
 
