@@ -147,6 +147,9 @@ def test_old_style_rope_scaling_loads_and_exports_as_transformers_reads_it(hf_ch
     ("qwen2", {"rope_scaling": {"rope_type": "default"}}),
     # a top-level original_max_position_embeddings overrides llama3's own (16 here), as transformers loads it
     ("llama", {"original_max_position_embeddings": 64}),
+    # llama3 without one anywhere: transformers takes max_position_embeddings (256 here)
+    ("llama", {"rope_parameters": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                   "high_freq_factor": 4.0, "rope_theta": 1000.0}}),
 ])
 def test_rope_fields_in_two_places_are_read_as_transformers_reads_them(hf_checkpoint, tmp_path, kind, edit):
     import shutil

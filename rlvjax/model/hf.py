@@ -75,12 +75,15 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
         raise ValueError(f"quantized weights (quantization_config: {method}) are not supported; use a bf16, f16 or "
                          "f32 checkpoint of the model")
     # As transformers reads them: a rope_scaling (v4's name, or added by hand to a v5 config) replaces
-    # rope_parameters whole, rope_theta then coming from the top level (v5 moved it into rope_parameters); a top-level
-    # original_max_position_embeddings overrides the one inside.
+    # rope_parameters whole, rope_theta then coming from the top level (v5 moved it into rope_parameters); llama3's
+    # original_max_position_embeddings is the top-level one where given, else its own, else max_position_embeddings.
     rope = _rope(hf["rope_scaling"] if hf.get("rope_scaling") else hf.get("rope_parameters"))
     theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
-    if hf.get("original_max_position_embeddings") and rope.get("rope_type") == "llama3":
-        rope["original_max_position_embeddings"] = hf["original_max_position_embeddings"]
+    positions = int(hf.get("max_position_embeddings", DEFAULT_POSITIONS[model_type]))
+    if rope.get("rope_type") == "llama3":
+        if "original_max_position_embeddings" in hf:
+            rope["original_max_position_embeddings"] = hf["original_max_position_embeddings"]
+        rope.setdefault("original_max_position_embeddings", positions)
     scaling = {k: v for k, v in rope.items() if v is not None}
     if scaling.get("rope_type") in (None, "default"):
         scaling = {}
@@ -107,7 +110,7 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
         qkv_bias=True if model_type == "qwen2" else bias,
         o_bias=False if model_type == "qwen2" else bias,
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        max_position_embeddings=int(hf.get("max_position_embeddings", DEFAULT_POSITIONS[model_type])),
+        max_position_embeddings=positions,
         architecture=model_type,
         dtype=jnp.dtype(dtype).name,
         compute_dtype=None if compute_dtype is None else jnp.dtype(compute_dtype).name,
