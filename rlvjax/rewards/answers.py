@@ -89,12 +89,18 @@ def _boxed_contents(text: str) -> list[str | None]:
     return found
 
 
+_TRAILING_PERIOD = re.compile(r"(?<!\.)\.$")  # "\boxed{\sqrt{2}.}": the sentence's period, not an ellipsis
+
+
 def _strip_math_delimiters(s: str) -> str:
-    s = s.strip().rstrip(".").strip()
+    """The answer inside ``$..$``, ``$$..$$``, ``\\(..\\)`` or ``\\[..\\]``, without a sentence's period outside or
+    inside them (an ellipsis stays: "1, 2, ...")."""
+    s = _TRAILING_PERIOD.sub("", s.strip()).strip()
     for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         if s.startswith(left) and s.endswith(right) and len(s) >= len(left) + len(right):
-            return s[len(left) : len(s) - len(right)].strip()
-    return s
+            s = s[len(left) : len(s) - len(right)].strip()
+            break
+    return _TRAILING_PERIOD.sub("", s).strip()
 
 
 def _answer_phrase(text: str) -> str | None:
@@ -133,16 +139,16 @@ def as_answer(text_or_answer, *, completion: bool = False, stated: bool = False)
         text_or_answer = str(text_or_answer)  # an int or float gold column
     if not isinstance(text_or_answer, str):
         return None
-    extracted = (_strip_math_delimiters(text_or_answer) or None) if stated else extract_answer(text_or_answer)
-    if extracted is None and not stated and not _BOX_START.search(text_or_answer):
+    extracted = text_or_answer if stated else extract_answer(text_or_answer)
+    if extracted is None and not _BOX_START.search(text_or_answer):
         bare = _strip_math_delimiters(text_or_answer)
         extracted = bare if bare and not (completion and _is_prose(bare)) else None
-    if extracted is None or len(extracted) > MAX_ANSWER_CHARS:
+    extracted = extracted and _strip_math_delimiters(extracted)  # read alike whether extracted here or before
+    if not extracted or len(extracted) > MAX_ANSWER_CHARS:
         return None
-    return unicode_to_latex(_TRAILING_PERIOD.sub("", extracted.strip()))
+    return unicode_to_latex(extracted)
 
 
-_TRAILING_PERIOD = re.compile(r"(?<!\.)\.$")  # "\boxed{\sqrt{2}.}": the sentence's period, not an ellipsis
 _WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")  # a word, not a \command's name
 _TEXT_ARGUMENT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{[^{}]*\}")
 _SENTENCE_BREAK = re.compile(r"(?<!\\)[.?!]\s+\S")  # not LaTeX's thin space "10,\! 080"
