@@ -208,3 +208,24 @@ def test_a_truncated_row_states_its_answer_as_a_fixed_pool_does():
     read = Policy.read(policy, rows, [{"prompt": "1+4=", "gold": "5"}], np.log(np.full((2, 2), 0.5)))
     assert read["answers"].tolist() == [["5", "7"]]
     assert read["finished"].tolist() == [[False, True]] and read["correct"].tolist() == [[True, False]]
+
+
+def test_a_point_on_the_fixed_curve_matches_it_at_equal_tokens_and_at_equal_accuracy():
+    """Fixed-N voting is read at a point's tokens and at its accuracy on one scale (log tokens, between the pool's
+    Ns, as testtime.compute_efficiency reads it): a point lying on the weighted curve halfway (in log) from N = 2 to
+    N = 4 equals it at equal tokens and needs as many tokens at equal accuracy. Linear in tokens, the first read
+    0.641."""
+    from rlvjax.strategies import report
+
+    fixed = {"ns": [1, 2, 4], "tokens_per_problem": [10.0, 20.0, 40.0], "weighted": [0.5, 0.6, 0.7],
+             "majority": [0.5, 0.55, 0.6]}
+    point = {"rule": {}, "accuracy": 0.65, "tokens_per_problem": 20 * 2 ** 0.5, "samples_per_problem": 2.8}
+    out = report.block("adaptive", [point], fixed)
+    got = out["points"][0]
+    assert got["fixed_weighted_at_equal_tokens"] == pytest.approx(0.65)
+    assert got["fixed_majority_at_equal_tokens"] == pytest.approx(0.575)
+    assert got["token_ratio_at_equal_accuracy"] == pytest.approx(1.0) and not got["token_ratio_is_upper_bound"]
+    assert out["match"]["ratio"] is None  # 0.65 never reaches N = 4's 0.7
+    # outside the pool's token range: its ends, not an extrapolation
+    low = report.block("adaptive", [{**point, "tokens_per_problem": 5.0}], fixed)["points"][0]
+    assert low["fixed_weighted_at_equal_tokens"] == 0.5

@@ -89,11 +89,13 @@ def points(name: str, rules: list, pool: dict, *, conventions: testtime.Conventi
 
 def block(name: str, sweep: list[dict], fixed: dict) -> dict:
     """eval.json's ``strategy``: the points, each beside fixed-N weighted and majority voting at its token spend
-    (interpolated on the fixed curves) and with the tokens fixed-N weighted voting needs for its accuracy (and their
-    ratio); and the fewest tokens a point spends to reach fixed-N weighted voting's accuracy at the pool's largest N
-    (``match``; ``ratio``: how many times fewer; None where no point reaches it)."""
+    and with the tokens fixed-N weighted voting needs for its accuracy (and their ratio), both read on the fixed
+    curves interpolated in log tokens (vote curves rise with log N); and the fewest tokens a point spends to reach
+    fixed-N weighted voting's accuracy at the pool's largest N (``match``; ``ratio``: how many times fewer; None
+    where no point reaches it)."""
     tokens = fixed["tokens_per_problem"]
-    at = lambda spent, s: float(np.interp(spent, tokens, fixed[s]))
+    log_tokens = np.log2(np.maximum(tokens, 1e-12))
+    at = lambda spent, s: float(np.interp(np.log2(max(spent, 1e-12)), log_tokens, fixed[s]))
     for point in sweep:
         point["fixed_weighted_at_equal_tokens"] = at(point["tokens_per_problem"], "weighted")
         point["fixed_majority_at_equal_tokens"] = at(point["tokens_per_problem"], "majority")
