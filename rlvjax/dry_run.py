@@ -21,7 +21,7 @@ from flax import nnx
 
 from rlvjax import budget, experiment, hlo, memory, parallel, sampling
 from rlvjax.model.transformer import ModelConfig, Transformer
-from rlvjax.rl import steps, verifier
+from rlvjax.rl import advantages, steps, verifier, vineppo
 from rlvjax.rl.config import OptimConfig, RLConfig
 
 DEFAULT_VERIFY_TOKENS = 32  # an upper bound on the verify prompt's length where no tokenizer is at hand
@@ -51,8 +51,8 @@ def _measure(name, compiled, resident: int, min_copy_elements: int | None) -> Co
 
 def compile_phases(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, optim: OptimConfig, mesh,
                    *, prompt_tokens: int, verify_tokens: int, eval_problems: int | None = None) -> list[CompiledPhase]:
-    """Compile the rollout, the update (with its optimizer step) and the sampling of the periodic and final evals
-    for ``mesh``, from shapes only; their per-device memory as XLA assigns it."""
+    """Compile the rollout, VinePPO's value pass, the update (with its optimizer step) and the sampling of the
+    periodic and final evals for ``mesh``, from shapes only; their per-device memory as XLA assigns it."""
     tx = optim.make(max(run.num_steps, 1) * rl.num_ppo_epochs * rl.num_minibatches)
     graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))[0]
     params = memory.abstract_params(cfg)
@@ -64,20 +64,25 @@ def compile_phases(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, op
         memory.sharded_bytes(state.ref_params, mesh) if state.ref_params is not None else 0)
     s = jax.ShapeDtypeStruct
     rows2 = parallel.batch_sharding(mesh, 2)
-    kv_slot_elements = (prompt_tokens + rl.max_new_tokens + verify_tokens) * cfg.kv_dim
 
-    def sampling_phase(name, group, prompts, extra):
-        st = dataclasses.replace(statics, rl=dataclasses.replace(rl, group_size=group))
+    def sampling_phase(name, group, prompts, extra, width=prompt_tokens, suffix=suffix, limits=False):
+        st = dataclasses.replace(statics, rl=dataclasses.replace(rl, group_size=group), verify_suffix=suffix)
         jitted = steps.jit_rollout(st, mesh, parallel.shardings(state.params, mesh))
-        ids = s((prompts, prompt_tokens), jnp.int32, sharding=rows2)
-        lowered = jitted.lower(state.params, ids, s(ids.shape, bool, sharding=rows2), jax.random.key(0), None)
+        ids = s((prompts, width), jnp.int32, sharding=rows2)
+        caps = s((prompts * group,), jnp.int32, sharding=parallel.batch_sharding(mesh, 1)) if limits else None
+        lowered = jitted.lower(state.params, ids, s(ids.shape, bool, sharding=rows2), jax.random.key(0), caps)
         compiled = lowered.compile(_NEVER_RUN)
         # the fewest rows a device's cache can hold: its share of the top level, or the smallest level the batch
         # shrinks to (a copy there is as much a per-step copy of the cache)
         rows = min(prompts * group // int(np.prod(list(mesh.shape.values()))), sampling.engine.MIN_ROWS)
-        return _measure(name, compiled, extra, max(1, rows) * kv_slot_elements)
+        return _measure(name, compiled, extra, max(1, rows) * (width + rl.max_new_tokens + len(suffix)) * cfg.kv_dim)
 
     phases = [sampling_phase("rollout", rl.group_size, run.batch_size, resident)]
+    if advantages.uses_step_values(rl.algorithm):  # VinePPO: K unscored continuations of a chunk of step prefixes
+        dp = mesh.shape["data"] * mesh.shape["fsdp"]
+        phases.append(sampling_phase("value pass", rl.vineppo_samples, -(-vineppo.VALUE_CHUNK // dp) * dp, resident,
+                                     width=sampling.bucket_width(prompt_tokens + rl.max_new_tokens), suffix=(),
+                                     limits=True))
     rows = run.batch_size * rl.group_size * rl.update_rows_per_rollout
     n, t = rl.max_new_tokens, prompt_tokens + rl.max_new_tokens + verify_tokens
     batch = steps.UpdateBatch(s((rows, t), jnp.int32), s((rows, t), bool), s((rows, n), jnp.int32),

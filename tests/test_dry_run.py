@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 EXPERIMENT = CONFIGS / "experiments" / "rlv_grpo_math.gin"
 QWEN = json.loads((CONFIGS / "models" / "qwen2_5_math_1_5b" / "config.json").read_text())
-ROW = re.compile(r"^\s+(rollout|update|eval|final eval)\s+([\d.]+) (GiB|MiB)\s+([\d.]+) (GiB|MiB)\s+([\d.]+)\s*(\d*)$")
+ROW = re.compile(r"^\s+(rollout|value pass|update|eval|final eval)\s+([\d.]+) (GiB|MiB)\s+([\d.]+) (GiB|MiB)"
+                 r"\s+([\d.]+)\s*(\d*)$")
 
 
 def dry_run(*args, cwd=REPO):
@@ -46,9 +47,11 @@ _BY_BINDINGS: dict[tuple[str, ...], list[Path]] = {}
 for _path in sorted((CONFIGS / "hardware").glob("*.gin")):
     _BY_BINDINGS.setdefault(_bindings_but_the_budget(_path), []).append(_path)
 HARDWARE = [pytest.param(paths[0], (), id="+".join(p.stem for p in paths)) for paths in _BY_BINDINGS.values()] + [
-    # FSDP alone: weights split only on their second dimension are relaid out for sampling through copies
-    pytest.param(CONFIGS / "hardware" / "4xa100.gin", ("MeshConfig.fsdp = 4", "MeshConfig.tensor = 1"),
-                 id="4xa100_fsdp_only")]
+    # FSDP alone: weights split only on their second dimension are relaid out for sampling through copies; and
+    # VinePPO, whose value pass (K unscored continuations of a chunk of step prefixes) is a phase of its own
+    pytest.param(CONFIGS / "hardware" / "4xa100.gin",
+                 ("MeshConfig.fsdp = 4", "MeshConfig.tensor = 1", "RLConfig.algorithm = 'vineppo'"),
+                 id="4xa100_fsdp_only_vineppo")]
 
 
 @pytest.mark.parametrize("hardware,mesh", HARDWARE)
@@ -67,6 +70,7 @@ def test_each_hardware_config_compiles_to_its_plan_without_cache_copies(hardware
     rows = [ROW.match(line) for line in out.stdout.splitlines()]
     rows = {m.group(1): m for m in rows if m}
     assert {"rollout", "update", "eval", "final eval"} <= set(rows), out.stdout
+    assert ("value pass" in rows) == ("RLConfig.algorithm = 'vineppo'" in mesh), out.stdout
     for phase, m in rows.items():
         assert 0.9 <= float(m.group(6)) <= 1.1, (hardware.stem, phase, m.group(0))
         if phase != "update":
