@@ -22,7 +22,6 @@ import gin
 from rlvjax.experiment import ModelSpec, RunConfig, TaskSpec
 from rlvjax.budget import MemoryConfig
 from rlvjax.parallel import MeshConfig
-from rlvjax.rewards import registry
 from rlvjax.rl.config import OptimConfig, RLConfig
 from rlvjax.rl.verifier import VerifierConfig
 from rlvjax.sft import WarmStartConfig
@@ -66,7 +65,6 @@ class Config:
         if rl.micro_batch_size and minibatch % rl.micro_batch_size:
             raise ValueError(f"minibatch of {minibatch} training rows is not a multiple of RLConfig.micro_batch_size="
                              f"{rl.micro_batch_size}; pick a divisor (0: no accumulation)")
-        registry.label_index(self.task.rewards, self.verifier.label_reward)  # one of them, named unambiguously
         if rl.algorithm == "vineppo" and self.task.rewards != ("math",):
             raise ValueError(f"RLConfig.algorithm='vineppo' grades its Monte-Carlo continuations with the built-in "
                              f"math reward; TaskSpec.rewards={self.task.rewards} is not supported with it yet; use "

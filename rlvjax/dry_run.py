@@ -21,6 +21,7 @@ from flax import nnx
 
 from rlvjax import budget, experiment, hlo, memory, parallel, sampling
 from rlvjax.model.transformer import ModelConfig, Transformer
+from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import advantages, steps, verifier, vineppo
 from rlvjax.rl.config import OptimConfig, RLConfig
 
@@ -131,6 +132,7 @@ def run(config, *, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledP
     parallel.check_batch(run_cfg.batch_size, mesh, "batch_size (prompts per step)")
     if config.warm_start.num_steps:
         parallel.check_batch(config.warm_start.batch_size, mesh, "WarmStartConfig.batch_size", per_process=False)
+    Rewards.of(config)  # rewards that resolve, one weight each, the label reward one of them
     prompt_tokens, eval_problems = _prompt_width(task, tokenizer)
     verify_tokens = (DEFAULT_VERIFY_TOKENS if tokenizer is None
                      else len(verifier.tokens(tokenizer, config.verifier.question).suffix))

@@ -54,6 +54,7 @@ def warm_start_id(config: Config) -> str:
     """What a warm start's weights follow from (the model, the task, the warm start's settings, the verify
     question), as 16 hex digits: its export is reused by a resume only when they are the same."""
     settings = config.to_dict()
+    del settings["verifier"]["label_reward"]  # it labels RL rollouts only (and runs from before it keep their id)
     return pipeline.fingerprint([{section: settings[section] for section in ("model", "task", "warm_start",
                                                                             "verifier")}])
 

@@ -71,7 +71,8 @@ def _grader_children() -> set[int]:
     ("the final answer is $3.5$.", "3.5"),
     ("Final Answer: The final answer is $\\frac{3}{4}$. I hope it is correct.", "\\frac{3}{4}"),
     ("The answer is \\boxed{8}. The answer is 9.", "8"),  # fallback only when there is no box
-    ("The answer is 1, 2, 3, ...", "1, 2, 3, ..."),  # an ellipsis is part of the answer, a period is not
+    ("The answer is 1, 2, 3, ...", "1, 2, 3, ..."),  # a list's ellipsis is part of the answer, a period is not
+    ("The answer is 5...", "5"),  # nor trailing dots
     ("The answer is $1, 2, \\ldots$.", "1, 2, \\ldots"),
     ("no final answer here", None),
     ("\\boxed{}", None),
@@ -84,11 +85,21 @@ def test_extract_answer(text, expected):
 
 
 @pytest.mark.parametrize("completion", ["\\boxed{1, 2, 3, ...}", "\\boxed{$7$.}", "\\boxed{\\sqrt{2}.}",
-                                        "The answer is $1, 2, ...$"])
+                                        "The answer is $1, 2, ...$", "\\boxed{\\(1\\), \\(2\\)}", "\\boxed{$-2$, $3$}",
+                                        "\\boxed 1,2,..."])
 def test_an_answer_reads_the_same_from_its_completion_and_as_stated(completion):
     """Grading reduces a completion to its answer; grouping compares answers already extracted (stated): both must
     read one answer alike, or the vote groups what the grader told apart (an ellipsis dropped, a period kept)."""
     assert rm.as_answer(rm.extract_answer(completion), stated=True) == rm.as_answer(completion, completion=True)
+
+
+def test_math_delimiters_are_stripped_only_where_they_enclose_the_whole_answer():
+    """"\\(1\\), \\(2\\)" is two pieces of inline math, not one: stripping its ends left "1\\), \\(2", which does
+    not parse and graded a right answer wrong."""
+    assert rm.as_answer("\\boxed{\\(1\\), \\(2\\)}") == "\\(1\\), \\(2\\)"
+    assert rm.as_answer("\\boxed{$-2$, $3$}") == "$-2$, $3$"
+    assert [rm.as_answer(f"\\boxed{{{a}}}") for a in ("$$x$$", "\\[x\\]", "$\\$5$")] == ["x", "x", "\\$5"]
+    assert rm.grade_completions(["\\boxed{\\(1\\), \\(2\\)}"], ["1, 2"])[0].tolist() == [True]
 
 
 def test_normalize_answer_ignores_layout_only():

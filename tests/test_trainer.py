@@ -307,6 +307,21 @@ def test_a_label_reward_alone_says_which_completions_are_correct():
     with pytest.raises(ValueError, match="^VerifierConfig.label_reward='acc' names several of TaskSpec.rewards"):
         registry.Rewards(["a:acc", "b:acc"], None, [accuracy, accuracy], label="acc")
     assert registry.label_index(["a:acc", "acc"], "acc") == 1  # a whole name before a function's name
+    # through the API's config= too: the label is checked against reward_funcs, not the config's default rewards
+    from rlvjax.config import Config
+    from rlvjax.rl.verifier import VerifierConfig
+
+    def as_config(label):
+        return rlvjax.RLVConfig(output_dir="unused", config=Config(verifier=VerifierConfig(label_reward=label)))
+    assert rlvjax.RLVTrainer(reward_funcs=[accuracy, fmt], args=as_config("accuracy")).reward.label == 0
+    with pytest.raises(ValueError, match="^VerifierConfig.label_reward='format' names none of TaskSpec.rewards"):
+        rlvjax.RLVTrainer(reward_funcs=[accuracy, fmt], args=as_config("format"))
+    # the label shapes RL's labels, not the warm start's weights: a warm start exported before it is reused
+    from rlvjax import outputs
+
+    ids = [outputs.warm_start_id(Config(verifier=VerifierConfig(**v)))
+           for v in ({}, {"label_reward": "math"}, {"question": "Right (Yes/No)?"})]
+    assert ids[0] == ids[1] != ids[2]
 
 
 def test_columns_only_some_rows_have_reach_the_function_whatever_row_leads():

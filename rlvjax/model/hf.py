@@ -81,9 +81,9 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
     theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
     positions = int(hf.get("max_position_embeddings", DEFAULT_POSITIONS[model_type]))
     if rope.get("rope_type") == "llama3":
-        if "original_max_position_embeddings" in hf:
-            rope["original_max_position_embeddings"] = hf["original_max_position_embeddings"]
-        rope.setdefault("original_max_position_embeddings", positions)
+        rope["original_max_position_embeddings"] = next(
+            (v for v in (hf.get("original_max_position_embeddings"), rope.get("original_max_position_embeddings"))
+             if v is not None), positions)
     scaling = {k: v for k, v in rope.items() if v is not None}
     if scaling.get("rope_type") in (None, "default"):
         scaling = {}

@@ -84,23 +84,28 @@ def _boxed_contents(text: str) -> list[str | None]:
             pos = len(text) if end is None else end + 1
         else:
             token = _BARE_TOKEN.match(text, i)  # in place: slicing text[i:] per box was quadratic
-            found.append(token.group(1).rstrip(".") or None if token else None)
+            found.append(_TRAILING_DOTS.sub("", token.group(1)) or None if token else None)
             pos = i
     return found
 
 
-_TRAILING_PERIOD = re.compile(r"(?<!\.)\.$")  # "\boxed{\sqrt{2}.}": the sentence's period, not an ellipsis
+_TRAILING_DOTS = re.compile(r"(?<![.,\s])\s*\.+$")  # "5." and "5...", not the ellipsis of a list "1, 2, ..."
+_DELIMITERS = (("$$", "$$", re.compile(r"\$\$")), ("$", "$", re.compile(r"(?<!\\)\$")),
+               ("\\(", "\\)", re.compile(r"\\[()]")), ("\\[", "\\]", re.compile(r"\\[\[\]]")))
 
 
 def _strip_math_delimiters(s: str) -> str:
-    """The answer inside ``$..$``, ``$$..$$``, ``\\(..\\)`` or ``\\[..\\]``, without a sentence's period outside or
-    inside them (an ellipsis stays: "1, 2, ...")."""
-    s = _TRAILING_PERIOD.sub("", s.strip()).strip()
-    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
-        if s.startswith(left) and s.endswith(right) and len(s) >= len(left) + len(right):
-            s = s[len(left) : len(s) - len(right)].strip()
+    """The answer inside ``$..$``, ``$$..$$``, ``\\(..\\)`` or ``\\[..\\]`` (when the two enclose it all:
+    "$1$, $2$" is two pieces), without a sentence's period or trailing dots outside or inside them (the ellipsis
+    of a list stays: "1, 2, ...")."""
+    s = _TRAILING_DOTS.sub("", s.strip()).strip()
+    for left, right, either in _DELIMITERS:
+        inside = s[len(left) : len(s) - len(right)]
+        if s.startswith(left) and s.endswith(right) and len(s) >= len(left) + len(right) and \
+                not either.search(inside):
+            s = inside.strip()
             break
-    return _TRAILING_PERIOD.sub("", s).strip()
+    return _TRAILING_DOTS.sub("", s).strip()
 
 
 def _answer_phrase(text: str) -> str | None:

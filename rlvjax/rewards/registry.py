@@ -85,7 +85,8 @@ def resolve(name: str) -> RewardFn:
 
 def label_index(names: Sequence[str], label: str) -> int | None:
     """Which of ``names`` (``TaskSpec.rewards``) the reward ``label`` (``VerifierConfig.label_reward``) is: one
-    named so, or whose function is ("accuracy" names "my_rewards:accuracy"); None for "" (the weighted sum)."""
+    named so, or the one whose "module:function" name ends in it ("accuracy" names "my_rewards:accuracy"); None for
+    "" (the weighted sum)."""
     if not label:
         return None
     found = [i for i, n in enumerate(names) if n == label] or \

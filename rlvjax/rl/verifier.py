@@ -42,8 +42,8 @@ class VerifierConfig:
 
     question: str = VERIFY_QUESTION  # asked after each solution; the model answers Yes or No
     threshold: float = 0.5  # a rollout is labelled Yes when its reward is >= this (binary rewards: 0.5 labels 1 Yes)
-    # The reward that labels rollouts, unweighted: a name in TaskSpec.rewards ("math", "my_rewards:accuracy") or its
-    # function's name ("accuracy"); None where it says nothing counts as 0. "": the weighted sum of all rewards.
+    # The reward that labels rollouts, unweighted: a name in TaskSpec.rewards ("math", "my_rewards:accuracy") or the
+    # function part of one ("accuracy"); None where it says nothing counts as 0. "": the weighted sum of all rewards.
     label_reward: str = ""
 
     def __post_init__(self):
