@@ -53,7 +53,7 @@ def evaluate_policy(model, tokenizer, records: list[dict], rl: RLConfig, mesh, *
     temperature = rl.temperature if temperature is None else temperature
     sampler, params = PoolSampler.for_model(model, tokenizer, rl, mesh, num_samples=num_samples, verify=verify,
                                             temperature=temperature, rows=rows)
-    reward = reward or Rewards(("math",))
+    reward = reward or Rewards(("math",), threshold=verify.threshold)
     pool = sample_pool(sampler, params, tokenizer, records, reward, seed=seed)
     conventions = dataclasses.replace(conventions, grouping=reward.grouping(conventions.grouping))  # as reported
     pool["classes"] = testtime.pool_classes(pool, conventions.grouping)  # once: report, strategies
@@ -313,7 +313,8 @@ def main(argv):
     else:
         model, tokenizer = load_hf(f.model_dir, dtype=jnp.dtype(f.dtype or "float32"))
         rl = RLConfig(temperature=f.temperature or 1.0, max_new_tokens=f.max_new_tokens or 1024)
-        verify, reward = verifier.load_config(f.model_dir), Rewards(("math",))
+        verify = verifier.load_config(f.model_dir)  # the question and threshold it was trained with
+        reward = Rewards(("math",), threshold=verify.threshold)
     if f.max_new_tokens is not None:
         rl = dataclasses.replace(rl, max_new_tokens=f.max_new_tokens)
     if f.data:

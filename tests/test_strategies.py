@@ -143,10 +143,14 @@ def test_live_length_equals_its_replay_on_the_engines_pool(warm_policy):
 
 @pytest.mark.slow
 def test_particles_without_resampling_are_the_engines_samples_and_runs_are_deterministic(warm_policy):
+    from rlvjax.rl.verifier import VerifierConfig
     from rlvjax.strategies.policy import Policy
 
     model, tokenizer, records, rl, _ = warm_policy
     policy = Policy.build(model, tokenizer, rl)
+    # graded by the math reward at the verifier's threshold (an exported model's rlvjax_verifier.json), as evaluate
+    strict = Policy.build(model, tokenizer, rl, verify=VerifierConfig(threshold=1.5))
+    assert (policy.reward.threshold, strict.reward.threshold) == (0.5, 1.5)
     pool, scores, classes = engine_pool(warm_policy, 4, seed=2)
     plain = particle.run(policy, records, particle.ParticleRule(particles=4, max_steps=0), seed=2)
     np.testing.assert_array_equal(plain.tokens, pool["lengths"].sum(axis=1))

@@ -45,7 +45,8 @@ class Policy:
         params = dataclasses.replace(rl.sampling_params, stop_ids=st.stop_ids, pad_id=st.pad_id,
                                      suppress_ids=st.suppress_ids)
         decoder = Decoder(graphdef, params, rl.max_new_tokens, st.verify_suffix, (st.yes_id, st.no_id))
-        return cls(model, tokenizer, rl, verify, reward or Rewards(("math",)), conventions or testtime.Conventions(),
+        reward = reward or Rewards(("math",), threshold=verify.threshold)
+        return cls(model, tokenizer, rl, verify, reward, conventions or testtime.Conventions(),
                    decoder, state)
 
     def batches(self, records: list[dict], seed: int) -> Iterator[tuple[list[dict], jax.Array, jax.Array, jax.Array]]:
