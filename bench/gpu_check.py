@@ -44,7 +44,7 @@ from flax import nnx
 
 import common  # noqa: E402  (bench/: the ragged lengths)
 from rlvjax import experiment, memory, parallel
-from rlvjax.model.hf import config_from_hf
+from rlvjax.model.hf_config import config_from_hf
 from rlvjax.model.transformer import Transformer
 from rlvjax.rl import steps
 from rlvjax.rl.config import OptimConfig, RLConfig

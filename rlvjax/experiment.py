@@ -20,7 +20,8 @@ from flax import nnx
 from rlvjax.data import sources, tasks
 from rlvjax.data.tokenizer import build_tokenizer
 from rlvjax.fieldtypes import check_field_types
-from rlvjax.model.hf import check_tokenizer, config_from_hf, load_hf, load_tokenizer, resolve_model_dir
+from rlvjax.model.hf import check_tokenizer, load_hf, load_tokenizer, resolve_model_dir
+from rlvjax.model.hf_config import config_from_hf
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import verifier
 from rlvjax.rl.config import RLConfig

@@ -17,7 +17,7 @@ from flax import nnx
 
 from rlvjax import budget, experiment, memory, parallel, sampling
 from rlvjax.config import Config
-from rlvjax.model.hf import config_from_hf
+from rlvjax.model.hf_config import config_from_hf
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import steps
 from rlvjax.rl.config import OptimConfig, RLConfig
@@ -241,7 +241,7 @@ import jax, jax.numpy as jnp
 from flax import nnx
 jax.config.update("jax_num_cpu_devices", 4)
 from rlvjax import dry_run, experiment, memory, parallel
-from rlvjax.model.hf import config_from_hf
+from rlvjax.model.hf_config import config_from_hf
 from rlvjax.model.transformer import Transformer
 from rlvjax.rl import steps
 from rlvjax.rl.config import OptimConfig, RLConfig

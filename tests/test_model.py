@@ -97,7 +97,7 @@ def test_a_large_export_is_sharded_as_save_pretrained_shards(hf_checkpoint, tmp_
 def test_fields_a_config_leaves_out_take_transformers_defaults():
     from transformers import LlamaConfig, Qwen2Config
 
-    from rlvjax.model.hf import config_from_hf
+    from rlvjax.model.hf_config import config_from_hf
 
     sizes = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4)
     for model_type, reference in (("llama", LlamaConfig()), ("qwen2", Qwen2Config())):

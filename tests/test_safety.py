@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import rlvjax.model.hf as hf
+import rlvjax.model.hf_config as hf_config
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_ROOTS = ["rlvjax", "launch", "bench", "tests"]
@@ -153,7 +154,7 @@ TINY_QWEN2 = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "voc
 @pytest.mark.parametrize("weights", ["pytorch_model.bin", "model.pt", "model.ckpt",
                                      "pytorch_model-00001-of-00002.bin"])
 def test_load_hf_refuses_pickle_checkpoints_and_points_to_safetensors(tmp_path, weights):
-    hf.config_from_hf(TINY_QWEN2)  # the config is valid: the refusal is about the weights alone
+    hf_config.config_from_hf(TINY_QWEN2)  # the config is valid: the refusal is about the weights alone
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "config.json").write_text(json.dumps(TINY_QWEN2))

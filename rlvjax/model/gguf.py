@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rlvjax.model.hf import config_from_hf, hf_tensor_names, hf_to_path
+from rlvjax.model.hf import hf_tensor_names, hf_to_path
+from rlvjax.model.hf_config import config_from_hf
 from rlvjax.model.transformer import ModelConfig, Transformer
 
 # GGUF architecture -> whether llama.cpp's converter permuted q/k rows for its interleaved-pair RoPE (the llama

@@ -1,4 +1,5 @@
-"""Hugging Face directory <-> rlvjax model: config mapping, one tensor-name table, tokenizer.
+"""Hugging Face directory <-> rlvjax model: one tensor-name table, safetensors, tokenizer (the config mapping is
+``hf_config``).
 
 Only safetensors are read or written (no pickle); the tokenizer is loaded with ``local_files_only`` and never with
 remote code.
@@ -24,10 +25,8 @@ from huggingface_hub import split_state_dict_into_shards_factory
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from rlvjax.model.transformer import ModelConfig, Transformer, rope_inv_freq
-
-ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
-DEFAULT_POSITIONS = {"qwen2": 32768, "llama": 2048}  # transformers' defaults where config.json names none
+from rlvjax.model.hf_config import config_from_hf, config_to_hf
+from rlvjax.model.transformer import ModelConfig, Transformer
 
 # (HF tensor-name regex, our param path template, transpose). Linear weights are [out, in] in torch, [in, out] here.
 WEIGHT_TABLE: tuple[tuple[str, str, bool], ...] = (
@@ -42,130 +41,6 @@ WEIGHT_TABLE: tuple[tuple[str, str, bool], ...] = (
 # Buffers some exporters write that carry no learned state.
 _IGNORED = re.compile(r".*rotary_emb\.inv_freq$")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-
-
-def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConfig:
-    """Map an HF ``config.json`` dict (transformers v4 or v5 layout) to ``ModelConfig``; ``dtype`` is the weights',
-    ``compute_dtype`` (None: ``dtype``) the matmuls', activations' and KV cache's. A null field is an absent one
-    (it takes transformers' default)."""
-    hf = {k: v for k, v in hf.items() if v is not None}
-    model_type = hf.get("model_type")
-    if model_type not in ARCHITECTURES:
-        raise ValueError(
-            f"unsupported architecture model_type={model_type!r} (architectures={hf.get('architectures')}); "
-            f"rlvjax loads {sorted(ARCHITECTURES.values())}; pick a checkpoint of one of those families"
-        )
-    layers = hf.get("num_hidden_layers")
-    if hf.get("layer_types"):  # transformers v5 writes which layers slide
-        sliding = "sliding_attention" in hf["layer_types"]
-    else:  # as transformers derives it: layers from max_window_layers (default 28) on slide, if a window is set
-        first = hf.get("max_window_layers", 28)
-        sliding = bool(hf.get("use_sliding_window")) and hf.get("sliding_window") is not None and (
-            isinstance(layers, int) and (first or 0) < layers)
-    if sliding:
-        raise ValueError("sliding-window attention is not supported; set use_sliding_window=false in config.json")
-    if hf.get("mlp_bias"):
-        raise ValueError("mlp_bias=true is not supported by rlvjax's SwiGLU MLP")
-    if hf.get("hidden_act", "silu") not in ("silu", "swish"):
-        raise ValueError(f"hidden_act={hf['hidden_act']!r} is not supported: rlvjax's MLP is SwiGLU (silu); pick a "
-                         "checkpoint whose config.json has hidden_act='silu'")
-    quantized = hf.get("quantization_config")
-    if quantized:
-        method = quantized.get("quant_method", "?") if isinstance(quantized, dict) else "?"
-        raise ValueError(f"quantized weights (quantization_config: {method}) are not supported; use a bf16, f16 or "
-                         "f32 checkpoint of the model")
-    # As transformers reads them: a rope_scaling (v4's name, or added by hand to a v5 config) replaces
-    # rope_parameters whole, rope_theta then coming from the top level (v5 moved it into rope_parameters); llama3's
-    # original_max_position_embeddings is the top-level one where given, else its own, else max_position_embeddings.
-    rope = _rope(hf["rope_scaling"] if hf.get("rope_scaling") else hf.get("rope_parameters"))
-    theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
-    positions = int(hf.get("max_position_embeddings", DEFAULT_POSITIONS[model_type]))
-    if rope.get("rope_type") == "llama3":
-        rope["original_max_position_embeddings"] = next(
-            (v for v in (hf.get("original_max_position_embeddings"), rope.get("original_max_position_embeddings"))
-             if v is not None), positions)
-    scaling = {k: v for k, v in rope.items() if v is not None}
-    if scaling.get("rope_type") in (None, "default"):
-        scaling = {}
-    needed = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
-    bad = [f"{k}={hf.get(k)!r}" for k in needed if not (isinstance(hf.get(k), int) and hf[k] >= 1)]
-    if bad:
-        raise ValueError(f"config.json: {', '.join(bad)}; each of {', '.join(needed)} must be a whole number >= 1 "
-                         "(use the config.json saved with these weights)")
-    if not hf.get("head_dim") and hf["hidden_size"] % hf["num_attention_heads"]:
-        raise ValueError(f"config.json: hidden_size={hf['hidden_size']} does not split into "
-                         f"num_attention_heads={hf['num_attention_heads']} heads and there is no head_dim")
-    bias = bool(hf.get("attention_bias", False))
-    cfg = ModelConfig(
-        vocab_size=hf["vocab_size"],
-        hidden_size=hf["hidden_size"],
-        intermediate_size=hf["intermediate_size"],
-        num_layers=hf["num_hidden_layers"],
-        num_heads=hf["num_attention_heads"],
-        num_kv_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
-        head_dim=hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"],
-        rope_theta=float(theta),
-        rope_scaling=tuple(sorted(scaling.items())),
-        rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        qkv_bias=True if model_type == "qwen2" else bias,
-        o_bias=False if model_type == "qwen2" else bias,
-        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        max_position_embeddings=positions,
-        architecture=model_type,
-        dtype=jnp.dtype(dtype).name,
-        compute_dtype=None if compute_dtype is None else jnp.dtype(compute_dtype).name,
-    )
-    try:
-        rope_inv_freq(cfg)  # an unsupported or incomplete rope scaling fails here, not at the first forward pass
-    except KeyError as e:
-        raise ValueError(f"config.json's rope scaling {dict(cfg.rope_scaling)} lacks {e}; use the config.json saved "
-                         "with these weights") from None
-    return cfg
-
-
-def _rope(params: dict | None) -> dict:
-    """HF rope parameters with transformers v4's ``type`` under its v5 name, ``rope_type``."""
-    params = dict(params or {})
-    kind = params.pop("type", None)
-    if kind is not None and params.get("rope_type") is None:
-        params["rope_type"] = kind
-    return params
-
-
-def config_to_hf(cfg: ModelConfig, tokenizer=None) -> dict:
-    if cfg.architecture == "qwen2" and not (cfg.qkv_bias and not cfg.o_bias):
-        raise ValueError("a qwen2 export needs qkv_bias=True and o_bias=False (the Qwen2 layout)")
-    if cfg.architecture == "llama" and cfg.qkv_bias != cfg.o_bias:
-        raise ValueError("a llama export needs qkv_bias == o_bias (HF's single attention_bias flag)")
-    rope = {"rope_theta": cfg.rope_theta, "rope_type": "default", **dict(cfg.rope_scaling)}
-    hf = {
-        "architectures": [ARCHITECTURES[cfg.architecture]],
-        "model_type": cfg.architecture,
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "intermediate_size": cfg.intermediate_size,
-        "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
-        "num_key_value_heads": cfg.num_kv_heads,
-        "head_dim": cfg.kv_dim,
-        "hidden_act": "silu",
-        "rms_norm_eps": cfg.rms_norm_eps,
-        "rope_theta": cfg.rope_theta,  # transformers v4 reads this ...
-        "rope_parameters": rope,  # ... and v5 this
-        "tie_word_embeddings": cfg.tie_word_embeddings,
-        "max_position_embeddings": cfg.max_position_embeddings,
-        "torch_dtype": cfg.dtype,
-    }
-    if dict(cfg.rope_scaling):  # v4's rope_scaling: without rope_theta, which v4 warns about on every load
-        hf["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
-    if cfg.architecture == "llama":
-        hf["attention_bias"] = cfg.qkv_bias
-        hf["mlp_bias"] = False
-    if tokenizer is not None:
-        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
-            if getattr(tokenizer, name, None) is not None:
-                hf[name] = getattr(tokenizer, name)
-    return hf
 
 
 def hf_to_path(name: str) -> tuple[str, bool] | None:
