@@ -80,8 +80,8 @@ def compile_phases(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, op
 
     phases = [sampling_phase("rollout", rl.group_size, run.batch_size, resident)]
     if advantages.uses_step_values(rl.algorithm):  # VinePPO: K unscored continuations of a chunk of step prefixes
-        dp = mesh.shape["data"] * mesh.shape["fsdp"]
-        phases.append(sampling_phase("value pass", rl.vineppo_samples, -(-vineppo.VALUE_CHUNK // dp) * dp, resident,
+        rows = vineppo.chunk_rows(mesh.shape["data"] * mesh.shape["fsdp"])
+        phases.append(sampling_phase("value pass", rl.vineppo_samples, rows, resident,
                                      width=sampling.bucket_width(prompt_tokens + rl.max_new_tokens), suffix=(),
                                      limits=True))
     rows = run.batch_size * rl.group_size * rl.update_rows_per_rollout

@@ -308,8 +308,7 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
     items += _sampling_items(cfg, params, mesh, "rollout", "", run.batch_size, rl.group_size, prompt_tokens, n,
                              verify_tokens)
     if advantages.uses_step_values(rl.algorithm):  # VinePPO's value pass: K continuations of a chunk of prefixes
-        chunk = ceil(vineppo.VALUE_CHUNK, dp) * dp  # padded to the data axes, as PoolSampler pads it
-        items += _sampling_items(cfg, params, mesh, "value pass", "value ", chunk, rl.vineppo_samples,
+        items += _sampling_items(cfg, params, mesh, "value pass", "value ", vineppo.chunk_rows(dp), rl.vineppo_samples,
                                  sampling.bucket_width(prompt_tokens + n), n, 0)
     items += [
         Item("gradients", "update", 2 * param_bytes, "micro-batch accumulator + one micro-batch's gradient"),

@@ -110,6 +110,12 @@ def token_advantages(sample_rewards: Callable[..., np.ndarray], tokenizer,
 VALUE_CHUNK = 64  # step prefixes sampled together by the value pass
 
 
+def chunk_rows(parallel_rows: int) -> int:
+    """The most prefixes one engine call of the value pass holds: ``VALUE_CHUNK`` padded to a multiple of the
+    mesh's parallel rows, as ``PoolSampler`` pads it (the memory plan and the dry run size the pass by it)."""
+    return -(-VALUE_CHUNK // parallel_rows) * parallel_rows
+
+
 def value_sampler(sampler, params, tokenizer, *, seed: int, chunk: int = VALUE_CHUNK):
     """``sample_rewards`` for ``token_advantages``: K continuations per prefix from ``sampler`` (a
     ``pool.PoolSampler`` of ``rl.vineppo_samples`` at the policy's temperature, without the verifier score: the
