@@ -1,5 +1,6 @@
 """Verify-prompt tokens, Yes/No ids, labels and scores, on small tokenizers built offline."""
 
+import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -193,3 +194,22 @@ def test_verify_scores_are_stable_for_huge_logits():
     logits = jnp.array([[1000.0, 999.0, -1000.0], [-1000.0, -1000.0, 1000.0]])
     np.testing.assert_allclose(verifier.verify_scores(logits, 0, 1), [0.7310586, 0.0], rtol=1e-6, atol=1e-30)
     np.testing.assert_allclose(verifier.verify_scores(logits, 0, 1, normalize=True), [0.7310586, 0.5], rtol=1e-6)
+
+
+def test_an_exported_verifier_config_reads_back_and_stays_readable_across_versions(tmp_path, capsys):
+    plain = verifier.VerifierConfig(question="Right (Yes/No)?", threshold=0.75)
+    labelled = verifier.VerifierConfig(threshold=0.5, label_reward="my_rewards:accuracy")
+    for cfg, keys in ((plain, {"question", "threshold"}), (labelled, {"question", "threshold", "label_reward"})):
+        directory = tmp_path / str(len(keys))
+        directory.mkdir()
+        for name, text in verifier.config_files(cfg).items():
+            (directory / name).write_text(text)
+        # without a label reward, only the two fields an earlier rlvjax's VerifierConfig(**saved) accepts
+        assert set(json.loads((directory / verifier.CONFIG_FILE).read_text())) == keys
+        assert verifier.load_config(directory) == cfg
+    assert verifier.load_config(tmp_path) == verifier.VerifierConfig()  # any HF directory: the default
+    # a later version's field: read what this one knows, and say what it left out
+    (tmp_path / verifier.CONFIG_FILE).write_text(json.dumps({"question": "Q?", "threshold": 0.25, "calibration": 2}))
+    capsys.readouterr()
+    assert verifier.load_config(tmp_path) == verifier.VerifierConfig(question="Q?", threshold=0.25)
+    assert "ignoring calibration (written by a later rlvjax" in capsys.readouterr().out

@@ -58,18 +58,25 @@ CONFIG_FILE = "rlvjax_verifier.json"  # beside an exported model: the question i
 
 def config_files(cfg: VerifierConfig) -> dict[str, str]:
     """``{file name: text}`` of ``cfg`` for an exported model's directory (``save_hf(..., files=)``), so that
-    evaluating the directory asks the same question."""
-    return {CONFIG_FILE: json.dumps(dataclasses.asdict(cfg), indent=2)}
+    evaluating the directory asks the same question. ``label_reward`` is written only where it is set: without it
+    the file holds the two fields every earlier rlvjax reads."""
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "label_reward" or v}
+    return {CONFIG_FILE: json.dumps(fields, indent=2)}
 
 
 def load_config(directory) -> VerifierConfig:
     """The :class:`VerifierConfig` saved with a model directory; the default for a directory without one (any HF
-    model)."""
+    model). Fields this version does not know (a later rlvjax's) are left out, with a warning."""
     path = os.path.join(directory, CONFIG_FILE)
     if not os.path.exists(path):
         return VerifierConfig()
     with open(path, encoding="utf-8") as f:
-        return VerifierConfig(**json.load(f))
+        saved = json.load(f)
+    known = {f.name for f in dataclasses.fields(VerifierConfig)}
+    if unknown := sorted(set(saved) - known):
+        print(f"warning: {path}: ignoring {', '.join(unknown)} (written by a later rlvjax; this one reads "
+              f"{', '.join(sorted(known))})", flush=True)
+    return VerifierConfig(**{k: v for k, v in saved.items() if k in known})
 
 
 # Any text the template passes through verbatim, used to find where the solution's turn ends in a rendering.
