@@ -1,7 +1,7 @@
 """The README's main command, shrunken: `python -m rlvjax.train` (warm start, RL^V, end-of-run report) as a
 subprocess, on the default config with a smaller model, fewer steps and a smaller eval, and on the digit task.
 
-Why two: shrunk to fit the time (2 layers, 700 warm-start steps, 40 RL steps), the arithmetic run's RL does not
+Why two: shrunk to fit the time (2 layers, 200 warm-start steps, 16 RL steps), the arithmetic run's RL does not
 reliably move reward, so it checks the report only. RL improving reward is checked on the digit task, where 120
 steps take ~30 s."""
 
@@ -15,8 +15,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SHRINK = [
     "ModelSpec.num_layers = 2", "TaskSpec.levels = (2,)", "TaskSpec.num_eval = 32",
-    "WarmStartConfig.num_steps = 700", "WarmStartConfig.batch_size = 32",
-    "RunConfig.num_steps = 40", "RunConfig.batch_size = 16", "RunConfig.final_eval_samples = 8",
+    "WarmStartConfig.num_steps = 200", "WarmStartConfig.batch_size = 32",
+    "RunConfig.num_steps = 16", "RunConfig.batch_size = 16", "RunConfig.final_eval_samples = 8",
     "RLConfig.max_new_tokens = 24", "OptimConfig.learning_rate = 5e-4",
 ]
 STRATEGIES = {"majority", "best_of_n", "weighted"}
