@@ -2,6 +2,7 @@
 notebook is valid nbformat whose code compiles."""
 
 import ast
+import json
 import time
 from pathlib import Path
 
@@ -21,6 +22,9 @@ def code_cells(path: Path) -> list[str]:
 @pytest.mark.parametrize("name", ["quickstart.ipynb", "tpu_qwen_math.ipynb"])
 def test_notebook_is_valid_compiles_and_stores_no_outputs(name):
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    # nbformat 4.5 cells carry ids; one without is a warning now and "will become a hard error" in nbformat
+    cells = json.loads((NOTEBOOKS / name).read_text())["cells"]  # as stored: nbformat.read fills in what is missing
+    assert all("id" in cell for cell in cells), "a cell has no id: nbformat.validator.normalize adds them"
     for cell in notebook.cells:
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None, "clear outputs before committing"
