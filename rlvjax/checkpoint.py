@@ -34,6 +34,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint.path import atomicity
 
+from rlvjax import parallel
 from rlvjax.cli import OUT_OF_SPACE, UserError, out_of_space
 
 # Where the architecture lives in the run config (``experiment.config_dict``): a key naming a sub-dict compares all
@@ -134,10 +135,7 @@ class Checkpointer:
                 while target.exists():
                     target, suffix = aside / f"{step}.{suffix}", suffix + 1
                 (self.directory / str(step)).rename(target)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices("checkpoints set aside")
+        parallel.barrier("checkpoints set aside")
         self._manager.reload()
         return aside
 

@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 import re
+import zlib
 from typing import Sequence
 
 import jax
@@ -244,21 +245,41 @@ def to_global(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
-def to_host(x: jax.Array) -> np.ndarray:
-    """A global array, whole, on every process's host."""
-    from jax.experimental import multihost_utils
+def to_host(x) -> np.ndarray:
+    """On every process's host: a global array whole, or a host array (each process's own, alike in shape)
+    concatenated over the processes in process order.
 
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    Returns once every local device holds its copy. ``multihost_utils.process_allgather`` returns once the first
+    one does, and a process that then exits leaves its peers waiting in the unfinished gather (gloo, 2 processes x
+    2 CPU devices, a gather then exit: 1 run in 56 hung ~150 s in its teardown, and failed CI).
+    """
+    if jax.process_count() == 1:
+        return np.asarray(x)
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+        mesh = Mesh(np.asarray(jax.devices()).reshape(jax.process_count(), -1), ("processes", "local"))
+        x = jax.make_array_from_process_local_data(NamedSharding(mesh, P("processes")), np.atleast_1d(x))
+    devices = np.asarray(sorted(x.sharding.device_set, key=lambda d: d.id))
+    whole = jax.jit(lambda a: a, out_shardings=NamedSharding(Mesh(devices, ("all",)), P()))(x)
+    return np.asarray(whole.block_until_ready().addressable_data(0))
 
 
 def primary_says(flag: bool) -> bool:
     """Process 0's ``flag`` on every process: a decision from files that only process 0 writes (the exports, the
     report), which the others may not see, taken alike everywhere (else some would wait at a collective)."""
-    if jax.process_count() == 1:
-        return flag
-    from jax.experimental import multihost_utils
+    return bool(to_host(np.asarray([flag]))[0])
 
-    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
+
+def any_process(flag: bool) -> bool:
+    """True on every process when ``flag`` is True on any."""
+    return bool(to_host(np.asarray([flag])).any())
+
+
+def barrier(name: str) -> None:
+    """No process goes on before every process has reached the ``barrier`` of this name."""
+    tag = zlib.crc32(name.encode())
+    tags = to_host(np.asarray([tag], np.uint32))
+    if (tags != tag).any():
+        raise RuntimeError(f"processes out of step: at barrier {name!r}, not all processes are at the same barrier")
 
 
 def check_batch(rows: int, mesh: Mesh, what: str = "batch", *, per_process: bool = True) -> None:

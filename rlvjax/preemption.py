@@ -9,11 +9,7 @@ import signal
 import sys
 import threading
 
-import jax
-import numpy as np
-from jax.experimental import multihost_utils
-
-from rlvjax import cli
+from rlvjax import cli, parallel
 
 
 class Notice:
@@ -98,6 +94,4 @@ def stop_at_once(what: str):
 def agree(flag: bool) -> bool:
     """True on every process when it is True on any: hosts receive a preemption notice at slightly different
     times, but must save the same step together."""
-    if jax.process_count() == 1:
-        return flag
-    return bool(np.asarray(multihost_utils.process_allgather(np.asarray([flag]))).any())
+    return parallel.any_process(flag)

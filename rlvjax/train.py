@@ -24,7 +24,6 @@ import numpy as np
 from absl import flags, logging
 from etils import epath
 from flax import nnx
-from jax.experimental import multihost_utils
 
 from rlvjax import (budget, cli, evaluate, experiment, memory, outputs, parallel, preemption, sampling,
                     sft)
@@ -180,7 +179,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
             params = sft.warm_start(graphdef, params, tokenizer, pairs, warm, eos_id=tokenizer.eos_token_id,
                                     pad_id=st.pad_id, verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id),
                                     progress=jax.process_index() == 0, mesh=mesh, stop=notice.check)
-            gathered = multihost_utils.process_allgather(params, tiled=True)  # every process sends its shards
+            gathered = jax.tree.map(parallel.to_host, params)  # every process sends its shards
             if jax.process_index() == 0:
                 save_hf(nnx.merge(graphdef, gathered), tokenizer, workdir / "warm_start",
                         files=experiment.export_files(tokenizer, config.verifier), step=0,
@@ -314,11 +313,11 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
             checkpoints.wait()  # the last step is on disk before its export, which is then the newer of the two
             # every process sends its shards; process 0 writes; none goes on before it has
             if run.export_final and not outputs.exported(workdir, checkpoints, start):
-                params = multihost_utils.process_allgather(state.params, tiled=True)
+                params = jax.tree.map(parallel.to_host, state.params)
                 if jax.process_index() == 0:
                     save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "final",
                             files=experiment.export_files(tokenizer, config.verifier), step=run.num_steps)
-                multihost_utils.sync_global_devices("final policy exported")
+                parallel.barrier("final policy exported")
             if preemption.agree(notice.received()):  # a notice during the export: it finished, and the rest waits
                 raise cli.Preempted(f"{notice.name}: training is complete and saved; stopped before what follows it "
                                     "(the baseline, the report); rerun with --resume to do it")

@@ -137,11 +137,10 @@ def test_a_data_position_resumes_on_another_process_count():
 
 AUTO_SCRIPT = """
 import jax, numpy as np
-from jax.experimental import multihost_utils
 from rlvjax import parallel
 parallel.initialize_distributed(parallel.MeshConfig(coordinator_address="auto", initialization_timeout_s=60))
 parallel.initialize_distributed(parallel.MeshConfig(coordinator_address="auto"))  # a second call does nothing
-gathered = multihost_utils.process_allgather(np.asarray([jax.process_index()]), tiled=True)
+gathered = parallel.to_host(np.asarray([jax.process_index()]))
 print("JOINED", jax.process_count(), jax.device_count(), gathered.tolist())
 """
 
@@ -161,13 +160,15 @@ def test_auto_finds_the_job_the_cluster_describes():
                               stderr=subprocess.PIPE, text=True, env=process_env)
              for process_env in ({**env, "SLURM_PROCID": "0", "SLURM_LOCALID": "0"},
                                  {**env, "SLURM_PROCID": "1", "SLURM_LOCALID": "1"}, no_cluster)]
-    try:
-        outputs = [proc.communicate(timeout=120) for proc in procs]
-    finally:
-        for proc in procs:
+    deadline, outputs = time.monotonic() + 120, []
+    for proc in procs:  # all within the deadline; a process still running then is killed, and its output shown
+        try:
+            outputs.append(proc.communicate(timeout=max(1.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
             proc.kill()
+            outputs.append(proc.communicate())
     for proc, (out, err) in zip(procs[:2], outputs):
-        assert proc.returncode == 0, err[-3000:]
+        assert proc.returncode == 0, f"{proc.returncode}: {(out + err)[-3000:]}"
         # Gloo's C++ logger writes to stdout too, and can land inside the "JOINED ..." line: its lines are cut out.
         assert "JOINED 2 4 [0, 1]" in re.sub(r"\[Gloo\][^\n]*\n", "", out), (out + err)[-3000:]
     assert procs[2].returncode != 0 and "coordinator_address='auto' found no cluster to join" in "".join(outputs[2])
