@@ -289,15 +289,16 @@ def _engine(model: Transformer, ids, mask, rng, limits, *, first, num_samples: i
 
         # Decode steps run in an inner loop until rows are due for a score or refill; the outer loop services them.
         # (A ``lax.cond`` around each step would make XLA copy the loop state every step: 17% of a decode on CPU.)
+        # Before the batch shrinks, the same loop scores the rows still parked: one copy of the scoring pass per
+        # level (each copy is a forward pass to compile).
         if scoring or refills:
             steps = lambda s: jax.lax.while_loop(lambda s: cond(s) & ~due(s) & jnp.any(s.rows.live), decode, s)
-            s = jax.lax.while_loop(cond, lambda s: service(steps(s)), s)
+            more = (lambda s: cond(s) | jnp.any(s.rows.parked)) if scoring else cond
+            s = jax.lax.while_loop(more, lambda s: service(steps(s)), s)
         else:
             s = jax.lax.while_loop(cond, decode, s)
         if not shrinks:
             return outputs(s)
-        if scoring:
-            s = jax.lax.while_loop(lambda s: jnp.any(s.rows.parked), lambda s: score(s, m), s)
 
         # The live rows move into a half-size batch, gathered here (not inside the ``cond`` below, whose operand
         # would keep the full cache alive next to the whole copy), and decode on only if any is still live.
