@@ -58,15 +58,17 @@ HARDWARE = [pytest.param(paths[0], (), id="+".join(p.stem for p in paths)) for p
 def test_each_hardware_config_compiles_to_its_plan_without_cache_copies(hardware, mesh, tmp_path):
     # f32 compute: the CPU backend runs bf16 matmuls in f32 (with f32 operand copies an accelerator does not make),
     # so f32 is where its compiled memory is the accelerator's. The KV cache layout does not depend on the dtype.
+    # One config compiles into a cache of its own; the others into the default one, which a rerun of the suite finds
+    own_cache = hardware.stem == "cpu"
     out = dry_run("--gin_file", str(EXPERIMENT), "--gin_file", str(hardware), *(a for b in mesh for a in
                                                                                    ("--gin_param", b)),
                   "--gin_param", f"ModelSpec.config_json = '{two_layer_qwen(tmp_path)}'",
                   "--gin_param", "ModelSpec.compute_dtype = None", "--gin_param", "MemoryConfig.device_memory_gib = 1e6",
-                  "--gin_param", f"RunConfig.compilation_cache_dir = '{tmp_path / 'xla'}'",
+                  *(("--gin_param", f"RunConfig.compilation_cache_dir = '{tmp_path / 'xla'}'") if own_cache else ()),
                   cwd=tmp_path)  # no checkpoints/ nor data/ here
     assert out.returncode == 0, out.stderr[-2000:]
-    # the programs land in the run's compilation cache: a rerun after changing a knob recompiles only what changed
-    assert list((tmp_path / "xla").glob("jit_rollout_step-*")) and list((tmp_path / "xla").glob("jit_update_step-*"))
+    if own_cache:  # the programs land in the run's compilation cache: a rerun recompiles only what a knob changed
+        assert all(list((tmp_path / "xla").glob(f"jit_{step}-*")) for step in ("rollout_step", "update_step"))
     rows = [ROW.match(line) for line in out.stdout.splitlines()]
     rows = {m.group(1): m for m in rows if m}
     assert {"rollout", "update", "eval", "final eval"} <= set(rows), out.stdout
