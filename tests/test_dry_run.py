@@ -58,17 +58,12 @@ HARDWARE = [pytest.param(paths[0], (), id="+".join(p.stem for p in paths)) for p
 def test_each_hardware_config_compiles_to_its_plan_without_cache_copies(hardware, mesh, tmp_path):
     # f32 compute: the CPU backend runs bf16 matmuls in f32 (with f32 operand copies an accelerator does not make),
     # so f32 is where its compiled memory is the accelerator's. The KV cache layout does not depend on the dtype.
-    # One config compiles into a cache of its own; the others into the default one, which a rerun of the suite finds
-    own_cache = hardware.stem == "cpu"
     out = dry_run("--gin_file", str(EXPERIMENT), "--gin_file", str(hardware), *(a for b in mesh for a in
                                                                                    ("--gin_param", b)),
                   "--gin_param", f"ModelSpec.config_json = '{two_layer_qwen(tmp_path)}'",
                   "--gin_param", "ModelSpec.compute_dtype = None", "--gin_param", "MemoryConfig.device_memory_gib = 1e6",
-                  *(("--gin_param", f"RunConfig.compilation_cache_dir = '{tmp_path / 'xla'}'") if own_cache else ()),
-                  cwd=tmp_path)  # no checkpoints/ nor data/ here
+                  cwd=tmp_path)  # no checkpoints/ nor data/ here; the programs go to the default compilation cache
     assert out.returncode == 0, out.stderr[-2000:]
-    if own_cache:  # the programs land in the run's compilation cache: a rerun recompiles only what a knob changed
-        assert all(list((tmp_path / "xla").glob(f"jit_{step}-*")) for step in ("rollout_step", "update_step"))
     rows = [ROW.match(line) for line in out.stdout.splitlines()]
     rows = {m.group(1): m for m in rows if m}
     assert {"rollout", "update", "eval", "final eval"} <= set(rows), out.stdout
@@ -96,9 +91,10 @@ def test_over_budget_and_unknown_architectures_are_one_line_errors(tmp_path):
         assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr[-2000:]
 
 
-def test_the_dry_run_refuses_what_the_run_refuses_and_goes_on_where_it_goes_on(tmp_path):
+def test_the_dry_run_refuses_what_the_run_refuses_and_goes_on_where_it_goes_on(tmp_path, tmp_path_factory):
     """It passed configs the run refuses (too many positions, a warm-start batch that does not split over the
     devices) and refused before compiling one the run accepts with a warning (MemoryConfig.refuse = False)."""
+    cache = tmp_path_factory.mktemp("xla")
     tiny = str(CONFIGS / "quickstart_tiny.gin")
     for binding, message in (("RLConfig.max_new_tokens = 4096", "= 4113 positions, more than the model's "
                               "max_position_embeddings=4096"),
@@ -107,9 +103,12 @@ def test_the_dry_run_refuses_what_the_run_refuses_and_goes_on_where_it_goes_on(t
         out = dry_run("--gin_file", tiny, "--gin_param", "MeshConfig.data = 2", "--gin_param", binding, cwd=tmp_path)
         assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr[-2000:]
     out = dry_run("--gin_file", tiny, "--gin_param", "MemoryConfig.device_memory_gib = 0.0002",
-                  "--gin_param", "MemoryConfig.refuse = False", cwd=tmp_path)
+                  "--gin_param", "MemoryConfig.refuse = False",
+                  "--gin_param", f"RunConfig.compilation_cache_dir = '{cache}'", cwd=tmp_path)
     assert "(MemoryConfig.refuse = False: compiling anyway)" in out.stdout, out.stdout[-2000:]
     assert out.returncode == 2 and "rlvjax.train: error: the compiled " in out.stderr, out.stderr[-2000:]
+    # the programs land in the run's compilation cache: a rerun recompiles only what a knob changed
+    assert all(list(cache.glob(f"jit_{step}-*")) for step in ("rollout_step", "update_step")), list(cache.iterdir())
     # On this host's own devices (a -1 mesh axis) the host's memory is the budget, as the run's (none was checked)
     big = dry_run("--gin_file", tiny, "--gin_param", "ModelSpec.hidden_size = 1024", "--gin_param",
                   "ModelSpec.intermediate_size = 4096", "--gin_param", "ModelSpec.num_layers = 96",
