@@ -251,7 +251,7 @@ def to_host(x) -> np.ndarray:
 
     Returns once every local device holds its copy. ``multihost_utils.process_allgather`` returns once the first
     one does, and a process that then exits leaves its peers waiting in the unfinished gather (gloo, 2 processes x
-    2 CPU devices, a gather then exit: 1 run in 56 hung ~150 s in its teardown, and failed CI).
+    2 CPU devices, a gather then exit: 1 run in 45 hung ~150 s in its teardown, and failed CI).
     """
     if jax.process_count() == 1:
         return np.asarray(x)
