@@ -39,9 +39,14 @@ class Notice:
                     "stopping at the next safe point of the start-up")
             print(f"\nCtrl-C: {then} (Ctrl-C again: stop now, without it)", file=sys.stderr, flush=True)
 
+    def agreed(self) -> bool:
+        """A notice has come to any process, said alike on every process: hosts receive a preemption notice at
+        slightly different times, but must save the same step together."""
+        return parallel.any_process(self.received())
+
     def check(self) -> None:
         """Before the first RL step: stops the run (on every host together) once a notice has come."""
-        if not self._deferred and agree(self.received()):
+        if not self._deferred and self.agreed():
             raise cli.Preempted(f"{self.name} before the first RL step; nothing to save, rerun with --resume")
 
     def defer(self) -> None:
@@ -89,9 +94,3 @@ def stop_at_once(what: str):
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def agree(flag: bool) -> bool:
-    """True on every process when it is True on any: hosts receive a preemption notice at slightly different
-    times, but must save the same step together."""
-    return parallel.any_process(flag)

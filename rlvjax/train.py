@@ -303,7 +303,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                         f"checkpoint (step {checkpoints.latest_step()}) holds finite parameters. Find the cause in "
                         f"{workdir / 'metrics.jsonl'} (rewards? a learning rate too high?), then rerun with "
                         f"--resume, e.g. with --gin_param 'OptimConfig.learning_rate = {optim.learning_rate / 2:g}'")
-                preempted = preemption.agree(notice.received())
+                preempted = notice.agreed()
                 if (step + 1) % run.checkpoint_every == 0 or step + 1 == run.num_steps or preempted:
                     checkpoints.save(step + 1, state, data_state=data.get_state(), config=stored, force=preempted)
                 if preempted:
@@ -318,7 +318,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                     save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "final",
                             files=experiment.export_files(tokenizer, config.verifier), step=run.num_steps)
                 parallel.barrier("final policy exported")
-            if preemption.agree(notice.received()):  # a notice during the export: it finished, and the rest waits
+            if notice.agreed():  # a notice during the export: it finished, and the rest waits
                 raise cli.Preempted(f"{notice.name}: training is complete and saved; stopped before what follows it "
                                     "(the baseline, the report); rerun with --resume to do it")
         finally:  # on every exit: pending saves complete (a kill -9 is the only way to leave a half-written one)
