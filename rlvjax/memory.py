@@ -2,9 +2,11 @@
 
 ``plan`` adds up what one device holds in each phase of a run:
 
-- always (``persistent``): the parameters, the AdamW state and (``beta > 0``) the frozen reference policy. Their
-  shapes come from ``jax.eval_shape`` of the model and of ``init_state``, and each leaf's per-device size from the
-  sharding ``parallel.shardings`` gives it on the mesh: exact, not estimated.
+- ``warm start`` (``sft.warm_start``, before the RL state exists): the policy, its own AdamW moments, one gradient
+  and the activations of ``WarmStartConfig.batch_size`` rows with every position's log-softmax supervised.
+- in every training phase (``persistent``): the parameters, the AdamW state and (``beta > 0``) the frozen reference
+  policy. Their shapes come from ``jax.eval_shape`` of the model and of ``init_state``, and each leaf's per-device
+  size from the sharding ``parallel.shardings`` gives it on the mesh: exact, not estimated.
 - ``rollout`` (``rollout_step``): the KV cache in the compute dtype and ``parallel.cache_spec``'s layout, the
   weights cast to the compute dtype in their sampling layout (``parallel.sampling_spec``), and the largest of the
   prefill, decode-step and verifier-score temporaries.
@@ -36,14 +38,15 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AbstractMesh, Mesh, NamedSharding
 
-from rlvjax import parallel, sampling
+from rlvjax import parallel, sampling, sft
 from rlvjax.model.transformer import ModelConfig, Transformer, kv_blocks
 from rlvjax.pool import EVAL_PROMPTS
 from rlvjax.rl import advantages, steps, vineppo
 from rlvjax.rl.config import OptimConfig, RLConfig
 
 GiB = 1024 ** 3
-PHASES = ("rollout", "value pass", "update", "optimizer", "eval", "particles", "final eval")
+PHASES = ("warm start", "rollout", "value pass", "update", "optimizer", "eval", "particles", "final eval")
+BEFORE_OR_AFTER = ("warm start", "final eval")  # phases that run without the RL training state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +65,10 @@ class MemoryPlan:
     knobs: dict  # the config values the refusal names, e.g. {"micro_batch_size": 4, "update_rows": 1}
 
     def phase_bytes(self, phase: str) -> int:
-        """Peak bytes per device during ``phase``: its own buffers, plus the training state except in the final
-        eval (which runs after training)."""
+        """Peak bytes per device during ``phase``: its own buffers, plus the training state except in the warm start
+        and the final eval (which run before and after training)."""
         own = sum(i.bytes_per_device for i in self.items if i.phase == phase)
-        if phase == "final eval":
+        if phase in BEFORE_OR_AFTER:
             return own
         return own + sum(i.bytes_per_device for i in self.items if i.phase == "persistent")
 
@@ -175,14 +178,17 @@ def _regathered_bytes(params, mesh, cache: jax.sharding.PartitionSpec, dtype) ->
     return sum(jax.tree.leaves(jax.tree_util.tree_map_with_path(one, params)))
 
 
-def _gathered_bytes(params, mesh) -> int:
-    """What sharding all-gathers at once in the forward pass: the (tied) embedding or head, and one decoder layer."""
-    shards = parallel.shardings(params, _as_mesh(mesh))
-    extra = jax.tree.map(lambda x, s: _nbytes(x.shape, x.dtype) - _nbytes(s.shard_shape(x.shape), x.dtype),
-                         params, shards)
+def _gathered_bytes(params, mesh, *, every_layer: bool = False) -> int:
+    """What sharding all-gathers at once in the forward pass: the (tied) embedding or head, and one decoder layer
+    (``every_layer``: all of them, as a backward pass without remat keeps each layer's gathered weights). Gathered
+    over ``fsdp`` only: a weight stays split over ``tensor``."""
+    mesh = _as_mesh(mesh)
+    gathered = lambda s: NamedSharding(mesh, parallel.sampling_spec(s.spec, jax.sharding.PartitionSpec()))
+    extra = jax.tree.map(lambda x, s: _nbytes(gathered(s).shard_shape(x.shape), x.dtype)
+                         - _nbytes(s.shard_shape(x.shape), x.dtype), params, parallel.shardings(params, mesh))
     total = sum(jax.tree.leaves({k: v for k, v in extra.items() if k in ("embed_tokens", "lm_head")}))
-    layers = extra.get("layers", {})
-    return total + max((sum(jax.tree.leaves(layer)) for layer in layers.values()), default=0)
+    per_layer = [sum(jax.tree.leaves(layer)) for layer in extra.get("layers", {}).values()]
+    return total + (sum(per_layer) if every_layer else max(per_layer, default=0))
 
 
 def _layer_activations_per_token(cfg: ModelConfig, seq_len: int, tensor: int) -> int:
@@ -276,14 +282,67 @@ def eval_prompts(mesh, eval_problems: int | None) -> int:
     return -(-min(batch if eval_problems is None else eval_problems, batch) // dp) * dp
 
 
+def _backward_items(cfg: ModelConfig, params, mesh, phase: str, what: str, remat: str, *, gradients: int,
+                    chunked: bool, note: str) -> list[Item]:
+    """What a backward pass over the whole model holds beside its activations: ``gradients`` gradient trees, the
+    weights FSDP gathers, the embedding's extra gradient buffers, (``remat``) the layers stacked for the scan and
+    (``chunked``: log-probs built a chunk of positions at a time) the head's gradient summed over the chunks."""
+    shape = {a: int(mesh.shape[a]) for a in parallel.AXES}
+    items = [Item(f"{what}gradients", phase, gradients * sharded_bytes(params, mesh), note),
+             Item(f"{what}gathered weights", phase, _gathered_bytes(params, mesh, every_layer=remat == "none"),
+                  f"embedding + {'every layer' if remat == 'none' else 'one layer'}, unsharded")]
+    embedding = {"embed_tokens": params["embed_tokens"]}
+    whole = sum(_nbytes(x.shape, x.dtype) for x in jax.tree.leaves(embedding))
+    if cfg.tie_word_embeddings:  # the head's and the lookup's gradients are summed into the embedding's
+        items.append(Item(f"{what}tied embedding gradient", phase, sharded_bytes(embedding, mesh),
+                          "the head's part, held while the lookup's is scattered"))
+    if shape["data"] > 1 and shape["fsdp"] > 1:  # measured: XLA's partitioner replicates the lookup's cotangent
+        items.append(Item(f"{what}embedding gradient, whole", phase,  # and reduces the gradient before splitting it
+                          whole - sharded_bytes(embedding, mesh),
+                          "data x fsdp: the lookup's gradient is summed unsplit, then split over fsdp"))
+    if remat != "none":  # the layers' weights stacked in the compute dtype for the scan, and their gradient
+        layers = sharded_bytes(params["layers"], mesh, dtype=cfg.jnp_compute_dtype)
+        items.append(Item(f"{what}stacked layer weights", phase, 2 * layers,
+                          f"{cfg.jnp_compute_dtype.name}, + gradient"))
+    if chunked:  # measured (Qwen2.5-Math's widths, 4 fake devices): the scan's carry holds it gathered over fsdp
+        name = "embed_tokens" if cfg.tie_word_embeddings else "lm_head"
+        head = sharded_bytes({name: params[name]}, mesh, dtype=jnp.float32,
+                             spec_of=lambda spec: parallel.sampling_spec(spec, jax.sharding.PartitionSpec()))
+        items.append(Item(f"{what}chunked head gradient", phase, head,
+                          "f32, summed over the logit chunks, not split over fsdp"))
+    return items
+
+
+def warm_start_items(cfg: ModelConfig, params, mesh, *, rows: int, width: int, remat: str,
+                     logprob_chunk: int) -> list[Item]:
+    """What ``sft.warm_start``'s step holds on one device: the policy and its AdamW moments (donated into the
+    step), one gradient, the weights FSDP gathers, the ``rows`` (split over the data axes) of ``width`` tokens and
+    their activations, with every position's ``[V]`` log-softmax supervised (``logprob_chunk`` at a time). It runs
+    before the RL state exists."""
+    ceil = lambda a, b: -(-a // b)
+    shape = {a: int(mesh.shape[a]) for a in parallel.AXES}
+    rows_local = ceil(rows, shape["data"] * shape["fsdp"])
+    moments = jax.eval_shape(sft.optimizer(sft.WarmStartConfig()).init, params)
+    items = [Item("warm params", "warm start", sharded_bytes(params, mesh), "the policy being warm-started"),
+             Item("warm optimizer state", "warm start", sharded_bytes(moments, mesh), "its own AdamW moments")]
+    items += _backward_items(cfg, params, mesh, "warm start", "warm ", remat, gradients=1,
+                             chunked=0 < logprob_chunk < width - 1, note="one gradient")
+    items += [Item("warm rows", "warm start", rows_local * width * 9, f"{rows_local} rows x {width} tokens"),
+              Item("warm activations", "warm start", rows_local * activation_bytes_per_row(
+                  cfg, width, width - 1, shape["tensor"], remat=remat, logprob_chunk=logprob_chunk),
+                   f"remat {remat}, f32 logits of {min(logprob_chunk or width - 1, width - 1)} positions at a time")]
+    return items
+
+
 def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, prompt_tokens: int,
-         verify_tokens: int = 32, optim: OptimConfig | None = None,
-         eval_problems: int | None = None) -> MemoryPlan:
+         verify_tokens: int = 32, optim: OptimConfig | None = None, eval_problems: int | None = None,
+         warm_start_rows: int = 0, warm_start_width: int = 0) -> MemoryPlan:
     """The per-device memory of this run on ``mesh`` (a Mesh, an AbstractMesh or an ``{axis: size}`` dict).
 
     ``prompt_tokens``: the widest left-padded prompt batch (``max_prompt_tokens`` of the train and eval prompts);
     ``verify_tokens``: the verify prompt's length (``len(verifier.VerifierTokens.suffix)``); ``eval_problems``: how many
-    eval records the task has (0: no eval phases; None: at least one full eval batch).
+    eval records the task has (0: no eval phases; None: at least one full eval batch); ``warm_start_rows``: the warm
+    start's batch (``WarmStartConfig.batch_size``; 0: none) of ``warm_start_width`` tokens (``sft.row_width``).
     """
     cfg, rl, run = model_config, rl_config, run_config
     mesh = _as_mesh(mesh)
@@ -303,6 +362,9 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
 
     items = [Item("params", "persistent", param_bytes, f"{cfg.dtype}, sharded by the partition rules"),
              Item("optimizer state", "persistent", opt_bytes, "AdamW moments (params' dtype) + counters")]
+    if warm_start_rows:
+        items += warm_start_items(cfg, params, mesh, rows=warm_start_rows, width=warm_start_width, remat=rl.remat,
+                                  logprob_chunk=rl.logprob_chunk_size)
     if state.ref_params is not None:
         items.append(Item("reference params", "persistent", param_bytes, f"beta={rl.beta} > 0: a frozen copy"))
     items += _sampling_items(cfg, params, mesh, "rollout", "", run.batch_size, rl.group_size, prompt_tokens, n,
@@ -310,19 +372,9 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
     if advantages.uses_step_values(rl.algorithm):  # VinePPO's value pass: K continuations of a chunk of prefixes
         items += _sampling_items(cfg, params, mesh, "value pass", "value ", vineppo.chunk_rows(dp), rl.vineppo_samples,
                                  sampling.bucket_width(prompt_tokens + n), n, 0)
-    items += [
-        Item("gradients", "update", 2 * param_bytes, "micro-batch accumulator + one micro-batch's gradient"),
-        Item("gathered weights", "update", _gathered_bytes(state.params, mesh), "embedding + one layer, unsharded"),
-    ]
-    embedding = {"embed_tokens": state.params["embed_tokens"]}
-    whole = sum(_nbytes(x.shape, x.dtype) for x in jax.tree.leaves(embedding))
-    if cfg.tie_word_embeddings:  # the head's and the lookup's gradients are summed into the embedding's
-        items.append(Item("tied embedding gradient", "update", sharded_bytes(embedding, mesh),
-                          "the head's part, held while the lookup's is scattered"))
-    if shape["data"] > 1 and shape["fsdp"] > 1:  # measured: XLA's partitioner replicates the lookup's cotangent
-        items.append(Item("embedding gradient, whole", "update",  # and reduces the gradient before splitting it
-                          whole - sharded_bytes(embedding, mesh),
-                          "data x fsdp: the lookup's gradient is summed unsplit, then split over fsdp"))
+    items += _backward_items(cfg, params, mesh, "update", "", rl.remat, gradients=2,
+                             chunked=0 < rl.logprob_chunk_size < n,
+                             note="micro-batch accumulator + one micro-batch's gradient")
     items += [
         Item("training rows", "update", 2 * minibatch_rows * (seq * 5 + n * 13 + 8),
              f"{minibatch_rows} rows x {seq} tokens, and their micro-batch split"),
@@ -332,9 +384,6 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
              f"{rl.logprob_chunk_size or n} positions at a time"),
         Item("grads + updates + moments", "optimizer", 2 * param_bytes + opt_bytes, "the optax step"),
     ]
-    if rl.remat != "none":  # the layers' weights stacked in the compute dtype for the scan, and their gradient
-        layers = sharded_bytes(params["layers"], mesh, dtype=cfg.jnp_compute_dtype)
-        items.append(Item("stacked layer weights", "update", 2 * layers, f"{cfg.jnp_compute_dtype.name}, + gradient"))
     num_eval_prompts = eval_prompts(mesh, eval_problems)
     if run.eval_samples and num_eval_prompts:
         items += _sampling_items(cfg, params, mesh, "eval", "eval ", num_eval_prompts, run.eval_samples,
@@ -347,7 +396,8 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
              "rollout_rows": prompts * rl.group_size,
              "fsdp": shape["fsdp"], "tensor": tensor, "batch_size": run.batch_size, "group_size": rl.group_size,
              "max_new_tokens": n, "eval_samples": run.eval_samples, "final_eval_samples": run.final_eval_samples,
-             "vineppo_samples": rl.vineppo_samples, "remat": rl.remat, "logprob_chunk_size": rl.logprob_chunk_size}
+             "vineppo_samples": rl.vineppo_samples, "remat": rl.remat, "logprob_chunk_size": rl.logprob_chunk_size,
+             "warm_start_rows": warm_start_rows, "warm_start_width": warm_start_width}
     return MemoryPlan(tuple(items), tuple(shape.items()), count_params(params), knobs)
 
 

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from rlvjax import parallel
 from rlvjax.fieldtypes import check_field_types
+from rlvjax.rl import steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,13 +79,13 @@ def sft_batch(examples: Sequence[tuple[list[int], int]], *, pad_id: int, width: 
     return ids, mask, loss_mask
 
 
-def sft_loss(graphdef, params, ids, mask, loss_mask, constrain=None):
-    """(sum of completion-token NLL, token count); ``constrain``: ``Transformer.hidden``'s."""
+def sft_loss(graphdef, params, ids, mask, loss_mask, constrain=None, *, remat: str = "none", chunk_size: int = 0):
+    """(sum of completion-token NLL, token count); ``constrain``: ``Transformer.hidden``'s; ``remat`` and
+    ``chunk_size`` (positions whose ``[V]`` log-softmax is built at once, 0: all) as in the RL update."""
     model = nnx.merge(graphdef, params)
-    logits = model.logits(model.hidden(ids, mask, constrain=constrain)[0]).astype(jnp.float32)
-    logp = jax.nn.log_softmax(logits[:, :-1])
-    nll = -jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
-    return jnp.sum(nll * loss_mask[:, :-1]), jnp.sum(loss_mask[:, :-1])
+    h, _ = model.hidden(ids, mask, remat=remat, constrain=constrain)
+    logp = steps.target_logprobs(model, h[:, :-1], ids[:, 1:], temperature=1.0, chunk_size=chunk_size)
+    return -jnp.sum(logp * loss_mask[:, :-1]), jnp.sum(loss_mask[:, :-1])
 
 
 def row_verdict(rng: np.random.Generator, cfg: WarmStartConfig, correct: bool, verdict_ids) -> int | None:
@@ -96,35 +97,38 @@ def row_verdict(rng: np.random.Generator, cfg: WarmStartConfig, correct: bool, v
     return int(verdict_ids[0 if correct else 1] if cfg.verify_labels == "graded" else verdict_ids[guess])
 
 
-STOP_CHECK_EVERY = 10  # warm-start steps between preemption checks
+def optimizer(cfg: WarmStartConfig) -> optax.GradientTransformation:
+    """AdamW with a warmup (from lr / warmup, so that the first step moves the weights) and a cosine decay."""
+    warmup = max(cfg.num_steps // 20, 1)
+    return optax.adamw(optax.warmup_cosine_decay_schedule(cfg.learning_rate / warmup, cfg.learning_rate, warmup,
+                                                          max(cfg.num_steps, 2), cfg.learning_rate * 0.05))
 
 
-def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, bool]], cfg: WarmStartConfig,
-               *, eos_id: int, pad_id: int, verify_suffix=(), verdict_ids=(), progress: bool = True, mesh=None,
-               stop: Callable[[], None] | None = None):
-    """``cfg.num_steps`` AdamW steps on shuffled minibatches of ``(prompt, completion, correct)`` examples;
-    returns the new params. With ``mesh``, the params and optimizer state are laid out by the partition rules and
-    the rows over the data axes, as in the RL update (every process draws the same batches: the examples are
-    seeded).
+Tokenized = tuple[list[int], list[int], bool]  # (prompt ids, completion ids, correct)
 
-    A ``verify_format_rate`` share of rows are verification rows, verdict ids ``(yes, no)``. With
-    ``verify_labels="random"`` the verdict is random: those rows teach the answer format of the verify prompt
-    (so L_V starts near log 2, not at a large value whose gradient would swamp the policy's) and nothing about
-    which solutions are right. With ``"graded"`` the verdict is ``correct``. ``stop`` is called before every
-    ``STOP_CHECK_EVERY``-th step (a preemption check, which raises to stop; on several hosts it is a gather, so not
-    once per step, which would sync the host with every dispatched step).
-    """
-    warmup = max(cfg.num_steps // 20, 1)  # from lr / warmup, so the first step moves the weights (one step too)
-    tx = optax.adamw(optax.warmup_cosine_decay_schedule(cfg.learning_rate / warmup, cfg.learning_rate, warmup,
-                                                        max(cfg.num_steps, 2), cfg.learning_rate * 0.05))
-    encoded = [(tokenizer.encode(p, add_special_tokens=False), tokenizer.encode(c, add_special_tokens=False))
-               for p, c, _ in examples]  # once: tokenizing per step would cost more than the step
-    width = max(len(p) + len(c) for p, c in encoded) + len(verify_suffix) + 1
 
+def tokenize(tokenizer, examples: Sequence[tuple[str, str, bool]]) -> list[Tokenized]:
+    """``(prompt, completion, correct)`` examples tokenized, once for the whole warm start (per step would cost
+    more than the step)."""
+    return [(tokenizer.encode(p, add_special_tokens=False), tokenizer.encode(c, add_special_tokens=False), ok)
+            for p, c, ok in examples]
+
+
+def row_width(examples: Sequence[Tokenized], verify_tokens: int = 0) -> int:
+    """The width of every warm-start batch: the longest example with the verify prompt (``verify_tokens`` long) and
+    its verdict."""
+    return max(len(p) + len(c) for p, c, _ in examples) + verify_tokens + 1
+
+
+def jit_step(graphdef, tx, mesh, params, *, remat: str = "none", chunk_size: int = 0):
+    """The jitted warm-start step ``(params, opt_state, ids, mask, loss_mask) -> (params, opt_state, loss)``, its
+    params and optimizer state donated, and the shardings of ``(params, opt_state)`` (None without ``mesh``; with it,
+    laid out by the partition rules and the rows over the data axes, as in the RL update). ``params``: arrays or
+    their shapes; ``remat``, ``chunk_size``: ``sft_loss``'s."""
     constrain = None if mesh is None else parallel.rows_constraint(mesh)
 
     def mean_loss(params, ids, mask, loss_mask):
-        total, count = sft_loss(graphdef, params, ids, mask, loss_mask, constrain)
+        total, count = sft_loss(graphdef, params, ids, mask, loss_mask, constrain, remat=remat, chunk_size=chunk_size)
         return total / count
 
     def step(params, opt_state, ids, mask, loss_mask):
@@ -133,15 +137,42 @@ def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, b
         return optax.apply_updates(params, updates), opt_state, loss
 
     if mesh is None:
-        opt_state = tx.init(params)
-        step, put = jax.jit(step), jnp.asarray
+        return jax.jit(step, donate_argnums=(0, 1)), None
+    shardings = parallel.shardings((params, jax.eval_shape(tx.init, params)), mesh)
+    by_rows = parallel.batch_sharding(mesh, 2)
+    step = jax.jit(step, in_shardings=(*shardings, by_rows, by_rows, by_rows), out_shardings=(*shardings, None),
+                   donate_argnums=(0, 1))
+    return step, shardings
+
+
+STOP_CHECK_EVERY = 10  # warm-start steps between preemption checks
+
+
+def warm_start(graphdef, params, examples: Sequence[Tokenized], cfg: WarmStartConfig,
+               *, eos_id: int, pad_id: int, verify_suffix=(), verdict_ids=(), progress: bool = True, mesh=None,
+               remat: str = "none", chunk_size: int = 0, stop: Callable[[], None] | None = None):
+    """``cfg.num_steps`` AdamW steps on shuffled minibatches of ``tokenize``'d examples; returns the new params
+    (``params`` is consumed: its buffers are donated to the first step). With ``mesh``, the params and optimizer
+    state are laid out by the partition rules and the rows over the data axes, as in the RL update (every process
+    draws the same batches: the examples are seeded); ``remat`` and ``chunk_size`` (the run's ``RLConfig.remat``
+    and ``logprob_chunk_size``) bound its activations as they do the update's.
+
+    A ``verify_format_rate`` share of rows are verification rows, verdict ids ``(yes, no)``. With
+    ``verify_labels="random"`` the verdict is random: those rows teach the answer format of the verify prompt
+    (so L_V starts near log 2, not at a large value whose gradient would swamp the policy's) and nothing about
+    which solutions are right. With ``"graded"`` the verdict is ``correct``. ``stop`` is called before every
+    ``STOP_CHECK_EVERY``-th step (a preemption check, which raises to stop; on several hosts it is a gather, so not
+    once per step, which would sync the host with every dispatched step).
+    """
+    tx = optimizer(cfg)
+    width = row_width(examples, len(verify_suffix))
+    step, shardings = jit_step(graphdef, tx, mesh, params, remat=remat, chunk_size=chunk_size)
+    if mesh is None:
+        opt_state, put = tx.init(params), jnp.asarray
     else:  # params and AdamW moments where the partition rules put them (never whole on one device)
-        shardings = parallel.shardings((params, jax.eval_shape(tx.init, params)), mesh)
         params = jax.device_put(params, shardings[0])
         opt_state = jax.jit(tx.init, out_shardings=shardings[1])(params)
-        by_rows = parallel.batch_sharding(mesh, 2)
-        step = jax.jit(step, in_shardings=(*shardings, by_rows, by_rows, by_rows), out_shardings=(*shardings, None))
-        put = functools.partial(parallel.to_global, sharding=by_rows)
+        put = functools.partial(parallel.to_global, sharding=parallel.batch_sharding(mesh, 2))
 
     rng = np.random.default_rng(cfg.seed)
     bar = tqdm(range(cfg.num_steps), desc="warm start", disable=not progress, dynamic_ncols=True)
@@ -150,8 +181,10 @@ def warm_start(graphdef, params, tokenizer, examples: Sequence[tuple[str, str, b
             stop()
         rows = []
         for j in rng.choice(len(examples), cfg.batch_size, replace=False):
-            verdict = row_verdict(rng, cfg, examples[j][2], verdict_ids)
-            rows.append(encode_example(*encoded[j], eos_id=eos_id, verify_suffix=verify_suffix, verdict_id=verdict))
+            prompt, completion, correct = examples[j]
+            verdict = row_verdict(rng, cfg, correct, verdict_ids)
+            rows.append(encode_example(prompt, completion, eos_id=eos_id, verify_suffix=verify_suffix,
+                                       verdict_id=verdict))
         batch = sft_batch(rows, pad_id=pad_id, width=width)
         params, opt_state, loss = step(params, opt_state, *map(put, batch))
         if (i + 1) % 50 == 0 or i + 1 == cfg.num_steps:

@@ -119,15 +119,19 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     experiment.check_positions(model.config, prompt_tokens, rl.max_new_tokens, len(vt.suffix),
                                knob="RLConfig.max_new_tokens",
                                fix="lower RLConfig.max_new_tokens or TaskSpec.max_prompt_tokens")
-    budget.enforce(memory.plan(model.config, rl, run, mesh, prompt_tokens=prompt_tokens, verify_tokens=len(vt.suffix),
-                               optim=optim, eval_problems=len(eval_records)), config.memory,
-                   echo=jax.process_index() == 0)
     if warm.num_steps and given:  # the warm start's solutions come from a task's generator, not from given rows
         raise ValueError("a warm start (WarmStartConfig.num_steps > 0) needs a task that generates solutions; "
                          "in-memory datasets have none: set WarmStartConfig.num_steps = 0 and start from an "
                          "instruction-tuned model, or warm-start first on the task and pass its warm_start/ as model")
-    if warm.num_steps:  # a task without generated solutions fails now, not after the workdir exists
-        tasks.warm_start_pairs(task, 0, warm.mistake_rate, warm.seed)
+    # The warm start's examples, tokenized once; their width is in the plan (a task without generated solutions
+    # fails here, before the workdir exists).
+    warm_examples = sft.tokenize(tokenizer, tasks.warm_start_pairs(task, warm.num_examples, warm.mistake_rate,
+                                                                   warm.seed)) if warm.num_steps else []
+    budget.enforce(memory.plan(model.config, rl, run, mesh, prompt_tokens=prompt_tokens, verify_tokens=len(vt.suffix),
+                               optim=optim, eval_problems=len(eval_records),
+                               warm_start_rows=warm.batch_size if warm.num_steps else 0,
+                               warm_start_width=sft.row_width(warm_examples, len(vt.suffix)) if warm_examples else 0),
+                   config.memory, echo=jax.process_index() == 0)
     indexed = [{**r, "index": i} for i, r in enumerate(train_records)]
     data = pipeline.make_iterator(indexed, batch_size=run.batch_size // jax.process_count(), seed=run.seed,
                                   shard_index=jax.process_index(), shard_count=jax.process_count())
@@ -175,15 +179,16 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
             params = jax.device_put(params, parallel.shardings(params, mesh))
             del warmed
         elif warm.num_steps and latest is None:
-            pairs = tasks.warm_start_pairs(task, warm.num_examples, warm.mistake_rate, warm.seed)
-            params = sft.warm_start(graphdef, params, tokenizer, pairs, warm, eos_id=tokenizer.eos_token_id,
+            params = sft.warm_start(graphdef, params, warm_examples, warm, eos_id=tokenizer.eos_token_id,
                                     pad_id=st.pad_id, verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id),
-                                    progress=jax.process_index() == 0, mesh=mesh, stop=notice.check)
+                                    progress=jax.process_index() == 0, mesh=mesh, remat=rl.remat,
+                                    chunk_size=rl.logprob_chunk_size, stop=notice.check)
             gathered = jax.tree.map(parallel.to_host, params)  # every process sends its shards
             if jax.process_index() == 0:
                 save_hf(nnx.merge(graphdef, gathered), tokenizer, workdir / "warm_start",
                         files=experiment.export_files(tokenizer, config.verifier), step=0,
                         stamp={"rlvjax_warm_start": made_by})
+        del warm_examples  # not kept for the whole run
         tx = optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
         statics = experiment.statics(graphdef, tx, rl, tokenizer, config.verifier)
         # Born in its layout: built whole on one device, the AdamW moments (and the reference) took 3-4x the

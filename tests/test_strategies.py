@@ -107,7 +107,8 @@ def warm_policy():
     graphdef, params = nnx.split(model)
     vt = verifier.tokens(tokenizer, config.verifier.question)
     warm = dataclasses.replace(config.warm_start, num_steps=100, batch_size=32, verify_labels="graded")
-    params = sft.warm_start(graphdef, params, tokenizer, tasks.warm_start_pairs(config.task, 2000, 0.3, 0), warm,
+    pairs = sft.tokenize(tokenizer, tasks.warm_start_pairs(config.task, 2000, 0.3, 0))
+    params = sft.warm_start(graphdef, params, pairs, warm,
                             eos_id=tokenizer.eos_token_id, pad_id=experiment.sampling_tokens(tokenizer, vt).pad_id,
                             verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id), progress=False)
     records = experiment.build_records(config.task, tokenizer)[1][:12]

@@ -44,11 +44,11 @@ class RLConfig:
     num_ppo_epochs: int = 1  # passes over each batch of rollouts
     num_minibatches: int = 1  # optimizer steps per epoch (the rollouts split evenly)
     micro_batch_size: int = 0  # rows per gradient-accumulation step; 0: the whole minibatch at once
-    # Update-step memory: "none", "full" (recompute each decoder layer in the backward pass, keeping its input) or
-    # a jax.checkpoint policy name (model/transformer.py REMAT_POLICIES).
+    # Update-step (and warm-start) memory: "none", "full" (recompute each decoder layer in the backward pass,
+    # keeping its input) or a jax.checkpoint policy name (model/transformer.py REMAT_POLICIES).
     remat: str = "none"
-    # Completion positions whose [V] log-softmax is built at once (0: all N; e.g. 128 keeps no [rows, N, V] f32
-    # buffer alive).
+    # Positions whose [V] log-softmax is built at once in the update and the warm start (0: all; e.g. 128 keeps no
+    # [rows, N, V] f32 buffer alive, at the cost of the head's gradient held whole over fsdp).
     logprob_chunk_size: int = 0
     # K continuations per step prefix (VinePPO's value estimate); a prefix several rollouts share (a problem's
     # prompt, steps they open with alike) is sampled once, as VinePPO deduplicates its value queries
