@@ -48,35 +48,40 @@ def advice(p: MemoryPlan, phase: str | None = None) -> str:
                               f"{k['max_new_tokens']})"),
             (own["sampled tokens"], f"reduce --num_samples (now {k['num_samples']}) or --max_new_tokens"),
             (own["policy"], "use more devices")], key=lambda o: -o[0]))
-    state = own["params"] + own["optimizer state"] + own.get("reference params", 0)
-    more_fsdp = (state, f"use more fsdp (MeshConfig.fsdp, now {k['fsdp']}) or more devices")
+    rl_state = own["params"] + own["optimizer state"] + own.get("reference params", 0)
+    warm_state = own.get("warm params", 0) + own.get("warm optimizer state", 0)
     micro = f"now {k['micro_batch_size']}" if k["micro_batch_size"] else f"now 0: minibatches of {k['micro_rows']}"
 
-    def remat(activations):  # (every phase's options are built; only the asked phase's are read)
+    def more_fsdp(state):  # the option weighed by the state it would split
+        return state, f"use more fsdp (MeshConfig.fsdp, now {k['fsdp']}) or more devices"
+
+    def remat_option(activations):  # (every phase's options are built; only the asked phase's are read)
         full = (own.get(activations, 0) + 1, "set RLConfig.remat = 'full' (now 'none')")
         return [full] if k["remat"] == "none" else []
 
-    def chunk(activations, positions):  # fewer positions than a chunk: it changes nothing
+    def chunk_option(activations, positions):  # fewer positions than a chunk: it changes nothing
         chunked = not k["logprob_chunk_size"] and positions > 128
         return [(own.get(activations, 0), "set RLConfig.logprob_chunk_size = 128 (now 0)")] if chunked else []
 
     options = {
         "warm start": [(own.get("warm activations", 0),
-                        f"reduce WarmStartConfig.batch_size (now {k['warm_start_rows']})"), more_fsdp]
-                      + remat("warm activations") + chunk("warm activations", k["warm_start_width"] - 1),
+                        f"reduce WarmStartConfig.batch_size (now {k['warm_start_rows']})"), more_fsdp(warm_state)]
+                      + remat_option("warm activations")
+                      + chunk_option("warm activations", k["warm_start_width"] - 1),
         "rollout": [(own["KV cache"], f"reduce RunConfig.batch_size (now {k['batch_size']}) or RLConfig.group_size "
-                                      f"(now {k['group_size']})"), more_fsdp],
+                                      f"(now {k['group_size']})"), more_fsdp(rl_state)],
         "update": [(own["activations"], f"reduce RLConfig.micro_batch_size ({micro}, {k['update_rows']} row(s) "
                                         "per device)") if k["update_rows"] > 1 else
                    (own["activations"], f"shorten RLConfig.max_new_tokens (now {k['max_new_tokens']}) or the "
                                         f"prompts, or add tensor parallelism (MeshConfig.tensor, now {k['tensor']})"),
-                   more_fsdp] + remat("activations") + chunk("activations", k["max_new_tokens"]),
+                   more_fsdp(rl_state)]
+                  + remat_option("activations") + chunk_option("activations", k["max_new_tokens"]),
         "value pass": [(own.get("value KV cache", 0), f"reduce RLConfig.vineppo_samples (now {k['vineppo_samples']}) "
                                                       f"or RLConfig.max_new_tokens (now {k['max_new_tokens']})"),
-                       more_fsdp],
-        "optimizer": [more_fsdp],
+                       more_fsdp(rl_state)],
+        "optimizer": [more_fsdp(rl_state)],
         "eval": [(own.get("eval KV cache", 0), f"reduce RunConfig.eval_samples (now {k['eval_samples']})"),
-                 more_fsdp],
+                 more_fsdp(rl_state)],
         "final eval": [(own.get("final KV cache", 0), f"reduce RunConfig.final_eval_samples (now "
                                                       f"{k['final_eval_samples']})")],
     }[phase or p.peak_phase]

@@ -51,12 +51,27 @@ def _measure(name, compiled, resident: int, min_copy_elements: int | None) -> Co
     return CompiledPhase(name, own + resident, m.temp_size_in_bytes, copies)
 
 
+def compile_warm_start(cfg: ModelConfig, rl: RLConfig, warm: sft.WarmStartConfig, mesh, *, width: int
+                       ) -> CompiledPhase:
+    """The warm start's step (``sft.jit_step``, as ``train`` runs it: its params and AdamW moments donated) compiled
+    for ``WarmStartConfig.batch_size`` rows of ``width`` tokens on ``mesh``, from shapes only."""
+    graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))[0]
+    params, tx = memory.abstract_params(cfg), sft.optimizer(warm)
+    step, (param_shardings, opt_shardings) = sft.jit_step(graphdef, tx, mesh, params, remat=rl.remat,
+                                                          chunk_size=rl.logprob_chunk_size, donate=True)
+    batch = [jax.ShapeDtypeStruct((warm.batch_size, width), dtype, sharding=parallel.batch_sharding(mesh, 2))
+             for dtype in (jnp.int32, bool, jnp.float32)]
+    moments = jax.eval_shape(tx.init, params)
+    lowered = step.lower(_abstract(params, param_shardings), _abstract(moments, opt_shardings), *batch)
+    return _measure("warm start", lowered.compile(_NEVER_RUN), 0, None)
+
+
 def compile_phases(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, optim: OptimConfig, mesh,
                    *, prompt_tokens: int, verify_tokens: int, eval_problems: int | None = None,
-                   warm_start_rows: int = 0, warm_start_width: int = 0) -> list[CompiledPhase]:
-    """Compile the warm start's step (``warm_start_rows`` > 0), the rollout, VinePPO's value pass, the update (with
-    its optimizer step) and the sampling of the periodic and final evals for ``mesh``, from shapes only; their
-    per-device memory as XLA assigns it."""
+                   warm_start: sft.WarmStartConfig | None = None, warm_start_width: int = 0) -> list[CompiledPhase]:
+    """Compile the warm start's step (``warm_start``: its config when the run has one), the rollout, VinePPO's value
+    pass, the update (with its optimizer step) and the sampling of the periodic and final evals for ``mesh``, from
+    shapes only; their per-device memory as XLA assigns it."""
     tx = optim.make(max(run.num_steps, 1) * rl.num_ppo_epochs * rl.num_minibatches)
     graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))[0]
     params = memory.abstract_params(cfg)
@@ -81,16 +96,7 @@ def compile_phases(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, op
         rows = min(prompts * group // int(np.prod(list(mesh.shape.values()))), sampling.engine.MIN_ROWS)
         return _measure(name, compiled, extra, max(1, rows) * (width + rl.max_new_tokens + len(suffix)) * cfg.kv_dim)
 
-    phases = []
-    if warm_start_rows:  # before the RL state exists: its own params and AdamW moments, donated into the step
-        warm_tx = sft.optimizer(sft.WarmStartConfig())
-        step, (param_shardings, opt_shardings) = sft.jit_step(graphdef, warm_tx, mesh, params, remat=rl.remat,
-                                                              chunk_size=rl.logprob_chunk_size)
-        moments = jax.eval_shape(warm_tx.init, params)
-        warm_rows = [s((warm_start_rows, warm_start_width), dtype, sharding=rows2) for dtype in (jnp.int32, bool,
-                                                                                                  jnp.float32)]
-        lowered = step.lower(_abstract(params, param_shardings), _abstract(moments, opt_shardings), *warm_rows)
-        phases.append(_measure("warm start", lowered.compile(_NEVER_RUN), 0, None))
+    phases = [compile_warm_start(cfg, rl, warm_start, mesh, width=warm_start_width)] if warm_start else []
     phases.append(sampling_phase("rollout", rl.group_size, run.batch_size, resident))
     if advantages.uses_step_values(rl.algorithm):  # VinePPO: K unscored continuations of a chunk of step prefixes
         rows = vineppo.chunk_rows(mesh.shape["data"] * mesh.shape["fsdp"])
@@ -151,19 +157,20 @@ def run(config, *, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledP
                      else len(verifier.tokens(tokenizer, config.verifier.question).suffix))
     experiment.check_positions(cfg, prompt_tokens, rl.max_new_tokens, verify_tokens, knob="RLConfig.max_new_tokens",
                                fix="lower RLConfig.max_new_tokens or TaskSpec.max_prompt_tokens")
-    warm = config.warm_start
-    warm_width = _warm_start_width(config, tokenizer, prompt_tokens, verify_tokens) if warm.num_steps else 0
-    warm_rows = warm.batch_size if warm.num_steps else 0
+    warm = config.warm_start if config.warm_start.num_steps else None
+    warm_width = _warm_start_width(config, tokenizer, prompt_tokens, verify_tokens) if warm else 0
     plan = memory.plan(cfg, rl, run_cfg, mesh, prompt_tokens=prompt_tokens, verify_tokens=verify_tokens,
-                       optim=optim, eval_problems=eval_problems, warm_start_rows=warm_rows, warm_start_width=warm_width)
+                       optim=optim, eval_problems=eval_problems, warm_start_rows=warm.batch_size if warm else 0,
+                       warm_start_width=warm_width)
     # This host's own devices (a -1 axis: nothing faked) have this host's budget; faked ones the config's alone.
     limit = budget.device_limit(config.memory, host=-1 in sizes)
     if echo:
         print(f"dry run: {cfg.architecture} {cfg.num_layers} layers, weights {cfg.dtype}, compute "
               f"{cfg.jnp_compute_dtype.name}; prompts padded to {prompt_tokens} tokens, verify prompt "
               f"{verify_tokens}{'' if tokenizer is not None else ' (an upper bound: no tokenizer here)'}"
-              + (f"; warm-start rows of {warm_width} tokens{'' if tokenizer is not None else ' (stand-in)'}"
-                 if warm_rows else ""), flush=True)
+              + (f"; warm-start rows of {warm_width} tokens" + ("" if tokenizer is not None else
+                                                                 " (unknown without a tokenizer: the update's width)")
+                 if warm else ""), flush=True)
         print(plan.table(limit), flush=True)
     if config.memory.refuse:
         budget.check(plan, limit)  # before minutes of compiling
@@ -171,7 +178,7 @@ def run(config, *, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledP
         print(f"warning: the plan needs {memory.size(plan.peak_bytes)} per device, more than {memory.size(limit)} "
               "(MemoryConfig.refuse = False: compiling anyway)", flush=True)
     compiled = compile_phases(cfg, rl, run_cfg, optim, mesh, prompt_tokens=prompt_tokens,
-                              verify_tokens=verify_tokens, eval_problems=eval_problems, warm_start_rows=warm_rows,
+                              verify_tokens=verify_tokens, eval_problems=eval_problems, warm_start=warm,
                               warm_start_width=warm_width)
     if echo:
         print(table(plan, compiled, limit), flush=True)
@@ -199,12 +206,13 @@ def _prompt_width(task, tokenizer) -> tuple[int, int | None]:
 
 
 def _warm_start_width(config, tokenizer, prompt_tokens: int, verify_tokens: int) -> int:
-    """The warm start's row width (``sft.row_width``) from the examples its task generates; with no tokenizer on
-    this machine, the update's row width stands in (the dry run's first line says so)."""
+    """The warm start's row width (``sft.row_width``) from the examples its task generates (a task that generates
+    none is refused, as by the run); with no tokenizer on this machine, the update's row width stands in (the dry
+    run's first line says so)."""
     warm = config.warm_start
+    pairs = tasks.warm_start_pairs(config.task, warm.num_examples if tokenizer else 0, warm.mistake_rate, warm.seed)
     if tokenizer is None:
         return prompt_tokens + config.rl.max_new_tokens + verify_tokens + 1
-    pairs = tasks.warm_start_pairs(config.task, warm.num_examples, warm.mistake_rate, warm.seed)
     return sft.row_width(sft.tokenize(tokenizer, pairs), verify_tokens)
 
 

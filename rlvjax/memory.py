@@ -2,8 +2,9 @@
 
 ``plan`` adds up what one device holds in each phase of a run:
 
-- ``warm start`` (``sft.warm_start``, before the RL state exists): the policy, its own AdamW moments, one gradient
-  and the activations of ``WarmStartConfig.batch_size`` rows with every position's log-softmax supervised.
+- ``warm start`` (``sft.warm_start``, before the RL state exists): the policy, its own AdamW moments, and what its
+  backward pass holds as the update's does (below), for ``WarmStartConfig.batch_size`` rows with every position's
+  log-softmax supervised.
 - in every training phase (``persistent``): the parameters, the AdamW state and (``beta > 0``) the frozen reference
   policy. Their shapes come from ``jax.eval_shape`` of the model and of ``init_state``, and each leaf's per-device
   size from the sharding ``parallel.shardings`` gives it on the mesh: exact, not estimated.
@@ -11,9 +12,11 @@
   weights cast to the compute dtype in their sampling layout (``parallel.sampling_spec``), and the largest of the
   prefill, decode-step and verifier-score temporaries.
 - ``update`` (``update_step``): two gradient trees (the micro-batch accumulator and one micro-batch's gradient), the
-  weights FSDP gathers, the training rows, what the backward pass keeps for one micro-batch (every layer's
-  activations, or with ``RLConfig.remat`` each layer's input and one layer's activations, plus the layers' weights
-  stacked for the scan), and the f32 logits of ``RLConfig.logprob_chunk_size`` completion positions.
+  weights FSDP gathers (one layer's at a time with remat, every layer's without; still split over ``tensor``), the
+  training rows, what the backward pass keeps for one micro-batch (every layer's activations, or with
+  ``RLConfig.remat`` each layer's input and one layer's activations, plus the layers' weights stacked for the
+  scan), and the f32 logits of ``RLConfig.logprob_chunk_size`` completion positions, with the head's f32 gradient
+  that the scan over those chunks holds gathered over ``fsdp``.
 - ``value pass`` (VinePPO): the engine on ``vineppo.VALUE_CHUNK`` step prefixes x ``vineppo_samples``
   continuations, prefixes as wide as a prompt and a completion, no verifier score.
 - ``optimizer``: the gradients, the updates and the new moments.
@@ -46,7 +49,7 @@ from rlvjax.rl.config import OptimConfig, RLConfig
 
 GiB = 1024 ** 3
 PHASES = ("warm start", "rollout", "value pass", "update", "optimizer", "eval", "particles", "final eval")
-BEFORE_OR_AFTER = ("warm start", "final eval")  # phases that run without the RL training state
+WITHOUT_TRAINING_STATE = ("warm start", "final eval")  # phases before and after the RL state exists
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +71,7 @@ class MemoryPlan:
         """Peak bytes per device during ``phase``: its own buffers, plus the training state except in the warm start
         and the final eval (which run before and after training)."""
         own = sum(i.bytes_per_device for i in self.items if i.phase == phase)
-        if phase in BEFORE_OR_AFTER:
+        if phase in WITHOUT_TRAINING_STATE:
             return own
         return own + sum(i.bytes_per_device for i in self.items if i.phase == "persistent")
 

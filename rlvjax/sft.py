@@ -120,28 +120,29 @@ def row_width(examples: Sequence[Tokenized], verify_tokens: int = 0) -> int:
     return max(len(p) + len(c) for p, c, _ in examples) + verify_tokens + 1
 
 
-def jit_step(graphdef, tx, mesh, params, *, remat: str = "none", chunk_size: int = 0):
-    """The jitted warm-start step ``(params, opt_state, ids, mask, loss_mask) -> (params, opt_state, loss)``, its
-    params and optimizer state donated, and the shardings of ``(params, opt_state)`` (None without ``mesh``; with it,
-    laid out by the partition rules and the rows over the data axes, as in the RL update). ``params``: arrays or
-    their shapes; ``remat``, ``chunk_size``: ``sft_loss``'s."""
+def jit_step(graphdef, tx, mesh, params, *, remat: str = "none", chunk_size: int = 0, donate: bool = False):
+    """The jitted warm-start step ``(params, opt_state, ids, mask, loss_mask) -> (params, opt_state, loss)`` and the
+    shardings of ``(params, opt_state)`` (None without ``mesh``; with it, laid out by the partition rules and the
+    rows over the data axes, as in the RL update). ``params``: arrays or their shapes; ``remat``, ``chunk_size``:
+    ``sft_loss``'s; ``donate``: the step reuses the buffers of the params and optimizer state it is given."""
     constrain = None if mesh is None else parallel.rows_constraint(mesh)
 
     def mean_loss(params, ids, mask, loss_mask):
         total, count = sft_loss(graphdef, params, ids, mask, loss_mask, constrain, remat=remat, chunk_size=chunk_size)
         return total / count
 
-    def step(params, opt_state, ids, mask, loss_mask):
+    def warm_start_step(params, opt_state, ids, mask, loss_mask):
         loss, grads = jax.value_and_grad(mean_loss)(params, ids, mask, loss_mask)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
+    donated = (0, 1) if donate else ()
     if mesh is None:
-        return jax.jit(step, donate_argnums=(0, 1)), None
+        return jax.jit(warm_start_step, donate_argnums=donated), None
     shardings = parallel.shardings((params, jax.eval_shape(tx.init, params)), mesh)
     by_rows = parallel.batch_sharding(mesh, 2)
-    step = jax.jit(step, in_shardings=(*shardings, by_rows, by_rows, by_rows), out_shardings=(*shardings, None),
-                   donate_argnums=(0, 1))
+    step = jax.jit(warm_start_step, in_shardings=(*shardings, by_rows, by_rows, by_rows),
+                   out_shardings=(*shardings, None), donate_argnums=donated)
     return step, shardings
 
 
@@ -150,12 +151,13 @@ STOP_CHECK_EVERY = 10  # warm-start steps between preemption checks
 
 def warm_start(graphdef, params, examples: Sequence[Tokenized], cfg: WarmStartConfig,
                *, eos_id: int, pad_id: int, verify_suffix=(), verdict_ids=(), progress: bool = True, mesh=None,
-               remat: str = "none", chunk_size: int = 0, stop: Callable[[], None] | None = None):
-    """``cfg.num_steps`` AdamW steps on shuffled minibatches of ``tokenize``'d examples; returns the new params
-    (``params`` is consumed: its buffers are donated to the first step). With ``mesh``, the params and optimizer
-    state are laid out by the partition rules and the rows over the data axes, as in the RL update (every process
-    draws the same batches: the examples are seeded); ``remat`` and ``chunk_size`` (the run's ``RLConfig.remat``
-    and ``logprob_chunk_size``) bound its activations as they do the update's.
+               remat: str = "none", chunk_size: int = 0, donate: bool = False,
+               stop: Callable[[], None] | None = None):
+    """``cfg.num_steps`` AdamW steps on shuffled minibatches of ``tokenize``'d examples; returns the new params.
+    With ``mesh``, the params and optimizer state are laid out by the partition rules and the rows over the data
+    axes, as in the RL update (every process draws the same batches: the examples are seeded); ``remat`` and
+    ``chunk_size`` (the run's ``RLConfig.remat`` and ``logprob_chunk_size``) bound its activations as they do the
+    update's. ``donate``: ``params`` is consumed (its buffers reused by the first step, not copied beside it).
 
     A ``verify_format_rate`` share of rows are verification rows, verdict ids ``(yes, no)``. With
     ``verify_labels="random"`` the verdict is random: those rows teach the answer format of the verify prompt
@@ -166,7 +168,7 @@ def warm_start(graphdef, params, examples: Sequence[Tokenized], cfg: WarmStartCo
     """
     tx = optimizer(cfg)
     width = row_width(examples, len(verify_suffix))
-    step, shardings = jit_step(graphdef, tx, mesh, params, remat=remat, chunk_size=chunk_size)
+    step, shardings = jit_step(graphdef, tx, mesh, params, remat=remat, chunk_size=chunk_size, donate=donate)
     if mesh is None:
         opt_state, put = tx.init(params), jnp.asarray
     else:  # params and AdamW moments where the partition rules put them (never whole on one device)

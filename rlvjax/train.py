@@ -123,14 +123,16 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
         raise ValueError("a warm start (WarmStartConfig.num_steps > 0) needs a task that generates solutions; "
                          "in-memory datasets have none: set WarmStartConfig.num_steps = 0 and start from an "
                          "instruction-tuned model, or warm-start first on the task and pass its warm_start/ as model")
-    # The warm start's examples, tokenized once; their width is in the plan (a task without generated solutions
-    # fails here, before the workdir exists).
+    workdir = Path(workdir).absolute()
+    # The warm start's examples, tokenized once, when it will run; their width is in the plan (a task without
+    # generated solutions fails here, before the workdir exists).
+    warming = warm_start_runs(config, workdir, resume)
     warm_examples = sft.tokenize(tokenizer, tasks.warm_start_pairs(task, warm.num_examples, warm.mistake_rate,
-                                                                   warm.seed)) if warm.num_steps else []
+                                                                   warm.seed)) if warming else []
     budget.enforce(memory.plan(model.config, rl, run, mesh, prompt_tokens=prompt_tokens, verify_tokens=len(vt.suffix),
                                optim=optim, eval_problems=len(eval_records),
-                               warm_start_rows=warm.batch_size if warm.num_steps else 0,
-                               warm_start_width=sft.row_width(warm_examples, len(vt.suffix)) if warm_examples else 0),
+                               warm_start_rows=warm.batch_size if warming else 0,
+                               warm_start_width=sft.row_width(warm_examples, len(vt.suffix)) if warming else 0),
                    config.memory, echo=jax.process_index() == 0)
     indexed = [{**r, "index": i} for i, r in enumerate(train_records)]
     data = pipeline.make_iterator(indexed, batch_size=run.batch_size // jax.process_count(), seed=run.seed,
@@ -143,7 +145,6 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     params = jax.device_put(params, parallel.shardings(params, mesh))
     architecture = model.config
     del model
-    workdir = Path(workdir).absolute()
     if resume_step is not None and not (workdir / "checkpoints").is_dir():
         raise FileNotFoundError(f"no checkpoint for step {resume_step}: {workdir} holds no checkpoints; check "
                                 "--workdir")
@@ -169,25 +170,23 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                                     f"saved steps: {checkpoints.all_steps()}")
         if latest is None and jax.process_index() == 0:  # before the warm start: stopped in it, --resume alone
             record_run(workdir, config, records if given else None)  # continues with this config
-        made_by = outputs.warm_start_id(config)
-        if warm.num_steps and latest is None and resume and parallel.primary_says(
-                export_stamp(workdir / "warm_start").get("rlvjax_warm_start") == made_by):
+        if warm.num_steps and latest is None and not warming:
             # stopped after its warm start was exported (while the RL steps compiled): not redone
             print(f"rlvjax.train: resuming from the warm start in {workdir / 'warm_start'}", file=sys.stderr)
             warmed, _ = experiment.build_policy(dataclasses.replace(config.model, hf_dir=str(workdir / "warm_start")))
             params = nnx.to_pure_dict(nnx.state(warmed, nnx.Param))
             params = jax.device_put(params, parallel.shardings(params, mesh))
             del warmed
-        elif warm.num_steps and latest is None:
+        elif warming:
             params = sft.warm_start(graphdef, params, warm_examples, warm, eos_id=tokenizer.eos_token_id,
                                     pad_id=st.pad_id, verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id),
                                     progress=jax.process_index() == 0, mesh=mesh, remat=rl.remat,
-                                    chunk_size=rl.logprob_chunk_size, stop=notice.check)
+                                    chunk_size=rl.logprob_chunk_size, donate=True, stop=notice.check)
             gathered = jax.tree.map(parallel.to_host, params)  # every process sends its shards
             if jax.process_index() == 0:
                 save_hf(nnx.merge(graphdef, gathered), tokenizer, workdir / "warm_start",
                         files=experiment.export_files(tokenizer, config.verifier), step=0,
-                        stamp={"rlvjax_warm_start": made_by})
+                        stamp={"rlvjax_warm_start": outputs.warm_start_id(config)})
         del warm_examples  # not kept for the whole run
         tx = optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
         statics = experiment.statics(graphdef, tx, rl, tokenizer, config.verifier)
@@ -342,6 +341,24 @@ def record_run(workdir: Path, config: Config, records: tuple[list[dict], list[di
             if split:
                 sources.write_jsonl(workdir / "data" / f"{name}.jsonl", split)
     config.write(workdir)
+
+
+def warm_start_runs(config: Config, workdir: Path, resume: bool) -> bool:
+    """Whether this run warm-starts: one is asked for (``WarmStartConfig.num_steps``) and, with ``resume``, the
+    workdir holds neither a checkpoint nor the export of the same warm start to go on from. Process 0's answer, on
+    every process."""
+    if not config.warm_start.num_steps:
+        return False
+    if not resume:
+        return True  # a fresh run (one over a workdir with checkpoints is refused)
+    checkpoints = workdir / "checkpoints"
+    if checkpoints.is_dir():
+        with Checkpointer(checkpoints, read_only=True) as saved:
+            done = saved.latest_step() is not None
+    else:
+        done = False
+    exported = export_stamp(workdir / "warm_start").get("rlvjax_warm_start") == outputs.warm_start_id(config)
+    return not parallel.primary_says(done or exported)
 
 
 def disk_need(params, rl: RLConfig, run: experiment.RunConfig, warm: sft.WarmStartConfig,

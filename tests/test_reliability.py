@@ -10,6 +10,7 @@ The subprocess runs share one persistent JAX compilation cache, so a restart cos
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -329,19 +330,26 @@ def test_a_resume_after_the_warm_start_was_exported_does_not_redo_it(tmp_path, m
 
     monkeypatch.setattr(train, "save_hf", export_then_sigterm)
     workdir = tmp_path / "run"
+    planned = re.compile(r"^  warm start +warm params ", re.M)  # the memory plan's row
     assert in_process(workdir, []) == 0
-    assert "SIGTERM before the first RL step" in capsys.readouterr().err and saved_steps(workdir) == []
+    out, err = capsys.readouterr()
+    assert "SIGTERM before the first RL step" in err and saved_steps(workdir) == []
+    assert planned.search(out), out  # the run that warm-starts plans it
+
     def again(*args, **kwargs):
         raise RuntimeError("the warm start ran again")
 
     monkeypatch.setattr(train.sft, "warm_start", again)
     assert in_process(workdir, [], resume=True) == 0
-    assert f"resuming from the warm start in {workdir / 'warm_start'}" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert f"resuming from the warm start in {workdir / 'warm_start'}" in err
+    assert not planned.search(out), out  # nor would a smaller budget be refused for a warm start it won't run
     assert_same(metrics(workdir), reference, "resumed from the exported warm start")
-    # another warm start asked for (here: more steps) is not the exported one: it is redone
+    # another warm start asked for (here: more steps) is not the exported one: it is redone, and planned
     shutil.rmtree(workdir / "checkpoints")
     with pytest.raises(RuntimeError, match="the warm start ran again"):
         in_process(workdir, ["WarmStartConfig.num_steps = 31"], resume=True)
+    assert planned.search(capsys.readouterr().out)
 
 def test_sigterm_before_the_first_step_exits_0_at_once(tmp_path, monkeypatch, capsys):
     def preempted_warm_start(graphdef, params, *args, stop, **kwargs):

@@ -29,9 +29,14 @@ def test_rows_and_loss_mask_by_hand():
     expected = -(logp[0, 1, 9] + logp[0, 2, 10] + logp[0, 3, 2] + logp[1, 5, 4])
     assert int(count) == 4
     np.testing.assert_allclose(total, expected, rtol=1e-6)
-    # the update's memory knobs: layers recomputed in the backward pass, logits 3 positions at a time (7 = 2 x 3 + 1)
-    low = sft.sft_loss(graphdef, params, *map(jnp.asarray, (ids, mask, loss_mask)), remat="full", chunk_size=3)
+    # the update's memory knobs (layers recomputed in the backward pass, logits 3 positions at a time: 7 = 2 x 3 + 1)
+    # change neither the loss nor its gradient
+    batch = tuple(map(jnp.asarray, (ids, mask, loss_mask)))
+    plain = jax.value_and_grad(lambda p: sft.sft_loss(graphdef, p, *batch)[0])(params)
+    low = jax.value_and_grad(lambda p: sft.sft_loss(graphdef, p, *batch, remat="full", chunk_size=3)[0])(params)
     np.testing.assert_allclose(low[0], expected, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(plain[1]), jax.tree.leaves(low[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("labels", ["random", "graded"])
@@ -79,7 +84,7 @@ def test_bad_rl_and_verifier_settings_are_one_line_errors():
 
 
 WARM_ON_A_MESH = """
-import json, numpy as np, jax, jax.numpy as jnp
+import json, numpy as np, jax
 from flax import nnx
 from rlvjax import experiment, parallel, sft
 from rlvjax.data import tasks
@@ -92,7 +97,7 @@ pairs = sft.tokenize(tok, tasks.warm_start_pairs(spec, 64, 0.3, 0))
 cfg = sft.WarmStartConfig(num_steps=3, batch_size=8, num_examples=64)
 kw = dict(eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, progress=False)
 mesh = parallel.make_mesh(parallel.MeshConfig(data=2, fsdp=2))
-sharded = sft.warm_start(graphdef, jax.tree.map(jnp.copy, params), pairs, cfg, mesh=mesh, **kw)  # consumed
+sharded = sft.warm_start(graphdef, params, pairs, cfg, mesh=mesh, **kw)
 alone = sft.warm_start(graphdef, params, pairs, cfg, **kw)
 embedding = sharded["embed_tokens"]["embedding"]
 gap = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(jax.tree.leaves(sharded),
@@ -131,9 +136,15 @@ def test_the_first_warm_start_step_moves_the_weights():
     params = nnx.to_pure_dict(params)
     pairs = sft.tokenize(tok, tasks.warm_start_pairs(experiment.TaskSpec(name="digit"), 16, 0.3, 0))
     cfg = sft.WarmStartConfig(num_steps=1, batch_size=8, num_examples=16, learning_rate=1e-3)
-    before = jax.tree.map(np.asarray, params)  # warm_start consumes (donates) its params
     after = sft.warm_start(graphdef, params, pairs, cfg, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
                            progress=False)
     moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(jax.tree.leaves(after),
-                                                                                   jax.tree.leaves(before)))
+                                                                                   jax.tree.leaves(params)))
     assert moved == pytest.approx(1e-3, rel=0.05)  # Adam's first step: lr times the gradient's sign
+    # donated (as the run does): the same step, in the given buffers, which are gone after it
+    given = jax.tree.map(jnp.copy, params)
+    again = sft.warm_start(graphdef, given, pairs, cfg, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
+                           progress=False, donate=True)
+    assert all(x.is_deleted() for x in jax.tree.leaves(given))
+    for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(again)):
+        np.testing.assert_array_equal(a, b)
