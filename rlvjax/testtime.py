@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from rlvjax.fieldtypes import check_field_types
-from rlvjax.strategies.outcome import weighted_leader
+from rlvjax.strategies.outcome import tied_with_max, weighted_leader
 
 STRATEGIES = ("majority", "best_of_n", "weighted", "pass_at_k")
 
@@ -234,7 +234,7 @@ def _vote_rows_accuracy(classes: np.ndarray, weights: np.ndarray, class_correct:
     totals = np.bincount(flat, weights=weights[valid], minlength=size).reshape(-1, num_classes)
     present = np.bincount(flat, minlength=size).reshape(-1, num_classes) > 0
     totals = np.where(present, totals, -np.inf)
-    top = present & (totals == totals.max(axis=1, keepdims=True))
+    top = present & tied_with_max(totals, axis=1)
     return (top * class_correct).sum(axis=1) / np.maximum(top.sum(axis=1), 1)
 
 

@@ -245,6 +245,19 @@ def test_vote_curve_ties_count_the_mean_of_tied_classes():
     assert tt.scaling_curve(np.array([[-1, -1]]), None, np.zeros((1, 2), bool), [2], "majority")[0] == 0.0
 
 
+def test_a_weighted_tie_is_a_tie_in_whatever_order_the_scores_are_added():
+    """0.1 + 0.2 + 0.3 is 0.6000000000000001 in one order and 0.6 in another: the tie with 0.6 was decided by
+    rounding. The curve at N = K (which is exact) gave 0.12-0.19 depending on the seed instead of 0.5, and the vote
+    picked "a" in both orders, against its rule of the earliest first occurrence."""
+    classes, correct = np.array([[1, 1, 1, 0]]), np.array([[0, 0, 0, 1]], bool)
+    for seed in range(4):
+        assert tt.scaling_curve(classes, np.array([[0.1, 0.2, 0.3, 0.6]]), correct, [4], "weighted",
+                                num_subsets=50, seed=seed)[0] == 0.5
+    assert tt.weighted_vote(["a", "a", "a", "b"], [0.1, 0.2, 0.3, 0.6]) == "a"
+    assert tt.weighted_vote(["b", "a", "a", "a"], [0.6, 0.1, 0.2, 0.3]) == "b"
+    assert tt.weighted_vote(["b", "a", "a", "a"], [0.6, 0.1, 0.2, 0.31]) == "a"  # a real lead still wins
+
+
 def test_pass_at_k_curve_and_validation():
     correct = np.array([[1, 0, 0, 0], [1, 1, 0, 0]], dtype=bool)
     curve = tt.scaling_curve(None, None, correct, [1, 2, 4], "pass_at_k")

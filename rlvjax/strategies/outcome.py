@@ -7,6 +7,17 @@ import dataclasses
 import numpy as np
 
 
+# Summed scores this close (relative) are a tie: the same scores added in another order (a subset of a pool, or the
+# pool itself) round differently, and a tie must not be decided by that rounding.
+TIE_RTOL = 1e-9
+
+
+def tied_with_max(totals: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Which of ``totals`` tie with the largest along ``axis`` (within ``TIE_RTOL`` of it)."""
+    best = totals.max(axis=axis, keepdims=True)
+    return totals >= best - TIE_RTOL * np.abs(best)
+
+
 def weighted_leader(classes: np.ndarray, scores: np.ndarray) -> int:
     """The class with the largest summed score (a NaN score adding 0) among those voted for; -1 when no answer
     parses.
@@ -20,8 +31,7 @@ def weighted_leader(classes: np.ndarray, scores: np.ndarray) -> int:
         return -1
     votes = classes[valid]
     totals = np.bincount(votes, weights=np.nan_to_num(np.asarray(scores, np.float64)[valid], nan=0.0))
-    best = np.max(totals[np.bincount(votes) > 0])
-    return int(votes[np.argmax(totals[votes] == best)])
+    return int(votes[np.argmax(tied_with_max(totals[votes]))])
 
 
 def leader_grade(classes: np.ndarray, scores: np.ndarray, correct: np.ndarray) -> float:
