@@ -293,7 +293,7 @@ def _backward_items(cfg: ModelConfig, params, mesh, phase: str, what: str, remat
     shape = {a: int(mesh.shape[a]) for a in parallel.AXES}
     items = [Item(f"{what}gradients", phase, gradients * sharded_bytes(params, mesh), note),
              Item(f"{what}gathered weights", phase, _gathered_bytes(params, mesh, every_layer=remat == "none"),
-                  f"embedding + {'every layer' if remat == 'none' else 'one layer'}, unsharded")]
+                  f"embedding + {'every layer' if remat == 'none' else 'one layer'}, gathered over fsdp")]
     embedding = {"embed_tokens": params["embed_tokens"]}
     whole = sum(_nbytes(x.shape, x.dtype) for x in jax.tree.leaves(embedding))
     if cfg.tie_word_embeddings:  # the head's and the lookup's gradients are summed into the embedding's
@@ -363,11 +363,10 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
     micro = rl.micro_batch_size or update_rows // rl.num_minibatches
     micro_rows = ceil(micro, dp)
 
-    items = [Item("params", "persistent", param_bytes, f"{cfg.dtype}, sharded by the partition rules"),
-             Item("optimizer state", "persistent", opt_bytes, "AdamW moments (params' dtype) + counters")]
-    if warm_start_rows:
-        items += warm_start_items(cfg, params, mesh, rows=warm_start_rows, width=warm_start_width, remat=rl.remat,
-                                  logprob_chunk=rl.logprob_chunk_size)
+    items = warm_start_items(cfg, params, mesh, rows=warm_start_rows, width=warm_start_width, remat=rl.remat,
+                             logprob_chunk=rl.logprob_chunk_size) if warm_start_rows else []
+    items += [Item("params", "persistent", param_bytes, f"{cfg.dtype}, sharded by the partition rules"),
+              Item("optimizer state", "persistent", opt_bytes, "AdamW moments (params' dtype) + counters")]
     if state.ref_params is not None:
         items.append(Item("reference params", "persistent", param_bytes, f"beta={rl.beta} > 0: a frozen copy"))
     items += _sampling_items(cfg, params, mesh, "rollout", "", run.batch_size, rl.group_size, prompt_tokens, n,
