@@ -296,12 +296,16 @@ def test_the_update_plan_tracks_xla_on_data_and_fsdp_meshes():
     """Qwen2.5-Math's widths (2 layers, tied, f32) on 4 fake devices: the update's compiled memory over its plan.
     On data 2 x fsdp 2 it was 1.18 (the plan lacked the tied head's part of the embedding gradient and the
     partitioner's unsplit sum of it), which a budget between the two would pass and then run out of memory."""
-    out = subprocess.run([sys.executable, "-c", UPDATE_ON_MESHES, str(CONFIGS / "models" / "qwen2_5_math_1_5b" /
-                                                                      "config.json")],
+    ratios, out = compiled_over_plan(UPDATE_ON_MESHES)
+    assert len(ratios) == 3 and all(0.9 <= r <= 1.1 for r in ratios), out
+
+
+def compiled_over_plan(script: str) -> tuple[list[float], str]:
+    """Run ``script`` on Qwen2.5-Math-1.5B's config.json: the ratio ending each line it prints, and its output."""
+    out = subprocess.run([sys.executable, "-c", script, str(CONFIGS / "models" / "qwen2_5_math_1_5b" / "config.json")],
                          capture_output=True, text=True, timeout=600, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-3000:]
-    ratios = [float(line.rsplit(" ", 1)[1]) for line in out.stdout.splitlines()]
-    assert len(ratios) == 3 and all(0.9 <= r <= 1.1 for r in ratios), out.stdout
+    return [float(line.rsplit(" ", 1)[1]) for line in out.stdout.splitlines()], out.stdout
 
 
 WARM_START_ON_MESHES = """
@@ -328,14 +332,10 @@ def test_the_warm_start_plan_tracks_xla_on_data_fsdp_and_tensor_meshes():
     """Qwen2.5-Math's widths (2 layers, its 151,936-token vocabulary, f32), 32 rows of 200 tokens on 4 fake devices:
     the warm start's compiled memory over its plan, with and without remat and chunked logits. Never under by more
     than 10% (a budget between the two would pass and then run out of memory). Before the plan counted the head's
-    gradient that the scan over logit chunks keeps whole, remat with chunks of 64 was 1.25-1.32 on data 2 x fsdp 2
-    and fsdp 4."""
-    out = subprocess.run([sys.executable, "-c", WARM_START_ON_MESHES, str(CONFIGS / "models" / "qwen2_5_math_1_5b" /
-                                                                          "config.json")],
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-    assert out.returncode == 0, out.stderr[-3000:]
-    ratios = [float(line.rsplit(" ", 1)[1]) for line in out.stdout.splitlines()]
-    assert len(ratios) == 6 and all(0.85 <= r <= 1.1 for r in ratios), out.stdout
+    gradient that the scan over logit chunks holds gathered over fsdp, remat with chunks of 64 was 1.25-1.32 on
+    data 2 x fsdp 2 and fsdp 4."""
+    ratios, out = compiled_over_plan(WARM_START_ON_MESHES)
+    assert len(ratios) == 6 and all(0.85 <= r <= 1.1 for r in ratios), out
 
 
 def test_sharded_bytes_match_arrays_placed_on_a_mesh():
