@@ -59,6 +59,24 @@ def warm_start_id(config: Config) -> str:
                                                                             "verifier")}])
 
 
+def warm_start_runs(config: Config, workdir: Path, resume: bool) -> bool:
+    """Whether this run warm-starts: one is asked for (``WarmStartConfig.num_steps``) and, with ``resume``, the
+    workdir holds neither a checkpoint nor the export of the same warm start to go on from. Process 0's answer, on
+    every process."""
+    if not config.warm_start.num_steps:
+        return False
+    if not resume:
+        return True  # a fresh run (one over a workdir with checkpoints is refused)
+    checkpoints = workdir / "checkpoints"
+    if checkpoints.is_dir():
+        with Checkpointer(checkpoints, read_only=True) as saved:
+            past_it = saved.latest_step() is not None
+    else:
+        past_it = False
+    past_it |= export_stamp(workdir / "warm_start").get("rlvjax_warm_start") == warm_start_id(config)
+    return not parallel.primary_says(past_it)
+
+
 def current_report(config: Config, workdir, policies: dict[str, Path]) -> dict | None:
     """``WORKDIR/eval.json`` when ``rlvjax.evaluate.final_report`` would write the same report again: over exactly
     these exports of ``policies`` (each export's id, :func:`exports`) and the same eval problems

@@ -126,7 +126,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     workdir = Path(workdir).absolute()
     # The warm start's examples, tokenized once, when it will run; their width is in the plan (a task without
     # generated solutions fails here, before the workdir exists).
-    warming = warm_start_runs(config, workdir, resume)
+    warming = outputs.warm_start_runs(config, workdir, resume)
     warm_examples = sft.tokenize(tokenizer, tasks.warm_start_pairs(task, warm.num_examples, warm.mistake_rate,
                                                                    warm.seed)) if warming else []
     budget.enforce(memory.plan(model.config, rl, run, mesh, prompt_tokens=prompt_tokens, verify_tokens=len(vt.suffix),
@@ -341,24 +341,6 @@ def record_run(workdir: Path, config: Config, records: tuple[list[dict], list[di
             if split:
                 sources.write_jsonl(workdir / "data" / f"{name}.jsonl", split)
     config.write(workdir)
-
-
-def warm_start_runs(config: Config, workdir: Path, resume: bool) -> bool:
-    """Whether this run warm-starts: one is asked for (``WarmStartConfig.num_steps``) and, with ``resume``, the
-    workdir holds neither a checkpoint nor the export of the same warm start to go on from. Process 0's answer, on
-    every process."""
-    if not config.warm_start.num_steps:
-        return False
-    if not resume:
-        return True  # a fresh run (one over a workdir with checkpoints is refused)
-    checkpoints = workdir / "checkpoints"
-    if checkpoints.is_dir():
-        with Checkpointer(checkpoints, read_only=True) as saved:
-            done = saved.latest_step() is not None
-    else:
-        done = False
-    exported = export_stamp(workdir / "warm_start").get("rlvjax_warm_start") == outputs.warm_start_id(config)
-    return not parallel.primary_says(done or exported)
 
 
 def disk_need(params, rl: RLConfig, run: experiment.RunConfig, warm: sft.WarmStartConfig,
