@@ -92,6 +92,7 @@ def _row(run: Path, eval_path: Path, rep: dict) -> dict:
             "verifier_balanced_accuracy": ver["verifier_balanced_accuracy"], "verifier_auroc": ver["verifier_auroc"],
             "calibration_error": ver.get("calibration_error"),
             "compute_efficiency_weighted_vs_majority": rep["compute_efficiency_weighted_vs_majority"]["ratio"],
+            "majority_plateau": rep.get("majority_plateau"),
             "temperature": rep["temperature"], "ns": rep["ns"],
             "curves": {s: [acc[s][str(n)] for n in rep["ns"]] for s in ("majority", "weighted")},
             "eval_json": str(eval_path)}
@@ -122,9 +123,11 @@ def collect(root) -> list[dict]:
 def against_baseline(rows: list[dict]) -> list[dict]:
     """Adds the paper's comparison with the λ = 0 run (the first one, when the sweep has one) to every row: pass@1
     minus λ0's, the weighted vote's lead over λ0's majority vote at K and on average over N = 1..K (log-spaced), and
-    the samples the weighted vote needs to reach λ0's best majority vote (``efficiency vs λ0``: ``Efficiency.as_dict``,
-    its ratio None when never; the whole entry None when the run is not comparable with λ0's)."""
+    the samples the weighted vote needs to reach λ0's best majority vote, read where its curve reaches its plateau
+    (``efficiency vs λ0``: ``Efficiency.as_dict``, its ratio None when never; the whole entry None when the run is not
+    comparable with λ0's)."""
     from rlvjax import testtime
+    from rlvjax.reports import majority_plateau
 
     zeros = [r["run"] for r in rows if r["lambda"] == 0]
     base = next((r for r in rows if r["lambda"] == 0), None)
@@ -142,7 +145,8 @@ def against_baseline(rows: list[dict]) -> list[dict]:
                                     "efficiency_vs_lambda0")))
             continue
         lead = [w - m for w, m in zip(r["curves"]["weighted"], base["curves"]["majority"])]
-        eff = testtime.compute_efficiency(r["ns"], r["curves"]["weighted"], base["curves"]["majority"])
+        eff = testtime.compute_efficiency(r["ns"], r["curves"]["weighted"], base["curves"]["majority"],
+                                          n_target=majority_plateau(base, r["ns"]))
         r.update({"pass@1_minus_lambda0": r["pass@1"] - base["pass@1"], "weighted_minus_lambda0_majority": lead[-1],
                   "mean_lead_over_n": sum(lead) / len(lead), "efficiency_vs_lambda0": eff.as_dict()})
     return rows

@@ -14,7 +14,7 @@ The claims, per seed (K = the pool size, RunConfig.final_eval_samples):
   pass@1 not worse   the 95% bootstrap interval of RL^V's pass@1 minus λ0's reaches 0 or above
   wt@K >= λ0 maj@K   RL^V's verifier-weighted vote at least as accurate as λ0's majority vote at K samples
   efficiency >= 8    RL^V's weighted vote reaches λ0's best majority accuracy with >= 8x fewer samples (the paper:
-                     8-32x)
+                     8-32x); "best": where λ0's majority curve reaches its plateau (testtime.plateau)
   verifier better    RL^V's verifier balanced accuracy above λ0's (whose verify head is never trained by RL)
   wt@K > maj@K       RL^V's weighted vote above its own majority vote at K (the same-policy figure)
 """

@@ -27,6 +27,7 @@ from rlvjax.fieldtypes import check_field_types
 from rlvjax.strategies.outcome import tied_with_max, weighted_leader
 
 STRATEGIES = ("majority", "best_of_n", "weighted", "pass_at_k")
+CURVE_ATOL = 1e-12  # accuracies (means over problems) this close are equal: the same sum in another order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,8 +252,9 @@ def _vote_curve(classes, weights, correct, ns, num_subsets, rng) -> np.ndarray:
 
 
 def scaling_curve(answers, scores, correct, ns, strategy: str, num_subsets: int = 1000, seed: int = 0, *,
-                  conventions: Conventions = Conventions()) -> np.ndarray:
-    """Accuracy at each N in ns: mean over P problems of the mean over size-N subsets of the K-sample pool.
+                  conventions: Conventions = Conventions(), per_problem: bool = False) -> np.ndarray:
+    """Accuracy at each N in ns: mean over P problems of the mean over size-N subsets of the K-sample pool
+    (``per_problem``: the [P, len(ns)] accuracies before that mean, e.g. for ``plateau``).
 
     answers: [P, K] answers (str or None) or, better, precomputed int class ids (-1 = unparseable; see
       answer_classes) so nothing is regraded. scores: [P, K] verifier scores (unused by majority / pass_at_k).
@@ -276,28 +278,31 @@ def scaling_curve(answers, scores, correct, ns, strategy: str, num_subsets: int 
         raise ValueError(f"every N must be in [1, {k}], got {ns}")
     if strategy == "pass_at_k":
         num_correct = correct.sum(axis=1).astype(np.int64)
-        return np.array([pass_at_k(k, num_correct, n).mean() for n in ns])
+        curves = np.stack([pass_at_k(k, num_correct, n) for n in ns], axis=1)
+        return curves if per_problem else curves.mean(axis=0)
     classes = (np.stack([_as_classes(row, None, conventions.grouping) for row in answers]) if len(answers)
                else np.zeros((0, k), int))
     scores = np.ones_like(correct) if scores is None else as_weights(scores)
     if strategy == "best_of_n":
-        per_problem = [[best_of_n_expected(scores[p], correct[p], classes[p] >= 0, n,
-                                           unparseable=conventions.unparseable, ties=conventions.ties) for n in ns]
-                       for p in range(num_problems)]
-        return np.mean(np.array(per_problem), axis=0)
-    rng = np.random.default_rng(seed)
-    weights = np.ones_like(scores) if strategy == "majority" else scores
-    per_problem = [_vote_curve(classes[p], weights[p], correct[p], ns, num_subsets, rng) for p in range(num_problems)]
-    return np.mean(np.array(per_problem), axis=0)
+        curves = [[best_of_n_expected(scores[p], correct[p], classes[p] >= 0, n,
+                                      unparseable=conventions.unparseable, ties=conventions.ties) for n in ns]
+                  for p in range(num_problems)]
+    else:
+        rng = np.random.default_rng(seed)
+        weights = np.ones_like(scores) if strategy == "majority" else scores
+        curves = [_vote_curve(classes[p], weights[p], correct[p], ns, num_subsets, rng) for p in range(num_problems)]
+    curves = np.array(curves, dtype=np.float64).reshape(num_problems, len(ns))
+    return curves if per_problem else curves.mean(axis=0)
 
 
 @dataclasses.dataclass(frozen=True)
 class Efficiency:
     """How many samples strategy A needs to reach strategy B's best accuracy (the paper's "N x fewer samples").
 
-    target: B's best accuracy over the ns; n_target: the smallest N where B attains it; n_needed: where A first
-    reaches it, interpolated linearly in log2 N between the bracketing ns, or None when A never does within the ns;
-    lower_bound: A is there already at ns[0] (no extrapolation below it), so the true ratio is at least ``ratio``.
+    n_target: where B's best accuracy is reached (the first maximum of its curve, or ``plateau``'s N when the
+    per-problem curve is known); target: B's accuracy there; n_needed: where A first reaches it, interpolated
+    linearly in log2 N between the bracketing ns, or None when A never does within the ns; lower_bound: A is there
+    already at ns[0] (no extrapolation below it), so the true ratio is at least ``ratio``.
     """
 
     target: float
@@ -321,21 +326,47 @@ class Efficiency:
                 f"{self.target:.3f})")
 
 
-def compute_efficiency(ns, curve_a, curve_b) -> Efficiency:
-    """The :class:`Efficiency` of curve A against curve B (accuracies at the strictly increasing ``ns``)."""
+def plateau(ns, per_problem) -> int:
+    """The smallest N of ``ns`` whose accuracy is less than one standard error below the best N's (the
+    one-standard-error rule), from ``per_problem [P, len(ns)]`` accuracies (``scaling_curve(..., per_problem=True)``).
+    The standard error is of the paired per-problem difference to the best N, so a plateau is read as the noise of
+    its problems allows, not as whichever of its near-equal points a Monte-Carlo draw put highest. Strictly less: a
+    rise that one problem carries alone (its mean difference equals its standard error exactly) counts as real."""
+    curves = np.asarray(per_problem, dtype=np.float64)
+    if curves.ndim != 2 or curves.shape[1] != len(ns) or curves.shape[0] == 0:
+        raise ValueError(f"per_problem must be [P >= 1, {len(ns)}] accuracies, got shape {curves.shape}")
+    best = int(np.argmax(curves.mean(axis=0)))
+
+    def close(j):
+        gap = curves[:, best] - curves[:, j]
+        return gap.mean() < (gap.std(ddof=1) / math.sqrt(len(gap)) if len(gap) > 1 else 0.0) - CURVE_ATOL
+
+    return int(ns[next((j for j in range(best) if close(j)), best)])
+
+
+def compute_efficiency(ns, curve_a, curve_b, *, n_target: int | None = None) -> Efficiency:
+    """The :class:`Efficiency` of curve A against curve B (accuracies at the strictly increasing ``ns``), B's target
+    read at ``n_target`` (one of the ns, e.g. ``plateau``'s; None: the first maximum of B). Accuracies within
+    ``CURVE_ATOL`` count as equal (means over problems, summed in different orders)."""
     ns = np.asarray(ns, dtype=np.float64)
     a, b = np.asarray(curve_a, dtype=np.float64), np.asarray(curve_b, dtype=np.float64)
     if not np.all(np.diff(ns) > 0):
         raise ValueError("ns must be strictly increasing")
-    target, n_target = float(b.max()), int(ns[int(np.argmax(b))])
-    reached = np.nonzero(a >= target)[0]
+    if n_target is None:
+        at = int(np.argmax(b))
+    elif n_target in ns:
+        at = int(np.nonzero(ns == n_target)[0][0])
+    else:
+        raise ValueError(f"n_target={n_target} is not one of the ns {ns.astype(int).tolist()}")
+    target, n_target = float(b[at]), int(ns[at])
+    reached = np.nonzero(a >= target - CURVE_ATOL)[0]
     if reached.size == 0:
         return Efficiency(target, n_target, None, False)
     j = int(reached[0])
     if j == 0:
         return Efficiency(target, n_target, float(ns[0]), True)
     x0, x1 = np.log2(ns[j - 1]), np.log2(ns[j])
-    frac = (target - a[j - 1]) / (a[j] - a[j - 1])
+    frac = min(max((target - a[j - 1]) / (a[j] - a[j - 1]), 0.0), 1.0)
     return Efficiency(target, n_target, float(2.0 ** (x0 + frac * (x1 - x0))), False)
 
 

@@ -91,9 +91,19 @@ def test_compare_and_assemble_by_hand():
     assert cmp["pass@1"]["difference"] == pytest.approx(0.375) and cmp["pass@1"]["difference_ci95"] == (0.25, 0.5)
     # Baseline majority: N = 1 and 2 -> (0 + 3/4) / 2 = 0.375; N = 4 -> (0 + 1) / 2 = 0.5, its best. RL^V's weighted
     # vote at N = 1 is its pass@1, 0.75 >= 0.5: matched at once, 4 samples vs 1 (a lower bound).
+    # The rise to N = 4 is problem 1's alone, so it is real (testtime.plateau): the plateau starts at N = 4.
+    assert reports["lambda0"]["majority_plateau"] == 4
     eff = cmp["efficiency_vs_lambda0_majority"]
     assert eff["target"] == 0.5 and eff["n_target"] == 4
     assert eff["n_needed"] == 1 and eff["lower_bound"] and eff["ratio"] == 4
+    # The target is read where the baseline's plateau starts: at N = 2 it is 0.375; a report without a plateau
+    # (written before it was recorded) falls back to the first maximum.
+    at_two = compare(reports["final"], {**reports["lambda0"], "majority_plateau": 2}, rlv["correct"], base["correct"])
+    eff_two = at_two["efficiency_vs_lambda0_majority"]
+    assert eff_two["target"] == pytest.approx(0.375, abs=0.01)  # a Monte-Carlo mean over subsets
+    assert (eff_two["n_target"], eff_two["n_needed"], eff_two["lower_bound"], eff_two["ratio"]) == (2, 1, True, 2)
+    older = {k: v for k, v in reports["lambda0"].items() if k != "majority_plateau"}
+    assert compare(reports["final"], older, rlv["correct"], base["correct"]) == cmp
     # RL^V's weighted vote at N = 4: problem 0 picks 5 (1.8 vs 0.4), problem 1 is right: 1.0; baseline majority 0.5.
     assert cmp["weighted_minus_lambda0_majority"]["4"] == 0.5
     assert cmp["efficiency_same_policy"] == reports["final"]["compute_efficiency_weighted_vs_majority"]

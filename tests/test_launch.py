@@ -213,8 +213,10 @@ def test_local_sweep_then_collect(tmp_path, capsys):
     assert (tmp_path / "report" / "sweep.png").stat().st_size > 10_000
 
 
-def write_eval(path, *, pass1, majority, weighted, best, bal_acc, auroc, k=4, t=1.0, problems=10, flat=False):
-    """An eval.json whose curves are 0 below N = k and the given value at k (``flat``: the weighted one at every N)."""
+def write_eval(path, *, pass1, majority, weighted, best, bal_acc, auroc, k=4, t=1.0, problems=10, flat=False,
+               plateau=None):
+    """An eval.json whose curves are 0 below N = k and the given value at k (``flat``: the weighted one at every N;
+    ``plateau``: the majority curve's, as ``reports.report`` records it; None: not recorded, as before it was)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     ns = [1, 2, 4]
     curve = lambda top: {str(n): top if n == k else 0.0 for n in ns}  # noqa: E731
@@ -223,7 +225,8 @@ def write_eval(path, *, pass1, majority, weighted, best, bal_acc, auroc, k=4, t=
                                              "weighted": {str(n): weighted for n in ns} if flat else curve(weighted)},
               "verifier": {"verifier_accuracy": 0.5, "verifier_balanced_accuracy": bal_acc, "verifier_auroc": auroc,
                            "calibration_error": 0.1},
-              "compute_efficiency_weighted_vs_majority": {"ratio": 1.5}}
+              "compute_efficiency_weighted_vs_majority": {"ratio": 1.5},
+              **({} if plateau is None else {"majority_plateau": plateau})}
     path.write_text(json.dumps({"train_temperature": t, "headline_temperature": t,
                                 "reports": {format(t, "g"): {"warm_start": {}, "final": report}}}))
 
@@ -278,6 +281,11 @@ def test_collect_against_the_lambda0_run(tmp_path, capsys):
     assert by_lambda[3.0]["pass@1_minus_lambda0"] is None
     table = collect.markdown_table(rows).splitlines()
     assert table[4].endswith("| -0.200 | -0.100 | -0.033 | never |")
+    # λ0's majority target is read where its report says the plateau starts: N = 2, accuracy 0, reached at N = 1
+    write_eval(tmp_path / "lambda_0" / "eval.json", pass1=0.5, majority=0.5, weighted=0.5, best=0.5, bal_acc=0.5,
+               auroc=0.5, plateau=2)
+    eff = {r["lambda"]: r for r in collect.collect(tmp_path)}[1.0]["efficiency_vs_lambda0"]
+    assert (eff["target"], eff["n_target"], eff["ratio"], eff["lower_bound"]) == (0.0, 2, 2.0, True)
     assert table[5].endswith("| n/a | n/a | n/a | n/a |") and table[7].endswith("| >=4.000 |")
 
 

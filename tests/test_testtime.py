@@ -303,6 +303,55 @@ def test_compute_efficiency_hand_cases():
     assert tt.compute_efficiency(ns, [0.5, 0.9, 0.95, 1.0, 1.0], [0.4, 0.7, 0.9, 0.9, 0.9]).ratio == pytest.approx(2.0)
 
 
+def test_compute_efficiency_reads_the_target_where_it_is_told():
+    ns = [1, 2, 4, 8, 16]
+    a, b = [0.5, 0.7, 0.85, 0.9, 0.9], [0.4, 0.6, 0.8, 0.81, 0.8]  # B's first maximum: 0.81 at N = 8
+    first = tt.compute_efficiency(ns, a, b)
+    assert (first.target, first.n_target) == (0.81, 8)
+    assert first.ratio == pytest.approx(8 / 2 ** (1 + (0.81 - 0.7) / 0.15))  # 2.41
+    plateau = tt.compute_efficiency(ns, a, b, n_target=4)  # 0.8 at N = 4: two thirds from 0.7 (N=2) to 0.85 (N=4)
+    assert (plateau.target, plateau.n_target) == (0.8, 4)
+    assert plateau.ratio == pytest.approx(4 / 2 ** (1 + 2 / 3))  # 1.26: the noise in B's top point halved it
+    with pytest.raises(ValueError, match=r"n_target=3 is not one of the ns \[1, 2, 4, 8, 16\]"):
+        tt.compute_efficiency(ns, a, b, n_target=3)
+    # A curve equal to the target but for the order of a float sum (0.6 vs 0.6000000000000001) reaches it
+    assert tt.compute_efficiency([1, 2], [0.1, 0.6], [0.2, 0.1 + 0.2 + 0.3]).n_needed == 2.0
+
+
+def test_plateau_is_the_smallest_n_within_one_paired_standard_error_of_the_best():
+    ns = [1, 2, 4, 8]
+    # per-problem accuracies; the means are 0.25, 0.5, 0.9625, 0.975: the best (first maximum) is N = 8
+    curves = np.array([[0.0, 0.5, 0.9, 1.0],
+                       [0.0, 0.4, 1.0, 1.0],
+                       [1.0, 0.6, 1.0, 1.0],
+                       [0.0, 0.5, 0.95, 0.9]])
+    # gaps to N = 8 per problem, mean vs standard error (sd / 2), by hand:
+    #   N = 4: 0.1, 0, 0, -0.05   mean 0.0125 < 0.0315: within, the plateau starts here
+    #   N = 2: 0.5, 0.6, 0.4, 0.4 mean 0.475  > 0.0479
+    assert tt.plateau(ns, curves) == 4
+    one = curves.copy()
+    one[:, 2] = [0.9, 1.0, 1.0, 0.9]  # a rise one problem carries alone: mean gap 0.025 = its standard error
+    assert tt.plateau(ns, one) == 8
+    rising = curves.copy()
+    rising[:, 2] = [0.8, 0.9, 0.85, 0.8]  # every problem gains from N = 4 to 8: mean gap 0.1375 > 0.0239
+    assert tt.plateau(ns, rising) == 8
+    assert tt.plateau(ns, curves[:1]) == 8  # one problem: no spread to allow for, the first maximum
+    with pytest.raises(ValueError, match=r"per_problem must be \[P >= 1, 4\] accuracies, got shape \(4,\)"):
+        tt.plateau(ns, curves.mean(axis=0))
+
+
+def test_scaling_curve_per_problem_averages_to_the_curve():
+    rng = np.random.default_rng(3)
+    classes, correct = rng.integers(-1, 3, (5, 8)), rng.random((5, 8)) < 0.5
+    scores = rng.random((5, 8))
+    for strategy in tt.STRATEGIES:
+        rows = tt.scaling_curve(classes, scores, correct, [1, 2, 8], strategy, num_subsets=50, per_problem=True)
+        assert rows.shape == (5, 3)
+        np.testing.assert_array_equal(rows.mean(axis=0), tt.scaling_curve(classes, scores, correct, [1, 2, 8],
+                                                                          strategy, num_subsets=50))
+
+
+
 def test_bootstrap_ci_by_hand():
     # Two problems with values 0 and 1: a resample's mean is 0, 1/2 or 1 with probabilities 1/4, 1/2, 1/4, so the
     # 2.5% and 97.5% quantiles are 0 and 1; the 50% interval's ends (25% and 75% quantiles) are 1/2 and 1/2.

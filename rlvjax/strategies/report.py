@@ -109,7 +109,7 @@ def block(name: str, sweep: list[dict], fixed: dict) -> dict:
                                                                                         1e-12)
         point["token_ratio_is_upper_bound"] = eff.lower_bound
     target, spent = fixed["weighted"][-1], fixed["tokens_per_problem"][-1]
-    reached = [p["tokens_per_problem"] for p in sweep if p["accuracy"] >= target - 1e-12]
+    reached = [p["tokens_per_problem"] for p in sweep if p["accuracy"] >= target - testtime.CURVE_ATOL]
     best = min(reached) if reached else None
     return {"name": name, "points": sweep, "fixed": fixed,
             "match": {"fixed_weighted_accuracy": target, "fixed_tokens_per_problem": spent,
