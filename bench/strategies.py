@@ -113,6 +113,8 @@ def main(argv=None):
 
 def spread(values) -> str:
     values = np.asarray(values, float)
+    if np.isnan(values).all():  # e.g. a partial-score AUROC at a step no row is still running
+        return "n/a"
     return f"{values.mean():.3f} ± {values.std():.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
 
