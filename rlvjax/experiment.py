@@ -29,6 +29,7 @@ from rlvjax.rl.steps import Statics
 
 
 CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped in the package (the repository links configs/ here)
+GIN_SEARCH_PATH = str(CONFIGS.parent)  # where `--gin_file configs/...` and gin includes are found
 DTYPES = ("float32", "bfloat16", "float16")
 PROMPT_FORMATS = ("math", "as_is")
 

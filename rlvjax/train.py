@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import gin
 import jax
 import numpy as np
 from absl import flags, logging
@@ -28,13 +27,13 @@ from flax import nnx
 from rlvjax import (budget, cli, evaluate, experiment, memory, outputs, parallel, preemption, sampling,
                     sft)
 from rlvjax.config import Config
-from rlvjax.checkpoint import ARCHITECTURE_KEYS, Checkpointer, DamagedCheckpoint, check_free_space, ensure_writable
+from rlvjax.checkpoint import Checkpointer, check_free_space, ensure_writable
 from rlvjax.data import pipeline, sources, tasks
 from rlvjax.lock import workdir_lock
 from rlvjax.metrics import MetricsWriter, rewind_logs
 from rlvjax.model.hf import export_stamp, save_hf
-from rlvjax.model.transformer import ModelConfig
 from rlvjax.pool import PoolSampler, quick_eval
+from rlvjax.resume import config_defaults, resume_keys, stored_config
 from rlvjax.rewards.math import grading_counts
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import advantages as advantages_lib
@@ -42,20 +41,9 @@ from rlvjax.rl import diagnostics, steps, verifier, vineppo
 from rlvjax.rl.config import RLConfig
 
 CONFIGS = experiment.CONFIGS
-GIN_SEARCH_PATH = str(CONFIGS.parent)
+GIN_SEARCH_PATH = experiment.GIN_SEARCH_PATH
 cli.add_gin_search_path(GIN_SEARCH_PATH)  # `--gin_file configs/...` (and users' includes) from any directory
 FLAGS = flags.FLAGS
-# What a resume may change: how the run is logged, saved, evaluated, reported and laid out over devices, and where
-# its base model and data files are (the training data's content is checked by its fingerprint), not what it trains
-# (RunConfig.num_steps too, under a constant learning rate). Any other field that differs from the checkpoint's config
-# is refused by name.
-RESUME_FREE = {"run.log_every", "run.checkpoint_every", "run.max_to_keep", "run.eval_every", "run.eval_samples",
-               "run.export_final", "run.final_eval_samples", "run.eval_temperature", "run.baseline",
-               "run.compilation_cache_dir", "rl.micro_batch_size", "rl.remat", "rl.logprob_chunk_size",
-               "model.hf_dir", "model.tokenizer_dir", "model.config_json", "task.train_file", "task.eval_file",
-               "mesh", "memory", "conventions",
-               # what a run that diverged is resumed with (none shapes the optimizer state)
-               "optim.learning_rate", "optim.max_grad_norm", "optim.max_consecutive_nonfinite"}
 flags.DEFINE_multi_string("gin_file", None, "gin config files (default: configs/default.gin)")
 flags.DEFINE_multi_string("gin_param", [], "gin bindings 'Section.field = value', e.g. 'RLConfig.lambda_verify = "
                           "0.5'; docs/config.md lists every field with its default and meaning, --print_config the "
@@ -365,20 +353,6 @@ def disk_need(params, rl: RLConfig, run: experiment.RunConfig, warm: sft.WarmSta
     return checkpoints * checkpoint + exports * model, what
 
 
-def resume_keys(config: Config) -> list[str]:
-    """The config's fields (dotted paths) a resume must keep as the checkpoint has them, and its architecture."""
-    free = RESUME_FREE | ({"run.num_steps"} if config.optim.schedule == "constant" else set())
-    return [*ARCHITECTURE_KEYS, *(f"{section}.{field}" for section, fields in config.to_dict().items()
-                                  if section not in free for field in fields if f"{section}.{field}" not in free)]
-
-
-def config_defaults() -> dict:
-    """Every config field's default, as stored with a checkpoint: what a field that an older rlvjax did not store
-    meant (a new field's default keeps the old behaviour), so that upgrading rlvjax does not strand a run."""
-    architecture = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.default is not dataclasses.MISSING}
-    return {**Config.from_dict({}).to_dict(), "architecture": architecture}
-
-
 def train_with_baseline(config: Config, workdir, *, resume: bool = False, resume_step: int | None = None,
                         reward: Rewards | None = None, records: tuple[list[dict], list[dict]] | None = None,
                         hold: contextlib.ExitStack | None = None) -> tuple[list[dict], dict[str, Path]]:
@@ -443,29 +417,6 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step:
 
         return dry_run_lib.run(config, echo=True)
     return run_and_report(config, workdir, resume=resume, resume_step=resume_step)
-
-
-def stored_config(workdir: Path, step: int | None) -> Config:
-    """The config a run was trained with: the one saved with checkpoint ``step`` (None: the newest whose config
-    reads back, as the resume itself skips damaged steps), else the ``config.gin`` it wrote when it started (a run
-    stopped before its first checkpoint)."""
-    if (workdir / "checkpoints").is_dir():
-        with Checkpointer(workdir / "checkpoints", read_only=True) as checkpoints:
-            saved = checkpoints.all_steps()
-            for candidate in [step] if step is not None else sorted(saved, reverse=True):
-                try:
-                    return Config.from_dict(checkpoints.read_config(candidate))
-                except DamagedCheckpoint:
-                    if step is not None or candidate == min(saved):
-                        raise
-    if step is None and (workdir / "config.gin").is_file():
-        cli.parse_gin([str(workdir / "config.gin")], [], search_paths=(GIN_SEARCH_PATH,))
-        try:
-            return Config.from_gin()
-        finally:  # parsing locked gin's config: the caller parses this one again, with its own flags on top
-            gin.clear_config()
-    raise FileNotFoundError(f"--resume continues a run with its own config, but {workdir} holds no checkpoint or "
-                            "config.gin; check --workdir, or pass the run's --gin_file/--gin_param")
 
 
 def main(argv):

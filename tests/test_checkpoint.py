@@ -108,10 +108,10 @@ def test_config_mismatch_is_refused_with_every_differing_key(tmp_path):
         check_config(old, {**new, "rl": {"verify_prefixes": 2}}, ["architecture", "rl"], defaults)
     with pytest.raises(ValueError, match=r"rl.verify_prefixes \(checkpoint .<absent>., now 0\)"):
         check_config(old, new, ["architecture", "rl"])  # without defaults, absent is a difference
-    from rlvjax import train  # what a resume compares against: every stored section, each field's default
+    from rlvjax import resume  # what a resume compares against: every stored section, each field's default
     from rlvjax.config import Config
-    assert set(train.config_defaults()) == {*Config.from_dict({}).to_dict(), "architecture"}
-    assert train.config_defaults()["architecture"]["compute_dtype"] is None
+    assert set(resume.config_defaults()) == {*Config.from_dict({}).to_dict(), "architecture"}
+    assert resume.config_defaults()["architecture"]["compute_dtype"] is None
 
     state = train_state()
     ckpt = Checkpointer(tmp_path, async_=False)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from rlvjax import checkpoint, cli, experiment, testtime, train
+from rlvjax import checkpoint, cli, experiment, resume, testtime, train
 from rlvjax.checkpoint import Checkpointer, DamagedCheckpoint
 from rlvjax.config import Config
 from rlvjax.data import sources
@@ -463,17 +463,17 @@ def test_resume_with_a_setting_that_shapes_the_saved_state(tmp_path, capsys, bin
 def test_resume_without_gin_flags_takes_the_run_s_own_config(tmp_path, capsys):
     workdir = tmp_path / "run"
     fake_run(workdir, ["RLConfig.lambda_verify = 0.25", "OptimConfig.schedule = 'cosine'"])
-    config = train.stored_config(workdir, None)
+    config = resume.stored_config(workdir, None)
     assert config.rl.lambda_verify == 0.25 and config.optim.schedule == "cosine"
     gin.clear_config()
     gin.parse_config_files_and_bindings([DIGIT], [*TINY, "RLConfig.lambda_verify = 0.25",
                                                   "OptimConfig.schedule = 'cosine'"])
     assert config == Config.from_gin()
     gin.clear_config()
-    assert train.resume_keys(config).count("run.num_steps") == 1  # cosine: fixed; constant: free
+    assert resume.resume_keys(config).count("run.num_steps") == 1  # cosine: fixed; constant: free
     # A data file (or an in-memory run's output_dir) may move: its content is checked by the pipeline's fingerprint.
-    assert "task.train_file" not in train.resume_keys(config) and "task.num_train" in train.resume_keys(config)
-    assert "run.num_steps" not in train.resume_keys(dataclasses.replace(
+    assert "task.train_file" not in resume.resume_keys(config) and "task.num_train" in resume.resume_keys(config)
+    assert "run.num_steps" not in resume.resume_keys(dataclasses.replace(
         config, optim=dataclasses.replace(config.optim, schedule="constant")))
     # --gin_param without --gin_file goes on top of the run's own config, not configs/default.gin (which differed
     # in ~20 fields, so `--resume --gin_param 'RunConfig.log_every = 3'` was refused); --print_config shows it.
@@ -487,9 +487,9 @@ def test_resume_without_gin_flags_takes_the_run_s_own_config(tmp_path, capsys):
     with Checkpointer(workdir / "checkpoints", async_=False) as checkpoints:
         checkpoints.save(2, {"x": jnp.zeros(2)}, data_state={}, config={**config.to_dict(), "architecture": {}})
     (workdir / "checkpoints" / "2" / "config" / "metadata").write_text("{not json")
-    assert train.stored_config(workdir, None) == config
+    assert resume.stored_config(workdir, None) == config
     with pytest.raises(DamagedCheckpoint, match="checkpoint step 2"):
-        train.stored_config(workdir, 2)
+        resume.stored_config(workdir, 2)
     # A run stopped before its first checkpoint (Ctrl-C in the warm start) holds only its config.gin: --resume alone
     # reads it, through launch (reading it locked gin's config, and launch's own parse then crashed).
     started = tmp_path / "started"

@@ -25,7 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from rlvjax import cli, evaluate, export, train
+from rlvjax import cli, evaluate, export, resume, train
 from rlvjax.checkpoint import PAUSE_ENV, Checkpointer, DamagedCheckpoint
 from rlvjax.config import Config
 from rlvjax.rewards.registry import Rewards
@@ -367,7 +367,7 @@ def test_sigterm_before_the_first_step_exits_0_at_once(tmp_path, monkeypatch, ca
     # be written after it, and `--resume` alone found no config to continue with).
     gin.clear_config()
     try:
-        stored = train.stored_config(tmp_path / "run", None)
+        stored = resume.stored_config(tmp_path / "run", None)
         gin.clear_config()
         gin.parse_config_files_and_bindings([DIGIT], TINY)
         assert stored == Config.from_gin()

@@ -1,0 +1,62 @@
+"""What a resumed run keeps from the checkpoint it continues, and the config it continues with."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import gin
+
+from rlvjax import cli, experiment
+from rlvjax.checkpoint import ARCHITECTURE_KEYS, Checkpointer, DamagedCheckpoint
+from rlvjax.config import Config
+from rlvjax.model.transformer import ModelConfig
+
+# What a resume may change: how the run is logged, saved, evaluated, reported and laid out over devices, and where
+# its base model and data files are (the training data's content is checked by its fingerprint), not what it trains
+# (RunConfig.num_steps too, under a constant learning rate). Any other field that differs from the checkpoint's config
+# is refused by name.
+RESUME_FREE = {"run.log_every", "run.checkpoint_every", "run.max_to_keep", "run.eval_every", "run.eval_samples",
+               "run.export_final", "run.final_eval_samples", "run.eval_temperature", "run.baseline",
+               "run.compilation_cache_dir", "rl.micro_batch_size", "rl.remat", "rl.logprob_chunk_size",
+               "model.hf_dir", "model.tokenizer_dir", "model.config_json", "task.train_file", "task.eval_file",
+               "mesh", "memory", "conventions",
+               # what a run that diverged is resumed with (none shapes the optimizer state)
+               "optim.learning_rate", "optim.max_grad_norm", "optim.max_consecutive_nonfinite"}
+
+
+def resume_keys(config: Config) -> list[str]:
+    """The config's fields (dotted paths) a resume must keep as the checkpoint has them, and its architecture."""
+    free = RESUME_FREE | ({"run.num_steps"} if config.optim.schedule == "constant" else set())
+    return [*ARCHITECTURE_KEYS, *(f"{section}.{field}" for section, fields in config.to_dict().items()
+                                  if section not in free for field in fields if f"{section}.{field}" not in free)]
+
+
+def config_defaults() -> dict:
+    """Every config field's default, as stored with a checkpoint: what a field that an older rlvjax did not store
+    meant (a new field's default keeps the old behaviour), so that upgrading rlvjax does not strand a run."""
+    architecture = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.default is not dataclasses.MISSING}
+    return {**Config.from_dict({}).to_dict(), "architecture": architecture}
+
+
+def stored_config(workdir: Path, step: int | None) -> Config:
+    """The config a run was trained with: the one saved with checkpoint ``step`` (None: the newest whose config
+    reads back, as the resume itself skips damaged steps), else the ``config.gin`` it wrote when it started (a run
+    stopped before its first checkpoint)."""
+    if (workdir / "checkpoints").is_dir():
+        with Checkpointer(workdir / "checkpoints", read_only=True) as checkpoints:
+            saved = checkpoints.all_steps()
+            for candidate in [step] if step is not None else sorted(saved, reverse=True):
+                try:
+                    return Config.from_dict(checkpoints.read_config(candidate))
+                except DamagedCheckpoint:
+                    if step is not None or candidate == min(saved):
+                        raise
+    if step is None and (workdir / "config.gin").is_file():
+        cli.parse_gin([str(workdir / "config.gin")], [], search_paths=(experiment.GIN_SEARCH_PATH,))
+        try:
+            return Config.from_gin()
+        finally:  # parsing locked gin's config: the caller parses this one again, with its own flags on top
+            gin.clear_config()
+    raise FileNotFoundError(f"--resume continues a run with its own config, but {workdir} holds no checkpoint or "
+                            "config.gin; check --workdir, or pass the run's --gin_file/--gin_param")
