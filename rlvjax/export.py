@@ -10,6 +10,7 @@ config stored with the step), and ``save_hf`` writes into a temporary sibling th
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from huggingface_hub.serialization._base import parse_size_to_int
@@ -58,6 +59,14 @@ def is_run(path: Path) -> bool:
     return any((path / mark).exists() for mark in RUN_MARKS)
 
 
+def run_under(path: Path) -> Path | None:
+    """The first training run found at ``path`` or anywhere below it (a sweep's root holds runs two levels down)."""
+    for root, _, _ in os.walk(path):
+        if is_run(Path(root)):
+            return Path(root)
+    return None
+
+
 def check_out(out: Path, workdir: Path, overwrite: bool, *, flag: str = "--out",
               overwrite_hint: str = "pass --overwrite") -> None:
     """Refuse to replace files the user may want, and never the run itself or what it manages, in this run or in
@@ -72,11 +81,10 @@ def check_out(out: Path, workdir: Path, overwrite: bool, *, flag: str = "--out",
     if run == target or run.is_relative_to(target):
         raise ValueError(f"{flag} {out} would replace the training run {workdir}; export next to it, e.g. "
                          f"{workdir / 'export'}")
-    if out.is_dir():  # --overwrite would delete it: never another training run, nor a folder holding one
-        runs = [target] if is_run(target) else [p for p in target.iterdir() if p.is_dir() and is_run(p)]
-        if runs:
-            raise ValueError(f"{flag} {out} {'is' if runs[0] == target else 'holds'} the training run {runs[0]}; "
-                             f"export to a new directory, e.g. {workdir / 'export'}")
+    held = run_under(target) if out.is_dir() else None  # --overwrite would delete it: never a run, at any depth
+    if held is not None:
+        raise ValueError(f"{flag} {out} {'is' if held == target else 'holds'} the training run {held}; "
+                         f"export to a new directory, e.g. {workdir / 'export'}")
     for root in [run, *(p for p in target.parents if (p / "checkpoints").is_dir())]:
         inside = target.relative_to(root).parts[0] if target.is_relative_to(root) else None
         if inside in MANAGED:

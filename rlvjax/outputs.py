@@ -31,6 +31,22 @@ def exported(workdir: Path, checkpoints: Checkpointer, start: int) -> bool:
 
 
 OUTPUTS = ("final", "eval.json", "scaling.png")  # the final policy and the end-of-run report
+# What a run writes into its workdir beside its checkpoints and config.
+WRITES = ("warm_start", *OUTPUTS, "baseline_lambda0", "tensorboard", "metrics.jsonl", "samples.jsonl")
+
+
+def check_unused(workdir: Path, *, given: bool) -> None:
+    """Refuses a run that would start from step 0 (``workdir`` holds no saved step) where it would replace files: a
+    project's own (``tensorboard/``, with ``given`` records ``data/train.jsonl``), or a finished run's final policy
+    and report whose checkpoints are gone. An earlier start of a run that stopped before its first checkpoint (its
+    ``config.json``, written before anything else, vetted by ``Config.check_workdir``) is simply redone."""
+    if any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):
+        return
+    writes = (*WRITES, "data/train.jsonl", "data/eval.jsonl") if given else WRITES
+    found = [name for name in (OUTPUTS if (workdir / "config.json").exists() else writes) if (workdir / name).exists()]
+    if found:
+        raise FileExistsError(f"{workdir} holds {', '.join(found)}, which this run would replace, and no checkpoint "
+                              "to resume; choose a new or empty --workdir (output_dir)")
 
 
 def set_aside_outputs(workdir: Path, aside: Path, restored: int) -> None:

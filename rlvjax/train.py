@@ -137,6 +137,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
         raise FileNotFoundError(f"no checkpoint for step {resume_step}: {workdir} holds no checkpoints; check "
                                 "--workdir")
     Config.check_workdir(workdir)
+    outputs.check_unused(workdir, given=given)
     check_free_space(workdir, *disk_need(params, rl, run, warm, workdir, resume_step))
     ensure_writable(epath.Path(workdir), "workdir")
     with contextlib.ExitStack() as scope, preemption.notice() as notice:

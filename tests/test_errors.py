@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from rlvjax import checkpoint, cli, experiment, resume, testtime, train
+from rlvjax import checkpoint, cli, experiment, outputs, resume, testtime, train
 from rlvjax.checkpoint import Checkpointer, DamagedCheckpoint
 from rlvjax.config import Config
 from rlvjax.data import sources
@@ -525,6 +525,36 @@ def test_fresh_run_into_a_workdir_with_checkpoints(tmp_path, capsys):
     assert line.endswith(f"{workdir} already holds checkpoints (latest step 1); pass --resume to continue that "
                          "run (the API: train(resume=True)), or choose a fresh --workdir (output_dir)")
     assert sorted(p.name for p in workdir.iterdir()) == ["checkpoints"]
+
+
+def test_a_run_from_step_0_never_replaces_files_it_did_not_write(tmp_path, capsys):
+    # A project's own logs were cut back and replaced; its data/train.jsonl, by the rows of a run given in memory.
+    project = tmp_path / "project"
+    (project / "tensorboard").mkdir(parents=True)
+    (project / "metrics.jsonl").write_text('{"step": 0}\n')
+    code, line = train_error(project, capsys=capsys)
+    assert code == 2 and line.endswith(f"{project} holds tensorboard, metrics.jsonl, which this run would replace, "
+                                       "and no checkpoint to resume; choose a new or empty --workdir (output_dir)")
+    assert sorted(p.name for p in project.iterdir()) == ["metrics.jsonl", "tensorboard"]
+    (project / "data").mkdir()
+    (project / "data" / "train.jsonl").write_text('{"prompt": "mine", "target": "1"}\n')
+    shutil.rmtree(project / "tensorboard")
+    (project / "metrics.jsonl").unlink()
+    outputs.check_unused(project, given=False)  # a run reading its task from files leaves data/ alone
+    with pytest.raises(FileExistsError, match="holds data/train.jsonl, which this run would replace"):
+        outputs.check_unused(project, given=True)
+    # A finished run whose checkpoints were deleted: its final policy and report were replaced, even by --resume.
+    finished = tmp_path / "finished"
+    (finished / "final").mkdir(parents=True)
+    (finished / "eval.json").write_text("{}")
+    gin.parse_config_files_and_bindings([DIGIT], TINY)
+    Config.from_gin().write(finished)
+    gin.clear_config()
+    for resume in (False, True):
+        code, line = train_error(finished, capsys=capsys, resume=resume)
+        assert code == 2 and line.endswith(f"{finished} holds final, eval.json, which this run would replace, and no "
+                                           "checkpoint to resume; choose a new or empty --workdir (output_dir)")
+    assert sorted(p.name for p in finished.iterdir()) == ["config.gin", "config.json", "eval.json", "final"]
 
 
 def test_a_workdir_holding_another_tools_config_is_refused(tmp_path, capsys):

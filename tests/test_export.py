@@ -147,6 +147,9 @@ def test_overwrite_never_deletes_another_run(tmp_path, monkeypatch):
     (tmp_path / "runs" / "b" / "config.gin").write_text("")
     with pytest.raises(ValueError, match=f"holds the training run {tmp_path / 'runs' / 'b'}; "):
         export.check_out(tmp_path / "runs", run, overwrite=True)
+    (tmp_path / "projects" / "sweep" / "lambda_1" / "checkpoints").mkdir(parents=True)  # a sweep root: it deleted it
+    with pytest.raises(ValueError, match=f"holds the training run {tmp_path / 'projects' / 'sweep' / 'lambda_1'}; "):
+        export.check_out(tmp_path / "projects", run, overwrite=True)
     with pytest.raises(ValueError, match="is inside .*data, which the run in .* manages"):  # its in-memory rows
         export.check_out(run / "data", run, overwrite=True)
     (tmp_path / "old_export" / "sub").mkdir(parents=True)

@@ -25,7 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from rlvjax import cli, evaluate, export, resume, train
+from rlvjax import cli, evaluate, export, outputs, resume, train
 from rlvjax.checkpoint import PAUSE_ENV, Checkpointer, DamagedCheckpoint
 from rlvjax.config import Config
 from rlvjax.rewards.registry import Rewards
@@ -346,7 +346,8 @@ def test_a_resume_after_the_warm_start_was_exported_does_not_redo_it(tmp_path, m
     assert not planned.search(out), out  # nor would a smaller budget be refused for a warm start it won't run
     assert_same(metrics(workdir), reference, "resumed from the exported warm start")
     # another warm start asked for (here: more steps) is not the exported one: it is redone, and planned
-    shutil.rmtree(workdir / "checkpoints")
+    for name in ("checkpoints", *outputs.OUTPUTS):  # a finished run's own final policy and report: not replaced
+        shutil.rmtree(workdir / name) if (workdir / name).is_dir() else (workdir / name).unlink(missing_ok=True)
     with pytest.raises(RuntimeError, match="the warm start ran again"):
         in_process(workdir, ["WarmStartConfig.num_steps = 31"], resume=True)
     assert planned.search(capsys.readouterr().out)
