@@ -313,8 +313,10 @@ def main(argv):
     else:
         model, tokenizer = load_hf(f.model_dir, dtype=jnp.dtype(f.dtype or "float32"))
         rl = RLConfig(temperature=f.temperature or 1.0, max_new_tokens=f.max_new_tokens or 1024)
-        verify = verifier.load_config(f.model_dir)  # the question and threshold it was trained with
-        reward = Rewards(("math",), threshold=verify.threshold)
+        verify = verifier.load_config(f.model_dir)  # the question it was trained with
+        # Graded by the math reward at its own threshold: the stored one is on the training reward's scale (a +-1
+        # reward's 0 made every completion correct here).
+        reward = Rewards(("math",))
     if f.max_new_tokens is not None:
         rl = dataclasses.replace(rl, max_new_tokens=f.max_new_tokens)
     if f.data:
@@ -326,6 +328,11 @@ def main(argv):
                                    "pass --raw_prompts if they are already in the model's format, or remove them")
     else:
         records = experiment.build_records(run_config.task, tokenizer)[1]
+        if not records:
+            raise ValueError(f"--workdir {workdir}: the run has no eval problems (TaskSpec.eval_file / num_eval); "
+                             "pass --data FILE")
+    reward.check_columns(records, "--data" if f.data else "eval")  # before minutes of sampling, not after
+    reward.probe(records)
     mesh = parallel.make_mesh(parallel.MeshConfig())
     prompt_tokens = memory.max_prompt_tokens(tokenizer, [r["prompt"] for r in records])
     verify_tokens = len(verifier.tokens(tokenizer, verify.question).suffix)

@@ -62,6 +62,8 @@ class RLVConfig:
     def __post_init__(self):
         if isinstance(self.output_dir, os.PathLike):  # a Path, as save_model and the datasets take
             object.__setattr__(self, "output_dir", os.fspath(self.output_dir))
+        if isinstance(self.reward_weights, list):  # as TRL's GRPOConfig takes them
+            object.__setattr__(self, "reward_weights", tuple(self.reward_weights))
         check_field_types(self)
         if not str(self.output_dir).strip():  # "" would train into the working directory
             raise ValueError("RLVConfig.output_dir is empty; name the run's directory, e.g. output_dir='runs/mine'")
@@ -99,7 +101,7 @@ class RLVTrainer:
         if not reward_funcs:
             raise ValueError(f"reward_funcs={reward_funcs!r}: pass a reward function, a list of them, or a registered "
                              "name such as 'math'")
-        model = os.fspath(model) if isinstance(model, os.PathLike) else model
+        model = None if model is None else _source(os.fspath(model))  # read again from other directories
         funcs = [reward_funcs] if callable(reward_funcs) or isinstance(reward_funcs, str) else list(reward_funcs)
         functions = [registry.resolve(f) if isinstance(f, str) else f for f in funcs]
         names = [f if isinstance(f, str) else registry.name_of(f) for f in funcs]
@@ -157,8 +159,10 @@ class RLVTrainer:
         ``strategies.report.default_rules``) adds the report's ``strategy`` block and ``compute.png``, as
         ``evaluate --strategy`` does."""
         import jax
+        import jax.numpy as jnp
 
         from rlvjax import evaluate, experiment, parallel, reports
+        from rlvjax.rl import verifier
         from rlvjax.model.hf import load_hf
         from rlvjax.strategies import report as strategy_report
         from rlvjax.strategies.policy import Policy
@@ -170,7 +174,14 @@ class RLVTrainer:
         final = self.output_dir / "final"
         if not final.is_dir():
             raise FileNotFoundError(f"{final} does not exist: train() first (with RunConfig.export_final = True)")
-        model, tokenizer = load_hf(final)
+        stored, asked = dataclasses.asdict(verifier.load_config(final)), dataclasses.asdict(self.config.verifier)
+        if changed := [k for k in stored if stored[k] != asked[k]]:  # another trainer's args on this output_dir
+            raise ValueError(f"{final} was trained with " + ", ".join(f"{k}={stored[k]!r}" for k in changed)
+                             + ", these args give " + ", ".join(f"{k}={asked[k]!r}" for k in changed)
+                             + "; evaluate with the run's own args (verify_question, verify_threshold, "
+                               "verify_label_reward)")
+        spec = self.config.model  # in the run's precision, as its end-of-run report and the CLI
+        model, tokenizer = load_hf(final, dtype=jnp.dtype(spec.dtype), compute_dtype=spec.compute_dtype)
         given = ([], self.records[1]) if self.records is not None else None  # the eval slot: logged and checked as such
         records = experiment.build_records(self.config.task, tokenizer, given)[1]
         if not records:

@@ -763,6 +763,30 @@ def test_evaluate_workdir_that_does_not_exist(tmp_path):
         f"{run / 'final'})"), lines
 
 
+def test_evaluate_a_run_without_eval_problems_and_a_damaged_verifier_file(tmp_path):
+    workdir = tmp_path / "run"  # its task has no eval problems: "max() arg is an empty sequence"
+    fake_run(workdir, ["TaskSpec.num_eval = 0"])
+    gin.parse_config_files_and_bindings([DIGIT], TINY)
+    model, tokenizer = experiment.build_policy(Config.from_gin().model)
+    gin.clear_config()
+    save_hf(model, tokenizer, workdir / "final")
+    code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(workdir), "--num_samples", "2"])
+    assert code == 2 and len(lines) == 1 and lines[0].endswith(
+        f"--workdir {workdir}: the run has no eval problems (TaskSpec.eval_file / num_eval); pass --data FILE"), lines
+    assert not (workdir / "eval").exists()
+    data = tmp_path / "problems.jsonl"
+    data.write_text(json.dumps({"prompt": "1+1", "answer": "2"}) + "\n")
+    stored = workdir / "final" / "rlvjax_verifier.json"
+    for text, message in (('{"question": "Right?",}', "is not valid JSON (Expecting property name"),
+                          ('["Right?"]', "holds a JSON list, not an object of label_reward, question, threshold")):
+        stored.write_text(text)  # a traceback, or a JSON error naming no file
+        code, lines = run_cli("rlvjax.evaluate", ["--model_dir", str(workdir / "final"), "--data", str(data),
+                                                  "--raw_prompts", "--out", str(tmp_path / "out")])
+        assert code == 2 and len(lines) == 1 and f"{stored} {message}" in lines[0], lines
+        assert lines[0].endswith("fix it, or delete it to ask the default verify question"), lines
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_evaluate_model_dir_mistakes(tmp_path):
     """--model_dir that is not an HF directory, without --data, together with --workdir, or too short for

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from rlvjax import testtime, train
+from rlvjax.rl import verifier
 from rlvjax.reports import assemble, calibration_error, compare, report, summary
 from rlvjax.config import Config
 
@@ -380,6 +381,10 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     assert wrapped.returncode == 2 and "64 --data prompt(s) hold characters the tokenizer cannot encode" in \
         wrapped.stderr and not (tmp_path / "wrapped").exists()
     model_dir.append("--raw_prompts")  # the digit task's prompts, already in the policy's format
+    # The stored verify threshold is on the training reward's scale; a directory is graded by the math reward at its
+    # own (a +-1 reward's threshold of 0 made every completion correct).
+    stored = json.loads((tmp_path / "final" / verifier.CONFIG_FILE).read_text())
+    (tmp_path / "final" / verifier.CONFIG_FILE).write_text(json.dumps({**stored, "threshold": 0.0}))
     hf = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", "4",
                          "--max_new_tokens", "6", "--temperature", "2", "--batch_size", "8", "--out",
                          str(tmp_path / "hf")], capture_output=True, text=True, timeout=300, cwd=REPO)
@@ -400,6 +405,7 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     hf_samples = [json.loads(line) for line in (tmp_path / "hf" / "eval_samples.jsonl").open()]
     assert rep["num_problems"] == 64 and len(hf_samples) == 256
     assert np.mean([s["correct"] for s in hf_samples]) == pytest.approx(rep["pass@1"])
+    assert rep["pass@1"] < 1 and all(s["reward"] == float(s["correct"]) for s in hf_samples)
     # Two devices (rows split over the data axis, each refilling its own) sample the same pool.
     two = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", "4",
                           "--max_new_tokens", "6", "--temperature", "2", "--out", str(tmp_path / "hf2")],

@@ -1,8 +1,10 @@
 """The Python API (rlvjax.RLVTrainer / RLVConfig): a user's own JSONL, reward function and verify question, in
 15 lines; evaluated and saved; the run's config.gin reproduces it through the CLI."""
 
+import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -92,6 +94,12 @@ def test_the_verify_question_is_asked_at_training_and_test_time_and_saved(user_r
     suffix = verifier.tokens(tokenizer, QUESTION).suffix
     assert tokenizer.decode(suffix) == base_verify_prompt(QUESTION)  # one token of the built-in tokenizer
     assert len(suffix) == 1
+    # Another trainer's args on the run: its evaluate() asked their question of the policy, silently.
+    other = rlvjax.RLVTrainer(args=rlvjax.RLVConfig(output_dir=root / "run", verify_question="2+2=5"))
+    with pytest.raises(ValueError, match="^" + re.escape(f"{root / 'run' / 'final'} was trained with question="
+                                                         f"{QUESTION!r}, these args give question='2+2=5'; evaluate "
+                                                         "with the run's own args")):
+        other.evaluate(num_samples=4)
 
 
 def test_evaluate_returns_and_writes_the_report(user_run):
@@ -429,6 +437,12 @@ def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
     assert rlvjax.RLVConfig(output_dir=tmp_path / "run").output_dir == str(tmp_path / "run")
     model_dir = tmp_path / "model"
     assert rlvjax.RLVTrainer(model=model_dir, args=args).config.model.hf_dir == str(model_dir)
+    model_dir.mkdir()  # a relative directory is stored absolute: evaluate and export read it from elsewhere
+    with contextlib.chdir(tmp_path):
+        assert rlvjax.RLVTrainer(model="model", args=args).config.model.hf_dir == str(model_dir)
+    assert rlvjax.RLVTrainer(model="Qwen/Qwen2.5-Math-1.5B", args=args).config.model.hf_dir == \
+        "Qwen/Qwen2.5-Math-1.5B"  # a hub id, as given
+    assert rlvjax.RLVConfig(output_dir="x", reward_weights=[1.0, 0.5]).reward_weights == (1.0, 0.5)  # TRL's lists
     # a warm start generates its task's solutions: in-memory rows have none (it trained on arithmetic instead)
     from rlvjax.config import Config
     from rlvjax.sft import WarmStartConfig

@@ -70,9 +70,16 @@ def load_config(directory) -> VerifierConfig:
     path = os.path.join(directory, CONFIG_FILE)
     if not os.path.exists(path):
         return VerifierConfig()
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
     known = {f.name for f in dataclasses.fields(VerifierConfig)}
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); fix it, or delete it to ask the default verify "
+                         "question") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} holds a JSON {type(saved).__name__}, not an object of {', '.join(sorted(known))}; "
+                         "fix it, or delete it to ask the default verify question")
     if unknown := sorted(set(saved) - known):
         print(f"warning: {path}: ignoring {', '.join(unknown)} (written by a later rlvjax; this one reads "
               f"{', '.join(sorted(known))})", flush=True)
