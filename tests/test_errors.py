@@ -550,8 +550,8 @@ def test_a_run_from_step_0_never_replaces_files_it_did_not_write(tmp_path, capsy
     gin.parse_config_files_and_bindings([DIGIT], TINY)
     Config.from_gin().write(finished)
     gin.clear_config()
-    for resume in (False, True):
-        code, line = train_error(finished, capsys=capsys, resume=resume)
+    for resuming in (False, True):
+        code, line = train_error(finished, capsys=capsys, resume=resuming)
         assert code == 2 and line.endswith(f"{finished} holds final, eval.json, which this run would replace, and no "
                                            "checkpoint to resume; choose a new or empty --workdir (output_dir)")
     assert sorted(p.name for p in finished.iterdir()) == ["config.gin", "config.json", "eval.json", "final"]
