@@ -108,16 +108,22 @@ class Config:
             tmp.replace(Path(workdir) / name)
 
     @staticmethod
+    def written(workdir) -> Config | None:
+        """The config a run last wrote to ``workdir/config.json``; None where there is none or the file is not a
+        run's (another tool's ``config.json``)."""
+        try:
+            values = json.loads((Path(workdir) / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return Config.from_dict(values) if isinstance(values, dict) and {"model", "rl", "run"} <= set(values) else None
+
+    @staticmethod
     def check_workdir(workdir) -> None:
         """Refuses, before anything is written, a workdir whose ``config.json`` / ``config.gin`` a run would replace
         but did not write: an HF model's config, a project's own files (``--workdir .``)."""
         json_path, gin_path = Path(workdir) / "config.json", Path(workdir) / "config.gin"
         if json_path.exists():
-            try:
-                values = json.loads(json_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                values = None
-            if not (isinstance(values, dict) and {"model", "rl", "run"} <= set(values)):  # as every version wrote
+            if Config.written(workdir) is None:
                 raise FileExistsError(f"{json_path} is not a training run's config, and a run would replace it; "
                                       "choose a new or empty --workdir")
         elif gin_path.exists():  # a run writes config.json first, then config.gin

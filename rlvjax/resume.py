@@ -40,9 +40,12 @@ def config_defaults() -> dict:
 
 
 def stored_config(workdir: Path, step: int | None) -> Config:
-    """The config a run was trained with: the one saved with checkpoint ``step`` (None: the newest whose config
-    reads back, as the resume itself skips damaged steps), else the ``config.gin`` it wrote when it started (a run
-    stopped before its first checkpoint)."""
+    """The config a run continues with: the one saved with checkpoint ``step``; without a step, the last one the run
+    accepted, its ``config.json`` (written once a checkpoint has accepted it, so that a ``--resume --gin_param``
+    change holds though no checkpoint was saved after it), else the newest checkpoint's whose config reads back (as
+    the resume itself skips damaged steps), else the ``config.gin`` it wrote when it started."""
+    if step is None and (accepted := Config.written(workdir)) is not None:
+        return accepted
     if (workdir / "checkpoints").is_dir():
         with Checkpointer(workdir / "checkpoints", read_only=True) as checkpoints:
             saved = checkpoints.all_steps()
@@ -58,5 +61,7 @@ def stored_config(workdir: Path, step: int | None) -> Config:
             return Config.from_gin()
         finally:  # parsing locked gin's config: the caller parses this one again, with its own flags on top
             gin.clear_config()
+    if step is not None:
+        raise FileNotFoundError(f"no checkpoint for step {step}: {workdir} holds no checkpoints; check --workdir")
     raise FileNotFoundError(f"--resume continues a run with its own config, but {workdir} holds no checkpoint or "
                             "config.gin; check --workdir, or pass the run's --gin_file/--gin_param")

@@ -490,6 +490,14 @@ def test_resume_without_gin_flags_takes_the_run_s_own_config(tmp_path, capsys):
     assert resume.stored_config(workdir, None) == config
     with pytest.raises(DamagedCheckpoint, match="checkpoint step 2"):
         resume.stored_config(workdir, 2)
+    # A change a `--resume --gin_param` made (written to config.json once the checkpoint accepted it) holds for the
+    # next `--resume` alone though no checkpoint was saved after it (a finished run resumed with a baseline asked
+    # for and stopped in it: the next resume dropped the baseline); --checkpoint N still takes that step's config.
+    accepted = dataclasses.replace(config, run=dataclasses.replace(config.run, baseline=not config.run.baseline))
+    accepted.write(workdir)
+    assert resume.stored_config(workdir, None) == accepted and resume.stored_config(workdir, 1) == config
+    (workdir / "config.json").write_text('{"model_type": "qwen2"}')  # not a run's: the checkpoint's, as before
+    assert resume.stored_config(workdir, None) == config
     # A run stopped before its first checkpoint (Ctrl-C in the warm start) holds only its config.gin: --resume alone
     # reads it, through launch (reading it locked gin's config, and launch's own parse then crashed).
     started = tmp_path / "started"
@@ -515,6 +523,8 @@ def test_resume_without_gin_flags_takes_the_run_s_own_config(tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith(f"no checkpoint for step 5: {tmp_path / 'typo'} holds no "
                                                     "checkpoints; check --workdir")
     assert not (tmp_path / "typo").exists()
+    with pytest.raises(FileNotFoundError, match=f"^no checkpoint for step 5: {started} holds no checkpoints; "):
+        resume.stored_config(started, 5)  # said "holds no checkpoint or config.gin" beside its config.gin
 
 
 def test_fresh_run_into_a_workdir_with_checkpoints(tmp_path, capsys):
