@@ -17,7 +17,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from rlvjax import parallel
+from rlvjax import cli, parallel
 from rlvjax.fieldtypes import check_field_types
 from rlvjax.rl import steps
 
@@ -189,7 +189,19 @@ def warm_start(graphdef, params, examples: Sequence[Tokenized], cfg: WarmStartCo
                                        verdict_id=verdict))
         batch = sft_batch(rows, pad_id=pad_id, width=width)
         params, opt_state, loss = step(params, opt_state, *map(put, batch))
-        if (i + 1) % 50 == 0 or i + 1 == cfg.num_steps:
+        if (i + 1) % 50 == 0 or i + 1 == cfg.num_steps:  # the host waits here anyway, for the progress bar
+            if not np.isfinite(float(loss)):
+                raise diverged(cfg, f"loss {float(loss)} at step {i + 1}")
             bar.set_postfix(loss=f"{float(loss):.3f}")
     bar.close()
+    if not jax.jit(lambda p: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(p)])))(params):
+        raise diverged(cfg, f"non-finite parameters after step {cfg.num_steps}")
     return params
+
+
+def diverged(cfg: WarmStartConfig, what: str) -> cli.RunFailed:
+    """A warm start gone non-finite: stopped before its weights are exported (every later step, and every resume,
+    would start from them)."""
+    return cli.RunFailed(f"the warm start diverged ({what} of {cfg.num_steps}); nothing was exported: lower "
+                         f"WarmStartConfig.learning_rate (now {cfg.learning_rate:g}) and rerun, e.g. with --gin_param "
+                         f"'WarmStartConfig.learning_rate = {cfg.learning_rate / 10:g}'")

@@ -352,6 +352,19 @@ def test_a_resume_after_the_warm_start_was_exported_does_not_redo_it(tmp_path, m
         in_process(workdir, ["WarmStartConfig.num_steps = 31"], resume=True)
     assert planned.search(capsys.readouterr().out)
 
+def test_a_warm_start_that_diverges_stops_before_its_export(tmp_path, capsys):
+    """Its NaN weights were exported, stamped and reused by every resume, under a message saying the checkpoint
+    held finite parameters."""
+    workdir = tmp_path / "run"
+    assert in_process(workdir, ["WarmStartConfig.learning_rate = 1e30"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rlvjax.train: error:")]
+    assert len(err) == 1 and re.search(r"the warm start diverged \((loss nan at step \d+|non-finite parameters after "
+                                       r"step \d+) of \d+\); nothing was exported: lower "
+                                       r"WarmStartConfig.learning_rate \(now 1e\+30\) and rerun, e.g. with "
+                                       r"--gin_param 'WarmStartConfig.learning_rate = 1e\+29'$", err[0]), err
+    assert not (workdir / "warm_start").exists() and saved_steps(workdir) == []
+
+
 def test_sigterm_before_the_first_step_exits_0_at_once(tmp_path, monkeypatch, capsys):
     def preempted_warm_start(graphdef, params, *args, stop, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)  # arrives during the warm start's first step
