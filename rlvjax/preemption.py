@@ -76,14 +76,14 @@ def notice():
 
 
 @contextlib.contextmanager
-def stop_at_once(what: str):
-    """For a phase with nothing to save (the end-of-run report, written whole at its end): a SIGTERM ends the process
-    at once, exit 0, with one line saying so (without this the default action ended it with 143 and no word). Main
-    thread only; elsewhere a no-op."""
+def stop_at_once(line: str):
+    """For a phase with nothing to save (the start-up before anything is written, the end-of-run report, written
+    whole at its end): a SIGTERM ends the process at once, exit 0, printing ``rlvjax.train: {line}`` (without this
+    the default action ended it with 143 and no word). Main thread only; elsewhere a no-op."""
+
     def handle(signum, frame):
         del frame
-        print(f"rlvjax.train: {signal.Signals(signum).name} during {what}: training is complete and saved; stopped "
-              "without it; rerun with --resume to do it", file=sys.stderr, flush=True)
+        print(f"rlvjax.train: {line}", file=sys.stderr, flush=True)
         os._exit(0)
 
     if threading.current_thread() is not threading.main_thread():

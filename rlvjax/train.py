@@ -76,6 +76,15 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     non-finite updates in a row raise :class:`cli.RunFailed` without saving the step that tripped it. The workdir's
     lock is held until this returns, or, given ``hold``, until that stack closes (the baseline and the report).
     """
+    # Until the workdir is locked and the notice handlers are in (the model's load, the checks, the plan: minutes at
+    # scale) nothing is written, so a SIGTERM ends the process at once, exit 0 (it was 143, with no word).
+    with preemption.stop_at_once("SIGTERM before the first RL step; nothing to save, rerun with --resume"):
+        return _train(config, workdir, resume=resume, resume_step=resume_step, reward=reward, records=records,
+                      hold=hold)
+
+
+def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | None, reward: Rewards | None,
+           records: tuple[list[dict], list[dict]] | None, hold: contextlib.ExitStack | None) -> list[dict]:
     if resume_step is not None and not resume:
         raise ValueError(f"--checkpoint {resume_step} chooses the step to resume from; pass it with --resume")
     parallel.initialize_distributed(config.mesh)  # before anything touches a device
@@ -381,7 +390,8 @@ def run_and_report(config: Config, workdir, *, resume: bool = False, resume_step
     workdir's lock: no second process can resume the run while its baseline starts or its report reads it."""
     with contextlib.ExitStack() as hold:
         _, policies = train_with_baseline(config, workdir, resume=resume, resume_step=resume_step, hold=hold)
-        with preemption.stop_at_once("the end-of-run report"):
+        with preemption.stop_at_once("SIGTERM during the end-of-run report: training is complete and saved; "
+                                     "stopped without it; rerun with --resume to do it"):
             return report_run(config, workdir, policies)
 
 

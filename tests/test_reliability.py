@@ -497,6 +497,32 @@ def test_sigterm_during_the_report_stops_at_once_with_one_line(tmp_path, env):
     with workdir_lock(tmp_path / "run"):  # released with the process
         pass
 
+SIGTERM_IN_SETUP = """
+import os, signal, sys, time
+import gin
+from rlvjax import cli, experiment, train
+from rlvjax.config import Config
+
+def load(*args, **kwargs):  # minutes for a 1.5B model, when the scheduler's notice comes
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)
+
+experiment.build_policy = load
+gin.parse_config_files_and_bindings([sys.argv[1]], [])
+cli.run_main("rlvjax.train", lambda argv: train.run_and_report(Config.from_gin(), sys.argv[2]))([])
+"""
+
+
+def test_sigterm_while_the_model_loads_stops_at_once_with_one_line(tmp_path, env):
+    """Before the notice handlers were in, it died with 143 and no word (a sweep counted the run as failed)."""
+    out = subprocess.run([sys.executable, "-c", SIGTERM_IN_SETUP, DIGIT, str(tmp_path / "run")], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines()[-1] == ("rlvjax.train: SIGTERM before the first RL step; nothing to save, "
+                                                   "rerun with --resume")
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_baseline_and_the_report_run_under_the_workdir_locks(tmp_path, monkeypatch):
     """A second process cannot resume the run (or its baseline) while the report reads the exported policies."""
     from rlvjax.lock import WorkdirBusy, workdir_lock
