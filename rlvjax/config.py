@@ -153,3 +153,11 @@ def section_from_dict(section: type, values: dict):
 
 def _is_tuple(kind) -> bool:
     return typing.get_origin(kind) is tuple or any(typing.get_origin(k) is tuple for k in typing.get_args(kind))
+
+
+def check_local(workdir, flag: str = "--workdir") -> None:
+    """Refuses a URL: Path() made gs://b/run a local ./gs:/b/run, which trained until its first checkpoint save
+    failed."""
+    if "://" in str(workdir):
+        raise ValueError(f"{flag} {workdir} is a URL; runs are written to a local or mounted filesystem (a bucket: "
+                         "mount it, e.g. with gcsfuse, and pass the mount's path)")

@@ -26,7 +26,7 @@ from flax import nnx
 
 from rlvjax import (budget, cli, evaluate, experiment, memory, outputs, parallel, preemption, sampling,
                     sft)
-from rlvjax.config import Config
+from rlvjax.config import Config, check_local
 from rlvjax.checkpoint import Checkpointer, check_free_space, ensure_writable
 from rlvjax.data import pipeline, sources, tasks
 from rlvjax.lock import workdir_lock
@@ -85,6 +85,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
 
 def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | None, reward: Rewards | None,
            records: tuple[list[dict], list[dict]] | None, hold: contextlib.ExitStack | None) -> list[dict]:
+    check_local(workdir)
     if resume_step is not None and not resume:
         raise ValueError(f"--checkpoint {resume_step} chooses the step to resume from; pass it with --resume")
     parallel.initialize_distributed(config.mesh)  # before anything touches a device
@@ -369,6 +370,7 @@ def train_with_baseline(config: Config, workdir, *, resume: bool = False, resume
     """Train; with ``RunConfig.baseline`` also train the lambda = 0 baseline from the same warm start, in
     ``WORKDIR/baseline_lambda0``. Returns the run's logged metrics and the exported policies by name. Given
     ``hold``, both workdirs stay locked until that stack closes."""
+    check_local(workdir)  # before Path() makes gs://b/run a gs:/b/run
     workdir = Path(workdir).absolute()  # the baseline's config names the warm start by this path
     history = train(config, str(workdir), resume=resume, resume_step=resume_step, reward=reward, records=records,
                     hold=hold)

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from rlvjax.config import Config
+from rlvjax.config import Config, check_local
 from rlvjax.data import sources
 from rlvjax.fieldtypes import check_field_types
 from rlvjax.rewards import registry
@@ -67,6 +67,7 @@ class RLVConfig:
         check_field_types(self)
         if not str(self.output_dir).strip():  # "" would train into the working directory
             raise ValueError("RLVConfig.output_dir is empty; name the run's directory, e.g. output_dir='runs/mine'")
+        check_local(self.output_dir, "RLVConfig.output_dir")
         if not isinstance(self.config, Config):
             raise ValueError(f"RLVConfig.config must be an rlvjax.config.Config, not a {type(self.config).__name__}")
 

@@ -583,6 +583,14 @@ def test_a_workdir_holding_another_tools_config_is_refused(tmp_path, capsys):
         assert sorted(p.name for p in workdir.iterdir()) in (["config.json"], ["config.gin"])  # nothing written
 
 
+def test_a_url_workdir_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # it trained into ./gs:/my-bucket/run1 and failed at its first checkpoint save
+    code, line = train_error("gs://my-bucket/run1", capsys=capsys)
+    assert code == 2 and line.endswith("--workdir gs://my-bucket/run1 is a URL; runs are written to a local or mounted "
+                                       "filesystem (a bucket: mount it, e.g. with gcsfuse, and pass the mount's path)")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unwritable_workdir(tmp_path, capsys):
     (tmp_path / "file").write_text("a file, not a directory")
     workdir = tmp_path / "file" / "run"

@@ -84,14 +84,18 @@ def test_dry_run_gpu_shares_out_devices(tmp_path, capsys, monkeypatch):
 
 
 def test_dry_run_tpu_vm(capsys):
-    commands = dry_run(capsys, "--workdir_root", "gs://bucket/sweep", "--target", "tpu_vm", "--tpu_name", "v4-32",
+    commands = dry_run(capsys, "--workdir_root", "/mnt/bucket/sweep", "--target", "tpu_vm", "--tpu_name", "v4-32",
                        "--zone", "us-central2-b", "--project", "my-proj")
     for label, command in zip(("0", "0.1", "1"), commands):
         assert command[:-1] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "v4-32", "--zone=us-central2-b",
                                 "--project=my-proj", "--worker=all", "--command"]
         cd, python = command[-1].split(" && ")
         assert cd == "cd rlvjax"
-        assert shlex.split(python) == ["python3", *train_args(label, f"gs://bucket/sweep/lambda_{label}")]
+        assert shlex.split(python) == ["python3", *train_args(label, f"/mnt/bucket/sweep/lambda_{label}")]
+    with pytest.raises(ValueError, match="^--workdir_root gs://bucket/sweep is a URL; runs are written to a local or "
+                                         "mounted filesystem"):  # every run would refuse it on the workers
+        dry_run(capsys, "--workdir_root", "gs://bucket/sweep", "--target", "tpu_vm", "--tpu_name", "v4-32",
+                "--zone", "us-central2-b", "--project", "my-proj")
     with pytest.raises(ValueError, match="needs --zone, --project"):
         dry_run(capsys, "--workdir_root", "r", "--target", "tpu_vm", "--tpu_name", "v4-32")
     with pytest.raises(ValueError, match="one λ at a time"):

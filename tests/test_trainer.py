@@ -443,6 +443,8 @@ def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
     assert rlvjax.RLVTrainer(model="Qwen/Qwen2.5-Math-1.5B", args=args).config.model.hf_dir == \
         "Qwen/Qwen2.5-Math-1.5B"  # a hub id, as given
     assert rlvjax.RLVConfig(output_dir="x", reward_weights=[1.0, 0.5]).reward_weights == (1.0, 0.5)  # TRL's lists
+    with pytest.raises(ValueError, match="^RLVConfig.output_dir gs://b/run is a URL; runs are written to a local "):
+        rlvjax.RLVConfig(output_dir="gs://b/run")
     # a warm start generates its task's solutions: in-memory rows have none (it trained on arithmetic instead)
     from rlvjax.config import Config
     from rlvjax.sft import WarmStartConfig
