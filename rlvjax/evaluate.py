@@ -103,11 +103,10 @@ def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: 
     mesh = parallel.make_mesh(config.mesh)
     temperatures = tuple(dict.fromkeys([rl.temperature, run.eval_temperature or rl.temperature]))
     reward = reward or Rewards.of(config)
-    given = ([], records[1]) if records is not None else None  # the eval slot: checked as eval rows
     reports, correct = {}, {}
     for name, path in policies.items():  # in the run's precision, as trained and as the memory plan counts it
         model, tokenizer = load_hf(path, dtype=jnp.dtype(config.model.dtype), compute_dtype=config.model.compute_dtype)
-        eval_records = experiment.build_records(config.task, tokenizer, given)[1]
+        eval_records = experiment.build_eval_records(config.task, tokenizer, None if records is None else records[1])
         for t in temperatures:
             rep, pool = evaluate_policy(model, tokenizer, eval_records, rl, mesh, num_samples=run.final_eval_samples,
                                         seed=run.seed, temperature=t, conventions=config.conventions,
@@ -129,6 +128,13 @@ def check_pool_size(k: int, name: str = "--num_samples") -> None:
     if k < 2 or k & (k - 1):
         raise ValueError(f"{name}={k}: use a power of two >= 2 (votes compare a problem's samples, and the curve's "
                          "largest N is the pool)")
+
+
+def evaluated(model: Path, data: str | None) -> dict:
+    """What an evaluation's eval.json is about: the model (an exported directory's stamp, ``outputs.exports``: its
+    export id and training step) and the problems (None: the run's own eval problems)."""
+    source = str(Path(data).absolute()) if data is not None and Path(data).exists() else data  # or a datasets id
+    return {"model": str(model.absolute()), "export": outputs.exports({"model": model})["model"], "data": source}
 
 
 def check_out(out: Path) -> None:
@@ -279,7 +285,8 @@ def main(argv):
             raise FileNotFoundError(f"--workdir {workdir} is not a training run (no checkpoints/ in it); point it at "
                                     "the --workdir of a run, or pass an HF directory as --model_dir")
         name = f"step_{f.checkpoint}" if f.checkpoint is not None else f.policy
-        out = Path(f.out or workdir / "eval" / name)
+        # other problems than the run's own go beside its report on them, not over it
+        out = Path(f.out or workdir / "eval" / (f"{name}-{Path(f.data).stem}" if f.data else name))
     else:
         from rlvjax import export  # which imports this module
 
@@ -290,7 +297,7 @@ def main(argv):
             raise FileNotFoundError(f"--model_dir {f.model_dir} is not an HF model directory (no config.json); point "
                                     "at a folder with config.json and *.safetensors")
         name = Path(f.model_dir).resolve().name
-        out = Path(f.out or Path("eval") / name)
+        out = Path(f.out or Path("eval") / f"{name}-{Path(f.data).stem}")
     check_out(out)  # before minutes of sampling, not after
     check_writable(out)
     if f.workdir:
@@ -327,7 +334,7 @@ def main(argv):
         experiment.check_encodable(tokenizer, records, "--data", fix="evaluate a model whose tokenizer covers them, "
                                    "pass --raw_prompts if they are already in the model's format, or remove them")
     else:
-        records = experiment.build_records(run_config.task, tokenizer)[1]
+        records = experiment.build_eval_records(run_config.task, tokenizer)
         if not records:
             raise ValueError(f"--workdir {workdir}: the run has no eval problems (TaskSpec.eval_file / num_eval); "
                              "pass --data FILE")
@@ -365,6 +372,9 @@ def main(argv):
                                                    seed=f.seed)
     evaluation = assemble({temperature_key(temperature): {name: rep}}, {},
                           train_temperature=None if f.model_dir else rl.temperature, headline_temperature=temperature)
+    model_path = workdir / (f"checkpoints/{f.checkpoint}" if f.checkpoint is not None else f.policy) if f.workdir \
+        else Path(f.model_dir)
+    evaluation["evaluated"] = evaluated(model_path, f.data)
     json_path, png_path = write_report(evaluation, out, samples=(pool, records, conventions))
     samples_path = out / "eval_samples.jsonl"
     print(summary(evaluation))
@@ -394,7 +404,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("seed", 0, "sampling seed")
     flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's training temperature, the "
                        "headline; 1.0 for --model_dir)")
-    flags.DEFINE_string("out", None, "output directory (default: WORKDIR/eval/POLICY, or ./eval/MODEL_DIR_NAME)")
+    flags.DEFINE_string("out", None, "output directory (default: WORKDIR/eval/POLICY, WORKDIR/eval/POLICY-DATA with "
+                        "--data, or ./eval/MODEL_DIR_NAME-DATA; DATA: the --data file's stem)")
     flags.DEFINE_string("compilation_cache", None, "XLA's persistent compilation cache directory, '' for none "
                         "(default: the run's RunConfig.compilation_cache_dir, ~/.cache/rlvjax/jax unless changed)")
     conventions = testtime.Conventions  # each flag's default is the class's (see its docstring)

@@ -262,20 +262,32 @@ def build_records(task: TaskSpec, tokenizer, given: tuple[list[dict], list[dict]
         if shared:
             logging.warning("%d of %d eval prompts are train prompts too: the evals partly measure memorised problems; "
                             "give disjoint train and eval data", shared, len(evals))
-    if task.max_prompt_tokens is None:
-        return train, evals
-    kept = []
-    for name, records in (("train", train), ("eval", evals)):
-        fits = [r for r in records if len(tokenizer.encode(r["prompt"], add_special_tokens=False))
-                <= task.max_prompt_tokens]
-        if len(fits) < len(records):
-            logging.warning("dropped %d of %d %s prompts longer than TaskSpec.max_prompt_tokens=%d", len(records) -
-                            len(fits), len(records), name, task.max_prompt_tokens)
-        kept.append(fits)
-    if train and not kept[0]:
+    kept = _fitting(task, tokenizer, train, "train")
+    if train and not kept:
         raise ValueError(f"every train prompt is longer than TaskSpec.max_prompt_tokens={task.max_prompt_tokens}; "
                          "raise it")
-    return kept[0], kept[1]
+    return kept, _fitting(task, tokenizer, evals, "eval")
+
+
+def build_eval_records(task: TaskSpec, tokenizer, given: list[dict] | None = None) -> list[dict]:
+    """The eval records alone, as :func:`build_records` gives them (the task's, or the ``given`` raw eval rows):
+    what an evaluation of a trained run reads (its training file may have moved since, or be a datasets id out of
+    reach offline)."""
+    if given is not None:
+        return build_records(task, tokenizer, ([], given))[1]
+    return _fitting(task, tokenizer, tasks.eval_records(task, tokenizer), "eval")
+
+
+def _fitting(task: TaskSpec, tokenizer, records: list[dict], name: str) -> list[dict]:
+    """``records`` without the prompts longer than ``task.max_prompt_tokens``, saying how many were dropped."""
+    if task.max_prompt_tokens is None:
+        return records
+    fits = [r for r in records
+            if len(tokenizer.encode(r["prompt"], add_special_tokens=False)) <= task.max_prompt_tokens]
+    if len(fits) < len(records):
+        logging.warning("dropped %d of %d %s prompts longer than TaskSpec.max_prompt_tokens=%d", len(records) -
+                        len(fits), len(records), name, task.max_prompt_tokens)
+    return fits
 
 
 def check_encodable(tokenizer, records: list[dict], name: str = "",

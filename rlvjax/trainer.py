@@ -183,8 +183,8 @@ class RLVTrainer:
                                "verify_label_reward)")
         spec = self.config.model  # in the run's precision, as its end-of-run report and the CLI
         model, tokenizer = load_hf(final, dtype=jnp.dtype(spec.dtype), compute_dtype=spec.compute_dtype)
-        given = ([], self.records[1]) if self.records is not None else None  # the eval slot: logged and checked as such
-        records = experiment.build_records(self.config.task, tokenizer, given)[1]
+        records = experiment.build_eval_records(self.config.task, tokenizer,
+                                                None if self.records is None else self.records[1])
         if not records:
             raise ValueError("no eval problems: pass eval_dataset= (or a task with TaskSpec.eval_file / num_eval)")
         rl, config = self.config.rl, self.config
@@ -206,6 +206,7 @@ class RLVTrainer:
                                                        seed=config.run.seed)
         evaluation = reports.assemble({reports.temperature_key(t): {"final": rep}}, {},
                                        train_temperature=rl.temperature, headline_temperature=t)
+        evaluation["evaluated"] = evaluate.evaluated(final, None)  # on the run's own eval problems
         if jax.process_index() == 0:  # every process evaluated its share; one writes
             reports.write_report(evaluation, self.output_dir / "eval" / "final",
                                  samples=(pool, records, config.conventions))

@@ -142,6 +142,14 @@ def test_a_datasets_eval_file_reads_its_eval_split_not_the_training_one(tmp_path
     assert "6 of 6 eval prompts are train prompts too" in caplog.text
     with pytest.raises(ValueError, match="has no split 'validation'; set TaskSpec.eval_split to one of its splits"):
         tasks.get("file").records(experiment.TaskSpec(**spec, eval_split="validation"), None)
+    # Evaluating a trained run reads its eval problems alone: its training file may have moved since (it failed with
+    # "no such data file"), and a datasets id may be out of reach offline.
+    moved = experiment.TaskSpec(**{**spec, "train_file": str(tmp_path / "moved.jsonl")})
+    assert [r["prompt"] for r in experiment.build_eval_records(moved, None)] == ["te0", "te1", "te2"]
+    with pytest.raises(FileNotFoundError, match="no such data file"):
+        experiment.build_records(moved, None)
+    arithmetic = experiment.TaskSpec(num_train=8, num_eval=5)  # a task without its own eval reader: its records'
+    assert experiment.build_eval_records(arithmetic, None) == experiment.build_records(arithmetic, None)[1]
 
 
 def test_a_rows_own_prompt_is_its_prompt_beside_problem_and_answer():

@@ -354,7 +354,11 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         assert out.returncode == 0, out.stderr[-2000:]
         assert list((tmp_path / "xla").glob("jit_rollout_step-*")), "the engine's program is not in --compilation_cache"
         assert "read only" not in out.stderr and "PyTorch was not found" not in out.stderr  # no advice noise
-        rep = json.loads((tmp_path / "eval" / name / "eval.json").read_text())["reports"]["2"][name]
+        evaluation = json.loads((tmp_path / "eval" / name / "eval.json").read_text())
+        rep = evaluation["reports"]["2"][name]
+        model = tmp_path / ("final" if name == "final" else "checkpoints/2")  # what it is about, in the file
+        assert evaluation["evaluated"] == {"model": str(model), "data": None, "export": None if extra else {
+            "export_id": end_report["policies"]["final"]["export_id"], "step": 4}}
         assert rep["num_problems"] == 64 and rep["ns"] == [1, 2, 4]
         assert set(rep["accuracy"]) == {"majority", "best_of_n", "weighted"}
         assert "report:" in out.stdout
@@ -401,6 +405,7 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     assert "particle rows" in search.stdout and not (tmp_path / "search").exists()
     evaluation = json.loads((tmp_path / "hf" / "eval.json").read_text())
     assert evaluation["train_temperature"] is None and "T = 2 (eval, headline temperature)" in hf.stdout
+    assert evaluation["evaluated"]["model"] == str(tmp_path / "final") and evaluation["evaluated"]["data"] == str(data)
     rep = evaluation["reports"]["2"]["final"]
     hf_samples = [json.loads(line) for line in (tmp_path / "hf" / "eval_samples.jsonl").open()]
     assert rep["num_problems"] == 64 and len(hf_samples) == 256

@@ -21,6 +21,9 @@ class Task:
     records: Callable[[Any, Any], Records]
     # (TaskSpec, num, mistake_rate, seed) -> [(prompt, completion, correct)]; None: no warm start from this task
     warm_start_pairs: Callable[[Any, int, float, int], list[tuple[str, str, bool]]] | None = None
+    # (TaskSpec, tokenizer) -> the eval records alone, where the train split costs to build or may be gone (a file
+    # moved since training, a datasets id offline); None: ``records``' second
+    eval_records: Callable[[Any, Any], list[dict]] | None = None
 
 
 _TASKS: dict[str, Task] = {}
@@ -47,6 +50,12 @@ def warm_start_pairs(spec, num: int, mistake_rate: float, seed: int) -> list[tup
         raise ValueError(f"task {spec.name!r} has no generated solutions for a warm start; set "
                          "WarmStartConfig.num_steps = 0 and start from an instruction-tuned checkpoint")
     return task.warm_start_pairs(spec, num, mistake_rate, seed)
+
+
+def eval_records(spec, tokenizer) -> list[dict]:
+    """The task's eval records, prompts rendered for the policy (what an evaluation of a trained run reads)."""
+    task = get(spec.name)
+    return task.records(spec, tokenizer)[1] if task.eval_records is None else task.eval_records(spec, tokenizer)
 
 
 def _arithmetic_records(spec, tokenizer) -> Records:
@@ -82,21 +91,24 @@ def _digit_pairs(spec, num, mistake_rate, seed):
 def _file_records(spec, tokenizer) -> Records:
     if spec.train_file is None:
         raise ValueError("TaskSpec.name='file' needs TaskSpec.train_file (a jsonl/parquet path or datasets id)")
-    need_gold = "math" in spec.rewards
-    train = sources.load_records(spec.train_file, on_bad_gold=spec.on_bad_gold, require_gold=need_gold)[0]  # "train"
+    train = sources.load_records(spec.train_file, on_bad_gold=spec.on_bad_gold,
+                                 require_gold="math" in spec.rewards)[0]  # "train"
+    return sources.format_records(train, tokenizer, spec.prompt_format), _file_eval_records(spec, tokenizer)
+
+
+def _file_eval_records(spec, tokenizer) -> list[dict]:
     # A datasets source's "train" split is the training data: evals read their own split (a file has none)
     evals = (sources.load_records(spec.eval_file, split=spec.eval_split, on_bad_gold=spec.on_bad_gold,
-                                  require_gold=need_gold, split_knob="TaskSpec.eval_split")[0]
+                                  require_gold="math" in spec.rewards, split_knob="TaskSpec.eval_split")[0]
              if spec.eval_file else [])
     if len(evals) > spec.num_eval:  # said, so that a report on the first 200 of MATH-500 is never read as all 500
         logging.getLogger(__name__).warning(
             "%s: evaluating its first %d of %d problems (TaskSpec.num_eval = %d); set TaskSpec.num_eval = %d to "
             "evaluate them all", spec.eval_file, spec.num_eval, len(evals), spec.num_eval, len(evals))
         evals = evals[: spec.num_eval]
-    return (sources.format_records(train, tokenizer, spec.prompt_format),
-            sources.format_records(evals, tokenizer, spec.prompt_format))
+    return sources.format_records(evals, tokenizer, spec.prompt_format)
 
 
 register("arithmetic", Task(_arithmetic_records, _arithmetic_pairs))  # procedural, built in
 register("digit", Task(_digit_records, _digit_pairs))  # trivial, for tests
-register("file", Task(_file_records))  # records from a file or a datasets id
+register("file", Task(_file_records, eval_records=_file_eval_records))  # records from a file or a datasets id
