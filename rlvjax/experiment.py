@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from rlvjax.data import sources, tasks
+from rlvjax.data.encoding import encode_prompts
 from rlvjax.data.tokenizer import build_tokenizer
 from rlvjax.fieldtypes import check_field_types
 from rlvjax.model.hf import check_tokenizer, load_hf, load_tokenizer, resolve_model_dir
@@ -282,8 +283,8 @@ def _fitting(task: TaskSpec, tokenizer, records: list[dict], name: str) -> list[
     """``records`` without the prompts longer than ``task.max_prompt_tokens``, saying how many were dropped."""
     if task.max_prompt_tokens is None:
         return records
-    fits = [r for r in records
-            if len(tokenizer.encode(r["prompt"], add_special_tokens=False)) <= task.max_prompt_tokens]
+    lengths = [len(ids) for ids in encode_prompts(tokenizer, [r["prompt"] for r in records])]
+    fits = [r for r, n in zip(records, lengths) if n <= task.max_prompt_tokens]
     if len(fits) < len(records):
         logging.warning("dropped %d of %d %s prompts longer than TaskSpec.max_prompt_tokens=%d", len(records) -
                         len(fits), len(records), name, task.max_prompt_tokens)
@@ -373,10 +374,6 @@ def statics(graphdef, tx, rl: RLConfig, tokenizer, verify: verifier.VerifierConf
     vt = verifier.tokens(tokenizer, verify.question)
     st = sampling_tokens(tokenizer, vt)
     return Statics(graphdef, tx, rl, vt.suffix, vt.yes_id, vt.no_id, st.stop_ids, st.pad_id, st.suppress_ids)
-
-
-def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
-    return [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
 
 
 def decode_completions(tokenizer, tokens, lengths, finished, heads=None) -> list[str]:

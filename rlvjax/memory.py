@@ -42,6 +42,7 @@ from flax import nnx
 from jax.sharding import AbstractMesh, Mesh, NamedSharding
 
 from rlvjax import parallel, sampling, sft
+from rlvjax.data.encoding import encode_prompts
 from rlvjax.model.transformer import ModelConfig, Transformer, kv_blocks
 from rlvjax.pool import EVAL_PROMPTS
 from rlvjax.rl import advantages, steps, vineppo
@@ -438,4 +439,4 @@ def particle_items(cfg: ModelConfig, *, rows: int, prompt_tokens: int, new_token
 
 def max_prompt_tokens(tokenizer, prompts) -> int:
     """The widest prompt batch the sampler can see: the longest encoded prompt, rounded up as ``left_pad`` does."""
-    return sampling.bucket_width(max(len(tokenizer.encode(p, add_special_tokens=False)) for p in prompts))
+    return sampling.bucket_width(max(len(ids) for ids in encode_prompts(tokenizer, list(prompts))))

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from rlvjax import experiment, parallel, sampling, testtime
+from rlvjax.data.encoding import encode_prompts
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import diagnostics, steps
 from rlvjax.rl.config import RLConfig
@@ -85,7 +86,7 @@ def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], re
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
         tokens, chunk_lengths, chunk_finished, vlp = sampler(
-            params, experiment.encode_prompts(tokenizer, [r["prompt"] for r in chunk]),
+            params, encode_prompts(tokenizer, [r["prompt"] for r in chunk]),
             jax.random.fold_in(jax.random.key(seed), start))
         k, n = num_samples, tokens.shape[-1]
         chunk_texts = experiment.decode_completions(tokenizer, tokens.reshape(-1, n), chunk_lengths.ravel(),

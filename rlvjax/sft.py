@@ -18,6 +18,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from rlvjax import cli, parallel
+from rlvjax.data.encoding import encode_prompts
 from rlvjax.fieldtypes import check_field_types
 from rlvjax.rl import steps
 
@@ -110,8 +111,8 @@ Tokenized = tuple[list[int], list[int], bool]  # (prompt ids, completion ids, co
 def tokenize(tokenizer, examples: Sequence[tuple[str, str, bool]]) -> list[Tokenized]:
     """``(prompt, completion, correct)`` examples tokenized, once for the whole warm start (per step would cost
     more than the step)."""
-    return [(tokenizer.encode(p, add_special_tokens=False), tokenizer.encode(c, add_special_tokens=False), ok)
-            for p, c, ok in examples]
+    prompts = encode_prompts(tokenizer, [p for p, _, _ in examples])  # as the sampler's, led by any BOS
+    return [(ids, tokenizer.encode(c, add_special_tokens=False), ok) for ids, (_, c, ok) in zip(prompts, examples)]
 
 
 def row_width(examples: Sequence[Tokenized], verify_tokens: int = 0) -> int:

@@ -29,6 +29,7 @@ from rlvjax import (budget, cli, evaluate, experiment, memory, outputs, parallel
 from rlvjax.config import Config, check_local
 from rlvjax.checkpoint import Checkpointer, check_free_space, ensure_writable
 from rlvjax.data import pipeline, sources, tasks
+from rlvjax.data.encoding import encode_prompts
 from rlvjax.lock import workdir_lock
 from rlvjax.metrics import MetricsWriter, rewind_logs
 from rlvjax.model.hf import export_stamp, save_hf
@@ -238,7 +239,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                 # Each process reads its own shard; the indices are gathered so that every host sees the global
                 # batch (prompts to pad alike, golds to grade all rows; grading is cheap next to sampling).
                 batch = [train_records[i] for i in parallel.to_host(np.asarray([r["index"] for r in next(data)]))]
-                prompts = experiment.encode_prompts(tokenizer, [r["prompt"] for r in batch])
+                prompts = encode_prompts(tokenizer, [r["prompt"] for r in batch])
                 ids, mask = sampling.left_pad(prompts, pad_id=st.pad_id)  # bucket_width: a bounded set of shapes
                 roll = jitted.rollout(state.params, parallel.to_global(ids, rows2), parallel.to_global(mask, rows2),
                                       jax.random.fold_in(jax.random.key(run.seed), step), None)

@@ -482,3 +482,25 @@ def test_numbers_of_any_library_are_gold_answers():
     gsm8k = {"question": "Natalia sold 48 clips in April and half as many in May. How many in all?",
              "answer": "She sold 48/2 = <<48/2=24>>24 clips in May.\nShe sold 48+24 = <<48+24=72>>72 in all.\n#### 72"}
     assert from_rows([gsm8k])[0][0]["gold"] == "72"  # it was the whole rationale, which no answer equals
+
+
+def test_prompts_are_led_by_the_tokenizers_own_bos_once():
+    """A tokenizer that puts BOS before a text (Llama's) gets it on every prompt, as transformers' and vLLM's
+    generate give it (prompts were encoded without it: a base Llama model saw no BOS under --raw_prompts), but not
+    twice where a chat template already wrote it; the arithmetic tokenizer (Qwen2's convention) adds nothing."""
+    from tokenizers import Tokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from rlvjax.data.encoding import encode_prompts, prompt_start
+    from rlvjax.data.tokenizer import build_tokenizer
+
+    qwen_like = build_tokenizer()
+    assert prompt_start(qwen_like) == [] and encode_prompts(qwen_like, ["1+2="]) == [qwen_like.encode("1+2=")]
+    backend = Tokenizer.from_str(qwen_like.backend_tokenizer.to_str())
+    bos, bos_text = qwen_like.eos_token_id, qwen_like.eos_token  # a special token, standing in for Llama's <s>
+    backend.post_processor = processors.TemplateProcessing(single=f"{bos_text} $A", special_tokens=[(bos_text, bos)])
+    llama_like = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos_text)
+    plain = llama_like.encode("1+2=", add_special_tokens=False)
+    assert llama_like.encode("1+2=") == [bos, *plain]  # the tokenizer does add it
+    assert prompt_start(llama_like) == [bos]
+    assert encode_prompts(llama_like, ["1+2=", f"{bos_text}1+2="]) == [[bos, *plain], [bos, *plain]]

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlvjax import experiment, sampling, testtime
+from rlvjax.data.encoding import encode_prompts
 from rlvjax.pool import EVAL_PROMPTS
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl.verifier import VerifierConfig
@@ -54,7 +55,7 @@ class Policy:
         the same batch (so a row advanced without resampling is the engine's sample)."""
         for start in range(0, len(records), EVAL_PROMPTS):
             chunk = records[start:start + EVAL_PROMPTS]
-            ids, mask = sampling.left_pad(experiment.encode_prompts(self.tokenizer, [r["prompt"] for r in chunk]),
+            ids, mask = sampling.left_pad(encode_prompts(self.tokenizer, [r["prompt"] for r in chunk]),
                                           pad_id=self.decoder.params.pad_id)
             yield chunk, jnp.asarray(ids), jnp.asarray(mask), jax.random.fold_in(jax.random.key(seed), start)
 

@@ -1,0 +1,19 @@
+"""How a rendered prompt becomes token ids: as transformers' and vLLM's ``generate`` encode a text prompt, with the
+special ids the tokenizer puts before a text (Llama's BOS; none for Qwen2), once."""
+
+from __future__ import annotations
+
+
+def prompt_start(tokenizer) -> list[int]:
+    """The ids the tokenizer itself puts before any text (``add_special_tokens=True``), e.g. ``[bos]``."""
+    plain = tokenizer.encode("1", add_special_tokens=False)
+    full = tokenizer.encode("1", add_special_tokens=True)
+    return full[: len(full) - len(plain)] if plain and full[len(full) - len(plain):] == plain else []
+
+
+def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
+    """Each prompt's ids, led by ``prompt_start`` unless its text already holds it (a chat template that writes
+    ``{{ bos_token }}``); nothing is appended (a prompt is continued, not ended)."""
+    start = prompt_start(tokenizer)
+    encoded = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+    return [ids if ids[: len(start)] == start else start + ids for ids in encoded]
