@@ -72,7 +72,7 @@ def parse_lambdas(text: str) -> list[str]:
 
 
 def run_dir(root: str, label: str) -> str:
-    # posixpath, not pathlib: the root is passed on as given (rlvjax.train refuses a URL in one line).
+    # posixpath, not pathlib: the root is passed on as given.
     return posixpath.join(root, f"lambda_{label}")
 
 
@@ -305,10 +305,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rlvjax.config import check_local
-
     args = parser().parse_args(argv)
-    check_local(args.workdir_root, "--workdir_root")  # as each run would, after the launch
+    if "://" in args.workdir_root:  # as each run would refuse it (rlvjax.config.check_local), after the launch
+        raise ValueError(f"--workdir_root {args.workdir_root} is a URL; runs are written to a local or mounted "
+                         "filesystem (a bucket: mount it, e.g. with gcsfuse, and pass the mount's path)")
     if Path(args.workdir_root).exists() and not Path(args.workdir_root).is_dir():
         raise NotADirectoryError(f"--workdir_root {args.workdir_root} is a file; pass a directory for the runs")
     jobs = plan(args)

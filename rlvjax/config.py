@@ -111,11 +111,8 @@ class Config:
     def written(workdir) -> Config | None:
         """The config a run last wrote to ``workdir/config.json``; None where there is none or the file is not a
         run's (another tool's ``config.json``)."""
-        try:
-            values = json.loads((Path(workdir) / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return Config.from_dict(values) if isinstance(values, dict) and {"model", "rl", "run"} <= set(values) else None
+        values = _run_values(Path(workdir) / "config.json")
+        return None if values is None else Config.from_dict(values)
 
     @staticmethod
     def check_workdir(workdir) -> None:
@@ -123,7 +120,7 @@ class Config:
         but did not write: an HF model's config, a project's own files (``--workdir .``)."""
         json_path, gin_path = Path(workdir) / "config.json", Path(workdir) / "config.gin"
         if json_path.exists():
-            if Config.written(workdir) is None:
+            if _run_values(json_path) is None:
                 raise FileExistsError(f"{json_path} is not a training run's config, and a run would replace it; "
                                       "choose a new or empty --workdir")
         elif gin_path.exists():  # a run writes config.json first, then config.gin
@@ -161,3 +158,14 @@ def check_local(workdir, flag: str = "--workdir") -> None:
     if "://" in str(workdir):
         raise ValueError(f"{flag} {workdir} is a URL; runs are written to a local or mounted filesystem (a bucket: "
                          "mount it, e.g. with gcsfuse, and pass the mount's path)")
+
+
+def _run_values(path: Path) -> dict | None:
+    """A ``config.json``'s values where they are a training run's (its model, rl and run sections, as every version
+    wrote them), else None: unreadable, or another tool's."""
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return values if isinstance(values, dict) and all(isinstance(values.get(k), dict) for k in ("model", "rl", "run")) \
+        else None

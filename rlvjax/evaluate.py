@@ -34,6 +34,7 @@ import jax.numpy as jnp
 
 from rlvjax import experiment, outputs, parallel, testtime
 from rlvjax.config import Config
+from rlvjax.data import sources
 from rlvjax.reports import assemble, report, summary, temperature_key, write_report
 from rlvjax.model.hf import load_hf
 from rlvjax.pool import EVAL_PROMPTS, PoolSampler, sample_pool
@@ -133,8 +134,8 @@ def check_pool_size(k: int, name: str = "--num_samples") -> None:
 def evaluated(model: Path, data: str | None) -> dict:
     """What an evaluation's eval.json is about: the model (an exported directory's stamp, ``outputs.exports``: its
     export id and training step) and the problems (None: the run's own eval problems)."""
-    source = str(Path(data).absolute()) if data is not None and Path(data).exists() else data  # or a datasets id
-    return {"model": str(model.absolute()), "export": outputs.exports({"model": model})["model"], "data": source}
+    return {"model": str(model.absolute()), "export": outputs.exports({"model": model})["model"],
+            "data": None if data is None else sources.absolute(data)}
 
 
 def check_out(out: Path) -> None:
@@ -254,7 +255,6 @@ def main(argv):
 
     from rlvjax import budget, memory
     from rlvjax.checkpoint import Checkpointer
-    from rlvjax.data import sources
 
     logging.set_verbosity(logging.WARNING)
     f = flags.FLAGS

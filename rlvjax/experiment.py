@@ -274,9 +274,9 @@ def build_eval_records(task: TaskSpec, tokenizer, given: list[dict] | None = Non
     """The eval records alone, as :func:`build_records` gives them (the task's, or the ``given`` raw eval rows):
     what an evaluation of a trained run reads (its training file may have moved since, or be a datasets id out of
     reach offline)."""
-    if given is not None:
-        return build_records(task, tokenizer, ([], given))[1]
-    return _fitting(task, tokenizer, tasks.eval_records(task, tokenizer), "eval")
+    records = tasks.eval_records(task, tokenizer) if given is None else \
+        sources.format_records(given, tokenizer, task.prompt_format)
+    return _fitting(task, tokenizer, records, "eval")
 
 
 def _fitting(task: TaskSpec, tokenizer, records: list[dict], name: str) -> list[dict]:

@@ -70,7 +70,7 @@ def run_under(path: Path) -> Path | None:
 def check_out(out: Path, workdir: Path, overwrite: bool, *, flag: str = "--out",
               overwrite_hint: str = "pass --overwrite") -> None:
     """Refuse to replace files the user may want, and never the run itself or what it manages, in this run or in
-    any run above ``out``, nor another run at ``out`` or just inside it (``overwrite`` replaces ``out``); ``flag``
+    any run above ``out``, nor another run at ``out`` or anywhere inside it (``overwrite`` replaces ``out``); ``flag``
     names ``out`` in the message."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"{flag} {out} is a file; pass a directory path")
@@ -81,7 +81,8 @@ def check_out(out: Path, workdir: Path, overwrite: bool, *, flag: str = "--out",
     if run == target or run.is_relative_to(target):
         raise ValueError(f"{flag} {out} would replace the training run {workdir}; export next to it, e.g. "
                          f"{workdir / 'export'}")
-    held = run_under(target) if out.is_dir() else None  # --overwrite would delete it: never a run, at any depth
+    # --overwrite would delete it: never a run, at any depth (without it a non-empty --out is refused below)
+    held = target if is_run(target) else run_under(target) if overwrite and out.is_dir() else None
     if held is not None:
         raise ValueError(f"{flag} {out} {'is' if held == target else 'holds'} the training run {held}; "
                          f"export to a new directory, e.g. {workdir / 'export'}")

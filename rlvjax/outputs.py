@@ -40,13 +40,14 @@ def check_unused(workdir: Path, *, given: bool) -> None:
     project's own (``tensorboard/``, with ``given`` records ``data/train.jsonl``), or a finished run's final policy
     and report whose checkpoints are gone. An earlier start of a run that stopped before its first checkpoint (its
     ``config.json``, written before anything else, vetted by ``Config.check_workdir``) is simply redone."""
-    if any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):
-        return
-    writes = (*WRITES, "data/train.jsonl", "data/eval.jsonl") if given else WRITES
-    found = [name for name in (OUTPUTS if (workdir / "config.json").exists() else writes) if (workdir / name).exists()]
-    if found:
-        raise FileExistsError(f"{workdir} holds {', '.join(found)}, which this run would replace, and no checkpoint "
-                              "to resume; choose a new or empty --workdir (output_dir)")
+    found = []
+    if not any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):
+        writes = (*WRITES, "data/train.jsonl", "data/eval.jsonl") if given else WRITES
+        found = [n for n in (OUTPUTS if (workdir / "config.json").exists() else writes) if (workdir / n).exists()]
+    # the first process's view: another may look while the first writes this run's data/ (before its config.json)
+    if parallel.primary_says(bool(found)):
+        raise FileExistsError(f"{workdir} holds {', '.join(found) or 'files'}, which this run would replace, and no "
+                              "checkpoint to resume; choose a new or empty --workdir (output_dir)")
 
 
 def set_aside_outputs(workdir: Path, aside: Path, restored: int) -> None:

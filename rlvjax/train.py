@@ -73,13 +73,15 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     Everything that can be wrong with the config, the model or the data fails before anything is written. A run
     killed at any point and restarted with ``resume=True`` continues from its latest complete checkpoint and logs
     exactly what the uninterrupted run would have (``metrics.jsonl`` is rewound to that step first). SIGTERM and
-    Ctrl-C save at the next step boundary and raise :class:`cli.Preempted`; ``OptimConfig.max_consecutive_nonfinite``
+    Ctrl-C save at the next step boundary and raise :class:`cli.Preempted` (a SIGTERM while the run starts, before
+    anything is written, ends the process at once, exit 0); ``OptimConfig.max_consecutive_nonfinite``
     non-finite updates in a row raise :class:`cli.RunFailed` without saving the step that tripped it. The workdir's
     lock is held until this returns, or, given ``hold``, until that stack closes (the baseline and the report).
     """
     # Until the workdir is locked and the notice handlers are in (the model's load, the checks, the plan: minutes at
     # scale) nothing is written, so a SIGTERM ends the process at once, exit 0 (it was 143, with no word).
-    with preemption.stop_at_once("SIGTERM before the first RL step; nothing to save, rerun with --resume"):
+    with preemption.stop_at_once("SIGTERM while the run was starting, before anything was written; rerun with "
+                                 "--resume and the same flags"):
         return _train(config, workdir, resume=resume, resume_step=resume_step, reward=reward, records=records,
                       hold=hold)
 
@@ -417,6 +419,7 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step:
            dry_run: bool = False, print_config: bool = False):
     """What the CLI does once its flags are parsed (tests call it in-process, wrapped in ``cli.run_main``)."""
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress bar says enough
+    check_local(workdir)  # before Path() makes gs://b/run a gs:/b/run
     if resume and not gin_files:  # the run's own config, with any --gin_param on top (checked at restore)
         base = stored_config(Path(workdir), resume_step)
         cli.parse_gin([], gin_params, search_paths=(GIN_SEARCH_PATH,), base=base.to_gin())

@@ -102,7 +102,7 @@ class RLVTrainer:
         if not reward_funcs:
             raise ValueError(f"reward_funcs={reward_funcs!r}: pass a reward function, a list of them, or a registered "
                              "name such as 'math'")
-        model = None if model is None else _source(os.fspath(model))  # read again from other directories
+        model = None if model is None else sources.absolute(os.fspath(model))  # read again from other directories
         funcs = [reward_funcs] if callable(reward_funcs) or isinstance(reward_funcs, str) else list(reward_funcs)
         functions = [registry.resolve(f) if isinstance(f, str) else f for f in funcs]
         names = [f if isinstance(f, str) else registry.name_of(f) for f in funcs]
@@ -117,8 +117,8 @@ class RLVTrainer:
         in_memory = [d for d in (train_dataset, eval_dataset) if d is not None and not isinstance(d, (str, Path))]
         if train_dataset is not None and not in_memory:  # files: the config names them, as the CLI would
             self.config = dataclasses.replace(self.config, task=dataclasses.replace(
-                self.config.task, name="file", train_file=_source(train_dataset),
-                eval_file=None if eval_dataset is None else _source(eval_dataset)))
+                self.config.task, name="file", train_file=sources.absolute(train_dataset),
+                eval_file=None if eval_dataset is None else sources.absolute(eval_dataset)))
             train_dataset = eval_dataset = None
         self.reward = registry.Rewards.of(self.config, functions)
         self.output_dir = Path(args.output_dir)
@@ -176,7 +176,8 @@ class RLVTrainer:
         if not final.is_dir():
             raise FileNotFoundError(f"{final} does not exist: train() first (with RunConfig.export_final = True)")
         stored, asked = dataclasses.asdict(verifier.load_config(final)), dataclasses.asdict(self.config.verifier)
-        if changed := [k for k in stored if stored[k] != asked[k]]:  # another trainer's args on this output_dir
+        changed = [k for k in stored if stored[k] != asked[k]] if (final / verifier.CONFIG_FILE).exists() else []
+        if changed:  # another trainer's args on this output_dir
             raise ValueError(f"{final} was trained with " + ", ".join(f"{k}={stored[k]!r}" for k in changed)
                              + ", these args give " + ", ".join(f"{k}={asked[k]!r}" for k in changed)
                              + "; evaluate with the run's own args (verify_question, verify_threshold, "
@@ -238,11 +239,6 @@ class RLVTrainer:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         replace_dir(tmp, out, overwrite=overwrite)
-
-
-def _source(path_or_id) -> str:
-    """A data file as an absolute path (the config is read from other directories); a datasets id as given."""
-    return str(Path(path_or_id).absolute()) if Path(path_or_id).exists() else str(path_or_id)
 
 
 def _records(dataset, name: str, need_gold: bool, task) -> list[dict]:

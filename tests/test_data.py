@@ -504,3 +504,9 @@ def test_prompts_are_led_by_the_tokenizers_own_bos_once():
     assert llama_like.encode("1+2=") == [bos, *plain]  # the tokenizer does add it
     assert prompt_start(llama_like) == [bos]
     assert encode_prompts(llama_like, ["1+2=", f"{bos_text}1+2="]) == [[bos, *plain], [bos, *plain]]
+    eos = qwen_like.convert_tokens_to_ids("<pad>")  # a tokenizer that ends a text too (Llama-2's add_eos_token)
+    backend.post_processor = processors.TemplateProcessing(single=f"{bos_text} $A <pad>",
+                                                           special_tokens=[(bos_text, bos), ("<pad>", eos)])
+    both = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos_text)
+    assert both.encode("1+2=") == [bos, *plain, eos]
+    assert prompt_start(both) == [bos] and encode_prompts(both, ["1+2="]) == [[bos, *plain]]  # nothing appended

@@ -574,6 +574,11 @@ def test_a_workdir_holding_another_tools_config_is_refused(tmp_path, capsys):
     code, line = train_error(hf, capsys=capsys)
     assert code == 2 and line.endswith(f"{hf / 'config.json'} is not a training run's config, and a run would "
                                        "replace it; choose a new or empty --workdir")
+    (tmp_path / "odd").mkdir()  # the names a run's sections have, not their values: it was an AttributeError
+    (tmp_path / "odd" / "config.json").write_text('{"model": "qwen2", "rl": 1, "run": []}')
+    code, line = train_error(tmp_path / "odd", capsys=capsys)
+    assert code == 2 and line.endswith("config.json is not a training run's config, and a run would replace it; choose "
+                                       "a new or empty --workdir")
     project = tmp_path / "project"
     project.mkdir()
     (project / "config.gin").write_text("RLConfig.lambda_verify = 1.0  # the user's own gin file\n")
@@ -588,6 +593,8 @@ def test_a_url_workdir_is_refused_before_anything_is_written(tmp_path, capsys, m
     code, line = train_error("gs://my-bucket/run1", capsys=capsys)
     assert code == 2 and line.endswith("--workdir gs://my-bucket/run1 is a URL; runs are written to a local or mounted "
                                        "filesystem (a bucket: mount it, e.g. with gcsfuse, and pass the mount's path)")
+    code, line = train_error("gs://my-bucket/run1", gin_files=(), resume=True, capsys=capsys)  # said: no config.gin
+    assert code == 2 and "--workdir gs://my-bucket/run1 is a URL" in line
     assert list(tmp_path.iterdir()) == []
 
 

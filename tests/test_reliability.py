@@ -347,10 +347,14 @@ def test_a_resume_after_the_warm_start_was_exported_does_not_redo_it(tmp_path, m
     assert_same(metrics(workdir), reference, "resumed from the exported warm start")
     # another warm start asked for (here: more steps) is not the exported one: it is redone, and planned
     for name in ("checkpoints", *outputs.OUTPUTS):  # a finished run's own final policy and report: not replaced
-        shutil.rmtree(workdir / name) if (workdir / name).is_dir() else (workdir / name).unlink(missing_ok=True)
+        if (workdir / name).is_dir():
+            shutil.rmtree(workdir / name)
+        else:
+            (workdir / name).unlink(missing_ok=True)
     with pytest.raises(RuntimeError, match="the warm start ran again"):
         in_process(workdir, ["WarmStartConfig.num_steps = 31"], resume=True)
     assert planned.search(capsys.readouterr().out)
+
 
 def test_a_warm_start_that_diverges_stops_before_its_export(tmp_path, capsys):
     """Its NaN weights were exported, stamped and reused by every resume, under a message saying the checkpoint
@@ -497,6 +501,7 @@ def test_sigterm_during_the_report_stops_at_once_with_one_line(tmp_path, env):
     with workdir_lock(tmp_path / "run"):  # released with the process
         pass
 
+
 SIGTERM_IN_SETUP = """
 import os, signal, sys, time
 import gin
@@ -518,8 +523,8 @@ def test_sigterm_while_the_model_loads_stops_at_once_with_one_line(tmp_path, env
     out = subprocess.run([sys.executable, "-c", SIGTERM_IN_SETUP, DIGIT, str(tmp_path / "run")], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stderr.strip().splitlines()[-1] == ("rlvjax.train: SIGTERM before the first RL step; nothing to save, "
-                                                   "rerun with --resume")
+    assert out.stderr.strip().splitlines()[-1] == ("rlvjax.train: SIGTERM while the run was starting, before anything "
+                                                   "was written; rerun with --resume and the same flags")
     assert not (tmp_path / "run").exists()
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 def prompt_start(tokenizer) -> list[int]:
     """The ids the tokenizer itself puts before any text (``add_special_tokens=True``), e.g. ``[bos]``."""
     plain = tokenizer.encode("1", add_special_tokens=False)
-    full = tokenizer.encode("1", add_special_tokens=True)
-    return full[: len(full) - len(plain)] if plain and full[len(full) - len(plain):] == plain else []
+    full = tokenizer.encode("1", add_special_tokens=True)  # [bos] + plain, or with an eos after it too
+    starts = [i for i in range(len(full) - len(plain) + 1) if plain and full[i:i + len(plain)] == plain]
+    return full[: starts[0]] if starts else []
 
 
 def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:

@@ -119,6 +119,12 @@ def from_rows(rows: list[dict], places: list[str] | None = None, *, source: str 
     return records, stats
 
 
+def absolute(path_or_id) -> str:
+    """A local file or directory as an absolute path (a config naming it is read from other directories); a hub or
+    datasets id as given."""
+    return str(Path(path_or_id).absolute()) if Path(path_or_id).exists() else str(path_or_id)
+
+
 def write_jsonl(path, records: list[dict]) -> None:
     """Records as a .jsonl file :func:`load_records` reads back (written whole or not at all); numpy values as the
     Python numbers and lists they hold."""
