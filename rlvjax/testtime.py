@@ -63,9 +63,14 @@ class Conventions:
 
 
 def as_weights(scores) -> np.ndarray:
-    """Verifier scores as float64 vote weights, a NaN score as 0 (as ``strategies.particle.weights`` does), so that
-    the votes, best-of-N picks and curves all treat a sample the verifier could not score alike."""
+    """Verifier scores (probabilities) as float64 vote weights, a NaN score as 0 (as ``strategies.particle.weights``
+    does), so that the votes, best-of-N picks and curves all treat a sample the verifier could not score alike.
+    Anything outside [0, 1] is refused: log-probabilities summed into a vote pick the wrong class."""
     scores = np.asarray(scores, np.float64)
+    if np.any((scores < 0) | (scores > 1 + 1e-6)):
+        raise ValueError(f"verifier scores must be probabilities in [0, 1], got values in [{np.nanmin(scores):.4g}, "
+                         f"{np.nanmax(scores):.4g}]; from Yes/No log-probabilities use Conventions().scores(yes_logp, "
+                         "no_logp)")
     return np.where(np.isnan(scores), 0.0, scores)
 
 
@@ -174,6 +179,8 @@ def best_of_n(answers, scores, unparseable: str = "last"):
     """The answer with the highest verifier score; ties -> earliest index. With ``unparseable="last"`` unparseable
     answers are skipped unless nothing else is there; with ``"rank"`` they compete on their score (and a picked
     one is returned as None). Only parseability matters here, so no grouping (and no grading) is done."""
+    if unparseable not in ("last", "rank"):  # "rnak" was taken as "last"
+        raise ValueError(f"unparseable={unparseable!r}: use 'last' or 'rank'")
     # What answer_classes (and so the votes and curves) calls no answer: no_answer, or a class id of -1.
     ids = isinstance(answers, np.ndarray) and np.issubdtype(answers.dtype, np.integer)
     parseable = np.array([not (a < 0 if ids else no_answer(a)) for a in answers])

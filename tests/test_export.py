@@ -188,6 +188,38 @@ def test_a_disk_that_fills_up_during_an_hf_export_is_one_error_and_leaves_nothin
     assert list(tmp_path.iterdir()) == []  # no partial export, no temporary
 
 
+def test_save_hf_replaces_only_an_earlier_export_unless_told(tmp_path, monkeypatch):
+    """It deleted whatever the directory held (transformers' save_pretrained only adds files)."""
+    from flax import nnx
+
+    from rlvjax.model.hf import save_hf
+    from rlvjax.model.transformer import ModelConfig, Transformer
+
+    model = Transformer(ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
+                                    num_kv_heads=1, qkv_bias=True), nnx.Rngs(0))
+    project = tmp_path / "project"
+    (project / "runs").mkdir(parents=True)
+    (project / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=f"^{project} holds files that are not a model .*; save into a new or empty "):
+        save_hf(model, None, project)
+    assert sorted(p.name for p in project.iterdir()) == ["notes.txt", "runs"]
+    (tmp_path / "results.csv").write_text("a,b")
+    with pytest.raises(ValueError, match="results.csv is a file; save the model into a directory"):
+        save_hf(model, None, tmp_path / "results.csv", overwrite=True)
+    monkeypatch.chdir(project)
+    with pytest.raises(ValueError, match="^. is the working directory or holds it; save into a new directory"):
+        save_hf(model, None, ".", overwrite=True)  # an OSError, leaving a ..old-* folder
+    assert sorted(p.name for p in project.iterdir()) == ["notes.txt", "runs"]
+    monkeypatch.chdir(tmp_path)
+    save_hf(model, None, tmp_path / "export")
+    save_hf(model, None, tmp_path / "export")  # an earlier export: replaced, as before
+    save_hf(model, None, project, overwrite=True)  # told to: replaced whatever it held
+    assert not (project / "notes.txt").exists() and (project / "model.safetensors").is_file()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    save_hf(model, None, "~/x")  # a literal ./~/x before
+    assert (tmp_path / "home" / "x" / "config.json").is_file() and not (project / "~").exists()
+
+
 def test_replace_dir_never_loses_what_was_there(tmp_path, monkeypatch):
     import os
 

@@ -250,8 +250,10 @@ def test_load_errors_name_the_tensor(hf_checkpoint, tmp_path):
                              r"config.json's rope scaling \{'rope_type': 'linear'\} lacks 'factor'"),
         "sliding": ({"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1, "layer_types": None},
                     "sliding-window attention is not supported"),
+        # the advice alone did not help: transformers v5's layer_types still listed the sliding layer
         "sliding_layer": ({"layer_types": ["full_attention", "sliding_attention"], "use_sliding_window": True,
-                           "sliding_window": 4}, "sliding-window attention is not supported"),
+                           "sliding_window": 4}, "sliding-window attention is not supported; set "
+                                                 "use_sliding_window=false in config.json and remove layer_types"),
     }
     for name, (fields, message) in refused.items():
         with pytest.raises(ValueError, match=message):
@@ -292,6 +294,11 @@ def test_load_errors_name_the_tensor(hf_checkpoint, tmp_path):
     (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04")
     with pytest.raises(ValueError, match="safetensors"):
         rlvjax.load_hf(pickled, tokenizer=False)
+    # None loaded f32 arrays labelled float64 (and exported so: twice the memory in transformers); 'auto' and
+    # integer types failed deep in numpy or an initializer
+    for name, dtype in (("dtype", None), ("dtype", "auto"), ("dtype", "int8"), ("compute_dtype", "bf16")):
+        with pytest.raises(ValueError, match=rf"^load_hf: {name}={dtype!r} is not a floating dtype; pass e.g. "):
+            rlvjax.load_hf(path, tokenizer=False, **{"dtype": jnp.float32, name: dtype})
 
 
 @pytest.mark.parametrize("kind", ["qwen2", "llama"])

@@ -182,6 +182,16 @@ def test_bad_arguments_raise_clear_errors(qwen):
             sampling.sample(model, prompts, max_new_tokens=4)
     with pytest.raises(ValueError, match=r"^prompt ids must be integers of shape \[batch, length\], got float64"):
         sampling.sample(model, np.array([[5.0, 9.5]]), max_new_tokens=4)
+    # jax.random.key keeps 32 bits: seed 2**40 drew seed 0's samples
+    with pytest.raises(ValueError, match=r"^seed=1099511627776 must be in \[0, 2\*\*32\)$"):
+        sampling.sample(model, [[1]], max_new_tokens=4, seed=2**40)
+    for name, value, said in (("max_new_tokens", 3.0, "3.0"), ("top_k", 2.5, "2.5"), ("seed", None, "None")):
+        with pytest.raises(ValueError, match=rf"^{name}={said} must be an int$"):  # an XLA error, or truncated
+            sampling.sample(model, [[1]], **{"max_new_tokens": 4, name: value})
+    with pytest.raises(ValueError, match=r"^stop_ids\[0\]=None must be an int \(a tokenizer without that special"):
+        sampling.sample(model, [[1]], max_new_tokens=4, stop_ids=[None])  # tokenizer.eos_token_id of none
+    one = sampling.sample(model, [[1]], max_new_tokens=4, stop_ids=2, seed=3)  # tokenizer.eos_token_id as it is
+    assert one.tokens.shape == sampling.sample(model, [[1]], max_new_tokens=4, stop_ids=[2], seed=3).tokens.shape
 
 
 def test_prefill_in_chunks_equals_one_prefill(qwen):

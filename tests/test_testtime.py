@@ -34,9 +34,14 @@ def test_weighted_vote_golden():
     assert tt.weighted_vote(["a", "b", "b"], [0.9, 0.5, 0.5], str.__eq__) == "b"  # 1.0 > 0.9
     assert tt.weighted_vote(["a", "b", "b"], [0.9, 0.4, 0.4], str.__eq__) == "a"  # 0.8 < 0.9
     assert tt.weighted_vote(["a", "b"], [0.5, 0.5], str.__eq__) == "a"  # tie -> earliest
-    assert tt.weighted_vote([None, "x"], [100.0, 0.1], str.__eq__) == "x"
-    assert tt.weighted_vote(["a", "b"], [-1.0, -2.0], str.__eq__) == "a"  # present classes only, even if < 0
+    assert tt.weighted_vote([None, "x"], [1.0, 0.1], str.__eq__) == "x"
     assert tt.weighted_vote([None], [1.0]) is None
+    # Scores are probabilities: Yes log-probabilities (SampleOutput.score_logprobs) voted "3" over three "7"s.
+    with pytest.raises(ValueError, match=r"^verifier scores must be probabilities in \[0, 1\], got values in "
+                                         r"\[-0.9163, -0.6931\]; from Yes/No log-probabilities use Conventions"):
+        tt.weighted_vote(["7", "7", "7", "3"], np.log([0.5, 0.5, 0.5, 0.4]))
+    with pytest.raises(ValueError, match="verifier scores must be probabilities"):
+        tt.scaling_curve(np.array([[0, 1]]), np.array([[1.5, 0.2]]), np.array([[True, False]]), (1,), "weighted")
 
 
 def test_best_of_n_golden():
@@ -44,6 +49,8 @@ def test_best_of_n_golden():
     assert tt.best_of_n(["a", "b", "c"], [0.7, 0.9, 0.9]) == "b"  # tie -> earliest index
     assert tt.best_of_n([None, None], [0.1, 0.2]) is None
     assert tt.best_of_n(np.array([-1, 4, 2]), [0.9, 0.1, 0.5]) == 2
+    with pytest.raises(ValueError, match=r"^unparseable='rnak': use 'last' or 'rank'$"):  # taken as "last"
+        tt.best_of_n(["a"], [0.5], unparseable="rnak")
 
 
 def test_answers_too_long_to_grade_never_win_a_vote():
@@ -58,7 +65,7 @@ def test_votes_accept_precomputed_class_ids():
     # tie -> the tied answer seen first, whatever its id (the lowest id won: ids need not follow first occurrence)
     assert tt.majority_vote(np.array([2, 0, 0, 2])) == 2
     assert tt.weighted_vote(np.array([1, 0, 1, 0]), [0.25, 0.5, 0.25, 0.0]) == 1
-    assert tt.weighted_vote(np.array([1, 0, -1]), [0.6, 0.5, 9.0]) == 1
+    assert tt.weighted_vote(np.array([1, 0, -1]), [0.6, 0.5, 1.0]) == 1
     assert tt.majority_vote(np.array([-1, -1])) is None
     # a list of numbers is answers, not class ids (a negative one was read as "unparseable")
     assert tt.majority_vote([-3, -3, 5]) == -3 and tt.best_of_n([-3, 5], [0.9, 0.1]) == -3
@@ -116,7 +123,7 @@ def test_votes_group_by_mathematical_equivalence():
     answers = ["0.25", "1/2", "\\frac14", "0.5", "\\dfrac{1}{2}", None, "3"]
     np.testing.assert_array_equal(tt.answer_classes(answers), [0, 1, 0, 1, 1, -1, 2])
     assert tt.majority_vote(answers) == "1/2"
-    assert tt.weighted_vote(answers, [0.9, 0.2, 0.5, 0.2, 0.2, 5.0, 0.3]) == "0.25"  # 1.4 vs 0.6
+    assert tt.weighted_vote(answers, [0.9, 0.2, 0.5, 0.2, 0.2, 1.0, 0.3]) == "0.25"  # 1.4 vs 0.6
 
 
 # ------------------------------------------------------------------------------------------------ pass@k

@@ -135,6 +135,15 @@ def load_hf(path, dtype=jnp.float32, *, compute_dtype=None, tokenizer: bool = Tr
     Every tensor is checked against the table: an unknown name, a missing parameter or a wrong shape raises an
     error naming the tensor. ``tokenizer=False`` skips the tokenizer (returns None in its place).
     """
+    given = {"dtype": dtype, **({"compute_dtype": compute_dtype} if compute_dtype is not None else {})}
+    for name, value in given.items():
+        try:  # None loaded f32 arrays labelled float64 (and so exported), 'auto' failed in numpy
+            floating = value is not None and jnp.issubdtype(jnp.dtype(value), jnp.floating)
+        except TypeError:
+            floating = False
+        if not floating:
+            raise ValueError(f"load_hf: {name}={value!r} is not a floating dtype; pass e.g. jnp.float32 or "
+                             "'bfloat16'")
     path = resolve_model_dir(str(path))
     config_file = path / "config.json"
     if not config_file.exists():
@@ -224,15 +233,17 @@ def load_tokenizer(path):
 
 
 def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None = None,
-            overwrite: bool = True, max_shard_size: int | str = "5GB", step: int | None = None,
+            overwrite: bool | None = None, max_shard_size: int | str = "5GB", step: int | None = None,
             stamp: dict[str, str] | None = None) -> None:
     """Write ``config.json``, the weights, the tokenizer and ``files`` (``{name: text}``, e.g.
-    ``experiment.export_files``); the directory appears whole or not at all (``replace_dir``, which replaces a
-    non-empty ``path`` only with ``overwrite``). Weights over ``max_shard_size`` (bytes or "5GB", transformers'
+    ``experiment.export_files``); the directory appears whole or not at all (``replace_dir``). An existing
+    ``path`` is replaced when it is an earlier export or empty (``overwrite=None``), whatever it holds
+    (``overwrite=True``, for callers that asked the user), or never if non-empty (``False``). Weights over ``max_shard_size`` (bytes or "5GB", transformers'
     default) are split into ``model-0000i-of-0000n.safetensors`` with a ``model.safetensors.index.json``, as
     ``save_pretrained`` writes them; only one shard's tensors are on the host at a time. The weights' metadata
     (:func:`export_stamp`) carry an id new with every export, ``step``, the training step exported, and ``stamp``."""
-    path = Path(path)
+    path = Path(path).expanduser()  # as load_hf reads it ("~/x" made a ./~/x)
+    check_replaceable(path, only_a_model=overwrite is None)  # before the weights are written, not after
     cfg = model.config
     params = _flat_state(nnx.state(model, nnx.Param))
     weights = {hf_name: hf_to_path(hf_name) for hf_name in hf_tensor_names(cfg)}
@@ -271,7 +282,7 @@ def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None
             raise DiskFullError(f"the disk under {path.parent} filled up while writing {path.name}; nothing was "
                                 f"written there: free some space and run again") from e
         raise
-    replace_dir(tmp, path, overwrite=overwrite)
+    replace_dir(tmp, path, overwrite=overwrite is not False)
 
 
 def _portable_tokenizer_class(path: Path) -> None:
@@ -282,6 +293,22 @@ def _portable_tokenizer_class(path: Path) -> None:
         if config.get("tokenizer_class") == "TokenizersBackend":
             config["tokenizer_class"] = "PreTrainedTokenizerFast"
             path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def check_replaceable(path: Path, *, only_a_model: bool = True) -> None:
+    """A save replaces ``path`` whole: refused for a file or the working directory (which no rename can replace),
+    and, ``only_a_model``, for a folder holding anything but an earlier export (transformers' ``save_pretrained``
+    only ever adds files; a default ``save_hf`` deleted them)."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ValueError(f"{path} is a file; save the model into a directory")
+    if Path.cwd().resolve().is_relative_to(path.resolve()):
+        raise ValueError(f"{path} is the working directory or holds it; save into a new directory")
+    if only_a_model and any(path.iterdir()) and not (
+            (path / "config.json").is_file() and any(path.glob("*.safetensors"))):
+        raise ValueError(f"{path} holds files that are not a model (no config.json with *.safetensors), which the save "
+                         "would delete; save into a new or empty directory, or an earlier export")
 
 
 def replace_dir(tmp: Path, path: Path, *, overwrite: bool = True) -> None:
@@ -298,6 +325,7 @@ def replace_dir(tmp: Path, path: Path, *, overwrite: bool = True) -> None:
         for item in [tmp, *tmp.rglob("*")]:
             item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
         if overwrite and path.exists():
+            check_replaceable(path, only_a_model=False)
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.replace(path, old / path.name)
         try:

@@ -30,7 +30,9 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
         sliding = bool(hf.get("use_sliding_window")) and hf.get("sliding_window") is not None and (
             isinstance(layers, int) and (first or 0) < layers)
     if sliding:
-        raise ValueError("sliding-window attention is not supported; set use_sliding_window=false in config.json")
+        raise ValueError("sliding-window attention is not supported; set use_sliding_window=false in config.json"
+                         + (" and remove layer_types (it lists sliding_attention layers)" if hf.get("layer_types")
+                            else ""))
     if hf.get("mlp_bias"):
         raise ValueError("mlp_bias=true is not supported by rlvjax's SwiGLU MLP")
     if hf.get("hidden_act", "silu") not in ("silu", "swish"):

@@ -378,8 +378,16 @@ def sample(model: Transformer, prompts_ids, *, num_samples: int = 1, max_new_tok
     ``limits`` (``[B * num_samples]`` or ``[B, num_samples]`` token caps) are ``generate``'s.
     Deterministic for a fixed seed, whatever the padding width or ``rows``: each token has its own key.
     """
+    stop_ids = [stop_ids] if isinstance(stop_ids, (int, np.integer)) else stop_ids  # tokenizer.eos_token_id
+    for name, value in (("max_new_tokens", max_new_tokens), ("num_samples", num_samples), ("top_k", top_k),
+                        ("seed", seed), ("pad_id", pad_id), *((f"stop_ids[{i}]", s) for i, s in enumerate(stop_ids))):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):  # 2.0 failed in XLA, 2.5 truncated
+            raise ValueError(f"{name}={value!r} must be an int" + (" (a tokenizer without that special token?)"
+                                                                  if value is None and "stop" in name else ""))
     if max_new_tokens < 1 or num_samples < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} and num_samples={num_samples} must both be >= 1")
+    if not 0 <= seed < 2**32:  # jax.random.key keeps 32 bits: 2**40 drew seed 0's samples
+        raise ValueError(f"seed={seed} must be in [0, 2**32)")
     if rows is not None and rows < 1:
         raise ValueError(f"rows={rows} must be >= 1 (or None: every request at once)")
     if bool(len(score_suffix)) != bool(len(score_ids)):
