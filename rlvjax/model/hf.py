@@ -240,8 +240,9 @@ def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None
     ``path`` is replaced when it is an earlier export or empty (``overwrite=None``), whatever it holds
     (``overwrite=True``, for callers that asked the user), or never if non-empty (``False``). Weights over
     ``max_shard_size`` (bytes or "5GB", transformers' default) are split into ``model-0000i-of-0000n.safetensors``
-    with a ``model.safetensors.index.json``, as ``save_pretrained`` writes them; only one shard's tensors are on the host at a time. The weights' metadata
-    (:func:`export_stamp`) carry an id new with every export, ``step``, the training step exported, and ``stamp``."""
+    with a ``model.safetensors.index.json``, as ``save_pretrained`` writes them; only one shard's tensors are on the
+    host at a time. The weights' metadata (:func:`export_stamp`) carry an id new with every export, ``step``, the
+    training step exported, and ``stamp``."""
     path = Path(path).expanduser()  # as load_hf reads it ("~/x" made a ./~/x)
     check_replaceable(path, only_a_model=overwrite is None)  # before the weights are written, not after
     cfg = model.config
