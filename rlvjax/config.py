@@ -167,5 +167,6 @@ def _run_values(path: Path) -> dict | None:
         values = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return values if isinstance(values, dict) and all(isinstance(values.get(k), dict) for k in ("model", "rl", "run")) \
-        else None
+    if isinstance(values, dict) and all(isinstance(values.get(k), dict) for k in ("model", "rl", "run")):
+        return values
+    return None

@@ -285,6 +285,7 @@ def main(argv):
             raise FileNotFoundError(f"--workdir {workdir} is not a training run (no checkpoints/ in it); point it at "
                                     "the --workdir of a run, or pass an HF directory as --model_dir")
         name = f"step_{f.checkpoint}" if f.checkpoint is not None else f.policy
+        model_path = workdir / "checkpoints" / str(f.checkpoint) if f.checkpoint is not None else workdir / f.policy
         # other problems than the run's own go beside its report on them, not over it
         out = Path(f.out or workdir / "eval" / (f"{name}-{Path(f.data).stem}" if f.data else name))
     else:
@@ -296,7 +297,7 @@ def main(argv):
         if not (Path(f.model_dir) / "config.json").is_file():
             raise FileNotFoundError(f"--model_dir {f.model_dir} is not an HF model directory (no config.json); point "
                                     "at a folder with config.json and *.safetensors")
-        name = Path(f.model_dir).resolve().name
+        name, model_path = Path(f.model_dir).resolve().name, Path(f.model_dir)
         out = Path(f.out or Path("eval") / f"{name}-{Path(f.data).stem}")
     check_out(out)  # before minutes of sampling, not after
     check_writable(out)
@@ -372,8 +373,6 @@ def main(argv):
                                                    seed=f.seed)
     evaluation = assemble({temperature_key(temperature): {name: rep}}, {},
                           train_temperature=None if f.model_dir else rl.temperature, headline_temperature=temperature)
-    model_path = workdir / (f"checkpoints/{f.checkpoint}" if f.checkpoint is not None else f.policy) if f.workdir \
-        else Path(f.model_dir)
     evaluation["evaluated"] = evaluated(model_path, f.data)
     json_path, png_path = write_report(evaluation, out, samples=(pool, records, conventions))
     samples_path = out / "eval_samples.jsonl"
