@@ -83,7 +83,8 @@ def seed_row(run: Path) -> dict:
            "maj@K λ0": base["accuracy"]["majority"][k], "maj@K RL^V": rlv["accuracy"]["majority"][k],
            "wt@K RL^V": rlv["accuracy"]["weighted"][k],
            "verifier RL^V": rlv["verifier"]["verifier_balanced_accuracy"],
-           "verifier λ0": base["verifier"]["verifier_balanced_accuracy"], "efficiency vs λ0": ratio}
+           "verifier λ0": base["verifier"]["verifier_balanced_accuracy"], "efficiency vs λ0": ratio,
+           "efficiency lower bound": bool(cmp["efficiency_vs_lambda0_majority"].get("lower_bound"))}
     row["claims"] = {
         CLAIMS[0]: row["diff CI"][1] >= 0,
         CLAIMS[1]: row["wt@K RL^V"] >= row["maj@K λ0"],
@@ -101,10 +102,14 @@ NUMBERS = ("pass@1 RL^V", "pass@1 λ0", "pass@1 diff", "maj@K λ0", "wt@K RL^V",
 def table(rows: list[dict]) -> str:
     """Markdown: one line per seed, then mean ± standard deviation (efficiency: its range; "never" counts apart),
     then how many seeds meet each claim."""
-    cell = lambda v: "never" if v is None else f"{v:.3f}"  # noqa: E731
+    def cell(r, c):
+        if r[c] is None:
+            return "never"
+        return (">=" if c == "efficiency vs λ0" and r["efficiency lower bound"] else "") + f"{r[c]:.3f}"
+
     lines = ["| seed | " + " | ".join(NUMBERS) + " |", "|---" * (len(NUMBERS) + 1) + "|"]
     for r in rows:
-        lines.append(f"| {r['seed']} | " + " | ".join(cell(r[c]) for c in NUMBERS) + " |")
+        lines.append(f"| {r['seed']} | " + " | ".join(cell(r, c) for c in NUMBERS) + " |")
     summary = []
     for c in NUMBERS:
         values = [r[c] for r in rows if r[c] is not None]
@@ -113,8 +118,8 @@ def table(rows: list[dict]) -> str:
             summary.append((f"{min(values):.2f}–{max(values):.2f}" if values else "–")
                            + (f" ({never} never)" if never else ""))
         else:
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            summary.append(f"{statistics.mean(values):.3f} ± {spread:.3f}")
+            spread = f"{statistics.stdev(values):.3f}" if len(values) > 1 else "n/a"  # one seed: no spread
+            summary.append(f"{statistics.mean(values):.3f} ± {spread}")
     lines.append("| mean ± sd | " + " | ".join(summary) + " |")
     ts = sorted({r["temperature"] for r in rows})
     lines += ["", f"{len(rows)} seeds, K = {', '.join(sorted({str(r['K']) for r in rows}))}, headline temperature "
@@ -159,12 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--collect_only", action="store_true", help="only tabulate the --seeds runs under --workdir_root")
     args = p.parse_args(argv)
+    sweep.check_root(args.workdir_root)
     root = Path(args.workdir_root)
     if not args.collect_only:
         jobs = plan(args)
         if args.parallel < 1:
             raise ValueError(f"--parallel {args.parallel} must be >= 1")
-        sweep.check_config(args.gin_file, args.gin_param)
+        run = sweep.check_config(args.gin_file, args.gin_param)
+        if not (run.final_eval_samples and run.export_final):  # it trained every seed, then found no eval.json
+            raise ValueError("RunConfig.final_eval_samples = 0 or export_final = False: the runs would write no "
+                             "eval.json to compare; keep the end-of-run report on")
         if args.dry_run:
             print("\n".join(sweep.describe(job) for job in jobs))
             return 0

@@ -161,17 +161,28 @@ def plan(args) -> list[Job]:
     cache = str(root / "jax_cache") if args.compilation_cache is None else args.compilation_cache
     # The runs differ in λ only, so most of what one compiles (sampler, warm start, eval) the next one reuses.
     shared = {"JAX_COMPILATION_CACHE_DIR": cache} if cache and "JAX_COMPILATION_CACHE_DIR" not in os.environ else {}
+    # '' turns the cache off in each run too (RunConfig.compilation_cache_dir would have it on)
+    params = [*args.gin_param, *(["RunConfig.compilation_cache_dir = None"] if cache == "" else [])]
     for i, label in enumerate(labels):
         workdir = str(root / f"lambda_{label}")
         env = {**shared, **(gpu_env(i % args.parallel, args.parallel, gpus) if args.target == "gpu" else {})}
-        argv = train_argv(sys.executable, args.gin_file, args.gin_param, label, workdir, args.resume)
+        argv = train_argv(sys.executable, args.gin_file, params, label, workdir, args.resume)
         jobs.append(Job(f"lambda={label}", argv, env, Path(workdir) / "train.log", workdir))
     return jobs
 
 
-def check_config(gin_files: list[str], gin_params: list[str]) -> None:
+def check_root(root: str) -> None:
+    """One line for a root no run could use: a URL (each run would refuse it, after the launch) or a file."""
+    if "://" in root:  # as rlvjax.config.check_local; Path(root).absolute() would make it a local gs:/...
+        raise ValueError(f"--workdir_root {root} is a URL; runs are written to a local or mounted filesystem (a "
+                         "bucket: mount it, e.g. with gcsfuse, and pass the mount's path)")
+    if Path(root).exists() and not Path(root).is_dir():
+        raise NotADirectoryError(f"--workdir_root {root} is a file; pass a directory for the runs")
+
+
+def check_config(gin_files: list[str], gin_params: list[str]):
     """Parse and check the config once here (building it starts no JAX backend), so that a misspelt file, binding
-    or value fails now and not once per run; warn when the runs would write no report."""
+    or value fails now and not once per run; returns its ``RunConfig``."""
     import gin
 
     from rlvjax import cli
@@ -181,17 +192,15 @@ def check_config(gin_files: list[str], gin_params: list[str]) -> None:
     try:  # files and `include 'configs/base.gin'` resolved as rlvjax.train resolves them; errors in one line
         package = str(Path(cli.__file__).parent)  # where rlvjax.train finds configs/, from any directory
         cli.parse_gin(gin_files or [DEFAULT_GIN], gin_params, search_paths=(package,))
-        run = Config.from_gin().run
+        return Config.from_gin().run
     finally:
         gin.clear_config()
-    if not (run.final_eval_samples and run.export_final):
-        print("sweep: warning: RunConfig.final_eval_samples = 0 or export_final = False: the runs write no "
-              "eval.json, so launch/collect.py will have nothing to compare", file=sys.stderr)
 
 
 def check_workdirs(jobs: list[Job]) -> None:
-    """A run directory with checkpoints would be trained over; ask for --resume or a fresh root."""
-    taken = [j.workdir for j in jobs if (Path(j.workdir) / "checkpoints").is_dir()]
+    """A run directory with a saved step would be trained over; ask for --resume or a fresh root. (An empty
+    checkpoints/ is a run that stopped before its first save, which rlvjax.train starts afresh.)"""
+    taken = [j.workdir for j in jobs if any(p.name.isdigit() for p in (Path(j.workdir) / "checkpoints").glob("*"))]
     if taken:
         raise ValueError(f"{', '.join(taken)} already hold checkpoints; pass --resume to continue them or choose "
                          "another --workdir_root")
@@ -306,14 +315,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if "://" in args.workdir_root:  # as each run would refuse it (rlvjax.config.check_local), after the launch
-        raise ValueError(f"--workdir_root {args.workdir_root} is a URL; runs are written to a local or mounted "
-                         "filesystem (a bucket: mount it, e.g. with gcsfuse, and pass the mount's path)")
-    if Path(args.workdir_root).exists() and not Path(args.workdir_root).is_dir():
-        raise NotADirectoryError(f"--workdir_root {args.workdir_root} is a file; pass a directory for the runs")
+    check_root(args.workdir_root)
     jobs = plan(args)
     if args.target != "tpu_vm":  # the config lives here; for a TPU VM it lives on the workers
-        check_config(args.gin_file, args.gin_param)
+        run = check_config(args.gin_file, args.gin_param)
+        if not (run.final_eval_samples and run.export_final):
+            print("sweep: warning: RunConfig.final_eval_samples = 0 or export_final = False: the runs write no "
+                  "eval.json, so launch/collect.py will have nothing to compare", file=sys.stderr)
         if not args.resume and not args.dry_run:
             check_workdirs(jobs)
     if args.dry_run:

@@ -49,6 +49,10 @@ def test_dry_run_local(tmp_path, capsys, monkeypatch):
                                                             ["--gin_param", "RunConfig.seed = 3"])]
                         for label in ("0", "0.1", "1")]
     assert not (tmp_path / "sweep").exists()  # a dry run writes nothing
+    # '' turns the cache off in each run as well (each run's RunConfig.compilation_cache_dir had it on)
+    off = dry_run(capsys, "--workdir_root", tmp_path / "sweep", "--compilation_cache", "")
+    assert off[0] == [sys.executable, *train_args("0", tmp_path / "sweep" / "lambda_0",
+                                                  ["--gin_param", "RunConfig.compilation_cache_dir = None"])]
 
 
 def test_configs_are_found_from_any_directory(tmp_path, capsys, monkeypatch):
@@ -69,7 +73,8 @@ def test_dry_run_gpu_shares_out_devices(tmp_path, capsys, monkeypatch):
     assert [c[:3] for c in commands] == [
         ["JAX_PLATFORMS=cuda", f"CUDA_VISIBLE_DEVICES={devices}", "XLA_PYTHON_CLIENT_MEM_FRACTION=0.90"]
         for devices in ("0,1", "2,3", "0,1")]  # run i in slot i % 2
-    assert commands[1][3:] == [sys.executable, *train_args("0.1", tmp_path / "lambda_0.1")]
+    assert commands[1][3:] == [sys.executable, *train_args("0.1", tmp_path / "lambda_0.1",
+                                                           ["--gin_param", "RunConfig.compilation_cache_dir = None"])]
     # More runs than devices: two per device, each with half of its memory.
     commands = dry_run(capsys, "--workdir_root", tmp_path, "--target", "gpu", "--parallel", "4", "--gpus", "0,1",
                        "--compilation_cache", "")
@@ -177,8 +182,11 @@ def test_sweep_stops_after_a_failed_run(tmp_path, capsys):
         assert f"run lambda={label} failed with exit status 2; log: {log}" in err
         assert "no such data file" in log.read_text()
     assert "not started after the failure: lambda=2" in err and not (tmp_path / "lambda_2").exists()
-    # What was written cannot be trained over by accident once it holds checkpoints.
+    # What was written cannot be trained over by accident once it holds a saved step; an empty checkpoints/ (a run
+    # stopped before its first save, which rlvjax.train starts afresh) was refused alike.
     (tmp_path / "lambda_0" / "checkpoints").mkdir()
+    sweep.check_workdirs([sweep.Job("lambda=0", [], {}, tmp_path / "log", str(tmp_path / "lambda_0"))])
+    (tmp_path / "lambda_0" / "checkpoints" / "3").mkdir()
     with pytest.raises(ValueError, match="already hold checkpoints; pass --resume"):
         sweep.main(["--lambdas", "0", "--gin_file", str(REPO / TINY), "--workdir_root", str(tmp_path)])
 
@@ -337,13 +345,14 @@ def test_collect_tells_runs_of_one_lambda_apart(tmp_path, capsys):
 seeds = load_script("seeds")
 
 
-def write_seed_eval(path, *, rlv, base, rlv_majority, weighted, base_majority, ratio, ci_high, rlv_ver, base_ver):
+def write_seed_eval(path, *, rlv, base, rlv_majority, weighted, base_majority, ratio, ci_high, rlv_ver, base_ver,
+                    lower_bound=False):
     path.parent.mkdir(parents=True, exist_ok=True)
     rep = lambda p1, maj, wt, ver: {"num_samples": 64, "pass@1": p1,  # noqa: E731
                                     "accuracy": {"majority": {"64": maj}, "weighted": {"64": wt}},
                                     "verifier": {"verifier_balanced_accuracy": ver}}
     cmp = {"pass@1": {"difference": rlv - base, "difference_ci95": [rlv - base - 0.1, ci_high]},
-           "efficiency_vs_lambda0_majority": {"ratio": ratio}}
+           "efficiency_vs_lambda0_majority": {"ratio": ratio, "lower_bound": lower_bound}}
     path.write_text(json.dumps({"train_temperature": 1.5, "headline_temperature": 1.5,
                                 "reports": {"1.5": {"final": rep(rlv, rlv_majority, weighted, rlv_ver),
                                                     "lambda0": rep(base, base_majority, 0.0, base_ver)}},
@@ -372,6 +381,12 @@ def test_seeds_claims_by_hand(tmp_path, capsys):
     assert "no eval.json in seed_2" in err
     assert (tmp_path / "claims.md").read_text().startswith("| seed |")
     assert len(json.loads((tmp_path / "claims.json").read_text())["runs"]) == 2
+    # One seed has no spread (it printed +- 0.000); a ratio that is a lower bound says so, as collect.py does.
+    write_seed_eval(tmp_path / "seed_0" / "eval.json", rlv=0.6, base=0.7, rlv_majority=0.8, weighted=0.9,
+                    base_majority=0.85, ratio=4.0, ci_high=0.01, rlv_ver=0.8, base_ver=0.5, lower_bound=True)
+    assert seeds.main(["--workdir_root", str(tmp_path), "--collect_only", "--seeds", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].endswith("| 0.500 | >=4.000 |") and lines[3].startswith("| mean ± sd | 0.600 ± n/a | 0.700 ± n/a")
 
 
 def test_seeds_dry_run_and_bad_input(tmp_path, capsys):
@@ -387,6 +402,12 @@ def test_seeds_dry_run_and_bad_input(tmp_path, capsys):
         seeds.main(["--seeds", "1,1", "--workdir_root", str(tmp_path), "--dry_run"])
     with pytest.raises(FileNotFoundError, match="no eval.json in seed_0, seed_1, seed_2 under"):
         seeds.main(["--workdir_root", str(tmp_path), "--collect_only"])
+    # it trained every seed and then said "no eval.json ... run this script without --collect_only first"
+    with pytest.raises(ValueError, match="^RunConfig.final_eval_samples = 0 or export_final = False: the runs would "
+                                         "write no eval.json to compare; keep the end-of-run report on$"):
+        seeds.main(["--workdir_root", str(tmp_path), "--gin_param", "RunConfig.final_eval_samples = 0", "--dry_run"])
+    with pytest.raises(ValueError, match="^--workdir_root gs://b/x is a URL"):  # it trained into a local ./gs:/b/x
+        seeds.main(["--workdir_root", "gs://b/x", "--dry_run"])
 
 
 def test_a_run_stopped_with_its_state_saved_is_not_counted_done_and_logs_are_kept(tmp_path, capsys):
