@@ -186,6 +186,9 @@ def test_free_space_is_checked_on_the_nearest_existing_parent(tmp_path, monkeypa
     assert isinstance(checkpoint.DiskFullError("x"), OSError)
 
 
+# After the injected ENOSPC, Orbax's background thread sometimes schedules a callback on its event loop after that
+# loop has closed (2 of 3 full suites on 2026-12-05): its own clean-up noise, not what this test checks.
+@pytest.mark.filterwarnings("ignore:Exception ignored in:pytest.PytestUnraisableExceptionWarning")
 def test_a_disk_that_fills_up_mid_save_leaves_the_previous_step_and_no_partial_one(tmp_path, monkeypatch):
     """Step 2's arrays are written, then its stored config hits ENOSPC in Orbax's background thread: one-line
     DiskFullError, no ``*.orbax-checkpoint-tmp*`` left, step 1 intact and still the latest."""
