@@ -25,6 +25,7 @@ are replayed on the pool, which gives their live runs' results for these samples
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from pathlib import Path
@@ -136,6 +137,18 @@ def evaluated(model: Path, data: str | None) -> dict:
     export id and training step) and the problems (None: the run's own eval problems)."""
     return {"model": str(model.absolute()), "export": outputs.exports({"model": model})["model"],
             "data": None if data is None else sources.absolute(data)}
+
+
+def check_same_model(out: Path, model: Path) -> None:
+    """One line when ``out`` holds the evaluation of another model (its eval.json's ``evaluated``), which this one
+    would replace."""
+    try:
+        previous = json.loads((out / "eval.json").read_text(encoding="utf-8"))["evaluated"]["model"]
+    except (OSError, ValueError, KeyError, TypeError):  # none there, or written before eval.json named its model
+        return
+    if Path(previous).resolve() != model.resolve():  # the same directory however it is spelt
+        raise ValueError(f"{out} holds the evaluation of another model, {previous}; pass --out to write this one "
+                         "elsewhere")
 
 
 def check_out(out: Path) -> None:
@@ -300,6 +313,8 @@ def main(argv):
         name, model_path = Path(f.model_dir).resolve().name, Path(f.model_dir)
         out = Path(f.out or Path("eval") / f"{name}-{Path(f.data).stem}")
     check_out(out)  # before minutes of sampling, not after
+    if f.out is None:  # a default --out is named after the model directory: two .../final share one
+        check_same_model(out, model_path)
     check_writable(out)
     if f.workdir:
         run_config = Config.from_dict(Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint))
