@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import jax
@@ -246,6 +247,12 @@ def _quiet_read_only():
         yield
     finally:
         logger.removeFilter(drop)
+
+
+def step_folders(directory) -> list[int]:
+    """The steps saved in a checkpoint ``directory`` by their folders (``N``; a save in flight is ``N.orbax-...``),
+    without opening Orbax, which creates the directory; [] where there is none."""
+    return sorted(int(p.name) for p in Path(directory).glob("*") if p.name.isdigit())
 
 
 def check_config(stored: dict, current: dict, keys: Sequence[str], defaults: dict | None = None) -> None:

@@ -25,15 +25,13 @@ are replayed on the pool, which gives their live runs' results for these samples
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
-from rlvjax import experiment, outputs, parallel, testtime
+from rlvjax import eval_out, experiment, outputs, parallel, testtime
 from rlvjax.config import Config
 from rlvjax.data import sources
 from rlvjax.reports import assemble, report, summary, temperature_key, write_report
@@ -130,57 +128,6 @@ def check_pool_size(k: int, name: str = "--num_samples") -> None:
     if k < 2 or k & (k - 1):
         raise ValueError(f"{name}={k}: use a power of two >= 2 (votes compare a problem's samples, and the curve's "
                          "largest N is the pool)")
-
-
-def evaluated(model: Path, data: str | None) -> dict:
-    """What an evaluation's eval.json is about: the model (an exported directory's stamp, ``outputs.exports``: its
-    export id and training step) and the problems (None: the run's own eval problems)."""
-    return {"model": str(model.absolute()), "export": outputs.exports({"model": model})["model"],
-            "data": None if data is None else sources.absolute(data)}
-
-
-def check_same_model(out: Path, model: Path) -> None:
-    """One line when ``out`` holds the evaluation of another model (its eval.json's ``evaluated``), which this one
-    would replace."""
-    try:
-        previous = json.loads((out / "eval.json").read_text(encoding="utf-8"))["evaluated"]["model"]
-    except (OSError, ValueError, KeyError, TypeError):  # none there, or written before eval.json named its model
-        return
-    if Path(previous).resolve() != model.resolve():  # the same directory however it is spelt
-        raise ValueError(f"{out} holds the evaluation of another model, {previous}; pass --out to write this one "
-                         "elsewhere")
-
-
-def check_out(out: Path) -> None:
-    """One line when ``--out`` is a training run (its ``eval.json`` is the run's end-of-run report, which
-    ``launch/collect.py`` tabulates) or inside a folder a run manages other than its ``eval/``."""
-    from rlvjax import export  # which imports this module
-
-    target = out.resolve()
-    if export.is_run(target):
-        raise ValueError(f"--out {out} is a training run: its eval.json is the run's own end-of-run report; write "
-                         f"elsewhere, e.g. {out / 'eval' / 'custom'}")
-    for root in filter(export.is_run, target.parents):
-        inside = target.relative_to(root).parts[0]
-        if inside in export.MANAGED and inside != "eval":
-            raise ValueError(f"--out {out} is inside {root / inside}, which the run in {root} manages; write "
-                             f"elsewhere, e.g. {root / 'eval' / 'custom'}")
-
-
-def check_writable(out: Path) -> None:
-    """Raises a one-line error when ``out`` could not be created or written (its nearest existing ancestor is a file
-    or not writable, or a file evaluate writes is a directory there); creates nothing."""
-    existing = out
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise NotADirectoryError(f"--out {out}: {existing} is a file, not a directory; choose another --out")
-    if not os.access(existing, os.W_OK):
-        raise PermissionError(f"--out {out}: {existing} is not writable; choose another --out")
-    for name in ("eval.json", "scaling.png", "compute.png", "eval_samples.jsonl"):
-        if (out / name).is_dir():
-            raise IsADirectoryError(f"--out {out}: {out / name} is a directory where evaluate writes a file; move it "
-                                    "or choose another --out")
 
 
 def numbers(flag: str, value: str | None, kind=float) -> list | None:
@@ -302,9 +249,7 @@ def main(argv):
         # other problems than the run's own go beside its report on them, not over it
         out = Path(f.out or workdir / "eval" / (f"{name}-{Path(f.data).stem}" if f.data else name))
     else:
-        from rlvjax import export  # which imports this module
-
-        if export.is_run(Path(f.model_dir)):  # its config.json is the run's config, not a model's
+        if outputs.is_run(Path(f.model_dir)):  # its config.json is the run's config, not a model's
             raise ValueError(f"--model_dir {f.model_dir} is a training run; pass it as --workdir (its exported "
                              f"policy: --model_dir {Path(f.model_dir) / 'final'})")
         if not (Path(f.model_dir) / "config.json").is_file():
@@ -312,10 +257,10 @@ def main(argv):
                                     "at a folder with config.json and *.safetensors")
         name, model_path = Path(f.model_dir).resolve().name, Path(f.model_dir)
         out = Path(f.out or Path("eval") / f"{name}-{Path(f.data).stem}")
-    check_out(out)  # before minutes of sampling, not after
+    eval_out.check_out(out)  # before minutes of sampling, not after
     if f.out is None:  # a default --out is named after the model directory: two .../final share one
-        check_same_model(out, model_path)
-    check_writable(out)
+        eval_out.check_same_model(out, model_path)
+    eval_out.check_writable(out)
     if f.workdir:
         run_config = Config.from_dict(Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint))
         rl, verify = run_config.rl, run_config.verifier
@@ -388,7 +333,7 @@ def main(argv):
                                                    seed=f.seed)
     evaluation = assemble({temperature_key(temperature): {name: rep}}, {},
                           train_temperature=None if f.model_dir else rl.temperature, headline_temperature=temperature)
-    evaluation["evaluated"] = evaluated(model_path, f.data)
+    evaluation["evaluated"] = eval_out.evaluated(model_path, f.data)
     json_path, png_path = write_report(evaluation, out, samples=(pool, records, conventions))
     samples_path = out / "eval_samples.jsonl"
     print(summary(evaluation))

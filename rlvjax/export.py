@@ -10,7 +10,6 @@ config stored with the step), and ``save_hf`` writes into a temporary sibling th
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from huggingface_hub.serialization._base import parse_size_to_int
@@ -19,6 +18,7 @@ from rlvjax import evaluate, experiment
 from rlvjax.checkpoint import Checkpointer
 from rlvjax.config import Config
 from rlvjax.model.hf import save_hf
+from rlvjax.outputs import MANAGED, is_run, run_under
 
 
 def export(workdir, out, *, step: int | None = None, overwrite: bool = False, max_shard_size: str = "5GB") -> int:
@@ -47,24 +47,6 @@ def export(workdir, out, *, step: int | None = None, overwrite: bool = False, ma
     save_hf(model, tokenizer, out, files=experiment.export_files(tokenizer, config.verifier), overwrite=overwrite,
             max_shard_size=max_shard_size)
     return step
-
-
-# What a run writes and reads back in its workdir: an export never goes into (or replaces) one of them.
-MANAGED = ("checkpoints", "checkpoints_set_aside", "tensorboard", "warm_start", "final", "baseline_lambda0", "data",
-           "eval")
-RUN_MARKS = ("checkpoints", "config.gin", ".lock")  # a directory holding one of these is a training run
-
-
-def is_run(path: Path) -> bool:
-    return any((path / mark).exists() for mark in RUN_MARKS)
-
-
-def run_under(path: Path) -> Path | None:
-    """The first training run found at ``path`` or anywhere below it (a sweep's root holds runs two levels down)."""
-    for root, _, _ in os.walk(path):
-        if is_run(Path(root)):
-            return Path(root)
-    return None
 
 
 def check_out(out: Path, workdir: Path, overwrite: bool, *, flag: str = "--out",

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from rlvjax import parallel
-from rlvjax.checkpoint import Checkpointer
+from rlvjax.checkpoint import Checkpointer, step_folders
 from rlvjax.config import Config
 from rlvjax.data import pipeline
 from rlvjax.model.hf import export_stamp
@@ -30,6 +30,24 @@ def exported(workdir: Path, checkpoints: Checkpointer, start: int) -> bool:
     return parallel.primary_says(done)
 
 
+# What a run writes and reads back in its workdir: an export never goes into (or replaces) one of them.
+MANAGED = ("checkpoints", "checkpoints_set_aside", "tensorboard", "warm_start", "final", "baseline_lambda0", "data",
+           "eval")
+RUN_MARKS = ("checkpoints", "config.gin", ".lock")  # a directory holding one of these is a training run
+
+
+def is_run(path: Path) -> bool:
+    return any((path / mark).exists() for mark in RUN_MARKS)
+
+
+def run_under(path: Path) -> Path | None:
+    """The first training run found at ``path`` or anywhere below it (a sweep's root holds runs two levels down)."""
+    for root, _, _ in os.walk(path):
+        if is_run(Path(root)):
+            return Path(root)
+    return None
+
+
 OUTPUTS = ("final", "eval.json", "scaling.png")  # the final policy and the end-of-run report
 # What a run writes into its workdir beside its checkpoints and config.
 WRITES = ("warm_start", *OUTPUTS, "baseline_lambda0", "tensorboard", "metrics.jsonl", "samples.jsonl")
@@ -41,7 +59,7 @@ def check_unused(workdir: Path, *, given: bool) -> None:
     and report whose checkpoints are gone. An earlier start of a run that stopped before its first checkpoint (its
     ``config.json``, written before anything else, vetted by ``Config.check_workdir``) is simply redone."""
     found = []
-    if not any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):
+    if not step_folders(workdir / "checkpoints"):
         writes = (*WRITES, "data/train.jsonl", "data/eval.jsonl") if given else WRITES
         found = [n for n in (OUTPUTS if (workdir / "config.json").exists() else writes) if (workdir / n).exists()]
     # the first process's view: another may look while the first writes this run's data/ (before its config.json)

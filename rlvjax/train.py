@@ -27,7 +27,7 @@ from flax import nnx
 from rlvjax import (budget, cli, evaluate, experiment, memory, outputs, parallel, preemption, sampling,
                     sft)
 from rlvjax.config import Config, check_local
-from rlvjax.checkpoint import Checkpointer, check_free_space, ensure_writable
+from rlvjax.checkpoint import Checkpointer, check_free_space, ensure_writable, step_folders
 from rlvjax.data import pipeline, sources, tasks
 from rlvjax.data.encoding import encode_prompts
 from rlvjax.lock import workdir_lock
@@ -353,8 +353,7 @@ def disk_need(params, rl: RLConfig, run: experiment.RunConfig, warm: sft.WarmSta
     again (for its baseline or report) saves nothing, and exports only a final policy it lacks."""
     model = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))  # sharded: not gathered to count
     checkpoint = model * (3 + int(rl.beta > 0))
-    saved_dir = workdir / "checkpoints"
-    steps = [int(p.name) for p in saved_dir.iterdir() if p.name.isdigit()] if saved_dir.is_dir() else []
+    steps = step_folders(workdir / "checkpoints")
     saved = len(steps)
     if steps and (max(steps) if resume_step is None else resume_step) >= run.num_steps:
         exports = int(run.export_final and export_stamp(workdir / "final").get("rlvjax_step") != str(max(steps)))

@@ -162,7 +162,7 @@ class RLVTrainer:
         import jax
         import jax.numpy as jnp
 
-        from rlvjax import evaluate, experiment, parallel, reports
+        from rlvjax import eval_out, evaluate, experiment, parallel, reports
         from rlvjax.rl import verifier
         from rlvjax.model.hf import load_hf
         from rlvjax.strategies import report as strategy_report
@@ -207,7 +207,7 @@ class RLVTrainer:
                                                        seed=config.run.seed)
         evaluation = reports.assemble({reports.temperature_key(t): {"final": rep}}, {},
                                        train_temperature=rl.temperature, headline_temperature=t)
-        evaluation["evaluated"] = evaluate.evaluated(final, None)  # on the run's own eval problems
+        evaluation["evaluated"] = eval_out.evaluated(final, None)  # on the run's own eval problems
         if jax.process_index() == 0:  # every process evaluated its share; one writes
             reports.write_report(evaluation, self.output_dir / "eval" / "final",
                                  samples=(pool, records, config.conventions))

@@ -790,18 +790,18 @@ def test_evaluate_workdir_that_does_not_exist(tmp_path):
 
 def test_a_default_out_never_replaces_another_models_evaluation(tmp_path):
     """runs/a/final and runs/b/final on one data file share ./eval/final-DATA: the second replaced the first."""
-    from rlvjax import evaluate
+    from rlvjax import eval_out
 
     out = tmp_path / "eval" / "final-math500"
     out.mkdir(parents=True)
     (out / "eval.json").write_text(json.dumps({"evaluated": {"model": str(tmp_path / "a" / "final")}}))
     with pytest.raises(ValueError, match=f"^{out} holds the evaluation of another model, {tmp_path / 'a' / 'final'}; "
                                          "pass --out to write this one elsewhere$"):
-        evaluate.check_same_model(out, tmp_path / "b" / "final")
-    evaluate.check_same_model(out, tmp_path / "a" / "final")  # the same model again: replaced, as before
+        eval_out.check_same_model(out, tmp_path / "b" / "final")
+    eval_out.check_same_model(out, tmp_path / "a" / "final")  # the same model again: replaced, as before
     (out / "eval.json").write_text(json.dumps({"reports": {}}))  # written before eval.json named its model
-    evaluate.check_same_model(out, tmp_path / "b" / "final")
-    evaluate.check_same_model(tmp_path / "none", tmp_path / "b" / "final")
+    eval_out.check_same_model(out, tmp_path / "b" / "final")
+    eval_out.check_same_model(tmp_path / "none", tmp_path / "b" / "final")
 
 
 def test_evaluate_a_run_without_eval_problems_and_a_damaged_verifier_file(tmp_path):

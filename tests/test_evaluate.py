@@ -490,16 +490,16 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
 
 
 def test_evaluate_out_never_replaces_a_runs_own_report(tmp_path):
-    from rlvjax import evaluate
+    from rlvjax import eval_out
 
     run = tmp_path / "lambda_1"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.gin").write_text("")
     with pytest.raises(ValueError, match=f"--out {run} is a training run: its eval.json is the run's own end-of-run "
                                          f"report; write elsewhere, e.g. {run / 'eval' / 'custom'}"):
-        evaluate.check_out(run)
+        eval_out.check_out(run)
     with pytest.raises(ValueError, match=f"is inside {run / 'checkpoints'}, which the run in {run} manages"):
-        evaluate.check_out(run / "checkpoints" / "x")
-    evaluate.check_out(run / "eval" / "other_data")  # where evaluate --workdir writes by default
-    evaluate.check_out(tmp_path / "elsewhere")
+        eval_out.check_out(run / "checkpoints" / "x")
+    eval_out.check_out(run / "eval" / "other_data")  # where evaluate --workdir writes by default
+    eval_out.check_out(tmp_path / "elsewhere")
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.gin"]

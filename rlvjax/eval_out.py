@@ -1,0 +1,60 @@
+"""Where an evaluation is written (``evaluate --out``) and what its eval.json says it is about: never a training
+run or a folder a run manages, never over another model's evaluation, only where it can be written."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from rlvjax import outputs
+from rlvjax.data import sources
+
+
+def evaluated(model: Path, data: str | None) -> dict:
+    """What an evaluation's eval.json is about: the model (an exported directory's stamp, ``outputs.exports``: its
+    export id and training step) and the problems (None: the run's own eval problems)."""
+    return {"model": str(model.absolute()), "export": outputs.exports({"model": model})["model"],
+            "data": None if data is None else sources.absolute(data)}
+
+
+def check_same_model(out: Path, model: Path) -> None:
+    """One line when ``out`` holds the evaluation of another model (its eval.json's ``evaluated``), which this one
+    would replace."""
+    try:
+        previous = json.loads((out / "eval.json").read_text(encoding="utf-8"))["evaluated"]["model"]
+    except (OSError, ValueError, KeyError, TypeError):  # none there, or written before eval.json named its model
+        return
+    if Path(previous).resolve() != model.resolve():  # the same directory however it is spelt
+        raise ValueError(f"{out} holds the evaluation of another model, {previous}; pass --out to write this one "
+                         "elsewhere")
+
+
+def check_out(out: Path) -> None:
+    """One line when ``--out`` is a training run (its ``eval.json`` is the run's end-of-run report, which
+    ``launch/collect.py`` tabulates) or inside a folder a run manages other than its ``eval/``."""
+    target = out.resolve()
+    if outputs.is_run(target):
+        raise ValueError(f"--out {out} is a training run: its eval.json is the run's own end-of-run report; write "
+                         f"elsewhere, e.g. {out / 'eval' / 'custom'}")
+    for root in filter(outputs.is_run, target.parents):
+        inside = target.relative_to(root).parts[0]
+        if inside in outputs.MANAGED and inside != "eval":
+            raise ValueError(f"--out {out} is inside {root / inside}, which the run in {root} manages; write "
+                             f"elsewhere, e.g. {root / 'eval' / 'custom'}")
+
+
+def check_writable(out: Path) -> None:
+    """Raises a one-line error when ``out`` could not be created or written (its nearest existing ancestor is a file
+    or not writable, or a file evaluate writes is a directory there); creates nothing."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"--out {out}: {existing} is a file, not a directory; choose another --out")
+    if not os.access(existing, os.W_OK):
+        raise PermissionError(f"--out {out}: {existing} is not writable; choose another --out")
+    for name in ("eval.json", "scaling.png", "compute.png", "eval_samples.jsonl"):
+        if (out / name).is_dir():
+            raise IsADirectoryError(f"--out {out}: {out / name} is a directory where evaluate writes a file; move it "
+                                    "or choose another --out")
