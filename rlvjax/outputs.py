@@ -69,20 +69,38 @@ def check_unused(workdir: Path, *, given: bool) -> None:
 
 
 def set_aside_outputs(workdir: Path, aside: Path, restored: int) -> None:
-    """After a resume went back to step ``restored`` (``--checkpoint``), the final policy and report of a later step
-    follow its checkpoints to ``aside`` (``outputs_of_step_<N>``), so that neither passes for this run's."""
+    """After a resume went back to step ``restored`` (``--checkpoint``), the final policy and report of a later step,
+    and the evaluations (``evaluate --workdir``, in ``eval/``) of that policy or of a later checkpoint, follow its
+    checkpoints to ``aside`` (``outputs_of_step_<N>``), so that none passes for this run's."""
     step = export_stamp(workdir / "final").get("rlvjax_step")
-    present = [workdir / name for name in OUTPUTS if (workdir / name).exists()]
-    if step == str(restored) or not present:
+    present = [workdir / name for name in OUTPUTS if (workdir / name).exists()] if step != str(restored) else []
+    stale = [path for path in sorted((workdir / "eval").glob("*"))
+             if _evaluates(path, workdir, restored, final_moves=bool(present))]
+    if not present and not stale:
         return
     target = aside / f"outputs_of_step_{step or 'unknown'}"
     suffix = 1
     while target.exists():
         target, suffix = aside / f"outputs_of_step_{step or 'unknown'}.{suffix}", suffix + 1
-    target.mkdir(parents=True)
+    (target / "eval" if stale else target).mkdir(parents=True)
     for path in present:
         os.replace(path, target / path.name)
-    print(f"rlvjax.train: moved the final policy and report of step {step or '?'} to {target}", file=sys.stderr)
+    for path in stale:
+        os.replace(path, target / "eval" / path.name)
+    print(f"rlvjax.train: moved the final policy, report and evaluations of step {step or '?'} to {target}",
+          file=sys.stderr)
+
+
+def _evaluates(path: Path, workdir: Path, restored: int, *, final_moves: bool) -> bool:
+    """Whether ``eval/<name>`` (``path``) evaluated ``workdir``'s final policy (when it moves aside) or one of its
+    checkpoints after ``restored``: its eval.json's ``evaluated.model``."""
+    try:
+        model = Path(json.loads((path / "eval.json").read_text(encoding="utf-8"))["evaluated"]["model"]).resolve()
+    except (OSError, ValueError, KeyError, TypeError):  # not an evaluation, or one written before it named its model
+        return False
+    if model == (workdir / "final").resolve():
+        return final_moves
+    return model.parent == (workdir / "checkpoints").resolve() and model.name.isdigit() and int(model.name) > restored
 
 
 def warm_start_id(config: Config) -> str:

@@ -478,9 +478,16 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     with pytest.raises(ValueError, match=r"RunConfig.num_steps=2 is below step 4, which this resume restores; keep "
                                          r"num_steps >= 4, or go back with --checkpoint 2"):
         train.run_and_report(shorter, tmp_path, resume=True)
+    # Evaluations of step 4's final policy and of checkpoint 4 go with them; step 2's and a custom folder stay.
+    (tmp_path / "eval" / "step_4").mkdir()
+    (tmp_path / "eval" / "step_4" / "eval.json").write_text(json.dumps({"evaluated": {
+        "model": str(tmp_path / "checkpoints" / "4")}}))
+    (tmp_path / "eval" / "custom").mkdir()
     train.run_and_report(shorter, tmp_path, resume=True, resume_step=2)
     aside = tmp_path / "checkpoints_set_aside" / "outputs_of_step_4"
     assert export_stamp(aside / "final")["rlvjax_export_id"] == step4
+    assert sorted(p.name for p in (aside / "eval").iterdir()) == ["final", "step_4"]
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["custom", "step_2"]
     assert json.loads((aside / "eval.json").read_text()) == end_report
     back = json.loads((tmp_path / "eval.json").read_text())
     assert back["policies"]["final"]["step"] == back["policies"]["lambda0"]["step"] == 2

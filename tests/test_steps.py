@@ -162,16 +162,26 @@ def test_scanned_epochs_and_minibatches_equal_the_unrolled_loop(setup):
     assert losses_seen[0] != losses_seen[-1]  # four different minibatch updates, not one repeated
 
 
-def test_verify_balance_weights_the_two_classes_equally(setup):
+def test_verify_balance_weights_the_two_classes_equally_in_each_minibatch(setup):
+    """The weights are the minibatch's own: with the rows shuffled into minibatches (num_minibatches > 1), weights of
+    the whole batch would tilt each optimizer step towards the class its minibatch happened to draw more of."""
     graphdef, params = setup
     statics = make_statics(graphdef, verify_balance=True)
     roll, _ = rollouts_and_labels(statics, params)
-    correct = jnp.asarray([[True, False], [False, False]])  # one right rollout of four: it weighs 2, each wrong 2/3
+    correct = jnp.asarray([[True, False], [False, False]])  # one right rollout of four
     batch = steps.build_update_batch(statics, roll, jnp.zeros(roll.tokens.shape), correct)
-    np.testing.assert_allclose(batch.verify_mask, [2.0, 2 / 3, 2 / 3, 2 / 3], rtol=1e-6)
     np.testing.assert_array_equal(batch.verify_target, [YES, NO, NO, NO])
-    plain = steps.build_update_batch(make_statics(graphdef), roll, jnp.zeros(roll.tokens.shape), correct)
-    np.testing.assert_array_equal(plain.verify_mask, 1.0)
+    logits = steps.policy_and_verify_logits(statics, params, batch)[1]
+    ce = -np.asarray(jax.nn.log_softmax(logits.astype(jnp.float32)))[np.arange(4), np.asarray(batch.verify_target)]
+    for rows, expected in (([0, 1, 2], 0.5 * ce[0] + 0.5 * ce[1:3].mean()),  # 1 Yes, 2 No: half and half
+                           ([0, 1, 2, 3], 0.5 * ce[0] + 0.5 * ce[1:].mean()),
+                           ([1, 2, 3], ce[1:].mean())):  # one class only: a plain mean
+        minibatch = jax.tree.map(lambda x: x[np.asarray(rows)], batch)  # noqa: B023
+        _, stats, _, _ = steps._minibatch_grads(statics, params, None, minibatch)
+        np.testing.assert_allclose(stats["verify_loss"], expected, rtol=1e-5)
+    plain = make_statics(graphdef)
+    _, stats, _, _ = steps._minibatch_grads(plain, params, None, jax.tree.map(lambda x: x[:3], batch))
+    np.testing.assert_allclose(stats["verify_loss"], ce[:3].mean(), rtol=1e-5)
 
 
 def test_the_verifier_learns_the_given_verdicts_and_the_policy_the_summed_reward(setup):
@@ -195,6 +205,8 @@ def test_verify_prefixes_add_verify_only_rows_of_partial_solutions(setup, m):
     batch = steps.build_update_batch(statics, roll, adv, correct)
     plain = steps.build_update_batch(make_statics(graphdef), roll, adv, correct)
     assert batch.input_ids.shape[0] == 4 * (1 + m)
+    unused = steps.build_update_batch(make_statics(graphdef, verify_prefixes=m, lambda_verify=0.0), roll, adv, correct)
+    assert jax.tree.map(np.shape, unused) == jax.tree.map(np.shape, plain)  # at lambda_verify = 0 they carry no loss
     np.testing.assert_array_equal(batch.verify_target, np.tile([YES, NO, NO, YES], 1 + m))  # the rollout's label
     assert not np.asarray(batch.target_mask[4:]).any() and not np.asarray(batch.advantages[4:]).any()
     _, stats, _, _ = steps._minibatch_grads(statics, params, None, batch)

@@ -22,9 +22,9 @@ class RLConfig:
     algorithm: str = "grpo"  # advantage estimator (rl/advantages.py): "grpo", "dr_grpo", "rloo" or "vineppo"
     group_size: int = 8  # G: samples per prompt
     lambda_verify: float = 1.0  # weight of the verification loss L_V (0: plain RL, the paper's baseline)
-    # Class-balanced L_V: Yes and No rows of a batch weigh half each, so that p(Yes) = 0.5 is the balanced-accuracy
-    # decision even when most rollouts are wrong (a plain L_V learns the base rate and then rarely says Yes). The
-    # logged verify accuracy is then the balanced one.
+    # Class-balanced L_V: Yes and No rows weigh half each in every optimizer step's minibatch, so that p(Yes) = 0.5
+    # is the balanced-accuracy decision even when most rollouts are wrong (a plain L_V learns the base rate and then
+    # rarely says Yes). The logged verify accuracy is then the balanced one.
     verify_balance: bool = False
     beta: float = 0.0  # KL(pi || pi_ref) weight; > 0 keeps a frozen copy of the initial policy
     # Per-token estimate of KL(pi || pi_ref) in the loss: "k3" (Schulman's, TRL's), or "k1" (logp - ref), whose
@@ -64,8 +64,8 @@ class RLConfig:
     # Opt-in: each rollout also trains the verifier on this many of its partial solutions, ``prompt + the first
     # c_j tokens + verify prompt`` with c_j = body * j / (m + 1) (j = 1..m), labelled with the whole rollout's label:
     # p(Yes) after a partial solution then estimates its chance of ending right, which verifier-guided search scores
-    # (rlvjax.strategies.particle). These rows carry no policy loss; the update holds (1 + m) x the rows. 0: complete
-    # solutions only, as in the paper.
+    # (rlvjax.strategies.particle). These rows carry no policy loss; the update holds (1 + m) x the rows (1 x at
+    # lambda_verify = 0, where they would carry none at all). 0: complete solutions only, as in the paper.
     verify_prefixes: int = 0
 
     def __post_init__(self):
@@ -109,12 +109,15 @@ class RLConfig:
     def loss_aggregation(self) -> str:
         """``aggregation``, or the algorithm's own when None (resolved on use, so that replacing the algorithm
         alone changes it too)."""
-        return self.aggregation or ALGORITHM_AGGREGATION.get(self.algorithm, "token_mean")
+        if self.aggregation is not None:
+            return self.aggregation
+        return ALGORITHM_AGGREGATION.get(self.algorithm, "token_mean")
 
     @property
     def update_rows_per_rollout(self) -> int:
-        """Training rows one rollout becomes: itself and its ``verify_prefixes`` partial solutions."""
-        return 1 + self.verify_prefixes
+        """Training rows one rollout becomes: itself and its ``verify_prefixes`` partial solutions (none at
+        lambda_verify = 0, where they would carry no loss: the baseline of a run with them, a sweep's λ = 0)."""
+        return 1 + (self.verify_prefixes if self.lambda_verify > 0 else 0)
 
     @property
     def sampling_params(self) -> sampling.SamplingParams:

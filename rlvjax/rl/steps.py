@@ -112,8 +112,8 @@ def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, limits=
 
 def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, correct) -> UpdateBatch:
     """Flatten ``[B, G]`` rollouts into training rows (see the module docstring for the layout), each labelled Yes
-    where ``correct`` ``[B, G]`` (``Rewards``' verdict); with ``RLConfig.verify_prefixes = m``, m more blocks of
-    ``B * G`` verify-only rows follow, one per cut."""
+    where ``correct`` ``[B, G]`` (``Rewards``' verdict); with ``RLConfig.verify_prefixes = m`` (and lambda_verify >
+    0), m more blocks of ``B * G`` verify-only rows follow, one per cut."""
     b, g, n = rollouts.tokens.shape
     rows = b * g
     tokens = rollouts.tokens.reshape(rows, n)
@@ -125,13 +125,12 @@ def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, c
     prompt_mask = jnp.repeat(rollouts.prompt_mask, g, axis=0)
     target_mask = jnp.arange(n)[None, :] < lengths[:, None]
     verify_target = verifier.verify_labels(correct.reshape(rows), statics.yes_id, statics.no_id)
-    m = statics.rl.verify_prefixes
+    m = statics.rl.update_rows_per_rollout - 1
     # Partial solutions (RLConfig.verify_prefixes): the first c_j tokens of each body, verify rows only.
     cuts = [jnp.maximum(body_len * j // (m + 1), jnp.minimum(body_len, 1)) for j in range(1, m + 1)]
     bodies = [body_mask] + [jnp.arange(n)[None, :] < c[:, None] for c in cuts]
     none = jnp.zeros_like(target_mask)
     verify_target = jnp.tile(verify_target, 1 + m)
-    correct = verify_target == statics.yes_id
     return UpdateBatch(
         input_ids=jnp.concatenate([jnp.concatenate([prompt_ids, jnp.where(b, tokens, statics.pad_id), suffix], axis=1)
                                    for b in bodies]),
@@ -141,8 +140,7 @@ def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, c
         old_logp=jnp.tile(rollouts.logprobs.reshape(rows, n), (1 + m, 1)),
         advantages=jnp.concatenate([token_advantages.reshape(rows, n) * target_mask] + [none.astype(jnp.float32)] * m),
         verify_target=verify_target,
-        verify_mask=(losses.class_balanced_weights(correct) if statics.rl.verify_balance
-                     else jnp.ones(((1 + m) * rows,), jnp.float32)),
+        verify_mask=jnp.ones(((1 + m) * rows,), jnp.float32),  # RLConfig.verify_balance: per minibatch, below
     )
 
 
@@ -219,6 +217,8 @@ def _minibatch_grads(statics: Statics, params, ref_params, batch: UpdateBatch):
     depend only on masks and are computed for the whole minibatch first."""
     rl = statics.rl
     rows = batch.targets.shape[0]
+    if rl.verify_balance:  # Yes and No weigh half each in every optimizer step, whichever rows its minibatch drew
+        batch = batch._replace(verify_mask=losses.class_balanced_weights(batch.verify_target == statics.yes_id))
     policy_count = losses.aggregate(jnp.zeros(batch.target_mask.shape), batch.target_mask, rl.loss_aggregation,
                                     rl.max_new_tokens)[1]
     verify_count = jnp.sum(batch.verify_mask)
@@ -284,8 +284,8 @@ def update_step(statics: Statics, state: TrainState, batch: UpdateBatch) -> tupl
 
 class JittedSteps(NamedTuple):
     rollout: Any  # (params, prompt_ids, prompt_mask, rng) -> Rollouts
-    prepare: Any  # (rollouts, rewards) -> (UpdateBatch, advantages): group estimators
-    build: Any  # (rollouts, token_advantages, rewards) -> UpdateBatch: precomputed (VinePPO) advantages
+    prepare: Any  # (rollouts, rewards, correct) -> (UpdateBatch, advantages): group estimators
+    build: Any  # (rollouts, token_advantages, correct) -> UpdateBatch: precomputed (VinePPO) advantages
     update: Any  # (state, batch) -> (state, metrics); donates the state
 
 
