@@ -1,14 +1,16 @@
-"""One training run per workdir: an advisory ``flock`` on the workdir directory itself, held by JAX process 0.
+"""One training run per workdir: an advisory record lock on ``WORKDIR/.lock``, held by JAX process 0.
 
 The kernel drops the lock when its process ends, however it ends, so a dead process (kill -9, a lost node) never
 blocks a resume (a child it forked closes its copy of the lock's descriptor, so it does not keep the lock alive).
-While it holds the lock, the holder names itself (pid, host, start time) in ``WORKDIR/.lock``, so the process
-refused can say who holds the workdir; the file is emptied on release (one a kill leaves behind is only a name,
-rewritten by the next holder). Locking the directory, not a file in it, adds nothing to a workdir whose run is
-refused. Where a directory cannot be flock'ed (NFS emulates ``flock`` with a byte-range write lock, which needs a
-file open for writing; Lustre mounted without ``flock``), the lock is a record lock on ``WORKDIR/.lock`` itself
-(open-file-description, as flock's, on Linux), which the server's lock manager arbitrates across hosts. A filesystem
-with no locks at all is refused in one line.
+While it holds the lock, the holder names itself (pid, host, start time) in the same file, so the process refused
+can say who holds the workdir; the file is emptied on release, not removed (the lock lives on it; a new file would
+be a second lock), and a name a kill leaves behind is rewritten by the next holder.
+
+A record lock (open-file-description on Linux, as flock's is) rather than a ``flock`` of the directory: on NFS a
+directory's flock is local to each client (``nfs_dir_operations`` has no ``flock``), so two hosts would both have
+taken it, while record locks go to the server's lock manager. A FUSE mount such as gcsfuse keeps record locks on each
+host only: it keeps a second run on the same host out, not one on another host. A filesystem with no locks at all is
+refused in one line.
 """
 
 from __future__ import annotations
@@ -43,25 +45,19 @@ def workdir_lock(workdir: Path, *, enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    holder = Path(workdir) / HOLDER_FILE
-    fd, on_holder = _lock(Path(workdir), holder)
+    fd = _lock(Path(workdir) / HOLDER_FILE)
     owner = os.getpid()
     _HELD.add(fd)
     try:
         name = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n"
-        if on_holder:  # written through the locking descriptor (see ``_lock``: another one may release the lock)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, name.encode(), 0)
-        else:
-            holder.write_text(name, encoding="utf-8")
+        # written through the locking descriptor (without F_OFD_SETLK, closing another one would release the lock)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, name.encode(), 0)
         try:
             yield
         finally:
             if os.getpid() == owner:  # a forked child leaving the block holds nothing (``_forget_in_child``)
-                if on_holder:  # emptied, not removed: the lock lives on this file; a new one would be a second lock
-                    os.ftruncate(fd, 0)
-                else:
-                    holder.unlink(missing_ok=True)
+                os.ftruncate(fd, 0)  # emptied, not removed: the lock lives on this file
     finally:
         if os.getpid() == owner:
             _HELD.discard(fd)
@@ -83,31 +79,22 @@ def _forget_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_in_child)
 
 
-def _lock(workdir: Path, holder: Path) -> tuple[int, bool]:
-    """The descriptor that holds ``workdir``'s lock, and whether it is the holder file's (a record lock)."""
-    fd = os.open(workdir, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return fd, False
-    except BlockingIOError:
-        os.close(fd)
-        raise _busy(workdir, holder) from None
-    except OSError:  # no flock on this directory (NFS, Lustre without flock): a record lock on the holder file
-        os.close(fd)
+def _lock(holder: Path) -> int:
+    """The descriptor of ``holder`` that holds the workdir's lock."""
     fd = os.open(holder, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if hasattr(fcntl, "F_OFD_SETLK"):  # Linux: the lock is this descriptor's, as flock's is
             fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
         else:  # the process's: closing any other descriptor of the file releases it
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return fd, True
+        return fd
     except OSError as e:
         os.close(fd)
         if e.errno in (errno.EACCES, errno.EAGAIN):
-            raise _busy(workdir, holder) from None
-        raise WorkdirUnlockable(f"{workdir} cannot be locked on this filesystem ({e.strerror}), so a second run "
-                                "there could not be kept out; choose a --workdir on a filesystem with locks (a local "
-                                "disk, NFS with its lock manager, Lustre mounted with flock)") from None
+            raise _busy(holder.parent, holder) from None
+        raise WorkdirUnlockable(f"{holder.parent} cannot be locked on this filesystem ({e.strerror}), so a second "
+                                "run there could not be kept out; choose a --workdir on a filesystem with locks (a "
+                                "local disk, NFS with its lock manager, Lustre mounted with flock)") from None
 
 
 def _busy(workdir: Path, holder: Path) -> WorkdirBusy:

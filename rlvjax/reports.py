@@ -245,8 +245,8 @@ def write_report(evaluation: dict, out_dir, samples: tuple | None = None) -> tup
 @contextlib.contextmanager
 def _moving_in(out_dir: Path):
     """Holds ``out_dir/.report.lock`` while a report's files move in, so that two evaluations writing one folder at
-    once leave one whole set, not a mix. A lock file, not the folder: a run's own folder is flock'ed by its training
-    process (``lock.workdir_lock``), which may be the one writing the report. Where the filesystem has no locks the
+    once leave one whole set, not a mix. A lock file of its own: a run's ``.lock`` is held by its training process
+    (``lock.workdir_lock``), which may be the one writing the report. Where the filesystem has no locks the
     files still move in one by one, each whole."""
     fd = os.open(out_dir / REPORT_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -289,15 +289,14 @@ def scaling_curve(answers, scores, correct, ns, strategy: str, num_subsets: int 
         return curves if per_problem else curves.mean(axis=0)
     classes = (np.stack([_as_classes(row, None, conventions.grouping) for row in answers]) if len(answers)
                else np.zeros((0, k), int))
-    scores = np.ones_like(correct) if scores is None else as_weights(scores)
+    scores = np.ones_like(correct) if scores is None or strategy == "majority" else as_weights(scores)
     if strategy == "best_of_n":
         curves = [[best_of_n_expected(scores[p], correct[p], classes[p] >= 0, n,
                                       unparseable=conventions.unparseable, ties=conventions.ties) for n in ns]
                   for p in range(num_problems)]
     else:
         rng = np.random.default_rng(seed)
-        weights = np.ones_like(scores) if strategy == "majority" else scores
-        curves = [_vote_curve(classes[p], weights[p], correct[p], ns, num_subsets, rng) for p in range(num_problems)]
+        curves = [_vote_curve(classes[p], scores[p], correct[p], ns, num_subsets, rng) for p in range(num_problems)]
     curves = np.array(curves, dtype=np.float64).reshape(num_problems, len(ns))
     return curves if per_problem else curves.mean(axis=0)
 

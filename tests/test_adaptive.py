@@ -48,6 +48,25 @@ def test_an_unsettled_problem_continues_to_its_cap():
     assert samples_needed(split[:3], np.full(3, 0.5), RULE, rng) == 3  # a pool smaller than min_samples
 
 
+def test_each_resample_is_voted_as_weighted_leader_votes():
+    """Ties in a resample go to the tied class drawn first (not the current leader, which has the lowest id), and a
+    NaN score adds 0: the share equals ``weighted_leader`` applied to every resample drawn from the same stream."""
+    for classes, scores in ((np.array([0, 1, 0, 1]), np.zeros(4)),  # all-zero scores: every resample is a tie
+                            (np.array([0, 1, 0, 1]), np.ones(4)),
+                            (np.array([1, 0, 0, 0, 0, 0]), np.array([np.nan, .5, .5, .5, .5, .5])),
+                            (np.array([0, 1, -1, 2, 1, 0, 2, -1]), np.array([.3, .2, .9, .5, .1, .2, .01, .4]))):
+        share = overturn_probability(classes, scores, 4000, np.random.default_rng(5))
+        picks = np.random.default_rng(5).integers(0, len(classes), size=(4000, len(classes)))
+        leader = weighted_leader(classes, scores)
+        assert share == np.mean([weighted_leader(classes[p], scores[p]) != leader for p in picks])
+    # A 1:1 split with equal scores is overturned about half the time (it was ~6% at n = 4: the leader won ties).
+    assert overturn_probability(np.array([0, 1, 0, 1]), np.zeros(4), 4000, np.random.default_rng(0)) == \
+        pytest.approx(0.5, abs=0.03)
+    # The NaN-scored class-1 sample leads nothing: five agreeing 0.5s are settled.
+    assert overturn_probability(np.array([1, 0, 0, 0, 0, 0]), np.array([np.nan, .5, .5, .5, .5, .5]), 400,
+                                np.random.default_rng(0)) == 0.0
+
+
 def test_resamples_where_nothing_parses_overturn_any_leader():
     """One parsed answer among unparseable ones is not a settled vote, whichever class id it has: (3/4)^4 = 32% of
     the resamples hold no parsed answer and elect nothing."""

@@ -28,6 +28,8 @@ def test_length_stops_once_the_vote_is_confident_and_prices_the_budget_it_stoppe
     lower = length.replay(classes, scores, correct, lengths, finished, dataclasses.replace(rule, threshold=0.4))
     np.testing.assert_array_equal(lower.tokens, [8 + 10 + 10 + 10, 115])  # 0.425 >= 0.4 at the first budget
     assert length.confidence(classes[1], scores[1], lengths[1] <= 25) == pytest.approx(0.5 / 4)
+    # A NaN score adds 0, as in the vote (it made the confidence NaN: never confident, never an early stop).
+    assert length.confidence(np.zeros(4, int), np.array([np.nan, 1, 1, 1]), np.ones(4, bool)) == pytest.approx(3 / 4)
     # Two samples per run: the pool holds two disjoint runs, averaged. Problem 0: samples 0-1 agree at 10 tokens
     # (1.7 / 2 >= 0.6: 18 tokens); samples 2-3 never reach 0.6 (0.9 / 2) and run to 30 (18 + 30 tokens).
     pairs = length.replay(classes, scores, correct, lengths, finished, dataclasses.replace(rule, samples=2))

@@ -286,6 +286,10 @@ def test_curves_from_string_answers_group_by_equivalence():
         from_ids = tt.scaling_curve(ids, scores, correct, [1, 4], strategy, num_subsets=50, seed=1)
         np.testing.assert_allclose(from_strings, from_ids)
     assert tt.scaling_curve(ids, scores, correct, [4], "majority")[0] == 1.0  # 2 vs 1 and 3 vs 1 votes
+    # Majority reads no scores: Yes log-probabilities passed by mistake do not stop it (they do stop the others).
+    assert tt.scaling_curve(ids, np.log(scores), correct, [4], "majority")[0] == 1.0
+    with pytest.raises(ValueError, match="verifier scores must be probabilities in"):
+        tt.scaling_curve(ids, np.log(scores), correct, [4], "weighted")
     assert tt.scaling_curve(ids, scores, correct, [4], "best_of_n")[0] == 0.0  # 0.9 on "3", 0.3 on "8"
 
 

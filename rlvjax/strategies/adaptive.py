@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from rlvjax.fieldtypes import check_field_types
-from rlvjax.strategies.outcome import Outcome, leader_grade, voted, weighted_leader
+from rlvjax.strategies.outcome import Outcome, leader_grade, tied_with_max, voted, weighted_leader
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,21 +54,25 @@ class AdaptiveRule:
 
 
 def overturn_probability(classes: np.ndarray, scores: np.ndarray, bootstraps: int, rng: np.random.Generator) -> float:
-    """The share of bootstrap resamples of these samples whose weighted vote is not the current leader (1 when
-    nothing parses: there is no leader to keep)."""
+    """The share of bootstrap resamples of these samples whose weighted vote (``weighted_leader``: a NaN score adds
+    0, ties go to the tied class drawn first) is not the current leader (1 when nothing parses: there is no leader
+    to keep)."""
     leader = weighted_leader(classes, scores)
     if leader < 0:
         return 1.0
     n = len(classes)
     picks = rng.integers(0, n, size=(bootstraps, n))
-    resampled, weights = classes[picks], np.where(classes[picks] >= 0, scores[picks], 0.0)
+    resampled = classes[picks]
+    weights = np.where(resampled >= 0, np.nan_to_num(np.asarray(scores, np.float64), nan=0.0)[picks], 0.0)
     num = int(classes.max()) + 1
-    totals, votes = np.zeros((bootstraps, num)), np.zeros((bootstraps, num))
+    totals, first = np.zeros((bootstraps, num)), np.full((bootstraps, num), n)
     at = (np.arange(bootstraps)[:, None], np.maximum(resampled, 0))
     np.add.at(totals, at, weights)
-    np.add.at(votes, at, resampled >= 0)
+    np.minimum.at(first, at, np.where(resampled >= 0, np.arange(n), n))  # where each class is first drawn
+    voted_for = first < n
     # A resample with no parsed answer elects nothing (-1): it overturns whichever class leads.
-    elected = np.where(votes.any(axis=1), np.argmax(np.where(votes > 0, totals, -np.inf), axis=1), -1)
+    tied = voted_for & tied_with_max(np.where(voted_for, totals, -np.inf))
+    elected = np.where(voted_for.any(axis=1), np.argmin(np.where(tied, first, n), axis=1), -1)
     return float(np.mean(elected != leader))
 
 

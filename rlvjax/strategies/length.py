@@ -39,9 +39,11 @@ class LengthRule:
 
 
 def confidence(classes: np.ndarray, scores: np.ndarray, voting: np.ndarray) -> float:
-    """The weighted vote's confidence among the ``voting`` samples: the leader's summed score over all samples."""
+    """The weighted vote's confidence among the ``voting`` samples: the leader's summed score (a NaN score adding
+    0, as in the vote) over all samples."""
     leader = weighted_leader(np.where(voting, classes, -1), scores)
-    return 0.0 if leader < 0 else float(np.sum(scores[voting & (classes == leader)]) / len(classes))
+    weights = np.nan_to_num(np.asarray(scores, np.float64), nan=0.0)
+    return 0.0 if leader < 0 else float(np.sum(weights[voting & (classes == leader)]) / len(classes))
 
 
 def _stop(rule: LengthRule, classes, scores, finished, lengths) -> int:

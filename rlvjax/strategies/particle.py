@@ -1,15 +1,16 @@
 """Verifier-guided search on partial solutions: particle filtering (Puri et al. 2025) with the model's own verifier
 as the potential, and early rejection of the weakest partial solutions.
 
-Each problem has ``ParticleRule.particles`` rows. Every round, each row decodes one more step (up to the next token
-that ends with ``step_delimiter``), is scored by the verifier on its live cache (the verify prompt appended after the
-partial solution and rolled back: a few prefill tokens per row, no copy), and the rows are resampled within their
-problem with weights ``p(Yes) ** (1 / weight_temperature)``, normalised: ``"multinomial"`` draws every row from the
-weights, ``"reject"`` replaces the ``reject_fraction`` lowest-weight rows by copies of the highest ones and keeps the
-rest. Finished rows keep their final score and are resampled like the others. After ``max_steps`` rounds (or once
-every row has finished) the remaining rows run to the end, and the problem's answer is the verifier-weighted vote of
-its rows, truncated ones included as in a fixed-N vote (particles without resampling are that vote). Resampling
-draws from a numpy generator seeded by ``seed`` and the batch, so a run is deterministic.
+Each problem has ``ParticleRule.particles`` rows. Every round, each row decodes one more step (up to the next token that
+ends with ``step_delimiter``), is scored by the verifier on its live cache (the verify prompt appended after the partial
+solution and rolled back: a few prefill tokens per row, no copy), and the rows are resampled within their problem with
+weights ``score ** (1 / weight_temperature)``, normalised (``score``: ``Conventions.score``, by default p(Yes) / (p(Yes)
++ p(No))): ``"multinomial"`` draws every row from the weights, ``"reject"`` replaces the ``reject_fraction``
+lowest-weight rows by copies of the highest ones and keeps the rest. Finished rows keep their final score and are
+resampled like the others. After ``max_steps`` rounds (or once every row has finished) the remaining rows run to the
+end, and the problem's answer is the verifier-weighted vote of its rows, truncated ones included as in a fixed-N vote
+(particles without resampling are that vote). Resampling draws from a numpy generator seeded by ``seed`` and the batch,
+so a run is deterministic.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class ParticleRule:
     particles: int = 8  # rows per problem
     step_delimiter: str = "\n\n"  # a step ends on any token whose text ends with this
     max_steps: int = 32  # resampling rounds; then the rows run to the end
-    weight_temperature: float = 1.0  # weights are p(Yes) ** (1 / weight_temperature)
+    weight_temperature: float = 1.0  # weights are score ** (1 / weight_temperature), score: Conventions.score
     resample: str = "multinomial"  # or "reject": only the weakest reject_fraction of rows are replaced
     reject_fraction: float = 0.25
 
