@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 import re
+import socket
 import zlib
 from typing import Sequence
 
@@ -92,6 +93,10 @@ def distributed_args(cfg: MeshConfig, environ=os.environ) -> dict | None:
                     shutdown_timeout_seconds=cfg.shutdown_timeout_s)
     if address == AUTO:  # the cluster environment knows the coordinator, the process count and this process's id
         return timeouts
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:  # JAX crashed on these (IndexError, SIGSEGV)
+        raise ValueError(f"coordinator_address {address!r} must be host:port with a port in 1-65535, e.g. "
+                         "10.0.0.1:1234 (MeshConfig.coordinator_address or RLVJAX_COORDINATOR)")
     num_processes, process_id = setting("num_processes"), setting("process_id")
     if num_processes is None or process_id is None:
         raise ValueError(f"coordinator {address} needs num_processes and process_id too: set MeshConfig."
@@ -116,6 +121,14 @@ def initialize_distributed(cfg: MeshConfig) -> None:
     args = distributed_args(cfg)
     if args is None or jax.distributed.is_initialized():
         return
+    if "coordinator_address" in args:  # a host that does not resolve: JAX aborted the process after its timeout
+        host, _, port = args["coordinator_address"].rpartition(":")
+        try:
+            socket.getaddrinfo(host.strip("[]"), int(port))
+        except OSError as e:
+            raise ValueError(f"coordinator_address {args['coordinator_address']!r}: host {host} does not resolve "
+                             f"({e.strerror}); set MeshConfig.coordinator_address / RLVJAX_COORDINATOR to the "
+                             "coordinator's (process 0's) reachable host:port") from None
     try:
         jax.distributed.initialize(**args)
     except ValueError as e:

@@ -133,6 +133,10 @@ def test_a_file_that_is_not_gguf_or_is_cut_short_is_one_line_error(tmp_path):
     (tmp_path / "cut.gguf").write_bytes(whole[:len(whole) - 4096])
     with pytest.raises(ValueError, match=r"cut\.gguf is not a readable GGUF file \(cannot reshape"):
         load_gguf(tmp_path / "cut.gguf", tokenizer=False)
+    # as load_hf: None loaded f32 arrays labelled float64 (exported so), 'auto' and int8 failed deep in numpy
+    for dtype in (None, "auto", "int8"):
+        with pytest.raises(ValueError, match=rf"^load_gguf: dtype={dtype!r} is not a floating dtype; pass e\.g\. "):
+            load_gguf(tmp_path / "tiny.gguf", dtype=dtype, tokenizer=False)
 
 
 def test_missing_smollm2_names_the_install(monkeypatch):

@@ -89,6 +89,20 @@ def test_distributed_args_errors():
     with pytest.raises(ValueError, match="need integers"):
         parallel.distributed_args(parallel.MeshConfig(), {"RLVJAX_COORDINATOR": "h:1", "RLVJAX_NUM_PROCESSES": "two",
                                                           "RLVJAX_PROCESS_ID": "0"})
+    # Addresses JAX crashed on: an IndexError traceback (no port), a segfault (a port that is not a number)
+    for address in ("localhost", "localhost:abc", ":1234", "h:0", "h:70000"):
+        with pytest.raises(ValueError, match=rf"^coordinator_address '{address}' must be host:port with a port in "
+                                             r"1-65535, e.g. 10.0.0.1:1234 \(MeshConfig.coordinator_address or"):
+            parallel.distributed_args(parallel.MeshConfig(coordinator_address=address, num_processes=2,
+                                                          process_id=1), {})
+    assert parallel.distributed_args(parallel.MeshConfig(coordinator_address="[::1]:1234", num_processes=2,
+                                                         process_id=1), {})["coordinator_address"] == "[::1]:1234"
+    # A host that does not resolve: JAX's client aborted the process (SIGABRT) after its timeout; now one line first.
+    with pytest.raises(ValueError, match=r"^coordinator_address 'nohost.invalid:1234': host nohost.invalid does not "
+                                         r"resolve \(.*\); set MeshConfig.coordinator_address / RLVJAX_COORDINATOR"):
+        parallel.initialize_distributed(parallel.MeshConfig(coordinator_address="nohost.invalid:1234",
+                                                            num_processes=2, process_id=1))
+    assert not jax.distributed.is_initialized()
 
 
 def test_initialize_distributed_is_a_no_op_for_one_process(monkeypatch):

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rlvjax.model.hf import hf_tensor_names, hf_to_path
+from rlvjax.model.hf import check_floating, hf_tensor_names, hf_to_path
 from rlvjax.model.hf_config import config_from_hf
 from rlvjax.model.transformer import ModelConfig, Transformer
 
@@ -128,6 +128,7 @@ def load_gguf(path: str | os.PathLike, dtype=jnp.float32, *, tokenizer: bool = T
     Every tensor is checked: an unknown name, a missing parameter or a wrong shape raises an error naming the
     tensor. ``tokenizer=False`` skips the tokenizer (returns None in its place).
     """
+    check_floating("load_gguf", dtype=dtype)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: point load_gguf at a .gguf file")

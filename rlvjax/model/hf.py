@@ -128,6 +128,19 @@ def resolve_model_dir(name: str) -> Path:
                                 f"({str(e).splitlines()[0]}); check the id, or pass a local directory") from None
 
 
+def check_floating(loader: str, **dtypes) -> None:
+    """One line when a dtype given to ``loader`` is not a floating one (None loaded f32 arrays labelled float64, and
+    so exported; 'auto' failed in numpy)."""
+    for name, value in dtypes.items():
+        try:
+            floating = value is not None and jnp.issubdtype(jnp.dtype(value), jnp.floating)
+        except TypeError:
+            floating = False
+        if not floating:
+            raise ValueError(f"{loader}: {name}={value!r} is not a floating dtype; pass e.g. jnp.float32 or "
+                             "'bfloat16'")
+
+
 def load_hf(path, dtype=jnp.float32, *, compute_dtype=None, tokenizer: bool = True):
     """Load an HF Qwen2/Llama directory into ``(Transformer, tokenizer)``, weights in ``dtype``, computing in
     ``compute_dtype`` (None: ``dtype``; e.g. f32 weights with bfloat16 compute).
@@ -135,15 +148,7 @@ def load_hf(path, dtype=jnp.float32, *, compute_dtype=None, tokenizer: bool = Tr
     Every tensor is checked against the table: an unknown name, a missing parameter or a wrong shape raises an
     error naming the tensor. ``tokenizer=False`` skips the tokenizer (returns None in its place).
     """
-    given = {"dtype": dtype, **({"compute_dtype": compute_dtype} if compute_dtype is not None else {})}
-    for name, value in given.items():
-        try:  # None loaded f32 arrays labelled float64 (and so exported), 'auto' failed in numpy
-            floating = value is not None and jnp.issubdtype(jnp.dtype(value), jnp.floating)
-        except TypeError:
-            floating = False
-        if not floating:
-            raise ValueError(f"load_hf: {name}={value!r} is not a floating dtype; pass e.g. jnp.float32 or "
-                             "'bfloat16'")
+    check_floating("load_hf", dtype=dtype, **({"compute_dtype": compute_dtype} if compute_dtype is not None else {}))
     path = resolve_model_dir(str(path))
     config_file = path / "config.json"
     if not config_file.exists():
