@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -154,13 +155,18 @@ class Checkpointer:
         try:
             return self._manager.restore(step, args=args)
         except Exception as e:  # Orbax and tensorstore name damage in many ways; all mean "cannot read it back"
+            reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            if unavailable(e):  # not the step's fault: a resume must not skip it and set it aside
+                raise CheckpointUnavailable(
+                    f"checkpoint step {step} in {self.directory} cannot be read now ({what}: {type(e).__name__}: "
+                    f"{reason[:200]}); that is not damage, so nothing was skipped or set aside: fix the cause "
+                    f"(permissions, memory, the filesystem) and run again, or {self._choose_another(step)}") from None
             if not (self.directory / str(step)).exists():  # not damage: the training writing the run deleted it
                 self._manager.reload()
                 raise DamagedCheckpoint(
                     f"checkpoint step {step} in {self.directory} was removed while it was being read (a running "
                     "training keeps only its newest RunConfig.max_to_keep steps); "
                     f"{self._choose_another(step)}") from None
-            reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
             raise DamagedCheckpoint(f"checkpoint step {step} in {self.directory} is damaged ({what} cannot be read: "
                                     f"{type(e).__name__}: {reason[:200]}); {self._choose_another(step)}") from None
 
@@ -315,6 +321,28 @@ def _drop_out_of_space_logs(record: logging.LogRecord) -> bool:
 
 class DamagedCheckpoint(UserError):
     """A saved step that cannot be read back."""
+
+
+class CheckpointUnavailable(UserError):
+    """A saved step that could not be read for a reason outside it (permissions, memory, the filesystem)."""
+
+
+# What tensorstore and XLA say (in their messages only) when a read fails for a reason outside the files read.
+UNAVAILABLE = ("PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "UNAVAILABLE:",
+               os.strerror(errno.EACCES), os.strerror(errno.EIO), os.strerror(errno.ETIMEDOUT))
+
+
+def unavailable(e: BaseException | None) -> bool:
+    """Whether ``e``, or an exception it was raised from, says a read failed for a reason outside the checkpoint:
+    no permission, no memory, a filesystem failing or timing out (an I/O error is not taken for damage either: a
+    network filesystem's can pass)."""
+    while e is not None:
+        if isinstance(e, (PermissionError, MemoryError, TimeoutError, ConnectionError)):
+            return True
+        if isinstance(e, OSError) and e.errno == errno.EIO or any(m in str(e) for m in UNAVAILABLE):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 class DiskFullError(UserError, OSError):

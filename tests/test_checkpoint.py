@@ -174,6 +174,31 @@ def test_a_step_the_training_removes_while_it_is_read_is_named_removed_not_damag
             reader.restore(abstract(state), 4)
 
 
+def test_a_step_that_cannot_be_read_now_is_not_skipped_as_damaged(tmp_path):
+    """No permission, no memory, a filesystem failing: the newest step is not taken for damage (a resume skipped it
+    and set it aside, going on from an older one); the error says so in one line and the steps stay."""
+    state = train_state(seed=4)
+    with Checkpointer(tmp_path / "ckpt", async_=False) as ckpt:
+        for step in (2, 4):
+            ckpt.save(step, state, data_state={"next_index": step}, config=CONFIG)
+    failures = [PermissionError(errno.EACCES, os.strerror(errno.EACCES), "ckpt/4/state"),
+                ValueError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.00GiB"),
+                RuntimeError("Error reading \"state\": UNAVAILABLE: Input/output error [source locations='...']")]
+    for failure in failures:
+        with Checkpointer(tmp_path / "ckpt") as ckpt:
+            def fail(*args, **kwargs):
+                raise failure
+
+            ckpt._manager.restore = fail
+            with pytest.raises(checkpoint.CheckpointUnavailable, match=r"^checkpoint step 4 in .* cannot be read now "
+                               r"\(its arrays: .*\); that is not damage, so nothing was skipped or set aside: "
+                               r"fix the cause \(permissions, memory, the filesystem\) and run again, or pass "
+                               r"--checkpoint with another saved step \(2\)$"):
+                ckpt.restore_intact(abstract(state))
+            assert ckpt.all_steps() == [2, 4]
+    assert not checkpoint.unavailable(ValueError("tensorstore: DATA_LOSS: checksum mismatch"))  # that is damage
+
+
 def test_free_space_is_checked_on_the_nearest_existing_parent(tmp_path, monkeypatch):
     asked = []
     monkeypatch.setattr(checkpoint.shutil, "disk_usage",
