@@ -111,6 +111,20 @@ def test_fields_a_config_leaves_out_take_transformers_defaults():
                 reference.tie_word_embeddings), model_type
 
 
+def test_a_config_with_malformed_numbers_is_one_line():
+    from rlvjax.model.hf_config import config_from_hf
+
+    sizes = dict(model_type="qwen2", vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
+                 num_attention_heads=4)
+    # 2.0 heads were taken as they were; '28' raised a TypeError deep in the sliding-window check
+    for field, value in (("num_key_value_heads", 2.0), ("head_dim", "16"), ("max_window_layers", "28"),
+                         ("rope_theta", -1), ("rms_norm_eps", "1e-6"), ("max_position_embeddings", True)):
+        with pytest.raises(ValueError, match=rf"^config.json: {field}={value!r}: head counts, dims and positions "
+                                             "must be whole numbers, rope_theta and rms_norm_eps positive numbers"):
+            config_from_hf({**sizes, field: value})
+    assert config_from_hf({**sizes, "rope_theta": 10000, "num_key_value_heads": 2}).num_kv_heads == 2
+
+
 def test_old_style_rope_scaling_loads_and_exports_as_transformers_reads_it(hf_checkpoint, tmp_path):
     """A transformers-v4 config names the scaling ``type``; the export must keep it (as ``rope_type``)."""
     import shutil

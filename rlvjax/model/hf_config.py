@@ -22,6 +22,13 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
             f"unsupported architecture model_type={model_type!r} (architectures={hf.get('architectures')}); "
             f"rlvjax loads {sorted(ARCHITECTURES.values())}; pick a checkpoint of one of those families"
         )
+    optional = ("num_key_value_heads", "head_dim", "max_position_embeddings", "max_window_layers")
+    bad = [f"{k}={hf[k]!r}" for k in optional if k in hf and not (type(hf[k]) is int and hf[k] >= 0)]
+    bad += [f"{k}={hf[k]!r}" for k in ("rope_theta", "rms_norm_eps")
+            if k in hf and not (type(hf[k]) in (int, float) and hf[k] > 0)]
+    if bad:  # 2.0 heads were taken silently, '28' failed with a TypeError
+        raise ValueError(f"config.json: {', '.join(bad)}: head counts, dims and positions must be whole numbers, "
+                         "rope_theta and rms_norm_eps positive numbers (use the config.json saved with these weights)")
     layers = hf.get("num_hidden_layers")
     if hf.get("layer_types"):  # transformers v5 writes which layers slide
         sliding = "sliding_attention" in hf["layer_types"]
