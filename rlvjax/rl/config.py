@@ -58,8 +58,10 @@ class RLConfig:
     # step prefixes do; later prefixes take the rollout's reward as their value, so step M + 1 gets reward - V(s_M)
     # and later steps advantage 0 (VinePPO's GSM8K configs: M = 25).
     vineppo_max_steps: int | None = None
-    # vineppo: per-token advantages whitened over the batch's completion tokens, as VinePPO's MATH config does
-    # (whiten_advantages: true). The group estimators normalise within each group instead and ignore it.
+    # vineppo: per-token advantages whitened over the rollout batch's completion tokens, as VinePPO's MATH config
+    # does (whiten_advantages: true; VinePPO pools the statistics of each training micro-batch across GPUs, so the
+    # two agree when num_minibatches = 1 without accumulation). The group estimators normalise within each group
+    # instead and ignore it.
     whiten_advantages: bool = True
     # Opt-in: each rollout also trains the verifier on this many of its partial solutions, ``prompt + the first
     # c_j tokens + verify prompt`` with c_j = body * j / (m + 1) (j = 1..m), labelled with the whole rollout's label:
