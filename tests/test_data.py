@@ -466,6 +466,9 @@ def test_a_reward_without_golds_keeps_rows_whose_gold_is_empty():
     # A prompt with a reference solution for a reward to read: it used to be refused as an unknown schema.
     graded_by_reward = from_rows([{"prompt": "p", "solution": "s"}], require_gold=False)[0]
     assert [(r["prompt"], r["solution"]) for r in graded_by_reward] == [("p", "s")]
+    # A row that leaves the answer out (a jsonl line) is a row with a null answer (a parquet cell): it was refused.
+    left_out = from_rows([{"prompt": "a", "answer": "1"}, {"prompt": "b"}], require_gold=False)[0]
+    assert [(r["prompt"], r["gold"]) for r in left_out] == [("a", "1"), ("b", None)]
 
 
 def test_numbers_of_any_library_are_gold_answers():
@@ -479,6 +482,14 @@ def test_numbers_of_any_library_are_gold_answers():
         [np.int64(204), np.float64(3.0), decimal.Decimal("0.10"), np.float32(2.5), decimal.Decimal("NaN"), True])]
     kept, stats = from_rows(rows)  # numpy-built rows, a with_format("numpy") dataset, a parquet decimal column
     assert [r["gold"] for r in kept] == ["204", "3", "0.10", "2.5"] and stats.skipped_bad_gold == 2
+    # Small numbers are written without an exponent: '1e-05' reads as 1 * e - 5 to the grader, so a right answer
+    # scored 0. A float32 keeps its own digits, a decimal column its own.
+    from rlvjax.rewards.math import is_correct
+
+    small = [0.00001, np.float32(2.5e-5), np.float32(0.1), decimal.Decimal("1.0E-7")]
+    golds = [r["gold"] for r in from_rows([{"problem": str(i), "answer": a} for i, a in enumerate(small)])[0]]
+    assert golds == ["0.00001", "0.000025", "0.1", "0.00000010"]
+    assert is_correct("\\boxed{0.00001}", golds[0]) and is_correct("\\boxed{1 \\times 10^{-7}}", golds[3])
     gsm8k = {"question": "Natalia sold 48 clips in April and half as many in May. How many in all?",
              "answer": "She sold 48/2 = <<48/2=24>>24 clips in May.\nShe sold 48+24 = <<48+24=72>>72 in all.\n#### 72"}
     assert from_rows([gsm8k])[0][0]["gold"] == "72"  # it was the whole rationale, which no answer equals

@@ -25,6 +25,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 QWEN_MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -193,8 +195,10 @@ def to_record(row: dict, schema: str, *, source: str, place: str, default_id: st
     if not messages and (not isinstance(prompt, str) or not prompt.strip()):
         raise ValueError(f"{source}: {place} has an empty problem or one that is neither text nor chat messages "
                          f"([{{'role': ..., 'content': ...}}]): {prompt!r}; fix or drop the row")
+    # Without require_gold a row needs only a problem: a missing answer is a null one
+    missing = not require_gold and not any(field in row for field in gold_fields)
     gold = _gold(row[_first_field(row, gold_fields, source, place)], from_solution=schema == "math") \
-        if gold_fields else None
+        if gold_fields and not missing else None
     if gold is None and gold_fields and require_gold:
         return None
     level = _level(row.get(level_field)) if level_field else None
@@ -274,15 +278,17 @@ def _gold(value: Any, *, from_solution: bool) -> str | None:
         value = value.rsplit("\n#### ", 1)[1]
     if value is None or isinstance(value, bool):
         return None
+    if isinstance(value, (numbers.Real, decimal.Decimal)) and not math.isfinite(value):
+        return None  # a NaN or infinite number (pandas' missing value) is no answer
     if isinstance(value, numbers.Integral):  # numpy's too (numpy-built rows, a with_format("numpy") dataset)
         value = int(value)
-    elif isinstance(value, numbers.Real):
-        value = float(value)
-    if isinstance(value, (float, decimal.Decimal)) and not math.isfinite(value):
-        return None  # a NaN or infinite number (pandas' missing value) is no answer
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # AIME answers stored as floats by some parquet exports
-    text = str(value).strip() if isinstance(value, (str, int, float, decimal.Decimal)) else ""
+    elif isinstance(value, numbers.Real):  # AIME answers stored as floats by some parquet exports are ints
+        # Without an exponent ('1e-05' reads as 1 * e - 5), in the value's own precision (a float32's 0.1, not
+        # 0.10000000149011612)
+        value = int(value) if float(value).is_integer() else np.format_float_positional(value, trim="-")
+    elif isinstance(value, decimal.Decimal):
+        value = format(value, "f")  # a decimal column's 1.0E-7 is 0.00000010
+    text = str(value).strip() if isinstance(value, (str, int)) else ""
     from rlvjax.rewards.answers import MAX_ANSWER_CHARS, braces_balanced
 
     if len(text) > MAX_ANSWER_CHARS or not braces_balanced(text):  # no completion could ever be graded right
