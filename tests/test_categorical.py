@@ -45,3 +45,23 @@ def test_each_row_uses_its_own_key():
     a = np.asarray(sampling.categorical(keys, logits))
     b = np.asarray(sampling.categorical(keys[::-1], logits))
     np.testing.assert_array_equal(a, b[::-1])
+
+
+def test_a_uniform_near_one_never_draws_a_token_outside_the_top_p_nucleus():
+    """Qwen2's 151,936 ids are 1,187 blocks of 128: XLA's CPU cumsum over the block masses rises by an ulp at some
+    zero-mass blocks past the nucleus, and a uniform of 1 - 2**-23 drew the last id of such a block (probability 0)
+    in ~5% of rows."""
+    from rlvjax.sampling.choice import SamplingParams, choose
+
+    vocab, rows = 151_936, 192
+    key = jax.random.fold_in(jax.random.key(0), 7848376)
+    assert float(jax.random.uniform(key)) == 1 - 2 ** -23  # the largest uniform
+    rng = np.random.default_rng(0)
+    logits = np.sort(-rng.exponential(size=(rows, vocab)) * rng.uniform(0.5, 4, size=(rows, 1)), axis=1)[:, ::-1]
+    logits = logits.astype(np.float32)
+    p = np.exp(logits - logits[:, :1].astype(np.float64))
+    p /= p.sum(axis=1, keepdims=True)
+    nucleus = ((np.cumsum(p, axis=1) - p) < 0.9).sum(axis=1)  # ids are sorted: the nucleus is ids [0, nucleus)
+    tokens = np.asarray(jax.jit(lambda lg, k: choose(lg, k, SamplingParams(1.0, top_p=0.9))[0])(
+        jnp.asarray(logits), jnp.stack([key] * rows)))
+    assert (tokens < nucleus).all(), (tokens[tokens >= nucleus][:3], nucleus[tokens >= nucleus][:3])

@@ -65,6 +65,8 @@ def _grader_children() -> set[int]:
     ("first \\boxed{1}, finally \\boxed{2}", "2"),  # last box wins
     ("\\fbox{7}", "7"),
     ("hence \\boxed 5.", "5"),
+    ("so x = \\boxed 5, as required", "5"),  # a bare box's token ends before what closes the sentence or the math
+    ("\\(\\boxed 5\\)", "5"), ("\\[\\boxed 5\\]", "5"), ("(\\boxed 5)", "5"), ("\\boxed (1,2)", "(1,2)"),
     ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),  # escaped braces are content
     ("\\boxed{\\boxed{4}}", "4"),
     ("The answer is 42.", "42"),
@@ -74,6 +76,9 @@ def _grader_children() -> set[int]:
     ("The answer is 1, 2, 3, ...", "1, 2, 3, ..."),  # a list's ellipsis is part of the answer, a period is not
     ("The answer is 5...", "5"),  # nor trailing dots
     ("The answer is $1, 2, \\ldots$.", "1, 2, \\ldots"),
+    ("Suppose the answer is 10. Then we get a contradiction, so x = 3.", None),  # the phrase must end the text
+    ("The answer is 42.\n\nLet me check that again.", None),
+    ("The answer is 3.5. I hope it is correct.\n", "3.5"),
     ("no final answer here", None),
     ("\\boxed{}", None),
     ("\\boxed{1} then the last box is cut \\boxed{12", None),  # truncated last box: no final answer
@@ -106,6 +111,10 @@ def test_normalize_answer_ignores_layout_only():
     assert rm.normalize_answer("$\\left( 3, \\dfrac{\\pi}{2} \\right)$") == "(3,\\frac{\\pi}{2})"
     assert rm.normalize_answer("1\\,000.") == "1000"
     assert rm.normalize_answer("12") != rm.normalize_answer("1 3")
+    # An explicit LaTeX space between digits is a space too (it merged "2\\ 3" into 23, which math-verify denies)
+    for spaced, merged in (("2\\ 3", "23"), ("3\\,5", "35"), ("2\\;4", "24")):
+        assert rm.normalize_answer(spaced) != rm.normalize_answer(merged)
+    assert rm.normalize_answer("x\\,=\\,2") == "x=2" and rm.normalize_answer("10\\,080") == "10080"
 
 
 # ------------------------------------------------------------------------------------------------ equivalence

@@ -84,9 +84,19 @@ def _boxed_contents(text: str) -> list[str | None]:
             pos = len(text) if end is None else end + 1
         else:
             token = _BARE_TOKEN.match(text, i)  # in place: slicing text[i:] per box was quadratic
-            found.append(_TRAILING_DOTS.sub("", token.group(1)) or None if token else None)
+            found.append(_bare_box(token.group(1)) if token else None)
             pos = i
     return found
+
+
+def _bare_box(token: str) -> str | None:
+    """``\\boxed 5``'s answer from the run of characters after it, without what closes the sentence or the math
+    around it: "5," "5\\)" "(\\boxed 5)" are 5; "(1,2)" keeps its balanced parenthesis."""
+    token = re.sub(r"(?:\\[)\]])+$", "", token)
+    while token and (token[-1] in ",;:" or token[-1] in ")]" and token.count(token[-1]) > token.count(
+            "(" if token[-1] == ")" else "[")):
+        token = token[:-1]
+    return _TRAILING_DOTS.sub("", token) or None
 
 
 _TRAILING_DOTS = re.compile(r"(?<![.,\s])\s*\.+$")  # "5." and "5...", not the ellipsis of a list "1, 2, ..."
@@ -109,18 +119,26 @@ def _strip_math_delimiters(s: str) -> str:
 
 
 def _answer_phrase(text: str) -> str | None:
-    """X from the last "The (final) answer is X" (Minerva style: "... is $X$. I hope it is correct.")."""
+    """X from the last "The (final) answer is X" (Minerva style: "... is $X$. I hope it is correct."), when it ends
+    the completion: "Suppose the answer is 10. Then ..., so x = 3." states no final answer."""
     matches = list(_ANSWER_PHRASE.finditer(text))
     if not matches:
         return None
-    rest = text[matches[-1].end() :].split("\n", 1)[0].strip()
+    line, _, after = text[matches[-1].end() :].partition("\n")
+    rest, tail = line.strip(), ""
     if rest.startswith("$"):
         inline = re.match(r"\$\$(.+?)\$\$|\$((?:\\\$|[^$])+)\$", rest)  # "\$" inside: a dollar sign
-        rest = next(g for g in inline.groups() if g is not None) if inline else rest
-    else:
-        rest = re.split(r"\.\s", rest, maxsplit=1)[0]
+        if inline:
+            rest, tail = next(g for g in inline.groups() if g is not None), rest[inline.end() :]
+    elif (stop := re.search(r"\.\s", rest)) is not None:  # the sentence's end
+        rest, tail = rest[: stop.start()], rest[stop.end() :]
+    if not _CLOSING.fullmatch(tail + "\n" + after):
+        return None
     rest = _strip_math_delimiters(rest)
     return rest or None
+
+
+_CLOSING = re.compile(r"[\s.]*(?:I hope it is correct\.?)?\s*", re.IGNORECASE)
 
 
 def extract_answer(text: str) -> str | None:
@@ -212,6 +230,6 @@ def normalize_answer(answer: str) -> str:
         s = re.sub(_GROUP_SEPARATOR, "", s)
     s = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", s)
     s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
-    s = re.sub(r"\\[,;:! ]", "", s)
+    s = re.sub(r"\\[,;:! ]", " ", s)  # a space, so that "2\\ 3" stays two numbers below
     s = re.sub(r"(?<=\d)\s+(?=\d)", "\u2423", s)  # "2 3" is two numbers, not 23: math-verify decides
     return re.sub(r"\s+", "", s)

@@ -108,8 +108,10 @@ def _categorical_weights(keys: jax.Array, probs: jax.Array, block: int = 128) ->
     probs = jnp.pad(probs, ((0, 0), (0, nb * block - v))).reshape(r, nb, block)
     target = jax.vmap(jax.random.uniform)(keys)  # in [0, 1), scaled to the total mass below
 
-    def first_above(cum, mass, level):  # first index whose cumulative mass exceeds level; past rounding, the last
-        hit = cum > level[:, None]  # index with mass (a zero-mass index is never past a rise in ``cum``)
+    def first_above(cum, mass, level):  # first index with mass whose cumulative mass exceeds level; past
+        # rounding, the last index with mass. XLA's CPU cumsum over ~1000 blocks can rise an ulp at zero-mass
+        # blocks, where a uniform near 1 drew a token of probability 0 (one outside the top-p nucleus).
+        hit = (cum > level[:, None]) & (mass > 0)
         last = cum.shape[-1] - 1 - jnp.argmax((mass > 0)[:, ::-1], axis=-1)
         return jnp.where(jnp.any(hit, axis=-1), jnp.argmax(hit, axis=-1), last)
 
