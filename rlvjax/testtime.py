@@ -84,8 +84,8 @@ def answer_classes(answers: Sequence[str | None], equivalent: Callable[[str, str
     """int[len(answers)] class ids numbered by first occurrence (0, 1, ...), -1 for None (unparseable).
 
     grouping "math": equal normalised strings share a class for free; each further distinct key joins the first
-    class whose first key it is `equivalent` to (called as ``equivalent(earlier, later)``), else opens a class. The
-    default asks the math-verify grader, one batch per key (whole numbers are compared without it).
+    class all of whose keys it is `equivalent` to (called as ``equivalent(earlier, later)``), else opens a class. The
+    default asks the math-verify grader, one batch per key and class (whole numbers are compared without it).
     grouping "string": identical strings (surrounding whitespace aside) share a class, nothing else does.
     """
     from rlvjax.rewards.answers import normalize_answer
@@ -110,19 +110,24 @@ def answer_classes(answers: Sequence[str | None], equivalent: Callable[[str, str
             keys[k] = len(reps)
             reps.append(a)
         key_ids.append(keys[k])
-    # Each distinct key joins the first earlier class whose representative it is equivalent to (one batched check
-    # per key against the classes so far): O(keys x classes) checks, not all key pairs.
-    heads: list[int] = []  # the first key of each class
+    def check(earlier: list[str], answer: str) -> list[bool]:
+        if equivalent is None:
+            return list(equivalent_batch(earlier, [answer] * len(earlier))) if earlier else []
+        return [equivalent(e, answer) for e in earlier]
+
+    # Each distinct key joins the first earlier class whose first key it is equivalent to (one batched check per
+    # key against the classes so far: O(keys x classes) checks, not all key pairs), and the class's other keys too:
+    # equivalence by the grader is not transitive ("50\%" is both 50 and 0.5), and a class joined through its first
+    # key alone held 50 and 0.5, so its vote was graded right for either gold.
+    members: list[list[int]] = []  # each class's distinct keys, its first one leading
     class_of_key = []
     for k, answer in enumerate(reps):
-        if equivalent is None:
-            same = equivalent_batch([reps[h] for h in heads], [answer] * len(heads)) if heads else []
-        else:
-            same = [equivalent(reps[h], answer) for h in heads]
-        match = next((c for c, s in enumerate(same) if s), None)
+        candidates = [c for c, same in enumerate(check([reps[m[0]] for m in members], answer)) if same]
+        match = next((c for c in candidates if all(check([reps[j] for j in members[c][1:]], answer))), None)
         if match is None:
-            match = len(heads)
-            heads.append(k)
+            match = len(members)
+            members.append([])
+        members[match].append(k)
         class_of_key.append(match)
     return np.array([class_of_key[k] if k >= 0 else -1 for k in key_ids], dtype=np.int64)
 

@@ -330,3 +330,24 @@ def test_bfloat16_compute_stays_within_tolerance_of_float32(hf_checkpoint, kind)
     assert mixed.dtype == np.float32
     gap = np.abs(mixed - exact).max()
     assert 0 < gap < 0.02, gap
+
+
+def test_a_decode_step_reads_cache_blocks_only_up_to_its_live_rows():
+    """A finished row's stale length (900 of 1024 slots) made every step read all blocks up to it; only live rows
+    set how far the cache is read. Blocks past the live row hold NaN: read, they would turn its output NaN."""
+    from rlvjax.model.transformer import cached_attention
+
+    rng = np.random.default_rng(0)
+    blocks = (4, 4, 4)  # slots 0-3, 4-7, 8-11
+    k = tuple(jnp.asarray(rng.normal(size=(2, 1, n, 8)), jnp.float32) for n in blocks)
+    v = tuple(jnp.asarray(rng.normal(size=(2, 1, n, 8)), jnp.float32) for n in blocks)
+    k, v = k[:1] + tuple(jnp.full_like(b, jnp.nan) for b in k[1:]), v[:1] + tuple(jnp.full_like(b, jnp.nan)
+                                                                              for b in v[1:])
+    q = jnp.asarray(rng.normal(size=(2, 1, 1, 1, 8)), jnp.float32)  # [B, T, kv_heads, groups, D]
+    slots = jnp.asarray([[10], [2]])  # row 0: finished at slot 10; row 1: live at slot 2
+    live = jnp.asarray([[False], [True]])
+    out = np.asarray(jax.jit(cached_attention)(q, k, v, slots, live))[1, 0, 0, 0]
+    s = np.asarray(q)[1, 0, 0, 0] @ np.asarray(k[0])[1, 0, :3].T / np.sqrt(8)
+    p = np.exp(s - s.max()) / np.exp(s - s.max()).sum()
+    np.testing.assert_allclose(out, p @ np.asarray(v[0])[1, 0, :3], rtol=1e-5, atol=1e-6)
+    assert np.isnan(np.asarray(jax.jit(cached_attention)(q, k, v, slots))[1]).all()  # all rows live: read to 10

@@ -116,6 +116,21 @@ def test_grouping_compares_answers_as_the_grader_grades_them():
 def test_answer_classes_custom_equivalence():
     ids = tt.answer_classes(["3", None, "0.5", "$3$", "1/2", "4"], lambda a, b: a == "0.5" and b == "1/2")
     np.testing.assert_array_equal(ids, [0, -1, 1, 0, 1, 2])
+    # Not transitive: "c" is equivalent to "a" but not to "b", which is already in a's class: its own class.
+    pairs = {("a", "b"), ("a", "c")}
+    ids = tt.answer_classes(["a", "b", "c", "c"], lambda x, y: (x, y) in pairs)
+    np.testing.assert_array_equal(ids, [0, 0, 1, 1])
+
+
+def test_a_vote_class_holds_only_answers_the_grader_calls_equal_pairwise():
+    """math-verify calls "50\\%" equal to both 50 and 0.5, which it tells apart: joined through "50\\%" alone, 50 and
+    0.5 formed one class, whose vote was graded right whether the gold was 50 or 1/2."""
+    from rlvjax.rewards.math import answers_equivalent
+
+    assert answers_equivalent("50\\%", "50") and answers_equivalent("50\\%", "0.5")
+    assert not answers_equivalent("50", "0.5")
+    np.testing.assert_array_equal(tt.answer_classes(["50\\%", "50", "0.5"]), [0, 0, 1])
+    assert tt.majority_vote(["50\\%", "50", "0.5", "0.5", "0.5"]) == "0.5"  # 3 votes to 2 (it was "50\\%": 5 votes)
 
 
 def test_votes_group_by_mathematical_equivalence():

@@ -153,14 +153,15 @@ def _write(blocks: tuple[jax.Array, ...], new: jax.Array, at: jax.Array) -> tupl
 
 
 def cached_attention(q: jax.Array, k: tuple[jax.Array, ...], v: tuple[jax.Array, ...],
-                     query_slots: jax.Array) -> jax.Array:
+                     query_slots: jax.Array, live: jax.Array | None = None) -> jax.Array:
     """``softmax(q k^T) v`` of queries ``q [B, T, kv_heads, groups, D]`` over a layer's cache blocks ``k, v``
     (``[B, kv_heads, S_j, D]`` each) at or before each query's slot ``query_slots [B, T]``.
 
-    Only blocks holding a slot at or before the largest query slot are read (the others are skipped under
-    ``lax.cond``), and their results merge by their maxima (an online softmax over blocks), so a step's cost follows
-    the longest live row, not the allocation, and no length recompiles. Returns ``[B, kv_heads, groups, T, D]`` in
-    f32.
+    Only blocks holding a slot at or before the largest slot of a ``live`` query (``[B, T]``; None: all) are read
+    (the others are skipped under ``lax.cond``; the other queries' outputs are then not meaningful), and their
+    results merge by their maxima (an online softmax over blocks), so a step's cost follows the longest live row,
+    not the allocation nor a finished row's length, and no length recompiles. Returns ``[B, kv_heads, groups, T, D]``
+    in f32.
     """
     b, t, kh, g, d = q.shape
     shape = (b, kh, g, t)
@@ -178,7 +179,7 @@ def cached_attention(q: jax.Array, k: tuple[jax.Array, ...], v: tuple[jax.Array,
         m, l, acc = attend(q, k[0], v[0], 0)
         return acc / l[..., None]
     skip = lambda *_: (jnp.full(shape, -jnp.inf), jnp.zeros(shape), jnp.zeros((*shape, d)))
-    last, parts, start = jnp.max(query_slots), [], 0
+    last, parts, start = jnp.max(query_slots if live is None else jnp.where(live, query_slots, 0)), [], 0
     for kb, vb in zip(k, v):
         run = lambda q, kb, vb, start=start: attend(q, kb, vb, start)
         parts.append(run(q, kb, vb) if start == 0 else jax.lax.cond(start <= last, run, skip, q, kb, vb))
@@ -254,7 +255,8 @@ class Attention(nnx.Module):
     def __call__(self, x, positions, inv_freq, allowed=None, kv_cache=None):
         """Without a cache, ``allowed [B, T, T]`` says which chunk tokens each query may see. With ``kv_cache = (k,
         v, length)`` the chunk is written at each row's slots ``length ..`` (its positions) and attends to every
-        slot up to its own. Returns (out, (k, v)): the chunk's keys/values, or the updated cache arrays."""
+        slot up to its own; ``allowed [B, T]`` then marks its real tokens (the others' outputs are not meaningful).
+        Returns (out, (k, v)): the chunk's keys/values, or the updated cache arrays."""
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
         k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
@@ -265,7 +267,7 @@ class Attention(nnx.Module):
         q = q.reshape(b, t, self.num_kv_heads, groups, self.head_dim)
         if kv_cache is not None:
             k, v = _write(kv_cache[0], k, kv_cache[2]), _write(kv_cache[1], v, kv_cache[2])
-            out = cached_attention(q, k, v, positions).astype(v[0].dtype)
+            out = cached_attention(q, k, v, positions, allowed).astype(v[0].dtype)
         else:
             scores = jnp.einsum("btkgd,bksd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
             scores = scores / math.sqrt(self.head_dim)
@@ -356,6 +358,7 @@ class Transformer(nnx.Module):
             allowed = mask[:, None, :] & jnp.tril(jnp.ones((t, t), bool))[None]
         else:
             positions = cache.length[:, None] + jnp.arange(t)[None, :]
+            allowed = mask  # the real tokens: a finished row's stale length does not make the step read further
 
         x = self.embed_tokens(input_ids)
         constrain = constrain or (lambda a: a)
