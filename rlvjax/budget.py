@@ -55,19 +55,20 @@ def advice(p: MemoryPlan, phase: str | None = None) -> str:
     def more_fsdp(state):  # the option weighed by the state it would split
         return state, f"use more fsdp (MeshConfig.fsdp, now {k['fsdp']}) or more devices"
 
-    def remat_option(activations):  # (every phase's options are built; only the asked phase's are read)
-        full = (own.get(activations, 0) + 1, "set RLConfig.remat = 'full' (now 'none')")
-        return [full] if k["remat"] == "none" else []
+    def switch(knob, text, phase):  # offered where the plan with it is smaller, weighed by what it saves
+        saved = k.get("saves", {}).get(knob, {}).get(phase, 0)
+        return [(saved, text)] if saved > 0 else []
 
-    def chunk_option(activations, positions):  # fewer positions than a chunk: it changes nothing
-        chunked = not k["logprob_chunk_size"] and positions > 128
-        return [(own.get(activations, 0), "set RLConfig.logprob_chunk_size = 128 (now 0)")] if chunked else []
+    def remat_option(phase):  # (every phase's options are built; only the asked phase's are read)
+        return switch("remat", "set RLConfig.remat = 'full' (now 'none')", phase)
+
+    def chunk_option(phase):  # fewer positions than a chunk, or a small vocabulary: it saves nothing
+        return switch("logprob_chunk_size", "set RLConfig.logprob_chunk_size = 128 (now 0)", phase)
 
     options = {
         "warm start": [(own.get("warm activations", 0),
                         f"reduce WarmStartConfig.batch_size (now {k['warm_start_rows']})"), more_fsdp(warm_state)]
-                      + remat_option("warm activations")
-                      + chunk_option("warm activations", k["warm_start_width"] - 1),
+                      + remat_option("warm start") + chunk_option("warm start"),
         "rollout": [(own["KV cache"], f"reduce RunConfig.batch_size (now {k['batch_size']}) or RLConfig.group_size "
                                       f"(now {k['group_size']})"), more_fsdp(rl_state)],
         "update": [(own["activations"], f"reduce RLConfig.micro_batch_size ({micro}, {k['update_rows']} row(s) "
@@ -75,7 +76,7 @@ def advice(p: MemoryPlan, phase: str | None = None) -> str:
                    (own["activations"], f"shorten RLConfig.max_new_tokens (now {k['max_new_tokens']}) or the "
                                         f"prompts, or add tensor parallelism (MeshConfig.tensor, now {k['tensor']})"),
                    more_fsdp(rl_state)]
-                  + remat_option("activations") + chunk_option("activations", k["max_new_tokens"]),
+                  + remat_option("update") + chunk_option("update"),
         "value pass": [(own.get("value KV cache", 0), f"reduce RLConfig.vineppo_samples (now {k['vineppo_samples']}) "
                                                       f"or RLConfig.max_new_tokens (now {k['max_new_tokens']})"),
                        more_fsdp(rl_state)],

@@ -1,6 +1,7 @@
 """The memory plan and the scale-out configs: every gin parses, Qwen2.5-Math-1.5B's shapes and per-device bytes
 without allocating its weights, refusals name the numbers, and the estimates track XLA's buffer assignment."""
 
+import dataclasses
 import functools
 import json
 import os
@@ -115,7 +116,7 @@ def test_qwen_plan_fits_4xa100_and_tpu_v4_8():
 def test_qwen_plan_on_tpu_v5e_8_fits():
     plan = qwen_plan("tpu_v5e_8", 8)
     budget.check(plan, int(15.75 * GiB))
-    with pytest.raises(ValueError, match=r"^needs \d+\.\d\d GiB per device \(update phase\), has 15\.75 GiB: "
+    with pytest.raises(ValueError, match=r"^needs \d+\.\d\d GiB per device \(update phase\), has 15\.75 GiB: .*"
                                          r"set RLConfig.remat = 'full'"):
         budget.check(qwen_plan("tpu_v5e_8", 8, ["RLConfig.remat = 'none'", "RLConfig.logprob_chunk_size = 0"]),
                      int(15.75 * GiB))
@@ -135,9 +136,27 @@ def test_absurd_setup_is_refused_with_one_line():
     short = budget.advice(qwen_plan("cpu", 1, ["RLConfig.micro_batch_size = 64", "RLConfig.max_new_tokens = 64"]),
                           "update")
     assert "logprob_chunk_size" not in short  # 64 new tokens: chunks of 128 would change nothing
+    # Each switch is weighed by what the plan with it saves in that phase: chunking 1,024 positions of a 151,936
+    # vocabulary saves more here than the micro-batch cannot (it is refused with both named).
+    saves = plan.knobs["saves"]
+    assert saves["remat"]["update"] > 0 and saves["logprob_chunk_size"]["update"] > 0
+    assert saves["logprob_chunk_size"]["rollout"] == 0  # the switches change the update, not the sampling
     # micro_batch_size = 0 is whole minibatches: the advice says so, not "now 64" (the effective size).
     unset = budget.advice(qwen_plan("cpu", 1, ["RLConfig.micro_batch_size = 0"]), "update")
     assert "reduce RLConfig.micro_batch_size (now 0: minibatches of " in unset
+
+
+def test_a_switch_that_would_not_shrink_the_phase_is_not_advised():
+    """160 positions of a 32,768-token vocabulary: chunks of 128 keep 3 f32 copies of 128 positions (with the head's
+    f32 gradient summed over the chunks) against 2 copies of 160, a bigger update; it was advised all the same."""
+    small = config_from_hf({**QWEN_MATH_1_5B, "vocab_size": 32_768, "num_hidden_layers": 2})
+    rl, run = RLConfig(max_new_tokens=160, micro_batch_size=1), experiment.RunConfig(batch_size=8)
+    base = memory.plan(small, rl, run, {"data": 1, "fsdp": 1, "tensor": 1}, prompt_tokens=64)
+    chunked = memory.plan(small, dataclasses.replace(rl, logprob_chunk_size=128), run,
+                          {"data": 1, "fsdp": 1, "tensor": 1}, prompt_tokens=64)
+    assert chunked.phases["update"] > base.phases["update"]
+    assert base.knobs["saves"]["logprob_chunk_size"]["update"] == base.phases["update"] - chunked.phases["update"]
+    assert "logprob_chunk_size" not in budget.advice(base, "update")
 
 
 def test_refusals_name_the_phase_that_does_not_fit():
