@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from pathlib import Path
 
 import jax
@@ -37,6 +38,7 @@ from rlvjax.data import sources
 from rlvjax.reports import assemble, report, summary, temperature_key, write_report
 from rlvjax.model.hf import load_hf
 from rlvjax.pool import EVAL_PROMPTS, PoolSampler, sample_pool
+from rlvjax.rewards.math import grading_counts
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import steps, verifier
 from rlvjax.rl.config import RLConfig
@@ -54,11 +56,18 @@ def evaluate_policy(model, tokenizer, records: list[dict], rl: RLConfig, mesh, *
     sampler, params = PoolSampler.for_model(model, tokenizer, rl, mesh, num_samples=num_samples, verify=verify,
                                             temperature=temperature, rows=rows)
     reward = reward or Rewards(("math",), threshold=verify.threshold)
+    before = grading_counts()
     pool = sample_pool(sampler, params, tokenizer, records, reward, seed=seed)
     conventions = dataclasses.replace(conventions, grouping=reward.grouping(conventions.grouping))  # as reported
     pool["classes"] = testtime.pool_classes(pool, conventions.grouping)  # once: report, strategies
+    # Grades and vote classes the grader could not decide in time (or at all) count as wrong / apart: said, not hidden
+    failed = {k: v - before[k] for k, v in grading_counts().items() if k in ("timeouts", "errors")}
+    if any(failed.values()):
+        print(f"warning: the grader timed out on {failed['timeouts']} and failed on {failed['errors']} comparison(s), "
+              "counted as not equal (eval.json: grading); rerun on a less loaded machine to decide them",
+              file=sys.stderr)
     rep = report(pool, [r.get("level") for r in records], seed=seed, conventions=conventions)
-    return {"temperature": temperature, **rep}, pool
+    return {"temperature": temperature, **rep, "grading": failed}, pool
 
 
 def abstract_checkpoint(config: Config):

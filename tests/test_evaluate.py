@@ -360,6 +360,7 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         assert evaluation["evaluated"] == {"model": str(model), "data": None, "export": None if extra else {
             "export_id": end_report["policies"]["final"]["export_id"], "step": 4}}
         assert rep["num_problems"] == 64 and rep["ns"] == [1, 2, 4]
+        assert rep["grading"] == {"timeouts": 0, "errors": 0}  # comparisons the grader could not decide
         assert set(rep["accuracy"]) == {"majority", "best_of_n", "weighted"}
         assert "report:" in out.stdout
         # The run's training temperature (digit_smoke: 2.0; not its eval_temperature) scatters the samples.
