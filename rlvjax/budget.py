@@ -55,15 +55,19 @@ def advice(p: MemoryPlan, phase: str | None = None) -> str:
     def more_fsdp(state):  # the option weighed by the state it would split
         return state, f"use more fsdp (MeshConfig.fsdp, now {k['fsdp']}) or more devices"
 
-    def switch(knob, text, phase):  # offered where the plan with it is smaller, weighed by what it saves
-        saved = k.get("saves", {}).get(knob, {}).get(phase, 0)
+    def switch(change, text, asked):  # offered where the plan with it is smaller, weighed by what it saves
+        if asked != (phase or p.peak_phase):  # (every phase's options are built; only the asked phase's are read)
+            return []
+        saved = p.phases[asked] - k["replan"](**change).phases.get(asked, p.phases[asked])
         return [(saved, text)] if saved > 0 else []
 
-    def remat_option(phase):  # (every phase's options are built; only the asked phase's are read)
-        return switch("remat", "set RLConfig.remat = 'full' (now 'none')", phase)
+    def remat_option(asked):
+        return switch({"remat": "full"}, "set RLConfig.remat = 'full' (now 'none')", asked) \
+            if k["remat"] == "none" else []
 
-    def chunk_option(phase):  # fewer positions than a chunk, or a small vocabulary: it saves nothing
-        return switch("logprob_chunk_size", "set RLConfig.logprob_chunk_size = 128 (now 0)", phase)
+    def chunk_option(asked):  # fewer positions than a chunk, or a small vocabulary: it saves nothing
+        return switch({"logprob_chunk_size": 128}, "set RLConfig.logprob_chunk_size = 128 (now 0)", asked) \
+            if not k["logprob_chunk_size"] else []
 
     options = {
         "warm start": [(own.get("warm activations", 0),

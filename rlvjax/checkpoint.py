@@ -160,7 +160,8 @@ class Checkpointer:
                 raise CheckpointUnavailable(
                     f"checkpoint step {step} in {self.directory} cannot be read now ({what}: {type(e).__name__}: "
                     f"{reason[:200]}); that is not damage, so nothing was skipped or set aside: fix the cause "
-                    f"(permissions, memory, the filesystem) and run again, or {self._choose_another(step)}") from None
+                    f"(permissions, memory, the filesystem) and run again"
+                    + (f", or {self._choose_another(step)}" if len(self.all_steps()) > 1 else "")) from None
             if not (self.directory / str(step)).exists():  # not damage: the training writing the run deleted it
                 self._manager.reload()
                 raise DamagedCheckpoint(

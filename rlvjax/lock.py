@@ -50,7 +50,7 @@ def workdir_lock(workdir: Path, *, enabled: bool = True) -> Iterator[None]:
     _HELD.add(fd)
     try:
         name = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n"
-        # written through the locking descriptor (without F_OFD_SETLK, closing another one would release the lock)
+        # written through the locking descriptor (the lock is this descriptor's, and the file's name may be replaced)
         os.ftruncate(fd, 0)
         os.pwrite(fd, name.encode(), 0)
         try:
@@ -85,8 +85,8 @@ def _lock(holder: Path) -> int:
     try:
         if hasattr(fcntl, "F_OFD_SETLK"):  # Linux: the lock is this descriptor's, as flock's is
             fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
-        else:  # the process's: closing any other descriptor of the file releases it
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:  # no open-file-description record locks (macOS): flock, this descriptor's too (local to each host)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return fd
     except OSError as e:
         os.close(fd)

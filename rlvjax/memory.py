@@ -340,15 +340,15 @@ def warm_start_items(cfg: ModelConfig, params, mesh, *, rows: int, width: int, r
 
 def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, prompt_tokens: int,
          verify_tokens: int = 32, optim: OptimConfig | None = None, eval_problems: int | None = None,
-         warm_start_rows: int = 0, warm_start_width: int = 0, alternatives: bool = True) -> MemoryPlan:
+         warm_start_rows: int = 0, warm_start_width: int = 0) -> MemoryPlan:
     """The per-device memory of this run on ``mesh`` (a Mesh, an AbstractMesh or an ``{axis: size}`` dict).
 
     ``prompt_tokens``: the widest left-padded prompt batch (``max_prompt_tokens`` of the train and eval prompts);
     ``verify_tokens``: the verify prompt's length (``len(verifier.VerifierTokens.suffix)``); ``eval_problems``: how many
     eval records the task has (0: no eval phases; None: at least one full eval batch); ``warm_start_rows``: the warm
     start's batch (``WarmStartConfig.batch_size``; 0: none) of ``warm_start_width`` tokens (``sft.row_width``).
-    ``alternatives``: also plan with remat and log-prob chunking switched on (where they are off), so that the
-    advice of a refusal names them only for a phase they shrink, weighed by what they save (``knobs["saves"]``).
+    ``knobs["replan"](**rl_changes)`` plans the same run with other ``RLConfig`` values: a refusal's advice weighs
+    remat and log-prob chunking by what they would save (planned only then).
     """
     cfg, rl, run = model_config, rl_config, run_config
     mesh = _as_mesh(mesh)
@@ -403,18 +403,11 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
              "max_new_tokens": n, "eval_samples": run.eval_samples, "final_eval_samples": run.final_eval_samples,
              "vineppo_samples": rl.vineppo_samples, "remat": rl.remat, "logprob_chunk_size": rl.logprob_chunk_size,
              "warm_start_rows": warm_start_rows, "warm_start_width": warm_start_width}
-    this = MemoryPlan(tuple(items), tuple(shape.items()), count_params(params), knobs)
-    switches = {"remat": {"remat": "full"} if rl.remat == "none" else None,
-                "logprob_chunk_size": {"logprob_chunk_size": 128} if not rl.logprob_chunk_size else None}
-    knobs["saves"] = {}  # {knob: {phase: bytes per device it saves there}}
-    for knob, change in switches.items():
-        if alternatives and change:
-            other = plan(cfg, dataclasses.replace(rl, **change), run, mesh, prompt_tokens=prompt_tokens,
-                         verify_tokens=verify_tokens, optim=optim, eval_problems=eval_problems,
-                         warm_start_rows=warm_start_rows, warm_start_width=warm_start_width, alternatives=False)
-            knobs["saves"][knob] = {phase: total - other.phases.get(phase, total)
-                                    for phase, total in this.phases.items()}
-    return this
+    knobs["replan"] = lambda **change: plan(cfg, dataclasses.replace(rl, **change), run, mesh,
+                                            prompt_tokens=prompt_tokens, verify_tokens=verify_tokens, optim=optim,
+                                            eval_problems=eval_problems, warm_start_rows=warm_start_rows,
+                                            warm_start_width=warm_start_width)
+    return MemoryPlan(tuple(items), tuple(shape.items()), count_params(params), knobs)
 
 
 def eval_plan(cfg: ModelConfig, mesh, *, prompts: int, samples: int, rows: int, prompt_tokens: int,

@@ -78,17 +78,18 @@ def set_aside_outputs(workdir: Path, aside: Path, restored: int) -> None:
              if _evaluates(path, workdir, restored, final_moves=bool(present))]
     if not present and not stale:
         return
-    target = aside / f"outputs_of_step_{step or 'unknown'}"
-    suffix = 1
+    name = f"outputs_of_step_{step or 'unknown'}" if present else f"evaluations_after_step_{restored}"
+    target, suffix = aside / name, 1
     while target.exists():
-        target, suffix = aside / f"outputs_of_step_{step or 'unknown'}.{suffix}", suffix + 1
+        target, suffix = aside / f"{name}.{suffix}", suffix + 1
     (target / "eval" if stale else target).mkdir(parents=True)
     for path in present:
         os.replace(path, target / path.name)
     for path in stale:
         os.replace(path, target / "eval" / path.name)
-    print(f"rlvjax.train: moved the final policy, report and evaluations of step {step or '?'} to {target}",
-          file=sys.stderr)
+    moved = (["the final policy and report of step " + (step or "?")] if present else []) + (
+        [f"the evaluations ({', '.join(p.name for p in stale)}) of steps after {restored}"] if stale else [])
+    print(f"rlvjax.train: moved {' and '.join(moved)} to {target}", file=sys.stderr)
 
 
 def _evaluates(path: Path, workdir: Path, restored: int, *, final_moves: bool) -> bool:

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import socket
+import time
 import zlib
 from typing import Sequence
 
@@ -121,14 +122,8 @@ def initialize_distributed(cfg: MeshConfig) -> None:
     args = distributed_args(cfg)
     if args is None or jax.distributed.is_initialized():
         return
-    if "coordinator_address" in args:  # a host that does not resolve: JAX aborted the process after its timeout
-        host, _, port = args["coordinator_address"].rpartition(":")
-        try:
-            socket.getaddrinfo(host.strip("[]"), int(port))
-        except OSError as e:
-            raise ValueError(f"coordinator_address {args['coordinator_address']!r}: host {host} does not resolve "
-                             f"({e.strerror}); set MeshConfig.coordinator_address / RLVJAX_COORDINATOR to the "
-                             "coordinator's (process 0's) reachable host:port") from None
+    if "coordinator_address" in args:
+        _resolve(args["coordinator_address"], args["initialization_timeout"])
     try:
         jax.distributed.initialize(**args)
     except ValueError as e:
@@ -137,6 +132,25 @@ def initialize_distributed(cfg: MeshConfig) -> None:
         raise ValueError(f"coordinator_address='{AUTO}' found no cluster to join ({e}); JAX detects TPU pods, SLURM, "
                          "Open MPI and Kubernetes jobs. Elsewhere set RLVJAX_COORDINATOR=host:port, "
                          "RLVJAX_NUM_PROCESSES and RLVJAX_PROCESS_ID on every process") from None
+
+
+def _resolve(address: str, timeout_s: float) -> None:
+    """Waits (with backoff, up to ``timeout_s``, as JAX waits for its coordinator) until the coordinator's host
+    resolves, e.g. a Kubernetes service whose record appears after its followers start; then one line. JAX's client
+    aborted the process with a C++ stack trace instead."""
+    host, _, port = address.rpartition(":")
+    deadline, wait = time.monotonic() + timeout_s, 0.5
+    while True:
+        try:
+            socket.getaddrinfo(host.strip("[]"), int(port))
+            return
+        except OSError as e:
+            if time.monotonic() + wait > deadline:
+                raise ValueError(f"coordinator_address {address!r}: host {host} did not resolve within "
+                                 f"{timeout_s:g} s ({e.strerror}); set MeshConfig.coordinator_address / "
+                                 "RLVJAX_COORDINATOR to the coordinator's (process 0's) reachable host:port") from None
+        time.sleep(wait)
+        wait = min(2 * wait, 10.0)
 
 
 def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:

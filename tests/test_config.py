@@ -63,12 +63,6 @@ def test_the_aggregation_follows_the_algorithm_unless_set():
         RLConfig(aggregation="")  # not None: an empty gin value is a mistake, not the algorithm's default
 
 
-def test_partial_solution_rows_only_where_they_carry_a_loss():
-    assert RLConfig(verify_prefixes=3).update_rows_per_rollout == 4
-    # lambda_verify = 0 (the baseline of a run with them, a sweep's 0): no verify loss, so no verify-only rows
-    assert RLConfig(verify_prefixes=3, lambda_verify=0.0).update_rows_per_rollout == 1
-
-
 def test_cross_section_rules():
     c = Config()
     with pytest.raises(ValueError, match=r"64 rollouts per step \(batch_size 8 x group_size 8\) do not split into "

@@ -138,9 +138,10 @@ def test_absurd_setup_is_refused_with_one_line():
     assert "logprob_chunk_size" not in short  # 64 new tokens: chunks of 128 would change nothing
     # Each switch is weighed by what the plan with it saves in that phase: chunking 1,024 positions of a 151,936
     # vocabulary saves more here than the micro-batch cannot (it is refused with both named).
-    saves = plan.knobs["saves"]
-    assert saves["remat"]["update"] > 0 and saves["logprob_chunk_size"]["update"] > 0
-    assert saves["logprob_chunk_size"]["rollout"] == 0  # the switches change the update, not the sampling
+    for change in ({"remat": "full"}, {"logprob_chunk_size": 128}):
+        other = plan.knobs["replan"](**change)
+        assert other.phases["update"] < plan.phases["update"]
+        assert other.phases["rollout"] == plan.phases["rollout"]  # the switches change the update, not the sampling
     # micro_batch_size = 0 is whole minibatches: the advice says so, not "now 64" (the effective size).
     unset = budget.advice(qwen_plan("cpu", 1, ["RLConfig.micro_batch_size = 0"]), "update")
     assert "reduce RLConfig.micro_batch_size (now 0: minibatches of " in unset
@@ -155,7 +156,7 @@ def test_a_switch_that_would_not_shrink_the_phase_is_not_advised():
     chunked = memory.plan(small, dataclasses.replace(rl, logprob_chunk_size=128), run,
                           {"data": 1, "fsdp": 1, "tensor": 1}, prompt_tokens=64)
     assert chunked.phases["update"] > base.phases["update"]
-    assert base.knobs["saves"]["logprob_chunk_size"]["update"] == base.phases["update"] - chunked.phases["update"]
+    assert base.knobs["replan"](logprob_chunk_size=128).phases == chunked.phases
     assert "logprob_chunk_size" not in budget.advice(base, "update")
 
 

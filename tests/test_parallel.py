@@ -78,7 +78,7 @@ def test_distributed_args_from_config_environment_or_cluster():
     assert parallel.distributed_args(parallel.MeshConfig(coordinator_address="auto"), {}) == TIMEOUTS
 
 
-def test_distributed_args_errors():
+def test_distributed_args_errors(monkeypatch):
     with pytest.raises(ValueError, match="needs num_processes and process_id too.*RLVJAX_NUM_PROCESSES"):
         parallel.distributed_args(parallel.MeshConfig(coordinator_address="h:1", num_processes=2), {})
     with pytest.raises(ValueError, match="process_id=2, num_processes=2; need 0 <= process_id < num_processes"):
@@ -97,12 +97,24 @@ def test_distributed_args_errors():
                                                           process_id=1), {})
     assert parallel.distributed_args(parallel.MeshConfig(coordinator_address="[::1]:1234", num_processes=2,
                                                          process_id=1), {})["coordinator_address"] == "[::1]:1234"
-    # A host that does not resolve: JAX's client aborted the process (SIGABRT) after its timeout; now one line first.
-    with pytest.raises(ValueError, match=r"^coordinator_address 'nohost.invalid:1234': host nohost.invalid does not "
-                                         r"resolve \(.*\); set MeshConfig.coordinator_address / RLVJAX_COORDINATOR"):
+    # A host that does not resolve within the initialization timeout: JAX's client aborted the process (SIGABRT);
+    # now one line. Until then it is tried again (a Kubernetes service's record can appear after its followers).
+    with pytest.raises(ValueError, match=r"^coordinator_address 'nohost.invalid:1234': host nohost.invalid did not "
+                                         r"resolve within 2 s \(.*\); set MeshConfig.coordinator_address / "):
         parallel.initialize_distributed(parallel.MeshConfig(coordinator_address="nohost.invalid:1234",
-                                                            num_processes=2, process_id=1))
+                                                            num_processes=2, process_id=1, initialization_timeout_s=2))
     assert not jax.distributed.is_initialized()
+    tries = []
+
+    def appears_later(host, port):
+        tries.append(host)
+        if len(tries) < 3:
+            raise OSError(-2, "Name or service not known")
+
+    monkeypatch.setattr(parallel.socket, "getaddrinfo", appears_later)
+    monkeypatch.setattr(parallel.time, "sleep", lambda s: None)
+    parallel._resolve("svc.job:1234", 300)
+    assert tries == ["svc.job"] * 3
 
 
 def test_initialize_distributed_is_a_no_op_for_one_process(monkeypatch):

@@ -67,6 +67,7 @@ def _grader_children() -> set[int]:
     ("hence \\boxed 5.", "5"),
     ("so x = \\boxed 5, as required", "5"),  # a bare box's token ends before what closes the sentence or the math
     ("\\(\\boxed 5\\)", "5"), ("\\[\\boxed 5\\]", "5"), ("(\\boxed 5)", "5"), ("\\boxed (1,2)", "(1,2)"),
+    ("(\\boxed 5).", "5"), ("\\boxed 5\\).", "5"), ("\\boxed [0,1)", "[0,1)"), ("\\boxed (0,1]", "(0,1]"),
     ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),  # escaped braces are content
     ("\\boxed{\\boxed{4}}", "4"),
     ("The answer is 42.", "42"),
@@ -79,6 +80,8 @@ def _grader_children() -> set[int]:
     ("Suppose the answer is 10. Then we get a contradiction, so x = 3.", None),  # the phrase must end the text
     ("The answer is 42.\n\nLet me check that again.", None),
     ("The answer is 3.5. I hope it is correct.\n", "3.5"),
+    ("The answer is $18$ dollars.", "18"), ("The final answer is $5$. I hope it is correct!", "5"),  # its sentence
+    ("Suppose the answer is $10$. Then x = 3.", None),
     ("no final answer here", None),
     ("\\boxed{}", None),
     ("\\boxed{1} then the last box is cut \\boxed{12", None),  # truncated last box: no final answer
@@ -115,6 +118,8 @@ def test_normalize_answer_ignores_layout_only():
     for spaced, merged in (("2\\ 3", "23"), ("3\\,5", "35"), ("2\\;4", "24")):
         assert rm.normalize_answer(spaced) != rm.normalize_answer(merged)
     assert rm.normalize_answer("x\\,=\\,2") == "x=2" and rm.normalize_answer("10\\,080") == "10080"
+    for grouped, plain in (("1\\,000.5", "1000.5"), ("12\\,345.5", "12345.5"), ("1\\,000\\%", "1000\\%")):
+        assert rm.normalize_answer(grouped) == rm.normalize_answer(plain)  # math-verify alone misreads them
 
 
 # ------------------------------------------------------------------------------------------------ equivalence

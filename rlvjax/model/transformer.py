@@ -341,7 +341,8 @@ class Transformer(nnx.Module):
         Without a cache the chunk attends causally to itself (``attention_mask`` marks real tokens; left or right
         padding). With one, each row's chunk is written at its slots ``cache.length ..`` and attends to all of its
         earlier slots; ``attention_mask`` then marks how many leading chunk tokens are real (each row's length grows
-        by that many; what is written past them is beyond the row's length and never seen).
+        by that many; what is written past them is beyond the row's length and never seen, and their outputs are not
+        meaningful: only real tokens set how far the cache is read).
         ``remat`` (a name of ``REMAT_POLICIES``; no cache) recomputes each decoder layer in the backward pass,
         keeping what the policy saves: activation memory per layer instead of per model, for about one more
         forward pass. The layers then run under ``lax.scan`` over their weights stacked in the compute dtype (one

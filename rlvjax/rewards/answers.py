@@ -91,12 +91,17 @@ def _boxed_contents(text: str) -> list[str | None]:
 
 def _bare_box(token: str) -> str | None:
     """``\\boxed 5``'s answer from the run of characters after it, without what closes the sentence or the math
-    around it: "5," "5\\)" "(\\boxed 5)" are 5; "(1,2)" keeps its balanced parenthesis."""
-    token = re.sub(r"(?:\\[)\]])+$", "", token)
-    while token and (token[-1] in ",;:" or token[-1] in ")]" and token.count(token[-1]) > token.count(
-            "(" if token[-1] == ")" else "[")):
-        token = token[:-1]
-    return _TRAILING_DOTS.sub("", token) or None
+    around it: "5," "5\\)." "(\\boxed 5)" are 5; "(1,2)" and the half-open "[0,1)" keep their brackets."""
+    closers = lambda t: sum(map(t.count, ")]")) > sum(map(t.count, "(["))  # noqa: E731
+    while True:
+        if token.endswith(("\\)", "\\]")):
+            token = token[:-2]
+        elif token and (token[-1] in ",;:" or token[-1] in ")]" and closers(token)):
+            token = token[:-1]
+        elif (undotted := _TRAILING_DOTS.sub("", token)) != token:
+            token = undotted
+        else:
+            return token or None
 
 
 _TRAILING_DOTS = re.compile(r"(?<![.,\s])\s*\.+$")  # "5." and "5...", not the ellipsis of a list "1, 2, ..."
@@ -128,8 +133,10 @@ def _answer_phrase(text: str) -> str | None:
     rest, tail = line.strip(), ""
     if rest.startswith("$"):
         inline = re.match(r"\$\$(.+?)\$\$|\$((?:\\\$|[^$])+)\$", rest)  # "\$" inside: a dollar sign
-        if inline:
+        if inline:  # what follows it in its sentence ("$18$ dollars.") is part of the statement
             rest, tail = next(g for g in inline.groups() if g is not None), rest[inline.end() :]
+            stop = re.search(r"[.!?](?:\s|$)", tail)
+            tail = tail[stop.end() :] if stop else ""
     elif (stop := re.search(r"\.\s", rest)) is not None:  # the sentence's end
         rest, tail = rest[: stop.start()], rest[stop.end() :]
     if not _CLOSING.fullmatch(tail + "\n" + after):
@@ -138,7 +145,7 @@ def _answer_phrase(text: str) -> str | None:
     return rest or None
 
 
-_CLOSING = re.compile(r"[\s.]*(?:I hope it is correct\.?)?\s*", re.IGNORECASE)
+_CLOSING = re.compile(r"[\s.!]*(?:I hope (?:it|this) is correct[.!]?)?\s*", re.IGNORECASE)
 
 
 def extract_answer(text: str) -> str | None:
@@ -230,6 +237,7 @@ def normalize_answer(answer: str) -> str:
         s = re.sub(_GROUP_SEPARATOR, "", s)
     s = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", s)
     s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
-    s = re.sub(r"\\[,;:! ]", " ", s)  # a space, so that "2\\ 3" stays two numbers below
+    s = re.sub(r"(?<=\d)(?:\\[,!]|\{,\}|,\\!\s*)(?=\d{3}(?!\d))", "", s)  # digit groups: "1\\,000.5"
+    s = re.sub(r"\\[,;:! ]", " ", s)  # any other LaTeX space is a space: "2\\ 3" stays two numbers below
     s = re.sub(r"(?<=\d)\s+(?=\d)", "\u2423", s)  # "2 3" is two numbers, not 23: math-verify decides
     return re.sub(r"\s+", "", s)

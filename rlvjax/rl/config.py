@@ -66,8 +66,8 @@ class RLConfig:
     # Opt-in: each rollout also trains the verifier on this many of its partial solutions, ``prompt + the first
     # c_j tokens + verify prompt`` with c_j = body * j / (m + 1) (j = 1..m), labelled with the whole rollout's label:
     # p(Yes) after a partial solution then estimates its chance of ending right, which verifier-guided search scores
-    # (rlvjax.strategies.particle). These rows carry no policy loss; the update holds (1 + m) x the rows (1 x at
-    # lambda_verify = 0, where they would carry none at all). 0: complete solutions only, as in the paper.
+    # (rlvjax.strategies.particle). These rows carry no policy loss; the update holds (1 + m) x the rows. 0: complete
+    # solutions only, as in the paper.
     verify_prefixes: int = 0
 
     def __post_init__(self):
@@ -117,9 +117,8 @@ class RLConfig:
 
     @property
     def update_rows_per_rollout(self) -> int:
-        """Training rows one rollout becomes: itself and its ``verify_prefixes`` partial solutions (none at
-        lambda_verify = 0, where they would carry no loss: the baseline of a run with them, a sweep's λ = 0)."""
-        return 1 + (self.verify_prefixes if self.lambda_verify > 0 else 0)
+        """Training rows one rollout becomes: itself and its ``verify_prefixes`` partial solutions."""
+        return 1 + self.verify_prefixes
 
     @property
     def sampling_params(self) -> sampling.SamplingParams:

@@ -58,7 +58,7 @@ class UpdateBatch(NamedTuple):
     old_logp: jax.Array  # [R, N]
     advantages: jax.Array  # [R, N]
     verify_target: jax.Array  # [R] yes / no token id
-    verify_mask: jax.Array  # [R]
+    verify_mask: jax.Array  # [R] each row's L_V weight: 1, class-balanced per minibatch by _minibatch_grads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,8 +112,8 @@ def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, limits=
 
 def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, correct) -> UpdateBatch:
     """Flatten ``[B, G]`` rollouts into training rows (see the module docstring for the layout), each labelled Yes
-    where ``correct`` ``[B, G]`` (``Rewards``' verdict); with ``RLConfig.verify_prefixes = m`` (and lambda_verify >
-    0), m more blocks of ``B * G`` verify-only rows follow, one per cut."""
+    where ``correct`` ``[B, G]`` (``Rewards``' verdict); with ``RLConfig.verify_prefixes = m``, m more blocks of
+    ``B * G`` verify-only rows follow, one per cut."""
     b, g, n = rollouts.tokens.shape
     rows = b * g
     tokens = rollouts.tokens.reshape(rows, n)
@@ -125,7 +125,7 @@ def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, c
     prompt_mask = jnp.repeat(rollouts.prompt_mask, g, axis=0)
     target_mask = jnp.arange(n)[None, :] < lengths[:, None]
     verify_target = verifier.verify_labels(correct.reshape(rows), statics.yes_id, statics.no_id)
-    m = statics.rl.update_rows_per_rollout - 1
+    m = statics.rl.verify_prefixes
     # Partial solutions (RLConfig.verify_prefixes): the first c_j tokens of each body, verify rows only.
     cuts = [jnp.maximum(body_len * j // (m + 1), jnp.minimum(body_len, 1)) for j in range(1, m + 1)]
     bodies = [body_mask] + [jnp.arange(n)[None, :] < c[:, None] for c in cuts]

@@ -232,7 +232,7 @@ def _engine(model: Transformer, ids, mask, rng, limits, *, first, num_samples: i
         lead = jnp.concatenate([pending[:, None], jnp.broadcast_to(suffix, (m, v))], axis=1)
         tail = jnp.concatenate([jnp.broadcast_to(suffix, (m, v)), jnp.full((m, 1), params.pad_id, jnp.int32)], 1)
         count = v + keep.astype(jnp.int32)
-        real = jnp.arange(v + 1)[None, :] < count[:, None]
+        real = (jnp.arange(v + 1)[None, :] < count[:, None]) & ok[:, None]  # a filler row reads no blocks
         step_model = model_of(s)
         h, _ = step_model.hidden(jnp.where(keep[:, None], lead, tail), real, cache)
         h = jnp.take_along_axis(h, (count - 1)[:, None, None], axis=1)[:, 0]
