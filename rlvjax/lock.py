@@ -3,8 +3,10 @@
 The kernel drops the lock when its process ends, however it ends, so a dead process (kill -9, a lost node) never
 blocks a resume (a child it forked closes its copy of the lock's descriptor, so it does not keep the lock alive).
 While it holds the lock, the holder names itself (pid, host, start time) in the same file, so the process refused
-can say who holds the workdir; the file is emptied on release, not removed (the lock lives on it; a new file would
-be a second lock), and a name a kill leaves behind is rewritten by the next holder.
+can say who holds the workdir. The file is removed on release, before the lock goes (a run refused after taking it
+leaves nothing behind), and a process that locked a file its last holder had just removed sees that it is no longer
+the workdir's ``.lock`` and tries again, so two processes never hold two files. A kill leaves the file, with the dead
+holder's name, which the next holder rewrites.
 
 A record lock (open-file-description on Linux, as flock's is) rather than a ``flock`` of the directory: on NFS a
 directory's flock is local to each client (``nfs_dir_operations`` has no ``flock``), so two hosts would both have
@@ -45,19 +47,19 @@ def workdir_lock(workdir: Path, *, enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    fd = _lock(Path(workdir) / HOLDER_FILE)
+    holder = Path(workdir) / HOLDER_FILE
+    fd = _lock(holder)
     owner = os.getpid()
     _HELD.add(fd)
     try:
         name = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n"
-        # written through the locking descriptor (the lock is this descriptor's, and the file's name may be replaced)
-        os.ftruncate(fd, 0)
+        os.ftruncate(fd, 0)  # written through the locking descriptor: the lock is this descriptor's
         os.pwrite(fd, name.encode(), 0)
         try:
             yield
         finally:
             if os.getpid() == owner:  # a forked child leaving the block holds nothing (``_forget_in_child``)
-                os.ftruncate(fd, 0)  # emptied, not removed: the lock lives on this file
+                holder.unlink(missing_ok=True)  # while still locked: see ``_lock``
     finally:
         if os.getpid() == owner:
             _HELD.discard(fd)
@@ -80,21 +82,31 @@ os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _lock(holder: Path) -> int:
-    """The descriptor of ``holder`` that holds the workdir's lock."""
-    fd = os.open(holder, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        if hasattr(fcntl, "F_OFD_SETLK"):  # Linux: the lock is this descriptor's, as flock's is
-            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
-        else:  # no open-file-description record locks (macOS): flock, this descriptor's too (local to each host)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return fd
-    except OSError as e:
+    """The descriptor of ``holder`` that holds the workdir's lock: locked, and still the file at that path (its last
+    holder removes it before releasing it; one locked after that removal is an orphan, and the path is tried
+    again)."""
+    while True:
+        fd = os.open(holder, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if hasattr(fcntl, "F_OFD_SETLK"):  # Linux: the lock is this descriptor's, as flock's is
+                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+            else:  # no open-file-description record locks (macOS): flock, this descriptor's too (local to each host)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EACCES, errno.EAGAIN):
+                raise _busy(holder.parent, holder) from None
+            raise WorkdirUnlockable(f"{holder.parent} cannot be locked on this filesystem ({e.strerror}), so a second "
+                                    "run there could not be kept out; choose a --workdir on a filesystem with locks (a "
+                                    "local disk, NFS with its lock manager, Lustre mounted with flock)") from None
+        try:
+            current = os.stat(holder)
+        except FileNotFoundError:
+            current = None
+        mine = os.fstat(fd)
+        if current is not None and (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
+            return fd
         os.close(fd)
-        if e.errno in (errno.EACCES, errno.EAGAIN):
-            raise _busy(holder.parent, holder) from None
-        raise WorkdirUnlockable(f"{holder.parent} cannot be locked on this filesystem ({e.strerror}), so a second "
-                                "run there could not be kept out; choose a --workdir on a filesystem with locks (a "
-                                "local disk, NFS with its lock manager, Lustre mounted with flock)") from None
 
 
 def _busy(workdir: Path, holder: Path) -> WorkdirBusy:

@@ -41,8 +41,29 @@ def test_a_record_lock_on_the_holder_file_keeps_a_second_process_out(tmp_path, m
         with pytest.raises(lock.WorkdirBusy):  # this process too (an open-file-description lock)
             with lock.workdir_lock(tmp_path):
                 pass
-    assert (tmp_path / ".lock").read_text() == ""  # emptied, kept: the lock lives on this file
+    assert not (tmp_path / ".lock").exists()  # removed on release: a refused run leaves nothing behind
     assert second_process(tmp_path) == "locked"
+
+
+def test_a_lock_file_its_last_holder_removed_is_not_held(tmp_path, monkeypatch):
+    """The last holder removes .lock before releasing it: a process that opened the file just before and locks it
+    just after holds an orphan, beside the next process's new .lock. It must see that and lock the current file."""
+    opened = []
+
+    def open_then_removed(path, *args):  # the holder's release lands between this open and its lock, the first time
+        fd = os_open(path, *args)
+        if not opened:
+            os.unlink(path)
+        opened.append(fd)
+        return fd
+
+    os_open = os.open
+    monkeypatch.setattr(lock.os, "open", open_then_removed)
+    with lock.workdir_lock(tmp_path):
+        assert len(opened) == 2  # the orphan, then the current file
+        monkeypatch.setattr(lock.os, "open", os_open)
+        assert (tmp_path / ".lock").read_text().startswith(f"pid {os.getpid()} on ")
+        assert second_process(tmp_path).startswith(f"{tmp_path} is in use by pid {os.getpid()}")
 
 
 def test_a_filesystem_without_locks_is_one_line(tmp_path, monkeypatch):
