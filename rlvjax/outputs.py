@@ -71,7 +71,8 @@ def check_unused(workdir: Path, *, given: bool) -> None:
 def set_aside_outputs(workdir: Path, aside: Path, restored: int) -> None:
     """After a resume went back to step ``restored`` (``--checkpoint``), the final policy and report of a later step,
     and the evaluations (``evaluate --workdir``, in ``eval/``) of that policy or of a later checkpoint, follow its
-    checkpoints to ``aside`` (``outputs_of_step_<N>``), so that none passes for this run's."""
+    checkpoints to ``aside`` (``outputs_of_step_<N>``; ``evaluations_after_step_<restored>`` when only evaluations
+    move), so that none passes for this run's."""
     step = export_stamp(workdir / "final").get("rlvjax_step")
     present = [workdir / name for name in OUTPUTS if (workdir / name).exists()] if step != str(restored) else []
     stale = [path for path in sorted((workdir / "eval").glob("*"))
