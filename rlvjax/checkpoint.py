@@ -37,7 +37,7 @@ from etils import epath
 from orbax.checkpoint.path import atomicity
 
 from rlvjax import parallel
-from rlvjax.cli import OUT_OF_SPACE, UserError, out_of_space
+from rlvjax.cli import OUT_OF_SPACE, UserError, out_of_space, raised_from
 
 # Where the architecture lives in the run config (``experiment.config_dict``): a key naming a sub-dict compares all
 # of it.
@@ -337,13 +337,8 @@ def unavailable(e: BaseException | None) -> bool:
     """Whether ``e``, or an exception it was raised from, says a read failed for a reason outside the checkpoint:
     no permission, no memory, a filesystem failing or timing out (an I/O error is not taken for damage either: a
     network filesystem's can pass)."""
-    while e is not None:
-        if isinstance(e, (PermissionError, MemoryError, TimeoutError, ConnectionError)):
-            return True
-        if isinstance(e, OSError) and e.errno == errno.EIO or any(m in str(e) for m in UNAVAILABLE):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
+    return raised_from(e, lambda x: isinstance(x, (PermissionError, MemoryError, TimeoutError, ConnectionError))
+                       or isinstance(x, OSError) and x.errno == errno.EIO or any(m in str(x) for m in UNAVAILABLE))
 
 
 class DiskFullError(UserError, OSError):

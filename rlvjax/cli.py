@@ -39,16 +39,20 @@ class Preempted(BaseException):
 OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def out_of_space(e: BaseException | None) -> bool:
-    """Whether ``e`` or an exception it was raised from says the disk (or a quota) is full; tensorstore reports it
-    only in its message."""
+def raised_from(e: BaseException | None, says) -> bool:
+    """Whether ``says(x)`` holds for ``e`` or an exception it was raised from (its causes and contexts)."""
     while e is not None:
-        if isinstance(e, OSError) and e.errno in OUT_OF_SPACE:
-            return True
-        if any(os.strerror(code) in str(e) for code in OUT_OF_SPACE):
+        if says(e):
             return True
         e = e.__cause__ or e.__context__
     return False
+
+
+def out_of_space(e: BaseException | None) -> bool:
+    """Whether ``e`` or an exception it was raised from says the disk (or a quota) is full; tensorstore reports it
+    only in its message."""
+    return raised_from(e, lambda x: isinstance(x, OSError) and x.errno in OUT_OF_SPACE
+                       or any(os.strerror(code) in str(x) for code in OUT_OF_SPACE))
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
