@@ -12,11 +12,13 @@
   weights cast to the compute dtype in their sampling layout (``parallel.sampling_spec``), and the largest of the
   prefill, decode-step and verifier-score temporaries.
 - ``update`` (``update_step``): two gradient trees (the micro-batch accumulator and one micro-batch's gradient), the
-  weights FSDP gathers (one layer's at a time with remat, every layer's without; still split over ``tensor``), the
-  training rows, what the backward pass keeps for one micro-batch (every layer's activations, or with
-  ``RLConfig.remat`` each layer's input and one layer's activations, plus the layers' weights stacked for the
-  scan), and the f32 logits of ``RLConfig.logprob_chunk_size`` completion positions, with the head's f32 gradient
-  that the scan over those chunks holds gathered over ``fsdp``.
+  weights FSDP gathers (one layer's at a time with remat, every layer's without; still split over ``tensor``;
+  without remat also every layer's gradient unsplit over ``fsdp`` and its reduction, where they outweigh the
+  activations the backward pass frees as it forms them), the training rows, what the backward pass keeps for one
+  micro-batch (every layer's activations, or with ``RLConfig.remat`` each layer's input and one layer's
+  activations, plus the layers' weights stacked for the scan), and the f32 logits of
+  ``RLConfig.logprob_chunk_size`` completion positions, with the head's f32 gradient that the scan over those
+  chunks holds gathered over ``fsdp``.
 - ``value pass`` (VinePPO): the engine on ``vineppo.VALUE_CHUNK`` step prefixes x ``vineppo_samples``
   continuations, prefixes as wide as a prompt and a completion, no verifier score.
 - ``optimizer``: the gradients, the updates and the new moments.
@@ -287,7 +289,7 @@ def eval_prompts(mesh, eval_problems: int | None) -> int:
 
 
 def _backward_items(cfg: ModelConfig, params, mesh, phase: str, what: str, remat: str, *, gradients: int,
-                    chunked: bool, note: str) -> list[Item]:
+                    chunked: bool, activations: int, note: str) -> list[Item]:
     """What a backward pass over the whole model holds beside its activations: ``gradients`` gradient trees, the
     weights FSDP gathers, the embedding's extra gradient buffers, (``remat``) the layers stacked for the scan and
     (``chunked``: log-probs built a chunk of positions at a time) the head's gradient summed over the chunks."""
@@ -300,6 +302,16 @@ def _backward_items(cfg: ModelConfig, params, mesh, phase: str, what: str, remat
     if cfg.tie_word_embeddings:  # the head's and the lookup's gradients are summed into the embedding's
         items.append(Item(f"{what}tied embedding gradient", phase, sharded_bytes(embedding, mesh),
                           "the head's part, held while the lookup's is scattered"))
+    if remat == "none" and shape["fsdp"] > 1:
+        # Measured (hidden 512, 2-4 layers, fsdp 2-8 with data and tensor): without remat each layer's gradient is
+        # formed unsplit over fsdp and reduced whole (XLA's CPU backend reduces them all in one tuple, the tied
+        # embedding's two parts apart), which the backward pass holds once it has freed the activations.
+        gathered = lambda tree: sharded_bytes(
+            tree, mesh, spec_of=lambda spec: parallel.sampling_spec(spec, jax.sharding.PartitionSpec()))
+        unsplit = 2 * gathered(params) + cfg.tie_word_embeddings * gathered(embedding)
+        items.append(Item(f"{what}unsplit gradients", phase, max(0, unsplit - activations),
+                          "fsdp without remat: every layer's gradient before its reduction, beyond the activations "
+                          "the backward pass has freed by then"))
     if shape["data"] > 1 and shape["fsdp"] > 1:  # measured: XLA's partitioner replicates the lookup's cotangent
         items.append(Item(f"{what}embedding gradient, whole", phase,  # and reduces the gradient before splitting it
                           whole - sharded_bytes(embedding, mesh),
@@ -329,11 +341,12 @@ def warm_start_items(cfg: ModelConfig, params, mesh, *, rows: int, width: int, r
     moments = jax.eval_shape(sft.optimizer(sft.WarmStartConfig()).init, params)
     items = [Item("warm params", "warm start", sharded_bytes(params, mesh), "the policy being warm-started"),
              Item("warm optimizer state", "warm start", sharded_bytes(moments, mesh), "its own AdamW moments")]
+    activations = rows_local * activation_bytes_per_row(cfg, width, width - 1, shape["tensor"], remat=remat,
+                                                        logprob_chunk=logprob_chunk)
     items += _backward_items(cfg, params, mesh, "warm start", "warm ", remat, gradients=1,
-                             chunked=0 < logprob_chunk < width - 1, note="one gradient")
+                             chunked=0 < logprob_chunk < width - 1, activations=activations, note="one gradient")
     items += [Item("warm rows", "warm start", rows_local * width * 9, f"{rows_local} rows x {width} tokens"),
-              Item("warm activations", "warm start", rows_local * activation_bytes_per_row(
-                  cfg, width, width - 1, shape["tensor"], remat=remat, logprob_chunk=logprob_chunk),
+              Item("warm activations", "warm start", activations,
                    f"remat {remat}, f32 logits of {min(logprob_chunk or width - 1, width - 1)} positions at a time")]
     return items
 
@@ -377,14 +390,15 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
     if advantages.uses_step_values(rl.algorithm):  # VinePPO's value pass: K continuations of a chunk of prefixes
         items += _sampling_items(cfg, params, mesh, "value pass", "value ", vineppo.chunk_rows(dp), rl.vineppo_samples,
                                  sampling.bucket_width(prompt_tokens + n), n, 0)
+    activations = micro_rows * activation_bytes_per_row(cfg, seq, n, tensor, remat=rl.remat,
+                                                        logprob_chunk=rl.logprob_chunk_size)
     items += _backward_items(cfg, params, mesh, "update", "", rl.remat, gradients=2,
-                             chunked=0 < rl.logprob_chunk_size < n,
+                             chunked=0 < rl.logprob_chunk_size < n, activations=activations,
                              note="micro-batch accumulator + one micro-batch's gradient")
     items += [
         Item("training rows", "update", 2 * minibatch_rows * (seq * 5 + n * 13 + 8),
              f"{minibatch_rows} rows x {seq} tokens, and their micro-batch split"),
-        Item("activations", "update", micro_rows * activation_bytes_per_row(
-            cfg, seq, n, tensor, remat=rl.remat, logprob_chunk=rl.logprob_chunk_size),
+        Item("activations", "update", activations,
              f"{micro_rows} row(s) x {seq} tokens, remat {rl.remat}, f32 logits of "
              f"{rl.logprob_chunk_size or n} positions at a time"),
         Item("grads + updates + moments", "optimizer", 2 * param_bytes + opt_bytes, "the optax step"),

@@ -320,6 +320,48 @@ def test_the_update_plan_tracks_xla_on_data_and_fsdp_meshes():
     assert len(ratios) == 3 and all(0.9 <= r <= 1.1 for r in ratios), out
 
 
+UNREMATTED_ON_FSDP = """
+import jax, jax.numpy as jnp
+from flax import nnx
+jax.config.update("jax_num_cpu_devices", 4)
+from rlvjax import dry_run, experiment, memory, parallel
+from rlvjax.model.transformer import ModelConfig, Transformer
+from rlvjax.rl import steps
+from rlvjax.rl.config import OptimConfig, RLConfig
+rl, run = RLConfig(group_size=4, max_new_tokens=16, micro_batch_size=8), experiment.RunConfig(batch_size=8)
+s = jax.ShapeDtypeStruct
+rows, n, t = 32, 16, 48
+batch = steps.UpdateBatch(s((rows, t), jnp.int32), s((rows, t), bool), s((rows, n), jnp.int32), s((rows, n), bool),
+                          s((rows, n), jnp.float32), s((rows, n), jnp.float32), s((rows,), jnp.int32),
+                          s((rows,), jnp.float32))
+for tied, axes in ((False, {"fsdp": 4}), (True, {"fsdp": 4}), (True, {"data": 2, "fsdp": 2}),
+                   (False, {"fsdp": 2, "tensor": 2})):
+    cfg = ModelConfig(vocab_size=8192, hidden_size=512, intermediate_size=1536, num_layers=2, num_heads=8,
+                      num_kv_heads=2, tie_word_embeddings=tied)
+    graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))[0]
+    tx = OptimConfig().make(1)
+    mesh = parallel.make_mesh(parallel.MeshConfig(**{"data": 1, "fsdp": 1, "tensor": 1, **axes}))
+    state = jax.eval_shape(lambda p: steps.init_state(p, tx, seed=0, keep_reference=False),
+                           memory.abstract_params(cfg))
+    state = dry_run._abstract(state, parallel.shardings(state, mesh))
+    statics = steps.Statics(graphdef, tx, rl, tuple(range(3, 19)), 1, 2, (0,), 0)
+    compiled = steps.jit_steps(statics, mesh, state).update.lower(state, batch).compile(dry_run._NEVER_RUN)
+    plan = memory.plan(cfg, rl, run, mesh, prompt_tokens=16, verify_tokens=16, eval_problems=0)
+    planned = max(plan.phase_bytes("update"), plan.phase_bytes("optimizer"))
+    print(tied, axes, dry_run._measure("update", compiled, 0, None).bytes_per_device / planned)
+"""
+
+
+@pytest.mark.slow
+def test_the_update_plan_without_remat_tracks_xla_where_the_weights_outweigh_the_activations():
+    """Hidden 512, 2 layers, 16 + 16 + 16 tokens, one row per device, no remat, f32, on 4 fake devices: the
+    update's compiled memory over its plan. Without remat every layer's gradient is formed unsplit over fsdp before
+    its reduction (on XLA's CPU backend all of them at once); before the plan counted that the ratios were 1.4-2.6,
+    a run that passed the plan and then ran out of memory."""
+    ratios, out = compiled_over_plan(UNREMATTED_ON_FSDP)
+    assert len(ratios) == 4 and all(0.9 <= r <= 1.1 for r in ratios), out
+
+
 def compiled_over_plan(script: str) -> tuple[list[float], str]:
     """Run ``script`` on Qwen2.5-Math-1.5B's config.json: the ratio ending each line it prints, and its output."""
     out = subprocess.run([sys.executable, "-c", script, str(CONFIGS / "models" / "qwen2_5_math_1_5b" / "config.json")],
@@ -353,9 +395,11 @@ def test_the_warm_start_plan_tracks_xla_on_data_fsdp_and_tensor_meshes():
     the warm start's compiled memory over its plan, with and without remat and chunked logits. Never under by more
     than 10% (a budget between the two would pass and then run out of memory). Before the plan counted the head's
     gradient that the scan over logit chunks holds gathered over fsdp, remat with chunks of 64 was 1.25-1.32 on
-    data 2 x fsdp 2 and fsdp 4."""
+    data 2 x fsdp 2 and fsdp 4. Without remat on fsdp the plan also counts every weight's gradient formed unsplit
+    before its reduction (the test above), which these widths partly overlap with the freed logits: 0.84 there,
+    the one place the plan is more than 15% over."""
     ratios, out = compiled_over_plan(WARM_START_ON_MESHES)
-    assert len(ratios) == 6 and all(0.85 <= r <= 1.1 for r in ratios), out
+    assert len(ratios) == 6 and all(0.8 <= r <= 1.1 for r in ratios), out
 
 
 def test_sharded_bytes_match_arrays_placed_on_a_mesh():
