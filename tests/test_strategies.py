@@ -233,6 +233,13 @@ def test_a_point_on_the_fixed_curve_matches_it_at_equal_tokens_and_at_equal_accu
     assert got["fixed_majority_at_equal_tokens"] == pytest.approx(0.575)
     assert got["token_ratio_at_equal_accuracy"] == pytest.approx(1.0) and not got["token_ratio_is_upper_bound"]
     assert out["match"]["ratio"] is None  # 0.65 never reaches N = 4's 0.7
-    # outside the pool's token range: its ends, not an extrapolation
+    # below one sample's tokens: N = 1, the least fixed-N spends; beyond the pool's largest N: unknown, not N = 4's
+    # 0.7 (which would understate fixed-N there), nor an extrapolation
     low = report.block("adaptive", [{**point, "tokens_per_problem": 5.0}], fixed)["points"][0]
     assert low["fixed_weighted_at_equal_tokens"] == 0.5
+    high = report.block("adaptive", [{**point, "tokens_per_problem": 41.0}], fixed)
+    assert high["points"][0]["fixed_weighted_at_equal_tokens"] is None
+    assert high["points"][0]["fixed_majority_at_equal_tokens"] is None
+    assert "beyond the pool" in report.describe(high)
+    edge = report.block("adaptive", [{**point, "tokens_per_problem": 40.0}], fixed)["points"][0]
+    assert edge["fixed_weighted_at_equal_tokens"] == pytest.approx(0.7)

@@ -92,10 +92,19 @@ def block(name: str, sweep: list[dict], fixed: dict) -> dict:
     and with the tokens fixed-N weighted voting needs for its accuracy (and their ratio), both read on the fixed
     curves interpolated in log tokens (vote curves rise with log N); and the fewest tokens a point spends to reach
     fixed-N weighted voting's accuracy at the pool's largest N (``match``; ``ratio``: how many times fewer; None
-    where no point reaches it)."""
+    where no point reaches it).
+
+    A point that spends fewer tokens than one sample is read at N = 1 (fixed-N can spend no less); one that spends
+    more than the pool's largest N is not read at equal tokens (None): fixed-N's accuracy there is unknown, and its
+    value at the largest N would understate it."""
     tokens = fixed["tokens_per_problem"]
     log_tokens = np.log2(np.maximum(tokens, 1e-12))
-    at = lambda spent, s: float(np.interp(np.log2(max(spent, 1e-12)), log_tokens, fixed[s]))
+
+    def at(spent: float, curve: str) -> float | None:
+        if spent > tokens[-1] * (1 + 1e-9):
+            return None
+        return float(np.interp(np.log2(max(spent, 1e-12)), log_tokens, fixed[curve]))
+
     for point in sweep:
         point["fixed_weighted_at_equal_tokens"] = at(point["tokens_per_problem"], "weighted")
         point["fixed_majority_at_equal_tokens"] = at(point["tokens_per_problem"], "majority")
@@ -116,6 +125,10 @@ def block(name: str, sweep: list[dict], fixed: dict) -> dict:
                       "tokens_per_problem": best, "ratio": None if best is None else spent / max(best, 1e-12)}}
 
 
+def _number(value: float | None) -> str:
+    return "beyond the pool" if value is None else f"{value:.3f}"
+
+
 def describe(strategy: dict) -> str:
     """The printed lines: each point beside fixed-N weighted voting at equal tokens, then the match."""
     lines = [f"{strategy['name']}: {'accuracy':>9s}{'tokens/problem':>16s}{'samples':>9s}{'fixed wt @ tokens':>19s}"
@@ -126,7 +139,7 @@ def describe(strategy: dict) -> str:
         ratio = p["token_ratio_at_equal_accuracy"]
         fewer = "never" if ratio is None else ("<= " if p["token_ratio_is_upper_bound"] else "") + f"{ratio:.2f}x"
         lines.append(f"  {setting:30s}{p['accuracy']:9.3f}{p['tokens_per_problem']:16.1f}"
-                     f"{p['samples_per_problem']:9.2f}{p['fixed_weighted_at_equal_tokens']:19.3f}{fewer:>25s}")
+                     f"{p['samples_per_problem']:9.2f}{_number(p['fixed_weighted_at_equal_tokens']):>19s}{fewer:>25s}")
     m = strategy["match"]
     lines.append(f"fixed-N weighted at N = {strategy['fixed']['ns'][-1]}: {m['fixed_weighted_accuracy']:.3f} with "
                  f"{m['fixed_tokens_per_problem']:.0f} tokens/problem; " +
