@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint.path import atomicity
@@ -107,6 +108,21 @@ class Checkpointer:
         restored = self._read(step, args, "its arrays")
         return restored.state, restored.data_state, restored.config
 
+    def restore_params(self, abstract_params: Any, step: int | None = None) -> Any:
+        """The policy's weights of ``step`` (default: the latest complete one) alone, as host arrays shaped like
+        ``abstract_params``: exporting or evaluating a checkpoint reads neither the AdamW moments nor the reference
+        policy, which together are 2-3x the weights."""
+        step = self._resolve(step)
+        target = {"params": abstract_params}
+        args = ocp.args.PyTreeRestore(item=target, partial_restore=True, restore_args=jax.tree.map(
+            lambda x: ocp.RestoreArgs(restore_type=np.ndarray, dtype=x.dtype), target))
+
+        def read(step, args):  # beside the manager, whose "state" item keeps the handler it first restored with
+            with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
+                return checkpointer.restore(self.directory / str(step) / "state", args=args)
+
+        return self._read(step, args, "its weights", read=read)["params"]
+
     def restore_intact(self, abstract_state: Any, step: int | None = None, *, config: dict | None = None,
                        keys: Sequence[str] = ARCHITECTURE_KEYS,
                        defaults: dict | None = None) -> tuple[Any, dict, dict, int, list[str]]:
@@ -151,9 +167,9 @@ class Checkpointer:
                                     f"not a JSON object); {self._choose_another(step)}")
         return config
 
-    def _read(self, step: int, args, what: str):
+    def _read(self, step: int, args, what: str, read=None):
         try:
-            return self._manager.restore(step, args=args)
+            return (read or self._manager.restore)(step, args=args)
         except Exception as e:  # Orbax and tensorstore name damage in many ways; all mean "cannot read it back"
             reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
             if unavailable(e):  # not the step's fault: a resume must not skip it and set it aside

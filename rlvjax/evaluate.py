@@ -98,8 +98,8 @@ def load_checkpoint_policy(workdir: Path, step: int | None, config: Config):
 
     graphdef, state, tokenizer = abstract_checkpoint(config)
     with Checkpointer(workdir / "checkpoints", read_only=True) as checkpoints:
-        restored, _, _ = checkpoints.restore(state, step)
-    return nnx.merge(graphdef, restored.params), tokenizer
+        params = checkpoints.restore_params(state.params, step)
+    return nnx.merge(graphdef, params), tokenizer
 
 
 def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: Rewards | None = None,

@@ -360,11 +360,13 @@ def pad_id(tokenizer) -> int:
 def export_files(tokenizer, verify: verifier.VerifierConfig) -> dict[str, str]:
     """``{file name: text}`` an exported policy carries beside its weights (``save_hf(..., files=)``): the verifier's
     config, so evaluating it asks the same question, and a generation_config.json that ends completions where
-    rlvjax's sampler does, so ``generate`` in transformers or vLLM stops the policy alike."""
+    rlvjax's sampler does and suppresses the tokens it never samples (``sampling_tokens``), so ``generate`` in
+    transformers samples the policy alike."""
     from transformers import GenerationConfig
 
+    suppress = sampling_tokens(tokenizer, verifier.tokens(tokenizer, verify.question)).suppress_ids
     generation = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=list(stop_ids(tokenizer)),
-                                  pad_token_id=pad_id(tokenizer))
+                                  pad_token_id=pad_id(tokenizer), suppress_tokens=list(suppress) or None)
     return {**verifier.config_files(verify), "generation_config.json": generation.to_json_string()}
 
 

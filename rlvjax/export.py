@@ -14,7 +14,7 @@ from pathlib import Path
 
 from huggingface_hub.serialization._base import parse_size_to_int
 
-from rlvjax import evaluate, experiment
+from rlvjax import evaluate, experiment, preemption
 from rlvjax.checkpoint import Checkpointer
 from rlvjax.config import Config
 from rlvjax.model.hf import save_hf
@@ -24,7 +24,7 @@ from rlvjax.outputs import MANAGED, is_run, run_under
 def export(workdir, out, *, step: int | None = None, overwrite: bool = False, max_shard_size: str = "5GB") -> int:
     """Export checkpoint ``step`` (default: the latest) of the run in ``workdir`` to ``out``, its weights in
     safetensors files of at most ``max_shard_size`` each (as ``save_pretrained``); returns the step."""
-    workdir, out = Path(workdir), Path(out)
+    workdir, out = Path(workdir).expanduser(), Path(out).expanduser()  # checked where save_hf writes: "~/x" too
     try:
         if parse_size_to_int(max_shard_size) <= 0:
             raise ValueError("not positive")
@@ -45,7 +45,7 @@ def export(workdir, out, *, step: int | None = None, overwrite: bool = False, ma
     config = Config.from_dict(stored)
     model, tokenizer = evaluate.load_checkpoint_policy(workdir, step, config)
     save_hf(model, tokenizer, out, files=experiment.export_files(tokenizer, config.verifier), overwrite=overwrite,
-            max_shard_size=max_shard_size)
+            max_shard_size=max_shard_size, step=step)
     return step
 
 
@@ -83,7 +83,8 @@ def main(argv):
 
     logging.set_verbosity(logging.WARNING)
     f = flags.FLAGS
-    step = export(f.workdir, f.out, step=f.checkpoint, overwrite=f.overwrite, max_shard_size=f.max_shard_size)
+    with preemption.interrupt_on_sigterm():  # a scheduler's notice removes the half-written copy, as Ctrl-C does
+        step = export(f.workdir, f.out, step=f.checkpoint, overwrite=f.overwrite, max_shard_size=f.max_shard_size)
     print(f"exported step {step} of {f.workdir} to {f.out}")
 
 

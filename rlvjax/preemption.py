@@ -94,3 +94,24 @@ def stop_at_once(line: str):
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def interrupt_on_sigterm():
+    """For a command with no state to save but a temporary to remove (an export's half-written copy): a SIGTERM
+    raises ``KeyboardInterrupt`` where the main thread is, so the cleanup that Ctrl-C runs runs for a scheduler's
+    notice too, and the command ends with one line, exit 130 (without this: 143, no word, the copy left behind).
+    Main thread only; elsewhere a no-op."""
+
+    def handle(signum, frame):
+        del signum, frame
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

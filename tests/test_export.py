@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import gin
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from rlvjax.checkpoint import Checkpointer
 from rlvjax.config import Config
 from rlvjax.data import arithmetic
 from rlvjax.data.tokenizer import build_tokenizer
+from rlvjax.model.hf import export_stamp
 from rlvjax.rl.verifier import BASE_VERIFY_PROMPT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,6 +94,73 @@ def test_export_of_an_earlier_step_and_overwrite(run_dir, tmp_path, monkeypatch)
     assert not (out / "keep.txt").exists()
     step1, step2 = (load_file(p) for p in (out / "model.safetensors", run_dir / "final" / "model.safetensors"))
     assert any(not np.array_equal(step1[name], step2[name]) for name in step2)  # the update changed the weights
+    assert export_stamp(out)["rlvjax_step"] == "1"  # what evaluate --model_dir reports as the step it evaluated
+
+    # the weights alone, as host arrays: not the AdamW moments (2x the weights) nor a reference policy
+    with Checkpointer(run_dir / "checkpoints", read_only=True) as checkpoints:
+        config = Config.from_dict(checkpoints.read_config(1))
+        graphdef, state, _ = evaluate.abstract_checkpoint(config)
+        params = checkpoints.restore_params(state.params, 1)
+        whole, _, _ = checkpoints.restore(state, 1)
+    assert jax.tree.structure(params) == jax.tree.structure(whole.params)
+    assert all(type(x) is np.ndarray for x in jax.tree.leaves(params))
+    jax.tree.map(np.testing.assert_array_equal, params, jax.tree.map(np.asarray, whole.params))
+
+
+def test_a_home_relative_out_is_checked_where_it_is_written(run_dir, tmp_path, monkeypatch):
+    """``--out=~/x`` (which the shell leaves unexpanded after '='): save_hf writes to $HOME/x, so the checks that
+    refuse to replace a non-empty folder or a run look there too; they looked at ./~/x, and --overwrite then
+    replaced whatever $HOME/x was, a training run included."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="exists and is not empty; pass --overwrite"):
+        export.export(run_dir, "~/mine")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "checkpoints").mkdir()  # a run (its folder), which --overwrite must never delete
+    with pytest.raises(ValueError, match="is the training run"):
+        export.export(run_dir, "~/runs", overwrite=True)
+    assert (tmp_path / "mine" / "keep.txt").read_text() == "mine" and (tmp_path / "runs" / "checkpoints").is_dir()
+    assert not (tmp_path / "~").exists()
+    assert export.export(run_dir, "~/hf") == 2
+    assert (tmp_path / "hf" / "model.safetensors").is_file()
+
+
+SLOW_EXPORT = """
+import time
+from absl import flags
+import rlvjax.model.hf as hf
+save_file = hf.save_file
+def slow(*args, **kwargs):
+    save_file(*args, **kwargs)
+    print("weights written", flush=True)
+    time.sleep(120)
+hf.save_file = slow
+from rlvjax import cli, export
+flags.DEFINE_string("workdir", None, "")
+flags.DEFINE_string("out", None, "")
+flags.DEFINE_integer("checkpoint", None, "")
+flags.DEFINE_bool("overwrite", False, "")
+flags.DEFINE_string("max_shard_size", "5GB", "")
+cli.run("rlvjax.export", export.main)
+"""
+
+
+def test_a_sigterm_during_an_export_leaves_nothing_and_says_so(run_dir, tmp_path):
+    """A scheduler's SIGTERM while the weights are being written: the half-written hidden copy beside --out is
+    removed (before: left behind, the whole weights, exit 143 with no word), one line, exit 130."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_EXPORT, f"--workdir={run_dir}", f"--out={tmp_path / 'hf'}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout.readline().strip() == "weights written"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".hf.")]  # the copy being written
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert [line for line in err.splitlines() if line.startswith("rlvjax.export")] == ["rlvjax.export: interrupted"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_export_user_errors(run_dir, tmp_path):
@@ -318,7 +387,8 @@ def test_a_checkpoint_restores_with_only_the_base_models_config_and_tokenizer(hf
 
 def test_an_exported_chat_policy_tells_generate_where_its_completions_end(hf_checkpoint, tmp_path):
     """A chat model's completions end at its end-of-turn token as well as at eos: the export's
-    generation_config.json names both, so transformers' ``generate`` stops at <|im_end|> as rlvjax's sampler does."""
+    generation_config.json names both, so transformers' ``generate`` stops at <|im_end|> as rlvjax's sampler does;
+    and it suppresses what the sampler never samples (padding, <bos>, <unk>, <|im_start|>)."""
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
@@ -337,13 +407,20 @@ def test_an_exported_chat_policy_tells_generate_where_its_completions_end(hf_che
     eos, im_end = tokenizer.convert_tokens_to_ids(["</s>", "<|im_end|>"])
     assert (eos, im_end, len(tokenizer)) == (2, 95, 96)
     out = tmp_path / "chat"
-    save_hf(model, tokenizer, out, files=experiment.export_files(tokenizer, VerifierConfig()))
+    save_hf(model, tokenizer, out, files=experiment.export_files(tokenizer, VerifierConfig(question="w5 w6")))
     generation = GenerationConfig.from_pretrained(out, local_files_only=True)
     assert (generation.eos_token_id, generation.pad_token_id, generation.bos_token_id) == ([eos, im_end], 0, 1)
 
     torch_model = AutoModelForCausalLM.from_pretrained(out, local_files_only=True, dtype=torch.float32).eval()
     torch_model.lm_head.bias = torch.nn.Parameter(torch.zeros(96))  # <|im_end|> always wins
     torch_model.lm_head.bias.data[im_end] = 1e4
+    with torch.no_grad():
+        tokens = torch_model.generate(torch.tensor([[1, 7, 8]]), max_new_tokens=5, do_sample=False)[0].tolist()
+    assert tokens == [1, 7, 8, im_end]
+
+    im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert generation.suppress_tokens == [0, 1, 3, im_start]  # <pad>, <s>, <unk>, <|im_start|>
+    torch_model.lm_head.bias.data[im_start] = 2e4  # the top token now, and one the sampler never draws
     with torch.no_grad():
         tokens = torch_model.generate(torch.tensor([[1, 7, 8]]), max_new_tokens=5, do_sample=False)[0].tolist()
     assert tokens == [1, 7, 8, im_end]
