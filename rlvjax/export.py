@@ -54,6 +54,14 @@ def check_out(out: Path, workdir: Path, overwrite: bool, *, flag: str = "--out",
     """Refuse to replace files the user may want, and never the run itself or what it manages, in this run or in
     any run above ``out``, nor another run at ``out`` or anywhere inside it (``overwrite`` replaces ``out``); ``flag``
     names ``out`` in the message."""
+    try:
+        out.stat()
+    except FileNotFoundError:
+        pass
+    except NotADirectoryError:
+        raise ValueError(f"{flag} {out}: a folder on its path is a file; pass a path under directories") from None
+    except OSError as e:  # a name too long, a loop of links, an unreadable parent
+        raise ValueError(f"{flag} {out} is not a usable path ({e.strerror}); pass another directory") from None
     if out.exists() and not out.is_dir():
         raise ValueError(f"{flag} {out} is a file; pass a directory path")
     run, target = workdir.resolve(), out.resolve()

@@ -177,6 +177,11 @@ def test_export_user_errors(run_dir, tmp_path):
         export.export(run_dir, out, step=5)
     with pytest.raises(ValueError, match="would replace the training run"):
         export.export(run_dir, run_dir.parent, overwrite=True)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match="a folder on its path is a file"):
+        export.export(run_dir, tmp_path / "afile" / "sub")
+    with pytest.raises(ValueError, match=r"is not a usable path \(File name too long\)"):  # was an OSError traceback
+        export.export(run_dir, tmp_path / ("x" * 300))
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file"):
         export.export(run_dir, tmp_path / "file")
