@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import sys
 from pathlib import Path
 
@@ -122,9 +123,10 @@ def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: 
                                         verify=config.verifier, reward=reward)
             reports.setdefault(temperature_key(t), {})[name] = rep
             correct.setdefault(temperature_key(t), {})[name] = pool["correct"]
+    eval_data = outputs.eval_data_id(config.task, None if records is None else records[1])
     evaluation = {**assemble(reports, correct, train_temperature=rl.temperature,
                              headline_temperature=temperatures[0], seed=run.seed),
-                  "policies": outputs.exports(policies), "eval_data": outputs.eval_data_id(config.task)}
+                  "policies": outputs.exports(policies), "eval_data": eval_data}
     if jax.process_index() == 0:
         json_path, png_path = write_report(evaluation, workdir)
         print(summary(evaluation))
@@ -134,6 +136,10 @@ def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: 
 
 def check_pool_size(k: int, name: str = "--num_samples") -> None:
     """A pool of ``k`` samples per problem the report can vote over, or a one-line error."""
+    try:
+        k = operator.index(k)  # 16.0 and '16' are refused here, not by a TypeError from the bit test
+    except TypeError:
+        raise ValueError(f"{name}={k!r} must be a whole number: a power of two >= 2") from None
     if k < 2 or k & (k - 1):
         raise ValueError(f"{name}={k}: use a power of two >= 2 (votes compare a problem's samples, and the curve's "
                          "largest N is the pool)")

@@ -132,12 +132,13 @@ def warm_start_runs(config: Config, workdir: Path, resume: bool) -> bool:
     return not parallel.primary_says(past_it)
 
 
-def current_report(config: Config, workdir, policies: dict[str, Path]) -> dict | None:
+def current_report(config: Config, workdir, policies: dict[str, Path], eval_rows: list[dict] | None = None
+                   ) -> dict | None:
     """``WORKDIR/eval.json`` when ``rlvjax.evaluate.final_report`` would write the same report again: over exactly
     these exports of ``policies`` (each export's id, :func:`exports`) and the same eval problems
-    (:func:`eval_data_id`), with the pool size, temperatures and conventions of ``config``. None otherwise (a
-    finished run resumed once more re-evaluates nothing; one with a new policy, new problems or a new setting
-    does)."""
+    (:func:`eval_data_id`; ``eval_rows``: the API's in-memory eval rows), with the pool size, temperatures and
+    conventions of ``config``. None otherwise (a finished run resumed once more re-evaluates nothing; one with a new
+    policy, new problems or a new setting does)."""
     try:
         evaluation = json.loads((Path(workdir) / "eval.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -147,7 +148,8 @@ def current_report(config: Config, workdir, policies: dict[str, Path]) -> dict |
     reports = evaluation.get("reports") if isinstance(evaluation, dict) else None
     ids = exports(policies)
     same = (isinstance(reports, dict) and set(reports) == temperatures and None not in ids.values()
-            and evaluation.get("policies") == ids and evaluation.get("eval_data") == eval_data_id(config.task)
+            and evaluation.get("policies") == ids
+            and evaluation.get("eval_data") == eval_data_id(config.task, eval_rows)
             and all(isinstance(r, dict) and set(r) == set(policies) for r in reports.values())
             and all(rep.get("num_samples") == run.final_eval_samples
                     and rep.get("conventions") == dataclasses.asdict(config.conventions)
@@ -164,11 +166,15 @@ def exports(policies: dict[str, Path]) -> dict[str, dict | None]:
             if "rlvjax_export_id" in stamp else None for name, stamp in stamps.items()}
 
 
-def eval_data_id(task) -> str:
+def eval_data_id(task, eval_rows: list[dict] | None = None) -> str:
     """What a report's problems are drawn from, as 16 hex digits: the task's settings (the files' paths aside) and
-    the eval file's bytes, so a resume that points ``TaskSpec.eval_file`` at other problems is evaluated again."""
+    the eval file's bytes, or the in-memory ``eval_rows`` the API was given, so a resume on other problems is
+    evaluated again."""
     settings = {k: v for k, v in dataclasses.asdict(task).items() if k not in ("train_file", "eval_file")}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    if eval_rows is not None:
+        digest.update(json.dumps(eval_rows, sort_keys=True, default=str).encode())
+        return digest.hexdigest()[:16]
     source = Path(task.eval_file) if task.eval_file else None
     digest.update(source.read_bytes() if source is not None and source.is_file() else str(task.eval_file).encode())
     return digest.hexdigest()[:16]

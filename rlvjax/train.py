@@ -406,7 +406,7 @@ def report_run(config: Config, workdir, policies: dict[str, Path], *, reward: Re
     reward objects and in-memory rows (None: the config's)."""
     if not (config.run.final_eval_samples and config.run.export_final):
         return None
-    current = outputs.current_report(config, workdir, policies)
+    current = outputs.current_report(config, workdir, policies, None if records is None else records[1])
     if parallel.primary_says(current is not None):  # a finished run resumed again: hours of sampling, for nothing
         print(f"rlvjax.train: {Path(workdir) / 'eval.json'} already reports these policies with these settings; "
               "not evaluated again (delete it to redo)", file=sys.stderr)

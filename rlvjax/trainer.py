@@ -73,15 +73,13 @@ class RLVConfig:
 
     def to_config(self, model: str | None, reward_names: Sequence[str]) -> Config:
         """The run's :class:`Config`: ``config`` with this object's fields, the model and the rewards."""
-        sections = {name: getattr(self.config, name) for name in ("model", "task", "rl", "run", "optim",
-                                                                  "verifier")}
+        changes = {"model": {} if model is None else {"hf_dir": model}, "task": {"rewards": tuple(reward_names)}}
         for field, (section, key) in FIELDS.items():
             if getattr(self, field) is not None:
-                sections[section] = dataclasses.replace(sections[section], **{key: getattr(self, field)})
-        if model is not None:
-            sections["model"] = dataclasses.replace(sections["model"], hf_dir=model)
-        sections["task"] = dataclasses.replace(sections["task"], rewards=tuple(reward_names))
-        return dataclasses.replace(self.config, **sections)
+                changes.setdefault(section, {})[key] = getattr(self, field)
+        # one replace a section, checked as a whole: grpo with group_size=4 over a base of vineppo with 1 is valid
+        return dataclasses.replace(self.config, **{section: dataclasses.replace(getattr(self.config, section), **kw)
+                                                   for section, kw in changes.items()})
 
 
 class RLVTrainer:
@@ -92,7 +90,8 @@ class RLVTrainer:
     list, TRL's contract ``f(prompts, completions, **columns) -> list[float]`` (each gets every dataset column), or
     registered names ("math", the default: the last ``\\boxed{}`` against a ``gold`` / ``answer`` / ``solution``
     column). ``train_dataset`` / ``eval_dataset``: a file path or datasets id, a ``datasets.Dataset``, or a list of
-    dicts, each row with a ``prompt`` (text, or chat messages) and whatever columns the rewards read.
+    dicts, each row with a ``prompt`` (text, or chat messages) and whatever columns the rewards read. Every eval row
+    given is evaluated; without ``eval_dataset`` the evals read ``config.task.eval_file`` when it names one.
     """
 
     def __init__(self, model: str | None = None, reward_funcs: Callable | str | Sequence[Callable | str] = "math",
@@ -102,30 +101,44 @@ class RLVTrainer:
         if not reward_funcs:
             raise ValueError(f"reward_funcs={reward_funcs!r}: pass a reward function, a list of them, or a registered "
                              "name such as 'math'")
+        if model is not None and not isinstance(model, (str, os.PathLike)):
+            raise ValueError(f"model must be an HF directory or hub id (a str or Path), not a {type(model).__name__}; "
+                             "save a loaded model with save_pretrained (or rlvjax.save_hf) and pass its directory")
         model = None if model is None else sources.absolute(os.fspath(model))  # read again from other directories
-        funcs = [reward_funcs] if callable(reward_funcs) or isinstance(reward_funcs, str) else list(reward_funcs)
+        single = callable(reward_funcs) or isinstance(reward_funcs, str)
+        if not single and not isinstance(reward_funcs, (list, tuple)):
+            raise ValueError(f"reward_funcs={reward_funcs!r}: pass a reward function, a registered name such as "
+                             "'math', or a list of them")
+        funcs = [reward_funcs] if single else list(reward_funcs)
         functions = [registry.resolve(f) if isinstance(f, str) else f for f in funcs]
         names = [f if isinstance(f, str) else registry.name_of(f) for f in funcs]
         for i, (name, fn) in enumerate(zip(names, functions)):
             if name is None:  # runs here; the written config cannot name it for the command line
                 names[i] = f"{getattr(fn, '__module__', None)}:{getattr(fn, '__qualname__', type(fn).__name__)}"
                 logging.getLogger(__name__).warning(
-                    "reward function %s is not importable from another process (a lambda, a nested function or one "
-                    "defined in __main__): this run uses it, but its config.gin cannot reproduce the run from the "
-                    "command line; define it in a module, or rlvjax.rewards.registry.register it", names[i])
+                    "reward function %s is not importable from another process (a lambda, a nested function, a bound "
+                    "method or one defined in __main__): this run uses it, but its config.gin cannot reproduce the "
+                    "run from the command line; define it in a module, or rlvjax.rewards.registry.register it",
+                    names[i])
         self.config = args.to_config(model, names)
-        in_memory = [d for d in (train_dataset, eval_dataset) if d is not None and not isinstance(d, (str, Path))]
-        if train_dataset is not None and not in_memory:  # files: the config names them, as the CLI would
-            self.config = dataclasses.replace(self.config, task=dataclasses.replace(
-                self.config.task, name="file", train_file=sources.absolute(train_dataset),
-                eval_file=None if eval_dataset is None else sources.absolute(eval_dataset)))
-            train_dataset = eval_dataset = None
-        self.reward = registry.Rewards.of(self.config, functions)
-        self.output_dir = Path(args.output_dir)
         need_gold = "math" in names
         if train_dataset is None and eval_dataset is not None:
             raise ValueError("eval_dataset without train_dataset: the run would train and evaluate on its task's own "
                              "problems; pass train_dataset= too, or drop eval_dataset")
+        if train_dataset is not None and eval_dataset is None:  # the config's own eval file, when it names one
+            eval_dataset = self.config.task.eval_file
+        in_memory = [d for d in (train_dataset, eval_dataset) if d is not None and not isinstance(d, (str, Path))]
+        if train_dataset is not None and not in_memory:  # files: the config names them, as the CLI would
+            # every eval row given is evaluated, as for in-memory rows (the file task's cap, num_eval, is the CLI's)
+            evals = None if eval_dataset is None else _records(eval_dataset, "eval_dataset", need_gold,
+                                                               self.config.task)
+            self.config = dataclasses.replace(self.config, task=dataclasses.replace(
+                self.config.task, name="file", train_file=sources.absolute(train_dataset),
+                eval_file=None if eval_dataset is None else sources.absolute(eval_dataset),
+                num_eval=self.config.task.num_eval if evals is None else len(evals)))
+            train_dataset = eval_dataset = None
+        self.reward = registry.Rewards.of(self.config, functions)
+        self.output_dir = Path(args.output_dir)
         if train_dataset is None:
             if self.config.task.name == "file" and self.config.task.train_file is None:
                 raise ValueError("no train_dataset, and the config's task is 'file' without TaskSpec.train_file; "
@@ -169,6 +182,9 @@ class RLVTrainer:
         from rlvjax.strategies.policy import Policy
 
         evaluate.check_pool_size(num_samples, "num_samples")
+        if temperature is not None and not 0 < temperature < float("inf"):
+            raise ValueError(f"temperature={temperature} must be > 0 and finite: votes need distinct samples; pass a "
+                             "positive temperature or None (the run's training temperature)")
         if rules and strategy == "fixed":
             raise ValueError("rules= are a test-time strategy's; pass strategy= ('adaptive', 'length' or 'particle') "
                              "with them, or drop rules")

@@ -179,6 +179,12 @@ def test_the_end_of_run_report_is_current_only_for_the_same_policies_and_setting
     assert outputs.current_report(config, tmp_path, policies) is None
     write({"1": {"final": rep, "lambda0": rep}})
     assert outputs.current_report(config, tmp_path, policies) is not None
+    # the API's in-memory eval rows: a resume on other rows is not reported as these (it returned the old report)
+    rows = [{"prompt": "1+1", "gold": "2"}]
+    write({"1": {"final": rep, "lambda0": rep}}, eval_data=outputs.eval_data_id(config.task, rows))
+    assert outputs.current_report(config, tmp_path, policies, rows) is not None
+    assert outputs.current_report(config, tmp_path, policies, [{"prompt": "2+2", "gold": "4"}]) is None
+    write({"1": {"final": rep, "lambda0": rep}})
     save_file({"w": np.zeros(1, np.float32)}, str(policies["final"] / "model.safetensors"))  # not rlvjax's export
     write({"1": {"final": rep, "lambda0": rep}})
     assert outputs.exports(policies)["final"] is None and outputs.current_report(config, tmp_path, policies) is None

@@ -433,6 +433,15 @@ def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
         rlvjax.RLVTrainer(reward_funcs=None, args=args)  # a raw TypeError
     with pytest.raises(ValueError, match=r"^rules= are a test-time strategy's; pass strategy="):
         rlvjax.RLVTrainer(args=args).evaluate(num_samples=4, rules=[object()])  # silently dropped
+    # each of these was a TypeError traceback, or (temperature 0) K identical greedy samples voted over
+    with pytest.raises(ValueError, match=r"^model must be an HF directory or hub id \(a str or Path\), not a object"):
+        rlvjax.RLVTrainer(model=object(), args=args)
+    with pytest.raises(ValueError, match=r"^reward_funcs=5: pass a reward function, a registered name"):
+        rlvjax.RLVTrainer(reward_funcs=5, args=args)
+    with pytest.raises(ValueError, match=r"^num_samples=16.0 must be a whole number"):
+        rlvjax.RLVTrainer(args=args).evaluate(num_samples=16.0)
+    with pytest.raises(ValueError, match=r"^temperature=0 must be > 0 and finite: votes need distinct samples"):
+        rlvjax.RLVTrainer(args=args).evaluate(num_samples=4, temperature=0)
     # Paths are taken wherever a directory is (they were refused as "not a str; fix the binding's value")
     assert rlvjax.RLVConfig(output_dir=tmp_path / "run").output_dir == str(tmp_path / "run")
     model_dir = tmp_path / "model"
@@ -480,6 +489,55 @@ def test_datasets_are_read_as_the_task_spec_says(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"^train_dataset: row 5 has no usable gold answer for schema 'generic'"):
         rlvjax.RLVTrainer(train_dataset=bad, args=args(on_bad_gold="error"))
     assert not (tmp_path / "run").exists()
+
+
+def test_the_configs_eval_file_is_kept_and_every_given_eval_row_is_evaluated(tmp_path):
+    """A train_dataset without eval_dataset keeps the config's TaskSpec.eval_file (it was dropped: no evals, in
+    silence), and eval rows given as a file are all evaluated, as rows given in memory are (a file was cut to
+    num_eval = 200)."""
+    from rlvjax.config import Config
+    from rlvjax.experiment import TaskSpec
+
+    rows = lambda tag, n: [{"prompt": f"{tag}{i}+1=", "gold": str(i + 1)} for i in range(n)]
+    for name, n in (("train.jsonl", 4), ("test.jsonl", 300)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows(name[:2], n)))
+    test = str(tmp_path / "test.jsonl")
+    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), config=Config(task=TaskSpec(eval_file=test)))
+    from_files = rlvjax.RLVTrainer(train_dataset=str(tmp_path / "train.jsonl"), args=args)
+    assert (from_files.config.task.eval_file, from_files.config.task.num_eval) == (test, 300)
+    in_memory = rlvjax.RLVTrainer(train_dataset=rows("3", 4), args=args)
+    assert len(in_memory.records[1]) == 300
+    plain = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"))
+    both = rlvjax.RLVTrainer(train_dataset=str(tmp_path / "train.jsonl"), eval_dataset=test, args=plain)
+    assert both.config.task.num_eval == 300
+    assert not (tmp_path / "run").exists()
+
+
+def test_rlv_config_fields_are_applied_together():
+    """Each section's overrides are applied as one change and checked as a whole: grpo with 4 samples over a base
+    config of VinePPO with 1 sample was refused on the way ("grpo compares samples of one problem")."""
+    from rlvjax.config import Config
+    from rlvjax.rl.config import RLConfig
+
+    base = Config(rl=RLConfig(algorithm="vineppo", group_size=1))
+    config = rlvjax.RLVConfig(output_dir="x", algorithm="grpo", group_size=4, config=base).to_config(None, ["math"])
+    assert (config.rl.algorithm, config.rl.group_size, config.task.rewards) == ("grpo", 4, ("math",))
+
+
+class _Scorer:
+    def score(self, prompts, completions, **columns):
+        return [0.0] * len(completions)
+
+
+def test_a_bound_method_reward_warns_that_the_config_cannot_name_it(tmp_path, caplog):
+    """Its module:qualname resolves to the unbound function, which the written config.gin could not call (no self):
+    the run warns, as for a lambda, instead of writing a name a resume fails on."""
+    from rlvjax.rewards import registry
+
+    assert registry.name_of(_Scorer().score) is None and registry.name_of(_Scorer.score) is not None
+    rlvjax.RLVTrainer(reward_funcs=_Scorer().score, train_dataset=[{"prompt": "1+1="}] * 8,
+                      args=rlvjax.RLVConfig(output_dir=str(tmp_path / "run")))
+    assert "cannot reproduce the run from the command line" in caplog.text
 
 
 def test_a_lambda_reward_trains_but_warns_that_the_config_cannot_name_it(tmp_path, caplog):

@@ -54,12 +54,15 @@ def math_reward(prompts, completions, gold, **columns) -> list[float]:
 
 def name_of(fn: RewardFn) -> str | None:
     """The name a config can hold for ``fn``: its registered name, else ``module:qualname`` when importable from
-    another process; None for a lambda, a nested function or one defined in ``__main__`` (register it first)."""
+    another process; None for a lambda, a nested function, a bound method or one defined in ``__main__`` (register
+    it first)."""
     for name, registered in _REGISTRY.items():
         if registered is fn:
             return name
     module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
     if not module or not qualname or module == "__main__" or "<" in qualname:  # partials, lambdas, notebooks
+        return None
+    if inspect.ismethod(fn):  # its name resolves to the unbound function, which lacks ``self``
         return None
     return f"{module}:{qualname}"
 
