@@ -274,7 +274,7 @@ def main(argv):
         out = Path(f.out or Path("eval") / f"{name}-{Path(f.data).stem}")
     eval_out.check_out(out)  # before minutes of sampling, not after
     if f.out is None:  # a default --out is named after the model directory: two .../final share one
-        eval_out.check_same_model(out, model_path)
+        eval_out.check_same_model(out, model_path, f.data, f.data_split)
     eval_out.check_writable(out)
     if f.workdir:
         run_config = Config.from_dict(Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint))
@@ -348,7 +348,7 @@ def main(argv):
                                                    seed=f.seed)
     evaluation = assemble({temperature_key(temperature): {name: rep}}, {},
                           train_temperature=None if f.model_dir else rl.temperature, headline_temperature=temperature)
-    evaluation["evaluated"] = eval_out.evaluated(model_path, f.data)
+    evaluation["evaluated"] = eval_out.evaluated(model_path, f.data, f.data_split)
     json_path, png_path = write_report(evaluation, out, samples=(pool, records, conventions))
     samples_path = out / "eval_samples.jsonl"
     print(summary(evaluation))

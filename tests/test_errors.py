@@ -789,7 +789,8 @@ def test_evaluate_workdir_that_does_not_exist(tmp_path):
 
 
 def test_a_default_out_never_replaces_another_models_evaluation(tmp_path):
-    """runs/a/final and runs/b/final on one data file share ./eval/final-DATA: the second replaced the first."""
+    """runs/a/final and runs/b/final on one data file share ./eval/final-DATA: the second replaced the first; so
+    did one model's evaluation on two data files with one stem, or two splits of one datasets id."""
     from rlvjax import eval_out
 
     out = tmp_path / "eval" / "final-math500"
@@ -802,6 +803,16 @@ def test_a_default_out_never_replaces_another_models_evaluation(tmp_path):
     (out / "eval.json").write_text(json.dumps({"reports": {}}))  # written before eval.json named its model
     eval_out.check_same_model(out, tmp_path / "b" / "final")
     eval_out.check_same_model(tmp_path / "none", tmp_path / "b" / "final")
+
+    # one model on a/test.jsonl, then on b/test.jsonl (or another split of one datasets id): one default --out
+    model, first, second = tmp_path / "a" / "final", tmp_path / "a" / "test.jsonl", tmp_path / "b" / "test.jsonl"
+    (out / "eval.json").write_text(json.dumps({"evaluated": eval_out.evaluated(model, str(first), "test")}))
+    eval_out.check_same_model(out, model, str(first), "test")  # the same evaluation again: replaced
+    with pytest.raises(ValueError, match=f"^{out} holds this model's evaluation on other problems \\(data "
+                                         f"'{first}', now '{second}'\\); pass --out to write this one elsewhere$"):
+        eval_out.check_same_model(out, model, str(second), "test")
+    with pytest.raises(ValueError, match="other problems \\(data_split 'test', now 'validation'\\)"):
+        eval_out.check_same_model(out, model, str(first), "validation")
 
 
 def test_evaluate_a_run_without_eval_problems_and_a_damaged_verifier_file(tmp_path):
