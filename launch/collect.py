@@ -93,7 +93,7 @@ def _row(run: Path, eval_path: Path, rep: dict) -> dict:
             "calibration_error": ver.get("calibration_error"),
             "compute_efficiency_weighted_vs_majority": rep["compute_efficiency_weighted_vs_majority"]["ratio"],
             "majority_plateau": rep.get("majority_plateau"),
-            "temperature": rep["temperature"], "ns": rep["ns"],
+            "temperature": rep["temperature"], "ns": rep["ns"], "conventions": rep.get("conventions"),
             "curves": {s: [acc[s][str(n)] for n in rep["ns"]] for s in ("majority", "weighted")},
             "eval_json": str(eval_path)}
 
@@ -135,11 +135,14 @@ def against_baseline(rows: list[dict]) -> list[dict]:
         print(f"collect: warning: {len(zeros)} runs have λ = 0 ({', '.join(zeros)}); every row is compared with "
               f"{zeros[0]}", file=sys.stderr)
     for r in rows:
-        same = base is not None and all(r[k] == base[k] for k in ("ns", "temperature", "num_problems"))
+        # the voting conventions too: a report with raw scores or string grouping measures something else
+        differ = [] if base is None else [k for k in ("ns", "temperature", "num_problems", "conventions")
+                                          if r[k] != base[k]]
+        same = base is not None and not differ
         if base is not None and not same:
-            print(f"collect: warning: {r['run']} was evaluated otherwise than {base['run']} (problems "
-                  f"{r['num_problems']} vs {base['num_problems']}, N {r['ns'][-1]} vs {base['ns'][-1]}, temperature "
-                  f"{r['temperature']:g} vs {base['temperature']:g}); no comparison with it", file=sys.stderr)
+            print(f"collect: warning: {r['run']} was evaluated otherwise than {base['run']} ("
+                  + ", ".join(f"{k} {r[k]} vs {base[k]}" for k in differ) + "); no comparison with it",
+                  file=sys.stderr)
         if not same:
             r.update(dict.fromkeys(("pass@1_minus_lambda0", "weighted_minus_lambda0_majority", "mean_lead_over_n",
                                     "efficiency_vs_lambda0")))

@@ -67,8 +67,16 @@ def plan(args) -> list[sweep.Job]:
 
 
 def seed_row(run: Path) -> dict:
-    """One seed's figures at its headline temperature, and which claims hold."""
-    evaluation = json.loads((run / "eval.json").read_text())
+    """One seed's figures at its headline temperature, and which claims hold; one line naming the file when its
+    eval.json is cut short, hand-edited or not rlvjax's."""
+    try:
+        return _seed_row(run, json.loads((run / "eval.json").read_text()))
+    except (KeyError, TypeError, AttributeError, IndexError, json.JSONDecodeError) as e:
+        raise ValueError(f"{run / 'eval.json'} is not a whole rlvjax eval.json ({type(e).__name__}: {e}); rerun the "
+                         "seed with --resume to write its report again, or leave the seed out") from None
+
+
+def _seed_row(run: Path, evaluation: dict) -> dict:
     t = temperature_key(evaluation["headline_temperature"])
     if "comparison" not in evaluation:
         raise ValueError(f"{run / 'eval.json'} has no RL^V-vs-lambda0 comparison; was it trained with "
@@ -115,8 +123,10 @@ def table(rows: list[dict]) -> str:
         values = [r[c] for r in rows if r[c] is not None]
         if c == "efficiency vs λ0":
             never = len(rows) - len(values)
-            summary.append((f"{min(values):.2f}–{max(values):.2f}" if values else "–")
-                           + (f" ({never} never)" if never else ""))
+            measured = [r for r in rows if r[c] is not None]
+            end = lambda r: (">=" if r["efficiency lower bound"] else "") + f"{r[c]:.2f}"  # a bound stays one
+            summary.append((f"{end(min(measured, key=lambda r: r[c]))}–{end(max(measured, key=lambda r: r[c]))}"
+                            if measured else "–") + (f" ({never} never)" if never else ""))
         else:
             spread = f"{statistics.stdev(values):.3f}" if len(values) > 1 else "n/a"  # one seed: no spread
             summary.append(f"{statistics.mean(values):.3f} ± {spread}")

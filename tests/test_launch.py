@@ -226,9 +226,10 @@ def test_local_sweep_then_collect(tmp_path, capsys):
 
 
 def write_eval(path, *, pass1, majority, weighted, best, bal_acc, auroc, k=4, t=1.0, problems=10, flat=False,
-               plateau=None):
+               plateau=None, conventions=None):
     """An eval.json whose curves are 0 below N = k and the given value at k (``flat``: the weighted one at every N;
-    ``plateau``: the majority curve's, as ``reports.report`` records it; None: not recorded, as before it was)."""
+    ``plateau``: the majority curve's, as ``reports.report`` records it; None: not recorded, as before it was;
+    ``conventions``: the voting conventions the report records)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     ns = [1, 2, 4]
     curve = lambda top: {str(n): top if n == k else 0.0 for n in ns}  # noqa: E731
@@ -238,7 +239,8 @@ def write_eval(path, *, pass1, majority, weighted, best, bal_acc, auroc, k=4, t=
               "verifier": {"verifier_accuracy": 0.5, "verifier_balanced_accuracy": bal_acc, "verifier_auroc": auroc,
                            "calibration_error": 0.1},
               "compute_efficiency_weighted_vs_majority": {"ratio": 1.5},
-              **({} if plateau is None else {"majority_plateau": plateau})}
+              **({} if plateau is None else {"majority_plateau": plateau}),
+              **({} if conventions is None else {"conventions": conventions})}
     path.write_text(json.dumps({"train_temperature": t, "headline_temperature": t,
                                 "reports": {format(t, "g"): {"warm_start": {}, "final": report}}}))
 
@@ -276,10 +278,14 @@ def test_collect_against_the_lambda0_run(tmp_path, capsys):
                auroc=0.9, problems=500)  # other problems: not comparable, and said so
     write_eval(tmp_path / "lambda_5" / "eval.json", pass1=0.6, majority=0.6, weighted=0.6, best=0.6, bal_acc=0.8,
                auroc=0.9, flat=True)  # λ0's best majority (0.5 at N = 4) reached at N = 1: at least 4x
+    write_eval(tmp_path / "lambda_6" / "eval.json", pass1=0.3, majority=0.3, weighted=0.9, best=0.5, bal_acc=0.8,
+               auroc=0.9, conventions={"score": "raw"})  # other voting conventions: not comparable (it was)
     rows = collect.collect(tmp_path)
     by_lambda = {r["lambda"]: r for r in rows}
-    assert by_lambda[4.0]["pass@1_minus_lambda0"] is None
-    assert "lambda_4 was evaluated otherwise than lambda_0 (problems 500 vs 10" in capsys.readouterr().err
+    assert by_lambda[4.0]["pass@1_minus_lambda0"] is None and by_lambda[6.0]["mean_lead_over_n"] is None
+    err = capsys.readouterr().err
+    assert "lambda_4 was evaluated otherwise than lambda_0 (num_problems 500 vs 10)" in err
+    assert "lambda_6 was evaluated otherwise than lambda_0 (conventions {'score': 'raw'} vs None)" in err
     assert by_lambda[5.0]["efficiency_vs_lambda0"]["ratio"] == 4.0
     assert by_lambda[5.0]["efficiency_vs_lambda0"]["lower_bound"] is True
     assert by_lambda[1.0]["pass@1_minus_lambda0"] == pytest.approx(-0.05)
@@ -387,6 +393,15 @@ def test_seeds_claims_by_hand(tmp_path, capsys):
     assert seeds.main(["--workdir_root", str(tmp_path), "--collect_only", "--seeds", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[2].endswith("| 0.500 | >=4.000 |") and lines[3].startswith("| mean ± sd | 0.600 ± n/a | 0.700 ± n/a")
+    assert lines[3].endswith("| >=4.00–>=4.00 |")  # the range of bounds is a bound too (it read 4.00–4.00)
+    # cut short or hand-edited: named, with what to do, not a KeyError traceback
+    (tmp_path / "seed_0" / "eval.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"seed_0/eval.json is not a whole rlvjax eval.json \(KeyError: "
+                                         r"'headline_temperature'\); rerun the seed with --resume"):
+        seeds.main(["--workdir_root", str(tmp_path), "--collect_only", "--seeds", "0"])
+    (tmp_path / "seed_0" / "eval.json").write_text('{"headline_temperature": 1.5, "rep')
+    with pytest.raises(ValueError, match=r"seed_0/eval.json is not a whole rlvjax eval.json \(JSONDecodeError"):
+        seeds.main(["--workdir_root", str(tmp_path), "--collect_only", "--seeds", "0"])
 
 
 def test_seeds_dry_run_and_bad_input(tmp_path, capsys):
