@@ -3,6 +3,9 @@
     python launch/seeds.py --seeds 0,1,2 --workdir_root runs/seeds [--gin_file F ...] [--gin_param 'k=v' ...] \\
         [--parallel N] [--resume] [--dry_run] [--collect_only]
 
+``--parallel N`` on a machine with GPUs gives each run its share of them and of their memory, as ``sweep.py
+--target gpu`` does.
+
 Runs ``python -m rlvjax.train`` once per seed in ``ROOT/seed_<s>`` with ``RunConfig.baseline = True`` (the λ = 0
 policy from the same warm start, seed and steps) and every seed of the run set to ``s``: the model's initialisation,
 the warm-start data, the training problems and the sampling (the arithmetic and file tasks' held-out problems do not
@@ -54,14 +57,18 @@ def plan(args) -> list[sweep.Job]:
         raise ValueError(f"--gin_param binds {', '.join(clash)}; the script sets it from --seeds")
     root = Path(args.workdir_root).absolute()
     jobs = []
-    for seed in parse_seeds(args.seeds):
+    # Runs at once on a GPU machine: each its share of the devices and of their memory, as sweep.py --target gpu
+    # gives them (JAX preallocates 75% of a GPU per process, so a second run on it ran out of memory).
+    gpus = sweep.visible_gpus() if args.parallel > 1 else []
+    for slot, seed in enumerate(parse_seeds(args.seeds)):
         workdir = root / f"seed_{seed}"
         gin_files = args.gin_file or [sweep.DEFAULT_GIN]  # given, so that --resume also starts a run never started
         argv = [sys.executable, "-m", "rlvjax.train", *[a for f in gin_files for a in ("--gin_file", f)]]
         for binding in [*args.gin_param, "RunConfig.baseline = True", *(f"{p} = {seed}" for p in SEED_PARAMS)]:
             argv += ["--gin_param", binding]
         argv += ["--workdir", str(workdir), *(["--resume"] if args.resume else [])]
-        env = {"JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache")}
+        env = {"JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
+               **(sweep.gpu_env(slot % args.parallel, args.parallel, gpus) if gpus else {})}
         jobs.append(sweep.Job(f"seed={seed}", argv, env, workdir / "train.log", str(workdir)))
     return jobs
 

@@ -425,6 +425,22 @@ def test_seeds_dry_run_and_bad_input(tmp_path, capsys):
         seeds.main(["--workdir_root", "gs://b/x", "--dry_run"])
 
 
+def test_seeds_in_parallel_on_gpus_share_them(tmp_path, capsys, monkeypatch):
+    """Two seeds at once on a 2-GPU machine: one device each with its memory (each preallocated 75% of every GPU it
+    saw, so the second ran out of memory); one at a time, or without GPUs, nothing is set."""
+    monkeypatch.setattr(seeds.sweep, "visible_gpus", lambda: ["0", "1"])
+    assert seeds.main(["--seeds", "0,1", "--workdir_root", str(tmp_path), "--parallel", "2", "--dry_run"]) == 0
+    commands = capsys.readouterr().out.splitlines()
+    assert [c.split(" ")[1:3] for c in commands] == [["JAX_PLATFORMS=cuda", "CUDA_VISIBLE_DEVICES=0"],
+                                                      ["JAX_PLATFORMS=cuda", "CUDA_VISIBLE_DEVICES=1"]]
+    assert all("XLA_PYTHON_CLIENT_MEM_FRACTION=" in c for c in commands)
+    assert seeds.main(["--seeds", "0,1", "--workdir_root", str(tmp_path), "--dry_run"]) == 0
+    assert "CUDA_VISIBLE_DEVICES" not in capsys.readouterr().out
+    monkeypatch.setattr(seeds.sweep, "visible_gpus", lambda: [])
+    assert seeds.main(["--seeds", "0,1", "--workdir_root", str(tmp_path), "--parallel", "2", "--dry_run"]) == 0
+    assert "JAX_PLATFORMS" not in capsys.readouterr().out
+
+
 def test_a_run_stopped_with_its_state_saved_is_not_counted_done_and_logs_are_kept(tmp_path, capsys):
     """rlvjax.train exits 0 when a SIGTERM or Ctrl-C stopped it with a checkpoint: the sweep reports it stopped and
     starts nothing after it; a rerun appends to the run's log instead of replacing it."""
