@@ -86,14 +86,8 @@ def stop_at_once(line: str):
         print(f"rlvjax.train: {line}", file=sys.stderr, flush=True)
         os._exit(0)
 
-    if threading.current_thread() is not threading.main_thread():
+    with _on_sigterm(handle):
         yield
-        return
-    previous = signal.signal(signal.SIGTERM, handle)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -107,6 +101,14 @@ def interrupt_on_sigterm():
         del signum, frame
         raise KeyboardInterrupt
 
+    with _on_sigterm(handle):
+        yield
+
+
+@contextlib.contextmanager
+def _on_sigterm(handle):
+    """``handle`` as the SIGTERM handler for the block, the previous one after it (main thread only: elsewhere
+    signals cannot be handled, and the block runs as it is)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
