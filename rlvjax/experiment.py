@@ -113,6 +113,9 @@ class TaskSpec:
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise ValueError(f"TaskSpec.max_prompt_tokens={self.max_prompt_tokens!r} must be a whole number >= 1 "
                              "(or None: no limit)")
+        if not self.levels or min(self.levels) < 1:  # () was a ZeroDivisionError traceback in the problem generator
+            raise ValueError(f"TaskSpec.levels={self.levels!r} must name at least one level, each >= 1 (steps per "
+                             "problem), e.g. (1, 2, 3, 4)")
 
 
 @dataclasses.dataclass(frozen=True)

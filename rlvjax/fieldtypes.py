@@ -45,15 +45,28 @@ def describe(kind) -> str:
     return f"{'an' if kind is int else 'a'} {kind.__name__}"
 
 
+def _plain(value):
+    """A numpy scalar (in a tuple too) as the Python value it holds: ``np.float64`` passes for a float, but the run's
+    config.gin would say ``np.float64(0.5)``, which gin cannot read back."""
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    return value.item() if type(value).__module__ == "numpy" and getattr(value, "shape", None) == () else value
+
+
 def check_field_types(config) -> None:
-    """Raises a one-line ValueError naming the first field whose value does not match its annotation, or is a
-    float that is not finite (nan compares false with every bound, and inf cannot be written back to gin)."""
+    """Raises a one-line ValueError naming the first field whose value does not match its annotation, or is (or
+    holds) a float that is not finite (nan compares false with every bound, and inf cannot be written back to gin).
+    numpy scalars (a sweep's ``np.linspace``) are stored as plain Python values."""
     hints = typing.get_type_hints(type(config))
     for field in dataclasses.fields(config):
-        value, kind = getattr(config, field.name), hints[field.name]
+        value, kind = _plain(getattr(config, field.name)), hints[field.name]
+        if value is not getattr(config, field.name):
+            object.__setattr__(config, field.name, value)  # frozen dataclasses too: this runs in __post_init__
         name = f"{type(config).__name__}.{field.name}"
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{name}={value} must be a finite number; for no bound, give a large one (e.g. 1e9)")
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, float) and not math.isfinite(item):
+                what = "be a finite number" if item is value else "hold finite numbers only"
+                raise ValueError(f"{name}={value} must {what}; for no bound, give a large one (e.g. 1e9)")
         if matches(value, kind):
             continue
         if isinstance(value, ast.AST):  # gin keeps a bare word it cannot resolve as its syntax tree

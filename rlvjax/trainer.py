@@ -118,7 +118,7 @@ class RLVTrainer:
                 logging.getLogger(__name__).warning(
                     "reward function %s is not importable from another process (a lambda, a nested function, a bound "
                     "method or one defined in __main__): this run uses it, but its config.gin cannot reproduce the "
-                    "run from the command line; define it in a module, or rlvjax.rewards.registry.register it",
+                    "run from the command line; define it at the top level of a module",
                     names[i])
         self.config = args.to_config(model, names)
         need_gold = "math" in names

@@ -40,6 +40,26 @@ def test_config_gin_reads_back_to_the_same_value(tmp_path):
         gin.clear_config()
 
 
+def test_numpy_values_are_stored_as_plain_ones_and_read_back(tmp_path):
+    """A sweep's np.logspace / np.float64 values: config.gin said `np.float64(1e-06)`, which gin cannot read back."""
+    import numpy as np
+
+    c = Config()
+    config = dataclasses.replace(c, optim=dataclasses.replace(c.optim, learning_rate=np.logspace(-6, -5, 2)[0]),
+                                 rl=dataclasses.replace(c.rl, lambda_verify=np.float64(0.5), group_size=np.int64(4)),
+                                 task=dataclasses.replace(c.task, reward_weights=(np.float32(0.5),)))
+    assert type(config.optim.learning_rate) is float and type(config.rl.group_size) is int
+    assert type(config.task.reward_weights[0]) is float
+    assert "np." not in config.to_gin()
+    (tmp_path / "config.gin").write_text(config.to_gin())
+    gin.clear_config()
+    try:
+        cli.parse_gin([str(tmp_path / "config.gin")], [])
+        assert Config.from_gin() == config
+    finally:
+        gin.clear_config()
+
+
 def test_config_json_reads_back_to_the_same_value_and_fills_new_fields():
     config = unusual()
     assert Config.from_dict(config.to_dict()) == config

@@ -101,6 +101,11 @@ CONFIG_CASES = {
     "lambda_verify_inf": (["RLConfig.lambda_verify = 1e999"],
                           "RLConfig.lambda_verify=inf must be a finite number; for no bound, give a large one (e.g. "
                           "1e9)"),
+    "levels_empty": (["TaskSpec.levels = ()"],  # a ZeroDivisionError traceback
+                     "TaskSpec.levels=() must name at least one level, each >= 1 (steps per problem)"),
+    # inside a tuple it passed, and a weight of inf made every reward inf or nan
+    "reward_weight_inf": (["TaskSpec.reward_weights = (1e999,)"],
+                          "TaskSpec.reward_weights=(inf,) must hold finite numbers only"),
     "minibatches_do_not_split": (["RLConfig.num_minibatches = 3"],
                                  "64 rollouts per step (batch_size 8 x group_size 8) do not split into "
                                  "RLConfig.num_minibatches=3; pick a divisor"),
@@ -214,6 +219,12 @@ def test_malformed_gin_file_and_missing_gin_file(tmp_path, capsys):
     assert_fails_cleanly(tmp_path, capsys, ["RLConfig.group_size = %G"],
                          expect="gin macro %G is used but never bound; bind it (e.g. G = 8) or write the value in its "
                                 "place")
+    # A field without its dataclass: gin read it as a macro nothing uses, and the run trained with the old value.
+    assert_fails_cleanly(tmp_path, capsys, ["lambda_verify = 0.0"],
+                         expect="gin binding `lambda_verify = ...` binds no config field (gin reads it as a macro that "
+                                "nothing uses); write it as RLConfig.lambda_verify")
+    assert_fails_cleanly(tmp_path, capsys, ["num_steps = 5"], expect="write it as WarmStartConfig.num_steps or "
+                                                                     "RunConfig.num_steps")
 
 
 # --- data files ---------------------------------------------------------------------------------------------------

@@ -268,6 +268,13 @@ def test_several_rewards_are_summed_with_their_weights():
     np.testing.assert_allclose(by_index(["p"] * 2, ["x", "y"], [{"prompt": "p", "index": 7}, {"prompt": "p",
                                                                                             "index": 9}]).rewards,
                                [7, 9])
+    # finite rewards whose weighted sum is not a float32 (and an infinite weight): one line, not inf/nan advantages
+    huge = registry.Rewards(["a", "b"], [1.0, 1.0], [lambda p, c, **k: [3e38] * len(c)] * 2)
+    with pytest.raises(rlvjax.cli.UserError, match=r"^the weighted reward is not finite \(inf: rewards a, b with "
+                                                   r"weights \(1.0, 1.0\)\); keep rewards and weights small"):
+        huge(["p"], ["x"], [{"prompt": "p"}])
+    with pytest.raises(ValueError, match=r"^TaskSpec.reward_weights=\(nan,\) must hold finite numbers only"):
+        registry.Rewards(["a"], [float("nan")], [lambda p, c, **k: [1.0] * len(c)])
 
 
 def test_summed_or_scaled_rewards_warn_that_the_verifier_label_may_not_mean_correct(caplog):
@@ -538,6 +545,21 @@ def test_a_bound_method_reward_warns_that_the_config_cannot_name_it(tmp_path, ca
     rlvjax.RLVTrainer(reward_funcs=_Scorer().score, train_dataset=[{"prompt": "1+1="}] * 8,
                       args=rlvjax.RLVConfig(output_dir=str(tmp_path / "run")))
     assert "cannot reproduce the run from the command line" in caplog.text
+
+
+def _accuracy(prompts, completions, **columns):
+    return [0.0] * len(completions)
+
+
+def test_a_users_registered_reward_is_named_by_its_module(monkeypatch):
+    """Its registered name resolves only in a process that imported its module: the CLI's resume or evaluate of the
+    run failed with "unknown reward 'acc'". rlvjax's own are named as registered."""
+    from rlvjax.rewards import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register("acc")(_accuracy)
+    assert registry.name_of(_accuracy) == f"{__name__}:_accuracy"
+    assert registry.name_of(registry.math_reward) == "math"
 
 
 def test_a_lambda_reward_trains_but_warns_that_the_config_cannot_name_it(tmp_path, caplog):

@@ -53,13 +53,13 @@ def math_reward(prompts, completions, gold, **columns) -> list[float]:
 
 
 def name_of(fn: RewardFn) -> str | None:
-    """The name a config can hold for ``fn``: its registered name, else ``module:qualname`` when importable from
-    another process; None for a lambda, a nested function, a bound method or one defined in ``__main__`` (register
-    it first)."""
-    for name, registered in _REGISTRY.items():
-        if registered is fn:
-            return name
+    """The name a config can hold for ``fn``: rlvjax's registered name of a built-in, else ``module:qualname`` when
+    importable from another process (a user's registered function too: a new process knows its name only once its
+    module is imported); None for a lambda, a nested function, a bound method or one defined in ``__main__``."""
     module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    for name, registered in _REGISTRY.items():  # rlvjax's own names resolve in every process; a user's only where
+        if registered is fn and str(module).startswith("rlvjax."):  # their module was imported: module:qualname
+            return name
     if not module or not qualname or module == "__main__" or "<" in qualname:  # partials, lambdas, notebooks
         return None
     if inspect.ismethod(fn):  # its name resolves to the unbound function, which lacks ``self``
@@ -147,6 +147,8 @@ class Rewards:
         if len(self.weights) != len(self.names):
             raise ValueError(f"TaskSpec.reward_weights has {len(self.weights)} weights for {len(self.names)} rewards "
                              f"{self.names}; give one weight per reward")
+        if not np.isfinite(self.weights).all():
+            raise ValueError(f"TaskSpec.reward_weights={tuple(self.weights.tolist())} must hold finite numbers only")
 
     @classmethod
     def of(cls, config, functions: Sequence[RewardFn] | None = None) -> "Rewards":
@@ -250,5 +252,10 @@ class Rewards:
             logging.getLogger(__name__).warning(
                 "%d of %d completions got None from every reward function (%s); their reward is 0",
                 int((~rewarded).sum()), len(completions), ", ".join(self.names))
-        total = total.astype(np.float32)
+        with np.errstate(over="ignore"):
+            total = total.astype(np.float32)
+        if not np.isfinite(total).all():  # finite rewards whose weighted sum is not a float32
+            raise UserError(f"the weighted reward is not finite ({total[~np.isfinite(total)][0]}: rewards "
+                            f"{', '.join(self.names)} with weights {tuple(self.weights.tolist())}); keep rewards and "
+                            "weights small enough that their sum is a float32 (below 3e38)")
         return Graded(total, (total if labelled is None else labelled) >= self.threshold)
