@@ -30,9 +30,9 @@ def exported(workdir: Path, checkpoints: Checkpointer, start: int) -> bool:
     return parallel.primary_says(done)
 
 
+BASELINE = "baseline_lambda0"  # the lambda = 0 baseline's own run, inside the workdir (RunConfig.baseline)
 # What a run writes and reads back in its workdir: an export never goes into (or replaces) one of them.
-MANAGED = ("checkpoints", "checkpoints_set_aside", "tensorboard", "warm_start", "final", "baseline_lambda0", "data",
-           "eval")
+MANAGED = ("checkpoints", "checkpoints_set_aside", "tensorboard", "warm_start", "final", BASELINE, "data", "eval")
 RUN_MARKS = ("checkpoints", "config.gin", ".lock")  # a directory holding one of these is a training run
 
 
@@ -50,7 +50,7 @@ def run_under(path: Path) -> Path | None:
 
 OUTPUTS = ("final", "eval.json", "scaling.png")  # the final policy and the end-of-run report
 # What a run writes into its workdir beside its checkpoints and config.
-WRITES = ("warm_start", *OUTPUTS, "baseline_lambda0", "tensorboard", "metrics.jsonl", "samples.jsonl")
+WRITES = ("warm_start", *OUTPUTS, BASELINE, "tensorboard", "metrics.jsonl", "samples.jsonl")
 
 
 def check_unused(workdir: Path, *, given: bool) -> None:

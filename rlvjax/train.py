@@ -222,6 +222,8 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
             rewind_logs(workdir, start, aside)
             if aside is not None:
                 outputs.set_aside_outputs(workdir, aside, start)
+        if resume_step is not None:  # the baseline too, now: a resume of an interrupted retraining would not
+            roll_back_baseline(workdir, start)
         jitted = steps.jit_steps(statics, mesh, state)
         eval_sampler = PoolSampler.build(statics, mesh, state.params, num_samples=run.eval_samples,
                                          temperature=run.eval_temperature) if eval_records else None
@@ -334,6 +336,28 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     return history
 
 
+def roll_back_baseline(workdir: Path, step: int) -> None:
+    """``--checkpoint N`` takes the lambda = 0 baseline in ``WORKDIR/baseline_lambda0`` back to its newest step at
+    or before N, in the invocation that takes the run back (under its lock, after its own set-aside): the baseline
+    trains only after the run, and a rerun that finishes an interrupted retraining (plain ``--resume``) would have
+    continued it from its later steps. Its later checkpoints, log rows and outputs go to its own
+    ``checkpoints_set_aside/``, as the run's do."""
+    directory = workdir / outputs.BASELINE / "checkpoints"
+    if not directory.is_dir():
+        return
+    with Checkpointer(directory) as checkpoints:
+        newer = [s for s in checkpoints.all_steps() if s > step]
+        if not newer:
+            return
+        aside = Path(checkpoints.set_aside(newer))
+        kept = max(checkpoints.all_steps(), default=0)
+    if jax.process_index() == 0:
+        rewind_logs(workdir / outputs.BASELINE, kept, aside)
+        outputs.set_aside_outputs(workdir / outputs.BASELINE, aside, kept)
+        print(f"rlvjax.train: the lambda = 0 baseline goes back to step {kept} too; moved its later steps {newer} "
+              f"to {aside}", file=sys.stderr)
+
+
 def record_run(workdir: Path, config: Config, records: tuple[list[dict], list[dict]] | None) -> None:
     """What an invocation runs, once every check has passed: the records given in memory (as given, before their
     prompts were rendered) in ``WORKDIR/data/``, where the config's task reads them back, and the config."""
@@ -378,13 +402,9 @@ def train_with_baseline(config: Config, workdir, *, resume: bool = False, resume
                     hold=hold)
     policies = {name: workdir / name for name in ("warm_start", "final") if (workdir / name).exists()}
     if config.run.baseline:
-        baseline = workdir / "baseline_lambda0"
+        baseline = workdir / outputs.BASELINE  # taken back by the run's --checkpoint N (roll_back_baseline)
         warm = str(policies["warm_start"]) if "warm_start" in policies else None
-        back = None  # --checkpoint N takes the baseline back to its step N too, where it has one
-        if resume_step is not None and (baseline / "checkpoints" / str(resume_step)).is_dir():
-            back = resume_step
-        train(config.lambda0_baseline(warm), str(baseline), resume=resume, resume_step=back, reward=reward,
-              records=records, hold=hold)
+        train(config.lambda0_baseline(warm), str(baseline), resume=resume, reward=reward, records=records, hold=hold)
         policies["lambda0"] = baseline / "final"
     return history, policies
 

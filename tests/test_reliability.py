@@ -26,8 +26,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from rlvjax import cli, evaluate, export, outputs, resume, train
-from rlvjax.checkpoint import PAUSE_ENV, Checkpointer, DamagedCheckpoint
+from rlvjax.checkpoint import PAUSE_ENV, Checkpointer, DamagedCheckpoint, step_folders
 from rlvjax.config import Config
+from rlvjax.model.hf import export_stamp
 from rlvjax.rewards.registry import Rewards
 
 REPO = Path(__file__).resolve().parents[1]
@@ -303,6 +304,39 @@ def test_resume_from_a_chosen_step(tmp_path, env, reference, reference_run):
                              capture_output=True, text=True, timeout=300)
     assert without.returncode == 2 and "--checkpoint 6 chooses the step to resume from; pass it with --resume" in \
         without.stderr and not (tmp_path / "fresh").exists()
+
+
+def test_a_rollback_takes_the_baseline_back_with_the_run(tmp_path, capsys):
+    """``--resume --checkpoint N`` takes the lambda = 0 baseline back to its newest step at or before N in the same
+    invocation. It went back only when it had step N itself: here (the baseline started after the run's step 3, so
+    it saved 2 and 4) the run went back to 3, then the baseline's step 4 was refused against num_steps = 3, the run
+    was left changed and stuck; and a retraining interrupted before the baseline left it at its later steps."""
+    workdir = tmp_path / "run"
+
+    def run(steps, baseline, **kw):
+        bindings = ["WarmStartConfig.num_steps = 0", "RunConfig.eval_every = 0", "TaskSpec.num_eval = 0",
+                    "RunConfig.final_eval_samples = 0", "RunConfig.checkpoint_every = 2",
+                    "RunConfig.max_to_keep = None", f"RunConfig.num_steps = {steps}",
+                    f"RunConfig.baseline = {baseline}"]
+        gin.clear_config()
+        try:
+            cli.run_main("rlvjax.train", lambda argv: train.launch([DIGIT], bindings, str(workdir), **kw))([])
+        finally:
+            gin.clear_config()
+
+    run(3, False)
+    run(4, True, resume=True)
+    baseline = workdir / outputs.BASELINE
+    assert step_folders(workdir / "checkpoints") == [2, 3, 4] and step_folders(baseline / "checkpoints") == [2, 4]
+    capsys.readouterr()
+    run(3, True, resume=True, resume_step=3)
+    err = capsys.readouterr().err
+    assert "the lambda = 0 baseline goes back to step 2 too; moved its later steps [4]" in err, err
+    assert step_folders(workdir / "checkpoints") == [2, 3] and step_folders(baseline / "checkpoints") == [2, 3]
+    assert step_folders(baseline / "checkpoints_set_aside") == [4]
+    assert export_stamp(baseline / "final")["rlvjax_step"] == "3"  # its step-4 policy went aside with its step
+    assert (baseline / "checkpoints_set_aside" / "outputs_of_step_4" / "final").is_dir()
+    assert [r["step"] for r in metrics(baseline)] == [1, 2, 3]
 
 
 def in_process(workdir, bindings, *, resume=False):
