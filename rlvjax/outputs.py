@@ -53,15 +53,21 @@ OUTPUTS = ("final", "eval.json", "scaling.png")  # the final policy and the end-
 WRITES = ("warm_start", *OUTPUTS, BASELINE, "tensorboard", "metrics.jsonl", "samples.jsonl")
 
 
-def check_unused(workdir: Path, *, given: bool) -> None:
+def check_unused(workdir: Path, *, given: bool, warm_starts: bool = False) -> None:
     """Refuses a run that would start from step 0 (``workdir`` holds no saved step) where it would replace files: a
     project's own (``tensorboard/``, with ``given`` records ``data/train.jsonl``), or a finished run's final policy
     and report whose checkpoints are gone. An earlier start of a run that stopped before its first checkpoint (its
-    ``config.json``, written before anything else, vetted by ``Config.check_workdir``) is simply redone."""
+    ``config.json``, written before anything else, vetted by ``Config.check_workdir``) is simply redone; but not over
+    that start's ``warm_start/`` when this run does not warm-start (``warm_starts``): its lambda = 0 baseline and
+    report would start from another run's warm start."""
     found = []
     if not step_folders(workdir / "checkpoints"):
         writes = (*WRITES, "data/train.jsonl", "data/eval.jsonl") if given else WRITES
         found = [n for n in (OUTPUTS if (workdir / "config.json").exists() else writes) if (workdir / n).exists()]
+        if (workdir / "config.json").exists() and (workdir / "warm_start").exists() and not warm_starts:
+            raise FileExistsError(f"{workdir} holds warm_start/ from an earlier start that warm-started, which this "
+                                  "run (WarmStartConfig.num_steps = 0) does not: its lambda = 0 baseline and report "
+                                  "would start from it; move warm_start/ away, or keep the warm start")
     # the first process's view: another may look while the first writes this run's data/ (before its config.json)
     if parallel.primary_says(bool(found)):
         raise FileExistsError(f"{workdir} holds {', '.join(found) or 'files'}, which this run would replace, and no "

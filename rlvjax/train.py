@@ -150,7 +150,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
         raise FileNotFoundError(f"no checkpoint for step {resume_step}: {workdir} holds no checkpoints; check "
                                 "--workdir")
     Config.check_workdir(workdir)
-    outputs.check_unused(workdir, given=given)
+    outputs.check_unused(workdir, given=given, warm_starts=warm.num_steps > 0)
     check_free_space(workdir, *disk_need(params, rl, run, warm, workdir, resume_step))
     ensure_writable(epath.Path(workdir), "workdir")
     with contextlib.ExitStack() as scope, preemption.notice() as notice:

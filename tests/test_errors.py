@@ -576,6 +576,20 @@ def test_a_run_from_step_0_never_replaces_files_it_did_not_write(tmp_path, capsy
         assert code == 2 and line.endswith(f"{finished} holds final, eval.json, which this run would replace, and no "
                                            "checkpoint to resume; choose a new or empty --workdir (output_dir)")
     assert sorted(p.name for p in finished.iterdir()) == ["config.gin", "config.json", "eval.json", "final"]
+    # An earlier start that warm-started and stopped before its first checkpoint, restarted without a warm start:
+    # its warm_start/ became the lambda = 0 baseline's start and the report's warm_start policy.
+    stopped = tmp_path / "stopped"
+    (stopped / "warm_start").mkdir(parents=True)
+    gin.parse_config_files_and_bindings([DIGIT], TINY)
+    Config.from_gin().write(stopped)
+    gin.clear_config()
+    for resuming in (False, True):
+        code, line = train_error(stopped, ["WarmStartConfig.num_steps = 0"], capsys=capsys, resume=resuming)
+        assert code == 2 and line.endswith(f"{stopped} holds warm_start/ from an earlier start that warm-started, "
+                                           "which this run (WarmStartConfig.num_steps = 0) does not: its lambda = 0 "
+                                           "baseline and report would start from it; move warm_start/ away, or keep "
+                                           "the warm start"), line
+    assert sorted(p.name for p in stopped.iterdir()) == ["config.gin", "config.json", "warm_start"]
 
 
 def test_a_workdir_holding_another_tools_config_is_refused(tmp_path, capsys):
