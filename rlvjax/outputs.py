@@ -163,6 +163,30 @@ def current_report(config: Config, workdir, policies: dict[str, Path], eval_rows
     return evaluation if same else None
 
 
+def set_aside_stale_report(workdir: Path, policies: dict[str, Path]) -> None:
+    """A resume that writes no report (``final_eval_samples = 0``) but exported new policies moves the earlier
+    report, which is about the exports it replaced, to ``checkpoints_set_aside/report_of_step_<N>``, so that it
+    does not pass for this run's (``launch/collect.py`` and ``launch/seeds.py`` read ``WORKDIR/eval.json``)."""
+    workdir = Path(workdir)
+    try:
+        evaluation = json.loads((workdir / "eval.json").read_text(encoding="utf-8"))
+        about = evaluation["policies"]
+    except (OSError, ValueError, KeyError, TypeError):  # none, or not rlvjax's: nothing to judge it by
+        return
+    if about == exports({name: policies[name] for name in about if name in policies}) and set(about) <= set(policies):
+        return
+    step = (about.get("final") or {}).get("step") if isinstance(about, dict) else None
+    target, suffix = workdir / "checkpoints_set_aside" / f"report_of_step_{step or 'unknown'}", 1
+    while target.exists():
+        target, suffix = target.with_name(f"report_of_step_{step or 'unknown'}.{suffix}"), suffix + 1
+    target.mkdir(parents=True)
+    for name in ("eval.json", "scaling.png", "compute.png"):
+        if (workdir / name).exists():
+            os.replace(workdir / name, target / name)
+    print(f"rlvjax.train: moved the end-of-run report of the earlier exports to {target} (this run writes none: "
+          "RunConfig.final_eval_samples = 0)", file=sys.stderr)
+
+
 def exports(policies: dict[str, Path]) -> dict[str, dict | None]:
     """``{name: {"export_id", "step"}}`` of exported policy directories, from the stamp ``save_hf`` put on their
     weights (None for one without it): which exports, of which training step, a report is about."""

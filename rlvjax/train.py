@@ -425,6 +425,8 @@ def report_run(config: Config, workdir, policies: dict[str, Path], *, reward: Re
     unless ``eval.json`` already reports these policies with these settings. ``reward`` and ``records``: the API's
     reward objects and in-memory rows (None: the config's)."""
     if not (config.run.final_eval_samples and config.run.export_final):
+        if jax.process_index() == 0 and config.run.export_final:
+            outputs.set_aside_stale_report(workdir, policies)
         return None
     current = outputs.current_report(config, workdir, policies, None if records is None else records[1])
     if parallel.primary_says(current is not None):  # a finished run resumed again: hours of sampling, for nothing

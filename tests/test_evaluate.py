@@ -191,6 +191,18 @@ def test_the_end_of_run_report_is_current_only_for_the_same_policies_and_setting
     (tmp_path / "eval.json").write_text("{not json")
     assert outputs.current_report(config, tmp_path, policies) is None
 
+    # A resume that exports again but writes no report (final_eval_samples = 0): the report of the replaced export
+    # moves aside; it stayed, and launch/collect.py and seeds.py took it for the run's
+    export("final", "d", step=4)
+    write({"1": {"final": rep, "lambda0": rep}})
+    outputs.set_aside_stale_report(tmp_path, policies)  # about these very exports: it stays
+    assert (tmp_path / "eval.json").exists()
+    export("final", "e", step=6)
+    outputs.set_aside_stale_report(tmp_path, policies)
+    assert not (tmp_path / "eval.json").exists()
+    assert json.loads((tmp_path / "checkpoints_set_aside" / "report_of_step_4" / "eval.json").read_text())[
+        "policies"]["final"] == {"export_id": "d", "step": 4}
+
 
 def test_write_report_commits_a_whole_set_of_strict_json(tmp_path, monkeypatch):
     import matplotlib
