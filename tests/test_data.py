@@ -167,6 +167,10 @@ def test_a_rows_own_prompt_is_its_prompt_beside_problem_and_answer():
     # TRL's prompt + solution rows (they were refused): the gold is the solution's last \boxed{}, as MATH's
     trl = sources.from_rows([{"prompt": messages, "solution": "Add: \\boxed{2}."}])
     assert trl[1].schema == "math" and trl[0][0]["gold"] == "2" and trl[0][0]["prompt"] == messages
+    # ... or the solution itself, when it is a bare answer (what TRL's accuracy_reward reads; every row was refused);
+    # words without a box are still no answer
+    bare = sources.from_rows([{"prompt": "p", "solution": s} for s in ("2", "$\\frac{1}{2}$", "x = 5", "Add them.")])
+    assert [r["gold"] for r in bare[0]] == ["2", "\\frac{1}{2}", "x = 5"] and bare[1].skipped_bad_gold == 1
 
 
 def test_unknown_dataset_id_offline_names_the_fix():
@@ -220,6 +224,19 @@ def test_format_records_renders_chat_messages_under_either_format():
     prefilled = render_messages([{"role": "user", "content": "1+1"}, {"role": "assistant", "content": "Let"}],
                                 tokenizer)
     assert prefilled.endswith("<|im_start|>user\n1+1<|im_end|>\n<|im_start|>assistant\nLet"), prefilled
+    # A template that refuses the messages, or does not parse: one line naming the row (a jinja2 traceback)
+    tokenizer.chat_template = (  # Llama-2 / Mistral style
+        "{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+        "[{{ m['role'] }}]{{ m['content'] }}{% endfor %}")
+    two_users = [{"prompt": "1+1=", "gold": "2"},
+                 {"prompt": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "gold": "2"}]
+    with pytest.raises(ValueError, match=r"^row 2's prompt cannot be rendered with the tokenizer's chat template "
+                                         r"\(Conversation roles must alternate"):
+        format_records(two_users, tokenizer, "as_is")
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }"
+    with pytest.raises(ValueError, match=r"^row 1's prompt cannot be rendered with the tokenizer's chat template"):
+        format_records(two_users, tokenizer, "math")
 
 
 # --- every bad input names the problem and the fix -----------------------------------------------------------------

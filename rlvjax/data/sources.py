@@ -233,15 +233,22 @@ def format_records(records: list[dict], tokenizer: Any, prompt_format: str) -> l
     :func:`format_prompt`, "as_is" through :func:`render_messages`. Chat messages go through
     :func:`render_messages` under either: they are already the conversation the policy continues, and are kept as
     the record's ``prompt_messages`` for reward functions (``rewards.registry``)."""
+    import jinja2
+
     from rlvjax.rewards.registry import MESSAGES
 
-    def render(prompt):
+    def render(row: int, prompt):
         math = prompt_format == "math" and isinstance(prompt, str)
-        return format_prompt(prompt, tokenizer) if math else render_messages(prompt, tokenizer)
+        try:
+            return format_prompt(prompt, tokenizer) if math else render_messages(prompt, tokenizer)
+        except jinja2.TemplateError as e:  # the template's own refusal ("roles must alternate"), or its syntax
+            raise ValueError(f"row {row}'s prompt cannot be rendered with the tokenizer's chat template ({e}); give "
+                             "messages the template accepts (e.g. alternating user/assistant turns, no system turn "
+                             "where it has none), or use a model whose template takes them") from None
 
     # the messages stay beside their text: reward functions get them, as TRL passes conversational prompts
-    return [{**r, "prompt": render(r["prompt"]), **({MESSAGES: r["prompt"]} if isinstance(r["prompt"], list) else {})}
-            for r in records]
+    return [{**r, "prompt": render(i + 1, r["prompt"]),
+             **({MESSAGES: r["prompt"]} if isinstance(r["prompt"], list) else {})} for i, r in enumerate(records)]
 
 
 def render_messages(prompt: str | list[dict], tokenizer: Any) -> str:
@@ -267,13 +274,17 @@ def _first_field(row: dict, fields: tuple[str, ...], source: str, place: str) ->
 
 
 def _gold(value: Any, *, from_solution: bool) -> str | None:
-    """Gold answer text; for MATH the content of the solution's last \\boxed{}, via the grader's own extractor; for
-    GSM8K what follows its rationale's final "#### ". None where no completion could be graded equal to it (longer
-    than the grader's ``MAX_ANSWER_CHARS``, or unbalanced braces)."""
+    """Gold answer text; for MATH the content of the solution's last \\boxed{}, via the grader's own extractor (a
+    solution that is a bare answer, TRL's layout, as it is); for GSM8K what follows its rationale's final "#### ".
+    None where no completion could be graded equal to it (longer than the grader's ``MAX_ANSWER_CHARS``, or
+    unbalanced braces)."""
     if from_solution:
-        from rlvjax.rewards.answers import extract_answer  # lazy: only MATH's schema needs it
+        from rlvjax.rewards.answers import as_answer, extract_answer, is_formula  # lazy: only MATH's schema
 
-        value = extract_answer(value) if isinstance(value, str) else None
+        boxed = extract_answer(value) if isinstance(value, str) else None
+        # TRL's layout (what its accuracy_reward reads): the solution is the bare answer; words without a box are none
+        bare = as_answer(value, completion=True) if boxed is None and isinstance(value, str) else None
+        value = boxed if boxed is not None else bare if bare is not None and is_formula(bare) else None
     elif isinstance(value, str) and "\n#### " in value:  # GSM8K's answer: the rationale, then "#### 72"
         value = value.rsplit("\n#### ", 1)[1]
     if value is None or isinstance(value, bool):

@@ -184,6 +184,12 @@ _TEXT_ARGUMENT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{[^{}]*\}")
 _SENTENCE_BREAK = re.compile(r"(?<!\\)[.?!]\s+\S")  # not LaTeX's thin space "10,\! 080"
 
 
+def is_formula(text: str) -> bool:
+    """No word of two letters or more outside LaTeX commands: "4", "\\frac{1}{2}", "x = 5" or "(1, 2)", not "Surely
+    four." (a reference solution that is an answer by itself, not an explanation without one)."""
+    return _WORD.search(text) is None
+
+
 def _is_prose(text: str) -> bool:
     """Inline math inside text, a sentence break, or five or more plain words outside ``\text{..}``: a sentence,
     not an answer ("all real numbers" is an answer)."""
