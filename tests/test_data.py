@@ -89,6 +89,13 @@ def test_generic_rows_json_and_parquet(tmp_path):
     assert stats.schema == "generic" and stats.skipped_bad_gold == 1 and stats.bad_gold_rows == ("row 3",)
     assert [(r["prompt"], r["gold"], r["level"], r["id"]) for r in records] == [
         ("What is 6*7?", "42", None, "g-0"), ("Half of 1?", "1/2", None, "g-1")]
+    # JSON Lines named .json, as many hub datasets ship them: "line 2 is not valid JSON (Extra data …)" before
+    (tmp_path / "lines.json").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    lines, stats = load_records(tmp_path / "lines.json")
+    assert [r["gold"] for r in lines] == ["42", "1/2"] and stats.bad_gold_rows == ("line 3",)
+    (tmp_path / "broken.json").write_text('[{"question": "a", "answer": 1}] x', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"broken.json: line 1 is not valid JSON \(Extra data at column 34\)"):
+        load_records(tmp_path / "broken.json")
 
     import pyarrow
     import pyarrow.parquet

@@ -123,6 +123,13 @@ def test_a_config_with_malformed_numbers_is_one_line():
                                              "must be whole numbers, rope_theta and rms_norm_eps positive numbers"):
             config_from_hf({**sizes, field: value})
     assert config_from_hf({**sizes, "rope_theta": 10000, "num_key_value_heads": 2}).num_kv_heads == 2
+    # the same inside rope_parameters (a string theta was a TypeError), and rope parameters that are no object
+    with pytest.raises(ValueError, match=r"^config.json: rope_parameters.rope_theta='1e6' must be a positive number"):
+        config_from_hf({**sizes, "rope_parameters": {"rope_type": "default", "rope_theta": "1e6"}})
+    with pytest.raises(ValueError, match=r"^config.json: rope_scaling / rope_parameters = 'linear' is not an object"):
+        config_from_hf({**sizes, "rope_scaling": "linear"})
+    null = config_from_hf({**sizes, "rope_theta": 5e5, "rope_parameters": {"rope_type": "default", "rope_theta": None}})
+    assert null.rope_theta == 5e5  # a null field is an absent one
 
 
 def test_old_style_rope_scaling_loads_and_exports_as_transformers_reads_it(hf_checkpoint, tmp_path):

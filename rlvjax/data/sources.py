@@ -327,6 +327,8 @@ def _read_rows(source: str, split: str, name: str | None, split_knob: str) -> tu
             return _read_jsonl(path)
         if path.suffix == ".json":
             rows = _read_json(path)
+            if rows is None:  # JSON Lines named .json, as many hub datasets ship them (and `datasets` reads them)
+                return _read_jsonl(path)
         elif path.suffix == ".parquet":
             rows = _read_parquet(path)
         else:
@@ -369,7 +371,8 @@ def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
     return rows, places
 
 
-def _read_json(path: Path) -> list[dict]:
+def _read_json(path: Path) -> list[dict] | None:
+    """The file's list of objects; None when it holds one object per line (JSON Lines) instead."""
     data = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # Windows editors' UTF-8
     if not data.strip():
         raise ValueError(f"{path} is empty; expected a JSON list of objects")
@@ -382,6 +385,9 @@ def _read_json(path: Path) -> list[dict]:
     try:
         rows = json.loads(text)
     except json.JSONDecodeError as e:
+        first_line = text.lstrip().split("\n", 1)[0]
+        if e.msg == "Extra data" and first_line.startswith("{"):  # a value after the first: JSON Lines
+            return None
         raise ValueError(f"{path}: line {e.lineno} is not valid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise ValueError(f"{path}: expected a JSON list of objects at the top level (or use .jsonl)")

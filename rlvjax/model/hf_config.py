@@ -53,8 +53,17 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
     # As transformers reads them: a rope_scaling (v4's name, or added by hand to a v5 config) replaces
     # rope_parameters whole, rope_theta then coming from the top level (v5 moved it into rope_parameters); llama3's
     # original_max_position_embeddings is the top-level one where given, else its own, else max_position_embeddings.
-    rope = _rope(hf["rope_scaling"] if hf.get("rope_scaling") else hf.get("rope_parameters"))
-    theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
+    given = hf["rope_scaling"] if hf.get("rope_scaling") else hf.get("rope_parameters")
+    if given is not None and not isinstance(given, dict):  # a string was a "dictionary update sequence" error
+        raise ValueError(f"config.json: rope_scaling / rope_parameters = {given!r} is not an object of rope "
+                         "parameters (e.g. {\"rope_type\": \"linear\", \"factor\": 2.0}); use the config.json saved "
+                         "with these weights")
+    rope = _rope(given)
+    theta = rope.pop("rope_theta", None)
+    theta = hf.get("rope_theta", 10000.0) if theta is None else theta  # a null one is an absent one, as above
+    if not (type(theta) in (int, float) and theta > 0):  # a string was a TypeError traceback
+        raise ValueError(f"config.json: rope_parameters.rope_theta={theta!r} must be a positive number (use the "
+                         "config.json saved with these weights)")
     positions = int(hf.get("max_position_embeddings", DEFAULT_POSITIONS[model_type]))
     if rope.get("rope_type") == "llama3":
         rope["original_max_position_embeddings"] = next(
