@@ -11,18 +11,20 @@ from rlvjax import outputs
 from rlvjax.data import sources
 
 
-def evaluated(model: Path, data: str | None, split: str | None = None) -> dict:
+def evaluated(model: Path, data: str | None, split: str | None = None, subset: str | None = None) -> dict:
     """What an evaluation's eval.json is about: the model (an exported directory's stamp, ``outputs.exports``: its
-    export id and training step) and the problems (None: the run's own eval problems), with the ``split`` read from
-    a datasets source."""
+    export id and training step) and the problems (None: the run's own eval problems), with the ``split`` and the
+    ``subset`` (config) read from a datasets source."""
     return {"model": str(model.absolute()), "export": outputs.exports({"model": model})["model"],
-            "data": None if data is None else sources.absolute(data), "data_split": None if data is None else split}
+            "data": None if data is None else sources.absolute(data), "data_split": None if data is None else split,
+            "data_subset": None if data is None else subset}
 
 
-def check_same_model(out: Path, model: Path, data: str | None = None, split: str | None = None) -> None:
+def check_same_model(out: Path, model: Path, data: str | None = None, split: str | None = None,
+                     subset: str | None = None) -> None:
     """One line when ``out`` holds the evaluation of another model or of other problems (its eval.json's
-    ``evaluated``: another ``data`` file, or another ``split`` of it), which this one would replace: a default
-    ``--out`` is named after the model directory and the data file's stem alone."""
+    ``evaluated``: another ``data`` file, or another ``split`` or ``subset`` of it), which this one would replace: a
+    default ``--out`` is named after the model directory and the data file's stem alone."""
     try:
         previous = json.loads((out / "eval.json").read_text(encoding="utf-8"))["evaluated"]
         model_before = previous["model"]
@@ -31,8 +33,8 @@ def check_same_model(out: Path, model: Path, data: str | None = None, split: str
     if Path(model_before).resolve() != model.resolve():  # the same directory however it is spelt
         raise ValueError(f"{out} holds the evaluation of another model, {model_before}; pass --out to write this one "
                          "elsewhere")
-    now = evaluated(model, data, split)
-    for key in ("data", "data_split"):
+    now = evaluated(model, data, split, subset)
+    for key in ("data", "data_split", "data_subset"):
         if key in previous and previous[key] != now[key]:  # reports written before the split was recorded: data
             raise ValueError(f"{out} holds this model's evaluation on other problems ({key} {previous[key]!r}, now "
                              f"{now[key]!r}); pass --out to write this one elsewhere")

@@ -274,7 +274,7 @@ def main(argv):
         out = Path(f.out or Path("eval") / f"{name}-{Path(f.data).stem}")
     eval_out.check_out(out)  # before minutes of sampling, not after
     if f.out is None:  # a default --out is named after the model directory: two .../final share one
-        eval_out.check_same_model(out, model_path, f.data, f.data_split)
+        eval_out.check_same_model(out, model_path, f.data, f.data_split, f.data_subset)
     eval_out.check_writable(out)
     if f.workdir:
         run_config = Config.from_dict(Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint))
@@ -304,8 +304,8 @@ def main(argv):
         rl = dataclasses.replace(rl, max_new_tokens=f.max_new_tokens)
     if f.data:
         prompt_format = "as_is" if f.raw_prompts else run_config.task.prompt_format if f.workdir else "math"
-        loaded = sources.load_records(f.data, split=f.data_split, require_gold=reward.is_math,
-                                      split_knob="--data_split")[0]
+        loaded = sources.load_records(f.data, split=f.data_split, name=f.data_subset, require_gold=reward.is_math,
+                                      split_knob="--data_split", name_knob="--data_subset")[0]
         records = sources.format_records(loaded, tokenizer, prompt_format)
         experiment.check_encodable(tokenizer, records, "--data", fix="evaluate a model whose tokenizer covers them, "
                                    "pass --raw_prompts if they are already in the model's format, or remove them")
@@ -348,7 +348,7 @@ def main(argv):
                                                    seed=f.seed)
     evaluation = assemble({temperature_key(temperature): {name: rep}}, {},
                           train_temperature=None if f.model_dir else rl.temperature, headline_temperature=temperature)
-    evaluation["evaluated"] = eval_out.evaluated(model_path, f.data, f.data_split)
+    evaluation["evaluated"] = eval_out.evaluated(model_path, f.data, f.data_split, f.data_subset)
     json_path, png_path = write_report(evaluation, out, samples=(pool, records, conventions))
     samples_path = out / "eval_samples.jsonl"
     print(summary(evaluation))
@@ -367,6 +367,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("checkpoint", None, "evaluate this Orbax checkpoint step instead of an HF directory")
     flags.DEFINE_string("data", None, "problems to evaluate on (jsonl/parquet/datasets id); default: the run's task")
     flags.DEFINE_string("data_split", "test", "the split of a --data datasets id or directory (a file has none)")
+    flags.DEFINE_string("data_subset", None, "the config of a --data datasets id that has several (e.g. 'main' for "
+                        "openai/gsm8k)")
     flags.DEFINE_bool("raw_prompts", False, "use --data prompts as given (already in the model's format; chat "
                       "messages still go through its chat template) instead of rendering each in the run's "
                       "TaskSpec.prompt_format (--model_dir: the chat template and the Qwen2.5-Math instruction)")

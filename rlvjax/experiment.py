@@ -75,6 +75,10 @@ class TaskSpec:
     name: str = "arithmetic"  # a task of rlvjax/data/tasks.py: "arithmetic", "digit" or "file"
     train_file: str | None = None  # file task: .jsonl/.json/.parquet path or datasets id of the training problems
     eval_file: str | None = None  # file task: the held-out problems (None: no evals)
+    # file task: the config of a datasets train_file that has several ("main" for openai/gsm8k, a subject for
+    # EleutherAI/hendrycks_math); None: its only one
+    train_subset: str | None = None
+    eval_subset: str | None = None  # file task: the same for a datasets eval_file
     levels: tuple[int, ...] = (1, 2, 3, 4)  # arithmetic: difficulty levels (steps per problem) to sample from
     max_value: int = 99  # arithmetic: operands and every intermediate value in 0..max_value (2..99)
     num_train: int = 20000  # arithmetic / digit: training problems generated

@@ -116,8 +116,16 @@ def warm_start_id(config: Config) -> str:
     question), as 16 hex digits: its export is reused by a resume only when they are the same."""
     settings = config.to_dict()
     del settings["verifier"]["label_reward"]  # it labels RL rollouts only (and runs from before it keep their id)
+    settings["task"] = _task_settings(config.task)
     return pipeline.fingerprint([{section: settings[section] for section in ("model", "task", "warm_start",
                                                                             "verifier")}])
+
+
+def _task_settings(task) -> dict:
+    """The task's settings as its fingerprints take them: ``TaskSpec.train_subset`` / ``eval_subset`` only where set
+    (runs from before they existed keep their ids)."""
+    settings = dataclasses.asdict(task)
+    return {k: v for k, v in settings.items() if not (k in ("train_subset", "eval_subset") and v is None)}
 
 
 def warm_start_runs(config: Config, workdir: Path, resume: bool) -> bool:
@@ -200,7 +208,7 @@ def eval_data_id(task, eval_rows: list[dict] | None = None) -> str:
     """What a report's problems are drawn from, as 16 hex digits: the task's settings (the files' paths aside) and
     the eval file's bytes, or the in-memory ``eval_rows`` the API was given, so a resume on other problems is
     evaluated again."""
-    settings = {k: v for k, v in dataclasses.asdict(task).items() if k not in ("train_file", "eval_file")}
+    settings = {k: v for k, v in _task_settings(task).items() if k not in ("train_file", "eval_file")}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     if eval_rows is not None:
         digest.update(json.dumps(eval_rows, sort_keys=True, default=str).encode())

@@ -261,8 +261,10 @@ def _records(dataset, name: str, need_gold: bool, task) -> list[dict]:
     """Raw records of a path / datasets id (the eval's from ``TaskSpec.eval_split``, as the file task reads them), a
     ``datasets.Dataset`` or a list of dicts; rows without a usable gold answer as ``TaskSpec.on_bad_gold`` says."""
     if isinstance(dataset, (str, Path)):
-        split = {"split": task.eval_split, "split_knob": "TaskSpec.eval_split"} if name == "eval_dataset" else {}
-        return sources.load_records(dataset, on_bad_gold=task.on_bad_gold, require_gold=need_gold, **split)[0]
+        which = {"split": task.eval_split, "split_knob": "TaskSpec.eval_split", "name": task.eval_subset,
+                 "name_knob": "TaskSpec.eval_subset"} if name == "eval_dataset" else {
+                     "name": task.train_subset, "name_knob": "TaskSpec.train_subset"}
+        return sources.load_records(dataset, on_bad_gold=task.on_bad_gold, require_gold=need_gold, **which)[0]
     if isinstance(dataset, (list, tuple)) or type(dataset).__name__ == "Dataset":
         return sources.from_rows(list(dataset), source=name, on_bad_gold=task.on_bad_gold,
                                  require_gold=need_gold)[0]

@@ -123,6 +123,37 @@ def test_datasets_directory_and_split(tmp_path, monkeypatch):
     assert stats.schema == "generic" and records == [{"prompt": "x", "gold": "1", "level": None, "id": "saved-0"}]
 
 
+def test_a_dataset_with_several_configs_is_read_by_its_subset(tmp_path, monkeypatch):
+    """openai/gsm8k's 'main' and 'socratic', MATH's subjects: no caller could name one (TaskSpec.train_subset /
+    eval_subset, evaluate --data_subset), and datasets' list of them was cut from the error."""
+    import datasets
+
+    from rlvjax import experiment
+    from rlvjax.data import tasks
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    source = tmp_path / "gsm"
+    for config, tag in (("main", "m"), ("socratic", "s")):
+        (source / config).mkdir(parents=True)
+        write_jsonl(source / config / "train.jsonl", [{"question": f"{tag}{i}", "answer": f"So.\n#### {i}"}
+                                                      for i in range(3)])
+        write_jsonl(source / config / "test.jsonl", [{"question": f"{tag}t", "answer": "So.\n#### 9"}])
+    (source / "README.md").write_text("---\nconfigs:\n" + "".join(
+        f"- config_name: {c}\n  data_files:\n  - split: train\n    path: {c}/train.jsonl\n"
+        f"  - split: test\n    path: {c}/test.jsonl\n" for c in ("main", "socratic")) + "---\n")
+    with pytest.raises(ValueError, match=r"gsm needs a config name; its configs: \['main', 'socratic'\]; set "
+                                         r"TaskSpec.train_subset to one$"):
+        load_records(source, name_knob="TaskSpec.train_subset")
+    with pytest.raises(ValueError, match=r"gsm has no config 'nope'; its configs: \['main', 'socratic'\]; set "
+                                         r"--data_subset to one$"):
+        load_records(source, name="nope", name_knob="--data_subset")
+    spec = experiment.TaskSpec(name="file", train_file=str(source), eval_file=str(source), train_subset="socratic",
+                               eval_subset="main", prompt_format="as_is")
+    train, evals = tasks.get("file").records(spec, None)
+    assert [(r["prompt"], r["gold"]) for r in train] == [("s0", "0"), ("s1", "1"), ("s2", "2")]
+    assert [(r["prompt"], r["gold"]) for r in evals] == [("mt", "9")]
+
+
 def test_a_datasets_eval_file_reads_its_eval_split_not_the_training_one(tmp_path, monkeypatch, caplog):
     import datasets
 

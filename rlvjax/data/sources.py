@@ -65,6 +65,7 @@ def load_records(
     on_bad_gold: str = "skip",
     require_gold: bool = True,
     split_knob: str = "split=",
+    name_knob: str = "name=",
 ) -> tuple[list[dict], LoadStats]:
     """Loads problems as ``[{"prompt", "gold", "level", "id"}]`` from a .jsonl/.json/.parquet file or `datasets`.
 
@@ -72,7 +73,8 @@ def load_records(
     HF_DATASETS_OFFLINE=1). ``fmt`` names the schema (one of ``SCHEMAS``: "math" takes the gold from the solution's
     last ``\\boxed{}``, "math500"/"aime"/"generic" from an answer field); None detects it from the first row's fields.
     ``split`` and ``name`` (the dataset config, e.g. a MATH subject) only apply to `datasets` sources (a missing split
-    is refused naming ``split_knob``, the caller's way to choose one). Rows whose gold cannot be determined are
+    is refused naming ``split_knob``, the caller's way to choose one; a missing config, listing the dataset's, naming
+    ``name_knob``). Rows whose gold cannot be determined are
     skipped and counted (``on_bad_gold="skip"``) or raise (``"error"``).
     ``require_gold=False`` (a reward that reads other columns): a row needs only a problem; a gold answer is kept
     when the schema has one.
@@ -82,7 +84,7 @@ def load_records(
     if fmt is not None and fmt not in SCHEMAS:
         raise ValueError(f"fmt={fmt!r} is not a known schema; use one of {sorted(SCHEMAS)} or None to auto-detect")
     source = os.fspath(path_or_id)
-    rows, places = _read_rows(source, split, name, split_knob)
+    rows, places = _read_rows(source, split, name, split_knob, name_knob)
     return from_rows(rows, places, source=source, fmt=fmt, on_bad_gold=on_bad_gold, require_gold=require_gold)
 
 
@@ -319,7 +321,8 @@ def _level(value: Any) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _read_rows(source: str, split: str, name: str | None, split_knob: str) -> tuple[list[dict], list[str]]:
+def _read_rows(source: str, split: str, name: str | None, split_knob: str, name_knob: str
+               ) -> tuple[list[dict], list[str]]:
     """Raw rows plus where each came from ("line 3" for JSON lines, "row 3" otherwise), for error messages."""
     path = Path(source).expanduser()
     if path.is_file():
@@ -339,7 +342,7 @@ def _read_rows(source: str, split: str, name: str | None, split_knob: str) -> tu
         return rows, [f"row {i + 1}" for i in range(len(rows))]
     if path.suffix in FILE_SUFFIXES or source.startswith((".", "/", "~")) and not path.is_dir():
         raise FileNotFoundError(f"no such data file: {source}; check the path (relative paths start at {os.getcwd()})")
-    rows = _read_datasets(source, split, name, split_knob)
+    rows = _read_datasets(source, split, name, split_knob, name_knob)
     return rows, [f"row {i + 1}" for i in range(len(rows))]
 
 
@@ -404,7 +407,7 @@ def _read_parquet(path: Path) -> list[dict]:
         raise ValueError(f"{path} is not a readable parquet file ({_first_line(e)})") from None
 
 
-def _read_datasets(source: str, split: str, name: str | None, split_knob: str) -> list[dict]:
+def _read_datasets(source: str, split: str, name: str | None, split_knob: str, name_knob: str) -> list[dict]:
     """A local dataset directory (save_to_disk or data files) or a hub id, through `datasets`."""
     import datasets
 
@@ -418,6 +421,11 @@ def _read_datasets(source: str, split: str, name: str | None, split_knob: str) -
     except KeyError:
         raise ValueError(f"{source} has no split {split!r}; set {split_knob} to one of its splits") from None
     except ValueError as e:
+        configs = re.search(r"[Aa]vailable(?: configs)?: (\[[^\]]*\])", str(e))
+        if configs or "Config name is missing" in str(e) or "BuilderConfig" in str(e):  # gsm8k's 'main', a subject
+            given = f"has no config {name!r}" if name else "needs a config name"
+            raise ValueError(f"{source} {given}" + (f"; its configs: {configs.group(1)}" if configs else "")
+                             + f"; set {name_knob} to one") from None
         if "split" in str(e).lower():
             raise ValueError(f"{source} has no split {split!r} ({_first_line(e)}); set {split_knob} to one of its "
                              "splits") from None

@@ -91,15 +91,16 @@ def _digit_pairs(spec, num, mistake_rate, seed):
 def _file_records(spec, tokenizer) -> Records:
     if spec.train_file is None:
         raise ValueError("TaskSpec.name='file' needs TaskSpec.train_file (a jsonl/parquet path or datasets id)")
-    train = sources.load_records(spec.train_file, on_bad_gold=spec.on_bad_gold,
-                                 require_gold="math" in spec.rewards)[0]  # "train"
+    train = sources.load_records(spec.train_file, name=spec.train_subset, on_bad_gold=spec.on_bad_gold,
+                                 require_gold="math" in spec.rewards, name_knob="TaskSpec.train_subset")[0]  # "train"
     return sources.format_records(train, tokenizer, spec.prompt_format), _file_eval_records(spec, tokenizer)
 
 
 def _file_eval_records(spec, tokenizer) -> list[dict]:
     # A datasets source's "train" split is the training data: evals read their own split (a file has none)
-    evals = (sources.load_records(spec.eval_file, split=spec.eval_split, on_bad_gold=spec.on_bad_gold,
-                                  require_gold="math" in spec.rewards, split_knob="TaskSpec.eval_split")[0]
+    evals = (sources.load_records(spec.eval_file, split=spec.eval_split, name=spec.eval_subset,
+                                  on_bad_gold=spec.on_bad_gold, require_gold="math" in spec.rewards,
+                                  split_knob="TaskSpec.eval_split", name_knob="TaskSpec.eval_subset")[0]
              if spec.eval_file else [])
     if len(evals) > spec.num_eval:  # said, so that a report on the first 200 of MATH-500 is never read as all 500
         logging.getLogger(__name__).warning(
