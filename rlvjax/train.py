@@ -197,7 +197,6 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
         init = functools.partial(steps.init_state, tx=tx, seed=run.seed, keep_reference=rl.beta > 0)
         state = jax.jit(init, out_shardings=parallel.shardings(jax.eval_shape(init, params), mesh),
                         donate_argnums=0)(params)
-        aside = None  # where later checkpoints were moved, and with them their log rows
         if latest is not None:
             abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
             state, data_state, _, restored, skipped = checkpoints.restore_intact(abstract, resume_step,
@@ -211,17 +210,11 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                                  f"restores; keep num_steps >= {restored}" + (
                                      f", or go back with --checkpoint {earlier[-1]} (API: resume_step)"
                                      if earlier else ""))
-            newer = [s for s in checkpoints.all_steps() if s > restored]
-            if newer:
-                aside = Path(checkpoints.set_aside(newer))
-                if jax.process_index() == 0:
-                    print(f"rlvjax.train: resuming from step {restored}; moved the later steps {newer} to {aside}"
-                          + (f" ({'; '.join(skipped)})" if skipped else ""), file=sys.stderr)
         start = int(state.step)
-        if jax.process_index() == 0:  # right after the set-aside, so that a kill can hardly come between the two
-            rewind_logs(workdir, start, aside)
-            if aside is not None:
-                outputs.set_aside_outputs(workdir, aside, start)
+        aside, newer = set_aside_after(workdir, checkpoints, start)
+        if newer and jax.process_index() == 0:
+            print(f"rlvjax.train: resuming from step {start}; moved the later steps {newer} to {aside}"
+                  + (f" ({'; '.join(skipped)})" if skipped else ""), file=sys.stderr)
         if resume_step is not None:  # the baseline too, now: a resume of an interrupted retraining would not
             roll_back_baseline(workdir, start)
         jitted = steps.jit_steps(statics, mesh, state)
@@ -342,20 +335,34 @@ def roll_back_baseline(workdir: Path, step: int) -> None:
     trains only after the run, and a rerun that finishes an interrupted retraining (plain ``--resume``) would have
     continued it from its later steps. Its later checkpoints, log rows and outputs go to its own
     ``checkpoints_set_aside/``, as the run's do."""
-    directory = workdir / outputs.BASELINE / "checkpoints"
-    if not directory.is_dir():
+    baseline = workdir / outputs.BASELINE
+    if not any(s > step for s in step_folders(baseline / "checkpoints")):
         return
-    with Checkpointer(directory) as checkpoints:
-        newer = [s for s in checkpoints.all_steps() if s > step]
-        if not newer:
-            return
-        aside = Path(checkpoints.set_aside(newer))
-        kept = max(checkpoints.all_steps(), default=0)
+    with Checkpointer(baseline / "checkpoints") as checkpoints:
+        kept = max((s for s in checkpoints.all_steps() if s <= step), default=0)
+        aside, newer = set_aside_after(baseline, checkpoints, kept)
     if jax.process_index() == 0:
-        rewind_logs(workdir / outputs.BASELINE, kept, aside)
-        outputs.set_aside_outputs(workdir / outputs.BASELINE, aside, kept)
         print(f"rlvjax.train: the lambda = 0 baseline goes back to step {kept} too; moved its later steps {newer} "
               f"to {aside}", file=sys.stderr)
+
+
+def set_aside_after(workdir: Path, checkpoints: Checkpointer, step: int) -> tuple[Path | None, list[int]]:
+    """Moves what a run has after ``step`` out of it, to ``WORKDIR/checkpoints_set_aside``: first (process 0) the
+    log rows of later steps and the outputs of a later step (``rewind_logs``, ``outputs.set_aside_outputs``), then
+    the later checkpoints, so that a kill between the moves loses nothing (a rerun finds those checkpoints still
+    there and moves what is left). Returns where they went and the steps moved (None, [] when there were none;
+    the rows of steps after ``step`` are dropped all the same, as a restart logs them again)."""
+    newer = [s for s in checkpoints.all_steps() if s > step]
+    aside = workdir / "checkpoints_set_aside" if newer else None
+    if jax.process_index() == 0:
+        if aside is not None:
+            aside.mkdir(parents=True, exist_ok=True)
+        rewind_logs(workdir, step, aside)
+        if aside is not None:
+            outputs.set_aside_outputs(workdir, aside, step)
+    if newer:
+        checkpoints.set_aside(newer)
+    return aside, newer
 
 
 def record_run(workdir: Path, config: Config, records: tuple[list[dict], list[dict]] | None) -> None:

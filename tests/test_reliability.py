@@ -339,6 +339,38 @@ def test_a_rollback_takes_the_baseline_back_with_the_run(tmp_path, capsys):
     assert [r["step"] for r in metrics(baseline)] == [1, 2, 3]
 
 
+def test_a_kill_between_the_moves_of_a_rollback_loses_no_log_rows(tmp_path, monkeypatch):
+    """``--checkpoint N`` moves the later steps' log rows and outputs aside before their checkpoints: killed between
+    the two, the rerun finds those checkpoints and moves the rest. The checkpoints went first, and a kill before the
+    rows followed left a rerun with no later steps, which dropped those rows for good."""
+    workdir = tmp_path / "run"
+    bindings = ["WarmStartConfig.num_steps = 0", "RunConfig.eval_every = 0", "TaskSpec.num_eval = 0",
+                "RunConfig.final_eval_samples = 0", "RunConfig.checkpoint_every = 2", "RunConfig.max_to_keep = None",
+                "RunConfig.num_steps = 4"]
+
+    def run(**kw):
+        gin.clear_config()
+        try:
+            cli.run_main("rlvjax.train", lambda argv: train.launch([DIGIT], bindings, str(workdir), **kw))([])
+        finally:
+            gin.clear_config()
+
+    run()
+    later = [line for line in (workdir / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] > 2]
+    assert len(later) == 2
+
+    def killed(*args, **kwargs):  # as a kill -9 at the rows' move
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "rewind_logs", killed)
+    with pytest.raises(SystemExit):
+        run(resume=True, resume_step=2)
+    monkeypatch.undo()
+    run(resume=True, resume_step=2)
+    assert (workdir / "checkpoints_set_aside" / "metrics.jsonl").read_text().splitlines() == later
+    assert step_folders(workdir / "checkpoints_set_aside") == [4] and step_folders(workdir / "checkpoints") == [2, 4]
+
+
 def in_process(workdir, bindings, *, resume=False):
     """``python -m rlvjax.train`` in this process: (exit code, stderr lines of the CLI)."""
     gin.clear_config()
