@@ -112,10 +112,12 @@ def main(argv=None):
 
 
 def spread(values) -> str:
-    values = np.asarray(values, float)
+    values = np.asarray(values, float)  # None (a point beyond the pool's largest N) is NaN: left out, and counted
     if np.isnan(values).all():  # e.g. a partial-score AUROC at a step no row is still running
         return "n/a"
-    return f"{values.mean():.3f} ± {values.std():.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+    known, missing = values[~np.isnan(values)], int(np.isnan(values).sum())
+    text = f"{known.mean():.3f} ± {known.std():.3f}" if len(known) > 1 else f"{known[0]:.3f}"
+    return text + (f" ({missing} n/a)" if missing else "")
 
 
 def reach(points) -> str:

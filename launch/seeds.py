@@ -67,8 +67,13 @@ def plan(args) -> list[sweep.Job]:
         for binding in [*args.gin_param, "RunConfig.baseline = True", *(f"{p} = {seed}" for p in SEED_PARAMS)]:
             argv += ["--gin_param", binding]
         argv += ["--workdir", str(workdir), *(["--resume"] if args.resume else [])]
-        env = {"JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
-               **(sweep.gpu_env(slot % args.parallel, args.parallel, gpus) if gpus else {})}
+        try:
+            share = sweep.gpu_env(slot % args.parallel, args.parallel, gpus) if gpus else {}
+        except ValueError:  # its message names sweep.py's --gpus
+            raise ValueError(f"--parallel {args.parallel} does not split this machine's {len(gpus)} GPUs "
+                             f"({','.join(gpus)}) evenly; use a divisor or a multiple of {len(gpus)}, or set "
+                             "CUDA_VISIBLE_DEVICES to the GPUs to use") from None
+        env = {"JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"), **share}
         jobs.append(sweep.Job(f"seed={seed}", argv, env, workdir / "train.log", str(workdir)))
     return jobs
 

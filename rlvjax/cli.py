@@ -201,15 +201,14 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
     if scoped:  # rlvjax builds each configurable once, unscoped: the binding would be ignored
         raise ValueError(f"gin binding {scoped.group(1)}/{scoped.group(2)} has a scope, which rlvjax does not use (it "
                          f"would be ignored); drop the '{scoped.group(1)}/'")
-    unused = _unused_macros()
-    if unused:  # `lambda_verify = 0.0` with its `RLConfig.` left out: gin takes it for a macro, which binds nothing
-        name = unused[0]
+    # `lambda_verify = 0.0` with its `RLConfig.` left out: gin takes it for a macro, which binds nothing. (A macro of
+    # another name may go unused: a file's `G = 8` whose one use a --gin_param overrides.)
+    for name in _unused_macros():
         owners = [c.name for _, c in gin.config._REGISTRY.items()  # noqa: SLF001 (gin has no public listing)
                   if c.module != "gin" and name in inspect.signature(c.wrapped).parameters]
-        fix = (f"write it as {' or '.join(f'{o}.{name}' for o in owners)}" if owners else
-               "bind a field as Dataclass.field (docs/config.md), or use the macro as %" + name)
-        raise ValueError(f"gin binding `{name} = ...` binds no config field (gin reads it as a macro that nothing "
-                         f"uses); {fix}")
+        if owners:
+            raise ValueError(f"gin binding `{name} = ...` binds no config field (gin reads it as a macro that "
+                             f"nothing uses); write it as {' or '.join(f'{o}.{name}' for o in owners)}")
     try:
         gin.finalize()
     except ValueError as e:  # gin's message for an unbound %macro holds the whole config text

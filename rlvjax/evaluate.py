@@ -91,8 +91,9 @@ def abstract_checkpoint(config: Config):
     return graphdef, state, tokenizer
 
 
-def load_checkpoint_policy(workdir: Path, step: int | None, config: Config):
-    """``(model, tokenizer)`` of checkpoint ``step`` of the run in ``workdir``, rebuilt from its ``config``."""
+def load_checkpoint_policy(workdir: Path, step: int | None, config: Config, *, on_host: bool = False):
+    """``(model, tokenizer)`` of checkpoint ``step`` of the run in ``workdir``, rebuilt from its ``config``: its
+    weights alone, on the default device as ``load_hf`` puts them (``on_host``: host arrays, for an export)."""
     from flax import nnx
 
     from rlvjax.checkpoint import Checkpointer
@@ -100,7 +101,7 @@ def load_checkpoint_policy(workdir: Path, step: int | None, config: Config):
     graphdef, state, tokenizer = abstract_checkpoint(config)
     with Checkpointer(workdir / "checkpoints", read_only=True) as checkpoints:
         params = checkpoints.restore_params(state.params, step)
-    return nnx.merge(graphdef, params), tokenizer
+    return nnx.merge(graphdef, params if on_host else jax.device_put(params)), tokenizer
 
 
 def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: Rewards | None = None,

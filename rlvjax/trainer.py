@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from rlvjax.config import Config, check_local
-from rlvjax.data import sources
+from rlvjax.data import sources, tasks
 from rlvjax.fieldtypes import check_field_types
 from rlvjax.rewards import registry
 
@@ -91,7 +91,8 @@ class RLVTrainer:
     registered names ("math", the default: the last ``\\boxed{}`` against a ``gold`` / ``answer`` / ``solution``
     column). ``train_dataset`` / ``eval_dataset``: a file path or datasets id, a ``datasets.Dataset``, or a list of
     dicts, each row with a ``prompt`` (text, or chat messages) and whatever columns the rewards read. Every eval row
-    given is evaluated; without ``eval_dataset`` the evals read ``config.task.eval_file`` when it names one.
+    given is evaluated; without ``eval_dataset`` the evals read ``config.task.eval_file`` when it names one (its
+    first ``TaskSpec.num_eval`` rows, as the CLI reads it).
     """
 
     def __init__(self, model: str | None = None, reward_funcs: Callable | str | Sequence[Callable | str] = "math",
@@ -120,18 +121,24 @@ class RLVTrainer:
                     "method or one defined in __main__): this run uses it, but its config.gin cannot reproduce the "
                     "run from the command line; define it at the top level of a module",
                     names[i])
+        for name in names:
+            module = registry.known_only_here(name)  # registered by the user's module, which another process lacks
+            if module:
+                logging.getLogger(__name__).warning(
+                    "reward %r is registered by %s: a new process (train --resume, evaluate --workdir) knows it only "
+                    "once %s is imported; name it by 'module:function' for the written config.gin to reproduce the "
+                    "run from the command line", name, module, module)
         self.config = args.to_config(model, names)
         need_gold = "math" in names
         if train_dataset is None and eval_dataset is not None:
             raise ValueError("eval_dataset without train_dataset: the run would train and evaluate on its task's own "
                              "problems; pass train_dataset= too, or drop eval_dataset")
+        given_eval = eval_dataset is not None  # all its rows are evaluated; of the config's own file, num_eval
         if train_dataset is not None and eval_dataset is None:  # the config's own eval file, when it names one
             eval_dataset = self.config.task.eval_file
         in_memory = [d for d in (train_dataset, eval_dataset) if d is not None and not isinstance(d, (str, Path))]
         if train_dataset is not None and not in_memory:  # files: the config names them, as the CLI would
-            # every eval row given is evaluated, as for in-memory rows (the file task's cap, num_eval, is the CLI's)
-            evals = None if eval_dataset is None else _records(eval_dataset, "eval_dataset", need_gold,
-                                                               self.config.task)
+            evals = _records(eval_dataset, "eval_dataset", need_gold, self.config.task) if given_eval else None
             self.config = dataclasses.replace(self.config, task=dataclasses.replace(
                 self.config.task, name="file", train_file=sources.absolute(train_dataset),
                 eval_file=None if eval_dataset is None else sources.absolute(eval_dataset),
@@ -146,9 +153,9 @@ class RLVTrainer:
             self.records = None
         else:
             task = self.config.task
+            evals = _records(eval_dataset, "eval_dataset", need_gold, task) if eval_dataset is not None else []
             self.records = (_records(train_dataset, "train_dataset", need_gold, task),
-                            _records(eval_dataset, "eval_dataset", need_gold, task) if eval_dataset is not None
-                            else [])
+                            evals if given_eval else tasks.first_eval_rows(evals, task))
 
     def train(self, resume: bool = False) -> list[dict]:
         """Train (the lambda = 0 baseline too when ``RunConfig.baseline``), then write the end-of-run report

@@ -267,13 +267,14 @@ def test_format_records_renders_chat_messages_under_either_format():
         "{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
         "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
         "[{{ m['role'] }}]{{ m['content'] }}{% endfor %}")
-    two_users = [{"prompt": "1+1=", "gold": "2"},
-                 {"prompt": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "gold": "2"}]
-    with pytest.raises(ValueError, match=r"^row 2's prompt cannot be rendered with the tokenizer's chat template "
-                                         r"\(Conversation roles must alternate"):
+    two_users = [{"prompt": "1+1=", "gold": "2", "id": "rows-0"},
+                 {"prompt": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "gold": "2",
+                  "id": "rows-1"}]
+    with pytest.raises(ValueError, match=r"^the prompt of record 'rows-1' cannot be rendered with the tokenizer's "
+                                         r"chat template \(Conversation roles must alternate"):
         format_records(two_users, tokenizer, "as_is")
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }"
-    with pytest.raises(ValueError, match=r"^row 1's prompt cannot be rendered with the tokenizer's chat template"):
+    with pytest.raises(ValueError, match=r"^the prompt of record 'rows-0' cannot be rendered with the tokenizer's"):
         format_records(two_users, tokenizer, "math")
 
 

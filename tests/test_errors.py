@@ -225,6 +225,15 @@ def test_malformed_gin_file_and_missing_gin_file(tmp_path, capsys):
                                 "nothing uses); write it as RLConfig.lambda_verify")
     assert_fails_cleanly(tmp_path, capsys, ["num_steps = 5"], expect="write it as WarmStartConfig.num_steps or "
                                                                      "RunConfig.num_steps")
+    # A file's own macro whose one use a --gin_param overrides (a sweep over a base file) is left alone.
+    base = tmp_path / "base.gin"
+    base.write_text(f"include '{DIGIT}'\nG = 8\nRLConfig.group_size = %G\n")
+    gin.clear_config()
+    try:
+        cli.parse_gin([str(base)], ["RLConfig.group_size = 4"])
+        assert Config.from_gin().rl.group_size == 4
+    finally:
+        gin.clear_config()
 
 
 # --- data files ---------------------------------------------------------------------------------------------------

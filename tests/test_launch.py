@@ -436,6 +436,9 @@ def test_seeds_in_parallel_on_gpus_share_them(tmp_path, capsys, monkeypatch):
     assert all("XLA_PYTHON_CLIENT_MEM_FRACTION=" in c for c in commands)
     assert seeds.main(["--seeds", "0,1", "--workdir_root", str(tmp_path), "--dry_run"]) == 0
     assert "CUDA_VISIBLE_DEVICES" not in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"^--parallel 3 does not split this machine's 2 GPUs \(0,1\) evenly; use a "
+                                         r"divisor or a multiple of 2, or set CUDA_VISIBLE_DEVICES"):
+        seeds.main(["--seeds", "0,1,2", "--workdir_root", str(tmp_path), "--parallel", "3", "--dry_run"])
     monkeypatch.setattr(seeds.sweep, "visible_gpus", lambda: [])
     assert seeds.main(["--seeds", "0,1", "--workdir_root", str(tmp_path), "--parallel", "2", "--dry_run"]) == 0
     assert "JAX_PLATFORMS" not in capsys.readouterr().out

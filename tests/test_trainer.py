@@ -500,8 +500,8 @@ def test_datasets_are_read_as_the_task_spec_says(tmp_path, monkeypatch):
 
 def test_the_configs_eval_file_is_kept_and_every_given_eval_row_is_evaluated(tmp_path):
     """A train_dataset without eval_dataset keeps the config's TaskSpec.eval_file (it was dropped: no evals, in
-    silence), and eval rows given as a file are all evaluated, as rows given in memory are (a file was cut to
-    num_eval = 200)."""
+    silence), its first TaskSpec.num_eval rows as the CLI reads it; and an eval_dataset's rows are all evaluated,
+    whether given as a file or in memory (a file was cut to num_eval = 200)."""
     from rlvjax.config import Config
     from rlvjax.experiment import TaskSpec
 
@@ -509,11 +509,12 @@ def test_the_configs_eval_file_is_kept_and_every_given_eval_row_is_evaluated(tmp
     for name, n in (("train.jsonl", 4), ("test.jsonl", 300)):
         (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows(name[:2], n)))
     test = str(tmp_path / "test.jsonl")
-    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), config=Config(task=TaskSpec(eval_file=test)))
+    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), config=Config(task=TaskSpec(eval_file=test,
+                                                                                           num_eval=50)))
     from_files = rlvjax.RLVTrainer(train_dataset=str(tmp_path / "train.jsonl"), args=args)
-    assert (from_files.config.task.eval_file, from_files.config.task.num_eval) == (test, 300)
+    assert (from_files.config.task.eval_file, from_files.config.task.num_eval) == (test, 50)
     in_memory = rlvjax.RLVTrainer(train_dataset=rows("3", 4), args=args)
-    assert len(in_memory.records[1]) == 300
+    assert len(in_memory.records[1]) == 50
     plain = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"))
     both = rlvjax.RLVTrainer(train_dataset=str(tmp_path / "train.jsonl"), eval_dataset=test, args=plain)
     assert both.config.task.num_eval == 300
@@ -551,15 +552,20 @@ def _accuracy(prompts, completions, **columns):
     return [0.0] * len(completions)
 
 
-def test_a_users_registered_reward_is_named_by_its_module(monkeypatch):
+def test_a_users_registered_reward_warns_that_a_new_process_needs_its_module(tmp_path, monkeypatch, caplog):
     """Its registered name resolves only in a process that imported its module: the CLI's resume or evaluate of the
-    run failed with "unknown reward 'acc'". rlvjax's own are named as registered."""
+    run fails with "unknown reward 'acc'", and the trainer's warning advised registering for the opposite. The name
+    is kept (a label_reward and a stored run name it); rlvjax's own names warn nothing."""
     from rlvjax.rewards import registry
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     registry.register("acc")(_accuracy)
-    assert registry.name_of(_accuracy) == f"{__name__}:_accuracy"
-    assert registry.name_of(registry.math_reward) == "math"
+    assert registry.name_of(_accuracy) == "acc" and registry.known_only_here("acc") == __name__
+    assert registry.known_only_here("math") is None and registry.known_only_here(f"{__name__}:_accuracy") is None
+    trainer = rlvjax.RLVTrainer(reward_funcs=[_accuracy, "math"], train_dataset=[{"prompt": "1+1=", "gold": "2"}] * 8,
+                                args=rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), verify_label_reward="acc"))
+    assert trainer.config.task.rewards == ("acc", "math")
+    assert f"reward 'acc' is registered by {__name__}: a new process" in caplog.text and "'math'" not in caplog.text
 
 
 def test_a_lambda_reward_trains_but_warns_that_the_config_cannot_name_it(tmp_path, caplog):

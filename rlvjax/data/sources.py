@@ -239,18 +239,19 @@ def format_records(records: list[dict], tokenizer: Any, prompt_format: str) -> l
 
     from rlvjax.rewards.registry import MESSAGES
 
-    def render(row: int, prompt):
-        math = prompt_format == "math" and isinstance(prompt, str)
+    def render(record: dict):
+        prompt, math = record["prompt"], prompt_format == "math" and isinstance(record["prompt"], str)
         try:
             return format_prompt(prompt, tokenizer) if math else render_messages(prompt, tokenizer)
         except jinja2.TemplateError as e:  # the template's own refusal ("roles must alternate"), or its syntax
-            raise ValueError(f"row {row}'s prompt cannot be rendered with the tokenizer's chat template ({e}); give "
-                             "messages the template accepts (e.g. alternating user/assistant turns, no system turn "
-                             "where it has none), or use a model whose template takes them") from None
+            raise ValueError(f"the prompt of record {record.get('id')!r} cannot be rendered with the tokenizer's chat "
+                             f"template ({e}); give messages the template accepts (e.g. alternating user/assistant "
+                             "turns, no system turn where it has none), or use a model whose template takes them"
+                             ) from None
 
     # the messages stay beside their text: reward functions get them, as TRL passes conversational prompts
-    return [{**r, "prompt": render(i + 1, r["prompt"]),
-             **({MESSAGES: r["prompt"]} if isinstance(r["prompt"], list) else {})} for i, r in enumerate(records)]
+    return [{**r, "prompt": render(r), **({MESSAGES: r["prompt"]} if isinstance(r["prompt"], list) else {})}
+            for r in records]
 
 
 def render_messages(prompt: str | list[dict], tokenizer: Any) -> str:

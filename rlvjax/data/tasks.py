@@ -102,12 +102,17 @@ def _file_eval_records(spec, tokenizer) -> list[dict]:
                                   on_bad_gold=spec.on_bad_gold, require_gold="math" in spec.rewards,
                                   split_knob="TaskSpec.eval_split", name_knob="TaskSpec.eval_subset")[0]
              if spec.eval_file else [])
-    if len(evals) > spec.num_eval:  # said, so that a report on the first 200 of MATH-500 is never read as all 500
+    return sources.format_records(first_eval_rows(evals, spec), tokenizer, spec.prompt_format)
+
+
+def first_eval_rows(evals: list[dict], spec) -> list[dict]:
+    """The first ``TaskSpec.num_eval`` rows of ``spec.eval_file``, said when that is fewer than it holds, so that a
+    report on the first 200 of MATH-500 is never read as on all 500."""
+    if len(evals) > spec.num_eval:
         logging.getLogger(__name__).warning(
             "%s: evaluating its first %d of %d problems (TaskSpec.num_eval = %d); set TaskSpec.num_eval = %d to "
             "evaluate them all", spec.eval_file, spec.num_eval, len(evals), spec.num_eval, len(evals))
-        evals = evals[: spec.num_eval]
-    return sources.format_records(evals, tokenizer, spec.prompt_format)
+    return evals[: spec.num_eval]
 
 
 register("arithmetic", Task(_arithmetic_records, _arithmetic_pairs))  # procedural, built in

@@ -53,18 +53,24 @@ def math_reward(prompts, completions, gold, **columns) -> list[float]:
 
 
 def name_of(fn: RewardFn) -> str | None:
-    """The name a config can hold for ``fn``: rlvjax's registered name of a built-in, else ``module:qualname`` when
-    importable from another process (a user's registered function too: a new process knows its name only once its
-    module is imported); None for a lambda, a nested function, a bound method or one defined in ``__main__``."""
-    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
-    for name, registered in _REGISTRY.items():  # rlvjax's own names resolve in every process; a user's only where
-        if registered is fn and str(module).startswith("rlvjax."):  # their module was imported: module:qualname
+    """The name a config can hold for ``fn``: its registered name, else ``module:qualname`` when importable from
+    another process; None for a lambda, a nested function, a bound method or one defined in ``__main__``."""
+    for name, registered in _REGISTRY.items():
+        if registered is fn:
             return name
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
     if not module or not qualname or module == "__main__" or "<" in qualname:  # partials, lambdas, notebooks
         return None
     if inspect.ismethod(fn):  # its name resolves to the unbound function, which lacks ``self``
         return None
     return f"{module}:{qualname}"
+
+
+def known_only_here(name: str) -> str | None:
+    """The module that registered ``name`` when it is not rlvjax's own: a new process (``--resume``, ``evaluate
+    --workdir``) knows the name only once that module is imported. None for rlvjax's names and ``module:function``."""
+    module = getattr(_REGISTRY.get(name), "__module__", None)
+    return module if module and not module.startswith("rlvjax") else None
 
 
 def resolve(name: str) -> RewardFn:
