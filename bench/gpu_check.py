@@ -12,7 +12,8 @@
   The device's peak is the process's high-water mark: the rollout's reading is its own (it runs first), each
   update's also covers what ran before it.
 
-    python bench/gpu_check.py                   # the paper's shapes, ~6-8 minutes on an H200 (compiles included)
+    python bench/gpu_check.py                   # the paper's shapes, ~6-8 minutes on an H200 (compiles included);
+                                                # H100 and H200 peaks are known, other devices need --hbm_tb_s etc.
     python bench/gpu_check.py --smoke           # tiny shapes: checks the script itself on a CPU in ~1 minute
 
 Needs on the device machine the four packages `import rlvjax` uses that the H200 image lacks (it has jax, flax,
@@ -36,6 +37,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# JAX preallocates 75% of the GPU; the f32 update at these shapes needs more of an H100's 80 GB than that leaves
+os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +62,14 @@ def model_flops(cfg, rows: int, seq: int, scored: int) -> float:
     params = cfg.num_layers * (2 * d * cfg.num_heads * hd + 2 * d * cfg.num_kv_heads * hd + 3 * d * cfg.intermediate_size)
     forward = rows * seq * (2 * params + cfg.num_layers * 4 * seq * cfg.num_heads * hd) + rows * scored * 2 * d * cfg.vocab_size
     return 3.0 * forward
+
+
+# Per device kind (substring of jax's device_kind, most specific first): HBM TB/s, dense bf16 and TF32 TFLOP/s.
+PEAKS = (("H100 PCIe", (2.0, 756.0, 378.0)), ("H100", (3.35, 989.0, 494.0)), ("H200", (4.8, 989.0, 494.0)))
+
+
+def peaks_of(kind: str) -> tuple[float, float, float] | None:
+    return next((p for name, p in PEAKS if name in kind), None)
 
 
 def timed(fn, repeats: int) -> float:
@@ -92,11 +103,17 @@ def report(out: dict, line: str) -> None:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny shapes, to check the script on a CPU")
-    ap.add_argument("--hbm_tb_s", type=float, default=4.8, help="HBM bandwidth (H200: 4.8 TB/s)")
-    ap.add_argument("--bf16_tflops", type=float, default=989.0, help="dense bf16 peak (H200: 989)")
-    ap.add_argument("--f32_tflops", type=float, default=494.0, help="f32 matmul peak at JAX's default precision "
-                    "(TF32 on H100/H200: 494)")
+    ap.add_argument("--hbm_tb_s", type=float, help="HBM bandwidth (default: the device's, H100 3.35, H200 4.8)")
+    ap.add_argument("--bf16_tflops", type=float, help="dense bf16 peak (default: the device's, H100/H200 989)")
+    ap.add_argument("--f32_tflops", type=float, help="f32 matmul peak at JAX's default precision (default: the "
+                    "device's TF32 peak, H100/H200 494)")
     args = ap.parse_args()
+    kind = jax.devices()[0].device_kind
+    known = peaks_of(kind) or ((0.1, 1.0, 1.0) if args.smoke else None)  # a CPU smoke run: fractions meaningless
+    if known is None and None in (args.hbm_tb_s, args.bf16_tflops, args.f32_tflops):
+        sys.exit(f"gpu_check: no peaks known for {kind!r}; pass --hbm_tb_s, --bf16_tflops and --f32_tflops")
+    given = (args.hbm_tb_s, args.bf16_tflops, args.f32_tflops)
+    args.hbm_tb_s, args.bf16_tflops, args.f32_tflops = (g or k for g, k in zip(given, known or (0,) * 3))
     hf = json.loads((REPO / "configs" / "models" / "qwen2_5_math_1_5b" / "config.json").read_text())
     rows, prompt, new, verify, prompts = 128, 1024, 1024, 20, 16
     update_rows, chunk = 8, 128
@@ -107,7 +124,8 @@ def main():
     group = rows // prompts
     dev = jax.devices()[0]
     out = {"device": f"{dev.platform} {dev.device_kind}", "jax": jax.__version__, "layers": hf["num_hidden_layers"],
-           "rows": rows, "slots": prompt + new + verify, "update_rows": update_rows}
+           "rows": rows, "slots": prompt + new + verify, "update_rows": update_rows,
+           "peaks": {"hbm_tb_s": args.hbm_tb_s, "bf16_tflops": args.bf16_tflops, "f32_tflops": args.f32_tflops}}
     print(f"device: {out['device']}, jax {jax.__version__}", flush=True)
     mesh = parallel.make_mesh(parallel.MeshConfig(), [dev])
 
@@ -212,7 +230,8 @@ def main():
     report(out, f"log-prob gap over {valid.sum()} tokens: sampler (bf16) vs trainer (bf16) mean "
                 f"{sampled['mean']:.2e} max {sampled['max']:.2e}; trainer bf16 vs f32 mean {trained['mean']:.2e} max "
                 f"{trained['max']:.2e}")
-    del roll, sub, batch
+    del roll, sub, batch, compiled
+    state = bf16_params = policy_bf16 = rollout = None  # freed (lambdas above still name them): the update needs it
 
     # --- update: one micro-batch (update_rows rows), bf16 and f32 compute.
     seq = prompt + new + verify
@@ -230,6 +249,8 @@ def main():
         update = steps.jit_steps(st, mesh, fresh).update
         compiled = update.lower(fresh, batch).compile()
         holder = {"state": fresh}
+        del fresh  # donated at the first step: the holder's is the only state
+        before = (jax.local_devices()[0].memory_stats() or {}).get("bytes_in_use", 0)
 
         def step():
             holder["state"], metrics = update(holder["state"], batch)
@@ -242,11 +263,13 @@ def main():
         out[f"update_{name}_compiled_gib"] = compiled_bytes(compiled) / GiB
         out[f"update_{name}_planned_gib"] = planned_gib("update", b, compute)
         out[f"update_{name}_peak_gib"] = (peak_bytes() or 0) / GiB
+        out[f"update_{name}_held_before_gib"] = before / GiB  # the state and batch (in the plan) and leftovers
         report(out, f"update {update_rows} rows x {seq} tokens, {name} compute: {seconds:.3f} s, MFU "
                     f"{out[f'update_{name}_mfu']:.1%} of {peak:.0f} TFLOP/s; planned "
                     f"{out[f'update_{name}_planned_gib']:.2f} GiB, compiled "
                     f"{out[f'update_{name}_compiled_gib']:.2f} GiB, measured peak so far "
-                    f"{out[f'update_{name}_peak_gib']:.2f} GiB")
+                    f"{out[f'update_{name}_peak_gib']:.2f} GiB ({before / GiB:.2f} GiB held when it started)")
+        holder.clear()  # the state: the next update starts from its own
     print(json.dumps(out, indent=2))
 
 
