@@ -47,7 +47,9 @@ def advice(p: MemoryPlan, phase: str | None = None) -> str:
             (own["KV cache"], f"reduce --batch_size (now {k['batch_size']}) or --max_new_tokens (now "
                               f"{k['max_new_tokens']})"),
             (own["sampled tokens"], f"reduce --num_samples (now {k['num_samples']}) or --max_new_tokens"),
-            (own["policy"], "use more devices")], key=lambda o: -o[0]))
+            (own["policy"], "load it with --dtype bfloat16 (every device holds the whole policy)"
+             if k.get("dtype") == "float32" else "use a device with more memory (each holds the whole policy)")],
+            key=lambda o: -o[0]))
     rl_state = own["params"] + own["optimizer state"] + own.get("reference params", 0)
     warm_state = own.get("warm params", 0) + own.get("warm optimizer state", 0)
     micro = f"now {k['micro_batch_size']}" if k["micro_batch_size"] else f"now 0: minibatches of {k['micro_rows']}"
@@ -102,13 +104,15 @@ def check(p: MemoryPlan, limit_bytes: int | None) -> None:
 
 
 def device_limit(cfg: MemoryConfig | None = None, *, host: bool = True) -> int | None:
-    """The per-device budget: ``MemoryConfig.device_memory_gib``, else the device's ``bytes_limit``, else (``host``,
+    """The per-device budget: ``MemoryConfig.device_memory_gib``, capped by the device's ``bytes_limit`` where it
+    reports one (what JAX may allocate: ``XLA_PYTHON_CLIENT_MEM_FRACTION`` of it), else that limit, else (``host``,
     CPU devices, which report none) this machine's memory shared by its local devices, else None. A dry run,
     planning for other hardware on fake CPU devices, passes ``host=False``."""
     cfg = cfg or MemoryConfig()
-    if cfg.device_memory_gib is not None:
-        return int(cfg.device_memory_gib * GiB)
     limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+    if cfg.device_memory_gib is not None:
+        budget = int(cfg.device_memory_gib * GiB)
+        return budget if limit is None else min(budget, limit)
     if limit is None and host and jax.default_backend() == "cpu":
         return host_memory_bytes() // jax.local_device_count()
     return limit

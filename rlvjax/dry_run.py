@@ -151,8 +151,11 @@ def run(config, *, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledP
     parallel.check_batch(run_cfg.batch_size, mesh, "batch_size (prompts per step)")
     if config.warm_start.num_steps:
         parallel.check_batch(config.warm_start.batch_size, mesh, "WarmStartConfig.batch_size", per_process=False)
+    if rl.micro_batch_size:
+        parallel.check_batch(rl.micro_batch_size, mesh, "RLConfig.micro_batch_size", per_process=False)
     Rewards.of(config)  # rewards that resolve, one weight each, the label reward one of them
     prompt_tokens, eval_problems = _prompt_width(task, tokenizer)
+    experiment.check_report(run_cfg, 1 if eval_problems is None else eval_problems)  # None: not known without data
     verify_tokens = (DEFAULT_VERIFY_TOKENS if tokenizer is None
                      else len(verifier.tokens(tokenizer, config.verifier.question).suffix))
     experiment.check_positions(cfg, prompt_tokens, rl.max_new_tokens, verify_tokens, knob="RLConfig.max_new_tokens",

@@ -322,6 +322,15 @@ def check_encodable(tokenizer, records: list[dict], name: str = "",
                          f"{f'; and {more} more record(s)' if more else ''}); {fix}")
 
 
+def check_report(run: RunConfig, eval_problems: int) -> None:
+    """One line when the end-of-run report is asked for (``final_eval_samples`` with ``export_final``) and the task has
+    no eval problems (it used to fail after training); the run and its dry run refuse alike."""
+    if run.final_eval_samples and run.export_final and not eval_problems:
+        raise ValueError(f"RunConfig.final_eval_samples={run.final_eval_samples} asks for an end-of-run report, but "
+                         "the task has no eval problems; give some (TaskSpec.eval_file / num_eval, or eval_dataset) "
+                         "or set RunConfig.final_eval_samples = 0")
+
+
 def check_positions(config: ModelConfig, prompt_tokens: int, new_tokens: int, verify_tokens: int, *, knob: str,
                     fix: str) -> None:
     """Raises a one-line ValueError (ending in ``fix``) when a prompt of ``prompt_tokens``, ``new_tokens`` sampled

@@ -438,7 +438,7 @@ def eval_plan(cfg: ModelConfig, mesh, *, prompts: int, samples: int, rows: int, 
         items += particle_items(cfg, rows=particle_rows, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
                                 verify_tokens=verify_tokens)
     knobs = {"batch_size": rows, "num_samples": samples, "max_new_tokens": new_tokens, "particle_rows": particle_rows,
-             "particles": particles}
+             "particles": particles, "dtype": cfg.dtype}
     return MemoryPlan(tuple(items), tuple((a, int(mesh.shape[a])) for a in parallel.AXES), count_params(params),
                       knobs)
 

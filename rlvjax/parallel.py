@@ -84,6 +84,10 @@ def distributed_args(cfg: MeshConfig, environ=os.environ) -> dict | None:
 
     address = setting("coordinator_address")
     if address is None:
+        given = [n for n in ("num_processes", "process_id") if setting(n) is not None]
+        if given:  # each host would train alone, a run of its own
+            raise ValueError(f"{' and '.join(given)} set without a coordinator: set MeshConfig.coordinator_address "
+                             f"(or RLVJAX_COORDINATOR) to host:port, or '{AUTO}' on a cluster that provides it")
         return None
     for name in ("initialization_timeout_s", "heartbeat_timeout_s", "shutdown_timeout_s"):
         value = getattr(cfg, name)

@@ -98,6 +98,8 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     parallel.check_batch(run.batch_size, mesh, "batch_size (prompts per step)")
     if warm.num_steps:
         parallel.check_batch(warm.batch_size, mesh, "WarmStartConfig.batch_size", per_process=False)  # each builds all
+    if rl.micro_batch_size:  # rows a micro-batch splits over the data axes: others are replicated whole
+        parallel.check_batch(rl.micro_batch_size, mesh, "RLConfig.micro_batch_size", per_process=False)
     reward = reward or Rewards.of(config)
     reward.warn_about_labels()
     model, tokenizer = experiment.build_policy(config.model, config.verifier.question)
@@ -108,10 +110,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     for name, split in (("train", train_records), ("eval", eval_records)):
         if split:
             reward.check_columns(split, name)
-    if run.final_eval_samples and run.export_final and not eval_records:
-        raise ValueError(f"RunConfig.final_eval_samples={run.final_eval_samples} asks for an end-of-run report, but "
-                         "the task has no eval problems; give some (TaskSpec.eval_file / num_eval, or eval_dataset) "
-                         "or set RunConfig.final_eval_samples = 0")
+    experiment.check_report(run, len(eval_records))
     reward.probe(train_records)
     vt = verifier.tokens(tokenizer, config.verifier.question)
     st = experiment.sampling_tokens(tokenizer, vt)

@@ -99,7 +99,13 @@ def test_the_dry_run_refuses_what_the_run_refuses_and_goes_on_where_it_goes_on(t
     for binding, message in (("RLConfig.max_new_tokens = 4096", "= 4113 positions, more than the model's "
                               "max_position_embeddings=4096"),
                              ("WarmStartConfig.batch_size = 3", "WarmStartConfig.batch_size of 3 rows does not "
-                              "divide over data*fsdp=2 devices")):
+                              "divide over data*fsdp=2 devices"),
+                             # XLA replicated the micro-batch whole; and a report with no problems, refused by the
+                             # run after it had trained, passed the dry run
+                             ("RLConfig.micro_batch_size = 1", "RLConfig.micro_batch_size of 1 rows does not "
+                              "divide over data*fsdp=2 devices"),
+                             ("TaskSpec.num_eval = 0", "RunConfig.final_eval_samples=2 asks for an end-of-run "
+                              "report, but the task has no eval problems")):
         out = dry_run("--gin_file", tiny, "--gin_param", "MeshConfig.data = 2", "--gin_param", binding, cwd=tmp_path)
         assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr[-2000:]
     out = dry_run("--gin_file", tiny, "--gin_param", "MemoryConfig.device_memory_gib = 0.0002",

@@ -1,6 +1,7 @@
 """Partition rules as data: which spec each parameter path gets, the mesh/batch errors, and how a process finds
 its multi-host job (config, environment or the cluster itself)."""
 
+import dataclasses
 import types
 
 import jax
@@ -62,6 +63,12 @@ TIMEOUTS = {"initialization_timeout": 300, "heartbeat_timeout_seconds": 100, "sh
 def test_distributed_args_from_config_environment_or_cluster():
     one_process = parallel.MeshConfig()
     assert parallel.distributed_args(one_process, {}) is None
+    # a process count or id without a coordinator: each host trained alone
+    with pytest.raises(ValueError, match=r"^num_processes set without a coordinator: set MeshConfig."
+                                         r"coordinator_address \(or RLVJAX_COORDINATOR\)"):
+        parallel.distributed_args(one_process, {"RLVJAX_NUM_PROCESSES": "4"})
+    with pytest.raises(ValueError, match=r"^num_processes and process_id set without a coordinator"):
+        parallel.distributed_args(dataclasses.replace(one_process, num_processes=4, process_id=2), {})
     explicit = parallel.MeshConfig(coordinator_address="10.0.0.1:1234", num_processes=4, process_id=3,
                                    heartbeat_timeout_s=20)
     assert parallel.distributed_args(explicit, {"RLVJAX_PROCESS_ID": "0"}) == {
