@@ -463,6 +463,39 @@ def test_enforce_uses_the_configured_limit(capsys):
     assert "warning: the plan needs" in capsys.readouterr().out
 
 
+def test_a_configured_budget_is_capped_by_what_the_device_may_allocate(monkeypatch):
+    """4xa100.gin's 35.5 GiB assumes XLA_PYTHON_CLIENT_MEM_FRACTION = 0.9; at JAX's default 0.75 an A100-40GB
+    allocates ~29.6 GiB, and a plan between the two passed and then ran out of memory."""
+    class Device:
+        def __init__(self, limit):
+            self.limit = limit
+
+        def memory_stats(self):
+            return None if self.limit is None else {"bytes_limit": self.limit}
+
+    config = budget.MemoryConfig(device_memory_gib=35.5)
+    monkeypatch.setattr(jax, "local_devices", lambda: [Device(int(29.6 * GiB))])
+    assert budget.device_limit(config) == int(29.6 * GiB)
+    monkeypatch.setattr(jax, "local_devices", lambda: [Device(int(72 * GiB))])
+    assert budget.device_limit(config) == int(35.5 * GiB)
+    monkeypatch.setattr(jax, "local_devices", lambda: [Device(None)])  # CPU devices, fake ones of a dry run
+    assert budget.device_limit(config, host=False) == int(35.5 * GiB)
+
+
+def test_evaluates_memory_advice_never_suggests_devices_that_would_not_help():
+    """evaluate runs on a data-only mesh: every device holds the whole policy, so "use more devices" (its first
+    advice when the policy dominated) could not help; half precision does."""
+    cfg = config_from_hf({**QWEN_MATH_1_5B, "num_hidden_layers": 28})
+    plan = memory.eval_plan(cfg, {"data": 8}, prompts=8, samples=2, rows=16, prompt_tokens=64, new_tokens=64,
+                            verify_tokens=20)
+    advice = budget.advice(plan)
+    assert advice.startswith("load it with --dtype bfloat16 (every device holds the whole policy)") and \
+        "more devices" not in advice
+    bf16 = config_from_hf({**QWEN_MATH_1_5B, "num_hidden_layers": 28}, jnp.bfloat16)
+    assert "use a device with more memory" in budget.advice(memory.eval_plan(
+        bf16, {"data": 8}, prompts=8, samples=2, rows=16, prompt_tokens=64, new_tokens=64, verify_tokens=20))
+
+
 def test_max_prompt_tokens_rounds_up_like_the_sampler():
     class Chars:
         def encode(self, text, add_special_tokens=False):
