@@ -70,7 +70,7 @@ def known_only_here(name: str) -> str | None:
     """The module that registered ``name`` when it is not rlvjax's own: a new process (``--resume``, ``evaluate
     --workdir``) knows the name only once that module is imported. None for rlvjax's names and ``module:function``."""
     module = getattr(_REGISTRY.get(name), "__module__", None)
-    return module if module and not module.startswith("rlvjax") else None
+    return module if module and module.split(".")[0] != "rlvjax" else None
 
 
 def resolve(name: str) -> RewardFn:
