@@ -66,19 +66,42 @@ def compile_warm_start(cfg: ModelConfig, rl: RLConfig, warm: sft.WarmStartConfig
     return _measure("warm start", lowered.compile(_NEVER_RUN), 0, None)
 
 
+def compile_update(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, optim: OptimConfig, mesh, *,
+                   prompt_tokens: int, verify_tokens: int) -> CompiledPhase:
+    """The update step (with its optimizer step) alone, compiled as ``compile_phases`` compiles it."""
+    state, statics = _abstract_run(cfg, rl, run, optim, mesh, verify_tokens)
+    return _compile_update(statics, mesh, state, run.batch_size * rl.group_size * rl.update_rows_per_rollout,
+                           prompt_tokens + rl.max_new_tokens + verify_tokens)
+
+
+def _abstract_run(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, optim: OptimConfig, mesh,
+                  verify_tokens: int):
+    """``(abstract TrainState laid out on mesh, Statics)`` of a run, from shapes only."""
+    tx = optim.make(max(run.num_steps, 1) * rl.num_ppo_epochs * rl.num_minibatches)
+    graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))[0]
+    state = jax.eval_shape(lambda p: steps.init_state(p, tx, seed=0, keep_reference=rl.beta > 0),
+                           memory.abstract_params(cfg))
+    return (_abstract(state, parallel.shardings(state, mesh)),
+            steps.Statics(graphdef, tx, rl, tuple(range(3, 3 + verify_tokens)), 1, 2, (0,), 0))
+
+
+def _compile_update(statics: steps.Statics, mesh, state, rows: int, width: int) -> CompiledPhase:
+    s, n = jax.ShapeDtypeStruct, statics.rl.max_new_tokens
+    batch = steps.UpdateBatch(s((rows, width), jnp.int32), s((rows, width), bool), s((rows, n), jnp.int32),
+                              s((rows, n), bool), s((rows, n), jnp.float32), s((rows, n), jnp.float32),
+                              s((rows,), jnp.int32), s((rows,), jnp.float32))
+    jitted = steps.jit_steps(statics, mesh, state)
+    return _measure("update", jitted.update.lower(state, batch).compile(_NEVER_RUN), 0, None)
+
+
 def compile_phases(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, optim: OptimConfig, mesh,
                    *, prompt_tokens: int, verify_tokens: int, eval_problems: int | None = None,
                    warm_start: sft.WarmStartConfig | None = None, warm_start_width: int = 0) -> list[CompiledPhase]:
     """Compile the warm start's step (``warm_start``: its config when the run has one), the rollout, VinePPO's value
     pass, the update (with its optimizer step) and the sampling of the periodic and final evals for ``mesh``, from
     shapes only; their per-device memory as XLA assigns it."""
-    tx = optim.make(max(run.num_steps, 1) * rl.num_ppo_epochs * rl.num_minibatches)
-    graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))[0]
-    params = memory.abstract_params(cfg)
-    state = jax.eval_shape(lambda p: steps.init_state(p, tx, seed=0, keep_reference=rl.beta > 0), params)
-    state = _abstract(state, parallel.shardings(state, mesh))
-    suffix = tuple(range(3, 3 + verify_tokens))
-    statics = steps.Statics(graphdef, tx, rl, suffix, 1, 2, (0,), 0)
+    state, statics = _abstract_run(cfg, rl, run, optim, mesh, verify_tokens)
+    suffix = statics.verify_suffix
     resident = memory.sharded_bytes(state.opt_state, mesh) + (
         memory.sharded_bytes(state.ref_params, mesh) if state.ref_params is not None else 0)
     s = jax.ShapeDtypeStruct
@@ -103,13 +126,8 @@ def compile_phases(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, op
         phases.append(sampling_phase("value pass", rl.vineppo_samples, rows, resident,
                                      width=sampling.bucket_width(prompt_tokens + rl.max_new_tokens), suffix=(),
                                      limits=True))
-    rows = run.batch_size * rl.group_size * rl.update_rows_per_rollout
-    n, t = rl.max_new_tokens, prompt_tokens + rl.max_new_tokens + verify_tokens
-    batch = steps.UpdateBatch(s((rows, t), jnp.int32), s((rows, t), bool), s((rows, n), jnp.int32),
-                              s((rows, n), bool), s((rows, n), jnp.float32), s((rows, n), jnp.float32),
-                              s((rows,), jnp.int32), s((rows,), jnp.float32))
-    jitted = steps.jit_steps(statics, mesh, state)
-    phases.append(_measure("update", jitted.update.lower(state, batch).compile(_NEVER_RUN), 0, None))
+    phases.append(_compile_update(statics, mesh, state, run.batch_size * rl.group_size * rl.update_rows_per_rollout,
+                                  prompt_tokens + rl.max_new_tokens + verify_tokens))
     eval_prompts = memory.eval_prompts(mesh, eval_problems)
     if run.eval_samples and eval_prompts:
         phases.append(sampling_phase("eval", run.eval_samples, eval_prompts, resident))

@@ -279,35 +279,22 @@ for axes in ({"fsdp": 4}, {"data": 2, "fsdp": 2}, {"fsdp": 2, "tensor": 2}):
 
 UPDATE_ON_MESHES = """
 import json, sys
-import jax, jax.numpy as jnp
-from flax import nnx
+import jax
 jax.config.update("jax_num_cpu_devices", 4)
 from rlvjax import dry_run, experiment, memory, parallel
 from rlvjax.model.hf_config import config_from_hf
-from rlvjax.model.transformer import Transformer
-from rlvjax.rl import steps
 from rlvjax.rl.config import OptimConfig, RLConfig
 cfg = config_from_hf({**json.loads(open(sys.argv[1]).read()), "num_hidden_layers": 2})
-# configs/experiments/rlv_grpo_math.gin on configs/hardware/4xa100.gin
+# configs/experiments/rlv_grpo_math.gin on configs/hardware/4xa100.gin: 512 rows of 1024 + 1024 + 32 tokens
 rl = RLConfig(group_size=8, max_new_tokens=1024, micro_batch_size=16, remat="full", logprob_chunk_size=128)
-run, s = experiment.RunConfig(batch_size=64), jax.ShapeDtypeStruct
-tx = OptimConfig(learning_rate=1e-6, warmup_steps=10, weight_decay=0.0).make(10)
-graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))[0]
-rows, n, t = 512, 1024, 1024 + 1024 + 32
-batch = steps.UpdateBatch(s((rows, t), jnp.int32), s((rows, t), bool), s((rows, n), jnp.int32), s((rows, n), bool),
-                          s((rows, n), jnp.float32), s((rows, n), jnp.float32), s((rows,), jnp.int32),
-                          s((rows,), jnp.float32))
+run, optim = experiment.RunConfig(batch_size=64, num_steps=10), OptimConfig(learning_rate=1e-6, warmup_steps=10,
+                                                                            weight_decay=0.0)
 for axes in ({"data": 2, "fsdp": 2}, {"data": 4}, {"fsdp": 4}):
     mesh = parallel.make_mesh(parallel.MeshConfig(**{"data": 1, "fsdp": 1, "tensor": 1, **axes}))
-    state = jax.eval_shape(lambda p: steps.init_state(p, tx, seed=0, keep_reference=False),
-                           memory.abstract_params(cfg))
-    state = dry_run._abstract(state, parallel.shardings(state, mesh))
-    statics = steps.Statics(graphdef, tx, rl, tuple(range(3, 35)), 1, 2, (0,), 0)
-    compiled = steps.jit_steps(statics, mesh, state).update.lower(state, batch).compile(dry_run._NEVER_RUN)
-    plan = memory.plan(cfg, rl, run, mesh, prompt_tokens=1024, verify_tokens=32, eval_problems=0,
-                       optim=OptimConfig(learning_rate=1e-6, warmup_steps=10, weight_decay=0.0))
+    compiled = dry_run.compile_update(cfg, rl, run, optim, mesh, prompt_tokens=1024, verify_tokens=32)
+    plan = memory.plan(cfg, rl, run, mesh, prompt_tokens=1024, verify_tokens=32, eval_problems=0, optim=optim)
     planned = max(plan.phase_bytes("update"), plan.phase_bytes("optimizer"))
-    print(axes, dry_run._measure("update", compiled, 0, None).bytes_per_device / planned)
+    print(axes, compiled.bytes_per_device / planned)
 """
 
 
@@ -321,34 +308,21 @@ def test_the_update_plan_tracks_xla_on_data_and_fsdp_meshes():
 
 
 UNREMATTED_ON_FSDP = """
-import jax, jax.numpy as jnp
-from flax import nnx
+import jax
 jax.config.update("jax_num_cpu_devices", 4)
 from rlvjax import dry_run, experiment, memory, parallel
-from rlvjax.model.transformer import ModelConfig, Transformer
-from rlvjax.rl import steps
+from rlvjax.model.transformer import ModelConfig
 from rlvjax.rl.config import OptimConfig, RLConfig
 rl, run = RLConfig(group_size=4, max_new_tokens=16, micro_batch_size=8), experiment.RunConfig(batch_size=8)
-s = jax.ShapeDtypeStruct
-rows, n, t = 32, 16, 48
-batch = steps.UpdateBatch(s((rows, t), jnp.int32), s((rows, t), bool), s((rows, n), jnp.int32), s((rows, n), bool),
-                          s((rows, n), jnp.float32), s((rows, n), jnp.float32), s((rows,), jnp.int32),
-                          s((rows,), jnp.float32))
 for tied, axes in ((False, {"fsdp": 4}), (True, {"fsdp": 4}), (True, {"data": 2, "fsdp": 2}),
                    (False, {"fsdp": 2, "tensor": 2})):
     cfg = ModelConfig(vocab_size=8192, hidden_size=512, intermediate_size=1536, num_layers=2, num_heads=8,
                       num_kv_heads=2, tie_word_embeddings=tied)
-    graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))[0]
-    tx = OptimConfig().make(1)
     mesh = parallel.make_mesh(parallel.MeshConfig(**{"data": 1, "fsdp": 1, "tensor": 1, **axes}))
-    state = jax.eval_shape(lambda p: steps.init_state(p, tx, seed=0, keep_reference=False),
-                           memory.abstract_params(cfg))
-    state = dry_run._abstract(state, parallel.shardings(state, mesh))
-    statics = steps.Statics(graphdef, tx, rl, tuple(range(3, 19)), 1, 2, (0,), 0)
-    compiled = steps.jit_steps(statics, mesh, state).update.lower(state, batch).compile(dry_run._NEVER_RUN)
+    compiled = dry_run.compile_update(cfg, rl, run, OptimConfig(), mesh, prompt_tokens=16, verify_tokens=16)
     plan = memory.plan(cfg, rl, run, mesh, prompt_tokens=16, verify_tokens=16, eval_problems=0)
     planned = max(plan.phase_bytes("update"), plan.phase_bytes("optimizer"))
-    print(tied, axes, dry_run._measure("update", compiled, 0, None).bytes_per_device / planned)
+    print(tied, axes, compiled.bytes_per_device / planned)
 """
 
 
