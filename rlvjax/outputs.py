@@ -181,9 +181,10 @@ def set_aside_stale_report(workdir: Path, policies: dict[str, Path]) -> None:
         about = evaluation["policies"]
     except (OSError, ValueError, KeyError, TypeError):  # none, or not rlvjax's: nothing to judge it by
         return
-    if about == exports({name: policies[name] for name in about if name in policies}) and set(about) <= set(policies):
+    if isinstance(about, dict) and set(about) <= set(policies) and about == exports({n: policies[n] for n in about}):
         return
-    step = (about.get("final") or {}).get("step") if isinstance(about, dict) else None
+    final = about.get("final") if isinstance(about, dict) else None
+    step = final.get("step") if isinstance(final, dict) else None
     target, suffix = workdir / "checkpoints_set_aside" / f"report_of_step_{step or 'unknown'}", 1
     while target.exists():
         target, suffix = target.with_name(f"report_of_step_{step or 'unknown'}.{suffix}"), suffix + 1
