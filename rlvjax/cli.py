@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import inspect
 import os
 import re
 import sys
@@ -201,14 +200,6 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
     if scoped:  # rlvjax builds each configurable once, unscoped: the binding would be ignored
         raise ValueError(f"gin binding {scoped.group(1)}/{scoped.group(2)} has a scope, which rlvjax does not use (it "
                          f"would be ignored); drop the '{scoped.group(1)}/'")
-    # `lambda_verify = 0.0` with its `RLConfig.` left out: gin takes it for a macro, which binds nothing. (A macro of
-    # another name may go unused: a file's `G = 8` whose one use a --gin_param overrides.)
-    for name in _unused_macros():
-        owners = [c.name for _, c in gin.config._REGISTRY.items()  # noqa: SLF001 (gin has no public listing)
-                  if c.module != "gin" and name in inspect.signature(c.wrapped).parameters]
-        if owners:
-            raise ValueError(f"gin binding `{name} = ...` binds no config field (gin reads it as a macro that "
-                             f"nothing uses); write it as {' or '.join(f'{o}.{name}' for o in owners)}")
     try:
         gin.finalize()
     except ValueError as e:  # gin's message for an unbound %macro holds the whole config text
@@ -217,30 +208,6 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
             raise
         raise ValueError(f"gin macro %{unbound.group(1)} is used but never bound; bind it (e.g. "
                          f"{unbound.group(1)} = 8) or write the value in its place") from None
-
-
-def _unused_macros() -> list[str]:
-    """The gin macros bound (``name = value``) but never used as ``%name`` in the parsed config."""
-    import gin
-
-    config = gin.config._CONFIG  # noqa: SLF001 (gin lists its bindings only as text)
-    used = set()
-
-    def walk(value):
-        if isinstance(value, gin.config.ConfigurableReference):  # %name is a reference to name/gin.macro
-            name, _, selector = value.scoped_selector.rpartition("/")
-            if selector == "gin.macro":
-                used.add(name)
-        elif isinstance(value, (list, tuple, set)):
-            for v in value:
-                walk(v)
-        elif isinstance(value, dict):
-            for v in value.values():
-                walk(v)
-
-    for params in config.values():
-        walk(params)
-    return sorted(scope for scope, selector in config if selector == "gin.macro" and scope not in used)
 
 
 def _gin_location(error: BaseException, source: str | None) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import typing
 from pathlib import Path
 
@@ -77,7 +78,16 @@ class Config:
     @classmethod
     def from_gin(cls) -> Config:
         """Each section built from the parsed gin bindings (``Section.field = value``); the CLI's only use of
-        gin."""
+        gin. A field bound without its section (``lambda_verify = 0.0``) is refused: gin reads it as a macro, which
+        binds nothing, and the run went on with the old value. (A macro of another name may go unused: a file's
+        ``G = 8`` whose one use a ``--gin_param`` overrides.)"""
+        text = gin.config_str()  # its "Macros" list them as `name = value`; a use reads `%name`
+        used = set(re.findall(r"%(\w+)", text))
+        for name in re.findall(r"^(\w+) = ", text, re.M):
+            owners = [s.__name__ for s in SECTIONS.values() if name in {f.name for f in dataclasses.fields(s)}]
+            if owners and name not in used:
+                raise ValueError(f"gin binding `{name} = ...` binds no config field (gin reads it as a macro that "
+                                 f"nothing uses); write it as {' or '.join(f'{o}.{name}' for o in owners)}")
         return cls(**{name: section(**gin.get_bindings(section.__name__)) for name, section in SECTIONS.items()})
 
     def to_dict(self) -> dict:
