@@ -13,10 +13,13 @@ import os
 import sys
 from pathlib import Path
 
+import jax
+
 from rlvjax import parallel
 from rlvjax.checkpoint import Checkpointer, step_folders
 from rlvjax.config import Config
 from rlvjax.data import pipeline
+from rlvjax.metrics import rewind_logs
 from rlvjax.model.hf import export_stamp
 from rlvjax.reports import temperature_key
 
@@ -86,9 +89,7 @@ def set_aside_outputs(workdir: Path, aside: Path, restored: int) -> None:
     if not present and not stale:
         return
     name = f"outputs_of_step_{step or 'unknown'}" if present else f"evaluations_after_step_{restored}"
-    target, suffix = aside / name, 1
-    while target.exists():
-        target, suffix = aside / f"{name}.{suffix}", suffix + 1
+    target = _free_name(aside, name)
     (target / "eval" if stale else target).mkdir(parents=True)
     for path in present:
         os.replace(path, target / path.name)
@@ -97,6 +98,50 @@ def set_aside_outputs(workdir: Path, aside: Path, restored: int) -> None:
     moved = (["the final policy and report of step " + (step or "?")] if present else []) + (
         [f"the evaluations ({', '.join(p.name for p in stale)}) of steps after {restored}"] if stale else [])
     print(f"rlvjax.train: moved {' and '.join(moved)} to {target}", file=sys.stderr)
+
+
+def roll_back_baseline(workdir: Path, step: int) -> None:
+    """``--checkpoint N`` takes the lambda = 0 baseline in ``WORKDIR/baseline_lambda0`` back to its newest step at
+    or before N, in the invocation that takes the run back (under its lock, after its own set-aside): the baseline
+    trains only after the run, and a rerun that finishes an interrupted retraining (plain ``--resume``) would have
+    continued it from its later steps. Its later checkpoints, log rows and outputs go to its own
+    ``checkpoints_set_aside/``, as the run's do."""
+    baseline = workdir / BASELINE
+    if not any(s > step for s in step_folders(baseline / "checkpoints")):
+        return
+    with Checkpointer(baseline / "checkpoints") as checkpoints:
+        kept = max((s for s in checkpoints.all_steps() if s <= step), default=0)
+        aside, newer = set_aside_after(baseline, checkpoints, kept)
+    if jax.process_index() == 0:
+        print(f"rlvjax.train: the lambda = 0 baseline goes back to step {kept} too; moved its later steps {newer} "
+              f"to {aside}", file=sys.stderr)
+
+
+def set_aside_after(workdir: Path, checkpoints: Checkpointer, step: int) -> tuple[Path | None, list[int]]:
+    """Moves what a run has after ``step`` out of it, to ``WORKDIR/checkpoints_set_aside``: first (process 0) the
+    log rows of later steps and the outputs of a later step (``rewind_logs``, ``set_aside_outputs``), then
+    the later checkpoints, so that a kill between the moves loses nothing (a rerun finds those checkpoints still
+    there and moves what is left). Returns where they went and the steps moved (None, [] when there were none;
+    the rows of steps after ``step`` are dropped all the same, as a restart logs them again)."""
+    newer = [s for s in checkpoints.all_steps() if s > step]
+    aside = workdir / "checkpoints_set_aside" if newer else None
+    if jax.process_index() == 0:
+        if aside is not None:
+            aside.mkdir(parents=True, exist_ok=True)
+        rewind_logs(workdir, step, aside)
+        if aside is not None:
+            set_aside_outputs(workdir, aside, step)
+    if newer:
+        checkpoints.set_aside(newer)
+    return aside, newer
+
+
+def _free_name(directory: Path, name: str) -> Path:
+    """``directory / name``, or ``name.1``, ``name.2``, ... when taken: what a set-aside moves is never merged."""
+    target, suffix = directory / name, 1
+    while target.exists():
+        target, suffix = directory / f"{name}.{suffix}", suffix + 1
+    return target
 
 
 def _evaluates(path: Path, workdir: Path, restored: int, *, final_moves: bool) -> bool:
@@ -185,9 +230,7 @@ def set_aside_stale_report(workdir: Path, policies: dict[str, Path]) -> None:
         return
     final = about.get("final") if isinstance(about, dict) else None
     step = final.get("step") if isinstance(final, dict) else None
-    target, suffix = workdir / "checkpoints_set_aside" / f"report_of_step_{step or 'unknown'}", 1
-    while target.exists():
-        target, suffix = target.with_name(f"report_of_step_{step or 'unknown'}.{suffix}"), suffix + 1
+    target = _free_name(workdir / "checkpoints_set_aside", f"report_of_step_{step or 'unknown'}")
     target.mkdir(parents=True)
     for name in ("eval.json", "scaling.png", "compute.png"):
         if (workdir / name).exists():

@@ -31,7 +31,7 @@ from rlvjax.checkpoint import Checkpointer, check_free_space, ensure_writable, s
 from rlvjax.data import pipeline, sources, tasks
 from rlvjax.data.encoding import encode_prompts
 from rlvjax.lock import workdir_lock
-from rlvjax.metrics import MetricsWriter, rewind_logs
+from rlvjax.metrics import MetricsWriter
 from rlvjax.model.hf import export_stamp, save_hf
 from rlvjax.pool import PoolSampler, quick_eval
 from rlvjax.resume import config_defaults, resume_keys, stored_config
@@ -210,12 +210,12 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                                      f", or go back with --checkpoint {earlier[-1]} (API: resume_step)"
                                      if earlier else ""))
         start = int(state.step)
-        aside, newer = set_aside_after(workdir, checkpoints, start)
+        aside, newer = outputs.set_aside_after(workdir, checkpoints, start)
         if newer and jax.process_index() == 0:
             print(f"rlvjax.train: resuming from step {start}; moved the later steps {newer} to {aside}"
                   + (f" ({'; '.join(skipped)})" if skipped else ""), file=sys.stderr)
         if resume_step is not None:  # the baseline too, now: a resume of an interrupted retraining would not
-            roll_back_baseline(workdir, start)
+            outputs.roll_back_baseline(workdir, start)
         jitted = steps.jit_steps(statics, mesh, state)
         eval_sampler = PoolSampler.build(statics, mesh, state.params, num_samples=run.eval_samples,
                                          temperature=run.eval_temperature) if eval_records else None
@@ -328,42 +328,6 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     return history
 
 
-def roll_back_baseline(workdir: Path, step: int) -> None:
-    """``--checkpoint N`` takes the lambda = 0 baseline in ``WORKDIR/baseline_lambda0`` back to its newest step at
-    or before N, in the invocation that takes the run back (under its lock, after its own set-aside): the baseline
-    trains only after the run, and a rerun that finishes an interrupted retraining (plain ``--resume``) would have
-    continued it from its later steps. Its later checkpoints, log rows and outputs go to its own
-    ``checkpoints_set_aside/``, as the run's do."""
-    baseline = workdir / outputs.BASELINE
-    if not any(s > step for s in step_folders(baseline / "checkpoints")):
-        return
-    with Checkpointer(baseline / "checkpoints") as checkpoints:
-        kept = max((s for s in checkpoints.all_steps() if s <= step), default=0)
-        aside, newer = set_aside_after(baseline, checkpoints, kept)
-    if jax.process_index() == 0:
-        print(f"rlvjax.train: the lambda = 0 baseline goes back to step {kept} too; moved its later steps {newer} "
-              f"to {aside}", file=sys.stderr)
-
-
-def set_aside_after(workdir: Path, checkpoints: Checkpointer, step: int) -> tuple[Path | None, list[int]]:
-    """Moves what a run has after ``step`` out of it, to ``WORKDIR/checkpoints_set_aside``: first (process 0) the
-    log rows of later steps and the outputs of a later step (``rewind_logs``, ``outputs.set_aside_outputs``), then
-    the later checkpoints, so that a kill between the moves loses nothing (a rerun finds those checkpoints still
-    there and moves what is left). Returns where they went and the steps moved (None, [] when there were none;
-    the rows of steps after ``step`` are dropped all the same, as a restart logs them again)."""
-    newer = [s for s in checkpoints.all_steps() if s > step]
-    aside = workdir / "checkpoints_set_aside" if newer else None
-    if jax.process_index() == 0:
-        if aside is not None:
-            aside.mkdir(parents=True, exist_ok=True)
-        rewind_logs(workdir, step, aside)
-        if aside is not None:
-            outputs.set_aside_outputs(workdir, aside, step)
-    if newer:
-        checkpoints.set_aside(newer)
-    return aside, newer
-
-
 def record_run(workdir: Path, config: Config, records: tuple[list[dict], list[dict]] | None) -> None:
     """What an invocation runs, once every check has passed: the records given in memory (as given, before their
     prompts were rendered) in ``WORKDIR/data/``, where the config's task reads them back, and the config."""
@@ -408,7 +372,7 @@ def train_with_baseline(config: Config, workdir, *, resume: bool = False, resume
                     hold=hold)
     policies = {name: workdir / name for name in ("warm_start", "final") if (workdir / name).exists()}
     if config.run.baseline:
-        baseline = workdir / outputs.BASELINE  # taken back by the run's --checkpoint N (roll_back_baseline)
+        baseline = workdir / outputs.BASELINE  # taken back by the run's --checkpoint N (outputs.roll_back_baseline)
         warm = str(policies["warm_start"]) if "warm_start" in policies else None
         train(config.lambda0_baseline(warm), str(baseline), resume=resume, reward=reward, records=records, hold=hold)
         policies["lambda0"] = baseline / "final"

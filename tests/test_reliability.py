@@ -362,7 +362,7 @@ def test_a_kill_between_the_moves_of_a_rollback_loses_no_log_rows(tmp_path, monk
     def killed(*args, **kwargs):  # as a kill -9 at the rows' move
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "rewind_logs", killed)
+    monkeypatch.setattr(outputs, "rewind_logs", killed)
     with pytest.raises(SystemExit):
         run(resume=True, resume_step=2)
     monkeypatch.undo()
