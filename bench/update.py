@@ -8,9 +8,9 @@ FLOPs are counted two ways: XLA's ``cost_analysis()['flops']`` of the compiled s
 elementwise ops and the masked half of causal attention included) and the model formula
 ``3 x forward``, forward = 2 x (non-embedding matmul params) per token + 4 x S x d per token and layer (attention,
 full S as executed) + 2 x d x V per scored position (the lm head runs only on completion positions and the verify
-position). XLA counts a loop body once, so its count is multiplied by the micro-batch scan's trip count. The peak is
-the fastest of three jitted f32 (or --dtype) matmuls — the step's MLP and lm-head GEMM shapes and a 2048^3 one —
-measured interleaved with the step, so both see the same load. Also: step time and XLA's temporary memory vs
+position). XLA counts a loop body once, so its count, less the optimizer step's (run once), is multiplied by the
+micro-batch scan's trip count. The peak is the fastest of three jitted f32 (or --dtype) matmuls — the step's MLP
+and lm-head GEMM shapes and a 2048^3 one — measured interleaved with the step, so both see the same load. Also: step time and XLA's temporary memory vs
 micro-batch size (gradient accumulation by ``lax.scan``). ``--dtype bfloat16`` keeps f32 weights and computes in
 bf16. ``--memory_sweep`` times the step with ``RLConfig.remat`` none / full and ``logprob_chunk_size`` 0 / 64,
 interleaved, as ratios to remat none with full log-probs, beside XLA's temporary memory of each.
@@ -25,6 +25,7 @@ import common  # noqa: E402
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from rlvjax import parallel
@@ -73,6 +74,16 @@ def make_batch(args, cfg, seed=0) -> steps.UpdateBatch:
         verify_target=jnp.asarray(rng.choice([4, 5], r), jnp.int32), verify_mask=jnp.ones((r,), jnp.float32))
 
 
+def optimizer_flops(tx, params) -> float:
+    """XLA's FLOP count of one optimizer step (``tx`` update and its application) on ``params``."""
+    def step(grads, opt_state):
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    cost = jax.jit(step).lower(params, jax.eval_shape(tx.init, params)).compile().cost_analysis()
+    return float((cost[0] if isinstance(cost, (list, tuple)) else cost).get("flops", 0.0))
+
+
 class UpdateRunner:
     """A jitted, donating update step and a fresh state per call; ``flops`` from XLA's cost analysis."""
 
@@ -87,8 +98,10 @@ class UpdateRunner:
         self.compile_s = common.time.perf_counter() - t0
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        # XLA counts a loop body once: the micro-batch scan runs it rows / micro times.
-        self.flops = float(cost.get("flops", float("nan"))) * (args.rows // micro if micro else 1)
+        # XLA counts a loop body once: the micro-batch scan runs it rows / micro times, the optimizer step once.
+        optimizer = optimizer_flops(statics.tx, params)
+        self.flops = ((float(cost.get("flops", float("nan"))) - optimizer) * (args.rows // micro if micro else 1)
+                      + optimizer)
         mem = compiled.memory_analysis()
         self.temp_bytes = getattr(mem, "temp_size_in_bytes", float("nan"))
         self.params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
