@@ -4,16 +4,16 @@
     python bench/update.py --dtype bfloat16 --rows 256 --hidden 1024 --layers 12   # e.g. on a GPU/TPU
     python bench/update.py --memory_sweep                # remat on/off x chunked/full log-probs: time, temp memory
 
-FLOPs are counted two ways: XLA's ``cost_analysis()['flops']`` of the compiled step (everything it executes,
-elementwise ops and the masked half of causal attention included) and the model formula
-``3 x forward``, forward = 2 x (non-embedding matmul params) per token + 4 x S x d per token and layer (attention,
-full S as executed) + 2 x d x V per scored position (the lm head runs only on completion positions and the verify
-position). XLA counts a loop body once, so its count, less the optimizer step's (run once), is multiplied by the
-micro-batch scan's trip count. The peak is the fastest of three jitted f32 (or --dtype) matmuls — the step's MLP
-and lm-head GEMM shapes and a 2048^3 one — measured interleaved with the step, so both see the same load. Also: step time and XLA's temporary memory vs
-micro-batch size (gradient accumulation by ``lax.scan``). ``--dtype bfloat16`` keeps f32 weights and computes in
-bf16. ``--memory_sweep`` times the step with ``RLConfig.remat`` none / full and ``logprob_chunk_size`` 0 / 64,
-interleaved, as ratios to remat none with full log-probs, beside XLA's temporary memory of each.
+FLOPs are counted two ways: XLA's ``cost_analysis()['flops']`` of the compiled step (everything it executes, elementwise
+ops and the masked half of causal attention included) and the model formula ``3 x forward``, forward = 2 x
+(non-embedding matmul params) per token + 4 x S x d per token and layer (attention, full S as executed) + 2 x d x V per
+scored position (the lm head runs only on completion positions and the verify position). XLA counts a loop body once, so
+its count, less the optimizer step's (run once), is multiplied by the micro-batch scan's trip count. The peak is the
+fastest of three jitted f32 (or --dtype) matmuls — the step's MLP and lm-head GEMM shapes and a 2048^3 one — measured
+interleaved with the step, so both see the same load. Also: step time and XLA's temporary memory vs micro-batch size
+(gradient accumulation by ``lax.scan``). ``--dtype bfloat16`` keeps f32 weights and computes in bf16. ``--memory_sweep``
+times the step with ``RLConfig.remat`` none / full and ``logprob_chunk_size`` 0 / 64, interleaved, as ratios to remat
+none with full log-probs, beside XLA's temporary memory of each.
 """
 
 from __future__ import annotations
