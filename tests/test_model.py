@@ -111,6 +111,32 @@ def test_fields_a_config_leaves_out_take_transformers_defaults():
                 reference.tie_word_embeddings), model_type
 
 
+def test_sliding_windows_are_read_as_transformers_reads_them():
+    """Which configs slide is taken from transformers itself (``Qwen2Config.layer_types``): a Qwen2 config that
+    turns sliding on without naming a window gets transformers' 4096 (it loaded as full attention, its logits off
+    from position 4096 on), an explicit null window is none, and Llama never slides (it was refused)."""
+    from transformers import LlamaConfig, Qwen2Config
+
+    from rlvjax.model.hf_config import config_from_hf
+
+    sizes = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4)
+    for model_type, reference in (("qwen2", Qwen2Config), ("llama", LlamaConfig)):
+        for fields in ({"use_sliding_window": True, "max_window_layers": 0},
+                       {"use_sliding_window": True, "max_window_layers": 0, "sliding_window": None},
+                       {"use_sliding_window": True, "max_window_layers": 1, "sliding_window": 8},
+                       {"use_sliding_window": False, "max_window_layers": 0, "sliding_window": 8}):
+            config = {"model_type": model_type, **sizes, **fields}
+            slides = "sliding_attention" in (getattr(reference.from_dict(config), "layer_types", None) or ())
+            if slides:
+                with pytest.raises(ValueError, match="^sliding-window attention is not supported"):
+                    config_from_hf(config)
+            else:
+                config_from_hf(config)
+            assert slides == (model_type == "qwen2" and fields["max_window_layers"] < 2
+                              and fields.get("sliding_window", 4096) is not None
+                              and fields["use_sliding_window"]), (model_type, fields)
+
+
 def test_a_config_with_malformed_numbers_is_one_line():
     from rlvjax.model.hf_config import config_from_hf
 

@@ -15,6 +15,7 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
     """Map an HF ``config.json`` dict (transformers v4 or v5 layout) to ``ModelConfig``; ``dtype`` is the weights',
     ``compute_dtype`` (None: ``dtype``) the matmuls', activations' and KV cache's. A null field is an absent one
     (it takes transformers' default)."""
+    window = hf.get("sliding_window", 4096)  # Qwen2's default where absent; an explicit null is no window
     hf = {k: v for k, v in hf.items() if v is not None}
     model_type = hf.get("model_type")
     if model_type not in ARCHITECTURES:
@@ -30,12 +31,14 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
         raise ValueError(f"config.json: {', '.join(bad)}: head counts, dims and positions must be whole numbers, "
                          "rope_theta and rms_norm_eps positive numbers (use the config.json saved with these weights)")
     layers = hf.get("num_hidden_layers")
-    if hf.get("layer_types"):  # transformers v5 writes which layers slide
+    if model_type != "qwen2":  # transformers' Llama has no sliding window, whatever its config.json says
+        sliding = False
+    elif hf.get("layer_types"):  # transformers v5 writes which layers slide
         sliding = "sliding_attention" in hf["layer_types"]
     else:  # as transformers derives it: layers from max_window_layers (default 28) on slide, if a window is set
         first = hf.get("max_window_layers", 28)
-        sliding = bool(hf.get("use_sliding_window")) and hf.get("sliding_window") is not None and (
-            isinstance(layers, int) and (first or 0) < layers)
+        sliding = bool(hf.get("use_sliding_window")) and window is not None and (
+            isinstance(layers, int) and first < layers)
     if sliding:
         raise ValueError("sliding-window attention is not supported; set use_sliding_window=false in config.json"
                          + (" and remove layer_types (it lists sliding_attention layers)" if hf.get("layer_types")
