@@ -63,8 +63,9 @@ def tiny_hf_model(arch: str):
     return model.eval()
 
 
-def write_gguf(model, path) -> None:
-    """The metadata and tensors llama.cpp's converter writes for this model (float32, q/k permuted for llama)."""
+def write_gguf(model, path, *, tied_head: bool = False) -> None:
+    """The metadata and tensors llama.cpp's converter writes for this model (float32, q/k permuted for llama);
+    ``tied_head``: a tied model's head stored too, as a copy of the embedding (as other converters write it)."""
     cfg, arch = model.config, model.config.model_type
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     writer = gguf.GGUFWriter(str(path), arch)
@@ -84,7 +85,7 @@ def write_gguf(model, path) -> None:
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(cfg.rope_parameters["factor"])
     for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight" and cfg.tie_word_embeddings:
+        if name == "lm_head.weight" and cfg.tie_word_embeddings and not tied_head:
             continue  # llama.cpp drops a tied head
         array = tensor.numpy()
         if arch == "llama" and ".q_proj." in name:
@@ -111,6 +112,28 @@ def test_synthetic_gguf_matches_transformers(tmp_path, arch):
         theirs = ref(torch.tensor(ids)).logits.numpy()
     ours = np.asarray(model(jnp.asarray(ids)))
     np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+
+
+def test_a_tied_head_stored_as_a_copy_of_the_embedding_stays_tied(tmp_path):
+    """It loaded as a second weight: the same logits, but training moved the two apart and the export wrote an
+    untied model. A head with values of its own stays its own."""
+    ref = tiny_hf_model("qwen2")
+    assert "lm_head.weight" in ref.state_dict()  # the tied head, written as its own tensor
+    write_gguf(ref, tmp_path / "copy.gguf", tied_head=True)
+    model, _ = load_gguf(tmp_path / "copy.gguf", tokenizer=False)
+    assert model.config.tie_word_embeddings and model.lm_head is None
+    ids = np.random.default_rng(0).integers(0, 96, (2, 11))
+    with torch.no_grad():
+        np.testing.assert_allclose(np.asarray(model(jnp.asarray(ids))), ref(torch.tensor(ids)).logits.numpy(),
+                                   atol=1e-4, rtol=0)
+        ref.config.tie_word_embeddings = False
+        ref.lm_head.weight = torch.nn.Parameter(ref.lm_head.weight + 0.01)
+    write_gguf(ref, tmp_path / "own.gguf")
+    model, _ = load_gguf(tmp_path / "own.gguf", tokenizer=False)
+    assert not model.config.tie_word_embeddings
+    with torch.no_grad():
+        np.testing.assert_allclose(np.asarray(model(jnp.asarray(ids))), ref(torch.tensor(ids)).logits.numpy(),
+                                   atol=1e-4, rtol=0)
 
 
 def test_unsupported_architecture_is_one_line_error(tmp_path):

@@ -86,12 +86,20 @@ def config_from_gguf(reader: gguf.GGUFReader, dtype=jnp.float32) -> ModelConfig:
         "rope_theta": meta("rope.freq_base", 10000.0),
         "rms_norm_eps": meta("attention.layer_norm_rms_epsilon"),
         "attention_bias": "blk.0.attn_q.bias" in tensors,
-        "tie_word_embeddings": "output.weight" not in tensors,  # llama.cpp drops the head when it is tied
+        "tie_word_embeddings": _tied(tensors),
         "max_position_embeddings": meta("context_length", 32768),
     }
     if scaling == "linear":
         hf["rope_scaling"] = {"rope_type": "linear", "factor": meta("rope.scaling.factor")}
     return config_from_hf(hf, dtype)
+
+
+def _tied(tensors: dict[str, gguf.ReaderTensor]) -> bool:
+    """llama.cpp drops the head of a tied model; other converters store it as a copy of the embedding, which is
+    then still one tied weight (loading it apart would train two). A head of its own type or values is its own."""
+    head, embedding = tensors.get("output.weight"), tensors["token_embd.weight"]
+    return head is None or (head.tensor_type == embedding.tensor_type
+                            and np.array_equal(np.asarray(head.data), np.asarray(embedding.data)))
 
 
 def gguf_to_hf_names(cfg: ModelConfig) -> dict[str, str]:
@@ -144,6 +152,8 @@ def load_gguf(path: str | os.PathLike, dtype=jnp.float32, *, tokenizer: bool = T
     rotary_heads = {"q_proj": cfg.num_heads, "k_proj": cfg.num_kv_heads}
     loaded: dict[str, np.ndarray] = {}
     for tensor in reader.tensors:
+        if cfg.tie_word_embeddings and tensor.name == "output.weight":
+            continue  # the embedding's copy (``_tied``)
         hf_name = hf_names.get(tensor.name)
         if hf_name is None:
             raise ValueError(f"unknown GGUF tensor {tensor.name!r}: not a {cfg.architecture} tensor rlvjax maps")
