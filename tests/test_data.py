@@ -59,8 +59,8 @@ def test_math_schema_takes_gold_from_last_box_of_solution():
     answers = {f"math500-{i}": json.loads(line)["answer"]
                for i, line in enumerate(MATH500.read_text(encoding="utf-8").splitlines())}
     agree = sum(by_id[i] == answers[i] for i in by_id)
-    assert stats.schema == "math" and stats.kept + stats.skipped_bad_gold == 500
-    assert agree >= 0.99 * 500, agree  # MATH-500's answer field is that box's content (all 500 today)
+    assert stats.schema == "math" and stats.kept == 500 and stats.skipped_bad_gold == 0
+    assert agree == 500, agree  # MATH-500's answer field is that box's content
 
 
 # --- schemas and formats on small files ----------------------------------------------------------------------------

@@ -255,7 +255,8 @@ def test_bf16_runs_and_stays_close(hf_checkpoint):
     ids, mask = left_padded_batch(ref.config.vocab_size)
     ours = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)).astype(jnp.float32))
     valid = mask.astype(bool)
-    np.testing.assert_allclose(ours[valid], torch_logits(ref, ids, mask)[valid], atol=0.1, rtol=0)
+    # the tiny model's logits are ~0.16 in scale and bf16's own gap ~0.005: 0.015 fails a dropped norm (0.05-0.06)
+    np.testing.assert_allclose(ours[valid], torch_logits(ref, ids, mask)[valid], atol=0.015, rtol=0)
 
 
 def test_load_errors_name_the_tensor(hf_checkpoint, tmp_path):

@@ -252,7 +252,9 @@ def test_math500_reference_solutions_grade_correct(fast_path, capsys):
     with capsys.disabled():
         print(f"\nMATH-500 agreement ({'fast path' if fast_path else 'math-verify only'}): "
               f"{ok.mean():.3f} of {len(rows)}; {stats}; misses: {misses}")
-    assert ok.mean() >= 0.99
+    # every reference solution grades right (500 of 500 on both paths); only a grading cut short by the machine's
+    # load (a wall-clock timeout, counted) may miss
+    assert len(misses) <= stats.timeouts and not (stats.no_answer or stats.unparsed or stats.errors), misses
 
 
 # ------------------------------------------------------------------------------------------------ robustness

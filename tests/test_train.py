@@ -176,4 +176,4 @@ def test_bfloat16_compute_with_remat_and_chunked_logprobs_trains(tmp_path):
     assert len(metrics) == 2
     for m in metrics:
         assert np.isfinite([m["policy_loss"], m["verify_loss"], m["grad_norm"]]).all()
-        assert m["nonfinite_updates"] == 0 and 0 <= m["policy/logp_gap"] < 0.1
+        assert m["nonfinite_updates"] == 0 and 1e-5 < m["policy/logp_gap"] < 0.01  # f32: ~1e-7
