@@ -172,11 +172,12 @@ def run(config, *, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledP
     if rl.micro_batch_size:
         parallel.check_batch(rl.micro_batch_size, mesh, "RLConfig.micro_batch_size", per_process=False)
     Rewards.of(config)  # rewards that resolve, one weight each, the label reward one of them
-    prompt_tokens, eval_problems = _prompt_width(task, tokenizer)
+    longest, eval_problems = _longest_prompt(task, tokenizer)
+    prompt_tokens = sampling.bucket_width(longest)  # the widest batch: what the plan holds slots for
     experiment.check_report(run_cfg, 1 if eval_problems is None else eval_problems)  # None: not known without data
     verify_tokens = (DEFAULT_VERIFY_TOKENS if tokenizer is None
                      else len(verifier.tokens(tokenizer, config.verifier.question).suffix))
-    experiment.check_positions(cfg, prompt_tokens, rl.max_new_tokens, verify_tokens, knob="RLConfig.max_new_tokens",
+    experiment.check_positions(cfg, longest, rl.max_new_tokens, verify_tokens, knob="RLConfig.max_new_tokens",
                                fix="lower RLConfig.max_new_tokens or TaskSpec.max_prompt_tokens")
     warm = config.warm_start if config.warm_start.num_steps else None
     warm_width = _warm_start_width(config, tokenizer, prompt_tokens, verify_tokens) if warm else 0
@@ -211,19 +212,18 @@ def run(config, *, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledP
     return plan, compiled
 
 
-def _prompt_width(task, tokenizer) -> tuple[int, int | None]:
-    """(padded prompt width, eval problems): from ``TaskSpec.max_prompt_tokens`` when set, else from the data."""
-    from rlvjax import sampling
-
+def _longest_prompt(task, tokenizer) -> tuple[int, int | None]:
+    """(longest prompt in tokens, eval problems): from ``TaskSpec.max_prompt_tokens`` when set, else from the
+    data."""
     if task.max_prompt_tokens is not None:
         evals = task.num_eval if task.name != "file" or task.eval_file else 0
-        return sampling.bucket_width(task.max_prompt_tokens), evals
+        return task.max_prompt_tokens, evals
     if tokenizer is None:
         raise ValueError("no tokenizer for this architecture on this machine to measure the prompts: set "
                          "TaskSpec.max_prompt_tokens (the longest prompt a run accepts)")
     train_records, eval_records = experiment.build_records(task, tokenizer)
     prompts = [r["prompt"] for r in train_records + eval_records]
-    return memory.max_prompt_tokens(tokenizer, prompts), len(eval_records)
+    return memory.longest_prompt(tokenizer, prompts), len(eval_records)
 
 
 def _warm_start_width(config, tokenizer, prompt_tokens: int, verify_tokens: int) -> int:

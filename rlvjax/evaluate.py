@@ -33,7 +33,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from rlvjax import eval_out, experiment, outputs, parallel, testtime
+from rlvjax import eval_out, experiment, outputs, parallel, sampling, testtime
 from rlvjax.config import Config
 from rlvjax.data import sources
 from rlvjax.reports import assemble, report, summary, temperature_key, write_report
@@ -318,9 +318,10 @@ def main(argv):
     reward.check_columns(records, "--data" if f.data else "eval")  # before minutes of sampling, not after
     reward.probe(records)
     mesh = parallel.make_mesh(parallel.MeshConfig())
-    prompt_tokens = memory.max_prompt_tokens(tokenizer, [r["prompt"] for r in records])
+    longest = memory.longest_prompt(tokenizer, [r["prompt"] for r in records])
+    prompt_tokens = sampling.bucket_width(longest)
     verify_tokens = len(verifier.tokens(tokenizer, verify.question).suffix)
-    experiment.check_positions(model.config, prompt_tokens, rl.max_new_tokens, verify_tokens, knob="--max_new_tokens",
+    experiment.check_positions(model.config, longest, rl.max_new_tokens, verify_tokens, knob="--max_new_tokens",
                                fix="lower --max_new_tokens or evaluate shorter prompts")
     rules = strategy_rules(f, f.num_samples, rl.max_new_tokens, tokenizer)
     prompts = memory.eval_prompts(mesh, len(records))  # capped at EVAL_PROMPTS, padded to the data axes

@@ -284,8 +284,7 @@ def eval_prompts(mesh, eval_problems: int | None) -> int:
     full batch), padded to a multiple of the data axes."""
     mesh = _as_mesh(mesh)
     dp = int(mesh.shape["data"] * mesh.shape["fsdp"])
-    batch = max(dp, EVAL_PROMPTS // dp * dp)
-    return -(-min(batch if eval_problems is None else eval_problems, batch) // dp) * dp
+    return -(-min(EVAL_PROMPTS if eval_problems is None else eval_problems, EVAL_PROMPTS) // dp) * dp
 
 
 def _backward_items(cfg: ModelConfig, params, mesh, phase: str, what: str, remat: str, *, gradients: int,
@@ -356,7 +355,7 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
          warm_start_rows: int = 0, warm_start_width: int = 0) -> MemoryPlan:
     """The per-device memory of this run on ``mesh`` (a Mesh, an AbstractMesh or an ``{axis: size}`` dict).
 
-    ``prompt_tokens``: the widest left-padded prompt batch (``max_prompt_tokens`` of the train and eval prompts);
+    ``prompt_tokens``: the widest left-padded prompt batch (``bucket_width`` of the train and eval prompts' longest);
     ``verify_tokens``: the verify prompt's length (``len(verifier.VerifierTokens.suffix)``); ``eval_problems``: how many
     eval records the task has (0: no eval phases; None: at least one full eval batch); ``warm_start_rows``: the warm
     start's batch (``WarmStartConfig.batch_size``; 0: none) of ``warm_start_width`` tokens (``sft.row_width``).
@@ -457,6 +456,7 @@ def particle_items(cfg: ModelConfig, *, rows: int, prompt_tokens: int, new_token
             Item("particle temps", "particles", rows * temps, "a score's logits and attention")]
 
 
-def max_prompt_tokens(tokenizer, prompts) -> int:
-    """The widest prompt batch the sampler can see: the longest encoded prompt, rounded up as ``left_pad`` does."""
-    return sampling.bucket_width(max(len(ids) for ids in encode_prompts(tokenizer, list(prompts))))
+def longest_prompt(tokenizer, prompts) -> int:
+    """The longest encoded prompt, in tokens: the positions a prompt takes. The widest batch the sampler sees, what
+    the plan holds slots for, is ``sampling.bucket_width`` of it (``left_pad``); padding takes no positions."""
+    return max(len(ids) for ids in encode_prompts(tokenizer, list(prompts)))

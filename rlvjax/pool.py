@@ -78,10 +78,11 @@ def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], re
                 batch_size: int = EVAL_PROMPTS) -> dict[str, np.ndarray]:
     """``sampler.num_samples`` samples per problem, ``batch_size`` problems per call of the engine: ``texts`` /
     ``answers`` (object ``[P, K]``: the stated final answers the votes group), ``rewards``, ``correct`` (the
-    verifier's label, ``Rewards``' verdict), ``yes_logp``, ``no_logp``, ``lengths``, ``finished``."""
+    verifier's label, ``Rewards``' verdict), ``yes_logp``, ``no_logp``, ``lengths``, ``finished``.
+
+    A batch's key is ``fold_in(key(seed), its first problem)``, so the batches are cut the same on every mesh (the
+    sampler pads each to the mesh's rows): a pool does not depend on the device count."""
     num_samples = sampler.num_samples
-    parallel_rows = sampler.mesh.shape["data"] * sampler.mesh.shape["fsdp"]
-    batch_size = max(parallel_rows, batch_size // parallel_rows * parallel_rows)
     texts, rewards, correct, yes, no, lengths, finished = [], [], [], [], [], [], []
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]

@@ -115,8 +115,9 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     vt = verifier.tokens(tokenizer, config.verifier.question)
     st = experiment.sampling_tokens(tokenizer, vt)
     # What each device will hold, printed; a run that cannot fit is refused here, before anything is compiled.
-    prompt_tokens = memory.max_prompt_tokens(tokenizer, [r["prompt"] for r in train_records + eval_records])
-    experiment.check_positions(model.config, prompt_tokens, rl.max_new_tokens, len(vt.suffix),
+    longest = memory.longest_prompt(tokenizer, [r["prompt"] for r in train_records + eval_records])
+    prompt_tokens = sampling.bucket_width(longest)
+    experiment.check_positions(model.config, longest, rl.max_new_tokens, len(vt.suffix),
                                knob="RLConfig.max_new_tokens",
                                fix="lower RLConfig.max_new_tokens or TaskSpec.max_prompt_tokens")
     if warm.num_steps and given:  # the warm start's solutions come from a task's generator, not from given rows

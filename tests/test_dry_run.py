@@ -96,8 +96,9 @@ def test_the_dry_run_refuses_what_the_run_refuses_and_goes_on_where_it_goes_on(t
     devices) and refused before compiling one the run accepts with a warning (MemoryConfig.refuse = False)."""
     cache = tmp_path_factory.mktemp("xla")
     tiny = str(CONFIGS / "quickstart_tiny.gin")
-    for binding, message in (("RLConfig.max_new_tokens = 4096", "= 4113 positions, more than the model's "
-                              "max_position_embeddings=4096"),
+    # the prompts' own length, not their batch's padded width (16; it refused runs that fit)
+    for binding, message in (("RLConfig.max_new_tokens = 4096", "up to 10 tokens + RLConfig.max_new_tokens=4096 + the "
+                              "verify prompt (1) = 4107 positions, more than the model's max_position_embeddings=4096"),
                              ("WarmStartConfig.batch_size = 3", "WarmStartConfig.batch_size of 3 rows does not "
                               "divide over data*fsdp=2 devices"),
                              # XLA replicated the micro-batch whole; and a report with no problems, refused by the

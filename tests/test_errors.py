@@ -379,9 +379,9 @@ def test_sequences_longer_than_the_model_allows(tmp_path, capsys):
     model, tokenizer = experiment.build_policy(experiment.ModelSpec(hidden_size=32, intermediate_size=64,
                                                                     num_layers=1, num_heads=2, num_kv_heads=1))
     save_hf(model, tokenizer, tmp_path / "short")
-    edit_config(tmp_path / "short", max_position_embeddings=16)
+    edit_config(tmp_path / "short", max_position_embeddings=8)  # digit prompts + 6 new tokens + 1 verify token
     line = assert_fails_cleanly(tmp_path, capsys, [f"ModelSpec.hf_dir = '{tmp_path / 'short'}'"],
-                                expect="positions, more than the model's max_position_embeddings=16; lower "
+                                expect="positions, more than the model's max_position_embeddings=8; lower "
                                        "RLConfig.max_new_tokens or TaskSpec.max_prompt_tokens")
     assert "prompts of up to " in line
 
@@ -895,8 +895,8 @@ def test_evaluate_model_dir_mistakes(tmp_path):
         (["--model_dir", str(tmp_path / "not_a_model"), "--data", str(data), "--max_new_tokens", "0"],
          "--max_new_tokens=0 must be >= 1"),
         (["--model_dir", str(tmp_path / "short"), "--data", str(data), "--raw_prompts", "--max_new_tokens", "64"],
-         "positions, more than the model's max_position_embeddings=16; lower --max_new_tokens or evaluate shorter "
-         "prompts"),
+         "prompts of up to 3 tokens + --max_new_tokens=64 + the verify prompt (1) = 68 positions, more than the "
+         "model's max_position_embeddings=16; lower --max_new_tokens or evaluate shorter prompts"),
         # Refused once the tokenizer is loaded, before the pool is sampled (minutes to hours on a real model).
         (["--model_dir", str(tmp_path / "model"), "--data", str(data), "--raw_prompts", "--max_new_tokens", "4",
           "--strategy", "particle", "--step_delimiter", "@@"],
@@ -906,6 +906,11 @@ def test_evaluate_model_dir_mistakes(tmp_path):
         code, lines = run_cli("rlvjax.evaluate", [*args, "--out", str(tmp_path / "out")])
         assert code == 2 and len(lines) == 1 and message in lines[0], (args, lines)
     assert not (tmp_path / "out").exists() and not (tmp_path / "eval").exists()
+    # 3 + 12 + 1 positions fit in 16: the prompt's padding to the sampler's 16-wide batch takes none (it was refused)
+    code, lines = run_cli("rlvjax.evaluate", ["--model_dir", str(tmp_path / "short"), "--data", str(data),
+                                              "--raw_prompts", "--max_new_tokens", "12", "--num_samples", "2",
+                                              "--out", str(tmp_path / "fits")])
+    assert code == 0 and (tmp_path / "fits" / "eval.json").exists(), lines
 
 
 def test_a_disk_that_fills_up_outside_a_checkpoint_save_is_one_line(tmp_path, capsys, monkeypatch):

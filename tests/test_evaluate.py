@@ -431,13 +431,14 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     assert rep["num_problems"] == 64 and len(hf_samples) == 256
     assert np.mean([s["correct"] for s in hf_samples]) == pytest.approx(rep["pass@1"])
     assert rep["pass@1"] < 1 and all(s["reward"] == float(s["correct"]) for s in hf_samples)
-    # Two devices (rows split over the data axis, each refilling its own) sample the same pool.
+    # Three devices (rows split over the data axis, each refilling its own) sample the same pool: the 64 problems
+    # are cut into batches of 32 whatever the mesh (batches of 30 on 3 devices drew other keys for problems 30-63).
     two = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", "4",
                           "--max_new_tokens", "6", "--temperature", "2", "--out", str(tmp_path / "hf2")],
                          capture_output=True, text=True, timeout=300, cwd=REPO,
-                         env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+                         env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
     assert two.returncode == 0, two.stderr[-2000:]
-    assert "mesh data=2" in two.stdout
+    assert "mesh data=3" in two.stdout
     two_samples = [json.loads(line) for line in (tmp_path / "hf2" / "eval_samples.jsonl").open()]
     assert [(s["prompt"], s["completion"]) for s in two_samples] == [(s["prompt"], s["completion"]) for s in hf_samples]
     np.testing.assert_allclose([s["p_yes"] for s in two_samples], [s["p_yes"] for s in hf_samples], atol=1e-4)

@@ -470,16 +470,16 @@ def test_evaluates_memory_advice_never_suggests_devices_that_would_not_help():
         bf16, {"data": 8}, prompts=8, samples=2, rows=16, prompt_tokens=64, new_tokens=64, verify_tokens=20))
 
 
-def test_max_prompt_tokens_rounds_up_like_the_sampler():
+def test_the_longest_prompt_and_its_batch_width_round_up_like_the_sampler():
     class Chars:
         def encode(self, text, add_special_tokens=False):
             return list(text)
 
-    assert memory.max_prompt_tokens(Chars(), ["ab", "x" * 17]) == 32
-    assert memory.max_prompt_tokens(Chars(), ["x" * 16]) == 16
-    assert memory.max_prompt_tokens(Chars(), ["x" * 33]) == 64
-    assert memory.max_prompt_tokens(Chars(), ["x" * 257]) == 512
-    assert memory.max_prompt_tokens(Chars(), ["x" * 1000]) == 1024
+    assert memory.longest_prompt(Chars(), ["ab", "x" * 17]) == 17
+    for longest, width in ((17, 32), (16, 16), (33, 64), (257, 512), (1000, 1024)):
+        assert sampling.bucket_width(memory.longest_prompt(Chars(), ["x" * longest])) == width
+        ids, _ = sampling.left_pad([[1] * longest])
+        assert ids.shape[1] == width
     widths = {sampling.bucket_width(n) for n in range(1, 1025)}  # MATH's prompts: 8 compilations at most
     assert widths == {16, 32, 64, 128, 256, 512, 768, 1024}
     assert memory.mesh_shape(parallel.MeshConfig(data=-1, fsdp=2), 8) == {"data": 4, "fsdp": 2, "tensor": 1}

@@ -188,8 +188,11 @@ def test_bad_arguments_raise_clear_errors(qwen):
     for name, value, said in (("max_new_tokens", 3.0, "3.0"), ("top_k", 2.5, "2.5"), ("seed", None, "None")):
         with pytest.raises(ValueError, match=rf"^{name}={said} must be an int$"):  # an XLA error, or truncated
             sampling.sample(model, [[1]], **{"max_new_tokens": 4, name: value})
-    with pytest.raises(ValueError, match=r"^stop_ids\[0\]=None must be an int \(a tokenizer without that special"):
-        sampling.sample(model, [[1]], max_new_tokens=4, stop_ids=[None])  # tokenizer.eos_token_id of none
+    for stop_ids in ([None], None):  # tokenizer.eos_token_id of none, in a list or as it is (a TypeError)
+        with pytest.raises(ValueError, match=r"^stop_ids\[0\]=None must be an int \(a tokenizer without that special"):
+            sampling.sample(model, [[1]], max_new_tokens=4, stop_ids=stop_ids)
+    with pytest.raises(ValueError, match=r"^bucket=0 must be an int >= 1 \(or None: bucketed widths\)$"):
+        sampling.sample(model, [[1]], max_new_tokens=4, bucket=0)  # a ZeroDivisionError
     one = sampling.sample(model, [[1]], max_new_tokens=4, stop_ids=2, seed=3)  # tokenizer.eos_token_id as it is
     assert one.tokens.shape == sampling.sample(model, [[1]], max_new_tokens=4, stop_ids=[2], seed=3).tokens.shape
 
@@ -278,6 +281,8 @@ def test_limits_cap_each_sample(qwen):
         sampling.sample(model, PROMPTS, limits=[], **kw)
     with pytest.raises(ValueError, match="rows=0"):
         sampling.sample(model, PROMPTS, rows=0, **kw)
+    with pytest.raises(ValueError, match=r"^limits must be whole token counts, got float64 values$"):
+        sampling.sample(model, PROMPTS, limits=[1.9, 2.2, 3, 3, 3, 3], **kw)  # cut to 1 and 2
 
 
 SHARDED_SCRIPT = """

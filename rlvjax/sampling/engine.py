@@ -378,7 +378,8 @@ def sample(model: Transformer, prompts_ids, *, num_samples: int = 1, max_new_tok
     ``limits`` (``[B * num_samples]`` or ``[B, num_samples]`` token caps) are ``generate``'s.
     Deterministic for a fixed seed, whatever the padding width or ``rows``: each token has its own key.
     """
-    stop_ids = [stop_ids] if isinstance(stop_ids, (int, np.integer)) else stop_ids  # tokenizer.eos_token_id
+    # tokenizer.eos_token_id: an id, or None for a tokenizer without one
+    stop_ids = [stop_ids] if stop_ids is None or isinstance(stop_ids, (int, np.integer)) else stop_ids
     for name, value in (("max_new_tokens", max_new_tokens), ("num_samples", num_samples), ("top_k", top_k),
                         ("seed", seed), ("pad_id", pad_id), *((f"stop_ids[{i}]", s) for i, s in enumerate(stop_ids))):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):  # 2.0 failed in XLA, 2.5 truncated
@@ -388,8 +389,10 @@ def sample(model: Transformer, prompts_ids, *, num_samples: int = 1, max_new_tok
         raise ValueError(f"max_new_tokens={max_new_tokens} and num_samples={num_samples} must both be >= 1")
     if not 0 <= seed < 2**32:  # jax.random.key keeps 32 bits: 2**40 drew seed 0's samples
         raise ValueError(f"seed={seed} must be in [0, 2**32)")
-    if rows is not None and rows < 1:
-        raise ValueError(f"rows={rows} must be >= 1 (or None: every request at once)")
+    for name, value in (("rows", rows), ("bucket", bucket)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"{name}={value!r} must be an int >= 1 (or None: "
+                             f"{'every request at once' if name == 'rows' else 'bucketed widths'})")
     if bool(len(score_suffix)) != bool(len(score_ids)):
         raise ValueError("score_suffix and score_ids go together: give both (verify prompt and Yes/No ids) or none")
     params = SamplingParams(float(temperature), float(top_p), int(top_k), tuple(int(i) for i in stop_ids), pad_id,
@@ -404,7 +407,10 @@ def sample(model: Transformer, prompts_ids, *, num_samples: int = 1, max_new_tok
             raise ValueError(f"{name} holds token id {outside[0]}, outside the model's vocabulary [0, {vocab}); use "
                              "ids from the model's own tokenizer")
     if limits is not None:
-        limits = np.asarray(limits, np.int32).reshape(-1)
+        limits = np.asarray(limits)
+        if limits.size and not np.issubdtype(limits.dtype, np.integer):  # 1.9 was cut to 1, as max_new_tokens=2.5 is refused for
+            raise ValueError(f"limits must be whole token counts, got {limits.dtype} values")
+        limits = limits.astype(np.int32).reshape(-1)
         if limits.shape[0] != ids.shape[0] * num_samples or limits.min() < 1:
             raise ValueError(f"limits must hold one token cap >= 1 per sample ({ids.shape[0] * num_samples}), got "
                              f"{limits.shape[0]}{f' with minimum {limits.min()}' if limits.size else ''}")
