@@ -408,7 +408,7 @@ def sample(model: Transformer, prompts_ids, *, num_samples: int = 1, max_new_tok
                              "ids from the model's own tokenizer")
     if limits is not None:
         limits = np.asarray(limits)
-        if limits.size and not np.issubdtype(limits.dtype, np.integer):  # 1.9 was cut to 1, as max_new_tokens=2.5 is refused for
+        if limits.size and not np.issubdtype(limits.dtype, np.integer):  # 1.9 was cut to 1
             raise ValueError(f"limits must be whole token counts, got {limits.dtype} values")
         limits = limits.astype(np.int32).reshape(-1)
         if limits.shape[0] != ids.shape[0] * num_samples or limits.min() < 1:
