@@ -14,10 +14,11 @@ from rlvjax.data import sources
 def evaluated(model: Path, data: str | None, split: str | None = None, subset: str | None = None) -> dict:
     """What an evaluation's eval.json is about: the model (an exported directory's stamp, ``outputs.exports``: its
     export id and training step) and the problems (None: the run's own eval problems), with the ``split`` and the
-    ``subset`` (config) read from a datasets source."""
+    ``subset`` (config) read from a datasets source (a file has neither: they are None for it)."""
+    hub = data is not None and not Path(data).expanduser().is_file()
     return {"model": str(model.absolute()), "export": outputs.exports({"model": model})["model"],
-            "data": None if data is None else sources.absolute(data), "data_split": None if data is None else split,
-            "data_subset": None if data is None else subset}
+            "data": None if data is None else sources.absolute(data), "data_split": split if hub else None,
+            "data_subset": subset if hub else None}
 
 
 def check_same_model(out: Path, model: Path, data: str | None = None, split: str | None = None,

@@ -847,6 +847,11 @@ def test_a_default_out_never_replaces_another_models_evaluation(tmp_path):
         eval_out.check_same_model(out, model, str(second), "test")
     with pytest.raises(ValueError, match="other problems \\(data_split 'test', now 'validation'\\)"):
         eval_out.check_same_model(out, model, str(first), "validation")
+    # a file has no splits: --data_split does not change its problems, and is not recorded (it was refused)
+    first.parent.mkdir(parents=True)
+    first.write_text('{"prompt": "1+1", "answer": "2"}\n')
+    (out / "eval.json").write_text(json.dumps({"evaluated": eval_out.evaluated(model, str(first), "test")}))
+    eval_out.check_same_model(out, model, str(first), "validation")
 
 
 def test_evaluate_a_run_without_eval_problems_and_a_damaged_verifier_file(tmp_path):
