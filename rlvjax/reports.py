@@ -213,6 +213,7 @@ def write_report(evaluation: dict, out_dir, samples: tuple | None = None) -> tup
     from rlvjax.strategies import report as strategy_report
 
     out_dir = Path(out_dir)
+    created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # removed again if nothing is written
     out_dir.mkdir(parents=True, exist_ok=True)
     strategies = [rep["strategy"] for policies in evaluation["reports"].values() for rep in policies.values()
                   if "strategy" in rep]
@@ -232,6 +233,9 @@ def write_report(evaluation: dict, out_dir, samples: tuple | None = None) -> tup
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
+        for folder in created:  # innermost first; one another evaluation wrote into meanwhile stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     with _moving_in(out_dir):
         for name in ("compute.png", "eval_samples.jsonl"):  # an earlier evaluation's, that this one does not replace

@@ -257,7 +257,10 @@ def test_write_report_commits_a_whole_set_of_strict_json(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         reports.write_report({**evaluation, "seed": 7}, out, samples=(pool, records, testtime.Conventions()))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-
+    # and a folder it created for the report is removed again (an empty --out folder was left behind)
+    with pytest.raises(OSError, match="disk full"):
+        reports.write_report(evaluation, tmp_path / "new" / "out", samples=(pool, records, testtime.Conventions()))
+    assert not (tmp_path / "new").exists()
 
 
 def test_two_evaluations_writing_one_folder_each_leave_a_whole_set(tmp_path, monkeypatch):
