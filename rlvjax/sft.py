@@ -29,7 +29,9 @@ class WarmStartConfig:
     batch_size: int = 32  # examples per warm-start step
     learning_rate: float = 1e-3  # AdamW learning rate of the warm start
     num_examples: int = 20000  # generated (prompt, solution) examples to draw batches from
-    mistake_rate: float = 0.3  # share of steps with a plausible mistake in the arithmetic warm-start data
+    # each step's chance of a plausible mistake in the arithmetic warm-start data, up to a solution's first (one
+    # mistake at most: a solution of L steps is right with probability (1 - mistake_rate) ** L)
+    mistake_rate: float = 0.3
     verify_format_rate: float = 0.25  # share of rows that are verification rows (prompt, solution, verify prompt)
     # Their verdict: "random" teaches only the answer format; "graded" says whether the solution's answer is right
     # (a verification prior, as a pretrained LLM brings one; RL^V then adapts it to the policy's own rollouts).

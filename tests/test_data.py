@@ -72,9 +72,11 @@ def test_math_rows_without_a_box_are_skipped_or_refused(tmp_path):
         {"problem": "1+1?", "solution": "So it is $\\boxed{1}$, no: $\\boxed{2}$.", "level": "Level 3"},
         {"problem": "2+2?", "solution": "Surely four.", "level": "Level ?"},
         {"problem": "3+3?", "solution": "$\\boxed{\\frac{12}{2}}$", "level": "Level 1", "unique_id": "x/3.json"},
+        # a phrase is no box: its gold was '3 since it works', which no right answer equals
+        {"problem": "Find x.", "solution": "We find x=3. Thus the answer is 3 since it works.", "level": "Level 2"},
     ])
     records, stats = load_records(path)
-    assert stats.schema == "math" and stats.skipped_bad_gold == 1 and stats.bad_gold_rows == ("line 2",)
+    assert stats.schema == "math" and stats.skipped_bad_gold == 2 and stats.bad_gold_rows == ("line 2", "line 4")
     assert [(r["gold"], r["level"], r["id"]) for r in records] == [("2", 3, "math-0"), ("\\frac{12}{2}", 1, "x/3.json")]
     with pytest.raises(ValueError, match=r"math.jsonl: line 2 has no usable gold answer for schema 'math'; fix the row "
                                          r"or pass on_bad_gold='skip'"):
@@ -121,6 +123,27 @@ def test_datasets_directory_and_split(tmp_path, monkeypatch):
     datasets.Dataset.from_list([{"prompt": "x", "gold": "1"}]).save_to_disk(tmp_path / "saved")
     records, stats = load_records(tmp_path / "saved")
     assert stats.schema == "generic" and records == [{"prompt": "x", "gold": "1", "level": None, "id": "saved-0"}]
+
+
+def test_unreadable_rows_in_a_data_directory_or_prompt_text_are_one_line(tmp_path, monkeypatch):
+    """A bad file in a data directory was datasets' DatasetGenerationError with a traceback; a prompt with a lone
+    surrogate (JSON's "\\ud800" escape) was the tokenizer's TypeError."""
+    import datasets
+
+    from rlvjax.data.sources import format_records
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    source = tmp_path / "dataset"
+    source.mkdir()
+    (source / "train.jsonl").write_text('{"prompt": "p", "gold": "1"}\n{"prompt": oops}\n')
+    with pytest.raises(ValueError, match=rf"^{source}: datasets could not read it \(\w+: .+\); give each of its "
+                                         "files on its own to find the row at fault$"):
+        load_records(source)
+    (tmp_path / "s.jsonl").write_text('{"prompt": "1+1\\ud800", "gold": "2"}\n')
+    records, _ = load_records(tmp_path / "s.jsonl")
+    with pytest.raises(ValueError, match=r"^the prompt of record 's-0' is not valid Unicode \('\\ud800' at character "
+                                         r"3, a lone surrogate\); fix the row's text$"):
+        format_records(records, None, "as_is")
 
 
 def test_a_dataset_with_several_configs_is_read_by_its_subset(tmp_path, monkeypatch):

@@ -242,12 +242,18 @@ def format_records(records: list[dict], tokenizer: Any, prompt_format: str) -> l
     def render(record: dict):
         prompt, math = record["prompt"], prompt_format == "math" and isinstance(record["prompt"], str)
         try:
-            return format_prompt(prompt, tokenizer) if math else render_messages(prompt, tokenizer)
+            text = format_prompt(prompt, tokenizer) if math else render_messages(prompt, tokenizer)
         except jinja2.TemplateError as e:  # the template's own refusal ("roles must alternate"), or its syntax
             raise ValueError(f"the prompt of record {record.get('id')!r} cannot be rendered with the tokenizer's chat "
                              f"template ({e}); give messages the template accepts (e.g. alternating user/assistant "
                              "turns, no system turn where it has none), or use a model whose template takes them"
                              ) from None
+        try:  # JSON's "\ud800" escape reads as a lone surrogate, which no tokenizer takes (a TypeError)
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"the prompt of record {record.get('id')!r} is not valid Unicode ({text[e.start]!r} at "
+                             f"character {e.start}, a lone surrogate); fix the row's text") from None
+        return text
 
     # the messages stay beside their text: reward functions get them, as TRL passes conversational prompts
     return [{**r, "prompt": render(r), **({MESSAGES: r["prompt"]} if isinstance(r["prompt"], list) else {})}
@@ -277,14 +283,14 @@ def _first_field(row: dict, fields: tuple[str, ...], source: str, place: str) ->
 
 
 def _gold(value: Any, *, from_solution: bool) -> str | None:
-    """Gold answer text; for MATH the content of the solution's last \\boxed{}, via the grader's own extractor (a
+    """Gold answer text; for MATH the content of the solution's last \\boxed{} (``answers.boxed_answer``; a
     solution that is a bare answer, TRL's layout, as it is); for GSM8K what follows its rationale's final "#### ".
     None where no completion could be graded equal to it (longer than the grader's ``MAX_ANSWER_CHARS``, or
     unbalanced braces)."""
     if from_solution:
-        from rlvjax.rewards.answers import as_answer, extract_answer, is_formula  # lazy: only MATH's schema
+        from rlvjax.rewards.answers import as_answer, boxed_answer, is_formula  # lazy: only MATH's schema
 
-        boxed = extract_answer(value) if isinstance(value, str) else None
+        boxed = boxed_answer(value)  # a box: "the answer is 3 since it works" gave the gold '3 since it works'
         # TRL's layout (what its accuracy_reward reads): the solution is the bare answer; words without a box are none
         bare = as_answer(value, completion=True) if boxed is None and isinstance(value, str) else None
         value = boxed if boxed is not None else bare if bare is not None and is_formula(bare) else None
@@ -431,6 +437,10 @@ def _read_datasets(source: str, split: str, name: str | None, split_knob: str, n
             raise ValueError(f"{source} has no split {split!r} ({_first_line(e)}); set {split_knob} to one of its "
                              "splits") from None
         raise ValueError(f"{source}: datasets could not read it ({_first_line(e)})") from None
+    except datasets.exceptions.DatasetsError as e:  # a bad file in a data directory, files of other columns
+        cause = e.__cause__ or e
+        raise ValueError(f"{source}: datasets could not read it ({type(cause).__name__}: {_first_line(cause)}); give "
+                         "each of its files on its own to find the row at fault") from None
     except (FileNotFoundError, ConnectionError) as e:
         raise FileNotFoundError(
             f"{source} is neither a local file nor a loadable dataset ({_first_line(e)}); "

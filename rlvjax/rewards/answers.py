@@ -159,6 +159,13 @@ def extract_answer(text: str) -> str | None:
     return _answer_phrase(text)
 
 
+def boxed_answer(text: str) -> str | None:
+    """Content of the last box alone (``extract_answer`` without its "The answer is X" fallback): a reference
+    solution's gold, where a phrase is no answer's proof."""
+    boxes = _boxed_contents(text) if isinstance(text, str) else []
+    return boxes[-1] if boxes else None
+
+
 def as_answer(text_or_answer, *, completion: bool = False, stated: bool = False) -> str | None:
     """A completion is reduced to its final answer; a bare answer ("1/2", or a number) is used as it is. Given
     ``completion``, text that states no final answer and reads as prose ("Let $a = 3$.") is no answer, not an
