@@ -1,5 +1,5 @@
-"""``python -m rlvjax.evaluate (--workdir W [--policy final|warm_start] [--checkpoint N] | --model_dir D --data F)
-[--num_samples K] [--max_new_tokens N] [--batch_size R] [--temperature T] [--dtype bfloat16]
+"""``python -m rlvjax.evaluate (--workdir W [--policy final|warm_start|lambda0] [--checkpoint N] |
+--model_dir D --data F) [--num_samples K] [--max_new_tokens N] [--batch_size R] [--temperature T] [--dtype bfloat16]
 [--strategy fixed|adaptive|length|particle ...]``
 
 Samples a K-pool per problem with the fused verifier score (at the run's training temperature unless
@@ -206,11 +206,15 @@ def strategy_rules(f, num_samples: int, max_new_tokens: int, tokenizer=None) -> 
     return rules
 
 
+BASELINE_POLICY = "lambda0"  # --policy: the lambda = 0 baseline's final policy (the name the run's report gives it)
+
+
 def check_policy(workdir: Path, policy: str) -> None:
     """One line when ``--policy`` names no exported model of the run (a typo, or warm_start in a run without one)."""
     exported = lambda d: (d / "config.json").is_file() and any(d.glob("*.safetensors"))
     if not exported(workdir / policy):
         saved = sorted(d.name for d in workdir.iterdir() if d.is_dir() and exported(d))
+        saved += [BASELINE_POLICY] if exported(workdir / outputs.BASELINE / "final") else []
         raise FileNotFoundError(f"--policy {policy}: {workdir} holds no exported policy {policy}/ (it has "
                                 f"{', '.join(saved) or 'none'}); pass one of those, or --checkpoint N for a saved "
                                 "step")
@@ -256,12 +260,19 @@ def main(argv):
     # The strategy's flags are checked here (the length budgets against max_new_tokens again once it is known).
     strategy_rules(f, f.num_samples, f.max_new_tokens or 1 << 30)
     if f.workdir:
-        workdir = Path(f.workdir)
+        workdir, policy = Path(f.workdir), f.policy
         if not (workdir / "checkpoints").is_dir():
             raise FileNotFoundError(f"--workdir {workdir} is not a training run (no checkpoints/ in it); point it at "
                                     "the --workdir of a run, or pass an HF directory as --model_dir")
+        if policy == BASELINE_POLICY:  # a run of its own in the workdir: its final policy, or its --checkpoint N
+            if not (workdir / outputs.BASELINE / "checkpoints").is_dir():
+                raise FileNotFoundError(f"--policy {policy}: {workdir} holds no lambda = 0 baseline "
+                                        f"({outputs.BASELINE}/: RunConfig.baseline was off, or it has not started)")
+            workdir, policy = workdir / outputs.BASELINE, "final"  # its evaluations go to its own eval/, and
+            # follow its steps when a --checkpoint N takes the run (and so the baseline) back
         name = f"step_{f.checkpoint}" if f.checkpoint is not None else f.policy
-        model_path = workdir / "checkpoints" / str(f.checkpoint) if f.checkpoint is not None else workdir / f.policy
+        name = f"{BASELINE_POLICY}_{name}" if f.checkpoint is not None and policy != f.policy else name
+        model_path = workdir / "checkpoints" / str(f.checkpoint) if f.checkpoint is not None else workdir / policy
         # other problems than the run's own go beside its report on them, not over it
         out = Path(f.out or workdir / "eval" / (f"{name}-{Path(f.data).stem}" if f.data else name))
     else:
@@ -290,10 +301,10 @@ def main(argv):
         if f.checkpoint is not None:
             model, tokenizer = load_checkpoint_policy(workdir, f.checkpoint, run_config)
         else:
-            check_policy(workdir, f.policy)
+            check_policy(workdir, policy)
             spec = run_config.model  # the run's precision unless --dtype says otherwise (as its end-of-run report)
             dtype, compute = (spec.dtype, spec.compute_dtype) if f.dtype is None else (f.dtype, None)
-            model, tokenizer = load_hf(workdir / f.policy, dtype=jnp.dtype(dtype), compute_dtype=compute)
+            model, tokenizer = load_hf(workdir / policy, dtype=jnp.dtype(dtype), compute_dtype=compute)
     else:
         model, tokenizer = load_hf(f.model_dir, dtype=jnp.dtype(f.dtype or "float32"))
         rl = RLConfig(temperature=f.temperature or 1.0, max_new_tokens=f.max_new_tokens or 1024)
@@ -365,7 +376,8 @@ if __name__ == "__main__":
 
     flags.DEFINE_string("workdir", None, "a training run's workdir (or give --model_dir)")
     flags.DEFINE_string("model_dir", None, "an HF model directory to evaluate (with --data)")
-    flags.DEFINE_string("policy", "final", "an HF directory inside the workdir: final or warm_start")
+    flags.DEFINE_string("policy", "final", "an HF directory inside the workdir: final or warm_start; or lambda0, the "
+                        "lambda = 0 baseline's final policy (with --checkpoint N: its step N)")
     flags.DEFINE_integer("checkpoint", None, "evaluate this Orbax checkpoint step instead of an HF directory")
     flags.DEFINE_string("data", None, "problems to evaluate on (jsonl/parquet/datasets id); default: the run's task")
     flags.DEFINE_string("data_split", "test", "the split of a --data datasets id or directory (a file has none)")

@@ -865,6 +865,10 @@ def test_evaluate_a_run_without_eval_problems_and_a_damaged_verifier_file(tmp_pa
     assert code == 2 and len(lines) == 1 and lines[0].endswith(
         f"--workdir {workdir}: the run has no eval problems (TaskSpec.eval_file / num_eval); pass --data FILE"), lines
     assert not (workdir / "eval").exists()
+    code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(workdir), "--policy", "lambda0"])
+    assert code == 2 and len(lines) == 1 and lines[0].endswith(
+        f"--policy lambda0: {workdir} holds no lambda = 0 baseline (baseline_lambda0/: RunConfig.baseline was off, or "
+        "it has not started)"), lines
     data = tmp_path / "problems.jsonl"
     data.write_text(json.dumps({"prompt": "1+1", "answer": "2"}) + "\n")
     stored = workdir / "final" / "rlvjax_verifier.json"

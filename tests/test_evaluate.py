@@ -392,11 +392,28 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         assert np.mean([s["correct"] for s in samples]) == pytest.approx(rep["pass@1"])
         assert all(0 <= s["p_yes"] <= 1 and 1 <= s["tokens"] <= 6 for s in samples)
         assert all(s["reward"] == float(s["correct"]) for s in samples)  # the math reward: 1 right, 0 wrong
+    # The lambda = 0 baseline, a run of its own in the workdir: --policy lambda0 evaluates its final policy as the
+    # run's report did (same pool) and names it so; its default --out is its own eval/ (nothing could evaluate it:
+    # --policy named no such directory, and --workdir on it refused its own default --out)
+    out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--policy", "lambda0",
+                          "--num_samples", "4", "--temperature", "2"], capture_output=True, text=True, timeout=300,
+                         cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    baseline = json.loads((tmp_path / "baseline_lambda0" / "eval" / "lambda0" / "eval.json").read_text())
+    assert baseline["evaluated"]["model"] == str(tmp_path / "baseline_lambda0" / "final")
+    assert baseline["reports"]["2"]["lambda0"]["pass@1"] == end_report["reports"]["2"]["lambda0"]["pass@1"]
+    out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--policy", "lambda0",
+                          "--checkpoint", "2", "--num_samples", "2"], capture_output=True, text=True, timeout=300,
+                         cwd=REPO)  # its own step 2
+    assert out.returncode == 0, out.stderr[-2000:]
+    step = json.loads((tmp_path / "baseline_lambda0" / "eval" / "lambda0_step_2" / "eval.json").read_text())
+    assert step["evaluated"]["model"] == str(tmp_path / "baseline_lambda0" / "checkpoints" / "2")
+    assert set(step["reports"]["2"]) == {"lambda0_step_2"}
     typo = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--policy", "fina"],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert typo.returncode == 2 and typo.stderr.strip().endswith(
-        f"--policy fina: {tmp_path} holds no exported policy fina/ (it has final, warm_start); pass one of those, or "
-        "--checkpoint N for a saved step"), typo.stderr[-2000:]
+        f"--policy fina: {tmp_path} holds no exported policy fina/ (it has final, warm_start, lambda0); pass one of "
+        "those, or --checkpoint N for a saved step"), typo.stderr[-2000:]
     # Any HF directory: --model_dir with a data file of problems and answers, decoded 8 rows at a time. Rendered
     # with the Qwen2.5-Math instruction, the prompts hold letters the arithmetic tokenizer would drop: refused.
     data = tmp_path / "problems.jsonl"
