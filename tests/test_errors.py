@@ -547,9 +547,14 @@ def test_resume_without_gin_flags_takes_the_run_s_own_config(tmp_path, capsys):
         resume.stored_config(started, 5)  # said "holds no checkpoint or config.gin" beside its config.gin
 
 
-def test_fresh_run_into_a_workdir_with_checkpoints(tmp_path, capsys):
+def test_fresh_run_into_a_workdir_with_checkpoints(tmp_path, capsys, monkeypatch):
     workdir = tmp_path / "run"
     fake_run(workdir)
+
+    def loaded(*args, **kwargs):  # refused before the model is loaded and the memory plan printed
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(experiment, "build_policy", loaded)
     code, line = train_error(workdir, capsys=capsys)
     assert code == 2
     assert line.endswith(f"{workdir} already holds checkpoints (latest step 1); pass --resume to continue that "
