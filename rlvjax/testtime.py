@@ -215,9 +215,10 @@ def best_of_n_expected(scores: np.ndarray, correct: np.ndarray, parseable: np.nd
     """Exact mean BoN accuracy over all size-n subsets of one pool: sort by score descending, then
     sum_i c_(i) C(K-i-1, n-1) / C(K, n). ``ties="random"``: each tied block's correctness is replaced by its mean
     (exactly the expectation over random tie orders); ``"first"``: ties keep the pool order. Unparseable samples
-    count as incorrect; with ``unparseable="last"`` they rank below all others, with ``"rank"`` by their score."""
+    count as incorrect; with ``unparseable="last"`` they rank below all others, with ``"rank"`` by their score. A
+    NaN score is 0 (``as_weights``; it sorted below the unparseable ones)."""
     k = len(scores)
-    s = np.asarray(scores, dtype=np.float64)
+    s = as_weights(scores)
     if unparseable == "last":
         s = np.where(parseable, s, -np.inf)
     c = np.where(parseable, np.asarray(correct, dtype=np.float64), 0.0)

@@ -23,6 +23,12 @@ def test_verifier_and_rollout_stats_by_hand():
     np.testing.assert_allclose(s["verifier_p_yes"], 0.45)
     # log-odds 1.39, -0.85 (correct) vs 0.41, -2.20 (wrong): 3 of the 4 pairs are ordered right
     assert s["verifier_auroc"] == 0.75
+    # a rollout the verifier could not score (Yes and No both -inf) counts as p(Yes) = 0, as the votes weigh it:
+    # the mean p(Yes) was NaN and the AUROC ranked it first (0.5 here, not 1)
+    s = diagnostics.verifier_stats(np.array([-np.inf, np.log(0.8), np.log(0.2)]),
+                                   np.array([-np.inf, np.log(0.2), np.log(0.8)]), np.array([False, True, False]))
+    np.testing.assert_allclose(s["verifier_p_yes"], (0 + 0.8 + 0.2) / 3)
+    assert s["verifier_auroc"] == 1.0 and s["verifier_accuracy"] == 1.0
     rewards = np.array([[1.0, 0.0], [0.0, 0.0]])
     r = diagnostics.rollout_stats(rewards, rewards >= 0.5, np.array([[0.7, -0.7], [0.0, 0.0]]),
                                   np.array([[3, 5], [5, 5]]), np.array([[True, False], [False, False]]),

@@ -30,17 +30,22 @@ def within_problem_auroc(scores: np.ndarray, correct: np.ndarray) -> float:
 
 
 def verifier_stats(yes_logp: np.ndarray, no_logp: np.ndarray, correct: np.ndarray) -> dict[str, float]:
-    """Accuracy, balanced accuracy (mean of the per-class recalls; a class absent from the batch is left out) and
-    the mean normalised p(Yes)."""
-    said_yes = yes_logp > no_logp
+    """Accuracy, balanced accuracy (mean of the per-class recalls; a class absent from the batch is left out), the
+    mean normalised p(Yes) and the AUROC by it. A rollout the verifier could not score (Yes and No both at -inf:
+    p(Yes) NaN) counts as p(Yes) = 0, a "No", as the votes weigh it (``testtime.as_weights``): a NaN made the mean
+    NaN and ranked first in the AUROC."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        margin = np.asarray(yes_logp, np.float64) - no_logp  # NaN where both are -inf
+        margin = np.where(np.isnan(margin), -np.inf, margin)
+        p_yes = 1.0 / (1.0 + np.exp(-margin))
+    said_yes = margin > 0
     correct = correct.astype(bool)
     recalls = [np.mean(said_yes[correct]) if correct.any() else None,
                np.mean(~said_yes[~correct]) if (~correct).any() else None]
     recalls = [r for r in recalls if r is not None]
-    p_yes = 1.0 / (1.0 + np.exp(no_logp - yes_logp))
     return {"verifier_accuracy": float(np.mean(said_yes == correct)),
             "verifier_balanced_accuracy": float(np.mean(recalls)), "verifier_p_yes": float(np.mean(p_yes)),
-            "verifier_auroc": auroc(yes_logp - no_logp, correct)}
+            "verifier_auroc": auroc(margin, correct)}
 
 
 def rollout_stats(rewards: np.ndarray, correct: np.ndarray, advantages: np.ndarray, lengths: np.ndarray,
