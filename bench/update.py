@@ -76,11 +76,11 @@ def make_batch(args, cfg, seed=0) -> steps.UpdateBatch:
 
 def optimizer_flops(tx, params) -> float:
     """XLA's FLOP count of one optimizer step (``tx`` update and its application) on ``params``."""
-    def step(grads, opt_state):
+    def step(params, grads, opt_state):
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
-    cost = jax.jit(step).lower(params, jax.eval_shape(tx.init, params)).compile().cost_analysis()
+    cost = jax.jit(step).lower(params, params, jax.eval_shape(tx.init, params)).compile().cost_analysis()
     return float((cost[0] if isinstance(cost, (list, tuple)) else cost).get("flops", 0.0))
 
 

@@ -35,8 +35,11 @@ def check_same_model(out: Path, model: Path, data: str | None = None, split: str
         raise ValueError(f"{out} holds the evaluation of another model, {model_before}; pass --out to write this one "
                          "elsewhere")
     now = evaluated(model, data, split, subset)
-    for key in ("data", "data_split", "data_subset"):
-        if key in previous and previous[key] != now[key]:  # reports written before the split was recorded: data
+    # a data file has no split or subset (an older report recorded --data_split's default for it); a report written
+    # before the split was recorded is compared by the keys it has
+    keys = ("data", "data_split", "data_subset") if now["data_split"] is not None else ("data",)
+    for key in keys:
+        if key in previous and previous[key] != now[key]:
             raise ValueError(f"{out} holds this model's evaluation on other problems ({key} {previous[key]!r}, now "
                              f"{now[key]!r}); pass --out to write this one elsewhere")
 

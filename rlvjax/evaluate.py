@@ -209,13 +209,14 @@ def strategy_rules(f, num_samples: int, max_new_tokens: int, tokenizer=None) -> 
 BASELINE_POLICY = "lambda0"  # --policy: the lambda = 0 baseline's final policy (the name the run's report gives it)
 
 
-def check_policy(workdir: Path, policy: str) -> None:
-    """One line when ``--policy`` names no exported model of the run (a typo, or warm_start in a run without one)."""
+def check_policy(workdir: Path, policy: str, flag: str) -> None:
+    """One line when ``--policy flag`` names no exported model ``policy`` of the run (a typo, or warm_start in a run
+    without one, or a baseline not finished)."""
     exported = lambda d: (d / "config.json").is_file() and any(d.glob("*.safetensors"))
     if not exported(workdir / policy):
         saved = sorted(d.name for d in workdir.iterdir() if d.is_dir() and exported(d))
         saved += [BASELINE_POLICY] if exported(workdir / outputs.BASELINE / "final") else []
-        raise FileNotFoundError(f"--policy {policy}: {workdir} holds no exported policy {policy}/ (it has "
+        raise FileNotFoundError(f"--policy {flag}: {workdir} holds no exported policy {policy}/ (it has "
                                 f"{', '.join(saved) or 'none'}); pass one of those, or --checkpoint N for a saved "
                                 "step")
 
@@ -301,7 +302,7 @@ def main(argv):
         if f.checkpoint is not None:
             model, tokenizer = load_checkpoint_policy(workdir, f.checkpoint, run_config)
         else:
-            check_policy(workdir, policy)
+            check_policy(workdir, policy, f.policy)
             spec = run_config.model  # the run's precision unless --dtype says otherwise (as its end-of-run report)
             dtype, compute = (spec.dtype, spec.compute_dtype) if f.dtype is None else (f.dtype, None)
             model, tokenizer = load_hf(workdir / policy, dtype=jnp.dtype(dtype), compute_dtype=compute)

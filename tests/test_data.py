@@ -139,6 +139,10 @@ def test_unreadable_rows_in_a_data_directory_or_prompt_text_are_one_line(tmp_pat
     with pytest.raises(ValueError, match=rf"^{source}: datasets could not read it \(\w+: .+\); give each of its "
                                          "files on its own to find the row at fault$"):
         load_records(source)
+    (tmp_path / "other").mkdir()  # no data files at all: still "not a loadable dataset", not "fix the file"
+    (tmp_path / "other" / "a.xyz").write_text("x")
+    with pytest.raises(FileNotFoundError, match="is neither a local file nor a loadable dataset"):
+        load_records(tmp_path / "other")
     (tmp_path / "s.jsonl").write_text('{"prompt": "1+1\\ud800", "gold": "2"}\n')
     records, _ = load_records(tmp_path / "s.jsonl")
     with pytest.raises(ValueError, match=r"^the prompt of record 's-0' is not valid Unicode \('\\ud800' at character "

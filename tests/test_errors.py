@@ -857,6 +857,9 @@ def test_a_default_out_never_replaces_another_models_evaluation(tmp_path):
     first.write_text('{"prompt": "1+1", "answer": "2"}\n')
     (out / "eval.json").write_text(json.dumps({"evaluated": eval_out.evaluated(model, str(first), "test")}))
     eval_out.check_same_model(out, model, str(first), "validation")
+    (out / "eval.json").write_text(json.dumps({"evaluated": {  # as written before: --data_split's default recorded
+        "model": str(model), "data": str(first), "data_split": "test", "data_subset": None}}))
+    eval_out.check_same_model(out, model, str(first), "test")
 
 
 def test_evaluate_a_run_without_eval_problems_and_a_damaged_verifier_file(tmp_path):

@@ -283,14 +283,15 @@ def _first_field(row: dict, fields: tuple[str, ...], source: str, place: str) ->
 
 
 def _gold(value: Any, *, from_solution: bool) -> str | None:
-    """Gold answer text; for MATH the content of the solution's last \\boxed{} (``answers.boxed_answer``; a
-    solution that is a bare answer, TRL's layout, as it is); for GSM8K what follows its rationale's final "#### ".
+    """Gold answer text; for MATH the content of the solution's last \\boxed{} (``answers.boxed_answer``), else,
+    for a solution that is a bare answer (TRL's layout) or ends "The answer is X", that answer where it reads as a
+    formula (words are no gold); for GSM8K what follows its rationale's final "#### ".
     None where no completion could be graded equal to it (longer than the grader's ``MAX_ANSWER_CHARS``, or
     unbalanced braces)."""
     if from_solution:
         from rlvjax.rewards.answers import as_answer, boxed_answer, is_formula  # lazy: only MATH's schema
 
-        boxed = boxed_answer(value)  # a box: "the answer is 3 since it works" gave the gold '3 since it works'
+        boxed = boxed_answer(value)  # "the answer is 3 since it works" is no box: no longer the gold, unchecked
         # TRL's layout (what its accuracy_reward reads): the solution is the bare answer; words without a box are none
         bare = as_answer(value, completion=True) if boxed is None and isinstance(value, str) else None
         value = boxed if boxed is not None else bare if bare is not None and is_formula(bare) else None
@@ -437,7 +438,7 @@ def _read_datasets(source: str, split: str, name: str | None, split_knob: str, n
             raise ValueError(f"{source} has no split {split!r} ({_first_line(e)}); set {split_knob} to one of its "
                              "splits") from None
         raise ValueError(f"{source}: datasets could not read it ({_first_line(e)})") from None
-    except datasets.exceptions.DatasetsError as e:  # a bad file in a data directory, files of other columns
+    except datasets.exceptions.DatasetBuildError as e:  # a bad file in a data directory, files of other columns
         cause = e.__cause__ or e
         raise ValueError(f"{source}: datasets could not read it ({type(cause).__name__}: {_first_line(cause)}); give "
                          "each of its files on its own to find the row at fault") from None

@@ -14,7 +14,8 @@ DEFAULT_POSITIONS = {"qwen2": 32768, "llama": 2048}  # transformers' defaults wh
 def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConfig:
     """Map an HF ``config.json`` dict (transformers v4 or v5 layout) to ``ModelConfig``; ``dtype`` is the weights',
     ``compute_dtype`` (None: ``dtype``) the matmuls', activations' and KV cache's. A null field is an absent one
-    (it takes transformers' default)."""
+    (it takes transformers' default), except Qwen2's ``sliding_window``: absent it is transformers' 4096, null no
+    window."""
     window = hf.get("sliding_window", 4096)  # Qwen2's default where absent; an explicit null is no window
     hf = {k: v for k, v in hf.items() if v is not None}
     model_type = hf.get("model_type")
