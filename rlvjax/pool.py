@@ -82,8 +82,8 @@ def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], re
 
     A batch's key is ``fold_in(key(seed), its first problem)``, so the batches are cut the same on every mesh (the
     sampler pads each to the mesh's rows): a pool does not depend on the device count. Where the data axes do not
-    divide the batch (more than 32 devices, or 24), the padding is work: 32 problems take 48 rows' prompts on 24
-    devices, 64 on 64."""
+    divide the batch (more than 32 devices, or 24), the padding is work: 32 problems are padded to 48 on 24
+    devices, to 64 on 64."""
     num_samples = sampler.num_samples
     texts, rewards, correct, yes, no, lengths, finished = [], [], [], [], [], [], []
     for start in range(0, len(records), batch_size):
