@@ -81,7 +81,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     # Until the workdir is locked and the notice handlers are in (the model's load, the checks, the plan: minutes at
     # scale) nothing is written, so a SIGTERM ends the process at once, exit 0 (it was 143, with no word).
     with preemption.stop_at_once("SIGTERM while the run was starting, before anything was written; rerun with "
-                                 "--resume and the same flags"):
+                                 "the same command"):
         return _train(config, workdir, resume=resume, resume_step=resume_step, reward=reward, records=records,
                       hold=hold)
 
@@ -418,9 +418,17 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step:
     """What the CLI does once its flags are parsed (tests call it in-process, wrapped in ``cli.run_main``)."""
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress bar says enough
     check_local(workdir)  # before Path() makes gs://b/run a gs:/b/run
+    base = None
     if resume and not gin_files:  # the run's own config, with any --gin_param on top (checked at restore)
-        base = stored_config(Path(workdir), resume_step)
-        cli.parse_gin([], gin_params, search_paths=(GIN_SEARCH_PATH,), base=base.to_gin())
+        try:
+            base = stored_config(Path(workdir), resume_step).to_gin()
+        except FileNotFoundError:
+            # Nothing stored yet: with --gin_param it is a first launch (a sweep's, or one rerun after a SIGTERM at
+            # its start), the default config and those flags; with no flags at all, a mistyped --workdir.
+            if resume_step is not None or not gin_params:
+                raise
+    if base is not None:
+        cli.parse_gin([], gin_params, search_paths=(GIN_SEARCH_PATH,), base=base)
     else:
         cli.parse_gin(gin_files or [str(CONFIGS / "default.gin")], gin_params, search_paths=(GIN_SEARCH_PATH,))
     config = Config.from_gin()

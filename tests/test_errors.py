@@ -535,6 +535,12 @@ def test_resume_without_gin_flags_takes_the_run_s_own_config(tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith(f"--resume continues a run with its own config, but "
                                                     f"{tmp_path / 'typo'} holds no checkpoint or config.gin; check "
                                                     "--workdir, or pass the run's --gin_file/--gin_param")
+    # With --gin_param and nothing stored, a first launch: the default config and the flags (it was this refusal,
+    # which the advice above and a SIGTERM at the start, "rerun the same command", led to)
+    train.launch(None, ["RunConfig.log_every = 3"], str(tmp_path / "first"), resume=True, print_config=True)
+    gin.clear_config()
+    printed = capsys.readouterr().out
+    assert "RunConfig.log_every = 3" in printed and "RLConfig.lambda_verify = 0.3" in printed  # default.gin's
     entry = cli.run_main("rlvjax.train", lambda argv: train.launch([DIGIT], TINY, str(tmp_path / "typo"),
                                                                      resume=True, resume_step=5))
     with pytest.raises(SystemExit):

@@ -590,7 +590,7 @@ def test_sigterm_while_the_model_loads_stops_at_once_with_one_line(tmp_path, env
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stderr.strip().splitlines()[-1] == ("rlvjax.train: SIGTERM while the run was starting, before anything "
-                                                   "was written; rerun with --resume and the same flags")
+                                                   "was written; rerun with the same command")
     assert not (tmp_path / "run").exists()
 
 
