@@ -117,6 +117,18 @@ def roll_back_baseline(workdir: Path, step: int) -> None:
               f"to {aside}", file=sys.stderr)
 
 
+ROLLBACK = ".rollback_to"  # in checkpoints_set_aside/: the step a rollback is taking the run back to, until done
+
+
+def pending_rollback(workdir: Path) -> int | None:
+    """The step of a ``--resume --checkpoint N`` killed before its checkpoints moved (its log rows and outputs may
+    have gone already: a plain ``--resume`` from the later steps would leave their rows missing), None when none."""
+    try:
+        return int((workdir / "checkpoints_set_aside" / ROLLBACK).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def set_aside_after(workdir: Path, checkpoints: Checkpointer, step: int) -> tuple[Path | None, list[int]]:
     """Moves what a run has after ``step`` out of it, to ``WORKDIR/checkpoints_set_aside``: first (process 0) the
     log rows of later steps and the outputs of a later step (``rewind_logs``, ``set_aside_outputs``), then
@@ -128,11 +140,14 @@ def set_aside_after(workdir: Path, checkpoints: Checkpointer, step: int) -> tupl
     if jax.process_index() == 0:
         if aside is not None:
             aside.mkdir(parents=True, exist_ok=True)
+            (aside / ROLLBACK).write_text(str(step))  # until the checkpoints have moved: ``pending_rollback``
         rewind_logs(workdir, step, aside)
         if aside is not None:
             set_aside_outputs(workdir, aside, step)
     if newer:
         checkpoints.set_aside(newer)
+        if jax.process_index() == 0:
+            (aside / ROLLBACK).unlink()
     return aside, newer
 
 

@@ -98,6 +98,9 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     check_local(workdir)
     if resume_step is not None and not resume:
         raise ValueError(f"--checkpoint {resume_step} chooses the step to resume from; pass it with --resume")
+    if resume and resume_step is None and (pending := outputs.pending_rollback(Path(workdir))) is not None:
+        print(f"rlvjax.train: finishing the interrupted --checkpoint {pending} of {workdir}", file=sys.stderr)
+        resume_step = pending
     # before minutes of loading and the memory plan; checked again under the workdir's lock
     check_fresh(Path(workdir).absolute(), max(step_folders(Path(workdir) / "checkpoints"), default=None), resume)
     parallel.initialize_distributed(config.mesh)  # before anything touches a device

@@ -369,6 +369,19 @@ def test_a_kill_between_the_moves_of_a_rollback_loses_no_log_rows(tmp_path, monk
     run(resume=True, resume_step=2)
     assert (workdir / "checkpoints_set_aside" / "metrics.jsonl").read_text().splitlines() == later
     assert step_folders(workdir / "checkpoints_set_aside") == [4] and step_folders(workdir / "checkpoints") == [2, 4]
+    # Killed after the rows moved, before the checkpoints: a plain --resume finishes the rollback and retrains steps
+    # 3-4 (it resumed from the old step 4, and the run's own log lacked rows 3 and 4 for good).
+    aside_rows = (workdir / "checkpoints_set_aside" / "metrics.jsonl").read_text().splitlines()
+    monkeypatch.setattr(Checkpointer, "set_aside", killed)
+    with pytest.raises(SystemExit):
+        run(resume=True, resume_step=2)
+    monkeypatch.undo()
+    assert [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    run(resume=True)
+    assert [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert step_folders(workdir / "checkpoints_set_aside") == [4] and step_folders(workdir / "checkpoints") == [2, 4]
+    assert len((workdir / "checkpoints_set_aside" / "metrics.jsonl").read_text().splitlines()) == len(aside_rows) + 2
+    assert outputs.pending_rollback(workdir) is None
 
 
 def in_process(workdir, bindings, *, resume=False):
