@@ -1,6 +1,7 @@
 """The export CLI on a tiny trained run: transformers loads the directory and agrees with our model; user errors."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -289,6 +290,15 @@ def test_save_hf_replaces_only_an_earlier_export_unless_told(tmp_path, monkeypat
     save_hf(model, None, tmp_path / "export")  # an earlier export: replaced, as before
     save_hf(model, None, project, overwrite=True)  # told to: replaced whatever it held
     assert not (project / "notes.txt").exists() and (project / "model.safetensors").is_file()
+    # What killed exports left beside it, a model's size each, goes: a dead process's staging folder, and the export
+    # kept aside between two renames once the directory is whole again; a running export's staging stays
+    dead, running, old = (tmp_path / name for name in (".export.4194305-ab", f".export.{os.getpid()}-cd",
+                                                            ".export.old-ef"))
+    for folder in (dead, running, old):
+        folder.mkdir()
+    save_hf(model, None, tmp_path / "export")
+    assert not dead.exists() and running.exists() and not old.exists()
+    assert [p.name for p in tmp_path.glob(".export.*")] == [running.name]  # its own staging moved in
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     save_hf(model, None, "~/x")  # a literal ./~/x before
     assert (tmp_path / "home" / "x" / "config.json").is_file() and not (project / "~").exists()

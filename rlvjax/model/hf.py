@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import re
@@ -264,7 +265,9 @@ def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None
         return np.ascontiguousarray(array.T if transpose else array)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))  # 0700, as mkdtemp makes it
+    remove_stale_staging(path)
+    # 0700, as mkdtemp makes it; named with this process's id, so that a later export knows it stale once it is gone
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}-", dir=path.parent))
     try:
         metadata = {"format": "pt", "rlvjax_export_id": uuid.uuid4().hex,
                     **({"rlvjax_step": str(step)} if step is not None else {}), **(stamp or {})}
@@ -289,6 +292,26 @@ def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None
                                 f"written there: free some space and run again") from e
         raise
     replace_dir(tmp, path, overwrite=overwrite is not False)
+
+
+def remove_stale_staging(path: Path) -> None:
+    """Removes what killed exports to ``path`` left beside it, each a whole model's size: their staging folders
+    (``.NAME.<pid>-*`` of a process no longer running) and, once ``path`` is whole again, the previous export one
+    kept aside between its two renames (``.NAME.old-*``, ``replace_dir``)."""
+    for sibling in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        pid, dash, _ = sibling.name[len(path.name) + 2:].partition("-")
+        if dash and (pid == "old" and path.is_dir() or pid.isdigit() and not _running(int(pid))):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def _portable_tokenizer_class(path: Path) -> None:
