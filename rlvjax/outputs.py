@@ -146,8 +146,8 @@ def set_aside_after(workdir: Path, checkpoints: Checkpointer, step: int) -> tupl
             set_aside_outputs(workdir, aside, step)
     if newer:
         checkpoints.set_aside(newer)
-        if jax.process_index() == 0:
-            (aside / ROLLBACK).unlink()
+    if jax.process_index() == 0:  # done; also one killed after its checkpoints moved, whose rerun moved nothing
+        (workdir / "checkpoints_set_aside" / ROLLBACK).unlink(missing_ok=True)
     return aside, newer
 
 

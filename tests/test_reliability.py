@@ -382,6 +382,21 @@ def test_a_kill_between_the_moves_of_a_rollback_loses_no_log_rows(tmp_path, monk
     assert step_folders(workdir / "checkpoints_set_aside") == [4] and step_folders(workdir / "checkpoints") == [2, 4]
     assert len((workdir / "checkpoints_set_aside" / "metrics.jsonl").read_text().splitlines()) == len(aside_rows) + 2
     assert outputs.pending_rollback(workdir) is None
+    # Killed just after the checkpoints moved: the rerun moves nothing, and the mark must still go (left, every later
+    # plain --resume would have taken the run back to step 2 again)
+    set_aside = Checkpointer.set_aside
+
+    def then_killed(self, steps):
+        set_aside(self, steps)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpointer, "set_aside", then_killed)
+    with pytest.raises(SystemExit):
+        run(resume=True, resume_step=2)
+    monkeypatch.undo()
+    assert outputs.pending_rollback(workdir) == 2 and step_folders(workdir / "checkpoints") == [2]
+    run(resume=True)
+    assert outputs.pending_rollback(workdir) is None and step_folders(workdir / "checkpoints") == [2, 4]
 
 
 def in_process(workdir, bindings, *, resume=False):
