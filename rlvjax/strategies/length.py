@@ -8,7 +8,7 @@ a problem that goes on are extended from their live caches, not regenerated (the
 budget and resumes it with the same keys), so a sample under budget ``b`` is the first ``b`` tokens of the sample
 under any larger budget: ``replay`` on a pool sampled with the last budget gives what ``run`` gives, exactly, where
 the answer grouping is transitive ("string" grouping, and math grouping of most answers). Where math equivalences do
-not chain (``50\%`` equals ``0.5`` and ``50``, which differ), ``replay`` numbers classes over the samples' final
+not chain (``50%`` equals ``0.5`` and ``50``, which differ), ``replay`` numbers classes over the samples' final
 answers and ``run`` over the answers written so far (a truncated row's partial text included), which can group the
 finished ones differently.
 """
