@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from rlvjax import eval_out, experiment, outputs, parallel, sampling, testtime
 from rlvjax.config import Config
 from rlvjax.data import sources
+from rlvjax.data.prompts import format_records
 from rlvjax.reports import assemble, report, summary, temperature_key, write_report
 from rlvjax.model.hf import load_hf
 from rlvjax.pool import EVAL_PROMPTS, PoolSampler, sample_pool
@@ -319,7 +320,7 @@ def main(argv):
         prompt_format = "as_is" if f.raw_prompts else run_config.task.prompt_format if f.workdir else "math"
         loaded = sources.load_records(f.data, split=f.data_split, name=f.data_subset, require_gold=reward.is_math,
                                       split_knob="--data_split", name_knob="--data_subset")[0]
-        records = sources.format_records(loaded, tokenizer, prompt_format)
+        records = format_records(loaded, tokenizer, prompt_format)
         experiment.check_encodable(tokenizer, records, "--data", fix="evaluate a model whose tokenizer covers them, "
                                    "pass --raw_prompts if they are already in the model's format, or remove them")
     else:

@@ -17,7 +17,7 @@ from absl import logging
 import numpy as np
 from flax import nnx
 
-from rlvjax.data import sources, tasks
+from rlvjax.data import prompts, tasks
 from rlvjax.data.encoding import encode_prompts
 from rlvjax.data.tokenizer import build_tokenizer
 from rlvjax.fieldtypes import check_field_types
@@ -264,7 +264,7 @@ def build_records(task: TaskSpec, tokenizer, given: tuple[list[dict], list[dict]
     if given is None:
         train, evals = tasks.get(task.name).records(task, tokenizer)
     else:
-        train, evals = (sources.format_records(records, tokenizer, task.prompt_format) for records in given)
+        train, evals = (prompts.format_records(records, tokenizer, task.prompt_format) for records in given)
     if given is not None or task.name == "file":  # generated tasks hold their splits apart themselves
         shared = len({r["prompt"] for r in evals} & {r["prompt"] for r in train})
         if shared:
@@ -282,7 +282,7 @@ def build_eval_records(task: TaskSpec, tokenizer, given: list[dict] | None = Non
     what an evaluation of a trained run reads (its training file may have moved since, or be a datasets id out of
     reach offline)."""
     records = tasks.eval_records(task, tokenizer) if given is None else \
-        sources.format_records(given, tokenizer, task.prompt_format)
+        prompts.format_records(given, tokenizer, task.prompt_format)
     return _fitting(task, tokenizer, records, "eval")
 
 

@@ -56,6 +56,13 @@ OUTPUTS = ("final", "eval.json", "scaling.png")  # the final policy and the end-
 WRITES = ("warm_start", *OUTPUTS, BASELINE, "tensorboard", "metrics.jsonl", "samples.jsonl")
 
 
+def check_fresh(workdir: Path, resume: bool, latest: int | None) -> None:
+    """A run without ``resume`` into a workdir with checkpoints (``latest``: its newest step) is refused."""
+    if latest is not None and not resume:
+        raise FileExistsError(f"{workdir} already holds checkpoints (latest step {latest}); pass --resume to continue "
+                              "that run (the API: train(resume=True)), or choose a fresh --workdir (output_dir)")
+
+
 def check_unused(workdir: Path, *, given: bool, warm_starts: bool = False) -> None:
     """Refuses a run that would start from step 0 (``workdir`` holds no saved step) where it would replace files: a
     project's own (``tensorboard/``, with ``given`` records ``data/train.jsonl``), or a finished run's final policy

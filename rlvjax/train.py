@@ -86,13 +86,6 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
                       hold=hold)
 
 
-def check_fresh(workdir: Path, latest: int | None, resume: bool) -> None:
-    """A run without ``resume`` into a workdir with checkpoints (``latest``: its newest step) is refused."""
-    if latest is not None and not resume:
-        raise FileExistsError(f"{workdir} already holds checkpoints (latest step {latest}); pass --resume to continue "
-                              "that run (the API: train(resume=True)), or choose a fresh --workdir (output_dir)")
-
-
 def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | None, reward: Rewards | None,
            records: tuple[list[dict], list[dict]] | None, hold: contextlib.ExitStack | None) -> list[dict]:
     check_local(workdir)
@@ -102,7 +95,8 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
         print(f"rlvjax.train: finishing the interrupted --checkpoint {pending} of {workdir}", file=sys.stderr)
         resume_step = pending
     # before minutes of loading and the memory plan; checked again under the workdir's lock
-    check_fresh(Path(workdir).absolute(), max(step_folders(Path(workdir) / "checkpoints"), default=None), resume)
+    saved = step_folders(Path(workdir) / "checkpoints")
+    outputs.check_fresh(Path(workdir).absolute(), resume, max(saved, default=None))
     parallel.initialize_distributed(config.mesh)  # before anything touches a device
     run, rl, optim, warm, task = config.run, config.rl, config.optim, config.warm_start, config.task
     experiment.use_compilation_cache(run.compilation_cache_dir)
@@ -175,7 +169,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                 num_eval=len(records[1]) if eval_records else task.num_eval))  # all of them, as given
         stored = {**config.to_dict(), "architecture": json.loads(json.dumps(dataclasses.asdict(architecture)))}
         latest = checkpoints.latest_step()
-        check_fresh(workdir, latest, resume)
+        outputs.check_fresh(workdir, resume, latest)
         if resume_step is not None and resume_step not in checkpoints.all_steps():
             raise FileNotFoundError(f"no checkpoint for step {resume_step} in {checkpoints.directory} to resume from; "
                                     f"saved steps: {checkpoints.all_steps()}")

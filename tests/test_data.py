@@ -130,7 +130,7 @@ def test_unreadable_rows_in_a_data_directory_or_prompt_text_are_one_line(tmp_pat
     surrogate (JSON's "\\ud800" escape) was the tokenizer's TypeError."""
     import datasets
 
-    from rlvjax.data.sources import format_records
+    from rlvjax.data.prompts import format_records
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
     source = tmp_path / "dataset"
@@ -268,7 +268,7 @@ def test_format_prompt_plain_and_qwen_math_chat():
 def test_format_records_renders_chat_messages_under_either_format():
     from conftest import word_tokenizer
 
-    from rlvjax.data.sources import format_records
+    from rlvjax.data.prompts import format_records
 
     tokenizer = word_tokenizer(16)
     tokenizer.chat_template = (
@@ -281,7 +281,7 @@ def test_format_records_renders_chat_messages_under_either_format():
     assert [r["prompt"] for r in format_records(records, tokenizer, "as_is")] == ["[user]1+2=[assistant]", "2+2="]
     assert math[0]["gold"] == "3"
     # A prefilled assistant turn is continued, not closed and followed by a second assistant header.
-    from rlvjax.data.sources import render_messages
+    from rlvjax.data.prompts import render_messages
 
     tokenizer.chat_template = (  # ChatML
         "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"

@@ -380,14 +380,13 @@ def test_conversational_rows_reach_trl_style_rewards_as_messages(caplog):
 
     from conftest import word_tokenizer
 
-    from rlvjax.data import sources
+    from rlvjax.data import prompts
 
     tokenizer = word_tokenizer(16)
     tokenizer.chat_template = ("{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
                                "{% if add_generation_prompt %}[assistant]{% endif %}")
     messages = [[{"role": "user", "content": "1+1?"}], [{"role": "user", "content": "2+2?"}]]
-    rows = sources.format_records([{"prompt": m, "solution": s} for m, s in zip(messages, "24")], tokenizer,
-                                  "as_is")
+    rows = prompts.format_records([{"prompt": m, "solution": s} for m, s in zip(messages, "24")], tokenizer, "as_is")
     assert rows[0]["prompt"] == "[user]1+1?[assistant]"  # the policy still reads the rendered text
     seen = {}
 

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from rlvjax.data import arithmetic, sources
+from rlvjax.data import arithmetic, prompts, sources
 
 Records = tuple[list[dict], list[dict]]
 
@@ -93,7 +93,7 @@ def _file_records(spec, tokenizer) -> Records:
         raise ValueError("TaskSpec.name='file' needs TaskSpec.train_file (a jsonl/parquet path or datasets id)")
     train = sources.load_records(spec.train_file, name=spec.train_subset, on_bad_gold=spec.on_bad_gold,
                                  require_gold="math" in spec.rewards, name_knob="TaskSpec.train_subset")[0]  # "train"
-    return sources.format_records(train, tokenizer, spec.prompt_format), _file_eval_records(spec, tokenizer)
+    return prompts.format_records(train, tokenizer, spec.prompt_format), _file_eval_records(spec, tokenizer)
 
 
 def _file_eval_records(spec, tokenizer) -> list[dict]:
@@ -102,7 +102,7 @@ def _file_eval_records(spec, tokenizer) -> list[dict]:
                                   on_bad_gold=spec.on_bad_gold, require_gold="math" in spec.rewards,
                                   split_knob="TaskSpec.eval_split", name_knob="TaskSpec.eval_subset")[0]
              if spec.eval_file else [])
-    return sources.format_records(first_eval_rows(evals, spec), tokenizer, spec.prompt_format)
+    return prompts.format_records(first_eval_rows(evals, spec), tokenizer, spec.prompt_format)
 
 
 def first_eval_rows(evals: list[dict], spec) -> list[dict]:

@@ -1,0 +1,72 @@
+"""How a record's prompt becomes the text the policy reads (``TaskSpec.prompt_format``): a problem in Qwen2.5-Math's
+evaluation format, chat messages through the tokenizer's chat template, or the row's text as it is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+QWEN_MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def format_prompt(problem: str, tokenizer: Any = None, *, instruction: str = QWEN_MATH_INSTRUCTION) -> str:
+    """The text the policy sees for a problem, following Qwen2.5-Math's evaluation prompt.
+
+    With a chat template: the instruction as the system turn and the problem as the user turn, then the assistant
+    header (exactly Qwen2.5-Math-Instruct's CoT setup). Templates that reject a system turn get the instruction
+    appended to the user turn instead. Without a chat template (base models, tests): plain text.
+    """
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        return f"{problem}\n{instruction}\n"
+    import jinja2
+
+    def render(messages):
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    try:
+        return render([{"role": "system", "content": instruction}, {"role": "user", "content": problem}])
+    except jinja2.TemplateError:  # e.g. Gemma/Mistral templates raise "System role not supported"
+        return render([{"role": "user", "content": f"{problem}\n{instruction}"}])
+
+
+def format_records(records: list[dict], tokenizer: Any, prompt_format: str) -> list[dict]:
+    """Records with their prompt rendered for the policy (``TaskSpec.prompt_format``): "math" through
+    :func:`format_prompt`, "as_is" through :func:`render_messages`. Chat messages go through
+    :func:`render_messages` under either: they are already the conversation the policy continues, and are kept as
+    the record's ``prompt_messages`` for reward functions (``rewards.registry``)."""
+    import jinja2
+
+    from rlvjax.rewards.registry import MESSAGES
+
+    def render(record: dict):
+        prompt, math = record["prompt"], prompt_format == "math" and isinstance(record["prompt"], str)
+        try:
+            text = format_prompt(prompt, tokenizer) if math else render_messages(prompt, tokenizer)
+        except jinja2.TemplateError as e:  # the template's own refusal ("roles must alternate"), or its syntax
+            raise ValueError(f"the prompt of record {record.get('id')!r} cannot be rendered with the tokenizer's chat "
+                             f"template ({e}); give messages the template accepts (e.g. alternating user/assistant "
+                             "turns, no system turn where it has none), or use a model whose template takes them"
+                             ) from None
+        try:  # JSON's "\ud800" escape reads as a lone surrogate, which no tokenizer takes (a TypeError)
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"the prompt of record {record.get('id')!r} is not valid Unicode ({text[e.start]!r} at "
+                             f"character {e.start}, a lone surrogate); fix the row's text") from None
+        return text
+
+    # the messages stay beside their text: reward functions get them, as TRL passes conversational prompts
+    return [{**r, "prompt": render(r), **({MESSAGES: r["prompt"]} if isinstance(r["prompt"], list) else {})}
+            for r in records]
+
+
+def render_messages(prompt: str | list[dict], tokenizer: Any) -> str:
+    """A prompt as the policy reads it under ``prompt_format="as_is"``: a string verbatim; chat messages
+    (``[{"role", "content"}, ...]``) rendered with the tokenizer's chat template and the assistant header, or, when
+    the last message is the assistant's, with that message left open for the completion to continue."""
+    if isinstance(prompt, str):
+        return prompt
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("a prompt is a list of chat messages but the tokenizer has no chat template; give prompts "
+                         "as strings or use a chat model")
+    if prompt and prompt[-1].get("role") == "assistant":  # a prefilled reply (TRL's convention): continued
+        return tokenizer.apply_chat_template(prompt, continue_final_message=True, tokenize=False)
+    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
