@@ -83,13 +83,15 @@ def answer_classes(answers: Sequence[str | None], equivalent: Callable[[str, str
                    grouping: str = "math") -> np.ndarray:
     """int[len(answers)] class ids numbered by first occurrence (0, 1, ...), -1 for None (unparseable).
 
-    grouping "math": equal normalised strings share a class for free; each further distinct key joins the first
-    class all of whose keys it is `equivalent` to (called as ``equivalent(earlier, later)``), else opens a class. The
-    default asks the math-verify grader, one batch per key and class (whole numbers are compared without it).
+    grouping "math": equal normalised strings share a class for free; each further distinct key (the most frequent
+    first, so that the classes do not depend on the answers' order) joins the first class all of whose keys it is
+    `equivalent` to (called as ``equivalent(earlier, later)``), else opens a class. The default asks the math-verify
+    grader, one batch per key and class (whole numbers are compared without it); an answer that keeps timing out
+    (math-verify hangs on it) forms a class of its own and is compared no more.
     grouping "string": identical strings (surrounding whitespace aside) share a class, nothing else does.
     """
     from rlvjax.rewards.answers import normalize_answer
-    from rlvjax.rewards.math import equivalent_batch
+    from rlvjax.rewards.math import default_grader
 
     # What the grader calls no answer (none stated, empty, or too long to be one) never forms a class, so it never
     # wins.
@@ -110,26 +112,45 @@ def answer_classes(answers: Sequence[str | None], equivalent: Callable[[str, str
             keys[k] = len(reps)
             reps.append(a)
         key_ids.append(keys[k])
-    def check(earlier: list[str], answer: str) -> list[bool]:
-        if equivalent is None:
-            return list(equivalent_batch(earlier, [answer] * len(earlier))) if earlier else []
-        return [equivalent(e, answer) for e in earlier]
+    strikes = np.zeros(len(reps), np.int64)  # failed checks (timeouts) each key took part in
 
-    # Each distinct key joins the first earlier class whose first key it is equivalent to (one batched check per
-    # key against the classes so far: O(keys x classes) checks, not all key pairs), and the class's other keys too:
-    # equivalence by the grader is not transitive ("50\%" is both 50 and 0.5), and a class joined through its first
-    # key alone held 50 and 0.5, so its vote was graded right for either gold.
+    def check(earlier: list[int], key: int) -> list[bool]:
+        if not earlier:
+            return []
+        if equivalent is not None:
+            return [equivalent(reps[e], reps[key]) for e in earlier]
+        same, failed = default_grader().equivalent_or_failed([reps[e] for e in earlier], [reps[key]] * len(earlier))
+        # Whom a timeout blames: the later key when it failed against two or more classes (it hangs math-verify);
+        # otherwise both. A key with two strikes is compared no more (each timeout costs the whole limit).
+        strikes[key] += int(failed.sum())
+        if failed.sum() < 2:
+            strikes[[e for e, f in zip(earlier, failed) if f]] += 1
+        return list(same & ~failed)
+
+    # The distinct keys are grouped most frequent first (then by key), so that the classes do not depend on the
+    # samples' order: equivalence by the grader is not transitive ("50\%" is both 50 and 0.5), and grouped in order
+    # of appearance, [50, 50\%, 0.5] and [0.5, 50\%, 50] split differently. Each key joins the first class whose
+    # first key it is equivalent to (one batched check per key against the classes so far: O(keys x classes)
+    # checks, not all key pairs), and the class's other keys too: a class joined through its first key alone held
+    # 50 and 0.5, so its vote was graded right for either gold.
+    counts = np.bincount([k for k in key_ids if k >= 0], minlength=len(reps))
     members: list[list[int]] = []  # each class's distinct keys, its first one leading
-    class_of_key = []
-    for k, answer in enumerate(reps):
-        candidates = [c for c, same in enumerate(check([reps[m[0]] for m in members], answer)) if same]
-        match = next((c for c in candidates if all(check([reps[j] for j in members[c][1:]], answer))), None)
+    class_of_key = np.zeros(len(reps), np.int64)
+    key_text = list(keys)
+    for k in sorted(range(len(reps)), key=lambda k: (-counts[k], key_text[k])):
+        open_ = [c for c, m in enumerate(members) if strikes[m].max() < 2]
+        candidates = [c for c, same in zip(open_, check([members[c][0] for c in open_], k)) if same]
+        match = next((c for c in candidates if all(check(members[c][1:], k))), None) if strikes[k] < 2 else None
         if match is None:
             match = len(members)
             members.append([])
         members[match].append(k)
-        class_of_key.append(match)
-    return np.array([class_of_key[k] if k >= 0 else -1 for k in key_ids], dtype=np.int64)
+        class_of_key[k] = match
+    grouped = np.array([class_of_key[k] if k >= 0 else -1 for k in key_ids], dtype=np.int64)
+    first = {}  # numbered by first occurrence
+    for c in grouped[grouped >= 0]:
+        first.setdefault(int(c), len(first))
+    return np.array([first[int(c)] if c >= 0 else -1 for c in grouped], dtype=np.int64)
 
 
 def no_answer(answer) -> bool:

@@ -231,6 +231,44 @@ def test_digit_groups_written_any_way_grade_like_the_number():
     assert rm.is_correct("11,\\! 111,\\! 111,\\! 100", "11111111100") and rm.is_correct("1,\\! 000", "1000")
     gold = "11,\\! 111,\\! 111,\\! 100"  # a MATH-500 gold, graded against itself
     np.testing.assert_array_equal(rm.grade_batch([gold], [gold]), [True])
+    # A first group of 0 is no thousands group: "0,100" (an extra root listed) is not 100, "0,033" not AIME's 033.
+    wrong = [("0,100", "100"), ("0{,}100", "100"), ("0,\\!100", "100"), ("00,100", "100"), ("0,001", "1"),
+             ("0,033", "033")]
+    assert not any(rm.is_correct(f"so \\boxed{{{p}}}", g) for p, g in wrong)
+    assert rm.is_correct("\\boxed{1\\,000.5}", "1000.5") and rm.is_correct("\\boxed{12\\,345\\,678}", "12345678")
+
+
+def test_a_stated_answer_is_the_whole_statement_not_its_first_piece():
+    """"The answer is $5$ or $6$." kept the first inline math alone and was graded 5: hedged answers were rewarded
+    (math-verify gives 0, as rlvjax does for "5 or 6" without dollars). What follows the math in its sentence is
+    dropped only when it holds no more math ("$18$ dollars."); a reason after a comma is never the answer."""
+    hedged = ["So the answer is $5$ or $6$.", "The answer is $5$ (or possibly $6$).", "The answer is $5$, $6$, or $7$.",
+              "The answer is $$5$$ or $$6$$.", "The answer is $x=5$ or $x=-5$."]
+    graded, answers = rm.grade_completions(hedged, ["5"] * len(hedged))
+    assert not graded.any(), answers
+    plain = ["The answer is $18$ dollars.", "The answer is 5, because 2+3=5.", "The answer is $5$, since $2+3=5$.",
+             "The final answer is $5$. I hope it is correct."]
+    graded, answers = rm.grade_completions(plain, ["18", "5", "5", "5"])
+    assert graded.all() and answers == ["18", "5", "5", "5"], answers
+
+
+def test_reading_the_answer_is_linear_in_what_follows_it():
+    """A run of spaces after the answer, then more text, backtracked: 16,000 spaces took 3 s in the trainer's own
+    process (no grading worker, no timeout); 32,000 newlines 10 s."""
+    start = time.perf_counter()
+    assert rm.extract_answer("The answer is 5.\n" + " " * 200_000 + "x") is None
+    assert rm.extract_answer("The answer is 5." + "\n" * 200_000 + "Hmm") is None
+    assert rm.extract_answer("The answer is 5." + " " * 200_000) == "5"
+    assert time.perf_counter() - start < 1.0
+
+
+def test_a_derivation_without_a_stated_answer_is_not_a_bare_answer():
+    """``is_correct`` reads text with no box and no "The answer is" as a bare answer unless it is prose; "Let x = 5"
+    and a multi-line derivation were graded as their last value, where ``grade_completions`` gives 0."""
+    for text, gold in [("Let x = 5", "5"), ("12+7=19\n19-5=14\n14*2=28", "28"), ("Then 5", "5")]:
+        assert not rm.is_correct(text, gold) and not rm.grade_completions([text], [gold])[0][0], text
+    bare = [("x = 5", "5"), ("first", "first"), ("Sofia", "Sofia"), ("all real numbers", "all real numbers")]
+    assert all(rm.is_correct(text, gold) for text, gold in bare)
 
 
 # ------------------------------------------------------------------------------------------------ MATH-500

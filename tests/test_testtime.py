@@ -129,8 +129,41 @@ def test_a_vote_class_holds_only_answers_the_grader_calls_equal_pairwise():
 
     assert answers_equivalent("50\\%", "50") and answers_equivalent("50\\%", "0.5")
     assert not answers_equivalent("50", "0.5")
-    np.testing.assert_array_equal(tt.answer_classes(["50\\%", "50", "0.5"]), [0, 0, 1])
-    assert tt.majority_vote(["50\\%", "50", "0.5", "0.5", "0.5"]) == "0.5"  # 3 votes to 2 (it was "50\\%": 5 votes)
+    classes = tt.answer_classes(["50\\%", "50", "0.5", "0.5", "0.5"])  # it was one class of 5 votes
+    assert classes[1] != classes[2] and len(set(classes)) == 2 and len(set(classes[2:])) == 1, classes
+
+
+def test_vote_classes_do_not_depend_on_the_samples_order():
+    """Grouped in order of appearance, [50, 50%, 50%, 0.5, 0.5] split as {50, 50%} / {0.5} (majority 50) and the same
+    answers in another order as {0.5, 50%} / {50} (majority 0.5): the vote followed the sampling order. The most
+    frequent answers are grouped first now, then by key."""
+    answers = ["50", "50\\%", "50\\%", "0.5", "0.5"]
+    partitions, majorities = set(), set()
+    for order in ([0, 1, 2, 3, 4], [3, 1, 2, 0, 4], [4, 3, 2, 1, 0], [1, 0, 3, 2, 4]):
+        shuffled = [answers[i] for i in order]
+        classes = tt.answer_classes(shuffled)
+        partitions.add(frozenset(frozenset(a for a, c in zip(shuffled, classes) if c == k) for k in set(classes)))
+        majorities.add(tt.majority_vote(shuffled))
+    assert partitions == {frozenset({frozenset({"50"}), frozenset({"50\\%", "0.5"})})}, partitions
+    assert majorities <= {"0.5", "50\\%"}, majorities  # the same class wins (reported by its first sample)
+
+
+def test_an_answer_that_hangs_the_grader_is_compared_no_more():
+    """``9^{9^{9^{9}}}`` times out in math-verify: it was compared (and timed out, 5 s each) with every class."""
+    from rlvjax.rewards.math import default_grader
+
+    fractions = ["\\frac12", "\\frac13", "\\frac14", "\\frac15", "\\frac16"]
+    before = default_grader().stats.timeouts
+    classes = tt.answer_classes(fractions + ["9^{9^{9^{9}}}", "0.5", "\\frac{2}{4}", "0.25", "0.2"])
+    np.testing.assert_array_equal(classes, [0, 1, 2, 3, 4, 5, 0, 0, 2, 3])
+    # Its one batched check against the three classes open when it came up ("0.2", "0.25", "0.5" sort first) timed
+    # out three times; failing against two or more at once, it is compared no more.
+    assert default_grader().stats.timeouts - before == 3
+    # Placed first, it opens the first class; the two keys that time out against it leave it out of later checks.
+    before = default_grader().stats.timeouts
+    classes = tt.answer_classes(["9^{9^{9^{9}}}"] * 3 + fractions + ["0.5", "0.2"])
+    np.testing.assert_array_equal(classes, [0, 0, 0, 1, 2, 3, 4, 5, 1, 4])
+    assert default_grader().stats.timeouts - before == 2
 
 
 def test_votes_group_by_mathematical_equivalence():

@@ -134,18 +134,25 @@ def _answer_phrase(text: str) -> str | None:
     if rest.startswith("$"):
         inline = re.match(r"\$\$(.+?)\$\$|\$((?:\\\$|[^$])+)\$", rest)  # "\$" inside: a dollar sign
         if inline:  # what follows it in its sentence ("$18$ dollars.") is part of the statement
-            rest, tail = next(g for g in inline.groups() if g is not None), rest[inline.end() :]
-            stop = re.search(r"[.!?](?:\s|$)", tail)
-            tail = tail[stop.end() :] if stop else ""
+            stop = re.search(r"[.!?](?:\s|$)", rest[inline.end() :])
+            said = rest[inline.end() :][: stop.start()] if stop else rest[inline.end() :]
+            tail = rest[inline.end() + stop.end() :] if stop else ""
+            # "$5$ or $6$", "$5$ (or possibly 6)": more math in the sentence states more than its first piece
+            rest = rest[: inline.end()] + said if _MORE_MATH.search(said) else \
+                next(g for g in inline.groups() if g is not None)
     elif (stop := re.search(r"\.\s", rest)) is not None:  # the sentence's end
         rest, tail = rest[: stop.start()], rest[stop.end() :]
+    rest = _REASON.split(rest, maxsplit=1)[0]  # "5, because 2 + 3 = 5": the answer, not its reason
     if not _CLOSING.fullmatch(tail + "\n" + after):
         return None
     rest = _strip_math_delimiters(rest)
     return rest or None
 
 
-_CLOSING = re.compile(r"[\s.!]*(?:I hope (?:it|this) is correct[.!]?)?\s*", re.IGNORECASE)
+# Possessive: a backtracking run of spaces made a completion of 16,000 spaces after its answer take seconds to read
+_CLOSING = re.compile(r"[\s.!]*+(?:I hope (?:it|this) is correct[.!]?)?\s*+", re.IGNORECASE)
+_MORE_MATH = re.compile(r"\$|\\[(\[]|\d")
+_REASON = re.compile(r",\s*(?:because|since|as|which|so|where|given|hence|thus|i\.e\.)(?![A-Za-z])", re.IGNORECASE)
 
 
 def extract_answer(text: str) -> str | None:
@@ -197,11 +204,16 @@ def is_formula(text: str) -> bool:
     return _WORD.search(text) is None
 
 
+_OPENER = re.compile(r"(?:let|suppose|assume|if|since|because|then|so|thus|hence|therefore|we|note|first)\s+\S",
+                     re.IGNORECASE)
+
+
 def _is_prose(text: str) -> bool:
-    """Inline math inside text, a sentence break, or five or more plain words outside ``\text{..}``: a sentence,
-    not an answer ("all real numbers" is an answer)."""
-    return ("$" in text.replace("\\$", "") or _SENTENCE_BREAK.search(text) is not None
-            or len(_WORD.findall(_TEXT_ARGUMENT.sub("", text))) >= 5)
+    """Inline math inside text, a sentence break, a line break, a sentence's opening word ("Let x = 5"), or five or
+    more plain words outside ``\text{..}``: a sentence or a derivation, not an answer ("all real numbers" is an
+    answer)."""
+    return ("$" in text.replace("\\$", "") or _SENTENCE_BREAK.search(text) is not None or "\n" in text.strip()
+            or _OPENER.match(text.strip()) is not None or len(_WORD.findall(_TEXT_ARGUMENT.sub("", text))) >= 5)
 
 
 # Unicode math as LaTeX, so that a gold "½" or "2√3" grades like "\frac{1}{2}" or "2\sqrt{3}" (math-verify parses
@@ -238,7 +250,12 @@ def same_by_key(a: str, b: str) -> bool | None:
 # A number in groups of three digits, written "10,080", "1{,}000", "10,\\!080", "11,\\! 111" or with thin spaces
 # "10\\,080" (which math-verify alone reads as 90); "12, 345" is a list of two numbers, as math-verify reads it.
 _GROUP_SEPARATOR = r"(?:,\\!\s*|\{,\}|,|\\,)"
-_GROUPED_NUMBER = re.compile(rf"\s*(?:\\\$)?[+-]?\d{{1,3}}(?:{_GROUP_SEPARATOR}\d{{3}})+\s*")
+# A first group of 0 is no number's ("0,100" is a list of two answers, not 100).
+_GROUPED_NUMBER = re.compile(rf"\s*(?:\\\$)?[+-]?[1-9]\d{{0,2}}(?:{_GROUP_SEPARATOR}\d{{3}})+\s*")
+
+
+_GROUP_MARK = re.compile(r"\\[,!]|\{,\}|,\\!\s*")
+_DIGIT_GROUPS = re.compile(rf"(?<![\d.])[1-9]\d{{0,2}}(?:(?:{_GROUP_MARK.pattern})\d{{3}})+(?!\d)")
 
 
 def normalize_answer(answer: str) -> str:
@@ -250,7 +267,7 @@ def normalize_answer(answer: str) -> str:
         s = re.sub(_GROUP_SEPARATOR, "", s)
     s = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", s)
     s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
-    s = re.sub(r"(?<=\d)(?:\\[,!]|\{,\}|,\\!\s*)(?=\d{3}(?!\d))", "", s)  # digit groups: "1\\,000.5"
+    s = _DIGIT_GROUPS.sub(lambda m: _GROUP_MARK.sub("", m.group()), s)  # digit groups: "1\\,000.5"
     s = re.sub(r"\\[,;:! ]", " ", s)  # any other LaTeX space is a space: "2\\ 3" stays two numbers below
     s = re.sub(r"(?<=\d)\s+(?=\d)", "\u2423", s)  # "2 3" is two numbers, not 23: math-verify decides
     return re.sub(r"\s+", "", s)

@@ -113,12 +113,20 @@ class Grader:
               answers: bool = False) -> tuple[np.ndarray, GradeStats]:
         """r_i for each (completion or bare answer, gold answer) pair, and this call's GradeStats. ``answers``:
         ``texts`` are final answers already extracted (``extract_answer``), graded as they are."""
-        return self._run(texts, golds, symmetric=False, timeout_s=timeout_s, completions=not answers, stated=answers)
+        return self._run(texts, golds, symmetric=False, timeout_s=timeout_s, completions=not answers,
+                         stated=answers)[:2]
 
     def equivalent(self, lefts, rights, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[np.ndarray, GradeStats]:
         """Symmetric equivalence of answer pairs (for grouping votes): either direction of verify suffices. Both
         sides are final answers already extracted, compared as they are, as ``grade(answers=True)`` grades them."""
-        return self._run(lefts, rights, symmetric=True, timeout_s=timeout_s, stated=True)
+        return self._run(lefts, rights, symmetric=True, timeout_s=timeout_s, stated=True)[:2]
+
+    def equivalent_or_failed(self, lefts, rights, *,
+                             timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[np.ndarray, np.ndarray]:
+        """``equivalent``'s verdicts, and which of the checks failed (timed out, or killed their worker): a caller
+        comparing one answer with many can stop comparing one that hangs math-verify."""
+        same, _, failed = self._run(lefts, rights, symmetric=True, timeout_s=timeout_s, stated=True)
+        return same, failed
 
     def worker_pids(self) -> list[int]:
         return [w.proc.pid for w in self._workers]
@@ -134,11 +142,11 @@ class Grader:
         self.close()
 
     def _run(self, preds, golds, *, symmetric: bool, timeout_s: float, completions: bool = False,
-             stated: bool = False) -> tuple[np.ndarray, GradeStats]:
+             stated: bool = False) -> tuple[np.ndarray, GradeStats, np.ndarray]:
         preds, golds = list(preds), list(golds)
         if len(preds) != len(golds):
             raise ValueError(f"{len(preds)} predictions but {len(golds)} golds")
-        out = np.zeros(len(preds), dtype=bool)
+        out, failed = np.zeros(len(preds), dtype=bool), np.zeros(len(preds), dtype=bool)
         stats = GradeStats(total=len(preds))
         jobs = []
         for i, (p, g) in enumerate(zip(preds, golds)):
@@ -155,14 +163,14 @@ class Grader:
         with self._lock:
             try:
                 if jobs:
-                    self._dispatch(jobs, symmetric, timeout_s, out, stats)
+                    self._dispatch(jobs, symmetric, timeout_s, out, stats, failed)
             except BaseException:  # e.g. KeyboardInterrupt: workers may hold stale jobs, never reuse them
                 self._kill_all()
                 raise
             self.stats.add(stats)
-        return out, stats
+        return out, stats, failed
 
-    def _dispatch(self, jobs, symmetric, timeout_s, out, stats) -> None:
+    def _dispatch(self, jobs, symmetric, timeout_s, out, stats, failed) -> None:
         queue, resent = collections.deque(jobs), set()
         while True:
             busy = [w for w in self._workers if w.job_id is not None]
@@ -178,6 +186,7 @@ class Grader:
                     self._replace(w)
                     if job[0] in resent:
                         stats.errors += 1
+                        failed[job[0]] = True
                     else:  # once more, on a fresh worker
                         resent.add(job[0])
                         queue.appendleft(job)
@@ -187,15 +196,16 @@ class Grader:
             wait_s = max(0.0, min(w.deadline for w in waiting) - time.monotonic())
             readable = wait_readable([w.proc.stdout for w in waiting], timeout=wait_s)
             for w in [w for w in waiting if w.proc.stdout in readable]:
-                self._receive(w, out, stats)
+                self._receive(w, out, stats, failed)
             now = time.monotonic()
             for w in [w for w in waiting if w in self._workers and w.deadline <= now and w.job_id is not None]:
                 stats.timeouts += 1
+                failed[w.job_id] = True
                 self._replace(w)
             if any(not w.ready and w.deadline <= now for w in self._workers):
                 raise RuntimeError(f"grading worker did not start within {WORKER_START_TIMEOUT_S} s")
 
-    def _receive(self, w: _Worker, out: np.ndarray, stats: GradeStats) -> None:
+    def _receive(self, w: _Worker, out: np.ndarray, stats: GradeStats, failed: np.ndarray) -> None:
         line = w.proc.stdout.readline()
         try:
             msg = json.loads(line) if line else None
@@ -205,6 +215,7 @@ class Grader:
             if not w.ready:
                 raise RuntimeError("grading worker exited during start-up (is math-verify installed?)")
             stats.errors += 1  # died mid-item: segfault, OOM kill, ...
+            failed[w.job_id] = True
             self._replace(w)
             return
         if not w.ready:
