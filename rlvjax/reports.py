@@ -222,7 +222,7 @@ def write_report(evaluation: dict, out_dir, samples: tuple | None = None) -> tup
         writers["compute.png"] = lambda path: strategy_report.plot(strategies[-1], path)
     if samples is not None:
         writers["eval_samples.jsonl"] = lambda path: write_samples(*samples, path)
-    writers["eval.json"] = lambda path: path.write_text(json.dumps(_finite(evaluation), indent=2, allow_nan=False))
+    writers["eval.json"] = lambda path: path.write_text(json.dumps(as_json(evaluation), indent=2, allow_nan=False))
     staged = []
     try:
         for name, write in writers.items():
@@ -261,12 +261,13 @@ def _moving_in(out_dir: Path):
         os.close(fd)  # releases the lock
 
 
-def _finite(value):
-    """``value`` (nested dicts and lists) with NaN and infinities as None: JSON has no such numbers."""
+def as_json(value):
+    """``value`` (nested dicts and lists) as eval.json holds it: NaN and infinities as None (JSON has no such
+    numbers), tuples as lists."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: as_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [as_json(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -34,6 +36,9 @@ FIELDS = {"algorithm": ("rl", "algorithm"), "lambda_verify": ("rl", "lambda_veri
           "verify_question": ("verifier", "question"), "verify_threshold": ("verifier", "threshold"),
           "verify_label_reward": ("verifier", "label_reward"),
           "reward_weights": ("task", "reward_weights"), "prompt_format": ("task", "prompt_format")}
+# The fields an evaluation of a trained run follows: set on another trainer's args, they must agree with the run's.
+EVAL_FIELDS = ("max_new_tokens", "temperature", "verify_question", "verify_threshold", "verify_label_reward",
+               "reward_weights")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,17 +93,20 @@ class RLVTrainer:
     ``model``: an HF directory or hub id (Qwen2 / Llama, safetensors), or None for the built-in tiny
     Qwen2-architecture model with the arithmetic tokenizer (the CPU quickstart). ``reward_funcs``: one function or a
     list, TRL's contract ``f(prompts, completions, **columns) -> list[float]`` (each gets every dataset column), or
-    registered names ("math", the default: the last ``\\boxed{}`` against a ``gold`` / ``answer`` / ``solution``
-    column). ``train_dataset`` / ``eval_dataset``: a file path or datasets id, a ``datasets.Dataset``, or a list of
-    dicts, each row with a ``prompt`` (text, or chat messages) and whatever columns the rewards read. Every eval row
-    given is evaluated; without ``eval_dataset`` the evals read ``config.task.eval_file`` when it names one (its
-    first ``TaskSpec.num_eval`` rows, as the CLI reads it).
+    registered names ("math": the last ``\\boxed{}`` against a ``gold`` / ``answer`` / ``solution`` column); None
+    (the default): ``config.task.rewards``, "math" unless the config names others. ``train_dataset`` /
+    ``eval_dataset``: a file path or datasets id, a ``datasets.Dataset``, or a list of dicts, each row with a
+    ``prompt`` (text, or chat messages) and whatever columns the rewards read. Every eval row given is evaluated;
+    without ``eval_dataset`` the evals read ``config.task.eval_file`` when it names one (its first
+    ``TaskSpec.num_eval`` rows, as the CLI reads it).
     """
 
-    def __init__(self, model: str | None = None, reward_funcs: Callable | str | Sequence[Callable | str] = "math",
+    def __init__(self, model: str | None = None, reward_funcs: Callable | str | Sequence[Callable | str] | None = None,
                  train_dataset: Any = None, eval_dataset: Any = None, *, args: RLVConfig):
         if not isinstance(args, RLVConfig):
             raise ValueError(f"args must be an rlvjax.RLVConfig, got {type(args).__name__}")
+        if reward_funcs is None:  # the config's own (TaskSpec.rewards: "math" unless it names others)
+            reward_funcs = list(args.config.task.rewards)
         if not reward_funcs:
             raise ValueError(f"reward_funcs={reward_funcs!r}: pass a reward function, a list of them, or a registered "
                              "name such as 'math'")
@@ -111,6 +119,10 @@ class RLVTrainer:
             raise ValueError(f"reward_funcs={reward_funcs!r}: pass a reward function, a registered name such as "
                              "'math', or a list of them")
         funcs = [reward_funcs] if single else list(reward_funcs)
+        for f in funcs:
+            if not (callable(f) or isinstance(f, str)):
+                raise ValueError(f"reward_funcs holds {f!r}, neither a function nor a registered name; pass functions "
+                                 "f(prompts, completions, **columns) -> list[float], or names such as 'math'")
         functions = [registry.resolve(f) if isinstance(f, str) else f for f in funcs]
         names = [f if isinstance(f, str) else registry.name_of(f) for f in funcs]
         for i, (name, fn) in enumerate(zip(names, functions)):
@@ -128,7 +140,8 @@ class RLVTrainer:
                     "reward %r is registered by %s: a new process (train --resume, evaluate --workdir) knows it only "
                     "once %s is imported; name it by 'module:function' for the written config.gin to reproduce the "
                     "run from the command line", name, module, module)
-        self.config = args.to_config(model, names)
+        self.args, self.config = args, args.to_config(model, names)
+        self.given_data = train_dataset is not None  # else ``evaluate`` reads the run's own eval problems
         need_gold = "math" in names
         if train_dataset is None and eval_dataset is not None:
             raise ValueError("eval_dataset without train_dataset: the run would train and evaluate on its task's own "
@@ -182,7 +195,7 @@ class RLVTrainer:
         import jax
         import jax.numpy as jnp
 
-        from rlvjax import eval_out, evaluate, experiment, parallel, reports
+        from rlvjax import eval_out, evaluate, experiment, memory, parallel, reports
         from rlvjax.rl import verifier
         from rlvjax.model.hf import load_hf
         from rlvjax.strategies import report as strategy_report
@@ -198,20 +211,26 @@ class RLVTrainer:
         final = self.output_dir / "final"
         if not final.is_dir():
             raise FileNotFoundError(f"{final} does not exist: train() first (with RunConfig.export_final = True)")
-        stored, asked = dataclasses.asdict(verifier.load_config(final)), dataclasses.asdict(self.config.verifier)
-        changed = [k for k in stored if stored[k] != asked[k]] if (final / verifier.CONFIG_FILE).exists() else []
-        if changed:  # another trainer's args on this output_dir
-            raise ValueError(f"{final} was trained with " + ", ".join(f"{k}={stored[k]!r}" for k in changed)
-                             + ", these args give " + ", ".join(f"{k}={asked[k]!r}" for k in changed)
-                             + "; evaluate with the run's own args (verify_question, verify_threshold, "
-                               "verify_label_reward)")
-        spec = self.config.model  # in the run's precision, as its end-of-run report and the CLI
+        config = self._trained_config(final)
+        spec = config.model  # in the run's precision, as its end-of-run report and the CLI
         model, tokenizer = load_hf(final, dtype=jnp.dtype(spec.dtype), compute_dtype=spec.compute_dtype)
-        records = experiment.build_eval_records(self.config.task, tokenizer,
-                                                None if self.records is None else self.records[1])
+        # The run's own eval problems (as ``evaluate --workdir`` reads them), unless this trainer was given data
+        own = experiment.build_eval_records(config.task, tokenizer)
+        records = own if not self.given_data else experiment.build_eval_records(
+            self.config.task, tokenizer, None if self.records is None else self.records[1])
         if not records:
             raise ValueError("no eval problems: pass eval_dataset= (or a task with TaskSpec.eval_file / num_eval)")
-        rl, config = self.config.rl, self.config
+        data = None if _problems(records) == _problems(own) else \
+            "eval_dataset:" + hashlib.sha256(_problems(records).encode()).hexdigest()[:12]
+        experiment.check_encodable(tokenizer, records, "eval_dataset", fix="evaluate problems the run's tokenizer "
+                                   "covers, or remove those rows")
+        reward = registry.Rewards.of(config, self.reward.functions)  # the run's weights and label
+        reward.check_columns(records, "eval_dataset")  # before minutes of sampling, not after
+        reward.probe(records)
+        rl = config.rl
+        experiment.check_positions(model.config, memory.longest_prompt(tokenizer, [r["prompt"] for r in records]),
+                                   rl.max_new_tokens, len(verifier.tokens(tokenizer, config.verifier.question).suffix),
+                                   knob="max_new_tokens", fix="evaluate shorter prompts")
         if strategy != "fixed":
             rules = rules or strategy_report.default_rules(strategy, num_samples=num_samples,
                                                            max_new_tokens=rl.max_new_tokens)
@@ -221,20 +240,39 @@ class RLVTrainer:
         rep, pool = evaluate.evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=num_samples,
                                              seed=config.run.seed, temperature=temperature,
                                              conventions=config.conventions, verify=config.verifier,
-                                             reward=self.reward)
+                                             reward=reward)
         t = rep["temperature"]
         if strategy != "fixed":
-            policy = Policy.build(model, tokenizer, rl, verify=config.verifier, reward=self.reward,
+            policy = Policy.build(model, tokenizer, rl, verify=config.verifier, reward=reward,
                                   conventions=config.conventions, temperature=t)
             rep["strategy"] = strategy_report.evaluate(strategy, rules, rep, pool, policy=policy, records=records,
                                                        seed=config.run.seed)
         evaluation = reports.assemble({reports.temperature_key(t): {"final": rep}}, {},
                                        train_temperature=rl.temperature, headline_temperature=t)
-        evaluation["evaluated"] = eval_out.evaluated(final, None)  # on the run's own eval problems
+        evaluation["evaluated"] = eval_out.evaluated(final, data)  # data None: the run's own eval problems
         if jax.process_index() == 0:  # every process evaluated its share; one writes
-            reports.write_report(evaluation, self.output_dir / "eval" / "final",
-                                 samples=(pool, records, config.conventions))
-        return evaluation
+            # other problems than the run's own go beside its report on them, not over it (as evaluate --data)
+            out = self.output_dir / "eval" / ("final" if data is None else f"final-{data.replace(':', '-')}")
+            reports.write_report(evaluation, out, samples=(pool, records, config.conventions))
+        return reports.as_json(evaluation)
+
+    def _trained_config(self, final: Path) -> Config:
+        """The config ``final`` was trained with (stored with the run's checkpoints), which the evaluation follows;
+        one line when this trainer's args set an evaluation setting or reward otherwise."""
+        from rlvjax.checkpoint import Checkpointer
+
+        stored = Config.from_dict(Checkpointer(self.output_dir / "checkpoints", read_only=True).read_config())
+        changed = [(field, getattr(getattr(stored, section), key), getattr(self.args, field))
+                   for field, (section, key) in FIELDS.items() if field in EVAL_FIELDS
+                   and getattr(self.args, field) is not None
+                   and getattr(self.args, field) != getattr(getattr(stored, section), key)]
+        if tuple(stored.task.rewards) != tuple(self.config.task.rewards):
+            changed.append(("reward_funcs", tuple(stored.task.rewards), tuple(self.config.task.rewards)))
+        if changed:  # another trainer's args on this output_dir
+            raise ValueError(f"{final} was trained with " + ", ".join(f"{k}={was!r}" for k, was, _ in changed)
+                             + ", these args give " + ", ".join(f"{k}={now!r}" for k, _, now in changed)
+                             + "; evaluate with the run's own args (or leave those out)")
+        return stored
 
     def save_model(self, output_dir, *, overwrite: bool = False) -> None:
         """The trained policy as an HF directory (safetensors, config, tokenizer, its verify question): a copy of
@@ -244,24 +282,31 @@ class RLVTrainer:
         import tempfile
 
         from rlvjax.export import check_out
-        from rlvjax.model.hf import replace_dir
+        from rlvjax.model.hf import remove_stale_staging, replace_dir
 
         final = self.output_dir / "final"
         if not final.is_dir():
             raise FileNotFoundError(f"{final} does not exist: train() first (with RunConfig.export_final = True)")
-        out = Path(output_dir)
+        out = Path(output_dir).expanduser()  # as save_hf and export take it ("~/x" made a ./~/x)
         if out.resolve() == final.resolve():
             return
         check_out(out, self.output_dir, overwrite, flag="save_model: output_dir",
                   overwrite_hint="pass overwrite=True")
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        remove_stale_staging(out)  # a killed copy's, each a whole model's size
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}-", dir=out.parent))
         try:
             shutil.copytree(final, tmp, dirs_exist_ok=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         replace_dir(tmp, out, overwrite=overwrite)
+
+
+def _problems(records: list[dict]) -> str:
+    """Records as canonical text (as the run's data/*.jsonl holds them: numpy values as numbers), to tell the run's
+    own eval problems from others."""
+    return json.dumps(records, sort_keys=True, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
 
 
 def _records(dataset, name: str, need_gold: bool, task) -> list[dict]:

@@ -275,9 +275,21 @@ def test_save_hf_replaces_only_an_earlier_export_unless_told(tmp_path, monkeypat
     project = tmp_path / "project"
     (project / "runs").mkdir(parents=True)
     (project / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match=f"^{project} holds files that are not a model .*; save into a new or empty "):
+    with pytest.raises(ValueError, match=f"^{project} holds files that are not an earlier rlvjax export .*; save into "
+                                         "a new or empty "):
         save_hf(model, None, project)
     assert sorted(p.name for p in project.iterdir()) == ["notes.txt", "runs"]
+    # A model another tool saved (a downloaded base model: its README, license, generation config) is no earlier
+    # export: it was replaced whole, its own files deleted
+    downloaded = tmp_path / "base"
+    save_hf(model, None, downloaded)
+    from safetensors.numpy import load_file, save_file
+
+    save_file(load_file(downloaded / "model.safetensors"), downloaded / "model.safetensors", metadata={"format": "pt"})
+    (downloaded / "LICENSE").write_text("theirs")
+    with pytest.raises(ValueError, match="holds files that are not an earlier rlvjax export"):
+        save_hf(model, None, downloaded)
+    assert (downloaded / "LICENSE").read_text() == "theirs"
     (tmp_path / "results.csv").write_text("a,b")
     with pytest.raises(ValueError, match="results.csv is a file; save the model into a directory"):
         save_hf(model, None, tmp_path / "results.csv", overwrite=True)
@@ -439,3 +451,34 @@ def test_an_exported_chat_policy_tells_generate_where_its_completions_end(hf_che
     with torch.no_grad():
         tokens = torch_model.generate(torch.tensor([[1, 7, 8]]), max_new_tokens=5, do_sample=False)[0].tolist()
     assert tokens == [1, 7, 8, im_end]
+
+
+def test_a_random_model_trained_with_its_own_tokenizer_reloads_it_unchanged(tmp_path, caplog):
+    """A ``ModelSpec.tokenizer_dir`` tokenizer (a plain tokenizer.json) on the random qwen2 model: the export named
+    model_type qwen2 and a generic tokenizer class, and ``AutoTokenizer`` loaded it as Qwen2Tokenizer, which rebuilds
+    the pre-tokenizer from the vocabulary: the end-of-run report, the lambda = 0 baseline (trained from
+    warm_start/) and ``evaluate --workdir`` encoded "\\n\\n" (and the verify prompt) otherwise than training did."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from rlvjax import experiment
+    from rlvjax.model.hf import TOKENIZER_PROBE, load_hf, save_hf
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    corpus = ["Step 1: add.\n\nStep 2: multiply.\n\n\\boxed{19}", "Is the answer correct? Yes", "12 + 7 = 19\n\n"]
+    bpe.train_from_iterator(corpus * 50, trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>"],
+                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>").save_pretrained(tmp_path / "tok")
+    model, tokenizer = experiment.build_policy(experiment.ModelSpec(
+        tokenizer_dir=str(tmp_path / "tok"), hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
+        num_kv_heads=1))
+    with caplog.at_level("WARNING"):
+        save_hf(model, tokenizer, tmp_path / "export")
+    _, back = load_hf(tmp_path / "export")
+    for text in (TOKENIZER_PROBE, "a\n\n\nb  c", "x = 3\n\n\\boxed{3}"):
+        assert back(text).input_ids == tokenizer(text).input_ids, text
+    # transformers' own loader still picks the model type's class: the export says so, once
+    auto = AutoTokenizer.from_pretrained(str(tmp_path / "export"))
+    assert auto(TOKENIZER_PROBE).input_ids != tokenizer(TOKENIZER_PROBE).input_ids
+    assert "PreTrainedTokenizerFast.from_pretrained" in caplog.text

@@ -95,11 +95,37 @@ def test_the_verify_question_is_asked_at_training_and_test_time_and_saved(user_r
     assert tokenizer.decode(suffix) == base_verify_prompt(QUESTION)  # one token of the built-in tokenizer
     assert len(suffix) == 1
     # Another trainer's args on the run: its evaluate() asked their question of the policy, silently.
-    other = rlvjax.RLVTrainer(args=rlvjax.RLVConfig(output_dir=root / "run", verify_question="2+2=5"))
-    with pytest.raises(ValueError, match="^" + re.escape(f"{root / 'run' / 'final'} was trained with question="
-                                                         f"{QUESTION!r}, these args give question='2+2=5'; evaluate "
-                                                         "with the run's own args")):
+    other = rlvjax.RLVTrainer(reward_funcs=namespace["exact_match"],
+                              args=rlvjax.RLVConfig(output_dir=root / "run", verify_question="2+2=5"))
+    with pytest.raises(ValueError, match="^" + re.escape(f"{root / 'run' / 'final'} was trained with verify_question="
+                                                         f"{QUESTION!r}, these args give verify_question='2+2=5'; "
+                                                         "evaluate with the run's own args")):
         other.evaluate(num_samples=4)
+    # ... and another reward (the default "math", where the run was trained on the user's): refused alike
+    with pytest.raises(ValueError, match=r"was trained with reward_funcs=\('my_rewards:exact_match',\), these args "
+                                         r"give reward_funcs=\('math',\)"):
+        rlvjax.RLVTrainer(args=rlvjax.RLVConfig(output_dir=root / "run")).evaluate(num_samples=4)
+
+
+def test_a_new_session_evaluates_the_runs_own_problems_and_other_data_beside_them(user_run):
+    """A trainer rebuilt later without data evaluated the default arithmetic task (200 generated problems) and
+    wrote it over the run's report as "the run's own"; one given other eval rows replaced that report too."""
+    root, namespace, _, rows = user_run
+    own = json.loads((root / "run" / "eval" / "final" / "eval.json").read_text())
+    later = rlvjax.RLVTrainer(reward_funcs=namespace["exact_match"], args=rlvjax.RLVConfig(output_dir=root / "run"))
+    again = later.evaluate(num_samples=4)
+    assert again["evaluated"]["data"] is None and again == own  # the run's own problems, keys and report
+    others = [{"prompt": "4+4=", "target": "8"}, {"prompt": "1+2=", "target": "3"}]
+    other = rlvjax.RLVTrainer(reward_funcs=namespace["exact_match"], train_dataset=rows, eval_dataset=others,
+                              args=rlvjax.RLVConfig(output_dir=root / "run"))
+    elsewhere = other.evaluate(num_samples=4)
+    assert elsewhere["evaluated"]["data"].startswith("eval_dataset:")
+    from rlvjax.reports import temperature_key
+
+    assert elsewhere["reports"][temperature_key(elsewhere["headline_temperature"])]["final"]["num_problems"] == 2
+    written = root / "run" / "eval" / f"final-{elsewhere['evaluated']['data'].replace(':', '-')}" / "eval.json"
+    assert json.loads(written.read_text()) == elsewhere  # returned as written (NaN as None, tuples as lists)
+    assert json.loads((root / "run" / "eval" / "final" / "eval.json").read_text()) == own
 
 
 def test_evaluate_returns_and_writes_the_report(user_run):
@@ -435,8 +461,17 @@ def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
         rlvjax.RLVTrainer(args=args).evaluate(num_samples=1)
     with pytest.raises(ValueError, match=r"^RLVConfig.output_dir is empty; name the run's directory"):
         rlvjax.RLVConfig(output_dir=" ")  # "" trained into the working directory
-    with pytest.raises(ValueError, match=r"^reward_funcs=None: pass a reward function, a list of them, or a "):
-        rlvjax.RLVTrainer(reward_funcs=None, args=args)  # a raw TypeError
+    with pytest.raises(ValueError, match=r"^reward_funcs=\[\]: pass a reward function, a list of them, or a "):
+        rlvjax.RLVTrainer(reward_funcs=[], args=args)
+    with pytest.raises(ValueError, match=r"^reward_funcs holds 1, neither a function nor a registered name"):
+        rlvjax.RLVTrainer(reward_funcs=[1], args=args)  # accepted, then a bare TypeError in train()
+    # None (the default) is the config's own rewards: a default "math" replaced them, keeping their weights
+    from rlvjax.config import Config
+    from rlvjax.experiment import TaskSpec
+
+    own = Config(task=TaskSpec(rewards=("math", "math"), reward_weights=(2.0, 1.0)))
+    kept = rlvjax.RLVTrainer(args=rlvjax.RLVConfig(output_dir=args.output_dir, config=own))
+    assert kept.config.task.rewards == ("math", "math") and kept.reward.names == ("math", "math")
     with pytest.raises(ValueError, match=r"^rules= are a test-time strategy's; pass strategy="):
         rlvjax.RLVTrainer(args=args).evaluate(num_samples=4, rules=[object()])  # silently dropped
     # each of these was a TypeError traceback, or (temperature 0) K identical greedy samples voted over

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import glob
 import json
+import logging
 import os
 import re
 import shutil
@@ -233,9 +234,48 @@ def load_tokenizer(path):
         raise ValueError(f"no tokenizer in {path} (none of {', '.join(TOKENIZER_FILES)}); save one there with "
                          "tokenizer.save_pretrained")
     try:
+        if _generic_tokenizer(Path(path)):  # tokenizer.json's own pipeline, whatever model_type config.json names
+            from transformers import PreTrainedTokenizerFast
+
+            return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise ValueError(f"no usable tokenizer in {path} ({e}); save one there with tokenizer.save_pretrained") from e
+
+
+GENERIC_TOKENIZERS = ("PreTrainedTokenizerFast", "TokenizersBackend")
+
+
+def _generic_tokenizer(path: Path) -> bool:
+    """A ``tokenizer.json`` whose ``tokenizer_config.json`` names no model's own class. ``AutoTokenizer`` then
+    picks config.json's model type's class (a random qwen2 model trained with another tokenizer: Qwen2Tokenizer),
+    which rebuilds the pre-tokenizer from the vocabulary: "\n\n" was encoded otherwise than in training."""
+    try:
+        declared = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8")).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return declared in GENERIC_TOKENIZERS and (path / "tokenizer.json").is_file()
+
+
+TOKENIZER_PROBE = "Step 1: 12 + 7 = 19.\n\nStep 2:  \\boxed{19}\n\n\nIs the answer correct? Yes"
+
+
+def _warn_if_auto_reads_otherwise(path: Path, tokenizer, shown: Path) -> None:
+    """A warning when transformers' ``AutoTokenizer`` (what transformers and vLLM users load an export with) encodes
+    text otherwise than ``tokenizer``: rlvjax reloads the export's tokenizer.json as it is (``load_tokenizer``)."""
+    from transformers import AutoTokenizer
+
+    if not _generic_tokenizer(path):
+        return
+    try:
+        auto = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError):
+        return
+    if auto(TOKENIZER_PROBE).input_ids != tokenizer(TOKENIZER_PROBE).input_ids:
+        logging.warning("%s: transformers' AutoTokenizer loads this export's tokenizer as %s, which encodes text "
+                        "otherwise than the model was trained with (config.json's model type picks the class); "
+                        "rlvjax.load_hf reads it right, elsewhere load it with PreTrainedTokenizerFast.from_pretrained",
+                        shown, type(auto).__name__)
 
 
 def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None = None,
@@ -280,6 +320,7 @@ def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
             _portable_tokenizer_class(tmp / "tokenizer_config.json")
+            _warn_if_auto_reads_otherwise(tmp, tokenizer, path)
         for name, text in (files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
     except BaseException as e:
@@ -326,8 +367,9 @@ def _portable_tokenizer_class(path: Path) -> None:
 
 def check_replaceable(path: Path, *, only_a_model: bool = True) -> None:
     """A save replaces ``path`` whole: refused for a file or the working directory (which no rename can replace),
-    and, ``only_a_model``, for a folder holding anything but an earlier export (transformers' ``save_pretrained``
-    only ever adds files; a default ``save_hf`` deleted them)."""
+    and, ``only_a_model``, for a folder holding anything but an earlier export, stamped (``export_stamp``) by
+    ``save_hf`` (transformers' ``save_pretrained`` only ever adds files; a default ``save_hf`` deleted a downloaded
+    model's own)."""
     if not path.exists():
         return
     if not path.is_dir():
@@ -335,9 +377,10 @@ def check_replaceable(path: Path, *, only_a_model: bool = True) -> None:
     if Path.cwd().resolve().is_relative_to(path.resolve()):
         raise ValueError(f"{path} is the working directory or holds it; save into a new directory")
     if only_a_model and any(path.iterdir()) and not (
-            (path / "config.json").is_file() and any(path.glob("*.safetensors"))):
-        raise ValueError(f"{path} holds files that are not a model (no config.json with *.safetensors), which the save "
-                         "would delete; save into a new or empty directory, or an earlier export")
+            (path / "config.json").is_file() and "rlvjax_export_id" in export_stamp(path)):
+        raise ValueError(f"{path} holds files that are not an earlier rlvjax export (a model another tool saved keeps "
+                         "its README, license and files of its own), which the save would delete; save into a new or "
+                         "empty directory, or an earlier export")
 
 
 def replace_dir(tmp: Path, path: Path, *, overwrite: bool = True) -> None:
