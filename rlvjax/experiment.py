@@ -400,3 +400,8 @@ def decode_completions(tokenizer, tokens, lengths, finished, heads=None) -> list
     heads = heads if heads is not None else [[]] * len(tokens)
     return [tokenizer.decode(list(head) + row[: n - int(f)], skip_special_tokens=False)
             for head, row, n, f in zip(heads, tokens.tolist(), lengths.tolist(), finished.tolist())]
+
+
+def completion_ids(tokens, lengths) -> list[list[int]]:
+    """Each row's sampled ids from ``[R, N]`` host arrays, the stop token included (TRL's ``completion_ids``)."""
+    return [row[:n] for row, n in zip(np.asarray(tokens).tolist(), np.asarray(lengths).tolist())]

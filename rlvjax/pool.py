@@ -97,7 +97,8 @@ def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], re
         lengths.append(chunk_lengths)
         finished.append(chunk_finished)
         rows = [r for r in chunk for _ in range(k)]
-        graded = reward([r["prompt"] for r in rows], chunk_texts, rows)
+        graded = reward([r["prompt"] for r in rows], chunk_texts, rows,
+                        experiment.completion_ids(tokens.reshape(-1, n), chunk_lengths.ravel()))
         rewards.append(graded.rewards.reshape(-1, k))
         correct.append(graded.correct.reshape(-1, k))
         texts += chunk_texts

@@ -251,7 +251,9 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                                                       finished.ravel())
                 rows = [batch[i // g] for i in range(b * g)]
                 before = grading_counts() if reward.is_math else {}
-                rewards, correct = (x.reshape(b, g) for x in reward([r["prompt"] for r in rows], texts, rows))
+                rewards, correct = (x.reshape(b, g) for x in reward(
+                    [r["prompt"] for r in rows], texts, rows, experiment.completion_ids(tokens.reshape(b * g, n),
+                                                                                         lengths.ravel())))
                 # rollouts graded wrong for want of an answer, an unparseable one, a grader timeout or error
                 grading = {f"grade/{k}": v - before[k] for k, v in grading_counts().items()
                            if k in ("no_answer", "unparsed", "timeouts", "errors")} if before else {}

@@ -185,9 +185,11 @@ class RLVTrainer:
     def evaluate(self, num_samples: int = 16, *, temperature: float | None = None, strategy: str = "fixed",
                  rules: list | None = None) -> dict:
         """Sample ``num_samples`` completions per eval problem from the trained policy (``output_dir/final``),
-        score each with the verifier, grade them with the reward; writes eval.json, scaling.png and
-        eval_samples.jsonl to ``output_dir/eval/final`` (where ``python -m rlvjax.evaluate --workdir`` writes them;
-        the end-of-run report in ``output_dir`` stays) and returns what eval.json holds: the report (pass@k,
+        score each with the verifier, grade them with the reward, all as the run in ``output_dir`` was trained (its
+        stored config: a trainer built later needs no datasets or args but its reward functions); writes eval.json,
+        scaling.png and eval_samples.jsonl to ``output_dir/eval/final`` (where ``python -m rlvjax.evaluate --workdir``
+        writes them; the end-of-run report in ``output_dir`` stays), or, for eval rows other than the run's own, to
+        ``output_dir/eval/final-eval_dataset-HASH``, and returns what eval.json holds: the report (pass@k,
         majority, best-of-N and verifier-weighted votes) is ``["reports"][temperature_key(T)]["final"]``.
         ``strategy`` ("adaptive", "length" or "particle", with ``rules`` from ``rlvjax.strategies``; None:
         ``strategies.report.default_rules``) adds the report's ``strategy`` block and ``compute.png``, as

@@ -364,7 +364,8 @@ def test_rows_missing_fields_name_row_and_field(tmp_path):
         load_records(path)
     path = write_jsonl(tmp_path / "odd.jsonl", [{"text": "p", "label": "1"}])
     with pytest.raises(ValueError, match=r"odd.jsonl: cannot tell the schema from the fields of line 1 "
-                                         r"\['label', 'text'\]; expected problem\|prompt\|question \+ solution"):
+                                         r"\['label', 'text'\]; expected problem\|prompt\|question \+ solution.*"
+                                         r"a reward of your own that reads them \(reward_funcs= / TaskSpec.rewards\)$"):
         load_records(path)
     with pytest.raises(ValueError, match=r"odd.jsonl: line 1 lacks field 'prompt' or 'question'"):
         load_records(path, fmt="generic")
@@ -552,6 +553,10 @@ def test_a_reward_without_golds_keeps_rows_whose_gold_is_empty():
     # A row that leaves the answer out (a jsonl line) is a row with a null answer (a parquet cell): it was refused.
     left_out = from_rows([{"prompt": "a", "answer": "1"}, {"prompt": "b"}], require_gold=False)[0]
     assert [(r["prompt"], r["gold"]) for r in left_out] == [("a", "1"), ("b", None)]
+    # A gold column of the user's reward reaches it as the row holds it: it was read as a math answer (a list, a long
+    # or unbalanced text became None, "... #### 7" became "7", 3.50 "3.5")
+    golds = [["a", "b"], "x" * 5000, "{unbalanced", "step 1\n#### 7", 3.50]
+    assert [r["gold"] for r in from_rows([{"prompt": "p", "gold": g} for g in golds], require_gold=False)[0]] == golds
 
 
 def test_numbers_of_any_library_are_gold_answers():

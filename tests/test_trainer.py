@@ -71,7 +71,8 @@ def test_the_reward_function_gets_every_column_and_grades_what_was_sampled(user_
     assert len(training) == 2
     for call in training:
         assert call["target"] == [by_prompt[p] for p in call["prompts"]]  # aligned row by row
-        assert call["columns"] == ["id", "level", "source"]  # every other column of the user's data
+        # every other column of the user's data, and the sampled ids, as TRL passes them
+        assert call["columns"] == ["completion_ids", "id", "level", "source"]
     # The logged rewards are the function's values for the logged completions.
     samples = [json.loads(line) for line in (root / "run" / "samples.jsonl").read_text().splitlines()]
     assert samples
@@ -396,6 +397,26 @@ def test_trl_style_rewards_are_called_by_keyword():
     assert registry.required_columns(accuracy_reward) == {"solution"}
     with pytest.raises(ValueError, match=r"needs column\(s\) \['solution'\]"):
         rewards.check_columns([{"prompt": "p", "gold": "1"}], "train")
+
+
+def test_trl_token_id_rewards_get_the_sampled_ids():
+    """TRL's own ``get_soft_overlong_punishment`` returns an object called as ``f(completion_ids, **kwargs)``; it was
+    called positionally with (prompts, completions) and raised TypeError, and a function naming ``completion_ids``
+    was told to add it as a data column."""
+
+    class SoftOverlong:  # TRL's _SoftOverlongPunishment's shape: a penalty past a length
+        def __call__(self, completion_ids, **kwargs):
+            return [-max(0, len(ids) - 2) / 2 for ids in completion_ids]
+
+    def long_enough(completions, completion_ids, **kwargs):
+        return [float(len(ids) >= 3) for ids in completion_ids]
+
+    rewards = registry.Rewards(["soft", "long"], None, [SoftOverlong(), long_enough])
+    assert registry.required_columns(long_enough) == set()  # not a column the rows must hold
+    rewards.check_columns([{"prompt": "p"}], "train")
+    rewards.probe([{"prompt": "p"}])
+    graded = rewards(["p", "q"], ["a", "b c d"], [{"prompt": "p"}, {"prompt": "q"}], [[5, 0], [7, 8, 9, 0]])
+    np.testing.assert_allclose(graded.rewards, [0 + 0, -1 + 1])
 
 
 def test_conversational_rows_reach_trl_style_rewards_as_messages(caplog):

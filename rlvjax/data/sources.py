@@ -178,7 +178,8 @@ def detect_schema(row: dict, source: str = "<rows>", place: str = "row 1", requi
     raise ValueError(
         f"{source}: cannot tell the schema from the fields of {place} {sorted(keys)}; expected "
         "problem|prompt|question + solution (MATH: the gold is the solution's last \\boxed{}), problem+answer "
-        "(MATH-500/AIME) or prompt|question + gold|answer; rename the fields (or pass load_records fmt=)"
+        "(MATH-500/AIME) or prompt|question + gold|answer (what the 'math' reward grades against); rename the "
+        "fields, or grade with a reward of your own that reads them (reward_funcs= / TaskSpec.rewards)"
     )
 
 
@@ -201,6 +202,8 @@ def to_record(row: dict, schema: str, *, source: str, place: str, default_id: st
         if gold_fields and not missing else None
     if gold is None and gold_fields and require_gold:
         return None
+    if not require_gold and "gold" in row:  # a reward of the user's reads its own gold column as the row holds it
+        gold = row["gold"]  # (a list of test cases, a long reference text, "... #### 7" whole)
     level = _level(row.get(level_field)) if level_field else None
     row_id = next((row[f] for f in ID_FIELDS if row.get(f) is not None), default_id)
     columns = {k: v for k, v in row.items() if k != problem_field}  # for reward functions that read them

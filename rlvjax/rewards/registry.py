@@ -115,26 +115,30 @@ class Graded(NamedTuple):
     correct: np.ndarray
 
 
+SAMPLED = ("prompts", "completions", "completion_ids")  # what TRL passes a reward function by keyword
+
+
 def _by_keyword(fn: RewardFn) -> bool:
-    return "completions" in inspect.signature(fn).parameters
+    params = inspect.signature(fn).parameters
+    return "completions" in params or "completion_ids" in params
 
 
 def required_columns(fn: RewardFn) -> set[str]:
-    """The dataset columns ``fn`` cannot run without: its parameters other than prompts and completions that have
-    no default (a ``**columns`` catch-all requires nothing)."""
+    """The dataset columns ``fn`` cannot run without: its parameters other than prompts, completions and
+    completion_ids that have no default (a ``**columns`` catch-all requires nothing)."""
     params = list(inspect.signature(fn).parameters.values())
-    params = [p for p in params if p.name not in ("prompts", "completions")] if _by_keyword(fn) else params[2:]
+    params = [p for p in params if p.name not in SAMPLED] if _by_keyword(fn) else params[2:]
     return {p.name for p in params if p.default is p.empty
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def _call(fn: RewardFn, prompts: list[str], completions: list[str], columns: dict[str, list]):
+def _call(fn: RewardFn, prompts: list[str], completions: list[str], columns: dict[str, list], completion_ids):
     if not _by_keyword(fn):
         return fn(prompts, completions, **columns)
     params = inspect.signature(fn).parameters
     takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    given = {"completions": completions, **({"prompts": prompts} if "prompts" in params or takes_all else {})}
-    return fn(**given, **columns)
+    given = dict(zip(SAMPLED, (prompts, completions, completion_ids)))  # as TRL passes them: every keyword
+    return fn(**{k: v for k, v in given.items() if (k in params or takes_all) and v is not None}, **columns)
 
 
 class Rewards:
@@ -211,11 +215,13 @@ class Rewards:
         """Calls every function once on ``records`` with empty completions, so that a function that fails on
         every call (raises, wrong length, non-finite) is refused before a run writes anything."""
         records = records[:2]
-        self([r["prompt"] for r in records], [""] * len(records), records)
+        self([r["prompt"] for r in records], [""] * len(records), records, [[] for _ in records])
 
-    def __call__(self, prompts: list[str], completions: list[str], records: list[dict]) -> Graded:
+    def __call__(self, prompts: list[str], completions: list[str], records: list[dict],
+                 completion_ids: list[list[int]] | None = None) -> Graded:
         """Each completion's reward and label: ``records[i]`` is completion i's dataset row (its columns go to each
-        function as keyword lists)."""
+        function as keyword lists); ``completion_ids[i]``, its sampled token ids, the stop token included (TRL's
+        ``completion_ids``, for rewards that read tokens: the engine's callers pass them)."""
         keys = dict.fromkeys(k for r in records for k in r if k not in ("prompt", MESSAGES))  # rows differ
         columns = {k: [r.get(k) for r in records] for k in keys}
         if records and all(MESSAGES in r for r in records):  # TRL's conversational form
@@ -226,7 +232,8 @@ class Rewards:
         labelled = None
         for index, (name, fn, weight) in enumerate(zip(self.names, self.functions, self.weights)):
             try:
-                values = _call(fn, *(chat if chat and fn is not math_reward else (prompts, completions)), columns)
+                values = _call(fn, *(chat if chat and fn is not math_reward else (prompts, completions)), columns,
+                               completion_ids)
             except Exception as e:  # a user's function: its failure is bad input, said in one line
                 raise UserError(f"reward function {name!r} raised {type(e).__name__}: {e}; fix the function") \
                     from None

@@ -69,7 +69,8 @@ class Policy:
         texts = experiment.decode_completions(self.tokenizer, tokens, lengths, finished)
         k = len(texts) // len(records)
         repeated = [r for r in records for _ in range(k)]
-        graded = self.reward([r["prompt"] for r in repeated], texts, repeated)
+        graded = self.reward([r["prompt"] for r in repeated], texts, repeated,
+                             experiment.completion_ids(tokens, lengths))
         shape = (len(records), k)
         return {"texts": np.asarray(texts, dtype=object).reshape(shape),
                 # stated answers of truncated rows too, as a fixed-N pool has them; a strategy whose rule leaves
