@@ -13,7 +13,7 @@ import os
 import jax
 
 from rlvjax.fieldtypes import check_field_types
-from rlvjax.memory import GiB, MemoryPlan, size
+from rlvjax.memory import GiB, MemoryPlan, keeps_activations, size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +64,8 @@ def advice(p: MemoryPlan, phase: str | None = None) -> str:
         return [(saved, text)] if saved > 0 else []
 
     def remat_option(asked):
-        return switch({"remat": "full"}, "set RLConfig.remat = 'full' (now 'none')", asked) \
-            if k["remat"] == "none" else []
+        return switch({"remat": "full"}, f"set RLConfig.remat = 'full' (now {k['remat']!r})", asked) \
+            if keeps_activations(k["remat"]) else []
 
     def chunk_option(asked):  # fewer positions than a chunk, or a small vocabulary: it saves nothing
         return switch({"logprob_chunk_size": 128}, "set RLConfig.logprob_chunk_size = 128 (now 0)", asked) \

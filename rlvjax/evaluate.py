@@ -118,6 +118,7 @@ def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: 
     reports, correct = {}, {}
     for name, path in policies.items():  # in the run's precision, as trained and as the memory plan counts it
         model, tokenizer = load_hf(path, dtype=jnp.dtype(config.model.dtype), compute_dtype=config.model.compute_dtype)
+        model = parallel.place_model(model, mesh)  # sharded, not whole on device 0 beside its share
         eval_records = experiment.build_eval_records(config.task, tokenizer, None if records is None else records[1])
         for t in temperatures:
             rep, pool = evaluate_policy(model, tokenizer, eval_records, rl, mesh, num_samples=run.final_eval_samples,
@@ -331,6 +332,7 @@ def main(argv):
     reward.check_columns(records, "--data" if f.data else "eval")  # before minutes of sampling, not after
     reward.probe(records)
     mesh = parallel.make_mesh(parallel.MeshConfig())
+    model = parallel.place_model(model, mesh)  # sharded, not whole on device 0 beside its share
     longest = memory.longest_prompt(tokenizer, [r["prompt"] for r in records])
     prompt_tokens = sampling.bucket_width(longest)
     verify_tokens = len(verifier.tokens(tokenizer, verify.question).suffix)

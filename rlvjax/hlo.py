@@ -11,7 +11,7 @@ import math
 import re
 
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$")
-_COPY = re.compile(r"=\s*(\w+)\[([\d,]*)\]\S*\s+copy(?:-start)?\(")
+_COPY = re.compile(r"=\s*(\w+)\[([\d,]*)\]\S*\s+copy(?:-start)?\(\s*%?([\w.\-]*)")
 _CALLEES = re.compile(r"(?:body|condition|to_apply)=%?([\w.\-]+)|branch_computations=\{([^}]*)\}")
 
 
@@ -47,7 +47,8 @@ def _reachable(comps: dict[str, list[str]], root: str) -> set[str]:
 
 def loop_copies(hlo: str, min_elements: int) -> list[str]:
     """Shapes (``f32[256,2,2068,128]``) of the copies of at least ``min_elements`` elements that run inside a while
-    loop's body, once per iteration, in a compiled module's HLO text."""
+    loop's body, once per iteration, in a compiled module's HLO text (not those of a broadcast: a new buffer filled,
+    not one moved)."""
     comps = computations(hlo)
     bodies = {m for lines in comps.values() for line in lines for m in re.findall(r"\bbody=%?([\w.\-]+)", line)}
     inside = set().union(*(_reachable(comps, b) for b in bodies)) if bodies else set()
@@ -55,6 +56,9 @@ def loop_copies(hlo: str, min_elements: int) -> list[str]:
     for name in sorted(inside):
         for line in comps[name]:
             m = _COPY.search(line)
-            if m and math.prod(int(d) for d in m.group(2).split(",") if d) >= min_elements:
+            # a copy of a broadcast fills a new buffer (a prefill chunk's empty cache under ``lax.map``): it moves
+            # no cache
+            if m and "broadcast" not in m.group(3) and math.prod(int(d) for d in m.group(2).split(",") if d) >= \
+                    min_elements:
                 found.append(f"{m.group(1)}[{m.group(2)}]")
     return found

@@ -209,6 +209,18 @@ def shardings(tree, mesh: Mesh, rules=PARTITION_RULES):
         lambda path, x: NamedSharding(mesh, spec_for(path_str(path), tuple(x.shape), mesh, rules)), tree)
 
 
+def place_model(model, mesh: Mesh):
+    """``model`` with its weights laid out on ``mesh`` by the partition rules, as the samplers take them: a loaded
+    model's weights sit whole on one device (``load_hf``), which a sharded evaluation kept beside its share (the
+    policy's whole size on device 0, which the memory plan does not count) until the caller drops the old model."""
+    from flax import nnx
+
+    graphdef, state = nnx.split(model)
+    pure = nnx.to_pure_dict(state)
+    nnx.replace_by_pure_dict(state, jax.device_put(pure, shardings(pure, mesh)))
+    return nnx.merge(graphdef, state)
+
+
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
     """Rows split over the data-parallel axes, everything else replicated."""
     return NamedSharding(mesh, P(BATCH, *([None] * (ndim - 1))))

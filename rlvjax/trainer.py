@@ -239,6 +239,7 @@ class RLVTrainer:
             strategy_report.check_rules(strategy, rules, num_samples=num_samples, max_new_tokens=rl.max_new_tokens,
                                         tokenizer=tokenizer)
         mesh = parallel.make_mesh(config.mesh)
+        model = parallel.place_model(model, mesh)  # sharded, not whole on device 0 beside its share
         rep, pool = evaluate.evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=num_samples,
                                              seed=config.run.seed, temperature=temperature,
                                              conventions=config.conventions, verify=config.verifier,

@@ -146,6 +146,7 @@ def test_loop_copies_finds_copies_in_loop_bodies_only():
   %p = (s32[], f32[64,2,100,8]) parameter(0)
   %c = f32[64,2,100,8]{3,2,1,0} copy(%g)
   %small = f32[4]{0} copy(%h)
+  %filled = f32[64,2,100,8]{3,2,1,0} copy(%wrapped_broadcast.3)
   %call = f32[4] call(%x), to_apply=%inner
 }
 

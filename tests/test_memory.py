@@ -513,3 +513,39 @@ def test_particle_search_plan_covers_what_its_steps_compile_to():
     planned = sum(i.bytes_per_device for i in memory.particle_items(
         cfg, rows=r, prompt_tokens=prompt_tokens, new_tokens=new_tokens, verify_tokens=len(suffix)))
     assert max(held.values()) <= planned <= 1.15 * max(held.values()), (planned, held)
+
+
+PLAN_GAPS = """
+import jax
+jax.config.update("jax_num_cpu_devices", 4)
+from rlvjax import dry_run, experiment, memory, parallel
+from rlvjax.model.transformer import ModelConfig
+from rlvjax.rl.config import OptimConfig, RLConfig
+small = dict(hidden_size=64, intermediate_size=128, num_layers=1, num_heads=2, num_kv_heads=1)
+cases = [("vocab 8190 over tensor 4", dict(vocab_size=8190), RLConfig(group_size=2, max_new_tokens=512), {"tensor": 4}),
+         ("beta 0.1", dict(vocab_size=8192), RLConfig(group_size=2, max_new_tokens=512, beta=0.1), {}),
+         ("everything_saveable", dict(vocab_size=4096, hidden_size=256, intermediate_size=768, num_layers=4,
+                                      num_heads=4, num_kv_heads=2),
+          RLConfig(group_size=4, max_new_tokens=256, remat="everything_saveable"), {})]
+for name, model, rl, axes in cases:
+    cfg = ModelConfig(**{**small, **model})
+    run = experiment.RunConfig(batch_size=2 if rl.group_size == 2 else 8)
+    mesh = parallel.make_mesh(parallel.MeshConfig(**{"data": 1, "fsdp": 1, "tensor": 1, **axes}),
+                              jax.devices()[:max(1, axes.get("tensor", 1))])
+    compiled = dry_run.compile_update(cfg, rl, run, OptimConfig(), mesh, prompt_tokens=32, verify_tokens=16)
+    plan = memory.plan(cfg, rl, run, mesh, prompt_tokens=32, verify_tokens=16, eval_problems=0)
+    print(name, compiled.bytes_per_device / max(plan.phase_bytes("update"), plan.phase_bytes("optimizer")))
+"""
+
+
+@pytest.mark.slow
+def test_the_update_plan_counts_unsplit_widths_the_reference_logits_and_saveable_remat():
+    """Compiled update over its plan where the plan under-counted: a vocabulary the tensor axis does not divide
+    (its logits stay whole, as ``parallel.spec_for`` leaves the head; planned as split, 2.22), beta > 0 (the
+    reference policy's f32 log-probs, left out: 1.31) and a remat policy that saves activations (planned as "full":
+    everything_saveable 2.09)."""
+    out = subprocess.run([sys.executable, "-c", PLAN_GAPS], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    ratios = [float(line.rsplit(" ", 1)[1]) for line in out.stdout.splitlines()]
+    assert len(ratios) == 3 and all(0.8 <= r <= 1.1 for r in ratios), out.stdout
