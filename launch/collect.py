@@ -222,9 +222,11 @@ def _cell(value) -> str:
 
 
 def main(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    from rlvjax import cli
+
+    p = cli.ArgumentParser("collect", description=__doc__.split("\n\n")[0],
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--workdir_root", required=True, help="the sweep's root: one sub-directory per run")
     p.add_argument("--out", default=None, help="where sweep.json and sweep.png go (default: --workdir_root)")
     args = p.parse_args(argv)

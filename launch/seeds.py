@@ -45,8 +45,8 @@ def parse_seeds(text: str) -> list[int]:
         seeds = [int(item) for item in text.split(",")]
     except ValueError:
         raise ValueError(f"--seeds {text!r}: pass whole numbers, e.g. 0,1,2") from None
-    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ValueError(f"--seeds {text!r}: each seed once, all >= 0")
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) >= 2**32:
+        raise ValueError(f"--seeds {text!r}: each seed once, all in [0, 2**32)")
     return seeds
 
 
@@ -174,9 +174,11 @@ def write(rows: list[dict], root: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    from rlvjax import cli
+
+    p = cli.ArgumentParser("seeds", description=__doc__.split("\n\n")[0],
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--workdir_root", required=True, help="one sub-directory seed_<s> per run")
     p.add_argument("--gin_file", action="append", default=[], help="gin config (repeatable; default: the built-in)")

@@ -172,7 +172,10 @@ def plan(args) -> list[Job]:
 
 
 def check_root(root: str) -> None:
-    """One line for a root no run could use: a URL (each run would refuse it, after the launch) or a file."""
+    """One line for a root no run could use: empty (the runs in the working directory), a URL (each run would
+    refuse it, after the launch) or a file."""
+    if not root.strip():
+        raise ValueError("--workdir_root is empty; pass the directory the runs go in, e.g. --workdir_root runs/sweep")
     if "://" in root:  # as rlvjax.config.check_local; Path(root).absolute() would make it a local gs:/...
         raise ValueError(f"--workdir_root {root} is a URL; runs are written to a local or mounted filesystem (a "
                          "bucket: mount it, e.g. with gcsfuse, and pass the mount's path)")
@@ -289,9 +292,11 @@ def tail(path: Path, lines: int = 15) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n", 1)[1])
+    from rlvjax import cli
+
+    p = cli.ArgumentParser("sweep", description=__doc__.split("\n")[0],
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=__doc__.split("\n", 1)[1])
     p.add_argument("--lambdas", required=True, help="comma-separated RLConfig.lambda_verify values, e.g. 0,0.1,0.5,1")
     p.add_argument("--gin_file", action="append", default=[], help="gin config (repeatable; default: the built-in)")
     p.add_argument("--gin_param", action="append", default=[], help="gin binding for every run (repeatable)")

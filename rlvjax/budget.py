@@ -28,6 +28,9 @@ class MemoryConfig:
 
     def __post_init__(self):
         check_field_types(self)
+        if self.device_memory_gib is not None and not self.device_memory_gib > 0:
+            raise ValueError(f"MemoryConfig.device_memory_gib={self.device_memory_gib} must be > 0 (or None: the "
+                             "device's own limit)")
 
 
 def host_memory_bytes() -> int:

@@ -13,6 +13,7 @@ docs/errors.md lists every bad input with its message and where it is checked.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import os
@@ -94,6 +95,28 @@ def run_main(name: str, main: Callable[[list[str]], None]) -> Callable[[list[str
     return wrapped
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """The launchers' parser: a flag that does not parse is one line and exit 2, as in every entry point
+    (argparse prints its whole usage first)."""
+
+    def __init__(self, name: str, **kwargs):
+        super().__init__(**kwargs)
+        self.name = name
+
+    def error(self, message: str):
+        print(f"{self.name}: error: {message}; --help lists the flags", file=sys.stderr)
+        sys.exit(2)
+
+    def parse_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        known = {option for action in self._actions for option in action.option_strings}
+        unknown = [a.split("=")[0] for a in args if (a.startswith("--") or a[:1] == "-" and a[1:2].isalpha())
+                   and a.split("=")[0] not in known]
+        if unknown:  # argparse names the missing required flags first, and a misspelt one not at all
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return super().parse_args(args, namespace)
+
+
 def run(name: str, main: Callable[[list[str]], None]) -> None:
     """``absl.app.run`` of :func:`run_main`, where a flag that does not parse (unknown, mistyped, required and
     missing) is bad input too: one line and exit 2, not absl's two lines and exit 1 (a run that stopped itself);
@@ -101,6 +124,7 @@ def run(name: str, main: Callable[[list[str]], None]) -> None:
     from absl import app, flags
 
     def parse(argv):
+        argv = [a if a != "-h" else "--help" for a in argv]  # absl knows --help alone: -h was an unknown flag
         try:
             argv = flags.FLAGS(argv)
         except SystemExit as e:  # absl's --help prints the usage and exits 1; asking for help is no failure

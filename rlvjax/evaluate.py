@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
+import os
 import sys
 from pathlib import Path
 
@@ -241,6 +242,18 @@ def main(argv):
 
     logging.set_verbosity(logging.WARNING)
     f = flags.FLAGS
+    for name in ("workdir", "model_dir", "out", "data"):  # "" read as not given by some checks, as "." by others
+        value = getattr(f, name)
+        if value is not None and not value.strip():
+            raise ValueError(f"--{name} is empty; pass a {'file or datasets id' if name == 'data' else 'directory'}"
+                             ", or leave the flag out")
+        if value is not None and value.startswith("~"):  # "~/run" was a ./~/run
+            setattr(f, name, os.path.expanduser(value))
+    if not 0 <= f.seed < 2**32:  # jax.random.key keeps 32 bits: 2**32 drew seed 0's samples
+        raise ValueError(f"--seed={f.seed} must be in [0, 2**32)")
+    if f.data and Path(f.data).is_file() and (f["data_split"].present or f["data_subset"].present):
+        raise ValueError(f"--data {f.data} is a file: --data_split and --data_subset pick a split or config of a "
+                         "datasets id or directory; drop them")
     if bool(f.workdir) == bool(f.model_dir):  # everything here is checked before anything is loaded
         raise ValueError("give either --workdir (a training run) or --model_dir (an HF directory) to evaluate")
     if f.model_dir and not f.data:

@@ -65,6 +65,23 @@ class ModelSpec:
             value = getattr(self, name)
             if not (value in DTYPES or value is None and name == "compute_dtype"):
                 raise ValueError(f"ModelSpec.{name}={value!r} is not a dtype rlvjax trains in; use one of {DTYPES}")
+        # the random model's sizes (an HF model's come from its config.json, checked there): 0 trained a step and
+        # failed saving it, a negative size was an MLIR traceback
+        sizes = ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads")
+        bad = [f"{name}={getattr(self, name)}" for name in sizes if getattr(self, name) < 1]
+        if bad:
+            raise ValueError(f"ModelSpec.{', '.join(bad)}: each of the random model's sizes must be >= 1")
+        if self.num_heads % self.num_kv_heads or self.hidden_size % self.num_heads:
+            raise ValueError(f"ModelSpec: hidden_size={self.hidden_size} must split into num_heads={self.num_heads} "
+                             f"heads, and num_heads into num_kv_heads={self.num_kv_heads} groups; choose sizes that "
+                             "divide")
+        check_seed(self.init_seed, "ModelSpec.init_seed")
+
+
+def check_seed(seed: int, name: str) -> None:
+    """A seed ``jax.random.key`` and numpy both take as itself: in [0, 2**32) (2**32 drew seed 0's samples)."""
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"{name}={seed} must be in [0, 2**32)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +134,16 @@ class TaskSpec:
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise ValueError(f"TaskSpec.max_prompt_tokens={self.max_prompt_tokens!r} must be a whole number >= 1 "
                              "(or None: no limit)")
+        if self.num_train < 1 or self.num_eval < 0:  # -1 evaluated all but the last problem
+            raise ValueError(f"TaskSpec.num_train={self.num_train} must be >= 1 and TaskSpec.num_eval="
+                             f"{self.num_eval} >= 0 (problems)")
+        check_seed(self.seed, "TaskSpec.seed")
+        if self.on_bad_gold not in ("skip", "error"):
+            raise ValueError(f"TaskSpec.on_bad_gold={self.on_bad_gold!r}: use 'skip' or 'error'")
+        for name in ("train_file", "eval_file"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                raise ValueError(f"TaskSpec.{name} is empty; name a .jsonl/.json/.parquet file or a datasets id, or "
+                                 "None")
         if not self.levels or min(self.levels) < 1:  # () was a ZeroDivisionError traceback in the problem generator
             raise ValueError(f"TaskSpec.levels={self.levels!r} must name at least one level, each >= 1 (steps per "
                              "problem), e.g. (1, 2, 3, 4)")
@@ -170,6 +197,7 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        check_seed(self.seed, "RunConfig.seed")  # checked at the data pipeline alone: a launched run failed there
 
 
 def use_compilation_cache(directory: str | None) -> None:

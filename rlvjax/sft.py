@@ -48,7 +48,8 @@ class WarmStartConfig:
                   (self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0"),
                   (0 <= self.mistake_rate <= 1, f"mistake_rate={self.mistake_rate} must be in [0, 1]"),
                   (0 <= self.verify_format_rate <= 1,
-                   f"verify_format_rate={self.verify_format_rate} must be in [0, 1]")]
+                   f"verify_format_rate={self.verify_format_rate} must be in [0, 1]"),
+                  (0 <= self.seed < 2**32, f"seed={self.seed} must be in [0, 2**32)")]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"WarmStartConfig.{message}")

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -445,7 +446,13 @@ def main(argv):
     del argv  # cli.run refuses positional arguments
     if not FLAGS.workdir.strip():
         raise ValueError("--workdir is empty; pass the run's directory, e.g. --workdir runs/default")
-    launch(FLAGS.gin_file, FLAGS.gin_param, FLAGS.workdir, resume=FLAGS.resume, resume_step=FLAGS.checkpoint,
+    if FLAGS.dry_run and FLAGS.print_config:
+        raise ValueError("--dry_run and --print_config do one thing each; pass one of them")
+    if FLAGS.checkpoint is not None and (FLAGS.dry_run or FLAGS.print_config):
+        raise ValueError(f"--checkpoint {FLAGS.checkpoint} picks the step a --resume continues from; --dry_run and "
+                         "--print_config read the config alone: drop --checkpoint")
+    workdir = FLAGS.workdir if FLAGS.workdir.startswith("gs://") else os.path.expanduser(FLAGS.workdir)  # "~/run"
+    launch(FLAGS.gin_file, FLAGS.gin_param, workdir, resume=FLAGS.resume, resume_step=FLAGS.checkpoint,
            dry_run=FLAGS.dry_run, print_config=FLAGS.print_config)
 
 

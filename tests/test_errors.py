@@ -60,6 +60,19 @@ def assert_fails_cleanly(tmp_path, capsys, bindings=(), *, expect, gin_files=(DI
 # --- config: gin syntax, names, values ----------------------------------------------------------------------------
 
 CONFIG_CASES = {
+    # the random model's sizes: 0 trained a step and failed saving it (hanging at times), negative ones tracebacks
+    "model_size_zero": (["ModelSpec.hidden_size = 0"], "ModelSpec.hidden_size=0: each of the random model's sizes "
+                                                       "must be >= 1"),
+    "heads_do_not_divide": (["ModelSpec.num_kv_heads = 3"], "ModelSpec: hidden_size=128 must split into num_heads=4 "
+                                                            "heads, and num_heads into num_kv_heads=3 groups"),
+    "num_eval_negative": (["TaskSpec.num_eval = -1"], "must be >= 1 and TaskSpec.num_eval=-1 >= 0 (problems)"),
+    "seed_past_32_bits": (["RunConfig.seed = 4294967296"], "RunConfig.seed=4294967296 must be in [0, 2**32)"),
+    "task_seed_negative": (["TaskSpec.seed = -1"], "TaskSpec.seed=-1 must be in [0, 2**32)"),
+    "bad_gold_policy": (["TaskSpec.on_bad_gold = 'drop'"], "TaskSpec.on_bad_gold='drop': use 'skip' or 'error'"),
+    "empty_train_file": (["TaskSpec.name = 'file'", "TaskSpec.train_file = ''"],
+                         "TaskSpec.train_file is empty; name a .jsonl/.json/.parquet file or a datasets id"),
+    "memory_budget_not_positive": (["MemoryConfig.device_memory_gib = 0.0"],
+                                   "MemoryConfig.device_memory_gib=0.0 must be > 0 (or None"),
     "unknown_configurable": (["Nope.x = 1"], "No configurable matching 'Nope' (In bindings string line 4 Nope.x = 1); see the configurables"),
     "unknown_algorithm": (["RLConfig.algorithm = 'ppo'"], "unknown advantage estimator 'ppo'; valid names"),
     "eps_not_positive": (["RLConfig.eps_low = 0.0"], "RLConfig.eps_low=0.0 must be in (0, 1) (the ratio's lower"),
@@ -696,6 +709,12 @@ FLAG_MISTAKES = [  # (module, args, the one line after "module: error: "); the f
      "flag --out=None: Flag --out must have a value other than None; see python -m rlvjax.export --help"),
     ("rlvjax.evaluate", ["--model_dir", "absent", "--data", "x.jsonl", "--checkpoint", "2"],
      "--checkpoint 2 picks a step of a training run; drop it, or pass the run's --workdir instead of --model_dir"),
+    # "" was "not given" to some checks and "." to others: another model's eval.json was overwritten
+    ("rlvjax.evaluate", ["--workdir", "absent", "--out", ""], "--out is empty; pass a directory, or leave the flag out"),
+    ("rlvjax.evaluate", ["--workdir", "absent", "--seed", "4294967296"], "--seed=4294967296 must be in [0, 2**32)"),
+    ("rlvjax.train", ["--dry_run", "--checkpoint", "5"], "--checkpoint 5 picks the step a --resume continues from; "
+                                                         "--dry_run and --print_config read the config alone: drop "
+                                                         "--checkpoint"),
 ]
 
 

@@ -149,6 +149,22 @@ def test_sweep_rejects_bad_input(tmp_path, lambdas, extra, message):
     assert not list(tmp_path.iterdir())
 
 
+def test_launcher_flags_that_do_not_parse_are_one_line(tmp_path, capsys):
+    """argparse printed its whole usage before the error, and named the missing required flags, not a misspelt
+    one; an empty --workdir_root put the runs in the working directory."""
+    for main, args, message in [(sweep.main, ["--nope"], "sweep: error: unrecognized arguments: --nope; "),
+                                (collect.main, ["--bogus", "--workdir_root", "x"], "collect: error: unrecognized "
+                                                                                   "arguments: --bogus; "),
+                                (sweep.main, [], "sweep: error: the following arguments are required: --lambdas, "
+                                                 "--workdir_root; --help lists the flags")]:
+        with pytest.raises(SystemExit) as stopped:
+            main(args)
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and err.splitlines() == [err.strip()] and err.startswith(message), err
+    with pytest.raises(ValueError, match="^--workdir_root is empty; pass the directory the runs go in"):
+        sweep.main(["--lambdas", "0,1", "--workdir_root", " "])
+
+
 def test_a_file_where_a_directory_goes_is_one_line(tmp_path):
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(NotADirectoryError, match="--workdir_root .*a_file is a file; pass a directory for the runs"):
