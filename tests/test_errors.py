@@ -710,7 +710,8 @@ FLAG_MISTAKES = [  # (module, args, the one line after "module: error: "); the f
     ("rlvjax.evaluate", ["--model_dir", "absent", "--data", "x.jsonl", "--checkpoint", "2"],
      "--checkpoint 2 picks a step of a training run; drop it, or pass the run's --workdir instead of --model_dir"),
     # "" was "not given" to some checks and "." to others: another model's eval.json was overwritten
-    ("rlvjax.evaluate", ["--workdir", "absent", "--out", ""], "--out is empty; pass a directory, or leave the flag out"),
+    ("rlvjax.evaluate", ["--workdir", "absent", "--out", ""],
+     "--out is empty; pass a directory, or leave the flag out"),
     ("rlvjax.evaluate", ["--workdir", "absent", "--seed", "4294967296"], "--seed=4294967296 must be in [0, 2**32)"),
     ("rlvjax.train", ["--dry_run", "--checkpoint", "5"], "--checkpoint 5 picks the step a --resume continues from; "
                                                          "--dry_run and --print_config read the config alone: drop "
