@@ -100,7 +100,7 @@ class ArgumentParser(argparse.ArgumentParser):
     (argparse prints its whole usage first)."""
 
     def __init__(self, name: str, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(allow_abbrev=False, **kwargs)  # a flag is spelt out: the check below and argparse agree
         self.name = name
 
     def error(self, message: str):

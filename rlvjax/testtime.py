@@ -112,7 +112,8 @@ def answer_classes(answers: Sequence[str | None], equivalent: Callable[[str, str
             keys[k] = len(reps)
             reps.append(a)
         key_ids.append(keys[k])
-    strikes = np.zeros(len(reps), np.int64)  # failed checks (timeouts) each key took part in
+    strikes = np.zeros(len(reps), np.int64)  # failed checks (timeouts) each key is blamed for
+    proven = np.zeros(len(reps), bool)  # a key that finished a check: it does not hang math-verify by itself
 
     def check(earlier: list[int], key: int) -> list[bool]:
         if not earlier:
@@ -120,11 +121,16 @@ def answer_classes(answers: Sequence[str | None], equivalent: Callable[[str, str
         if equivalent is not None:
             return [equivalent(reps[e], reps[key]) for e in earlier]
         same, failed = default_grader().equivalent_or_failed([reps[e] for e in earlier], [reps[key]] * len(earlier))
-        # Whom a timeout blames: the later key when it failed against two or more classes (it hangs math-verify);
-        # otherwise both. A key with two strikes is compared no more (each timeout costs the whole limit).
-        strikes[key] += int(failed.sum())
-        if failed.sum() < 2:
-            strikes[[e for e, f in zip(earlier, failed) if f]] += 1
+        proven[[e for e, f in zip(earlier, failed) if not f]] = True
+        proven[key] |= not failed.all()
+        # Whom a timeout blames: the later key alone when it failed against two or more classes (it hangs
+        # math-verify); else whichever of the two has never finished a check. A key with two strikes is compared no
+        # more (each timeout costs the whole limit); one that has finished a check is never blamed.
+        if failed.sum() >= 2:
+            strikes[key] += int(failed.sum())
+        else:
+            for e in (e for e, f in zip(earlier, failed) if f):
+                strikes[[k for k in (e, key) if not proven[k]]] += 1
         return list(same & ~failed)
 
     # The distinct keys are grouped most frequent first (then by key), so that the classes do not depend on the

@@ -264,7 +264,14 @@ class RLVTrainer:
         one line when this trainer's args set an evaluation setting or reward otherwise."""
         from rlvjax.checkpoint import Checkpointer
 
-        stored = Config.from_dict(Checkpointer(self.output_dir / "checkpoints", read_only=True).read_config())
+        # the config the run last accepted (its config.json), else its newest checkpoint's (checkpoints may have
+        # been deleted after the export: final/ is all an evaluation needs)
+        stored = Config.written(self.output_dir)
+        if stored is None and (self.output_dir / "checkpoints").is_dir():
+            stored = Config.from_dict(Checkpointer(self.output_dir / "checkpoints", read_only=True).read_config())
+        if stored is None:
+            raise FileNotFoundError(f"{self.output_dir} holds no trained run's config (config.json or checkpoints/); "
+                                    "train() first, or point RLVConfig.output_dir at the run")
         changed = [(field, getattr(getattr(stored, section), key), getattr(self.args, field))
                    for field, (section, key) in FIELDS.items() if field in EVAL_FIELDS
                    and getattr(self.args, field) is not None

@@ -496,8 +496,8 @@ def test_nonfinite_updates_are_skipped_counted_and_stop_the_run(tmp_path, monkey
     before saving them."""
     calls, real_rewards = [], Rewards.__call__
 
-    def rewards(self, prompts, completions, records):  # past the checks a user's reward function gets
-        values = real_rewards(self, prompts, completions, records)
+    def rewards(self, prompts, completions, records, completion_ids=None):  # past a reward function's checks
+        values = real_rewards(self, prompts, completions, records, completion_ids)
         if len(completions) != 64:  # not a training step's 8 prompts x 8 samples (the probe, an eval pool)
             return values
         calls.append(len(completions))

@@ -236,6 +236,8 @@ def test_digit_groups_written_any_way_grade_like_the_number():
              ("0,033", "033")]
     assert not any(rm.is_correct(f"so \\boxed{{{p}}}", g) for p, g in wrong)
     assert rm.is_correct("\\boxed{1\\,000.5}", "1000.5") and rm.is_correct("\\boxed{12\\,345\\,678}", "12345678")
+    # ... while groups after a decimal point are groups whatever leads the number
+    assert rm.is_correct("\\boxed{3.141\\,592}", "3.141592") and rm.is_correct("\\boxed{0.000\\,001}", "0.000001")
 
 
 def test_a_stated_answer_is_the_whole_statement_not_its_first_piece():
@@ -250,6 +252,15 @@ def test_a_stated_answer_is_the_whole_statement_not_its_first_piece():
              "The final answer is $5$. I hope it is correct."]
     graded, answers = rm.grade_completions(plain, ["18", "5", "5", "5"])
     assert graded.all() and answers == ["18", "5", "5", "5"], answers
+    # Units, conditions and references after the math are no second answer (a first fix read any digit or $ there
+    # as one, and these graded wrong)
+    qualified = {"The answer is $25$ cm$^2$.": "25", "The answer is $4$ when $y = 2$.": "4",
+                 "The answer is $7$ (from step 3).": "7", "The answer is $12\\%$ of the 50 students.": "12\\%",
+                 "The answer is $3$ in 2019.": "3"}
+    graded, answers = rm.grade_completions(list(qualified), list(qualified.values()))
+    assert graded.all(), answers
+    # a list is not cut where "as well as" adds to it: "1, 3, as well as 5" is not the gold "1, 3"
+    assert not rm.grade_completions(["The answer is 1, 3, as well as 5."], ["1, 3"])[0][0]
 
 
 def test_reading_the_answer_is_linear_in_what_follows_it():
@@ -264,10 +275,13 @@ def test_reading_the_answer_is_linear_in_what_follows_it():
 
 def test_a_derivation_without_a_stated_answer_is_not_a_bare_answer():
     """``is_correct`` reads text with no box and no "The answer is" as a bare answer unless it is prose; "Let x = 5"
-    and a multi-line derivation were graded as their last value, where ``grade_completions`` gives 0."""
-    for text, gold in [("Let x = 5", "5"), ("12+7=19\n19-5=14\n14*2=28", "28"), ("Then 5", "5")]:
+    was graded as its value, where ``grade_completions`` gives 0. A bare answer may open with a word ("First
+    quadrant") or span lines (a matrix)."""
+    for text, gold in [("Let x = 5", "5"), ("Then 5", "5"), ("Suppose x = 5", "5")]:
         assert not rm.is_correct(text, gold) and not rm.grade_completions([text], [gold])[0][0], text
-    bare = [("x = 5", "5"), ("first", "first"), ("Sofia", "Sofia"), ("all real numbers", "all real numbers")]
+    bare = [("x = 5", "5"), ("first", "first"), ("First quadrant", "\\text{First quadrant}"), ("Sofia", "Sofia"),
+            ("all real numbers", "all real numbers"),
+            ("\\begin{pmatrix}\n1 \\\\\n2\n\\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}")]
     assert all(rm.is_correct(text, gold) for text, gold in bare)
 
 

@@ -148,6 +148,26 @@ def test_vote_classes_do_not_depend_on_the_samples_order():
     assert majorities <= {"0.5", "50\\%"}, majorities  # the same class wins (reported by its first sample)
 
 
+def test_a_timeout_never_closes_the_class_of_an_answer_that_checks_fine(monkeypatch):
+    """A first blame rule charged both keys of every timed-out check: two hanging answers, each checked against the
+    one open class, closed the majority's class (5), and an equivalent form (10/2) opened a class of its own. A key
+    that has finished a check is never blamed now."""
+    from rlvjax.rewards import math as rm
+
+    hangs, value = {"a^{b^{c}}", "d^{e^{f}}"}, {"5": 5, "5.0": 5, "\\frac{10}{2}": 5, "7": 7}
+
+    class Grader:  # math-verify's verdicts, with its timeouts on two answers, without its minutes
+        def equivalent_or_failed(self, lefts, rights, timeout_s=None):
+            failed = np.array([a in hangs or b in hangs for a, b in zip(lefts, rights)])
+            same = np.array([not f and value[a] == value[b] for a, b, f in zip(lefts, rights, failed)])
+            return same, failed
+
+    monkeypatch.setattr(rm, "default_grader", lambda *args: Grader())
+    answers = ["5"] * 6 + ["a^{b^{c}}"] * 3 + ["5.0"] * 2 + ["d^{e^{f}}"] * 2 + ["\\frac{10}{2}", "7"]
+    classes = tt.answer_classes(answers)
+    np.testing.assert_array_equal(classes, [0] * 6 + [1] * 3 + [0] * 2 + [2] * 2 + [0, 3])
+
+
 def test_an_answer_that_hangs_the_grader_is_compared_no_more():
     """``9^{9^{9^{9}}}`` times out in math-verify: it was compared (and timed out, 5 s each) with every class."""
     from rlvjax.rewards.math import default_grader

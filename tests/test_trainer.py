@@ -127,6 +127,13 @@ def test_a_new_session_evaluates_the_runs_own_problems_and_other_data_beside_the
     written = root / "run" / "eval" / f"final-{elsewhere['evaluated']['data'].replace(':', '-')}" / "eval.json"
     assert json.loads(written.read_text()) == elsewhere  # returned as written (NaN as None, tuples as lists)
     assert json.loads((root / "run" / "eval" / "final" / "eval.json").read_text()) == own
+    # A finished run whose checkpoints were deleted after the export: its config.json and final/ are enough
+    import shutil
+
+    kept = root / "kept"
+    shutil.copytree(root / "run", kept, ignore=shutil.ignore_patterns("checkpoints", "eval"))
+    alone = rlvjax.RLVTrainer(reward_funcs=namespace["exact_match"], args=rlvjax.RLVConfig(output_dir=kept))
+    assert alone.evaluate(num_samples=4)["reports"] == own["reports"]
 
 
 def test_evaluate_returns_and_writes_the_report(user_run):

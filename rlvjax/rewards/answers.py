@@ -137,8 +137,9 @@ def _answer_phrase(text: str) -> str | None:
             stop = re.search(r"[.!?](?:\s|$)", rest[inline.end() :])
             said = rest[inline.end() :][: stop.start()] if stop else rest[inline.end() :]
             tail = rest[inline.end() + stop.end() :] if stop else ""
-            # "$5$ or $6$", "$5$ (or possibly 6)": more math in the sentence states more than its first piece
-            rest = rest[: inline.end()] + said if _MORE_MATH.search(said) else \
+            # "$5$ or $6$", "$5$ (or possibly 6)": another answer joined to it states more than its first piece;
+            # units, conditions and references ("$25$ cm$^2$", "$4$ when $y = 2$") do not
+            rest = rest[: inline.end()] + said if _ANOTHER_ANSWER.search(said) else \
                 next(g for g in inline.groups() if g is not None)
     elif (stop := re.search(r"\.\s", rest)) is not None:  # the sentence's end
         rest, tail = rest[: stop.start()], rest[stop.end() :]
@@ -151,8 +152,8 @@ def _answer_phrase(text: str) -> str | None:
 
 # Possessive: a backtracking run of spaces made a completion of 16,000 spaces after its answer take seconds to read
 _CLOSING = re.compile(r"[\s.!]*+(?:I hope (?:it|this) is correct[.!]?)?\s*+", re.IGNORECASE)
-_MORE_MATH = re.compile(r"\$|\\[(\[]|\d")
-_REASON = re.compile(r",\s*(?:because|since|as|which|so|where|given|hence|thus|i\.e\.)(?![A-Za-z])", re.IGNORECASE)
+_ANOTHER_ANSWER = re.compile(r"(?:,|\b(?:or|and)\b)(?:\s+(?:possibly|maybe|perhaps))?\s*(?:\$|\\\(|[-+]?\d)")
+_REASON = re.compile(r",\s*(?:because|since|so|which|where|hence|thus)(?![A-Za-z])", re.IGNORECASE)
 
 
 def extract_answer(text: str) -> str | None:
@@ -204,15 +205,14 @@ def is_formula(text: str) -> bool:
     return _WORD.search(text) is None
 
 
-_OPENER = re.compile(r"(?:let|suppose|assume|if|since|because|then|so|thus|hence|therefore|we|note|first)\s+\S",
+_OPENER = re.compile(r"(?:let|suppose|assume|if|since|because|then|so|thus|hence|therefore|we|note)\s+\S",
                      re.IGNORECASE)
 
 
 def _is_prose(text: str) -> bool:
-    """Inline math inside text, a sentence break, a line break, a sentence's opening word ("Let x = 5"), or five or
-    more plain words outside ``\text{..}``: a sentence or a derivation, not an answer ("all real numbers" is an
-    answer)."""
-    return ("$" in text.replace("\\$", "") or _SENTENCE_BREAK.search(text) is not None or "\n" in text.strip()
+    """Inline math inside text, a sentence break, a sentence's opening word ("Let x = 5"), or five or more plain
+    words outside ``\text{..}``: a sentence, not an answer ("all real numbers" is an answer)."""
+    return ("$" in text.replace("\\$", "") or _SENTENCE_BREAK.search(text) is not None
             or _OPENER.match(text.strip()) is not None or len(_WORD.findall(_TEXT_ARGUMENT.sub("", text))) >= 5)
 
 
@@ -255,7 +255,8 @@ _GROUPED_NUMBER = re.compile(rf"\s*(?:\\\$)?[+-]?[1-9]\d{{0,2}}(?:{_GROUP_SEPARA
 
 
 _GROUP_MARK = re.compile(r"\\[,!]|\{,\}|,\\!\s*")
-_DIGIT_GROUPS = re.compile(rf"(?<![\d.])[1-9]\d{{0,2}}(?:(?:{_GROUP_MARK.pattern})\d{{3}})+(?!\d)")
+# whole part: a first group of 1-3 digits not led by 0; fractional part: groups of three after the point
+_DIGIT_GROUPS = re.compile(rf"(?:(?<![\d.])[1-9]\d{{0,2}}|(?<=\.)\d{{3}})(?:(?:{_GROUP_MARK.pattern})\d{{3}})+(?!\d)")
 
 
 def normalize_answer(answer: str) -> str:
@@ -267,7 +268,7 @@ def normalize_answer(answer: str) -> str:
         s = re.sub(_GROUP_SEPARATOR, "", s)
     s = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", s)
     s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
-    s = _DIGIT_GROUPS.sub(lambda m: _GROUP_MARK.sub("", m.group()), s)  # digit groups: "1\\,000.5"
+    s = _DIGIT_GROUPS.sub(lambda m: _GROUP_MARK.sub("", m.group()), s)  # digit groups: "1\\,000.5", "3.141\\,592"
     s = re.sub(r"\\[,;:! ]", " ", s)  # any other LaTeX space is a space: "2\\ 3" stays two numbers below
     s = re.sub(r"(?<=\d)\s+(?=\d)", "\u2423", s)  # "2 3" is two numbers, not 23: math-verify decides
     return re.sub(r"\s+", "", s)
