@@ -287,6 +287,17 @@ def test_save_model_never_touches_the_run_and_replaces_only_when_asked(user_run,
     assert sorted(p.name for p in (root / "exported").iterdir()) == sorted(p.name for p in
                                                                           (root / "run" / "final").iterdir())
     assert not [p for p in root.iterdir() if p.name.startswith(".exported")]  # no temporary left beside it
+    # "~/x" is the home directory's x (it was a ./~/x), and a killed copy's staging folder (a model's size, named
+    # with its dead process's id) is removed by the next save; a running one's stays
+    home = root / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    dead, running = home / ".mine.4194305-ab", home / f".mine.{os.getpid()}-cd"
+    for folder in (dead, running):
+        folder.mkdir()
+    trainer.save_model("~/mine")
+    assert (home / "mine" / "config.json").is_file() and not (root / "~").exists()
+    assert not dead.exists() and running.exists()
 
 
 def test_several_rewards_are_summed_with_their_weights():
