@@ -230,6 +230,8 @@ def main(argv: list[str]) -> None:
     p.add_argument("--workdir_root", required=True, help="the sweep's root: one sub-directory per run")
     p.add_argument("--out", default=None, help="where sweep.json and sweep.png go (default: --workdir_root)")
     args = p.parse_args(argv)
+    args.workdir_root = os.path.expanduser(args.workdir_root)  # "~/runs" read a ./~/runs
+    args.out = args.out and os.path.expanduser(args.out)
     out = Path(args.out or args.workdir_root)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file; pass a directory for sweep.json and sweep.png")

@@ -115,6 +115,14 @@ def gpu_env(slot: int, parallel: int, gpus: list[str]) -> dict[str, str]:
     return env
 
 
+def parse_gpus(text: str) -> list[str]:
+    """``--gpus`` as device ids: each once, none empty ("0,0" gave two runs one device, "0,1," a run none)."""
+    gpus = [g.strip() for g in text.split(",")]
+    if not all(gpus) or len(set(gpus)) != len(gpus):
+        raise ValueError(f"--gpus {text!r}: name each device id once, comma-separated, e.g. 0,1,2,3")
+    return gpus
+
+
 def visible_gpus() -> list[str]:
     """The GPU ids this machine shows (CUDA_VISIBLE_DEVICES if set, else nvidia-smi); [] when unknown."""
     if os.environ.get("CUDA_VISIBLE_DEVICES"):
@@ -126,8 +134,16 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
 
 
+def remote_path(path: str) -> str:
+    """``path`` quoted for the workers' shell, a leading ``~`` left to it (quoted, ``cd '~/code'`` failed)."""
+    if path == "~" or path.startswith("~/"):
+        return '"$HOME"' + ("/" + shlex.quote(path[2:]) if path[2:] else "")
+    return shlex.quote(path)
+
+
 def tpu_argv(args, command: list[str]) -> list[str]:
-    remote = f"cd {shlex.quote(args.remote_dir or 'rlvjax')} && {shlex.join(command)}"
+    python, *rest = command
+    remote = f"cd {remote_path(args.remote_dir or 'rlvjax')} && {remote_path(python)} {shlex.join(rest)}"
     return ["gcloud", "compute", "tpus", "tpu-vm", "ssh", args.tpu_name, f"--zone={args.zone}",
             f"--project={args.project}", "--worker=all", "--command", remote]
 
@@ -156,8 +172,9 @@ def plan(args) -> list[Job]:
             jobs.append(Job(f"lambda={label}", tpu_argv(args, command), {},
                             Path(args.log_dir or "sweep_logs") / f"lambda_{label}.log", workdir))
         return jobs
-    gpus = (args.gpus.split(",") if args.gpus else visible_gpus()) if args.target == "gpu" else []
-    root = Path(args.workdir_root).absolute()  # the runs may start in another working directory than ours
+    gpus = (parse_gpus(args.gpus) if args.gpus else visible_gpus()) if args.target == "gpu" else []
+    # the runs may start in another working directory than ours ("~/runs": ours is their home too)
+    root = Path(args.workdir_root).expanduser().absolute()
     cache = str(root / "jax_cache") if args.compilation_cache is None else args.compilation_cache
     # The runs differ in λ only, so most of what one compiles (sampler, warm start, eval) the next one reuses.
     shared = {"JAX_COMPILATION_CACHE_DIR": cache} if cache and "JAX_COMPILATION_CACHE_DIR" not in os.environ else {}

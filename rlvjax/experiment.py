@@ -106,8 +106,9 @@ class TaskSpec:
     # It bounds the compiled prompt widths and is the prompt width of the memory plan and of --dry_run without data.
     max_prompt_tokens: int | None = None
     # Which held-out problems the evals use: "test" (the report's) or "validation" (arithmetic: the next num_eval
-    # held-out problems after the test ones, disjoint from them; choose settings here, report on "test"). File task:
-    # the split of a datasets eval_file (a hub id or dataset directory; any split name), train_file's is "train".
+    # held-out problems after the test ones, disjoint from the test problems of any run with num_eval no larger;
+    # choose settings here, report on "test" with the same num_eval). File task: the split of a datasets eval_file
+    # (a hub id or dataset directory; any split name; a file has none), train_file's is "train".
     eval_split: str = "test"
     # How a record's prompt becomes the policy's input: "math" — the problem plus the Qwen2.5-Math instruction, in
     # the chat template when the tokenizer has one; "as_is" — a string is used verbatim (TRL's convention; what
@@ -126,6 +127,11 @@ class TaskSpec:
         if self.name == "file":
             if not self.eval_split:
                 raise ValueError("TaskSpec.eval_split is empty; name the eval_file dataset's split, e.g. 'test'")
+            if self.eval_split != "test" and self.eval_file and Path(self.eval_file).expanduser().is_file():
+                # a file has no splits: "validation" evaluated the same rows as "test", silently
+                raise ValueError(f"TaskSpec.eval_split={self.eval_split!r} picks a split of a datasets id or "
+                                 f"directory; eval_file {self.eval_file} is a file: point eval_file at the "
+                                 "validation file instead, and leave eval_split 'test'")
         elif self.eval_split not in ("test", "validation"):
             raise ValueError(f"TaskSpec.eval_split={self.eval_split!r}: use 'test' or 'validation'")
         elif self.eval_split == "validation" and self.name != "arithmetic":

@@ -59,7 +59,8 @@ class MetricsWriter:
     def samples(self, step: int, rows: list[dict]) -> None:
         if self.enabled:
             for row in rows:
-                self._samples.write(json.dumps({"step": step, **row}) + "\n")
+                plain = {k: _json(v) if isinstance(v, float) else v for k, v in row.items()}  # as metrics.jsonl
+                self._samples.write(json.dumps({"step": step, **plain}) + "\n")
             self._samples.flush()
 
     def close(self) -> None:

@@ -213,13 +213,14 @@ def warm_start_runs(config: Config, workdir: Path, resume: bool) -> bool:
     return not parallel.primary_says(past_it)
 
 
-def current_report(config: Config, workdir, policies: dict[str, Path], eval_rows: list[dict] | None = None
-                   ) -> dict | None:
+def current_report(config: Config, workdir, policies: dict[str, Path], eval_rows: list[dict] | None = None, *,
+                   grouping: str | None = None) -> dict | None:
     """``WORKDIR/eval.json`` when ``rlvjax.evaluate.final_report`` would write the same report again: over exactly
     these exports of ``policies`` (each export's id, :func:`exports`) and the same eval problems
     (:func:`eval_data_id`; ``eval_rows``: the API's in-memory eval rows), with the pool size, temperatures and
-    conventions of ``config``. None otherwise (a finished run resumed once more re-evaluates nothing; one with a new
-    policy, new problems or a new setting does)."""
+    conventions of ``config`` (``grouping``: the answer grouping the report records, ``Rewards.grouping``'s: "string"
+    under a reward other than the math one; None: the config's). None otherwise (a finished run resumed once more
+    re-evaluates nothing; one with a new policy, new problems or a new setting does)."""
     try:
         evaluation = json.loads((Path(workdir) / "eval.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -228,12 +229,13 @@ def current_report(config: Config, workdir, policies: dict[str, Path], eval_rows
     temperatures = {temperature_key(t) for t in (rl.temperature, run.eval_temperature or rl.temperature)}
     reports = evaluation.get("reports") if isinstance(evaluation, dict) else None
     ids = exports(policies)
+    conventions = dataclasses.asdict(config.conventions) | ({} if grouping is None else {"grouping": grouping})
     same = (isinstance(reports, dict) and set(reports) == temperatures and None not in ids.values()
             and evaluation.get("policies") == ids
             and evaluation.get("eval_data") == eval_data_id(config.task, eval_rows)
             and all(isinstance(r, dict) and set(r) == set(policies) for r in reports.values())
             and all(rep.get("num_samples") == run.final_eval_samples
-                    and rep.get("conventions") == dataclasses.asdict(config.conventions)
+                    and rep.get("conventions") == conventions
                     for r in reports.values() for rep in r.values()))
     return evaluation if same else None
 

@@ -275,19 +275,21 @@ def as_json(value):
 
 def write_samples(pool: dict, records: list[dict], conventions: testtime.Conventions, path) -> Path:
     """``eval_samples.jsonl``: one line per completion (problem index and id, sample index, prompt, text, answer,
-    reward, correctness, p(Yes), the convention's score, tokens, whether it stopped); ``write_report`` moves it into
-    place."""
+    reward, correctness, p(Yes) normalised over {Yes, No} as eval.json's ``verifier_p_yes`` and samples.jsonl have
+    it, the raw p(Yes), the convention's score, tokens, whether it stopped); strict JSON (a non-finite value as
+    null); ``write_report`` moves it into place."""
     path = Path(path)
     score = conventions.scores(pool["yes_logp"], pool["no_logp"])
+    p_yes = testtime.Conventions(score="normalized").scores(pool["yes_logp"], pool["no_logp"])
     with open(path, "w") as out:
         for i, record in enumerate(records):
             for j in range(pool["correct"].shape[1]):
-                out.write(json.dumps({
+                out.write(json.dumps(as_json({
                     "problem": i, "id": record.get("id"), "sample": j, "prompt": record["prompt"],
                     "completion": pool["texts"][i, j],
                     "answer": pool["answers"][i, j], "gold": record.get("gold"),
                     "reward": float(pool["rewards"][i, j]), "correct": bool(pool["correct"][i, j]),
-                    "p_yes": float(np.exp(pool["yes_logp"][i, j])),
+                    "p_yes": float(p_yes[i, j]), "p_yes_raw": float(np.exp(pool["yes_logp"][i, j])),
                     "score": float(score[i, j]), "tokens": int(pool["lengths"][i, j]),
-                    "finished": bool(pool["finished"][i, j])}) + "\n")
+                    "finished": bool(pool["finished"][i, j])}), allow_nan=False) + "\n")
     return path

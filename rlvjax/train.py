@@ -405,7 +405,9 @@ def report_run(config: Config, workdir, policies: dict[str, Path], *, reward: Re
         if jax.process_index() == 0 and config.run.export_final:
             outputs.set_aside_stale_report(workdir, policies)
         return None
-    current = outputs.current_report(config, workdir, policies, None if records is None else records[1])
+    reward = reward or Rewards.of(config)  # a reward other than the math one groups answers as strings
+    current = outputs.current_report(config, workdir, policies, None if records is None else records[1],
+                                     grouping=reward.grouping(config.conventions.grouping))
     if parallel.primary_says(current is not None):  # a finished run resumed again: hours of sampling, for nothing
         print(f"rlvjax.train: {Path(workdir) / 'eval.json'} already reports these policies with these settings; "
               "not evaluated again (delete it to redo)", file=sys.stderr)

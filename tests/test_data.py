@@ -609,3 +609,16 @@ def test_prompts_are_led_by_the_tokenizers_own_bos_once():
     both = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos_text)
     assert both.encode("1+2=") == [bos, *plain, eos]
     assert prompt_start(both) == [bos] and encode_prompts(both, ["1+2="]) == [[bos, *plain]]  # nothing appended
+
+
+def test_a_split_of_a_local_eval_file_is_refused(tmp_path):
+    """A file has no splits: TaskSpec.eval_split = 'validation' on a local eval file evaluated the same rows as
+    'test' (and 'nonsense' too), so "choose on validation, report on test" silently chose on the test problems."""
+    from rlvjax.experiment import TaskSpec
+
+    (tmp_path / "eval.jsonl").write_text('{"prompt": "1+1", "gold": "2"}\n')
+    with pytest.raises(ValueError, match=r"^TaskSpec.eval_split='validation' picks a split of a datasets id or "
+                                         r"directory; eval_file .*eval.jsonl is a file: point eval_file at"):
+        TaskSpec(name="file", train_file=str(tmp_path / "eval.jsonl"), eval_file=str(tmp_path / "eval.jsonl"),
+                 eval_split="validation")
+    TaskSpec(name="file", train_file=str(tmp_path / "eval.jsonl"), eval_file=str(tmp_path / "eval.jsonl"))

@@ -188,6 +188,13 @@ def test_the_end_of_run_report_is_current_only_for_the_same_policies_and_setting
     save_file({"w": np.zeros(1, np.float32)}, str(policies["final"] / "model.safetensors"))  # not rlvjax's export
     write({"1": {"final": rep, "lambda0": rep}})
     assert outputs.exports(policies)["final"] is None and outputs.current_report(config, tmp_path, policies) is None
+    # under a reward of the user's the report records string grouping (the votes' own): a finished run re-evaluated
+    # on every resume when the comparison read the config's "math"
+    strings = {**rep, "conventions": {**rep["conventions"], "grouping": "string"}}
+    export("final", "a")
+    write({"1": {"final": strings, "lambda0": strings}})
+    assert outputs.current_report(config, tmp_path, policies, grouping="string") is not None
+    assert outputs.current_report(config, tmp_path, policies) is None
     (tmp_path / "eval.json").write_text("{not json")
     assert outputs.current_report(config, tmp_path, policies) is None
 

@@ -86,6 +86,18 @@ def test_dry_run_gpu_shares_out_devices(tmp_path, capsys, monkeypatch):
     assert {c[1] for c in commands} == {"CUDA_VISIBLE_DEVICES=2,3"}
     with pytest.raises(ValueError, match="does not split --gpus 0,1,2 evenly"):
         dry_run(capsys, "--workdir_root", tmp_path, "--target", "gpu", "--parallel", "2", "--gpus", "0,1,2")
+    # "0,0" gave both runs device 0, "0,1," a run no device; " 1" was an id with a space
+    for gpus in ("0,0", "0,1,", "0,,1"):
+        with pytest.raises(ValueError, match=f"^--gpus '{gpus}': name each device id once"):
+            dry_run(capsys, "--workdir_root", tmp_path, "--target", "gpu", "--parallel", "2", "--gpus", gpus)
+    commands = dry_run(capsys, "--workdir_root", tmp_path, "--target", "gpu", "--parallel", "2", "--gpus", "0, 1",
+                       "--compilation_cache", "")
+    assert [c[1] for c in commands] == ["CUDA_VISIBLE_DEVICES=0", "CUDA_VISIBLE_DEVICES=1", "CUDA_VISIBLE_DEVICES=0"]
+    # "~/sweep" is the home directory's (a ./~/sweep before)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    commands = dry_run(capsys, "--workdir_root", "~/sweep", "--target", "gpu", "--gpus", "0", "--compilation_cache",
+                       "")
+    assert commands[0][-1] == str(tmp_path / "home" / "sweep" / "lambda_0")
 
 
 def test_dry_run_tpu_vm(capsys):
@@ -97,6 +109,10 @@ def test_dry_run_tpu_vm(capsys):
         cd, python = command[-1].split(" && ")
         assert cd == "cd rlvjax"
         assert shlex.split(python) == ["python3", *train_args(label, f"/mnt/bucket/sweep/lambda_{label}")]
+    # a repository (or interpreter) under the workers' home: quoted, "cd '~/code/rlvjax'" failed on every worker
+    command = dry_run(capsys, "--workdir_root", "/mnt/s", "--target", "tpu_vm", "--tpu_name", "v4-32", "--zone", "z",
+                      "--project", "p", "--remote_dir", "~/code/rlvjax", "--remote_python", "~/venv/bin/python")[0]
+    assert command[-1].startswith('cd "$HOME"/code/rlvjax && "$HOME"/venv/bin/python -m rlvjax.train ')
     with pytest.raises(ValueError, match="^--workdir_root gs://bucket/sweep is a URL; runs are written to a local or "
                                          "mounted filesystem"):  # every run would refuse it on the workers
         dry_run(capsys, "--workdir_root", "gs://bucket/sweep", "--target", "tpu_vm", "--tpu_name", "v4-32",

@@ -56,3 +56,29 @@ def test_undefined_metrics_return_as_nan_floats_and_are_written_as_strict_json(t
     line = (tmp_path / "metrics.jsonl").read_text()
     assert json.loads(line, parse_constant=lambda c: pytest.fail(f"metrics.jsonl holds {c}")) == {
         "step": 1, "auroc": "nan", "loss": 0.5, "grad": "inf"}
+
+
+def test_sample_logs_are_strict_json_and_say_p_yes_as_the_report_does(tmp_path):
+    """A sample the verifier could not score (Yes and No both -inf) wrote a bare NaN to samples.jsonl and
+    eval_samples.jsonl, which strict readers (jq) refuse; eval_samples' p_yes was the raw p(Yes) while eval.json's
+    verifier_p_yes and samples.jsonl's are normalised over {Yes, No}."""
+    from rlvjax import reports, testtime
+
+    writer = MetricsWriter(tmp_path, total_steps=1, progress=False)
+    writer.samples(1, [{"prompt": "p", "p_yes": float("nan"), "reward": 1.0}])
+    writer.close()
+    strict = lambda text: [json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in {line}"))  # noqa: E731
+                           for line in text.splitlines()]
+    assert strict((tmp_path / "samples.jsonl").read_text()) == [{"step": 1, "prompt": "p", "p_yes": "nan",
+                                                                  "reward": 1.0}]
+    yes, no = np.log([[0.3, 0.2, 0.0]]), np.log([[0.1, 0.6, 0.0]])
+    pool = {"yes_logp": yes, "no_logp": no, "texts": np.array([["a", "b", "c"]], object),
+            "answers": np.array([["1", "2", None]], object), "rewards": np.array([[1.0, 0.0, 0.0]]),
+            "correct": np.array([[True, False, False]]), "lengths": np.array([[3, 4, 5]]),
+            "finished": np.array([[True, True, False]])}
+    with np.errstate(divide="ignore"):
+        path = reports.write_samples(pool, [{"prompt": "q", "gold": "1", "id": "0"}], testtime.Conventions(),
+                                     tmp_path / "eval_samples.jsonl")
+    rows = strict(path.read_text())
+    np.testing.assert_allclose([r["p_yes"] for r in rows], [0.75, 0.25, 0.0])  # 0.3 / (0.3 + 0.1), ...
+    np.testing.assert_allclose([r["p_yes_raw"] for r in rows], [0.3, 0.2, 0.0])
