@@ -71,7 +71,8 @@ def test_sample_logs_are_strict_json_and_say_p_yes_as_the_report_does(tmp_path):
                            for line in text.splitlines()]
     assert strict((tmp_path / "samples.jsonl").read_text()) == [{"step": 1, "prompt": "p", "p_yes": "nan",
                                                                   "reward": 1.0}]
-    yes, no = np.log([[0.3, 0.2, 0.0]]), np.log([[0.1, 0.6, 0.0]])
+    with np.errstate(divide="ignore"):  # log(0): a Yes and a No the verifier gives no mass
+        yes, no = np.log([[0.3, 0.2, 0.0]]), np.log([[0.1, 0.6, 0.0]])
     pool = {"yes_logp": yes, "no_logp": no, "texts": np.array([["a", "b", "c"]], object),
             "answers": np.array([["1", "2", None]], object), "rewards": np.array([[1.0, 0.0, 0.0]]),
             "correct": np.array([[True, False, False]]), "lengths": np.array([[3, 4, 5]]),
