@@ -13,7 +13,8 @@ import os
 import jax
 
 from rlvjax.fieldtypes import check_field_types
-from rlvjax.memory import GiB, MemoryPlan, keeps_activations, size
+from rlvjax.activations import keeps_activations
+from rlvjax.memory import GiB, MemoryPlan, size
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 
@@ -22,6 +23,11 @@ from rlvjax.data import pipeline
 from rlvjax.metrics import rewind_logs
 from rlvjax.model.hf import export_stamp
 from rlvjax.reports import temperature_key
+
+if TYPE_CHECKING:
+    from rlvjax.experiment import RunConfig
+    from rlvjax.rl.config import RLConfig
+    from rlvjax.sft import WarmStartConfig
 
 
 def exported(workdir: Path, checkpoints: Checkpointer, start: int) -> bool:
@@ -284,3 +290,24 @@ def eval_data_id(task, eval_rows: list[dict] | None = None) -> str:
     source = Path(task.eval_file) if task.eval_file else None
     digest.update(source.read_bytes() if source is not None and source.is_file() else str(task.eval_file).encode())
     return digest.hexdigest()[:16]
+
+
+def disk_need(params, rl: RLConfig, run: RunConfig, warm: WarmStartConfig,
+              workdir: Path, resume_step: int | None = None) -> tuple[int, str]:
+    """``(bytes, what)``: the disk a run still needs at its peak: ``max_to_keep`` checkpoints plus the one being
+    saved (Orbax deletes the oldest only after it), less those already saved, and the models it exports. A
+    checkpoint holds the params, AdamW's two moments and, with a KL term, the reference. A finished run resumed
+    again (for its baseline or report) saves nothing, and exports only a final policy it lacks."""
+    model = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))  # sharded: not gathered to count
+    checkpoint = model * (3 + int(rl.beta > 0))
+    steps = step_folders(workdir / "checkpoints")
+    saved = len(steps)
+    if steps and (max(steps) if resume_step is None else resume_step) >= run.num_steps:
+        exports = int(run.export_final and export_stamp(workdir / "final").get("rlvjax_step") != str(max(steps)))
+        return exports * model, f"the finished run ({exports} exported model(s))"
+    keep = run.max_to_keep or -(-run.num_steps // run.checkpoint_every)
+    checkpoints = max(keep + 1 - saved, 0)
+    exports = int(run.export_final) + int(bool(warm.num_steps) and not (workdir / "warm_start").exists())
+    what = (f"the run ({checkpoints} more checkpoint(s): RunConfig.max_to_keep={run.max_to_keep} and the one being "
+            f"saved" + (f"; {exports} exported model(s))" if exports else ")"))
+    return checkpoints * checkpoint + exports * model, what

@@ -33,14 +33,13 @@ from rlvjax.data import pipeline, sources, tasks
 from rlvjax.data.encoding import encode_prompts
 from rlvjax.lock import workdir_lock
 from rlvjax.metrics import MetricsWriter
-from rlvjax.model.hf import export_stamp, save_hf
+from rlvjax.model.hf import save_hf
 from rlvjax.pool import PoolSampler, quick_eval
 from rlvjax.resume import config_defaults, resume_keys, stored_config
 from rlvjax.rewards.math import grading_counts
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import advantages as advantages_lib
 from rlvjax.rl import diagnostics, steps, verifier, vineppo
-from rlvjax.rl.config import RLConfig
 
 CONFIGS = experiment.CONFIGS
 GIN_SEARCH_PATH = experiment.GIN_SEARCH_PATH
@@ -158,7 +157,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                                 "--workdir")
     Config.check_workdir(workdir)
     outputs.check_unused(workdir, given=given, warm_starts=warm.num_steps > 0)
-    check_free_space(workdir, *disk_need(params, rl, run, warm, workdir, resume_step))
+    check_free_space(workdir, *outputs.disk_need(params, rl, run, warm, workdir, resume_step))
     ensure_writable(epath.Path(workdir), "workdir")
     with contextlib.ExitStack() as scope, preemption.notice() as notice:
         (hold or scope).enter_context(workdir_lock(workdir, enabled=jax.process_index() == 0))
@@ -344,27 +343,6 @@ def record_run(workdir: Path, config: Config, records: tuple[list[dict], list[di
             if split:
                 sources.write_jsonl(workdir / "data" / f"{name}.jsonl", split)
     config.write(workdir)
-
-
-def disk_need(params, rl: RLConfig, run: experiment.RunConfig, warm: sft.WarmStartConfig,
-              workdir: Path, resume_step: int | None = None) -> tuple[int, str]:
-    """``(bytes, what)``: the disk a run still needs at its peak: ``max_to_keep`` checkpoints plus the one being
-    saved (Orbax deletes the oldest only after it), less those already saved, and the models it exports. A
-    checkpoint holds the params, AdamW's two moments and, with a KL term, the reference. A finished run resumed
-    again (for its baseline or report) saves nothing, and exports only a final policy it lacks."""
-    model = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))  # sharded: not gathered to count
-    checkpoint = model * (3 + int(rl.beta > 0))
-    steps = step_folders(workdir / "checkpoints")
-    saved = len(steps)
-    if steps and (max(steps) if resume_step is None else resume_step) >= run.num_steps:
-        exports = int(run.export_final and export_stamp(workdir / "final").get("rlvjax_step") != str(max(steps)))
-        return exports * model, f"the finished run ({exports} exported model(s))"
-    keep = run.max_to_keep or -(-run.num_steps // run.checkpoint_every)
-    checkpoints = max(keep + 1 - saved, 0)
-    exports = int(run.export_final) + int(bool(warm.num_steps) and not (workdir / "warm_start").exists())
-    what = (f"the run ({checkpoints} more checkpoint(s): RunConfig.max_to_keep={run.max_to_keep} and the one being "
-            f"saved" + (f"; {exports} exported model(s))" if exports else ")"))
-    return checkpoints * checkpoint + exports * model, what
 
 
 def train_with_baseline(config: Config, workdir, *, resume: bool = False, resume_step: int | None = None,

@@ -681,7 +681,7 @@ def test_a_finished_run_resumed_again_asks_for_no_checkpoint_space(tmp_path):
     for step in (2, 4):
         (workdir / "checkpoints" / str(step)).mkdir(parents=True)
     run = dataclasses.replace(config.run, num_steps=4, export_final=True, max_to_keep=3)
-    need = lambda **kw: train.disk_need(params, config.rl, run, config.warm_start, workdir, **kw)  # noqa: E731
+    need = lambda **kw: outputs.disk_need(params, config.rl, run, config.warm_start, workdir, **kw)  # noqa: E731
     assert need() == (4000, "the finished run (1 exported model(s))")  # final/ not there yet
     (workdir / "final").mkdir()
     save_file({"w": np.zeros(1, np.float32)}, str(workdir / "final" / "model.safetensors"),
