@@ -220,7 +220,7 @@ def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, promp
     requests_local, kv_local = NamedSharding(mesh, cache).shard_shape((requests, cfg.num_kv_heads))
     row_shards, q_local = requests // requests_local, ceil(cfg.num_heads, cfg.num_kv_heads // kv_local)
     rows = min(rows or requests, requests)
-    rows_local = ceil(rows, row_shards)  # each device decodes and refills its share (``sampling.generate``)
+    rows_local = max(sampling.MIN_BATCH, ceil(rows, row_shards))  # each device decodes its share (``generate``)
     per_slot = cfg.num_layers * 2 * kv_local * cfg.kv_dim * it
     prompts_local = sampling.prompt_window(requests_local, prompts, samples)  # a device's share may straddle two
     items = [Item(f"{what}KV cache", phase, per_slot * seq * rows_local,

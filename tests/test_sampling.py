@@ -259,6 +259,26 @@ def test_cache_blocks_leave_samples_unchanged(qwen, monkeypatch):
         generate.clear_cache()  # no other test may run the block program
 
 
+@pytest.mark.parametrize("prompts, rows", [(PROMPTS[:1], None), (PROMPTS, 1)])
+def test_one_request_or_one_row_decodes_its_cache_in_place(qwen, prompts, rows):
+    """A batch of one row had XLA drop its unit batch dimension for the attention and write each cache block twice,
+    on two copies of it, every decode step; the engine never runs fewer than two rows now."""
+    from flax import nnx
+
+    from rlvjax import hlo
+
+    model, _ = qwen
+    graphdef, state = nnx.split(model)
+    ids, mask = sampling.left_pad(prompts)
+    params = sampling.SamplingParams(temperature=1.0, stop_ids=(3,))
+    run = jax.jit(lambda st: sampling.generate(nnx.merge(graphdef, st), ids, mask, jax.random.key(0), num_samples=1,
+                                               max_new_tokens=40, params=params, rows=rows,
+                                               score_suffix=(2, 70), score_ids=(4, 5)))
+    cfg = model.config
+    row_block = cfg.num_kv_heads * sampling.cache_slots(ids.shape[1], 40, 2) * cfg.kv_dim
+    assert hlo.loop_copies(run.lower(state).compile().as_text(), row_block) == []
+
+
 def test_limits_cap_each_sample(qwen):
     """Per-sample token caps end each request at its own length (not finished), and what was sampled before the cap
     is what the uncapped run sampled."""

@@ -41,6 +41,7 @@ from rlvjax.parallel import axis_names
 from rlvjax.sampling.choice import SamplingParams, choose, left_pad
 
 MIN_ROWS = 8  # the batch stops halving below this many rows
+MIN_BATCH = 2  # rows a batch has at least (a request per device, or ``rows=1``, leaves one free)
 
 
 class SampleOutput(NamedTuple):
@@ -158,7 +159,9 @@ def _engine(model: Transformer, ids, mask, rng, limits, *, first, num_samples: i
     start = jnp.minimum(first // g, ids.shape[0] - window)
     ids, mask = (jax.lax.dynamic_slice_in_dim(x, start, window) for x in (ids, mask))
     b, p = ids.shape
-    r_top = q_total if rows is None else min(rows, q_total)
+    # Never one row: with a unit batch dimension XLA computes each cache write twice (for the attention's matmuls
+    # and for the cache it carries), each on its own copy: the row's whole cache copied every decode step.
+    r_top = max(MIN_BATCH, q_total if rows is None else min(rows, q_total))
     v = len(score_suffix)
     scoring = v > 0
     stop = jnp.asarray(params.stop_ids or (-1,), jnp.int32)
@@ -309,7 +312,7 @@ def _engine(model: Transformer, ids, mask, rng, limits, *, first, num_samples: i
         return jax.lax.cond(jnp.any(s.rows.live), lambda s: level(s, half), outputs, s)
 
     empty = jnp.zeros((r_top,), bool)
-    cache = pin(KVCache.init(model.config, r_top, slots)) if r_top < q_total else None
+    cache = pin(KVCache.init(model.config, r_top, slots)) if r_top != q_total else None
     state = _State(
         rows=_Rows(jnp.zeros((r_top,), jnp.int32), jnp.zeros((r_top,), jnp.int32), jnp.zeros((r_top,), jnp.int32),
                    empty, empty, cache),
