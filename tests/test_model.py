@@ -50,6 +50,52 @@ def test_logits_match_transformers(hf_checkpoint, kind):
     np.testing.assert_allclose(full[0], theirs[0], atol=1e-4, rtol=0)
 
 
+ROPE_SCALINGS = [None, {"rope_type": "linear", "factor": 4.0},
+                 {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 8192}]
+
+
+@pytest.mark.parametrize("theta", [1e4, 1e5, 5e5, 1e6])
+@pytest.mark.parametrize("scaling", ROPE_SCALINGS)
+def test_rope_frequencies_are_transformers_float32_ones(theta, scaling):
+    """Computed in float64, up to a third of head_dim 128's frequencies differed from transformers' float32 ones
+    (by up to 2 units in the last place): a phase error that grows with the position. torch's own ``pow`` may
+    still differ in the last bit."""
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    from rlvjax.model.hf_config import config_from_hf
+
+    hf = dict(vocab_size=8, hidden_size=2048, intermediate_size=8, num_hidden_layers=1, num_attention_heads=16,
+              rope_theta=theta, max_position_embeddings=131072, **({"rope_scaling": scaling} if scaling else {}))
+    ours = transformer.rope_inv_freq(config_from_hf({"model_type": "llama", **hf}))
+    theirs = LlamaRotaryEmbedding(LlamaConfig(**hf)).inv_freq.numpy()
+    assert ours.dtype == np.float32 and ours.shape == (64,)
+    np.testing.assert_array_max_ulp(ours, theirs, maxulp=1)
+
+
+def test_logits_match_transformers_at_long_positions(tmp_path):
+    """4,096 positions, head_dim 128, theta 1e6 (Qwen2.5's), attention sharpened as a trained model's is: the last
+    positions' logits still agree (float64 frequencies were 2.6e-3 off here)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    ref = Qwen2ForCausalLM(Qwen2Config(vocab_size=96, hidden_size=256, intermediate_size=112, num_hidden_layers=1,
+                                       num_attention_heads=2, num_key_value_heads=1, head_dim=128, rope_theta=1e6,
+                                       max_position_embeddings=32768)).eval()
+    with torch.no_grad():
+        for layer in ref.model.layers:
+            layer.self_attn.q_proj.weight.mul_(30)
+            layer.self_attn.k_proj.weight.mul_(30)
+    ref.save_pretrained(tmp_path)
+    model, _ = rlvjax.load_hf(tmp_path, tokenizer=False)
+    ids = np.random.default_rng(0).integers(3, 96, (1, 4096))
+    ours = np.asarray(model(jnp.asarray(ids)))[0, -256:]
+    with torch.no_grad():
+        theirs = ref(input_ids=torch.tensor(ids)).logits.numpy()[0, -256:]
+    np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("kind", ["qwen2", "llama"])
 def test_save_hf_round_trip(hf_checkpoint, tmp_path, kind):
     path, ref = hf_checkpoint(kind)
