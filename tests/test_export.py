@@ -406,10 +406,14 @@ def test_a_checkpoint_restores_with_only_the_base_models_config_and_tokenizer(hf
         evaluate.abstract_checkpoint(config)
     from rlvjax.model.hf import load_tokenizer
 
-    with pytest.raises(ValueError, match=r"no tokenizer in .*base \(none of tokenizer.json, tokenizer_config.json, "
-                                         r"tokenizer.model, vocab.json\); save one there with "
-                                         r"tokenizer.save_pretrained"):
+    message = r"no tokenizer in .*base \(none of tokenizer.json, tokenizer.model, vocab.json\); save one there with " \
+              r"tokenizer.save_pretrained"
+    with pytest.raises(ValueError, match=message):
         load_tokenizer(base)  # AutoTokenizer would build an empty one from config.json
+    tokenizer.save_pretrained(base)
+    (base / "tokenizer.json").unlink()
+    with pytest.raises(ValueError, match=message):
+        load_tokenizer(base)  # ... or from tokenizer_config.json: a 5-token tokenizer encoding every text as []
 
 
 def test_an_exported_chat_policy_tells_generate_where_its_completions_end(hf_checkpoint, tmp_path):

@@ -223,15 +223,16 @@ def check_tokenizer(tokenizer, cfg: ModelConfig, path) -> None:
                          f"{cfg.vocab_size}; use the tokenizer saved with these weights")
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")  # a tokenizer_config.json alone holds none
 
 
 def load_tokenizer(path):
     from transformers import AutoTokenizer
 
-    if Path(path).is_dir() and not any((Path(path) / name).exists() for name in TOKENIZER_FILES):
-        # AutoTokenizer would build an empty tokenizer from config.json's model_type alone
-        raise ValueError(f"no tokenizer in {path} (none of {', '.join(TOKENIZER_FILES)}); save one there with "
+    if Path(path).is_dir() and not any((Path(path) / name).exists() for name in VOCABULARY_FILES):
+        # AutoTokenizer would build an empty tokenizer (every text encoded as []) from config.json's model_type or
+        # tokenizer_config.json alone
+        raise ValueError(f"no tokenizer in {path} (none of {', '.join(VOCABULARY_FILES)}); save one there with "
                          "tokenizer.save_pretrained")
     try:
         if _generic_tokenizer(Path(path)):  # tokenizer.json's own pipeline, whatever model_type config.json names
