@@ -33,13 +33,31 @@ class MetricsWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")
         self._samples = open(self.dir / "samples.jsonl", "a", encoding="utf-8")
-        # A resumed run repeats the steps after ``initial_step``: TensorBoard hides what earlier event files hold
-        # from the first repeated step on (a START event with ``purge_step``), as ``rewind_logs`` does for the jsonl.
+        # A run restarted from ``initial_step`` repeats the steps after it (``rewind_logs`` has dropped their rows).
+        # Its event file hides everything earlier files hold (a START event with ``purge_step`` 1) and starts with
+        # the kept rows of metrics.jsonl: tensorboardX writes its events from a queue, flushed every two minutes,
+        # so a killed run's last checkpointed steps may be in metrics.jsonl (flushed every step) and in no event
+        # file.
         # tensorboardX names its file by the second and opens it "wb": the suffix keeps a run resumed within the same
         # second from emptying the earlier file, and sorts after it (TensorBoard reads files in name order).
-        self._tb = SummaryWriter(str(self.dir / "tensorboard"), purge_step=initial_step + 1,
+        self._tb = SummaryWriter(str(self.dir / "tensorboard"), purge_step=1,
                                  filename_suffix=f".{time.time_ns()}")
+        if initial_step:
+            self._replay(initial_step)
         self._bar = tqdm(total=total_steps, initial=initial_step, disable=not progress, dynamic_ncols=True)
+
+    def _replay(self, last_step: int) -> None:
+        """metrics.jsonl's rows up to ``last_step`` into the event file."""
+        with open(self.dir / "metrics.jsonl", encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                if row["step"] <= last_step:
+                    self._add(row["step"], {k: v for k, v in row.items() if k != "step" and isinstance(v, float)})
+
+    def _add(self, step: int, plain: dict) -> None:
+        for key, value in plain.items():
+            if math.isfinite(value):
+                self._tb.add_scalar(key, value, step)
 
     def write(self, step: int, metrics: dict) -> dict:
         """Log one step; returns the metrics as plain floats (NaN where undefined; metrics.jsonl writes a
@@ -48,9 +66,7 @@ class MetricsWriter:
         if self.enabled:
             self._metrics.write(json.dumps({"step": step, **{k: _json(v) for k, v in plain.items()}}) + "\n")
             self._metrics.flush()
-            for key, value in plain.items():
-                if math.isfinite(value):
-                    self._tb.add_scalar(key, value, step)
+            self._add(step, plain)
             self._bar.set_postfix({short: f"{plain[k]:.3f}" for k, short in BAR_KEYS.items()
                                    if math.isfinite(plain.get(k, math.nan))}, refresh=False)
             self._bar.update(step - self._bar.n)

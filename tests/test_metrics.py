@@ -48,6 +48,24 @@ def test_a_resumed_run_logs_each_step_once_in_jsonl_and_tensorboard(tmp_path, mo
     assert tensorboard_view(tmp_path / "tensorboard") == {1: 1.0, 2: 2.0, 3: 13.0, 4: 14.0}
 
 
+def test_steps_a_killed_run_never_flushed_to_tensorboard_are_shown_after_the_resume(tmp_path):
+    """tensorboardX flushes its event queue every two minutes, metrics.jsonl every step: a run killed after its
+    step-3 checkpoint had steps 1-4 in metrics.jsonl and none in its event file, and the resumed run's TensorBoard
+    showed only steps 4 and 5."""
+    first = MetricsWriter(tmp_path, total_steps=5, progress=False)
+    for step in range(1, 5):
+        first.write(step, {"loss": float("nan") if step == 2 else float(step)})
+    first.close()
+    for path in (tmp_path / "tensorboard").iterdir():
+        path.write_bytes(b"")  # what kill -9 leaves of the queued events
+    rewind_logs(tmp_path, 3)
+    again = MetricsWriter(tmp_path, total_steps=5, initial_step=3, progress=False)
+    for step in (4, 5):
+        again.write(step, {"loss": 10.0 + step})
+    again.close()
+    assert tensorboard_view(tmp_path / "tensorboard") == {1: 1.0, 3: 3.0, 4: 14.0, 5: 15.0}  # NaN: not plotted
+
+
 def test_undefined_metrics_return_as_nan_floats_and_are_written_as_strict_json(tmp_path):
     writer = MetricsWriter(tmp_path, total_steps=1, progress=False)
     returned = writer.write(1, {"auroc": np.float32("nan"), "loss": np.float32(0.5), "grad": float("inf")})
