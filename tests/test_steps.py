@@ -114,22 +114,21 @@ def test_micro_batches_give_the_full_batch_gradient(setup):
         np.testing.assert_allclose(s_full["policy_loss"], s_micro["policy_loss"], rtol=1e-5)
 
 
-@pytest.mark.parametrize("suppress_ids", [(), (0, 1, 6, 30, 31)])
-def test_update_step_first_epoch_is_on_policy(setup, suppress_ids):
+@pytest.mark.parametrize("suppress_ids, beta", [((), 0.1), ((0, 1, 6, 30, 31), 0.0)])
+def test_update_step_first_epoch_is_on_policy(setup, suppress_ids, beta):
     graphdef, params = setup
-    statics = make_statics(graphdef, suppress_ids, num_ppo_epochs=2, num_minibatches=2, beta=0.1)
+    statics = make_statics(graphdef, suppress_ids, num_ppo_epochs=2, num_minibatches=2, beta=beta)
     roll, correct = rollouts_and_labels(statics, params)
-    state = steps.init_state(params, statics.tx, seed=0, keep_reference=True)
+    state = steps.init_state(params, statics.tx, seed=0, keep_reference=beta > 0)
     adv = jnp.broadcast_to(jnp.asarray([[1.0, -1.0], [-0.5, 0.5]])[..., None], roll.tokens.shape)
     batch = steps.build_update_batch(statics, roll, adv, correct)
     new, metrics = jax.jit(lambda s, b: steps.update_step(statics, s, b))(state, batch)
     assert not np.isin(np.asarray(roll.tokens)[np.asarray(batch.target_mask).reshape(roll.tokens.shape)],
                        suppress_ids).any()
-    # The sampler's log-probs are the trainer's (suppressed ids masked in both): ratio 1, no gap, no clipping,
-    # zero KL before any update.
-    np.testing.assert_allclose(metrics["policy/ratio"], 1.0, atol=1e-5)
-    assert float(metrics["policy/logp_gap"]) < 1e-5 and float(metrics["policy/clipped"]) == 0.0
-    np.testing.assert_allclose(metrics["policy/kl"], 0.0, atol=1e-6)
+    # The sampler's log-probs are the trainer's (suppressed ids masked in both): no gap on the first minibatch.
+    assert float(metrics["policy/logp_gap"]) < 1e-5
+    # KL only against a reference policy (beta = 0 keeps none: a logged 0 would read as "no drift").
+    assert ("policy/kl" in metrics) == (beta > 0)
     assert int(new.step) == 1 and int(metrics["nonfinite_updates"]) == 0
     moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new.params, params)
     assert max(jax.tree.leaves(moved)) > 0
@@ -148,18 +147,29 @@ def test_scanned_epochs_and_minibatches_equal_the_unrolled_loop(setup):
 
     _, perm_key = jax.random.split(jax.random.wrap_key_data(state.rng))
     p, opt, losses_seen, rows = state.params, state.opt_state, [], batch.targets.shape[0]
+    diagnostics = []
     for epoch in range(2):
         order = jax.random.permutation(jax.random.fold_in(perm_key, epoch), rows)
         for m in range(2):
             mb = jax.tree.map(lambda x: jnp.take(x, order[m * rows // 2:(m + 1) * rows // 2], axis=0), batch)
-            grads, stats, _, _ = steps._minibatch_grads(statics, p, state.ref_params, mb)
+            grads, stats, pdiag, _ = steps._minibatch_grads(statics, p, state.ref_params, mb)
             updates, opt = statics.tx.update(grads, opt, p)
             p = optax.apply_updates(p, updates)
             losses_seen.append(float(stats["policy_loss"]))
+            diagnostics.append({k: float(v) for k, v in pdiag.items()})
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6), new.params, p)
     np.testing.assert_allclose([metrics["policy_loss"], metrics["last_policy_loss"]],
                                [losses_seen[0], losses_seen[-1]], rtol=1e-5, atol=1e-7)
     assert losses_seen[0] != losses_seen[-1]  # four different minibatch updates, not one repeated
+    # Ratios, clip fractions and KL over all four updates (they were the first, on-policy one's: always 1 and 0).
+    tokens = sum(d["count"] for d in diagnostics)
+    for key in ("ratio", "clipped", "clipped_low", "clipped_high", "kl"):
+        np.testing.assert_allclose(metrics[f"policy/{key}"], sum(d[f"{key}_sum"] for d in diagnostics) / tokens,
+                                   rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(metrics["policy/ratio_max"], max(d["ratio_max"] for d in diagnostics), rtol=1e-6)
+    np.testing.assert_allclose(metrics["policy/logp_gap"], diagnostics[0]["logp_gap_sum"] / diagnostics[0]["count"],
+                               rtol=1e-5, atol=1e-9)
+    assert metrics["policy/ratio_max"] > 1.0 and diagnostics[0]["ratio_max"] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_verify_balance_weights_the_two_classes_equally_in_each_minibatch(setup):

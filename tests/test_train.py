@@ -40,7 +40,7 @@ def test_digit_task_reward_and_verifier_improve_and_logs_are_written(tmp_path):
     rewards = [m["reward_mean"] for m in history]
     start, end = np.mean(rewards[:5]), np.mean(rewards[-20:])
     assert end > start + 0.15, rewards
-    assert history[0]["policy/ratio"] == pytest.approx(1.0, abs=1e-5)  # sampler and trainer agree
+    assert history[0]["policy/logp_gap"] < 1e-5  # sampler and trainer agree
     # The warm start's verifier only knows the answer format (random verdicts): chance on its first rollouts. One
     # step's balanced accuracy rests on ~6 right rollouts (sd ~0.1 at chance), so the first five are averaged.
     # After RL^V it judges held-out rollouts well above chance.

@@ -86,7 +86,8 @@ def policy_loss(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.2, 
     old_logp, advantages and ref_logp are constants of the update. `ref_logp` alone (beta = 0) still reports KL.
     Diagnostics (sums over valid tokens, see module doc): pg_loss_sum (loss without KL), kl_sum, ratio_sum,
     ratio_max, clipped_low_sum / clipped_high_sum / clipped_sum (tokens whose gradient the clip removes; their
-    means are the clip fractions), logp_gap_sum (|logp - old_logp|, the sampler-vs-trainer gap on epoch one).
+    means are the clip fractions), logp_gap_sum (|logp - old_logp|: on epoch one's first minibatch, the
+    sampler-vs-trainer gap).
     A micro-batch with no valid token returns count 0: divide only after summing over micro-batches.
     """
     if ref_logp is None and not (isinstance(beta, (int, float)) and beta == 0):

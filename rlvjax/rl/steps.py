@@ -270,9 +270,15 @@ def update_step(statics: Statics, state: TrainState, batch: UpdateBatch) -> tupl
         (params, opt_state), history = jax.lax.scan(
             lambda carry, order: optimizer_step(carry, jax.tree.map(lambda x: jnp.take(x, order, axis=0), batch)),
             (state.params, state.opt_state), orders)
-    # Epoch one's first minibatch is on-policy: its diagnostics describe the data.
+    # Epoch one's first minibatch is on-policy: its losses, verifier diagnostics and log-prob gap (the sampler's
+    # against the trainer's) describe the data. Ratios, clip fractions and KL cover every optimizer step: after the
+    # first, the policy has moved and the clip acts.
     first_stats, first_pdiag, first_vdiag = jax.tree.map(lambda x: x[0], history)
-    metrics = {**first_stats, **{f"policy/{k}": v for k, v in losses.mean_diagnostics(first_pdiag).items()},
+    every = {k: jnp.max(v) if k.endswith("_max") else jnp.sum(v) for k, v in history[1].items()}
+    policy = {**losses.mean_diagnostics(every), "logp_gap": losses.mean_diagnostics(first_pdiag)["logp_gap"]}
+    if state.ref_params is None:  # no reference policy (beta = 0): no KL to report, rather than a flat 0
+        del policy["kl"]
+    metrics = {**first_stats, **{f"policy/{k}": v for k, v in policy.items()},
                **{f"verify/{k}": v for k, v in losses.mean_diagnostics(first_vdiag).items()},
                "nonfinite_updates": opt_state.total_notfinite}
     if updates_per_batch > 1:
