@@ -193,7 +193,9 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                         files=experiment.export_files(tokenizer, config.verifier), step=0,
                         stamp={"rlvjax_warm_start": outputs.warm_start_id(config)})
         del warm_examples  # not kept for the whole run
-        tx = optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
+        updates_per_step = rl.num_ppo_epochs * rl.num_minibatches
+        tx = optim.make(run.num_steps * updates_per_step)
+        learning_rates = optim.learning_rates(run.num_steps * updates_per_step)
         statics = experiment.statics(graphdef, tx, rl, tokenizer, config.verifier)
         # Born in its layout: built whole on one device, the AdamW moments (and the reference) took 3-4x the
         # weights there before being split. The params are donated into the state.
@@ -276,6 +278,8 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                     update_batch, adv = jitted.prepare(roll, parallel.to_global(rewards, rows2),
                                                        parallel.to_global(correct, rows2))
                     adv = parallel.to_host(adv)
+                # the schedule's step at this update's first optimizer step: optax skips non-finite updates
+                applied = step * updates_per_step - int(jax.device_get(state.opt_state.total_notfinite))
                 state, update_metrics = jitted.update(state, update_batch)
                 update_metrics = jax.device_get(update_metrics)
                 t3 = time.perf_counter()
@@ -284,6 +288,8 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                 metrics = {**diagnostics.rollout_stats(rewards, correct, adv, lengths, finished, verify_lp),
                            **update_metrics,
                            "consecutive_nonfinite": nonfinite_run, **grading, **value_stats,
+                           "learning_rate": float(learning_rates(applied) if callable(learning_rates)
+                                                  else learning_rates),
                            "time/rollout_s": t1 - t0, "time/grade_s": t2 - t1, "time/update_s": t3 - t_update,
                            "rollout_tokens_per_s": float(lengths.sum()) / (t1 - t0),
                            "update_tokens_per_s": float(update_batch.input_ids.size) * rl.num_ppo_epochs /

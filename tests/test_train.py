@@ -76,13 +76,19 @@ def test_every_algorithm_config_runs(tmp_path, algorithm):
     gin.parse_config_files_and_bindings(
         [DIGIT, str(REPO / "configs" / "algorithms" / f"{algorithm}.gin")],
         FAST + ["RunConfig.num_steps = 3", "RLConfig.beta = 0.05", "RLConfig.num_minibatches = 2",
-                "RLConfig.micro_batch_size = 16", "RLConfig.vineppo_samples = 2"])
+                "RLConfig.micro_batch_size = 16", "RLConfig.vineppo_samples = 2", "OptimConfig.schedule = 'cosine'",
+                "OptimConfig.warmup_steps = 3"])
     try:
-        history = train.train(Config.from_gin(), str(tmp_path))
+        config = Config.from_gin()
+        history = train.train(config, str(tmp_path))
     finally:
         gin.clear_config()
     assert len(history) == 3 and all(np.isfinite(m["policy_loss"]) for m in history)
     assert all(m["policy/kl"] >= 0 for m in history)
+    # Each step's learning rate at its first of 2 optimizer steps (of 6): warm-up to step 3, then a cosine to 10%
+    # over the other 3 (at step 4 of 6: 0.1 + 0.9 * (1 + cos(pi / 3)) / 2 = 0.775 of the peak).
+    np.testing.assert_allclose([m["learning_rate"] for m in history],
+                               np.array([0.0, 2 / 3, 0.775]) * config.optim.learning_rate, rtol=1e-6)
     # VinePPO's value pass is timed and described apart from the update (it was counted as update time)
     value_keys = {"time/value_s", "vineppo/steps_per_rollout", "vineppo/value_prefix", "vineppo/states_sampled"}
     assert all((value_keys <= m.keys()) == (algorithm == "vineppo") for m in history)

@@ -150,17 +150,22 @@ class OptimConfig:
              "that stop the run)"),
         ], "OptimConfig")
 
-    def make(self, total_steps: int) -> optax.GradientTransformation:
+    def learning_rates(self, total_steps: int) -> optax.ScalarOrSchedule:
+        """The learning rate (a constant, or an optax schedule of the optimizer step) over ``total_steps``
+        optimizer steps."""
         if self.schedule == "constant":  # linear warm-up, then flat
-            lr = optax.linear_schedule(0.0, self.learning_rate, self.warmup_steps) if self.warmup_steps \
+            return optax.linear_schedule(0.0, self.learning_rate, self.warmup_steps) if self.warmup_steps \
                 else self.learning_rate
-        elif self.schedule == "cosine" and not self.warmup_steps:  # from the first update (optax's warm-up
-            lr = optax.cosine_decay_schedule(self.learning_rate, max(total_steps, 1), alpha=0.1)  # starts at 0)
-        elif self.schedule == "cosine":
-            lr = optax.warmup_cosine_decay_schedule(0.0, self.learning_rate, self.warmup_steps,
-                                                    max(total_steps, self.warmup_steps + 1), self.learning_rate * 0.1)
-        else:  # unreachable: __post_init__ checked the name
-            raise ValueError(f"unknown schedule {self.schedule!r}; use 'constant' or 'cosine'")
+        if self.schedule == "cosine" and not self.warmup_steps:  # from the first update (optax's warm-up
+            return optax.cosine_decay_schedule(self.learning_rate, max(total_steps, 1), alpha=0.1)  # starts at 0)
+        if self.schedule == "cosine":
+            return optax.warmup_cosine_decay_schedule(0.0, self.learning_rate, self.warmup_steps,
+                                                      max(total_steps, self.warmup_steps + 1),
+                                                      self.learning_rate * 0.1)
+        raise ValueError(f"unknown schedule {self.schedule!r}; use 'constant' or 'cosine'")  # __post_init__ checked
+
+    def make(self, total_steps: int) -> optax.GradientTransformation:
+        lr = self.learning_rates(total_steps)
         tx = optax.chain(optax.clip_by_global_norm(self.max_grad_norm),
                          optax.adamw(lr, self.b1, self.b2, weight_decay=self.weight_decay))
         return optax.apply_if_finite(tx, self.max_consecutive_nonfinite)
