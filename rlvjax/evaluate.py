@@ -267,6 +267,9 @@ def main(argv):
     if f.model_dir and f.checkpoint is not None:
         raise ValueError(f"--checkpoint {f.checkpoint} picks a step of a training run; drop it, or pass the run's "
                          "--workdir instead of --model_dir")
+    if f.checkpoint is not None and f.policy not in ("final", BASELINE_POLICY):  # was ignored: step N evaluated
+        raise ValueError(f"--policy {f.policy} names an exported policy, --checkpoint {f.checkpoint} a step of the "
+                         f"run's training (or of its baseline, with --policy {BASELINE_POLICY}); drop one")
     if f.checkpoint is not None and f.dtype is not None:
         raise ValueError(f"--dtype={f.dtype} applies to HF directories; a checkpoint computes in its run's "
                          "ModelSpec.compute_dtype: drop --dtype, or evaluate --policy final")
@@ -411,8 +414,10 @@ if __name__ == "__main__":
     flags.DEFINE_integer("seed", 0, "sampling seed")
     flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's training temperature, the "
                        "headline; 1.0 for --model_dir)")
-    flags.DEFINE_string("out", None, "output directory (default: WORKDIR/eval/POLICY, WORKDIR/eval/POLICY-DATA with "
-                        "--data, or ./eval/MODEL_DIR_NAME-DATA; DATA: the --data file's stem)")
+    flags.DEFINE_string("out", None, "output directory (default: WORKDIR/eval/NAME, or WORKDIR/eval/NAME-DATA with "
+                        "--data; NAME: the policy, step_N with --checkpoint N; --policy lambda0 in "
+                        "WORKDIR/baseline_lambda0/eval/, as lambda0 or lambda0_step_N; --model_dir: "
+                        "./eval/MODEL_DIR_NAME-DATA; DATA: the --data file's stem)")
     flags.DEFINE_string("compilation_cache", None, "XLA's persistent compilation cache directory, '' for none "
                         "(default: the run's RunConfig.compilation_cache_dir, ~/.cache/rlvjax/jax unless changed)")
     conventions = testtime.Conventions  # each flag's default is the class's (see its docstring)

@@ -17,7 +17,7 @@ from absl import logging
 import numpy as np
 from flax import nnx
 
-from rlvjax.data import prompts, tasks
+from rlvjax.data import arithmetic, prompts, tasks
 from rlvjax.data.encoding import encode_prompts
 from rlvjax.data.tokenizer import build_tokenizer
 from rlvjax.fieldtypes import check_field_types
@@ -150,6 +150,9 @@ class TaskSpec:
             if getattr(self, name) is not None and not getattr(self, name).strip():
                 raise ValueError(f"TaskSpec.{name} is empty; name a .jsonl/.json/.parquet file or a datasets id, or "
                                  "None")
+        if not 2 <= self.max_value <= arithmetic.MAX_VALUE:  # was refused only when problems were generated: the
+            # dry run accepted it
+            raise ValueError(f"TaskSpec.max_value={self.max_value} must be in 2..{arithmetic.MAX_VALUE}")
         if not self.levels or min(self.levels) < 1:  # () was a ZeroDivisionError traceback in the problem generator
             raise ValueError(f"TaskSpec.levels={self.levels!r} must name at least one level, each >= 1 (steps per "
                              "problem), e.g. (1, 2, 3, 4)")

@@ -353,7 +353,8 @@ def test_bad_bytes_and_bad_json_name_the_line(tmp_path):
 
 def test_rows_missing_fields_name_row_and_field(tmp_path):
     path = write_jsonl(tmp_path / "rows.jsonl", [{"problem": "p", "answer": "1"}, {"problem": "q"}])
-    with pytest.raises(ValueError, match=r"rows.jsonl: line 2 lacks field 'answer'; add it or fix fmt="):
+    with pytest.raises(ValueError, match=r"rows.jsonl: line 2 lacks field 'answer'; add it \(the rows are read as "
+                                         r"the 'aime' schema, whose fields every row needs\)"):
         load_records(path)
     path = write_jsonl(tmp_path / "generic.jsonl", [{"prompt": "p", "gold": "1"}, {"gold": "2"}])
     with pytest.raises(ValueError, match=r"generic.jsonl: line 2 lacks field 'prompt' or 'question'"):

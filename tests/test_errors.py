@@ -114,6 +114,8 @@ CONFIG_CASES = {
     "lambda_verify_inf": (["RLConfig.lambda_verify = 1e999"],
                           "RLConfig.lambda_verify=inf must be a finite number; for no bound, give a large one (e.g. "
                           "1e9)"),
+    "max_value_too_large": (["TaskSpec.max_value = 1000"],  # refused only when problems were generated
+                            "TaskSpec.max_value=1000 must be in 2..99"),
     "levels_empty": (["TaskSpec.levels = ()"],  # a ZeroDivisionError traceback
                      "TaskSpec.levels=() must name at least one level, each >= 1 (steps per problem)"),
     # inside a tuple it passed, and a weight of inf made every reward inf or nan
@@ -270,7 +272,8 @@ DATA_CASES = {
     "not_utf8": (rows(GOOD) + b'{"prompt": "caf\xe9", "gold": "1"}\n',
                  "{path}: line 2 is not UTF-8 (byte 0xe9 at column 16); re-encode the file as UTF-8"),
     "row_missing_field": (rows(GOOD, {"question_text": "2 + 2?", "gold": "4"}),
-                          "{path}: line 2 lacks field 'prompt' or 'question'; add it or fix fmt="),
+                          "{path}: line 2 lacks field 'prompt' or 'question'; add it (the rows are read as the "
+                          "'generic' schema, whose fields every row needs)"),
     "no_usable_gold": (rows({"prompt": "a", "gold": ""}, {"prompt": "b", "gold": None}),
                        "{path}: none of its 2 rows has a usable gold answer for schema 'generic'"),
     # The built-in arithmetic tokenizer has only digits and operators: it would drop the instruction's letters
@@ -713,6 +716,9 @@ FLAG_MISTAKES = [  # (module, args, the one line after "module: error: "); the f
     ("rlvjax.evaluate", ["--workdir", "absent", "--out", ""],
      "--out is empty; pass a directory, or leave the flag out"),
     ("rlvjax.evaluate", ["--workdir", "absent", "--seed", "4294967296"], "--seed=4294967296 must be in [0, 2**32)"),
+    ("rlvjax.evaluate", ["--workdir", "absent", "--policy", "warm_start", "--checkpoint", "1"],  # step 1 evaluated
+     "--policy warm_start names an exported policy, --checkpoint 1 a step of the run's training (or of its "
+     "baseline, with --policy lambda0); drop one"),
     ("rlvjax.train", ["--dry_run", "--checkpoint", "5"], "--checkpoint 5 picks the step a --resume continues from; "
                                                          "--dry_run and --print_config read the config alone: drop "
                                                          "--checkpoint"),

@@ -189,7 +189,7 @@ def to_record(row: dict, schema: str, *, source: str, place: str, default_id: st
     ``require_gold`` (else the record keeps ``gold: None``)."""
     problem_fields, gold_fields, level_field = SCHEMAS[schema]
     # A row's own prompt is its prompt under any schema (TRL's layout: chat messages beside problem and answer).
-    problem_field = "prompt" if row.get("prompt") is not None else _first_field(row, problem_fields, source, place)
+    problem_field = "prompt" if row.get("prompt") is not None else _first_field(row, problem_fields, source, place, schema)
     prompt = row[problem_field]
     messages = isinstance(prompt, list) and prompt and all(
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt)
@@ -198,7 +198,7 @@ def to_record(row: dict, schema: str, *, source: str, place: str, default_id: st
                          f"([{{'role': ..., 'content': ...}}]): {prompt!r}; fix or drop the row")
     # Without require_gold a row needs only a problem: a missing answer is a null one
     missing = not require_gold and not any(field in row for field in gold_fields)
-    gold = _gold(row[_first_field(row, gold_fields, source, place)], from_solution=schema == "math") \
+    gold = _gold(row[_first_field(row, gold_fields, source, place, schema)], from_solution=schema == "math") \
         if gold_fields and not missing else None
     if gold is None and gold_fields and require_gold:
         return None
@@ -211,12 +211,13 @@ def to_record(row: dict, schema: str, *, source: str, place: str, default_id: st
             "id": str(row_id)}
 
 
-def _first_field(row: dict, fields: tuple[str, ...], source: str, place: str) -> str:
+def _first_field(row: dict, fields: tuple[str, ...], source: str, place: str, schema: str) -> str:
     """The first of ``fields`` with a value, else the first present (a null gold is a bad gold, not a bad row)."""
     present = [field for field in fields if field in row]
     if present:
         return next((field for field in present if row[field] is not None), present[0])
-    raise ValueError(f"{source}: {place} lacks field {' or '.join(map(repr, fields))}; add it or fix fmt=")
+    raise ValueError(f"{source}: {place} lacks field {' or '.join(map(repr, fields))}; add it (the rows are read "
+                     f"as the {schema!r} schema, whose fields every row needs)")
 
 
 def _gold(value: Any, *, from_solution: bool) -> str | None:
