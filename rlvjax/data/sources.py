@@ -189,7 +189,8 @@ def to_record(row: dict, schema: str, *, source: str, place: str, default_id: st
     ``require_gold`` (else the record keeps ``gold: None``)."""
     problem_fields, gold_fields, level_field = SCHEMAS[schema]
     # A row's own prompt is its prompt under any schema (TRL's layout: chat messages beside problem and answer).
-    problem_field = "prompt" if row.get("prompt") is not None else _first_field(row, problem_fields, source, place, schema)
+    problem_field = "prompt" if row.get("prompt") is not None else \
+        _first_field(row, problem_fields, source, place, schema)
     prompt = row[problem_field]
     messages = isinstance(prompt, list) and prompt and all(
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt)
