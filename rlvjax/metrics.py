@@ -27,37 +27,25 @@ class MetricsWriter:
         self.enabled = enabled
         if not enabled:
             return
-        from tensorboardX import SummaryWriter
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
 
         self.dir = Path(workdir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "tensorboard").mkdir(parents=True, exist_ok=True)
         self._metrics = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")
         self._samples = open(self.dir / "samples.jsonl", "a", encoding="utf-8")
-        # A run restarted from ``initial_step`` repeats the steps after it (``rewind_logs`` has dropped their rows).
-        # Its event file hides everything earlier files hold (a START event with ``purge_step`` 1) and starts with
-        # the kept rows of metrics.jsonl: tensorboardX writes its events from a queue, flushed every two minutes,
-        # so a killed run's last checkpointed steps may be in metrics.jsonl (flushed every step) and in no event
-        # file.
-        # tensorboardX names its file by the second and opens it "wb": the suffix keeps a run resumed within the same
-        # second from emptying the earlier file, and sorts after it (TensorBoard reads files in name order).
-        self._tb = SummaryWriter(str(self.dir / "tensorboard"), purge_step=1,
-                                 filename_suffix=f".{time.time_ns()}")
-        if initial_step:
-            self._replay(initial_step)
+        # Events are written and flushed with each step, as metrics.jsonl is (tensorboardX's SummaryWriter queues
+        # them and flushes every two minutes: a run killed after a checkpoint lost the steps up to it for good).
+        # A run restarted from ``initial_step`` repeats the steps after it: its file starts with a START event at
+        # the first repeated step, which makes TensorBoard hide what earlier files hold from that step on, as
+        # ``rewind_logs`` does for the jsonl. The file is named by the second (tensorboardX's name) and opened "wb":
+        # the suffix keeps a run resumed within the same second from emptying the earlier file, and sorts after it
+        # (TensorBoard reads files in name order).
+        self._tb = EventsWriter(str(self.dir / "tensorboard" / "events"), filename_suffix=f".{time.time_ns()}")
+        self._tb.write_event(Event(wall_time=time.time(), step=initial_step + 1,
+                                   session_log=SessionLog(status=SessionLog.START)))
+        self._tb.flush()
         self._bar = tqdm(total=total_steps, initial=initial_step, disable=not progress, dynamic_ncols=True)
-
-    def _replay(self, last_step: int) -> None:
-        """metrics.jsonl's rows up to ``last_step`` into the event file."""
-        with open(self.dir / "metrics.jsonl", encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line)
-                if row["step"] <= last_step:
-                    self._add(row["step"], {k: v for k, v in row.items() if k != "step" and isinstance(v, float)})
-
-    def _add(self, step: int, plain: dict) -> None:
-        for key, value in plain.items():
-            if math.isfinite(value):
-                self._tb.add_scalar(key, value, step)
 
     def write(self, step: int, metrics: dict) -> dict:
         """Log one step; returns the metrics as plain floats (NaN where undefined; metrics.jsonl writes a
@@ -66,11 +54,19 @@ class MetricsWriter:
         if self.enabled:
             self._metrics.write(json.dumps({"step": step, **{k: _json(v) for k, v in plain.items()}}) + "\n")
             self._metrics.flush()
-            self._add(step, plain)
+            self._scalars(step, plain)
             self._bar.set_postfix({short: f"{plain[k]:.3f}" for k, short in BAR_KEYS.items()
                                    if math.isfinite(plain.get(k, math.nan))}, refresh=False)
             self._bar.update(step - self._bar.n)
         return plain
+
+    def _scalars(self, step: int, plain: dict) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        values = [Summary.Value(tag=k, simple_value=v) for k, v in plain.items() if math.isfinite(v)]
+        self._tb.write_event(Event(wall_time=time.time(), step=step, summary=Summary(value=values)))
+        self._tb.flush()
 
     def samples(self, step: int, rows: list[dict]) -> None:
         if self.enabled:

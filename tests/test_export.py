@@ -406,13 +406,14 @@ def test_a_checkpoint_restores_with_only_the_base_models_config_and_tokenizer(hf
         evaluate.abstract_checkpoint(config)
     from rlvjax.model.hf import load_tokenizer
 
-    message = r"no tokenizer in .*base \(none of tokenizer.json, tokenizer.model, vocab.json\); save one there with " \
-              r"tokenizer.save_pretrained"
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=r"no tokenizer in .*base \(none of tokenizer.json, tokenizer_config.json, "
+                                         r"tokenizer.model, vocab.json\); save one there with "
+                                         r"tokenizer.save_pretrained"):
         load_tokenizer(base)  # AutoTokenizer would build an empty one from config.json
     tokenizer.save_pretrained(base)
     (base / "tokenizer.json").unlink()
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=r"no usable tokenizer in .*base \(it encodes text to no tokens: a "
+                                         r"tokenizer_config.json without its vocabulary file\?\); save one there"):
         load_tokenizer(base)  # ... or from tokenizer_config.json: a 5-token tokenizer encoding every text as []
 
 

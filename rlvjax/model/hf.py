@@ -223,25 +223,30 @@ def check_tokenizer(tokenizer, cfg: ModelConfig, path) -> None:
                          f"{cfg.vocab_size}; use the tokenizer saved with these weights")
 
 
-VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")  # a tokenizer_config.json alone holds none
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 def load_tokenizer(path):
     from transformers import AutoTokenizer
 
-    if Path(path).is_dir() and not any((Path(path) / name).exists() for name in VOCABULARY_FILES):
-        # AutoTokenizer would build an empty tokenizer (every text encoded as []) from config.json's model_type or
-        # tokenizer_config.json alone
-        raise ValueError(f"no tokenizer in {path} (none of {', '.join(VOCABULARY_FILES)}); save one there with "
+    if Path(path).is_dir() and not any((Path(path) / name).exists() for name in TOKENIZER_FILES):
+        # AutoTokenizer would build an empty tokenizer from config.json's model_type alone
+        raise ValueError(f"no tokenizer in {path} (none of {', '.join(TOKENIZER_FILES)}); save one there with "
                          "tokenizer.save_pretrained")
     try:
         if _generic_tokenizer(Path(path)):  # tokenizer.json's own pipeline, whatever model_type config.json names
             from transformers import PreTrainedTokenizerFast
 
-            return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise ValueError(f"no usable tokenizer in {path} ({e}); save one there with tokenizer.save_pretrained") from e
+    if not tokenizer("1 + 1 = 2", add_special_tokens=False)["input_ids"]:
+        # a tokenizer_config.json without its vocabulary file: AutoTokenizer builds one of special tokens only
+        raise ValueError(f"no usable tokenizer in {path} (it encodes text to no tokens: a tokenizer_config.json "
+                         "without its vocabulary file?); save one there with tokenizer.save_pretrained")
+    return tokenizer
 
 
 GENERIC_TOKENIZERS = ("PreTrainedTokenizerFast", "TokenizersBackend")
