@@ -271,8 +271,8 @@ def update_step(statics: Statics, state: TrainState, batch: UpdateBatch) -> tupl
             lambda carry, order: optimizer_step(carry, jax.tree.map(lambda x: jnp.take(x, order, axis=0), batch)),
             (state.params, state.opt_state), orders)
     # Epoch one's first minibatch is on-policy: its losses, verifier diagnostics and log-prob gap (the sampler's
-    # against the trainer's) describe the data. Ratios, clip fractions and KL cover every optimizer step: after the
-    # first, the policy has moved and the clip acts.
+    # against the trainer's) describe the data. The other policy diagnostics (ratios, clip fractions, KL, pg_loss;
+    # count: their tokens) cover every optimizer step: after the first, the policy has moved and the clip acts.
     first_stats, first_pdiag, first_vdiag = jax.tree.map(lambda x: x[0], history)
     every = {k: jnp.max(v) if k.endswith("_max") else jnp.sum(v) for k, v in history[1].items()}
     policy = {**losses.mean_diagnostics(every), "logp_gap": losses.mean_diagnostics(first_pdiag)["logp_gap"]}
