@@ -286,6 +286,9 @@ def check_config(stored: dict, current: dict, keys: Sequence[str], defaults: dic
     before the field existed) where ``current`` holds its value in ``defaults``.
     """
     current, defaults = _as_json("config", current), _as_json("defaults", defaults or {})
+    # A checkpoint saved before rlvjax stored the architecture (2026-12-02) is checked by its arrays' shapes alone,
+    # as it was then: the default architecture says nothing about the one it trained.
+    keys = [key for key in keys if not (key in ARCHITECTURE_KEYS and _lookup(stored, key) == _ABSENT)]
     differing = [f"{path} (checkpoint {old!r}, now {new!r})" for key in keys
                  for path, old, new in _differences(_lookup(stored, key), _lookup(current, key), key)
                  if not (old == _ABSENT and new == _lookup(defaults, path))]

@@ -189,7 +189,9 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                                     chunk_size=rl.logprob_chunk_size, donate=True, stop=notice.check)
             gathered = jax.tree.map(parallel.to_host, params)  # every process sends its shards
             if jax.process_index() == 0:
-                save_hf(nnx.merge(graphdef, gathered), tokenizer, workdir / "warm_start",
+                # overwrite: the run's own folder, replaced whatever made it (an rlvjax before 2026-12-03 did not
+                # stamp its exports; check_unused keeps a fresh run off another's)
+                save_hf(nnx.merge(graphdef, gathered), tokenizer, workdir / "warm_start", overwrite=True,
                         files=experiment.export_files(tokenizer, config.verifier), step=0,
                         stamp={"rlvjax_warm_start": outputs.warm_start_id(config)})
         del warm_examples  # not kept for the whole run
@@ -327,7 +329,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
             if run.export_final and not outputs.exported(workdir, checkpoints, start):
                 params = jax.tree.map(parallel.to_host, state.params)
                 if jax.process_index() == 0:
-                    save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "final",
+                    save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "final", overwrite=True,  # as above
                             files=experiment.export_files(tokenizer, config.verifier), step=run.num_steps)
                 parallel.barrier("final policy exported")
             if notice.agreed():  # a notice during the export: it finished, and the rest waits

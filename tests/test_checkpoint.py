@@ -108,6 +108,8 @@ def test_config_mismatch_is_refused_with_every_differing_key(tmp_path):
         check_config(old, {**new, "rl": {"verify_prefixes": 2}}, ["architecture", "rl"], defaults)
     with pytest.raises(ValueError, match=r"rl.verify_prefixes \(checkpoint .<absent>., now 0\)"):
         check_config(old, new, ["architecture", "rl"])  # without defaults, absent is a difference
+    # A checkpoint from before the architecture was stored (2026-12-02) was refused as an architecture change.
+    check_config({"rl": {"verify_prefixes": 0}}, new, ["architecture", "rl"], defaults)
     from rlvjax import resume  # what a resume compares against: every stored section, each field's default
     from rlvjax.config import Config
     assert set(resume.config_defaults()) == {*Config.from_dict({}).to_dict(), "architecture"}

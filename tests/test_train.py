@@ -70,6 +70,22 @@ def test_resume_continues_exactly(tmp_path):
     assert deterministic(resumed) == deterministic(full[3:])
 
 
+def test_a_resume_replaces_the_unstamped_final_policy_of_an_older_rlvjax(tmp_path):
+    """Exports were stamped from 2026-12-03 on, and a save refuses to replace a folder that is not a stamped
+    export: a run from before that could not even be resumed, its own final/ refused as another tool's model."""
+    from safetensors.numpy import load_file, save_file
+
+    from rlvjax.model.hf import export_stamp
+
+    steps = ["WarmStartConfig.num_steps = 150", "RunConfig.eval_every = 0"]
+    run(tmp_path, steps + ["RunConfig.num_steps = 2"])
+    weights = tmp_path / "final" / "model.safetensors"
+    save_file(load_file(weights), weights, metadata={"format": "pt"})  # as an older rlvjax wrote it
+    assert export_stamp(tmp_path / "final") == {"format": "pt"}
+    assert len(run(tmp_path, steps + ["RunConfig.num_steps = 3"], resume=True)) == 1
+    assert export_stamp(tmp_path / "final")["rlvjax_step"] == "3"
+
+
 @pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo", "rloo", "vineppo"])
 def test_every_algorithm_config_runs(tmp_path, algorithm):
     gin.clear_config()
