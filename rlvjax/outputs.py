@@ -174,11 +174,20 @@ def _free_name(directory: Path, name: str) -> Path:
 
 def _evaluates(path: Path, workdir: Path, restored: int, *, final_moves: bool) -> bool:
     """Whether ``eval/<name>`` (``path``) evaluated ``workdir``'s final policy (when it moves aside) or one of its
-    checkpoints after ``restored``: its eval.json's ``evaluated.model``."""
+    checkpoints after ``restored``: its eval.json's ``evaluated.model`` or, in one written before it named its model
+    (2026-12-05), the folder's name as ``evaluate`` gave it (``final``, ``step_N``, each ``-DATA`` with --data)."""
     try:
-        model = Path(json.loads((path / "eval.json").read_text(encoding="utf-8"))["evaluated"]["model"]).resolve()
-    except (OSError, ValueError, KeyError, TypeError):  # not an evaluation, or one written before it named its model
+        report = json.loads((path / "eval.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # not an evaluation
         return False
+    try:
+        model = Path(report["evaluated"]["model"]).resolve()
+    except (KeyError, TypeError):
+        name = path.name.split("-")[0]
+        if name == "final":
+            return final_moves
+        step = name.removeprefix("step_")
+        return name.startswith("step_") and step.isdigit() and int(step) > restored
     if model == (workdir / "final").resolve():
         return final_moves
     return model.parent == (workdir / "checkpoints").resolve() and model.name.isdigit() and int(model.name) > restored

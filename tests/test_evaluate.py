@@ -544,6 +544,20 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     assert steps(tmp_path) == steps(tmp_path / "baseline_lambda0") == [2]
 
 
+def test_a_rollback_moves_older_evaluations_of_later_steps_by_their_folder_names(tmp_path):
+    """An eval.json written before evaluations named their model (2026-12-05) was never moved by a rollback: after
+    ``--resume --checkpoint 2``, its reports on the set-aside step 4 still read as the run's."""
+    from rlvjax import outputs
+
+    for name in ("final", "final-math500", "step_4", "step_4-math500", "step_2", "warm_start", "custom", "step_x"):
+        (tmp_path / "eval" / name).mkdir(parents=True)
+        (tmp_path / "eval" / name / "eval.json").write_text(json.dumps({"reports": {}}))
+    moves = lambda final_moves: sorted(p.name for p in (tmp_path / "eval").iterdir()  # noqa: E731
+                                       if outputs._evaluates(p, tmp_path, 2, final_moves=final_moves))
+    assert moves(True) == ["final", "final-math500", "step_4", "step_4-math500"]
+    assert moves(False) == ["step_4", "step_4-math500"]
+
+
 def test_evaluate_out_never_replaces_a_runs_own_report(tmp_path):
     from rlvjax import eval_out
 
