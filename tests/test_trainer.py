@@ -649,11 +649,16 @@ def test_a_lambda_reward_trains_but_warns_that_the_config_cannot_name_it(tmp_pat
     assert trainer.reward.functions[0]([""], [""]) == [0.0]
 
 
-def test_evaluate_prices_a_test_time_strategy_through_the_api(user_run, monkeypatch):
+def test_evaluate_prices_a_test_time_strategy_through_the_api(user_run, monkeypatch, tmp_path):
+    import shutil
+
     from rlvjax.strategies.adaptive import AdaptiveRule
     from rlvjax.strategies.length import LengthRule
 
     root, namespace, _, _ = user_run
+    # On a copy: this evaluation replaces eval/final, which the other tests of the module read as the user's (a
+    # worker that ran this test first failed test_evaluate_returns_and_writes_the_report)
+    root = shutil.copytree(root, tmp_path / "user")
     monkeypatch.chdir(root)  # the user's output_dir is relative
     trainer = namespace["trainer"]
     rules = [AdaptiveRule(min_samples=1, round_size=1, max_samples=4, delta=d) for d in (0.5, 0.0)]
