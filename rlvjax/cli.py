@@ -78,21 +78,34 @@ def run_main(name: str, main: Callable[[list[str]], None]) -> Callable[[list[str
             sys.exit(0)
         except RunFailed as e:
             print(f"{name}: error: {one_line(e)}", file=sys.stderr)
-            sys.exit(1)
+            _exit(1)
         except USER_ERRORS as e:
             print(f"{name}: error: {one_line(e)}", file=sys.stderr)
-            sys.exit(2)
+            _exit(2)
         except KeyboardInterrupt:
             print(f"{name}: interrupted", file=sys.stderr)
-            sys.exit(130)
+            _exit(130)
         except Exception as e:  # a disk that fills up outside a checkpoint save (logs, the report, an export)
             if not out_of_space(e):
                 raise
             print(f"{name}: error: the disk filled up ({one_line(e)}); free some space, then run the command again "
                   "(a training run: with --resume; its latest checkpoint is intact)", file=sys.stderr)
-            sys.exit(2)
+            _exit(2)
 
     return wrapped
+
+
+def _exit(code: int) -> None:
+    """``sys.exit``; in a multi-process JAX job, an immediate exit. An error raised on one process alone (a busy
+    workdir's lock, which process 0 takes) otherwise waited at JAX's shutdown barrier for the other processes,
+    blocked in their next collective, until its timeout (300 s), and every process aborted (exit 134); with the
+    coordinator gone they stop at once."""
+    jax = sys.modules.get("jax")
+    if jax is not None and jax.distributed.is_initialized():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 class ArgumentParser(argparse.ArgumentParser):

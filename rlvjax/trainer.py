@@ -294,23 +294,34 @@ class RLVTrainer:
         from rlvjax.export import check_out
         from rlvjax.model.hf import remove_stale_staging, replace_dir
 
+        import jax
+
+        from rlvjax import parallel
+
         final = self.output_dir / "final"
         if not final.is_dir():
             raise FileNotFoundError(f"{final} does not exist: train() first (with RunConfig.export_final = True)")
         out = Path(output_dir).expanduser()  # as save_hf and export take it ("~/x" made a ./~/x)
         if out.resolve() == final.resolve():
             return
-        check_out(out, self.output_dir, overwrite, flag="save_model: output_dir",
-                  overwrite_hint="pass overwrite=True")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_staging(out)  # a killed copy's, each a whole model's size
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}-", dir=out.parent))
-        try:
-            shutil.copytree(final, tmp, dirs_exist_ok=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        replace_dir(tmp, out, overwrite=overwrite)
+        failed = None
+        if jax.process_index() == 0:  # one copy: every process of a multi-host job copying the same folder collided
+            try:
+                check_out(out, self.output_dir, overwrite, flag="save_model: output_dir",
+                          overwrite_hint="pass overwrite=True")
+                out.parent.mkdir(parents=True, exist_ok=True)
+                remove_stale_staging(out)  # a killed copy's, each a whole model's size
+                tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}-", dir=out.parent))
+                try:
+                    shutil.copytree(final, tmp, dirs_exist_ok=True)
+                except BaseException:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise
+                replace_dir(tmp, out, overwrite=overwrite)
+            except Exception as e:  # raised on every process below, so that none waits for the others
+                failed = e
+        if parallel.primary_says(failed is not None):
+            raise failed or RuntimeError(f"save_model({out}) failed on process 0; its error says why")
 
 
 def _problems(records: list[dict]) -> str:

@@ -518,6 +518,18 @@ def test_resume_without_gin_flags_takes_the_run_s_own_config(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "RLConfig.lambda_verify = 0.25" in printed and "RunConfig.log_every = 3" in printed
     assert "OptimConfig.schedule = 'cosine'" in printed
+    # Where a multi-host run's job ran is not kept: resumed in one process, it waited to join the old job (300 s),
+    # then aborted. This launch's flags (or environment) say where it runs.
+    cluster = tmp_path / "cluster"
+    fake_run(cluster, ["MeshConfig.coordinator_address = '10.0.0.1:1234'", "MeshConfig.num_processes = 2",
+                       "MeshConfig.process_id = 0"])
+    train.launch(None, [], str(cluster), resume=True, print_config=True)
+    gin.clear_config()
+    printed = capsys.readouterr().out
+    assert "MeshConfig.coordinator_address = None" in printed and "MeshConfig.process_id = None" in printed
+    train.launch(None, ["MeshConfig.process_id = 1"], str(cluster), resume=True, print_config=True)
+    gin.clear_config()
+    assert "MeshConfig.process_id = 1" in capsys.readouterr().out
     # A newer step whose stored config cannot be read: the config comes from the newest that can, as the resume
     # itself skips damaged steps (it used to stop on the damaged one).
     with Checkpointer(workdir / "checkpoints", async_=False) as checkpoints:

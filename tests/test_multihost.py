@@ -230,3 +230,22 @@ def test_two_hosts_train_like_one_survive_a_lost_peer_and_resume(tmp_path, launc
     for name, value in ours.items():
         assert value.shape == reference_final[name].shape, name
         assert np.linalg.norm(value - reference_final[name]) <= 1e-4 * np.linalg.norm(reference_final[name]), name
+
+
+def test_an_error_on_one_host_ends_both_at_once(tmp_path, launch):
+    """Process 0 alone takes the workdir's lock. Refused it, it printed its one line and then waited at JAX's
+    shutdown barrier for process 1, blocked in its next collective: both hung for the barrier's 300 s and aborted
+    (exit 134). Now process 0 exits with its one line at once and process 1 follows it."""
+    from rlvjax.lock import workdir_lock
+
+    workdir = tmp_path / "busy"
+    workdir.mkdir()
+    with workdir_lock(workdir):  # another run's
+        hosts = start_pair(launch, "busy", workdir)
+        start = time.monotonic()
+        for proc in hosts:
+            proc.wait(timeout=240)
+        took = time.monotonic() - start
+    assert hosts[0].returncode == 2, output(hosts[0])[-3000:]
+    assert re.search(r"^rlvjax\.train: error: .*busy is in use by pid \d+", output(hosts[0]), re.M), output(hosts[0])
+    assert hosts[1].returncode != 0 and took < 120, (took, output(hosts[1])[-3000:])
