@@ -291,12 +291,11 @@ class RLVTrainer:
         import shutil
         import tempfile
 
-        from rlvjax.export import check_out
-        from rlvjax.model.hf import remove_stale_staging, replace_dir
-
         import jax
 
         from rlvjax import parallel
+        from rlvjax.export import check_out
+        from rlvjax.model.hf import remove_stale_staging, replace_dir
 
         final = self.output_dir / "final"
         if not final.is_dir():
