@@ -85,7 +85,7 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
              prefill_rows: int | None = None) -> SampleOutput:
     """Pure engine over prompts ``ids/mask [B, P]`` (left- or right-padded); call it under ``jit`` (``sample`` does).
 
-    ``rows`` requests decode at once (None: all ``B * num_samples``). ``limits [B * num_samples]`` caps each
+    ``rows`` requests decode at once (None: all ``B * num_samples``; at least ``MIN_BATCH`` rows run). ``limits [B * num_samples]`` caps each
     request's new tokens (at most ``max_new_tokens``; None: all ``max_new_tokens``). ``prefill_rows`` prompts are
     prefilled at a time (None: all; see ``prefill``).
 
