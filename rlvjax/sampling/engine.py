@@ -85,9 +85,9 @@ def generate(model: Transformer, ids, mask, rng, *, num_samples: int, max_new_to
              prefill_rows: int | None = None) -> SampleOutput:
     """Pure engine over prompts ``ids/mask [B, P]`` (left- or right-padded); call it under ``jit`` (``sample`` does).
 
-    ``rows`` requests decode at once (None: all ``B * num_samples``; at least ``MIN_BATCH`` rows run). ``limits [B * num_samples]`` caps each
-    request's new tokens (at most ``max_new_tokens``; None: all ``max_new_tokens``). ``prefill_rows`` prompts are
-    prefilled at a time (None: all; see ``prefill``).
+    ``rows`` requests decode at once (None: all ``B * num_samples``; at least ``MIN_BATCH`` rows run). ``limits
+    [B * num_samples]`` caps each request's new tokens (at most ``max_new_tokens``; None: all ``max_new_tokens``).
+    ``prefill_rows`` prompts are prefilled at a time (None: all; see ``prefill``).
 
     ``cache_sharding`` (a ``NamedSharding`` of the ``[rows, kv_heads, slots, head_dim]`` cache arrays, from
     ``parallel.cache_sharding``): where it splits rows over devices, the requests are split evenly over them and
