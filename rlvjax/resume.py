@@ -44,7 +44,16 @@ def stored_config(workdir: Path, step: int | None) -> Config:
     """The config a run continues with: the one saved with checkpoint ``step``; without a step, the last one the run
     accepted, its ``config.json`` (written once a checkpoint has accepted it, so that a ``--resume --gin_param``
     change holds though no checkpoint was saved after it), else the newest checkpoint's whose config reads back (as
-    the resume itself skips damaged steps), else the ``config.gin`` it wrote when it started."""
+    the resume itself skips damaged steps), else the ``config.gin`` it wrote when it started.
+
+    Where its job ran is left to the launch that continues it (its flags or environment): a run launched with the
+    ``MeshConfig`` coordinator bindings, resumed in one process, waited to join its old job and aborted."""
+    saved = _saved_config(workdir, step)
+    launch_only = dict(coordinator_address=None, num_processes=None, process_id=None)
+    return dataclasses.replace(saved, mesh=dataclasses.replace(saved.mesh, **launch_only))
+
+
+def _saved_config(workdir: Path, step: int | None) -> Config:
     if step is None and (accepted := Config.written(workdir)) is not None:
         return accepted
     if (workdir / "checkpoints").is_dir():

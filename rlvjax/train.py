@@ -409,11 +409,7 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step:
     base = None
     if resume and not gin_files:  # the run's own config, with any --gin_param on top (checked at restore)
         try:
-            stored = stored_config(Path(workdir), resume_step)
-            # Where the run's job ran is this launch's own to say (its flags or environment): a run launched with
-            # the MeshConfig bindings, resumed in one process, waited to join its old job and aborted.
-            launch_only = dict(coordinator_address=None, num_processes=None, process_id=None)
-            base = dataclasses.replace(stored, mesh=dataclasses.replace(stored.mesh, **launch_only)).to_gin()
+            base = stored_config(Path(workdir), resume_step).to_gin()
         except FileNotFoundError:
             # Nothing stored yet: with --gin_param it is a first launch (a sweep's, or one rerun after a SIGTERM at
             # its start), the default config and those flags; with no flags at all, a mistyped --workdir.
