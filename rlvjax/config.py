@@ -94,6 +94,11 @@ class Config:
         """JSON-ready: ``{section: {field: value}}`` (tuples as lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
+    def settings(self) -> dict:
+        """Every field by its gin name, ``{"RunConfig.num_steps": value, ...}`` (JSON-ready)."""
+        return {f"{SECTIONS[name].__name__}.{field}": value
+                for name, section in self.to_dict().items() for field, value in section.items()}
+
     @classmethod
     def from_dict(cls, values: dict) -> Config:
         """The inverse of :meth:`to_dict`; a section or field missing from ``values`` takes its default (configs

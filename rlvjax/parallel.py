@@ -8,6 +8,7 @@ the same table shards them too. A dimension that the mesh axis does not divide i
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -327,6 +328,33 @@ def barrier(name: str) -> None:
     tags = to_host(np.asarray([tag], np.uint32))
     if (tags != tag).any():
         raise RuntimeError(f"processes out of step: at barrier {name!r}, not all processes are at the same barrier")
+
+
+LAUNCH_FIELDS = ("coordinator_address", "num_processes", "process_id")  # MeshConfig's, one host's own
+
+
+def check_same_settings(settings: dict) -> None:
+    """One line on every process when a setting differs between processes (``settings``: name -> JSON-able value).
+
+    Each host is launched on its own, with its own flags and files: a typo in one host's ``num_steps`` trained
+    until a collective's sizes disagreed (a gloo crash after 3 steps), another data file trained each host's share
+    of different problems, silently.
+    """
+    if jax.process_count() == 1:
+        return
+    names = sorted(settings)
+    counts = to_host(np.asarray([len(names)]))
+    if (counts != counts[0]).any():
+        raise ValueError(f"the processes run different versions of rlvjax ({counts.tolist()} settings); install the "
+                         "same version on every host")
+    digests = [zlib.crc32(json.dumps(settings[n], sort_keys=True, default=str).encode()) for n in names]
+    everywhere = to_host(np.asarray(digests, np.uint32)).reshape(jax.process_count(), -1)
+    differ = [names[i] for i in np.flatnonzero((everywhere != everywhere[0]).any(axis=0))]
+    if differ:
+        hosts = [int(i) for i in np.flatnonzero((everywhere != everywhere[0]).any(axis=1))]
+        raise ValueError(f"processes {hosts} were started with other settings than process 0 ("
+                         f"{', '.join(differ[:6])}{', …' if len(differ) > 6 else ''}); launch every process with the "
+                         "same gin files, --gin_param and flags, and the same data files")
 
 
 def check_batch(rows: int, mesh: Mesh, what: str = "batch", *, per_process: bool = True) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gin
 
-from rlvjax import cli, experiment
+from rlvjax import cli, experiment, parallel
 from rlvjax.checkpoint import ARCHITECTURE_KEYS, Checkpointer, DamagedCheckpoint
 from rlvjax.config import Config
 from rlvjax.model.transformer import ModelConfig
@@ -49,8 +49,7 @@ def stored_config(workdir: Path, step: int | None) -> Config:
     Where its job ran is left to the launch that continues it (its flags or environment): a run launched with the
     ``MeshConfig`` coordinator bindings, resumed in one process, waited to join its old job and aborted."""
     saved = _saved_config(workdir, step)
-    launch_only = dict(coordinator_address=None, num_processes=None, process_id=None)
-    return dataclasses.replace(saved, mesh=dataclasses.replace(saved.mesh, **launch_only))
+    return dataclasses.replace(saved, mesh=dataclasses.replace(saved.mesh, **dict.fromkeys(parallel.LAUNCH_FIELDS)))
 
 
 def _saved_config(workdir: Path, step: int | None) -> Config:

@@ -98,6 +98,9 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     saved = step_folders(Path(workdir) / "checkpoints")
     outputs.check_fresh(Path(workdir).absolute(), resume, max(saved, default=None))
     parallel.initialize_distributed(config.mesh)  # before anything touches a device
+    launch_fields = {f"MeshConfig.{name}" for name in parallel.LAUNCH_FIELDS}  # each host's own
+    parallel.check_same_settings({**{k: v for k, v in config.settings().items() if k not in launch_fields},
+                                  "--resume": resume, "--checkpoint": resume_step})
     run, rl, optim, warm, task = config.run, config.rl, config.optim, config.warm_start, config.task
     experiment.use_compilation_cache(run.compilation_cache_dir)
     mesh = parallel.make_mesh(config.mesh)
@@ -113,6 +116,8 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     if given:  # as written to WORKDIR/data/ below and read back by a resume
         records = (sources.json_rows(records[0], "train_dataset"), sources.json_rows(records[1], "eval_dataset"))
     train_records, eval_records = experiment.build_records(task, tokenizer, records)
+    parallel.check_same_settings({"the training problems": pipeline.fingerprint(train_records),
+                                  "the eval problems": pipeline.fingerprint(eval_records)})
     for name, split in (("train", train_records), ("eval", eval_records)):
         if split:
             reward.check_columns(split, name)
