@@ -36,7 +36,7 @@ import jax.numpy as jnp
 
 from rlvjax import eval_out, experiment, outputs, parallel, sampling, testtime
 from rlvjax.config import Config
-from rlvjax.data import sources
+from rlvjax.data import pipeline, sources
 from rlvjax.data.prompts import format_records
 from rlvjax.reports import assemble, report, summary, temperature_key, write_report
 from rlvjax.model.hf import load_hf
@@ -278,6 +278,13 @@ def main(argv):
             raise ValueError(f"--{name}={getattr(f, name)} must be >= 1")
     # The strategy's flags are checked here (the length budgets against max_new_tokens again once it is known).
     strategy_rules(f, f.num_samples, f.max_new_tokens or 1 << 30)
+    # A multi-host job (RLVJAX_COORDINATOR & co., as for train): every process samples its share, process 0 writes.
+    parallel.initialize_distributed(parallel.MeshConfig())  # before anything touches a device
+    own = f.get_flags_for_module(f.find_module_defining_flag("workdir"))
+    parallel.check_same_settings({f"--{flag.name}": flag.value for flag in own})
+    if f.strategy == "particle" and jax.process_count() > 1:
+        raise ValueError("--strategy particle runs on one process: evaluate without RLVJAX_COORDINATOR (on one host), "
+                         "or pick fixed, adaptive or length")
     if f.workdir:
         workdir, policy = Path(f.workdir), f.policy
         if not (workdir / "checkpoints").is_dir():
@@ -346,6 +353,7 @@ def main(argv):
             raise ValueError(f"--workdir {workdir}: the run has no eval problems (TaskSpec.eval_file / num_eval); "
                              "pass --data FILE")
     reward.check_columns(records, "--data" if f.data else "eval")  # before minutes of sampling, not after
+    parallel.check_same_settings({"the problems": pipeline.fingerprint(records)})
     reward.probe(records)
     mesh = parallel.make_mesh(parallel.MeshConfig())
     model = parallel.place_model(model, mesh)  # sharded, not whole on device 0 beside its share
@@ -363,7 +371,8 @@ def main(argv):
                             particle_rows=min(len(records), EVAL_PROMPTS) * particles,  # ``Policy.batches``
                             particles=particles)
     limit = budget.device_limit()
-    print(plan.table(limit), flush=True)
+    if jax.process_index() == 0:
+        print(plan.table(limit), flush=True)
     budget.check(plan, limit)  # before anything is compiled
     temperature = f.temperature or rl.temperature  # the headline temperature unless asked otherwise
     conventions = testtime.Conventions(score=f.score, grouping=f.grouping, unparseable=f.bon_unparseable,
@@ -382,6 +391,8 @@ def main(argv):
     evaluation = assemble({temperature_key(temperature): {name: rep}}, {},
                           train_temperature=None if f.model_dir else rl.temperature, headline_temperature=temperature)
     evaluation["evaluated"] = eval_out.evaluated(model_path, f.data, f.data_split, f.data_subset)
+    if jax.process_index():
+        return
     json_path, png_path = write_report(evaluation, out, samples=(pool, records, conventions))
     samples_path = out / "eval_samples.jsonl"
     print(summary(evaluation))

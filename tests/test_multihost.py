@@ -1,6 +1,7 @@
-"""Multi-host training on one machine: 2 processes x 2 CPU devices (gloo collectives) against 1 process x 4 devices.
+"""Multi-host training and evaluation on one machine: 2 processes x 2 CPU devices (gloo collectives) against 1
+process x 4 devices.
 
-Every process runs the same ``python -m rlvjax.train``; they find each other through the RLVJAX_* environment. The
+Every process runs the same ``python -m rlvjax.train`` (or ``evaluate``); they find each other through the RLVJAX_* environment. The
 story the slow test tells: a 2-host run trains exactly like a 1-host run, only host 0 logs, the two write each
 checkpoint together, a host that dies takes the other down within the heartbeat timeout (no hang), and the job
 restarted with ``--resume`` continues from the shared checkpoint exactly.
@@ -9,6 +10,7 @@ restarted with ``--resume`` continues from the shared checkpoint exactly.
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +23,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from rlvjax.data.pipeline import make_iterator
+from rlvjax.rl import verifier
 
 REPO = Path(__file__).resolve().parents[1]
 HEARTBEAT_S = 10  # a host silent this long is declared dead
@@ -56,10 +59,12 @@ def port_is_free(port: int) -> bool:
 @pytest.fixture
 def launch(tmp_path):
     """``launch(name, workdir, *args, devices=, process_id=, port=)`` starts ``python -m rlvjax.train`` in the
-    background with its output in ``tmp_path/<name>.log``; whatever is still running at the end is killed."""
+    background with its output in ``tmp_path/<name>.log`` (``module="rlvjax.evaluate"``: that command with ``args``
+    alone, ``workdir`` None); whatever is still running at the end is killed."""
     started = []
 
-    def start(name, workdir, *args, devices: int, process_id: int | None = None, port: int | None = None):
+    def start(name, workdir, *args, devices: int, process_id: int | None = None, port: int | None = None,
+              module: str = "rlvjax.train"):
         env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
                "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "HF_HUB_OFFLINE": "1",
                "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -73,7 +78,8 @@ def launch(tmp_path):
                        RLVJAX_PROCESS_ID=str(process_id))
         log = tmp_path / f"{name}.log"
         with open(log, "w") as out:  # a file, not a pipe: a full pipe would block a chatty process mid-run
-            proc = subprocess.Popen([sys.executable, "-m", "rlvjax.train", "--workdir", str(workdir), *CONFIG, *args],
+            argv = ["--workdir", str(workdir), *CONFIG, *args] if module == "rlvjax.train" else list(args)
+            proc = subprocess.Popen([sys.executable, "-m", module, *argv],
                                     cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
         proc.log = log
         started.append(proc)
@@ -264,3 +270,28 @@ def test_hosts_launched_with_different_settings_are_refused_at_once(tmp_path, la
         assert re.search(r"^rlvjax\.train: error: processes \[1\] were started with other settings than process 0 "
                          r"\(RunConfig\.num_steps\); launch every process", output(proc), re.M), output(proc)[-3000:]
     assert not (tmp_path / "mixed").exists()  # nothing written
+
+
+def test_two_hosts_evaluate_like_one(tmp_path, launch, hf_checkpoint):
+    """``python -m rlvjax.evaluate`` joins a job like train: each process sampled the whole pool on its own devices
+    and every one wrote the report. Now the 2 x 2 devices sample the pool of 1 x 4, and process 0 alone writes."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(hf_checkpoint("qwen2")[0], model_dir)
+    (model_dir / verifier.CONFIG_FILE).write_text(json.dumps({"question": "w7 w8 w9"}))  # in the tokenizer's words
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps({"prompt": " ".join(f"w{(7 * i + j) % 80}" for j in range(3 + i % 4)),
+                                        "answer": str(i)}) + "\n" for i in range(8)))
+    args = ["--model_dir", str(model_dir), "--data", str(data), "--raw_prompts", "--num_samples", "4",
+            "--max_new_tokens", "6", "--batch_size", "8", "--compilation_cache", ""]
+    one = launch("eval.one", None, *args, "--out", str(tmp_path / "one"), devices=4, module="rlvjax.evaluate")
+    finish(one)
+    port = free_port()
+    hosts = [launch(f"eval.host{i}", None, *args, "--out", str(tmp_path / "two"), devices=2, process_id=i, port=port,
+                    module="rlvjax.evaluate") for i in range(2)]
+    printed = [finish(proc) for proc in hosts]
+    assert "mesh data=4" in printed[0] and "report:" in printed[0]
+    assert "memory plan" not in printed[1] and "report:" not in printed[1]
+    ours, theirs = ([json.loads(line) for line in (tmp_path / d / "eval_samples.jsonl").open()] for d in ("two", "one"))
+    assert len(ours) == 32
+    assert [(s["prompt"], s["completion"]) for s in ours] == [(s["prompt"], s["completion"]) for s in theirs]
+    np.testing.assert_allclose([s["p_yes"] for s in ours], [s["p_yes"] for s in theirs], rtol=1e-5, atol=1e-6)
