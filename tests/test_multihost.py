@@ -2,9 +2,9 @@
 process x 4 devices.
 
 Every process runs the same ``python -m rlvjax.train`` (or ``evaluate``); they find each other through the RLVJAX_*
-environment. The story the slow test tells: a 2-host run trains exactly like a 1-host run, only host 0 logs, the two write each
-checkpoint together, a host that dies takes the other down within the heartbeat timeout (no hang), and the job
-restarted with ``--resume`` continues from the shared checkpoint exactly.
+environment. The story the slow test tells: a 2-host run trains exactly like a 1-host run, only host 0 logs, the
+two write each checkpoint together, a host that dies takes the other down within the heartbeat timeout (no hang),
+and the job restarted with ``--resume`` continues from the shared checkpoint exactly.
 """
 
 import json
