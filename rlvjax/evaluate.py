@@ -100,7 +100,7 @@ def load_checkpoint_policy(workdir: Path, step: int | None, config: Config, *, o
 
     from rlvjax.checkpoint import Checkpointer
 
-    graphdef, state, tokenizer = abstract_checkpoint(config)
+    graphdef, state, tokenizer = abstract_checkpoint(outputs.moved_base(workdir, config))
     with Checkpointer(workdir / "checkpoints", read_only=True) as checkpoints:
         params = checkpoints.restore_params(state.params, step)
     return nnx.merge(graphdef, params if on_host else jax.device_put(params)), tokenizer

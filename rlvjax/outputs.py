@@ -45,6 +45,19 @@ MANAGED = ("checkpoints", "checkpoints_set_aside", "tensorboard", "warm_start", 
 RUN_MARKS = ("checkpoints", "config.gin", ".lock")  # a directory holding one of these is a training run
 
 
+def moved_base(workdir: Path, config: Config) -> Config:
+    """``config`` of the run in ``workdir`` with the base model found where a moved workdir has it: a lambda = 0
+    baseline trains from its run's ``warm_start/``, which its config names by an absolute path (the old one once the
+    workdir is moved or copied elsewhere) or, before 2026-12-03, relative to the launch directory."""
+    stored = config.model.hf_dir
+    sibling = workdir.absolute().parent / "warm_start"
+    if workdir.name != BASELINE or stored is None or Path(stored).name != "warm_start" or not sibling.is_dir():
+        return config
+    if Path(stored).is_absolute() and Path(stored).is_dir():  # where it was trained: still there
+        return config
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, hf_dir=str(sibling)))
+
+
 def is_run(path: Path) -> bool:
     return any((path / mark).exists() for mark in RUN_MARKS)
 

@@ -11,7 +11,7 @@ import gin
 import numpy as np
 import pytest
 
-from rlvjax import testtime, train
+from rlvjax import outputs, testtime, train
 from rlvjax.rl import verifier
 from rlvjax.reports import assemble, calibration_error, compare, report, summary
 from rlvjax.config import Config
@@ -416,6 +416,19 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     step = json.loads((tmp_path / "baseline_lambda0" / "eval" / "lambda0_step_2" / "eval.json").read_text())
     assert step["evaluated"]["model"] == str(tmp_path / "baseline_lambda0" / "checkpoints" / "2")
     assert set(step["reports"]["2"]) == {"lambda0_step_2"}
+    # Moved elsewhere (another disk, another machine), the baseline's config still names the old warm_start/: its
+    # steps are read with the one beside it (they failed: "no usable tokenizer for this run's model at ...").
+    moved = tmp_path.with_name(tmp_path.name + "_moved")
+    tmp_path.rename(moved)
+    try:
+        out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(moved), "--policy", "lambda0",
+                              "--checkpoint", "2", "--num_samples", "2", "--out", str(moved.parent / "moved_eval")],
+                             capture_output=True, text=True, timeout=300, cwd=REPO)
+    finally:
+        moved.rename(tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    again = json.loads((moved.parent / "moved_eval" / "eval.json").read_text())["reports"]["2"]["lambda0_step_2"]
+    assert again["pass@1"] == step["reports"]["2"]["lambda0_step_2"]["pass@1"]
     typo = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--policy", "fina"],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert typo.returncode == 2 and typo.stderr.strip().endswith(
@@ -572,3 +585,19 @@ def test_evaluate_out_never_replaces_a_runs_own_report(tmp_path):
     eval_out.check_out(run / "eval" / "other_data")  # where evaluate --workdir writes by default
     eval_out.check_out(tmp_path / "elsewhere")
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.gin"]
+
+
+def test_a_baseline_finds_the_warm_start_beside_it_where_its_config_names_another(tmp_path):
+    """A baseline trained by the 2026-12-02 code named its run's warm start relative to the launch directory, and
+    any baseline names it by the absolute path it had before its workdir moved."""
+    run = tmp_path / "moved_run"
+    (run / "warm_start").mkdir(parents=True)
+    baseline = run / outputs.BASELINE
+    stored = lambda hf_dir: Config(model=dataclasses.replace(Config().model, hf_dir=hf_dir))  # noqa: E731
+    for name in ("runs/grpo/warm_start", str(tmp_path / "gone" / "warm_start")):
+        assert outputs.moved_base(baseline, stored(name)).model.hf_dir == str(run / "warm_start")
+    (tmp_path / "original" / "warm_start").mkdir(parents=True)  # still there (a copied workdir): kept
+    kept = str(tmp_path / "original" / "warm_start")
+    assert outputs.moved_base(baseline, stored(kept)).model.hf_dir == kept
+    assert outputs.moved_base(run, stored("runs/grpo/warm_start")).model.hf_dir == "runs/grpo/warm_start"  # no baseline
+    assert outputs.moved_base(baseline, stored("Qwen/Qwen2.5-Math-1.5B")).model.hf_dir == "Qwen/Qwen2.5-Math-1.5B"
