@@ -30,6 +30,7 @@ from rlvjax.model.hf import load_hf  # noqa: E402
 from rlvjax.rewards.registry import Rewards  # noqa: E402
 from rlvjax.rl import diagnostics  # noqa: E402
 from rlvjax.strategies import adaptive, length, particle  # noqa: E402
+from rlvjax.strategies import flags as strategy_flags  # noqa: E402
 from rlvjax.strategies import report as strategy_report  # noqa: E402
 from rlvjax.strategies.policy import Policy  # noqa: E402
 
@@ -75,7 +76,7 @@ def main(argv=None):
     p.add_argument("--step_delimiter", default="\\n\\n")
     p.add_argument("--out", type=Path, default=None, help="write every figure as JSON here")
     args = p.parse_args(argv)
-    delimiter = evaluate.unescape("step_delimiter", args.step_delimiter)  # "。" kept, "\\n" expanded
+    delimiter = strategy_flags.unescape("step_delimiter", args.step_delimiter)  # "。" kept, "\\n" expanded
     config = Config.from_dict(json.loads((args.workdir / "config.json").read_text()))
     rl, k = config.rl, args.num_samples
     model, tokenizer = load_hf(args.workdir / args.policy)
