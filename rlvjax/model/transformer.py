@@ -363,7 +363,9 @@ class Transformer(nnx.Module):
             positions = cache.length[:, None] + jnp.arange(t)[None, :]
             allowed = mask  # the real tokens: a finished row's stale length does not make the step read further
 
-        x = self.embed_tokens(input_ids)
+        # Rows looked up in the table's own dtype, then cast: nnx.Embed(dtype=compute) casts the whole table first,
+        # so the backward pass summed each token's gradient rows in bf16 (24-31% off for frequent tokens).
+        x = jnp.take(self.embed_tokens.embedding[...], input_ids, axis=0).astype(self.config.jnp_compute_dtype)
         constrain = constrain or (lambda a: a)
         if remat != "none":
             if cache is not None:
