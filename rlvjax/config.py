@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import typing
 from pathlib import Path
@@ -66,6 +67,8 @@ class Config:
         if rl.micro_batch_size and minibatch % rl.micro_batch_size:
             raise ValueError(f"minibatch of {minibatch} training rows is not a multiple of RLConfig.micro_batch_size="
                              f"{rl.micro_batch_size}; pick a divisor (0: no accumulation)")
+        if self.model.dtype == "bfloat16":
+            self._check_bfloat16_updates()
         if rl.algorithm == "vineppo" and self.task.rewards != ("math",):
             raise ValueError(f"RLConfig.algorithm='vineppo' grades its Monte-Carlo continuations with the built-in "
                              f"math reward; TaskSpec.rewards={self.task.rewards} is not supported with it yet; use "
@@ -74,6 +77,20 @@ class Config:
             raise ValueError(f"RLConfig.algorithm='vineppo' values step prefixes by the math reward's 0/1 grade, so "
                              f"a rollout's reward must be on that scale; TaskSpec.reward_weights="
                              f"{self.task.reward_weights} would mix scales: leave it None")
+
+    def _check_bfloat16_updates(self) -> None:
+        """bfloat16 weights keep 8 significant bits: an AdamW step (about the learning rate) below half the spacing
+        around a weight rounds away. At 1e-6 one update moved 2% of a model's weights (99% in float32)."""
+        typical = 0.02  # a pretrained LLM's typical |weight| (and HF's initializer_range)
+        spacing = 2.0 ** (math.floor(math.log2(typical)) - 7)  # bfloat16's, between 2**-6 and 2**-5
+        rates = [("OptimConfig.learning_rate", self.optim.learning_rate)]
+        rates += [("WarmStartConfig.learning_rate", self.warm_start.learning_rate)] if self.warm_start.num_steps else []
+        for name, rate in rates:
+            if rate < spacing / 2:
+                raise ValueError(f"ModelSpec.dtype='bfloat16' keeps the weights in bfloat16, whose spacing around a "
+                                 f"typical weight ({typical}) is {spacing:.1e}: an update of {name}={rate:g} rounds "
+                                 "away and most weights never change; keep dtype='float32' with compute_dtype="
+                                 f"'bfloat16' (float32 weights, bfloat16 matmuls), or raise it to >= {spacing / 2:.1e}")
 
     @classmethod
     def from_gin(cls) -> Config:

@@ -47,7 +47,7 @@ class ModelSpec:
 
     # HF directory or hub id of the policy (Qwen2 / Llama, safetensors); None: a random model of the sizes below
     hf_dir: str | None = None
-    dtype: str = "float32"  # the weights' and AdamW moments' dtype
+    dtype: str = "float32"  # weights' and AdamW moments' dtype: float32, or bfloat16 at learning rates >= 6.1e-5
     compute_dtype: str | None = None  # matmuls', activations' and KV cache's dtype (None: dtype)
     # an HF config.json giving the architecture where hf_dir is not on this machine (--dry_run)
     config_json: str | None = None
@@ -65,6 +65,10 @@ class ModelSpec:
             value = getattr(self, name)
             if not (value in DTYPES or value is None and name == "compute_dtype"):
                 raise ValueError(f"ModelSpec.{name}={value!r} is not a dtype rlvjax trains in; use one of {DTYPES}")
+        if self.dtype == "float16":  # Adam's eps (1e-8) is 0 in float16: a finite gradient gave a NaN update
+            raise ValueError("ModelSpec.dtype='float16' would keep the weights and AdamW's moments in float16, where "
+                             "the optimizer's update overflows and the weights turn NaN; use dtype='float32' with "
+                             "compute_dtype='float16' (or 'bfloat16')")
         # the random model's sizes (an HF model's come from its config.json, checked there): 0 trained a step and
         # failed saving it, a negative size was an MLIR traceback
         sizes = ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads")
