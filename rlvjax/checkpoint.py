@@ -72,8 +72,9 @@ class Checkpointer:
                                                    else None)
         with _quiet_read_only():
             self._manager = ocp.CheckpointManager(self.directory, options=options)
-        if _drop_out_of_space_logs not in logging.getLogger("absl").filters:
-            logging.getLogger("absl").addFilter(_drop_out_of_space_logs)
+        for name in ("absl", "asyncio"):  # Orbax's records, and its event loop's ("Task exception was never ...")
+            if _drop_out_of_space_logs not in logging.getLogger(name).filters:
+                logging.getLogger(name).addFilter(_drop_out_of_space_logs)
 
     def save(self, step: int, state: Any, *, data_state: dict, config: dict, force: bool = False) -> bool:
         """Starts saving (asynchronously by default); False when the interval skips ``step`` or it is already saved.
@@ -198,6 +199,12 @@ class Checkpointer:
 
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
+
+    def check_errors(self) -> None:
+        """Raises the error of an async save that has failed (a full disk: :class:`DiskFullError`) now, not at the next
+        save ``checkpoint_every`` steps later, when the steps trained since would be lost."""
+        if not self._manager.is_saving_in_progress():  # finished: waiting returns at once, raising its error
+            self.wait()
 
     def wait(self) -> None:
         """Blocks until pending async saves are on disk (before exiting, or before reading them back)."""

@@ -322,6 +322,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                         f"checkpoint (step {checkpoints.latest_step()}) holds finite parameters. Find the cause in "
                         f"{workdir / 'metrics.jsonl'} (rewards? a learning rate too high?), then rerun with "
                         f"--resume, e.g. with --gin_param 'OptimConfig.learning_rate = {optim.learning_rate / 2:g}'")
+                checkpoints.check_errors()  # an earlier save that failed stops the run now
                 preempted = notice.agreed()
                 if (step + 1) % run.checkpoint_every == 0 or step + 1 == run.num_steps or preempted:
                     checkpoints.save(step + 1, state, data_state=data.get_state(), config=stored, force=preempted)

@@ -248,6 +248,34 @@ def test_a_disk_that_fills_up_mid_save_leaves_the_previous_step_and_no_partial_o
         assert data_state == {"next_index": 1}
 
 
+@pytest.mark.filterwarnings("ignore:Exception ignored in:pytest.PytestUnraisableExceptionWarning")  # as above
+def test_a_save_that_failed_in_the_background_is_raised_before_the_next_save(tmp_path, monkeypatch):
+    """The training loop asks after each step (``check_errors``): a full disk surfaced only at the next save,
+    ``checkpoint_every`` steps later, and the steps trained in between were lost."""
+    state = train_state()
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    ckpt.save(1, state, data_state={"next_index": 1}, config=CONFIG)
+    ckpt.wait()
+    path_type = type(checkpoint.epath.Path(tmp_path))
+    write_text = path_type.write_text
+
+    def full(self, *args, **kwargs):
+        if self.name == "metadata" and self.parent.name.startswith("config.orbax-checkpoint-tmp"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(path_type, "write_text", full)
+    ckpt.save(2, train_state(seed=1), data_state={"next_index": 2}, config=CONFIG)  # returns; fails in the background
+    deadline = time.monotonic() + 60
+    with pytest.raises(checkpoint.DiskFullError, match="the latest complete checkpoint is step 1;"):
+        while time.monotonic() < deadline:
+            ckpt.check_errors()
+            time.sleep(0.05)
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["1"]
+    ckpt.close()
+
+
 def test_failed_write_probe_removes_the_directories_it_made(tmp_path, monkeypatch):
     def full(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
