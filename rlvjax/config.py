@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import typing
 from pathlib import Path
@@ -185,11 +186,17 @@ def _is_tuple(kind) -> bool:
 
 
 def check_local(workdir, flag: str = "--workdir") -> None:
-    """Refuses a URL: Path() made gs://b/run a local ./gs:/b/run, which trained until its first checkpoint save
-    failed."""
+    """Refuses a URL (Path() made gs://b/run a local ./gs:/b/run, which trained until its first checkpoint save
+    failed) and a path through a dangling symbolic link (creating it failed with "File exists": for evaluate's
+    --out only once the pool was sampled)."""
     if "://" in str(workdir):
         raise ValueError(f"{flag} {workdir} is a URL; runs are written to a local or mounted filesystem (a bucket: "
                          "mount it, e.g. with gcsfuse, and pass the mount's path)")
+    path = Path(os.path.expanduser(workdir)).absolute()
+    for link in (path, *path.parents):
+        if link.is_symlink() and not link.exists():  # exists() follows it: a missing target, or a loop
+            raise ValueError(f"{flag} {workdir}: {link} is a symbolic link to {os.readlink(link)}, which does not "
+                             "exist; create its target, or pass another path")
 
 
 def _run_values(path: Path) -> dict | None:

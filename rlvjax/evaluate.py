@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from rlvjax import eval_out, experiment, outputs, parallel, sampling, testtime
-from rlvjax.config import Config
+from rlvjax.config import Config, check_local
 from rlvjax.data import pipeline, sources
 from rlvjax.data.prompts import format_records
 from rlvjax.reports import assemble, report, summary, temperature_key, write_report
@@ -242,6 +242,7 @@ def main(argv):
                                     "at a folder with config.json and *.safetensors")
         name, model_path = Path(f.model_dir).resolve().name, Path(f.model_dir)
         out = Path(f.out or Path("eval") / f"{name}-{Path(f.data).stem}")
+    check_local(out, "--out")
     eval_out.check_out(out)  # before minutes of sampling, not after
     if f.out is None:  # a default --out is named after the model directory: two .../final share one
         eval_out.check_same_model(out, model_path, f.data, f.data_split, f.data_subset)

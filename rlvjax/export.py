@@ -16,7 +16,7 @@ from huggingface_hub.serialization._base import parse_size_to_int
 
 from rlvjax import evaluate, experiment, preemption
 from rlvjax.checkpoint import Checkpointer
-from rlvjax.config import Config
+from rlvjax.config import Config, check_local
 from rlvjax.model.hf import save_hf
 from rlvjax.outputs import MANAGED, is_run, run_under
 
@@ -54,6 +54,7 @@ def check_out(out: Path, workdir: Path, overwrite: bool, *, flag: str = "--out",
     """Refuse to replace files the user may want, and never the run itself or what it manages, in this run or in
     any run above ``out``, nor another run at ``out`` or anywhere inside it (``overwrite`` replaces ``out``); ``flag``
     names ``out`` in the message."""
+    check_local(out, flag)
     try:
         out.stat()
     except FileNotFoundError:

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from rlvjax import checkpoint, cli, experiment, outputs, resume, testtime, train
+from rlvjax import checkpoint, cli, experiment, export, outputs, resume, testtime, train
 from rlvjax.checkpoint import Checkpointer, DamagedCheckpoint
 from rlvjax.config import Config
 from rlvjax.data import sources
@@ -1016,3 +1017,24 @@ def test_a_disk_that_fills_up_outside_a_checkpoint_save_is_one_line(tmp_path, ca
                                               "scaling.png)")
     with pytest.raises(RuntimeError, match="not a disk"):  # any other failure keeps its traceback
         cli.run_main("rlvjax.evaluate", lambda argv: (_ for _ in ()).throw(RuntimeError("not a disk")))([])
+
+
+def test_a_path_through_a_dangling_symlink_is_refused_before_anything_runs(tmp_path, capsys):
+    """Creating a path through a link to nothing failed with "[Errno 17] File exists" (evaluate: once the whole pool
+    was sampled; export: once the model was written beside it)."""
+    dangle, target = tmp_path / "dangle", tmp_path / "missing" / "deeper"
+    dangle.symlink_to(target)
+    because = f"{dangle} is a symbolic link to {target}, which does not exist; create its target, or pass another path"
+    code, line = train_error(dangle / "run", capsys=capsys)
+    assert code == 2 and line == f"rlvjax.train: error: --workdir {dangle / 'run'}: {because}"
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")  # never read: refused first
+    code, lines = run_cli("rlvjax.evaluate", ["--model_dir", str(tmp_path / "model"), "--data", "x.jsonl", "--out",
+                                              str(dangle / "sub")])
+    assert code == 2 and lines == [f"rlvjax.evaluate: error: --out {dangle / 'sub'}: {because}"]
+    with pytest.raises(ValueError, match=re.escape(f"--out {dangle}: {because}")):
+        export.check_out(dangle, tmp_path / "run", overwrite=True)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(ValueError, match=r"loop is a symbolic link to .*loop, which does not exist"):
+        export.check_out(tmp_path / "loop" / "x", tmp_path / "run", overwrite=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangle", "loop", "model"]  # nothing created
