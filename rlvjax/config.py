@@ -194,7 +194,11 @@ def check_local(workdir, flag: str = "--workdir") -> None:
                          "mount it, e.g. with gcsfuse, and pass the mount's path)")
     path = Path(os.path.expanduser(workdir)).absolute()
     for link in (path, *path.parents):
-        if link.is_symlink() and not link.exists():  # exists() follows it: a missing target, or a loop
+        try:
+            dangling = link.is_symlink() and not link.exists()  # exists() follows it: a missing target, or a loop
+        except OSError:  # a name too long: refused where the path is used
+            continue
+        if dangling:
             raise ValueError(f"{flag} {workdir}: {link} is a symbolic link to {os.readlink(link)}, which does not "
                              "exist; create its target, or pass another path")
 

@@ -10,6 +10,7 @@ config stored with the step), and ``save_hf`` writes into a temporary sibling th
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from huggingface_hub.serialization._base import parse_size_to_int
@@ -84,6 +85,15 @@ def check_out(out: Path, workdir: Path, overwrite: bool, *, flag: str = "--out",
                              f"to it, e.g. {root / 'export'}")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"{flag} {out} exists and is not empty; {overwrite_hint} to replace it or choose another")
+    # Written beside ``out``, then renamed into its place: a read-only parent or a mount point at ``out`` failed
+    # with a traceback once the whole model was written.
+    beside = next(p for p in target.parents if p.exists())
+    if not os.access(beside, os.W_OK):
+        raise PermissionError(f"{flag} {out}: {beside} is not writable (an export is written beside its folder, then "
+                              "moved in); choose another directory")
+    if os.path.ismount(target):
+        raise ValueError(f"{flag} {out} is a mount point, which an export cannot replace; pass a folder inside it, "
+                         f"e.g. {out / 'model'}")
 
 
 def main(argv):

@@ -1038,3 +1038,24 @@ def test_a_path_through_a_dangling_symlink_is_refused_before_anything_runs(tmp_p
     with pytest.raises(ValueError, match=r"loop is a symbolic link to .*loop, which does not exist"):
         export.check_out(tmp_path / "loop" / "x", tmp_path / "run", overwrite=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dangle", "loop", "model"]  # nothing created
+
+
+def test_an_export_that_could_not_be_moved_into_place_is_refused_up_front(tmp_path, monkeypatch):
+    """An export is written beside --out, then renamed into place: on a read-only filesystem, or with --out a mount
+    point (a container's volume), that failed with an OSError traceback once the whole model was written."""
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    access = os.access
+    monkeypatch.setattr(export.os, "access", lambda path, mode: Path(path) != read_only and access(path, mode))
+    with pytest.raises(PermissionError, match=re.escape(
+            f"--out {read_only / 'new' / 'export'}: {read_only} is not writable (an export is written beside its "
+            "folder, then moved in); choose another directory")):
+        export.check_out(read_only / "new" / "export", tmp_path / "run", overwrite=False)
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    ismount = os.path.ismount
+    monkeypatch.setattr(export.os.path, "ismount", lambda path: Path(path) == volume or ismount(path))
+    with pytest.raises(ValueError, match=re.escape(f"--out {volume} is a mount point, which an export cannot "
+                                                   f"replace; pass a folder inside it, e.g. {volume / 'model'}")):
+        export.check_out(volume, tmp_path / "run", overwrite=True)
+    export.check_out(volume / "model", tmp_path / "run", overwrite=False)  # inside it: fine
