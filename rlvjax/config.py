@@ -22,6 +22,7 @@ from pathlib import Path
 
 import gin
 
+from rlvjax import atomic
 from rlvjax.experiment import ModelSpec, RunConfig, TaskSpec
 from rlvjax.budget import MemoryConfig
 from rlvjax.parallel import MeshConfig
@@ -136,9 +137,7 @@ class Config:
         """``config.json`` (:meth:`to_dict`) and ``config.gin`` (:meth:`to_gin`) in ``workdir``, each replaced
         whole."""
         for name, text in (("config.json", json.dumps(self.to_dict(), indent=2) + "\n"), ("config.gin", self.to_gin())):
-            tmp = Path(workdir) / f".{name}.tmp"
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(Path(workdir) / name)
+            atomic.write_text(Path(workdir) / name, text)
 
     @staticmethod
     def written(workdir) -> Config | None:

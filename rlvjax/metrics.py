@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from rlvjax import atomic
+
 BAR_KEYS = {"reward_mean": "reward", "verifier_accuracy": "ver_acc", "policy_loss": "pl", "verify_loss": "vl"}
 
 
@@ -110,6 +112,4 @@ def rewind_logs(workdir: Path, step: int, aside: Path | None = None) -> None:
                 f.write("".join(dropped))
                 f.flush()
                 os.fsync(f.fileno())
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic.write_text(path, "".join(kept))

@@ -349,14 +349,15 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
 
 
 def record_run(workdir: Path, config: Config, records: tuple[list[dict], list[dict]] | None) -> None:
-    """What an invocation runs, once every check has passed: the records given in memory (as given, before their
-    prompts were rendered) in ``WORKDIR/data/``, where the config's task reads them back, and the config."""
+    """What an invocation runs, once every check has passed: the config, then the records given in memory (as
+    given, before their prompts were rendered) in ``WORKDIR/data/``, where the config's task reads them back. The
+    config first: rows without it were taken for another project's files, which a rerun refused to replace."""
+    config.write(workdir)
     if records is not None:
         (workdir / "data").mkdir(exist_ok=True)
         for name, split in (("train", records[0]), ("eval", records[1])):
             if split:
                 sources.write_jsonl(workdir / "data" / f"{name}.jsonl", split)
-    config.write(workdir)
 
 
 def train_with_baseline(config: Config, workdir, *, resume: bool = False, resume_step: int | None = None,

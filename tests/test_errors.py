@@ -7,6 +7,7 @@ the single stderr line end to end (more in test_cli.py).
 """
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -1059,3 +1060,26 @@ def test_an_export_that_could_not_be_moved_into_place_is_refused_up_front(tmp_pa
                                                    f"replace; pass a folder inside it, e.g. {volume / 'model'}")):
         export.check_out(volume, tmp_path / "run", overwrite=True)
     export.check_out(volume / "model", tmp_path / "run", overwrite=False)  # inside it: fine
+
+
+def test_rows_given_in_memory_that_could_not_be_written_do_not_block_the_rerun(tmp_path, monkeypatch):
+    """An API run on in-memory rows writes its config, then the rows to data/. It wrote the rows first: a full disk
+    (or a kill) between the two left data/train.jsonl without a config.json, taken for a project's own file, and the
+    rerun was refused until data/ was deleted by hand; the partial temporary stayed behind, holding the disk full."""
+    rows = ([{"prompt": "p", "gold": "1"}], [{"prompt": "q", "gold": "2"}])
+    replace = Path.replace
+
+    def full(self, target):
+        if self.name == ".eval.jsonl.tmp":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", full)
+    with pytest.raises(OSError, match="No space left on device"):
+        train.record_run(tmp_path, Config(), rows)
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["train.jsonl"]  # no temporary left
+    assert Config.written(tmp_path) == Config()
+    outputs.check_unused(tmp_path, given=True)  # the rerun redoes this start
+    train.record_run(tmp_path, Config(), rows)
+    assert (tmp_path / "data" / "eval.jsonl").read_text() == '{"prompt": "q", "gold": "2"}\n'

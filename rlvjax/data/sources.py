@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from rlvjax import atomic
+
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 # schema -> (problem fields, gold fields, level field); the first field present in a row wins. MATH's gold is not a
@@ -130,10 +132,7 @@ def absolute(path_or_id) -> str:
 def write_jsonl(path, records: list[dict]) -> None:
     """Records as a .jsonl file :func:`load_records` reads back (written whole or not at all); numpy values as the
     Python numbers and lists they hold."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r, default=_plain) + "\n" for r in records), encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_text(path, "".join(json.dumps(r, default=_plain) + "\n" for r in records))
 
 
 def json_rows(records: list[dict], name: str) -> list[dict]:
