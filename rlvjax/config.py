@@ -153,6 +153,11 @@ class Config:
         json_path, gin_path = Path(workdir) / "config.json", Path(workdir) / "config.gin"
         if json_path.exists():
             if _run_values(json_path) is None:
+                checkpoints = Path(workdir) / "checkpoints"
+                if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):  # damaged by hand
+                    raise FileExistsError(f"{json_path} is not a training run's config, though {checkpoints} holds "
+                                          "saved steps (each with the run's config): move the file away, then rerun "
+                                          "with --resume")
                 raise FileExistsError(f"{json_path} is not a training run's config, and a run would replace it; "
                                       "choose a new or empty --workdir")
         elif gin_path.exists():  # a run writes config.json first, then config.gin

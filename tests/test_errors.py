@@ -1083,3 +1083,13 @@ def test_rows_given_in_memory_that_could_not_be_written_do_not_block_the_rerun(t
     outputs.check_unused(tmp_path, given=True)  # the rerun redoes this start
     train.record_run(tmp_path, Config(), rows)
     assert (tmp_path / "data" / "eval.jsonl").read_text() == '{"prompt": "q", "gold": "2"}\n'
+
+
+def test_a_damaged_config_json_beside_saved_steps_says_how_to_resume(tmp_path):
+    """The checkpoints carry the run's config; the advice was to abandon the workdir."""
+    (tmp_path / "checkpoints" / "4").mkdir(parents=True)
+    (tmp_path / "config.json").write_text("")
+    with pytest.raises(FileExistsError, match=re.escape(
+            f"{tmp_path / 'config.json'} is not a training run's config, though {tmp_path / 'checkpoints'} holds "
+            "saved steps (each with the run's config): move the file away, then rerun with --resume")):
+        Config.check_workdir(tmp_path)
