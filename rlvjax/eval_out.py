@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rlvjax import outputs
 from rlvjax.data import sources
+from rlvjax.reports import REPORT_FILES
 
 
 def evaluated(model: Path, data: str | None, split: str | None = None, subset: str | None = None) -> dict:
@@ -69,7 +70,7 @@ def check_writable(out: Path) -> None:
         raise NotADirectoryError(f"--out {out}: {existing} is a file, not a directory; choose another --out")
     if not os.access(existing, os.W_OK):
         raise PermissionError(f"--out {out}: {existing} is not writable; choose another --out")
-    for name in ("eval.json", "scaling.png", "compute.png", "eval_samples.jsonl"):
+    for name in REPORT_FILES:
         if (out / name).is_dir():
             raise IsADirectoryError(f"--out {out}: {out / name} is a directory where evaluate writes a file; move it "
                                     "or choose another --out")

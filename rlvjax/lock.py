@@ -116,3 +116,14 @@ def _busy(workdir: Path, holder: Path) -> WorkdirBusy:
         name = "another process"
     return WorkdirBusy(f"{workdir} is in use by {name}; wait for that run to end (or stop it), or choose another "
                        "--workdir")
+
+
+def process_running(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (whoever's it is): staged files it left are still being written."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True

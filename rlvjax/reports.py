@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from rlvjax import testtime
+from rlvjax.lock import process_running
 from rlvjax.rl import diagnostics
 
 STRATEGIES = ("majority", "best_of_n", "weighted")
+REPORT_FILES = ("eval.json", "scaling.png", "compute.png", "eval_samples.jsonl")  # what ``write_report`` writes
 REPORT_LOCK = ".report.lock"  # held while a report's files move into their folder (``write_report``)
 
 
@@ -223,12 +225,19 @@ def write_report(evaluation: dict, out_dir, samples: tuple | None = None) -> tup
     if samples is not None:
         writers["eval_samples.jsonl"] = lambda path: write_samples(*samples, path)
     writers["eval.json"] = lambda path: path.write_text(json.dumps(as_json(evaluation), indent=2, allow_nan=False))
+    for name in REPORT_FILES:  # what killed evaluations left staged: nothing reads them, and they are large
+        final = out_dir / name
+        for left in out_dir.glob(f".{final.stem}.*-*{final.suffix}"):
+            pid = left.name[len(final.stem) + 2:].partition("-")[0]
+            if pid.isdigit() and not process_running(int(pid)):
+                left.unlink(missing_ok=True)
     staged = []
     try:
         for name, write in writers.items():
             final = out_dir / name
-            # a name of its own (two evaluations may write one folder at once); the suffix names the format
-            staged.append((out_dir / f".{final.stem}.{uuid.uuid4().hex[:12]}{final.suffix}", final))
+            # a name of its own (two evaluations may write one folder at once), with the writer's pid (what a killed
+            # one left is removed by the next); the suffix names the format
+            staged.append((out_dir / f".{final.stem}.{os.getpid()}-{uuid.uuid4().hex[:12]}{final.suffix}", final))
             write(staged[-1][0])
     except BaseException:
         for tmp, _ in staged:

@@ -268,6 +268,16 @@ def test_write_report_commits_a_whole_set_of_strict_json(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         reports.write_report(evaluation, tmp_path / "new" / "out", samples=(pool, records, testtime.Conventions()))
     assert not (tmp_path / "new").exists()
+    # What a killed evaluation left staged (nothing reads it; eval_samples.jsonl runs to tens of MB) goes with the
+    # next one; a running evaluation's stays.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    left = [out / f".eval_samples.{dead}-0123456789ab.jsonl", out / f".scaling.{dead}-0123456789ab.png"]
+    running = out / f".eval_samples.{os.getpid()}-0123456789ab.jsonl"
+    for path in (*left, running):
+        path.write_text("x")
+    reports.write_report(evaluation, out)
+    assert not any(path.exists() for path in left) and running.exists()
 
 
 def test_two_evaluations_writing_one_folder_each_leave_a_whole_set(tmp_path, monkeypatch):

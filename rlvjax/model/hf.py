@@ -27,6 +27,7 @@ from huggingface_hub import split_state_dict_into_shards_factory
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from rlvjax.lock import process_running
 from rlvjax.model.hf_config import config_from_hf, config_to_hf
 from rlvjax.model.transformer import ModelConfig, Transformer
 
@@ -347,18 +348,8 @@ def remove_stale_staging(path: Path) -> None:
     kept aside between its two renames (``.NAME.old-*``, ``replace_dir``)."""
     for sibling in path.parent.glob(f".{glob.escape(path.name)}.*"):
         pid, dash, _ = sibling.name[len(path.name) + 2:].partition("-")
-        if dash and (pid == "old" and path.is_dir() or pid.isdigit() and not _running(int(pid))):
+        if dash and (pid == "old" and path.is_dir() or pid.isdigit() and not process_running(int(pid))):
             shutil.rmtree(sibling, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True
 
 
 def _portable_tokenizer_class(path: Path) -> None:
