@@ -169,10 +169,13 @@ def test_box_spacing_escaped_dollars_trailing_periods_prose_and_numeric_golds():
     assert rm.is_correct("\\boxed{\\sqrt{2}.}", "\\sqrt2") and rm.is_correct("\\boxed{0.5.}", "\\frac12")
     # A completion that states no final answer scores 0, as in grade_completions: its text is not fished for one.
     for prose, gold in [("If we assume $x = 5$, we get a contradiction", "5"), ("Let $a = 3$.", "3"),
-                        ("I am not sure. Maybe 7?", "7")]:
+                        ("I am not sure. Maybe 7?", "7"),
+                        ("Step 1: 2+2=4\nStep 2: 4+1=5", "5")]:  # a derivation's last value was graded
         assert not rm.is_correct(prose, gold), prose
     # ... but a bare answer in words, or one extracted from a box, is an answer (and a gold is never prose).
-    assert rm.is_correct("all real numbers", "all real numbers")
+    assert rm.is_correct("all real numbers", "all real numbers") and rm.is_correct("5\n", "5")
+    matrix = "\\begin{pmatrix} 1 \\\\\n 5 \\end{pmatrix}"  # an answer over two lines
+    assert rm.is_correct(matrix, "\\begin{pmatrix} 1 \\\\ 5 \\end{pmatrix}")
     assert rm.grade_completions(["So \\boxed{odd and even numbers only}"], ["odd and even numbers only"])[0][0]
     # Two numbers are not their digits run together (the string shortcut agreed; math-verify did not).
     np.testing.assert_array_equal(rm.grade_batch(["2 3", "1 1/2"], ["23", "11/2"]), [False, False])

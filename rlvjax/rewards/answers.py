@@ -210,9 +210,11 @@ _OPENER = re.compile(r"(?:let|suppose|assume|if|since|because|then|so|thus|hence
 
 
 def _is_prose(text: str) -> bool:
-    """Inline math inside text, a sentence break, a sentence's opening word ("Let x = 5"), or five or more plain
-    words outside ``\text{..}``: a sentence, not an answer ("all real numbers" is an answer)."""
+    """Inline math inside text, a sentence break, a sentence's opening word ("Let x = 5"), five or more plain words
+    outside ``\text{..}``, or the lines of a derivation (not of a LaTeX environment): a sentence or a
+    working, not an answer ("all real numbers" is an answer)."""
     return ("$" in text.replace("\\$", "") or _SENTENCE_BREAK.search(text) is not None
+            or "\n" in text.strip() and "\\begin" not in text
             or _OPENER.match(text.strip()) is not None or len(_WORD.findall(_TEXT_ARGUMENT.sub("", text))) >= 5)
 
 
