@@ -22,6 +22,24 @@ def evaluated(model: Path, data: str | None, split: str | None = None, subset: s
             "data_subset": subset if hub else None}
 
 
+def snapshot(model: Path) -> tuple:
+    """What identifies the weights at ``model`` now: its export stamp and the folder itself (a re-export replaces
+    ``final/``, a rollback retrains ``checkpoints/N`` in a new folder)."""
+    try:
+        folder = model.stat().st_ino
+    except OSError:
+        folder = None
+    return outputs.exports({"model": model})["model"], folder
+
+
+def check_unchanged(model: Path, loaded: tuple) -> None:
+    """One line when ``model`` is no longer what was loaded (``loaded``: its :func:`snapshot` then): the report
+    would name weights it did not evaluate."""
+    if snapshot(model) != loaded:
+        raise ValueError(f"{model} was replaced while it was evaluated (a training run re-exported it or went back "
+                         "past it); nothing was written: evaluate it again")
+
+
 def check_same_model(out: Path, model: Path, data: str | None = None, split: str | None = None,
                      subset: str | None = None) -> None:
     """One line when ``out`` holds the evaluation of another model or of other problems (its eval.json's

@@ -13,6 +13,7 @@ import math
 import os
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -203,15 +204,16 @@ def summary(evaluation: dict) -> str:
     return "\n\n".join(parts)
 
 
-def write_report(evaluation: dict, out_dir, samples: tuple | None = None) -> tuple[Path, Path]:
+def write_report(evaluation: dict, out_dir, samples: tuple | None = None,
+                 check: Callable[[], None] | None = None) -> tuple[Path, Path]:
     """``eval.json`` and ``scaling.png`` in ``out_dir``, ``compute.png`` when a report prices a test-time strategy and,
     given ``samples = (pool, records, conventions)``, ``eval_samples.jsonl`` (``write_samples``); a stale one of
     those two is removed otherwise. Each file is written beside its place, then all are moved in with eval.json last,
     so an eval.json always sits with the files of its own evaluation and a failure leaves the previous set whole
     (each staged under a name of its own: two evaluations writing one folder at once no longer crash on each
-    other's temporaries, and their sets move in one after the other under ``_moving_in``'s lock).
-    Non-finite numbers (an AUROC where no problem has both outcomes) are written as null. Returns the paths of
-    eval.json and scaling.png."""
+    other's temporaries, and their sets move in one after the other under ``_moving_in``'s lock; ``check``, called
+    under that lock, may refuse the move: nothing is written then). Non-finite numbers (an AUROC where no problem
+    has both outcomes) are written as null. Returns the paths of eval.json and scaling.png."""
     from rlvjax.strategies import report as strategy_report
 
     out_dir = Path(out_dir)
@@ -247,6 +249,13 @@ def write_report(evaluation: dict, out_dir, samples: tuple | None = None) -> tup
                 folder.rmdir()
         raise
     with _moving_in(out_dir):
+        if check is not None:
+            try:
+                check()
+            except BaseException:
+                for tmp, _ in staged:
+                    tmp.unlink(missing_ok=True)
+                raise
         for name in ("compute.png", "eval_samples.jsonl"):  # an earlier evaluation's, that this one does not replace
             if name not in writers:
                 (out_dir / name).unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -611,3 +612,36 @@ def test_a_baseline_finds_the_warm_start_beside_it_where_its_config_names_anothe
     assert outputs.moved_base(baseline, stored(kept)).model.hf_dir == kept
     assert outputs.moved_base(run, stored("runs/grpo/warm_start")).model.hf_dir == "runs/grpo/warm_start"  # no baseline
     assert outputs.moved_base(baseline, stored("Qwen/Qwen2.5-Math-1.5B")).model.hf_dir == "Qwen/Qwen2.5-Math-1.5B"
+
+
+def test_an_evaluation_whose_model_was_replaced_meanwhile_writes_nothing(tmp_path):
+    """A training run resumed with --checkpoint N re-exported final/ (or retrained checkpoints/N) while an
+    evaluation of it was sampling: its eval.json named the new export, the weights it had not evaluated. Two
+    evaluations of different models into one default --out both wrote, the later silently over the other."""
+    from rlvjax import eval_out, reports
+
+    model = tmp_path / "final"
+    model.mkdir()
+    loaded = eval_out.snapshot(model)
+    eval_out.check_unchanged(model, loaded)  # still the same folder
+    fresh = tmp_path / ".final.new"
+    fresh.mkdir()
+    model.rename(tmp_path / "aside")  # what a rollback does to the old export, before the new one moves in
+    fresh.rename(model)
+    with pytest.raises(ValueError, match=re.escape(f"{model} was replaced while it was evaluated (a training run "
+                                                   "re-exported it or went back past it); nothing was written: "
+                                                   "evaluate it again")):
+        eval_out.check_unchanged(model, loaded)
+    # The checks run under the folder's report lock, just before the files move in: a refusal writes nothing.
+    out = tmp_path / "eval" / "final"
+    yes = np.log(np.array([[0.9, 0.2], [0.7, 0.8]]))
+    pool = {"answers": np.array([["5", "4"], ["3", "3"]], dtype=object), "correct": np.array([[1, 0], [1, 1]], bool),
+            "yes_logp": yes, "no_logp": np.log(1 - np.exp(yes)), "lengths": np.full((2, 2), 3)}
+    evaluation = {**assemble({"1": {"m": report(pool, num_subsets=10)}}, {}, train_temperature=1.0,
+                             headline_temperature=1.0), "evaluated": {"model": str(tmp_path / "other")}}
+    reports.write_report(evaluation, out, check=lambda: None)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ValueError, match="holds the evaluation of another model"):
+        reports.write_report({**evaluation, "evaluated": {"model": str(model)}}, out,
+                             check=lambda: eval_out.check_same_model(out, model))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staged file left either
