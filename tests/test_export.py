@@ -354,6 +354,36 @@ def test_replace_dir_never_loses_what_was_there(tmp_path, monkeypatch):
     assert (out / "model.safetensors").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_two_writers_overwriting_one_folder_at_once_take_turns(tmp_path):
+    """Two `export --overwrite` (or save_model(overwrite=True)) into one --out: their renames interleaved. In 300
+    rounds of two threads: OSError "Directory not empty" tracebacks, FileNotFoundErrors and a wrong "is a file"."""
+    import tempfile
+    import threading
+
+    from rlvjax.model import hf
+
+    out, errors = tmp_path / "X", []
+
+    def write(tag, start):
+        tmp = Path(tempfile.mkdtemp(prefix=f".X.{os.getpid()}-", dir=tmp_path))
+        (tmp / "config.json").write_text(tag)
+        start.wait()
+        try:
+            hf.replace_dir(tmp, out, overwrite=True)
+        except Exception as e:  # any failure is the defect
+            errors.append(repr(e))
+
+    for _ in range(100):
+        start = threading.Barrier(2)
+        writers = [threading.Thread(target=write, args=(tag, start)) for tag in "AB"]
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.join()
+    assert errors == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X"] and (out / "config.json").read_text() in "AB"
+
+
 def test_export_follows_the_umask(run_dir, tmp_path):
     import os
 

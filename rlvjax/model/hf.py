@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import glob
 import json
 import logging
@@ -380,6 +381,20 @@ def check_replaceable(path: Path, *, only_a_model: bool = True) -> None:
                          "empty directory, or an earlier export")
 
 
+@contextlib.contextmanager
+def _swapping_in(parent: Path):
+    """Holds an flock of ``parent`` while a directory in it is swapped for another: two writers overwriting one
+    folder at once interleaved their renames (a traceback, or a wrong "is a file"). Where the filesystem has no
+    locks the swap goes on unlocked, as before."""
+    fd = os.open(parent, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)  # two renames: a waiter waits milliseconds
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def replace_dir(tmp: Path, path: Path, *, overwrite: bool = True) -> None:
     """Moves the finished directory ``tmp`` (a sibling of ``path``) to ``path``, with the modes any other tool would
     give its files. An existing ``path`` is renamed aside first and deleted only after; an exception or signal
@@ -393,17 +408,18 @@ def replace_dir(tmp: Path, path: Path, *, overwrite: bool = True) -> None:
         os.umask(umask)
         for item in [tmp, *tmp.rglob("*")]:
             item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
-        if overwrite and path.exists():
-            check_replaceable(path, only_a_model=False)
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, old / path.name)
-        try:
-            os.replace(tmp, path)  # onto a non-empty directory the kernel refuses: nothing replaced
-        except OSError as e:
-            if overwrite or e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise
-            raise FileExistsError(f"{path} was written by another process meanwhile and was left as it is; choose "
-                                  "another directory, or overwrite it") from None
+        with _swapping_in(path.parent):
+            if overwrite and path.exists():
+                check_replaceable(path, only_a_model=False)
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+                os.replace(path, old / path.name)
+            try:
+                os.replace(tmp, path)  # onto a non-empty directory the kernel refuses: nothing replaced
+            except OSError as e:
+                if overwrite or e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                raise FileExistsError(f"{path} was written by another process meanwhile and was left as it is; "
+                                      "choose another directory, or overwrite it") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None and not path.exists():
