@@ -261,8 +261,16 @@ class Checkpointer:
                 fix = "the run has not saved one yet" if self.read_only else "train first or drop --resume"
                 raise FileNotFoundError(f"no checkpoint in {self.directory}; {fix}")
         elif step not in steps:
-            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; saved steps: {sorted(steps)}")
+            pending = (f" (step {step} has no complete save yet: a training run is writing it, or was killed while "
+                       "writing it; wait for the save)") if step in self.unfinished_steps() else ""
+            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}{pending}; saved steps: "
+                                    f"{sorted(steps)}")
         return step
+
+    def unfinished_steps(self) -> list[int]:
+        """Steps with a save started and not committed: being written now, or left by a process killed mid-save."""
+        names = (p.name.partition(".")[0] for p in self.directory.glob(f"*{atomicity.TMP_DIR_SUFFIX}*"))
+        return sorted({int(name) for name in names if name.isdigit()})
 
 
 @contextlib.contextmanager

@@ -40,7 +40,10 @@ def export(workdir, out, *, step: int | None = None, overwrite: bool = False, ma
     check_out(out, workdir, overwrite)
     with Checkpointer(checkpoint_dir, read_only=True) as checkpoints:
         if checkpoints.latest_step() is None:
-            raise FileNotFoundError(f"no complete checkpoint in {checkpoint_dir}; train there first")
+            unfinished = checkpoints.unfinished_steps()
+            raise FileNotFoundError(f"no complete checkpoint in {checkpoint_dir}; " + (
+                f"step {unfinished[0]} has no complete save yet (a training run is writing it, or was killed while "
+                "writing it): wait for the save" if unfinished else "train there first"))
         step = checkpoints.latest_step() if step is None else step
         stored = checkpoints.read_config(step)  # a step that was not saved fails here, listing the saved ones
     config = Config.from_dict(stored)

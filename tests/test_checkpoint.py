@@ -295,7 +295,12 @@ def test_pause_hook_holds_a_written_step_uncommitted(tmp_path, monkeypatch):
         time.sleep(0.5)
         assert [p for p in os.listdir(tmp_path) if p.startswith("1.orbax-checkpoint-tmp")]
         with Checkpointer(tmp_path, read_only=True) as reader:  # what a restarted process would see
-            assert reader.latest_step() is None
+            assert reader.latest_step() is None and reader.unfinished_steps() == [1]
+            # evaluate --checkpoint 1 / export meanwhile: told what to wait for (it said "saved steps: []" alone)
+            with pytest.raises(FileNotFoundError, match=r"step 1 has no complete save yet: a training run is "
+                                                        r"writing it, or was killed while writing it; wait for the "
+                                                        r"save\); saved steps: \[\]"):
+                reader.read_config(1)
         ckpt.wait()
         assert ckpt.latest_step() == 1 and "1" in os.listdir(tmp_path)
 
