@@ -256,7 +256,7 @@ def main(argv):
         cache = experiment.RunConfig.compilation_cache_dir
     # Before the first compile: evaluating a checkpoint of a run, or the same model again, reuses its programs.
     experiment.use_compilation_cache(cache if f.compilation_cache is None else f.compilation_cache)
-    loaded = eval_out.snapshot(model_path)  # a training run may re-export it or go back past it while it is sampled
+    weights = eval_out.snapshot(model_path)  # a training run may re-export it or go back past it while it is sampled
     if f.workdir:
         if f.checkpoint is not None:
             model, tokenizer = load_checkpoint_policy(workdir, f.checkpoint, run_config)
@@ -329,7 +329,7 @@ def main(argv):
         return
 
     def still_current():  # under the folder's report lock, just before the files move in
-        eval_out.check_unchanged(model_path, loaded)
+        eval_out.check_unchanged(model_path, weights)
         if f.out is None:  # another model's evaluation may have moved into this default --out meanwhile
             eval_out.check_same_model(out, model_path, f.data, f.data_split, f.data_subset)
 

@@ -215,7 +215,7 @@ class RLVTrainer:
             raise FileNotFoundError(f"{final} does not exist: train() first (with RunConfig.export_final = True)")
         config = self._trained_config(final)
         spec = config.model  # in the run's precision, as its end-of-run report and the CLI
-        loaded = eval_out.snapshot(final)  # a resumed run may re-export final/ while it is sampled
+        weights = eval_out.snapshot(final)  # a resumed run may re-export final/ while it is sampled
         model, tokenizer = load_hf(final, dtype=jnp.dtype(spec.dtype), compute_dtype=spec.compute_dtype)
         # The run's own eval problems (as ``evaluate --workdir`` reads them), unless this trainer was given data
         own = experiment.build_eval_records(config.task, tokenizer)
@@ -258,7 +258,7 @@ class RLVTrainer:
             # other problems than the run's own go beside its report on them, not over it (as evaluate --data)
             out = self.output_dir / "eval" / ("final" if data is None else f"final-{data.replace(':', '-')}")
             reports.write_report(evaluation, out, samples=(pool, records, config.conventions),
-                                 check=lambda: eval_out.check_unchanged(final, loaded))
+                                 check=lambda: eval_out.check_unchanged(final, weights))
         return reports.as_json(evaluation)
 
     def _trained_config(self, final: Path) -> Config:
