@@ -69,8 +69,6 @@ class Config:
         if rl.micro_batch_size and minibatch % rl.micro_batch_size:
             raise ValueError(f"minibatch of {minibatch} training rows is not a multiple of RLConfig.micro_batch_size="
                              f"{rl.micro_batch_size}; pick a divisor (0: no accumulation)")
-        if self.model.dtype == "bfloat16":
-            self._check_bfloat16_updates()
         if rl.algorithm == "vineppo" and self.task.rewards != ("math",):
             raise ValueError(f"RLConfig.algorithm='vineppo' grades its Monte-Carlo continuations with the built-in "
                              f"math reward; TaskSpec.rewards={self.task.rewards} is not supported with it yet; use "
@@ -80,9 +78,17 @@ class Config:
                              f"a rollout's reward must be on that scale; TaskSpec.reward_weights="
                              f"{self.task.reward_weights} would mix scales: leave it None")
 
-    def _check_bfloat16_updates(self) -> None:
-        """bfloat16 weights keep 8 significant bits: an AdamW step (about the learning rate) below half the spacing
-        around a weight rounds away. At 1e-6 one update moved 2% of a model's weights (99% in float32)."""
+    def check_precision(self) -> None:
+        """Refuses weights that would not train: float16 (AdamW's eps is 0 in float16, so a finite gradient gave a
+        NaN update), or bfloat16 under a learning rate below half bfloat16's spacing around a weight (an AdamW step
+        is about the learning rate: at 1e-6 one update moved 2% of a model's weights, 99% in float32). Checked when
+        a run starts (``train``, ``--dry_run``), not when a stored config is read: older runs stay readable."""
+        if self.model.dtype == "float16":
+            raise ValueError("ModelSpec.dtype='float16' would keep the weights and AdamW's moments in float16, where "
+                             "the optimizer's update overflows and the weights turn NaN; use dtype='float32' with "
+                             "compute_dtype='float16' (or 'bfloat16')")
+        if self.model.dtype != "bfloat16":
+            return
         typical = 0.02  # a pretrained LLM's typical |weight| (and HF's initializer_range)
         spacing = 2.0 ** (math.floor(math.log2(typical)) - 7)  # bfloat16's, between 2**-6 and 2**-5
         rates = [("OptimConfig.learning_rate", self.optim.learning_rate)]
@@ -151,16 +157,17 @@ class Config:
         """Refuses, before anything is written, a workdir whose ``config.json`` / ``config.gin`` a run would replace
         but did not write: an HF model's config, a project's own files (``--workdir .``)."""
         json_path, gin_path = Path(workdir) / "config.json", Path(workdir) / "config.gin"
+        checkpoints = Path(workdir) / "checkpoints"
+        saved = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())  # a run's own files
         if json_path.exists():
+            if _run_values(json_path) is None and saved:  # damaged by hand
+                raise FileExistsError(f"{json_path} is not a training run's config, though {checkpoints} holds "
+                                      "saved steps (each with the run's config): move the file away, then rerun "
+                                      "with --resume")
             if _run_values(json_path) is None:
-                checkpoints = Path(workdir) / "checkpoints"
-                if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):  # damaged by hand
-                    raise FileExistsError(f"{json_path} is not a training run's config, though {checkpoints} holds "
-                                          "saved steps (each with the run's config): move the file away, then rerun "
-                                          "with --resume")
                 raise FileExistsError(f"{json_path} is not a training run's config, and a run would replace it; "
                                       "choose a new or empty --workdir")
-        elif gin_path.exists():  # a run writes config.json first, then config.gin
+        elif gin_path.exists() and not saved:  # a run writes config.json first, then config.gin
             raise FileExistsError(f"{gin_path} is not a training run's (no config.json beside it), and a run would "
                                   "replace it; keep gin files outside the workdir, or choose a new or empty --workdir")
 
@@ -204,7 +211,7 @@ def check_local(workdir, flag: str = "--workdir") -> None:
             continue
         if dangling:
             raise ValueError(f"{flag} {workdir}: {link} is a symbolic link to {os.readlink(link)}, which does not "
-                             "exist; create its target, or pass another path")
+                             "exist (or loops back); create its target, or pass another path")
 
 
 def _run_values(path: Path) -> dict | None:

@@ -65,10 +65,6 @@ class ModelSpec:
             value = getattr(self, name)
             if not (value in DTYPES or value is None and name == "compute_dtype"):
                 raise ValueError(f"ModelSpec.{name}={value!r} is not a dtype rlvjax trains in; use one of {DTYPES}")
-        if self.dtype == "float16":  # Adam's eps (1e-8) is 0 in float16: a finite gradient gave a NaN update
-            raise ValueError("ModelSpec.dtype='float16' would keep the weights and AdamW's moments in float16, where "
-                             "the optimizer's update overflows and the weights turn NaN; use dtype='float32' with "
-                             "compute_dtype='float16' (or 'bfloat16')")
         # the random model's sizes (an HF model's come from its config.json, checked there): 0 trained a step and
         # failed saving it, a negative size was an MLIR traceback
         sizes = ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads")

@@ -89,6 +89,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
 def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | None, reward: Rewards | None,
            records: tuple[list[dict], list[dict]] | None, hold: contextlib.ExitStack | None) -> list[dict]:
     check_local(workdir)
+    config.check_precision()
     if resume_step is not None and not resume:
         raise ValueError(f"--checkpoint {resume_step} chooses the step to resume from; pass it with --resume")
     if resume and resume_step is None and (pending := outputs.pending_rollback(Path(workdir))) is not None:
@@ -100,7 +101,8 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     parallel.initialize_distributed(config.mesh)  # before anything touches a device
     launch_fields = {f"MeshConfig.{name}" for name in parallel.LAUNCH_FIELDS}  # each host's own
     parallel.check_same_settings({**{k: v for k, v in config.settings().items() if k not in launch_fields},
-                                  "--resume": resume, "--checkpoint": resume_step})
+                                  "--resume": resume, "--checkpoint": resume_step,
+                                  "--workdir": str(Path(workdir).absolute())})  # a typo: a save hung for 1,000 s
     run, rl, optim, warm, task = config.run, config.rl, config.optim, config.warm_start, config.task
     experiment.use_compilation_cache(run.compilation_cache_dir)
     mesh = parallel.make_mesh(config.mesh)

@@ -1025,7 +1025,8 @@ def test_a_path_through_a_dangling_symlink_is_refused_before_anything_runs(tmp_p
     was sampled; export: once the model was written beside it)."""
     dangle, target = tmp_path / "dangle", tmp_path / "missing" / "deeper"
     dangle.symlink_to(target)
-    because = f"{dangle} is a symbolic link to {target}, which does not exist; create its target, or pass another path"
+    because = (f"{dangle} is a symbolic link to {target}, which does not exist (or loops back); create its target, or "
+               "pass another path")
     code, line = train_error(dangle / "run", capsys=capsys)
     assert code == 2 and line == f"rlvjax.train: error: --workdir {dangle / 'run'}: {because}"
     (tmp_path / "model").mkdir()
@@ -1093,3 +1094,17 @@ def test_a_damaged_config_json_beside_saved_steps_says_how_to_resume(tmp_path):
             f"{tmp_path / 'config.json'} is not a training run's config, though {tmp_path / 'checkpoints'} holds "
             "saved steps (each with the run's config): move the file away, then rerun with --resume")):
         Config.check_workdir(tmp_path)
+    (tmp_path / "config.json").rename(tmp_path / "config.json.damaged")  # as advised: then the run's config.gin,
+    (tmp_path / "config.gin").write_text("# the run's\n")  # without its config.json, was refused in turn
+    Config.check_workdir(tmp_path)
+
+
+def test_weights_that_would_not_train_are_refused_when_a_run_starts_not_when_read_back():
+    """Checked in the config's constructor, the refusals made runs trained before them unreadable: evaluate, export
+    and a --resume with a higher learning rate all failed on the stored config."""
+    for dtype in ("bfloat16", "float16"):
+        stored = Config.from_dict({"model": {"dtype": dtype}})  # read back as it was trained
+        with pytest.raises(ValueError, match=f"ModelSpec.dtype='{dtype}'"):
+            stored.check_precision()
+    raised = Config.from_dict({"model": {"dtype": "bfloat16"}, "optim": {"learning_rate": 1e-4}})
+    raised.check_precision()  # the resume's --gin_param 'OptimConfig.learning_rate = 1e-4'

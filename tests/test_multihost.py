@@ -257,19 +257,23 @@ def test_an_error_on_one_host_ends_both_at_once(tmp_path, launch):
     assert hosts[1].returncode != 0 and took < 120, (took, output(hosts[1])[-3000:])
 
 
-def test_hosts_launched_with_different_settings_are_refused_at_once(tmp_path, launch):
+@pytest.mark.parametrize("setting", ["RunConfig.num_steps", "--workdir"])
+def test_hosts_launched_with_different_settings_are_refused_at_once(tmp_path, launch, setting):
     """A typo in one host's flags trained until a collective's sizes disagreed (num_steps: a gloo crash after 3
-    steps). Both hosts now name the setting before anything is loaded."""
+    steps; --workdir: a checkpoint save hung for 1,000 s). Both hosts now name the setting before anything is
+    loaded."""
     port = free_port()
-    hosts = [launch(f"mixed.host{i}", tmp_path / "mixed", *extra, devices=2, process_id=i, port=port)
-             for i, extra in enumerate([(), ("--gin_param", "RunConfig.num_steps = 5")])]
+    other = ("--gin_param", "RunConfig.num_steps = 5") if setting == "RunConfig.num_steps" else ()
+    workdirs = [tmp_path / "mixed", tmp_path / ("mixed" if other else "mixde")]
+    hosts = [launch(f"mixed.host{i}", workdirs[i], *(other if i else ()), devices=2, process_id=i, port=port)
+             for i in range(2)]
     for proc in hosts:
         proc.wait(timeout=240)
     for proc in hosts:
         assert proc.returncode == 2, output(proc)[-3000:]
         assert re.search(r"^rlvjax\.train: error: processes \[1\] were started with other settings than process 0 "
-                         r"\(RunConfig\.num_steps\); launch every process", output(proc), re.M), output(proc)[-3000:]
-    assert not (tmp_path / "mixed").exists()  # nothing written
+                         rf"\({re.escape(setting)}\); launch every process", output(proc), re.M), output(proc)[-3000:]
+    assert not any(w.exists() for w in workdirs)  # nothing written
 
 
 def test_two_hosts_evaluate_like_one(tmp_path, launch, hf_checkpoint):
