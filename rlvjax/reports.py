@@ -11,6 +11,7 @@ import fcntl
 import json
 import math
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -24,6 +25,7 @@ from rlvjax.rl import diagnostics
 STRATEGIES = ("majority", "best_of_n", "weighted")
 REPORT_FILES = ("eval.json", "scaling.png", "compute.png", "eval_samples.jsonl")  # what ``write_report`` writes
 REPORT_LOCK = ".report.lock"  # held while a report's files move into their folder (``write_report``)
+STALE_S = 3600  # a staged report file this old, of no process running here, was left by a killed evaluation
 
 
 def calibration_error(p_yes: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
@@ -231,7 +233,8 @@ def write_report(evaluation: dict, out_dir, samples: tuple | None = None,
         final = out_dir / name
         for left in out_dir.glob(f".{final.stem}.*-*{final.suffix}"):
             pid = left.name[len(final.stem) + 2:].partition("-")[0]
-            if pid.isdigit() and not process_running(int(pid)):
+            # the pid may be another host's, sharing the folder: only a file untouched for an hour is left over
+            if pid.isdigit() and not process_running(int(pid)) and time.time() - left.stat().st_mtime > STALE_S:
                 left.unlink(missing_ok=True)
     staged = []
     try:

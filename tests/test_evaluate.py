@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import gin
@@ -275,10 +276,14 @@ def test_write_report_commits_a_whole_set_of_strict_json(tmp_path, monkeypatch):
                           text=True).stdout.strip()
     left = [out / f".eval_samples.{dead}-0123456789ab.jsonl", out / f".scaling.{dead}-0123456789ab.png"]
     running = out / f".eval_samples.{os.getpid()}-0123456789ab.jsonl"
-    for path in (*left, running):
+    recent = out / f".scaling.{dead}-fedcba987654.png"  # maybe another host's writer, sharing the folder: kept
+    hour_ago = time.time() - reports.STALE_S - 60
+    for path in (*left, running, recent):
         path.write_text("x")
+        if path != recent:
+            os.utime(path, (hour_ago, hour_ago))
     reports.write_report(evaluation, out)
-    assert not any(path.exists() for path in left) and running.exists()
+    assert not any(path.exists() for path in left) and running.exists() and recent.exists()
 
 
 def test_two_evaluations_writing_one_folder_each_leave_a_whole_set(tmp_path, monkeypatch):
