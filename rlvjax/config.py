@@ -160,13 +160,11 @@ class Config:
         checkpoints = Path(workdir) / "checkpoints"
         saved = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())  # a run's own files
         if json_path.exists():
-            if _run_values(json_path) is None and saved:  # damaged by hand
-                raise FileExistsError(f"{json_path} is not a training run's config, though {checkpoints} holds "
-                                      "saved steps (each with the run's config): move the file away, then rerun "
-                                      "with --resume")
             if _run_values(json_path) is None:
-                raise FileExistsError(f"{json_path} is not a training run's config, and a run would replace it; "
-                                      "choose a new or empty --workdir")
+                raise FileExistsError(f"{json_path} is not a training run's config, " + (
+                    f"though {checkpoints} holds saved steps (each with the run's config): move the file away, then "
+                    "rerun with --resume" if saved else  # damaged by hand
+                    "and a run would replace it; choose a new or empty --workdir"))
         elif gin_path.exists() and not saved:  # a run writes config.json first, then config.gin
             raise FileExistsError(f"{gin_path} is not a training run's (no config.json beside it), and a run would "
                                   "replace it; keep gin files outside the workdir, or choose a new or empty --workdir")

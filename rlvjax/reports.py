@@ -234,8 +234,9 @@ def write_report(evaluation: dict, out_dir, samples: tuple | None = None,
         for left in out_dir.glob(f".{final.stem}.*-*{final.suffix}"):
             pid = left.name[len(final.stem) + 2:].partition("-")[0]
             # the pid may be another host's, sharing the folder: only a file untouched for an hour is left over
-            if pid.isdigit() and not process_running(int(pid)) and time.time() - left.stat().st_mtime > STALE_S:
-                left.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):  # another report removed it first
+                if pid.isdigit() and not process_running(int(pid)) and time.time() - left.stat().st_mtime > STALE_S:
+                    left.unlink()
     staged = []
     try:
         for name, write in writers.items():
