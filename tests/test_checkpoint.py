@@ -213,12 +213,9 @@ def test_free_space_is_checked_on_the_nearest_existing_parent(tmp_path, monkeypa
     assert isinstance(checkpoint.DiskFullError("x"), OSError)
 
 
-# After the injected ENOSPC, Orbax's background thread sometimes schedules a callback on its event loop after that
-# loop has closed (2 of 3 full suites on 2026-12-05): its own clean-up noise, not what this test checks.
-@pytest.mark.filterwarnings("ignore:Exception ignored in:pytest.PytestUnraisableExceptionWarning")
-def test_a_disk_that_fills_up_mid_save_leaves_the_previous_step_and_no_partial_one(tmp_path, monkeypatch):
-    """Step 2's arrays are written, then its stored config hits ENOSPC in Orbax's background thread: one-line
-    DiskFullError, no ``*.orbax-checkpoint-tmp*`` left, step 1 intact and still the latest."""
+def full_after_step_1(tmp_path, monkeypatch):
+    """A Checkpointer holding step 1, whose next save hits ENOSPC writing its stored config (in Orbax's background
+    thread, after the arrays): ``(checkpointer, step 1's state)``."""
     state = train_state()
     ckpt = Checkpointer(tmp_path / "ckpt")
     ckpt.save(1, state, data_state={"next_index": 1}, config=CONFIG)
@@ -232,6 +229,16 @@ def test_a_disk_that_fills_up_mid_save_leaves_the_previous_step_and_no_partial_o
         return write_text(self, *args, **kwargs)
 
     monkeypatch.setattr(path_type, "write_text", full)
+    return ckpt, state
+
+
+# After the injected ENOSPC, Orbax's background thread sometimes schedules a callback on its event loop after that
+# loop has closed (2 of 3 full suites on 2026-12-05): its own clean-up noise, not what this test checks.
+@pytest.mark.filterwarnings("ignore:Exception ignored in:pytest.PytestUnraisableExceptionWarning")
+def test_a_disk_that_fills_up_mid_save_leaves_the_previous_step_and_no_partial_one(tmp_path, monkeypatch):
+    """Step 2's arrays are written, then its stored config hits ENOSPC in Orbax's background thread: one-line
+    DiskFullError, no ``*.orbax-checkpoint-tmp*`` left, step 1 intact and still the latest."""
+    ckpt, state = full_after_step_1(tmp_path, monkeypatch)
     with pytest.raises(checkpoint.DiskFullError) as failed:
         ckpt.save(2, train_state(seed=1), data_state={"next_index": 2}, config=CONFIG)
         ckpt.wait()
@@ -252,19 +259,7 @@ def test_a_disk_that_fills_up_mid_save_leaves_the_previous_step_and_no_partial_o
 def test_a_save_that_failed_in_the_background_is_raised_before_the_next_save(tmp_path, monkeypatch):
     """The training loop asks after each step (``check_errors``): a full disk surfaced only at the next save,
     ``checkpoint_every`` steps later, and the steps trained in between were lost."""
-    state = train_state()
-    ckpt = Checkpointer(tmp_path / "ckpt")
-    ckpt.save(1, state, data_state={"next_index": 1}, config=CONFIG)
-    ckpt.wait()
-    path_type = type(checkpoint.epath.Path(tmp_path))
-    write_text = path_type.write_text
-
-    def full(self, *args, **kwargs):
-        if self.name == "metadata" and self.parent.name.startswith("config.orbax-checkpoint-tmp"):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
-        return write_text(self, *args, **kwargs)
-
-    monkeypatch.setattr(path_type, "write_text", full)
+    ckpt, state = full_after_step_1(tmp_path, monkeypatch)
     ckpt.save(2, train_state(seed=1), data_state={"next_index": 2}, config=CONFIG)  # returns; fails in the background
     deadline = time.monotonic() + 60
     with pytest.raises(checkpoint.DiskFullError, match="the latest complete checkpoint is step 1;"):
