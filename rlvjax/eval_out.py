@@ -33,9 +33,11 @@ def snapshot(model: Path) -> tuple:
 
 
 def check_unchanged(model: Path, loaded: tuple) -> None:
-    """One line when ``model`` is no longer what was loaded (``loaded``: its :func:`snapshot` then): the report
-    would name weights it did not evaluate."""
-    if snapshot(model) != loaded:
+    """One line when other weights are at ``model`` than were loaded (``loaded``: its :func:`snapshot` then): the
+    report would name weights it did not evaluate. A folder gone meanwhile (a step the run no longer keeps,
+    ``RunConfig.max_to_keep``) names what was evaluated still."""
+    now = snapshot(model)
+    if now != loaded and now[1] is not None:
         raise ValueError(f"{model} was replaced while it was evaluated (a training run re-exported it or went back "
                          "past it); nothing was written: evaluate it again")
 

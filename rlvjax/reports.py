@@ -245,26 +245,23 @@ def write_report(evaluation: dict, out_dir, samples: tuple | None = None,
             # one left is removed by the next); the suffix names the format
             staged.append((out_dir / f".{final.stem}.{os.getpid()}-{uuid.uuid4().hex[:12]}{final.suffix}", final))
             write(staged[-1][0])
+        with _moving_in(out_dir):
+            if check is not None:
+                check()  # may refuse: nothing moves in
+            for name in ("compute.png", "eval_samples.jsonl"):  # an earlier evaluation's, not replaced by this one
+                if name not in writers:
+                    (out_dir / name).unlink(missing_ok=True)
+            for tmp, final in staged:
+                tmp.replace(final)
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
+        if created:
+            (out_dir / REPORT_LOCK).unlink(missing_ok=True)
         for folder in created:  # innermost first; one another evaluation wrote into meanwhile stays
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
-    with _moving_in(out_dir):
-        if check is not None:
-            try:
-                check()
-            except BaseException:
-                for tmp, _ in staged:
-                    tmp.unlink(missing_ok=True)
-                raise
-        for name in ("compute.png", "eval_samples.jsonl"):  # an earlier evaluation's, that this one does not replace
-            if name not in writers:
-                (out_dir / name).unlink(missing_ok=True)
-        for tmp, final in staged:
-            tmp.replace(final)
     return out_dir / "eval.json", out_dir / "scaling.png"
 
 

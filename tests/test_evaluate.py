@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -637,6 +638,8 @@ def test_an_evaluation_whose_model_was_replaced_meanwhile_writes_nothing(tmp_pat
                                                    "re-exported it or went back past it); nothing was written: "
                                                    "evaluate it again")):
         eval_out.check_unchanged(model, loaded)
+    shutil.rmtree(model)  # gone (a step the run no longer keeps): what was there is what was evaluated
+    eval_out.check_unchanged(model, loaded)
     # The checks run under the folder's report lock, just before the files move in: a refusal writes nothing.
     out = tmp_path / "eval" / "final"
     yes = np.log(np.array([[0.9, 0.2], [0.7, 0.8]]))
@@ -650,3 +653,10 @@ def test_an_evaluation_whose_model_was_replaced_meanwhile_writes_nothing(tmp_pat
         reports.write_report({**evaluation, "evaluated": {"model": str(model)}}, out,
                              check=lambda: eval_out.check_same_model(out, model))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staged file left either
+
+    def refuse():
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError, match="refused"):  # a refused report into a new folder leaves no folder
+        reports.write_report(evaluation, tmp_path / "new" / "final", check=refuse)
+    assert not (tmp_path / "new").exists()

@@ -382,6 +382,21 @@ def test_two_writers_overwriting_one_folder_at_once_take_turns(tmp_path):
             w.join()
     assert errors == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["X"] and (out / "config.json").read_text() in "AB"
+    # The lock may be another tool's (`flock DIR train ...`): the swap waits a while, then goes on (it hung).
+    import fcntl
+    import time
+
+    hf.SWAP_WAIT_S = 0.5
+    held = os.open(tmp_path, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        tmp = Path(tempfile.mkdtemp(prefix=".X.new-", dir=tmp_path))
+        start = time.monotonic()
+        hf.replace_dir(tmp, out)
+        assert 0.5 <= time.monotonic() - start < 5 and not (out / "config.json").exists()
+    finally:
+        os.close(held)
+        hf.SWAP_WAIT_S = 10.0
 
 
 def test_export_follows_the_umask(run_dir, tmp_path):

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -381,15 +382,32 @@ def check_replaceable(path: Path, *, only_a_model: bool = True) -> None:
                          "empty directory, or an earlier export")
 
 
+SWAP_WAIT_S = 10.0  # how long a directory swap waits for another's (``_swapping_in``)
+
+
 @contextlib.contextmanager
 def _swapping_in(parent: Path):
     """Holds an flock of ``parent`` while a directory in it is swapped for another: two writers overwriting one
-    folder at once interleaved their renames (a traceback, or a wrong "is a file"). Where the filesystem has no
-    locks the swap goes on unlocked, as before."""
-    fd = os.open(parent, os.O_RDONLY)
+    folder at once interleaved their renames (a traceback, or a wrong "is a file"). A swap is two renames, so a
+    writer waits at most ``SWAP_WAIT_S`` (the lock may be another tool's, e.g. ``flock DIR command``), then goes on
+    unlocked, as where the directory cannot be opened or the filesystem has no locks."""
     try:
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_EX)  # two renames: a waiter waits milliseconds
+        fd = os.open(parent, os.O_RDONLY)
+    except OSError:  # a directory one may write into but not list
+        yield
+        return
+    try:
+        deadline = time.monotonic() + SWAP_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+            except OSError:  # no locks here
+                break
         yield
     finally:
         os.close(fd)  # releases the lock
