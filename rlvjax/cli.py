@@ -6,7 +6,9 @@
 - a preemption notice or Ctrl-C that was honoured (:class:`Preempted`): one line, exit 0, since the state is saved
   and the scheduler's restart with ``--resume`` continues exactly;
 - Ctrl-C anywhere else (``KeyboardInterrupt``): one line, exit 130;
-- a disk (or quota) that fills up anywhere: one line, exit 2 (checkpoint saves and exports say more).
+- a disk (or quota) that fills up anywhere: one line, exit 2 (checkpoint saves and exports say more);
+- in a multi-host job, any of these on a process other than 0 (or a traceback): process 0 prints that line too
+  (``process N stopped: ...``) and every process exits with its code at once.
 
 docs/errors.md lists every bad input with its message and where it is checked.
 """
@@ -20,6 +22,7 @@ import os
 import re
 import sys
 import tokenize
+import traceback
 from typing import Callable, Sequence
 
 
@@ -77,31 +80,44 @@ def run_main(name: str, main: Callable[[list[str]], None]) -> Callable[[list[str
             print(f"{name}: {one_line(e)}", file=sys.stderr)
             sys.exit(0)
         except RunFailed as e:
-            print(f"{name}: error: {one_line(e)}", file=sys.stderr)
-            _exit(1)
+            _stop(name, 1, one_line(e))
         except USER_ERRORS as e:
-            print(f"{name}: error: {one_line(e)}", file=sys.stderr)
-            _exit(2)
+            _stop(name, 2, one_line(e))
         except KeyboardInterrupt:
             print(f"{name}: interrupted", file=sys.stderr)
-            _exit(130)
+            _exit(name, 130, "interrupted")
         except Exception as e:  # a disk that fills up outside a checkpoint save (logs, the report, an export)
             if not out_of_space(e):
+                if _multi_process():  # its traceback, then process 0 told (after, the job may stop at once)
+                    traceback.print_exc()
+                    _exit(name, 1, f"{type(e).__name__}: {one_line(e)} (its traceback is in that process's output)")
                 raise
-            print(f"{name}: error: the disk filled up ({one_line(e)}); free some space, then run the command again "
-                  "(a training run: with --resume; its latest checkpoint is intact)", file=sys.stderr)
-            _exit(2)
+            _stop(name, 2, f"the disk filled up ({one_line(e)}); free some space, then run the command again (a "
+                           "training run: with --resume; its latest checkpoint is intact)")
 
     return wrapped
 
 
-def _exit(code: int) -> None:
-    """``sys.exit``; in a multi-process JAX job, an immediate exit. An error raised on one process alone (a busy
-    workdir's lock, which process 0 takes) otherwise waited at JAX's shutdown barrier for the other processes,
-    blocked in their next collective, until its timeout (300 s), and every process aborted (exit 134); with the
-    coordinator gone they stop at once."""
+def _stop(name: str, code: int, message: str) -> None:
+    print(f"{name}: error: {message}", file=sys.stderr)
+    _exit(name, code, message)
+
+
+def _multi_process() -> bool:
     jax = sys.modules.get("jax")
-    if jax is not None and jax.distributed.is_initialized():
+    return jax is not None and jax.distributed.is_initialized()
+
+
+def _exit(name: str, code: int, message: str) -> None:
+    """``sys.exit``; in a multi-process JAX job, an immediate exit, and process 0 told why (``parallel.
+    report_failure``: it stops the job at once). An error raised on one process alone (a busy workdir's lock, which
+    process 0 takes) otherwise waited at JAX's shutdown barrier for the other processes, blocked in their next
+    collective, until its timeout (300 s), and every process aborted (exit 134); with the coordinator gone they
+    stop at once."""
+    if _multi_process():
+        from rlvjax import parallel
+
+        parallel.report_failure(name, code, message)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -13,6 +13,8 @@ import math
 import os
 import re
 import socket
+import sys
+import threading
 import time
 import zlib
 from typing import Sequence
@@ -137,6 +139,50 @@ def initialize_distributed(cfg: MeshConfig) -> None:
         raise ValueError(f"coordinator_address='{AUTO}' found no cluster to join ({e}); JAX detects TPU pods, SLURM, "
                          "Open MPI and Kubernetes jobs. Elsewhere set RLVJAX_COORDINATOR=host:port, "
                          "RLVJAX_NUM_PROCESSES and RLVJAX_PROCESS_ID on every process") from None
+    if jax.process_index() == 0:
+        threading.Thread(target=_stop_with_a_failed_process, name="rlvjax-failed-process", daemon=True).start()
+
+
+# In the job's coordination service (a key-value store that process 0 serves): the first process to stop on an
+# error, and why. A process other than 0 that stopped left process 0 waiting in its next collective until the
+# heartbeat timeout (100 s), and then it aborted (exit 134) without the cause.
+FAILURE_KEY = "rlvjax/failed_process"
+
+
+def _client():
+    from jax._src import distributed  # the coordination service's client; JAX has no public handle on it
+
+    return distributed.global_state.client
+
+
+def report_failure(name: str, code: int, message: str) -> None:
+    """Tell process 0 that this process stops (exit ``code``) on ``message``: it prints the line and stops the job
+    at once. Nothing to tell on one process, or on process 0 (the others stop when it does)."""
+    client = _client()
+    if client is None or jax.process_index() == 0:
+        return
+    failure = {"process": jax.process_index(), "name": name, "code": code, "message": message}
+    try:
+        client.key_value_set(FAILURE_KEY, json.dumps(failure))
+    except Exception:  # another process stopped first (the key is set), or process 0 is gone: nothing to tell
+        pass
+
+
+def _stop_with_a_failed_process() -> None:
+    """Process 0, in a thread: once another process reports that it stopped, print its line and exit with its
+    code (the job's other processes stop when process 0, their coordinator, does)."""
+    client = _client()
+    while True:
+        try:
+            failure = json.loads(client.blocking_key_value_get(FAILURE_KEY, 60_000))
+        except Exception as e:  # a minute without news, or the job's client shut down: this process is ending
+            if "DEADLINE_EXCEEDED" in str(e):
+                continue
+            return
+        print(f"{failure['name']}: error: process {failure['process']} stopped: {failure['message']}",
+              file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(failure["code"])
 
 
 def _resolve(address: str, timeout_s: float) -> None:

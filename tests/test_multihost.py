@@ -60,12 +60,13 @@ def port_is_free(port: int) -> bool:
 def launch(tmp_path):
     """``launch(name, workdir, *args, devices=, process_id=, port=)`` starts ``python -m rlvjax.train`` in the
     background with its output in ``tmp_path/<name>.log`` (``module="rlvjax.evaluate"``: that command with ``args``
-    alone, ``workdir`` None); whatever is still running at the end is killed."""
+    alone, ``workdir`` None; ``cwd``: where it runs); whatever is still running at the end is killed."""
     started = []
 
     def start(name, workdir, *args, devices: int, process_id: int | None = None, port: int | None = None,
-              module: str = "rlvjax.train"):
-        env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
+              module: str = "rlvjax.train", cwd: Path = REPO):
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # run from any cwd
+        env = {**os.environ, "PYTHONPATH": path, "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
                "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "HF_HUB_OFFLINE": "1",
                "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                # a run compiles only what an earlier one has not (the resumed pair: nothing)
@@ -80,7 +81,7 @@ def launch(tmp_path):
         with open(log, "w") as out:  # a file, not a pipe: a full pipe would block a chatty process mid-run
             argv = ["--workdir", str(workdir), *CONFIG, *args] if module == "rlvjax.train" else list(args)
             proc = subprocess.Popen([sys.executable, "-m", module, *argv],
-                                    cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+                                    cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         proc.log = log
         started.append(proc)
         return proc
@@ -276,15 +277,21 @@ def test_hosts_launched_with_different_settings_are_refused_at_once(tmp_path, la
     assert not any(w.exists() for w in workdirs)  # nothing written
 
 
-def test_two_hosts_evaluate_like_one(tmp_path, launch, hf_checkpoint):
-    """``python -m rlvjax.evaluate`` joins a job like train: each process sampled the whole pool on its own devices
-    and every one wrote the report. Now the 2 x 2 devices sample the pool of 1 x 4, and process 0 alone writes."""
+def eval_problems(tmp_path, hf_checkpoint) -> tuple[Path, Path]:
+    """An HF model directory with its verifier's question, and 8 problems in its tokenizer's words."""
     model_dir = tmp_path / "model"
     shutil.copytree(hf_checkpoint("qwen2")[0], model_dir)
     (model_dir / verifier.CONFIG_FILE).write_text(json.dumps({"question": "w7 w8 w9"}))  # in the tokenizer's words
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps({"prompt": " ".join(f"w{(7 * i + j) % 80}" for j in range(3 + i % 4)),
                                         "answer": str(i)}) + "\n" for i in range(8)))
+    return model_dir, data
+
+
+def test_two_hosts_evaluate_like_one(tmp_path, launch, hf_checkpoint):
+    """``python -m rlvjax.evaluate`` joins a job like train: each process sampled the whole pool on its own devices
+    and every one wrote the report. Now the 2 x 2 devices sample the pool of 1 x 4, and process 0 alone writes."""
+    model_dir, data = eval_problems(tmp_path, hf_checkpoint)
     args = ["--model_dir", str(model_dir), "--data", str(data), "--raw_prompts", "--num_samples", "4",
             "--max_new_tokens", "6", "--batch_size", "8", "--compilation_cache", ""]
     one = launch("eval.one", None, *args, "--out", str(tmp_path / "one"), devices=4, module="rlvjax.evaluate")
@@ -299,3 +306,29 @@ def test_two_hosts_evaluate_like_one(tmp_path, launch, hf_checkpoint):
     assert len(ours) == 32
     assert [(s["prompt"], s["completion"]) for s in ours] == [(s["prompt"], s["completion"]) for s in theirs]
     np.testing.assert_allclose([s["p_yes"] for s in ours], [s["p_yes"] for s in theirs], rtol=1e-5, atol=1e-6)
+
+
+def test_an_error_on_another_host_stops_the_job_with_its_cause(tmp_path, launch, hf_checkpoint):
+    """Host 1 alone stops on bad input (its copy of the relative --data is missing) while host 0 has gone on to the
+    next collective. Host 0 waited there for the heartbeat timeout (100 s) and aborted (exit 134) without the cause;
+    now it prints host 1's line and both exit 2 at once, nothing written."""
+    model_dir, data = eval_problems(tmp_path, hf_checkpoint)
+    cwds = [tmp_path / "host0", tmp_path / "host1"]
+    for cwd in cwds:
+        cwd.mkdir()
+    shutil.move(data, cwds[0] / data.name)
+    args = ["--model_dir", str(model_dir), "--data", data.name, "--raw_prompts", "--num_samples", "4",
+            "--max_new_tokens", "6", "--batch_size", "8", "--compilation_cache", "", "--out", str(tmp_path / "out")]
+    port = free_port()
+    hosts = [launch(f"failing.host{i}", None, *args, devices=2, process_id=i, port=port, module="rlvjax.evaluate",
+                    cwd=cwds[i]) for i in range(2)]
+    hosts[1].wait(timeout=240)
+    failed = time.monotonic()
+    hosts[0].wait(timeout=240)
+    took = time.monotonic() - failed
+    assert [proc.returncode for proc in hosts] == [2, 2], [output(proc)[-3000:] for proc in hosts]
+    cause = re.search(r"^rlvjax\.evaluate: error: (.*problems\.jsonl.*)$", output(hosts[1]), re.M)
+    assert cause, output(hosts[1])[-3000:]
+    assert f"rlvjax.evaluate: error: process 1 stopped: {cause[1]}\n" in output(hosts[0]), output(hosts[0])[-3000:]
+    assert took < 30, took  # the heartbeat timeout is 100 s
+    assert not (tmp_path / "out").exists()
