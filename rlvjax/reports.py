@@ -8,10 +8,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import glob
 import json
 import math
 import os
-import time
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -19,13 +19,12 @@ from typing import Callable
 import numpy as np
 
 from rlvjax import testtime
-from rlvjax.lock import process_running
+from rlvjax import atomic
 from rlvjax.rl import diagnostics
 
 STRATEGIES = ("majority", "best_of_n", "weighted")
 REPORT_FILES = ("eval.json", "scaling.png", "compute.png", "eval_samples.jsonl")  # what ``write_report`` writes
 REPORT_LOCK = ".report.lock"  # held while a report's files move into their folder (``write_report``)
-STALE_S = 3600  # a staged report file this old, of no process running here, was left by a killed evaluation
 
 
 def calibration_error(p_yes: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
@@ -231,19 +230,16 @@ def write_report(evaluation: dict, out_dir, samples: tuple | None = None,
     writers["eval.json"] = lambda path: path.write_text(json.dumps(as_json(evaluation), indent=2, allow_nan=False))
     for name in REPORT_FILES:  # what killed evaluations left staged: nothing reads them, and they are large
         final = out_dir / name
-        for left in out_dir.glob(f".{final.stem}.*-*{final.suffix}"):
-            pid = left.name[len(final.stem) + 2:].partition("-")[0]
-            # the pid may be another host's, sharing the folder: only a file untouched for an hour is left over
-            with contextlib.suppress(FileNotFoundError):  # another report removed it first
-                if pid.isdigit() and not process_running(int(pid)) and time.time() - left.stat().st_mtime > STALE_S:
-                    left.unlink()
+        for left in out_dir.glob(f".{glob.escape(final.stem)}.*-*{final.suffix}"):
+            if atomic.abandoned(left, final.stem):
+                left.unlink(missing_ok=True)  # another report may remove it first
     staged = []
     try:
         for name, write in writers.items():
             final = out_dir / name
-            # a name of its own (two evaluations may write one folder at once), with the writer's pid (what a killed
-            # one left is removed by the next); the suffix names the format
-            staged.append((out_dir / f".{final.stem}.{os.getpid()}-{uuid.uuid4().hex[:12]}{final.suffix}", final))
+            # a name of its own (two evaluations may write one folder at once), with the writer's pid and host (what
+            # a killed one left is removed by the next); the suffix names the format
+            staged.append((out_dir / f"{atomic.staged_prefix(final.stem)}{uuid.uuid4().hex[:12]}{final.suffix}", final))
             write(staged[-1][0])
         with _moving_in(out_dir):
             if check is not None:

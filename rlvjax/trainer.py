@@ -291,13 +291,11 @@ class RLVTrainer:
         ``output_dir/final`` that appears whole or not at all. Refuses the run's own directory and what it manages,
         and a non-empty directory unless ``overwrite``."""
         import shutil
-        import tempfile
 
         import jax
 
-        from rlvjax import parallel
+        from rlvjax import atomic, parallel
         from rlvjax.export import check_out
-        from rlvjax.model.hf import remove_stale_staging, replace_dir
 
         final = self.output_dir / "final"
         if not final.is_dir():
@@ -310,15 +308,13 @@ class RLVTrainer:
             try:
                 check_out(out, self.output_dir, overwrite, flag="save_model: output_dir",
                           overwrite_hint="pass overwrite=True")
-                out.parent.mkdir(parents=True, exist_ok=True)
-                remove_stale_staging(out)  # a killed copy's, each a whole model's size
-                tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}-", dir=out.parent))
+                tmp = atomic.staging_dir(out)
                 try:
                     shutil.copytree(final, tmp, dirs_exist_ok=True)
                 except BaseException:
                     shutil.rmtree(tmp, ignore_errors=True)
                     raise
-                replace_dir(tmp, out, overwrite=overwrite)
+                atomic.replace_dir(tmp, out, overwrite=overwrite)
             except Exception as e:  # raised on every process below, so that none waits for the others
                 failed = e
         if parallel.primary_says(failed is not None):

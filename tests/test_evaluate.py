@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -217,7 +218,7 @@ def test_the_end_of_run_report_is_current_only_for_the_same_policies_and_setting
 def test_write_report_commits_a_whole_set_of_strict_json(tmp_path, monkeypatch):
     import matplotlib
 
-    from rlvjax import reports
+    from rlvjax import atomic, reports
 
     monkeypatch.setitem(matplotlib.rcParams, "backend", "svg")  # a backend the user chose, not Agg
     backend = matplotlib.get_backend()
@@ -275,14 +276,15 @@ def test_write_report_commits_a_whole_set_of_strict_json(tmp_path, monkeypatch):
     # next one; a running evaluation's stays.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
-    left = [out / f".eval_samples.{dead}-0123456789ab.jsonl", out / f".scaling.{dead}-0123456789ab.png"]
-    running = out / f".eval_samples.{os.getpid()}-0123456789ab.jsonl"
-    recent = out / f".scaling.{dead}-fedcba987654.png"  # maybe another host's writer, sharing the folder: kept
-    hour_ago = time.time() - reports.STALE_S - 60
+    here = socket.gethostname()
+    left = [out / f".eval_samples.{dead}@{here}-0123456789ab.jsonl", out / f".scaling.{dead}@{here}-0123456789ab.png"]
+    running = out / f".eval_samples.{os.getpid()}@{here}-0123456789ab.jsonl"
+    recent = out / ".scaling.12@another-host-fedcba987654.png"  # another host's writer, sharing the folder: kept,
+    left.append(out / ".scaling.13@another-host-fedcba987654.png")  # until untouched for an hour
+    hour_ago = time.time() - atomic.STALE_S - 60
     for path in (*left, running, recent):
         path.write_text("x")
-        if path != recent:
-            os.utime(path, (hour_ago, hour_ago))
+    os.utime(left[-1], (hour_ago, hour_ago))
     reports.write_report(evaluation, out)
     assert not any(path.exists() for path in left) and running.exists() and recent.exists()
 

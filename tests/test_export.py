@@ -2,8 +2,10 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import gin
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from rlvjax import evaluate, export, train
+from rlvjax import atomic, evaluate, export, train
 from rlvjax.checkpoint import Checkpointer
 from rlvjax.config import Config
 from rlvjax.data import arithmetic
@@ -303,24 +305,25 @@ def test_save_hf_replaces_only_an_earlier_export_unless_told(tmp_path, monkeypat
     save_hf(model, None, project, overwrite=True)  # told to: replaced whatever it held
     assert not (project / "notes.txt").exists() and (project / "model.safetensors").is_file()
     # What killed exports left beside it, a model's size each, goes: a dead process's staging folder, and the export
-    # kept aside between two renames once the directory is whole again; a running export's staging stays
-    dead, running, old = (tmp_path / name for name in (".export.4194305-ab", f".export.{os.getpid()}-cd",
-                                                            ".export.old-ef"))
-    for folder in (dead, running, old):
+    # kept aside between two renames once the directory is whole again; a running export's staging stays. Another
+    # host's (the folder may be shared), or one an older rlvjax named by pid alone, goes once untouched for an hour.
+    monkeypatch.setattr(socket, "gethostname", lambda: "node-7")  # a name with a dash
+    dead, running, old, elsewhere, elsewhere_gone, unnamed_gone = (tmp_path / name for name in (
+        ".export.4194305@node-7-ab", f".export.{os.getpid()}@node-7-cd", ".export.old-ef", ".export.12@node-8-gh",
+        ".export.13@node-8-ij", ".export.4194305-kl"))
+    hour_ago = time.time() - atomic.STALE_S - 60
+    for folder in (dead, running, old, elsewhere, elsewhere_gone, unnamed_gone):
         folder.mkdir()
+        if folder in (elsewhere_gone, unnamed_gone):
+            os.utime(folder, (hour_ago, hour_ago))
     save_hf(model, None, tmp_path / "export")
-    assert not dead.exists() and running.exists() and not old.exists()
-    assert [p.name for p in tmp_path.glob(".export.*")] == [running.name]  # its own staging moved in
+    assert sorted(p.name for p in tmp_path.glob(".export.*")) == sorted([running.name, elsewhere.name])
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     save_hf(model, None, "~/x")  # a literal ./~/x before
     assert (tmp_path / "home" / "x" / "config.json").is_file() and not (project / "~").exists()
 
 
 def test_replace_dir_never_loses_what_was_there(tmp_path, monkeypatch):
-    import os
-
-    from rlvjax.model import hf
-
     def new_dir():
         tmp = tmp_path / ".out.tmp"
         tmp.mkdir()
@@ -331,7 +334,7 @@ def test_replace_dir_never_loses_what_was_there(tmp_path, monkeypatch):
     out.mkdir()
     (out / "model.safetensors").write_text("another export's")  # written since check_out saw no --out
     with pytest.raises(FileExistsError, match="was written by another process meanwhile and was left as it is"):
-        hf.replace_dir(new_dir(), out, overwrite=False)
+        atomic.replace_dir(new_dir(), out, overwrite=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert (out / "model.safetensors").read_text() == "another export's"
 
@@ -344,13 +347,13 @@ def test_replace_dir_never_loses_what_was_there(tmp_path, monkeypatch):
         real_replace(src, dst)
 
     real_replace = os.replace
-    monkeypatch.setattr(hf.os, "replace", interrupted)
+    monkeypatch.setattr(atomic.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        hf.replace_dir(new_dir(), out)
+        atomic.replace_dir(new_dir(), out)
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the old one back, no temporaries
     assert (out / "model.safetensors").read_text() == "another export's"
-    hf.replace_dir(new_dir(), out)
+    atomic.replace_dir(new_dir(), out)
     assert (out / "model.safetensors").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
@@ -360,16 +363,14 @@ def test_two_writers_overwriting_one_folder_at_once_take_turns(tmp_path):
     import tempfile
     import threading
 
-    from rlvjax.model import hf
-
     out, errors = tmp_path / "X", []
 
     def write(tag, start):
-        tmp = Path(tempfile.mkdtemp(prefix=f".X.{os.getpid()}-", dir=tmp_path))
+        tmp = Path(tempfile.mkdtemp(prefix=f".X.{os.getpid()}@{socket.gethostname()}-", dir=tmp_path))
         (tmp / "config.json").write_text(tag)
         start.wait()
         try:
-            hf.replace_dir(tmp, out, overwrite=True)
+            atomic.replace_dir(tmp, out, overwrite=True)
         except Exception as e:  # any failure is the defect
             errors.append(repr(e))
 
@@ -384,19 +385,18 @@ def test_two_writers_overwriting_one_folder_at_once_take_turns(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["X"] and (out / "config.json").read_text() in "AB"
     # The lock may be another tool's (`flock DIR train ...`): the swap waits a while, then goes on (it hung).
     import fcntl
-    import time
 
-    hf.SWAP_WAIT_S = 0.5
+    atomic.SWAP_WAIT_S = 0.5
     held = os.open(tmp_path, os.O_RDONLY)
     try:
         fcntl.flock(held, fcntl.LOCK_EX)
         tmp = Path(tempfile.mkdtemp(prefix=".X.new-", dir=tmp_path))
         start = time.monotonic()
-        hf.replace_dir(tmp, out)
+        atomic.replace_dir(tmp, out)
         assert 0.5 <= time.monotonic() - start < 5 and not (out / "config.json").exists()
     finally:
         os.close(held)
-        hf.SWAP_WAIT_S = 10.0
+        atomic.SWAP_WAIT_S = 10.0
 
 
 def test_export_follows_the_umask(run_dir, tmp_path):

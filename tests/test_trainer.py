@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 
@@ -288,11 +289,12 @@ def test_save_model_never_touches_the_run_and_replaces_only_when_asked(user_run,
                                                                           (root / "run" / "final").iterdir())
     assert not [p for p in root.iterdir() if p.name.startswith(".exported")]  # no temporary left beside it
     # "~/x" is the home directory's x (it was a ./~/x), and a killed copy's staging folder (a model's size, named
-    # with its dead process's id) is removed by the next save; a running one's stays
+    # with its dead process's id and host) is removed by the next save; a running one's stays
     home = root / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
-    dead, running = home / ".mine.4194305-ab", home / f".mine.{os.getpid()}-cd"
+    here = socket.gethostname()
+    dead, running = home / f".mine.4194305@{here}-ab", home / f".mine.{os.getpid()}@{here}-cd"
     for folder in (dead, running):
         folder.mkdir()
     trainer.save_model("~/mine")

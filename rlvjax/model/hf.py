@@ -8,16 +8,10 @@ remote code.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import glob
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -29,7 +23,7 @@ from huggingface_hub import split_state_dict_into_shards_factory
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from rlvjax.lock import process_running
+from rlvjax import atomic
 from rlvjax.model.hf_config import config_from_hf, config_to_hf
 from rlvjax.model.transformer import ModelConfig, Transformer
 
@@ -313,10 +307,7 @@ def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None
         array = np.asarray(jax.device_get(params[param].get_value()))
         return np.ascontiguousarray(array.T if transpose else array)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(path)
-    # 0700, as mkdtemp makes it; named with this process's id, so that a later export knows it stale once it is gone
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}-", dir=path.parent))
+    tmp = atomic.staging_dir(path)
     try:
         metadata = {"format": "pt", "rlvjax_export_id": uuid.uuid4().hex,
                     **({"rlvjax_step": str(step)} if step is not None else {}), **(stamp or {})}
@@ -341,17 +332,7 @@ def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None
             raise DiskFullError(f"the disk under {path.parent} filled up while writing {path.name}; nothing was "
                                 f"written there: free some space and run again") from e
         raise
-    replace_dir(tmp, path, overwrite=overwrite is not False)
-
-
-def remove_stale_staging(path: Path) -> None:
-    """Removes what killed exports to ``path`` left beside it, each a whole model's size: their staging folders
-    (``.NAME.<pid>-*`` of a process no longer running) and, once ``path`` is whole again, the previous export one
-    kept aside between its two renames (``.NAME.old-*``, ``replace_dir``)."""
-    for sibling in path.parent.glob(f".{glob.escape(path.name)}.*"):
-        pid, dash, _ = sibling.name[len(path.name) + 2:].partition("-")
-        if dash and (pid == "old" and path.is_dir() or pid.isdigit() and not process_running(int(pid))):
-            shutil.rmtree(sibling, ignore_errors=True)
+    atomic.replace_dir(tmp, path, overwrite=overwrite is not False)
 
 
 def _portable_tokenizer_class(path: Path) -> None:
@@ -365,87 +346,15 @@ def _portable_tokenizer_class(path: Path) -> None:
 
 
 def check_replaceable(path: Path, *, only_a_model: bool = True) -> None:
-    """A save replaces ``path`` whole: refused for a file or the working directory (which no rename can replace),
-    and, ``only_a_model``, for a folder holding anything but an earlier export, stamped (``export_stamp``) by
-    ``save_hf`` (transformers' ``save_pretrained`` only ever adds files; a default ``save_hf`` deleted a downloaded
-    model's own)."""
-    if not path.exists():
-        return
-    if not path.is_dir():
-        raise ValueError(f"{path} is a file; save the model into a directory")
-    if Path.cwd().resolve().is_relative_to(path.resolve()):
-        raise ValueError(f"{path} is the working directory or holds it; save into a new directory")
-    if only_a_model and any(path.iterdir()) and not (
+    """A save replaces ``path`` whole (``atomic.check_replaceable``) and, ``only_a_model``, is refused for a folder
+    holding anything but an earlier export, stamped (``export_stamp``) by ``save_hf`` (transformers'
+    ``save_pretrained`` only ever adds files; a default ``save_hf`` deleted a downloaded model's own)."""
+    atomic.check_replaceable(path)
+    if only_a_model and path.is_dir() and any(path.iterdir()) and not (
             (path / "config.json").is_file() and "rlvjax_export_id" in export_stamp(path)):
         raise ValueError(f"{path} holds files that are not an earlier rlvjax export (a model another tool saved keeps "
                          "its README, license and files of its own), which the save would delete; save into a new or "
                          "empty directory, or an earlier export")
-
-
-SWAP_WAIT_S = 10.0  # how long a directory swap waits for another's (``_swapping_in``)
-
-
-@contextlib.contextmanager
-def _swapping_in(parent: Path):
-    """Holds an flock of ``parent`` while a directory in it is swapped for another: two writers overwriting one
-    folder at once interleaved their renames (a traceback, or a wrong "is a file"). A swap is two renames, so a
-    writer waits at most ``SWAP_WAIT_S`` (the lock may be another tool's, e.g. ``flock DIR command``), then goes on
-    unlocked, as where the directory cannot be opened or the filesystem has no locks."""
-    try:
-        fd = os.open(parent, os.O_RDONLY)
-    except OSError:  # a directory one may write into but not list
-        yield
-        return
-    try:
-        deadline = time.monotonic() + SWAP_WAIT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.01)
-            except OSError:  # no locks here
-                break
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def replace_dir(tmp: Path, path: Path, *, overwrite: bool = True) -> None:
-    """Moves the finished directory ``tmp`` (a sibling of ``path``) to ``path``, with the modes any other tool would
-    give its files. An existing ``path`` is renamed aside first and deleted only after; an exception or signal
-    between the renames puts it back, so ``path`` holds the new directory or the old one whole (after a kill -9
-    between the two renames, the old one is in ``.NAME.old-*`` beside it), never a half-deleted one. Without
-    ``overwrite`` a non-empty ``path`` (one another process wrote since the caller looked) is never replaced: a
-    :class:`FileExistsError`, and ``tmp`` is removed."""
-    old = None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        for item in [tmp, *tmp.rglob("*")]:
-            item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
-        with _swapping_in(path.parent):
-            if overwrite and path.exists():
-                check_replaceable(path, only_a_model=False)
-                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-                os.replace(path, old / path.name)
-            try:
-                os.replace(tmp, path)  # onto a non-empty directory the kernel refuses: nothing replaced
-            except OSError as e:
-                if overwrite or e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
-                raise FileExistsError(f"{path} was written by another process meanwhile and was left as it is; "
-                                      "choose another directory, or overwrite it") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not path.exists():
-            os.replace(old / path.name, path)
-            shutil.rmtree(old, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def hf_tensor_names(cfg: ModelConfig) -> list[str]:
