@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -75,6 +76,7 @@ class Checkpointer:
         for name in ("absl", "asyncio"):  # Orbax's records, and its event loop's ("Task exception was never ...")
             if _drop_out_of_space_logs not in logging.getLogger(name).filters:
                 logging.getLogger(name).addFilter(_drop_out_of_space_logs)
+        _drop_closed_event_loop_errors()
 
     def save(self, step: int, state: Any, *, data_state: dict, config: dict, force: bool = False) -> bool:
         """Starts saving (asynchronously by default); False when the interval skips ``step`` or it is already saved.
@@ -352,6 +354,24 @@ def _drop_out_of_space_logs(record: logging.LogRecord) -> bool:
     :class:`DiskFullError`, so those records are dropped (every other record passes)."""
     failed = record.exc_info[1] if record.exc_info else None
     return not (out_of_space(failed) or any(os.strerror(code) in record.getMessage() for code in OUT_OF_SPACE))
+
+
+def _drop_closed_event_loop_errors() -> None:
+    """After a save or read fails, tensorstore's threads call back into Orbax's event loop, closed by then, and
+    Python prints each "Event loop is closed" as an unraisable traceback (0 to 116 of them per full-disk save
+    failure, after the one line that says what happened). The process's unraisable hook drops exactly those;
+    everything else reaches the hook there was."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_event_loop_errors", False):
+        return
+
+    def hook(unraisable):
+        error = unraisable.exc_value
+        if not (unraisable.object is None and type(error) is RuntimeError and str(error) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.drops_closed_event_loop_errors = True
+    sys.unraisablehook = hook
 
 
 class DamagedCheckpoint(UserError):

@@ -224,9 +224,6 @@ DAMAGE = {"no state": _remove_state, "truncated arrays": _truncate_arrays, "corr
           "empty folder": _empty_folder}
 
 
-# A failed read of truncated arrays leaves tensorstore a callback for Orbax's event loop, closed by then ("Event loop
-# is closed", seen in full suites on 2026-12-05): its own clean-up noise, not what this test checks.
-@pytest.mark.filterwarnings("ignore:Exception ignored in:pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("kind", list(DAMAGE))
 def test_every_kind_of_damage_is_named_and_skipped(tmp_path, reference_run, kind):
     """In-process, per kind of damage: reading the step names it; restore_intact falls back past it."""
