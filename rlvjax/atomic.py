@@ -12,6 +12,7 @@ import errno
 import fcntl
 import glob
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -38,19 +39,22 @@ def write_text(path, text: str) -> None:
 
 
 def staged_prefix(name: str) -> str:
-    """The start of the hidden name that ``name`` is staged under: ``.NAME.<pid>@<host>-`` (a random part follows)."""
+    """The start of the hidden name that ``name`` is staged under: ``.NAME.<pid>@<host>-`` (a random part follows:
+    8 characters of ``mkdtemp`` or 12 hex digits, then ``suffix`` where ``abandoned`` is given one)."""
     return f".{name}.{os.getpid()}@{socket.gethostname()}-"
 
 
-def abandoned(path: Path, name: str) -> bool:
-    """Whether ``path``, staged for ``name`` (``staged_prefix``), was left by a writer that is gone: a process of
-    this host no longer running, or, of another host sharing the folder (or unnamed, as staged before 2026-12-05),
-    one that has not touched it for ``STALE_S``."""
-    writer = path.name[len(name) + 2:]
-    pid = writer.partition("@")[0].partition("-")[0]
-    if not pid.isdigit():
+def abandoned(path: Path, name: str, suffix: str = "") -> bool:
+    """Whether ``path`` is a staging item of ``name`` (exactly as ``staged_prefix`` names them, or by pid alone,
+    as before 2026-12-05) left by a writer that is gone: a process of this host no longer running, or, of another
+    host sharing the folder (or unnamed), one that has not touched it for ``STALE_S``. Anything else (a user's own
+    ``.NAME.2024-06-01``) is not."""
+    staged = re.fullmatch(rf"\.{re.escape(name)}\.(\d+)(?:@([\w.-]+))?-(?:[a-z0-9_]{{8}}|[0-9a-f]{{12}})"
+                          rf"{re.escape(suffix)}", path.name)
+    if staged is None:
         return False
-    if writer.startswith(f"{pid}@{socket.gethostname()}-"):  # a host's name may hold dashes
+    pid, host = staged.groups()
+    if host == socket.gethostname():
         return not process_running(int(pid))
     with contextlib.suppress(FileNotFoundError):  # another writer removed it first
         return time.time() - path.stat().st_mtime > STALE_S
@@ -70,7 +74,8 @@ def remove_abandoned(path: Path) -> None:
     their staging folders (``abandoned``) and, once ``path`` is whole again, the previous version one kept aside
     between its two renames (``.NAME.old-*``, ``replace_dir``)."""
     for sibling in path.parent.glob(f".{glob.escape(path.name)}.*-*"):
-        if sibling.name.startswith(f".{path.name}.old-") and path.is_dir() or abandoned(sibling, path.name):
+        kept_aside = re.fullmatch(rf"\.{re.escape(path.name)}\.old-[a-z0-9_]{{8}}", sibling.name)
+        if kept_aside and path.is_dir() or abandoned(sibling, path.name):
             shutil.rmtree(sibling, ignore_errors=True)
 
 

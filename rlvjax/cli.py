@@ -84,23 +84,18 @@ def run_main(name: str, main: Callable[[list[str]], None]) -> Callable[[list[str
         except USER_ERRORS as e:
             _stop(name, 2, one_line(e))
         except KeyboardInterrupt:
-            print(f"{name}: interrupted", file=sys.stderr)
-            _exit(name, 130, "interrupted")
-        except Exception as e:  # a disk that fills up outside a checkpoint save (logs, the report, an export)
-            if not out_of_space(e):
-                if _multi_process():  # its traceback, then process 0 told (after, the job may stop at once)
-                    traceback.print_exc()
-                    _exit(name, 1, f"{type(e).__name__}: {one_line(e)} (its traceback is in that process's output)")
+            _stop(name, 130, "interrupted", printed=f"{name}: interrupted")
+        except Exception as e:
+            if out_of_space(e):  # a disk that fills up outside a checkpoint save (logs, the report, an export)
+                _stop(name, 2, f"the disk filled up ({one_line(e)}); free some space, then run the command again (a "
+                               "training run: with --resume; its latest checkpoint is intact)")
+            elif _multi_process():  # the traceback, and process 0 told
+                _stop(name, 1, f"{type(e).__name__}: {one_line(e)} (its traceback is in that process's output)",
+                      printed=traceback.format_exc().rstrip())
+            else:
                 raise
-            _stop(name, 2, f"the disk filled up ({one_line(e)}); free some space, then run the command again (a "
-                           "training run: with --resume; its latest checkpoint is intact)")
 
     return wrapped
-
-
-def _stop(name: str, code: int, message: str) -> None:
-    print(f"{name}: error: {message}", file=sys.stderr)
-    _exit(name, code, message)
 
 
 def _multi_process() -> bool:
@@ -108,19 +103,19 @@ def _multi_process() -> bool:
     return jax is not None and jax.distributed.is_initialized()
 
 
-def _exit(name: str, code: int, message: str) -> None:
-    """``sys.exit``; in a multi-process JAX job, an immediate exit, and process 0 told why (``parallel.
-    report_failure``: it stops the job at once). An error raised on one process alone (a busy workdir's lock, which
-    process 0 takes) otherwise waited at JAX's shutdown barrier for the other processes, blocked in their next
-    collective, until its timeout (300 s), and every process aborted (exit 134); with the coordinator gone they
-    stop at once."""
+def _stop(name: str, code: int, message: str, *, printed: str | None = None) -> None:
+    """Print ``printed`` (by default ``name: error: message``) and exit with ``code``. In a multi-process JAX job,
+    at once (``parallel.stop``: process 0 is told, and stops the job). An error raised on one process alone (a busy
+    workdir's lock, which process 0 takes) otherwise waited at JAX's shutdown barrier for the other processes,
+    blocked in their next collective, until its timeout (300 s), and every process aborted (exit 134)."""
+    parallel = None
     if _multi_process():
         from rlvjax import parallel
 
-        parallel.report_failure(name, code, message)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        parallel.stopping()
+    print(f"{name}: error: {message}" if printed is None else printed, file=sys.stderr)
+    if parallel is not None:
+        parallel.stop(name, code, message)
     sys.exit(code)
 
 

@@ -9,6 +9,8 @@ import signal
 import sys
 import threading
 
+import jax
+
 from rlvjax import cli, parallel
 
 
@@ -29,8 +31,13 @@ class Notice:
     def handle(self, signum, frame) -> None:
         del frame
         if signum == signal.SIGINT and self._received.is_set():  # like kill -9, which a resume is proof against
-            print("rlvjax.train: interrupted again: stopped at once, without saving this step; --resume continues "
-                  "from the latest complete checkpoint", file=sys.stderr, flush=True)
+            message = "interrupted again: stopped at once, without saving this step; --resume continues from the " \
+                      "latest complete checkpoint"
+            if jax.distributed.is_initialized():
+                parallel.stopping()
+            print(f"rlvjax.train: {message}", file=sys.stderr, flush=True)
+            if jax.distributed.is_initialized():
+                parallel.stop("rlvjax.train", 130, message)  # process 0 told
             os._exit(130)
         self.name = signal.Signals(signum).name
         self._received.set()

@@ -231,7 +231,7 @@ def write_report(evaluation: dict, out_dir, samples: tuple | None = None,
     for name in REPORT_FILES:  # what killed evaluations left staged: nothing reads them, and they are large
         final = out_dir / name
         for left in out_dir.glob(f".{glob.escape(final.stem)}.*-*{final.suffix}"):
-            if atomic.abandoned(left, final.stem):
+            if atomic.abandoned(left, final.stem, final.suffix):
                 left.unlink(missing_ok=True)  # another report may remove it first
     staged = []
     try:

@@ -281,12 +281,14 @@ def test_write_report_commits_a_whole_set_of_strict_json(tmp_path, monkeypatch):
     running = out / f".eval_samples.{os.getpid()}@{here}-0123456789ab.jsonl"
     recent = out / ".scaling.12@another-host-fedcba987654.png"  # another host's writer, sharing the folder: kept,
     left.append(out / ".scaling.13@another-host-fedcba987654.png")  # until untouched for an hour
+    users = out / ".eval.2024-06-01.json"  # a user's own: kept, however old
     hour_ago = time.time() - atomic.STALE_S - 60
-    for path in (*left, running, recent):
+    for path in (*left, running, recent, users):
         path.write_text("x")
-    os.utime(left[-1], (hour_ago, hour_ago))
+    for path in (left[-1], users):
+        os.utime(path, (hour_ago, hour_ago))
     reports.write_report(evaluation, out)
-    assert not any(path.exists() for path in left) and running.exists() and recent.exists()
+    assert not any(path.exists() for path in left) and running.exists() and recent.exists() and users.exists()
 
 
 def test_two_evaluations_writing_one_folder_each_leave_a_whole_set(tmp_path, monkeypatch):

@@ -294,7 +294,7 @@ def test_save_model_never_touches_the_run_and_replaces_only_when_asked(user_run,
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     here = socket.gethostname()
-    dead, running = home / f".mine.4194305@{here}-ab", home / f".mine.{os.getpid()}@{here}-cd"
+    dead, running = home / f".mine.4194305@{here}-abcd1234", home / f".mine.{os.getpid()}@{here}-efgh5678"
     for folder in (dead, running):
         folder.mkdir()
     trainer.save_model("~/mine")
