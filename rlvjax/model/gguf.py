@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import gguf
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -22,6 +21,12 @@ from flax import nnx
 from rlvjax.model.hf import check_floating, hf_tensor_names, hf_to_path
 from rlvjax.model.hf_config import config_from_hf
 from rlvjax.model.transformer import ModelConfig, Transformer
+
+try:
+    import gguf
+except ImportError as e:
+    raise ImportError(f"rlvjax.model.gguf reads GGUF files with the gguf package ({e}): pip install 'rlvjax[gguf]'") \
+        from None
 
 # GGUF architecture -> whether llama.cpp's converter permuted q/k rows for its interleaved-pair RoPE (the llama
 # family does, in ``LlamaModel.permute``; Qwen2 keeps HF's rotate-half layout and is written as is).
@@ -137,6 +142,8 @@ def load_gguf(path: str | os.PathLike, dtype=jnp.float32, *, tokenizer: bool = T
     tensor. ``tokenizer=False`` skips the tokenizer (returns None in its place).
     """
     check_floating("load_gguf", dtype=dtype)
+    if tokenizer:
+        _check_tokenizer_reader()  # before the weights, not after
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: point load_gguf at a .gguf file")
@@ -180,6 +187,7 @@ def load_gguf(path: str | os.PathLike, dtype=jnp.float32, *, tokenizer: bool = T
 
 def load_gguf_tokenizer(path: str | os.PathLike) -> Any:
     """A fast tokenizer (vocabulary, merges, special tokens, chat template) rebuilt from the GGUF metadata."""
+    _check_tokenizer_reader()
     # The concrete class, not AutoTokenizer: that one also parses the whole file again to build a model config.
     from transformers import PreTrainedTokenizerFast
 
@@ -188,3 +196,13 @@ def load_gguf_tokenizer(path: str | os.PathLike) -> Any:
         return PreTrainedTokenizerFast.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"no usable tokenizer in the metadata of {path} ({e})") from e
+
+
+def _check_tokenizer_reader() -> None:
+    """transformers' GGUF reader imports torch, which rlvjax does not need otherwise: a traceback on a plain install."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ImportError("rebuilding a GGUF file's tokenizer uses transformers' GGUF reader, which needs torch: "
+                          "install its CPU build (pip install torch --index-url https://download.pytorch.org/whl/cpu), "
+                          "or pass tokenizer=False and load the tokenizer from an HF directory") from None
