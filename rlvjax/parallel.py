@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import zlib
+from pathlib import Path
 from typing import NoReturn, Sequence
 
 import jax
@@ -142,6 +143,7 @@ def initialize_distributed(cfg: MeshConfig) -> None:
                          "RLVJAX_NUM_PROCESSES and RLVJAX_PROCESS_ID on every process") from None
     if jax.process_index() == 0:
         threading.Thread(target=_stop_with_a_failed_process, name="rlvjax-failed-process", daemon=True).start()
+    sys.excepthook = _stop_on_uncaught(sys.excepthook)
 
 
 # In the job's coordination service (a key-value store that process 0 serves), under FAILED + the process's index:
@@ -221,6 +223,19 @@ def _stop_with_a_failed_process() -> None:
                 print(_line(first), file=sys.stderr, flush=True)
                 sys.stdout.flush()
                 os._exit(first["code"])
+
+
+def _stop_on_uncaught(previous):
+    """A Python API script's uncaught exception on one process of the job: its traceback, then ``stop`` (the
+    commands stop so through ``cli.run_main``). The process waited for the others at JAX's shutdown barrier, blocked
+    in their next collective, until every process aborted (134), the cause nowhere but in its own output."""
+    def hook(kind, value, trace):
+        stopping()
+        previous(kind, value, trace)
+        stop(Path(sys.argv[0]).name or "python", 130 if issubclass(kind, KeyboardInterrupt) else 1,
+             f"{kind.__name__}: {' '.join(str(value).split())}")
+
+    return hook
 
 
 def _line(failure: dict) -> str:

@@ -332,3 +332,29 @@ def test_an_error_on_another_host_stops_the_job_with_its_cause(tmp_path, launch,
     assert f"rlvjax.evaluate: error: process 1 stopped: {cause[1]}\n" in output(hosts[0]), output(hosts[0])[-3000:]
     assert took < 30, took  # the heartbeat timeout is 100 s
     assert not (tmp_path / "out").exists()
+
+
+def test_an_uncaught_error_in_a_python_api_script_stops_the_job(tmp_path, launch):
+    """A script on the Python API (no command's error handling) raising on process 1 alone: it waited at JAX's
+    shutdown barrier for process 0, blocked in its next collective, until both aborted (134) with the cause in
+    process 1's output only. Now process 1 prints its traceback and the job stops at once, process 0 naming it."""
+    (tmp_path / "job.py").write_text(
+        "import jax\n"
+        "from rlvjax import parallel\n"
+        "parallel.initialize_distributed(parallel.MeshConfig())\n"
+        "parallel.barrier('started')\n"
+        "if jax.process_index() == 1:\n"
+        "    raise ValueError('bad input on\\nprocess 1')\n"
+        "parallel.barrier('never reached')\n")
+    port = free_port()
+    hosts = [launch(f"api.host{i}", None, devices=2, process_id=i, port=port, module="job", cwd=tmp_path)
+             for i in range(2)]
+    hosts[1].wait(timeout=120)
+    failed = time.monotonic()
+    hosts[0].wait(timeout=120)
+    took = time.monotonic() - failed
+    assert [proc.returncode for proc in hosts] == [1, 1], [output(proc)[-3000:] for proc in hosts]
+    assert "ValueError: bad input on\nprocess 1" in output(hosts[1])  # its traceback
+    assert "job.py: error: process 1 stopped: ValueError: bad input on process 1\n" in output(hosts[0]), \
+        output(hosts[0])[-3000:]
+    assert took < 30, took
