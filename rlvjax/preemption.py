@@ -11,7 +11,7 @@ import threading
 
 import jax
 
-from rlvjax import cli, parallel
+from rlvjax import cli, job_stop, parallel
 
 
 class Notice:
@@ -34,10 +34,10 @@ class Notice:
             message = "interrupted again: stopped at once, without saving this step; --resume continues from the " \
                       "latest complete checkpoint"
             if jax.distributed.is_initialized():
-                parallel.stopping()
+                job_stop.stopping()
             print(f"rlvjax.train: {message}", file=sys.stderr, flush=True)
             if jax.distributed.is_initialized():
-                parallel.stop("rlvjax.train", 130, message)  # process 0 told
+                job_stop.stop("rlvjax.train", 130, message)  # process 0 told
             os._exit(130)
         self.name = signal.Signals(signum).name
         self._received.set()

@@ -1,0 +1,121 @@
+"""A multi-host job stops as one: a process that stops on an error tells process 0, which stops the job.
+
+Each process's error is its own (bad input on that host, a full disk, a traceback): a process other than 0 that
+stopped left process 0 waiting in its next collective until the heartbeat timeout (100 s), and then it aborted
+(exit 134) without the cause. The processes tell each other through the job's coordination service, a key-value
+store that process 0 serves: under ``FAILED`` + a process's index, why it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import NoReturn
+
+import jax
+
+FAILED = "rlvjax/failed/"
+PEERS_WAIT_S = 2.0  # process 0, stopping on its error, waits at most this long for the others stopping on theirs
+GRACE_S = 1.0  # and once another has stopped, this long for its own error, raised by the same collective, to come
+_stopping = threading.Event()  # this process stops on its own error: process 0's watcher stands down
+_exiting = threading.Lock()  # one exit at a time: the main thread's or the watcher's
+_stopped_before: list[dict] = []  # process 0: the others that had stopped when it began to
+
+
+def watch() -> None:
+    """Once this process has joined a job: process 0 watches for the others' reports (``_stop_with_a_failed_process``),
+    and an uncaught exception (a Python API script) stops the job too (``_stop_on_uncaught``)."""
+    if jax.process_index() == 0:
+        threading.Thread(target=_stop_with_a_failed_process, name="rlvjax-failed-process", daemon=True).start()
+    sys.excepthook = _stop_on_uncaught(sys.excepthook)
+
+
+def _client():
+    from jax._src import distributed  # the coordination service's client; JAX has no public handle on it
+
+    return distributed.global_state.client
+
+
+def _failures(client) -> list[dict] | None:
+    """The processes that reported stopping on an error; None once the job's client has shut down."""
+    try:
+        return [json.loads(value) for _, value in client.key_value_dir_get(FAILED)]
+    except Exception:
+        return None
+
+
+def stopping() -> None:
+    """This process is stopping on an error of its own (call before printing it): process 0's watcher no longer
+    stops it for another process's. Its error may be the consequence of theirs (a collective whose peer left):
+    ``stop`` prints theirs after it."""
+    _stopping.set()
+    client = _client()
+    if client is not None and jax.process_index() == 0:
+        _stopped_before[:] = _failures(client) or []
+
+
+def stop(name: str, code: int, message: str) -> NoReturn:
+    """Exit a multi-process job's process with ``code`` at once, after ``stopping`` and its line. A process other
+    than 0 first tells process 0 (``message``), which prints it and stops the job; process 0 first waits (at most
+    ``PEERS_WAIT_S``) for the others' reports (an error raised by a check on every process alike stops each of them,
+    and process 0 exiting first took the coordination service from under them: they aborted, 134), prints the lines
+    of those that had stopped before it, and exits with the code of the first of them."""
+    _stopping.set()
+    with _exiting:
+        client = _client()
+        if client is not None and jax.process_index() != 0:
+            failure = {"process": jax.process_index(), "name": name, "code": code, "message": message}
+            with contextlib.suppress(Exception):  # process 0 is gone: nothing to tell
+                client.key_value_set(f"{FAILED}{jax.process_index()}", json.dumps(failure))
+        elif client is not None:
+            deadline = time.monotonic() + PEERS_WAIT_S
+            while time.monotonic() < deadline and len(_failures(client) or []) < jax.process_count() - 1:
+                time.sleep(0.05)
+            for failure in sorted(_stopped_before, key=lambda f: f["process"]):
+                if failure["message"] != message:
+                    print(_line(failure), file=sys.stderr)
+            if _stopped_before:  # they stopped first: the job ends as they did
+                code = min(_stopped_before, key=lambda f: f["process"])["code"]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _stop_with_a_failed_process() -> None:
+    """Process 0, in a thread: once another process reports that it stopped, print its line and exit with its code
+    (the job's other processes stop when process 0, their coordinator, does), unless process 0 stops on its own."""
+    client = _client()
+    while not _stopping.is_set():
+        time.sleep(0.25)
+        failures = _failures(client)
+        if failures is None:  # the client shut down: this process is ending
+            return
+        if failures and not _stopping.wait(GRACE_S):
+            with _exiting:
+                first = min(failures, key=lambda f: f["process"])
+                print(_line(first), file=sys.stderr, flush=True)
+                sys.stdout.flush()
+                os._exit(first["code"])
+
+
+def _stop_on_uncaught(previous):
+    """A Python API script's uncaught exception on one process of the job: its traceback, then ``stop`` (the
+    commands stop so through ``cli.run_main``). The process waited for the others at JAX's shutdown barrier, blocked
+    in their next collective, until every process aborted (134), the cause nowhere but in its own output."""
+    def hook(kind, value, trace):
+        stopping()
+        previous(kind, value, trace)
+        name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] not in ("", "-c") else "python"
+        code = 130 if issubclass(kind, KeyboardInterrupt) else 1
+        stop(name, code, f"{kind.__name__}: {' '.join(str(value).split())}")
+
+    return hook
+
+
+def _line(failure: dict) -> str:
+    return f"{failure['name']}: error: process {failure['process']} stopped: {failure['message']}"
