@@ -18,8 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from rlvjax import testtime
-from rlvjax import atomic
+from rlvjax import atomic, testtime
 from rlvjax.rl import diagnostics
 
 STRATEGIES = ("majority", "best_of_n", "weighted")
