@@ -21,7 +21,7 @@ from pathlib import Path
 
 from rlvjax.lock import process_running
 
-STALE_S = 3600  # a staged item of another host (or of an older rlvjax) untouched this long was left by a killed writer
+STALE_S = 3600  # a staged item of another host untouched this long was left by a killed writer
 SWAP_WAIT_S = 10.0  # how long a directory swap waits for another's (``_swapping_in``)
 
 
@@ -45,12 +45,12 @@ def staged_prefix(name: str) -> str:
 
 
 def abandoned(path: Path, name: str, suffix: str = "") -> bool:
-    """Whether ``path`` is a staging item of ``name`` (exactly as ``staged_prefix`` names them, or by pid alone,
-    as before 2026-12-05) left by a writer that is gone: a process of this host no longer running, or, of another
-    host sharing the folder (or unnamed), one that has not touched it for ``STALE_S``. Anything else (a user's own
-    ``.NAME.2024-06-01``) is not."""
-    staged = re.fullmatch(rf"\.{re.escape(name)}\.(\d+)(?:@([\w.-]+))?-(?:[a-z0-9_]{{8}}|[0-9a-f]{{12}})"
-                          rf"{re.escape(suffix)}", path.name)
+    """Whether ``path`` is a staging item of ``name``, exactly as ``staged_prefix`` names them, left by a writer
+    that is gone: a process of this host no longer running, or, of another host sharing the folder, one that has not
+    touched it for ``STALE_S``. Anything else (a user's own ``.NAME.2024-06-01``) is not; nor are the pid-only
+    names of the code before 2026-12-05 (``.NAME.12-original`` has their shape)."""
+    staged = re.fullmatch(rf"\.{re.escape(name)}\.(\d+)@([\w.-]+)-(?:[a-z0-9_]{{8}}|[0-9a-f]{{12}}){re.escape(suffix)}",
+                          path.name)
     if staged is None:
         return False
     pid, host = staged.groups()

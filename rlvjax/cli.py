@@ -89,7 +89,7 @@ def run_main(name: str, main: Callable[[list[str]], None]) -> Callable[[list[str
             if out_of_space(e):  # a disk that fills up outside a checkpoint save (logs, the report, an export)
                 _stop(name, 2, f"the disk filled up ({one_line(e)}); free some space, then run the command again (a "
                                "training run: with --resume; its latest checkpoint is intact)")
-            elif _multi_process() and not _peer_lost(e):  # the traceback, and process 0 told
+            elif _multi_process() and not _job_stop().peer_lost(e):  # the traceback, and process 0 told
                 _stop(name, 1, f"{type(e).__name__}: {one_line(e)} (its traceback is in that process's output)",
                       printed=traceback.format_exc().rstrip())
             else:
@@ -103,12 +103,10 @@ def _multi_process() -> bool:
     return jax is not None and jax.distributed.is_initialized()
 
 
-def _peer_lost(e: BaseException) -> bool:
-    """A collective that failed because another process of the job is gone: the cause is that process's, told by
-    it (``job_stop.stop``) or, for a process killed without a word, named by JAX's coordination service once its
-    heartbeat stops, as this process exits."""
-    return raised_from(e, lambda x: type(x).__name__ == "JaxRuntimeError"
-                       and re.search(r"Connection (closed|reset) by peer", str(x)) is not None)
+def _job_stop():
+    from rlvjax import job_stop  # only in a multi-process job: it imports jax
+
+    return job_stop
 
 
 def _stop(name: str, code: int, message: str, *, printed: str | None = None) -> None:
@@ -116,10 +114,8 @@ def _stop(name: str, code: int, message: str, *, printed: str | None = None) -> 
     at once (``job_stop.stop``: process 0 is told, and stops the job). An error raised on one process alone (a busy
     workdir's lock, which process 0 takes) otherwise waited at JAX's shutdown barrier for the other processes,
     blocked in their next collective, until its timeout (300 s), and every process aborted (exit 134)."""
-    job_stop = None
-    if _multi_process():
-        from rlvjax import job_stop
-
+    job_stop = _job_stop() if _multi_process() else None
+    if job_stop is not None:
         job_stop.stopping()
     print(f"{name}: error: {message}" if printed is None else printed, file=sys.stderr)
     if job_stop is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -23,7 +24,8 @@ FAILED = "rlvjax/failed/"
 PEERS_WAIT_S = 2.0  # process 0, stopping on its error, waits at most this long for the others stopping on theirs
 GRACE_S = 1.0  # and once another has stopped, this long for its own error, raised by the same collective, to come
 _stopping = threading.Event()  # this process stops on its own error: process 0's watcher stands down
-_exiting = threading.Lock()  # one exit at a time: the main thread's or the watcher's
+_exiting = threading.RLock()  # one exit at a time: the main thread's or the watcher's
+_exit_started = False  # a stop re-entered on its own thread (a Ctrl-C handler during the wait) exits at once
 _stopped_before: list[dict] = []  # process 0: the others that had stopped when it began to
 
 
@@ -65,8 +67,12 @@ def stop(name: str, code: int, message: str) -> NoReturn:
     ``PEERS_WAIT_S``) for the others' reports (an error raised by a check on every process alike stops each of them,
     and process 0 exiting first took the coordination service from under them: they aborted, 134), prints the lines
     of those that had stopped before it, and exits with the code of the first of them."""
+    global _exit_started
     _stopping.set()
     with _exiting:
+        if _exit_started:
+            os._exit(code)
+        _exit_started = True
         client = _client()
         if client is not None and jax.process_index() != 0:
             failure = {"process": jax.process_index(), "name": name, "code": code, "message": message}
@@ -74,8 +80,9 @@ def stop(name: str, code: int, message: str) -> NoReturn:
                 client.key_value_set(f"{FAILED}{jax.process_index()}", json.dumps(failure))
         elif client is not None:
             deadline = time.monotonic() + PEERS_WAIT_S
-            while time.monotonic() < deadline and len(_failures(client) or []) < jax.process_count() - 1:
-                time.sleep(0.05)
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C again: no more waiting
+                while time.monotonic() < deadline and len(_failures(client) or []) < jax.process_count() - 1:
+                    time.sleep(0.05)
             for failure in sorted(_stopped_before, key=lambda f: f["process"]):
                 if failure["message"] != message:
                     print(_line(failure), file=sys.stderr)
@@ -108,6 +115,9 @@ def _stop_on_uncaught(previous):
     commands stop so through ``cli.run_main``). The process waited for the others at JAX's shutdown barrier, blocked
     in their next collective, until every process aborted (134), the cause nowhere but in its own output."""
     def hook(kind, value, trace):
+        if peer_lost(value):  # not this process's error: exits as it would have
+            previous(kind, value, trace)
+            return
         stopping()
         previous(kind, value, trace)
         name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] not in ("", "-c") else "python"
@@ -115,6 +125,16 @@ def _stop_on_uncaught(previous):
         stop(name, code, f"{kind.__name__}: {' '.join(str(value).split())}")
 
     return hook
+
+
+def peer_lost(e: BaseException) -> bool:
+    """A collective that failed because another process of the job is gone: the cause is that process's, told by
+    it (``stop``) or, for a process killed without a word, named by JAX's coordination service once its heartbeat
+    stops, as this process exits."""
+    from rlvjax.cli import raised_from
+
+    return raised_from(e, lambda x: type(x).__name__ == "JaxRuntimeError"
+                       and re.search(r"Connection (closed|reset) by peer", str(x)) is not None)
 
 
 def _line(failure: dict) -> str:

@@ -306,14 +306,15 @@ def test_save_hf_replaces_only_an_earlier_export_unless_told(tmp_path, monkeypat
     assert not (project / "notes.txt").exists() and (project / "model.safetensors").is_file()
     # What killed exports left beside it, a model's size each, goes: a dead process's staging folder, and the export
     # kept aside between two renames once the directory is whole again; a running export's staging stays. Another
-    # host's (the folder may be shared: host "node-7-1" is not "node-7", whose dead pid it may hold), or one an older
-    # rlvjax named by pid alone, goes once untouched for an hour. A user's own hidden folders stay, however old.
+    # host's (the folder may be shared: host "node-7-1" is not "node-7", whose dead pid it may hold) goes once
+    # untouched for an hour. A user's own hidden folders stay, however old, those shaped like the pid-only staging
+    # names of the code before 2026-12-05 too (".export.12-original").
     monkeypatch.setattr(socket, "gethostname", lambda: "node-7")  # a name with a dash
     names = {".export.4194305@node-7-a1b2c3d4": False, f".export.{os.getpid()}@node-7-e5f6g7h8": True,
              ".export.old-i9j0k1l2": False, ".export.4194305@node-7-1-m3n4o5p6": True,
-             ".export.13@node-8-q7r8s9t0": False, ".export.4194305-u1v2w3x4": False, ".export.2024-06-01": True,
+             ".export.13@node-8-q7r8s9t0": False, ".export.12-original": True, ".export.2024-06-01": True,
              ".export.4194305@node-7-notes": True}
-    aged = (".export.13@node-8-q7r8s9t0", ".export.4194305-u1v2w3x4", ".export.2024-06-01",
+    aged = (".export.13@node-8-q7r8s9t0", ".export.12-original", ".export.2024-06-01",
             ".export.4194305@node-7-notes")
     hour_ago = time.time() - atomic.STALE_S - 60
     for name in names:
