@@ -20,6 +20,8 @@ from typing import NoReturn
 
 import jax
 
+from rlvjax.cli import one_line, raised_from
+
 FAILED = "rlvjax/failed/"
 PEERS_WAIT_S = 2.0  # process 0, stopping on its error, waits at most this long for the others stopping on theirs
 GRACE_S = 1.0  # and once another has stopped, this long for its own error, raised by the same collective, to come
@@ -122,7 +124,7 @@ def _stop_on_uncaught(previous):
         previous(kind, value, trace)
         name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] not in ("", "-c") else "python"
         code = 130 if issubclass(kind, KeyboardInterrupt) else 1
-        stop(name, code, f"{kind.__name__}: {' '.join(str(value).split())}")
+        stop(name, code, f"{kind.__name__}: {one_line(value)}")
 
     return hook
 
@@ -131,8 +133,6 @@ def peer_lost(e: BaseException) -> bool:
     """A collective that failed because another process of the job is gone: the cause is that process's, told by
     it (``stop``) or, for a process killed without a word, named by JAX's coordination service once its heartbeat
     stops, as this process exits."""
-    from rlvjax.cli import raised_from
-
     return raised_from(e, lambda x: type(x).__name__ == "JaxRuntimeError"
                        and re.search(r"Connection (closed|reset) by peer", str(x)) is not None)
 
