@@ -29,11 +29,16 @@ _stopping = threading.Event()  # this process stops on its own error: process 0'
 _exiting = threading.RLock()  # one exit at a time: the main thread's or the watcher's
 _exit_started = False  # a stop re-entered on its own thread (a Ctrl-C handler during the wait) exits at once
 _stopped_before: list[dict] = []  # process 0: the others that had stopped when it began to
+_watching = False
 
 
 def watch() -> None:
     """Once this process has joined a job: process 0 watches for the others' reports (``_stop_with_a_failed_process``),
-    and an uncaught exception (a Python API script) stops the job too (``_stop_on_uncaught``)."""
+    and an uncaught exception (a Python API script) stops the job too (``_stop_on_uncaught``). Once a process."""
+    global _watching
+    if _watching:
+        return
+    _watching = True
     if jax.process_index() == 0:
         threading.Thread(target=_stop_with_a_failed_process, name="rlvjax-failed-process", daemon=True).start()
     sys.excepthook = _stop_on_uncaught(sys.excepthook)

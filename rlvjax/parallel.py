@@ -123,10 +123,14 @@ def initialize_distributed(cfg: MeshConfig) -> None:
     """Join the multi-host job when configured (gin or environment); a single process needs nothing.
 
     Must run before anything touches a device (JAX raises otherwise). A second call (e.g. the baseline run after
-    the main one in the same process) is a no-op.
+    the main one in the same process) joins nothing more. A script that joined the job itself
+    (``jax.distributed.initialize``) gets the job's stop on any host's error (``job_stop.watch``) from here too.
     """
     args = distributed_args(cfg)
-    if args is None or jax.distributed.is_initialized():
+    if jax.distributed.is_initialized():
+        job_stop.watch()
+        return
+    if args is None:
         return
     if "coordinator_address" in args:
         _resolve(args["coordinator_address"], args["initialization_timeout"])

@@ -334,14 +334,25 @@ def test_an_error_on_another_host_stops_the_job_with_its_cause(tmp_path, launch,
     assert not (tmp_path / "out").exists()
 
 
-def test_an_uncaught_error_in_a_python_api_script_stops_the_job(tmp_path, launch):
+JOINS = {  # how a Python API script joins the job: through rlvjax, or itself before rlvjax's entry points do
+    "rlvjax": "",
+    "itself": "import os\njax.distributed.initialize(os.environ['RLVJAX_COORDINATOR'], 2, "
+              "int(os.environ['RLVJAX_PROCESS_ID']))\n",
+}
+
+
+@pytest.mark.parametrize("joins", JOINS)
+def test_an_uncaught_error_in_a_python_api_script_stops_the_job(tmp_path, launch, joins):
     """A script on the Python API (no command's error handling) raising on process 1 alone: it waited at JAX's
     shutdown barrier for process 0, blocked in its next collective, until both aborted (134) with the cause in
-    process 1's output only. Now process 1 prints its traceback and the job stops at once, process 0 naming it."""
+    process 1's output only. Now process 1 prints its traceback and the job stops at once, process 0 naming it.
+    A script that joined with ``jax.distributed.initialize`` itself got no such stop before rlvjax's entry points
+    (``train``, ``evaluate``: ``initialize_distributed``) handed it one."""
     (tmp_path / "job.py").write_text(
         "import jax\n"
+        f"{JOINS[joins]}"
         "from rlvjax import parallel\n"
-        "parallel.initialize_distributed(parallel.MeshConfig())\n"
+        "parallel.initialize_distributed(parallel.MeshConfig())  # as train() and evaluate() begin\n"
         "parallel.barrier('started')\n"
         "if jax.process_index() == 1:\n"
         "    raise ValueError('bad input on\\nprocess 1')\n"
