@@ -6,10 +6,11 @@
 Per seed: one K-pool of the run's eval problems (``rlvjax.evaluate.evaluate_policy``, the run's temperature and
 verify question); adaptive sampling (``rlvjax.strategies.adaptive``, deltas swept) and verifier-chosen length (budgets
 x thresholds x samples) replayed on it; particle filtering run live; the fixed-N weighted and majority curves of the
-same pool priced in tokens (N x the mean completion length). Then, for the partial solutions: the within-problem AUROC
-of the verifier's score after step j (scored on the live cache) against the finished solution's grade, which says
-whether a verifier trained on complete solutions can guide a search over partial ones. Prints markdown tables (mean
-and spread over seeds) for docs/benchmarks.md.
+same pool priced in tokens (N x the mean completion length), and beside them the verifier's tokens (each score reads
+the verify prompt after a sample; weighted voting and the strategies pay them, majority voting does not). Then, for
+the partial solutions: the within-problem AUROC of the verifier's score after step j (scored on the live cache)
+against the finished solution's grade, which says whether a verifier trained on complete solutions can guide a
+search over partial ones. Prints markdown tables (mean and spread over seeds) for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -134,22 +135,26 @@ def reach(points) -> str:
 
 def print_tables(results: list[dict], k: int) -> None:
     fixed = [r["adaptive"]["fixed"] for r in results]
-    print("\n| fixed N | tokens/problem | weighted | majority |\n|---|---|---|---|")
+    print("\n| fixed N | tokens/problem | + verifier (weighted) | weighted | majority |\n|---|---|---|---|---|")
     for j, n in enumerate(fixed[0]["ns"]):
         print(f"| {n} | {np.mean([f['tokens_per_problem'][j] for f in fixed]):.0f} | "
+              f"{np.mean([f['weighted_verifier_tokens_per_problem'][j] for f in fixed]):.0f} | "
               f"{spread([f['weighted'][j] for f in fixed])} | {spread([f['majority'][j] for f in fixed])} |")
     for name in ("adaptive", "length", "particle"):
-        print(f"\n| {name} | tokens/problem | samples/problem | accuracy | fixed weighted at equal tokens | "
-              f"fixed majority at equal tokens | fixed weighted's tokens for equal accuracy (x fewer) |"
-              f"\n|---|---|---|---|---|---|---|")
+        print(f"\n| {name} | tokens/problem | + verifier | samples/problem | accuracy | "
+              f"fixed weighted at equal tokens | fixed majority at equal tokens | "
+              f"fixed majority at equal tokens + verifier | "
+              f"fixed weighted's tokens for equal accuracy (x fewer) |\n|---|---|---|---|---|---|---|---|---|")
         swept = strategy_report.SWEPT[name]
         for j, point in enumerate(results[0][name]["points"]):
             pts = [r[name]["points"][j] for r in results]
             setting = ", ".join(f"{key}={point['rule'][key]}" for key in swept if point["rule"][key] is not None)
             print(f"| {setting} | {np.mean([q['tokens_per_problem'] for q in pts]):.0f} | "
+                  f"{np.mean([q['verifier_tokens_per_problem'] for q in pts]):.0f} | "
                   f"{np.mean([q['samples_per_problem'] for q in pts]):.1f} | {spread([q['accuracy'] for q in pts])} | "
                   f"{spread([q['fixed_weighted_at_equal_tokens'] for q in pts])} | "
-                  f"{spread([q['fixed_majority_at_equal_tokens'] for q in pts])} | {reach(pts)} |")
+                  f"{spread([q['fixed_majority_at_equal_tokens'] for q in pts])} | "
+                  f"{spread([q['fixed_majority_at_equal_total_tokens'] for q in pts])} | {reach(pts)} |")
         for r in results:
             m = r[name]["match"]
             ratio = "not reached" if m["ratio"] is None else f"{m['tokens_per_problem']:.0f} tokens ({m['ratio']:.1f}x)"

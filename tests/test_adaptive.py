@@ -117,6 +117,7 @@ def test_the_replay_counts_samples_tokens_and_the_vote_at_the_stop():
     # too, on the wrong answer (the verifier, not the gold, decides when to stop).
     np.testing.assert_array_equal(out.samples, [4, 4])
     np.testing.assert_array_equal(out.tokens, [4 * 10, 4 * 5])
+    np.testing.assert_array_equal(out.verifier_passes, [4, 4])  # each sample scored once
     assert out.summary()["accuracy"] == pytest.approx((1.0 + 0.0) / 2)
     assert simulate(classes, scores, correct, lengths, rule, seed=3).samples.tolist() == [4, 4]  # deterministic
 

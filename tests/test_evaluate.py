@@ -517,8 +517,11 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     assert rep["temperature"] == 0.01 and rep["pass@k"]["4"] == pytest.approx(rep["pass@1"], abs=0.02)
     # --strategy adaptive / length price the strategy on the same pool: eval.json's points are the replays of
     # rlvjax.strategies on what eval_samples.jsonl holds, beside the fixed-N curves, and compute.png is drawn.
+    from rlvjax import experiment
     from rlvjax.strategies import adaptive, length
 
+    tokenizer = experiment.build_policy(config.model, config.verifier.question)[1]
+    verify_suffix = verifier.tokens(tokenizer, config.verifier.question).suffix
     for strategy, extra in (("adaptive", ["--delta", "0.3,0.0", "--min_samples", "1", "--round_size", "1"]),
                             ("length", ["--budgets", "2,4,6", "--threshold", "0.2"])):
         out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples",
@@ -541,6 +544,9 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
                 expected = length.replay(*args, grid("finished"), rule)
             assert point["accuracy"] == pytest.approx(expected.summary()["accuracy"])
             assert point["tokens_per_problem"] == pytest.approx(expected.summary()["tokens_per_problem"])
+            # the verifier's tokens: each pass reads the run's verify prompt after the sample's last token
+            assert point["verifier_tokens_per_problem"] == pytest.approx(
+                expected.summary()["verifier_passes_per_problem"] * (1 + len(verify_suffix)))
         assert len(block["points"]) == (2 if strategy == "adaptive" else 3)  # length: N = 1, 2, 4
     # An --out that cannot be written is refused before any sampling (and nothing is created).
     (tmp_path / "a_file").write_text("x")

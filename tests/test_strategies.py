@@ -25,8 +25,11 @@ def test_length_stops_once_the_vote_is_confident_and_prices_the_budget_it_stoppe
     # class 0's 0.9, so the weighted vote picks class 0 (right), confidence 0.9 / 4 below the threshold.
     np.testing.assert_array_equal(out.tokens, [56, 115])
     np.testing.assert_array_equal(out.correct, [1.0, 1.0])
+    # the verifier scores the samples that vote, each once as it finishes: 3 by 20 tokens; 3 by 30
+    np.testing.assert_array_equal(out.verifier_passes, [3, 3])
     lower = length.replay(classes, scores, correct, lengths, finished, dataclasses.replace(rule, threshold=0.4))
     np.testing.assert_array_equal(lower.tokens, [8 + 10 + 10 + 10, 115])  # 0.425 >= 0.4 at the first budget
+    np.testing.assert_array_equal(lower.verifier_passes, [2, 3])
     assert length.confidence(classes[1], scores[1], lengths[1] <= 25) == pytest.approx(0.5 / 4)
     # A NaN score adds 0, as in the vote (it made the confidence NaN: never confident, never an early stop).
     assert length.confidence(np.zeros(4, int), np.array([np.nan, 1, 1, 1]), np.ones(4, bool)) == pytest.approx(3 / 4)
@@ -34,6 +37,7 @@ def test_length_stops_once_the_vote_is_confident_and_prices_the_budget_it_stoppe
     # (1.7 / 2 >= 0.6: 18 tokens); samples 2-3 never reach 0.6 (0.9 / 2) and run to 30 (18 + 30 tokens).
     pairs = length.replay(classes, scores, correct, lengths, finished, dataclasses.replace(rule, samples=2))
     assert pairs.tokens[0] == pytest.approx((18 + 48) / 2) and pairs.correct[0] == 1.0
+    assert pairs.verifier_passes[0] == pytest.approx((2 + 1) / 2)
 
 
 def test_a_tied_vote_goes_to_the_class_voted_for_first_however_the_unfinished_rows_are_numbered():
@@ -140,6 +144,7 @@ def test_live_length_equals_its_replay_on_the_engines_pool(warm_policy):
     live = length.run(Policy.build(model, tokenizer, rl), records, rule, seed=1)
     np.testing.assert_array_equal(live.tokens, replayed.tokens)
     np.testing.assert_array_equal(live.correct, replayed.correct)
+    np.testing.assert_array_equal(live.verifier_passes, replayed.verifier_passes)
     full = np.minimum(pool["lengths"], 24).sum(axis=1)
     assert (live.tokens < full).any() and (live.tokens == full).any()  # some problems stopped early, some not
 
@@ -157,6 +162,7 @@ def test_particles_without_resampling_are_the_engines_samples_and_runs_are_deter
     pool, scores, classes = engine_pool(warm_policy, 4, seed=2)
     plain = particle.run(policy, records, particle.ParticleRule(particles=4, max_steps=0), seed=2)
     np.testing.assert_array_equal(plain.tokens, pool["lengths"].sum(axis=1))
+    np.testing.assert_array_equal(plain.verifier_passes, 4)  # each sample scored once, at its end
     # the fixed-N weighted vote of the same samples, truncated ones included
     assert not pool["finished"].all()
     np.testing.assert_array_equal(plain.correct, [leader_grade(c, s, g) for c, s, g in
@@ -165,6 +171,8 @@ def test_particles_without_resampling_are_the_engines_samples_and_runs_are_deter
     first, again = (particle.run(policy, records, rule, seed=3) for _ in range(2))
     assert first.answers == again.answers
     np.testing.assert_array_equal(first.tokens, again.tokens)
+    # a row is scored again after each step it takes: more than once for some, never more than steps + 1
+    assert (first.verifier_passes > 4).any() and (first.verifier_passes <= 4 * (8 + 1)).all()
     with pytest.raises(ValueError, match="step_delimiter='@@' ends no token of this tokenizer"):
         particle.run(policy, records, dataclasses.replace(rule, step_delimiter="@@"))
 
@@ -225,12 +233,18 @@ def test_a_point_on_the_fixed_curve_matches_it_at_equal_tokens_and_at_equal_accu
     from rlvjax.strategies import report
 
     fixed = {"ns": [1, 2, 4], "tokens_per_problem": [10.0, 20.0, 40.0], "weighted": [0.5, 0.6, 0.7],
-             "majority": [0.5, 0.55, 0.6]}
-    point = {"rule": {}, "accuracy": 0.65, "tokens_per_problem": 20 * 2 ** 0.5, "samples_per_problem": 2.8}
+             "majority": [0.5, 0.55, 0.6], "weighted_verifier_tokens_per_problem": [5, 10, 20]}
+    point = {"rule": {}, "accuracy": 0.65, "tokens_per_problem": 20 * 2 ** 0.5, "samples_per_problem": 2.8,
+             "verifier_tokens_per_problem": 40 - 20 * 2 ** 0.5}
     out = report.block("adaptive", [point], fixed)
     got = out["points"][0]
     assert got["fixed_weighted_at_equal_tokens"] == pytest.approx(0.65)
     assert got["fixed_majority_at_equal_tokens"] == pytest.approx(0.575)
+    # With the verifier's tokens the point spends 40: majority voting (no verifier) spends that at N = 4; weighted
+    # voting spends 15, 30, 60 with its own, so 40 lies log2(40 / 30) of the way from N = 2 to N = 4.
+    assert got["total_tokens_per_problem"] == pytest.approx(40.0)
+    assert got["fixed_majority_at_equal_total_tokens"] == pytest.approx(0.6)
+    assert got["fixed_weighted_at_equal_total_tokens"] == pytest.approx(0.6 + 0.1 * np.log2(40 / 30))
     assert got["token_ratio_at_equal_accuracy"] == pytest.approx(1.0) and not got["token_ratio_is_upper_bound"]
     assert out["match"]["ratio"] is None  # 0.65 never reaches N = 4's 0.7
     # below one sample's tokens: N = 1, the least fixed-N spends; beyond the pool's largest N: unknown, not N = 4's

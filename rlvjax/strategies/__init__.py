@@ -8,7 +8,8 @@ verifier rather than fixed in advance.
 
 Each strategy is a frozen rule, checked without JAX; a live run on a policy (``run``); and, where the strategy only
 re-reads i.i.d. samples (adaptive, length), a replay on an evaluated pool that gives the live run's result exactly
-for those samples, paired with the fixed-N curves of the same pool. All return an ``Outcome``. ``flags.py`` reads
+for those samples, paired with the fixed-N curves of the same pool. All return an ``Outcome`` (grades, samples,
+generated tokens and verifier passes; ``report.py`` prices them against fixed-N voting). ``flags.py`` reads
 ``python -m rlvjax.evaluate``'s ``--strategy`` flags as rules.
 """
 

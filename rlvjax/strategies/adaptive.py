@@ -123,7 +123,8 @@ def simulate(classes: np.ndarray, scores: np.ndarray, correct: np.ndarray, lengt
     used = allocate(rule, p, draw, lambda i: (classes[i, :counts[i]], scores[i, :counts[i]]), seed)
     return Outcome(correct=np.array([leader_grade(c[:n], s[:n], g[:n])
                                      for c, s, g, n in zip(classes, scores, correct, used)]),
-                   samples=used, tokens=np.array([int(np.sum(t[:n])) for t, n in zip(lengths, used)]))
+                   samples=used, tokens=np.array([int(np.sum(t[:n])) for t, n in zip(lengths, used)]),
+                   verifier_passes=used)
 
 
 def round_seed(seed: int, round_index: int) -> int:
@@ -167,4 +168,5 @@ def run(policy, records: list[dict], rule: AdaptiveRule, *, seed: int = 0, mesh=
     used = allocate(rule, len(records), draw, view, seed)
     votes = [voted(*view(i), np.asarray(g["correct"], float), g["answers"]) for i, g in enumerate(got)]
     return Outcome(correct=np.array([grade for grade, _ in votes]), samples=used,
-                   tokens=np.array([sum(g["lengths"]) for g in got]), answers=tuple(answer for _, answer in votes))
+                   tokens=np.array([sum(g["lengths"]) for g in got]), verifier_passes=used,
+                   answers=tuple(answer for _, answer in votes))

@@ -61,20 +61,22 @@ def _stop(rule: LengthRule, classes, scores, finished, lengths) -> int:
 def replay(classes, scores, correct, lengths, finished, rule: LengthRule) -> Outcome:
     """The rule on ``[P, K]`` pools sampled with ``max_new_tokens = budgets[-1]`` (class ids, scores, grades,
     completion tokens, whether each ended on a stop id). Each of the ``K // rule.samples`` disjoint groups of
-    ``rule.samples`` samples is one run; grades and tokens are their means (the first group alone is what ``run``
-    gives with the pool's keys when ``K == rule.samples``)."""
+    ``rule.samples`` samples is one run; grades, tokens and verifier passes (one per sample that votes, scored as it
+    finishes) are their means (the first group alone is what ``run`` gives with the pool's keys when ``K ==
+    rule.samples``)."""
     k = rule.samples
     if classes.shape[1] < k:
         raise ValueError(f"the pool has {classes.shape[1]} samples per problem; LengthRule.samples={k} needs more")
     groups = classes.shape[1] // k
-    correct_, tokens = np.zeros(len(classes)), np.zeros(len(classes))
+    correct_, tokens, passes = np.zeros(len(classes)), np.zeros(len(classes)), np.zeros(len(classes))
     for i, row in enumerate(zip(classes, scores, correct, lengths, finished)):
         for c, s, g, n, f in zip(*(x[: groups * k].reshape(groups, k) for x in row)):
             budget = rule.budgets[_stop(rule, c, s, f, n)]
             voting = f & (n <= budget)
             correct_[i] += leader_grade(np.where(voting, c, -1), s, g) / groups
             tokens[i] += np.sum(np.minimum(n, budget)) / groups
-    return Outcome(correct=correct_, samples=np.full(len(classes), k), tokens=tokens)
+            passes[i] += np.sum(voting) / groups
+    return Outcome(correct=correct_, samples=np.full(len(classes), k), tokens=tokens, verifier_passes=passes)
 
 
 def run(policy, records: list[dict], rule: LengthRule, *, seed: int = 0) -> Outcome:
@@ -83,7 +85,7 @@ def run(policy, records: list[dict], rule: LengthRule, *, seed: int = 0) -> Outc
     if policy.decoder.max_new_tokens < rule.budgets[-1]:
         raise ValueError(f"LengthRule.budgets end at {rule.budgets[-1]} tokens, past the policy's max_new_tokens="
                          f"{policy.decoder.max_new_tokens}; lower the last budget or raise max_new_tokens")
-    k, correct, tokens, answers = rule.samples, [], [], []
+    k, correct, tokens, passes, answers = rule.samples, [], [], [], []
     for chunk, ids, mask, rng in policy.batches(records, seed):
         rows = policy.decoder.start(policy.state, ids, mask, rng, k)
         settled = np.zeros(len(chunk), bool)
@@ -103,5 +105,6 @@ def run(policy, records: list[dict], rule: LengthRule, *, seed: int = 0) -> Outc
             correct.append(grade)
             answers.append(answer)
             tokens.append(int(read["lengths"][i].sum()))
+            passes.append(int(read["finished"][i].sum()))  # the samples that vote, each scored once as it finished
     return Outcome(correct=np.asarray(correct), samples=np.full(len(records), k), tokens=np.asarray(tokens),
-                   answers=tuple(answers))
+                   verifier_passes=np.asarray(passes), answers=tuple(answers))

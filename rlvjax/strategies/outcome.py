@@ -53,8 +53,11 @@ class Outcome:
     correct: np.ndarray  # [P] the vote's grade per problem
     samples: np.ndarray  # [P] samples (particles) drawn per problem
     tokens: np.ndarray  # [P] tokens generated per problem, discarded ones included
+    # [P] verifier scores per problem: each reads the verify prompt and a sample's last token (``report`` prices them)
+    verifier_passes: np.ndarray
     answers: tuple | None = None  # [P] the voted answers (live runs; None where nothing parsed)
 
     def summary(self) -> dict:
         return {"accuracy": float(np.mean(self.correct)), "tokens_per_problem": float(np.mean(self.tokens)),
-                "samples_per_problem": float(np.mean(self.samples)), "max_samples": int(np.max(self.samples))}
+                "samples_per_problem": float(np.mean(self.samples)), "max_samples": int(np.max(self.samples)),
+                "verifier_passes_per_problem": float(np.mean(self.verifier_passes))}

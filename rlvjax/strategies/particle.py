@@ -103,15 +103,18 @@ def run(policy, records: list[dict], rule: ParticleRule, *, seed: int = 0) -> Ou
     delimiters = check_delimiter(policy.tokenizer, rule)
     decoder, state, n = policy.decoder, policy.state, rule.particles
     cap = decoder.max_new_tokens
-    correct, tokens, answers = [], [], []
+    correct, tokens, passes, answers = [], [], [], []
     for b, (chunk, ids, mask, rng) in enumerate(policy.batches(records, seed)):
         generator = np.random.default_rng([seed, b])
         rows = decoder.start(state, ids, mask, rng, n)
         spent = np.ones(len(chunk) * n, np.int64)  # the first token of every row
+        # verifier passes: a row that ended on its first token is scored once; one that went on, after each advance
+        scored = (~np.asarray(rows.live)).astype(np.int64)
         for _ in range(rule.max_steps):
             if not np.any(np.asarray(rows.live)):
                 break
             before = np.asarray(rows.n)
+            scored += np.asarray(rows.live)
             rows = decoder.advance(state, rows, rng, np.full(len(before), cap), delimiters)
             spent += np.asarray(rows.n) - before
             verdicts = np.asarray(decoder.score(state, rows))
@@ -120,6 +123,7 @@ def run(policy, records: list[dict], rule: ParticleRule, *, seed: int = 0) -> Ou
             index = resample(w, rule, generator) + np.arange(len(chunk))[:, None] * n
             rows = decoder.take(rows, index.reshape(-1))
         before = np.asarray(rows.n)
+        scored += np.asarray(rows.live)
         rows = decoder.advance(state, rows, rng, np.full(len(before), cap))
         spent += np.asarray(rows.n) - before
         read = policy.read(rows, chunk, decoder.score(state, rows))
@@ -129,5 +133,6 @@ def run(policy, records: list[dict], rule: ParticleRule, *, seed: int = 0) -> Ou
             correct.append(grade)
             answers.append(answer)
         tokens += list(spent.reshape(-1, n).sum(axis=1))
+        passes += list(scored.reshape(-1, n).sum(axis=1))
     return Outcome(correct=np.asarray(correct), samples=np.full(len(records), n), tokens=np.asarray(tokens),
-                   answers=tuple(answers))
+                   verifier_passes=np.asarray(passes), answers=tuple(answers))

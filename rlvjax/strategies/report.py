@@ -1,6 +1,11 @@
 """Test-time strategies priced against fixed-N voting on the same pool: eval.json's ``strategy`` block and
 ``compute.png`` (accuracy against generated tokens per problem, and against samples per problem).
 
+Tokens are the generated ones; the verifier's are priced beside them: each score reads the verify prompt and the
+sample's last token (``1 + len(verify suffix)`` tokens, a prefill). Fixed-N weighted voting and every strategy here
+pay them; majority voting does not, so a strategy is also read against majority voting at its generated plus
+verifier tokens (``..._at_equal_total_tokens``).
+
 Adaptive and length are replayed on the evaluated K-pool (exact for those samples, and paired with the fixed-N curves
 drawn from the same samples); particle filtering runs live on the policy. Each rule of a sweep is one point.
 """
@@ -55,23 +60,28 @@ def check_rules(name: str, rules: list, *, num_samples: int, max_new_tokens: int
 def evaluate(name: str, rules: list, rep: dict, pool: dict, *, policy, records: list[dict], seed: int) -> dict:
     """eval.json's ``strategy`` block of ``policy`` (a ``strategies.policy.Policy``, whose conventions score the
     pool) on ``records``, whose K-pool ``pool`` and its report ``rep`` were evaluated."""
+    per_pass = 1 + len(policy.decoder.score_suffix)
     sweep = points(name, rules, pool, conventions=policy.conventions, records=records, policy=policy, seed=seed)
-    return block(name, sweep, fixed_curves(rep, pool))
+    for point in sweep:
+        point["verifier_tokens_per_problem"] = point["verifier_passes_per_problem"] * per_pass
+    return block(name, sweep, fixed_curves(rep, pool, per_pass))
 
 
-def fixed_curves(rep: dict, pool: dict) -> dict:
+def fixed_curves(rep: dict, pool: dict, verifier_tokens_per_pass: int) -> dict:
     """Fixed-N weighted and majority votes (eval.json's curves) with their expected tokens per problem: N x the
-    pool's mean completion length."""
+    pool's mean completion length; weighted voting's verifier reads N x ``verifier_tokens_per_pass`` more."""
     mean_tokens = float(np.mean(pool["lengths"]))
     ns = rep["ns"]
     return {"ns": ns, "tokens_per_problem": [n * mean_tokens for n in ns],
+            "weighted_verifier_tokens_per_problem": [n * verifier_tokens_per_pass for n in ns],
             **{s: [rep["accuracy"][s][str(n)] for n in ns] for s in ("weighted", "majority")}}
 
 
 def points(name: str, rules: list, pool: dict, *, conventions: testtime.Conventions, records=None, policy=None,
            seed: int = 0) -> list[dict]:
     """One point per rule: ``{"rule": its fields, "accuracy", "tokens_per_problem", "samples_per_problem",
-    "max_samples"}``. ``records`` and ``policy`` (a ``strategies.policy.Policy``) are for the live particle runs."""
+    "max_samples", "verifier_passes_per_problem"}``. ``records`` and ``policy`` (a ``strategies.policy.Policy``)
+    are for the live particle runs."""
     scores = conventions.scores(pool["yes_logp"], pool["no_logp"])
     classes = None if name == "particle" else testtime.pool_classes(pool, conventions.grouping)
     correct = pool["correct"].astype(float)
@@ -96,18 +106,24 @@ def block(name: str, sweep: list[dict], fixed: dict) -> dict:
 
     A point that spends fewer tokens than one sample is read at N = 1 (fixed-N can spend no less); one that spends
     more than the pool's largest N is not read at equal tokens (None): fixed-N's accuracy there is unknown, and its
-    value at the largest N would understate it."""
-    tokens = fixed["tokens_per_problem"]
-    log_tokens = np.log2(np.maximum(tokens, 1e-12))
+    value at the largest N would understate it.
 
-    def at(spent: float, curve: str) -> float | None:
-        if spent > tokens[-1] * (1 + 1e-9):
+    With the verifier's tokens (a point's ``verifier_tokens_per_problem``): ``total_tokens_per_problem`` and both
+    curves read at it, weighted voting's on its generated plus verifier tokens (``..._at_equal_total_tokens``)."""
+    tokens = fixed["tokens_per_problem"]
+    totals = {"weighted": np.add(tokens, fixed["weighted_verifier_tokens_per_problem"]), "majority": np.asarray(tokens)}
+
+    def at(spent: float, curve: str, xs=tokens) -> float | None:
+        if spent > xs[-1] * (1 + 1e-9):
             return None
-        return float(np.interp(np.log2(max(spent, 1e-12)), log_tokens, fixed[curve]))
+        return float(np.interp(np.log2(max(spent, 1e-12)), np.log2(np.maximum(xs, 1e-12)), fixed[curve]))
 
     for point in sweep:
         point["fixed_weighted_at_equal_tokens"] = at(point["tokens_per_problem"], "weighted")
         point["fixed_majority_at_equal_tokens"] = at(point["tokens_per_problem"], "majority")
+        total = point["total_tokens_per_problem"] = point["tokens_per_problem"] + point["verifier_tokens_per_problem"]
+        for curve in ("weighted", "majority"):
+            point[f"fixed_{curve}_at_equal_total_tokens"] = at(total, curve, totals[curve])
         # What fixed-N weighted voting spends to reach this point's accuracy (log-interpolated between its Ns, as
         # testtime.compute_efficiency does; None when it never does within the pool). When its smallest N already
         # does, it might need fewer still: the ratio is then an upper bound.
@@ -130,16 +146,19 @@ def _number(value: float | None) -> str:
 
 
 def describe(strategy: dict) -> str:
-    """The printed lines: each point beside fixed-N weighted voting at equal tokens, then the match."""
-    lines = [f"{strategy['name']}: {'accuracy':>9s}{'tokens/problem':>16s}{'samples':>9s}{'fixed wt @ tokens':>19s}"
-             f"{'fewer tokens @ accuracy':>25s}"]
+    """The printed lines: each point beside fixed-N weighted voting at equal tokens and majority voting at equal
+    generated plus verifier tokens, then the match."""
+    lines = [f"{strategy['name']}: {'accuracy':>9s}{'tokens/problem':>16s}{'+verifier':>11s}{'samples':>9s}"
+             f"{'fixed wt @ tokens':>19s}{'fixed maj @ total':>19s}{'fewer tokens @ accuracy':>25s}"]
     for p in strategy["points"]:
         setting = ", ".join(f"{k}={v}" for k, v in p["rule"].items()
                             if k in SWEPT[strategy["name"]] and v is not None)
         ratio = p["token_ratio_at_equal_accuracy"]
         fewer = "never" if ratio is None else ("<= " if p["token_ratio_is_upper_bound"] else "") + f"{ratio:.2f}x"
         lines.append(f"  {setting:30s}{p['accuracy']:9.3f}{p['tokens_per_problem']:16.1f}"
-                     f"{p['samples_per_problem']:9.2f}{_number(p['fixed_weighted_at_equal_tokens']):>19s}{fewer:>25s}")
+                     f"{p['verifier_tokens_per_problem']:11.1f}{p['samples_per_problem']:9.2f}"
+                     f"{_number(p['fixed_weighted_at_equal_tokens']):>19s}"
+                     f"{_number(p['fixed_majority_at_equal_total_tokens']):>19s}{fewer:>25s}")
     m = strategy["match"]
     lines.append(f"fixed-N weighted at N = {strategy['fixed']['ns'][-1]}: {m['fixed_weighted_accuracy']:.3f} with "
                  f"{m['fixed_tokens_per_problem']:.0f} tokens/problem; " +
