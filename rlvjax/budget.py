@@ -39,15 +39,19 @@ def host_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def advice(p: MemoryPlan, phase: str | None = None) -> str:
+def advice(p: MemoryPlan, phase: str | None = None, limit_bytes: int | None = None) -> str:
     """What to change for ``phase`` (default: the plan's peak), biggest lever first, naming each knob and its
-    value."""
+    value; for an evaluate plan with ``limit_bytes``, the largest value of each that fits (``_eval_fits``)."""
     k, own = p.knobs, {i.name: i.bytes_per_device for i in p.items}
     if "num_samples" in k and (phase or p.peak_phase) == "particles":
         return (f"lower --particles (the largest now {k['particles']}: {k['particle_rows']} rows at once) or "
                 f"--max_new_tokens (now {k['max_new_tokens']})")
     if "num_samples" in k:  # an evaluate plan
-        return " / ".join(text for _, text in sorted([
+        fixes = [] if limit_bytes is None else _eval_fits(p, phase or p.peak_phase, limit_bytes)
+        if fixes:
+            return " / ".join(fixes)
+        alone = "no one setting fits alone: " if limit_bytes is not None else ""
+        return alone + " / ".join(text for _, text in sorted([
             (own["KV cache"], f"reduce --batch_size (now {k['batch_size']}) or --max_new_tokens (now "
                               f"{k['max_new_tokens']})"),
             (own["sampled tokens"], f"reduce --num_samples (now {k['num_samples']}) or --max_new_tokens"),
@@ -99,12 +103,45 @@ def advice(p: MemoryPlan, phase: str | None = None) -> str:
     return " / ".join(text for _, text in sorted(options, key=lambda o: -o[0]))
 
 
+def _eval_fits(p: MemoryPlan, phase: str, limit_bytes: int) -> list[str]:
+    """Each evaluate setting that makes ``phase`` fit ``limit_bytes`` on its own, at its largest value that does
+    (the plan replanned, ``memory.eval_plan``'s ``replan``): naming a lever by its share of the plan offered ones
+    that could not help (half precision saving KiB of a plan of token buffers)."""
+    k = p.knobs
+
+    def fits(**change) -> bool:
+        return k["replan"](**change).phases[phase] <= limit_bytes
+
+    def largest(name: str, values) -> int | None:  # values ascending; fitting is monotone in each
+        if not values or not fits(**{name: values[0]}):
+            return None
+        lo, hi = 0, len(values) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(**{name: values[mid]}) else (lo, mid - 1)
+        return values[lo]
+
+    found = []
+    samples = largest("samples", [2 ** e for e in range(1, k["num_samples"].bit_length() - 1)])
+    if samples:
+        found.append(f"lower --num_samples to {samples} (now {k['num_samples']})")
+    rows = largest("rows", range(1, k["batch_size"]))
+    if rows:
+        found.append(f"lower --batch_size to {rows} (now {k['batch_size']} rows decode at once)")
+    tokens = largest("new_tokens", range(1, k["max_new_tokens"]))
+    if tokens:
+        found.append(f"lower --max_new_tokens to {tokens} (now {k['max_new_tokens']})")
+    if k["dtype"] == "float32" and fits(dtype="bfloat16"):
+        found.append("load it with --dtype bfloat16")
+    return found
+
+
 def check(p: MemoryPlan, limit_bytes: int | None) -> None:
     """Raise a one-line ``ValueError`` when the plan's peak exceeds ``limit_bytes`` (None: nothing to check)."""
     if limit_bytes is None or p.peak_bytes <= limit_bytes:
         return
     raise ValueError(f"needs {size(p.peak_bytes)} per device ({p.peak_phase} phase), has {size(limit_bytes)}: "
-                     f"{advice(p)}")
+                     f"{advice(p, limit_bytes=limit_bytes)}")
 
 
 def device_limit(cfg: MemoryConfig | None = None, *, host: bool = True) -> int | None:

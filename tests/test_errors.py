@@ -951,8 +951,9 @@ def test_evaluate_a_run_without_eval_problems_and_a_damaged_verifier_file(tmp_pa
 
 @pytest.mark.slow
 def test_evaluate_model_dir_mistakes(tmp_path):
-    """--model_dir that is not an HF directory, without --data, together with --workdir, or too short for
-    --max_new_tokens: one line each, nothing written."""
+    """--model_dir that is not an HF directory, without --data, together with --workdir, too short for
+    --max_new_tokens, or a --max_new_tokens its positions allow but the device cannot hold (refused by the plan,
+    naming the largest that fits): one line each, nothing written."""
     data = tmp_path / "problems.jsonl"
     data.write_text(json.dumps({"prompt": "1+1", "answer": "2"}) + "\n")
     (tmp_path / "not_a_model").mkdir()
@@ -961,6 +962,8 @@ def test_evaluate_model_dir_mistakes(tmp_path):
     save_hf(model, tokenizer, tmp_path / "short")
     save_hf(model, tokenizer, tmp_path / "model")
     edit_config(tmp_path / "short", max_position_embeddings=16)  # 64 new tokens cannot fit
+    save_hf(model, tokenizer, tmp_path / "long")
+    edit_config(tmp_path / "long", max_position_embeddings=2 ** 30)  # positions for 10**8 new tokens, memory not
     cases = [
         (["--model_dir", str(tmp_path / "not_a_model"), "--data", str(data)],
          f"--model_dir {tmp_path / 'not_a_model'} is not an HF model directory (no config.json); point at a folder "
@@ -973,6 +976,8 @@ def test_evaluate_model_dir_mistakes(tmp_path):
         (["--model_dir", str(tmp_path / "short"), "--data", str(data), "--raw_prompts", "--max_new_tokens", "64"],
          "prompts of up to 3 tokens + --max_new_tokens=64 + the verify prompt (1) = 68 positions, more than the "
          "model's max_position_embeddings=16; lower --max_new_tokens or evaluate shorter prompts"),
+        (["--model_dir", str(tmp_path / "long"), "--data", str(data), "--raw_prompts", "--max_new_tokens", "100000000"],
+         "(eval phase), has "),
         # Refused once the tokenizer is loaded, before the pool is sampled (minutes to hours on a real model).
         (["--model_dir", str(tmp_path / "model"), "--data", str(data), "--raw_prompts", "--max_new_tokens", "4",
           "--strategy", "particle", "--step_delimiter", "@@"],
@@ -981,6 +986,9 @@ def test_evaluate_model_dir_mistakes(tmp_path):
     for args, message in cases:
         code, lines = run_cli("rlvjax.evaluate", [*args, "--out", str(tmp_path / "out")])
         assert code == 2 and len(lines) == 1 and message in lines[0], (args, lines)
+        if "long" in args[1]:  # the largest that fits this host's memory; half precision cannot help a tiny model
+            fits = re.search(r"lower --max_new_tokens to (\d+) \(now 100000000\)", lines[0])
+            assert fits and 0 < int(fits[1]) < 10 ** 8 and "bfloat16" not in lines[0], lines
     assert not (tmp_path / "out").exists() and not (tmp_path / "eval").exists()
     # 3 + 12 + 1 positions fit in 16: the prompt's padding to the sampler's 16-wide batch takes none (it was refused)
     code, lines = run_cli("rlvjax.evaluate", ["--model_dir", str(tmp_path / "short"), "--data", str(data),

@@ -507,7 +507,7 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     huge = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", str(2 ** 30),
                            "--out", str(tmp_path / "huge")],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert huge.returncode == 2 and "reduce --num_samples" in huge.stderr and not (tmp_path / "huge").exists()
+    assert huge.returncode == 2 and "lower --num_samples to" in huge.stderr and not (tmp_path / "huge").exists()
     # --temperature overrides it: near-greedy, the 4 samples of a problem are one answer, so pass@4 = pass@1.
     cold = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples", "4",
                            "--temperature", "0.01", "--out", str(tmp_path / "cold")],

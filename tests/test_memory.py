@@ -5,6 +5,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -468,6 +469,31 @@ def test_evaluates_memory_advice_never_suggests_devices_that_would_not_help():
     bf16 = config_from_hf({**QWEN_MATH_1_5B, "num_hidden_layers": 28}, jnp.bfloat16)
     assert "use a device with more memory" in budget.advice(memory.eval_plan(
         bf16, {"data": 8}, prompts=8, samples=2, rows=16, prompt_tokens=64, new_tokens=64, verify_tokens=20))
+
+
+def test_evaluates_refusal_names_the_largest_value_of_each_setting_that_fits():
+    """Each setting offered fits alone at the value named, and not one step above it. A plan of token buffers
+    (K = 2**30) was told to lower --batch_size or load bfloat16 too, which saved KiB of its 320 GiB."""
+    cfg = config_from_hf({**QWEN_MATH_1_5B, "num_hidden_layers": 28})
+    shape = dict(prompts=32, prompt_tokens=64, verify_tokens=20)
+    plan = memory.eval_plan(cfg, {"data": 1}, samples=512, rows=256, new_tokens=8192, **shape)
+    limit = int(70 * GiB)
+    advice = budget.advice(plan, limit_bytes=limit)
+    fixes = {flag: int(v) for flag, v in re.findall(r"lower --(\w+) to (\d+)", advice)}
+    assert set(fixes) == {"num_samples", "batch_size", "max_new_tokens"} and "--dtype bfloat16" in advice, advice
+
+    def peak(**change):
+        return memory.eval_plan(cfg, {"data": 1}, **{"samples": 512, "rows": 256, "new_tokens": 8192, **change},
+                                **shape).peak_bytes
+
+    k, rows, new = fixes["num_samples"], fixes["batch_size"], fixes["max_new_tokens"]
+    assert peak(samples=k) <= limit < peak(samples=2 * k)
+    assert peak(rows=rows) <= limit < peak(rows=rows + 1)
+    assert peak(new_tokens=new) <= limit < peak(new_tokens=new + 1)
+    tokens = memory.eval_plan(cfg, {"data": 1}, samples=2 ** 30, rows=256, new_tokens=8, **shape)
+    assert re.fullmatch(r"lower --num_samples to \d+ \(now 1073741824\)", budget.advice(tokens, limit_bytes=limit))
+    # nothing fits alone (the policy itself is over the limit): every lever, biggest first, said so
+    assert budget.advice(plan, limit_bytes=2 ** 20).startswith("no one setting fits alone: ")
 
 
 def test_the_longest_prompt_and_its_batch_width_round_up_like_the_sampler():

@@ -122,6 +122,27 @@ def test_answer_classes_custom_equivalence():
     np.testing.assert_array_equal(ids, [0, 0, 1, 1])
 
 
+def test_grouping_checks_grow_with_keys_times_classes_not_with_key_pairs():
+    """One value written many ways (every key equivalent): each key is checked against the class head and at most
+    MEMBER_CHECKS of its other keys. Checking every key of the class was all pairs again: 130,816 calls for 512
+    keys."""
+    calls = []
+
+    def same_value(a, b):
+        calls.append((a, b))
+        return True
+
+    keys = [f"x{i}" for i in range(512)]
+    np.testing.assert_array_equal(tt.answer_classes(keys, same_value), 0)
+    # the 511 keys after the first: the head, then min(j, 8) of the j members past the head (1 + ... + 8, then 8s)
+    assert len(calls) == sum(min(i, 1 + tt.MEMBER_CHECKS) for i in range(512)) == 511 + 36 + 8 * 502
+    # 16 values, 32 forms each: a key is compared with the heads of the classes before its own, then the members
+    calls.clear()
+    values = [f"{v}/{i}" for i in range(32) for v in range(16)]
+    classes = tt.answer_classes(values, lambda a, b: (calls.append(1), a.split("/")[0] == b.split("/")[0])[1])
+    assert len(set(classes)) == 16 and len(calls) <= len(values) * (16 + tt.MEMBER_CHECKS)
+
+
 def test_a_vote_class_holds_only_answers_the_grader_calls_equal_pairwise():
     """math-verify calls "50\\%" equal to both 50 and 0.5, which it tells apart: joined through "50\\%" alone, 50 and
     0.5 formed one class, whose vote was graded right whether the gold was 50 or 1/2."""
