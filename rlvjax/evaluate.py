@@ -276,12 +276,14 @@ def main(argv):
         rl = dataclasses.replace(rl, max_new_tokens=f.max_new_tokens)
     if f.data:
         prompt_format = "as_is" if f.raw_prompts else run_config.task.prompt_format if f.workdir else "math"
-        loaded = sources.load_records(f.data, split=f.data_split, name=f.data_subset, require_gold=reward.is_math,
-                                      split_knob="--data_split", name_knob="--data_subset")[0]
+        loaded, stats = sources.load_records(f.data, split=f.data_split, name=f.data_subset,
+                                             require_gold=reward.is_math, split_knob="--data_split",
+                                             name_knob="--data_subset")
         records = format_records(loaded, tokenizer, prompt_format)
         experiment.check_encodable(tokenizer, records, "--data", fix="evaluate a model whose tokenizer covers them, "
                                    "pass --raw_prompts if they are already in the model's format, or remove them")
     else:
+        stats = None
         records = experiment.build_eval_records(run_config.task, tokenizer)
         if not records:
             raise ValueError(f"--workdir {workdir}: the run has no eval problems (TaskSpec.eval_file / num_eval); "
@@ -325,6 +327,8 @@ def main(argv):
     evaluation = assemble({temperature_key(temperature): {name: rep}}, {},
                           train_temperature=None if f.model_dir else rl.temperature, headline_temperature=temperature)
     evaluation["evaluated"] = eval_out.evaluated(model_path, f.data, f.data_split, f.data_subset)
+    if stats is not None:  # the --data rows left out for want of a gold answer (logged as they were skipped)
+        evaluation["evaluated"].update(data_rows=stats.rows, data_skipped=list(stats.bad_gold_rows))
     if jax.process_index():
         return
 

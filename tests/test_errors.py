@@ -290,7 +290,8 @@ DATA_CASES = {
                           "{path}: line 2 lacks field 'prompt' or 'question'; add it (the rows are read as the "
                           "'generic' schema, whose fields every row needs)"),
     "no_usable_gold": (rows({"prompt": "a", "gold": ""}, {"prompt": "b", "gold": None}),
-                       "{path}: none of its 2 rows has a usable gold answer for schema 'generic'"),
+                       "{path}: none of its 2 rows has a usable gold answer for schema 'generic'; give each row its "
+                       "answer ('gold' or 'answer')"),
     # The built-in arithmetic tokenizer has only digits and operators: it would drop the instruction's letters
     # (and any CJK) silently, and the model would see another problem.
     "unencodable_prompt": (rows(*[GOOD] * 4, {"prompt": "计算 1 + 1", "gold": "2"}, *[GOOD] * 3),
@@ -326,7 +327,8 @@ def test_unparseable_gold_rows_are_skipped_counted_and_logged_or_refused(tmp_pat
         records, stats = sources.load_records(path)
     assert len(records) == 2 and (stats.rows, stats.kept, stats.skipped_bad_gold) == (3, 2, 1)
     assert stats.bad_gold_rows == ("line 2",)
-    assert f"{path}: skipped 1 of 3 rows with no usable gold answer for schema 'generic' (line 2)" in caplog.text
+    assert (f"{path}: skipped 1 of 3 rows with no usable gold answer for schema 'generic' (line 2); give them their "
+            "answers ('gold' or 'answer') or remove them") in caplog.text
     with pytest.raises(ValueError, match=r"line 2 has no usable gold answer for schema 'generic'; fix the row"):
         sources.load_records(path, on_bad_gold="error")
 
@@ -990,11 +992,21 @@ def test_evaluate_model_dir_mistakes(tmp_path):
             fits = re.search(r"lower --max_new_tokens to (\d+) \(now 100000000\)", lines[0])
             assert fits and 0 < int(fits[1]) < 10 ** 8 and "bfloat16" not in lines[0], lines
     assert not (tmp_path / "out").exists() and not (tmp_path / "eval").exists()
-    # 3 + 12 + 1 positions fit in 16: the prompt's padding to the sampler's 16-wide batch takes none (it was refused)
-    code, lines = run_cli("rlvjax.evaluate", ["--model_dir", str(tmp_path / "short"), "--data", str(data),
-                                              "--raw_prompts", "--max_new_tokens", "12", "--num_samples", "2",
-                                              "--out", str(tmp_path / "fits")])
-    assert code == 0 and (tmp_path / "fits" / "eval.json").exists(), lines
+    # 3 + 12 + 1 positions fit in 16: the prompt's padding to the sampler's 16-wide batch takes none (it was refused).
+    # A row without an answer is left out, said where and how to mend it (its advice named a flag evaluate lacks),
+    # and eval.json records it (it said nothing of the rows it had not evaluated).
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in (("1+1", "2"), ("2+2", ""),
+                                                                                         ("1+2", "3"))))
+    out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(tmp_path / "short"), "--data",
+                          str(mixed), "--raw_prompts", "--max_new_tokens", "12", "--num_samples", "2", "--out",
+                          str(tmp_path / "fits")], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (f"{mixed}: skipped 1 of 3 rows with no usable gold answer for schema 'generic' (line 2); give them their "
+            "answers ('gold' or 'answer') or remove them") in out.stderr
+    evaluation = json.loads((tmp_path / "fits" / "eval.json").read_text())
+    assert evaluation["evaluated"]["data_rows"] == 3 and evaluation["evaluated"]["data_skipped"] == ["line 2"]
+    assert [rep["num_problems"] for rep in evaluation["reports"]["1"].values()] == [2]
 
 
 def test_a_disk_that_fills_up_outside_a_checkpoint_save_is_one_line(tmp_path, capsys, monkeypatch):

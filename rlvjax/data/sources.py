@@ -114,12 +114,15 @@ def from_rows(rows: list[dict], places: list[str] | None = None, *, source: str 
         else:
             records.append(record)
     if not records:
-        raise ValueError(f"{source}: none of its {len(rows)} rows has a usable gold answer for schema {schema!r}")
+        fields = " or ".join(repr(f) for f in SCHEMAS[schema][1])
+        raise ValueError(f"{source}: none of its {len(rows)} rows has a usable gold answer for schema {schema!r}; "
+                         f"give each row its answer ({fields})")
     stats = LoadStats(source, schema, len(rows), len(records), len(bad), tuple(bad))
     if bad:  # said where every caller's log shows it, not only in the stats a caller may drop
         logging.getLogger(__name__).warning(
-            "%s: skipped %d of %d rows with no usable gold answer for schema %r (%s%s); pass on_bad_gold='error' "
-            "to fail instead", source, len(bad), len(rows), schema, ", ".join(bad[:5]), ", ..." if len(bad) > 5 else "")
+            "%s: skipped %d of %d rows with no usable gold answer for schema %r (%s%s); give them their answers (%s) "
+            "or remove them", source, len(bad), len(rows), schema, ", ".join(bad[:5]), ", ..." if len(bad) > 5 else "",
+            " or ".join(repr(f) for f in SCHEMAS[schema][1]))
     return records, stats
 
 
