@@ -227,8 +227,8 @@ RAGGED = dict(num_samples=6, max_new_tokens=14, temperature=1.0, seed=11, stop_i
 
 def test_refill_and_shrinking_leave_every_sample_unchanged(qwen, monkeypatch):
     """24 requests of ragged length: all in one batch (which halves to 12 rows once 12 have finished), 5 rows with
-    continuous refill, one row at a time (each request alone, with its own key), and one batch that never
-    shrinks all give the same tokens, log-probs and fused scores."""
+    continuous refill, the fewest rows (``rows=1`` runs ``MIN_BATCH`` = 2: requests two at a time, each with its
+    own key), and one batch that never shrinks all give the same tokens, log-probs and fused scores."""
     model, _ = qwen
     prompts = PROMPTS + [[40, 41, 42, 43]]
     whole = sampling.sample(model, prompts, **RAGGED)
