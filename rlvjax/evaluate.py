@@ -25,6 +25,7 @@ are replayed on the pool, which gives their live runs' results for these samples
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import operator
 import os
@@ -153,6 +154,25 @@ def check_pool_size(k: int, name: str = "--num_samples") -> None:
 BASELINE_POLICY = "lambda0"  # --policy: the lambda = 0 baseline's final policy (the name the run's report gives it)
 
 
+def trained_sampling(model_dir) -> dict:
+    """How an rlvjax export's run rendered prompts and sampled (``experiment.SAMPLING_FILE``: ``prompt_format``,
+    ``temperature``, ``max_new_tokens``); {} for any other HF directory."""
+    path = Path(model_dir) / experiment.SAMPLING_FILE
+    if not path.exists():
+        return {}
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        RLConfig(temperature=saved["temperature"], max_new_tokens=saved["max_new_tokens"])  # their types and ranges
+        ok = saved["prompt_format"] in experiment.PROMPT_FORMATS
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{path} is damaged: it needs prompt_format (one of {', '.join(experiment.PROMPT_FORMATS)}), "
+                         "temperature > 0 and max_new_tokens >= 1; fix it, or delete it to evaluate with the flags' "
+                         "defaults")
+    return saved
+
+
 def check_policy(workdir: Path, policy: str, flag: str) -> None:
     """One line when ``--policy flag`` names no exported model ``policy`` of the run (a typo, or warm_start in a run
     without one, or a baseline not finished)."""
@@ -266,8 +286,10 @@ def main(argv):
             dtype, compute = (spec.dtype, spec.compute_dtype) if f.dtype is None else (f.dtype, None)
             model, tokenizer = load_hf(workdir / policy, dtype=jnp.dtype(dtype), compute_dtype=compute)
     else:
+        trained = trained_sampling(f.model_dir)  # an export's run: its prompt format, temperature and length
         model, tokenizer = load_hf(f.model_dir, dtype=jnp.dtype(f.dtype or "float32"))
-        rl = RLConfig(temperature=f.temperature or 1.0, max_new_tokens=f.max_new_tokens or 1024)
+        rl = RLConfig(temperature=f.temperature or trained.get("temperature", 1.0),
+                      max_new_tokens=f.max_new_tokens or trained.get("max_new_tokens", 1024))
         verify = verifier.load_config(f.model_dir)  # the question it was trained with
         # Graded by the math reward at its own threshold: the stored one is on the training reward's scale (a +-1
         # reward's 0 made every completion correct here).
@@ -275,7 +297,8 @@ def main(argv):
     if f.max_new_tokens is not None:
         rl = dataclasses.replace(rl, max_new_tokens=f.max_new_tokens)
     if f.data:
-        prompt_format = "as_is" if f.raw_prompts else run_config.task.prompt_format if f.workdir else "math"
+        prompt_format = ("as_is" if f.raw_prompts else experiment.run_prompt_format(run_config.task) if f.workdir
+                         else trained.get("prompt_format", "math"))
         loaded, stats = sources.load_records(f.data, split=f.data_split, name=f.data_subset,
                                              require_gold=reward.is_math, split_knob="--data_split",
                                              name_knob="--data_subset")
@@ -327,8 +350,9 @@ def main(argv):
     evaluation = assemble({temperature_key(temperature): {name: rep}}, {},
                           train_temperature=None if f.model_dir else rl.temperature, headline_temperature=temperature)
     evaluation["evaluated"] = eval_out.evaluated(model_path, f.data, f.data_split, f.data_subset)
-    if stats is not None:  # the --data rows left out for want of a gold answer (logged as they were skipped)
-        evaluation["evaluated"].update(data_rows=stats.rows, data_skipped=list(stats.bad_gold_rows))
+    if stats is not None:  # how --data was read: its rows left out for want of a gold answer (logged), its prompts
+        evaluation["evaluated"].update(data_rows=stats.rows, data_skipped=list(stats.bad_gold_rows),
+                                       prompt_format=prompt_format)
     if jax.process_index():
         return
 
@@ -360,15 +384,17 @@ if __name__ == "__main__":
                         "openai/gsm8k)")
     flags.DEFINE_bool("raw_prompts", False, "use --data prompts as given (already in the model's format; chat "
                       "messages still go through its chat template) instead of rendering each in the run's "
-                      "TaskSpec.prompt_format (--model_dir: the chat template and the Qwen2.5-Math instruction)")
+                      "prompt format (an rlvjax export's, from its rlvjax_sampling.json; any other --model_dir: the "
+                      "chat template and the Qwen2.5-Math instruction)")
     flags.DEFINE_integer("num_samples", 16, "K: samples per problem (a power of two)")
-    flags.DEFINE_integer("max_new_tokens", None, "tokens per completion (default: the run's; 1024 for --model_dir)")
+    flags.DEFINE_integer("max_new_tokens", None, "tokens per completion (default: the run's, an rlvjax export's too; "
+                         "1024 for any other --model_dir)")
     flags.DEFINE_integer("batch_size", 256, "R: completions decoded at once; the rest queue behind them")
     flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "weights and compute of an HF directory (default: "
                       "--workdir: the run's ModelSpec dtype and compute_dtype; --model_dir: float32)")
     flags.DEFINE_integer("seed", 0, "sampling seed")
     flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's training temperature, the "
-                       "headline; 1.0 for --model_dir)")
+                       "headline, an rlvjax export's too; 1.0 for any other --model_dir)")
     flags.DEFINE_string("out", None, "output directory (default: WORKDIR/eval/NAME, or WORKDIR/eval/NAME-DATA with "
                         "--data; NAME: the policy, step_N with --checkpoint N; --policy lambda0 in "
                         "WORKDIR/baseline_lambda0/eval/, as lambda0 or lambda0_step_N; --model_dir: "

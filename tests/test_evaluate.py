@@ -15,7 +15,7 @@ import gin
 import numpy as np
 import pytest
 
-from rlvjax import outputs, testtime, train
+from rlvjax import experiment, outputs, testtime, train
 from rlvjax.rl import verifier
 from rlvjax.reports import assemble, calibration_error, compare, report, summary
 from rlvjax.config import Config
@@ -455,14 +455,18 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     assert typo.returncode == 2 and typo.stderr.strip().endswith(
         f"--policy fina: {tmp_path} holds no exported policy fina/ (it has final, warm_start, lambda0); pass one of "
         "those, or --checkpoint N for a saved step"), typo.stderr[-2000:]
-    # Any HF directory: --model_dir with a data file of problems and answers, decoded 8 rows at a time. Rendered
-    # with the Qwen2.5-Math instruction, the prompts hold letters the arithmetic tokenizer would drop: refused.
+    # Any HF directory: --model_dir with a data file of problems and answers, decoded 8 rows at a time. Without the
+    # export's rlvjax_sampling.json (any other model), rendered with the Qwen2.5-Math instruction, the prompts hold
+    # letters the arithmetic tokenizer would drop: refused.
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps({"prompt": s["prompt"], "answer": s["gold"]}) + "\n"
                             for s in samples if s["sample"] == 0))
     model_dir = ["--model_dir", str(tmp_path / "final"), "--data", str(data)]
+    trained = (tmp_path / "final" / experiment.SAMPLING_FILE).read_text()
+    (tmp_path / "final" / experiment.SAMPLING_FILE).unlink()
     wrapped = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--out", str(tmp_path / "wrapped")],
                              capture_output=True, text=True, timeout=300, cwd=REPO)
+    (tmp_path / "final" / experiment.SAMPLING_FILE).write_text(trained)
     assert wrapped.returncode == 2 and "64 --data prompt(s) hold characters the tokenizer cannot encode" in \
         wrapped.stderr and not (tmp_path / "wrapped").exists()
     model_dir.append("--raw_prompts")  # the digit task's prompts, already in the policy's format
@@ -517,7 +521,6 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     assert rep["temperature"] == 0.01 and rep["pass@k"]["4"] == pytest.approx(rep["pass@1"], abs=0.02)
     # --strategy adaptive / length price the strategy on the same pool: eval.json's points are the replays of
     # rlvjax.strategies on what eval_samples.jsonl holds, beside the fixed-N curves, and compute.png is drawn.
-    from rlvjax import experiment
     from rlvjax.strategies import adaptive, length
 
     tokenizer = experiment.build_policy(config.model, config.verifier.question)[1]

@@ -15,6 +15,7 @@ import pytest
 import rlvjax
 from rlvjax.rewards import registry
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUESTION = "1+1=2"  # what the built-in arithmetic tokenizer can spell: digits and operators
 
 USER_CODE = '''
@@ -107,6 +108,40 @@ def test_the_verify_question_is_asked_at_training_and_test_time_and_saved(user_r
     with pytest.raises(ValueError, match=r"was trained with reward_funcs=\('my_rewards:exact_match',\), these args "
                                          r"give reward_funcs=\('math',\)"):
         rlvjax.RLVTrainer(args=rlvjax.RLVConfig(output_dir=root / "run")).evaluate(num_samples=4)
+
+
+@pytest.mark.slow
+def test_the_export_is_evaluated_as_its_run_rendered_prompts_and_sampled(user_run, tmp_path):
+    """``evaluate --model_dir`` on an API run's export wrapped its raw prompts in the Qwen2.5-Math chat format
+    (here refused: the arithmetic tokenizer cannot spell the instruction; a real tokenizer's run scored pass@1 0 for
+    0.24) and sampled at 1.0 for 1024 tokens. The export now says how its run asked (rlvjax_sampling.json)."""
+    root, namespace, _, rows = user_run
+    temperature = namespace["trainer"].config.rl.temperature
+    saved = json.loads((root / "exported" / "rlvjax_sampling.json").read_text())
+    assert saved == {"prompt_format": "as_is", "temperature": temperature, "max_new_tokens": 4}
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps({"prompt": r["prompt"], "answer": r["target"]}) + "\n" for r in rows[:8]))
+    out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(root / "exported"), "--data",
+                          str(data), "--num_samples", "2", "--out", str(tmp_path / "eval")], capture_output=True,
+                         text=True, timeout=300, cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert evaluation["evaluated"]["prompt_format"] == "as_is"
+    assert evaluation["headline_temperature"] == temperature
+    samples = [json.loads(line) for line in (tmp_path / "eval" / "eval_samples.jsonl").read_text().splitlines()]
+    assert {s["prompt"] for s in samples} == {r["prompt"] for r in rows[:8]} and max(s["tokens"] for s in samples) <= 4
+    # a damaged file is one line, nothing written
+    damaged = tmp_path / "damaged"
+    import shutil
+
+    shutil.copytree(root / "exported", damaged)
+    (damaged / "rlvjax_sampling.json").write_text(json.dumps({**saved, "prompt_format": "chat"}))
+    bad = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(damaged), "--data", str(data),
+                          "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert bad.returncode == 2 and bad.stderr.strip().endswith(
+        f"{damaged / 'rlvjax_sampling.json'} is damaged: it needs prompt_format (one of math, as_is), temperature > 0 "
+        "and max_new_tokens >= 1; fix it, or delete it to evaluate with the flags' defaults"), bad.stderr[-2000:]
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_new_session_evaluates_the_runs_own_problems_and_other_data_beside_them(user_run):
