@@ -276,6 +276,9 @@ def main(argv):
         cache = experiment.RunConfig.compilation_cache_dir
     # Before the first compile: evaluating a checkpoint of a run, or the same model again, reuses its programs.
     experiment.use_compilation_cache(cache if f.compilation_cache is None else f.compilation_cache)
+    if f.out is None:  # before minutes of sampling: the same folder at another temperature or K is another report
+        trained_t = run_config.rl.temperature if f.workdir else trained_sampling(f.model_dir).get("temperature", 1.0)
+        eval_out.check_same_settings(out, f.temperature or trained_t, f.num_samples)
     weights = eval_out.snapshot(model_path)  # a training run may re-export it or go back past it while it is sampled
     if f.workdir:
         if f.checkpoint is not None:
@@ -360,6 +363,7 @@ def main(argv):
         eval_out.check_unchanged(model_path, weights)
         if f.out is None:  # another model's evaluation may have moved into this default --out meanwhile
             eval_out.check_same_model(out, model_path, f.data, f.data_split, f.data_subset)
+            eval_out.check_same_settings(out, temperature, f.num_samples)
 
     json_path, png_path = write_report(evaluation, out, samples=(pool, records, conventions), check=still_current)
     samples_path = out / "eval_samples.jsonl"

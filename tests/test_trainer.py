@@ -708,6 +708,14 @@ def test_evaluate_prices_a_test_time_strategy_through_the_api(user_run, monkeypa
         trainer.evaluate(num_samples=4, strategy="beam")
     with pytest.raises(ValueError, match=r"LengthRule.samples=8 is more than the pool's 4 samples"):
         trainer.evaluate(num_samples=4, strategy="length", rules=[LengthRule(budgets=(2, 4), samples=8)])
+    # a rule past the pool: its first round refused (the CLI refused it; the API ran it capped), its cap recorded as
+    # run (eval.json named max_samples 64 beside a replay on 4 samples)
+    with pytest.raises(ValueError, match=r"^AdaptiveRule.min_samples=8 is more than the pool's 4 samples per "
+                                         r"problem; lower it, or raise the pool"):
+        trainer.evaluate(num_samples=4, strategy="adaptive", rules=[AdaptiveRule(min_samples=8, max_samples=8)])
+    capped = trainer.evaluate(num_samples=4, strategy="adaptive", rules=[AdaptiveRule(min_samples=2, delta=0.0)])
+    point = capped["reports"]["1"]["final"]["strategy"]["points"][0]
+    assert point["rule"]["max_samples"] == 4 and point["max_samples"] <= 4
 
 
 def test_each_run_in_a_process_uses_its_own_compilation_cache(tmp_path):

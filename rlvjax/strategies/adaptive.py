@@ -107,14 +107,20 @@ def allocate(rule: AdaptiveRule, num_problems: int, draw: Callable[[np.ndarray, 
             grant(todo[sizes == n], int(n))
 
 
+def within(rule: AdaptiveRule, k: int) -> AdaptiveRule:
+    """``rule`` with its caps at most a pool of ``k`` samples per problem: what a replay on that pool runs."""
+    if rule.max_samples <= k:
+        return rule
+    return dataclasses.replace(rule, max_samples=k, min_samples=min(rule.min_samples, k), mean_samples=(
+        None if rule.mean_samples is None else max(min(rule.mean_samples, k), min(rule.min_samples, k))))
+
+
 def simulate(classes: np.ndarray, scores: np.ndarray, correct: np.ndarray, lengths: np.ndarray, rule: AdaptiveRule,
              seed: int = 0) -> Outcome:
     """The rule replayed on ``[P, K]`` pools (class ids, verifier scores, grades, completion tokens), each problem's
     samples taken in order (caps above K are K); the vote is scored at each problem's stop."""
     p, k = classes.shape
-    if rule.max_samples > k:
-        rule = dataclasses.replace(rule, max_samples=k, min_samples=min(rule.min_samples, k), mean_samples=(
-            None if rule.mean_samples is None else max(min(rule.mean_samples, k), min(rule.min_samples, k))))
+    rule = within(rule, k)
     counts = np.zeros(p, np.int64)
 
     def draw(problems, n):

@@ -52,7 +52,11 @@ def check_rules(name: str, rules: list, *, num_samples: int, max_new_tokens: int
                              f"{max_new_tokens}; lower the budgets or raise --max_new_tokens")
         if name == "length" and rule.samples > num_samples:
             raise ValueError(f"LengthRule.samples={rule.samples} is more than the pool's {num_samples} samples per "
-                             "problem; raise --num_samples")
+                             "problem; raise the pool (--num_samples, or num_samples= in Python)")
+        if name == "adaptive" and rule.min_samples > num_samples:  # its first round alone is more than the pool
+            raise ValueError(f"AdaptiveRule.min_samples={rule.min_samples} is more than the pool's {num_samples} "
+                             "samples per problem; lower it, or raise the pool (--num_samples, or num_samples= in "
+                             "Python)")
         if name == "particle" and tokenizer is not None:
             particle.check_delimiter(tokenizer, rule)
 
@@ -87,7 +91,8 @@ def points(name: str, rules: list, pool: dict, *, conventions: testtime.Conventi
     correct = pool["correct"].astype(float)
     out = []
     for rule in rules:
-        if name == "adaptive":
+        if name == "adaptive":  # replayed on the pool: its caps are the pool's (the rule recorded is the one run)
+            rule = adaptive.within(rule, classes.shape[1])
             outcome = adaptive.simulate(classes, scores, correct, pool["lengths"], rule, seed=seed)
         elif name == "length":
             outcome = length.replay(classes, scores, correct, pool["lengths"], pool["finished"], rule)
