@@ -419,23 +419,24 @@ def run_prompt_format(task: TaskSpec) -> str:
     return task.prompt_format if task.name == "file" else "as_is"
 
 
-def export_files(tokenizer, config) -> dict[str, str]:
-    """``{file name: text}`` an exported policy of the run ``config`` carries beside its weights (``save_hf(...,
-    files=)``): the verifier's config, so evaluating it asks the same question; ``SAMPLING_FILE``, the prompt format,
-    temperature and length it was trained with, which ``evaluate --model_dir`` uses (it wrapped an API run's raw
-    prompts in the Qwen2.5-Math chat format the policy never saw: pass@1 0 for 0.24); and a generation_config.json
-    that ends completions where rlvjax's sampler does and suppresses the tokens it never samples
-    (``sampling_tokens``), so ``generate`` in transformers samples the policy alike."""
+def export_files(tokenizer, verify: verifier.VerifierConfig, run=None) -> dict[str, str]:
+    """``{file name: text}`` an exported policy carries beside its weights (``save_hf(..., files=)``): the verifier's
+    config, so evaluating it asks the same question; for the policy of a run (``run``: its ``Config``),
+    ``SAMPLING_FILE``, the prompt format, temperature and length it was trained with, which ``evaluate --model_dir``
+    uses (it wrapped an API run's raw prompts in the Qwen2.5-Math chat format the policy never saw: pass@1 0 for
+    0.24); and a generation_config.json that ends completions where rlvjax's sampler does and suppresses the tokens
+    it never samples (``sampling_tokens``), so ``generate`` in transformers samples the policy alike."""
     from transformers import GenerationConfig
 
-    verify = config.verifier
     suppress = sampling_tokens(tokenizer, verifier.tokens(tokenizer, verify.question)).suppress_ids
     generation = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=list(stop_ids(tokenizer)),
                                   pad_token_id=pad_id(tokenizer), suppress_tokens=list(suppress) or None)
-    trained = {"prompt_format": run_prompt_format(config.task), "temperature": config.rl.temperature,
-               "max_new_tokens": config.rl.max_new_tokens}
-    return {**verifier.config_files(verify), SAMPLING_FILE: json.dumps(trained, indent=2),
-            "generation_config.json": generation.to_json_string()}
+    files = {**verifier.config_files(verify), "generation_config.json": generation.to_json_string()}
+    if run is not None:
+        trained = {"prompt_format": run_prompt_format(run.task), "temperature": run.rl.temperature,
+                   "max_new_tokens": run.rl.max_new_tokens}
+        files[SAMPLING_FILE] = json.dumps(trained, indent=2)
+    return files
 
 
 def statics(graphdef, tx, rl: RLConfig, tokenizer, verify: verifier.VerifierConfig = verifier.VerifierConfig()

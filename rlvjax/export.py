@@ -48,8 +48,8 @@ def export(workdir, out, *, step: int | None = None, overwrite: bool = False, ma
         stored = checkpoints.read_config(step)  # a step that was not saved fails here, listing the saved ones
     config = Config.from_dict(stored)
     model, tokenizer = evaluate.load_checkpoint_policy(workdir, step, config, on_host=True)
-    save_hf(model, tokenizer, out, files=experiment.export_files(tokenizer, config), overwrite=overwrite,
-            max_shard_size=max_shard_size, step=step)
+    save_hf(model, tokenizer, out, files=experiment.export_files(tokenizer, config.verifier, config),
+            overwrite=overwrite, max_shard_size=max_shard_size, step=step)
     return step
 
 

@@ -199,7 +199,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                 # overwrite: the run's own folder, replaced whatever made it (an rlvjax before 2026-12-03 did not
                 # stamp its exports; check_unused keeps a fresh run off another's)
                 save_hf(nnx.merge(graphdef, gathered), tokenizer, workdir / "warm_start", overwrite=True,
-                        files=experiment.export_files(tokenizer, config), step=0,
+                        files=experiment.export_files(tokenizer, config.verifier, config), step=0,
                         stamp={"rlvjax_warm_start": outputs.warm_start_id(config)})
         del warm_examples  # not kept for the whole run
         updates_per_step = rl.num_ppo_epochs * rl.num_minibatches
@@ -338,7 +338,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                 params = jax.tree.map(parallel.to_host, state.params)
                 if jax.process_index() == 0:
                     save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "final", overwrite=True,  # as above
-                            files=experiment.export_files(tokenizer, config), step=run.num_steps)
+                            files=experiment.export_files(tokenizer, config.verifier, config), step=run.num_steps)
                 parallel.barrier("final policy exported")
             if notice.agreed():  # a notice during the export: it finished, and the rest waits
                 raise cli.Preempted(f"{notice.name}: training is complete and saved; stopped before what follows it "

@@ -477,7 +477,6 @@ def test_an_exported_chat_policy_tells_generate_where_its_completions_end(hf_che
     from conftest import word_tokenizer
     from rlvjax import experiment
     from rlvjax.model.hf import load_hf, save_hf
-    from rlvjax.config import Config
     from rlvjax.rl.verifier import VerifierConfig
 
     path, _ = hf_checkpoint("qwen2")
@@ -490,8 +489,7 @@ def test_an_exported_chat_policy_tells_generate_where_its_completions_end(hf_che
     eos, im_end = tokenizer.convert_tokens_to_ids(["</s>", "<|im_end|>"])
     assert (eos, im_end, len(tokenizer)) == (2, 95, 96)
     out = tmp_path / "chat"
-    save_hf(model, tokenizer, out, files=experiment.export_files(tokenizer, Config(verifier=VerifierConfig(
-        question="w5 w6"))))
+    save_hf(model, tokenizer, out, files=experiment.export_files(tokenizer, VerifierConfig(question="w5 w6")))
     generation = GenerationConfig.from_pretrained(out, local_files_only=True)
     assert (generation.eos_token_id, generation.pad_token_id, generation.bos_token_id) == ([eos, im_end], 0, 1)
 
