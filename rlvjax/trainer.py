@@ -173,13 +173,19 @@ class RLVTrainer:
     def train(self, resume: bool = False) -> list[dict]:
         """Train (the lambda = 0 baseline too when ``RunConfig.baseline``), then write the end-of-run report
         (``output_dir/eval.json``) when ``RunConfig.final_eval_samples`` asks for one, as the CLI does; returns the
-        logged metrics per step. ``resume=True`` continues the run in ``output_dir`` from its latest checkpoint."""
+        logged metrics per step. ``resume=True`` continues the run in ``output_dir`` from its latest checkpoint, on
+        its own problems when this trainer was built without datasets (it put in the built-in task)."""
         from rlvjax import train
 
+        config = self.config
+        stored = Config.written(self.output_dir) if resume and not self.given_data else None
+        if stored is not None:  # built without datasets: the run's own problems (its task), not the built-in task
+            config = dataclasses.replace(config, task=dataclasses.replace(
+                stored.task, rewards=config.task.rewards, reward_weights=config.task.reward_weights))
         with contextlib.ExitStack() as hold:  # the run stays locked until its report is written
-            history, policies = train.train_with_baseline(self.config, self.output_dir, resume=resume,
+            history, policies = train.train_with_baseline(config, self.output_dir, resume=resume,
                                                           reward=self.reward, records=self.records, hold=hold)
-            train.report_run(self.config, self.output_dir, policies, reward=self.reward, records=self.records)
+            train.report_run(config, self.output_dir, policies, reward=self.reward, records=self.records)
         return history
 
     def evaluate(self, num_samples: int = 16, *, temperature: float | None = None, strategy: str = "fixed",

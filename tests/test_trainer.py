@@ -2,6 +2,7 @@
 15 lines; evaluated and saved; the run's config.gin reproduces it through the CLI."""
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -226,6 +227,12 @@ def test_in_memory_datasets_are_written_with_the_run_and_reproduce_it(tmp_path):
     assert config["task"]["name"] == "file"
     assert config["task"]["train_file"] == str(tmp_path / "run" / "data" / "train.jsonl")
     assert config["task"]["rewards"] == [f"{__name__}:length_penalty"]
+    # A later session resumes it longer with a trainer built without the rows: the run's own data (the trainer put in
+    # the built-in arithmetic task, and the resume refused it as other data)
+    later = rlvjax.RLVTrainer(reward_funcs=length_penalty, args=dataclasses.replace(args, num_steps=2))
+    later.train(resume=True)
+    assert [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["task"] == config["task"]
 
 
 @pytest.mark.slow
