@@ -231,7 +231,8 @@ def test_in_memory_datasets_are_written_with_the_run_and_reproduce_it(tmp_path):
     # the built-in arithmetic task, and the resume refused it as other data)
     later = rlvjax.RLVTrainer(reward_funcs=length_penalty, args=dataclasses.replace(args, num_steps=2))
     later.train(resume=True)
-    assert [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    logged = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in logged] == [1, 2]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["task"] == config["task"]
 
 
