@@ -543,6 +543,13 @@ def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
         rlvjax.RLVTrainer(eval_dataset=[{"prompt": "1+1=", "gold": "2"}], args=args)
     with pytest.raises(ValueError, match=r"^num_samples=1: use a power of two >= 2"):
         rlvjax.RLVTrainer(args=args).evaluate(num_samples=1)
+    # a column named as what every reward is passed: a TypeError "got multiple values" blamed on the function
+    with pytest.raises(ValueError, match=re.escape("the train data has column(s) ['completions', 'prompts'], the "
+                                                   "name(s) of what every reward function is passed (prompts, "
+                                                   "completions, completion_ids); rename them")):
+        rlvjax.RLVTrainer(reward_funcs=length_penalty, args=args, train_dataset=[
+            {"prompt": f"{i}+1=", "prompts": "x", "completions": "y"} for i in range(4)]).train()
+    assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match=r"^RLVConfig.output_dir is empty; name the run's directory"):
         rlvjax.RLVConfig(output_dir=" ")  # "" trained into the working directory
     with pytest.raises(ValueError, match=r"^reward_funcs=\[\]: pass a reward function, a list of them, or a "):

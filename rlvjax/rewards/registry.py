@@ -202,7 +202,12 @@ class Rewards:
         return asked if self.is_math else "string"
 
     def check_columns(self, records: list[dict], what: str) -> None:
-        """One line naming a reward's required column that a row of ``records`` lacks (the first such row)."""
+        """One line naming a reward's required column that a row of ``records`` lacks (the first such row), or a
+        column named as an argument every reward is passed (a reward "raised TypeError: got multiple values")."""
+        taken = sorted({k for r in records for k in r} & set(SAMPLED))
+        if taken:
+            raise ValueError(f"the {what} data has column(s) {taken}, the name(s) of what every reward function is "
+                             f"passed ({', '.join(SAMPLED)}); rename them")
         for name, fn in zip(self.names, self.functions):
             required = required_columns(fn)
             for row, record in enumerate(records):
