@@ -47,7 +47,7 @@ def advice(p: MemoryPlan, phase: str | None = None, limit_bytes: int | None = No
         return (f"lower --particles (the largest now {k['particles']}: {k['particle_rows']} rows at once) or "
                 f"--max_new_tokens (now {k['max_new_tokens']})")
     if "num_samples" in k:  # an evaluate plan
-        fixes = [] if limit_bytes is None else _eval_fits(p, phase or p.peak_phase, limit_bytes)
+        fixes = [] if limit_bytes is None else _eval_fits(p, limit_bytes)
         if fixes:
             return " / ".join(fixes)
         alone = "no one setting fits alone: " if limit_bytes is not None else ""
@@ -56,7 +56,8 @@ def advice(p: MemoryPlan, phase: str | None = None, limit_bytes: int | None = No
                               f"{k['max_new_tokens']})"),
             (own["sampled tokens"], f"reduce --num_samples (now {k['num_samples']}) or --max_new_tokens"),
             (own["policy"], "load it with --dtype bfloat16 (every device holds the whole policy)"
-             if k.get("dtype") == "float32" else "use a device with more memory (each holds the whole policy)")],
+             if k.get("dtype") == "float32" and k["dtype_flag"] else
+             "use a device with more memory (each holds the whole policy)")],
             key=lambda o: -o[0]))
     rl_state = own["params"] + own["optimizer state"] + own.get("reference params", 0)
     warm_state = own.get("warm params", 0) + own.get("warm optimizer state", 0)
@@ -103,14 +104,15 @@ def advice(p: MemoryPlan, phase: str | None = None, limit_bytes: int | None = No
     return " / ".join(text for _, text in sorted(options, key=lambda o: -o[0]))
 
 
-def _eval_fits(p: MemoryPlan, phase: str, limit_bytes: int) -> list[str]:
-    """Each evaluate setting that makes ``phase`` fit ``limit_bytes`` on its own, at its largest value that does
-    (the plan replanned, ``memory.eval_plan``'s ``replan``): naming a lever by its share of the plan offered ones
-    that could not help (half precision saving KiB of a plan of token buffers)."""
+def _eval_fits(p: MemoryPlan, limit_bytes: int) -> list[str]:
+    """Each evaluate setting that makes every phase fit ``limit_bytes`` on its own (a particle search's too, which
+    the peak phase alone missed), at its largest value that does (the plan replanned: ``memory.eval_plan``'s
+    ``replan``): naming a lever by its share of the plan offered ones that could not help (half precision saving
+    KiB of a plan of token buffers). ``--dtype`` only where it applies (not to a ``--checkpoint``)."""
     k = p.knobs
 
     def fits(**change) -> bool:
-        return k["replan"](**change).phases[phase] <= limit_bytes
+        return k["replan"](**change).peak_bytes <= limit_bytes
 
     def largest(name: str, values) -> int | None:  # values ascending; fitting is monotone in each
         if not values or not fits(**{name: values[0]}):
@@ -131,7 +133,7 @@ def _eval_fits(p: MemoryPlan, phase: str, limit_bytes: int) -> list[str]:
     tokens = largest("new_tokens", range(1, k["max_new_tokens"]))
     if tokens:
         found.append(f"lower --max_new_tokens to {tokens} (now {k['max_new_tokens']})")
-    if k["dtype"] == "float32" and fits(dtype="bfloat16"):
+    if k["dtype"] == "float32" and k["dtype_flag"] and fits(dtype="bfloat16"):
         found.append("load it with --dtype bfloat16")
     return found
 

@@ -65,20 +65,23 @@ def check_same_model(out: Path, model: Path, data: str | None = None, split: str
                              f"{now[key]!r}); pass --out to write this one elsewhere")
 
 
-def check_same_settings(out: Path, temperature: float, num_samples: int) -> None:
-    """One line when ``out`` holds an evaluation at another headline temperature or pool size, which this one would
-    replace (at K = 64 over MATH-500, hours of sampling): a default ``--out`` is named after the model and the data
-    alone. The same settings again (a rerun) replace it."""
+def check_same_settings(out: Path, settings: dict) -> None:
+    """One line when ``out`` holds an evaluation with other ``settings`` (eval.json's ``evaluated.settings``: the
+    flags that change what is sampled or reported), which this one would replace (at K = 64 over MATH-500, hours of
+    sampling): a default ``--out`` is named after the model and the data alone. The same settings again (a rerun)
+    replace it. An eval.json written before the settings were recorded is compared by temperature and K."""
     try:
         previous = json.loads((out / "eval.json").read_text(encoding="utf-8"))
-        before_t = float(previous["headline_temperature"])
-        before_k = max(rep["num_samples"] for reps in previous["reports"].values() for rep in reps.values())
+        before = previous["evaluated"].get("settings") or {
+            "temperature": float(previous["headline_temperature"]),
+            "num_samples": max(rep["num_samples"] for reps in previous["reports"].values() for rep in reps.values())}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none there, or not an evaluation's
         return
-    if (before_t, before_k) != (temperature, num_samples):
-        raise ValueError(f"{out} holds an evaluation at temperature {before_t:g} with {before_k} samples per problem "
-                         f"(this one: {temperature:g}, {num_samples}), which it would replace; pass --out to keep "
-                         f"both, or remove {out} to replace it")
+    changed = [key for key in before if before[key] != settings.get(key)]
+    if changed:
+        raise ValueError(f"{out} holds an evaluation with " + ", ".join(f"{k}={before[k]!r}" for k in changed)
+                         + " (this one: " + ", ".join(f"{k}={settings.get(k)!r}" for k in changed) + "), which it "
+                         f"would replace; pass --out to keep both, or remove {out} to replace it")
 
 
 def check_out(out: Path) -> None:

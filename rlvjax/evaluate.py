@@ -154,6 +154,12 @@ def check_pool_size(k: int, name: str = "--num_samples") -> None:
 BASELINE_POLICY = "lambda0"  # --policy: the lambda = 0 baseline's final policy (the name the run's report gives it)
 
 
+# evaluate's flags that do not change what is sampled or reported (where it is written, what it reads: compared by
+# eval_out.check_same_model, or named in the default --out), left out of eval.json's ``evaluated.settings``
+NOT_SETTINGS = ("workdir", "model_dir", "policy", "checkpoint", "data", "data_split", "data_subset", "out",
+                "compilation_cache", "batch_size")
+
+
 def trained_sampling(model_dir) -> dict:
     """How an rlvjax export's run rendered prompts and sampled (``experiment.SAMPLING_FILE``: ``prompt_format``,
     ``temperature``, ``max_new_tokens``); {} for any other HF directory."""
@@ -276,9 +282,14 @@ def main(argv):
         cache = experiment.RunConfig.compilation_cache_dir
     # Before the first compile: evaluating a checkpoint of a run, or the same model again, reuses its programs.
     experiment.use_compilation_cache(cache if f.compilation_cache is None else f.compilation_cache)
-    if f.out is None:  # before minutes of sampling: the same folder at another temperature or K is another report
-        trained_t = run_config.rl.temperature if f.workdir else trained_sampling(f.model_dir).get("temperature", 1.0)
-        eval_out.check_same_settings(out, f.temperature or trained_t, f.num_samples)
+    trained = {} if f.workdir else trained_sampling(f.model_dir)  # an export's run: its prompt format, T and length
+    sampled = run_config.rl if f.workdir else RLConfig(temperature=trained.get("temperature", 1.0),
+                                                       max_new_tokens=trained.get("max_new_tokens", 1024))
+    settings = {**{flag.name: flag.value for flag in own if flag.name not in NOT_SETTINGS},
+                "temperature": f.temperature or sampled.temperature,
+                "max_new_tokens": f.max_new_tokens or sampled.max_new_tokens}
+    if f.out is None:  # before minutes of sampling: the same folder with other settings holds another report
+        eval_out.check_same_settings(out, settings)
     weights = eval_out.snapshot(model_path)  # a training run may re-export it or go back past it while it is sampled
     if f.workdir:
         if f.checkpoint is not None:
@@ -289,10 +300,8 @@ def main(argv):
             dtype, compute = (spec.dtype, spec.compute_dtype) if f.dtype is None else (f.dtype, None)
             model, tokenizer = load_hf(workdir / policy, dtype=jnp.dtype(dtype), compute_dtype=compute)
     else:
-        trained = trained_sampling(f.model_dir)  # an export's run: its prompt format, temperature and length
         model, tokenizer = load_hf(f.model_dir, dtype=jnp.dtype(f.dtype or "float32"))
-        rl = RLConfig(temperature=f.temperature or trained.get("temperature", 1.0),
-                      max_new_tokens=f.max_new_tokens or trained.get("max_new_tokens", 1024))
+        rl = dataclasses.replace(sampled, temperature=settings["temperature"])
         verify = verifier.load_config(f.model_dir)  # the question it was trained with
         # Graded by the math reward at its own threshold: the stored one is on the training reward's scale (a +-1
         # reward's 0 made every completion correct here).
@@ -306,8 +315,9 @@ def main(argv):
                                              require_gold=reward.is_math, split_knob="--data_split",
                                              name_knob="--data_subset")
         records = format_records(loaded, tokenizer, prompt_format)
-        experiment.check_encodable(tokenizer, records, "--data", fix="evaluate a model whose tokenizer covers them, "
-                                   "pass --raw_prompts if they are already in the model's format, or remove them")
+        raw = "" if prompt_format == "as_is" else "pass --raw_prompts if they are already in the model's format, "
+        experiment.check_encodable(tokenizer, records, "--data", fix=f"evaluate a model whose tokenizer covers them, "
+                                   f"{raw}or remove them")
     else:
         stats = None
         records = experiment.build_eval_records(run_config.task, tokenizer)
@@ -331,7 +341,7 @@ def main(argv):
                             rows=min(f.batch_size, prompts * f.num_samples), prompt_tokens=prompt_tokens,
                             new_tokens=rl.max_new_tokens, verify_tokens=verify_tokens,
                             particle_rows=min(len(records), EVAL_PROMPTS) * particles,  # ``Policy.batches``
-                            particles=particles)
+                            particles=particles, dtype_flag=f.checkpoint is None)
     limit = budget.device_limit()
     if jax.process_index() == 0:
         print(plan.table(limit), flush=True)
@@ -353,6 +363,7 @@ def main(argv):
     evaluation = assemble({temperature_key(temperature): {name: rep}}, {},
                           train_temperature=None if f.model_dir else rl.temperature, headline_temperature=temperature)
     evaluation["evaluated"] = eval_out.evaluated(model_path, f.data, f.data_split, f.data_subset)
+    evaluation["evaluated"]["settings"] = settings  # what a later evaluation into this --out must match to replace it
     if stats is not None:  # how --data was read: its rows left out for want of a gold answer (logged), its prompts
         evaluation["evaluated"].update(data_rows=stats.rows, data_skipped=list(stats.bad_gold_rows),
                                        prompt_format=prompt_format)
@@ -363,7 +374,7 @@ def main(argv):
         eval_out.check_unchanged(model_path, weights)
         if f.out is None:  # another model's evaluation may have moved into this default --out meanwhile
             eval_out.check_same_model(out, model_path, f.data, f.data_split, f.data_subset)
-            eval_out.check_same_settings(out, temperature, f.num_samples)
+            eval_out.check_same_settings(out, settings)
 
     json_path, png_path = write_report(evaluation, out, samples=(pool, records, conventions), check=still_current)
     samples_path = out / "eval_samples.jsonl"

@@ -401,12 +401,12 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
 
 def eval_plan(cfg: ModelConfig, mesh, *, prompts: int, samples: int, rows: int, prompt_tokens: int,
               new_tokens: int, verify_tokens: int, particle_rows: int = 0, particles: int = 0,
-              params=None) -> MemoryPlan:
+              params=None, dtype_flag: bool = True) -> MemoryPlan:
     """The per-device memory of ``python -m rlvjax.evaluate``: the policy, and ``prompts`` prompts x ``samples``
     sampled ``rows`` at a time; with ``particle_rows`` (problems x ``particles``), the particle strategy's search
     after that pool (``particle_items``). ``knobs["replan"](samples=, rows=, new_tokens=, dtype=)`` plans the same
     evaluation with other values (a refusal's advice finds the largest that fits); ``params``: ``cfg``'s
-    ``abstract_params``, when known."""
+    ``abstract_params``, when known; ``dtype_flag``: whether ``--dtype`` applies (not to a ``--checkpoint``)."""
     mesh = _as_mesh(mesh)
     params = abstract_params(cfg) if params is None else params
     items = [Item("policy", "persistent", sharded_bytes(params, mesh), f"{cfg.dtype}, sharded by the partition rules")]
@@ -416,14 +416,14 @@ def eval_plan(cfg: ModelConfig, mesh, *, prompts: int, samples: int, rows: int, 
         items += particle_items(cfg, rows=particle_rows, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
                                 verify_tokens=verify_tokens)
     args = dict(prompts=prompts, samples=samples, rows=rows, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
-                verify_tokens=verify_tokens, particle_rows=particle_rows, particles=particles)
+                verify_tokens=verify_tokens, particle_rows=particle_rows, particles=particles, dtype_flag=dtype_flag)
 
     def replan(dtype=None, **change):
         other = cfg if dtype is None else dataclasses.replace(cfg, dtype=dtype, compute_dtype=None)
         return eval_plan(other, mesh, **{**args, **change}, params=params if dtype is None else None)
 
     knobs = {"batch_size": rows, "num_samples": samples, "max_new_tokens": new_tokens, "particle_rows": particle_rows,
-             "particles": particles, "dtype": cfg.dtype, "replan": replan}
+             "particles": particles, "dtype": cfg.dtype, "dtype_flag": dtype_flag, "replan": replan}
     return MemoryPlan(tuple(items), tuple((a, int(mesh.shape[a])) for a in parallel.AXES), count_params(params),
                       knobs)
 

@@ -290,8 +290,8 @@ DATA_CASES = {
                           "{path}: line 2 lacks field 'prompt' or 'question'; add it (the rows are read as the "
                           "'generic' schema, whose fields every row needs)"),
     "no_usable_gold": (rows({"prompt": "a", "gold": ""}, {"prompt": "b", "gold": None}),
-                       "{path}: none of its 2 rows has a usable gold answer for schema 'generic'; give each row its "
-                       "answer ('gold' or 'answer')"),
+                       "{path}: none of its 2 rows has a usable gold answer for schema 'generic'; give each row an "
+                       "answer in 'gold' or 'answer' (not empty, braces balanced, at most 1000 characters)"),
     # The built-in arithmetic tokenizer has only digits and operators: it would drop the instruction's letters
     # (and any CJK) silently, and the model would see another problem.
     "unencodable_prompt": (rows(*[GOOD] * 4, {"prompt": "计算 1 + 1", "gold": "2"}, *[GOOD] * 3),
@@ -327,8 +327,9 @@ def test_unparseable_gold_rows_are_skipped_counted_and_logged_or_refused(tmp_pat
         records, stats = sources.load_records(path)
     assert len(records) == 2 and (stats.rows, stats.kept, stats.skipped_bad_gold) == (3, 2, 1)
     assert stats.bad_gold_rows == ("line 2",)
-    assert (f"{path}: skipped 1 of 3 rows with no usable gold answer for schema 'generic' (line 2); give them their "
-            "answers ('gold' or 'answer') or remove them") in caplog.text
+    assert (f"{path}: skipped 1 of 3 rows with no usable gold answer for schema 'generic' (line 2); give them an "
+            "answer in 'gold' or 'answer' (not empty, braces balanced, at most 1000 characters) or remove them") \
+        in caplog.text
     with pytest.raises(ValueError, match=r"line 2 has no usable gold answer for schema 'generic'; fix the row"):
         sources.load_records(path, on_bad_gold="error")
 
@@ -1002,8 +1003,9 @@ def test_evaluate_model_dir_mistakes(tmp_path):
                           str(mixed), "--raw_prompts", "--max_new_tokens", "12", "--num_samples", "2", "--out",
                           str(tmp_path / "fits")], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert (f"{mixed}: skipped 1 of 3 rows with no usable gold answer for schema 'generic' (line 2); give them their "
-            "answers ('gold' or 'answer') or remove them") in out.stderr
+    assert (f"{mixed}: skipped 1 of 3 rows with no usable gold answer for schema 'generic' (line 2); give them an "
+            "answer in 'gold' or 'answer' (not empty, braces balanced, at most 1000 characters) or remove them") \
+        in out.stderr
     evaluation = json.loads((tmp_path / "fits" / "eval.json").read_text())
     assert evaluation["evaluated"]["data_rows"] == 3 and evaluation["evaluated"]["data_skipped"] == ["line 2"]
     assert [rep["num_problems"] for rep in evaluation["reports"]["1"].values()] == [2]

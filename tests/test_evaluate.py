@@ -420,15 +420,20 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         assert np.mean([s["correct"] for s in samples]) == pytest.approx(rep["pass@1"])
         assert all(0 <= s["p_yes"] <= 1 and 1 <= s["tokens"] <= 6 for s in samples)
         assert all(s["reward"] == float(s["correct"]) for s in samples)  # the math reward: 1 right, 0 wrong
-    # Another K (or temperature) into the same default --out would replace that report: refused before sampling
+    # Another K, length (or temperature, seed, strategy...) into the same default --out would replace that report:
+    # refused before sampling, by the settings eval.json records
     kept = (tmp_path / "eval" / "final" / "eval.json").read_text()
-    other_k = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples",
-                              "2"], capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert other_k.returncode == 2 and other_k.stderr.strip().endswith(
-        f"{tmp_path / 'eval' / 'final'} holds an evaluation at temperature 2 with 4 samples per problem (this one: 2, "
-        f"2), which it would replace; pass --out to keep both, or remove {tmp_path / 'eval' / 'final'} to replace "
-        "it"), other_k.stderr[-2000:]
-    assert (tmp_path / "eval" / "final" / "eval.json").read_text() == kept
+    settings = json.loads(kept)["evaluated"]["settings"]
+    assert (settings["num_samples"], settings["temperature"], settings["max_new_tokens"]) == (4, 2.0, 6)
+    final = tmp_path / "eval" / "final"
+    for flag, value, was, now in (("--num_samples", "2", "num_samples=4", "num_samples=2"),
+                                  ("--max_new_tokens", "1", "max_new_tokens=6", "max_new_tokens=1")):
+        other = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples",
+                                "4", flag, value], capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert other.returncode == 2 and other.stderr.strip().endswith(
+            f"{final} holds an evaluation with {was} (this one: {now}), which it would replace; pass --out to keep "
+            f"both, or remove {final} to replace it"), other.stderr[-2000:]
+    assert (final / "eval.json").read_text() == kept
     # The lambda = 0 baseline, a run of its own in the workdir: --policy lambda0 evaluates its final policy as the
     # run's report did (same pool) and names it so; its default --out is its own eval/ (nothing could evaluate it:
     # --policy named no such directory, and --workdir on it refused its own default --out)

@@ -494,6 +494,20 @@ def test_evaluates_refusal_names_the_largest_value_of_each_setting_that_fits():
     assert re.fullmatch(r"lower --num_samples to \d+ \(now 1073741824\)", budget.advice(tokens, limit_bytes=limit))
     # nothing fits alone (the policy itself is over the limit): every lever, biggest first, said so
     assert budget.advice(plan, limit_bytes=2 ** 20).startswith("no one setting fits alone: ")
+    # --dtype is not offered where it does not apply (a --checkpoint)
+    assert "bfloat16" not in budget.advice(memory.eval_plan(cfg, {"data": 1}, samples=512, rows=256, new_tokens=8192,
+                                                            dtype_flag=False, **shape), limit_bytes=limit)
+    # with a particle search after the pool, a setting is offered only where both phases then fit (the pool's alone
+    # offered --num_samples and --batch_size, which left the search over the limit)
+    search = dict(particle_rows=32 * 3, particles=3)  # 92 GiB, the pool 134
+    with_search = memory.eval_plan(cfg, {"data": 1}, samples=512, rows=256, new_tokens=8192, **search, **shape)
+    assert with_search.phases["particles"] > limit and with_search.peak_phase == "eval"
+    offered = {flag: int(v) for flag, v in re.findall(r"lower --(\w+) to (\d+)",
+                                                      budget.advice(with_search, limit_bytes=limit))}
+    knob = {"num_samples": "samples", "batch_size": "rows", "max_new_tokens": "new_tokens"}
+    assert offered and all(memory.eval_plan(cfg, {"data": 1}, **{"samples": 512, "rows": 256, "new_tokens": 8192,
+                                                                knob[f]: v}, **search, **shape).peak_bytes <= limit
+                           for f, v in offered.items())
 
 
 def test_the_longest_prompt_and_its_batch_width_round_up_like_the_sampler():

@@ -116,25 +116,28 @@ def test_the_export_is_evaluated_as_its_run_rendered_prompts_and_sampled(user_ru
     """``evaluate --model_dir`` on an API run's export wrapped its raw prompts in the Qwen2.5-Math chat format
     (here refused: the arithmetic tokenizer cannot spell the instruction; a real tokenizer's run scored pass@1 0 for
     0.24) and sampled at 1.0 for 1024 tokens. The export now says how its run asked (rlvjax_sampling.json)."""
+    import shutil
+
     root, namespace, _, rows = user_run
     temperature = namespace["trainer"].config.rl.temperature
     saved = json.loads((root / "exported" / "rlvjax_sampling.json").read_text())
     assert saved == {"prompt_format": "as_is", "temperature": temperature, "max_new_tokens": 4}
+    # a copy whose run sampled at 0.7 for 2 tokens: neither is evaluate's own default (1.0, 1024)
+    export = shutil.copytree(root / "exported", tmp_path / "export")
+    (export / "rlvjax_sampling.json").write_text(json.dumps({**saved, "temperature": 0.7, "max_new_tokens": 2}))
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps({"prompt": r["prompt"], "answer": r["target"]}) + "\n" for r in rows[:8]))
-    out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(root / "exported"), "--data",
+    out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(export), "--data",
                           str(data), "--num_samples", "2", "--out", str(tmp_path / "eval")], capture_output=True,
                          text=True, timeout=300, cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-2000:]
     evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert evaluation["evaluated"]["prompt_format"] == "as_is"
-    assert evaluation["headline_temperature"] == temperature
+    assert evaluation["headline_temperature"] == 0.7 and evaluation["evaluated"]["settings"]["max_new_tokens"] == 2
     samples = [json.loads(line) for line in (tmp_path / "eval" / "eval_samples.jsonl").read_text().splitlines()]
-    assert {s["prompt"] for s in samples} == {r["prompt"] for r in rows[:8]} and max(s["tokens"] for s in samples) <= 4
+    assert {s["prompt"] for s in samples} == {r["prompt"] for r in rows[:8]} and max(s["tokens"] for s in samples) <= 2
     # a damaged file is one line, nothing written
     damaged = tmp_path / "damaged"
-    import shutil
-
     shutil.copytree(root / "exported", damaged)
     (damaged / "rlvjax_sampling.json").write_text(json.dumps({**saved, "prompt_format": "chat"}))
     bad = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(damaged), "--data", str(data),

@@ -114,16 +114,25 @@ def from_rows(rows: list[dict], places: list[str] | None = None, *, source: str 
         else:
             records.append(record)
     if not records:
-        fields = " or ".join(repr(f) for f in SCHEMAS[schema][1])
         raise ValueError(f"{source}: none of its {len(rows)} rows has a usable gold answer for schema {schema!r}; "
-                         f"give each row its answer ({fields})")
+                         f"give each row {_gold_hint(schema)}")
     stats = LoadStats(source, schema, len(rows), len(records), len(bad), tuple(bad))
     if bad:  # said where every caller's log shows it, not only in the stats a caller may drop
         logging.getLogger(__name__).warning(
-            "%s: skipped %d of %d rows with no usable gold answer for schema %r (%s%s); give them their answers (%s) "
-            "or remove them", source, len(bad), len(rows), schema, ", ".join(bad[:5]), ", ..." if len(bad) > 5 else "",
-            " or ".join(repr(f) for f in SCHEMAS[schema][1]))
+            "%s: skipped %d of %d rows with no usable gold answer for schema %r (%s%s); give them %s or remove them",
+            source, len(bad), len(rows), schema, ", ".join(bad[:5]), ", ..." if len(bad) > 5 else "",
+            _gold_hint(schema))
     return records, stats
+
+
+def _gold_hint(schema: str) -> str:
+    """What a row of ``schema`` needs for a usable gold answer (``_gold``)."""
+    from rlvjax.rewards.answers import MAX_ANSWER_CHARS
+
+    if schema == "math":
+        return "a \\boxed{} answer in 'solution'"
+    fields = " or ".join(repr(f) for f in SCHEMAS[schema][1])
+    return f"an answer in {fields} (not empty, braces balanced, at most {MAX_ANSWER_CHARS} characters)"
 
 
 def absolute(path_or_id) -> str:
