@@ -89,10 +89,10 @@ def answer_classes(answers: Sequence[str | None], equivalent: Callable[[str, str
     grouping "math": equal normalised strings share a class for free; each further distinct key (the most frequent
     first, so that the classes do not depend on the answers' order) joins the first class whose first key and whose
     ``MEMBER_CHECKS`` most frequent other keys it is `equivalent` to (called as ``equivalent(earlier, later)``), else
-    opens a class: at most keys x (classes + ``MEMBER_CHECKS``) checks. The default asks the math-verify grader, one
-    batch per key against the class heads, and one against the chosen class's members (whole numbers are compared
-    without it); an answer that keeps timing out (math-verify hangs on it) forms a class of its own and is compared
-    no more.
+    opens a class: keys x (classes + ``MEMBER_CHECKS``) checks, more only where a key equals several classes'
+    heads. The default asks the math-verify grader, one batch per key against the class heads, and one per class it
+    may join against that class's members (whole numbers are compared without it); an answer that keeps timing out
+    (math-verify hangs on it) forms a class of its own and is compared no more.
     grouping "string": identical strings (surrounding whitespace aside) share a class, nothing else does.
     """
     from rlvjax.rewards.answers import normalize_answer
