@@ -25,7 +25,6 @@ are replayed on the pool, which gives their live runs' results for these samples
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import operator
 import os
@@ -35,7 +34,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from rlvjax import eval_out, experiment, outputs, parallel, sampling, testtime
+from rlvjax import eval_out, experiment, outputs, parallel, run_sampling, sampling, testtime
 from rlvjax.config import Config, check_local
 from rlvjax.data import pipeline, sources
 from rlvjax.data.prompts import format_records
@@ -160,25 +159,6 @@ NOT_SETTINGS = ("workdir", "model_dir", "policy", "checkpoint", "data", "data_sp
                 "compilation_cache", "batch_size")
 
 
-def trained_sampling(model_dir) -> dict:
-    """How an rlvjax export's run rendered prompts and sampled (``experiment.SAMPLING_FILE``: ``prompt_format``,
-    ``temperature``, ``max_new_tokens``); {} for any other HF directory."""
-    path = Path(model_dir) / experiment.SAMPLING_FILE
-    if not path.exists():
-        return {}
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        RLConfig(temperature=saved["temperature"], max_new_tokens=saved["max_new_tokens"])  # their types and ranges
-        ok = saved["prompt_format"] in experiment.PROMPT_FORMATS
-    except (ValueError, KeyError, TypeError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{path} is damaged: it needs prompt_format (one of {', '.join(experiment.PROMPT_FORMATS)}), "
-                         "temperature > 0 and max_new_tokens >= 1; fix it, or delete it to evaluate with the flags' "
-                         "defaults")
-    return saved
-
-
 def check_policy(workdir: Path, policy: str, flag: str) -> None:
     """One line when ``--policy flag`` names no exported model ``policy`` of the run (a typo, or warm_start in a run
     without one, or a baseline not finished)."""
@@ -282,7 +262,7 @@ def main(argv):
         cache = experiment.RunConfig.compilation_cache_dir
     # Before the first compile: evaluating a checkpoint of a run, or the same model again, reuses its programs.
     experiment.use_compilation_cache(cache if f.compilation_cache is None else f.compilation_cache)
-    trained = {} if f.workdir else trained_sampling(f.model_dir)  # an export's run: its prompt format, T and length
+    trained = {} if f.workdir else run_sampling.load(f.model_dir)  # an export's run: its prompt format, T and length
     sampled = run_config.rl if f.workdir else RLConfig(temperature=trained.get("temperature", 1.0),
                                                        max_new_tokens=trained.get("max_new_tokens", 1024))
     settings = {**{flag.name: flag.value for flag in own if flag.name not in NOT_SETTINGS},
@@ -309,7 +289,7 @@ def main(argv):
     if f.max_new_tokens is not None:
         rl = dataclasses.replace(rl, max_new_tokens=f.max_new_tokens)
     if f.data:
-        prompt_format = ("as_is" if f.raw_prompts else experiment.run_prompt_format(run_config.task) if f.workdir
+        prompt_format = ("as_is" if f.raw_prompts else run_sampling.prompt_format(run_config.task) if f.workdir
                          else trained.get("prompt_format", "math"))
         loaded, stats = sources.load_records(f.data, split=f.data_split, name=f.data_subset,
                                              require_gold=reward.is_math, split_knob="--data_split",

@@ -17,6 +17,7 @@ from absl import logging
 import numpy as np
 from flax import nnx
 
+from rlvjax import run_sampling
 from rlvjax.data import arithmetic, prompts, tasks
 from rlvjax.data.encoding import encode_prompts
 from rlvjax.data.tokenizer import build_tokenizer
@@ -32,7 +33,6 @@ from rlvjax.rl.steps import Statics
 CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped in the package (the repository links configs/ here)
 GIN_SEARCH_PATH = str(CONFIGS.parent)  # where `--gin_file configs/...` and gin includes are found
 DTYPES = ("float32", "bfloat16", "float16")
-PROMPT_FORMATS = ("math", "as_is")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +122,8 @@ class TaskSpec:
     def __post_init__(self):
         check_field_types(self)
         tasks.get(self.name)  # an unknown name fails here, listing the known ones
-        if self.prompt_format not in PROMPT_FORMATS:
-            raise ValueError(f"TaskSpec.prompt_format={self.prompt_format!r}: use one of {PROMPT_FORMATS}")
+        if self.prompt_format not in prompts.PROMPT_FORMATS:
+            raise ValueError(f"TaskSpec.prompt_format={self.prompt_format!r}: use one of {prompts.PROMPT_FORMATS}")
         if self.name == "file":
             if not self.eval_split:
                 raise ValueError("TaskSpec.eval_split is empty; name the eval_file dataset's split, e.g. 'test'")
@@ -410,33 +410,19 @@ def pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-SAMPLING_FILE = "rlvjax_sampling.json"  # beside an exported model: how its run rendered prompts and sampled
-
-
-def run_prompt_format(task: TaskSpec) -> str:
-    """How the run's prompts were rendered: ``TaskSpec.prompt_format`` for data files and the Python API's datasets;
-    a generated task's prompts are written in the policy's format ("as_is")."""
-    return task.prompt_format if task.name == "file" else "as_is"
-
-
 def export_files(tokenizer, verify: verifier.VerifierConfig, run=None) -> dict[str, str]:
     """``{file name: text}`` an exported policy carries beside its weights (``save_hf(..., files=)``): the verifier's
-    config, so evaluating it asks the same question; for the policy of a run (``run``: its ``Config``),
-    ``SAMPLING_FILE``, the prompt format, temperature and length it was trained with, which ``evaluate --model_dir``
-    uses (it wrapped an API run's raw prompts in the Qwen2.5-Math chat format the policy never saw: pass@1 0 for
-    0.24); and a generation_config.json that ends completions where rlvjax's sampler does and suppresses the tokens
-    it never samples (``sampling_tokens``), so ``generate`` in transformers samples the policy alike."""
+    config, so evaluating it asks the same question; for the policy of a run (``run``: its ``Config``), how it
+    rendered prompts and sampled (``run_sampling``); and a generation_config.json that ends completions where
+    rlvjax's sampler does and suppresses the tokens it never samples (``sampling_tokens``), so ``generate`` in
+    transformers samples the policy alike."""
     from transformers import GenerationConfig
 
     suppress = sampling_tokens(tokenizer, verifier.tokens(tokenizer, verify.question)).suppress_ids
     generation = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=list(stop_ids(tokenizer)),
                                   pad_token_id=pad_id(tokenizer), suppress_tokens=list(suppress) or None)
-    files = {**verifier.config_files(verify), "generation_config.json": generation.to_json_string()}
-    if run is not None:
-        trained = {"prompt_format": run_prompt_format(run.task), "temperature": run.rl.temperature,
-                   "max_new_tokens": run.rl.max_new_tokens}
-        files[SAMPLING_FILE] = json.dumps(trained, indent=2)
-    return files
+    return {**verifier.config_files(verify), **(run_sampling.files(run) if run is not None else {}),
+            "generation_config.json": generation.to_json_string()}
 
 
 def statics(graphdef, tx, rl: RLConfig, tokenizer, verify: verifier.VerifierConfig = verifier.VerifierConfig()

@@ -15,7 +15,7 @@ import gin
 import numpy as np
 import pytest
 
-from rlvjax import experiment, outputs, testtime, train
+from rlvjax import experiment, outputs, run_sampling, testtime, train
 from rlvjax.rl import verifier
 from rlvjax.reports import assemble, calibration_error, compare, report, summary
 from rlvjax.config import Config
@@ -477,11 +477,11 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     data.write_text("".join(json.dumps({"prompt": s["prompt"], "answer": s["gold"]}) + "\n"
                             for s in samples if s["sample"] == 0))
     model_dir = ["--model_dir", str(tmp_path / "final"), "--data", str(data)]
-    trained = (tmp_path / "final" / experiment.SAMPLING_FILE).read_text()
-    (tmp_path / "final" / experiment.SAMPLING_FILE).unlink()
+    trained = (tmp_path / "final" / run_sampling.FILE).read_text()
+    (tmp_path / "final" / run_sampling.FILE).unlink()
     wrapped = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--out", str(tmp_path / "wrapped")],
                              capture_output=True, text=True, timeout=300, cwd=REPO)
-    (tmp_path / "final" / experiment.SAMPLING_FILE).write_text(trained)
+    (tmp_path / "final" / run_sampling.FILE).write_text(trained)
     assert wrapped.returncode == 2 and "64 --data prompt(s) hold characters the tokenizer cannot encode" in \
         wrapped.stderr and not (tmp_path / "wrapped").exists()
     model_dir.append("--raw_prompts")  # the digit task's prompts, already in the policy's format

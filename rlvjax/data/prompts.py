@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+PROMPT_FORMATS = ("math", "as_is")  # TaskSpec.prompt_format: Qwen2.5-Math's evaluation format, or as given
 QWEN_MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 

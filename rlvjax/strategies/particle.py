@@ -111,10 +111,11 @@ def run(policy, records: list[dict], rule: ParticleRule, *, seed: int = 0) -> Ou
         # verifier passes: a row that ended on its first token is scored once; one that went on, after each advance
         scored = (~np.asarray(rows.live)).astype(np.int64)
         for _ in range(rule.max_steps):
-            if not np.any(np.asarray(rows.live)):
+            live = np.asarray(rows.live)
+            if not live.any():
                 break
             before = np.asarray(rows.n)
-            scored += np.asarray(rows.live)
+            scored += live
             rows = decoder.advance(state, rows, rng, np.full(len(before), cap), delimiters)
             spent += np.asarray(rows.n) - before
             verdicts = np.asarray(decoder.score(state, rows))

@@ -1,0 +1,46 @@
+"""How a run rendered its prompts and sampled, carried beside each of its exports (``FILE``: the prompt format,
+temperature and ``max_new_tokens``) and read back by ``python -m rlvjax.evaluate --model_dir``: an API run's raw
+prompts were evaluated wrapped in the Qwen2.5-Math chat format the policy never saw (pass@1 0 for 0.24), at 1.0
+for 1024 tokens."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rlvjax.data.prompts import PROMPT_FORMATS
+from rlvjax.rl.config import RLConfig
+
+FILE = "rlvjax_sampling.json"
+
+
+def prompt_format(task) -> str:
+    """How the run's prompts were rendered (``task``: its ``TaskSpec``): ``TaskSpec.prompt_format`` for data files
+    and the Python API's datasets; a generated task's prompts are written in the policy's format ("as_is")."""
+    return task.prompt_format if task.name == "file" else "as_is"
+
+
+def files(run) -> dict[str, str]:
+    """``{FILE: text}`` for an export of the run ``run`` (its ``Config``)."""
+    trained = {"prompt_format": prompt_format(run.task), "temperature": run.rl.temperature,
+               "max_new_tokens": run.rl.max_new_tokens}
+    return {FILE: json.dumps(trained, indent=2)}
+
+
+def load(model_dir) -> dict:
+    """``FILE``'s ``prompt_format``, ``temperature`` and ``max_new_tokens`` of an rlvjax export; {} for any other HF
+    directory."""
+    path = Path(model_dir) / FILE
+    if not path.exists():
+        return {}
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        RLConfig(temperature=saved["temperature"], max_new_tokens=saved["max_new_tokens"])  # their types and ranges
+        ok = saved["prompt_format"] in PROMPT_FORMATS
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{path} is damaged: it needs prompt_format (one of {', '.join(PROMPT_FORMATS)}), "
+                         "temperature > 0 and max_new_tokens >= 1; fix it, or delete it to evaluate with the flags' "
+                         "defaults")
+    return saved
