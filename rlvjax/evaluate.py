@@ -254,7 +254,8 @@ def main(argv):
         eval_out.check_same_model(out, model_path, f.data, f.data_split, f.data_subset)
     eval_out.check_writable(out)
     if f.workdir:
-        run_config = Config.from_dict(Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint))
+        stored = Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint)
+        run_config = Config.from_dict(stored)
         rl, verify = run_config.rl, run_config.verifier
         reward = Rewards.of(run_config)
         cache = run_config.run.compilation_cache_dir
@@ -289,7 +290,7 @@ def main(argv):
     if f.max_new_tokens is not None:
         rl = dataclasses.replace(rl, max_new_tokens=f.max_new_tokens)
     if f.data:
-        prompt_format = ("as_is" if f.raw_prompts else run_sampling.prompt_format(run_config.task) if f.workdir
+        prompt_format = ("as_is" if f.raw_prompts else run_sampling.of_checkpoint(stored, run_config) if f.workdir
                          else trained.get("prompt_format", "math"))
         loaded, stats = sources.load_records(f.data, split=f.data_split, name=f.data_subset,
                                              require_gold=reward.is_math, split_knob="--data_split",

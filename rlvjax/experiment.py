@@ -112,7 +112,8 @@ class TaskSpec:
     eval_split: str = "test"
     # How a record's prompt becomes the policy's input: "math" — the problem plus the Qwen2.5-Math instruction, in
     # the chat template when the tokenizer has one; "as_is" — a string is used verbatim (TRL's convention; what
-    # RLVTrainer uses). Under either, a list of chat messages is rendered with the tokenizer's template.
+    # RLVTrainer uses); "chat" — a string is the user's message in the tokenizer's chat template, no instruction
+    # added. Under each, a list of chat messages is rendered with the tokenizer's template.
     prompt_format: str = "math"
     # Reward functions (rewards/registry.py): registered names or "module:function", summed with reward_weights
     # (None: 1 each). "math" grades the last \boxed{} against the gold answer; others read any data column.
@@ -410,18 +411,19 @@ def pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def export_files(tokenizer, verify: verifier.VerifierConfig, run=None) -> dict[str, str]:
+def export_files(tokenizer, verify: verifier.VerifierConfig, run=None, prompt_format: str = "as_is"
+                 ) -> dict[str, str]:
     """``{file name: text}`` an exported policy carries beside its weights (``save_hf(..., files=)``): the verifier's
     config, so evaluating it asks the same question; for the policy of a run (``run``: its ``Config``), how it
-    rendered prompts and sampled (``run_sampling``); and a generation_config.json that ends completions where
-    rlvjax's sampler does and suppresses the tokens it never samples (``sampling_tokens``), so ``generate`` in
-    transformers samples the policy alike."""
+    rendered prompts (``prompt_format``: ``run_sampling.rendered_as``) and sampled (``run_sampling``); and a
+    generation_config.json that ends completions where rlvjax's sampler does and suppresses the tokens it never
+    samples (``sampling_tokens``), so ``generate`` in transformers samples the policy alike."""
     from transformers import GenerationConfig
 
     suppress = sampling_tokens(tokenizer, verifier.tokens(tokenizer, verify.question)).suppress_ids
     generation = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=list(stop_ids(tokenizer)),
                                   pad_token_id=pad_id(tokenizer), suppress_tokens=list(suppress) or None)
-    return {**verifier.config_files(verify), **(run_sampling.files(run) if run is not None else {}),
+    return {**verifier.config_files(verify), **(run_sampling.files(run, prompt_format) if run is not None else {}),
             "generation_config.json": generation.to_json_string()}
 
 

@@ -9,20 +9,37 @@ import json
 from pathlib import Path
 
 from rlvjax.data.prompts import PROMPT_FORMATS
+from rlvjax.rewards.registry import MESSAGES
 from rlvjax.rl.config import RLConfig
 
 FILE = "rlvjax_sampling.json"
 
 
-def prompt_format(task) -> str:
-    """How the run's prompts were rendered (``task``: its ``TaskSpec``): ``TaskSpec.prompt_format`` for data files
-    and the Python API's datasets; a generated task's prompts are written in the policy's format ("as_is")."""
-    return task.prompt_format if task.name == "file" else "as_is"
+KEY = "prompt_format"  # beside the config stored with each checkpoint: the format its exports record
 
 
-def files(run) -> dict[str, str]:
-    """``{FILE: text}`` for an export of the run ``run`` (its ``Config``)."""
-    trained = {"prompt_format": prompt_format(run.task), "temperature": run.rl.temperature,
+def rendered_as(task, records: list[dict] = ()) -> str:
+    """How the run's prompts were rendered, as an evaluation of its policy renders new problems (``task``: its
+    ``TaskSpec``; ``records``: its train records): ``TaskSpec.prompt_format`` for data files and the Python API's
+    datasets, "chat" where "as_is" rendered chat messages only (a text problem is then the user's message, not read
+    verbatim); a generated task's prompts are written in the policy's format ("as_is")."""
+    if task.name != "file":
+        return "as_is"
+    if task.prompt_format == "as_is" and records and all(MESSAGES in r for r in records):
+        return "chat"
+    return task.prompt_format
+
+
+def of_checkpoint(stored: dict, run) -> str:
+    """The format stored with a checkpoint (its config dict ``stored``, ``run`` the ``Config`` read from it); one
+    saved before rlvjax stored it (2026-12-06) gives its task's (:func:`rendered_as` without the records)."""
+    return stored.get(KEY) or rendered_as(run.task)
+
+
+def files(run, prompt_format: str) -> dict[str, str]:
+    """``{FILE: text}`` for an export of the run ``run`` (its ``Config``), whose prompts were rendered in
+    ``prompt_format`` (:func:`rendered_as`)."""
+    trained = {"prompt_format": prompt_format, "temperature": run.rl.temperature,
                "max_new_tokens": run.rl.max_new_tokens}
     return {FILE: json.dumps(trained, indent=2)}
 

@@ -25,8 +25,8 @@ from absl import flags, logging
 from etils import epath
 from flax import nnx
 
-from rlvjax import (budget, cli, evaluate, experiment, memory, outputs, parallel, preemption, sampling,
-                    sft)
+from rlvjax import (budget, cli, evaluate, experiment, memory, outputs, parallel, preemption, run_sampling,
+                    sampling, sft)
 from rlvjax.config import Config, check_local
 from rlvjax.checkpoint import Checkpointer, check_free_space, ensure_writable, step_folders
 from rlvjax.data import pipeline, sources, tasks
@@ -174,7 +174,9 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                 task, name="file", train_file=str(workdir / "data" / "train.jsonl"),
                 eval_file=str(workdir / "data" / "eval.jsonl") if eval_records else None,
                 num_eval=len(records[1]) if eval_records else task.num_eval))  # all of them, as given
-        stored = {**config.to_dict(), "architecture": json.loads(json.dumps(dataclasses.asdict(architecture)))}
+        rendered = run_sampling.rendered_as(config.task, train_records)  # what its exports record
+        stored = {**config.to_dict(), "architecture": json.loads(json.dumps(dataclasses.asdict(architecture))),
+                  run_sampling.KEY: rendered}
         latest = checkpoints.latest_step()
         outputs.check_fresh(workdir, resume, latest)
         if resume_step is not None and resume_step not in checkpoints.all_steps():
@@ -199,7 +201,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                 # overwrite: the run's own folder, replaced whatever made it (an rlvjax before 2026-12-03 did not
                 # stamp its exports; check_unused keeps a fresh run off another's)
                 save_hf(nnx.merge(graphdef, gathered), tokenizer, workdir / "warm_start", overwrite=True,
-                        files=experiment.export_files(tokenizer, config.verifier, config), step=0,
+                        files=experiment.export_files(tokenizer, config.verifier, config, rendered), step=0,
                         stamp={"rlvjax_warm_start": outputs.warm_start_id(config)})
         del warm_examples  # not kept for the whole run
         updates_per_step = rl.num_ppo_epochs * rl.num_minibatches
@@ -338,7 +340,8 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                 params = jax.tree.map(parallel.to_host, state.params)
                 if jax.process_index() == 0:
                     save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "final", overwrite=True,  # as above
-                            files=experiment.export_files(tokenizer, config.verifier, config), step=run.num_steps)
+                            files=experiment.export_files(tokenizer, config.verifier, config, rendered),
+                            step=run.num_steps)
                 parallel.barrier("final policy exported")
             if notice.agreed():  # a notice during the export: it finished, and the rest waits
                 raise cli.Preempted(f"{notice.name}: training is complete and saved; stopped before what follows it "

@@ -45,7 +45,7 @@ EVAL_FIELDS = ("max_new_tokens", "temperature", "verify_question", "verify_thres
 class RLVConfig:
     """Training arguments. Each field left None keeps ``config``'s value (``Config()``'s defaults unless given);
     ``config`` holds every other knob (docs/config.md). ``prompt_format`` is never None: the API renders prompts
-    TRL's way ("as_is") unless it says "math", whatever ``config.task.prompt_format`` holds."""
+    TRL's way ("as_is") unless it says "math" or "chat", whatever ``config.task.prompt_format`` holds."""
 
     output_dir: str
     algorithm: str | None = None  # "grpo", "dr_grpo", "rloo", "vineppo"

@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import pytest
 
 from rlvjax.data import QWEN_MATH_INSTRUCTION, format_prompt, load_records, make_iterator
 from rlvjax.data import pipeline, sources
+from rlvjax.experiment import TaskSpec
+from rlvjax.rewards.registry import MESSAGES
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MATH500 = SHARED_DATA / "math500.jsonl"
@@ -279,6 +282,9 @@ def test_format_records_renders_chat_messages_under_either_format():
     assert [r["prompt"] for r in math] == ["[user]1+2=[assistant]",
                                            f"[system]{QWEN_MATH_INSTRUCTION}[user]2+2=[assistant]"]
     assert [r["prompt"] for r in format_records(records, tokenizer, "as_is")] == ["[user]1+2=[assistant]", "2+2="]
+    chat = format_records(records, tokenizer, "chat")  # a text is the user's turn, no instruction added
+    assert [r["prompt"] for r in chat] == ["[user]1+2=[assistant]", "[user]2+2=[assistant]"]
+    assert MESSAGES in chat[0] and MESSAGES not in chat[1]  # reward functions get the rows' own prompts
     assert math[0]["gold"] == "3"
     # A prefilled assistant turn is continued, not closed and followed by a second assistant header.
     from rlvjax.data.prompts import render_messages
@@ -303,6 +309,25 @@ def test_format_records_renders_chat_messages_under_either_format():
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }"
     with pytest.raises(ValueError, match=r"^the prompt of record 'rows-0' cannot be rendered with the tokenizer's"):
         format_records(two_users, tokenizer, "math")
+    tokenizer.chat_template = None
+    with pytest.raises(ValueError, match=r"^prompt_format 'chat' renders each prompt with the tokenizer's chat "
+                                         r"template and this tokenizer has none; use prompt_format 'as_is'"):
+        format_records([two_users[0]], tokenizer, "chat")
+
+
+def test_a_run_records_the_format_its_exports_are_evaluated_in():
+    """A run whose prompts were all chat messages ("as_is") is recorded "chat": evaluating its policy on text
+    problems read them verbatim, without the chat template it always saw."""
+    from rlvjax.run_sampling import rendered_as
+
+    messages = {"prompt": "[user]1+2=[assistant]", MESSAGES: [{"role": "user", "content": "1+2="}]}
+    text = {"prompt": "2+2="}
+    file = TaskSpec(name="file", train_file="t.jsonl", prompt_format="as_is")
+    assert rendered_as(file, [messages, messages]) == "chat"
+    assert rendered_as(file, [messages, text]) == "as_is"  # some texts were read verbatim
+    assert rendered_as(file) == "as_is"  # a checkpoint from before the format was stored: its task's
+    assert rendered_as(dataclasses.replace(file, prompt_format="math"), [messages]) == "math"
+    assert rendered_as(TaskSpec(name="arithmetic"), [messages]) == "as_is"  # generated in the policy's format
 
 
 # --- every bad input names the problem and the fix -----------------------------------------------------------------

@@ -139,12 +139,13 @@ def test_the_export_is_evaluated_as_its_run_rendered_prompts_and_sampled(user_ru
     # a damaged file is one line, nothing written
     damaged = tmp_path / "damaged"
     shutil.copytree(root / "exported", damaged)
-    (damaged / "rlvjax_sampling.json").write_text(json.dumps({**saved, "prompt_format": "chat"}))
+    (damaged / "rlvjax_sampling.json").write_text(json.dumps({**saved, "prompt_format": "latex"}))
     bad = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(damaged), "--data", str(data),
                           "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert bad.returncode == 2 and bad.stderr.strip().endswith(
-        f"{damaged / 'rlvjax_sampling.json'} is damaged: it needs prompt_format (one of math, as_is), temperature > 0 "
-        "and max_new_tokens >= 1; fix it, or delete it to evaluate with the flags' defaults"), bad.stderr[-2000:]
+        f"{damaged / 'rlvjax_sampling.json'} is damaged: it needs prompt_format (one of math, as_is, chat), "
+        "temperature > 0 and max_new_tokens >= 1; fix it, or delete it to evaluate with the flags' defaults"
+    ), bad.stderr[-2000:]
     assert not (tmp_path / "bad").exists()
 
 
@@ -757,3 +758,41 @@ for i, target in enumerate([f"{root}/a", f"{root}/b", None]):
     assert done.returncode == 0, done.stderr[-2000:]
     a, b, off = ([int(n) for n in line.split()] for line in done.stdout.splitlines())
     assert a[0] > 0 == a[1] and b[0] == a[0] and b[1] > 0 and off == b  # a, then b, then nothing written
+
+
+@pytest.mark.slow
+def test_a_run_on_chat_messages_has_text_problems_evaluated_as_the_users_turn(hf_checkpoint, tmp_path):
+    """An API run trained on chat messages was recorded "as_is": ``evaluate`` read a text problem verbatim, never
+    in the chat template its policy always saw. Its exports (the run's own, and the CLI's of a checkpoint) and
+    ``evaluate --workdir`` now render text problems as the user's message."""
+    import shutil
+
+    from conftest import word_tokenizer
+
+    model_dir = shutil.copytree(hf_checkpoint("qwen2")[0], tmp_path / "chat_model")
+    tokenizer = word_tokenizer(96)
+    tokenizer.chat_template = ("{% for m in messages %}{{ 'w1 ' if m['role'] == 'user' else 'w2 ' }}{{ m['content'] }} "
+                               "{% endfor %}{% if add_generation_prompt %}w3 {% endif %}")
+    tokenizer.save_pretrained(model_dir)
+    rows = [{"prompt": [{"role": "user", "content": f"w{10 + i} w{20 + i}"}]} for i in range(8)]
+    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), num_steps=1, batch_size=4, group_size=2,
+                            max_new_tokens=2, verify_question="w5 w6")
+    rlvjax.RLVTrainer(str(model_dir), reward_funcs=length_penalty, train_dataset=rows, args=args).train()
+    assert json.loads((tmp_path / "run" / "final" / "rlvjax_sampling.json").read_text())["prompt_format"] == "chat"
+
+    def cli(*args):
+        out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=REPO,
+                             env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.path.join(REPO, "tests")})
+        assert out.returncode == 0, out.stderr[-2000:]  # the run's reward is test_trainer:length_penalty
+
+    cli("rlvjax.export", "--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "exported"))
+    assert json.loads((tmp_path / "exported" / "rlvjax_sampling.json").read_text())["prompt_format"] == "chat"
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"w{40 + i}", "answer": str(i)}) + "\n" for i in range(4)))
+    for source in (["--model_dir", str(tmp_path / "exported")], ["--workdir", str(tmp_path / "run")]):
+        out = tmp_path / f"eval{source[0]}"
+        cli("rlvjax.evaluate", *source, "--data", str(data), "--num_samples", "2", "--max_new_tokens", "2",
+            "--out", str(out))
+        assert json.loads((out / "eval.json").read_text())["evaluated"]["prompt_format"] == "chat"
+        samples = [json.loads(line) for line in (out / "eval_samples.jsonl").read_text().splitlines()]
+        assert {s["prompt"] for s in samples} == {f"w1 w{40 + i} w3 " for i in range(4)}

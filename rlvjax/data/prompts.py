@@ -1,11 +1,13 @@
 """How a record's prompt becomes the text the policy reads (``TaskSpec.prompt_format``): a problem in Qwen2.5-Math's
-evaluation format, chat messages through the tokenizer's chat template, or the row's text as it is."""
+evaluation format, chat messages through the tokenizer's chat template, a text as the user's turn of a chat, or the
+row's text as it is."""
 
 from __future__ import annotations
 
 from typing import Any
 
-PROMPT_FORMATS = ("math", "as_is")  # TaskSpec.prompt_format: Qwen2.5-Math's evaluation format, or as given
+# TaskSpec.prompt_format: Qwen2.5-Math's evaluation format, as given, or a text as the user's turn of a chat
+PROMPT_FORMATS = ("math", "as_is", "chat")
 QWEN_MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
@@ -31,15 +33,22 @@ def format_prompt(problem: str, tokenizer: Any = None, *, instruction: str = QWE
 
 def format_records(records: list[dict], tokenizer: Any, prompt_format: str) -> list[dict]:
     """Records with their prompt rendered for the policy (``TaskSpec.prompt_format``): "math" through
-    :func:`format_prompt`, "as_is" through :func:`render_messages`. Chat messages go through
-    :func:`render_messages` under either: they are already the conversation the policy continues, and are kept as
-    the record's ``prompt_messages`` for reward functions (``rewards.registry``)."""
+    :func:`format_prompt`, "as_is" through :func:`render_messages`, "chat" as "as_is" with a text prompt made the
+    user's message. Chat messages go through :func:`render_messages` under each: they are already the conversation
+    the policy continues, and are kept as the record's ``prompt_messages`` for reward functions
+    (``rewards.registry``)."""
     import jinja2
 
     from rlvjax.rewards.registry import MESSAGES
 
+    if prompt_format == "chat" and not getattr(tokenizer, "chat_template", None):
+        raise ValueError("prompt_format 'chat' renders each prompt with the tokenizer's chat template and this "
+                         "tokenizer has none; use prompt_format 'as_is' (text verbatim) or a chat model")
+
     def render(record: dict):
         prompt, math = record["prompt"], prompt_format == "math" and isinstance(record["prompt"], str)
+        if prompt_format == "chat" and isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
         try:
             text = format_prompt(prompt, tokenizer) if math else render_messages(prompt, tokenizer)
         except jinja2.TemplateError as e:  # the template's own refusal ("roles must alternate"), or its syntax
