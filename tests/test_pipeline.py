@@ -3,7 +3,7 @@ subprocess, on the default config with a smaller model, fewer steps and a smalle
 
 Why two: shrunk to fit the time (2 layers, 200 warm-start steps, 16 RL steps), the arithmetic run's RL does not
 reliably move reward, so it checks the report only. RL improving reward is checked on the digit task, where 120
-steps take ~30 s."""
+steps take ~45 s."""
 
 import json
 import subprocess
@@ -35,8 +35,10 @@ def train_cli(workdir, bindings, gin_files=()):
 
 def test_rl_improves_reward_in_the_whole_pipeline(tmp_path):
     # The settings of test_train's digit-task test (temperature 2.5 keeps wrong rollouts coming), with the report.
+    # Seeds 0-7 on an AVX-512 host: pass@1 from ~0.1 to 0.23-0.67.
     train_cli(tmp_path / "run", ["RunConfig.eval_every = 0", "RunConfig.final_eval_samples = 8",
-                                 "RLConfig.temperature = 2.5", "RLConfig.lambda_verify = 2.0"],
+                                 "RLConfig.temperature = 2.5", "RLConfig.lambda_verify = 2.0",
+                                 "RunConfig.batch_size = 16"],
               [REPO / "configs" / "digit_smoke.gin"])
     rewards = [json.loads(line)["reward_mean"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rewards) == 120 and np.mean(rewards[-20:]) > np.mean(rewards[:5]) + 0.15, rewards

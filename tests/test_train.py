@@ -34,25 +34,30 @@ def deterministic(metrics):
 
 def test_digit_task_reward_and_verifier_improve_and_logs_are_written(tmp_path):
     # At the config's temperature 2 the policy's reward reaches ~0.8 in 120 steps and the verifier, short of wrong
-    # rollouts, mostly says Yes: held-out balanced accuracy 0.52-0.80 over seeds 0-3. At 2.5 with lambda 2 wrong
-    # rollouts keep coming: 0.72-0.81 over seeds 0-3, while reward still rises by 0.15-0.35.
-    history = run(tmp_path, ["RunConfig.eval_every = 0", "RLConfig.temperature = 2.5", "RLConfig.lambda_verify = 2.0"])
+    # rollouts, mostly says Yes. At 2.5 with lambda 2 wrong rollouts keep coming. With 8 prompts a step the run was
+    # chaotic: on an AVX-512 host (other float rounding) seed 0's reward rose by 0.11 and fell back, the verifier's
+    # held-out balanced accuracy 0.51. 16 prompts a step, seeds 0-7 on that host: reward +0.19 to +0.59, held-out
+    # AUROC 0.74-0.94.
+    history = run(tmp_path, ["RunConfig.eval_every = 0", "RLConfig.temperature = 2.5", "RLConfig.lambda_verify = 2.0",
+                             "RunConfig.batch_size = 16"])
     rewards = [m["reward_mean"] for m in history]
     start, end = np.mean(rewards[:5]), np.mean(rewards[-20:])
     assert end > start + 0.15, rewards
     assert history[0]["policy/logp_gap"] < 1e-5  # sampler and trainer agree
     # The warm start's verifier only knows the answer format (random verdicts): chance on its first rollouts. One
     # step's balanced accuracy rests on ~6 right rollouts (sd ~0.1 at chance), so the first five are averaged.
-    # After RL^V it judges held-out rollouts well above chance.
+    # After RL^V it ranks held-out rollouts well above chance. Its AUROC, not its balanced accuracy at p(Yes) = 0.5:
+    # a verifier that ranks right above wrong but says No to all at a low pass rate has balanced accuracy 0.5 (seeds
+    # 0-7: 0.55-0.87 while AUROC was 0.74-0.94).
     assert np.mean([m["verifier_balanced_accuracy"] for m in history[:5]]) <= 0.55
-    assert history[-1]["eval/verifier_balanced_accuracy"] > 0.65, history[-1]
+    assert history[-1]["eval/verifier_auroc"] > 0.7, history[-1]
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in logged] == list(range(1, 121))
     for key in ("reward_mean", "verify_loss", "verifier_accuracy", "policy/clipped", "policy/logp_gap",
                 "zero_variance_groups", "truncation_rate", "completion_length", "rollout_tokens_per_s",
                 "time/update_s", "eval/pass@1", "grade/no_answer", "grade/unparsed", "grade/timeouts", "grade/errors"):
         assert key in logged[-1], key
-    rollouts = 64  # each step's grading counts are its own rollouts', not the grader's running totals
+    rollouts = 16 * 8  # each step's grading counts are its own rollouts', not the grader's running totals
     assert all(0 <= m[f"grade/{k}"] <= rollouts for m in logged for k in ("no_answer", "unparsed", "timeouts"))
     assert list((tmp_path / "tensorboard").iterdir())
     sample = json.loads((tmp_path / "samples.jsonl").read_text().splitlines()[0])
