@@ -42,7 +42,7 @@ from rlvjax.reports import assemble, report, summary, temperature_key, write_rep
 from rlvjax.model.hf import load_hf
 from rlvjax.pool import EVAL_PROMPTS, PoolSampler, sample_pool
 from rlvjax.rewards.math import grading_counts
-from rlvjax.rewards.registry import Rewards
+from rlvjax.rewards.registry import Rewards, resolve as resolve_reward
 from rlvjax.rl import steps, verifier
 from rlvjax.rl.config import RLConfig
 from rlvjax.rl.verifier import VerifierConfig
@@ -148,6 +148,16 @@ def check_pool_size(k: int, name: str = "--num_samples") -> None:
     if k < 2 or k & (k - 1):
         raise ValueError(f"{name}={k}: use a power of two >= 2 (votes compare a problem's samples, and the curve's "
                          "largest N is the pool)")
+
+
+def flag_rewards(names: str) -> Rewards:
+    """``--reward``'s functions (comma-separated registered names or "module:function"), summed; a completion is
+    correct where the sum is >= 0.5 (1/0 and +1/-1 rewards alike)."""
+    listed = tuple(name.strip() for name in names.split(",") if name.strip())
+    if not listed:
+        raise ValueError("--reward is empty; name the reward functions to grade with, e.g. --reward math or "
+                         "--reward my_rewards:accuracy")
+    return Rewards(listed, functions=[resolve_reward(name, "--reward") for name in listed])
 
 
 BASELINE_POLICY = "lambda0"  # --policy: the lambda = 0 baseline's final policy (the name the run's report gives it)
@@ -257,9 +267,16 @@ def main(argv):
         stored = Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint)
         run_config = Config.from_dict(stored)
         rl, verify = run_config.rl, run_config.verifier
-        reward = Rewards.of(run_config)
+        try:
+            reward = flag_rewards(f.reward) if f.reward is not None else Rewards.of(run_config)
+        except ValueError as e:  # the run's own reward function is not importable here
+            raise ValueError(f"{e}{'' if f.reward is not None else '; or grade with --reward (e.g. --reward math)'}"
+                             ) from None
         cache = run_config.run.compilation_cache_dir
     else:
+        # Graded at the rewards' own threshold: the stored one is on the training reward's scale (a +-1 reward's 0
+        # made every completion correct here).
+        reward = flag_rewards(f.reward or "math")
         cache = experiment.RunConfig.compilation_cache_dir
     # Before the first compile: evaluating a checkpoint of a run, or the same model again, reuses its programs.
     experiment.use_compilation_cache(cache if f.compilation_cache is None else f.compilation_cache)
@@ -284,9 +301,6 @@ def main(argv):
         model, tokenizer = load_hf(f.model_dir, dtype=jnp.dtype(f.dtype or "float32"))
         rl = dataclasses.replace(sampled, temperature=settings["temperature"])
         verify = verifier.load_config(f.model_dir)  # the question it was trained with
-        # Graded by the math reward at its own threshold: the stored one is on the training reward's scale (a +-1
-        # reward's 0 made every completion correct here).
-        reward = Rewards(("math",))
     if f.max_new_tokens is not None:
         rl = dataclasses.replace(rl, max_new_tokens=f.max_new_tokens)
     if f.data:
@@ -382,6 +396,10 @@ if __name__ == "__main__":
                       "messages still go through its chat template) instead of rendering each in the run's "
                       "prompt format (an rlvjax export's, from its rlvjax_sampling.json; any other --model_dir: the "
                       "chat template and the Qwen2.5-Math instruction)")
+    flags.DEFINE_string("reward", None, "reward functions to grade with, comma-separated: registered names or "
+                        "module:function (importable from the working directory or PYTHONPATH), summed; a completion "
+                        "is correct where the sum is >= 0.5 (default: --workdir: the run's own; --model_dir: math, "
+                        "which needs an answer in each --data row)")
     flags.DEFINE_integer("num_samples", 16, "K: samples per problem (a power of two)")
     flags.DEFINE_integer("max_new_tokens", None, "tokens per completion (default: the run's, an rlvjax export's too; "
                          "1024 for any other --model_dir)")

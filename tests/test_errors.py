@@ -985,6 +985,12 @@ def test_evaluate_model_dir_mistakes(tmp_path):
         (["--model_dir", str(tmp_path / "model"), "--data", str(data), "--raw_prompts", "--max_new_tokens", "4",
           "--strategy", "particle", "--step_delimiter", "@@"],
          "ParticleRule.step_delimiter='@@' ends no token of this tokenizer; choose the text that ends a solution step"),
+        (["--model_dir", str(tmp_path / "model"), "--data", str(data), "--reward", " , "],
+         "--reward is empty; name the reward functions to grade with, e.g. --reward math or --reward "
+         "my_rewards:accuracy"),
+        (["--model_dir", str(tmp_path / "model"), "--data", str(data), "--reward", "math,no_such_module:f"],
+         "--reward: cannot import 'no_such_module:f' (No module named 'no_such_module'); put its module on "
+         "PYTHONPATH or fix the name"),
     ]
     for args, message in cases:
         code, lines = run_cli("rlvjax.evaluate", [*args, "--out", str(tmp_path / "out")])

@@ -19,6 +19,7 @@ from rlvjax import experiment, outputs, run_sampling, testtime, train
 from rlvjax.rl import verifier
 from rlvjax.reports import assemble, calibration_error, compare, report, summary
 from rlvjax.config import Config
+from rlvjax.model.hf import save_hf
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -353,8 +354,7 @@ def test_two_evaluations_moving_in_at_once_leave_one_whole_set(tmp_path, monkeyp
 def test_the_end_of_run_report_samples_in_the_runs_precision(tmp_path, monkeypatch):
     """A run computing in bfloat16 is reported in bfloat16, as it trained and as its memory plan counts the final
     eval (the report loaded the export in float32: another precision, twice the planned memory)."""
-    from rlvjax import evaluate, experiment
-    from rlvjax.model.hf import save_hf
+    from rlvjax import evaluate
 
     spec = experiment.ModelSpec(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
                                 compute_dtype="bfloat16")
@@ -600,6 +600,32 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     assert back["policies"]["final"]["export_id"] == export_stamp(tmp_path / "final")["rlvjax_export_id"] != step4
     steps = lambda run: sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())  # noqa: E731
     assert steps(tmp_path) == steps(tmp_path / "baseline_lambda0") == [2]
+
+
+def test_evaluate_grades_with_the_reward_it_is_given(tmp_path):
+    """``--reward``: a model graded by a function of one's own, which reads the rows' columns (``--model_dir`` graded
+    with the math reward only, which needs an answer in each row: an export of a run trained on another reward could
+    not be evaluated as it was trained)."""
+    (tmp_path / "by_column.py").write_text("def judged(prompts, completions, verdict, **columns):\n"
+                                           "    return [1.0 if v == 'right' else -1.0 for v in verdict]\n")
+    verdicts = ["right", "wrong", "right", "right"]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"{i}+1", "verdict": v}) + "\n" for i, v in enumerate(verdicts)))
+    model, tokenizer = experiment.build_policy(experiment.ModelSpec(hidden_size=32, intermediate_size=64,
+                                                                    num_layers=1, num_heads=2, num_kv_heads=1))
+    save_hf(model, tokenizer, tmp_path / "model")
+    out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(tmp_path / "model"), "--data",
+                          str(data), "--raw_prompts", "--reward", "by_column:judged", "--num_samples", "2",
+                          "--max_new_tokens", "3", "--out", str(tmp_path / "eval")], capture_output=True, text=True,
+                         timeout=300, cwd=REPO, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    rep = next(iter(next(iter(evaluation["reports"].values())).values()))
+    assert rep["pass@1"] == 0.75 and rep["pass@k"]["2"] == 0.75  # +1 >= 0.5 on 3 of the 4 rows, -1 on the other
+    samples = [json.loads(line) for line in (tmp_path / "eval" / "eval_samples.jsonl").open()]
+    assert [(s["correct"], s["reward"]) for s in samples] == [(v == "right", 1.0 if v == "right" else -1.0)
+                                                              for v in verdicts for _ in range(2)]
+    assert evaluation["evaluated"]["settings"]["reward"] == "by_column:judged"
 
 
 def test_a_rollback_moves_older_evaluations_of_later_steps_by_their_folder_names(tmp_path):

@@ -786,6 +786,12 @@ def test_a_run_on_chat_messages_has_text_problems_evaluated_as_the_users_turn(hf
         assert out.returncode == 0, out.stderr[-2000:]  # the run's reward is test_trainer:length_penalty
 
     cli("rlvjax.export", "--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "exported"))
+    # where the run's reward cannot be imported, evaluate --workdir names --reward (one line, nothing written)
+    unimported = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path / "run"), "--out",
+                                 str(tmp_path / "unimported")], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert unimported.returncode == 2 and unimported.stderr.strip().endswith(
+        "put its module on PYTHONPATH or fix the name; or grade with --reward (e.g. --reward math)"), unimported.stderr
+    assert not (tmp_path / "unimported").exists()
     assert json.loads((tmp_path / "exported" / "rlvjax_sampling.json").read_text())["prompt_format"] == "chat"
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"w{40 + i}", "answer": str(i)}) + "\n" for i in range(4)))

@@ -73,22 +73,23 @@ def known_only_here(name: str) -> str | None:
     return module if module and module.split(".")[0] != "rlvjax" else None
 
 
-def resolve(name: str) -> RewardFn:
+def resolve(name: str, knob: str = "TaskSpec.rewards") -> RewardFn:
+    """The reward function a registered name or "module:function" names (``knob``: where it was given)."""
     if name in _REGISTRY:
         return _REGISTRY[name]
     module, _, attr = name.partition(":")
     if not attr:
-        raise ValueError(f"TaskSpec.rewards: unknown reward {name!r}; use one of {sorted(_REGISTRY)} or "
+        raise ValueError(f"{knob}: unknown reward {name!r}; use one of {sorted(_REGISTRY)} or "
                          "'module:function' (importable from the working directory or PYTHONPATH)")
     try:
         fn = importlib.import_module(module)
         for part in attr.split("."):
             fn = getattr(fn, part)
     except (ImportError, AttributeError) as e:
-        raise ValueError(f"TaskSpec.rewards: cannot import {name!r} ({e}); put its module on PYTHONPATH or fix "
+        raise ValueError(f"{knob}: cannot import {name!r} ({e}); put its module on PYTHONPATH or fix "
                          "the name") from None
     if not callable(fn):
-        raise ValueError(f"TaskSpec.rewards: {name!r} is not a function")
+        raise ValueError(f"{knob}: {name!r} is not a function")
     return fn
 
 
