@@ -65,11 +65,12 @@ def check_same_model(out: Path, model: Path, data: str | None = None, split: str
                              f"{now[key]!r}); pass --out to write this one elsewhere")
 
 
-def check_same_settings(out: Path, settings: dict) -> None:
+def check_same_settings(out: Path, settings: dict, knob: str = "--out") -> None:
     """One line when ``out`` holds an evaluation with other ``settings`` (eval.json's ``evaluated.settings``: the
     flags that change what is sampled or reported), which this one would replace (at K = 64 over MATH-500, hours of
-    sampling): a default ``--out`` is named after the model and the data alone. The same settings again (a rerun)
-    replace it. An eval.json written before the settings were recorded is compared by temperature and K."""
+    sampling): a default ``--out`` (``knob``) is named after the model and the data alone. The same settings again
+    (a rerun) replace it. Settings are compared where both record them (the API's ``evaluate`` records fewer than
+    the CLI); an eval.json written before they were recorded is compared by temperature and K."""
     try:
         previous = json.loads((out / "eval.json").read_text(encoding="utf-8"))
         before = previous["evaluated"].get("settings") or {
@@ -77,11 +78,11 @@ def check_same_settings(out: Path, settings: dict) -> None:
             "num_samples": max(rep["num_samples"] for reps in previous["reports"].values() for rep in reps.values())}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none there, or not an evaluation's
         return
-    changed = [key for key in before if before[key] != settings.get(key)]
+    changed = [key for key in before if key in settings and before[key] != settings[key]]
     if changed:
         raise ValueError(f"{out} holds an evaluation with " + ", ".join(f"{k}={before[k]!r}" for k in changed)
-                         + " (this one: " + ", ".join(f"{k}={settings.get(k)!r}" for k in changed) + "), which it "
-                         f"would replace; pass --out to keep both, or remove {out} to replace it")
+                         + " (this one: " + ", ".join(f"{k}={settings[k]!r}" for k in changed) + "), which it "
+                         f"would replace; pass {knob} to keep both, or remove {out} to replace it")
 
 
 def check_out(out: Path) -> None:

@@ -189,14 +189,16 @@ class RLVTrainer:
         return history
 
     def evaluate(self, num_samples: int = 16, *, temperature: float | None = None, strategy: str = "fixed",
-                 rules: list | None = None) -> dict:
+                 rules: list | None = None, out: str | os.PathLike | None = None) -> dict:
         """Sample ``num_samples`` completions per eval problem from the trained policy (``output_dir/final``),
         score each with the verifier, grade them with the reward, all as the run in ``output_dir`` was trained (its
         stored config: a trainer built later needs no datasets or args but its reward functions); writes eval.json,
-        scaling.png and eval_samples.jsonl to ``output_dir/eval/final`` (where ``python -m rlvjax.evaluate --workdir``
-        writes them; the end-of-run report in ``output_dir`` stays), or, for eval rows other than the run's own, to
-        ``output_dir/eval/final-eval_dataset-HASH``, and returns what eval.json holds: the report (pass@k,
-        majority, best-of-N and verifier-weighted votes) is ``["reports"][temperature_key(T)]["final"]``.
+        scaling.png and eval_samples.jsonl to ``out``, by default ``output_dir/eval/final`` (where
+        ``python -m rlvjax.evaluate --workdir`` writes them; the end-of-run report in ``output_dir`` stays) or, for
+        eval rows other than the run's own, ``output_dir/eval/final-eval_dataset-HASH``: a default folder holding an
+        evaluation with other settings (K, temperature, strategy) is refused, not replaced. Returns what eval.json
+        holds: the report (pass@k, majority, best-of-N and verifier-weighted votes) is
+        ``["reports"][temperature_key(T)]["final"]``.
         ``strategy`` ("adaptive", "length" or "particle", with ``rules`` from ``rlvjax.strategies``; None:
         ``strategies.report.default_rules``) adds the report's ``strategy`` block and ``compute.png``, as
         ``evaluate --strategy`` does."""
@@ -219,6 +221,11 @@ class RLVTrainer:
         final = self.output_dir / "final"
         if not final.is_dir():
             raise FileNotFoundError(f"{final} does not exist: train() first (with RunConfig.export_final = True)")
+        if out is not None:
+            out = Path(os.fspath(out)).expanduser()
+            check_local(out, "out")
+            eval_out.check_out(out)
+            eval_out.check_writable(out)
         config = self._trained_config(final)
         spec = config.model  # in the run's precision, as its end-of-run report and the CLI
         weights = eval_out.snapshot(final)  # a resumed run may re-export final/ while it is sampled
@@ -231,12 +238,12 @@ class RLVTrainer:
             raise ValueError("no eval problems: pass eval_dataset= (or a task with TaskSpec.eval_file / num_eval)")
         data = None if _problems(records) == _problems(own) else \
             "eval_dataset:" + hashlib.sha256(_problems(records).encode()).hexdigest()[:12]
+        rl = config.rl
         experiment.check_encodable(tokenizer, records, "eval_dataset", fix="evaluate problems the run's tokenizer "
                                    "covers, or remove those rows")
         reward = registry.Rewards.of(config, self.reward.functions)  # the run's weights and label
         reward.check_columns(records, "eval_dataset")  # before minutes of sampling, not after
         reward.probe(records)
-        rl = config.rl
         experiment.check_positions(model.config, memory.longest_prompt(tokenizer, [r["prompt"] for r in records]),
                                    rl.max_new_tokens, len(verifier.tokens(tokenizer, config.verifier.question).suffix),
                                    knob="max_new_tokens", fix="evaluate shorter prompts")
@@ -245,6 +252,15 @@ class RLVTrainer:
                                                            max_new_tokens=rl.max_new_tokens)
             strategy_report.check_rules(strategy, rules, num_samples=num_samples, max_new_tokens=rl.max_new_tokens,
                                         tokenizer=tokenizer)
+        # other problems than the run's own go beside its report on them, not over it (as evaluate --data)
+        default = out is None
+        out = out or self.output_dir / "eval" / ("final" if data is None else f"final-{data.replace(':', '-')}")
+        # what evaluate --workdir records under these names, and a later evaluation into a default folder must match
+        settings = {"num_samples": num_samples, "temperature": rl.temperature if temperature is None else temperature,
+                    "max_new_tokens": rl.max_new_tokens, "seed": config.run.seed, "reward": None, "strategy": strategy,
+                    **({"rules": [repr(rule) for rule in rules]} if strategy != "fixed" else {})}
+        if default:  # before minutes of sampling
+            eval_out.check_same_settings(out, settings, knob="out=")
         mesh = parallel.make_mesh(config.mesh)
         model = parallel.place_model(model, mesh)  # sharded, not whole on device 0 beside its share
         rep, pool = evaluate.evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=num_samples,
@@ -259,12 +275,15 @@ class RLVTrainer:
                                                        seed=config.run.seed)
         evaluation = reports.assemble({reports.temperature_key(t): {"final": rep}}, {},
                                        train_temperature=rl.temperature, headline_temperature=t)
-        evaluation["evaluated"] = eval_out.evaluated(final, data)  # data None: the run's own eval problems
+        evaluation["evaluated"] = {**eval_out.evaluated(final, data), "settings": settings}  # data None: its own
+
+        def still_current():  # under the folder's report lock, just before the files move in
+            eval_out.check_unchanged(final, weights)
+            if default:
+                eval_out.check_same_settings(out, settings, knob="out=")
+
         if jax.process_index() == 0:  # every process evaluated its share; one writes
-            # other problems than the run's own go beside its report on them, not over it (as evaluate --data)
-            out = self.output_dir / "eval" / ("final" if data is None else f"final-{data.replace(':', '-')}")
-            reports.write_report(evaluation, out, samples=(pool, records, config.conventions),
-                                 check=lambda: eval_out.check_unchanged(final, weights))
+            reports.write_report(evaluation, out, samples=(pool, records, config.conventions), check=still_current)
         return reports.as_json(evaluation)
 
     def _trained_config(self, final: Path) -> Config:

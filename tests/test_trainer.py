@@ -203,6 +203,32 @@ def test_evaluate_returns_and_writes_the_report(user_run):
         assert final["accuracy"][vote]["1"] == pytest.approx(final["pass@1"], abs=0.003), vote
 
 
+def test_a_re_evaluation_with_other_settings_keeps_the_last_one(user_run, tmp_path):
+    """``trainer.evaluate`` replaced ``eval/final`` whatever it held (another K or temperature: at K = 64 on MATH-500,
+    hours of sampling); the CLI's ``evaluate --workdir``, writing the same folder, refuses alike."""
+    root, namespace, _, _ = user_run
+    folder = root / "run" / "eval" / "final"
+    before = (folder / "eval.json").read_text()
+    assert json.loads(before)["evaluated"]["settings"]["num_samples"] == 4
+    trainer = rlvjax.RLVTrainer(reward_funcs=namespace["exact_match"], args=rlvjax.RLVConfig(output_dir=root / "run"))
+    with pytest.raises(ValueError, match="^" + re.escape(
+            f"{folder} holds an evaluation with num_samples=4 (this one: num_samples=2), which it would replace; pass "
+            f"out= to keep both, or remove {folder} to replace it")):
+        trainer.evaluate(num_samples=2)
+    assert (folder / "eval.json").read_text() == before
+    kept = trainer.evaluate(num_samples=2, out=tmp_path / "k2")
+    assert json.loads((tmp_path / "k2" / "eval.json").read_text()) == json.loads(json.dumps(kept))
+    assert kept["evaluated"]["settings"]["num_samples"] == 2 and (folder / "eval.json").read_text() == before
+    cli = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(root / "run"), "--num_samples",
+                          "4", "--temperature", "3"], capture_output=True, text=True, timeout=300, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(root), "JAX_PLATFORMS": "cpu"})
+    temperature = json.loads(before)["evaluated"]["settings"]["temperature"]
+    assert cli.returncode == 2 and cli.stderr.strip().endswith(
+        f"{folder} holds an evaluation with temperature={temperature!r} (this one: temperature=3.0), which it would "
+        f"replace; pass --out to keep both, or remove {folder} to replace it"), cli.stderr[-2000:]
+    assert (folder / "eval.json").read_text() == before
+
+
 @pytest.mark.slow
 def test_the_written_config_reproduces_the_run_through_the_cli(user_run, tmp_path):
     root, _, _, _ = user_run
@@ -712,17 +738,20 @@ def test_evaluate_prices_a_test_time_strategy_through_the_api(user_run, monkeypa
     from rlvjax.strategies.length import LengthRule
 
     root, namespace, _, _ = user_run
-    # On a copy: this evaluation replaces eval/final, which the other tests of the module read as the user's (a
-    # worker that ran this test first failed test_evaluate_returns_and_writes_the_report)
+    # On a copy: the other tests of the module read eval/final as the user's (a worker that ran this test first, when
+    # it replaced eval/final, failed test_evaluate_returns_and_writes_the_report)
     root = shutil.copytree(root, tmp_path / "user")
     monkeypatch.chdir(root)  # the user's output_dir is relative
     trainer = namespace["trainer"]
     rules = [AdaptiveRule(min_samples=1, round_size=1, max_samples=4, delta=d) for d in (0.5, 0.0)]
-    rep = trainer.evaluate(num_samples=4, strategy="adaptive", rules=rules)["reports"]["1"]["final"]
+    # eval/final holds the fixed strategy's evaluation: refused there, not replaced
+    with pytest.raises(ValueError, match=r"holds an evaluation with strategy='fixed' \(this one: strategy='adaptive'"):
+        trainer.evaluate(num_samples=4, strategy="adaptive", rules=rules)
+    rep = trainer.evaluate(num_samples=4, strategy="adaptive", rules=rules, out="adaptive")["reports"]["1"]["final"]
     points = rep["strategy"]["points"]
     assert [p["rule"]["delta"] for p in points] == [0.5, 0.0]
     assert all(1 <= p["samples_per_problem"] <= 4 for p in points)
-    assert rep["strategy"]["fixed"]["ns"] == [1, 2, 4] and (root / "run" / "eval" / "final" / "compute.png").is_file()
+    assert rep["strategy"]["fixed"]["ns"] == [1, 2, 4] and (root / "adaptive" / "compute.png").is_file()
     with pytest.raises(ValueError, match="unknown strategy 'beam'"):
         trainer.evaluate(num_samples=4, strategy="beam")
     with pytest.raises(ValueError, match=r"LengthRule.samples=8 is more than the pool's 4 samples"):
@@ -732,7 +761,8 @@ def test_evaluate_prices_a_test_time_strategy_through_the_api(user_run, monkeypa
     with pytest.raises(ValueError, match=r"^AdaptiveRule.min_samples=8 is more than the pool's 4 samples per "
                                          r"problem; lower it, or raise the pool"):
         trainer.evaluate(num_samples=4, strategy="adaptive", rules=[AdaptiveRule(min_samples=8, max_samples=8)])
-    capped = trainer.evaluate(num_samples=4, strategy="adaptive", rules=[AdaptiveRule(min_samples=2, delta=0.0)])
+    capped = trainer.evaluate(num_samples=4, strategy="adaptive", rules=[AdaptiveRule(min_samples=2, delta=0.0)],
+                              out="capped")
     point = capped["reports"]["1"]["final"]["strategy"]["points"][0]
     assert point["rule"]["max_samples"] == 4 and point["max_samples"] <= 4
 
