@@ -265,7 +265,7 @@ def main(argv):
     eval_out.check_writable(out)
     if f.workdir:
         stored = Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint)
-        run_config = Config.from_dict(stored)
+        run_config = Config.from_dict(stored).in_workdir(workdir)
         rl, verify = run_config.rl, run_config.verifier
         try:
             reward = flag_rewards(f.reward) if f.reward is not None else Rewards.of(run_config)

@@ -18,7 +18,7 @@ import jax
 
 from rlvjax import parallel
 from rlvjax.checkpoint import Checkpointer, step_folders
-from rlvjax.config import Config
+from rlvjax.config import GIVEN_DATA, Config
 from rlvjax.data import pipeline
 from rlvjax.metrics import rewind_logs
 from rlvjax.model.hf import export_stamp
@@ -91,7 +91,7 @@ def check_unused(workdir: Path, *, given: bool, warm_starts: bool = False) -> No
     report would start from another run's warm start."""
     found = []
     if not step_folders(workdir / "checkpoints"):
-        writes = (*WRITES, "data/train.jsonl", "data/eval.jsonl") if given else WRITES
+        writes = (*WRITES, *GIVEN_DATA.values()) if given else WRITES
         found = [n for n in (OUTPUTS if (workdir / "config.json").exists() else writes) if (workdir / n).exists()]
         if (workdir / "config.json").exists() and (workdir / "warm_start").exists() and not warm_starts:
             raise FileExistsError(f"{workdir} holds warm_start/ from an earlier start that warm-started, which this "

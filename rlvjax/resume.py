@@ -60,14 +60,14 @@ def _saved_config(workdir: Path, step: int | None) -> Config:
             saved = checkpoints.all_steps()
             for candidate in [step] if step is not None else sorted(saved, reverse=True):
                 try:
-                    return Config.from_dict(checkpoints.read_config(candidate))
+                    return Config.from_dict(checkpoints.read_config(candidate)).in_workdir(workdir)
                 except DamagedCheckpoint:
                     if step is not None or candidate == min(saved):
                         raise
     if step is None and (workdir / "config.gin").is_file():
         cli.parse_gin([str(workdir / "config.gin")], [], search_paths=(experiment.GIN_SEARCH_PATH,))
         try:
-            return Config.from_gin()
+            return Config.from_gin().in_workdir(workdir)
         finally:  # parsing locked gin's config: the caller parses this one again, with its own flags on top
             gin.clear_config()
     if step is not None:

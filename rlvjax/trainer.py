@@ -295,7 +295,8 @@ class RLVTrainer:
         # been deleted after the export: final/ is all an evaluation needs)
         stored = Config.written(self.output_dir)
         if stored is None and (self.output_dir / "checkpoints").is_dir():
-            stored = Config.from_dict(Checkpointer(self.output_dir / "checkpoints", read_only=True).read_config())
+            stored = Config.from_dict(Checkpointer(self.output_dir / "checkpoints", read_only=True).read_config()
+                                      ).in_workdir(self.output_dir)
         if stored is None:
             raise FileNotFoundError(f"{self.output_dir} holds no trained run's config (config.json or checkpoints/); "
                                     "train() first, or point RLVConfig.output_dir at the run")

@@ -267,6 +267,36 @@ def test_in_memory_datasets_are_written_with_the_run_and_reproduce_it(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_moved_run_reads_its_own_copy_of_the_data(tmp_path):
+    """An API run names the datasets it wrote to WORKDIR/data/ by absolute path: moved, its resume (the API's and the
+    CLI's) and ``evaluate --workdir`` failed with "no such data file" on its old place; a copy read the original's."""
+    import shutil
+
+    rows = [{"prompt": f"{i}+1=", "target": str(i + 1)} for i in range(8)]
+    evals = [{"prompt": f"{i}+2=", "target": str(i + 2)} for i in range(2)]
+    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), num_steps=1, batch_size=4, group_size=2,
+                            max_new_tokens=2)
+    rlvjax.RLVTrainer(reward_funcs=length_penalty, train_dataset=rows, eval_dataset=evals, args=args).train()
+    moved = shutil.move(tmp_path / "run", tmp_path / "moved")
+    later = rlvjax.RLVTrainer(reward_funcs=length_penalty, args=dataclasses.replace(args, output_dir=str(moved),
+                                                                                     num_steps=2))
+    later.train(resume=True)
+    task = json.loads((moved / "config.json").read_text())["task"]
+    assert (task["train_file"], task["eval_file"]) == (str(moved / "data" / "train.jsonl"),
+                                                       str(moved / "data" / "eval.jsonl"))
+    env = {**os.environ, "PYTHONPATH": os.path.join(REPO, "tests"), "JAX_PLATFORMS": "cpu"}
+    again = shutil.move(moved, tmp_path / "again")  # config.json names "moved" now
+    for args in (["rlvjax.train", "--workdir", str(again), "--resume", "--gin_param", "RunConfig.num_steps = 3"],
+                 ["rlvjax.evaluate", "--workdir", str(again), "--num_samples", "2", "--out", str(tmp_path / "eval")]):
+        out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=REPO,
+                             env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert [json.loads(line)["step"] for line in (again / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert next(iter(evaluated["reports"].values()))["final"]["num_problems"] == 2  # the run's own eval rows
+
+
+@pytest.mark.slow
 def test_a_run_on_in_memory_rows_reads_back_the_same_data_from_what_it_wrote(tmp_path):
     """What the CLI's --resume of an API run reads (the stored config's task over WORKDIR/data/) is the data the run
     trained on: the same fingerprint as the checkpoint's data state (numpy values included) and every eval row,
