@@ -1,4 +1,5 @@
-"""The training loop end to end on the trivial digit task: learning, resume, meshes, algorithms, logs."""
+"""The training loop end to end on the trivial digit task: resume, meshes, algorithms, logs (learning and the logs'
+contents: test_pipeline's digit run)."""
 
 import json
 import os
@@ -30,40 +31,6 @@ def run(workdir, bindings=(), *, resume=False):
 
 def deterministic(metrics):
     return [{k: v for k, v in m.items() if not any(t in k for t in TIMING)} for m in metrics]
-
-
-def test_digit_task_reward_and_verifier_improve_and_logs_are_written(tmp_path):
-    # At the config's temperature 2 the policy's reward reaches ~0.8 in 120 steps and the verifier, short of wrong
-    # rollouts, mostly says Yes. At 2.5 with lambda 2 wrong rollouts keep coming. With 8 prompts a step the run was
-    # chaotic: on an AVX-512 host (other float rounding) seed 0's reward rose by 0.11 and fell back, the verifier's
-    # held-out balanced accuracy 0.51. 16 prompts a step, seeds 0-7 on that host: reward +0.19 to +0.59, held-out
-    # AUROC 0.74-0.94.
-    history = run(tmp_path, ["RunConfig.eval_every = 0", "RLConfig.temperature = 2.5", "RLConfig.lambda_verify = 2.0",
-                             "RunConfig.batch_size = 16"])
-    rewards = [m["reward_mean"] for m in history]
-    start, end = np.mean(rewards[:5]), np.mean(rewards[-20:])
-    assert end > start + 0.15, rewards
-    assert history[0]["policy/logp_gap"] < 1e-5  # sampler and trainer agree
-    # The warm start's verifier only knows the answer format (random verdicts): chance on its first rollouts. One
-    # step's balanced accuracy rests on ~6 right rollouts (sd ~0.1 at chance), so the first five are averaged.
-    # After RL^V it ranks held-out rollouts well above chance. Its AUROC, not its balanced accuracy at p(Yes) = 0.5:
-    # a verifier that ranks right above wrong but says No to all at a low pass rate has balanced accuracy 0.5 (seeds
-    # 0-7: 0.55-0.87 while AUROC was 0.74-0.94).
-    assert np.mean([m["verifier_balanced_accuracy"] for m in history[:5]]) <= 0.55
-    assert history[-1]["eval/verifier_auroc"] > 0.7, history[-1]
-    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in logged] == list(range(1, 121))
-    for key in ("reward_mean", "verify_loss", "verifier_accuracy", "policy/clipped", "policy/logp_gap",
-                "zero_variance_groups", "truncation_rate", "completion_length", "rollout_tokens_per_s",
-                "time/update_s", "eval/pass@1", "grade/no_answer", "grade/unparsed", "grade/timeouts", "grade/errors"):
-        assert key in logged[-1], key
-    rollouts = 16 * 8  # each step's grading counts are its own rollouts', not the grader's running totals
-    assert all(0 <= m[f"grade/{k}"] <= rollouts for m in logged for k in ("no_answer", "unparsed", "timeouts"))
-    assert list((tmp_path / "tensorboard").iterdir())
-    sample = json.loads((tmp_path / "samples.jsonl").read_text().splitlines()[0])
-    assert {"prompt", "completion", "reward", "p_yes"} <= set(sample)
-    assert (tmp_path / "warm_start" / "model.safetensors").exists()
-    assert (tmp_path / "final" / "model.safetensors").exists()
 
 
 def test_resume_continues_exactly(tmp_path):
