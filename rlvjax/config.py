@@ -35,8 +35,6 @@ from rlvjax.testtime import Conventions
 SECTIONS: dict[str, type] = {"model": ModelSpec, "task": TaskSpec, "warm_start": WarmStartConfig, "rl": RLConfig,
                              "verifier": VerifierConfig, "optim": OptimConfig, "run": RunConfig, "mesh": MeshConfig,
                              "memory": MemoryConfig, "conventions": Conventions}
-# Where a run keeps the Python API's datasets (TaskSpec field -> path in its workdir), written when it starts.
-GIVEN_DATA = {"train_file": "data/train.jsonl", "eval_file": "data/eval.jsonl"}
 for _section in SECTIONS.values():  # gin knows each section by its class name; the classes themselves stay plain
     gin.external_configurable(_section, name=_section.__name__)
 
@@ -149,19 +147,10 @@ class Config:
 
     @staticmethod
     def written(workdir) -> Config | None:
-        """The config a run last wrote to ``workdir/config.json`` (:meth:`in_workdir`); None where there is none or
-        the file is not a run's (another tool's ``config.json``)."""
+        """The config a run last wrote to ``workdir/config.json``; None where there is none or the file is not a
+        run's (another tool's ``config.json``)."""
         values = _run_values(Path(workdir) / "config.json")
-        return None if values is None else Config.from_dict(values).in_workdir(workdir)
-
-    def in_workdir(self, workdir) -> Config:
-        """This config, read from the run in ``workdir``, naming the Python API's datasets where the run keeps them
-        (``GIVEN_DATA``) now: they are named by absolute path, and a moved run read them from its old place (gone:
-        "no such data file"), a copied one from the original's."""
-        kept = {field: str(Path(workdir).absolute() / name) for field, name in GIVEN_DATA.items()
-                if getattr(self.task, field) and Path(getattr(self.task, field)).parts[-2:] == Path(name).parts
-                and (Path(workdir) / name).is_file()}
-        return dataclasses.replace(self, task=dataclasses.replace(self.task, **kept)) if kept else self
+        return None if values is None else Config.from_dict(values)
 
     @staticmethod
     def check_workdir(workdir) -> None:

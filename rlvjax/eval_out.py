@@ -46,16 +46,18 @@ def check_same_model(out: Path, model: Path, data: str | None = None, split: str
                      subset: str | None = None) -> None:
     """One line when ``out`` holds the evaluation of another model or of other problems (its eval.json's
     ``evaluated``: another ``data`` file, or another ``split`` or ``subset`` of it), which this one would replace: a
-    default ``--out`` is named after the model directory and the data file's stem alone."""
+    default ``--out`` is named after the model directory and the data file's stem alone. The same export (its stamp)
+    at another path is the same model: a moved or copied run's own evaluation."""
     try:
         previous = json.loads((out / "eval.json").read_text(encoding="utf-8"))["evaluated"]
         model_before = previous["model"]
     except (OSError, ValueError, KeyError, TypeError):  # none there, or written before eval.json named its model
         return
-    if Path(model_before).resolve() != model.resolve():  # the same directory however it is spelt
+    now = evaluated(model, data, split, subset)
+    same_export = now["export"] is not None and previous.get("export") == now["export"]
+    if Path(model_before).resolve() != model.resolve() and not same_export:  # the same directory however spelt
         raise ValueError(f"{out} holds the evaluation of another model, {model_before}; pass --out to write this one "
                          "elsewhere")
-    now = evaluated(model, data, split, subset)
     # a data file has no split or subset (an older report recorded --data_split's default for it); a report written
     # before the split was recorded is compared by the keys it has
     keys = ("data", "data_split", "data_subset") if now["data_split"] is not None else ("data",)
@@ -69,8 +71,7 @@ def check_same_settings(out: Path, settings: dict, knob: str = "--out") -> None:
     """One line when ``out`` holds an evaluation with other ``settings`` (eval.json's ``evaluated.settings``: the
     flags that change what is sampled or reported), which this one would replace (at K = 64 over MATH-500, hours of
     sampling): a default ``--out`` (``knob``) is named after the model and the data alone. The same settings again
-    (a rerun) replace it. Settings are compared where both record them (the API's ``evaluate`` records fewer than
-    the CLI); an eval.json written before they were recorded is compared by temperature and K."""
+    (a rerun) replace it. An eval.json written before they were recorded is compared by temperature and K."""
     try:
         previous = json.loads((out / "eval.json").read_text(encoding="utf-8"))
         before = previous["evaluated"].get("settings") or {
@@ -78,39 +79,39 @@ def check_same_settings(out: Path, settings: dict, knob: str = "--out") -> None:
             "num_samples": max(rep["num_samples"] for reps in previous["reports"].values() for rep in reps.values())}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none there, or not an evaluation's
         return
-    changed = [key for key in before if key in settings and before[key] != settings[key]]
+    changed = [key for key in before if before[key] != settings.get(key)]
     if changed:
         raise ValueError(f"{out} holds an evaluation with " + ", ".join(f"{k}={before[k]!r}" for k in changed)
-                         + " (this one: " + ", ".join(f"{k}={settings[k]!r}" for k in changed) + "), which it "
+                         + " (this one: " + ", ".join(f"{k}={settings.get(k)!r}" for k in changed) + "), which it "
                          f"would replace; pass {knob} to keep both, or remove {out} to replace it")
 
 
-def check_out(out: Path) -> None:
-    """One line when ``--out`` is a training run (its ``eval.json`` is the run's end-of-run report, which
+def check_out(out: Path, knob: str = "--out") -> None:
+    """One line when ``--out`` (``knob``) is a training run (its ``eval.json`` is the run's end-of-run report, which
     ``launch/collect.py`` tabulates) or inside a folder a run manages other than its ``eval/``."""
     target = out.resolve()
     if outputs.is_run(target):
-        raise ValueError(f"--out {out} is a training run: its eval.json is the run's own end-of-run report; write "
+        raise ValueError(f"{knob} {out} is a training run: its eval.json is the run's own end-of-run report; write "
                          f"elsewhere, e.g. {out / 'eval' / 'custom'}")
     for root in filter(outputs.is_run, target.parents):
         inside = target.relative_to(root).parts[0]
         own_run = outputs.is_run(root / inside)  # the lambda = 0 baseline's: checked as a root of its own
         if inside in outputs.MANAGED and inside != "eval" and not own_run:
-            raise ValueError(f"--out {out} is inside {root / inside}, which the run in {root} manages; write "
+            raise ValueError(f"{knob} {out} is inside {root / inside}, which the run in {root} manages; write "
                              f"elsewhere, e.g. {root / 'eval' / 'custom'}")
 
 
-def check_writable(out: Path) -> None:
-    """Raises a one-line error when ``out`` could not be created or written (its nearest existing ancestor is a file
-    or not writable, or a file evaluate writes is a directory there); creates nothing."""
+def check_writable(out: Path, knob: str = "--out") -> None:
+    """Raises a one-line error when ``out`` (``knob``) could not be created or written (its nearest existing
+    ancestor is a file or not writable, or a file evaluate writes is a directory there); creates nothing."""
     existing = out
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise NotADirectoryError(f"--out {out}: {existing} is a file, not a directory; choose another --out")
+        raise NotADirectoryError(f"{knob} {out}: {existing} is a file, not a directory; choose another {knob}")
     if not os.access(existing, os.W_OK):
-        raise PermissionError(f"--out {out}: {existing} is not writable; choose another --out")
+        raise PermissionError(f"{knob} {out}: {existing} is not writable; choose another {knob}")
     for name in REPORT_FILES:
         if (out / name).is_dir():
-            raise IsADirectoryError(f"--out {out}: {out / name} is a directory where evaluate writes a file; move it "
-                                    "or choose another --out")
+            raise IsADirectoryError(f"{knob} {out}: {out / name} is a directory where evaluate writes a file; move "
+                                    f"it or choose another {knob}")

@@ -164,9 +164,22 @@ BASELINE_POLICY = "lambda0"  # --policy: the lambda = 0 baseline's final policy 
 
 
 # evaluate's flags that do not change what is sampled or reported (where it is written, what it reads: compared by
-# eval_out.check_same_model, or named in the default --out), left out of eval.json's ``evaluated.settings``
+# eval_out.check_same_model, or named in the default --out), left out of eval.json's ``evaluated.settings``; the
+# strategy's own flags are there as the rules they make
 NOT_SETTINGS = ("workdir", "model_dir", "policy", "checkpoint", "data", "data_split", "data_subset", "out",
                 "compilation_cache", "batch_size")
+
+
+def eval_settings(*, num_samples: int, temperature: float, max_new_tokens: int, seed: int,
+                  conventions: testtime.Conventions, strategy: str, rules: list, reward: str | None = None,
+                  raw_prompts: bool = False, dtype: str | None = None) -> dict:
+    """eval.json's ``evaluated.settings``, under evaluate's flag names (the API's ``RLVTrainer.evaluate`` records
+    the same keys): what changes what is sampled or reported, which a later evaluation into a default output folder
+    must match to replace it (``eval_out.check_same_settings``). ``rules``: the strategy's, as it runs them."""
+    return {"raw_prompts": raw_prompts, "reward": reward, "num_samples": num_samples, "max_new_tokens": max_new_tokens,
+            "dtype": dtype, "seed": seed, "temperature": temperature, "score": conventions.score,
+            "grouping": conventions.grouping, "bon_unparseable": conventions.unparseable, "bon_ties": conventions.ties,
+            "strategy": strategy, "rules": [repr(rule) for rule in rules]}
 
 
 def check_policy(workdir: Path, policy: str, flag: str) -> None:
@@ -265,7 +278,7 @@ def main(argv):
     eval_out.check_writable(out)
     if f.workdir:
         stored = Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint)
-        run_config = Config.from_dict(stored).in_workdir(workdir)
+        run_config = outputs.moved_data(workdir, Config.from_dict(stored))
         rl, verify = run_config.rl, run_config.verifier
         try:
             reward = flag_rewards(f.reward) if f.reward is not None else Rewards.of(run_config)
@@ -283,9 +296,13 @@ def main(argv):
     trained = {} if f.workdir else run_sampling.load(f.model_dir)  # an export's run: its prompt format, T and length
     sampled = run_config.rl if f.workdir else RLConfig(temperature=trained.get("temperature", 1.0),
                                                        max_new_tokens=trained.get("max_new_tokens", 1024))
-    settings = {**{flag.name: flag.value for flag in own if flag.name not in NOT_SETTINGS},
-                "temperature": f.temperature or sampled.temperature,
-                "max_new_tokens": f.max_new_tokens or sampled.max_new_tokens}
+    conventions = testtime.Conventions(score=f.score, grouping=f.grouping, unparseable=f.bon_unparseable,
+                                       ties=f.bon_ties)
+    new_tokens = f.max_new_tokens or sampled.max_new_tokens
+    settings = eval_settings(num_samples=f.num_samples, temperature=f.temperature or sampled.temperature,
+                             max_new_tokens=new_tokens, seed=f.seed, conventions=conventions, strategy=f.strategy,
+                             rules=strategy_rules(f, f.num_samples, new_tokens), reward=f.reward,
+                             raw_prompts=f.raw_prompts, dtype=f.dtype)
     if f.out is None:  # before minutes of sampling: the same folder with other settings holds another report
         eval_out.check_same_settings(out, settings)
     weights = eval_out.snapshot(model_path)  # a training run may re-export it or go back past it while it is sampled
@@ -342,8 +359,6 @@ def main(argv):
         print(plan.table(limit), flush=True)
     budget.check(plan, limit)  # before anything is compiled
     temperature = f.temperature or rl.temperature  # the headline temperature unless asked otherwise
-    conventions = testtime.Conventions(score=f.score, grouping=f.grouping, unparseable=f.bon_unparseable,
-                                       ties=f.bon_ties)
     rep, pool = evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=f.num_samples, seed=f.seed,
                                 temperature=temperature, rows=f.batch_size, conventions=conventions, verify=verify,
                                 reward=reward)

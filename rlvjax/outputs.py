@@ -18,7 +18,7 @@ import jax
 
 from rlvjax import parallel
 from rlvjax.checkpoint import Checkpointer, step_folders
-from rlvjax.config import GIVEN_DATA, Config
+from rlvjax.config import Config
 from rlvjax.data import pipeline
 from rlvjax.metrics import rewind_logs
 from rlvjax.model.hf import export_stamp
@@ -43,6 +43,8 @@ BASELINE = "baseline_lambda0"  # the lambda = 0 baseline's own run, inside the w
 # What a run writes and reads back in its workdir: an export never goes into (or replaces) one of them.
 MANAGED = ("checkpoints", "checkpoints_set_aside", "tensorboard", "warm_start", "final", BASELINE, "data", "eval")
 RUN_MARKS = ("checkpoints", "config.gin", ".lock")  # a directory holding one of these is a training run
+# Where a run keeps the Python API's datasets (TaskSpec field -> path in its workdir), written when it starts.
+GIVEN_DATA = {"train_file": "data/train.jsonl", "eval_file": "data/eval.jsonl"}
 
 
 def moved_base(workdir: Path, config: Config) -> Config:
@@ -56,6 +58,18 @@ def moved_base(workdir: Path, config: Config) -> Config:
     if Path(stored).is_absolute() and Path(stored).is_dir():  # where it was trained: still there
         return config
     return dataclasses.replace(config, model=dataclasses.replace(config.model, hf_dir=str(sibling)))
+
+
+def moved_data(workdir: Path, config: Config) -> Config:
+    """``config`` of the run in ``workdir`` with the Python API's datasets found where a moved run has them: the run
+    names its copies (``GIVEN_DATA``; a lambda = 0 baseline its run's) by absolute path, gone once the run is moved
+    (resume and evaluate failed with "no such data file"). A path that still exists is read: a copied run's original,
+    or a file the config was pointed at since."""
+    owner = workdir.absolute().parent if workdir.name == BASELINE else workdir.absolute()
+    moved = {field: str(owner / name) for field, name in GIVEN_DATA.items()
+             if (path := getattr(config.task, field)) and Path(path).parts[-2:] == Path(name).parts
+             and not Path(path).exists() and (owner / name).is_file()}
+    return dataclasses.replace(config, task=dataclasses.replace(config.task, **moved)) if moved else config
 
 
 def is_run(path: Path) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gin
 
-from rlvjax import cli, experiment, parallel
+from rlvjax import cli, experiment, outputs, parallel
 from rlvjax.checkpoint import ARCHITECTURE_KEYS, Checkpointer, DamagedCheckpoint
 from rlvjax.config import Config
 from rlvjax.model.transformer import ModelConfig
@@ -54,20 +54,20 @@ def stored_config(workdir: Path, step: int | None) -> Config:
 
 def _saved_config(workdir: Path, step: int | None) -> Config:
     if step is None and (accepted := Config.written(workdir)) is not None:
-        return accepted
+        return outputs.moved_data(workdir, accepted)
     if (workdir / "checkpoints").is_dir():
         with Checkpointer(workdir / "checkpoints", read_only=True) as checkpoints:
             saved = checkpoints.all_steps()
             for candidate in [step] if step is not None else sorted(saved, reverse=True):
                 try:
-                    return Config.from_dict(checkpoints.read_config(candidate)).in_workdir(workdir)
+                    return outputs.moved_data(workdir, Config.from_dict(checkpoints.read_config(candidate)))
                 except DamagedCheckpoint:
                     if step is not None or candidate == min(saved):
                         raise
     if step is None and (workdir / "config.gin").is_file():
         cli.parse_gin([str(workdir / "config.gin")], [], search_paths=(experiment.GIN_SEARCH_PATH,))
         try:
-            return Config.from_gin().in_workdir(workdir)
+            return outputs.moved_data(workdir, Config.from_gin())
         finally:  # parsing locked gin's config: the caller parses this one again, with its own flags on top
             gin.clear_config()
     if step is not None:

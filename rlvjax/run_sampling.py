@@ -19,13 +19,14 @@ KEY = "prompt_format"  # beside the config stored with each checkpoint: the form
 
 
 def rendered_as(task, records: list[dict] = ()) -> str:
-    """How the run's prompts were rendered, as an evaluation of its policy renders new problems (``task``: its
-    ``TaskSpec``; ``records``: its train records): ``TaskSpec.prompt_format`` for data files and the Python API's
-    datasets, "chat" where "as_is" rendered chat messages only (a text problem is then the user's message, not read
-    verbatim); a generated task's prompts are written in the policy's format ("as_is")."""
+    """How the run rendered a text problem, as an evaluation of its policy renders new ones (``task``: its
+    ``TaskSpec``; ``records``: its train and eval records): ``TaskSpec.prompt_format`` for data files and the Python
+    API's datasets; "chat" where every prompt was chat messages (the policy only ever saw the chat template: a text
+    problem is then the user's message, neither read verbatim nor given the Qwen2.5-Math instruction); a generated
+    task's prompts are written in the policy's format ("as_is")."""
     if task.name != "file":
         return "as_is"
-    if task.prompt_format == "as_is" and records and all(MESSAGES in r for r in records):
+    if records and all(MESSAGES in r for r in records):
         return "chat"
     return task.prompt_format
 

@@ -27,7 +27,7 @@ from flax import nnx
 
 from rlvjax import (budget, cli, evaluate, experiment, memory, outputs, parallel, preemption, run_sampling,
                     sampling, sft)
-from rlvjax.config import GIVEN_DATA, Config, check_local
+from rlvjax.config import Config, check_local
 from rlvjax.checkpoint import Checkpointer, check_free_space, ensure_writable, step_folders
 from rlvjax.data import pipeline, sources, tasks
 from rlvjax.data.encoding import encode_prompts
@@ -171,10 +171,10 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
         checkpoints = Checkpointer(workdir / "checkpoints", max_to_keep=run.max_to_keep)
         if given:  # the written config names the data where this run keeps it
             config = dataclasses.replace(config, task=dataclasses.replace(
-                task, name="file", train_file=str(workdir / GIVEN_DATA["train_file"]),
-                eval_file=str(workdir / GIVEN_DATA["eval_file"]) if eval_records else None,
+                task, name="file", train_file=str(workdir / outputs.GIVEN_DATA["train_file"]),
+                eval_file=str(workdir / outputs.GIVEN_DATA["eval_file"]) if eval_records else None,
                 num_eval=len(records[1]) if eval_records else task.num_eval))  # all of them, as given
-        rendered = run_sampling.rendered_as(config.task, train_records)  # what its exports record
+        rendered = run_sampling.rendered_as(config.task, train_records + eval_records)  # what its exports record
         stored = {**config.to_dict(), "architecture": json.loads(json.dumps(dataclasses.asdict(architecture))),
                   run_sampling.KEY: rendered}
         latest = checkpoints.latest_step()

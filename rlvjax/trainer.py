@@ -175,11 +175,12 @@ class RLVTrainer:
         (``output_dir/eval.json``) when ``RunConfig.final_eval_samples`` asks for one, as the CLI does; returns the
         logged metrics per step. ``resume=True`` continues the run in ``output_dir`` from its latest checkpoint, on
         its own problems when this trainer was built without datasets (it put in the built-in task)."""
-        from rlvjax import train
+        from rlvjax import outputs, train
 
         config = self.config
         stored = Config.written(self.output_dir) if resume and not self.given_data else None
         if stored is not None:  # built without datasets: the run's own problems (its task), not the built-in task
+            stored = outputs.moved_data(self.output_dir, stored)
             config = dataclasses.replace(config, task=dataclasses.replace(
                 stored.task, rewards=config.task.rewards, reward_weights=config.task.reward_weights))
         with contextlib.ExitStack() as hold:  # the run stays locked until its report is written
@@ -222,10 +223,13 @@ class RLVTrainer:
         if not final.is_dir():
             raise FileNotFoundError(f"{final} does not exist: train() first (with RunConfig.export_final = True)")
         if out is not None:
+            if not str(os.fspath(out)).strip():  # Path("") is the working directory
+                raise ValueError("out='' names no folder; pass the directory for eval.json, e.g. "
+                                 f"out='{self.output_dir / 'eval' / 'custom'}'")
             out = Path(os.fspath(out)).expanduser()
             check_local(out, "out")
-            eval_out.check_out(out)
-            eval_out.check_writable(out)
+            eval_out.check_out(out, knob="out=")
+            eval_out.check_writable(out, knob="out=")
         config = self._trained_config(final)
         spec = config.model  # in the run's precision, as its end-of-run report and the CLI
         weights = eval_out.snapshot(final)  # a resumed run may re-export final/ while it is sampled
@@ -255,10 +259,11 @@ class RLVTrainer:
         # other problems than the run's own go beside its report on them, not over it (as evaluate --data)
         default = out is None
         out = out or self.output_dir / "eval" / ("final" if data is None else f"final-{data.replace(':', '-')}")
-        # what evaluate --workdir records under these names, and a later evaluation into a default folder must match
-        settings = {"num_samples": num_samples, "temperature": rl.temperature if temperature is None else temperature,
-                    "max_new_tokens": rl.max_new_tokens, "seed": config.run.seed, "reward": None, "strategy": strategy,
-                    **({"rules": [repr(rule) for rule in rules]} if strategy != "fixed" else {})}
+        # as evaluate --workdir records them: a later evaluation into a default folder must match them
+        settings = evaluate.eval_settings(num_samples=num_samples, seed=config.run.seed,
+                                          temperature=rl.temperature if temperature is None else temperature,
+                                          max_new_tokens=rl.max_new_tokens, conventions=config.conventions,
+                                          strategy=strategy, rules=rules or [])
         if default:  # before minutes of sampling
             eval_out.check_same_settings(out, settings, knob="out=")
         mesh = parallel.make_mesh(config.mesh)
@@ -289,17 +294,18 @@ class RLVTrainer:
     def _trained_config(self, final: Path) -> Config:
         """The config ``final`` was trained with (stored with the run's checkpoints), which the evaluation follows;
         one line when this trainer's args set an evaluation setting or reward otherwise."""
+        from rlvjax import outputs
         from rlvjax.checkpoint import Checkpointer
 
         # the config the run last accepted (its config.json), else its newest checkpoint's (checkpoints may have
         # been deleted after the export: final/ is all an evaluation needs)
         stored = Config.written(self.output_dir)
         if stored is None and (self.output_dir / "checkpoints").is_dir():
-            stored = Config.from_dict(Checkpointer(self.output_dir / "checkpoints", read_only=True).read_config()
-                                      ).in_workdir(self.output_dir)
+            stored = Config.from_dict(Checkpointer(self.output_dir / "checkpoints", read_only=True).read_config())
         if stored is None:
             raise FileNotFoundError(f"{self.output_dir} holds no trained run's config (config.json or checkpoints/); "
                                     "train() first, or point RLVConfig.output_dir at the run")
+        stored = outputs.moved_data(self.output_dir, stored)
         changed = [(field, getattr(getattr(stored, section), key), getattr(self.args, field))
                    for field, (section, key) in FIELDS.items() if field in EVAL_FIELDS
                    and getattr(self.args, field) is not None

@@ -316,17 +316,19 @@ def test_format_records_renders_chat_messages_under_either_format():
 
 
 def test_a_run_records_the_format_its_exports_are_evaluated_in():
-    """A run whose prompts were all chat messages ("as_is") is recorded "chat": evaluating its policy on text
-    problems read them verbatim, without the chat template it always saw."""
+    """A run whose prompts were all chat messages is recorded "chat": evaluating its policy on text problems read
+    them verbatim ("as_is") or with the Qwen2.5-Math instruction ("math"), never in the chat template alone that it
+    always saw. A run that rendered some text prompt keeps its format (its own evals read them so)."""
     from rlvjax.run_sampling import rendered_as
 
     messages = {"prompt": "[user]1+2=[assistant]", MESSAGES: [{"role": "user", "content": "1+2="}]}
     text = {"prompt": "2+2="}
     file = TaskSpec(name="file", train_file="t.jsonl", prompt_format="as_is")
     assert rendered_as(file, [messages, messages]) == "chat"
-    assert rendered_as(file, [messages, text]) == "as_is"  # some texts were read verbatim
+    assert rendered_as(dataclasses.replace(file, prompt_format="math"), [messages]) == "chat"
+    assert rendered_as(file, [messages, text]) == "as_is"  # a text (an eval row's, say) was read verbatim
+    assert rendered_as(dataclasses.replace(file, prompt_format="math"), [messages, text]) == "math"
     assert rendered_as(file) == "as_is"  # a checkpoint from before the format was stored: its task's
-    assert rendered_as(dataclasses.replace(file, prompt_format="math"), [messages]) == "math"
     assert rendered_as(TaskSpec(name="arithmetic"), [messages]) == "as_is"  # generated in the policy's format
 
 

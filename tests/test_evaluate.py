@@ -602,6 +602,23 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     assert steps(tmp_path) == steps(tmp_path / "baseline_lambda0") == [2]
 
 
+def test_every_evaluate_flag_is_a_recorded_setting_or_says_what_is_evaluated_and_where():
+    """eval.json's ``evaluated.settings`` decide whether a later evaluation may replace an earlier one in a default
+    folder: a flag that changes what is sampled or reported and is missing from them lets it (the API's
+    ``RLVTrainer.evaluate`` records the same keys, through ``eval_settings``); the strategy's flags are there as the
+    rules they make."""
+    import inspect
+
+    from rlvjax import evaluate
+    from rlvjax.strategies.flags import STRATEGY_FLAGS
+
+    defined = set(re.findall(r'flags\.DEFINE_\w+\(\s*"(\w+)"', inspect.getsource(evaluate)))
+    settings = evaluate.eval_settings(num_samples=2, temperature=1.0, max_new_tokens=2, seed=0, strategy="fixed",
+                                      conventions=testtime.Conventions(), rules=[])
+    strategy = {flag for flags in STRATEGY_FLAGS.values() for flag in flags}
+    assert len(defined) > 30 and defined == (set(settings) - {"rules"}) | set(evaluate.NOT_SETTINGS) | strategy
+
+
 def test_evaluate_grades_with_the_reward_it_is_given(tmp_path):
     """``--reward``: a model graded by a function of one's own, which reads the rows' columns (``--model_dir`` graded
     with the math reward only, which needs an answer in each row: an export of a run trained on another reward could

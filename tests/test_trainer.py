@@ -219,14 +219,22 @@ def test_a_re_evaluation_with_other_settings_keeps_the_last_one(user_run, tmp_pa
     kept = trainer.evaluate(num_samples=2, out=tmp_path / "k2")
     assert json.loads((tmp_path / "k2" / "eval.json").read_text()) == json.loads(json.dumps(kept))
     assert kept["evaluated"]["settings"]["num_samples"] == 2 and (folder / "eval.json").read_text() == before
-    cli = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(root / "run"), "--num_samples",
-                          "4", "--temperature", "3"], capture_output=True, text=True, timeout=300, cwd=REPO,
-                         env={**os.environ, "PYTHONPATH": str(root), "JAX_PLATFORMS": "cpu"})
+    # the CLI writes the same folder and records the same settings: another temperature or vote convention is
+    # refused (the API recorded no conventions, and an evaluation with --score raw replaced it)
     temperature = json.loads(before)["evaluated"]["settings"]["temperature"]
-    assert cli.returncode == 2 and cli.stderr.strip().endswith(
-        f"{folder} holds an evaluation with temperature={temperature!r} (this one: temperature=3.0), which it would "
-        f"replace; pass --out to keep both, or remove {folder} to replace it"), cli.stderr[-2000:]
+    for flags, changed in ((["--temperature", "3"], f"temperature={temperature!r} (this one: temperature=3.0)"),
+                           (["--score", "raw"], "score='normalized' (this one: score='raw')")):
+        cli = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(root / "run"), "--num_samples",
+                              "4", *flags], capture_output=True, text=True, timeout=300, cwd=REPO,
+                             env={**os.environ, "PYTHONPATH": str(root), "JAX_PLATFORMS": "cpu"})
+        assert cli.returncode == 2 and cli.stderr.strip().endswith(
+            f"{folder} holds an evaluation with {changed}, which it would replace; pass --out to keep both, or "
+            f"remove {folder} to replace it"), cli.stderr[-2000:]
     assert (folder / "eval.json").read_text() == before
+    with pytest.raises(ValueError, match=r"^out='' names no folder; pass the directory for eval.json"):
+        trainer.evaluate(num_samples=2, out="")
+    with pytest.raises(ValueError, match=r"^out= \S+ is a training run: its eval.json is the run's own end-of-run "):
+        trainer.evaluate(num_samples=2, out=root / "run")
 
 
 @pytest.mark.slow
@@ -269,31 +277,47 @@ def test_in_memory_datasets_are_written_with_the_run_and_reproduce_it(tmp_path):
 @pytest.mark.slow
 def test_a_moved_run_reads_its_own_copy_of_the_data(tmp_path):
     """An API run names the datasets it wrote to WORKDIR/data/ by absolute path: moved, its resume (the API's and the
-    CLI's) and ``evaluate --workdir`` failed with "no such data file" on its old place; a copy read the original's."""
+    CLI's) and ``evaluate --workdir`` failed with "no such data file" on its old place, and its own evaluation was
+    "another model's". A data file the run was pointed at since, wherever it is, is read as given."""
     import shutil
+
+    from rlvjax import outputs
+    from rlvjax.config import Config
 
     rows = [{"prompt": f"{i}+1=", "target": str(i + 1)} for i in range(8)]
     evals = [{"prompt": f"{i}+2=", "target": str(i + 2)} for i in range(2)]
     args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), num_steps=1, batch_size=4, group_size=2,
                             max_new_tokens=2)
-    rlvjax.RLVTrainer(reward_funcs=length_penalty, train_dataset=rows, eval_dataset=evals, args=args).train()
+    trainer = rlvjax.RLVTrainer(reward_funcs=length_penalty, train_dataset=rows, eval_dataset=evals, args=args)
+    trainer.train()
+    trainer.evaluate(num_samples=2)  # run/eval/final, of run/final
     moved = shutil.move(tmp_path / "run", tmp_path / "moved")
+    env = {**os.environ, "PYTHONPATH": os.path.join(REPO, "tests"), "JAX_PLATFORMS": "cpu"}
+
+    def cli(*args):
+        out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=REPO,
+                             env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+
+    cli("rlvjax.evaluate", "--workdir", str(moved), "--num_samples", "2")  # into its own eval/final, as before
+    evaluated = json.loads((moved / "eval" / "final" / "eval.json").read_text())
+    assert next(iter(evaluated["reports"].values()))["final"]["num_problems"] == 2  # the run's own eval rows
     later = rlvjax.RLVTrainer(reward_funcs=length_penalty, args=dataclasses.replace(args, output_dir=str(moved),
                                                                                      num_steps=2))
     later.train(resume=True)
     task = json.loads((moved / "config.json").read_text())["task"]
     assert (task["train_file"], task["eval_file"]) == (str(moved / "data" / "train.jsonl"),
                                                        str(moved / "data" / "eval.jsonl"))
-    env = {**os.environ, "PYTHONPATH": os.path.join(REPO, "tests"), "JAX_PLATFORMS": "cpu"}
-    again = shutil.move(moved, tmp_path / "again")  # config.json names "moved" now
-    for args in (["rlvjax.train", "--workdir", str(again), "--resume", "--gin_param", "RunConfig.num_steps = 3"],
-                 ["rlvjax.evaluate", "--workdir", str(again), "--num_samples", "2", "--out", str(tmp_path / "eval")]):
-        out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=REPO,
-                             env=env)
-        assert out.returncode == 0, out.stderr[-2000:]
+    # moved again, and resumed by the CLI with another eval file, named data/eval.jsonl too: read as given
+    again = shutil.move(moved, tmp_path / "again")
+    (tmp_path / "project" / "data").mkdir(parents=True)
+    (tmp_path / "project" / "data" / "eval.jsonl").write_text(json.dumps({"prompt": "9+9=", "target": "18"}) + "\n")
+    cli("rlvjax.train", "--workdir", str(again), "--resume", "--gin_param", "RunConfig.num_steps = 3", "--gin_param",
+        f"TaskSpec.eval_file = '{tmp_path / 'project' / 'data' / 'eval.jsonl'}'")
     assert [json.loads(line)["step"] for line in (again / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
-    evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
-    assert next(iter(evaluated["reports"].values()))["final"]["num_problems"] == 2  # the run's own eval rows
+    task = outputs.moved_data(again, Config.written(again)).task
+    assert (task.train_file, task.eval_file) == (str(again / "data" / "train.jsonl"),
+                                                 str(tmp_path / "project" / "data" / "eval.jsonl"))
 
 
 @pytest.mark.slow
@@ -581,6 +605,28 @@ def test_conversational_rows_reach_trl_style_rewards_as_messages(caplog):
     assert "1 of 1 completions got None from every reward function (n); their reward is 0" in caplog.text
 
 
+def test_a_reward_module_that_fails_to_import_is_named_in_one_line(tmp_path, monkeypatch):
+    """A reward module with a syntax error (or one raising as it is imported) gave a traceback; one importing a
+    package that is not installed was said to be missing itself ("put its module on PYTHONPATH")."""
+    (tmp_path / "broken_rw.py").write_text("def f(:\n")
+    (tmp_path / "boom_rw.py").write_text("raise RuntimeError('boom')\n")
+    (tmp_path / "needs_rw.py").write_text("import no_such_package\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name, message in [
+            ("boom_rw:f", "--reward: importing 'boom_rw:f' failed (RuntimeError: boom); fix its module"),
+            ("needs_rw:f", "--reward: the module of 'needs_rw:f' imports 'no_such_package', which is not installed "
+                           "here; install it"),
+            ("no_such_rw:f", "--reward: cannot import 'no_such_rw:f' (No module named 'no_such_rw'); put its module on "
+                             "PYTHONPATH or fix the name"),
+            ("json.no_such:f", "--reward: cannot import 'json.no_such:f' (No module named 'json.no_such'); put its "
+                               "module on PYTHONPATH or fix the name")]:
+        with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+            registry.resolve(name, "--reward")
+    with pytest.raises(ValueError, match=r"^--reward: importing 'broken_rw:f' failed \(SyntaxError: .*broken_rw.py, "
+                                         r"line 1\)\); fix its module$"):
+        registry.resolve("broken_rw:f", "--reward")
+
+
 def test_a_reward_returning_a_string_or_a_huge_int_is_named_in_one_line():
     for value, said in [("1", r"returned a str \('1'\) among its values"),
                         (10 ** 400, "returned a number too large for a float")]:
@@ -775,13 +821,20 @@ def test_evaluate_prices_a_test_time_strategy_through_the_api(user_run, monkeypa
     trainer = namespace["trainer"]
     rules = [AdaptiveRule(min_samples=1, round_size=1, max_samples=4, delta=d) for d in (0.5, 0.0)]
     # eval/final holds the fixed strategy's evaluation: refused there, not replaced
-    with pytest.raises(ValueError, match=r"holds an evaluation with strategy='fixed' \(this one: strategy='adaptive'"):
+    with pytest.raises(ValueError, match=r"holds an evaluation with strategy='fixed', rules=\[\] \(this one: "
+                                         r"strategy='adaptive', rules=\['AdaptiveRule\(min_samples=1, "):
         trainer.evaluate(num_samples=4, strategy="adaptive", rules=rules)
     rep = trainer.evaluate(num_samples=4, strategy="adaptive", rules=rules, out="adaptive")["reports"]["1"]["final"]
     points = rep["strategy"]["points"]
     assert [p["rule"]["delta"] for p in points] == [0.5, 0.0]
     assert all(1 <= p["samples_per_problem"] <= 4 for p in points)
     assert rep["strategy"]["fixed"]["ns"] == [1, 2, 4] and (root / "adaptive" / "compute.png").is_file()
+    # in the default folder, an adaptive evaluation is not replaced by one with other rules either
+    shutil.rmtree(root / "run" / "eval" / "final")
+    trainer.evaluate(num_samples=4, strategy="adaptive", rules=rules)
+    with pytest.raises(ValueError, match=r"holds an evaluation with rules=\['AdaptiveRule\(.*delta=0.5.*\(this one: "
+                                         r"rules=\['AdaptiveRule\(.*delta=0.0"):
+        trainer.evaluate(num_samples=4, strategy="adaptive", rules=rules[1:])
     with pytest.raises(ValueError, match="unknown strategy 'beam'"):
         trainer.evaluate(num_samples=4, strategy="beam")
     with pytest.raises(ValueError, match=r"LengthRule.samples=8 is more than the pool's 4 samples"):

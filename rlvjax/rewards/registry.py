@@ -83,9 +83,18 @@ def resolve(name: str, knob: str = "TaskSpec.rewards") -> RewardFn:
                          "'module:function' (importable from the working directory or PYTHONPATH)")
     try:
         fn = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and e.name != module and not module.startswith(f"{e.name}."):  # one it imports is missing
+            raise ValueError(f"{knob}: the module of {name!r} imports {e.name!r}, which is not installed here; "
+                             "install it") from None
+        raise ValueError(f"{knob}: cannot import {name!r} ({e}); put its module on PYTHONPATH or fix "
+                         "the name") from None
+    except Exception as e:  # the module's own code failed: a SyntaxError, an error at import time
+        raise ValueError(f"{knob}: importing {name!r} failed ({type(e).__name__}: {e}); fix its module") from None
+    try:
         for part in attr.split("."):
             fn = getattr(fn, part)
-    except (ImportError, AttributeError) as e:
+    except AttributeError as e:
         raise ValueError(f"{knob}: cannot import {name!r} ({e}); put its module on PYTHONPATH or fix "
                          "the name") from None
     if not callable(fn):
