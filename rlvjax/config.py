@@ -31,6 +31,8 @@ from rlvjax.rl.verifier import VerifierConfig
 from rlvjax.sft import WarmStartConfig
 from rlvjax.testtime import Conventions
 
+# Beside a run's config values (config.json, each checkpoint's): the workdir the run was in when it wrote them.
+WRITTEN_IN = "workdir"
 # Section name in Config -> its dataclass (also its gin name), in the order config files list them.
 SECTIONS: dict[str, type] = {"model": ModelSpec, "task": TaskSpec, "warm_start": WarmStartConfig, "rl": RLConfig,
                              "verifier": VerifierConfig, "optim": OptimConfig, "run": RunConfig, "mesh": MeshConfig,
@@ -140,16 +142,17 @@ class Config:
         return "\n".join(lines) + "\n"
 
     def write(self, workdir) -> None:
-        """``config.json`` (:meth:`to_dict`) and ``config.gin`` (:meth:`to_gin`) in ``workdir``, each replaced
-        whole."""
-        for name, text in (("config.json", json.dumps(self.to_dict(), indent=2) + "\n"), ("config.gin", self.to_gin())):
+        """``config.json`` (:meth:`to_dict`, and ``WRITTEN_IN``: where the run is) and ``config.gin``
+        (:meth:`to_gin`) in ``workdir``, each replaced whole."""
+        values = {**self.to_dict(), WRITTEN_IN: str(Path(workdir).absolute())}
+        for name, text in (("config.json", json.dumps(values, indent=2) + "\n"), ("config.gin", self.to_gin())):
             atomic.write_text(Path(workdir) / name, text)
 
     @staticmethod
     def written(workdir) -> Config | None:
         """The config a run last wrote to ``workdir/config.json``; None where there is none or the file is not a
         run's (another tool's ``config.json``)."""
-        values = _run_values(Path(workdir) / "config.json")
+        values = written_values(workdir)
         return None if values is None else Config.from_dict(values)
 
     @staticmethod
@@ -210,6 +213,11 @@ def check_local(workdir, flag: str = "--workdir") -> None:
         if dangling:
             raise ValueError(f"{flag} {workdir}: {link} is a symbolic link to {os.readlink(link)}, which does not "
                              "exist (or loops back); create its target, or pass another path")
+
+
+def written_values(workdir) -> dict | None:
+    """``workdir/config.json``'s values as the run wrote them (:meth:`Config.write`), or None."""
+    return _run_values(Path(workdir) / "config.json")
 
 
 def _run_values(path: Path) -> dict | None:

@@ -12,12 +12,14 @@ from rlvjax.data import sources
 from rlvjax.reports import REPORT_FILES
 
 
-def evaluated(model: Path, data: str | None, split: str | None = None, subset: str | None = None) -> dict:
-    """What an evaluation's eval.json is about: the model (an exported directory's stamp, ``outputs.exports``: its
-    export id and training step) and the problems (None: the run's own eval problems), with the ``split`` and the
-    ``subset`` (config) read from a datasets source (a file has neither: they are None for it)."""
+def evaluated(out: Path, model: Path, data: str | None, split: str | None = None, subset: str | None = None) -> dict:
+    """What the evaluation written to ``out`` is about: the model (its path, also from ``out``, which a run moved
+    or copied whole keeps; an exported directory's stamp, ``outputs.exports``: its export id and training step) and
+    the problems (None: the run's own eval problems), with the ``split`` and the ``subset`` (config) read from a
+    datasets source (a file has neither: they are None for it)."""
     hub = data is not None and not Path(data).expanduser().is_file()
-    return {"model": str(model.absolute()), "export": outputs.exports({"model": model})["model"],
+    return {"model": str(model.absolute()), "model_from_out": os.path.relpath(model.absolute(), out.absolute()),
+            "export": outputs.exports({"model": model})["model"],
             "data": None if data is None else sources.absolute(data), "data_split": split if hub else None,
             "data_subset": subset if hub else None}
 
@@ -46,16 +48,16 @@ def check_same_model(out: Path, model: Path, data: str | None = None, split: str
                      subset: str | None = None) -> None:
     """One line when ``out`` holds the evaluation of another model or of other problems (its eval.json's
     ``evaluated``: another ``data`` file, or another ``split`` or ``subset`` of it), which this one would replace: a
-    default ``--out`` is named after the model directory and the data file's stem alone. The same export (its stamp)
-    at another path is the same model: a moved or copied run's own evaluation."""
+    default ``--out`` is named after the model directory and the data file's stem alone. A model at another path is
+    the same where it is where it was from ``out`` (a run moved or copied whole, its evaluations with it)."""
     try:
         previous = json.loads((out / "eval.json").read_text(encoding="utf-8"))["evaluated"]
         model_before = previous["model"]
     except (OSError, ValueError, KeyError, TypeError):  # none there, or written before eval.json named its model
         return
-    now = evaluated(model, data, split, subset)
-    same_export = now["export"] is not None and previous.get("export") == now["export"]
-    if Path(model_before).resolve() != model.resolve() and not same_export:  # the same directory however spelt
+    now = evaluated(out, model, data, split, subset)
+    moved_with_it = previous.get("model_from_out") == now["model_from_out"]
+    if Path(model_before).resolve() != model.resolve() and not moved_with_it:  # the same directory however spelt
         raise ValueError(f"{out} holds the evaluation of another model, {model_before}; pass --out to write this one "
                          "elsewhere")
     # a data file has no split or subset (an older report recorded --data_split's default for it); a report written
@@ -67,21 +69,33 @@ def check_same_model(out: Path, model: Path, data: str | None = None, split: str
                              f"{now[key]!r}); pass --out to write this one elsewhere")
 
 
+# What an evaluation ran with where its eval.json recorded settings but not these (an older rlvjax could run no
+# other way); the strategy's rules only where it ran the fixed strategy (an older one recorded the flags instead).
+UNRECORDED = {"reward": None, "raw_prompts": False, "dtype": None, "rules": []}
+
+
 def check_same_settings(out: Path, settings: dict, knob: str = "--out") -> None:
-    """One line when ``out`` holds an evaluation with other ``settings`` (eval.json's ``evaluated.settings``: the
-    flags that change what is sampled or reported), which this one would replace (at K = 64 over MATH-500, hours of
-    sampling): a default ``--out`` (``knob``) is named after the model and the data alone. The same settings again
-    (a rerun) replace it. An eval.json written before they were recorded is compared by temperature and K."""
+    """One line when ``out`` holds an evaluation with other ``settings`` (eval.json's ``evaluated.settings``: what
+    changes what is sampled or reported, ``evaluate.eval_settings``), which this one would replace (at K = 64 over
+    MATH-500, hours of sampling): a default ``--out`` (``knob``) is named after the model and the data alone. The
+    same settings again (a rerun) replace it. A setting the earlier eval.json did not record is compared with what it
+    ran with (``UNRECORDED``), or, unknown, refused; one it recorded that is no longer a setting is passed over. An
+    eval.json written before settings were recorded at all is compared by temperature and K."""
     try:
         previous = json.loads((out / "eval.json").read_text(encoding="utf-8"))
-        before = previous["evaluated"].get("settings") or {
+        recorded = previous["evaluated"].get("settings")
+        before = recorded or {
             "temperature": float(previous["headline_temperature"]),
             "num_samples": max(rep["num_samples"] for reps in previous["reports"].values() for rep in reps.values())}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none there, or not an evaluation's
         return
-    changed = [key for key in before if before[key] != settings.get(key)]
+    assumed = {k: v for k, v in UNRECORDED.items() if k != "rules" or before.get("strategy", "fixed") == "fixed"}
+    unknown = object()
+    then = {key: before.get(key, assumed.get(key, unknown)) for key in (settings if recorded else before)}
+    changed = [key for key, value in then.items() if value != settings.get(key)]
     if changed:
-        raise ValueError(f"{out} holds an evaluation with " + ", ".join(f"{k}={before[k]!r}" for k in changed)
+        said = {key: "not recorded" if then[key] is unknown else repr(then[key]) for key in changed}
+        raise ValueError(f"{out} holds an evaluation with " + ", ".join(f"{k}={said[k]}" for k in changed)
                          + " (this one: " + ", ".join(f"{k}={settings.get(k)!r}" for k in changed) + "), which it "
                          f"would replace; pass {knob} to keep both, or remove {out} to replace it")
 

@@ -278,7 +278,7 @@ def main(argv):
     eval_out.check_writable(out)
     if f.workdir:
         stored = Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint)
-        run_config = outputs.moved_data(workdir, Config.from_dict(stored))
+        run_config = outputs.moved_data(workdir, stored)
         rl, verify = run_config.rl, run_config.verifier
         try:
             reward = flag_rewards(f.reward) if f.reward is not None else Rewards.of(run_config)
@@ -372,7 +372,7 @@ def main(argv):
                                                    seed=f.seed)
     evaluation = assemble({temperature_key(temperature): {name: rep}}, {},
                           train_temperature=None if f.model_dir else rl.temperature, headline_temperature=temperature)
-    evaluation["evaluated"] = eval_out.evaluated(model_path, f.data, f.data_split, f.data_subset)
+    evaluation["evaluated"] = eval_out.evaluated(out, model_path, f.data, f.data_split, f.data_subset)
     evaluation["evaluated"]["settings"] = settings  # what a later evaluation into this --out must match to replace it
     if stats is not None:  # how --data was read: its rows left out for want of a gold answer (logged), its prompts
         evaluation["evaluated"].update(data_rows=stats.rows, data_skipped=list(stats.bad_gold_rows),

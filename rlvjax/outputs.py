@@ -18,7 +18,7 @@ import jax
 
 from rlvjax import parallel
 from rlvjax.checkpoint import Checkpointer, step_folders
-from rlvjax.config import Config
+from rlvjax.config import WRITTEN_IN, Config
 from rlvjax.data import pipeline
 from rlvjax.metrics import rewind_logs
 from rlvjax.model.hf import export_stamp
@@ -60,15 +60,22 @@ def moved_base(workdir: Path, config: Config) -> Config:
     return dataclasses.replace(config, model=dataclasses.replace(config.model, hf_dir=str(sibling)))
 
 
-def moved_data(workdir: Path, config: Config) -> Config:
-    """``config`` of the run in ``workdir`` with the Python API's datasets found where a moved run has them: the run
-    names its copies (``GIVEN_DATA``; a lambda = 0 baseline its run's) by absolute path, gone once the run is moved
-    (resume and evaluate failed with "no such data file"). A path that still exists is read: a copied run's original,
-    or a file the config was pointed at since."""
-    owner = workdir.absolute().parent if workdir.name == BASELINE else workdir.absolute()
-    moved = {field: str(owner / name) for field, name in GIVEN_DATA.items()
-             if (path := getattr(config.task, field)) and Path(path).parts[-2:] == Path(name).parts
-             and not Path(path).exists() and (owner / name).is_file()}
+def moved_data(workdir: Path, values: dict) -> Config:
+    """The :class:`Config` of ``values`` (the run in ``workdir``'s config.json or a checkpoint's stored config)
+    reading the Python API's datasets from the run's own copies where it is now: it names them (``GIVEN_DATA``; a
+    lambda = 0 baseline its run's) by absolute path, and a moved run failed with "no such data file" (a copied one
+    read the original's). Only a path that was the run's own copy where it wrote ``values`` (their ``WRITTEN_IN``,
+    recorded from 2026-12-06) is moved: a file the run was pointed at since is read as named, gone or not."""
+    config = Config.from_dict(values)
+    if WRITTEN_IN not in values:
+        return config
+
+    def owner(run: Path) -> Path:  # where the datasets are kept
+        return run.parent if run.name == BASELINE else run
+
+    was, now = owner(Path(values[WRITTEN_IN])), owner(workdir.absolute())
+    moved = {field: str(now / name) for field, name in GIVEN_DATA.items()
+             if getattr(config.task, field) == str(was / name) and was != now and (now / name).is_file()}
     return dataclasses.replace(config, task=dataclasses.replace(config.task, **moved)) if moved else config
 
 

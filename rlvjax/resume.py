@@ -9,7 +9,7 @@ import gin
 
 from rlvjax import cli, experiment, outputs, parallel
 from rlvjax.checkpoint import ARCHITECTURE_KEYS, Checkpointer, DamagedCheckpoint
-from rlvjax.config import Config
+from rlvjax.config import Config, written_values
 from rlvjax.model.transformer import ModelConfig
 
 # What a resume may change: how the run is logged, saved, evaluated, reported and laid out over devices, and where
@@ -53,21 +53,21 @@ def stored_config(workdir: Path, step: int | None) -> Config:
 
 
 def _saved_config(workdir: Path, step: int | None) -> Config:
-    if step is None and (accepted := Config.written(workdir)) is not None:
+    if step is None and (accepted := written_values(workdir)) is not None:
         return outputs.moved_data(workdir, accepted)
     if (workdir / "checkpoints").is_dir():
         with Checkpointer(workdir / "checkpoints", read_only=True) as checkpoints:
             saved = checkpoints.all_steps()
             for candidate in [step] if step is not None else sorted(saved, reverse=True):
                 try:
-                    return outputs.moved_data(workdir, Config.from_dict(checkpoints.read_config(candidate)))
+                    return outputs.moved_data(workdir, checkpoints.read_config(candidate))
                 except DamagedCheckpoint:
                     if step is not None or candidate == min(saved):
                         raise
     if step is None and (workdir / "config.gin").is_file():
         cli.parse_gin([str(workdir / "config.gin")], [], search_paths=(experiment.GIN_SEARCH_PATH,))
         try:
-            return outputs.moved_data(workdir, Config.from_gin())
+            return Config.from_gin()
         finally:  # parsing locked gin's config: the caller parses this one again, with its own flags on top
             gin.clear_config()
     if step is not None:

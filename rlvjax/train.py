@@ -27,7 +27,7 @@ from flax import nnx
 
 from rlvjax import (budget, cli, evaluate, experiment, memory, outputs, parallel, preemption, run_sampling,
                     sampling, sft)
-from rlvjax.config import Config, check_local
+from rlvjax.config import WRITTEN_IN, Config, check_local
 from rlvjax.checkpoint import Checkpointer, check_free_space, ensure_writable, step_folders
 from rlvjax.data import pipeline, sources, tasks
 from rlvjax.data.encoding import encode_prompts
@@ -176,7 +176,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                 num_eval=len(records[1]) if eval_records else task.num_eval))  # all of them, as given
         rendered = run_sampling.rendered_as(config.task, train_records + eval_records)  # what its exports record
         stored = {**config.to_dict(), "architecture": json.loads(json.dumps(dataclasses.asdict(architecture))),
-                  run_sampling.KEY: rendered}
+                  run_sampling.KEY: rendered, WRITTEN_IN: str(workdir)}
         latest = checkpoints.latest_step()
         outputs.check_fresh(workdir, resume, latest)
         if resume_step is not None and resume_step not in checkpoints.all_steps():

