@@ -197,7 +197,7 @@ class RLVTrainer:
         scaling.png and eval_samples.jsonl to ``out``, by default ``output_dir/eval/final`` (where
         ``python -m rlvjax.evaluate --workdir`` writes them; the end-of-run report in ``output_dir`` stays) or, for
         eval rows other than the run's own, ``output_dir/eval/final-eval_dataset-HASH``: a default folder holding an
-        evaluation with other settings (K, temperature, strategy) is refused, not replaced. Returns what eval.json
+        evaluation with other settings (``evaluate.eval_settings``) is refused, not replaced. Returns what eval.json
         holds: the report (pass@k, majority, best-of-N and verifier-weighted votes) is
         ``["reports"][temperature_key(T)]["final"]``.
         ``strategy`` ("adaptive", "length" or "particle", with ``rules`` from ``rlvjax.strategies``; None:
@@ -245,12 +245,12 @@ class RLVTrainer:
             raise ValueError("no eval problems: pass eval_dataset= (or a task with TaskSpec.eval_file / num_eval)")
         data = None if _problems(records) == _problems(own) else \
             "eval_dataset:" + hashlib.sha256(_problems(records).encode()).hexdigest()[:12]
-        rl = config.rl
         experiment.check_encodable(tokenizer, records, "eval_dataset", fix="evaluate problems the run's tokenizer "
                                    "covers, or remove those rows")
         reward = registry.Rewards.of(config, self.reward.functions)  # the run's weights and label
         reward.check_columns(records, "eval_dataset")  # before minutes of sampling, not after
         reward.probe(records)
+        rl = config.rl
         experiment.check_positions(model.config, memory.longest_prompt(tokenizer, [r["prompt"] for r in records]),
                                    rl.max_new_tokens, len(verifier.tokens(tokenizer, config.verifier.question).suffix),
                                    knob="max_new_tokens", fix="evaluate shorter prompts")
