@@ -62,18 +62,15 @@ def moved_base(workdir: Path, config: Config) -> Config:
 
 def moved_data(workdir: Path, values: dict) -> Config:
     """The :class:`Config` of ``values`` (the run in ``workdir``'s config.json or a checkpoint's stored config)
-    reading the Python API's datasets from the run's own copies where it is now: it names them (``GIVEN_DATA``; a
-    lambda = 0 baseline its run's) by absolute path, and a moved run failed with "no such data file" (a copied one
-    read the original's). Only a path that was the run's own copy where it wrote ``values`` (their ``WRITTEN_IN``,
-    recorded from 2026-12-06) is moved: a file the run was pointed at since is read as named, gone or not."""
+    reading the Python API's datasets from the run's own copies where it is now (a lambda = 0 baseline keeps its
+    own): it names them (``GIVEN_DATA``) by absolute path, and a moved run failed with "no such data file" (a copied
+    one read the original's). Only a path that was the run's own copy where it wrote ``values`` (their
+    ``WRITTEN_IN``, recorded from 2026-12-06) is moved: a file the run was pointed at since is read as named, gone or
+    not."""
     config = Config.from_dict(values)
     if WRITTEN_IN not in values:
         return config
-
-    def owner(run: Path) -> Path:  # where the datasets are kept
-        return run.parent if run.name == BASELINE else run
-
-    was, now = owner(Path(values[WRITTEN_IN])), owner(workdir.absolute())
+    was, now = Path(values[WRITTEN_IN]), workdir.absolute()
     moved = {field: str(now / name) for field, name in GIVEN_DATA.items()
              if getattr(config.task, field) == str(was / name) and was != now and (now / name).is_file()}
     return dataclasses.replace(config, task=dataclasses.replace(config.task, **moved)) if moved else config
