@@ -324,6 +324,22 @@ def test_a_moved_run_reads_its_own_copy_of_the_data(tmp_path):
                                                                                  "eval.jsonl")
 
 
+def test_a_moved_baseline_reads_its_own_copy_of_the_data(tmp_path):
+    """A lambda = 0 baseline keeps its own copy of the API's datasets (baseline_lambda0/data/): moved, it was
+    looked for in its run's data/ ("no such data file")."""
+    from rlvjax import outputs
+    from rlvjax.config import WRITTEN_IN
+
+    was, now = tmp_path / "old" / outputs.BASELINE, tmp_path / "new" / outputs.BASELINE
+    (now / "data").mkdir(parents=True)
+    (now / "data" / "train.jsonl").write_text(json.dumps({"prompt": "1+1=", "target": "2"}) + "\n")
+    values = {WRITTEN_IN: str(was), "task": {"name": "file", "train_file": str(was / "data" / "train.jsonl"),
+                                             "eval_file": str(tmp_path / "mine" / "data" / "eval.jsonl")}}
+    task = outputs.moved_data(now, values).task
+    assert (task.train_file, task.eval_file) == (str(now / "data" / "train.jsonl"),
+                                                 str(tmp_path / "mine" / "data" / "eval.jsonl"))  # not its copy
+
+
 @pytest.mark.slow
 def test_a_run_on_in_memory_rows_reads_back_the_same_data_from_what_it_wrote(tmp_path):
     """What the CLI's --resume of an API run reads (the stored config's task over WORKDIR/data/) is the data the run
