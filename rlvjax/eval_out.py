@@ -69,6 +69,26 @@ def check_same_model(out: Path, model: Path, data: str | None = None, split: str
                              f"{now[key]!r}); pass --out to write this one elsewhere")
 
 
+# evaluate's flags that do not change what is sampled or reported (where it is written, what it reads: compared by
+# check_same_model, or named in the default --out), left out of eval.json's ``evaluated.settings``; the
+# strategy's own flags are there as the rules they make
+NOT_SETTINGS = ("workdir", "model_dir", "policy", "checkpoint", "data", "data_split", "data_subset", "out",
+                "compilation_cache", "batch_size")
+
+
+def eval_settings(*, num_samples: int, temperature: float, max_new_tokens: int, seed: int, conventions,
+                  strategy: str, rules: list, reward: str | None = None, raw_prompts: bool = False,
+                  dtype: str | None = None) -> dict:
+    """eval.json's ``evaluated.settings``, under evaluate's flag names (the API's ``RLVTrainer.evaluate`` records
+    the same keys): what changes what is sampled or reported, which a later evaluation into a default output folder
+    must match to replace it (:func:`check_same_settings`). ``conventions``: the votes' ``testtime.Conventions``;
+    ``rules``: the strategy's, as it runs them."""
+    return {"raw_prompts": raw_prompts, "reward": reward, "num_samples": num_samples, "max_new_tokens": max_new_tokens,
+            "dtype": dtype, "seed": seed, "temperature": temperature, "score": conventions.score,
+            "grouping": conventions.grouping, "bon_unparseable": conventions.unparseable, "bon_ties": conventions.ties,
+            "strategy": strategy, "rules": [repr(rule) for rule in rules]}
+
+
 # What an evaluation ran with where its eval.json recorded settings but not these (an older rlvjax could run no
 # other way); the strategy's rules only where it ran the fixed strategy (an older one recorded the flags instead).
 UNRECORDED = {"reward": None, "raw_prompts": False, "dtype": None, "rules": []}
@@ -76,7 +96,7 @@ UNRECORDED = {"reward": None, "raw_prompts": False, "dtype": None, "rules": []}
 
 def check_same_settings(out: Path, settings: dict, knob: str = "--out") -> None:
     """One line when ``out`` holds an evaluation with other ``settings`` (eval.json's ``evaluated.settings``: what
-    changes what is sampled or reported, ``evaluate.eval_settings``), which this one would replace (at K = 64 over
+    changes what is sampled or reported, :func:`eval_settings`), which this one would replace (at K = 64 over
     MATH-500, hours of sampling): a default ``--out`` (``knob``) is named after the model and the data alone. The
     same settings again (a rerun) replace it. A setting the earlier eval.json did not record is compared with what it
     ran with (``UNRECORDED``), or, unknown, refused; one it recorded that is no longer a setting is passed over. An

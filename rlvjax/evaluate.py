@@ -163,25 +163,6 @@ def flag_rewards(names: str) -> Rewards:
 BASELINE_POLICY = "lambda0"  # --policy: the lambda = 0 baseline's final policy (the name the run's report gives it)
 
 
-# evaluate's flags that do not change what is sampled or reported (where it is written, what it reads: compared by
-# eval_out.check_same_model, or named in the default --out), left out of eval.json's ``evaluated.settings``; the
-# strategy's own flags are there as the rules they make
-NOT_SETTINGS = ("workdir", "model_dir", "policy", "checkpoint", "data", "data_split", "data_subset", "out",
-                "compilation_cache", "batch_size")
-
-
-def eval_settings(*, num_samples: int, temperature: float, max_new_tokens: int, seed: int,
-                  conventions: testtime.Conventions, strategy: str, rules: list, reward: str | None = None,
-                  raw_prompts: bool = False, dtype: str | None = None) -> dict:
-    """eval.json's ``evaluated.settings``, under evaluate's flag names (the API's ``RLVTrainer.evaluate`` records
-    the same keys): what changes what is sampled or reported, which a later evaluation into a default output folder
-    must match to replace it (``eval_out.check_same_settings``). ``rules``: the strategy's, as it runs them."""
-    return {"raw_prompts": raw_prompts, "reward": reward, "num_samples": num_samples, "max_new_tokens": max_new_tokens,
-            "dtype": dtype, "seed": seed, "temperature": temperature, "score": conventions.score,
-            "grouping": conventions.grouping, "bon_unparseable": conventions.unparseable, "bon_ties": conventions.ties,
-            "strategy": strategy, "rules": [repr(rule) for rule in rules]}
-
-
 def check_policy(workdir: Path, policy: str, flag: str) -> None:
     """One line when ``--policy flag`` names no exported model ``policy`` of the run (a typo, or warm_start in a run
     without one, or a baseline not finished)."""
@@ -299,10 +280,10 @@ def main(argv):
     conventions = testtime.Conventions(score=f.score, grouping=f.grouping, unparseable=f.bon_unparseable,
                                        ties=f.bon_ties)
     new_tokens = f.max_new_tokens or sampled.max_new_tokens
-    settings = eval_settings(num_samples=f.num_samples, temperature=f.temperature or sampled.temperature,
-                             max_new_tokens=new_tokens, seed=f.seed, conventions=conventions, strategy=f.strategy,
-                             rules=strategy_rules(f, f.num_samples, new_tokens), reward=f.reward,
-                             raw_prompts=f.raw_prompts, dtype=f.dtype)
+    settings = eval_out.eval_settings(num_samples=f.num_samples, temperature=f.temperature or sampled.temperature,
+                                      max_new_tokens=new_tokens, seed=f.seed, conventions=conventions,
+                                      strategy=f.strategy, rules=strategy_rules(f, f.num_samples, new_tokens),
+                                      reward=f.reward, raw_prompts=f.raw_prompts, dtype=f.dtype)
     if f.out is None:  # before minutes of sampling: the same folder with other settings holds another report
         eval_out.check_same_settings(out, settings)
     weights = eval_out.snapshot(model_path)  # a training run may re-export it or go back past it while it is sampled

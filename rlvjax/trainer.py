@@ -197,7 +197,7 @@ class RLVTrainer:
         scaling.png and eval_samples.jsonl to ``out``, by default ``output_dir/eval/final`` (where
         ``python -m rlvjax.evaluate --workdir`` writes them; the end-of-run report in ``output_dir`` stays) or, for
         eval rows other than the run's own, ``output_dir/eval/final-eval_dataset-HASH``: a default folder holding an
-        evaluation with other settings (``evaluate.eval_settings``) is refused, not replaced. Returns what eval.json
+        evaluation with other settings (``eval_out.eval_settings``) is refused, not replaced. Returns what eval.json
         holds: the report (pass@k, majority, best-of-N and verifier-weighted votes) is
         ``["reports"][temperature_key(T)]["final"]``.
         ``strategy`` ("adaptive", "length" or "particle", with ``rules`` from ``rlvjax.strategies``; None:
@@ -263,7 +263,7 @@ class RLVTrainer:
         default = out is None
         out = out or self.output_dir / "eval" / ("final" if data is None else f"final-{data.replace(':', '-')}")
         # as evaluate --workdir records them: a later evaluation into a default folder must match them
-        settings = evaluate.eval_settings(num_samples=num_samples, seed=config.run.seed,
+        settings = eval_out.eval_settings(num_samples=num_samples, seed=config.run.seed,
                                           temperature=rl.temperature if temperature is None else temperature,
                                           max_new_tokens=rl.max_new_tokens, conventions=config.conventions,
                                           strategy=strategy, rules=rules or [])
