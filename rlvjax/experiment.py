@@ -37,7 +37,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """An HF directory (Qwen2 / Llama, safetensors), or a random Qwen2-architecture model of the sizes below.
+    """An HF directory (Qwen2 / Qwen3 / Llama / Mistral, safetensors), or a random Qwen2-architecture model of the
+    sizes below.
 
     ``dtype`` is the weights' (and AdamW's moments'); ``compute_dtype`` the matmuls', activations' and KV cache's
     (None: ``dtype``). Accelerator configs use float32 weights with bfloat16 compute: log-softmax, losses, the
@@ -45,7 +46,8 @@ class ModelSpec:
     where ``hf_dir`` is not on this machine (``--dry_run`` plans and compiles without weights).
     """
 
-    # HF directory or hub id of the policy (Qwen2 / Llama, safetensors); None: a random model of the sizes below
+    # HF directory or hub id of the policy (Qwen2 / Qwen3 / Llama / Mistral, safetensors); None: a random model of
+    # the sizes below
     hf_dir: str | None = None
     dtype: str = "float32"  # weights' and AdamW moments' dtype: float32, or bfloat16 at learning rates >= 6.1e-5
     compute_dtype: str | None = None  # matmuls', activations' and KV cache's dtype (None: dtype)

@@ -90,7 +90,7 @@ class RLVConfig:
 class RLVTrainer:
     """RL^V training of one model as policy and verifier.
 
-    ``model``: an HF directory or hub id (Qwen2 / Llama, safetensors), or None for the built-in tiny
+    ``model``: an HF directory or hub id (Qwen2 / Qwen3 / Llama / Mistral, safetensors), or None for the built-in tiny
     Qwen2-architecture model with the arithmetic tokenizer (the CPU quickstart). ``reward_funcs``: one function or a
     list, TRL's contract ``f(prompts, completions, **columns) -> list[float]`` (each gets every dataset column), or
     registered names ("math": the last ``\\boxed{}`` against a ``gold`` / ``answer`` / ``solution`` column); None

@@ -48,20 +48,25 @@ HF_CONFIGS = {
                   head_dim=24, rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                              "high_freq_factor": 4.0, "original_max_position_embeddings": 16}),
     "llama_tied": dict(model_type="llama", tie_word_embeddings=True, num_key_value_heads=4),
+    # Qwen3: query/key norms, a head_dim that is not hidden/heads, tied (Qwen3-0.6B to 4B style), no biases.
+    "qwen3": dict(model_type="qwen3", tie_word_embeddings=True, num_key_value_heads=2, head_dim=24),
+    # Mistral: no biases, GQA, no sliding window (Mistral-7B-v0.2 on), untied.
+    "mistral": dict(model_type="mistral", tie_word_embeddings=False, num_key_value_heads=2, sliding_window=None),
 }
 
 
 def make_hf_model(kind: str, seed: int = 0):
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    import transformers
 
     spec = dict(HF_CONFIGS[kind])
     model_type = spec.pop("model_type")
+    family = {"qwen2": "Qwen2", "qwen3": "Qwen3", "llama": "Llama", "mistral": "Mistral"}[model_type]
     common = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4,
                   max_position_embeddings=256, rope_theta=1000.0, rms_norm_eps=1e-5,
                   bos_token_id=1, eos_token_id=2, pad_token_id=0)
     common.update(spec)
-    config_cls, model_cls = (Qwen2Config, Qwen2ForCausalLM) if model_type == "qwen2" else (LlamaConfig, LlamaForCausalLM)
+    config_cls, model_cls = getattr(transformers, f"{family}Config"), getattr(transformers, f"{family}ForCausalLM")
     torch.manual_seed(seed)
     model = model_cls(config_cls(**common)).eval()
     with torch.no_grad():  # random init has zero biases and unit norms; perturb them so the mapping is exercised

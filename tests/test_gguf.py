@@ -23,6 +23,7 @@ GGUF_NAMES = (
     (r"lm_head\.(\w+)", r"output.\1"),
     (r"model\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(\w+)", r"blk.\1.attn_\2.\3"),
     (r"model\.layers\.(\d+)\.self_attn\.o_proj\.(\w+)", r"blk.\1.attn_output.\2"),
+    (r"model\.layers\.(\d+)\.self_attn\.([qk])_norm\.(\w+)", r"blk.\1.attn_\2_norm.\3"),
     (r"model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.(\w+)", r"blk.\1.ffn_\2.\3"),
     (r"model\.layers\.(\d+)\.input_layernorm\.(\w+)", r"blk.\1.attn_norm.\2"),
     (r"model\.layers\.(\d+)\.post_attention_layernorm\.(\w+)", r"blk.\1.ffn_norm.\2"),
@@ -45,7 +46,7 @@ def llama_cpp_permute(weights: np.ndarray, n_head: int, n_head_kv: int) -> np.nd
 
 
 def tiny_hf_model(arch: str):
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     common = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=256, rope_theta=1000.0, rms_norm_eps=1e-5)
@@ -54,6 +55,8 @@ def tiny_hf_model(arch: str):
         config = LlamaConfig(**common, head_dim=24, attention_bias=True, tie_word_embeddings=False,
                              rope_scaling={"rope_type": "linear", "factor": 2.0})
         model = LlamaForCausalLM(config)
+    elif arch == "qwen3":  # GQA, query/key norms, head_dim != hidden/heads, tied head
+        model = Qwen3ForCausalLM(Qwen3Config(**common, head_dim=24, tie_word_embeddings=True))
     else:  # GQA, qkv biases, tied head
         model = Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=True))
     with torch.no_grad():  # random init has zero biases and unit norms; perturb them so the mapping is exercised
@@ -99,14 +102,14 @@ def write_gguf(model, path, *, tied_head: bool = False) -> None:
     writer.close()
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
 def test_synthetic_gguf_matches_transformers(tmp_path, arch):
     ref = tiny_hf_model(arch)
     write_gguf(ref, tmp_path / "tiny.gguf")
     model, tokenizer = load_gguf(tmp_path / "tiny.gguf", tokenizer=False)
     assert tokenizer is None
     assert model.config.architecture == arch
-    assert model.config.tie_word_embeddings == (arch == "qwen2")
+    assert model.config.tie_word_embeddings == (arch != "llama")
     ids = np.random.default_rng(0).integers(0, 96, (2, 11))
     with torch.no_grad():
         theirs = ref(torch.tensor(ids)).logits.numpy()

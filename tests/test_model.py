@@ -13,7 +13,7 @@ from flax import nnx
 from rlvjax.model import transformer
 from rlvjax.model.transformer import KVCache
 
-KINDS = ["qwen2", "qwen2_tied", "llama", "llama_tied"]
+KINDS = ["qwen2", "qwen2_tied", "llama", "llama_tied", "qwen3", "mistral"]
 
 
 def torch_logits(model, ids, mask):
@@ -100,7 +100,7 @@ def test_logits_match_transformers_at_long_positions(tmp_path):
     np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ["qwen2", "llama"])
+@pytest.mark.parametrize("kind", ["qwen2", "llama", "qwen3", "mistral"])
 def test_save_hf_round_trip(hf_checkpoint, tmp_path, kind):
     path, ref = hf_checkpoint(kind)
     model, tok = rlvjax.load_hf(path)
@@ -145,46 +145,58 @@ def test_a_large_export_is_sharded_as_save_pretrained_shards(hf_checkpoint, tmp_
                                   np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))[valid])
 
 def test_fields_a_config_leaves_out_take_transformers_defaults():
-    from transformers import LlamaConfig, Qwen2Config
+    import transformers
 
     from rlvjax.model.hf_config import config_from_hf
 
     sizes = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4)
-    for model_type, reference in (("llama", LlamaConfig()), ("qwen2", Qwen2Config())):
+    for model_type, family in (("llama", "Llama"), ("qwen2", "Qwen2"), ("qwen3", "Qwen3"), ("mistral", "Mistral")):
+        reference = getattr(transformers, f"{family}Config")(**sizes)
+        # the head's width where none is given: Qwen3's own default (128), the others' hidden_size / heads
+        head_dim = getattr(reference, "head_dim", None) or reference.hidden_size // reference.num_attention_heads
+        window = {"sliding_window": None} if model_type == "mistral" else {}  # (its default window is refused)
         # a null field (some exporters write them) is an absent one
         nulls = dict.fromkeys(("max_position_embeddings", "rope_theta", "rms_norm_eps", "tie_word_embeddings",
-                               "num_key_value_heads", "head_dim", "rope_scaling"))
-        for cfg in (config_from_hf({"model_type": model_type, **sizes}),
-                    config_from_hf({"model_type": model_type, **sizes, **nulls})):
-            assert (cfg.max_position_embeddings, cfg.rope_theta, cfg.rms_norm_eps, cfg.tie_word_embeddings) == (
+                               "num_key_value_heads", "rope_scaling") + (("head_dim",) if family != "Qwen3" else ()))
+        for cfg in (config_from_hf({"model_type": model_type, **sizes, **window}),
+                    config_from_hf({"model_type": model_type, **sizes, **window, **nulls})):
+            assert (cfg.max_position_embeddings, cfg.rope_theta, cfg.rms_norm_eps, cfg.tie_word_embeddings,
+                    cfg.kv_dim) == (
                 reference.max_position_embeddings, reference.rope_parameters["rope_theta"], reference.rms_norm_eps,
-                reference.tie_word_embeddings), model_type
+                reference.tie_word_embeddings, head_dim), model_type
 
 
 def test_sliding_windows_are_read_as_transformers_reads_them():
     """Which configs slide is taken from transformers itself (``Qwen2Config.layer_types``): a Qwen2 config that
     turns sliding on without naming a window gets transformers' 4096 (it loaded as full attention, its logits off
     from position 4096 on), an explicit null window is none, and Llama never slides (it was refused)."""
-    from transformers import LlamaConfig, Qwen2Config
+    import transformers
 
     from rlvjax.model.hf_config import config_from_hf
 
     sizes = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4)
-    for model_type, reference in (("qwen2", Qwen2Config), ("llama", LlamaConfig)):
+    for model_type, family in (("qwen2", "Qwen2"), ("qwen3", "Qwen3"), ("llama", "Llama"), ("mistral", "Mistral")):
+        reference = getattr(transformers, f"{family}Config")
         for fields in ({"use_sliding_window": True, "max_window_layers": 0},
                        {"use_sliding_window": True, "max_window_layers": 0, "sliding_window": None},
                        {"use_sliding_window": True, "max_window_layers": 1, "sliding_window": 8},
-                       {"use_sliding_window": False, "max_window_layers": 0, "sliding_window": 8}):
+                       {"use_sliding_window": False, "max_window_layers": 0, "sliding_window": 8},
+                       {}):
             config = {"model_type": model_type, **sizes, **fields}
-            slides = "sliding_attention" in (getattr(reference.from_dict(config), "layer_types", None) or ())
+            loaded = reference.from_dict(config)
+            if family == "Mistral":  # every layer slides where a window is set
+                slides = loaded.sliding_window is not None
+            else:
+                slides = "sliding_attention" in (getattr(loaded, "layer_types", None) or ())
             if slides:
-                with pytest.raises(ValueError, match="^sliding-window attention is not supported"):
+                with pytest.raises(ValueError, match="^sliding-window attention .*is not supported"):
                     config_from_hf(config)
             else:
                 config_from_hf(config)
-            assert slides == (model_type == "qwen2" and fields["max_window_layers"] < 2
-                              and fields.get("sliding_window", 4096) is not None
-                              and fields["use_sliding_window"]), (model_type, fields)
+            expected = (fields.get("sliding_window", 4096) is not None and (
+                model_type == "mistral" or model_type.startswith("qwen") and fields.get("max_window_layers", 28) < 2
+                and fields.get("use_sliding_window", False)))
+            assert slides == expected, (model_type, fields)
 
 
 def test_a_config_with_malformed_numbers_is_one_line():

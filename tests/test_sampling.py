@@ -32,8 +32,10 @@ def teacher_forced(model, prompt, completion, temperature):
     return logp[idx, completion]
 
 
-def test_greedy_matches_transformers_generate(qwen):
-    model, ref = qwen
+@pytest.mark.parametrize("kind", ["qwen2", "qwen3"])  # Qwen3: query/key norms before the cache
+def test_greedy_matches_transformers_generate(qwen, hf_checkpoint, kind):
+    model, ref = qwen if kind == "qwen2" else (rlvjax.load_hf(hf_checkpoint(kind)[0], tokenizer=False)[0],
+                                               hf_checkpoint(kind)[1])
     out = sampling.sample(model, PROMPTS, max_new_tokens=32, temperature=0.0)
     width = max(map(len, PROMPTS))
     ids = torch.tensor([[0] * (width - len(p)) + p for p in PROMPTS])

@@ -943,3 +943,35 @@ def test_a_run_on_chat_messages_has_text_problems_evaluated_as_the_users_turn(hf
         assert json.loads((out / "eval.json").read_text())["evaluated"]["prompt_format"] == "chat"
         samples = [json.loads(line) for line in (out / "eval_samples.jsonl").read_text().splitlines()]
         assert {s["prompt"] for s in samples} == {f"w1 w{40 + i} w3 " for i in range(4)}
+
+
+@pytest.mark.parametrize("kind", ["qwen3", "mistral"])
+def test_qwen3_and_mistral_checkpoints_train_and_export_as_their_own_architecture(hf_checkpoint, tmp_path, kind):
+    """A Qwen3 (query/key norms) or Mistral checkpoint trains through the API, and its export is the same family:
+    transformers loads it as one, with rlvjax's logits, and the step moved every tensor (the query/key norms too)."""
+    import torch
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM
+
+    source, _ = hf_checkpoint(kind)
+    rows = [{"prompt": f"w{10 + i} w{20 + i}"} for i in range(8)]
+    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), num_steps=1, batch_size=4, group_size=2,
+                            max_new_tokens=3, learning_rate=1e-2, verify_question="w5 w6")
+    rlvjax.RLVTrainer(str(source), reward_funcs=length_penalty, train_dataset=rows, args=args).train()
+    final = tmp_path / "run" / "final"
+    config = json.loads((final / "config.json").read_text())
+    family = {"qwen3": "Qwen3ForCausalLM", "mistral": "MistralForCausalLM"}[kind]
+    assert (config["model_type"], config["architectures"]) == (kind, [family])
+    assert config.get("sliding_window", 4096 if kind == "mistral" else None) is None  # Mistral's default slides
+    reloaded = AutoModelForCausalLM.from_pretrained(final).eval()
+    assert type(reloaded).__name__ == family
+    ids = np.random.default_rng(0).integers(3, 96, (2, 9))
+    with torch.no_grad():
+        theirs = reloaded(torch.tensor(ids)).logits.numpy()
+    ours, _ = rlvjax.load_hf(final, tokenizer=False)
+    np.testing.assert_allclose(np.asarray(ours(np.asarray(ids))), theirs, atol=1e-4, rtol=0)
+    before, after = load_file(source / "model.safetensors"), load_file(final / "model.safetensors")
+    assert before.keys() == after.keys()
+    assert any("q_norm" in name for name in after) == (kind == "qwen3")
+    unchanged = [name for name in before if np.array_equal(before[name], after[name].astype(before[name].dtype))]
+    assert not unchanged, unchanged

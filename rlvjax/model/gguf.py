@@ -29,8 +29,8 @@ except ImportError as e:
         from None
 
 # GGUF architecture -> whether llama.cpp's converter permuted q/k rows for its interleaved-pair RoPE (the llama
-# family does, in ``LlamaModel.permute``; Qwen2 keeps HF's rotate-half layout and is written as is).
-ROTARY_PERMUTED = {"llama": True, "qwen2": False}
+# family does, in ``LlamaModel.permute``; Qwen2 and Qwen3 keep HF's rotate-half layout and are written as is).
+ROTARY_PERMUTED = {"llama": True, "qwen2": False, "qwen3": False}
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _REQUIRED = object()
 
@@ -136,7 +136,7 @@ def _dequantize(tensor: gguf.ReaderTensor) -> np.ndarray:
 
 
 def load_gguf(path: str | os.PathLike, dtype=jnp.float32, *, tokenizer: bool = True) -> tuple[Transformer, Any]:
-    """Load a Llama/Qwen2 GGUF file into ``(Transformer, tokenizer)``, like ``load_hf``.
+    """Load a Llama/Qwen2/Qwen3 GGUF file into ``(Transformer, tokenizer)``, like ``load_hf``.
 
     Every tensor is checked: an unknown name, a missing parameter or a wrong shape raises an error naming the
     tensor. ``tokenizer=False`` skips the tokenizer (returns None in its place).

@@ -32,6 +32,7 @@ WEIGHT_TABLE: tuple[tuple[str, str, bool], ...] = (
     (r"model\.embed_tokens\.weight", "embed_tokens/embedding", False),
     (r"model\.layers\.(\d+)\.self_attn\.([qkvo])_proj\.weight", "layers/{0}/self_attn/{1}_proj/kernel", True),
     (r"model\.layers\.(\d+)\.self_attn\.([qkvo])_proj\.bias", "layers/{0}/self_attn/{1}_proj/bias", False),
+    (r"model\.layers\.(\d+)\.self_attn\.([qk]_norm)\.weight", "layers/{0}/self_attn/{1}/weight", False),
     (r"model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.weight", "layers/{0}/mlp/{1}_proj/kernel", True),
     (r"model\.layers\.(\d+)\.(input_layernorm|post_attention_layernorm)\.weight", "layers/{0}/{1}/weight", False),
     (r"model\.norm\.weight", "norm/weight", False),
@@ -141,8 +142,8 @@ def check_floating(loader: str, **dtypes) -> None:
 
 
 def load_hf(path, dtype=jnp.float32, *, compute_dtype=None, tokenizer: bool = True):
-    """Load an HF Qwen2/Llama directory into ``(Transformer, tokenizer)``, weights in ``dtype``, computing in
-    ``compute_dtype`` (None: ``dtype``; e.g. f32 weights with bfloat16 compute).
+    """Load an HF Qwen2/Qwen3/Llama/Mistral directory into ``(Transformer, tokenizer)``, weights in ``dtype``,
+    computing in ``compute_dtype`` (None: ``dtype``; e.g. f32 weights with bfloat16 compute).
 
     Every tensor is checked against the table: an unknown name, a missing parameter or a wrong shape raises an
     error naming the tensor. ``tokenizer=False`` skips the tokenizer (returns None in its place).
@@ -365,6 +366,7 @@ def hf_tensor_names(cfg: ModelConfig) -> list[str]:
         names += [f"{layer}self_attn.{x}_proj.weight" for x in "qkvo"]
         names += [f"{layer}self_attn.{x}_proj.bias" for x in "qkv" if cfg.qkv_bias]
         names += [f"{layer}self_attn.o_proj.bias"] if cfg.o_bias else []
+        names += [f"{layer}self_attn.{x}_norm.weight" for x in "qk" if cfg.qk_norm]
         names += [f"{layer}mlp.{x}_proj.weight" for x in ("gate", "up", "down")]
         names += [f"{layer}input_layernorm.weight", f"{layer}post_attention_layernorm.weight"]
     return names if cfg.tie_word_embeddings else names + ["lm_head.weight"]

@@ -7,8 +7,11 @@ import jax.numpy as jnp
 
 from rlvjax.model.transformer import ModelConfig, rope_inv_freq
 
-ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
-DEFAULT_POSITIONS = {"qwen2": 32768, "llama": 2048}  # transformers' defaults where config.json names none
+ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM",
+                 "mistral": "MistralForCausalLM"}
+# transformers' defaults where config.json names none (a head_dim not listed: hidden_size / num_attention_heads)
+DEFAULT_POSITIONS = {"qwen2": 32768, "qwen3": 32768, "llama": 2048, "mistral": 131072}
+DEFAULT_HEAD_DIM = {"qwen3": 128}
 
 
 def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConfig:
@@ -32,14 +35,20 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
         raise ValueError(f"config.json: {', '.join(bad)}: head counts, dims and positions must be whole numbers, "
                          "rope_theta and rms_norm_eps positive numbers (use the config.json saved with these weights)")
     layers = hf.get("num_hidden_layers")
-    if model_type != "qwen2":  # transformers' Llama has no sliding window, whatever its config.json says
+    if model_type == "llama":  # transformers' Llama has no sliding window, whatever its config.json says
         sliding = False
+    elif model_type == "mistral":  # every layer slides once a window is set (absent: transformers' 4096)
+        sliding = window is not None
     elif hf.get("layer_types"):  # transformers v5 writes which layers slide
         sliding = "sliding_attention" in hf["layer_types"]
     else:  # as transformers derives it: layers from max_window_layers (default 28) on slide, if a window is set
         first = hf.get("max_window_layers", 28)
         sliding = bool(hf.get("use_sliding_window")) and window is not None and (
             isinstance(layers, int) and first < layers)
+    if sliding and model_type == "mistral":
+        raise ValueError(f"sliding-window attention (sliding_window={window}) is not supported: rlvjax attends to "
+                         f"every earlier token; set \"sliding_window\": null in config.json (the same model for "
+                         f"sequences of up to {window} tokens)")
     if sliding:
         raise ValueError("sliding-window attention is not supported; set use_sliding_window=false in config.json"
                          + (" and remove layer_types (it lists sliding_attention layers)" if hf.get("layer_types")
@@ -81,10 +90,12 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
     if bad:
         raise ValueError(f"config.json: {', '.join(bad)}; each of {', '.join(needed)} must be a whole number >= 1 "
                          "(use the config.json saved with these weights)")
-    if not hf.get("head_dim") and hf["hidden_size"] % hf["num_attention_heads"]:
+    head_dim = hf.get("head_dim") or DEFAULT_HEAD_DIM.get(model_type)
+    if not head_dim and hf["hidden_size"] % hf["num_attention_heads"]:
         raise ValueError(f"config.json: hidden_size={hf['hidden_size']} does not split into "
                          f"num_attention_heads={hf['num_attention_heads']} heads and there is no head_dim")
-    bias = bool(hf.get("attention_bias", False))
+    # Qwen2: q/k/v biases, none on o; Mistral: none (transformers ignores attention_bias); Llama, Qwen3: all or none
+    bias = bool(hf.get("attention_bias", False)) and model_type != "mistral"
     cfg = ModelConfig(
         vocab_size=hf["vocab_size"],
         hidden_size=hf["hidden_size"],
@@ -92,12 +103,13 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
         num_layers=hf["num_hidden_layers"],
         num_heads=hf["num_attention_heads"],
         num_kv_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
-        head_dim=hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"],
+        head_dim=head_dim or hf["hidden_size"] // hf["num_attention_heads"],
         rope_theta=float(theta),
         rope_scaling=tuple(sorted(scaling.items())),
         rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
         qkv_bias=True if model_type == "qwen2" else bias,
         o_bias=False if model_type == "qwen2" else bias,
+        qk_norm=model_type == "qwen3",
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
         max_position_embeddings=positions,
         architecture=model_type,
@@ -124,8 +136,13 @@ def _rope(params: dict | None) -> dict:
 def config_to_hf(cfg: ModelConfig, tokenizer=None) -> dict:
     if cfg.architecture == "qwen2" and not (cfg.qkv_bias and not cfg.o_bias):
         raise ValueError("a qwen2 export needs qkv_bias=True and o_bias=False (the Qwen2 layout)")
-    if cfg.architecture == "llama" and cfg.qkv_bias != cfg.o_bias:
-        raise ValueError("a llama export needs qkv_bias == o_bias (HF's single attention_bias flag)")
+    if cfg.architecture in ("llama", "qwen3") and cfg.qkv_bias != cfg.o_bias:
+        raise ValueError(f"a {cfg.architecture} export needs qkv_bias == o_bias (HF's single attention_bias flag)")
+    if cfg.architecture == "mistral" and (cfg.qkv_bias or cfg.o_bias):
+        raise ValueError("a mistral export needs qkv_bias=False and o_bias=False (Mistral has no attention biases)")
+    if cfg.qk_norm != (cfg.architecture == "qwen3"):
+        raise ValueError(f"a {cfg.architecture} export needs qk_norm={cfg.architecture == 'qwen3'} (only Qwen3 "
+                         "normalises queries and keys)")
     rope = {"rope_theta": cfg.rope_theta, "rope_type": "default", **dict(cfg.rope_scaling)}
     hf = {
         "architectures": [ARCHITECTURES[cfg.architecture]],
@@ -147,9 +164,14 @@ def config_to_hf(cfg: ModelConfig, tokenizer=None) -> dict:
     }
     if dict(cfg.rope_scaling):  # v4's rope_scaling: without rope_theta, which v4 warns about on every load
         hf["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
-    if cfg.architecture == "llama":
+    if cfg.architecture in ("llama", "qwen3"):
         hf["attention_bias"] = cfg.qkv_bias
+    if cfg.architecture == "llama":
         hf["mlp_bias"] = False
+    if cfg.architecture == "qwen3":
+        hf["use_sliding_window"] = False
+    if cfg.architecture == "mistral":
+        hf["sliding_window"] = None  # transformers' default is 4096
     if tokenizer is not None:
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             if getattr(tokenizer, name, None) is not None:

@@ -1,4 +1,4 @@
-"""Decoder of the Qwen2 / Qwen2.5 / Llama family in Flax NNX, with an explicit KV-cache pytree.
+"""Decoder of the Qwen2 / Qwen2.5 / Qwen3 / Llama / Mistral family in Flax NNX, with an explicit KV-cache pytree.
 
 Parameter paths mirror the Hugging Face tensor names (``layers/3/self_attn/q_proj/kernel`` for
 ``model.layers.3.self_attn.q_proj.weight``) so that the weight table in ``hf.py`` stays a plain regex map.
@@ -39,6 +39,7 @@ class ModelConfig:
     rms_norm_eps: float = 1e-6
     qkv_bias: bool = False
     o_bias: bool = False
+    qk_norm: bool = False  # Qwen3: an RMSNorm over each head's queries and keys, before RoPE
     tie_word_embeddings: bool = False
     max_position_embeddings: int = 32768
     architecture: str = "qwen2"
@@ -257,6 +258,10 @@ class Attention(nnx.Module):
         self.k_proj = _linear(d, kh * hd, cfg.qkv_bias, cfg, rngs)
         self.v_proj = _linear(d, kh * hd, cfg.qkv_bias, cfg, rngs)
         self.o_proj = _linear(h * hd, d, cfg.o_bias, cfg, rngs)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(hd, cfg.rms_norm_eps, cfg)
+            self.k_norm = RMSNorm(hd, cfg.rms_norm_eps, cfg)
+        self.qk_norm = cfg.qk_norm
         self.num_heads, self.num_kv_heads, self.head_dim = h, kh, hd
 
     def __call__(self, x, positions, inv_freq, allowed=None, kv_cache=None):
@@ -268,6 +273,8 @@ class Attention(nnx.Module):
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
         k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
         k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, kv_heads, T, D], the cache layout
         groups = self.num_heads // self.num_kv_heads
