@@ -384,7 +384,8 @@ def test_hf_dir_unsupported_architecture(tmp_path, capsys, hf_copy):
     edit_config(hf_copy, model_type="gpt2", architectures=["GPT2LMHeadModel"])
     assert_fails_cleanly(tmp_path, capsys, [f"ModelSpec.hf_dir = '{hf_copy}'"],
                          expect="unsupported architecture model_type='gpt2' (architectures=['GPT2LMHeadModel']); "
-                                "rlvjax loads ['LlamaForCausalLM', 'Qwen2ForCausalLM']; pick a checkpoint")
+                                "rlvjax loads ['LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM', "
+                                "'Qwen3ForCausalLM']; pick a checkpoint")
 
 
 @pytest.mark.parametrize("damage,expect", [
