@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,7 +40,7 @@ from etils import epath
 from orbax.checkpoint.path import atomicity
 
 from rlvjax import parallel
-from rlvjax.cli import OUT_OF_SPACE, UserError, out_of_space, raised_from
+from rlvjax.cli import OUT_OF_SPACE, UserError, one_line, out_of_space, raised_from
 
 # Where the architecture lives in the run config (``experiment.config_dict``): a key naming a sub-dict compares all
 # of it.
@@ -219,21 +220,28 @@ class Checkpointer:
 
     @contextlib.contextmanager
     def _disk_full(self):
-        """A save that ran out of disk (in Orbax's background thread or not) becomes one :class:`DiskFullError`,
-        after its partial ``*.orbax-checkpoint-tmp*`` step is removed; the committed steps stay as they were."""
+        """A failed save (in Orbax's background thread or not) releases Orbax's threads still waiting on it
+        (``_release_waiting_saves``). One that ran out of disk becomes one :class:`DiskFullError`, one that could not
+        write there (permissions, the filesystem) one :class:`CheckpointUnwritable`, after its partial
+        ``*.orbax-checkpoint-tmp*`` step is removed; the committed steps stay as they were."""
         try:
             yield
         except Exception as e:
-            if not out_of_space(e):
+            _release_waiting_saves()
+            if not (out_of_space(e) or unavailable(e)):
                 raise
             if jax.process_index() == 0:
                 self._remove_partial_saves()
             self._manager.reload()
             latest = self._manager.latest_step()
-            raise DiskFullError(f"the disk under {self.directory} filled up while saving a checkpoint; the partial "
-                                f"save was removed and the latest complete checkpoint is "
-                                f"{'step ' + str(latest) if latest is not None else 'none'}; free some space (or "
-                                "lower RunConfig.max_to_keep), then rerun with --resume") from None
+            latest = f"{'step ' + str(latest) if latest is not None else 'none'}"
+            if out_of_space(e):
+                raise DiskFullError(f"the disk under {self.directory} filled up while saving a checkpoint; the "
+                                    f"partial save was removed and the latest complete checkpoint is {latest}; free "
+                                    "some space (or lower RunConfig.max_to_keep), then rerun with --resume") from None
+            raise CheckpointUnwritable(f"a checkpoint could not be written under {self.directory} ({one_line(e)}); "
+                                       f"the latest complete checkpoint is {latest}; make {self.directory} writable "
+                                       "again (permissions, the filesystem), then rerun with --resume") from None
 
     def _remove_partial_saves(self, settle_s: float = 0.5, timeout_s: float = 30.0) -> None:
         """Deletes ``*.orbax-checkpoint-tmp*`` steps. A failed save's other writes (tensorstore's threads) may still
@@ -350,10 +358,25 @@ def check_free_space(directory: str | os.PathLike, needed_bytes: int, what: str 
 
 
 def _drop_out_of_space_logs(record: logging.LogRecord) -> bool:
-    """Orbax logs a failed save's traceback from its threads; a full disk is reported once, by
-    :class:`DiskFullError`, so those records are dropped (every other record passes)."""
+    """Orbax logs a failed save's traceback from its threads; a full disk or a folder it cannot write is reported
+    once, by :class:`DiskFullError` or :class:`CheckpointUnwritable`, so those records are dropped (every other
+    record passes)."""
     failed = record.exc_info[1] if record.exc_info else None
-    return not (out_of_space(failed) or any(os.strerror(code) in record.getMessage() for code in OUT_OF_SPACE))
+    return not (out_of_space(failed) or unavailable(failed)
+                or any(os.strerror(code) in record.getMessage() for code in OUT_OF_SPACE))
+
+
+def _release_waiting_saves() -> None:
+    """Orbax's threads of a save whose step folder was never created (a full disk, inodes run out, no permission)
+    wait for its "folder created" signal, ``multihost.coordination_timeout`` (300 s), before failing in turn, and
+    they are not daemons: the process printed its error and then could not exit for 5 minutes. Each is cancelled
+    and its signals set, so it returns at once."""
+    from orbax.checkpoint._src.futures import future
+
+    for thread in threading.enumerate():
+        if isinstance(thread, future._SignalingThread) and thread.is_alive():
+            thread.cancel()
+            future.set_signals(thread._receive_signals, operation_id=thread._operation_id)
 
 
 def _drop_closed_event_loop_errors() -> None:
@@ -393,6 +416,11 @@ def unavailable(e: BaseException | None) -> bool:
     network filesystem's can pass)."""
     return raised_from(e, lambda x: isinstance(x, (PermissionError, MemoryError, TimeoutError, ConnectionError))
                        or isinstance(x, OSError) and x.errno == errno.EIO or any(m in str(x) for m in UNAVAILABLE))
+
+
+class CheckpointUnwritable(UserError, OSError):
+    """A save that could not write under the checkpoint directory for a reason other than space (permissions, a
+    read-only or failing filesystem)."""
 
 
 class DiskFullError(UserError, OSError):

@@ -63,6 +63,10 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, 
                NotADirectoryError, UnicodeDecodeError, UserError)
 
 
+# After the operating system's own "Permission denied: 'path'" (a workdir or file made read-only under a run).
+RERUN = "; fix its permissions, then run the command again (a training run that had started: with --resume)"
+
+
 def one_line(error: BaseException) -> str:
     """The message on one line; gin's "In call to configurable ..." trailer is dropped (our messages name the
     configurable already)."""
@@ -82,7 +86,7 @@ def run_main(name: str, main: Callable[[list[str]], None]) -> Callable[[list[str
         except RunFailed as e:
             _stop(name, 1, one_line(e))
         except USER_ERRORS as e:
-            _stop(name, 2, one_line(e))
+            _stop(name, 2, one_line(e) + (RERUN if isinstance(e, PermissionError) and e.filename else ""))
         except KeyboardInterrupt:
             _stop(name, 130, "interrupted", printed=f"{name}: interrupted")
         except Exception as e:

@@ -59,7 +59,10 @@ def workdir_lock(workdir: Path, *, enabled: bool = True) -> Iterator[None]:
             yield
         finally:
             if os.getpid() == owner:  # a forked child leaving the block holds nothing (``_forget_in_child``)
-                holder.unlink(missing_ok=True)  # while still locked: see ``_lock``
+                # while still locked: see ``_lock``. A workdir that stopped being writable keeps the file (the next
+                # holder rewrites it, as after a kill); its error replaced the one the run stopped on.
+                with contextlib.suppress(OSError):
+                    holder.unlink(missing_ok=True)
     finally:
         if os.getpid() == owner:
             _HELD.discard(fd)

@@ -85,15 +85,17 @@ def notice():
 @contextlib.contextmanager
 def stop_at_once(line: str):
     """For a phase with nothing to save (the start-up before anything is written, the end-of-run report, written
-    whole at its end): a SIGTERM ends the process at once, exit 0, printing ``rlvjax.train: {line}`` (without this
-    the default action ended it with 143 and no word). Main thread only; elsewhere a no-op."""
+    whole at its end): a SIGTERM or a Ctrl-C ends the process at once, exit 0, printing ``rlvjax.train: SIGTERM
+    {line}`` (or ``Ctrl-C {line}``), as a notice honoured in training does (without this a SIGTERM ended it with
+    143 and no word, a Ctrl-C with 130 and "interrupted"). Main thread only; elsewhere a no-op."""
 
     def handle(signum, frame):
         del frame
-        print(f"rlvjax.train: {line}", file=sys.stderr, flush=True)
+        print(f"rlvjax.train: {'Ctrl-C' if signum == signal.SIGINT else 'SIGTERM'} {line}", file=sys.stderr,
+              flush=True)
         os._exit(0)
 
-    with _on_sigterm(handle):
+    with _on_sigterm(handle, signal.SIGINT):
         yield
 
 
@@ -113,14 +115,15 @@ def interrupt_on_sigterm():
 
 
 @contextlib.contextmanager
-def _on_sigterm(handle):
-    """``handle`` as the SIGTERM handler for the block, the previous one after it (main thread only: elsewhere
-    signals cannot be handled, and the block runs as it is)."""
+def _on_sigterm(handle, *also: signal.Signals):
+    """``handle`` as the SIGTERM handler (and of the signals ``also``) for the block, the previous ones after it (main
+    thread only: elsewhere signals cannot be handled, and the block runs as it is)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, handle)
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, *also)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -268,6 +268,45 @@ def test_a_save_that_failed_in_the_background_is_raised_before_the_next_save(tmp
     ckpt.close()
 
 
+STEP_FOLDER_FAILS = """
+import errno, sys, threading
+import jax.numpy as jnp
+from orbax.checkpoint._src.path import atomicity
+from rlvjax import checkpoint
+ckpt = checkpoint.Checkpointer(sys.argv[1])
+ckpt.save(1, {"w": jnp.ones(4)}, data_state={}, config={})
+ckpt.wait()
+async def fails(*args, **kwargs):  # the step folder cannot be created: inodes run out, or no permission
+    raise OSError(int(sys.argv[2]), "injected", str(args[1]))
+atomicity._create_tmp_directory = fails
+try:
+    ckpt.save(2, {"w": jnp.zeros(4)}, data_state={}, config={})
+    ckpt.wait()
+except OSError as e:
+    print(type(e).__name__, e)
+ckpt.close()
+print(sorted(t.name for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()))
+"""
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
+def test_a_save_whose_step_folder_cannot_be_made_is_one_error_and_the_process_exits(tmp_path, code):
+    """Orbax's threads of such a save waited 300 s for the folder's signal, and they are not daemons: a run printed
+    its error line and then did not exit for 5 minutes (with three tracebacks where the folder was not writable)."""
+    out = subprocess.run([sys.executable, "-c", STEP_FOLDER_FAILS, str(tmp_path / "ckpt"), str(code)],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    first, threads = out.stdout.splitlines()
+    latest = "the latest complete checkpoint is step 1;"
+    assert first.startswith("DiskFullError" if code == errno.ENOSPC else "CheckpointUnwritable") and latest in first
+    if code == errno.EACCES:
+        assert first.endswith(f"make {tmp_path / 'ckpt'} writable again (permissions, the filesystem), then rerun "
+                              "with --resume"), first
+    assert threads == "[]"  # no thread left waiting: the interpreter exits at once
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["1"]
+
+
 def test_closed_event_loop_noise_is_dropped_and_nothing_else(tmp_path, monkeypatch):
     """After a failed save or read, tensorstore's threads call back into Orbax's closed event loop, and Python
     printed each "Event loop is closed" as a traceback (0 to 116 per full-disk failure of a CLI run, after its one

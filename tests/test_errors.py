@@ -690,6 +690,25 @@ def test_a_url_workdir_is_refused_before_anything_is_written(tmp_path, capsys, m
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_file_the_system_refused_to_write_is_named_with_the_fix(capsys):
+    """The operating system's own "Permission denied: 'path'" (a workdir made read-only under a run) was printed
+    bare; the fix and ``--resume`` follow it. rlvjax's own permission messages carry their fix already."""
+    def denied(argv):
+        raise PermissionError(errno.EACCES, "Permission denied", "/runs/mine/final")
+
+    def ours(argv):
+        raise PermissionError("workdir /runs/mine is not writable (Not a directory); choose a workdir you can write to")
+
+    for main, expect in ((denied, "rlvjax.train: error: [Errno 13] Permission denied: '/runs/mine/final'; fix its "
+                                  "permissions, then run the command again (a training run that had started: with "
+                                  "--resume)"),
+                         (ours, "rlvjax.train: error: workdir /runs/mine is not writable (Not a directory); choose a "
+                                "workdir you can write to")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run_main("rlvjax.train", main)([])
+        assert exit_info.value.code == 2 and capsys.readouterr().err.strip() == expect
+
+
 def test_unwritable_workdir(tmp_path, capsys):
     (tmp_path / "file").write_text("a file, not a directory")
     workdir = tmp_path / "file" / "run"

@@ -104,3 +104,18 @@ def test_a_child_the_run_forked_does_not_keep_the_lock_after_the_run_dies(tmp_pa
         assert second_process(workdir) == "locked"
     finally:
         os.kill(child, 9)
+
+
+def test_a_workdir_that_stopped_being_writable_keeps_the_error_the_run_stopped_on(tmp_path, monkeypatch):
+    """The lock file's removal on the way out raised its own PermissionError, and a run whose workdir had been made
+    read-only reported "Permission denied: .../.lock" instead of the write that failed."""
+    def read_only(self, missing_ok=False):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    with pytest.raises(PermissionError) as stopped:
+        with lock.workdir_lock(tmp_path):
+            monkeypatch.setattr(Path, "unlink", read_only)
+            raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "final"))
+    assert stopped.value.filename == str(tmp_path / "final")
+    monkeypatch.undo()
+    assert second_process(tmp_path) == "locked"  # released all the same; the next holder rewrites the file

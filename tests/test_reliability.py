@@ -569,8 +569,8 @@ import gin
 from rlvjax import cli, evaluate, train
 from rlvjax.config import Config
 
-def report(*args, **kwargs):  # hours of sampling, when the scheduler's notice comes
-    os.kill(os.getpid(), signal.SIGTERM)
+def report(*args, **kwargs):  # hours of sampling, when the scheduler's notice (or the user's Ctrl-C) comes
+    os.kill(os.getpid(), getattr(signal, sys.argv[3]))
     time.sleep(60)
 
 evaluate.final_report = report
@@ -580,16 +580,18 @@ cli.run_main("rlvjax.train", lambda argv: train.run_and_report(Config.from_gin()
 """
 
 
-def test_sigterm_during_the_report_stops_at_once_with_one_line(tmp_path, env):
-    """Nothing is left to save: the process ends at once, exit 0 and one line (it died with 143 and no word)."""
+@pytest.mark.parametrize("notice", ["SIGTERM", "SIGINT"])
+def test_sigterm_during_the_report_stops_at_once_with_one_line(tmp_path, env, notice):
+    """Nothing is left to save: the process ends at once, exit 0 and one line (it died with 143 and no word; a
+    Ctrl-C with 130 and "interrupted", where one in training is honoured with exit 0)."""
     from rlvjax.lock import workdir_lock
 
-    out = subprocess.run([sys.executable, "-c", SIGTERM_IN_REPORT, DIGIT, str(tmp_path / "run")], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", SIGTERM_IN_REPORT, DIGIT, str(tmp_path / "run"), notice], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stderr.strip().splitlines()[-1] == (
-        "rlvjax.train: SIGTERM during the end-of-run report: training is complete and saved; stopped without it; "
-        "rerun with --resume to do it")
+        f"rlvjax.train: {'Ctrl-C' if notice == 'SIGINT' else 'SIGTERM'} during the end-of-run report: training is "
+        "complete and saved; stopped without it; rerun with --resume to do it")
     run = tmp_path / "run"
     assert (run / "final" / "model.safetensors").is_file() and not (run / "eval.json").exists()
     with workdir_lock(tmp_path / "run"):  # released with the process
