@@ -83,11 +83,13 @@ def notice():
 
 
 @contextlib.contextmanager
-def stop_at_once(line: str):
+def stop_at_once(line: str, *, ctrl_c: bool = False):
     """For a phase with nothing to save (the start-up before anything is written, the end-of-run report, written
-    whole at its end): a SIGTERM or a Ctrl-C ends the process at once, exit 0, printing ``rlvjax.train: SIGTERM
-    {line}`` (or ``Ctrl-C {line}``), as a notice honoured in training does (without this a SIGTERM ended it with
-    143 and no word, a Ctrl-C with 130 and "interrupted"). Main thread only; elsewhere a no-op."""
+    whole at its end): a SIGTERM ends the process at once, exit 0, printing ``rlvjax.train: SIGTERM {line}``
+    (without this the default action ended it with 143 and no word). ``ctrl_c`` (the CLI's report; never where a
+    Python session runs it: a notebook's interrupt would end its kernel): a Ctrl-C too, printing ``Ctrl-C {line}``,
+    as a notice honoured in training does (it ended with 130 and "interrupted"). Main thread only; elsewhere a
+    no-op."""
 
     def handle(signum, frame):
         del frame
@@ -95,7 +97,7 @@ def stop_at_once(line: str):
               flush=True)
         os._exit(0)
 
-    with _on_sigterm(handle, signal.SIGINT):
+    with _on_sigterm(handle, *([signal.SIGINT] if ctrl_c else [])):
         yield
 
 

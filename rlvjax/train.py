@@ -79,7 +79,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     lock is held until this returns, or, given ``hold``, until that stack closes (the baseline and the report).
     """
     # Until the workdir is locked and the notice handlers are in (the model's load, the checks, the plan: minutes at
-    # scale) nothing is written, so a SIGTERM or a Ctrl-C ends the process at once, exit 0 (it was 143, with no word).
+    # scale) nothing is written, so a SIGTERM ends the process at once, exit 0 (it was 143, with no word).
     with preemption.stop_at_once("while the run was starting, before anything was written; rerun with the same "
                                  "command"):
         return _train(config, workdir, resume=resume, resume_step=resume_step, reward=reward, records=records,
@@ -390,7 +390,7 @@ def run_and_report(config: Config, workdir, *, resume: bool = False, resume_step
     with contextlib.ExitStack() as hold:
         _, policies = train_with_baseline(config, workdir, resume=resume, resume_step=resume_step, hold=hold)
         with preemption.stop_at_once("during the end-of-run report: training is complete and saved; stopped "
-                                     "without it; rerun with --resume to do it"):
+                                     "without it; rerun with --resume to do it", ctrl_c=True):
             return report_run(config, workdir, policies)
 
 
