@@ -108,11 +108,12 @@ def load_checkpoint_policy(workdir: Path, step: int | None, config: Config, *, o
 
 
 def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: Rewards | None = None,
-                 records: tuple[list[dict], list[dict]] | None = None) -> dict:
+                 records: tuple[list[dict], list[dict]] | None = None, eval_data: str | None = None) -> dict:
     """Evaluate HF policy directories on ``config``'s eval set with ``RunConfig.final_eval_samples`` samples per
     problem, at the training temperature (the headline) and at ``RunConfig.eval_temperature`` when it differs; write
     eval.json + scaling.png, print the summary. ``reward`` / ``records`` (the API's reward objects and in-memory
-    ``(train, eval)`` rows): None, the config's."""
+    ``(train, eval)`` rows): None, the config's. ``eval_data``: what eval.json says the problems are
+    (``outputs.eval_data_id``; None: the config's task's)."""
     rl, run = config.rl, config.run
     mesh = parallel.make_mesh(config.mesh)
     temperatures = tuple(dict.fromkeys([rl.temperature, run.eval_temperature or rl.temperature]))
@@ -128,7 +129,7 @@ def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: 
                                         verify=config.verifier, reward=reward)
             reports.setdefault(temperature_key(t), {})[name] = rep
             correct.setdefault(temperature_key(t), {})[name] = pool["correct"]
-    eval_data = outputs.eval_data_id(config.task, None if records is None else records[1])
+    eval_data = eval_data or outputs.eval_data_id(config.task)
     evaluation = {**assemble(reports, correct, train_temperature=rl.temperature,
                              headline_temperature=temperatures[0], seed=run.seed),
                   "policies": outputs.exports(policies), "eval_data": eval_data}

@@ -259,11 +259,11 @@ def warm_start_runs(config: Config, workdir: Path, resume: bool) -> bool:
     return not parallel.primary_says(past_it)
 
 
-def current_report(config: Config, workdir, policies: dict[str, Path], eval_rows: list[dict] | None = None, *,
+def current_report(config: Config, workdir, policies: dict[str, Path], eval_data: str | None = None, *,
                    grouping: str | None = None) -> dict | None:
     """``WORKDIR/eval.json`` when ``rlvjax.evaluate.final_report`` would write the same report again: over exactly
     these exports of ``policies`` (each export's id, :func:`exports`) and the same eval problems
-    (:func:`eval_data_id`; ``eval_rows``: the API's in-memory eval rows), with the pool size, temperatures and
+    (``eval_data``, :func:`eval_data_id`; None: the config's task's), with the pool size, temperatures and
     conventions of ``config`` (``grouping``: the answer grouping the report records, ``Rewards.grouping``'s: "string"
     under a reward other than the math one; None: the config's). None otherwise (a finished run resumed once more
     re-evaluates nothing; one with a new policy, new problems or a new setting does)."""
@@ -278,7 +278,7 @@ def current_report(config: Config, workdir, policies: dict[str, Path], eval_rows
     conventions = dataclasses.asdict(config.conventions) | ({} if grouping is None else {"grouping": grouping})
     same = (isinstance(reports, dict) and set(reports) == temperatures and None not in ids.values()
             and evaluation.get("policies") == ids
-            and evaluation.get("eval_data") == eval_data_id(config.task, eval_rows)
+            and evaluation.get("eval_data") == (eval_data or eval_data_id(config.task))
             and all(isinstance(r, dict) and set(r) == set(policies) for r in reports.values())
             and all(rep.get("num_samples") == run.final_eval_samples
                     and rep.get("conventions") == conventions
@@ -318,15 +318,13 @@ def exports(policies: dict[str, Path]) -> dict[str, dict | None]:
             if "rlvjax_export_id" in stamp else None for name, stamp in stamps.items()}
 
 
-def eval_data_id(task, eval_rows: list[dict] | None = None) -> str:
+def eval_data_id(task) -> str:
     """What a report's problems are drawn from, as 16 hex digits: the task's settings (the files' paths aside) and
-    the eval file's bytes, or the in-memory ``eval_rows`` the API was given, so a resume on other problems is
-    evaluated again."""
+    the eval file's bytes, so a resume on other problems is evaluated again. A run on the API's in-memory rows is
+    identified by the task it writes (``train.written_task``): the CLI, resuming it from its config, and the API
+    give the same id (each took the other's report for another's and sampled it again)."""
     settings = {k: v for k, v in _task_settings(task).items() if k not in ("train_file", "eval_file")}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    if eval_rows is not None:
-        digest.update(json.dumps(eval_rows, sort_keys=True, default=str).encode())
-        return digest.hexdigest()[:16]
     source = Path(task.eval_file) if task.eval_file else None
     digest.update(source.read_bytes() if source is not None and source.is_file() else str(task.eval_file).encode())
     return digest.hexdigest()[:16]

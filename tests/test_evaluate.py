@@ -145,7 +145,8 @@ def test_temperature_keys_are_exact_and_a_model_not_trained_here_has_no_training
 def test_the_end_of_run_report_is_current_only_for_the_same_policies_and_settings(tmp_path):
     from safetensors.numpy import save_file
 
-    from rlvjax import outputs
+    from rlvjax import outputs, train
+    from rlvjax.data import sources
 
     problems = tmp_path / "eval.jsonl"
     problems.write_text('{"prompt": "1+1", "gold": "2"}\n')
@@ -184,11 +185,17 @@ def test_the_end_of_run_report_is_current_only_for_the_same_policies_and_setting
     assert outputs.current_report(config, tmp_path, policies) is None
     write({"1": {"final": rep, "lambda0": rep}})
     assert outputs.current_report(config, tmp_path, policies) is not None
-    # the API's in-memory eval rows: a resume on other rows is not reported as these (it returned the old report)
-    rows = [{"prompt": "1+1", "gold": "2"}]
-    write({"1": {"final": rep, "lambda0": rep}}, eval_data=outputs.eval_data_id(config.task, rows))
-    assert outputs.current_report(config, tmp_path, policies, rows) is not None
-    assert outputs.current_report(config, tmp_path, policies, [{"prompt": "2+2", "gold": "4"}]) is None
+    # the API's in-memory eval rows, by the file the run writes them to: as the CLI's resume of that run reads them
+    # (one id for both), and a resume on other rows (written over them) is not reported as these
+    rows = ([{"prompt": "1+1", "gold": "2"}], [{"prompt": "1+1", "gold": "2"}])
+    (tmp_path / "data").mkdir()
+    sources.write_jsonl(tmp_path / "data" / "eval.jsonl", rows[1])
+    written = train.written_task(config.task, tmp_path, rows)
+    write({"1": {"final": rep, "lambda0": rep}}, eval_data=outputs.eval_data_id(written))
+    assert outputs.current_report(config, tmp_path, policies, outputs.eval_data_id(written)) is not None
+    assert outputs.current_report(dataclasses.replace(config, task=written), tmp_path, policies) is not None
+    sources.write_jsonl(tmp_path / "data" / "eval.jsonl", [{"prompt": "2+2", "gold": "4"}])
+    assert outputs.current_report(config, tmp_path, policies, outputs.eval_data_id(written)) is None
     write({"1": {"final": rep, "lambda0": rep}})
     save_file({"w": np.zeros(1, np.float32)}, str(policies["final"] / "model.safetensors"))  # not rlvjax's export
     write({"1": {"final": rep, "lambda0": rep}})

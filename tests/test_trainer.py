@@ -975,3 +975,31 @@ def test_qwen3_and_mistral_checkpoints_train_and_export_as_their_own_architectur
     assert any("q_norm" in name for name in after) == (kind == "qwen3")
     unchanged = [name for name in before if np.array_equal(before[name], after[name].astype(before[name].dtype))]
     assert not unchanged, unchanged
+
+
+@pytest.mark.slow
+def test_the_cli_and_the_api_resuming_a_finished_run_take_its_report_for_theirs(tmp_path, capsys):
+    """The API identified its in-memory eval rows by their values, the CLI (resuming the run from its config) by the
+    bytes of the file they were written to: each took the other's report for another's and sampled it again, on
+    every switch between ``train --resume`` and ``trainer.train(resume=True)`` (hours at K = 64 on MATH-500)."""
+    rows = [{"prompt": f"{i}+1=", "target": str(i + 1)} for i in range(8)]
+    evals = [{"prompt": f"{i}+2=", "target": str(i + 2)} for i in range(2)]
+    from rlvjax.config import Config
+
+    base = Config()
+    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), num_steps=1, batch_size=4, group_size=2,
+                            max_new_tokens=2, config=dataclasses.replace(
+                                base, run=dataclasses.replace(base.run, final_eval_samples=2)))
+    trainer = rlvjax.RLVTrainer(reward_funcs=length_penalty, train_dataset=rows, eval_dataset=evals, args=args)
+    trainer.train()
+    report = (tmp_path / "run" / "eval.json").read_text()
+    again = "eval.json already reports these policies with these settings; not evaluated again"
+    assert again not in capsys.readouterr().err
+    out = subprocess.run([sys.executable, "-m", "rlvjax.train", "--workdir", str(tmp_path / "run"), "--resume"],
+                         capture_output=True, text=True, timeout=300, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": os.path.join(REPO, "tests"), "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0 and again in out.stderr, out.stderr[-2000:]
+    rlvjax.RLVTrainer(reward_funcs=length_penalty, train_dataset=rows, eval_dataset=evals, args=args).train(
+        resume=True)
+    assert again in capsys.readouterr().err
+    assert (tmp_path / "run" / "eval.json").read_text() == report
