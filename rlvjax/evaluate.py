@@ -39,7 +39,7 @@ from rlvjax.config import Config, check_local
 from rlvjax.data import pipeline, sources
 from rlvjax.data.prompts import format_records
 from rlvjax.reports import assemble, report, summary, temperature_key, write_report
-from rlvjax.model.hf import load_hf
+from rlvjax.model.hf import load_hf, not_a_model_dir
 from rlvjax.pool import EVAL_PROMPTS, PoolSampler, sample_pool
 from rlvjax.rewards.math import grading_counts
 from rlvjax.rewards.registry import Rewards, resolve as resolve_reward
@@ -249,8 +249,7 @@ def main(argv):
             raise ValueError(f"--model_dir {f.model_dir} is a training run; pass it as --workdir (its exported "
                              f"policy: --model_dir {Path(f.model_dir) / 'final'})")
         if not (Path(f.model_dir) / "config.json").is_file():
-            raise FileNotFoundError(f"--model_dir {f.model_dir} is not an HF model directory (no config.json); point "
-                                    "at a folder with config.json and *.safetensors")
+            raise FileNotFoundError(f"--model_dir: {not_a_model_dir(f.model_dir)}")
         name, model_path = Path(f.model_dir).resolve().name, Path(f.model_dir)
         out = Path(f.out or Path("eval") / f"{name}-{Path(f.data).stem}")
     check_local(out, "--out")

@@ -22,7 +22,7 @@ from rlvjax.data import arithmetic, prompts, tasks
 from rlvjax.data.encoding import encode_prompts
 from rlvjax.data.tokenizer import build_tokenizer
 from rlvjax.fieldtypes import check_field_types
-from rlvjax.model.hf import check_tokenizer, load_hf, load_tokenizer, resolve_model_dir
+from rlvjax.model.hf import check_tokenizer, load_hf, load_tokenizer, not_a_model_dir, resolve_model_dir
 from rlvjax.model.hf_config import config_from_hf
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import verifier
@@ -289,10 +289,10 @@ def abstract_policy(spec: ModelSpec, question: str = verifier.VERIFY_QUESTION) -
                              "config.json") from None
         tokenizer = load_tokenizer(path.parent) if (path.parent / "tokenizer.json").exists() else None
         return config_from_hf(hf, spec.dtype, spec.compute_dtype), tokenizer
-    if spec.hf_dir is not None:
-        raise FileNotFoundError(f"ModelSpec.hf_dir={spec.hf_dir} has no config.json and ModelSpec.config_json is not "
-                                "set; give the architecture (e.g. configs/models/qwen2_5_math_1_5b/config.json) to "
-                                "plan without the weights")
+    if spec.hf_dir is not None:  # (--dry_run plans from ModelSpec.config_json where the weights are elsewhere)
+        raise FileNotFoundError(f"ModelSpec.hf_dir: {not_a_model_dir(spec.hf_dir)} (--dry_run without the weights: "
+                                "set ModelSpec.config_json to its config.json, e.g. "
+                                "configs/models/qwen2_5_math_1_5b/config.json)")
     tokenizer = _random_model_tokenizer(spec, question)
     return _random_model_config(spec, len(tokenizer)), tokenizer
 

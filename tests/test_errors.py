@@ -421,9 +421,20 @@ def test_sequences_longer_than_the_model_allows(tmp_path, capsys):
     assert "prompts of up to " in line
 
 
-def test_hf_dir_that_does_not_exist(tmp_path, capsys):
+def test_hf_dir_that_does_not_exist(tmp_path, capsys, monkeypatch):
+    """A CLI line named the API ("point load_hf at ..."); a relative path says where it was read from, a GGUF file
+    that it is one, with its conversion."""
     assert_fails_cleanly(tmp_path, capsys, [f"ModelSpec.hf_dir = '{tmp_path / 'nope'}'"],
-                         expect="config.json not found: point load_hf at a Hugging Face model directory")
+                         expect=f"{tmp_path / 'nope'}: no such model directory")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert_fails_cleanly(tmp_path, capsys, ["ModelSpec.hf_dir = 'smollm2'"],
+                         expect=f"smollm2: no such model directory (a relative path reads from the current directory, "
+                                f"{tmp_path / 'elsewhere'}: run the command where it names the model, or give its "
+                                "absolute path)")
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    assert_fails_cleanly(tmp_path, capsys, [f"ModelSpec.hf_dir = '{tmp_path / 'model.gguf'}'"],
+                         expect=f"{tmp_path / 'model.gguf'} is a GGUF file, not an HF model directory; convert it once")
 
 
 def test_tokenizer_without_single_token_yes_no(tmp_path, capsys, hf_copy):
@@ -997,7 +1008,7 @@ def test_evaluate_model_dir_mistakes(tmp_path):
     edit_config(tmp_path / "long", max_position_embeddings=2 ** 30)  # positions for 10**8 new tokens, memory not
     cases = [
         (["--model_dir", str(tmp_path / "not_a_model"), "--data", str(data)],
-         f"--model_dir {tmp_path / 'not_a_model'} is not an HF model directory (no config.json); point at a folder "
+         f"--model_dir: {tmp_path / 'not_a_model'} is not an HF model directory (no config.json); point at a folder "
          "with config.json and *.safetensors"),
         (["--model_dir", str(tmp_path / "not_a_model")], "needs --data: a .jsonl/.json/.parquet file"),
         (["--model_dir", str(tmp_path), "--workdir", str(tmp_path), "--data", str(data)],
@@ -1164,3 +1175,26 @@ def test_weights_that_would_not_train_are_refused_when_a_run_starts_not_when_rea
             stored.check_precision()
     raised = Config.from_dict({"model": {"dtype": "bfloat16"}, "optim": {"learning_rate": 1e-4}})
     raised.check_precision()  # the resume's --gin_param 'OptimConfig.learning_rate = 1e-4'
+
+
+def test_a_run_records_its_local_paths_absolute(tmp_path, monkeypatch):
+    """A run launched with relative paths (``ModelSpec.hf_dir = "smollm2"``, ``data/...`` as rlv_grpo_math.gin
+    names MATH) wrote them as given: its resume, export and evaluate read them from their own directory, and failed
+    outside the one it was launched in. A hub id, or a path that is not here, stays as given."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text("")
+    monkeypatch.chdir(tmp_path)
+    launched = []
+    monkeypatch.setattr(train, "run_and_report", lambda config, workdir, **kwargs: launched.append(config))
+    bindings = ["ModelSpec.hf_dir = 'model'", "ModelSpec.tokenizer_dir = 'Qwen/Qwen2.5-Math-1.5B'",
+                "TaskSpec.name = 'file'", "TaskSpec.train_file = 'data/train.jsonl'",
+                "TaskSpec.eval_file = 'data/not_yet.jsonl'"]
+    try:
+        train.launch([str(DIGIT)], bindings, str(tmp_path / "run"))
+    finally:
+        gin.clear_config()
+    (config,) = launched
+    assert (config.model.hf_dir, config.model.tokenizer_dir, config.task.train_file, config.task.eval_file) == (
+        str(tmp_path / "model"), "Qwen/Qwen2.5-Math-1.5B", str(tmp_path / "data" / "train.jsonl"),
+        "data/not_yet.jsonl")

@@ -128,6 +128,21 @@ def resolve_model_dir(name: str) -> Path:
                                 f"({str(e).splitlines()[0]}); check the id, or pass a local directory") from None
 
 
+def not_a_model_dir(path) -> str:
+    """Why ``path`` is not an HF model directory, for an error line: a GGUF file (and its conversion), no such
+    directory (a relative path: where it was read from), or no config.json in it."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return (f"{path} is a GGUF file, not an HF model directory; convert it once: python -c \"import rlvjax; "
+                f"from rlvjax.model.gguf import load_gguf; rlvjax.save_hf(*load_gguf('{path}'), 'DIR')\" and pass "
+                "DIR")
+    if not path.exists():
+        where = "" if path.is_absolute() else (f" (a relative path reads from the current directory, {Path.cwd()}: "
+                                               "run the command where it names the model, or give its absolute path)")
+        return f"{path}: no such model directory{where}"
+    return f"{path} is not an HF model directory (no config.json); point at a folder with config.json and *.safetensors"
+
+
 def check_floating(loader: str, **dtypes) -> None:
     """One line when a dtype given to ``loader`` is not a floating one (None loaded f32 arrays labelled float64, and
     so exported; 'auto' failed in numpy)."""
@@ -152,7 +167,7 @@ def load_hf(path, dtype=jnp.float32, *, compute_dtype=None, tokenizer: bool = Tr
     path = resolve_model_dir(str(path))
     config_file = path / "config.json"
     if not config_file.exists():
-        raise FileNotFoundError(f"{config_file} not found: point load_hf at a Hugging Face model directory")
+        raise FileNotFoundError(not_a_model_dir(path))
     try:
         hf = json.loads(config_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
