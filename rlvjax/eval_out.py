@@ -49,7 +49,8 @@ def check_same_model(out: Path, model: Path, data: str | None = None, split: str
     """One line when ``out`` holds the evaluation of another model or of other problems (its eval.json's
     ``evaluated``: another ``data`` file, or another ``split`` or ``subset`` of it), which this one would replace: a
     default ``--out`` is named after the model directory and the data file's stem alone. A model at another path is
-    the same where it is where it was from ``out`` (a run moved or copied whole, its evaluations with it)."""
+    the same where it is where it was from ``out`` (a run moved or copied whole, its evaluations with it); an
+    rlvjax export is another model once it was exported again into the same folder (another export id)."""
     try:
         previous = json.loads((out / "eval.json").read_text(encoding="utf-8"))["evaluated"]
         model_before = previous["model"]
@@ -60,6 +61,12 @@ def check_same_model(out: Path, model: Path, data: str | None = None, split: str
     if Path(model_before).resolve() != model.resolve() and not moved_with_it:  # the same directory however spelt
         raise ValueError(f"{out} holds the evaluation of another model, {model_before}; pass --out to write this one "
                          "elsewhere")
+    export_before, export_now = previous.get("export"), now["export"]
+    if isinstance(export_before, dict) and export_now is not None and export_before.get("export_id") != \
+            export_now["export_id"]:  # exported again since, into the same folder: other weights
+        raise ValueError(f"{out} holds the evaluation of an earlier export in {model} (step "
+                         f"{export_before.get('step')}; it holds step {export_now['step']} now), which this one "
+                         f"would replace; pass --out to keep both, or remove {out} to replace it")
     # a data file has no split or subset (an older report recorded --data_split's default for it); a report written
     # before the split was recorded is compared by the keys it has
     keys = ("data", "data_split", "data_subset") if now["data_split"] is not None else ("data",)

@@ -352,7 +352,8 @@ def main(argv):
         rep["strategy"] = strategy_report.evaluate(f.strategy, rules, rep, pool, policy=policy, records=records,
                                                    seed=f.seed)
     evaluation = assemble({temperature_key(temperature): {name: rep}}, {},
-                          train_temperature=None if f.model_dir else rl.temperature, headline_temperature=temperature)
+                          train_temperature=trained.get("temperature") if f.model_dir else rl.temperature,
+                          headline_temperature=temperature)  # an rlvjax export's from its rlvjax_sampling.json
     evaluation["evaluated"] = eval_out.evaluated(out, model_path, f.data, f.data_split, f.data_subset)
     evaluation["evaluated"]["settings"] = settings  # what a later evaluation into this --out must match to replace it
     if stats is not None:  # how --data was read: its rows left out for want of a gold answer (logged), its prompts

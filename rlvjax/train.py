@@ -98,6 +98,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     # before minutes of loading and the memory plan; checked again under the workdir's lock
     saved = step_folders(Path(workdir) / "checkpoints")
     outputs.check_fresh(Path(workdir).absolute(), resume, max(saved, default=None))
+    Config.check_workdir(workdir)  # a model's or a project's own config.json / config.gin (again before the lock)
     parallel.initialize_distributed(config.mesh)  # before anything touches a device
     launch_fields = {f"MeshConfig.{name}" for name in parallel.LAUNCH_FIELDS}  # each host's own
     parallel.check_same_settings({**{k: v for k, v in config.settings().items() if k not in launch_fields},

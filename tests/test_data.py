@@ -391,10 +391,16 @@ def test_rows_missing_fields_name_row_and_field(tmp_path):
                                          r"chat messages .*: '  '; fix or drop the row"):
         load_records(path)
     path = write_jsonl(tmp_path / "odd.jsonl", [{"text": "p", "label": "1"}])
+    # no prompt field: a reward of one's own would not help (it was suggested)
     with pytest.raises(ValueError, match=r"odd.jsonl: cannot tell the schema from the fields of line 1 "
                                          r"\['label', 'text'\]; expected problem\|prompt\|question \+ solution.*"
-                                         r"a reward of your own that reads them \(reward_funcs= / TaskSpec.rewards\)$"):
+                                         r"rename the fields \(the problem must be in a prompt, question or problem "
+                                         r"field\)$"):
         load_records(path)
+    labelled = write_jsonl(tmp_path / "labelled.jsonl", [{"question": "p", "label": "1"}])
+    with pytest.raises(ValueError, match=r"rename the fields, or grade with a reward of your own that reads them "
+                                         r"\(reward_funcs= / TaskSpec.rewards; evaluate: --reward\)$"):
+        load_records(labelled)
     with pytest.raises(ValueError, match=r"odd.jsonl: line 1 lacks field 'prompt' or 'question'"):
         load_records(path, fmt="generic")
     path = write_jsonl(tmp_path / "nogold.jsonl", [{"problem": "p", "answer": " "}, {"problem": "q", "answer": None}])

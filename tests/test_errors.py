@@ -670,11 +670,13 @@ def test_a_run_from_step_0_never_replaces_files_it_did_not_write(tmp_path, capsy
     assert sorted(p.name for p in stopped.iterdir()) == ["config.gin", "config.json", "warm_start"]
 
 
-def test_a_workdir_holding_another_tools_config_is_refused(tmp_path, capsys):
+def test_a_workdir_holding_another_tools_config_is_refused(tmp_path, capsys, monkeypatch):
     hf = tmp_path / "hf_model"  # e.g. a model directory passed as --workdir: its config.json would be replaced
     hf.mkdir()
     (hf / "config.json").write_text('{"model_type": "qwen2"}')
-    code, line = train_error(hf, capsys=capsys)
+    with monkeypatch.context() as patched:  # refused before the model loads and the memory plan prints (it was after)
+        patched.setattr(experiment, "build_policy", lambda *args: pytest.fail("the model was loaded first"))
+        code, line = train_error(hf, capsys=capsys)
     assert code == 2 and line.endswith(f"{hf / 'config.json'} is not a training run's config, and a run would "
                                        "replace it; choose a new or empty --workdir")
     (tmp_path / "odd").mkdir()  # the names a run's sections have, not their values: it was an AttributeError
@@ -961,6 +963,24 @@ def test_a_default_out_never_replaces_another_models_evaluation(tmp_path):
     (out / "eval.json").write_text(json.dumps({"evaluated": {  # as written before: --data_split's default recorded
         "model": str(model), "data": str(first), "data_split": "test", "data_subset": None}}))
     eval_out.check_same_model(out, model, str(first), "test")
+
+    # an rlvjax export evaluated, then exported again into the same folder (another step): other weights, whose
+    # evaluation replaced the earlier one without a word
+    from safetensors.numpy import save_file
+
+    def export(export_id, step):  # what save_hf stamps on the weights
+        model.mkdir(parents=True, exist_ok=True)
+        save_file({"w": np.zeros(1, np.float32)}, str(model / "model.safetensors"),
+                  metadata={"rlvjax_export_id": export_id, "rlvjax_step": str(step)})
+
+    export("a", 2)
+    (out / "eval.json").write_text(json.dumps({"evaluated": eval_out.evaluated(out, model, str(first))}))
+    eval_out.check_same_model(out, model, str(first))  # the same export again: replaced
+    export("b", 3)
+    with pytest.raises(ValueError, match="^" + re.escape(
+            f"{out} holds the evaluation of an earlier export in {model} (step 2; it holds step 3 now), which this one "
+            f"would replace; pass --out to keep both, or remove {out} to replace it") + "$"):
+        eval_out.check_same_model(out, model, str(first))
 
 
 def test_evaluate_a_run_without_eval_problems_and_a_damaged_verifier_file(tmp_path):

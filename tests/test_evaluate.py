@@ -511,7 +511,8 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         "lower --particles (the largest now 1000000: 32000000 rows at once) or --max_new_tokens (now 6)"), refusal
     assert "particle rows" in search.stdout and not (tmp_path / "search").exists()
     evaluation = json.loads((tmp_path / "hf" / "eval.json").read_text())
-    assert evaluation["train_temperature"] is None and "T = 2 (eval, headline temperature)" in hf.stdout
+    # an rlvjax export records the temperature its run trained at (rlvjax_sampling.json): T = 2 is that one
+    assert evaluation["train_temperature"] == 2.0 and "T = 2 (training, headline temperature)" in hf.stdout
     assert evaluation["evaluated"]["model"] == str(tmp_path / "final") and evaluation["evaluated"]["data"] == str(data)
     rep = evaluation["reports"]["2"]["final"]
     hf_samples = [json.loads(line) for line in (tmp_path / "hf" / "eval_samples.jsonl").open()]

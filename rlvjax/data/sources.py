@@ -186,11 +186,13 @@ def detect_schema(row: dict, source: str = "<rows>", place: str = "row 1", requi
         return "generic"
     if keys & {"problem", "prompt", "question"} and "solution" in keys:  # TRL's prompt + solution too
         return "math"
+    has_prompt = bool(keys & {"problem", "prompt", "question"})
     raise ValueError(
         f"{source}: cannot tell the schema from the fields of {place} {sorted(keys)}; expected "
         "problem|prompt|question + solution (MATH: the gold is the solution's last \\boxed{}), problem+answer "
         "(MATH-500/AIME) or prompt|question + gold|answer (what the 'math' reward grades against); rename the "
-        "fields, or grade with a reward of your own that reads them (reward_funcs= / TaskSpec.rewards)"
+        + ("fields, or grade with a reward of your own that reads them (reward_funcs= / TaskSpec.rewards; evaluate: "
+           "--reward)" if has_prompt else "fields (the problem must be in a prompt, question or problem field)")
     )
 
 

@@ -159,7 +159,9 @@ def describe(strategy: dict) -> str:
         setting = ", ".join(f"{k}={v}" for k, v in p["rule"].items()
                             if k in SWEPT[strategy["name"]] and v is not None)
         ratio = p["token_ratio_at_equal_accuracy"]
-        fewer = "never" if ratio is None else ("<= " if p["token_ratio_is_upper_bound"] else "") + f"{ratio:.2f}x"
+        # None: fixed-N voting never reaches this accuracy within the pool (the point is ahead, not behind)
+        fewer = "fixed-N never reaches" if ratio is None else (
+            ("<= " if p["token_ratio_is_upper_bound"] else "") + f"{ratio:.2f}x")
         lines.append(f"  {setting:30s}{p['accuracy']:9.3f}{p['tokens_per_problem']:16.1f}"
                      f"{p['verifier_tokens_per_problem']:11.1f}{p['samples_per_problem']:9.2f}"
                      f"{_number(p['fixed_weighted_at_equal_tokens']):>19s}"
