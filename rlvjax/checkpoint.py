@@ -30,6 +30,7 @@ import shutil
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -221,16 +222,18 @@ class Checkpointer:
     @contextlib.contextmanager
     def _disk_full(self):
         """A failed save (in Orbax's background thread or not) releases Orbax's threads still waiting on it
-        (``_release_waiting_saves``). One that ran out of disk becomes one :class:`DiskFullError`, one that could not
-        write there (permissions, the filesystem) one :class:`CheckpointUnwritable`, after its partial
-        ``*.orbax-checkpoint-tmp*`` step is removed; the committed steps stay as they were."""
+        (``_release_waiting_saves``; on one host: a job's other hosts still wait for its signals, up to Orbax's
+        coordination timeout). One that ran out of disk becomes one :class:`DiskFullError`, after its partial
+        ``*.orbax-checkpoint-tmp*`` step is removed; one that could not write there (permissions, a read-only or
+        vanished folder, an I/O error) one :class:`CheckpointUnwritable`, its partial step left (no resume reads it;
+        it could not be removed either). The committed steps stay as they were."""
         try:
             yield
         except Exception as e:
             _release_waiting_saves()
-            if not (out_of_space(e) or unavailable(e)):
+            if not (out_of_space(e) or unwritable(e)):
                 raise
-            if jax.process_index() == 0:
+            if out_of_space(e) and jax.process_index() == 0:
                 self._remove_partial_saves()
             self._manager.reload()
             latest = self._manager.latest_step()
@@ -362,8 +365,18 @@ def _drop_out_of_space_logs(record: logging.LogRecord) -> bool:
     once, by :class:`DiskFullError` or :class:`CheckpointUnwritable`, so those records are dropped (every other
     record passes)."""
     failed = record.exc_info[1] if record.exc_info else None
-    return not (out_of_space(failed) or unavailable(failed)
+    return not (out_of_space(failed) or unwritable(failed)
                 or any(os.strerror(code) in record.getMessage() for code in OUT_OF_SPACE))
+
+
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.EIO)
+
+
+def unwritable(e: BaseException | None) -> bool:
+    """Whether ``e``, or an exception it was raised from, says a write failed for its folder: no permission, a
+    read-only filesystem (one the kernel remounted so after I/O errors too), a folder removed under it, an I/O
+    error (a memory or timeout failure is not: it is raised as it is)."""
+    return raised_from(e, lambda x: isinstance(x, OSError) and x.errno in UNWRITABLE)
 
 
 def _release_waiting_saves() -> None:
@@ -377,6 +390,8 @@ def _release_waiting_saves() -> None:
         if isinstance(thread, future._SignalingThread) and thread.is_alive():
             thread.cancel()
             future.set_signals(thread._receive_signals, operation_id=thread._operation_id)
+    # Their coroutines, never started now, would each print "coroutine ... was never awaited" after the error line.
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
 
 
 def _drop_closed_event_loop_errors() -> None:

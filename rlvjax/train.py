@@ -391,13 +391,16 @@ def train_with_baseline(config: Config, workdir, *, resume: bool = False, resume
     return history, policies
 
 
-def run_and_report(config: Config, workdir, *, resume: bool = False, resume_step: int | None = None) -> dict | None:
+def run_and_report(config: Config, workdir, *, resume: bool = False, resume_step: int | None = None,
+                   ctrl_c: bool = False) -> dict | None:
     """:func:`train_with_baseline`, then the end-of-run report (``RunConfig.final_eval_samples``), all under the
-    workdir's lock: no second process can resume the run while its baseline starts or its report reads it."""
+    workdir's lock: no second process can resume the run while its baseline starts or its report reads it.
+    ``ctrl_c`` (the CLI's): a Ctrl-C in the report ends the process as a SIGTERM there does (elsewhere it raises
+    ``KeyboardInterrupt``: a notebook's interrupt must not end its kernel)."""
     with contextlib.ExitStack() as hold:
         _, policies = train_with_baseline(config, workdir, resume=resume, resume_step=resume_step, hold=hold)
         with preemption.stop_at_once("during the end-of-run report: training is complete and saved; stopped "
-                                     "without it; rerun with --resume to do it", ctrl_c=True):
+                                     "without it; rerun with --resume to do it", ctrl_c=ctrl_c):
             return report_run(config, workdir, policies)
 
 
@@ -449,7 +452,7 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step:
         from rlvjax import dry_run as dry_run_lib
 
         return dry_run_lib.run(config, echo=True)
-    return run_and_report(absolute_paths(config), workdir, resume=resume, resume_step=resume_step)
+    return run_and_report(absolute_paths(config), workdir, resume=resume, resume_step=resume_step, ctrl_c=True)
 
 
 def absolute_paths(config: Config) -> Config:

@@ -576,7 +576,13 @@ def report(*args, **kwargs):  # hours of sampling, when the scheduler's notice (
 evaluate.final_report = report
 gin.parse_config_files_and_bindings([sys.argv[1]], ["WarmStartConfig.num_steps = 0", "RunConfig.num_steps = 1",
                                                     "RunConfig.final_eval_samples = 2"])
-cli.run_main("rlvjax.train", lambda argv: train.run_and_report(Config.from_gin(), sys.argv[2]))([])
+if sys.argv[4] == "cli":
+    cli.run_main("rlvjax.train", lambda argv: train.run_and_report(Config.from_gin(), sys.argv[2], ctrl_c=True))([])
+else:  # a Python session (a notebook's interrupt): KeyboardInterrupt, the session goes on
+    try:
+        train.run_and_report(Config.from_gin(), sys.argv[2])
+    except KeyboardInterrupt:
+        print("the session goes on")
 """
 
 
@@ -586,12 +592,17 @@ def test_sigterm_during_the_report_stops_at_once_with_one_line(tmp_path, env, no
     Ctrl-C with 130 and "interrupted", where one in training is honoured with exit 0)."""
     from rlvjax.lock import workdir_lock
 
-    out = subprocess.run([sys.executable, "-c", SIGTERM_IN_REPORT, DIGIT, str(tmp_path / "run"), notice], cwd=REPO,
-                         env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", SIGTERM_IN_REPORT, DIGIT, str(tmp_path / "run"), notice, "cli"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stderr.strip().splitlines()[-1] == (
         f"rlvjax.train: {'Ctrl-C' if notice == 'SIGINT' else 'SIGTERM'} during the end-of-run report: training is "
         "complete and saved; stopped without it; rerun with --resume to do it")
+    if notice == "SIGINT":  # the same call in a Python session (a notebook): its interrupt ended the process
+        session = subprocess.run([sys.executable, "-c", SIGTERM_IN_REPORT, DIGIT, str(tmp_path / "session"), notice,
+                                  "python"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert session.returncode == 0, session.stderr[-3000:]
+        assert session.stdout.strip().endswith("the session goes on"), session.stdout[-2000:]
     run = tmp_path / "run"
     assert (run / "final" / "model.safetensors").is_file() and not (run / "eval.json").exists()
     with workdir_lock(tmp_path / "run"):  # released with the process
