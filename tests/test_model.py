@@ -355,7 +355,9 @@ def test_load_errors_name_the_tensor(hf_checkpoint, tmp_path):
         "gelu": ({"hidden_act": "gelu"}, r"hidden_act='gelu' is not supported: rlvjax's MLP is SwiGLU"),
         "gptq": ({"quantization_config": {"quant_method": "gptq"}},
                  r"quantized weights \(quantization_config: gptq\) are not supported; use a bf16, f16 or f32"),
-        "yarn": ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "unsupported rope_type 'yarn'"),
+        "yarn": ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}},
+                 "unsupported rope_type 'yarn'; rlvjax implements default, linear and llama3: remove the rope scaling "
+                 "from config.json"),
         "linear_no_factor": ({"rope_scaling": {"type": "linear"}},
                              r"config.json's rope scaling \{'rope_type': 'linear'\} lacks 'factor'"),
         "sliding": ({"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1, "layer_types": None},

@@ -218,7 +218,9 @@ def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
         medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
         inv = np.where(medium, smoothed, scaled)
     else:
-        raise ValueError(f"unsupported rope_type {kind!r}; rlvjax implements default, linear and llama3")
+        raise ValueError(f"unsupported rope_type {kind!r}; rlvjax implements default, linear and llama3: remove the "
+                         "rope scaling from config.json (the model then runs within its original context length) "
+                         "or pick a checkpoint without it")
     return inv
 
 
