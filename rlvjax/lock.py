@@ -60,7 +60,7 @@ def workdir_lock(workdir: Path, *, enabled: bool = True) -> Iterator[None]:
         finally:
             if os.getpid() == owner:  # a forked child leaving the block holds nothing (``_forget_in_child``)
                 # while still locked: see ``_lock``. A workdir that stopped being writable keeps the file (the next
-                # holder rewrites it, as after a kill); its error replaced the one the run stopped on.
+                # holder rewrites it, as after a kill): the removal's error replaced the one the run stopped on.
                 with contextlib.suppress(OSError):
                     holder.unlink(missing_ok=True)
     finally:

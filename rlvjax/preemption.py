@@ -86,11 +86,10 @@ def notice():
 def stop_at_once(line: str, *, ctrl_c: bool = False):
     """For a phase with nothing to save (the start-up before anything is written, the end-of-run report, written
     whole at its end): a SIGTERM ends the process at once, exit 0, printing ``rlvjax.train: SIGTERM {line}``
-    (without this the default action ended it with 143 and no word). ``ctrl_c`` (the CLI's report, from
-    ``train.launch``; never where a Python session runs it: a notebook's interrupt would end its kernel): a Ctrl-C
-    too, printing ``Ctrl-C {line}``,
-    as a notice honoured in training does (it ended with 130 and "interrupted"). Main thread only; elsewhere a
-    no-op."""
+    (without this the default action ended it with 143 and no word). With ``ctrl_c`` (the CLI's report, from
+    ``train.launch``; never where a Python session runs it: a notebook's interrupt would end its kernel) a Ctrl-C
+    does too, printing ``Ctrl-C {line}``, as a notice honoured in training does (it ended with 130 and
+    "interrupted"). Main thread only; elsewhere a no-op."""
 
     def handle(signum, frame):
         del frame
