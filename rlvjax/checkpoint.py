@@ -230,9 +230,11 @@ class Checkpointer:
         try:
             yield
         except Exception as e:
-            _release_waiting_saves()
+            released = _release_waiting_saves()
             if not (out_of_space(e) or unwritable(e)):
                 raise
+            if released:  # their coroutines, never started now, would each print "coroutine ... was never awaited"
+                warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
             if out_of_space(e) and jax.process_index() == 0:
                 self._remove_partial_saves()
             self._manager.reload()
@@ -379,19 +381,18 @@ def unwritable(e: BaseException | None) -> bool:
     return raised_from(e, lambda x: isinstance(x, OSError) and x.errno in UNWRITABLE)
 
 
-def _release_waiting_saves() -> None:
+def _release_waiting_saves() -> int:
     """Orbax's threads of a save whose step folder was never created (a full disk, inodes run out, no permission)
     wait for its "folder created" signal, ``multihost.coordination_timeout`` (300 s), before failing in turn, and
     they are not daemons: the process printed its error and then could not exit for 5 minutes. Each is cancelled
-    and its signals set, so it returns at once."""
+    and its signals set, so it returns at once; returns how many there were."""
     from orbax.checkpoint._src.futures import future
 
-    for thread in threading.enumerate():
-        if isinstance(thread, future._SignalingThread) and thread.is_alive():
-            thread.cancel()
-            future.set_signals(thread._receive_signals, operation_id=thread._operation_id)
-    # Their coroutines, never started now, would each print "coroutine ... was never awaited" after the error line.
-    warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+    waiting = [t for t in threading.enumerate() if isinstance(t, future._SignalingThread) and t.is_alive()]
+    for thread in waiting:
+        thread.cancel()
+        future.set_signals(thread._receive_signals, operation_id=thread._operation_id)
+    return len(waiting)
 
 
 def _drop_closed_event_loop_errors() -> None:

@@ -159,7 +159,7 @@ def run(config, *, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledP
         jax.config.update("jax_num_cpu_devices", int(np.prod(sizes)))
     run_cfg, rl, optim = config.run, config.rl, config.optim
     experiment.use_compilation_cache(run_cfg.compilation_cache_dir)  # a rerun recompiles only what it changed
-    cfg, tokenizer = experiment.abstract_policy(spec, config.verifier.question)
+    cfg, tokenizer = experiment.abstract_policy(spec, config.verifier.question, dry_run=True)
     devices = jax.devices()
     if -1 not in sizes and len(devices) < np.prod(sizes):
         raise ValueError(f"the mesh needs {int(np.prod(sizes))} devices, this host has {len(devices)} "

@@ -45,12 +45,14 @@ def check_unchanged(model: Path, loaded: tuple) -> None:
 
 
 def check_same_model(out: Path, model: Path, data: str | None = None, split: str | None = None,
-                     subset: str | None = None) -> None:
+                     subset: str | None = None, *, by_export: bool = False) -> None:
     """One line when ``out`` holds the evaluation of another model or of other problems (its eval.json's
     ``evaluated``: another ``data`` file, or another ``split`` or ``subset`` of it), which this one would replace: a
     default ``--out`` is named after the model directory and the data file's stem alone. A model at another path is
-    the same where it is where it was from ``out`` (a run moved or copied whole, its evaluations with it); an
-    rlvjax export is another model once it was exported again into the same folder (another export id)."""
+    the same where it is where it was from ``out`` (a run moved or copied whole, its evaluations with it).
+    ``by_export`` (``--model_dir``): an rlvjax export is another model once it was exported again into the same
+    folder (another export id); a run's own ``final/`` (``--workdir``) is its current policy, re-exported as it
+    trains on, whose earlier evaluation a new one replaces."""
     try:
         previous = json.loads((out / "eval.json").read_text(encoding="utf-8"))["evaluated"]
         model_before = previous["model"]
@@ -62,11 +64,12 @@ def check_same_model(out: Path, model: Path, data: str | None = None, split: str
         raise ValueError(f"{out} holds the evaluation of another model, {model_before}; pass --out to write this one "
                          "elsewhere")
     export_before, export_now = previous.get("export"), now["export"]
-    if isinstance(export_before, dict) and export_now is not None and export_before.get("export_id") != \
-            export_now["export_id"]:  # exported again since, into the same folder: other weights
-        raise ValueError(f"{out} holds the evaluation of an earlier export in {model} (step "
-                         f"{export_before.get('step')}; it holds step {export_now['step']} now), which this one "
-                         f"would replace; pass --out to keep both, or remove {out} to replace it")
+    if by_export and isinstance(export_before, dict) and export_now is not None and export_before.get(
+            "export_id") != export_now["export_id"]:  # saved again since, into the same folder: other weights
+        steps = (f" (step {export_before['step']}; it holds step {export_now['step']} now)"
+                 if export_before.get("step") is not None and export_now["step"] is not None else "")
+        raise ValueError(f"{out} holds the evaluation of an earlier export in {model}{steps}, which this one would "
+                         f"replace; pass --out to keep both, or remove {out} to replace it")
     # a data file has no split or subset (an older report recorded --data_split's default for it); a report written
     # before the split was recorded is compared by the keys it has
     keys = ("data", "data_split", "data_subset") if now["data_split"] is not None else ("data",)

@@ -255,7 +255,7 @@ def main(argv):
     check_local(out, "--out")
     eval_out.check_out(out)  # before minutes of sampling, not after
     if f.out is None:  # a default --out is named after the model directory: two .../final share one
-        eval_out.check_same_model(out, model_path, f.data, f.data_split, f.data_subset)
+        eval_out.check_same_model(out, model_path, f.data, f.data_split, f.data_subset, by_export=not f.workdir)
     eval_out.check_writable(out)
     if f.workdir:
         stored = Checkpointer(workdir / "checkpoints", read_only=True).read_config(f.checkpoint)
@@ -365,7 +365,7 @@ def main(argv):
     def still_current():  # under the folder's report lock, just before the files move in
         eval_out.check_unchanged(model_path, weights)
         if f.out is None:  # another model's evaluation may have moved into this default --out meanwhile
-            eval_out.check_same_model(out, model_path, f.data, f.data_split, f.data_subset)
+            eval_out.check_same_model(out, model_path, f.data, f.data_split, f.data_subset, by_export=not f.workdir)
             eval_out.check_same_settings(out, settings)
 
     json_path, png_path = write_report(evaluation, out, samples=(pool, records, conventions), check=still_current)

@@ -263,9 +263,12 @@ def config_path(path: str) -> Path:
     return given if given.is_absolute() or given.exists() else CONFIGS.parent / given
 
 
-def abstract_policy(spec: ModelSpec, question: str = verifier.VERIFY_QUESTION) -> tuple[ModelConfig, Any]:
+def abstract_policy(spec: ModelSpec, question: str = verifier.VERIFY_QUESTION, *,
+                    dry_run: bool = False) -> tuple[ModelConfig, Any]:
     """``(architecture, tokenizer or None)`` without loading weights: ``hf_dir``'s config.json where it exists,
-    else ``config_json``, else the random model's sizes. The tokenizer is None when none is on this machine."""
+    else ``config_json``, else the random model's sizes. The tokenizer is None when none is on this machine.
+    ``dry_run``: a missing ``hf_dir`` names ``config_json`` (else: a run's base model, read by export and
+    evaluate)."""
     if spec.hf_dir is not None and (spec.config_json is None or Path(spec.hf_dir).exists()):
         spec = dataclasses.replace(spec, hf_dir=str(resolve_model_dir(spec.hf_dir)))  # a hub id: its cached files
     if spec.hf_dir is not None and (Path(spec.hf_dir) / "config.json").exists():
@@ -289,10 +292,14 @@ def abstract_policy(spec: ModelSpec, question: str = verifier.VERIFY_QUESTION) -
                              "config.json") from None
         tokenizer = load_tokenizer(path.parent) if (path.parent / "tokenizer.json").exists() else None
         return config_from_hf(hf, spec.dtype, spec.compute_dtype), tokenizer
-    if spec.hf_dir is not None:  # (--dry_run plans from ModelSpec.config_json where the weights are elsewhere)
+    if spec.hf_dir is not None and dry_run:  # --dry_run plans from config_json where the weights are elsewhere
         raise FileNotFoundError(f"ModelSpec.hf_dir: {not_a_model_dir(spec.hf_dir)} (--dry_run without the weights: "
                                 "set ModelSpec.config_json to its config.json, e.g. "
                                 "configs/models/qwen2_5_math_1_5b/config.json)")
+    if spec.hf_dir is not None:
+        raise FileNotFoundError(f"the run's base model, ModelSpec.hf_dir: "
+                                f"{not_a_model_dir(spec.hf_dir, fix='run the command from where the run was started')}"
+                                "; its config.json and tokenizer are read back from there")
     tokenizer = _random_model_tokenizer(spec, question)
     return _random_model_config(spec, len(tokenizer)), tokenizer
 

@@ -975,12 +975,14 @@ def test_a_default_out_never_replaces_another_models_evaluation(tmp_path):
 
     export("a", 2)
     (out / "eval.json").write_text(json.dumps({"evaluated": eval_out.evaluated(out, model, str(first))}))
-    eval_out.check_same_model(out, model, str(first))  # the same export again: replaced
+    eval_out.check_same_model(out, model, str(first), by_export=True)  # the same export again: replaced
     export("b", 3)
     with pytest.raises(ValueError, match="^" + re.escape(
             f"{out} holds the evaluation of an earlier export in {model} (step 2; it holds step 3 now), which this one "
             f"would replace; pass --out to keep both, or remove {out} to replace it") + "$"):
-        eval_out.check_same_model(out, model, str(first))
+        eval_out.check_same_model(out, model, str(first), by_export=True)
+    # a run's own final/ (evaluate --workdir) is its current policy, re-exported as it trains on: replaced
+    eval_out.check_same_model(out, model, str(first))
 
 
 def test_evaluate_a_run_without_eval_problems_and_a_damaged_verifier_file(tmp_path):

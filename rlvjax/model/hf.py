@@ -128,17 +128,20 @@ def resolve_model_dir(name: str) -> Path:
                                 f"({str(e).splitlines()[0]}); check the id, or pass a local directory") from None
 
 
-def not_a_model_dir(path) -> str:
+RELATIVE_FIX = "run the command where it names the model, or give its absolute path"
+
+
+def not_a_model_dir(path, fix: str = RELATIVE_FIX) -> str:
     """Why ``path`` is not an HF model directory, for an error line: a GGUF file (and its conversion), no such
-    directory (a relative path: where it was read from), or no config.json in it."""
+    directory (a relative path: where it was read from, and ``fix``), or no config.json in it."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".gguf":
         return (f"{path} is a GGUF file, not an HF model directory; convert it once: python -c \"import rlvjax; "
                 f"from rlvjax.model.gguf import load_gguf; rlvjax.save_hf(*load_gguf('{path}'), 'DIR')\" and pass "
                 "DIR")
     if not path.exists():
-        where = "" if path.is_absolute() else (f" (a relative path reads from the current directory, {Path.cwd()}: "
-                                               "run the command where it names the model, or give its absolute path)")
+        where = "" if path.is_absolute() else f" (a relative path reads from the current directory, {Path.cwd()}: " \
+                                              f"{fix})"
         return f"{path}: no such model directory{where}"
     return f"{path} is not an HF model directory (no config.json); point at a folder with config.json and *.safetensors"
 
