@@ -93,7 +93,7 @@ class Checkpointer:
         data_state, config = _as_json("data_state", data_state), _as_json("config", config)
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), data_state=ocp.args.JsonSave(data_state),
                                   config=ocp.args.JsonSave(config))
-        with self._disk_full():  # a failed earlier async save surfaces here too
+        with self._failed_save():  # a failed earlier async save surfaces here too
             return self._manager.save(step, args=args, force=force)
 
     def restore(self, abstract_state: Any, step: int | None = None, *, config: dict | None = None,
@@ -212,15 +212,15 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Blocks until pending async saves are on disk (before exiting, or before reading them back)."""
-        with self._disk_full():
+        with self._failed_save():
             self._manager.wait_until_finished()
 
     def close(self) -> None:
-        with self._disk_full():
+        with self._failed_save():
             self._manager.close()
 
     @contextlib.contextmanager
-    def _disk_full(self):
+    def _failed_save(self):
         """A failed save (in Orbax's background thread or not) releases Orbax's threads still waiting on it
         (``_release_waiting_saves``; on one host: a job's other hosts still wait for its signals, up to Orbax's
         coordination timeout). One that ran out of disk becomes one :class:`DiskFullError`, after its partial
@@ -238,8 +238,7 @@ class Checkpointer:
             if out_of_space(e) and jax.process_index() == 0:
                 self._remove_partial_saves()
             self._manager.reload()
-            latest = self._manager.latest_step()
-            latest = f"{'step ' + str(latest) if latest is not None else 'none'}"
+            latest = "none" if (step := self._manager.latest_step()) is None else f"step {step}"
             if out_of_space(e):
                 raise DiskFullError(f"the disk under {self.directory} filled up while saving a checkpoint; the "
                                     f"partial save was removed and the latest complete checkpoint is {latest}; free "
