@@ -20,17 +20,12 @@ before the rename that commits it, so a test can kill a run in the middle of a c
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import json
-import logging
 import os
 import shutil
-import sys
-import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,8 +35,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint.path import atomicity
 
-from rlvjax import parallel
-from rlvjax.cli import OUT_OF_SPACE, UserError, one_line, out_of_space, raised_from
+from rlvjax import orbax_quirks, parallel
+from rlvjax.cli import UserError, one_line, out_of_space, raised_from, unwritable
 
 # Where the architecture lives in the run config (``experiment.config_dict``): a key naming a sub-dict compares all
 # of it.
@@ -69,16 +64,14 @@ class Checkpointer:
                                                    max_to_keep=None)
         else:
             ensure_writable(self.directory)
+            pause = os.environ.get(PAUSE_ENV)
             options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
                                                    enable_async_checkpointing=async_, create=True,
-                                                   temporary_path_class=_paused_rename() if os.environ.get(PAUSE_ENV)
-                                                   else None)
-        with _quiet_read_only():
+                                                   temporary_path_class=orbax_quirks.paused_rename(float(pause))
+                                                   if pause else None)
+        with orbax_quirks.quiet_read_only():
             self._manager = ocp.CheckpointManager(self.directory, options=options)
-        for name in ("absl", "asyncio"):  # Orbax's records, and its event loop's ("Task exception was never ...")
-            if _drop_out_of_space_logs not in logging.getLogger(name).filters:
-                logging.getLogger(name).addFilter(_drop_out_of_space_logs)
-        _drop_closed_event_loop_errors()
+        orbax_quirks.quiet_failed_saves()
 
     def save(self, step: int, state: Any, *, data_state: dict, config: dict, force: bool = False) -> bool:
         """Starts saving (asynchronously by default); False when the interval skips ``step`` or it is already saved.
@@ -222,19 +215,19 @@ class Checkpointer:
     @contextlib.contextmanager
     def _failed_save(self):
         """A failed save (in Orbax's background thread or not) releases Orbax's threads still waiting on it
-        (``_release_waiting_saves``; on one host: a job's other hosts still wait for its signals, up to Orbax's
-        coordination timeout). One that ran out of disk becomes one :class:`DiskFullError`, after its partial
+        (``orbax_quirks.release_waiting_saves``; on one host: a job's other hosts still wait for its signals, up to
+        Orbax's coordination timeout). One that ran out of disk becomes one :class:`DiskFullError`, after its partial
         ``*.orbax-checkpoint-tmp*`` step is removed; one that could not write there (permissions, a read-only or
         vanished folder, an I/O error) one :class:`CheckpointUnwritable`, its partial step left (no resume reads it;
         it could not be removed either). The committed steps stay as they were."""
         try:
             yield
         except Exception as e:
-            released = _release_waiting_saves()
+            released = orbax_quirks.release_waiting_saves()
             if not (out_of_space(e) or unwritable(e)):
                 raise
-            if released:  # their coroutines, never started now, would each print "coroutine ... was never awaited"
-                warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+            if released:
+                orbax_quirks.quiet_unstarted_coroutines()
             if out_of_space(e) and jax.process_index() == 0:
                 self._remove_partial_saves()
             self._manager.reload()
@@ -285,20 +278,6 @@ class Checkpointer:
         """Steps with a save started and not committed: being written now, or left by a process killed mid-save."""
         names = (p.name.partition(".")[0] for p in self.directory.glob(f"*{atomicity.TMP_DIR_SUFFIX}*"))
         return sorted({int(name) for name in names if name.isdigit()})
-
-
-@contextlib.contextmanager
-def _quiet_read_only():
-    """Orbax logs a warning for each read-only setting it applies; reading a run is what the user asked for."""
-    def drop(record: logging.LogRecord) -> bool:
-        return "read only" not in record.getMessage() and "read_only=True" not in record.getMessage()
-
-    logger = logging.getLogger("absl")
-    logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        logger.removeFilter(drop)
 
 
 def step_folders(directory) -> list[int]:
@@ -361,57 +340,6 @@ def check_free_space(directory: str | os.PathLike, needed_bytes: int, what: str 
                             "free some space or choose a workdir on a larger disk")
 
 
-def _drop_out_of_space_logs(record: logging.LogRecord) -> bool:
-    """Orbax logs a failed save's traceback from its threads; a full disk or a folder it cannot write is reported
-    once, by :class:`DiskFullError` or :class:`CheckpointUnwritable`, so those records are dropped (every other
-    record passes)."""
-    failed = record.exc_info[1] if record.exc_info else None
-    return not (out_of_space(failed) or unwritable(failed)
-                or any(os.strerror(code) in record.getMessage() for code in OUT_OF_SPACE))
-
-
-UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.EIO)
-
-
-def unwritable(e: BaseException | None) -> bool:
-    """Whether ``e``, or an exception it was raised from, says a write failed for its folder: no permission, a
-    read-only filesystem (one the kernel remounted so after I/O errors too), a folder removed under it, an I/O
-    error (a memory or timeout failure is not: it is raised as it is)."""
-    return raised_from(e, lambda x: isinstance(x, OSError) and x.errno in UNWRITABLE)
-
-
-def _release_waiting_saves() -> int:
-    """Orbax's threads of a save whose step folder was never created (a full disk, inodes run out, no permission)
-    wait for its "folder created" signal, ``multihost.coordination_timeout`` (300 s), before failing in turn, and
-    they are not daemons: the process printed its error and then could not exit for 5 minutes. Each is cancelled
-    and its signals set, so it returns at once; returns how many there were."""
-    from orbax.checkpoint._src.futures import future
-
-    waiting = [t for t in threading.enumerate() if isinstance(t, future._SignalingThread) and t.is_alive()]
-    for thread in waiting:
-        thread.cancel()
-        future.set_signals(thread._receive_signals, operation_id=thread._operation_id)
-    return len(waiting)
-
-
-def _drop_closed_event_loop_errors() -> None:
-    """After a save or read fails, tensorstore's threads call back into Orbax's event loop, closed by then, and
-    Python prints each "Event loop is closed" as an unraisable traceback (0 to 116 of them per full-disk save
-    failure, after the one line that says what happened). The process's unraisable hook drops exactly those;
-    everything else reaches the hook there was."""
-    previous = sys.unraisablehook
-    if getattr(previous, "drops_closed_event_loop_errors", False):
-        return
-
-    def hook(unraisable):
-        error = unraisable.exc_value
-        if not (unraisable.object is None and type(error) is RuntimeError and str(error) == "Event loop is closed"):
-            previous(unraisable)
-
-    hook.drops_closed_event_loop_errors = True
-    sys.unraisablehook = hook
-
-
 class DamagedCheckpoint(UserError):
     """A saved step that cannot be read back."""
 
@@ -449,18 +377,6 @@ def _size(num_bytes: float) -> str:
             return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
         num_bytes /= 1024
     raise AssertionError("unreachable")
-
-
-def _paused_rename():
-    """Orbax's atomic-rename commit, preceded by a pause (the test hook in the module docstring)."""
-    pause = float(os.environ[PAUSE_ENV])
-
-    class PausedRename(atomicity.AtomicRenameTemporaryPath):
-        async def finalize(self, *args, **kwargs):
-            await asyncio.sleep(pause)
-            return await super().finalize(*args, **kwargs)
-
-    return PausedRename
 
 
 _ABSENT = "<absent>"

@@ -59,6 +59,16 @@ def out_of_space(e: BaseException | None) -> bool:
                        or any(os.strerror(code) in str(x) for code in OUT_OF_SPACE))
 
 
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.EIO)
+
+
+def unwritable(e: BaseException | None) -> bool:
+    """Whether ``e``, or an exception it was raised from, says a write failed for its folder: no permission, a
+    read-only filesystem (one the kernel remounted so after I/O errors too), a folder removed under it, an I/O
+    error (a memory or timeout failure is not: it is raised as it is)."""
+    return raised_from(e, lambda x: isinstance(x, OSError) and x.errno in UNWRITABLE)
+
+
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
                NotADirectoryError, UnicodeDecodeError, UserError)
 
