@@ -60,6 +60,15 @@ def moved_base(workdir: Path, config: Config) -> Config:
     return dataclasses.replace(config, model=dataclasses.replace(config.model, hf_dir=str(sibling)))
 
 
+def written_task(task, workdir: Path, records: tuple[list[dict], list[dict]]):
+    """The task a run on in-memory ``records`` writes in its config: it reads them back from ``WORKDIR/data/``
+    (``GIVEN_DATA``, written by ``train.record_run``), all the eval rows as given."""
+    return dataclasses.replace(
+        task, name="file", train_file=str(Path(workdir) / GIVEN_DATA["train_file"]),
+        eval_file=str(Path(workdir) / GIVEN_DATA["eval_file"]) if records[1] else None,
+        num_eval=len(records[1]) if records[1] else task.num_eval)
+
+
 def moved_data(workdir: Path, values: dict) -> Config:
     """The :class:`Config` of ``values`` (the run in ``workdir``'s config.json or a checkpoint's stored config)
     reading the Python API's datasets from the run's own copies where it is now (a lambda = 0 baseline keeps its
@@ -321,7 +330,7 @@ def exports(policies: dict[str, Path]) -> dict[str, dict | None]:
 def eval_data_id(task) -> str:
     """What a report's problems are drawn from, as 16 hex digits: the task's settings (the files' paths aside) and
     the eval file's bytes, so a resume on other problems is evaluated again. A run on the API's in-memory rows is
-    identified by the task it writes (``train.written_task``): the CLI, resuming it from its config, and the API
+    identified by the task it writes (:func:`written_task`): the CLI, resuming it from its config, and the API
     give the same id (each took the other's report for another's and sampled it again)."""
     settings = {k: v for k, v in _task_settings(task).items() if k not in ("train_file", "eval_file")}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())

@@ -171,7 +171,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
         (hold or scope).enter_context(workdir_lock(workdir, enabled=jax.process_index() == 0))
         checkpoints = Checkpointer(workdir / "checkpoints", max_to_keep=run.max_to_keep)
         if given:  # the written config names the data where this run keeps it
-            config = dataclasses.replace(config, task=written_task(task, workdir, records))
+            config = dataclasses.replace(config, task=outputs.written_task(task, workdir, records))
         rendered = run_sampling.rendered_as(config.task, train_records + eval_records)  # what its exports record
         stored = {**config.to_dict(), "architecture": json.loads(json.dumps(dataclasses.asdict(architecture))),
                   run_sampling.KEY: rendered, WRITTEN_IN: str(workdir)}
@@ -351,15 +351,6 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     return history
 
 
-def written_task(task, workdir: Path, records: tuple[list[dict], list[dict]]):
-    """The task a run on in-memory ``records`` writes in its config: it reads them back from ``WORKDIR/data/``
-    (``record_run``), all the eval rows as given."""
-    return dataclasses.replace(
-        task, name="file", train_file=str(Path(workdir) / outputs.GIVEN_DATA["train_file"]),
-        eval_file=str(Path(workdir) / outputs.GIVEN_DATA["eval_file"]) if records[1] else None,
-        num_eval=len(records[1]) if records[1] else task.num_eval)
-
-
 def record_run(workdir: Path, config: Config, records: tuple[list[dict], list[dict]] | None) -> None:
     """What an invocation runs, once every check has passed: the config, then the records given in memory (as
     given, before their prompts were rendered) in ``WORKDIR/data/``, where the config's task reads them back. The
@@ -415,7 +406,7 @@ def report_run(config: Config, workdir, policies: dict[str, Path], *, reward: Re
         return None
     reward = reward or Rewards.of(config)  # a reward other than the math one groups answers as strings
     # The eval problems by the file they were written to: the same id when the CLI resumes the API's run, or back
-    written = config.task if records is None else written_task(config.task, workdir, records)
+    written = config.task if records is None else outputs.written_task(config.task, workdir, records)
     eval_data = outputs.eval_data_id(written)
     current = outputs.current_report(config, workdir, policies, eval_data,
                                      grouping=reward.grouping(config.conventions.grouping))

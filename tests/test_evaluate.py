@@ -145,7 +145,7 @@ def test_temperature_keys_are_exact_and_a_model_not_trained_here_has_no_training
 def test_the_end_of_run_report_is_current_only_for_the_same_policies_and_settings(tmp_path):
     from safetensors.numpy import save_file
 
-    from rlvjax import outputs, train
+    from rlvjax import outputs
     from rlvjax.data import sources
 
     problems = tmp_path / "eval.jsonl"
@@ -190,7 +190,7 @@ def test_the_end_of_run_report_is_current_only_for_the_same_policies_and_setting
     rows = ([{"prompt": "1+1", "gold": "2"}], [{"prompt": "1+1", "gold": "2"}])
     (tmp_path / "data").mkdir()
     sources.write_jsonl(tmp_path / "data" / "eval.jsonl", rows[1])
-    written = train.written_task(config.task, tmp_path, rows)
+    written = outputs.written_task(config.task, tmp_path, rows)
     write({"1": {"final": rep, "lambda0": rep}}, eval_data=outputs.eval_data_id(written))
     assert outputs.current_report(config, tmp_path, policies, outputs.eval_data_id(written)) is not None
     assert outputs.current_report(dataclasses.replace(config, task=written), tmp_path, policies) is not None
