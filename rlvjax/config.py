@@ -25,6 +25,7 @@ import gin
 from rlvjax import atomic
 from rlvjax.experiment import ModelSpec, RunConfig, TaskSpec
 from rlvjax.budget import MemoryConfig
+from rlvjax.data import sources
 from rlvjax.parallel import MeshConfig
 from rlvjax.rl.config import OptimConfig, RLConfig
 from rlvjax.rl.verifier import VerifierConfig
@@ -101,6 +102,18 @@ class Config:
                                  f"typical weight ({typical}) is {spacing:.1e}: an update of {name}={rate:g} rounds "
                                  "away and most weights never change; keep dtype='float32' with compute_dtype="
                                  f"'bfloat16' (float32 weights, bfloat16 matmuls), or raise it to >= {spacing / 2:.1e}")
+
+    def absolute_paths(self) -> Config:
+        """This config with its local model, tokenizer and data paths made absolute (a hub id, or a path that is not
+        here, as given), as a run writes them: its resume, export and evaluate then read them from any directory
+        (relative ones were read from the directory of each command, and failed outside the one it was launched in).
+        """
+        def absolute(section, fields):
+            return dataclasses.replace(section, **{name: sources.absolute(getattr(section, name)) for name in fields
+                                                   if getattr(section, name) is not None})
+
+        return dataclasses.replace(self, model=absolute(self.model, ("hf_dir", "tokenizer_dir", "config_json")),
+                                   task=absolute(self.task, ("train_file", "eval_file")))
 
     @classmethod
     def from_gin(cls) -> Config:

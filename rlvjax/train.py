@@ -443,19 +443,7 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step:
         from rlvjax import dry_run as dry_run_lib
 
         return dry_run_lib.run(config, echo=True)
-    return run_and_report(absolute_paths(config), workdir, resume=resume, resume_step=resume_step, ctrl_c=True)
-
-
-def absolute_paths(config: Config) -> Config:
-    """The config's local model, tokenizer and data paths made absolute (a hub id, or a path that is not here, as
-    given), as the run writes them in its config: its resume, export and evaluate then read them from any directory
-    (relative ones were read from the directory of each command, and failed outside the one it was launched in)."""
-    def absolute(section, fields):
-        return dataclasses.replace(section, **{name: sources.absolute(getattr(section, name)) for name in fields
-                                               if getattr(section, name) is not None})
-
-    return dataclasses.replace(config, model=absolute(config.model, ("hf_dir", "tokenizer_dir", "config_json")),
-                               task=absolute(config.task, ("train_file", "eval_file")))
+    return run_and_report(config.absolute_paths(), workdir, resume=resume, resume_step=resume_step, ctrl_c=True)
 
 
 def main(argv):

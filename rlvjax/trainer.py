@@ -113,7 +113,7 @@ class RLVTrainer:
         if model is not None and not isinstance(model, (str, os.PathLike)):
             raise ValueError(f"model must be an HF directory or hub id (a str or Path), not a {type(model).__name__}; "
                              "save a loaded model with save_pretrained (or rlvjax.save_hf) and pass its directory")
-        model = None if model is None else sources.absolute(os.fspath(model))  # read again from other directories
+        model = None if model is None else os.fspath(model)
         single = callable(reward_funcs) or isinstance(reward_funcs, str)
         if not single and not isinstance(reward_funcs, (list, tuple)):
             raise ValueError(f"reward_funcs={reward_funcs!r}: pass a reward function, a registered name such as "
@@ -153,10 +153,11 @@ class RLVTrainer:
         if train_dataset is not None and not in_memory:  # files: the config names them, as the CLI would
             evals = _records(eval_dataset, "eval_dataset", need_gold, self.config.task) if given_eval else None
             self.config = dataclasses.replace(self.config, task=dataclasses.replace(
-                self.config.task, name="file", train_file=sources.absolute(train_dataset),
-                eval_file=None if eval_dataset is None else sources.absolute(eval_dataset),
+                self.config.task, name="file", train_file=os.fspath(train_dataset),
+                eval_file=None if eval_dataset is None else os.fspath(eval_dataset),
                 num_eval=self.config.task.num_eval if evals is None else len(evals)))
             train_dataset = eval_dataset = None
+        self.config = self.config.absolute_paths()  # as the CLI records them: read again from other directories
         self.reward = registry.Rewards.of(self.config, functions)
         self.output_dir = Path(args.output_dir)
         if train_dataset is None:

@@ -709,6 +709,17 @@ def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
         assert rlvjax.RLVTrainer(model="model", args=args).config.model.hf_dir == str(model_dir)
     assert rlvjax.RLVTrainer(model="Qwen/Qwen2.5-Math-1.5B", args=args).config.model.hf_dir == \
         "Qwen/Qwen2.5-Math-1.5B"  # a hub id, as given
+    # so are the config's own (they were stored as given: the run's resume and evaluate failed elsewhere)
+    from rlvjax.experiment import ModelSpec, TaskSpec
+
+    (tmp_path / "train.jsonl").write_text("")
+    own = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), config=rlvjax.Config(
+        model=ModelSpec(hf_dir="model", tokenizer_dir="Qwen/Qwen2.5-Math-1.5B"),
+        task=TaskSpec(name="file", train_file="train.jsonl", eval_file="not_yet.jsonl")))
+    with contextlib.chdir(tmp_path):
+        config = rlvjax.RLVTrainer(args=own).config
+    assert (config.model.hf_dir, config.model.tokenizer_dir, config.task.train_file, config.task.eval_file) == (
+        str(model_dir), "Qwen/Qwen2.5-Math-1.5B", str(tmp_path / "train.jsonl"), "not_yet.jsonl")
     assert rlvjax.RLVConfig(output_dir="x", reward_weights=[1.0, 0.5]).reward_weights == (1.0, 0.5)  # TRL's lists
     with pytest.raises(ValueError, match="^RLVConfig.output_dir gs://b/run is a URL; runs are written to a local "):
         rlvjax.RLVConfig(output_dir="gs://b/run")
