@@ -7,6 +7,7 @@ JSON-line jobs on stdin and writes one JSON-line reply each; see ``rewards/math.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 
@@ -18,10 +19,26 @@ def _worker_equivalent(pred: str, gold: str, symmetric: bool) -> tuple[bool, str
     parsed = [parse(f"\\boxed{{{s}}}", parsing_timeout=None) for s in (gold, pred)]
     if not parsed[0] or not parsed[1]:
         return False, "unparsed"
-    ok = verify(parsed[0], parsed[1], timeout_seconds=None)
+    decimals = _float_decimals(parsed)
+    ok = verify(parsed[0], parsed[1], float_rounding=decimals, timeout_seconds=None)
     if symmetric and not ok:  # verify is asymmetric (e.g. equation vs value); voting needs a symmetric relation
-        ok = verify(parsed[1], parsed[0], timeout_seconds=None)
+        ok = verify(parsed[1], parsed[0], float_rounding=decimals, timeout_seconds=None)
     return bool(ok), None
+
+
+def _float_decimals(parsed) -> int:
+    """The decimals math-verify rounds a float comparison to: its 6, plus the leading zeros after the point of the
+    smallest nonzero number in either answer, so small numbers are compared to about 6 significant digits as large
+    ones are (at 6 decimals .0000670 equalled .0000672, and every answer within 5e-7 of a small gold was right)."""
+    from sympy import Number
+
+    sizes = [abs(float(n)) for answer in parsed for value in answer if hasattr(value, "atoms")
+             for n in value.atoms(Number) if n != 0 and n.is_finite]
+    smallest = min(sizes, default=1.0) or 1.0  # (a Rational too small for a float is 0.0)
+    return 6 + min(MAX_EXTRA_DECIMALS, max(0, -math.floor(math.log10(smallest)) - 1))
+
+
+MAX_EXTRA_DECIMALS = 12  # beyond ~1e-12 a float's 15 significant digits would be compared
 
 
 def _worker_main(memory_mb: int) -> None:
