@@ -24,7 +24,8 @@ class MemoryConfig:
     raising, for when the estimate is known to be pessimistic (e.g. an XLA flag that changes what it keeps
     alive)."""
 
-    device_memory_gib: float | None = None  # per-device budget; None: the device's own limit (CPU: host memory)
+    # per-device budget; None: the device's own limit (CPU: host memory; a dry run on faked devices: none)
+    device_memory_gib: float | None = None
     refuse: bool = True  # False: warn instead of refusing a run whose plan exceeds the budget
 
     def __post_init__(self):

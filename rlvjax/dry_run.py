@@ -203,13 +203,17 @@ def run(config, *, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledP
     compiled = compile_phases(cfg, rl, run_cfg, optim, mesh, prompt_tokens=prompt_tokens,
                               verify_tokens=verify_tokens, eval_problems=eval_problems, warm_start=warm,
                               warm_start_width=warm_width)
+    upper_bounds = devices[0].platform == "cpu" and cfg.jnp_compute_dtype != jnp.float32
     if echo:
         print(table(plan, compiled, limit), flush=True)
-        if devices[0].platform == "cpu" and cfg.jnp_compute_dtype != jnp.float32:
+        if upper_bounds:
             print("note: the CPU backend runs bfloat16 matmuls in float32 and keeps float32 copies of their "
                   "operands (weights, KV cache); an accelerator compiles the same program without them, so the "
-                  "compiled figures here are upper bounds", flush=True)
-    check_compiled(plan, compiled, limit)
+                  "compiled figures here are upper bounds: the plan is the budget check", flush=True)
+        if limit is None:
+            print("note: no per-device budget was checked (faked devices have none): set "
+                  "MemoryConfig.device_memory_gib to the target device's memory", flush=True)
+    check_compiled(plan, compiled, limit, refuse=config.memory.refuse and not upper_bounds, echo=echo)
     return plan, compiled
 
 
@@ -238,11 +242,17 @@ def _warm_start_width(config, tokenizer, prompt_tokens: int, verify_tokens: int)
     return sft.row_width(sft.tokenize(tokenizer, pairs), verify_tokens)
 
 
-def check_compiled(plan: memory.MemoryPlan, compiled: list[CompiledPhase], limit: int | None) -> None:
-    """One line naming the largest compiled phase over ``limit``, with what to change."""
+def check_compiled(plan: memory.MemoryPlan, compiled: list[CompiledPhase], limit: int | None, *,
+                   refuse: bool = True, echo: bool = True) -> None:
+    """One line naming the largest compiled phase over ``limit``, with what to change: raised, or (not ``refuse``:
+    ``MemoryConfig.refuse = False``, or compiled figures that are upper bounds) printed as a warning."""
     over = [c for c in compiled if limit is not None and c.bytes_per_device > limit]
-    if over:
-        worst = max(over, key=lambda c: c.bytes_per_device)
-        raise ValueError(f"the compiled {worst.name} step needs {memory.size(worst.bytes_per_device)} per device, "
-                         f"has {memory.size(limit)} (the plan said {memory.size(plan.phase_bytes(worst.name))}); "
-                         f"{budget.advice(plan, worst.name)}")
+    if not over:
+        return
+    worst = max(over, key=lambda c: c.bytes_per_device)
+    line = (f"the compiled {worst.name} step needs {memory.size(worst.bytes_per_device)} per device, has "
+            f"{memory.size(limit)} (the plan said {memory.size(plan.phase_bytes(worst.name))})")
+    if refuse:
+        raise ValueError(f"{line}; {budget.advice(plan, worst.name)}")
+    if echo:
+        print(f"warning: {line}", flush=True)

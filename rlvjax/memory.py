@@ -344,7 +344,9 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
     state = jax.eval_shape(lambda p: steps.init_state(p, tx, seed=0, keep_reference=rl.beta > 0), params)
     param_bytes, opt_bytes = sharded_bytes(state.params, mesh), sharded_bytes(state.opt_state, mesh)
     n, seq = rl.max_new_tokens, prompt_tokens + rl.max_new_tokens + verify_tokens
-    prompts = ceil(run.batch_size, dp)
+    rollout = run.batch_size * rl.group_size  # rows, split as the engine's KV cache splits them
+    rollout_rows = NamedSharding(mesh, parallel.cache_spec(mesh, rollout, cfg.num_kv_heads)).shard_shape(
+        (rollout, cfg.num_kv_heads))[0]
     update_rows = run.batch_size * rl.group_size * rl.update_rows_per_rollout
     minibatch_rows = ceil(update_rows // rl.num_minibatches, dp)
     micro = rl.micro_batch_size or update_rows // rl.num_minibatches
@@ -387,7 +389,7 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
         items += _sampling_items(cfg, params, mesh, "final eval", "final ", num_eval_prompts,
                                  run.final_eval_samples, prompt_tokens, n, verify_tokens)
     knobs = {"micro_batch_size": rl.micro_batch_size, "micro_rows": micro, "update_rows": micro_rows,
-             "rollout_rows": prompts * rl.group_size,
+             "rollout_rows": rollout_rows,
              "fsdp": shape["fsdp"], "tensor": tensor, "batch_size": run.batch_size, "group_size": rl.group_size,
              "max_new_tokens": n, "eval_samples": run.eval_samples, "final_eval_samples": run.final_eval_samples,
              "vineppo_samples": rl.vineppo_samples, "remat": rl.remat, "logprob_chunk_size": rl.logprob_chunk_size,

@@ -111,6 +111,7 @@ def test_qwen_plan_fits_4xa100_and_tpu_v4_8():
         # 128 rows x 2068 slots x 28 layers x (k, v) x 2 heads x 128
         rows, slots = 128, QWEN_PROMPT_TOKENS + 1024 + QWEN_VERIFY_TOKENS
         assert by_name["KV cache"] == rows * slots * 28 * 2 * 2 * 128 * 2
+        assert "128 rollout rows and " in plan.table()  # the header's count (it divided by data x fsdp only: 256)
         assert by_name["sampling weights"] == pytest.approx(1_543_714_304 * 2, rel=1e-3)  # bf16, every device
 
 
