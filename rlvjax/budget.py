@@ -60,18 +60,25 @@ def advice(p: MemoryPlan, phase: str | None = None, limit_bytes: int | None = No
              if k.get("dtype") == "float32" and k["dtype_flag"] else
              "use a device with more memory (each holds the whole policy)")],
             key=lambda o: -o[0]))
-    rl_state = own["params"] + own["optimizer state"] + own.get("reference params", 0)
-    warm_state = own.get("warm params", 0) + own.get("warm optimizer state", 0)
     micro = f"now {k['micro_batch_size']}" if k["micro_batch_size"] else f"now 0: minibatches of {k['micro_rows']}"
 
-    def more_fsdp(state):  # the option weighed by the state it would split
-        return state, f"use more fsdp (MeshConfig.fsdp, now {k['fsdp']}) or more devices"
-
-    def switch(change, text, asked):  # offered where the plan with it is smaller, weighed by what it saves
-        if asked != (phase or p.peak_phase):  # (every phase's options are built; only the asked phase's are read)
+    def switch(change, text, asked, replan=k["replan"]):  # offered where the plan with it is smaller, weighed by
+        if asked != (phase or p.peak_phase):  # what it saves (every phase's options are built; the asked one's read)
             return []
-        saved = p.phases[asked] - k["replan"](**change).phases.get(asked, p.phases[asked])
+        saved = p.phases[asked] - replan(**change).phases.get(asked, p.phases[asked])
         return [(saved, text)] if saved > 0 else []
+
+    def more_fsdp(asked):  # a factor of 2 moved to fsdp from data or tensor (the same devices), or twice the devices
+        shape, found = dict(p.mesh_shape), []
+        for source in ("data", "tensor"):
+            mesh = {**shape, source: shape[source] // 2, "fsdp": shape["fsdp"] * 2}
+            if shape[source] % 2 == 0 and k["batch_size"] % (mesh["data"] * mesh["fsdp"]) == 0:
+                found += switch(mesh, f"set MeshConfig.fsdp = {mesh['fsdp']} and {source} = {mesh[source]} (now "
+                                      f"{shape['fsdp']} and {shape[source]}: the same devices)", asked, k["replan_mesh"])
+        if k["batch_size"] % (shape["data"] * shape["fsdp"] * 2) == 0:
+            found += switch({**shape, "fsdp": shape["fsdp"] * 2}, f"use twice the devices, with MeshConfig.fsdp = "
+                                                                  f"{shape['fsdp'] * 2}", asked, k["replan_mesh"])
+        return found
 
     def remat_option(asked):
         return switch({"remat": "full"}, f"set RLConfig.remat = 'full' (now {k['remat']!r})", asked) \
@@ -83,22 +90,21 @@ def advice(p: MemoryPlan, phase: str | None = None, limit_bytes: int | None = No
 
     options = {
         "warm start": [(own.get("warm activations", 0),
-                        f"reduce WarmStartConfig.batch_size (now {k['warm_start_rows']})"), more_fsdp(warm_state)]
+                        f"reduce WarmStartConfig.batch_size (now {k['warm_start_rows']})")] + more_fsdp("warm start")
                       + remat_option("warm start") + chunk_option("warm start"),
         "rollout": [(own["KV cache"], f"reduce RunConfig.batch_size (now {k['batch_size']}) or RLConfig.group_size "
-                                      f"(now {k['group_size']})"), more_fsdp(rl_state)],
+                                      f"(now {k['group_size']})")] + more_fsdp("rollout"),
         "update": [(own["activations"], f"reduce RLConfig.micro_batch_size ({micro}, {k['update_rows']} row(s) "
                                         "per device)") if k["update_rows"] > 1 else
                    (own["activations"], f"shorten RLConfig.max_new_tokens (now {k['max_new_tokens']}) or the "
-                                        f"prompts, or add tensor parallelism (MeshConfig.tensor, now {k['tensor']})"),
-                   more_fsdp(rl_state)]
-                  + remat_option("update") + chunk_option("update"),
+                                        f"prompts, or add tensor parallelism (MeshConfig.tensor, now {k['tensor']})")]
+                  + more_fsdp("update") + remat_option("update") + chunk_option("update"),
         "value pass": [(own.get("value KV cache", 0), f"reduce RLConfig.vineppo_samples (now {k['vineppo_samples']}) "
-                                                      f"or RLConfig.max_new_tokens (now {k['max_new_tokens']})"),
-                       more_fsdp(rl_state)],
-        "optimizer": [more_fsdp(rl_state)],
-        "eval": [(own.get("eval KV cache", 0), f"reduce RunConfig.eval_samples (now {k['eval_samples']})"),
-                 more_fsdp(rl_state)],
+                                                      f"or RLConfig.max_new_tokens (now {k['max_new_tokens']})")]
+                      + more_fsdp("value pass"),
+        "optimizer": more_fsdp("optimizer"),
+        "eval": [(own.get("eval KV cache", 0), f"reduce RunConfig.eval_samples (now {k['eval_samples']})")]
+                + more_fsdp("eval"),
         "final eval": [(own.get("final KV cache", 0), f"reduce RunConfig.final_eval_samples (now "
                                                       f"{k['final_eval_samples']})")],
     }[phase or p.peak_phase]

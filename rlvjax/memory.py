@@ -398,6 +398,9 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
                                             prompt_tokens=prompt_tokens, verify_tokens=verify_tokens, optim=optim,
                                             eval_problems=eval_problems, warm_start_rows=warm_start_rows,
                                             warm_start_width=warm_start_width)
+    knobs["replan_mesh"] = lambda **axes: plan(cfg, rl, run, axes, prompt_tokens=prompt_tokens,
+                                               verify_tokens=verify_tokens, optim=optim, eval_problems=eval_problems,
+                                               warm_start_rows=warm_start_rows, warm_start_width=warm_start_width)
     return MemoryPlan(tuple(items), tuple(shape.items()), count_params(params), knobs)
 
 

@@ -132,7 +132,7 @@ def test_absurd_setup_is_refused_with_one_line():
     assert "\n" not in message
     assert message.startswith("needs ") and "GiB per device (update phase), has 16.00 GiB" in message
     assert "reduce RLConfig.micro_batch_size (now 64, 64 row(s) per device)" in message
-    assert "use more fsdp (MeshConfig.fsdp, now 1)" in message
+    assert "use twice the devices, with MeshConfig.fsdp = 2" in message
     assert "set RLConfig.remat = 'full' (now 'none')" in message
     assert "set RLConfig.logprob_chunk_size = 128 (now 0)" in message
     short = budget.advice(qwen_plan("cpu", 1, ["RLConfig.micro_batch_size = 64", "RLConfig.max_new_tokens = 64"]),
@@ -160,6 +160,23 @@ def test_a_switch_that_would_not_shrink_the_phase_is_not_advised():
     assert chunked.phases["update"] > base.phases["update"]
     assert base.knobs["replan"](logprob_chunk_size=128).phases == chunked.phases
     assert "logprob_chunk_size" not in budget.advice(base, "update")
+
+
+def test_a_mesh_is_advised_only_where_its_plan_is_smaller():
+    """"use more fsdp" on 4xa100's 4 devices meant fsdp 4 x tensor 1, whose rollout plans bigger (the sampling
+    weights drop the fsdp split, and tensor 2 halved them); the advice now names meshes its plan has weighed."""
+    plan = qwen_plan("4xa100", 4, ["RLConfig.group_size = 32"])
+    same_devices = plan.knobs["replan_mesh"](data=1, fsdp=4, tensor=1)
+    assert same_devices.phases["rollout"] > plan.phases["rollout"] > 35.5 * GiB
+    advice = budget.advice(plan)
+    assert "tensor = 1" not in advice and "use twice the devices, with MeshConfig.fsdp = 4" in advice, advice
+    assert plan.knobs["replan_mesh"](data=1, fsdp=4, tensor=2).phases["rollout"] < plan.phases["rollout"]
+    # where moving a factor to fsdp on the same devices helps (the optimizer state of a data-parallel mesh), it is
+    # named with the axis it comes from
+    data = qwen_plan("4xa100", 4, ["MeshConfig.data = 2", "MeshConfig.fsdp = 1"])
+    advice = budget.advice(data, "optimizer")
+    assert "set MeshConfig.fsdp = 2 and data = 1 (now 1 and 2: the same devices)" in advice, advice
+    assert data.knobs["replan_mesh"](data=1, fsdp=2, tensor=2).phases["optimizer"] < data.phases["optimizer"]
 
 
 def test_refusals_name_the_phase_that_does_not_fit():
