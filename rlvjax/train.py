@@ -88,6 +88,13 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
 
 def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | None, reward: Rewards | None,
            records: tuple[list[dict], list[dict]] | None, hold: contextlib.ExitStack | None) -> list[dict]:
+    # First the job (before anything touches a device), then its hosts' settings: a host stopping on an error here
+    # stops them all (before the join, the others waited for it until the join's timeout, then aborted)
+    parallel.initialize_distributed(config.mesh)
+    launch_fields = {f"MeshConfig.{name}" for name in parallel.LAUNCH_FIELDS}  # each host's own
+    parallel.check_same_settings({**{k: v for k, v in config.settings().items() if k not in launch_fields},
+                                  "--resume": resume, "--checkpoint": resume_step,
+                                  "--workdir": str(Path(workdir).absolute())})  # a typo: a save hung for 1,000 s
     check_local(workdir)
     config.check_precision()
     if resume_step is not None and not resume:
@@ -99,11 +106,6 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     saved = step_folders(Path(workdir) / "checkpoints")
     outputs.check_fresh(Path(workdir).absolute(), resume, max(saved, default=None))
     Config.check_workdir(workdir)  # a model's or a project's own config.json / config.gin (again before the lock)
-    parallel.initialize_distributed(config.mesh)  # before anything touches a device
-    launch_fields = {f"MeshConfig.{name}" for name in parallel.LAUNCH_FIELDS}  # each host's own
-    parallel.check_same_settings({**{k: v for k, v in config.settings().items() if k not in launch_fields},
-                                  "--resume": resume, "--checkpoint": resume_step,
-                                  "--workdir": str(Path(workdir).absolute())})  # a typo: a save hung for 1,000 s
     run, rl, optim, warm, task = config.run, config.rl, config.optim, config.warm_start, config.task
     experiment.use_compilation_cache(run.compilation_cache_dir)
     mesh = parallel.make_mesh(config.mesh)

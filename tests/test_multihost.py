@@ -258,14 +258,20 @@ def test_an_error_on_one_host_ends_both_at_once(tmp_path, launch):
     assert hosts[1].returncode != 0 and took < 120, (took, output(hosts[1])[-3000:])
 
 
-@pytest.mark.parametrize("setting", ["RunConfig.num_steps", "--workdir"])
+@pytest.mark.parametrize("setting", ["RunConfig.num_steps", "--workdir", "--resume"])
 def test_hosts_launched_with_different_settings_are_refused_at_once(tmp_path, launch, setting):
     """A typo in one host's flags trained until a collective's sizes disagreed (num_steps: a gloo crash after 3
     steps; --workdir: a checkpoint save hung for 1,000 s). Both hosts now name the setting before anything is
-    loaded."""
+    loaded. --resume on one host alone, of a run with checkpoints: the other's refusal (it holds checkpoints) came
+    before the join, and the first waited for it there until the join's timeout (300 s), then aborted."""
     port = free_port()
-    other = ("--gin_param", "RunConfig.num_steps = 5") if setting == "RunConfig.num_steps" else ()
-    workdirs = [tmp_path / "mixed", tmp_path / ("mixed" if other else "mixde")]
+    other = {"RunConfig.num_steps": ("--gin_param", "RunConfig.num_steps = 5"), "--resume": ("--resume",)}.get(
+        setting, ())
+    workdirs = [tmp_path / "mixed", tmp_path / ("mixde" if setting == "--workdir" else "mixed")]
+    if setting == "--resume":
+        (tmp_path / "mixed" / "checkpoints" / "2").mkdir(parents=True)
+    contents = lambda: [sorted(w.rglob("*")) if w.exists() else None for w in workdirs]
+    before = contents()
     hosts = [launch(f"mixed.host{i}", workdirs[i], *(other if i else ()), devices=2, process_id=i, port=port)
              for i in range(2)]
     for proc in hosts:
@@ -274,7 +280,7 @@ def test_hosts_launched_with_different_settings_are_refused_at_once(tmp_path, la
         assert proc.returncode == 2, output(proc)[-3000:]
         assert re.search(r"^rlvjax\.train: error: processes \[1\] were started with other settings than process 0 "
                          rf"\({re.escape(setting)}\); launch every process", output(proc), re.M), output(proc)[-3000:]
-    assert not any(w.exists() for w in workdirs)  # nothing written
+    assert contents() == before  # nothing written
 
 
 def eval_problems(tmp_path, hf_checkpoint) -> tuple[Path, Path]:
