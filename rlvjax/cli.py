@@ -132,9 +132,22 @@ def _stop(name: str, code: int, message: str, *, printed: str | None = None) -> 
     if job_stop is not None:
         job_stop.stopping()
     print(f"{name}: error: {message}" if printed is None else printed, file=sys.stderr)
+    if job_stop is None and _joined_to_stop():
+        job_stop = _job_stop()
+        job_stop.stopping()
     if job_stop is not None:
         job_stop.stop(name, code, message)
     sys.exit(code)
+
+
+def _joined_to_stop() -> bool:
+    """A process of a multi-host job its environment names (``parallel.ENV``'s coordinator variables), stopping
+    before it joined the job: joined now (``parallel.join_to_stop``), so the others stop with its line."""
+    if not (os.environ.get("RLVJAX_COORDINATOR") or os.environ.get("JAX_COORDINATOR_ADDRESS")):
+        return False  # (no JAX import on a single host's error)
+    from rlvjax import parallel
+
+    return parallel.join_to_stop()
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -174,13 +187,11 @@ def run(name: str, main: Callable[[list[str]], None]) -> None:
                         for a in argv[1:])
             sys.exit(0 if asked and e.code == 1 else e.code)
         except flags.Error as e:
-            print(f"{name}: error: {one_line(e).rstrip('.')}; see python -m {name} --help", file=sys.stderr)
-            sys.exit(2)
+            _stop(name, 2, f"{one_line(e).rstrip('.')}; see python -m {name} --help")
         if len(argv) > 1:  # a word without its flag (`--gin_file`, `--policy` forgotten): it would be ignored
             hint = ("gin files go after --gin_file" if argv[1].endswith(".gin") else
                     f"every input is a --flag (see python -m {name} --help)")
-            print(f"{name}: error: unexpected argument {argv[1]!r}; {hint}", file=sys.stderr)
-            sys.exit(2)
+            _stop(name, 2, f"unexpected argument {argv[1]!r}; {hint}")
         return argv
 
     app.run(run_main(name, main), flags_parser=parse)

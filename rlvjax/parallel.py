@@ -7,6 +7,7 @@ the same table shards them too. A dimension that the mesh axis does not divide i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -126,12 +127,14 @@ def initialize_distributed(cfg: MeshConfig) -> None:
     the main one in the same process) joins nothing more. A script that joined the job itself
     (``jax.distributed.initialize``) gets the job's stop on any host's error (``job_stop.watch``) from here too.
     """
+    global _join_tried
     args = distributed_args(cfg)
     if jax.distributed.is_initialized():
         job_stop.watch()
         return
     if args is None:
         return
+    _join_tried = True
     if "coordinator_address" in args:
         _resolve(args["coordinator_address"], args["initialization_timeout"])
     try:
@@ -143,6 +146,20 @@ def initialize_distributed(cfg: MeshConfig) -> None:
                          "Open MPI and Kubernetes jobs. Elsewhere set RLVJAX_COORDINATOR=host:port, "
                          "RLVJAX_NUM_PROCESSES and RLVJAX_PROCESS_ID on every process") from None
     job_stop.watch()
+
+
+_join_tried = False  # initialize_distributed tried to join a job (and may have failed to)
+
+
+def join_to_stop() -> bool:
+    """Whether this process is in a multi-host job now: a process stopping on an error before it tried to join (its
+    flags or gin files did not parse) joins the job its environment names (``RLVJAX_COORDINATOR``, ...), so that the
+    others, waiting for it at the join, stop with its line (they waited until the join's timeout, 300 s, and aborted).
+    """
+    if not (_join_tried or jax.distributed.is_initialized()):
+        with contextlib.suppress(Exception):  # a job it cannot join: it stops alone, as before
+            initialize_distributed(MeshConfig())
+    return jax.distributed.is_initialized()
 
 
 def _resolve(address: str, timeout_s: float) -> None:

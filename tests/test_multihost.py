@@ -283,6 +283,34 @@ def test_hosts_launched_with_different_settings_are_refused_at_once(tmp_path, la
     assert contents() == before  # nothing written
 
 
+@pytest.mark.parametrize("failing", [1, 0])
+def test_a_host_whose_gin_file_is_missing_stops_the_job_at_once(tmp_path, launch, failing):
+    """A gin file copied to one host but not the other: that host stopped before it joined the job, and the other
+    waited for it at the join until its timeout (300 s), then aborted (exit 134) without the cause. The failing host
+    now joins to stop: the job ends at once, process 0 printing the line (its own, or process 1's)."""
+    cwds = [tmp_path / "host0", tmp_path / "host1"]
+    for cwd in cwds:
+        cwd.mkdir()
+    (cwds[1 - failing] / "mine.gin").write_text("RunConfig.num_steps = 2\n")
+    port = free_port()
+    hosts = [launch(f"gin.host{i}", tmp_path / "run", "--gin_file", "mine.gin", devices=2, process_id=i, port=port,
+                    cwd=cwds[i]) for i in range(2)]
+    start = time.monotonic()
+    for proc in hosts:
+        proc.wait(timeout=240)
+    took = time.monotonic() - start
+    # process 1 stops with process 0's line; process 0 stopping ends the job's coordination service under process 1
+    # (it aborts at once, as after any error of process 0's)
+    assert hosts[0].returncode == 2 and hosts[1].returncode == (2 if failing else hosts[1].returncode) != 0, \
+        [output(proc)[-3000:] for proc in hosts]
+    line = "no such gin file: mine.gin"
+    assert line in output(hosts[failing]) and line in output(hosts[0]), output(hosts[0])[-3000:]
+    if failing:
+        assert "rlvjax.train: error: process 1 stopped: " in output(hosts[0]), output(hosts[0])[-3000:]
+    assert took < 120, took  # the join's timeout is 300 s
+    assert not (tmp_path / "run").exists()
+
+
 def eval_problems(tmp_path, hf_checkpoint) -> tuple[Path, Path]:
     """An HF model directory with its verifier's question, and 8 problems in its tokenizer's words."""
     model_dir = tmp_path / "model"
