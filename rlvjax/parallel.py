@@ -363,7 +363,7 @@ def check_same_settings(settings: dict) -> None:
     until a collective's sizes disagreed (a gloo crash after 3 steps), another data file trained each host's share
     of different problems, silently.
     """
-    if jax.process_count() == 1:
+    if not jax.distributed.is_initialized() or jax.process_count() == 1:  # (one process: no backend started yet)
         return
     names = sorted(settings)
     counts = to_host(np.asarray([len(names)]))

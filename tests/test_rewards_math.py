@@ -29,13 +29,14 @@ EQUIVALENT = [
     ("(1,2,3)", "(1, 2, 3)"), ("\\{1,2\\}", "\\{2,1\\}"), ("2\\sqrt{3}", "\\sqrt{12}"), ("x^2+1", "1+x^2"),
     ("\\text{Evelyn}", "Evelyn"), ("\\text{(C)}", "C"), ("1,000", "1000"), ("-\\frac{1}{2}", "-0.5"),
     ("\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt{3}"), ("3\\pi", "\\pi \\cdot 3"), ("2^{10}", "1024"), ("6.0", "6"),
-    ("y = 2x + 3", "2x+3"), ("\\frac13", "0.333333"), ("\\frac{1}{300}", "0.00333333"),  # to 6 significant digits
+    ("y = 2x + 3", "2x+3"), ("\\frac13", "0.333333"), ("\\frac{1}{300}", "0.00333333"), ("\\frac{3}{56}", "0.053571"),
+    ("\\frac{100}{3}\\%", "33.3333\\%"), ("\\frac17", "14.2857\\%"), ("(\\frac1{20}, \\frac13)", "(0.05, 0.333333)"),
 ]
 NOT_EQUIVALENT = [
     ("3", "4"), ("\\frac{1}{2}", "\\frac{1}{3}"), ("[1,2)", "(1,2)"), ("(1,2)", "(2,1)"), ("50\\%", "5"),
     ("30^\\circ", "60"), ("\\text{east}", "\\text{west}"), ("\\pi", "3.14"), ("x=5", "6"), ("(1,2,3)", "(1,2)"),
     ("\\{1,2\\}", "\\{1,3\\}"), ("\\sqrt{2}", "2"), ("x^2+1", "x^2-1"), ("-1", "1"), ("10\\text{ cm}", "11"),
-    ("0.5", "0.55"), ("1000", "100"), ("\\frac13", "0.3333"), ("\\frac{1}{300}", "0.003333"), ("0", "0.0000001"),
+    ("0.5", "0.55"), ("1000", "100"), ("\\frac13", "0.3333"), (".0000672", ".0000670"), ("0", "0.0000001"),
 ]
 # Strings that make sympy hang (each needs a timeout) and strings that merely fail to parse.
 HANGING = ["(10^{100})!", "9^{9^{9^{9}}}", "2^{2^{2^{2^{2^{2}}}}}", "\\sum_{n=1}^{10^{10}} n^n"]
@@ -317,17 +318,21 @@ def test_math500_reference_solutions_grade_correct(fast_path, capsys):
 
 def test_math500_answers_wrong_in_a_small_decimal_or_a_base_grade_wrong():
     """Real MATH-500 golds that graded wrong answers right: math-verify rounds floats to 6 decimals (".0000670" was
-    ".0000672") and reads "52_9" as 52 (it was "52_8"). Vote grouping joined such answers into one class too."""
+    ".0000672") and reads "52_9" as 52 (it was "52_8"). Vote grouping joined such answers into one class too. (Right
+    answers to 6 significant digits stay right: EQUIVALENT's percentages, tuples and 0.053571 for 3/56.)"""
     golds = {r["answer"] for r in _math500_rows()}
     small = ".0000672"  # 21 / (2^2 * 5^7) as a terminating decimal
     assert small in golds and Fraction(21, 2**2 * 5**7) == Fraction(small)
     based = sorted(g for g in golds if "_" in g)
     assert based == ["204_5", "2516_8", "40_9", "4210_{5}", "4343_6", "52_8"]
     other_base = [re.sub(r"_\{?(\d+)\}?$", lambda m: f"_{{{int(m.group(1)) + 1}}}", g) for g in based]  # "52_{9}"
+    other_base += [re.sub(r"_\{?(\d+)\}?$", lambda m: f"_{{({int(m.group(1)) + 1})}}", g) for g in based[:2]]
+    other_base += ["-" + g for g in based[:2]]  # "-204_5"
     digits = [g.split("_")[0] for g in based]  # "52": the base left out, as math-verify also reads it
     floats = [(".0000670", False), ("0.000067", False), ("0.0000674", False), ("6.7\\times10^{-5}", False),
               ("0.0000672", True), ("6.72\\times10^{-5}", True), ("\\frac{21}{312500}", True)]
-    cases = [(small, answer, right) for answer, right in floats] + [(g, a, False) for g, a in zip(based, other_base)] \
+    cases = [(small, answer, right) for answer, right in floats] \
+        + [(g, a, False) for g, a in zip(based + based[:2] * 2, other_base)] \
         + [(g, a, True) for g, a in zip(based * 2, based + digits)]
     for fast_path in (True, False):  # math-verify alone decides the floats; the fast path, the bases
         with rm.Grader(num_workers=1, fast_path=fast_path) as g:

@@ -238,27 +238,27 @@ def unicode_to_latex(answer: str) -> str:
 _WHOLE_NUMBER = re.compile(r"[+-]?\d+")
 
 
-# A numeral in a base, "52_8", "4210_{5}", "1A_{16}" (digits or capitals, at least one digit; math-verify reads it
-# as the number its digits spell in base 10, "52", and drops the base)
-_BASE_NUMERAL = re.compile(r"(?=[0-9A-Z]*\d)([0-9A-Z]+)_(?:\{(\d+)\}|(\d))")
+# A numeral in a base, "52_8", "4210_{5}", "52_{(8)}", "-1A_{16}" (digits or capitals, at least one digit; math-verify
+# reads it as the number its digits spell in base 10, "52", and drops the base)
+_BASE_NUMERAL = re.compile(r"([+-]?)(?=[0-9A-Z]*\d)([0-9A-Z]+)_(?:\{\(?(\d+)\)?\}|(\d))")
 
 
-def _base_numeral(key: str) -> tuple[str, int] | None:
-    """A normalised key's (digits, base), for a numeral valid in its base (2 to 36), else None."""
+def _base_numeral(key: str) -> tuple[bool, str, int] | None:
+    """A normalised key's (negative, digits, base), for a numeral valid in its base (2 to 36), else None."""
     m = _BASE_NUMERAL.fullmatch(key)
-    if m is None or not 2 <= int(base := m.group(2) or m.group(3)) <= 36:
+    if m is None or not 2 <= int(base := m.group(3) or m.group(4)) <= 36:
         return None
     try:
-        int(m.group(1), int(base))
+        int(m.group(2), int(base))
     except ValueError:  # "9_8": not a base-8 numeral
         return None
-    return m.group(1).lstrip("0") or "0", int(base)
+    return m.group(1) == "-", m.group(2).lstrip("0") or "0", int(base)
 
 
 def same_by_key(a: str, b: str) -> bool | None:
     """Decided without math-verify: True for equal normalised keys, the numeric comparison when both keys are
-    whole numbers ("7" vs "07" vs "5"), numerals in a base by their digits and base ("52_8" is not "52_9", which
-    math-verify equated; "52" is "52_8", as it has it); None when math-verify must decide."""
+    whole numbers ("7" vs "07" vs "5"), numerals in a base by their sign, digits and base ("52_8" is not "52_9",
+    which math-verify equated; "52" is "52_8", as it has it); None when math-verify must decide."""
     ka, kb = normalize_answer(a), normalize_answer(b)
     if ka == kb:
         return True
@@ -267,8 +267,8 @@ def same_by_key(a: str, b: str) -> bool | None:
     based = [_base_numeral(ka), _base_numeral(kb)]
     if based[0] and based[1]:
         return based[0] == based[1]
-    if any(based) and (digits := _WHOLE_NUMBER.fullmatch(kb if based[0] else ka)):  # the base left out
-        return (based[0] or based[1])[0] == (digits.group().lstrip("+").lstrip("0") or "0")
+    if any(based) and _WHOLE_NUMBER.fullmatch(whole := kb if based[0] else ka):  # the base left out
+        return (based[0] or based[1])[:2] == (whole.startswith("-"), whole.lstrip("+-").lstrip("0") or "0")
     return None
 
 

@@ -19,26 +19,24 @@ def _worker_equivalent(pred: str, gold: str, symmetric: bool) -> tuple[bool, str
     parsed = [parse(f"\\boxed{{{s}}}", parsing_timeout=None) for s in (gold, pred)]
     if not parsed[0] or not parsed[1]:
         return False, "unparsed"
-    decimals = _float_decimals(parsed)
-    ok = verify(parsed[0], parsed[1], float_rounding=decimals, timeout_seconds=None)
+    ok = verify(parsed[0], parsed[1], timeout_seconds=None)
     if symmetric and not ok:  # verify is asymmetric (e.g. equation vs value); voting needs a symmetric relation
-        ok = verify(parsed[1], parsed[0], float_rounding=decimals, timeout_seconds=None)
-    return bool(ok), None
+        ok = verify(parsed[1], parsed[0], timeout_seconds=None)
+    return bool(ok) and _close(parsed[0][0], parsed[1][0]), None
 
 
-def _float_decimals(parsed) -> int:
-    """The decimals math-verify rounds a float comparison to: its 6, plus the leading zeros after the point of the
-    smallest nonzero number in either answer, so small numbers are compared to about 6 significant digits as large
-    ones are (at 6 decimals .0000670 equalled .0000672, and every answer within 5e-7 of a small gold was right)."""
-    from sympy import Number
-
-    sizes = [abs(float(n)) for answer in parsed for value in answer if hasattr(value, "atoms")
-             for n in value.atoms(Number) if n != 0 and n.is_finite]
-    smallest = min(sizes, default=1.0) or 1.0  # (a Rational too small for a float is 0.0)
-    return 6 + min(MAX_EXTRA_DECIMALS, max(0, -math.floor(math.log10(smallest)) - 1))
+REL_TOL = 1e-4  # two numbers within it are one answer (as Qwen2.5-Math's evaluation compares numbers)
 
 
-MAX_EXTRA_DECIMALS = 12  # beyond ~1e-12 a float's 15 significant digits would be compared
+def _close(gold, pred) -> bool:
+    """False for two numbers math-verify equates though they differ by more than ``REL_TOL`` of the larger: it
+    compares floats rounded to 6 decimals, so ".0000670" equalled ".0000672" (every small number within 5e-7 of a
+    small gold did); True for anything else (math-verify's verdict stands: a tuple, an equation, an expression)."""
+    try:
+        a, b = float(gold), float(pred)  # a number, a percentage, a fraction; else TypeError
+    except (TypeError, ValueError, OverflowError):
+        return True
+    return math.isclose(a, b, rel_tol=REL_TOL) or not (math.isfinite(a) and math.isfinite(b))
 
 
 def _worker_main(memory_mb: int) -> None:

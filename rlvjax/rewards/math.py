@@ -5,9 +5,10 @@ Equivalence is decided by math-verify (sympy), which can hang or blow up memory 
 worker *subprocess* under our own wall-clock limit: a worker past its deadline is killed and replaced, and the
 item counts as incorrect (and as a timeout in `GradeStats`). Nothing here raises on bad input or hangs.
 
-Where math-verify's defaults grade a wrong answer right, rlvjax decides: a float is compared to about 6 significant
-digits, not 6 decimals (`grader_worker._float_decimals`: ".0000670" is not ".0000672"), and a numeral in a base by
-its digits and base (`answers.same_by_key`: "52_9" is not "52_8"; "52" is, as math-verify has it).
+Where math-verify's defaults grade a wrong answer right, rlvjax decides: two numbers must also agree within a relative
+1e-4 (`grader_worker._close`: math-verify rounds floats to 6 decimals, so ".0000670" was ".0000672"), and a numeral
+in a base is compared by its sign, digits and base (`answers.same_by_key`: "52_9", "52_{(9)}" and "-52_8" are not
+"52_8"; "52" is, as math-verify has it).
 
 Workers are plain subprocesses running ``grader_worker.py`` as a script, talking JSON lines over stdin/stdout, rather
 than multiprocessing children: a spawned multiprocessing child re-imports the `rlvjax` package (hence JAX) and the
