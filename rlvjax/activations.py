@@ -5,6 +5,8 @@ against compiled memory in tests/test_memory.py and tests/test_dry_run.py."""
 
 from __future__ import annotations
 
+import math
+
 from rlvjax.model.transformer import ModelConfig
 
 
@@ -14,16 +16,17 @@ def layer_activations_per_token(cfg: ModelConfig, seq_len: int, tensor: int) -> 
     MLP's gate, up, silu(gate) and product (4F); in f32 the two norms' upcast inputs (2D) and, per query token, the
     attention scores, probabilities and their masked copy (3 x H x T); with Qwen3's query/key norms also their
     outputs and upcast inputs (q + kv in each: 3.1 kB a token a layer compiled, 3.07 planned, head_dim 64). Heads and
-    MLP split over ``tensor`` where the partition rules split their weights (``tensor_split``), the scores' heads
-    as evenly as they go (12 heads over 8 devices: 2 at most; planned whole, 12, the update was 2.3x its compiled
-    memory at Qwen2.5-Math's widths)."""
+    MLP split over ``tensor`` where the partition rules split their weights (``tensor_split``). Heads that do not
+    divide over ``tensor`` split over its largest factor that divides them, the head dimension over the rest (12 heads
+    over 8 devices: 3 a device; planned whole, 12, the update was 2.3x its compiled memory at Qwen2.5-Math's widths;
+    planned 2, 14 heads over 8 were 0.6x: XLA kept 7)."""
     it = cfg.jnp_compute_dtype.itemsize
     d, h, hd = cfg.hidden_size, cfg.num_heads, cfg.kv_dim
     split = lambda n: tensor_split(n, tensor)
     q, kv = split(h * hd), split(cfg.num_kv_heads * hd)
     per_token = it * (4 * d + 3 * q + 3 * kv + 4 * split(cfg.intermediate_size))
     per_token += (it + 4) * (q + kv) if cfg.qk_norm else 0
-    heads = -(-h // tensor) if q < h * hd else h  # 12 heads over 8: XLA splits the queries' columns, 2 heads each
+    heads = h // math.gcd(h, tensor) if q < h * hd else h  # 12 heads over 8: 3 a device (4 ways, head_dim 2 ways)
     return per_token + 4 * 2 * d + heads * seq_len * 3 * 4
 
 
