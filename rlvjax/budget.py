@@ -62,22 +62,27 @@ def advice(p: MemoryPlan, phase: str | None = None, limit_bytes: int | None = No
             key=lambda o: -o[0]))
     micro = f"now {k['micro_batch_size']}" if k["micro_batch_size"] else f"now 0: minibatches of {k['micro_rows']}"
 
-    def switch(change, text, asked, replan=k["replan"]):  # offered where the plan with it is smaller, weighed by
-        if asked != (phase or p.peak_phase):  # what it saves (every phase's options are built; the asked one's read)
-            return []
-        saved = p.phases[asked] - replan(**change).phases.get(asked, p.phases[asked])
-        return [(saved, text)] if saved > 0 else []
+    def switch(change, text, asked, replan=k["replan"]):  # offered where the plan with it is smaller in the phase,
+        if asked != (phase or p.peak_phase):  # its peak no higher, weighed by what it saves in the phase (every phase's
+            return []  # options are built; the asked one's read)
+        other = replan(**change)
+        saved = p.phases[asked] - other.phases.get(asked, p.phases[asked])
+        return [(saved, text)] if saved > 0 and other.peak_bytes <= p.peak_bytes else []
+
+    def splits(mesh):  # the batches the run splits over the data axes (train's check_batch)
+        rows = mesh["data"] * mesh["fsdp"]
+        return all(n % rows == 0 for n in (k["batch_size"], k["micro_batch_size"], k["warm_start_rows"]) if n)
 
     def more_fsdp(asked):  # a factor of 2 moved to fsdp from data or tensor (the same devices), or twice the devices
         shape, found = dict(p.mesh_shape), []
         for source in ("data", "tensor"):
             mesh = {**shape, source: shape[source] // 2, "fsdp": shape["fsdp"] * 2}
-            if shape[source] % 2 == 0 and k["batch_size"] % (mesh["data"] * mesh["fsdp"]) == 0:
+            if shape[source] % 2 == 0 and splits(mesh):
                 found += switch(mesh, f"set MeshConfig.fsdp = {mesh['fsdp']} and {source} = {mesh[source]} (now "
                                       f"{shape['fsdp']} and {shape[source]}: the same devices)", asked, k["replan_mesh"])
-        if k["batch_size"] % (shape["data"] * shape["fsdp"] * 2) == 0:
-            found += switch({**shape, "fsdp": shape["fsdp"] * 2}, f"use twice the devices, with MeshConfig.fsdp = "
-                                                                  f"{shape['fsdp'] * 2}", asked, k["replan_mesh"])
+        if splits(mesh := {**shape, "fsdp": shape["fsdp"] * 2}):
+            found += switch(mesh, f"use twice the devices, with MeshConfig.fsdp = {mesh['fsdp']}", asked,
+                            k["replan_mesh"])
         return found
 
     def remat_option(asked):

@@ -177,6 +177,16 @@ def test_a_mesh_is_advised_only_where_its_plan_is_smaller():
     advice = budget.advice(data, "optimizer")
     assert "set MeshConfig.fsdp = 2 and data = 1 (now 1 and 2: the same devices)" in advice, advice
     assert data.knobs["replan_mesh"](data=1, fsdp=2, tensor=2).phases["optimizer"] < data.phases["optimizer"]
+    # a mesh the run would refuse (micro-batches of 2 rows over data x fsdp = 4) is not named, nor one whose plan
+    # shrinks the refused phase but raises the peak (data 4 x tensor 2, group 16: the rollout's fsdp 2 x tensor 1
+    # moved the peak to the update, 21.29 -> 21.42 GiB)
+    micro = qwen_plan("4xa100", 4, ["RLConfig.micro_batch_size = 2"])
+    assert "MeshConfig.fsdp" not in budget.advice(micro, "update")
+    wide = qwen_plan("4xa100", 8, ["MeshConfig.data = 4", "MeshConfig.fsdp = 1", "MeshConfig.tensor = 2",
+                                   "RLConfig.group_size = 16"])
+    moved = wide.knobs["replan_mesh"](data=4, fsdp=2, tensor=1)
+    assert wide.peak_phase == "rollout" and moved.phases["rollout"] < wide.phases["rollout"]
+    assert moved.peak_bytes > wide.peak_bytes and "tensor = 1" not in budget.advice(wide), budget.advice(wide)
 
 
 def test_refusals_name_the_phase_that_does_not_fit():
