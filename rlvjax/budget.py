@@ -78,8 +78,9 @@ def advice(p: MemoryPlan, phase: str | None = None, limit_bytes: int | None = No
         for source in ("data", "tensor"):
             mesh = {**shape, source: shape[source] // 2, "fsdp": shape["fsdp"] * 2}
             if shape[source] % 2 == 0 and splits(mesh):
-                found += switch(mesh, f"set MeshConfig.fsdp = {mesh['fsdp']} and {source} = {mesh[source]} (now "
-                                      f"{shape['fsdp']} and {shape[source]}: the same devices)", asked, k["replan_mesh"])
+                text = (f"set MeshConfig.fsdp = {mesh['fsdp']} and {source} = {mesh[source]} (now {shape['fsdp']} "
+                        f"and {shape[source]}: the same devices)")
+                found += switch(mesh, text, asked, k["replan_mesh"])
         if splits(mesh := {**shape, "fsdp": shape["fsdp"] * 2}):
             found += switch(mesh, f"use twice the devices, with MeshConfig.fsdp = {mesh['fsdp']}", asked,
                             k["replan_mesh"])
