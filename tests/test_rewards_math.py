@@ -330,6 +330,7 @@ def test_math500_answers_wrong_in_a_small_decimal_or_a_base_grade_wrong():
     other_base += ["-" + g for g in based[:2]]  # "-204_5"
     digits = [g.split("_")[0] for g in based]  # "52": the base left out, as math-verify also reads it
     floats = [(".0000670", False), ("0.000067", False), ("0.0000674", False), ("6.7\\times10^{-5}", False),
+              ("x = 0.0000670", False), ("x = 0.0000672", True),
               ("0.0000672", True), ("6.72\\times10^{-5}", True), ("\\frac{21}{312500}", True)]
     cases = [(small, answer, right) for answer, right in floats] \
         + [(g, a, False) for g, a in zip(based + based[:2] * 2, other_base)] \

@@ -31,9 +31,12 @@ REL_TOL = 1e-4  # two numbers within it are one answer (as Qwen2.5-Math's evalua
 def _close(gold, pred) -> bool:
     """False for two numbers math-verify equates though they differ by more than ``REL_TOL`` of the larger: it
     compares floats rounded to 6 decimals, so ".0000670" equalled ".0000672" (every small number within 5e-7 of a
-    small gold did); True for anything else (math-verify's verdict stands: a tuple, an equation, an expression)."""
+    small gold did); True for anything else (math-verify's verdict stands: a tuple, a percentage, an expression)."""
+    from sympy import Eq
+
+    gold, pred = (x.rhs if isinstance(x, Eq) else x for x in (gold, pred))  # "x = 0.0000670": its value
     try:
-        a, b = float(gold), float(pred)  # a number, a percentage, a fraction; else TypeError
+        a, b = float(gold), float(pred)  # a number or a fraction; else TypeError (a percentage too)
     except (TypeError, ValueError, OverflowError):
         return True
     return math.isclose(a, b, rel_tol=REL_TOL) or not (math.isfinite(a) and math.isfinite(b))
