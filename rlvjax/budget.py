@@ -112,7 +112,7 @@ def advice(p: MemoryPlan, phase: str | None = None, limit_bytes: int | None = No
         "eval": [(own.get("eval KV cache", 0), f"reduce RunConfig.eval_samples (now {k['eval_samples']})")]
                 + more_fsdp("eval"),
         "final eval": [(own.get("final KV cache", 0), f"reduce RunConfig.final_eval_samples (now "
-                                                      f"{k['final_eval_samples']})")],
+                                                      f"{k['final_eval_samples']})")] + more_fsdp("final eval"),
     }[phase or p.peak_phase]
     return " / ".join(text for _, text in sorted(options, key=lambda o: -o[0]))
 

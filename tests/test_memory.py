@@ -187,6 +187,11 @@ def test_a_mesh_is_advised_only_where_its_plan_is_smaller():
     moved = wide.knobs["replan_mesh"](data=4, fsdp=2, tensor=1)
     assert wide.peak_phase == "rollout" and moved.phases["rollout"] < wide.phases["rollout"]
     assert moved.peak_bytes > wide.peak_bytes and "tensor = 1" not in budget.advice(wide), budget.advice(wide)
+    # a refused end-of-run report is offered meshes too (it named none: review diff13)
+    final = qwen_plan("4xa100", 4, ["MeshConfig.fsdp = 1", "MeshConfig.tensor = 4", "RunConfig.batch_size = 2",
+                                    "RLConfig.micro_batch_size = 8"])
+    assert final.peak_phase == "final eval", final.phases
+    assert "set MeshConfig.fsdp = 2 and tensor = 2 (now 1 and 4: the same devices)" in budget.advice(final)
 
 
 def test_refusals_name_the_phase_that_does_not_fit():

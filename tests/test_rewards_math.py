@@ -340,6 +340,7 @@ def test_math500_answers_wrong_in_a_small_decimal_or_a_base_grade_wrong():
             verdicts = g.equivalent([a for _, a, _ in cases], [gold for gold, _, _ in cases])[0]
         checked = cases if fast_path else cases[:len(floats)]
         assert [(gold, a) for (gold, a, right), v in zip(checked, verdicts) if v != right] == []
+    assert rm.answers_equivalent("-0_2", "0_2") and rm.answers_equivalent("0_2", "-0")  # -0 is 0 in any base
     np.testing.assert_array_equal(testtime.answer_classes(
         [small, ".0000670", "0.0000669", "0.000067", "6.72\\times10^{-5}"]), [0, 1, 2, 1, 0])
 

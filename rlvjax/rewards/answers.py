@@ -252,7 +252,8 @@ def _base_numeral(key: str) -> tuple[bool, str, int] | None:
         int(m.group(2), int(base))
     except ValueError:  # "9_8": not a base-8 numeral
         return None
-    return m.group(1) == "-", m.group(2).lstrip("0") or "0", int(base)
+    digits = m.group(2).lstrip("0") or "0"
+    return m.group(1) == "-" and digits != "0", digits, int(base)  # (-0 is 0)
 
 
 def same_by_key(a: str, b: str) -> bool | None:
@@ -268,7 +269,8 @@ def same_by_key(a: str, b: str) -> bool | None:
     if based[0] and based[1]:
         return based[0] == based[1]
     if any(based) and _WHOLE_NUMBER.fullmatch(whole := kb if based[0] else ka):  # the base left out
-        return (based[0] or based[1])[:2] == (whole.startswith("-"), whole.lstrip("+-").lstrip("0") or "0")
+        digits = whole.lstrip("+-").lstrip("0") or "0"
+        return (based[0] or based[1])[:2] == (whole.startswith("-") and digits != "0", digits)
     return None
 
 
