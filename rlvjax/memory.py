@@ -36,6 +36,7 @@ computes bf16 matmuls in f32, with copies an accelerator does not make, so only 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Mapping
 
 import jax
@@ -331,8 +332,8 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
     ``verify_tokens``: the verify prompt's length (``len(verifier.VerifierTokens.suffix)``); ``eval_problems``: how many
     eval records the task has (0: no eval phases; None: at least one full eval batch); ``warm_start_rows``: the warm
     start's batch (``WarmStartConfig.batch_size``; 0: none) of ``warm_start_width`` tokens (``sft.row_width``).
-    ``knobs["replan"](**rl_changes)`` plans the same run with other ``RLConfig`` values: a refusal's advice weighs
-    remat and log-prob chunking by what they would save (planned only then).
+    ``knobs["replan"](**rl_changes)`` / ``knobs["replan_mesh"](**axes)`` plan the same run with other ``RLConfig``
+    values / on another mesh: a refusal's advice weighs remat, chunking and meshes by what they save (planned then).
     """
     cfg, rl, run = model_config, rl_config, run_config
     mesh = _as_mesh(mesh)
@@ -394,13 +395,11 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
              "max_new_tokens": n, "eval_samples": run.eval_samples, "final_eval_samples": run.final_eval_samples,
              "vineppo_samples": rl.vineppo_samples, "remat": rl.remat, "logprob_chunk_size": rl.logprob_chunk_size,
              "warm_start_rows": warm_start_rows, "warm_start_width": warm_start_width}
-    knobs["replan"] = lambda **change: plan(cfg, dataclasses.replace(rl, **change), run, mesh,
-                                            prompt_tokens=prompt_tokens, verify_tokens=verify_tokens, optim=optim,
-                                            eval_problems=eval_problems, warm_start_rows=warm_start_rows,
-                                            warm_start_width=warm_start_width)
-    knobs["replan_mesh"] = lambda **axes: plan(cfg, rl, run, axes, prompt_tokens=prompt_tokens,
-                                               verify_tokens=verify_tokens, optim=optim, eval_problems=eval_problems,
-                                               warm_start_rows=warm_start_rows, warm_start_width=warm_start_width)
+    again = functools.partial(plan, cfg, run_config=run, prompt_tokens=prompt_tokens, verify_tokens=verify_tokens,
+                              optim=optim, eval_problems=eval_problems, warm_start_rows=warm_start_rows,
+                              warm_start_width=warm_start_width)
+    knobs["replan"] = lambda **change: again(rl_config=dataclasses.replace(rl, **change), mesh=mesh)
+    knobs["replan_mesh"] = lambda **axes: again(rl_config=rl, mesh=axes)
     return MemoryPlan(tuple(items), tuple(shape.items()), count_params(params), knobs)
 
 
