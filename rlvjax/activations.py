@@ -16,18 +16,29 @@ def layer_activations_per_token(cfg: ModelConfig, seq_len: int, tensor: int) -> 
     MLP's gate, up, silu(gate) and product (4F); in f32 the two norms' upcast inputs (2D) and, per query token, the
     attention scores, probabilities and their masked copy (3 x H x T); with Qwen3's query/key norms also their
     outputs and upcast inputs (q + kv in each: 3.1 kB a token a layer compiled, 3.07 planned, head_dim 64). Heads and
-    MLP split over ``tensor`` where the partition rules split their weights (``tensor_split``). Heads that do not
-    divide over ``tensor`` split over its largest factor that divides them, the head dimension over the rest (12 heads
-    over 8 devices: 3 a device; planned whole, 12, the update was 2.3x its compiled memory at Qwen2.5-Math's widths;
-    planned 2, 14 heads over 8 were 0.6x: XLA kept 7)."""
+    MLP split over ``tensor`` where the partition rules split their weights (``tensor_split``), the scores' heads as
+    XLA splits them (``score_head_split``: 12 heads over 8 devices, 3 a device; planned whole, 12, the update was 2.3x
+    its compiled memory at Qwen2.5-Math's widths; planned 2, 14 heads over 8 were 0.6x: XLA kept 7)."""
     it = cfg.jnp_compute_dtype.itemsize
     d, h, hd = cfg.hidden_size, cfg.num_heads, cfg.kv_dim
     split = lambda n: tensor_split(n, tensor)
     q, kv = split(h * hd), split(cfg.num_kv_heads * hd)
     per_token = it * (4 * d + 3 * q + 3 * kv + 4 * split(cfg.intermediate_size))
     per_token += (it + 4) * (q + kv) if cfg.qk_norm else 0
-    heads = h // math.gcd(h, tensor) if q < h * hd else h  # 12 heads over 8: 3 a device (4 ways, head_dim 2 ways)
+    heads = h // score_head_split(cfg, tensor) if q < h * hd else h
     return per_token + 4 * 2 * d + heads * seq_len * 3 * 4
+
+
+def score_head_split(cfg: ModelConfig, tensor: int) -> int:
+    """How many ways XLA splits the attention scores' heads over ``tensor``. The query heads split over the largest
+    factor of ``tensor`` that divides them (12 heads over 8: 4 ways, 3 a device, the head dimension 2 ways), and the
+    scores keep the queries' ``[kv_heads, groups]`` layout, so only a split that tiles it holds: whole kv heads a
+    device, or whole groups of one kv head (12 / 2 kv over 4: each device one half of a kv head's 6 queries). Any other
+    split is dropped (24 heads / 3 kv over 8: the 8-way split gives a device queries of two kv heads, so every device
+    kept all 24 heads' scores; planned at 3 a device, the update was 2.1x its plan at 2 layers)."""
+    h, kv = cfg.num_heads, cfg.num_kv_heads
+    tiles = lambda f: kv % f == 0 or (f % kv == 0 and (h // kv) % (f // kv) == 0)
+    return max(f for f in range(1, tensor + 1) if math.gcd(h, tensor) % f == 0 and tiles(f))
 
 
 def tensor_split(n: int, tensor: int) -> int:

@@ -349,13 +349,14 @@ from rlvjax.model.transformer import ModelConfig
 from rlvjax.rl.config import OptimConfig, RLConfig
 rl = RLConfig(group_size=4, max_new_tokens=256, micro_batch_size=8, remat="full", logprob_chunk_size=128)
 run = experiment.RunConfig(batch_size=8)
-for heads, head_dim, tensor in ((12, 32, 8), (12, 128, 8), (14, 32, 8), (14, 32, 4), (12, 32, 4), (16, 32, 8)):
+for heads, kv, head_dim, tensor in ((12, 2, 32, 8), (12, 2, 128, 8), (14, 2, 32, 8), (14, 2, 32, 4), (12, 2, 32, 4),
+                                    (16, 2, 32, 8), (24, 3, 64, 8), (24, 6, 64, 8), (28, 7, 64, 4)):
     cfg = ModelConfig(vocab_size=8192, hidden_size=heads * head_dim, intermediate_size=1024, num_layers=2,
-                      num_heads=heads, num_kv_heads=2, head_dim=head_dim, tie_word_embeddings=True)
+                      num_heads=heads, num_kv_heads=kv, head_dim=head_dim, tie_word_embeddings=True)
     mesh = parallel.make_mesh(parallel.MeshConfig(data=1, fsdp=1, tensor=tensor), jax.devices()[:tensor])
     compiled = dry_run.compile_update(cfg, rl, run, OptimConfig(), mesh, prompt_tokens=256, verify_tokens=16)
     plan = memory.plan(cfg, rl, run, mesh, prompt_tokens=256, verify_tokens=16, eval_problems=0)
-    print(heads, tensor, compiled.bytes_per_device / max(plan.phase_bytes("update"), plan.phase_bytes("optimizer")))
+    print(heads, kv, tensor, compiled.bytes_per_device / max(plan.phase_bytes("update"), plan.phase_bytes("optimizer")))
 """
 
 
@@ -364,9 +365,11 @@ def test_heads_that_do_not_divide_over_tensor_are_planned_as_xla_splits_them():
     """12 heads over tensor 8 (Qwen2.5-Math's heads on 8 GPUs): the plan kept every head's attention scores on each
     device, 0.38 of the compiled update here (0.43 at Qwen2.5-Math's widths): it ranked tensor 8 above tensor 4 and
     refused runs that fit. Planned as evenly split (2 a device), 14 heads over 8 were 1.6x their plan: XLA splits the
-    heads over the largest factor of tensor that divides them (14 over 8: 2 ways, 7 heads a device)."""
+    heads over the largest factor of tensor that divides them (14 over 8: 2 ways, 7 heads a device), and only as far as
+    the split tiles the scores' [kv heads, groups] layout: 24 heads / 3 kv over 8 were 2.1x a plan of 3 heads a
+    device (XLA kept all 24; 24 / 6 kv over 8 kept 12, 28 / 7 kv over 4 all 28)."""
     ratios, out = compiled_over_plan(HEADS_OVER_TENSOR)
-    assert len(ratios) == 6 and all(0.8 <= r <= 1.1 for r in ratios), out
+    assert len(ratios) == 9 and all(0.8 <= r <= 1.1 for r in ratios), out
 
 
 UNREMATTED_ON_FSDP = """
