@@ -159,7 +159,7 @@ class RLVTrainer:
             train_dataset = eval_dataset = None
         self.config = self.config.absolute_paths()  # as the CLI records them: read again from other directories
         self.reward = registry.Rewards.of(self.config, functions)
-        self.output_dir = Path(args.output_dir)
+        self.output_dir = Path(args.output_dir).expanduser().absolute()  # as the data paths: fixed here, not per call
         if train_dataset is None:
             if self.config.task.name == "file" and self.config.task.train_file is None:
                 raise ValueError("no train_dataset, and the config's task is 'file' without TaskSpec.train_file; "

@@ -717,7 +717,9 @@ def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
         model=ModelSpec(hf_dir="model", tokenizer_dir="Qwen/Qwen2.5-Math-1.5B"),
         task=TaskSpec(name="file", train_file="train.jsonl", eval_file="not_yet.jsonl")))
     with contextlib.chdir(tmp_path):
-        config = rlvjax.RLVTrainer(args=own).config
+        trainer = rlvjax.RLVTrainer(args=dataclasses.replace(own, output_dir="run"))
+    config = trainer.config  # the run's own directory too (it was taken at each call: a chdir split run and data)
+    assert trainer.output_dir == tmp_path / "run"
     assert (config.model.hf_dir, config.model.tokenizer_dir, config.task.train_file, config.task.eval_file) == (
         str(model_dir), "Qwen/Qwen2.5-Math-1.5B", str(tmp_path / "train.jsonl"), "not_yet.jsonl")
     assert rlvjax.RLVConfig(output_dir="x", reward_weights=[1.0, 0.5]).reward_weights == (1.0, 0.5)  # TRL's lists
@@ -848,8 +850,9 @@ def test_evaluate_prices_a_test_time_strategy_through_the_api(user_run, monkeypa
     # On a copy: the other tests of the module read eval/final as the user's (a worker that ran this test first, when
     # it replaced eval/final, failed test_evaluate_returns_and_writes_the_report)
     root = shutil.copytree(root, tmp_path / "user")
-    monkeypatch.chdir(root)  # the user's output_dir is relative
-    trainer = namespace["trainer"]
+    monkeypatch.chdir(root)  # the user's output_dir is relative: taken in the directory the trainer is built in
+    trainer = rlvjax.RLVTrainer(reward_funcs=namespace["exact_match"], train_dataset="data.jsonl",
+                                eval_dataset="data.jsonl", args=namespace["args"])
     rules = [AdaptiveRule(min_samples=1, round_size=1, max_samples=4, delta=d) for d in (0.5, 0.0)]
     # eval/final holds the fixed strategy's evaluation: refused there, not replaced
     with pytest.raises(ValueError, match=r"holds an evaluation with strategy='fixed', rules=\[\] \(this one: "
