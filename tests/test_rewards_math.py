@@ -334,7 +334,7 @@ def test_math500_answers_wrong_in_a_small_decimal_or_a_base_grade_wrong():
               ("0.0000672", True), ("6.72\\times10^{-5}", True), ("\\frac{21}{312500}", True)]
     cases = [(small, answer, right) for answer, right in floats] \
         + [(g, a, False) for g, a in zip(based + based[:2] * 2, other_base)] \
-        + [(g, a, True) for g, a in zip(based * 2, based + digits)]
+        + [(g, a, True) for g, a in zip(based * 2, based + digits)] + [("52_8", "52_{(8}", False)]  # unbalanced
     for fast_path in (True, False):  # math-verify alone decides the floats; the fast path, the bases
         with rm.Grader(num_workers=1, fast_path=fast_path) as g:
             verdicts = g.equivalent([a for _, a, _ in cases], [gold for gold, _, _ in cases])[0]

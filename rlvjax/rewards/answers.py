@@ -240,13 +240,13 @@ _WHOLE_NUMBER = re.compile(r"[+-]?\d+")
 
 # A numeral in a base, "52_8", "4210_{5}", "52_{(8)}", "-1A_{16}" (digits or capitals, at least one digit; math-verify
 # reads it as the number its digits spell in base 10, "52", and drops the base)
-_BASE_NUMERAL = re.compile(r"([+-]?)(?=[0-9A-Z]*\d)([0-9A-Z]+)_(?:\{\(?(\d+)\)?\}|(\d))")
+_BASE_NUMERAL = re.compile(r"([+-]?)(?=[0-9A-Z]*\d)([0-9A-Z]+)_(?:\{(\d+)\}|\{\((\d+)\)\}|(\d))")
 
 
 def _base_numeral(key: str) -> tuple[bool, str, int] | None:
     """A normalised key's (negative, digits, base), for a numeral valid in its base (2 to 36), else None."""
     m = _BASE_NUMERAL.fullmatch(key)
-    if m is None or not 2 <= int(base := m.group(3) or m.group(4)) <= 36:
+    if m is None or not 2 <= int(base := m.group(3) or m.group(4) or m.group(5)) <= 36:
         return None
     try:
         int(m.group(2), int(base))
