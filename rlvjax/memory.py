@@ -209,7 +209,7 @@ def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, promp
     neither dtype nor layout changes), the engine's KV cache in ``parallel.cache_spec``'s layout for the whole loop,
     the prompts' own cache (each prompt is prefilled once; its samples' rows copy it), and the largest of the
     temporaries: a prefill step (``steps.prefill_rows`` prompts' f32 scores and probabilities over one cache
-    block), a decode step (``[rows, V]`` f32 logits and their exponentials), a verifier score (the copied cache of
+    block, or their MLP intermediates: 0.42 GiB of eval uncounted at Qwen2.5-Math's widths on fsdp 4), a decode step (``[rows, V]`` f32 logits and their exponentials), a verifier score (the copied cache of
     the rows scored together and their scores) and one layer of the half-size batch the engine shrinks into.
     """
     mesh = _as_mesh(mesh)
@@ -239,7 +239,11 @@ def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, promp
                           "weights split only on a later dimension (embedding, o/down projections at tensor 1) "
                           "are copied around their all-gather into the sampling layout"))
     step_prompts = steps.prefill_rows(prompts, prompt_tokens, mesh) or prompts
-    prefill = ceil(step_prompts, row_shards) * q_local * prompt_tokens * max(kv_blocks(prompt_tokens)) * 2 * 4
+    prefill_tokens = ceil(step_prompts, row_shards) * prompt_tokens
+    # the scores and probabilities of one cache block, or the MLP's gate, up, activation and product
+    mlp_width = tensor_split(cfg.intermediate_size, 1 if "tensor" in parallel.axis_names(cache[0]) else
+                             mesh.shape["tensor"])
+    prefill = prefill_tokens * max(q_local * max(kv_blocks(prompt_tokens)) * 2 * 4, 4 * mlp_width * it)
     decode = rows_local * cfg.vocab_size * 2 * 4
     scored = max(1, rows_local // 8)
     score = scored * (seq * per_slot + q_local * (verify_tokens + 1) * max(kv_blocks(seq)) * 2 * 4)
