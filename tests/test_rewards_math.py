@@ -318,8 +318,9 @@ def test_math500_reference_solutions_grade_correct(fast_path, capsys):
 
 def test_math500_answers_wrong_in_a_small_decimal_or_a_base_grade_wrong():
     """Real MATH-500 golds that graded wrong answers right: math-verify rounds floats to 6 decimals (".0000670" was
-    ".0000672") and reads "52_9" as 52 (it was "52_8"). Vote grouping joined such answers into one class too. (Right
-    answers to 6 significant digits stay right: EQUIVALENT's percentages, tuples and 0.053571 for 3/56.)"""
+    ".0000672", also inside a tuple, set, matrix, equation or percentage) and reads "52_9" as 52 (it was "52_8"). Vote
+    grouping joined such answers into one class too. (Right answers to 6 significant digits stay right: EQUIVALENT's
+    percentages, tuples and 0.053571 for 3/56.)"""
     golds = {r["answer"] for r in _math500_rows()}
     small = ".0000672"  # 21 / (2^2 * 5^7) as a terminating decimal
     assert small in golds and Fraction(21, 2**2 * 5**7) == Fraction(small)
@@ -330,15 +331,24 @@ def test_math500_answers_wrong_in_a_small_decimal_or_a_base_grade_wrong():
     other_base += ["-" + g for g in based[:2]]  # "-204_5"
     digits = [g.split("_")[0] for g in based]  # "52": the base left out, as math-verify also reads it
     floats = [(".0000670", False), ("0.000067", False), ("0.0000674", False), ("6.7\\times10^{-5}", False),
-              ("x = 0.0000670", False), ("x = 0.0000672", True),
+              ("x = 0.0000670", False), ("x = 0.0000672", True), ("0.00672202\\%", False), ("0.00672\\%", True),
               ("0.0000672", True), ("6.72\\times10^{-5}", True), ("\\frac{21}{312500}", True)]
-    cases = [(small, answer, right) for answer, right in floats] \
+    # the same numbers in a tuple, an interval, a set, a matrix, an equation set, a percentage (numbers compared one by
+    # one; a set's in any order), and right answers of those shapes that must stay right
+    column = "\\begin{{pmatrix}}{}\\\\1\\end{{pmatrix}}".format
+    shaped = [(f"({small}, 1)", "(0.0000670, 1)", False), (f"({small}, 1)", "(0.0000672, 1)", True),
+              (f"[{small}, 1)", "[0.0000670, 1)", False), (f"\\{{{small}, 1\\}}", "\\{1, 0.0000670\\}", False),
+              (f"\\{{{small}, 1\\}}", "\\{1, 0.0000672\\}", True), (column(small), column("0.0000670"), False),
+              (f"x={small}, y=2", "x=0.0000670, y=2", False), (f"x={small}, y=2", f"y=2, x={small}", True),
+              ("0.0000672\\%", "0.0000670\\%", False), ("50\\%", "\\frac12", True), ("\\frac{100}{3}\\%", "33.3333\\%", True),
+              ("(\\frac1{20}, \\frac13)", "(0.05, 0.333333)", True), ("[0, \\infty)", "[0,\\infty)", True)]
+    cases = [(small, answer, right) for answer, right in floats] + shaped \
         + [(g, a, False) for g, a in zip(based + based[:2] * 2, other_base)] \
         + [(g, a, True) for g, a in zip(based * 2, based + digits)] + [("52_8", "52_{(8}", False)]  # unbalanced
     for fast_path in (True, False):  # math-verify alone decides the floats; the fast path, the bases
         with rm.Grader(num_workers=1, fast_path=fast_path) as g:
             verdicts = g.equivalent([a for _, a, _ in cases], [gold for gold, _, _ in cases])[0]
-        checked = cases if fast_path else cases[:len(floats)]
+        checked = cases if fast_path else cases[:len(floats) + len(shaped)]
         assert [(gold, a) for (gold, a, right), v in zip(checked, verdicts) if v != right] == []
     assert rm.answers_equivalent("-0_2", "0_2") and rm.answers_equivalent("0_2", "-0")  # -0 is 0 in any base
     np.testing.assert_array_equal(testtime.answer_classes(

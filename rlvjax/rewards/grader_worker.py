@@ -29,17 +29,47 @@ REL_TOL = 1e-4  # two numbers within it are one answer (as Qwen2.5-Math's evalua
 
 
 def _close(gold, pred) -> bool:
-    """False for two numbers math-verify equates though they differ by more than ``REL_TOL`` of the larger: it
+    """False where math-verify equated two answers whose numbers differ by more than ``REL_TOL`` of the larger: it
     compares floats rounded to 6 decimals, so ".0000670" equalled ".0000672" (every small number within 5e-7 of a
-    small gold did); True for anything else (math-verify's verdict stands: a tuple, a percentage, an expression)."""
-    from sympy import Eq
-
-    gold, pred = (x.rhs if isinstance(x, Eq) else x for x in (gold, pred))  # "x = 0.0000670": its value
-    try:
-        a, b = float(gold), float(pred)  # a number or a fraction; else TypeError (a percentage too)
-    except (TypeError, ValueError, OverflowError):
+    small gold did), also inside an equation, a percentage, a tuple, an interval, a set or a matrix. Compared number
+    by number where both answers are such numbers of one shape (``_numbers``); math-verify's verdict stands for
+    anything else (an expression, a mix of shapes)."""
+    a, b = _numbers(gold), _numbers(pred)
+    if a is None or b is None or len(a[1]) != len(b[1]):
         return True
+    if not (a[0] and b[0]):  # a set on either side: its elements in any order
+        a, b = (sorted(x[1], key=lambda c: c[0]) for x in (a, b))
+    else:
+        a, b = a[1], b[1]
+    return all(any(_near(x, y) for x in xs for y in ys) for xs, ys in zip(a, b))
+
+
+def _near(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=REL_TOL) or not (math.isfinite(a) and math.isfinite(b))
+
+
+def _numbers(x) -> tuple[bool, list[tuple[float, ...]]] | None:
+    """``(ordered, numbers)`` of an answer made of numbers: a number or an equation's value (one), a tuple, an
+    interval or a matrix (in order), a set (unordered); each number the values it may stand for (a percentage:
+    math-verify takes "50\\%" as 50 and as 0.5). None for anything else."""
+    from sympy import Eq, FiniteSet, Interval, Mul, Tuple, UnevaluatedExpr
+    from sympy.matrices import MatrixBase
+
+    if isinstance(x, Eq):
+        x = x.rhs
+    if isinstance(x, (Tuple, Interval, FiniteSet, MatrixBase)):
+        parts = list(x) if isinstance(x, MatrixBase) else list(x.args[:2] if isinstance(x, Interval) else x.args)
+        numbers = [_numbers(p) for p in parts]
+        if any(n is None or len(n[1]) != 1 for n in numbers):
+            return None
+        return not isinstance(x, FiniteSet), [n[1][0] for n in numbers]
+    try:
+        if isinstance(x, Mul) and any(isinstance(f, UnevaluatedExpr) for f in x.args):  # a percentage
+            digits = Mul(*(f for f in x.args if not isinstance(f, UnevaluatedExpr)))
+            return True, [(float(x.doit()), float(digits))]
+        return True, [(float(x),)]
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _worker_main(memory_mb: int) -> None:

@@ -6,7 +6,8 @@ worker *subprocess* under our own wall-clock limit: a worker past its deadline i
 item counts as incorrect (and as a timeout in `GradeStats`). Nothing here raises on bad input or hangs.
 
 Where math-verify's defaults grade a wrong answer right, rlvjax decides: two numbers must also agree within a relative
-1e-4 (`grader_worker._close`: math-verify rounds floats to 6 decimals, so ".0000670" was ".0000672"), and a numeral
+1e-4, alone or inside an equation, a percentage, a tuple, an interval, a set or a matrix (`grader_worker._close`:
+math-verify rounds floats to 6 decimals, so ".0000670" was ".0000672"), and a numeral
 in a base is compared by its sign, digits and base (`answers.same_by_key`: "52_9", "52_{(9)}" and "-52_8" are not
 "52_8"; "52" is, as math-verify has it).
 
