@@ -72,6 +72,7 @@ class Checkpointer:
         with orbax_quirks.quiet_read_only():
             self._manager = ocp.CheckpointManager(self.directory, options=options)
         orbax_quirks.quiet_failed_saves()
+        orbax_quirks.signal_failed_saves()
 
     def save(self, step: int, state: Any, *, data_state: dict, config: dict, force: bool = False) -> bool:
         """Starts saving (asynchronously by default); False when the interval skips ``step`` or it is already saved.

@@ -62,11 +62,16 @@ def out_of_space(e: BaseException | None) -> bool:
 UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.EIO)
 
 
+_OS_ERROR_CODE = re.compile(r"\[os_error_code='(\d+)'\]")  # how tensorstore's errors carry the errno
+
+
 def unwritable(e: BaseException | None) -> bool:
     """Whether ``e``, or an exception it was raised from, says a write failed for its folder: no permission, a
     read-only filesystem (one the kernel remounted so after I/O errors too), a folder removed under it, an I/O
-    error (a memory or timeout failure is not: it is raised as it is)."""
-    return raised_from(e, lambda x: isinstance(x, OSError) and x.errno in UNWRITABLE)
+    error (a memory or timeout failure is not: it is raised as it is). Tensorstore's writes (a multi-host save's
+    other hosts) say it in the message only."""
+    return raised_from(e, lambda x: isinstance(x, OSError) and x.errno in UNWRITABLE
+                       or any(int(code) in UNWRITABLE for code in _OS_ERROR_CODE.findall(str(x))))
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,

@@ -65,6 +65,26 @@ def release_waiting_saves() -> int:
     return len(waiting)
 
 
+def signal_failed_saves() -> None:
+    """Once per process: a save thread that fails still sends its signals. Orbax sends them on success only, so when
+    process 0 could not create a step's folder, every other host's threads waited for its "folder created" signal
+    for ``multihost.coordination_timeout`` (300 s), and process 0 in turn for them. Signalled, they go on, fail at
+    their own writes into the missing folder, and each host reports its failed save at once."""
+    from orbax.checkpoint._src.futures import future
+
+    run = future._SignalingThread.run
+    if getattr(run, "signals_failure", False):
+        return
+
+    def run_and_signal(thread):
+        run(thread)
+        if thread._exception is not None and not thread._cancelled:
+            future.set_signals(thread._send_signals, operation_id=thread._operation_id)
+
+    run_and_signal.signals_failure = True
+    future._SignalingThread.run = run_and_signal
+
+
 def quiet_unstarted_coroutines() -> None:
     """After ``release_waiting_saves``: the released threads' coroutines, never started, would each print
     "coroutine ... was never awaited" after the error line."""

@@ -311,6 +311,61 @@ def test_a_host_whose_gin_file_is_missing_stops_the_job_at_once(tmp_path, launch
     assert not (tmp_path / "run").exists()
 
 
+SAVE_THEN_LOSE_WRITES = """
+import os, sys, time
+from rlvjax import checkpoint, parallel
+parallel.initialize_distributed(parallel.MeshConfig(coordinator_address=sys.argv[2], num_processes=2,
+                                                    process_id=int(sys.argv[3])))
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+mesh = jax.make_mesh((2,), ("d",))
+def state(v):  # one array split over the two processes: each writes its own shard
+    return {"w": jax.make_array_from_callback((4,), NamedSharding(mesh, P("d")), lambda i: np.full(4, v, np.float32)[i])}
+ckpt = checkpoint.Checkpointer(sys.argv[1])
+ckpt.save(1, state(1.0), data_state={}, config={})
+ckpt.wait()
+jax.experimental.multihost_utils.sync_global_devices("saved")
+if jax.process_index() == 0:
+    os.chmod(sys.argv[1], 0o555)  # the shared folder stops taking writes
+jax.experimental.multihost_utils.sync_global_devices("unwritable")
+start = time.monotonic()
+try:
+    ckpt.save(2, state(2.0), data_state={}, config={})
+    ckpt.wait()
+except checkpoint.CheckpointUnwritable as e:
+    print(f"{time.monotonic() - start:.1f}", e, flush=True)
+"""
+
+
+def test_a_save_that_fails_on_every_host_is_reported_by_each_at_once(tmp_path):
+    """A shared checkpoint folder that stops taking writes (permissions) during a multi-host run: process 0 could not
+    create the step's folder, and the other host's save waited for its "folder created" signal, which Orbax sends on
+    success only, for its coordination timeout (300 s), process 0 too (its save waits for the other's). Now the
+    failed creation signals anyway: the other host's writes fail at once too, and each host reports its save's
+    failure in one line within seconds."""
+    folder, port = tmp_path / "ckpt", free_port()
+    # root writes anywhere: drop the capability, as a user's job has none
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
+    hosts = [subprocess.Popen([*(drop if os.geteuid() == 0 else []), sys.executable, "-c", SAVE_THEN_LOSE_WRITES,
+                               str(folder), f"127.0.0.1:{port}", str(i)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        outs = [proc.communicate(timeout=120) for proc in hosts]
+    finally:
+        folder.chmod(0o755)
+        for proc in hosts:
+            proc.kill()
+    for proc, (out, err) in zip(hosts, outs):
+        assert proc.returncode == 0, err[-3000:]
+        took, line = out.strip().splitlines()[-1].split(" ", 1)  # after gloo's own lines
+        assert float(took) < 30 and line.startswith("a checkpoint could not be written under ") and \
+            "Permission denied" in line and "the latest complete checkpoint is step 1;" in line, out
+        assert "Traceback" not in err, err[-3000:]
+    assert sorted(os.listdir(folder))[0] == "1"
+
+
 def eval_problems(tmp_path, hf_checkpoint) -> tuple[Path, Path]:
     """An HF model directory with its verifier's question, and 8 problems in its tokenizer's words."""
     model_dir = tmp_path / "model"
