@@ -209,8 +209,9 @@ def _sampling_items(cfg: ModelConfig, params, mesh, phase: str, what: str, promp
     neither dtype nor layout changes), the engine's KV cache in ``parallel.cache_spec``'s layout for the whole loop,
     the prompts' own cache (each prompt is prefilled once; its samples' rows copy it), and the largest of the
     temporaries: a prefill step (``steps.prefill_rows`` prompts' f32 scores and probabilities over one cache
-    block, or their MLP intermediates: 0.42 GiB of eval uncounted at Qwen2.5-Math's widths on fsdp 4), a decode step (``[rows, V]`` f32 logits and their exponentials), a verifier score (the copied cache of
-    the rows scored together and their scores) and one layer of the half-size batch the engine shrinks into.
+    block, or their MLP intermediates: 0.42 GiB of eval uncounted at Qwen2.5-Math's widths on fsdp 4), a decode
+    step (``[rows, V]`` f32 logits and their exponentials), a verifier score (the copied cache of the rows scored
+    together and their scores) and one layer of the half-size batch the engine shrinks into.
     """
     mesh = _as_mesh(mesh)
     it = cfg.jnp_compute_dtype.itemsize

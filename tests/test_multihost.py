@@ -321,7 +321,8 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 mesh = jax.make_mesh((2,), ("d",))
 def state(v):  # one array split over the two processes: each writes its own shard
-    return {"w": jax.make_array_from_callback((4,), NamedSharding(mesh, P("d")), lambda i: np.full(4, v, np.float32)[i])}
+    w = jax.make_array_from_callback((4,), NamedSharding(mesh, P("d")), lambda i: np.full(4, v, np.float32)[i])
+    return {"w": w}
 ckpt = checkpoint.Checkpointer(sys.argv[1])
 ckpt.save(1, state(1.0), data_state={}, config={})
 ckpt.wait()

@@ -340,7 +340,8 @@ def test_math500_answers_wrong_in_a_small_decimal_or_a_base_grade_wrong():
               (f"[{small}, 1)", "[0.0000670, 1)", False), (f"\\{{{small}, 1\\}}", "\\{1, 0.0000670\\}", False),
               (f"\\{{{small}, 1\\}}", "\\{1, 0.0000672\\}", True), (column(small), column("0.0000670"), False),
               (f"x={small}, y=2", "x=0.0000670, y=2", False), (f"x={small}, y=2", f"y=2, x={small}", True),
-              ("0.0000672\\%", "0.0000670\\%", False), ("50\\%", "\\frac12", True), ("\\frac{100}{3}\\%", "33.3333\\%", True),
+              ("0.0000672\\%", "0.0000670\\%", False), ("50\\%", "\\frac12", True),
+              ("\\frac{100}{3}\\%", "33.3333\\%", True),
               ("(\\frac1{20}, \\frac13)", "(0.05, 0.333333)", True), ("[0, \\infty)", "[0,\\infty)", True)]
     cases = [(small, answer, right) for answer, right in floats] + shaped \
         + [(g, a, False) for g, a in zip(based + based[:2] * 2, other_base)] \
