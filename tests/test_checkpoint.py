@@ -299,7 +299,7 @@ def test_a_save_whose_step_folder_cannot_be_made_is_one_error_and_the_process_ex
     """Orbax's threads of such a save waited 300 s for the folder's signal, and they are not daemons: a run printed
     its error line and then did not exit for 5 minutes (with three tracebacks where the folder was not writable; a
     read-only filesystem was tracebacks and exit 1; an item's folder, "coroutine ... was never awaited" after the
-    line). One host's: a job's other hosts wait for its signals still (Orbax's coordination timeout)."""
+    line). A multi-host job: test_multihost `test_a_save_that_fails_on_every_host_is_reported_by_each_at_once`."""
     out = subprocess.run([sys.executable, "-c", STEP_FOLDER_FAILS, str(tmp_path / "ckpt"), str(code), folder],
                          capture_output=True, text=True, timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-2000:]
