@@ -80,10 +80,11 @@ def test_resamples_where_nothing_parses_overturn_any_leader():
 
 def test_a_problem_that_stopped_stays_stopped_while_others_go_on(monkeypatch):
     """A settled problem is not checked again in later rounds, where a fresh bootstrap could reopen it: with risks
-    scripted per problem (0 settled, then unsettled; 1 never settled), problem 0 keeps its first round."""
+    scripted per problem (0 settled, then unsettled; 1 never settled), problem 0 keeps its first round. Its risk is
+    exactly delta: "at most delta" stops."""
     from rlvjax.strategies import adaptive
 
-    risks = {0: iter([0.0, 1.0, 1.0, 1.0]), 1: iter([1.0] * 8)}
+    risks = {0: iter([0.1, 1.0, 1.0, 1.0]), 1: iter([1.0] * 8)}
     monkeypatch.setattr(adaptive, "overturn_probability", lambda problem, scores, bootstraps, rng:
                         next(risks[int(problem)]))
     rule = AdaptiveRule(min_samples=4, round_size=4, max_samples=16, delta=0.1)
@@ -106,20 +107,22 @@ def test_the_overall_cap_still_grants_a_short_round_that_fits(monkeypatch):
 
 
 def test_the_replay_counts_samples_tokens_and_the_vote_at_the_stop():
-    classes = np.array([[0] * 8, [0, 1] * 4])
-    scores = np.array([[0.9] * 8, [0.2, 0.8] * 4])
-    correct = np.array([[1.0] * 8, [1.0, 0.0] * 4])
-    lengths = np.array([[10] * 8, [5] * 8])
+    classes = np.array([[0] * 8, [0, 1] * 4, [0] * 4 + [1] * 4])
+    scores = np.array([[0.9] * 8, [0.2, 0.8] * 4, [0.5] * 4 + [0.9] * 4])
+    correct = np.array([[1.0] * 8, [1.0, 0.0] * 4, [0.0] * 4 + [1.0] * 4])
+    lengths = np.array([[10] * 8, [5] * 8, [7] * 8])
     rule = AdaptiveRule(min_samples=4, round_size=4, max_samples=8, delta=0.2)
     out = simulate(classes, scores, correct, lengths, rule, seed=3)
     # Problem 0 agrees: 4 samples. Problem 1 is split 2:2 in answers, but one class-1 sample (0.8) outweighs three
     # class-0 ones (0.6): only the resamples without class 1, (1/2)^4 = 6%, elect another class, so it stops at 4
-    # too, on the wrong answer (the verifier, not the gold, decides when to stop).
-    np.testing.assert_array_equal(out.samples, [4, 4])
-    np.testing.assert_array_equal(out.tokens, [4 * 10, 4 * 5])
-    np.testing.assert_array_equal(out.verifier_passes, [4, 4])  # each sample scored once
-    assert out.summary()["accuracy"] == pytest.approx((1.0 + 0.0) / 2)
-    assert simulate(classes, scores, correct, lengths, rule, seed=3).samples.tolist() == [4, 4]  # deterministic
+    # too, on the wrong answer (the verifier, not the gold, decides when to stop). Problem 2's first 4 agree on a
+    # wrong answer: it stops there, graded wrong, though its whole pool's vote (the last 4, weightier) is right.
+    np.testing.assert_array_equal(out.samples, [4, 4, 4])
+    np.testing.assert_array_equal(out.tokens, [4 * 10, 4 * 5, 4 * 7])
+    np.testing.assert_array_equal(out.verifier_passes, [4, 4, 4])  # each sample scored once
+    np.testing.assert_array_equal(out.correct, [1.0, 0.0, 0.0])
+    assert out.summary()["accuracy"] == pytest.approx(1 / 3)
+    assert simulate(classes, scores, correct, lengths, rule, seed=3).samples.tolist() == [4, 4, 4]  # deterministic
 
 
 def test_the_overall_cap_holds_and_goes_to_the_least_settled_problems_first():

@@ -51,6 +51,19 @@ def test_policy_loss_token_mean_by_hand():
     close(means["pg_loss"], 1.8 / 5)
 
 
+def test_each_clip_counts_only_the_tokens_it_clips():
+    """Clip low acts on A < 0 tokens below 1 - eps_low, clip high on A > 0 tokens above 1 + eps_high: the same ratios
+    [0.5, 1.5] count one clipped-high token under A = +1 and one clipped-low token under A = -1 (the fixture above
+    has one of each, so swapped conditions would count the same there)."""
+    old = jnp.zeros((1, 2))
+    logp = jnp.log(jnp.array([[0.5, 1.5]]))
+    for adv, low, high in ((1.0, 0, 1), (-1.0, 1, 0)):
+        _, _, diag = losses.policy_loss(logp, old, jnp.array([adv]), jnp.ones((1, 2)), **CLIP)
+        close(diag["clipped_low_sum"], low)
+        close(diag["clipped_high_sum"], high)
+        close(diag["clipped_sum"], 1)
+
+
 def test_per_token_advantages_equal_broadcast_ones():
     per_token = jnp.broadcast_to(ADV[:, None], (2, 3))
     a = losses.policy_loss(LOGP, OLD_LOGP, ADV, MASK, **CLIP)
@@ -184,6 +197,15 @@ def test_verify_loss_by_hand():
     # p(Yes) + p(No): (e^2 + e) / (e^2 + e + 1) = 0.9099694, (1 + e) / (1 + e + e^5) = 0.0244412,
     # (e + e^3) / (e + e^3 + 1) = 0.9579899.
     close(diag["label_mass_sum"], 0.9099694 + 0.0244412 + 0.9579899)
+
+
+def test_a_yes_no_tie_is_decided_no():
+    """The decision over {Yes, No} (the verifier accuracy diagnostic): a tie goes to No."""
+    tied = jnp.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    _, _, diag = losses.verify_loss(tied, jnp.array([1, 0]), yes_id=0, no_id=1)
+    close(diag["accuracy_sum"], 1)  # the No target counts right, the Yes target wrong
+    _, _, diag = losses.verify_loss(tied, jnp.array([1, 1]), yes_id=0, no_id=1)
+    close(diag["accuracy_sum"], 2)
 
 
 def test_verify_loss_matches_manual_log_softmax():

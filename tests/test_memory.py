@@ -245,6 +245,9 @@ def test_tiny_config_bytes_by_hand():
     assert 0 < by_name["optimizer state"] - 2 * per_device < 64  # mu, nu + a few scalar counters
     assert "reference params" not in by_name
     assert by_name["gradients"] == 2 * per_device
+    # the optax step: the gradients and the updates beside the moments (and the params, persistent)
+    assert by_name["grads + updates + moments"] == 2 * per_device + by_name["optimizer state"]
+    assert plan.phase_bytes("optimizer") == 3 * per_device + 2 * by_name["optimizer state"]
     assert by_name["tied embedding gradient"] == embedding  # the head's part of the embedding's gradient
     assert "embedding gradient, whole" not in by_name  # only where data and fsdp both split
     data_x_fsdp = memory.plan(TINY, rl, experiment.RunConfig(batch_size=4), {"data": 2, "fsdp": 2, "tensor": 1},

@@ -152,6 +152,10 @@ def test_equivalence_is_symmetric():
     backward = rm.equivalent_batch([p for _, p in EQUIVALENT], [g for g, _ in EQUIVALENT])
     assert forward.all() and backward.all()
     assert rm.answers_equivalent("1/2", "0.5") and not rm.answers_equivalent("1/2", "0.4")
+    # pairs math-verify equates one way only (an inequality and its interval): votes need the relation both ways
+    one_way = [("x>1", "(1,\\infty)"), ("x \\ge 1", "[1,\\infty)"), ("(1,2)", "1<x<2")]
+    assert all(rm.answers_equivalent(a, b) and rm.answers_equivalent(b, a) for a, b in one_way)
+    np.testing.assert_array_equal(testtime.answer_classes(["x>1", "(1,\\infty)", "x>1", "x>2"]), [0, 0, 0, 1])
 
 
 def test_is_correct_on_completions_and_bare_answers():

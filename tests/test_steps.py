@@ -44,6 +44,11 @@ def rollouts_and_labels(statics, params):
     finished[0, 0] = True
     roll = roll._replace(tokens=jnp.asarray(tokens), lengths=jnp.asarray(lengths), finished=jnp.asarray(finished))
     correct = jnp.asarray([[True, False], [False, True]])  # the rollouts' verdicts (Rewards')
+    # The forced stop token was not sampled: its log-prob is the policy's (teacher forced), as the sampler's would be
+    # (a stale one made a first-minibatch gap of 1e-2 wherever this row landed in it).
+    batch = steps.build_update_batch(statics, roll, jnp.zeros(roll.tokens.shape), correct)
+    forced = steps.policy_and_verify_logits(statics, params, batch)[0][0, 2]
+    roll = roll._replace(logprobs=roll.logprobs.at[0, 0, 2].set(forced))
     return roll, correct
 
 
@@ -98,6 +103,25 @@ def test_lambda_zero_is_plain_rl_and_masked_policy_is_verification_sft(setup):
 
     expected = jax.jit(jax.grad(direct_sft))(params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6), grads, expected)
+
+
+def test_the_policy_learns_the_stop_token_and_the_verifier_term_scales_with_lambda(setup):
+    """Row 0 finished after 3 tokens, the last the stop token: the policy loss covers all 3 (the model learns to
+    stop), the verifier reads the 2 before it. The objective is L_RL + lambda * L_V, so its gradient is linear in
+    lambda, with a verifier part that is not zero (the slow direct-computation test checks lambda 0 and 1 only)."""
+    graphdef, params = setup
+    roll, correct = rollouts_and_labels(make_statics(graphdef), params)
+    adv = jnp.broadcast_to(jnp.asarray([[1.0, -1.0], [-0.5, 0.5]])[..., None], roll.tokens.shape)
+    batch = steps.build_update_batch(make_statics(graphdef), roll, adv, correct)
+    np.testing.assert_array_equal(batch.target_mask[0], [1, 1, 1, 0, 0, 0])
+    prompt = roll.prompt_ids.shape[1]
+    np.testing.assert_array_equal(batch.input_mask[0, prompt:prompt + 6], [1, 1, 0, 0, 0, 0])
+    grads = {lam: steps._minibatch_grads(make_statics(graphdef, lambda_verify=lam), params, None, batch)[0]
+             for lam in (0.0, 1.0, 2.5)}
+    verifier_part = jax.tree.map(jnp.subtract, grads[1.0], grads[0.0])
+    assert max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(verifier_part)) > 1e-4
+    jax.tree.map(lambda g, g0, v: np.testing.assert_allclose(g, g0 + 2.5 * v, atol=1e-6), grads[2.5], grads[0.0],
+                 verifier_part)
 
 
 def test_micro_batches_give_the_full_batch_gradient(setup):

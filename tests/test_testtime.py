@@ -290,6 +290,10 @@ def test_best_of_n_closed_form_hand_case():
     # a tie at the top between a right and a wrong sample counts one half
     assert tt.best_of_n_expected(np.array([0.9, 0.9]), np.array([1, 0]), np.ones(2, bool), 1) == pytest.approx(0.5)
     assert tt.best_of_n_expected(np.array([0.9, 0.9]), np.array([1, 0]), np.ones(2, bool), 2) == pytest.approx(0.5)
+    # an unparseable sample counts wrong even where its grade says right, ranked by its score or last
+    for rank in ("rank", "last"):
+        assert tt.best_of_n_expected(np.array([0.9, 0.1]), np.array([1, 0]), np.array([False, True]), 1,
+                                     unparseable=rank) == 0.0
     # a NaN score is 0, above an unparseable sample (it sorted below it: the only parseable sample lost)
     for ties in ("random", "first"):
         assert tt.best_of_n_expected(np.array([np.nan, 0.5]), np.array([1, 0]), np.array([True, False]), 2,
