@@ -218,9 +218,9 @@ class Checkpointer:
         """A failed save (in Orbax's background thread or not) releases Orbax's threads still waiting on it
         (``orbax_quirks.release_waiting_saves``; a job's other hosts were sent its signals when it failed:
         ``orbax_quirks.signal_failed_saves``). One that ran out of disk becomes one :class:`DiskFullError`, after
-        its partial ``*.orbax-checkpoint-tmp*`` step is removed; one that could not write there (permissions, a read-only or
-        vanished folder, an I/O error) one :class:`CheckpointUnwritable`, its partial step left (no resume reads it;
-        it could not be removed either). The committed steps stay as they were."""
+        its partial ``*.orbax-checkpoint-tmp*`` step is removed; one that could not write there (permissions, a
+        read-only or vanished folder, an I/O error) one :class:`CheckpointUnwritable`, its partial step left (no
+        resume reads it; it could not be removed either). The committed steps stay as they were."""
         try:
             yield
         except Exception as e:
