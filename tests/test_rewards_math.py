@@ -346,7 +346,12 @@ def test_math500_answers_wrong_in_a_small_decimal_or_a_base_grade_wrong():
               (f"x={small}, y=2", "x=0.0000670, y=2", False), (f"x={small}, y=2", f"y=2, x={small}", True),
               ("0.0000672\\%", "0.0000670\\%", False), ("50\\%", "\\frac12", True),
               ("\\frac{100}{3}\\%", "33.3333\\%", True),
-              ("(\\frac1{20}, \\frac13)", "(0.05, 0.333333)", True), ("[0, \\infty)", "[0,\\infty)", True)]
+              ("(\\frac1{20}, \\frac13)", "(0.05, 0.333333)", True), ("[0, \\infty)", "[0,\\infty)", True),
+              # a set's elements matched one to one, whichever reading of a percentage fits (a sort paired 50% with 2)
+              ("\\{50\\%, 2\\}", "\\{2, 50\\}", True), ("2, 50\\%", "2, 50", True),
+              # several solutions, as MATH writes them: a set of pairs
+              (f"({small}, 1), (2, 3)", "(0.0000670, 1), (2, 3)", False),
+              (f"({small}, 1), (2, 3)", f"(2, 3), ({small}, 1)", True)]
     cases = [(small, answer, right) for answer, right in floats] + shaped \
         + [(g, a, False) for g, a in zip(based + based[:2] * 2, other_base)] \
         + [(g, a, True) for g, a in zip(based * 2, based + digits)] + [("52_8", "52_{(8}", False)]  # unbalanced
@@ -358,6 +363,7 @@ def test_math500_answers_wrong_in_a_small_decimal_or_a_base_grade_wrong():
     assert rm.answers_equivalent("-0_2", "0_2") and rm.answers_equivalent("0_2", "-0")  # -0 is 0 in any base
     np.testing.assert_array_equal(testtime.answer_classes(
         [small, ".0000670", "0.0000669", "0.000067", "6.72\\times10^{-5}"]), [0, 1, 2, 1, 0])
+    np.testing.assert_array_equal(testtime.answer_classes(["\\{50\\%, 2\\}", "\\{2, 50\\}", "\\{2, 50\\%\\}"]), [0, 0, 0])
 
 
 # ------------------------------------------------------------------------------------------------ robustness

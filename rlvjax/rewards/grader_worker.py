@@ -31,27 +31,43 @@ REL_TOL = 1e-4  # two numbers within it are one answer (as Qwen2.5-Math's evalua
 def _close(gold, pred) -> bool:
     """False where math-verify equated two answers whose numbers differ by more than ``REL_TOL`` of the larger: it
     compares floats rounded to 6 decimals, so ".0000670" equalled ".0000672" (every small number within 5e-7 of a
-    small gold did), also inside an equation, a percentage, a tuple, an interval, a set or a matrix. Compared number
-    by number where both answers are such numbers of one shape (``_numbers``); math-verify's verdict stands for
-    anything else (an expression, a mix of shapes)."""
-    a, b = _numbers(gold), _numbers(pred)
-    if a is None or b is None or len(a[1]) != len(b[1]):
+    small gold did), also inside an equation, a percentage, a tuple, an interval, a set or a matrix, and in a set of
+    those. Compared number by number where both answers have one shape (``_numbers``; a set's elements matched in
+    any order); math-verify's verdict stands for anything else (an expression, a mix of shapes)."""
+    return _same(_numbers(gold), _numbers(pred))
+
+
+def _same(a, b) -> bool:
+    """``_numbers`` trees ``a`` and ``b`` agree: a number within ``REL_TOL`` (any of its readings), sequences element
+    by element, sets by a one-to-one matching of their elements. True where the shapes differ or are unknown."""
+    if a is None or b is None or isinstance(a, tuple) != isinstance(b, tuple):
         return True
-    if not (a[0] and b[0]):  # a set on either side: its elements in any order
-        a, b = (sorted(x[1], key=lambda c: c[0]) for x in (a, b))
-    else:
-        a, b = a[1], b[1]
-    return all(any(_near(x, y) for x in xs for y in ys) for xs, ys in zip(a, b))
+    if not isinstance(a, tuple):  # a number: the values it may stand for
+        return any(math.isclose(x, y, rel_tol=REL_TOL) or not (math.isfinite(x) and math.isfinite(y))
+                   for x in a for y in b)
+    (ordered_a, items_a), (ordered_b, items_b) = a, b
+    if len(items_a) != len(items_b):
+        return True
+    if ordered_a and ordered_b:
+        return all(_same(x, y) for x, y in zip(items_a, items_b))
+    matched = {}  # an element of b -> the element of a it stands for (Kuhn's augmenting paths)
+
+    def place(i, seen):
+        for j, y in enumerate(items_b):
+            if j not in seen and _same(items_a[i], y):
+                seen.add(j)
+                if j not in matched or place(matched[j], seen):
+                    matched[j] = i
+                    return True
+        return False
+
+    return all(place(i, set()) for i in range(len(items_a)))
 
 
-def _near(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=REL_TOL) or not (math.isfinite(a) and math.isfinite(b))
-
-
-def _numbers(x) -> tuple[bool, list[tuple[float, ...]]] | None:
-    """``(ordered, numbers)`` of an answer made of numbers: a number or an equation's value (one), a tuple, an
-    interval or a matrix (in order), a set (unordered); each number the values it may stand for (a percentage:
-    math-verify takes "50\\%" as 50 and as 0.5). None for anything else."""
+def _numbers(x):
+    """An answer as a tree of numbers: ``(ordered, [subtrees])`` for a tuple, an interval or a matrix (ordered) or a
+    set (not), each number a list of the values it may stand for (a percentage: math-verify takes "50\\%" as 50 and
+    as 0.5; an equation: its value). None for anything else (an expression, a variable)."""
     from sympy import Eq, FiniteSet, Interval, Mul, Tuple, UnevaluatedExpr
     from sympy.matrices import MatrixBase
 
@@ -59,15 +75,12 @@ def _numbers(x) -> tuple[bool, list[tuple[float, ...]]] | None:
         x = x.rhs
     if isinstance(x, (Tuple, Interval, FiniteSet, MatrixBase)):
         parts = list(x) if isinstance(x, MatrixBase) else list(x.args[:2] if isinstance(x, Interval) else x.args)
-        numbers = [_numbers(p) for p in parts]
-        if any(n is None or len(n[1]) != 1 for n in numbers):
-            return None
-        return not isinstance(x, FiniteSet), [n[1][0] for n in numbers]
+        return not isinstance(x, FiniteSet), [_numbers(p) for p in parts]
     try:
         if isinstance(x, Mul) and any(isinstance(f, UnevaluatedExpr) for f in x.args):  # a percentage
             digits = Mul(*(f for f in x.args if not isinstance(f, UnevaluatedExpr)))
-            return True, [(float(x.doit()), float(digits))]
-        return True, [(float(x),)]
+            return [float(x.doit()), float(digits)]
+        return [float(x)]
     except (TypeError, ValueError, OverflowError):
         return None
 
