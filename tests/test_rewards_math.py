@@ -363,7 +363,8 @@ def test_math500_answers_wrong_in_a_small_decimal_or_a_base_grade_wrong():
     assert rm.answers_equivalent("-0_2", "0_2") and rm.answers_equivalent("0_2", "-0")  # -0 is 0 in any base
     np.testing.assert_array_equal(testtime.answer_classes(
         [small, ".0000670", "0.0000669", "0.000067", "6.72\\times10^{-5}"]), [0, 1, 2, 1, 0])
-    np.testing.assert_array_equal(testtime.answer_classes(["\\{50\\%, 2\\}", "\\{2, 50\\}", "\\{2, 50\\%\\}"]), [0, 0, 0])
+    sets = ["\\{50\\%, 2\\}", "\\{2, 50\\}", "\\{2, 50\\%\\}"]
+    np.testing.assert_array_equal(testtime.answer_classes(sets), [0, 0, 0])
 
 
 # ------------------------------------------------------------------------------------------------ robustness
