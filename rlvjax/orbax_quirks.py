@@ -1,8 +1,9 @@
 """What rlvjax does about Orbax around a checkpoint's reads and failed saves: the warnings it logs for a read-only
 open, the records and tracebacks it (and tensorstore, and its never-started coroutines) print after the one line
-rlvjax reports for a failed save, its signalling threads left waiting on such a save (the one use of Orbax's private
-API, ``_SignalingThread``: orbax-checkpoint is pinned in constraints.txt, and tests/test_checkpoint.py fails when it
-moves), and the paused commit the reliability tests kill a run in."""
+rlvjax reports for a failed save, its signalling threads left waiting on such a save or never signalled by it (the
+one private class of Orbax's it touches, ``_SignalingThread``: orbax-checkpoint is pinned in constraints.txt, and
+tests/test_checkpoint.py and tests/test_multihost.py fail when it moves), and the paused commit the reliability tests
+kill a run in."""
 
 from __future__ import annotations
 
