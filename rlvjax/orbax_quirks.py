@@ -70,7 +70,10 @@ def signal_failed_saves() -> None:
     """Once per process: a save thread that fails still sends its signals. Orbax sends them on success only, so when
     process 0 could not create a step's folder, every other host's threads waited for its "folder created" signal
     for ``multihost.coordination_timeout`` (300 s), and process 0 in turn for them. Signalled, they go on, fail at
-    their own writes into the missing folder, and each host reports its failed save at once."""
+    their own writes into the missing folder, and each host reports its failed save at once. One process signals
+    nothing: ``release_waiting_saves`` stops its own waiting threads (signalled, they ran on, and a few were still
+    alive when the process meant to exit)."""
+    import jax
     from orbax.checkpoint._src.futures import future
 
     run = future._SignalingThread.run
@@ -79,7 +82,7 @@ def signal_failed_saves() -> None:
 
     def run_and_signal(thread):
         run(thread)
-        if thread._exception is not None and not thread._cancelled:
+        if thread._exception is not None and not thread._cancelled and jax.process_count() > 1:
             future.set_signals(thread._send_signals, operation_id=thread._operation_id)
 
     run_and_signal.signals_failure = True
