@@ -579,6 +579,9 @@ gin.parse_config_files_and_bindings([sys.argv[1]], ["WarmStartConfig.num_steps =
 if sys.argv[4] == "cli":
     cli.run_main("rlvjax.train", lambda argv: train.run_and_report(Config.from_gin(), sys.argv[2], ctrl_c=True))([])
 else:  # a Python session (a notebook's interrupt): KeyboardInterrupt, the session goes on
+    # as an interactive session or a kernel has it, however the tests were started (a background job of a script
+    # starts with SIGINT ignored, and Python then keeps it so)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         train.run_and_report(Config.from_gin(), sys.argv[2])
     except KeyboardInterrupt:
