@@ -24,6 +24,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -73,6 +74,9 @@ class Checkpointer:
             self._manager = ocp.CheckpointManager(self.directory, options=options)
         orbax_quirks.quiet_failed_saves()
         orbax_quirks.signal_failed_saves()
+        orbax_quirks.record_failed_commits()
+        orbax_quirks.failed_commit(self._manager.directory)  # an earlier Checkpointer's, raised through Orbax
+        self._failed_here: BaseException | None = None
 
     def save(self, step: int, state: Any, *, data_state: dict, config: dict, force: bool = False) -> bool:
         """Starts saving (asynchronously by default); False when the interval skips ``step`` or it is already saved.
@@ -88,6 +92,9 @@ class Checkpointer:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), data_state=ocp.args.JsonSave(data_state),
                                   config=ocp.args.JsonSave(config))
         with self._failed_save():  # a failed earlier async save surfaces here too
+            self._settle()
+            if self._failed_here is not None:
+                raise self._failed_here
             return self._manager.save(step, args=args, force=force)
 
     def restore(self, abstract_state: Any, step: int | None = None, *, config: dict | None = None,
@@ -201,17 +208,46 @@ class Checkpointer:
     def check_errors(self) -> None:
         """Raises the error of an async save that has failed (a full disk: :class:`DiskFullError`) now, not at the next
         save ``checkpoint_every`` steps later, when the steps trained since would be lost."""
+        with self._failed_save():
+            self._raise_failed_here()
         if not self._manager.is_saving_in_progress():  # finished: waiting returns at once, raising its error
             self.wait()
 
     def wait(self) -> None:
         """Blocks until pending async saves are on disk (before exiting, or before reading them back)."""
         with self._failed_save():
-            self._manager.wait_until_finished()
+            self._settle()
+            if self._failed_here is None:
+                self._manager.wait_until_finished()
 
     def close(self) -> None:
         with self._failed_save():
-            self._manager.close()
+            self._settle()
+            if self._failed_here is None:
+                self._manager.close()
+
+    def _settle(self) -> None:
+        """On a multi-host job, waits here for the save in flight rather than in Orbax, raising a failure of this
+        host's own writes as soon as it comes (``_raise_failed_here``). Once one has been raised, returns at once:
+        the failed save's threads wait in a barrier of Orbax's that the other hosts never reach."""
+        if jax.process_count() == 1 or self._failed_here is not None:
+            return
+        while True:
+            self._raise_failed_here()
+            if not self._manager.is_saving_in_progress():
+                return
+            time.sleep(0.05)
+
+    def _raise_failed_here(self) -> None:
+        """A multi-host job's save whose writes failed on this host (``orbax_quirks.record_failed_commits``): its
+        error, raised now. Orbax would raise it after a barrier of the job's hosts, and hosts whose writes succeeded
+        (the others, when one node's mount goes read-only) wait in another one: every host hung for Orbax's
+        coordination timeout (300 s) with no line. Raised here, the job stops with this host's line
+        (``job_stop``); the step is left half-written (no resume reads it), the committed ones as they were."""
+        if jax.process_count() > 1 and self._failed_here is None:
+            self._failed_here = orbax_quirks.failed_commit(self._manager.directory)
+            if self._failed_here is not None:
+                raise self._failed_here
 
     @contextlib.contextmanager
     def _failed_save(self):
@@ -237,7 +273,9 @@ class Checkpointer:
                 raise DiskFullError(f"the disk under {self.directory} filled up while saving a checkpoint; the "
                                     f"partial save was removed and the latest complete checkpoint is {latest}; free "
                                     "some space (or lower RunConfig.max_to_keep), then rerun with --resume") from None
-            raise CheckpointUnwritable(f"a checkpoint could not be written under {self.directory} ({one_line(e)}); "
+            # tensorstore names its temporary files with their binary suffix escaped (\x00\x64...): left out
+            reason = re.sub(r"(\\x[0-9a-f]{2})+", "...", one_line(e))
+            raise CheckpointUnwritable(f"a checkpoint could not be written under {self.directory} ({reason}); "
                                        f"the latest complete checkpoint is {latest}; make {self.directory} writable "
                                        "again (permissions, the filesystem), then rerun with --resume") from None
 
@@ -319,7 +357,7 @@ def ensure_writable(directory: epath.Path, what: str = "checkpoint directory") -
             if path.exists():
                 try:
                     path.rmdir()
-                except OSError:
+                except (OSError, ValueError):  # another process (a job's other host) has written there since
                     break
         raise PermissionError(f"{what} {directory} is not writable ({e.strerror or e}); choose a workdir you can "
                               "write to") from None

@@ -1,7 +1,8 @@
 """What rlvjax does about Orbax around a checkpoint's reads and failed saves: the warnings it logs for a read-only
 open, the records and tracebacks it (and tensorstore, and its never-started coroutines) print after the one line
-rlvjax reports for a failed save, its signalling threads left waiting on such a save or never signalled by it (the
-one private class of Orbax's it touches, ``_SignalingThread``: orbax-checkpoint is pinned in constraints.txt, and
+rlvjax reports for a failed save, its signalling threads left waiting on such a save or never signalled by it, the
+failure of this host's writes, recorded where Orbax holds it back (the two private classes of Orbax's it touches,
+``_SignalingThread`` and ``_AsyncManager``: orbax-checkpoint is pinned in constraints.txt, and
 tests/test_checkpoint.py and tests/test_multihost.py fail when it moves), and the paused commit the reliability tests
 kill a run in."""
 
@@ -87,6 +88,36 @@ def signal_failed_saves() -> None:
 
     run_and_signal.signals_failure = True
     future._SignalingThread.run = run_and_signal
+
+
+_failed_commits: dict[str, BaseException] = {}  # a checkpoints folder -> the error of this host's writes of a save
+
+
+def record_failed_commits() -> None:
+    """Once per process: a save whose writes failed on this host is recorded for its folder (``failed_commit``) as
+    its commit thread ends. Orbax raises that error only when the save's finalize ends, after a barrier of the job's
+    hosts, and on a multi-host job whose other hosts' writes succeeded (one node's mount gone read-only) they wait in
+    another barrier: every host hung for Orbax's coordination timeout (300 s), with no line."""
+    import jax
+    from orbax.checkpoint._src.checkpointers import async_checkpointer
+
+    run = async_checkpointer._AsyncManager._thread_func
+    if getattr(run, "records_failure", False):
+        return
+
+    def run_and_record(manager, directory, *args, **kwargs):
+        run(manager, directory, *args, **kwargs)
+        if manager._exception is not None and jax.process_count() > 1:  # read before the finalize, which joins this thread, takes it
+            _failed_commits[str(directory.parent)] = manager._exception
+
+    run_and_record.records_failure = True
+    async_checkpointer._AsyncManager._thread_func = run_and_record
+
+
+def failed_commit(directory) -> BaseException | None:
+    """The failure of this host's writes of a save into ``directory`` (``record_failed_commits``), taken off the
+    record; None if none failed."""
+    return _failed_commits.pop(str(directory), None)
 
 
 def quiet_unstarted_coroutines() -> None:

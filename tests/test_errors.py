@@ -730,6 +730,34 @@ def test_unwritable_workdir(tmp_path, capsys):
     assert line.endswith(f"workdir {workdir} is not writable (Not a directory); choose a workdir you can write to")
 
 
+def test_a_workdir_another_host_creates_meanwhile_that_this_host_cannot_write(tmp_path, monkeypatch):
+    """A job's other host creates the shared workdir between this host's look and its write probe, which fails here
+    (this node's mount, another uid): the folder it had not created was removed as its own, and epath's "Directory
+    ... is not empty" (a ValueError) replaced the line."""
+    from etils import epath
+
+    workdir = epath.Path(tmp_path / "run")
+    kind = type(workdir)  # epath's class for local paths
+    mkdir, write_text = kind.mkdir, kind.write_text
+
+    def theirs_first(path, *args, **kwargs):
+        mkdir(path, *args, **kwargs)
+        (path / ".lock").write_text("host 0")  # the other host's first file
+
+    monkeypatch.setattr(kind, "mkdir", theirs_first)
+    monkeypatch.setattr(checkpoint.os, "getpid", lambda: "denied")
+
+    def probe(path, *args, **kwargs):
+        if "denied" in path.name:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return write_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(kind, "write_text", probe)
+    with pytest.raises(PermissionError, match=f"^workdir {workdir} is not writable \\(Permission denied\\); choose "):
+        checkpoint.ensure_writable(workdir, "workdir")
+    assert (workdir / ".lock").read_text() == "host 0"
+
+
 def test_full_disk_fails_before_anything_is_written(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
     line = assert_fails_cleanly(tmp_path, capsys, expect="only 1000 B free under ")
