@@ -107,7 +107,8 @@ def record_failed_commits() -> None:
 
     def run_and_record(manager, directory, *args, **kwargs):
         run(manager, directory, *args, **kwargs)
-        if manager._exception is not None and jax.process_count() > 1:  # read before the finalize, which joins this thread, takes it
+        # read before the save's finalize, which joins this thread, takes it
+        if manager._exception is not None and jax.process_count() > 1:
             _failed_commits[str(directory.parent)] = manager._exception
 
     run_and_record.records_failure = True
