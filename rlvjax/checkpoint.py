@@ -254,7 +254,8 @@ class Checkpointer:
         """A failed save (in Orbax's background thread or not) releases Orbax's threads still waiting on it
         (``orbax_quirks.release_waiting_saves``; a job's other hosts were sent its signals when it failed:
         ``orbax_quirks.signal_failed_saves``). One that ran out of disk becomes one :class:`DiskFullError`, after
-        its partial ``*.orbax-checkpoint-tmp*`` step is removed; one that could not write there (permissions, a
+        its partial ``*.orbax-checkpoint-tmp*`` step is removed (by process 0; another host names it: on a failure
+        of its own writes, ``_raise_failed_here``, the job stops with it); one that could not write there (permissions, a
         read-only or vanished folder, an I/O error) one :class:`CheckpointUnwritable`, its partial step left (no
         resume reads it; it could not be removed either). The committed steps stay as they were."""
         try:
@@ -265,33 +266,41 @@ class Checkpointer:
                 raise
             if released:
                 orbax_quirks.quiet_unstarted_coroutines()
-            if out_of_space(e) and jax.process_index() == 0:
-                self._remove_partial_saves()
+            left = []  # process 0 removes the partial step; another host leaves it (process 0 may still write
+            if out_of_space(e):  # there, and stops with the job when one host's own writes fail)
+                left = self._remove_partial_saves() if jax.process_index() == 0 else self._partial_saves()
             self._manager.reload()
             latest = "none" if (step := self._manager.latest_step()) is None else f"step {step}"
             if out_of_space(e):
-                raise DiskFullError(f"the disk under {self.directory} filled up while saving a checkpoint; the "
-                                    f"partial save was removed and the latest complete checkpoint is {latest}; free "
-                                    "some space (or lower RunConfig.max_to_keep), then rerun with --resume") from None
+                partial = (f"the partial save {', '.join(map(str, left))} is left (delete it)" if left else
+                           "the partial save was removed")
+                raise DiskFullError(f"the disk under {self.directory} filled up while saving a checkpoint; {partial} "
+                                    f"and the latest complete checkpoint is {latest}; free some space (or lower "
+                                    "RunConfig.max_to_keep), then rerun with --resume") from None
             # tensorstore names its temporary files with their binary suffix escaped (\x00\x64...): left out
             reason = re.sub(r"(\\x[0-9a-f]{2})+", "...", one_line(e))
             raise CheckpointUnwritable(f"a checkpoint could not be written under {self.directory} ({reason}); "
                                        f"the latest complete checkpoint is {latest}; make {self.directory} writable "
                                        "again (permissions, the filesystem), then rerun with --resume") from None
 
-    def _remove_partial_saves(self, settle_s: float = 0.5, timeout_s: float = 30.0) -> None:
-        """Deletes ``*.orbax-checkpoint-tmp*`` steps. A failed save's other writes (tensorstore's threads) may still
-        be landing and recreate folders, so this repeats until nothing has reappeared for ``settle_s``."""
+    def _remove_partial_saves(self, settle_s: float = 0.5, timeout_s: float = 30.0) -> list[epath.Path]:
+        """Deletes ``*.orbax-checkpoint-tmp*`` steps; returns those it could not (a folder it may not write). A failed
+        save's other writes (tensorstore's threads) may still be landing and recreate folders, so this repeats until
+        nothing has reappeared for ``settle_s``."""
         deadline, quiet_since = time.monotonic() + timeout_s, time.monotonic()
         while time.monotonic() < deadline:
-            partial = list(self.directory.glob(f"*{atomicity.TMP_DIR_SUFFIX}*"))
+            partial = self._partial_saves()
             for path in partial:
                 shutil.rmtree(os.fspath(path), ignore_errors=True)
             if partial:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since >= settle_s:
-                return
+                return []
             time.sleep(0.05)
+        return self._partial_saves()
+
+    def _partial_saves(self) -> list[epath.Path]:
+        return sorted(self.directory.glob(f"*{atomicity.TMP_DIR_SUFFIX}*"))
 
     def __enter__(self) -> Checkpointer:
         return self

@@ -105,7 +105,8 @@ def test_cross_section_rules():
 
 def test_the_lambda0_baseline_is_a_replace():
     config = unusual()
-    config = dataclasses.replace(config, run=dataclasses.replace(config.run, baseline=True))
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, baseline=True),
+                                 warm_start=dataclasses.replace(config.warm_start, num_steps=150))
     base = config.lambda0_baseline("/runs/x/warm_start")
     assert base.rl == dataclasses.replace(config.rl, lambda_verify=0.0)
     assert base.model.hf_dir == "/runs/x/warm_start" and base.warm_start.num_steps == 0
@@ -123,6 +124,9 @@ def test_every_field_refuses_a_wrong_type_in_one_line(name):
         with pytest.raises(ValueError, match=rf"^{section.__name__}\.{field.name}=b'x' must be .*, not a bytes; fix "
                                              "the binding's value$"):
             section(**{field.name: b"x"})
+        if "int" in str(field.type) and "bool" not in str(field.type):  # True is 1 in Python: top_k = True, greedy
+            with pytest.raises(ValueError, match=rf"^{section.__name__}\.{field.name}=True must be .*, not a bool"):
+                section(**{field.name: True})
     assert typing.get_type_hints(section)  # every field is annotated
 
 

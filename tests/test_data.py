@@ -239,6 +239,8 @@ def test_a_rows_own_prompt_is_its_prompt_beside_problem_and_answer():
     # words without a box are still no answer
     bare = sources.from_rows([{"prompt": "p", "solution": s} for s in ("2", "$\\frac{1}{2}$", "x = 5", "Add them.")])
     assert [r["gold"] for r in bare[0]] == ["2", "\\frac{1}{2}", "x = 5"] and bare[1].skipped_bad_gold == 1
+    # a gold column left empty (null) in a row reads the next one that holds its answer (the row was skipped)
+    assert sources.from_rows([{"prompt": "1+1?", "gold": None, "answer": "2"}])[0][0]["gold"] == "2"
 
 
 def test_unknown_dataset_id_offline_names_the_fix():
@@ -656,3 +658,30 @@ def test_a_split_of_a_local_eval_file_is_refused(tmp_path):
         TaskSpec(name="file", train_file=str(tmp_path / "eval.jsonl"), eval_file=str(tmp_path / "eval.jsonl"),
                  eval_split="validation")
     TaskSpec(name="file", train_file=str(tmp_path / "eval.jsonl"), eval_file=str(tmp_path / "eval.jsonl"))
+
+
+# the job's data split over processes (multi-host jobs): pure Python, so in the fast tier
+def test_global_batch_does_not_depend_on_the_process_count():
+    records = [{"id": i} for i in range(27)]
+    take = lambda it: [[r["id"] for r in next(it)] for _ in range(10)]  # 4 batches an epoch: crosses epochs
+    one = take(make_iterator(records, batch_size=6, seed=3))
+    for count in (2, 3):
+        shards = [take(make_iterator(records, batch_size=6 // count, seed=3, shard_index=i, shard_count=count))
+                  for i in range(count)]
+        assert [sum((shard[k] for shard in shards), []) for k in range(10)] == one
+
+
+def test_a_data_position_resumes_on_another_process_count():
+    records = [{"id": i} for i in range(27)]
+    two_hosts = [make_iterator(records, batch_size=3, seed=3, shard_index=i, shard_count=2) for i in range(2)]
+    for _ in range(5):  # into the second epoch
+        [next(it) for it in two_hosts]
+    state = json.loads(json.dumps(two_hosts[0].get_state()))
+    assert state == two_hosts[1].get_state()
+    one_host = make_iterator(records, batch_size=6, seed=3)
+    one_host.set_state(state)
+    for _ in range(4):
+        assert [r["id"] for r in next(one_host)] == [r["id"] for it in two_hosts for r in next(it)]
+    with pytest.raises(ValueError, match=r"batch_size \(saved 3, now 4\), shard_count \(saved 2, now 1\); resume "
+                                         r"with the same data, seed and global batch size"):
+        make_iterator(records, batch_size=4, seed=3).set_state(state)

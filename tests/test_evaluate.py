@@ -28,6 +28,8 @@ def test_calibration_error_by_hand():
     # bin [0.8, 0.9): p 0.8, 0.8 with correctness 1, 0 -> |0.8 - 0.5| = 0.3, weight 1/2
     # bin [0.2, 0.3): p 0.2, 0.2 with correctness 0, 0 -> |0.2 - 0| = 0.2, weight 1/2
     assert calibration_error(np.array([0.8, 0.8, 0.2, 0.2]), np.array([1, 0, 0, 0])) == pytest.approx(0.25)
+    # 0.81 (right) and 0.89 (wrong) share the bin [0.8, 0.9): |0.85 - 0.5| (rounded into two bins it was 0.54)
+    assert calibration_error(np.array([0.81, 0.89]), np.array([1, 0])) == pytest.approx(0.35)
 
 
 def test_both_aurocs_rank_by_the_chosen_score():
@@ -75,6 +77,29 @@ def test_report_by_hand():
     assert set(rep["verifier"]) >= {"verifier_accuracy", "verifier_auroc", "calibration_error"}
     # Within problem 0 both right answers score 0.6 < 0.9: AUROC 0; problem 1 has no right sample and is left out.
     assert rep["verifier"]["within_problem_auroc"] == 0.0
+
+
+def test_the_pass_at_1_interval_resamples_problems():
+    """Two problems, one always right and one never: pass@1 is 0.5 and its interval over problems (0, 1); over the
+    samples, whose column means are all 0.5, it was (0.5, 0.5)."""
+    pool = {"answers": np.array([["5"] * 4, ["3"] * 4], dtype=object), "correct": np.array([[1] * 4, [0] * 4], bool),
+            "yes_logp": np.log(np.full((2, 4), 0.5)), "no_logp": np.log(np.full((2, 4), 0.5))}
+    rep = report(pool, num_subsets=4)
+    assert rep["pass@1"] == 0.5 and tuple(rep["pass@1_ci95"]) == (0.0, 1.0)
+
+
+def test_the_summary_table_puts_each_figure_in_its_column():
+    """maj@4 0.61, BoN@4 0.42, wt@4 0.83 land under their own headings (a swap passed every other test)."""
+    from rlvjax.reports import summary_table
+
+    figures = {"pass@1": 0.5, "pass@1_ci95": (0.4, 0.6), "num_samples": 4,
+               "accuracy": {"majority": {"4": 0.61}, "best_of_n": {"4": 0.42}, "weighted": {"4": 0.83}},
+               "verifier": {"verifier_balanced_accuracy": 0.7, "verifier_auroc": 0.8, "within_problem_auroc": 0.9},
+               "compute_efficiency_weighted_vs_majority": {"ratio": 2.0, "lower_bound": False}}
+    head, row = summary_table({"final": figures}).splitlines()
+    at = lambda name, width: float(row[head.index(name) + len(name) - width: head.index(name) + len(name)])  # noqa: E731
+    assert (at("maj@4", 8), at("BoN@4", 8), at("wt@4", 8)) == (0.61, 0.42, 0.83)
+    assert (at("ver.bal.acc", 12), at("AUROC", 7), at("within", 7)) == (0.7, 0.8, 0.9)
 
 
 def test_compare_and_assemble_by_hand():

@@ -135,6 +135,8 @@ def test_absurd_setup_is_refused_with_one_line():
     assert "use twice the devices, with MeshConfig.fsdp = 2" in message
     assert "set RLConfig.remat = 'full' (now 'none')" in message
     assert "set RLConfig.logprob_chunk_size = 128 (now 0)" in message
+    levers = ("micro_batch_size", "remat", "fsdp", "logprob_chunk_size")  # what each saves, largest first
+    assert sorted(levers, key=message.index) == list(levers)
     short = budget.advice(qwen_plan("cpu", 1, ["RLConfig.micro_batch_size = 64", "RLConfig.max_new_tokens = 64"]),
                           "update")
     assert "logprob_chunk_size" not in short  # 64 new tokens: chunks of 128 would change nothing

@@ -105,3 +105,9 @@ def test_sample_logs_are_strict_json_and_say_p_yes_as_the_report_does(tmp_path):
     rows = strict(path.read_text())
     np.testing.assert_allclose([r["p_yes"] for r in rows], [0.75, 0.25, 0.0])  # 0.3 / (0.3 + 0.1), ...
     np.testing.assert_allclose([r["p_yes_raw"] for r in rows], [0.3, 0.2, 0.0])
+    with np.errstate(divide="ignore"):  # under another score, p_yes stays normalised; the score is its own field
+        path = reports.write_samples(pool, [{"prompt": "q", "gold": "1", "id": "0"}], testtime.Conventions(score="raw"),
+                                     tmp_path / "eval_samples.jsonl")
+    rows = strict(path.read_text())
+    np.testing.assert_allclose([r["p_yes"] for r in rows], [0.75, 0.25, 0.0])
+    np.testing.assert_allclose([r["score"] for r in rows], [0.3, 0.2, 0.0])

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from rlvjax.data.pipeline import make_iterator
 from rlvjax.rl import verifier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,32 +113,6 @@ def logged(workdir) -> list[dict]:
 
 def checkpoint_steps(workdir) -> list[int]:
     return sorted(int(p.name) for p in (Path(workdir) / "checkpoints").iterdir() if p.name.isdigit())
-
-
-def test_global_batch_does_not_depend_on_the_process_count():
-    records = [{"id": i} for i in range(27)]
-    take = lambda it: [[r["id"] for r in next(it)] for _ in range(10)]  # 4 batches an epoch: crosses epochs
-    one = take(make_iterator(records, batch_size=6, seed=3))
-    for count in (2, 3):
-        shards = [take(make_iterator(records, batch_size=6 // count, seed=3, shard_index=i, shard_count=count))
-                  for i in range(count)]
-        assert [sum((shard[k] for shard in shards), []) for k in range(10)] == one
-
-
-def test_a_data_position_resumes_on_another_process_count():
-    records = [{"id": i} for i in range(27)]
-    two_hosts = [make_iterator(records, batch_size=3, seed=3, shard_index=i, shard_count=2) for i in range(2)]
-    for _ in range(5):  # into the second epoch
-        [next(it) for it in two_hosts]
-    state = json.loads(json.dumps(two_hosts[0].get_state()))
-    assert state == two_hosts[1].get_state()
-    one_host = make_iterator(records, batch_size=6, seed=3)
-    one_host.set_state(state)
-    for _ in range(4):
-        assert [r["id"] for r in next(one_host)] == [r["id"] for it in two_hosts for r in next(it)]
-    with pytest.raises(ValueError, match=r"batch_size \(saved 3, now 4\), shard_count \(saved 2, now 1\); resume "
-                                         r"with the same data, seed and global batch size"):
-        make_iterator(records, batch_size=4, seed=3).set_state(state)
 
 
 AUTO_SCRIPT = """
@@ -381,12 +354,21 @@ mesh = jax.make_mesh((2,), ("d",))
 def state(v):  # one array split over the two processes: each writes its own shard
     w = jax.make_array_from_callback((4,), NamedSharding(mesh, P("d")), lambda i: np.full(4, v, np.float32)[i])
     return {"w": w}
+if sys.argv[4] == "full" and jax.process_index() == 1:  # this node's disk fills up as it writes step 2 (injected)
+    import errno
+    from orbax.checkpoint._src.checkpointers import async_checkpointer
+    commit = async_checkpointer._AsyncManager._thread_func
+    def full_disk(manager, directory, *args, **kwargs):
+        if directory.name != "2":
+            return commit(manager, directory, *args, **kwargs)
+        manager._exception = OSError(errno.ENOSPC, "No space left on device")
+    async_checkpointer._AsyncManager._thread_func = full_disk
 def main(argv):
     ckpt = checkpoint.Checkpointer(sys.argv[1])
     ckpt.save(1, state(1.0), data_state={}, config={})
     ckpt.wait()
     jax.experimental.multihost_utils.sync_global_devices("saved")
-    if jax.process_index() == 1:  # this node's mount of the shared folder goes read-only
+    if jax.process_index() == 1 and sys.argv[4] == "read-only":  # this node's mount of the shared folder
         subprocess.run(["mount", "-o", "remount,ro,bind", sys.argv[1]], check=True)
     jax.experimental.multihost_utils.sync_global_devices("read-only on host 1")
     ckpt.save(2, state(2.0), data_state={}, config={})
@@ -396,22 +378,25 @@ cli.run_main("save", main)([])
 """
 
 
-def test_a_save_that_fails_on_one_host_stops_the_job_at_once(tmp_path):
+@pytest.mark.parametrize("failure", ["read-only", "full"])
+def test_a_save_that_fails_on_one_host_stops_the_job_at_once(tmp_path, failure):
     """One node's mount of the shared checkpoint folder goes read-only during a multi-host run: that host's writes
     fail, the other's succeed. Orbax raised the failure only after a barrier of the hosts that the other host, its
     writes done, never reached (it waited in another one): every host hung for Orbax's coordination timeout (300 s),
     with no line (measured: the train command stopped at step 6 of 8 and stayed so). Now the failing host raises its
-    error at once and the job stops with its line."""
+    error at once and the job stops with its line. A full disk there: the line names the partial step, left (process
+    0, which removes it where the disk fills up for every host, may still be writing there)."""
     folder, port = tmp_path / "ckpt", free_port()
     folder.mkdir()
     own_mounts = ["unshare", "-m", "--propagation", "private"]
     if subprocess.run([*own_mounts, "true"], capture_output=True).returncode != 0:
         pytest.skip("needs a mount namespace of its own (unshare -m: root)")
     env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
-    host = [sys.executable, "-c", SAVE_THEN_LOSE_ONE_HOSTS_WRITES, str(folder), f"127.0.0.1:{port}"]
-    hosts = [subprocess.Popen([*host, "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-             subprocess.Popen([*own_mounts, "sh", "-c", 'mount --bind "$0" "$0" && exec "$@"', str(folder), *host,
-                               "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
+    host = lambda i: [sys.executable, "-c", SAVE_THEN_LOSE_ONE_HOSTS_WRITES, str(folder), f"127.0.0.1:{port}", i,
+                      failure]
+    hosts = [subprocess.Popen(host("0"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+             subprocess.Popen([*own_mounts, "sh", "-c", 'mount --bind "$0" "$0" && exec "$@"', str(folder), *host("1")],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
     start = time.monotonic()
     try:
         outs = [proc.communicate(timeout=120)[0] for proc in hosts]
@@ -419,14 +404,17 @@ def test_a_save_that_fails_on_one_host_stops_the_job_at_once(tmp_path):
         for proc in hosts:
             proc.kill()
     assert time.monotonic() - start < 60  # with the start-up and the first save; the hang was 300 s
-    line = "a checkpoint could not be written under "
+    line = {"read-only": "a checkpoint could not be written under ",
+            "full": f"the disk under {folder} filled up while saving a checkpoint; the partial save "
+                    f"{folder / '2.orbax-checkpoint-tmp'} is left (delete it) and "}[failure]
     assert [proc.returncode for proc in hosts] == [2, 2], outs
-    assert f"save: error: {line}" in outs[1] and "Read-only file system" in outs[1], outs[1][-3000:]
-    assert "\\x" not in outs[1]  # tensorstore's escaped file names
+    assert f"save: error: {line}" in outs[1], outs[1][-3000:]
+    assert failure == "full" or "Read-only file system" in outs[1] and "\\x" not in outs[1]  # tensorstore's escapes
     assert f"save: error: process 1 stopped: {line}" in outs[0], outs[0][-3000:]
     assert "the latest complete checkpoint is step 1;" in outs[0] and "saved" not in outs[0].splitlines()
     assert "Traceback" not in outs[0] + outs[1], outs
     assert sorted(os.listdir(folder))[0] == "1" and "2" not in os.listdir(folder)  # step 1 intact, no step 2
+    assert failure == "read-only" or sorted(os.listdir(folder)) == ["1", "2.orbax-checkpoint-tmp"]
 
 
 def eval_problems(tmp_path, hf_checkpoint) -> tuple[Path, Path]:

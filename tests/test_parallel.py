@@ -24,6 +24,7 @@ MESH = types.SimpleNamespace(shape={"data": 2, "fsdp": 4, "tensor": 2})
     # a dimension the axis does not divide is replicated instead
     ("layers/0/self_attn/v_proj/kernel", (64, 3), P("fsdp")),
     ("lm_head/kernel", (6, 97), P()),
+    ("lm_head/kernel", (64, 96), P("fsdp", "tensor")),  # an untied head: 2 GiB at Qwen's widths, in f32
     ("0/count", (), P()),
 ])
 def test_spec_for(path, shape, spec):

@@ -148,3 +148,30 @@ def test_the_first_warm_start_step_moves_the_weights():
     assert all(x.is_deleted() for x in jax.tree.leaves(given))
     for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(again)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_warm_start_trains_verdicts_after_the_verify_prompt(monkeypatch):
+    """Every row the warm start trains on is a policy row (prompt + completion + eos) or a verdict row (prompt +
+    completion + the verify prompt + Yes/No, only the verdict supervised); built without the verify prompt, the
+    verdict followed the solution directly and nothing failed."""
+    from rlvjax import experiment
+    from rlvjax.data import tasks
+
+    model, tok = experiment.build_policy(experiment.ModelSpec(hidden_size=32, intermediate_size=64, num_layers=1,
+                                                              num_heads=2, num_kv_heads=1))
+    graphdef, params = nnx.split(model)
+    pairs = sft.tokenize(tok, tasks.warm_start_pairs(experiment.TaskSpec(name="digit"), 16, 0.3, 0))
+    built, batch = [], sft.sft_batch
+    monkeypatch.setattr(sft, "sft_batch", lambda rows, **kwargs: built.extend(rows) or batch(rows, **kwargs))
+    cfg = sft.WarmStartConfig(num_steps=2, batch_size=8, num_examples=16, verify_format_rate=0.5)
+    sft.warm_start(graphdef, nnx.to_pure_dict(params), pairs, cfg, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
+                   verify_suffix=(5, 6, 7), verdict_ids=(8, 9), progress=False)
+    solutions = {tuple(prompt + completion) for prompt, completion, _ in pairs}
+    verdicts = [(ids, first) for ids, first in built if ids[-1] != tok.eos_token_id]
+    assert len(built) == 16 and 0 < len(verdicts) < 16
+    for ids, first in verdicts:
+        assert tuple(ids[:-4]) in solutions and ids[-4:-1] == [5, 6, 7] and ids[-1] in (8, 9), ids
+        assert first == len(ids) - 1
+    for ids, first in built:
+        if (ids, first) not in verdicts:
+            assert tuple(ids[:-1]) in solutions and ids[:first] in [list(p) for p, _, _ in pairs]

@@ -237,6 +237,26 @@ def test_the_value_pass_asks_the_engine_for_a_few_shapes_only():
     np.testing.assert_array_equal(values, [1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1])
 
 
+def test_each_prefix_is_valued_against_its_own_gold():
+    """K = 2 samples of each of 3 prefixes of different problems: each sample is graded against its own problem's
+    gold (grading them against the golds tiled, [5, 7, 9, 5, 7, 9], valued these [0.5, 0.5, 0])."""
+    tok = build_tokenizer()
+    stop = tok.eos_token_id
+    answers = [["5", "5"], ["7", "5"], ["9", "9"]]  # prefix 1: one of its two is wrong
+
+    class TwoEach:
+        num_samples = 2
+
+        def __call__(self, params, prefixes, rng, budgets):
+            rows = [[tok.encode(f"\\boxed{{{a}}}", add_special_tokens=False) + [stop] for a in answers[min(i, 2)]]
+                    for i in range(len(prefixes))]  # the chunk's padding repeats prefix 2
+            return (np.array(rows), np.full((len(rows), 2), len(rows[0][0])), np.ones((len(rows), 2), bool), None)
+
+    values = vineppo.value_sampler(TwoEach(), None, tok, seed=0)([[1]] * 3, [[]] * 3, ["5", "7", "9"],
+                                                                  np.full(3, 4))
+    np.testing.assert_array_equal(values, [1, 0.5, 1])
+
+
 def test_step_cap_config():
     assert RLConfig().vineppo_max_steps is None
     assert RLConfig(vineppo_max_steps=25).vineppo_max_steps == 25
