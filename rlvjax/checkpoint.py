@@ -255,9 +255,9 @@ class Checkpointer:
         (``orbax_quirks.release_waiting_saves``; a job's other hosts were sent its signals when it failed:
         ``orbax_quirks.signal_failed_saves``). One that ran out of disk becomes one :class:`DiskFullError`, after
         its partial ``*.orbax-checkpoint-tmp*`` step is removed (by process 0; another host names it: on a failure
-        of its own writes, ``_raise_failed_here``, the job stops with it); one that could not write there (permissions, a
-        read-only or vanished folder, an I/O error) one :class:`CheckpointUnwritable`, its partial step left (no
-        resume reads it; it could not be removed either). The committed steps stay as they were."""
+        of its own writes, ``_raise_failed_here``, the job stops with it); one that could not write there
+        (permissions, a read-only or vanished folder, an I/O error) one :class:`CheckpointUnwritable`, its partial
+        step left (no resume reads it; it could not be removed either). The committed steps stay as they were."""
         try:
             yield
         except Exception as e:
