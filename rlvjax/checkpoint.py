@@ -266,14 +266,18 @@ class Checkpointer:
                 raise
             if released:
                 orbax_quirks.quiet_unstarted_coroutines()
-            left = []  # process 0 removes the partial step; another host leaves it (process 0 may still write
-            if out_of_space(e):  # there, and stops with the job when one host's own writes fail)
-                left = self._remove_partial_saves() if jax.process_index() == 0 else self._partial_saves()
+            # Process 0 removes the partial step. Another host leaves it: process 0 may still be writing there, and
+            # whether process 0 removes it (every host's disk full) or is stopped first (this host's alone), it
+            # cannot know
+            primary, left = jax.process_index() == 0, []
+            if out_of_space(e):
+                left = self._remove_partial_saves() if primary else self._partial_saves()
             self._manager.reload()
             latest = "none" if (step := self._manager.latest_step()) is None else f"step {step}"
             if out_of_space(e):
-                partial = (f"the partial save {', '.join(map(str, left))} is left (delete it)" if left else
-                           "the partial save was removed")
+                partial = ("the partial save was removed" if not left else
+                           f"the partial save {', '.join(map(str, left))} is left (delete it)" if primary else
+                           f"the partial save {', '.join(map(str, left))} may be left (delete it if it is still there)")
                 raise DiskFullError(f"the disk under {self.directory} filled up while saving a checkpoint; {partial} "
                                     f"and the latest complete checkpoint is {latest}; free some space (or lower "
                                     "RunConfig.max_to_keep), then rerun with --resume") from None

@@ -354,7 +354,8 @@ mesh = jax.make_mesh((2,), ("d",))
 def state(v):  # one array split over the two processes: each writes its own shard
     w = jax.make_array_from_callback((4,), NamedSharding(mesh, P("d")), lambda i: np.full(4, v, np.float32)[i])
     return {"w": w}
-if sys.argv[4] == "full" and jax.process_index() == 1:  # this node's disk fills up as it writes step 2 (injected)
+if sys.argv[4] == "full everywhere" or sys.argv[4] == "full" and jax.process_index() == 1:  # injected: the disk
+    # fills up as this host writes step 2
     import errno
     from orbax.checkpoint._src.checkpointers import async_checkpointer
     commit = async_checkpointer._AsyncManager._thread_func
@@ -378,14 +379,15 @@ cli.run_main("save", main)([])
 """
 
 
-@pytest.mark.parametrize("failure", ["read-only", "full"])
+@pytest.mark.parametrize("failure", ["read-only", "full", "full everywhere"])
 def test_a_save_that_fails_on_one_host_stops_the_job_at_once(tmp_path, failure):
     """One node's mount of the shared checkpoint folder goes read-only during a multi-host run: that host's writes
     fail, the other's succeed. Orbax raised the failure only after a barrier of the hosts that the other host, its
     writes done, never reached (it waited in another one): every host hung for Orbax's coordination timeout (300 s),
     with no line (measured: the train command stopped at step 6 of 8 and stayed so). Now the failing host raises its
     error at once and the job stops with its line. A full disk there: the line names the partial step, left (process
-    0, which removes it where the disk fills up for every host, may still be writing there)."""
+    0 may still be writing there). A full disk on every host: process 0 removes it, and its own line says so (the
+    other host's said it was left)."""
     folder, port = tmp_path / "ckpt", free_port()
     folder.mkdir()
     own_mounts = ["unshare", "-m", "--propagation", "private"]
@@ -404,17 +406,20 @@ def test_a_save_that_fails_on_one_host_stops_the_job_at_once(tmp_path, failure):
         for proc in hosts:
             proc.kill()
     assert time.monotonic() - start < 60  # with the start-up and the first save; the hang was 300 s
-    line = {"read-only": "a checkpoint could not be written under ",
-            "full": f"the disk under {folder} filled up while saving a checkpoint; the partial save "
-                    f"{folder / '2.orbax-checkpoint-tmp'} is left (delete it) and "}[failure]
+    full = f"the disk under {folder} filled up while saving a checkpoint; the partial save "
     assert [proc.returncode for proc in hosts] == [2, 2], outs
+    assert "Traceback" not in outs[0] + outs[1], outs
+    assert "the latest complete checkpoint is step 1;" in outs[0] and "saved" not in outs[0].splitlines()
+    if failure == "full everywhere":
+        assert f"save: error: {full}was removed and " in outs[0], outs[0][-3000:]  # then process 1's line
+        assert os.listdir(folder) == ["1"]
+        return
+    line = {"read-only": "a checkpoint could not be written under ",
+            "full": f"{full}{folder / '2.orbax-checkpoint-tmp'} may be left (delete it if it is still there) and "}[failure]
     assert f"save: error: {line}" in outs[1], outs[1][-3000:]
     assert failure == "full" or "Read-only file system" in outs[1] and "\\x" not in outs[1]  # tensorstore's escapes
     assert f"save: error: process 1 stopped: {line}" in outs[0], outs[0][-3000:]
-    assert "the latest complete checkpoint is step 1;" in outs[0] and "saved" not in outs[0].splitlines()
-    assert "Traceback" not in outs[0] + outs[1], outs
-    assert sorted(os.listdir(folder))[0] == "1" and "2" not in os.listdir(folder)  # step 1 intact, no step 2
-    assert failure == "read-only" or sorted(os.listdir(folder)) == ["1", "2.orbax-checkpoint-tmp"]
+    assert sorted(os.listdir(folder)) == ["1", "2.orbax-checkpoint-tmp"]  # step 1 intact, no step 2
 
 
 def eval_problems(tmp_path, hf_checkpoint) -> tuple[Path, Path]:
