@@ -284,9 +284,9 @@ def test_a_host_whose_gin_file_is_missing_stops_the_job_at_once(tmp_path, launch
     assert not (tmp_path / "run").exists()
 
 
-SAVE_THEN_LOSE_WRITES = """
-import os, sys, time
-from rlvjax import checkpoint, parallel
+TWO_HOSTS = """
+import os, subprocess, sys, time
+from rlvjax import checkpoint, cli, parallel
 parallel.initialize_distributed(parallel.MeshConfig(coordinator_address=sys.argv[2], num_processes=2,
                                                     process_id=int(sys.argv[3])))
 import jax
@@ -296,6 +296,10 @@ mesh = jax.make_mesh((2,), ("d",))
 def state(v):  # one array split over the two processes: each writes its own shard
     w = jax.make_array_from_callback((4,), NamedSharding(mesh, P("d")), lambda i: np.full(4, v, np.float32)[i])
     return {"w": w}
+"""  # two processes joined, and a state of one array split over them (argv: folder, coordinator, process id)
+
+
+SAVE_THEN_LOSE_WRITES = TWO_HOSTS + """
 ckpt = checkpoint.Checkpointer(sys.argv[1])
 ckpt.save(1, state(1.0), data_state={}, config={})
 ckpt.wait()
@@ -342,18 +346,7 @@ def test_a_save_that_fails_on_every_host_is_reported_by_each_at_once(tmp_path):
     assert sorted(os.listdir(folder))[0] == "1"
 
 
-SAVE_THEN_LOSE_ONE_HOSTS_WRITES = """
-import subprocess, sys
-from rlvjax import checkpoint, cli, parallel
-parallel.initialize_distributed(parallel.MeshConfig(coordinator_address=sys.argv[2], num_processes=2,
-                                                    process_id=int(sys.argv[3])))
-import jax
-import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
-mesh = jax.make_mesh((2,), ("d",))
-def state(v):  # one array split over the two processes: each writes its own shard
-    w = jax.make_array_from_callback((4,), NamedSharding(mesh, P("d")), lambda i: np.full(4, v, np.float32)[i])
-    return {"w": w}
+SAVE_THEN_LOSE_ONE_HOSTS_WRITES = TWO_HOSTS + """
 if sys.argv[4] == "full everywhere" or sys.argv[4] == "full" and jax.process_index() == 1:  # injected: the disk
     # fills up as this host writes step 2
     import errno
@@ -415,7 +408,8 @@ def test_a_save_that_fails_on_one_host_stops_the_job_at_once(tmp_path, failure):
         assert os.listdir(folder) == ["1"]
         return
     line = {"read-only": "a checkpoint could not be written under ",
-            "full": f"{full}{folder / '2.orbax-checkpoint-tmp'} may be left (delete it if it is still there) and "}[failure]
+            "full": f"{full}{folder / '2.orbax-checkpoint-tmp'} may be left (delete it if it is still there) and "
+            }[failure]
     assert f"save: error: {line}" in outs[1], outs[1][-3000:]
     assert failure == "full" or "Read-only file system" in outs[1] and "\\x" not in outs[1]  # tensorstore's escapes
     assert f"save: error: process 1 stopped: {line}" in outs[0], outs[0][-3000:]
