@@ -26,6 +26,7 @@ def _worker_equivalent(pred: str, gold: str, symmetric: bool) -> tuple[bool, str
 
 
 REL_TOL = 1e-4  # two numbers within it are one answer (as Qwen2.5-Math's evaluation compares numbers)
+ABS_TOL = 1e-12  # and two within this of each other (a float's rounding of an expression worth 0)
 
 
 def _close(gold, pred) -> bool:
@@ -43,7 +44,7 @@ def _same(a, b) -> bool:
     if a is None or b is None or isinstance(a, tuple) != isinstance(b, tuple):
         return True
     if not isinstance(a, tuple):  # a number: the values it may stand for
-        return any(math.isclose(x, y, rel_tol=REL_TOL) or not (math.isfinite(x) and math.isfinite(y))
+        return any(math.isclose(x, y, rel_tol=REL_TOL, abs_tol=ABS_TOL) or not (math.isfinite(x) and math.isfinite(y))
                    for x in a for y in b)
     (ordered_a, items_a), (ordered_b, items_b) = a, b
     if len(items_a) != len(items_b):
@@ -68,7 +69,7 @@ def _numbers(x):
     """An answer as a tree of numbers: ``(ordered, [subtrees])`` for a tuple, an interval or a matrix (ordered) or a
     set (not), each number a list of the values it may stand for (a percentage: math-verify takes "50\\%" as 50 and
     as 0.5; an equation: its value). None for anything else (an expression, a variable)."""
-    from sympy import Eq, FiniteSet, Interval, Mul, Tuple, UnevaluatedExpr
+    from sympy import Basic, Eq, FiniteSet, Interval, Mul, Tuple, UnevaluatedExpr
     from sympy.matrices import MatrixBase
 
     if isinstance(x, Eq):
@@ -80,7 +81,8 @@ def _numbers(x):
         if isinstance(x, Mul) and any(isinstance(f, UnevaluatedExpr) for f in x.args):  # a percentage
             digits = Mul(*(f for f in x.args if not isinstance(f, UnevaluatedExpr)))
             return [float(x.doit()), float(digits)]
-        return [float(x)]
+        # "9-9" exactly 0 (its float was 1.9e-124, not within REL_TOL of a gold 0); math-verify's text is a str
+        return [float(x.doit() if isinstance(x, Basic) else x)]
     except (TypeError, ValueError, OverflowError):
         return None
 
