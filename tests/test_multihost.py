@@ -405,7 +405,7 @@ def test_a_save_that_fails_on_one_host_stops_the_job_at_once(tmp_path, failure):
     assert "the latest complete checkpoint is step 1;" in outs[0] and "saved" not in outs[0].splitlines()
     if failure == "full everywhere":
         assert f"save: error: {full}was removed and " in outs[0], outs[0][-3000:]  # then process 1's line
-        assert os.listdir(folder) == ["1"]
+        assert os.listdir(folder) == ["1"] and "is left (delete it)" not in outs[0] + outs[1]  # no line says it is
         return
     line = {"read-only": "a checkpoint could not be written under ",
             "full": f"{full}{folder / '2.orbax-checkpoint-tmp'} may be left (delete it if it is still there) and "
