@@ -92,8 +92,7 @@ class Checkpointer:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), data_state=ocp.args.JsonSave(data_state),
                                   config=ocp.args.JsonSave(config))
         with self._failed_save():  # a failed earlier async save surfaces here too
-            self._settle()
-            if self._failed_here is not None:
+            if not self._settle():
                 raise self._failed_here
             return self._manager.save(step, args=args, force=force)
 
@@ -216,34 +215,29 @@ class Checkpointer:
     def wait(self) -> None:
         """Blocks until pending async saves are on disk (before exiting, or before reading them back)."""
         with self._failed_save():
-            self._settle()
-            if self._failed_here is None:
+            if self._settle():
                 self._manager.wait_until_finished()
 
     def close(self) -> None:
         with self._failed_save():
-            self._settle()
-            if self._failed_here is None:
+            if self._settle():
                 self._manager.close()
 
-    def _settle(self) -> None:
-        """On a multi-host job, waits here for the save in flight rather than in Orbax, raising a failure of this
-        host's own writes as soon as it comes (``_raise_failed_here``). Once one has been raised, returns at once:
-        the failed save's threads wait in a barrier of Orbax's that the other hosts never reach."""
-        if jax.process_count() == 1 or self._failed_here is not None:
-            return
-        while True:
+    def _settle(self) -> bool:
+        """On a multi-host job, waits here for the save in flight rather than in Orbax (``_raise_failed_here``).
+        False once this host's failure has been raised: its save's threads wait in a barrier of Orbax's that the
+        other hosts never reach, and nothing may wait on them."""
+        while self._failed_here is None and jax.process_count() > 1:
             self._raise_failed_here()
             if not self._manager.is_saving_in_progress():
-                return
+                break
             time.sleep(0.05)
+        return self._failed_here is None
 
     def _raise_failed_here(self) -> None:
-        """A multi-host job's save whose writes failed on this host (``orbax_quirks.record_failed_commits``): its
-        error, raised now. Orbax would raise it after a barrier of the job's hosts, and hosts whose writes succeeded
-        (the others, when one node's mount goes read-only) wait in another one: every host hung for Orbax's
-        coordination timeout (300 s) with no line. Raised here, the job stops with this host's line
-        (``job_stop``); the step is left half-written (no resume reads it), the committed ones as they were."""
+        """Raises now the failure of this host's writes of a save on a multi-host job, which Orbax holds back
+        (``orbax_quirks.record_failed_commits``): the job stops with this host's line (``job_stop``), the step left
+        half-written (no resume reads it)."""
         if jax.process_count() > 1 and self._failed_here is None:
             self._failed_here = orbax_quirks.failed_commit(self._manager.directory)
             if self._failed_here is not None:
@@ -266,18 +260,16 @@ class Checkpointer:
                 raise
             if released:
                 orbax_quirks.quiet_unstarted_coroutines()
-            # Process 0 removes the partial step. Another host leaves it: process 0 may still be writing there, and
-            # whether process 0 removes it (every host's disk full) or is stopped first (this host's alone), it
-            # cannot know
+            # Process 0 removes the partial step; another host leaves it (process 0 may still be writing there)
             primary, left = jax.process_index() == 0, []
             if out_of_space(e):
                 left = self._remove_partial_saves() if primary else self._partial_saves()
             self._manager.reload()
             latest = "none" if (step := self._manager.latest_step()) is None else f"step {step}"
             if out_of_space(e):
-                partial = ("the partial save was removed" if not left else
-                           f"the partial save {', '.join(map(str, left))} is left (delete it)" if primary else
-                           f"the partial save {', '.join(map(str, left))} may be left (delete it if it is still there)")
+                named = f"the partial save {', '.join(map(str, left))}"
+                partial = ("the partial save was removed" if not left else f"{named} is left (delete it)" if primary
+                           else f"{named} may be left (delete it if it is still there)")
                 raise DiskFullError(f"the disk under {self.directory} filled up while saving a checkpoint; {partial} "
                                     f"and the latest complete checkpoint is {latest}; free some space (or lower "
                                     "RunConfig.max_to_keep), then rerun with --resume") from None
