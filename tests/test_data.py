@@ -519,6 +519,17 @@ def test_a_nan_gold_is_no_answer(tmp_path):
         load_records(path, on_bad_gold="error")
 
 
+def test_a_blank_gold_field_gives_way_to_a_filled_one(tmp_path):
+    """A blank "gold" beside a filled "answer" skipped the row, telling the user to give it an answer in 'gold' or
+    'answer' (a null "gold" gave way)."""
+    path = tmp_path / "both.jsonl"
+    rows = [{"prompt": "x", "gold": "", "answer": "5"}, {"prompt": "y", "gold": None, "answer": "6"},
+            {"prompt": "z", "gold": " ", "answer": ""}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records, stats = load_records(path)
+    assert [r["gold"] for r in records] == ["5", "6"] and stats.bad_gold_rows == ("line 3",)
+
+
 def test_golds_no_completion_could_match_are_skipped_and_a_bom_is_read(tmp_path):
     path = tmp_path / "golds.jsonl"  # saved by a Windows editor: UTF-8 with a byte-order mark
     rows = [{"problem": "a", "answer": "\\frac{1}{2"}, {"problem": "b", "answer": "9" * 1001},

@@ -370,6 +370,31 @@ def test_math500_answers_wrong_in_a_small_decimal_or_a_base_grade_wrong():
     np.testing.assert_array_equal(testtime.answer_classes(sets), [0, 0, 0])
 
 
+def test_forms_math_verify_misreads_grade_as_a_person_reads_them():
+    """(gold, answer) pairs a careful person grades one way and math-verify graded the other (review, 2026-12-06):
+    a gold "1e-05" (Python's str of 0.00001) read as 1 * e - 5, so "e-5" was right and 0.00001 wrong; words differing
+    in case ("East" for MATH-500's \\text{east}: E * a * s * t with Euler's E) split a vote's class, so the majority
+    elected a wrong answer; a worked gold "6*7 = 42" matched nothing; an inequality was wrong for its gold interval
+    (math-verify takes them the other way only); \\varnothing, a trailing comma."""
+    words = [("\\text{east}", "East"), ("east", "East"), ("Evelyn", "evelyn")]  # decided by their keys
+    right = [("1e-05", "0.00001"), ("1e-05", "10^{-5}"), ("2.5e-07", "0.00000025"), ("1e+16", "10000000000000000"),
+             ("2500", "2.5e3"), ("0.00001", "1e-05"), ("6*7 = 42", "42"), ("3+2=5", "5"), ("2 \\times 3 = 6", "6"),
+             ("\\frac{6}{2} = 3", "3"), ("(2,\\infty)", "x>2"), ("(3,4]", "3<x\\le 4"),
+             ("x \\in [-2,7]", "-2\\le x\\le 7"), ("\\emptyset", "\\varnothing"), ("-2", "-2,")]
+    wrong = [("1e-05", "e-5"), ("1e-05", "0.0001"), ("east", "West"), ("6*7 = 42", "43"), ("(2,\\infty)", "x \\ge 2"),
+             ("(2,\\infty)", "x>3"), ("(3,4]", "3\\le x\\le 4"), ("-2", "-2,3")]
+    cases = [(g, a, True) for g, a in right] + [(g, a, False) for g, a in wrong]
+    for fast_path in (True, False):
+        checked = cases + [(g, a, True) for g, a in words] if fast_path else cases
+        with rm.Grader(num_workers=1, fast_path=fast_path) as grader:
+            verdicts = grader.grade([f"So $\\boxed{{{a}}}$." for _, a, _ in checked], [g for g, _, _ in checked])[0]
+        assert [(g, a) for (g, a, r), v in zip(checked, verdicts) if v != r] == [], fast_path
+    # MATH-500's row 97 (gold \\text{east}): four right answers of seven out-voted by three wrong ones
+    pool = ["East", "East", "east", "east", "\\text{west}", "\\text{west}", "\\text{west}", "\\text{east}"]
+    np.testing.assert_array_equal(testtime.answer_classes(pool), [0, 0, 0, 0, 1, 1, 1, 0])
+    np.testing.assert_array_equal(testtime.answer_classes(["1e-05", "0.00001", "e-5", "10^{-5}"]), [0, 0, 1, 0])
+
+
 # ------------------------------------------------------------------------------------------------ robustness
 
 

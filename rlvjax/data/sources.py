@@ -226,10 +226,12 @@ def to_record(row: dict, schema: str, *, source: str, place: str, default_id: st
 
 
 def _first_field(row: dict, fields: tuple[str, ...], source: str, place: str, schema: str) -> str:
-    """The first of ``fields`` with a value, else the first present (a null gold is a bad gold, not a bad row)."""
+    """The first of ``fields`` with a value (not null, not blank text), else the first present (a null gold is a bad
+    gold, not a bad row)."""
     present = [field for field in fields if field in row]
     if present:
-        return next((field for field in present if row[field] is not None), present[0])
+        return next((field for field in present if row[field] is not None
+                     and not (isinstance(row[field], str) and not row[field].strip())), present[0])
     raise ValueError(f"{source}: {place} lacks field {' or '.join(map(repr, fields))}; add it (the rows are read "
                      f"as the {schema!r} schema, whose fields every row needs)")
 

@@ -6,6 +6,7 @@ Pure string work, no subprocess and no sympy: ``rewards.math`` grades what this 
 
 from __future__ import annotations
 
+import decimal
 import numbers
 import re
 
@@ -191,7 +192,22 @@ def as_answer(text_or_answer, *, completion: bool = False, stated: bool = False)
     extracted = extracted and _strip_math_delimiters(extracted)  # read alike whether extracted here or before
     if not extracted or len(extracted) > MAX_ANSWER_CHARS:
         return None
-    return unicode_to_latex(extracted)
+    return _plain_forms(unicode_to_latex(extracted))
+
+
+# A number in scientific notation as Python writes it ("1e-05" is str(0.00001)): math-verify reads the e as Euler's
+# number, 1 * e - 5. Converted where its exponent is small enough to write out.
+_SCIENTIFIC = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)[eE]([+-]?\d{1,3})")
+_TRAILING_COMMA = re.compile(r"(?<![\\,])\s*,$")  # "-2," (not LaTeX's thin space "\,")
+
+
+def _plain_forms(answer: str) -> str:
+    """Forms math-verify misreads, written as it reads them: "1e-05" as 0.00001, ``\\varnothing`` as
+    ``\\emptyset``, without a trailing comma."""
+    if (m := _SCIENTIFIC.fullmatch(answer)) and abs(int(m.group(1))) <= 100:
+        answer = format(decimal.Decimal(answer), "f")
+    answer = re.sub(r"\\varnothing(?![A-Za-z])", r"\\emptyset", answer)
+    return _TRAILING_COMMA.sub("", answer) or answer
 
 
 _WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")  # a word, not a \command's name
@@ -256,13 +272,27 @@ def _base_numeral(key: str) -> tuple[bool, str, int] | None:
     return m.group(1) == "-" and digits != "0", digits, int(base)  # (-0 is 0)
 
 
+_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
+
+
+def _word(key: str) -> str | None:
+    """A normalised key that is a word of three letters or more, alone or in ``\\text{}``, in lower case: "East",
+    "\\text{east}". Not one in capitals alone ("ABC": a triangle's name, not a product's "abc")."""
+    m = _TEXT.fullmatch(key)
+    word = m.group(1) if m else key
+    return word.lower() if re.fullmatch(r"[A-Za-z]{3,}", word) and (m or not word.isupper()) else None
+
+
 def same_by_key(a: str, b: str) -> bool | None:
     """Decided without math-verify: True for equal normalised keys, the numeric comparison when both keys are
     whole numbers ("7" vs "07" vs "5"), numerals in a base by their sign, digits and base ("52_8" is not "52_9",
-    which math-verify equated; "52" is "52_8", as it has it); None when math-verify must decide."""
+    which math-verify equated; "52" is "52_8", as it has it), words regardless of case ("East" is "east", which
+    math-verify reads as products of symbols, E being Euler's number); None when math-verify must decide."""
     ka, kb = normalize_answer(a), normalize_answer(b)
     if ka == kb:
         return True
+    if (word := _word(ka)) and (other := _word(kb)):
+        return word == other
     if _WHOLE_NUMBER.fullmatch(ka) and _WHOLE_NUMBER.fullmatch(kb):
         return int(ka) == int(kb)
     based = [_base_numeral(ka), _base_numeral(kb)]

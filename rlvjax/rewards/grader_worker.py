@@ -16,13 +16,30 @@ def _worker_equivalent(pred: str, gold: str, symmetric: bool) -> tuple[bool, str
     """math-verify with its signal timeouts off (our parent enforces the wall clock). Returns (ok, note)."""
     from math_verify import parse, verify
 
-    parsed = [parse(f"\\boxed{{{s}}}", parsing_timeout=None) for s in (gold, pred)]
+    parsed = [[_value(x) for x in parse(f"\\boxed{{{s}}}", parsing_timeout=None)] for s in (gold, pred)]
     if not parsed[0] or not parsed[1]:
         return False, "unparsed"
     ok = verify(parsed[0], parsed[1], timeout_seconds=None)
-    if symmetric and not ok:  # verify is asymmetric (e.g. equation vs value); voting needs a symmetric relation
+    # verify is asymmetric (e.g. equation vs value): voting needs a symmetric relation, and it takes an interval for
+    # a gold inequality but not an inequality ("x > 2") for a gold interval
+    if not ok and (symmetric or _inequality(parsed[1][0])):
         ok = verify(parsed[1], parsed[0], timeout_seconds=None)
     return bool(ok) and _close(parsed[0][0], parsed[1][0]), None
+
+
+def _value(x):
+    """A worked equation whose left side is a number, "6*7 = 42", stands for its right side (math-verify equates
+    "x = 5" with 5, not "6*7 = 42" with 42)."""
+    from sympy import Eq
+
+    return x.rhs if isinstance(x, Eq) and not x.lhs.free_symbols else x
+
+
+def _inequality(x) -> bool:
+    from sympy import And, Eq, Or
+    from sympy.core.relational import Relational
+
+    return isinstance(x, Relational) and not isinstance(x, Eq) or isinstance(x, (And, Or))
 
 
 REL_TOL = 1e-4  # two numbers within it are one answer (as Qwen2.5-Math's evaluation compares numbers)
