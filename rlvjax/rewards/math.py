@@ -9,7 +9,10 @@ Where math-verify's defaults grade a wrong answer right, rlvjax decides: two num
 1e-4, alone or inside an equation, a percentage, a tuple, an interval, a set or a matrix (`grader_worker._close`:
 math-verify rounds floats to 6 decimals, so ".0000670" was ".0000672"), and a numeral
 in a base is compared by its sign, digits and base (`answers.same_by_key`: "52_9", "52_{(9)}" and "-52_8" are not
-"52_8"; "52" is, as math-verify has it).
+"52_8"; "52" is, as math-verify has it). Where it grades a right answer wrong: "1e-05" is 0.00001 (not 1 * e - 5),
+a word is one in any case ("East" is "\\text{east}"), a worked "6*7 = 42" is 42, an inequality is its interval
+("x > 2" for a gold (2, \\infty), which math-verify took only the other way round; `answers._plain_forms`,
+`grader_worker._value`).
 
 Workers are plain subprocesses running ``grader_worker.py`` as a script, talking JSON lines over stdin/stdout, rather
 than multiprocessing children: a spawned multiprocessing child re-imports the `rlvjax` package (hence JAX) and the
