@@ -81,6 +81,50 @@ class Config:
                              f"a rollout's reward must be on that scale; TaskSpec.reward_weights="
                              f"{self.task.reward_weights} would mix scales: leave it None")
 
+    def check_consistent(self) -> None:
+        """Refuses a setting that another one makes void, where a run trained or reported on something other than
+        its config says, without a word (review, 2026-12-06): data fields under a task that generates its problems
+        (it trained on arithmetic), a tokenizer beside an HF model's own, a verifier threshold the math reward's 0
+        or 1 never straddles (every rollout labelled Yes: pass@1 1.0 for a policy always wrong), a report without
+        the export it evaluates, a lambda = 0 baseline of a lambda = 0 run (the same run twice), partial-solution
+        verify rows lambda = 0 weighs 0. Checked when a run starts (``train``, ``--dry_run``), not on a resume: an
+        older run stays resumable."""
+        from rlvjax.data import tasks
+
+        task, run, rl, threshold = self.task, self.run, self.rl, self.verifier.threshold
+        if tasks.get(task.name).generated:
+            given = [name for name in ("train_file", "eval_file", "train_subset", "eval_subset")
+                     if getattr(task, name) is not None]
+            if given:
+                raise ValueError(f"TaskSpec.{given[0]}={getattr(task, given[0])!r} is not read by the {task.name!r} "
+                                 "task, which generates its problems; set TaskSpec.name = 'file' to train on it, or "
+                                 "drop it")
+            if task.prompt_format == "chat":
+                raise ValueError(f"TaskSpec.prompt_format='chat' is not applied by the {task.name!r} task, whose "
+                                 "prompts are its own, used verbatim; leave it 'math' (the default), or set "
+                                 "TaskSpec.name = 'file'")
+        if self.model.hf_dir is not None and self.model.tokenizer_dir is not None:
+            raise ValueError("ModelSpec.tokenizer_dir is a random model's; the model in ModelSpec.hf_dir uses its own "
+                             "tokenizer: drop tokenizer_dir")
+        label = self.verifier.label_reward
+        by_math = label == "math" and "math" in task.rewards or \
+            label == "" and task.rewards == ("math",) and task.reward_weights in (None, (1.0,))
+        if by_math and not 0 < threshold <= 1:
+            raise ValueError(f"VerifierConfig.threshold={threshold:g} labels every rollout "
+                             f"{'Yes' if threshold <= 0 else 'No'}: the math reward is 0 or 1; use a threshold in "
+                             "(0, 1], e.g. 0.5")
+        if run.final_eval_samples and not run.export_final:
+            raise ValueError(f"RunConfig.final_eval_samples={run.final_eval_samples} asks for the end-of-run report, "
+                             "which evaluates the exported final/ that RunConfig.export_final = False does not "
+                             "write; set export_final = True, or final_eval_samples = 0 for no report")
+        if run.baseline and rl.lambda_verify == 0:
+            raise ValueError("RunConfig.baseline trains a lambda = 0 baseline beside this run, whose "
+                             "RLConfig.lambda_verify is 0 already: the same run twice; set RunConfig.baseline = False")
+        if rl.verify_prefixes and rl.lambda_verify == 0:
+            raise ValueError(f"RLConfig.verify_prefixes={rl.verify_prefixes} adds verify rows on partial solutions, "
+                             f"whose loss lambda_verify = 0 weighs 0 ({rl.update_rows_per_rollout}x the update's rows "
+                             "for nothing); set verify_prefixes = 0, or lambda_verify > 0")
+
     def check_precision(self) -> None:
         """Refuses weights that would not train: float16 (AdamW's eps is 0 in float16, so a finite gradient gave a
         NaN update), or bfloat16 under a learning rate below half bfloat16's spacing around a weight (an AdamW step
@@ -189,7 +233,7 @@ class Config:
         """The paper's baseline: the same run with lambda_verify = 0, from the same warm start (its exported
         directory, not a second warm start) when there is one. It has no baseline of its own, so that resuming its
         workdir directly does not train one."""
-        config = dataclasses.replace(self, rl=dataclasses.replace(self.rl, lambda_verify=0.0),
+        config = dataclasses.replace(self, rl=dataclasses.replace(self.rl, lambda_verify=0.0, verify_prefixes=0),
                                      run=dataclasses.replace(self.run, baseline=False))
         if warm_start_dir is None:
             return config

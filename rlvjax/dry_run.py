@@ -153,6 +153,7 @@ def run(config, *, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledP
     ``ValueError`` when either exceeds the per-device budget (``MemoryConfig.device_memory_gib``, else the device's
     own limit)."""
     config.check_precision()
+    config.check_consistent()
     mesh_cfg, spec, task = config.mesh, config.model, config.task
     sizes = [mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor]
     if -1 not in sizes:  # a CPU host fakes the mesh's devices (must precede the first use of a device)

@@ -77,6 +77,10 @@ class ModelSpec:
             raise ValueError(f"ModelSpec: hidden_size={self.hidden_size} must split into num_heads={self.num_heads} "
                              f"heads, and num_heads into num_kv_heads={self.num_kv_heads} groups; choose sizes that "
                              "divide")
+        if (self.hidden_size // self.num_heads) % 2:  # a broadcasting TypeError inside the warm start's first step
+            raise ValueError(f"ModelSpec: hidden_size={self.hidden_size} / num_heads={self.num_heads} = "
+                             f"{self.hidden_size // self.num_heads}, the head dimension, must be even (rotary position "
+                             "embeddings turn its halves as pairs); choose sizes that give an even one")
         check_seed(self.init_seed, "ModelSpec.init_seed")
 
 

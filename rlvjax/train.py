@@ -97,6 +97,8 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                                   "--workdir": str(Path(workdir).absolute())})  # a typo: a save hung for 1,000 s
     check_local(workdir)
     config.check_precision()
+    if not resume:
+        config.check_consistent()
     if resume_step is not None and not resume:
         raise ValueError(f"--checkpoint {resume_step} chooses the step to resume from; pass it with --resume")
     if resume and resume_step is None and (pending := outputs.pending_rollback(Path(workdir))) is not None:

@@ -176,6 +176,37 @@ CONFIG_CASES = {
                        "pass a local directory"),
     "empty_verify_question": (["VerifierConfig.question = ' '"], "VerifierConfig.question is empty; ask the model "
                                                                  "something"),
+    # settings another one made void (review, 2026-12-06): each trained or reported without a word on something other
+    # than the config said, exit 0
+    "data_file_of_a_generated_task": (["TaskSpec.train_file = '/nonexistent/train.jsonl'"],
+                                      "TaskSpec.train_file='/nonexistent/train.jsonl' is not read by the 'digit' task, "
+                                      "which generates its problems; set TaskSpec.name = 'file' to train on it"),
+    "chat_prompts_of_a_generated_task": (["TaskSpec.prompt_format = 'chat'"],
+                                         "TaskSpec.prompt_format='chat' is not applied by the 'digit' task, whose "
+                                         "prompts are its own"),
+    "threshold_labels_all_yes": (["VerifierConfig.threshold = 0.0"], "VerifierConfig.threshold=0 labels every rollout "
+                                                                     "Yes: the math reward is 0 or 1; use a threshold "
+                                                                     "in (0, 1]"),
+    "threshold_labels_all_no": (["VerifierConfig.threshold = 5.0", "VerifierConfig.label_reward = 'math'"],
+                                "VerifierConfig.threshold=5 labels every rollout No"),
+    "report_without_export": (["RunConfig.final_eval_samples = 2"],  # TINY: export_final = False
+                              "RunConfig.final_eval_samples=2 asks for the end-of-run report, which evaluates the "
+                              "exported final/ that RunConfig.export_final = False does not write"),
+    "baseline_of_lambda_0": (["RunConfig.baseline = True", "RLConfig.lambda_verify = 0.0"],
+                             "RLConfig.lambda_verify is 0 already: the same run twice; set RunConfig.baseline = False"),
+    "prefixes_at_lambda_0": (["RLConfig.verify_prefixes = 2", "RLConfig.lambda_verify = 0.0"],
+                             "RLConfig.verify_prefixes=2 adds verify rows on partial solutions, whose loss "
+                             "lambda_verify = 0 weighs 0 (3x the update's rows for nothing)"),
+    "tokenizer_beside_an_hf_model": (["ModelSpec.hf_dir = 'nobody/no-such-model'", "ModelSpec.tokenizer_dir = 'tok'"],
+                                     "ModelSpec.tokenizer_dir is a random model's; the model in ModelSpec.hf_dir uses "
+                                     "its own tokenizer: drop tokenizer_dir"),
+    "odd_head_dimension": (["ModelSpec.hidden_size = 12", "ModelSpec.num_heads = 4", "ModelSpec.num_kv_heads = 2"],
+                           "ModelSpec: hidden_size=12 / num_heads=4 = 3, the head dimension, must be even"),
+    "validation_problems_too_few": (["TaskSpec.name = 'arithmetic'", "TaskSpec.max_value = 3", "TaskSpec.levels = (1,)",
+                                     "TaskSpec.num_eval = 2", "TaskSpec.eval_split = 'validation'"],
+                                    "lower TaskSpec.num_eval, or raise TaskSpec.max_value or add levels (TaskSpec."
+                                    "levels) (TaskSpec.eval_split='validation' takes the 2 problems after the 2 test "
+                                    "ones)"),
 }
 
 

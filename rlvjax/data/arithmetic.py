@@ -172,7 +172,8 @@ def eval_set(n: int = 400, seed: int = EVAL_SEED, levels: Sequence[int] = LEVELS
                 break
         else:
             raise ValueError(f"could not find {n} distinct eval problems at levels {levels} with values up to "
-                             f"{max_value}; ask for fewer")
+                             f"{max_value}; lower TaskSpec.num_eval, or raise TaskSpec.max_value or add levels "
+                             "(TaskSpec.levels)")
         seen.add(problem.prompt)
         problems.append(problem)
     return problems

@@ -24,6 +24,9 @@ class Task:
     # (TaskSpec, tokenizer) -> the eval records alone, where the train split costs to build or may be gone (a file
     # moved since training, a datasets id offline); None: ``records``' second
     eval_records: Callable[[Any, Any], list[dict]] | None = None
+    # Writes its own problems and prompts: reads none of TaskSpec's data fields (train_file, eval_file, the subsets)
+    # and no prompt_format, which a run then refuses (``Config.check_consistent``)
+    generated: bool = False
 
 
 _TASKS: dict[str, Task] = {}
@@ -61,8 +64,13 @@ def eval_records(spec, tokenizer) -> list[dict]:
 def _arithmetic_records(spec, tokenizer) -> Records:
     del tokenizer
     train = arithmetic.generate(spec.seed, spec.num_train, spec.levels, max_value=spec.max_value)
-    held_out = spec.num_eval * (2 if spec.eval_split == "validation" else 1)
-    evals = arithmetic.eval_set(held_out, levels=spec.levels, max_value=spec.max_value)[-spec.num_eval:]
+    validation = spec.eval_split == "validation"
+    try:
+        evals = arithmetic.eval_set(spec.num_eval * (2 if validation else 1), levels=spec.levels,
+                                    max_value=spec.max_value)[-spec.num_eval:]
+    except ValueError as e:  # "could not find 4 distinct eval problems" where 2 were asked for
+        raise ValueError(f"{e}" + (f" (TaskSpec.eval_split='validation' takes the {spec.num_eval} problems after the "
+                                   f"{spec.num_eval} test ones)" if validation else "")) from None
     return arithmetic.records(train), arithmetic.records(evals)
 
 
@@ -115,6 +123,6 @@ def first_eval_rows(evals: list[dict], spec) -> list[dict]:
     return evals[: spec.num_eval]
 
 
-register("arithmetic", Task(_arithmetic_records, _arithmetic_pairs))  # procedural, built in
-register("digit", Task(_digit_records, _digit_pairs))  # trivial, for tests
+register("arithmetic", Task(_arithmetic_records, _arithmetic_pairs, generated=True))  # procedural, built in
+register("digit", Task(_digit_records, _digit_pairs, generated=True))  # trivial, for tests
 register("file", Task(_file_records, eval_records=_file_eval_records))  # records from a file or a datasets id
