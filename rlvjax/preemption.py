@@ -102,15 +102,15 @@ def stop_at_once(line: str, *, ctrl_c: bool = False):
 
 
 @contextlib.contextmanager
-def interrupt_on_sigterm():
+def interrupt_on_sigterm(error: BaseException | type[BaseException] = KeyboardInterrupt):
     """For a command with no state to save but a temporary to remove (an export's half-written copy): a SIGTERM
-    raises ``KeyboardInterrupt`` where the main thread is, so the cleanup that Ctrl-C runs runs for a scheduler's
-    notice too, and the command ends with one line, exit 130 (without this: 143, no word, the copy left behind).
-    Main thread only; elsewhere a no-op."""
+    raises ``error`` where the main thread is, so the cleanup that Ctrl-C runs runs for a scheduler's notice too,
+    and the command ends with one line, exit 130 (without this: 143, no word, the copy left behind). Main thread
+    only; elsewhere a no-op."""
 
     def handle(signum, frame):
         del signum, frame
-        raise KeyboardInterrupt
+        raise error
 
     with _on_sigterm(handle):
         yield

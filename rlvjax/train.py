@@ -63,7 +63,7 @@ flags.DEFINE_bool("dry_run", False, "plan and compile the run's steps for its me
 
 def train(config: Config, workdir: str, *, resume: bool = False, resume_step: int | None = None,
           reward: Rewards | None = None, records: tuple[list[dict], list[dict]] | None = None,
-          hold: contextlib.ExitStack | None = None) -> list[dict]:
+          hold: contextlib.ExitStack | None = None, command: bool = False) -> list[dict]:
     """Run RL^V training as ``config`` says; returns the logged metrics of the steps it ran.
 
     ``reward``: reward functions given as objects (the Python API), else ``config.task.rewards`` by name. ``records``:
@@ -74,14 +74,18 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     killed at any point and restarted with ``resume=True`` continues from its latest complete checkpoint and logs
     exactly what the uninterrupted run would have (``metrics.jsonl`` is rewound to that step first). SIGTERM and
     Ctrl-C save at the next step boundary and raise :class:`cli.Preempted` (a SIGTERM while the run starts, before
-    anything is written, ends the process at once, exit 0); ``OptimConfig.max_consecutive_nonfinite``
+    anything is written, raises it at once; given ``command``, the CLI's, it ends the process at once, exit 0);
+    ``OptimConfig.max_consecutive_nonfinite``
     non-finite updates in a row raise :class:`cli.RunFailed` without saving the step that tripped it. The workdir's
     lock is held until this returns, or, given ``hold``, until that stack closes (the baseline and the report).
     """
     # Until the workdir is locked and the notice handlers are in (the model's load, the checks, the plan: minutes at
-    # scale) nothing is written, so a SIGTERM ends the process at once, exit 0 (it was 143, with no word).
-    with preemption.stop_at_once("while the run was starting, before anything was written; rerun with the same "
-                                 "command"):
+    # scale) nothing is written, so a SIGTERM ends the command at once, exit 0 (it was 143, with no word); in a
+    # Python API script it raises Preempted where the script is, as a Ctrl-C there raises KeyboardInterrupt (the
+    # process's exit 0 skipped the script's own cleanup and read as success)
+    starting = "while the run was starting, before anything was written; rerun with the same command"
+    with preemption.stop_at_once(starting) if command else preemption.interrupt_on_sigterm(
+            cli.Preempted(f"SIGTERM {starting}")):
         return _train(config, workdir, resume=resume, resume_step=resume_step, reward=reward, records=records,
                       hold=hold)
 
@@ -369,33 +373,37 @@ def record_run(workdir: Path, config: Config, records: tuple[list[dict], list[di
 
 def train_with_baseline(config: Config, workdir, *, resume: bool = False, resume_step: int | None = None,
                         reward: Rewards | None = None, records: tuple[list[dict], list[dict]] | None = None,
-                        hold: contextlib.ExitStack | None = None) -> tuple[list[dict], dict[str, Path]]:
+                        hold: contextlib.ExitStack | None = None, command: bool = False
+                        ) -> tuple[list[dict], dict[str, Path]]:
     """Train; with ``RunConfig.baseline`` also train the lambda = 0 baseline from the same warm start, in
     ``WORKDIR/baseline_lambda0``. Returns the run's logged metrics and the exported policies by name. Given
-    ``hold``, both workdirs stay locked until that stack closes."""
+    ``hold``, both workdirs stay locked until that stack closes. ``command``: :func:`train`'s."""
     check_local(workdir)  # before Path() makes gs://b/run a gs:/b/run
     workdir = Path(workdir).absolute()  # the baseline's config names the warm start by this path
     history = train(config, str(workdir), resume=resume, resume_step=resume_step, reward=reward, records=records,
-                    hold=hold)
+                    hold=hold, command=command)
     policies = {name: workdir / name for name in ("warm_start", "final") if (workdir / name).exists()}
     if config.run.baseline:
         baseline = workdir / outputs.BASELINE  # taken back by the run's --checkpoint N (outputs.roll_back_baseline)
         warm = str(policies["warm_start"]) if "warm_start" in policies else None
-        train(config.lambda0_baseline(warm), str(baseline), resume=resume, reward=reward, records=records, hold=hold)
+        train(config.lambda0_baseline(warm), str(baseline), resume=resume, reward=reward, records=records, hold=hold,
+              command=command)
         policies["lambda0"] = baseline / "final"
     return history, policies
 
 
 def run_and_report(config: Config, workdir, *, resume: bool = False, resume_step: int | None = None,
-                   ctrl_c: bool = False) -> dict | None:
+                   command: bool = False) -> dict | None:
     """:func:`train_with_baseline`, then the end-of-run report (``RunConfig.final_eval_samples``), all under the
     workdir's lock: no second process can resume the run while its baseline starts or its report reads it.
-    ``ctrl_c`` (the CLI's): a Ctrl-C in the report ends the process as a SIGTERM there does (elsewhere it raises
-    ``KeyboardInterrupt``: a notebook's interrupt must not end its kernel)."""
+    ``command`` (the CLI's): a SIGTERM while a run starts ends the process (:func:`train`), and a Ctrl-C in the
+    report ends it as a SIGTERM there does (elsewhere it raises ``KeyboardInterrupt``: a notebook's interrupt must
+    not end its kernel)."""
     with contextlib.ExitStack() as hold:
-        _, policies = train_with_baseline(config, workdir, resume=resume, resume_step=resume_step, hold=hold)
+        _, policies = train_with_baseline(config, workdir, resume=resume, resume_step=resume_step, hold=hold,
+                                          command=command)
         with preemption.stop_at_once("during the end-of-run report: training is complete and saved; stopped "
-                                     "without it; rerun with --resume to do it", ctrl_c=ctrl_c):
+                                     "without it; rerun with --resume to do it", ctrl_c=command):
             return report_run(config, workdir, policies)
 
 
@@ -447,7 +455,7 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step:
         from rlvjax import dry_run as dry_run_lib
 
         return dry_run_lib.run(config, echo=True)
-    return run_and_report(config.absolute_paths(), workdir, resume=resume, resume_step=resume_step, ctrl_c=True)
+    return run_and_report(config.absolute_paths(), workdir, resume=resume, resume_step=resume_step, command=True)
 
 
 def main(argv):

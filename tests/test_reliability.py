@@ -577,7 +577,7 @@ evaluate.final_report = report
 gin.parse_config_files_and_bindings([sys.argv[1]], ["WarmStartConfig.num_steps = 0", "RunConfig.num_steps = 1",
                                                     "RunConfig.final_eval_samples = 2"])
 if sys.argv[4] == "cli":
-    cli.run_main("rlvjax.train", lambda argv: train.run_and_report(Config.from_gin(), sys.argv[2], ctrl_c=True))([])
+    cli.run_main("rlvjax.train", lambda argv: train.run_and_report(Config.from_gin(), sys.argv[2], command=True))([])
 else:  # a Python session (a notebook's interrupt): KeyboardInterrupt, the session goes on
     # as an interactive session or a kernel has it, however the tests were started (a background job of a script
     # starts with SIGINT ignored, and Python then keeps it so)
@@ -624,17 +624,33 @@ def load(*args, **kwargs):  # minutes for a 1.5B model, when the scheduler's not
 
 experiment.build_policy = load
 gin.parse_config_files_and_bindings([sys.argv[1]], [])
-cli.run_main("rlvjax.train", lambda argv: train.run_and_report(Config.from_gin(), sys.argv[2]))([])
+if sys.argv[3] == "command":
+    cli.run_main("rlvjax.train", lambda argv: train.run_and_report(Config.from_gin(), sys.argv[2], command=True))([])
+else:  # a Python API script
+    try:
+        train.run_and_report(Config.from_gin(), sys.argv[2])
+    except cli.Preempted as e:
+        print("raised:", e)
+    finally:
+        print("the script's cleanup ran")
+    print("the script goes on")
 """
 
 
-def test_sigterm_while_the_model_loads_stops_at_once_with_one_line(tmp_path, env):
-    """Before the notice handlers were in, it died with 143 and no word (a sweep counted the run as failed)."""
-    out = subprocess.run([sys.executable, "-c", SIGTERM_IN_SETUP, DIGIT, str(tmp_path / "run")], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("caller", ["command", "script"])
+def test_sigterm_while_the_model_loads_stops_at_once_with_one_line(tmp_path, env, caller):
+    """Before the notice handlers were in, it died with 143 and no word (a sweep counted the run as failed). A
+    Python API script was ended at once too, exit 0: its cleanup never ran, and `python script.py && publish` went on
+    (review, 2026-12-06); there the SIGTERM now raises Preempted where the script is."""
+    out = subprocess.run([sys.executable, "-c", SIGTERM_IN_SETUP, DIGIT, str(tmp_path / "run"), caller], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stderr.strip().splitlines()[-1] == ("rlvjax.train: SIGTERM while the run was starting, before anything "
-                                                   "was written; rerun with the same command")
+    line = "SIGTERM while the run was starting, before anything was written; rerun with the same command"
+    if caller == "command":
+        assert out.stderr.strip().splitlines()[-1] == f"rlvjax.train: {line}"
+    else:
+        assert out.stdout.splitlines() == [f"raised: {line}", "the script's cleanup ran", "the script goes on"], \
+            out.stdout + out.stderr[-3000:]
     assert not (tmp_path / "run").exists()
 
 
