@@ -122,6 +122,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
         parallel.check_batch(rl.micro_batch_size, mesh, "RLConfig.micro_batch_size", per_process=False)
     reward = reward or Rewards.of(config)
     reward.warn_about_labels()
+    reward.state.max_steps = run.num_steps
     model, tokenizer = experiment.build_policy(config.model, config.verifier.question)
     given = records is not None
     if given:  # as written to WORKDIR/data/ below and read back by a resume
@@ -270,6 +271,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                                                       finished.ravel())
                 rows = [batch[i // g] for i in range(b * g)]
                 before = grading_counts() if reward.is_math else {}
+                reward.state.global_step = step  # the steps done, as TRL's trainer_state says
                 rewards, correct = (x.reshape(b, g) for x in reward(
                     [r["prompt"] for r in rows], texts, rows, experiment.completion_ids(tokens.reshape(b * g, n),
                                                                                          lengths.ravel())))

@@ -586,6 +586,38 @@ def test_trl_token_id_rewards_get_the_sampled_ids():
     np.testing.assert_allclose(graded.rewards, [0 + 0, -1 + 1])
 
 
+def test_trl_async_rewards_and_trainer_state(tmp_path):
+    """TRL awaits an ``async def`` reward and passes ``trainer_state`` to every one; the first was refused as
+    returning "a coroutine, not a flat list of numbers", the second as needing a 'trainer_state' data column (review,
+    2026-12-06). An async reward is run in a thread of its own, so a notebook's running event loop is no obstacle."""
+    import asyncio
+
+    async def judged(completions, **kwargs):  # a reward that awaits a remote judge
+        await asyncio.sleep(0)
+        return [float(len(c)) for c in completions]
+
+    seen = []
+
+    def ramped(completions, trainer_state, **kwargs):  # a penalty that ramps up over training
+        seen.append((trainer_state.global_step, trainer_state.max_steps))
+        return [-trainer_state.global_step / max(trainer_state.max_steps, 1)] * len(completions)
+
+    rewards = registry.Rewards(["judged", "ramped"], None, [judged, ramped])
+    assert registry.required_columns(ramped) == set()
+    rewards.check_columns([{"prompt": "p"}], "train")
+    rewards.state.global_step, rewards.state.max_steps = 1, 4
+
+    async def in_a_notebook():  # its event loop is running while the reward is graded
+        return rewards(["p", "q"], ["ab", "abc"], [{"prompt": "p"}, {"prompt": "q"}]).rewards
+
+    np.testing.assert_allclose(asyncio.run(in_a_notebook()), [2 - 0.25, 3 - 0.25])
+    seen.clear()
+    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), num_steps=2, batch_size=4, group_size=2,
+                            max_new_tokens=2, verify_question=QUESTION)
+    rlvjax.RLVTrainer(reward_funcs=[judged, ramped], train_dataset=[{"prompt": "1+1="}] * 8, args=args).train()
+    assert {step for step, _ in seen} == {0, 1} and {total for _, total in seen} == {2}, seen
+
+
 def test_conversational_rows_reach_trl_style_rewards_as_messages(caplog):
     """TRL passes conversational prompts as their messages and completions as [{"role": "assistant", ...}]; a
     function written for that (``completion[0]["content"]``) raised IndexError on the rendered texts. None is

@@ -1,7 +1,8 @@
 """Reward functions by name, with TRL's contract: ``f(prompts, completions, **columns) -> list[float]``.
 
 A function that names a ``completions`` parameter is called with keywords, as TRL calls it (TRL's own
-``accuracy_reward(completions, solution, **kwargs)`` works unchanged); any other gets ``prompts`` and
+``accuracy_reward(completions, solution, **kwargs)`` works unchanged, ``trainer_state`` and ``async def`` ones
+too); any other gets ``prompts`` and
 ``completions`` as its first two positional arguments. Both have one entry per sampled completion (a prompt repeats
 for each of its samples). They are texts, except on conversational data (every row's prompt chat messages), where
 they take TRL's conversational form: each prompt its messages and each completion
@@ -15,6 +16,9 @@ from the command line.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import dataclasses
 import hashlib
 import importlib
 import inspect
@@ -125,7 +129,16 @@ class Graded(NamedTuple):
     correct: np.ndarray
 
 
-SAMPLED = ("prompts", "completions", "completion_ids")  # what TRL passes a reward function by keyword
+SAMPLED = ("prompts", "completions", "completion_ids", "trainer_state")  # what TRL passes a reward by keyword
+
+
+@dataclasses.dataclass
+class TrainerState:
+    """What a reward function gets as ``trainer_state`` (TRL passes transformers' ``TrainerState``): the RL steps
+    done so far and the run's, for a reward that changes over training (a curriculum, a penalty that ramps up)."""
+
+    global_step: int = 0
+    max_steps: int = 0
 
 
 def _by_keyword(fn: RewardFn) -> bool:
@@ -142,13 +155,23 @@ def required_columns(fn: RewardFn) -> set[str]:
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def _call(fn: RewardFn, prompts: list[str], completions: list[str], columns: dict[str, list], completion_ids):
+def _call(fn: RewardFn, prompts: list[str], completions: list[str], columns: dict[str, list], completion_ids,
+          state: TrainerState):
     if not _by_keyword(fn):
-        return fn(prompts, completions, **columns)
+        return _awaited(fn(prompts, completions, **columns))
     params = inspect.signature(fn).parameters
     takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    given = dict(zip(SAMPLED, (prompts, completions, completion_ids)))  # as TRL passes them: every keyword
-    return fn(**{k: v for k, v in given.items() if (k in params or takes_all) and v is not None}, **columns)
+    given = dict(zip(SAMPLED, (prompts, completions, completion_ids, state)))  # as TRL passes them: every keyword
+    return _awaited(fn(**{k: v for k, v in given.items() if (k in params or takes_all) and v is not None}, **columns))
+
+
+def _awaited(values):
+    """An ``async def`` reward's values (TRL awaits them): its coroutine run to the end in a thread of its own, so
+    that a caller whose event loop is running (a notebook's) is not asked to run another."""
+    if not inspect.iscoroutine(values):
+        return values
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, values).result()
 
 
 class Rewards:
@@ -160,6 +183,7 @@ class Rewards:
                  functions: Sequence[RewardFn] | None = None, *, label: str = "", threshold: float = 0.5):
         self.names = tuple(names)
         self.label, self.threshold = label_index(self.names, label), threshold
+        self.state = TrainerState()  # the run's steps, for the functions that read trainer_state (train sets them)
         self.functions = tuple(functions) if functions is not None else tuple(resolve(n) for n in self.names)
         self.weights = np.ones(len(self.names)) if weights is None else np.asarray(weights, np.float64)
         if not self.names:
@@ -248,7 +272,7 @@ class Rewards:
         for index, (name, fn, weight) in enumerate(zip(self.names, self.functions, self.weights)):
             try:
                 values = _call(fn, *(chat if chat and fn is not math_reward else (prompts, completions)), columns,
-                               completion_ids)
+                               completion_ids, self.state)
             except Exception as e:  # a user's function: its failure is bad input, said in one line
                 raise UserError(f"reward function {name!r} raised {type(e).__name__}: {e}; fix the function") \
                     from None
