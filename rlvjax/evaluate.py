@@ -210,6 +210,15 @@ def main(argv):
     if f.model_dir and f.checkpoint is not None:
         raise ValueError(f"--checkpoint {f.checkpoint} picks a step of a training run; drop it, or pass the run's "
                          "--workdir instead of --model_dir")
+    if f.model_dir and f["policy"].present:  # was ignored: the directory evaluated, the policy named nowhere
+        raise ValueError(f"--policy {f.policy} picks a policy of a training run; drop it, or pass the run's --workdir "
+                         "instead of --model_dir")
+    data_flags = [name for name in ("raw_prompts", "data_split", "data_subset") if f[name].present]
+    if data_flags and not f.data:  # were ignored (raw_prompts recorded in eval.json as if it had applied)
+        raise ValueError(f"--{data_flags[0]} applies to the problems of --data; pass --data, or drop it (the run's "
+                         "own eval problems are read as it rendered them)")
+    if f.compilation_cache and Path(f.compilation_cache).expanduser().is_file():  # JAX's warning, the cache off
+        raise ValueError(f"--compilation_cache {f.compilation_cache} is a file; pass a directory, or '' for no cache")
     if f.checkpoint is not None and f.policy not in ("final", BASELINE_POLICY):  # was ignored: step N evaluated
         raise ValueError(f"--policy {f.policy} names an exported policy, --checkpoint {f.checkpoint} a step of the "
                          f"run's training (or of its baseline, with --policy {BASELINE_POLICY}); drop one")

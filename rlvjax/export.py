@@ -25,6 +25,10 @@ from rlvjax.outputs import MANAGED, is_run, run_under
 def export(workdir, out, *, step: int | None = None, overwrite: bool = False, max_shard_size: str = "5GB") -> int:
     """Export checkpoint ``step`` (default: the latest) of the run in ``workdir`` to ``out``, its weights in
     safetensors files of at most ``max_shard_size`` each (as ``save_pretrained``); returns the step."""
+    for name, value in (("workdir", workdir), ("out", out)):  # Path("") is ".": an unset $RUN exported the cwd's run
+        if not str(value).strip():
+            raise ValueError(f"--{name} is empty; pass " + ("a training run's directory" if name == "workdir" else
+                                                            "the directory to write"))
     workdir, out = Path(workdir).expanduser(), Path(out).expanduser()  # checked where save_hf writes: "~/x" too
     try:
         if parse_size_to_int(max_shard_size) <= 0:
@@ -34,7 +38,8 @@ def export(workdir, out, *, step: int | None = None, overwrite: bool = False, ma
                          "or 500MB") from None
     checkpoint_dir = workdir / "checkpoints"
     if not workdir.is_dir():
-        raise FileNotFoundError(f"workdir {workdir} does not exist; pass the --workdir of a training run")
+        raise FileNotFoundError(f"workdir {workdir} " + ("is a file, not a directory" if workdir.exists() else
+                                                          "does not exist") + "; pass the --workdir of a training run")
     if not checkpoint_dir.is_dir():
         raise FileNotFoundError(f"no checkpoints in {workdir} ({checkpoint_dir} does not exist); train there first")
     check_out(out, workdir, overwrite)

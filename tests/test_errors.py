@@ -844,6 +844,21 @@ FLAG_MISTAKES = [  # (module, args, the one line after "module: error: "); the f
     ("rlvjax.train", ["--dry_run", "--checkpoint", "5"], "--checkpoint 5 picks the step a --resume continues from; "
                                                          "--dry_run and --print_config read the config alone: drop "
                                                          "--checkpoint"),
+    # flags that applied to nothing (review, 2026-12-06): an unset $RUN exported the working directory's run; the
+    # others ran without a word, --raw_prompts and --reject_fraction recorded in eval.json as if they had applied
+    ("rlvjax.export", ["--workdir", "", "--out", "x"], "--workdir is empty; pass a training run's directory"),
+    ("rlvjax.export", ["--workdir", __file__, "--out", "x"],
+     f"workdir {__file__} is a file, not a directory; pass the --workdir of a training run"),
+    ("rlvjax.evaluate", ["--model_dir", "absent", "--data", "x.jsonl", "--policy", "warm_start"],
+     "--policy warm_start picks a policy of a training run; drop it, or pass the run's --workdir instead of "
+     "--model_dir"),
+    ("rlvjax.evaluate", ["--workdir", "absent", "--raw_prompts"],
+     "--raw_prompts applies to the problems of --data; pass --data, or drop it (the run's own eval problems are read "
+     "as it rendered them)"),
+    ("rlvjax.evaluate", ["--workdir", "absent", "--compilation_cache", __file__],
+     f"--compilation_cache {__file__} is a file; pass a directory, or '' for no cache"),
+    ("rlvjax.evaluate", ["--workdir", "absent", "--strategy", "particle", "--reject_fraction", "0.5"],
+     "--reject_fraction 0.5 is a setting of --resample reject (now multinomial); pass --resample reject, or drop it"),
 ]
 
 

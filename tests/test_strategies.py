@@ -255,5 +255,8 @@ def test_a_point_on_the_fixed_curve_matches_it_at_equal_tokens_and_at_equal_accu
     assert high["points"][0]["fixed_weighted_at_equal_tokens"] is None
     assert high["points"][0]["fixed_majority_at_equal_tokens"] is None
     assert "beyond the pool" in report.describe(high)
+    costly = report.block("adaptive", [{**point, "accuracy": 0.7, "tokens_per_problem": 80.0}], fixed)
+    assert costly["match"]["ratio"] == pytest.approx(0.5)
+    assert report.describe(costly).endswith("adaptive reaches it with 80 (2.0x more)")  # it said "0.5x fewer"
     edge = report.block("adaptive", [{**point, "tokens_per_problem": 40.0}], fixed)["points"][0]
     assert edge["fixed_weighted_at_equal_tokens"] == pytest.approx(0.7)

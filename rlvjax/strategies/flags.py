@@ -56,6 +56,9 @@ def strategy_rules(f, num_samples: int, max_new_tokens: int, tokenizer=None) -> 
         rules = [dataclasses.replace(r, threshold=t, **given(budgets=None if budgets is None else tuple(budgets)))
                  for r in base if r.threshold == base[0].threshold for t in thresholds]
     else:
+        if f.reject_fraction is not None and f.resample != "reject":  # recorded in eval.json, applied to nothing
+            raise ValueError(f"--reject_fraction {f.reject_fraction} is a setting of --resample reject (now "
+                             f"{f.resample or 'multinomial'}); pass --resample reject, or drop it")
         delimiter = None if f.step_delimiter is None else unescape("step_delimiter", f.step_delimiter)
         fields = given(step_delimiter=delimiter, max_steps=f.max_steps, resample=f.resample,
                        reject_fraction=f.reject_fraction, weight_temperature=f.weight_temperature)

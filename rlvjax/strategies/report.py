@@ -170,7 +170,8 @@ def describe(strategy: dict) -> str:
     lines.append(f"fixed-N weighted at N = {strategy['fixed']['ns'][-1]}: {m['fixed_weighted_accuracy']:.3f} with "
                  f"{m['fixed_tokens_per_problem']:.0f} tokens/problem; " +
                  ("no point reaches it" if m["ratio"] is None else
-                  f"{strategy['name']} reaches it with {m['tokens_per_problem']:.0f} ({m['ratio']:.1f}x fewer)"))
+                  f"{strategy['name']} reaches it with {m['tokens_per_problem']:.0f} ("
+                  + (f"{m['ratio']:.1f}x fewer)" if m["ratio"] >= 1 else f"{1 / m['ratio']:.1f}x more)")))
     return "\n".join(lines)
 
 
