@@ -143,6 +143,8 @@ def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: 
 def check_pool_size(k: int, name: str = "--num_samples") -> None:
     """A pool of ``k`` samples per problem the report can vote over, or a one-line error."""
     try:
+        if isinstance(k, bool):  # True was read as 1
+            raise TypeError
         k = operator.index(k)  # 16.0 and '16' are refused here, not by a TypeError from the bit test
     except TypeError:
         raise ValueError(f"{name}={k!r} must be a whole number: a power of two >= 2") from None

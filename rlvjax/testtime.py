@@ -210,8 +210,16 @@ def majority_vote(answers, equivalent=None):
 
 def weighted_vote(answers, scores, equivalent=None):
     """The answer whose class has the largest sum of verifier scores; ties -> earliest first occurrence."""
+    _check_lengths(answers, scores)
     classes = _as_classes(answers, equivalent)
     return _representative(answers, classes, weighted_leader(classes, as_weights(scores)))
+
+
+def _check_lengths(answers, scores, name: str = "answers") -> None:
+    """One score per answer, said in one line (one score was spread over two answers, and a best-of-N picked)."""
+    if np.shape(scores) != np.shape(answers):
+        raise ValueError(f"scores has shape {np.shape(scores)} for {name} of shape {np.shape(answers)}; pass one "
+                         "score per answer")
 
 
 def best_of_n(answers, scores, unparseable: str = "last"):
@@ -220,6 +228,7 @@ def best_of_n(answers, scores, unparseable: str = "last"):
     one is returned as None). Only parseability matters here, so no grouping (and no grading) is done."""
     if unparseable not in ("last", "rank"):  # "rnak" was taken as "last"
         raise ValueError(f"unparseable={unparseable!r}: use 'last' or 'rank'")
+    _check_lengths(answers, scores)
     # What answer_classes (and so the votes and curves) calls no answer: no_answer, or a class id of -1.
     ids = isinstance(answers, np.ndarray) and np.issubdtype(answers.dtype, np.integer)
     parseable = np.array([not (a < 0 if ids else no_answer(a)) for a in answers])
@@ -252,6 +261,12 @@ def best_of_n_expected(scores: np.ndarray, correct: np.ndarray, parseable: np.nd
     count as incorrect; with ``unparseable="last"`` they rank below all others, with ``"rank"`` by their score. A
     NaN score is 0 (``as_weights``; it sorted below the unparseable ones)."""
     k = len(scores)
+    if unparseable not in ("last", "rank") or ties not in ("random", "first"):  # "rnak" was taken as "rank"
+        raise ValueError(f"unparseable={unparseable!r}, ties={ties!r}: use 'last' or 'rank', and 'random' or "
+                         "'first'")
+    if not 1 <= n <= k or np.shape(correct) != (k,) or np.shape(parseable) != (k,):
+        raise ValueError(f"best_of_n_expected needs 1 <= n <= K (n={n}, K={k} scores) and one grade and one "
+                         f"parseable flag per score (got {np.shape(correct)}, {np.shape(parseable)})")
     s = as_weights(scores)
     if unparseable == "last":
         s = np.where(parseable, s, -np.inf)
@@ -319,6 +334,10 @@ def scaling_curve(answers, scores, correct, ns, strategy: str, num_subsets: int 
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
     correct = np.asarray(correct, dtype=np.float64)
+    if correct.ndim != 2 or strategy != "pass_at_k" and np.shape(answers) != correct.shape or \
+            strategy in ("weighted", "best_of_n") and np.shape(scores) != correct.shape:
+        raise ValueError(f"scaling_curve needs answers, correct (and scores, for {strategy}) of one shape [P, K]; got "
+                         f"{np.shape(answers)}, {correct.shape}, {np.shape(scores)}")
     num_problems, k = correct.shape
     ns = [int(n) for n in ns]
     if any(n < 1 or n > k for n in ns):

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -214,6 +215,10 @@ class RLVTrainer:
         from rlvjax.strategies.policy import Policy
 
         evaluate.check_pool_size(num_samples, "num_samples")
+        _check_path("out", out, none=True)
+        if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)):
+            raise ValueError(f"temperature={temperature!r} must be a number (or None: the run's training "
+                             "temperature)")
         if temperature is not None and not 0 < temperature < float("inf"):
             raise ValueError(f"temperature={temperature} must be > 0 and finite: votes need distinct samples; pass a "
                              "positive temperature or None (the run's training temperature)")
@@ -334,6 +339,7 @@ class RLVTrainer:
         from rlvjax import atomic, parallel
         from rlvjax.export import check_out
 
+        _check_path("output_dir", output_dir)
         final = self.output_dir / "final"
         if not final.is_dir():
             raise FileNotFoundError(f"{final} does not exist: train() first (with RunConfig.export_final = True)")
@@ -377,3 +383,11 @@ def _records(dataset, name: str, need_gold: bool, task) -> list[dict]:
                                  require_gold=need_gold)[0]
     raise ValueError(f"{name} must be a file path or datasets id, a datasets.Dataset or a list of dicts, got "
                      f"{type(dataset).__name__}")
+
+
+def _check_path(name: str, value, *, none: bool = False) -> None:
+    """A folder argument that is a path (str or os.PathLike; ``none``: or None), or a one-line error naming it (a
+    bare TypeError from os.fspath named neither)."""
+    if not (isinstance(value, (str, os.PathLike)) or none and value is None):
+        raise ValueError(f"{name}={value!r} must be a directory's path (str or pathlib.Path)"
+                         + (" or None" if none else ""))

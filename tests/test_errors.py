@@ -241,7 +241,7 @@ REWARD_CASES = {
                "numbers; return one number per completion",
     "nested": "reward function 'user_rewards:nested' returned list of shape (1, 2), not a flat list of numbers; "
               "return one number per completion",
-    "needs_target": "reward 'user_rewards:needs_target' needs column(s) ['target'] that row 0 of the train data lacks "
+    "needs_target": "reward 'user_rewards:needs_target' needs column(s) ['target'] that row 1 of the train data lacks "
                     "(it has ['gold', 'id', 'level', 'prompt']); add them to every row or change the reward",
 }
 

@@ -53,6 +53,24 @@ def test_best_of_n_golden():
         tt.best_of_n(["a"], [0.5], unparseable="rnak")
 
 
+def test_scores_that_do_not_fit_the_answers_and_misspelt_conventions_are_refused():
+    """One score spread over two answers picked one (review, 2026-12-06); weighted_vote and scaling_curve raised
+    numpy's IndexError; best_of_n_expected took "rnak" as "rank" and "frist" as "first", and n > K divided by 0."""
+    with pytest.raises(ValueError, match=r"^scores has shape \(1,\) for answers of shape \(2,\); pass one score"):
+        tt.best_of_n(["3", "5"], [0.9])
+    with pytest.raises(ValueError, match=r"^scores has shape \(1,\) for answers of shape \(2,\)"):
+        tt.weighted_vote(["3", "5"], [0.5])
+    with pytest.raises(ValueError, match=r"^scaling_curve needs answers, correct \(and scores, for weighted\) of one"):
+        tt.scaling_curve(np.array([[0, 1]]), [[0.5]], [[1, 0]], [1], "weighted")
+    pool = np.array([0.5, 0.5]), np.array([0, 1]), np.array([True, True])
+    assert tt.best_of_n_expected(*pool, 2) == 0.5 and tt.best_of_n_expected(*pool, 2, ties="first") == 0.0
+    for kwargs in (dict(ties="frist"), dict(unparseable="rnak")):
+        with pytest.raises(ValueError, match=r"use 'last' or 'rank', and 'random' or 'first'$"):
+            tt.best_of_n_expected(*pool, 2, **kwargs)
+    with pytest.raises(ValueError, match=r"^best_of_n_expected needs 1 <= n <= K \(n=3, K=2 scores\)"):
+        tt.best_of_n_expected(*pool, 3)
+
+
 def test_answers_too_long_to_grade_never_win_a_vote():
     long = "1+" * 600 + "1"  # past MAX_ANSWER_CHARS: the grader calls it no answer
     assert tt.majority_vote([long] * 3 + ["5"] * 2) == "5"

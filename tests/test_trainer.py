@@ -74,8 +74,8 @@ def test_the_reward_function_gets_every_column_and_grades_what_was_sampled(user_
     assert len(training) == 2
     for call in training:
         assert call["target"] == [by_prompt[p] for p in call["prompts"]]  # aligned row by row
-        # every other column of the user's data, and the sampled ids, as TRL passes them
-        assert call["columns"] == ["completion_ids", "id", "level", "source"]
+        # every other column of the user's data, the sampled ids and the trainer's state, as TRL passes them
+        assert call["columns"] == ["completion_ids", "id", "level", "source", "trainer_state"]
     # The logged rewards are the function's values for the logged completions.
     samples = [json.loads(line) for line in (root / "run" / "samples.jsonl").read_text().splitlines()]
     assert samples
@@ -541,7 +541,7 @@ def test_columns_only_some_rows_have_reach_the_function_whatever_row_leads():
                                    [float("bonus" in r) for r in order])
     # a required column missing from a later row is refused at load, naming the row, not mid-run
     needs = registry.Rewards(["t"], None, [lambda p, c, bonus, **k: [0.0] * len(c)])
-    with pytest.raises(ValueError, match=r"^reward 't' needs column\(s\) \['bonus'\] that row 0 of the train data"):
+    with pytest.raises(ValueError, match=r"^reward 't' needs column\(s\) \['bonus'\] that row 1 of the train data"):
         needs.check_columns(rows, "train")
 
 
@@ -649,7 +649,7 @@ def test_conversational_rows_reach_trl_style_rewards_as_messages(caplog):
                       [{**r, "gold": s} for r, s in zip(rows, "24")]).rewards
     np.testing.assert_allclose(got, [1 + 0 + 1, 0 + 1 + 0])  # the math reward graded the texts
     assert seen["prompts"] == messages and seen["completions"][1] == [{"role": "assistant", "content": "\\boxed{4}"}]
-    assert seen["columns"] == ["gold", "prompts"]  # the kept messages are not a column
+    assert seen["columns"] == ["gold", "prompts", "trainer_state"]  # the kept messages are not a column
     assert "got None from every reward function" not in caplog.text
     none = registry.Rewards(["n"], None, [lambda p, c, **k: [None] * len(c)])
     with caplog.at_level(logging.WARNING):
@@ -701,10 +701,18 @@ def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
         rlvjax.RLVTrainer(eval_dataset=[{"prompt": "1+1=", "gold": "2"}], args=args)
     with pytest.raises(ValueError, match=r"^num_samples=1: use a power of two >= 2"):
         rlvjax.RLVTrainer(args=args).evaluate(num_samples=1)
+    # bare TypeErrors that named no argument, and True read as 1 (review, 2026-12-06)
+    for call, message in ((dict(num_samples=True), r"^num_samples=True must be a whole number"),
+                          (dict(num_samples=2, temperature="1"), r"^temperature='1' must be a number"),
+                          (dict(num_samples=2, out=5), r"^out=5 must be a directory's path")):
+        with pytest.raises(ValueError, match=message):
+            rlvjax.RLVTrainer(args=args).evaluate(**call)
+    with pytest.raises(ValueError, match=r"^output_dir=None must be a directory's path \(str or pathlib.Path\)$"):
+        rlvjax.RLVTrainer(args=args).save_model(None)
     # a column named as what every reward is passed: a TypeError "got multiple values" blamed on the function
     with pytest.raises(ValueError, match=re.escape("the train data has column(s) ['completions', 'prompts'], the "
                                                    "name(s) of what every reward function is passed (prompts, "
-                                                   "completions, completion_ids); rename them")):
+                                                   "completions, completion_ids, trainer_state); rename them")):
         rlvjax.RLVTrainer(reward_funcs=length_penalty, args=args, train_dataset=[
             {"prompt": f"{i}+1=", "prompts": "x", "completions": "y"} for i in range(4)]).train()
     assert not (tmp_path / "run").exists()

@@ -247,7 +247,7 @@ class Rewards:
             for row, record in enumerate(records):
                 missing = sorted(required - set(record))
                 if missing:
-                    raise ValueError(f"reward {name!r} needs column(s) {missing} that row {row} of the {what} data "
+                    raise ValueError(f"reward {name!r} needs column(s) {missing} that row {row + 1} of the {what} data "
                                      f"lacks (it has {sorted(record)}); add them to every row or change the reward")
 
     def probe(self, records: list[dict]) -> None:
