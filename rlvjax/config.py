@@ -86,9 +86,9 @@ class Config:
         its config says, without a word (review, 2026-12-06): data fields under a task that generates its problems
         (it trained on arithmetic), a tokenizer beside an HF model's own, a verifier threshold the math reward's 0
         or 1 never straddles (every rollout labelled Yes: pass@1 1.0 for a policy always wrong), a report without
-        the export it evaluates, a lambda = 0 baseline of a lambda = 0 run (the same run twice), partial-solution
-        verify rows lambda = 0 weighs 0. Checked when a run starts (``train``, ``--dry_run``), not on a resume: an
-        older run stays resumable."""
+        the export it evaluates, a lambda = 0 baseline of a lambda = 0 run (the same run twice). Checked when a run
+        starts (``train`` before its first checkpoint, ``--dry_run``), not on a resume: an older run stays
+        resumable."""
         from rlvjax.data import tasks
 
         task, run, rl, threshold = self.task, self.run, self.rl, self.verifier.threshold
@@ -120,10 +120,6 @@ class Config:
         if run.baseline and rl.lambda_verify == 0:
             raise ValueError("RunConfig.baseline trains a lambda = 0 baseline beside this run, whose "
                              "RLConfig.lambda_verify is 0 already: the same run twice; set RunConfig.baseline = False")
-        if rl.verify_prefixes and rl.lambda_verify == 0:
-            raise ValueError(f"RLConfig.verify_prefixes={rl.verify_prefixes} adds verify rows on partial solutions, "
-                             f"whose loss lambda_verify = 0 weighs 0 ({rl.update_rows_per_rollout}x the update's rows "
-                             "for nothing); set verify_prefixes = 0, or lambda_verify > 0")
 
     def check_precision(self) -> None:
         """Refuses weights that would not train: float16 (AdamW's eps is 0 in float16, so a finite gradient gave a
@@ -233,7 +229,7 @@ class Config:
         """The paper's baseline: the same run with lambda_verify = 0, from the same warm start (its exported
         directory, not a second warm start) when there is one. It has no baseline of its own, so that resuming its
         workdir directly does not train one."""
-        config = dataclasses.replace(self, rl=dataclasses.replace(self.rl, lambda_verify=0.0, verify_prefixes=0),
+        config = dataclasses.replace(self, rl=dataclasses.replace(self.rl, lambda_verify=0.0),
                                      run=dataclasses.replace(self.run, baseline=False))
         if warm_start_dir is None:
             return config

@@ -215,7 +215,7 @@ def main(argv):
     if f.model_dir and f["policy"].present:  # was ignored: the directory evaluated, the policy named nowhere
         raise ValueError(f"--policy {f.policy} picks a policy of a training run; drop it, or pass the run's --workdir "
                          "instead of --model_dir")
-    data_flags = [name for name in ("raw_prompts", "data_split", "data_subset") if f[name].present]
+    data_flags = [name for name in ("raw_prompts", "data_split", "data_subset") if f[name].value != f[name].default]
     if data_flags and not f.data:  # were ignored (raw_prompts recorded in eval.json as if it had applied)
         raise ValueError(f"--{data_flags[0]} applies to the problems of --data; pass --data, or drop it (the run's "
                          "own eval problems are read as it rendered them)")

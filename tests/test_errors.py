@@ -194,9 +194,6 @@ CONFIG_CASES = {
                               "exported final/ that RunConfig.export_final = False does not write"),
     "baseline_of_lambda_0": (["RunConfig.baseline = True", "RLConfig.lambda_verify = 0.0"],
                              "RLConfig.lambda_verify is 0 already: the same run twice; set RunConfig.baseline = False"),
-    "prefixes_at_lambda_0": (["RLConfig.verify_prefixes = 2", "RLConfig.lambda_verify = 0.0"],
-                             "RLConfig.verify_prefixes=2 adds verify rows on partial solutions, whose loss "
-                             "lambda_verify = 0 weighs 0 (3x the update's rows for nothing)"),
     "tokenizer_beside_an_hf_model": (["ModelSpec.hf_dir = 'nobody/no-such-model'", "ModelSpec.tokenizer_dir = 'tok'"],
                                      "ModelSpec.tokenizer_dir is a random model's; the model in ModelSpec.hf_dir uses "
                                      "its own tokenizer: drop tokenizer_dir"),
@@ -259,6 +256,15 @@ def test_bad_reward_functions(tmp_path, capsys, monkeypatch, case):
 def test_bad_config_values(tmp_path, capsys, case):
     bindings, expect = CONFIG_CASES[case]
     assert_fails_cleanly(tmp_path, capsys, bindings, expect=expect)
+
+
+def test_a_resume_with_nothing_saved_is_checked_as_a_first_launch(tmp_path, capsys):
+    """`--resume` on a workdir with nothing stored is a first launch (a sweep's --resume of a run not yet started):
+    the checks of a starting run apply (review diff17: it trained the digit task beside a train_file, exit 0)."""
+    code, line = train_error(tmp_path / "run", ["TaskSpec.train_file = '/nonexistent/train.jsonl'"], resume=True,
+                             capsys=capsys)
+    assert code == 2 and "is not read by the 'digit' task, which generates its problems" in line, line
+    assert not (tmp_path / "run").exists()
 
 
 def test_malformed_gin_file_and_missing_gin_file(tmp_path, capsys):

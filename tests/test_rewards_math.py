@@ -378,9 +378,12 @@ def test_forms_math_verify_misreads_grade_as_a_person_reads_them():
     (math-verify takes them the other way only); \\varnothing, a trailing comma."""
     words = [("\\text{east}", "East"), ("east", "East"), ("Evelyn", "evelyn")]  # decided by their keys
     right = [("1e-05", "0.00001"), ("1e-05", "10^{-5}"), ("2.5e-07", "0.00000025"), ("1e+16", "10000000000000000"),
-             ("2500", "2.5e3"), ("0.00001", "1e-05"), ("6*7 = 42", "42"), ("3+2=5", "5"), ("2 \\times 3 = 6", "6"),
+             ("2500", "2.5e+03"), ("0.00001", "1e-05"), ("6*7 = 42", "42"), ("3+2=5", "5"), ("2 \\times 3 = 6", "6"),
              ("\\frac{6}{2} = 3", "3"), ("(2,\\infty)", "x>2"), ("(3,4]", "3<x\\le 4"),
-             ("x \\in [-2,7]", "-2\\le x\\le 7"), ("\\emptyset", "\\varnothing"), ("-2", "-2,")]
+             ("x \\in [-2,7]", "-2\\le x\\le 7"), ("\\emptyset", "\\varnothing"), ("-2", "-2,"),
+             # what the fixes must leave alone (review diff17): "2e-1" may be 2e - 1 (only a signed two- or three-digit
+             # exponent is Python's), "5 = x" is an equation (not the symbol x)
+             ("2e - 1", "2e-1"), ("x=5", "5 = x")]
     wrong = [("1e-05", "e-5"), ("1e-05", "0.0001"), ("east", "West"), ("6*7 = 42", "43"), ("(2,\\infty)", "x \\ge 2"),
              ("(2,\\infty)", "x>3"), ("(3,4]", "3\\le x\\le 4"), ("-2", "-2,3")]
     cases = [(g, a, True) for g, a in right] + [(g, a, False) for g, a in wrong]
@@ -393,6 +396,8 @@ def test_forms_math_verify_misreads_grade_as_a_person_reads_them():
     pool = ["East", "East", "east", "east", "\\text{west}", "\\text{west}", "\\text{west}", "\\text{east}"]
     np.testing.assert_array_equal(testtime.answer_classes(pool), [0, 0, 0, 0, 1, 1, 1, 0])
     np.testing.assert_array_equal(testtime.answer_classes(["1e-05", "0.00001", "e-5", "10^{-5}"]), [0, 0, 1, 0])
+    # the same word in another case, not any two words: "abc" and "acb" are one product (a class of three, not two)
+    np.testing.assert_array_equal(testtime.answer_classes(["a*b*c", "abc", "acb"]), [0, 0, 0])
 
 
 # ------------------------------------------------------------------------------------------------ robustness

@@ -195,16 +195,16 @@ def as_answer(text_or_answer, *, completion: bool = False, stated: bool = False)
     return _plain_forms(unicode_to_latex(extracted))
 
 
-# A number in scientific notation as Python writes it ("1e-05" is str(0.00001)): math-verify reads the e as Euler's
-# number, 1 * e - 5. Converted where its exponent is small enough to write out.
-_SCIENTIFIC = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)[eE]([+-]?\d{1,3})")
+# A number in scientific notation as Python writes it, a signed exponent of two or three digits ("1e-05" is
+# str(0.00001), "1e+16"): math-verify reads the e as Euler's number, 1 * e - 5. "2e-1" may be 2e - 1: left to it.
+_SCIENTIFIC = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)[eE]([+-]\d{2,3})")
 _TRAILING_COMMA = re.compile(r"(?<![\\,])\s*,$")  # "-2," (not LaTeX's thin space "\,")
 
 
 def _plain_forms(answer: str) -> str:
     """Forms math-verify misreads, written as it reads them: "1e-05" as 0.00001, ``\\varnothing`` as
     ``\\emptyset``, without a trailing comma."""
-    if (m := _SCIENTIFIC.fullmatch(answer)) and abs(int(m.group(1))) <= 100:
+    if (m := _SCIENTIFIC.fullmatch(answer)) and abs(int(m.group(1))) <= 100:  # written out: 100 digits at most
         answer = format(decimal.Decimal(answer), "f")
     answer = re.sub(r"\\varnothing(?![A-Za-z])", r"\\emptyset", answer)
     return _TRAILING_COMMA.sub("", answer) or answer
@@ -287,12 +287,13 @@ def same_by_key(a: str, b: str) -> bool | None:
     """Decided without math-verify: True for equal normalised keys, the numeric comparison when both keys are
     whole numbers ("7" vs "07" vs "5"), numerals in a base by their sign, digits and base ("52_8" is not "52_9",
     which math-verify equated; "52" is "52_8", as it has it), words regardless of case ("East" is "east", which
-    math-verify reads as products of symbols, E being Euler's number); None when math-verify must decide."""
+    math-verify reads as products of symbols, E being Euler's number: only that case is decided here, "abc" and
+    "acb" are math-verify's); None when math-verify must decide."""
     ka, kb = normalize_answer(a), normalize_answer(b)
     if ka == kb:
         return True
-    if (word := _word(ka)) and (other := _word(kb)):
-        return word == other
+    if (word := _word(ka)) and word == _word(kb):  # else math-verify's: "abc" is "acb", a product
+        return True
     if _WHOLE_NUMBER.fullmatch(ka) and _WHOLE_NUMBER.fullmatch(kb):
         return int(ka) == int(kb)
     based = [_base_numeral(ka), _base_numeral(kb)]

@@ -28,11 +28,11 @@ def _worker_equivalent(pred: str, gold: str, symmetric: bool) -> tuple[bool, str
 
 
 def _value(x):
-    """A worked equation whose left side is a number, "6*7 = 42", stands for its right side (math-verify equates
-    "x = 5" with 5, not "6*7 = 42" with 42)."""
+    """A worked equation, numbers on both sides, "6*7 = 42", stands for its right side (math-verify equates "x = 5"
+    with 5, not "6*7 = 42" with 42; "5 = x" stays an equation)."""
     from sympy import Eq
 
-    return x.rhs if isinstance(x, Eq) and not x.lhs.free_symbols else x
+    return x.rhs if isinstance(x, Eq) and not x.lhs.free_symbols and not x.rhs.free_symbols else x
 
 
 def _inequality(x) -> bool:
