@@ -215,10 +215,10 @@ def weighted_vote(answers, scores, equivalent=None):
     return _representative(answers, classes, weighted_leader(classes, as_weights(scores)))
 
 
-def _check_lengths(answers, scores, name: str = "answers") -> None:
+def _check_lengths(answers, scores) -> None:
     """One score per answer, said in one line (one score was spread over two answers, and a best-of-N picked)."""
     if np.shape(scores) != np.shape(answers):
-        raise ValueError(f"scores has shape {np.shape(scores)} for {name} of shape {np.shape(answers)}; pass one "
+        raise ValueError(f"scores has shape {np.shape(scores)} for answers of shape {np.shape(answers)}; pass one "
                          "score per answer")
 
 
