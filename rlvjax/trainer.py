@@ -19,14 +19,13 @@ import dataclasses
 import hashlib
 import json
 import logging
-import numbers
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from rlvjax.config import Config, check_local, written_values
 from rlvjax.data import sources, tasks
-from rlvjax.fieldtypes import check_field_types
+from rlvjax.fieldtypes import check_field_types, matches
 from rlvjax.rewards import registry
 
 # RLVConfig field -> (Config section, field); None on an RLVConfig field keeps the base config's value.
@@ -216,7 +215,7 @@ class RLVTrainer:
 
         evaluate.check_pool_size(num_samples, "num_samples")
         _check_path("out", out, none=True)
-        if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)):
+        if not matches(temperature, float | None):  # the config sections' own type check
             raise ValueError(f"temperature={temperature!r} must be a number (or None: the run's training "
                              "temperature)")
         if temperature is not None and not 0 < temperature < float("inf"):
