@@ -87,9 +87,14 @@ def train_argv(python: str, gin_files: list[str], gin_params: list[str], label: 
     argv = [python, "-m", "rlvjax.train"]
     for f in gin_files or [DEFAULT_GIN]:
         argv += ["--gin_file", f]
-    for p in ["RunConfig.baseline = False", *gin_params, f"{LAMBDA_PARAM}={label}"]:  # the sweep's λ last: it wins
+    for p in run_params(gin_params, label):
         argv += ["--gin_param", p]
     return argv + ["--workdir", workdir] + (["--resume"] if resume else [])
+
+
+def run_params(gin_params: list[str], label: str) -> list[str]:
+    """The bindings of the run of λ = ``label``: no baseline of its own, the user's, the sweep's λ last (it wins)."""
+    return ["RunConfig.baseline = False", *gin_params, f"{LAMBDA_PARAM}={label}"]
 
 
 def gpu_env(slot: int, parallel: int, gpus: list[str]) -> dict[str, str]:
@@ -200,21 +205,35 @@ def check_root(root: str) -> None:
         raise NotADirectoryError(f"--workdir_root {root} is a file; pass a directory for the runs")
 
 
-def check_config(gin_files: list[str], gin_params: list[str]):
-    """Parse and check the config once here (building it starts no JAX backend), so that a misspelt file, binding
-    or value fails now and not once per run; returns its ``RunConfig``."""
+def check_config(gin_files: list[str], gin_params: list[str], labels: list[str], resume: bool):
+    """Parse and check each run's config here, as its run will (building one starts no JAX backend), so that a
+    misspelt file, binding or value fails now and not once per run, and one that only some λ refuse (a
+    micro-batch that does not divide λ = 0's update rows, which hold no partial solutions) fails now and not in the
+    middle of the sweep; returns the first run's ``RunConfig``. Without ``resume`` the runs are first launches,
+    checked as ``rlvjax.train`` checks one (``Config.check_consistent``)."""
     import gin
 
     from rlvjax import cli
     from rlvjax.config import Config
 
-    gin.clear_config()
-    try:  # files and `include 'configs/base.gin'` resolved as rlvjax.train resolves them; errors in one line
-        package = str(Path(cli.__file__).parent)  # where rlvjax.train finds configs/, from any directory
-        cli.parse_gin(gin_files or [DEFAULT_GIN], gin_params, search_paths=(package,))
-        return Config.from_gin().run
-    finally:
+    package = str(Path(cli.__file__).parent)  # where rlvjax.train finds configs/, from any directory
+    runs, errors = [], {}
+    for label in labels:
         gin.clear_config()
+        try:  # files and `include 'configs/base.gin'` resolved as rlvjax.train resolves them; errors in one line
+            cli.parse_gin(gin_files or [DEFAULT_GIN], run_params(gin_params, label), search_paths=(package,))
+            config = Config.from_gin()
+            if not resume:
+                config.check_consistent()
+            runs.append(config.run)
+        except ValueError as e:
+            errors[label] = e
+        finally:
+            gin.clear_config()
+    if errors:
+        label, error = next(iter(errors.items()))
+        raise error if len(errors) == len(labels) else ValueError(f"the run of lambda={label}: {error}")
+    return runs[0]
 
 
 def check_workdirs(jobs: list[Job]) -> None:
@@ -340,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     check_root(args.workdir_root)
     jobs = plan(args)
     if args.target != "tpu_vm":  # the config lives here; for a TPU VM it lives on the workers
-        run = check_config(args.gin_file, args.gin_param)
+        run = check_config(args.gin_file, args.gin_param, parse_lambdas(args.lambdas), args.resume)
         if not (run.final_eval_samples and run.export_final):
             print("sweep: warning: RunConfig.final_eval_samples = 0 or export_final = False: the runs write no "
                   "eval.json, so launch/collect.py will have nothing to compare", file=sys.stderr)

@@ -156,6 +156,10 @@ def test_tpu_vm_runs_gcloud_and_keeps_its_output(tmp_path, capsys, monkeypatch):
     ("0,1", ["--gin_param", "RunConfig.seed=abc"], "malformed gin config in the --gin_param bindings"),
     ("0,1", ["--gin_param", "RLConfig.lambda_verify = 2"], "the sweep sets it from --lambdas"),
     ("0,1", ["--gin_param", "RLConfig.nope = 2"], "doesn't have a parameter named 'nope'"),
+    # only lambda = 0 refuses it (no partial-solution rows there): found before any run starts
+    ("0,1", ["--gin_param", "RLConfig.verify_prefixes = 1", "--gin_param", "RLConfig.micro_batch_size = 8"],
+     r"^the run of lambda=0: minibatch of 4 training rows is not a multiple of RLConfig.micro_batch_size=8"),
+    ("0,1", ["--gin_param", "TaskSpec.train_file = 'x.jsonl'"], r"^TaskSpec.train_file='x.jsonl' is not read by"),
     ("0,1", ["--zone", "us-central2-b"], "--zone does nothing for --target local"),
     ("0,1", ["--target", "tpu_vm", "--gpus", "0"], "--gpus does nothing for --target tpu_vm"),
 ])

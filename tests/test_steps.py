@@ -1,5 +1,6 @@
 """update_step against direct computations of the RL and verification objectives on a tiny random model."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -239,6 +240,11 @@ def test_verify_prefixes_add_verify_only_rows_of_partial_solutions(setup, m):
     batch = steps.build_update_batch(statics, roll, adv, correct)
     plain = steps.build_update_batch(make_statics(graphdef), roll, adv, correct)
     assert batch.input_ids.shape[0] == 4 * (1 + m)
+    # At lambda_verify = 0 (a lambda = 0 baseline or sweep point) the rows would carry no loss: none are built.
+    unverified = steps.build_update_batch(make_statics(graphdef, verify_prefixes=m, lambda_verify=0.0), roll, adv,
+                                          correct)
+    chex.assert_trees_all_equal(unverified, plain)
+    assert RLConfig(verify_prefixes=m, lambda_verify=0.0).update_rows_per_rollout == 1
     np.testing.assert_array_equal(batch.verify_target, np.tile([YES, NO, NO, YES], 1 + m))  # the rollout's label
     assert not np.asarray(batch.target_mask[4:]).any() and not np.asarray(batch.advantages[4:]).any()
     _, stats, _, _ = steps._minibatch_grads(statics, params, None, batch)

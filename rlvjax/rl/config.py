@@ -67,7 +67,8 @@ class RLConfig:
     # c_j tokens + verify prompt`` with c_j = body * j / (m + 1) (j = 1..m), labelled with the whole rollout's label:
     # p(Yes) after a partial solution then estimates its chance of ending right, which verifier-guided search scores
     # (rlvjax.strategies.particle). These rows carry no policy loss; the update holds (1 + m) x the rows. 0: complete
-    # solutions only, as in the paper.
+    # solutions only, as in the paper. With lambda_verify = 0 (a lambda = 0 baseline or sweep point) no such rows are
+    # built: they would carry no loss at all.
     verify_prefixes: int = 0
 
     def __post_init__(self):
@@ -116,9 +117,15 @@ class RLConfig:
         return ALGORITHM_AGGREGATION.get(self.algorithm, "token_mean")
 
     @property
+    def trained_prefixes(self) -> int:
+        """Partial solutions of each rollout the update trains the verifier on: ``verify_prefixes``, none at
+        lambda_verify = 0, where their rows would carry no loss."""
+        return self.verify_prefixes if self.lambda_verify > 0 else 0
+
+    @property
     def update_rows_per_rollout(self) -> int:
-        """Training rows one rollout becomes: itself and its ``verify_prefixes`` partial solutions."""
-        return 1 + self.verify_prefixes
+        """Training rows one rollout becomes: itself and its ``trained_prefixes`` partial solutions."""
+        return 1 + self.trained_prefixes
 
     @property
     def sampling_params(self) -> sampling.SamplingParams:

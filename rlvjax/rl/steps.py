@@ -125,7 +125,7 @@ def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, c
     prompt_mask = jnp.repeat(rollouts.prompt_mask, g, axis=0)
     target_mask = jnp.arange(n)[None, :] < lengths[:, None]
     verify_target = verifier.verify_labels(correct.reshape(rows), statics.yes_id, statics.no_id)
-    m = statics.rl.verify_prefixes
+    m = statics.rl.trained_prefixes
     # Partial solutions (RLConfig.verify_prefixes): the first c_j tokens of each body, verify rows only.
     cuts = [jnp.maximum(body_len * j // (m + 1), jnp.minimum(body_len, 1)) for j in range(1, m + 1)]
     bodies = [body_mask] + [jnp.arange(n)[None, :] < c[:, None] for c in cuts]
