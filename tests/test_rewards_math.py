@@ -375,7 +375,7 @@ def test_forms_math_verify_misreads_grade_as_a_person_reads_them():
     a gold "1e-05" (Python's str of 0.00001) read as 1 * e - 5, so "e-5" was right and 0.00001 wrong; words differing
     in case ("East" for MATH-500's \\text{east}: E * a * s * t with Euler's E) split a vote's class, so the majority
     elected a wrong answer; a worked gold "6*7 = 42" matched nothing; an inequality was wrong for its gold interval
-    (math-verify takes them the other way only); \\varnothing, a trailing comma."""
+    (math-verify takes them the other way only); \\varnothing, a trailing comma; a set for a point or an interval."""
     words = [("\\text{east}", "East"), ("east", "East"), ("Evelyn", "evelyn")]  # decided by their keys
     right = [("1e-05", "0.00001"), ("1e-05", "10^{-5}"), ("2.5e-07", "0.00000025"), ("1e+16", "10000000000000000"),
              ("2500", "2.5e+03"), ("0.00001", "1e-05"), ("6*7 = 42", "42"), ("3+2=5", "5"), ("2 \\times 3 = 6", "6"),
@@ -383,9 +383,15 @@ def test_forms_math_verify_misreads_grade_as_a_person_reads_them():
              ("x \\in [-2,7]", "-2\\le x\\le 7"), ("\\emptyset", "\\varnothing"), ("-2", "-2,"),
              # what the fixes must leave alone (review diff17): "2e-1" may be 2e - 1 (only a signed two- or three-digit
              # exponent is Python's), "5 = x" is an equation (not the symbol x)
-             ("2e - 1", "2e-1"), ("x=5", "5 = x")]
+             ("2e - 1", "2e-1"), ("x=5", "5 = x"),
+             # a list without braces is either a set or a point (MATH writes both)
+             ("(15,-29)", "15,-29"), ("\\{2,3\\}", "x \\in \\left\\{3, 2\\right\\}"), ("\\{2,3\\}", "3, 2"),
+             ("\\{1\\pm\\sqrt{5},-2\\}", "-2, 1+\\sqrt5, 1-\\sqrt5")]
     wrong = [("1e-05", "e-5"), ("1e-05", "0.0001"), ("east", "West"), ("6*7 = 42", "43"), ("(2,\\infty)", "x \\ge 2"),
-             ("(2,\\infty)", "x>3"), ("(3,4]", "3\\le x\\le 4"), ("-2", "-2,3")]
+             ("(2,\\infty)", "x>3"), ("(3,4]", "3\\le x\\le 4"), ("-2", "-2,3"),
+             # a set is not a point or an interval (math-verify matched the elements: review 2026-12-06)
+             ("(15,-29)", "\\{15,-29\\}"), ("(2,3)", "\\{2,3\\}"), ("\\{2,3\\}", "(2,3)"),
+             ("(2,3)", "x \\in \\{2,3\\}")]
     cases = [(g, a, True) for g, a in right] + [(g, a, False) for g, a in wrong]
     for fast_path in (True, False):
         checked = cases + [(g, a, True) for g, a in words] if fast_path else cases

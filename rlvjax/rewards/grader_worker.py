@@ -24,7 +24,25 @@ def _worker_equivalent(pred: str, gold: str, symmetric: bool) -> tuple[bool, str
     # a gold inequality but not an inequality ("x > 2") for a gold interval
     if not ok and (symmetric or _inequality(parsed[1][0])):
         ok = verify(parsed[1], parsed[0], timeout_seconds=None)
-    return bool(ok) and _close(parsed[0][0], parsed[1][0]), None
+    return bool(ok) and _close(parsed[0][0], parsed[1][0]) and not _set_against_sequence(gold, pred, parsed), None
+
+
+def _set_against_sequence(gold: str, pred: str, parsed) -> bool:
+    """One answer written as a set, ``\\{15, -29\\}``, the other as a point or an interval, ``(15, -29)``: two
+    answers (math-verify matched the set's elements to the pair's, so an unordered set passed for an ordered pair,
+    and {2, 3} for the interval (2, 3)). A list without braces, "15, -29", stays either: MATH writes both."""
+    from sympy import Eq, FiniteSet, Interval, Tuple
+
+    shapes = [x.rhs if isinstance(x, Eq) else x for x in (parsed[0][0], parsed[1][0])]
+    braced = [_braced(text) and isinstance(x, FiniteSet) for text, x in zip((gold, pred), shapes)]
+    sequence = [isinstance(x, (Tuple, Interval)) for x in shapes]
+    return braced[0] and sequence[1] or braced[1] and sequence[0]
+
+
+def _braced(text: str) -> bool:
+    """Written in set braces: ``\\{...\\}`` (``\\left\\{ ... \\right\\}`` too), possibly after ``x \\in``."""
+    text = text.replace("\\left", "").replace("\\right", "").strip()
+    return "\\{" in text and text.endswith("\\}")
 
 
 def _value(x):
