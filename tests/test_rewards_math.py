@@ -375,7 +375,8 @@ def test_forms_math_verify_misreads_grade_as_a_person_reads_them():
     a gold "1e-05" (Python's str of 0.00001) read as 1 * e - 5, so "e-5" was right and 0.00001 wrong; words differing
     in case ("East" for MATH-500's \\text{east}: E * a * s * t with Euler's E) split a vote's class, so the majority
     elected a wrong answer; a worked gold "6*7 = 42" matched nothing; an inequality was wrong for its gold interval
-    (math-verify takes them the other way only); \\varnothing, a trailing comma; a set for a point or an interval."""
+    (math-verify takes them the other way only); \\varnothing, a trailing comma; a set for a point or an interval;
+    a repeating decimal."""
     words = [("\\text{east}", "East"), ("east", "East"), ("Evelyn", "evelyn")]  # decided by their keys
     right = [("1e-05", "0.00001"), ("1e-05", "10^{-5}"), ("2.5e-07", "0.00000025"), ("1e+16", "10000000000000000"),
              ("2500", "2.5e+03"), ("0.00001", "1e-05"), ("6*7 = 42", "42"), ("3+2=5", "5"), ("2 \\times 3 = 6", "6"),
@@ -386,12 +387,15 @@ def test_forms_math_verify_misreads_grade_as_a_person_reads_them():
              ("2e - 1", "2e-1"), ("x=5", "5 = x"),
              # a list without braces is either a set or a point (MATH writes both)
              ("(15,-29)", "15,-29"), ("\\{2,3\\}", "x \\in \\left\\{3, 2\\right\\}"), ("\\{2,3\\}", "3, 2"),
-             ("\\{1\\pm\\sqrt{5},-2\\}", "-2, 1+\\sqrt5, 1-\\sqrt5")]
+             ("\\{1\\pm\\sqrt{5},-2\\}", "-2, 1+\\sqrt5, 1-\\sqrt5"),
+             # repeating decimals (math-verify read the bar as a symbol)
+             ("\\frac13", "0.\\overline{3}"), ("\\frac{5}{6}", "0.8\\overline{3}"), ("0.\\overline{3}", "\\frac{1}{3}"),
+             ("\\frac{137}{110}", "1.2\\overline{45}"), ("-\\frac17", "-0.\\overline{142857}"), ("2", "1.\\bar9")]
     wrong = [("1e-05", "e-5"), ("1e-05", "0.0001"), ("east", "West"), ("6*7 = 42", "43"), ("(2,\\infty)", "x \\ge 2"),
              ("(2,\\infty)", "x>3"), ("(3,4]", "3\\le x\\le 4"), ("-2", "-2,3"),
              # a set is not a point or an interval (math-verify matched the elements: review 2026-12-06)
              ("(15,-29)", "\\{15,-29\\}"), ("(2,3)", "\\{2,3\\}"), ("\\{2,3\\}", "(2,3)"),
-             ("(2,3)", "x \\in \\{2,3\\}")]
+             ("(2,3)", "x \\in \\{2,3\\}"), ("\\frac13", "0.\\overline{6}"), ("\\frac13", "0.333")]
     cases = [(g, a, True) for g, a in right] + [(g, a, False) for g, a in wrong]
     for fast_path in (True, False):
         checked = cases + [(g, a, True) for g, a in words] if fast_path else cases

@@ -7,6 +7,7 @@ Pure string work, no subprocess and no sympy: ``rewards.math`` grades what this 
 from __future__ import annotations
 
 import decimal
+import fractions
 import numbers
 import re
 
@@ -199,13 +200,21 @@ def as_answer(text_or_answer, *, completion: bool = False, stated: bool = False)
 # str(0.00001), "1e+16"): math-verify reads the e as Euler's number, 1 * e - 5. "2e-1" may be 2e - 1: left to it.
 _SCIENTIFIC = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)[eE]([+-]\d{2,3})")
 _TRAILING_COMMA = re.compile(r"(?<![\\,])\s*,$")  # "-2," (not LaTeX's thin space "\,")
+# A repeating decimal, "0.\\overline{3}", "1.2\\overline{45}", "0.\\bar{6}": math-verify reads the bar as a symbol
+_REPEATING = re.compile(r"([+-]?)(\d*)\.(\d*)\\(?:overline|bar)\s*(?:\{(\d{1,50})\}|(\d))")
 
 
 def _plain_forms(answer: str) -> str:
-    """Forms math-verify misreads, written as it reads them: "1e-05" as 0.00001, ``\\varnothing`` as
-    ``\\emptyset``, without a trailing comma."""
+    """Forms math-verify misreads, written as it reads them: "1e-05" as 0.00001, "0.\\overline{3}" as
+    ``\\frac{1}{3}``, ``\\varnothing`` as ``\\emptyset``, without a trailing comma."""
     if (m := _SCIENTIFIC.fullmatch(answer)) and abs(int(m.group(1))) <= 100:  # written out: 100 digits at most
         answer = format(decimal.Decimal(answer), "f")
+    if m := _REPEATING.fullmatch(answer):
+        sign, whole, fixed, period = m.group(1), m.group(2), m.group(3), m.group(4) or m.group(5)
+        value = int(whole or "0") + fractions.Fraction(int(fixed + period) - int(fixed or "0"),
+                                                       10 ** len(fixed) * (10 ** len(period) - 1))
+        answer = sign + (str(value.numerator) if value.denominator == 1 else
+                         f"\\frac{{{value.numerator}}}{{{value.denominator}}}")
     answer = re.sub(r"\\varnothing(?![A-Za-z])", r"\\emptyset", answer)
     return _TRAILING_COMMA.sub("", answer) or answer
 
