@@ -170,7 +170,9 @@ class RunConfig:
     num_steps: int = 100  # RL iterations (each: sample, grade, update)
     batch_size: int = 8  # prompts per step, all processes together; each gets group_size samples
     seed: int = 0  # sampling and data-order seed
-    log_every: int = 1  # steps between sample logs (samples.jsonl); metrics are logged every step
+    # steps between sample logs (samples.jsonl: the step's first 4 rollouts, the first problem's group first, with
+    # their rewards and p(Yes)); metrics are logged every step
+    log_every: int = 1
     checkpoint_every: int = 10  # steps between checkpoints (the last step is always saved)
     max_to_keep: int | None = 3  # None: keep every checkpoint
     eval_every: int = 0  # 0: only at the end

@@ -126,5 +126,6 @@ def summarize(pool: dict, conventions: testtime.Conventions = testtime.Conventio
     best = [testtime.best_of_n_expected(s, c, p, len(s), unparseable=conventions.unparseable, ties=conventions.ties)
             for s, c, p in zip(score, correct, parseable)]
     ver = diagnostics.verifier_stats(pool["yes_logp"].ravel(), pool["no_logp"].ravel(), correct.ravel())
+    ver["verifier_auroc"] = diagnostics.auroc(score.ravel(), correct.ravel())  # by the score, as eval.json's
     return {"eval/pass@1": float(correct.mean()), "eval/best_of_k": float(np.mean(best)),
             **{f"eval/{k}": v for k, v in ver.items()}}

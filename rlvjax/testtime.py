@@ -386,9 +386,17 @@ class Efficiency:
     def describe(self) -> str:
         if self.ratio is None:
             return f"never matched within N <= the pool (target {self.target:.3f} at N = {self.n_target})"
-        bound = ">= " if self.lower_bound else ""
-        return (f"{bound}{self.ratio:.2f}x fewer samples (N = {self.n_needed:.3g} vs {self.n_target} for "
-                f"{self.target:.3f})")
+        return (f"{fewer_or_more(self.ratio, '>=' if self.lower_bound else '')} samples (N = {self.n_needed:.3g} vs "
+                f"{self.n_target} for {self.target:.3f})")
+
+
+def fewer_or_more(ratio: float, bound: str = "", digits: int = 2) -> str:
+    """A cost ratio (the reference's cost / this one's) in words: "2.00x fewer", or below 1 "2.00x more" (it
+    read "0.50x fewer"). ``bound``, "<=" or ">=", bounds ``ratio`` and turns round with it."""
+    if ratio >= 1:
+        return f"{bound} {ratio:.{digits}f}x fewer".lstrip()
+    flipped = {"<=": ">=", ">=": "<="}.get(bound, bound)
+    return f"{flipped} {1 / ratio:.{digits}f}x more".lstrip()
 
 
 def plateau(ns, per_problem) -> int:

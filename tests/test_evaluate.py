@@ -17,6 +17,7 @@ import pytest
 
 from rlvjax import experiment, outputs, run_sampling, testtime, train
 from rlvjax.rl import verifier
+from rlvjax.pool import summarize
 from rlvjax.reports import assemble, calibration_error, compare, report, summary
 from rlvjax.config import Config
 from rlvjax.model.hf import save_hf
@@ -40,11 +41,11 @@ def test_both_aurocs_rank_by_the_chosen_score():
         verifier = report(pool, num_subsets=4, conventions=testtime.Conventions(score=score))["verifier"]
         assert verifier["verifier_auroc"] == verifier["within_problem_auroc"] == auroc, score
         assert verifier["verifier_accuracy"] == 1.0  # it said Yes to the right one and not to the wrong one
+        # the in-training eval's too (it ranked by the Yes - No margin under either score: review 2026-12-06)
+        assert summarize(pool, testtime.Conventions(score=score))["eval/verifier_auroc"] == auroc, score
 
 
 def test_the_in_training_best_of_k_is_the_reports_best_of_n_at_k():
-    from rlvjax.pool import summarize
-
     # Problem 0: the top score is an unparseable sample; problem 1: a tie between a right and a wrong answer.
     yes = np.log(np.array([[0.9, 0.6, 0.3, 0.2], [0.7, 0.7, 0.1, 0.1]]))
     pool = {"answers": np.array([[None, "5", "7", "7"], ["3", "4", "4", "4"]], dtype=object),

@@ -258,5 +258,7 @@ def test_a_point_on_the_fixed_curve_matches_it_at_equal_tokens_and_at_equal_accu
     costly = report.block("adaptive", [{**point, "accuracy": 0.7, "tokens_per_problem": 80.0}], fixed)
     assert costly["match"]["ratio"] == pytest.approx(0.5)
     assert report.describe(costly).endswith("adaptive reaches it with 80 (2.0x more)")  # it said "0.5x fewer"
+    assert costly["points"][0]["token_ratio_at_equal_accuracy"] == pytest.approx(0.5)
+    assert report.describe(costly).splitlines()[1].endswith(" 2.00x more")  # the table said "0.50x" under "fewer"
     edge = report.block("adaptive", [{**point, "tokens_per_problem": 40.0}], fixed)["points"][0]
     assert edge["fixed_weighted_at_equal_tokens"] == pytest.approx(0.7)

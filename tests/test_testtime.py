@@ -420,6 +420,10 @@ def test_compute_efficiency_hand_cases():
     assert tt.compute_efficiency(ns, [0.35, 0.5, 0.55, 0.65, 0.7], b).ratio == pytest.approx(16 / 2**2.5)
     first = tt.compute_efficiency(ns, [0.7] * 5, b)  # already there at ns[0]: a lower bound
     assert first.ratio == 16.0 and first.lower_bound and first.describe().startswith(">= 16.00x fewer")
+    # B plateaus at N = 4 (0.9); A needs N = 8 for it: twice the samples, not "0.50x fewer" (review 2026-12-06)
+    slower = tt.compute_efficiency(ns, [0.5, 0.6, 0.7, 0.9, 0.92], [0.6, 0.8, 0.9, 0.9, 0.9])
+    assert slower.ratio == 0.5 and slower.describe() == "2.00x more samples (N = 8 vs 4 for 0.900)"
+    assert tt.fewer_or_more(0.25, "<=") == ">= 4.00x more" and tt.fewer_or_more(4, "<=") == "<= 4.00x fewer"
     never = tt.compute_efficiency(ns, [0.1, 0.2, 0.3, 0.4, 0.5], b)  # never reaches B's best: no number
     assert never.n_needed is None and never.ratio is None and not never.lower_bound
     assert never.describe() == "never matched within N <= the pool (target 0.600 at N = 16)"

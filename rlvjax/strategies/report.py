@@ -154,14 +154,14 @@ def describe(strategy: dict) -> str:
     """The printed lines: each point beside fixed-N weighted voting at equal tokens and majority voting at equal
     generated plus verifier tokens, then the match."""
     lines = [f"{strategy['name']}: {'accuracy':>9s}{'tokens/problem':>16s}{'+verifier':>11s}{'samples':>9s}"
-             f"{'fixed wt @ tokens':>19s}{'fixed maj @ total':>19s}{'fewer tokens @ accuracy':>25s}"]
+             f"{'fixed wt @ tokens':>19s}{'fixed maj @ total':>19s}{'tokens @ accuracy':>25s}"]
     for p in strategy["points"]:
         setting = ", ".join(f"{k}={v}" for k, v in p["rule"].items()
                             if k in SWEPT[strategy["name"]] and v is not None)
         ratio = p["token_ratio_at_equal_accuracy"]
         # None: fixed-N voting never reaches this accuracy within the pool (the point is ahead, not behind)
-        fewer = "fixed-N never reaches" if ratio is None else (
-            ("<= " if p["token_ratio_is_upper_bound"] else "") + f"{ratio:.2f}x")
+        fewer = "fixed-N never reaches" if ratio is None else testtime.fewer_or_more(
+            ratio, "<=" if p["token_ratio_is_upper_bound"] else "")
         lines.append(f"  {setting:30s}{p['accuracy']:9.3f}{p['tokens_per_problem']:16.1f}"
                      f"{p['verifier_tokens_per_problem']:11.1f}{p['samples_per_problem']:9.2f}"
                      f"{_number(p['fixed_weighted_at_equal_tokens']):>19s}"
@@ -170,8 +170,8 @@ def describe(strategy: dict) -> str:
     lines.append(f"fixed-N weighted at N = {strategy['fixed']['ns'][-1]}: {m['fixed_weighted_accuracy']:.3f} with "
                  f"{m['fixed_tokens_per_problem']:.0f} tokens/problem; " +
                  ("no point reaches it" if m["ratio"] is None else
-                  f"{strategy['name']} reaches it with {m['tokens_per_problem']:.0f} ("
-                  + (f"{m['ratio']:.1f}x fewer)" if m["ratio"] >= 1 else f"{1 / m['ratio']:.1f}x more)")))
+                  f"{strategy['name']} reaches it with {m['tokens_per_problem']:.0f} "
+                  f"({testtime.fewer_or_more(m['ratio'], digits=1)})"))
     return "\n".join(lines)
 
 
