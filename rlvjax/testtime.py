@@ -302,15 +302,16 @@ def _vote_rows_accuracy(classes: np.ndarray, weights: np.ndarray, class_correct:
 
 
 def _vote_curve(classes, weights, correct, ns, num_subsets, rng) -> np.ndarray:
-    """Mean accuracy of a vote over random size-n subsets, for each n. A class is as correct as the mean of its
-    members' grades (they agree when grading is consistent)."""
+    """Mean accuracy of a vote over random size-n subsets, for each n; over all K one-sample subsets at n = 1 (exact:
+    the Monte-Carlo mean put majority@1 above pass@1). A class is as correct as the mean of its members' grades (they
+    agree when grading is consistent)."""
     num = max(int(classes.max()) + 1, 1)
     valid = classes >= 0
     members = np.bincount(classes[valid], minlength=num)
     class_correct = np.bincount(classes[valid], weights=correct[valid], minlength=num) / np.maximum(members, 1)
     perms = random_subsets(len(classes), num_subsets, rng)
-    return np.array([_vote_rows_accuracy(classes[perms[:, :n]], weights[perms[:, :n]], class_correct).mean()
-                     for n in ns])
+    subsets = {n: np.arange(len(classes))[:, None] if n == 1 else perms[:, :n] for n in ns}
+    return np.array([_vote_rows_accuracy(classes[subsets[n]], weights[subsets[n]], class_correct).mean() for n in ns])
 
 
 def scaling_curve(answers, scores, correct, ns, strategy: str, num_subsets: int = 1000, seed: int = 0, *,
@@ -322,9 +323,10 @@ def scaling_curve(answers, scores, correct, ns, strategy: str, num_subsets: int 
       answer_classes) so nothing is regraded. scores: [P, K] verifier scores (unused by majority / pass_at_k).
       correct: [P, K] bool grades.
     strategy: "majority" / "weighted" average over `num_subsets` random subsets (rng = default_rng(seed), one
-      random_subsets draw per problem in order, shared across N); "best_of_n" uses the exact closed form over all
-      subsets (best_of_n_expected, with ``conventions.unparseable`` / ``.ties``); "pass_at_k" the unbiased
-      estimator. Both exact forms ignore num_subsets/seed. String answers are grouped by ``conventions.grouping``.
+      random_subsets draw per problem in order, shared across N; every one-sample subset at N = 1); "best_of_n"
+      uses the exact closed form over all subsets (best_of_n_expected, with ``conventions.unparseable`` /
+      ``.ties``); "pass_at_k" the unbiased estimator. Both exact forms ignore num_subsets/seed. String answers are
+      grouped by ``conventions.grouping``.
     Like BoN, a vote tie inside a subset counts the expected grade under a uniformly random tie-break (the mean
     over the tied classes; for majority this equals taking the tied answer seen first in the random subset order).
     A winning class scores the mean grade of its members; a subset with no parseable answer scores 0. Grouping string

@@ -481,6 +481,18 @@ def test_scaling_curve_per_problem_averages_to_the_curve():
                                                                           strategy, num_subsets=50))
 
 
+def test_a_vote_of_one_sample_is_exact():
+    """At N = 1 a vote is its one sample: majority@1 and weighted@1 equal the share of right samples (0.25, 0.5 here)
+    over every one-sample subset, not a Monte-Carlo mean of 3 draws (0, 1/3, 2/3 or 1; it put majority@1 above
+    pass@1, review 2026-12-06). An unparseable sample (-1) votes for nothing: 0."""
+    classes = np.array([[0, 1, 2, 3], [0, 0, -1, 1]])
+    correct = np.array([[1, 0, 0, 0], [1, 1, 0, 0]], bool)
+    for strategy in ("majority", "weighted"):
+        got = tt.scaling_curve(classes, np.full((2, 4), 0.5), correct, [1], strategy, num_subsets=3, per_problem=True)
+        np.testing.assert_array_equal(got[:, 0], [0.25, 0.5])
+        assert got.mean() == tt.scaling_curve(classes, None, correct, [1], "pass_at_k")[0]
+
+
 
 def test_bootstrap_ci_by_hand():
     # Two problems with values 0 and 1: a resample's mean is 0, 1/2 or 1 with probabilities 1/4, 1/2, 1/4, so the
