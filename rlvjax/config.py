@@ -122,26 +122,39 @@ class Config:
                              "RLConfig.lambda_verify is 0 already: the same run twice; set RunConfig.baseline = False")
 
     def check_precision(self) -> None:
-        """Refuses weights that would not train: float16 (AdamW's eps is 0 in float16, so a finite gradient gave a
-        NaN update), or bfloat16 under a learning rate below half bfloat16's spacing around a weight (an AdamW step
-        is about the learning rate: at 1e-6 one update moved 2% of a model's weights, 99% in float32). Checked when
-        a run starts (``train``, ``--dry_run``), not when a stored config is read: older runs stay readable."""
+        """Refuses precisions that would not train: float16 weights (AdamW's eps is 0 in float16, so a finite
+        gradient gave a NaN update), float16 compute (no loss scaling: the per-token gradients of a loss averaged
+        over tens of thousands of tokens fall below float16's range, 40% of them exactly 0 at a million tokens), or
+        bfloat16 weights under a learning rate that falls below half bfloat16's spacing around a weight anywhere
+        after its warm-up (an AdamW step is about the learning rate: at 1e-6 one update moved 2% of a model's
+        weights, 99% in float32; a cosine schedule's 10% floor counts). Checked when a run starts (``train``,
+        ``--dry_run``), not when a stored config is read: older runs stay readable."""
+        from rlvjax import sft
+
         if self.model.dtype == "float16":
             raise ValueError("ModelSpec.dtype='float16' would keep the weights and AdamW's moments in float16, where "
                              "the optimizer's update overflows and the weights turn NaN; use dtype='float32' with "
-                             "compute_dtype='float16' (or 'bfloat16')")
+                             "compute_dtype='bfloat16'")
+        if (self.model.compute_dtype or self.model.dtype) == "float16":
+            raise ValueError("ModelSpec.compute_dtype='float16' trains without loss scaling, which rlvjax does not do: "
+                             "the loss's per-token gradients underflow float16; use compute_dtype='bfloat16', or "
+                             "'float32' where the hardware has no bfloat16")
         if self.model.dtype != "bfloat16":
             return
         typical = 0.02  # a pretrained LLM's typical |weight| (and HF's initializer_range)
         spacing = 2.0 ** (math.floor(math.log2(typical)) - 7)  # bfloat16's, between 2**-6 and 2**-5
-        rates = [("OptimConfig.learning_rate", self.optim.learning_rate)]
-        rates += [("WarmStartConfig.learning_rate", self.warm_start.learning_rate)] if self.warm_start.num_steps else []
-        for name, rate in rates:
-            if rate < spacing / 2:
+        rates = [("OptimConfig.learning_rate", self.optim.learning_rate, self.optim.lowest_rate, self.optim.schedule)]
+        if self.warm_start.num_steps:
+            rate = self.warm_start.learning_rate
+            rates.append(("WarmStartConfig.learning_rate", rate, rate * sft.COSINE_FLOOR, "cosine"))
+        for name, rate, lowest, schedule in rates:
+            if lowest < spacing / 2:
+                decays = f" (its {schedule} schedule decays to {lowest:.1e})" if lowest < rate else ""
                 raise ValueError(f"ModelSpec.dtype='bfloat16' keeps the weights in bfloat16, whose spacing around a "
-                                 f"typical weight ({typical}) is {spacing:.1e}: an update of {name}={rate:g} rounds "
-                                 "away and most weights never change; keep dtype='float32' with compute_dtype="
-                                 f"'bfloat16' (float32 weights, bfloat16 matmuls), or raise it to >= {spacing / 2:.1e}")
+                                 f"typical weight ({typical}) is {spacing:.1e}: an update of {name}={rate:g}{decays} "
+                                 "rounds away and most weights never change; keep dtype='float32' with compute_dtype="
+                                 f"'bfloat16' (float32 weights, bfloat16 matmuls), or raise it so that it stays >= "
+                                 f"{spacing / 2:.1e}")
 
     def absolute_paths(self) -> Config:
         """This config with its local model, tokenizer and data paths made absolute (a hub id, or a path that is not

@@ -49,8 +49,12 @@ class ModelSpec:
     # HF directory or hub id of the policy (Qwen2 / Qwen3 / Llama / Mistral, safetensors); None: a random model of
     # the sizes below
     hf_dir: str | None = None
-    dtype: str = "float32"  # weights' and AdamW moments' dtype: float32, or bfloat16 at learning rates >= 6.1e-5
-    compute_dtype: str | None = None  # matmuls', activations' and KV cache's dtype (None: dtype)
+    # weights' and AdamW moments' dtype: float32, or bfloat16 where the learning rate stays >= 6.1e-5 (a cosine
+    # schedule's floor included)
+    dtype: str = "float32"
+    # matmuls', activations' and KV cache's dtype (None: dtype); training takes bfloat16 or float32 (float16 would
+    # need loss scaling)
+    compute_dtype: str | None = None
     # an HF config.json giving the architecture where hf_dir is not on this machine (--dry_run)
     config_json: str | None = None
     tokenizer_dir: str | None = None  # random models: None means the built-in arithmetic tokenizer

@@ -101,11 +101,14 @@ def row_verdict(rng: np.random.Generator, cfg: WarmStartConfig, correct: bool, v
     return int(verdict_ids[0 if correct else 1] if cfg.verify_labels == "graded" else verdict_ids[guess])
 
 
+COSINE_FLOOR = 0.05  # the warm start's cosine decays to this fraction of its peak rate
+
+
 def optimizer(cfg: WarmStartConfig) -> optax.GradientTransformation:
     """AdamW with a warmup (from lr / warmup, so that the first step moves the weights) and a cosine decay."""
     warmup = max(cfg.num_steps // 20, 1)
     return optax.adamw(optax.warmup_cosine_decay_schedule(cfg.learning_rate / warmup, cfg.learning_rate, warmup,
-                                                          max(cfg.num_steps, 2), cfg.learning_rate * 0.05))
+                                                          max(cfg.num_steps, 2), cfg.learning_rate * COSINE_FLOOR))
 
 
 Tokenized = tuple[list[int], list[int], bool]  # (prompt ids, completion ids, correct)

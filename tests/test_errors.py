@@ -136,16 +136,25 @@ CONFIG_CASES = {
     "float16_weights": (["ModelSpec.dtype = 'float16'"],  # trained, and saved NaN weights in every checkpoint
                         "ModelSpec.dtype='float16' would keep the weights and AdamW's moments in float16, where the "
                         "optimizer's update overflows and the weights turn NaN; use dtype='float32' with "
-                        "compute_dtype='float16' (or 'bfloat16')"),
+                        "compute_dtype='bfloat16'"),
+    # no loss scaling: gradients underflowed float16 (review 2026-12-06), and the float16-weights line advised it
+    "float16_compute": (["ModelSpec.compute_dtype = 'float16'"],
+                        "ModelSpec.compute_dtype='float16' trains without loss scaling, which rlvjax does not do: "),
+    # the peak rate passed, the cosine schedule's floor (10%) is below the limit for the last half of the run
+    "bfloat16_weights_cosine_floor": (
+        ["ModelSpec.dtype = 'bfloat16'", "OptimConfig.learning_rate = 1e-4", "OptimConfig.schedule = 'cosine'"],
+        "an update of OptimConfig.learning_rate=0.0001 (its cosine schedule decays to 1.0e-05) rounds away"),
     # bf16 weights at the paper's learning rate: one update moved 2% of the weights, silently
     "bfloat16_weights_learning_rate": (
         ["ModelSpec.dtype = 'bfloat16'", "OptimConfig.learning_rate = 1e-6"],
         "ModelSpec.dtype='bfloat16' keeps the weights in bfloat16, whose spacing around a typical weight (0.02) is "
         "1.2e-04: an update of OptimConfig.learning_rate=1e-06 rounds away and most weights never change; keep "
-        "dtype='float32' with compute_dtype='bfloat16' (float32 weights, bfloat16 matmuls), or raise it to >= 6.1e-05"),
+        "dtype='float32' with compute_dtype='bfloat16' (float32 weights, bfloat16 matmuls), or raise it so that it stays "
+        ">= 6.1e-05"),
     "bfloat16_weights_warm_start": (["ModelSpec.dtype = 'bfloat16'", "WarmStartConfig.num_steps = 10",
                                      "WarmStartConfig.learning_rate = 1e-5"],
-                                    "an update of WarmStartConfig.learning_rate=1e-05 rounds away"),
+                                    "an update of WarmStartConfig.learning_rate=1e-05 (its cosine schedule decays to "
+                                    "5.0e-07) rounds away"),
     "bad_max_prompt_tokens": (["TaskSpec.max_prompt_tokens = 0"],
                               "TaskSpec.max_prompt_tokens=0 must be a whole number >= 1 (or None: no limit)"),
     "all_prompts_too_long": (["TaskSpec.max_prompt_tokens = 1"],

@@ -132,6 +132,9 @@ class RLConfig:
         return sampling.SamplingParams(self.temperature, self.top_p, self.top_k)
 
 
+COSINE_FLOOR = 0.1  # the cosine schedule decays to this fraction of the peak rate
+
+
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
     learning_rate: float = 1e-6  # AdamW peak learning rate
@@ -157,6 +160,11 @@ class OptimConfig:
              "that stop the run)"),
         ], "OptimConfig")
 
+    @property
+    def lowest_rate(self) -> float:
+        """The lowest learning rate the schedule reaches after its warm-up."""
+        return self.learning_rate * (COSINE_FLOOR if self.schedule == "cosine" else 1.0)
+
     def learning_rates(self, total_steps: int) -> optax.ScalarOrSchedule:
         """The learning rate (a constant, or an optax schedule of the optimizer step) over ``total_steps``
         optimizer steps."""
@@ -164,11 +172,12 @@ class OptimConfig:
             return optax.linear_schedule(0.0, self.learning_rate, self.warmup_steps) if self.warmup_steps \
                 else self.learning_rate
         if self.schedule == "cosine" and not self.warmup_steps:  # from the first update (optax's warm-up
-            return optax.cosine_decay_schedule(self.learning_rate, max(total_steps, 1), alpha=0.1)  # starts at 0)
+            return optax.cosine_decay_schedule(self.learning_rate, max(total_steps, 1), alpha=COSINE_FLOOR)  # starts
+            # at 0)
         if self.schedule == "cosine":
             return optax.warmup_cosine_decay_schedule(0.0, self.learning_rate, self.warmup_steps,
                                                       max(total_steps, self.warmup_steps + 1),
-                                                      self.learning_rate * 0.1)
+                                                      self.learning_rate * COSINE_FLOOR)
         raise ValueError(f"unknown schedule {self.schedule!r}; use 'constant' or 'cosine'")  # __post_init__ checked
 
     def make(self, total_steps: int) -> optax.GradientTransformation:
