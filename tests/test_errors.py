@@ -149,8 +149,8 @@ CONFIG_CASES = {
         ["ModelSpec.dtype = 'bfloat16'", "OptimConfig.learning_rate = 1e-6"],
         "ModelSpec.dtype='bfloat16' keeps the weights in bfloat16, whose spacing around a typical weight (0.02) is "
         "1.2e-04: an update of OptimConfig.learning_rate=1e-06 rounds away and most weights never change; keep "
-        "dtype='float32' with compute_dtype='bfloat16' (float32 weights, bfloat16 matmuls), or raise it so that it stays "
-        ">= 6.1e-05"),
+        "dtype='float32' with compute_dtype='bfloat16' (float32 weights, bfloat16 matmuls), or raise it so that it "
+        "stays >= 6.1e-05"),
     "bfloat16_weights_warm_start": (["ModelSpec.dtype = 'bfloat16'", "WarmStartConfig.num_steps = 10",
                                      "WarmStartConfig.learning_rate = 1e-5"],
                                     "an update of WarmStartConfig.learning_rate=1e-05 (its cosine schedule decays to "
