@@ -26,6 +26,7 @@ from rlvjax import atomic
 from rlvjax.experiment import ModelSpec, RunConfig, TaskSpec
 from rlvjax.budget import MemoryConfig
 from rlvjax.data import sources
+from rlvjax.rl import advantages as advantages_lib
 from rlvjax.parallel import MeshConfig
 from rlvjax.rl.config import OptimConfig, RLConfig
 from rlvjax.rl.verifier import VerifierConfig
@@ -72,13 +73,15 @@ class Config:
         if rl.micro_batch_size and minibatch % rl.micro_batch_size:
             raise ValueError(f"minibatch of {minibatch} training rows is not a multiple of RLConfig.micro_batch_size="
                              f"{rl.micro_batch_size}; pick a divisor (0: no accumulation)")
-        if rl.algorithm == "vineppo" and self.task.rewards != ("math",):
-            raise ValueError(f"RLConfig.algorithm='vineppo' grades its Monte-Carlo continuations with the built-in "
-                             f"math reward; TaskSpec.rewards={self.task.rewards} is not supported with it yet; use "
-                             "grpo, dr_grpo or rloo")
-        if rl.algorithm == "vineppo" and self.task.reward_weights not in (None, (1.0,)):
-            raise ValueError(f"RLConfig.algorithm='vineppo' values step prefixes by the math reward's 0/1 grade, so "
-                             f"a rollout's reward must be on that scale; TaskSpec.reward_weights="
+        # VinePPO's, or any estimator registered with step_values=True: the Monte-Carlo values come from the loop
+        step_values = advantages_lib.uses_step_values(rl.algorithm)
+        if step_values and self.task.rewards != ("math",):
+            raise ValueError(f"RLConfig.algorithm={rl.algorithm!r} grades its Monte-Carlo continuations with the "
+                             f"built-in math reward; TaskSpec.rewards={self.task.rewards} is not supported with it "
+                             "yet; use grpo, dr_grpo or rloo")
+        if step_values and self.task.reward_weights not in (None, (1.0,)):
+            raise ValueError(f"RLConfig.algorithm={rl.algorithm!r} values step prefixes by the math reward's 0/1 "
+                             f"grade, so a rollout's reward must be on that scale; TaskSpec.reward_weights="
                              f"{self.task.reward_weights} would mix scales: leave it None")
 
     def check_consistent(self) -> None:

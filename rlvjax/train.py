@@ -285,7 +285,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                     token_adv, value_stats = vineppo.token_advantages(
                         value_fn, tokenizer, [prompts[i // g] for i in range(b * g)], [r["gold"] for r in rows],
                         tokens.reshape(b * g, n), lengths.ravel(), texts, rewards.ravel(),
-                        max_steps=rl.vineppo_max_steps, whiten=rl.whiten_advantages)
+                        max_steps=rl.vineppo_max_steps, whiten=rl.whiten_advantages, estimator=rl.algorithm)
                     token_adv = token_adv.reshape(b, g, n).astype(np.float32)
                     update_batch = jitted.build(roll, parallel.to_global(token_adv, parallel.batch_sharding(mesh, 3)),
                                                 parallel.to_global(correct, rows2))

@@ -27,6 +27,7 @@ from rlvjax.config import Config, check_local, written_values
 from rlvjax.data import sources, tasks
 from rlvjax.fieldtypes import check_field_types, matches
 from rlvjax.rewards import registry
+from rlvjax.rl import advantages
 
 # RLVConfig field -> (Config section, field); None on an RLVConfig field keeps the base config's value.
 FIELDS = {"algorithm": ("rl", "algorithm"), "lambda_verify": ("rl", "lambda_verify"),
@@ -141,6 +142,12 @@ class RLVTrainer:
                     "once %s is imported; name it by 'module:function' for the written config.gin to reproduce the "
                     "run from the command line", name, module, module)
         self.args, self.config = args, args.to_config(model, names)
+        module = advantages.known_only_here(self.config.rl.algorithm)
+        if module:
+            logging.getLogger(__name__).warning(
+                "advantage estimator %r is registered by %s: a new process (train --resume, evaluate, export) knows "
+                "it only once %s is imported; pass algorithm='module:function' for the written config.gin to "
+                "reproduce the run from the command line", self.config.rl.algorithm, module, module)
         self.given_data = train_dataset is not None  # else ``evaluate`` reads the run's own eval problems
         need_gold = "math" in names
         if train_dataset is None and eval_dataset is not None:

@@ -30,9 +30,30 @@ def test_unknown_name_lists_valid_names():
         adv.get("ppo")
 
 
-def test_register_rejects_duplicates():
-    with pytest.raises(ValueError, match="already registered"):
+def test_register_keeps_rlvjax_names_and_replaces_a_users(tmp_path, monkeypatch):
+    """rlvjax's names are kept; a user's is replaced (a notebook cell run again after an edit failed with "already
+    registered"); "module:function" imports the module, so a new process knows the name (review 2026-12-06)."""
+    with pytest.raises(ValueError, match="advantage estimator 'grpo' is rlvjax's own; register yours under another"):
         adv.register("grpo")(lambda r: r)
+    adv.register("test_twice")(lambda r: r)
+    adv.register("test_twice", step_values=True)(second := lambda v, r, m: v)
+    assert adv.get("test_twice") is second and adv.uses_step_values("test_twice")
+    adv.register("test_twice")(third := lambda r: -r)
+    assert adv.get("test_twice") is third and not adv.uses_step_values("test_twice")
+    (tmp_path / "my_estimators.py").write_text(
+        "from rlvjax.rl import advantages\n"
+        "@advantages.register('my_step', step_values=True)\n"
+        "def doubled(step_values, rewards, step_mask=None):\n"
+        "    return 2 * advantages.get('vineppo')(step_values, rewards, step_mask)\n"
+        "def flipped(rewards):\n"
+        "    return -advantages.get('rloo')(rewards)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert adv.uses_step_values("my_estimators:doubled") and not adv.uses_step_values("my_estimators:flipped")
+    np.testing.assert_allclose(adv.get("my_estimators:flipped")(jnp.asarray([[1.0, 0.0]])), [[-1.0, 1.0]])
+    with pytest.raises(ValueError, match="RLConfig.algorithm: cannot import 'my_estimators:nope'"):
+        adv.get("my_estimators:nope")
+    with pytest.raises(ValueError, match=r"unknown advantage estimator 'sevens'.*'module:function'"):
+        adv.get("sevens")
 
 
 # ---------------------------------------------------------------------------------------------------- grpo

@@ -696,3 +696,23 @@ def test_a_data_position_resumes_on_another_process_count():
     with pytest.raises(ValueError, match=r"batch_size \(saved 3, now 4\), shard_count \(saved 2, now 1\); resume "
                                          r"with the same data, seed and global batch size"):
         make_iterator(records, batch_size=4, seed=3).set_state(state)
+
+
+def test_registries_keep_rlvjax_names_and_import_module_names(tmp_path, monkeypatch):
+    """A user's task or reward named like rlvjax's replaced it for every run in the process ("math", "file"), silently
+    (review 2026-12-06); now refused. "module:attribute" imports the module, so a new process knows the name."""
+    from rlvjax.data import tasks
+    from rlvjax.rewards import registry
+
+    with pytest.raises(ValueError, match="task 'file' is rlvjax's own; register yours under another name"):
+        tasks.register("file", tasks.get("digit"))
+    with pytest.raises(ValueError, match="reward 'math' is rlvjax's own; register yours under another name"):
+        registry.register("math")(lambda prompts, completions, **kw: [0.0] * len(completions))
+    assert tasks.get("file").generated is False and registry.resolve("math") is registry.math_reward
+    (tmp_path / "my_task.py").write_text("from rlvjax.data import tasks\nSUMS = tasks.get('digit')\nNOT_A_TASK = 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert tasks.get("my_task:SUMS") is tasks.get("digit")
+    with pytest.raises(ValueError, match="TaskSpec.name: 'my_task:NOT_A_TASK' is a int, not an rlvjax.data.tasks.Task"):
+        tasks.get("my_task:NOT_A_TASK")
+    with pytest.raises(ValueError, match=r"unknown task 'sums'; .*'module:attribute'"):
+        tasks.get("sums")

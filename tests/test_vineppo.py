@@ -113,6 +113,19 @@ def test_token_advantages_by_hand():
                                            [TWO_STEPS, TWO_STEPS], np.array([1.0, 0.0]), max_steps=None, whiten=True)
     valid = np.arange(tokens.shape[1])[None, :] < lengths[:, None]
     np.testing.assert_allclose(whitened, np.where(valid, adv / np.sqrt(18 / 95), 0.0), atol=1e-5)
+    # RLConfig.algorithm names the step estimator: one registered with step_values=True is the one called (VinePPO's
+    # ran whatever the name, review 2026-12-06), and its shape is checked
+    from rlvjax.rl import advantages
+
+    advantages.register("test_tripled", step_values=True)(lambda v, r, m: 3 * advantages.step_advantages(v, r, m))
+    tripled, _ = vineppo.token_advantages(sample_rewards, tok, prompts, golds, tokens, lengths, [TWO_STEPS, TWO_STEPS],
+                                          np.array([1.0, 0.0]), max_steps=None, estimator="test_tripled")
+    np.testing.assert_allclose(tripled, 3 * adv, atol=1e-6)
+    advantages.register("test_tripled", step_values=True)(lambda v, r, m: v[:, :1])
+    with pytest.raises(ValueError, match=r"'test_tripled' returned shape \(2, 1\); a step-value estimator returns "
+                                         r"one advantage per step, \[rollouts, steps\] = \(2, 2\)"):
+        vineppo.token_advantages(sample_rewards, tok, prompts, golds, tokens, lengths, [TWO_STEPS, TWO_STEPS],
+                                 np.array([1.0, 0.0]), max_steps=None, estimator="test_tripled")
 
 
 # V of the prompt and of the prefixes after steps 1, 2 and 3 of FOUR_STEPS (and TWO_STEPS's first step).

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from rlvjax import importing
 from rlvjax.data import arithmetic, prompts, sources
 
 Records = tuple[list[dict], list[dict]]
@@ -33,6 +34,10 @@ _TASKS: dict[str, Task] = {}
 
 
 def register(name: str, task: Task) -> None:
+    """``TaskSpec.name = name`` picks ``task``. A name of your own may be registered again (it is replaced); rlvjax's
+    own are kept. A new process (``--resume``, ``evaluate``, ``export``) knows it only once its module is imported:
+    ``TaskSpec.name = "module:attribute"`` (a ``Task``) imports it."""
+    importing.check_replaceable("task", name, _TASKS[name].records if name in _TASKS else None)
     _TASKS[name] = task
 
 
@@ -41,9 +46,16 @@ def names() -> list[str]:
 
 
 def get(name: str) -> Task:
-    if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; use one of {names()} (or rlvjax.data.tasks.register your own)")
-    return _TASKS[name]
+    """The task registered as ``name``, or the ``Task`` that ``"module:attribute"`` names (its module imported)."""
+    if name in _TASKS:
+        return _TASKS[name]
+    if ":" not in name:
+        raise ValueError(f"unknown task {name!r}; use one of {names()} (or register your own with "
+                         "rlvjax.data.tasks.register, named 'module:attribute' for every process of the run)")
+    task = importing.load(name, "TaskSpec.name")
+    if not isinstance(task, Task):
+        raise ValueError(f"TaskSpec.name: {name!r} is a {type(task).__name__}, not an rlvjax.data.tasks.Task")
+    return task
 
 
 def warm_start_pairs(spec, num: int, mistake_rate: float, seed: int) -> list[tuple[str, str, bool]]:

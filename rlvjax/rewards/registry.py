@@ -20,7 +20,6 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import hashlib
-import importlib
 import inspect
 import logging
 import numbers
@@ -28,6 +27,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from rlvjax import importing
 from rlvjax.cli import UserError
 from rlvjax.rewards.answers import MAX_ANSWER_CHARS, as_answer, extract_answer
 
@@ -41,6 +41,7 @@ def register(name: str):
     """Decorator: ``@register("name")`` makes ``f`` available as ``TaskSpec.rewards = ("name",)``."""
 
     def wrap(fn: RewardFn) -> RewardFn:
+        importing.check_replaceable("reward", name, _REGISTRY.get(name))
         _REGISTRY[name] = fn
         return fn
 
@@ -73,34 +74,17 @@ def name_of(fn: RewardFn) -> str | None:
 def known_only_here(name: str) -> str | None:
     """The module that registered ``name`` when it is not rlvjax's own: a new process (``--resume``, ``evaluate
     --workdir``) knows the name only once that module is imported. None for rlvjax's names and ``module:function``."""
-    module = getattr(_REGISTRY.get(name), "__module__", None)
-    return module if module and module.split(".")[0] != "rlvjax" else None
+    return importing.user_module(_REGISTRY.get(name))
 
 
 def resolve(name: str, knob: str = "TaskSpec.rewards") -> RewardFn:
     """The reward function a registered name or "module:function" names (``knob``: where it was given)."""
     if name in _REGISTRY:
         return _REGISTRY[name]
-    module, _, attr = name.partition(":")
-    if not attr:
+    if ":" not in name:
         raise ValueError(f"{knob}: unknown reward {name!r}; use one of {sorted(_REGISTRY)} or "
                          "'module:function' (importable from the working directory or PYTHONPATH)")
-    try:
-        fn = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and e.name != module and not module.startswith(f"{e.name}."):  # one it imports is missing
-            raise ValueError(f"{knob}: the module of {name!r} imports {e.name!r}, which is not installed here; "
-                             "install it") from None
-        raise ValueError(f"{knob}: cannot import {name!r} ({e}); put its module on PYTHONPATH or fix "
-                         "the name") from None
-    except Exception as e:  # the module's own code failed: a SyntaxError, an error at import time
-        raise ValueError(f"{knob}: importing {name!r} failed ({type(e).__name__}: {e}); fix its module") from None
-    try:
-        for part in attr.split("."):
-            fn = getattr(fn, part)
-    except AttributeError as e:
-        raise ValueError(f"{knob}: cannot import {name!r} ({e}); put its module on PYTHONPATH or fix "
-                         "the name") from None
+    fn = importing.load(name, knob)
     if not callable(fn):
         raise ValueError(f"{knob}: {name!r} is not a function")
     return fn

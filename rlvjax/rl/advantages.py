@@ -18,29 +18,41 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from rlvjax import importing
+
 _REGISTRY: dict[str, Callable[..., jnp.ndarray]] = {}
-_STEP_LEVEL: set[str] = set()
+_STEP_LEVEL: set[Callable[..., jnp.ndarray]] = set()  # the functions registered with step_values=True
 
 
 def register(name: str, *, step_values: bool = False):
-    """Decorator adding an estimator under `name`; `step_values=True` marks one that needs V(s_k) (VinePPO)."""
+    """Decorator adding an estimator under `name`; `step_values=True` marks one that needs V(s_k) (VinePPO's
+    signature: `fn(step_values[B, S], rewards[B], step_mask[B, S]) -> [B, S]`). A name of your own may be
+    registered again (it is replaced); rlvjax's own are kept. A new process (`--resume`, `evaluate`, `export`)
+    knows a registered name only once its module is imported: `RLConfig.algorithm = "module:function"` imports it."""
 
     def wrap(fn):
-        if name in _REGISTRY:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
+        importing.check_replaceable("advantage estimator", name, _REGISTRY.get(name))
+        _STEP_LEVEL.discard(_REGISTRY.get(name))
         _REGISTRY[name] = fn
         if step_values:
-            _STEP_LEVEL.add(name)
+            _STEP_LEVEL.add(fn)
         return fn
 
     return wrap
 
 
 def get(name: str) -> Callable[..., jnp.ndarray]:
-    """The estimator registered as `name` (a config string picks the algorithm)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown advantage estimator {name!r}; valid names: {sorted(_REGISTRY)}")
-    return _REGISTRY[name]
+    """The estimator registered as `name`, or the function `"module:function"` names (its module imported: the
+    decorator's registration, step values included, runs then)."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if ":" not in name:
+        raise ValueError(f"unknown advantage estimator {name!r}; valid names: {sorted(_REGISTRY)} (or one of your "
+                         "own as 'module:function', its module importable from every process of the run)")
+    fn = importing.load(name, "RLConfig.algorithm")
+    if not callable(fn):
+        raise ValueError(f"RLConfig.algorithm: {name!r} is not a function")
+    return fn
 
 
 def names() -> list[str]:
@@ -49,8 +61,12 @@ def names() -> list[str]:
 
 def uses_step_values(name: str) -> bool:
     """True when `get(name)` takes (step_values, rewards, step_mask) instead of group rewards."""
-    get(name)
-    return name in _STEP_LEVEL
+    return get(name) in _STEP_LEVEL
+
+
+def known_only_here(name: str) -> str | None:
+    """The user's module that registered `name` (a new process does not know the name), else None."""
+    return importing.user_module(_REGISTRY.get(name))
 
 
 def _group_rewards(rewards, min_group: int) -> jnp.ndarray:

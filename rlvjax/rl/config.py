@@ -19,7 +19,9 @@ ALGORITHM_AGGREGATION = {"dr_grpo": "seq_mean_token_sum_norm"}  # RLConfig.aggre
 
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
-    algorithm: str = "grpo"  # advantage estimator (rl/advantages.py): "grpo", "dr_grpo", "rloo" or "vineppo"
+    # advantage estimator (rl/advantages.py): "grpo", "dr_grpo", "rloo" or "vineppo", or your own as
+    # "module:function" (rlvjax.rl.advantages.register; step_values=True for a VinePPO-style step estimator)
+    algorithm: str = "grpo"
     group_size: int = 8  # G: samples per prompt
     lambda_verify: float = 1.0  # weight of the verification loss L_V (0: plain RL, the paper's baseline)
     # Class-balanced L_V: Yes and No rows weigh half each in every optimizer step's minibatch, so that p(Yes) = 0.5
@@ -73,7 +75,7 @@ class RLConfig:
 
     def __post_init__(self):
         check_field_types(self)
-        advantages_lib.get(self.algorithm)  # unknown names fail here, listing the valid ones
+        step_values = advantages_lib.uses_step_values(self.algorithm)  # unknown names fail here, listing the valid ones
         try:
             remat_policy(self.remat)
         except ValueError as e:
@@ -91,9 +93,9 @@ class RLConfig:
             (self.temperature > 0, f"temperature={self.temperature} must be > 0 for RL (greedy has no ratio)"),
             (0 < self.top_p <= 1, f"top_p={self.top_p} must be in (0, 1] (1 disables nucleus sampling)"),
             (self.top_k >= 0, f"top_k={self.top_k} must be >= 0 (0 disables top-k)"),
-            (self.group_size >= 2 or (self.algorithm == "vineppo" and self.group_size >= 1),
+            (self.group_size >= 2 or (step_values and self.group_size >= 1),
              f"group_size={self.group_size}: {self.algorithm} compares samples of one problem, use >= 2"
-             if self.algorithm != "vineppo" else f"group_size={self.group_size} must be >= 1"),
+             if not step_values else f"group_size={self.group_size} must be >= 1"),
             (self.max_new_tokens >= 1, f"max_new_tokens={self.max_new_tokens} must be >= 1"),
             (self.num_ppo_epochs >= 1 and self.num_minibatches >= 1,
              f"num_ppo_epochs={self.num_ppo_epochs}, num_minibatches={self.num_minibatches} must be >= 1"),

@@ -57,10 +57,11 @@ def step_token_bounds(tokenizer, text: str, tokens: Sequence[int]) -> np.ndarray
 def token_advantages(sample_rewards: Callable[..., np.ndarray], tokenizer,
                      prompts: list[list[int]], golds: list[str], tokens: np.ndarray, lengths: np.ndarray,
                      texts: list[str], rewards: np.ndarray, *, max_steps: int | None,
-                     whiten: bool = False) -> tuple[np.ndarray, dict]:
+                     whiten: bool = False, estimator: str = "vineppo") -> tuple[np.ndarray, dict]:
     """``[R, N]`` per-token advantages for ``R`` rollouts (``tokens [R, N]``, ``N`` their token cap,
     ``lengths [R]``, ``rewards [R]``), whitened over the batch's completion tokens with ``whiten``
-    (``advantages.whiten``, as VinePPO does).
+    (``advantages.whiten``, as VinePPO does). ``estimator``: the registered step-value estimator
+    (``RLConfig.algorithm``) that turns the step values into step advantages.
 
     ``max_steps`` is VinePPO's ``max_step_for_value_estimation`` (``RLConfig.vineppo_max_steps``): ``None`` samples
     a value for every step prefix; ``M`` only for the prompt and the first ``M`` step prefixes, and later prefixes
@@ -94,7 +95,10 @@ def token_advantages(sample_rewards: Callable[..., np.ndarray], tokenizer,
         step_values[i, : len(v)] = values[offset: offset + len(v)]
         step_mask[i, : len(b)] = 1.0
         offset += len(v)
-    step_adv = np.asarray(advantages.step_advantages(step_values, rewards, step_mask))
+    step_adv = np.asarray(advantages.get(estimator)(step_values, rewards, step_mask), np.float32)
+    if step_adv.shape != step_values.shape:
+        raise ValueError(f"advantage estimator {estimator!r} returned shape {step_adv.shape}; a step-value "
+                         f"estimator returns one advantage per step, [rollouts, steps] = {step_values.shape}")
     token_step = np.zeros((r, n), int)
     for i, b in enumerate(bounds):
         token_step[i] = np.searchsorted(b, np.arange(n), side="right") - 1
