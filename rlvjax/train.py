@@ -253,6 +253,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
         notice.defer()  # from here a SIGTERM is honoured at the next step boundary, with a checkpoint
         rows2 = parallel.batch_sharding(mesh, 2)
         history = []
+        done, data_at_done = start, data.get_state()  # the steps in ``state``, and the data's place after them
         try:
             for step in range(start, run.num_steps):
                 t0 = time.perf_counter()
@@ -300,6 +301,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                 # the schedule's step at this update's first optimizer step: optax skips non-finite updates
                 applied = step * updates_per_step - int(jax.device_get(state.opt_state.total_notfinite))
                 state, update_metrics = jitted.update(state, update_batch)
+                done, data_at_done = step + 1, data.get_state()
                 update_metrics = jax.device_get(update_metrics)
                 t3 = time.perf_counter()
                 # Skipped (non-finite) updates in a row; optax applies the next one whatever it holds.
@@ -354,11 +356,25 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
             if notice.agreed():  # a notice during the export: it finished, and the rest waits
                 raise cli.Preempted(f"{notice.name}: training is complete and saved; stopped before what follows it "
                                     "(the baseline, the report); rerun with --resume to do it")
+        except cli.UserError as e:  # a user's reward raised (an LLM judge timed out): the steps done are kept
+            raise cli.UserError(f"{e}{keep_steps_done(checkpoints, done, state, stored, data_at_done)}") from None
         finally:  # on every exit: pending saves complete (a kill -9 is the only way to leave a half-written one)
             checkpoints.wait()
             checkpoints.close()
             writer.close()
     return history
+
+
+def keep_steps_done(checkpoints, done: int, state, stored: dict, data_state: dict) -> str:
+    """Saves the ``done`` steps in ``state`` (``data_state``: the data's place after them) where no checkpoint holds
+    them yet; returns what to tell the user. A multi-host job saves nothing here: its other hosts may not be at this
+    point to save with it."""
+    latest = checkpoints.latest_step() or 0
+    if done <= latest or jax.process_count() > 1:
+        return f" (the latest checkpoint is step {latest})" if latest else ""
+    checkpoints.save(done, state, data_state=data_state, config=stored, force=True)
+    checkpoints.wait()
+    return f"; the {done} steps done are saved (checkpoint of step {done}): rerun with --resume once it is fixed"
 
 
 def record_run(workdir: Path, config: Config, records: tuple[list[dict], list[dict]] | None) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import rlvjax
+from rlvjax.cli import UserError
 from rlvjax.rewards import registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -616,6 +617,31 @@ def test_trl_async_rewards_and_trainer_state(tmp_path):
                             max_new_tokens=2, verify_question=QUESTION)
     rlvjax.RLVTrainer(reward_funcs=[judged, ramped], train_dataset=[{"prompt": "1+1="}] * 8, args=args).train()
     assert {step for step, _ in seen} == {0, 1} and {total for _, total in seen} == {2}, seen
+
+
+def test_a_reward_that_raises_mid_run_keeps_the_steps_done(tmp_path):
+    """A remote judge that times out at step 3 of 4 (before the first checkpoint, due at 10): the run stopped with the
+    error and nothing saved, so a resume started from step 0 (review 2026-12-06). The 2 steps done are saved now,
+    and the resume trains steps 3 and 4 from the data's place after step 2."""
+    calls = []
+
+    def judge(completions, **kwargs):
+        calls.append(len(completions))
+        if len(calls) == 4:  # a probe of the rows at start, steps 1 and 2, then step 3's grading fails
+            raise TimeoutError("judge endpoint timed out")
+        return [float(len(c)) for c in completions]
+
+    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), num_steps=4, batch_size=4, group_size=2,
+                            max_new_tokens=2, verify_question=QUESTION)
+    rows = [{"prompt": f"{i}+1="} for i in range(8)]
+    with pytest.raises(UserError, match=r"reward function '.*judge' raised TimeoutError: judge endpoint timed out; "
+                                        r"fix the function; the 2 steps done are saved \(checkpoint of step 2\): "
+                                        r"rerun with --resume once it is fixed"):
+        rlvjax.RLVTrainer(reward_funcs=judge, train_dataset=rows, args=args).train()
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2"]
+    rlvjax.RLVTrainer(reward_funcs=judge, train_dataset=rows, args=args).train(resume=True)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
 
 
 def test_conversational_rows_reach_trl_style_rewards_as_messages(caplog):
