@@ -298,6 +298,10 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                     update_batch, adv = jitted.prepare(roll, parallel.to_global(rewards, rows2),
                                                        parallel.to_global(correct, rows2))
                     adv = parallel.to_host(adv)
+                if not np.isfinite(adv).all():  # a user's estimator: 0 / 0 where a group's rewards are all equal
+                    raise cli.UserError(f"advantage estimator {rl.algorithm!r} returned non-finite advantages at step "
+                                        f"{step + 1} (e.g. 0 / 0 for a group whose rewards are all equal); make it "
+                                        "return finite values")
                 # the schedule's step at this update's first optimizer step: optax skips non-finite updates
                 applied = step * updates_per_step - int(jax.device_get(state.opt_state.total_notfinite))
                 state, update_metrics = jitted.update(state, update_batch)
@@ -332,8 +336,10 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                     raise cli.RunFailed(
                         f"{nonfinite_run} optimizer updates in a row had a non-finite loss or gradient (the last at "
                         f"step {step + 1}; OptimConfig.max_consecutive_nonfinite="
-                        f"{optim.max_consecutive_nonfinite}); stopped before saving step {step + 1}, the latest "
-                        f"checkpoint (step {checkpoints.latest_step()}) holds finite parameters. Find the cause in "
+                        f"{optim.max_consecutive_nonfinite}); stopped before saving step {step + 1}"
+                        + (f", the latest checkpoint (step {checkpoints.latest_step()}) holds finite parameters"
+                           if checkpoints.latest_step() is not None else " (no checkpoint saved yet)") +
+                        f". Find the cause in "
                         f"{workdir / 'metrics.jsonl'} (rewards? a learning rate too high?), then rerun with "
                         f"--resume, e.g. with --gin_param 'OptimConfig.learning_rate = {optim.learning_rate / 2:g}'")
                 checkpoints.check_errors()  # an earlier save that failed stops the run now

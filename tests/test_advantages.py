@@ -1,6 +1,7 @@
 """Advantage estimators against values computed by hand."""
 
 import json
+import re
 from pathlib import Path
 
 import jax
@@ -54,6 +55,25 @@ def test_register_keeps_rlvjax_names_and_replaces_a_users(tmp_path, monkeypatch)
         adv.get("my_estimators:nope")
     with pytest.raises(ValueError, match=r"unknown advantage estimator 'sevens'.*'module:function'"):
         adv.get("sevens")
+
+
+def test_a_group_estimators_shape_is_checked():
+    """``[1, G]`` and ``[B, 1]`` broadcast over the rollouts and trained without a word; ``[B]`` was a sharding
+    traceback (review 2026-12-06)."""
+    from rlvjax.rl import steps
+    from rlvjax.rl.config import RLConfig
+
+    rewards = jnp.asarray([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    for name, fn, shape in (("test_row", lambda r: r[:1], (1, 2)), ("test_column", lambda r: r[:, :1], (3, 1)),
+                            ("test_flat", lambda r: r[:, 0], (3,))):
+        adv.register(name)(fn)
+        with pytest.raises(ValueError, match=rf"advantage estimator '{name}' returned shape {re.escape(str(shape))}; a "
+                                             r"group estimator returns one advantage per rollout, "
+                                             r"\[problems, samples\] = \(3, 2\)"):
+            steps.group_advantages(RLConfig(algorithm=name), rewards)
+    adv.register("test_fine")(lambda r: r - r.mean(axis=1, keepdims=True))
+    np.testing.assert_allclose(steps.group_advantages(RLConfig(algorithm="test_fine"), rewards),
+                               [[0.5, -0.5], [0, 0], [0, 0]])
 
 
 # ---------------------------------------------------------------------------------------------------- grpo

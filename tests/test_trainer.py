@@ -644,6 +644,22 @@ def test_a_reward_that_raises_mid_run_keeps_the_steps_done(tmp_path):
     assert steps == [1, 2, 3, 4]
 
 
+def test_an_estimator_returning_nan_stops_at_once_in_one_line(tmp_path):
+    """GRPO written without its epsilon: 0 / 0 for a group whose rewards are all equal. The run trained 5 steps of
+    NaN and then blamed the learning rate and "the latest checkpoint (step None)" (review 2026-12-06)."""
+    from rlvjax.rl import advantages
+
+    advantages.register("test_grpo_without_eps")(lambda r: (r - r.mean(1, keepdims=True)) / r.std(1, keepdims=True))
+    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), num_steps=2, batch_size=4, group_size=2,
+                            max_new_tokens=2, verify_question=QUESTION, algorithm="test_grpo_without_eps")
+    with pytest.raises(UserError, match=r"^advantage estimator 'test_grpo_without_eps' returned non-finite advantages "
+                                        r"at step 1 \(e.g. 0 / 0 for a group whose rewards are all equal\); make it "
+                                        r"return finite values$"):
+        rlvjax.RLVTrainer(reward_funcs=lambda completions, **kw: [1.0] * len(completions),
+                          train_dataset=[{"prompt": "1+1="}] * 8, args=args).train()
+    assert not (tmp_path / "run" / "metrics.jsonl").exists() or not (tmp_path / "run" / "metrics.jsonl").read_text()
+
+
 def test_conversational_rows_reach_trl_style_rewards_as_messages(caplog):
     """TRL passes conversational prompts as their messages and completions as [{"role": "assistant", ...}]; a
     function written for that (``completion[0]["content"]``) raised IndexError on the rendered texts. None is

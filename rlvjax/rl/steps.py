@@ -145,12 +145,17 @@ def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, c
 
 
 def group_advantages(rl: RLConfig, rewards) -> jax.Array:
-    """``[B, G]`` advantages of the configured group estimator."""
+    """``[B, G]`` advantages of the configured group estimator (a user's is checked for that shape: ``[1, G]`` or
+    ``[B, 1]`` broadcast over the rows without a word)."""
     if advantages_lib.uses_step_values(rl.algorithm):
         raise ValueError(f"{rl.algorithm} advantages come from rl/vineppo.py's value pass, not from group rewards")
     if rl.algorithm == "grpo":
         return advantages_lib.grpo(rewards, eps=rl.advantage_eps)
-    return advantages_lib.get(rl.algorithm)(rewards)
+    adv = jnp.asarray(advantages_lib.get(rl.algorithm)(rewards))
+    if adv.shape != rewards.shape:
+        raise ValueError(f"advantage estimator {rl.algorithm!r} returned shape {adv.shape}; a group estimator returns "
+                         f"one advantage per rollout, [problems, samples] = {rewards.shape}")
+    return adv.astype(jnp.float32)
 
 
 def prepare_update(statics: Statics, rollouts: Rollouts, rewards, correct) -> tuple[UpdateBatch, jax.Array]:
