@@ -120,6 +120,7 @@ def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: 
     reward = reward or Rewards.of(config)
     reports, correct = {}, {}
     for name, path in policies.items():  # in the run's precision, as trained and as the memory plan counts it
+        reward.state.global_step = 0 if name == "warm_start" else run.num_steps  # the RL steps behind the policy
         model, tokenizer = load_hf(path, dtype=jnp.dtype(config.model.dtype), compute_dtype=config.model.compute_dtype)
         model = parallel.place_model(model, mesh)  # sharded, not whole on device 0 beside its share
         eval_records = experiment.build_eval_records(config.task, tokenizer, None if records is None else records[1])
@@ -277,6 +278,10 @@ def main(argv):
         except ValueError as e:  # the run's own reward function is not importable here
             raise ValueError(f"{e}{'' if f.reward is not None else '; or grade with --reward (e.g. --reward math)'}"
                              ) from None
+        # the RL steps behind what is evaluated, for a reward that reads trainer_state
+        reward.state.max_steps = run_config.run.num_steps
+        reward.state.global_step = f.checkpoint if f.checkpoint is not None else \
+            0 if f.policy == "warm_start" else run_config.run.num_steps
         cache = run_config.run.compilation_cache_dir
     else:
         # Graded at the rewards' own threshold: the stored one is on the training reward's scale (a +-1 reward's 0

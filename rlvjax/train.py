@@ -306,6 +306,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                 applied = step * updates_per_step - int(jax.device_get(state.opt_state.total_notfinite))
                 state, update_metrics = jitted.update(state, update_batch)
                 done, data_at_done = step + 1, data.get_state()
+                reward.state.global_step = done  # the eval below, and the report after training, grade this policy
                 update_metrics = jax.device_get(update_metrics)
                 t3 = time.perf_counter()
                 # Skipped (non-finite) updates in a row; optax applies the next one whatever it holds.

@@ -615,8 +615,14 @@ def test_trl_async_rewards_and_trainer_state(tmp_path):
     seen.clear()
     args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), num_steps=2, batch_size=4, group_size=2,
                             max_new_tokens=2, verify_question=QUESTION)
-    rlvjax.RLVTrainer(reward_funcs=[judged, ramped], train_dataset=[{"prompt": "1+1="}] * 8, args=args).train()
-    assert {step for step, _ in seen} == {0, 1} and {total for _, total in seen} == {2}, seen
+    trainer = rlvjax.RLVTrainer(reward_funcs=[judged, ramped], train_dataset=[{"prompt": "1+1="}] * 8,
+                                eval_dataset=[{"prompt": "2+2="}], args=args)
+    trainer.train()
+    assert {step for step, _ in seen} == {0, 1, 2} and {total for _, total in seen} == {2}, seen
+    # an evaluation of the trained run grades it as trained to its end (it saw 0 of 0 steps, review 2026-12-06)
+    seen.clear()
+    trainer.evaluate(num_samples=2)
+    assert set(seen) == {(2, 2)}, seen
 
 
 def test_a_reward_that_raises_mid_run_keeps_the_steps_done(tmp_path):

@@ -167,7 +167,7 @@ class Rewards:
                  functions: Sequence[RewardFn] | None = None, *, label: str = "", threshold: float = 0.5):
         self.names = tuple(names)
         self.label, self.threshold = label_index(self.names, label), threshold
-        self.state = TrainerState()  # the run's steps, for the functions that read trainer_state (train sets them)
+        self.state = TrainerState()  # the run's steps, for the functions that read trainer_state (``of`` sets them)
         self.functions = tuple(functions) if functions is not None else tuple(resolve(n) for n in self.names)
         self.weights = np.ones(len(self.names)) if weights is None else np.asarray(weights, np.float64)
         if not self.names:
@@ -180,9 +180,13 @@ class Rewards:
 
     @classmethod
     def of(cls, config, functions: Sequence[RewardFn] | None = None) -> "Rewards":
-        """The rewards of a run's :class:`rlvjax.config.Config` (``functions``: the API's objects for its names)."""
-        return cls(config.task.rewards, config.task.reward_weights, functions, label=config.verifier.label_reward,
-                   threshold=config.verifier.threshold)
+        """The rewards of a run's :class:`rlvjax.config.Config` (``functions``: the API's objects for its names), their
+        ``trainer_state`` the run's, trained to its end (training sets each step's; an evaluation of a checkpoint
+        or of the warm start sets its own: a reward reading it saw 0 of 0 steps in every evaluation)."""
+        rewards = cls(config.task.rewards, config.task.reward_weights, functions, label=config.verifier.label_reward,
+                      threshold=config.verifier.threshold)
+        rewards.state = TrainerState(config.run.num_steps, config.run.num_steps)
+        return rewards
 
     def warn_about_labels(self) -> None:
         """Warn when the verifier's label, Yes where the weighted sum of rewards is >= the threshold, may not mean
