@@ -262,3 +262,22 @@ def test_a_point_on_the_fixed_curve_matches_it_at_equal_tokens_and_at_equal_accu
     assert report.describe(costly).splitlines()[1].endswith(" 2.00x more")  # the table said "0.50x" under "fewer"
     edge = report.block("adaptive", [{**point, "tokens_per_problem": 40.0}], fixed)["points"][0]
     assert edge["fixed_weighted_at_equal_tokens"] == pytest.approx(0.7)
+
+
+def test_a_policy_takes_a_reward_function_or_name():
+    """README's snippets pass a Policy its reward; a function was passed on as it was and failed on its first call
+    with a TypeError (review 2026-12-06)."""
+    from rlvjax.rewards.registry import Rewards
+    from rlvjax.strategies.policy import as_rewards
+
+    def exact(completions, target, **kwargs):
+        return [float(c.strip() == t) for c, t in zip(completions, target)]
+
+    graded = as_rewards(exact, 0.5)(["p", "q"], [" 5", "6"], [{"prompt": "p", "target": "5"},
+                                                             {"prompt": "q", "target": "7"}])
+    assert graded.rewards.tolist() == [1.0, 0.0] and graded.correct.tolist() == [True, False]
+    assert as_rewards("math", 0.7).names == ("math",) and as_rewards("math", 0.7).threshold == 0.7
+    given = Rewards(("math",))
+    assert as_rewards(given, 0.7) is given
+    with pytest.raises(ValueError, match="^reward=3 is neither a reward function, a reward's name nor an "):
+        as_rewards(3, 0.5)

@@ -5,7 +5,7 @@ batches of problems with their keys, and graded reads of the rows."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -14,9 +14,23 @@ import numpy as np
 from rlvjax import experiment, sampling, testtime
 from rlvjax.data.encoding import encode_prompts
 from rlvjax.pool import EVAL_PROMPTS
+from rlvjax.rewards import registry
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl.verifier import VerifierConfig
 from rlvjax.sampling.stepwise import Decoder, Rows
+
+
+def as_rewards(reward, threshold: float) -> Rewards:
+    """``reward`` as ``Rewards``: a function (TRL's form or ``f(prompts, completions, **columns)``) or a registered or
+    ``module:function`` name is graded alone (it was passed on as it was, and failed on its first call)."""
+    if isinstance(reward, Rewards):
+        return reward
+    if not (callable(reward) or isinstance(reward, str)):
+        raise ValueError(f"reward={reward!r} is neither a reward function, a reward's name nor an "
+                         "rlvjax.rewards.registry.Rewards")
+    fn = registry.resolve(reward, "reward") if isinstance(reward, str) else reward
+    name = reward if isinstance(reward, str) else registry.name_of(reward) or getattr(reward, "__name__", "reward")
+    return Rewards((name,), functions=[fn], threshold=threshold)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,10 +46,11 @@ class Policy:
 
     @classmethod
     def build(cls, model, tokenizer, rl, *, max_new_tokens: int | None = None, verify: VerifierConfig | None = None,
-              reward: Rewards | None = None, conventions: testtime.Conventions | None = None,
+              reward: Rewards | Callable | str | None = None, conventions: testtime.Conventions | None = None,
               temperature: float | None = None) -> "Policy":
         """``rl``'s sampling settings (``temperature`` and ``max_new_tokens`` None: its own), the verify question
-        of ``verify`` and the grade of ``reward`` (None: math)."""
+        of ``verify`` and the grade of ``reward``: ``Rewards``, a reward function as ``RLVTrainer`` takes one, or a
+        registered name (None: math); a completion is right where it reaches ``verify``'s threshold."""
         from flax import nnx
 
         verify = verify or VerifierConfig()
@@ -46,7 +61,7 @@ class Policy:
         params = dataclasses.replace(rl.sampling_params, stop_ids=st.stop_ids, pad_id=st.pad_id,
                                      suppress_ids=st.suppress_ids)
         decoder = Decoder(graphdef, params, rl.max_new_tokens, st.verify_suffix, (st.yes_id, st.no_id))
-        reward = reward or Rewards(("math",), threshold=verify.threshold)
+        reward = as_rewards("math" if reward is None else reward, verify.threshold)
         return cls(model, tokenizer, rl, verify, reward, conventions or testtime.Conventions(),
                    decoder, state)
 
