@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs = plan(args)
         if args.parallel < 1:
             raise ValueError(f"--parallel {args.parallel} must be >= 1")
-        run = sweep.check_config(args.gin_file, args.gin_param)
+        run = sweep.check_config(args.gin_file, {"seeds": args.gin_param}, args.resume)
         if not (run.final_eval_samples and run.export_final):  # it trained every seed, then found no eval.json
             raise ValueError("RunConfig.final_eval_samples = 0 or export_final = False: the runs would write no "
                              "eval.json to compare; keep the end-of-run report on")

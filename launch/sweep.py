@@ -205,35 +205,35 @@ def check_root(root: str) -> None:
         raise NotADirectoryError(f"--workdir_root {root} is a file; pass a directory for the runs")
 
 
-def check_config(gin_files: list[str], gin_params: list[str], labels: list[str], resume: bool):
+def check_config(gin_files: list[str], runs: dict[str, list[str]], resume: bool):
     """Parse and check each run's config here, as its run will (building one starts no JAX backend), so that a
-    misspelt file, binding or value fails now and not once per run, and one that only some λ refuse (a
+    misspelt file, binding or value fails now and not once per run, and one that only some runs refuse (a
     micro-batch that does not divide λ = 0's update rows, which hold no partial solutions) fails now and not in the
-    middle of the sweep; returns the first run's ``RunConfig``. Without ``resume`` the runs are first launches,
-    checked as ``rlvjax.train`` checks one (``Config.check_consistent``)."""
+    middle of the sweep. ``runs``: each run's bindings by its name. Without ``resume`` the runs are first launches,
+    checked as ``rlvjax.train`` checks one (``Config.check_consistent``). Returns the first run's ``RunConfig``."""
     import gin
 
     from rlvjax import cli
     from rlvjax.config import Config
 
     package = str(Path(cli.__file__).parent)  # where rlvjax.train finds configs/, from any directory
-    runs, errors = [], {}
-    for label in labels:
+    configs, errors = [], {}
+    for name, params in runs.items():
         gin.clear_config()
         try:  # files and `include 'configs/base.gin'` resolved as rlvjax.train resolves them; errors in one line
-            cli.parse_gin(gin_files or [DEFAULT_GIN], run_params(gin_params, label), search_paths=(package,))
+            cli.parse_gin(gin_files or [DEFAULT_GIN], params, search_paths=(package,))
             config = Config.from_gin()
             if not resume:
                 config.check_consistent()
-            runs.append(config.run)
+            configs.append(config.run)
         except ValueError as e:
-            errors[label] = e
+            errors[name] = e
         finally:
             gin.clear_config()
     if errors:
-        label, error = next(iter(errors.items()))
-        raise error if len(errors) == len(labels) else ValueError(f"the run of lambda={label}: {error}")
-    return runs[0]
+        name, error = next(iter(errors.items()))
+        raise error if len(errors) == len(runs) else ValueError(f"the run of {name}: {error}")
+    return configs[0]
 
 
 def check_workdirs(jobs: list[Job]) -> None:
@@ -359,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     check_root(args.workdir_root)
     jobs = plan(args)
     if args.target != "tpu_vm":  # the config lives here; for a TPU VM it lives on the workers
-        run = check_config(args.gin_file, args.gin_param, parse_lambdas(args.lambdas), args.resume)
+        run = check_config(args.gin_file, {f"lambda={label}": run_params(args.gin_param, label)
+                                             for label in parse_lambdas(args.lambdas)}, args.resume)
         if not (run.final_eval_samples and run.export_final):
             print("sweep: warning: RunConfig.final_eval_samples = 0 or export_final = False: the runs write no "
                   "eval.json, so launch/collect.py will have nothing to compare", file=sys.stderr)

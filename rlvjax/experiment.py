@@ -32,7 +32,7 @@ from rlvjax.rl.steps import Statics
 
 CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped in the package (the repository links configs/ here)
 GIN_SEARCH_PATH = str(CONFIGS.parent)  # where `--gin_file configs/...` and gin includes are found
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16")  # float16: read back from older runs; a run starting refuses it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,8 @@ class ModelSpec:
         for name in ("dtype", "compute_dtype"):
             value = getattr(self, name)
             if not (value in DTYPES or value is None and name == "compute_dtype"):
-                raise ValueError(f"ModelSpec.{name}={value!r} is not a dtype rlvjax trains in; use one of {DTYPES}")
+                raise ValueError(f"ModelSpec.{name}={value!r} is not a dtype rlvjax trains in; use 'float32' or "
+                                 "'bfloat16'")
         # the random model's sizes (an HF model's come from its config.json, checked there): 0 trained a step and
         # failed saving it, a negative size was an MLIR traceback
         sizes = ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads")

@@ -20,7 +20,7 @@ RESUME_FREE = {"run.log_every", "run.checkpoint_every", "run.max_to_keep", "run.
                "run.export_final", "run.final_eval_samples", "run.eval_temperature", "run.baseline",
                "run.compilation_cache_dir", "rl.micro_batch_size", "rl.remat", "rl.logprob_chunk_size",
                "model.hf_dir", "model.tokenizer_dir", "model.config_json", "task.train_file", "task.eval_file",
-               "task.train_subset", "task.eval_subset",
+               "task.train_subset", "task.eval_subset", "task.num_eval", "task.eval_split",  # what is evaluated
                "mesh", "memory", "conventions",
                # what a run that diverged is resumed with (none shapes the optimizer state)
                "optim.learning_rate", "optim.max_grad_norm", "optim.max_consecutive_nonfinite"}

@@ -131,8 +131,8 @@ CONFIG_CASES = {
     "unknown_remat": (["RLConfig.remat = 'some'"], "RLConfig.remat: unknown remat policy 'some'; valid names: ['none', "
                                                    "'full', "),
     "bad_compute_dtype": (["ModelSpec.compute_dtype = 'fp8'"],
-                          "ModelSpec.compute_dtype='fp8' is not a dtype rlvjax trains in; use one of ('float32', "
-                          "'bfloat16', 'float16')"),
+                          "ModelSpec.compute_dtype='fp8' is not a dtype rlvjax trains in; use 'float32' or "
+                          "'bfloat16'"),
     "float16_weights": (["ModelSpec.dtype = 'float16'"],  # trained, and saved NaN weights in every checkpoint
                         "ModelSpec.dtype='float16' would keep the weights and AdamW's moments in float16, where the "
                         "optimizer's update overflows and the weights turn NaN; use dtype='float32' with "
@@ -585,6 +585,8 @@ def test_resume_without_gin_flags_takes_the_run_s_own_config(tmp_path, capsys):
     assert resume.resume_keys(config).count("run.num_steps") == 1  # cosine: fixed; constant: free
     # A data file (or an in-memory run's output_dir) may move: its content is checked by the pipeline's fingerprint.
     assert "task.train_file" not in resume.resume_keys(config) and "task.num_train" in resume.resume_keys(config)
+    # what is evaluated may change, as README says (num_eval and eval_split were refused: review 2026-12-06)
+    assert not {"task.num_eval", "task.eval_split", "task.eval_file"} & set(resume.resume_keys(config))
     assert "run.num_steps" not in resume.resume_keys(dataclasses.replace(
         config, optim=dataclasses.replace(config.optim, schedule="constant")))
     # --gin_param without --gin_file goes on top of the run's own config, not configs/default.gin (which differed
