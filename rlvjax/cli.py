@@ -30,6 +30,11 @@ class UserError(Exception):
     """Bad input that no builtin exception type names (e.g. a disk too small for one checkpoint)."""
 
 
+class UserCodeFailed(UserError):
+    """A user's function (a reward, an advantage estimator) failed or returned what cannot be used, during a step:
+    the training state before it is intact, and the run keeps the steps done (``train.keep_steps_done``)."""
+
+
 class RunFailed(RuntimeError):
     """The run stopped itself for a reason it states in one line; its last good checkpoint is intact."""
 

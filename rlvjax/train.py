@@ -253,7 +253,10 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
         notice.defer()  # from here a SIGTERM is honoured at the next step boundary, with a checkpoint
         rows2 = parallel.batch_sharding(mesh, 2)
         history = []
-        done, data_at_done = start, data.get_state()  # the steps in ``state``, and the data's place after them
+        # the steps in ``state`` and the data's place after them, where metrics.jsonl holds them too (None between a
+        # step's update and its metrics row: nothing consistent to save there)
+        done, data_at_done = start, data.get_state()
+        reward.state.global_step = start  # what a reward reading trainer_state sees until the next step's grading
         try:
             for step in range(start, run.num_steps):
                 t0 = time.perf_counter()
@@ -299,14 +302,14 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                                                        parallel.to_global(correct, rows2))
                     adv = parallel.to_host(adv)
                 if not np.isfinite(adv).all():  # a user's estimator: 0 / 0 where a group's rewards are all equal
-                    raise cli.UserError(f"advantage estimator {rl.algorithm!r} returned non-finite advantages at step "
-                                        f"{step + 1} (e.g. 0 / 0 for a group whose rewards are all equal); make it "
-                                        "return finite values")
+                    raise cli.UserCodeFailed(f"advantage estimator {rl.algorithm!r} returned non-finite advantages at "
+                                             f"step {step + 1} (e.g. 0 / 0 for a group whose rewards are all equal); "
+                                             "make it return finite values")
                 # the schedule's step at this update's first optimizer step: optax skips non-finite updates
                 applied = step * updates_per_step - int(jax.device_get(state.opt_state.total_notfinite))
                 state, update_metrics = jitted.update(state, update_batch)
-                done, data_at_done = step + 1, data.get_state()
-                reward.state.global_step = done  # the eval below, and the report after training, grade this policy
+                done = None
+                reward.state.global_step = step + 1  # the eval below, and the report after training, grade this policy
                 update_metrics = jax.device_get(update_metrics)
                 t3 = time.perf_counter()
                 # Skipped (non-finite) updates in a row; optax applies the next one whatever it holds.
@@ -326,6 +329,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                     metrics.update(quick_eval(eval_sampler, state.params, tokenizer, eval_records, reward,
                                               seed=run.seed, conventions=config.conventions))
                 history.append(writer.write(step + 1, metrics))
+                done, data_at_done = step + 1, data.get_state()
                 if (step + 1) % run.log_every == 0:
                     p_yes = 1.0 / (1.0 + np.exp(verify_lp[..., 1] - verify_lp[..., 0]))
                     writer.samples(step + 1, [{"prompt": batch[i // g]["prompt"], "completion": texts[i],
@@ -363,8 +367,8 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
             if notice.agreed():  # a notice during the export: it finished, and the rest waits
                 raise cli.Preempted(f"{notice.name}: training is complete and saved; stopped before what follows it "
                                     "(the baseline, the report); rerun with --resume to do it")
-        except cli.UserError as e:  # a user's reward raised (an LLM judge timed out): the steps done are kept
-            raise cli.UserError(f"{e}{keep_steps_done(checkpoints, done, state, stored, data_at_done)}") from None
+        except cli.UserCodeFailed as e:  # a user's reward raised (an LLM judge timed out): the steps done are kept
+            raise cli.UserCodeFailed(f"{e}{keep_steps_done(checkpoints, done, state, stored, data_at_done)}") from None
         finally:  # on every exit: pending saves complete (a kill -9 is the only way to leave a half-written one)
             checkpoints.wait()
             checkpoints.close()
@@ -372,12 +376,13 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     return history
 
 
-def keep_steps_done(checkpoints, done: int, state, stored: dict, data_state: dict) -> str:
+def keep_steps_done(checkpoints, done: int | None, state, stored: dict, data_state: dict) -> str:
     """Saves the ``done`` steps in ``state`` (``data_state``: the data's place after them) where no checkpoint holds
-    them yet; returns what to tell the user. A multi-host job saves nothing here: its other hosts may not be at this
-    point to save with it."""
+    them yet; returns what to tell the user. Nothing is saved where ``done`` is None (the failure came between a
+    step's update and its metrics row: a resume from there would lack that row) or on a multi-host job (its other
+    hosts may not be at this point to save with it)."""
     latest = checkpoints.latest_step() or 0
-    if done <= latest or jax.process_count() > 1:
+    if done is None or done <= latest or jax.process_count() > 1:
         return f" (the latest checkpoint is step {latest})" if latest else ""
     checkpoints.save(done, state, data_state=data_state, config=stored, force=True)
     checkpoints.wait()

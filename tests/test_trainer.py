@@ -648,6 +648,26 @@ def test_a_reward_that_raises_mid_run_keeps_the_steps_done(tmp_path):
     rlvjax.RLVTrainer(reward_funcs=judge, train_dataset=rows, args=args).train(resume=True)
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+    # failing in the in-training eval, after step 2's update and before its metrics row: nothing saved there (a
+    # resume from step 2 would have lacked that row for good), the resume retrains step 2
+    failed = []
+
+    def judge_failing_on_eval(completions, prompts, **kwargs):
+        if "9+9=" in prompts[0] and not failed:
+            failed.append(True)
+            raise TimeoutError("judge endpoint timed out")
+        return [float(len(c)) for c in completions]
+
+    config = dataclasses.replace(args.config, run=dataclasses.replace(args.config.run, eval_every=2))
+    evaluated = dataclasses.replace(args, output_dir=str(tmp_path / "evaluated"), config=config)
+    with pytest.raises(UserError, match=r"judge endpoint timed out; fix the function$"):
+        rlvjax.RLVTrainer(reward_funcs=judge_failing_on_eval, train_dataset=rows, eval_dataset=[{"prompt": "9+9="}],
+                          args=evaluated).train()
+    assert not os.listdir(tmp_path / "evaluated" / "checkpoints")
+    rlvjax.RLVTrainer(reward_funcs=judge_failing_on_eval, train_dataset=rows, eval_dataset=[{"prompt": "9+9="}],
+                      args=evaluated).train(resume=True)
+    rows_written = (tmp_path / "evaluated" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in rows_written] == [1, 2, 3, 4]
 
 
 def test_an_estimator_returning_nan_stops_at_once_in_one_line(tmp_path):

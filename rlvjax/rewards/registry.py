@@ -28,7 +28,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 
 from rlvjax import importing
-from rlvjax.cli import UserError
+from rlvjax.cli import UserCodeFailed
 from rlvjax.rewards.answers import MAX_ANSWER_CHARS, as_answer, extract_answer
 
 MESSAGES = "prompt_messages"  # a record's chat-message prompt, kept beside its rendered text (``format_records``)
@@ -262,7 +262,7 @@ class Rewards:
                 values = _call(fn, *(chat if chat and fn is not math_reward else (prompts, completions)), columns,
                                completion_ids, self.state)
             except Exception as e:  # a user's function: its failure is bad input, said in one line
-                raise UserError(f"reward function {name!r} raised {type(e).__name__}: {e}; fix the function") \
+                raise UserCodeFailed(f"reward function {name!r} raised {type(e).__name__}: {e}; fix the function") \
                     from None
             try:
                 items = np.asarray(values, dtype=object)
@@ -272,18 +272,18 @@ class Rewards:
             if items.ndim != 1 or bad:
                 got = f"a {type(bad[0]).__name__} ({bad[0]!r:.40}) among its values" if items.ndim == 1 else \
                     f"{type(values).__name__} of shape {items.shape}"
-                raise UserError(f"reward function {name!r} returned {got}, not a flat list of numbers; return one "
+                raise UserCodeFailed(f"reward function {name!r} returned {got}, not a flat list of numbers; return one "
                                 "number per completion")
             try:
                 values = np.asarray([0.0 if v is None else v for v in items], np.float64)
             except OverflowError:
-                raise UserError(f"reward function {name!r} returned a number too large for a float; return finite "
+                raise UserCodeFailed(f"reward function {name!r} returned a number too large for a float; return finite "
                                 "numbers") from None
             if len(values) != len(completions):
-                raise UserError(f"reward function {name!r} returned {len(values)} values for {len(completions)} "
+                raise UserCodeFailed(f"reward function {name!r} returned {len(values)} values for {len(completions)} "
                                 "completions; return one number per completion")
             if not np.isfinite(values).all():
-                raise UserError(f"reward function {name!r} returned a non-finite value "
+                raise UserCodeFailed(f"reward function {name!r} returned a non-finite value "
                                 f"({values[~np.isfinite(values)][0]}); return finite numbers")
             total += weight * values
             labelled = values if index == self.label else labelled
@@ -295,7 +295,7 @@ class Rewards:
         with np.errstate(over="ignore"):
             total = total.astype(np.float32)
         if not np.isfinite(total).all():  # finite rewards whose weighted sum is not a float32
-            raise UserError(f"the weighted reward is not finite ({total[~np.isfinite(total)][0]}: rewards "
+            raise UserCodeFailed(f"the weighted reward is not finite ({total[~np.isfinite(total)][0]}: rewards "
                             f"{', '.join(self.names)} with weights {tuple(self.weights.tolist())}); keep rewards and "
                             "weights small enough that their sum is a float32 (below 3e38)")
         return Graded(total, (total if labelled is None else labelled) >= self.threshold)
