@@ -123,6 +123,11 @@ class Config:
         if run.baseline and rl.lambda_verify == 0:
             raise ValueError("RunConfig.baseline trains a lambda = 0 baseline beside this run, whose "
                              "RLConfig.lambda_verify is 0 already: the same run twice; set RunConfig.baseline = False")
+        if run.baseline:  # its config differs (no partial-solution rows at lambda = 0): it failed after the main run
+            try:
+                self.lambda0_baseline(None)
+            except ValueError as e:
+                raise ValueError(f"the lambda = 0 baseline (RunConfig.baseline = True) would not run: {e}") from None
 
     def check_precision(self) -> None:
         """Refuses precisions that would not train: float16 weights (AdamW's eps is 0 in float16, so a finite
@@ -130,8 +135,9 @@ class Config:
         over tens of thousands of tokens fall below float16's range, 40% of them exactly 0 at a million tokens), or
         bfloat16 weights under a learning rate that falls below half bfloat16's spacing around a weight anywhere
         after its warm-up (an AdamW step is about the learning rate: at 1e-6 one update moved 2% of a model's
-        weights, 99% in float32; a cosine schedule's 10% floor counts). Checked when a run starts (``train``,
-        ``--dry_run``), not when a stored config is read: older runs stay readable."""
+        weights, 99% in float32; a cosine schedule's 10% floor counts). Checked when a run starts (``train`` before
+        its first checkpoint, ``--dry_run``), not on a resume or when a stored config is read: a run an older rlvjax
+        accepted stays resumable."""
         from rlvjax import sft
 
         if self.model.dtype == "float16":

@@ -100,7 +100,6 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                                   "--resume": resume, "--checkpoint": resume_step,
                                   "--workdir": str(Path(workdir).absolute())})  # a typo: a save hung for 1,000 s
     check_local(workdir)
-    config.check_precision()
     if resume_step is not None and not resume:
         raise ValueError(f"--checkpoint {resume_step} chooses the step to resume from; pass it with --resume")
     if resume and resume_step is None and (pending := outputs.pending_rollback(Path(workdir))) is not None:
@@ -109,6 +108,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     # before minutes of loading and the memory plan; checked again under the workdir's lock
     saved = step_folders(Path(workdir) / "checkpoints")
     if not saved:  # a run that starts (a --resume with nothing saved is a first launch); an older one stays resumable
+        config.check_precision()
         config.check_consistent()
     outputs.check_fresh(Path(workdir).absolute(), resume, max(saved, default=None))
     Config.check_workdir(workdir)  # a model's or a project's own config.json / config.gin (again before the lock)

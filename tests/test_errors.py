@@ -276,6 +276,27 @@ def test_a_resume_with_nothing_saved_is_checked_as_a_first_launch(tmp_path, caps
     assert not (tmp_path / "run").exists()
 
 
+def test_a_baseline_that_would_not_run_is_refused_before_the_main_run(tmp_path, capsys):
+    """Its config differs from the run's (no partial-solution rows at lambda = 0): a micro-batch that divides only
+    the main run's rows failed after the whole main run had trained (review diff18)."""
+    code, line = train_error(tmp_path / "run", ["RunConfig.baseline = True", "RLConfig.verify_prefixes = 1",
+                                                "RLConfig.micro_batch_size = 128"], capsys=capsys)
+    assert code == 2 and line.endswith(
+        "the lambda = 0 baseline (RunConfig.baseline = True) would not run: minibatch of 64 training rows is not a "
+        "multiple of RLConfig.micro_batch_size=128; pick a divisor (0: no accumulation)"), line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_an_older_rlvjax_accepted_stays_resumable(tmp_path, capsys):
+    """float16 compute (which the float16-weights line once advised) is refused when a run starts; a run trained
+    with it before was refused on --resume, with no setting left that resumes it (review diff18)."""
+    fake_run(tmp_path / "run", ["ModelSpec.compute_dtype = 'float16'"])
+    code, line = train_error(tmp_path / "run", ["ModelSpec.compute_dtype = 'float16'"], resume=True, capsys=capsys)
+    assert "loss scaling" not in line, line  # it goes on (to restore the stand-in state, which fails here)
+    code, line = train_error(tmp_path / "fresh", ["ModelSpec.compute_dtype = 'float16'"], capsys=capsys)
+    assert code == 2 and "ModelSpec.compute_dtype='float16' trains without loss scaling" in line, line
+
+
 def test_malformed_gin_file_and_missing_gin_file(tmp_path, capsys):
     bad = tmp_path / "bad.gin"
     bad.write_text("RLConfig.group_size = 4\nRLConfig.lambda_verify = (1,\n")
