@@ -36,8 +36,16 @@ def user_module(fn) -> str | None:
     return module if module and module.split(".")[0] != "rlvjax" else None
 
 
-def check_replaceable(kind: str, name: str, registered) -> None:
-    """A registry's rule for a name given twice: rlvjax's own are kept (a user's "math" silently became every run's
-    math reward), a user's is replaced (a notebook cell run again after an edit)."""
-    if registered is not None and user_module(registered) is None:
+def check_replaceable(kind: str, name: str, own: set[str]) -> None:
+    """A registry's rule for a name given twice: rlvjax's own names (``own``) are kept (a user's "math" silently
+    became every run's math reward), a user's is replaced (a notebook cell run again after an edit)."""
+    if name in own:
         raise ValueError(f"{kind} {name!r} is rlvjax's own; register yours under another name")
+
+
+def registered_by(own: set[str], name: str, fn) -> str | None:
+    """Who registered ``name`` when it is not rlvjax's own name: its function's module, or "your code" (rlvjax's
+    function under a name of yours); None for rlvjax's names, ``module:function`` names and unknown ones."""
+    if fn is None or name in own:
+        return None
+    return user_module(fn) or "your code"

@@ -91,3 +91,20 @@ def hf_checkpoint(tmp_path_factory):
         return built[kind]
 
     return build
+
+
+@pytest.fixture(autouse=True)
+def _registries_as_rlvjax_left_them():
+    """Each test sees only rlvjax's own rewards, estimators and tasks, whatever an earlier test in the worker
+    registered (a test listing the names failed after one that registered its own, in some orders)."""
+    from rlvjax.data import tasks
+    from rlvjax.rewards import registry
+    from rlvjax.rl import advantages
+
+    saved = [(table, dict(table)) for table in (tasks._TASKS, registry._REGISTRY, advantages._REGISTRY)]
+    steps = set(advantages._STEP_LEVEL)
+    yield
+    for table, entries in saved:
+        table.clear()
+        table.update(entries)
+    advantages._STEP_LEVEL.intersection_update(steps)

@@ -41,6 +41,15 @@ def test_register_keeps_rlvjax_names_and_replaces_a_users(tmp_path, monkeypatch)
     assert adv.get("test_twice") is second and adv.uses_step_values("test_twice")
     adv.register("test_twice")(third := lambda r: -r)
     assert adv.get("test_twice") is third and not adv.uses_step_values("test_twice")
+    # by name, not by function: rlvjax's function under a name of yours is yours (review diff18)
+    adv.register("my_rloo")(adv.rloo)
+    adv.register("my_rloo")(adv.rloo)
+    assert adv.known_only_here("my_rloo") == "your code" and adv.known_only_here("rloo") is None
+    # a step estimator stays one when a name it also has is replaced
+    adv.register("test_step_a", step_values=True)(stepped := lambda v, r, m: v)
+    adv.register("test_step_b", step_values=True)(stepped)
+    adv.register("test_step_a")(lambda r: r)
+    assert adv.uses_step_values("test_step_b")
     (tmp_path / "my_estimators.py").write_text(
         "from rlvjax.rl import advantages\n"
         "@advantages.register('my_step', step_values=True)\n"

@@ -31,13 +31,14 @@ class Task:
 
 
 _TASKS: dict[str, Task] = {}
+_OWN: set[str] = set()  # rlvjax's names, filled after its own registrations at the end of this module
 
 
 def register(name: str, task: Task) -> None:
     """``TaskSpec.name = name`` picks ``task``. A name of your own may be registered again (it is replaced); rlvjax's
     own are kept. A new process (``--resume``, ``evaluate``, ``export``) knows it only once its module is imported:
     ``TaskSpec.name = "module:attribute"`` (a ``Task``) imports it."""
-    importing.check_replaceable("task", name, _TASKS[name].records if name in _TASKS else None)
+    importing.check_replaceable("task", name, _OWN)
     _TASKS[name] = task
 
 
@@ -138,3 +139,4 @@ def first_eval_rows(evals: list[dict], spec) -> list[dict]:
 register("arithmetic", Task(_arithmetic_records, _arithmetic_pairs, generated=True))  # procedural, built in
 register("digit", Task(_digit_records, _digit_pairs, generated=True))  # trivial, for tests
 register("file", Task(_file_records, eval_records=_file_eval_records))  # records from a file or a datasets id
+_OWN.update(_TASKS)

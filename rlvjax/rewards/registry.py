@@ -35,13 +35,14 @@ MESSAGES = "prompt_messages"  # a record's chat-message prompt, kept beside its 
 
 RewardFn = Callable[..., Sequence[float]]
 _REGISTRY: dict[str, RewardFn] = {}
+_OWN: set[str] = set()  # rlvjax's names, filled after its own registrations below
 
 
 def register(name: str):
     """Decorator: ``@register("name")`` makes ``f`` available as ``TaskSpec.rewards = ("name",)``."""
 
     def wrap(fn: RewardFn) -> RewardFn:
-        importing.check_replaceable("reward", name, _REGISTRY.get(name))
+        importing.check_replaceable("reward", name, _OWN)
         _REGISTRY[name] = fn
         return fn
 
@@ -55,6 +56,9 @@ def math_reward(prompts, completions, gold, **columns) -> list[float]:
 
     del prompts, columns
     return grade_completions(list(completions), list(gold))[0].astype(float).tolist()
+
+
+_OWN.update(_REGISTRY)
 
 
 def name_of(fn: RewardFn) -> str | None:
@@ -74,7 +78,7 @@ def name_of(fn: RewardFn) -> str | None:
 def known_only_here(name: str) -> str | None:
     """The module that registered ``name`` when it is not rlvjax's own: a new process (``--resume``, ``evaluate
     --workdir``) knows the name only once that module is imported. None for rlvjax's names and ``module:function``."""
-    return importing.user_module(_REGISTRY.get(name))
+    return importing.registered_by(_OWN, name, _REGISTRY.get(name))
 
 
 def resolve(name: str, knob: str = "TaskSpec.rewards") -> RewardFn:

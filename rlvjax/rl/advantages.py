@@ -22,6 +22,7 @@ from rlvjax import importing
 
 _REGISTRY: dict[str, Callable[..., jnp.ndarray]] = {}
 _STEP_LEVEL: set[Callable[..., jnp.ndarray]] = set()  # the functions registered with step_values=True
+_OWN: set[str] = set()  # rlvjax's names, filled at the end of this module
 
 
 def register(name: str, *, step_values: bool = False):
@@ -31,9 +32,8 @@ def register(name: str, *, step_values: bool = False):
     knows a registered name only once its module is imported: `RLConfig.algorithm = "module:function"` imports it."""
 
     def wrap(fn):
-        importing.check_replaceable("advantage estimator", name, _REGISTRY.get(name))
-        _STEP_LEVEL.discard(_REGISTRY.get(name))
-        _REGISTRY[name] = fn
+        importing.check_replaceable("advantage estimator", name, _OWN)
+        _REGISTRY[name] = fn  # a step estimator stays one under any name (its module may be imported twice)
         if step_values:
             _STEP_LEVEL.add(fn)
         return fn
@@ -65,8 +65,8 @@ def uses_step_values(name: str) -> bool:
 
 
 def known_only_here(name: str) -> str | None:
-    """The user's module that registered `name` (a new process does not know the name), else None."""
-    return importing.user_module(_REGISTRY.get(name))
+    """Who registered `name`, where it is a name of the user's (a new process does not know it), else None."""
+    return importing.registered_by(_OWN, name, _REGISTRY.get(name))
 
 
 def _group_rewards(rewards, min_group: int) -> jnp.ndarray:
@@ -301,3 +301,6 @@ def broadcast_step_advantages(step_adv, token_step_ids, mask) -> jnp.ndarray:
     step_adv = jnp.asarray(step_adv)
     ids = jnp.clip(jnp.asarray(token_step_ids, jnp.int32), 0, step_adv.shape[1] - 1)
     return jnp.take_along_axis(step_adv, ids, axis=1) * jnp.asarray(mask, step_adv.dtype)
+
+
+_OWN.update(_REGISTRY)
