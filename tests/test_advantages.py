@@ -80,6 +80,10 @@ def test_a_group_estimators_shape_is_checked():
                                              r"group estimator returns one advantage per rollout, "
                                              r"\[problems, samples\] = \(3, 2\)"):
             steps.group_advantages(RLConfig(algorithm=name), rewards)
+    adv.register("test_step_unmarked")(lambda step_values, rewards, step_mask: step_values)
+    with pytest.raises(ValueError, match=r"'test_step_unmarked' cannot be called as a group estimator fn\(rewards\) "
+                                         r"\(.*missing 2 required positional arguments.*\); register a step "):
+        steps.group_advantages(RLConfig(algorithm="test_step_unmarked"), rewards)
     adv.register("test_fine")(lambda r: r - r.mean(axis=1, keepdims=True))
     np.testing.assert_allclose(steps.group_advantages(RLConfig(algorithm="test_fine"), rewards),
                                [[0.5, -0.5], [0, 0], [0, 0]])

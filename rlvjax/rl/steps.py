@@ -151,7 +151,12 @@ def group_advantages(rl: RLConfig, rewards) -> jax.Array:
         raise ValueError(f"{rl.algorithm} advantages come from rl/vineppo.py's value pass, not from group rewards")
     if rl.algorithm == "grpo":
         return advantages_lib.grpo(rewards, eps=rl.advantage_eps)
-    adv = jnp.asarray(advantages_lib.get(rl.algorithm)(rewards))
+    try:
+        adv = jnp.asarray(advantages_lib.get(rl.algorithm)(rewards))
+    except TypeError as e:  # a step estimator named by module:function without its registration's step_values
+        raise ValueError(f"advantage estimator {rl.algorithm!r} cannot be called as a group estimator fn(rewards) "
+                         f"({e}); register a step estimator with rlvjax.rl.advantages.register(name, "
+                         "step_values=True) in its module") from None
     if adv.shape != rewards.shape:
         raise ValueError(f"advantage estimator {rl.algorithm!r} returned shape {adv.shape}; a group estimator returns "
                          f"one advantage per rollout, [problems, samples] = {rewards.shape}")
