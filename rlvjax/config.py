@@ -125,9 +125,15 @@ class Config:
                              "RLConfig.lambda_verify is 0 already: the same run twice; set RunConfig.baseline = False")
         if run.baseline:  # its config differs (no partial-solution rows at lambda = 0): it failed after the main run
             try:
-                self.lambda0_baseline(None)
+                self.lambda0_baseline("<the warm start's export>" if self.warm_start.num_steps else None
+                                      ).check_consistent()
             except ValueError as e:
                 raise ValueError(f"the lambda = 0 baseline (RunConfig.baseline = True) would not run: {e}") from None
+
+    def precision_settings(self) -> tuple:
+        """What ``check_precision`` reads: a resume that changes any of them is checked again."""
+        return (self.model.dtype, self.model.compute_dtype, self.optim.learning_rate, self.optim.schedule,
+                self.warm_start.learning_rate, self.warm_start.num_steps)
 
     def check_precision(self) -> None:
         """Refuses precisions that would not train: float16 weights (AdamW's eps is 0 in float16, so a finite
@@ -255,7 +261,9 @@ class Config:
                                      run=dataclasses.replace(self.run, baseline=False))
         if warm_start_dir is None:
             return config
-        return dataclasses.replace(config, model=dataclasses.replace(self.model, hf_dir=warm_start_dir),
+        # the export holds its tokenizer: a random model's tokenizer_dir beside it was refused, after the main run
+        return dataclasses.replace(config, model=dataclasses.replace(self.model, hf_dir=warm_start_dir,
+                                                                     tokenizer_dir=None),
                                    warm_start=dataclasses.replace(self.warm_start, num_steps=0))
 
 

@@ -63,7 +63,7 @@ flags.DEFINE_bool("dry_run", False, "plan and compile the run's steps for its me
 
 def train(config: Config, workdir: str, *, resume: bool = False, resume_step: int | None = None,
           reward: Rewards | None = None, records: tuple[list[dict], list[dict]] | None = None,
-          hold: contextlib.ExitStack | None = None, command: bool = False) -> list[dict]:
+          hold: contextlib.ExitStack | None = None, command: bool = False, baseline: bool = False) -> list[dict]:
     """Run RL^V training as ``config`` says; returns the logged metrics of the steps it ran.
 
     ``reward``: reward functions given as objects (the Python API), else ``config.task.rewards`` by name. ``records``:
@@ -87,11 +87,12 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     with preemption.stop_at_once(starting) if command else preemption.interrupt_on_sigterm(
             cli.Preempted(f"SIGTERM {starting}")):
         return _train(config, workdir, resume=resume, resume_step=resume_step, reward=reward, records=records,
-                      hold=hold)
+                      hold=hold, baseline=baseline)
 
 
 def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | None, reward: Rewards | None,
-           records: tuple[list[dict], list[dict]] | None, hold: contextlib.ExitStack | None) -> list[dict]:
+           records: tuple[list[dict], list[dict]] | None, hold: contextlib.ExitStack | None,
+           baseline: bool = False) -> list[dict]:
     # First the job (before anything touches a device), then its hosts' settings: a host stopping on an error here
     # stops them all (before the join, the others waited for it until the join's timeout, then aborted)
     parallel.initialize_distributed(config.mesh)
@@ -107,9 +108,15 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
         resume_step = pending
     # before minutes of loading and the memory plan; checked again under the workdir's lock
     saved = step_folders(Path(workdir) / "checkpoints")
-    if not saved:  # a run that starts (a --resume with nothing saved is a first launch); an older one stays resumable
+    # A run that starts is checked (a --resume with nothing saved is a first launch), not a lambda = 0 baseline (its
+    # run's checks covered its config, or an older rlvjax accepted them); a resume, only where it changes the
+    # precision settings (a lower learning rate): a run an older rlvjax accepted stays resumable.
+    if not saved and not baseline:
         config.check_precision()
         config.check_consistent()
+    elif saved and resume and config.precision_settings() != \
+            stored_config(Path(workdir), resume_step).precision_settings():
+        config.check_precision()
     outputs.check_fresh(Path(workdir).absolute(), resume, max(saved, default=None))
     Config.check_workdir(workdir)  # a model's or a project's own config.json / config.gin (again before the lock)
     run, rl, optim, warm, task = config.run, config.rl, config.optim, config.warm_start, config.task
@@ -123,6 +130,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     reward = reward or Rewards.of(config)
     reward.warn_about_labels()
     reward.state.max_steps = run.num_steps
+    reward.state.global_step = (resume_step or max(saved, default=0)) if resume else 0  # for the probe below
     model, tokenizer = experiment.build_policy(config.model, config.verifier.question)
     given = records is not None
     if given:  # as written to WORKDIR/data/ below and read back by a resume
@@ -301,7 +309,8 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                     update_batch, adv = jitted.prepare(roll, parallel.to_global(rewards, rows2),
                                                        parallel.to_global(correct, rows2))
                     adv = parallel.to_host(adv)
-                if not np.isfinite(adv).all():  # a user's estimator: 0 / 0 where a group's rewards are all equal
+                # a user's estimator (rlvjax's give finite advantages for the finite rewards Rewards lets through)
+                if not advantages_lib.is_own(rl.algorithm) and not np.isfinite(adv).all():
                     raise cli.UserCodeFailed(f"advantage estimator {rl.algorithm!r} returned non-finite advantages at "
                                              f"step {step + 1} (e.g. 0 / 0 for a group whose rewards are all equal); "
                                              "make it return finite values")
@@ -417,7 +426,7 @@ def train_with_baseline(config: Config, workdir, *, resume: bool = False, resume
         baseline = workdir / outputs.BASELINE  # taken back by the run's --checkpoint N (outputs.roll_back_baseline)
         warm = str(policies["warm_start"]) if "warm_start" in policies else None
         train(config.lambda0_baseline(warm), str(baseline), resume=resume, reward=reward, records=records, hold=hold,
-              command=command)
+              command=command, baseline=True)
         policies["lambda0"] = baseline / "final"
     return history, policies
 

@@ -81,8 +81,9 @@ def test_a_group_estimators_shape_is_checked():
                                              r"\[problems, samples\] = \(3, 2\)"):
             steps.group_advantages(RLConfig(algorithm=name), rewards)
     adv.register("test_step_unmarked")(lambda step_values, rewards, step_mask: step_values)
-    with pytest.raises(ValueError, match=r"'test_step_unmarked' cannot be called as a group estimator fn\(rewards\) "
-                                         r"\(.*missing 2 required positional arguments.*\); register a step "):
+    with pytest.raises(ValueError, match=r"'test_step_unmarked' raised TypeError: .*missing 2 required positional "
+                                         r"arguments.*; a group estimator is fn\(rewards \[problems, samples\]\) run "
+                                         r"under jit \(use jax.numpy, not numpy or float\(\)\); a step estimator is "):
         steps.group_advantages(RLConfig(algorithm="test_step_unmarked"), rewards)
     adv.register("test_fine")(lambda r: r - r.mean(axis=1, keepdims=True))
     np.testing.assert_allclose(steps.group_advantages(RLConfig(algorithm="test_fine"), rewards),

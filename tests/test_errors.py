@@ -287,6 +287,28 @@ def test_a_baseline_that_would_not_run_is_refused_before_the_main_run(tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
+def test_the_baseline_of_a_random_model_with_its_own_tokenizer_runs():
+    """Its config named the warm start's export beside the random model's tokenizer_dir, which the baseline's own
+    run refused after the main run had trained (review diff19): the export's tokenizer is the baseline's, and the
+    start-up check builds the baseline as it will run."""
+    config = Config.from_dict({"model": {"tokenizer_dir": "Qwen/Qwen2.5-Math-1.5B"}, "run": {"baseline": True},
+                               "warm_start": {"num_steps": 10}})
+    config.check_consistent()
+    assert config.lambda0_baseline("/run/warm_start").model.tokenizer_dir is None
+
+
+def test_a_resume_that_lowers_a_bfloat16_runs_learning_rate_is_checked(tmp_path, capsys):
+    """A resume may change the learning rate: one below bfloat16's spacing is refused as at a start (after the
+    resume-skips-the-checks fix it trained on, review diff19); the run's own rate passes."""
+    fake_run(tmp_path / "run", ["ModelSpec.dtype = 'bfloat16'", "OptimConfig.learning_rate = 1e-4"])
+    code, line = train_error(tmp_path / "run", ["ModelSpec.dtype = 'bfloat16'", "OptimConfig.learning_rate = 1e-6"],
+                             resume=True, capsys=capsys)
+    assert code == 2 and "an update of OptimConfig.learning_rate=1e-06 rounds away" in line, line
+    code, line = train_error(tmp_path / "run", ["ModelSpec.dtype = 'bfloat16'", "OptimConfig.learning_rate = 1e-4"],
+                             resume=True, capsys=capsys)
+    assert "rounds away" not in line, line  # it goes on (to restore the stand-in state, which fails here)
+
+
 def test_a_run_an_older_rlvjax_accepted_stays_resumable(tmp_path, capsys):
     """float16 compute (which the float16-weights line once advised) is refused when a run starts; a run trained
     with it before was refused on --resume, with no setting left that resumes it (review diff18)."""

@@ -619,6 +619,7 @@ def test_trl_async_rewards_and_trainer_state(tmp_path):
                                 eval_dataset=[{"prompt": "2+2="}], args=args)
     trainer.train()
     assert {step for step, _ in seen} == {0, 1, 2} and {total for _, total in seen} == {2}, seen
+    assert seen[0] == (0, 2)  # the start-up probe: no step done yet (it saw the run finished, review diff19)
     # an evaluation of the trained run grades it as trained to its end (it saw 0 of 0 steps, review 2026-12-06)
     seen.clear()
     trainer.evaluate(num_samples=2)

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from rlvjax.cli import UserCodeFailed
 from rlvjax.data.tokenizer import build_tokenizer
 from rlvjax.rl import vineppo
 from rlvjax.rl.config import RLConfig
@@ -122,8 +123,13 @@ def test_token_advantages_by_hand():
                                           np.array([1.0, 0.0]), max_steps=None, estimator="test_tripled")
     np.testing.assert_allclose(tripled, 3 * adv, atol=1e-6)
     advantages.register("test_tripled", step_values=True)(lambda v, r, m: v[:, :1])
-    with pytest.raises(ValueError, match=r"'test_tripled' returned shape \(2, 1\); a step-value estimator returns "
+    with pytest.raises(UserCodeFailed, match=r"'test_tripled' returned shape \(2, 1\); a step-value estimator returns "
                                          r"one advantage per step, \[rollouts, steps\] = \(2, 2\)"):
+        vineppo.token_advantages(sample_rewards, tok, prompts, golds, tokens, lengths, [TWO_STEPS, TWO_STEPS],
+                                 np.array([1.0, 0.0]), max_steps=None, estimator="test_tripled")
+    advantages.register("test_tripled", step_values=True)(lambda v, r, m: 1 / 0)  # raises mid-run: the steps done kept
+    with pytest.raises(UserCodeFailed, match=r"^advantage estimator 'test_tripled' raised ZeroDivisionError: division "
+                                             r"by zero; fix the function$"):
         vineppo.token_advantages(sample_rewards, tok, prompts, golds, tokens, lengths, [TWO_STEPS, TWO_STEPS],
                                  np.array([1.0, 0.0]), max_steps=None, estimator="test_tripled")
 

@@ -64,6 +64,11 @@ def uses_step_values(name: str) -> bool:
     return get(name) in _STEP_LEVEL
 
 
+def is_own(name: str) -> bool:
+    """`name` is one of rlvjax's own estimators."""
+    return name in _OWN
+
+
 def known_only_here(name: str) -> str | None:
     """Who registered `name`, where it is a name of the user's (a new process does not know it), else None."""
     return importing.registered_by(_OWN, name, _REGISTRY.get(name))

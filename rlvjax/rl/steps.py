@@ -153,10 +153,10 @@ def group_advantages(rl: RLConfig, rewards) -> jax.Array:
         return advantages_lib.grpo(rewards, eps=rl.advantage_eps)
     try:
         adv = jnp.asarray(advantages_lib.get(rl.algorithm)(rewards))
-    except TypeError as e:  # a step estimator named by module:function without its registration's step_values
-        raise ValueError(f"advantage estimator {rl.algorithm!r} cannot be called as a group estimator fn(rewards) "
-                         f"({e}); register a step estimator with rlvjax.rl.advantages.register(name, "
-                         "step_values=True) in its module") from None
+    except TypeError as e:  # numpy on traced arrays, a step estimator without its registration's step_values
+        raise ValueError(f"advantage estimator {rl.algorithm!r} raised TypeError: {e}; a group estimator is "
+                         "fn(rewards [problems, samples]) run under jit (use jax.numpy, not numpy or float()); a step "
+                         "estimator is registered with rlvjax.rl.advantages.register(name, step_values=True)") from None
     if adv.shape != rewards.shape:
         raise ValueError(f"advantage estimator {rl.algorithm!r} returned shape {adv.shape}; a group estimator returns "
                          f"one advantage per rollout, [problems, samples] = {rewards.shape}")

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from rlvjax import experiment
+from rlvjax.cli import UserCodeFailed
 from rlvjax.rewards.math import grade_completions
 from rlvjax.rl import advantages
 
@@ -95,10 +96,14 @@ def token_advantages(sample_rewards: Callable[..., np.ndarray], tokenizer,
         step_values[i, : len(v)] = values[offset: offset + len(v)]
         step_mask[i, : len(b)] = 1.0
         offset += len(v)
-    step_adv = np.asarray(advantages.get(estimator)(step_values, rewards, step_mask), np.float32)
+    try:
+        step_adv = np.asarray(advantages.get(estimator)(step_values, rewards, step_mask), np.float32)
+    except Exception as e:  # a user's estimator: the state before this step is intact (train keeps the steps done)
+        raise UserCodeFailed(f"advantage estimator {estimator!r} raised {type(e).__name__}: {e}; fix the "
+                             "function") from None
     if step_adv.shape != step_values.shape:
-        raise ValueError(f"advantage estimator {estimator!r} returned shape {step_adv.shape}; a step-value "
-                         f"estimator returns one advantage per step, [rollouts, steps] = {step_values.shape}")
+        raise UserCodeFailed(f"advantage estimator {estimator!r} returned shape {step_adv.shape}; a step-value "
+                             f"estimator returns one advantage per step, [rollouts, steps] = {step_values.shape}")
     token_step = np.zeros((r, n), int)
     for i, b in enumerate(bounds):
         token_step[i] = np.searchsorted(b, np.arange(n), side="right") - 1
