@@ -142,8 +142,8 @@ class Config:
         bfloat16 weights under a learning rate that falls below half bfloat16's spacing around a weight anywhere
         after its warm-up (an AdamW step is about the learning rate: at 1e-6 one update moved 2% of a model's
         weights, 99% in float32; a cosine schedule's 10% floor counts). Checked when a run starts (``train`` before
-        its first checkpoint, ``--dry_run``), not on a resume or when a stored config is read: a run an older rlvjax
-        accepted stays resumable."""
+        its first checkpoint, ``--dry_run``) and on a resume that changes ``precision_settings``, not on one that
+        keeps them or when a stored config is read: a run an older rlvjax accepted stays resumable."""
         from rlvjax import sft
 
         if self.model.dtype == "float16":
