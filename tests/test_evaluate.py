@@ -454,6 +454,23 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         assert np.mean([s["correct"] for s in samples]) == pytest.approx(rep["pass@1"])
         assert all(0 <= s["p_yes"] <= 1 and 1 <= s["tokens"] <= 6 for s in samples)
         assert all(s["reward"] == float(s["correct"]) for s in samples)  # the math reward: 1 right, 0 wrong
+    # A reward reading trainer_state sees the steps behind what is evaluated (it saw 0 of 0 in every evaluation,
+    # review 2026-12-06): 2 of the run's 4 at --checkpoint 2, 0 for the warm start
+    (tmp_path / "recorder.py").write_text(
+        "import os\n"
+        "def graded(completions, trainer_state, **columns):\n"
+        "    with open(os.environ['RECORD'], 'a') as f:\n"
+        "        f.write(f'{trainer_state.global_step},{trainer_state.max_steps}\\n')\n"
+        "    return [0.0] * len(completions)\n")
+    for extra, seen in ((["--checkpoint", "2"], "2,4"), (["--policy", "warm_start"], "0,4")):
+        record = tmp_path / f"seen_{seen[0]}.txt"
+        out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples",
+                              "2", "--reward", "recorder:graded", "--out", str(tmp_path / f"by_recorder_{seen[0]}"),
+                              *extra], capture_output=True, text=True, timeout=300, cwd=REPO,
+                             env={**os.environ, "RECORD": str(record),
+                                  "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])})
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert set(record.read_text().split()) == {seen}
     # Another K, length (or temperature, seed, strategy...) into the same default --out would replace that report:
     # refused before sampling, by the settings eval.json records
     kept = (tmp_path / "eval" / "final" / "eval.json").read_text()
