@@ -30,6 +30,16 @@ def load(name: str, knob: str):
     return obj
 
 
+def lookup(table: dict, name: str, knob: str, unknown: str):
+    """``table[name]``, else the object ``"module:attribute"`` names (``load``); ``unknown``: the line for a bare name
+    the table lacks."""
+    if name in table:
+        return table[name]
+    if ":" not in name:
+        raise ValueError(unknown)
+    return load(name, knob)
+
+
 def user_module(fn) -> str | None:
     """The module that defines ``fn`` when it is not rlvjax's own (None for rlvjax's, or where unknown)."""
     module = getattr(fn, "__module__", None)

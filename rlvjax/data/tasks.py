@@ -48,12 +48,9 @@ def names() -> list[str]:
 
 def get(name: str) -> Task:
     """The task registered as ``name``, or the ``Task`` that ``"module:attribute"`` names (its module imported)."""
-    if name in _TASKS:
-        return _TASKS[name]
-    if ":" not in name:
-        raise ValueError(f"unknown task {name!r}; use one of {names()} (or register your own with "
-                         "rlvjax.data.tasks.register, named 'module:attribute' for every process of the run)")
-    task = importing.load(name, "TaskSpec.name")
+    task = importing.lookup(_TASKS, name, "TaskSpec.name", f"unknown task {name!r}; use one of {names()} (or "
+                            "register your own with rlvjax.data.tasks.register, named 'module:attribute' for every "
+                            "process of the run)")
     if not isinstance(task, Task):
         raise ValueError(f"TaskSpec.name: {name!r} is a {type(task).__name__}, not an rlvjax.data.tasks.Task")
     return task

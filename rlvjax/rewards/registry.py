@@ -83,12 +83,8 @@ def known_only_here(name: str) -> str | None:
 
 def resolve(name: str, knob: str = "TaskSpec.rewards") -> RewardFn:
     """The reward function a registered name or "module:function" names (``knob``: where it was given)."""
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    if ":" not in name:
-        raise ValueError(f"{knob}: unknown reward {name!r}; use one of {sorted(_REGISTRY)} or "
-                         "'module:function' (importable from the working directory or PYTHONPATH)")
-    fn = importing.load(name, knob)
+    fn = importing.lookup(_REGISTRY, name, knob, f"{knob}: unknown reward {name!r}; use one of {sorted(_REGISTRY)} "
+                          "or 'module:function' (importable from the working directory or PYTHONPATH)")
     if not callable(fn):
         raise ValueError(f"{knob}: {name!r} is not a function")
     return fn

@@ -44,12 +44,9 @@ def register(name: str, *, step_values: bool = False):
 def get(name: str) -> Callable[..., jnp.ndarray]:
     """The estimator registered as `name`, or the function `"module:function"` names (its module imported: the
     decorator's registration, step values included, runs then)."""
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    if ":" not in name:
-        raise ValueError(f"unknown advantage estimator {name!r}; valid names: {sorted(_REGISTRY)} (or one of your "
-                         "own as 'module:function', its module importable from every process of the run)")
-    fn = importing.load(name, "RLConfig.algorithm")
+    fn = importing.lookup(_REGISTRY, name, "RLConfig.algorithm", f"unknown advantage estimator {name!r}; valid names: "
+                          f"{sorted(_REGISTRY)} (or one of your own as 'module:function', its module importable from "
+                          "every process of the run)")
     if not callable(fn):
         raise ValueError(f"RLConfig.algorithm: {name!r} is not a function")
     return fn
