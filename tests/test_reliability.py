@@ -207,7 +207,7 @@ def _remove_state(step_dir):
 def _truncate_arrays(step_dir):
     """Every array file emptied, as a save cut before its data reached the disk. (Halving each file is not enough:
     which arrays land in which file's first half varies from run to run, and the weights alone, all an export reads,
-    sometimes sit whole in first halves.)"""
+    can sit whole in first halves: CI once exported such a step.)"""
     data_files = [path for path in (step_dir / "state").glob("ocdbt.process_*/d/*") if path.stat().st_size > 1024]
     assert data_files
     for path in data_files:
