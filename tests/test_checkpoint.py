@@ -416,6 +416,11 @@ def _sharded_script(directory: str) -> None:
 
     big = {"blob": jax.device_put(jnp.ones((8, 1 << 20), jnp.float32), NamedSharding(data_mesh, P("data")))}
     ckpt.save(2, big, data_state={"next_index": 4}, config=CONFIG)  # async: returns before the write is done
+    # ... and sometimes before its folder exists: wait for it (a 32 MB write is far from done then)
+    deadline = time.monotonic() + 60
+    while not any(name.startswith("2.orbax-checkpoint-tmp") for name in os.listdir(directory)):
+        assert time.monotonic() < deadline, "step 2's save never started"
+        time.sleep(0.001)
     os._exit(0)  # a preempted host: no wait, no cleanup
 
 
