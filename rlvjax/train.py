@@ -348,7 +348,8 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                 if stopping:
                     checkpoints.wait()
                     raise cli.RunFailed(
-                        f"{nonfinite_run} optimizer updates in a row had a non-finite loss or gradient (the last at "
+                        (f"{nonfinite_run} optimizer updates in a row" if nonfinite_run > 1 else "an optimizer update")
+                        + " had a non-finite loss or gradient (the last at "
                         f"step {step + 1}; OptimConfig.max_consecutive_nonfinite="
                         f"{optim.max_consecutive_nonfinite}); stopped before saving step {step + 1}"
                         + (f", the latest checkpoint (step {checkpoints.latest_step()}) holds finite parameters"

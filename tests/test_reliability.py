@@ -491,13 +491,15 @@ def test_sigterm_before_the_first_step_exits_0_at_once(tmp_path, monkeypatch, ca
         gin.clear_config()
 
 
-@pytest.mark.parametrize("minibatches,stop,counts", [(1, 5, [0, 0, 1, 2, 3]), (2, 4, [0, 0, 2, 4])])
-def test_nonfinite_updates_are_skipped_counted_and_stop_the_run(tmp_path, monkeypatch, capsys, minibatches, stop,
-                                                                counts):
+@pytest.mark.parametrize("minibatches,limit,nan_from,stop,counts", [(1, 3, 3, 5, [0, 0, 1, 2, 3]),
+                                                                    (2, 3, 3, 4, [0, 0, 2, 4]), (1, 1, 1, 1, [1])])
+def test_nonfinite_updates_are_skipped_counted_and_stop_the_run(tmp_path, monkeypatch, capsys, minibatches, limit,
+                                                                nan_from, stop, counts):
     """NaN rewards from step 3 on make every gradient NaN. One update per step: steps 3, 4 are skipped (and
     checkpointed: their params are step 2's), step 5 is the third in a row and stops the run before its checkpoint.
     Two updates per step: step 4 holds the 3rd and 4th; optax *applies* the 4th (NaN params), and the run stops
-    before saving them."""
+    before saving them. A limit of 1 with NaN from the first step stops before any checkpoint: the resume the line
+    advises starts the run afresh."""
     calls, real_rewards = [], Rewards.__call__
 
     def rewards(self, prompts, completions, records, completion_ids=None):  # past a reward function's checks
@@ -505,27 +507,30 @@ def test_nonfinite_updates_are_skipped_counted_and_stop_the_run(tmp_path, monkey
         if len(completions) != 64:  # not a training step's 8 prompts x 8 samples (the probe, an eval pool)
             return values
         calls.append(len(completions))
-        return values if len(calls) < 3 else values._replace(rewards=np.full(len(completions), np.nan, np.float32))
+        return values if len(calls) < nan_from else values._replace(rewards=np.full(len(completions), np.nan, np.float32))
 
     monkeypatch.setattr(Rewards, "__call__", rewards)
     workdir = tmp_path / "run"
-    code = in_process(workdir, ["OptimConfig.max_consecutive_nonfinite = 3", "RunConfig.checkpoint_every = 1",
+    code = in_process(workdir, [f"OptimConfig.max_consecutive_nonfinite = {limit}", "RunConfig.checkpoint_every = 1",
                                 "RunConfig.max_to_keep = 5", f"RLConfig.num_minibatches = {minibatches}"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rlvjax.train: error:")]
     assert code == 1 and len(err) == 1, err
-    assert (f"{counts[-1]} optimizer updates in a row had a non-finite loss or gradient (the last at step {stop}; "
-            f"OptimConfig.max_consecutive_nonfinite=3); stopped before saving step {stop}, the latest checkpoint "
-            f"(step {stop - 1}) holds finite parameters") in err[0]
+    updates = "an optimizer update" if counts[-1] == 1 else f"{counts[-1]} optimizer updates in a row"
+    assert (f"{updates} had a non-finite loss or gradient (the last at step {stop}; "
+            f"OptimConfig.max_consecutive_nonfinite={limit}); stopped before saving step {stop}" + (
+                f", the latest checkpoint (step {stop - 1}) holds finite parameters. " if stop > 1 else
+                " (no checkpoint saved yet). ")) in err[0]
     rows = metrics(workdir)
     assert [r["nonfinite_updates"] for r in rows] == counts
     assert [r["consecutive_nonfinite"] for r in rows] == counts
     assert saved_steps(workdir) == list(range(1, stop))
-    stored = {step: ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "state")
-              for step in (2, stop - 1)}
-    for got, want in zip(jax.tree.leaves(stored[stop - 1]["params"]), jax.tree.leaves(stored[2]["params"])):
-        assert np.all(np.isfinite(got))
-        np.testing.assert_array_equal(got, want)  # skipped updates leave the parameters alone
-    assert int(stored[stop - 1]["opt_state"]["notfinite_count"]) == counts[-2]
+    if stop > 1:
+        stored = {step: ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "state")
+                  for step in (2, stop - 1)}
+        for got, want in zip(jax.tree.leaves(stored[stop - 1]["params"]), jax.tree.leaves(stored[2]["params"])):
+            assert np.all(np.isfinite(got))
+            np.testing.assert_array_equal(got, want)  # skipped updates leave the parameters alone
+        assert int(stored[stop - 1]["opt_state"]["notfinite_count"]) == counts[-2]
     # The message's advice works: --resume with the run's own config and the lower learning rate on top of it.
     advice = err[0].split("--resume, e.g. with --gin_param ")[1].strip("'")
     assert advice == "OptimConfig.learning_rate = 0.0005"  # digit_smoke's 1e-3, halved
