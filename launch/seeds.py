@@ -225,6 +225,10 @@ if __name__ == "__main__":
     except (ValueError, OSError) as e:
         print(f"seeds: error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # the runs got the Ctrl-C too and save their state
+    except sweep.Interrupted as e:  # the running runs got the signal and have ended
+        print(f"seeds: {e}: the runs that were going have stopped (their lines above say how); rerun with --resume "
+              "to continue", file=sys.stderr)
+        sys.exit(128 + e.signum)
+    except KeyboardInterrupt:  # outside the runs: before them, or while collecting
         print("seeds: interrupted; rerun with --resume to continue the runs", file=sys.stderr)
         sys.exit(130)

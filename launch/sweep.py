@@ -30,6 +30,7 @@ import math
 import os
 import posixpath
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -251,7 +252,20 @@ def describe(job: Job) -> str:
 
 
 STOPPED = "stopped"  # execute's status of a run that a SIGTERM or Ctrl-C stopped with its state saved
-STOPPED_LINE = "rerun with --resume"  # how rlvjax.train's last line says so (exit 0)
+# How rlvjax.train's last line says it stopped, exit 0: with its state saved, or while it started (nothing written)
+STOPPED_LINES = ("rerun with --resume", "rerun with the same command")
+# Signals this launcher passes on to its running jobs: each job runs in its own process group, so a Ctrl-C at the
+# terminal reaches it once, through here (and a second Ctrl-C stops it at once, as it does rlvjax.train alone); a
+# closed terminal's SIGHUP asks it to save and stop.
+FORWARDED = {signal.SIGINT: signal.SIGINT, signal.SIGTERM: signal.SIGTERM, signal.SIGHUP: signal.SIGTERM}
+
+
+class Interrupted(Exception):
+    """A signal stopped the launcher; the jobs that were running got it and have ended (they save their state)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def execute(jobs: list[Job], parallel: int) -> list[int | str | None]:
@@ -259,17 +273,21 @@ def execute(jobs: list[Job], parallel: int) -> list[int | str | None]:
     one's exit status (``STOPPED`` for a run stopped by a signal with its state saved, ``"not started: ..."`` for
     one that could not be launched), None for those not started after a failure.
 
-    After a failure no further job starts; jobs already running finish (their checkpoints stay resumable).
+    After a failure no further job starts; jobs already running finish (their checkpoints stay resumable). A
+    SIGINT, SIGTERM or SIGHUP is passed on to the running jobs (:data:`FORWARDED`); no further job starts, and once
+    the running ones have ended (a run saves its state first) this raises :class:`Interrupted`.
     """
     statuses: list[int | str | None] = [None] * len(jobs)
     failures: list[Job] = []
     lock = threading.Lock()
+    running: dict[int, subprocess.Popen] = {}
+    received: list[int] = []
 
     def run_slot(slot: int) -> None:
         for i in range(slot, len(jobs), parallel):
             job = jobs[i]
             with lock:
-                if failures:
+                if failures or received:
                     return
                 print(f"[{job.name}] start, log: {job.log}", flush=True)
             start = time.perf_counter()
@@ -278,8 +296,15 @@ def execute(jobs: list[Job], parallel: int) -> list[int | str | None]:
                 with open(job.log, "a", encoding="utf-8") as log:  # a resumed run's earlier output stays above
                     log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {describe(job)}\n")
                     log.flush()
-                    status = subprocess.run(job.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env={**os.environ, **job.env}).returncode
+                    with lock:  # a signal from here on is passed on to it
+                        if received:
+                            return
+                        running[i] = subprocess.Popen(job.argv, stdout=log, stderr=subprocess.STDOUT,
+                                                      stdin=subprocess.DEVNULL, env={**os.environ, **job.env},
+                                                      process_group=0)
+                    status = running[i].wait()
+                    with lock:
+                        del running[i]
             except OSError as e:  # no gcloud, a root that is a file: the run failed to start (the thread goes on)
                 status = f"not started: {e}"
             if status == 0 and stopped(job.log):
@@ -296,11 +321,24 @@ def execute(jobs: list[Job], parallel: int) -> list[int | str | None]:
                     failures.append(job)
                     print(f"[{job.name}] FAILED ({failure(status)}) after {took:.0f} s, log: {job.log}", flush=True)
 
-    threads = [threading.Thread(target=run_slot, args=(slot,)) for slot in range(min(parallel, len(jobs)))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    def forward(signum, frame) -> None:
+        with lock:
+            received.append(signum)
+            for process in running.values():
+                process.send_signal(FORWARDED[signum])
+
+    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED}
+    try:
+        threads = [threading.Thread(target=run_slot, args=(slot,)) for slot in range(min(parallel, len(jobs)))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)  # None: not set from Python
+    if received:
+        raise Interrupted(received[0])
     return statuses
 
 
@@ -317,7 +355,7 @@ def stopped(log: Path) -> bool:
     except OSError:
         return False
     messages = [line for line in text.replace("\r", "\n").split("\n") if line.strip() and "%|" not in line]
-    return bool(messages) and STOPPED_LINE in messages[-1]
+    return bool(messages) and any(line in messages[-1] for line in STOPPED_LINES)
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -396,6 +434,10 @@ if __name__ == "__main__":
         message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
         print(f"sweep: error: {message}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # the runs got the Ctrl-C too and save their state
-        print("sweep: interrupted; rerun with --resume to continue the runs", file=sys.stderr)
+    except Interrupted as e:  # the running runs got the signal and have ended
+        print(f"sweep: {e}: the runs that were going have stopped (their lines above say how); rerun with --resume "
+              "to continue the sweep", file=sys.stderr)
+        sys.exit(128 + e.signum)
+    except KeyboardInterrupt:  # while no run was going
+        print("sweep: interrupted while no run was going; rerun with --resume to continue the sweep", file=sys.stderr)
         sys.exit(130)

@@ -61,6 +61,12 @@ flags.DEFINE_bool("dry_run", False, "plan and compile the run's steps for its me
                   "either exceeds the device budget; writes nothing")
 
 
+# What a SIGTERM while a run starts says (launch/sweep.py reads both as "stopped").
+STARTING = "while the run was starting, before anything was written; rerun with the same command"
+BASELINE_STARTING = ("while the lambda = 0 baseline was starting; the run itself is trained and saved: rerun with "
+                     "--resume to go on with the baseline")
+
+
 def train(config: Config, workdir: str, *, resume: bool = False, resume_step: int | None = None,
           reward: Rewards | None = None, records: tuple[list[dict], list[dict]] | None = None,
           hold: contextlib.ExitStack | None = None, command: bool = False, baseline: bool = False) -> list[dict]:
@@ -83,7 +89,7 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
     # scale) nothing is written, so a SIGTERM ends the command at once, exit 0 (it was 143, with no word); in a
     # Python API script it raises Preempted where the script is, as a Ctrl-C there raises KeyboardInterrupt (the
     # process's exit 0 skipped the script's own cleanup and read as success)
-    starting = "while the run was starting, before anything was written; rerun with the same command"
+    starting = BASELINE_STARTING if baseline else STARTING
     with preemption.stop_at_once(starting) if command else preemption.interrupt_on_sigterm(
             cli.Preempted(f"SIGTERM {starting}")):
         return _train(config, workdir, resume=resume, resume_step=resume_step, reward=reward, records=records,
@@ -375,10 +381,13 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                             step=run.num_steps)
                 parallel.barrier("final policy exported")
             if notice.agreed():  # a notice during the export: it finished, and the rest waits
-                raise cli.Preempted(f"{notice.name}: training is complete and saved; stopped before what follows it "
-                                    "(the baseline, the report); rerun with --resume to do it")
+                done_now = ("the lambda = 0 baseline is trained and saved; stopped before the report" if baseline else
+                            "training is complete and saved; stopped before what follows it (the baseline, the report)")
+                raise cli.Preempted(f"{notice.name}: {done_now}; rerun with --resume to do it")
         except cli.UserCodeFailed as e:  # a user's reward raised (an LLM judge timed out): the steps done are kept
-            raise cli.UserCodeFailed(f"{e}{keep_steps_done(checkpoints, done, state, stored, data_at_done)}") from None
+            kept = keep_steps_done(checkpoints, done, state, stored, data_at_done,
+                                   whose="the lambda = 0 baseline's " if baseline else "")
+            raise cli.UserCodeFailed(f"{e}{kept}") from None
         finally:  # on every exit: pending saves complete (a kill -9 is the only way to leave a half-written one)
             checkpoints.wait()
             checkpoints.close()
@@ -386,17 +395,19 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     return history
 
 
-def keep_steps_done(checkpoints, done: int | None, state, stored: dict, data_state: dict) -> str:
+def keep_steps_done(checkpoints, done: int | None, state, stored: dict, data_state: dict, *, whose: str = "") -> str:
     """Saves the ``done`` steps in ``state`` (``data_state``: the data's place after them) where no checkpoint holds
     them yet; returns what to tell the user. Nothing is saved where ``done`` is None (the failure came between a
     step's update and its metrics row: a resume from there would lack that row) or on a multi-host job (its other
-    hosts may not be at this point to save with it)."""
+    hosts may not be at this point to save with it). ``whose``: the run the line names ("the lambda = 0 baseline's
+    "), where the run itself is not the one that failed."""
     latest = checkpoints.latest_step() or 0
     if done is None or done <= latest or jax.process_count() > 1:
-        return f" (the latest checkpoint is step {latest})" if latest else ""
+        return f" ({whose or 'the '}latest checkpoint is step {latest})" if latest else ""
     checkpoints.save(done, state, data_state=data_state, config=stored, force=True)
     checkpoints.wait()
-    return f"; the {done} steps done are saved (checkpoint of step {done}): rerun with --resume once it is fixed"
+    steps = "1 step done is" if done == 1 else f"{done} steps done are"
+    return f"; {whose or 'the '}{steps} saved (checkpoint of step {done}): rerun with --resume once it is fixed"
 
 
 def record_run(workdir: Path, config: Config, records: tuple[list[dict], list[dict]] | None) -> None:
@@ -466,7 +477,11 @@ def report_run(config: Config, workdir, policies: dict[str, Path], *, reward: Re
         print(f"rlvjax.train: {Path(workdir) / 'eval.json'} already reports these policies with these settings; "
               "not evaluated again (delete it to redo)", file=sys.stderr)
         return current
-    return evaluate.final_report(config, workdir, policies, reward=reward, records=records, eval_data=eval_data)
+    try:
+        return evaluate.final_report(config, workdir, policies, reward=reward, records=records, eval_data=eval_data)
+    except cli.UserCodeFailed as e:  # it said "fix the function" alone: a user rewrote the hours of training
+        raise cli.UserCodeFailed(f"{e} (in the end-of-run report: training is complete and saved; once it is fixed, a "
+                                 "resume does only the report)") from None
 
 
 def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step: int | None = None,

@@ -7,11 +7,16 @@ import math
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
+
+from rlvjax import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = "configs/tiny_sweep.gin"
@@ -480,6 +485,50 @@ def test_seeds_in_parallel_on_gpus_share_them(tmp_path, capsys, monkeypatch):
     assert "JAX_PLATFORMS" not in capsys.readouterr().out
 
 
+RUN_THAT_SAVES = """
+import os, signal, sys, time
+got = []
+for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(signum, lambda signum, frame: got.append(signum))
+open(sys.argv[1], "w").close()
+while not got:
+    time.sleep(0.01)
+time.sleep(1.0)  # the rest of the step, then its checkpoint
+print("got", [signal.Signals(s).name for s in got], "own group", os.getpgid(0) == os.getpid())
+print("rlvjax.train: SIGINT: saved the checkpoint of step 3 in ...; rerun with --resume to continue")
+"""
+
+
+@pytest.mark.parametrize("signum,passed", [(signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM"),
+                                           (signal.SIGHUP, "SIGTERM")])
+def test_a_signal_to_a_launcher_reaches_each_run_once_and_the_launcher_waits_for_them(tmp_path, capsys, signum,
+                                                                                      passed):
+    """The launcher passes a signal on to its running run (each in its own process group: a terminal's Ctrl-C
+    reaches it once, through the launcher), starts nothing more, and returns only once the run has saved. It used
+    to return at once while its run was still saving (a --resume found it busy) and, on SIGTERM, to leave its run
+    going alone."""
+    up = tmp_path / "up"
+    run = sweep.Job("lambda=0", [sys.executable, "-c", RUN_THAT_SAVES, str(up)], {}, tmp_path / "lambda_0" / "train.log",
+                    str(tmp_path / "lambda_0"))
+    later = sweep.Job("lambda=1", [sys.executable, "-c", "pass"], {}, tmp_path / "lambda_1" / "train.log",
+                      str(tmp_path / "lambda_1"))
+
+    def signal_once_up():
+        while not up.exists():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signum)  # the launcher alone
+
+    before = signal.getsignal(signum)
+    threading.Thread(target=signal_once_up, daemon=True).start()
+    with pytest.raises(sweep.Interrupted) as stopped:
+        sweep.execute([run, later], 1)
+    assert stopped.value.signum == signum and str(stopped.value) == signal.Signals(signum).name
+    log = run.log.read_text()
+    assert f"got ['{passed}'] own group True" in log and log.rstrip().endswith("rerun with --resume to continue")
+    assert "[lambda=0] stopped (SIGTERM or Ctrl-C)" in capsys.readouterr().out and not later.log.exists()
+    assert signal.getsignal(signum) is before
+
+
 def test_a_run_stopped_with_its_state_saved_is_not_counted_done_and_logs_are_kept(tmp_path, capsys):
     """rlvjax.train exits 0 when a SIGTERM or Ctrl-C stopped it with a checkpoint: the sweep reports it stopped and
     starts nothing after it; a rerun appends to the run's log instead of replacing it."""
@@ -492,7 +541,12 @@ def test_a_run_stopped_with_its_state_saved_is_not_counted_done_and_logs_are_kep
                       str(tmp_path / "lambda_1"))
     assert sweep.execute([stopped, later], 1) == [sweep.STOPPED, None]
     assert "[lambda=0] stopped (SIGTERM or Ctrl-C)" in capsys.readouterr().out
+    # stopped while it started, before it wrote anything (it was counted done: the sweep went on without it)
+    starting = dataclasses.replace(stopped, argv=[sys.executable, "-c", f"print({'SIGTERM ' + train.STARTING!r})"])
+    assert sweep.execute([starting, later], 1) == [sweep.STOPPED, None]
+    baseline = dataclasses.replace(stopped, argv=[sys.executable, "-c", f"print({train.BASELINE_STARTING!r})"])
+    assert sweep.execute([baseline, later], 1) == [sweep.STOPPED, None]
     done = dataclasses.replace(stopped, argv=[sys.executable, "-c", "print('finished')"])
     assert sweep.execute([done], 1) == [0]
     text = log.read_text()
-    assert "rerun with --resume" in text and text.rstrip().endswith("finished") and text.count("\n# ") == 1
+    assert "rerun with --resume" in text and text.rstrip().endswith("finished") and text.count("\n# ") == 3

@@ -507,7 +507,8 @@ def test_nonfinite_updates_are_skipped_counted_and_stop_the_run(tmp_path, monkey
         if len(completions) != 64:  # not a training step's 8 prompts x 8 samples (the probe, an eval pool)
             return values
         calls.append(len(completions))
-        return values if len(calls) < nan_from else values._replace(rewards=np.full(len(completions), np.nan, np.float32))
+        nan = values._replace(rewards=np.full(len(completions), np.nan, np.float32))
+        return values if len(calls) < nan_from else nan
 
     monkeypatch.setattr(Rewards, "__call__", rewards)
     workdir = tmp_path / "run"
@@ -622,18 +623,22 @@ def test_sigterm_during_the_report_stops_at_once_with_one_line(tmp_path, env, no
 
 
 SIGTERM_IN_SETUP = """
-import os, signal, sys, time
+import json, os, signal, sys, time
 import gin
 from rlvjax import cli, experiment, train
 from rlvjax.config import Config
 
+real = experiment.build_policy
+
 def load(*args, **kwargs):  # minutes for a 1.5B model, when the scheduler's notice comes
+    if sys.argv[3] == "baseline" and not os.path.isdir(os.path.join(sys.argv[2], "final")):
+        return real(*args, **kwargs)  # the run itself; the notice comes as its lambda = 0 baseline loads
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(60)
 
 experiment.build_policy = load
-gin.parse_config_files_and_bindings([sys.argv[1]], [])
-if sys.argv[3] == "command":
+gin.parse_config_files_and_bindings([sys.argv[1]], json.loads(sys.argv[4]))
+if sys.argv[3] in ("command", "baseline"):
     cli.run_main("rlvjax.train", lambda argv: train.run_and_report(Config.from_gin(), sys.argv[2], command=True))([])
 else:  # a Python API script
     try:
@@ -646,21 +651,37 @@ else:  # a Python API script
 """
 
 
-@pytest.mark.parametrize("caller", ["command", "script"])
+@pytest.mark.parametrize("caller", ["command", "script", "baseline"])
 def test_sigterm_while_the_model_loads_stops_at_once_with_one_line(tmp_path, env, caller):
     """Before the notice handlers were in, it died with 143 and no word (a sweep counted the run as failed). A
     Python API script was ended at once too, exit 0: its cleanup never ran, and `python script.py && publish` went on
-    (review, 2026-12-06); there the SIGTERM now raises Preempted where the script is."""
-    out = subprocess.run([sys.executable, "-c", SIGTERM_IN_SETUP, DIGIT, str(tmp_path / "run"), caller], cwd=REPO,
-                         env=env, capture_output=True, text=True, timeout=300)
+    (review, 2026-12-06); there the SIGTERM now raises Preempted where the script is. In the lambda = 0 baseline's
+    start-up the run itself is saved: the line said "before anything was written; rerun with the same command",
+    which was then refused (review, 2026-12-06); the --resume it now advises does the baseline."""
+    bindings = [*TINY, "RunConfig.export_final = True", "RunConfig.baseline = True"] if caller == "baseline" else []
+    out = subprocess.run([sys.executable, "-c", SIGTERM_IN_SETUP, DIGIT, str(tmp_path / "run"), caller,
+                          json.dumps(bindings)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    line = "SIGTERM while the run was starting, before anything was written; rerun with the same command"
-    if caller == "command":
-        assert out.stderr.strip().splitlines()[-1] == f"rlvjax.train: {line}"
-    else:
+    line = "SIGTERM " + (train.BASELINE_STARTING if caller == "baseline" else train.STARTING)
+    if caller == "script":
         assert out.stdout.splitlines() == [f"raised: {line}", "the script's cleanup ran", "the script goes on"], \
             out.stdout + out.stderr[-3000:]
-    assert not (tmp_path / "run").exists()
+    else:
+        assert out.stderr.strip().splitlines()[-1] == f"rlvjax.train: {line}"
+    if caller != "baseline":
+        assert line.endswith("before anything was written; rerun with the same command")
+        assert not (tmp_path / "run").exists()
+        return
+    assert line.endswith("the run itself is trained and saved: rerun with --resume to go on with the baseline")
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    assert not (tmp_path / "run" / "baseline_lambda0" / "checkpoints").exists()
+    gin.clear_config()
+    try:  # the advice: --resume, which trains the baseline (the run itself is not trained again)
+        train.launch([DIGIT], bindings, str(tmp_path / "run"), resume=True)
+    finally:
+        gin.clear_config()
+    assert (tmp_path / "run" / "baseline_lambda0" / "final" / "model.safetensors").is_file()
+    assert len(metrics(tmp_path / "run")) == NUM_STEPS
 
 
 def test_the_baseline_and_the_report_run_under_the_workdir_locks(tmp_path, monkeypatch):

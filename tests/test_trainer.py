@@ -671,6 +671,48 @@ def test_a_reward_that_raises_mid_run_keeps_the_steps_done(tmp_path):
     assert [json.loads(line)["step"] for line in rows_written] == [1, 2, 3, 4]
 
 
+def test_a_reward_that_raises_in_the_baseline_or_the_report_says_what_is_kept(tmp_path):
+    """After the run is trained and exported: a judge that times out in the lambda = 0 baseline's second step names
+    the baseline's saved step, not the run's (it said "the latest checkpoint is step 2" of the baseline alone); in
+    the end-of-run report it says training is saved and a resume does only the report (it said "fix the function"
+    alone). Each resume then finishes the rest."""
+    calls, fail = [], "baseline"
+    baseline = tmp_path / "run" / "baseline_lambda0"
+
+    def judge(completions, prompts, **kwargs):
+        calls.append(prompts[0])
+        if (fail == "baseline" and (baseline / "metrics.jsonl").exists()  # its step 2, after step 1 was logged
+                and (baseline / "metrics.jsonl").read_text().strip()
+                or fail == "report" and (baseline / "final").exists()):  # all trained and exported
+            raise TimeoutError("judge endpoint timed out")
+        return [float(len(c)) for c in completions]
+
+    base = rlvjax.Config()
+    config = dataclasses.replace(base, run=dataclasses.replace(base.run, baseline=True, final_eval_samples=2,
+                                                               checkpoint_every=1))
+    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), num_steps=2, batch_size=4, group_size=2,
+                            max_new_tokens=2, verify_question=QUESTION, lambda_verify=1.0, config=config)
+    rows, held_out = [{"prompt": f"{i}+1="} for i in range(8)], [{"prompt": "9+9="}]
+    with pytest.raises(UserError, match=r"judge endpoint timed out; fix the function \(the lambda = 0 baseline's "
+                                        r"latest checkpoint is step 1\)$"):
+        rlvjax.RLVTrainer(reward_funcs=judge, train_dataset=rows, eval_dataset=held_out, args=args).train()
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["1", "2"]
+    assert os.listdir(tmp_path / "run" / "baseline_lambda0" / "checkpoints") == ["1"]
+    fail = "report"
+    with pytest.raises(UserError, match=r"judge endpoint timed out; fix the function \(in the end-of-run report: "
+                                        r"training is complete and saved; once it is fixed, a resume does only the "
+                                        r"report\)$"):
+        rlvjax.RLVTrainer(reward_funcs=judge, train_dataset=rows, eval_dataset=held_out, args=args).train(resume=True)
+    assert sorted(os.listdir(tmp_path / "run" / "baseline_lambda0" / "checkpoints")) == ["1", "2"]
+    assert not (tmp_path / "run" / "eval.json").exists()
+    fail = None
+    calls.clear()
+    rlvjax.RLVTrainer(reward_funcs=judge, train_dataset=rows, eval_dataset=held_out, args=args).train(resume=True)
+    # the start-up probes of the run and of its baseline (their first rows), then the report alone
+    assert calls[:2] == ["0+1=", "0+1="] and set(calls[2:]) == {"9+9="}, calls
+    assert set(json.loads((tmp_path / "run" / "eval.json").read_text())["policies"]) >= {"final", "lambda0"}
+
+
 def test_an_estimator_returning_nan_stops_at_once_in_one_line(tmp_path):
     """GRPO written without its epsilon: 0 / 0 for a group whose rewards are all equal. The run trained 5 steps of
     NaN and then blamed the learning rate and "the latest checkpoint (step None)" (review 2026-12-06)."""
