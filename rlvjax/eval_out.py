@@ -35,13 +35,26 @@ def snapshot(model: Path) -> tuple:
 
 
 def check_unchanged(model: Path, loaded: tuple) -> None:
-    """One line when other weights are at ``model`` than were loaded (``loaded``: its :func:`snapshot` then): the
-    report would name weights it did not evaluate. A folder gone meanwhile (a step the run no longer keeps,
-    ``RunConfig.max_to_keep``) names what was evaluated still."""
+    """One line when other weights are at ``model`` than were loaded (``loaded``: its :func:`snapshot` then), or
+    none: the report would name weights it did not evaluate. A checkpoint step deleted meanwhile (a step the run
+    no longer keeps, ``RunConfig.max_to_keep``) names what was evaluated still; one set aside by a rollback
+    (``checkpoints_set_aside/``, the same folder moved there) does not, nor does an export gone (a rollback sets
+    ``final/`` aside too, and retrains it)."""
     now = snapshot(model)
-    if now != loaded and now[1] is not None:
-        raise ValueError(f"{model} was replaced while it was evaluated (a training run re-exported it or went back "
-                         "past it); nothing was written: evaluate it again")
+    if now == loaded or now[1] is None and model.parent.name == "checkpoints" and not _set_aside(model, loaded[1]):
+        return
+    raise ValueError(f"{model} was " + ("replaced" if now[1] is not None else "set aside") + " while it was "
+                     "evaluated (a training run re-exported it or went back past it); nothing was written: evaluate "
+                     "it again")
+
+
+def _set_aside(step: Path, folder: int | None) -> bool:
+    """Whether checkpoint ``step``'s folder (inode ``folder``) was moved to the run's checkpoints_set_aside/."""
+    aside = step.parent.parent / "checkpoints_set_aside"
+    try:
+        return any(entry.stat().st_ino == folder for entry in aside.iterdir())
+    except OSError:
+        return False
 
 
 def check_same_model(out: Path, model: Path, data: str | None = None, split: str | None = None,

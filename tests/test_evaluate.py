@@ -760,8 +760,24 @@ def test_an_evaluation_whose_model_was_replaced_meanwhile_writes_nothing(tmp_pat
                                                    "re-exported it or went back past it); nothing was written: "
                                                    "evaluate it again")):
         eval_out.check_unchanged(model, loaded)
-    shutil.rmtree(model)  # gone (a step the run no longer keeps): what was there is what was evaluated
-    eval_out.check_unchanged(model, loaded)
+    # gone: an export set aside by a rollback (it wrote the old weights' report as the run's, review 2026-12-06)
+    model.rename(tmp_path / "aside_too")
+    with pytest.raises(ValueError, match=re.escape(f"{model} was set aside while it was evaluated (a training run "
+                                                   "re-exported it or went back past it); nothing was written")):
+        eval_out.check_unchanged(model, loaded)
+    # a checkpoint step: deleted (a step the run no longer keeps), what was there is what was evaluated; moved to
+    # checkpoints_set_aside/ by a rollback (which retrains it), refused
+    step = tmp_path / "run" / "checkpoints" / "4"
+    step.mkdir(parents=True)
+    loaded = eval_out.snapshot(step)
+    shutil.rmtree(step)
+    eval_out.check_unchanged(step, loaded)
+    step.mkdir()
+    loaded = eval_out.snapshot(step)
+    (tmp_path / "run" / "checkpoints_set_aside").mkdir()
+    step.rename(tmp_path / "run" / "checkpoints_set_aside" / "4")
+    with pytest.raises(ValueError, match=re.escape(f"{step} was set aside while it was evaluated")):
+        eval_out.check_unchanged(step, loaded)
     # The checks run under the folder's report lock, just before the files move in: a refusal writes nothing.
     out = tmp_path / "eval" / "final"
     yes = np.log(np.array([[0.9, 0.2], [0.7, 0.8]]))
