@@ -67,6 +67,18 @@ def headline_reports(evaluation: dict) -> dict:
     return evaluation["reports"][temperature_key(evaluation["headline_temperature"])]
 
 
+def stale(run: Path, eval_path: Path) -> str | None:
+    """Why the report at ``eval_path`` is not about the run's exports now (``outputs.stale_report``), else None (one
+    that does not read back is :func:`summarize`'s to name)."""
+    from rlvjax.outputs import stale_report
+
+    try:
+        evaluation = json.loads(eval_path.read_text())
+    except (OSError, ValueError):
+        return None
+    return stale_report(run, evaluation) if isinstance(evaluation, dict) else None
+
+
 def summarize(run: Path, eval_path: Path) -> dict:
     """One row: the trained policy's numbers at the pool size K (headline temperature), and where they came from."""
     try:
@@ -105,10 +117,14 @@ def collect(root) -> list[dict]:
         raise FileNotFoundError(f"--workdir_root {root} is not a directory")
     rows, missing = [], []
     for run in sorted(p for p in root.iterdir() if p.is_dir()):
-        eval_path = next((run / f for f in EVAL_FILES if (run / f).is_file()), None)
+        found = [run / f for f in EVAL_FILES if (run / f).is_file()]
+        eval_path = next((p for p in found if not stale(run, p)), None)
+        for path in found[:found.index(eval_path) if eval_path else None]:
+            print(f"collect: warning: {path} is not about the run's exports now ({stale(run, path)}); left out: "
+                  f"rerun the run with --resume, or python -m rlvjax.evaluate --workdir {run}", file=sys.stderr)
         if eval_path is not None:
             rows.append(summarize(run, eval_path))
-        elif (run / "checkpoints").is_dir() or lambda_from_name(run) is not None:
+        elif not found and ((run / "checkpoints").is_dir() or lambda_from_name(run) is not None):
             missing.append(run.name)
     if not rows:
         raise FileNotFoundError(

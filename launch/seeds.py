@@ -32,7 +32,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import sweep  # noqa: E402  (launch/ is not a package)
+import collect as collect_sweep  # noqa: E402  (launch/ is not a package)
+import sweep  # noqa: E402
 
 from rlvjax.reports import temperature_key  # noqa: E402
 from rlvjax.testtime import CURVE_ATOL  # noqa: E402
@@ -152,13 +153,19 @@ def table(rows: list[dict]) -> str:
 
 
 def collect(root: Path, seeds: list[int]) -> list[dict]:
-    """The rows of ``seeds`` (the runs of another study under the same root are left out) that have an eval.json."""
+    """The rows of ``seeds`` (the runs of another study under the same root are left out) whose eval.json is about
+    the run's exports now (a resume stopped before its report leaves the earlier one)."""
     runs = [root / f"seed_{s}" for s in seeds]
-    done = [p for p in runs if (p / "eval.json").is_file()]
+    found = [p for p in runs if (p / "eval.json").is_file()]
+    stale = {p: why for p in found if (why := collect_sweep.stale(p, p / "eval.json"))}
+    done = [p for p in found if p not in stale]
     if not done:
-        raise FileNotFoundError(f"no eval.json in {', '.join(p.name for p in runs)} under {root}; run this script "
-                                "without --collect_only first")
-    missing = sorted(set(runs) - set(done))
+        raise FileNotFoundError(f"no current eval.json in {', '.join(p.name for p in runs)} under {root}; run this "
+                                "script without --collect_only first" + (" (with --resume)" if stale else ""))
+    for run, why in stale.items():
+        print(f"seeds: warning: {run / 'eval.json'} is not about the run's exports now ({why}); left out: rerun "
+              "with --resume", file=sys.stderr)
+    missing = sorted(set(runs) - set(found))
     if missing:
         print(f"seeds: warning: no eval.json in {', '.join(p.name for p in missing)}; left out", file=sys.stderr)
     return [seed_row(p) for p in done]

@@ -318,6 +318,27 @@ def set_aside_stale_report(workdir: Path, policies: dict[str, Path]) -> None:
           "RunConfig.final_eval_samples = 0)", file=sys.stderr)
 
 
+def stale_report(workdir: Path, evaluation: dict) -> str | None:
+    """Why ``evaluation``, a report of the run in ``workdir`` (its end-of-run ``eval.json``, or ``rlvjax.evaluate``'s
+    ``eval/final/eval.json``), is about other exports than the run holds now (a resume that exported again was
+    stopped before its report): e.g. "final is step 6 in the report, step 8 in the run"; None when current, or when
+    the report names no stamped export (an older rlvjax's)."""
+    about = evaluation.get("policies")
+    if not isinstance(about, dict):  # evaluate's report names the one model it evaluated: the run's final/
+        evaluated = evaluation.get("evaluated")
+        about = {"final": evaluated.get("export")} if isinstance(evaluated, dict) else {}
+    paths = {"warm_start": workdir / "warm_start", "final": workdir / "final", "lambda0": workdir / BASELINE / "final"}
+    for name, was in about.items():
+        if name not in paths or not isinstance(was, dict) or (now := exports({name: paths[name]})[name]) == was:
+            continue
+        if now is None:
+            return f"the report is about {name} of step {was.get('step')}, which the run no longer holds"
+        if now["step"] != was.get("step"):
+            return f"{name} is step {was.get('step')} in the report, step {now['step']} in the run"
+        return f"{name} was exported again since the report (step {now['step']})"
+    return None
+
+
 def exports(policies: dict[str, Path]) -> dict[str, dict | None]:
     """``{name: {"export_id", "step"}}`` of exported policy directories, from the stamp ``save_hf`` put on their
     weights (None for one without it): which exports, of which training step, a report is about."""

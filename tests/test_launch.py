@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rlvjax import train
@@ -286,6 +287,21 @@ def write_eval(path, *, pass1, majority, weighted, best, bal_acc, auroc, k=4, t=
                                 "reports": {format(t, "g"): {"warm_start": {}, "final": report}}}))
 
 
+def stamp(policy, export_id: str, step: int) -> None:
+    """An exported policy's weights as ``save_hf`` stamps them: what a report names its exports by."""
+    from safetensors.numpy import save_file
+
+    policy.mkdir(parents=True, exist_ok=True)
+    save_file({"w": np.zeros(1, np.float32)}, str(policy / "model.safetensors"),
+              metadata={"rlvjax_export_id": export_id, "rlvjax_step": str(step)})
+
+
+def about(eval_json, export_id: str, step: int) -> None:
+    """Makes ``eval_json`` an end-of-run report of the export ``export_id`` of ``final/`` at ``step``."""
+    evaluation = json.loads(eval_json.read_text())
+    eval_json.write_text(json.dumps({**evaluation, "policies": {"final": {"export_id": export_id, "step": step}}}))
+
+
 def test_collect_by_hand(tmp_path, capsys):
     write_eval(tmp_path / "lambda_1" / "eval.json", pass1=0.4, majority=0.5, weighted=0.6, best=0.55, bal_acc=0.8,
                auroc=0.85)
@@ -303,6 +319,19 @@ def test_collect_by_hand(tmp_path, capsys):
     assert rows[0]["verifier_auroc"] is None and rows[1]["best_of_n"] == 0.55
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # a resume of lambda_1 exported step 8 and was stopped before its report: the report of step 6 is left out,
+    # named (it was read as the run's); once the report is about the export the run holds, it counts again
+    stamp(tmp_path / "lambda_1" / "final", "new", 8)
+    about(tmp_path / "lambda_1" / "eval.json", "old", 6)
+    collect.main(["--workdir_root", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert (f"collect: warning: {tmp_path / 'lambda_1' / 'eval.json'} is not about the run's exports now (final is "
+            "step 6 in the report, step 8 in the run); left out: rerun the run with --resume") in err
+    assert [r["run"] for r in json.loads((tmp_path / "sweep.json").read_text())["runs"]] == ["lambda_0.1"]
+    about(tmp_path / "lambda_1" / "eval.json", "new", 8)
+    collect.main(["--workdir_root", str(tmp_path)])
+    assert "lambda_1" not in capsys.readouterr().err
+    assert [r["run"] for r in json.loads((tmp_path / "sweep.json").read_text())["runs"]] == ["lambda_0.1", "lambda_1"]
 
 
 def test_collect_against_the_lambda0_run(tmp_path, capsys):
@@ -435,6 +464,16 @@ def test_seeds_claims_by_hand(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[2].endswith("| 0.500 | >=4.000 |") and lines[3].startswith("| mean ± sd | 0.600 ± n/a | 0.700 ± n/a")
     assert lines[3].endswith("| >=4.00–>=4.00 |")  # the range of bounds is a bound too (it read 4.00–4.00)
+    # seed 1's report is about step 6, its final/ holds step 8 (a resume stopped before its report): left out
+    stamp(tmp_path / "seed_1" / "final", "new", 8)
+    about(tmp_path / "seed_1" / "eval.json", "old", 6)
+    assert seeds.main(["--workdir_root", str(tmp_path), "--collect_only", "--seeds", "0,1"]) == 0
+    assert (f"seeds: warning: {tmp_path / 'seed_1' / 'eval.json'} is not about the run's exports now (final is step "
+            "6 in the report, step 8 in the run); left out: rerun with --resume") in capsys.readouterr().err
+    assert len(json.loads((tmp_path / "claims.json").read_text())["runs"]) == 1
+    with pytest.raises(FileNotFoundError, match=r"no current eval.json in seed_1 under .*; run this script without "
+                                                r"--collect_only first \(with --resume\)"):
+        seeds.main(["--workdir_root", str(tmp_path), "--collect_only", "--seeds", "1"])
     # cut short or hand-edited: named, with what to do, not a KeyError traceback
     (tmp_path / "seed_0" / "eval.json").write_text("{}")
     with pytest.raises(ValueError, match=r"seed_0/eval.json is not a whole rlvjax eval.json \(KeyError: "
@@ -456,7 +495,7 @@ def test_seeds_dry_run_and_bad_input(tmp_path, capsys):
         seeds.main(["--workdir_root", str(tmp_path), "--gin_param", "RunConfig.seed=1", "--dry_run"])
     with pytest.raises(ValueError, match="each seed once"):
         seeds.main(["--seeds", "1,1", "--workdir_root", str(tmp_path), "--dry_run"])
-    with pytest.raises(FileNotFoundError, match="no eval.json in seed_0, seed_1, seed_2 under"):
+    with pytest.raises(FileNotFoundError, match="no current eval.json in seed_0, seed_1, seed_2 under"):
         seeds.main(["--workdir_root", str(tmp_path), "--collect_only"])
     # it trained every seed and then said "no eval.json ... run this script without --collect_only first"
     with pytest.raises(ValueError, match="^RunConfig.final_eval_samples = 0 or export_final = False: the runs would "
