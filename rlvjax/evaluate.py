@@ -454,6 +454,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("resample", None, "particle: multinomial or reject (default multinomial)")
     flags.DEFINE_float("reject_fraction", None, "particle, reject: share of rows replaced per step (default 0.25)")
     flags.DEFINE_float("weight_temperature", None, "particle: weights are p(Yes) ** (1 / this) (default 1)")
-    from rlvjax import cli
+    from rlvjax import cli, preemption
 
-    cli.run("rlvjax.evaluate", main)
+    with preemption.interrupt_on_sigterm():  # a scheduler's notice ends it as Ctrl-C does: one line, exit 130, and
+        cli.run("rlvjax.evaluate", main)  # the report's half-written files removed (143, no word, and left)

@@ -696,6 +696,46 @@ def test_evaluate_grades_with_the_reward_it_is_given(tmp_path):
     assert evaluation["evaluated"]["settings"]["reward"] == "by_column:judged"
 
 
+SLOW_SAMPLES = """
+import runpy, sys, time
+from rlvjax import reports
+write_samples = reports.write_samples
+def slow(*args, **kwargs):
+    write_samples(*args, **kwargs)
+    print("samples written", flush=True)
+    time.sleep(120)
+reports.write_samples = slow
+sys.argv = ["rlvjax.evaluate", *sys.argv[1:]]
+runpy.run_module("rlvjax.evaluate", run_name="__main__")
+"""
+
+
+def test_a_sigterm_while_evaluate_writes_leaves_nothing_and_says_so(tmp_path):
+    """A scheduler's SIGTERM while the report is written: the staged files are removed and the folder it made too,
+    one line, exit 130, as Ctrl-C (it ended with 143 and no word, and left a hidden partial eval_samples.jsonl and
+    scaling.png, review 2026-12-06)."""
+    import signal
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"{i}+1", "answer": str(i + 1)}) + "\n" for i in range(2)))
+    model, tokenizer = experiment.build_policy(experiment.ModelSpec(hidden_size=32, intermediate_size=64,
+                                                                    num_layers=1, num_heads=2, num_kv_heads=1))
+    save_hf(model, tokenizer, tmp_path / "model")
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SAMPLES, "--model_dir", str(tmp_path / "model"), "--data",
+                             str(data), "--raw_prompts", "--num_samples", "2", "--max_new_tokens", "3", "--out",
+                             str(tmp_path / "eval" / "m")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO)
+    for line in proc.stdout:  # the memory plan first
+        if line.strip() == "samples written":
+            break
+    assert [p.name for p in (tmp_path / "eval" / "m").iterdir() if p.name.startswith(".eval_samples.")]
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert [line for line in err.splitlines() if line.startswith("rlvjax.evaluate")] == ["rlvjax.evaluate: interrupted"]
+    assert not (tmp_path / "eval").exists()
+
+
 def test_a_rollback_moves_older_evaluations_of_later_steps_by_their_folder_names(tmp_path):
     """An eval.json written before evaluations named their model (2026-12-05) was never moved by a rollback: after
     ``--resume --checkpoint 2``, its reports on the set-aside step 4 still read as the run's."""
