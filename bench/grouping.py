@@ -14,7 +14,7 @@ import argparse
 
 import numpy as np
 
-from common import interleaved, machine_line, med, paired_ratio, table
+from common import interleaved, machine_line, med, paired_ratio, positive, table
 from rlvjax import testtime
 from rlvjax.rewards.answers import normalize_answer
 from rlvjax.rewards.math import equivalent_batch
@@ -49,7 +49,7 @@ def all_pairs(answers: list[str]) -> np.ndarray:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=positive, default=3)
     args = p.parse_args()
     answers = pool()
     new, old = testtime.answer_classes(answers), all_pairs(answers)

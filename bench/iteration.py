@@ -63,16 +63,18 @@ class Iteration:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--vocab", type=int, default=32000)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--prompts", type=int, default=8)
-    ap.add_argument("--group", type=int, default=8)
-    ap.add_argument("--prompt_len", type=int, default=32)
-    ap.add_argument("--new_tokens", type=int, default=128)
-    ap.add_argument("--verify_len", type=int, default=16, help="verify prompt tokens (chat template ~15-20)")
-    ap.add_argument("--micro", type=int, default=16, help="micro-batch rows of the update (0: all at once)")
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--vocab", type=common.positive, default=32000)
+    ap.add_argument("--hidden", type=common.positive, default=256)
+    ap.add_argument("--layers", type=common.positive, default=4)
+    ap.add_argument("--prompts", type=common.positive, default=8)
+    ap.add_argument("--group", type=common.positive, default=8)
+    ap.add_argument("--prompt_len", type=common.positive, default=32)
+    ap.add_argument("--new_tokens", type=common.positive, default=128)
+    ap.add_argument("--verify_len", type=common.nonnegative, default=16,
+                    help="verify prompt tokens (chat template ~15-20)")
+    ap.add_argument("--micro", type=common.nonnegative, default=16,
+                    help="micro-batch rows of the update (0: all at once)")
+    ap.add_argument("--runs", type=common.positive, default=5)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
     args = ap.parse_args()
 

@@ -28,20 +28,24 @@ from rlvjax.model.transformer import KVCache, kv_blocks
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny", choices=["tiny", "smollm2"])
-    ap.add_argument("--vocab", type=int, default=32000, help="tiny model only")
-    ap.add_argument("--hidden", type=int, default=256, help="tiny model only")
-    ap.add_argument("--layers", type=int, default=4, help="tiny model only")
-    ap.add_argument("--batch", type=int, default=64, help="prompts (one sample each)")
-    ap.add_argument("--prompt_len", type=int, default=32)
-    ap.add_argument("--new_tokens", type=int, default=128)
-    ap.add_argument("--verify_len", type=int, default=16, help="tokens of the verify prompt scored after sampling")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--hf_runs", type=int, default=0, help="rounds HF takes part in (0: all; it is slow)")
+    ap.add_argument("--vocab", type=common.positive, default=32000, help="tiny model only")
+    ap.add_argument("--hidden", type=common.positive, default=256, help="tiny model only")
+    ap.add_argument("--layers", type=common.positive, default=4, help="tiny model only")
+    ap.add_argument("--batch", type=common.positive, default=64, help="prompts (one sample each)")
+    ap.add_argument("--prompt_len", type=common.positive, default=32)
+    ap.add_argument("--new_tokens", type=common.positive, default=128)
+    ap.add_argument("--verify_len", type=common.nonnegative, default=16,
+                    help="tokens of the verify prompt scored after sampling")
+    ap.add_argument("--runs", type=common.positive, default=5)
+    ap.add_argument("--hf_runs", type=common.nonnegative, default=0,
+                    help="rounds HF takes part in (0: all; it is slow)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--skip_hf", action="store_true")
     ap.add_argument("--peak_gbps", type=float, default=0.0,
                     help="memory bandwidth of the device (e.g. 3350 for an H100 SXM) to print decode's share of it")
     args = ap.parse_args()
+    if args.new_tokens < 2:  # it printed a step and a bandwidth "over 0 steps"
+        ap.error("--new_tokens must be >= 2: the decode step is measured as the call minus a 1-token call")
     torch.set_num_threads(2)
     dtype = jnp.dtype(args.dtype)
 

@@ -23,9 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/x.py` from a checkout
 
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rlvjax import evaluate, experiment, parallel  # noqa: E402
+from common import positive  # noqa: E402
+from rlvjax import evaluate, experiment, parallel, testtime  # noqa: E402
 from rlvjax.config import Config  # noqa: E402
 from rlvjax.model.hf import load_hf  # noqa: E402
 from rlvjax.rewards.registry import Rewards  # noqa: E402
@@ -67,10 +69,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", type=Path, required=True)
     p.add_argument("--policy", default="final")
-    p.add_argument("--num_samples", type=int, default=64)
+    p.add_argument("--num_samples", type=positive, default=64)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--deltas", default="0.3,0.2,0.1,0.05,0.02,0.01,0")
-    p.add_argument("--min_samples", type=int, default=4)
+    p.add_argument("--min_samples", type=positive, default=4)
     p.add_argument("--budgets", default=None, help="length budgets (default: 1/4, 1/2, all of max_new_tokens)")
     p.add_argument("--thresholds", default="0.1,0.3,0.5,0.7")
     p.add_argument("--particles", default="4,8")
@@ -78,9 +80,14 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=None, help="write every figure as JSON here")
     args = p.parse_args(argv)
     delimiter = strategy_flags.unescape("step_delimiter", args.step_delimiter)  # "。" kept, "\\n" expanded
+    if not (args.workdir / "config.json").is_file():  # a traceback before
+        p.error(f"--workdir {args.workdir} holds no config.json: pass a training run's workdir (train one with "
+                "python -m rlvjax.train --workdir DIR)")
     config = Config.from_dict(json.loads((args.workdir / "config.json").read_text()))
     rl, k = config.rl, args.num_samples
-    model, tokenizer = load_hf(args.workdir / args.policy)
+    spec = config.model  # the run's precision, as rlvjax.evaluate and the end-of-run report sample (it was f32)
+    model, tokenizer = load_hf(args.workdir / args.policy, dtype=jnp.dtype(spec.dtype),
+                               compute_dtype=spec.compute_dtype)
     records = experiment.build_records(config.task, tokenizer)[1]
     mesh = parallel.make_mesh(parallel.MeshConfig())
     reward = Rewards.of(config)  # the run's reward, as rlvjax.evaluate grades
@@ -129,7 +136,7 @@ def reach(points) -> str:
     got = [(n, q["token_ratio_at_equal_accuracy"]) for n, q in zip(need, points) if n is not None]
     if not got:
         return "never"
-    text = f"{np.mean([n for n, _ in got]):.0f} ({np.mean([r for _, r in got]):.1f}x)"
+    text = f"{np.mean([n for n, _ in got]):.0f} ({testtime.fewer_or_more(np.mean([r for _, r in got]), digits=1)})"
     return text + (f"; {len(need) - len(got)} seed(s) never" if len(got) < len(need) else "")
 
 
@@ -144,7 +151,7 @@ def print_tables(results: list[dict], k: int) -> None:
         print(f"\n| {name} | tokens/problem | + verifier | samples/problem | accuracy | "
               f"fixed weighted at equal tokens | fixed majority at equal tokens | "
               f"fixed majority at equal tokens + verifier | "
-              f"fixed weighted's tokens for equal accuracy (x fewer) |\n|---|---|---|---|---|---|---|---|---|")
+              f"fixed weighted's tokens for equal accuracy (vs this one's) |\n|---|---|---|---|---|---|---|---|---|")
         swept = strategy_report.SWEPT[name]
         for j, point in enumerate(results[0][name]["points"]):
             pts = [r[name]["points"][j] for r in results]
@@ -157,7 +164,8 @@ def print_tables(results: list[dict], k: int) -> None:
                   f"{spread([q['fixed_majority_at_equal_total_tokens'] for q in pts])} | {reach(pts)} |")
         for r in results:
             m = r[name]["match"]
-            ratio = "not reached" if m["ratio"] is None else f"{m['tokens_per_problem']:.0f} tokens ({m['ratio']:.1f}x)"
+            ratio = ("not reached" if m["ratio"] is None else
+                     f"{m['tokens_per_problem']:.0f} tokens ({testtime.fewer_or_more(m['ratio'], digits=1)})")
             print(f"  fixed weighted@{k} = {m['fixed_weighted_accuracy']:.3f} at {m['fixed_tokens_per_problem']:.0f} "
                   f"tokens; {name} reaches it with {ratio}")
     print("\n| step | within-problem AUROC of the partial score | rows unfinished |\n|---|---|---|")

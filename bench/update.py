@@ -120,15 +120,15 @@ class UpdateRunner:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--vocab", type=int, default=16384)
-    ap.add_argument("--hidden", type=int, default=512)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--rows", type=int, default=8, help="rollouts per update (B x G)")
-    ap.add_argument("--prompt_len", type=int, default=64)
-    ap.add_argument("--new_tokens", type=int, default=176)
-    ap.add_argument("--verify_len", type=int, default=16)
+    ap.add_argument("--vocab", type=common.positive, default=16384)
+    ap.add_argument("--hidden", type=common.positive, default=512)
+    ap.add_argument("--layers", type=common.positive, default=4)
+    ap.add_argument("--rows", type=common.positive, default=8, help="rollouts per update (B x G)")
+    ap.add_argument("--prompt_len", type=common.positive, default=64)
+    ap.add_argument("--new_tokens", type=common.positive, default=176)
+    ap.add_argument("--verify_len", type=common.nonnegative, default=16)
     ap.add_argument("--micro", default="0,4,2", help="micro-batch sizes to sweep (0: whole batch at once)")
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=common.positive, default=5)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--peak_tflops", type=float, default=0.0,
                     help="datasheet peak of the device at --dtype (e.g. 989 for H100 SXM bf16 dense) to print MFU")
