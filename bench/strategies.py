@@ -99,12 +99,16 @@ def main(argv=None):
                                                delta=float(d))
                      for d in args.deltas.split(",")],
         "length": [length.LengthRule(budgets=budgets, threshold=float(t), samples=n)
-                   for n in (4, 16, k) if n <= k for t in args.thresholds.split(",")],
+                   for n in sorted({4, 16, k}) if n <= k for t in args.thresholds.split(",")],
         "particle": [particle.ParticleRule(particles=int(n), step_delimiter=delimiter)
                      for n in args.particles.split(",")],
     }
     for name, rs in rules.items():  # before the first pool, not after it
-        strategy_report.check_rules(name, rs, num_samples=k, max_new_tokens=rl.max_new_tokens, tokenizer=tokenizer)
+        try:
+            strategy_report.check_rules(name, rs, num_samples=k, max_new_tokens=rl.max_new_tokens,
+                                        tokenizer=tokenizer)
+        except ValueError as e:  # a traceback before; the run's max_new_tokens is its config's, not a flag here
+            p.error(str(e).replace("raise --max_new_tokens", "train with a larger RLConfig.max_new_tokens"))
     results = []
     for seed in (int(s) for s in args.seeds.split(",")):
         start = time.time()
