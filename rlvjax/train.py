@@ -479,7 +479,7 @@ def report_run(config: Config, workdir, policies: dict[str, Path], *, reward: Re
         return current
     try:
         return evaluate.final_report(config, workdir, policies, reward=reward, records=records, eval_data=eval_data)
-    except cli.UserCodeFailed as e:  # it said "fix the function" alone: a user rewrote the hours of training
+    except cli.UserCodeFailed as e:  # it said "fix the function" alone, not that the training is kept
         raise cli.UserCodeFailed(f"{e} (in the end-of-run report: training is complete and saved; once it is fixed, a "
                                  "resume does only the report)") from None
 
