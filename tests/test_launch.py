@@ -547,8 +547,8 @@ def test_a_signal_to_a_launcher_reaches_each_run_once_and_the_launcher_waits_for
     to return at once while its run was still saving (a --resume found it busy) and, on SIGTERM, to leave its run
     going alone."""
     up = tmp_path / "up"
-    run = sweep.Job("lambda=0", [sys.executable, "-c", RUN_THAT_SAVES, str(up)], {}, tmp_path / "lambda_0" / "train.log",
-                    str(tmp_path / "lambda_0"))
+    run = sweep.Job("lambda=0", [sys.executable, "-c", RUN_THAT_SAVES, str(up)], {},
+                    tmp_path / "lambda_0" / "train.log", str(tmp_path / "lambda_0"))
     later = sweep.Job("lambda=1", [sys.executable, "-c", "pass"], {}, tmp_path / "lambda_1" / "train.log",
                       str(tmp_path / "lambda_1"))
 
