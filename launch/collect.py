@@ -115,17 +115,22 @@ def collect(root) -> list[dict]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"--workdir_root {root} is not a directory")
-    rows, missing = [], []
+    rows, missing, stale_runs = [], [], []
     for run in sorted(p for p in root.iterdir() if p.is_dir()):
         found = [run / f for f in EVAL_FILES if (run / f).is_file()]
         eval_path = next((p for p in found if not stale(run, p)), None)
         for path in found[:found.index(eval_path) if eval_path else None]:
+            stale_runs.append(run.name)
             print(f"collect: warning: {path} is not about the run's exports now ({stale(run, path)}); left out: "
                   f"rerun the run with --resume, or python -m rlvjax.evaluate --workdir {run}", file=sys.stderr)
         if eval_path is not None:
             rows.append(summarize(run, eval_path))
         elif not found and ((run / "checkpoints").is_dir() or lambda_from_name(run) is not None):
             missing.append(run.name)
+    if not rows and stale_runs:  # it said "train with RunConfig.final_eval_samples > 0" to runs that had
+        names = ", ".join(sorted(set(stale_runs)))
+        raise FileNotFoundError(f"no current eval.json under {root}: the reports of {names} are about earlier "
+                                "exports; rerun those runs with --resume to report on their exports now")
     if not rows:
         raise FileNotFoundError(
             f"no eval.json in any run under {root} (looked for <run>/{' and <run>/'.join(EVAL_FILES)}); train with "

@@ -317,6 +317,10 @@ def execute(jobs: list[Job], parallel: int) -> list[int | str | None]:
                 elif status == STOPPED:
                     failures.append(job)
                     print(f"[{job.name}] stopped (SIGTERM or Ctrl-C) after {took:.0f} s, its state saved", flush=True)
+                elif received:  # a second Ctrl-C, or a run that ends on the signal: its log says what it kept
+                    failures.append(job)
+                    print(f"[{job.name}] interrupted ({failure(status)}) after {took:.0f} s; its log says what it "
+                          f"kept: {job.log}", flush=True)
                 else:
                     failures.append(job)
                     print(f"[{job.name}] FAILED ({failure(status)}) after {took:.0f} s, log: {job.log}", flush=True)
@@ -327,7 +331,9 @@ def execute(jobs: list[Job], parallel: int) -> list[int | str | None]:
             for process in running.values():
                 process.send_signal(FORWARDED[signum])
 
-    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED}
+    # a signal inherited as ignored stays so (nohup: closing the terminal must not stop the runs)
+    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED
+                if signal.getsignal(signum) is not signal.SIG_IGN}
     try:
         threads = [threading.Thread(target=run_slot, args=(slot,)) for slot in range(min(parallel, len(jobs)))]
         for t in threads:
@@ -354,7 +360,9 @@ def stopped(log: Path) -> bool:
         text = log.read_text(encoding="utf-8", errors="replace")[-4096:]
     except OSError:
         return False
-    messages = [line for line in text.replace("\r", "\n").split("\n") if line.strip() and "%|" not in line]
+    lines = [line[line.rindex("rlvjax.train:"):] if "rlvjax.train:" in line else line  # a message printed after an
+             for line in text.replace("\r", "\n").split("\n")]  # open bar shares its line
+    messages = [line for line in lines if line.strip() and "%|" not in line]
     return bool(messages) and any(line in messages[-1] for line in STOPPED_LINES)
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from rlvjax import eval_out, experiment, outputs, parallel, run_sampling, sampling, testtime
+from rlvjax import eval_out, experiment, outputs, parallel, preemption, run_sampling, sampling, testtime
 from rlvjax.config import Config, check_local
 from rlvjax.data import pipeline, sources
 from rlvjax.data.prompts import format_records
@@ -384,7 +384,8 @@ def main(argv):
             eval_out.check_same_model(out, model_path, f.data, f.data_split, f.data_subset, by_export=not f.workdir)
             eval_out.check_same_settings(out, settings)
 
-    json_path, png_path = write_report(evaluation, out, samples=(pool, records, conventions), check=still_current)
+    with preemption.interrupt_on_sigterm(ctrl_c=True):  # plain Python: the staged files are removed, one line
+        json_path, png_path = write_report(evaluation, out, samples=(pool, records, conventions), check=still_current)
     samples_path = out / "eval_samples.jsonl"
     print(summary(evaluation))
     print(f"report:  {json_path}\nplot:    {png_path}\nsamples: {samples_path}")
@@ -454,7 +455,10 @@ if __name__ == "__main__":
     flags.DEFINE_string("resample", None, "particle: multinomial or reject (default multinomial)")
     flags.DEFINE_float("reject_fraction", None, "particle, reject: share of rows replaced per step (default 0.25)")
     flags.DEFINE_float("weight_temperature", None, "particle: weights are p(Yes) ** (1 / this) (default 1)")
-    from rlvjax import cli, preemption
+    from rlvjax import cli
 
-    with preemption.interrupt_on_sigterm():  # a scheduler's notice ends it as Ctrl-C does: one line, exit 130, and
-        cli.run("rlvjax.evaluate", main)  # the report's half-written files removed (143, no word, and left)
+    # Until the report is written nothing is: a notice or a Ctrl-C ends the process at once with one line, exit 130
+    # (a SIGTERM was 143, no word; raising inside JAX segfaulted at exit). main() raises instead while it writes.
+    with preemption.stop_at_once("while it evaluated; nothing was written", ctrl_c=True, command="rlvjax.evaluate",
+                                 code=130):
+        cli.run("rlvjax.evaluate", main)

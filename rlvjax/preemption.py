@@ -83,36 +83,35 @@ def notice():
 
 
 @contextlib.contextmanager
-def stop_at_once(line: str, *, ctrl_c: bool = False):
+def stop_at_once(line: str, *, ctrl_c: bool = False, command: str = "rlvjax.train", code: int = 0):
     """For a phase with nothing to save (the start-up before anything is written, the end-of-run report, written
-    whole at its end): a SIGTERM ends the process at once, exit 0, printing ``rlvjax.train: SIGTERM {line}``
-    (without this the default action ended it with 143 and no word). With ``ctrl_c`` (the CLI's report, from
-    ``train.launch``; never where a Python session runs it: a notebook's interrupt would end its kernel) a Ctrl-C
-    does too, printing ``Ctrl-C {line}``, as a notice honoured in training does (it ended with 130 and
-    "interrupted"). Main thread only; elsewhere a no-op."""
+    whole at its end, an evaluation's sampling): a SIGTERM ends the process at once, exit ``code``, printing
+    ``{command}: SIGTERM {line}`` (without this the default action ended it with 143 and no word; raising instead,
+    inside JAX, can segfault at exit). With ``ctrl_c`` (a CLI's; never where a Python session runs it: a notebook's
+    interrupt would end its kernel) a Ctrl-C does too, printing ``Ctrl-C {line}``, as a notice honoured in training
+    does. Main thread only; elsewhere a no-op."""
 
     def handle(signum, frame):
         del frame
-        print(f"rlvjax.train: {'Ctrl-C' if signum == signal.SIGINT else 'SIGTERM'} {line}", file=sys.stderr,
-              flush=True)
-        os._exit(0)
+        print(f"{command}: {'Ctrl-C' if signum == signal.SIGINT else 'SIGTERM'} {line}", file=sys.stderr, flush=True)
+        os._exit(code)
 
     with _on_sigterm(handle, *([signal.SIGINT] if ctrl_c else [])):
         yield
 
 
 @contextlib.contextmanager
-def interrupt_on_sigterm(error: BaseException | type[BaseException] = KeyboardInterrupt):
+def interrupt_on_sigterm(error: BaseException | type[BaseException] = KeyboardInterrupt, *, ctrl_c: bool = False):
     """For a command with no state to save but a temporary to remove (an export's half-written copy): a SIGTERM
-    raises ``error`` where the main thread is, so the cleanup that Ctrl-C runs runs for a scheduler's notice too,
-    and the command ends with one line, exit 130 (without this: 143, no word, the copy left behind). Main thread
-    only; elsewhere a no-op."""
+    (and with ``ctrl_c`` a Ctrl-C, inside a block that set another handler for it) raises ``error`` where the main
+    thread is, so the cleanup that Ctrl-C runs runs for a scheduler's notice too, and the command ends with one
+    line, exit 130 (without this: 143, no word, the copy left behind). Main thread only; elsewhere a no-op."""
 
     def handle(signum, frame):
         del signum, frame
         raise error
 
-    with _on_sigterm(handle):
+    with _on_sigterm(handle, *([signal.SIGINT] if ctrl_c else [])):
         yield
 
 

@@ -696,24 +696,27 @@ def test_evaluate_grades_with_the_reward_it_is_given(tmp_path):
     assert evaluation["evaluated"]["settings"]["reward"] == "by_column:judged"
 
 
-SLOW_SAMPLES = """
+SLOW_EVALUATION = """
 import runpy, sys, time
-from rlvjax import reports
-write_samples = reports.write_samples
+from rlvjax import reports, testtime
+module, name = (testtime, "pool_classes") if sys.argv.pop(1) == "sampling" else (reports, "write_samples")
+real = getattr(module, name)
 def slow(*args, **kwargs):
-    write_samples(*args, **kwargs)
-    print("samples written", flush=True)
+    out = real(*args, **kwargs)
+    print("reached", flush=True)
     time.sleep(120)
-reports.write_samples = slow
+setattr(module, name, slow)
 sys.argv = ["rlvjax.evaluate", *sys.argv[1:]]
 runpy.run_module("rlvjax.evaluate", run_name="__main__")
 """
 
 
-def test_a_sigterm_while_evaluate_writes_leaves_nothing_and_says_so(tmp_path):
-    """A scheduler's SIGTERM while the report is written: the staged files are removed and the folder it made too,
-    one line, exit 130, as Ctrl-C (it ended with 143 and no word, and left a hidden partial eval_samples.jsonl and
-    scaling.png, review 2026-12-06)."""
+@pytest.mark.parametrize("phase", ["sampling", "writing"])
+def test_a_sigterm_while_evaluate_writes_leaves_nothing_and_says_so(tmp_path, phase):
+    """A scheduler's SIGTERM while the pool is sampled and graded: one line, exit 130, at once (raising inside JAX
+    segfaulted at exit); while the report is written: the staged files are removed and the folder it made too, one
+    line, exit 130, as Ctrl-C. It ended with 143 and no word, and left a hidden partial eval_samples.jsonl and
+    scaling.png (review 2026-12-06)."""
     import signal
 
     data = tmp_path / "rows.jsonl"
@@ -721,18 +724,21 @@ def test_a_sigterm_while_evaluate_writes_leaves_nothing_and_says_so(tmp_path):
     model, tokenizer = experiment.build_policy(experiment.ModelSpec(hidden_size=32, intermediate_size=64,
                                                                     num_layers=1, num_heads=2, num_kv_heads=1))
     save_hf(model, tokenizer, tmp_path / "model")
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_SAMPLES, "--model_dir", str(tmp_path / "model"), "--data",
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_EVALUATION, phase, "--model_dir", str(tmp_path / "model"), "--data",
                              str(data), "--raw_prompts", "--num_samples", "2", "--max_new_tokens", "3", "--out",
                              str(tmp_path / "eval" / "m")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=REPO)
     for line in proc.stdout:  # the memory plan first
-        if line.strip() == "samples written":
+        if line.strip() == "reached":
             break
-    assert [p.name for p in (tmp_path / "eval" / "m").iterdir() if p.name.startswith(".eval_samples.")]
+    if phase == "writing":
+        assert [p.name for p in (tmp_path / "eval" / "m").iterdir() if p.name.startswith(".eval_samples.")]
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
-    assert [line for line in err.splitlines() if line.startswith("rlvjax.evaluate")] == ["rlvjax.evaluate: interrupted"]
+    said = ("rlvjax.evaluate: SIGTERM while it evaluated; nothing was written" if phase == "sampling" else
+            "rlvjax.evaluate: interrupted")
+    assert [line for line in err.splitlines() if line.startswith("rlvjax.evaluate")] == [said], err[-2000:]
     assert not (tmp_path / "eval").exists()
 
 

@@ -328,6 +328,13 @@ def test_collect_by_hand(tmp_path, capsys):
     assert (f"collect: warning: {tmp_path / 'lambda_1' / 'eval.json'} is not about the run's exports now (final is "
             "step 6 in the report, step 8 in the run); left out: rerun the run with --resume") in err
     assert [r["run"] for r in json.loads((tmp_path / "sweep.json").read_text())["runs"]] == ["lambda_0.1"]
+    stamp(tmp_path / "lambda_0.1" / "final", "newer", 9)  # evaluate's report of lambda_0.1 names no export: kept
+    shutil.copytree(tmp_path, tmp_path.parent / "only_stale")
+    shutil.rmtree(tmp_path.parent / "only_stale" / "lambda_0.1")
+    with pytest.raises(FileNotFoundError, match=r"no current eval.json under .*only_stale: the reports of lambda_1 "
+                                                r"are about earlier exports; rerun those runs with --resume"):
+        collect.collect(tmp_path.parent / "only_stale")  # it said "train with RunConfig.final_eval_samples > 0"
+    capsys.readouterr()
     about(tmp_path / "lambda_1" / "eval.json", "new", 8)
     collect.main(["--workdir_root", str(tmp_path)])
     assert "lambda_1" not in capsys.readouterr().err
@@ -568,6 +575,28 @@ def test_a_signal_to_a_launcher_reaches_each_run_once_and_the_launcher_waits_for
     assert signal.getsignal(signum) is before
 
 
+def test_a_launcher_under_nohup_leaves_its_runs_alone_on_sighup(tmp_path, capsys, monkeypatch):
+    """SIGHUP inherited as ignored (nohup) stays ignored: closing the terminal stopped every run (review
+    2026-12-06); the run finishes and is done."""
+    up = tmp_path / "up"
+    run = sweep.Job("lambda=0", [sys.executable, "-c", f"import time; open({str(up)!r}, 'w').close(); "
+                                 "time.sleep(1); print('finished')"], {}, tmp_path / "run.log", str(tmp_path / "run"))
+
+    def hang_up_once_up():
+        while not up.exists():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        threading.Thread(target=hang_up_once_up, daemon=True).start()
+        assert sweep.execute([run], 1) == [0]
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert run.log.read_text().rstrip().endswith("finished") and "[lambda=0] done" in capsys.readouterr().out
+
+
 def test_a_run_stopped_with_its_state_saved_is_not_counted_done_and_logs_are_kept(tmp_path, capsys):
     """rlvjax.train exits 0 when a SIGTERM or Ctrl-C stopped it with a checkpoint: the sweep reports it stopped and
     starts nothing after it; a rerun appends to the run's log instead of replacing it."""
@@ -580,6 +609,13 @@ def test_a_run_stopped_with_its_state_saved_is_not_counted_done_and_logs_are_kep
                       str(tmp_path / "lambda_1"))
     assert sweep.execute([stopped, later], 1) == [sweep.STOPPED, None]
     assert "[lambda=0] stopped (SIGTERM or Ctrl-C)" in capsys.readouterr().out
+    # a stop before the first RL step, after the run opened its progress bar: the message shares the bar's line
+    # (the real log; it was counted done, review 2026-12-06)
+    (tmp_path / "glued.txt").write_text("\r  0%|  | 0/2 [00:00<?, ?it/s]rlvjax.train: SIGTERM before the first RL step; "
+                                        "nothing to save, rerun with --resume\n\r  0%|  | 0/2\n")
+    glued = dataclasses.replace(stopped, argv=[sys.executable, "-c", "import sys; sys.stdout.write(open(sys.argv[1])"
+                                               ".read())", str(tmp_path / "glued.txt")])  # the log's header names argv
+    assert sweep.execute([glued, later], 1) == [sweep.STOPPED, None]
     # stopped while it started, before it wrote anything (it was counted done: the sweep went on without it)
     starting = dataclasses.replace(stopped, argv=[sys.executable, "-c", f"print({'SIGTERM ' + train.STARTING!r})"])
     assert sweep.execute([starting, later], 1) == [sweep.STOPPED, None]
@@ -588,4 +624,4 @@ def test_a_run_stopped_with_its_state_saved_is_not_counted_done_and_logs_are_kep
     done = dataclasses.replace(stopped, argv=[sys.executable, "-c", "print('finished')"])
     assert sweep.execute([done], 1) == [0]
     text = log.read_text()
-    assert "rerun with --resume" in text and text.rstrip().endswith("finished") and text.count("\n# ") == 3
+    assert "rerun with --resume" in text and text.rstrip().endswith("finished") and text.count("\n# ") == 4
