@@ -564,15 +564,19 @@ def test_a_signal_to_a_launcher_reaches_each_run_once_and_the_launcher_waits_for
             time.sleep(0.01)
         os.kill(os.getpid(), signum)  # the launcher alone
 
-    before = signal.getsignal(signum)
-    threading.Thread(target=signal_once_up, daemon=True).start()
-    with pytest.raises(sweep.Interrupted) as stopped:
-        sweep.execute([run, later], 1)
+    # as from a terminal: a pytest-xdist worker ignores SIGINT, which the launcher leaves ignored (nohup)
+    before = signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+    try:
+        threading.Thread(target=signal_once_up, daemon=True).start()
+        with pytest.raises(sweep.Interrupted) as stopped:
+            sweep.execute([run, later], 1)
+        assert signal.getsignal(signum) in (signal.default_int_handler, signal.SIG_DFL)  # put back
+    finally:
+        signal.signal(signum, before)
     assert stopped.value.signum == signum and str(stopped.value) == signal.Signals(signum).name
     log = run.log.read_text()
     assert f"got ['{passed}'] own group True" in log and log.rstrip().endswith("rerun with --resume to continue")
     assert "[lambda=0] stopped (SIGTERM or Ctrl-C)" in capsys.readouterr().out and not later.log.exists()
-    assert signal.getsignal(signum) is before
 
 
 def test_a_launcher_under_nohup_leaves_its_runs_alone_on_sighup(tmp_path, capsys, monkeypatch):
