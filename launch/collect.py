@@ -117,12 +117,14 @@ def collect(root) -> list[dict]:
         raise FileNotFoundError(f"--workdir_root {root} is not a directory")
     rows, missing, stale_runs = [], [], []
     for run in sorted(p for p in root.iterdir() if p.is_dir()):
-        found = [run / f for f in EVAL_FILES if (run / f).is_file()]
-        eval_path = next((p for p in found if not stale(run, p)), None)
-        for path in found[:found.index(eval_path) if eval_path else None]:
+        found, eval_path = [run / f for f in EVAL_FILES if (run / f).is_file()], None
+        for path in found:  # the first report about the run's exports now
+            if not (why := stale(run, path)):
+                eval_path = path
+                break
             stale_runs.append(run.name)
-            print(f"collect: warning: {path} is not about the run's exports now ({stale(run, path)}); left out: "
-                  f"rerun the run with --resume, or python -m rlvjax.evaluate --workdir {run}", file=sys.stderr)
+            print(f"collect: warning: {path} is not about the run's exports now ({why}); left out: rerun the run "
+                  f"with --resume, or python -m rlvjax.evaluate --workdir {run}", file=sys.stderr)
         if eval_path is not None:
             rows.append(summarize(run, eval_path))
         elif not found and ((run / "checkpoints").is_dir() or lambda_from_name(run) is not None):
