@@ -214,7 +214,7 @@ class RLVTrainer:
         import jax
         import jax.numpy as jnp
 
-        from rlvjax import eval_out, evaluate, experiment, memory, parallel, reports, run_sampling
+        from rlvjax import cli, eval_out, evaluate, experiment, memory, parallel, preemption, reports, run_sampling
         from rlvjax.rl import verifier
         from rlvjax.model.hf import load_hf
         from rlvjax.strategies import report as strategy_report
@@ -304,7 +304,12 @@ class RLVTrainer:
                 eval_out.check_same_settings(out, settings, knob="out=")
 
         if jax.process_index() == 0:  # every process evaluated its share; one writes
-            reports.write_report(evaluation, out, samples=(pool, records, config.conventions), check=still_current)
+            # a scheduler's SIGTERM removes the staged files, as Ctrl-C does, and raises where the script is (as in
+            # train()); left to the default it ended the process with hidden partial files in the folder
+            with preemption.interrupt_on_sigterm(cli.Preempted("SIGTERM while the evaluation's report was written: "
+                                                               f"{out} is as it was")):
+                reports.write_report(evaluation, out, samples=(pool, records, config.conventions),
+                                     check=still_current)
         return reports.as_json(evaluation)
 
     def _trained_config(self, final: Path) -> Config:

@@ -204,6 +204,50 @@ def test_evaluate_returns_and_writes_the_report(user_run):
         assert final["accuracy"][vote]["1"] == pytest.approx(final["pass@1"], abs=0.003), vote
 
 
+SIGTERM_WHILE_WRITING = """
+import sys, time
+import rlvjax
+from rlvjax import cli, reports
+from my_rewards import exact_match
+
+real = reports.write_samples
+def slow(*args, **kwargs):
+    real(*args, **kwargs)
+    print("reached", flush=True)
+    time.sleep(120)
+reports.write_samples = slow
+trainer = rlvjax.RLVTrainer(reward_funcs=exact_match, args=rlvjax.RLVConfig(output_dir="run"))
+try:
+    trainer.evaluate(num_samples=2, out=sys.argv[1])
+except cli.Preempted as e:
+    print(e, file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_a_sigterm_while_the_api_writes_an_evaluation_removes_its_files_and_raises(user_run, tmp_path):
+    """``trainer.evaluate`` had no SIGTERM handler: a scheduler's notice while the report was written ended the
+    process with hidden partial files in the folder. It now raises ``Preempted`` where the script is, as
+    ``train()`` does, with the staged files and the folders it made removed."""
+    import signal
+
+    root, _, _, _ = user_run
+    out = tmp_path / "made" / "eval"
+    proc = subprocess.Popen([sys.executable, "-c", SIGTERM_WHILE_WRITING, str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=root,
+                            env={**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{REPO}", "JAX_PLATFORMS": "cpu"})
+    for line in proc.stdout:
+        if line.strip() == "reached":
+            break
+    assert [p.name for p in out.iterdir() if p.name.startswith(".eval_samples.")]  # staged, not yet moved in
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err[-2000:]
+    assert err.strip().splitlines()[-1] == f"SIGTERM while the evaluation's report was written: {out} is as it was"
+    assert not (tmp_path / "made").exists()
+
+
 def test_a_re_evaluation_with_other_settings_keeps_the_last_one(user_run, tmp_path):
     """``trainer.evaluate`` replaced ``eval/final`` whatever it held (another K or temperature: at K = 64 on MATH-500,
     hours of sampling); the CLI's ``evaluate --workdir``, writing the same folder, refuses alike."""
