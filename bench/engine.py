@@ -41,10 +41,11 @@ HERE = Path(__file__).resolve().parent
 class VLLM:
     """The worker process: ``run(prompts, max_tokens)`` -> seconds of its generate call."""
 
-    def __init__(self, python: str, model_dir: str):
+    def __init__(self, python: str, model_dir: str, max_model_len: int):
         env = dict(os.environ, VLLM_CPU_OMP_THREADS_BIND=os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "0-1"),
                    VLLM_CPU_KVCACHE_SPACE="4", VLLM_ENABLE_V1_MULTIPROCESSING="0", OMP_WAIT_POLICY="PASSIVE")
-        self.proc = subprocess.Popen([python, str(HERE / "vllm_worker.py"), "--model_dir", model_dir],
+        self.proc = subprocess.Popen([python, str(HERE / "vllm_worker.py"), "--model_dir", model_dir,
+                                      "--max_model_len", str(max_model_len)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self._read("READY")
 
@@ -105,7 +106,7 @@ def main():
         return old_sampling.sample(old_model, prompts, max_new_tokens=int(limits.max()), temperature=1.0, seed=0,
                                    **({"limits": limits} if capped else {})).tokens
 
-    vllm = VLLM(args.vllm_python, str(model_dir)) if args.vllm_python else None
+    vllm = VLLM(args.vllm_python, str(model_dir), args.prompt_len + args.new_tokens) if args.vllm_python else None
     results = {}
     for name, limits in (("fixed", fixed), ("ragged", ragged)):
         fns = {"engine": lambda: ours(limits)}
