@@ -449,6 +449,24 @@ def test_a_named_label_reward_labels_training_and_evaluation(tmp_path):
     assert metrics["eval/pass@1"] < 1
 
 
+def test_a_truncated_rollout_gets_truncated_reward_and_the_label_no(tmp_path):
+    """``RLConfig.truncated_reward``: every rollout cut off at ``max_new_tokens`` is worth it and labelled 'No',
+    whatever its reward says (here 1 for all): the logged mean reward is 1 - 2 x the truncation rate."""
+    from rlvjax.config import Config
+
+    rows = [{"prompt": f"{i}+1="} for i in range(8)]
+    base = Config()
+    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), num_steps=1, batch_size=4, group_size=4,
+                            max_new_tokens=2, config=dataclasses.replace(base, rl=dataclasses.replace(
+                                base.rl, truncated_reward=-1.0)))
+    rlvjax.RLVTrainer(reward_funcs=format_bonus, train_dataset=rows, eval_dataset=rows[:4], args=args).train()
+    metrics = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    truncated = metrics["truncation_rate"]
+    assert truncated > 0
+    assert metrics["reward_mean"] == pytest.approx(0.5 * (1 - truncated) - truncated)
+    assert metrics["verify_yes_labels"] == pytest.approx(1 - truncated)
+
+
 def test_in_memory_rows_json_cannot_hold_are_refused_before_anything_is_written(tmp_path):
     import datetime
 

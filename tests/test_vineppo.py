@@ -276,6 +276,52 @@ def test_each_prefix_is_valued_against_its_own_gold():
     np.testing.assert_array_equal(values, [1, 0.5, 1])
 
 
+def test_a_continuation_cut_off_at_its_budget_is_worth_truncated_reward():
+    """VinePPO scores a response cut off by length 0 (``penalize_unfinished_response``), its MC continuations too;
+    the value pass graded its text, so a continuation that boxed the right answer and then ran to the cap was worth
+    1 (review 2026-12-07). ``RLConfig.truncated_reward`` (vineppo.gin: 0) prices it; None grades the text."""
+    import gin
+
+    from rlvjax.rewards.registry import Graded
+
+    tok = build_tokenizer()
+    stop = tok.eos_token_id
+
+    class CutOff:  # prefix 0: one finished right answer, one right answer cut off; prefix 1: both cut off
+        num_samples = 2
+
+        def __call__(self, params, prefixes, rng, budgets):
+            right = tok.encode("\\boxed{5}", add_special_tokens=False)
+            rows = np.array([[right + [stop], right + [1]] for _ in prefixes])
+            finished = np.array([[True, False]] + [[False, False]] * (len(prefixes) - 1))
+            return rows, np.full(finished.shape, rows.shape[-1]), finished, None
+
+    args = ([[1]] * 2, [[]] * 2, ["5", "5"], np.full(2, 4))
+    np.testing.assert_array_equal(vineppo.value_sampler(CutOff(), None, tok, seed=0)(*args), [1, 1])
+    np.testing.assert_array_equal(vineppo.value_sampler(CutOff(), None, tok, seed=0, truncated_reward=0.0)(*args),
+                                  [0.5, 0])
+    np.testing.assert_array_equal(vineppo.value_sampler(CutOff(), None, tok, seed=0, truncated_reward=-1.0)(*args),
+                                  [0, -1])
+    # the rollouts' rewards and labels alike: a cut-off rollout gets the reward and the label 'No'
+    graded = Graded(np.array([1.0, 1.0, 0.0, 0.5], np.float32), np.array([True, True, False, True]))
+    cut = graded.truncated_as(np.array([[True, False], [False, True]]), -0.5)
+    np.testing.assert_array_equal(cut.rewards, [1.0, -0.5, -0.5, 0.5])
+    np.testing.assert_array_equal(cut.correct, [True, False, False, True])
+    assert cut.rewards.dtype == np.float32 and graded.truncated_as(np.zeros(4, bool), None) is graded
+    assert RLConfig().truncated_reward is None
+    with pytest.raises(ValueError, match="truncated_reward=nan must be a finite number"):
+        RLConfig(truncated_reward=float("nan"))
+    from rlvjax import cli, experiment
+    from rlvjax.config import Config
+
+    gin.clear_config()
+    try:
+        cli.parse_gin([str(experiment.CONFIGS / "algorithms" / "vineppo.gin")], [])
+        assert Config.from_gin().rl.truncated_reward == 0.0  # VinePPO's MATH setting
+    finally:
+        gin.clear_config()
+
+
 def test_step_cap_config():
     assert RLConfig().vineppo_max_steps is None
     assert RLConfig(vineppo_max_steps=25).vineppo_max_steps == 25

@@ -112,6 +112,15 @@ class Graded(NamedTuple):
     rewards: np.ndarray
     correct: np.ndarray
 
+    def truncated_as(self, finished: np.ndarray, reward: float | None) -> "Graded":
+        """``RLConfig.truncated_reward``: each completion cut off at ``max_new_tokens`` (``finished`` False) gets
+        ``reward`` and the label 'No' whatever its text says, as VinePPO scores an unfinished response; None: as
+        graded, on its text."""
+        if reward is None:
+            return self
+        finished = np.asarray(finished, bool).reshape(self.correct.shape)
+        return Graded(np.where(finished, self.rewards, reward).astype(self.rewards.dtype), self.correct & finished)
+
 
 SAMPLED = ("prompts", "completions", "completion_ids", "trainer_state")  # what TRL passes a reward by keyword
 

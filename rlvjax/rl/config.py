@@ -4,6 +4,7 @@ one-line errors; ``rl/steps.py`` consumes them."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import optax
 
@@ -42,7 +43,12 @@ class RLConfig:
     temperature: float = 1.0  # sampling temperature of the rollouts
     top_p: float = 1.0  # nucleus sampling (1: off)
     top_k: int = 0  # top-k sampling (0: off)
-    max_new_tokens: int = 64  # longest completion; longer ones are truncated (and labelled by their reward alike)
+    max_new_tokens: int = 64  # longest completion; longer ones are truncated (see truncated_reward)
+    # The training reward of a rollout cut off at max_new_tokens, whatever its text says (its verifier label is then
+    # 'No'), and in VinePPO's value pass of a continuation cut off alike; VinePPO's MATH config scores them 0
+    # (penalize_unfinished_response). None: graded on its text like any other, as TRL does. Evaluation and the
+    # end-of-run report grade every completion on its text either way.
+    truncated_reward: float | None = None
     num_ppo_epochs: int = 1  # passes over each batch of rollouts
     num_minibatches: int = 1  # optimizer steps per epoch (the rollouts split evenly)
     micro_batch_size: int = 0  # rows per gradient-accumulation step; 0: the whole minibatch at once
@@ -107,6 +113,8 @@ class RLConfig:
              "solutions only)"),
             (self.vineppo_max_steps is None or self.vineppo_max_steps >= 1,
              f"vineppo_max_steps={self.vineppo_max_steps!r} must be None (no cap) or an int >= 1"),
+            (self.truncated_reward is None or math.isfinite(self.truncated_reward),
+             f"truncated_reward={self.truncated_reward} must be a finite number (or None: graded on its text)"),
         ]
         _raise_first(checks, "RLConfig")
 

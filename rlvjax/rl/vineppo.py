@@ -125,11 +125,13 @@ def chunk_rows(parallel_rows: int) -> int:
     return -(-VALUE_CHUNK // parallel_rows) * parallel_rows
 
 
-def value_sampler(sampler, params, tokenizer, *, seed: int, chunk: int = VALUE_CHUNK):
+def value_sampler(sampler, params, tokenizer, *, seed: int, chunk: int = VALUE_CHUNK,
+                  truncated_reward: float | None = None):
     """``sample_rewards`` for ``token_advantages``: K continuations per prefix from ``sampler`` (a
     ``pool.PoolSampler`` of ``rl.vineppo_samples`` at the policy's temperature, without the verifier score: the
-    engine on the run's mesh) and ``params``, each prefix's completion tokens + continuation graded like a rollout,
-    in chunks of ``chunk`` prefixes."""
+    engine on the run's mesh) and ``params``, each prefix's completion tokens + continuation graded like a rollout
+    (one cut off at its budget is worth ``truncated_reward`` when that is set, ``RLConfig.truncated_reward``), in
+    chunks of ``chunk`` prefixes."""
     def sample_rewards(prompts: list[list[int]], heads: list[list[int]], golds: list[str],
                        budgets: np.ndarray) -> np.ndarray:
         k = sampler.num_samples
@@ -147,8 +149,10 @@ def value_sampler(sampler, params, tokenizer, *, seed: int, chunk: int = VALUE_C
             n = tokens.shape[-1]
             texts = experiment.decode_completions(tokenizer, tokens.reshape(-1, n), lengths.ravel(),
                                                   finished.ravel(), heads=[h for h in heads[part] for _ in range(k)])
-            correct = grade_completions(texts, [g for g in golds[part] for _ in range(k)])[0]
-            means.append(correct.reshape(-1, k).mean(axis=1))
+            rewards = grade_completions(texts, [g for g in golds[part] for _ in range(k)])[0].astype(np.float32)
+            if truncated_reward is not None:
+                rewards = np.where(finished.ravel(), rewards, truncated_reward)
+            means.append(rewards.reshape(-1, k).mean(axis=1))
         return np.concatenate(means).astype(np.float32)
 
     return sample_rewards
