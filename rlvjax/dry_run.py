@@ -108,7 +108,7 @@ def compile_phases(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, op
     rows2 = parallel.batch_sharding(mesh, 2)
 
     def sampling_phase(name, group, prompts, extra, width=prompt_tokens, suffix=suffix, limits=False):
-        st = dataclasses.replace(statics, rl=dataclasses.replace(rl, group_size=group), verify_suffix=suffix)
+        st = dataclasses.replace(statics, num_samples=group, verify_suffix=suffix)
         jitted = steps.jit_rollout(st, mesh, parallel.shardings(state.params, mesh))
         ids = s((prompts, width), jnp.int32, sharding=rows2)
         caps = s((prompts * group,), jnp.int32, sharding=parallel.batch_sharding(mesh, 1)) if limits else None

@@ -37,9 +37,9 @@ class PoolSampler:
     @classmethod
     def build(cls, statics: steps.Statics, mesh, params, *, num_samples: int, temperature: float | None = None,
               rows: int | None = None, score: bool = True) -> "PoolSampler":
-        rl = dataclasses.replace(statics.rl, group_size=num_samples,
-                                 temperature=statics.rl.temperature if temperature is None else temperature)
-        statics = dataclasses.replace(statics, rl=rl, verify_suffix=statics.verify_suffix if score else ())
+        rl = dataclasses.replace(statics.rl, temperature=statics.rl.temperature if temperature is None else temperature)
+        statics = dataclasses.replace(statics, rl=rl, num_samples=num_samples,
+                                      verify_suffix=statics.verify_suffix if score else ())
         return cls(statics, mesh, num_samples,
                    steps.jit_rollout(statics, mesh, parallel.shardings(params, mesh), rows))
 

@@ -193,6 +193,15 @@ def test_live_adaptive_draws_the_engines_rounds(warm_policy):
     pool = sample_pool(sampler, params, tokenizer, records, Rewards(("math",)), seed=adaptive.round_seed(5, 0))
     np.testing.assert_array_equal(first.samples, 2)
     np.testing.assert_array_equal(first.tokens, pool["lengths"].sum(axis=1))
+    # A round of 1 sample under the run's grpo: a pool is sampled, not compared (it raised "RLConfig.group_size=1:
+    # grpo compares samples of one problem, use >= 2", a training knob the user never set)
+    assert rl.algorithm == "grpo"
+    one = adaptive.run(policy, records, adaptive.AdaptiveRule(min_samples=1, round_size=1, max_samples=2, delta=1.0),
+                       seed=5, mesh=mesh)
+    single, _ = PoolSampler.for_model(model, tokenizer, rl, mesh, num_samples=1)
+    alone = sample_pool(single, params, tokenizer, records, Rewards(("math",)), seed=adaptive.round_seed(5, 0))
+    np.testing.assert_array_equal(one.samples, 1)
+    np.testing.assert_array_equal(one.tokens, alone["lengths"][:, 0])
     # delta = 0: a problem stops only once every resample agrees (here: all its samples in one class); rounds of 2
     # up to 6. The overall cap of 3 per problem on average then bounds the total below what the rule wanted.
     rule = adaptive.AdaptiveRule(min_samples=2, round_size=2, max_samples=6, delta=0.0)

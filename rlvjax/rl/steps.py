@@ -75,6 +75,13 @@ class Statics:
     pad_id: int
     suppress_ids: tuple[int, ...] = ()  # never sampled; masked alike in the trainer's log-probs
     constrain_rows: Any = None  # keeps the update's activations split by rows (``parallel.rows_constraint``)
+    # Samples per prompt of a sampling that is not the rollout (a pool, an eval: no estimator compares them, so
+    # RLConfig's group_size >= 2 rule does not apply); 0: RLConfig.group_size
+    num_samples: int = 0
+
+    @property
+    def samples_per_prompt(self) -> int:
+        return self.num_samples or self.rl.group_size
 
 
 def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, limits=None, *, mesh=None,
@@ -90,7 +97,7 @@ def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, limits=
     prompts, width = prompt_ids.shape
     # Laid out for every sample: where that splits rows over devices, each device runs the engine on its share.
     cache_sharding = (None if mesh is None else
-                      parallel.cache_sharding(mesh, prompts * rl.group_size, model.config.num_kv_heads))
+                      parallel.cache_sharding(mesh, prompts * statics.samples_per_prompt, model.config.num_kv_heads))
     if compute != model.config.jnp_dtype or mesh is not None:
         # Sampling weights: cast once, then laid out for decoding (no FSDP split: a decode step would gather every
         # weight again), as Tunix and verl sample from a separate copy of the weights.
@@ -102,7 +109,7 @@ def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, limits=
     params_s = dataclasses.replace(rl.sampling_params, stop_ids=statics.stop_ids, pad_id=statics.pad_id,
                                    suppress_ids=statics.suppress_ids)
     out = sampling.generate(model, prompt_ids, prompt_mask, rng,
-                            num_samples=rl.group_size, max_new_tokens=rl.max_new_tokens, params=params_s,
+                            num_samples=statics.samples_per_prompt, max_new_tokens=rl.max_new_tokens, params=params_s,
                             score_suffix=statics.verify_suffix, score_ids=(statics.yes_id, statics.no_id),
                             rows=rows, limits=limits, cache_sharding=cache_sharding,
                             prefill_rows=prefill_rows(prompts, width, mesh))
