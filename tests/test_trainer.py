@@ -620,10 +620,16 @@ def test_trl_style_rewards_are_called_by_keyword():
     def no_prompts(completions, solution):
         return [0.5] * len(completions)
 
+    def keywords_only(**kwargs):  # named nothing: it was called positionally and raised TypeError (review)
+        assert kwargs["prompts"] == ["p", "q"] and kwargs["solution"] == ["x", "z"]
+        return [float(len(c)) for c in kwargs["completions"]]
+
     rows = [{"prompt": "p", "solution": "x"}, {"prompt": "q", "solution": "z"}]
-    rewards = registry.Rewards(["a", "t", "n"], None, [accuracy_reward, think_format_reward, no_prompts])
+    rewards = registry.Rewards(["a", "t", "n", "k"], None, [accuracy_reward, think_format_reward, no_prompts,
+                                                          keywords_only])
     rewards.check_columns(rows, "train")
-    np.testing.assert_allclose(rewards(["p", "q"], ["x", "<think>y"], rows).rewards, [1.5, 1.5])
+    np.testing.assert_allclose(rewards(["p", "q"], ["x", "<think>y"], rows).rewards, [2.5, 9.5])
+    assert registry.required_columns(keywords_only) == set()
     assert registry.required_columns(accuracy_reward) == {"solution"}
     with pytest.raises(ValueError, match=r"needs column\(s\) \['solution'\]"):
         rewards.check_columns([{"prompt": "p", "gold": "1"}], "train")
@@ -828,6 +834,15 @@ def test_conversational_rows_reach_trl_style_rewards_as_messages(caplog):
     with caplog.at_level(logging.WARNING):
         np.testing.assert_allclose(none(["p"], ["x"], [{"prompt": "p"}]).rewards, [0.0])
     assert "1 of 1 completions got None from every reward function (n); their reward is 0" in caplog.text
+    # ... and it is not correct, though 0 reaches a threshold of 0 (a +-1 reward's): the verifier learnt Yes for it
+    signed = lambda p, c, **k: [None, -1.0, 1.0]  # noqa: E731
+    for label in ("", "s"):
+        graded = registry.Rewards(["s"], None, [signed], label=label, threshold=0.0)(["p"] * 3, ["x"] * 3,
+                                                                                     [{"prompt": "p"}] * 3)
+        np.testing.assert_array_equal(graded.rewards, [0.0, -1.0, 1.0])
+        np.testing.assert_array_equal(graded.correct, [False, False, True])
+    both = registry.Rewards(["s", "b"], None, [signed, lambda p, c, **k: [0.5] * 3], label="s", threshold=0.0)
+    np.testing.assert_array_equal(both(["p"] * 3, ["x"] * 3, [{"prompt": "p"}] * 3).correct, [False, False, True])
 
 
 def test_a_reward_module_that_fails_to_import_is_named_in_one_line(tmp_path, monkeypatch):

@@ -73,8 +73,9 @@ _SPACES = re.compile(r"\s*")
 
 
 def _boxed_contents(text: str) -> list[str | None]:
-    """Contents of every top-level `\\boxed{..}` / `\\fbox{..}` / `\\boxed 5`, in order; None for a box that is
-    empty or never closed (a truncated completion), so that it still counts as the last box."""
+    """Contents of every top-level `\\boxed{..}` / `\\fbox{..}` / `\\boxed 5`, in order; None for a box never
+    closed (a truncated completion), so that it still counts as the last box. An empty box is left out: a model
+    that echoes the prompt's "put your final answer within \\boxed{}" after its answer still stated it."""
     found, pos = [], 0
     while (m := _BOX_START.search(text, pos)) is not None:
         i = m.end()
@@ -82,7 +83,9 @@ def _boxed_contents(text: str) -> list[str | None]:
         if text.startswith("{", brace):
             i = brace
             end = _balanced_end(text, i)
-            found.append(None if end is None else _unwrap_box(text[i + 1 : end].strip()) or None)
+            content = None if end is None else _unwrap_box(text[i + 1 : end].strip())
+            if content != "":
+                found.append(content)
             pos = len(text) if end is None else end + 1
         else:
             token = _BARE_TOKEN.match(text, i)  # in place: slicing text[i:] per box was quadratic
@@ -148,8 +151,17 @@ def _answer_phrase(text: str) -> str | None:
     rest = _REASON.split(rest, maxsplit=1)[0]  # "5, because 2 + 3 = 5": the answer, not its reason
     if not _CLOSING.fullmatch(tail + "\n" + after):
         return None
-    rest = _strip_math_delimiters(rest)
+    rest = _strip_math_delimiters(_unbold(_strip_math_delimiters(rest)))
     return rest or None
+
+
+def _unbold(s: str) -> str:
+    """Markdown bold around the answer ("is **5**.") or at the end of a bolded sentence ("**The answer is 5**")."""
+    for mark in ("**", "__"):
+        if s.endswith(mark):
+            s = s[: -len(mark)]
+            s = s[len(mark) :] if s.startswith(mark) else s
+    return s.strip()
 
 
 # Possessive: a backtracking run of spaces made a completion of 16,000 spaces after its answer take seconds to read

@@ -135,8 +135,13 @@ class TrainerState:
 
 
 def _by_keyword(fn: RewardFn) -> bool:
+    """Whether ``fn`` is called as TRL calls it, every argument by keyword: it names ``completions`` or
+    ``completion_ids``, or takes no positional argument at all (``def f(**kwargs)``); else ``fn(prompts,
+    completions, **columns)``."""
     params = inspect.signature(fn).parameters
-    return "completions" in params or "completion_ids" in params
+    positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD,
+                                                            p.VAR_POSITIONAL)]
+    return "completions" in params or "completion_ids" in params or not positional
 
 
 def required_columns(fn: RewardFn) -> set[str]:
@@ -295,8 +300,10 @@ class Rewards:
                 raise UserCodeFailed(f"reward function {name!r} returned a non-finite value "
                                 f"({values[~np.isfinite(values)][0]}); return finite numbers")
             total += weight * values
-            labelled = values if index == self.label else labelled
-            rewarded |= np.asarray([v is not None for v in items])
+            given = np.asarray([v is not None for v in items])
+            if index == self.label:
+                labelled, label_given = values, given
+            rewarded |= given
         if not rewarded.all():  # as TRL warns: such a completion's reward is 0
             logging.getLogger(__name__).warning(
                 "%d of %d completions got None from every reward function (%s); their reward is 0",
@@ -307,4 +314,6 @@ class Rewards:
             raise UserCodeFailed(f"the weighted reward is not finite ({total[~np.isfinite(total)][0]}: rewards "
                             f"{', '.join(self.names)} with weights {tuple(self.weights.tolist())}); keep rewards and "
                             "weights small enough that their sum is a float32 (below 3e38)")
-        return Graded(total, (total if labelled is None else labelled) >= self.threshold)
+        # a completion the label's reward (or every one) gave None is not correct, whatever 0 is to the threshold
+        verdict, given = (total, rewarded) if labelled is None else (labelled, label_given)
+        return Graded(total, (verdict >= self.threshold) & given)
