@@ -392,6 +392,8 @@ def test_forms_math_verify_misreads_grade_as_a_person_reads_them():
              # a list without braces is either a set or a point (MATH writes both)
              ("(15,-29)", "15,-29"), ("\\{2,3\\}", "x \\in \\left\\{3, 2\\right\\}"), ("\\{2,3\\}", "3, 2"),
              ("\\{1\\pm\\sqrt{5},-2\\}", "-2, 1+\\sqrt5, 1-\\sqrt5"),
+             ("(-\\sqrt{3}, \\sqrt{3})", "-\\sqrt{3}, \\sqrt{3}"), ("(2,4)", "x = 2, y = 4"), ("\\pm 2", "-2, 2"),
+             ("-2, 2", "x = 2 \\text{ or } x = -2"),
              # repeating decimals (math-verify read the bar as a symbol)
              ("\\frac13", "0.\\overline{3}"), ("\\frac{5}{6}", "0.8\\overline{3}"), ("0.\\overline{3}", "\\frac{1}{3}"),
              ("\\frac{137}{110}", "1.2\\overline{45}"), ("-\\frac17", "-0.\\overline{142857}"), ("2", "1.\\bar9")]
@@ -399,7 +401,13 @@ def test_forms_math_verify_misreads_grade_as_a_person_reads_them():
              ("(2,\\infty)", "x>3"), ("(3,4]", "3\\le x\\le 4"), ("-2", "-2,3"),
              # a set is not a point or an interval (math-verify matched the elements: review 2026-12-06)
              ("(15,-29)", "\\{15,-29\\}"), ("(2,3)", "\\{2,3\\}"), ("\\{2,3\\}", "(2,3)"),
-             ("(2,3)", "x \\in \\{2,3\\}"), ("\\frac13", "0.\\overline{6}"), ("\\frac13", "0.333")]
+             ("(2,3)", "x \\in \\{2,3\\}"), ("\\frac13", "0.\\overline{6}"), ("\\frac13", "0.333"),
+             # points are not an interval: the roots of MATH-500's "-4 < x^4 + 4x^2 < 21" passed for its solution,
+             # and the ends of one that cannot be a pair (infinite, closed or half-open ends, a union; review)
+             ("(-\\sqrt{3}, \\sqrt{3})", "x = \\pm \\sqrt{3}"), ("(-\\sqrt{3}, \\sqrt{3})", "\\pm\\sqrt{3}"),
+             ("(-\\sqrt{3}, \\sqrt{3})", "x = -\\sqrt{3} \\text{ or } x = \\sqrt{3}"), ("(2,\\infty)", "2, \\infty"),
+             ("[1,2)", "1, 2"), ("[1,2]", "1, 2"), ("(-\\infty, 2) \\cup (3, \\infty)", "-\\infty, 2"),
+             ("\\pm\\sqrt{3}", "(-\\sqrt{3}, \\sqrt{3})")]
     cases = [(g, a, True) for g, a in right] + [(g, a, False) for g, a in wrong]
     for fast_path in (True, False):
         checked = cases + [(g, a, True) for g, a in words] if fast_path else cases
@@ -410,6 +418,8 @@ def test_forms_math_verify_misreads_grade_as_a_person_reads_them():
     pool = ["East", "East", "east", "east", "\\text{west}", "\\text{west}", "\\text{west}", "\\text{east}"]
     np.testing.assert_array_equal(testtime.answer_classes(pool), [0, 0, 0, 0, 1, 1, 1, 0])
     np.testing.assert_array_equal(testtime.answer_classes(["1e-05", "0.00001", "e-5", "10^{-5}"]), [0, 0, 1, 0])
+    np.testing.assert_array_equal(testtime.answer_classes(["(-\\sqrt{3}, \\sqrt{3})", "\\pm\\sqrt{3}",
+                                                           "x = \\pm \\sqrt{3}"]), [0, 1, 1])
     # the same word in another case, not any two words: "abc" and "acb" are one product (a class of three, not two)
     np.testing.assert_array_equal(testtime.answer_classes(["a*b*c", "abc", "acb"]), [0, 0, 0])
 

@@ -24,7 +24,8 @@ def _worker_equivalent(pred: str, gold: str, symmetric: bool) -> tuple[bool, str
     # a gold inequality but not an inequality ("x > 2") for a gold interval
     if not ok and (symmetric or _inequality(parsed[1][0])):
         ok = verify(parsed[1], parsed[0], timeout_seconds=None)
-    return bool(ok) and _close(parsed[0][0], parsed[1][0]) and not _set_against_sequence(gold, pred, parsed), None
+    return (bool(ok) and _close(parsed[0][0], parsed[1][0]) and not _set_against_sequence(gold, pred, parsed)
+            and not _points_against_interval(gold, pred, parsed)), None
 
 
 def _set_against_sequence(gold: str, pred: str, parsed) -> bool:
@@ -37,6 +38,28 @@ def _set_against_sequence(gold: str, pred: str, parsed) -> bool:
     braced = [_braced(text) and isinstance(x, FiniteSet) for text, x in zip((gold, pred), shapes)]
     sequence = [isinstance(x, (Tuple, Interval)) for x in shapes]
     return braced[0] and sequence[1] or braced[1] and sequence[0]
+
+
+def _points_against_interval(gold: str, pred: str, parsed) -> bool:
+    """One answer a finite set of points, the other an interval: two answers where the points are alternatives
+    ("\\pm\\sqrt{3}", "x = -1 or x = 1": never an ordered pair) or the interval cannot be a pair (an endpoint
+    at infinity, a closed end, a union). math-verify matched the set's elements to the endpoints, so the roots of
+    the equation passed for the solution of the inequality, "x = \\pm\\sqrt{3}" for (-\\sqrt{3}, \\sqrt{3})
+    (MATH-500). A plain list against an open finite interval, "2, 4" for (2, 4), stays either: a pair is written
+    both ways."""
+    from sympy import Eq, FiniteSet, Interval, Tuple, Union
+
+    shapes = [x.rhs if isinstance(x, Eq) else x for x in (parsed[0][0], parsed[1][0])]
+    for (text, points), other in (((gold, shapes[0]), shapes[1]), ((pred, shapes[1]), shapes[0])):
+        if not isinstance(points, FiniteSet) or not isinstance(other, (Tuple, Interval, Union)):
+            continue
+        sides = {e.lhs if isinstance(e, Eq) else None for e in points.args}  # "x = 1 or x = 2", not "x = 1, y = 2"
+        alternatives = "\\pm" in text or "\\mp" in text or len(sides) == 1 and None not in sides
+        interval = isinstance(other, Union) or isinstance(other, Interval) and not (
+            other.left_open and other.right_open and other.left.is_finite and other.right.is_finite)
+        if alternatives or interval:
+            return True
+    return False
 
 
 def _braced(text: str) -> bool:
