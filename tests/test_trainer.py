@@ -534,6 +534,22 @@ def test_several_rewards_are_summed_with_their_weights():
         registry.Rewards(["a"], [float("nan")], [lambda p, c, **k: [1.0] * len(c)])
 
 
+def test_a_format_bonus_beside_the_math_reward_keeps_the_votes_on_math_answers():
+    """With a format bonus summed in (the README's recipe) the votes grouped whole strings: "\\frac{1}{2}" and "0.5"
+    split a vote, and best-of-N could pick a completion that boxes no answer (review 2026-12-07)."""
+    from rlvjax import testtime
+
+    summed = registry.Rewards(["math", "fmt"], [1.0, 0.1], [registry.math_reward, format_bonus], label="math")
+    own = registry.Rewards(["fmt"], None, [format_bonus])
+    assert summed.grouping("math") == "math" and summed.grouping("string") == "string"
+    assert own.grouping("math") == "string"
+    completions = ["so \\boxed{\\frac{1}{2}}", "\\boxed{0.5}", "I am not sure what the answer is."]
+    assert [summed.answer(c) for c in completions] == ["\\frac{1}{2}", "0.5", None]
+    assert own.answer(completions[2]) == completions[2]
+    answers = [summed.answer(c) for c in completions]
+    np.testing.assert_array_equal(testtime.answer_classes(answers, grouping=summed.grouping("math")), [0, 0, -1])
+
+
 def test_summed_or_scaled_rewards_warn_that_the_verifier_label_may_not_mean_correct(caplog):
     """Without a label reward the label is Yes where the weighted sum reaches VerifierConfig.threshold: with a format
     bonus a wrong answer reaches 0.5, and a correctness reward scaled by 0.3 never does. One correctness reward of

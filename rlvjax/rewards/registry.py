@@ -219,23 +219,31 @@ class Rewards:
     def is_math(self) -> bool:
         return self.names == ("math",) and self.functions[0] is math_reward
 
+    @property
+    def states_math_answers(self) -> bool:
+        """Whether the completions state math answers: the math reward is one of the rewards (alone, or with a format
+        bonus or a length penalty), so the votes group their boxed answers as the grader compares them."""
+        return any(fn is math_reward for fn in self.functions)
+
     def answer(self, completion: str) -> str | None:
         """What the votes group and best-of-N needs stated: the completion's final answer (its last ``\\boxed{}``);
-        under a reward other than the math one, where no box is, the whole completion, stripped (one longer than
+        under rewards without the math one, where no box is, the whole completion, stripped (one longer than
         ``MAX_ANSWER_CHARS`` by its SHA-256, so that identical completions still vote together). None: no answer,
         as for a box the grader reads as none (``\\boxed{$$}``), which must not win a vote."""
         stated = extract_answer(completion)
         if stated is not None and as_answer(stated, stated=True) is None:
             stated = None
-        if stated is not None or self.is_math or not completion.strip():
+        if stated is not None or self.states_math_answers or not completion.strip():
             return stated
         text = completion.strip()
         return text if len(text) <= MAX_ANSWER_CHARS else "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
     def grouping(self, asked: str) -> str:
-        """The answer grouping to vote with: ``asked`` (``Conventions.grouping``) under the math reward; under any
-        other, "string" (whole completions are not expressions to compare with math-verify)."""
-        return asked if self.is_math else "string"
+        """The answer grouping to vote with: ``asked`` (``Conventions.grouping``) where the math reward is one of the
+        rewards; under others alone, "string" (whole completions are not expressions to compare with math-verify).
+        Math grouping with a format bonus summed in too: it voted by exact strings, so "\\frac{1}{2}" and "0.5"
+        split a vote (review 2026-12-07)."""
+        return asked if self.states_math_answers else "string"
 
     def check_columns(self, records: list[dict], what: str) -> None:
         """One line naming a reward's required column that a row of ``records`` lacks (the first such row), or a
