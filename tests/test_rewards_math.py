@@ -420,6 +420,11 @@ def test_forms_math_verify_misreads_grade_as_a_person_reads_them():
     np.testing.assert_array_equal(testtime.answer_classes(["1e-05", "0.00001", "e-5", "10^{-5}"]), [0, 0, 1, 0])
     np.testing.assert_array_equal(testtime.answer_classes(["(-\\sqrt{3}, \\sqrt{3})", "\\pm\\sqrt{3}",
                                                            "x = \\pm \\sqrt{3}"]), [0, 1, 1])
+    # a list joins the pair written in its order, as grading reads it ("6, -1" is wrong for the gold (-1, 6)): it
+    # joined whichever pair sorted first, lifting majority@5 to 0.67 where it is 0 (review 2026-12-07)
+    for pool, classes in ((["(-1,6)", "(-1,6)", "6, -1", "(6,-1)", "(6,-1)"], [0, 0, 1, 1, 1]),
+                          (["6, -1", "(-1,6)", "(6,-1)"], [0, 1, 0]), (["(15,-29)", "-29, 15", "(-29,15)"], [0, 1, 1])):
+        np.testing.assert_array_equal(testtime.answer_classes(pool), classes)
     # the same word in another case, not any two words: "abc" and "acb" are one product (a class of three, not two)
     np.testing.assert_array_equal(testtime.answer_classes(["a*b*c", "abc", "acb"]), [0, 0, 0])
 

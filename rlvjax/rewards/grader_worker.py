@@ -19,13 +19,25 @@ def _worker_equivalent(pred: str, gold: str, symmetric: bool) -> tuple[bool, str
     parsed = [[_value(x) for x in parse(f"\\boxed{{{s}}}", parsing_timeout=None)] for s in (gold, pred)]
     if not parsed[0] or not parsed[1]:
         return False, "unparsed"
+    if symmetric and _list_against_sequence(parsed[::-1]):  # a vote's pair: the sequence as gold, as grading reads it
+        parsed, gold, pred = parsed[::-1], pred, gold
     ok = verify(parsed[0], parsed[1], timeout_seconds=None)
     # verify is asymmetric (e.g. equation vs value): voting needs a symmetric relation, and it takes an interval for
     # a gold inequality but not an inequality ("x > 2") for a gold interval
-    if not ok and (symmetric or _inequality(parsed[1][0])):
+    if not ok and (symmetric or _inequality(parsed[1][0])) and not _list_against_sequence(parsed):
         ok = verify(parsed[1], parsed[0], timeout_seconds=None)
     return (bool(ok) and _close(parsed[0][0], parsed[1][0]) and not _set_against_sequence(gold, pred, parsed)
             and not _points_against_interval(gold, pred, parsed)), None
+
+
+def _list_against_sequence(parsed) -> bool:
+    """A list, "6, -1", against a pair or an interval, "(-1, 6)": read in the list's order with the pair as gold,
+    as grading reads it, never the other way round, where math-verify matched the list's elements in any order (so
+    a vote put "6, -1", graded wrong against the gold (-1, 6), in its class)."""
+    from sympy import Eq, FiniteSet, Interval, Tuple
+
+    shapes = [x.rhs if isinstance(x, Eq) else x for x in (parsed[0][0], parsed[1][0])]
+    return isinstance(shapes[0], (Tuple, Interval)) and isinstance(shapes[1], FiniteSet)
 
 
 def _set_against_sequence(gold: str, pred: str, parsed) -> bool:
