@@ -119,7 +119,10 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     # precision settings (a lower learning rate): a run an older rlvjax accepted stays resumable.
     if not saved and not baseline:
         config.check_precision()
-        config.check_consistent()
+        # rows given in memory are read as the "file" task reads them (written_task, below), not as the task the
+        # config names (the generated default): RLVConfig(prompt_format="chat") was refused as the arithmetic task's
+        (config if records is None else dataclasses.replace(config, task=dataclasses.replace(
+            config.task, name="file"))).check_consistent()
     elif saved and resume and config.precision_settings() != \
             stored_config(Path(workdir), resume_step).precision_settings():
         config.check_precision()

@@ -1170,6 +1170,12 @@ def test_a_run_on_chat_messages_has_text_problems_evaluated_as_the_users_turn(hf
                             max_new_tokens=2, verify_question="w5 w6")
     rlvjax.RLVTrainer(str(model_dir), reward_funcs=length_penalty, train_dataset=rows, args=args).train()
     assert json.loads((tmp_path / "run" / "final" / "rlvjax_sampling.json").read_text())["prompt_format"] == "chat"
+    # text rows made the user's message: refused as "the 'arithmetic' task", which the user never chose (review)
+    texts = dataclasses.replace(args, output_dir=str(tmp_path / "text_run"), prompt_format="chat")
+    rlvjax.RLVTrainer(str(model_dir), reward_funcs=length_penalty, train_dataset=[{"prompt": f"w{10 + i}"} for i in
+                                                                                  range(8)], args=texts).train()
+    logged = [json.loads(line) for line in (tmp_path / "text_run" / "samples.jsonl").read_text().splitlines()]
+    assert logged and all(re.fullmatch(r"w1 w1\d w3 ", s["prompt"]) for s in logged), logged
     # the API's evaluation on text rows renders them alike (it read them verbatim)
     other = rlvjax.RLVTrainer(str(model_dir), reward_funcs=length_penalty, train_dataset=rows, args=args,
                               eval_dataset=[{"prompt": "w40"}, {"prompt": "w41"}])
