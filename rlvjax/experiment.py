@@ -22,7 +22,7 @@ from rlvjax.data import arithmetic, prompts, tasks
 from rlvjax.data.encoding import encode_prompts
 from rlvjax.data.tokenizer import build_tokenizer
 from rlvjax.fieldtypes import check_field_types
-from rlvjax.model.hf import check_tokenizer, load_hf, load_tokenizer, not_a_model_dir, resolve_model_dir
+from rlvjax.model.hf import MODEL_EOS, check_tokenizer, load_hf, load_tokenizer, not_a_model_dir, resolve_model_dir
 from rlvjax.model.hf_config import config_from_hf
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import verifier
@@ -423,12 +423,24 @@ def sampling_tokens(tokenizer, verify: verifier.VerifierTokens) -> SamplingToken
 
 
 def stop_ids(tokenizer) -> tuple[int, ...]:
-    """Where the policy's completions end: the tokenizer's eos and, for a chat model, the token closing its turn."""
-    return tuple(sorted({tokenizer.eos_token_id, verifier.end_of_turn_id(tokenizer)} - {None}))
+    """Where the policy's completions end: the tokenizer's eos, for a chat model the token closing its turn, and
+    the eos ids of the model's own generation_config.json / config.json (``hf.model_eos_ids``). None at all: one
+    line, where completions would never end (a model's eos that is no special token of its tokenizer was
+    suppressed, and every rollout ran to max_new_tokens)."""
+    ids = {tokenizer.eos_token_id, verifier.end_of_turn_id(tokenizer), *getattr(tokenizer, MODEL_EOS, ())} - {None}
+    if not ids:
+        raise ValueError("the tokenizer names no eos_token and the model no eos_token_id (generation_config.json or "
+                         "config.json): completions would never end; set the tokenizer's eos_token (and save it "
+                         "with the model)")
+    return tuple(sorted(ids))
 
 
 def pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    """The tokenizer's padding, else its eos, else the first stop id (a model whose tokenizer names neither)."""
+    for token in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token is not None:
+            return token
+    return stop_ids(tokenizer)[0]
 
 
 def export_files(tokenizer, verify: verifier.VerifierConfig, run=None, prompt_format: str = "as_is"

@@ -216,7 +216,8 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
             params = jax.device_put(params, parallel.shardings(params, mesh))
             del warmed
         elif warming:
-            params = sft.warm_start(graphdef, params, warm_examples, warm, eos_id=tokenizer.eos_token_id,
+            eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else st.stop_ids[0]  # the model's
+            params = sft.warm_start(graphdef, params, warm_examples, warm, eos_id=eos,
                                     pad_id=st.pad_id, verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id),
                                     progress=jax.process_index() == 0, mesh=mesh, remat=rl.remat,
                                     chunk_size=rl.logprob_chunk_size, donate=True, stop=notice.check)

@@ -262,7 +262,27 @@ def load_tokenizer(path):
         # a tokenizer_config.json without its vocabulary file: AutoTokenizer builds one of special tokens only
         raise ValueError(f"no usable tokenizer in {path} (it encodes text to no tokens: a tokenizer_config.json "
                          "without its vocabulary file?); save one there with tokenizer.save_pretrained")
+    setattr(tokenizer, MODEL_EOS, model_eos_ids(path))  # the sampler stops there too (experiment.stop_ids)
     return tokenizer
+
+
+MODEL_EOS = "rlvjax_model_eos_ids"  # a loaded tokenizer's attribute: its model's own eos ids (model_eos_ids)
+
+
+def model_eos_ids(path) -> tuple[int, ...]:
+    """The ids the model's files end generation at, as transformers' ``generate`` reads them: ``eos_token_id`` (an
+    id or a list) of ``generation_config.json``, else of ``config.json``. Llama-3.1-Instruct lists
+    ``<|end_of_text|>``, ``<|eom_id|>`` and ``<|eot_id|>`` there, its tokenizer only the last: rlvjax sampled on past
+    the other two, where transformers and vLLM stop."""
+    for name in ("generation_config.json", "config.json"):
+        try:
+            value = json.loads((Path(path) / name).read_text(encoding="utf-8")).get("eos_token_id")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if value is not None:
+            ids = value if isinstance(value, list) else [value]
+            return tuple(sorted({i for i in ids if isinstance(i, int) and not isinstance(i, bool) and i >= 0}))
+    return ()
 
 
 GENERIC_TOKENIZERS = ("PreTrainedTokenizerFast", "TokenizersBackend")
