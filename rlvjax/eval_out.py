@@ -99,22 +99,23 @@ NOT_SETTINGS = ("workdir", "model_dir", "policy", "checkpoint", "data", "data_sp
                 "compilation_cache", "batch_size")
 
 
-def eval_settings(*, num_samples: int, temperature: float, max_new_tokens: int, seed: int, conventions,
-                  strategy: str, rules: list, reward: str | None = None, raw_prompts: bool = False,
+def eval_settings(*, num_samples: int, temperature: float, top_p: float, top_k: int, max_new_tokens: int, seed: int,
+                  conventions, strategy: str, rules: list, reward: str | None = None, raw_prompts: bool = False,
                   dtype: str | None = None) -> dict:
     """eval.json's ``evaluated.settings``, under evaluate's flag names (the API's ``RLVTrainer.evaluate`` records
     the same keys): what changes what is sampled or reported, which a later evaluation into a default output folder
     must match to replace it (:func:`check_same_settings`). ``conventions``: the votes' ``testtime.Conventions``;
     ``rules``: the strategy's, as it runs them."""
     return {"raw_prompts": raw_prompts, "reward": reward, "num_samples": num_samples, "max_new_tokens": max_new_tokens,
-            "dtype": dtype, "seed": seed, "temperature": temperature, "score": conventions.score,
+            "dtype": dtype, "seed": seed, "temperature": temperature, "top_p": top_p, "top_k": top_k,
+            "score": conventions.score,
             "grouping": conventions.grouping, "bon_unparseable": conventions.unparseable, "bon_ties": conventions.ties,
             "strategy": strategy, "rules": [repr(rule) for rule in rules]}
 
 
 # What an evaluation ran with where its eval.json recorded settings but not these (an older rlvjax could run no
 # other way); the strategy's rules only where it ran the fixed strategy (an older one recorded the flags instead).
-UNRECORDED = {"reward": None, "raw_prompts": False, "dtype": None, "rules": []}
+UNRECORDED = {"reward": None, "raw_prompts": False, "dtype": None, "rules": [], "top_p": 1.0, "top_k": 0}
 
 
 def check_same_settings(out: Path, settings: dict, knob: str = "--out") -> None:

@@ -231,6 +231,10 @@ def main(argv):
     for name in ("max_new_tokens", "batch_size"):
         if getattr(f, name) is not None and getattr(f, name) < 1:
             raise ValueError(f"--{name}={getattr(f, name)} must be >= 1")
+    if f.top_p is not None and not 0 < f.top_p <= 1:
+        raise ValueError(f"--top_p={f.top_p} must be in (0, 1] (1: off)")
+    if f.top_k is not None and f.top_k < 0:
+        raise ValueError(f"--top_k={f.top_k} must be >= 0 (0: off)")
     # The strategy's flags are checked here (the length budgets against max_new_tokens again once it is known).
     strategy_rules(f, f.num_samples, f.max_new_tokens or 1 << 30)
     # A multi-host job (RLVJAX_COORDINATOR & co., as for train): every process samples its share, process 0 writes.
@@ -292,12 +296,15 @@ def main(argv):
     experiment.use_compilation_cache(cache if f.compilation_cache is None else f.compilation_cache)
     trained = {} if f.workdir else run_sampling.load(f.model_dir)  # an export's run: its prompt format, T and length
     sampled = run_config.rl if f.workdir else RLConfig(temperature=trained.get("temperature", 1.0),
-                                                       max_new_tokens=trained.get("max_new_tokens", 1024))
+                                                       max_new_tokens=trained.get("max_new_tokens", 1024),
+                                                       top_p=trained.get("top_p", 1.0), top_k=trained.get("top_k", 0))
+    top_p = sampled.top_p if f.top_p is None else f.top_p  # the run's (its export's), as it trained
+    top_k = sampled.top_k if f.top_k is None else f.top_k
     conventions = testtime.Conventions(score=f.score, grouping=f.grouping, unparseable=f.bon_unparseable,
                                        ties=f.bon_ties)
     new_tokens = f.max_new_tokens or sampled.max_new_tokens
     settings = eval_out.eval_settings(num_samples=f.num_samples, temperature=f.temperature or sampled.temperature,
-                                      max_new_tokens=new_tokens, seed=f.seed, conventions=conventions,
+                                      top_p=top_p, top_k=top_k, max_new_tokens=new_tokens, seed=f.seed, conventions=conventions,
                                       strategy=f.strategy, rules=strategy_rules(f, f.num_samples, new_tokens),
                                       reward=f.reward, raw_prompts=f.raw_prompts, dtype=f.dtype)
     if f.out is None:  # before minutes of sampling: the same folder with other settings holds another report
@@ -315,6 +322,7 @@ def main(argv):
         model, tokenizer = load_hf(f.model_dir, dtype=jnp.dtype(f.dtype or "float32"))
         rl = dataclasses.replace(sampled, temperature=settings["temperature"])
         verify = verifier.load_config(f.model_dir)  # the question it was trained with
+    rl = dataclasses.replace(rl, top_p=top_p, top_k=top_k)
     if f.max_new_tokens is not None:
         rl = dataclasses.replace(rl, max_new_tokens=f.max_new_tokens)
     if f.data:
@@ -423,6 +431,10 @@ if __name__ == "__main__":
     flags.DEFINE_integer("seed", 0, "sampling seed")
     flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's training temperature, the "
                        "headline, an rlvjax export's too; 1.0 for any other --model_dir)")
+    flags.DEFINE_float("top_p", None, "nucleus sampling (default: the run's, an rlvjax export's too; 1, off, for any "
+                       "other --model_dir)")
+    flags.DEFINE_integer("top_k", None, "top-k sampling (default: the run's, an rlvjax export's too; 0, off, for any "
+                         "other --model_dir)")
     flags.DEFINE_string("out", None, "output directory (default: WORKDIR/eval/NAME, or WORKDIR/eval/NAME-DATA with "
                         "--data; NAME: the policy, step_N with --checkpoint N; --policy lambda0 in "
                         "WORKDIR/baseline_lambda0/eval/, as lambda0 or lambda0_step_N; --model_dir: "

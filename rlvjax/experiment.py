@@ -453,8 +453,11 @@ def export_files(tokenizer, verify: verifier.VerifierConfig, run=None, prompt_fo
     from transformers import GenerationConfig
 
     suppress = sampling_tokens(tokenizer, verifier.tokens(tokenizer, verify.question)).suppress_ids
+    # a run's policy samples as it trained (without these, generate decoded greedily, and at its own top-k of 50)
+    sampled = {} if run is None else dict(do_sample=True, temperature=run.rl.temperature, top_p=run.rl.top_p,
+                                          top_k=run.rl.top_k, max_new_tokens=run.rl.max_new_tokens)
     generation = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=list(stop_ids(tokenizer)),
-                                  pad_token_id=pad_id(tokenizer), suppress_tokens=list(suppress) or None)
+                                  pad_token_id=pad_id(tokenizer), suppress_tokens=list(suppress) or None, **sampled)
     return {**verifier.config_files(verify), **(run_sampling.files(run, prompt_format) if run is not None else {}),
             "generation_config.json": generation.to_json_string()}
 

@@ -277,6 +277,7 @@ class RLVTrainer:
         # as evaluate --workdir records them: a later evaluation into a default folder must match them
         settings = eval_out.eval_settings(num_samples=num_samples, seed=config.run.seed,
                                           temperature=rl.temperature if temperature is None else temperature,
+                                          top_p=rl.top_p, top_k=rl.top_k,
                                           max_new_tokens=rl.max_new_tokens, conventions=config.conventions,
                                           strategy=strategy, rules=rules or [])
         if default:  # before minutes of sampling

@@ -664,7 +664,8 @@ def test_every_evaluate_flag_is_a_recorded_setting_or_says_what_is_evaluated_and
     from rlvjax.strategies.flags import STRATEGY_FLAGS
 
     defined = set(re.findall(r'flags\.DEFINE_\w+\(\s*"(\w+)"', inspect.getsource(evaluate)))
-    settings = eval_out.eval_settings(num_samples=2, temperature=1.0, max_new_tokens=2, seed=0, strategy="fixed",
+    settings = eval_out.eval_settings(num_samples=2, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=2, seed=0,
+                                      strategy="fixed",
                                       conventions=testtime.Conventions(), rules=[])
     strategy = {flag for flags in STRATEGY_FLAGS.values() for flag in flags}
     assert len(defined) > 30 and defined == (set(settings) - {"rules"}) | set(eval_out.NOT_SETTINGS) | strategy

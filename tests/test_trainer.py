@@ -122,10 +122,18 @@ def test_the_export_is_evaluated_as_its_run_rendered_prompts_and_sampled(user_ru
     root, namespace, _, rows = user_run
     temperature = namespace["trainer"].config.rl.temperature
     saved = json.loads((root / "exported" / "rlvjax_sampling.json").read_text())
-    assert saved == {"prompt_format": "as_is", "temperature": temperature, "max_new_tokens": 4}
-    # a copy whose run sampled at 0.7 for 2 tokens: neither is evaluate's own default (1.0, 1024)
+    assert saved == {"prompt_format": "as_is", "temperature": temperature, "top_p": 1.0, "top_k": 0,
+                     "max_new_tokens": 4}
+    from transformers import GenerationConfig  # generate samples it alike (it decoded greedily)
+
+    generation = GenerationConfig.from_pretrained(root / "exported", local_files_only=True)
+    assert (generation.do_sample, generation.temperature, generation.top_p, generation.top_k,
+            generation.max_new_tokens) == (True, temperature, 1.0, 0, 4)
+    # a copy whose run sampled at 0.7, top-p 0.9 and top-k 1 for 2 tokens: none is evaluate's own default (1.0, off,
+    # 1024; top-p and top-k were not recorded, and the export was evaluated without them: review 2026-12-07)
     export = shutil.copytree(root / "exported", tmp_path / "export")
-    (export / "rlvjax_sampling.json").write_text(json.dumps({**saved, "temperature": 0.7, "max_new_tokens": 2}))
+    (export / "rlvjax_sampling.json").write_text(json.dumps({**saved, "temperature": 0.7, "max_new_tokens": 2,
+                                                             "top_p": 0.9, "top_k": 1}))
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps({"prompt": r["prompt"], "answer": r["target"]}) + "\n" for r in rows[:8]))
     out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(export), "--data",
@@ -135,8 +143,11 @@ def test_the_export_is_evaluated_as_its_run_rendered_prompts_and_sampled(user_ru
     evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert evaluation["evaluated"]["prompt_format"] == "as_is"
     assert evaluation["headline_temperature"] == 0.7 and evaluation["evaluated"]["settings"]["max_new_tokens"] == 2
+    assert (evaluation["evaluated"]["settings"]["top_p"], evaluation["evaluated"]["settings"]["top_k"]) == (0.9, 1)
     samples = [json.loads(line) for line in (tmp_path / "eval" / "eval_samples.jsonl").read_text().splitlines()]
     assert {s["prompt"] for s in samples} == {r["prompt"] for r in rows[:8]} and max(s["tokens"] for s in samples) <= 2
+    for problem in range(8):  # top-k 1: each problem's two samples are its greedy completion
+        assert len({s["completion"] for s in samples if s["problem"] == problem}) == 1
     # a damaged file is one line, nothing written
     damaged = tmp_path / "damaged"
     shutil.copytree(root / "exported", damaged)
@@ -145,9 +156,17 @@ def test_the_export_is_evaluated_as_its_run_rendered_prompts_and_sampled(user_ru
                           "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert bad.returncode == 2 and bad.stderr.strip().endswith(
         f"{damaged / 'rlvjax_sampling.json'} is damaged: it needs prompt_format (one of math, as_is, chat), "
-        "temperature > 0 and max_new_tokens >= 1; fix it, or delete it to evaluate with the flags' defaults"
-    ), bad.stderr[-2000:]
+        "temperature > 0, top_p in (0, 1], top_k >= 0 and max_new_tokens >= 1; fix it, or delete it to evaluate "
+        "with the flags' defaults"), bad.stderr[-2000:]
     assert not (tmp_path / "bad").exists()
+    from rlvjax import run_sampling
+
+    (damaged / "rlvjax_sampling.json").write_text(json.dumps({**saved, "top_p": 1.5}))
+    with pytest.raises(ValueError, match="is damaged: it needs prompt_format"):
+        run_sampling.load(damaged)
+    older = {k: v for k, v in saved.items() if k not in ("top_p", "top_k")}  # an export from before 2026-12-07
+    (damaged / "rlvjax_sampling.json").write_text(json.dumps(older))
+    assert run_sampling.load(damaged) == {**older, "top_p": 1.0, "top_k": 0}
 
 
 def test_a_new_session_evaluates_the_runs_own_problems_and_other_data_beside_them(user_run):
