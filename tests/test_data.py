@@ -288,6 +288,15 @@ def test_format_records_renders_chat_messages_under_either_format():
     assert [r["prompt"] for r in chat] == ["[user]1+2=[assistant]", "[user]2+2=[assistant]"]
     assert MESSAGES in chat[0] and MESSAGES not in chat[1]  # reward functions get the rows' own prompts
     assert math[0]["gold"] == "3"
+    # A template that prints today's date (Llama 3.x's) renders the same every day: a run stopped before midnight
+    # was refused the next day, its data fingerprint changed (review 2026-12-07)
+    tokenizer.chat_template = (
+        "{% if not date_string is defined %}{% set date_string = strftime_now('%d %b %Y') %}{% endif %}"
+        "[system]Today Date: {{ date_string }}{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}[assistant]{% endif %}")
+    for prompt_format in ("math", "chat"):
+        rendered = format_records(records[1:], tokenizer, prompt_format)[0]["prompt"]
+        assert rendered.startswith("[system]Today Date: 26 Jul 2024["), rendered
     # A prefilled assistant turn is continued, not closed and followed by a second assistant header.
     from rlvjax.data.prompts import render_messages
 

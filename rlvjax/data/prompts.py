@@ -9,6 +9,15 @@ from typing import Any
 # TaskSpec.prompt_format: Qwen2.5-Math's evaluation format, as given, or a text as the user's turn of a chat
 PROMPT_FORMATS = ("math", "as_is", "chat")
 QWEN_MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+# The date a chat template that prints one is given (Llama 3.x's write today's into the system turn unless told; this
+# is their own fallback): a prompt renders the same every day, so a run resumes the next day on the same data
+CHAT_DATE = "26 Jul 2024"
+
+
+def apply_chat_template(tokenizer: Any, messages: list[dict], **kwargs) -> str:
+    """``tokenizer.apply_chat_template`` to text, on ``CHAT_DATE``: the prompts were rendered with today's date,
+    and a run preempted before midnight was refused the next day (its data fingerprint had changed)."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, date_string=CHAT_DATE, **kwargs)
 
 
 def format_prompt(problem: str, tokenizer: Any = None, *, instruction: str = QWEN_MATH_INSTRUCTION) -> str:
@@ -23,7 +32,7 @@ def format_prompt(problem: str, tokenizer: Any = None, *, instruction: str = QWE
     import jinja2
 
     def render(messages):
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return apply_chat_template(tokenizer, messages, add_generation_prompt=True)
 
     try:
         return render([{"role": "system", "content": instruction}, {"role": "user", "content": problem}])
@@ -78,5 +87,5 @@ def render_messages(prompt: str | list[dict], tokenizer: Any) -> str:
         raise ValueError("a prompt is a list of chat messages but the tokenizer has no chat template; give prompts "
                          "as strings or use a chat model")
     if prompt and prompt[-1].get("role") == "assistant":  # a prefilled reply (TRL's convention): continued
-        return tokenizer.apply_chat_template(prompt, continue_final_message=True, tokenize=False)
-    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        return apply_chat_template(tokenizer, prompt, continue_final_message=True)
+    return apply_chat_template(tokenizer, prompt, add_generation_prompt=True)

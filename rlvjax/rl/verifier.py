@@ -16,6 +16,7 @@ import os
 import jax
 import jax.numpy as jnp
 
+from rlvjax.data.prompts import apply_chat_template
 from rlvjax.fieldtypes import check_field_types
 
 VERIFY_QUESTION = "Is this solution correct (Yes/No)?"
@@ -110,7 +111,7 @@ def _chat_renderings(tokenizer, question: str = VERIFY_QUESTION) -> tuple[str, s
     """(conversation ending right after the solution, same conversation + verify turn + assistant header)."""
     solved = [{"role": "user", "content": "Solve 1 + 1."}, {"role": "assistant", "content": _SENTINEL}]
     asked = solved + [{"role": "user", "content": question}]
-    full = tokenizer.apply_chat_template(asked, tokenize=False, add_generation_prompt=True)
+    full = apply_chat_template(tokenizer, asked, add_generation_prompt=True)
     if full.count(_SENTINEL) != 1:
         raise ValueError("the chat template did not render the assistant message verbatim; cannot locate the "
                          "end of the solution turn (fix: pass chat=False to use the plain-text verify prompt)")
