@@ -1171,6 +1171,9 @@ def test_evaluate_model_dir_mistakes(tmp_path):
          "give either --workdir (a training run) or --model_dir (an HF directory) to evaluate"),
         (["--model_dir", str(tmp_path / "not_a_model"), "--data", str(data), "--max_new_tokens", "0"],
          "--max_new_tokens=0 must be >= 1"),
+        (["--model_dir", str(tmp_path / "model"), "--data", str(data), "--top_p", "1.5"],
+         "--top_p=1.5 must be in (0, 1] (1: off)"),
+        (["--model_dir", str(tmp_path / "model"), "--data", str(data), "--top_k", "-1"], "--top_k=-1 must be >= 0"),
         (["--model_dir", str(tmp_path / "short"), "--data", str(data), "--raw_prompts", "--max_new_tokens", "64"],
          "prompts of up to 3 tokens + --max_new_tokens=64 + the verify prompt (1) = 68 positions, more than the "
          "model's max_position_embeddings=16; lower --max_new_tokens or evaluate shorter prompts"),

@@ -165,6 +165,9 @@ def test_bad_arguments_raise_clear_errors(qwen):
         sampling.sample(model, [[1]], max_new_tokens=4, top_p=0.0)
     with pytest.raises(ValueError, match="score_suffix and score_ids"):
         sampling.sample(model, [[1]], max_new_tokens=4, score_suffix=[3])
+    with pytest.raises(ValueError, match=r"^token 2 is in stop_ids and in suppress_ids: a suppressed token is never "
+                                         r"sampled, so no completion would end at it"):  # every row ran to the cap
+        sampling.sample(model, [[1]], max_new_tokens=4, stop_ids=[5, 2], suppress_ids=[0, 2])
     vocab = model.config.vocab_size  # an id past it would embed as NaN and sample garbage without a word
     with pytest.raises(ValueError, match=rf"^prompt holds token id {vocab}, outside the model's vocabulary "
                                          rf"\[0, {vocab}\); use ids from the model's own tokenizer$"):

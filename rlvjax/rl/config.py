@@ -4,7 +4,6 @@ one-line errors; ``rl/steps.py`` consumes them."""
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import optax
 
@@ -113,8 +112,6 @@ class RLConfig:
              "solutions only)"),
             (self.vineppo_max_steps is None or self.vineppo_max_steps >= 1,
              f"vineppo_max_steps={self.vineppo_max_steps!r} must be None (no cap) or an int >= 1"),
-            (self.truncated_reward is None or math.isfinite(self.truncated_reward),
-             f"truncated_reward={self.truncated_reward} must be a finite number (or None: graded on its text)"),
         ]
         _raise_first(checks, "RLConfig")
 

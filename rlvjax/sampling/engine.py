@@ -398,6 +398,9 @@ def sample(model: Transformer, prompts_ids, *, num_samples: int = 1, max_new_tok
                              f"{'every request at once' if name == 'rows' else 'bucketed widths'})")
     if bool(len(score_suffix)) != bool(len(score_ids)):
         raise ValueError("score_suffix and score_ids go together: give both (verify prompt and Yes/No ids) or none")
+    if both := sorted({int(i) for i in stop_ids} & {int(i) for i in suppress_ids}):  # no row would ever stop there
+        raise ValueError(f"token {both[0]} is in stop_ids and in suppress_ids: a suppressed token is never sampled, "
+                         "so no completion would end at it; drop it from suppress_ids")
     params = SamplingParams(float(temperature), float(top_p), int(top_k), tuple(int(i) for i in stop_ids), pad_id,
                             tuple(int(i) for i in suppress_ids))
     ids, mask = left_pad(prompts_ids, prompt_mask, pad_id=pad_id, bucket=bucket)
