@@ -297,14 +297,16 @@ def main(argv):
     trained = {} if f.workdir else run_sampling.load(f.model_dir)  # an export's run: its prompt format, T and length
     sampled = run_config.rl if f.workdir else RLConfig(temperature=trained.get("temperature", 1.0),
                                                        max_new_tokens=trained.get("max_new_tokens", 1024),
-                                                       top_p=trained.get("top_p", 1.0), top_k=trained.get("top_k", 0))
+                                                       top_p=trained.get("top_p", 1.0),
+                                                       top_k=trained.get("top_k", 0))
     top_p = sampled.top_p if f.top_p is None else f.top_p  # the run's (its export's), as it trained
     top_k = sampled.top_k if f.top_k is None else f.top_k
     conventions = testtime.Conventions(score=f.score, grouping=f.grouping, unparseable=f.bon_unparseable,
                                        ties=f.bon_ties)
     new_tokens = f.max_new_tokens or sampled.max_new_tokens
     settings = eval_out.eval_settings(num_samples=f.num_samples, temperature=f.temperature or sampled.temperature,
-                                      top_p=top_p, top_k=top_k, max_new_tokens=new_tokens, seed=f.seed, conventions=conventions,
+                                      top_p=top_p, top_k=top_k, max_new_tokens=new_tokens, seed=f.seed,
+                                      conventions=conventions,
                                       strategy=f.strategy, rules=strategy_rules(f, f.num_samples, new_tokens),
                                       reward=f.reward, raw_prompts=f.raw_prompts, dtype=f.dtype)
     if f.out is None:  # before minutes of sampling: the same folder with other settings holds another report

@@ -1,4 +1,5 @@
-"""``python -m rlvjax.export --workdir W --out DIR [--checkpoint N] [--overwrite] [--max_shard_size 5GB]``
+"""``python -m rlvjax.export --workdir W --out DIR [--checkpoint N] [--overwrite] [--max_shard_size 5GB]
+[--dtype bfloat16]``
 
 Writes the policy of a training run's Orbax checkpoint (the latest, or step N) as a Hugging Face directory —
 ``model.safetensors`` (or shards of at most ``--max_shard_size`` with their index), ``config.json`` and the
@@ -22,9 +23,11 @@ from rlvjax.model.hf import save_hf
 from rlvjax.outputs import MANAGED, is_run, run_under
 
 
-def export(workdir, out, *, step: int | None = None, overwrite: bool = False, max_shard_size: str = "5GB") -> int:
+def export(workdir, out, *, step: int | None = None, overwrite: bool = False, max_shard_size: str = "5GB",
+           dtype: str | None = None) -> int:
     """Export checkpoint ``step`` (default: the latest) of the run in ``workdir`` to ``out``, its weights in
-    safetensors files of at most ``max_shard_size`` each (as ``save_pretrained``); returns the step."""
+    safetensors files of at most ``max_shard_size`` each (as ``save_pretrained``), in ``dtype`` (None: the run's
+    ``ModelSpec.dtype``); returns the step."""
     for name, value in (("workdir", workdir), ("out", out)):  # Path("") is ".": an unset $RUN exported the cwd's run
         if not str(value).strip():
             raise ValueError(f"--{name} is empty; pass " + ("a training run's directory" if name == "workdir" else
@@ -55,7 +58,7 @@ def export(workdir, out, *, step: int | None = None, overwrite: bool = False, ma
     model, tokenizer = evaluate.load_checkpoint_policy(workdir, step, config, on_host=True)
     files = experiment.export_files(tokenizer, config.verifier, config, run_sampling.of_checkpoint(stored, config))
     save_hf(model, tokenizer, out, files=files,
-            overwrite=overwrite, max_shard_size=max_shard_size, step=step)
+            overwrite=overwrite, max_shard_size=max_shard_size, step=step, dtype=dtype)
     return step
 
 
@@ -112,7 +115,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     f = flags.FLAGS
     with preemption.interrupt_on_sigterm():  # a scheduler's notice removes the half-written copy, as Ctrl-C does
-        step = export(f.workdir, f.out, step=f.checkpoint, overwrite=f.overwrite, max_shard_size=f.max_shard_size)
+        step = export(f.workdir, f.out, step=f.checkpoint, overwrite=f.overwrite, max_shard_size=f.max_shard_size,
+                      dtype=f.dtype)
     print(f"exported step {step} of {f.workdir} to {f.out}")
 
 
@@ -124,6 +128,8 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", None, "the Hugging Face directory to write", required=True)
     flags.DEFINE_integer("checkpoint", None, "export this Orbax checkpoint step (default: the latest)")
     flags.DEFINE_bool("overwrite", False, "replace --out when it exists and is not empty")
+    flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "the weights' dtype in the files (default: the run's "
+                      "ModelSpec.dtype; bfloat16 halves an f32 run's export, as a bf16 base checkpoint was shipped)")
     flags.DEFINE_string("max_shard_size", "5GB", "largest safetensors file; bigger weights are split into shards "
                         "with an index, as transformers' save_pretrained does")
     from rlvjax import cli

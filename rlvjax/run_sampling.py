@@ -1,7 +1,7 @@
 """How a run rendered its prompts and sampled, carried beside each of its exports (``FILE``: the prompt format,
-temperature, top-p, top-k and ``max_new_tokens``) and read back by ``python -m rlvjax.evaluate --model_dir``: an API run's raw
-prompts were evaluated wrapped in the Qwen2.5-Math chat format the policy never saw (pass@1 0 for 0.24), at 1.0
-for 1024 tokens."""
+temperature, top-p, top-k and ``max_new_tokens``) and read back by ``python -m rlvjax.evaluate --model_dir``: an API
+run's raw prompts were evaluated wrapped in the Qwen2.5-Math chat format the policy never saw (pass@1 0 for 0.24),
+at 1.0 for 1024 tokens."""
 
 from __future__ import annotations
 
@@ -61,6 +61,6 @@ def load(model_dir) -> dict:
         ok = False
     if not ok:
         raise ValueError(f"{path} is damaged: it needs prompt_format (one of {', '.join(PROMPT_FORMATS)}), "
-                         "temperature > 0, top_p in (0, 1], top_k >= 0 and max_new_tokens >= 1; fix it, or delete it to evaluate with the flags' "
-                         "defaults")
+                         "temperature > 0, top_p in (0, 1], top_k >= 0 and max_new_tokens >= 1; fix it, or delete "
+                         "it to evaluate with the flags' defaults")
     return saved

@@ -98,6 +98,14 @@ def test_export_of_an_earlier_step_and_overwrite(run_dir, tmp_path, monkeypatch)
     step1, step2 = (load_file(p) for p in (out / "model.safetensors", run_dir / "final" / "model.safetensors"))
     assert any(not np.array_equal(step1[name], step2[name]) for name in step2)  # the update changed the weights
     assert export_stamp(out)["rlvjax_step"] == "1"  # what evaluate --model_dir reports as the step it evaluated
+    # in bfloat16: an f32 run of a bf16 checkpoint exported twice its size (review 2026-12-07)
+    assert export.export(run_dir, tmp_path / "bf16", step=2, dtype="bfloat16") == 2
+    halved = load_file(tmp_path / "bf16" / "model.safetensors")
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    for name in step2:
+        assert halved[name].dtype == jnp.bfloat16, name
+        np.testing.assert_array_equal(halved[name], step2[name].astype(jnp.bfloat16), err_msg=name)
+    assert (tmp_path / "bf16" / "model.safetensors").stat().st_size < 0.6 * (out / "model.safetensors").stat().st_size
 
     # the weights alone, as host arrays: not the AdamW moments (2x the weights) nor a reference policy
     with Checkpointer(run_dir / "checkpoints", read_only=True) as checkpoints:

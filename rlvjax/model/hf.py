@@ -8,6 +8,7 @@ remote code.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -322,7 +323,7 @@ def _warn_if_auto_reads_otherwise(path: Path, tokenizer, shown: Path) -> None:
 
 def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None = None,
             overwrite: bool | None = None, max_shard_size: int | str = "5GB", step: int | None = None,
-            stamp: dict[str, str] | None = None) -> None:
+            stamp: dict[str, str] | None = None, dtype: str | None = None) -> None:
     """Write ``config.json``, the weights, the tokenizer and ``files`` (``{name: text}``, e.g.
     ``experiment.export_files``); the directory appears whole or not at all (``replace_dir``). An existing
     ``path`` is replaced when it is an earlier export or empty (``overwrite=None``), whatever it holds
@@ -330,20 +331,22 @@ def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None
     ``max_shard_size`` (bytes or "5GB", transformers' default) are split into ``model-0000i-of-0000n.safetensors``
     with a ``model.safetensors.index.json``, as ``save_pretrained`` writes them; only one shard's tensors are on the
     host at a time. The weights' metadata (:func:`export_stamp`) carry an id new with every export, ``step``, the
-    training step exported, and ``stamp``."""
+    training step exported, and ``stamp``. ``dtype`` ("bfloat16", "float32"; None: the model's own) is the files'
+    (a run of a bf16 checkpoint keeps f32 weights: its export was twice the checkpoint's size)."""
     path = Path(path).expanduser()  # as load_hf reads it ("~/x" made a ./~/x)
     check_replaceable(path, only_a_model=overwrite is None)  # before the weights are written, not after
-    cfg = model.config
+    cfg = model.config if dtype is None else dataclasses.replace(model.config, dtype=dtype)
     params = _flat_state(nnx.state(model, nnx.Param))
     weights = {hf_name: hf_to_path(hf_name) for hf_name in hf_tensor_names(cfg)}
     split = split_state_dict_into_shards_factory(
         {hf_name: params[param].get_value() for hf_name, (param, _) in weights.items()},
-        get_storage_size=lambda array: array.nbytes, filename_pattern="model{suffix}.safetensors",
+        get_storage_size=lambda array: array.size * jnp.dtype(cfg.dtype).itemsize,
+        filename_pattern="model{suffix}.safetensors",
         max_shard_size=max_shard_size)
 
     def host(hf_name: str) -> np.ndarray:
         param, transpose = weights[hf_name]
-        array = np.asarray(jax.device_get(params[param].get_value()))
+        array = np.asarray(jax.device_get(params[param].get_value().astype(cfg.dtype)))
         return np.ascontiguousarray(array.T if transpose else array)
 
     tmp = atomic.staging_dir(path)
