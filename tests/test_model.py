@@ -181,13 +181,19 @@ def test_sliding_windows_are_read_as_transformers_reads_them():
                        {"use_sliding_window": True, "max_window_layers": 0, "sliding_window": None},
                        {"use_sliding_window": True, "max_window_layers": 1, "sliding_window": 8},
                        {"use_sliding_window": False, "max_window_layers": 0, "sliding_window": 8},
+                       # layer_types naming a sliding layer, sliding off: full attention (it was refused; review)
+                       {"use_sliding_window": False, "sliding_window": 8,
+                        "layer_types": ["sliding_attention", "full_attention"]},
                        {}):
             config = {"model_type": model_type, **sizes, **fields}
             loaded = reference.from_dict(config)
             if family == "Mistral":  # every layer slides where a window is set
                 slides = loaded.sliding_window is not None
-            else:
-                slides = "sliding_attention" in (getattr(loaded, "layer_types", None) or ())
+            elif family == "Llama":  # transformers' Llama attends to every token, whatever its config says
+                slides = False
+            else:  # a layer slides where layer_types says so, by sliding_window (None: by none)
+                slides = "sliding_attention" in (getattr(loaded, "layer_types", None) or ()) and \
+                    getattr(loaded, "sliding_window", None) is not None
             if slides:
                 with pytest.raises(ValueError, match="^sliding-window attention .*is not supported"):
                     config_from_hf(config)
@@ -197,6 +203,10 @@ def test_sliding_windows_are_read_as_transformers_reads_them():
                 model_type == "mistral" or model_type.startswith("qwen") and fields.get("max_window_layers", 28) < 2
                 and fields.get("use_sliding_window", False)))
             assert slides == expected, (model_type, fields)
+        # an absent num_key_value_heads is transformers' default (Qwen 32, Mistral 8, Llama the heads): a Mistral
+        # config without it loaded in transformers, and rlvjax refused its weights' shapes (review 2026-12-07)
+        wide = {"model_type": model_type, **sizes, "hidden_size": 512, "num_attention_heads": 64, "sliding_window": None}
+        assert config_from_hf(wide).num_kv_heads == reference.from_dict(wide).num_key_value_heads, model_type
 
 
 def test_a_config_with_malformed_numbers_is_one_line():
@@ -362,10 +372,10 @@ def test_load_errors_name_the_tensor(hf_checkpoint, tmp_path):
                              r"config.json's rope scaling \{'rope_type': 'linear'\} lacks 'factor'"),
         "sliding": ({"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1, "layer_types": None},
                     "sliding-window attention is not supported"),
-        # the advice alone did not help: transformers v5's layer_types still listed the sliding layer
+        # transformers v5's layer_types list the sliding layer; use_sliding_window=false turns it off there too
         "sliding_layer": ({"layer_types": ["full_attention", "sliding_attention"], "use_sliding_window": True,
-                           "sliding_window": 4}, "sliding-window attention is not supported; set "
-                                                 "use_sliding_window=false in config.json and remove layer_types"),
+                           "sliding_window": 4}, "^sliding-window attention is not supported; set "
+                                                 "use_sliding_window=false in config.json$"),
     }
     for name, (fields, message) in refused.items():
         with pytest.raises(ValueError, match=message):

@@ -14,12 +14,23 @@ DEFAULT_POSITIONS = {"qwen2": 32768, "qwen3": 32768, "llama": 2048, "mistral": 1
 DEFAULT_HEAD_DIM = {"qwen3": 128}
 
 
+KV_HEADS_DEFAULT = {"qwen2": 32, "qwen3": 32, "mistral": 8}  # transformers' config classes' (Llama: the heads)
+
+
+def kv_default(model_type: str, heads, absent: bool):
+    default = KV_HEADS_DEFAULT.get(model_type) if absent else None
+    return default if default and isinstance(heads, int) and heads % default == 0 else heads
+
+
 def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConfig:
     """Map an HF ``config.json`` dict (transformers v4 or v5 layout) to ``ModelConfig``; ``dtype`` is the weights',
     ``compute_dtype`` (None: ``dtype``) the matmuls', activations' and KV cache's. A null field is an absent one
     (it takes transformers' default), except Qwen2's ``sliding_window``: absent it is transformers' 4096, null no
     window."""
     window = hf.get("sliding_window", 4096)  # Qwen2's default where absent; an explicit null is no window
+    # absent, transformers' default where it groups the heads (Qwen2/Qwen3 32, Mistral 8: such a Mistral loaded in
+    # transformers, and rlvjax refused the weights' shapes); null, or a default that cannot be, the head count
+    kv_absent = "num_key_value_heads" not in hf
     hf = {k: v for k, v in hf.items() if v is not None}
     model_type = hf.get("model_type")
     if model_type not in ARCHITECTURES:
@@ -39,8 +50,9 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
         sliding = False
     elif model_type == "mistral":  # every layer slides once a window is set (absent: transformers' 4096)
         sliding = window is not None
-    elif hf.get("layer_types"):  # transformers v5 writes which layers slide
-        sliding = "sliding_attention" in hf["layer_types"]
+    elif hf.get("layer_types"):  # transformers v5 writes which layers slide, under use_sliding_window (else none do)
+        sliding = bool(hf.get("use_sliding_window")) and window is not None and \
+            "sliding_attention" in hf["layer_types"]
     else:  # as transformers derives it: layers from max_window_layers (default 28) on slide, if a window is set
         first = hf.get("max_window_layers", 28)
         sliding = bool(hf.get("use_sliding_window")) and window is not None and (
@@ -50,9 +62,7 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
                          f"every earlier token; set \"sliding_window\": null in config.json (the same model for "
                          f"sequences of up to {window} tokens)")
     if sliding:
-        raise ValueError("sliding-window attention is not supported; set use_sliding_window=false in config.json"
-                         + (" and remove layer_types (it lists sliding_attention layers)" if hf.get("layer_types")
-                            else ""))
+        raise ValueError("sliding-window attention is not supported; set use_sliding_window=false in config.json")
     if hf.get("mlp_bias"):
         raise ValueError("mlp_bias=true is not supported by rlvjax's SwiGLU MLP")
     if hf.get("hidden_act", "silu") not in ("silu", "swish"):
@@ -102,7 +112,7 @@ def config_from_hf(hf: dict, dtype=jnp.float32, compute_dtype=None) -> ModelConf
         intermediate_size=hf["intermediate_size"],
         num_layers=hf["num_hidden_layers"],
         num_heads=hf["num_attention_heads"],
-        num_kv_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
+        num_kv_heads=hf.get("num_key_value_heads") or kv_default(model_type, hf["num_attention_heads"], kv_absent),
         head_dim=head_dim or hf["hidden_size"] // hf["num_attention_heads"],
         rope_theta=float(theta),
         rope_scaling=tuple(sorted(scaling.items())),

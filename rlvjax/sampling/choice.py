@@ -140,7 +140,9 @@ def choose(logits: jax.Array, keys: jax.Array, params: SamplingParams) -> tuple[
         token = _categorical_weights(keys, weights)
     else:
         if params.top_k:
-            values, index = jax.lax.top_k(scaled, min(params.top_k, scaled.shape[-1]))  # sorted descending
+            # sorted descending; exactly top_k candidates: transformers also keeps tokens whose logit ties the k-th
+            # (an exact f32 tie: rare), which a fixed-size candidate set cannot
+            values, index = jax.lax.top_k(scaled, min(params.top_k, scaled.shape[-1]))
         else:
             index = jnp.argsort(-scaled, axis=-1) if params.top_p < 1 else None
             values = scaled if index is None else jnp.take_along_axis(scaled, index, axis=-1)
