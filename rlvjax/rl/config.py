@@ -73,7 +73,8 @@ class RLConfig:
     # Opt-in: each rollout also trains the verifier on this many of its partial solutions, ``prompt + the first
     # c_j tokens + verify prompt`` with c_j = body * j / (m + 1) (j = 1..m), labelled with the whole rollout's label:
     # p(Yes) after a partial solution then estimates its chance of ending right, which verifier-guided search scores
-    # (rlvjax.strategies.particle). These rows carry no policy loss; the update holds (1 + m) x the rows. 0: complete
+    # (rlvjax.strategies.particle). These rows carry no policy loss; the update holds (1 + m) x the rows, and L_V
+    # averages over all of them (a complete solution's row weighs lambda / (1 + m) of the loss). 0: complete
     # solutions only, as in the paper. With lambda_verify = 0 (a lambda = 0 baseline or sweep point) no such rows are
     # built: they would carry no loss at all.
     verify_prefixes: int = 0
