@@ -114,16 +114,18 @@ def eval_settings(*, num_samples: int, temperature: float, top_p: float, top_k: 
 
 
 # What an evaluation ran with where its eval.json recorded settings but not these (an older rlvjax could run no
-# other way); the strategy's rules only where it ran the fixed strategy (an older one recorded the flags instead).
+# other way); the strategy's rules only where it ran the fixed strategy (an older one recorded the flags instead);
+# top-p and top-k an export's (a run's own evaluations: the run's, ``check_same_settings(ran_with=)``).
 UNRECORDED = {"reward": None, "raw_prompts": False, "dtype": None, "rules": [], "top_p": 1.0, "top_k": 0}
 
 
-def check_same_settings(out: Path, settings: dict, knob: str = "--out") -> None:
+def check_same_settings(out: Path, settings: dict, knob: str = "--out", ran_with: dict | None = None) -> None:
     """One line when ``out`` holds an evaluation with other ``settings`` (eval.json's ``evaluated.settings``: what
     changes what is sampled or reported, :func:`eval_settings`), which this one would replace (at K = 64 over
     MATH-500, hours of sampling): a default ``--out`` (``knob``) is named after the model and the data alone. The
     same settings again (a rerun) replace it. A setting the earlier eval.json did not record is compared with what it
-    ran with (``UNRECORDED``), or, unknown, refused; one it recorded that is no longer a setting is passed over. An
+    ran with (``UNRECORDED``, updated by ``ran_with``: a run's evaluations sampled at its own top-p and top-k before
+    they were recorded), or, unknown, refused; one it recorded that is no longer a setting is passed over. An
     eval.json written before settings were recorded at all is compared by temperature and K."""
     try:
         previous = json.loads((out / "eval.json").read_text(encoding="utf-8"))
@@ -133,7 +135,8 @@ def check_same_settings(out: Path, settings: dict, knob: str = "--out") -> None:
             "num_samples": max(rep["num_samples"] for reps in previous["reports"].values() for rep in reps.values())}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none there, or not an evaluation's
         return
-    assumed = {k: v for k, v in UNRECORDED.items() if k != "rules" or before.get("strategy", "fixed") == "fixed"}
+    assumed = {k: v for k, v in {**UNRECORDED, **(ran_with or {})}.items()
+               if k != "rules" or before.get("strategy", "fixed") == "fixed"}
     unknown = object()
     then = {key: before.get(key, assumed.get(key, unknown)) for key in (settings if recorded else before)}
     changed = [key for key, value in then.items() if value != settings.get(key)]

@@ -309,8 +309,10 @@ def main(argv):
                                       conventions=conventions,
                                       strategy=f.strategy, rules=strategy_rules(f, f.num_samples, new_tokens),
                                       reward=f.reward, raw_prompts=f.raw_prompts, dtype=f.dtype)
+    # what an older evaluation of this run ran with, where its eval.json did not record it
+    ran_with = {"top_p": sampled.top_p, "top_k": sampled.top_k} if f.workdir else None
     if f.out is None:  # before minutes of sampling: the same folder with other settings holds another report
-        eval_out.check_same_settings(out, settings)
+        eval_out.check_same_settings(out, settings, ran_with=ran_with)
     weights = eval_out.snapshot(model_path)  # a training run may re-export it or go back past it while it is sampled
     if f.workdir:
         if f.checkpoint is not None:
@@ -331,7 +333,7 @@ def main(argv):
         prompt_format = ("as_is" if f.raw_prompts else run_sampling.of_checkpoint(stored, run_config) if f.workdir
                          else trained.get("prompt_format", "math"))
         loaded, stats = sources.load_records(f.data, split=f.data_split, name=f.data_subset,
-                                             require_gold=reward.is_math, split_knob="--data_split",
+                                             require_gold=reward.states_math_answers, split_knob="--data_split",
                                              name_knob="--data_subset")
         records = format_records(loaded, tokenizer, prompt_format)
         raw = "" if prompt_format == "as_is" else "pass --raw_prompts if they are already in the model's format, "
@@ -392,7 +394,7 @@ def main(argv):
         eval_out.check_unchanged(model_path, weights)
         if f.out is None:  # another model's evaluation may have moved into this default --out meanwhile
             eval_out.check_same_model(out, model_path, f.data, f.data_split, f.data_subset, by_export=not f.workdir)
-            eval_out.check_same_settings(out, settings)
+            eval_out.check_same_settings(out, settings, ran_with=ran_with)
 
     with preemption.interrupt_on_sigterm(ctrl_c=True):  # plain Python: the staged files are removed, one line
         json_path, png_path = write_report(evaluation, out, samples=(pool, records, conventions), check=still_current)

@@ -292,19 +292,19 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                 texts = experiment.decode_completions(tokenizer, tokens.reshape(b * g, n), lengths.ravel(),
                                                       finished.ravel())
                 rows = [batch[i // g] for i in range(b * g)]
-                before = grading_counts() if reward.is_math else {}
+                before = grading_counts() if reward.states_math_answers else {}
                 reward.state.global_step = step  # the steps done, as TRL's trainer_state says
                 rewards, correct = (x.reshape(b, g) for x in reward(
                     [r["prompt"] for r in rows], texts, rows, experiment.completion_ids(tokens.reshape(b * g, n),
                                                                                          lengths.ravel())
-                ).truncated_as(finished, rl.truncated_reward))
+                ).truncated_as(finished, rl.reward_if_cut))
                 # rollouts graded wrong for want of an answer, an unparseable one, a grader timeout or error
                 grading = {f"grade/{k}": v - before[k] for k, v in grading_counts().items()
                            if k in ("no_answer", "unparsed", "timeouts", "errors")} if before else {}
                 t2 = time.perf_counter()
                 if step_values:  # VinePPO: Monte-Carlo values of every step prefix, then per-token advantages
                     value_fn = vineppo.value_sampler(value_sampler, state.params, tokenizer,
-                                                     seed=run.seed + 7919 * step, truncated_reward=rl.truncated_reward)
+                                                     seed=run.seed + 7919 * step, truncated_reward=rl.reward_if_cut)
                     token_adv, value_stats = vineppo.token_advantages(
                         value_fn, tokenizer, [prompts[i // g] for i in range(b * g)], [r["gold"] for r in rows],
                         tokens.reshape(b * g, n), lengths.ravel(), texts, rewards.ravel(),

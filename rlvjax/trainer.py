@@ -280,8 +280,9 @@ class RLVTrainer:
                                           top_p=rl.top_p, top_k=rl.top_k,
                                           max_new_tokens=rl.max_new_tokens, conventions=config.conventions,
                                           strategy=strategy, rules=rules or [])
+        ran_with = {"top_p": rl.top_p, "top_k": rl.top_k}  # an older evaluation of the run, where it did not record
         if default:  # before minutes of sampling
-            eval_out.check_same_settings(out, settings, knob="out=")
+            eval_out.check_same_settings(out, settings, knob="out=", ran_with=ran_with)
         mesh = parallel.make_mesh(config.mesh)
         model = parallel.place_model(model, mesh)  # sharded, not whole on device 0 beside its share
         rep, pool = evaluate.evaluate_policy(model, tokenizer, records, rl, mesh, num_samples=num_samples,
@@ -302,7 +303,7 @@ class RLVTrainer:
         def still_current():  # under the folder's report lock, just before the files move in
             eval_out.check_unchanged(final, weights)
             if default:
-                eval_out.check_same_settings(out, settings, knob="out=")
+                eval_out.check_same_settings(out, settings, knob="out=", ran_with=ran_with)
 
         if jax.process_index() == 0:  # every process evaluated its share; one writes
             # a scheduler's SIGTERM removes the staged files, as Ctrl-C does, and raises where the script is (as in

@@ -671,6 +671,24 @@ def test_every_evaluate_flag_is_a_recorded_setting_or_says_what_is_evaluated_and
     assert len(defined) > 30 and defined == (set(settings) - {"rules"}) | set(eval_out.NOT_SETTINGS) | strategy
 
 
+def test_an_older_report_is_compared_with_what_it_ran_with(tmp_path):
+    """An eval.json from before top-p and top-k were recorded: a run's own evaluation sampled at the run's (a rerun of
+    the same settings was refused as "top_p=1.0"), an export's at 1 and 0; what it recorded is compared as it is."""
+    from rlvjax import eval_out
+
+    settings = eval_out.eval_settings(num_samples=4, temperature=1.0, top_p=0.95, top_k=20, max_new_tokens=8, seed=0,
+                                      conventions=testtime.Conventions(), strategy="fixed", rules=[])
+    older = {k: v for k, v in settings.items() if k not in ("top_p", "top_k")}
+    (tmp_path / "eval.json").write_text(json.dumps({"evaluated": {"settings": older}}))
+    eval_out.check_same_settings(tmp_path, settings, ran_with={"top_p": 0.95, "top_k": 20})
+    with pytest.raises(ValueError, match=r"holds an evaluation with top_p=1.0, top_k=0 \(this one: top_p=0.95, "
+                                         r"top_k=20\), which it would replace"):
+        eval_out.check_same_settings(tmp_path, settings)  # an export's, sampled at 1 and 0
+    (tmp_path / "eval.json").write_text(json.dumps({"evaluated": {"settings": {**settings, "top_k": 5}}}))
+    with pytest.raises(ValueError, match=r"with top_k=5 \(this one: top_k=20\)"):
+        eval_out.check_same_settings(tmp_path, settings, ran_with={"top_p": 0.95, "top_k": 20})
+
+
 def test_evaluate_grades_with_the_reward_it_is_given(tmp_path):
     """``--reward``: a model graded by a function of one's own, which reads the rows' columns (``--model_dir`` graded
     with the math reward only, which needs an answer in each row: an export of a run trained on another reward could

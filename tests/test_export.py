@@ -106,6 +106,11 @@ def test_export_of_an_earlier_step_and_overwrite(run_dir, tmp_path, monkeypatch)
         assert halved[name].dtype == jnp.bfloat16, name
         np.testing.assert_array_equal(halved[name], step2[name].astype(jnp.bfloat16), err_msg=name)
     assert (tmp_path / "bf16" / "model.safetensors").stat().st_size < 0.6 * (out / "model.safetensors").stat().st_size
+    for bad in ("int8", "auto"):  # int8 wrote weights of zeros that loaded back without a word
+        with pytest.raises(ValueError, match=rf"^save_hf: dtype='{bad}' is not a floating dtype"):
+            export.export(run_dir, tmp_path / "bad", dtype=bad)
+    assert not (tmp_path / "bad").exists()
+    assert export.export(run_dir, tmp_path / "bf16", dtype=jnp.bfloat16, overwrite=True) == 2  # (was a JSON error)
 
     # the weights alone, as host arrays: not the AdamW moments (2x the weights) nor a reference policy
     with Checkpointer(run_dir / "checkpoints", read_only=True) as checkpoints:

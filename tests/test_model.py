@@ -205,7 +205,8 @@ def test_sliding_windows_are_read_as_transformers_reads_them():
             assert slides == expected, (model_type, fields)
         # an absent num_key_value_heads is transformers' default (Qwen 32, Mistral 8, Llama the heads): a Mistral
         # config without it loaded in transformers, and rlvjax refused its weights' shapes (review 2026-12-07)
-        wide = {"model_type": model_type, **sizes, "hidden_size": 512, "num_attention_heads": 64, "sliding_window": None}
+        wide = {"model_type": model_type, **sizes, "hidden_size": 512, "num_attention_heads": 64,
+                "sliding_window": None}
         assert config_from_hf(wide).num_kv_heads == reference.from_dict(wide).num_key_value_heads, model_type
 
 

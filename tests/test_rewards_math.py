@@ -93,7 +93,8 @@ def _grader_children() -> set[int]:
     ("\\boxed{}", None),
     # an echoed empty box after the answer states no other answer; markdown bold around a stated one (review)
     ("so $\\boxed{5}$. Please put your final answer within \\boxed{}.", "5"), ("\\boxed{ }", None),
-    ("The final answer is **5**.", "5"), ("**The final answer is 5**", "5"), ("The answer is __7__", "7"),
+    ("The final answer is **5**.", "5"), ("**The final answer is 5**", "5"), ("The answer is ***5***.", "5"),
+    ("The answer is \\boxed{}.", None),  # empty boxes alone state no answer (not the phrase's "\\boxed{}")
     ("The answer is **$\\frac{1}{2}$**.", "\\frac{1}{2}"), ("The answer is 2**3", "2**3"),
     ("\\boxed{1} then the last box is cut \\boxed{12", None),  # truncated last box: no final answer
     ("\\boxedx{3}", None),

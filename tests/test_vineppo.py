@@ -279,7 +279,7 @@ def test_each_prefix_is_valued_against_its_own_gold():
 def test_a_continuation_cut_off_at_its_budget_is_worth_truncated_reward():
     """VinePPO scores a response cut off by length 0 (``penalize_unfinished_response``), its MC continuations too;
     the value pass graded its text, so a continuation that boxed the right answer and then ran to the cap was worth
-    1 (review 2026-12-07). ``RLConfig.truncated_reward`` (vineppo.gin: 0) prices it; None grades the text."""
+    1 (review 2026-12-07). ``RLConfig.truncated_reward`` (vineppo's own: 0) prices it; None grades the text."""
     import gin
 
     from rlvjax.rewards.registry import Graded
@@ -308,18 +308,25 @@ def test_a_continuation_cut_off_at_its_budget_is_worth_truncated_reward():
     np.testing.assert_array_equal(cut.rewards, [1.0, -0.5, -0.5, 0.5])
     np.testing.assert_array_equal(cut.correct, [True, False, False, True])
     assert cut.rewards.dtype == np.float32 and graded.truncated_as(np.zeros(4, bool), None) is graded
-    assert RLConfig().truncated_reward is None
+    # None: the algorithm's own, VinePPO's 0 however vineppo is chosen (vineppo.gin, a binding, the API's
+    # algorithm=), graded on the text for the others; a value set is kept
+    assert RLConfig().reward_if_cut is None and RLConfig(algorithm="vineppo").reward_if_cut == 0.0
+    assert RLConfig(algorithm="vineppo", truncated_reward=-1.0).reward_if_cut == -1.0
+    assert RLConfig(truncated_reward=0.5).reward_if_cut == 0.5
     with pytest.raises(ValueError, match="truncated_reward=nan must be a finite number"):
         RLConfig(truncated_reward=float("nan"))
+    import rlvjax
     from rlvjax import cli, experiment
     from rlvjax.config import Config
 
     gin.clear_config()
     try:
         cli.parse_gin([str(experiment.CONFIGS / "algorithms" / "vineppo.gin")], [])
-        assert Config.from_gin().rl.truncated_reward == 0.0  # VinePPO's MATH setting
+        assert Config.from_gin().rl.reward_if_cut == 0.0  # VinePPO's MATH setting
     finally:
         gin.clear_config()
+    api = rlvjax.RLVConfig(output_dir="x", algorithm="vineppo", group_size=1).to_config(None, ("math",))
+    assert api.rl.reward_if_cut == 0.0
 
 
 def test_step_cap_config():

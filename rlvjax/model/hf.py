@@ -334,6 +334,9 @@ def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None
     training step exported, and ``stamp``. ``dtype`` ("bfloat16", "float32"; None: the model's own) is the files'
     (a run of a bf16 checkpoint keeps f32 weights: its export was twice the checkpoint's size)."""
     path = Path(path).expanduser()  # as load_hf reads it ("~/x" made a ./~/x)
+    if dtype is not None:  # "int8" wrote weights of zeros, jnp.bfloat16 a config.json JSON cannot hold
+        check_floating("save_hf", dtype=dtype)
+        dtype = jnp.dtype(dtype).name
     check_replaceable(path, only_a_model=overwrite is None)  # before the weights are written, not after
     cfg = model.config if dtype is None else dataclasses.replace(model.config, dtype=dtype)
     params = _flat_state(nnx.state(model, nnx.Param))

@@ -73,9 +73,9 @@ _SPACES = re.compile(r"\s*")
 
 
 def _boxed_contents(text: str) -> list[str | None]:
-    """Contents of every top-level `\\boxed{..}` / `\\fbox{..}` / `\\boxed 5`, in order; None for a box never
-    closed (a truncated completion), so that it still counts as the last box. An empty box is left out: a model
-    that echoes the prompt's "put your final answer within \\boxed{}" after its answer still stated it."""
+    """Contents of every top-level `\\boxed{..}` / `\\fbox{..}` / `\\boxed 5`, in order; None for a box that is
+    empty or never closed (a truncated completion), so that it still counts as the last box; "" for one closed
+    empty (``_last_stated``)."""
     found, pos = [], 0
     while (m := _BOX_START.search(text, pos)) is not None:
         i = m.end()
@@ -83,9 +83,7 @@ def _boxed_contents(text: str) -> list[str | None]:
         if text.startswith("{", brace):
             i = brace
             end = _balanced_end(text, i)
-            content = None if end is None else _unwrap_box(text[i + 1 : end].strip())
-            if content != "":
-                found.append(content)
+            found.append(None if end is None else _unwrap_box(text[i + 1 : end].strip()))
             pos = len(text) if end is None else end + 1
         else:
             token = _BARE_TOKEN.match(text, i)  # in place: slicing text[i:] per box was quadratic
@@ -156,11 +154,10 @@ def _answer_phrase(text: str) -> str | None:
 
 
 def _unbold(s: str) -> str:
-    """Markdown bold around the answer ("is **5**.") or at the end of a bolded sentence ("**The answer is 5**")."""
-    for mark in ("**", "__"):
-        if s.endswith(mark):
-            s = s[: -len(mark)]
-            s = s[len(mark) :] if s.startswith(mark) else s
+    """Markdown emphasis around the answer ("is **5**.", "***5***") or at the end of an emphasised sentence ("**The
+    answer is 5**"): asterisks ending the answer, and those opening it then. An answer never ends with one."""
+    if s.endswith("*"):
+        s = s.rstrip("*").lstrip("*")
     return s.strip()
 
 
@@ -177,15 +174,22 @@ def extract_answer(text: str) -> str | None:
         return None
     boxes = _boxed_contents(text)
     if boxes:
-        return boxes[-1]
+        return _last_stated(boxes)
     return _answer_phrase(text)
+
+
+def _last_stated(boxes: list[str | None]) -> str | None:
+    """The last box's content; an empty box after a stated answer is passed over (a model echoing the prompt's "put
+    your final answer within \\boxed{}" after it still stated it); empty boxes alone state none."""
+    stated = [box for box in boxes if box != ""]
+    return stated[-1] or None if stated else None
 
 
 def boxed_answer(text: str) -> str | None:
     """Content of the last box alone (``extract_answer`` without its "The answer is X" fallback): a reference
     solution's gold, where a phrase is no answer's proof."""
     boxes = _boxed_contents(text) if isinstance(text, str) else []
-    return boxes[-1] if boxes else None
+    return _last_stated(boxes) if boxes else None
 
 
 def as_answer(text_or_answer, *, completion: bool = False, stated: bool = False) -> str | None:

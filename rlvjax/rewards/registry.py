@@ -216,10 +216,6 @@ class Rewards:
             self.threshold)
 
     @property
-    def is_math(self) -> bool:
-        return self.names == ("math",) and self.functions[0] is math_reward
-
-    @property
     def states_math_answers(self) -> bool:
         """Whether the completions state math answers: the math reward is one of the rewards (alone, or with a format
         bonus or a length penalty), so the votes group their boxed answers as the grader compares them."""

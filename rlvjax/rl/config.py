@@ -15,6 +15,7 @@ from rlvjax.rl import losses
 
 
 ALGORITHM_AGGREGATION = {"dr_grpo": "seq_mean_token_sum_norm"}  # RLConfig.aggregation = None: token_mean otherwise
+ALGORITHM_TRUNCATED_REWARD = {"vineppo": 0.0}  # RLConfig.truncated_reward = None: graded on the text otherwise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,9 +45,10 @@ class RLConfig:
     top_k: int = 0  # top-k sampling (0: off)
     max_new_tokens: int = 64  # longest completion; longer ones are truncated (see truncated_reward)
     # The training reward of a rollout cut off at max_new_tokens, whatever its text says (its verifier label is then
-    # 'No'), and in VinePPO's value pass of a continuation cut off alike; VinePPO's MATH config scores them 0
-    # (penalize_unfinished_response). None: graded on its text like any other, as TRL does. Evaluation and the
-    # end-of-run report grade every completion on its text either way.
+    # 'No'), and in VinePPO's value pass of a continuation cut off alike. None: the algorithm's own (reward_if_cut):
+    # vineppo 0, as VinePPO's MATH config scores them (penalize_unfinished_response); the others grade it on its
+    # text like any other completion, as TRL does. Evaluation and the end-of-run report grade every completion on its
+    # text either way.
     truncated_reward: float | None = None
     num_ppo_epochs: int = 1  # passes over each batch of rollouts
     num_minibatches: int = 1  # optimizer steps per epoch (the rollouts split evenly)
@@ -115,6 +117,14 @@ class RLConfig:
              f"vineppo_max_steps={self.vineppo_max_steps!r} must be None (no cap) or an int >= 1"),
         ]
         _raise_first(checks, "RLConfig")
+
+    @property
+    def reward_if_cut(self) -> float | None:
+        """``truncated_reward``, or the algorithm's own when None (resolved on use, as ``loss_aggregation``): 0 for
+        vineppo, None (graded on its text) for the others."""
+        if self.truncated_reward is not None:
+            return self.truncated_reward
+        return ALGORITHM_TRUNCATED_REWARD.get(self.algorithm)
 
     @property
     def loss_aggregation(self) -> str:
