@@ -159,6 +159,7 @@ flags.DEFINE_string("out", None, "")
 flags.DEFINE_integer("checkpoint", None, "")
 flags.DEFINE_bool("overwrite", False, "")
 flags.DEFINE_string("max_shard_size", "5GB", "")
+flags.DEFINE_string("dtype", None, "")
 cli.run("rlvjax.export", export.main)
 """
 
