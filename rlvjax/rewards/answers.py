@@ -73,9 +73,9 @@ _SPACES = re.compile(r"\s*")
 
 
 def _boxed_contents(text: str) -> list[str | None]:
-    """Contents of every top-level `\\boxed{..}` / `\\fbox{..}` / `\\boxed 5`, in order; None for a box that is
-    empty or never closed (a truncated completion), so that it still counts as the last box; "" for one closed
-    empty (``_last_stated``)."""
+    """Contents of every top-level `\\boxed{..}` / `\\fbox{..}` / `\\boxed 5`, in order; None for a box never
+    closed (a truncated completion) or a bare one with nothing after it, so that it still counts as the last box;
+    "" for a closed empty one (``_last_stated`` passes over it after a stated answer)."""
     found, pos = [], 0
     while (m := _BOX_START.search(text, pos)) is not None:
         i = m.end()
