@@ -16,7 +16,7 @@ from pathlib import Path
 
 from huggingface_hub.serialization._base import parse_size_to_int
 
-from rlvjax import evaluate, experiment, preemption, run_sampling
+from rlvjax import evaluate, policy_tokens, preemption, run_sampling
 from rlvjax.checkpoint import Checkpointer
 from rlvjax.config import Config, check_local
 from rlvjax.model.hf import save_hf
@@ -56,7 +56,7 @@ def export(workdir, out, *, step: int | None = None, overwrite: bool = False, ma
         stored = checkpoints.read_config(step)  # a step that was not saved fails here, listing the saved ones
     config = Config.from_dict(stored)
     model, tokenizer = evaluate.load_checkpoint_policy(workdir, step, config, on_host=True)
-    files = experiment.export_files(tokenizer, config.verifier, config, run_sampling.of_checkpoint(stored, config))
+    files = policy_tokens.export_files(tokenizer, config.verifier, config, run_sampling.of_checkpoint(stored, config))
     save_hf(model, tokenizer, out, files=files,
             overwrite=overwrite, max_shard_size=max_shard_size, step=step, dtype=dtype)
     return step

@@ -13,7 +13,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from rlvjax import experiment, parallel, sampling, testtime
+from rlvjax import parallel, policy_tokens, sampling, testtime
 from rlvjax.data.encoding import encode_prompts
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import diagnostics, steps
@@ -70,7 +70,7 @@ class PoolSampler:
 
         graphdef, params = nnx.split(model)
         params = nnx.to_pure_dict(params)
-        statics = experiment.statics(graphdef, None, rl, tokenizer, verify)
+        statics = policy_tokens.statics(graphdef, None, rl, tokenizer, verify)
         return cls.build(statics, mesh, params, num_samples=num_samples, temperature=temperature, rows=rows), params
 
 
@@ -92,13 +92,13 @@ def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], re
             params, encode_prompts(tokenizer, [r["prompt"] for r in chunk]),
             jax.random.fold_in(jax.random.key(seed), start))
         k, n = num_samples, tokens.shape[-1]
-        chunk_texts = experiment.decode_completions(tokenizer, tokens.reshape(-1, n), chunk_lengths.ravel(),
+        chunk_texts = policy_tokens.decode_completions(tokenizer, tokens.reshape(-1, n), chunk_lengths.ravel(),
                                                     chunk_finished.ravel())
         lengths.append(chunk_lengths)
         finished.append(chunk_finished)
         rows = [r for r in chunk for _ in range(k)]
         graded = reward([r["prompt"] for r in rows], chunk_texts, rows,
-                        experiment.completion_ids(tokens.reshape(-1, n), chunk_lengths.ravel()))
+                        policy_tokens.completion_ids(tokens.reshape(-1, n), chunk_lengths.ravel()))
         rewards.append(graded.rewards.reshape(-1, k))
         correct.append(graded.correct.reshape(-1, k))
         texts += chunk_texts

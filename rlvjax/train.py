@@ -25,8 +25,8 @@ from absl import flags, logging
 from etils import epath
 from flax import nnx
 
-from rlvjax import (budget, cli, evaluate, experiment, memory, outputs, parallel, preemption, run_sampling,
-                    sampling, sft)
+from rlvjax import (budget, cli, evaluate, experiment, memory, outputs, parallel, policy_tokens, preemption,
+                    run_sampling, sampling, sft)
 from rlvjax.config import WRITTEN_IN, Config, check_local
 from rlvjax.checkpoint import Checkpointer, check_free_space, ensure_writable, step_folders
 from rlvjax.data import pipeline, sources, tasks
@@ -153,7 +153,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     experiment.check_report(run, len(eval_records))
     reward.probe(train_records)
     vt = verifier.tokens(tokenizer, config.verifier.question)
-    st = experiment.sampling_tokens(tokenizer, vt)
+    st = policy_tokens.sampling_tokens(tokenizer, vt)
     # What each device will hold, printed; a run that cannot fit is refused here, before anything is compiled.
     longest = memory.longest_prompt(tokenizer, [r["prompt"] for r in train_records + eval_records])
     prompt_tokens = sampling.bucket_width(longest)
@@ -226,13 +226,13 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                 # overwrite: the run's own folder, replaced whatever made it (an rlvjax before 2026-12-03 did not
                 # stamp its exports; check_unused keeps a fresh run off another's)
                 save_hf(nnx.merge(graphdef, gathered), tokenizer, workdir / "warm_start", overwrite=True,
-                        files=experiment.export_files(tokenizer, config.verifier, config, rendered), step=0,
+                        files=policy_tokens.export_files(tokenizer, config.verifier, config, rendered), step=0,
                         stamp={"rlvjax_warm_start": outputs.warm_start_id(config)})
         del warm_examples  # not kept for the whole run
         updates_per_step = rl.num_ppo_epochs * rl.num_minibatches
         tx = optim.make(run.num_steps * updates_per_step)
         learning_rates = optim.learning_rates(run.num_steps * updates_per_step)
-        statics = experiment.statics(graphdef, tx, rl, tokenizer, config.verifier)
+        statics = policy_tokens.statics(graphdef, tx, rl, tokenizer, config.verifier)
         # Born in its layout: built whole on one device, the AdamW moments (and the reference) took 3-4x the
         # weights there before being split. The params are donated into the state.
         init = functools.partial(steps.init_state, tx=tx, seed=run.seed, keep_reference=rl.beta > 0)
@@ -289,13 +289,13 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                                                                               roll.finished, roll.verify_logprobs))
                 t1 = time.perf_counter()
                 b, g, n = tokens.shape
-                texts = experiment.decode_completions(tokenizer, tokens.reshape(b * g, n), lengths.ravel(),
+                texts = policy_tokens.decode_completions(tokenizer, tokens.reshape(b * g, n), lengths.ravel(),
                                                       finished.ravel())
                 rows = [batch[i // g] for i in range(b * g)]
                 before = grading_counts() if reward.states_math_answers else {}
                 reward.state.global_step = step  # the steps done, as TRL's trainer_state says
                 rewards, correct = (x.reshape(b, g) for x in reward(
-                    [r["prompt"] for r in rows], texts, rows, experiment.completion_ids(tokens.reshape(b * g, n),
+                    [r["prompt"] for r in rows], texts, rows, policy_tokens.completion_ids(tokens.reshape(b * g, n),
                                                                                          lengths.ravel())
                 ).truncated_as(finished, rl.reward_if_cut))
                 # rollouts graded wrong for want of an answer, an unparseable one, a grader timeout or error
@@ -382,7 +382,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                 params = jax.tree.map(parallel.to_host, state.params)
                 if jax.process_index() == 0:
                     save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "final", overwrite=True,  # as above
-                            files=experiment.export_files(tokenizer, config.verifier, config, rendered),
+                            files=policy_tokens.export_files(tokenizer, config.verifier, config, rendered),
                             step=run.num_steps)
                 parallel.barrier("final policy exported")
             if notice.agreed():  # a notice during the export: it finished, and the rest waits

@@ -489,7 +489,7 @@ def test_an_exported_chat_policy_tells_generate_where_its_completions_end(hf_che
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     from conftest import word_tokenizer
-    from rlvjax import experiment
+    from rlvjax import policy_tokens
     from rlvjax.model.hf import load_hf, save_hf
     from rlvjax.rl.verifier import VerifierConfig
 
@@ -503,7 +503,7 @@ def test_an_exported_chat_policy_tells_generate_where_its_completions_end(hf_che
     eos, im_end = tokenizer.convert_tokens_to_ids(["</s>", "<|im_end|>"])
     assert (eos, im_end, len(tokenizer)) == (2, 95, 96)
     out = tmp_path / "chat"
-    save_hf(model, tokenizer, out, files=experiment.export_files(tokenizer, VerifierConfig(question="w5 w6")))
+    save_hf(model, tokenizer, out, files=policy_tokens.export_files(tokenizer, VerifierConfig(question="w5 w6")))
     generation = GenerationConfig.from_pretrained(out, local_files_only=True)
     assert (generation.eos_token_id, generation.pad_token_id, generation.bos_token_id) == ([eos, im_end], 0, 1)
 
@@ -530,34 +530,34 @@ def test_the_models_own_eos_ids_end_completions_too(hf_checkpoint, tmp_path):
 
     from transformers import GenerationConfig
 
-    from rlvjax import experiment
+    from rlvjax import policy_tokens
     from rlvjax.model.hf import load_hf, save_hf
     from rlvjax.rl.verifier import VerifierConfig, tokens
 
     path = shutil.copytree(hf_checkpoint("qwen2")[0], tmp_path / "model")
     (path / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 7, 9], "bos_token_id": 1}))
     model, tokenizer = load_hf(path)
-    assert experiment.stop_ids(tokenizer) == (2, 7, 9)
+    assert policy_tokens.stop_ids(tokenizer) == (2, 7, 9)
     vt = tokens(tokenizer, "w5 w6")
-    assert experiment.sampling_tokens(tokenizer, vt).stop_ids == (2, 7, 9)
+    assert policy_tokens.sampling_tokens(tokenizer, vt).stop_ids == (2, 7, 9)
     out = tmp_path / "exported"  # and the export tells generate so; reloaded, rlvjax reads them back
-    save_hf(model, tokenizer, out, files=experiment.export_files(tokenizer, VerifierConfig(question="w5 w6")))
+    save_hf(model, tokenizer, out, files=policy_tokens.export_files(tokenizer, VerifierConfig(question="w5 w6")))
     assert GenerationConfig.from_pretrained(out, local_files_only=True).eos_token_id == [2, 7, 9]
-    assert experiment.stop_ids(load_hf(out)[1]) == (2, 7, 9)
+    assert policy_tokens.stop_ids(load_hf(out)[1]) == (2, 7, 9)
     # a tokenizer naming no eos (nor padding): the config's eos ends completions, is not suppressed, and pads
     (path / "generation_config.json").unlink()
     config = json.loads((path / "config.json").read_text())
     (path / "config.json").write_text(json.dumps({**config, "eos_token_id": 2}))
     _, tokenizer = load_hf(path)
     tokenizer.eos_token, tokenizer.pad_token = None, None
-    st = experiment.sampling_tokens(tokenizer, tokens(tokenizer, "w5 w6"))
+    st = policy_tokens.sampling_tokens(tokenizer, tokens(tokenizer, "w5 w6"))
     assert (st.stop_ids, st.pad_id) == ((2,), 2) and 2 not in st.suppress_ids
     (path / "config.json").write_text(json.dumps({**config, "eos_token_id": None}))
     _, tokenizer = load_hf(path)
     tokenizer.eos_token = None
     with pytest.raises(ValueError, match=r"^the tokenizer names no eos_token and the model no eos_token_id "
                                          r"\(generation_config.json or config.json\): completions would never end"):
-        experiment.sampling_tokens(tokenizer, tokens(tokenizer, "w5 w6"))
+        policy_tokens.sampling_tokens(tokenizer, tokens(tokenizer, "w5 w6"))
 
 
 def test_a_random_model_trained_with_its_own_tokenizer_reloads_it_unchanged(tmp_path, caplog):

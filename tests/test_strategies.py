@@ -103,7 +103,7 @@ def warm_policy():
     """The built-in tiny model after 100 warm-start steps: it writes boxed answers (mostly wrong) and stops."""
     from flax import nnx
 
-    from rlvjax import experiment, sft
+    from rlvjax import experiment, policy_tokens, sft
     from rlvjax.config import Config
     from rlvjax.data import tasks
     from rlvjax.rl import verifier
@@ -115,7 +115,7 @@ def warm_policy():
     warm = dataclasses.replace(config.warm_start, num_steps=100, batch_size=32, verify_labels="graded")
     pairs = sft.tokenize(tokenizer, tasks.warm_start_pairs(config.task, 2000, 0.3, 0))
     params = sft.warm_start(graphdef, params, pairs, warm,
-                            eos_id=tokenizer.eos_token_id, pad_id=experiment.sampling_tokens(tokenizer, vt).pad_id,
+                            eos_id=tokenizer.eos_token_id, pad_id=policy_tokens.sampling_tokens(tokenizer, vt).pad_id,
                             verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id), progress=False)
     records = experiment.build_records(config.task, tokenizer)[1][:12]
     rl = dataclasses.replace(config.rl, temperature=1.0, max_new_tokens=24)

@@ -342,7 +342,7 @@ def test_the_value_pass_caps_each_prefix_continuation_at_its_budget():
     and up to it they are the uncapped samples (each sample's keys are its own)."""
     from flax import nnx
 
-    from rlvjax import experiment, parallel
+    from rlvjax import experiment, parallel, policy_tokens
     from rlvjax.pool import PoolSampler
     from rlvjax.rl.config import RLConfig
 
@@ -351,7 +351,7 @@ def test_the_value_pass_caps_each_prefix_continuation_at_its_budget():
     graphdef, params = nnx.split(model)
     params = nnx.to_pure_dict(params)
     rl = RLConfig(max_new_tokens=8, temperature=1.0)
-    statics = experiment.statics(graphdef, None, rl, tokenizer)
+    statics = policy_tokens.statics(graphdef, None, rl, tokenizer)
     sampler = PoolSampler.build(statics, parallel.make_mesh(parallel.MeshConfig()), params, num_samples=2,
                                 score=False)
     prompts = [tokenizer.encode(p, add_special_tokens=False) for p in ("1+2=", "30+4=", "5=")]

@@ -263,7 +263,7 @@ def load_tokenizer(path):
         # a tokenizer_config.json without its vocabulary file: AutoTokenizer builds one of special tokens only
         raise ValueError(f"no usable tokenizer in {path} (it encodes text to no tokens: a tokenizer_config.json "
                          "without its vocabulary file?); save one there with tokenizer.save_pretrained")
-    setattr(tokenizer, MODEL_EOS, model_eos_ids(path))  # the sampler stops there too (experiment.stop_ids)
+    setattr(tokenizer, MODEL_EOS, model_eos_ids(path))  # the sampler stops there too (policy_tokens.stop_ids)
     return tokenizer
 
 
@@ -325,7 +325,7 @@ def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None
             overwrite: bool | None = None, max_shard_size: int | str = "5GB", step: int | None = None,
             stamp: dict[str, str] | None = None, dtype: str | None = None) -> None:
     """Write ``config.json``, the weights, the tokenizer and ``files`` (``{name: text}``, e.g.
-    ``experiment.export_files``); the directory appears whole or not at all (``replace_dir``). An existing
+    ``policy_tokens.export_files``); the directory appears whole or not at all (``replace_dir``). An existing
     ``path`` is replaced when it is an earlier export or empty (``overwrite=None``), whatever it holds
     (``overwrite=True``, for callers that asked the user), or never if non-empty (``False``). Weights over
     ``max_shard_size`` (bytes or "5GB", transformers' default) are split into ``model-0000i-of-0000n.safetensors``

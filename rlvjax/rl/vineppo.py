@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
-from rlvjax import experiment
+from rlvjax import policy_tokens
 from rlvjax.cli import UserCodeFailed
 from rlvjax.rewards.math import grade_completions
 from rlvjax.rl import advantages
@@ -147,7 +147,7 @@ def value_sampler(sampler, params, tokenizer, *, seed: int, chunk: int = VALUE_C
                                                    limits)
             tokens, lengths, finished = (x[: len(asked)] for x in (tokens, lengths, finished))
             n = tokens.shape[-1]
-            texts = experiment.decode_completions(tokenizer, tokens.reshape(-1, n), lengths.ravel(),
+            texts = policy_tokens.decode_completions(tokenizer, tokens.reshape(-1, n), lengths.ravel(),
                                                   finished.ravel(), heads=[h for h in heads[part] for _ in range(k)])
             rewards = grade_completions(texts, [g for g in golds[part] for _ in range(k)])[0].astype(np.float32)
             if truncated_reward is not None:

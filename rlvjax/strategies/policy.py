@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlvjax import experiment, sampling, testtime
+from rlvjax import policy_tokens, sampling, testtime
 from rlvjax.data.encoding import encode_prompts
 from rlvjax.pool import EVAL_PROMPTS
 from rlvjax.rewards import registry
@@ -57,7 +57,7 @@ class Policy:
         rl = dataclasses.replace(rl, temperature=rl.temperature if temperature is None else float(temperature),
                                  max_new_tokens=max_new_tokens or rl.max_new_tokens)
         graphdef, state = nnx.split(model)
-        st = experiment.statics(graphdef, None, rl, tokenizer, verify)
+        st = policy_tokens.statics(graphdef, None, rl, tokenizer, verify)
         params = dataclasses.replace(rl.sampling_params, stop_ids=st.stop_ids, pad_id=st.pad_id,
                                      suppress_ids=st.suppress_ids)
         decoder = Decoder(graphdef, params, rl.max_new_tokens, st.verify_suffix, (st.yes_id, st.no_id))
@@ -81,11 +81,11 @@ class Policy:
         tokens, lengths = np.asarray(rows.tokens), np.asarray(rows.n)
         finished = np.asarray(self.decoder.finished(rows))
         verdicts = np.asarray(verdicts)
-        texts = experiment.decode_completions(self.tokenizer, tokens, lengths, finished)
+        texts = policy_tokens.decode_completions(self.tokenizer, tokens, lengths, finished)
         k = len(texts) // len(records)
         repeated = [r for r in records for _ in range(k)]
         graded = self.reward([r["prompt"] for r in repeated], texts, repeated,
-                             experiment.completion_ids(tokens, lengths))
+                             policy_tokens.completion_ids(tokens, lengths))
         shape = (len(records), k)
         return {"texts": np.asarray(texts, dtype=object).reshape(shape),
                 # stated answers of truncated rows too, as a fixed-N pool has them; a strategy whose rule leaves
