@@ -98,6 +98,12 @@ def _grader_children() -> set[int]:
     ("The answer is **$\\frac{1}{2}$**.", "\\frac{1}{2}"), ("The answer is 2**3", "2**3"),
     ("\\boxed{1} then the last box is cut \\boxed{12", None),  # truncated last box: no final answer
     ("\\boxedx{3}", None),
+    # boxes listed together are one answer, the set of them (as math-verify reads them); others are not listed
+    ("$\\boxed{-2}$ and $\\boxed{1}$", "\\{-2, 1\\}"), ("\\boxed{3}, \\boxed{5}, and \\boxed{7}.", "\\{3, 5, 7\\}"),
+    ("$x = \\boxed{-2}$ or $x=\\boxed{1}$", "\\{-2, 1\\}"), ("\\(\\boxed{1}\\), \\(\\boxed 2\\)", "\\{1, 2\\}"),
+    ("\\boxed 1, \\boxed 2.", "\\{1, 2\\}"), ("\\boxed{1}\\boxed{2}", "2"), ("\\boxed{1}\n\n\\boxed{2}", "2"),
+    ("a = \\boxed{3} and b = \\boxed{4}, so a + b = \\boxed{7}.", "7"), ("\\boxed{1} so \\boxed{2}", "2"),
+    ("\\boxed{1} or \\boxed{2", None), ("\\boxed{1} and \\boxed{}", "1"),
     (None, None),
 ])
 def test_extract_answer(text, expected):
@@ -326,6 +332,31 @@ def test_math500_reference_solutions_grade_correct(fast_path, capsys):
     # every reference solution grades right (500 of 500 on both paths); only a grading cut short by the machine's
     # load (a wall-clock timeout, counted) may miss
     assert len(misses) <= stats.timeouts and not (stats.no_answer or stats.unparsed or stats.errors), misses
+
+
+def test_boxes_listed_together_grade_as_math_verify_reads_them():
+    """Real MATH-500 list answers: "$\\boxed{-2}$ and $\\boxed{1}$" is the set {-2, 1} to math-verify (so to TRL's
+    accuracy reward) and was graded wrong here (its last box alone), and a hedge "\\boxed{3} or \\boxed{5}" right.
+    Alternatives are never an interval's ends: math-verify passes the roots for the inequality's solution."""
+    from math_verify import parse, verify
+
+    golds = {row["answer"]: row for row in _math500_rows()}
+    cases = [("1,-2", "So $f(x) = \\boxed{1}$ or $\\boxed{-2}$... the integers are $\\boxed{1}$, $\\boxed{-2}$.", True),
+             ("-2,1", "The integer roots are $\\boxed{-2}$ and $\\boxed{1}$.", True),
+             ("3, 5, 7", "The roots are $x = \\boxed{3}$, $x = \\boxed{5}$ and $x = \\boxed{7}$.", True),
+             ("3, 5, 7", "The roots are \\boxed{3} and \\boxed{7}.", False),
+             ("-2,1", "\\boxed{-2} or \\boxed{1} or \\boxed{2}", False)]
+    for gold, text, right in cases:
+        assert gold in golds
+        assert rm.is_correct(text, gold) is right and verify(parse(f"${gold}$"), parse(text)) is right, text
+    # a list's last comma before "and": math-verify reads the last box alone there
+    assert rm.is_correct("The integer roots are $\\boxed{1}$, and $\\boxed{-2}$.", "-2,1")
+    hedges = ["It is $\\boxed{350}$ or $\\boxed{200}$.", "\\boxed{350}, \\boxed{351}"]
+    assert not any(rm.is_correct(text, "350") or verify(parse("$350$"), parse(text)) for text in hedges)
+    interval = "(-\\sqrt{3}, \\sqrt{3})"
+    assert interval in golds and rm.is_correct("\\boxed{(-\\sqrt{3}, \\sqrt{3})}", interval)
+    assert not rm.is_correct("$x = \\boxed{-\\sqrt{3}}$ or $x = \\boxed{\\sqrt{3}}$", interval)
+    assert not rm.is_correct("$\\boxed{-\\sqrt{3}}$, $\\boxed{\\sqrt{3}}$", interval)
 
 
 def test_math500_answers_wrong_in_a_small_decimal_or_a_base_grade_wrong():

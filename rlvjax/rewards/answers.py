@@ -1,5 +1,6 @@
-"""A completion's final answer as text: extraction (the last ``\\boxed{}``, else "The answer is X"), the bare
-answers and prose told apart, and the cheap normalised key that decides equal answers without math-verify.
+"""A completion's final answer as text: extraction (the last ``\\boxed{}`` and the boxes listed with it, else "The
+answer is X"), the bare answers and prose told apart, and the cheap normalised key that decides equal answers
+without math-verify.
 
 Pure string work, no subprocess and no sympy: ``rewards.math`` grades what this module extracts.
 """
@@ -72,22 +73,23 @@ _BARE_TOKEN = re.compile(r"\s*([^\s${}]+)")
 _SPACES = re.compile(r"\s*")
 
 
-def _boxed_contents(text: str) -> list[str | None]:
-    """Contents of every top-level `\\boxed{..}` / `\\fbox{..}` / `\\boxed 5`, in order; None for a box never
-    closed (a truncated completion) or a bare one with nothing after it, so that it still counts as the last box;
-    "" for a closed empty one (``_last_stated`` passes over it after a stated answer)."""
+def _boxes(text: str) -> list[tuple[str | None, int, int]]:
+    """Every top-level `\\boxed{..}` / `\\fbox{..}` / `\\boxed 5`, in order: its content and where it starts and
+    ends. The content is None for a box never closed (a truncated completion) or a bare one with nothing after it,
+    so that it still counts as the last box; "" for a closed empty one (``_last_stated`` passes over it after a
+    stated answer)."""
     found, pos = [], 0
     while (m := _BOX_START.search(text, pos)) is not None:
         i = m.end()
         brace = _SPACES.match(text, i).end()  # TeX reads "\boxed {5}" as "\boxed{5}"
         if text.startswith("{", brace):
-            i = brace
-            end = _balanced_end(text, i)
-            found.append(None if end is None else _unwrap_box(text[i + 1 : end].strip()))
+            end = _balanced_end(text, brace)
             pos = len(text) if end is None else end + 1
+            found.append((None if end is None else _unwrap_box(text[brace + 1 : end].strip()), m.start(), pos))
         else:
             token = _BARE_TOKEN.match(text, i)  # in place: slicing text[i:] per box was quadratic
-            found.append(_bare_box(token.group(1)) if token else None)
+            content = _bare_box(token.group(1)) if token else None  # a prefix of the token: "5," is 5
+            found.append((content, m.start(), token.start(1) + len(content) if content else i))
             pos = i
     return found
 
@@ -168,28 +170,48 @@ _REASON = re.compile(r",\s*(?:because|since|so|which|where|hence|thus)(?![A-Za-z
 
 
 def extract_answer(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` (or `\\fbox`, `\\boxed 5`); only when there is no box at all, the
-    trailing "The answer is X" fallback. None when the completion states no final answer."""
+    """Content of the last `\\boxed{...}` (or `\\fbox`, `\\boxed 5`), joined with the boxes listed just before it
+    (``_last_stated``); only when there is no box at all, the trailing "The answer is X" fallback. None when the
+    completion states no final answer."""
     if not isinstance(text, str):
         return None
-    boxes = _boxed_contents(text)
+    boxes = _boxes(text)
     if boxes:
-        return _last_stated(boxes)
+        return _last_stated(text, boxes)
     return _answer_phrase(text)
 
 
-def _last_stated(boxes: list[str | None]) -> str | None:
-    """The last box's content; an empty box after a stated answer is passed over (a model echoing the prompt's "put
-    your final answer within \\boxed{}" after it still stated it); empty boxes alone state none."""
-    stated = [box for box in boxes if box != ""]
-    return stated[-1] or None if stated else None
+# Between two boxes that list one answer: math delimiters, spaces, a comma and/or "and" / "or", and the next
+# box's "x =" ("$\boxed{-2}$ and $\boxed{1}$", "\boxed{3}, \boxed{5}", "$x = \boxed{2}$ or $x = \boxed{3}$")
+_OPEN_MATH = r"(?:\s|\$|\\\(|\\\[)*"
+_LISTED = re.compile(r"(?:\s|\$|\\\)|\\\])*(?:,\s*(?:(?:and|or)\b)?|(?:and|or)\b)" + _OPEN_MATH
+                     + r"(?:[A-Za-z]\w*\s*=\s*)?" + _OPEN_MATH)
+_MAX_LISTED = 6  # math-verify joins up to six
+
+
+def _last_stated(text: str, boxes: list[tuple[str | None, int, int]]) -> str | None:
+    """The last box's content; with the boxes before it that list alternatives with it (``_LISTED`` between each
+    two), the set of them all, ``\\{-2, 1\\}`` (math-verify, and so TRL's accuracy reward, read "$\\boxed{-2}$
+    and $\\boxed{1}$" as that set: the last box alone graded a list answer wrong and a hedge "\\boxed{3} or
+    \\boxed{5}" right; braced, the alternatives are never an ordered pair or an interval's ends). An
+    empty box after a stated answer is passed over (a model echoing the prompt's "put your final answer within
+    \\boxed{}" after it still stated it); empty boxes alone state none."""
+    stated = [box for box in boxes if box[0] != ""]
+    if not stated or not stated[-1][0]:
+        return None
+    run = [stated[-1]]
+    for box in reversed(stated[:-1]):
+        if box[0] is None or len(run) == _MAX_LISTED or not _LISTED.fullmatch(text, box[2], run[0][1]):
+            break
+        run.insert(0, box)
+    return run[0][0] if len(run) == 1 else "\\{" + ", ".join(content for content, _, _ in run) + "\\}"
 
 
 def boxed_answer(text: str) -> str | None:
-    """Content of the last box alone (``extract_answer`` without its "The answer is X" fallback): a reference
-    solution's gold, where a phrase is no answer's proof."""
-    boxes = _boxed_contents(text) if isinstance(text, str) else []
-    return _last_stated(boxes) if boxes else None
+    """The stated box (``extract_answer`` without its "The answer is X" fallback): a reference solution's gold,
+    where a phrase is no answer's proof."""
+    boxes = _boxes(text) if isinstance(text, str) else []
+    return _last_stated(text, boxes) if boxes else None
 
 
 def as_answer(text_or_answer, *, completion: bool = False, stated: bool = False) -> str | None:

@@ -284,8 +284,9 @@ def grade_batch(texts, golds, *, timeout_s: float = DEFAULT_TIMEOUT_S, num_worke
 
 
 def grade_completions(texts, golds, *, timeout_s: float = DEFAULT_TIMEOUT_S, num_workers: int | None = None):
-    """RL rewards: r_i = 1 only when completion i states a final answer (its last box, or "The answer is" when
-    it has none) equivalent to the gold; a completion stating none scores 0 even if its text contains the value.
+    """RL rewards: r_i = 1 only when completion i states a final answer (its last box and the boxes listed with it,
+    or "The answer is" when it has none) equivalent to the gold; a completion stating none scores 0 even if its
+    text contains the value.
     Returns ``(bool[len(texts)], answers)``."""
     answers = [extract_answer(t) for t in texts]
     stated = np.asarray([a is not None for a in answers])
@@ -295,7 +296,7 @@ def grade_completions(texts, golds, *, timeout_s: float = DEFAULT_TIMEOUT_S, num
 
 
 def is_correct(text_or_answer: str, gold: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
-    """One reward: a completion (its last box is graded) or a bare answer, against the gold answer."""
+    """One reward: a completion (its final answer: ``extract_answer``) or a bare answer, against the gold answer."""
     return bool(grade_batch([text_or_answer], [gold], timeout_s=timeout_s)[0])
 
 

@@ -51,7 +51,8 @@ def register(name: str):
 
 @register("math")
 def math_reward(prompts, completions, gold, **columns) -> list[float]:
-    """1.0 when the completion's final answer (its last ``\\boxed{}``) is mathematically equivalent to ``gold``."""
+    """1.0 when the completion's final answer (its last ``\\boxed{}`` and the boxes listed with it:
+    ``answers.extract_answer``) is mathematically equivalent to ``gold``."""
     from rlvjax.rewards.math import grade_completions
 
     del prompts, columns
