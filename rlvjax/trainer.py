@@ -341,18 +341,22 @@ class RLVTrainer:
                              + "; evaluate with the run's own args (or leave those out)")
         return stored
 
-    def save_model(self, output_dir, *, overwrite: bool = False) -> None:
+    def save_model(self, output_dir, *, overwrite: bool = False, dtype: str | None = None) -> None:
         """The trained policy as an HF directory (safetensors, config, tokenizer, its verify question): a copy of
-        ``output_dir/final`` that appears whole or not at all. Refuses the run's own directory and what it manages,
-        and a non-empty directory unless ``overwrite``."""
+        ``output_dir/final`` that appears whole or not at all, its weights in ``dtype`` ("bfloat16", "float32"; None:
+        as trained, the run's ``ModelSpec.dtype``: an f32 run of a bf16 checkpoint saves twice its size). Refuses the
+        run's own directory and what it manages, and a non-empty directory unless ``overwrite``."""
         import shutil
 
         import jax
 
         from rlvjax import atomic, parallel
         from rlvjax.export import check_out
+        from rlvjax.model.hf import check_floating
 
         _check_path("output_dir", output_dir)
+        if dtype is not None:  # before anything is written
+            check_floating("save_model", dtype=dtype)
         final = self.output_dir / "final"
         if not final.is_dir():
             raise FileNotFoundError(f"{final} does not exist: train() first (with RunConfig.export_final = True)")
@@ -366,7 +370,10 @@ class RLVTrainer:
                           overwrite_hint="pass overwrite=True")
                 tmp = atomic.staging_dir(out)
                 try:
-                    shutil.copytree(final, tmp, dirs_exist_ok=True)
+                    if dtype is None:
+                        shutil.copytree(final, tmp, dirs_exist_ok=True)
+                    else:
+                        _save_as(final, tmp, dtype)
                 except BaseException:
                     shutil.rmtree(tmp, ignore_errors=True)
                     raise
@@ -375,6 +382,19 @@ class RLVTrainer:
                 failed = e
         if parallel.primary_says(failed is not None):
             raise failed or RuntimeError(f"save_model({out}) failed on process 0; its error says why")
+
+
+def _save_as(final: Path, out: Path, dtype: str) -> None:
+    """``final``'s policy into the empty folder ``out``, its weights (and config.json's dtype) in ``dtype``, every
+    other file of it as it is (the verify question, how it sampled, generation_config.json)."""
+    from rlvjax.model.hf import export_stamp, load_hf, save_hf
+
+    model, tokenizer = load_hf(final)
+    weights = ("config.json", "model.safetensors.index.json")
+    files = {p.name: p.read_text(encoding="utf-8") for p in final.iterdir()
+             if p.is_file() and p.suffix != ".safetensors" and p.name not in weights}
+    stamp = {k: v for k, v in export_stamp(final).items() if k not in ("format", "rlvjax_export_id")}  # its step
+    save_hf(model, tokenizer, out, files=files, stamp=stamp, dtype=dtype)
 
 
 def _problems(records: list[dict]) -> str:

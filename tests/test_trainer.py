@@ -531,6 +531,35 @@ def test_save_model_never_touches_the_run_and_replaces_only_when_asked(user_run,
     assert not dead.exists() and running.exists()
 
 
+def test_save_model_writes_the_weights_in_the_dtype_asked(user_run, tmp_path):
+    """An f32 run of a bf16 checkpoint saved twice its size (only `export --dtype` could halve it). In bf16: the
+    weights and config.json's dtype, the same step stamped, every other file of final/ as it is; a non-float dtype
+    is refused before anything is written."""
+    import jax.numpy as jnp
+    from safetensors import safe_open
+
+    from rlvjax.model.hf import export_stamp, load_hf
+
+    root, namespace, _, _ = user_run
+    trainer, final = namespace["trainer"], root / "run" / "final"
+    with pytest.raises(ValueError, match=r"^save_model: dtype='int8' is not a floating dtype"):
+        trainer.save_model(tmp_path / "int8", dtype="int8")
+    assert not list(tmp_path.iterdir())
+    trainer.save_model(tmp_path / "half", dtype="bfloat16")
+    half = tmp_path / "half"
+    with safe_open(str(half / "model.safetensors"), "np") as f:
+        assert {f.get_slice(name).get_dtype() for name in f.keys()} == {"BF16"}
+    assert json.loads((half / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    assert export_stamp(half)["rlvjax_step"] == export_stamp(final)["rlvjax_step"]
+    same = [p.name for p in final.iterdir() if p.suffix == ".json" and p.name != "config.json"]
+    assert "generation_config.json" in same and "rlvjax_sampling.json" in same
+    assert all((half / name).read_text() == (final / name).read_text() for name in same)
+    (model, _), (trained, _) = load_hf(half), load_hf(final)
+    ids = jnp.array([[1, 2, 3, 4]])
+    np.testing.assert_allclose(model(ids), trained(ids), atol=0.05)
+    assert sorted(p.name for p in half.iterdir()) == sorted(p.name for p in final.iterdir())
+
+
 def test_several_rewards_are_summed_with_their_weights():
     rows = [{"prompt": "p", "gold": "2", "target": "x"}] * 3
     rewards = registry.Rewards(["a", "b"], [1.0, 0.5], [lambda p, c, **k: [1.0] * len(c),
