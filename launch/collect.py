@@ -26,7 +26,7 @@ from pathlib import Path
 
 EVAL_FILES = ("eval.json", "eval/final/eval.json")  # the end-of-run report first, then rlvjax.evaluate's default
 POLICY = "final"
-RUN_NAME = re.compile(r"lambda_(.+)")
+RUN_NAME = re.compile(r"lambda_([0-9]+(?:\.[0-9]*)?(?:e[+-]?[0-9]+)?)")  # "lambda_0.1_2" is no λ (float: 0.12)
 COLUMNS = (("pass@1", "pass@1"), ("majority", "maj@K"), ("weighted", "wt@K"), ("best_of_n", "BoN@K"),
            ("verifier_balanced_accuracy", "ver. bal. acc"), ("verifier_auroc", "AUROC"),
            ("pass@1_minus_lambda0", "pass@1 − λ0"), ("weighted_minus_lambda0_majority", "wt@K − λ0 maj@K"),
@@ -35,10 +35,7 @@ COLUMNS = (("pass@1", "pass@1"), ("majority", "maj@K"), ("weighted", "wt@K"), ("
 
 def lambda_from_name(run: Path) -> float | None:
     match = RUN_NAME.fullmatch(run.name)
-    try:
-        return float(match.group(1)) if match else None
-    except ValueError:
-        return None
+    return float(match.group(1)) if match else None
 
 
 def run_lambda(run: Path) -> float:

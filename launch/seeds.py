@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--collect_only", action="store_true", help="only tabulate the --seeds runs under --workdir_root")
     args = p.parse_args(argv)
     sweep.check_root(args.workdir_root)
-    root = Path(args.workdir_root)
+    root = Path(args.workdir_root).expanduser()  # as plan() writes the runs: "--workdir_root=~/x" keeps its "~"
     if not args.collect_only:
         jobs = plan(args)
         if args.parallel < 1:

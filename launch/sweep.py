@@ -202,7 +202,7 @@ def check_root(root: str) -> None:
     if "://" in root:  # as rlvjax.config.check_local; Path(root).absolute() would make it a local gs:/...
         raise ValueError(f"--workdir_root {root} is a URL; runs are written to a local or mounted filesystem (a "
                          "bucket: mount it, e.g. with gcsfuse, and pass the mount's path)")
-    if Path(root).exists() and not Path(root).is_dir():
+    if Path(root).expanduser().exists() and not Path(root).expanduser().is_dir():
         raise NotADirectoryError(f"--workdir_root {root} is a file; pass a directory for the runs")
 
 

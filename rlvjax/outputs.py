@@ -350,14 +350,29 @@ def exports(policies: dict[str, Path]) -> dict[str, dict | None]:
 
 def eval_data_id(task) -> str:
     """What a report's problems are drawn from, as 16 hex digits: the task's settings (the files' paths aside) and
-    the eval file's bytes, so a resume on other problems is evaluated again. A run on the API's in-memory rows is
-    identified by the task it writes (:func:`written_task`): the CLI, resuming it from its config, and the API
-    give the same id (each took the other's report for another's and sampled it again)."""
+    the eval data's bytes (a file's, or every file's of a dataset directory: a "~/" path or a re-saved directory was
+    known by its name alone, and a resume on other problems kept the old report), so a resume on other problems is
+    evaluated again; a hub id by its name. A run on the API's in-memory rows is identified by the task it writes
+    (:func:`written_task`): the CLI, resuming it from its config, and the API give the same id (each took the
+    other's report for another's and sampled it again)."""
     settings = {k: v for k, v in _task_settings(task).items() if k not in ("train_file", "eval_file")}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    source = Path(task.eval_file) if task.eval_file else None
-    digest.update(source.read_bytes() if source is not None and source.is_file() else str(task.eval_file).encode())
+    source = Path(task.eval_file).expanduser() if task.eval_file else None
+    if source is not None and source.is_file():
+        _hash_file(digest, source)
+    elif source is not None and source.is_dir():
+        for path in sorted(p for p in source.rglob("*") if p.is_file()):
+            digest.update(path.relative_to(source).as_posix().encode() + b"\0")
+            _hash_file(digest, path)
+    else:
+        digest.update(str(task.eval_file).encode())
     return digest.hexdigest()[:16]
+
+
+def _hash_file(digest, path: Path) -> None:
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
 
 
 def disk_need(params, rl: RLConfig, run: RunConfig, warm: WarmStartConfig,

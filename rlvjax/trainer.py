@@ -409,7 +409,7 @@ def _records(dataset, name: str, need_gold: bool, task) -> list[dict]:
     if isinstance(dataset, (str, Path)):
         which = {"split": task.eval_split, "split_knob": "TaskSpec.eval_split", "name": task.eval_subset,
                  "name_knob": "TaskSpec.eval_subset"} if name == "eval_dataset" else {
-                     "name": task.train_subset, "name_knob": "TaskSpec.train_subset"}
+                     "name": task.train_subset, "name_knob": "TaskSpec.train_subset", "split_knob": None}
         return sources.load_records(dataset, on_bad_gold=task.on_bad_gold, require_gold=need_gold, **which)[0]
     if isinstance(dataset, (list, tuple)) or type(dataset).__name__ == "Dataset":
         return sources.from_rows(list(dataset), source=name, on_bad_gold=task.on_bad_gold,

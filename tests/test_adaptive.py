@@ -150,3 +150,25 @@ def test_bad_rules_are_one_line_errors():
         AdaptiveRule(min_samples=0)
     with pytest.raises(ValueError, match="AdaptiveRule.mean_samples=2.0 must be >= min_samples=4"):
         AdaptiveRule(mean_samples=2.0)
+
+
+def test_a_report_replays_the_rule_in_several_orders_of_the_pool():
+    """One order of an i.i.d. pool is one run; its accuracy varied with the order (a third of a pool's orders never
+    reached the accuracy its own order did, review), read against fixed-N curves that are means over subsets."""
+    from rlvjax.strategies.adaptive import replays
+
+    rng = np.random.default_rng(0)
+    classes = rng.integers(0, 3, size=(6, 8))
+    scores, correct = rng.random((6, 8)), (classes == 0).astype(float)
+    lengths = rng.integers(1, 100, size=(6, 8))
+    first = AdaptiveRule(min_samples=2, round_size=2, max_samples=8, delta=1.0)  # stops after its first round
+    runs = replays(classes, scores, correct, lengths, first, orders=400)
+    assert runs[0].summary() == simulate(classes, scores, correct, lengths, first).summary()  # the pool's order first
+    np.testing.assert_array_equal(runs[0].tokens, lengths[:, :2].sum(axis=1))
+    # each order draws 2 of the 8 samples: on average, 2 x the mean length; the orders differ
+    np.testing.assert_allclose(np.mean([r.tokens for r in runs], axis=0), 2 * lengths.mean(axis=1), rtol=0.08)
+    assert len({r.tokens.tobytes() for r in runs}) > 100
+    # eight different answers never settle at delta 0: the whole pool, in any order
+    distinct, everything = np.tile(np.arange(8), (6, 1)), dataclasses.replace(first, delta=0.0)
+    assert all((r.tokens == lengths.sum(axis=1)).all() and (r.samples == 8).all()
+               for r in replays(distinct, scores, correct, lengths, everything, orders=5))

@@ -6,6 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -121,11 +122,25 @@ def test_datasets_directory_and_split(tmp_path, monkeypatch):
     records, stats = load_records(source)
     assert stats.schema == "aime" and [r["gold"] for r in records] == ["3", "4"]
     assert [r["id"] for r in records] == ["dataset-0", "dataset-1"]
-    with pytest.raises(ValueError, match=r"has no split 'test' \(Unknown split .*\); set split= to one of its"):
+    with pytest.raises(ValueError, match=r"has no split 'test' \(Unknown split .*\); set split= to one of them"):
         load_records(source, split="test")
     datasets.Dataset.from_list([{"prompt": "x", "gold": "1"}]).save_to_disk(tmp_path / "saved")
     records, stats = load_records(tmp_path / "saved")
     assert stats.schema == "generic" and records == [{"prompt": "x", "gold": "1", "level": None, "id": "saved-0"}]
+    assert load_records(tmp_path / "saved", split="test")[0] == records  # one dataset: read whole as either
+    # it evaluated the same rows for any other split, silently (a file is refused so: TaskSpec)
+    with pytest.raises(ValueError, match=r"saved is one dataset, without splits, and TaskSpec.eval_split='validation' "
+                                         r"picks a split: point at the validation data's own directory or file"):
+        load_records(tmp_path / "saved", split="validation", split_knob="TaskSpec.eval_split")
+    # training data without a train split: its splits listed, no knob that does not exist ("set split=")
+    datasets.DatasetDict({"test": datasets.Dataset.from_list([{"prompt": "x", "gold": "1"}])}).save_to_disk(
+        tmp_path / "test_only")
+    with pytest.raises(ValueError, match=r"test_only has no split 'train' \(its splits: test\); the training data is "
+                                         r"read from its 'train' split: save the data with one, or point at"):
+        from rlvjax.data import tasks
+
+        tasks.get("file").records(TaskSpec(name="file", train_file=str(tmp_path / "test_only"), prompt_format="as_is"),
+                                  None)
 
 
 def test_unreadable_rows_in_a_data_directory_or_prompt_text_are_one_line(tmp_path, monkeypatch):
@@ -208,7 +223,8 @@ def test_a_datasets_eval_file_reads_its_eval_split_not_the_training_one(tmp_path
         experiment.build_records(experiment.TaskSpec(**{**spec, "eval_file": spec["train_file"]}, eval_split="train"),
                                  None)
     assert "6 of 6 eval prompts are train prompts too" in caplog.text
-    with pytest.raises(ValueError, match="has no split 'validation'; set TaskSpec.eval_split to one of its splits"):
+    with pytest.raises(ValueError, match=r"has no split 'validation' \(its splits: train, test, dev\); set "
+                                         r"TaskSpec.eval_split to one of them"):
         tasks.get("file").records(experiment.TaskSpec(**spec, eval_split="validation"), None)
     # Evaluating a trained run reads its eval problems alone: its training file may have moved since (it failed with
     # "no such data file"), and a datasets id may be out of reach offline.
@@ -507,6 +523,25 @@ def test_state_resumes_the_exact_order_across_epochs():
     edited = [*records[:-1], {**records[-1], "prompt": "edited"}]
     with pytest.raises(ValueError, match=rf"records_sha256 \(saved {digest}, now {pipeline.fingerprint(edited)}\)"):
         make_iterator(edited, batch_size=3, seed=5, shard_index=1, shard_count=2).set_state(state)
+    # A row without an id is named for its file ("a-0"): the same rows in a renamed file are the same data (their
+    # resume was refused as another pipeline); a state saved when the ids were hashed too resumes as well
+    renamed = [{**r, "id": f"renamed-{i}"} for i, r in enumerate(records)]
+    again = make_iterator(renamed, batch_size=3, seed=5, shard_index=1, shard_count=2)
+    again.set_state(state)
+    expected = take(make_iterator(records, batch_size=3, seed=5, shard_index=1, shard_count=2), 7)[4:]
+    assert take(again, 3) == [[f"renamed-{i[1:]}" for i in batch] for batch in expected]
+    with_ids = hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()[:16]
+    make_iterator(records, batch_size=3, seed=5, shard_index=1, shard_count=2).set_state(
+        {**state, "records_sha256": with_ids})
+
+
+def test_a_renamed_data_file_holds_the_same_data(tmp_path):
+    rows = "".join(json.dumps({"prompt": f"{i}+1=", "gold": str(i + 1)}) + "\n" for i in range(4))
+    (tmp_path / "a.jsonl").write_text(rows)
+    (tmp_path / "renamed.jsonl").write_text(rows)
+    a, renamed = (sources.load_records(tmp_path / name)[0] for name in ("a.jsonl", "renamed.jsonl"))
+    assert [r["id"] for r in a] == ["a-0", "a-1", "a-2", "a-3"] and renamed[0]["id"] == "renamed-0"
+    assert pipeline.fingerprint(a) == pipeline.fingerprint(renamed)
 
 
 def test_num_epochs_bounds_the_stream_and_bad_arguments_are_named():
@@ -548,6 +583,28 @@ def test_golds_no_completion_could_match_are_skipped_and_a_bom_is_read(tmp_path)
     assert [r["gold"] for r in records] == ["\\{1, 2\\}"] and stats.bad_gold_rows == ("line 1", "line 2")
     (tmp_path / "golds.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(rows).encode())
     assert [r["gold"] for r in load_records(tmp_path / "golds.json")[0]] == ["\\{1, 2\\}"]
+
+
+def test_an_answer_column_gives_the_answer_it_states_and_a_sentence_is_no_gold(tmp_path, caplog):
+    """Answer columns were golds verbatim: against "Answer: 12" or "Therefore the total is 12 apples." every right
+    completion graded wrong, without a word. A label or GSM8K's "####" alone is stripped; a sentence or a working
+    stating no answer is a bad gold (skipped and named); answers in words, boxes and "The answer is X" stay."""
+    import logging
+
+    from rlvjax.rewards import math as rm
+
+    golds = ["Answer: 12", "**Final Answer:** 12", "#### 12", "Therefore the total is 12 apples.", "Let x be 12",
+             "The answer is $12$.", "\\boxed{12}", "12 apples", "\\text{Evelyn}", "all real numbers",
+             "$x = 5$ and then $y = 3$"]
+    write_jsonl(tmp_path / "a.jsonl", [{"question": f"q{i}", "answer": g} for i, g in enumerate(golds)])
+    with caplog.at_level(logging.WARNING):
+        records, stats = load_records(tmp_path / "a.jsonl")
+    assert [r["gold"] for r in records] == ["12", "12", "12", "The answer is $12$.", "\\boxed{12}", "12 apples",
+                                            "\\text{Evelyn}", "all real numbers"]
+    assert stats.bad_gold_rows == ("line 4", "line 5", "line 11")
+    assert "the answer itself, not a sentence or a working" in caplog.text
+    assert all(rm.is_correct("\\boxed{12}", r["gold"]) for r in records[:6])
+    assert not rm.is_correct("\\boxed{12}", "Answer: 12")  # as the column was read before
 
 
 def test_an_eval_file_cut_to_num_eval_says_so(tmp_path, caplog):

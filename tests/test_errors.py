@@ -380,7 +380,8 @@ DATA_CASES = {
                           "'generic' schema, whose fields every row needs)"),
     "no_usable_gold": (rows({"prompt": "a", "gold": ""}, {"prompt": "b", "gold": None}),
                        "{path}: none of its 2 rows has a usable gold answer for schema 'generic'; give each row an "
-                       "answer in 'gold' or 'answer' (not empty, braces balanced, at most 1000 characters)"),
+                       "answer in 'gold' or 'answer' (the answer itself, not a sentence or a working; not empty, "
+                       "braces balanced, at most 1000 characters)"),
     # The built-in arithmetic tokenizer has only digits and operators: it would drop the instruction's letters
     # (and any CJK) silently, and the model would see another problem.
     "unencodable_prompt": (rows(*[GOOD] * 4, {"prompt": "计算 1 + 1", "gold": "2"}, *[GOOD] * 3),
@@ -417,7 +418,8 @@ def test_unparseable_gold_rows_are_skipped_counted_and_logged_or_refused(tmp_pat
     assert len(records) == 2 and (stats.rows, stats.kept, stats.skipped_bad_gold) == (3, 2, 1)
     assert stats.bad_gold_rows == ("line 2",)
     assert (f"{path}: skipped 1 of 3 rows with no usable gold answer for schema 'generic' (line 2); give them an "
-            "answer in 'gold' or 'answer' (not empty, braces balanced, at most 1000 characters) or remove them") \
+            "answer in 'gold' or 'answer' (the answer itself, not a sentence or a working; not empty, braces "
+            "balanced, at most 1000 characters) or remove them") \
         in caplog.text
     with pytest.raises(ValueError, match=r"line 2 has no usable gold answer for schema 'generic'; fix the row"):
         sources.load_records(path, on_bad_gold="error")
@@ -1208,7 +1210,8 @@ def test_evaluate_model_dir_mistakes(tmp_path):
                           str(tmp_path / "fits")], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (f"{mixed}: skipped 1 of 3 rows with no usable gold answer for schema 'generic' (line 2); give them an "
-            "answer in 'gold' or 'answer' (not empty, braces balanced, at most 1000 characters) or remove them") \
+            "answer in 'gold' or 'answer' (the answer itself, not a sentence or a working; not empty, braces "
+            "balanced, at most 1000 characters) or remove them") \
         in out.stderr
     evaluation = json.loads((tmp_path / "fits" / "eval.json").read_text())
     assert evaluation["evaluated"]["data_rows"] == 3 and evaluation["evaluated"]["data_skipped"] == ["line 2"]

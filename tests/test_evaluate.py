@@ -168,7 +168,7 @@ def test_temperature_keys_are_exact_and_a_model_not_trained_here_has_no_training
 
 
 
-def test_the_end_of_run_report_is_current_only_for_the_same_policies_and_settings(tmp_path):
+def test_the_end_of_run_report_is_current_only_for_the_same_policies_and_settings(tmp_path, monkeypatch):
     from safetensors.numpy import save_file
 
     from rlvjax import outputs
@@ -211,6 +211,19 @@ def test_the_end_of_run_report_is_current_only_for_the_same_policies_and_setting
     assert outputs.current_report(config, tmp_path, policies) is None
     write({"1": {"final": rep, "lambda0": rep}})
     assert outputs.current_report(config, tmp_path, policies) is not None
+    # so behind a "~/" path and in a dataset directory re-saved with other problems (each was known by its name
+    # alone: a resume on other problems kept the old report)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "data-00000-of-00001.arrow").write_bytes(b"1+1")
+    for eval_file, edit in (("~/" + problems.name, lambda: problems.write_text('{"prompt": "3+3", "gold": "6"}\n')),
+                            (str(tmp_path / "saved"),
+                             lambda: (tmp_path / "saved" / "data-00000-of-00001.arrow").write_bytes(b"2+2"))):
+        at = dataclasses.replace(config, task=dataclasses.replace(config.task, eval_file=eval_file))
+        before = outputs.eval_data_id(at.task)
+        edit()
+        assert outputs.eval_data_id(at.task) != before, eval_file
+    assert sources.absolute("~/" + problems.name) == str(problems)  # a config records the file itself
     # the API's in-memory eval rows, by the file the run writes them to: as the CLI's resume of that run reads them
     # (one id for both), and a resume on other rows (written over them) is not reported as these
     rows = ([{"prompt": "1+1", "gold": "2"}], [{"prompt": "1+1", "gold": "2"}])
@@ -606,16 +619,20 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         classes = np.stack([testtime.answer_classes(list(a)) for a in grid("answer")])
         args = classes, grid("score"), grid("correct").astype(float), grid("tokens")
         for point in block["points"]:
-            if strategy == "adaptive":
-                expected = adaptive.simulate(*args, adaptive.AdaptiveRule(**point["rule"]), seed=0)
+            if strategy == "adaptive":  # the mean of its replays in several sample orders, the pool's own first
+                rule = adaptive.AdaptiveRule(**point["rule"])
+                runs = [r.summary() for r in adaptive.replays(*args, rule, seed=0)]
+                assert runs[0] == adaptive.simulate(*args, rule, seed=0).summary() and point["orders"] == len(runs) > 1
+                expected = {key: np.mean([r[key] for r in runs]) for key in runs[0]}
+                assert point["accuracy_sd_over_orders"] == pytest.approx(np.std([r["accuracy"] for r in runs], ddof=1))
             else:
                 rule = length.LengthRule(**{**point["rule"], "budgets": tuple(point["rule"]["budgets"])})
-                expected = length.replay(*args, grid("finished"), rule)
-            assert point["accuracy"] == pytest.approx(expected.summary()["accuracy"])
-            assert point["tokens_per_problem"] == pytest.approx(expected.summary()["tokens_per_problem"])
+                expected = length.replay(*args, grid("finished"), rule).summary()
+            assert point["accuracy"] == pytest.approx(expected["accuracy"])
+            assert point["tokens_per_problem"] == pytest.approx(expected["tokens_per_problem"])
             # the verifier's tokens: each pass reads the run's verify prompt after the sample's last token
             assert point["verifier_tokens_per_problem"] == pytest.approx(
-                expected.summary()["verifier_passes_per_problem"] * (1 + len(verify_suffix)))
+                expected["verifier_passes_per_problem"] * (1 + len(verify_suffix)))
         assert len(block["points"]) == (2 if strategy == "adaptive" else 3)  # length: N = 1, 2, 4
     # An --out that cannot be written is refused before any sampling (and nothing is created).
     (tmp_path / "a_file").write_text("x")

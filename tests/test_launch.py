@@ -396,6 +396,9 @@ def test_collect_errors(tmp_path):
     write_eval(tmp_path / "run_x" / "eval.json", pass1=0, majority=0, weighted=0, best=0, bal_acc=0.5, auroc=0.5)
     with pytest.raises(ValueError, match="its name is not lambda_<value>"):
         collect.collect(tmp_path)
+    # a number only: Python's float reads "0.1_2" as 0.12
+    assert [collect.lambda_from_name(Path(f"lambda_{x}")) for x in ("0.1", "1e-05", "2", "0.1_2", "1_0", "nan")] \
+        == [0.1, 1e-05, 2.0, None, None, None]
     (tmp_path / "run_x" / "eval.json").write_text("{}")  # cut short or hand-edited: named, not a KeyError traceback
     with pytest.raises(ValueError, match=r"run_x/eval.json is not a whole rlvjax eval.json \(KeyError: 'reports'\)"):
         collect.collect(tmp_path)
@@ -489,6 +492,23 @@ def test_seeds_claims_by_hand(tmp_path, capsys):
     (tmp_path / "seed_0" / "eval.json").write_text('{"headline_temperature": 1.5, "rep')
     with pytest.raises(ValueError, match=r"seed_0/eval.json is not a whole rlvjax eval.json \(JSONDecodeError"):
         seeds.main(["--workdir_root", str(tmp_path), "--collect_only", "--seeds", "0"])
+
+
+def test_seeds_reads_a_home_relative_root_where_it_trained(tmp_path, capsys, monkeypatch):
+    """The shell leaves "--workdir_root=~/runs" as written: the runs went to $HOME/runs, the table was looked for
+    in a ./~/runs, and after training every seed the script failed, telling to retrain."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_seed_eval(tmp_path / "runs" / "seed_0" / "eval.json", rlv=0.6, base=0.7, rlv_majority=0.8, weighted=0.9,
+                    base_majority=0.85, ratio=8.0, ci_high=0.01, rlv_ver=0.8, base_ver=0.5)
+    trained = []
+    from rlvjax.experiment import RunConfig
+
+    monkeypatch.setattr(seeds.sweep, "check_config", lambda *args: RunConfig(final_eval_samples=4))
+    monkeypatch.setattr(seeds.sweep, "execute", lambda jobs, parallel: trained.extend(jobs) or [0] * len(jobs))
+    assert seeds.main(["--workdir_root=~/runs", "--seeds", "0", "--resume"]) == 0
+    assert [str(job.workdir) for job in trained] == [str(tmp_path / "runs" / "seed_0")]
+    assert capsys.readouterr().out.splitlines()[2].startswith("| 0 | 0.600 |")
+    assert (tmp_path / "runs" / "claims.md").is_file() and not (Path.cwd() / "~").exists()
 
 
 def test_seeds_dry_run_and_bad_input(tmp_path, capsys):

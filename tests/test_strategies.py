@@ -31,6 +31,11 @@ def test_length_stops_once_the_vote_is_confident_and_prices_the_budget_it_stoppe
     np.testing.assert_array_equal(lower.tokens, [8 + 10 + 10 + 10, 115])  # 0.425 >= 0.4 at the first budget
     np.testing.assert_array_equal(lower.verifier_passes, [2, 3])
     assert length.confidence(classes[1], scores[1], lengths[1] <= 25) == pytest.approx(0.5 / 4)
+    # Threshold 0 stops at the first answer, not at the first budget: with nothing finished by 10 (or 20) tokens,
+    # problem 1 stopped at 10 with no answer (accuracy 0 at a third of the tokens, review); it runs to 30 as above
+    zero = length.replay(classes, scores, correct, lengths, finished, dataclasses.replace(rule, threshold=0.0))
+    np.testing.assert_array_equal(zero.tokens, [8 + 10 + 10 + 10, 115])
+    np.testing.assert_array_equal(zero.correct, [1.0, 1.0])
     # A NaN score adds 0, as in the vote (it made the confidence NaN: never confident, never an early stop).
     assert length.confidence(np.zeros(4, int), np.array([np.nan, 1, 1, 1]), np.ones(4, bool)) == pytest.approx(3 / 4)
     # Two samples per run: the pool holds two disjoint runs, averaged. Problem 0: samples 0-1 agree at 10 tokens
@@ -147,6 +152,57 @@ def test_live_length_equals_its_replay_on_the_engines_pool(warm_policy):
     np.testing.assert_array_equal(live.verifier_passes, replayed.verifier_passes)
     full = np.minimum(pool["lengths"], 24).sum(axis=1)
     assert (live.tokens < full).any() and (live.tokens == full).any()  # some problems stopped early, some not
+
+
+def test_a_problem_whose_rows_have_all_finished_is_resampled_no_more():
+    """Problem 0's 4 rows are finished solutions from the start (answers 0-3, scores 0.3-0.6); problem 1's rows stay
+    live for 20 rounds. The finished rows were redrawn every round while problem 1 went on: they collapsed onto one
+    solution (3.9 of 4 seeds of 200 by max_steps 32, review), and problem 0's answer depended on its batch."""
+    import types
+
+    from rlvjax.data.tokenizer import build_tokenizer
+
+    n, kept = 4, []
+
+    class Decoder:  # one token a step; rows 0-3 finished before round 1, rows 4-7 after 20 steps
+        max_new_tokens = 100
+
+        def start(self, state, ids, mask, rng, particles):
+            return types.SimpleNamespace(origin=np.arange(2 * n), n=np.ones(2 * n, int),
+                                         live=np.arange(2 * n) >= n)
+
+        def advance(self, state, rows, rng, limits, delimiters=()):
+            steps = rows.n + rows.live if delimiters else np.where(rows.live, 21, rows.n)
+            return types.SimpleNamespace(origin=rows.origin, n=steps, live=rows.live & (steps < 21))
+
+        def score(self, state, rows):
+            p = np.where(rows.origin < n, 0.3 + 0.1 * rows.origin, 0.5)
+            return np.stack([np.log(p), np.log1p(-p)], axis=1)
+
+        def take(self, rows, index):
+            return types.SimpleNamespace(origin=rows.origin[index], n=rows.n[index], live=rows.live[index])
+
+    class Policy:
+        tokenizer, decoder, state, conventions = build_tokenizer(), Decoder(), None, testtime.Conventions()
+
+        def batches(self, records, seed):
+            yield records, None, None, None
+
+        def read(self, rows, chunk, verdicts):
+            kept.append(rows.origin.reshape(2, n))
+            scores = self.conventions.scores(np.asarray(verdicts)[:, 0], np.asarray(verdicts)[:, 1]).reshape(2, n)
+            answers = np.array([[str(o) for o in row] for row in rows.origin.reshape(2, n)], object)
+            return {"answers": answers, "correct": (rows.origin.reshape(2, n) == 3).astype(float), "scores": scores}
+
+        def classes(self, answers):
+            return np.stack([testtime.answer_classes(list(row), grouping="string") for row in answers])
+
+    for seed in range(20):
+        out = particle.run(Policy(), [{}, {}], particle.ParticleRule(particles=n, step_delimiter="\n"), seed=seed)
+        np.testing.assert_array_equal(kept[-1][0], np.arange(n))  # all four solutions vote
+        assert out.answers[0] == "3" and out.correct[0] == 1.0  # the best-scored one wins the weighted vote
+        np.testing.assert_array_equal(out.tokens, [n, n * 21])
+    assert any((origins[1] != np.arange(n, 2 * n)).any() for origins in kept)  # problem 1 was resampled
 
 
 @pytest.mark.slow

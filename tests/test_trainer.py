@@ -1044,7 +1044,8 @@ def test_datasets_are_read_as_the_task_spec_says(tmp_path, monkeypatch):
     args = lambda **task: rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), config=Config(task=TaskSpec(**task)))
     trainer = rlvjax.RLVTrainer(train_dataset=rows("3", 4), eval_dataset=str(tmp_path / "data"), args=args())
     assert [r["prompt"] for r in trainer.records[1]] == ["20+1=", "21+1=", "22+1="]
-    with pytest.raises(ValueError, match="has no split 'validation'; set TaskSpec.eval_split to one of its splits"):
+    with pytest.raises(ValueError, match=r"has no split 'validation' \(its splits: train, test\); set "
+                                         r"TaskSpec.eval_split to one of them"):
         rlvjax.RLVTrainer(train_dataset=rows("3", 4), eval_dataset=str(tmp_path / "data"),
                           args=args(eval_split="validation"))
     bad = rows("3", 4) + [{"prompt": "9+1=", "gold": ""}]

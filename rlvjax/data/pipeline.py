@@ -46,6 +46,7 @@ class DataIterator:
         self.batches_per_epoch = len(records) // (shard_count * batch_size)
         self._pipeline = {"seed": seed, "batch_size": batch_size, "shard_count": shard_count,
                           "num_records": len(records), "records_sha256": fingerprint(records)}
+        self._with_ids = _sha256_16(list(records))  # what states saved before 2026-12-07 hashed
         self._batches = functools.partial(sharded_batches, records, batch_size=batch_size, seed=seed,
                                           shard_index=shard_index, shard_count=shard_count)
         self._num_epochs = num_epochs
@@ -76,7 +77,7 @@ class DataIterator:
         however many processes split it, and ``next_index`` counts global batches.
         """
         saved = {k: state.get(k) for k in STATE_KEYS}
-        if saved["records_sha256"] is None:  # saved before the content was recorded
+        if saved["records_sha256"] in (None, self._with_ids):  # saved before the content was recorded, or its ids
             saved["records_sha256"] = self._pipeline["records_sha256"]
         if not _same_global_order(saved, self._pipeline):
             differing = ", ".join(f"{k} (saved {saved[k]}, now {self._pipeline[k]})" for k in STATE_KEYS
@@ -132,8 +133,14 @@ def _same_global_order(saved: dict, current: dict) -> bool:
 
 
 def fingerprint(records: Sequence[dict]) -> str:
-    """The first 16 hex digits of the SHA-256 of ``records`` as JSON: what a resume checks the data against."""
-    text = json.dumps(list(records), sort_keys=True, default=str, ensure_ascii=False)
+    """The first 16 hex digits of the SHA-256 of ``records`` as JSON, their ids aside: what a resume checks the data
+    against. A row without an id is named for its file ("train-3"): a renamed file is the same data (its resume
+    was refused as "a different pipeline")."""
+    return _sha256_16([{k: v for k, v in record.items() if k != "id"} for record in records])
+
+
+def _sha256_16(value) -> str:
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 

@@ -64,7 +64,7 @@ def load_records(
     name: str | None = None,
     on_bad_gold: str = "skip",
     require_gold: bool = True,
-    split_knob: str = "split=",
+    split_knob: str | None = "split=",
     name_knob: str = "name=",
 ) -> tuple[list[dict], LoadStats]:
     """Loads problems as ``[{"prompt", "gold", "level", "id"}]`` from a .jsonl/.json/.parquet file or `datasets`.
@@ -73,7 +73,8 @@ def load_records(
     HF_DATASETS_OFFLINE=1). ``fmt`` names the schema (one of ``SCHEMAS``: "math" takes the gold from the solution's
     last ``\\boxed{}``, "math500"/"aime"/"generic" from an answer field); None detects it from the first row's fields.
     ``split`` and ``name`` (the dataset config, e.g. a MATH subject) only apply to `datasets` sources (a missing split
-    is refused naming ``split_knob``, the caller's way to choose one; a missing config, listing the dataset's, naming
+    is refused naming ``split_knob``, the caller's way to choose one (None: there is none, the training data is
+    the "train" split); a missing config, listing the dataset's, naming
     ``name_knob``). Rows whose gold cannot be determined are
     skipped and counted (``on_bad_gold="skip"``) or raise (``"error"``).
     ``require_gold=False`` (a reward that reads other columns): a row needs only a problem; a gold answer is kept
@@ -132,13 +133,15 @@ def _gold_hint(schema: str) -> str:
     if schema == "math":
         return "a \\boxed{} answer in 'solution'"
     fields = " or ".join(repr(f) for f in SCHEMAS[schema][1])
-    return f"an answer in {fields} (not empty, braces balanced, at most {MAX_ANSWER_CHARS} characters)"
+    return (f"an answer in {fields} (the answer itself, not a sentence or a working; not empty, braces balanced, "
+            f"at most {MAX_ANSWER_CHARS} characters)")
 
 
 def absolute(path_or_id) -> str:
-    """A local file or directory as an absolute path (a config naming it is read from other directories); a hub or
-    datasets id as given."""
-    return str(Path(path_or_id).absolute()) if Path(path_or_id).exists() else str(path_or_id)
+    """A local file or directory as an absolute path, "~" expanded (a config naming it is read from other
+    directories, and by other users); a hub or datasets id as given."""
+    path = Path(path_or_id).expanduser()
+    return str(path.absolute()) if path.exists() else str(path_or_id)
 
 
 def write_jsonl(path, records: list[dict]) -> None:
@@ -239,7 +242,8 @@ def _first_field(row: dict, fields: tuple[str, ...], source: str, place: str, sc
 def _gold(value: Any, *, from_solution: bool) -> str | None:
     """Gold answer text; for MATH the content of the solution's last \\boxed{} (``answers.boxed_answer``), else,
     for a solution that is a bare answer (TRL's layout) or ends "The answer is X", that answer where it reads as a
-    formula (words are no gold); for GSM8K what follows its rationale's final "#### ".
+    formula (words are no gold); from an answer column, the answer it states (``_answer_field``: GSM8K's after
+    "#### ", none from a sentence).
     None where no completion could be graded equal to it (longer than the grader's ``MAX_ANSWER_CHARS``, or
     unbalanced braces)."""
     if from_solution:
@@ -249,8 +253,8 @@ def _gold(value: Any, *, from_solution: bool) -> str | None:
         # TRL's layout (what its accuracy_reward reads): the solution is the bare answer; words without a box are none
         bare = as_answer(value, completion=True) if boxed is None and isinstance(value, str) else None
         value = boxed if boxed is not None else bare if bare is not None and is_formula(bare) else None
-    elif isinstance(value, str) and "\n#### " in value:  # GSM8K's answer: the rationale, then "#### 72"
-        value = value.rsplit("\n#### ", 1)[1]
+    elif isinstance(value, str):
+        value = _answer_field(value)
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (numbers.Real, decimal.Decimal)) and not math.isfinite(value):
@@ -269,6 +273,22 @@ def _gold(value: Any, *, from_solution: bool) -> str | None:
     if len(text) > MAX_ANSWER_CHARS or not braces_balanced(text):  # no completion could ever be graded right
         return None
     return text or None
+
+
+_ANSWER_LABEL = re.compile(r"\**\s*(?:final\s+)?answer\s*\**\s*:\s*\**\s*", re.IGNORECASE)  # "**Answer:** 12"
+
+
+def _answer_field(text: str) -> str | None:
+    """An answer column's gold: what follows GSM8K's "#### " (after its rationale, or alone) or an "Answer:" label;
+    None for text that reads as a sentence or a working stating no answer ("Therefore the total is 12 apples.": the
+    math reward read the whole text as the answer and graded every right completion wrong). A box or "The answer
+    is X" in it is kept as it is: grading reads the answer from it."""
+    from rlvjax.rewards.answers import as_answer
+
+    text = text.rsplit("\n#### ", 1)[1] if "\n#### " in text else text.strip().removeprefix("#### ")
+    if label := _ANSWER_LABEL.match(text.strip()):
+        text = text.strip()[label.end() :]
+    return text if as_answer(text, completion=True) is not None else None
 
 
 def _level(value: Any) -> int | None:
@@ -374,23 +394,32 @@ def _read_datasets(source: str, split: str, name: str | None, split_knob: str, n
     import datasets
 
     path = Path(source).expanduser()
+    fix = (f"set {split_knob} to one of them" if split_knob else "the training data is read from its 'train' split: save "
+           "the data with one, or point at that split's own file or directory")
     try:
         if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
             loaded = datasets.load_from_disk(str(path))
-            loaded = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+            if not isinstance(loaded, datasets.DatasetDict):
+                if split not in ("train", "test"):  # read whole as train or test data, as a file is
+                    raise ValueError(f"{source} is one dataset, without splits, and {split_knob}={split!r} picks a "
+                                     f"split: point at the {split} data's own directory or file instead, and leave "
+                                     f"{split_knob} 'test'")
+            elif split not in loaded:
+                raise ValueError(f"{source} has no split {split!r} (its splits: {', '.join(loaded)}); {fix}")
+            else:
+                loaded = loaded[split]
         else:
             loaded = datasets.load_dataset(str(path) if path.is_dir() else source, name, split=split)
-    except KeyError:
-        raise ValueError(f"{source} has no split {split!r}; set {split_knob} to one of its splits") from None
     except ValueError as e:
+        if str(e).startswith(source):  # ours, above
+            raise
         configs = re.search(r"[Aa]vailable(?: configs)?: (\[[^\]]*\])", str(e))
         if configs or "Config name is missing" in str(e) or "BuilderConfig" in str(e):  # gsm8k's 'main', a subject
             given = f"has no config {name!r}" if name else "needs a config name"
             raise ValueError(f"{source} {given}" + (f"; its configs: {configs.group(1)}" if configs else "")
                              + f"; set {name_knob} to one") from None
         if "split" in str(e).lower():
-            raise ValueError(f"{source} has no split {split!r} ({_first_line(e)}); set {split_knob} to one of its "
-                             "splits") from None
+            raise ValueError(f"{source} has no split {split!r} ({_first_line(e)}); {fix}") from None
         raise ValueError(f"{source}: datasets could not read it ({_first_line(e)})") from None
     except datasets.exceptions.DatasetBuildError as e:  # a bad file in a data directory, files of other columns
         cause = e.__cause__ or e

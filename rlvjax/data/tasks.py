@@ -110,7 +110,8 @@ def _file_records(spec, tokenizer) -> Records:
     if spec.train_file is None:
         raise ValueError("TaskSpec.name='file' needs TaskSpec.train_file (a jsonl/parquet path or datasets id)")
     train = sources.load_records(spec.train_file, name=spec.train_subset, on_bad_gold=spec.on_bad_gold,
-                                 require_gold="math" in spec.rewards, name_knob="TaskSpec.train_subset")[0]  # "train"
+                                 require_gold="math" in spec.rewards, name_knob="TaskSpec.train_subset",
+                                 split_knob=None)[0]  # its "train" split
     return prompts.format_records(train, tokenizer, spec.prompt_format), _file_eval_records(spec, tokenizer)
 
 

@@ -26,7 +26,7 @@ from rlvjax.strategies.outcome import Outcome, leader_grade, voted, weighted_lea
 @dataclasses.dataclass(frozen=True)
 class LengthRule:
     budgets: tuple[int, ...] = (256, 512, 1024)  # increasing tokens per sample; the last is the cap
-    threshold: float = 0.5  # stop extending once the leader's summed score / samples reaches this
+    threshold: float = 0.5  # stop extending once the leader's summed score / samples reaches this (0: an answer)
     samples: int = 4  # parallel samples per problem
 
     def __post_init__(self):
@@ -50,10 +50,18 @@ def confidence(classes: np.ndarray, scores: np.ndarray, voting: np.ndarray) -> f
     return 0.0 if leader < 0 else float(np.sum(weights[voting & (classes == leader)]) / len(classes))
 
 
+def settles(rule: LengthRule, classes: np.ndarray, scores: np.ndarray, voting: np.ndarray) -> bool:
+    """Whether the vote among the ``voting`` samples stops the problem before its last budget: it has a leader (a
+    finished sample states an answer) as confident as ``rule.threshold``. A threshold of 0 stops at the first answer,
+    not at the first budget (where nothing had finished, the problem ended with no answer)."""
+    return bool(weighted_leader(np.where(voting, classes, -1), scores) >= 0
+                and confidence(classes, scores, voting) >= rule.threshold)
+
+
 def _stop(rule: LengthRule, classes, scores, finished, lengths) -> int:
     """The index of the budget at which a problem stops."""
     for j, budget in enumerate(rule.budgets):
-        if confidence(classes, scores, finished & (lengths <= budget)) >= rule.threshold:
+        if settles(rule, classes, scores, finished & (lengths <= budget)):
             return j
     return len(rule.budgets) - 1
 
@@ -97,7 +105,7 @@ def run(policy, records: list[dict], rule: LengthRule, *, seed: int = 0) -> Outc
             for i in np.flatnonzero(~settled):
                 voting = read["finished"][i]
                 last = j == len(rule.budgets) - 1
-                if last or confidence(classes[i], read["scores"][i], voting) >= rule.threshold:
+                if last or settles(rule, classes[i], read["scores"][i], voting):
                     settled[i] = True
         for i in range(len(chunk)):
             grade, answer = voted(np.where(read["finished"][i], classes[i], -1), read["scores"][i],

@@ -7,9 +7,11 @@ solution and rolled back: a few prefill tokens per row, no copy), and the rows a
 weights ``score ** (1 / weight_temperature)``, normalised (``score``: ``Conventions.score``, by default p(Yes) / (p(Yes)
 + p(No))): ``"multinomial"`` draws every row from the weights, ``"reject"`` replaces the ``reject_fraction``
 lowest-weight rows by copies of the highest ones and keeps the rest. Finished rows keep their final score and are
-resampled like the others. After ``max_steps`` rounds (or once every row has finished) the remaining rows run to the
-end, and the problem's answer is the verifier-weighted vote of its rows, truncated ones included as in a fixed-N vote
-(particles without resampling are that vote). Resampling draws from a numpy generator seeded by ``seed`` and the batch,
+resampled like the others while a row of their problem is live; a problem whose rows have all finished is resampled
+no more (while other problems of its batch went on, redrawing its finished rows round after round collapsed them onto
+one solution, and its answer depended on its batch). After ``max_steps`` rounds (or once every row has finished) the
+remaining rows run to the end, and the problem's answer is the verifier-weighted vote of its rows, truncated ones
+included as in a fixed-N vote (particles without resampling are that vote). Resampling draws from a numpy generator seeded by ``seed`` and the batch,
 so a run is deterministic.
 """
 
@@ -114,6 +116,7 @@ def run(policy, records: list[dict], rule: ParticleRule, *, seed: int = 0) -> Ou
             live = np.asarray(rows.live)
             if not live.any():
                 break
+            searching = live.reshape(-1, n).any(axis=1)  # a problem whose rows have all finished is done
             before = np.asarray(rows.n)
             scored += live
             rows = decoder.advance(state, rows, rng, np.full(len(before), cap), delimiters)
@@ -121,8 +124,9 @@ def run(policy, records: list[dict], rule: ParticleRule, *, seed: int = 0) -> Ou
             verdicts = np.asarray(decoder.score(state, rows))
             w = weights(policy.conventions.scores(verdicts[:, 0], verdicts[:, 1]).reshape(-1, n),
                         rule.weight_temperature)
-            index = resample(w, rule, generator) + np.arange(len(chunk))[:, None] * n
-            rows = decoder.take(rows, index.reshape(-1))
+            index = np.tile(np.arange(n), (len(chunk), 1))
+            index[searching] = resample(w[searching], rule, generator)
+            rows = decoder.take(rows, (index + np.arange(len(chunk))[:, None] * n).reshape(-1))
         before = np.asarray(rows.n)
         scored += np.asarray(rows.live)
         rows = decoder.advance(state, rows, rng, np.full(len(before), cap))

@@ -7,7 +7,8 @@ pay them; majority voting does not, so a strategy is also read against majority 
 verifier tokens (``..._at_equal_total_tokens``).
 
 Adaptive and length are replayed on the evaluated K-pool (exact for those samples, and paired with the fixed-N curves
-drawn from the same samples); particle filtering runs live on the policy. Each rule of a sweep is one point.
+drawn from the same samples; adaptive in several sample orders, averaged, as the curves average subsets); particle
+filtering runs live on the policy. Each rule of a sweep is one point.
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ def fixed_curves(rep: dict, pool: dict, verifier_tokens_per_pass: int) -> dict:
 def points(name: str, rules: list, pool: dict, *, conventions: testtime.Conventions, records=None, policy=None,
            seed: int = 0) -> list[dict]:
     """One point per rule: ``{"rule": its fields, "accuracy", "tokens_per_problem", "samples_per_problem",
-    "max_samples", "verifier_passes_per_problem"}``. ``records`` and ``policy`` (a ``strategies.policy.Policy``)
-    are for the live particle runs."""
+    "max_samples", "verifier_passes_per_problem"}``; an adaptive point is the mean of its replays in
+    ``adaptive.REPLAY_ORDERS`` sample orders (``orders``, and ``accuracy_sd_over_orders``: how much one run's
+    accuracy varies). ``records`` and ``policy`` (a ``strategies.policy.Policy``) are for the live particle runs."""
     scores = conventions.scores(pool["yes_logp"], pool["no_logp"])
     classes = None if name == "particle" else testtime.pool_classes(pool, conventions.grouping)
     correct = pool["correct"].astype(float)
@@ -93,12 +95,17 @@ def points(name: str, rules: list, pool: dict, *, conventions: testtime.Conventi
     for rule in rules:
         if name == "adaptive":  # replayed on the pool: its caps are the pool's (the rule recorded is the one run)
             rule = adaptive.within(rule, classes.shape[1])
-            outcome = adaptive.simulate(classes, scores, correct, pool["lengths"], rule, seed=seed)
+            runs = [r.summary() for r in adaptive.replays(classes, scores, correct, pool["lengths"], rule,
+                                                          seed=seed)]
+            accuracy = [r["accuracy"] for r in runs]
+            summary = {**{key: float(np.mean([r[key] for r in runs])) for key in runs[0]},
+                       "max_samples": max(r["max_samples"] for r in runs), "orders": len(runs),
+                       "accuracy_sd_over_orders": float(np.std(accuracy, ddof=1)) if len(runs) > 1 else 0.0}
         elif name == "length":
-            outcome = length.replay(classes, scores, correct, pool["lengths"], pool["finished"], rule)
+            summary = length.replay(classes, scores, correct, pool["lengths"], pool["finished"], rule).summary()
         else:
-            outcome = particle.run(policy, records, rule, seed=seed)
-        out.append({"rule": dataclasses.asdict(rule), **outcome.summary()})
+            summary = particle.run(policy, records, rule, seed=seed).summary()
+        out.append({"rule": dataclasses.asdict(rule), **summary})
     return out
 
 
