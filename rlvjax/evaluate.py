@@ -470,7 +470,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("max_steps", None, "particle: resampling rounds before the rows run to the end (default 32)")
     flags.DEFINE_string("resample", None, "particle: multinomial or reject (default multinomial)")
     flags.DEFINE_float("reject_fraction", None, "particle, reject: share of rows replaced per step (default 0.25)")
-    flags.DEFINE_float("weight_temperature", None, "particle: weights are p(Yes) ** (1 / this) (default 1)")
+    flags.DEFINE_float("weight_temperature", None, "particle: weights are score ** (1 / this), the --score's score "
+                       "(default 1)")
     from rlvjax import cli
 
     # Until the report is written nothing is: a notice or a Ctrl-C ends the process at once with one line, exit 130
