@@ -857,6 +857,12 @@ def test_full_disk_fails_before_anything_is_written(tmp_path, capsys, monkeypatc
     # max_to_keep checkpoints plus the one being saved (Orbax deletes the oldest after it).
     assert line.endswith("the run (4 more checkpoint(s): RunConfig.max_to_keep=3 and the one being saved) needs about "
                          "13.7 MiB; free some space or choose a workdir on a larger disk")
+    # the lambda = 0 baseline trains after the run, in its own folder: counted too (a disk with room for the run
+    # alone was refused once the run was trained, in a line that read as if it had not started, review)
+    line = assert_fails_cleanly(tmp_path, capsys, ["RunConfig.baseline = True"], expect="only 1000 B free under ")
+    assert line.endswith("the run (4 more checkpoint(s): RunConfig.max_to_keep=3 and the one being saved), then its "
+                         "lambda = 0 baseline (4 more checkpoint(s): RunConfig.max_to_keep=3 and the one being saved) "
+                         "needs about 27.4 MiB; free some space or choose a workdir on a larger disk")
 
 
 def test_a_finished_run_resumed_again_asks_for_no_checkpoint_space(tmp_path):
