@@ -13,7 +13,9 @@ import json
 import math
 import os
 import re
+import signal
 import socket
+import threading
 import time
 import zlib
 from typing import Sequence
@@ -137,6 +139,8 @@ def initialize_distributed(cfg: MeshConfig) -> None:
     _join_tried = True
     if "coordinator_address" in args:
         _resolve(args["coordinator_address"], args["initialization_timeout"])
+    main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main else None
     try:
         jax.distributed.initialize(**args)
     except ValueError as e:
@@ -145,6 +149,8 @@ def initialize_distributed(cfg: MeshConfig) -> None:
         raise ValueError(f"coordinator_address='{AUTO}' found no cluster to join ({e}); JAX detects TPU pods, SLURM, "
                          "Open MPI and Kubernetes jobs. Elsewhere set RLVJAX_COORDINATOR=host:port, "
                          "RLVJAX_NUM_PROCESSES and RLVJAX_PROCESS_ID on every process") from None
+    if sigterm is not None:  # the join installs JAX's preemption notifier in C over the handler in place (rlvjax's
+        signal.signal(signal.SIGTERM, sigterm)  # start-up stop, an evaluation's): a SIGTERM was dropped silently
     job_stop.watch()
 
 
@@ -365,6 +371,11 @@ def check_same_settings(settings: dict) -> None:
     """
     if not jax.distributed.is_initialized() or jax.process_count() == 1:  # (one process: no backend started yet)
         return
+    local = [sum(d.process_index == i for d in jax.devices()) for i in range(jax.process_count())]  # known everywhere
+    if len(set(local)) > 1:  # every gather below assumes it: "cannot reshape array of size 5 into shape (2,newaxis)"
+        raise ValueError("the processes have different numbers of devices (" + ", ".join(
+            f"process {i}: {n}" for i, n in enumerate(local)) + "); give every host the same number (check "
+                         "CUDA_VISIBLE_DEVICES or the platform's device flags on each)")
     names = sorted(settings)
     counts = to_host(np.asarray([len(names)]))
     if (counts != counts[0]).any():

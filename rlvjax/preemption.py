@@ -93,7 +93,12 @@ def stop_at_once(line: str, *, ctrl_c: bool = False, command: str = "rlvjax.trai
 
     def handle(signum, frame):
         del frame
-        print(f"{command}: {'Ctrl-C' if signum == signal.SIGINT else 'SIGTERM'} {line}", file=sys.stderr, flush=True)
+        if jax.distributed.is_initialized():
+            job_stop.stopping()
+        message = f"{'Ctrl-C' if signum == signal.SIGINT else 'SIGTERM'} {line}"
+        print(f"{command}: {message}", file=sys.stderr, flush=True)
+        if jax.distributed.is_initialized():  # the job stops with it (the others aborted, 134, with a C++ trace)
+            job_stop.stop(command, code, message)
         os._exit(code)
 
     with _on_sigterm(handle, *([signal.SIGINT] if ctrl_c else [])):

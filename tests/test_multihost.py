@@ -212,6 +212,57 @@ def test_two_hosts_train_like_one_survive_a_lost_peer_and_resume(tmp_path, launc
         assert np.linalg.norm(value - reference_final[name]) <= 1e-4 * np.linalg.norm(reference_final[name]), name
 
 
+SIGNAL_SCRIPT = """
+import os, signal, sys, time
+from rlvjax import parallel, preemption
+caught = []
+signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))  # as rlvjax's start-up stop is, before
+parallel.initialize_distributed(parallel.MeshConfig(coordinator_address=sys.argv[1], num_processes=2,
+                                                    process_id=int(sys.argv[2]), heartbeat_timeout_s=10))
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(0.5)
+print("CAUGHT", caught == [signal.SIGTERM], flush=True)
+try:
+    parallel.check_same_settings({"x": 1})
+except ValueError as e:
+    print("REFUSED", e, flush=True)
+if sys.argv[2] == "1":
+    with preemption.stop_at_once("during the report; nothing was written"):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)
+time.sleep(60)
+print("NOT STOPPED", flush=True)
+"""
+
+
+def test_a_sigterm_after_the_join_is_rlvjaxs_and_stops_the_job(tmp_path):
+    """Joining installed JAX's preemption notifier over rlvjax's SIGTERM handler: a notice during a multi-host
+    start-up or evaluation was dropped (the job trained on, and an evaluation finished, until the SIGKILL). One
+    during the end-of-run report stopped that host alone; the other aborted (134) with a C++ trace. Hosts with
+    different device counts failed in a numpy reshape (review, 2026-12-07)."""
+    port, env = free_port(), {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
+    procs = [subprocess.Popen([sys.executable, "-c", SIGNAL_SCRIPT, f"127.0.0.1:{port}", str(i)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={2 + i}"})
+             for i in range(2)]
+    start, outputs = time.monotonic(), []
+    for proc in procs:
+        try:
+            outputs.append(proc.communicate(timeout=120))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            outputs.append(proc.communicate())
+    took = time.monotonic() - start
+    for proc, (out, err) in zip(procs, outputs):
+        assert "CAUGHT True" in out, (out + err)[-3000:]
+        assert "REFUSED the processes have different numbers of devices (process 0: 2, process 1: 3); give every " \
+               "host the same number" in out
+        assert proc.returncode == 0 and "NOT STOPPED" not in out, (proc.returncode, (out + err)[-3000:])
+    assert "rlvjax.train: SIGTERM during the report; nothing was written" in outputs[1][1]
+    assert "process 1 stopped: SIGTERM during the report; nothing was written" in outputs[0][1], outputs[0][1][-3000:]
+    assert took < 50, took
+
+
 def test_an_error_on_one_host_ends_both_at_once(tmp_path, launch):
     """Process 0 alone takes the workdir's lock. Refused it, it printed its one line and then waited at JAX's
     shutdown barrier for process 1, blocked in its next collective: both hung for the barrier's 300 s and aborted
