@@ -19,7 +19,7 @@ import jax
 from rlvjax import parallel
 from rlvjax.checkpoint import Checkpointer, step_folders
 from rlvjax.config import WRITTEN_IN, Config
-from rlvjax.data import pipeline
+from rlvjax.data import pipeline, sources
 from rlvjax.metrics import rewind_logs
 from rlvjax.model.hf import export_stamp
 from rlvjax.reports import temperature_key
@@ -350,9 +350,9 @@ def exports(policies: dict[str, Path]) -> dict[str, dict | None]:
 
 def eval_data_id(task) -> str:
     """What a report's problems are drawn from, as 16 hex digits: the task's settings (the files' paths aside) and
-    the eval data's bytes (a file's, or every file's of a dataset directory: a "~/" path or a re-saved directory was
-    known by its name alone, and a resume on other problems kept the old report), so a resume on other problems is
-    evaluated again; a hub id by its name. A run on the API's in-memory rows is identified by the task it writes
+    the eval data (a file's bytes, the problems of a dataset directory's eval split: a "~/" path or a re-saved
+    directory was known by its name alone, and a resume on other problems kept the old report), so a resume on other
+    problems is evaluated again; a hub id by its name. A run on the API's in-memory rows is identified by the task it writes
     (:func:`written_task`): the CLI, resuming it from its config, and the API give the same id (each took the
     other's report for another's and sampled it again)."""
     settings = {k: v for k, v in _task_settings(task).items() if k not in ("train_file", "eval_file")}
@@ -360,10 +360,10 @@ def eval_data_id(task) -> str:
     source = Path(task.eval_file).expanduser() if task.eval_file else None
     if source is not None and source.is_file():
         _hash_file(digest, source)
-    elif source is not None and source.is_dir():
-        for path in sorted(p for p in source.rglob("*") if p.is_file()):
-            digest.update(path.relative_to(source).as_posix().encode() + b"\0")
-            _hash_file(digest, path)
+    elif source is not None and source.is_dir():  # the problems it gives, not its files: they hold the caches
+        # `datasets` writes there, a .git, the other splits (a finished run evaluated again after any of them changed)
+        records = sources.load_records(source, split=task.eval_split, name=task.eval_subset, require_gold=False)[0]
+        digest.update(pipeline.fingerprint(records).encode())
     else:
         digest.update(str(task.eval_file).encode())
     return digest.hexdigest()[:16]

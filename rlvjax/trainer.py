@@ -387,14 +387,20 @@ class RLVTrainer:
 def _save_as(final: Path, out: Path, dtype: str) -> None:
     """``final``'s policy into the empty folder ``out``, its weights (and config.json's dtype) in ``dtype``, every
     other file of it as it is (the verify question, how it sampled, generation_config.json)."""
+    import shutil
+
+    import jax
+
     from rlvjax.model.hf import export_stamp, load_hf, save_hf
 
-    model, tokenizer = load_hf(final)
-    weights = ("config.json", "model.safetensors.index.json")
-    files = {p.name: p.read_text(encoding="utf-8") for p in final.iterdir()
-             if p.is_file() and p.suffix != ".safetensors" and p.name not in weights}
+    with jax.default_device(jax.devices("cpu")[0]):  # on the host, as an export reads a checkpoint: not a second
+        model, tokenizer = load_hf(final)  # copy of the model beside the accelerator's
     stamp = {k: v for k, v in export_stamp(final).items() if k not in ("format", "rlvjax_export_id")}  # its step
-    save_hf(model, tokenizer, out, files=files, stamp=stamp, dtype=dtype)
+    save_hf(model, tokenizer, out, stamp=stamp, dtype=dtype)
+    for path in final.iterdir():
+        if path.is_file() and path.suffix != ".safetensors" and path.name not in ("config.json",
+                                                                                  "model.safetensors.index.json"):
+            shutil.copy2(path, out / path.name)
 
 
 def _problems(records: list[dict]) -> str:

@@ -593,15 +593,15 @@ def test_an_answer_column_gives_the_answer_it_states_and_a_sentence_is_no_gold(t
 
     from rlvjax.rewards import math as rm
 
-    golds = ["Answer: 12", "**Final Answer:** 12", "#### 12", "Therefore the total is 12 apples.", "Let x be 12",
-             "The answer is $12$.", "\\boxed{12}", "12 apples", "\\text{Evelyn}", "all real numbers",
-             "$x = 5$ and then $y = 3$"]
+    golds = ["Answer: 12", "**Final Answer:** 12", "#### 12", "Therefore the total is 12 apples.",
+             "First 3 + 4 = 7.\nThen 7 + 5 = 12.", "The answer is $12$.", "\\boxed{12}", "12 apples", "$12",
+             "\\text{Evelyn}", "all real numbers", "If and only if", "$5$ and $6$"]
     write_jsonl(tmp_path / "a.jsonl", [{"question": f"q{i}", "answer": g} for i, g in enumerate(golds)])
     with caplog.at_level(logging.WARNING):
         records, stats = load_records(tmp_path / "a.jsonl")
-    assert [r["gold"] for r in records] == ["12", "12", "12", "The answer is $12$.", "\\boxed{12}", "12 apples",
-                                            "\\text{Evelyn}", "all real numbers"]
-    assert stats.bad_gold_rows == ("line 4", "line 5", "line 11")
+    assert [r["gold"] for r in records] == ["12", "12", "12", "The answer is $12$.", "\\boxed{12}", "12 apples", "$12",
+                                            "\\text{Evelyn}", "all real numbers", "If and only if", "$5$ and $6$"]
+    assert stats.bad_gold_rows == ("line 4", "line 5")
     assert "the answer itself, not a sentence or a working" in caplog.text
     assert all(rm.is_correct("\\boxed{12}", r["gold"]) for r in records[:6])
     assert not rm.is_correct("\\boxed{12}", "Answer: 12")  # as the column was read before

@@ -213,16 +213,29 @@ def test_the_end_of_run_report_is_current_only_for_the_same_policies_and_setting
     assert outputs.current_report(config, tmp_path, policies) is not None
     # so behind a "~/" path and in a dataset directory re-saved with other problems (each was known by its name
     # alone: a resume on other problems kept the old report)
+    # ...by its problems in a dataset directory: not by the caches `datasets` writes there (a finished run was
+    # evaluated again for one) nor by its other splits
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
     monkeypatch.setenv("HOME", str(tmp_path))
-    (tmp_path / "saved").mkdir()
-    (tmp_path / "saved" / "data-00000-of-00001.arrow").write_bytes(b"1+1")
-    for eval_file, edit in (("~/" + problems.name, lambda: problems.write_text('{"prompt": "3+3", "gold": "6"}\n')),
-                            (str(tmp_path / "saved"),
-                             lambda: (tmp_path / "saved" / "data-00000-of-00001.arrow").write_bytes(b"2+2"))):
-        at = dataclasses.replace(config, task=dataclasses.replace(config.task, eval_file=eval_file))
-        before = outputs.eval_data_id(at.task)
-        edit()
-        assert outputs.eval_data_id(at.task) != before, eval_file
+    split = lambda *golds: datasets.Dataset.from_list([{"prompt": f"{g}?", "gold": g} for g in golds])  # noqa: E731
+    datasets.DatasetDict({"train": split("1"), "test": split("2", "3")}).save_to_disk(tmp_path / "saved")
+
+    def resave(**splits):  # save_to_disk cannot write over the directory it reads from
+        shutil.rmtree(tmp_path / "saved")
+        datasets.DatasetDict(splits).save_to_disk(tmp_path / "saved")
+
+    at = lambda eval_file: dataclasses.replace(config.task, eval_file=eval_file)  # noqa: E731
+    before = outputs.eval_data_id(at(str(tmp_path / "saved")))
+    (tmp_path / "saved" / "test" / "cache-0123456789abcdef.arrow").write_bytes(b"a cache")
+    resave(train=split("4"), test=split("2", "3"))
+    assert outputs.eval_data_id(at(str(tmp_path / "saved"))) == before
+    resave(train=split("4"), test=split("2", "5"))
+    assert outputs.eval_data_id(at(str(tmp_path / "saved"))) != before
+    before = outputs.eval_data_id(at("~/" + problems.name))  # known by its name alone, edited or not
+    problems.write_text('{"prompt": "3+3", "gold": "6"}\n')
+    assert outputs.eval_data_id(at("~/" + problems.name)) != before
     assert sources.absolute("~/" + problems.name) == str(problems)  # a config records the file itself
     # the API's in-memory eval rows, by the file the run writes them to: as the CLI's resume of that run reads them
     # (one id for both), and a resume on other rows (written over them) is not reported as these

@@ -530,7 +530,7 @@ def test_the_models_own_eos_ids_end_completions_too(hf_checkpoint, tmp_path):
 
     from transformers import GenerationConfig
 
-    from rlvjax import policy_tokens
+    from rlvjax import experiment, policy_tokens
     from rlvjax.model.hf import load_hf, save_hf
     from rlvjax.rl.verifier import VerifierConfig, tokens
 
@@ -538,6 +538,8 @@ def test_the_models_own_eos_ids_end_completions_too(hf_checkpoint, tmp_path):
     (path / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 7, 9], "bos_token_id": 1}))
     model, tokenizer = load_hf(path)
     assert policy_tokens.stop_ids(tokenizer) == (2, 7, 9)
+    # also where scripts written against the older README import it from
+    assert experiment.stop_ids(tokenizer) == (2, 7, 9) and experiment.export_files is policy_tokens.export_files
     vt = tokens(tokenizer, "w5 w6")
     assert policy_tokens.sampling_tokens(tokenizer, vt).stop_ids == (2, 7, 9)
     out = tmp_path / "exported"  # and the export tells generate so; reloaded, rlvjax reads them back

@@ -104,6 +104,12 @@ def _grader_children() -> set[int]:
     ("\\boxed 1, \\boxed 2.", "\\{1, 2\\}"), ("\\boxed{1}\\boxed{2}", "2"), ("\\boxed{1}\n\n\\boxed{2}", "2"),
     ("a = \\boxed{3} and b = \\boxed{4}, so a + b = \\boxed{7}.", "7"), ("\\boxed{1} so \\boxed{2}", "2"),
     ("\\boxed{1} or \\boxed{2", None), ("\\boxed{1} and \\boxed{}", "1"),
+    # separators inside the math, any number of boxes; each box another variable's: a point's coordinates (review)
+    ("$x = \\boxed{3} \\text{ or } x = \\boxed{5}$", "\\{3, 5\\}"),
+    ("\\[\\boxed{3} \\quad \\text{or} \\quad \\boxed{5}\\]", "\\{3, 5\\}"),
+    ("$\\boxed{3}, \\quad \\boxed{5}$", "\\{3, 5\\}"),
+    (", ".join(f"\\boxed{{{i}}}" for i in range(7)), "\\{0, 1, 2, 3, 4, 5, 6\\}"),
+    ("$x = \\boxed{3}$ and $y = \\boxed{4}$", "3, 4"), ("$x_1 = \\boxed{2}$, $x_2 = \\boxed{3}$", "2, 3"),
     (None, None),
 ])
 def test_extract_answer(text, expected):
@@ -351,7 +357,8 @@ def test_boxes_listed_together_grade_as_math_verify_reads_them():
         assert rm.is_correct(text, gold) is right and verify(parse(f"${gold}$"), parse(text)) is right, text
     # a list's last comma before "and": math-verify reads the last box alone there
     assert rm.is_correct("The integer roots are $\\boxed{1}$, and $\\boxed{-2}$.", "-2,1")
-    hedges = ["It is $\\boxed{350}$ or $\\boxed{200}$.", "\\boxed{350}, \\boxed{351}"]
+    hedges = ["It is $\\boxed{350}$ or $\\boxed{200}$.", "\\boxed{350}, \\boxed{351}",
+              "$x = \\boxed{200} \\text{ or } x = \\boxed{350}$", "$\\boxed{200} \\text{ and } \\boxed{350}$"]
     assert not any(rm.is_correct(text, "350") or verify(parse("$350$"), parse(text)) for text in hedges)
     interval = "(-\\sqrt{3}, \\sqrt{3})"
     assert interval in golds and rm.is_correct("\\boxed{(-\\sqrt{3}, \\sqrt{3})}", interval)

@@ -280,15 +280,15 @@ _ANSWER_LABEL = re.compile(r"\**\s*(?:final\s+)?answer\s*\**\s*:\s*\**\s*", re.I
 
 def _answer_field(text: str) -> str | None:
     """An answer column's gold: what follows GSM8K's "#### " (after its rationale, or alone) or an "Answer:" label;
-    None for text that reads as a sentence or a working stating no answer ("Therefore the total is 12 apples.": the
-    math reward read the whole text as the answer and graded every right completion wrong). A box or "The answer
-    is X" in it is kept as it is: grading reads the answer from it."""
-    from rlvjax.rewards.answers import as_answer
+    None for a sentence or a working that states no answer (``answers.is_sentence``: "Therefore the total is 12
+    apples.": the math reward read the whole text as the answer and graded every right completion wrong). A box or
+    "The answer is X" in it is kept as it is: grading reads the answer from it."""
+    from rlvjax.rewards.answers import extract_answer, is_sentence
 
     text = text.rsplit("\n#### ", 1)[1] if "\n#### " in text else text.strip().removeprefix("#### ")
     if label := _ANSWER_LABEL.match(text.strip()):
         text = text.strip()[label.end() :]
-    return text if as_answer(text, completion=True) is not None else None
+    return None if extract_answer(text) is None and is_sentence(text) else text
 
 
 def _level(value: Any) -> int | None:

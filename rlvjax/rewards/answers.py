@@ -181,19 +181,22 @@ def extract_answer(text: str) -> str | None:
     return _answer_phrase(text)
 
 
-# Between two boxes that list one answer: math delimiters, spaces, a comma and/or "and" / "or", and the next
-# box's "x =" ("$\boxed{-2}$ and $\boxed{1}$", "\boxed{3}, \boxed{5}", "$x = \boxed{2}$ or $x = \boxed{3}$")
-_OPEN_MATH = r"(?:\s|\$|\\\(|\\\[)*"
-_LISTED = re.compile(r"(?:\s|\$|\\\)|\\\])*(?:,\s*(?:(?:and|or)\b)?|(?:and|or)\b)" + _OPEN_MATH
-                     + r"(?:[A-Za-z]\w*\s*=\s*)?" + _OPEN_MATH)
-_MAX_LISTED = 6  # math-verify joins up to six
+# Between two boxes that list one answer: math delimiters and spacing, a comma and/or "and" / "or" (plain or in
+# \text{}), and the next box's "x =" ("$\boxed{-2}$ and $\boxed{1}$", "\boxed{3}, \boxed{5}", "$x = \boxed{2}$ or
+# $x = \boxed{3}$", "$\boxed{3} \text{ or } \boxed{5}$", "\boxed{3}, \quad \boxed{5}")
+_SPACING = r"(?:\s|\$|\\[()\[\]]|\\q?quad\b|\\[,;:! ]|~)*"
+_CONJUNCTION = r"(?:,|\b(?:and|or)\b|\\(?:text|textrm|mathrm|mbox)\s*\{\s*,?\s*(?:and|or)?\s*\})"
+_VARIABLE = r"[A-Za-z](?:_\{?\w+\}?)?"
+_LISTED = re.compile(rf"{_SPACING}{_CONJUNCTION}(?:{_SPACING}{_CONJUNCTION})*{_SPACING}(?:{_VARIABLE}\s*=)?{_SPACING}")
+_ASSIGNED = re.compile(rf"({_VARIABLE})\s*=\s*$")  # "x = " just before a box: the variable it gives
 
 
 def _last_stated(text: str, boxes: list[tuple[str | None, int, int]]) -> str | None:
-    """The last box's content; with the boxes before it that list alternatives with it (``_LISTED`` between each
-    two), the set of them all, ``\\{-2, 1\\}`` (math-verify, and so TRL's accuracy reward, read "$\\boxed{-2}$
+    """The last box's content; with the boxes before it listed with it (``_LISTED`` between each two), all of
+    them: the set of alternatives, ``\\{-2, 1\\}`` (math-verify, and so TRL's accuracy reward, read "$\\boxed{-2}$
     and $\\boxed{1}$" as that set: the last box alone graded a list answer wrong and a hedge "\\boxed{3} or
-    \\boxed{5}" right; braced, the alternatives are never an ordered pair or an interval's ends). An
+    \\boxed{5}" right; braced, alternatives are never an ordered pair or an interval's ends), or, where each box
+    gives another variable ("$x = \\boxed{3}$ and $y = \\boxed{4}$"), the list of their values, "3, 4" (a point). An
     empty box after a stated answer is passed over (a model echoing the prompt's "put your final answer within
     \\boxed{}" after it still stated it); empty boxes alone state none."""
     stated = [box for box in boxes if box[0] != ""]
@@ -201,10 +204,14 @@ def _last_stated(text: str, boxes: list[tuple[str | None, int, int]]) -> str | N
         return None
     run = [stated[-1]]
     for box in reversed(stated[:-1]):
-        if box[0] is None or len(run) == _MAX_LISTED or not _LISTED.fullmatch(text, box[2], run[0][1]):
+        if box[0] is None or not _LISTED.fullmatch(text, box[2], run[0][1]):
             break
         run.insert(0, box)
-    return run[0][0] if len(run) == 1 else "\\{" + ", ".join(content for content, _, _ in run) + "\\}"
+    if len(run) == 1:
+        return run[0][0]
+    values = ", ".join(content for content, _, _ in run)
+    names = [m.group(1) if (m := _ASSIGNED.search(text, max(0, start - 40), start)) else None for _, start, _ in run]
+    return values if None not in names and len(set(names)) == len(names) else "\\{" + values + "\\}"
 
 
 def boxed_answer(text: str) -> str | None:
@@ -273,12 +280,16 @@ _OPENER = re.compile(r"(?:let|suppose|assume|if|since|because|then|so|thus|hence
 
 
 def _is_prose(text: str) -> bool:
-    """Inline math inside text, a sentence break, a sentence's opening word ("Let x = 5"), five or more plain words
-    outside ``\text{..}``, or the lines of a derivation (not of a LaTeX environment): a sentence or a
-    working, not an answer ("all real numbers" is an answer)."""
+    """Inline math inside text, a sentence break, a sentence's opening word ("Let x = 5"), or ``is_sentence``: a
+    sentence or a working, not an answer ("all real numbers" is an answer)."""
     return ("$" in text.replace("\\$", "") or _SENTENCE_BREAK.search(text) is not None
-            or "\n" in text.strip() and "\\begin" not in text
-            or _OPENER.match(text.strip()) is not None or len(_WORD.findall(_TEXT_ARGUMENT.sub("", text))) >= 5)
+            or _OPENER.match(text.strip()) is not None or is_sentence(text))
+
+
+def is_sentence(text: str) -> bool:
+    """Five or more plain words outside ``\text{..}``, or the lines of a derivation (not of a LaTeX environment):
+    a sentence or a working, whatever else it holds (a gold answer may hold "$18" or "if and only if")."""
+    return ("\n" in text.strip() and "\\begin" not in text) or len(_WORD.findall(_TEXT_ARGUMENT.sub("", text))) >= 5
 
 
 # Unicode math as LaTeX, so that a gold "½" or "2√3" grades like "\frac{1}{2}" or "2\sqrt{3}" (math-verify parses
