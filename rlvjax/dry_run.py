@@ -178,7 +178,7 @@ def run(config, *, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledP
     prompt_tokens = sampling.bucket_width(longest)  # the widest batch: what the plan holds slots for
     experiment.check_report(run_cfg, 1 if eval_problems is None else eval_problems)  # None: not known without data
     verify_tokens = (DEFAULT_VERIFY_TOKENS if tokenizer is None
-                     else len(verifier.tokens(tokenizer, config.verifier.question).suffix))
+                     else len(verifier.tokens(tokenizer, config.verifier.question, chat=config.verifier.chat).suffix))
     experiment.check_positions(cfg, longest, rl.max_new_tokens, verify_tokens, knob="RLConfig.max_new_tokens",
                                fix="lower RLConfig.max_new_tokens or TaskSpec.max_prompt_tokens")
     warm = config.warm_start if config.warm_start.num_steps else None

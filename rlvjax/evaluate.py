@@ -352,7 +352,7 @@ def main(argv):
     model = parallel.place_model(model, mesh)  # sharded, not whole on device 0 beside its share
     longest = memory.longest_prompt(tokenizer, [r["prompt"] for r in records])
     prompt_tokens = sampling.bucket_width(longest)
-    verify_tokens = len(verifier.tokens(tokenizer, verify.question).suffix)
+    verify_tokens = len(verifier.tokens(tokenizer, verify.question, chat=verify.chat).suffix)
     experiment.check_positions(model.config, longest, rl.max_new_tokens, verify_tokens, knob="--max_new_tokens",
                                fix="lower --max_new_tokens or evaluate shorter prompts")
     rules = strategy_rules(f, f.num_samples, rl.max_new_tokens, tokenizer)

@@ -380,6 +380,17 @@ def check_encodable(tokenizer, records: list[dict], name: str = "",
                          f"{f'; and {more} more record(s)' if more else ''}); {fix}")
 
 
+def check_verify_form(task: TaskSpec, tokenizer, verify: verifier.VerifierConfig, records: list[dict]) -> None:
+    """A warning where text prompts are read as they are (``prompt_format = "as_is"``) by a tokenizer with a chat
+    template, and the verify question is asked as a chat turn after them (``VerifierConfig.form = "auto"``): the
+    verify prompt closes a turn no prompt opened."""
+    if verify.form == "auto" and task.prompt_format == "as_is" and getattr(tokenizer, "chat_template", None) \
+            and any(isinstance(r["prompt"], str) for r in records):
+        logging.warning("the prompts are read as plain text (TaskSpec.prompt_format = 'as_is'), and the tokenizer's "
+                        "chat template asks the verify question as a chat turn after them; set VerifierConfig.form "
+                        "= 'plain' to ask it in text, or 'chat' to keep this")
+
+
 def check_report(run: RunConfig, eval_problems: int) -> None:
     """One line when the end-of-run report is asked for (``final_eval_samples`` with ``export_final``) and the task has
     no eval problems (it used to fail after training); the run and its dry run refuse alike."""

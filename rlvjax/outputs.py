@@ -352,9 +352,9 @@ def eval_data_id(task) -> str:
     """What a report's problems are drawn from, as 16 hex digits: the task's settings (the files' paths aside) and
     the eval data (a file's bytes, the problems of a dataset directory's eval split: a "~/" path or a re-saved
     directory was known by its name alone, and a resume on other problems kept the old report), so a resume on other
-    problems is evaluated again; a hub id by its name. A run on the API's in-memory rows is identified by the task it writes
-    (:func:`written_task`): the CLI, resuming it from its config, and the API give the same id (each took the
-    other's report for another's and sampled it again)."""
+    problems is evaluated again; a hub id by its name. A run on the API's in-memory rows is identified by the task
+    it writes (:func:`written_task`): the CLI, resuming it from its config, and the API give the same id (each took
+    the other's report for another's and sampled it again)."""
     settings = {k: v for k, v in _task_settings(task).items() if k not in ("train_file", "eval_file")}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     source = Path(task.eval_file).expanduser() if task.eval_file else None

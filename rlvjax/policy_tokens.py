@@ -68,7 +68,7 @@ def export_files(tokenizer, verify: verifier.VerifierConfig, run=None, prompt_fo
     samples (``sampling_tokens``), so ``generate`` in transformers samples the policy alike."""
     from transformers import GenerationConfig
 
-    suppress = sampling_tokens(tokenizer, verifier.tokens(tokenizer, verify.question)).suppress_ids
+    suppress = sampling_tokens(tokenizer, verifier.tokens(tokenizer, verify.question, chat=verify.chat)).suppress_ids
     # a run's policy samples as it trained (without these, generate decoded greedily, and at its own top-k of 50)
     sampled = {} if run is None else dict(do_sample=True, temperature=run.rl.temperature, top_p=run.rl.top_p,
                                           top_k=run.rl.top_k, max_new_tokens=run.rl.max_new_tokens)
@@ -81,7 +81,7 @@ def export_files(tokenizer, verify: verifier.VerifierConfig, run=None, prompt_fo
 def statics(graphdef, tx, rl: RLConfig, tokenizer, verify: verifier.VerifierConfig = verifier.VerifierConfig()
             ) -> Statics:
     """What the jitted RL steps close over, for this policy's tokenizer and verify question."""
-    vt = verifier.tokens(tokenizer, verify.question)
+    vt = verifier.tokens(tokenizer, verify.question, chat=verify.chat)
     st = sampling_tokens(tokenizer, vt)
     return Statics(graphdef, tx, rl, vt.suffix, vt.yes_id, vt.no_id, st.stop_ids, st.pad_id, st.suppress_ids)
 

@@ -152,7 +152,8 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
             reward.check_columns(split, name)
     experiment.check_report(run, len(eval_records))
     reward.probe(train_records)
-    vt = verifier.tokens(tokenizer, config.verifier.question)
+    vt = verifier.tokens(tokenizer, config.verifier.question, chat=config.verifier.chat)
+    experiment.check_verify_form(task, tokenizer, config.verifier, train_records)
     st = policy_tokens.sampling_tokens(tokenizer, vt)
     # What each device will hold, printed; a run that cannot fit is refused here, before anything is compiled.
     longest = memory.longest_prompt(tokenizer, [r["prompt"] for r in train_records + eval_records])

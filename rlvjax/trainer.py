@@ -263,8 +263,9 @@ class RLVTrainer:
         reward.check_columns(records, "eval_dataset")  # before minutes of sampling, not after
         reward.probe(records)
         rl = config.rl
+        verify = verifier.tokens(tokenizer, config.verifier.question, chat=config.verifier.chat)
         experiment.check_positions(model.config, memory.longest_prompt(tokenizer, [r["prompt"] for r in records]),
-                                   rl.max_new_tokens, len(verifier.tokens(tokenizer, config.verifier.question).suffix),
+                                   rl.max_new_tokens, len(verify.suffix),
                                    knob="max_new_tokens", fix="evaluate shorter prompts")
         if strategy != "fixed":
             rules = rules or strategy_report.default_rules(strategy, num_samples=num_samples,

@@ -145,6 +145,25 @@ def test_yes_no_ids_follow_the_prompt_spacing():
     assert tokens(tok, verifier.yes_no_token_ids(tok, chat=False)) == ["\u0120Yes", "\u0120No"]
 
 
+LLAMA2_TEMPLATE = (  # Llama-2-chat's shape: the assistant's words follow "[/INST]" after a space
+    "{% for m in messages %}{% if m.role == 'user' %}{{ '[INST] ' + m.content.strip() + ' [/INST]' }}"
+    "{% else %}{{ ' ' + m.content.strip() + ' <|im_end|>' }}{% endif %}{% endfor %}")
+
+
+def test_yes_no_ids_are_spelled_as_the_template_writes_an_assistant_verdict():
+    """A Llama-2-chat or Vicuna-style template writes an assistant turn as " Yes": the ids read "Yes", another
+    token than the one the model was tuned to answer with (review, 2026-12-07)."""
+    tok = byte_level_bpe(LLAMA2_TEMPLATE)
+    conversation = [{"role": "user", "content": "Solve 1 + 1."}, {"role": "assistant", "content": "2"},
+                    {"role": "user", "content": verifier.VERIFY_QUESTION}]
+    asked = tok.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    answered = tok.apply_chat_template(conversation + [{"role": "assistant", "content": "Yes"}], tokenize=False)
+    written = tok.encode(answered, add_special_tokens=False)[len(tok.encode(asked, add_special_tokens=False))]
+    yes, no = verifier.yes_no_token_ids(tok, chat=True)
+    assert yes == written and tokens(tok, [yes, no]) == ["\u0120Yes", "\u0120No"]
+    assert tokens(tok, verifier.yes_no_token_ids(byte_level_bpe(QWEN_TEMPLATE), chat=True)) == ["Yes", "No"]
+
+
 def test_multi_token_yes_is_an_error():
     tok = byte_level_bpe(QWEN_TEMPLATE, merges=False)
     assert len(tok.encode("Yes", add_special_tokens=False)) == 3
@@ -213,3 +232,33 @@ def test_an_exported_verifier_config_reads_back_and_stays_readable_across_versio
     capsys.readouterr()
     assert verifier.load_config(tmp_path) == verifier.VerifierConfig(question="Q?", threshold=0.25)
     assert "ignoring calibration (written by a later rlvjax" in capsys.readouterr().out
+
+
+def test_the_verify_form_is_the_configs_and_travels_with_an_export(tmp_path, caplog):
+    """Whether the question is a chat turn or plain text was the tokenizer's alone: prompts read as plain text by a
+    tokenizer with a chat template (a base model's, as Qwen2.5 base ships one) got a verify prompt closing a turn no
+    prompt opened, and nothing could choose otherwise (review, 2026-12-07)."""
+    import logging
+
+    from rlvjax import experiment
+
+    tok = byte_level_bpe(QWEN_TEMPLATE)
+    plain, auto = verifier.VerifierConfig(form="plain"), verifier.VerifierConfig()
+    asked = verifier.tokens(tok, plain.question, chat=plain.chat)
+    assert tok.decode(asked.suffix) == verifier.base_verify_prompt(plain.question)
+    assert tokens(tok, [asked.yes_id, asked.no_id]) == ["\u0120Yes", "\u0120No"]
+    assert "<|im_start|>" in tok.decode(verifier.tokens(tok, auto.question, chat=auto.chat).suffix)
+    assert verifier.tokens(tok, chat=verifier.VerifierConfig(form="chat").chat) == verifier.tokens(tok)
+    for cfg, saved in ((plain, {"question": plain.question, "threshold": 0.5, "form": "plain"}),
+                       (auto, {"question": auto.question, "threshold": 0.5})):  # the fields older rlvjax reads
+        (tmp_path / verifier.CONFIG_FILE).write_text(verifier.config_files(cfg)[verifier.CONFIG_FILE])
+        assert json.loads((tmp_path / verifier.CONFIG_FILE).read_text()) == saved
+        assert verifier.load_config(tmp_path) == cfg
+    with pytest.raises(ValueError, match=r"^VerifierConfig.form='html': use one of auto, chat, plain$"):
+        verifier.VerifierConfig(form="html")
+    task = experiment.TaskSpec(name="file", train_file="x.jsonl", prompt_format="as_is")
+    with caplog.at_level(logging.WARNING):
+        experiment.check_verify_form(task, tok, plain, [{"prompt": "1+1="}])
+        assert not caplog.records
+        experiment.check_verify_form(task, tok, auto, [{"prompt": "1+1="}])
+    assert "set VerifierConfig.form = 'plain' to ask it in text" in caplog.text

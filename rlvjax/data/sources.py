@@ -394,8 +394,8 @@ def _read_datasets(source: str, split: str, name: str | None, split_knob: str, n
     import datasets
 
     path = Path(source).expanduser()
-    fix = (f"set {split_knob} to one of them" if split_knob else "the training data is read from its 'train' split: save "
-           "the data with one, or point at that split's own file or directory")
+    fix = (f"set {split_knob} to one of them" if split_knob else "the training data is read from its 'train' split: "
+           "save the data with one, or point at that split's own file or directory")
     try:
         if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
             loaded = datasets.load_from_disk(str(path))

@@ -46,12 +46,26 @@ class VerifierConfig:
     # The reward that labels rollouts, unweighted: a name in TaskSpec.rewards ("math", "my_rewards:accuracy") or the
     # function part of one ("accuracy"); None where it says nothing counts as 0. "": the weighted sum of all rewards.
     label_reward: str = ""
+    # How the question follows a solution: "chat", a user turn of the tokenizer's chat template, then the assistant's
+    # header; "plain", "\n\nIs this solution correct (Yes/No)? Answer:" after the text (a base model's, or prompts
+    # read as plain text); "auto", chat where the tokenizer has a chat template
+    form: str = "auto"
 
     def __post_init__(self):
         check_field_types(self)
         if not self.question.strip():
             raise ValueError("VerifierConfig.question is empty; ask the model something, e.g. "
                              f"{VERIFY_QUESTION!r}")
+        if self.form not in FORMS:
+            raise ValueError(f"VerifierConfig.form={self.form!r}: use one of {', '.join(FORMS)}")
+
+    @property
+    def chat(self) -> bool | None:
+        """``form`` as the ``chat`` argument of :func:`tokens` (None: the tokenizer decides)."""
+        return {"auto": None, "chat": True, "plain": False}[self.form]
+
+
+FORMS = ("auto", "chat", "plain")
 
 
 CONFIG_FILE = "rlvjax_verifier.json"  # beside an exported model: the question it was trained to answer
@@ -59,9 +73,10 @@ CONFIG_FILE = "rlvjax_verifier.json"  # beside an exported model: the question i
 
 def config_files(cfg: VerifierConfig) -> dict[str, str]:
     """``{file name: text}`` of ``cfg`` for an exported model's directory (``save_hf(..., files=)``), so that
-    evaluating the directory asks the same question. ``label_reward`` is written only where it is set: without it
-    the file holds the two fields every earlier rlvjax reads."""
-    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "label_reward" or v}
+    evaluating the directory asks the same question. ``label_reward`` and ``form`` are written only where they are
+    set: without them the file holds the two fields every earlier rlvjax reads."""
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("label_reward", "form") or
+              v != getattr(VerifierConfig, k)}
     return {CONFIG_FILE: json.dumps(fields, indent=2)}
 
 
@@ -167,6 +182,8 @@ def yes_no_token_ids(tokenizer, *, chat=None, question: str = VERIFY_QUESTION) -
     is_chat = _is_chat(tokenizer, chat)
     context = _chat_renderings(tokenizer, question)[1] if is_chat else base_verify_prompt(question)
     prefixes = ("", " ") if is_chat else (" ", "")
+    if is_chat and (spelled := _verdict_spacing(tokenizer, context, question)) is not None:
+        prefixes = (spelled, *(p for p in prefixes if p != spelled))  # as the template writes an assistant "Yes"
     for prefix in prefixes:
         yes_id, no_id = (_single_token(tokenizer, context, prefix + word) for word in ("Yes", "No"))
         if yes_id is not None and no_id is not None:
@@ -181,6 +198,20 @@ def yes_no_token_ids(tokenizer, *, chat=None, question: str = VERIFY_QUESTION) -
         "(tokenizer.add_tokens + resize the model's embeddings)")
 
 
+def _verdict_spacing(tokenizer, asked: str, question: str) -> str | None:
+    """The whitespace the chat template writes before an assistant turn's "Yes" (Llama-2-chat's and Vicuna-style
+    templates: " Yes", which is another token than the "Yes" a ChatML turn opens with), where it renders that turn
+    after ``asked`` (the verify prompt rendered with its generation prompt); None where it does not."""
+    solved = [{"role": "user", "content": "Solve 1 + 1."}, {"role": "assistant", "content": _SENTINEL},
+              {"role": "user", "content": question}, {"role": "assistant", "content": "Yes"}]
+    try:
+        answered = apply_chat_template(tokenizer, solved)
+    except Exception:  # a template that refuses a conversation ending with the assistant (some do): the default
+        return None
+    gap = answered[len(asked):].split("Yes", 1)[0] if answered.startswith(asked) and "Yes" in answered else None
+    return gap if gap is not None and not gap.strip() else None
+
+
 @dataclasses.dataclass(frozen=True)
 class VerifierTokens:
     """What the verifier adds to a sequence: the verify prompt and the two verdict tokens."""
@@ -190,14 +221,15 @@ class VerifierTokens:
     no_id: int
 
 
-def tokens(tokenizer, question: str = VERIFY_QUESTION) -> VerifierTokens:
-    """The verify prompt asking ``question`` and the Yes/No ids, for this tokenizer.
+def tokens(tokenizer, question: str = VERIFY_QUESTION, *, chat: bool | None = None) -> VerifierTokens:
+    """The verify prompt asking ``question`` and the Yes/No ids, for this tokenizer (``chat``: the chat form,
+    ``VerifierConfig.chat``; None where the tokenizer has a chat template).
 
     The suffix starts with the end-of-turn token for chat models: the sampler drops the stop token from the cache,
     so one suffix serves finished and truncated completions alike.
     """
-    yes_id, no_id = yes_no_token_ids(tokenizer, question=question)
-    suffix = tuple(verify_prompt_ids(tokenizer, question=question))
+    yes_id, no_id = yes_no_token_ids(tokenizer, chat=chat, question=question)
+    suffix = tuple(verify_prompt_ids(tokenizer, chat=chat, question=question))
     if question not in tokenizer.decode(suffix):  # a tokenizer that drops characters would ask something else
         raise ValueError(f"the tokenizer cannot encode the verify question {question!r} (it reads back as "
                          f"{tokenizer.decode(suffix)!r}); ask it in characters the tokenizer covers "

@@ -11,8 +11,8 @@ resampled like the others while a row of their problem is live; a problem whose 
 no more (while other problems of its batch went on, redrawing its finished rows round after round collapsed them onto
 one solution, and its answer depended on its batch). After ``max_steps`` rounds (or once every row has finished) the
 remaining rows run to the end, and the problem's answer is the verifier-weighted vote of its rows, truncated ones
-included as in a fixed-N vote (particles without resampling are that vote). Resampling draws from a numpy generator seeded by ``seed`` and the batch,
-so a run is deterministic.
+included as in a fixed-N vote (particles without resampling are that vote). Resampling draws from a numpy generator
+seeded by ``seed`` and the batch, so a run is deterministic.
 """
 
 from __future__ import annotations
