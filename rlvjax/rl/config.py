@@ -27,7 +27,8 @@ class RLConfig:
     lambda_verify: float = 1.0  # weight of the verification loss L_V (0: plain RL, the paper's baseline)
     # Class-balanced L_V: Yes and No rows weigh half each in every optimizer step's minibatch, so that p(Yes) = 0.5
     # is the balanced-accuracy decision even when most rollouts are wrong (a plain L_V learns the base rate and then
-    # rarely says Yes). The logged verify accuracy is then the balanced one.
+    # rarely says Yes). metrics.jsonl logs both verifier_accuracy and verifier_balanced_accuracy (the bar's ver_acc
+    # is the first).
     verify_balance: bool = False
     beta: float = 0.0  # KL(pi || pi_ref) weight; > 0 keeps a frozen copy of the initial policy
     # Per-token estimate of KL(pi || pi_ref) in the loss: "k3" (Schulman's, TRL's), or "k1" (logp - ref), whose
