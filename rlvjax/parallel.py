@@ -149,8 +149,8 @@ def initialize_distributed(cfg: MeshConfig) -> None:
         raise ValueError(f"coordinator_address='{AUTO}' found no cluster to join ({e}); JAX detects TPU pods, SLURM, "
                          "Open MPI and Kubernetes jobs. Elsewhere set RLVJAX_COORDINATOR=host:port, "
                          "RLVJAX_NUM_PROCESSES and RLVJAX_PROCESS_ID on every process") from None
-    if sigterm is not None:  # the join installs JAX's preemption notifier in C over the handler in place (rlvjax's
-        signal.signal(signal.SIGTERM, sigterm)  # start-up stop, an evaluation's): a SIGTERM was dropped silently
+    if callable(sigterm):  # the join installs JAX's preemption notifier in C over the Python handler in place
+        signal.signal(signal.SIGTERM, sigterm)  # (rlvjax's start-up stop, an evaluation's): a SIGTERM was dropped
     job_stop.watch()
 
 

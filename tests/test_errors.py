@@ -1146,7 +1146,8 @@ def test_evaluate_a_run_without_eval_problems_and_a_damaged_verifier_file(tmp_pa
     data.write_text(json.dumps({"prompt": "1+1", "answer": "2"}) + "\n")
     stored = workdir / "final" / "rlvjax_verifier.json"
     for text, message in (('{"question": "Right?",}', "is not valid JSON (Expecting property name"),
-                          ('["Right?"]', "holds a JSON list, not an object of label_reward, question, threshold")):
+                          ('["Right?"]', "holds a JSON list, not an object of form, label_reward, question, "
+                                         "threshold")):
         stored.write_text(text)  # a traceback, or a JSON error naming no file
         code, lines = run_cli("rlvjax.evaluate", ["--model_dir", str(workdir / "final"), "--data", str(data),
                                                   "--raw_prompts", "--out", str(tmp_path / "out")])

@@ -191,19 +191,19 @@ _LISTED = re.compile(rf"{_SPACING}{_CONJUNCTION}(?:{_SPACING}{_CONJUNCTION})*{_S
 _ASSIGNED = re.compile(rf"({_VARIABLE})\s*=\s*$")  # "x = " just before a box: the variable it gives
 
 
-def _last_stated(text: str, boxes: list[tuple[str | None, int, int]]) -> str | None:
+def _last_stated(text: str, boxes: list[tuple[str | None, int, int]], *, listed: bool = True) -> str | None:
     """The last box's content; with the boxes before it listed with it (``_LISTED`` between each two), all of
     them: the set of alternatives, ``\\{-2, 1\\}`` (math-verify, and so TRL's accuracy reward, read "$\\boxed{-2}$
     and $\\boxed{1}$" as that set: the last box alone graded a list answer wrong and a hedge "\\boxed{3} or
     \\boxed{5}" right; braced, alternatives are never an ordered pair or an interval's ends), or, where each box
     gives another variable ("$x = \\boxed{3}$ and $y = \\boxed{4}$"), the list of their values, "3, 4" (a point). An
     empty box after a stated answer is passed over (a model echoing the prompt's "put your final answer within
-    \\boxed{}" after it still stated it); empty boxes alone state none."""
+    \\boxed{}" after it still stated it); empty boxes alone state none. Without ``listed``: the last box alone."""
     stated = [box for box in boxes if box[0] != ""]
     if not stated or not stated[-1][0]:
         return None
     run = [stated[-1]]
-    for box in reversed(stated[:-1]):
+    for box in reversed(stated[:-1] if listed else []):
         if box[0] is None or not _LISTED.fullmatch(text, box[2], run[0][1]):
             break
         run.insert(0, box)
@@ -215,10 +215,11 @@ def _last_stated(text: str, boxes: list[tuple[str | None, int, int]]) -> str | N
 
 
 def boxed_answer(text: str) -> str | None:
-    """The stated box (``extract_answer`` without its "The answer is X" fallback): a reference solution's gold,
-    where a phrase is no answer's proof."""
+    """The last box's content: a reference solution's gold, as MATH takes it (its answer field is that box; a
+    solution may write one value twice: "$\\boxed{15\\frac{39}{40}},$ or $\\boxed{\\frac{639}{40}}$"), where a
+    phrase is no answer's proof."""
     boxes = _boxes(text) if isinstance(text, str) else []
-    return _last_stated(text, boxes) if boxes else None
+    return _last_stated(text, boxes, listed=False) if boxes else None
 
 
 def as_answer(text_or_answer, *, completion: bool = False, stated: bool = False) -> str | None:
