@@ -46,7 +46,7 @@ class DataIterator:
         self.batches_per_epoch = len(records) // (shard_count * batch_size)
         self._pipeline = {"seed": seed, "batch_size": batch_size, "shard_count": shard_count,
                           "num_records": len(records), "records_sha256": fingerprint(records)}
-        self._with_ids = _sha256_16(list(records))  # what states saved before 2026-12-07 hashed
+        self._records = records
         self._batches = functools.partial(sharded_batches, records, batch_size=batch_size, seed=seed,
                                           shard_index=shard_index, shard_count=shard_count)
         self._num_epochs = num_epochs
@@ -77,7 +77,9 @@ class DataIterator:
         however many processes split it, and ``next_index`` counts global batches.
         """
         saved = {k: state.get(k) for k in STATE_KEYS}
-        if saved["records_sha256"] in (None, self._with_ids):  # saved before the content was recorded, or its ids
+        if saved["records_sha256"] is None or (saved["records_sha256"] != self._pipeline["records_sha256"]
+                                               and saved["records_sha256"] == _sha256_16(list(self._records))):
+            # saved before the content was recorded, or (before 2026-12-07) with the records' ids hashed too
             saved["records_sha256"] = self._pipeline["records_sha256"]
         if not _same_global_order(saved, self._pipeline):
             differing = ", ".join(f"{k} (saved {saved[k]}, now {self._pipeline[k]})" for k in STATE_KEYS

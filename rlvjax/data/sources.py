@@ -396,23 +396,13 @@ def _read_datasets(source: str, split: str, name: str | None, split_knob: str, n
     path = Path(source).expanduser()
     fix = (f"set {split_knob} to one of them" if split_knob else "the training data is read from its 'train' split: "
            "save the data with one, or point at that split's own file or directory")
+    saved = path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists())
     try:
-        if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+        if saved:
             loaded = datasets.load_from_disk(str(path))
-            if not isinstance(loaded, datasets.DatasetDict):
-                if split not in ("train", "test"):  # read whole as train or test data, as a file is
-                    raise ValueError(f"{source} is one dataset, without splits, and {split_knob}={split!r} picks a "
-                                     f"split: point at the {split} data's own directory or file instead, and leave "
-                                     f"{split_knob} 'test'")
-            elif split not in loaded:
-                raise ValueError(f"{source} has no split {split!r} (its splits: {', '.join(loaded)}); {fix}")
-            else:
-                loaded = loaded[split]
         else:
             loaded = datasets.load_dataset(str(path) if path.is_dir() else source, name, split=split)
     except ValueError as e:
-        if str(e).startswith(source):  # ours, above
-            raise
         configs = re.search(r"[Aa]vailable(?: configs)?: (\[[^\]]*\])", str(e))
         if configs or "Config name is missing" in str(e) or "BuilderConfig" in str(e):  # gsm8k's 'main', a subject
             given = f"has no config {name!r}" if name else "needs a config name"
@@ -430,6 +420,13 @@ def _read_datasets(source: str, split: str, name: str | None, split_knob: str, n
             f"{source} is neither a local file nor a loadable dataset ({_first_line(e)}); "
             "give a .jsonl/.json/.parquet path, or download the dataset and unset HF_DATASETS_OFFLINE"
         ) from None
+    if saved and isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise ValueError(f"{source} has no split {split!r} (its splits: {', '.join(loaded)}); {fix}")
+        loaded = loaded[split]
+    elif saved and split not in ("train", "test"):  # one dataset: read whole as train or test data, as a file is
+        raise ValueError(f"{source} is one dataset, without splits, and {split_knob}={split!r} picks a split: point "
+                         f"at the {split} data's own directory or file instead, and leave {split_knob} 'test'")
     return [dict(row) for row in loaded]
 
 
