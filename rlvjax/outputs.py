@@ -377,7 +377,8 @@ def _hash_file(digest, path: Path) -> None:
 
 def disk_need(params, rl: RLConfig, run: RunConfig, warm: WarmStartConfig,
               workdir: Path, resume_step: int | None = None) -> tuple[int, str]:
-    """``(bytes, what)``: the disk a run still needs at its peak: ``max_to_keep`` checkpoints plus the one being
+    """``(bytes, account)``: the disk a run still needs at its peak, and what it is for (in parentheses after the
+    run it is said of): ``max_to_keep`` checkpoints plus the one being
     saved (Orbax deletes the oldest only after it), less those already saved, and the models it exports. A
     checkpoint holds the params, AdamW's two moments and, with a KL term, the reference. A finished run resumed
     again (for its baseline or report) saves nothing, and exports only a final policy it lacks."""
@@ -387,10 +388,10 @@ def disk_need(params, rl: RLConfig, run: RunConfig, warm: WarmStartConfig,
     saved = len(steps)
     if steps and (max(steps) if resume_step is None else resume_step) >= run.num_steps:
         exports = int(run.export_final and export_stamp(workdir / "final").get("rlvjax_step") != str(max(steps)))
-        return exports * model, f"the finished run ({exports} exported model(s))"
+        return exports * model, f"finished: {exports} exported model(s)"
     keep = run.max_to_keep or -(-run.num_steps // run.checkpoint_every)
     checkpoints = max(keep + 1 - saved, 0)
     exports = int(run.export_final) + int(bool(warm.num_steps) and not (workdir / "warm_start").exists())
-    what = (f"the run ({checkpoints} more checkpoint(s): RunConfig.max_to_keep={run.max_to_keep} and the one being "
-            f"saved" + (f"; {exports} exported model(s))" if exports else ")"))
-    return checkpoints * checkpoint + exports * model, what
+    account = (f"{checkpoints} more checkpoint(s): RunConfig.max_to_keep={run.max_to_keep} and the one being saved"
+               + (f"; {exports} exported model(s)" if exports else ""))
+    return checkpoints * checkpoint + exports * model, account

@@ -192,13 +192,13 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                                 "--workdir")
     Config.check_workdir(workdir)
     outputs.check_unused(workdir, given=given, warm_starts=warm.num_steps > 0)
-    need, what = outputs.disk_need(params, rl, run, warm, workdir, resume_step)
+    need, account = outputs.disk_need(params, rl, run, warm, workdir, resume_step)
+    what = f"the run ({account})"
     if run.baseline:  # trained after this run, in its own folder: a disk with room for the run alone was refused
         # only once the run was trained, in a line that read as if the run had not started
-        more, its = outputs.disk_need(params, rl, dataclasses.replace(run, baseline=False),
-                                      dataclasses.replace(warm, num_steps=0), workdir / outputs.BASELINE)
-        its = its.removeprefix("the run ") if its.startswith("the run (") else f"({its.removeprefix('the ')})"
-        need, what = need + more, f"{what}, then its lambda = 0 baseline {its}"
+        more, account = outputs.disk_need(params, rl, dataclasses.replace(run, baseline=False),
+                                          dataclasses.replace(warm, num_steps=0), workdir / outputs.BASELINE)
+        need, what = need + more, f"{what}, then its lambda = 0 baseline ({account})"
     check_free_space(workdir, need, what)
     ensure_writable(epath.Path(workdir), "workdir")
     with contextlib.ExitStack() as scope, preemption.notice() as notice:

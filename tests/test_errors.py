@@ -875,11 +875,11 @@ def test_a_finished_run_resumed_again_asks_for_no_checkpoint_space(tmp_path):
         (workdir / "checkpoints" / str(step)).mkdir(parents=True)
     run = dataclasses.replace(config.run, num_steps=4, export_final=True, max_to_keep=3)
     need = lambda **kw: outputs.disk_need(params, config.rl, run, config.warm_start, workdir, **kw)  # noqa: E731
-    assert need() == (4000, "the finished run (1 exported model(s))")  # final/ not there yet
+    assert need() == (4000, "finished: 1 exported model(s)")  # final/ not there yet
     (workdir / "final").mkdir()
     save_file({"w": np.zeros(1, np.float32)}, str(workdir / "final" / "model.safetensors"),
               metadata={"rlvjax_step": "4", "rlvjax_export_id": "x"})
-    assert need() == (0, "the finished run (0 exported model(s))")  # it asked for 2 more checkpoints and an export
+    assert need() == (0, "finished: 0 exported model(s)")  # it asked for 2 more checkpoints and an export
     assert need(resume_step=2)[0] == 2 * 3 * 4000 + 4000  # gone back to step 2: it trains and saves again
 
 
