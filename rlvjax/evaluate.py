@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import operator
 import os
 import sys
 from pathlib import Path
@@ -38,7 +37,7 @@ from rlvjax import eval_out, experiment, outputs, parallel, preemption, run_samp
 from rlvjax.config import Config, check_local
 from rlvjax.data import pipeline, sources
 from rlvjax.data.prompts import format_records
-from rlvjax.reports import assemble, report, summary, temperature_key, write_report
+from rlvjax.reports import assemble, check_pool_size, report, summary, temperature_key, write_report
 from rlvjax.model.hf import load_hf, not_a_model_dir
 from rlvjax.pool import EVAL_PROMPTS, PoolSampler, sample_pool
 from rlvjax.rewards.math import grading_counts
@@ -139,19 +138,6 @@ def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: 
         print(summary(evaluation))
         print(f"report: {json_path}\nplot:   {png_path}")
     return evaluation
-
-
-def check_pool_size(k: int, name: str = "--num_samples") -> None:
-    """A pool of ``k`` samples per problem the report can vote over, or a one-line error."""
-    try:
-        if isinstance(k, bool):  # True was read as 1
-            raise TypeError
-        k = operator.index(k)  # 16.0 and '16' are refused here, not by a TypeError from the bit test
-    except TypeError:
-        raise ValueError(f"{name}={k!r} must be a whole number: a power of two >= 2") from None
-    if k < 2 or k & (k - 1):
-        raise ValueError(f"{name}={k}: use a power of two >= 2 (votes compare a problem's samples, and the curve's "
-                         "largest N is the pool)")
 
 
 def flag_rewards(names: str) -> Rewards:

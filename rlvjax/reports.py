@@ -11,6 +11,7 @@ import fcntl
 import glob
 import json
 import math
+import operator
 import os
 import uuid
 from pathlib import Path
@@ -37,11 +38,25 @@ def calibration_error(p_yes: np.ndarray, correct: np.ndarray, bins: int = 10) ->
     return float(total)
 
 
+def check_pool_size(k: int, name: str = "--num_samples") -> None:
+    """A pool of ``k`` samples per problem the report can vote over, or a one-line error."""
+    try:
+        if isinstance(k, bool):  # True was read as 1
+            raise TypeError
+        k = operator.index(k)  # 16.0 and '16' are refused here, not by a TypeError from the bit test
+    except TypeError:
+        raise ValueError(f"{name}={k!r} must be a whole number: a power of two >= 2") from None
+    if k < 2 or k & (k - 1):
+        raise ValueError(f"{name}={k}: use a power of two >= 2 (votes compare a problem's samples, and the curve's "
+                         "largest N is the pool)")
+
+
 def report(pool: dict[str, np.ndarray], levels: list | None = None, *, num_subsets: int = 1000, seed: int = 0,
            conventions: testtime.Conventions = testtime.Conventions()) -> dict:
     """Everything ``eval.json`` holds for one policy, from a graded pool, under ``conventions`` (recorded)."""
     correct = pool["correct"].astype(bool)
     p, k = correct.shape
+    check_pool_size(k, "K")  # the curves' largest N must be K: the summary of a K = 6 pool failed (KeyError)
     ns = [2 ** i for i in range(int(np.log2(k)) + 1)]
     score = conventions.scores(pool["yes_logp"], pool["no_logp"])
     classes = testtime.pool_classes(pool, conventions.grouping)
@@ -171,7 +186,7 @@ def summary_table(reports: dict[str, dict]) -> str:
     there already at the smallest N)."""
     k = max(r["num_samples"] for r in reports.values())
     head = f"{'policy':12s}{'pass@1':>8s}{'95% CI':>14s}{'maj@' + str(k):>8s}{'BoN@' + str(k):>8s}" \
-           f"{'wt@' + str(k):>8s}{'ver.bal.acc':>12s}{'AUROC':>7s}{'within':>7s}{'eff.':>7s}"
+           f"{'wt@' + str(k):>8s}{'ver.bal.acc':>12s}{'AUROC':>7s}{'within':>7s}{'eff.':>10s}"
     lines = [head]
     # eval.json writes an undefined figure (an AUROC with one class only) as null, read back as None
     num = lambda x, width: f"{'n/a':>{width}s}" if x is None or x != x else f"{x:{width}.3f}"
@@ -183,7 +198,7 @@ def summary_table(reports: dict[str, dict]) -> str:
         lines.append(f"{name:12s}{r['pass@1']:8.3f}{f'{low:.3f}-{high:.3f}':>14s}{num(acc['majority'][str(k)], 8)}"
                      f"{num(acc['best_of_n'][str(k)], 8)}{num(acc['weighted'][str(k)], 8)}"
                      f"{num(v['verifier_balanced_accuracy'], 12)}{num(v['verifier_auroc'], 7)}"
-                     f"{num(v['within_problem_auroc'], 7)}{ratio:>7s}")
+                     f"{num(v['within_problem_auroc'], 7)} {ratio:>9s}")  # ">=1024.00" stays apart
     return "\n".join(lines)
 
 

@@ -220,7 +220,7 @@ class RLVTrainer:
         from rlvjax.strategies import report as strategy_report
         from rlvjax.strategies.policy import Policy
 
-        evaluate.check_pool_size(num_samples, "num_samples")
+        reports.check_pool_size(num_samples, "num_samples")
         _check_path("out", out, none=True)
         if not matches(temperature, float | None):  # the config sections' own type check
             raise ValueError(f"temperature={temperature!r} must be a number (or None: the run's training "

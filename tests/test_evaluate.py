@@ -87,6 +87,9 @@ def test_the_pass_at_1_interval_resamples_problems():
             "yes_logp": np.log(np.full((2, 4), 0.5)), "no_logp": np.log(np.full((2, 4), 0.5))}
     rep = report(pool, num_subsets=4)
     assert rep["pass@1"] == 0.5 and tuple(rep["pass@1_ci95"]) == (0.0, 1.0)
+    # K = 3: the curves stopped at N = 2 and the summary then failed on N = K (KeyError '3'); refused up front
+    with pytest.raises(ValueError, match=r"^K=3: use a power of two >= 2 "):
+        report({k: v[:, :3] for k, v in pool.items()}, num_subsets=4)
 
 
 def test_the_summary_table_puts_each_figure_in_its_column():
@@ -101,6 +104,11 @@ def test_the_summary_table_puts_each_figure_in_its_column():
     at = lambda name, width: float(row[head.index(name) + len(name) - width: head.index(name) + len(name)])  # noqa: E731
     assert (at("maj@4", 8), at("BoN@4", 8), at("wt@4", 8)) == (0.61, 0.42, 0.83)
     assert (at("ver.bal.acc", 12), at("AUROC", 7), at("within", 7)) == (0.7, 0.8, 0.9)
+    assert len(row) == len(head) and row.endswith(" 2.00")  # ends under "eff."
+    # a bound at K = 1024 stays a field of its own (">=32.00" ran into "within": "0.900>=32.00", review)
+    bound = {**figures, "compute_efficiency_weighted_vs_majority": {"ratio": 1024.0, "lower_bound": True}}
+    head, row = summary_table({"final": bound}).splitlines()
+    assert row.split()[-2:] == ["0.900", ">=1024.00"] and len(row) == len(head)
 
 
 def test_compare_and_assemble_by_hand():

@@ -325,6 +325,13 @@ def test_a_point_on_the_fixed_curve_matches_it_at_equal_tokens_and_at_equal_accu
     assert report.describe(costly).endswith("adaptive reaches it with 80 (2.0x more)")  # it said "0.5x fewer"
     assert costly["points"][0]["token_ratio_at_equal_accuracy"] == pytest.approx(0.5)
     assert report.describe(costly).splitlines()[1].endswith(" 2.00x more")  # the table said "0.50x" under "fewer"
+    # each figure ends under the end of its header (the headers sat 22 columns left of their figures, review)
+    for name, rule in (("adaptive", {"delta": 0.05, "mean_samples": 4}), ("length", {"samples": 64, "threshold": 0.5}),
+                       ("adaptive", {"delta": 0.123456789012345, "mean_samples": 4.123456789012345})):
+        header, row = report.describe(report.block(name, [{**point, "rule": rule}], fixed)).splitlines()[:2]
+        for label, figure in (("accuracy", "0.650"), ("tokens/problem", "28.3"), ("+verifier", "11.7"),
+                              ("samples", "2.80")):
+            assert row.index(figure) + len(figure) == header.index(label) + len(label), (header, row)
     edge = report.block("adaptive", [{**point, "tokens_per_problem": 40.0}], fixed)["points"][0]
     assert edge["fixed_weighted_at_equal_tokens"] == pytest.approx(0.7)
 

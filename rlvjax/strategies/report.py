@@ -160,16 +160,17 @@ def _number(value: float | None) -> str:
 def describe(strategy: dict) -> str:
     """The printed lines: each point beside fixed-N weighted voting at equal tokens and majority voting at equal
     generated plus verifier tokens, then the match."""
-    lines = [f"{strategy['name']}: {'accuracy':>9s}{'tokens/problem':>16s}{'+verifier':>11s}{'samples':>9s}"
-             f"{'fixed wt @ tokens':>19s}{'fixed maj @ total':>19s}{'tokens @ accuracy':>25s}"]
-    for p in strategy["points"]:
-        setting = ", ".join(f"{k}={v}" for k, v in p["rule"].items()
-                            if k in SWEPT[strategy["name"]] and v is not None)
+    settings = [", ".join(f"{k}={v}" for k, v in p["rule"].items() if k in SWEPT[strategy["name"]] and v is not None)
+                for p in strategy["points"]]
+    width = max([30, len(strategy["name"]) - 1, *map(len, settings)])  # each header over its column
+    lines = [f"{strategy['name'] + ':':{width + 2}s}{'accuracy':>9s}{'tokens/problem':>16s}{'+verifier':>11s}"
+             f"{'samples':>9s}{'fixed wt @ tokens':>19s}{'fixed maj @ total':>19s}{'tokens @ accuracy':>25s}"]
+    for setting, p in zip(settings, strategy["points"]):
         ratio = p["token_ratio_at_equal_accuracy"]
         # None: fixed-N voting never reaches this accuracy within the pool (the point is ahead, not behind)
         fewer = "fixed-N never reaches" if ratio is None else testtime.fewer_or_more(
             ratio, "<=" if p["token_ratio_is_upper_bound"] else "")
-        lines.append(f"  {setting:30s}{p['accuracy']:9.3f}{p['tokens_per_problem']:16.1f}"
+        lines.append(f"  {setting:{width}s}{p['accuracy']:9.3f}{p['tokens_per_problem']:16.1f}"
                      f"{p['verifier_tokens_per_problem']:11.1f}{p['samples_per_problem']:9.2f}"
                      f"{_number(p['fixed_weighted_at_equal_tokens']):>19s}"
                      f"{_number(p['fixed_majority_at_equal_total_tokens']):>19s}{fewer:>25s}")
