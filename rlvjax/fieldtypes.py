@@ -66,7 +66,8 @@ def check_field_types(config) -> None:
         for item in value if isinstance(value, tuple) else (value,):
             if isinstance(item, float) and not math.isfinite(item):
                 what = "be a finite number" if item is value else "hold finite numbers only"
-                raise ValueError(f"{name}={value} must {what}; for no bound, give a large one (e.g. 1e9)")
+                hint = "" if math.isnan(item) else " (where inf means no bound, give a large number, e.g. 1e9)"
+                raise ValueError(f"{name}={value} must {what}{hint}")  # a rate given 1e9 is refused next
         if matches(value, kind):
             continue
         if isinstance(value, ast.AST):  # gin keeps a bare word it cannot resolve as its syntax tree

@@ -76,7 +76,8 @@ def sft_batch(examples: Sequence[tuple[list[int], int]], *, pad_id: int, width: 
     mask = np.zeros((len(examples), width), bool)
     loss_mask = np.zeros((len(examples), width), np.float32)
     for i, (seq, first) in enumerate(examples):
-        seq = seq[:width]
+        if len(seq) > width:  # cut, a verify row lost its verdict and a policy row its eos, without a word
+            raise ValueError(f"a warm-start row of {len(seq)} tokens is wider than its batch ({width}; row_width)")
         ids[i, :len(seq)] = seq
         mask[i, :len(seq)] = True
         loss_mask[i, max(first - 1, 0):len(seq) - 1] = 1.0  # an empty prompt: the first token has no context

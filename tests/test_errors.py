@@ -114,8 +114,8 @@ CONFIG_CASES = {
                        "gin binding eval/RLConfig.group_size has a scope, which rlvjax does not use (it would be "
                        "ignored); drop the 'eval/'"),
     "lambda_verify_inf": (["RLConfig.lambda_verify = 1e999"],
-                          "RLConfig.lambda_verify=inf must be a finite number; for no bound, give a large one (e.g. "
-                          "1e9)"),
+                          "RLConfig.lambda_verify=inf must be a finite number (where inf means no bound, give a large "
+                          "number, e.g. 1e9)"),
     "max_value_too_large": (["TaskSpec.max_value = 1000"],  # refused only when problems were generated
                             "TaskSpec.max_value=1000 must be in 2..99"),
     "levels_empty": (["TaskSpec.levels = ()"],  # a ZeroDivisionError traceback

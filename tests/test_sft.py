@@ -20,6 +20,9 @@ def test_rows_and_loss_mask_by_hand():
     np.testing.assert_array_equal(loss_mask[0], [0, 1, 1, 1, 0, 0, 0, 0])
     np.testing.assert_array_equal(loss_mask[1], [0, 0, 0, 0, 0, 1, 0, 0])
     assert mask.sum() == 12
+    with pytest.raises(ValueError, match="row of 7 tokens is wider than its batch"):  # it was cut to 6: no verdict
+        sft.sft_batch([policy, verdict], pad_id=0, width=6)
+    assert sft.row_width([([7, 8], [9, 10], True)], verify_tokens=2) == len(verdict[0])  # the widest row, whole
 
     cfg = ModelConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2, num_kv_heads=1)
     graphdef, state = nnx.split(Transformer(cfg, nnx.Rngs(0)))
@@ -79,7 +82,7 @@ def test_bad_rl_and_verifier_settings_are_one_line_errors():
 
     with pytest.raises(ValueError, match=r"RLConfig.eps_low=1.5 must be in \(0, 1\) \(the ratio's lower clip"):
         RLConfig(eps_low=1.5)
-    with pytest.raises(ValueError, match="VerifierConfig.threshold=nan must be a finite number"):
+    with pytest.raises(ValueError, match=r"^VerifierConfig.threshold=nan must be a finite number$"):  # no "1e9"
         VerifierConfig(threshold=float("nan"))
 
 
@@ -150,10 +153,12 @@ def test_the_first_warm_start_step_moves_the_weights():
         np.testing.assert_array_equal(a, b)
 
 
-def test_the_warm_start_trains_verdicts_after_the_verify_prompt(monkeypatch):
+@pytest.mark.parametrize("labels", ["random", "graded"])
+def test_the_warm_start_trains_verdicts_after_the_verify_prompt(monkeypatch, labels):
     """Every row the warm start trains on is a policy row (prompt + completion + eos) or a verdict row (prompt +
     completion + the verify prompt + Yes/No, only the verdict supervised); built without the verify prompt, the
-    verdict followed the solution directly and nothing failed."""
+    verdict followed the solution directly and nothing failed. "graded": each verdict is its solution's grade; the
+    two steps draw different examples (every verdict Yes, and one batch every step, passed, review)."""
     from rlvjax import experiment
     from rlvjax.data import tasks
 
@@ -163,15 +168,39 @@ def test_the_warm_start_trains_verdicts_after_the_verify_prompt(monkeypatch):
     pairs = sft.tokenize(tok, tasks.warm_start_pairs(experiment.TaskSpec(name="digit"), 16, 0.3, 0))
     built, batch = [], sft.sft_batch
     monkeypatch.setattr(sft, "sft_batch", lambda rows, **kwargs: built.extend(rows) or batch(rows, **kwargs))
-    cfg = sft.WarmStartConfig(num_steps=2, batch_size=8, num_examples=16, verify_format_rate=0.5)
+    cfg = sft.WarmStartConfig(num_steps=2, batch_size=8, num_examples=16, verify_format_rate=0.5,
+                              verify_labels=labels)
     sft.warm_start(graphdef, nnx.to_pure_dict(params), pairs, cfg, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
                    verify_suffix=(5, 6, 7), verdict_ids=(8, 9), progress=False)
-    solutions = {tuple(prompt + completion) for prompt, completion, _ in pairs}
+    solutions = {tuple(prompt + completion): ok for prompt, completion, ok in pairs}
+    assert 0 < sum(solutions.values()) < len(solutions)  # right and wrong solutions both drawn from
     verdicts = [(ids, first) for ids, first in built if ids[-1] != tok.eos_token_id]
     assert len(built) == 16 and 0 < len(verdicts) < 16
     for ids, first in verdicts:
         assert tuple(ids[:-4]) in solutions and ids[-4:-1] == [5, 6, 7] and ids[-1] in (8, 9), ids
         assert first == len(ids) - 1
+    graded = [ids[-1] == (8 if solutions[tuple(ids[:-4])] else 9) for ids, _ in verdicts]
+    assert all(graded) if labels == "graded" else not all(graded)
+    drawn = [{tuple(ids[:-4] if ids[-1] != tok.eos_token_id else ids[:-1]) for ids, _ in built[i:i + 8]}
+             for i in (0, 8)]
+    assert drawn[0] != drawn[1]  # reshuffled: each step draws its own examples
     for ids, first in built:
         if (ids, first) not in verdicts:
             assert tuple(ids[:-1]) in solutions and ids[:first] in [list(p) for p, _, _ in pairs]
+
+
+@pytest.mark.parametrize("made,got", [(lambda n: [("1+1", "2", True)] * (n // 2), "8 examples"),
+                                      (lambda n: [], "0 examples"), (lambda n: ["1+1=2"] * n, "a list that is not")])
+def test_a_task_that_generates_too_few_warm_start_examples_is_refused(monkeypatch, made, got):
+    """A task's own generator returning fewer examples than asked failed inside the warm start in numpy's words
+    ("Cannot take a larger sample than population", or "max() arg is an empty sequence"), after the workdir was
+    written (review); now one line naming the task and the knob, before anything runs."""
+    from rlvjax import experiment
+    from rlvjax.data import tasks
+
+    monkeypatch.setitem(tasks._TASKS, "few", tasks.Task(records=tasks.get("digit").records,
+                                                        warm_start_pairs=lambda spec, n, rate, seed: made(n)))
+    with pytest.raises(ValueError, match=f"^task 'few' generated {got}.* WarmStartConfig.num_examples=16; its "
+                                         "warm_start_pairs must return num"):
+        tasks.warm_start_pairs(experiment.TaskSpec(name="few"), 16, 0.3, 0)
+    assert tasks.warm_start_pairs(experiment.TaskSpec(name="few"), 0, 0.3, 0) is not None  # the dry run's count

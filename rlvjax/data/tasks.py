@@ -62,7 +62,18 @@ def warm_start_pairs(spec, num: int, mistake_rate: float, seed: int) -> list[tup
     if task.warm_start_pairs is None:
         raise ValueError(f"task {spec.name!r} has no generated solutions for a warm start; set "
                          "WarmStartConfig.num_steps = 0 and start from an instruction-tuned checkpoint")
-    return task.warm_start_pairs(spec, num, mistake_rate, seed)
+    pairs = task.warm_start_pairs(spec, num, mistake_rate, seed)
+    # a task's own generator: fewer examples than asked failed inside the warm start, in numpy's words, with the
+    # workdir already written ("Cannot take a larger sample than population")
+    shaped = isinstance(pairs, (list, tuple)) and all(
+        isinstance(p, (list, tuple)) and len(p) == 3 and isinstance(p[0], str) and isinstance(p[1], str)
+        for p in pairs)
+    if num and not (shaped and len(pairs) == num):
+        got = f"{len(pairs)} examples" if shaped else f"a {type(pairs).__name__} that is not (prompt, completion, " \
+            "correct) tuples"
+        raise ValueError(f"task {spec.name!r} generated {got} for a warm start of WarmStartConfig.num_examples={num}; "
+                         "its warm_start_pairs must return num (prompt, completion, correct) tuples")
+    return pairs
 
 
 def eval_records(spec, tokenizer) -> list[dict]:
