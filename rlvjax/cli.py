@@ -204,7 +204,28 @@ def run(name: str, main: Callable[[list[str]], None]) -> None:
             _stop(name, 2, f"unexpected argument {argv[1]!r}; {hint}")
         return argv
 
-    app.run(run_main(name, main), flags_parser=parse)
+    def then_done(argv):
+        run_main(name, main)(argv)
+        _finished(name)
+
+    app.run(then_done, flags_parser=parse)
+
+
+def _finished(name: str) -> None:
+    """Once the command's work is done and its outputs are whole: a SIGTERM while the interpreter and JAX shut down
+    (a second or more) ended the process 143 without a word, and a scheduler retried an export that was there, into
+    "exists and is not empty" (review). It now exits 0, saying so."""
+    import signal
+    import threading
+
+    def done(signum, frame):
+        del signum, frame
+        sys.stdout.flush()
+        print(f"{name}: SIGTERM after the command had finished; its output is complete", file=sys.stderr, flush=True)
+        os._exit(0)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, done)
 
 
 _GIN_SEARCH_PATHS: set[str] = set()

@@ -101,16 +101,21 @@ NOT_SETTINGS = ("workdir", "model_dir", "policy", "checkpoint", "data", "data_sp
 
 def eval_settings(*, num_samples: int, temperature: float, top_p: float, top_k: int, max_new_tokens: int, seed: int,
                   conventions, strategy: str, rules: list, reward: str | None = None, raw_prompts: bool = False,
-                  dtype: str | None = None) -> dict:
+                  dtype: str = "float32") -> dict:
     """eval.json's ``evaluated.settings``, under evaluate's flag names (the API's ``RLVTrainer.evaluate`` records
     the same keys): what changes what is sampled or reported, which a later evaluation into a default output folder
     must match to replace it (:func:`check_same_settings`). ``conventions``: the votes' ``testtime.Conventions``;
-    ``rules``: the strategy's, as it runs them."""
+    ``rules``: the strategy's, as it runs them; ``dtype``: the precision it samples in (:func:`precision`)."""
     return {"raw_prompts": raw_prompts, "reward": reward, "num_samples": num_samples, "max_new_tokens": max_new_tokens,
             "dtype": dtype, "seed": seed, "temperature": temperature, "top_p": top_p, "top_k": top_k,
             "score": conventions.score,
             "grouping": conventions.grouping, "bon_unparseable": conventions.unparseable, "bon_ties": conventions.ties,
             "strategy": strategy, "rules": [repr(rule) for rule in rules]}
+
+
+def precision(dtype: str, compute_dtype: str | None = None) -> str:
+    """``evaluated.settings``' dtype: the weights' dtype, and the compute's where it differs (a run's ModelSpec)."""
+    return dtype if compute_dtype in (None, dtype) else f"{dtype}, compute {compute_dtype}"
 
 
 # What an evaluation ran with where its eval.json recorded settings but not these (an older rlvjax could run no
@@ -139,6 +144,8 @@ def check_same_settings(out: Path, settings: dict, knob: str = "--out", ran_with
                if k != "rules" or before.get("strategy", "fixed") == "fixed"}
     unknown = object()
     then = {key: before.get(key, assumed.get(key, unknown)) for key in (settings if recorded else before)}
+    if then.get("dtype", unknown) is None:  # recorded as the flag before 2026-12-07: None was the default precision
+        then["dtype"] = assumed.get("dtype")
     changed = [key for key, value in then.items() if value != settings.get(key)]
     if changed:
         said = {key: "not recorded" if then[key] is unknown else repr(then[key]) for key in changed}

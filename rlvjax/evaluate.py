@@ -206,8 +206,13 @@ def main(argv):
     if data_flags and not f.data:  # were ignored (raw_prompts recorded in eval.json as if it had applied)
         raise ValueError(f"--{data_flags[0]} applies to the problems of --data; pass --data, or drop it (the run's "
                          "own eval problems are read as it rendered them)")
-    if f.compilation_cache and Path(f.compilation_cache).expanduser().is_file():  # JAX's warning, the cache off
-        raise ValueError(f"--compilation_cache {f.compilation_cache} is a file; pass a directory, or '' for no cache")
+    if f.compilation_cache:  # else JAX's warning, and the cache off (under a file, or where it cannot be made)
+        cache = Path(f.compilation_cache).expanduser()
+        existing = next(p for p in (cache, *cache.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise ValueError(f"--compilation_cache {f.compilation_cache}: {existing} is "
+                             f"{'not writable' if existing.is_dir() else 'a file'}; pass a writable directory, or '' "
+                             "for no cache")
     if f.checkpoint is not None and f.policy not in ("final", BASELINE_POLICY):  # was ignored: step N evaluated
         raise ValueError(f"--policy {f.policy} names an exported policy, --checkpoint {f.checkpoint} a step of the "
                          f"run's training (or of its baseline, with --policy {BASELINE_POLICY}); drop one")
@@ -290,13 +295,16 @@ def main(argv):
     conventions = testtime.Conventions(score=f.score, grouping=f.grouping, unparseable=f.bon_unparseable,
                                        ties=f.bon_ties)
     new_tokens = f.max_new_tokens or sampled.max_new_tokens
+    # the precision it samples in (a checkpoint: its run's compute, as --policy's export without --dtype)
+    default_dtype = eval_out.precision(run_config.model.dtype, run_config.model.compute_dtype) if f.workdir else \
+        "float32"
     settings = eval_out.eval_settings(num_samples=f.num_samples, temperature=f.temperature or sampled.temperature,
                                       top_p=top_p, top_k=top_k, max_new_tokens=new_tokens, seed=f.seed,
                                       conventions=conventions,
                                       strategy=f.strategy, rules=strategy_rules(f, f.num_samples, new_tokens),
-                                      reward=f.reward, raw_prompts=f.raw_prompts, dtype=f.dtype)
-    # what an older evaluation of this run ran with, where its eval.json did not record it
-    ran_with = {"top_p": sampled.top_p, "top_k": sampled.top_k} if f.workdir else None
+                                      reward=f.reward, raw_prompts=f.raw_prompts, dtype=f.dtype or default_dtype)
+    # what an older evaluation of this run ran with, where its eval.json did not record it (or recorded no --dtype)
+    ran_with = {"dtype": default_dtype, **({"top_p": sampled.top_p, "top_k": sampled.top_k} if f.workdir else {})}
     if f.out is None:  # before minutes of sampling: the same folder with other settings holds another report
         eval_out.check_same_settings(out, settings, ran_with=ran_with)
     weights = eval_out.snapshot(model_path)  # a training run may re-export it or go back past it while it is sampled

@@ -3,6 +3,7 @@ host together."""
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
@@ -110,14 +111,40 @@ def interrupt_on_sigterm(error: BaseException | type[BaseException] = KeyboardIn
     """For a command with no state to save but a temporary to remove (an export's half-written copy): a SIGTERM
     (and with ``ctrl_c`` a Ctrl-C, inside a block that set another handler for it) raises ``error`` where the main
     thread is, so the cleanup that Ctrl-C runs runs for a scheduler's notice too, and the command ends with one
-    line, exit 130 (without this: 143, no word, the copy left behind). Main thread only; elsewhere a no-op."""
+    line, exit 130 (without this: 143, no word, the copy left behind). Main thread only; elsewhere a no-op.
+
+    A notice that lands while a garbage-collection callback runs (JAX registers one) raises inside it, where Python
+    prints and drops the exception: the export went on to the end and exited 0 (review). Such a drop is caught by
+    ``sys.unraisablehook`` and the notice raised again where the main thread is."""
+    kind = error if isinstance(error, type) else type(error)
 
     def handle(signum, frame):
         del signum, frame
         raise error
 
-    with _on_sigterm(handle, *([signal.SIGINT] if ctrl_c else [])):
-        yield
+    def rearm(unraisable):
+        if isinstance(unraisable.exc_value, kind) and threading.current_thread() is threading.main_thread():
+            # the handler runs again once the main thread is out of the collection: sent from here (or from a
+            # thread this hook waits to start), it ran inside the hook at once; one landing in the next callback is
+            # caught here again
+            later = threading.Timer(0.05, _thread.interrupt_main, args=(signal.SIGTERM,))
+            later.daemon = True
+            later.start()
+            dropped.append(later)
+        else:
+            previous_hook(unraisable)
+
+    dropped: list[threading.Timer] = []
+    previous_hook, sys.unraisablehook = sys.unraisablehook, rearm
+    try:
+        with _on_sigterm(handle, *([signal.SIGINT] if ctrl_c else [])):
+            yield
+            if dropped:  # dropped as the block ended, before it was raised again: this block's notice all the same
+                raise error
+    finally:
+        for later in dropped:
+            later.cancel()
+        sys.unraisablehook = previous_hook
 
 
 @contextlib.contextmanager

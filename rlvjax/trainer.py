@@ -280,8 +280,10 @@ class RLVTrainer:
                                           temperature=rl.temperature if temperature is None else temperature,
                                           top_p=rl.top_p, top_k=rl.top_k,
                                           max_new_tokens=rl.max_new_tokens, conventions=config.conventions,
-                                          strategy=strategy, rules=rules or [])
-        ran_with = {"top_p": rl.top_p, "top_k": rl.top_k}  # an older evaluation of the run, where it did not record
+                                          strategy=strategy, rules=rules or [],
+                                          dtype=eval_out.precision(spec.dtype, spec.compute_dtype))
+        # an older evaluation of the run, where it did not record these (or recorded no --dtype)
+        ran_with = {"top_p": rl.top_p, "top_k": rl.top_k, "dtype": settings["dtype"]}
         if default:  # before minutes of sampling
             eval_out.check_same_settings(out, settings, knob="out=", ran_with=ran_with)
         mesh = parallel.make_mesh(config.mesh)

@@ -924,7 +924,10 @@ FLAG_MISTAKES = [  # (module, args, the one line after "module: error: "); the f
      "--raw_prompts applies to the problems of --data; pass --data, or drop it (the run's own eval problems are read "
      "as it rendered them)"),
     ("rlvjax.evaluate", ["--workdir", "absent", "--compilation_cache", __file__],
-     f"--compilation_cache {__file__} is a file; pass a directory, or '' for no cache"),
+     f"--compilation_cache {__file__}: {__file__} is a file; pass a writable directory, or '' for no cache"),
+    # under a file (or where it cannot be made): passed, and JAX warned and ran with no cache (review)
+    ("rlvjax.evaluate", ["--workdir", "absent", "--compilation_cache", f"{__file__}/xla"],
+     f"--compilation_cache {__file__}/xla: {__file__} is a file; pass a writable directory, or '' for no cache"),
     ("rlvjax.evaluate", ["--workdir", "absent", "--strategy", "particle", "--reject_fraction", "0.5"],
      "--reject_fraction 0.5 is a setting of --resample reject (now multinomial); pass --resample reject, or drop it"),
 ]

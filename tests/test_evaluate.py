@@ -510,6 +510,7 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     kept = (tmp_path / "eval" / "final" / "eval.json").read_text()
     settings = json.loads(kept)["evaluated"]["settings"]
     assert (settings["num_samples"], settings["temperature"], settings["max_new_tokens"]) == (4, 2.0, 6)
+    assert settings["dtype"] == "float32"  # the run's precision, resolved (it was the flag: null, review)
     final = tmp_path / "eval" / "final"
     for flag, value, was, now in (("--num_samples", "2", "num_samples=4", "num_samples=2"),
                                   ("--max_new_tokens", "1", "max_new_tokens=6", "max_new_tokens=1")):
@@ -725,6 +726,13 @@ def test_an_older_report_is_compared_with_what_it_ran_with(tmp_path):
     (tmp_path / "eval.json").write_text(json.dumps({"evaluated": {"settings": {**settings, "top_k": 5}}}))
     with pytest.raises(ValueError, match=r"with top_k=5 \(this one: top_k=20\)"):
         eval_out.check_same_settings(tmp_path, settings, ran_with={"top_p": 0.95, "top_k": 20})
+    # dtype was recorded as the flag (null without --dtype): null is the default precision it resolved to, so the
+    # same evaluation with --dtype float32 spelled out is no other evaluation, and a bfloat16 one is
+    assert settings["dtype"] == "float32" and eval_out.precision("float32", "bfloat16") == "float32, compute bfloat16"
+    (tmp_path / "eval.json").write_text(json.dumps({"evaluated": {"settings": {**settings, "dtype": None}}}))
+    eval_out.check_same_settings(tmp_path, settings, ran_with={"dtype": "float32"})
+    with pytest.raises(ValueError, match=r"with dtype='float32' \(this one: dtype='bfloat16'\)"):
+        eval_out.check_same_settings(tmp_path, {**settings, "dtype": "bfloat16"}, ran_with={"dtype": "float32"})
 
 
 def test_evaluate_grades_with_the_reward_it_is_given(tmp_path):

@@ -6,6 +6,7 @@ import gc
 import os
 import signal
 import sys
+import time
 
 import pytest
 
@@ -37,3 +38,49 @@ def test_a_notice_is_recorded_and_raised_at_the_safe_points(monkeypatch):
         notice.check()
         assert notice.received() and notice.name == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_notice_dropped_inside_a_gc_callback_is_raised_again():
+    """``interrupt_on_sigterm`` raises where the main thread is; a SIGTERM that landed while a gc callback ran (JAX
+    registers one) raised inside it, where Python drops exceptions: the export went on and exited 0 (review)."""
+    sent = []
+
+    def callback(phase, info):
+        if phase == "start" and not sent:
+            sent.append(phase)
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, inside the callback
+
+    hook, finished = sys.unraisablehook, []
+    gc.callbacks.insert(0, callback)  # the list gc holds (a new one set on the module is not called)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with preemption.interrupt_on_sigterm():
+                gc.collect()
+                for _ in range(300):  # the export's work goes on: the notice is raised in it, not at its end
+                    time.sleep(0.01)
+                finished.append(True)
+        assert sent and not finished
+        sent.clear()  # one dropped as the block ends is raised as it ends
+        with pytest.raises(KeyboardInterrupt):
+            with preemption.interrupt_on_sigterm():
+                gc.collect()
+    finally:
+        gc.callbacks.remove(callback)
+    time.sleep(0.1)  # and nothing is sent after it (to whatever handler is in place then)
+    assert sent and sys.unraisablehook is hook and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_sigterm_after_the_command_finished_exits_0_with_a_line(tmp_path):
+    """Once a command's work is done, a SIGTERM while the interpreter and JAX shut down ended it 143 without a word
+    (a scheduler then retried an export that was whole, into "exists and is not empty", review)."""
+    import subprocess
+
+    script = ("import atexit, os, signal, time\n"
+              "from rlvjax import cli\n"
+              "def main(argv):\n"
+              "    print('written', flush=True)\n"
+              "    atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(5)))\n"
+              "cli.run('rlvjax.thing', main)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout) == (0, "written\n"), out
+    assert out.stderr == "rlvjax.thing: SIGTERM after the command had finished; its output is complete\n"
