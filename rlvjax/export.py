@@ -93,7 +93,8 @@ def check_out(out: Path, workdir: Path, overwrite: bool, *, flag: str = "--out",
     for root in [run, *(p for p in target.parents if (p / "checkpoints").is_dir())]:
         inside = target.relative_to(root).parts[0] if target.is_relative_to(root) else None
         if inside in MANAGED:
-            raise ValueError(f"{flag} {out} is inside {root / inside}, which the run in {root} manages; export next "
+            where = "is" if target == root / inside else "is inside"  # "RUN/final is inside RUN/final"
+            raise ValueError(f"{flag} {out} {where} {root / inside}, which the run in {root} manages; export next "
                              f"to it, e.g. {root / 'export'}")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"{flag} {out} exists and is not empty; {overwrite_hint} to replace it or choose another")
