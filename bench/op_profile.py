@@ -83,7 +83,8 @@ def main():
             model = common.smollm2(jnp.dtype(args.dtype), with_hf=False)[0]
         vocab = model.config.vocab_size
         prompts = np.random.default_rng(0).integers(10, vocab, (args.batch, args.prompt_len)).tolist()
-        limits = common.ragged_lengths(args.batch, args.new_tokens) if args.ragged else None
+        limits = common.ragged_lengths(args.batch, args.new_tokens, median=40 * args.new_tokens / 128) \
+            if args.ragged else None
         ids, mask = sampling.left_pad(prompts)
         graphdef, state = nnx.split(model)
         kw = dict(num_samples=1, max_new_tokens=args.new_tokens, params=sampling.SamplingParams(), score_suffix=(),

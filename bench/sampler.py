@@ -34,7 +34,7 @@ def main():
     ap.add_argument("--batch", type=common.positive, default=64, help="prompts (one sample each)")
     ap.add_argument("--prompt_len", type=common.positive, default=32)
     ap.add_argument("--new_tokens", type=common.positive, default=128)
-    ap.add_argument("--verify_len", type=common.nonnegative, default=16,
+    ap.add_argument("--verify_len", type=common.positive, default=16,
                     help="tokens of the verify prompt scored after sampling")
     ap.add_argument("--runs", type=common.positive, default=5)
     ap.add_argument("--hf_runs", type=common.nonnegative, default=0,
@@ -135,9 +135,10 @@ def main():
     # over the steps.
     cfg = model.config
     weight_bytes = common.n_params(model) * dtype.itemsize
-    blocks = kv_blocks(args.prompt_len + args.new_tokens)
+    width = sampling.bucket_width(args.prompt_len)  # prompts are left-padded to it: 40 ids fill 64 slots
+    blocks = kv_blocks(sampling.cache_slots(width, args.new_tokens, 0))
     starts = np.cumsum((0, *blocks[:-1]))
-    slots = np.mean([sum(b for start, b in zip(starts, blocks) if start < args.prompt_len + t)
+    slots = np.mean([sum(b for start, b in zip(starts, blocks) if start < width + t)
                      for t in range(1, args.new_tokens + 1)])
     cache_bytes = 2 * cfg.num_layers * args.batch * cfg.num_kv_heads * slots * cfg.kv_dim * dtype.itemsize
     step = (ours - common.med(times["ours, 1 token"])) / max(args.new_tokens - 1, 1)  # prefill and host work out

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,16 +42,59 @@ def test_tpu_notebook_uses_the_paper_configs():
                    "experiment.abstract_policy(config.model",
                    "train.train(config, ", "evaluate.final_report(config, "):
         assert needed in source, needed
-    # Every rlvjax function it calls exists (the cells run only on a TPU VM; a renamed one would fail after training).
+    # Every rlvjax name it uses exists and every call of one binds to its signature (the cells run only on a TPU VM;
+    # a renamed function or keyword would fail after training). Names: what `import rlvjax` and `from rlvjax[.x]
+    # import y` bring (it checked only `from rlvjax import module`, and no keywords, review).
     import importlib
+    import inspect
 
     tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("!", "%"))))
-    modules = {alias.asname or alias.name: importlib.import_module(f"{node.module}.{alias.name}")
-               for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == "rlvjax"
-               for alias in node.names if alias.name != "*"}
-    called = {(node.value.id, node.attr) for node in ast.walk(tree)
-              if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules}
-    assert called and not [f"{m}.{a}" for m, a in called if not hasattr(modules[m], a)]
+    names = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update({a.asname or a.name: importlib.import_module(a.name) for a in node.names
+                          if a.name.split(".")[0] == "rlvjax"})
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "rlvjax":
+            module = importlib.import_module(node.module)
+            names.update({a.asname or a.name: getattr(module, a.name) if hasattr(module, a.name) else
+                          importlib.import_module(f"{node.module}.{a.name}") for a in node.names})
+    missing, calls = set(), 0
+
+    def resolve(expr):  # name.attr.attr on an rlvjax name: the object (None: not rlvjax's, or missing)
+        if isinstance(expr, ast.Name):
+            return names.get(expr.id)
+        if isinstance(expr, ast.Attribute) and (owner := resolve(expr.value)) is not None:
+            if not hasattr(owner, expr.attr):
+                missing.add(ast.unparse(expr))
+                return None
+            return getattr(owner, expr.attr)
+        return None
+
+    for node in ast.walk(tree):
+        target = resolve(node.func) if isinstance(node, ast.Call) else None
+        if callable(target) and not any(isinstance(a, ast.Starred) for a in node.args) and \
+                all(k.arg for k in node.keywords):
+            calls += 1
+            try:
+                inspect.signature(target).bind_partial(*node.args, **{k.arg: None for k in node.keywords})
+            except TypeError as e:
+                missing.add(f"{ast.unparse(node.func)}: {e}")
+        elif isinstance(node, ast.Attribute):
+            resolve(node)
+    assert calls > 10 and not missing, missing
+    # The eval.json keys its last cell reads are those of a report (`r.get("by_levels", {})` would print nothing)
+    from rlvjax import reports
+
+    pool = {"answers": np.array([["1", "2"], ["3", "3"]], object), "correct": np.array([[1, 0], [1, 1]], bool),
+            "yes_logp": np.log(np.full((2, 2), 0.6)), "no_logp": np.log(np.full((2, 2), 0.4))}
+    report = reports.report(pool, [1, 2], num_subsets=2)
+    evaluation = reports.assemble({"1": {"m": report}}, {}, train_temperature=1.0, headline_temperature=1.0)
+    last = ast.parse(code_cells(NOTEBOOKS / "tpu_qwen_math.ipynb")[-1])
+    keys = {n.slice.value for n in ast.walk(last) if isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Constant)}
+    keys |= {n.args[0].value for n in ast.walk(last) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+             and n.func.attr == "get" and n.args and isinstance(n.args[0], ast.Constant)}
+    known = set(evaluation) | set(report) | set(report["by_level"]["1"])
+    assert keys and keys <= known, keys - known
     assert "YOUR_ORG" not in source and "CONFIGS /" in source  # installs from a real source, reads the shipped configs
     names = {node.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Name)}
     assert {"MODEL_DIR", "TRAIN_FILE", "EVAL_FILE", "mesh"} <= names
