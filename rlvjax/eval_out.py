@@ -165,7 +165,8 @@ def check_out(out: Path, knob: str = "--out") -> None:
         inside = target.relative_to(root).parts[0]
         own_run = outputs.is_run(root / inside)  # the lambda = 0 baseline's: checked as a root of its own
         if inside in outputs.MANAGED and inside != "eval" and not own_run:
-            raise ValueError(f"{knob} {out} is inside {root / inside}, which the run in {root} manages; write "
+            where = "is" if target == root / inside else "is inside"  # "RUN/final is inside RUN/final"
+            raise ValueError(f"{knob} {out} {where} {root / inside}, which the run in {root} manages; write "
                              f"elsewhere, e.g. {root / 'eval' / 'custom'}")
 
 

@@ -166,6 +166,15 @@ def check_policy(workdir: Path, policy: str, flag: str) -> None:
 
 
 def main(argv):
+    # Until the report is written nothing is: a notice or a Ctrl-C ends the process at once with one line, exit 130
+    # (a SIGTERM was 143, no word; raising inside JAX segfaulted at exit). _evaluate raises instead while it writes.
+    # Inside main, not around cli.run: leaving the block put back the default handler over cli's once-finished one.
+    with preemption.stop_at_once("while it evaluated; nothing was written", ctrl_c=True, command="rlvjax.evaluate",
+                                 code=130):
+        _evaluate(argv)
+
+
+def _evaluate(argv):
     del argv
     from absl import flags, logging
 
@@ -468,8 +477,4 @@ if __name__ == "__main__":
                        "(default 1)")
     from rlvjax import cli
 
-    # Until the report is written nothing is: a notice or a Ctrl-C ends the process at once with one line, exit 130
-    # (a SIGTERM was 143, no word; raising inside JAX segfaulted at exit). main() raises instead while it writes.
-    with preemption.stop_at_once("while it evaluated; nothing was written", ctrl_c=True, command="rlvjax.evaluate",
-                                 code=130):
-        cli.run("rlvjax.evaluate", main)
+    cli.run("rlvjax.evaluate", main)

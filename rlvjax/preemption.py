@@ -3,7 +3,6 @@ host together."""
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import os
 import signal
@@ -117,33 +116,44 @@ def interrupt_on_sigterm(error: BaseException | type[BaseException] = KeyboardIn
     prints and drops the exception: the export went on to the end and exited 0 (review). Such a drop is caught by
     ``sys.unraisablehook`` and the notice raised again where the main thread is."""
     kind = error if isinstance(error, type) else type(error)
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    active, guard, dropped = [True], threading.Lock(), []
 
     def handle(signum, frame):
         del signum, frame
         raise error
 
+    def resend():  # a real signal: it also wakes a main thread that waits on a lock or a future
+        with guard:
+            if active[0]:
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+
     def rearm(unraisable):
         if isinstance(unraisable.exc_value, kind) and threading.current_thread() is threading.main_thread():
-            # the handler runs again once the main thread is out of the collection: sent from here (or from a
-            # thread this hook waits to start), it ran inside the hook at once; one landing in the next callback is
-            # caught here again
-            later = threading.Timer(0.05, _thread.interrupt_main, args=(signal.SIGTERM,))
+            # sent again once the main thread is out of the collection (sent from here, it ran inside this hook at
+            # once); one landing in the next callback is caught here again
+            later = threading.Timer(0.05, resend)
             later.daemon = True
             later.start()
             dropped.append(later)
         else:
             previous_hook(unraisable)
 
-    dropped: list[threading.Timer] = []
     previous_hook, sys.unraisablehook = sys.unraisablehook, rearm
     try:
         with _on_sigterm(handle, *([signal.SIGINT] if ctrl_c else [])):
-            yield
-            if dropped:  # dropped as the block ended, before it was raised again: this block's notice all the same
-                raise error
+            try:
+                yield
+                if dropped:  # dropped as the block ended, before it was sent again: this block's notice all the same
+                    raise error
+            finally:
+                with guard:  # nothing is sent once the handlers are put back (a SIGTERM then ended the process)
+                    active[0] = False
+                for later in dropped:
+                    later.cancel()
     finally:
-        for later in dropped:
-            later.cancel()
         sys.unraisablehook = previous_hook
 
 

@@ -762,26 +762,31 @@ def test_evaluate_grades_with_the_reward_it_is_given(tmp_path):
 
 
 SLOW_EVALUATION = """
-import runpy, sys, time
+import atexit, os, runpy, signal, sys, time
 from rlvjax import reports, testtime
-module, name = (testtime, "pool_classes") if sys.argv.pop(1) == "sampling" else (reports, "write_samples")
+phase = sys.argv.pop(1)
+module, name = (testtime, "pool_classes") if phase == "sampling" else (reports, "write_samples")
 real = getattr(module, name)
 def slow(*args, **kwargs):
     out = real(*args, **kwargs)
     print("reached", flush=True)
     time.sleep(120)
-setattr(module, name, slow)
+if phase == "finished":  # the notice comes as the process shuts down, its report written
+    atexit.register(lambda: (print("reached", flush=True), os.kill(os.getpid(), signal.SIGTERM), time.sleep(5)))
+else:
+    setattr(module, name, slow)
 sys.argv = ["rlvjax.evaluate", *sys.argv[1:]]
 runpy.run_module("rlvjax.evaluate", run_name="__main__")
 """
 
 
-@pytest.mark.parametrize("phase", ["sampling", "writing"])
+@pytest.mark.parametrize("phase", ["sampling", "writing", "finished"])
 def test_a_sigterm_while_evaluate_writes_leaves_nothing_and_says_so(tmp_path, phase):
     """A scheduler's SIGTERM while the pool is sampled and graded: one line, exit 130, at once (raising inside JAX
     segfaulted at exit); while the report is written: the staged files are removed and the folder it made too, one
     line, exit 130, as Ctrl-C. It ended with 143 and no word, and left a hidden partial eval_samples.jsonl and
-    scaling.png (review 2026-12-06)."""
+    scaling.png (review 2026-12-06). Once the report is written: exit 0, saying so (the handler the evaluation put
+    back as it ended was the default one: 143, no word, review 2026-12-07)."""
     import signal
 
     data = tmp_path / "rows.jsonl"
@@ -798,6 +803,12 @@ def test_a_sigterm_while_evaluate_writes_leaves_nothing_and_says_so(tmp_path, ph
             break
     if phase == "writing":
         assert [p.name for p in (tmp_path / "eval" / "m").iterdir() if p.name.startswith(".eval_samples.")]
+    if phase == "finished":
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and err.splitlines()[-1] == ("rlvjax.evaluate: SIGTERM after the command had "
+                                                                 "finished; its output is complete"), err[-2000:]
+        assert (tmp_path / "eval" / "m" / "eval.json").exists()
+        return
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
@@ -832,6 +843,8 @@ def test_evaluate_out_never_replaces_a_runs_own_report(tmp_path):
         eval_out.check_out(run)
     with pytest.raises(ValueError, match=f"is inside {run / 'checkpoints'}, which the run in {run} manages"):
         eval_out.check_out(run / "checkpoints" / "x")
+    with pytest.raises(ValueError, match=f"--out {run / 'final'} is {run / 'final'}, which the run in {run} manages"):
+        eval_out.check_out(run / "final")  # not "inside" itself (review)
     eval_out.check_out(run / "eval" / "other_data")  # where evaluate --workdir writes by default
     eval_out.check_out(tmp_path / "elsewhere")
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.gin"]

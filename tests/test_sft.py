@@ -201,6 +201,9 @@ def test_a_task_that_generates_too_few_warm_start_examples_is_refused(monkeypatc
     monkeypatch.setitem(tasks._TASKS, "few", tasks.Task(records=tasks.get("digit").records,
                                                         warm_start_pairs=lambda spec, n, rate, seed: made(n)))
     with pytest.raises(ValueError, match=f"^task 'few' generated {got}.* WarmStartConfig.num_examples=16; its "
-                                         "warm_start_pairs must return num"):
+                                         "warm_start_pairs must return at least num"):
         tasks.warm_start_pairs(experiment.TaskSpec(name="few"), 16, 0.3, 0)
     assert tasks.warm_start_pairs(experiment.TaskSpec(name="few"), 0, 0.3, 0) is not None  # the dry run's count
+    more = lambda spec, n, rate, seed: [("1+1", "2", True)] * (2 * n)  # noqa: E731
+    monkeypatch.setitem(tasks._TASKS, "many", tasks.Task(records=tasks.get("digit").records, warm_start_pairs=more))
+    assert len(tasks.warm_start_pairs(experiment.TaskSpec(name="many"), 16, 0.3, 0)) == 32  # more than asked: fine

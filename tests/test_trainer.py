@@ -506,7 +506,7 @@ def test_save_model_never_touches_the_run_and_replaces_only_when_asked(user_run,
     run_files = sorted(p.relative_to(root / "run") for p in (root / "run").rglob("*"))
     with pytest.raises(ValueError, match=r"save_model: output_dir .*run would replace the training run"):
         trainer.save_model(root / "run")
-    with pytest.raises(ValueError, match=r"output_dir .*checkpoints is .*checkpoints, which the run in"):
+    with pytest.raises(ValueError, match=r"output_dir \S*checkpoints is \S*checkpoints, which the run in"):
         trainer.save_model(root / "run" / "checkpoints")
     with pytest.raises(ValueError, match=r"output_dir .*exported exists and is not empty; pass overwrite=True to "
                                          "replace it or choose another"):

@@ -68,11 +68,11 @@ def warm_start_pairs(spec, num: int, mistake_rate: float, seed: int) -> list[tup
     shaped = isinstance(pairs, (list, tuple)) and all(
         isinstance(p, (list, tuple)) and len(p) == 3 and isinstance(p[0], str) and isinstance(p[1], str)
         for p in pairs)
-    if num and not (shaped and len(pairs) == num):
+    if num and not (shaped and len(pairs) >= num):  # more is fine: the warm start draws from them
         got = f"{len(pairs)} examples" if shaped else f"a {type(pairs).__name__} that is not (prompt, completion, " \
             "correct) tuples"
         raise ValueError(f"task {spec.name!r} generated {got} for a warm start of WarmStartConfig.num_examples={num}; "
-                         "its warm_start_pairs must return num (prompt, completion, correct) tuples")
+                         "its warm_start_pairs must return at least num (prompt, completion, correct) tuples")
     return pairs
 
 
