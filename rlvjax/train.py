@@ -26,7 +26,7 @@ from etils import epath
 from flax import nnx
 
 from rlvjax import (budget, cli, evaluate, experiment, memory, outputs, parallel, policy_tokens, preemption,
-                    run_sampling, sampling, sft)
+                    run_sampling, sampling, sft, testtime)
 from rlvjax.config import WRITTEN_IN, Config, check_local
 from rlvjax.checkpoint import Checkpointer, check_free_space, ensure_writable, step_folders
 from rlvjax.data import pipeline, sources, tasks
@@ -359,7 +359,8 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                 history.append(writer.write(step + 1, metrics))
                 done, data_at_done = step + 1, data.get_state()
                 if (step + 1) % run.log_every == 0:
-                    p_yes = 1.0 / (1.0 + np.exp(verify_lp[..., 1] - verify_lp[..., 0]))
+                    # as eval_samples.jsonl writes it (a rollout the verifier could not score: 0, not NaN)
+                    p_yes = testtime.Conventions(score="normalized").scores(verify_lp[..., 0], verify_lp[..., 1])
                     writer.samples(step + 1, [{"prompt": batch[i // g]["prompt"], "completion": texts[i],
                                                "gold": batch[i // g].get("gold"), "reward": float(rewards.flat[i]),
                                                "correct": bool(correct.flat[i]), "p_yes": float(p_yes.flat[i])}

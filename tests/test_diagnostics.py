@@ -49,3 +49,23 @@ def test_within_problem_auroc_by_hand():
     correct = np.array([[1, 0, 0], [1, 1, 0], [1, 1, 1]])
     assert diagnostics.within_problem_auroc(scores, correct) == 0.25
     assert np.isnan(diagnostics.within_problem_auroc(scores[2:], correct[2:]))
+
+
+def test_rollout_stats_read_groups_by_row_and_balance_the_classes():
+    """3 problems x 3 samples, so a statistic over the wrong axis gives another value (the 2 x 2 case gave the same
+    on either axis), 4 correct and 5 wrong rollouts (balanced accuracy differs from accuracy only for unequal
+    classes), and the advantage mean and std (not checked before; review)."""
+    rewards = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    correct = rewards >= 0.5
+    said_yes = np.array([[True, True, False], [True, False, False], [True, True, True]])
+    yes = np.where(said_yes, np.log(0.7), np.log(0.3))
+    verify = np.stack([yes, np.log1p(-np.exp(yes))], -1)
+    adv = np.array([[1.0, -0.5, -0.5], [0.0, 0.0, 0.0], [0.3, 0.3, 0.3]])
+    r = diagnostics.rollout_stats(rewards, correct, adv, np.full((3, 3), 4), np.ones((3, 3), bool), verify)
+    assert r["pass_rate"] == 2 / 3  # problems (rows) with a correct sample; by sample (column) it would be 1
+    assert r["zero_variance_groups"] == 2 / 3  # rows 1 and 2; by column it would be 0
+    # Yes on all 4 correct rollouts, on 2 of the 5 wrong ones: accuracy 7/9, recalls 1 and 3/5
+    np.testing.assert_allclose(r["verifier_accuracy"], 7 / 9)
+    np.testing.assert_allclose(r["verifier_balanced_accuracy"], (1 + 3 / 5) / 2)
+    np.testing.assert_allclose(r["advantage_mean"], 0.1)
+    np.testing.assert_allclose(r["advantage_std"], np.sqrt(np.mean((adv - 0.1) ** 2)))

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from rlvjax.model.transformer import ModelConfig, Transformer
-from rlvjax.rl import steps
+from rlvjax.rl import losses, steps
 from rlvjax.rl.config import OptimConfig, RLConfig
 
 SUFFIX = (3, 20, 21)
@@ -214,8 +214,11 @@ def test_verify_balance_weights_the_two_classes_equally_in_each_minibatch(setup)
                            ([0, 1, 2, 3], 0.5 * ce[0] + 0.5 * ce[1:].mean()),
                            ([1, 2, 3], ce[1:].mean())):  # one class only: a plain mean
         minibatch = jax.tree.map(lambda x: x[np.asarray(rows)], batch)  # noqa: B023
-        _, stats, _, _ = steps._minibatch_grads(statics, params, None, minibatch)
+        _, stats, _, vdiag = steps._minibatch_grads(statics, params, None, minibatch)
         np.testing.assert_allclose(stats["verify_loss"], expected, rtol=1e-5)
+        # the logged diagnostics stay unweighted: the verifier's cross-entropy and accuracy on these rollouts
+        np.testing.assert_allclose(losses.mean_diagnostics(vdiag)["nll"], ce[rows].mean(), rtol=1e-5)
+        assert losses.mean_diagnostics(vdiag)["count"] == len(rows)
     plain = make_statics(graphdef)
     _, stats, _, _ = steps._minibatch_grads(plain, params, None, jax.tree.map(lambda x: x[:3], batch))
     np.testing.assert_allclose(stats["verify_loss"], ce[:3].mean(), rtol=1e-5)
@@ -249,8 +252,8 @@ def test_verify_prefixes_add_verify_only_rows_of_partial_solutions(setup, m):
     assert RLConfig(verify_prefixes=m, lambda_verify=0.0).update_rows_per_rollout == 1
     np.testing.assert_array_equal(batch.verify_target, np.tile([YES, NO, NO, YES], 1 + m))  # the rollout's label
     assert not np.asarray(batch.target_mask[4:]).any() and not np.asarray(batch.advantages[4:]).any()
-    _, stats, _, _ = steps._minibatch_grads(statics, params, None, batch)
-    _, plain_stats, _, _ = steps._minibatch_grads(make_statics(graphdef), params, None, plain)
+    _, stats, _, vdiag = steps._minibatch_grads(statics, params, None, batch)
+    _, plain_stats, _, plain_vdiag = steps._minibatch_grads(make_statics(graphdef), params, None, plain)
     np.testing.assert_allclose(stats["policy_loss"], plain_stats["policy_loss"], rtol=1e-6)  # no policy term added
     # The verify loss: mean cross-entropy over every rollout and its partial solutions cut after
     # max(body * j // (m + 1), 1) tokens, each followed by the verify prompt.
@@ -264,6 +267,12 @@ def test_verify_prefixes_add_verify_only_rows_of_partial_solutions(setup, m):
             target = YES if i in (0, 3) else NO
             losses_.append(-float(jax.nn.log_softmax(logits)[target]))
     np.testing.assert_allclose(stats["verify_loss"], np.mean(losses_), rtol=1e-5)
+    # The verifier's diagnostics (metrics.jsonl's verify_loss and verify/*) read the 4 rollouts alone, as a lambda =
+    # 0 baseline's do (without partial rows): with them, the same model on the same rollouts logged other values
+    for diag in (vdiag, plain_vdiag):
+        seen = losses.mean_diagnostics(diag)
+        assert seen["count"] == 4
+        np.testing.assert_allclose(seen["nll"], np.mean(losses_[::m + 1]), rtol=1e-5)
 
 
 def test_config_errors():

@@ -108,6 +108,10 @@ def test_token_advantages_by_hand():
     expected1 = np.r_[np.full(24, 0.25 - 0.5), np.full(24, 0.0 - 0.25), np.zeros(3)]
     np.testing.assert_allclose(adv, np.stack([expected0, expected1]), atol=1e-6)
     assert stats["vineppo/steps_per_rollout"] == 2.0 and stats["vineppo/states_sampled"] == 0.5
+    # the advantages trained on, over the 96 completion tokens: 72 at -0.25, 24 at 0.75 (rollout 1's mean is -0.25,
+    # so the per-rollout advantage_* read 0.25 and -0.25: std 0.25, max 0.25)
+    np.testing.assert_allclose([stats["vineppo/token_advantage_mean"], stats["vineppo/token_advantage_std"],
+                                stats["vineppo/token_advantage_abs_max"]], [0.0, np.sqrt(0.1875), 0.75], atol=1e-6)
     # Whitened over the batch's 2 x 48 completion tokens: 72 tokens at -0.25 and 24 at 0.75 -> mean 0; unbiased
     # variance (72 x 0.25^2 + 24 x 0.75^2) / 95 = 18 / 95.
     whitened, _ = vineppo.token_advantages(sample_rewards, tok, prompts, golds, tokens, lengths,

@@ -28,7 +28,8 @@ class RLConfig:
     # Class-balanced L_V: Yes and No rows weigh half each in every optimizer step's minibatch, so that p(Yes) = 0.5
     # is the balanced-accuracy decision even when most rollouts are wrong (a plain L_V learns the base rate and then
     # rarely says Yes). metrics.jsonl logs both verifier_accuracy and verifier_balanced_accuracy (the bar's ver_acc
-    # is the first).
+    # is the first); verify_loss and verify/* stay unweighted figures on the rollouts, verify_loss_trained the
+    # balanced L_V trained on.
     verify_balance: bool = False
     beta: float = 0.0  # KL(pi || pi_ref) weight; > 0 keeps a frozen copy of the initial policy
     # Per-token estimate of KL(pi || pi_ref) in the loss: "k3" (Schulman's, TRL's), or "k1" (logp - ref), whose
@@ -79,7 +80,8 @@ class RLConfig:
     # (rlvjax.strategies.particle). These rows carry no policy loss; the update holds (1 + m) x the rows, and L_V
     # averages over all of them (a complete solution's row weighs lambda / (1 + m) of the loss). 0: complete
     # solutions only, as in the paper. With lambda_verify = 0 (a lambda = 0 baseline or sweep point) no such rows are
-    # built: they would carry no loss at all.
+    # built: they would carry no loss at all. verify_loss and verify/* in metrics.jsonl read the complete solutions
+    # (as a lambda = 0 baseline's do), verify_loss_trained the L_V over all the rows.
     verify_prefixes: int = 0
 
     def __post_init__(self):

@@ -50,7 +50,8 @@ def verifier_stats(yes_logp: np.ndarray, no_logp: np.ndarray, correct: np.ndarra
 
 def rollout_stats(rewards: np.ndarray, correct: np.ndarray, advantages: np.ndarray, lengths: np.ndarray,
                   finished: np.ndarray, verify_logprobs: np.ndarray) -> dict[str, float]:
-    """``rewards``, ``correct`` (the verifier's label), ``advantages``, ``lengths``, ``finished``: ``[B, G]``;
+    """``rewards``, ``correct`` (the verifier's label), ``advantages`` (a rollout's: VinePPO's per-token mean,
+    whose token-level figures it logs as ``vineppo/token_advantage_*``), ``lengths``, ``finished``: ``[B, G]``;
     ``verify_logprobs``: ``[B, G, 2]``."""
     return {
         "reward_mean": float(rewards.mean()),

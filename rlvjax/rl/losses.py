@@ -138,15 +138,15 @@ def class_balanced_weights(positive):
     return jnp.where((num_pos > 0) & (num_pos < rows), weights, 1.0).astype(jnp.float32)
 
 
-def verify_loss(logits, targets, mask=None, *, yes_id=None, no_id=None):
+def verify_loss(logits, targets, mask=None, *, yes_id=None, no_id=None, diagnostics_mask=None):
     """Verification cross-entropy at one position per sequence: -log softmax(logits)[target].
 
     logits: [B, V], already gathered at the last verify-prompt position; targets: [B] token ids (Yes / No);
     mask: [B] row weights (0 drops a sequence, e.g. batch padding; see `class_balanced_weights`). Diagnostics are
-    weighted sums over the rows: `accuracy_sum` counts predictions equal to the target, where the prediction is the
-    argmax over {yes_id, no_id} when both are given (the verifier's decision; ties go to No) and over the whole
-    vocabulary otherwise; with the ids, `label_mass_sum` sums p(Yes) + p(No), showing whether the model answers in
-    the label tokens.
+    sums over the rows of ``diagnostics_mask`` ([B] weights; None: ``mask``): `nll_sum` of the cross-entropy,
+    `accuracy_sum` counts predictions equal to the target, where the prediction is the argmax over {yes_id, no_id}
+    when both are given (the verifier's decision; ties go to No) and over the whole vocabulary otherwise; with the
+    ids, `label_mass_sum` sums p(Yes) + p(No), showing whether the model answers in the label tokens.
     """
     logits = jnp.asarray(logits)
     logp = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1)
@@ -160,10 +160,12 @@ def verify_loss(logits, targets, mask=None, *, yes_id=None, no_id=None):
         predicted = jnp.where(logp[:, yes_id] > logp[:, no_id], yes_id, no_id)
     else:
         predicted = jnp.argmax(logp, axis=-1)
-    diagnostics = {"count": count, "accuracy_sum": jnp.sum((predicted == targets) * mask)}
+    seen = mask if diagnostics_mask is None else jnp.asarray(diagnostics_mask, logp.dtype)
+    diagnostics = {"count": jnp.sum(seen), "accuracy_sum": jnp.sum((predicted == targets) * seen),
+                   "nll_sum": jnp.sum(jax.lax.stop_gradient(nll) * seen)}
     if yes_id is not None and no_id is not None:
         label_mass = jnp.exp(logp[:, yes_id]) + jnp.exp(logp[:, no_id])
-        diagnostics["label_mass_sum"] = jnp.sum(label_mass * mask)
+        diagnostics["label_mass_sum"] = jnp.sum(label_mass * seen)
     return jnp.sum(nll * mask), count, diagnostics
 
 

@@ -223,8 +223,12 @@ def _loss(params, ref_params, statics: Statics, batch: UpdateBatch, policy_count
         logp, batch.old_logp, batch.advantages, batch.target_mask, eps_low=rl.eps_low, eps_high=rl.eps_high,
         aggregation=rl.loss_aggregation, max_len=rl.max_new_tokens, ref_logp=ref_logp, beta=rl.beta,
         kl_estimator=rl.kl_estimator)
+    # The diagnostics read the rollouts' own rows, unweighted: the partial solutions (RLConfig.verify_prefixes:
+    # verify rows without policy targets) and verify_balance's weights are the objective's, not the verifier's
+    # accuracy on its rollouts (a lambda = 0 baseline builds no partial rows: its verify_* read other rows, review)
+    complete = (batch.verify_mask > 0) & jnp.any(batch.target_mask > 0, axis=1)
     vl_sum, _, vdiag = losses.verify_loss(verify_logits, batch.verify_target, batch.verify_mask,
-                                          yes_id=statics.yes_id, no_id=statics.no_id)
+                                          yes_id=statics.yes_id, no_id=statics.no_id, diagnostics_mask=complete)
     loss = pl_sum / jnp.maximum(policy_count, 1.0) + rl.lambda_verify * vl_sum / jnp.maximum(verify_count, 1.0)
     return loss, (pl_sum, vl_sum, pdiag, vdiag)
 
@@ -295,8 +299,12 @@ def update_step(statics: Statics, state: TrainState, batch: UpdateBatch) -> tupl
     policy = {**losses.mean_diagnostics(every), "logp_gap": losses.mean_diagnostics(first_pdiag)["logp_gap"]}
     if state.ref_params is None:  # no reference policy (beta = 0): no KL to report, rather than a flat 0
         del policy["kl"]
-    metrics = {**first_stats, **{f"policy/{k}": v for k, v in policy.items()},
-               **{f"verify/{k}": v for k, v in losses.mean_diagnostics(first_vdiag).items()},
+    verify = losses.mean_diagnostics(first_vdiag)
+    # verify_loss: the verifier's cross-entropy on the rollouts, as a lambda = 0 baseline measures it; the L_V it
+    # trains on beside it where that differs (partial solutions, class-balanced weights)
+    trained = {"verify_loss_trained": first_stats["verify_loss"]} if rl.trained_prefixes or rl.verify_balance else {}
+    metrics = {**first_stats, "verify_loss": verify.pop("nll"), **trained,
+               **{f"policy/{k}": v for k, v in policy.items()}, **{f"verify/{k}": v for k, v in verify.items()},
                "nonfinite_updates": opt_state.total_notfinite}
     if updates_per_batch > 1:
         metrics["last_policy_loss"] = history[0]["policy_loss"][-1]
