@@ -313,6 +313,13 @@ def test_format_records_renders_chat_messages_under_either_format():
     for prompt_format in ("math", "chat"):
         rendered = format_records(records[1:], tokenizer, prompt_format)[0]["prompt"]
         assert rendered.startswith("[system]Today Date: 26 Jul 2024["), rendered
+    # one that calls strftime_now whatever it is given (Mistral-Small-3's default system message): the same date
+    tokenizer.chat_template = (
+        "{%- set today = strftime_now('%Y-%m-%d') %}[system]The current date is {{ today }}."
+        "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}[assistant]{% endif %}")
+    rendered = format_records(records[1:], tokenizer, "chat")[0]["prompt"]
+    assert rendered == "[system]The current date is 2024-07-26.[user]2+2=[assistant]", rendered
     # A prefilled assistant turn is continued, not closed and followed by a second assistant header.
     from rlvjax.data.prompts import render_messages
 

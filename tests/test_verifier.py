@@ -262,3 +262,23 @@ def test_the_verify_form_is_the_configs_and_travels_with_an_export(tmp_path, cap
         assert not caplog.records
         experiment.check_verify_form(task, tok, auto, [{"prompt": "1+1="}])
     assert "set VerifierConfig.form = 'plain' to ask it in text" in caplog.text
+
+
+def test_a_plain_verify_form_works_with_a_single_turn_template_and_chat_needs_a_template():
+    """``form = "plain"`` still read the policy's end of turn from [user, assistant, user]: a template that renders
+    a single exchange only failed the run's start with a jinja2 error, or with advice to pass chat=False, which it
+    had. The end of turn is read from [user, assistant] there. ``form = "chat"`` without a chat template named no
+    setting (transformers' generic error). Review 2026-12-07."""
+    from rlvjax import policy_tokens
+
+    single = ("{% if messages | length > 2 %}{{ raise_exception('Only one exchange is supported') }}{% endif %}"
+              + QWEN_TEMPLATE)
+    tok = byte_level_bpe(single)
+    plain = verifier.VerifierConfig(form="plain")
+    asked = verifier.tokens(tok, plain.question, chat=plain.chat)
+    stops = policy_tokens.sampling_tokens(tok, asked).stop_ids
+    assert tokens(tok, stops) == ["<|im_end|>"]  # the eos and the end of turn: one token here
+    assert verifier.end_of_turn_id(tok) == tok.convert_tokens_to_ids("<|im_end|>")
+    assert verifier.end_of_turn_id(byte_level_bpe(QWEN_TEMPLATE)) == verifier.end_of_turn_id(tok)
+    with pytest.raises(ValueError, match=r"^VerifierConfig.form = 'chat' needs a tokenizer with a chat template"):
+        verifier.tokens(byte_level_bpe(), chat=verifier.VerifierConfig(form="chat").chat)

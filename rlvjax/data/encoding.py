@@ -14,7 +14,9 @@ def prompt_start(tokenizer) -> list[int]:
 
 def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
     """Each prompt's ids, led by ``prompt_start`` unless its text already holds it (a chat template that writes
-    ``{{ bos_token }}``); nothing is appended (a prompt is continued, not ended)."""
+    ``{{ bos_token }}``); nothing is appended (a prompt is continued, not ended). A problem whose text spells a
+    special token ("<|im_end|>") gets that token, as transformers' ``generate`` and TRL encode it: clean such rows
+    first where the data is not trusted."""
     start = prompt_start(tokenizer)
     encoded = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
     return [ids if ids[: len(start)] == start else start + ids for ids in encoded]

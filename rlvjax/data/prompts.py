@@ -4,6 +4,8 @@ row's text as it is."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 from typing import Any
 
 # TaskSpec.prompt_format: Qwen2.5-Math's evaluation format, as given, or a text as the user's turn of a chat
@@ -14,10 +16,37 @@ QWEN_MATH_INSTRUCTION = "Please reason step by step, and put your final answer w
 CHAT_DATE = "26 Jul 2024"
 
 
+class _OnChatDate(datetime.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return cls.strptime(CHAT_DATE, "%d %b %Y")
+
+
+@contextlib.contextmanager
+def _chat_date():
+    """transformers' ``strftime_now`` (a template global Mistral-Small-3's template calls for its default system
+    message) reads ``datetime.now()`` in ``transformers.utils.chat_template_utils``; a template's arguments cannot
+    replace it (they are reduced to plain JSON values). There, for the block, the clock reads ``CHAT_DATE``; where that
+    module reads the clock otherwise (another transformers), the test of this fails and prompts keep today's date."""
+    from transformers.utils import chat_template_utils
+
+    real = getattr(chat_template_utils, "datetime", None)
+    if real is not datetime.datetime:
+        yield
+        return
+    chat_template_utils.datetime = _OnChatDate
+    try:
+        yield
+    finally:
+        chat_template_utils.datetime = real
+
+
 def apply_chat_template(tokenizer: Any, messages: list[dict], **kwargs) -> str:
     """``tokenizer.apply_chat_template`` to text, on ``CHAT_DATE``: the prompts were rendered with today's date,
-    and a run preempted before midnight was refused the next day (its data fingerprint had changed)."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, date_string=CHAT_DATE, **kwargs)
+    and a run preempted before midnight was refused the next day (its data fingerprint had changed). Llama 3.x's
+    templates read ``date_string``; others call ``strftime_now`` (:func:`_chat_date`)."""
+    with _chat_date():
+        return tokenizer.apply_chat_template(messages, tokenize=False, date_string=CHAT_DATE, **kwargs)
 
 
 def format_prompt(problem: str, tokenizer: Any = None, *, instruction: str = QWEN_MATH_INSTRUCTION) -> str:

@@ -15,6 +15,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import jinja2
 
 from rlvjax.data.prompts import apply_chat_template
 from rlvjax.fieldtypes import check_field_types
@@ -160,10 +161,20 @@ def verify_prompt_ids(tokenizer, *, chat=None, after_end_of_turn=False, question
 
 def end_of_turn_id(tokenizer, *, chat=None) -> int | None:
     """The token closing an assistant turn in the chat template (None for base models): a completion ending
-    with it takes `verify_prompt_ids(..., after_end_of_turn=True)`."""
+    with it takes `verify_prompt_ids(..., after_end_of_turn=True)`. A template that renders no user turn after an
+    answer (single-turn ones; a run that verifies in plain text, ``VerifierConfig.form = "plain"``) is read from
+    [user, assistant] alone (it failed the run's start)."""
     if not _is_chat(tokenizer, chat):
         return None
-    return _end_of_turn(tokenizer, verify_prompt_ids(tokenizer, chat=True))
+    try:
+        return _end_of_turn(tokenizer, verify_prompt_ids(tokenizer, chat=True))
+    except (ValueError, jinja2.TemplateError):
+        answered = [{"role": "user", "content": "Solve 1 + 1."}, {"role": "assistant", "content": _SENTINEL}]
+        text = apply_chat_template(tokenizer, answered)
+        if text.count(_SENTINEL) != 1:
+            return None
+        before = text[: text.index(_SENTINEL) + len(_SENTINEL)]
+        return _end_of_turn(tokenizer, _encode_continuation(tokenizer, before, text[len(before):]))
 
 
 def _single_token(tokenizer, context: str, word: str) -> int | None:
@@ -228,6 +239,9 @@ def tokens(tokenizer, question: str = VERIFY_QUESTION, *, chat: bool | None = No
     The suffix starts with the end-of-turn token for chat models: the sampler drops the stop token from the cache,
     so one suffix serves finished and truncated completions alike.
     """
+    if chat and getattr(tokenizer, "chat_template", None) is None:  # transformers' own error named no setting
+        raise ValueError("VerifierConfig.form = 'chat' needs a tokenizer with a chat template, and this one has none; "
+                         "use 'plain' (or 'auto')")
     yes_id, no_id = yes_no_token_ids(tokenizer, chat=chat, question=question)
     suffix = tuple(verify_prompt_ids(tokenizer, chat=chat, question=question))
     if question not in tokenizer.decode(suffix):  # a tokenizer that drops characters would ask something else
