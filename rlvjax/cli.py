@@ -20,7 +20,9 @@ import contextlib
 import errno
 import os
 import re
+import signal
 import sys
+import threading
 import tokenize
 import traceback
 from typing import Callable, Sequence
@@ -215,8 +217,6 @@ def _finished(name: str) -> None:
     """Once the command's work is done and its outputs are whole: a SIGTERM while the interpreter and JAX shut down
     (a second or more) ended the process 143 without a word, and a scheduler retried an export that was there, into
     "exists and is not empty" (review). It now exits 0, saying so."""
-    import signal
-    import threading
 
     def done(signum, frame):
         del signum, frame

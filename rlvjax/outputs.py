@@ -377,11 +377,11 @@ def _hash_file(digest, path: Path) -> None:
 
 def disk_need(params, rl: RLConfig, run: RunConfig, warm: WarmStartConfig,
               workdir: Path, resume_step: int | None = None) -> tuple[int, str]:
-    """``(bytes, account)``: the disk a run still needs at its peak, and what it is for (in parentheses after the
-    run it is said of): ``max_to_keep`` checkpoints plus the one being
-    saved (Orbax deletes the oldest only after it), less those already saved, and the models it exports. A
-    checkpoint holds the params, AdamW's two moments and, with a KL term, the reference. A finished run resumed
-    again (for its baseline or report) saves nothing, and exports only a final policy it lacks."""
+    """``(bytes, account)``: the disk a run still needs at its peak, ``max_to_keep`` checkpoints plus the one being
+    saved (Orbax deletes the oldest only after it), less those already saved, and the models it exports; and what
+    that is, for the caller to put in parentheses after the run it names. A checkpoint holds the params, AdamW's two
+    moments and, with a KL term, the reference. A finished run resumed again (for its baseline or report) saves
+    nothing, and exports only a final policy it lacks."""
     model = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))  # sharded: not gathered to count
     checkpoint = model * (3 + int(rl.beta > 0))
     steps = step_folders(workdir / "checkpoints")

@@ -161,6 +161,40 @@ def test_update_step_first_epoch_is_on_policy(setup, suppress_ids, beta):
     assert max(jax.tree.leaves(moved)) > 0
 
 
+def test_logged_verify_figures_read_the_rollouts_and_the_trained_loss_is_logged_beside(setup):
+    """metrics.jsonl's verify_loss and verify/*: the verifier on the 4 rollouts (as a lambda = 0 baseline measures
+    it), verify_loss_trained the L_V over them and their partial solutions; a first minibatch of partial solutions
+    alone measured nothing: NaN, not 0 (review)."""
+    graphdef, params = setup
+    statics = make_statics(graphdef, verify_prefixes=1)
+    roll, correct = rollouts_and_labels(statics, params)
+    adv = jnp.zeros(roll.tokens.shape)
+    batch = steps.build_update_batch(statics, roll, adv, correct)  # 4 rollouts, then their 4 partial solutions
+    _, stats, _, vdiag = steps._minibatch_grads(statics, params, None, batch)
+    state = steps.init_state(params, statics.tx, seed=0, keep_reference=False)
+    _, metrics = jax.jit(lambda s, b: steps.update_step(statics, s, b))(state, batch)
+    np.testing.assert_allclose(metrics["verify_loss"], losses.mean_diagnostics(vdiag)["nll"], rtol=1e-6)
+    np.testing.assert_allclose(metrics["verify_loss_trained"], stats["verify_loss"], rtol=1e-6)
+    assert metrics["verify/count"] == 4 and metrics["verify_loss"] != metrics["verify_loss_trained"]
+    plain = make_statics(graphdef)
+    _, metrics = jax.jit(lambda s, b: steps.update_step(plain, s, b))(
+        steps.init_state(params, plain.tx, seed=0, keep_reference=False),
+        steps.build_update_batch(plain, roll, adv, correct))
+    assert "verify_loss_trained" not in metrics and metrics["verify/count"] == 4
+    # 8 minibatches of one row: the first optimizer step's row is a rollout or a partial solution
+    single = make_statics(graphdef, verify_prefixes=1, num_minibatches=8)
+    firsts = []
+    for seed in (0, 4):  # a partial solution first, then a rollout
+        state = steps.init_state(params, single.tx, seed=seed, keep_reference=False)
+        _, metrics = jax.jit(lambda s, b: steps.update_step(single, s, b))(state, batch)  # noqa: B023
+        _, perm_key = jax.random.split(jax.random.wrap_key_data(state.rng))
+        first = int(jax.random.permutation(jax.random.fold_in(perm_key, 0), 8)[0])
+        firsts.append(first)
+        assert int(metrics["verify/count"]) == (first < 4)
+        assert np.isnan(metrics["verify_loss"]) == (first >= 4) == np.isnan(metrics["verify/accuracy"])
+    assert firsts[0] >= 4 > firsts[1]
+
+
 @pytest.mark.slow
 def test_scanned_epochs_and_minibatches_equal_the_unrolled_loop(setup):
     """update_step's lax.scan over epochs x minibatches against the plain Python loop it replaced."""

@@ -280,5 +280,8 @@ def test_a_plain_verify_form_works_with_a_single_turn_template_and_chat_needs_a_
     assert tokens(tok, stops) == ["<|im_end|>"]  # the eos and the end of turn: one token here
     assert verifier.end_of_turn_id(tok) == tok.convert_tokens_to_ids("<|im_end|>")
     assert verifier.end_of_turn_id(byte_level_bpe(QWEN_TEMPLATE)) == verifier.end_of_turn_id(tok)
+    rewriting = single.replace("{{ m.content }}", "{{ m.content | upper }}")  # no end of turn to find: said
+    with pytest.raises(ValueError, match="did not render the assistant message verbatim, so the token that ends"):
+        verifier.end_of_turn_id(byte_level_bpe(rewriting))
     with pytest.raises(ValueError, match=r"^VerifierConfig.form = 'chat' needs a tokenizer with a chat template"):
         verifier.tokens(byte_level_bpe(), chat=verifier.VerifierConfig(form="chat").chat)

@@ -114,8 +114,10 @@ def test_token_advantages_by_hand():
                                 stats["vineppo/token_advantage_abs_max"]], [0.0, np.sqrt(0.1875), 0.75], atol=1e-6)
     # Whitened over the batch's 2 x 48 completion tokens: 72 tokens at -0.25 and 24 at 0.75 -> mean 0; unbiased
     # variance (72 x 0.25^2 + 24 x 0.75^2) / 95 = 18 / 95.
-    whitened, _ = vineppo.token_advantages(sample_rewards, tok, prompts, golds, tokens, lengths,
-                                           [TWO_STEPS, TWO_STEPS], np.array([1.0, 0.0]), max_steps=None, whiten=True)
+    whitened, whitened_stats = vineppo.token_advantages(sample_rewards, tok, prompts, golds, tokens, lengths,
+                                                        [TWO_STEPS, TWO_STEPS], np.array([1.0, 0.0]), max_steps=None,
+                                                        whiten=True)
+    assert whitened_stats == stats  # the step advantages before whitening (after it: mean 0, std 1 every step)
     valid = np.arange(tokens.shape[1])[None, :] < lengths[:, None]
     np.testing.assert_allclose(whitened, np.where(valid, adv / np.sqrt(18 / 95), 0.0), atol=1e-5)
     # RLConfig.algorithm names the step estimator: one registered with step_values=True is the one called (VinePPO's

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import threading
 from typing import Any
 
 # TaskSpec.prompt_format: Qwen2.5-Math's evaluation format, as given, or a text as the user's turn of a chat
@@ -14,6 +15,9 @@ QWEN_MATH_INSTRUCTION = "Please reason step by step, and put your final answer w
 # The date a chat template that prints one is given (Llama 3.x's write today's into the system turn unless told; this
 # is their own fallback): a prompt renders the same every day, so a run resumes the next day on the same data
 CHAT_DATE = "26 Jul 2024"
+
+
+_CLOCK = threading.RLock()
 
 
 class _OnChatDate(datetime.datetime):
@@ -26,19 +30,21 @@ class _OnChatDate(datetime.datetime):
 def _chat_date():
     """transformers' ``strftime_now`` (a template global Mistral-Small-3's template calls for its default system
     message) reads ``datetime.now()`` in ``transformers.utils.chat_template_utils``; a template's arguments cannot
-    replace it (they are reduced to plain JSON values). There, for the block, the clock reads ``CHAT_DATE``; where that
-    module reads the clock otherwise (another transformers), the test of this fails and prompts keep today's date."""
+    replace it (they are reduced to plain JSON values). There, for the block, the clock reads ``CHAT_DATE`` (for other
+    threads' templates too: renders wait for each other); where that module reads the clock otherwise (another
+    transformers), the test of this fails and prompts keep today's date."""
     from transformers.utils import chat_template_utils
 
-    real = getattr(chat_template_utils, "datetime", None)
-    if real is not datetime.datetime:
-        yield
-        return
-    chat_template_utils.datetime = _OnChatDate
-    try:
-        yield
-    finally:
-        chat_template_utils.datetime = real
+    with _CLOCK:  # one render at a time sets it (threads: one restored the clock under another's render, review)
+        real = getattr(chat_template_utils, "datetime", None)
+        if real is not datetime.datetime:  # set already (a render inside a render), or another transformers
+            yield
+            return
+        chat_template_utils.datetime = _OnChatDate
+        try:
+            yield
+        finally:
+            chat_template_utils.datetime = real
 
 
 def apply_chat_template(tokenizer: Any, messages: list[dict], **kwargs) -> str:

@@ -300,6 +300,9 @@ def update_step(statics: Statics, state: TrainState, batch: UpdateBatch) -> tupl
     if state.ref_params is None:  # no reference policy (beta = 0): no KL to report, rather than a flat 0
         del policy["kl"]
     verify = losses.mean_diagnostics(first_vdiag)
+    # Epoch one's first minibatch may hold partial solutions alone (verify_prefixes with several minibatches): then
+    # the verifier was not measured there, NaN, not a perfect-looking 0 (review)
+    verify = {k: v if k == "count" else jnp.where(verify["count"] > 0, v, jnp.nan) for k, v in verify.items()}
     # verify_loss: the verifier's cross-entropy on the rollouts, as a lambda = 0 baseline measures it; the L_V it
     # trains on beside it where that differs (partial solutions, class-balanced weights)
     trained = {"verify_loss_trained": first_stats["verify_loss"]} if rl.trained_prefixes or rl.verify_balance else {}

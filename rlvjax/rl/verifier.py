@@ -172,7 +172,8 @@ def end_of_turn_id(tokenizer, *, chat=None) -> int | None:
         answered = [{"role": "user", "content": "Solve 1 + 1."}, {"role": "assistant", "content": _SENTINEL}]
         text = apply_chat_template(tokenizer, answered)
         if text.count(_SENTINEL) != 1:
-            return None
+            raise ValueError("the chat template did not render the assistant message verbatim, so the token that "
+                             "ends its turn cannot be found; set the tokenizer's eos_token to it") from None
         before = text[: text.index(_SENTINEL) + len(_SENTINEL)]
         return _end_of_turn(tokenizer, _encode_continuation(tokenizer, before, text[len(before):]))
 

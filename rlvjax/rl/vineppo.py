@@ -108,15 +108,16 @@ def token_advantages(sample_rewards: Callable[..., np.ndarray], tokenizer,
     for i, b in enumerate(bounds):
         token_step[i] = np.searchsorted(b, np.arange(n), side="right") - 1
     valid = np.arange(n)[None, :] < lengths[:, None]
-    adv = advantages.broadcast_step_advantages(step_adv, token_step, valid)
-    adv = np.asarray(advantages.whiten(adv, valid) if whiten else adv)
-    trained = adv[valid] if valid.any() else np.zeros(1)  # what the update trains on (advantage_* are per rollout:
-    # a rollout's mean hid large step advantages of opposite signs, review)
+    adv = np.asarray(advantages.broadcast_step_advantages(step_adv, token_step, valid))
+    # the step advantages over the tokens, before whitening (after it, mean 0 and std 1 every step): advantage_* are
+    # per rollout, where a rollout's mean hid large step advantages of opposite signs (review)
+    raw = adv[valid] if valid.any() else np.zeros(1)
+    adv = np.asarray(advantages.whiten(adv, valid)) if whiten else adv
     stats = {"vineppo/steps_per_rollout": float(step_mask.sum(1).mean()),
              "vineppo/value_prefix": float(step_values[:, 0].mean()),
              "vineppo/states_sampled": len(asked) / len(states),
-             "vineppo/token_advantage_mean": float(trained.mean()), "vineppo/token_advantage_std": float(trained.std()),
-             "vineppo/token_advantage_abs_max": float(np.abs(trained).max())}
+             "vineppo/token_advantage_mean": float(raw.mean()), "vineppo/token_advantage_std": float(raw.std()),
+             "vineppo/token_advantage_abs_max": float(np.abs(raw).max())}
     return adv, stats
 
 
