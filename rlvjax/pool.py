@@ -120,12 +120,13 @@ def quick_eval(sampler: PoolSampler, params, tokenizer, records, reward: Rewards
 
 def summarize(pool: dict, conventions: testtime.Conventions = testtime.Conventions()) -> dict[str, float]:
     """pass@1, best-of-K by verifier score (as eval.json's best-of-N at N = K, under the same ``conventions``) and
-    the verifier's accuracy, as ``eval/...`` metrics."""
+    the verifier's accuracy and calibration error (eval.json's, by the same score), as ``eval/...`` metrics."""
     correct, score = pool["correct"], conventions.scores(pool["yes_logp"], pool["no_logp"])
     parseable = testtime.pool_classes(pool, "string") >= 0  # the report's -1s, without math-verify's grouping
     best = [testtime.best_of_n_expected(s, c, p, len(s), unparseable=conventions.unparseable, ties=conventions.ties)
             for s, c, p in zip(score, correct, parseable)]
     ver = diagnostics.verifier_stats(pool["yes_logp"].ravel(), pool["no_logp"].ravel(), correct.ravel())
     ver["verifier_auroc"] = diagnostics.auroc(score.ravel(), correct.ravel())  # by the score, as eval.json's
+    ver["calibration_error"] = diagnostics.calibration_error(score.ravel(), correct.ravel())  # logged in training too
     return {"eval/pass@1": float(correct.mean()), "eval/best_of_k": float(np.mean(best)),
             **{f"eval/{k}": v for k, v in ver.items()}}

@@ -21,21 +21,11 @@ import numpy as np
 
 from rlvjax import atomic, testtime
 from rlvjax.rl import diagnostics
+from rlvjax.rl.diagnostics import calibration_error  # noqa: F401 (its home until 2026-12-07)
 
 STRATEGIES = ("majority", "best_of_n", "weighted")
 REPORT_FILES = ("eval.json", "scaling.png", "compute.png", "eval_samples.jsonl")  # what ``write_report`` writes
 REPORT_LOCK = ".report.lock"  # held while a report's files move into their folder (``write_report``)
-
-
-def calibration_error(p_yes: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error of p(Yes) as a probability of correctness, over equal-width bins."""
-    index = np.minimum((p_yes * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        inside = index == b
-        if inside.any():
-            total += inside.mean() * abs(p_yes[inside].mean() - correct[inside].mean())
-    return float(total)
 
 
 def check_pool_size(k: int, name: str = "--num_samples") -> None:
@@ -74,7 +64,7 @@ def report(pool: dict[str, np.ndarray], levels: list | None = None, *, num_subse
         # both AUROCs rank by the conventions' score (the Yes/No accuracies read the verifier's Yes-or-No answer)
         "verifier": {**ver, "verifier_auroc": diagnostics.auroc(score.ravel(), correct.ravel()),
                      "within_problem_auroc": diagnostics.within_problem_auroc(score, correct),
-                     "calibration_error": calibration_error(score.ravel(), correct.ravel())},
+                     "calibration_error": diagnostics.calibration_error(score.ravel(), correct.ravel())},
         # the majority vote's best accuracy is read where its plateau starts (testtime.plateau), not at whichever
         # of its near-equal Ns a Monte-Carlo draw put highest
         "majority_plateau": plateau,

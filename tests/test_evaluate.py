@@ -58,6 +58,8 @@ def test_the_in_training_best_of_k_is_the_reports_best_of_n_at_k():
         assert summary_["eval/best_of_k"] == report(pool, num_subsets=4, conventions=conventions)[
             "accuracy"]["best_of_n"]["4"]
     assert summary_["eval/pass@1"] == 0.25
+    # the verifier's calibration, logged while a run trains (eval.json's alone before; STYLE's day-one diagnostics)
+    assert summary_["eval/calibration_error"] == report(pool, num_subsets=4)["verifier"]["calibration_error"] > 0
 
 
 def test_report_by_hand():

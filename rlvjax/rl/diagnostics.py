@@ -29,6 +29,17 @@ def within_problem_auroc(scores: np.ndarray, correct: np.ndarray) -> float:
     return float(np.mean(per_problem)) if per_problem else float("nan")
 
 
+def calibration_error(p_yes: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of p(Yes) as a probability of correctness, over equal-width bins."""
+    index = np.minimum((p_yes * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = index == b
+        if inside.any():
+            total += inside.mean() * abs(p_yes[inside].mean() - correct[inside].mean())
+    return float(total)
+
+
 def verifier_stats(yes_logp: np.ndarray, no_logp: np.ndarray, correct: np.ndarray) -> dict[str, float]:
     """Accuracy, balanced accuracy (mean of the per-class recalls; a class absent from the batch is left out), the
     mean normalised p(Yes) and the AUROC by it. A rollout the verifier could not score (Yes and No both at -inf:
