@@ -140,10 +140,10 @@ def main():
     suffix = tuple(range(10, 10 + verify))
     tx = OptimConfig(learning_rate=1e-6).make(10)
 
-    def statics_for(graphdef, **rl):
+    def step_setup_for(graphdef, **rl):
         rl = RLConfig(group_size=group, max_new_tokens=new, micro_batch_size=update_rows, remat="full",
                             logprob_chunk_size=chunk, **rl)
-        return steps.Statics(graphdef, tx, rl, suffix, 4, 5, (), 0)
+        return steps.StepSetup(graphdef, tx, rl, suffix, 4, 5, (), 0)
 
     def planned_gib(phase: str, batch_size: int, compute) -> float:
         """The memory plan's figure for ``phase`` at these shapes (the update: the larger of its two phases, as
@@ -158,12 +158,12 @@ def main():
         return max(p.phase_bytes(name) for name in phases) / GiB
 
     # --- rollout: the whole decode (no stop ids: every row runs all `new` steps), minus the prefill alone.
-    statics = statics_for(graphdef)
+    step_setup = step_setup_for(graphdef)
     rng = np.random.default_rng(0)
     ids = jnp.asarray(rng.integers(10, cfg.vocab_size, (prompts, prompt)), jnp.int32)
     mask = jnp.ones(ids.shape, bool)
     state = steps.init_state(params, tx, seed=0, keep_reference=False)
-    rollout = steps.jit_steps(statics, mesh, state).rollout
+    rollout = steps.jit_steps(step_setup, mesh, state).rollout
     t0 = time.perf_counter()
     compiled = rollout.lower(state.params, ids, mask, jax.random.key(0), None).compile()
     out["rollout_compile_s"] = time.perf_counter() - t0
@@ -214,12 +214,12 @@ def main():
     roll = rollout(state.params, ids, mask, jax.random.key(1), None)
     sub = jax.tree.map(lambda x: x[:2], roll)
     rewards = jnp.zeros(sub.lengths.shape, jnp.float32)
-    batch, _ = steps.prepare_update(statics, sub, rewards, rewards > 0.5)
+    batch, _ = steps.prepare_update(step_setup, sub, rewards, rewards > 0.5)
     valid = np.asarray(batch.target_mask)
     gaps = {}
     for compute in ("bfloat16", None):
         _, gd = graphdef_for(compute)
-        logp, _ = jax.jit(lambda p, b: steps.policy_and_verify_logits(statics_for(gd), p, b))(state.params, batch)
+        logp, _ = jax.jit(lambda p, b: steps.policy_and_verify_logits(step_setup_for(gd), p, b))(state.params, batch)
         gaps[compute or "float32"] = np.asarray(logp)[valid]
     sampler = np.asarray(batch.old_logp)[valid]
     out["logp_gap_sampler_vs_bf16_trainer"] = {"mean": float(np.abs(sampler - gaps["bfloat16"]).mean()),
@@ -242,11 +242,11 @@ def main():
     rewards = jnp.asarray(rng.random((b, group)) > 0.5, jnp.float32)
     for compute, peak in (("bfloat16", args.bf16_tflops), (None, args.f32_tflops)):
         _, gd = graphdef_for(compute)
-        st = statics_for(gd)
-        batch, _ = steps.prepare_update(st, roll, rewards, rewards > 0.5)
+        step_setup = step_setup_for(gd)
+        batch, _ = steps.prepare_update(step_setup, roll, rewards, rewards > 0.5)
         fresh = steps.init_state(jax.tree.map(jnp.copy, params), tx, seed=0, keep_reference=False)  # donated
         fresh = jax.device_put(fresh, parallel.shardings(fresh, mesh))  # as train.py: no recompile at step 2
-        update = steps.jit_steps(st, mesh, fresh).update
+        update = steps.jit_steps(step_setup, mesh, fresh).update
         compiled = update.lower(fresh, batch).compile()
         holder = {"state": fresh}
         del fresh  # donated at the first step: the holder's is the only state

@@ -36,10 +36,10 @@ class Iteration:
                             micro_batch_size=args.micro)
         tx = OptimConfig(learning_rate=1e-5).make(100)
         suffix = tuple(range(10, 10 + args.verify_len)) if rlv else ()
-        statics = steps.Statics(graphdef, tx, rl, suffix, 4, 5, (), 0)  # no stop ids: every row runs to the end
-        self.rollout = jax.jit(functools.partial(steps.rollout_step, statics))
-        self.prepare = jax.jit(functools.partial(steps.prepare_update, statics))
-        self.update = jax.jit(functools.partial(steps.update_step, statics), donate_argnums=(0,))
+        step_setup = steps.StepSetup(graphdef, tx, rl, suffix, 4, 5, (), 0)  # no stop ids: every row runs to the end
+        self.rollout = jax.jit(functools.partial(steps.rollout_step, step_setup))
+        self.prepare = jax.jit(functools.partial(steps.prepare_update, step_setup))
+        self.update = jax.jit(functools.partial(steps.update_step, step_setup), donate_argnums=(0,))
         self.tx = tx
         rng = np.random.default_rng(0)
         self.prompts = jnp.asarray(rng.integers(10, args.vocab, (args.prompts, args.prompt_len)), jnp.int32)

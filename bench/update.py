@@ -54,9 +54,9 @@ def make_setup(args, lambda_verify: float, micro: int, remat: str = "none", chun
     rl = RLConfig(group_size=8, lambda_verify=lambda_verify, max_new_tokens=args.new_tokens,
                         micro_batch_size=micro, remat=remat, logprob_chunk_size=chunk)
     tx = OptimConfig(learning_rate=1e-5).make(100)
-    statics = steps.Statics(graphdef, tx, rl, verify, 4, 5, (2,), 0)
+    step_setup = steps.StepSetup(graphdef, tx, rl, verify, 4, 5, (2,), 0)
     mesh = parallel.make_mesh(parallel.MeshConfig())
-    return cfg, statics, mesh, params
+    return cfg, step_setup, mesh, params
 
 
 def make_batch(args, cfg, seed=0) -> steps.UpdateBatch:
@@ -88,18 +88,18 @@ class UpdateRunner:
     """A jitted, donating update step and a fresh state per call; ``flops`` from XLA's cost analysis."""
 
     def __init__(self, args, lambda_verify: float, micro: int, remat: str = "none", chunk: int = 0):
-        self.cfg, statics, mesh, params = make_setup(args, lambda_verify, micro, remat, chunk)
-        state = steps.init_state(params, statics.tx, seed=0, keep_reference=False)
+        self.cfg, step_setup, mesh, params = make_setup(args, lambda_verify, micro, remat, chunk)
+        state = steps.init_state(params, step_setup.tx, seed=0, keep_reference=False)
         self.state = jax.device_put(state, parallel.shardings(state, mesh))  # as train.py does: no recompile at step 2
         self.batch = make_batch(args, self.cfg)
-        self.update = steps.jit_steps(statics, mesh, self.state).update
+        self.update = steps.jit_steps(step_setup, mesh, self.state).update
         t0 = common.time.perf_counter()
         compiled = self.update.lower(self.state, self.batch).compile()
         self.compile_s = common.time.perf_counter() - t0
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         # XLA counts a loop body once: the micro-batch scan runs it rows / micro times, the optimizer step once.
-        optimizer = optimizer_flops(statics.tx, params)
+        optimizer = optimizer_flops(step_setup.tx, params)
         self.flops = ((float(cost.get("flops", float("nan"))) - optimizer) * (args.rows // micro if micro else 1)
                       + optimizer)
         mem = compiled.memory_analysis()

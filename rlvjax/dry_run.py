@@ -69,28 +69,28 @@ def compile_warm_start(cfg: ModelConfig, rl: RLConfig, warm: sft.WarmStartConfig
 def compile_update(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, optim: OptimConfig, mesh, *,
                    prompt_tokens: int, verify_tokens: int) -> CompiledPhase:
     """The update step (with its optimizer step) alone, compiled as ``compile_phases`` compiles it."""
-    state, statics = _abstract_run(cfg, rl, run, optim, mesh, verify_tokens)
-    return _compile_update(statics, mesh, state, run.batch_size * rl.group_size * rl.update_rows_per_rollout,
+    state, step_setup = _abstract_run(cfg, rl, run, optim, mesh, verify_tokens)
+    return _compile_update(step_setup, mesh, state, run.batch_size * rl.group_size * rl.update_rows_per_rollout,
                            prompt_tokens + rl.max_new_tokens + verify_tokens)
 
 
 def _abstract_run(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, optim: OptimConfig, mesh,
                   verify_tokens: int):
-    """``(abstract TrainState laid out on mesh, Statics)`` of a run, from shapes only."""
+    """``(abstract TrainState laid out on mesh, StepSetup)`` of a run, from shapes only."""
     tx = optim.make(max(run.num_steps, 1) * rl.num_ppo_epochs * rl.num_minibatches)
     graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))[0]
     state = jax.eval_shape(lambda p: steps.init_state(p, tx, seed=0, keep_reference=rl.beta > 0),
                            memory.abstract_params(cfg))
     return (_abstract(state, parallel.shardings(state, mesh)),
-            steps.Statics(graphdef, tx, rl, tuple(range(3, 3 + verify_tokens)), 1, 2, (0,), 0))
+            steps.StepSetup(graphdef, tx, rl, tuple(range(3, 3 + verify_tokens)), 1, 2, (0,), 0))
 
 
-def _compile_update(statics: steps.Statics, mesh, state, rows: int, width: int) -> CompiledPhase:
-    s, n = jax.ShapeDtypeStruct, statics.rl.max_new_tokens
+def _compile_update(step_setup: steps.StepSetup, mesh, state, rows: int, width: int) -> CompiledPhase:
+    s, n = jax.ShapeDtypeStruct, step_setup.rl.max_new_tokens
     batch = steps.UpdateBatch(s((rows, width), jnp.int32), s((rows, width), bool), s((rows, n), jnp.int32),
                               s((rows, n), bool), s((rows, n), jnp.float32), s((rows, n), jnp.float32),
                               s((rows,), jnp.int32), s((rows,), jnp.float32))
-    jitted = steps.jit_steps(statics, mesh, state)
+    jitted = steps.jit_steps(step_setup, mesh, state)
     return _measure("update", jitted.update.lower(state, batch).compile(_NEVER_RUN), 0, None)
 
 
@@ -100,19 +100,19 @@ def compile_phases(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, op
     """Compile the warm start's step (``warm_start``: its config when the run has one), the rollout, VinePPO's value
     pass, the update (with its optimizer step) and the sampling of the periodic and final evals for ``mesh``, from
     shapes only; their per-device memory as XLA assigns it."""
-    state, statics = _abstract_run(cfg, rl, run, optim, mesh, verify_tokens)
-    suffix = statics.verify_suffix
+    state, step_setup = _abstract_run(cfg, rl, run, optim, mesh, verify_tokens)
+    suffix = step_setup.verify_suffix
     resident = memory.sharded_bytes(state.opt_state, mesh) + (
         memory.sharded_bytes(state.ref_params, mesh) if state.ref_params is not None else 0)
     s = jax.ShapeDtypeStruct
-    rows2 = parallel.batch_sharding(mesh, 2)
+    by_rows = parallel.batch_sharding(mesh, 2)
 
     def sampling_phase(name, group, prompts, extra, width=prompt_tokens, suffix=suffix, limits=False):
-        st = dataclasses.replace(statics, num_samples=group, verify_suffix=suffix)
-        jitted = steps.jit_rollout(st, mesh, parallel.shardings(state.params, mesh))
-        ids = s((prompts, width), jnp.int32, sharding=rows2)
+        group_setup = dataclasses.replace(step_setup, num_samples=group, verify_suffix=suffix)
+        jitted = steps.jit_rollout(group_setup, mesh, parallel.shardings(state.params, mesh))
+        ids = s((prompts, width), jnp.int32, sharding=by_rows)
         caps = s((prompts * group,), jnp.int32, sharding=parallel.batch_sharding(mesh, 1)) if limits else None
-        lowered = jitted.lower(state.params, ids, s(ids.shape, bool, sharding=rows2), jax.random.key(0), caps)
+        lowered = jitted.lower(state.params, ids, s(ids.shape, bool, sharding=by_rows), jax.random.key(0), caps)
         compiled = lowered.compile(_NEVER_RUN)
         # the fewest rows a device's cache can hold: its share of the top level, or the smallest level the batch
         # shrinks to (a copy there is as much a per-step copy of the cache)
@@ -126,7 +126,7 @@ def compile_phases(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, op
         phases.append(sampling_phase("value pass", rl.vineppo_samples, rows, resident,
                                      width=sampling.bucket_width(prompt_tokens + rl.max_new_tokens), suffix=(),
                                      limits=True))
-    phases.append(_compile_update(statics, mesh, state, run.batch_size * rl.group_size * rl.update_rows_per_rollout,
+    phases.append(_compile_update(step_setup, mesh, state, run.batch_size * rl.group_size * rl.update_rows_per_rollout,
                                   prompt_tokens + rl.max_new_tokens + verify_tokens))
     eval_prompts = memory.eval_prompts(mesh, eval_problems)
     if run.eval_samples and eval_prompts:

@@ -28,7 +28,7 @@ from rlvjax.rl import verifier
 
 # Moved to ``policy_tokens``; still importable from here for scripts written against it (the README named them here)
 from rlvjax.policy_tokens import (SamplingTokens, completion_ids, decode_completions, export_files,  # noqa: F401
-                                  pad_id, sampling_tokens, statics, stop_ids)
+                                  pad_id, sampling_tokens, step_setup, stop_ids)
 
 CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped in the package (the repository links configs/ here)
 GIN_SEARCH_PATH = str(CONFIGS.parent)  # where `--gin_file configs/...` and gin includes are found

@@ -13,7 +13,7 @@ from rlvjax import run_sampling
 from rlvjax.model.hf import MODEL_EOS
 from rlvjax.rl import verifier
 from rlvjax.rl.config import RLConfig
-from rlvjax.rl.steps import Statics
+from rlvjax.rl.steps import StepSetup
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,12 +78,13 @@ def export_files(tokenizer, verify: verifier.VerifierConfig, run=None, prompt_fo
             "generation_config.json": generation.to_json_string()}
 
 
-def statics(graphdef, tx, rl: RLConfig, tokenizer, verify: verifier.VerifierConfig = verifier.VerifierConfig()
-            ) -> Statics:
+def step_setup(graphdef, tx, rl: RLConfig, tokenizer, verify: verifier.VerifierConfig = verifier.VerifierConfig()
+            ) -> StepSetup:
     """What the jitted RL steps close over, for this policy's tokenizer and verify question."""
-    vt = verifier.tokens(tokenizer, verify.question, chat=verify.chat)
-    st = sampling_tokens(tokenizer, vt)
-    return Statics(graphdef, tx, rl, vt.suffix, vt.yes_id, vt.no_id, st.stop_ids, st.pad_id, st.suppress_ids)
+    verifier_tokens = verifier.tokens(tokenizer, verify.question, chat=verify.chat)
+    special = sampling_tokens(tokenizer, verifier_tokens)
+    return StepSetup(graphdef, tx, rl, verifier_tokens.suffix, verifier_tokens.yes_id, verifier_tokens.no_id,
+                     special.stop_ids, special.pad_id, special.suppress_ids)
 
 
 def decode_completions(tokenizer, tokens, lengths, finished, heads=None) -> list[str]:

@@ -29,19 +29,20 @@ class PoolSampler:
     ``rows`` decoding at once (None: all the samples of a batch) and, unless ``score=False``, the fused verifier
     score; the caller keeps it, so that a run's periodic evaluations reuse one compilation."""
 
-    statics: steps.Statics
+    step_setup: steps.StepSetup
     mesh: jax.sharding.Mesh
     num_samples: int
     fn: object
 
     @classmethod
-    def build(cls, statics: steps.Statics, mesh, params, *, num_samples: int, temperature: float | None = None,
+    def build(cls, step_setup: steps.StepSetup, mesh, params, *, num_samples: int, temperature: float | None = None,
               rows: int | None = None, score: bool = True) -> "PoolSampler":
-        rl = dataclasses.replace(statics.rl, temperature=statics.rl.temperature if temperature is None else temperature)
-        statics = dataclasses.replace(statics, rl=rl, num_samples=num_samples,
-                                      verify_suffix=statics.verify_suffix if score else ())
-        return cls(statics, mesh, num_samples,
-                   steps.jit_rollout(statics, mesh, parallel.shardings(params, mesh), rows))
+        rl = dataclasses.replace(step_setup.rl,
+                                 temperature=step_setup.rl.temperature if temperature is None else temperature)
+        step_setup = dataclasses.replace(step_setup, rl=rl, num_samples=num_samples,
+                                      verify_suffix=step_setup.verify_suffix if score else ())
+        return cls(step_setup, mesh, num_samples,
+                   steps.jit_rollout(step_setup, mesh, parallel.shardings(params, mesh), rows))
 
     def __call__(self, params, prompts: list[list[int]], rng, limits=None) -> tuple[np.ndarray, ...]:
         """``num_samples`` completions of each of ``prompts`` (ids) on the mesh: host ``(tokens [P, K, N], lengths,
@@ -52,7 +53,7 @@ class PoolSampler:
         parallel_rows = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
         extra = -len(prompts) % parallel_rows
         padded = list(prompts) + [prompts[-1]] * extra
-        ids, mask = sampling.left_pad(padded, pad_id=self.statics.pad_id)
+        ids, mask = sampling.left_pad(padded, pad_id=self.step_setup.pad_id)
         rows = parallel.batch_sharding(self.mesh, 2)
         if limits is not None:
             limits = np.repeat(np.concatenate([limits, np.repeat(limits[-1:], extra)]), self.num_samples)
@@ -70,8 +71,8 @@ class PoolSampler:
 
         graphdef, params = nnx.split(model)
         params = nnx.to_pure_dict(params)
-        statics = policy_tokens.statics(graphdef, None, rl, tokenizer, verify)
-        return cls.build(statics, mesh, params, num_samples=num_samples, temperature=temperature, rows=rows), params
+        step_setup = policy_tokens.step_setup(graphdef, None, rl, tokenizer, verify)
+        return cls.build(step_setup, mesh, params, num_samples=num_samples, temperature=temperature, rows=rows), params
 
 
 def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], reward: Rewards, *, seed: int,

@@ -152,13 +152,14 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
             reward.check_columns(split, name)
     experiment.check_report(run, len(eval_records))
     reward.probe(train_records)
-    vt = verifier.tokens(tokenizer, config.verifier.question, chat=config.verifier.chat)
+    verifier_tokens = verifier.tokens(tokenizer, config.verifier.question, chat=config.verifier.chat)
     experiment.check_verify_form(task, tokenizer, config.verifier, train_records)
-    st = policy_tokens.sampling_tokens(tokenizer, vt)
+    special = policy_tokens.sampling_tokens(tokenizer, verifier_tokens)
     # What each device will hold, printed; a run that cannot fit is refused here, before anything is compiled.
     longest = memory.longest_prompt(tokenizer, [r["prompt"] for r in train_records + eval_records])
     prompt_tokens = sampling.bucket_width(longest)
-    experiment.check_positions(model.config, longest, rl.max_new_tokens, len(vt.suffix),
+    verify_width = len(verifier_tokens.suffix)
+    experiment.check_positions(model.config, longest, rl.max_new_tokens, verify_width,
                                knob="RLConfig.max_new_tokens",
                                fix="lower RLConfig.max_new_tokens or TaskSpec.max_prompt_tokens")
     if warm.num_steps and given:  # the warm start's solutions come from a task's generator, not from given rows
@@ -171,10 +172,10 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     warming = outputs.warm_start_runs(config, workdir, resume)
     warm_examples = sft.tokenize(tokenizer, tasks.warm_start_pairs(task, warm.num_examples, warm.mistake_rate,
                                                                    warm.seed)) if warming else []
-    budget.enforce(memory.plan(model.config, rl, run, mesh, prompt_tokens=prompt_tokens, verify_tokens=len(vt.suffix),
+    budget.enforce(memory.plan(model.config, rl, run, mesh, prompt_tokens=prompt_tokens, verify_tokens=verify_width,
                                optim=optim, eval_problems=len(eval_records),
                                warm_start_rows=warm.batch_size if warming else 0,
-                               warm_start_width=sft.row_width(warm_examples, len(vt.suffix)) if warming else 0),
+                               warm_start_width=sft.row_width(warm_examples, verify_width) if warming else 0),
                    config.memory, echo=jax.process_index() == 0)
     indexed = [{**r, "index": i} for i, r in enumerate(train_records)]
     data = pipeline.make_iterator(indexed, batch_size=run.batch_size // jax.process_count(), seed=run.seed,
@@ -224,9 +225,10 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
             params = jax.device_put(params, parallel.shardings(params, mesh))
             del warmed
         elif warming:
-            eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else st.stop_ids[0]  # the model's
+            eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else special.stop_ids[0]  # the model's
             params = sft.warm_start(graphdef, params, warm_examples, warm, eos_id=eos,
-                                    pad_id=st.pad_id, verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id),
+                                    pad_id=special.pad_id, verify_suffix=verifier_tokens.suffix,
+                                    verdict_ids=(verifier_tokens.yes_id, verifier_tokens.no_id),
                                     progress=jax.process_index() == 0, mesh=mesh, remat=rl.remat,
                                     chunk_size=rl.logprob_chunk_size, donate=True, stop=notice.check)
             gathered = jax.tree.map(parallel.to_host, params)  # every process sends its shards
@@ -240,7 +242,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
         updates_per_step = rl.num_ppo_epochs * rl.num_minibatches
         tx = optim.make(run.num_steps * updates_per_step)
         learning_rates = optim.learning_rates(run.num_steps * updates_per_step)
-        statics = policy_tokens.statics(graphdef, tx, rl, tokenizer, config.verifier)
+        step_setup = policy_tokens.step_setup(graphdef, tx, rl, tokenizer, config.verifier)
         # Born in its layout: built whole on one device, the AdamW moments (and the reference) took 3-4x the
         # weights there before being split. The params are donated into the state.
         init = functools.partial(steps.init_state, tx=tx, seed=run.seed, keep_reference=rl.beta > 0)
@@ -266,18 +268,18 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                   + (f" ({'; '.join(skipped)})" if skipped else ""), file=sys.stderr)
         if resume_step is not None:  # the baseline too, now: a resume of an interrupted retraining would not
             outputs.roll_back_baseline(workdir, start)
-        jitted = steps.jit_steps(statics, mesh, state)
-        eval_sampler = PoolSampler.build(statics, mesh, state.params, num_samples=run.eval_samples,
+        jitted = steps.jit_steps(step_setup, mesh, state)
+        eval_sampler = PoolSampler.build(step_setup, mesh, state.params, num_samples=run.eval_samples,
                                          temperature=run.eval_temperature) if eval_records else None
         step_values = advantages_lib.uses_step_values(rl.algorithm)
-        value_sampler = PoolSampler.build(statics, mesh, state.params, num_samples=rl.vineppo_samples,
+        value_sampler = PoolSampler.build(step_setup, mesh, state.params, num_samples=rl.vineppo_samples,
                                           score=False) if step_values else None
         writer = MetricsWriter(workdir, total_steps=run.num_steps, initial_step=start,
                                enabled=jax.process_index() == 0)
         if latest is not None and jax.process_index() == 0:  # now that the checkpoint has accepted the config
             record_run(workdir, config, records if given else None)
         notice.defer()  # from here a SIGTERM is honoured at the next step boundary, with a checkpoint
-        rows2 = parallel.batch_sharding(mesh, 2)
+        by_rows = parallel.batch_sharding(mesh, 2)
         history = []
         # the steps in ``state`` and the data's place after them, where metrics.jsonl holds them too (None between a
         # step's update and its metrics row: nothing consistent to save there)
@@ -290,8 +292,8 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                 # batch (prompts to pad alike, golds to grade all rows; grading is cheap next to sampling).
                 batch = [train_records[i] for i in parallel.to_host(np.asarray([r["index"] for r in next(data)]))]
                 prompts = encode_prompts(tokenizer, [r["prompt"] for r in batch])
-                ids, mask = sampling.left_pad(prompts, pad_id=st.pad_id)  # bucket_width: a bounded set of shapes
-                roll = jitted.rollout(state.params, parallel.to_global(ids, rows2), parallel.to_global(mask, rows2),
+                ids, mask = sampling.left_pad(prompts, pad_id=special.pad_id)  # bucket_width: a bounded set of shapes
+                roll = jitted.rollout(state.params, parallel.to_global(ids, by_rows), parallel.to_global(mask, by_rows),
                                       jax.random.fold_in(jax.random.key(run.seed), step), None)
                 tokens, lengths, finished, verify_lp = map(parallel.to_host, (roll.tokens, roll.lengths,
                                                                               roll.finished, roll.verify_logprobs))
@@ -319,14 +321,14 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                         max_steps=rl.vineppo_max_steps, whiten=rl.whiten_advantages, estimator=rl.algorithm)
                     token_adv = token_adv.reshape(b, g, n).astype(np.float32)
                     update_batch = jitted.build(roll, parallel.to_global(token_adv, parallel.batch_sharding(mesh, 3)),
-                                                parallel.to_global(correct, rows2))
+                                                parallel.to_global(correct, by_rows))
                     adv = token_adv.sum(-1) / np.maximum(lengths, 1)
                     value_stats["time/value_s"] = time.perf_counter() - t2  # VinePPO's main cost, not the update's
                     t_update = time.perf_counter()
                 else:
                     t_update, value_stats = t2, {}
-                    update_batch, adv = jitted.prepare(roll, parallel.to_global(rewards, rows2),
-                                                       parallel.to_global(correct, rows2))
+                    update_batch, adv = jitted.prepare(roll, parallel.to_global(rewards, by_rows),
+                                                       parallel.to_global(correct, by_rows))
                     adv = parallel.to_host(adv)
                 # a user's estimator (rlvjax's give finite advantages for the finite rewards Rewards lets through)
                 if not advantages_lib.is_own(rl.algorithm) and not np.isfinite(adv).all():

@@ -491,14 +491,14 @@ def _xla_temp_bytes(cfg, rl, run, prompt_tokens, verify_tokens):
     graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))[0]
     params = memory.abstract_params(cfg)
     state = jax.eval_shape(lambda p: steps.init_state(p, tx, seed=0, keep_reference=False), params)
-    statics = steps.Statics(graphdef, tx, rl, tuple(range(5, 5 + verify_tokens)), 1, 2, (3,), 0)
+    step_setup = steps.StepSetup(graphdef, tx, rl, tuple(range(5, 5 + verify_tokens)), 1, 2, (3,), 0)
     rows, n, t = run.batch_size * rl.group_size, rl.max_new_tokens, prompt_tokens + rl.max_new_tokens + verify_tokens
     s = jax.ShapeDtypeStruct
     batch = steps.UpdateBatch(s((rows, t), jnp.int32), s((rows, t), bool), s((rows, n), jnp.int32),
                               s((rows, n), bool), s((rows, n), jnp.float32), s((rows, n), jnp.float32),
                               s((rows,), jnp.int32), s((rows,), jnp.float32))
-    update = jax.jit(functools.partial(steps.update_step, statics), donate_argnums=(0,)).lower(state, batch)
-    rollout = jax.jit(functools.partial(steps.rollout_step, statics)).lower(
+    update = jax.jit(functools.partial(steps.update_step, step_setup), donate_argnums=(0,)).lower(state, batch)
+    rollout = jax.jit(functools.partial(steps.rollout_step, step_setup)).lower(
         params, s((run.batch_size, prompt_tokens), jnp.int32), s((run.batch_size, prompt_tokens), bool),
         jax.random.key(0))
     return {"update": update.compile().memory_analysis().temp_size_in_bytes,

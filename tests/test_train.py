@@ -119,7 +119,7 @@ from rlvjax import train
 from rlvjax.config import Config
 from rlvjax.rl import steps
 
-def measure(statics, mesh, state):  # the run's first look at its state: what each device holds then
+def measure(step_setup, mesh, state):  # the run's first look at its state: what each device holds then
     held = collections.Counter()
     for a in jax.live_arrays():
         for shard in a.addressable_shards:

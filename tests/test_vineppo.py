@@ -357,8 +357,8 @@ def test_the_value_pass_caps_each_prefix_continuation_at_its_budget():
     graphdef, params = nnx.split(model)
     params = nnx.to_pure_dict(params)
     rl = RLConfig(max_new_tokens=8, temperature=1.0)
-    statics = policy_tokens.statics(graphdef, None, rl, tokenizer)
-    sampler = PoolSampler.build(statics, parallel.make_mesh(parallel.MeshConfig()), params, num_samples=2,
+    step_setup = policy_tokens.step_setup(graphdef, None, rl, tokenizer)
+    sampler = PoolSampler.build(step_setup, parallel.make_mesh(parallel.MeshConfig()), params, num_samples=2,
                                 score=False)
     prompts = [tokenizer.encode(p, add_special_tokens=False) for p in ("1+2=", "30+4=", "5=")]
     key = jax.random.key(3)

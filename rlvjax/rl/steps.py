@@ -62,7 +62,7 @@ class UpdateBatch(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class Statics:
+class StepSetup:
     """What the jitted steps close over: model structure, optimizer, config, verifier tokens."""
 
     graphdef: Any
@@ -84,20 +84,20 @@ class Statics:
         return self.num_samples or self.rl.group_size
 
 
-def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, limits=None, *, mesh=None,
+def rollout_step(step_setup: StepSetup, params, prompt_ids, prompt_mask, rng, limits=None, *, mesh=None,
                  rows: int | None = None) -> Rollouts:
     """G samples per prompt, their log-probs, and p(Yes)/p(No) scored on the live cache (fused verifier).
     ``rows`` samples decode at once, the others queued for continuous refill (None: all of them). ``limits``
     ``[P * G]`` caps each sample's new tokens below ``RLConfig.max_new_tokens`` (None: none).
     With ``mesh``, the KV cache keeps ``parallel.cache_sharding``'s layout throughout the decode loop and the
     weights ``parallel.sampling_shardings``'."""
-    rl = statics.rl
-    model = nnx.merge(statics.graphdef, params)
+    rl = step_setup.rl
+    model = nnx.merge(step_setup.graphdef, params)
     compute = model.config.jnp_compute_dtype
     prompts, width = prompt_ids.shape
     # Laid out for every sample: where that splits rows over devices, each device runs the engine on its share.
     cache_sharding = (None if mesh is None else
-                      parallel.cache_sharding(mesh, prompts * statics.samples_per_prompt, model.config.num_kv_heads))
+                      parallel.cache_sharding(mesh, prompts * step_setup.samples_per_prompt, model.config.num_kv_heads))
     if compute != model.config.jnp_dtype or mesh is not None:
         # Sampling weights: cast once, then laid out for decoding (no FSDP split: a decode step would gather every
         # weight again), as Tunix and verl sample from a separate copy of the weights.
@@ -105,19 +105,20 @@ def rollout_step(statics: Statics, params, prompt_ids, prompt_mask, rng, limits=
         if mesh is not None:
             params = jax.lax.with_sharding_constraint(params, parallel.sampling_shardings(params, mesh,
                                                                                            cache_sharding))
-        model = nnx.merge(statics.graphdef, params)
-    params_s = dataclasses.replace(rl.sampling_params, stop_ids=statics.stop_ids, pad_id=statics.pad_id,
-                                   suppress_ids=statics.suppress_ids)
+        model = nnx.merge(step_setup.graphdef, params)
+    params_s = dataclasses.replace(rl.sampling_params, stop_ids=step_setup.stop_ids, pad_id=step_setup.pad_id,
+                                   suppress_ids=step_setup.suppress_ids)
     out = sampling.generate(model, prompt_ids, prompt_mask, rng,
-                            num_samples=statics.samples_per_prompt, max_new_tokens=rl.max_new_tokens, params=params_s,
-                            score_suffix=statics.verify_suffix, score_ids=(statics.yes_id, statics.no_id),
+                            num_samples=step_setup.samples_per_prompt, max_new_tokens=rl.max_new_tokens,
+                            params=params_s,
+                            score_suffix=step_setup.verify_suffix, score_ids=(step_setup.yes_id, step_setup.no_id),
                             rows=rows, limits=limits, cache_sharding=cache_sharding,
                             prefill_rows=prefill_rows(prompts, width, mesh))
     return Rollouts(prompt_ids, prompt_mask, out.tokens, out.lengths, out.logprobs, out.finished,
                     out.score_logprobs)
 
 
-def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, correct) -> UpdateBatch:
+def build_update_batch(step_setup: StepSetup, rollouts: Rollouts, token_advantages, correct) -> UpdateBatch:
     """Flatten ``[B, G]`` rollouts into training rows (see the module docstring for the layout), each labelled Yes
     where ``correct`` ``[B, G]`` (``Rewards``' verdict); with ``RLConfig.verify_prefixes = m``, m more blocks of
     ``B * G`` verify-only rows follow, one per cut."""
@@ -127,20 +128,20 @@ def build_update_batch(statics: Statics, rollouts: Rollouts, token_advantages, c
     lengths = rollouts.lengths.reshape(rows)
     body_len = lengths - rollouts.finished.reshape(rows).astype(jnp.int32)  # completion without its stop token
     body_mask = jnp.arange(n)[None, :] < body_len[:, None]
-    suffix = jnp.broadcast_to(jnp.asarray(statics.verify_suffix, jnp.int32), (rows, len(statics.verify_suffix)))
+    suffix = jnp.broadcast_to(jnp.asarray(step_setup.verify_suffix, jnp.int32), (rows, len(step_setup.verify_suffix)))
     prompt_ids = jnp.repeat(rollouts.prompt_ids, g, axis=0)
     prompt_mask = jnp.repeat(rollouts.prompt_mask, g, axis=0)
     target_mask = jnp.arange(n)[None, :] < lengths[:, None]
-    verify_target = verifier.verify_labels(correct.reshape(rows), statics.yes_id, statics.no_id)
-    m = statics.rl.trained_prefixes
+    verify_target = verifier.verify_labels(correct.reshape(rows), step_setup.yes_id, step_setup.no_id)
+    m = step_setup.rl.trained_prefixes
     # Partial solutions (RLConfig.verify_prefixes): the first c_j tokens of each body, verify rows only.
     cuts = [jnp.maximum(body_len * j // (m + 1), jnp.minimum(body_len, 1)) for j in range(1, m + 1)]
     bodies = [body_mask] + [jnp.arange(n)[None, :] < c[:, None] for c in cuts]
     none = jnp.zeros_like(target_mask)
     verify_target = jnp.tile(verify_target, 1 + m)
     return UpdateBatch(
-        input_ids=jnp.concatenate([jnp.concatenate([prompt_ids, jnp.where(b, tokens, statics.pad_id), suffix], axis=1)
-                                   for b in bodies]),
+        input_ids=jnp.concatenate([jnp.concatenate([prompt_ids, jnp.where(b, tokens, step_setup.pad_id), suffix],
+                                                   axis=1) for b in bodies]),
         input_mask=jnp.concatenate([jnp.concatenate([prompt_mask, b, jnp.ones_like(suffix, bool)], axis=1)
                                     for b in bodies]),
         targets=jnp.tile(tokens, (1 + m, 1)), target_mask=jnp.concatenate([target_mask] + [none] * m),
@@ -170,12 +171,12 @@ def group_advantages(rl: RLConfig, rewards) -> jax.Array:
     return adv.astype(jnp.float32)
 
 
-def prepare_update(statics: Statics, rollouts: Rollouts, rewards, correct) -> tuple[UpdateBatch, jax.Array]:
+def prepare_update(step_setup: StepSetup, rollouts: Rollouts, rewards, correct) -> tuple[UpdateBatch, jax.Array]:
     """Advantages of the graded rollouts (``rewards``, ``correct``: ``[B, G]``, as ``Rewards`` grades them) and the
     training rows built from them; returns ``(batch, advantages)``."""
-    adv = group_advantages(statics.rl, rewards)
+    adv = group_advantages(step_setup.rl, rewards)
     token_adv = jnp.broadcast_to(adv[..., None], rollouts.tokens.shape)
-    return build_update_batch(statics, rollouts, token_adv, correct), adv
+    return build_update_batch(step_setup, rollouts, token_adv, correct), adv
 
 
 def target_logprobs(model, h, targets, *, temperature: float, suppress_ids=(), chunk_size: int = 0):
@@ -200,25 +201,25 @@ def target_logprobs(model, h, targets, *, temperature: float, suppress_ids=(), c
     return out.swapaxes(0, 1).reshape(r, chunks * chunk_size)[:, :n]
 
 
-def policy_and_verify_logits(statics: Statics, params, batch: UpdateBatch):
+def policy_and_verify_logits(step_setup: StepSetup, params, batch: UpdateBatch):
     """Trainer-side ``log pi(target)`` at the sampling temperature ``[R, N]`` and the verify logits ``[R, V]``."""
-    rl = statics.rl
-    model = nnx.merge(statics.graphdef, params)
+    rl = step_setup.rl
+    model = nnx.merge(step_setup.graphdef, params)
     n = batch.targets.shape[1]
-    p = batch.input_ids.shape[1] - n - len(statics.verify_suffix)
-    h, _ = model.hidden(batch.input_ids, batch.input_mask, remat=rl.remat, constrain=statics.constrain_rows)
+    p = batch.input_ids.shape[1] - n - len(step_setup.verify_suffix)
+    h, _ = model.hidden(batch.input_ids, batch.input_mask, remat=rl.remat, constrain=step_setup.constrain_rows)
     logp = target_logprobs(model, h[:, p - 1: p + n - 1], batch.targets, temperature=rl.temperature,
-                           suppress_ids=statics.suppress_ids, chunk_size=rl.logprob_chunk_size)
+                           suppress_ids=step_setup.suppress_ids, chunk_size=rl.logprob_chunk_size)
     logp = jnp.where(batch.target_mask, logp, 0.0)  # padding may be a suppressed id: -inf outside the targets
     return logp, model.logits(h[:, -1])
 
 
-def _loss(params, ref_params, statics: Statics, batch: UpdateBatch, policy_count, verify_count):
-    rl = statics.rl
-    logp, verify_logits = policy_and_verify_logits(statics, params, batch)
+def _loss(params, ref_params, step_setup: StepSetup, batch: UpdateBatch, policy_count, verify_count):
+    rl = step_setup.rl
+    logp, verify_logits = policy_and_verify_logits(step_setup, params, batch)
     ref_logp = None
     if ref_params is not None:
-        ref_logp = jax.lax.stop_gradient(policy_and_verify_logits(statics, ref_params, batch)[0])
+        ref_logp = jax.lax.stop_gradient(policy_and_verify_logits(step_setup, ref_params, batch)[0])
     pl_sum, _, pdiag = losses.policy_loss(
         logp, batch.old_logp, batch.advantages, batch.target_mask, eps_low=rl.eps_low, eps_high=rl.eps_high,
         aggregation=rl.loss_aggregation, max_len=rl.max_new_tokens, ref_logp=ref_logp, beta=rl.beta,
@@ -228,18 +229,18 @@ def _loss(params, ref_params, statics: Statics, batch: UpdateBatch, policy_count
     # accuracy on its rollouts (a lambda = 0 baseline builds no partial rows: its verify_* read other rows, review)
     complete = (batch.verify_mask > 0) & jnp.any(batch.target_mask > 0, axis=1)
     vl_sum, _, vdiag = losses.verify_loss(verify_logits, batch.verify_target, batch.verify_mask,
-                                          yes_id=statics.yes_id, no_id=statics.no_id, diagnostics_mask=complete)
+                                          yes_id=step_setup.yes_id, no_id=step_setup.no_id, diagnostics_mask=complete)
     loss = pl_sum / jnp.maximum(policy_count, 1.0) + rl.lambda_verify * vl_sum / jnp.maximum(verify_count, 1.0)
     return loss, (pl_sum, vl_sum, pdiag, vdiag)
 
 
-def _minibatch_grads(statics: Statics, params, ref_params, batch: UpdateBatch):
+def _minibatch_grads(step_setup: StepSetup, params, ref_params, batch: UpdateBatch):
     """Gradients of the minibatch objective, accumulated over micro-batches: exact, since the normalising counts
     depend only on masks and are computed for the whole minibatch first."""
-    rl = statics.rl
+    rl = step_setup.rl
     rows = batch.targets.shape[0]
     if rl.verify_balance:  # Yes and No weigh half each in every optimizer step, whichever rows its minibatch drew
-        batch = batch._replace(verify_mask=losses.class_balanced_weights(batch.verify_target == statics.yes_id))
+        batch = batch._replace(verify_mask=losses.class_balanced_weights(batch.verify_target == step_setup.yes_id))
     policy_count = losses.aggregate(jnp.zeros(batch.target_mask.shape), batch.target_mask, rl.loss_aggregation,
                                     rl.max_new_tokens)[1]
     verify_count = jnp.sum(batch.verify_mask)
@@ -252,12 +253,12 @@ def _minibatch_grads(statics: Statics, params, ref_params, batch: UpdateBatch):
 
     def accumulate(carry, mb):
         grads, pl, vl, pdiag, vdiag = carry
-        g, (pl_sum, vl_sum, pd, vd) = grad_fn(params, ref_params, statics, mb, policy_count, verify_count)
+        g, (pl_sum, vl_sum, pd, vd) = grad_fn(params, ref_params, step_setup, mb, policy_count, verify_count)
         return (jax.tree.map(jnp.add, grads, g), pl + pl_sum, vl + vl_sum, losses.merge_diagnostics(pdiag, pd),
                 losses.merge_diagnostics(vdiag, vd)), None
 
     # Zeros of the accumulator's structure (maxima start at 0: ratios are positive), then one scan over all.
-    shapes = jax.eval_shape(lambda mb: grad_fn(params, ref_params, statics, mb, policy_count, verify_count),
+    shapes = jax.eval_shape(lambda mb: grad_fn(params, ref_params, step_setup, mb, policy_count, verify_count),
                             jax.tree.map(lambda x: x[0], split))
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (shapes[0], *shapes[1]))
     (grads, pl, vl, pdiag, vdiag), _ = jax.lax.scan(accumulate, zeros, split)
@@ -265,10 +266,10 @@ def _minibatch_grads(statics: Statics, params, ref_params, batch: UpdateBatch):
     return grads, stats, pdiag, vdiag
 
 
-def update_step(statics: Statics, state: TrainState, batch: UpdateBatch) -> tuple[TrainState, dict]:
+def update_step(step_setup: StepSetup, state: TrainState, batch: UpdateBatch) -> tuple[TrainState, dict]:
     """``num_ppo_epochs`` x ``num_minibatches`` optimizer steps on one batch of rollouts, under one ``lax.scan``
     (each epoch visits the rows in a fresh random order, ``num_minibatches`` slices of it)."""
-    rl = statics.rl
+    rl = step_setup.rl
     rows = batch.targets.shape[0]
     if rows % rl.num_minibatches:
         raise ValueError(f"{rows} rollouts do not split into num_minibatches={rl.num_minibatches}")
@@ -277,8 +278,8 @@ def update_step(statics: Statics, state: TrainState, batch: UpdateBatch) -> tupl
 
     def optimizer_step(carry, mb):
         params, opt_state = carry
-        grads, stats, pdiag, vdiag = _minibatch_grads(statics, params, state.ref_params, mb)
-        updates, opt_state = statics.tx.update(grads, opt_state, params)
+        grads, stats, pdiag, vdiag = _minibatch_grads(step_setup, params, state.ref_params, mb)
+        updates, opt_state = step_setup.tx.update(grads, opt_state, params)
         stats["grad_norm"] = optax.tree.norm(grads)
         return (optax.apply_updates(params, updates), opt_state), (stats, pdiag, vdiag)
 
@@ -337,26 +338,26 @@ def prefill_rows(prompts: int, width: int, mesh=None) -> int | None:
     return fits[-1] if fits else None
 
 
-def jit_rollout(statics: Statics, mesh, params_sharding, rows: int | None = None):
+def jit_rollout(step_setup: StepSetup, mesh, params_sharding, rows: int | None = None):
     """``rollout_step`` jitted for ``mesh``: params laid out by ``params_sharding``, prompts and rollouts by rows over
     the data axes (training rollouts and evaluation pools alike); ``rows``: ``rollout_step``'s. It takes
     ``(params, ids, mask, rng, limits)``, ``limits`` None for none."""
-    rows2, rows3 = (parallel.batch_sharding(mesh, d) for d in (2, 3))
-    return jax.jit(functools.partial(rollout_step, statics, mesh=mesh, rows=rows),
-                   in_shardings=(params_sharding, rows2, rows2, None, None),
-                   out_shardings=Rollouts(rows2, rows2, rows3, rows2, rows3, rows2, rows3))
+    by_rows, by_rows_3d = (parallel.batch_sharding(mesh, d) for d in (2, 3))
+    return jax.jit(functools.partial(rollout_step, step_setup, mesh=mesh, rows=rows),
+                   in_shardings=(params_sharding, by_rows, by_rows, None, None),
+                   out_shardings=Rollouts(by_rows, by_rows, by_rows_3d, by_rows, by_rows_3d, by_rows, by_rows_3d))
 
 
-def jit_steps(statics: Statics, mesh, state: TrainState) -> JittedSteps:
+def jit_steps(step_setup: StepSetup, mesh, state: TrainState) -> JittedSteps:
     """The steps jitted with explicit shardings: params by the partition rules, rows over the data axes."""
     state_sharding = parallel.shardings(state, mesh)
-    rows1, rows2 = (parallel.batch_sharding(mesh, d) for d in (1, 2))
-    statics = dataclasses.replace(statics, constrain_rows=parallel.rows_constraint(mesh))
-    batch_sharding = UpdateBatch(rows2, rows2, rows2, rows2, rows2, rows2, rows1, rows1)
+    by_rows_1d, by_rows = (parallel.batch_sharding(mesh, d) for d in (1, 2))
+    step_setup = dataclasses.replace(step_setup, constrain_rows=parallel.rows_constraint(mesh))
+    batch_sharding = UpdateBatch(by_rows, by_rows, by_rows, by_rows, by_rows, by_rows, by_rows_1d, by_rows_1d)
     return JittedSteps(
-        rollout=jit_rollout(statics, mesh, state_sharding.params),
-        prepare=jax.jit(functools.partial(prepare_update, statics), out_shardings=(batch_sharding, rows2)),
-        build=jax.jit(functools.partial(build_update_batch, statics), out_shardings=batch_sharding),
-        update=jax.jit(functools.partial(update_step, statics), in_shardings=(state_sharding, batch_sharding),
+        rollout=jit_rollout(step_setup, mesh, state_sharding.params),
+        prepare=jax.jit(functools.partial(prepare_update, step_setup), out_shardings=(batch_sharding, by_rows)),
+        build=jax.jit(functools.partial(build_update_batch, step_setup), out_shardings=batch_sharding),
+        update=jax.jit(functools.partial(update_step, step_setup), in_shardings=(state_sharding, batch_sharding),
                        out_shardings=(state_sharding, None), donate_argnums=(0,)),
     )

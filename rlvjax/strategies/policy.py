@@ -57,10 +57,11 @@ class Policy:
         rl = dataclasses.replace(rl, temperature=rl.temperature if temperature is None else float(temperature),
                                  max_new_tokens=max_new_tokens or rl.max_new_tokens)
         graphdef, state = nnx.split(model)
-        st = policy_tokens.statics(graphdef, None, rl, tokenizer, verify)
-        params = dataclasses.replace(rl.sampling_params, stop_ids=st.stop_ids, pad_id=st.pad_id,
-                                     suppress_ids=st.suppress_ids)
-        decoder = Decoder(graphdef, params, rl.max_new_tokens, st.verify_suffix, (st.yes_id, st.no_id))
+        step_setup = policy_tokens.step_setup(graphdef, None, rl, tokenizer, verify)
+        params = dataclasses.replace(rl.sampling_params, stop_ids=step_setup.stop_ids, pad_id=step_setup.pad_id,
+                                     suppress_ids=step_setup.suppress_ids)
+        decoder = Decoder(graphdef, params, rl.max_new_tokens, step_setup.verify_suffix,
+                          (step_setup.yes_id, step_setup.no_id))
         reward = as_rewards("math" if reward is None else reward, verify.threshold)
         return cls(model, tokenizer, rl, verify, reward, conventions or testtime.Conventions(),
                    decoder, state)
