@@ -112,7 +112,7 @@ def collect(root) -> list[dict]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"--workdir_root {root} is not a directory")
-    rows, missing, stale_runs = [], [], []
+    rows, missing, stale_runs, unreadable = [], [], [], []
     for run in sorted(p for p in root.iterdir() if p.is_dir()):
         found, eval_path = [run / f for f in EVAL_FILES if (run / f).is_file()], None
         for path in found:  # the first report about the run's exports now
@@ -123,9 +123,14 @@ def collect(root) -> list[dict]:
             print(f"collect: warning: {path} is not about the run's exports now ({why}); left out: rerun the run "
                   f"with --resume, or python -m rlvjax.evaluate --workdir {run}", file=sys.stderr)
         if eval_path is not None:
-            rows.append(summarize(run, eval_path))
+            try:
+                rows.append(summarize(run, eval_path))
+            except ValueError as e:  # every such file named at once, not one per attempt
+                unreadable.append(str(e))
         elif not found and ((run / "checkpoints").is_dir() or lambda_from_name(run) is not None):
             missing.append(run.name)
+    if unreadable:
+        raise ValueError(" Also: ".join(unreadable))
     if not rows and stale_runs:  # it said "train with RunConfig.final_eval_samples > 0" to runs that had
         names = ", ".join(sorted(set(stale_runs)))
         raise FileNotFoundError(f"no current eval.json under {root}: the reports of {names} are about earlier "
@@ -175,12 +180,23 @@ def against_baseline(rows: list[dict]) -> list[dict]:
     return rows
 
 
+def labels(rows: list[dict]) -> list[str]:
+    """Each row's λ, short ("0.1"), or exact where two λs read the same short (0.1234567 and 0.1234568); a λ that
+    several runs share is told apart by the run's name."""
+    short = [f"{r['lambda']:g}" for r in rows]
+
+    def label(i: int) -> str:
+        clash = any(s == short[i] and q["lambda"] != rows[i]["lambda"] for s, q in zip(short, rows))
+        return repr(float(rows[i]["lambda"])) if clash else short[i]
+
+    text = [label(i) for i in range(len(rows))]
+    return [t + (f" ({r['run']})" if text.count(t) > 1 else "") for t, r in zip(text, rows)]
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| λ | K | " + " | ".join(title for _, title in COLUMNS) + " |",
              "|---:" * (len(COLUMNS) + 2) + "|"]
-    lambdas = [r["lambda"] for r in rows]
-    for r in rows:  # a λ that several runs share is told apart by the run's name
-        label = f"{r['lambda']:g}" + (f" ({r['run']})" if lambdas.count(r["lambda"]) > 1 else "")
+    for label, r in zip(labels(rows), rows):
         lines.append(f"| {label} | {r['num_samples']} | " + " | ".join(_cell(r[key]) for key, _ in COLUMNS) + " |")
     return "\n".join(lines)
 
@@ -197,7 +213,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.plot(x, [_float(r["verifier_balanced_accuracy"]) for r in rows], marker="o", label="verifier balanced accuracy")
     ax.plot(x, [_float(r["weighted"]) for r in rows], marker="s", label="weighted vote @K")
     ax.plot(x, [_float(r["pass@1"]) for r in rows], "k--", marker=".", label="pass@1")
-    ax.set_xticks(x, [f"{r['lambda']:g}" for r in rows])
+    ax.set_xticks(x, labels(rows))
     ax.set_xlabel("λ (verification loss weight)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)

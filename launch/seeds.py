@@ -52,6 +52,11 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def run_params(gin_params: list[str], seed: int) -> list[str]:
+    """The bindings of seed ``seed``'s run: the user's, then the baseline and every seed (the script's win)."""
+    return [*gin_params, "RunConfig.baseline = True", *(f"{p} = {seed}" for p in SEED_PARAMS)]
+
+
 def plan(args) -> list[sweep.Job]:
     bound = [p.split("=")[0].strip() for p in args.gin_param]
     clash = sorted(set(bound) & {*SEED_PARAMS, "RunConfig.baseline"})
@@ -62,11 +67,14 @@ def plan(args) -> list[sweep.Job]:
     # Runs at once on a GPU machine: each its share of the devices and of their memory, as sweep.py --target gpu
     # gives them (JAX preallocates 75% of a GPU per process, so a second run on it ran out of memory).
     gpus = sweep.visible_gpus() if args.parallel > 1 else []
+    cache = {"JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache")}  # what one run compiles, the next reuses
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:  # as sweep.py: a cache set already (shared with other work) wins
+        cache = {}
     for slot, seed in enumerate(parse_seeds(args.seeds)):
         workdir = root / f"seed_{seed}"
         gin_files = args.gin_file or [sweep.DEFAULT_GIN]  # given, so that --resume also starts a run never started
         argv = [sys.executable, "-m", "rlvjax.train", *[a for f in gin_files for a in ("--gin_file", f)]]
-        for binding in [*args.gin_param, "RunConfig.baseline = True", *(f"{p} = {seed}" for p in SEED_PARAMS)]:
+        for binding in run_params(args.gin_param, seed):
             argv += ["--gin_param", binding]
         argv += ["--workdir", str(workdir), *(["--resume"] if args.resume else [])]
         try:
@@ -75,7 +83,7 @@ def plan(args) -> list[sweep.Job]:
             raise ValueError(f"--parallel {args.parallel} does not split this machine's {len(gpus)} GPUs "
                              f"({','.join(gpus)}) evenly; use a divisor or a multiple of {len(gpus)}, or set "
                              "CUDA_VISIBLE_DEVICES to the GPUs to use") from None
-        env = {"JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"), **share}
+        env = {**cache, **share}
         jobs.append(sweep.Job(f"seed={seed}", argv, env, workdir / "train.log", str(workdir)))
     return jobs
 
@@ -121,34 +129,55 @@ NUMBERS = ("pass@1 RL^V", "pass@1 λ0", "pass@1 diff", "maj@K λ0", "wt@K RL^V",
            "verifier λ0", "efficiency vs λ0")
 
 
+EFFICIENCY = "efficiency vs λ0"
+
+
+def summary(rows: list[dict]) -> dict:
+    """Over the seeds: each figure's mean and standard deviation (None for one seed); the efficiency's range (its
+    ends' rows, a lower bound staying one) and how many seeds never reach λ0's best majority vote; how many seeds
+    meet each claim."""
+    figures = {}
+    for c in NUMBERS:
+        values = [r[c] for r in rows if r[c] is not None]
+        if c == EFFICIENCY:
+            ends = {"min": min(values), "max": max(values)} if values else {}
+            figures[c] = {**{end: {"ratio": v, "lower_bound": next(r["efficiency lower bound"] for r in rows
+                                                                   if r[c] == v)} for end, v in ends.items()},
+                          "never": len(rows) - len(values)}
+        else:
+            figures[c] = {"mean": statistics.mean(values),
+                          "sd": statistics.stdev(values) if len(values) > 1 else None}
+    return {"seeds": len(rows), "figures": figures,
+            "claims_met": {claim: sum(r["claims"][claim] for r in rows) for claim in CLAIMS}}
+
+
 def table(rows: list[dict]) -> str:
     """Markdown: one line per seed, then mean ± standard deviation (efficiency: its range; "never" counts apart),
     then how many seeds meet each claim."""
     def cell(r, c):
         if r[c] is None:
             return "never"
-        return (">=" if c == "efficiency vs λ0" and r["efficiency lower bound"] else "") + f"{r[c]:.3f}"
+        return (">=" if c == EFFICIENCY and r["efficiency lower bound"] else "") + f"{r[c]:.3f}"
+
+    def end(e):  # a bound stays one
+        return (">=" if e["lower_bound"] else "") + f"{e['ratio']:.2f}"
 
     lines = ["| seed | " + " | ".join(NUMBERS) + " |", "|---" * (len(NUMBERS) + 1) + "|"]
     for r in rows:
         lines.append(f"| {r['seed']} | " + " | ".join(cell(r, c) for c in NUMBERS) + " |")
-    summary = []
-    for c in NUMBERS:
-        values = [r[c] for r in rows if r[c] is not None]
-        if c == "efficiency vs λ0":
-            never = len(rows) - len(values)
-            measured = [r for r in rows if r[c] is not None]
-            end = lambda r: (">=" if r["efficiency lower bound"] else "") + f"{r[c]:.2f}"  # a bound stays one
-            summary.append((f"{end(min(measured, key=lambda r: r[c]))}–{end(max(measured, key=lambda r: r[c]))}"
-                            if measured else "–") + (f" ({never} never)" if never else ""))
-        else:
-            spread = f"{statistics.stdev(values):.3f}" if len(values) > 1 else "n/a"  # one seed: no spread
-            summary.append(f"{statistics.mean(values):.3f} ± {spread}")
-    lines.append("| mean ± sd | " + " | ".join(summary) + " |")
+    over = summary(rows)
+    cells = []
+    for c, f in over["figures"].items():
+        if c == EFFICIENCY:
+            cells.append((f"{end(f['min'])}–{end(f['max'])}" if "min" in f else "–")
+                         + (f" ({f['never']} never)" if f["never"] else ""))
+        else:  # one seed: no spread
+            cells.append(f"{f['mean']:.3f} ± {'n/a' if f['sd'] is None else format(f['sd'], '.3f')}")
+    lines.append("| mean ± sd | " + " | ".join(cells) + " |")
     ts = sorted({r["temperature"] for r in rows})
     lines += ["", f"{len(rows)} seeds, K = {', '.join(sorted({str(r['K']) for r in rows}))}, headline temperature "
               f"{', '.join(format(t, 'g') for t in ts)}. Seeds meeting each claim:"]
-    lines += [f"- {claim}: {sum(r['claims'][claim] for r in rows)} of {len(rows)}" for claim in CLAIMS]
+    lines += [f"- {claim}: {met} of {len(rows)}" for claim, met in over["claims_met"].items()]
     return "\n".join(lines)
 
 
@@ -172,12 +201,12 @@ def collect(root: Path, seeds: list[int]) -> list[dict]:
 
 
 def write(rows: list[dict], root: Path) -> str:
+    """claims.json (the rows and their summary) and claims.md (the table), each written whole."""
+    from rlvjax import atomic
+
     text = table(rows)
-    for name, content in (("claims.md", text + "\n"),
-                          ("claims.json", json.dumps({"runs": rows}, indent=2))):
-        tmp = root / f".{name}.tmp"
-        tmp.write_text(content, encoding="utf-8")
-        os.replace(tmp, root / name)
+    atomic.write_text(root / "claims.json", json.dumps({"runs": rows, "summary": summary(rows)}, indent=2))
+    atomic.write_text(root / "claims.md", text + "\n")
     return text
 
 
@@ -202,24 +231,19 @@ def main(argv: list[str] | None = None) -> int:
         jobs = plan(args)
         if args.parallel < 1:
             raise ValueError(f"--parallel {args.parallel} must be >= 1")
-        run = sweep.check_config(args.gin_file, {"seeds": args.gin_param}, args.resume)
+        # each run as it will start: with the baseline on (a config only the lambda = 0 baseline refuses failed
+        # every seed's run after its training) and its seeds
+        run = sweep.check_config(args.gin_file, {f"seed={s}": run_params(args.gin_param, s)
+                                                 for s in parse_seeds(args.seeds)}, args.resume)
         if not (run.final_eval_samples and run.export_final):  # it trained every seed, then found no eval.json
             raise ValueError("RunConfig.final_eval_samples = 0 or export_final = False: the runs would write no "
                              "eval.json to compare; keep the end-of-run report on")
+        if not args.resume:  # in a dry run too: it prints what the real command would run, and that refuses
+            sweep.check_workdirs(jobs)
         if args.dry_run:
             print("\n".join(sweep.describe(job) for job in jobs))
             return 0
-        if not args.resume:
-            sweep.check_workdirs(jobs)
-        statuses = sweep.execute(jobs, args.parallel)
-        failed = [(job, status) for job, status in zip(jobs, statuses) if status]
-        for job, status in failed:
-            if status == sweep.STOPPED:
-                print(f"seeds: {job.name} was stopped with its state saved; rerun with --resume", file=sys.stderr)
-                continue
-            print(f"seeds: error: {job.name} {sweep.failure(status)}; log: {job.log}\n"
-                  f"{sweep.tail(job.log)}", file=sys.stderr)
-        if failed:
+        if sweep.report_failures("seeds", jobs, sweep.execute(jobs, args.parallel)):
             return 1
     print(write(collect(root, parse_seeds(args.seeds)), root))
     print(f"\ntable: {root / 'claims.md'}\njson:  {root / 'claims.json'}")

@@ -14,7 +14,11 @@ Targets:
           the slice runs the same program (more than one host needs a --workdir_root that all of them share, e.g.
           a mounted bucket, and the MeshConfig.coordinator_* bindings). The repository must already be at
           --remote_dir on every worker.
-          Logs are gcloud's output, saved under --log_dir on this machine.
+          Logs are gcloud's output, saved under --log_dir on this machine (default: sweep_logs/<the root's
+          path>). A Ctrl-C or SIGTERM here reaches the local gcloud only: ssh without a terminal does not pass it
+          on, so the workers' run may go on (or fail at its next write to the closed connection). Before a
+          --resume, stop it on the workers: gcloud compute tpus tpu-vm ssh NAME --worker=all --command
+          'pkill -TERM -f rlvjax.train' (it saves at its next step and stops).
 
 Each run trains no λ = 0 baseline of its own (RunConfig.baseline = False): the sweep's λ = 0 run is that baseline.
 --dry_run prints every command (with its environment) and runs nothing. A failed run stops the sweep from starting
@@ -29,6 +33,7 @@ import dataclasses
 import math
 import os
 import posixpath
+import re
 import shlex
 import signal
 import subprocess
@@ -130,9 +135,14 @@ def parse_gpus(text: str) -> list[str]:
 
 
 def visible_gpus() -> list[str]:
-    """The GPU ids this machine shows (CUDA_VISIBLE_DEVICES if set, else nvidia-smi); [] when unknown."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES"):
-        return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    """The GPU ids this machine shows (CUDA_VISIBLE_DEVICES if set, else nvidia-smi); [] when unknown. Set and
+    empty, it hides every GPU: refused (every run would fail to find one; nvidia-smi's list was used instead)."""
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        gpus = [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+        if not gpus:
+            raise ValueError("CUDA_VISIBLE_DEVICES is set and empty, which hides every GPU from the runs; unset it, "
+                             "or set it (or --gpus) to the devices to use, e.g. 0,1")
+        return gpus
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
@@ -176,7 +186,8 @@ def plan(args) -> list[Job]:
             command = train_argv(args.remote_python or "python3", args.gin_file, args.gin_param, label, workdir,
                                  args.resume)
             jobs.append(Job(f"lambda={label}", tpu_argv(args, command), {},
-                            Path(args.log_dir or "sweep_logs") / f"lambda_{label}.log", workdir))
+                            Path(args.log_dir or default_log_dir(args.workdir_root)) / f"lambda_{label}.log",
+                            workdir))
         return jobs
     gpus = (parse_gpus(args.gpus) if args.gpus else visible_gpus()) if args.target == "gpu" else []
     # the runs may start in another working directory than ours ("~/runs": ours is their home too)
@@ -192,6 +203,11 @@ def plan(args) -> list[Job]:
         argv = train_argv(sys.executable, args.gin_file, params, label, workdir, args.resume)
         jobs.append(Job(f"lambda={label}", argv, env, Path(workdir) / "train.log", workdir))
     return jobs
+
+
+def default_log_dir(root: str) -> str:
+    """tpu_vm's default --log_dir, named after the root: two sweeps' logs of the same λ appended to one file."""
+    return posixpath.join("sweep_logs", re.sub(r"[^A-Za-z0-9._-]+", "_", root).strip("_") or "root")
 
 
 def check_root(root: str) -> None:
@@ -366,6 +382,22 @@ def stopped(log: Path) -> bool:
     return bool(messages) and any(line in messages[-1] for line in STOPPED_LINES)
 
 
+def report_failures(prog: str, jobs: list[Job], statuses: list[int | str | None]) -> bool:
+    """Says on stderr which runs failed (with their logs' last lines), were stopped, or were not started after a
+    failure; returns whether any of them is not done."""
+    failed = [(job, status) for job, status in zip(jobs, statuses) if status]
+    for job, status in failed:
+        if status == STOPPED:
+            print(f"{prog}: run {job.name} was stopped with its state saved; rerun with --resume", file=sys.stderr)
+            continue
+        print(f"{prog}: error: run {job.name} {failure(status)}; log: {job.log}\n"
+              f"--- last lines of {job.log} ---\n{tail(job.log)}", file=sys.stderr)
+    not_run = [job.name for job, status in zip(jobs, statuses) if status is None]
+    if failed and not_run:
+        print(f"{prog}: not started after the failure: {', '.join(not_run)}; rerun with --resume", file=sys.stderr)
+    return bool(failed)
+
+
 def tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
@@ -396,7 +428,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--project", help="tpu_vm: its Google Cloud project")
     p.add_argument("--remote_dir", help="tpu_vm: the repository on every worker (default: rlvjax, from $HOME)")
     p.add_argument("--remote_python", help="tpu_vm: the interpreter on the workers (default: python3)")
-    p.add_argument("--log_dir", help="tpu_vm: where gcloud's output is saved here (default: sweep_logs)")
+    p.add_argument("--log_dir", help="tpu_vm: where gcloud's output is saved here (default: "
+                                     "sweep_logs/<the root's path>)")
     return p
 
 
@@ -410,25 +443,13 @@ def main(argv: list[str] | None = None) -> int:
         if not (run.final_eval_samples and run.export_final):
             print("sweep: warning: RunConfig.final_eval_samples = 0 or export_final = False: the runs write no "
                   "eval.json, so launch/collect.py will have nothing to compare", file=sys.stderr)
-        if not args.resume and not args.dry_run:
+        if not args.resume:  # in a dry run too: it prints what the real command would run, and that refuses
             check_workdirs(jobs)
     if args.dry_run:
         for job in jobs:
             print(describe(job))
         return 0
-    statuses = execute(jobs, args.parallel)
-    failures = [(job, status) for job, status in zip(jobs, statuses) if status]
-    if failures:
-        for job, status in failures:
-            if status == STOPPED:
-                print(f"sweep: run {job.name} was stopped with its state saved; rerun the sweep with --resume",
-                      file=sys.stderr)
-                continue
-            print(f"sweep: error: run {job.name} {failure(status)}; log: {job.log}\n"
-                  f"--- last lines of {job.log} ---\n{tail(job.log)}", file=sys.stderr)
-        not_run = [job.name for job, status in zip(jobs, statuses) if status is None]
-        if not_run:
-            print(f"sweep: not started after the failure: {', '.join(not_run)}", file=sys.stderr)
+    if report_failures("sweep", jobs, execute(jobs, args.parallel)):
         return 1
     print(f"sweep done: {len(jobs)} runs in {args.workdir_root}; next: python launch/collect.py "
           f"--workdir_root {shlex.quote(args.workdir_root)}")

@@ -106,6 +106,23 @@ def test_dry_run_gpu_shares_out_devices(tmp_path, capsys, monkeypatch):
     assert commands[0][-1] == str(tmp_path / "home" / "sweep" / "lambda_0")
 
 
+def test_an_empty_cuda_visible_devices_is_refused(tmp_path, capsys, monkeypatch):
+    """Set and empty, it hides every GPU; nvidia-smi's list was used instead, and every run failed to find one."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(ValueError, match="^CUDA_VISIBLE_DEVICES is set and empty, which hides every GPU"):
+        dry_run(capsys, "--workdir_root", tmp_path, "--target", "gpu")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert sweep.visible_gpus() == ["2", "3"]
+
+
+def test_tpu_vm_logs_of_two_roots_stay_apart(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    logs = [[job.log for job in sweep.plan(sweep.parser().parse_args(
+        ["--lambdas", "0", "--workdir_root", root, "--target", "tpu_vm", "--tpu_name", "t", "--zone", "z",
+         "--project", "p"]))] for root in ("/mnt/sweepA", "/mnt/sweepB")]
+    assert logs == [[Path("sweep_logs/mnt_sweepA/lambda_0.log")], [Path("sweep_logs/mnt_sweepB/lambda_0.log")]]
+
+
 def test_dry_run_tpu_vm(capsys):
     commands = dry_run(capsys, "--workdir_root", "/mnt/bucket/sweep", "--target", "tpu_vm", "--tpu_name", "v4-32",
                        "--zone", "us-central2-b", "--project", "my-proj")
@@ -418,6 +435,31 @@ def test_collect_errors(tmp_path):
         collect.collect(tmp_path)
 
 
+def test_collect_labels_lambdas_that_read_the_same_short_exactly(tmp_path, capsys):
+    """0.1234567 and 0.1234568 are two runs (sweep.py names them exactly); the table and the plot's ticks labelled
+    both 0.123457."""
+    for label in ("0.1234567", "0.1234568", "0.5"):
+        write_eval(tmp_path / f"lambda_{label}" / "eval.json", pass1=0.5, majority=0.5, weighted=0.5, best=0.5,
+                   bal_acc=0.5, auroc=0.5)
+    rows = collect.collect(tmp_path)
+    assert collect.labels(rows) == ["0.1234567", "0.1234568", "0.5"]
+    labels = [line.split("|")[1].strip() for line in collect.markdown_table(rows).splitlines()[2:]]
+    assert labels == ["0.1234567", "0.1234568", "0.5"]
+
+
+def test_collect_names_every_unreadable_report_at_once(tmp_path):
+    """Each fix took a rerun to find the next broken eval.json."""
+    for name in ("lambda_1", "lambda_2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "eval.json").write_text("{}")
+    write_eval(tmp_path / "lambda_0" / "eval.json", pass1=0.5, majority=0.5, weighted=0.5, best=0.5, bal_acc=0.5,
+               auroc=0.5)
+    with pytest.raises(ValueError) as caught:
+        collect.collect(tmp_path)
+    assert "lambda_1/eval.json is not a whole rlvjax eval.json" in str(caught.value)
+    assert "lambda_2/eval.json is not a whole rlvjax eval.json" in str(caught.value)
+
+
 def test_collect_tells_runs_of_one_lambda_apart(tmp_path, capsys):
     for name, pass1 in (("lambda_0", 0.5), ("lambda_0.0", 0.3), ("lambda_1", 0.4)):
         write_eval(tmp_path / name / "eval.json", pass1=pass1, majority=0.5, weighted=0.5, best=0.5, bal_acc=0.5,
@@ -466,7 +508,14 @@ def test_seeds_claims_by_hand(tmp_path, capsys):
     assert "- wt@K > maj@K: 1 of 2" in out
     assert "no eval.json in seed_2" in err
     assert (tmp_path / "claims.md").read_text().startswith("| seed |")
-    assert len(json.loads((tmp_path / "claims.json").read_text())["runs"]) == 2
+    claims = json.loads((tmp_path / "claims.json").read_text())
+    assert len(claims["runs"]) == 2  # and the table's summary, which it lacked
+    assert claims["summary"]["figures"]["pass@1 RL^V"] == {"mean": pytest.approx(0.5), "sd": pytest.approx(0.02 ** 0.5)}
+    assert claims["summary"]["figures"]["efficiency vs λ0"] == {"min": {"ratio": 8.0, "lower_bound": False},
+                                                                 "max": {"ratio": 8.0, "lower_bound": False},
+                                                                 "never": 1}
+    assert claims["summary"]["claims_met"] == {"pass@1 not worse": 1, "wt@K >= λ0 maj@K": 1, "efficiency >= 8": 1,
+                                               "verifier better": 2, "wt@K > maj@K": 1}
     # One seed has no spread (it printed +- 0.000); a ratio that is a lower bound says so, as collect.py does.
     write_seed_eval(tmp_path / "seed_0" / "eval.json", rlv=0.6, base=0.7, rlv_majority=0.8, weighted=0.9,
                     base_majority=0.85, ratio=4.0, ci_high=0.01, rlv_ver=0.8, base_ver=0.5, lower_bound=True)
@@ -530,6 +579,49 @@ def test_seeds_dry_run_and_bad_input(tmp_path, capsys):
         seeds.main(["--workdir_root", str(tmp_path), "--gin_param", "RunConfig.final_eval_samples = 0", "--dry_run"])
     with pytest.raises(ValueError, match="^--workdir_root gs://b/x is a URL"):  # it trained into a local ./gs:/b/x
         seeds.main(["--workdir_root", "gs://b/x", "--dry_run"])
+
+
+def test_seeds_checks_each_run_as_it_will_start(tmp_path, capsys):
+    """With a gin file that leaves the baseline off, a config only the lambda = 0 baseline refuses passed the check
+    and the dry run; each seed's run then failed after training."""
+    with pytest.raises(ValueError, match=r"^the lambda = 0 baseline \(RunConfig.baseline = True\) would not run: "
+                                         r"minibatch of 4 training rows is not a multiple of RLConfig.micro_batch"):
+        seeds.main(["--seeds", "0", "--gin_file", str(REPO / TINY), "--gin_param", "RLConfig.verify_prefixes = 1",
+                    "--gin_param", "RLConfig.micro_batch_size = 8", "--workdir_root", str(tmp_path), "--dry_run"])
+    assert not list(tmp_path.iterdir())
+
+
+def test_seeds_names_the_seeds_not_started_after_a_failure(tmp_path, capsys, monkeypatch):
+    from rlvjax.experiment import RunConfig
+
+    monkeypatch.setattr(seeds.sweep, "check_config", lambda *args: RunConfig(final_eval_samples=4))
+    monkeypatch.setattr(seeds.sweep, "execute", lambda jobs, parallel: [2, None, None])
+    assert seeds.main(["--seeds", "0,1,2", "--workdir_root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "seeds: error: run seed=0 failed with exit status 2; log: " in err
+    assert "seeds: not started after the failure: seed=1, seed=2; rerun with --resume" in err
+
+
+def test_a_dry_run_refuses_what_the_launch_would(tmp_path, capsys):
+    """A root whose runs hold checkpoints: the launch refuses it without --resume; the dry run printed the commands
+    and exited 0."""
+    (tmp_path / "lambda_0" / "checkpoints" / "2").mkdir(parents=True)
+    (tmp_path / "seed_0" / "checkpoints" / "2").mkdir(parents=True)
+    with pytest.raises(ValueError, match="lambda_0 already hold checkpoints; pass --resume"):
+        dry_run(capsys, "--workdir_root", tmp_path)
+    with pytest.raises(ValueError, match="seed_0 already hold checkpoints; pass --resume"):
+        seeds.main(["--seeds", "0", "--workdir_root", str(tmp_path), "--dry_run"])
+    assert capsys.readouterr().out == ""
+    assert seeds.main(["--seeds", "0", "--workdir_root", str(tmp_path), "--dry_run", "--resume"]) == 0
+
+
+def test_seeds_leaves_an_inherited_compilation_cache_alone(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    assert seeds.main(["--seeds", "0", "--workdir_root", str(tmp_path), "--dry_run"]) == 0
+    assert f"JAX_COMPILATION_CACHE_DIR={tmp_path / 'jax_cache'} " in capsys.readouterr().out
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "shared"))  # set by the user: it was overridden
+    assert seeds.main(["--seeds", "0", "--workdir_root", str(tmp_path), "--dry_run"]) == 0
+    assert "JAX_COMPILATION_CACHE_DIR" not in capsys.readouterr().out
 
 
 def test_seeds_in_parallel_on_gpus_share_them(tmp_path, capsys, monkeypatch):
