@@ -66,12 +66,12 @@ def tiny_hf_model(arch: str):
     return model.eval()
 
 
-def write_gguf(model, path, *, tied_head: bool = False) -> None:
+def write_gguf(model, path, *, tied_head: bool = False, **writer_args) -> None:
     """The metadata and tensors llama.cpp's converter writes for this model (float32, q/k permuted for llama);
     ``tied_head``: a tied model's head stored too, as a copy of the embedding (as other converters write it)."""
     cfg, arch = model.config, model.config.model_type
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    writer = gguf.GGUFWriter(str(path), arch)
+    writer = gguf.GGUFWriter(str(path), arch, **writer_args)
     writer.add_block_count(cfg.num_hidden_layers)
     writer.add_context_length(cfg.max_position_embeddings)
     writer.add_embedding_length(cfg.hidden_size)
@@ -145,7 +145,9 @@ def test_unsupported_architecture_is_one_line_error(tmp_path):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    with pytest.raises(ValueError, match=r"unsupported GGUF architecture 'gpt2'"):
+    with pytest.raises(ValueError, match=r"^unsupported GGUF architecture 'gpt2'; rlvjax loads \['llama', 'qwen2', "
+                                         r"'qwen3'\] from GGUF \(and Mistral from an HF checkpoint, rlvjax.load_hf\): "
+                                         r"use a model of one of those families$"):
         load_gguf(tmp_path / "gpt2.gguf")
 
 
@@ -163,6 +165,24 @@ def test_a_file_that_is_not_gguf_or_is_cut_short_is_one_line_error(tmp_path):
     for dtype in (None, "auto", "int8"):
         with pytest.raises(ValueError, match=rf"^load_gguf: dtype={dtype!r} is not a floating dtype; pass e\.g\. "):
             load_gguf(tmp_path / "tiny.gguf", dtype=dtype, tokenizer=False)
+
+
+def test_a_part_of_a_split_file_or_a_directory_is_named_as_such(tmp_path):
+    """llama.cpp's split files (how large models are published): the first part said it was "missing tensors", as
+    if damaged; a directory was "not found"."""
+    write_gguf(tiny_hf_model("qwen2"), tmp_path / "tiny.gguf", split_max_tensors=10)
+    parts = sorted(p.name for p in tmp_path.glob("*.gguf"))
+    assert parts == ["tiny-00001-of-00003.gguf", "tiny-00002-of-00003.gguf", "tiny-00003-of-00003.gguf"]
+    for number, part in enumerate(parts, 1):
+        with pytest.raises(ValueError, match=rf"^{part} is part {number} of 3 of a split GGUF model; merge the parts "
+                                             rf"into one file first \(llama.cpp: llama-gguf-split --merge {part} "
+                                             r"merged.gguf\) and load that$"):
+            load_gguf(tmp_path / part, tokenizer=False)
+    with pytest.raises(IsADirectoryError, match=rf"^{tmp_path} is a directory; point load_gguf at a .gguf file in it "
+                                                r"\(tiny-00001-of-00003.gguf, tiny-00002-of-00003.gguf, "
+                                                r"tiny-00003-of-00003.gguf\) \(an HF model directory: "
+                                                r"rlvjax.load_hf\)$"):
+        load_gguf(tmp_path, tokenizer=False)
 
 
 def test_missing_smollm2_names_the_install(monkeypatch):

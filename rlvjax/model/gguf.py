@@ -33,6 +33,7 @@ except ImportError as e:
 ROTARY_PERMUTED = {"llama": True, "qwen2": False, "qwen3": False}
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _REQUIRED = object()
+SPLIT_COUNT, SPLIT_NO = gguf.Keys.Split.LLM_KV_SPLIT_COUNT, gguf.Keys.Split.LLM_KV_SPLIT_NO  # "split.count", "split.no"
 
 
 def smollm2_gguf_path() -> Path:
@@ -62,12 +63,14 @@ def config_from_gguf(reader: gguf.GGUFReader, dtype=jnp.float32) -> ModelConfig:
     """Map GGUF metadata (``{arch}.block_count`` etc.) to ``ModelConfig`` through the HF config mapping."""
     arch = _metadata(reader, "general.architecture")
     if arch not in ROTARY_PERMUTED:
-        raise ValueError(f"unsupported GGUF architecture {arch!r}; rlvjax loads {sorted(ROTARY_PERMUTED)}")
+        raise ValueError(f"unsupported GGUF architecture {arch!r}; rlvjax loads {sorted(ROTARY_PERMUTED)} from GGUF "
+                         "(and Mistral from an HF checkpoint, rlvjax.load_hf): use a model of one of those families")
     tensors = {t.name: t for t in reader.tensors}
     if "token_embd.weight" not in tensors:
         raise ValueError("GGUF file has no token_embd.weight tensor")
     if "rope_freqs.weight" in tensors:
-        raise ValueError("GGUF rope_freqs.weight (per-frequency RoPE factors, e.g. llama3 scaling) is not supported")
+        raise ValueError("GGUF rope_freqs.weight (per-frequency RoPE factors, e.g. Llama 3.1's scaling) is not read "
+                         "from GGUF; load the model's HF checkpoint with rlvjax.load_hf, which reads llama3 scaling")
 
     def meta(key: str, default: object = _REQUIRED) -> Any:
         return _metadata(reader, f"{arch}.{key}", default)
@@ -78,7 +81,8 @@ def config_from_gguf(reader: gguf.GGUFReader, dtype=jnp.float32) -> ModelConfig:
         raise ValueError(f"partial rotary ({arch}.rope.dimension_count != head_dim={head_dim}) is not supported")
     scaling = meta("rope.scaling.type", "none")
     if scaling not in ("none", "linear"):
-        raise ValueError(f"unsupported GGUF rope scaling {scaling!r}; rlvjax reads none and linear from GGUF")
+        raise ValueError(f"unsupported GGUF rope scaling {scaling!r}; rlvjax reads none and linear from GGUF (and "
+                         "llama3 from an HF checkpoint, rlvjax.load_hf): use a model with one of those")
     hf = {
         "model_type": arch,
         "vocab_size": int(tensors["token_embd.weight"].shape[-1]),  # the rows actually stored
@@ -131,7 +135,8 @@ def _dequantize(tensor: gguf.ReaderTensor) -> np.ndarray:
         array = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
     except NotImplementedError as e:
         raise ValueError(f"tensor {tensor.name!r} has quantization type {tensor.tensor_type.name}, which the "
-                         "installed gguf cannot dequantize") from e
+                         "installed gguf cannot dequantize; update gguf (pip install -U gguf), or convert the file "
+                         "to F16, Q8_0 or a K-quant with llama.cpp's llama-quantize") from e
     return array.reshape(tuple(int(d) for d in reversed(tensor.shape)))  # GGUF lists dims innermost first
 
 
@@ -145,6 +150,11 @@ def load_gguf(path: str | os.PathLike, dtype=jnp.float32, *, tokenizer: bool = T
     if tokenizer:
         _check_tokenizer_reader()  # before the weights, not after
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.gguf"))
+        raise IsADirectoryError(f"{path} is a directory; point load_gguf at a .gguf file"
+                                + (f" in it ({', '.join(inside[:3])}{', ...' if len(inside) > 3 else ''})"
+                                   if inside else "") + " (an HF model directory: rlvjax.load_hf)")
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: point load_gguf at a .gguf file")
     try:
@@ -152,6 +162,11 @@ def load_gguf(path: str | os.PathLike, dtype=jnp.float32, *, tokenizer: bool = T
     except (ValueError, IndexError, OSError) as e:  # a bad magic number, a file cut short
         raise ValueError(f"{path} is not a readable GGUF file ({str(e).splitlines()[0][:120]}); point load_gguf at "
                          "a .gguf file, or fetch it again if its download was interrupted") from None
+    parts = _metadata(reader, SPLIT_COUNT, 1)
+    if parts > 1:  # each part holds some tensors only: it read as a damaged file ("missing tensors")
+        part = _metadata(reader, SPLIT_NO, 0) + 1
+        raise ValueError(f"{path.name} is part {part} of {parts} of a split GGUF model; merge the parts into one file "
+                         f"first (llama.cpp: llama-gguf-split --merge {path.name} merged.gguf) and load that")
     cfg = config_from_gguf(reader, dtype)
     hf_names = gguf_to_hf_names(cfg)
     graphdef, state = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))
