@@ -149,6 +149,11 @@ def verify_prompt_ids(tokenizer, *, chat=None, after_end_of_turn=False, question
     verify user turn, and the assistant header. A completion sampled until its stop token already ends with the
     end-of-turn token: pass after_end_of_turn=True to drop it (see `end_of_turn_id`); a truncated one does not.
     Base form: the tokens of ``base_verify_prompt(question)`` (after_end_of_turn is ignored).
+
+    Known seam: a template that rewrites the answer's edges (Llama-2's ``' ' + content.strip() + ' ' + eos``) puts
+    text before its end-of-turn token, so the suffix starts with that text and no end of turn is found; a completion
+    that ends in whitespace of its own (a ``▁`` before its stop, a newline) then reads one blank more than the
+    template renders. Templates that keep the answer verbatim (Qwen, Llama 3, Mistral, SmolLM2) match exactly.
     """
     if not _is_chat(tokenizer, chat):
         return _encode_continuation(tokenizer, "The answer is $\\boxed{2}$.", base_verify_prompt(question))
