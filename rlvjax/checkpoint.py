@@ -13,9 +13,6 @@ evaluating where nothing was saved), and damaged steps: a step that cannot be re
 ``state/``, truncated arrays, a corrupt config, an empty folder left by an interrupted copy) is
 :class:`DamagedCheckpoint`, naming the step; a resume falls back to the newest intact step and sets the newer ones
 aside (moved to ``WORKDIR/checkpoints_set_aside/``, never deleted).
-
-Test hook: with ``RLVJAX_TEST_FINALIZE_PAUSE_S`` set, every save pauses that long after its data is written and
-before the rename that commits it, so a test can kill a run in the middle of a checkpoint write on purpose.
 """
 
 from __future__ import annotations
@@ -42,7 +39,6 @@ from rlvjax.cli import UserError, one_line, out_of_space, raised_from, unwritabl
 # Where the architecture lives in the run config (``experiment.config_dict``): a key naming a sub-dict compares all
 # of it.
 ARCHITECTURE_KEYS = ("architecture",)
-PAUSE_ENV = "RLVJAX_TEST_FINALIZE_PAUSE_S"
 
 
 class Checkpointer:
@@ -65,11 +61,8 @@ class Checkpointer:
                                                    max_to_keep=None)
         else:
             ensure_writable(self.directory)
-            pause = os.environ.get(PAUSE_ENV)
             options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
-                                                   enable_async_checkpointing=async_, create=True,
-                                                   temporary_path_class=orbax_quirks.paused_rename(float(pause))
-                                                   if pause else None)
+                                                   enable_async_checkpointing=async_, create=True)
         with orbax_quirks.quiet_read_only():
             self._manager = ocp.CheckpointManager(self.directory, options=options)
         orbax_quirks.quiet_failed_saves()

@@ -3,20 +3,16 @@ open, the records and tracebacks it (and tensorstore, and its never-started coro
 rlvjax reports for a failed save, its signalling threads left waiting on such a save or never signalled by it, the
 failure of this host's writes, recorded where Orbax holds it back (the two private classes of Orbax's it touches,
 ``_SignalingThread`` and ``_AsyncManager``: orbax-checkpoint is pinned in constraints.txt, and
-tests/test_checkpoint.py and tests/test_multihost.py fail when it moves), and the paused commit the reliability tests
-kill a run in."""
+tests/test_checkpoint.py and tests/test_multihost.py fail when it moves)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import sys
 import threading
 import warnings
-
-from orbax.checkpoint.path import atomicity
 
 from rlvjax.cli import OUT_OF_SPACE, out_of_space, unwritable
 
@@ -143,13 +139,3 @@ def _drop_closed_event_loop_errors() -> None:
 
     hook.drops_closed_event_loop_errors = True
     sys.unraisablehook = hook
-
-
-def paused_rename(pause: float):
-    """Orbax's atomic-rename commit, preceded by ``pause`` seconds (``checkpoint.PAUSE_ENV``, a test hook)."""
-    class PausedRename(atomicity.AtomicRenameTemporaryPath):
-        async def finalize(self, *args, **kwargs):
-            await asyncio.sleep(pause)
-            return await super().finalize(*args, **kwargs)
-
-    return PausedRename

@@ -1,6 +1,7 @@
 """Checkpointer: round trips (typed PRNG keys, optax state, data state, config), retention, config refusal, bad
-or full workdirs, read-only use, the mid-save pause hook, and — on a fake 8-device mesh in a subprocess — a sharded
-save restored onto another mesh, then a save killed halfway that the next process must not pick."""
+or full workdirs, read-only use, a step held uncommitted (tests/pause_saves.py), and — on a fake 8-device mesh in
+a subprocess — a sharded save restored onto another mesh, then a save killed halfway that the next process must not
+pick."""
 
 import errno
 import json
@@ -16,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from orbax.checkpoint.path import atomicity
+from pause_saves import paused_finalize
 
 from rlvjax import checkpoint
 from rlvjax.checkpoint import Checkpointer, check_config, check_free_space
@@ -347,10 +350,10 @@ def test_failed_write_probe_removes_the_directories_it_made(tmp_path, monkeypatc
     assert os.listdir(tmp_path) == []
 
 
-def test_pause_hook_holds_a_written_step_uncommitted(tmp_path, monkeypatch):
-    """The test hook that lets test_reliability.py kill a run mid-save: during the pause the step is complete on
-    disk but only as a tmp directory, which latest_step ignores."""
-    monkeypatch.setenv(checkpoint.PAUSE_ENV, "1.5")
+def test_a_paused_commit_holds_a_written_step_uncommitted(tmp_path, monkeypatch):
+    """The patch that lets test_reliability.py kill a run mid-save (tests/pause_saves.py): during the pause the step
+    is complete on disk but only as a tmp directory, which latest_step ignores."""
+    monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", paused_finalize(1.5))
     with Checkpointer(tmp_path) as ckpt:
         ckpt.save(1, train_state(), data_state={}, config=CONFIG)
         time.sleep(0.5)

@@ -26,7 +26,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from rlvjax import cli, evaluate, export, outputs, resume, train
-from rlvjax.checkpoint import PAUSE_ENV, Checkpointer, DamagedCheckpoint, step_folders
+from rlvjax.checkpoint import Checkpointer, DamagedCheckpoint, step_folders
 from rlvjax.config import Config
 from rlvjax.model.hf import export_stamp
 from rlvjax.rewards.registry import Rewards
@@ -49,17 +49,19 @@ def env(tmp_path_factory):
             "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def command(workdir, bindings=(), *, resume=False):
+def command(workdir, bindings=(), *, resume=False, pause_saves: float = 0):
+    """The run's command; ``pause_saves``: every checkpoint commit paused that long (tests/pause_saves.py)."""
     params = [arg for binding in [*TINY, *bindings] for arg in ("--gin_param", binding)]
-    return [sys.executable, "-m", "rlvjax.train", "--gin_file", DIGIT, *params, "--workdir", str(workdir),
+    paused = [str(REPO / "tests" / "pause_saves.py"), str(pause_saves)] if pause_saves else []
+    return [sys.executable, *paused, "-m", "rlvjax.train", "--gin_file", DIGIT, *params, "--workdir", str(workdir),
             *(["--resume"] if resume else [])]
 
 
-def start(workdir, env, bindings=(), *, resume=False, extra_env=None):
+def start(workdir, env, bindings=(), *, resume=False, extra_env=None, pause_saves: float = 0):
     workdir.mkdir(parents=True, exist_ok=True)
     log = open(workdir.parent / f"{workdir.name}.stderr", "ab")
-    return subprocess.Popen(command(workdir, bindings, resume=resume), cwd=REPO, env={**env, **(extra_env or {})},
-                            stdout=subprocess.DEVNULL, stderr=log)
+    return subprocess.Popen(command(workdir, bindings, resume=resume, pause_saves=pause_saves), cwd=REPO,
+                            env={**env, **(extra_env or {})}, stdout=subprocess.DEVNULL, stderr=log)
 
 
 def finish(workdir, env, bindings=(), *, resume=False, extra=()) -> subprocess.CompletedProcess:
@@ -118,14 +120,13 @@ def reference(reference_run):
 
 def test_kill_9_anywhere_then_resume_matches_the_uninterrupted_run(tmp_path, env, reference):
     """Seed 0 kills at a random moment around the end of the warm start (before any checkpoint), seeds 1-3 after a
-    random number of logged steps, seed 4 in the middle of a checkpoint write (the finalize pause hook holds the
+    random number of logged steps, seed 4 in the middle of a checkpoint write (tests/pause_saves.py holds the
     written step uncommitted). Each then resumes to the end with --resume."""
     report = []
     for seed in range(5):
         rng = random.Random(seed)
         workdir = tmp_path / f"seed{seed}"
-        pause = {PAUSE_ENV: "2"} if seed == 4 else {}
-        proc = start(workdir, env, extra_env=pause)
+        proc = start(workdir, env, pause_saves=2 if seed == 4 else 0)
         if seed == 0:
             wait_for(lambda: (workdir / "warm_start").exists() or lines(workdir) > 0, proc)
             time.sleep(rng.uniform(0.0, 0.5))
@@ -185,7 +186,7 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path, env):
 
 def test_a_busy_workdir_is_refused_and_a_dead_holder_does_not_block_it(tmp_path, env, reference):
     workdir = tmp_path / "run"
-    proc = start(workdir, env, extra_env={PAUSE_ENV: "10"})  # each save takes 10 s: the run outlasts the second's start
+    proc = start(workdir, env, pause_saves=10)  # each save takes 10 s: the run outlasts the second's start
     wait_for(lambda: lines(workdir) >= 1, proc)
     second = subprocess.run(command(workdir, resume=True), cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=300)
