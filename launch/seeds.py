@@ -39,6 +39,7 @@ from rlvjax.reports import temperature_key  # noqa: E402
 from rlvjax.testtime import CURVE_ATOL  # noqa: E402
 
 SEED_PARAMS = ("RunConfig.seed", "WarmStartConfig.seed", "ModelSpec.init_seed", "TaskSpec.seed")
+EFFICIENCY = "efficiency vs λ0"
 CLAIMS = ("pass@1 not worse", "wt@K >= λ0 maj@K", "efficiency >= 8", "verifier better", "wt@K > maj@K")
 
 
@@ -113,7 +114,7 @@ def _seed_row(run: Path, evaluation: dict) -> dict:
            "maj@K λ0": base["accuracy"]["majority"][k], "maj@K RL^V": rlv["accuracy"]["majority"][k],
            "wt@K RL^V": rlv["accuracy"]["weighted"][k],
            "verifier RL^V": rlv["verifier"]["verifier_balanced_accuracy"],
-           "verifier λ0": base["verifier"]["verifier_balanced_accuracy"], "efficiency vs λ0": ratio,
+           "verifier λ0": base["verifier"]["verifier_balanced_accuracy"], EFFICIENCY: ratio,
            "efficiency lower bound": bool(cmp["efficiency_vs_lambda0_majority"].get("lower_bound"))}
     row["claims"] = {
         CLAIMS[0]: row["diff CI"][1] >= 0,
@@ -126,10 +127,7 @@ def _seed_row(run: Path, evaluation: dict) -> dict:
 
 
 NUMBERS = ("pass@1 RL^V", "pass@1 λ0", "pass@1 diff", "maj@K λ0", "wt@K RL^V", "maj@K RL^V", "verifier RL^V",
-           "verifier λ0", "efficiency vs λ0")
-
-
-EFFICIENCY = "efficiency vs λ0"
+           "verifier λ0", EFFICIENCY)
 
 
 def summary(rows: list[dict]) -> dict:
