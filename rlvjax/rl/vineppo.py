@@ -5,8 +5,10 @@ For rollout ``y`` split into steps ``s_1..s_n`` (``advantages.split_steps``), ``
 each graded as the whole solution it completes, ``s_1..s_k`` + continuation, as the rollout itself is graded,
 and step ``k`` gets ``A_k = V(prefix_k) - V(prefix_{k-1})`` with the terminal value being the rollout's reward.
 Every token of a step carries its step's advantage. A continuation has the rollout's own token budget, less its
-prefix (VinePPO caps prefix + continuation at the model context it gives rollouts), so a prefix is valued by what
-the rollout could still have done.
+prefix, so a prefix is valued by what the rollout could still have done, in the same fixed-length task the rollouts
+are graded in. VinePPO's code departs here: each continuation gets ``max_tokens`` of its own, capped by the model's
+context only (``min(context - prompt - prefix, max_tokens)``; 1,024 and 2,047 on MATH), so a late prefix of a long
+rollout there gets a longer continuation than here, is cut off (scored 0) less often and is valued higher.
 """
 
 from __future__ import annotations
