@@ -24,6 +24,7 @@ from rlvjax.fieldtypes import check_field_types
 from rlvjax.model.hf import check_tokenizer, load_hf, load_tokenizer, not_a_model_dir, resolve_model_dir
 from rlvjax.model.hf_config import config_from_hf
 from rlvjax.model.transformer import ModelConfig, Transformer
+from rlvjax.rewards.registry import MESSAGES
 from rlvjax.rl import verifier
 
 # Moved to ``policy_tokens``; still importable from here for scripts written against it (the README named them here)
@@ -384,8 +385,10 @@ def check_verify_form(task: TaskSpec, tokenizer, verify: verifier.VerifierConfig
     """A warning where text prompts are read as they are (``prompt_format = "as_is"``) by a tokenizer with a chat
     template, and the verify question is asked as a chat turn after them (``VerifierConfig.form = "auto"``): the
     verify prompt closes a turn no prompt opened."""
+    # records are rendered: a chat prompt's text is its template's rendering, its messages kept beside it (it warned
+    # on every chat dataset, advising the plain form that would break it)
     if verify.form == "auto" and task.prompt_format == "as_is" and getattr(tokenizer, "chat_template", None) \
-            and any(isinstance(r["prompt"], str) for r in records):
+            and any(MESSAGES not in r for r in records):
         logging.warning("the prompts are read as plain text (TaskSpec.prompt_format = 'as_is'), and the tokenizer's "
                         "chat template asks the verify question as a chat turn after them; set VerifierConfig.form "
                         "= 'plain' to ask it in text, or 'chat' to keep this")

@@ -37,6 +37,28 @@ FIELDS = {"algorithm": ("rl", "algorithm"), "lambda_verify": ("rl", "lambda_veri
           "verify_question": ("verifier", "question"), "verify_threshold": ("verifier", "threshold"),
           "verify_label_reward": ("verifier", "label_reward"),
           "reward_weights": ("task", "reward_weights"), "prompt_format": ("task", "prompt_format")}
+# TRL's GRPOConfig arguments a user brings along, and where rlvjax keeps each (a bare TypeError named neither).
+TRL_NAMES = {
+    "num_generations": "group_size",
+    "max_completion_length": "max_new_tokens",
+    "max_steps": "num_steps (RL steps)", "num_train_epochs": "num_steps (RL steps)",
+    "per_device_train_batch_size": "batch_size (prompts per step, not completions: TRL's per-device completions x "
+                                   "devices / num_generations)",
+    "beta": "config=Config(rl=RLConfig(beta=...)) (added per token; TRL's too)",
+    "num_iterations": "config=Config(rl=RLConfig(num_ppo_epochs=...))",
+    "epsilon": "config=Config(rl=RLConfig(eps_low=..., eps_high=...))",
+    "epsilon_high": "config=Config(rl=RLConfig(eps_high=...))",
+    "loss_type": "config=Config(rl=RLConfig(algorithm='dr_grpo' or aggregation=...))",
+    "top_p": "config=Config(rl=RLConfig(top_p=...))", "top_k": "config=Config(rl=RLConfig(top_k=...))",
+    "gradient_accumulation_steps": "config=Config(rl=RLConfig(micro_batch_size=...)) (rows per accumulation step)",
+    "max_prompt_length": "config=Config(task=TaskSpec(max_prompt_tokens=...))",
+    "logging_steps": "config=Config(run=RunConfig(log_every=...))",
+    "save_steps": "config=Config(run=RunConfig(checkpoint_every=...))",
+    "warmup_steps": "config=Config(optim=OptimConfig(warmup_steps=...))",
+    "weight_decay": "config=Config(optim=OptimConfig(weight_decay=...))",
+    "max_grad_norm": "config=Config(optim=OptimConfig(max_grad_norm=...))",
+    "bf16": "config=Config(model=ModelSpec(compute_dtype='bfloat16'))",
+}
 # The fields an evaluation of a trained run follows: set on another trainer's args, they must agree with the run's.
 EVAL_FIELDS = ("max_new_tokens", "temperature", "verify_question", "verify_threshold", "verify_label_reward",
                "reward_weights")
@@ -64,6 +86,13 @@ class RLVConfig:
     reward_weights: tuple[float, ...] | None = None  # one per reward function (None: 1 each)
     prompt_format: str = "as_is"  # TRL's: a string prompt verbatim, chat messages through the chat template
     config: Config = dataclasses.field(default_factory=Config)
+
+    def __new__(cls, *args, **kwargs):
+        trl = [name for name in kwargs if name in TRL_NAMES]
+        if trl:
+            raise TypeError("RLVConfig has no " + "; no ".join(f"{name}: use {TRL_NAMES[name]}" for name in trl)
+                            + " (docs/config.md lists every knob)")
+        return super().__new__(cls)
 
     def __post_init__(self):
         if isinstance(self.output_dir, os.PathLike):  # a Path, as save_model and the datasets take
@@ -103,7 +132,13 @@ class RLVTrainer:
     """
 
     def __init__(self, model: str | None = None, reward_funcs: Callable | str | Sequence[Callable | str] | None = None,
-                 train_dataset: Any = None, eval_dataset: Any = None, *, args: RLVConfig):
+                 train_dataset: Any = None, eval_dataset: Any = None, *, args: RLVConfig | None = None):
+        if isinstance(train_dataset, RLVConfig) or isinstance(eval_dataset, RLVConfig):  # TRL's positional order
+            raise ValueError("pass args= by keyword: RLVTrainer(model, reward_funcs, train_dataset, eval_dataset, "
+                             "args=RLVConfig(...)) (TRL's third positional is args, rlvjax's train_dataset)")
+        if args is None:
+            raise ValueError("args= is needed: RLVTrainer(..., args=RLVConfig(output_dir='runs/mine')), the run's "
+                             "directory at least")
         if not isinstance(args, RLVConfig):
             raise ValueError(f"args must be an rlvjax.RLVConfig, got {type(args).__name__}")
         if reward_funcs is None:  # the config's own (TaskSpec.rewards: "math" unless it names others)
@@ -124,7 +159,7 @@ class RLVTrainer:
             if not (callable(f) or isinstance(f, str)):
                 raise ValueError(f"reward_funcs holds {f!r}, neither a function nor a registered name; pass functions "
                                  "f(prompts, completions, **columns) -> list[float], or names such as 'math'")
-        functions = [registry.resolve(f) if isinstance(f, str) else f for f in funcs]
+        functions = [registry.resolve(f, "reward_funcs") if isinstance(f, str) else f for f in funcs]
         names = [f if isinstance(f, str) else registry.name_of(f) for f in funcs]
         for i, (name, fn) in enumerate(zip(names, functions)):
             if name is None:  # runs here; the written config cannot name it for the command line
@@ -178,12 +213,17 @@ class RLVTrainer:
             self.records = (_records(train_dataset, "train_dataset", need_gold, task),
                             evals if given_eval else tasks.first_eval_rows(evals, task))
 
-    def train(self, resume: bool = False) -> list[dict]:
+    def train(self, resume: bool = False, resume_step: int | None = None) -> list[dict]:
         """Train (the lambda = 0 baseline too when ``RunConfig.baseline``), then write the end-of-run report
         (``output_dir/eval.json``) when ``RunConfig.final_eval_samples`` asks for one, as the CLI does; returns the
-        logged metrics per step. ``resume=True`` continues the run in ``output_dir`` from its latest checkpoint, on
-        its own problems when this trainer was built without datasets (it put in the built-in task)."""
+        logged metrics per step. ``resume=True`` continues the run in ``output_dir`` from its latest checkpoint (or
+        from ``resume_step``'s, the later ones set aside, as the CLI's ``--checkpoint``), on its own problems when
+        this trainer was built without datasets (it put in the built-in task)."""
         from rlvjax import outputs, train
+
+        if resume_step is not None and not resume:
+            raise ValueError(f"resume_step={resume_step} chooses the checkpoint to resume from; pass resume=True "
+                             "with it")
 
         config = self.config
         values = written_values(self.output_dir) if resume and not self.given_data else None
@@ -193,7 +233,8 @@ class RLVTrainer:
                 stored.task, rewards=config.task.rewards, reward_weights=config.task.reward_weights))
         with contextlib.ExitStack() as hold:  # the run stays locked until its report is written
             history, policies = train.train_with_baseline(config, self.output_dir, resume=resume,
-                                                          reward=self.reward, records=self.records, hold=hold)
+                                                          resume_step=resume_step, reward=self.reward,
+                                                          records=self.records, hold=hold)
             train.report_run(config, self.output_dir, policies, reward=self.reward, records=self.records)
         return history
 

@@ -229,6 +229,9 @@ def too_few(prompts, completions, **columns):
 def not_finite(prompts, completions, **columns):
     return [math.nan] * len(completions)
 
+def per_prompt(prompts, completions, **columns):  # one value per distinct prompt, not per completion
+    return [0.0] * len(set(prompts))
+
 def needs_target(prompts, completions, target, **columns):
     return [float(c == t) for c, t in zip(completions, target)]
 
@@ -240,12 +243,16 @@ def nested(prompts, completions, **columns):
 """
 REWARD_CASES = {
     "raises": "reward function 'user_rewards:raises' raised KeyError: 'gold_answer'; fix the function",
-    "too_few": "reward function 'user_rewards:too_few' returned 1 values for 2 completions; return one number per "
+    "too_few": "reward function 'user_rewards:too_few' returned 1 values for 4 completions; return one number per "
                "completion",
-    "not_finite": "reward function 'user_rewards:not_finite' returned a non-finite value (nan); return finite numbers",
+    # the probe's two prompts had one completion each: this passed it and failed the run's first step
+    "per_prompt": "reward function 'user_rewards:per_prompt' returned 2 values for 4 completions; return one number "
+                  "per completion",
+    "not_finite": "reward function 'user_rewards:not_finite' returned a non-finite value (nan); return finite numbers "
+                  "(None where the reward does not apply to a completion: it then adds nothing, as in TRL)",
     "strings": "reward function 'user_rewards:strings' returned a str ('0.5') among its values, not a flat list of "
                "numbers; return one number per completion",
-    "nested": "reward function 'user_rewards:nested' returned list of shape (1, 2), not a flat list of numbers; "
+    "nested": "reward function 'user_rewards:nested' returned list of shape (1, 4), not a flat list of numbers; "
               "return one number per completion",
     "needs_target": "reward 'user_rewards:needs_target' needs column(s) ['target'] that row 1 of the train data lacks "
                     "(it has ['gold', 'id', 'level', 'prompt']); add them to every row or change the reward",

@@ -781,6 +781,12 @@ def test_a_reward_that_raises_mid_run_keeps_the_steps_done(tmp_path):
     rlvjax.RLVTrainer(reward_funcs=judge, train_dataset=rows, args=args).train(resume=True)
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+    # back to step 2 from the API, as --checkpoint 2 (a refusal advised a resume_step the API lacked)
+    rlvjax.RLVTrainer(reward_funcs=judge, train_dataset=rows, args=args).train(resume=True, resume_step=2)
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2", "4"]
+    assert [p.name for p in (tmp_path / "run" / "checkpoints_set_aside").rglob("4")]  # the step 4 it retrained
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
     # failing in the in-training eval, after step 2's update and before its metrics row: nothing saved there (a
     # resume from step 2 would have lacked that row for good), the resume retrains step 2
     failed = []
@@ -909,6 +915,30 @@ def test_conversational_rows_reach_trl_style_rewards_as_messages(caplog):
     np.testing.assert_array_equal(both(["p"] * 3, ["x"] * 3, [{"prompt": "p"}] * 3).correct, [False, False, True])
 
 
+def test_prompts_mixing_messages_and_text_are_refused_and_rewards_get_the_columns_they_name():
+    """A mixed dataset sent one batch's prompts to the reward as messages and the next one's as text (it failed
+    mid-run); a TRL reward without **kwargs failed on the id and level columns rlvjax adds, which its user never
+    had (review "api", 2026-12-07)."""
+    from conftest import word_tokenizer
+
+    from rlvjax.data import prompts
+
+    tokenizer = word_tokenizer(16)
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    rows = [{"id": 0, "prompt": [{"role": "user", "content": "1+1?"}]}, {"id": 1, "prompt": "2+2?"},
+            {"id": 2, "prompt": "3+3?"}]
+    with pytest.raises(ValueError, match=r"^the prompts mix chat messages \(1 rows, e.g. record 0\) and text \(2 rows, "
+                                         r"e.g. record 1\); give every row one kind"):
+        prompts.format_records(rows, tokenizer, "as_is")
+
+    def named_only(prompts, completions, target):  # no **kwargs
+        return [float(c == t) for c, t in zip(completions, target)]
+
+    graded = registry.Rewards(["n"], None, [named_only])(["p", "q"], ["2", "5"], [
+        {"prompt": "p", "target": "2", "id": 0, "level": 1}, {"prompt": "q", "target": "4", "id": 1, "level": 1}])
+    np.testing.assert_array_equal(graded.rewards, [1.0, 0.0])
+
+
 def test_a_reward_module_that_fails_to_import_is_named_in_one_line(tmp_path, monkeypatch):
     """A reward module with a syntax error (or one raising as it is imported) gave a traceback; one importing a
     package that is not installed was said to be missing itself ("put its module on PYTHONPATH")."""
@@ -948,6 +978,22 @@ def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
         rlvjax.RLVConfig(output_dir="x", group_size="4")
     with pytest.raises(ValueError, match="args must be an rlvjax.RLVConfig, got dict"):
         rlvjax.RLVTrainer(args={})
+    # TRL's names and positional order (a bare TypeError named neither; review "api", 2026-12-07)
+    with pytest.raises(TypeError, match=r"^RLVConfig has no num_generations: use group_size; no max_steps: use "
+                                        r"num_steps \(RL steps\) \(docs/config.md lists every knob\)$"):
+        rlvjax.RLVConfig(output_dir="x", num_generations=4, max_steps=10)
+    with pytest.raises(TypeError, match=r"^RLVConfig has no beta: use config=Config\(rl=RLConfig\(beta=...\)\)"):
+        rlvjax.RLVConfig(output_dir="x", beta=0.04)
+    assert dataclasses.replace(args, group_size=4).group_size == 4  # replace builds one through the same check
+    with pytest.raises(ValueError, match=r"^pass args= by keyword: RLVTrainer\(model, reward_funcs, train_dataset, "
+                                         r"eval_dataset, args=RLVConfig\(...\)\) \(TRL's third positional is args"):
+        rlvjax.RLVTrainer(None, "math", args)
+    with pytest.raises(ValueError, match=r"^args= is needed: RLVTrainer\(..., args=RLVConfig\(output_dir="):
+        rlvjax.RLVTrainer()
+    with pytest.raises(ValueError, match=r"^reward_funcs: unknown reward 'my_rewards.em'"):
+        rlvjax.RLVTrainer(reward_funcs="my_rewards.em", args=args)
+    with pytest.raises(ValueError, match=r"^resume_step=2 chooses the checkpoint to resume from; pass resume=True"):
+        rlvjax.RLVTrainer(args=args).train(resume_step=2)
     with pytest.raises(ValueError, match="^eval_dataset without train_dataset: the run would train and evaluate on "
                                          "its task's own problems; pass train_dataset= too, or drop eval_dataset$"):
         rlvjax.RLVTrainer(eval_dataset=[{"prompt": "1+1=", "gold": "2"}], args=args)

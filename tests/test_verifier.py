@@ -260,6 +260,10 @@ def test_the_verify_form_is_the_configs_and_travels_with_an_export(tmp_path, cap
     with caplog.at_level(logging.WARNING):
         experiment.check_verify_form(task, tok, plain, [{"prompt": "1+1="}])
         assert not caplog.records
+        # chat prompts (rendered, their messages kept beside): the chat-turn question is right; it warned on every
+        # chat dataset, advising the plain form (review "api", 2026-12-07)
+        experiment.check_verify_form(task, tok, auto, [{"prompt": "<|im_start|>user ...", "prompt_messages": []}])
+        assert not caplog.records
         experiment.check_verify_form(task, tok, auto, [{"prompt": "1+1="}])
     assert "set VerifierConfig.form = 'plain' to ask it in text" in caplog.text
 

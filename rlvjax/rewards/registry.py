@@ -156,12 +156,26 @@ def required_columns(fn: RewardFn) -> set[str]:
 
 def _call(fn: RewardFn, prompts: list[str], completions: list[str], columns: dict[str, list], completion_ids,
           state: TrainerState):
+    columns = _columns_for(fn, columns)
     if not _by_keyword(fn):
         return _awaited(fn(prompts, completions, **columns))
     params = inspect.signature(fn).parameters
     takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
     given = dict(zip(SAMPLED, (prompts, completions, completion_ids, state)))  # as TRL passes them: every keyword
     return _awaited(fn(**{k: v for k, v in given.items() if (k in params or takes_all) and v is not None}, **columns))
+
+
+def _columns_for(fn: RewardFn, columns: dict[str, list]) -> dict[str, list]:
+    """Every column for a function that takes ``**kwargs`` (as TRL passes them all), the ones it names otherwise:
+    a reward without ``**kwargs`` failed on a column rlvjax adds to every row (``id``, ``level``) that its user never
+    had."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a callable without a signature: as TRL, everything
+        return columns
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return columns
+    return {k: v for k, v in columns.items() if k in params}
 
 
 def _awaited(values):
@@ -258,9 +272,10 @@ class Rewards:
                                      f"lacks (it has {sorted(record)}); add them to every row or change the reward")
 
     def probe(self, records: list[dict]) -> None:
-        """Calls every function once on ``records`` with empty completions, so that a function that fails on
-        every call (raises, wrong length, non-finite) is refused before a run writes anything."""
-        records = records[:2]
+        """Calls every function once on ``records`` with empty completions, two per prompt as a group holds them, so
+        that a function that fails on every call (raises, wrong length, non-finite; one value per prompt, not per
+        completion) is refused before a run writes anything."""
+        records = [r for r in records[:2] for _ in range(2)]
         self([r["prompt"] for r in records], [""] * len(records), records, [[] for _ in records])
 
     def __call__(self, prompts: list[str], completions: list[str], records: list[dict],
@@ -303,7 +318,8 @@ class Rewards:
                                 "completions; return one number per completion")
             if not np.isfinite(values).all():
                 raise UserCodeFailed(f"reward function {name!r} returned a non-finite value "
-                                f"({values[~np.isfinite(values)][0]}); return finite numbers")
+                                f"({values[~np.isfinite(values)][0]}); return finite numbers (None where the reward "
+                                "does not apply to a completion: it then adds nothing, as in TRL)")
             total += weight * values
             given = np.asarray([v is not None for v in items])
             if index == self.label:
