@@ -464,8 +464,11 @@ def _records(dataset, name: str, need_gold: bool, task) -> list[dict]:
     if isinstance(dataset, (list, tuple)) or type(dataset).__name__ == "Dataset":
         return sources.from_rows(list(dataset), source=name, on_bad_gold=task.on_bad_gold,
                                  require_gold=need_gold)[0]
+    hint = {"DatasetDict": f"; pass one split, e.g. {name}=dataset['train']",
+            "IterableDataset": "; read it into a list first, e.g. list(dataset.take(n))",
+            "DataFrame": "; pass df.to_dict('records')"}.get(type(dataset).__name__, "")
     raise ValueError(f"{name} must be a file path or datasets id, a datasets.Dataset or a list of dicts, got "
-                     f"{type(dataset).__name__}")
+                     f"{type(dataset).__name__}{hint}")
 
 
 def _check_path(name: str, value, *, none: bool = False) -> None:

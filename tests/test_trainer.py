@@ -974,6 +974,11 @@ def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="train_dataset must be a file path or datasets id, a datasets.Dataset or a "
                                          "list of dicts, got int"):
         rlvjax.RLVTrainer(train_dataset=3, args=args)
+    import datasets
+
+    splits = datasets.DatasetDict({"train": datasets.Dataset.from_list([{"prompt": "1+1=", "gold": "2"}])})
+    with pytest.raises(ValueError, match=r"got DatasetDict; pass one split, e.g. train_dataset=dataset\['train'\]$"):
+        rlvjax.RLVTrainer(train_dataset=splits, args=args)
     with pytest.raises(ValueError, match=r"RLVConfig.group_size='4' must be an int or None, not a str"):
         rlvjax.RLVConfig(output_dir="x", group_size="4")
     with pytest.raises(ValueError, match="args must be an rlvjax.RLVConfig, got dict"):
