@@ -135,14 +135,10 @@ def parse_gpus(text: str) -> list[str]:
 
 
 def visible_gpus() -> list[str]:
-    """The GPU ids this machine shows (CUDA_VISIBLE_DEVICES if set, else nvidia-smi); [] when unknown. Set and
-    empty, it hides every GPU: refused (every run would fail to find one; nvidia-smi's list was used instead)."""
+    """The GPU ids this machine shows (CUDA_VISIBLE_DEVICES if set, else nvidia-smi); [] when unknown or hidden
+    (CUDA_VISIBLE_DEVICES set and empty: runs on the CPU; nvidia-smi's list was used instead)."""
     if "CUDA_VISIBLE_DEVICES" in os.environ:
-        gpus = [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
-        if not gpus:
-            raise ValueError("CUDA_VISIBLE_DEVICES is set and empty, which hides every GPU from the runs; unset it, "
-                             "or set it (or --gpus) to the devices to use, e.g. 0,1")
-        return gpus
+        return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
@@ -190,6 +186,9 @@ def plan(args) -> list[Job]:
                             workdir))
         return jobs
     gpus = (parse_gpus(args.gpus) if args.gpus else visible_gpus()) if args.target == "gpu" else []
+    if args.target == "gpu" and not gpus and "CUDA_VISIBLE_DEVICES" in os.environ:
+        raise ValueError("--target gpu with CUDA_VISIBLE_DEVICES set and empty, which hides every GPU from the runs; "
+                         "unset it, or set it (or --gpus) to the devices to use, e.g. 0,1")
     # the runs may start in another working directory than ours ("~/runs": ours is their home too)
     root = Path(args.workdir_root).expanduser().absolute()
     cache = str(root / "jax_cache") if args.compilation_cache is None else args.compilation_cache

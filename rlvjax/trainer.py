@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -115,6 +116,11 @@ class RLVConfig:
         # one replace a section, checked as a whole: grpo with group_size=4 over a base of vineppo with 1 is valid
         return dataclasses.replace(self.config, **{section: dataclasses.replace(getattr(self.config, section), **kw)
                                                    for section, kw in changes.items()})
+
+
+# help(), IDEs and notebook tooltips read a class's signature from a __new__ of its own: the fields', not (*args, **kw)
+RLVConfig.__signature__ = inspect.signature(RLVConfig.__init__).replace(
+    parameters=list(inspect.signature(RLVConfig.__init__).parameters.values())[1:])
 
 
 class RLVTrainer:
@@ -464,11 +470,13 @@ def _records(dataset, name: str, need_gold: bool, task) -> list[dict]:
     if isinstance(dataset, (list, tuple)) or type(dataset).__name__ == "Dataset":
         return sources.from_rows(list(dataset), source=name, on_bad_gold=task.on_bad_gold,
                                  require_gold=need_gold)[0]
-    hint = {"DatasetDict": f"; pass one split, e.g. {name}=dataset['train']",
-            "IterableDataset": "; read it into a list first, e.g. list(dataset.take(n))",
-            "DataFrame": "; pass df.to_dict('records')"}.get(type(dataset).__name__, "")
+    kind = type(dataset).__name__
+    hint = {"IterableDataset": "; read it into a list first, e.g. list(dataset.take(n))",
+            "DataFrame": "; pass df.to_dict('records')"}.get(kind, "")
+    if kind == "DatasetDict":  # the split to pass is the user's to name: the train one for eval_dataset was wrong
+        hint = f"; pass one of its splits, {name}=dataset[SPLIT] with SPLIT one of {', '.join(map(repr, dataset))}"
     raise ValueError(f"{name} must be a file path or datasets id, a datasets.Dataset or a list of dicts, got "
-                     f"{type(dataset).__name__}{hint}")
+                     f"{kind}{hint}")
 
 
 def _check_path(name: str, value, *, none: bool = False) -> None:

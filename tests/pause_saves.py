@@ -25,9 +25,9 @@ def paused_finalize(seconds: float, finalize=atomicity.AtomicRenameTemporaryPath
 
 
 if __name__ == "__main__":
-    seconds, flag, module, *args = sys.argv[1:]
-    if flag != "-m":
+    if len(sys.argv) < 4 or sys.argv[2] != "-m":
         sys.exit("usage: python tests/pause_saves.py SECONDS -m MODULE ARGS...")
+    seconds, _, module, *args = sys.argv[1:]
     atomicity.AtomicRenameTemporaryPath.finalize = paused_finalize(float(seconds))
     sys.path[0] = os.getcwd()  # as `python -m` puts it, not this file's directory
     sys.argv = [module, *args]

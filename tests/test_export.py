@@ -541,8 +541,8 @@ def test_the_models_own_eos_ids_end_completions_too(hf_checkpoint, tmp_path):
     assert policy_tokens.stop_ids(tokenizer) == (2, 7, 9)
     # also where scripts written against the older README import it from
     assert experiment.stop_ids(tokenizer) == (2, 7, 9) and experiment.export_files is policy_tokens.export_files
-    vt = tokens(tokenizer, "w5 w6")
-    assert policy_tokens.sampling_tokens(tokenizer, vt).stop_ids == (2, 7, 9)
+    verifier_tokens = tokens(tokenizer, "w5 w6")
+    assert policy_tokens.sampling_tokens(tokenizer, verifier_tokens).stop_ids == (2, 7, 9)
     out = tmp_path / "exported"  # and the export tells generate so; reloaded, rlvjax reads them back
     save_hf(model, tokenizer, out, files=policy_tokens.export_files(tokenizer, VerifierConfig(question="w5 w6")))
     assert GenerationConfig.from_pretrained(out, local_files_only=True).eos_token_id == [2, 7, 9]
@@ -553,8 +553,8 @@ def test_the_models_own_eos_ids_end_completions_too(hf_checkpoint, tmp_path):
     (path / "config.json").write_text(json.dumps({**config, "eos_token_id": 2}))
     _, tokenizer = load_hf(path)
     tokenizer.eos_token, tokenizer.pad_token = None, None
-    st = policy_tokens.sampling_tokens(tokenizer, tokens(tokenizer, "w5 w6"))
-    assert (st.stop_ids, st.pad_id) == ((2,), 2) and 2 not in st.suppress_ids
+    special = policy_tokens.sampling_tokens(tokenizer, tokens(tokenizer, "w5 w6"))
+    assert (special.stop_ids, special.pad_id) == ((2,), 2) and 2 not in special.suppress_ids
     (path / "config.json").write_text(json.dumps({**config, "eos_token_id": None}))
     _, tokenizer = load_hf(path)
     tokenizer.eos_token = None

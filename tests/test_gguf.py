@@ -173,10 +173,10 @@ def test_a_part_of_a_split_file_or_a_directory_is_named_as_such(tmp_path):
     write_gguf(tiny_hf_model("qwen2"), tmp_path / "tiny.gguf", split_max_tensors=10)
     parts = sorted(p.name for p in tmp_path.glob("*.gguf"))
     assert parts == ["tiny-00001-of-00003.gguf", "tiny-00002-of-00003.gguf", "tiny-00003-of-00003.gguf"]
-    for number, part in enumerate(parts, 1):
+    for number, part in enumerate(parts, 1):  # llama.cpp's merge takes the first part, whichever was loaded
         with pytest.raises(ValueError, match=rf"^{part} is part {number} of 3 of a split GGUF model; merge the parts "
-                                             rf"into one file first \(llama.cpp: llama-gguf-split --merge {part} "
-                                             r"merged.gguf\) and load that$"):
+                                             r"into one file first \(llama.cpp: llama-gguf-split --merge "
+                                             r"tiny-00001-of-00003.gguf tiny.gguf\) and load that$"):
             load_gguf(tmp_path / part, tokenizer=False)
     with pytest.raises(IsADirectoryError, match=rf"^{tmp_path} is a directory; point load_gguf at a .gguf file in it "
                                                 r"\(tiny-00001-of-00003.gguf, tiny-00002-of-00003.gguf, "

@@ -109,8 +109,12 @@ def test_dry_run_gpu_shares_out_devices(tmp_path, capsys, monkeypatch):
 def test_an_empty_cuda_visible_devices_is_refused(tmp_path, capsys, monkeypatch):
     """Set and empty, it hides every GPU; nvidia-smi's list was used instead, and every run failed to find one."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    with pytest.raises(ValueError, match="^CUDA_VISIBLE_DEVICES is set and empty, which hides every GPU"):
+    with pytest.raises(ValueError, match="^--target gpu with CUDA_VISIBLE_DEVICES set and empty, which hides every "
+                                         "GPU"):
         dry_run(capsys, "--workdir_root", tmp_path, "--target", "gpu")
+    assert sweep.visible_gpus() == []  # the CPU: seeds in parallel there share nothing out (it was refused)
+    assert seeds.main(["--seeds", "0,1", "--workdir_root", str(tmp_path / "s"), "--parallel", "2", "--dry_run"]) == 0
+    assert "CUDA_VISIBLE_DEVICES" not in capsys.readouterr().out
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert sweep.visible_gpus() == ["2", "3"]
 

@@ -116,12 +116,13 @@ def warm_policy():
     config = Config()
     model, tokenizer = experiment.build_policy(config.model)
     graphdef, params = nnx.split(model)
-    vt = verifier.tokens(tokenizer, config.verifier.question)
+    verifier_tokens = verifier.tokens(tokenizer, config.verifier.question)
     warm = dataclasses.replace(config.warm_start, num_steps=100, batch_size=32, verify_labels="graded")
     pairs = sft.tokenize(tokenizer, tasks.warm_start_pairs(config.task, 2000, 0.3, 0))
-    params = sft.warm_start(graphdef, params, pairs, warm,
-                            eos_id=tokenizer.eos_token_id, pad_id=policy_tokens.sampling_tokens(tokenizer, vt).pad_id,
-                            verify_suffix=vt.suffix, verdict_ids=(vt.yes_id, vt.no_id), progress=False)
+    params = sft.warm_start(graphdef, params, pairs, warm, eos_id=tokenizer.eos_token_id,
+                            pad_id=policy_tokens.sampling_tokens(tokenizer, verifier_tokens).pad_id,
+                            verify_suffix=verifier_tokens.suffix,
+                            verdict_ids=(verifier_tokens.yes_id, verifier_tokens.no_id), progress=False)
     records = experiment.build_records(config.task, tokenizer)[1][:12]
     rl = dataclasses.replace(config.rl, temperature=1.0, max_new_tokens=24)
     return nnx.merge(graphdef, params), tokenizer, records, rl, parallel.make_mesh(parallel.MeshConfig())

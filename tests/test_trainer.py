@@ -3,6 +3,7 @@
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import os
 import re
@@ -927,8 +928,8 @@ def test_prompts_mixing_messages_and_text_are_refused_and_rewards_get_the_column
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     rows = [{"id": 0, "prompt": [{"role": "user", "content": "1+1?"}]}, {"id": 1, "prompt": "2+2?"},
             {"id": 2, "prompt": "3+3?"}]
-    with pytest.raises(ValueError, match=r"^the prompts mix chat messages \(1 rows, e.g. record 0\) and text \(2 rows, "
-                                         r"e.g. record 1\); give every row one kind"):
+    with pytest.raises(ValueError, match=r"^the prompts mix chat messages \(1 of 3 rows, e.g. record 0\) and text "
+                                         r"\(e.g. record 1\); give every row one kind"):
         prompts.format_records(rows, tokenizer, "as_is")
 
     def named_only(prompts, completions, target):  # no **kwargs
@@ -977,7 +978,8 @@ def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
     import datasets
 
     splits = datasets.DatasetDict({"train": datasets.Dataset.from_list([{"prompt": "1+1=", "gold": "2"}])})
-    with pytest.raises(ValueError, match=r"got DatasetDict; pass one split, e.g. train_dataset=dataset\['train'\]$"):
+    with pytest.raises(ValueError, match=r"got DatasetDict; pass one of its splits, train_dataset=dataset\[SPLIT\] "
+                                         r"with SPLIT one of 'train'$"):
         rlvjax.RLVTrainer(train_dataset=splits, args=args)
     with pytest.raises(ValueError, match=r"RLVConfig.group_size='4' must be an int or None, not a str"):
         rlvjax.RLVConfig(output_dir="x", group_size="4")
@@ -990,6 +992,7 @@ def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
     with pytest.raises(TypeError, match=r"^RLVConfig has no beta: use config=Config\(rl=RLConfig\(beta=...\)\)"):
         rlvjax.RLVConfig(output_dir="x", beta=0.04)
     assert dataclasses.replace(args, group_size=4).group_size == 4  # replace builds one through the same check
+    assert list(inspect.signature(rlvjax.RLVConfig).parameters)[:2] == ["output_dir", "algorithm"]  # help()'s
     with pytest.raises(ValueError, match=r"^pass args= by keyword: RLVTrainer\(model, reward_funcs, train_dataset, "
                                          r"eval_dataset, args=RLVConfig\(...\)\) \(TRL's third positional is args"):
         rlvjax.RLVTrainer(None, "math", args)

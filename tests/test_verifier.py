@@ -113,9 +113,10 @@ def test_a_custom_verify_question_is_the_rendered_turn_and_one_the_tokenizer_can
     before = tok.apply_chat_template(solved, tokenize=False)
     asked = tok.apply_chat_template(solved + [{"role": "user", "content": question}], tokenize=False,
                                     add_generation_prompt=True)
-    vt = verifier.tokens(tok, question)
-    assert tok.decode(vt.suffix) == asked[len(before) - len("<|im_end|>\n"):]  # end of turn, the question, header
-    assert (vt.yes_id, vt.no_id) == verifier.yes_no_token_ids(tok)
+    verifier_tokens = verifier.tokens(tok, question)
+    # the end of turn, the question, the header
+    assert tok.decode(verifier_tokens.suffix) == asked[len(before) - len("<|im_end|>\n"):]
+    assert (verifier_tokens.yes_id, verifier_tokens.no_id) == verifier.yes_no_token_ids(tok)
     base = verifier.tokens(byte_level_bpe(), question)
     assert byte_level_bpe().decode(base.suffix) == verifier.base_verify_prompt(question)
     with pytest.raises(ValueError, match=r"the tokenizer cannot encode the verify question 'Est-ce juste \?'"):
@@ -262,7 +263,7 @@ def test_the_verify_form_is_the_configs_and_travels_with_an_export(tmp_path, cap
         assert not caplog.records
         # chat prompts (rendered, their messages kept beside): the chat-turn question is right; it warned on every
         # chat dataset, advising the plain form (review "api", 2026-12-07)
-        experiment.check_verify_form(task, tok, auto, [{"prompt": "<|im_start|>user ...", "prompt_messages": []}])
+        experiment.check_verify_form(task, tok, auto, [{"prompt": "<|im_start|>user ...", experiment.MESSAGES: []}])
         assert not caplog.records
         experiment.check_verify_form(task, tok, auto, [{"prompt": "1+1="}])
     assert "set VerifierConfig.form = 'plain' to ask it in text" in caplog.text

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -165,8 +166,11 @@ def load_gguf(path: str | os.PathLike, dtype=jnp.float32, *, tokenizer: bool = T
     parts = _metadata(reader, SPLIT_COUNT, 1)
     if parts > 1:  # each part holds some tensors only: it read as a damaged file ("missing tensors")
         part = _metadata(reader, SPLIT_NO, 0) + 1
+        # llama.cpp's merge takes the first part (its name pattern: PREFIX-00001-of-0000N.gguf)
+        first, named = re.subn(r"-\d{5}-of-(\d{5})\.gguf$", r"-00001-of-\1.gguf", path.name)
+        merged = re.sub(r"-\d{5}-of-\d{5}\.gguf$", ".gguf", path.name) if named else "merged.gguf"
         raise ValueError(f"{path.name} is part {part} of {parts} of a split GGUF model; merge the parts into one file "
-                         f"first (llama.cpp: llama-gguf-split --merge {path.name} merged.gguf) and load that")
+                         f"first (llama.cpp: llama-gguf-split --merge {first} {merged}) and load that")
     cfg = config_from_gguf(reader, dtype)
     hf_names = gguf_to_hf_names(cfg)
     graphdef, state = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))

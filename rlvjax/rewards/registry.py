@@ -156,26 +156,15 @@ def required_columns(fn: RewardFn) -> set[str]:
 
 def _call(fn: RewardFn, prompts: list[str], completions: list[str], columns: dict[str, list], completion_ids,
           state: TrainerState):
-    columns = _columns_for(fn, columns)
-    if not _by_keyword(fn):
-        return _awaited(fn(prompts, completions, **columns))
     params = inspect.signature(fn).parameters
     takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    # every column for a function that takes **kwargs (as TRL passes them all), the ones it names otherwise: one
+    # without **kwargs failed on a column rlvjax adds to every row (id, level) that its user never had
+    columns = columns if takes_all else {k: v for k, v in columns.items() if k in params}
+    if not _by_keyword(fn):
+        return _awaited(fn(prompts, completions, **columns))
     given = dict(zip(SAMPLED, (prompts, completions, completion_ids, state)))  # as TRL passes them: every keyword
     return _awaited(fn(**{k: v for k, v in given.items() if (k in params or takes_all) and v is not None}, **columns))
-
-
-def _columns_for(fn: RewardFn, columns: dict[str, list]) -> dict[str, list]:
-    """Every column for a function that takes ``**kwargs`` (as TRL passes them all), the ones it names otherwise:
-    a reward without ``**kwargs`` failed on a column rlvjax adds to every row (``id``, ``level``) that its user never
-    had."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # a callable without a signature: as TRL, everything
-        return columns
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return columns
-    return {k: v for k, v in columns.items() if k in params}
 
 
 def _awaited(values):
