@@ -119,8 +119,8 @@ class RLVConfig:
 
 
 # help(), IDEs and notebook tooltips read a class's signature from a __new__ of its own: the fields', not (*args, **kw)
-RLVConfig.__signature__ = inspect.signature(RLVConfig.__init__).replace(
-    parameters=list(inspect.signature(RLVConfig.__init__).parameters.values())[1:])
+_FIELDS_SIGNATURE = inspect.signature(RLVConfig.__init__)
+RLVConfig.__signature__ = _FIELDS_SIGNATURE.replace(parameters=list(_FIELDS_SIGNATURE.parameters.values())[1:])
 
 
 class RLVTrainer:

@@ -917,20 +917,23 @@ def test_conversational_rows_reach_trl_style_rewards_as_messages(caplog):
 
 
 def test_prompts_mixing_messages_and_text_are_refused_and_rewards_get_the_columns_they_name():
-    """A mixed dataset sent one batch's prompts to the reward as messages and the next one's as text (it failed
-    mid-run); a TRL reward without **kwargs failed on the id and level columns rlvjax adds, which its user never
-    had (review "api", 2026-12-07)."""
+    """A mixed dataset sent one batch's prompts to a user's reward as messages and the next one's as text (it
+    failed mid-run; the math reward reads the rendered texts alike); a TRL reward without **kwargs failed on the id
+    and level columns rlvjax adds, which its user never had (review "api", 2026-12-07)."""
     from conftest import word_tokenizer
 
     from rlvjax.data import prompts
 
     tokenizer = word_tokenizer(16)
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    rows = [{"id": 0, "prompt": [{"role": "user", "content": "1+1?"}]}, {"id": 1, "prompt": "2+2?"},
-            {"id": 2, "prompt": "3+3?"}]
-    with pytest.raises(ValueError, match=r"^the prompts mix chat messages \(1 of 3 rows, e.g. record 0\) and text "
-                                         r"\(e.g. record 1\); give every row one kind"):
-        prompts.format_records(rows, tokenizer, "as_is")
+    rows = prompts.format_records([{"id": 0, "prompt": [{"role": "user", "content": "1+1?"}], "gold": "2"},
+                                   {"id": 1, "prompt": "2+2?", "gold": "4"}, {"id": 2, "prompt": "3+3?", "gold": "6"}],
+                                  tokenizer, "as_is")
+    registry.Rewards(["math"]).check_columns(rows, "train")
+    with pytest.raises(ValueError, match=r"^the train data mixes chat-message prompts \(1 of 3 rows, e.g. row 1\) "
+                                         r"and text prompts \(e.g. row 2\); reward function\(s\) 'mine' would get"):
+        registry.Rewards(["math", "mine"], None, [registry.math_reward, lambda completions, **kw: [0.0] * len(
+            completions)]).check_columns(rows, "train")
 
     def named_only(prompts, completions, target):  # no **kwargs
         return [float(c == t) for c, t in zip(completions, target)]

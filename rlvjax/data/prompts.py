@@ -85,13 +85,6 @@ def format_records(records: list[dict], tokenizer: Any, prompt_format: str) -> l
 
     from rlvjax.rewards.registry import MESSAGES
 
-    chat = [isinstance(r["prompt"], list) for r in records]
-    if any(chat) and not all(chat):  # a reward would get messages in one batch and text in the next
-        first_chat, first_text = (records[chat.index(kind)].get("id") for kind in (True, False))
-        raise ValueError(f"the prompts mix chat messages ({sum(chat)} of {len(chat)} rows, e.g. record "
-                         f"{first_chat!r}) and text (e.g. record {first_text!r}); give every row one kind "
-                         "(reward functions get a batch's prompts and completions as messages or as text, as TRL "
-                         "decides from a batch's first row)")
     if prompt_format == "chat" and not getattr(tokenizer, "chat_template", None):
         raise ValueError("prompt_format 'chat' renders each prompt with the tokenizer's chat template and this "
                          "tokenizer has none; use prompt_format 'as_is' (text verbatim) or a chat model")

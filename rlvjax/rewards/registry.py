@@ -252,6 +252,14 @@ class Rewards:
         if taken:
             raise ValueError(f"the {what} data has column(s) {taken}, the name(s) of what every reward function is "
                              f"passed ({', '.join(SAMPLED)}); rename them")
+        chat = [MESSAGES in r for r in records]
+        users = [name for name, fn in zip(self.names, self.functions) if fn is not math_reward]
+        if any(chat) and not all(chat) and users:  # it got messages in one batch and text in the next, and failed
+            raise ValueError(f"the {what} data mixes chat-message prompts ({sum(chat)} of {len(chat)} rows, e.g. row "
+                             f"{chat.index(True) + 1}) and text prompts (e.g. row {chat.index(False) + 1}); reward "
+                             f"function(s) {', '.join(map(repr, users))} would get each batch's prompts and "
+                             "completions as messages or as text, whichever its rows are (TRL decides from a batch's "
+                             "first row): give every row one kind")
         for name, fn in zip(self.names, self.functions):
             required = required_columns(fn)
             for row, record in enumerate(records):
