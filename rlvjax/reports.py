@@ -21,7 +21,6 @@ import numpy as np
 
 from rlvjax import atomic, testtime
 from rlvjax.rl import diagnostics
-from rlvjax.rl.diagnostics import calibration_error  # noqa: F401 (its home until 2026-12-07)
 
 STRATEGIES = ("majority", "best_of_n", "weighted")
 REPORT_FILES = ("eval.json", "scaling.png", "compute.png", "eval_samples.jsonl")  # what ``write_report`` writes

@@ -18,7 +18,8 @@ import pytest
 from rlvjax import experiment, outputs, run_sampling, testtime, train
 from rlvjax.rl import verifier
 from rlvjax.pool import summarize
-from rlvjax.reports import assemble, calibration_error, compare, report, summary
+from rlvjax.reports import assemble, compare, report, summary
+from rlvjax.rl.diagnostics import calibration_error
 from rlvjax.config import Config
 from rlvjax.model.hf import save_hf
 
