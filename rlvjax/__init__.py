@@ -8,6 +8,7 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 from rlvjax.config import Config
 from rlvjax.model.hf import load_hf, save_hf
 from rlvjax.model.transformer import KVCache, ModelConfig, Transformer
-from rlvjax.trainer import RLVConfig, RLVTrainer
+from rlvjax.rlv_config import RLVConfig
+from rlvjax.trainer import RLVTrainer
 
 __all__ = ["Config", "RLVConfig", "RLVTrainer", "load_hf", "save_hf", "KVCache", "ModelConfig", "Transformer"]
