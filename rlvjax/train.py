@@ -22,14 +22,13 @@ from pathlib import Path
 import jax
 import numpy as np
 from absl import flags, logging
-from etils import epath
 from flax import nnx
 
-from rlvjax import (budget, cli, evaluate, experiment, memory, outputs, parallel, policy_tokens, preemption,
-                    run_sampling, sampling, sft, testtime)
+from rlvjax import (cli, evaluate, experiment, outputs, parallel, policy_tokens, preemption, preflight, run_sampling,
+                    sampling, sft, testtime)
 from rlvjax.config import WRITTEN_IN, Config, check_local
-from rlvjax.checkpoint import Checkpointer, check_free_space, ensure_writable, step_folders
-from rlvjax.data import pipeline, sources, tasks
+from rlvjax.checkpoint import Checkpointer
+from rlvjax.data import sources
 from rlvjax.data.encoding import encode_prompts
 from rlvjax.lock import workdir_lock
 from rlvjax.metrics import MetricsWriter
@@ -39,7 +38,7 @@ from rlvjax.resume import config_defaults, resume_keys, stored_config
 from rlvjax.rewards.math import grading_counts
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import advantages as advantages_lib
-from rlvjax.rl import diagnostics, steps, verifier, vineppo
+from rlvjax.rl import diagnostics, steps, vineppo
 
 CONFIGS = experiment.CONFIGS
 GIN_SEARCH_PATH = experiment.GIN_SEARCH_PATH
@@ -99,116 +98,18 @@ def train(config: Config, workdir: str, *, resume: bool = False, resume_step: in
 def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | None, reward: Rewards | None,
            records: tuple[list[dict], list[dict]] | None, hold: contextlib.ExitStack | None,
            baseline: bool = False) -> list[dict]:
-    # First the job (before anything touches a device), then its hosts' settings: a host stopping on an error here
-    # stops them all (before the join, the others waited for it until the join's timeout, then aborted)
-    parallel.initialize_distributed(config.mesh)
-    launch_fields = {f"MeshConfig.{name}" for name in parallel.LAUNCH_FIELDS}  # each host's own
-    parallel.check_same_settings({**{k: v for k, v in config.settings().items() if k not in launch_fields},
-                                  "--resume": resume, "--checkpoint": resume_step,
-                                  "--workdir": str(Path(workdir).absolute())})  # a typo: a save hung for 1,000 s
-    check_local(workdir)
-    if resume_step is not None and not resume:
-        raise ValueError(f"--checkpoint {resume_step} chooses the step to resume from; pass it with --resume")
-    if resume and resume_step is None and (pending := outputs.pending_rollback(Path(workdir))) is not None:
-        print(f"rlvjax.train: finishing the interrupted --checkpoint {pending} of {workdir}", file=sys.stderr)
-        resume_step = pending
-    # before minutes of loading and the memory plan; checked again under the workdir's lock
-    saved = step_folders(Path(workdir) / "checkpoints")
-    # A run that starts is checked (a --resume with nothing saved is a first launch), not a lambda = 0 baseline (its
-    # run's checks covered its config, or an older rlvjax accepted them); a resume, only where it changes the
-    # precision settings (a lower learning rate): a run an older rlvjax accepted stays resumable.
-    if not saved and not baseline:
-        config.check_precision()
-        # rows given in memory are read as the "file" task reads them (written_task, below), not as the task the
-        # config names (the generated default): RLVConfig(prompt_format="chat") was refused as the arithmetic task's
-        (config if records is None else dataclasses.replace(config, task=dataclasses.replace(
-            config.task, name="file"))).check_consistent()
-    elif saved and resume and config.precision_settings() != \
-            stored_config(Path(workdir), resume_step).precision_settings():
-        config.check_precision()
-    outputs.check_fresh(Path(workdir).absolute(), resume, max(saved, default=None))
-    Config.check_workdir(workdir)  # a model's or a project's own config.json / config.gin (again before the lock)
-    run, rl, optim, warm, task = config.run, config.rl, config.optim, config.warm_start, config.task
-    experiment.use_compilation_cache(run.compilation_cache_dir)
-    mesh = parallel.make_mesh(config.mesh)
-    parallel.check_batch(run.batch_size, mesh, "batch_size (prompts per step)")
-    if warm.num_steps:
-        parallel.check_batch(warm.batch_size, mesh, "WarmStartConfig.batch_size", per_process=False)  # each builds all
-    if rl.micro_batch_size:  # rows a micro-batch splits over the data axes: others are replicated whole
-        parallel.check_batch(rl.micro_batch_size, mesh, "RLConfig.micro_batch_size", per_process=False)
-    reward = reward or Rewards.of(config)
-    reward.warn_about_labels()
-    reward.state.max_steps = run.num_steps
-    reward.state.global_step = (resume_step or max(saved, default=0)) if resume else 0  # for the probe below
-    model, tokenizer = experiment.build_policy(config.model, config.verifier.question)
-    given = records is not None
-    if given:  # as written to WORKDIR/data/ below and read back by a resume
-        records = (sources.json_rows(records[0], "train_dataset"), sources.json_rows(records[1], "eval_dataset"))
-    train_records, eval_records = experiment.build_records(task, tokenizer, records)
-    parallel.check_same_settings({"the training problems": pipeline.fingerprint(train_records),
-                                  "the eval problems": pipeline.fingerprint(eval_records)})
-    for name, split in (("train", train_records), ("eval", eval_records)):
-        if split:
-            reward.check_columns(split, name)
-    experiment.check_report(run, len(eval_records))
-    reward.probe(train_records)
-    verifier_tokens = verifier.tokens(tokenizer, config.verifier.question, chat=config.verifier.chat)
-    experiment.check_verify_form(task, tokenizer, config.verifier, train_records)
-    special = policy_tokens.sampling_tokens(tokenizer, verifier_tokens)
-    # What each device will hold, printed; a run that cannot fit is refused here, before anything is compiled.
-    longest = memory.longest_prompt(tokenizer, [r["prompt"] for r in train_records + eval_records])
-    prompt_tokens = sampling.bucket_width(longest)
-    verify_width = len(verifier_tokens.suffix)
-    experiment.check_positions(model.config, longest, rl.max_new_tokens, verify_width,
-                               knob="RLConfig.max_new_tokens",
-                               fix="lower RLConfig.max_new_tokens or TaskSpec.max_prompt_tokens")
-    if warm.num_steps and given:  # the warm start's solutions come from a task's generator, not from given rows
-        raise ValueError("a warm start (WarmStartConfig.num_steps > 0) needs a task that generates solutions; "
-                         "in-memory datasets have none: set WarmStartConfig.num_steps = 0 and start from an "
-                         "instruction-tuned model, or warm-start first on the task and pass its warm_start/ as model")
-    workdir = Path(workdir).absolute()
-    # The warm start's examples, tokenized once, when it will run; their width is in the plan (a task without
-    # generated solutions fails here, before the workdir exists).
-    warming = outputs.warm_start_runs(config, workdir, resume)
-    warm_examples = sft.tokenize(tokenizer, tasks.warm_start_pairs(task, warm.num_examples, warm.mistake_rate,
-                                                                   warm.seed)) if warming else []
-    budget.enforce(memory.plan(model.config, rl, run, mesh, prompt_tokens=prompt_tokens, verify_tokens=verify_width,
-                               optim=optim, eval_problems=len(eval_records),
-                               warm_start_rows=warm.batch_size if warming else 0,
-                               warm_start_width=sft.row_width(warm_examples, verify_width) if warming else 0),
-                   config.memory, echo=jax.process_index() == 0)
-    indexed = [{**r, "index": i} for i, r in enumerate(train_records)]
-    data = pipeline.make_iterator(indexed, batch_size=run.batch_size // jax.process_count(), seed=run.seed,
-                                  shard_index=jax.process_index(), shard_count=jax.process_count())
-    for name, split in (("train", train_records), ("eval", eval_records)):
-        experiment.check_encodable(tokenizer, split, name)  # else the model would see another problem
-    graphdef, params = nnx.split(model)
-    # Laid out over the mesh now, and the loaded copy dropped: whole on the first device, it stayed there all run.
-    params = nnx.to_pure_dict(params)
-    params = jax.device_put(params, parallel.shardings(params, mesh))
-    architecture = model.config
-    del model
-    if resume_step is not None and not (workdir / "checkpoints").is_dir():
-        raise FileNotFoundError(f"no checkpoint for step {resume_step}: {workdir} holds no checkpoints; check "
-                                "--workdir")
-    Config.check_workdir(workdir)
-    outputs.check_unused(workdir, given=given, warm_starts=warm.num_steps > 0)
-    need, account = outputs.disk_need(params, rl, run, warm, workdir, resume_step)
-    what = f"the run ({account})"
-    if run.baseline:  # trained after this run, in its own folder: a disk with room for the run alone was refused
-        # only once the run was trained, in a line that read as if the run had not started
-        more, account = outputs.disk_need(params, rl, dataclasses.replace(run, baseline=False),
-                                          dataclasses.replace(warm, num_steps=0), workdir / outputs.BASELINE)
-        need, what = need + more, f"{what}, then its lambda = 0 baseline ({account})"
-    check_free_space(workdir, need, what)
-    ensure_writable(epath.Path(workdir), "workdir")
+    setup, params = preflight.prepare(config, workdir, resume=resume, resume_step=resume_step, reward=reward,
+                                      records=records, baseline=baseline)
+    config, workdir, resume_step, mesh = setup.config, setup.workdir, setup.resume_step, setup.mesh
+    run, rl, optim, warm = config.run, config.rl, config.optim, config.warm_start
+    given, data = setup.records is not None, setup.data
     with contextlib.ExitStack() as scope, preemption.notice() as notice:
         (hold or scope).enter_context(workdir_lock(workdir, enabled=jax.process_index() == 0))
         checkpoints = Checkpointer(workdir / "checkpoints", max_to_keep=run.max_to_keep)
         if given:  # the written config names the data where this run keeps it
-            config = dataclasses.replace(config, task=outputs.written_task(task, workdir, records))
-        rendered = run_sampling.rendered_as(config.task, train_records + eval_records)  # what its exports record
-        stored = {**config.to_dict(), "architecture": json.loads(json.dumps(dataclasses.asdict(architecture))),
+            config = dataclasses.replace(config, task=outputs.written_task(config.task, workdir, setup.records))
+        rendered = run_sampling.rendered_as(config.task, setup.train_records + setup.eval_records)  # its exports'
+        stored = {**config.to_dict(), "architecture": json.loads(json.dumps(dataclasses.asdict(setup.architecture))),
                   run_sampling.KEY: rendered, WRITTEN_IN: str(workdir)}
         latest = checkpoints.latest_step()
         outputs.check_fresh(workdir, resume, latest)
@@ -216,33 +117,19 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
             raise FileNotFoundError(f"no checkpoint for step {resume_step} in {checkpoints.directory} to resume from; "
                                     f"saved steps: {checkpoints.all_steps()}")
         if latest is None and jax.process_index() == 0:  # before the warm start: stopped in it, --resume alone
-            record_run(workdir, config, records if given else None)  # continues with this config
-        if warm.num_steps and latest is None and not warming:
+            record_run(workdir, config, setup.records)  # continues with this config
+        if warm.num_steps and latest is None and not setup.warming:
             # stopped after its warm start was exported (while the RL steps compiled): not redone
             print(f"rlvjax.train: resuming from the warm start in {workdir / 'warm_start'}", file=sys.stderr)
-            warmed, _ = experiment.build_policy(dataclasses.replace(config.model, hf_dir=str(workdir / "warm_start")))
-            params = nnx.to_pure_dict(nnx.state(warmed, nnx.Param))
-            params = jax.device_put(params, parallel.shardings(params, mesh))
-            del warmed
-        elif warming:
-            eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else special.stop_ids[0]  # the model's
-            params = sft.warm_start(graphdef, params, warm_examples, warm, eos_id=eos,
-                                    pad_id=special.pad_id, verify_suffix=verifier_tokens.suffix,
-                                    verdict_ids=(verifier_tokens.yes_id, verifier_tokens.no_id),
-                                    progress=jax.process_index() == 0, mesh=mesh, remat=rl.remat,
-                                    chunk_size=rl.logprob_chunk_size, donate=True, stop=notice.check)
-            gathered = jax.tree.map(parallel.to_host, params)  # every process sends its shards
-            if jax.process_index() == 0:
-                # overwrite: the run's own folder, replaced whatever made it (an rlvjax before 2026-12-03 did not
-                # stamp its exports; check_unused keeps a fresh run off another's)
-                save_hf(nnx.merge(graphdef, gathered), tokenizer, workdir / "warm_start", overwrite=True,
-                        files=policy_tokens.export_files(tokenizer, config.verifier, config, rendered), step=0,
-                        stamp={"rlvjax_warm_start": outputs.warm_start_id(config)})
-        del warm_examples  # not kept for the whole run
+            del params  # one copy at a time
+            params = _exported_warm_start(config, workdir, mesh)
+        elif setup.warming:
+            params = _warm_start(setup, params, config, rendered, stop=notice.check)
+        setup.warm_examples = []  # not kept for the whole run
         updates_per_step = rl.num_ppo_epochs * rl.num_minibatches
         tx = optim.make(run.num_steps * updates_per_step)
         learning_rates = optim.learning_rates(run.num_steps * updates_per_step)
-        step_setup = policy_tokens.step_setup(graphdef, tx, rl, tokenizer, config.verifier)
+        step_setup = policy_tokens.step_setup(setup.graphdef, tx, rl, setup.tokenizer, config.verifier)
         # Born in its layout: built whole on one device, the AdamW moments (and the reference) took 3-4x the
         # weights there before being split. The params are donated into the state.
         init = functools.partial(steps.init_state, tx=tx, seed=run.seed, keep_reference=rl.beta > 0)
@@ -270,115 +157,40 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
             outputs.roll_back_baseline(workdir, start)
         jitted = steps.jit_steps(step_setup, mesh, state)
         eval_sampler = PoolSampler.build(step_setup, mesh, state.params, num_samples=run.eval_samples,
-                                         temperature=run.eval_temperature) if eval_records else None
-        step_values = advantages_lib.uses_step_values(rl.algorithm)
+                                         temperature=run.eval_temperature) if setup.eval_records else None
         value_sampler = PoolSampler.build(step_setup, mesh, state.params, num_samples=rl.vineppo_samples,
-                                          score=False) if step_values else None
+                                          score=False) if advantages_lib.uses_step_values(rl.algorithm) else None
         writer = MetricsWriter(workdir, total_steps=run.num_steps, initial_step=start,
                                enabled=jax.process_index() == 0)
         if latest is not None and jax.process_index() == 0:  # now that the checkpoint has accepted the config
-            record_run(workdir, config, records if given else None)
+            record_run(workdir, config, setup.records)
         notice.defer()  # from here a SIGTERM is honoured at the next step boundary, with a checkpoint
-        by_rows = parallel.batch_sharding(mesh, 2)
         history = []
         # the steps in ``state`` and the data's place after them, where metrics.jsonl holds them too (None between a
         # step's update and its metrics row: nothing consistent to save there)
         done, data_at_done = start, data.get_state()
-        reward.state.global_step = start  # what a reward reading trainer_state sees until the next step's grading
+        setup.reward.state.global_step = start  # what a reward reading trainer_state sees until the next grading
         try:
             for step in range(start, run.num_steps):
-                t0 = time.perf_counter()
                 # Each process reads its own shard; the indices are gathered so that every host sees the global
                 # batch (prompts to pad alike, golds to grade all rows; grading is cheap next to sampling).
-                batch = [train_records[i] for i in parallel.to_host(np.asarray([r["index"] for r in next(data)]))]
-                prompts = encode_prompts(tokenizer, [r["prompt"] for r in batch])
-                ids, mask = sampling.left_pad(prompts, pad_id=special.pad_id)  # bucket_width: a bounded set of shapes
-                roll = jitted.rollout(state.params, parallel.to_global(ids, by_rows), parallel.to_global(mask, by_rows),
-                                      jax.random.fold_in(jax.random.key(run.seed), step), None)
-                tokens, lengths, finished, verify_lp = map(parallel.to_host, (roll.tokens, roll.lengths,
-                                                                              roll.finished, roll.verify_logprobs))
-                t1 = time.perf_counter()
-                b, g, n = tokens.shape
-                texts = policy_tokens.decode_completions(tokenizer, tokens.reshape(b * g, n), lengths.ravel(),
-                                                      finished.ravel())
-                rows = [batch[i // g] for i in range(b * g)]
-                before = grading_counts() if reward.states_math_answers else {}
-                reward.state.global_step = step  # the steps done, as TRL's trainer_state says
-                rewards, correct = (x.reshape(b, g) for x in reward(
-                    [r["prompt"] for r in rows], texts, rows, policy_tokens.completion_ids(tokens.reshape(b * g, n),
-                                                                                         lengths.ravel())
-                ).truncated_as(finished, rl.reward_if_cut))
-                # rollouts graded wrong for want of an answer, an unparseable one, a grader timeout or error
-                grading = {f"grade/{k}": v - before[k] for k, v in grading_counts().items()
-                           if k in ("no_answer", "unparsed", "timeouts", "errors")} if before else {}
-                t2 = time.perf_counter()
-                if step_values:  # VinePPO: Monte-Carlo values of every step prefix, then per-token advantages
-                    value_fn = vineppo.value_sampler(value_sampler, state.params, tokenizer,
-                                                     seed=run.seed + 7919 * step, truncated_reward=rl.reward_if_cut)
-                    token_adv, value_stats = vineppo.token_advantages(
-                        value_fn, tokenizer, [prompts[i // g] for i in range(b * g)], [r["gold"] for r in rows],
-                        tokens.reshape(b * g, n), lengths.ravel(), texts, rewards.ravel(),
-                        max_steps=rl.vineppo_max_steps, whiten=rl.whiten_advantages, estimator=rl.algorithm)
-                    token_adv = token_adv.reshape(b, g, n).astype(np.float32)
-                    update_batch = jitted.build(roll, parallel.to_global(token_adv, parallel.batch_sharding(mesh, 3)),
-                                                parallel.to_global(correct, by_rows))
-                    adv = token_adv.sum(-1) / np.maximum(lengths, 1)
-                    value_stats["time/value_s"] = time.perf_counter() - t2  # VinePPO's main cost, not the update's
-                    t_update = time.perf_counter()
-                else:
-                    t_update, value_stats = t2, {}
-                    update_batch, adv = jitted.prepare(roll, parallel.to_global(rewards, by_rows),
-                                                       parallel.to_global(correct, by_rows))
-                    adv = parallel.to_host(adv)
-                # a user's estimator (rlvjax's give finite advantages for the finite rewards Rewards lets through)
-                if not advantages_lib.is_own(rl.algorithm) and not np.isfinite(adv).all():
-                    raise cli.UserCodeFailed(f"advantage estimator {rl.algorithm!r} returned non-finite advantages at "
-                                             f"step {step + 1} (e.g. 0 / 0 for a group whose rewards are all equal); "
-                                             "make it return finite values")
-                # the schedule's step at this update's first optimizer step: optax skips non-finite updates
-                applied = step * updates_per_step - int(jax.device_get(state.opt_state.total_notfinite))
-                state, update_metrics = jitted.update(state, update_batch)
+                batch = [setup.train_records[i]
+                         for i in parallel.to_host(np.asarray([r["index"] for r in next(data)]))]
+                state, metrics, logged = _iterate(state, batch, step, setup, jitted, value_sampler, learning_rates)
                 done = None
-                reward.state.global_step = step + 1  # the eval below, and the report after training, grade this policy
-                update_metrics = jax.device_get(update_metrics)
-                t3 = time.perf_counter()
-                # Skipped (non-finite) updates in a row; optax applies the next one whatever it holds.
-                nonfinite_run = int(jax.device_get(state.opt_state.notfinite_count))
-                metrics = {**diagnostics.rollout_stats(rewards, correct, adv, lengths, finished, verify_lp),
-                           **update_metrics,
-                           "consecutive_nonfinite": nonfinite_run, **grading, **value_stats,
-                           "learning_rate": float(learning_rates(applied) if callable(learning_rates)
-                                                  else learning_rates),
-                           "time/rollout_s": t1 - t0, "time/grade_s": t2 - t1, "time/update_s": t3 - t_update,
-                           "rollout_tokens_per_s": float(lengths.sum()) / (t1 - t0),
-                           "update_tokens_per_s": float(update_batch.input_ids.size) * rl.num_ppo_epochs /
-                           (t3 - t_update)}
-                stopping = nonfinite_run >= optim.max_consecutive_nonfinite  # no eval of non-finite parameters
-                if eval_records and not stopping and ((run.eval_every and (step + 1) % run.eval_every == 0)
-                                                      or step + 1 == run.num_steps):
-                    metrics.update(quick_eval(eval_sampler, state.params, tokenizer, eval_records, reward,
-                                              seed=run.seed, conventions=config.conventions))
+                stopping = metrics["consecutive_nonfinite"] >= optim.max_consecutive_nonfinite  # no eval of those
+                if setup.eval_records and not stopping and ((run.eval_every and (step + 1) % run.eval_every == 0)
+                                                            or step + 1 == run.num_steps):
+                    metrics.update(quick_eval(eval_sampler, state.params, setup.tokenizer, setup.eval_records,
+                                              setup.reward, seed=run.seed, conventions=config.conventions))
                 history.append(writer.write(step + 1, metrics))
                 done, data_at_done = step + 1, data.get_state()
                 if (step + 1) % run.log_every == 0:
-                    # as eval_samples.jsonl writes it (a rollout the verifier could not score: 0, not NaN)
-                    p_yes = testtime.Conventions(score="normalized").scores(verify_lp[..., 0], verify_lp[..., 1])
-                    writer.samples(step + 1, [{"prompt": batch[i // g]["prompt"], "completion": texts[i],
-                                               "gold": batch[i // g].get("gold"), "reward": float(rewards.flat[i]),
-                                               "correct": bool(correct.flat[i]), "p_yes": float(p_yes.flat[i])}
-                                              for i in range(min(4, b * g))])
+                    writer.samples(step + 1, logged)
                 if stopping:
                     checkpoints.wait()
-                    raise cli.RunFailed(
-                        (f"{nonfinite_run} optimizer updates in a row" if nonfinite_run > 1 else "an optimizer update")
-                        + " had a non-finite loss or gradient (the last at "
-                        f"step {step + 1}; OptimConfig.max_consecutive_nonfinite="
-                        f"{optim.max_consecutive_nonfinite}); stopped before saving step {step + 1}"
-                        + (f", the latest checkpoint (step {checkpoints.latest_step()}) holds finite parameters"
-                           if checkpoints.latest_step() is not None else " (no checkpoint saved yet)") +
-                        f". Find the cause in "
-                        f"{workdir / 'metrics.jsonl'} (rewards? a learning rate too high?), then rerun with "
-                        f"--resume, e.g. with --gin_param 'OptimConfig.learning_rate = {optim.learning_rate / 2:g}'")
+                    raise cli.RunFailed(_nonfinite_stop(metrics["consecutive_nonfinite"], step, optim, checkpoints,
+                                                        workdir))
                 checkpoints.check_errors()  # an earlier save that failed stops the run now
                 preempted = notice.agreed()
                 if (step + 1) % run.checkpoint_every == 0 or step + 1 == run.num_steps or preempted:
@@ -392,9 +204,9 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
             if run.export_final and not outputs.exported(workdir, checkpoints, start):
                 params = jax.tree.map(parallel.to_host, state.params)
                 if jax.process_index() == 0:
-                    save_hf(nnx.merge(graphdef, params), tokenizer, workdir / "final", overwrite=True,  # as above
-                            files=policy_tokens.export_files(tokenizer, config.verifier, config, rendered),
-                            step=run.num_steps)
+                    save_hf(nnx.merge(setup.graphdef, params), setup.tokenizer, workdir / "final", overwrite=True,
+                            files=policy_tokens.export_files(setup.tokenizer, config.verifier, config, rendered),
+                            step=run.num_steps)  # overwrite: as the warm start's
                 parallel.barrier("final policy exported")
             if notice.agreed():  # a notice during the export: it finished, and the rest waits
                 done_now = ("the lambda = 0 baseline is trained and saved; stopped before the report" if baseline else
@@ -409,6 +221,121 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
             checkpoints.close()
             writer.close()
     return history
+
+
+def _iterate(state, batch: list[dict], step: int, setup: preflight.RunSetup, jitted: steps.JittedSteps,
+             value_sampler: PoolSampler | None, learning_rates) -> tuple[steps.TrainState, dict, list[dict]]:
+    """One RL^V iteration on ``batch``: G rollouts per prompt (the verifier's score fused on their live caches),
+    their grades, advantages (VinePPO: Monte-Carlo values of every step prefix), and the update L_RL + lambda * L_V.
+    Returns the new state, the step's metrics, and its first rollouts as the log shows them."""
+    rl, seed, tokenizer, reward = setup.config.rl, setup.config.run.seed, setup.tokenizer, setup.reward
+    mesh = setup.mesh
+    by_rows = parallel.batch_sharding(mesh, 2)
+    t0 = time.perf_counter()
+    prompts = encode_prompts(tokenizer, [r["prompt"] for r in batch])
+    ids, mask = sampling.left_pad(prompts, pad_id=setup.special.pad_id)  # bucket_width: a bounded set of shapes
+    roll = jitted.rollout(state.params, parallel.to_global(ids, by_rows), parallel.to_global(mask, by_rows),
+                          jax.random.fold_in(jax.random.key(seed), step), None)
+    tokens, lengths, finished, verify_lp = map(parallel.to_host, (roll.tokens, roll.lengths, roll.finished,
+                                                                  roll.verify_logprobs))
+    t1 = time.perf_counter()
+    b, g, n = tokens.shape
+    texts = policy_tokens.decode_completions(tokenizer, tokens.reshape(b * g, n), lengths.ravel(), finished.ravel())
+    rows = [batch[i // g] for i in range(b * g)]
+    before = grading_counts() if reward.states_math_answers else {}
+    reward.state.global_step = step  # the steps done, as TRL's trainer_state says
+    rewards, correct = (x.reshape(b, g) for x in reward(
+        [r["prompt"] for r in rows], texts, rows, policy_tokens.completion_ids(tokens.reshape(b * g, n),
+                                                                             lengths.ravel())
+    ).truncated_as(finished, rl.reward_if_cut))
+    # rollouts graded wrong for want of an answer, an unparseable one, a grader timeout or error
+    grading = {f"grade/{k}": v - before[k] for k, v in grading_counts().items()
+               if k in ("no_answer", "unparsed", "timeouts", "errors")} if before else {}
+    t2 = time.perf_counter()
+    if value_sampler is not None:  # VinePPO: Monte-Carlo values of every step prefix, then per-token advantages
+        value_fn = vineppo.value_sampler(value_sampler, state.params, tokenizer, seed=seed + 7919 * step,
+                                         truncated_reward=rl.reward_if_cut)
+        token_adv, value_stats = vineppo.token_advantages(
+            value_fn, tokenizer, [prompts[i // g] for i in range(b * g)], [r["gold"] for r in rows],
+            tokens.reshape(b * g, n), lengths.ravel(), texts, rewards.ravel(),
+            max_steps=rl.vineppo_max_steps, whiten=rl.whiten_advantages, estimator=rl.algorithm)
+        token_adv = token_adv.reshape(b, g, n).astype(np.float32)
+        update_batch = jitted.build(roll, parallel.to_global(token_adv, parallel.batch_sharding(mesh, 3)),
+                                    parallel.to_global(correct, by_rows))
+        adv = token_adv.sum(-1) / np.maximum(lengths, 1)
+        value_stats["time/value_s"] = time.perf_counter() - t2  # VinePPO's main cost, not the update's
+        t_update = time.perf_counter()
+    else:
+        t_update, value_stats = t2, {}
+        update_batch, adv = jitted.prepare(roll, parallel.to_global(rewards, by_rows),
+                                           parallel.to_global(correct, by_rows))
+        adv = parallel.to_host(adv)
+    # a user's estimator (rlvjax's give finite advantages for the finite rewards Rewards lets through)
+    if not advantages_lib.is_own(rl.algorithm) and not np.isfinite(adv).all():
+        raise cli.UserCodeFailed(f"advantage estimator {rl.algorithm!r} returned non-finite advantages at "
+                                 f"step {step + 1} (e.g. 0 / 0 for a group whose rewards are all equal); "
+                                 "make it return finite values")
+    # the schedule's step at this update's first optimizer step: optax skips non-finite updates
+    updates_per_step = rl.num_ppo_epochs * rl.num_minibatches
+    applied = step * updates_per_step - int(jax.device_get(state.opt_state.total_notfinite))
+    state, update_metrics = jitted.update(state, update_batch)
+    reward.state.global_step = step + 1  # the eval after it, and the report after training, grade this policy
+    update_metrics = jax.device_get(update_metrics)
+    t3 = time.perf_counter()
+    metrics = {**diagnostics.rollout_stats(rewards, correct, adv, lengths, finished, verify_lp), **update_metrics,
+               # skipped (non-finite) updates in a row; optax applies the next one whatever it holds
+               "consecutive_nonfinite": int(jax.device_get(state.opt_state.notfinite_count)),
+               **grading, **value_stats,
+               "learning_rate": float(learning_rates(applied) if callable(learning_rates) else learning_rates),
+               "time/rollout_s": t1 - t0, "time/grade_s": t2 - t1, "time/update_s": t3 - t_update,
+               "rollout_tokens_per_s": float(lengths.sum()) / (t1 - t0),
+               "update_tokens_per_s": float(update_batch.input_ids.size) * rl.num_ppo_epochs / (t3 - t_update)}
+    # as eval_samples.jsonl writes it (a rollout the verifier could not score: 0, not NaN)
+    p_yes = testtime.Conventions(score="normalized").scores(verify_lp[..., 0], verify_lp[..., 1])
+    logged = [{"prompt": batch[i // g]["prompt"], "completion": texts[i], "gold": batch[i // g].get("gold"),
+               "reward": float(rewards.flat[i]), "correct": bool(correct.flat[i]), "p_yes": float(p_yes.flat[i])}
+              for i in range(min(4, b * g))]
+    return state, metrics, logged
+
+
+def _exported_warm_start(config: Config, workdir: Path, mesh) -> dict:
+    """The parameters of the warm start a stopped run had exported to WORKDIR/warm_start, sharded over the mesh."""
+    warmed, _ = experiment.build_policy(dataclasses.replace(config.model, hf_dir=str(workdir / "warm_start")))
+    params = nnx.to_pure_dict(nnx.state(warmed, nnx.Param))
+    del warmed
+    return jax.device_put(params, parallel.shardings(params, mesh))
+
+
+def _warm_start(setup: preflight.RunSetup, params: dict, config: Config, rendered, *, stop) -> dict:
+    """The warm start (``WarmStartConfig``: supervised steps on solutions and verdicts) from ``params`` (donated),
+    exported to WORKDIR/warm_start; returns its parameters."""
+    tokenizer, special, verifier_tokens = setup.tokenizer, setup.special, setup.verifier_tokens
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else special.stop_ids[0]  # the model's
+    params = sft.warm_start(setup.graphdef, params, setup.warm_examples, config.warm_start, eos_id=eos,
+                            pad_id=special.pad_id, verify_suffix=verifier_tokens.suffix,
+                            verdict_ids=(verifier_tokens.yes_id, verifier_tokens.no_id),
+                            progress=jax.process_index() == 0, mesh=setup.mesh, remat=config.rl.remat,
+                            chunk_size=config.rl.logprob_chunk_size, donate=True, stop=stop)
+    gathered = jax.tree.map(parallel.to_host, params)  # every process sends its shards
+    if jax.process_index() == 0:
+        # overwrite: the run's own folder, replaced whatever made it (an rlvjax before 2026-12-03 did not stamp its
+        # exports; check_unused keeps a fresh run off another's)
+        save_hf(nnx.merge(setup.graphdef, gathered), tokenizer, setup.workdir / "warm_start", overwrite=True,
+                files=policy_tokens.export_files(tokenizer, config.verifier, config, rendered), step=0,
+                stamp={"rlvjax_warm_start": outputs.warm_start_id(config)})
+    return params
+
+
+def _nonfinite_stop(nonfinite_run: int, step: int, optim, checkpoints: Checkpointer, workdir: Path) -> str:
+    """What a run stopped by non-finite updates says."""
+    latest = checkpoints.latest_step()
+    return ((f"{nonfinite_run} optimizer updates in a row" if nonfinite_run > 1 else "an optimizer update")
+            + f" had a non-finite loss or gradient (the last at step {step + 1}; "
+            f"OptimConfig.max_consecutive_nonfinite={optim.max_consecutive_nonfinite}); stopped before saving step "
+            f"{step + 1}" + (f", the latest checkpoint (step {latest}) holds finite parameters" if latest is not None
+                             else " (no checkpoint saved yet)")
+            + f". Find the cause in {workdir / 'metrics.jsonl'} (rewards? a learning rate too high?), then rerun with "
+            f"--resume, e.g. with --gin_param 'OptimConfig.learning_rate = {optim.learning_rate / 2:g}'")
 
 
 def keep_steps_done(checkpoints, done: int | None, state, stored: dict, data_state: dict, *, whose: str = "") -> str:
