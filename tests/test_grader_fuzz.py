@@ -124,6 +124,9 @@ def _long(rng):
         lambda: "1" + "0" * 50_000, lambda: "9" * n, lambda: ("x+" * n) + "1", lambda: "The answer is " + "1." * n,
         lambda: "\\frac{" * (n // 6), lambda: "\\" * n, lambda: "\\boxed{" + "a" * n + "}", lambda: "$" * n,
         lambda: "final" + " " * n + "answer is 5", lambda: "\\left(" * (n // 6),
+        # a policy repeating a token to the end: closers after a bare box, spacing between two boxes (both quadratic
+        # in the parent until 2026-12-07: 2.9 s and 7.6 s at 40,000 and 16,000 characters)
+        lambda: "\\boxed 5" + rng.choice(")]") * n, lambda: "\\boxed{1}," + " " * n + "!\\boxed{2}",
     ])()
 
 

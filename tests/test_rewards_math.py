@@ -75,6 +75,7 @@ def _grader_children() -> set[int]:
     ("so x = \\boxed 5, as required", "5"),  # a bare box's token ends before what closes the sentence or the math
     ("\\(\\boxed 5\\)", "5"), ("\\[\\boxed 5\\]", "5"), ("(\\boxed 5)", "5"), ("\\boxed (1,2)", "(1,2)"),
     ("(\\boxed 5).", "5"), ("\\boxed 5\\).", "5"), ("\\boxed [0,1)", "[0,1)"), ("\\boxed (0,1]", "(0,1]"),
+    ("\\boxed (1,2)]).", "(1,2)"),
     ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),  # escaped braces are content
     ("\\boxed{\\boxed{4}}", "4"),
     ("The answer is 42.", "42"),
@@ -236,6 +237,32 @@ def test_whole_numbers_are_compared_without_math_verify():
         same, stats = g.equivalent(["07", "-3", "+5", "12", "1,000", "2"], ["7", "3", "5", "$12$", "1000", "2.0"])
     np.testing.assert_array_equal(same, [True, False, True, True, True, True])
     assert stats.fast_path == 5  # 07/7, -3/3, +5/5, 12/$12$ and 1,000/1000; "2.0" is math-verify's to decide
+
+
+def test_plain_numbers_decided_without_math_verify_agree_with_it(slow_grader):
+    """Decimals, ratios and surds (MATH-500's own among them) are decided in the parent where math-verify's verdict
+    is certain: equal rationals, or values further apart than the worker's REL_TOL. Every such verdict, either way
+    round, must be the slow grader's."""
+    plain = {r["answer"] for r in _math500_rows()
+             if rm.same_by_key(r["answer"], "0.123456789") is not None}  # ~130 of them, the parent's to decide
+    assert len(plain) > 50
+    forms = ["0.5", ".5", "\\frac12", "\\dfrac{1}{2}", "1/2", "-0.5", "\\frac{-1}{2}", "-\\frac{-1}{2}", "0.50001",
+             "0.5001", "\\frac{2}{3}", "0.6667", "0.667", "2\\sqrt{3}", "\\sqrt{12}", "3.4641", "3\\sqrt2",
+             "\\sqrt{18}", "\\frac{\\sqrt3}{2}", "-\\frac{\\sqrt{3}}{2}", "0.8660", "1.", "1", "1.0", "\\frac{7}{7}",
+             "0", "-0.0"]
+    pool = sorted(plain)[::3][:40] + forms
+    pairs = [(a, b) for i, a in enumerate(pool) for b in pool[i + 1:] if rm.same_by_key(a, b) is not None]
+    assert len(pairs) > 1500
+    fast = [rm.same_by_key(a, b) for a, b in pairs]
+    slow, stats = slow_grader.grade([b for _, b in pairs] + [a for a, _ in pairs],
+                                    [a for a, _ in pairs] + [b for _, b in pairs])
+    assert stats.timeouts == 0 and stats.errors == 0
+    disagree = [(pair, f) for pair, f, s1, s2 in zip(pairs, fast, slow[:len(pairs)], slow[len(pairs):])
+                if f != s1 or f != s2]
+    assert disagree == []
+    assert sum(fast) >= 20 and fast.count(False) > 1500  # both verdicts exercised
+    for a, b in [("0.5", "0.50001"), ("\\frac{2}{3}", "0.6667"), ("2\\sqrt{3}", "\\sqrt{12}")]:  # math-verify's
+        assert rm.same_by_key(a, b) is None
 
 
 def test_the_reward_grades_the_answer_it_extracted_as_is_correct_does():
