@@ -140,12 +140,17 @@ def table(plan: memory.MemoryPlan, compiled: list[CompiledPhase], limit: int | N
     lines = [f"compiled per device (XLA memory_analysis) beside the plan{'' if limit is None else f'; budget {memory.size(limit)}'}:",
              f"  {'phase':<12}{'plan':>13}{'compiled':>13}{'ratio':>7}  cache copies per decode step"]
     for c in compiled:
-        planned = plan.phase_bytes(c.name) if c.name != "update" else max(
-            plan.phase_bytes("update"), plan.phase_bytes("optimizer"))
+        planned = _planned(plan, c.name)
         copies = "" if c.name in ("update", "warm start") else str(len(c.loop_copies))
         lines.append(f"  {c.name:<12}{memory.size(planned):>13}{memory.size(c.bytes_per_device):>13}"
                      f"{c.bytes_per_device / planned:>7.2f}  {copies}")
     return "\n".join(lines)
+
+
+def _planned(plan: memory.MemoryPlan, name: str) -> int:
+    """The plan's figure for a compiled phase (the update step compiles the optimizer's update with it)."""
+    return plan.phase_bytes(name) if name != "update" else max(plan.phase_bytes("update"),
+                                                                 plan.phase_bytes("optimizer"))
 
 
 def run(config, *, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledPhase]]:
@@ -166,6 +171,11 @@ def run(config, *, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledP
         raise ValueError(f"the mesh needs {int(np.prod(sizes))} devices, this host has {len(devices)} "
                          f"{devices[0].platform} devices; run the dry run on a CPU host (it fakes the devices) or "
                          "on the target machine")
+    if -1 in sizes and len(devices) % (given := -int(np.prod(sizes))):
+        raise ValueError(f"{len(devices)} {devices[0].platform} device(s) do not split into the mesh's other axes "
+                         f"({given}); the dry run fakes the devices only when every axis is given: set "
+                         "MeshConfig.data (now -1, the devices left over) to the target's, e.g. --gin_param "
+                         f"'MeshConfig.data = 1'")
     mesh = parallel.make_mesh(mesh_cfg, devices[: int(np.prod(sizes))] if -1 not in sizes else devices)
     # the real run's checks of the config (``train.train``), so that a dry run passes only what a run accepts
     parallel.check_batch(run_cfg.batch_size, mesh, "batch_size (prompts per step)")
@@ -252,7 +262,7 @@ def check_compiled(plan: memory.MemoryPlan, compiled: list[CompiledPhase], limit
         return
     worst = max(over, key=lambda c: c.bytes_per_device)
     line = (f"the compiled {worst.name} step needs {memory.size(worst.bytes_per_device)} per device, has "
-            f"{memory.size(limit)} (the plan said {memory.size(plan.phase_bytes(worst.name))})")
+            f"{memory.size(limit)} (the plan said {memory.size(_planned(plan, worst.name))})")
     if refuse:
         raise ValueError(f"{line}; {budget.advice(plan, worst.name)}")
     if echo:

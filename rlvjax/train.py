@@ -57,7 +57,8 @@ flags.DEFINE_bool("print_config", False, "print the resolved configuration (a gi
                   "every run also writes it to WORKDIR/config.gin, with config.json) and exit; writes nothing")
 flags.DEFINE_bool("dry_run", False, "plan and compile the run's steps for its mesh without weights or data (fakes the "
                   "devices on a CPU host), print the memory plan beside XLA's compiled memory, and exit non-zero if "
-                  "either exceeds the device budget; writes nothing")
+                  "either exceeds the device budget; writes nothing to the workdir (compiled programs go to "
+                  "RunConfig.compilation_cache_dir)")
 
 
 # What a SIGTERM while a run starts says (launch/sweep.py reads both as "stopped").

@@ -112,6 +112,11 @@ def test_the_dry_run_refuses_what_the_run_refuses_and_goes_on_where_it_goes_on(t
                               "report, but the task has no eval problems")):
         out = dry_run("--gin_file", tiny, "--gin_param", "MeshConfig.data = 2", "--gin_param", binding, cwd=tmp_path)
         assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr[-2000:]
+    # MeshConfig.data left at -1 (the devices left over): nothing is faked, and it said "1 devices do not split into
+    # fsdp*tensor=2; change the mesh sizes", as if the mesh were wrong
+    out = dry_run("--gin_file", tiny, "--gin_param", "MeshConfig.fsdp = 2", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "the dry run fakes the devices only when every " \
+        "axis is given: set MeshConfig.data (now -1, the devices left over)" in out.stderr, out.stderr[-2000:]
     faked = ("--gin_file", tiny, "--gin_param", "MeshConfig.data = 2",
              "--gin_param", f"RunConfig.compilation_cache_dir = '{cache}'")
     budget = lambda gib: ("--gin_param", f"MemoryConfig.device_memory_gib = {gib}")
