@@ -29,7 +29,9 @@ The activation (``rlvjax.activations``) and temporary figures are estimates of w
 ``python -m rlvjax.train ... --dry_run`` (``dry_run.py``) prints them beside XLA's compiled memory for the configured
 mesh;
 ``tests/test_dry_run.py`` holds every hardware config within 10% at the real widths in f32 (the CPU backend
-computes bf16 matmuls in f32, with copies an accelerator does not make, so only f32 compares on a CPU).
+computes bf16 matmuls in f32, with copies an accelerator does not make, so only f32 compares on a CPU). At toy
+widths (hidden 256, a few layers) the update and warm start compile up to 1.27x their plan: a few MiB a model that
+size never lacks, from per-token terms the activation model leaves out (a 2026-12-07 review).
 ``rlvjax.budget`` holds a plan against what a device has.
 """
 
@@ -295,13 +297,19 @@ def _backward_items(cfg: ModelConfig, params, mesh, phase: str, what: str, remat
     if remat == "none" and shape["fsdp"] > 1:
         # Measured (hidden 512, 2-4 layers, fsdp 2-8 with data and tensor): without remat each layer's gradient is
         # formed unsplit over fsdp and reduced whole (XLA's CPU backend reduces them all in one tuple, the tied
-        # embedding's two parts apart), which the backward pass holds once it has freed the activations.
+        # embedding's two parts apart), which the backward pass holds once it has freed the activations. A tied
+        # embedding's two whole parts are held beside the activations too (2026-12-07, Qwen2.5-Math's widths with
+        # 2-16 layers, vocab 32000 and 151936, fsdp 2-8, 512-1,544 tokens: one embedding fewer was up to 1.18x
+        # short; this is 0.92-1.02x of XLA's figure).
         gathered = lambda tree: sharded_bytes(
             tree, mesh, spec_of=lambda spec: parallel.sampling_spec(spec, jax.sharding.PartitionSpec()))
-        unsplit = 2 * gathered(params) + cfg.tie_word_embeddings * gathered(embedding)
-        items.append(Item(f"{what}unsplit gradients", phase, max(0, unsplit - activations),
+        # whole over tensor too (split, fsdp 2 x tensor 2 was 1.28x), in the compute dtype where it is wider
+        tied = 2 * cfg.tie_word_embeddings * sum(_nbytes(x.shape, x.dtype) for x in jax.tree.leaves(
+            wide["embed_tokens"]))
+        items.append(Item(f"{what}unsplit gradients", phase, max(tied, 2 * gathered(params) + tied - activations),
                           "fsdp without remat: every layer's gradient before its reduction, beyond the activations "
-                          "the backward pass has freed by then"))
+                          "the backward pass has freed by then" + (" (at least the tied embedding's two parts)"
+                                                                   if tied else "")))
     if shape["data"] > 1 and shape["fsdp"] > 1:  # measured: XLA's partitioner replicates the lookup's cotangent
         items.append(Item(f"{what}embedding gradient, whole", phase,  # and reduces the gradient before splitting it
                           whole - sharded_bytes(embedding, mesh),
