@@ -230,14 +230,14 @@ def check_config(gin_files: list[str], runs: dict[str, list[str]], resume: bool)
     import gin
 
     from rlvjax import cli
-    from rlvjax.config import Config
+    from rlvjax.config import GIN_FIELDS, Config
 
     package = str(Path(cli.__file__).parent)  # where rlvjax.train finds configs/, from any directory
     configs, errors = [], {}
     for name, params in runs.items():
         gin.clear_config()
         try:  # files and `include 'configs/base.gin'` resolved as rlvjax.train resolves them; errors in one line
-            cli.parse_gin(gin_files or [DEFAULT_GIN], params, search_paths=(package,))
+            cli.parse_gin(gin_files or [DEFAULT_GIN], params, search_paths=(package,), fields=GIN_FIELDS)
             config = Config.from_gin()
             if not resume:
                 config.check_consistent()

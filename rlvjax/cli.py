@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import errno
 import os
 import re
@@ -25,7 +26,7 @@ import sys
 import threading
 import tokenize
 import traceback
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 
 class UserError(Exception):
@@ -240,12 +241,33 @@ def add_gin_search_path(path: str) -> None:
         _GIN_SEARCH_PATHS.add(path)
 
 
+def _binding_hint(message: str, fields: Mapping[str, Sequence[str]]) -> str:
+    """What to write for a binding gin rejected: the configurable that has the field (``RLConfig.num_steps``:
+    RunConfig's), the closest field or configurable name, else where every name is listed."""
+    if m := re.search(r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'", message):
+        configurable, name = m.groups()
+        if name in fields:
+            owners = fields[name]
+            return (f"{owners[0]} has it" if len(owners) == 1 else f"{', '.join(owners[:-1])} and {owners[-1]} have "
+                    "it") + f": write {' or '.join(f'{o}.{name}' for o in owners)}"
+        close = [f for f in difflib.get_close_matches(name, list(fields), n=5, cutoff=0.7)
+                 if configurable in fields[f]]
+        if close:
+            return f"did you mean {configurable}.{close[0]}?"
+    elif m := re.search(r"No configurable matching '([\w.]+)'", message):
+        names = sorted({c for owners in fields.values() for c in owners})
+        if close := difflib.get_close_matches(m.group(1), names, n=1, cutoff=0.6):
+            return f"did you mean {close[0]}?"
+    return "docs/config.md lists every Section.field"
+
+
 def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = (),
-              base: str = "") -> None:
+              base: str = "", fields: Mapping[str, Sequence[str]] | None = None) -> None:
     """``gin.parse_config_files_and_bindings`` with one-line errors: a missing file, a syntax error (with file and
-    line), an unknown configurable or parameter (with the binding). A relative file is looked up in the working
-    directory, then under each of ``search_paths``, which gin's ``include`` then also searches. ``base``: gin
-    text (a run's own ``Config.to_gin()``) parsed first, under the files and bindings."""
+    line), an unknown configurable or parameter (with the binding, and with ``fields``, each field's name -> the
+    configurables that have it, what was meant). A relative file is looked up in the working directory, then under
+    each of ``search_paths``, which gin's ``include`` then also searches. ``base``: gin text (a run's own
+    ``Config.to_gin()``) parsed first, under the files and bindings."""
     import gin
 
     for path in search_paths:
@@ -299,7 +321,7 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
         except ValueError as e:
             lines = [line.strip() for line in str(e).splitlines() if line.strip()]
             lines[0], where = lines[0].rstrip("."), " ".join(lines[1:3])
-            hint = ("see the configurables' dataclass fields (rlvjax/experiment.py, rl/config.py, sft.py, parallel.py)"
+            hint = (_binding_hint(lines[0], fields or {})
                     if "No configurable matching" in lines[0] or "doesn't have a parameter" in lines[0] else
                     "fix the binding")
             raise ValueError(f"{lines[0]} ({where}); {hint}" if where else f"{lines[0]}; {hint}") from None

@@ -13,6 +13,7 @@ which ``python -m rlvjax.train --gin_file config.gin`` reads back to the same va
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -41,6 +42,11 @@ SECTIONS: dict[str, type] = {"model": ModelSpec, "task": TaskSpec, "warm_start":
                              "memory": MemoryConfig, "conventions": Conventions}
 for _section in SECTIONS.values():  # gin knows each section by its class name; the classes themselves stay plain
     gin.external_configurable(_section, name=_section.__name__)
+# each field's name -> the sections that have it (``cli.parse_gin``'s hints for a misspelt binding)
+GIN_FIELDS: dict[str, list[str]] = {}
+for _section in SECTIONS.values():
+    for _field in dataclasses.fields(_section):
+        GIN_FIELDS.setdefault(_field.name, []).append(_section.__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,10 +198,16 @@ class Config:
         text = gin.config_str()  # its "Macros" list them as `name = value`; a use reads `%name`
         used = set(re.findall(r"%(\w+)", text))
         for name in re.findall(r"^(\w+) = ", text, re.M):
+            if name in used:
+                continue
             owners = [s.__name__ for s in SECTIONS.values() if name in {f.name for f in dataclasses.fields(s)}]
-            if owners and name not in used:
+            if owners:
                 raise ValueError(f"gin binding `{name} = ...` binds no config field (gin reads it as a macro that "
                                  f"nothing uses); write it as {' or '.join(f'{o}.{name}' for o in owners)}")
+            if close := difflib.get_close_matches(name, GIN_FIELDS, n=1, cutoff=0.85):  # `lamda_verify = 0.5`
+                raise ValueError(f"gin binding `{name} = ...` binds no config field (gin reads it as a macro that "
+                                 f"nothing uses); did you mean {close[0]}, written as {GIN_FIELDS[close[0]][0]}."
+                                 f"{close[0]}?")
         return cls(**{name: section(**gin.get_bindings(section.__name__)) for name, section in SECTIONS.items()})
 
     def to_dict(self) -> dict:

@@ -55,7 +55,12 @@ def render() -> str:
              "binding, `--gin_param 'Section.field = value'` (values are Python literals: strings in quotes); in "
              "Python, `dataclasses.replace(config.section, field=value)` or `rlvjax.RLVConfig(..., config=...)`. "
              "Every run writes its resolved config as `WORKDIR/config.gin` (which `--gin_file` reads back) and "
-             "`config.json`; `python -m rlvjax.train --print_config` prints it.", ""]
+             "`config.json`; `python -m rlvjax.train --print_config` prints it.", "",
+             "The *default* column is the dataclass's. The command line with no `--gin_file` runs "
+             "`configs/default.gin` (the embedded CPU default, which binds many of these fields otherwise); any "
+             "`--gin_file` replaces it, so a file that sets only some fields (`configs/hardware/*.gin`) goes after "
+             "an experiment or `default.gin`: `--gin_file configs/default.gin --gin_file configs/hardware/cpu.gin`.",
+             ""]
     for name, section in SECTIONS.items():
         hints, comments = typing.get_type_hints(section), field_comments(section)
         parts += [f"## `{section.__name__}` (`Config.{name}`)", ""]

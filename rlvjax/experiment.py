@@ -395,12 +395,17 @@ def check_verify_form(task: TaskSpec, tokenizer, verify: verifier.VerifierConfig
 
 
 def check_report(run: RunConfig, eval_problems: int) -> None:
-    """One line when the end-of-run report is asked for (``final_eval_samples`` with ``export_final``) and the task has
-    no eval problems (it used to fail after training); the run and its dry run refuse alike."""
+    """One line when the end-of-run report (``final_eval_samples`` with ``export_final``) or the periodic eval
+    (``eval_every``) is asked for and the task has no eval problems (the report failed after training); the run and
+    its dry run refuse alike."""
     if run.final_eval_samples and run.export_final and not eval_problems:
         raise ValueError(f"RunConfig.final_eval_samples={run.final_eval_samples} asks for an end-of-run report, but "
                          "the task has no eval problems; give some (TaskSpec.eval_file / num_eval, or eval_dataset) "
                          "or set RunConfig.final_eval_samples = 0")
+    if run.eval_every and not eval_problems:  # the run went on with no eval/* metric and no word
+        raise ValueError(f"RunConfig.eval_every={run.eval_every} evaluates the policy during training, but the task "
+                         "has no eval problems; give some (TaskSpec.eval_file / num_eval, or eval_dataset) or set "
+                         "RunConfig.eval_every = 0")
 
 
 def check_positions(config: ModelConfig, prompt_tokens: int, new_tokens: int, verify_tokens: int, *, knob: str,

@@ -70,16 +70,26 @@ def prepare(config: Config, workdir: str, *, resume: bool, resume_step: int | No
     # A run that starts is checked (a --resume with nothing saved is a first launch), not a lambda = 0 baseline (its
     # run's checks covered its config, or an older rlvjax accepted them); a resume, only where it changes the
     # precision settings (a lower learning rate): a run an older rlvjax accepted stays resumable.
+    # rows given in memory are read as the "file" task reads them (written_task, in train.py), not as the task the
+    # config names (the generated default): RLVConfig(prompt_format="chat") was refused as the arithmetic task's
+    checked = config if records is None else dataclasses.replace(config, task=dataclasses.replace(config.task,
+                                                                                                  name="file"))
     if not saved and not baseline:
         config.check_precision()
-        # rows given in memory are read as the "file" task reads them (written_task, in train.py), not as the task
-        # the config names (the generated default): RLVConfig(prompt_format="chat") was refused as the arithmetic
-        # task's
-        (config if records is None else dataclasses.replace(config, task=dataclasses.replace(
-            config.task, name="file"))).check_consistent()
-    elif saved and resume and config.precision_settings() != \
-            stored_config(Path(workdir), resume_step).precision_settings():
-        config.check_precision()
+        checked.check_consistent()
+    elif saved and resume and not baseline:
+        stored = stored_config(Path(workdir), resume_step)
+        if config.precision_settings() != stored.precision_settings():
+            config.check_precision()
+        # what a resume may change (the report, the baseline, the files) is checked as a start's would be, where the
+        # run's own config passes: `--resume --gin_param RunConfig.final_eval_samples=2` beside export_final = False
+        # went on without the report and without a word
+        try:
+            stored.check_consistent()
+        except ValueError:  # an older rlvjax accepted it: it stays resumable
+            pass
+        else:
+            checked.check_consistent()
     outputs.check_fresh(Path(workdir).absolute(), resume, max(saved, default=None))
     Config.check_workdir(workdir)  # a model's or a project's own config.json / config.gin (again before the lock)
     run, rl, optim, warm, task = config.run, config.rl, config.optim, config.warm_start, config.task
@@ -90,6 +100,11 @@ def prepare(config: Config, workdir: str, *, resume: bool, resume_step: int | No
         parallel.check_batch(warm.batch_size, mesh, "WarmStartConfig.batch_size", per_process=False)  # each builds all
     if rl.micro_batch_size:  # rows a micro-batch splits over the data axes: others are replicated whole
         parallel.check_batch(rl.micro_batch_size, mesh, "RLConfig.micro_batch_size", per_process=False)
+    updates = run.num_steps * rl.num_ppo_epochs * rl.num_minibatches
+    if optim.warmup_steps >= updates and jax.process_index() == 0:  # a smoke run of a long config: said, not refused
+        print(f"warning: OptimConfig.warmup_steps={optim.warmup_steps} is not below the run's {updates} optimizer "
+              f"updates: the learning rate never reaches OptimConfig.learning_rate={optim.learning_rate:g} (the last "
+              f"update's is {float(optim.learning_rates(updates)(updates - 1)):.2g})", file=sys.stderr)
     reward = reward or Rewards.of(config)
     reward.warn_about_labels()
     reward.state.max_steps = run.num_steps

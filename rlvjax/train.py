@@ -26,7 +26,7 @@ from flax import nnx
 
 from rlvjax import (cli, evaluate, experiment, outputs, parallel, policy_tokens, preemption, preflight, run_sampling,
                     sampling, sft, testtime)
-from rlvjax.config import WRITTEN_IN, Config, check_local
+from rlvjax.config import GIN_FIELDS, WRITTEN_IN, Config, check_local
 from rlvjax.checkpoint import Checkpointer
 from rlvjax.data import sources
 from rlvjax.data.encoding import encode_prompts
@@ -57,8 +57,9 @@ flags.DEFINE_bool("print_config", False, "print the resolved configuration (a gi
                   "every run also writes it to WORKDIR/config.gin, with config.json) and exit; writes nothing")
 flags.DEFINE_bool("dry_run", False, "plan and compile the run's steps for its mesh without weights or data (fakes the "
                   "devices on a CPU host), print the memory plan beside XLA's compiled memory, and exit non-zero if "
-                  "either exceeds the device budget; writes nothing to the workdir (compiled programs go to "
-                  "RunConfig.compilation_cache_dir)")
+                  "the plan exceeds the device budget, or the compiled memory does where it is exact (float32 "
+                  "compute on a CPU, or the target's devices; else a warning); writes nothing to the workdir "
+                  "(compiled programs go to RunConfig.compilation_cache_dir)")
 
 
 # What a SIGTERM while a run starts says (launch/sweep.py reads both as "stopped").
@@ -443,9 +444,10 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step:
             if resume_step is not None or not gin_params:
                 raise
     if base is not None:
-        cli.parse_gin([], gin_params, search_paths=(GIN_SEARCH_PATH,), base=base)
+        cli.parse_gin([], gin_params, search_paths=(GIN_SEARCH_PATH,), base=base, fields=GIN_FIELDS)
     else:
-        cli.parse_gin(gin_files or [str(CONFIGS / "default.gin")], gin_params, search_paths=(GIN_SEARCH_PATH,))
+        cli.parse_gin(gin_files or [str(CONFIGS / "default.gin")], gin_params, search_paths=(GIN_SEARCH_PATH,),
+                      fields=GIN_FIELDS)
     config = Config.from_gin()
     if print_config:
         print(config.to_gin(), end="")
