@@ -76,6 +76,9 @@ def _grader_children() -> set[int]:
     ("\\(\\boxed 5\\)", "5"), ("\\[\\boxed 5\\]", "5"), ("(\\boxed 5)", "5"), ("\\boxed (1,2)", "(1,2)"),
     ("(\\boxed 5).", "5"), ("\\boxed 5\\).", "5"), ("\\boxed [0,1)", "[0,1)"), ("\\boxed (0,1]", "(0,1]"),
     ("\\boxed (1,2)]).", "(1,2)"),
+    # "Answer: X" as "The answer is X" (a 2026-12-07 review: None), where it ends the completion
+    ("So 6 * 7 = 42.\n\nAnswer: 42", "42"), ("**Answer:** 7", "7"), ("Final Answer: $\\frac12$", "\\frac12"),
+    ("Answer: 42\nLet me check: 6 * 7 = 43", None),
     ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),  # escaped braces are content
     ("\\boxed{\\boxed{4}}", "4"),
     ("The answer is 42.", "42"),

@@ -18,7 +18,7 @@ from rlvjax.rewards.grader_worker import ABS_TOL, REL_TOL
 MAX_ANSWER_CHARS = 1000  # longer "answers" are not answers; grading them only invites pathological parses
 
 _BOX_START = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-_ANSWER_PHRASE = re.compile(r"(?:final\s+)?answer\s+is\s*:?\s*", re.IGNORECASE)
+_ANSWER_PHRASE = re.compile(r"(?:final\s+)?answer(?:\s+is\s*:?|\**\s*:\**)\s*", re.IGNORECASE)  # "Answer: 42" too
 
 
 def _balanced_end(text: str, open_pos: int) -> int | None:
