@@ -133,7 +133,7 @@ class RLVTrainer:
         logged metrics per step. ``resume=True`` continues the run in ``output_dir`` from its latest checkpoint (or
         from ``resume_step``'s, the later ones set aside, as the CLI's ``--checkpoint``), on its own problems when
         this trainer was built without datasets (it put in the built-in task)."""
-        from rlvjax import outputs, train
+        from rlvjax import cli, outputs, train
 
         if resume_step is not None and not resume:
             raise ValueError(f"resume_step={resume_step} chooses the checkpoint to resume from; pass resume=True "
@@ -145,11 +145,14 @@ class RLVTrainer:
             stored = outputs.moved_data(self.output_dir, values)
             config = dataclasses.replace(config, task=dataclasses.replace(
                 stored.task, rewards=config.task.rewards, reward_weights=config.task.reward_weights))
-        with contextlib.ExitStack() as hold:  # the run stays locked until its report is written
-            history, policies = train.train_with_baseline(config, self.output_dir, resume=resume,
-                                                          resume_step=resume_step, reward=self.reward,
-                                                          records=self.records, hold=hold)
-            train.report_run(config, self.output_dir, policies, reward=self.reward, records=self.records)
+        try:
+            with contextlib.ExitStack() as hold:  # the run stays locked until its report is written
+                history, policies = train.train_with_baseline(config, self.output_dir, resume=resume,
+                                                              resume_step=resume_step, reward=self.reward,
+                                                              records=self.records, hold=hold)
+                train.report_run(config, self.output_dir, policies, reward=self.reward, records=self.records)
+        except (cli.Preempted, cli.UserCodeFailed) as e:  # what to do next, in the API's words, not the CLI's
+            raise type(e)(str(e).replace("--resume", "train(resume=True)")) from None
         return history
 
     def evaluate(self, num_samples: int = 16, *, temperature: float | None = None, strategy: str = "fixed",

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import rlvjax
+from rlvjax import cli
 from rlvjax.cli import UserError
 from rlvjax.rewards import registry
 
@@ -759,6 +760,31 @@ def test_trl_async_rewards_and_trainer_state(tmp_path):
     assert set(seen) == {(2, 2)}, seen
 
 
+def test_a_sigterm_in_the_api_says_how_to_resume_in_the_api(tmp_path):
+    """A scheduler's notice during ``trainer.train()`` saves the step and raises Preempted; its message named the
+    CLI's ``--resume`` to a script that has no command line."""
+    import signal
+
+    calls = []
+
+    def judge(completions, **kwargs):
+        calls.append(len(completions))
+        if len(calls) == 3:  # the probe at start, step 1, then during step 2's grading
+            os.kill(os.getpid(), signal.SIGTERM)
+        return [float(len(c)) for c in completions]
+
+    args = rlvjax.RLVConfig(output_dir=str(tmp_path / "run"), num_steps=4, batch_size=4, group_size=2,
+                            max_new_tokens=2, verify_question=QUESTION)
+    rows = [{"prompt": f"{i}+1="} for i in range(8)]
+    with pytest.raises(cli.Preempted) as stopped:
+        rlvjax.RLVTrainer(reward_funcs=judge, train_dataset=rows, args=args).train()
+    assert str(stopped.value) == (f"SIGTERM: saved the checkpoint of step 2 in {tmp_path / 'run' / 'checkpoints'} "
+                                  "and stopped; rerun with train(resume=True) to continue")
+    rlvjax.RLVTrainer(reward_funcs=judge, train_dataset=rows, args=args).train(resume=True)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
 def test_a_reward_that_raises_mid_run_keeps_the_steps_done(tmp_path):
     """A remote judge that times out at step 3 of 4 (before the first checkpoint, due at 10): the run stopped with the
     error and nothing saved, so a resume started from step 0 (review 2026-12-06). The 2 steps done are saved now,
@@ -776,7 +802,7 @@ def test_a_reward_that_raises_mid_run_keeps_the_steps_done(tmp_path):
     rows = [{"prompt": f"{i}+1="} for i in range(8)]
     with pytest.raises(UserError, match=r"reward function '.*judge' raised TimeoutError: judge endpoint timed out; "
                                         r"fix the function; the 2 steps done are saved \(checkpoint of step 2\): "
-                                        r"rerun with --resume once it is fixed"):
+                                        r"rerun with train\(resume=True\) once it is fixed"):
         rlvjax.RLVTrainer(reward_funcs=judge, train_dataset=rows, args=args).train()
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2"]
     rlvjax.RLVTrainer(reward_funcs=judge, train_dataset=rows, args=args).train(resume=True)
