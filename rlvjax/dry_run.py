@@ -172,10 +172,11 @@ def run(config, *, echo: bool = True) -> tuple[memory.MemoryPlan, list[CompiledP
                          f"{devices[0].platform} devices; run the dry run on a CPU host (it fakes the devices) or "
                          "on the target machine")
     if -1 in sizes and len(devices) % (given := -int(np.prod(sizes))):
+        axis = parallel.AXES[sizes.index(-1)]
         raise ValueError(f"{len(devices)} {devices[0].platform} device(s) do not split into the mesh's other axes "
                          f"({given}); the dry run fakes the devices only when every axis is given: set "
-                         "MeshConfig.data (now -1, the devices left over) to the target's, e.g. --gin_param "
-                         f"'MeshConfig.data = 1'")
+                         f"MeshConfig.{axis} (now -1, the devices left over) to the target's, e.g. --gin_param "
+                         f"'MeshConfig.{axis} = 1'")
     mesh = parallel.make_mesh(mesh_cfg, devices[: int(np.prod(sizes))] if -1 not in sizes else devices)
     # the real run's checks of the config (``train.train``), so that a dry run passes only what a run accepts
     parallel.check_batch(run_cfg.batch_size, mesh, "batch_size (prompts per step)")

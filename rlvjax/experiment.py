@@ -394,15 +394,15 @@ def check_verify_form(task: TaskSpec, tokenizer, verify: verifier.VerifierConfig
                         "= 'plain' to ask it in text, or 'chat' to keep this")
 
 
-def check_report(run: RunConfig, eval_problems: int) -> None:
+def check_report(run: RunConfig, eval_problems: int, *, periodic: bool = True) -> None:
     """One line when the end-of-run report (``final_eval_samples`` with ``export_final``) or the periodic eval
-    (``eval_every``) is asked for and the task has no eval problems (the report failed after training); the run and
-    its dry run refuse alike."""
+    (``eval_every``; not ``periodic``: a resume keeping a setting an older rlvjax accepted) is asked for and the task
+    has no eval problems (the report failed after training); the run and its dry run refuse alike."""
     if run.final_eval_samples and run.export_final and not eval_problems:
         raise ValueError(f"RunConfig.final_eval_samples={run.final_eval_samples} asks for an end-of-run report, but "
                          "the task has no eval problems; give some (TaskSpec.eval_file / num_eval, or eval_dataset) "
                          "or set RunConfig.final_eval_samples = 0")
-    if run.eval_every and not eval_problems:  # the run went on with no eval/* metric and no word
+    if periodic and run.eval_every and not eval_problems:  # the run went on with no eval/* metric and no word
         raise ValueError(f"RunConfig.eval_every={run.eval_every} evaluates the policy during training, but the task "
                          "has no eval problems; give some (TaskSpec.eval_file / num_eval, or eval_dataset) or set "
                          "RunConfig.eval_every = 0")

@@ -298,9 +298,10 @@ def _backward_items(cfg: ModelConfig, params, mesh, phase: str, what: str, remat
         # Measured (hidden 512, 2-4 layers, fsdp 2-8 with data and tensor): without remat each layer's gradient is
         # formed unsplit over fsdp and reduced whole (XLA's CPU backend reduces them all in one tuple, the tied
         # embedding's two parts apart), which the backward pass holds once it has freed the activations. A tied
-        # embedding's two whole parts are held beside the activations too (2026-12-07, Qwen2.5-Math's widths with
-        # 2-16 layers, vocab 32000 and 151936, fsdp 2-8, 512-1,544 tokens: one embedding fewer was up to 1.18x
-        # short; this is 0.92-1.02x of XLA's figure).
+        # embedding's two whole parts are held beside the activations too (2026-12-07, Qwen2.5-Math's widths: one
+        # embedding fewer was 1.07-1.28x short with 2-16 layers; this is 0.91-1.02x of XLA's figure there with
+        # tensor <= 2, 0.89-1.07x at the real 28 layers, and over-counts tensor 4 at shallow depths, 0.67x at 2
+        # layers: docs/benchmarks.md).
         gathered = lambda tree: sharded_bytes(
             tree, mesh, spec_of=lambda spec: parallel.sampling_spec(spec, jax.sharding.PartitionSpec()))
         # whole over tensor too (split, fsdp 2 x tensor 2 was 1.28x), in the compute dtype where it is wider

@@ -68,28 +68,29 @@ def prepare(config: Config, workdir: str, *, resume: bool, resume_step: int | No
     # before minutes of loading and the memory plan; checked again under the workdir's lock
     saved = step_folders(Path(workdir) / "checkpoints")
     # A run that starts is checked (a --resume with nothing saved is a first launch), not a lambda = 0 baseline (its
-    # run's checks covered its config, or an older rlvjax accepted them); a resume, only where it changes the
-    # precision settings (a lower learning rate): a run an older rlvjax accepted stays resumable.
-    # rows given in memory are read as the "file" task reads them (written_task, in train.py), not as the task the
-    # config names (the generated default): RLVConfig(prompt_format="chat") was refused as the arithmetic task's
+    # run's checks covered its config, or an older rlvjax accepted them). A resume is checked where it changes the
+    # precision settings (a lower learning rate), and where the run's own config passes the start's combination
+    # checks, on what it may change (the report, the baseline, the files: `--resume --gin_param
+    # RunConfig.final_eval_samples=2` beside export_final = False went on without the report and without a word).
+    # A run an older rlvjax accepted stays resumable.
+    # Rows given in memory are read as the "file" task reads them (written_task, in train.py), not as the task the
+    # config names (the generated default): RLVConfig(prompt_format="chat") was refused as the arithmetic task's.
     checked = config if records is None else dataclasses.replace(config, task=dataclasses.replace(config.task,
                                                                                                   name="file"))
+    stored = stored_config(Path(workdir), resume_step) if saved and resume else None
     if not saved and not baseline:
         config.check_precision()
         checked.check_consistent()
-    elif saved and resume and not baseline:
-        stored = stored_config(Path(workdir), resume_step)
+    elif stored is not None:
         if config.precision_settings() != stored.precision_settings():
             config.check_precision()
-        # what a resume may change (the report, the baseline, the files) is checked as a start's would be, where the
-        # run's own config passes: `--resume --gin_param RunConfig.final_eval_samples=2` beside export_final = False
-        # went on without the report and without a word
-        try:
-            stored.check_consistent()
-        except ValueError:  # an older rlvjax accepted it: it stays resumable
-            pass
-        else:
-            checked.check_consistent()
+        if not baseline:
+            try:
+                stored.check_consistent()
+            except ValueError:
+                pass
+            else:
+                checked.check_consistent()
     outputs.check_fresh(Path(workdir).absolute(), resume, max(saved, default=None))
     Config.check_workdir(workdir)  # a model's or a project's own config.json / config.gin (again before the lock)
     run, rl, optim, warm, task = config.run, config.rl, config.optim, config.warm_start, config.task
@@ -119,7 +120,8 @@ def prepare(config: Config, workdir: str, *, resume: bool, resume_step: int | No
     for name, split in (("train", train_records), ("eval", eval_records)):
         if split:
             reward.check_columns(split, name)
-    experiment.check_report(run, len(eval_records))
+    # (a resume keeping the periodic eval an older rlvjax accepted without eval problems stays resumable)
+    experiment.check_report(run, len(eval_records), periodic=stored is None or run.eval_every != stored.run.eval_every)
     reward.probe(train_records)
     verifier_tokens = verifier.tokens(tokenizer, config.verifier.question, chat=config.verifier.chat)
     experiment.check_verify_form(task, tokenizer, config.verifier, train_records)

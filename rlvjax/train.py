@@ -174,11 +174,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
         setup.reward.state.global_step = start  # what a reward reading trainer_state sees until the next grading
         try:
             for step in range(start, run.num_steps):
-                # Each process reads its own shard; the indices are gathered so that every host sees the global
-                # batch (prompts to pad alike, golds to grade all rows; grading is cheap next to sampling).
-                batch = [setup.train_records[i]
-                         for i in parallel.to_host(np.asarray([r["index"] for r in next(data)]))]
-                state, metrics, logged = _iterate(state, batch, step, setup, jitted, value_sampler, learning_rates)
+                state, metrics, logged = _iterate(state, step, setup, jitted, value_sampler, learning_rates)
                 done = None
                 stopping = metrics["consecutive_nonfinite"] >= optim.max_consecutive_nonfinite  # no eval of those
                 if setup.eval_records and not stopping and ((run.eval_every and (step + 1) % run.eval_every == 0)
@@ -225,15 +221,18 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
     return history
 
 
-def _iterate(state, batch: list[dict], step: int, setup: preflight.RunSetup, jitted: steps.JittedSteps,
-             value_sampler: PoolSampler | None, learning_rates) -> tuple[steps.TrainState, dict, list[dict]]:
-    """One RL^V iteration on ``batch``: G rollouts per prompt (the verifier's score fused on their live caches),
-    their grades, advantages (VinePPO: Monte-Carlo values of every step prefix), and the update L_RL + lambda * L_V.
-    Returns the new state, the step's metrics, and its first rollouts as the log shows them."""
+def _iterate(state, step: int, setup: preflight.RunSetup, jitted: steps.JittedSteps, value_sampler: PoolSampler | None,
+             learning_rates) -> tuple[steps.TrainState, dict, list[dict]]:
+    """One RL^V iteration on the data's next batch: G rollouts per prompt (the verifier's score fused on their live
+    caches), their grades, advantages (VinePPO: Monte-Carlo values of every step prefix), and the update L_RL +
+    lambda * L_V. Returns the new state, the step's metrics, and its first rollouts as the log shows them."""
     rl, seed, tokenizer, reward = setup.config.rl, setup.config.run.seed, setup.tokenizer, setup.reward
     mesh = setup.mesh
     by_rows = parallel.batch_sharding(mesh, 2)
     t0 = time.perf_counter()
+    # Each process reads its own shard; the indices are gathered so that every host sees the global batch (prompts
+    # to pad alike, golds to grade all rows; grading is cheap next to sampling).
+    batch = [setup.train_records[i] for i in parallel.to_host(np.asarray([r["index"] for r in next(setup.data)]))]
     prompts = encode_prompts(tokenizer, [r["prompt"] for r in batch])
     ids, mask = sampling.left_pad(prompts, pad_id=setup.special.pad_id)  # bucket_width: a bounded set of shapes
     roll = jitted.rollout(state.params, parallel.to_global(ids, by_rows), parallel.to_global(mask, by_rows),

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("args,message", [
     (["--gin_param", "RLConfig.lambda_verify = -1"], "RLConfig.lambda_verify=-1 must be >= 0"),
     (["--gin_param", "RLConfig.nope = 1"], "Configurable 'RLConfig' doesn't have a parameter named 'nope' (In "
-                                           "bindings string line 1 RLConfig.nope = 1); docs/config.md lists every Section.field"),
+                                           "bindings string line 1 RLConfig.nope = 1); docs/config.md lists every "
+                                           "Section.field"),
     (["--gin_file", "configs/nope.gin"], "no such gin file: configs/nope.gin; check the --gin_file path"),
 ])
 def test_train_rejects_bad_config(tmp_path, args, message):

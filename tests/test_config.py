@@ -11,7 +11,7 @@ import gin
 import pytest
 
 from rlvjax import cli, config_docs
-from rlvjax.config import SECTIONS, Config
+from rlvjax.config import GIN_FIELDS, SECTIONS, Config
 from rlvjax.rl.config import RLConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +36,24 @@ def test_config_gin_reads_back_to_the_same_value(tmp_path):
     try:
         cli.parse_gin([str(path)], [])
         assert Config.from_gin() == config
+    finally:
+        gin.clear_config()
+
+
+def test_a_macro_whose_one_use_is_overridden_is_not_taken_for_a_misspelt_field(tmp_path):
+    """`num_layer = 2` used by `ModelSpec.num_layers = %num_layer`, then `--gin_param ModelSpec.num_layers = 3`: the
+    macro is unused once overridden, and its name is close to a field's; refused as a misspelling in review diff26's
+    probe. A macro nothing was ever written to use is still refused when it reads as a misspelt field."""
+    (tmp_path / "macro.gin").write_text("num_layer = 2\nModelSpec.num_layers = %num_layer\n")
+    gin.clear_config()
+    try:
+        cli.parse_gin([str(tmp_path / "macro.gin")], ["ModelSpec.num_layers = 3"], fields=GIN_FIELDS)
+        assert Config.from_gin().model.num_layers == 3
+        gin.clear_config()
+        with pytest.raises(ValueError, match=r"^gin binding `num_layer = \.\.\.` binds no config field \(gin reads "
+                           r"it as a macro that nothing uses\); did you mean num_layers, written as "
+                           r"ModelSpec.num_layers\?$"):
+            cli.parse_gin([], ["num_layer = 3"], fields=GIN_FIELDS)
     finally:
         gin.clear_config()
 

@@ -306,6 +306,16 @@ def test_a_resume_is_checked_as_a_start_where_the_runs_own_config_passes(tmp_pat
         code, line = train_error(workdir, [binding], resume=True, capsys=capsys)
         assert code == 2 and message in line, line
     assert sorted((p.relative_to(workdir), p.stat().st_mtime_ns) for p in workdir.rglob("*")) == before
+    # the periodic eval without eval problems (refused since 2026-12-07): a run started so stays resumable as it is
+    kept = tmp_path / "kept"
+    fake_run(kept, ["TaskSpec.num_eval = 0", "RunConfig.final_eval_samples = 0"])  # eval_every = 10 (digit_smoke)
+    code, line = train_error(kept, ["TaskSpec.num_eval = 0", "RunConfig.final_eval_samples = 0"], resume=True,
+                             capsys=capsys)
+    assert "eval_every" not in line, line
+    code, line = train_error(kept, ["TaskSpec.num_eval = 0", "RunConfig.final_eval_samples = 0",
+                                    "RunConfig.eval_every = 5"], resume=True, capsys=capsys)
+    assert code == 2 and "RunConfig.eval_every=5 evaluates the policy during training, but the task has no eval " \
+        "problems" in line, line
 
 
 def test_a_warm_up_the_run_never_finishes_is_said(tmp_path, capsys):
