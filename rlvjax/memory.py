@@ -268,10 +268,12 @@ def eval_prompts(mesh, eval_problems: int | None) -> int:
 
 
 def _backward_items(cfg: ModelConfig, params, mesh, phase: str, what: str, remat: str, *, gradients: int,
-                    chunked: bool, activations: int, note: str) -> list[Item]:
+                    chunked: bool, activations: int, note: str, head_passes: int = 0) -> list[Item]:
     """What a backward pass over the whole model holds beside its activations: ``gradients`` gradient trees, the
     weights FSDP gathers, the embedding's extra gradient buffers, (``remat``) the layers stacked for the scan and
     (``chunked``: log-probs built a chunk of positions at a time) the head's gradient summed over the chunks.
+    ``head_passes``: whole gradients of a tied embedding held beside the activations without remat on fsdp (the
+    update's policy and verify logits: 2; the warm start's one loss: none measured).
 
     Weights narrower than the compute dtype (bf16 weights, f32 compute) are cast before they are gathered: the
     device's shards cast, the gathered weights, the tied embedding's gradient and a micro-batch's gradient are in
@@ -305,12 +307,13 @@ def _backward_items(cfg: ModelConfig, params, mesh, phase: str, what: str, remat
         gathered = lambda tree: sharded_bytes(
             tree, mesh, spec_of=lambda spec: parallel.sampling_spec(spec, jax.sharding.PartitionSpec()))
         # whole over tensor too (split, fsdp 2 x tensor 2 was 1.28x), in the compute dtype where it is wider
-        tied = 2 * cfg.tie_word_embeddings * sum(_nbytes(x.shape, x.dtype) for x in jax.tree.leaves(
+        held = head_passes * cfg.tie_word_embeddings * sum(_nbytes(x.shape, x.dtype) for x in jax.tree.leaves(
             wide["embed_tokens"]))
-        items.append(Item(f"{what}unsplit gradients", phase, max(tied, 2 * gathered(params) + tied - activations),
+        unsplit = 2 * gathered(params) + max(held, cfg.tie_word_embeddings * gathered(embedding))
+        items.append(Item(f"{what}unsplit gradients", phase, max(held, unsplit - activations),
                           "fsdp without remat: every layer's gradient before its reduction, beyond the activations "
-                          "the backward pass has freed by then" + (" (at least the tied embedding's two parts)"
-                                                                   if tied else "")))
+                          "the backward pass has freed by then" + (" (at least the tied embedding's whole parts)"
+                                                                   if held else "")))
     if shape["data"] > 1 and shape["fsdp"] > 1:  # measured: XLA's partitioner replicates the lookup's cotangent
         items.append(Item(f"{what}embedding gradient, whole", phase,  # and reduces the gradient before splitting it
                           whole - sharded_bytes(embedding, mesh),
@@ -395,7 +398,7 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
                                                         logprob_chunk=rl.logprob_chunk_size)
     items += _backward_items(cfg, params, mesh, "update", "", rl.remat, gradients=2,
                              chunked=0 < rl.logprob_chunk_size < n, activations=activations,
-                             note="micro-batch accumulator + one micro-batch's gradient")
+                             note="micro-batch accumulator + one micro-batch's gradient", head_passes=2)
     if rl.beta > 0:  # the reference policy's log-softmax inside the loss, f32, for the KL term
         positions = min(rl.logprob_chunk_size or n, n)
         items.append(Item("reference logits", "update", micro_rows * positions * tensor_split(cfg.vocab_size, tensor)
