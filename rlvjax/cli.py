@@ -339,9 +339,10 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
         raise ValueError(f"gin macro %{unbound.group(1)} is used but never bound; bind it (e.g. "
                          f"{unbound.group(1)} = 8) or write the value in its place") from None
     if fields:  # a field misspelt without its section (`lamda_verify = 0.5`) is a macro nothing uses, binding nothing
+        # (used as written counts too: a file's macro whose one use a --gin_param overrides is legitimate)
         texts = [base, *(open(path, encoding="utf-8").read() for path in resolved), *bindings, gin.config_str()]
-        used = {name for text in texts for name in re.findall(r"%(\w+)", text)}  # as written too: a macro whose one
-        for name in re.findall(r"^(\w+) = ", gin.config_str(), re.M):  # use a --gin_param overrides stays legitimate
+        used = {name for text in texts for name in re.findall(r"%(\w+)", text)}
+        for name in re.findall(r"^(\w+) = ", gin.config_str(), re.M):
             if name not in used and name not in fields and (
                     close := difflib.get_close_matches(name, list(fields), n=1, cutoff=0.85)):
                 raise ValueError(f"gin binding `{name} = ...` binds no config field (gin reads it as a macro that "
