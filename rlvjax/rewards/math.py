@@ -12,7 +12,8 @@ in a base is compared by its sign, digits and base (`answers.same_by_key`: "52_9
 "52_8"; "52" is, as math-verify has it). Where it grades a right answer wrong: "1e-05" is 0.00001 (not 1 * e - 5),
 a word is one in any case ("East" is "\\text{east}"), a worked "6*7 = 42" is 42, an inequality is its interval
 ("x > 2" for a gold (2, \\infty), which math-verify took only the other way round; `answers._plain_forms`,
-`grader_worker._value`).
+`grader_worker._value`). Plain numbers (decimals, ratios, surds) are decided in the parent where math-verify's
+verdict is certain: equal rationals, or values further apart than the 1e-4 above (`answers.same_by_key`).
 
 Workers are plain subprocesses running ``grader_worker.py`` as a script, talking JSON lines over stdin/stdout, rather
 than multiprocessing children: a spawned multiprocessing child re-imports the `rlvjax` package (hence JAX) and the
