@@ -340,9 +340,13 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
                          f"{unbound.group(1)} = 8) or write the value in its place") from None
     if fields:  # a field misspelt without its section (`lamda_verify = 0.5`) is a macro nothing uses, binding nothing
         # (used as written counts too: a file's macro whose one use a --gin_param overrides is legitimate)
-        texts = [base, *(open(path, encoding="utf-8").read() for path in resolved), *bindings, gin.config_str()]
+        parsed = gin.config_str()
+        texts = [base, *bindings, parsed]
+        for path in resolved:
+            with open(path, encoding="utf-8") as file:
+                texts.append(file.read())
         used = {name for text in texts for name in re.findall(r"%(\w+)", text)}
-        for name in re.findall(r"^(\w+) = ", gin.config_str(), re.M):
+        for name in re.findall(r"^(\w+) = ", parsed, re.M):
             if name not in used and name not in fields and (
                     close := difflib.get_close_matches(name, list(fields), n=1, cutoff=0.85)):
                 raise ValueError(f"gin binding `{name} = ...` binds no config field (gin reads it as a macro that "
