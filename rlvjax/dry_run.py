@@ -77,7 +77,7 @@ def compile_update(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, op
 def _abstract_run(cfg: ModelConfig, rl: RLConfig, run: experiment.RunConfig, optim: OptimConfig, mesh,
                   verify_tokens: int):
     """``(abstract TrainState laid out on mesh, StepSetup)`` of a run, from shapes only."""
-    tx = optim.make(max(run.num_steps, 1) * rl.num_ppo_epochs * rl.num_minibatches)
+    tx = optim.make(max(run.num_steps, 1) * rl.updates_per_step)
     graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))[0]
     state = jax.eval_shape(lambda p: steps.init_state(p, tx, seed=0, keep_reference=rl.beta > 0),
                            memory.abstract_params(cfg))

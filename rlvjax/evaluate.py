@@ -86,7 +86,7 @@ def abstract_checkpoint(config: Config):
         raise FileNotFoundError(f"no usable tokenizer for this run's model at {where}; restore the model directory "
                                 "the run was trained from (its config.json and tokenizer files are enough)")
     rl, run = config.rl, config.run
-    tx = config.optim.make(run.num_steps * rl.num_ppo_epochs * rl.num_minibatches)
+    tx = config.optim.make(run.num_steps * rl.updates_per_step)
     graphdef, params = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))
     state = jax.eval_shape(lambda p: steps.init_state(p, tx, seed=run.seed, keep_reference=rl.beta > 0),
                            nnx.to_pure_dict(params))

@@ -370,7 +370,7 @@ def plan(model_config: ModelConfig, rl_config: RLConfig, run_config, mesh, *, pr
     shape = {a: int(mesh.shape[a]) for a in parallel.AXES}
     dp, tensor = shape["data"] * shape["fsdp"], shape["tensor"]
     ceil = lambda a, b: -(-a // b)
-    tx = (optim or OptimConfig()).make(max(run.num_steps, 1) * rl.num_ppo_epochs * rl.num_minibatches)
+    tx = (optim or OptimConfig()).make(max(run.num_steps, 1) * rl.updates_per_step)
     params = abstract_params(cfg)
     state = jax.eval_shape(lambda p: steps.init_state(p, tx, seed=0, keep_reference=rl.beta > 0), params)
     param_bytes, opt_bytes = sharded_bytes(state.params, mesh), sharded_bytes(state.opt_state, mesh)

@@ -101,7 +101,7 @@ def prepare(config: Config, workdir: str, *, resume: bool, resume_step: int | No
         parallel.check_batch(warm.batch_size, mesh, "WarmStartConfig.batch_size", per_process=False)  # each builds all
     if rl.micro_batch_size:  # rows a micro-batch splits over the data axes: others are replicated whole
         parallel.check_batch(rl.micro_batch_size, mesh, "RLConfig.micro_batch_size", per_process=False)
-    updates = run.num_steps * rl.num_ppo_epochs * rl.num_minibatches
+    updates = run.num_steps * rl.updates_per_step
     if optim.warmup_steps >= updates and jax.process_index() == 0:  # a smoke run of a long config: said, not refused
         print(f"warning: OptimConfig.warmup_steps={optim.warmup_steps} is not below the run's {updates} optimizer "
               f"updates: the learning rate never reaches OptimConfig.learning_rate={optim.learning_rate:g} (the last "

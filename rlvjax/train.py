@@ -128,9 +128,8 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
         elif setup.warming:
             params = _warm_start(setup, params, config, rendered, stop=notice.check)
         setup.warm_examples = []  # not kept for the whole run
-        updates_per_step = rl.num_ppo_epochs * rl.num_minibatches
-        tx = optim.make(run.num_steps * updates_per_step)
-        learning_rates = optim.learning_rates(run.num_steps * updates_per_step)
+        tx = optim.make(run.num_steps * rl.updates_per_step)
+        learning_rates = optim.learning_rates(run.num_steps * rl.updates_per_step)
         step_setup = policy_tokens.step_setup(setup.graphdef, tx, rl, setup.tokenizer, config.verifier)
         # Born in its layout: built whole on one device, the AdamW moments (and the reference) took 3-4x the
         # weights there before being split. The params are donated into the state.
@@ -277,8 +276,7 @@ def _iterate(state, step: int, setup: preflight.RunSetup, jitted: steps.JittedSt
                                  f"step {step + 1} (e.g. 0 / 0 for a group whose rewards are all equal); "
                                  "make it return finite values")
     # the schedule's step at this update's first optimizer step: optax skips non-finite updates
-    updates_per_step = rl.num_ppo_epochs * rl.num_minibatches
-    applied = step * updates_per_step - int(jax.device_get(state.opt_state.total_notfinite))
+    applied = step * rl.updates_per_step - int(jax.device_get(state.opt_state.total_notfinite))
     state, update_metrics = jitted.update(state, update_batch)
     reward.state.global_step = step + 1  # the eval after it, and the report after training, grade this policy
     update_metrics = jax.device_get(update_metrics)

@@ -149,6 +149,11 @@ class RLConfig:
         return 1 + self.trained_prefixes
 
     @property
+    def updates_per_step(self) -> int:
+        """Optimizer updates one RL step makes: ``num_ppo_epochs`` passes over ``num_minibatches`` minibatches."""
+        return self.num_ppo_epochs * self.num_minibatches
+
+    @property
     def sampling_params(self) -> sampling.SamplingParams:
         return sampling.SamplingParams(self.temperature, self.top_p, self.top_k)
 

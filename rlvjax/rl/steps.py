@@ -274,7 +274,7 @@ def update_step(step_setup: StepSetup, state: TrainState, batch: UpdateBatch) ->
     if rows % rl.num_minibatches:
         raise ValueError(f"{rows} rollouts do not split into num_minibatches={rl.num_minibatches}")
     rng, perm_key = jax.random.split(jax.random.wrap_key_data(state.rng))
-    size, updates_per_batch = rows // rl.num_minibatches, rl.num_ppo_epochs * rl.num_minibatches
+    size, updates_per_batch = rows // rl.num_minibatches, rl.updates_per_step
 
     def optimizer_step(carry, mb):
         params, opt_state = carry
