@@ -187,6 +187,9 @@ def _as_classes(answers, equivalent, grouping: str = "math") -> np.ndarray:
     (numbers as their text)."""
     if isinstance(answers, np.ndarray) and np.issubdtype(answers.dtype, np.integer):
         return answers.astype(np.int64)
+    if isinstance(answers, np.ndarray) and np.issubdtype(answers.dtype, np.number):  # "-1.0" was a class
+        raise ValueError(f"answers of dtype {answers.dtype}: class ids must be an integer array (pass "
+                         ".astype(int)), answers strings or None")
     return answer_classes([a if a is None or isinstance(a, str) else str(a) for a in answers], equivalent, grouping)
 
 
@@ -247,6 +250,9 @@ def best_of_n(answers, scores, unparseable: str = "last"):
 def pass_at_k(num_samples, num_correct, k) -> np.ndarray:
     """Unbiased pass@k (Chen et al. 2021): 1 - C(n-c, k) / C(n, k), element-wise, exact integer binomials."""
     n, c, kk = np.broadcast_arrays(np.asarray(num_samples), np.asarray(num_correct), np.asarray(k))
+    if any(not np.array_equal(x, np.round(x)) for x in (n, c, kk) if x.dtype.kind in "fc"):
+        raise ValueError("pass_at_k counts samples: num_samples, num_correct and k must be whole numbers")
+    n, c, kk = (x.astype(np.int64) if x.dtype.kind in "fc" else x for x in (n, c, kk))  # correct.sum() of floats
     if np.any(kk > n) or np.any(c > n) or np.any(c < 0) or np.any(kk < 1):
         raise ValueError("pass_at_k needs 1 <= k <= num_samples and 0 <= num_correct <= num_samples")
     one = np.vectorize(lambda n_, c_, k_: 1.0 - math.comb(n_ - c_, k_) / math.comb(n_, k_), otypes=[np.float64])
@@ -259,7 +265,7 @@ def best_of_n_expected(scores: np.ndarray, correct: np.ndarray, parseable: np.nd
     sum_i c_(i) C(K-i-1, n-1) / C(K, n). ``ties="random"``: each tied block's correctness is replaced by its mean
     (exactly the expectation over random tie orders); ``"first"``: ties keep the pool order. Unparseable samples
     count as incorrect; with ``unparseable="last"`` they rank below all others, with ``"rank"`` by their score. A
-    NaN score is 0 (``as_weights``; it sorted below the unparseable ones)."""
+    NaN score is 0 (``as_weights``; it used to sort below the unparseable ones)."""
     k = len(scores)
     if unparseable not in ("last", "rank") or ties not in ("random", "first"):  # "rnak" was taken as "rank"
         raise ValueError(f"unparseable={unparseable!r}, ties={ties!r}: use 'last' or 'rank', and 'random' or "

@@ -69,3 +69,14 @@ def test_rollout_stats_read_groups_by_row_and_balance_the_classes():
     np.testing.assert_allclose(r["verifier_balanced_accuracy"], (1 + 3 / 5) / 2)
     np.testing.assert_allclose(r["advantage_mean"], 0.1)
     np.testing.assert_allclose(r["advantage_std"], np.sqrt(np.mean((adv - 0.1) ** 2)))
+
+
+def test_calibration_error_by_hand_and_a_nan_score_counts_as_zero():
+    p = np.array([0.05, 0.15, 0.95, 0.9])
+    correct = np.array([0, 1, 1, 0], dtype=float)
+    # bins [0, .1): 0.05 vs 0; [.1, .2): 0.15 vs 1; [.9, 1]: mean 0.925 vs 0.5; each weighted by its share
+    expected = 0.25 * 0.05 + 0.25 * 0.85 + 0.5 * 0.425
+    assert abs(diagnostics.calibration_error(p, correct) - expected) < 1e-12
+    with_nan = np.array([np.nan, 0.15, 0.95, 0.9])  # as 0.0 for a right answer: the first bin is 1 off, not dropped
+    right_first = np.array([1, 1, 1, 0], dtype=float)
+    assert abs(diagnostics.calibration_error(with_nan, right_first) - (0.25 + 0.25 * 0.85 + 0.5 * 0.425)) < 1e-12

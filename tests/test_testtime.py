@@ -388,6 +388,18 @@ def test_pass_at_k_curve_and_validation():
         tt.scaling_curve(None, None, correct, [5], "pass_at_k")
     with pytest.raises(ValueError):
         tt.scaling_curve(None, None, correct, [1], "nope")
+    # counts as floats (a float grade array's sums) are read as the whole numbers they are; a fraction is refused
+    np.testing.assert_allclose(tt.pass_at_k(4.0, np.array([1.0, 2.0]), 2), [0.5, 5 / 6])
+    with pytest.raises(ValueError, match="whole numbers"):
+        tt.pass_at_k(4, 1.5, 2)
+
+
+def test_float_class_ids_are_refused_not_read_as_answers():
+    ids = np.array([[0, 0, -1, 1]])  # two votes for class 0 (wrong), one for class 1 (right), one unparseable
+    correct = np.array([[0, 0, 0, 1]], dtype=bool)
+    assert tt.scaling_curve(ids, None, correct, [4], "majority")[0] == 0.0
+    with pytest.raises(ValueError, match="integer array"):  # "-1.0" was a class of its own
+        tt.scaling_curve(ids.astype(float), None, correct, [4], "majority")
 
 
 def test_curves_from_string_answers_group_by_equivalence():

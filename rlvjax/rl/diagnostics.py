@@ -30,7 +30,9 @@ def within_problem_auroc(scores: np.ndarray, correct: np.ndarray) -> float:
 
 
 def calibration_error(p_yes: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error of p(Yes) as a probability of correctness, over equal-width bins."""
+    """Expected calibration error of p(Yes) as a probability of correctness, over equal-width bins (a NaN p(Yes)
+    is 0, as ``testtime.as_weights`` has it; it fell in no bin)."""
+    p_yes = np.nan_to_num(np.asarray(p_yes, dtype=np.float64), nan=0.0)
     index = np.minimum((p_yes * bins).astype(int), bins - 1)
     total = 0.0
     for b in range(bins):

@@ -53,7 +53,9 @@ class Outcome:
     correct: np.ndarray  # [P] the vote's grade per problem
     samples: np.ndarray  # [P] samples (particles) drawn per problem
     tokens: np.ndarray  # [P] tokens generated per problem, discarded ones included
-    # [P] verifier scores per problem: each reads the verify prompt and a sample's last token (``report`` prices them)
+    # [P] verifier scores per problem: each reads the verify prompt and a sample's last token (``report`` prices them).
+    # The scores the strategy needs: a row scored once it finishes (length) or after each advance it made
+    # (particle). The live runs score every row of their fixed-shape batch each round, the idle ones too.
     verifier_passes: np.ndarray
     answers: tuple | None = None  # [P] the voted answers (live runs; None where nothing parsed)
 
