@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rlvjax import testtime
 from rlvjax.reports import check_pool_size
+from rlvjax.sampling.choice import MIN_TEMPERATURE
 from rlvjax.strategies.flags import strategy_rules
 
 BASELINE_POLICY = "lambda0"  # --policy: the lambda = 0 baseline's final policy (the name the run's report gives it)
@@ -102,10 +103,10 @@ def check(f) -> None:
         raise ValueError(f"--model_dir {f.model_dir} needs --data: a .jsonl/.json/.parquet file (or datasets id) of "
                          "problems with their answers")
     check_pool_size(f.num_samples)
-    if f.temperature is not None and not 0 < f.temperature < math.inf:
-        raise ValueError(f"--temperature={f.temperature} must be > 0 and finite: votes need distinct samples; pass "
-                         "a positive --temperature or leave it out (the run's training temperature; 1.0 for "
-                         "--model_dir)")
+    if f.temperature is not None and not MIN_TEMPERATURE <= f.temperature < math.inf:
+        raise ValueError(f"--temperature={f.temperature} must be >= {MIN_TEMPERATURE} and finite: votes need distinct "
+                         "samples; pass a positive --temperature or leave it out (the run's training temperature; 1.0 "
+                         "for --model_dir)")
     if f.model_dir and f.checkpoint is not None:
         raise ValueError(f"--checkpoint {f.checkpoint} picks a step of a training run; drop it, or pass the run's "
                          "--workdir instead of --model_dir")

@@ -183,9 +183,11 @@ class RLVTrainer:
         if not matches(temperature, float | None):  # the config sections' own type check
             raise ValueError(f"temperature={temperature!r} must be a number (or None: the run's training "
                              "temperature)")
-        if temperature is not None and not 0 < temperature < float("inf"):
-            raise ValueError(f"temperature={temperature} must be > 0 and finite: votes need distinct samples; pass a "
-                             "positive temperature or None (the run's training temperature)")
+        from rlvjax.sampling import MIN_TEMPERATURE
+
+        if temperature is not None and not MIN_TEMPERATURE <= temperature < float("inf"):
+            raise ValueError(f"temperature={temperature} must be >= {MIN_TEMPERATURE} and finite: votes need distinct "
+                             "samples; pass a positive temperature or None (the run's training temperature)")
         if rules and strategy == "fixed":
             raise ValueError("rules= are a test-time strategy's; pass strategy= ('adaptive', 'length' or 'particle') "
                              "with them, or drop rules")

@@ -65,3 +65,22 @@ def test_a_uniform_near_one_never_draws_a_token_outside_the_top_p_nucleus():
     tokens = np.asarray(jax.jit(lambda lg, k: choose(lg, k, SamplingParams(1.0, top_p=0.9))[0])(
         jnp.asarray(logits), jnp.stack([key] * rows)))
     assert (tokens < nucleus).all(), (tokens[tokens >= nucleus][:3], nucleus[tokens >= nucleus][:3])
+
+
+def test_low_temperatures_draw_the_top_tokens_with_exact_log_probs_under_jit():
+    # Scaled before shifting, jit rounded the top entry's logit / T differently in the max and in the exp: at
+    # T = 1e-3 the log-probs were ~5e-4 off, at 1e-10 infinite, with the last id drawn instead of the argmax.
+    logits = jax.random.normal(jax.random.key(3), (256, 96)) * 4
+    keys = jax.random.split(jax.random.key(4), 256)
+    choose = jax.jit(sampling.choose, static_argnums=2)
+    for t in (1e-3, 1e-5):
+        token, logp = choose(logits, keys, sampling.SamplingParams(temperature=t))
+        scaled = np.asarray(logits, np.float64) / t
+        reference = scaled - scaled.max(-1, keepdims=True)
+        reference = reference - np.log(np.exp(reference).sum(-1, keepdims=True))
+        np.testing.assert_allclose(logp, reference[np.arange(256), np.asarray(token)], atol=1e-5)
+        if t == 1e-5:  # every gap between logits here is far above T: the argmax, log-prob 0
+            np.testing.assert_array_equal(token, np.argmax(logits, -1))
+    for t in (1e-6, 1e-38):
+        with pytest.raises(ValueError, match=f"temperature={t} is below 1e-05, where sampling is the argmax"):
+            sampling.SamplingParams(temperature=t)

@@ -1064,12 +1064,12 @@ def test_evaluate_pool_size_below_two(tmp_path, k):
     assert code == 2 and len(lines) == 1 and f"--num_samples={k}: use a power of two >= 2" in lines[0], lines
 
 
-@pytest.mark.parametrize("value, shown", [("0", "0.0"), ("nan", "nan"), ("inf", "inf")])
+@pytest.mark.parametrize("value, shown", [("0", "0.0"), ("nan", "nan"), ("inf", "inf"), ("1e-9", "1e-09")])
 def test_evaluate_temperature_not_positive(tmp_path, value, shown):
     # Checked before the workdir is read, like --num_samples (nan would pass a plain "<= 0" check).
     code, lines = run_cli("rlvjax.evaluate", ["--workdir", str(tmp_path / "absent"), "--temperature", value])
     assert code == 2 and len(lines) == 1, lines
-    assert lines[0].endswith(f"--temperature={shown} must be > 0 and finite: votes need distinct samples; pass a "
+    assert lines[0].endswith(f"--temperature={shown} must be >= 1e-05 and finite: votes need distinct samples; pass a "
                              "positive --temperature or leave it out (the run's training temperature; 1.0 for "
                              "--model_dir)"), lines
 

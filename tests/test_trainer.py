@@ -1073,7 +1073,7 @@ def test_trainer_refuses_bad_arguments_in_one_line(tmp_path):
         rlvjax.RLVTrainer(reward_funcs=5, args=args)
     with pytest.raises(ValueError, match=r"^num_samples=16.0 must be a whole number"):
         rlvjax.RLVTrainer(args=args).evaluate(num_samples=16.0)
-    with pytest.raises(ValueError, match=r"^temperature=0 must be > 0 and finite: votes need distinct samples"):
+    with pytest.raises(ValueError, match=r"^temperature=0 must be >= 1e-05 and finite: votes need distinct samples"):
         rlvjax.RLVTrainer(args=args).evaluate(num_samples=4, temperature=0)
     # Paths are taken wherever a directory is (they were refused as "not a str; fix the binding's value")
     assert rlvjax.RLVConfig(output_dir=tmp_path / "run").output_dir == str(tmp_path / "run")

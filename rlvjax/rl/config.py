@@ -101,7 +101,8 @@ class RLConfig:
             (0 < self.eps_low < 1 and self.eps_high > 0, f"eps_low={self.eps_low} must be in (0, 1) (the ratio's "
              f"lower clip is 1 - eps_low) and eps_high={self.eps_high} > 0"),
             (self.advantage_eps > 0, f"advantage_eps={self.advantage_eps} must be > 0"),
-            (self.temperature > 0, f"temperature={self.temperature} must be > 0 for RL (greedy has no ratio)"),
+            (self.temperature >= sampling.MIN_TEMPERATURE, f"temperature={self.temperature} must be >= "
+             f"{sampling.MIN_TEMPERATURE} for RL (greedy has no ratio)"),
             (0 < self.top_p <= 1, f"top_p={self.top_p} must be in (0, 1] (1 disables nucleus sampling)"),
             (self.top_k >= 0, f"top_k={self.top_k} must be >= 0 (0 disables top-k)"),
             (self.group_size >= 2 or (step_values and self.group_size >= 1),

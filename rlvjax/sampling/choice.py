@@ -16,6 +16,9 @@ import numpy as np
 
 
 
+MIN_TEMPERATURE = 1e-5  # the smallest positive temperature (vLLM samples greedily below it too)
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
     temperature: float = 1.0
@@ -28,6 +31,9 @@ class SamplingParams:
     def __post_init__(self):
         if not self.temperature >= 0 or self.temperature == float("inf"):  # NaN too
             raise ValueError(f"temperature={self.temperature} must be a finite number >= 0 (0 means greedy)")
+        if 0 < self.temperature < MIN_TEMPERATURE:  # 1e-38 divided into inf and NaN
+            raise ValueError(f"temperature={self.temperature} is below {MIN_TEMPERATURE}, where sampling is the "
+                             "argmax in float32: pass 0 for greedy, or a larger temperature")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
         if self.top_k < 0:
@@ -128,12 +134,15 @@ def _categorical_weights(keys: jax.Array, probs: jax.Array, block: int = 128) ->
 def choose(logits: jax.Array, keys: jax.Array, params: SamplingParams) -> tuple[jax.Array, jax.Array]:
     """Pick one token per row (``keys``: one PRNG key per row); returns (token, its log-prob)."""
     logits = suppress(logits.astype(jnp.float32), params.suppress_ids)
-    scaled = logits / params.temperature if params.temperature else logits
-    # Only the chosen token's log-prob is kept, so no [R, V] log_softmax: one max, one exp and one sum over the
-    # vocabulary serve both the log-normaliser and (untruncated sampling) the draw itself.
-    top = jnp.max(scaled, axis=-1, keepdims=True)
-    weights = jnp.exp(scaled - top)
-    log_norm = top[:, 0] + jnp.log(jnp.sum(weights, axis=-1))
+    # Shifted before it is scaled, so the top entry is exactly 0 at any temperature: scaled first, jit rounded the
+    # top's (logit / T) differently in the max and in the exp (T = 1e-10: infinite log-probs, the last id drawn),
+    # and at T = 1e-3 the log-probs were 5e-4 off. The trainer's target_logprobs does the same.
+    scaled = logits - jnp.max(logits, axis=-1, keepdims=True)
+    scaled = scaled / params.temperature if params.temperature else scaled
+    # Only the chosen token's log-prob is kept, so no [R, V] log_softmax: one exp and one sum over the vocabulary
+    # serve both the log-normaliser and (untruncated sampling) the draw itself.
+    weights = jnp.exp(scaled)
+    log_norm = jnp.log(jnp.sum(weights, axis=-1))
     if params.temperature == 0:
         token = jnp.argmax(logits, axis=-1)
     elif not params.top_k and params.top_p == 1:
