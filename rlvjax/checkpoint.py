@@ -135,7 +135,7 @@ class Checkpointer:
             except DamagedCheckpoint as e:
                 if step is not None:
                     raise
-                skipped.append(str(e))
+                skipped.append(e.damage)
         raise DamagedCheckpoint(f"no intact checkpoint in {self.directory}: {'; '.join(skipped)}; start again in a "
                                 "fresh --workdir")
 
@@ -162,7 +162,7 @@ class Checkpointer:
         config = self._read(step, ocp.args.Composite(config=ocp.args.JsonRestore()), "its stored config").config
         if not isinstance(config, dict):
             raise DamagedCheckpoint(f"checkpoint step {step} in {self.directory} is damaged (its stored config is "
-                                    f"not a JSON object); {self._choose_another(step)}")
+                                    "not a JSON object)", self._choose_another(step))
         return config
 
     def _read(self, step: int, args, what: str, read=None):
@@ -180,10 +180,9 @@ class Checkpointer:
                 self._manager.reload()
                 raise DamagedCheckpoint(
                     f"checkpoint step {step} in {self.directory} was removed while it was being read (a running "
-                    "training keeps only its newest RunConfig.max_to_keep steps); "
-                    f"{self._choose_another(step)}") from None
+                    "training keeps only its newest RunConfig.max_to_keep steps)", self._choose_another(step)) from None
             raise DamagedCheckpoint(f"checkpoint step {step} in {self.directory} is damaged ({what} cannot be read: "
-                                    f"{type(e).__name__}: {reason[:200]}); {self._choose_another(step)}") from None
+                                    f"{type(e).__name__}: {reason[:200]})", self._choose_another(step)) from None
 
     def _choose_another(self, step: int) -> str:
         others = sorted(s for s in self.all_steps() if s != step)
@@ -378,7 +377,12 @@ def check_free_space(directory: str | os.PathLike, needed_bytes: int, what: str 
 
 
 class DamagedCheckpoint(UserError):
-    """A saved step that cannot be read back."""
+    """A saved step that cannot be read back: ``damage`` says what, ``advice`` what to do (left out where a resume
+    goes on past the step by itself)."""
+
+    def __init__(self, damage: str, advice: str = ""):
+        super().__init__(f"{damage}; {advice}" if advice else damage)
+        self.damage = damage
 
 
 class CheckpointUnavailable(UserError):

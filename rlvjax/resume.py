@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from pathlib import Path
 
 import gin
@@ -31,6 +33,40 @@ def resume_keys(config: Config) -> list[str]:
     free = RESUME_FREE | ({"run.num_steps"} if config.optim.schedule == "constant" else set())
     return [*ARCHITECTURE_KEYS, *(f"{section}.{field}" for section, fields in config.to_dict().items()
                                   if section not in free for field in fields if f"{section}.{field}" not in free)]
+
+
+def changed_settings(before: dict | None, config: Config) -> list[str]:
+    """``"run.num_steps 6 -> 120"`` for each field a resume may change whose value differs from ``before`` (the
+    config the run last accepted, ``config.json``'s values; None: nothing to compare with). Where the job runs
+    (``parallel.LAUNCH_FIELDS``) is each launch's own, not a change."""
+    if before is None:
+        return []
+    changed = []
+    for section, fields in config.to_dict().items():
+        for field, value in fields.items() if isinstance(fields, dict) else ():
+            key = f"{section}.{field}"
+            free = section in RESUME_FREE or key in RESUME_FREE or key == "run.num_steps"
+            value = json.loads(json.dumps(value))  # as config.json holds it: tuples as lists
+            if free and field not in parallel.LAUNCH_FIELDS and (before.get(section) or {}).get(field, value) != value:
+                changed.append(f"{key} {before[section][field]!r} -> {value!r}")
+    return changed
+
+
+def check_steps_kept(config: Config, workdir, resume_step: int | None, gin_params) -> None:
+    """A ``--resume --gin_file`` continues to the file's ``num_steps`` only where a ``--gin_param`` says so: a command
+    repeated without its ``RunConfig.num_steps`` flag trained a finished 6-step run on to the file's 120, its
+    last checkpoints deleted by ``max_to_keep`` and its report and export replaced."""
+    try:
+        stored = stored_config(Path(workdir), resume_step).run.num_steps
+    except (FileNotFoundError, DamagedCheckpoint):  # nothing to keep (a first launch), or refused by the resume
+        return
+    if config.run.num_steps == stored or any(re.search(r"(^|[\s./])RunConfig\.num_steps\s*=", b, re.M)
+                                             for b in gin_params):
+        return
+    wanted = config.run.num_steps
+    raise ValueError(f"--resume: the --gin_file sets RunConfig.num_steps = {wanted}, the run in {workdir} was set to "
+                     f"{stored}; pass --gin_param 'RunConfig.num_steps = {stored}' to continue it as it was, or "
+                     f"--gin_param 'RunConfig.num_steps = {wanted}' to train it to that step")
 
 
 def config_defaults() -> dict:

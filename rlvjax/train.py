@@ -26,7 +26,7 @@ from flax import nnx
 
 from rlvjax import (cli, evaluate, experiment, outputs, parallel, policy_tokens, preemption, preflight, run_sampling,
                     sampling, sft, testtime)
-from rlvjax.config import GIN_FIELDS, WRITTEN_IN, Config, check_local
+from rlvjax.config import GIN_FIELDS, WRITTEN_IN, Config, check_local, written_values
 from rlvjax.checkpoint import Checkpointer
 from rlvjax.data import sources
 from rlvjax.data.encoding import encode_prompts
@@ -34,7 +34,7 @@ from rlvjax.lock import workdir_lock
 from rlvjax.metrics import MetricsWriter
 from rlvjax.model.hf import save_hf
 from rlvjax.pool import PoolSampler, quick_eval
-from rlvjax.resume import config_defaults, resume_keys, stored_config
+from rlvjax.resume import changed_settings, check_steps_kept, config_defaults, resume_keys, stored_config
 from rlvjax.rewards.math import grading_counts
 from rlvjax.rewards.registry import Rewards
 from rlvjax.rl import advantages as advantages_lib
@@ -164,6 +164,9 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
         writer = MetricsWriter(workdir, total_steps=run.num_steps, initial_step=start,
                                enabled=jax.process_index() == 0)
         if latest is not None and jax.process_index() == 0:  # now that the checkpoint has accepted the config
+            changed = [] if baseline else changed_settings(written_values(workdir), config)  # the run's, said once
+            if changed:
+                print(f"rlvjax.train: resuming with changed settings: {', '.join(changed)}", file=sys.stderr)
             record_run(workdir, config, setup.records)
         notice.defer()  # from here a SIGTERM is honoured at the next step boundary, with a checkpoint
         history = []
@@ -446,6 +449,8 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step:
         cli.parse_gin(gin_files or [str(CONFIGS / "default.gin")], gin_params, search_paths=(GIN_SEARCH_PATH,),
                       fields=GIN_FIELDS)
     config = Config.from_gin()
+    if resume and gin_files:
+        check_steps_kept(config, workdir, resume_step, gin_params)
     if print_config:
         print(config.to_gin(), end="")
         return None

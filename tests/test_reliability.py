@@ -244,6 +244,7 @@ def test_every_kind_of_damage_is_named_and_skipped(tmp_path, reference_run, kind
         abstract = evaluate.abstract_checkpoint(Config.from_dict(stored))[1]
         _, data_state, _, step, skipped = checkpoints.restore_intact(abstract)
         assert step == 6 and len(skipped) == 1 and skipped[0].startswith("checkpoint step 8 ")
+        assert "--checkpoint" not in skipped[0]  # the resume went on past it by itself: no advice to pick a step
         assert data_state and checkpoints.set_aside([8]) == workdir / "checkpoints_set_aside"
         assert checkpoints.all_steps() == [6]
     assert (workdir / "checkpoints_set_aside" / "8").is_dir()
@@ -309,6 +310,29 @@ def test_resume_from_a_chosen_step(tmp_path, env, reference, reference_run):
                              capture_output=True, text=True, timeout=300)
     assert without.returncode == 2 and "--checkpoint 6 chooses the step to resume from; pass it with --resume" in \
         without.stderr and not (tmp_path / "fresh").exists()
+
+
+def test_a_resume_keeps_the_runs_num_steps_unless_a_flag_changes_it(tmp_path, env, reference, reference_run):
+    # The launch command repeated with --resume but without its num_steps flag: digit_smoke.gin's 120 steps trained
+    # the finished 8-step run on, max_to_keep deleting its last checkpoints, without a word.
+    workdir = tmp_path / "run"
+    shutil.copytree(reference_run, workdir)
+    before = {p.relative_to(workdir): p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    params = [arg for binding in TINY if binding != f"RunConfig.num_steps = {NUM_STEPS}"
+              for arg in ("--gin_param", binding)]
+    forgot = [sys.executable, "-m", "rlvjax.train", "--gin_file", DIGIT, *params, "--workdir", str(workdir), "--resume"]
+    out = subprocess.run(forgot, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        f"rlvjax.train: error: --resume: the --gin_file sets RunConfig.num_steps = 120, the run in {workdir} was set "
+        f"to {NUM_STEPS}; pass --gin_param 'RunConfig.num_steps = {NUM_STEPS}' to continue it as it was, or "
+        "--gin_param 'RunConfig.num_steps = 120' to train it to that step"], out.stderr
+    assert {p.relative_to(workdir): p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
+    # Asked for by a flag, it goes on, and says what changed since the run's last launch
+    out = finish(workdir, env, ["RunConfig.num_steps = 10", "RunConfig.log_every = 2"], resume=True)
+    assert "rlvjax.train: resuming with changed settings: run.num_steps 8 -> 10, run.log_every 1 -> 2" in \
+        out.stderr, out.stderr
+    assert [r["step"] for r in metrics(workdir)] == list(range(1, 11))
+    assert_same(metrics(workdir)[:NUM_STEPS], reference, "the first 8 steps")
 
 
 def test_a_rollback_takes_the_baseline_back_with_the_run(tmp_path, capsys):

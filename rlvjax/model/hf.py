@@ -375,7 +375,8 @@ def save_hf(model: Transformer, tokenizer, path, *, files: dict[str, str] | None
 
         if out_of_space(e):
             raise DiskFullError(f"the disk under {path.parent} filled up while writing {path.name}; nothing was "
-                                f"written there: free some space and run again") from e
+                                "written there: free some space and run the command again (a training run's: with "
+                                "--resume)") from e
         raise
     atomic.replace_dir(tmp, path, overwrite=overwrite is not False)
 
