@@ -26,6 +26,7 @@ from rlvjax.model.hf_config import config_from_hf
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rewards.registry import MESSAGES
 from rlvjax.rl import verifier
+from rlvjax.sampling.choice import MIN_TEMPERATURE
 
 # Moved to ``policy_tokens``; still importable from here for scripts written against it (the README named them here)
 from rlvjax.policy_tokens import (SamplingTokens, completion_ids, decode_completions, export_files,  # noqa: F401
@@ -212,9 +213,9 @@ class RunConfig:
                                               and not self.final_eval_samples & (self.final_eval_samples - 1)),
              f"RunConfig.final_eval_samples={self.final_eval_samples}: use 0 (no final report) or a power of two "
              ">= 2 (the report's curve doubles N up to the pool)"),
-            (self.eval_temperature is None or self.eval_temperature > 0,
-             f"RunConfig.eval_temperature={self.eval_temperature} must be > 0 (votes need distinct samples) or None "
-             "(the RL sampling temperature)"),
+            (self.eval_temperature is None or self.eval_temperature >= MIN_TEMPERATURE,
+             f"RunConfig.eval_temperature={self.eval_temperature} must be >= {MIN_TEMPERATURE} (votes need distinct "
+             "samples) or None (the RL sampling temperature)"),
             (self.max_to_keep is None or self.max_to_keep >= 1,
              f"RunConfig.max_to_keep={self.max_to_keep} must be >= 1 (or None to keep all)"),
         ]

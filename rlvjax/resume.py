@@ -35,12 +35,14 @@ def resume_keys(config: Config) -> list[str]:
                                   if section not in free for field in fields if f"{section}.{field}" not in free)]
 
 
-def changed_settings(before: dict | None, config: Config) -> list[str]:
+def changed_settings(before: dict | None, config: Config, workdir: Path) -> list[str]:
     """``"run.num_steps 6 -> 120"`` for each field a resume may change whose value differs from ``before`` (the
-    config the run last accepted, ``config.json``'s values; None: nothing to compare with). Where the job runs
-    (``parallel.LAUNCH_FIELDS``) is each launch's own, not a change."""
+    config the run last accepted: ``config.json``'s values, or its checkpoint's), its data files where the run in
+    ``workdir`` keeps them now (``outputs.moved_data``). Where the job runs (``parallel.LAUNCH_FIELDS``) is each
+    launch's own, not a change. None (nothing stored to compare with): none."""
     if before is None:
         return []
+    before = json.loads(json.dumps(outputs.moved_data(Path(workdir), before).to_dict()))
     changed = []
     for section, fields in config.to_dict().items():
         for field, value in fields.items() if isinstance(fields, dict) else ():
@@ -52,21 +54,18 @@ def changed_settings(before: dict | None, config: Config) -> list[str]:
     return changed
 
 
-def check_steps_kept(config: Config, workdir, resume_step: int | None, gin_params) -> None:
-    """A ``--resume --gin_file`` continues to the file's ``num_steps`` only where a ``--gin_param`` says so: a command
-    repeated without its ``RunConfig.num_steps`` flag trained a finished 6-step run on to the file's 120, its
-    last checkpoints deleted by ``max_to_keep`` and its report and export replaced."""
-    try:
-        stored = stored_config(Path(workdir), resume_step).run.num_steps
-    except (FileNotFoundError, DamagedCheckpoint):  # nothing to keep (a first launch), or refused by the resume
+def check_steps_kept(config: Config, stored: Config, workdir, gin_params) -> None:
+    """A ``--resume --gin_file`` continues to the file's ``num_steps`` only where a ``--gin_param`` says so
+    (``stored``: the config the run continues, ``stored_config``): a command repeated without its
+    ``RunConfig.num_steps`` flag trained a finished 6-step run on to the file's 120, its last checkpoints deleted by
+    ``max_to_keep`` and its report and export replaced."""
+    wanted, kept = config.run.num_steps, stored.run.num_steps
+    if wanted == kept or any(re.search(r"(^|[\s./])RunConfig\.num_steps\s*=", b, re.M) for b in gin_params):
         return
-    if config.run.num_steps == stored or any(re.search(r"(^|[\s./])RunConfig\.num_steps\s*=", b, re.M)
-                                             for b in gin_params):
-        return
-    wanted = config.run.num_steps
+    other = (f", or --gin_param 'RunConfig.num_steps = {wanted}' to train it to that step"
+             if stored.optim.schedule == "constant" else "")  # else a resume refuses any other num_steps
     raise ValueError(f"--resume: the --gin_file sets RunConfig.num_steps = {wanted}, the run in {workdir} was set to "
-                     f"{stored}; pass --gin_param 'RunConfig.num_steps = {stored}' to continue it as it was, or "
-                     f"--gin_param 'RunConfig.num_steps = {wanted}' to train it to that step")
+                     f"{kept}; pass --gin_param 'RunConfig.num_steps = {kept}' to continue it as it was{other}")
 
 
 def config_defaults() -> dict:

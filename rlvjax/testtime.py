@@ -185,12 +185,20 @@ def pool_classes(pool: dict, grouping: str = "math") -> np.ndarray:
 def _as_classes(answers, equivalent, grouping: str = "math") -> np.ndarray:
     """An integer numpy array is class ids, used as given; anything else is answers, grouped with answer_classes
     (numbers as their text)."""
-    if isinstance(answers, np.ndarray) and np.issubdtype(answers.dtype, np.integer):
+    if _class_ids(answers):
         return answers.astype(np.int64)
-    if isinstance(answers, np.ndarray) and np.issubdtype(answers.dtype, np.number):  # "-1.0" was a class
+    return answer_classes([a if a is None or isinstance(a, str) else str(a) for a in answers], equivalent, grouping)
+
+
+def _class_ids(answers) -> bool:
+    """Whether ``answers`` are class ids (an integer numpy array) rather than answers; a float array is refused (its
+    "-1.0" was read as an answer of its own, not as unparseable)."""
+    if not isinstance(answers, np.ndarray) or not np.issubdtype(answers.dtype, np.number):
+        return False
+    if not np.issubdtype(answers.dtype, np.integer):
         raise ValueError(f"answers of dtype {answers.dtype}: class ids must be an integer array (pass "
                          ".astype(int)), answers strings or None")
-    return answer_classes([a if a is None or isinstance(a, str) else str(a) for a in answers], equivalent, grouping)
+    return True
 
 
 def _representative(answers, classes: np.ndarray, winner: int):
@@ -233,7 +241,7 @@ def best_of_n(answers, scores, unparseable: str = "last"):
         raise ValueError(f"unparseable={unparseable!r}: use 'last' or 'rank'")
     _check_lengths(answers, scores)
     # What answer_classes (and so the votes and curves) calls no answer: no_answer, or a class id of -1.
-    ids = isinstance(answers, np.ndarray) and np.issubdtype(answers.dtype, np.integer)
+    ids = _class_ids(answers)
     parseable = np.array([not (a < 0 if ids else no_answer(a)) for a in answers])
     if not parseable.any():
         return None

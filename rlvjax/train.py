@@ -27,7 +27,7 @@ from flax import nnx
 from rlvjax import (cli, evaluate, experiment, outputs, parallel, policy_tokens, preemption, preflight, run_sampling,
                     sampling, sft, testtime)
 from rlvjax.config import GIN_FIELDS, WRITTEN_IN, Config, check_local, written_values
-from rlvjax.checkpoint import Checkpointer
+from rlvjax.checkpoint import Checkpointer, DamagedCheckpoint
 from rlvjax.data import sources
 from rlvjax.data.encoding import encode_prompts
 from rlvjax.lock import workdir_lock
@@ -138,7 +138,7 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                         donate_argnums=0)(params)
         if latest is not None:
             abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-            state, data_state, _, restored, skipped = checkpoints.restore_intact(abstract, resume_step,
+            state, data_state, saved, restored, skipped = checkpoints.restore_intact(abstract, resume_step,
                                                                                  config=stored,
                                                                                  keys=resume_keys(config),
                                                                                  defaults=config_defaults())
@@ -149,6 +149,10 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
                                  f"restores; keep num_steps >= {restored}" + (
                                      f", or go back with --checkpoint {earlier[-1]} (API: resume_step)"
                                      if earlier else ""))
+            # said once, for the run (not again for its baseline), before the progress bar starts
+            changed = [] if baseline else changed_settings(written_values(workdir) or saved, config, workdir)
+            if changed and jax.process_index() == 0:
+                print(f"rlvjax.train: resuming with changed settings: {', '.join(changed)}", file=sys.stderr)
         start = int(state.step)
         aside, newer = outputs.set_aside_after(workdir, checkpoints, start)
         if newer and jax.process_index() == 0:
@@ -164,9 +168,6 @@ def _train(config: Config, workdir: str, *, resume: bool, resume_step: int | Non
         writer = MetricsWriter(workdir, total_steps=run.num_steps, initial_step=start,
                                enabled=jax.process_index() == 0)
         if latest is not None and jax.process_index() == 0:  # now that the checkpoint has accepted the config
-            changed = [] if baseline else changed_settings(written_values(workdir), config)  # the run's, said once
-            if changed:
-                print(f"rlvjax.train: resuming with changed settings: {', '.join(changed)}", file=sys.stderr)
             record_run(workdir, config, setup.records)
         notice.defer()  # from here a SIGTERM is honoured at the next step boundary, with a checkpoint
         history = []
@@ -434,23 +435,26 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step:
     """What the CLI does once its flags are parsed (tests call it in-process, wrapped in ``cli.run_main``)."""
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress bar says enough
     check_local(workdir)  # before Path() makes gs://b/run a gs:/b/run
-    base = None
-    if resume and not gin_files:  # the run's own config, with any --gin_param on top (checked at restore)
+    stored = None  # read before gin is parsed (a run's config.gin is parsed to read it)
+    if resume:  # without --gin_file, the run's own config, with any --gin_param on top (checked at restore)
         try:
-            base = stored_config(Path(workdir), resume_step).to_gin()
+            stored = stored_config(Path(workdir), resume_step)
         except FileNotFoundError:
             # Nothing stored yet: with --gin_param it is a first launch (a sweep's, or one rerun after a SIGTERM at
             # its start), the default config and those flags; with no flags at all, a mistyped --workdir.
-            if resume_step is not None or not gin_params:
+            if not gin_files and (resume_step is not None or not gin_params):
                 raise
-    if base is not None:
-        cli.parse_gin([], gin_params, search_paths=(GIN_SEARCH_PATH,), base=base, fields=GIN_FIELDS)
+        except DamagedCheckpoint:  # with a --gin_file the resume itself says it, or goes on past it
+            if not gin_files:
+                raise
+    if stored is not None and not gin_files:
+        cli.parse_gin([], gin_params, search_paths=(GIN_SEARCH_PATH,), base=stored.to_gin(), fields=GIN_FIELDS)
     else:
         cli.parse_gin(gin_files or [str(CONFIGS / "default.gin")], gin_params, search_paths=(GIN_SEARCH_PATH,),
                       fields=GIN_FIELDS)
     config = Config.from_gin()
-    if resume and gin_files:
-        check_steps_kept(config, workdir, resume_step, gin_params)
+    if stored is not None and gin_files:
+        check_steps_kept(config, stored, workdir, gin_params)
     if print_config:
         print(config.to_gin(), end="")
         return None

@@ -124,8 +124,12 @@ CONFIG_CASES = {
                                               "RunConfig.final_eval_samples=6: use 0 (no final report) or a power of "
                                               "two >= 2 (the report's curve doubles N up to the pool)"),
     "eval_temperature_zero": (["RunConfig.eval_temperature = 0.0"],
-                              "RunConfig.eval_temperature=0.0 must be > 0 (votes need distinct samples) or None (the RL "
-                              "sampling temperature)"),
+                              "RunConfig.eval_temperature=0.0 must be >= 1e-05 (votes need distinct samples) or None "
+                              "(the RL sampling temperature)"),
+    # accepted, then refused by the eval sampler after the warm start, naming RLConfig.temperature
+    "eval_temperature_tiny": (["RunConfig.eval_temperature = 1e-6"],
+                              "RunConfig.eval_temperature=1e-06 must be >= 1e-05 (votes need distinct samples) or None "
+                              "(the RL sampling temperature)"),
     # 1e999 parses as inf, which passed ">= 0" and wrote a config.gin ("= inf") that gin cannot read back.
     "scoped_binding": (["eval/RLConfig.group_size = 4"],  # used to be ignored: the run trained with group_size 8
                        "gin binding eval/RLConfig.group_size has a scope, which rlvjax does not use (it would be "
@@ -746,6 +750,12 @@ def test_resume_without_gin_flags_takes_the_run_s_own_config(tmp_path, capsys):
     gin.clear_config()
     printed = capsys.readouterr().out
     assert "RLConfig.lambda_verify = 0.25" in printed and "RunConfig.log_every = 3" in printed
+    # With a --gin_file too (its num_steps checked against the run's): config.gin read before the flags are parsed
+    (started / "config.json").unlink()
+    train.launch([DIGIT], [*TINY, f"RunConfig.num_steps = {config.run.num_steps}"], str(started), resume=True,
+                 print_config=True)
+    gin.clear_config()
+    assert f"RunConfig.num_steps = {config.run.num_steps}" in capsys.readouterr().out
     # Nothing to read the config from: one line, nothing created.
     entry = cli.run_main("rlvjax.train", lambda argv: train.launch(None, [], str(tmp_path / "typo"), resume=True))
     with pytest.raises(SystemExit) as exit_info:

@@ -400,6 +400,9 @@ def test_float_class_ids_are_refused_not_read_as_answers():
     assert tt.scaling_curve(ids, None, correct, [4], "majority")[0] == 0.0
     with pytest.raises(ValueError, match="integer array"):  # "-1.0" was a class of its own
         tt.scaling_curve(ids.astype(float), None, correct, [4], "majority")
+    assert tt.best_of_n(np.array([-1, 2]), [0.9, 0.1]) == 2  # the unparseable id is skipped
+    with pytest.raises(ValueError, match="integer array"):  # -1.0 was picked as an answer
+        tt.best_of_n(np.array([-1.0, 2.0]), [0.9, 0.1])
 
 
 def test_curves_from_string_answers_group_by_equivalence():

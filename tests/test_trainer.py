@@ -341,7 +341,7 @@ def test_in_memory_datasets_are_written_with_the_run_and_reproduce_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_moved_run_reads_its_own_copy_of_the_data(tmp_path):
+def test_a_moved_run_reads_its_own_copy_of_the_data(tmp_path, capsys):
     """An API run names the datasets it wrote to WORKDIR/data/ by absolute path: moved, its resume (the API's and the
     CLI's) and ``evaluate --workdir`` failed with "no such data file" on its old place, and its own evaluation was
     "another model's". A data file the run was pointed at since, wherever it is, is read as given."""
@@ -364,13 +364,17 @@ def test_a_moved_run_reads_its_own_copy_of_the_data(tmp_path):
         out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=REPO,
                              env=env)
         assert out.returncode == 0, out.stderr[-2000:]
+        return out.stderr
 
     cli("rlvjax.evaluate", "--workdir", str(moved), "--num_samples", "2")  # into its own eval/final, as before
     evaluated = json.loads((moved / "eval" / "final" / "eval.json").read_text())
     assert next(iter(evaluated["reports"].values()))["final"]["num_problems"] == 2  # the run's own eval rows
     later = rlvjax.RLVTrainer(reward_funcs=length_penalty, args=dataclasses.replace(args, output_dir=str(moved),
                                                                                      num_steps=2))
+    capsys.readouterr()
     later.train(resume=True)
+    # the data moved with the run is not a changed setting; the steps are
+    assert "resuming with changed settings: run.num_steps 1 -> 2\n" in capsys.readouterr().err
     task = json.loads((moved / "config.json").read_text())["task"]
     assert (task["train_file"], task["eval_file"]) == (str(moved / "data" / "train.jsonl"),
                                                        str(moved / "data" / "eval.jsonl"))
@@ -378,8 +382,12 @@ def test_a_moved_run_reads_its_own_copy_of_the_data(tmp_path):
     again = shutil.move(moved, tmp_path / "again")
     (tmp_path / "project" / "data").mkdir(parents=True)
     (tmp_path / "project" / "data" / "eval.jsonl").write_text(json.dumps({"prompt": "9+9=", "target": "18"}) + "\n")
-    cli("rlvjax.train", "--workdir", str(again), "--resume", "--gin_param", "RunConfig.num_steps = 3", "--gin_param",
-        f"TaskSpec.eval_file = '{tmp_path / 'project' / 'data' / 'eval.jsonl'}'")
+    said = cli("rlvjax.train", "--workdir", str(again), "--resume", "--gin_param", "RunConfig.num_steps = 3",
+               "--gin_param", f"TaskSpec.eval_file = '{tmp_path / 'project' / 'data' / 'eval.jsonl'}'")
+    changed = [line for line in said.splitlines() if "resuming with changed settings" in line]
+    assert len(changed) == 1 and "run.num_steps 2 -> 3" in changed[0] and "task.train_file" not in changed[0]
+    assert f"task.eval_file '{again / 'data' / 'eval.jsonl'}' -> '{tmp_path / 'project' / 'data' / 'eval.jsonl'}'" \
+        in changed[0], changed
     assert [json.loads(line)["step"] for line in (again / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
     task = outputs.moved_data(again, written_values(again)).task
     assert (task.train_file, task.eval_file) == (str(again / "data" / "train.jsonl"),
