@@ -54,16 +54,18 @@ def changed_settings(before: dict | None, config: Config, workdir: Path) -> list
     return changed
 
 
-def check_steps_kept(config: Config, stored: Config, workdir, gin_params) -> None:
-    """A ``--resume --gin_file`` continues to the file's ``num_steps`` only where a ``--gin_param`` says so
-    (``stored``: the config the run continues, ``stored_config``): a command repeated without its
-    ``RunConfig.num_steps`` flag trained a finished 6-step run on to the file's 120, its last checkpoints deleted by
-    ``max_to_keep`` and its report and export replaced."""
-    wanted, kept = config.run.num_steps, stored.run.num_steps
-    if wanted == kept or any(re.search(r"(^|[\s./])RunConfig\.num_steps\s*=", b, re.M) for b in gin_params):
+def check_steps_kept(config: Config, workdir, gin_params) -> None:
+    """A ``--resume --gin_file`` continues to the file's ``num_steps`` only where a ``--gin_param`` says so: a command
+    repeated without its ``RunConfig.num_steps`` flag trained a finished 6-step run on to the file's 120, its last
+    checkpoints deleted by ``max_to_keep`` and its report and export replaced. The run's setting is its
+    ``config.json``'s (written as it starts; a run without one is left to the resume's own checks): no checkpoint
+    is opened here, before a multi-host job's processes have joined."""
+    stored = written_values(workdir) or {}
+    kept, wanted = (stored.get("run") or {}).get("num_steps"), config.run.num_steps
+    if kept in (None, wanted) or any(re.search(r"(^|[\s./])RunConfig\.num_steps\s*=", b, re.M) for b in gin_params):
         return
-    other = (f", or --gin_param 'RunConfig.num_steps = {wanted}' to train it to that step"
-             if stored.optim.schedule == "constant" else "")  # else a resume refuses any other num_steps
+    constant = (stored.get("optim") or {}).get("schedule", "constant") == "constant"  # else no other num_steps resumes
+    other = f", or --gin_param 'RunConfig.num_steps = {wanted}' to train it to that step" if constant else ""
     raise ValueError(f"--resume: the --gin_file sets RunConfig.num_steps = {wanted}, the run in {workdir} was set to "
                      f"{kept}; pass --gin_param 'RunConfig.num_steps = {kept}' to continue it as it was{other}")
 

@@ -27,7 +27,7 @@ from flax import nnx
 from rlvjax import (cli, evaluate, experiment, outputs, parallel, policy_tokens, preemption, preflight, run_sampling,
                     sampling, sft, testtime)
 from rlvjax.config import GIN_FIELDS, WRITTEN_IN, Config, check_local, written_values
-from rlvjax.checkpoint import Checkpointer, DamagedCheckpoint
+from rlvjax.checkpoint import Checkpointer
 from rlvjax.data import sources
 from rlvjax.data.encoding import encode_prompts
 from rlvjax.lock import workdir_lock
@@ -435,26 +435,23 @@ def launch(gin_files, gin_params, workdir, *, resume: bool = False, resume_step:
     """What the CLI does once its flags are parsed (tests call it in-process, wrapped in ``cli.run_main``)."""
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress bar says enough
     check_local(workdir)  # before Path() makes gs://b/run a gs:/b/run
-    stored = None  # read before gin is parsed (a run's config.gin is parsed to read it)
-    if resume:  # without --gin_file, the run's own config, with any --gin_param on top (checked at restore)
+    base = None
+    if resume and not gin_files:  # the run's own config, with any --gin_param on top (checked at restore)
         try:
-            stored = stored_config(Path(workdir), resume_step)
+            base = stored_config(Path(workdir), resume_step).to_gin()
         except FileNotFoundError:
             # Nothing stored yet: with --gin_param it is a first launch (a sweep's, or one rerun after a SIGTERM at
             # its start), the default config and those flags; with no flags at all, a mistyped --workdir.
-            if not gin_files and (resume_step is not None or not gin_params):
+            if resume_step is not None or not gin_params:
                 raise
-        except DamagedCheckpoint:  # with a --gin_file the resume itself says it, or goes on past it
-            if not gin_files:
-                raise
-    if stored is not None and not gin_files:
-        cli.parse_gin([], gin_params, search_paths=(GIN_SEARCH_PATH,), base=stored.to_gin(), fields=GIN_FIELDS)
+    if base is not None:
+        cli.parse_gin([], gin_params, search_paths=(GIN_SEARCH_PATH,), base=base, fields=GIN_FIELDS)
     else:
         cli.parse_gin(gin_files or [str(CONFIGS / "default.gin")], gin_params, search_paths=(GIN_SEARCH_PATH,),
                       fields=GIN_FIELDS)
     config = Config.from_gin()
-    if stored is not None and gin_files:
-        check_steps_kept(config, stored, workdir, gin_params)
+    if resume and gin_files:
+        check_steps_kept(config, workdir, gin_params)
     if print_config:
         print(config.to_gin(), end="")
         return None

@@ -702,10 +702,10 @@ def test_every_evaluate_flag_is_a_recorded_setting_or_says_what_is_evaluated_and
     rules they make."""
     import inspect
 
-    from rlvjax import eval_out, evaluate
+    from rlvjax import eval_flags, eval_out
     from rlvjax.strategies.flags import STRATEGY_FLAGS
 
-    defined = set(re.findall(r'flags\.DEFINE_\w+\(\s*"(\w+)"', inspect.getsource(evaluate)))
+    defined = set(re.findall(r'flags\.DEFINE_\w+\(\s*"(\w+)"', inspect.getsource(eval_flags)))
     settings = eval_out.eval_settings(num_samples=2, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=2, seed=0,
                                       strategy="fixed",
                                       conventions=testtime.Conventions(), rules=[])

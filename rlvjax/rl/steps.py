@@ -187,8 +187,7 @@ def target_logprobs(model, h, targets, *, temperature: float, suppress_ids=(), c
     (0.6 GB per 1024-token row at Qwen's 151,936-token vocabulary). Same values and gradients either way.
     """
     def logprobs(h_c, t_c):
-        logits = sampling.suppress(model.logits(h_c), suppress_ids)  # shifted, then scaled: as the sampler's
-        logits = (logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))) / temperature
+        logits = sampling.suppress(model.logits(h_c), suppress_ids) / temperature
         return jnp.take_along_axis(logits, t_c[..., None], axis=-1)[..., 0] - jax.nn.logsumexp(logits, axis=-1)
 
     r, n = targets.shape
