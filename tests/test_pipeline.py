@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SHRINK = [
+SHRINK = [  # the report's shape, not what the run learns (test_rl_improves_reward_and_the_verifier_...): few steps
     "ModelSpec.num_layers = 2", "TaskSpec.levels = (2,)", "TaskSpec.num_eval = 32",
-    "WarmStartConfig.num_steps = 200", "WarmStartConfig.batch_size = 32",
-    "RunConfig.num_steps = 16", "RunConfig.batch_size = 16", "RunConfig.final_eval_samples = 8",
+    "WarmStartConfig.num_steps = 40", "WarmStartConfig.batch_size = 32",
+    "RunConfig.num_steps = 4", "RunConfig.batch_size = 16", "RunConfig.final_eval_samples = 8",
     "RLConfig.max_new_tokens = 24", "OptimConfig.learning_rate = 5e-4",
 ]
 STRATEGIES = {"majority", "best_of_n", "weighted"}
