@@ -135,10 +135,9 @@ def choose(logits: jax.Array, keys: jax.Array, params: SamplingParams) -> tuple[
     """Pick one token per row (``keys``: one PRNG key per row); returns (token, its log-prob)."""
     logits = suppress(logits.astype(jnp.float32), params.suppress_ids)
     # Shifted before it is scaled, so the top entry is exactly 0 at any temperature: scaled first, jit rounded the
-    # top's (logit / T) differently in the max and in the exp (T = 1e-10: infinite log-probs, the last id drawn),
-    # and at T = 1e-3 the log-probs were 5e-4 off. (The trainer's target_logprobs divides first: shifting there too
-    # let XLA drop the update's f32 logits copy with beta > 0, 0.74x its plan; at RL temperatures, >= 0.1, the two
-    # agree to f32 rounding, ~1e-7.)
+    # top's logit / T differently in the max and in the exp (T = 1e-10: infinite log-probs, the last id drawn; T =
+    # 1e-3: 5e-4 off). The trainer's target_logprobs still divides first (shifted there, XLA planned the beta > 0
+    # update differently, 0.74x the memory plan); test_steps checks the first epoch's ratio is 1 between the two.
     scaled = logits - jnp.max(logits, axis=-1, keepdims=True)
     scaled = scaled / params.temperature if params.temperature else scaled
     # Only the chosen token's log-prob is kept, so no [R, V] log_softmax: one exp and one sum over the vocabulary
