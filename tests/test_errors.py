@@ -1448,3 +1448,27 @@ def test_a_run_records_its_local_paths_absolute(tmp_path, monkeypatch):
     assert (config.model.hf_dir, config.model.tokenizer_dir, config.task.train_file, config.task.eval_file) == (
         str(tmp_path / "model"), "Qwen/Qwen2.5-Math-1.5B", str(tmp_path / "data" / "train.jsonl"),
         "data/not_yet.jsonl")
+
+
+def test_a_resume_names_the_settings_it_changes_and_nothing_else(tmp_path):
+    """``resume.changed_settings``: the fields a resume may change that differ from what the run last accepted; not
+    the fields a resume keeps (refused at restore), not where the job runs, not the run's own data files where it
+    has moved (an API run names them by absolute path), and nothing without a stored config."""
+    from rlvjax.config import WRITTEN_IN
+
+    was, now = tmp_path / "was", tmp_path / "now"
+    (now / "data").mkdir(parents=True)
+    (now / "data" / "train.jsonl").write_text('{"prompt": "1+1=", "answer": "2"}\n')
+    config = Config.from_dict({"task": {"name": "file", "train_file": str(was / "data" / "train.jsonl")}})
+    before = {**json.loads(json.dumps(config.to_dict())), WRITTEN_IN: str(was)}
+    moved = dataclasses.replace(config, task=dataclasses.replace(config.task, train_file=str(now / "data" /
+                                                                                          "train.jsonl")))
+    assert resume.changed_settings(before, moved, now) == []
+    steps = moved.run.num_steps
+    flipped = not moved.run.baseline
+    later = dataclasses.replace(moved, run=dataclasses.replace(moved.run, num_steps=steps + 5, baseline=flipped),
+                                mesh=dataclasses.replace(moved.mesh, process_id=1),
+                                rl=dataclasses.replace(moved.rl, lambda_verify=moved.rl.lambda_verify + 1))
+    assert resume.changed_settings(before, later, now) == [f"run.num_steps {steps} -> {steps + 5}",
+                                                           f"run.baseline {not flipped!r} -> {flipped!r}"]
+    assert resume.changed_settings(None, later, now) == []
