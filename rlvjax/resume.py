@@ -42,16 +42,12 @@ def changed_settings(before: dict | None, config: Config, workdir: Path) -> list
     launch's own, not a change. None (nothing stored to compare with): none."""
     if before is None:
         return []
-    before = json.loads(json.dumps(outputs.moved_data(Path(workdir), before).to_dict()))
-    changed = []
-    for section, fields in config.to_dict().items():
-        for field, value in fields.items() if isinstance(fields, dict) else ():
-            key = f"{section}.{field}"
-            free = section in RESUME_FREE or key in RESUME_FREE or key == "run.num_steps"
-            value = json.loads(json.dumps(value))  # as config.json holds it: tuples as lists
-            if free and field not in parallel.LAUNCH_FIELDS and (before.get(section) or {}).get(field, value) != value:
-                changed.append(f"{key} {before[section][field]!r} -> {value!r}")
-    return changed
+    as_json = lambda c: json.loads(json.dumps(c.to_dict()))  # as config.json holds it: tuples as lists
+    before, now, kept = as_json(outputs.moved_data(Path(workdir), before)), as_json(config), set(resume_keys(config))
+    return [f"{section}.{field} {before[section][field]!r} -> {value!r}"
+            for section, fields in now.items() if isinstance(fields, dict) for field, value in fields.items()
+            if f"{section}.{field}" not in kept and field not in parallel.LAUNCH_FIELDS
+            and (before.get(section) or {}).get(field, value) != value]
 
 
 def check_steps_kept(config: Config, workdir, gin_params) -> None:
