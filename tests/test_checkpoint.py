@@ -22,6 +22,7 @@ from pause_saves import paused_finalize
 
 from rlvjax import checkpoint
 from rlvjax.checkpoint import Checkpointer, check_config, check_free_space
+from conftest import xla_flags
 
 CONFIG = {"model": {"num_layers": 2, "hidden_size": 64, "rope_scaling": (("factor", 8.0),)}, "lr": 1e-5}
 
@@ -371,7 +372,7 @@ def test_a_paused_commit_holds_a_written_step_uncommitted(tmp_path, monkeypatch)
 
 def test_sharded_round_trip_on_8_devices_and_killed_save(tmp_path):
     """Runs this file as a script with 8 fake CPU devices (the test process may have 1), then checks what it left."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags(8), "JAX_PLATFORMS": "cpu"}
     result = subprocess.run([sys.executable, __file__, str(tmp_path)], env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]

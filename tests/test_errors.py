@@ -28,6 +28,7 @@ from rlvjax.checkpoint import Checkpointer, DamagedCheckpoint
 from rlvjax.config import Config
 from rlvjax.data import sources
 from rlvjax.model.hf import save_hf
+from conftest import xla_flags
 
 REPO = Path(__file__).resolve().parents[1]
 DIGIT = str(REPO / "configs" / "digit_smoke.gin")
@@ -1026,7 +1027,7 @@ def test_batch_that_does_not_divide_over_the_mesh(tmp_path):
     workdir = tmp_path / "run"
     code, lines = run_cli("rlvjax.train", ["--gin_file", DIGIT, "--gin_param", "RunConfig.batch_size = 3",
                                            "--workdir", str(workdir)],
-                          env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+                          env={"XLA_FLAGS": xla_flags(2)})
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].endswith("batch_size (prompts per step) of 3 rows does not divide over data*fsdp=2 devices; "
                              "pick a size that is a multiple of 2")

@@ -22,6 +22,7 @@ from rlvjax.reports import assemble, compare, report, summary
 from rlvjax.rl.diagnostics import calibration_error
 from rlvjax.config import Config
 from rlvjax.model.hf import save_hf
+from conftest import xla_flags
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -605,7 +606,7 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     two = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", "4",
                           "--max_new_tokens", "6", "--temperature", "2", "--out", str(tmp_path / "hf2")],
                          capture_output=True, text=True, timeout=300, cwd=REPO,
-                         env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
+                         env={**os.environ, "XLA_FLAGS": xla_flags(3)})
     assert two.returncode == 0, two.stderr[-2000:]
     assert "mesh data=3" in two.stdout
     two_samples = [json.loads(line) for line in (tmp_path / "hf2" / "eval_samples.jsonl").open()]

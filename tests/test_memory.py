@@ -23,6 +23,7 @@ from rlvjax.model.hf_config import config_from_hf
 from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import steps
 from rlvjax.rl.config import OptimConfig, RLConfig
+from conftest import xla_flags
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -507,7 +508,7 @@ def test_sharded_bytes_match_arrays_placed_on_a_mesh():
     # On 4 fake devices (in one pytest process there is 1 device, where nothing is split and any count would do).
     out = subprocess.run([sys.executable, "-c", SHARDED_BYTES], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "JAX_PLATFORMS": "cpu",
-                              "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+                              "XLA_FLAGS": xla_flags(4)})
     assert out.returncode == 0, out.stderr[-2000:]
     for line in out.stdout.splitlines():
         planned, held, whole = map(int, line.split())

@@ -23,6 +23,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from rlvjax.rl import verifier
+from conftest import xla_flags
 
 REPO = Path(__file__).resolve().parents[1]
 HEARTBEAT_S = 10  # a host silent this long is declared dead
@@ -66,7 +67,7 @@ def launch(tmp_path):
               module: str = "rlvjax.train", cwd: Path = REPO):
         path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # run from any cwd
         env = {**os.environ, "PYTHONPATH": path, "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
-               "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "HF_HUB_OFFLINE": "1",
+               "XLA_FLAGS": xla_flags(devices), "HF_HUB_OFFLINE": "1",
                "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                # a run compiles only what an earlier one has not (the resumed pair: nothing)
                "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
@@ -133,7 +134,7 @@ def test_auto_finds_the_job_the_cluster_describes():
     no_cluster = {k: v for k, v in os.environ.items()  # whatever cluster this test itself may run in
                   if not k.startswith(("SLURM_", "OMPI_", "PMI_", "KUBERNETES_", "TPU_", "MEGASCALE_"))
                   and k not in ("RLVJAX_COORDINATOR", "JAX_COORDINATOR_ADDRESS")}
-    no_cluster.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    no_cluster.update(JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(2))
     env = {**no_cluster, "SLURM_JOB_ID": str(job), "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "2"}
     # stdout and stderr apart: Gloo's C++ log lines (on stderr) land mid-way through a merged "JOINED ..." line.
     procs = [subprocess.Popen([sys.executable, "-c", AUTO_SCRIPT], cwd=REPO, stdout=subprocess.PIPE,
@@ -243,7 +244,7 @@ def test_a_sigterm_after_the_join_is_rlvjaxs_and_stops_the_job(tmp_path):
     port, env = free_port(), {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
     procs = [subprocess.Popen([sys.executable, "-c", SIGNAL_SCRIPT, f"127.0.0.1:{port}", str(i)], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={2 + i}"})
+                              env={**env, "XLA_FLAGS": xla_flags(2 + i)})
              for i in range(2)]
     start, outputs = time.monotonic(), []
     for proc in procs:

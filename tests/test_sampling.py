@@ -10,6 +10,7 @@ import torch
 import rlvjax
 from rlvjax import sampling
 from rlvjax.model import transformer
+from conftest import xla_flags
 
 PROMPTS = [[5, 9, 17, 3, 44, 12, 8], [30, 31], [7, 7, 60, 61, 62, 63, 64, 65, 66, 67, 68]]
 
@@ -365,7 +366,7 @@ def test_sharded_engine_equals_one_device(kv_heads, cases):
     import subprocess
     import sys
 
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags(8), "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, str(kv_heads), json.dumps(cases)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

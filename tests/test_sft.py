@@ -8,6 +8,7 @@ from flax import nnx
 
 from rlvjax import sft
 from rlvjax.model.transformer import ModelConfig, Transformer
+from conftest import xla_flags
 
 
 def test_rows_and_loss_mask_by_hand():
@@ -119,7 +120,7 @@ def test_the_warm_start_runs_on_the_mesh_and_matches_one_device():
     import subprocess
     import sys
 
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags(4), "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, "-c", WARM_ON_A_MESH], env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
