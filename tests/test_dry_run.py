@@ -47,14 +47,12 @@ _BY_BINDINGS: dict[tuple[str, ...], list[Path]] = {}
 for _path in sorted((CONFIGS / "hardware").glob("*.gin")):
     _BY_BINDINGS.setdefault(_bindings_but_the_budget(_path), []).append(_path)
 HARDWARE = [pytest.param(paths[0], (), id="+".join(p.stem for p in paths)) for paths in _BY_BINDINGS.values()] + [
-    # FSDP alone: weights split only on their second dimension are relaid out for sampling through copies; and
+    # FSDP alone on the other 8-GPU layout: weights split only on their second dimension are relaid out for sampling
+    # through copies; the eval's prefill MLP intermediates were uncounted there (1.15 of the plan at 2 layers); and
     # VinePPO, whose value pass (K unscored continuations of a chunk of step prefixes) is a phase of its own
     pytest.param(CONFIGS / "hardware" / "4xa100.gin",
-                 ("MeshConfig.fsdp = 4", "MeshConfig.tensor = 1", "RLConfig.algorithm = 'vineppo'"),
-                 id="4xa100_fsdp_only_vineppo"),
-    # the other 8-GPU layout: the eval's prefill MLP intermediates were uncounted (1.15 of the plan at 2 layers)
-    pytest.param(CONFIGS / "hardware" / "4xa100.gin", ("MeshConfig.fsdp = 8", "MeshConfig.tensor = 1"),
-                 id="4xa100_as_fsdp_8")]
+                 ("MeshConfig.fsdp = 8", "MeshConfig.tensor = 1", "RLConfig.algorithm = 'vineppo'"),
+                 id="4xa100_as_fsdp_8_vineppo")]
 
 
 @pytest.mark.parametrize("hardware,mesh", HARDWARE)

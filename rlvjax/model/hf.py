@@ -244,8 +244,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 
 
 def load_tokenizer(path):
-    from transformers import AutoTokenizer
-
     if Path(path).is_dir() and not any((Path(path) / name).exists() for name in TOKENIZER_FILES):
         # AutoTokenizer would build an empty tokenizer from config.json's model_type alone
         raise ValueError(f"no tokenizer in {path} (none of {', '.join(TOKENIZER_FILES)}); save one there with "
@@ -255,7 +253,9 @@ def load_tokenizer(path):
             from transformers import PreTrainedTokenizerFast
 
             tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
-        else:
+        else:  # (imported here: AutoTokenizer's import is ~1.5 s of a command's start-up)
+            from transformers import AutoTokenizer
+
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise ValueError(f"no usable tokenizer in {path} ({e}); save one there with tokenizer.save_pretrained") from e
