@@ -5,8 +5,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# The tests compile far more than they run: XLA's CPU backend skips LLVM's optimisations (test_steps.py, cold cache,
-# 2 cores: 190 -> 137 s). Subprocesses inherit it (``xla_flags`` keeps it where a test fakes devices).
+# The tests compile more than they run: XLA's CPU backend skips LLVM's optimisations (cold cache, 2 cores:
+# test_steps.py 190 -> 137 s, test_pipeline.py 209 -> 188 s though its longest training ran 78 -> 88 s).
+# Subprocesses inherit it (``xla_flags`` keeps it where a test fakes devices).
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 
 from pathlib import Path
