@@ -253,7 +253,7 @@ def load_tokenizer(path):
             from transformers import PreTrainedTokenizerFast
 
             tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
-        else:  # (imported here: AutoTokenizer's import is ~1.5 s of a command's start-up)
+        else:  # (imported here: AutoTokenizer's import is ~2 s of a command's start-up)
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
