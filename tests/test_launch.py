@@ -257,9 +257,8 @@ def test_sweep_stops_after_a_failed_run(tmp_path, capsys):
 def test_local_sweep_then_collect(tmp_path, capsys):
     root = tmp_path / "sweep"
     # Cache every compilation, however quick, so the second run reuses the first's (tiny CPU programs compile in
-    # under JAX's default 1 s threshold); skip LLVM's optimisations, which cost more than these programs run.
-    env = {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()}
+    # under JAX's default 1 s threshold); LLVM's optimisations are off as in every test (conftest's XLA_FLAGS).
+    env = {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     done = subprocess.run([sys.executable, "launch/sweep.py", "--lambdas", "0.5,0", "--gin_file", TINY,
                            "--workdir_root", str(root)], capture_output=True, text=True, timeout=600, cwd=REPO,
