@@ -23,6 +23,7 @@ from pause_saves import paused_finalize
 from rlvjax import checkpoint
 from rlvjax.checkpoint import Checkpointer, check_config, check_free_space
 from conftest import xla_flags
+import forkserver
 
 CONFIG = {"model": {"num_layers": 2, "hidden_size": 64, "rope_scaling": (("factor", 8.0),)}, "lr": 1e-5}
 
@@ -307,8 +308,8 @@ def test_a_save_whose_step_folder_cannot_be_made_is_one_error_and_the_process_ex
     its error line and then did not exit for 5 minutes (with three tracebacks where the folder was not writable; a
     read-only filesystem was tracebacks and exit 1; an item's folder, "coroutine ... was never awaited" after the
     line). A multi-host job: test_multihost `test_a_save_that_fails_on_every_host_is_reported_by_each_at_once`."""
-    out = subprocess.run([sys.executable, "-c", STEP_FOLDER_FAILS, str(tmp_path / "ckpt"), str(code), folder],
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    out = forkserver.run([sys.executable, "-c", STEP_FOLDER_FAILS, str(tmp_path / "ckpt"), str(code), folder],
+                         timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-2000:]
     first, threads = out.stdout.splitlines()
     latest = "the latest complete checkpoint is step 1;"

@@ -4,11 +4,12 @@ A handful of subprocess runs prove the end-to-end contract (flag parsing, the ex
 the full catalogue of bad inputs runs in-process in test_errors.py (see docs/errors.md).
 """
 
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+import forkserver
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 ])
 def test_train_rejects_bad_config(tmp_path, args, message):
     workdir = tmp_path / "run"
-    out = subprocess.run([sys.executable, "-m", "rlvjax.train", *args, "--workdir", str(workdir)],
-                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    out = forkserver.run([sys.executable, "-m", "rlvjax.train", *args, "--workdir", str(workdir)],
+                         timeout=300, cwd=REPO)
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.startswith("rlvjax.train: error:")]
     assert len(lines) == 1 and message in lines[0], out.stderr[-2000:]
@@ -46,8 +47,7 @@ def test_broken_gin_files_and_an_empty_workdir_are_one_line_errors(tmp_path):
     ]
     for args, message in cases:
         workdir = [] if "--workdir" in args else ["--workdir", str(tmp_path / "run")]
-        out = subprocess.run([sys.executable, "-m", "rlvjax.train", *args, *workdir], capture_output=True, text=True,
-                             timeout=300, cwd=tmp_path)
+        out = forkserver.run([sys.executable, "-m", "rlvjax.train", *args, *workdir], timeout=300, cwd=tmp_path)
         lines = [line for line in out.stderr.splitlines() if line.startswith("rlvjax.train: error:")]
         assert out.returncode == 2 and len(lines) == 1 and message in lines[0], (args, out.stderr[-2000:])
         assert "Traceback" not in out.stderr
@@ -58,7 +58,6 @@ def test_broken_gin_files_and_an_empty_workdir_are_one_line_errors(tmp_path):
 def test_help_exits_zero(module, flag, tmp_path):
     """absl exits 1 after --help, which errors.md and scripts read as a run that stopped itself; -h was an unknown
     flag (exit 2), where the launchers take it."""
-    done = subprocess.run([sys.executable, "-m", f"rlvjax.{module}", flag], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+    done = forkserver.run([sys.executable, "-m", f"rlvjax.{module}", flag], timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--workdir" in done.stdout and not list(tmp_path.iterdir())

@@ -13,6 +13,7 @@ import pytest
 from rlvjax import cli, config_docs
 from rlvjax.config import GIN_FIELDS, SECTIONS, Config
 from rlvjax.rl.config import RLConfig
+import forkserver
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -169,7 +170,6 @@ def test_docs_config_md_is_generated_from_the_dataclasses():
     assert "| `question` | a str | `'Is this solution correct (Yes/No)?'` | asked after each solution" in text
     # An argument it does not take (a `--check` one might expect) is refused; it used to rewrite the file anyway.
     before = (REPO / "docs" / "config.md").stat().st_mtime_ns
-    out = subprocess.run([sys.executable, "-m", "rlvjax.config_docs", "--check"], capture_output=True, text=True,
-                         timeout=300)
+    out = forkserver.run([sys.executable, "-m", "rlvjax.config_docs", "--check"], timeout=300)
     assert out.returncode == 2 and out.stderr.startswith("rlvjax.config_docs: error: unexpected argument '--check'")
     assert (REPO / "docs" / "config.md").stat().st_mtime_ns == before

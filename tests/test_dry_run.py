@@ -5,13 +5,13 @@ cache-sized copy; bad architectures and budgets give one line and exit 2."""
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from rlvjax import hlo
+import forkserver
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -24,8 +24,8 @@ ROW = re.compile(r"^\s+(rollout|value pass|update|eval|final eval)\s+([\d.]+) (G
 def dry_run(*args, cwd=REPO):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
-    return subprocess.run([sys.executable, "-m", "rlvjax.train", "--dry_run", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return forkserver.run([sys.executable, "-m", "rlvjax.train", "--dry_run", *args], cwd=cwd, env=env,
+                          timeout=600)
 
 
 def two_layer_qwen(tmp_path) -> Path:

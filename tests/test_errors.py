@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import gin
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from safetensors.numpy import load_file, save_file
 
 from rlvjax import checkpoint, cli, experiment, export, outputs, resume, testtime, train
@@ -29,6 +29,7 @@ from rlvjax.config import Config
 from rlvjax.data import sources
 from rlvjax.model.hf import save_hf
 from conftest import xla_flags
+import forkserver
 
 REPO = Path(__file__).resolve().parents[1]
 DIGIT = str(REPO / "configs" / "digit_smoke.gin")
@@ -966,7 +967,7 @@ def test_a_finished_run_resumed_again_asks_for_no_checkpoint_space(tmp_path):
 
 
 def run_cli(module: str, args, *, env=None) -> tuple[int, list[str]]:
-    out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300,
+    out = forkserver.run([sys.executable, "-m", module, *args], timeout=300,
                          cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})})
     return out.returncode, [line for line in out.stderr.splitlines() if line.startswith(f"{module}: error:")]
 
@@ -1017,7 +1018,7 @@ FLAG_MISTAKES = [  # (module, args, the one line after "module: error: "); the f
     for i, case in enumerate(FLAG_MISTAKES)])
 def test_flags_that_do_not_parse_or_would_be_ignored(tmp_path, module, args, message):
     # absl printed two lines and exited 1, the code of a run that stopped itself; a stray word was dropped.
-    out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300,
+    out = forkserver.run([sys.executable, "-m", module, *args], timeout=300,
                          cwd=tmp_path, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 2 and out.stderr.splitlines() == [f"{module}: error: {message}"], out.stderr
     assert not list(tmp_path.iterdir())
@@ -1294,9 +1295,9 @@ def test_evaluate_model_dir_mistakes(tmp_path):
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text("".join(json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in (("1+1", "2"), ("2+2", ""),
                                                                                          ("1+2", "3"))))
-    out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(tmp_path / "short"), "--data",
+    out = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(tmp_path / "short"), "--data",
                           str(mixed), "--raw_prompts", "--max_new_tokens", "12", "--num_samples", "2", "--out",
-                          str(tmp_path / "fits")], capture_output=True, text=True, timeout=300, cwd=REPO)
+                          str(tmp_path / "fits")], timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (f"{mixed}: skipped 1 of 3 rows with no usable gold answer for schema 'generic' (line 2); give them an "
             "answer in 'gold' or 'answer' (the answer itself, not a sentence or a working; not empty, braces "

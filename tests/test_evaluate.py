@@ -23,6 +23,7 @@ from rlvjax.rl.diagnostics import calibration_error
 from rlvjax.config import Config
 from rlvjax.model.hf import save_hf
 from conftest import xla_flags
+import forkserver
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -502,9 +503,9 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         "    return [0.0] * len(completions)\n")
     for extra, seen in ((["--checkpoint", "2"], "2,4"), (["--policy", "warm_start"], "0,4")):
         record = tmp_path / f"seen_{seen[0]}.txt"
-        out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples",
+        out = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples",
                               "2", "--reward", "recorder:graded", "--out", str(tmp_path / f"by_recorder_{seen[0]}"),
-                              *extra], capture_output=True, text=True, timeout=300, cwd=REPO,
+                              *extra], timeout=300, cwd=REPO,
                              env={**os.environ, "RECORD": str(record),
                                   "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])})
         assert out.returncode == 0, out.stderr[-2000:]
@@ -518,8 +519,8 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     final = tmp_path / "eval" / "final"
     for flag, value, was, now in (("--num_samples", "2", "num_samples=4", "num_samples=2"),
                                   ("--max_new_tokens", "1", "max_new_tokens=6", "max_new_tokens=1")):
-        other = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples",
-                                "4", flag, value], capture_output=True, text=True, timeout=300, cwd=REPO)
+        other = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples",
+                                "4", flag, value], timeout=300, cwd=REPO)
         assert other.returncode == 2 and other.stderr.strip().endswith(
             f"{final} holds an evaluation with {was} (this one: {now}), which it would replace; pass --out to keep "
             f"both, or remove {final} to replace it"), other.stderr[-2000:]
@@ -527,15 +528,15 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     # The lambda = 0 baseline, a run of its own in the workdir: --policy lambda0 evaluates its final policy as the
     # run's report did (same pool) and names it so; its default --out is its own eval/ (nothing could evaluate it:
     # --policy named no such directory, and --workdir on it refused its own default --out)
-    out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--policy", "lambda0",
-                          "--num_samples", "4", "--temperature", "2"], capture_output=True, text=True, timeout=300,
+    out = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--policy", "lambda0",
+                          "--num_samples", "4", "--temperature", "2"], timeout=300,
                          cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     baseline = json.loads((tmp_path / "baseline_lambda0" / "eval" / "lambda0" / "eval.json").read_text())
     assert baseline["evaluated"]["model"] == str(tmp_path / "baseline_lambda0" / "final")
     assert baseline["reports"]["2"]["lambda0"]["pass@1"] == end_report["reports"]["2"]["lambda0"]["pass@1"]
-    out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--policy", "lambda0",
-                          "--checkpoint", "2", "--num_samples", "2"], capture_output=True, text=True, timeout=300,
+    out = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--policy", "lambda0",
+                          "--checkpoint", "2", "--num_samples", "2"], timeout=300,
                          cwd=REPO)  # its own step 2
     assert out.returncode == 0, out.stderr[-2000:]
     step = json.loads((tmp_path / "baseline_lambda0" / "eval" / "lambda0_step_2" / "eval.json").read_text())
@@ -546,16 +547,16 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     moved = tmp_path.with_name(tmp_path.name + "_moved")
     tmp_path.rename(moved)
     try:
-        out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(moved), "--policy", "lambda0",
+        out = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(moved), "--policy", "lambda0",
                               "--checkpoint", "2", "--num_samples", "2", "--out", str(moved.parent / "moved_eval")],
-                             capture_output=True, text=True, timeout=300, cwd=REPO)
+                             timeout=300, cwd=REPO)
     finally:
         moved.rename(tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     again = json.loads((moved.parent / "moved_eval" / "eval.json").read_text())["reports"]["2"]["lambda0_step_2"]
     assert again["pass@1"] == step["reports"]["2"]["lambda0_step_2"]["pass@1"]
-    typo = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--policy", "fina"],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    typo = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--policy", "fina"],
+                          timeout=300, cwd=REPO)
     assert typo.returncode == 2 and typo.stderr.strip().endswith(
         f"--policy fina: {tmp_path} holds no exported policy fina/ (it has final, warm_start, lambda0); pass one of "
         "those, or --checkpoint N for a saved step"), typo.stderr[-2000:]
@@ -568,8 +569,8 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     model_dir = ["--model_dir", str(tmp_path / "final"), "--data", str(data)]
     trained = (tmp_path / "final" / run_sampling.FILE).read_text()
     (tmp_path / "final" / run_sampling.FILE).unlink()
-    wrapped = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--out", str(tmp_path / "wrapped")],
-                             capture_output=True, text=True, timeout=300, cwd=REPO)
+    wrapped = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--out", str(tmp_path / "wrapped")],
+                             timeout=300, cwd=REPO)
     (tmp_path / "final" / run_sampling.FILE).write_text(trained)
     assert wrapped.returncode == 2 and "64 --data prompt(s) hold characters the tokenizer cannot encode" in \
         wrapped.stderr and not (tmp_path / "wrapped").exists()
@@ -578,16 +579,16 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     # own (a +-1 reward's threshold of 0 made every completion correct).
     stored = json.loads((tmp_path / "final" / verifier.CONFIG_FILE).read_text())
     (tmp_path / "final" / verifier.CONFIG_FILE).write_text(json.dumps({**stored, "threshold": 0.0}))
-    hf = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", "4",
+    hf = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", "4",
                          "--max_new_tokens", "6", "--temperature", "2", "--batch_size", "8", "--out",
-                         str(tmp_path / "hf")], capture_output=True, text=True, timeout=300, cwd=REPO)
+                         str(tmp_path / "hf")], timeout=300, cwd=REPO)
     assert hf.returncode == 0, hf.stderr[-2000:]
     assert "memory plan per device" in hf.stdout and "8 sampling rows" in hf.stdout
     # The particle strategy's search holds problems x particles whole rows at once: planned, and refused up front.
-    search = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", "4",
+    search = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", "4",
                              "--max_new_tokens", "6", "--strategy", "particle", "--particles", "4,1000000",
                              "--step_delimiter", "=", "--out", str(tmp_path / "search")],
-                            capture_output=True, text=True, timeout=300, cwd=REPO)
+                            timeout=300, cwd=REPO)
     refusal = search.stderr.strip()
     assert search.returncode == 2 and "per device (particles phase)" in refusal and refusal.endswith(
         "lower --particles (the largest now 1000000: 32000000 rows at once) or --max_new_tokens (now 6)"), refusal
@@ -603,9 +604,9 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     assert rep["pass@1"] < 1 and all(s["reward"] == float(s["correct"]) for s in hf_samples)
     # Three devices (rows split over the data axis, each refilling its own) sample the same pool: the 64 problems
     # are cut into batches of 32 whatever the mesh (batches of 30 on 3 devices drew other keys for problems 30-63).
-    two = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", "4",
+    two = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", "4",
                           "--max_new_tokens", "6", "--temperature", "2", "--out", str(tmp_path / "hf2")],
-                         capture_output=True, text=True, timeout=300, cwd=REPO,
+                         timeout=300, cwd=REPO,
                          env={**os.environ, "XLA_FLAGS": xla_flags(3)})
     assert two.returncode == 0, two.stderr[-2000:]
     assert "mesh data=3" in two.stdout
@@ -613,14 +614,14 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     assert [(s["prompt"], s["completion"]) for s in two_samples] == [(s["prompt"], s["completion"]) for s in hf_samples]
     np.testing.assert_allclose([s["p_yes"] for s in two_samples], [s["p_yes"] for s in hf_samples], atol=1e-4)
     # A pool that cannot fit is refused by the plan, naming the knob, before anything is compiled or written.
-    huge = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", str(2 ** 30),
+    huge = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", str(2 ** 30),
                            "--out", str(tmp_path / "huge")],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+                          timeout=300, cwd=REPO)
     assert huge.returncode == 2 and "lower --num_samples to" in huge.stderr and not (tmp_path / "huge").exists()
     # --temperature overrides it: near-greedy, the 4 samples of a problem are one answer, so pass@4 = pass@1.
-    cold = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples", "4",
+    cold = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples", "4",
                            "--temperature", "0.01", "--out", str(tmp_path / "cold")],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+                          timeout=300, cwd=REPO)
     assert cold.returncode == 0, cold.stderr[-2000:]
     rep = json.loads((tmp_path / "cold" / "eval.json").read_text())["reports"]["0.01"]["final"]
     assert rep["temperature"] == 0.01 and rep["pass@k"]["4"] == pytest.approx(rep["pass@1"], abs=0.02)
@@ -632,9 +633,9 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     verify_suffix = verifier.tokens(tokenizer, config.verifier.question).suffix
     for strategy, extra in (("adaptive", ["--delta", "0.3,0.0", "--min_samples", "1", "--round_size", "1"]),
                             ("length", ["--budgets", "2,4,6", "--threshold", "0.2"])):
-        out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples",
+        out = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples",
                               "4", "--strategy", strategy, *extra, "--out", str(tmp_path / strategy)],
-                             capture_output=True, text=True, timeout=300, cwd=REPO)
+                             timeout=300, cwd=REPO)
         assert out.returncode == 0, out.stderr[-2000:]
         assert (tmp_path / strategy / "compute.png").stat().st_size > 10_000 and "fixed-N weighted at N = 4" in out.stdout
         rep = json.loads((tmp_path / strategy / "eval.json").read_text())["reports"]["2"]["final"]
@@ -662,9 +663,8 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
         assert len(block["points"]) == (2 if strategy == "adaptive" else 3)  # length: N = 1, 2, 4
     # An --out that cannot be written is refused before any sampling (and nothing is created).
     (tmp_path / "a_file").write_text("x")
-    unwritable = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples",
-                                 "4", "--out", str(tmp_path / "a_file" / "eval")], capture_output=True, text=True,
-                                timeout=300, cwd=REPO)
+    unwritable = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples",
+                                 "4", "--out", str(tmp_path / "a_file" / "eval")], timeout=300, cwd=REPO)
     assert unwritable.returncode == 2 and f"{tmp_path / 'a_file'} is a file, not a directory; choose another --out" \
         in unwritable.stderr
     # Going back to step 2 (--checkpoint 2 with num_steps = 2): the final policy and report of step 4 follow its
@@ -751,9 +751,9 @@ def test_evaluate_grades_with_the_reward_it_is_given(tmp_path):
     model, tokenizer = experiment.build_policy(experiment.ModelSpec(hidden_size=32, intermediate_size=64,
                                                                     num_layers=1, num_heads=2, num_kv_heads=1))
     save_hf(model, tokenizer, tmp_path / "model")
-    out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(tmp_path / "model"), "--data",
+    out = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(tmp_path / "model"), "--data",
                           str(data), "--raw_prompts", "--reward", "by_column:judged", "--num_samples", "2",
-                          "--max_new_tokens", "3", "--out", str(tmp_path / "eval")], capture_output=True, text=True,
+                          "--max_new_tokens", "3", "--out", str(tmp_path / "eval")],
                          timeout=300, cwd=REPO, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert out.returncode == 0, out.stderr[-2000:]
     evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())

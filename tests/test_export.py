@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from safetensors.numpy import load_file
 
 from rlvjax import atomic, evaluate, export, train
@@ -22,6 +23,7 @@ from rlvjax.data import arithmetic
 from rlvjax.data.tokenizer import build_tokenizer
 from rlvjax.model.hf import export_stamp
 from rlvjax.rl.verifier import BASE_VERIFY_PROMPT
+import forkserver
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,8 +44,7 @@ def run_dir(tmp_path_factory):
 
 
 def export_cli(*args):
-    return subprocess.run([sys.executable, "-m", "rlvjax.export", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, cwd=REPO)
+    return forkserver.run([sys.executable, "-m", "rlvjax.export", *map(str, args)], timeout=300, cwd=REPO)
 
 
 def test_export_loads_in_transformers_with_the_same_logits(run_dir, tmp_path):

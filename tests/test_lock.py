@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 
 from rlvjax import lock
+import forkserver
 
 REPO = Path(__file__).resolve().parents[1]
 # Another process trying the same workdir.
 SECOND = """
 import sys
 from rlvjax import lock
+import forkserver
 try:
     with lock.workdir_lock(sys.argv[1]):
         print("locked")
@@ -25,7 +27,7 @@ except lock.WorkdirBusy as e:
 
 
 def second_process(workdir) -> str:
-    out = subprocess.run([sys.executable, "-c", SECOND, str(workdir)], capture_output=True, text=True, timeout=120,
+    out = forkserver.run([sys.executable, "-c", SECOND, str(workdir)], timeout=120,
                          cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.strip()
@@ -80,6 +82,7 @@ def test_a_filesystem_without_locks_is_one_line(tmp_path, monkeypatch):
 HOLDER_THAT_FORKS = """
 import multiprocessing, os, signal, sys, time
 from rlvjax import lock
+import forkserver
 with lock.workdir_lock(sys.argv[1]):
     child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,), daemon=True)
     child.start()

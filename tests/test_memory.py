@@ -6,7 +6,6 @@ import functools
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from rlvjax.model.transformer import ModelConfig, Transformer
 from rlvjax.rl import steps
 from rlvjax.rl.config import OptimConfig, RLConfig
 from conftest import xla_flags
+import forkserver
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -466,8 +466,8 @@ def test_the_update_plan_without_remat_holds_a_tied_embeddings_gradients_beside_
 
 def compiled_over_plan(script: str) -> tuple[list[float], str]:
     """Run ``script`` on Qwen2.5-Math-1.5B's config.json: the ratio ending each line it prints, and its output."""
-    out = subprocess.run([sys.executable, "-c", script, str(CONFIGS / "models" / "qwen2_5_math_1_5b" / "config.json")],
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    out = forkserver.run([sys.executable, "-c", script, str(CONFIGS / "models" / "qwen2_5_math_1_5b" / "config.json")],
+                         timeout=600, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-3000:]
     return [float(line.rsplit(" ", 1)[1]) for line in out.stdout.splitlines()], out.stdout
 
@@ -506,7 +506,7 @@ def test_the_warm_start_plan_tracks_xla_on_data_fsdp_and_tensor_meshes():
 
 def test_sharded_bytes_match_arrays_placed_on_a_mesh():
     # On 4 fake devices (in one pytest process there is 1 device, where nothing is split and any count would do).
-    out = subprocess.run([sys.executable, "-c", SHARDED_BYTES], capture_output=True, text=True, timeout=300,
+    out = forkserver.run([sys.executable, "-c", SHARDED_BYTES], timeout=300,
                          env={**os.environ, "JAX_PLATFORMS": "cpu",
                               "XLA_FLAGS": xla_flags(4)})
     assert out.returncode == 0, out.stderr[-2000:]
@@ -727,7 +727,7 @@ def test_the_update_plan_counts_unsplit_widths_the_reference_logits_and_saveable
     (its logits stay whole, as ``parallel.spec_for`` leaves the head; planned as split, 2.22), beta > 0 (the
     reference policy's f32 log-probs, left out: 1.31) and a remat policy that saves activations (planned as "full":
     everything_saveable 2.09)."""
-    out = subprocess.run([sys.executable, "-c", PLAN_GAPS], capture_output=True, text=True, timeout=600,
+    out = forkserver.run([sys.executable, "-c", PLAN_GAPS], timeout=600,
                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-3000:]
     ratios = [float(line.rsplit(" ", 1)[1]) for line in out.stdout.splitlines()]

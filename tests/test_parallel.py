@@ -9,6 +9,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from rlvjax import parallel
+import forkserver
 
 MESH = types.SimpleNamespace(shape={"data": 2, "fsdp": 4, "tensor": 2})
 
@@ -137,7 +138,6 @@ def test_a_loaded_model_is_placed_by_the_partition_rules():
     share (a 1.5B f32 policy: ~5.75 GiB on device 0 the plan does not count). ``place_model`` lays it out by the
     rules: each device holds its share alone, with the same values."""
     import os
-    import subprocess
     import sys
 
     script = """
@@ -159,7 +159,7 @@ held = max(sum(s.data.nbytes for x in jax.tree.leaves(params) for s in x.address
            for d in jax.devices())
 print(same, held, memory.sharded_bytes(params, mesh), sum(x.nbytes for x in jax.tree.leaves(before)))
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+    out = forkserver.run([sys.executable, "-c", script], timeout=300,
                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-2000:]
     same, held, planned, whole = out.stdout.split()

@@ -6,11 +6,12 @@ reliably move reward, so it checks the report only. RL improving reward and the 
 logs) is checked on the digit task, where 120 steps take ~45 s."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+
+import forkserver
 
 REPO = Path(__file__).resolve().parents[1]
 SHRINK = [  # the report's shape, not what the run learns (test_rl_improves_reward_and_the_verifier_...): few steps
@@ -28,7 +29,7 @@ def train_cli(workdir, bindings, gin_files=()):
         args += ["--gin_file", str(path)]
     for binding in bindings:
         args += ["--gin_param", binding]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=workdir.parent)
+    out = forkserver.run(args, timeout=900, cwd=workdir.parent)
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 

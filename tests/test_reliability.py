@@ -30,6 +30,7 @@ from rlvjax.checkpoint import Checkpointer, DamagedCheckpoint, step_folders
 from rlvjax.config import Config
 from rlvjax.model.hf import export_stamp
 from rlvjax.rewards.registry import Rewards
+import forkserver
 
 REPO = Path(__file__).resolve().parents[1]
 DIGIT = str(REPO / "configs" / "digit_smoke.gin")
@@ -65,8 +66,8 @@ def start(workdir, env, bindings=(), *, resume=False, extra_env=None, pause_save
 
 
 def finish(workdir, env, bindings=(), *, resume=False, extra=()) -> subprocess.CompletedProcess:
-    out = subprocess.run(command(workdir, bindings, resume=resume) + list(extra), cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = forkserver.run(command(workdir, bindings, resume=resume) + list(extra), cwd=REPO, env=env,
+                         timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
@@ -188,8 +189,7 @@ def test_a_busy_workdir_is_refused_and_a_dead_holder_does_not_block_it(tmp_path,
     workdir = tmp_path / "run"
     proc = start(workdir, env, pause_saves=10)  # each save takes 10 s: the run outlasts the second's start
     wait_for(lambda: lines(workdir) >= 1, proc)
-    second = subprocess.run(command(workdir, resume=True), cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=300)
+    second = forkserver.run(command(workdir, resume=True), cwd=REPO, env=env, timeout=300)
     assert second.returncode == 2 and "Traceback" not in second.stderr
     assert f"rlvjax.train: error: {workdir} is in use by pid {proc.pid} on {socket.gethostname()} since " \
         in second.stderr
@@ -279,8 +279,8 @@ runpy.run_module("rlvjax.train", run_name="__main__")
 
 def test_a_disk_that_fills_up_mid_save_ends_in_one_line_and_the_run_resumes(tmp_path, env, reference):
     workdir = tmp_path / "run"
-    out = subprocess.run([sys.executable, "-c", DISK_FULL, *command(workdir)[3:]], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = forkserver.run([sys.executable, "-c", DISK_FULL, *command(workdir)[3:]], cwd=REPO, env=env,
+                         timeout=300)
     errors = [line for line in out.stderr.splitlines() if line.startswith("rlvjax.train: error:")]
     assert out.returncode == 2 and errors == [
         f"rlvjax.train: error: the disk under {workdir / 'checkpoints'} filled up while saving a checkpoint; the "
@@ -295,8 +295,8 @@ def test_a_disk_that_fills_up_mid_save_ends_in_one_line_and_the_run_resumes(tmp_
 def test_resume_from_a_chosen_step(tmp_path, env, reference, reference_run):
     workdir = tmp_path / "run"
     shutil.copytree(reference_run, workdir)
-    missing = subprocess.run(command(workdir, resume=True) + ["--checkpoint", "7"], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=300)
+    missing = forkserver.run(command(workdir, resume=True) + ["--checkpoint", "7"], cwd=REPO, env=env,
+                             timeout=300)
     assert missing.returncode == 2 and "no checkpoint for step 7" in missing.stderr and "saved steps: [6, 8]" in \
         missing.stderr
     later = [line for line in (workdir / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] > 6]
@@ -306,8 +306,8 @@ def test_resume_from_a_chosen_step(tmp_path, env, reference, reference_run):
     assert_same(metrics(workdir), reference, "resumed from the chosen step 6")
     # the set-aside steps' log rows went with their checkpoints, not away
     assert (workdir / "checkpoints_set_aside" / "metrics.jsonl").read_text().splitlines() == later
-    without = subprocess.run(command(tmp_path / "fresh") + ["--checkpoint", "6"], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=300)
+    without = forkserver.run(command(tmp_path / "fresh") + ["--checkpoint", "6"], cwd=REPO, env=env,
+                             timeout=300)
     assert without.returncode == 2 and "--checkpoint 6 chooses the step to resume from; pass it with --resume" in \
         without.stderr and not (tmp_path / "fresh").exists()
 
@@ -321,7 +321,7 @@ def test_a_resume_keeps_the_runs_num_steps_unless_a_flag_changes_it(tmp_path, en
     params = [arg for binding in TINY if binding != f"RunConfig.num_steps = {NUM_STEPS}"
               for arg in ("--gin_param", binding)]
     forgot = [sys.executable, "-m", "rlvjax.train", "--gin_file", DIGIT, *params, "--workdir", str(workdir), "--resume"]
-    out = subprocess.run(forgot, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = forkserver.run(forgot, cwd=REPO, env=env, timeout=300)
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         f"rlvjax.train: error: --resume: the --gin_file sets RunConfig.num_steps = 120, the run in {workdir} was set "
         f"to {NUM_STEPS}; pass --gin_param 'RunConfig.num_steps = {NUM_STEPS}' to continue it as it was, or "
@@ -630,15 +630,15 @@ def test_sigterm_during_the_report_stops_at_once_with_one_line(tmp_path, env, no
     Ctrl-C with 130 and "interrupted", where one in training is honoured with exit 0)."""
     from rlvjax.lock import workdir_lock
 
-    out = subprocess.run([sys.executable, "-c", SIGTERM_IN_REPORT, DIGIT, str(tmp_path / "run"), notice, "cli"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = forkserver.run([sys.executable, "-c", SIGTERM_IN_REPORT, DIGIT, str(tmp_path / "run"), notice, "cli"],
+                         cwd=REPO, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stderr.strip().splitlines()[-1] == (
         f"rlvjax.train: {'Ctrl-C' if notice == 'SIGINT' else 'SIGTERM'} during the end-of-run report: training is "
         "complete and saved; stopped without it; rerun with --resume to do it")
     if notice == "SIGINT":  # the same call in a Python session (a notebook): its interrupt ended the process
-        session = subprocess.run([sys.executable, "-c", SIGTERM_IN_REPORT, DIGIT, str(tmp_path / "session"), notice,
-                                  "python"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        session = forkserver.run([sys.executable, "-c", SIGTERM_IN_REPORT, DIGIT, str(tmp_path / "session"), notice,
+                                  "python"], cwd=REPO, env=env, timeout=300)
         assert session.returncode == 0, session.stderr[-3000:]
         assert session.stdout.strip().endswith("the session goes on"), session.stdout[-2000:]
     run = tmp_path / "run"
@@ -684,8 +684,8 @@ def test_sigterm_while_the_model_loads_stops_at_once_with_one_line(tmp_path, env
     start-up the run itself is saved: the line said "before anything was written; rerun with the same command",
     which was then refused (review, 2026-12-06); the --resume it now advises does the baseline."""
     bindings = [*TINY, "RunConfig.export_final = True", "RunConfig.baseline = True"] if caller == "baseline" else []
-    out = subprocess.run([sys.executable, "-c", SIGTERM_IN_SETUP, DIGIT, str(tmp_path / "run"), caller,
-                          json.dumps(bindings)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = forkserver.run([sys.executable, "-c", SIGTERM_IN_SETUP, DIGIT, str(tmp_path / "run"), caller,
+                          json.dumps(bindings)], cwd=REPO, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     line = "SIGTERM " + (train.BASELINE_STARTING if caller == "baseline" else train.STARTING)
     if caller == "script":

@@ -11,6 +11,7 @@ import rlvjax
 from rlvjax import sampling
 from rlvjax.model import transformer
 from conftest import xla_flags
+import forkserver
 
 PROMPTS = [[5, 9, 17, 3, 44, 12, 8], [30, 31], [7, 7, 60, 61, 62, 63, 64, 65, 66, 67, 68]]
 
@@ -363,12 +364,11 @@ def test_sharded_engine_equals_one_device(kv_heads, cases):
     share of the requests, sample what one device samples: tokens, lengths, log-probs and scores."""
     import json
     import os
-    import subprocess
     import sys
 
     env = {**os.environ, "XLA_FLAGS": xla_flags(8), "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, str(kv_heads), json.dumps(cases)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = forkserver.run([sys.executable, "-c", SHARDED_SCRIPT, str(kv_heads), json.dumps(cases)], env=env,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.split("RESULT")[-1])
     one = out.pop("one")

@@ -9,6 +9,7 @@ from flax import nnx
 from rlvjax import sft
 from rlvjax.model.transformer import ModelConfig, Transformer
 from conftest import xla_flags
+import forkserver
 
 
 def test_rows_and_loss_mask_by_hand():
@@ -117,12 +118,10 @@ def test_the_warm_start_runs_on_the_mesh_and_matches_one_device():
     embedding) and its rows over the data axes, and it computes what one device does."""
     import json
     import os
-    import subprocess
     import sys
 
     env = {**os.environ, "XLA_FLAGS": xla_flags(4), "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-c", WARM_ON_A_MESH], env=env, capture_output=True, text=True,
-                         timeout=300)
+    out = forkserver.run([sys.executable, "-c", WARM_ON_A_MESH], env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.split("RESULT")[-1])
     assert result["devices"] == 4 and result["shard_rows"] == 16  # hidden 32 split over fsdp = 2

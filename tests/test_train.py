@@ -3,7 +3,6 @@ contents: test_pipeline's digit run)."""
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from rlvjax import train
 from rlvjax.config import Config
 from conftest import xla_flags
+import forkserver
 
 REPO = Path(__file__).resolve().parents[1]
 DIGIT = str(REPO / "configs" / "digit_smoke.gin")
@@ -98,9 +98,9 @@ print("RESULT" + json.dumps([m["policy_loss"] + m["verify_loss"] for m in histor
 
 def run_on_devices(tmp_path, name, devices, bindings):
     env = {**os.environ, "XLA_FLAGS": xla_flags(devices), "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-c", MESH_SCRIPT, DIGIT, str(tmp_path / name), *FAST,
+    out = forkserver.run([sys.executable, "-c", MESH_SCRIPT, DIGIT, str(tmp_path / name), *FAST,
                           "WarmStartConfig.num_steps = 20", "RunConfig.num_steps = 3", *bindings],
-                         env=env, capture_output=True, text=True, timeout=600)
+                         env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return np.asarray(json.loads(out.stdout.split("RESULT")[-1]))
 
@@ -140,11 +140,11 @@ def test_the_state_is_laid_out_over_the_mesh_without_a_whole_copy_on_one_device(
     """The loaded weights stayed whole on the first device for the whole run (and the AdamW moments were built there
     before being split: 3x the weights at start-up): a 1.5B model's 6 GB the memory plan never counted."""
     env = {**os.environ, "XLA_FLAGS": xla_flags(4), "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-c", LAYOUT_SCRIPT, DIGIT, str(tmp_path / "run"), *FAST,
+    out = forkserver.run([sys.executable, "-c", LAYOUT_SCRIPT, DIGIT, str(tmp_path / "run"), *FAST,
                           f"WarmStartConfig.num_steps = {warm_steps}", "MeshConfig.data = 1", "MeshConfig.fsdp = 4",
                           "ModelSpec.hidden_size = 256", "ModelSpec.intermediate_size = 1024",
                           "ModelSpec.num_heads = 4", "ModelSpec.num_kv_heads = 4"],
-                         env=env, capture_output=True, text=True, timeout=600)
+                         env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     measured = json.loads(out.stdout.split("RESULT")[-1])
     held, whole = measured["held"], measured["whole"]

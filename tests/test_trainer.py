@@ -18,6 +18,7 @@ import rlvjax
 from rlvjax import cli
 from rlvjax.cli import UserError
 from rlvjax.rewards import registry
+import forkserver
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUESTION = "1+1=2"  # what the built-in arithmetic tokenizer can spell: digits and operators
@@ -138,9 +139,9 @@ def test_the_export_is_evaluated_as_its_run_rendered_prompts_and_sampled(user_ru
                                                              "top_p": 0.9, "top_k": 1}))
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps({"prompt": r["prompt"], "answer": r["target"]}) + "\n" for r in rows[:8]))
-    out = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(export), "--data",
-                          str(data), "--num_samples", "2", "--out", str(tmp_path / "eval")], capture_output=True,
-                         text=True, timeout=300, cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    out = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(export), "--data",
+                          str(data), "--num_samples", "2", "--out", str(tmp_path / "eval")],
+                         timeout=300, cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-2000:]
     evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert evaluation["evaluated"]["prompt_format"] == "as_is"
@@ -154,8 +155,8 @@ def test_the_export_is_evaluated_as_its_run_rendered_prompts_and_sampled(user_ru
     damaged = tmp_path / "damaged"
     shutil.copytree(root / "exported", damaged)
     (damaged / "rlvjax_sampling.json").write_text(json.dumps({**saved, "prompt_format": "latex"}))
-    bad = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(damaged), "--data", str(data),
-                          "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=300, cwd=REPO)
+    bad = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", "--model_dir", str(damaged), "--data", str(data),
+                          "--out", str(tmp_path / "bad")], timeout=300, cwd=REPO)
     assert bad.returncode == 2 and bad.stderr.strip().endswith(
         f"{damaged / 'rlvjax_sampling.json'} is damaged: it needs prompt_format (one of math, as_is, chat), "
         "temperature > 0, top_p in (0, 1], top_k >= 0 and max_new_tokens >= 1; fix it, or delete it to evaluate "
@@ -290,8 +291,8 @@ def test_a_re_evaluation_with_other_settings_keeps_the_last_one(user_run, tmp_pa
     temperature = json.loads(before)["evaluated"]["settings"]["temperature"]
     for flags, changed in ((["--temperature", "3"], f"temperature={temperature!r} (this one: temperature=3.0)"),
                            (["--score", "raw"], "score='normalized' (this one: score='raw')")):
-        cli = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(root / "run"), "--num_samples",
-                              "4", *flags], capture_output=True, text=True, timeout=300, cwd=REPO,
+        cli = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(root / "run"), "--num_samples",
+                              "4", *flags], timeout=300, cwd=REPO,
                              env={**os.environ, "PYTHONPATH": str(root), "JAX_PLATFORMS": "cpu"})
         assert cli.returncode == 2 and cli.stderr.strip().endswith(
             f"{folder} holds an evaluation with {changed}, which it would replace; pass --out to keep both, or "
@@ -307,8 +308,8 @@ def test_a_re_evaluation_with_other_settings_keeps_the_last_one(user_run, tmp_pa
 def test_the_written_config_reproduces_the_run_through_the_cli(user_run, tmp_path):
     root, _, _, _ = user_run
     env = {**os.environ, "PYTHONPATH": str(root), "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-m", "rlvjax.train", "--gin_file", str(root / "run" / "config.gin"),
-                          "--workdir", str(tmp_path / "again")], capture_output=True, text=True, timeout=600,
+    out = forkserver.run([sys.executable, "-m", "rlvjax.train", "--gin_file", str(root / "run" / "config.gin"),
+                          "--workdir", str(tmp_path / "again")], timeout=600,
                          cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     timing = ("time/", "_per_s")
@@ -361,7 +362,7 @@ def test_a_moved_run_reads_its_own_copy_of_the_data(tmp_path, capsys):
     env = {**os.environ, "PYTHONPATH": os.path.join(REPO, "tests"), "JAX_PLATFORMS": "cpu"}
 
     def cli(*args):
-        out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=REPO,
+        out = forkserver.run([sys.executable, "-m", *args], timeout=300, cwd=REPO,
                              env=env)
         assert out.returncode == 0, out.stderr[-2000:]
         return out.stderr
@@ -1326,14 +1327,14 @@ def test_a_run_on_chat_messages_has_text_problems_evaluated_as_the_users_turn(hf
     assert evaluation["evaluated"]["prompt_format"] == "chat"
 
     def cli(*args):
-        out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=REPO,
+        out = forkserver.run([sys.executable, "-m", *args], timeout=300, cwd=REPO,
                              env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.path.join(REPO, "tests")})
         assert out.returncode == 0, out.stderr[-2000:]  # the run's reward is test_trainer:length_penalty
 
     cli("rlvjax.export", "--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "exported"))
     # where the run's reward cannot be imported, evaluate --workdir names --reward (one line, nothing written)
-    unimported = subprocess.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path / "run"), "--out",
-                                 str(tmp_path / "unimported")], capture_output=True, text=True, timeout=300, cwd=REPO)
+    unimported = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path / "run"), "--out",
+                                 str(tmp_path / "unimported")], timeout=300, cwd=REPO)
     assert unimported.returncode == 2 and unimported.stderr.strip().endswith(
         "put its module on PYTHONPATH or fix the name; or grade with --reward (e.g. --reward math)"), unimported.stderr
     assert not (tmp_path / "unimported").exists()
@@ -1399,8 +1400,8 @@ def test_the_cli_and_the_api_resuming_a_finished_run_take_its_report_for_theirs(
     report = (tmp_path / "run" / "eval.json").read_text()
     again = "eval.json already reports these policies with these settings; not evaluated again"
     assert again not in capsys.readouterr().err
-    out = subprocess.run([sys.executable, "-m", "rlvjax.train", "--workdir", str(tmp_path / "run"), "--resume"],
-                         capture_output=True, text=True, timeout=300, cwd=REPO,
+    out = forkserver.run([sys.executable, "-m", "rlvjax.train", "--workdir", str(tmp_path / "run"), "--resume"],
+                         timeout=300, cwd=REPO,
                          env={**os.environ, "PYTHONPATH": os.path.join(REPO, "tests"), "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0 and again in out.stderr, out.stderr[-2000:]
     rlvjax.RLVTrainer(reward_funcs=length_penalty, train_dataset=rows, eval_dataset=evals, args=args).train(
