@@ -1,16 +1,17 @@
 """``python -m rlvjax.X`` for the tests, without a fresh interpreter's imports each time.
 
-A command is ~3 s of imports (JAX, flax, grain, orbax, tokenizers) before it reads its first flag: over half of the
-suite's time went to the ~430 commands its tests run. A server per pytest worker imports those libraries and
-rlvjax's own modules once; each command is a fork of it that runs its module as ``__main__``, as ``python -m``
-does, with the command's arguments, working directory and environment. Its exit code, stdout and stderr are the
-real ones: the module's own code runs in a process of its own that ends as any interpreter does.
+A command spends ~3 s importing JAX, flax, grain, orbax and transformers before it reads its first flag (a refused
+flag: 3.2 s fresh, 0.7 s forked), and the tests run hundreds of commands. A server per pytest worker imports those
+libraries and rlvjax's own modules once; each command is a fork of it that runs its module (or ``-c`` code) as
+``__main__``, as ``python`` does, with the command's arguments, working directory and environment. Its exit code,
+stdout and stderr are the real ones: the command's own code runs in a process of its own that ends as any
+interpreter does.
 
 What a fork cannot take from a fresh interpreter is an environment variable that a library reads when it is
 imported (``JAX_PLATFORMS``, ``HF_HUB_OFFLINE``...): one server runs per distinct environment, so each command's is
 its own. Only ``XLA_FLAGS`` (read when JAX first makes its devices) and ``PYTHONPATH`` (put on ``sys.path`` by the
-fork) may differ within one server. A test about the interpreter's own start-up (an import's warnings, the flags of
-``python`` itself) runs ``subprocess`` as before.
+fork) may differ within one server. Tests about a fresh interpreter's start-up (its warnings: test_cli's --help,
+test_evaluate's first evaluations), and those that signal or kill a process they started, run ``subprocess``.
 """
 
 import atexit
@@ -26,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 PER_COMMAND = ("XLA_FLAGS", "PYTHONPATH", "PYTEST_CURRENT_TEST")  # read after the imports: a fork sets them
 # Run as __main__ by the commands, so never preloaded (a module imported twice defines its absl flags twice).
 COMMANDS = {"rlvjax.train", "rlvjax.evaluate", "rlvjax.export", "rlvjax.config_docs"}
+
+MAX_SERVERS = 4  # per pytest worker, each ~0.5 GB: the oldest stops first
 
 _servers: dict[tuple, subprocess.Popen] = {}
 
@@ -54,16 +57,20 @@ def run(argv: list, *, cwd=None, env=None, timeout: float | None = None) -> subp
 def _server(env: dict) -> subprocess.Popen:
     key = tuple(sorted(env.items()))
     if key not in _servers or _servers[key].poll() is not None:
+        if len(_servers) >= MAX_SERVERS:
+            _stop(_servers.pop(next(iter(_servers))))
         _servers[key] = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          text=True, cwd=REPO, env={**env, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")})
     return _servers[key]
 
 
-@atexit.register
-def _stop():
-    for server in _servers.values():
+def _stop(*servers):
+    for server in servers:
         server.stdin.close()  # the server ends at the end of its input
         server.wait()
+
+
+atexit.register(lambda: _stop(*_servers.values()))
 
 
 def _serve():

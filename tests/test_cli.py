@@ -4,6 +4,7 @@ A handful of subprocess runs prove the end-to-end contract (flag parsing, the ex
 the full catalogue of bad inputs runs in-process in test_errors.py (see docs/errors.md).
 """
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -57,7 +58,9 @@ def test_broken_gin_files_and_an_empty_workdir_are_one_line_errors(tmp_path):
 @pytest.mark.parametrize("module,flag", [("train", "--help"), ("evaluate", "--help"), ("export", "-h")])
 def test_help_exits_zero(module, flag, tmp_path):
     """absl exits 1 after --help, which errors.md and scripts read as a run that stopped itself; -h was an unknown
-    flag (exit 2), where the launchers take it."""
-    done = forkserver.run([sys.executable, "-m", f"rlvjax.{module}", flag], timeout=300, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
+    flag (exit 2), where the launchers take it. A fresh interpreter (the other commands of the tests are forks of
+    one that has imported their libraries): each command starts from nothing, without a warning."""
+    done = subprocess.run([sys.executable, "-m", f"rlvjax.{module}", flag], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-2000:]
     assert "--workdir" in done.stdout and not list(tmp_path.iterdir())

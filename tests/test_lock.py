@@ -17,7 +17,6 @@ REPO = Path(__file__).resolve().parents[1]
 SECOND = """
 import sys
 from rlvjax import lock
-import forkserver
 try:
     with lock.workdir_lock(sys.argv[1]):
         print("locked")
@@ -82,7 +81,6 @@ def test_a_filesystem_without_locks_is_one_line(tmp_path, monkeypatch):
 HOLDER_THAT_FORKS = """
 import multiprocessing, os, signal, sys, time
 from rlvjax import lock
-import forkserver
 with lock.workdir_lock(sys.argv[1]):
     child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,), daemon=True)
     child.start()

@@ -95,6 +95,18 @@ def test_shipped_architectures_without_allocating():
     assert not r1.tie_word_embeddings and memory.count_params(memory.abstract_params(r1)) == 1_543_714_304 + v * d
     c = configs_of(EXPERIMENT, CONFIGS / "hardware" / "4xa100.gin")
     assert experiment.abstract_policy(c["model"])[0] == config_from_hf(QWEN_MATH_1_5B, jnp.float32, "bfloat16")
+    # one layer traced and repeated: the whole model's shapes, dtypes and layout (tied and untied), and a copy the
+    # caller may change without changing the next plan's
+    for small in (dataclasses.replace(cfg, num_layers=3, hidden_size=64, intermediate_size=96, num_heads=4,
+                                      num_kv_heads=2, head_dim=16, vocab_size=100),
+                  dataclasses.replace(r1, num_layers=2, hidden_size=32, intermediate_size=48, num_heads=2,
+                                      num_kv_heads=1, head_dim=16, vocab_size=50, dtype="bfloat16")):
+        traced = nnx.to_pure_dict(nnx.split(nnx.eval_shape(lambda: Transformer(small, nnx.Rngs(0))))[1])
+        planned = memory.abstract_params(small)
+        assert jax.tree.structure(planned) == jax.tree.structure(traced)
+        assert jax.tree.leaves(planned) == jax.tree.leaves(traced)
+        planned["layers"].pop(0)
+        assert memory.abstract_params(small)["layers"].keys() == traced["layers"].keys()
 
 
 def test_qwen_plan_fits_4xa100_and_tpu_v4_8():
