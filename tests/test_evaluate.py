@@ -529,8 +529,7 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     # run's report did (same pool) and names it so; its default --out is its own eval/ (nothing could evaluate it:
     # --policy named no such directory, and --workdir on it refused its own default --out)
     out = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--policy", "lambda0",
-                          "--num_samples", "4", "--temperature", "2"], timeout=300,
-                         cwd=REPO)
+                          "--num_samples", "4", "--temperature", "2"], timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     baseline = json.loads((tmp_path / "baseline_lambda0" / "eval" / "lambda0" / "eval.json").read_text())
     assert baseline["evaluated"]["model"] == str(tmp_path / "baseline_lambda0" / "final")
@@ -587,8 +586,7 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     # The particle strategy's search holds problems x particles whole rows at once: planned, and refused up front.
     search = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", "4",
                              "--max_new_tokens", "6", "--strategy", "particle", "--particles", "4,1000000",
-                             "--step_delimiter", "=", "--out", str(tmp_path / "search")],
-                            timeout=300, cwd=REPO)
+                             "--step_delimiter", "=", "--out", str(tmp_path / "search")], timeout=300, cwd=REPO)
     refusal = search.stderr.strip()
     assert search.returncode == 2 and "per device (particles phase)" in refusal and refusal.endswith(
         "lower --particles (the largest now 1000000: 32000000 rows at once) or --max_new_tokens (now 6)"), refusal
@@ -615,13 +613,11 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
     np.testing.assert_allclose([s["p_yes"] for s in two_samples], [s["p_yes"] for s in hf_samples], atol=1e-4)
     # A pool that cannot fit is refused by the plan, naming the knob, before anything is compiled or written.
     huge = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", *model_dir, "--num_samples", str(2 ** 30),
-                           "--out", str(tmp_path / "huge")],
-                          timeout=300, cwd=REPO)
+                           "--out", str(tmp_path / "huge")], timeout=300, cwd=REPO)
     assert huge.returncode == 2 and "lower --num_samples to" in huge.stderr and not (tmp_path / "huge").exists()
     # --temperature overrides it: near-greedy, the 4 samples of a problem are one answer, so pass@4 = pass@1.
     cold = forkserver.run([sys.executable, "-m", "rlvjax.evaluate", "--workdir", str(tmp_path), "--num_samples", "4",
-                           "--temperature", "0.01", "--out", str(tmp_path / "cold")],
-                          timeout=300, cwd=REPO)
+                           "--temperature", "0.01", "--out", str(tmp_path / "cold")], timeout=300, cwd=REPO)
     assert cold.returncode == 0, cold.stderr[-2000:]
     rep = json.loads((tmp_path / "cold" / "eval.json").read_text())["reports"]["0.01"]["final"]
     assert rep["temperature"] == 0.01 and rep["pass@k"]["4"] == pytest.approx(rep["pass@1"], abs=0.02)
