@@ -150,8 +150,9 @@ def abstract_params(cfg: ModelConfig):
 
 @functools.lru_cache(maxsize=8)
 def _abstract_params(cfg: ModelConfig):
-    # One layer is traced and repeated (the layers are alike): tracing them all grew faster than their number (28
-    # layers 1.4 s, 96 layers 34 s), and a dry run plans each advised alternative anew.
+    # One layer is traced and repeated (the layers are alike): tracing them all grew faster than their number (at
+    # Qwen2.5-Math-1.5B's widths 28 layers 1.3-1.6 s, 96 layers 18 s; docs/benchmarks.md), and a plan is made anew
+    # for each alternative a refusal advises.
     _, state = nnx.split(nnx.eval_shape(lambda: Transformer(dataclasses.replace(cfg, num_layers=1), nnx.Rngs(0))))
     params = nnx.to_pure_dict(state)
     params["layers"] = {i: params["layers"][0] for i in range(cfg.num_layers)}
