@@ -61,13 +61,15 @@ from rlvjax.strategies.flags import strategy_rules
 def evaluate_policy(model, tokenizer, records: list[dict], rl: RLConfig, mesh, *, num_samples: int,
                     seed: int = 0, temperature: float | None = None, rows: int | None = None,
                     conventions: testtime.Conventions = testtime.Conventions(),
-                    verify: VerifierConfig = VerifierConfig(), reward: Rewards | None = None) -> tuple[dict, dict]:
+                    verify: VerifierConfig = VerifierConfig(), reward: Rewards | None = None,
+                    samplers: dict | None = None) -> tuple[dict, dict]:
     """``(report, pool)`` of one policy on ``records``, sampled with the run's sampling settings at ``temperature``
     (None: ``rl.temperature``), ``rows`` at a time (``PoolSampler``'s), asked the run's verify question and graded
-    by ``reward`` (None: the math reward); the report records the temperature and the grouping the votes used."""
+    by ``reward`` (None: the math reward); the report records the temperature and the grouping the votes used.
+    ``samplers``: a dict the caller keeps across the policies it evaluates (``PoolSampler.for_model``'s ``built``)."""
     temperature = rl.temperature if temperature is None else temperature
     sampler, params = PoolSampler.for_model(model, tokenizer, rl, mesh, num_samples=num_samples, verify=verify,
-                                            temperature=temperature, rows=rows)
+                                            temperature=temperature, rows=rows, built=samplers)
     reward = reward or Rewards(("math",), threshold=verify.threshold)
     before = grading_counts()
     pool = sample_pool(sampler, params, tokenizer, records, reward, seed=seed)
@@ -128,6 +130,7 @@ def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: 
     temperatures = tuple(dict.fromkeys([rl.temperature, run.eval_temperature or rl.temperature]))
     reward = reward or Rewards.of(config)
     reports, correct = {}, {}
+    samplers = {}  # the policies share one engine per temperature: traced and compiled once, not once a policy
     for name, path in policies.items():  # in the run's precision, as trained and as the memory plan counts it
         reward.state.global_step = 0 if name == "warm_start" else run.num_steps  # the RL steps behind the policy
         model, tokenizer = load_hf(path, dtype=jnp.dtype(config.model.dtype), compute_dtype=config.model.compute_dtype)
@@ -136,7 +139,7 @@ def final_report(config: Config, workdir, policies: dict[str, Path], *, reward: 
         for t in temperatures:
             rep, pool = evaluate_policy(model, tokenizer, eval_records, rl, mesh, num_samples=run.final_eval_samples,
                                         seed=run.seed, temperature=t, conventions=config.conventions,
-                                        verify=config.verifier, reward=reward)
+                                        verify=config.verifier, reward=reward, samplers=samplers)
             reports.setdefault(temperature_key(t), {})[name] = rep
             correct.setdefault(temperature_key(t), {})[name] = pool["correct"]
     eval_data = eval_data or outputs.eval_data_id(config.task)

@@ -65,14 +65,21 @@ class PoolSampler:
     @classmethod
     def for_model(cls, model, tokenizer, rl: RLConfig, mesh, *, num_samples: int,
                   verify: VerifierConfig = VerifierConfig(), temperature: float | None = None,
-                  rows: int | None = None) -> tuple["PoolSampler", dict]:
-        """``(sampler, params)`` of a loaded policy, with the run's sampling settings and verify question."""
+                  rows: int | None = None, built: dict | None = None) -> tuple["PoolSampler", dict]:
+        """``(sampler, params)`` of a loaded policy, with the run's sampling settings and verify question.
+        ``built``: samplers the caller keeps across policies, reused where the architecture, tokens and settings are
+        the same (one trace and compilation for them all)."""
         from flax import nnx
 
         graphdef, params = nnx.split(model)
         params = nnx.to_pure_dict(params)
         step_setup = policy_tokens.step_setup(graphdef, None, rl, tokenizer, verify)
-        return cls.build(step_setup, mesh, params, num_samples=num_samples, temperature=temperature, rows=rows), params
+        key = (step_setup, mesh, num_samples, temperature, rows)
+        built = {} if built is None else built
+        if key not in built:
+            built[key] = cls.build(step_setup, mesh, params, num_samples=num_samples, temperature=temperature,
+                                   rows=rows)
+        return built[key], params
 
 
 def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], reward: Rewards, *, seed: int,
