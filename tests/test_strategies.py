@@ -155,6 +155,38 @@ def test_live_length_equals_its_replay_on_the_engines_pool(warm_policy):
     assert (live.tokens < full).any() and (live.tokens == full).any()  # some problems stopped early, some not
 
 
+@pytest.mark.slow
+def test_policies_evaluated_with_one_samplers_dict_share_an_engine_and_keep_their_own_pools(warm_policy, monkeypatch):
+    """A run's report evaluates its policies (warm start, final, lambda = 0) with one ``samplers`` dict: one engine
+    per temperature, traced once (it was traced again for each policy), and each policy's pool the one its own
+    engine draws."""
+    from rlvjax import experiment
+    from rlvjax.config import Config
+    from rlvjax.evaluate import evaluate_policy
+    from rlvjax.rl import steps
+
+    model, tokenizer, records, rl, mesh = warm_policy
+    untrained = experiment.build_policy(Config().model)[0]  # another policy of the same architecture
+    traced, samplers = [], {}
+    real = steps.rollout_step
+    monkeypatch.setattr(steps, "rollout_step", lambda *args, **kwargs: traced.append(1) or real(*args, **kwargs))
+
+    def pool(policy, temperature, shared=True):
+        return evaluate_policy(policy, tokenizer, records, rl, mesh, num_samples=2, seed=3, temperature=temperature,
+                               samplers=samplers if shared else None)[1]
+
+    warm, cold = pool(model, 1.0), pool(untrained, 1.0)
+    assert len(traced) == len(samplers) == 1
+    pool(untrained, 2.0)
+    assert len(traced) == len(samplers) == 2
+    assert (warm["texts"] != cold["texts"]).any()  # the weights are the engine's arguments, not baked into it
+    for policy, shared in ((model, warm), (untrained, cold)):
+        alone = pool(policy, 1.0, shared=False)
+        assert alone["texts"].tolist() == shared["texts"].tolist()
+        np.testing.assert_array_equal(alone["yes_logp"], shared["yes_logp"])
+        np.testing.assert_array_equal(alone["lengths"], shared["lengths"])
+
+
 def test_a_problem_whose_rows_have_all_finished_is_resampled_no_more():
     """Problem 0's 4 rows are finished solutions from the start (answers 0-3, scores 0.3-0.6); problem 1's rows stay
     live for 20 rounds. The finished rows were redrawn every round while problem 1 went on: they collapsed onto one
