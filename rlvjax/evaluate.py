@@ -66,10 +66,10 @@ def evaluate_policy(model, tokenizer, records: list[dict], rl: RLConfig, mesh, *
     """``(report, pool)`` of one policy on ``records``, sampled with the run's sampling settings at ``temperature``
     (None: ``rl.temperature``), ``rows`` at a time (``PoolSampler``'s), asked the run's verify question and graded
     by ``reward`` (None: the math reward); the report records the temperature and the grouping the votes used.
-    ``samplers``: a dict the caller keeps across the policies it evaluates (``PoolSampler.for_model``'s ``built``)."""
+    ``samplers``: a dict the caller keeps across the policies it evaluates (``PoolSampler.for_model``'s)."""
     temperature = rl.temperature if temperature is None else temperature
     sampler, params = PoolSampler.for_model(model, tokenizer, rl, mesh, num_samples=num_samples, verify=verify,
-                                            temperature=temperature, rows=rows, built=samplers)
+                                            temperature=temperature, rows=rows, samplers=samplers)
     reward = reward or Rewards(("math",), threshold=verify.threshold)
     before = grading_counts()
     pool = sample_pool(sampler, params, tokenizer, records, reward, seed=seed)

@@ -65,9 +65,9 @@ class PoolSampler:
     @classmethod
     def for_model(cls, model, tokenizer, rl: RLConfig, mesh, *, num_samples: int,
                   verify: VerifierConfig = VerifierConfig(), temperature: float | None = None,
-                  rows: int | None = None, built: dict | None = None) -> tuple["PoolSampler", dict]:
+                  rows: int | None = None, samplers: dict | None = None) -> tuple["PoolSampler", dict]:
         """``(sampler, params)`` of a loaded policy, with the run's sampling settings and verify question.
-        ``built``: samplers the caller keeps across policies, reused where the architecture, tokens and settings are
+        ``samplers``: those the caller keeps across policies, reused where the architecture, tokens and settings are
         the same (one trace and compilation for them all)."""
         from flax import nnx
 
@@ -75,11 +75,11 @@ class PoolSampler:
         params = nnx.to_pure_dict(params)
         step_setup = policy_tokens.step_setup(graphdef, None, rl, tokenizer, verify)
         key = (step_setup, mesh, num_samples, temperature, rows)
-        built = {} if built is None else built
-        if key not in built:
-            built[key] = cls.build(step_setup, mesh, params, num_samples=num_samples, temperature=temperature,
-                                   rows=rows)
-        return built[key], params
+        samplers = {} if samplers is None else samplers
+        if key not in samplers:
+            samplers[key] = cls.build(step_setup, mesh, params, num_samples=num_samples, temperature=temperature,
+                                      rows=rows)
+        return samplers[key], params
 
 
 def sample_pool(sampler: PoolSampler, params, tokenizer, records: list[dict], reward: Rewards, *, seed: int,
